@@ -1,0 +1,147 @@
+#include "cairnctl/cli.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include "common/repo/backend.h"
+#include "common/util/fs.h"
+
+namespace cairn::ctl {
+
+void add_repo_options(CLI::App* cmd, RepoOptions& o) {
+  cmd->add_option("--repo,-r", o.repo, "repository location (a directory)")->envname("CAIRN_REPOSITORY")->required();
+  cmd->add_option("--password-file", o.password_file, "file holding the passphrase (mode 0600)")->envname("CAIRN_PASSWORD_FILE");
+  cmd->add_option("--key-file", o.key_file, "file holding a repository key (mode 0600), instead of a passphrase")->envname("CAIRN_KEY_FILE");
+  cmd->add_flag("--json", o.json, "machine-readable output (JSON lines)");
+  cmd->add_flag("--quiet,-q", o.quiet, "print only errors and warnings");
+  cmd->add_option("--retry-lock", o.retry_lock, "wait this long for a conflicting lock (e.g. 5min, 1h)");
+}
+
+repo::Secret read_secret(const RepoOptions& o, const char* file_opt, const std::string& file_override) {
+  if (!file_override.empty()) return {repo::Secret::Kind::passphrase, read_secret_file(file_override)};
+  if (!o.key_file.empty()) return {repo::Secret::Kind::key_file, read_secret_file(o.key_file)};
+  if (!o.password_file.empty()) return {repo::Secret::Kind::passphrase, read_secret_file(o.password_file)};
+  throw Error(Errc::invalid_input, std::string("no passphrase given: use ") + file_opt +
+                                       " FILE (mode 0600) or set CAIRN_PASSWORD_FILE; passphrases are never taken from the command line");
+}
+
+std::unique_ptr<repo::Backend> make_backend(const RepoOptions& o) {
+  if (o.repo.empty()) throw Error(Errc::invalid_input, "no repository given: use --repo PATH or set CAIRN_REPOSITORY");
+  return repo::make_fs_backend(o.repo);
+}
+
+std::unique_ptr<repo::Repository> open_repo(const RepoOptions& o, bool load_index) {
+  auto be = make_backend(o);
+  if (!be->size({repo::FileType::config, ""}))
+    throw Error(Errc::no_repo, "no repository at '" + o.repo + "' (create one with 'cairnctl repo init --repo " + o.repo + "')");
+  auto r = repo::Repository::open(std::move(be), read_secret(o));
+  if (load_index)
+    for (const auto& p : r->load_index())
+      warn("index file '" + p.index_file + "' is unusable: " + p.message + " (run 'cairnctl repo check', then 'cairnctl repo repair index')");
+  return r;
+}
+
+std::unique_ptr<repo::Lock> lock_repo(repo::Repository& r, const RepoOptions& o, repo::LockKind k, const std::string& purpose) {
+  std::chrono::seconds wait(0);
+  if (!o.retry_lock.empty()) {
+    int64_t s = parse_duration(o.retry_lock);
+    if (s < 0) throw Error(Errc::invalid_input, "--retry-lock '" + o.retry_lock + "' is not a duration (try 30s, 5min, 1h)");
+    wait = std::chrono::seconds(s);
+  }
+  return repo::Lock::acquire(r, k, purpose, wait, [](const std::string& m) { warn(m); });
+}
+
+int exit_code_for(const Error& e) {
+  switch (e.code()) {
+    case Errc::no_repo: return kExitNoRepo;
+    case Errc::locked: return kExitLocked;
+    case Errc::wrong_key: return kExitWrongKey;
+    default: return kExitError;
+  }
+}
+
+void warn(const std::string& msg) { std::fprintf(stderr, "cairnctl: warning: %s\n", msg.c_str()); }
+
+void info(const RepoOptions& o, const std::string& msg) {
+  if (o.quiet || o.json) return;
+  std::fprintf(stdout, "%s\n", msg.c_str());
+  std::fflush(stdout);
+}
+
+void print_json(const nlohmann::json& j) {
+  std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::fprintf(stdout, "%s\n", s.c_str());
+  std::fflush(stdout);
+}
+
+std::string human_bytes(uint64_t n) {
+  const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = double(n);
+  int i = 0;
+  while (v >= 1024 && i < 5) {
+    v /= 1024;
+    ++i;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, i == 0 ? "%.0f %s" : "%.1f %s", v, u[i]);
+  return buf;
+}
+
+std::string human_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  long t = long(s + 0.5);
+  char buf[32];
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else std::snprintf(buf, sizeof buf, "%ld:%02ld", t / 60, t % 60);
+  return buf;
+}
+
+ProgressPrinter::ProgressPrinter(const RepoOptions& o, std::string verb) : o_(o), verb_(std::move(verb)), tty_(isatty(2)) {}
+
+void ProgressPrinter::operator()(const repo::Progress& p) {
+  double rate = p.elapsed_s > 0 ? double(p.bytes_done) / p.elapsed_s : 0;
+  double eta = (p.totals_known && rate > 0 && p.bytes_total >= p.bytes_done) ? double(p.bytes_total - p.bytes_done) / rate : -1;
+  if (o_.json) {
+    nlohmann::json j = {{"message_type", "status"}, {"action", verb_},          {"phase", p.phase},
+                        {"files_done", p.files_done}, {"files_total", p.files_total}, {"bytes_done", p.bytes_done},
+                        {"bytes_total", p.bytes_total}, {"bytes_new", p.bytes_new}, {"errors", p.errors},
+                        {"totals_known", p.totals_known}, {"elapsed_s", p.elapsed_s}, {"rate_bytes_per_s", rate},
+                        {"current", p.current}};
+    if (eta >= 0) j["eta_s"] = eta;
+    print_json(j);
+    return;
+  }
+  if (o_.quiet) return;
+  double pct = p.bytes_total ? 100.0 * double(p.bytes_done) / double(p.bytes_total) : 0;
+  char head[256];
+  std::snprintf(head, sizeof head, "[%s] %5.1f%% %llu/%llu files %s/%s %s/s ETA %s", human_duration(p.elapsed_s).c_str(), pct,
+                (unsigned long long)p.files_done, (unsigned long long)p.files_total, human_bytes(p.bytes_done).c_str(),
+                human_bytes(p.bytes_total).c_str(), human_bytes(uint64_t(rate)).c_str(), eta >= 0 ? human_duration(eta).c_str() : "-");
+  std::string line = head;
+  if (p.errors) line += " " + std::to_string(p.errors) + " errors";
+  if (tty_) {
+    std::string cur = p.current;
+    size_t room = 110 > line.size() + 3 ? 110 - line.size() - 3 : 0;
+    if (cur.size() > room) cur = room > 3 ? "..." + cur.substr(cur.size() - (room - 3)) : "";
+    if (!cur.empty()) line += "  " + cur;
+    std::string pad = last_width_ > line.size() ? std::string(last_width_ - line.size(), ' ') : "";
+    std::fprintf(stderr, "\r%s%s", line.c_str(), pad.c_str());
+    std::fflush(stderr);
+    last_width_ = line.size();
+  } else if (last_plain_ < 0 || p.elapsed_s - last_plain_ >= 10 || p.phase == "done") {
+    std::fprintf(stderr, "%s %s\n", verb_.c_str(), line.c_str());
+    last_plain_ = p.elapsed_s;
+  }
+}
+
+void ProgressPrinter::clear() {
+  if (tty_ && !o_.json && last_width_) {
+    std::fprintf(stderr, "\r%s\r", std::string(last_width_, ' ').c_str());
+    last_width_ = 0;
+  }
+}
+
+}  // namespace cairn::ctl

@@ -1,0 +1,91 @@
+#pragma once
+// Shared pieces of cairnctl: global repository options, secrets, exit codes and
+// progress output. Each command lives in its own file and registers itself in main.cc.
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "common/repo/lock.h"
+#include "common/repo/progress.h"
+#include "common/repo/repository.h"
+#include "common/util/error.h"
+
+namespace cairn::ctl {
+
+// Documented in docs/cli.md; scripts rely on them.
+enum Exit : int {
+  kExitOk = 0,
+  kExitError = 1,
+  kExitPartial = 3,   // snapshot written, some sources unreadable
+  kExitNoRepo = 10,
+  kExitLocked = 11,
+  kExitWrongKey = 12,
+};
+
+struct RepoOptions {
+  std::string repo;
+  std::string password_file;
+  std::string key_file;
+  bool json = false;
+  bool quiet = false;
+  std::string retry_lock;  // duration
+};
+
+// The command to run once parsing has succeeded.
+using Action = std::function<int()>;
+
+struct Context {
+  RepoOptions opts;
+  Action action;
+  std::atomic<bool> cancel{false};
+};
+
+// Adds --repo, --password-file, --key-file, --json, --quiet, --retry-lock to a command.
+void add_repo_options(CLI::App* cmd, RepoOptions& o);
+repo::Secret read_secret(const RepoOptions& o, const char* file_opt = "--password-file", const std::string& file_override = {});
+std::unique_ptr<repo::Backend> make_backend(const RepoOptions& o);
+// Opens the repository, loads the index; prints index problems as warnings.
+std::unique_ptr<repo::Repository> open_repo(const RepoOptions& o, bool load_index = true);
+std::unique_ptr<repo::Lock> lock_repo(repo::Repository& r, const RepoOptions& o, repo::LockKind k, const std::string& purpose);
+
+int exit_code_for(const Error& e);
+void warn(const std::string& msg);
+void info(const RepoOptions& o, const std::string& msg);
+void print_json(const nlohmann::json& j);
+std::string human_bytes(uint64_t n);
+std::string human_duration(double seconds);
+
+// Renders progress: a one-line bar on a terminal, JSON lines with --json, a plain
+// line every 10 seconds otherwise.
+class ProgressPrinter {
+ public:
+  ProgressPrinter(const RepoOptions& o, std::string verb);
+  void operator()(const repo::Progress& p);
+  void clear();
+
+ private:
+  const RepoOptions& o_;
+  std::string verb_;
+  bool tty_;
+  double last_plain_ = -1;
+  size_t last_width_ = 0;
+};
+
+// Command registration, one function per file.
+void register_repo_init(CLI::App& repo, Context& ctx);
+void register_repo_backup(CLI::App& repo, Context& ctx);
+void register_repo_snapshots(CLI::App& repo, Context& ctx);
+void register_repo_ls(CLI::App& repo, Context& ctx);
+void register_repo_restore(CLI::App& repo, Context& ctx);
+void register_repo_check(CLI::App& repo, Context& ctx);
+void register_repo_repair(CLI::App& repo, Context& ctx);
+void register_repo_forget(CLI::App& repo, Context& ctx);
+void register_repo_prune(CLI::App& repo, Context& ctx);
+void register_repo_key(CLI::App& repo, Context& ctx);
+void register_repo_unlock(CLI::App& repo, Context& ctx);
+
+}  // namespace cairn::ctl

@@ -1,0 +1,62 @@
+// cairnctl: the operator's command. `cairnctl repo ...` drives a repository
+// directly, with no controller: that is how an operator restores when the
+// controller itself is gone.
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "cairn/version.h"
+#include "cairnctl/cli.h"
+
+namespace {
+cairn::ctl::Context* g_ctx = nullptr;
+void on_signal(int) {
+  if (g_ctx) g_ctx->cancel = true;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace cairn::ctl;
+  Context ctx;
+  g_ctx = &ctx;
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app{"cairnctl - operate cairn backups"};
+  app.set_version_flag("--version", std::string("cairnctl ") + CAIRN_VERSION);
+  app.require_subcommand(1);
+  CLI::App* repo = app.add_subcommand("repo", "work on a repository directly (no controller needed)");
+  repo->require_subcommand(1);
+  register_repo_init(*repo, ctx);
+  register_repo_backup(*repo, ctx);
+  register_repo_snapshots(*repo, ctx);
+  register_repo_ls(*repo, ctx);
+  register_repo_restore(*repo, ctx);
+  register_repo_check(*repo, ctx);
+  register_repo_repair(*repo, ctx);
+  register_repo_forget(*repo, ctx);
+  register_repo_prune(*repo, ctx);
+  register_repo_key(*repo, ctx);
+  register_repo_unlock(*repo, ctx);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : kExitError;
+  }
+  if (!ctx.action) return kExitError;
+  try {
+    return ctx.action();
+  } catch (const cairn::Error& e) {
+    std::fprintf(stderr, "cairnctl: error: %s\n", e.what());
+    return exit_code_for(e);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cairnctl: error: %s\n", e.what());
+    return kExitError;
+  }
+}

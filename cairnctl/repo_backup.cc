@@ -1,0 +1,89 @@
+#include <unistd.h>
+
+#include "cairnctl/cli.h"
+#include "common/repo/archiver.h"
+
+namespace cairn::ctl {
+
+namespace {
+struct BackupArgs {
+  std::vector<std::string> paths, tags, excludes;
+  bool use_stdin = false;
+  std::string stdin_name, profile, parent, host;
+  bool force = false;
+  unsigned threads = 0;
+};
+}  // namespace
+
+void register_repo_backup(CLI::App& repo, Context& ctx) {
+  static BackupArgs a;
+  auto* cmd = repo.add_subcommand("backup", "back up files and directories, or stdin, into a new snapshot");
+  add_repo_options(cmd, ctx.opts);
+  cmd->add_option("paths", a.paths, "files and directories to back up");
+  cmd->add_option("--tag", a.tags, "tag the snapshot (repeatable)");
+  cmd->add_option("--exclude", a.excludes, "skip paths matching this glob (full path or base name; repeatable)");
+  cmd->add_flag("--stdin", a.use_stdin, "read the data from standard input");
+  cmd->add_option("--stdin-name", a.stdin_name, "file name for the data read from stdin");
+  cmd->add_option("--chunk-profile", a.profile, "force a chunk-size profile: page (8 KiB), standard (1 MiB), log (4 MiB)")
+      ->check(CLI::IsMember({"page", "standard", "log"}));
+  cmd->add_option("--parent", a.parent, "compare against this snapshot instead of the latest of the same paths");
+  cmd->add_flag("--force", a.force, "read every file, even those unchanged since the parent");
+  cmd->add_option("--host", a.host, "record this host name instead of the machine's");
+  cmd->add_option("--threads", a.threads, "worker threads (default: one per core)");
+  cmd->callback([&ctx] {
+    ctx.action = [&ctx]() -> int {
+      const auto& o = ctx.opts;
+      if (a.use_stdin && !a.paths.empty()) throw Error(Errc::invalid_input, "--stdin takes no paths");
+      if (!a.use_stdin && a.paths.empty()) throw Error(Errc::invalid_input, "nothing to back up: give paths, or --stdin --stdin-name NAME");
+      if (a.use_stdin && a.stdin_name.empty()) throw Error(Errc::invalid_input, "--stdin needs --stdin-name NAME");
+      if (a.use_stdin && isatty(0)) throw Error(Errc::invalid_input, "--stdin reads a pipe or file, not a terminal");
+      auto r = open_repo(o);
+      auto lock = lock_repo(*r, o, repo::LockKind::shared, "backup");
+      repo::BackupOptions bo;
+      bo.paths = a.paths;
+      bo.tags = a.tags;
+      bo.excludes = a.excludes;
+      if (a.use_stdin) bo.stdin_name = a.stdin_name;
+      if (!a.profile.empty()) {
+        repo::ChunkProfile p;
+        repo::parse_profile(a.profile, p);
+        bo.profile = p;
+      }
+      bo.parent = a.parent;
+      bo.force = a.force;
+      bo.hostname = a.host;
+      bo.threads = a.threads;
+      bo.cancel = &ctx.cancel;
+      ProgressPrinter pp(o, "backup");
+      if (!o.quiet || o.json) {
+        bo.progress = [&pp](const repo::Progress& p) { pp(p); };
+        bo.progress_interval = std::chrono::milliseconds(isatty(2) && !o.json ? 250 : 1000);
+      }
+      repo::BackupResult res = repo::backup(*r, bo);
+      pp.clear();
+      const auto& s = res.snapshot;
+      for (const auto& e : s.errors) warn("could not back up '" + e.path + "': " + e.reason);
+      if (o.json) {
+        nlohmann::json errs = nlohmann::json::array();
+        for (const auto& e : s.errors) errs.push_back({{"path", e.path}, {"reason", e.reason}});
+        nlohmann::json j = s.summary;
+        j["message_type"] = "summary";
+        j["snapshot_id"] = s.id;
+        j["partial"] = s.partial;
+        j["errors"] = errs;
+        j["parent"] = s.parent;
+        print_json(j);
+      } else {
+        info(o, "files: " + std::to_string(res.files_new) + " new, " + std::to_string(res.files_changed) + " changed, " +
+                    std::to_string(res.files_unmodified) + " unmodified; " + std::to_string(res.dirs) + " dirs");
+        info(o, "added to the repository: " + human_bytes(res.stats.bytes_stored_new) + " (" + human_bytes(res.stats.bytes_raw_new) +
+                    " before compression) of " + human_bytes(res.bytes_total) + " in " + human_duration(res.seconds));
+        info(o, std::string(s.partial ? "PARTIAL snapshot " : "snapshot ") + s.id.substr(0, 8) + " saved" +
+                    (s.partial ? " (" + std::to_string(s.errors.size()) + " sources could not be read; listed above)" : ""));
+      }
+      return s.partial ? kExitPartial : kExitOk;
+    };
+  });
+}
+
+}  // namespace cairn::ctl

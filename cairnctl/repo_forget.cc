@@ -1,0 +1,11 @@
+#include "cairnctl/cli.h"
+
+namespace cairn::ctl {
+
+void register_repo_forget(CLI::App& repo, Context& ctx) {
+  auto* cmd = repo.add_subcommand("forget", "not yet implemented");
+  add_repo_options(cmd, ctx.opts);
+  cmd->callback([&ctx] { ctx.action = []() -> int { throw Error(Errc::unsupported, "'forget' is not implemented yet"); }; });
+}
+
+}  // namespace cairn::ctl

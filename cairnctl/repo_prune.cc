@@ -1,0 +1,11 @@
+#include "cairnctl/cli.h"
+
+namespace cairn::ctl {
+
+void register_repo_prune(CLI::App& repo, Context& ctx) {
+  auto* cmd = repo.add_subcommand("prune", "not yet implemented");
+  add_repo_options(cmd, ctx.opts);
+  cmd->callback([&ctx] { ctx.action = []() -> int { throw Error(Errc::unsupported, "'prune' is not implemented yet"); }; });
+}
+
+}  // namespace cairn::ctl

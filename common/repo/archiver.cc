@@ -1,0 +1,757 @@
+#include "common/repo/archiver.h"
+
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <dirent.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "cairn/version.h"
+#include "common/util/error.h"
+#include "common/util/fs.h"
+
+namespace cairn::repo {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t ts_ns(const struct timespec& t) { return int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; }
+
+std::string user_name(uid_t uid) {
+  static std::mutex mu;
+  static std::map<uid_t, std::string> cache;
+  std::lock_guard g(mu);
+  auto it = cache.find(uid);
+  if (it != cache.end()) return it->second;
+  struct passwd* pw = getpwuid(uid);
+  return cache[uid] = pw ? pw->pw_name : "";
+}
+std::string group_name(gid_t gid) {
+  static std::mutex mu;
+  static std::map<gid_t, std::string> cache;
+  std::lock_guard g(mu);
+  auto it = cache.find(gid);
+  if (it != cache.end()) return it->second;
+  struct group* gr = getgrgid(gid);
+  return cache[gid] = gr ? gr->gr_name : "";
+}
+
+void read_xattrs(const std::string& path, Node& n) {
+  char names[65536];
+  ssize_t len = llistxattr(path.c_str(), names, sizeof names);
+  if (len <= 0) return;
+  for (ssize_t i = 0; i < len;) {
+    std::string name(names + i);
+    i += ssize_t(name.size()) + 1;
+    Bytes v(65536);
+    ssize_t vl = lgetxattr(path.c_str(), name.c_str(), v.data(), v.size());
+    if (vl < 0) continue;
+    v.resize(size_t(vl));
+    n.xattrs.emplace_back(name, std::move(v));
+  }
+  std::sort(n.xattrs.begin(), n.xattrs.end());
+}
+
+bool fill_node(const std::string& name, const struct stat& st, Node& n) {
+  n.name = name;
+  if (S_ISREG(st.st_mode)) n.type = NodeType::file;
+  else if (S_ISDIR(st.st_mode)) n.type = NodeType::dir;
+  else if (S_ISLNK(st.st_mode)) n.type = NodeType::symlink;
+  else if (S_ISCHR(st.st_mode)) n.type = NodeType::chardev;
+  else if (S_ISBLK(st.st_mode)) n.type = NodeType::blockdev;
+  else if (S_ISFIFO(st.st_mode)) n.type = NodeType::fifo;
+  else if (S_ISSOCK(st.st_mode)) n.type = NodeType::socket;
+  else return false;
+  n.mode = st.st_mode & 07777;
+  n.uid = st.st_uid;
+  n.gid = st.st_gid;
+  n.user = user_name(st.st_uid);
+  n.group = group_name(st.st_gid);
+  n.mtime_ns = ts_ns(st.st_mtim);
+  n.atime_ns = ts_ns(st.st_atim);
+  n.ctime_ns = ts_ns(st.st_ctim);
+  n.inode = st.st_ino;
+  n.device = st.st_dev;
+  n.links = st.st_nlink;
+  n.rdev = st.st_rdev;
+  if (n.type == NodeType::file) n.size = uint64_t(st.st_size);
+  return true;
+}
+
+struct FileState {
+  std::string path;
+  ChunkProfile profile = ChunkProfile::standard;
+  std::mutex mu;
+  std::vector<BlobId> content;
+  std::vector<std::pair<uint64_t, uint64_t>> extents;
+  bool sparse = false;
+  std::atomic<int> pending{1};  // chunks in flight + the reader's own hold
+  bool failed = false;
+  std::string error;
+  uint64_t size = 0;
+};
+
+struct Entry {
+  Node node;
+  std::string path;
+  bool is_root = false;
+  std::vector<std::unique_ptr<Entry>> children;
+  std::shared_ptr<FileState> fs;  // a file being read (or the first of its hard-link group)
+  bool dropped = false;
+};
+
+struct Task {
+  std::shared_ptr<FileState> fs;
+  size_t seq;
+  Bytes data;
+};
+
+class Backup {
+ public:
+  Backup(Repository& repo, const BackupOptions& opt) : repo_(repo), opt_(opt) {}
+  BackupResult run();
+
+ private:
+  // --- scan
+  void add_source(const std::string& path);
+  Entry* intermediate(Entry& parent, const std::string& name, const std::string& path);
+  void scan_entry(Entry& parent, const std::string& name, const std::string& path, const Tree* ptree);
+  void scan_dir(Entry& dir, const Tree* ptree);
+  std::unique_ptr<Tree> parent_subtree(const Tree* ptree, const std::string& name);
+  bool excluded(const std::string& path, const std::string& name) const;
+  void error(const std::string& path, const std::string& reason);
+  // --- read and store
+  void reader_loop();
+  void read_file(const std::shared_ptr<FileState>& fs);
+  void read_range(int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len, const Chunker& ch, size_t& seq);
+  void submit(Task t);
+  void worker_loop();
+  void finish_chunk(FileState& fs);
+  void file_done(FileState& fs);
+  // --- finalize
+  BlobId build_tree(Entry& dir);
+  void reporter_loop();
+  Progress snapshot_progress();
+  void check_cancel() const {
+    if (opt_.cancel && opt_.cancel->load()) throw Error(Errc::interrupted, "backup interrupted; nothing was recorded as a snapshot");
+  }
+
+  Repository& repo_;
+  const BackupOptions& opt_;
+  BackupResult res_;
+  Entry root_{.is_root = true};
+  bool stream_ = false;  // stdin: read(), not pread()
+  std::unique_ptr<Tree> parent_root_;
+  std::vector<std::shared_ptr<FileState>> jobs_;
+  std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<FileState>> hardlinks_;
+  std::mutex err_mu_;
+  std::vector<SnapshotError> errors_;
+
+  std::atomic<size_t> next_job_{0};
+  std::mutex qmu_;
+  std::condition_variable q_not_full_, q_not_empty_;
+  std::deque<Task> queue_;
+  size_t queued_bytes_ = 0;
+  size_t queue_cap_ = 48u << 20;
+  bool readers_done_ = false;
+  std::exception_ptr fatal_;
+  std::atomic<bool> abort_{false};
+
+  std::atomic<uint64_t> files_done_{0}, files_total_{0}, bytes_done_{0}, bytes_total_{0};
+  std::atomic<bool> scanning_{true};
+  std::mutex cur_mu_;
+  std::string current_;
+  std::string phase_ = "scan";
+  Clock::time_point start_ = Clock::now();
+  std::mutex rep_mu_;
+  std::condition_variable rep_cv_;
+  bool rep_stop_ = false;
+};
+
+bool Backup::excluded(const std::string& path, const std::string& name) const {
+  for (const auto& g : opt_.excludes)
+    if (fnmatch(g.c_str(), path.c_str(), 0) == 0 || fnmatch(g.c_str(), name.c_str(), 0) == 0) return true;
+  return false;
+}
+
+void Backup::error(const std::string& path, const std::string& reason) {
+  std::lock_guard g(err_mu_);
+  errors_.push_back({path, reason});
+}
+
+std::unique_ptr<Tree> Backup::parent_subtree(const Tree* ptree, const std::string& name) {
+  if (!ptree) return nullptr;
+  auto it = std::lower_bound(ptree->nodes.begin(), ptree->nodes.end(), name, [](const Node& n, const std::string& k) { return n.name < k; });
+  if (it == ptree->nodes.end() || it->name != name || it->type != NodeType::dir || !it->subtree) return nullptr;
+  try {
+    return std::make_unique<Tree>(decode_tree_bytes(repo_.load_blob(*it->subtree)));
+  } catch (const Error&) {
+    return nullptr;  // an unreadable parent only costs re-reading
+  }
+}
+
+static const Node* find_node(const Tree* t, const std::string& name) {
+  if (!t) return nullptr;
+  auto it = std::lower_bound(t->nodes.begin(), t->nodes.end(), name, [](const Node& n, const std::string& k) { return n.name < k; });
+  return it != t->nodes.end() && it->name == name ? &*it : nullptr;
+}
+
+Entry* Backup::intermediate(Entry& parent, const std::string& name, const std::string& path) {
+  for (auto& c : parent.children)
+    if (c->node.name == name) return c.get();
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) throw_errno("cannot read source", path, errno);
+  auto e = std::make_unique<Entry>();
+  fill_node(name, st, e->node);
+  e->path = path;
+  parent.children.push_back(std::move(e));
+  return parent.children.back().get();
+}
+
+void Backup::add_source(const std::string& src) {
+  namespace fs = std::filesystem;
+  std::string abs = fs::absolute(fs::path(src)).lexically_normal().string();
+  while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
+  struct stat st {};
+  if (::lstat(abs.c_str(), &st) != 0) throw_errno("cannot read source", abs, errno);
+  // Intermediate directories keep their own metadata; the parent snapshot's trees follow the same path.
+  Entry* cur = &root_;
+  const Tree* ptree = parent_root_.get();
+  std::vector<std::unique_ptr<Tree>> keep;
+  std::string path;
+  std::vector<std::string> parts;
+  for (const auto& p : fs::path(abs)) {
+    std::string s = p.string();
+    if (s != "/" && !s.empty()) parts.push_back(s);
+  }
+  if (parts.empty()) {  // the source is "/"
+    scan_dir(root_, ptree);
+    return;
+  }
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    path += "/" + parts[i];
+    cur = intermediate(*cur, parts[i], path);
+    keep.push_back(parent_subtree(ptree, parts[i]));
+    ptree = keep.back().get();
+  }
+  for (auto& c : cur->children)
+    if (c->node.name == parts.back()) return;  // the same source twice
+  scan_entry(*cur, parts.back(), abs, ptree);
+}
+
+void Backup::scan_dir(Entry& dir, const Tree* ptree) {
+  std::string dpath = dir.is_root ? "" : dir.path;
+  DIR* d = ::opendir(dir.is_root ? "/" : dpath.c_str());
+  if (!d) {
+    error(dir.path, std::string("cannot list directory: ") + strerror(errno));
+    return;
+  }
+  std::vector<std::string> names;
+  errno = 0;
+  while (auto* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(std::move(n));
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  for (const auto& n : names) {
+    check_cancel();
+    std::string p = dpath + "/" + n;
+    if (excluded(p, n)) continue;
+    scan_entry(dir, n, p, ptree);
+  }
+}
+
+void Backup::scan_entry(Entry& parent, const std::string& name, const std::string& path, const Tree* ptree) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    error(path, std::string(errno == ENOENT ? "vanished before it could be read" : "cannot stat: ") + (errno == ENOENT ? "" : strerror(errno)));
+    return;
+  }
+  auto e = std::make_unique<Entry>();
+  e->path = path;
+  if (!fill_node(name, st, e->node)) return;
+  read_xattrs(path, e->node);
+  Node& n = e->node;
+  if (n.type == NodeType::dir) {
+    ++res_.dirs;
+    auto sub = parent_subtree(ptree, name);
+    scan_dir(*e, sub.get());
+  } else if (n.type == NodeType::symlink) {
+    std::string buf(4096, '\0');
+    ssize_t l = ::readlink(path.c_str(), buf.data(), buf.size());
+    if (l < 0) {
+      error(path, std::string("cannot read link: ") + strerror(errno));
+      return;
+    }
+    buf.resize(size_t(l));
+    n.target = buf;
+  } else if (n.type == NodeType::file) {
+    ++files_total_;
+    bytes_total_ += n.size;
+    const Node* pn = find_node(ptree, name);
+    bool unchanged = pn && !opt_.force && pn->type == NodeType::file && pn->inode == n.inode && pn->size == n.size &&
+                     pn->mtime_ns == n.mtime_ns && pn->ctime_ns == n.ctime_ns &&
+                     std::all_of(pn->content.begin(), pn->content.end(), [&](const BlobId& id) { return repo_.index().contains(id); });
+    if (unchanged) {
+      n.content = pn->content;
+      n.extents = pn->extents;
+      n.sparse = pn->sparse;
+      ++res_.files_unmodified;
+      ++files_done_;
+      bytes_done_ += n.size;
+    } else {
+      (pn ? res_.files_changed : res_.files_new)++;
+      auto key = std::make_pair(uint64_t(st.st_dev), uint64_t(st.st_ino));
+      if (st.st_nlink > 1) {
+        auto it = hardlinks_.find(key);
+        if (it != hardlinks_.end()) {
+          e->fs = it->second;  // filled in when the first link is read
+          ++files_done_;
+          bytes_done_ += n.size;
+          parent.children.push_back(std::move(e));
+          return;
+        }
+      }
+      auto fs = std::make_shared<FileState>();
+      fs->path = path;
+      fs->size = n.size;
+      fs->profile = opt_.profile ? *opt_.profile : choose_profile(name, n.size);
+      e->fs = fs;
+      if (st.st_nlink > 1) hardlinks_[key] = fs;
+      jobs_.push_back(fs);
+    }
+  }
+  parent.children.push_back(std::move(e));
+}
+
+void Backup::submit(Task t) {
+  std::unique_lock lk(qmu_);
+  q_not_full_.wait(lk, [&] { return queued_bytes_ < queue_cap_ || queue_.empty() || abort_.load(); });
+  if (abort_) throw Error(Errc::interrupted, "aborted");
+  queued_bytes_ += t.data.size();
+  queue_.push_back(std::move(t));
+  q_not_empty_.notify_one();
+}
+
+void Backup::read_range(int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len, const Chunker& ch, size_t& seq) {
+  const size_t maxc = ch.params().max_size;
+  const size_t cap = maxc + (8u << 20);
+  Bytes buf(cap);
+  size_t start = 0, end = 0;
+  uint64_t remaining = len;
+  bool eof = false;
+  while (true) {
+    if (abort_) throw Error(Errc::interrupted, "aborted");
+    while (!eof && end - start < maxc) {
+      if (start > 0 && cap - end < maxc) {
+        std::memmove(buf.data(), buf.data() + start, end - start);
+        end -= start;
+        start = 0;
+      }
+      size_t want = std::min<uint64_t>(cap - end, remaining);
+      if (want == 0) {
+        eof = true;
+        break;
+      }
+      ssize_t r = stream_ ? ::read(fd, buf.data() + end, want) : ::pread(fd, buf.data() + end, want, off_t(off));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        throw_errno("cannot read", fs->path, errno);
+      }
+      if (r == 0) {
+        eof = true;
+        break;
+      }
+      end += size_t(r);
+      off += uint64_t(r);
+      if (stream_) fs->size += uint64_t(r);
+      remaining -= uint64_t(r);
+    }
+    if (end == start) break;
+    size_t n = ch.cut(buf.data() + start, end - start);
+    Task t{fs, seq++, Bytes(buf.begin() + ptrdiff_t(start), buf.begin() + ptrdiff_t(start + n))};
+    {
+      std::lock_guard g(fs->mu);
+      fs->content.emplace_back();
+    }
+    fs->pending++;
+    submit(std::move(t));
+    start += n;
+  }
+}
+
+void Backup::read_file(const std::shared_ptr<FileState>& fs) {
+  {
+    std::lock_guard g(cur_mu_);
+    current_ = fs->path;
+  }
+  int fd = ::open(fs->path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = ::open(fs->path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    fs->failed = true;
+    fs->error = errno == ENOENT ? "vanished before it could be read" : std::string("cannot open: ") + strerror(errno);
+    return;
+  }
+  Fd guard(fd);
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    fs->failed = true;
+    fs->error = "is no longer a regular file";
+    return;
+  }
+  Chunker ch(repo_.gear(), profile_params(fs->profile));
+  size_t seq = 0;
+  try {
+    uint64_t size = uint64_t(st.st_size);
+    bool sparse = uint64_t(st.st_blocks) * 512 < size;
+    std::vector<std::pair<uint64_t, uint64_t>> ext;
+    if (sparse) {
+      off_t pos = 0;
+      while (pos < off_t(size)) {
+        off_t data = ::lseek(fd, pos, SEEK_DATA);
+        if (data < 0) break;  // ENXIO: only a hole remains
+        off_t hole = ::lseek(fd, data, SEEK_HOLE);
+        if (hole < 0) hole = off_t(size);
+        ext.emplace_back(uint64_t(data), uint64_t(hole - data));
+        pos = hole;
+      }
+    }
+    if (sparse) {
+      fs->sparse = true;
+      fs->extents = ext;
+      for (auto [o, l] : ext) read_range(fd, fs, o, l, ch, seq);
+      // holes count as done
+      uint64_t data_bytes = 0;
+      for (auto [o, l] : ext) data_bytes += l;
+      if (size > data_bytes) bytes_done_ += size - data_bytes;
+    } else {
+      read_range(fd, fs, 0, UINT64_MAX, ch, seq);
+    }
+    if (uint64_t(st.st_size) != fs->size) fs->size = uint64_t(st.st_size);
+  } catch (const Error& e) {
+    if (abort_) throw;
+    std::lock_guard g(fs->mu);
+    fs->failed = true;
+    fs->error = e.what();
+  }
+}
+
+void Backup::reader_loop() {
+  try {
+    for (;;) {
+      size_t i = next_job_++;
+      if (i >= jobs_.size() || abort_) break;
+      auto& fs = jobs_[i];
+      read_file(fs);
+      finish_chunk(*fs);  // the reader's hold
+    }
+  } catch (...) {
+    std::lock_guard g(qmu_);
+    if (!fatal_) fatal_ = std::current_exception();
+    abort_ = true;
+    q_not_empty_.notify_all();
+    q_not_full_.notify_all();
+  }
+}
+
+void Backup::worker_loop() {
+  for (;;) {
+    Task t;
+    {
+      std::unique_lock lk(qmu_);
+      q_not_empty_.wait(lk, [&] { return !queue_.empty() || readers_done_ || abort_; });
+      if (abort_) return;
+      if (queue_.empty()) return;
+      t = std::move(queue_.front());
+      queue_.pop_front();
+      queued_bytes_ -= t.data.size();
+      q_not_full_.notify_one();
+    }
+    try {
+      BlobId id;
+      repo_.save_blob(BlobType::data, t.data, id);
+      {
+        std::lock_guard g(t.fs->mu);
+        t.fs->content[t.seq] = id;
+      }
+      bytes_done_ += t.data.size();
+      finish_chunk(*t.fs);
+    } catch (...) {
+      std::lock_guard g(qmu_);
+      if (!fatal_) fatal_ = std::current_exception();
+      abort_ = true;
+      q_not_empty_.notify_all();
+      q_not_full_.notify_all();
+      return;
+    }
+  }
+}
+
+void Backup::finish_chunk(FileState& fs) {
+  if (--fs.pending == 0) file_done(fs);
+}
+
+void Backup::file_done(FileState& fs) {
+  ++files_done_;
+  if (fs.failed) {
+    error(fs.path, fs.error);
+    // whatever was read of it still counts toward the bytes seen
+  }
+}
+
+BlobId Backup::build_tree(Entry& dir) {
+  Tree t;
+  std::sort(dir.children.begin(), dir.children.end(), [](auto& a, auto& b) { return a->node.name < b->node.name; });
+  for (auto& c : dir.children) {
+    check_cancel();
+    Node n = c->node;
+    if (n.type == NodeType::dir) {
+      n.subtree = build_tree(*c);
+    } else if (n.type == NodeType::file && c->fs) {
+      if (c->fs->failed) continue;  // listed in errors; the snapshot is partial
+      n.content = c->fs->content;
+      n.sparse = c->fs->sparse;
+      n.extents = c->fs->extents;
+      n.size = c->fs->size;
+    }
+    t.nodes.push_back(std::move(n));
+  }
+  std::string bytes = encode_tree_bytes(t);
+  BlobId id;
+  repo_.save_blob(BlobType::tree, as_bytes(bytes), id);
+  return id;
+}
+
+Progress Backup::snapshot_progress() {
+  Progress p;
+  {
+    std::lock_guard g(cur_mu_);
+    p.current = current_;
+    p.phase = phase_;
+  }
+  p.files_done = files_done_;
+  p.files_total = files_total_;
+  p.bytes_done = bytes_done_;
+  p.bytes_total = bytes_total_;
+  p.bytes_new = repo_.stats().bytes_raw_new;
+  p.totals_known = !scanning_;
+  {
+    std::lock_guard g(err_mu_);
+    p.errors = errors_.size();
+  }
+  p.elapsed_s = std::chrono::duration<double>(Clock::now() - start_).count();
+  return p;
+}
+
+void Backup::reporter_loop() {
+  std::unique_lock lk(rep_mu_);
+  while (!rep_cv_.wait_for(lk, opt_.progress_interval, [&] { return rep_stop_; })) {
+    lk.unlock();
+    opt_.progress(snapshot_progress());
+    lk.lock();
+  }
+}
+
+BackupResult Backup::run() {
+  std::thread reporter;
+  if (opt_.progress) reporter = std::thread([this] { reporter_loop(); });
+  struct StopReporter {
+    Backup* b;
+    std::thread& t;
+    ~StopReporter() {
+      {
+        std::lock_guard g(b->rep_mu_);
+        b->rep_stop_ = true;
+      }
+      b->rep_cv_.notify_all();
+      if (t.joinable()) t.join();
+    }
+  } stop_reporter{this, reporter};
+
+  Snapshot snap;
+  snap.hostname = opt_.hostname.empty() ? hostname() : opt_.hostname;
+  snap.username = username();
+  snap.tags = opt_.tags;
+  snap.program = std::string("cairn ") + CAIRN_VERSION;
+
+  if (!opt_.stdin_name.empty()) {
+    if (opt_.stdin_name.find('/') != std::string::npos || opt_.stdin_name == "." || opt_.stdin_name == "..")
+      throw Error(Errc::invalid_input, "--stdin-name '" + opt_.stdin_name + "' must be a plain file name");
+    snap.paths = {"stdin:" + opt_.stdin_name};
+  } else {
+    if (opt_.paths.empty()) throw Error(Errc::invalid_input, "nothing to back up: give at least one path");
+    for (const auto& p : opt_.paths)
+      snap.paths.push_back(std::filesystem::absolute(std::filesystem::path(p)).lexically_normal().string());
+    std::sort(snap.paths.begin(), snap.paths.end());
+    for (auto& p : snap.paths)
+      while (p.size() > 1 && p.back() == '/') p.pop_back();
+    // Parent: explicit, or the latest snapshot of the same host and paths.
+    std::string parent = opt_.parent;
+    if (parent.empty() && !opt_.force) {
+      std::string key = source_key(snap);
+      for (const auto& s : load_snapshots(repo_))
+        if (source_key(s) == key) parent = s.id;
+    } else if (!parent.empty()) {
+      parent = resolve_snapshot(repo_, parent);
+    }
+    if (!parent.empty()) {
+      try {
+        Snapshot ps = load_snapshot(repo_, parent);
+        parent_root_ = std::make_unique<Tree>(decode_tree_bytes(repo_.load_blob(ps.tree)));
+        snap.parent = parent;
+      } catch (const Error&) {
+        parent_root_.reset();  // fall back to reading everything
+      }
+    }
+  }
+
+  if (!opt_.stdin_name.empty()) {
+    stream_ = true;
+    auto fs = std::make_shared<FileState>();
+    fs->path = "stdin:" + opt_.stdin_name;
+    fs->profile = opt_.profile ? *opt_.profile : ChunkProfile::standard;
+    auto e = std::make_unique<Entry>();
+    e->node.name = opt_.stdin_name;
+    e->node.type = NodeType::file;
+    e->node.mode = 0600;
+    e->node.uid = getuid();
+    e->node.gid = getgid();
+    struct timespec now {};
+    clock_gettime(CLOCK_REALTIME, &now);
+    e->node.mtime_ns = e->node.atime_ns = e->node.ctime_ns = ts_ns(now);
+    e->fs = fs;
+    root_.children.push_back(std::move(e));
+    files_total_ = 1;
+    ++res_.files_new;
+  } else {
+    for (const auto& p : opt_.paths) add_source(p);
+    res_.bytes_total = bytes_total_;
+  }
+  scanning_ = false;
+  {
+    std::lock_guard g(cur_mu_);
+    phase_ = "backup";
+  }
+  if (opt_.progress) opt_.progress(snapshot_progress());
+  // Largest first: the long files start early and the pool stays busy to the end.
+  std::stable_sort(jobs_.begin(), jobs_.end(), [](auto& a, auto& b) { return a->size > b->size; });
+
+  unsigned cores = opt_.threads ? opt_.threads : std::max(1u, std::thread::hardware_concurrency());
+  unsigned nreaders = std::max(1u, std::min<unsigned>(cores, unsigned(jobs_.size())));
+  std::vector<std::thread> workers, readers;
+  for (unsigned i = 0; i < cores; ++i) workers.emplace_back([this] { worker_loop(); });
+  if (!opt_.stdin_name.empty()) {
+    readers.emplace_back([this] {
+      auto fs = root_.children.front()->fs;
+      try {
+        Chunker ch(repo_.gear(), profile_params(fs->profile));
+        size_t seq = 0;
+        read_range(opt_.stdin_fd, fs, 0, UINT64_MAX, ch, seq);
+      } catch (...) {
+        std::lock_guard g(qmu_);
+        if (!fatal_) fatal_ = std::current_exception();
+        abort_ = true;
+        q_not_empty_.notify_all();
+        q_not_full_.notify_all();
+      }
+      finish_chunk(*fs);
+    });
+  } else {
+    for (unsigned i = 0; i < nreaders; ++i) readers.emplace_back([this] { reader_loop(); });
+  }
+  // Cancellation watcher: turns a signal into an abort of the pipeline.
+  std::atomic<bool> pipeline_done{false};
+  std::thread watcher([&] {
+    while (!pipeline_done) {
+      if (opt_.cancel && opt_.cancel->load()) {
+        std::lock_guard g(qmu_);
+        abort_ = true;
+        q_not_empty_.notify_all();
+        q_not_full_.notify_all();
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  for (auto& t : readers) t.join();
+  {
+    std::lock_guard g(qmu_);
+    readers_done_ = true;
+    q_not_empty_.notify_all();
+  }
+  for (auto& t : workers) t.join();
+  pipeline_done = true;
+  watcher.join();
+  if (fatal_) std::rethrow_exception(fatal_);
+  check_cancel();
+
+  {
+    std::lock_guard g(cur_mu_);
+    phase_ = "finalize";
+  }
+  // Hard links after the first share its content.
+  snap.tree = build_tree(root_);
+  repo_.flush();
+  check_cancel();
+
+  snap.errors = errors_;
+  std::sort(snap.errors.begin(), snap.errors.end(), [](auto& a, auto& b) { return a.path < b.path; });
+  snap.partial = !snap.errors.empty();
+  res_.stats = repo_.stats();
+  res_.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+  res_.bytes_total = bytes_total_;
+  res_.bytes_read = res_.stats.bytes_raw_new;
+  snap.time = now_rfc3339();
+  snap.time_unix = parse_rfc3339(snap.time);
+  snap.summary = {{"files_new", res_.files_new},
+                  {"files_changed", res_.files_changed},
+                  {"files_unmodified", res_.files_unmodified},
+                  {"dirs", res_.dirs},
+                  {"bytes_total", res_.bytes_total},
+                  {"data_added", res_.stats.bytes_stored_new},
+                  {"data_added_raw", res_.stats.bytes_raw_new},
+                  {"blobs_new", res_.stats.blobs_new},
+                  {"duration_s", res_.seconds}};
+  save_snapshot(repo_, snap);
+  res_.snapshot = snap;
+  {
+    std::lock_guard g(cur_mu_);
+    phase_ = "done";
+  }
+  if (opt_.progress) opt_.progress(snapshot_progress());
+  return res_;
+}
+
+}  // namespace
+
+ChunkProfile choose_profile(const std::string& name, uint64_t size) {
+  auto ends = [&](std::string_view suf) { return name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0; };
+  if (size < (64u << 10)) return ChunkProfile::standard;  // one chunk anyway
+  // Page-structured databases: bbolt (etcd's member/snap/db), SQLite, LMDB, LevelDB tables, WiredTiger.
+  if (name == "db" || ends(".db") || ends(".sqlite") || ends(".sqlite3") || ends(".mdb") || ends(".ldb") || ends(".wt") || ends(".bolt"))
+    return ChunkProfile::page;
+  // Append-only log segments (Kafka's 20-digit segment names, WALs).
+  if (size >= (8u << 20) && (ends(".log") || name.rfind("log.", 0) == 0)) return ChunkProfile::log;
+  return ChunkProfile::standard;
+}
+
+BackupResult backup(Repository& repo, const BackupOptions& opt) {
+  Backup b(repo, opt);
+  return b.run();
+}
+
+}  // namespace cairn::repo

@@ -1,0 +1,51 @@
+#pragma once
+// Backup: walk sources, skip unchanged files by metadata, chunk, store, write trees
+// and the snapshot last. Pipelined: reader threads read and cut chunks, worker
+// threads hash, compress, encrypt and pack them; memory is bounded by a byte budget
+// on the queue between them, not by input size.
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/repo/chunker.h"
+#include "common/repo/progress.h"
+#include "common/repo/repository.h"
+#include "common/repo/snapshot.h"
+#include "common/repo/tree.h"
+
+namespace cairn::repo {
+
+struct BackupOptions {
+  std::vector<std::string> paths;  // files or directories
+  std::vector<std::string> tags;
+  std::vector<std::string> excludes;  // globs matched against the full path and the base name
+  std::string stdin_name;             // set: back up stdin_fd as one file of this name
+  int stdin_fd = 0;
+  std::optional<ChunkProfile> profile;  // forced profile; otherwise chosen per file name
+  std::string parent;                   // explicit parent snapshot; empty: the latest of the same source
+  bool force = false;                   // read every file even when unchanged
+  std::string hostname;                 // empty: this host
+  unsigned threads = 0;                 // 0: one reader and one worker per core
+  ProgressFn progress;
+  std::chrono::milliseconds progress_interval{1000};
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+struct BackupResult {
+  Snapshot snapshot;
+  WriteStats stats;
+  uint64_t files_new = 0, files_changed = 0, files_unmodified = 0, dirs = 0;
+  uint64_t bytes_total = 0, bytes_read = 0;
+  double seconds = 0;
+};
+
+// Throws on a repository-level failure (nothing is referenced by a snapshot then).
+// Per-file failures are collected in the snapshot's errors and make it partial.
+BackupResult backup(Repository& repo, const BackupOptions& opt);
+
+// The profile chosen for a file when none is forced.
+ChunkProfile choose_profile(const std::string& name, uint64_t size);
+
+}  // namespace cairn::repo

@@ -1,0 +1,48 @@
+#pragma once
+// The storage backend: named, immutable objects and nothing more. It does not
+// assume rename or an atomic directory listing; save() must make an object appear
+// whole or not at all. Packs, index, keys and locks are built on top of this.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "common/util/encoding.h"
+
+namespace cairn::repo {
+
+enum class FileType { config, key, pack, index, snapshot, lock };
+
+const char* file_type_name(FileType t);
+
+struct Handle {
+  FileType type;
+  std::string name;  // empty for config
+};
+
+// What a backend can do; callers read this instead of switching on the backend type.
+struct BackendCaps {
+  bool local = false;           // a local filesystem path (restore can stream without copies)
+  bool atomic_replace = false;  // save() over an existing name replaces it atomically
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string location() const = 0;
+  virtual BackendCaps caps() const = 0;
+  // Creates the layout for a new repository; fails with Errc::exists if one is there.
+  virtual void create() = 0;
+  virtual void save(const Handle& h, std::span<const uint8_t> data) = 0;
+  // length == 0 loads to the end. Short objects raise Errc::corrupt.
+  virtual Bytes load(const Handle& h, uint64_t offset = 0, uint64_t length = 0) = 0;
+  virtual std::optional<uint64_t> size(const Handle& h) = 0;
+  virtual void remove(const Handle& h) = 0;
+  virtual void list(FileType t, const std::function<void(const std::string& name, uint64_t size)>& fn) = 0;
+};
+
+std::unique_ptr<Backend> make_fs_backend(const std::string& path);
+
+}  // namespace cairn::repo

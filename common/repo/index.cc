@@ -1,0 +1,100 @@
+#include "common/repo/index.h"
+
+#include "common/util/error.h"
+
+namespace cairn::repo {
+
+using nlohmann::json;
+
+void Index::add_pack(const BlobId& pack, const std::vector<PackBlob>& blobs) {
+  std::unique_lock lk(mu_);
+  uint32_t no;
+  auto it = pack_no_.find(pack);
+  if (it == pack_no_.end()) {
+    no = uint32_t(packs_.size());
+    packs_.push_back(pack);
+    pack_no_.emplace(pack, no);
+  } else {
+    no = it->second;
+  }
+  for (const auto& b : blobs) blobs_.try_emplace(b.id, Entry{no, b.offset, b.length, b.raw_length, b.type, b.flags});
+}
+
+std::optional<BlobLocation> Index::lookup(const BlobId& id) const {
+  std::shared_lock lk(mu_);
+  auto it = blobs_.find(id);
+  if (it == blobs_.end()) return std::nullopt;
+  const Entry& e = it->second;
+  return BlobLocation{packs_[e.pack], e.type, e.flags, e.offset, e.length, e.raw_length};
+}
+
+bool Index::contains(const BlobId& id) const {
+  std::shared_lock lk(mu_);
+  return blobs_.count(id) != 0;
+}
+size_t Index::blob_count() const {
+  std::shared_lock lk(mu_);
+  return blobs_.size();
+}
+size_t Index::pack_count() const {
+  std::shared_lock lk(mu_);
+  return packs_.size();
+}
+bool Index::has_pack(const BlobId& pack) const {
+  std::shared_lock lk(mu_);
+  return pack_no_.count(pack) != 0;
+}
+std::vector<BlobId> Index::packs() const {
+  std::shared_lock lk(mu_);
+  return packs_;
+}
+void Index::clear() {
+  std::unique_lock lk(mu_);
+  packs_.clear();
+  pack_no_.clear();
+  blobs_.clear();
+}
+
+json encode_index_file(const IndexFile& f) {
+  json packs = json::array();
+  for (const auto& [id, blobs] : f.packs) {
+    json bl = json::array();
+    for (const auto& b : blobs)
+      bl.push_back(json::array({id_hex(b.id), int(b.type), int(b.flags), b.offset, b.length, b.raw_length}));
+    packs.push_back({{"id", id_hex(id)}, {"blobs", std::move(bl)}});
+  }
+  return {{"version", kFormatVersion}, {"supersedes", f.supersedes}, {"packs", std::move(packs)}};
+}
+
+IndexFile decode_index_file(const json& j, const std::string& name) {
+  auto bad = [&](const std::string& why) { return Error(Errc::corrupt, "index file '" + name + "': " + why); };
+  try {
+    if (!j.is_object() || j.value("version", 0) != kFormatVersion) throw bad("unknown version");
+    IndexFile f;
+    for (const auto& s : j.at("supersedes")) f.supersedes.push_back(s.get<std::string>());
+    for (const auto& p : j.at("packs")) {
+      BlobId pid;
+      if (!parse_id(p.at("id").get<std::string>(), pid)) throw bad("malformed pack id");
+      std::vector<PackBlob> blobs;
+      for (const auto& b : p.at("blobs")) {
+        if (!b.is_array() || b.size() != 6) throw bad("malformed blob entry");
+        PackBlob pb;
+        if (!parse_id(b[0].get<std::string>(), pb.id)) throw bad("malformed blob id");
+        int t = b[1].get<int>();
+        if (t != 0 && t != 1) throw bad("unknown blob type");
+        pb.type = BlobType(t);
+        pb.flags = uint8_t(b[2].get<int>());
+        pb.offset = b[3].get<uint32_t>();
+        pb.length = b[4].get<uint32_t>();
+        pb.raw_length = b[5].get<uint32_t>();
+        blobs.push_back(pb);
+      }
+      f.packs.emplace_back(pid, std::move(blobs));
+    }
+    return f;
+  } catch (const json::exception& e) {
+    throw bad(std::string("malformed: ") + e.what());
+  }
+}
+
+}  // namespace cairn::repo

@@ -1,0 +1,278 @@
+#include "common/repo/repository.h"
+
+#include <openssl/crypto.h>
+
+#include "common/repo/compress.h"
+#include "common/util/error.h"
+
+namespace cairn::repo {
+
+using nlohmann::json;
+
+namespace {
+constexpr std::string_view kConfigFormat = "cairn-repository";
+constexpr uint8_t kFileRaw = 0, kFileZstd = 1;
+// Pending index entries are written out after this many packs or seconds, so an
+// interrupted backup leaves reusable data behind.
+constexpr size_t kIndexFlushPacks = 8;
+constexpr auto kIndexFlushInterval = std::chrono::seconds(30);
+constexpr size_t kIndexMaxBlobs = 50000;
+
+std::string file_aad(FileType t) { return std::string("cairn-") + file_type_name(t) + "-v1"; }
+std::string config_aad(const std::string& id) { return "cairn-config-v1:" + id; }
+}  // namespace
+
+Repository::~Repository() { OPENSSL_cleanse(&mk_, sizeof mk_); }
+
+std::string Repository::init(Backend& be, const Secret& secret, const InitOptions& opt) {
+  be.create();
+  MasterKey mk;
+  mk.encrypt = crypto::random_array<32>();
+  mk.id = crypto::random_array<32>();
+  auto seed = crypto::random_array<32>();
+  std::string id = to_hex(crypto::random_array<16>());
+  json sealed = {{"chunker_seed", to_base64(seed)}, {"zstd_level", opt.zstd_level}, {"pack_size", opt.pack_size}};
+  std::string sealed_text = sealed.dump();
+  json cfg = {{"format", kConfigFormat},
+              {"version", kFormatVersion},
+              {"id", id},
+              {"created", now_rfc3339()},
+              {"sealed", to_base64(crypto::Aead(mk.encrypt).seal(as_bytes(config_aad(id)), as_bytes(sealed_text)))}};
+  // The key slot goes first: a config without a key would be a repository nobody can open.
+  std::string slot = add_key_slot(be, mk, secret, opt.kdf);
+  std::string text = cfg.dump(2) + "\n";
+  be.save({FileType::config, ""}, as_bytes(text));
+  OPENSSL_cleanse(&mk, sizeof mk);
+  return slot;
+}
+
+std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const Secret& secret) {
+  if (!be->size({FileType::config, ""}))
+    throw Error(Errc::no_repo, "no repository at '" + be->location() + "' (create one with 'cairnctl repo init --repo " +
+                                   be->location() + "')");
+  Bytes raw = be->load({FileType::config, ""});
+  json cfg;
+  try {
+    cfg = json::parse(raw.begin(), raw.end());
+  } catch (const json::exception&) {
+    throw Error(Errc::corrupt, "'" + be->location() + "/config' is not valid JSON; restore it from a copy or re-create the repository");
+  }
+  if (!cfg.is_object() || cfg.value("format", "") != kConfigFormat)
+    throw Error(Errc::no_repo, "'" + be->location() + "' is not a cairn repository");
+  int version = cfg.value("version", 0);
+  if (version != kFormatVersion)
+    throw Error(Errc::unsupported, "repository format version " + std::to_string(version) + " is not supported by this cairnctl (it reads version " +
+                                       std::to_string(kFormatVersion) + "); use a newer cairnctl");
+  std::unique_ptr<Repository> r(new Repository());
+  r->be_ = std::move(be);
+  r->mk_ = open_master_key(*r->be_, secret, &r->key_slot_);
+  r->aead_ = crypto::Aead(r->mk_.encrypt);
+  r->id_hash_ = std::make_unique<crypto::KeyedHash>(r->mk_.id);
+  r->params_.id = cfg.value("id", "");
+  Bytes sealed, plain;
+  if (!from_base64(cfg.value("sealed", ""), sealed) || !r->aead_.open(as_bytes(config_aad(r->params_.id)), sealed, plain))
+    throw Error(Errc::corrupt, "'" + r->be_->location() + "/config' fails authentication: it was changed or damaged");
+  try {
+    json p = json::parse(plain.begin(), plain.end());
+    if (!from_base64(p.at("chunker_seed").get<std::string>(), r->params_.chunker_seed) || r->params_.chunker_seed.size() != 32)
+      throw Error(Errc::corrupt, "config: malformed chunker seed");
+    r->params_.zstd_level = p.at("zstd_level").get<int>();
+    r->params_.pack_size = p.at("pack_size").get<uint32_t>();
+    if (r->params_.pack_size < (1u << 16) || r->params_.pack_size > (1u << 30)) throw Error(Errc::corrupt, "config: pack size out of range");
+  } catch (const json::exception& e) {
+    throw Error(Errc::corrupt, std::string("config: malformed sealed parameters: ") + e.what());
+  }
+  r->gear_ = make_gear_table(r->params_.chunker_seed);
+  return r;
+}
+
+std::string Repository::save_json(FileType t, const json& j) {
+  std::string text = j.dump();
+  Bytes plain(5);
+  Bytes z;
+  if (compress_if_useful(as_bytes(text), z, 3)) {
+    plain[0] = kFileZstd;
+    plain.insert(plain.end(), z.begin(), z.end());
+  } else {
+    plain[0] = kFileRaw;
+    plain.insert(plain.end(), text.begin(), text.end());
+  }
+  put_u32le(plain.data() + 1, uint32_t(text.size()));
+  Bytes sealed = aead_.seal(as_bytes(file_aad(t)), plain);
+  std::string name = to_hex(crypto::sha256(sealed));
+  be_->save({t, name}, sealed);
+  return name;
+}
+
+json Repository::load_json(FileType t, const std::string& name) {
+  std::string where = std::string(file_type_name(t)) + "/" + name;
+  Bytes sealed = be_->load({t, name});
+  if (to_hex(crypto::sha256(sealed)) != name)
+    throw Error(Errc::corrupt, "'" + where + "' does not match its name (truncated or damaged)");
+  Bytes plain;
+  if (!aead_.open(as_bytes(file_aad(t)), sealed, plain) || plain.size() < 5)
+    throw Error(Errc::corrupt, "'" + where + "' fails authentication (damaged, or not written by this repository)");
+  uint32_t raw_len = get_u32le(plain.data() + 1);
+  std::span<const uint8_t> body(plain.data() + 5, plain.size() - 5);
+  Bytes text;
+  if (plain[0] == kFileZstd) {
+    if (raw_len > (1u << 30) || !decompress(body, raw_len, text)) throw Error(Errc::corrupt, "'" + where + "' does not decompress");
+    body = text;
+  } else if (plain[0] != kFileRaw || body.size() != raw_len) {
+    throw Error(Errc::corrupt, "'" + where + "' has an unknown encoding");
+  }
+  try {
+    return json::parse(body.begin(), body.end());
+  } catch (const json::exception&) {
+    throw Error(Errc::corrupt, "'" + where + "' is not valid JSON");
+  }
+}
+
+std::vector<std::string> Repository::list(FileType t) {
+  std::vector<std::string> out;
+  be_->list(t, [&](const std::string& n, uint64_t) { out.push_back(n); });
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<IndexProblem> Repository::load_index() {
+  index_.clear();
+  index_files_.clear();
+  std::vector<IndexProblem> problems;
+  for (const auto& name : list(FileType::index)) {
+    try {
+      IndexFile f = decode_index_file(load_json(FileType::index, name), name);
+      for (const auto& [pack, blobs] : f.packs) index_.add_pack(pack, blobs);
+      index_files_.push_back(name);
+    } catch (const Error& e) {
+      problems.push_back({name, e.what()});
+    }
+  }
+  return problems;
+}
+
+bool Repository::open_blob(const PackBlob& b, std::span<const uint8_t> sealed, Bytes& out, std::string& why) const {
+  auto aad = blob_aad(b.type, b.id);
+  Bytes plain;
+  if (!aead_.open(aad, sealed, plain)) {
+    why = "fails authentication (the stored bytes were changed)";
+    return false;
+  }
+  if (b.flags & kBlobCompressed) {
+    if (b.raw_length > (64u << 20) || !decompress(plain, b.raw_length, out)) {
+      why = "does not decompress";
+      return false;
+    }
+  } else {
+    if (plain.size() != b.raw_length) {
+      why = "has the wrong length";
+      return false;
+    }
+    out = std::move(plain);
+  }
+  if (!crypto::equal(blob_id(out), b.id)) {
+    why = "content does not match its id";
+    return false;
+  }
+  return true;
+}
+
+Bytes Repository::load_blob(const BlobId& id) {
+  auto loc = index_.lookup(id);
+  if (!loc) throw Error(Errc::not_found, "blob '" + id_hex(id) + "' is not in the index (run 'cairnctl repo check')");
+  std::string pack = id_hex(loc->pack);
+  Bytes sealed;
+  try {
+    sealed = be_->load({FileType::pack, pack}, loc->offset, loc->length);
+  } catch (const Error& e) {
+    throw Error(e.code() == Errc::not_found ? Errc::corrupt : e.code(),
+                "blob '" + id_hex(id) + "' in pack '" + pack + "': " + e.what());
+  }
+  PackBlob b{id, loc->type, loc->flags, loc->offset, loc->length, loc->raw_length};
+  Bytes out;
+  std::string why;
+  if (!open_blob(b, sealed, out, why)) throw Error(Errc::corrupt, "blob '" + id_hex(id) + "' in pack '" + pack + "' " + why);
+  return out;
+}
+
+bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id) {
+  id = blob_id(data);
+  {
+    std::unique_lock lk(wmu_);
+    if (index_.contains(id) || !claimed_.insert(id).second) {
+      ++stats_.blobs_dedup;
+      return false;
+    }
+  }
+  Bytes z;
+  bool compressed = compress_if_useful(data, z, params_.zstd_level);
+  std::span<const uint8_t> payload = compressed ? std::span<const uint8_t>(z) : data;
+  auto aad = blob_aad(t, id);
+  Bytes sealed;
+  sealed.reserve(payload.size() + crypto::kAeadOverhead);
+  aead_.seal(aad, payload, sealed);
+  PackBuilder full;
+  {
+    std::unique_lock lk(wmu_);
+    PackBuilder& pb = builders_[int(t)];
+    pb.add(id, t, compressed ? kBlobCompressed : 0, uint32_t(data.size()), sealed);
+    ++stats_.blobs_new;
+    stats_.bytes_raw_new += data.size();
+    stats_.bytes_stored_new += sealed.size();
+    if (pb.size() >= params_.pack_size) std::swap(full, pb);
+  }
+  if (!full.empty()) write_pack(full);
+  return true;
+}
+
+void Repository::write_pack(PackBuilder& pb) {
+  std::vector<PackBlob> blobs;
+  Bytes pack = pb.finish(aead_, blobs);
+  BlobId pid = crypto::sha256(pack);
+  be_->save({FileType::pack, id_hex(pid)}, pack);
+  std::unique_lock lk(wmu_);
+  index_.add_pack(pid, blobs);
+  for (const auto& b : blobs) claimed_.erase(b.id);
+  pending_blobs_ += blobs.size();
+  pending_.packs.emplace_back(pid, std::move(blobs));
+  ++stats_.packs_written;
+  maybe_flush_index(lk, false);
+}
+
+void Repository::maybe_flush_index(std::unique_lock<std::mutex>& lk, bool force) {
+  if (pending_.packs.empty()) return;
+  bool due = force || pending_.packs.size() >= kIndexFlushPacks || pending_blobs_ >= kIndexMaxBlobs ||
+             std::chrono::steady_clock::now() - last_index_write_ >= kIndexFlushInterval;
+  if (!due) return;
+  IndexFile f = std::move(pending_);
+  pending_ = {};
+  pending_blobs_ = 0;
+  last_index_write_ = std::chrono::steady_clock::now();
+  lk.unlock();
+  std::string name = write_index_file(f);
+  lk.lock();
+  index_files_.push_back(name);
+  ++stats_.index_files_written;
+}
+
+std::string Repository::write_index_file(const IndexFile& f) { return save_json(FileType::index, encode_index_file(f)); }
+
+void Repository::flush() {
+  for (int t = 0; t < 2; ++t) {
+    PackBuilder pb;
+    {
+      std::unique_lock lk(wmu_);
+      std::swap(pb, builders_[t]);
+    }
+    if (!pb.empty()) write_pack(pb);
+  }
+  std::unique_lock lk(wmu_);
+  maybe_flush_index(lk, true);
+}
+
+WriteStats Repository::stats() const {
+  std::unique_lock lk(const_cast<std::mutex&>(wmu_));
+  return stats_;
+}
+
+}  // namespace cairn::repo

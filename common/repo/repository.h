@@ -1,0 +1,122 @@
+#pragma once
+// The repository: config, keys, encrypted files, packed blobs and the index.
+// Callers (archiver, restorer, checker, prune) build on this face only.
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/repo/backend.h"
+#include "common/repo/chunker.h"
+#include "common/repo/index.h"
+#include "common/repo/keys.h"
+#include "common/repo/pack.h"
+#include "common/repo/types.h"
+
+namespace cairn::repo {
+
+struct RepoParams {
+  std::string id;
+  Bytes chunker_seed;
+  int zstd_level = 3;
+  uint32_t pack_size = 16u << 20;
+};
+
+struct InitOptions {
+  KdfParams kdf;
+  int zstd_level = 3;
+  uint32_t pack_size = 16u << 20;
+};
+
+struct WriteStats {
+  uint64_t blobs_new = 0;
+  uint64_t blobs_dedup = 0;
+  uint64_t bytes_raw_new = 0;     // plaintext bytes of new blobs
+  uint64_t bytes_stored_new = 0;  // bytes added to packs (compressed + sealed)
+  uint64_t packs_written = 0;
+  uint64_t index_files_written = 0;
+};
+
+// A problem met while loading the index; loading goes on with the rest.
+struct IndexProblem {
+  std::string index_file;
+  std::string message;
+};
+
+class Repository {
+ public:
+  // Creates a new repository; returns the first key slot's id.
+  static std::string init(Backend& be, const Secret& secret, const InitOptions& opt = {});
+  // Throws Errc::no_repo, Errc::wrong_key, Errc::unsupported or Errc::corrupt.
+  static std::unique_ptr<Repository> open(std::unique_ptr<Backend> be, const Secret& secret);
+  ~Repository();
+
+  Backend& backend() { return *be_; }
+  const RepoParams& params() const { return params_; }
+  const GearTable& gear() const { return gear_; }
+  const std::string& key_slot() const { return key_slot_; }
+  const MasterKey& master_key() const { return mk_; }
+  const crypto::Aead& aead() const { return aead_; }
+  BlobId blob_id(std::span<const uint8_t> data) const { return (*id_hash_)(data); }
+
+  // Encrypted, content-addressed JSON files (index, snapshot, lock).
+  std::string save_json(FileType t, const nlohmann::json& j);
+  nlohmann::json load_json(FileType t, const std::string& name);
+  std::vector<std::string> list(FileType t);
+
+  // Loads every index file. Problems (unreadable, damaged) are returned, not thrown.
+  std::vector<IndexProblem> load_index();
+  Index& index() { return index_; }
+  // Names of the index files loaded by load_index().
+  const std::vector<std::string>& index_files() const { return index_files_; }
+
+  // Reads, authenticates, decompresses and verifies one blob. Throws Errc::corrupt
+  // naming the blob and pack, or Errc::not_found when the index does not know it.
+  Bytes load_blob(const BlobId& id);
+  // Same checks on a sealed blob already read (restore and check read whole packs).
+  // Returns false with why set when it does not verify.
+  bool open_blob(const PackBlob& b, std::span<const uint8_t> sealed, Bytes& out, std::string& why) const;
+
+  // Stores a blob unless the repository (or this session) has it. Thread-safe.
+  // Returns true when it was new.
+  bool save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id);
+  // Writes open packs and pending index entries. Must be called before a snapshot
+  // that refers to the blobs is saved.
+  void flush();
+  // Writes an index file describing the given packs (repair, prune).
+  std::string write_index_file(const IndexFile& f);
+  WriteStats stats() const;
+
+ private:
+  Repository() = default;
+  void write_pack(PackBuilder& pb);
+  void maybe_flush_index(std::unique_lock<std::mutex>& lk, bool force);
+
+  std::unique_ptr<Backend> be_;
+  RepoParams params_;
+  MasterKey mk_;
+  std::string key_slot_;
+  crypto::Aead aead_{crypto::Key{}};
+  std::unique_ptr<crypto::KeyedHash> id_hash_;
+  GearTable gear_{};
+  Index index_;
+  std::vector<std::string> index_files_;
+
+  // writer state
+  std::mutex wmu_;
+  std::unordered_set<BlobId, BlobIdHash> claimed_;
+  PackBuilder builders_[2];
+  IndexFile pending_;
+  size_t pending_blobs_ = 0;
+  std::chrono::steady_clock::time_point last_index_write_ = std::chrono::steady_clock::now();
+  WriteStats stats_;
+};
+
+}  // namespace cairn::repo

@@ -1,0 +1,96 @@
+#include "common/repo/snapshot.h"
+
+#include <ctime>
+
+#include "common/util/error.h"
+
+namespace cairn::repo {
+
+using nlohmann::json;
+
+int64_t parse_rfc3339(const std::string& s) {
+  std::tm tm{};
+  if (!strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) return 0;
+  return int64_t(timegm(&tm));
+}
+
+json encode_snapshot(const Snapshot& s) {
+  json errs = json::array();
+  for (const auto& e : s.errors) errs.push_back({{"path", e.path}, {"reason", e.reason}});
+  json j = {{"version", kFormatVersion}, {"time", s.time},       {"hostname", s.hostname}, {"username", s.username},
+            {"paths", s.paths},          {"tags", s.tags},       {"tree", id_hex(s.tree)}, {"partial", s.partial},
+            {"errors", errs},            {"summary", s.summary}, {"program", s.program}};
+  if (!s.parent.empty()) j["parent"] = s.parent;
+  return j;
+}
+
+Snapshot decode_snapshot(const json& j, const std::string& id) {
+  Snapshot s;
+  s.id = id;
+  try {
+    if (j.value("version", 0) != kFormatVersion) throw Error(Errc::unsupported, "snapshot '" + id + "' has an unknown version");
+    s.time = j.at("time").get<std::string>();
+    s.time_unix = parse_rfc3339(s.time);
+    s.hostname = j.value("hostname", "");
+    s.username = j.value("username", "");
+    s.paths = j.at("paths").get<std::vector<std::string>>();
+    s.tags = j.value("tags", std::vector<std::string>{});
+    if (!parse_id(j.at("tree").get<std::string>(), s.tree)) throw Error(Errc::corrupt, "snapshot '" + id + "': malformed tree id");
+    s.parent = j.value("parent", "");
+    s.partial = j.value("partial", false);
+    for (const auto& e : j.value("errors", json::array())) s.errors.push_back({e.value("path", ""), e.value("reason", "")});
+    s.summary = j.value("summary", json::object());
+    s.program = j.value("program", "");
+  } catch (const json::exception& e) {
+    throw Error(Errc::corrupt, "snapshot '" + id + "' is malformed: " + e.what());
+  }
+  return s;
+}
+
+std::string save_snapshot(Repository& r, Snapshot& s) {
+  s.id = r.save_json(FileType::snapshot, encode_snapshot(s));
+  return s.id;
+}
+
+Snapshot load_snapshot(Repository& r, const std::string& id) { return decode_snapshot(r.load_json(FileType::snapshot, id), id); }
+
+std::vector<Snapshot> load_snapshots(Repository& r, std::vector<std::pair<std::string, std::string>>* bad) {
+  std::vector<Snapshot> out;
+  for (const auto& name : r.list(FileType::snapshot)) {
+    try {
+      out.push_back(load_snapshot(r, name));
+    } catch (const Error& e) {
+      if (bad) bad->emplace_back(name, e.what());
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const Snapshot& a, const Snapshot& b) { return a.time < b.time; });
+  return out;
+}
+
+std::string resolve_snapshot(Repository& r, const std::string& ref) {
+  if (ref == "latest") {
+    auto all = load_snapshots(r);
+    if (all.empty()) throw Error(Errc::not_found, "the repository has no snapshots");
+    return all.back().id;
+  }
+  if (ref.size() < 4) throw Error(Errc::invalid_input, "snapshot id '" + ref + "' is too short (give at least 4 hex digits)");
+  std::string found;
+  for (const auto& name : r.list(FileType::snapshot)) {
+    if (name.compare(0, ref.size(), ref) == 0) {
+      if (!found.empty()) throw Error(Errc::invalid_input, "snapshot id '" + ref + "' is ambiguous; give more digits");
+      found = name;
+    }
+  }
+  if (found.empty()) throw Error(Errc::not_found, "no snapshot '" + ref + "' in the repository (see 'cairnctl repo snapshots')");
+  return found;
+}
+
+std::string source_key(const Snapshot& s) {
+  std::vector<std::string> p = s.paths;
+  std::sort(p.begin(), p.end());
+  std::string k = s.hostname;
+  for (const auto& x : p) k += '\0' + x;
+  return k;
+}
+
+}  // namespace cairn::repo

@@ -1,0 +1,44 @@
+#pragma once
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/repo/repository.h"
+
+namespace cairn::repo {
+
+struct SnapshotError {
+  std::string path;
+  std::string reason;
+};
+
+struct Snapshot {
+  std::string id;  // the file's name; not stored inside
+  std::string time;
+  int64_t time_unix = 0;
+  std::string hostname, username;
+  std::vector<std::string> paths;  // absolute source paths, or "stdin:NAME"
+  std::vector<std::string> tags;
+  BlobId tree{};
+  std::string parent;
+  bool partial = false;
+  std::vector<SnapshotError> errors;
+  nlohmann::json summary = nlohmann::json::object();
+  std::string program;
+};
+
+nlohmann::json encode_snapshot(const Snapshot& s);
+Snapshot decode_snapshot(const nlohmann::json& j, const std::string& id);
+std::string save_snapshot(Repository& r, Snapshot& s);
+Snapshot load_snapshot(Repository& r, const std::string& id);
+// Every readable snapshot, oldest first. Unreadable ones are reported through bad.
+std::vector<Snapshot> load_snapshots(Repository& r, std::vector<std::pair<std::string, std::string>>* bad = nullptr);
+// Resolves "latest", a full id or a unique prefix of at least 4 hex digits.
+std::string resolve_snapshot(Repository& r, const std::string& ref);
+// A snapshot's source key: host and sorted paths. Parents and retention groups use it.
+std::string source_key(const Snapshot& s);
+int64_t parse_rfc3339(const std::string& s);
+
+}  // namespace cairn::repo

@@ -1,0 +1,146 @@
+#include "common/util/fs.h"
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "common/util/error.h"
+
+namespace cairn {
+
+void Fd::reset() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+Bytes read_file(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_errno("cannot open", path, errno);
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) throw_errno("cannot stat", path, errno);
+  Bytes out;
+  out.reserve(size_t(st.st_size));
+  uint8_t buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("cannot read", path, errno);
+    }
+    if (n == 0) break;
+    out.insert(out.end(), buf, buf + n);
+  }
+  return out;
+}
+
+std::string read_secret_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw_errno("cannot read secret file", path, errno);
+  if (st.st_mode & 077)
+    throw Error(Errc::invalid_input, "secret file '" + path + "' is readable by group or others (mode " +
+                                         [&] { char b[8]; snprintf(b, sizeof b, "%04o", st.st_mode & 07777); return std::string(b); }() +
+                                         "); run 'chmod 600 " + path + "'");
+  Bytes b = read_file(path);
+  std::string s(b.begin(), b.end());
+  if (!s.empty() && s.back() == '\n') s.pop_back();
+  if (!s.empty() && s.back() == '\r') s.pop_back();
+  if (s.empty()) throw Error(Errc::invalid_input, "secret file '" + path + "' is empty");
+  return s;
+}
+
+void write_all(int fd, const uint8_t* p, size_t n, std::string_view path) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("cannot write", path, errno);
+    }
+    p += w;
+    n -= size_t(w);
+  }
+}
+
+void pread_all(int fd, uint8_t* p, size_t n, uint64_t off, std::string_view path) {
+  while (n > 0) {
+    ssize_t r = ::pread(fd, p, n, off_t(off));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("cannot read", path, errno);
+    }
+    if (r == 0) throw Error(Errc::corrupt, "unexpected end of file in '" + std::string(path) + "'");
+    p += r;
+    n -= size_t(r);
+    off += uint64_t(r);
+  }
+}
+
+void fsync_dir(const std::string& dir) {
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) throw_errno("cannot open directory", dir, errno);
+  if (::fsync(fd.get()) != 0 && errno != EINVAL) throw_errno("cannot sync directory", dir, errno);
+}
+
+void write_file_atomic(const std::string& path, std::span<const uint8_t> data, int mode) {
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(reinterpret_cast<uintptr_t>(&data) & 0xffffff);
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+  if (!fd) throw_errno("cannot create", tmp, errno);
+  try {
+    write_all(fd.get(), data.data(), data.size(), tmp);
+    if (::fsync(fd.get()) != 0) throw_errno("cannot sync", tmp, errno);
+    fd.reset();
+    if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("cannot rename into", path, errno);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  fsync_dir(dir);
+}
+
+void mkdir_p(const std::string& dir, int mode) {
+  if (dir.empty()) return;
+  std::string cur;
+  size_t i = 0;
+  while (i <= dir.size()) {
+    size_t j = dir.find('/', i);
+    if (j == std::string::npos) j = dir.size();
+    cur = dir.substr(0, j);
+    if (!cur.empty() && ::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) throw_errno("cannot create directory", cur, errno);
+    i = j + 1;
+  }
+}
+
+std::string hostname() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+std::string username() {
+  struct passwd* pw = getpwuid(getuid());
+  return pw ? pw->pw_name : std::to_string(getuid());
+}
+
+unsigned long long process_start_ticks(int pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  if (!f) return 0;
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto rp = s.rfind(')');
+  if (rp == std::string::npos) return 0;
+  std::istringstream is(s.substr(rp + 2));
+  std::string field;
+  // fields after ')' start at field 3 (state); starttime is field 22
+  for (int i = 3; i < 22; ++i) is >> field;
+  unsigned long long v = 0;
+  is >> v;
+  return v;
+}
+
+}  // namespace cairn

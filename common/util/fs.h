@@ -1,0 +1,46 @@
+#pragma once
+// File helpers with RAII descriptors and errors that name the path.
+#include <string>
+#include <string_view>
+
+#include "common/util/encoding.h"
+
+namespace cairn {
+
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) { reset(); fd_ = o.release(); }
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+  int release() { int f = fd_; fd_ = -1; return f; }
+  void reset();
+
+ private:
+  int fd_ = -1;
+};
+
+Bytes read_file(const std::string& path);
+// Reads a secret (passphrase or key file). Refuses files readable by group or
+// others; strips one trailing newline.
+std::string read_secret_file(const std::string& path);
+// Writes via a temporary file in the same directory, fsyncs, renames, fsyncs the dir.
+void write_file_atomic(const std::string& path, std::span<const uint8_t> data, int mode = 0644);
+void write_all(int fd, const uint8_t* p, size_t n, std::string_view path);
+void pread_all(int fd, uint8_t* p, size_t n, uint64_t off, std::string_view path);
+void fsync_dir(const std::string& dir);
+void mkdir_p(const std::string& dir, int mode = 0755);
+std::string hostname();
+std::string username();
+// Start time of a process in clock ticks since boot (from /proc), or 0 when it is gone.
+unsigned long long process_start_ticks(int pid);
+
+}  // namespace cairn
