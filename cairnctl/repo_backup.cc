@@ -20,8 +20,8 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
   auto* cmd = repo.add_subcommand("backup", "back up files and directories, or stdin, into a new snapshot");
   add_repo_options(cmd, ctx.opts);
   cmd->add_option("paths", a.paths, "files and directories to back up");
-  cmd->add_option("--tag", a.tags, "tag the snapshot (repeatable)");
-  cmd->add_option("--exclude", a.excludes, "skip paths matching this glob (full path or base name; repeatable)");
+  cmd->add_option("--tag", a.tags, "tag the snapshot (repeatable)")->allow_extra_args(false);
+  cmd->add_option("--exclude", a.excludes, "skip paths matching this glob (full path or base name; repeatable)")->allow_extra_args(false);
   cmd->add_flag("--stdin", a.use_stdin, "read the data from standard input");
   cmd->add_option("--stdin-name", a.stdin_name, "file name for the data read from stdin");
   cmd->add_option("--chunk-profile", a.profile, "force a chunk-size profile: page (8 KiB), standard (1 MiB), log (4 MiB)")

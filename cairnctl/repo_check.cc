@@ -1,11 +1,79 @@
+#include <unistd.h>
+
 #include "cairnctl/cli.h"
+#include "common/repo/checker.h"
 
 namespace cairn::ctl {
 
+namespace {
+struct CheckArgs {
+  bool read_data = false;
+  unsigned threads = 0;
+};
+}  // namespace
+
 void register_repo_check(CLI::App& repo, Context& ctx) {
-  auto* cmd = repo.add_subcommand("check", "not yet implemented");
+  static CheckArgs a;
+  auto* cmd = repo.add_subcommand("check", "verify the repository: index, packs, snapshots and trees (and every byte with --read-data)");
   add_repo_options(cmd, ctx.opts);
-  cmd->callback([&ctx] { ctx.action = []() -> int { throw Error(Errc::unsupported, "'check' is not implemented yet"); }; });
+  cmd->add_flag("--read-data", a.read_data, "read every pack whole and verify every blob (reads the whole repository)");
+  cmd->add_option("--threads", a.threads, "packs read at once with --read-data (default: one per core, at most 8)");
+  cmd->callback([&ctx] {
+    ctx.action = [&ctx]() -> int {
+      const auto& o = ctx.opts;
+      // check loads the index itself and reports its problems with the rest.
+      auto r = open_repo(o, false);
+      auto lock = lock_repo(*r, o, repo::LockKind::shared, "check");
+      repo::CheckOptions co;
+      co.read_data = a.read_data;
+      co.threads = a.threads;
+      co.cancel = &ctx.cancel;
+      ProgressPrinter pp(o, "check");
+      if (a.read_data && (!o.quiet || o.json)) {
+        co.progress = [&pp](const repo::Progress& p) { pp(p); };
+        co.progress_interval = std::chrono::milliseconds(isatty(2) && !o.json ? 250 : 1000);
+      }
+      repo::CheckReport rep = repo::check(*r, co);
+      pp.clear();
+      size_t errors = rep.errors(), warnings = rep.warnings();
+      if (o.json) {
+        for (const auto& p : rep.problems) {
+          nlohmann::json j = repo::problem_json(p);
+          j["message_type"] = "problem";
+          print_json(j);
+        }
+        print_json({{"message_type", "summary"},
+                    {"errors", errors},
+                    {"warnings", warnings},
+                    {"clean", errors == 0},
+                    {"read_data", a.read_data},
+                    {"index_files", rep.index_files},
+                    {"packs", rep.packs},
+                    {"pack_bytes", rep.pack_bytes},
+                    {"blobs", rep.blobs},
+                    {"snapshots", rep.snapshots},
+                    {"trees", rep.trees},
+                    {"packs_read", rep.packs_read},
+                    {"bytes_read", rep.bytes_read},
+                    {"blobs_verified", rep.blobs_verified},
+                    {"seconds", rep.seconds}});
+      } else {
+        // Problems print even with --quiet: they are what the command is for.
+        for (const auto& p : rep.problems) std::printf("%s\n", repo::problem_line(p).c_str());
+        info(o, "checked " + std::to_string(rep.snapshots) + " snapshots, " + std::to_string(rep.trees) + " trees, " +
+                    std::to_string(rep.packs) + " packs (" + human_bytes(rep.pack_bytes) + "), " + std::to_string(rep.index_files) +
+                    " index files" +
+                    (a.read_data ? "; read " + human_bytes(rep.bytes_read) + " and verified " + std::to_string(rep.blobs_verified) + " blobs"
+                                 : "; data not read (use --read-data)") +
+                    " in " + human_duration(rep.seconds));
+        std::string w = warnings ? ", " + std::to_string(warnings) + (warnings == 1 ? " warning" : " warnings") : "";
+        if (errors == 0) std::printf("no errors were found%s\n", w.c_str());
+        else std::printf("%zu %s found%s\n", errors, errors == 1 ? "error" : "errors", w.c_str());
+        std::fflush(stdout);
+      }
+      return errors ? kExitError : kExitOk;
+    };
+  });
 }
 
 }  // namespace cairn::ctl

@@ -6,7 +6,7 @@ namespace cairn::ctl {
 void register_repo_init(CLI::App& repo, Context& ctx) {
   auto* cmd = repo.add_subcommand("init", "create a new, encrypted repository");
   add_repo_options(cmd, ctx.opts);
-  static int level = 3;
+  static int level = 1;
   static std::string pack_mib = "16";
   cmd->add_option("--compression-level", level, "zstd level for data (1-19)")->check(CLI::Range(1, 19))->capture_default_str();
   cmd->callback([&ctx] {

@@ -349,8 +349,19 @@ void Backup::submit(Task t) {
 
 void Backup::read_range(int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len, const Chunker& ch, size_t& seq) {
   const size_t maxc = ch.params().max_size;
+  // One read buffer per reader thread, never zero-filled: most files are small and
+  // a fresh buffer per file would cost more than reading it.
   const size_t cap = maxc + (8u << 20);
-  Bytes buf(cap);
+  thread_local std::unique_ptr<uint8_t[]> tl_buf;
+  thread_local size_t tl_cap = 0;
+  if (tl_cap < cap) {
+    tl_buf = std::make_unique_for_overwrite<uint8_t[]>(cap);
+    tl_cap = cap;
+  }
+  struct View {
+    uint8_t* p;
+    uint8_t* data() { return p; }
+  } buf{tl_buf.get()};
   size_t start = 0, end = 0;
   uint64_t remaining = len;
   bool eof = false;
@@ -383,7 +394,7 @@ void Backup::read_range(int fd, const std::shared_ptr<FileState>& fs, uint64_t o
     }
     if (end == start) break;
     size_t n = ch.cut(buf.data() + start, end - start);
-    Task t{fs, seq++, Bytes(buf.begin() + ptrdiff_t(start), buf.begin() + ptrdiff_t(start + n))};
+    Task t{fs, seq++, Bytes(buf.data() + start, buf.data() + start + n)};
     {
       std::lock_guard g(fs->mu);
       fs->content.emplace_back();

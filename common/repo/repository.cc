@@ -14,8 +14,8 @@ constexpr std::string_view kConfigFormat = "cairn-repository";
 constexpr uint8_t kFileRaw = 0, kFileZstd = 1;
 // Pending index entries are written out after this many packs or seconds, so an
 // interrupted backup leaves reusable data behind.
-constexpr size_t kIndexFlushPacks = 8;
-constexpr auto kIndexFlushInterval = std::chrono::seconds(30);
+constexpr size_t kIndexFlushPacks = 2;
+constexpr auto kIndexFlushInterval = std::chrono::seconds(10);
 constexpr size_t kIndexMaxBlobs = 50000;
 
 std::string file_aad(FileType t) { return std::string("cairn-") + file_type_name(t) + "-v1"; }

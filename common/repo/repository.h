@@ -31,7 +31,7 @@ struct RepoParams {
 
 struct InitOptions {
   KdfParams kdf;
-  int zstd_level = 3;
+  int zstd_level = 1;
   uint32_t pack_size = 16u << 20;
 };
 

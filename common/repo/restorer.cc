@@ -1,1 +1,668 @@
-// placeholder: filled in below
+#include "common/repo/restorer.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "common/repo/snapshot.h"
+#include "common/repo/tree.h"
+#include "common/util/error.h"
+#include "common/util/fs.h"
+
+namespace cairn::repo {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A segment is the unit of parallel work: a run of one file's blobs. Large files
+// are split so that one big file does not serialise the whole restore.
+constexpr uint64_t kSegmentBytes = 32u << 20;
+// One read from a pack covers neighbouring blobs up to this size (and across gaps
+// of at most kMaxGap bytes of other files' blobs): fewer syscalls, bounded memory.
+constexpr uint64_t kMaxRead = 8u << 20;
+constexpr uint64_t kMaxGap = 64u << 10;
+constexpr int kMaxDepth = 1024;
+constexpr size_t kMaxNameForTemp = 200;  // keeps ".cairn-restore.<name>.<hex>" under NAME_MAX
+
+struct BlobRef {
+  BlobId id{};
+  BlobLocation loc;
+  uint64_t off = 0;  // offset in the file's content stream (holes not counted)
+};
+
+struct FileJob {
+  std::string path;  // inside the snapshot
+  std::string dest;  // under the target
+  Node node;         // content cleared; blobs carry it
+  std::vector<BlobRef> blobs;
+  std::vector<uint64_t> ext_start;  // sparse: content offset where each extent begins
+  uint64_t data_bytes = 0;          // sum of blob lengths
+  uint64_t logical = 0;             // file size once restored
+  std::atomic<int> pending{0};
+  std::atomic<uint64_t> written{0};
+  std::atomic<bool> failed{false};
+  std::mutex mu;  // guards fd, tmp, opened, reason
+  Fd fd;
+  std::string tmp;
+  bool opened = false;
+  std::string reason;
+  bool ok = false;  // renamed into place
+};
+
+struct Segment {
+  FileJob* file;
+  size_t first, last;  // blob indexes [first, last)
+};
+
+struct Link {
+  std::string path, dest;
+  FileJob* leader;
+};
+
+struct Item {
+  std::string path, dest;
+  Node node;
+};
+
+struct timespec to_ts(int64_t ns) {
+  int64_t s = ns / 1000000000, r = ns % 1000000000;
+  if (r < 0) {
+    r += 1000000000;
+    --s;
+  }
+  return {time_t(s), long(r)};
+}
+
+std::string err_text(int e) { return std::strerror(e); }
+
+// Removes whatever is at path (file, symlink or whole directory) so it can be replaced.
+bool remove_existing(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+  return !ec;
+}
+
+class Restorer {
+ public:
+  Restorer(Repository& repo, const RestoreOptions& opt) : repo_(repo), opt_(opt) {}
+  RestoreResult run(const std::string& snapshot_id);
+
+ private:
+  // --- plan
+  bool walk(const BlobId& tree, const std::string& prefix, bool included, int depth);
+  void add_file(const std::string& path, const Node& n);
+  // --- work
+  void make_dir(Item& d);
+  void make_special(Item& it);
+  void make_link(Link& l);
+  void worker();
+  void run_segment(const Segment& s);
+  bool ensure_open(FileJob& f);
+  void write_content(FileJob& f, uint64_t off, const Bytes& data);
+  void fail_file(FileJob& f, const std::string& reason);
+  void finalize(FileJob& f);
+  void set_meta(const std::string& dest, int fd, const Node& n, const std::string& path);
+  void cleanup_temps();
+  // --- reporting
+  void failure(const std::string& path, const std::string& reason);
+  void warning(const std::string& path, const std::string& reason);
+  bool cancelled() const { return opt_.cancel && opt_.cancel->load(); }
+  Progress progress();
+  void reporter_loop();
+
+  Repository& repo_;
+  const RestoreOptions& opt_;
+  std::string target_;
+  bool root_ = geteuid() == 0;
+  RestoreResult res_;
+  std::mutex res_mu_;
+
+  std::vector<Item> dirs_;      // pre-order
+  std::vector<Item> specials_;  // symlinks, fifos, devices, sockets
+  std::vector<std::unique_ptr<FileJob>> files_;
+  std::vector<Link> links_;
+  std::map<std::pair<uint64_t, uint64_t>, FileJob*> inodes_;
+  std::vector<Segment> segments_;
+  std::atomic<size_t> next_segment_{0};
+  std::atomic<uint64_t> tmp_counter_{0};
+
+  std::atomic<uint64_t> files_done_{0}, files_total_{0}, bytes_done_{0}, bytes_total_{0}, errors_{0};
+  std::mutex cur_mu_;
+  std::string current_;
+  std::string phase_ = "scan";
+  Clock::time_point start_ = Clock::now();
+  std::mutex rep_mu_;
+  std::condition_variable rep_cv_;
+  bool rep_stop_ = false;
+};
+
+void Restorer::failure(const std::string& path, const std::string& reason) {
+  std::lock_guard g(res_mu_);
+  res_.failures.push_back({path, reason});
+  ++errors_;
+}
+
+void Restorer::warning(const std::string& path, const std::string& reason) {
+  std::lock_guard g(res_mu_);
+  res_.warnings.push_back({path, reason});
+}
+
+// Returns whether anything at or below this tree was selected.
+bool Restorer::walk(const BlobId& tree_id, const std::string& prefix, bool included, int depth) {
+  if (depth > kMaxDepth) {
+    failure(prefix.empty() ? "/" : prefix, "the tree is nested deeper than " + std::to_string(kMaxDepth) + " levels; not restored");
+    return false;
+  }
+  Tree t;
+  try {
+    t = decode_tree_bytes(repo_.load_blob(tree_id));
+  } catch (const Error& e) {
+    if (prefix.empty()) throw;  // no root tree: nothing can be restored
+    failure(prefix, std::string("cannot read the directory listing: ") + e.what());
+    return included;  // the directory itself is still created
+  }
+  bool any = false;
+  for (auto& n : t.nodes) {
+    std::string path = prefix + "/" + n.name;
+    if (restore_glob_matches(opt_.excludes, path)) continue;
+    bool inc = included || opt_.includes.empty() || restore_glob_matches(opt_.includes, path);
+    if (n.type == NodeType::dir) {
+      size_t at = dirs_.size();
+      dirs_.push_back({path, target_ + path, Node{}});
+      bool sub = n.subtree ? walk(*n.subtree, path, inc, depth + 1) : false;
+      if (!inc && !sub) {
+        dirs_.resize(at);  // nothing selected below: no descendant was kept either
+        continue;
+      }
+      n.subtree.reset();
+      dirs_[at].node = std::move(n);
+      any = true;
+    } else if (inc) {
+      any = true;
+      if (n.type == NodeType::file) add_file(path, n);
+      else specials_.push_back({path, target_ + path, std::move(n)});
+    }
+  }
+  return any;
+}
+
+void Restorer::add_file(const std::string& path, const Node& n) {
+  ++files_total_;
+  // Hard links: nodes of this snapshot sharing device and inode become links to the
+  // first one, provided they really describe the same content.
+  if (n.links > 1) {
+    auto key = std::make_pair(n.device, n.inode);
+    auto it = inodes_.find(key);
+    if (it != inodes_.end()) {
+      const Node& l = it->second->node;
+      bool same = it->second->blobs.size() == n.content.size() && l.size == n.size && l.sparse == n.sparse && l.extents == n.extents;
+      for (size_t i = 0; same && i < n.content.size(); ++i) same = it->second->blobs[i].id == n.content[i];
+      if (same) {
+        links_.push_back({path, target_ + path, it->second});
+        return;
+      }
+    }
+  }
+  auto f = std::make_unique<FileJob>();
+  f->path = path;
+  f->dest = target_ + path;
+  f->node = n;
+  f->node.content.clear();
+  std::string missing;
+  uint64_t off = 0;
+  for (const auto& id : n.content) {
+    auto loc = repo_.index().lookup(id);
+    if (!loc) {
+      if (missing.empty()) missing = "blob '" + id_hex(id) + "' is not in the index (run 'cairnctl repo check')";
+      continue;
+    }
+    f->blobs.push_back({id, *loc, off});
+    off += loc->raw_length;
+  }
+  f->data_bytes = off;
+  if (n.sparse) {
+    uint64_t s = 0;
+    for (auto [eo, el] : n.extents) {
+      f->ext_start.push_back(s);
+      s += el;
+    }
+    if (missing.empty() && off > s) missing = "its content is longer than its sparse extents (damaged tree)";
+    f->logical = n.size;
+  } else {
+    f->logical = off;
+  }
+  bytes_total_ += f->logical;
+  if (n.links > 1) inodes_.emplace(std::make_pair(n.device, n.inode), f.get());
+  if (!missing.empty()) {
+    f->failed = true;
+    f->reason = missing;
+  }
+  files_.push_back(std::move(f));
+}
+
+}  // namespace
+
+// fnmatch without FNM_PATHNAME: '*' spans '/', so "/srv/a/*" selects the whole subtree.
+bool restore_glob_matches(const std::vector<std::string>& globs, const std::string& path) {
+  if (globs.empty()) return false;
+  std::string base = path.substr(path.rfind('/') + 1);
+  for (const auto& g : globs)
+    if (fnmatch(g.c_str(), path.c_str(), 0) == 0 || fnmatch(g.c_str(), base.c_str(), 0) == 0) return true;
+  return false;
+}
+
+namespace {
+
+void Restorer::set_meta(const std::string& dest, int fd, const Node& n, const std::string& path) {
+  bool is_link = n.type == NodeType::symlink;
+  if (root_) {
+    int rc = fd >= 0 ? ::fchown(fd, n.uid, n.gid) : ::lchown(dest.c_str(), n.uid, n.gid);
+    if (rc != 0) warning(path, "cannot set owner " + std::to_string(n.uid) + ":" + std::to_string(n.gid) + ": " + err_text(errno));
+  }
+  // xattrs before the mode: setting user.* needs write permission on the inode.
+  for (const auto& [k, v] : n.xattrs) {
+    int rc = fd >= 0 ? ::fsetxattr(fd, k.c_str(), v.data(), v.size(), 0) : ::lsetxattr(dest.c_str(), k.c_str(), v.data(), v.size(), 0);
+    if (rc != 0) warning(path, "cannot set extended attribute '" + k + "': " + err_text(errno));
+  }
+  if (!is_link) {
+    int rc = fd >= 0 ? ::fchmod(fd, n.mode & 07777) : ::fchmodat(AT_FDCWD, dest.c_str(), n.mode & 07777, 0);
+    if (rc != 0) warning(path, "cannot set mode " + std::to_string(n.mode) + ": " + err_text(errno));
+  }
+  struct timespec ts[2] = {to_ts(n.atime_ns), to_ts(n.mtime_ns)};
+  int rc = fd >= 0 ? ::futimens(fd, ts) : ::utimensat(AT_FDCWD, dest.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+  if (rc != 0) warning(path, "cannot set times: " + err_text(errno));
+}
+
+void Restorer::make_dir(Item& d) {
+  // 0700 while filling it: a read-only directory gets its real mode at the end.
+  if (::mkdir(d.dest.c_str(), 0700) == 0) return;
+  int e = errno;
+  struct stat st {};
+  if (e == EEXIST && ::lstat(d.dest.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return;
+    if (opt_.overwrite && remove_existing(d.dest) && ::mkdir(d.dest.c_str(), 0700) == 0) return;
+    e = errno;
+  }
+  failure(d.path, "cannot create directory '" + d.dest + "': " + err_text(e));
+}
+
+void Restorer::make_special(Item& it) {
+  const Node& n = it.node;
+  auto create = [&]() -> int {
+    switch (n.type) {
+      case NodeType::symlink: return ::symlink(n.target.c_str(), it.dest.c_str());
+      case NodeType::fifo: return ::mkfifo(it.dest.c_str(), 0600);
+      case NodeType::socket: return ::mknod(it.dest.c_str(), S_IFSOCK | 0600, 0);
+      case NodeType::chardev: return ::mknod(it.dest.c_str(), S_IFCHR | 0600, dev_t(n.rdev));
+      case NodeType::blockdev: return ::mknod(it.dest.c_str(), S_IFBLK | 0600, dev_t(n.rdev));
+      default: errno = EINVAL; return -1;
+    }
+  };
+  if ((n.type == NodeType::chardev || n.type == NodeType::blockdev) && !root_) {
+    failure(it.path, std::string(n.type == NodeType::chardev ? "character" : "block") +
+                         " device nodes can only be restored by root (run as root, or --exclude it)");
+    return;
+  }
+  int rc = create();
+  if (rc != 0 && errno == EEXIST && opt_.overwrite && remove_existing(it.dest)) rc = create();
+  if (rc != 0) {
+    failure(it.path, "cannot create " + std::string(node_type_name(n.type)) + " '" + it.dest + "': " + err_text(errno));
+  } else {
+    set_meta(it.dest, -1, n, it.path);
+    std::lock_guard g(res_mu_);
+    ++res_.others_restored;
+  }
+}
+
+void Restorer::make_link(Link& l) {
+  ++files_done_;
+  if (!l.leader->ok) {
+    failure(l.path, "it is a hard link of '" + l.leader->path + "', which could not be restored");
+    return;
+  }
+  int rc = ::link(l.leader->dest.c_str(), l.dest.c_str());
+  if (rc != 0 && errno == EEXIST && opt_.overwrite && remove_existing(l.dest)) rc = ::link(l.leader->dest.c_str(), l.dest.c_str());
+  if (rc != 0) {
+    failure(l.path, "cannot create hard link to '" + l.leader->dest + "': " + err_text(errno));
+    return;
+  }
+  std::lock_guard g(res_mu_);
+  ++res_.files_restored;
+}
+
+void Restorer::fail_file(FileJob& f, const std::string& reason) {
+  std::lock_guard g(f.mu);
+  if (!f.failed.exchange(true)) f.reason = reason;
+}
+
+bool Restorer::ensure_open(FileJob& f) {
+  std::lock_guard g(f.mu);
+  if (f.opened) return bool(f.fd);
+  f.opened = true;
+  {
+    std::lock_guard c(cur_mu_);
+    current_ = f.path;
+  }
+  size_t slash = f.dest.rfind('/');
+  std::string dir = f.dest.substr(0, slash), name = f.dest.substr(slash + 1);
+  if (name.size() > kMaxNameForTemp) name.resize(kMaxNameForTemp);
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    char suffix[32];
+    std::snprintf(suffix, sizeof suffix, "%x%llx", unsigned(::getpid()), (unsigned long long)tmp_counter_++);
+    std::string tmp = dir + "/.cairn-restore." + name + "." + suffix;
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && errno == EEXIST) continue;
+    if (fd < 0) {
+      if (!f.failed.exchange(true)) f.reason = "cannot create '" + tmp + "': " + err_text(errno);
+      return false;
+    }
+    f.fd = Fd(fd);
+    f.tmp = tmp;
+    // A sparse file gets its size first; the extents are written into it, the rest stays holes.
+    if (f.node.sparse && ::ftruncate(fd, off_t(f.logical)) != 0) {
+      if (!f.failed.exchange(true)) f.reason = "cannot set the size of '" + tmp + "': " + err_text(errno);
+      return false;
+    }
+    return true;
+  }
+  if (!f.failed.exchange(true)) f.reason = "cannot find a free temporary name in '" + dir + "'";
+  return false;
+}
+
+void pwrite_all(int fd, const uint8_t* p, size_t n, uint64_t off, const std::string& path) {
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd, p, n, off_t(off));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("cannot write", path, errno);
+    }
+    p += w;
+    n -= size_t(w);
+    off += uint64_t(w);
+  }
+}
+
+void Restorer::write_content(FileJob& f, uint64_t off, const Bytes& data) {
+  if (!f.node.sparse) {
+    pwrite_all(f.fd.get(), data.data(), data.size(), off, f.tmp);
+    return;
+  }
+  // Map the content stream onto the extents it was read from.
+  const auto& ext = f.node.extents;
+  size_t k = size_t(std::upper_bound(f.ext_start.begin(), f.ext_start.end(), off) - f.ext_start.begin());
+  size_t done = 0;
+  while (done < data.size()) {
+    if (k == 0 || k > ext.size()) throw Error(Errc::corrupt, "its content does not fit its sparse extents (damaged tree)");
+    uint64_t in_ext = off + done - f.ext_start[k - 1];
+    if (in_ext >= ext[k - 1].second) {
+      ++k;
+      continue;
+    }
+    size_t n = size_t(std::min<uint64_t>(data.size() - done, ext[k - 1].second - in_ext));
+    pwrite_all(f.fd.get(), data.data() + done, n, ext[k - 1].first + in_ext, f.tmp);
+    done += n;
+  }
+}
+
+void Restorer::run_segment(const Segment& s) {
+  FileJob& f = *s.file;
+  if (!f.failed && ensure_open(f)) {
+    auto& be = repo_.backend();
+    size_t i = s.first;
+    try {
+      while (i < s.last && !f.failed) {
+        if (cancelled()) {
+          fail_file(f, "interrupted");
+          break;
+        }
+        // Neighbouring blobs of one pack are read with one request.
+        size_t j = i + 1;
+        uint64_t start = f.blobs[i].loc.offset, end = start + f.blobs[i].loc.length;
+        while (j < s.last && f.blobs[j].loc.pack == f.blobs[i].loc.pack && f.blobs[j].loc.offset >= end &&
+               f.blobs[j].loc.offset - end <= kMaxGap && f.blobs[j].loc.offset + f.blobs[j].loc.length - start <= kMaxRead) {
+          end = f.blobs[j].loc.offset + f.blobs[j].loc.length;
+          ++j;
+        }
+        std::string pack = id_hex(f.blobs[i].loc.pack);
+        Bytes buf;
+        try {
+          buf = be.load({FileType::pack, pack}, start, end - start);
+        } catch (const Error& e) {
+          fail_file(f, "blob '" + id_hex(f.blobs[i].id) + "' in pack '" + pack + "' cannot be read: " + e.what());
+          break;
+        }
+        Bytes out;
+        for (; i < j; ++i) {
+          const BlobRef& b = f.blobs[i];
+          PackBlob pb{b.id, b.loc.type, b.loc.flags, b.loc.offset, b.loc.length, b.loc.raw_length};
+          std::string why;
+          std::span<const uint8_t> sealed(buf.data() + (b.loc.offset - start), b.loc.length);
+          if (b.loc.type != BlobType::data) why = "is not a data blob";
+          else if (!repo_.open_blob(pb, sealed, out, why)) {
+          } else if (out.size() != b.loc.raw_length) why = "has the wrong length";
+          if (!why.empty()) {
+            fail_file(f, "blob '" + id_hex(b.id) + "' in pack '" + pack + "' " + why);
+            break;
+          }
+          write_content(f, b.off, out);
+          f.written += out.size();
+          bytes_done_ += out.size();
+        }
+      }
+    } catch (const Error& e) {
+      fail_file(f, e.what());
+    }
+  }
+  if (--f.pending == 0) finalize(f);
+}
+
+void Restorer::finalize(FileJob& f) {
+  ++files_done_;
+  bytes_done_ += f.logical > f.written ? f.logical - f.written : 0;  // holes and what failed
+  std::lock_guard g(f.mu);
+  if (!f.failed && f.fd) {
+    set_meta(f.dest, f.fd.get(), f.node, f.path);
+    if (::close(f.fd.release()) != 0) {
+      f.failed = true;
+      f.reason = "cannot write '" + f.tmp + "': " + err_text(errno);
+    }
+  }
+  if (!f.failed) {
+    int rc = ::rename(f.tmp.c_str(), f.dest.c_str());
+    if (rc != 0 && (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST) && opt_.overwrite && remove_existing(f.dest))
+      rc = ::rename(f.tmp.c_str(), f.dest.c_str());
+    if (rc != 0) {
+      f.failed = true;
+      f.reason = "cannot rename into '" + f.dest + "': " + err_text(errno);
+    }
+  }
+  f.fd.reset();
+  if (f.failed) {
+    if (!f.tmp.empty()) ::unlink(f.tmp.c_str());
+    if (f.reason != "interrupted") failure(f.path, f.reason);
+  } else {
+    f.ok = true;
+    std::lock_guard r(res_mu_);
+    ++res_.files_restored;
+    res_.bytes_restored += f.logical;
+  }
+  f.tmp.clear();
+  f.blobs = {};
+}
+
+void Restorer::worker() {
+  for (;;) {
+    size_t i = next_segment_++;
+    if (i >= segments_.size()) return;
+    if (cancelled()) {
+      fail_file(*segments_[i].file, "interrupted");
+      // Segments not run still hold their file open: finish them without work.
+    }
+    run_segment(segments_[i]);
+  }
+}
+
+void Restorer::cleanup_temps() {
+  for (auto& f : files_) {
+    std::lock_guard g(f->mu);
+    f->fd.reset();
+    if (!f->tmp.empty()) ::unlink(f->tmp.c_str());
+    f->tmp.clear();
+  }
+}
+
+Progress Restorer::progress() {
+  Progress p;
+  {
+    std::lock_guard g(cur_mu_);
+    p.current = current_;
+    p.phase = phase_;
+  }
+  p.files_done = files_done_;
+  p.files_total = files_total_;
+  p.bytes_done = bytes_done_;
+  p.bytes_total = bytes_total_;
+  p.errors = errors_;
+  p.totals_known = p.phase != "scan";
+  p.elapsed_s = std::chrono::duration<double>(Clock::now() - start_).count();
+  return p;
+}
+
+void Restorer::reporter_loop() {
+  std::unique_lock lk(rep_mu_);
+  while (!rep_cv_.wait_for(lk, opt_.progress_interval, [&] { return rep_stop_; })) {
+    lk.unlock();
+    opt_.progress(progress());
+    lk.lock();
+  }
+}
+
+RestoreResult Restorer::run(const std::string& snapshot_id) {
+  namespace fs = std::filesystem;
+  if (opt_.target.empty()) throw Error(Errc::invalid_input, "no restore target given: use --target DIR");
+  target_ = fs::absolute(fs::path(opt_.target)).lexically_normal().string();
+  while (target_.size() > 1 && target_.back() == '/') target_.pop_back();
+  if (target_ == "/") target_.clear();  // snapshot paths start with '/'
+  std::string shown = target_.empty() ? "/" : target_;
+  struct stat st {};
+  if (::stat(shown.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) throw Error(Errc::invalid_input, "restore target '" + shown + "' exists and is not a directory");
+    if (!opt_.overwrite) {
+      std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(shown.c_str()), ::closedir);
+      if (!d) throw_errno("cannot list restore target", shown, errno);
+      while (auto* e = ::readdir(d.get())) {
+        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+          throw Error(Errc::exists, "restore target '" + shown +
+                                        "' is not empty; restore into an empty or new directory, or pass --overwrite to replace existing files");
+      }
+    }
+  } else if (errno != ENOENT) {
+    throw_errno("cannot inspect restore target", shown, errno);
+  }
+
+  std::thread reporter;
+  if (opt_.progress) reporter = std::thread([this] { reporter_loop(); });
+  struct StopReporter {
+    Restorer* r;
+    std::thread& t;
+    ~StopReporter() {
+      {
+        std::lock_guard g(r->rep_mu_);
+        r->rep_stop_ = true;
+      }
+      r->rep_cv_.notify_all();
+      if (t.joinable()) t.join();
+    }
+  } stop_reporter{this, reporter};
+
+  Snapshot snap = load_snapshot(repo_, snapshot_id);
+  res_.snapshot_id = snap.id;
+  walk(snap.tree, "", false, 0);
+  if (cancelled()) throw Error(Errc::interrupted, "restore interrupted before anything was written");
+  mkdir_p(shown, 0755);
+  files_total_ += specials_.size();
+  {
+    std::lock_guard g(cur_mu_);
+    phase_ = "restore";
+  }
+  if (opt_.progress) opt_.progress(progress());
+
+  for (auto& d : dirs_) make_dir(d);
+  for (auto& s : specials_) {
+    make_special(s);
+    ++files_done_;
+  }
+
+  // Largest first keeps every thread busy to the end; each file is cut into segments.
+  std::vector<FileJob*> order;
+  for (auto& f : files_) order.push_back(f.get());
+  std::stable_sort(order.begin(), order.end(), [](FileJob* a, FileJob* b) { return a->data_bytes > b->data_bytes; });
+  for (FileJob* f : order) {
+    size_t first = 0;
+    uint64_t acc = 0;
+    std::vector<Segment> segs;
+    for (size_t i = 0; i < f->blobs.size(); ++i) {
+      acc += f->blobs[i].loc.raw_length;
+      if (acc >= kSegmentBytes) {
+        segs.push_back({f, first, i + 1});
+        first = i + 1;
+        acc = 0;
+      }
+    }
+    if (first < f->blobs.size() || segs.empty()) segs.push_back({f, first, f->blobs.size()});
+    f->pending = int(segs.size());
+    segments_.insert(segments_.end(), segs.begin(), segs.end());
+  }
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  unsigned n = opt_.threads ? opt_.threads : std::clamp(2 * cores, 4u, 64u);
+  n = unsigned(std::max<size_t>(1, std::min<size_t>(n, segments_.size())));
+  {
+    std::vector<std::thread> pool;
+    for (unsigned i = 0; i < n; ++i) pool.emplace_back([this] { worker(); });
+    for (auto& t : pool) t.join();
+  }
+  if (cancelled()) {
+    cleanup_temps();
+    throw Error(Errc::interrupted, "restore interrupted; files already restored are complete, no partial file was left behind");
+  }
+  for (auto& l : links_) make_link(l);
+  // Directory metadata last, deepest first: creating children changes a directory's mtime.
+  for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) {
+    struct stat ds {};
+    if (::lstat(it->dest.c_str(), &ds) != 0 || !S_ISDIR(ds.st_mode)) continue;  // its failure is listed already
+    set_meta(it->dest, -1, it->node, it->path);
+    ++res_.dirs_restored;
+  }
+  {
+    std::lock_guard g(cur_mu_);
+    phase_ = "done";
+    current_.clear();
+  }
+  std::sort(res_.failures.begin(), res_.failures.end(), [](auto& a, auto& b) { return a.path < b.path; });
+  res_.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+  if (opt_.progress) opt_.progress(progress());
+  return res_;
+}
+
+}  // namespace
+
+RestoreResult restore(Repository& repo, const std::string& snapshot_id, const RestoreOptions& opt) {
+  Restorer r(repo, opt);
+  return r.run(snapshot_id);
+}
+
+}  // namespace cairn::repo

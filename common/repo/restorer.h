@@ -1,0 +1,54 @@
+#pragma once
+// Restore: recreate a snapshot's tree under a target directory. Snapshot paths are
+// absolute (/srv/a/f) and land under the target (TARGET/srv/a/f). Files are written
+// to a temporary name and renamed into place only when every blob verified, so a
+// damaged file is reported and never left behind looking good. Files (and ranges
+// of large files) are restored in parallel; memory is bounded by a read buffer per
+// thread, not by file size.
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "common/repo/progress.h"
+#include "common/repo/repository.h"
+
+namespace cairn::repo {
+
+struct RestoreOptions {
+  std::string target;                 // created when missing
+  std::vector<std::string> includes;  // globs on the path inside the snapshot or the base name; empty: everything
+  std::vector<std::string> excludes;  // same matching; an excluded directory drops its whole subtree
+  bool overwrite = false;             // allow a non-empty target; existing entries are replaced
+  unsigned threads = 0;               // 0: twice the cores (writes wait on I/O)
+  ProgressFn progress;
+  std::chrono::milliseconds progress_interval{1000};
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+struct RestoreFailure {
+  std::string path;    // inside the snapshot, e.g. /srv/a/f
+  std::string reason;  // e.g. "blob '<id>' in pack '<id>' fails authentication (...)"
+};
+
+struct RestoreResult {
+  std::string snapshot_id;
+  uint64_t files_restored = 0;  // regular files, hard links included
+  uint64_t dirs_restored = 0;
+  uint64_t others_restored = 0;  // symlinks, fifos, devices, sockets
+  uint64_t bytes_restored = 0;   // logical file sizes (holes included)
+  std::vector<RestoreFailure> failures;  // not restored; nothing is left under their names
+  std::vector<RestoreFailure> warnings;  // restored, but some metadata (owner, xattr, time) could not be set
+  double seconds = 0;
+};
+
+// Throws Errc::exists for a non-empty target without overwrite, Errc::not_found /
+// Errc::corrupt when the snapshot or a tree cannot be read, Errc::interrupted when
+// cancelled (temporary files are removed first). Per-file problems go to failures.
+RestoreResult restore(Repository& repo, const std::string& snapshot_id, const RestoreOptions& opt);
+
+// The selection rule, exposed for tests: a node is matched by a glob list when the
+// glob matches its path inside the snapshot or its base name (fnmatch, '*' spans '/').
+bool restore_glob_matches(const std::vector<std::string>& globs, const std::string& path);
+
+}  // namespace cairn::repo

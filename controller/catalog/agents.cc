@@ -1,0 +1,171 @@
+// Agents, operators and controller keys: who may connect and who signs.
+#include <algorithm>
+
+#include "common/util/encoding.h"
+#include "common/util/error.h"
+#include "controller/catalog/sqlite.h"
+#include "controller/catalog/tx.h"
+
+namespace cairn::catalog {
+namespace {
+
+constexpr std::string_view kAgentStates[] = {"pending", "approved", "revoked"};
+
+constexpr const char* kAgentColumns =
+    "SELECT id, name, curve_public_key, state, hostname, agent_version, created_at, state_changed_at, last_seen_at"
+    " FROM agents ";
+
+Agent read_agent(const sqlite::Stmt& s) {
+  Agent a;
+  a.id = s.text(0);
+  a.name = s.text(1);
+  Bytes key = s.blob(2);
+  if (key.size() == a.curve_public_key.size()) std::copy(key.begin(), key.end(), a.curve_public_key.begin());
+  a.state = parse_agent_state(s.text(3)).value_or(AgentState::revoked);
+  a.hostname = s.text(4);
+  a.agent_version = s.text(5);
+  a.created_at = s.integer(6);
+  a.state_changed_at = s.integer(7);
+  if (!s.is_null(8)) a.last_seen_at = s.integer(8);
+  return a;
+}
+
+}  // namespace
+
+std::string_view to_string(AgentState s) { return kAgentStates[size_t(s)]; }
+
+std::optional<AgentState> parse_agent_state(std::string_view s) {
+  for (size_t i = 0; i < std::size(kAgentStates); ++i)
+    if (kAgentStates[i] == s) return AgentState(i);
+  return std::nullopt;
+}
+
+std::string Tx::enrol_agent(const std::string& name, const CurveKey& key, const std::string& hostname,
+                            const std::string& agent_version) {
+  if (name.empty()) throw Error(Errc::invalid_input, "an agent needs a name");
+  if (agent(name)) throw Error(Errc::exists, "an agent named '" + name + "' is already enrolled");
+  if (agent_by_key(key)) throw Error(Errc::exists, "the key of agent '" + name + "' belongs to another agent");
+  std::string id = new_id("ag");
+  db_.prepare(
+         "INSERT INTO agents (id, name, curve_public_key, state, hostname, agent_version, created_at,"
+         " state_changed_at, last_seen_at) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)")
+      .bind_all(id, name, std::span<const uint8_t>(key), hostname, agent_version, now(), now(), now())
+      .run();
+  audit({"agent.enrol", "agent:" + id, "pending", "",
+         {{"name", name}, {"hostname", hostname}, {"curve_public_key", to_hex(key)}}});
+  return id;
+}
+
+void Tx::set_agent_state(const std::string& agent_id, AgentState to) {
+  auto a = agent(agent_id);
+  if (!a) throw Error(Errc::not_found, "no agent '" + agent_id + "'");
+  if (a->state == to) return;
+  // Revocation is final: a revoked key is re-enrolled as a new agent, so the
+  // audit trail never shows a key silently coming back.
+  if (a->state == AgentState::revoked)
+    throw Error(Errc::invalid_input, "agent '" + a->name + "' is revoked; enrol it again with a new key");
+  db_.prepare("UPDATE agents SET state = ?, state_changed_at = ? WHERE id = ?")
+      .bind_all(to_string(to), now(), a->id)
+      .run();
+  std::string action = to == AgentState::approved ? "agent.approve" : to == AgentState::revoked ? "agent.revoke"
+                                                                                                 : "agent.pend";
+  audit({action, "agent:" + a->id, std::string(to_string(to)), "",
+         {{"name", a->name}, {"from", to_string(a->state)}}});
+}
+
+void Tx::touch_agent(const std::string& agent_id) {
+  db_.prepare("UPDATE agents SET last_seen_at = ? WHERE id = ?").bind_all(now(), agent_id).run();
+}
+
+void Tx::set_agent_components(const std::string& agent_id, const std::vector<Component>& components) {
+  auto sorted = components;
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  if (agent_components(agent_id) == sorted) return;
+  db_.prepare("DELETE FROM agent_components WHERE agent_id = ?").bind(1, agent_id).run();
+  auto ins = db_.prepare("INSERT INTO agent_components (agent_id, name, driver, can_restore) VALUES (?, ?, ?, ?)");
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& c : sorted) {
+    ins.reset();
+    ins.bind_all(agent_id, c.name, c.driver, int64_t(c.can_restore)).run();
+    list.push_back({{"name", c.name}, {"driver", c.driver}, {"can_restore", c.can_restore}});
+  }
+  audit({"agent.components", "agent:" + agent_id, "ok", "", {{"components", list}}});
+}
+
+std::optional<Agent> Tx::agent(const std::string& id_or_name) const {
+  auto s = db_.prepare(std::string(kAgentColumns) + "WHERE id = ?1 OR name = ?1");
+  s.bind(1, id_or_name);
+  if (!s.step()) return std::nullopt;
+  return read_agent(s);
+}
+
+std::optional<Agent> Tx::agent_by_key(const CurveKey& key) const {
+  auto s = db_.prepare(std::string(kAgentColumns) + "WHERE curve_public_key = ?");
+  s.bind(1, std::span<const uint8_t>(key));
+  if (!s.step()) return std::nullopt;
+  return read_agent(s);
+}
+
+std::vector<Agent> Tx::agents() const {
+  auto s = db_.prepare(std::string(kAgentColumns) + "ORDER BY name");
+  std::vector<Agent> out;
+  while (s.step()) out.push_back(read_agent(s));
+  return out;
+}
+
+std::vector<Component> Tx::agent_components(const std::string& agent_id) const {
+  auto s = db_.prepare("SELECT name, driver, can_restore FROM agent_components WHERE agent_id = ? ORDER BY name");
+  s.bind(1, agent_id);
+  std::vector<Component> out;
+  while (s.step()) out.push_back({s.text(0), s.text(1), s.integer(2) != 0});
+  return out;
+}
+
+std::string Tx::add_operator(const std::string& name, const CurveKey& key) {
+  std::string id = new_id("op");
+  db_.prepare("INSERT INTO operators (id, name, curve_public_key, state, created_at) VALUES (?, ?, ?, 'active', ?)")
+      .bind_all(id, name, std::span<const uint8_t>(key), now())
+      .run();
+  audit({"operator.add", "operator:" + name, "active", "", {{"curve_public_key", to_hex(key)}}});
+  return id;
+}
+
+void Tx::revoke_operator(const std::string& name) {
+  auto s = db_.prepare("UPDATE operators SET state = 'revoked' WHERE name = ? AND state = 'active'");
+  s.bind(1, name).run();
+  if (db_.changes() == 0) throw Error(Errc::not_found, "no active operator '" + name + "'");
+  audit({"operator.revoke", "operator:" + name, "revoked", "", {}});
+}
+
+bool Tx::is_active_operator(const CurveKey& key) const {
+  auto s = db_.prepare("SELECT 1 FROM operators WHERE curve_public_key = ? AND state = 'active'");
+  s.bind(1, std::span<const uint8_t>(key));
+  return s.step();
+}
+
+void Tx::add_controller_key(const std::string& key_id, std::span<const uint8_t> public_key, bool active) {
+  if (active) {
+    db_.prepare("UPDATE controller_keys SET state = 'standby' WHERE state = 'active'").run();
+  }
+  db_.prepare("INSERT INTO controller_keys (key_id, public_key, state, created_at) VALUES (?, ?, ?, ?)")
+      .bind_all(key_id, public_key, std::string(active ? "active" : "standby"), now())
+      .run();
+  audit({"controller_key.add", "key:" + key_id, active ? "active" : "standby", "",
+         {{"public_key", to_hex(public_key)}}});
+}
+
+void Tx::retire_controller_key(const std::string& key_id) {
+  db_.prepare("UPDATE controller_keys SET state = 'retired', retired_at = ? WHERE key_id = ? AND state <> 'retired'")
+      .bind_all(now(), key_id)
+      .run();
+  if (db_.changes() == 0) throw Error(Errc::not_found, "no controller key '" + key_id + "' to retire");
+  audit({"controller_key.retire", "key:" + key_id, "retired", "", {}});
+}
+
+std::optional<std::string> Tx::active_controller_key() const {
+  auto s = db_.prepare("SELECT key_id FROM controller_keys WHERE state = 'active'");
+  if (!s.step()) return std::nullopt;
+  return s.text(0);
+}
+
+}  // namespace cairn::catalog

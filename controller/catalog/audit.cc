@@ -1,0 +1,55 @@
+#include "controller/catalog/audit.h"
+
+#include "common/crypto/crypto.h"
+#include "common/util/encoding.h"
+
+namespace cairn::catalog {
+namespace {
+
+void put_field(Bytes& out, std::string_view v) {
+  uint32_t n = uint32_t(v.size());
+  uint8_t len[4] = {uint8_t(n >> 24), uint8_t(n >> 16), uint8_t(n >> 8), uint8_t(n)};
+  out.insert(out.end(), len, len + 4);
+  out.insert(out.end(), v.begin(), v.end());
+}
+
+}  // namespace
+
+std::string audit_hash(const AuditEvent& e) {
+  constexpr std::string_view tag = "cairn-audit-v1";
+  Bytes enc(tag.begin(), tag.end());
+  put_field(enc, e.event_id);
+  put_field(enc, std::to_string(e.seq));
+  put_field(enc, std::to_string(e.time));
+  put_field(enc, e.actor);
+  put_field(enc, e.action);
+  put_field(enc, e.target);
+  put_field(enc, e.outcome);
+  put_field(enc, e.reason);
+  put_field(enc, e.details);
+  put_field(enc, e.prev_hash);
+  return to_hex(crypto::sha256(enc));
+}
+
+ChainReport verify_chain(const std::vector<AuditEvent>& events) {
+  ChainReport r;
+  const AuditEvent* prev = nullptr;
+  for (const auto& e : events) {
+    auto bad = [&](std::string why) {
+      r.ok = false;
+      r.first_bad_seq = e.seq;
+      r.problem = "audit event " + std::to_string(e.seq) + " ('" + e.action + "'): " + why;
+      return r;
+    };
+    if (prev && e.seq != prev->seq + 1)
+      return bad("follows event " + std::to_string(prev->seq) + "; events in between are missing");
+    if (prev && e.prev_hash != prev->hash) return bad("prev_hash does not match the previous event's hash");
+    if (!prev && e.seq == 1 && e.prev_hash != kGenesisHash) return bad("first event does not start the chain");
+    if (audit_hash(e) != e.hash) return bad("hash does not match its content; the row was changed");
+    ++r.events;
+    prev = &e;
+  }
+  return r;
+}
+
+}  // namespace cairn::catalog

@@ -1,0 +1,240 @@
+// Backup sets, tasks and their outcomes.
+#include <map>
+
+#include "common/util/error.h"
+#include "controller/catalog/sqlite.h"
+#include "controller/catalog/tx.h"
+#include "proto/error_code.h"
+
+namespace cairn::catalog {
+namespace {
+
+constexpr const char* kTaskColumns =
+    "SELECT id, backup_set_id, restore_id, agent_id, component, kind, source_snapshot, plan_id, state,"
+    " snapshot_id, manifest_digest, phase, bytes_done, bytes_total, files_done, files_total, current_item,"
+    " progress_at, created_at, updated_at FROM tasks ";
+
+std::optional<std::string> opt_text(const sqlite::Stmt& s, int c) {
+  if (s.is_null(c)) return std::nullopt;
+  return s.text(c);
+}
+
+Task read_task(const sqlite::Stmt& s) {
+  Task t;
+  t.id = s.text(0);
+  t.backup_set_id = opt_text(s, 1);
+  t.restore_id = opt_text(s, 2);
+  t.agent_id = s.text(3);
+  t.component = s.text(4);
+  t.kind = s.text(5) == "restore" ? TaskKind::restore : TaskKind::backup;
+  t.source_snapshot = opt_text(s, 6);
+  t.plan_id = opt_text(s, 7);
+  // The CHECK constraint keeps state to known names.
+  t.state = parse_task_state(s.text(8)).value_or(TaskState::failed);
+  t.snapshot_id = opt_text(s, 9);
+  t.manifest_digest = opt_text(s, 10);
+  t.progress.phase = cairn::v1::Phase(s.integer(11));
+  t.progress.bytes_done = uint64_t(s.integer(12));
+  t.progress.bytes_total = uint64_t(s.integer(13));
+  t.progress.files_done = uint64_t(s.integer(14));
+  t.progress.files_total = uint64_t(s.integer(15));
+  t.progress.current_item = s.text(16);
+  if (!s.is_null(17)) t.progress.at = s.integer(17);
+  t.created_at = s.integer(18);
+  t.updated_at = s.integer(19);
+  return t;
+}
+
+std::vector<Reason> read_reasons(sqlite::Db& db, const std::string& task_id) {
+  auto s = db.prepare("SELECT code, detail, item FROM task_reasons WHERE task_id = ? ORDER BY ordinal");
+  s.bind(1, task_id);
+  std::vector<Reason> out;
+  while (s.step()) out.push_back({ErrorCode(s.integer(0)), s.text(1), s.text(2)});
+  return out;
+}
+
+std::vector<Task> read_tasks(sqlite::Db& db, const std::string& where, const std::string& arg) {
+  auto s = db.prepare(std::string(kTaskColumns) + where + " ORDER BY created_at, id");
+  s.bind(1, arg);
+  std::vector<Task> out;
+  while (s.step()) out.push_back(read_task(s));
+  for (auto& t : out) t.reasons = read_reasons(db, t.id);
+  return out;
+}
+
+BackupSet read_set(const sqlite::Stmt& s) {
+  BackupSet b;
+  b.id = s.text(0);
+  b.created_at = s.integer(1);
+  b.trigger = s.text(2);
+  b.requested_by = s.text(3);
+  b.selector = nlohmann::json::parse(s.text(4), nullptr, false);
+  b.state = parse_set_state(s.text(5)).value_or(SetState::failed);
+  if (!s.is_null(6)) b.finished_at = s.integer(6);
+  return b;
+}
+
+nlohmann::json reasons_json(const std::vector<Reason>& reasons) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& r : reasons)
+    out.push_back({{"code", proto::error_code_name(r.code)}, {"detail", r.detail}, {"item", r.item}});
+  return out;
+}
+
+}  // namespace
+
+void Tx::insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const std::string* set_id,
+                      const std::string* restore_id, std::vector<std::string>& ids) {
+  auto ins = db_.prepare(
+      "INSERT INTO tasks (id, backup_set_id, restore_id, agent_id, component, kind, source_snapshot, state,"
+      " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)");
+  for (const auto& t : tasks) {
+    if (t.component.empty()) throw Error(Errc::invalid_input, "a task needs a component");
+    std::string id = new_id("tk");
+    ins.reset();
+    ins.bind(1, id);
+    set_id ? ins.bind(2, *set_id) : ins.bind_null(2);
+    restore_id ? ins.bind(3, *restore_id) : ins.bind_null(3);
+    ins.bind(4, t.agent_id).bind(5, t.component).bind(6, kind == TaskKind::backup ? "backup" : "restore");
+    ins.bind(7, t.source_snapshot).bind(8, now()).bind(9, now());
+    ins.run();
+    ids.push_back(std::move(id));
+  }
+}
+
+std::string Tx::create_backup_set(const NewBackupSet& set) {
+  if (set.tasks.empty())
+    throw Error(Errc::invalid_input, "a backup set needs at least one task; the selection matched no component");
+  std::string id = new_id("bs");
+  db_.prepare(
+         "INSERT INTO backup_sets (id, created_at, trigger, requested_by, selector, state)"
+         " VALUES (?, ?, ?, ?, ?, 'running')")
+      .bind_all(id, now(), set.trigger, actor_, set.selector.dump())
+      .run();
+  std::vector<std::string> ids;
+  insert_tasks(set.tasks, TaskKind::backup, &id, nullptr, ids);
+  nlohmann::json tasks = nlohmann::json::array();
+  for (size_t i = 0; i < ids.size(); ++i)
+    tasks.push_back({{"task_id", ids[i]}, {"agent_id", set.tasks[i].agent_id}, {"component", set.tasks[i].component}});
+  audit({"backup.create", "backup_set:" + id, "running", "",
+         {{"trigger", set.trigger}, {"selector", set.selector}, {"tasks", tasks}}});
+  return id;
+}
+
+std::optional<BackupSet> Tx::backup_set(const std::string& id) const {
+  auto s = db_.prepare(
+      "SELECT id, created_at, trigger, requested_by, selector, state, finished_at FROM backup_sets WHERE id = ?");
+  s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  return read_set(s);
+}
+
+std::vector<BackupSet> Tx::backup_sets(size_t limit) const {
+  auto s = db_.prepare(
+      "SELECT id, created_at, trigger, requested_by, selector, state, finished_at FROM backup_sets"
+      " ORDER BY created_at DESC, id DESC LIMIT ?");
+  s.bind(1, int64_t(limit));
+  std::vector<BackupSet> out;
+  while (s.step()) out.push_back(read_set(s));
+  return out;
+}
+
+std::vector<Task> Tx::tasks_of_set(const std::string& backup_set_id) const {
+  return read_tasks(db_, "WHERE backup_set_id = ?", backup_set_id);
+}
+
+std::vector<Task> Tx::tasks_of_restore(const std::string& restore_id) const {
+  return read_tasks(db_, "WHERE restore_id = ?", restore_id);
+}
+
+std::optional<Task> Tx::task(const std::string& id) const {
+  auto v = read_tasks(db_, "WHERE id = ?", id);
+  if (v.empty()) return std::nullopt;
+  return std::move(v.front());
+}
+
+void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
+  auto t = task(task_id);
+  if (!t) throw Error(Errc::not_found, "no task '" + task_id + "'");
+  if (!can_transition(t->state, u.to))
+    throw Error(Errc::invalid_input, "task '" + task_id + "' cannot go from '" + std::string(to_string(t->state)) +
+                                         "' to '" + std::string(to_string(u.to)) + "'");
+  if (needs_reason(u.to) && u.reasons.empty())
+    throw Error(Errc::invalid_input,
+                "task '" + task_id + "' cannot become '" + std::string(to_string(u.to)) + "' without a reason");
+  if (t->kind == TaskKind::backup && u.to == TaskState::succeeded && (!u.snapshot_id || !u.manifest_digest))
+    throw Error(Errc::invalid_input,
+                "backup task '" + task_id + "' cannot succeed without a snapshot id and a manifest digest");
+
+  db_.prepare(
+         "UPDATE tasks SET state = ?, updated_at = ?, snapshot_id = coalesce(?, snapshot_id),"
+         " manifest_digest = coalesce(?, manifest_digest) WHERE id = ?")
+      .bind_all(to_string(u.to), now(), u.snapshot_id, u.manifest_digest, task_id)
+      .run();
+  auto ins = db_.prepare("INSERT INTO task_reasons (task_id, ordinal, code, detail, item) VALUES (?, ?, ?, ?, ?)");
+  int64_t ordinal = int64_t(t->reasons.size());
+  for (const auto& r : u.reasons) {
+    ins.reset();
+    ins.bind_all(task_id, ordinal++, int64_t(r.code), r.detail, r.item).run();
+  }
+  // A backup that saved data leaves a snapshot, even a partial one.
+  if (t->kind == TaskKind::backup && u.snapshot_id && u.manifest_digest &&
+      (u.to == TaskState::succeeded || u.to == TaskState::partial)) {
+    db_.prepare(
+           "INSERT INTO snapshots (id, task_id, backup_set_id, agent_id, component, manifest_digest, created_at,"
+           " bytes, files) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind_all(*u.snapshot_id, task_id, *t->backup_set_id, t->agent_id, t->component, *u.manifest_digest, now(),
+                  int64_t(u.bytes), int64_t(u.files))
+        .run();
+  }
+
+  nlohmann::json details = {{"from", to_string(t->state)},
+                            {"agent_id", t->agent_id},
+                            {"component", t->component},
+                            {"reasons", reasons_json(u.reasons)}};
+  if (t->backup_set_id) details["backup_set_id"] = *t->backup_set_id;
+  if (t->restore_id) details["restore_id"] = *t->restore_id;
+  if (u.snapshot_id) details["snapshot_id"] = *u.snapshot_id;
+  if (u.manifest_digest) details["manifest_digest"] = *u.manifest_digest;
+  std::string reason = u.reasons.empty() ? "" : proto::error_code_name(u.reasons.front().code);
+  audit({"task." + std::string(to_string(u.to)), "task:" + task_id, std::string(to_string(u.to)), reason, details});
+
+  if (is_terminal(u.to)) {
+    t->state = u.to;
+    finish_owner_if_done(*t);
+  }
+}
+
+void Tx::finish_owner_if_done(const Task& task) {
+  bool is_set = task.backup_set_id.has_value();
+  const std::string& owner = is_set ? *task.backup_set_id : *task.restore_id;
+  std::vector<TaskState> states;
+  std::map<std::string, int> counts;
+  for (const auto& t : is_set ? tasks_of_set(owner) : tasks_of_restore(owner)) {
+    states.push_back(t.state);
+    ++counts[std::string(to_string(t.state))];
+  }
+  SetState state = derive_set_state(states);
+  if (state == SetState::running) return;
+  std::string table = is_set ? "backup_sets" : "restores";
+  db_.prepare("UPDATE " + table + " SET state = ?, finished_at = ? WHERE id = ? AND state = 'running'")
+      .bind_all(to_string(state), now(), owner)
+      .run();
+  if (db_.changes() == 0) return;
+  // The work under these locks is over; a stale lock would block the next run.
+  db_.prepare("DELETE FROM locks WHERE holder = ?").bind(1, owner).run();
+  int64_t released = db_.changes();
+  audit({is_set ? "backup.finish" : "restore.finish", (is_set ? "backup_set:" : "restore:") + owner,
+         std::string(to_string(state)), "", {{"tasks", counts}, {"locks_released", released}}});
+}
+
+void Tx::set_task_progress(const std::string& task_id, const TaskProgress& p) {
+  db_.prepare(
+         "UPDATE tasks SET phase = ?, bytes_done = ?, bytes_total = ?, files_done = ?, files_total = ?,"
+         " current_item = ?, progress_at = ?, updated_at = ? WHERE id = ? AND state IN ('accepted', 'running')")
+      .bind_all(int64_t(p.phase), int64_t(p.bytes_done), int64_t(p.bytes_total), int64_t(p.files_done),
+                int64_t(p.files_total), p.current_item, p.at.value_or(now_ms_), now(), task_id)
+      .run();
+}
+
+}  // namespace cairn::catalog

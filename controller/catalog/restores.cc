@@ -1,0 +1,92 @@
+// Restores and operation locks.
+#include "common/util/error.h"
+#include "controller/catalog/sqlite.h"
+#include "controller/catalog/tx.h"
+
+namespace cairn::catalog {
+
+std::string Tx::create_restore(const NewRestore& r) {
+  if (!backup_set(r.source_set_id)) throw Error(Errc::not_found, "no backup set '" + r.source_set_id + "'");
+  if (r.tasks.empty())
+    throw Error(Errc::invalid_input, "a restore needs at least one task; the selection matched no component");
+  for (const auto& t : r.tasks)
+    if (!t.source_snapshot)
+      throw Error(Errc::invalid_input, "restore task for '" + t.component + "' names no snapshot to read");
+  std::string id = new_id("rs");
+  db_.prepare(
+         "INSERT INTO restores (id, source_set_id, safety_set_id, skip_safety_backup, created_at, requested_by,"
+         " selector, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'running')")
+      .bind_all(id, r.source_set_id, r.safety_set_id, int64_t(r.skip_safety_backup), now(), actor_,
+                r.selector.dump())
+      .run();
+  std::vector<std::string> ids;
+  insert_tasks(r.tasks, TaskKind::restore, nullptr, &id, ids);
+  nlohmann::json tasks = nlohmann::json::array();
+  for (size_t i = 0; i < ids.size(); ++i)
+    tasks.push_back({{"task_id", ids[i]},
+                     {"agent_id", r.tasks[i].agent_id},
+                     {"component", r.tasks[i].component},
+                     {"snapshot_id", *r.tasks[i].source_snapshot}});
+  nlohmann::json details = {{"source_set_id", r.source_set_id},
+                            {"skip_safety_backup", r.skip_safety_backup},
+                            {"selector", r.selector},
+                            {"tasks", tasks}};
+  if (r.safety_set_id) details["safety_set_id"] = *r.safety_set_id;
+  audit({"restore.create", "restore:" + id, "running", "", details});
+  return id;
+}
+
+std::optional<Restore> Tx::restore(const std::string& id) const {
+  auto s = db_.prepare(
+      "SELECT id, source_set_id, safety_set_id, skip_safety_backup, created_at, requested_by, selector, state,"
+      " finished_at FROM restores WHERE id = ?");
+  s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  Restore r;
+  r.id = s.text(0);
+  r.source_set_id = s.text(1);
+  if (!s.is_null(2)) r.safety_set_id = s.text(2);
+  r.skip_safety_backup = s.integer(3) != 0;
+  r.created_at = s.integer(4);
+  r.requested_by = s.text(5);
+  r.selector = nlohmann::json::parse(s.text(6), nullptr, false);
+  r.state = parse_set_state(s.text(7)).value_or(SetState::failed);
+  if (!s.is_null(8)) r.finished_at = s.integer(8);
+  return r;
+}
+
+bool Tx::acquire_lock(const std::string& target, TaskKind kind, const std::string& holder, int64_t ttl_seconds) {
+  std::string kind_name = kind == TaskKind::backup ? "backup" : "restore";
+  std::optional<std::string> held_by, held_kind;
+  int64_t held_until = 0;
+  {
+    auto s = db_.prepare("SELECT kind, holder, expires_at FROM locks WHERE target = ?");
+    s.bind(1, target);
+    if (s.step()) {
+      held_kind = s.text(0);
+      held_by = s.text(1);
+      held_until = s.integer(2);
+    }
+  }
+  if (held_by && *held_by != holder) {
+    if (held_until > now()) return false;
+    // Taking over an expired lock is itself an event worth keeping.
+    audit({"lock.expire", "lock:" + target, "expired", "", {{"holder", *held_by}, {"kind", *held_kind}}});
+  }
+  db_.prepare(
+         "INSERT INTO locks (target, kind, holder, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)"
+         " ON CONFLICT(target) DO UPDATE SET kind = ?2, holder = ?3, acquired_at = ?4, expires_at = ?5")
+      .bind_all(target, kind_name, holder, now(), now() + ttl_seconds)
+      .run();
+  audit({"lock.acquire", "lock:" + target, "ok", "",
+         {{"holder", holder}, {"kind", kind_name}, {"expires_at", now() + ttl_seconds}}});
+  return true;
+}
+
+void Tx::release_lock(const std::string& target, const std::string& holder) {
+  db_.prepare("DELETE FROM locks WHERE target = ? AND holder = ?").bind_all(target, holder).run();
+  if (db_.changes() == 0) return;
+  audit({"lock.release", "lock:" + target, "ok", "", {{"holder", holder}}});
+}
+
+}  // namespace cairn::catalog

@@ -1,0 +1,120 @@
+#pragma once
+// One catalog transaction. Every method that changes state writes its audit
+// event through the same Tx, so the change and its event commit together or
+// not at all. Reads are const. Get a Tx from Catalog::transaction() or
+// Catalog::read(); it lives only as long as the callback.
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "controller/catalog/audit.h"
+#include "controller/catalog/types.h"
+
+namespace cairn::catalog {
+
+namespace sqlite {
+class Db;
+}
+
+class Tx {
+ public:
+  Tx(const Tx&) = delete;
+  Tx& operator=(const Tx&) = delete;
+
+  // Unix seconds / milliseconds of this transaction (one clock reading).
+  int64_t now() const { return now_ms_ / 1000; }
+  int64_t now_ms() const { return now_ms_; }
+  const std::string& actor() const { return actor_; }
+
+  // -- audit ---------------------------------------------------------------
+  // Appends an event to the hash chain; returns its seq. State-changing
+  // methods below call this themselves; call it directly for events without a
+  // row change (a refused login, a rejected frame).
+  int64_t audit(const AuditRecord& record);
+  std::vector<AuditEvent> audit_events(int64_t from_seq = 1) const;
+
+  // -- agents (agents.cc) ----------------------------------------------------
+  // A new agent starts `pending`. Throws cairn::Error(exists) on a known name or key.
+  std::string enrol_agent(const std::string& name, const CurveKey& key, const std::string& hostname,
+                          const std::string& agent_version);
+  // Throws cairn::Error(invalid_input) for a move the state machine refuses
+  // (revoked is final).
+  void set_agent_state(const std::string& agent_id, AgentState to);
+  // Liveness is not audited: a heartbeat is not a change of data or trust.
+  void touch_agent(const std::string& agent_id);
+  // Audited only when the list differs from the stored one.
+  void set_agent_components(const std::string& agent_id, const std::vector<Component>& components);
+  std::optional<Agent> agent(const std::string& id_or_name) const;
+  std::optional<Agent> agent_by_key(const CurveKey& key) const;
+  std::vector<Agent> agents() const;
+  std::vector<Component> agent_components(const std::string& agent_id) const;
+
+  std::string add_operator(const std::string& name, const CurveKey& key);
+  void revoke_operator(const std::string& name);
+  bool is_active_operator(const CurveKey& key) const;
+
+  // Controller signing keys (public halves). Adding an `active` key demotes
+  // the previous active one to `standby`.
+  void add_controller_key(const std::string& key_id, std::span<const uint8_t> public_key, bool active);
+  void retire_controller_key(const std::string& key_id);
+  std::optional<std::string> active_controller_key() const;
+
+  // -- backup sets and tasks (backups.cc) ------------------------------------
+  // Creates the set and one `pending` task per entry. Refuses an empty task
+  // list: a set with nothing in it can never be complete.
+  std::string create_backup_set(const NewBackupSet& set);
+  std::optional<BackupSet> backup_set(const std::string& id) const;
+  std::vector<BackupSet> backup_sets(size_t limit) const;
+  std::vector<Task> tasks_of_set(const std::string& backup_set_id) const;
+  std::vector<Task> tasks_of_restore(const std::string& restore_id) const;
+  std::optional<Task> task(const std::string& id) const;
+
+  // Moves a task along the state machine (outcome.h) and records reasons,
+  // snapshot and manifest. When the last task of a set or restore ends, the
+  // set's state is derived and recorded too. Throws cairn::Error(invalid_input)
+  // for a refused transition or a missing reason.
+  void update_task(const std::string& task_id, const TaskUpdate& update);
+  // Keeps only the latest progress per task, unaudited (several per second).
+  void set_task_progress(const std::string& task_id, const TaskProgress& progress);
+
+  // -- plans (plans.cc) -------------------------------------------------------
+  // Allocates the agent's next sequence, records the plan and binds its tasks
+  // (which must be `pending` and belong to the agent). Returns the sequence.
+  uint64_t issue_plan(const NewPlan& plan);
+  // The agent's answer: accepted moves the plan's `sent` tasks to `accepted`,
+  // rejected moves them to `rejected` with the code and detail as reason.
+  void record_plan_ack(const std::string& plan_id, bool accepted, ErrorCode code, const std::string& detail);
+  // Plans past expiry without an answer: the plan becomes `expired` and its
+  // unanswered tasks `missed`. Returns the plan ids.
+  std::vector<std::string> expire_plans();
+  uint64_t last_plan_sequence(const std::string& agent_id) const;
+  // After a catalog restore an agent may have accepted higher sequences than
+  // the catalog knows; raise ours so new plans are not refused as older.
+  void raise_plan_sequence(const std::string& agent_id, uint64_t at_least);
+
+  // -- restores and locks (restores.cc) ----------------------------------------
+  std::string create_restore(const NewRestore& restore);
+  std::optional<Restore> restore(const std::string& id) const;
+  // False when another holder's lock on target has not expired.
+  bool acquire_lock(const std::string& target, TaskKind kind, const std::string& holder, int64_t ttl_seconds);
+  void release_lock(const std::string& target, const std::string& holder);
+
+ private:
+  friend class Catalog;
+  Tx(sqlite::Db& db, std::string actor, int64_t now_ms) : db_(db), actor_(std::move(actor)), now_ms_(now_ms) {}
+
+  std::string new_id(std::string_view prefix) const;
+  // Recomputes the state of the set or restore that owns task_id and records
+  // it when every task has ended.
+  void finish_owner_if_done(const Task& task);
+  void insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const std::string* set_id,
+                    const std::string* restore_id, std::vector<std::string>& ids);
+
+  sqlite::Db& db_;
+  std::string actor_;
+  int64_t now_ms_;
+};
+
+}  // namespace cairn::catalog

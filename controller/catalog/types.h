@@ -1,0 +1,146 @@
+#pragma once
+// Rows of the catalog as callers see them.
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "controller/catalog/outcome.h"
+#include "proto/cairn.pb.h"
+
+namespace cairn::catalog {
+
+using CurveKey = std::array<uint8_t, 32>;
+using ErrorCode = cairn::v1::ErrorCode;
+
+enum class AgentState { pending, approved, revoked };
+std::string_view to_string(AgentState s);
+std::optional<AgentState> parse_agent_state(std::string_view s);
+
+struct Agent {
+  std::string id;
+  std::string name;
+  CurveKey curve_public_key{};
+  AgentState state = AgentState::pending;
+  std::string hostname;
+  std::string agent_version;
+  int64_t created_at = 0;
+  int64_t state_changed_at = 0;
+  std::optional<int64_t> last_seen_at;
+};
+
+struct Component {
+  std::string name;
+  std::string driver;
+  bool can_restore = false;
+  bool operator==(const Component&) const = default;
+};
+
+struct Reason {
+  ErrorCode code = cairn::v1::ERROR_CODE_OK;
+  std::string detail;
+  std::string item;
+};
+
+enum class TaskKind { backup, restore };
+
+struct TaskProgress {
+  cairn::v1::Phase phase = cairn::v1::PHASE_UNSPECIFIED;
+  uint64_t bytes_done = 0;
+  uint64_t bytes_total = 0;
+  uint64_t files_done = 0;
+  uint64_t files_total = 0;
+  std::string current_item;
+  std::optional<int64_t> at;
+};
+
+struct Task {
+  std::string id;
+  std::optional<std::string> backup_set_id;
+  std::optional<std::string> restore_id;
+  std::string agent_id;
+  std::string component;
+  TaskKind kind = TaskKind::backup;
+  std::optional<std::string> source_snapshot;
+  std::optional<std::string> plan_id;
+  TaskState state = TaskState::pending;
+  std::vector<Reason> reasons;
+  std::optional<std::string> snapshot_id;
+  std::optional<std::string> manifest_digest;
+  TaskProgress progress;
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
+};
+
+struct BackupSet {
+  std::string id;
+  int64_t created_at = 0;
+  std::string trigger;  // manual, schedule, safety
+  std::string requested_by;
+  nlohmann::json selector;
+  SetState state = SetState::running;
+  std::optional<int64_t> finished_at;
+};
+
+struct Restore {
+  std::string id;
+  std::string source_set_id;
+  std::optional<std::string> safety_set_id;
+  bool skip_safety_backup = false;
+  int64_t created_at = 0;
+  std::string requested_by;
+  nlohmann::json selector;
+  SetState state = SetState::running;
+  std::optional<int64_t> finished_at;
+};
+
+// Inputs of the write operations.
+
+struct NewTask {
+  std::string agent_id;
+  std::string component;
+  std::optional<std::string> source_snapshot;  // restore only
+};
+
+struct NewBackupSet {
+  std::string trigger = "manual";
+  nlohmann::json selector = nlohmann::json::object();
+  std::vector<NewTask> tasks;
+};
+
+struct NewRestore {
+  std::string source_set_id;
+  bool skip_safety_backup = false;
+  std::optional<std::string> safety_set_id;
+  nlohmann::json selector = nlohmann::json::object();
+  std::vector<NewTask> tasks;
+};
+
+struct NewPlan {
+  std::string plan_id;
+  std::string agent_id;
+  std::string key_id;
+  int64_t issued_at = 0;
+  int64_t not_before = 0;
+  int64_t expires_at = 0;
+  std::vector<std::string> task_ids;
+};
+
+// A task's move to a new state, as an agent or the controller reports it.
+struct TaskUpdate {
+  // Not an aggregate, so `{TaskState::sent}` reads well without -Wextra noise.
+  TaskUpdate(TaskState to_state = TaskState::running, std::vector<Reason> why = {})
+      : to(to_state), reasons(std::move(why)) {}
+
+  TaskState to;
+  std::vector<Reason> reasons;  // required for rejected, partial, failed, missed
+  std::optional<std::string> snapshot_id;
+  std::optional<std::string> manifest_digest;
+  uint64_t bytes = 0;
+  uint64_t files = 0;
+};
+
+}  // namespace cairn::catalog

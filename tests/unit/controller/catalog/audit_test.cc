@@ -1,0 +1,109 @@
+// The audit outbox: hash chain, immutability, and verification that notices edits.
+#include <catch2/catch.hpp>
+
+#include "catalog_fixture.h"
+#include "common/util/error.h"
+#include "controller/catalog/sqlite.h"
+
+using namespace cairn;
+using namespace cairn::catalog;
+using namespace cairn::catalog::test;
+
+namespace {
+
+void three_events(Fixture& f) {
+  f.cat.transaction("operator:alice", [](Tx& tx) {
+    tx.audit({"login.refused", "operator:mallory", "refused", "unknown_key", {{"address", "10.0.0.9"}}});
+    tx.audit({"test.event", "thing:1", "ok", "", {{"b", 2}, {"a", 1}}});
+  });
+  f.approved_agent("node-1", 1);  // two more events
+}
+
+}  // namespace
+
+TEST_CASE("events chain from the genesis hash and verify") {
+  Fixture f;
+  three_events(f);
+  auto events = f.cat.read([](const Tx& tx) { return tx.audit_events(); });
+  REQUIRE(events.size() == 4);
+  REQUIRE(events[0].seq == 1);
+  REQUIRE(events[0].prev_hash == kGenesisHash);
+  for (size_t i = 1; i < events.size(); ++i) {
+    REQUIRE(events[i].seq == events[i - 1].seq + 1);
+    REQUIRE(events[i].prev_hash == events[i - 1].hash);
+  }
+  REQUIRE(events[0].actor == "operator:alice");
+  REQUIRE(events[0].time == 1'700'000'000'000);
+  // Details are stored once as compact JSON with sorted keys.
+  REQUIRE(events[1].details == R"({"a":1,"b":2})");
+  auto report = f.cat.verify_audit_chain();
+  REQUIRE(report.ok);
+  REQUIRE(report.events == 4);
+}
+
+TEST_CASE("the hash covers every field") {
+  AuditEvent e{"id", 7, 123, "actor", "action", "target", "ok", "reason", "{}", kGenesisHash, ""};
+  std::string h = audit_hash(e);
+  REQUIRE(h.size() == 64);
+  auto changed = [&](auto mutate) {
+    AuditEvent c = e;
+    mutate(c);
+    return audit_hash(c) != h;
+  };
+  REQUIRE(changed([](AuditEvent& c) { c.event_id = "id2"; }));
+  REQUIRE(changed([](AuditEvent& c) { c.seq = 8; }));
+  REQUIRE(changed([](AuditEvent& c) { c.time = 124; }));
+  REQUIRE(changed([](AuditEvent& c) { c.actor = "x"; }));
+  REQUIRE(changed([](AuditEvent& c) { c.action = "x"; }));
+  REQUIRE(changed([](AuditEvent& c) { c.target = "x"; }));
+  REQUIRE(changed([](AuditEvent& c) { c.outcome = "x"; }));
+  REQUIRE(changed([](AuditEvent& c) { c.reason = "x"; }));
+  REQUIRE(changed([](AuditEvent& c) { c.details = "{ }"; }));
+  REQUIRE(changed([](AuditEvent& c) { c.prev_hash = std::string(64, '1'); }));
+  // Length prefixes: moving a byte between fields changes the hash.
+  REQUIRE(changed([](AuditEvent& c) {
+    c.actor = "actora";
+    c.action = "ction";
+  }));
+}
+
+TEST_CASE("the catalog refuses to change or delete an unpublished audit row") {
+  Fixture f;
+  three_events(f);
+  auto db = sqlite::Db::open(f.dir.file("catalog.db"), 1000);
+  REQUIRE_THROWS_WITH(db.exec("UPDATE audit_outbox SET outcome = 'ok' WHERE seq = 1"),
+                      Catch::Contains("audit events are immutable"));
+  REQUIRE_THROWS_WITH(db.exec("DELETE FROM audit_outbox WHERE seq = 2"), Catch::Contains("cannot be deleted"));
+  // Marking an event published is allowed.
+  REQUIRE_NOTHROW(db.exec("UPDATE audit_outbox SET published_at = 1 WHERE seq = 1"));
+}
+
+TEST_CASE("verification catches a row changed behind the catalog's back") {
+  Fixture f;
+  three_events(f);
+  {
+    // Someone with the file drops the guard and rewrites history.
+    auto db = sqlite::Db::open(f.dir.file("catalog.db"), 1000);
+    db.exec("DROP TRIGGER audit_outbox_immutable; DROP TRIGGER audit_outbox_keep_unpublished;");
+    SECTION("a changed field") {
+      db.exec("UPDATE audit_outbox SET outcome = 'ok' WHERE seq = 1");
+      auto r = f.cat.verify_audit_chain();
+      REQUIRE_FALSE(r.ok);
+      REQUIRE(r.first_bad_seq == 1);
+      REQUIRE_THAT(r.problem, Catch::Contains("hash does not match"));
+    }
+    SECTION("a re-hashed row breaks the link to the next one") {
+      db.exec("UPDATE audit_outbox SET outcome = 'ok', hash = 'f00' WHERE seq = 2");
+      auto r = f.cat.verify_audit_chain();
+      REQUIRE_FALSE(r.ok);
+      REQUIRE(r.first_bad_seq == 2);
+    }
+    SECTION("a deleted row leaves a gap") {
+      db.exec("DELETE FROM audit_outbox WHERE seq = 3");
+      auto r = f.cat.verify_audit_chain();
+      REQUIRE_FALSE(r.ok);
+      REQUIRE(r.first_bad_seq == 4);
+      REQUIRE_THAT(r.problem, Catch::Contains("missing"));
+    }
+  }
+}

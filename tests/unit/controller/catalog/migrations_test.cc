@@ -1,0 +1,99 @@
+#include <catch2/catch.hpp>
+
+#include "catalog_fixture.h"
+#include "common/util/error.h"
+#include "controller/catalog/migrations.h"
+#include "controller/catalog/sqlite.h"
+
+using namespace cairn;
+using namespace cairn::catalog;
+using namespace cairn::catalog::test;
+
+namespace {
+
+int64_t count(sqlite::Db& db, const std::string& sql) {
+  auto s = db.prepare(sql);
+  REQUIRE(s.step());
+  return s.integer(0);
+}
+
+}  // namespace
+
+TEST_CASE("the embedded migrations are numbered from 1 without gaps") {
+  auto list = embedded_migrations();
+  REQUIRE(list.size() >= 1);
+  REQUIRE(list[0].version == 1);
+  REQUIRE(list[0].name == "init");
+  REQUIRE_NOTHROW(check_migration_list(list));
+}
+
+TEST_CASE("a gap or a repeat in the migration list is refused") {
+  Migration gap[] = {{1, "a", "SELECT 1"}, {3, "c", "SELECT 1"}};
+  REQUIRE_THROWS_WITH(check_migration_list(gap), Catch::Contains("'c' has number 3"));
+  Migration repeat[] = {{1, "a", "SELECT 1"}, {1, "b", "SELECT 1"}};
+  REQUIRE_THROWS_AS(check_migration_list(repeat), Error);
+}
+
+TEST_CASE("a fresh catalog gets every migration, WAL and foreign keys") {
+  Fixture f;
+  REQUIRE(f.cat.schema_version() == int(embedded_migrations().size()));
+  auto db = sqlite::Db::open(f.dir.file("catalog.db"), 1000);
+  REQUIRE(count(db, "SELECT count(*) FROM schema_version") == int64_t(embedded_migrations().size()));
+  for (const char* table : {"agents", "controller_keys", "backup_sets", "tasks", "task_reasons", "snapshots",
+                            "restores", "locks", "plan_sequences", "plans", "audit_outbox", "operators"}) {
+    INFO(table);
+    REQUIRE(count(db, std::string("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '") + table +
+                          "'") == 1);
+  }
+  auto mode = db.prepare("PRAGMA journal_mode");
+  REQUIRE(mode.step());
+  REQUIRE(mode.text(0) == "wal");
+  REQUIRE(count(db, "PRAGMA foreign_keys") == 1);
+}
+
+TEST_CASE("reopening a migrated catalog changes nothing and keeps the data") {
+  Fixture f;
+  std::string id = f.approved_agent("node-1", 1);
+  int version = f.cat.schema_version();
+  for (int i = 0; i < 2; ++i) {
+    f.cat = f.open();
+    REQUIRE(f.cat.schema_version() == version);
+  }
+  auto db = sqlite::Db::open(f.dir.file("catalog.db"), 1000);
+  REQUIRE(count(db, "SELECT count(*) FROM schema_version") == version);
+  REQUIRE(f.cat.read([&](const Tx& tx) { return tx.agent(id).has_value(); }));
+}
+
+TEST_CASE("a catalog newer than this build is refused") {
+  Fixture f;
+  {
+    auto db = sqlite::Db::open(f.dir.file("catalog.db"), 1000);
+    db.exec("INSERT INTO schema_version (version, name, sha256, applied_at) VALUES (999, 'future', 'x', 0)");
+  }
+  try {
+    f.open();
+    FAIL("opened a catalog from the future");
+  } catch (const Error& e) {
+    REQUIRE(e.code() == Errc::unsupported);
+    REQUIRE_THAT(std::string(e.what()), Catch::Contains("schema version 999") && Catch::Contains("newer cairn-controller"));
+  }
+}
+
+TEST_CASE("a catalog migrated with different SQL than this build's is refused") {
+  Fixture f;
+  {
+    auto db = sqlite::Db::open(f.dir.file("catalog.db"), 1000);
+    db.exec("UPDATE schema_version SET sha256 = 'edited' WHERE version = 1");
+  }
+  REQUIRE_THROWS_WITH(f.open(), Catch::Contains("released migrations must never change"));
+}
+
+TEST_CASE("a failing migration leaves the catalog at the previous version") {
+  TempDir dir;
+  auto db = sqlite::Db::open(dir.file("c.db"), 1000);
+  Migration list[] = {{1, "one", "CREATE TABLE a (x INTEGER);"},
+                      {2, "two", "CREATE TABLE b (x INTEGER); INSERT INTO nowhere VALUES (1);"}};
+  REQUIRE_THROWS_AS(migrate(db, list, 0), Error);
+  REQUIRE(count(db, "SELECT max(version) FROM schema_version") == 1);
+  REQUIRE(count(db, "SELECT count(*) FROM sqlite_master WHERE name = 'b'") == 0);
+}
