@@ -1,6 +1,7 @@
 // cairnctl: the operator's command. `cairnctl repo ...` drives a repository
 // directly, with no controller: that is how an operator restores when the
 // controller itself is gone.
+#include <malloc.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -8,6 +9,9 @@
 
 #include "cairn/version.h"
 #include "cairnctl/cli.h"
+#ifdef CAIRN_WITH_CONTROLLER
+#include "cairnctl/op_commands.h"
+#endif
 
 namespace {
 cairn::ctl::Context* g_ctx = nullptr;
@@ -25,6 +29,10 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // Packs (16 MiB) and log-profile chunks (up to 8 MiB) come and go all the time; a
+  // fixed mmap threshold returns them to the system on free instead of letting
+  // glibc's adaptive threshold keep them in the heap (peak RSS).
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
 
   CLI::App app{"cairnctl - operate cairn backups"};
   app.set_version_flag("--version", std::string("cairnctl ") + CAIRN_VERSION);
@@ -42,6 +50,13 @@ int main(int argc, char** argv) {
   register_repo_prune(*repo, ctx);
   register_repo_key(*repo, ctx);
   register_repo_unlock(*repo, ctx);
+#ifdef CAIRN_WITH_CONTROLLER
+  register_op_keys(app, ctx);
+  register_op_agent(app, ctx);
+  register_op_backup(app, ctx);
+  register_op_restore(app, ctx);
+  register_op_status(app, ctx);
+#endif
 
   try {
     app.parse(argc, argv);

@@ -24,7 +24,7 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
   cmd->add_option("--exclude", a.excludes, "skip paths matching this glob (full path or base name; repeatable)")->allow_extra_args(false);
   cmd->add_flag("--stdin", a.use_stdin, "read the data from standard input");
   cmd->add_option("--stdin-name", a.stdin_name, "file name for the data read from stdin");
-  cmd->add_option("--chunk-profile", a.profile, "force a chunk-size profile: page (8 KiB), standard (1 MiB), log (4 MiB)")
+  cmd->add_option("--chunk-profile", a.profile, "force a chunk-size profile: page (8 KiB), standard (1 MiB), log (2 MiB)")
       ->check(CLI::IsMember({"page", "standard", "log"}));
   cmd->add_option("--parent", a.parent, "compare against this snapshot instead of the latest of the same paths");
   cmd->add_flag("--force", a.force, "read every file, even those unchanged since the parent");

@@ -2,7 +2,6 @@
 
 #include "cairnctl/cli.h"
 #include "common/repo/restorer.h"
-#include "common/repo/snapshot.h"
 
 namespace cairn::ctl {
 
@@ -23,8 +22,9 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
   cmd->add_option("--target,-t", a.target, "directory to restore into; snapshot paths are recreated below it")->required();
   cmd->add_option("--include,-i", a.includes,
                   "restore only paths matching this glob (path inside the snapshot or base name; a matching directory brings its "
-                  "whole subtree; repeatable)");
-  cmd->add_option("--exclude,-e", a.excludes, "skip paths matching this glob (same matching; repeatable)");
+                  "whole subtree; repeatable)")
+      ->allow_extra_args(false);
+  cmd->add_option("--exclude,-e", a.excludes, "skip paths matching this glob (same matching; repeatable)")->allow_extra_args(false);
   cmd->add_flag("--overwrite", a.overwrite, "allow a non-empty target and replace what is already there");
   cmd->add_option("--threads", a.threads, "parallel writers (default: twice the cores)");
   cmd->callback([&ctx] {
@@ -44,10 +44,9 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
         ro.progress = [&pp](const repo::Progress& p) { pp(p); };
         ro.progress_interval = std::chrono::milliseconds(isatty(2) && !o.json ? 250 : 1000);
       }
-      std::string id = repo::resolve_snapshot(*r, a.snapshot);
       repo::RestoreResult res;
       try {
-        res = repo::restore(*r, id, ro);
+        res = repo::restore(*r, a.snapshot, ro);
       } catch (...) {
         pp.clear();
         throw;

@@ -455,7 +455,7 @@ class ToolRun:
 
     def env(self):
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("RESTIC_", "BORG_"))}
+               if not k.startswith(("RESTIC_", "BORG_", "CAIRN_"))}
         env.update((k, self.fmt(v)) for k, v in self.tool.env)
         return env
 

@@ -26,6 +26,13 @@ class ReplayJournal {
   bool seen_nonce(const std::string& nonce) const { return nonces_.count(nonce) != 0; }
   // 0 when nothing was accepted from this controller yet.
   uint64_t highest_sequence(const std::string& controller_id) const;
+  // The highest over every controller: what an agent reports in Register,
+  // before it knows which controller id it talks to.
+  uint64_t highest_sequence_any() const {
+    uint64_t m = 0;
+    for (const auto& [c, s] : sequences_) m = s > m ? s : m;
+    return m;
+  }
   size_t entries() const { return plans_.size(); }
 
   // Records an accepted plan, drops entries that expired by `now`, and

@@ -81,7 +81,9 @@ bool fill_node(const std::string& name, const struct stat& st, Node& n) {
   n.user = user_name(st.st_uid);
   n.group = group_name(st.st_gid);
   n.mtime_ns = ts_ns(st.st_mtim);
-  n.atime_ns = ts_ns(st.st_atim);
+  // atime is not recorded: any reader of the source (including a verification
+  // after the backup) changes it, which would make every tree differ from its
+  // parent and defeat dedup of metadata. Restore sets atime to mtime.
   n.ctime_ns = ts_ns(st.st_ctim);
   n.inode = st.st_ino;
   n.device = st.st_dev;
@@ -138,6 +140,23 @@ class Backup {
   void read_file(const std::shared_ptr<FileState>& fs);
   void read_range(int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len, const Chunker& ch, size_t& seq);
   void submit(Task t);
+  // Chunk buffers are recycled: allocating and freeing a buffer per chunk makes the
+  // allocator hold on to memory that no longer backs anything (peak RSS grows).
+  Bytes take_buffer() {
+    std::lock_guard g(pool_mu_);
+    if (pool_.empty()) return {};
+    Bytes b = std::move(pool_.back());
+    pool_.pop_back();
+    pool_bytes_ -= b.capacity();
+    return b;
+  }
+  void give_buffer(Bytes&& b) {
+    std::lock_guard g(pool_mu_);
+    if (pool_bytes_ + b.capacity() > queue_cap_ / 2) return;
+    pool_bytes_ += b.capacity();
+    b.clear();
+    pool_.push_back(std::move(b));
+  }
   void worker_loop();
   void finish_chunk(FileState& fs);
   void file_done(FileState& fs);
@@ -165,7 +184,10 @@ class Backup {
   std::condition_variable q_not_full_, q_not_empty_;
   std::deque<Task> queue_;
   size_t queued_bytes_ = 0;
-  size_t queue_cap_ = 48u << 20;
+  size_t queue_cap_ = 16u << 20;
+  std::mutex pool_mu_;
+  std::vector<Bytes> pool_;
+  size_t pool_bytes_ = 0;
   bool readers_done_ = false;
   std::exception_ptr fatal_;
   std::atomic<bool> abort_{false};
@@ -351,7 +373,7 @@ void Backup::read_range(int fd, const std::shared_ptr<FileState>& fs, uint64_t o
   const size_t maxc = ch.params().max_size;
   // One read buffer per reader thread, never zero-filled: most files are small and
   // a fresh buffer per file would cost more than reading it.
-  const size_t cap = maxc + (8u << 20);
+  const size_t cap = maxc + (1u << 20);
   thread_local std::unique_ptr<uint8_t[]> tl_buf;
   thread_local size_t tl_cap = 0;
   if (tl_cap < cap) {
@@ -394,7 +416,8 @@ void Backup::read_range(int fd, const std::shared_ptr<FileState>& fs, uint64_t o
     }
     if (end == start) break;
     size_t n = ch.cut(buf.data() + start, end - start);
-    Task t{fs, seq++, Bytes(buf.data() + start, buf.data() + start + n)};
+    Task t{fs, seq++, take_buffer()};
+    t.data.assign(buf.data() + start, buf.data() + start + n);
     {
       std::lock_guard g(fs->mu);
       fs->content.emplace_back();
@@ -501,6 +524,7 @@ void Backup::worker_loop() {
       }
       bytes_done_ += t.data.size();
       finish_chunk(*t.fs);
+      give_buffer(std::move(t.data));
     } catch (...) {
       std::lock_guard g(qmu_);
       if (!fatal_) fatal_ = std::current_exception();
@@ -643,7 +667,7 @@ BackupResult Backup::run() {
     e->node.gid = getgid();
     struct timespec now {};
     clock_gettime(CLOCK_REALTIME, &now);
-    e->node.mtime_ns = e->node.atime_ns = e->node.ctime_ns = ts_ns(now);
+    e->node.mtime_ns = e->node.ctime_ns = ts_ns(now);
     e->fs = fs;
     root_.children.push_back(std::move(e));
     files_total_ = 1;

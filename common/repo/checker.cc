@@ -382,7 +382,7 @@ class Checker {
       ++report_.packs_read;
       report_.bytes_read += data.size();
     }
-    if (crypto::sha256(data) != pack)
+    if (pack_id(data) != pack)
       add("pack_damaged", Severity::error, pack_object(hex), "pack " + pack_object(hex) + " does not match its name (damaged or truncated)");
     std::vector<PackBlob> header;
     try {

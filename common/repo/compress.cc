@@ -26,16 +26,32 @@ bool sample_compresses(std::span<const uint8_t> in, int level) {
   size_t off = in.size() / 2 - kSample / 2;
   uint8_t buf[ZSTD_COMPRESSBOUND(kSample)];
   size_t n = ZSTD_compressCCtx(t_cctx.c, buf, sizeof buf, in.data() + off, kSample, level);
-  return !ZSTD_isError(n) && n < kSample - kSample / 16;
+  return !ZSTD_isError(n) && n < kSample - kSample / 32;
 }
+
+// Scratch space per thread, never zero-filled: chunks are up to 8 MiB and a
+// zeroed vector per chunk would cost a memset of every byte backed up.
+struct Scratch {
+  std::unique_ptr<uint8_t[]> p;
+  size_t cap = 0;
+  uint8_t* get(size_t n) {
+    if (cap < n) {
+      p = std::make_unique_for_overwrite<uint8_t[]>(n);
+      cap = n;
+    }
+    return p.get();
+  }
+};
+thread_local Scratch t_scratch;
 }  // namespace
 
-bool compress_if_useful(std::span<const uint8_t> in, Bytes& out, int level) {
+bool compress_if_useful(std::span<const uint8_t> in, std::span<const uint8_t>& out, int level) {
   if (in.size() < 64 || !sample_compresses(in, level)) return false;
-  out.resize(ZSTD_compressBound(in.size()));
-  size_t n = ZSTD_compressCCtx(t_cctx.c, out.data(), out.size(), in.data(), in.size(), level);
+  size_t bound = ZSTD_compressBound(in.size());
+  uint8_t* buf = t_scratch.get(bound);
+  size_t n = ZSTD_compressCCtx(t_cctx.c, buf, bound, in.data(), in.size(), level);
   if (ZSTD_isError(n) || n >= in.size() - in.size() / 32) return false;
-  out.resize(n);
+  out = std::span<const uint8_t>(buf, n);
   return true;
 }
 

@@ -74,6 +74,14 @@ Bytes PackBuilder::finish(const crypto::Aead& aead, std::vector<PackBlob>& blobs
   return out;
 }
 
+BlobId pack_id(std::span<const uint8_t> pack) {
+  if (pack.size() >= kPackTrailerSize) {
+    uint64_t hlen = get_u32le(pack.data() + pack.size() - kPackTrailerSize);
+    if (hlen + kPackTrailerSize <= pack.size()) return crypto::sha256(pack.subspan(pack.size() - kPackTrailerSize - hlen));
+  }
+  return crypto::sha256(pack);
+}
+
 std::vector<PackBlob> parse_pack_header(std::span<const uint8_t> pack, const crypto::Aead& aead, const std::string& pack_id) {
   if (pack.size() < kPackTrailerSize + crypto::kAeadOverhead)
     throw Error(Errc::corrupt, "pack '" + pack_id + "' is too short to be a pack (truncated?)");

@@ -30,6 +30,7 @@ class PackBuilder {
   // sealed: the blob after compression and encryption.
   void add(const BlobId& id, BlobType type, uint8_t flags, uint32_t raw_length, std::span<const uint8_t> sealed);
   size_t size() const { return data_.size(); }
+  void reserve(size_t n) { data_.reserve(n); }
   size_t count() const { return blobs_.size(); }
   bool empty() const { return blobs_.empty(); }
   // Appends the sealed header and trailer; returns the pack's bytes. The builder is left empty.
@@ -39,6 +40,12 @@ class PackBuilder {
   Bytes data_;
   std::vector<PackBlob> blobs_;
 };
+
+// A pack's name: SHA-256 of its header box and trailer. The header authenticates
+// every blob's id, type and length, and each blob authenticates itself, so hashing
+// the whole pack again would only cost time. A pack too short to have a trailer
+// hashes whole (and will not match any name a writer gave it).
+BlobId pack_id(std::span<const uint8_t> pack);
 
 // Reads and authenticates a pack's header. Throws Error(Errc::corrupt) with the
 // pack named when the trailer, header or any entry is malformed.

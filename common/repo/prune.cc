@@ -139,7 +139,7 @@ class Repacker {
   void write(PackBuilder& pb) {
     std::vector<PackBlob> blobs;
     Bytes pack = pb.finish(r_.aead(), blobs);
-    BlobId pid = crypto::sha256(pack);
+    BlobId pid = pack_id(pack);
     r_.backend().save({FileType::pack, id_hex(pid)}, pack);
     ++res_.written.packs;
     res_.written.blobs += blobs.size();

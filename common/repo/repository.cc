@@ -17,12 +17,16 @@ constexpr uint8_t kFileRaw = 0, kFileZstd = 1;
 constexpr size_t kIndexFlushPacks = 2;
 constexpr auto kIndexFlushInterval = std::chrono::seconds(10);
 constexpr size_t kIndexMaxBlobs = 50000;
+constexpr size_t kMaxQueuedPacks = 1;
 
 std::string file_aad(FileType t) { return std::string("cairn-") + file_type_name(t) + "-v1"; }
 std::string config_aad(const std::string& id) { return "cairn-config-v1:" + id; }
 }  // namespace
 
-Repository::~Repository() { OPENSSL_cleanse(&mk_, sizeof mk_); }
+Repository::~Repository() {
+  stop_writer();
+  OPENSSL_cleanse(&mk_, sizeof mk_);
+}
 
 std::string Repository::init(Backend& be, const Secret& secret, const InitOptions& opt) {
   be.create();
@@ -89,7 +93,7 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
 std::string Repository::save_json(FileType t, const json& j) {
   std::string text = j.dump();
   Bytes plain(5);
-  Bytes z;
+  std::span<const uint8_t> z;
   if (compress_if_useful(as_bytes(text), z, 3)) {
     plain[0] = kFileZstd;
     plain.insert(plain.end(), z.begin(), z.end());
@@ -204,31 +208,87 @@ bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id
       return false;
     }
   }
-  Bytes z;
+  thread_local Bytes sealed;
+  std::span<const uint8_t> z;
   bool compressed = compress_if_useful(data, z, params_.zstd_level);
-  std::span<const uint8_t> payload = compressed ? std::span<const uint8_t>(z) : data;
+  std::span<const uint8_t> payload = compressed ? z : data;
   auto aad = blob_aad(t, id);
-  Bytes sealed;
-  sealed.reserve(payload.size() + crypto::kAeadOverhead);
+  sealed.clear();
   aead_.seal(aad, payload, sealed);
   PackBuilder full;
   {
     std::unique_lock lk(wmu_);
     PackBuilder& pb = builders_[int(t)];
+    // Close the pack before it would overflow, so its buffer never reallocates.
+    if (!pb.empty() && pb.size() + sealed.size() > params_.pack_size) std::swap(full, pb);
+    if (pb.empty() && t == BlobType::data) pb.reserve(std::max<size_t>(params_.pack_size, sealed.size()) + (256u << 10));
     pb.add(id, t, compressed ? kBlobCompressed : 0, uint32_t(data.size()), sealed);
     ++stats_.blobs_new;
     stats_.bytes_raw_new += data.size();
     stats_.bytes_stored_new += sealed.size();
-    if (pb.size() >= params_.pack_size) std::swap(full, pb);
+    if (full.empty() && pb.size() >= params_.pack_size) std::swap(full, pb);
   }
-  if (!full.empty()) write_pack(full);
+  if (!full.empty()) queue_pack(std::move(full));
   return true;
+}
+
+// Packs are written by one background thread so that the workers keep hashing,
+// compressing and encrypting while a pack is fsynced. At most kMaxQueuedPacks wait,
+// which bounds memory.
+void Repository::queue_pack(PackBuilder&& pb) {
+  std::unique_lock lk(wq_mu_);
+  if (write_error_) std::rethrow_exception(write_error_);
+  if (!writer_.joinable()) writer_ = std::thread([this] { writer_loop(); });
+  wq_cv_.wait(lk, [&] { return wq_.size() < kMaxQueuedPacks || write_error_; });
+  if (write_error_) std::rethrow_exception(write_error_);
+  wq_.push_back(std::move(pb));
+  wq_cv_.notify_all();
+}
+
+void Repository::writer_loop() {
+  std::unique_lock lk(wq_mu_);
+  for (;;) {
+    wq_cv_.wait(lk, [&] { return !wq_.empty() || wq_stop_; });
+    if (wq_.empty()) return;
+    PackBuilder pb = std::move(wq_.front());
+    wq_.pop_front();
+    ++wq_busy_;
+    lk.unlock();
+    try {
+      write_pack(pb);
+    } catch (...) {
+      lk.lock();
+      if (!write_error_) write_error_ = std::current_exception();
+      wq_.clear();
+      --wq_busy_;
+      wq_cv_.notify_all();
+      continue;
+    }
+    lk.lock();
+    --wq_busy_;
+    wq_cv_.notify_all();
+  }
+}
+
+void Repository::drain_writer() {
+  std::unique_lock lk(wq_mu_);
+  wq_cv_.wait(lk, [&] { return (wq_.empty() && wq_busy_ == 0) || write_error_; });
+  if (write_error_) std::rethrow_exception(write_error_);
+}
+
+void Repository::stop_writer() {
+  {
+    std::lock_guard lk(wq_mu_);
+    wq_stop_ = true;
+  }
+  wq_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
 }
 
 void Repository::write_pack(PackBuilder& pb) {
   std::vector<PackBlob> blobs;
   Bytes pack = pb.finish(aead_, blobs);
-  BlobId pid = crypto::sha256(pack);
+  BlobId pid = pack_id(pack);
   be_->save({FileType::pack, id_hex(pid)}, pack);
   std::unique_lock lk(wmu_);
   index_.add_pack(pid, blobs);
@@ -264,8 +324,9 @@ void Repository::flush() {
       std::unique_lock lk(wmu_);
       std::swap(pb, builders_[t]);
     }
-    if (!pb.empty()) write_pack(pb);
+    if (!pb.empty()) queue_pack(std::move(pb));
   }
+  drain_writer();
   std::unique_lock lk(wmu_);
   maybe_flush_index(lk, true);
 }

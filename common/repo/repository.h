@@ -3,6 +3,10 @@
 // Callers (archiver, restorer, checker, prune) build on this face only.
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <thread>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -32,7 +36,7 @@ struct RepoParams {
 struct InitOptions {
   KdfParams kdf;
   int zstd_level = 1;
-  uint32_t pack_size = 16u << 20;
+  uint32_t pack_size = 8u << 20;
 };
 
 struct WriteStats {
@@ -97,6 +101,10 @@ class Repository {
  private:
   Repository() = default;
   void write_pack(PackBuilder& pb);
+  void queue_pack(PackBuilder&& pb);
+  void writer_loop();
+  void drain_writer();
+  void stop_writer();
   void maybe_flush_index(std::unique_lock<std::mutex>& lk, bool force);
 
   std::unique_ptr<Backend> be_;
@@ -117,6 +125,15 @@ class Repository {
   size_t pending_blobs_ = 0;
   std::chrono::steady_clock::time_point last_index_write_ = std::chrono::steady_clock::now();
   WriteStats stats_;
+
+  // background pack writer
+  std::mutex wq_mu_;
+  std::condition_variable wq_cv_;
+  std::deque<PackBuilder> wq_;
+  int wq_busy_ = 0;
+  bool wq_stop_ = false;
+  std::exception_ptr write_error_;
+  std::thread writer_;
 };
 
 }  // namespace cairn::repo

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -282,7 +281,8 @@ void Restorer::set_meta(const std::string& dest, int fd, const Node& n, const st
     int rc = fd >= 0 ? ::fchmod(fd, n.mode & 07777) : ::fchmodat(AT_FDCWD, dest.c_str(), n.mode & 07777, 0);
     if (rc != 0) warning(path, "cannot set mode " + std::to_string(n.mode) + ": " + err_text(errno));
   }
-  struct timespec ts[2] = {to_ts(n.atime_ns), to_ts(n.mtime_ns)};
+  // Snapshots do not record atime (see archiver.cc); the file gets its mtime.
+  struct timespec ts[2] = {to_ts(n.atime_ns ? n.atime_ns : n.mtime_ns), to_ts(n.mtime_ns)};
   int rc = fd >= 0 ? ::futimens(fd, ts) : ::utimensat(AT_FDCWD, dest.c_str(), ts, AT_SYMLINK_NOFOLLOW);
   if (rc != 0) warning(path, "cannot set times: " + err_text(errno));
 }
@@ -463,8 +463,8 @@ void Restorer::run_segment(const Segment& s) {
           bytes_done_ += out.size();
         }
       }
-    } catch (const Error& e) {
-      fail_file(f, e.what());
+    } catch (const std::exception& e) {
+      fail_file(f, e.what());  // e.g. the target's disk is full: this file fails, the rest goes on
     }
   }
   if (--f.pending == 0) finalize(f);
@@ -589,7 +589,7 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
     }
   } stop_reporter{this, reporter};
 
-  Snapshot snap = load_snapshot(repo_, snapshot_id);
+  Snapshot snap = load_snapshot(repo_, resolve_snapshot(repo_, snapshot_id));
   res_.snapshot_id = snap.id;
   walk(snap.tree, "", false, 0);
   if (cancelled()) throw Error(Errc::interrupted, "restore interrupted before anything was written");

@@ -45,7 +45,8 @@ struct RestoreResult {
 // Throws Errc::exists for a non-empty target without overwrite, Errc::not_found /
 // Errc::corrupt when the snapshot or a tree cannot be read, Errc::interrupted when
 // cancelled (temporary files are removed first). Per-file problems go to failures.
-RestoreResult restore(Repository& repo, const std::string& snapshot_id, const RestoreOptions& opt);
+// snapshot: "latest", an id or a unique prefix (see resolve_snapshot).
+RestoreResult restore(Repository& repo, const std::string& snapshot, const RestoreOptions& opt);
 
 // The selection rule, exposed for tests: a node is matched by a glob list when the
 // glob matches its path inside the snapshot or its base name (fnmatch, '*' spans '/').

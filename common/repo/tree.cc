@@ -68,7 +68,7 @@ json encode_tree(const Tree& t) {
     if (!n.user.empty()) j["user"] = n.user;
     if (!n.group.empty()) j["group"] = n.group;
     j["mtime"] = n.mtime_ns;
-    j["atime"] = n.atime_ns;
+    if (n.atime_ns) j["atime"] = n.atime_ns;
     j["ctime"] = n.ctime_ns;
     j["inode"] = n.inode;
     j["device"] = n.device;

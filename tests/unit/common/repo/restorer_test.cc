@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 
 #include "common/repo/archiver.h"
@@ -132,7 +133,7 @@ void compare_trees(const std::string& src, const std::string& dst) {
 
 }  // namespace
 
-TEST_CASE("restore recreates every file kind exactly") {
+TEST_CASE("restore recreates every file kind exactly", "[restore]") {
   Repo repo;
   std::string src = repo.dir.path + "/src";
   fs::create_directories(src + "/a/deep");
@@ -172,12 +173,17 @@ TEST_CASE("restore recreates every file kind exactly") {
   ::chmod((src + "/ro").c_str(), 0555);
   for (auto d : {"/a/deep", "/a", "/b", "/ro", ""}) set_mtime(src + d, 1400000000, 42);
 
-  std::string id = repo.backup(src);
+  repo.backup(src);
+  std::string id = "latest";
   std::string target = repo.dir.path + "/out";
   RestoreOptions ro;
   ro.target = target;
+  std::mutex mu;  // the reporter thread and the restoring thread both report
   std::vector<Progress> seen;
-  ro.progress = [&](const Progress& p) { seen.push_back(p); };
+  ro.progress = [&](const Progress& p) {
+    std::lock_guard g(mu);
+    seen.push_back(p);
+  };
   RestoreResult res = restore(*repo.r, id, ro);
   INFO((res.failures.empty() ? std::string() : res.failures[0].path + ": " + res.failures[0].reason));
   REQUIRE(res.failures.empty());
@@ -210,7 +216,7 @@ TEST_CASE("restore recreates every file kind exactly") {
   CHECK(seen.back().files_done == seen.back().files_total);
 }
 
-TEST_CASE("restore --include selects a subtree or base names, --exclude removes") {
+TEST_CASE("restore --include selects a subtree or base names, --exclude removes", "[restore]") {
   Repo repo;
   std::string src = repo.dir.path + "/src";
   fs::create_directories(src + "/a/x");
@@ -246,7 +252,7 @@ TEST_CASE("restore --include selects a subtree or base names, --exclude removes"
   }
 }
 
-TEST_CASE("a damaged pack fails only the affected file, naming blob and pack") {
+TEST_CASE("a damaged pack fails only the affected file, naming blob and pack", "[restore]") {
   Repo repo;
   std::string src = repo.dir.path + "/src";
   fs::create_directories(src + "/d");
@@ -283,7 +289,7 @@ TEST_CASE("a damaged pack fails only the affected file, naming blob and pack") {
   CHECK(leftovers(ro.target).empty());
 }
 
-TEST_CASE("a non-empty target is refused unless overwrite is given") {
+TEST_CASE("a non-empty target is refused unless overwrite is given", "[restore]") {
   Repo repo;
   std::string src = repo.dir.path + "/src";
   fs::create_directories(src);
@@ -310,21 +316,32 @@ TEST_CASE("a non-empty target is refused unless overwrite is given") {
   CHECK(slurp(target + src + "/f") == "from the snapshot");
 }
 
-TEST_CASE("a cancelled restore leaves no temporary files") {
+TEST_CASE("a cancelled restore stops cleanly and leaves no temporary files", "[restore]") {
   Repo repo;
   std::string src = repo.dir.path + "/src";
-  fs::create_directories(src);
-  for (int i = 0; i < 4; ++i) write(src + "/f" + std::to_string(i), random_bytes(2u << 20, uint32_t(i)));
+  fs::create_directories(src + "/d");
+  for (int i = 0; i < 4; ++i) write(src + "/d/f" + std::to_string(i), random_bytes(2u << 20, uint32_t(i)));
   std::string id = repo.backup(src);
-  std::atomic<bool> cancel{true};
+  std::atomic<bool> cancel{false};
   RestoreOptions ro;
   ro.target = repo.dir.path + "/out";
   ro.cancel = &cancel;
-  REQUIRE_THROWS_AS(restore(*repo.r, id, ro), Error);
-  if (fs::exists(ro.target)) CHECK(leftovers(ro.target).empty());
+  // Ctrl-C arrives once the directories exist and the file writers start.
+  ro.progress = [&](const Progress& p) {
+    if (p.phase == "restore") cancel = true;
+  };
+  try {
+    restore(*repo.r, id, ro);
+    FAIL("a cancelled restore returned normally");
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::interrupted);
+  }
+  REQUIRE(fs::is_directory(ro.target + src + "/d"));
+  CHECK(leftovers(ro.target).empty());
+  CHECK(fs::is_empty(ro.target + src + "/d"));
 }
 
-TEST_CASE("restore globs match the full path or the base name") {
+TEST_CASE("restore globs match the full path or the base name", "[restore]") {
   CHECK(restore_glob_matches({"/srv/a/*"}, "/srv/a/b/c"));
   CHECK(restore_glob_matches({"*.conf"}, "/etc/x/y.conf"));
   CHECK_FALSE(restore_glob_matches({"*.conf"}, "/etc/x.conf/y"));

@@ -1,0 +1,176 @@
+#include "agent/config.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "agent/drivers/registry.h"
+#include "common/util/fs.h"
+
+namespace cairn::agent {
+
+namespace {
+
+bool valid_name(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  return true;
+}
+
+void require_absolute(TableReader& r, const std::string& key, const std::string& v) {
+  if (v.empty() || v[0] != '/') r.fail(key, "'" + v + "' must be an absolute path");
+}
+
+void read_controller(TableReader& r, AgentConfig& c) {
+  c.controller_endpoint = r.required_string("endpoint");
+  if (c.controller_endpoint.rfind("tcp://", 0) != 0 && c.controller_endpoint.rfind("ipc://", 0) != 0)
+    r.fail("endpoint", "'" + c.controller_endpoint + "' must start with 'tcp://' or 'ipc://'");
+  c.controller_public_key = r.required_string("public_key");
+  uint8_t raw[32];
+  if (c.controller_public_key.size() != 40 || !zmq_z85_decode(raw, c.controller_public_key.c_str()))
+    r.fail("public_key", "must be the controller's CURVE public key in Z85 (40 characters)");
+  c.signing_keys_file = r.required_string("signing_keys_file");
+  require_absolute(r, "signing_keys_file", c.signing_keys_file);
+  if (auto v = r.integer("heartbeat_interval_ms", 100, 60000)) c.heartbeat_interval_ms = uint32_t(*v);
+  if (auto v = r.integer("liveness", 2, 100)) c.liveness = uint32_t(*v);
+  r.finish();
+}
+
+RepositoryDecl read_repository(TableReader& r) {
+  RepositoryDecl d;
+  d.name = r.required_string("name");
+  if (!valid_name(d.name)) r.fail("name", "'" + d.name + "' must be 1-64 letters, digits, '-', '_' or '.'");
+  d.path = r.required_string("path");
+  require_absolute(r, "path", d.path);
+  d.password_file = r.required_string("password_file");
+  require_absolute(r, "password_file", d.password_file);
+  std::string why = check_secret_file_mode(d.password_file);
+  if (!why.empty()) r.fail("password_file", why);
+  r.finish();
+  return d;
+}
+
+}  // namespace
+
+std::string check_secret_file_mode(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return "cannot read '" + path + "': " + std::strerror(errno);
+  if (!S_ISREG(st.st_mode)) return "'" + path + "' is not a regular file";
+  if (st.st_mode & 077) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
+    return "'" + path + "' has mode " + mode + "; a secret file must be readable by its owner only (chmod 600)";
+  }
+  return {};
+}
+
+const ComponentDecl* AgentConfig::component(std::string_view n) const {
+  for (const auto& c : components)
+    if (c.name == n) return &c;
+  return nullptr;
+}
+
+const RepositoryDecl* AgentConfig::repository(std::string_view n) const {
+  for (const auto& r : repositories)
+    if (r.name == n) return &r;
+  return nullptr;
+}
+
+AgentConfig parse_config(std::string_view text, const std::string& source) {
+  toml::table doc;
+  try {
+    doc = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(source, e.source().begin.line, std::string(e.description()));
+  }
+  AgentConfig c;
+  c.source = source;
+  TableReader top(doc, source, "the top level");
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  c.name = top.string_or("name", host);
+  if (!valid_name(c.name)) top.fail("name", "'" + c.name + "' must be 1-64 letters, digits, '-', '_' or '.'");
+  c.state_dir = top.string_or("state_dir", c.state_dir);
+  require_absolute(top, "state_dir", c.state_dir);
+  c.key_dir = top.string_or("key_dir", c.state_dir + "/keys");
+  require_absolute(top, "key_dir", c.key_dir);
+  c.replay_journal = top.string_or("replay_journal", c.state_dir + "/replay-journal.json");
+  require_absolute(top, "replay_journal", c.replay_journal);
+  c.trust_store = top.string_or("trust_store", c.state_dir + "/trusted-keys.json");
+  require_absolute(top, "trust_store", c.trust_store);
+  c.log_level = top.string_or("log_level", c.log_level);
+  static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
+  if (!levels.count(c.log_level)) top.fail("log_level", "'" + c.log_level + "' is not one of trace, debug, info, warn, error");
+
+  const toml::table* ctl = top.table("controller");
+  if (!ctl) throw ConfigError(source, 1, "a [controller] table is required (endpoint, public_key, signing_keys_file)");
+  TableReader cr(*ctl, source, "[controller]");
+  read_controller(cr, c);
+
+  // Arrays of tables: [[repository]] and [[component]].
+  auto tables_of = [&](const std::string& key) {
+    std::vector<const toml::table*> out;
+    const toml::node* n = top.take(key);
+    if (!n) return out;
+    const toml::array* a = n->as_array();
+    if (!a || !a->is_array_of_tables()) top.fail(key, "must be written as [[" + key + "]] tables");
+    for (const auto& e : *a) out.push_back(e.as_table());
+    return out;
+  };
+  std::set<std::string> seen;
+  for (const toml::table* t : tables_of("repository")) {
+    TableReader r(*t, source, "[[repository]]");
+    RepositoryDecl d = read_repository(r);
+    if (!seen.insert(d.name).second) r.fail("name", "repository '" + d.name + "' is declared twice");
+    c.repositories.push_back(std::move(d));
+  }
+  seen.clear();
+  for (const toml::table* t : tables_of("component")) {
+    TableReader r(*t, source, "[[component]]");
+    ComponentDecl d;
+    d.name = r.required_string("name");
+    if (!valid_name(d.name)) r.fail("name", "'" + d.name + "' must be 1-64 letters, digits, '-', '_' or '.'");
+    if (!seen.insert(d.name).second) r.fail("name", "component '" + d.name + "' is declared twice");
+    d.driver_name = r.required_string("driver");
+    const DriverFactory* f = find_driver(d.driver_name);
+    if (!f) r.fail("driver", "unknown driver '" + d.driver_name + "' (this build has " + driver_names() + ")");
+    auto repo = r.string("repository");
+    if (repo) {
+      if (!c.repository(*repo)) r.fail("repository", "no [[repository]] is named '" + *repo + "'");
+      d.repository = *repo;
+    } else if (c.repositories.size() == 1) {
+      d.repository = c.repositories.front().name;
+    } else {
+      throw ConfigError(source, r.line(),
+                        "component '" + d.name + "' needs 'repository' (" + std::to_string(c.repositories.size()) +
+                            " repositories are declared)");
+    }
+    TableReader settings(*t, source, "[[component]] '" + d.name + "'");
+    settings.string("name");
+    settings.string("driver");
+    settings.string("repository");
+    d.driver = f->make(settings, d.name);
+    settings.finish();
+    c.components.push_back(std::move(d));
+  }
+  top.finish();
+  return c;
+}
+
+AgentConfig load_config(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path, 0, std::string("cannot read the configuration: ") + std::strerror(errno));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path);
+}
+
+}  // namespace cairn::agent

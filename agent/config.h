@@ -1,0 +1,60 @@
+#pragma once
+// The agent's configuration (one TOML file, --config). Every key and its
+// default is documented in docs/configuration.md (## cairn-agent). A wrong key
+// or value is refused at start with ConfigError ("FILE:LINE: reason").
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/config_reader.h"
+#include "agent/driver.h"
+
+namespace cairn::agent {
+
+struct RepositoryDecl {
+  std::string name;
+  std::string path;
+  std::string password_file;  // mode 0600, checked at start and at each use
+};
+
+struct ComponentDecl {
+  std::string name;
+  std::string driver_name;
+  std::string repository;  // default repository of its backups
+  std::shared_ptr<Driver> driver;
+};
+
+struct AgentConfig {
+  std::string source;  // the file it was read from
+  std::string name;    // default: the host name
+  std::string state_dir = "/var/lib/cairn-agent";
+  std::string key_dir;         // default: <state_dir>/keys
+  std::string replay_journal;  // default: <state_dir>/replay-journal.json
+  std::string trust_store;     // default: <state_dir>/trusted-keys.json
+  std::string log_level = "info";
+
+  std::string controller_endpoint;
+  std::string controller_public_key;  // Z85, 40 characters
+  std::string signing_keys_file;      // "ed25519:<base64>" per line
+  uint32_t heartbeat_interval_ms = 2000;
+  uint32_t liveness = 5;
+
+  std::vector<RepositoryDecl> repositories;
+  std::vector<ComponentDecl> components;
+
+  const ComponentDecl* component(std::string_view name) const;
+  const RepositoryDecl* repository(std::string_view name) const;
+};
+
+// Parses text read from `source` (used in messages). Throws ConfigError.
+AgentConfig parse_config(std::string_view text, const std::string& source);
+// Reads and parses the file. Throws ConfigError (line 0 when unreadable).
+AgentConfig load_config(const std::string& path);
+
+// Refuses a secret file that is missing, not a regular file, or readable or
+// writable by group or others. Returns an empty string when fine, else why.
+std::string check_secret_file_mode(const std::string& path);
+
+}  // namespace cairn::agent

@@ -1,0 +1,248 @@
+#include "agent/drivers/files/files_driver.h"
+
+#include <fnmatch.h>
+#include <glob.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include "common/repo/archiver.h"
+#include "common/repo/restorer.h"
+#include "common/repo/snapshot.h"
+#include "common/util/error.h"
+#include "common/util/fs.h"
+
+namespace cairn::agent::files {
+
+namespace v1 = cairn::v1;
+
+namespace {
+
+bool has_glob(const std::string& p) { return p.find_first_of("*?[") != std::string::npos; }
+
+// restore_glob_matches() reads its list as fnmatch patterns: a literal path
+// must not turn into a pattern because a name contains '*', '?' or '['.
+std::string escape_glob(const std::string& p) {
+  std::string out;
+  for (char c : p) {
+    if (c == '*' || c == '?' || c == '[' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+v1::Phase phase_of(const std::string& repo_phase, v1::Phase outer) {
+  if (outer == v1::PHASE_SAFETY_BACKUP) return outer;
+  if (repo_phase == "scan") return v1::PHASE_PREFLIGHT;
+  if (repo_phase == "finalize") return v1::PHASE_VERIFY;
+  return outer;
+}
+
+std::function<void(const repo::Progress&)> forward(TaskContext& ctx, v1::Phase outer) {
+  if (!ctx.progress) return {};
+  return [&ctx, outer](const repo::Progress& p) {
+    WorkProgress w;
+    w.phase = phase_of(p.phase, outer);
+    w.bytes_done = p.bytes_done;
+    w.bytes_total = p.totals_known ? p.bytes_total : 0;
+    w.files_done = p.files_done;
+    w.files_total = p.totals_known ? p.files_total : 0;
+    w.current = p.current;
+    ctx.progress(w);
+  };
+}
+
+}  // namespace
+
+FilesDriver::FilesDriver(std::string component, Settings settings)
+    : component_(std::move(component)), settings_(std::move(settings)) {}
+
+DriverCaps FilesDriver::capabilities() const {
+  DriverCaps c;
+  c.backup = true;
+  c.restore = true;
+  c.restore_to_alternate = !settings_.restore_to.empty();
+  c.needs_service_stop = false;
+  c.safety_backup = true;
+  return c;
+}
+
+bool FilesDriver::has_restore_target(const std::string& name) const {
+  return !settings_.restore_to.empty() && name == settings_.restore_to_name;
+}
+
+std::vector<std::string> FilesDriver::expand_paths() const {
+  std::set<std::string> out;
+  for (const auto& p : settings_.paths) {
+    if (!has_glob(p)) {
+      out.insert(p);
+      continue;
+    }
+    glob_t g{};
+    if (::glob(p.c_str(), 0, nullptr, &g) == 0)
+      for (size_t i = 0; i < g.gl_pathc; ++i) out.insert(g.gl_pathv[i]);
+    ::globfree(&g);
+  }
+  return {out.begin(), out.end()};
+}
+
+bool FilesDriver::covers(const std::string& sp) const {
+  if (sp.empty() || sp[0] != '/') return false;
+  for (const auto& p : settings_.paths) {
+    if (has_glob(p)) {
+      if (::fnmatch(p.c_str(), sp.c_str(), FNM_PATHNAME | FNM_PERIOD) == 0) return true;
+      continue;
+    }
+    if (sp == p || (sp.size() > p.size() && sp.compare(0, p.size(), p) == 0 && sp[p.size()] == '/')) return true;
+  }
+  return false;
+}
+
+std::vector<v1::Reason> FilesDriver::preflight(v1::TaskKind kind, const std::string& target_name) const {
+  std::vector<v1::Reason> out;
+  if (kind == v1::TASK_KIND_BACKUP) {
+    bool any = false;
+    for (const auto& p : expand_paths()) {
+      struct stat st {};
+      if (::lstat(p.c_str(), &st) == 0) any = true;
+    }
+    if (!any)
+      out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                                "none of the declared paths of component '" + component_ + "' exists"));
+  } else if (kind == v1::TASK_KIND_RESTORE && !target_name.empty() && !has_restore_target(target_name)) {
+    out.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                              "component '" + component_ + "' declares no restore target '" + target_name + "'"));
+  }
+  return out;
+}
+
+DriverResult FilesDriver::backup(TaskContext& ctx) {
+  DriverResult res;
+  std::vector<std::string> present;
+  for (const auto& p : expand_paths()) {
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) == 0) {
+      present.push_back(p);
+    } else {
+      int e = errno;
+      res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "cannot read '" + p + "': " + std::strerror(e), p));
+    }
+  }
+  if (present.empty()) {
+    res.outcome = v1::TASK_OUTCOME_FAILED;
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                                      "none of the declared paths of component '" + component_ + "' exists"));
+    return res;
+  }
+  repo::BackupOptions bo;
+  bo.paths = present;
+  bo.excludes = settings_.excludes;
+  bo.tags = {"cairn", "component:" + ctx.component, "task:" + ctx.task_id, "plan:" + ctx.plan_id};
+  if (!ctx.backup_set_id.empty()) bo.tags.push_back("set:" + ctx.backup_set_id);
+  bo.progress = forward(ctx, v1::PHASE_STREAM);
+  bo.cancel = ctx.cancel;
+  repo::BackupResult br = repo::backup(*ctx.repo, bo);
+  for (const auto& e : br.snapshot.errors)
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "could not back up '" + e.path + "': " + e.reason, e.path));
+  res.snapshot_id = br.snapshot.id;
+  // The snapshot id names the manifest by its content.
+  res.manifest_digest = br.snapshot.id;
+  res.bytes = br.bytes_total;
+  res.files = br.files_new + br.files_changed + br.files_unmodified;
+  res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_PARTIAL;
+  return res;
+}
+
+DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
+  DriverResult res;
+  std::string target;
+  if (!spec.target_name.empty()) {
+    if (!has_restore_target(spec.target_name)) {
+      res.reasons.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ +
+                                                                             "' declares no restore target '" + spec.target_name + "'"));
+      return res;
+    }
+    target = settings_.restore_to;
+  }
+
+  // The snapshot must be this component's, and hold nothing outside what the
+  // component declares: the controller picks the snapshot, not the paths.
+  std::string id;
+  repo::Snapshot snap;
+  try {
+    id = repo::resolve_snapshot(*ctx.repo, spec.snapshot_id);
+    snap = repo::load_snapshot(*ctx.repo, id);
+  } catch (const Error& e) {
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND,
+                                      "snapshot '" + spec.snapshot_id + "' cannot be read: " + e.what()));
+    return res;
+  }
+  if (std::find(snap.tags.begin(), snap.tags.end(), "component:" + ctx.component) == snap.tags.end()) {
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                                      "snapshot '" + id.substr(0, 8) + "' is not a snapshot of component '" + ctx.component + "'"));
+    return res;
+  }
+  std::vector<std::string> includes;
+  for (const auto& p : snap.paths) {
+    if (!covers(p)) {
+      res.reasons.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                                        "snapshot '" + id.substr(0, 8) + "' holds '" + p + "', which component '" + ctx.component +
+                                            "' does not declare; nothing restored",
+                                        p));
+      return res;
+    }
+    includes.push_back(escape_glob(p));
+  }
+
+  if (!spec.skip_safety_backup) {
+    std::vector<std::string> present;
+    for (const auto& p : expand_paths()) {
+      struct stat st {};
+      if (::lstat(p.c_str(), &st) == 0) present.push_back(p);
+    }
+    if (!present.empty()) {
+      repo::BackupOptions bo;
+      bo.paths = present;
+      bo.excludes = settings_.excludes;
+      bo.tags = {"cairn", "safety", "component:" + ctx.component,
+                 "task:" + (spec.safety_task_id.empty() ? ctx.task_id : spec.safety_task_id), "restore-of:" + id};
+      if (!ctx.backup_set_id.empty()) bo.tags.push_back("set:" + ctx.backup_set_id);
+      bo.progress = forward(ctx, v1::PHASE_SAFETY_BACKUP);
+      bo.cancel = ctx.cancel;
+      repo::BackupResult sb = repo::backup(*ctx.repo, bo);
+      res.safety_snapshot_id = sb.snapshot.id;
+      // A safety copy that misses files would make the restore irreversible for them.
+      if (sb.snapshot.partial) {
+        for (const auto& e : sb.snapshot.errors)
+          res.reasons.push_back(
+              make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED, "safety backup could not read '" + e.path + "': " + e.reason, e.path));
+        res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED,
+                                          "the safety backup is incomplete; nothing was overwritten (skip it explicitly to force)"));
+        return res;
+      }
+    }
+  }
+
+  repo::RestoreOptions ro;
+  ro.target = target.empty() ? "/" : target;
+  if (!target.empty()) mkdir_p(target, 0700);
+  ro.includes = includes;
+  ro.overwrite = true;
+  ro.progress = forward(ctx, v1::PHASE_RESTORE);
+  ro.cancel = ctx.cancel;
+  repo::RestoreResult rr = repo::restore(*ctx.repo, id, ro);
+  for (const auto& f : rr.failures)
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "could not restore '" + f.path + "': " + f.reason, f.path));
+  res.snapshot_id = id;
+  res.manifest_digest = id;
+  res.bytes = rr.bytes_restored;
+  res.files = rr.files_restored;
+  if (rr.failures.empty()) res.outcome = v1::TASK_OUTCOME_SUCCEEDED;
+  else res.outcome = rr.files_restored > 0 ? v1::TASK_OUTCOME_PARTIAL : v1::TASK_OUTCOME_FAILED;
+  return res;
+}
+
+}  // namespace cairn::agent::files

@@ -1,0 +1,38 @@
+#pragma once
+// The files driver: declared paths and globs, backed up into the repository and
+// restored to their place or to the declared alternative directory. A restore
+// only accepts a snapshot of this component whose every path is covered by the
+// declared paths, so no plan can make it write anywhere else.
+#include <string>
+#include <vector>
+
+#include "agent/driver.h"
+#include "agent/drivers/files/config.h"
+
+namespace cairn::agent::files {
+
+class FilesDriver : public Driver {
+ public:
+  FilesDriver(std::string component, Settings settings);
+
+  std::string name() const override { return "files"; }
+  DriverCaps capabilities() const override;
+  bool has_restore_target(const std::string& target_name) const override;
+  std::vector<cairn::v1::Reason> preflight(cairn::v1::TaskKind kind, const std::string& target_name) const override;
+  DriverResult backup(TaskContext& ctx) override;
+  DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
+
+  const Settings& settings() const { return settings_; }
+  // Declared paths with globs expanded; paths without glob characters are kept
+  // as they are (a missing one is reported by the backup). Sorted, unique.
+  std::vector<std::string> expand_paths() const;
+  // True when a snapshot path lies at or below a declared path, or matches a
+  // declared glob (per path component).
+  bool covers(const std::string& snapshot_path) const;
+
+ private:
+  std::string component_;
+  Settings settings_;
+};
+
+}  // namespace cairn::agent::files

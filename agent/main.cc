@@ -1,0 +1,108 @@
+// cairn-agent: runs on every node, next to the data. Loads its declared
+// components, holds its CURVE keypair, verifies signed plans and runs them.
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "agent/config.h"
+#include "agent/curve_identity.h"
+#include "agent/plan_gate.h"
+#include "agent/session.h"
+#include "agent/systemd_notify.h"
+#include "agent/task_runner.h"
+#include "cairn/version.h"
+#include "common/util/error.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void on_signal(int) { g_stop = true; }
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace cairn::agent;
+  CLI::App app{"cairn-agent: backs up and restores this node's declared components for the cairn controller"};
+  std::string config_path = "/etc/cairn/agent.toml";
+  bool check_only = false, print_key = false;
+  app.add_option("--config,-c", config_path, "configuration file (TOML)")->capture_default_str();
+  app.add_flag("--check-config", check_only, "check the configuration and exit");
+  app.add_flag("--print-public-key", print_key, "print this agent's CURVE public key (creating the keypair if needed) and exit");
+  app.set_version_flag("--version", std::string("cairn-agent ") + CAIRN_VERSION);
+  CLI11_PARSE(app, argc, argv);
+
+  auto logger = spdlog::stderr_color_mt("cairn-agent");
+  spdlog::set_default_logger(logger);
+  // journald stamps every line; a second timestamp is noise there.
+  spdlog::set_pattern(std::getenv("JOURNAL_STREAM") ? "%^%l%$: %v" : "%Y-%m-%dT%H:%M:%S.%e %^%l%$: %v");
+
+  AgentConfig config;
+  try {
+    config = load_config(config_path);
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "cairn-agent: error: %s\n", e.what());
+    return 2;
+  }
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  if (check_only) {
+    std::printf("configuration '%s' is valid: %zu components, %zu repositories\n", config_path.c_str(), config.components.size(),
+                config.repositories.size());
+    return 0;
+  }
+
+  SystemdNotifier notifier;
+  try {
+    bool created = false;
+    CurveIdentity identity = load_or_create_identity(config.key_dir, &created);
+    if (print_key) {
+      std::printf("%s\n", identity.public_z85.c_str());
+      return 0;
+    }
+    if (created) spdlog::info("created the agent keypair in '{}'; public key {}", config.key_dir, identity.public_z85);
+    else spdlog::info("agent '{}', public key {}", config.name, identity.public_z85);
+
+    auto signing_keys = load_signing_keys(config.signing_keys_file);
+    PlanGate gate(config.replay_journal, config.trust_store, signing_keys, identity.public_raw, unix_now());
+    if (!gate.broken().empty()) spdlog::error("{}", gate.broken());
+
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+
+    Session* session_ptr = nullptr;
+    TaskRunner runner([&session_ptr](cairn::v1::AgentMessage m) {
+      if (session_ptr) session_ptr->post(std::move(m));
+    });
+    Session session(config, identity, gate, runner, &notifier);
+    session_ptr = &session;
+    runner.start();
+    notifier.ready();
+    notifier.status("running; " + std::to_string(config.components.size()) + " components declared");
+    session.run(g_stop);
+    spdlog::info("stopping");
+    notifier.stopping();
+    runner.stop();
+    session_ptr = nullptr;
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "cairn-agent: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cairn-agent: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,282 @@
+#include "agent/session.h"
+
+#include <unistd.h>
+
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "agent/wire.h"
+#include "cairn/version.h"
+#include "common/util/encoding.h"
+#include "proto/error_code.h"
+#include "proto/protocol.h"
+
+namespace cairn::agent {
+
+namespace v1 = cairn::v1;
+
+namespace {
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+// Queued progress beyond this is dropped (only the latest matters); results never are.
+constexpr size_t kMaxQueuedProgress = 256;
+}  // namespace
+
+Session::Session(const AgentConfig& config, const CurveIdentity& identity, PlanGate& gate, TaskRunner& runner,
+                 SystemdNotifier* notifier)
+    : config_(config),
+      identity_(identity),
+      gate_(gate),
+      runner_(runner),
+      notifier_(notifier),
+      interval_(config.heartbeat_interval_ms),
+      liveness_(config.liveness) {}
+
+Session::~Session() { disconnect(); }
+
+void Session::post(v1::AgentMessage m) {
+  std::lock_guard g(out_mu_);
+  if (m.has_progress()) {
+    size_t n = 0;
+    for (const auto& q : outbox_) n += q.has_progress();
+    if (n >= kMaxQueuedProgress) return;
+  }
+  outbox_.push_back(std::move(m));
+}
+
+void Session::connect() {
+  sock_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
+  void* s = sock_->handle();
+  int linger = 0;
+  zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+  int64_t maxmsg = int64_t(proto::kMaxMessageBytes);
+  zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+  uint8_t server[32], pub[32], sec[32];
+  zmq_z85_decode(server, config_.controller_public_key.c_str());
+  zmq_z85_decode(pub, identity_.public_z85.c_str());
+  zmq_z85_decode(sec, identity_.secret_z85.c_str());
+  zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server, 32);
+  zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, pub, 32);
+  zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 32);
+  ::explicit_bzero(sec, sizeof sec);
+  sock_->connect(config_.controller_endpoint);
+  registered_ = false;
+  last_recv_ = Clock::now();
+  spdlog::info("connecting to controller at '{}'", config_.controller_endpoint);
+  send_register();
+}
+
+void Session::disconnect() {
+  if (sock_) sock_->close();
+  sock_.reset();
+  registered_ = false;
+}
+
+bool Session::send(const v1::AgentMessage& m) {
+  if (!sock_) return false;
+  auto frames = encode_agent_message(m);
+  try {
+    auto r = sock_->send(zmq::buffer(frames[0]), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    if (!r) return false;
+    // Once the first frame is in, the rest of the message always goes in with it.
+    sock_->send(zmq::buffer(frames[1]), zmq::send_flags::none);
+  } catch (const zmq::error_t& e) {
+    spdlog::warn("cannot send to the controller: {}", e.what());
+    return false;
+  }
+  last_send_ = Clock::now();
+  return true;
+}
+
+void Session::send_register() {
+  v1::AgentMessage m;
+  auto* r = m.mutable_register_();
+  r->set_agent_name(config_.name);
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  r->set_hostname(host);
+  r->set_agent_version(CAIRN_VERSION);
+  for (const auto& c : config_.components) {
+    auto* ci = r->add_components();
+    ci->set_name(c.name);
+    ci->set_driver(c.driver_name);
+    ci->set_can_restore(c.driver->capabilities().restore);
+  }
+  r->set_highest_sequence(gate_.highest_sequence());
+  for (const auto& k : gate_.trusted_key_ids()) r->add_trusted_key_ids(k);
+  for (const auto& t : runner_.task_ids()) r->add_running_task_ids(t);
+  send(m);
+}
+
+void Session::send_heartbeat() {
+  v1::AgentMessage m;
+  auto* h = m.mutable_heartbeat();
+  h->set_sent_at(unix_now());
+  for (const auto& t : runner_.task_ids()) h->add_running_task_ids(t);
+  send(m);
+}
+
+void Session::drain_outbox() {
+  // Before the controller answered Register the link may not be up; results
+  // wait in the outbox rather than in a socket that a reconnect throws away.
+  if (!registered_) return;
+  for (;;) {
+    v1::AgentMessage m;
+    {
+      std::lock_guard g(out_mu_);
+      if (outbox_.empty()) return;
+      m = outbox_.front();
+    }
+    if (!send(m)) return;
+    std::lock_guard g(out_mu_);
+    outbox_.pop_front();
+  }
+}
+
+void Session::on_plan(const std::string& bytes) {
+  auto d = gate_.on_plan(as_bytes(bytes), unix_now());
+  v1::AgentMessage ack;
+  *ack.mutable_plan_ack() = d.ack;
+  if (!d.plan) {
+    spdlog::warn("plan refused: {} ({})", d.ack.detail(), proto::error_code_name(d.ack.reason()));
+    send(ack);
+    return;
+  }
+  spdlog::info("plan '{}' accepted (sequence {}, {} tasks)", d.plan->plan_id(), d.plan->sequence(), d.plan->tasks_size());
+  send(ack);
+  for (const auto& t : d.plan->tasks()) {
+    Admission a = admit_task(config_, d.plan->plan_id(), t);
+    if (a.task) {
+      runner_.submit(std::move(*a.task));
+      continue;
+    }
+    spdlog::warn("task '{}' refused: {}", t.task_id(), a.refusal.detail());
+    v1::AgentMessage m;
+    auto* r = m.mutable_task_result();
+    r->set_plan_id(d.plan->plan_id());
+    r->set_task_id(t.task_id());
+    r->set_outcome(v1::TASK_OUTCOME_FAILED);
+    *r->add_reasons() = a.refusal;
+    r->set_started_at(unix_now());
+    r->set_finished_at(unix_now());
+    post(std::move(m));
+  }
+}
+
+void Session::handle(const std::vector<std::string_view>& frames) {
+  last_recv_ = Clock::now();  // anything that came through CURVE is a sign of life
+  Decoded d = decode_controller_frames(frames);
+  if (!d.message) {
+    spdlog::warn("refused a message from the controller: {}", d.detail);
+    v1::AgentMessage m;
+    m.mutable_error()->set_code(d.error);
+    m.mutable_error()->set_detail(d.detail);
+    send(m);
+    return;
+  }
+  const v1::ControllerMessage& msg = *d.message;
+  switch (msg.body_case()) {
+    case v1::ControllerMessage::kRegisterReply: {
+      const auto& r = msg.register_reply();
+      registered_ = true;
+      backoff_.reset();
+      // Bounded: a bad value from the controller must not stop the heartbeats.
+      if (r.heartbeat_interval_ms() >= 100 && r.heartbeat_interval_ms() <= 60000)
+        interval_ = std::chrono::milliseconds(r.heartbeat_interval_ms());
+      if (r.liveness() >= 2 && r.liveness() <= 100) liveness_ = r.liveness();
+      if (r.state() == v1::AGENT_STATE_PENDING)
+        spdlog::warn("registered, waiting for an operator's approval (agent key {})", identity_.public_z85);
+      else if (r.state() == v1::AGENT_STATE_REVOKED)
+        spdlog::error("the controller reports this agent as revoked");
+      else
+        spdlog::info("registered as '{}' (agent id '{}')", config_.name, r.agent_id());
+      if (r.server_time() > 0 && std::llabs(r.server_time() - unix_now()) > 30)
+        spdlog::warn("clock differs from the controller's by {} s; plans may be refused as not yet valid or expired",
+                     r.server_time() - unix_now());
+      if (notifier_) notifier_->status("connected to " + config_.controller_endpoint);
+      break;
+    }
+    case v1::ControllerMessage::kHeartbeat: break;
+    case v1::ControllerMessage::kPlan: on_plan(msg.plan()); break;
+    case v1::ControllerMessage::kKeyAnnouncement: {
+      v1::AgentMessage m;
+      *m.mutable_key_ack() = gate_.on_key_announcement(as_bytes(msg.key_announcement()), unix_now());
+      if (m.key_ack().accepted()) spdlog::info("controller key announcement '{}' applied", m.key_ack().announcement_id());
+      else spdlog::warn("controller key announcement refused: {}", m.key_ack().detail());
+      send(m);
+      break;
+    }
+    case v1::ControllerMessage::kError:
+      if (msg.error().code() == v1::ERROR_CODE_NOT_REGISTERED) {
+        send_register();
+      } else {
+        spdlog::warn("controller refused a message: {} ({})", msg.error().detail(), proto::error_code_name(msg.error().code()));
+      }
+      break;
+    default: break;
+  }
+}
+
+void Session::wait_backoff(const std::atomic<bool>& stop) {
+  auto delay = backoff_.next();
+  spdlog::info("reconnecting in {} ms", delay.count());
+  auto until = Clock::now() + delay;
+  while (!stop && Clock::now() < until) {
+    if (notifier_) notifier_->watchdog();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+void Session::run(const std::atomic<bool>& stop) {
+  connect();
+  while (!stop) {
+    if (notifier_) notifier_->watchdog();
+    zmq::pollitem_t item{sock_->handle(), 0, ZMQ_POLLIN, 0};
+    try {
+      zmq::poll(&item, 1, std::chrono::milliseconds(100));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) spdlog::warn("poll failed: {}", e.what());
+    }
+    if (item.revents & ZMQ_POLLIN) {
+      for (int i = 0; i < 100; ++i) {  // bounded, so heartbeats still go out under a flood
+        std::vector<zmq::message_t> parts;
+        std::optional<size_t> n;
+        try {
+          n = zmq::recv_multipart(*sock_, std::back_inserter(parts), zmq::recv_flags::dontwait);
+        } catch (const zmq::error_t& e) {
+          spdlog::warn("receive failed: {}", e.what());
+          break;
+        }
+        if (!n) break;
+        std::vector<std::string_view> frames;
+        for (auto& p : parts) frames.emplace_back(static_cast<const char*>(p.data()), p.size());
+        try {
+          handle(frames);
+        } catch (const std::exception& e) {
+          // A bug must not take the agent down; the message is dropped.
+          spdlog::error("error while handling a controller message: {}", e.what());
+        }
+      }
+    }
+    drain_outbox();
+    auto now = Clock::now();
+    if (now - last_send_ >= interval_) {
+      if (registered_) send_heartbeat();
+      else send_register();  // Register doubles as the heartbeat until answered
+    }
+    if (now - last_recv_ > interval_ * liveness_) {
+      spdlog::warn("no word from the controller for {} ms; reconnecting",
+                   std::chrono::duration_cast<std::chrono::milliseconds>(now - last_recv_).count());
+      if (notifier_) notifier_->status("controller unreachable; reconnecting");
+      disconnect();
+      wait_backoff(stop);
+      if (stop) break;
+      connect();
+    }
+  }
+  disconnect();
+}
+
+}  // namespace cairn::agent

@@ -1,0 +1,71 @@
+#pragma once
+// The agent's link to the controller (docs/protocol.md): a DEALER with CURVE,
+// Register after every connect, heartbeats both ways with liveness counting,
+// reconnect with jittered exponential backoff (1 s to 32 s). Every incoming
+// message is validated; nothing the network sends can stop this loop.
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "agent/backoff.h"
+#include "agent/config.h"
+#include "agent/curve_identity.h"
+#include "agent/plan_gate.h"
+#include "agent/systemd_notify.h"
+#include "agent/task_runner.h"
+#include "proto/cairn.pb.h"
+
+namespace cairn::agent {
+
+class Session {
+ public:
+  Session(const AgentConfig& config, const CurveIdentity& identity, PlanGate& gate, TaskRunner& runner,
+          SystemdNotifier* notifier = nullptr);
+  ~Session();
+
+  // Runs until stop becomes true.
+  void run(const std::atomic<bool>& stop);
+  // Thread-safe: queues a message for the controller (task runner).
+  void post(cairn::v1::AgentMessage m);
+
+  // Handles one incoming multipart message (exposed for tests).
+  void handle(const std::vector<std::string_view>& frames);
+  bool registered() const { return registered_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  void connect();
+  void disconnect();
+  bool send(const cairn::v1::AgentMessage& m);
+  void send_register();
+  void send_heartbeat();
+  void drain_outbox();
+  void on_plan(const std::string& bytes);
+  void wait_backoff(const std::atomic<bool>& stop);
+
+  const AgentConfig& config_;
+  const CurveIdentity& identity_;
+  PlanGate& gate_;
+  TaskRunner& runner_;
+  SystemdNotifier* notifier_;
+
+  zmq::context_t ctx_{1};
+  std::unique_ptr<zmq::socket_t> sock_;
+  bool registered_ = false;
+  std::chrono::milliseconds interval_;
+  uint32_t liveness_;
+  Clock::time_point last_recv_{}, last_send_{};
+  Backoff backoff_;
+
+  std::mutex out_mu_;
+  std::deque<cairn::v1::AgentMessage> outbox_;
+};
+
+}  // namespace cairn::agent

@@ -1,0 +1,47 @@
+#include "agent/task_admission.h"
+
+namespace cairn::agent {
+
+namespace v1 = cairn::v1;
+
+namespace {
+Admission refuse(v1::ErrorCode code, const std::string& detail) {
+  Admission a;
+  a.refusal.set_code(code);
+  a.refusal.set_detail(detail);
+  return a;
+}
+}  // namespace
+
+Admission admit_task(const AgentConfig& config, const std::string& plan_id, const v1::Task& task) {
+  const ComponentDecl* c = config.component(task.component());
+  if (!c)
+    return refuse(v1::ERROR_CODE_UNKNOWN_COMPONENT,
+                  "component '" + task.component() + "' is not declared on agent '" + config.name + "'");
+  DriverCaps caps = c->driver->capabilities();
+  std::string repo_name;
+  if (task.kind() == v1::TASK_KIND_BACKUP) {
+    if (!caps.backup) return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "driver '" + c->driver_name + "' cannot back up");
+    if (!task.options().restore_target().empty() || task.options().skip_safety_backup())
+      return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "a backup task takes no restore options");
+    repo_name = task.options().repository().empty() ? c->repository : task.options().repository();
+  } else if (task.kind() == v1::TASK_KIND_RESTORE) {
+    if (!caps.restore) return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "driver '" + c->driver_name + "' cannot restore");
+    if (task.snapshot().snapshot_id().empty())
+      return refuse(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the restore task names no snapshot");
+    const std::string& target = task.options().restore_target();
+    if (!target.empty() && !c->driver->has_restore_target(target))
+      return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                    "component '" + c->name + "' declares no restore target '" + target + "'");
+    repo_name = task.snapshot().repository().empty() ? c->repository : task.snapshot().repository();
+  } else {
+    return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "task '" + task.task_id() + "' has no known kind");
+  }
+  const RepositoryDecl* r = config.repository(repo_name);
+  if (!r) return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "repository '" + repo_name + "' is not declared on agent '" + config.name + "'");
+  Admission a;
+  a.task = AdmittedTask{plan_id, task, c, r};
+  return a;
+}
+
+}  // namespace cairn::agent

@@ -1,0 +1,203 @@
+#include "agent/task_runner.h"
+
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+#include "agent/config.h"
+#include "common/repo/backend.h"
+#include "common/repo/lock.h"
+#include "common/repo/repository.h"
+#include "common/util/error.h"
+#include "common/util/fs.h"
+
+namespace cairn::agent {
+
+namespace v1 = cairn::v1;
+
+namespace {
+
+int64_t now_s() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+v1::ErrorCode code_for(Errc e, bool restore) {
+  switch (e) {
+    case Errc::io: return v1::ERROR_CODE_IO_ERROR;
+    case Errc::not_found: return restore ? v1::ERROR_CODE_SNAPSHOT_NOT_FOUND : v1::ERROR_CODE_REPOSITORY_ERROR;
+    case Errc::corrupt: return v1::ERROR_CODE_REPOSITORY_CORRUPT;
+    case Errc::locked: return v1::ERROR_CODE_LOCKED;
+    case Errc::no_space: return v1::ERROR_CODE_NO_SPACE;
+    case Errc::interrupted: return v1::ERROR_CODE_CANCELLED;
+    case Errc::wrong_key:
+    case Errc::no_repo:
+    case Errc::unsupported: return v1::ERROR_CODE_REPOSITORY_ERROR;
+    default: return v1::ERROR_CODE_INTERNAL;
+  }
+}
+
+struct OpenRepo {
+  std::unique_ptr<repo::Repository> repo;
+  std::unique_ptr<repo::Lock> lock;
+};
+
+OpenRepo open_repository(const RepositoryDecl& d, const std::string& purpose) {
+  // The mode is checked again: the file may have changed since the start.
+  std::string why = check_secret_file_mode(d.password_file);
+  if (!why.empty()) throw Error(Errc::invalid_input, "password file of repository '" + d.name + "': " + why);
+  auto be = repo::make_fs_backend(d.path);
+  if (!be->size({repo::FileType::config, ""}))
+    throw Error(Errc::no_repo, "no repository at '" + d.path + "' (declared as '" + d.name + "')");
+  OpenRepo o;
+  o.repo = repo::Repository::open(std::move(be), repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(d.password_file)));
+  for (const auto& p : o.repo->load_index())
+    spdlog::warn("repository '{}': index file '{}' is unusable: {}", d.name, p.index_file, p.message);
+  o.lock = repo::Lock::acquire(*o.repo, repo::LockKind::shared, purpose, std::chrono::seconds(60),
+                               [&](const std::string& m) { spdlog::warn("repository '{}': {}", d.name, m); });
+  return o;
+}
+
+}  // namespace
+
+TaskRunner::TaskRunner(Emit emit) : emit_(std::move(emit)) {}
+
+TaskRunner::~TaskRunner() { stop(); }
+
+void TaskRunner::start() {
+  std::lock_guard g(mu_);
+  if (worker_.joinable()) return;
+  stop_ = false;
+  worker_ = std::thread([this] { loop(); });
+}
+
+void TaskRunner::submit(AdmittedTask t) {
+  {
+    std::lock_guard g(mu_);
+    queue_.push_back(std::move(t));
+  }
+  cv_.notify_one();
+}
+
+void TaskRunner::stop() {
+  {
+    std::lock_guard g(mu_);
+    stop_ = true;
+    queue_.clear();
+  }
+  cancel_ = true;
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+std::vector<std::string> TaskRunner::task_ids() const {
+  std::lock_guard g(mu_);
+  std::vector<std::string> out;
+  if (!running_.empty()) out.push_back(running_);
+  for (const auto& t : queue_) out.push_back(t.task.task_id());
+  return out;
+}
+
+void TaskRunner::loop() {
+  for (;;) {
+    AdmittedTask t;
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      t = std::move(queue_.front());
+      queue_.pop_front();
+      running_ = t.task.task_id();
+    }
+    run(t);
+    std::lock_guard g(mu_);
+    running_.clear();
+  }
+}
+
+v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
+  const v1::Task& task = t.task;
+  const bool restore = task.kind() == v1::TASK_KIND_RESTORE;
+  v1::TaskResult result;
+  result.set_plan_id(t.plan_id);
+  result.set_task_id(task.task_id());
+  result.set_started_at(now_s());
+  spdlog::info("task '{}': {} of component '{}' starts", task.task_id(), restore ? "restore" : "backup", task.component());
+
+  auto send_progress = [&](const WorkProgress& w) {
+    v1::AgentMessage m;
+    auto* p = m.mutable_progress();
+    p->set_plan_id(t.plan_id);
+    p->set_task_id(task.task_id());
+    p->set_phase(w.phase);
+    p->set_bytes_done(w.bytes_done);
+    p->set_bytes_total(w.bytes_total);
+    p->set_files_done(w.files_done);
+    p->set_files_total(w.files_total);
+    p->set_current_item(w.current);
+    p->set_at(now_ms());
+    if (emit_) emit_(std::move(m));
+  };
+
+  DriverResult dr;
+  try {
+    WorkProgress first;
+    first.phase = v1::PHASE_PREFLIGHT;
+    send_progress(first);
+    auto refusals = t.component->driver->preflight(task.kind(), task.options().restore_target());
+    if (!refusals.empty()) {
+      dr.reasons = std::move(refusals);
+    } else {
+      OpenRepo o = open_repository(*t.repository, restore ? "restore" : "backup");
+      TaskContext ctx;
+      ctx.plan_id = t.plan_id;
+      ctx.task_id = task.task_id();
+      ctx.backup_set_id = task.backup_set_id().empty() ? task.snapshot().backup_set_id() : task.backup_set_id();
+      ctx.component = task.component();
+      ctx.repo = o.repo.get();
+      ctx.progress = send_progress;
+      ctx.cancel = &cancel_;
+      if (restore) {
+        RestoreSpec spec;
+        spec.snapshot_id = task.snapshot().snapshot_id();
+        spec.target_name = task.options().restore_target();
+        spec.skip_safety_backup = task.options().skip_safety_backup();
+        spec.safety_task_id = task.options().safety_backup_task_id();
+        dr = t.component->driver->restore(ctx, spec);
+      } else {
+        dr = t.component->driver->backup(ctx);
+      }
+    }
+  } catch (const Error& e) {
+    dr.outcome = v1::TASK_OUTCOME_FAILED;
+    dr.reasons.push_back(make_reason(code_for(e.code(), restore), e.what()));
+  } catch (const std::exception& e) {
+    dr.outcome = v1::TASK_OUTCOME_FAILED;
+    dr.reasons.push_back(make_reason(v1::ERROR_CODE_INTERNAL, std::string("unexpected failure: ") + e.what()));
+  }
+  // Never report success with a reason attached: a reason means data is missing.
+  if (dr.outcome == v1::TASK_OUTCOME_SUCCEEDED && !dr.reasons.empty()) dr.outcome = v1::TASK_OUTCOME_PARTIAL;
+  if (dr.outcome == v1::TASK_OUTCOME_UNSPECIFIED) dr.outcome = v1::TASK_OUTCOME_FAILED;
+
+  result.set_outcome(dr.outcome);
+  for (auto& r : dr.reasons) *result.add_reasons() = std::move(r);
+  result.set_snapshot_id(dr.snapshot_id);
+  result.set_manifest_digest(dr.manifest_digest);
+  result.set_safety_snapshot_id(dr.safety_snapshot_id);
+  result.set_bytes(dr.bytes);
+  result.set_files(dr.files);
+  result.set_finished_at(now_s());
+  spdlog::info("task '{}': {} ({} reasons){}", task.task_id(),
+               dr.outcome == v1::TASK_OUTCOME_SUCCEEDED ? "succeeded" : dr.outcome == v1::TASK_OUTCOME_PARTIAL ? "partial" : "failed",
+               result.reasons_size(), result.reasons_size() ? ": " + result.reasons(0).detail() : std::string());
+  if (emit_) {
+    v1::AgentMessage m;
+    *m.mutable_task_result() = result;
+    emit_(std::move(m));
+  }
+  return result;
+}
+
+}  // namespace cairn::agent

@@ -1,0 +1,51 @@
+#pragma once
+// Runs admitted tasks one after another on a worker thread, so the connection
+// keeps heartbeating while a backup streams. One task at a time is also the
+// agent's operation lock: no backup runs during a restore of the same data.
+// Progress and results leave through `emit`, called from the worker thread.
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/task_admission.h"
+#include "proto/cairn.pb.h"
+
+namespace cairn::agent {
+
+class TaskRunner {
+ public:
+  using Emit = std::function<void(cairn::v1::AgentMessage)>;
+  explicit TaskRunner(Emit emit);
+  ~TaskRunner();
+  TaskRunner(const TaskRunner&) = delete;
+  TaskRunner& operator=(const TaskRunner&) = delete;
+
+  void start();
+  void submit(AdmittedTask t);
+  // Cancels the running task, drops the queued ones and joins the worker.
+  void stop();
+  // Queued and running task ids (Register, Heartbeat).
+  std::vector<std::string> task_ids() const;
+
+  // Runs one task on the calling thread and returns its result (also emitted).
+  cairn::v1::TaskResult run(const AdmittedTask& t);
+
+ private:
+  void loop();
+
+  Emit emit_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<AdmittedTask> queue_;
+  std::string running_;
+  bool stop_ = false;
+  std::atomic<bool> cancel_{false};
+  std::thread worker_;
+};
+
+}  // namespace cairn::agent

@@ -1,0 +1,153 @@
+// The configuration is refused at start, with file:line and a reason, for
+// every unknown key and bad value.
+#include <catch2/catch.hpp>
+
+#include "agent/config.h"
+#include "agent/drivers/files/files_driver.h"
+#include "agent_fixture.h"
+
+using namespace cairn::agent;
+using namespace cairn::agent::test;
+
+namespace {
+
+// Parses and returns the error; fails the test when the text is accepted.
+ConfigError refused(const std::string& text) {
+  try {
+    parse_config(text, "agent.toml");
+  } catch (const ConfigError& e) {
+    return e;
+  }
+  FAIL("configuration was accepted:\n" << text);
+  throw std::logic_error("unreachable");
+}
+
+size_t line_of(const std::string& text, const std::string& needle) {
+  size_t at = text.find(needle);
+  REQUIRE(at != std::string::npos);
+  return size_t(std::count(text.begin(), text.begin() + long(at), '\n')) + 1;
+}
+
+}  // namespace
+
+TEST_CASE("a valid configuration gives the declared components and defaults") {
+  TempDir d;
+  AgentConfig c = parse_config(base_config(d), "agent.toml");
+  REQUIRE(c.name == "node-1");
+  REQUIRE(c.key_dir == d.file("state") + "/keys");
+  REQUIRE(c.replay_journal == d.file("state") + "/replay-journal.json");
+  REQUIRE(c.heartbeat_interval_ms == 2000);
+  REQUIRE(c.liveness == 5);
+  REQUIRE(c.components.size() == 1);
+  const ComponentDecl* comp = c.component("data");
+  REQUIRE(comp);
+  REQUIRE(comp->repository == "main");  // the only repository is the default
+  REQUIRE(comp->driver->name() == "files");
+  REQUIRE(comp->driver->has_restore_target("alternate"));
+  REQUIRE_FALSE(comp->driver->has_restore_target("elsewhere"));
+}
+
+TEST_CASE("an unknown key is refused with its line") {
+  TempDir d;
+  std::string text = base_config(d) + "colour = \"blue\"\n";
+  auto e = refused(text);
+  REQUIRE(e.file() == "agent.toml");
+  REQUIRE(e.line() == line_of(text, "colour"));
+  REQUIRE_THAT(e.what(), Catch::Contains("unknown key 'colour'"));
+}
+
+TEST_CASE("an unknown key in the controller table is refused with its line") {
+  TempDir d;
+  std::string text = base_config(d);
+  text.insert(text.find("signing_keys_file"), "heartbeat_intervall_ms = 5\n");
+  auto e = refused(text);
+  REQUIRE(e.line() == line_of(text, "heartbeat_intervall_ms"));
+  REQUIRE_THAT(e.what(), Catch::Contains("[controller]"));
+}
+
+TEST_CASE("an unknown driver setting is refused with its line") {
+  TempDir d;
+  std::string text = base_config(d) + "pathz = [\"/srv\"]\n";
+  auto e = refused(text);
+  REQUIRE(e.line() == line_of(text, "pathz"));
+  REQUIRE_THAT(e.what(), Catch::Contains("unknown key 'pathz'"));
+}
+
+TEST_CASE("a value of the wrong type or out of range is refused with its line") {
+  TempDir d;
+  std::string text = base_config(d);
+  text.insert(text.find("signing_keys_file"), "liveness = \"five\"\n");
+  auto e = refused(text);
+  REQUIRE(e.line() == line_of(text, "liveness"));
+  REQUIRE_THAT(e.what(), Catch::Contains("must be an integer"));
+
+  text = base_config(d);
+  text.insert(text.find("signing_keys_file"), "heartbeat_interval_ms = 5\n");
+  e = refused(text);
+  REQUIRE(e.line() == line_of(text, "heartbeat_interval_ms"));
+  REQUIRE_THAT(e.what(), Catch::Contains("out of range"));
+}
+
+TEST_CASE("a TOML syntax error is refused with its line") {
+  TempDir d;
+  std::string text = base_config(d) + "broken = [\n";
+  auto e = refused(text);
+  REQUIRE(e.line() >= line_of(text, "broken"));
+}
+
+TEST_CASE("a password file readable by others is refused") {
+  TempDir d;
+  std::string text = base_config(d);
+  ::chmod(d.file("repo.pass").c_str(), 0644);
+  auto e = refused(text);
+  REQUIRE(e.line() == line_of(text, "password_file"));
+  REQUIRE_THAT(e.what(), Catch::Contains("chmod 600"));
+}
+
+TEST_CASE("a component naming an undeclared repository or an unknown driver is refused") {
+  TempDir d;
+  std::string text = base_config(d) + "repository = \"offsite\"\n";
+  auto e = refused(text);
+  REQUIRE(e.line() == line_of(text, "\"offsite\""));
+  REQUIRE_THAT(e.what(), Catch::Contains("'offsite'"));
+
+  text = base_config(d);
+  text.replace(text.find("driver = \"files\""), 16, "driver = \"etcd3\"");
+  e = refused(text);
+  REQUIRE(e.line() == line_of(text, "etcd3"));
+  REQUIRE_THAT(e.what(), Catch::Contains("unknown driver 'etcd3'"));
+}
+
+TEST_CASE("relative or '..' paths and a bad controller key are refused") {
+  TempDir d;
+  std::string text = base_config(d);
+  text.replace(text.find("paths = [\""), 10, "paths = [\"relative/x\", \"");
+  auto e = refused(text);
+  REQUIRE_THAT(e.what(), Catch::Contains("absolute"));
+
+  text = base_config(d);
+  text.replace(text.find("paths = [\""), 10, "paths = [\"/srv/../etc/shadow\", \"");
+  e = refused(text);
+  REQUIRE_THAT(e.what(), Catch::Contains(".."));
+
+  text = base_config(d);
+  text.replace(text.find(kControllerKey), 40, "short");
+  e = refused(text);
+  REQUIRE(e.line() == line_of(text, "public_key"));
+}
+
+TEST_CASE("a duplicate component name is refused") {
+  TempDir d;
+  std::string text = base_config(d) + "\n[[component]]\nname = \"data\"\ndriver = \"files\"\npaths = [\"/srv\"]\n";
+  auto e = refused(text);
+  REQUIRE_THAT(e.what(), Catch::Contains("declared twice"));
+}
+
+TEST_CASE("load_config names the file it cannot read") {
+  try {
+    load_config("/nonexistent/agent.toml");
+    FAIL("accepted");
+  } catch (const ConfigError& e) {
+    REQUIRE(e.file() == "/nonexistent/agent.toml");
+  }
+}

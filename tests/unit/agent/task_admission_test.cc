@@ -1,0 +1,63 @@
+// A signed plan still picks only among what the agent declares.
+#include <catch2/catch.hpp>
+
+#include "agent/config.h"
+#include "agent/task_admission.h"
+#include "agent_fixture.h"
+
+using namespace cairn::agent;
+using namespace cairn::agent::test;
+namespace v1 = cairn::v1;
+
+namespace {
+v1::Task task(const std::string& component, v1::TaskKind kind) {
+  v1::Task t;
+  t.set_task_id("t1");
+  t.set_component(component);
+  t.set_kind(kind);
+  if (kind == v1::TASK_KIND_RESTORE) t.mutable_snapshot()->set_snapshot_id("abcd1234");
+  return t;
+}
+}  // namespace
+
+TEST_CASE("a task naming an undeclared component is refused with unknown_component") {
+  TempDir d;
+  AgentConfig c = parse_config(base_config(d), "agent.toml");
+  Admission a = admit_task(c, "p1", task("shadow", v1::TASK_KIND_BACKUP));
+  REQUIRE_FALSE(a.task);
+  REQUIRE(a.refusal.code() == v1::ERROR_CODE_UNKNOWN_COMPONENT);
+  REQUIRE_THAT(a.refusal.detail(), Catch::Contains("'shadow'"));
+}
+
+TEST_CASE("a declared component is admitted with its repository") {
+  TempDir d;
+  AgentConfig c = parse_config(base_config(d), "agent.toml");
+  Admission a = admit_task(c, "p1", task("data", v1::TASK_KIND_BACKUP));
+  REQUIRE(a.task);
+  REQUIRE(a.task->repository->name == "main");
+  REQUIRE(a.task->component->name == "data");
+}
+
+TEST_CASE("undeclared repositories and restore targets are refused") {
+  TempDir d;
+  AgentConfig c = parse_config(base_config(d), "agent.toml");
+  auto t = task("data", v1::TASK_KIND_BACKUP);
+  t.mutable_options()->set_repository("attacker");
+  Admission a = admit_task(c, "p1", t);
+  REQUIRE_FALSE(a.task);
+  REQUIRE_THAT(a.refusal.detail(), Catch::Contains("'attacker'"));
+
+  auto r = task("data", v1::TASK_KIND_RESTORE);
+  r.mutable_options()->set_restore_target("/etc");
+  a = admit_task(c, "p1", r);
+  REQUIRE_FALSE(a.task);
+  REQUIRE(a.refusal.code() == v1::ERROR_CODE_UNSUPPORTED_TASK);
+
+  r.mutable_options()->set_restore_target("alternate");
+  a = admit_task(c, "p1", r);
+  REQUIRE(a.task);
+
+  auto none = task("data", v1::TASK_KIND_UNSPECIFIED);
+  a = admit_task(c, "p1", none);
+  REQUIRE_FALSE(a.task);
+}
