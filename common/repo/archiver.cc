@@ -113,7 +113,18 @@ struct Entry {
   std::vector<std::unique_ptr<Entry>> children;
   std::shared_ptr<FileState> fs;  // a file being read (or the first of its hard-link group)
   bool dropped = false;
+  // Identical to the parent snapshot's node (for a dir: the whole subtree), so the
+  // parent's tree blob is reused without encoding or hashing it again.
+  bool same = false;
+  std::optional<BlobId> reuse_subtree;
 };
+
+// Everything a tree records about a node except its content and subtree.
+bool same_metadata(const Node& a, const Node& b) {
+  return a.type == b.type && a.mode == b.mode && a.uid == b.uid && a.gid == b.gid && a.user == b.user && a.group == b.group &&
+         a.mtime_ns == b.mtime_ns && a.ctime_ns == b.ctime_ns && a.inode == b.inode && a.device == b.device && a.links == b.links &&
+         a.size == b.size && a.rdev == b.rdev && a.target == b.target && a.xattrs == b.xattrs;
+}
 
 struct Task {
   std::shared_ptr<FileState> fs;
@@ -162,7 +173,6 @@ class Backup {
   void file_done(FileState& fs);
   // --- finalize
   BlobId build_tree(Entry& dir);
-  void reporter_loop();
   Progress snapshot_progress();
   void check_cancel() const {
     if (opt_.cancel && opt_.cancel->load()) throw Error(Errc::interrupted, "backup interrupted; nothing was recorded as a snapshot");
@@ -198,9 +208,6 @@ class Backup {
   std::string current_;
   std::string phase_ = "scan";
   Clock::time_point start_ = Clock::now();
-  std::mutex rep_mu_;
-  std::condition_variable rep_cv_;
-  bool rep_stop_ = false;
 };
 
 bool Backup::excluded(const std::string& path, const std::string& name) const {
@@ -308,10 +315,16 @@ void Backup::scan_entry(Entry& parent, const std::string& name, const std::strin
   if (!fill_node(name, st, e->node)) return;
   read_xattrs(path, e->node);
   Node& n = e->node;
+  const Node* pn = find_node(ptree, name);
   if (n.type == NodeType::dir) {
     ++res_.dirs;
     auto sub = parent_subtree(ptree, name);
     scan_dir(*e, sub.get());
+    if (sub && pn && !opt_.force && same_metadata(n, *pn) && e->children.size() == sub->nodes.size() &&
+        std::all_of(e->children.begin(), e->children.end(), [](const auto& c) { return c->same; }) && repo_.index().contains(*pn->subtree)) {
+      e->same = true;
+      e->reuse_subtree = pn->subtree;
+    }
   } else if (n.type == NodeType::symlink) {
     std::string buf(4096, '\0');
     ssize_t l = ::readlink(path.c_str(), buf.data(), buf.size());
@@ -321,10 +334,10 @@ void Backup::scan_entry(Entry& parent, const std::string& name, const std::strin
     }
     buf.resize(size_t(l));
     n.target = buf;
+    e->same = pn && same_metadata(n, *pn);
   } else if (n.type == NodeType::file) {
     ++files_total_;
     bytes_total_ += n.size;
-    const Node* pn = find_node(ptree, name);
     bool unchanged = pn && !opt_.force && pn->type == NodeType::file && pn->inode == n.inode && pn->size == n.size &&
                      pn->mtime_ns == n.mtime_ns && pn->ctime_ns == n.ctime_ns &&
                      std::all_of(pn->content.begin(), pn->content.end(), [&](const BlobId& id) { return repo_.index().contains(id); });
@@ -332,6 +345,7 @@ void Backup::scan_entry(Entry& parent, const std::string& name, const std::strin
       n.content = pn->content;
       n.extents = pn->extents;
       n.sparse = pn->sparse;
+      e->same = same_metadata(n, *pn);
       ++res_.files_unmodified;
       ++files_done_;
       bytes_done_ += n.size;
@@ -356,6 +370,8 @@ void Backup::scan_entry(Entry& parent, const std::string& name, const std::strin
       if (st.st_nlink > 1) hardlinks_[key] = fs;
       jobs_.push_back(fs);
     }
+  } else {
+    e->same = pn && same_metadata(n, *pn);
   }
   parent.children.push_back(std::move(e));
 }
@@ -549,6 +565,7 @@ void Backup::file_done(FileState& fs) {
 }
 
 BlobId Backup::build_tree(Entry& dir) {
+  if (dir.reuse_subtree) return *dir.reuse_subtree;
   Tree t;
   std::sort(dir.children.begin(), dir.children.end(), [](auto& a, auto& b) { return a->node.name < b->node.name; });
   for (auto& c : dir.children) {
@@ -592,30 +609,8 @@ Progress Backup::snapshot_progress() {
   return p;
 }
 
-void Backup::reporter_loop() {
-  std::unique_lock lk(rep_mu_);
-  while (!rep_cv_.wait_for(lk, opt_.progress_interval, [&] { return rep_stop_; })) {
-    lk.unlock();
-    opt_.progress(snapshot_progress());
-    lk.lock();
-  }
-}
-
 BackupResult Backup::run() {
-  std::thread reporter;
-  if (opt_.progress) reporter = std::thread([this] { reporter_loop(); });
-  struct StopReporter {
-    Backup* b;
-    std::thread& t;
-    ~StopReporter() {
-      {
-        std::lock_guard g(b->rep_mu_);
-        b->rep_stop_ = true;
-      }
-      b->rep_cv_.notify_all();
-      if (t.joinable()) t.join();
-    }
-  } stop_reporter{this, reporter};
+  ProgressTicker ticker(opt_.progress_interval, opt_.progress ? std::function<void()>([this] { opt_.progress(snapshot_progress()); }) : nullptr);
 
   Snapshot snap;
   snap.hostname = opt_.hostname.empty() ? hostname() : opt_.hostname;

@@ -121,7 +121,6 @@ class Restorer {
   void warning(const std::string& path, const std::string& reason);
   bool cancelled() const { return opt_.cancel && opt_.cancel->load(); }
   Progress progress();
-  void reporter_loop();
 
   Repository& repo_;
   const RestoreOptions& opt_;
@@ -144,9 +143,6 @@ class Restorer {
   std::string current_;
   std::string phase_ = "scan";
   Clock::time_point start_ = Clock::now();
-  std::mutex rep_mu_;
-  std::condition_variable rep_cv_;
-  bool rep_stop_ = false;
 };
 
 void Restorer::failure(const std::string& path, const std::string& reason) {
@@ -542,15 +538,6 @@ Progress Restorer::progress() {
   return p;
 }
 
-void Restorer::reporter_loop() {
-  std::unique_lock lk(rep_mu_);
-  while (!rep_cv_.wait_for(lk, opt_.progress_interval, [&] { return rep_stop_; })) {
-    lk.unlock();
-    opt_.progress(progress());
-    lk.lock();
-  }
-}
-
 RestoreResult Restorer::run(const std::string& snapshot_id) {
   namespace fs = std::filesystem;
   if (opt_.target.empty()) throw Error(Errc::invalid_input, "no restore target given: use --target DIR");
@@ -574,20 +561,7 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
     throw_errno("cannot inspect restore target", shown, errno);
   }
 
-  std::thread reporter;
-  if (opt_.progress) reporter = std::thread([this] { reporter_loop(); });
-  struct StopReporter {
-    Restorer* r;
-    std::thread& t;
-    ~StopReporter() {
-      {
-        std::lock_guard g(r->rep_mu_);
-        r->rep_stop_ = true;
-      }
-      r->rep_cv_.notify_all();
-      if (t.joinable()) t.join();
-    }
-  } stop_reporter{this, reporter};
+  ProgressTicker ticker(opt_.progress_interval, opt_.progress ? std::function<void()>([this] { opt_.progress(progress()); }) : nullptr);
 
   Snapshot snap = load_snapshot(repo_, resolve_snapshot(repo_, snapshot_id));
   res_.snapshot_id = snap.id;

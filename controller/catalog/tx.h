@@ -94,6 +94,27 @@ class Tx {
   // the catalog knows; raise ours so new plans are not refused as older.
   void raise_plan_sequence(const std::string& agent_id, uint64_t at_least);
 
+  // -- fleet and operator API helpers (fleet.cc) -------------------------------
+  // The name of the active operator holding key, if any.
+  std::optional<std::string> active_operator_name(const CurveKey& key) const;
+  // What an agent says about itself at Register. A changed name is audited
+  // (agents enrolled at the handshake carry a placeholder name until then).
+  // Throws cairn::Error(exists) when the name belongs to another agent.
+  void update_agent_identity(const std::string& agent_id, const std::string& name, const std::string& hostname,
+                             const std::string& agent_version);
+  // Stores the signed bytes of an issued plan, for delivery when its agent is connected.
+  void set_plan_envelope(const std::string& plan_id, std::span<const uint8_t> envelope);
+  std::optional<PlanRecord> plan(const std::string& plan_id) const;
+  // Issued, unexpired plans of the agent that still have `pending` tasks: not yet delivered.
+  std::vector<PlanRecord> undelivered_plans(const std::string& agent_id) const;
+  // Tasks of the agent in the given states.
+  std::vector<Task> agent_tasks(const std::string& agent_id, std::span<const TaskState> states) const;
+  std::vector<Task> tasks_of_plan(const std::string& plan_id) const;
+  // Audit events not yet published.
+  int64_t audit_outbox_pending() const;
+  size_t running_backup_sets() const;
+  std::vector<Restore> restores_of_set(const std::string& backup_set_id) const;
+
   // -- restores and locks (restores.cc) ----------------------------------------
   std::string create_restore(const NewRestore& restore);
   std::optional<Restore> restore(const std::string& id) const;

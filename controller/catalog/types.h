@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "controller/catalog/outcome.h"
+#include "common/util/encoding.h"
 #include "proto/cairn.pb.h"
 
 namespace cairn::catalog {
@@ -95,6 +96,16 @@ struct Restore {
   nlohmann::json selector;
   SetState state = SetState::running;
   std::optional<int64_t> finished_at;
+};
+
+struct PlanRecord {
+  std::string id;
+  std::string agent_id;
+  uint64_t sequence = 0;
+  std::string key_id;
+  int64_t expires_at = 0;
+  std::string state;  // issued, accepted, rejected, expired
+  Bytes envelope;     // empty for plans issued before migration 0002
 };
 
 // Inputs of the write operations.

@@ -1,0 +1,91 @@
+// cairnctl agent list|approve|revoke
+#include <cstdio>
+#include <ctime>
+
+#include "cairnctl/op_client.h"
+#include "cairnctl/op_commands.h"
+#include "proto/error_code.h"
+
+namespace cairn::ctl {
+namespace {
+
+std::string state_name(cairn::v1::AgentState s) {
+  switch (s) {
+    case cairn::v1::AGENT_STATE_PENDING: return "pending";
+    case cairn::v1::AGENT_STATE_APPROVED: return "approved";
+    case cairn::v1::AGENT_STATE_REVOKED: return "revoked";
+    default: return "unknown";
+  }
+}
+
+std::string ago(int64_t t) {
+  if (t <= 0) return "never";
+  int64_t d = int64_t(std::time(nullptr)) - t;
+  if (d < 0) d = 0;
+  return human_duration(double(d)) + " ago";
+}
+
+void print_agent_line(const cairn::v1::AgentInfo& a) {
+  std::string comps;
+  for (const auto& c : a.components()) comps += (comps.empty() ? "" : ",") + c.name();
+  std::printf("%-20s %-24s %-9s %-9s %-14s %s\n", a.agent_id().c_str(), a.name().c_str(), state_name(a.state()).c_str(),
+              a.connected() ? "yes" : "no", ago(a.last_seen()).c_str(), comps.empty() ? "-" : comps.c_str());
+}
+
+}  // namespace
+
+void register_op_agent(CLI::App& app, Context& ctx) {
+  auto* agent = app.add_subcommand("agent", "list, approve and revoke agents (via the controller)");
+  agent->require_subcommand(1);
+  auto* list = agent->add_subcommand("list", "list enrolled agents");
+  // One options object per subcommand: CLI11 fills every bound variable from
+  // the environment, so a shared one would take the values of another command.
+  auto o = std::make_shared<OpOptions>();
+  add_op_options(list, *o);
+  list->callback([&ctx, o] {
+    ctx.action = [o]() -> int {
+      cairn::v1::OperatorRequest q;
+      q.mutable_agent_list();
+      auto r = op_call(*o, q);
+      if (o->json) {
+        std::printf("%s\n", proto_json(r.agent_list()).c_str());
+        return kExitOk;
+      }
+      std::printf("%-20s %-24s %-9s %-9s %-14s %s\n", "ID", "NAME", "STATE", "CONNECTED", "LAST SEEN", "COMPONENTS");
+      for (const auto& a : r.agent_list().agents()) print_agent_line(a);
+      // Pending agents are approved by key: show it so it can be compared with the agent's.
+      for (const auto& a : r.agent_list().agents())
+        if (a.state() == cairn::v1::AGENT_STATE_PENDING)
+          std::printf("pending %s key %s\n", a.name().c_str(), a.curve_public_key().c_str());
+      return kExitOk;
+    };
+  });
+
+  for (bool approve : {true, false}) {
+    auto* cmd = agent->add_subcommand(approve ? "approve" : "revoke",
+                                      approve ? "admit a pending agent" : "cut an agent off at once (final)");
+    auto who = std::make_shared<std::string>();
+    cmd->add_option("agent", *who, "agent id or name")->required();
+    auto o = std::make_shared<OpOptions>();
+    add_op_options(cmd, *o);
+    cmd->callback([&ctx, o, who, approve] {
+      ctx.action = [o, who, approve]() -> int {
+        cairn::v1::OperatorRequest q;
+        if (approve)
+          q.mutable_agent_approve()->set_agent(*who);
+        else
+          q.mutable_agent_revoke()->set_agent(*who);
+        auto r = op_call(*o, q);
+        if (o->json) {
+          std::printf("%s\n", proto_json(r.agent()).c_str());
+          return kExitOk;
+        }
+        std::printf("agent '%s' (%s) is %s\n", r.agent().name().c_str(), r.agent().agent_id().c_str(),
+                    state_name(r.agent().state()).c_str());
+        return kExitOk;
+      };
+    });
+  }
+}
+
+}  // namespace cairn::ctl

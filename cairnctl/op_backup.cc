@@ -1,0 +1,110 @@
+// cairnctl backup create|list|show
+#include <cstdio>
+#include <ctime>
+
+#include "cairnctl/op_client.h"
+#include "cairnctl/op_commands.h"
+#include "cairnctl/op_view.h"
+
+namespace cairn::ctl {
+namespace {
+
+std::string when(int64_t t) {
+  if (t <= 0) return "-";
+  std::time_t tt = std::time_t(t);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", std::localtime(&tt));
+  return buf;
+}
+
+cairn::v1::BackupSetInfo show(const OpOptions& o, const std::string& id) {
+  cairn::v1::OperatorRequest q;
+  q.mutable_backup_show()->set_backup_set_id(id);
+  return op_call(o, q).backup_set();
+}
+
+void print_set(const cairn::v1::BackupSetInfo& s) {
+  std::printf("backup set %s: %s\n", s.backup_set_id().c_str(), set_state_name(s.state()).c_str());
+  std::printf("created %s by %s, finished %s\n", when(s.created_at()).c_str(), s.requested_by().c_str(),
+              when(s.finished_at()).c_str());
+  print_tasks(s.tasks());
+}
+
+}  // namespace
+
+void register_op_backup(CLI::App& app, Context& ctx) {
+  auto* backup = app.add_subcommand("backup", "back up components through the controller");
+  backup->require_subcommand(1);
+  // One options object per subcommand (see op_agent.cc).
+  auto o = std::make_shared<OpOptions>();
+  auto* create = backup->add_subcommand("create", "start a backup set on the selected agents and components");
+  auto components = std::make_shared<std::vector<std::string>>();
+  auto nodes = std::make_shared<std::vector<std::string>>();
+  auto wait = std::make_shared<bool>(false);
+  create->add_option("--component", *components, "component name (repeatable; default: all)");
+  create->add_option("--node", *nodes, "agent name or id (repeatable; default: all approved agents)");
+  create->add_flag("--wait", *wait, "follow progress until the set ends; exit 0 complete, 3 partial, 1 failed");
+  add_op_options(create, *o);
+  create->callback([&ctx, o, components, nodes, wait] {
+    ctx.action = [&ctx, o, components, nodes, wait]() -> int {
+      cairn::v1::OperatorRequest q;
+      auto* sel = q.mutable_backup_create()->mutable_selector();
+      for (const auto& c : *components) sel->add_components(c);
+      for (const auto& n : *nodes) sel->add_nodes(n);
+      auto set = op_call(*o, q).backup_set();
+      if (o->json && !*wait) {
+        std::printf("%s\n", proto_json(set).c_str());
+        return kExitOk;
+      }
+      if (!o->json) std::printf("backup set %s created with %d task(s)\n", set.backup_set_id().c_str(), set.tasks_size());
+      if (!*wait) return kExitOk;
+      std::string id = set.backup_set_id();
+      int rc = wait_for(*o, [&] {
+        auto s = show(*o, id);
+        return WaitView{"backup set " + id, s.state(), s.tasks()};
+      }, ctx.cancel);
+      if (o->json) std::printf("%s\n", proto_json(show(*o, id)).c_str());
+      return rc;
+    };
+  });
+
+  auto* list = backup->add_subcommand("list", "list backup sets, newest first");
+  auto limit = std::make_shared<unsigned>(50);
+  o = std::make_shared<OpOptions>();
+  list->add_option("--limit", *limit, "at most this many sets")->capture_default_str();
+  add_op_options(list, *o);
+  list->callback([&ctx, o, limit] {
+    ctx.action = [o, limit]() -> int {
+      cairn::v1::OperatorRequest q;
+      q.mutable_backup_list()->set_limit(*limit);
+      auto r = op_call(*o, q);
+      if (o->json) {
+        std::printf("%s\n", proto_json(r.backup_list()).c_str());
+        return kExitOk;
+      }
+      std::printf("%-20s %-20s %-9s %s\n", "ID", "CREATED", "STATE", "REQUESTED BY");
+      for (const auto& s : r.backup_list().sets())
+        std::printf("%-20s %-20s %-9s %s\n", s.backup_set_id().c_str(), when(s.created_at()).c_str(),
+                    set_state_name(s.state()).c_str(), s.requested_by().c_str());
+      return kExitOk;
+    };
+  });
+
+  auto* show_cmd = backup->add_subcommand("show", "a backup set with every task, reason and latest progress");
+  auto id = std::make_shared<std::string>();
+  show_cmd->add_option("id", *id, "backup set id")->required();
+  o = std::make_shared<OpOptions>();
+  add_op_options(show_cmd, *o);
+  show_cmd->callback([&ctx, o, id] {
+    ctx.action = [o, id]() -> int {
+      auto s = show(*o, *id);
+      if (o->json)
+        std::printf("%s\n", proto_json(s).c_str());
+      else
+        print_set(s);
+      return kExitOk;
+    };
+  });
+}
+
+}  // namespace cairn::ctl

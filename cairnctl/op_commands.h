@@ -1,0 +1,17 @@
+#pragma once
+// cairnctl's operator commands: they talk to a running controller over its
+// CURVE-secured operator socket (docs/protocol.md § Operator API), unlike
+// `cairnctl repo ...`, which works on a repository directly.
+#include <CLI/CLI.hpp>
+
+#include "cairnctl/cli.h"
+
+namespace cairn::ctl {
+
+void register_op_keys(CLI::App& app, Context& ctx);     // keys init
+void register_op_agent(CLI::App& app, Context& ctx);    // agent list|approve|revoke
+void register_op_backup(CLI::App& app, Context& ctx);   // backup create|list|show
+void register_op_restore(CLI::App& app, Context& ctx);  // restore SET, restore show ID
+void register_op_status(CLI::App& app, Context& ctx);   // status
+
+}  // namespace cairn::ctl

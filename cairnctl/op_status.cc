@@ -1,0 +1,34 @@
+// cairnctl status
+#include <cstdio>
+
+#include "cairnctl/op_client.h"
+#include "cairnctl/op_commands.h"
+
+namespace cairn::ctl {
+
+void register_op_status(CLI::App& app, Context& ctx) {
+  auto* cmd = app.add_subcommand("status", "the controller's state at a glance");
+  auto o = std::make_shared<OpOptions>();
+  add_op_options(cmd, *o);
+  cmd->callback([&ctx, o] {
+    ctx.action = [o]() -> int {
+      cairn::v1::OperatorRequest q;
+      q.mutable_status();
+      auto r = op_call(*o, q);
+      const auto& s = r.status();
+      if (o->json) {
+        std::printf("%s\n", proto_json(s).c_str());
+        return kExitOk;
+      }
+      std::printf("controller        %s at %s\n", s.controller_version().c_str(), o->controller.c_str());
+      std::printf("agents            %u approved, %u pending, %u connected\n", s.agents_approved(), s.agents_pending(),
+                  s.agents_connected());
+      std::printf("backup sets       %u running\n", s.sets_running());
+      std::printf("signing key       %s\n", s.active_key_id().c_str());
+      std::printf("audit outbox      %llu unpublished\n", (unsigned long long)s.audit_outbox_pending());
+      return kExitOk;
+    };
+  });
+}
+
+}  // namespace cairn::ctl

@@ -1,0 +1,135 @@
+// Rendering of tasks and live progress.
+#include "cairnctl/op_view.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <thread>
+
+#include "cairnctl/cli.h"
+#include "proto/error_code.h"
+
+namespace cairn::ctl {
+namespace {
+
+struct Rate {
+  uint64_t bytes = 0;
+  std::chrono::steady_clock::time_point at;
+  double per_s = 0;
+};
+
+std::string task_line(const cairn::v1::TaskInfo& t, std::map<std::string, Rate>& rates) {
+  const auto& p = t.progress();
+  auto now = std::chrono::steady_clock::now();
+  auto& r = rates[t.task_id()];
+  if (r.at.time_since_epoch().count() != 0 && p.bytes_done() >= r.bytes) {
+    double dt = std::chrono::duration<double>(now - r.at).count();
+    // Smoothed, so one slow poll does not make the ETA jump.
+    if (dt > 0.2) r.per_s = r.per_s == 0 ? (p.bytes_done() - r.bytes) / dt : 0.7 * r.per_s + 0.3 * (p.bytes_done() - r.bytes) / dt;
+  }
+  if (r.at.time_since_epoch().count() == 0 || std::chrono::duration<double>(now - r.at).count() > 0.2) {
+    r.bytes = p.bytes_done();
+    r.at = now;
+  }
+  std::string bytes = human_bytes(p.bytes_done());
+  if (p.bytes_total()) bytes += "/" + human_bytes(p.bytes_total());
+  std::string eta = "-";
+  if (p.bytes_total() > p.bytes_done() && r.per_s > 0) eta = human_duration((p.bytes_total() - p.bytes_done()) / r.per_s);
+  char line[512];
+  std::snprintf(line, sizeof line, "%-20s %-16s %-8s %-10s %-10s %-22s %10s/s ETA %s", t.task_id().c_str(),
+                (t.agent_name() + "/" + t.component()).substr(0, 16).c_str(),
+                t.kind() == cairn::v1::TASK_KIND_RESTORE ? "restore" : "backup", task_state_name(t.state()).c_str(),
+                phase_name(p.phase()).c_str(), bytes.c_str(), human_bytes(uint64_t(r.per_s)).c_str(), eta.c_str());
+  return line;
+}
+
+}  // namespace
+
+std::string set_state_name(cairn::v1::SetState s) {
+  switch (s) {
+    case cairn::v1::SET_STATE_RUNNING: return "running";
+    case cairn::v1::SET_STATE_COMPLETE: return "complete";
+    case cairn::v1::SET_STATE_PARTIAL: return "partial";
+    case cairn::v1::SET_STATE_FAILED: return "failed";
+    default: return "unknown";
+  }
+}
+
+std::string task_state_name(cairn::v1::TaskState s) {
+  static const char* names[] = {"unknown", "pending", "sent", "accepted", "rejected", "running",
+                                "succeeded", "partial", "failed", "missed"};
+  return int(s) >= 0 && int(s) < 10 ? names[int(s)] : "unknown";
+}
+
+std::string phase_name(cairn::v1::Phase p) {
+  static const char* names[] = {"-", "queued", "preflight", "snapshot", "stream", "verify",
+                                "cleanup", "safety", "stop", "restore", "start"};
+  return int(p) >= 0 && int(p) < 11 ? names[int(p)] : "-";
+}
+
+void print_tasks(const google::protobuf::RepeatedPtrField<cairn::v1::TaskInfo>& tasks) {
+  std::map<std::string, Rate> rates;
+  std::printf("%-20s %-16s %-8s %-10s %-10s %-22s\n", "TASK", "NODE/COMPONENT", "KIND", "STATE", "PHASE", "BYTES");
+  for (const auto& t : tasks) {
+    std::string l = task_line(t, rates);
+    std::printf("%s\n", l.substr(0, 90).c_str());
+  }
+  for (const auto& t : tasks) {
+    if (!t.snapshot_id().empty())
+      std::printf("  %s: snapshot %s manifest %s\n", t.task_id().c_str(), t.snapshot_id().c_str(),
+                  t.manifest_digest().substr(0, 16).c_str());
+    for (const auto& r : t.reasons())
+      std::printf("  %s: %s: %s%s\n", t.task_id().c_str(), proto::error_code_name(r.code()).c_str(), r.detail().c_str(),
+                  r.item().empty() ? "" : (" ('" + r.item() + "')").c_str());
+  }
+}
+
+int wait_for(const OpOptions& o, const std::function<WaitView()>& fetch, const std::atomic<bool>& cancel) {
+  bool tty = ::isatty(STDOUT_FILENO) && !o.json;
+  std::map<std::string, Rate> rates;
+  std::map<std::string, std::string> last_plain;  // task id -> state/phase last printed
+  auto last_plain_at = std::chrono::steady_clock::now();
+  size_t drawn = 0;
+  while (true) {
+    WaitView v = fetch();
+    bool done = v.state != cairn::v1::SET_STATE_RUNNING;
+    if (tty) {
+      // Redraw in place: move up over the previous drawing, clear each line.
+      for (size_t i = 0; i < drawn; ++i) std::printf("\033[1A\033[2K");
+      std::printf("%s: %s\n", v.title.c_str(), set_state_name(v.state).c_str());
+      for (const auto& t : v.tasks) std::printf("%s\n", task_line(t, rates).c_str());
+      drawn = size_t(v.tasks.size()) + 1;
+    } else if (!o.json) {
+      auto now = std::chrono::steady_clock::now();
+      bool periodic = now - last_plain_at > std::chrono::seconds(10);
+      for (const auto& t : v.tasks) {
+        std::string key = task_state_name(t.state()) + "/" + phase_name(t.progress().phase());
+        if (last_plain[t.task_id()] != key || periodic) {
+          last_plain[t.task_id()] = key;
+          std::printf("%s\n", task_line(t, rates).c_str());
+        }
+      }
+      if (periodic) last_plain_at = now;
+    }
+    std::fflush(stdout);
+    if (done) {
+      if (!o.json) {
+        std::printf("%s: %s\n", v.title.c_str(), set_state_name(v.state).c_str());
+        for (const auto& t : v.tasks)
+          for (const auto& r : t.reasons())
+            std::printf("  %s %s/%s: %s: %s\n", t.task_id().c_str(), t.agent_name().c_str(), t.component().c_str(),
+                        proto::error_code_name(r.code()).c_str(), r.detail().c_str());
+      }
+      return exit_code_for_state(v.state);
+    }
+    if (cancel) {
+      std::fprintf(stderr, "cairnctl: stopped waiting; the work goes on (see '%s')\n", v.title.c_str());
+      return kExitError;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
+}  // namespace cairn::ctl

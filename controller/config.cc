@@ -1,0 +1,165 @@
+// Reads the controller's TOML file strictly: unknown tables and keys, wrong
+// types and values out of range are all refused with the place they occur.
+#include "controller/config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include "common/util/fs.h"
+
+namespace cairn::controller {
+namespace {
+
+std::string where(const std::string& source, const toml::source_region& r) {
+  if (r.begin.line == 0) return source;
+  return source + ":" + std::to_string(r.begin.line) + ":" + std::to_string(r.begin.column);
+}
+
+[[noreturn]] void fail(const std::string& source, const toml::node& n, const std::string& reason) {
+  throw ConfigError(where(source, n.source()) + ": " + reason);
+}
+
+[[noreturn]] void fail(const std::string& source, const toml::key& k, const std::string& reason) {
+  throw ConfigError(where(source, k.source()) + ": " + reason);
+}
+
+// One table's keys: each handler consumes the value or throws.
+class TableReader {
+ public:
+  TableReader(const std::string& source, const std::string& name, const toml::table& t)
+      : source_(source), name_(name), table_(t) {}
+
+  std::string full(const std::string& key) const { return name_ + "." + key; }
+
+  void string(const std::string& key, std::string& out, bool allow_empty = false) {
+    if (auto n = find(key)) {
+      auto v = n->value<std::string>();
+      if (!n->is_string()) fail(source_, *n, "'" + full(key) + "' must be a string");
+      if (!allow_empty && v->empty()) fail(source_, *n, "'" + full(key) + "' must not be empty");
+      out = *v;
+    }
+  }
+  void integer(const std::string& key, int64_t lo, int64_t hi, int64_t& out) {
+    if (auto n = find(key)) {
+      if (!n->is_integer()) fail(source_, *n, "'" + full(key) + "' must be an integer");
+      int64_t v = *n->value<int64_t>();
+      if (v < lo || v > hi)
+        fail(source_, *n, "'" + full(key) + "' is " + std::to_string(v) + ", must be between " + std::to_string(lo) +
+                              " and " + std::to_string(hi));
+      out = v;
+    }
+  }
+  template <class T>
+  void integer(const std::string& key, int64_t lo, int64_t hi, T& out) {
+    int64_t v = int64_t(out);
+    integer(key, lo, hi, v);
+    out = T(v);
+  }
+  const toml::node* find(const std::string& key) {
+    seen_.insert(key);
+    return table_.get(key);
+  }
+  // Anything not consumed is a key this build does not know.
+  void refuse_unknown() const {
+    for (const auto& [k, v] : table_) {
+      std::string key(k.str());
+      if (!seen_.count(key)) fail(source_, k, "unknown key '" + full(key) + "'");
+    }
+  }
+
+ private:
+  const std::string& source_;
+  std::string name_;
+  const toml::table& table_;
+  std::set<std::string> seen_;
+};
+
+void check_endpoint(const std::string& source, const toml::node* n, const std::string& key, const std::string& v) {
+  if (!n) return;
+  if (v.rfind("tcp://", 0) != 0 && v.rfind("ipc://", 0) != 0)
+    fail(source, *n, "'" + key + "' must be a 'tcp://host:port' or 'ipc://path' endpoint, not '" + v + "'");
+}
+
+}  // namespace
+
+ControllerConfig parse_config(const std::string& text, const std::string& source) {
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(where(source, e.source()) + ": " + std::string(e.description()));
+  }
+  ControllerConfig c;
+  c.source = source;
+  c.controller_id = hostname();
+
+  static const std::set<std::string> kTables = {"controller", "fleet", "operator", "plans"};
+  for (const auto& [k, v] : root) {
+    std::string key(k.str());
+    if (!kTables.count(key)) fail(source, k, "unknown key '" + key + "'");
+    if (!v.is_table()) fail(source, v, "'" + key + "' must be a table ([" + key + "])");
+  }
+
+  if (auto* t = root["controller"].as_table()) {
+    TableReader r(source, "controller", *t);
+    r.string("id", c.controller_id);
+    r.string("data_dir", c.data_dir);
+    r.string("key_dir", c.key_dir);
+    r.string("log_level", c.log_level);
+    static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+    if (!kLevels.count(c.log_level))
+      fail(source, *r.find("log_level"),
+           "'controller.log_level' is '" + c.log_level + "', must be one of trace, debug, info, warn, error, critical, off");
+    r.refuse_unknown();
+  }
+  if (auto* t = root["fleet"].as_table()) {
+    TableReader r(source, "fleet", *t);
+    r.string("listen", c.fleet_listen);
+    check_endpoint(source, r.find("listen"), "fleet.listen", c.fleet_listen);
+    std::string enrolment = c.enrolment_open ? "open" : "closed";
+    r.string("enrolment", enrolment);
+    if (enrolment != "open" && enrolment != "closed")
+      fail(source, *r.find("enrolment"), "'fleet.enrolment' is '" + enrolment + "', must be 'closed' or 'open'");
+    c.enrolment_open = enrolment == "open";
+    r.integer("heartbeat_interval_ms", 100, 60000, c.heartbeat_interval_ms);
+    r.integer("liveness", 2, 100, c.liveness);
+    r.integer("backlog", 1, 65535, c.backlog);
+    r.refuse_unknown();
+  }
+  if (auto* t = root["operator"].as_table()) {
+    TableReader r(source, "operator", *t);
+    r.string("listen", c.operator_listen);
+    check_endpoint(source, r.find("listen"), "operator.listen", c.operator_listen);
+    if (auto* n = r.find("authorized_keys")) {
+      auto* keys = n->as_table();
+      if (!keys) fail(source, *n, "'operator.authorized_keys' must be a table of name = \"key file\"");
+      for (const auto& [name, file] : *keys) {
+        if (!file.is_string() || file.value<std::string>()->empty())
+          fail(source, file, "'operator.authorized_keys." + std::string(name.str()) + "' must be a key file path");
+        c.operator_key_files[std::string(name.str())] = *file.value<std::string>();
+      }
+    }
+    r.refuse_unknown();
+  }
+  if (auto* t = root["plans"].as_table()) {
+    TableReader r(source, "plans", *t);
+    // The agent refuses windows over 7 days (docs/protocol.md).
+    r.integer("validity_seconds", 60, 7 * 24 * 3600, c.plan_validity_seconds);
+    r.integer("lock_ttl_seconds", 60, 30 * 24 * 3600, c.lock_ttl_seconds);
+    r.refuse_unknown();
+  }
+  return c;
+}
+
+ControllerConfig load_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot read the configuration file");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path);
+}
+
+}  // namespace cairn::controller

@@ -1,0 +1,52 @@
+#pragma once
+// The controller's configuration: one TOML file given with --config. Every key
+// is documented with its default in docs/configuration.md (controller
+// section). A key this build does not know, or a value out of range, is
+// refused at start with file:line:column and the reason: a typo must not
+// silently fall back to a default (an open enrolment, a public listen address).
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+
+namespace cairn::controller {
+
+struct ControllerConfig {
+  std::string source;  // the file it was read from, for messages
+
+  // [controller]
+  std::string controller_id;  // names the plan sequence stream; default: host name
+  std::string data_dir = "/var/lib/cairn";
+  std::string key_dir = "/etc/cairn/keys";
+  std::string log_level = "info";
+
+  // [fleet]
+  std::string fleet_listen = "tcp://0.0.0.0:7420";
+  bool enrolment_open = false;
+  uint32_t heartbeat_interval_ms = 2000;
+  uint32_t liveness = 5;
+  int backlog = 1024;
+
+  // [operator]
+  std::string operator_listen = "tcp://127.0.0.1:7421";
+  std::map<std::string, std::string> operator_key_files;  // operator name -> Z85 public key file
+
+  // [plans]
+  int64_t plan_validity_seconds = 3600;
+  int64_t lock_ttl_seconds = 86400;
+
+  std::string catalog_path() const { return data_dir + "/catalog.db"; }
+};
+
+// Thrown with a message "<file>:<line>:<column>: <reason>" (line and column
+// omitted when the problem has no place in the file, e.g. it cannot be read).
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+ControllerConfig load_config(const std::string& path);
+// Parses TOML text; source names it in messages. Used by load_config and tests.
+ControllerConfig parse_config(const std::string& text, const std::string& source);
+
+}  // namespace cairn::controller

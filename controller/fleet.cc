@@ -1,0 +1,549 @@
+// Agent sessions on the fleet socket. Everything an agent sends is checked
+// against the catalog (is this its task, its plan?) before it changes state.
+#include "controller/fleet.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "common/util/error.h"
+#include "controller/wire.h"
+#include "proto/error_code.h"
+
+namespace cairn::controller {
+namespace {
+
+using catalog::TaskState;
+using cairn::v1::ErrorCode;
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+constexpr TaskState kInFlight[] = {TaskState::sent, TaskState::accepted, TaskState::running};
+constexpr TaskState kOpen[] = {TaskState::pending, TaskState::sent, TaskState::accepted, TaskState::running};
+
+catalog::TaskUpdate failed(ErrorCode code, std::string detail) {
+  return catalog::TaskUpdate(TaskState::failed, {{code, std::move(detail), ""}});
+}
+
+}  // namespace
+
+Fleet::Fleet(zmq::socket_t& socket, catalog::Catalog& catalog, const ControllerConfig& config,
+             std::string active_key_id)
+    : socket_(socket), catalog_(catalog), config_(config), active_key_id_(std::move(active_key_id)) {
+  // After a restart nobody is connected: tasks in flight wait one liveness
+  // timeout for their agent to come back and report, then fail.
+  auto now = Clock::now();
+  catalog_.read([&](const catalog::Tx& tx) {
+    for (const auto& a : tx.agents())
+      if (!tx.agent_tasks(a.id, kInFlight).empty()) gone_[a.id] = now;
+  });
+}
+
+std::chrono::milliseconds Fleet::timeout() const {
+  return std::chrono::milliseconds(int64_t(config_.heartbeat_interval_ms) * config_.liveness);
+}
+
+Fleet::Session* Fleet::session_of(const std::string& agent_id) {
+  auto it = by_agent_.find(agent_id);
+  if (it == by_agent_.end()) return nullptr;
+  auto s = sessions_.find(it->second);
+  return s == sessions_.end() ? nullptr : &s->second;
+}
+
+bool Fleet::connected(const std::string& agent_id) const {
+  auto it = by_agent_.find(agent_id);
+  return it != by_agent_.end() && sessions_.count(it->second);
+}
+
+size_t Fleet::connected_count() const { return by_agent_.size(); }
+
+bool Fleet::send(Session& s, const cairn::v1::ControllerMessage& m) {
+  auto frames = fleet_frames(m);
+  try {
+    // ROUTER_MANDATORY is set: a vanished or congested peer fails here
+    // instead of the message disappearing.
+    if (!socket_.send(zmq::buffer(s.routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
+    socket_.send(zmq::buffer(frames[0]), zmq::send_flags::sndmore);
+    socket_.send(zmq::buffer(frames[1]), zmq::send_flags::none);
+  } catch (const zmq::error_t& e) {
+    spdlog::debug("fleet: cannot send to agent '{}': {}", s.agent_id, e.what());
+    return false;
+  }
+  s.last_send = Clock::now();
+  return true;
+}
+
+void Fleet::send_error(const std::string& routing_id, ErrorCode code, const std::string& detail) {
+  cairn::v1::ControllerMessage m;
+  m.mutable_error()->set_code(code);
+  m.mutable_error()->set_detail(detail);
+  auto frames = fleet_frames(m);
+  try {
+    if (!socket_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return;
+    socket_.send(zmq::buffer(frames[0]), zmq::send_flags::sndmore);
+    socket_.send(zmq::buffer(frames[1]), zmq::send_flags::none);
+  } catch (const zmq::error_t&) {
+  }
+}
+
+void Fleet::cut(Session& s) {
+  // libzmq has no call to close one peer of a ROUTER; shutting the TCP
+  // socket down makes its I/O thread tear the connection down. The fd was
+  // seen on this session's latest message, so it is still that connection.
+  if (s.fd >= 0) cutting_[s.routing_id] = {s.fd, Clock::now() + std::chrono::milliseconds(200)};
+  if (!s.agent_id.empty()) by_agent_.erase(s.agent_id);
+  std::string rid = s.routing_id;  // s lives in sessions_
+  sessions_.erase(rid);
+}
+
+void Fleet::on_message(std::vector<zmq::message_t>& frames) {
+  if (frames.empty()) return;
+  std::string routing_id = frames[0].to_string();
+  if (cutting_.count(routing_id)) return;  // revoked: not one more message is read
+  // The ZAP handler put "agent:<z85 key>" here; it cannot be forged by the peer.
+  const char* uid = nullptr;
+  try {
+    uid = frames.size() > 1 ? frames[1].gets("User-Id") : nullptr;
+  } catch (const zmq::error_t&) {
+  }
+  std::string user = uid ? uid : "";
+  if (user.rfind("agent:", 0) != 0) return;
+  auto key = z85_to_key(std::string_view(user).substr(6));
+  if (!key) return;
+
+  auto it = sessions_.find(routing_id);
+  if (it != sessions_.end() && it->second.key != *key) {
+    cut(it->second);
+    it = sessions_.end();
+  }
+  if (it == sessions_.end()) {
+    Session s;
+    s.routing_id = routing_id;
+    s.key = *key;
+    s.last_send = s.last_touch = Clock::time_point{};
+    it = sessions_.emplace(routing_id, s).first;
+  }
+  Session& s = it->second;
+  s.last_recv = Clock::now();
+  int fd = int(frames.size() > 1 ? frames[1].get(ZMQ_SRCFD) : -1);
+  if (fd >= 0) s.fd = fd;
+
+  std::vector<std::string> body;
+  for (size_t i = 1; i < frames.size(); ++i) body.push_back(frames[i].to_string());
+  auto parsed = parse_agent_message(body);
+  if (!parsed.ok()) {
+    spdlog::info("fleet: refused a message from '{}': {}", s.agent_id.empty() ? user : s.agent_id, parsed.detail);
+    send_error(routing_id, parsed.code, parsed.detail);
+    return;
+  }
+  std::string who = s.agent_id.empty() ? user : s.agent_id;  // s may be gone after handle()
+  try {
+    handle(s, parsed.message);
+  } catch (const std::exception& e) {
+    // A catalog failure must not take the fleet down; the agent retries.
+    spdlog::error("fleet: message from agent '{}' failed: {}", who, e.what());
+    send_error(routing_id, cairn::v1::ERROR_CODE_INTERNAL, "controller could not process the message");
+  }
+}
+
+void Fleet::handle(Session& s, const cairn::v1::AgentMessage& m) {
+  using M = cairn::v1::AgentMessage;
+  if (m.body_case() == M::kRegister) return on_register(s, m.register_());
+  if (!s.registered) return send_error(s.routing_id, cairn::v1::ERROR_CODE_NOT_REGISTERED, "send 'register' first");
+  if (!s.approved)
+    return send_error(s.routing_id, cairn::v1::ERROR_CODE_AGENT_PENDING, "agent waits for an operator's approval");
+  // Liveness in the catalog is for `agent list`; coarse is enough.
+  if (Clock::now() - s.last_touch > std::chrono::seconds(10)) {
+    s.last_touch = Clock::now();
+    catalog_.transaction("agent:" + s.agent_id, [&](catalog::Tx& tx) { tx.touch_agent(s.agent_id); });
+  }
+  switch (m.body_case()) {
+    case M::kHeartbeat:
+      for (const auto& id : m.heartbeat().running_task_ids()) unconfirmed_.erase(id);
+      return;
+    case M::kPlanAck:
+      return on_plan_ack(s, m.plan_ack());
+    case M::kProgress:
+      unconfirmed_.erase(m.progress().task_id());
+      progress_[m.progress().task_id()] = {s.agent_id, m.progress()};
+      return;
+    case M::kTaskResult:
+      return on_task_result(s, m.task_result());
+    case M::kError:
+      spdlog::warn("fleet: agent '{}' refused a message: {} {}", s.agent_id, proto::error_code_name(m.error().code()),
+                   m.error().detail());
+      return;
+    case M::kKeyAck:
+      spdlog::info("fleet: agent '{}' answered key announcement '{}': {}", s.agent_id, m.key_ack().announcement_id(),
+                   m.key_ack().accepted() ? "accepted" : proto::error_code_name(m.key_ack().reason()));
+      return;
+    default:
+      return send_error(s.routing_id, cairn::v1::ERROR_CODE_UNEXPECTED_MESSAGE, "unexpected message");
+  }
+}
+
+void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
+  std::vector<catalog::Component> components;
+  for (const auto& c : r.components()) components.push_back({c.name(), c.driver(), c.can_restore()});
+  std::string refusal;
+  ErrorCode refusal_code = cairn::v1::ERROR_CODE_OK;
+  auto agent = catalog_.transaction("agent:" + r.agent_name(), [&](catalog::Tx& tx) -> std::optional<catalog::Agent> {
+    auto a = tx.agent_by_key(s.key);
+    if (!a) {
+      // Only reachable with enrolment open: ZAP refuses unknown keys otherwise.
+      if (!config_.enrolment_open) {
+        refusal_code = cairn::v1::ERROR_CODE_AGENT_PENDING;
+        refusal = "enrolment is closed";
+        return std::nullopt;
+      }
+      if (tx.agent(r.agent_name())) {
+        refusal_code = cairn::v1::ERROR_CODE_UNEXPECTED_MESSAGE;
+        refusal = "the name '" + r.agent_name() + "' belongs to another agent's key";
+        return std::nullopt;
+      }
+      tx.enrol_agent(r.agent_name(), s.key, r.hostname(), r.agent_version());
+      a = tx.agent_by_key(s.key);
+    }
+    if (a->state == catalog::AgentState::revoked) {
+      refusal_code = cairn::v1::ERROR_CODE_AGENT_REVOKED;
+      refusal = "agent '" + a->name + "' is revoked";
+      return a;
+    }
+    auto other = tx.agent(r.agent_name());
+    if (other && other->id != a->id) {
+      refusal_code = cairn::v1::ERROR_CODE_UNEXPECTED_MESSAGE;
+      refusal = "the name '" + r.agent_name() + "' belongs to another agent's key";
+      return std::nullopt;
+    }
+    tx.update_agent_identity(a->id, r.agent_name(), r.hostname(), r.agent_version());
+    tx.set_agent_components(a->id, components);
+    tx.touch_agent(a->id);
+    if (a->state == catalog::AgentState::approved) tx.raise_plan_sequence(a->id, r.highest_sequence());
+    return tx.agent(a->id);
+  });
+  if (refusal_code != cairn::v1::ERROR_CODE_OK) {
+    spdlog::warn("fleet: register of '{}' refused: {}", r.agent_name(), refusal);
+    send_error(s.routing_id, refusal_code, refusal);
+    if (refusal_code == cairn::v1::ERROR_CODE_AGENT_REVOKED) cut(s);
+    return;
+  }
+  // A second connection of the same agent replaces the first.
+  if (auto* old = session_of(agent->id); old && old != &s) {
+    by_agent_.erase(agent->id);
+    sessions_.erase(old->routing_id);
+  }
+  s.agent_id = agent->id;
+  s.registered = true;
+  s.approved = agent->state == catalog::AgentState::approved;
+  s.last_touch = Clock::now();
+  by_agent_[agent->id] = s.routing_id;
+
+  cairn::v1::ControllerMessage reply;
+  auto* rr = reply.mutable_register_reply();
+  rr->set_agent_id(agent->id);
+  rr->set_state(s.approved ? cairn::v1::AGENT_STATE_APPROVED : cairn::v1::AGENT_STATE_PENDING);
+  rr->set_heartbeat_interval_ms(config_.heartbeat_interval_ms);
+  rr->set_liveness(config_.liveness);
+  rr->add_controller_key_ids(active_key_id_);
+  rr->set_server_time(unix_now());
+  send(s, reply);
+  spdlog::info("fleet: agent '{}' ({}) registered, {}", agent->name, agent->id, s.approved ? "approved" : "pending");
+  if (!s.approved) return;
+  gone_.erase(agent->id);
+  reconcile(s, r);
+  deliver(agent->id);
+}
+
+void Fleet::reconcile(Session& s, const cairn::v1::Register& r) {
+  std::set<std::string> running(r.running_task_ids().begin(), r.running_task_ids().end());
+  std::vector<std::string> resend;
+  catalog_.transaction("agent:" + s.agent_id, [&](catalog::Tx& tx) {
+    for (const auto& t : tx.agent_tasks(s.agent_id, kInFlight)) {
+      if (running.count(t.id)) {
+        // The agent runs it: a lost PlanAck or a controller restart left it behind.
+        if (t.state == TaskState::sent) tx.update_task(t.id, catalog::TaskUpdate(TaskState::accepted));
+        continue;
+      }
+      auto plan = t.plan_id ? tx.plan(*t.plan_id) : std::nullopt;
+      if (t.state == TaskState::sent && plan && plan->state == "issued" && plan->sequence > r.highest_sequence() &&
+          plan->expires_at > tx.now() && !plan->envelope.empty()) {
+        // Never accepted by the agent (its journal is below this sequence): send again.
+        resend.push_back(plan->id);
+        continue;
+      }
+      // Finished or forgotten while we were apart: wait one timeout for a result.
+      unconfirmed_.emplace(t.id, Clock::now() + timeout());
+    }
+  });
+  std::sort(resend.begin(), resend.end());
+  resend.erase(std::unique(resend.begin(), resend.end()), resend.end());
+  for (const auto& id : resend) {
+    auto plan = catalog_.read([&](const catalog::Tx& tx) { return tx.plan(id); });
+    cairn::v1::ControllerMessage m;
+    m.set_plan(std::string(plan->envelope.begin(), plan->envelope.end()));
+    send(s, m);
+  }
+}
+
+void Fleet::deliver(const std::string& agent_id) {
+  Session* s = session_of(agent_id);
+  if (!s || !s->registered || !s->approved) return;
+  auto plans = catalog_.read([&](const catalog::Tx& tx) { return tx.undelivered_plans(agent_id); });
+  for (const auto& p : plans) {
+    cairn::v1::ControllerMessage m;
+    m.set_plan(std::string(p.envelope.begin(), p.envelope.end()));
+    if (!send(*s, m)) continue;  // stays pending; retried at the next Register
+    catalog_.transaction("controller", [&](catalog::Tx& tx) {
+      for (const auto& t : tx.tasks_of_plan(p.id))
+        if (t.state == TaskState::pending) tx.update_task(t.id, catalog::TaskUpdate(TaskState::sent));
+    });
+    spdlog::info("fleet: plan '{}' (sequence {}) sent to agent '{}'", p.id, p.sequence, agent_id);
+  }
+}
+
+void Fleet::on_plan_ack(Session& s, const cairn::v1::PlanAck& a) {
+  std::string problem;
+  catalog_.transaction("agent:" + s.agent_id, [&](catalog::Tx& tx) {
+    std::optional<catalog::PlanRecord> plan;
+    if (!a.plan_id().empty()) plan = tx.plan(a.plan_id());
+    if (!plan && a.sequence() > 0) {
+      // A rejection before the payload parsed carries no plan id; the
+      // sequence is unique per agent when it comes with one.
+      for (const auto& t : tx.agent_tasks(s.agent_id, kInFlight))
+        if (t.plan_id)
+          if (auto p = tx.plan(*t.plan_id); p && p->sequence == a.sequence()) plan = p;
+    }
+    if (!plan || plan->agent_id != s.agent_id) {
+      problem = "no plan '" + a.plan_id() + "' was issued to this agent";
+      tx.audit({"plan.ack_unmatched", "agent:" + s.agent_id, "refused", proto::error_code_name(a.reason()),
+                {{"plan_id", a.plan_id()}, {"accepted", a.accepted()}, {"detail", a.detail()}}});
+      return;
+    }
+    if (plan->state != "issued") {
+      problem = "plan '" + plan->id + "' was already answered or expired";
+      return;
+    }
+    for (const auto& t : tx.tasks_of_plan(plan->id))
+      if (t.state == TaskState::pending) tx.update_task(t.id, catalog::TaskUpdate(TaskState::sent));
+    tx.record_plan_ack(plan->id, a.accepted(), a.reason(), a.detail());
+  });
+  if (!problem.empty()) {
+    spdlog::warn("fleet: plan ack from agent '{}' ignored: {}", s.agent_id, problem);
+    return;
+  }
+  spdlog::info("fleet: agent '{}' {} plan '{}'{}", s.agent_id, a.accepted() ? "accepted" : "rejected", a.plan_id(),
+               a.accepted() ? "" : ": " + proto::error_code_name(a.reason()) + " " + a.detail());
+}
+
+void Fleet::on_task_result(Session& s, const cairn::v1::TaskResult& r) {
+  flush_progress();
+  unconfirmed_.erase(r.task_id());
+  std::string problem;
+  catalog_.transaction("agent:" + s.agent_id, [&](catalog::Tx& tx) {
+    auto t = tx.task(r.task_id());
+    if (!t || t->agent_id != s.agent_id) {
+      problem = "no task '" + r.task_id() + "' of this agent";
+      return;
+    }
+    if (catalog::is_terminal(t->state)) {
+      problem = "task '" + t->id + "' already ended '" + std::string(to_string(t->state)) + "'";
+      return;
+    }
+    if (t->state == TaskState::pending || t->state == TaskState::sent) {
+      // A result proves the plan was accepted even if its ack was lost.
+      if (t->state == TaskState::pending) tx.update_task(t->id, catalog::TaskUpdate(TaskState::sent));
+      tx.update_task(t->id, catalog::TaskUpdate(TaskState::accepted));
+    }
+    catalog::TaskUpdate u;
+    for (const auto& why : r.reasons()) u.reasons.push_back({why.code(), why.detail(), why.item()});
+    if (!r.snapshot_id().empty()) u.snapshot_id = r.snapshot_id();
+    if (!r.manifest_digest().empty()) u.manifest_digest = r.manifest_digest();
+    u.bytes = r.bytes();
+    u.files = r.files();
+    switch (r.outcome()) {
+      case cairn::v1::TASK_OUTCOME_SUCCEEDED:
+        u.to = TaskState::succeeded;
+        if (t->kind == catalog::TaskKind::backup && (!u.snapshot_id || !u.manifest_digest)) {
+          u.to = TaskState::failed;
+          u.reasons.push_back({cairn::v1::ERROR_CODE_MALFORMED_MESSAGE,
+                               "agent reported success without a snapshot id and manifest digest", ""});
+        }
+        break;
+      case cairn::v1::TASK_OUTCOME_PARTIAL:
+        u.to = TaskState::partial;
+        break;
+      default:
+        u.to = TaskState::failed;
+        break;
+    }
+    if (catalog::needs_reason(u.to) && u.reasons.empty())
+      u.reasons.push_back({cairn::v1::ERROR_CODE_INTERNAL,
+                           "agent reported '" + std::string(to_string(u.to)) + "' without a reason", ""});
+    tx.update_task(t->id, u);
+    // The safety backup runs inside the restore task; its snapshot comes back
+    // on the restore's result and ends the safety set's task for that component.
+    if (t->kind == catalog::TaskKind::restore && t->plan_id)
+      for (const auto& other : tx.tasks_of_plan(*t->plan_id)) {
+        if (other.kind != catalog::TaskKind::backup || catalog::is_terminal(other.state)) continue;
+        if (other.state == TaskState::pending) tx.update_task(other.id, catalog::TaskUpdate(TaskState::sent));
+        if (other.state == TaskState::pending || other.state == TaskState::sent)
+          tx.update_task(other.id, catalog::TaskUpdate(TaskState::accepted));
+        if (other.component == t->component && !r.safety_snapshot_id().empty()) {
+          catalog::TaskUpdate su(TaskState::succeeded);
+          su.snapshot_id = r.safety_snapshot_id();
+          // Snapshot ids are the manifest's content address in the repository.
+          su.manifest_digest = r.safety_snapshot_id();
+          tx.update_task(other.id, su);
+        } else {
+          tx.update_task(other.id, failed(cairn::v1::ERROR_CODE_SNAPSHOT_FAILED,
+                                          "agent reported no safety snapshot with restore task '" + t->id +
+                                              "' (nothing to save there, or the safety backup failed; see its reasons)"));
+        }
+      }
+  });
+  if (!problem.empty()) {
+    spdlog::warn("fleet: task result from agent '{}' ignored: {}", s.agent_id, problem);
+    send_error(s.routing_id, cairn::v1::ERROR_CODE_UNEXPECTED_MESSAGE, problem);
+    return;
+  }
+  spdlog::info("fleet: task '{}' of agent '{}' ended {}", r.task_id(), s.agent_id,
+               cairn::v1::TaskOutcome_Name(r.outcome()));
+}
+
+void Fleet::flush_progress() {
+  if (progress_.empty()) return;
+  auto batch = std::move(progress_);
+  progress_.clear();
+  try {
+    catalog_.transaction("controller", [&](catalog::Tx& tx) {
+      for (const auto& [task_id, entry] : batch) {
+        const auto& [agent_id, p] = entry;
+        auto t = tx.task(task_id);
+        if (!t || t->agent_id != agent_id || catalog::is_terminal(t->state)) continue;
+        if (t->state == TaskState::sent) tx.update_task(t->id, catalog::TaskUpdate(TaskState::accepted));
+        if (t->state == TaskState::sent || t->state == TaskState::accepted)
+          tx.update_task(t->id, catalog::TaskUpdate(TaskState::running));
+        if (t->state == TaskState::pending) continue;
+        catalog::TaskProgress tp;
+        tp.phase = p.phase();
+        tp.bytes_done = p.bytes_done();
+        tp.bytes_total = p.bytes_total();
+        tp.files_done = p.files_done();
+        tp.files_total = p.files_total();
+        tp.current_item = p.current_item();
+        if (p.at() > 0) tp.at = p.at();
+        tx.set_task_progress(t->id, tp);
+      }
+    });
+  } catch (const std::exception& e) {
+    spdlog::error("fleet: cannot record progress: {}", e.what());
+  }
+}
+
+void Fleet::lose(const std::string& agent_id, ErrorCode code, const std::string& detail, bool include_pending) {
+  catalog_.transaction("controller", [&](catalog::Tx& tx) {
+    auto tasks = include_pending ? tx.agent_tasks(agent_id, kOpen) : tx.agent_tasks(agent_id, kInFlight);
+    for (const auto& t : tasks) {
+      if (auto cur = tx.task(t.id); !cur || catalog::is_terminal(cur->state)) continue;  // ended with a sibling
+      tx.update_task(t.id, failed(code, detail));
+      unconfirmed_.erase(t.id);
+    }
+  });
+}
+
+void Fleet::revoke(const std::string& agent_id) {
+  if (Session* s = session_of(agent_id)) {
+    send_error(s->routing_id, cairn::v1::ERROR_CODE_AGENT_REVOKED, "agent key revoked by an operator");
+    cut(*s);
+  }
+  gone_.erase(agent_id);
+  lose(agent_id, cairn::v1::ERROR_CODE_AGENT_REVOKED, "agent revoked by an operator", /*include_pending=*/true);
+}
+
+void Fleet::reconnect(const std::string& agent_id) {
+  if (Session* s = session_of(agent_id)) cut(*s);
+}
+
+void Fleet::sweep() {
+  auto now = Clock::now();
+  // Agents without a word for `liveness` intervals are lost.
+  std::vector<std::string> dead;
+  for (auto& [rid, s] : sessions_)
+    if (now - s.last_recv > timeout()) dead.push_back(rid);
+  for (const auto& rid : dead) {
+    Session s = sessions_[rid];
+    sessions_.erase(rid);
+    if (s.agent_id.empty()) continue;
+    by_agent_.erase(s.agent_id);
+    if (!s.approved) continue;
+    spdlog::warn("fleet: agent '{}' lost (no message for {} ms)", s.agent_id, timeout().count());
+    lose(s.agent_id, cairn::v1::ERROR_CODE_AGENT_LOST,
+         "no word from the agent for " + std::to_string(timeout().count()) + " ms", false);
+  }
+  // Agents that did not come back after a controller restart.
+  for (auto it = gone_.begin(); it != gone_.end();) {
+    if (now - it->second > timeout() && !connected(it->first)) {
+      spdlog::warn("fleet: agent '{}' did not return; failing its tasks in flight", it->first);
+      lose(it->first, cairn::v1::ERROR_CODE_AGENT_LOST,
+           "agent did not reconnect within the liveness timeout after a controller restart", false);
+      it = gone_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // Tasks a re-registered agent no longer runs and never reported.
+  std::vector<std::string> overdue;
+  for (const auto& [task_id, deadline] : unconfirmed_)
+    if (now > deadline) overdue.push_back(task_id);
+  if (!overdue.empty()) {
+    catalog_.transaction("controller", [&](catalog::Tx& tx) {
+      for (const auto& id : overdue) {
+        auto t = tx.task(id);
+        if (t && !catalog::is_terminal(t->state))
+          tx.update_task(id, failed(cairn::v1::ERROR_CODE_AGENT_LOST,
+                                    "agent reconnected without this task running and sent no result"));
+        unconfirmed_.erase(id);
+      }
+    });
+  }
+  // Plans that expired undelivered or unanswered: their tasks are missed.
+  auto expired = catalog_.transaction("controller", [&](catalog::Tx& tx) { return tx.expire_plans(); });
+  for (const auto& id : expired) spdlog::warn("fleet: plan '{}' expired unanswered; its tasks are missed", id);
+}
+
+void Fleet::tick() {
+  auto now = Clock::now();
+  for (auto it = cutting_.begin(); it != cutting_.end();) {
+    if (now < it->second.second) {
+      ++it;
+      continue;
+    }
+    ::shutdown(it->second.first, SHUT_RDWR);
+    it = cutting_.erase(it);
+  }
+  auto interval = std::chrono::milliseconds(config_.heartbeat_interval_ms);
+  for (auto& [rid, s] : sessions_) {
+    if (!s.registered || now - s.last_send < interval) continue;
+    cairn::v1::ControllerMessage m;
+    m.mutable_heartbeat()->set_sent_at(unix_now());
+    send(s, m);
+  }
+  if (now - last_flush_ > std::chrono::milliseconds(250)) {
+    last_flush_ = now;
+    flush_progress();
+  }
+  if (now - last_sweep_ > std::chrono::seconds(1)) {
+    last_sweep_ = now;
+    try {
+      sweep();
+    } catch (const std::exception& e) {
+      spdlog::error("fleet: periodic sweep failed: {}", e.what());
+    }
+  }
+}
+
+}  // namespace cairn::controller

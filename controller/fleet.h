@@ -1,0 +1,90 @@
+#pragma once
+// The fleet side of the controller: one session per connected agent over the
+// ROUTER socket, Register, heartbeats both ways with liveness counting, plan
+// delivery, acknowledgements, progress and task results.
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "controller/catalog/catalog.h"
+#include "controller/config.h"
+#include "controller/keyfiles.h"
+#include "proto/cairn.pb.h"
+
+namespace cairn::controller {
+
+using Clock = std::chrono::steady_clock;
+
+class Fleet {
+ public:
+  Fleet(zmq::socket_t& socket, catalog::Catalog& catalog, const ControllerConfig& config,
+        std::string active_key_id);
+
+  // One message as the ROUTER delivered it: [routing id][frames...]. Never
+  // throws: bad input is answered or dropped.
+  void on_message(std::vector<zmq::message_t>& frames);
+  // Heartbeats, liveness, plan expiry, progress flush; call often (≥ 10/s).
+  void tick();
+
+  // Sends the agent's undelivered plans when it is connected and registered.
+  void deliver(const std::string& agent_id);
+  // Revocation: tells the agent, closes its connection, fails its open tasks.
+  void revoke(const std::string& agent_id);
+  // Approval of a pending agent that is connected: close its connection so it
+  // registers again, now as approved.
+  void reconnect(const std::string& agent_id);
+
+  bool connected(const std::string& agent_id) const;
+  size_t connected_count() const;
+
+ private:
+  struct Session {
+    std::string routing_id;
+    CurveKey key{};
+    std::string agent_id;  // empty until Register
+    bool registered = false;
+    bool approved = false;
+    int fd = -1;  // the connection's socket, to cut it on revocation
+    Clock::time_point last_recv, last_send;
+    Clock::time_point last_touch;
+  };
+
+  void handle(Session& s, const cairn::v1::AgentMessage& m);
+  void on_register(Session& s, const cairn::v1::Register& r);
+  void on_plan_ack(Session& s, const cairn::v1::PlanAck& a);
+  void on_task_result(Session& s, const cairn::v1::TaskResult& r);
+  void reconcile(Session& s, const cairn::v1::Register& r);
+
+  bool send(Session& s, const cairn::v1::ControllerMessage& m);
+  void send_error(const std::string& routing_id, cairn::v1::ErrorCode code, const std::string& detail);
+  void cut(Session& s);
+  void lose(const std::string& agent_id, cairn::v1::ErrorCode code, const std::string& detail,
+            bool include_pending);
+  void flush_progress();
+  void sweep();
+  std::chrono::milliseconds timeout() const;
+  Session* session_of(const std::string& agent_id);
+
+  zmq::socket_t& socket_;
+  catalog::Catalog& catalog_;
+  const ControllerConfig& config_;
+  std::string active_key_id_;
+
+  std::map<std::string, Session> sessions_;          // routing id -> session
+  std::map<std::string, std::string> by_agent_;      // agent id -> routing id
+  std::map<std::string, Clock::time_point> gone_;    // agent id -> since when no session (in-flight tasks)
+  std::map<std::string, Clock::time_point> unconfirmed_;  // task id -> deadline for its result
+  std::map<std::string, std::pair<std::string, cairn::v1::Progress>> progress_;  // task id -> (agent id, latest)
+  // Revoked connections: messages from them are dropped at once, the TCP
+  // connection is shut a moment later so the AGENT_REVOKED reply leaves first.
+  std::map<std::string, std::pair<int, Clock::time_point>> cutting_;  // routing id -> (fd, when)
+  Clock::time_point last_sweep_{};
+  Clock::time_point last_flush_{};
+};
+
+}  // namespace cairn::controller

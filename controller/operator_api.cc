@@ -1,0 +1,200 @@
+// Operator requests against the catalog and the fleet.
+#include "controller/operator_api.h"
+
+#include <spdlog/spdlog.h>
+
+#include "cairn/version.h"
+#include "common/util/error.h"
+#include "controller/keyfiles.h"
+
+namespace cairn::controller {
+namespace {
+
+using cairn::v1::ErrorCode;
+
+cairn::v1::TaskState wire_state(catalog::TaskState s) { return cairn::v1::TaskState(int(s) + 1); }
+cairn::v1::SetState wire_state(catalog::SetState s) { return cairn::v1::SetState(int(s) + 1); }
+cairn::v1::AgentState wire_state(catalog::AgentState s) { return cairn::v1::AgentState(int(s) + 1); }
+
+void fill_task(const catalog::Tx& tx, const catalog::Task& t, cairn::v1::TaskInfo& out) {
+  out.set_task_id(t.id);
+  out.set_agent_id(t.agent_id);
+  if (auto a = tx.agent(t.agent_id)) out.set_agent_name(a->name);
+  out.set_component(t.component);
+  out.set_kind(t.kind == catalog::TaskKind::backup ? cairn::v1::TASK_KIND_BACKUP : cairn::v1::TASK_KIND_RESTORE);
+  out.set_state(wire_state(t.state));
+  for (const auto& r : t.reasons) {
+    auto* w = out.add_reasons();
+    w->set_code(r.code);
+    w->set_detail(r.detail);
+    w->set_item(r.item);
+  }
+  auto* p = out.mutable_progress();
+  p->set_task_id(t.id);
+  p->set_phase(t.progress.phase);
+  p->set_bytes_done(t.progress.bytes_done);
+  p->set_bytes_total(t.progress.bytes_total);
+  p->set_files_done(t.progress.files_done);
+  p->set_files_total(t.progress.files_total);
+  p->set_current_item(t.progress.current_item);
+  p->set_at(t.progress.at.value_or(0));
+  if (t.snapshot_id) out.set_snapshot_id(*t.snapshot_id);
+  if (t.manifest_digest) out.set_manifest_digest(*t.manifest_digest);
+  out.set_updated_at(t.updated_at);
+}
+
+}  // namespace
+
+void OperatorApi::fill_set(const catalog::Tx& tx, const std::string& id, cairn::v1::BackupSetInfo& out) const {
+  auto s = tx.backup_set(id);
+  if (!s) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no backup set '" + id + "'");
+  out.set_backup_set_id(s->id);
+  out.set_created_at(s->created_at);
+  out.set_requested_by(s->requested_by);
+  out.set_state(wire_state(s->state));
+  out.set_finished_at(s->finished_at.value_or(0));
+  for (const auto& t : tx.tasks_of_set(id)) fill_task(tx, t, *out.add_tasks());
+}
+
+void OperatorApi::fill_restore(const catalog::Tx& tx, const std::string& id, cairn::v1::RestoreInfo& out) const {
+  auto r = tx.restore(id);
+  if (!r) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no restore '" + id + "'");
+  out.set_restore_id(r->id);
+  out.set_backup_set_id(r->source_set_id);
+  out.set_state(wire_state(r->state));
+  out.set_safety_backup_set_id(r->safety_set_id.value_or(""));
+  out.set_created_at(r->created_at);
+  out.set_finished_at(r->finished_at.value_or(0));
+  // The safety backup's tasks come first: they run first and can stop the restore.
+  if (r->safety_set_id)
+    for (const auto& t : tx.tasks_of_set(*r->safety_set_id)) fill_task(tx, t, *out.add_tasks());
+  for (const auto& t : tx.tasks_of_restore(id)) fill_task(tx, t, *out.add_tasks());
+}
+
+void OperatorApi::fill_agent(const catalog::Tx& tx, const catalog::Agent& a, cairn::v1::AgentInfo& out) const {
+  out.set_agent_id(a.id);
+  out.set_name(a.name);
+  out.set_curve_public_key(key_to_z85(a.curve_public_key));
+  out.set_state(wire_state(a.state));
+  out.set_last_seen(a.last_seen_at.value_or(0));
+  out.set_connected(fleet_.connected(a.id));
+  for (const auto& c : tx.agent_components(a.id)) {
+    auto* w = out.add_components();
+    w->set_name(c.name);
+    w->set_driver(c.driver);
+    w->set_can_restore(c.can_restore);
+  }
+}
+
+cairn::v1::OperatorResponse OperatorApi::handle(const std::string& actor, const cairn::v1::OperatorRequest& q) {
+  cairn::v1::OperatorResponse r;
+  r.set_request_id(q.request_id());
+  try {
+    dispatch(actor, q, r);
+    r.set_code(cairn::v1::ERROR_CODE_OK);
+  } catch (const OpError& e) {
+    r.clear_body();
+    r.set_code(e.code());
+    r.set_detail(e.what());
+  } catch (const Error& e) {
+    r.clear_body();
+    r.set_code(e.code() == Errc::not_found       ? cairn::v1::ERROR_CODE_NOT_FOUND
+               : e.code() == Errc::invalid_input ? cairn::v1::ERROR_CODE_CONFLICT
+                                                 : cairn::v1::ERROR_CODE_INTERNAL);
+    r.set_detail(e.what());
+  } catch (const std::exception& e) {
+    spdlog::error("operator: request from '{}' failed: {}", actor, e.what());
+    r.clear_body();
+    r.set_code(cairn::v1::ERROR_CODE_INTERNAL);
+    r.set_detail("internal error; see the controller's log");
+  }
+  return r;
+}
+
+void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRequest& q,
+                           cairn::v1::OperatorResponse& r) {
+  using Q = cairn::v1::OperatorRequest;
+  switch (q.body_case()) {
+    case Q::kBackupCreate: {
+      auto o = orders_.create_backup(actor, q.backup_create().selector());
+      spdlog::info("operator: '{}' created backup set '{}' for {} agent(s)", actor, o.id, o.agent_ids.size());
+      for (const auto& a : o.agent_ids) fleet_.deliver(a);
+      catalog_.read([&](const catalog::Tx& tx) { fill_set(tx, o.id, *r.mutable_backup_set()); });
+      return;
+    }
+    case Q::kBackupList: {
+      size_t limit = q.backup_list().limit() ? q.backup_list().limit() : 50;
+      catalog_.read([&](const catalog::Tx& tx) {
+        for (const auto& s : tx.backup_sets(limit)) {
+          auto* w = r.mutable_backup_list()->add_sets();
+          w->set_backup_set_id(s.id);
+          w->set_created_at(s.created_at);
+          w->set_requested_by(s.requested_by);
+          w->set_state(wire_state(s.state));
+          w->set_finished_at(s.finished_at.value_or(0));
+        }
+      });
+      r.mutable_backup_list();
+      return;
+    }
+    case Q::kBackupShow:
+      catalog_.read([&](const catalog::Tx& tx) { fill_set(tx, q.backup_show().backup_set_id(), *r.mutable_backup_set()); });
+      return;
+    case Q::kRestore: {
+      auto o = orders_.create_restore(actor, q.restore());
+      spdlog::info("operator: '{}' created restore '{}' for {} agent(s)", actor, o.id, o.agent_ids.size());
+      for (const auto& a : o.agent_ids) fleet_.deliver(a);
+      catalog_.read([&](const catalog::Tx& tx) { fill_restore(tx, o.id, *r.mutable_restore()); });
+      return;
+    }
+    case Q::kRestoreShow:
+      catalog_.read([&](const catalog::Tx& tx) { fill_restore(tx, q.restore_show().restore_id(), *r.mutable_restore()); });
+      return;
+    case Q::kAgentList:
+      catalog_.read([&](const catalog::Tx& tx) {
+        for (const auto& a : tx.agents()) fill_agent(tx, a, *r.mutable_agent_list()->add_agents());
+      });
+      r.mutable_agent_list();
+      return;
+    case Q::kAgentApprove:
+    case Q::kAgentRevoke: {
+      bool approve = q.body_case() == Q::kAgentApprove;
+      const std::string& who = approve ? q.agent_approve().agent() : q.agent_revoke().agent();
+      auto agent = catalog_.transaction(actor, [&](catalog::Tx& tx) {
+        auto a = tx.agent(who);
+        if (!a) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no agent '" + who + "'");
+        if (a->state == catalog::AgentState::revoked && approve)
+          throw OpError(cairn::v1::ERROR_CODE_CONFLICT,
+                        "agent '" + a->name + "' is revoked; revocation is final, enrol it again with a new key");
+        tx.set_agent_state(a->id, approve ? catalog::AgentState::approved : catalog::AgentState::revoked);
+        return *tx.agent(a->id);
+      });
+      spdlog::info("operator: '{}' {} agent '{}' ({})", actor, approve ? "approved" : "revoked", agent.name, agent.id);
+      if (approve)
+        fleet_.reconnect(agent.id);
+      else
+        fleet_.revoke(agent.id);
+      catalog_.read([&](const catalog::Tx& tx) { fill_agent(tx, *tx.agent(agent.id), *r.mutable_agent()); });
+      return;
+    }
+    case Q::kStatus:
+      catalog_.read([&](const catalog::Tx& tx) {
+        auto* s = r.mutable_status();
+        s->set_controller_version(CAIRN_VERSION);
+        for (const auto& a : tx.agents()) {
+          if (a.state == catalog::AgentState::approved) s->set_agents_approved(s->agents_approved() + 1);
+          if (a.state == catalog::AgentState::pending) s->set_agents_pending(s->agents_pending() + 1);
+        }
+        s->set_agents_connected(uint32_t(fleet_.connected_count()));
+        s->set_sets_running(uint32_t(tx.running_backup_sets()));
+        s->set_active_key_id(active_key_id_);
+        s->set_audit_outbox_pending(uint64_t(tx.audit_outbox_pending()));
+      });
+      return;
+    case Q::BODY_NOT_SET:
+      break;
+  }
+  throw OpError(cairn::v1::ERROR_CODE_MALFORMED_MESSAGE, "request has no body");
+}
+
+}  // namespace cairn::controller

@@ -1,0 +1,34 @@
+#pragma once
+// The operator API: one OperatorRequest in, one OperatorResponse out
+// (docs/protocol.md § Operator API). The actor of every change is the
+// operator the ZAP handler authenticated.
+#include <string>
+
+#include "controller/catalog/catalog.h"
+#include "controller/fleet.h"
+#include "controller/orders.h"
+#include "proto/cairn.pb.h"
+
+namespace cairn::controller {
+
+class OperatorApi {
+ public:
+  OperatorApi(catalog::Catalog& catalog, Fleet& fleet, Orders& orders, std::string active_key_id)
+      : catalog_(catalog), fleet_(fleet), orders_(orders), active_key_id_(std::move(active_key_id)) {}
+
+  // actor is "operator:<name>". Never throws.
+  cairn::v1::OperatorResponse handle(const std::string& actor, const cairn::v1::OperatorRequest& request);
+
+ private:
+  void dispatch(const std::string& actor, const cairn::v1::OperatorRequest& q, cairn::v1::OperatorResponse& r);
+  void fill_set(const catalog::Tx& tx, const std::string& id, cairn::v1::BackupSetInfo& out) const;
+  void fill_restore(const catalog::Tx& tx, const std::string& id, cairn::v1::RestoreInfo& out) const;
+  void fill_agent(const catalog::Tx& tx, const catalog::Agent& a, cairn::v1::AgentInfo& out) const;
+
+  catalog::Catalog& catalog_;
+  Fleet& fleet_;
+  Orders& orders_;
+  std::string active_key_id_;
+};
+
+}  // namespace cairn::controller

@@ -1,0 +1,46 @@
+#pragma once
+// Turning an operator's request into catalog rows and signed plans: a backup
+// set (or restore) with one task per (approved agent, declared component), one
+// plan per agent with the next sequence, all in one transaction with its
+// audit events. Delivery is the fleet's job (Fleet::deliver).
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/plan/signing_key.h"
+#include "controller/catalog/catalog.h"
+#include "controller/config.h"
+#include "proto/cairn.pb.h"
+
+namespace cairn::controller {
+
+// A request refused with a wire code (NOT_FOUND, NOTHING_SELECTED, CONFLICT...).
+class OpError : public std::runtime_error {
+ public:
+  OpError(cairn::v1::ErrorCode code, std::string detail) : std::runtime_error(std::move(detail)), code_(code) {}
+  cairn::v1::ErrorCode code() const { return code_; }
+
+ private:
+  cairn::v1::ErrorCode code_;
+};
+
+struct Ordered {
+  std::string id;                      // backup set or restore id
+  std::vector<std::string> agent_ids;  // agents with a new plan
+};
+
+class Orders {
+ public:
+  Orders(catalog::Catalog& catalog, const ControllerConfig& config, const plan::SigningKey& key)
+      : catalog_(catalog), config_(config), key_(key) {}
+
+  Ordered create_backup(const std::string& actor, const cairn::v1::Selector& selector);
+  Ordered create_restore(const std::string& actor, const cairn::v1::RestoreRequest& request);
+
+ private:
+  catalog::Catalog& catalog_;
+  const ControllerConfig& config_;
+  const plan::SigningKey& key_;
+};
+
+}  // namespace cairn::controller

@@ -1,0 +1,167 @@
+// Startup (keys, operators, sockets) and the poll loop.
+#include "controller/server.h"
+
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "common/util/error.h"
+#include "common/util/fs.h"
+#include "controller/keyfiles.h"
+#include "controller/wire.h"
+#include "proto/protocol.h"
+
+namespace cairn::controller {
+namespace {
+
+// Frames kept per message: more than the protocol uses means a bad message,
+// and keeping them all would let a peer make us hold any number of frames.
+constexpr size_t kMaxFrames = 4;
+
+// Receives one whole multipart message without blocking; extra frames are
+// read and dropped (the message is then marked by a frame count of
+// kMaxFrames + 1 so the parser refuses it). False when nothing was waiting.
+bool recv_bounded(zmq::socket_t& s, std::vector<zmq::message_t>& out) {
+  out.clear();
+  zmq::message_t part;
+  if (!s.recv(part, zmq::recv_flags::dontwait)) return false;
+  bool more = part.more();
+  out.push_back(std::move(part));
+  while (more) {
+    zmq::message_t next;
+    if (!s.recv(next, zmq::recv_flags::none)) break;
+    more = next.more();
+    if (out.size() <= kMaxFrames) out.push_back(std::move(next));
+  }
+  return true;
+}
+
+catalog::Catalog open_catalog(const ControllerConfig& c) {
+  mkdir_p(c.data_dir, 0700);
+  return catalog::Catalog::open(c.catalog_path());
+}
+
+void curve_server(zmq::socket_t& s, const std::string& secret, const char* domain, const ControllerConfig& c) {
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::curve_server, 1);
+  s.set(zmq::sockopt::curve_secretkey, secret);
+  s.set(zmq::sockopt::zap_domain, domain);
+  s.set(zmq::sockopt::backlog, c.backlog);
+  s.set(zmq::sockopt::maxmsgsize, int64_t(cairn::proto::kMaxMessageBytes));
+  s.set(zmq::sockopt::router_mandatory, 1);
+}
+
+}  // namespace
+
+Server::Server(const ControllerConfig& config)
+    : config_(config),
+      catalog_(open_catalog(config)),
+      signing_key_(plan::SigningKey::load(config.key_dir + "/" + kSigningKeyFile)),
+      ctx_(1),
+      fleet_socket_(ctx_, zmq::socket_type::router),
+      operator_socket_(ctx_, zmq::socket_type::router) {
+  std::string curve_secret = read_curve_secret(config.key_dir + "/" + kCurveSecretFile);
+  std::string key_id = signing_key_.key_id();
+
+  catalog_.transaction("controller", [&](catalog::Tx& tx) {
+    if (tx.active_controller_key() != key_id) {
+      const auto& pub = signing_key_.public_key();
+      tx.add_controller_key(key_id, pub, /*active=*/true);
+    }
+    for (const auto& [name, file] : config.operator_key_files) {
+      auto key = z85_to_key(read_curve_public(file));
+      if (tx.active_operator_name(*key) == name) continue;
+      if (tx.active_operator_name(*key))
+        throw Error(Errc::exists, "operator key in '" + file + "' is already registered under another name");
+      tx.add_operator(name, *key);
+    }
+  });
+
+  zap_ = std::make_unique<ZapServer>(ctx_, catalog_, config.enrolment_open);
+  curve_server(fleet_socket_, curve_secret, kFleetZapDomain, config);
+  curve_server(operator_socket_, curve_secret, kOperatorZapDomain, config);
+  explicit_bzero(curve_secret.data(), curve_secret.size());
+  fleet_socket_.bind(config.fleet_listen);
+  operator_socket_.bind(config.operator_listen);
+
+  fleet_ = std::make_unique<Fleet>(fleet_socket_, catalog_, config_, key_id);
+  orders_ = std::make_unique<Orders>(catalog_, config_, signing_key_);
+  api_ = std::make_unique<OperatorApi>(catalog_, *fleet_, *orders_, key_id);
+  spdlog::info("controller '{}' listening: fleet {} operator {}; signing key {}; enrolment {}", config.controller_id,
+               fleet_endpoint(), operator_endpoint(), key_id, config.enrolment_open ? "open" : "closed");
+}
+
+Server::~Server() = default;
+
+std::string Server::fleet_endpoint() const { return fleet_socket_.get(zmq::sockopt::last_endpoint); }
+std::string Server::operator_endpoint() const { return operator_socket_.get(zmq::sockopt::last_endpoint); }
+
+void Server::on_fleet() {
+  std::vector<zmq::message_t> frames;
+  // Bounded so the operator socket and timers are served under load too.
+  for (int i = 0; i < 1000 && recv_bounded(fleet_socket_, frames); ++i) fleet_->on_message(frames);
+}
+
+void Server::on_operator() {
+  std::vector<zmq::message_t> frames;
+  for (int i = 0; i < 100 && recv_bounded(operator_socket_, frames); ++i) {
+    if (frames.size() < 2) continue;
+    std::string routing_id = frames[0].to_string();
+    const char* uid = nullptr;
+    try {
+      uid = frames[1].gets("User-Id");
+    } catch (const zmq::error_t&) {
+    }
+    std::string actor = uid ? uid : "";
+    if (actor.rfind("operator:", 0) != 0) continue;
+    std::vector<std::string> body;
+    for (size_t k = 1; k < frames.size(); ++k) body.push_back(frames[k].to_string());
+    auto parsed = parse_operator_request(body);
+    cairn::v1::OperatorResponse resp;
+    if (!parsed.ok()) {
+      resp.set_request_id(parsed.message.request_id());
+      resp.set_code(parsed.code);
+      resp.set_detail(parsed.detail);
+      spdlog::info("operator: refused a request from '{}': {}", actor, parsed.detail);
+    } else {
+      resp = api_->handle(actor, parsed.message);
+    }
+    auto out = operator_frames(resp);
+    try {
+      if (operator_socket_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+        operator_socket_.send(zmq::buffer(out[0]), zmq::send_flags::sndmore);
+        operator_socket_.send(zmq::buffer(out[1]), zmq::send_flags::none);
+      }
+    } catch (const zmq::error_t& e) {
+      spdlog::debug("operator: cannot answer '{}': {}", actor, e.what());
+    }
+  }
+}
+
+void Server::run(const std::atomic<bool>& stop) {
+  while (!stop) {
+    zmq::pollitem_t items[] = {{zap_->socket().handle(), 0, ZMQ_POLLIN, 0},
+                               {fleet_socket_.handle(), 0, ZMQ_POLLIN, 0},
+                               {operator_socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    try {
+      zmq::poll(items, 3, std::chrono::milliseconds(100));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      throw;
+    }
+    try {
+      for (int i = 0; i < 100 && (items[0].revents & ZMQ_POLLIN); ++i) {
+        zap_->handle_one();
+        items[0].revents = zap_->socket().get(zmq::sockopt::events) & ZMQ_POLLIN;
+      }
+      if (items[1].revents & ZMQ_POLLIN) on_fleet();
+      if (items[2].revents & ZMQ_POLLIN) on_operator();
+      fleet_->tick();
+    } catch (const zmq::error_t& e) {
+      spdlog::error("controller: socket error: {}", e.what());
+    }
+  }
+  spdlog::info("controller: stopping");
+}
+
+}  // namespace cairn::controller

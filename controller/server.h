@@ -1,0 +1,52 @@
+#pragma once
+// The controller daemon's sockets and loop: the ZAP handler, the fleet ROUTER
+// and the operator ROUTER, polled from one thread that owns the catalog
+// connection (a Catalog is single-threaded; CURVE handshakes run in libzmq's
+// I/O thread and only wait for the ZAP answer, so one loop keeps up).
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "common/plan/signing_key.h"
+#include "controller/catalog/catalog.h"
+#include "controller/config.h"
+#include "controller/fleet.h"
+#include "controller/operator_api.h"
+#include "controller/orders.h"
+#include "controller/zap.h"
+
+namespace cairn::controller {
+
+class Server {
+ public:
+  // Opens the catalog, loads keys, registers operators, binds the sockets.
+  // Throws cairn::Error or zmq::error_t with the reason when it cannot.
+  explicit Server(const ControllerConfig& config);
+  ~Server();
+
+  // Serves until stop becomes true.
+  void run(const std::atomic<bool>& stop);
+
+  // The endpoints actually bound (a port of '*' is resolved).
+  std::string fleet_endpoint() const;
+  std::string operator_endpoint() const;
+
+ private:
+  void on_fleet();
+  void on_operator();
+
+  const ControllerConfig& config_;
+  catalog::Catalog catalog_;
+  plan::SigningKey signing_key_;
+  zmq::context_t ctx_;
+  std::unique_ptr<ZapServer> zap_;
+  zmq::socket_t fleet_socket_;
+  zmq::socket_t operator_socket_;
+  std::unique_ptr<Fleet> fleet_;
+  std::unique_ptr<Orders> orders_;
+  std::unique_ptr<OperatorApi> api_;
+};
+
+}  // namespace cairn::controller

@@ -1,0 +1,177 @@
+// Validation of every frame the controller receives.
+#include "controller/wire.h"
+
+#include "proto/protocol.h"
+
+namespace cairn::controller {
+namespace {
+
+using cairn::v1::ErrorCode;
+
+constexpr size_t kMaxName = 128;
+constexpr size_t kMaxId = 128;
+constexpr size_t kMaxText = 4096;
+constexpr int kMaxList = 1024;
+
+template <class M>
+Parsed<M> refuse(ErrorCode code, std::string detail) {
+  Parsed<M> p;
+  p.code = code;
+  p.detail = std::move(detail);
+  return p;
+}
+
+template <class M>
+Parsed<M> parse(const std::vector<std::string>& frames, std::string_view protocol_id) {
+  if (frames.size() != 2)
+    return refuse<M>(cairn::v1::ERROR_CODE_PROTOCOL_UNSUPPORTED,
+                     "expected 2 frames (protocol id, message), got " + std::to_string(frames.size()));
+  if (frames[0] != protocol_id)
+    return refuse<M>(cairn::v1::ERROR_CODE_PROTOCOL_UNSUPPORTED,
+                     "frame 0 is not the protocol id '" + std::string(protocol_id) + "'");
+  if (frames[1].size() > cairn::proto::kMaxMessageBytes)
+    return refuse<M>(cairn::v1::ERROR_CODE_MALFORMED_MESSAGE, "message larger than the 4 MiB limit");
+  Parsed<M> p;
+  if (!p.message.ParseFromString(frames[1]))
+    return refuse<M>(cairn::v1::ERROR_CODE_MALFORMED_MESSAGE, "frame 1 does not parse as a message");
+  return p;
+}
+
+bool valid_text(const std::string& s, size_t max) { return s.size() <= max; }
+bool valid_id(const std::string& s) { return !s.empty() && s.size() <= kMaxId; }
+
+// Names appear in logs, the catalog and cairnctl tables: printable ASCII only.
+bool valid_name(const std::string& s) {
+  if (s.empty() || s.size() > kMaxName) return false;
+  for (unsigned char c : s)
+    if (c <= 0x20 || c >= 0x7f) return false;
+  return true;
+}
+
+std::string check_ids(const google::protobuf::RepeatedPtrField<std::string>& ids, const char* what) {
+  if (ids.size() > kMaxList) return std::string("too many ") + what;
+  for (const auto& id : ids)
+    if (!valid_id(id)) return std::string("an entry of '") + what + "' is empty or too long";
+  return {};
+}
+
+}  // namespace
+
+std::string check_agent_message(const cairn::v1::AgentMessage& m) {
+  using M = cairn::v1::AgentMessage;
+  switch (m.body_case()) {
+    case M::BODY_NOT_SET:
+      return "message has no body";
+    case M::kRegister: {
+      const auto& r = m.register_();
+      if (!valid_name(r.agent_name())) return "'agent_name' must be 1-128 printable characters without spaces";
+      if (!valid_text(r.hostname(), kMaxName) || !valid_text(r.agent_version(), kMaxName))
+        return "'hostname' or 'agent_version' is too long";
+      if (r.components_size() > kMaxList) return "too many components";
+      for (const auto& c : r.components())
+        if (!valid_name(c.name()) || !valid_name(c.driver())) return "a component needs a valid 'name' and 'driver'";
+      if (auto e = check_ids(r.trusted_key_ids(), "trusted_key_ids"); !e.empty()) return e;
+      return check_ids(r.running_task_ids(), "running_task_ids");
+    }
+    case M::kHeartbeat:
+      return check_ids(m.heartbeat().running_task_ids(), "running_task_ids");
+    case M::kPlanAck: {
+      const auto& a = m.plan_ack();
+      if (!valid_text(a.plan_id(), kMaxId) || !valid_text(a.detail(), kMaxText)) return "'plan_id' or 'detail' too long";
+      if (a.reason() < 0) return "'reason' is negative";
+      return {};
+    }
+    case M::kProgress: {
+      const auto& p = m.progress();
+      if (!valid_id(p.task_id())) return "'task_id' is empty or too long";
+      if (!valid_text(p.current_item(), kMaxText)) return "'current_item' too long";
+      return {};
+    }
+    case M::kTaskResult: {
+      const auto& r = m.task_result();
+      if (!valid_id(r.task_id())) return "'task_id' is empty or too long";
+      if (r.outcome() != cairn::v1::TASK_OUTCOME_SUCCEEDED && r.outcome() != cairn::v1::TASK_OUTCOME_PARTIAL &&
+          r.outcome() != cairn::v1::TASK_OUTCOME_FAILED)
+        return "'outcome' must be succeeded, partial or failed";
+      if (r.reasons_size() > kMaxList) return "too many reasons";
+      for (const auto& why : r.reasons())
+        if (!valid_text(why.detail(), kMaxText) || !valid_text(why.item(), kMaxText)) return "a reason is too long";
+      if (!valid_text(r.snapshot_id(), kMaxId) || !valid_text(r.manifest_digest(), kMaxId) ||
+          !valid_text(r.safety_snapshot_id(), kMaxId))
+        return "'snapshot_id', 'manifest_digest' or 'safety_snapshot_id' too long";
+      return {};
+    }
+    case M::kError:
+      return valid_text(m.error().detail(), kMaxText) ? "" : "'detail' too long";
+    case M::kKeyAck:
+      return valid_text(m.key_ack().detail(), kMaxText) ? "" : "'detail' too long";
+  }
+  return "message has an unknown body";
+}
+
+std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
+  using M = cairn::v1::OperatorRequest;
+  if (!valid_text(m.request_id(), kMaxId)) return "'request_id' too long";
+  auto check_selector = [](const cairn::v1::Selector& s) -> std::string {
+    if (s.components_size() > kMaxList || s.nodes_size() > kMaxList) return "selector lists too many names";
+    for (const auto& c : s.components())
+      if (!valid_name(c)) return "selector component '" + c.substr(0, kMaxName) + "' is not a valid name";
+    for (const auto& n : s.nodes())
+      if (!valid_name(n)) return "selector node '" + n.substr(0, kMaxName) + "' is not a valid name";
+    return {};
+  };
+  switch (m.body_case()) {
+    case M::BODY_NOT_SET:
+      return "request has no body";
+    case M::kBackupCreate:
+      return check_selector(m.backup_create().selector());
+    case M::kBackupList:
+      return m.backup_list().limit() > 10000 ? "'limit' above 10000" : "";
+    case M::kBackupShow:
+      return valid_id(m.backup_show().backup_set_id()) ? "" : "'backup_set_id' is empty or too long";
+    case M::kRestore:
+      if (!valid_id(m.restore().backup_set_id())) return "'backup_set_id' is empty or too long";
+      if (!m.restore().restore_target().empty() && !valid_name(m.restore().restore_target()))
+        return "'restore_target' is not a valid name";
+      return check_selector(m.restore().selector());
+    case M::kRestoreShow:
+      return valid_id(m.restore_show().restore_id()) ? "" : "'restore_id' is empty or too long";
+    case M::kAgentList:
+    case M::kStatus:
+      return {};
+    case M::kAgentApprove:
+      return valid_id(m.agent_approve().agent()) ? "" : "'agent' is empty or too long";
+    case M::kAgentRevoke:
+      return valid_id(m.agent_revoke().agent()) ? "" : "'agent' is empty or too long";
+  }
+  return "request has an unknown body";
+}
+
+Parsed<cairn::v1::AgentMessage> parse_agent_message(const std::vector<std::string>& frames) {
+  auto p = parse<cairn::v1::AgentMessage>(frames, cairn::proto::kFleetProtocolId);
+  if (!p.ok()) return p;
+  if (auto e = check_agent_message(p.message); !e.empty())
+    return refuse<cairn::v1::AgentMessage>(cairn::v1::ERROR_CODE_MALFORMED_MESSAGE, e);
+  return p;
+}
+
+Parsed<cairn::v1::OperatorRequest> parse_operator_request(const std::vector<std::string>& frames) {
+  auto p = parse<cairn::v1::OperatorRequest>(frames, cairn::proto::kOperatorProtocolId);
+  if (!p.ok()) return p;
+  if (auto e = check_operator_request(p.message); !e.empty()) {
+    auto r = refuse<cairn::v1::OperatorRequest>(cairn::v1::ERROR_CODE_MALFORMED_MESSAGE, e);
+    r.message.set_request_id(p.message.request_id());  // so the reply still matches
+    return r;
+  }
+  return p;
+}
+
+std::vector<std::string> fleet_frames(const cairn::v1::ControllerMessage& m) {
+  return {std::string(cairn::proto::kFleetProtocolId), m.SerializeAsString()};
+}
+
+std::vector<std::string> operator_frames(const cairn::v1::OperatorResponse& m) {
+  return {std::string(cairn::proto::kOperatorProtocolId), m.SerializeAsString()};
+}
+
+}  // namespace cairn::controller

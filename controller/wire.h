@@ -1,0 +1,33 @@
+#pragma once
+// Frames in and out of the controller's sockets (docs/protocol.md § Frames).
+// Everything here takes bytes from the network and never throws or asserts on
+// them: a refusal is a value with the ErrorCode to answer with.
+#include <string>
+#include <vector>
+
+#include "proto/cairn.pb.h"
+
+namespace cairn::controller {
+
+template <class M>
+struct Parsed {
+  cairn::v1::ErrorCode code = cairn::v1::ERROR_CODE_OK;
+  std::string detail;  // lowercase, why the input was refused
+  M message;
+  bool ok() const { return code == cairn::v1::ERROR_CODE_OK; }
+};
+
+// frames are the message's frames after the ROUTER's routing id.
+Parsed<cairn::v1::AgentMessage> parse_agent_message(const std::vector<std::string>& frames);
+Parsed<cairn::v1::OperatorRequest> parse_operator_request(const std::vector<std::string>& frames);
+
+// Field rules beyond what protobuf parsing checks (sizes, required ids,
+// enum ranges). Empty when the message keeps them.
+std::string check_agent_message(const cairn::v1::AgentMessage& m);
+std::string check_operator_request(const cairn::v1::OperatorRequest& m);
+
+// [protocol id][serialized message]
+std::vector<std::string> fleet_frames(const cairn::v1::ControllerMessage& m);
+std::vector<std::string> operator_frames(const cairn::v1::OperatorResponse& m);
+
+}  // namespace cairn::controller

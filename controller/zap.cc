@@ -1,0 +1,124 @@
+// ZAP decisions and the inproc handler socket.
+#include "controller/zap.h"
+
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+#include <zmq_addon.hpp>
+
+#include "common/util/encoding.h"
+#include "common/util/error.h"
+
+namespace cairn::controller {
+
+ZapDecision decide_zap(catalog::Tx& tx, std::string_view domain, const CurveKey& key, bool enrolment_open) {
+  ZapDecision d;
+  if (domain == kOperatorZapDomain) {
+    if (auto name = tx.active_operator_name(key)) {
+      d.allow = true;
+      d.user_id = "operator:" + *name;
+    } else {
+      d.reason = "key is not an active operator key";
+    }
+    return d;
+  }
+  if (domain != kFleetZapDomain) {
+    d.reason = "unknown zap domain '" + std::string(domain) + "'";
+    return d;
+  }
+  auto agent = tx.agent_by_key(key);
+  if (!agent) {
+    if (enrolment_open) {
+      // May only Register, which records it as pending (docs/protocol.md).
+      d.allow = true;
+      d.user_id = "agent:" + key_to_z85(key);
+      return d;
+    }
+    tx.enrol_agent("pending-" + to_hex(key).substr(0, 12), key, "", "");
+    d.enrolled = true;
+    d.reason = "unknown agent key; recorded as pending, an operator must approve it";
+    return d;
+  }
+  switch (agent->state) {
+    case catalog::AgentState::approved:
+      d.allow = true;
+      break;
+    case catalog::AgentState::pending:
+      d.allow = enrolment_open;
+      if (!d.allow) d.reason = "agent '" + agent->name + "' is pending approval";
+      break;
+    case catalog::AgentState::revoked:
+      d.reason = "agent '" + agent->name + "' is revoked";
+      break;
+  }
+  if (d.allow) d.user_id = "agent:" + key_to_z85(key);
+  return d;
+}
+
+ZapServer::ZapServer(zmq::context_t& ctx, catalog::Catalog& catalog, bool enrolment_open)
+    : socket_(ctx, zmq::socket_type::rep), catalog_(catalog), enrolment_open_(enrolment_open) {
+  socket_.set(zmq::sockopt::linger, 0);
+  socket_.bind("inproc://zeromq.zap.01");
+}
+
+bool ZapServer::should_audit(const std::string& key_hex) {
+  auto now = std::chrono::steady_clock::now();
+  auto it = last_audit_.find(key_hex);
+  if (it != last_audit_.end() && now - it->second < std::chrono::minutes(1)) return false;
+  if (last_audit_.size() > 10000) last_audit_.clear();  // bounded whatever the number of strangers
+  last_audit_[key_hex] = now;
+  return true;
+}
+
+void ZapServer::handle_one() {
+  std::vector<zmq::message_t> frames;
+  try {
+    if (!zmq::recv_multipart(socket_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+  } catch (const zmq::error_t& e) {
+    spdlog::warn("zap: receive failed: {}", e.what());
+    return;
+  }
+  // RFC 27: version, request id, domain, address, identity, mechanism, credentials...
+  std::string request_id = frames.size() > 1 ? frames[1].to_string() : "";
+  std::string status = "400", text = "refused", user_id;
+  if (frames.size() >= 7 && frames[0].to_string_view() == "1.0" && frames[5].to_string_view() == "CURVE" &&
+      frames[6].size() == 32) {
+    CurveKey key{};
+    std::memcpy(key.data(), frames[6].data(), key.size());
+    std::string domain = frames[2].to_string();
+    std::string address = frames[3].to_string();
+    try {
+      auto d = catalog_.transaction("controller", [&](catalog::Tx& tx) {
+        auto d = decide_zap(tx, domain, key, enrolment_open_);
+        if (!d.allow && !d.enrolled && should_audit(to_hex(key)))
+          tx.audit({"login.refuse", "key:" + to_hex(key), "refused", "unauthenticated",
+                    {{"domain", domain}, {"address", address}, {"why", d.reason}}});
+        return d;
+      });
+      if (d.allow) {
+        status = "200";
+        text = "OK";
+        user_id = d.user_id;
+      } else {
+        text = d.reason;
+        spdlog::info("zap: refused {} key {} from {}: {}", domain, key_to_z85(key), address, d.reason);
+      }
+    } catch (const std::exception& e) {
+      // Fail closed: a catalog error admits nobody.
+      status = "500";
+      text = "internal error";
+      spdlog::error("zap: cannot decide for {}: {}", address, e.what());
+    }
+  } else {
+    text = "only CURVE is accepted";
+  }
+  std::array<zmq::const_buffer, 6> reply = {zmq::str_buffer("1.0"), zmq::buffer(request_id), zmq::buffer(status),
+                                            zmq::buffer(text), zmq::buffer(user_id), zmq::const_buffer()};
+  try {
+    zmq::send_multipart(socket_, reply);
+  } catch (const zmq::error_t& e) {
+    spdlog::warn("zap: reply failed: {}", e.what());
+  }
+}
+
+}  // namespace cairn::controller

@@ -1,0 +1,107 @@
+// The controller's configuration: defaults, and every refusal names file:line.
+#include <catch2/catch.hpp>
+
+#include "controller/config.h"
+
+using cairn::controller::ConfigError;
+using cairn::controller::parse_config;
+
+namespace {
+
+std::string error_of(const std::string& text) {
+  try {
+    parse_config(text, "ctl.toml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("an empty file gives the documented defaults") {
+  auto c = parse_config("", "ctl.toml");
+  CHECK(c.fleet_listen == "tcp://0.0.0.0:7420");
+  CHECK(c.operator_listen == "tcp://127.0.0.1:7421");
+  CHECK_FALSE(c.enrolment_open);
+  CHECK(c.heartbeat_interval_ms == 2000);
+  CHECK(c.liveness == 5);
+  CHECK(c.plan_validity_seconds == 3600);
+  CHECK(c.data_dir == "/var/lib/cairn");
+  CHECK(c.catalog_path() == "/var/lib/cairn/catalog.db");
+  CHECK_FALSE(c.controller_id.empty());
+}
+
+TEST_CASE("every key is read") {
+  auto c = parse_config(R"(
+[controller]
+id = "ctl-a"
+data_dir = "/tmp/d"
+key_dir = "/tmp/k"
+log_level = "debug"
+
+[fleet]
+listen = "tcp://127.0.0.1:9000"
+enrolment = "open"
+heartbeat_interval_ms = 500
+liveness = 3
+backlog = 4096
+
+[operator]
+listen = "ipc:///tmp/op.sock"
+authorized_keys = { alice = "/tmp/k/operator-curve.pub" }
+
+[plans]
+validity_seconds = 600
+lock_ttl_seconds = 7200
+)",
+                        "ctl.toml");
+  CHECK(c.controller_id == "ctl-a");
+  CHECK(c.data_dir == "/tmp/d");
+  CHECK(c.key_dir == "/tmp/k");
+  CHECK(c.log_level == "debug");
+  CHECK(c.fleet_listen == "tcp://127.0.0.1:9000");
+  CHECK(c.enrolment_open);
+  CHECK(c.heartbeat_interval_ms == 500);
+  CHECK(c.liveness == 3);
+  CHECK(c.backlog == 4096);
+  CHECK(c.operator_listen == "ipc:///tmp/op.sock");
+  REQUIRE(c.operator_key_files.size() == 1);
+  CHECK(c.operator_key_files.at("alice") == "/tmp/k/operator-curve.pub");
+  CHECK(c.plan_validity_seconds == 600);
+  CHECK(c.lock_ttl_seconds == 7200);
+}
+
+TEST_CASE("an unknown key is refused with its line") {
+  CHECK(error_of("[fleet]\nlisten = \"tcp://127.0.0.1:1\"\nliveliness = 3\n") ==
+        "ctl.toml:3:1: unknown key 'fleet.liveliness'");
+  CHECK(error_of("\n[fleets]\n") .rfind("ctl.toml:2:", 0) == 0);
+  CHECK(error_of("\n[fleets]\n").find("unknown key 'fleets'") != std::string::npos);
+}
+
+TEST_CASE("a value of the wrong type or out of range is refused with its line and reason") {
+  CHECK(error_of("[fleet]\nliveness = \"five\"\n") == "ctl.toml:2:12: 'fleet.liveness' must be an integer");
+  CHECK(error_of("[fleet]\n\nliveness = 1\n") == "ctl.toml:3:12: 'fleet.liveness' is 1, must be between 2 and 100");
+  CHECK(error_of("[plans]\nvalidity_seconds = 999999999\n").rfind("ctl.toml:2:", 0) == 0);
+  CHECK(error_of("[fleet]\nenrolment = \"maybe\"\n") ==
+        "ctl.toml:2:13: 'fleet.enrolment' is 'maybe', must be 'closed' or 'open'");
+  CHECK(error_of("[fleet]\nlisten = \"0.0.0.0:7420\"\n").find("'fleet.listen' must be a 'tcp://host:port'") !=
+        std::string::npos);
+  CHECK(error_of("[controller]\nlog_level = \"loud\"\n").rfind("ctl.toml:2:", 0) == 0);
+  CHECK(error_of("[operator]\nauthorized_keys = { bob = 3 }\n").rfind("ctl.toml:2:", 0) == 0);
+  CHECK(error_of("fleet = 3\n") == "ctl.toml:1:9: 'fleet' must be a table ([fleet])");
+}
+
+TEST_CASE("a TOML syntax error is refused with its line") {
+  auto e = error_of("[fleet]\nlisten = \n");
+  CHECK(e.rfind("ctl.toml:2:", 0) == 0);
+}
+
+TEST_CASE("a missing file is named") {
+  try {
+    cairn::controller::load_config("/nonexistent/ctl.toml");
+    FAIL("no error");
+  } catch (const ConfigError& e) {
+    CHECK(std::string(e.what()) == "/nonexistent/ctl.toml: cannot read the configuration file");
+  }
+}

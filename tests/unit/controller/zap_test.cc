@@ -1,0 +1,91 @@
+// ZAP decisions against a real catalog: who passes the CURVE handshake.
+#include <catch2/catch.hpp>
+
+#include "controller/catalog/catalog_fixture.h"
+#include "controller/zap.h"
+
+using namespace cairn::controller;
+using cairn::catalog::AgentState;
+using cairn::catalog::Tx;
+
+namespace {
+
+CurveKey key(uint8_t b) {
+  CurveKey k{};
+  k.fill(b);
+  return k;
+}
+
+struct ZapFixture : cairn::catalog::test::Fixture {
+  ZapDecision decide(std::string_view domain, const CurveKey& k, bool open) {
+    return cat.transaction("controller", [&](Tx& tx) { return decide_zap(tx, domain, k, open); });
+  }
+  std::string enrol(const std::string& name, const CurveKey& k, AgentState state) {
+    return cat.transaction("operator:test", [&](Tx& tx) {
+      auto id = tx.enrol_agent(name, k, "h", "v");
+      if (state != AgentState::pending) tx.set_agent_state(id, state);
+      return id;
+    });
+  }
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(ZapFixture, "an approved agent passes, with its key as user id") {
+  enrol("n1", key(1), AgentState::approved);
+  auto d = decide(kFleetZapDomain, key(1), false);
+  CHECK(d.allow);
+  CHECK(d.user_id == "agent:" + key_to_z85(key(1)));
+}
+
+TEST_CASE_METHOD(ZapFixture, "with enrolment closed an unknown key is recorded pending and refused") {
+  auto d = decide(kFleetZapDomain, key(2), false);
+  CHECK_FALSE(d.allow);
+  CHECK(d.enrolled);
+  auto a = cat.read([&](const Tx& tx) { return tx.agent_by_key(key(2)); });
+  REQUIRE(a);
+  CHECK(a->state == AgentState::pending);
+  CHECK(a->name.rfind("pending-", 0) == 0);
+  // Its retries are refused and do not enrol it twice.
+  auto again = decide(kFleetZapDomain, key(2), false);
+  CHECK_FALSE(again.allow);
+  CHECK_FALSE(again.enrolled);
+  CHECK(cat.read([&](const Tx& tx) { return tx.agents().size(); }) == 1);
+  // Once an operator approves it, it passes.
+  cat.transaction("operator:test", [&](Tx& tx) { tx.set_agent_state(a->id, AgentState::approved); });
+  CHECK(decide(kFleetZapDomain, key(2), false).allow);
+}
+
+TEST_CASE_METHOD(ZapFixture, "with enrolment open unknown and pending keys pass, to register only") {
+  CHECK(decide(kFleetZapDomain, key(3), true).allow);
+  CHECK(cat.read([&](const Tx& tx) { return tx.agents().size(); }) == 0);  // recorded at Register, with its name
+  enrol("n4", key(4), AgentState::pending);
+  CHECK(decide(kFleetZapDomain, key(4), true).allow);
+  CHECK_FALSE(decide(kFleetZapDomain, key(4), false).allow);
+}
+
+TEST_CASE_METHOD(ZapFixture, "a revoked agent is refused whatever the enrolment mode") {
+  enrol("n5", key(5), AgentState::revoked);
+  CHECK_FALSE(decide(kFleetZapDomain, key(5), false).allow);
+  CHECK_FALSE(decide(kFleetZapDomain, key(5), true).allow);
+  CHECK(decide(kFleetZapDomain, key(5), true).reason == "agent 'n5' is revoked");
+}
+
+TEST_CASE_METHOD(ZapFixture, "the operator socket admits only active operator keys") {
+  enrol("n6", key(6), AgentState::approved);
+  CHECK_FALSE(decide(kOperatorZapDomain, key(6), true).allow);  // an agent key is no operator key
+  cat.transaction("controller", [&](Tx& tx) { tx.add_operator("alice", key(7)); });
+  auto d = decide(kOperatorZapDomain, key(7), false);
+  CHECK(d.allow);
+  CHECK(d.user_id == "operator:alice");
+  // An operator key is no agent key either, and unknown keys are not enrolled as operators.
+  CHECK_FALSE(decide(kOperatorZapDomain, key(8), true).allow);
+  cat.transaction("controller", [&](Tx& tx) { tx.revoke_operator("alice"); });
+  CHECK_FALSE(decide(kOperatorZapDomain, key(7), false).allow);
+}
+
+TEST_CASE_METHOD(ZapFixture, "an unknown domain is refused") {
+  enrol("n9", key(9), AgentState::approved);
+  CHECK_FALSE(decide("", key(9), false).allow);
+  CHECK_FALSE(decide("other", key(9), false).allow);
+}
