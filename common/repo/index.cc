@@ -80,13 +80,21 @@ IndexFile decode_index_file(const json& j, const std::string& name) {
         if (!b.is_array() || b.size() != 6) throw bad("malformed blob entry");
         PackBlob pb;
         if (!parse_id(b[0].get<std::string>(), pb.id)) throw bad("malformed blob id");
+        if (!b[0].is_string() || !b[1].is_number_integer()) throw bad("malformed blob entry");
         int t = b[1].get<int>();
         if (t != 0 && t != 1) throw bad("unknown blob type");
         pb.type = BlobType(t);
-        pb.flags = uint8_t(b[2].get<int>());
-        pb.offset = b[3].get<uint32_t>();
-        pb.length = b[4].get<uint32_t>();
-        pb.raw_length = b[5].get<uint32_t>();
+        // get<uint32_t>() would wrap a negative or huge number silently.
+        auto u32 = [&](const json& v) {
+          if (!v.is_number_unsigned() || v.get<uint64_t>() > UINT32_MAX) throw bad("blob entry field out of range");
+          return v.get<uint32_t>();
+        };
+        uint32_t flags = u32(b[2]);
+        if (flags > 1) throw bad("unknown blob flags");
+        pb.flags = uint8_t(flags);
+        pb.offset = u32(b[3]);
+        pb.length = u32(b[4]);
+        pb.raw_length = u32(b[5]);
         blobs.push_back(pb);
       }
       f.packs.emplace_back(pid, std::move(blobs));

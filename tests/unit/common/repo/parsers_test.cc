@@ -1,0 +1,213 @@
+// Everything read from a repository is untrusted: each parser must turn any
+// malformed input into Error(Errc::corrupt / unsupported), never a crash or a
+// half-filled result.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <random>
+
+#include "common/repo/index.h"
+#include "common/repo/keys.h"
+#include "common/repo/pack.h"
+#include "common/repo/repository.h"
+#include "common/repo/snapshot.h"
+#include "common/repo/tree.h"
+#include "common/util/error.h"
+
+using namespace cairn;
+using namespace cairn::repo;
+using nlohmann::json;
+
+namespace {
+
+const std::string kId(64, 'a');
+
+json valid_tree() {
+  return json::parse(R"({"nodes":[
+    {"name":"a","type":"dir","mode":493,"uid":0,"gid":0,"mtime":1,"subtree":")" + kId + R"("},
+    {"name":"b","type":"file","mode":420,"uid":0,"gid":0,"mtime":1,"size":10,"content":[")" + kId + R"("],"extents":[[0,5]]},
+    {"name":"c","type":"symlink","mode":511,"uid":0,"gid":0,"mtime":1,"target":"b"}]})");
+}
+
+Errc code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  return Errc::ok;
+}
+
+}  // namespace
+
+TEST_CASE("tree decoding accepts a valid tree and round-trips it") {
+  Tree t = decode_tree(valid_tree());
+  REQUIRE(t.nodes.size() == 3);
+  REQUIRE(t.nodes[1].sparse);
+  Tree again = decode_tree(encode_tree(t));
+  REQUIRE(encode_tree(again) == encode_tree(t));
+}
+
+TEST_CASE("tree decoding rejects every malformed field") {
+  auto bad = [](const std::function<void(json&)>& mutate) {
+    json j = valid_tree();
+    mutate(j);
+    return code_of([&] { decode_tree(j); });
+  };
+  REQUIRE(code_of([] { decode_tree(json::array()); }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j.erase("nodes"); }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["nodes"][0]["name"] = ""; }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["nodes"][0]["name"] = ".."; }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["nodes"][0]["name"] = "x/y"; }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["nodes"][1]["name"] = "a"; }) == Errc::corrupt);  // duplicate
+  REQUIRE(bad([](json& j) { std::swap(j["nodes"][0], j["nodes"][1]); }) == Errc::corrupt);  // unsorted
+  REQUIRE(bad([](json& j) { j["nodes"][0]["type"] = "door"; }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["nodes"][0]["mode"] = "rwx"; }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["nodes"][0]["subtree"] = "zz"; }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["nodes"][1]["content"][0] = std::string(63, 'a'); }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["nodes"][1].erase("size"); }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["nodes"][1]["extents"] = json::parse("[[0,20]]"); }) == Errc::corrupt);       // past the end
+  REQUIRE(bad([](json& j) { j["nodes"][1]["extents"] = json::parse("[[4,2],[0,2]]"); }) == Errc::corrupt);  // out of order
+  REQUIRE(bad([](json& j) { j["nodes"][1]["xattrs"] = json::parse(R"([["!!",""]])"); }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["nodes"][2].erase("name"); j["nodes"][2]["name_b64"] = "%%%"; }) == Errc::corrupt);
+}
+
+TEST_CASE("non-UTF-8 names survive encoding") {
+  Tree t;
+  Node n;
+  n.name = std::string("caf\xe9\xff", 5);
+  n.type = NodeType::symlink;
+  n.target = std::string("\x80\x81", 2);
+  t.nodes.push_back(n);
+  Tree back = decode_tree_bytes(as_bytes(encode_tree_bytes(t)));
+  REQUIRE(back.nodes[0].name == n.name);
+  REQUIRE(back.nodes[0].target == n.target);
+}
+
+TEST_CASE("random corruption of tree bytes never crashes the decoder") {
+  std::string good = valid_tree().dump();
+  std::mt19937 rng(42);
+  for (int i = 0; i < 3000; ++i) {
+    std::string s = good;
+    int edits = 1 + int(rng() % 4);
+    for (int k = 0; k < edits; ++k) {
+      size_t pos = rng() % s.size();
+      switch (rng() % 3) {
+        case 0: s[pos] = char(rng()); break;
+        case 1: s.erase(pos, 1 + rng() % 8); break;
+        default: s.insert(pos, 1, char(rng())); break;
+      }
+      if (s.empty()) s = "x";
+    }
+    try {
+      decode_tree_bytes(as_bytes(s));
+    } catch (const Error& e) {
+      REQUIRE((e.code() == Errc::corrupt));
+    }
+  }
+}
+
+TEST_CASE("index file decoding rejects malformed content") {
+  json good = {{"version", 1}, {"supersedes", json::array()}, {"packs", json::parse(R"([{"id":")" + kId + R"(","blobs":[[")" + kId + R"(",0,1,0,100,200]]}])")}};
+  IndexFile f = decode_index_file(good, "x");
+  REQUIRE(f.packs.size() == 1);
+  REQUIRE(f.packs[0].second[0].raw_length == 200);
+  auto bad = [&](const std::function<void(json&)>& mutate) {
+    json j = good;
+    mutate(j);
+    return code_of([&] { decode_index_file(j, "x"); });
+  };
+  REQUIRE(bad([](json& j) { j["version"] = 2; }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j.erase("packs"); }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["packs"][0]["id"] = "nothex"; }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["packs"][0]["blobs"][0].erase(5); }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["packs"][0]["blobs"][0][1] = 7; }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["packs"][0]["blobs"][0][3] = -1; }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) { j["packs"][0]["blobs"][0][0] = 5; }) == Errc::corrupt);
+}
+
+TEST_CASE("snapshot decoding rejects malformed content") {
+  json good = {{"version", 1}, {"time", "2026-11-22T01:00:00.000000000Z"}, {"paths", {"/x"}}, {"tree", kId}};
+  REQUIRE(decode_snapshot(good, "s").paths == std::vector<std::string>{"/x"});
+  json j = good;
+  j["version"] = 9;
+  REQUIRE(code_of([&] { decode_snapshot(j, "s"); }) == Errc::unsupported);
+  j = good;
+  j["tree"] = "abc";
+  REQUIRE(code_of([&] { decode_snapshot(j, "s"); }) == Errc::corrupt);
+  j = good;
+  j.erase("paths");
+  REQUIRE(code_of([&] { decode_snapshot(j, "s"); }) == Errc::corrupt);
+}
+
+TEST_CASE("pack headers are authenticated and checked against the pack") {
+  crypto::Aead aead(crypto::random_array<32>());
+  PackBuilder pb;
+  Bytes blob1(100, 1), blob2(50, 2);
+  BlobId id1{}, id2{};
+  id1[0] = 1;
+  id2[0] = 2;
+  pb.add(id1, BlobType::data, 0, 72, blob1);
+  pb.add(id2, BlobType::tree, kBlobCompressed, 200, blob2);
+  std::vector<PackBlob> written;
+  Bytes pack = pb.finish(aead, written);
+  auto parsed = parse_pack_header(pack, aead, "p");
+  REQUIRE(parsed.size() == 2);
+  REQUIRE(parsed[1].offset == 100);
+  REQUIRE(parsed[1].type == BlobType::tree);
+  REQUIRE(parsed[1].raw_length == 200);
+  // the name covers the header and the trailer
+  REQUIRE(pack_id(pack) == crypto::sha256(std::span<const uint8_t>(pack).subspan(150)));
+
+  auto code = [&](Bytes p) { return code_of([&] { parse_pack_header(p, aead, "p"); }); };
+  REQUIRE(code(Bytes(pack.begin(), pack.begin() + 20)) == Errc::corrupt);  // truncated
+  Bytes t = pack;
+  t.back() ^= 1;  // magic
+  REQUIRE(code(t) == Errc::corrupt);
+  t = pack;
+  t[pack.size() - 8] ^= 0x40;  // header length
+  REQUIRE(code(t) == Errc::corrupt);
+  t = pack;
+  t[160] ^= 1;  // inside the sealed header
+  REQUIRE(code(t) == Errc::corrupt);
+  Bytes shifted(10, 0);  // data before the header no longer matches the entries
+  shifted.insert(shifted.end(), pack.begin(), pack.end());
+  REQUIRE(code(shifted) == Errc::corrupt);
+  REQUIRE(code_of([&] { parse_pack_header(pack, crypto::Aead(crypto::random_array<32>()), "p"); }) == Errc::corrupt);
+}
+
+TEST_CASE("key slots: wrong secrets and malformed slots") {
+  namespace fs = std::filesystem;
+  char tmpl[] = "/tmp/cairn-keys-test-XXXXXX";
+  REQUIRE(mkdtemp(tmpl));
+  std::string dir = tmpl;
+  auto be = make_fs_backend(dir + "/repo");
+  InitOptions io;
+  io.kdf.scrypt = {1024, 8, 1};
+  Repository::init(*be, Secret(Secret::Kind::passphrase, "right"), io);
+  REQUIRE(code_of([&] { open_master_key(*be, Secret(Secret::Kind::passphrase, "wrong")); }) == Errc::wrong_key);
+  REQUIRE(code_of([&] { open_master_key(*be, Secret(Secret::Kind::key_file, std::string(40, 'k'))); }) == Errc::wrong_key);
+  MasterKey mk = open_master_key(*be, Secret(Secret::Kind::passphrase, "right"));
+  // a garbage slot next to a good one does not stop the good one
+  std::string junk = "{not json";
+  be->save({FileType::key, "0000"}, as_bytes(junk));
+  REQUIRE(open_master_key(*be, Secret(Secret::Kind::passphrase, "right")).encrypt == mk.encrypt);
+  // a key-file slot opens only with its file
+  std::string kf(48, 'z');
+  add_key_slot(*be, mk, Secret(Secret::Kind::key_file, kf), io.kdf);
+  REQUIRE(open_master_key(*be, Secret(Secret::Kind::key_file, kf)).id == mk.id);
+  REQUIRE(code_of([&] { add_key_slot(*be, mk, Secret(Secret::Kind::key_file, "short"), io.kdf); }) == Errc::invalid_input);
+  // a tampered config is refused
+  {
+    auto r = Repository::open(make_fs_backend(dir + "/repo"), Secret(Secret::Kind::passphrase, "right"));
+    REQUIRE(r->params().chunker_seed.size() == 32);
+  }
+  Bytes cfg = be->load({FileType::config, ""});
+  std::string text(cfg.begin(), cfg.end());
+  auto pos = text.find("\"sealed\": \"") + 12;
+  text[pos] = text[pos] == 'A' ? 'B' : 'A';
+  be->save({FileType::config, ""}, as_bytes(text));
+  REQUIRE(code_of([&] { Repository::open(make_fs_backend(dir + "/repo"), Secret(Secret::Kind::passphrase, "right")); }) == Errc::corrupt);
+  REQUIRE(code_of([&] { Repository::open(make_fs_backend(dir + "/nothing"), Secret(Secret::Kind::passphrase, "right")); }) == Errc::no_repo);
+  fs::remove_all(dir);
+}
