@@ -1,0 +1,302 @@
+"""A real control plane on loopback for the integration tests: one cairn-controller
+and any number of cairn-agent processes, driven with `cairnctl`.
+
+Everything lives in a test's tmp_path; ports are chosen at run time; every
+process is stopped by its PID (never by name) when the fixture is torn down.
+Waits are bounded and their failures carry the tails of the daemons' logs.
+"""
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BUILD = pathlib.Path(os.environ.get("CAIRN_BUILD_DIR") or ROOT / "build")
+CTL = BUILD / "cairnctl" / "cairnctl"
+CONTROLLER = BUILD / "controller" / "cairn-controller"
+AGENT = BUILD / "agent" / "cairn-agent"
+
+HEARTBEAT_MS = 200
+LIVENESS = 5  # controller and agents: lost after LIVENESS * HEARTBEAT_MS = 1 s of silence
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_random_file(path, size, chunk=8 << 20):
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(chunk, left)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def tail(path, n=30):
+    try:
+        lines = pathlib.Path(path).read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return f"---- {path}: no log\n"
+    return f"---- last {n} lines of {path}\n" + "\n".join(lines[-n:]) + "\n"
+
+
+class Proc:
+    """One daemon process with its log file."""
+
+    def __init__(self, name, argv, log):
+        self.name, self.argv, self.log = name, [os.fspath(a) for a in argv], pathlib.Path(log)
+        self.p = None
+
+    def start(self):
+        f = open(self.log, "ab")
+        f.write(f"==== start {' '.join(self.argv)}\n".encode())
+        f.flush()
+        self.p = subprocess.Popen(self.argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        f.close()
+        return self
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def alive(self):
+        return self.p is not None and self.p.poll() is None
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.alive():
+            os.kill(self.p.pid, sig)
+            self.p.wait(timeout=10)
+
+    def stop(self, timeout=10):
+        if not self.alive():
+            return
+        os.kill(self.p.pid, signal.SIGTERM)
+        try:
+            self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.p.pid, signal.SIGKILL)
+            self.p.wait(timeout=10)
+
+
+class Cluster:
+    def __init__(self, base):
+        self.base = pathlib.Path(base)
+        self.keys = self.base / "keys"
+        self.fleet_port, self.op_port = free_port(), free_port()
+        while self.op_port == self.fleet_port:
+            self.op_port = free_port()
+        self.endpoint = f"tcp://127.0.0.1:{self.op_port}"
+        self.controller = None
+        self.agents = {}  # name -> Proc
+        self.agent_dirs = {}  # name -> dict of paths
+        self.repo = self.base / "repo"
+        self.repo_pass = self.base / "repo.pass"
+
+    # ---- logs and waits -------------------------------------------------
+    def logs(self):
+        out = ""
+        if self.controller:
+            out += tail(self.controller.log)
+        for a in self.agents.values():
+            out += tail(a.log)
+        return out
+
+    def wait_for(self, what, pred, timeout=20, interval=0.2):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = pred()
+            if last:
+                return last
+            time.sleep(interval)
+        pytest.fail(f"{what} did not happen within {timeout} s (last check: {last!r})\n{self.logs()}")
+
+    # ---- cairnctl ---------------------------------------------------------
+    def env(self):
+        e = dict(os.environ)
+        e["CAIRN_OPERATOR_KEY_DIR"] = os.fspath(self.keys)
+        e["CAIRN_CONTROLLER"] = self.endpoint
+        e.pop("CAIRN_REPOSITORY", None)
+        e.pop("CAIRN_PASSWORD_FILE", None)
+        return e
+
+    def ctl(self, *args, timeout=120):
+        """Runs cairnctl; returns (rc, stdout, stderr)."""
+        argv = [os.fspath(CTL)] + [os.fspath(a) for a in args]
+        try:
+            p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(),
+                               timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            pytest.fail(f"cairnctl {' '.join(map(str, args))} did not finish within {timeout} s\n"
+                        f"stdout: {(e.stdout or b'').decode(errors='replace')[-2000:]}\n{self.logs()}")
+        return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+    def ctl_popen(self, *args):
+        argv = [os.fspath(CTL)] + [os.fspath(a) for a in args]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(),
+                                stdin=subprocess.DEVNULL)
+
+    def ok(self, *args, **kw):
+        rc, out, err = self.ctl(*args, **kw)
+        assert rc == 0, (f"cairnctl {' '.join(map(str, args))} exited {rc}\nstdout: {out[-3000:]}\n"
+                         f"stderr: {err[-3000:]}\n{self.logs()}")
+        return out
+
+    def json(self, *args, **kw):
+        out = self.ok(*args, "--json", **kw)
+        return json.loads(out)
+
+    # ---- set-up ---------------------------------------------------------
+    def init(self):
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.ok("keys", "init", "--dir", self.keys)
+        self.repo_pass.write_text("correct horse battery staple\n")
+        os.chmod(self.repo_pass, 0o600)
+        self.ok("repo", "init", "--repo", self.repo, "--password-file", self.repo_pass)
+        cfg = self.base / "controller.toml"
+        cfg.write_text(f"""[controller]
+id = "it-controller"
+data_dir = "{self.base / 'controller'}"
+key_dir = "{self.keys}"
+log_level = "debug"
+[fleet]
+listen = "tcp://127.0.0.1:{self.fleet_port}"
+heartbeat_interval_ms = {HEARTBEAT_MS}
+liveness = {LIVENESS}
+[operator]
+listen = "{self.endpoint}"
+authorized_keys = {{ it = "{self.keys / 'operator-curve.pub'}" }}
+""")
+        self.controller = Proc("controller", [CONTROLLER, "--config", cfg], self.base / "controller.log")
+        return self
+
+    def start_controller(self):
+        self.controller.start()
+        self.wait_for("the controller answering 'cairnctl status'", lambda: self._status_ok(), timeout=20)
+
+    def _status_ok(self):
+        if not self.controller.alive():
+            pytest.fail(f"the controller exited with {self.controller.p.returncode}\n{self.logs()}")
+        return self.ctl("status", "--timeout", "2", timeout=30)[0] == 0
+
+    def add_agent(self, name, files=None):
+        """Configures an agent with one `files` component 'data' over base/<name>/data."""
+        d = self.base / name
+        data = d / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        if files:
+            for rel, content in files.items():
+                p = data / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(content)
+        cfg = d / "agent.toml"
+        cfg.write_text(f"""name = "{name}"
+state_dir = "{d / 'state'}"
+log_level = "debug"
+[controller]
+endpoint = "tcp://127.0.0.1:{self.fleet_port}"
+public_key = "{(self.keys / 'controller-curve.pub').read_text().strip()}"
+signing_keys_file = "{self.keys / 'controller-signing.pub'}"
+heartbeat_interval_ms = {HEARTBEAT_MS}
+liveness = {LIVENESS}
+[[repository]]
+name = "main"
+path = "{self.repo}"
+password_file = "{self.repo_pass}"
+[[component]]
+name = "data"
+driver = "files"
+paths = ["{data}"]
+""")
+        p = subprocess.run([os.fspath(AGENT), "--config", os.fspath(cfg), "--print-public-key"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        assert p.returncode == 0, f"--print-public-key exited {p.returncode}: {p.stderr.decode(errors='replace')}"
+        key = p.stdout.decode().strip()
+        self.agents[name] = Proc(name, [AGENT, "--config", cfg], d / "agent.log")
+        self.agent_dirs[name] = {"dir": d, "data": data, "key": key, "config": cfg}
+        return self.agents[name]
+
+    # ---- agents ---------------------------------------------------------
+    def agent_list(self):
+        return self.json("agent", "list")
+
+    def agents_of(self):
+        j = self.agent_list()
+        return j.get("agents", []) if isinstance(j, dict) else j
+
+    def find_agent(self, name=None, key=None):
+        for a in self.agents_of():
+            if name is not None and a.get("name") == name:
+                return a
+            if key is not None and a.get("curve_public_key") == key:
+                return a
+        return None
+
+    def enrol(self, name):
+        """Starts agent `name`, waits until it is pending, approves it, waits until connected."""
+        proc = self.agents[name]
+        if not proc.alive():
+            proc.start()
+        key = self.agent_dirs[name]["key"]
+        pend = self.wait_for(f"agent {name} appearing as pending",
+                             lambda: self._pending(key), timeout=20)
+        self.ok("agent", "approve", pend["agent_id"])
+        self.wait_for(f"agent {name} connected and approved", lambda: self.connected(name), timeout=30)
+
+    def _pending(self, key):
+        if not self.agents_alive():
+            return None
+        a = self.find_agent(key=key)
+        return a if a and agent_state(a) == "pending" else None
+
+    def agents_alive(self):
+        for n, p in self.agents.items():
+            if p.p is not None and not p.alive() and not getattr(p, "expect_dead", False):
+                pytest.fail(f"agent {n} exited with {p.p.returncode}\n{self.logs()}")
+        return True
+
+    def connected(self, name):
+        a = self.find_agent(name=name)
+        return a if a and agent_state(a) == "approved" and a.get("connected") else None
+
+    def stop_all(self):
+        for p in list(self.agents.values()) + ([self.controller] if self.controller else []):
+            try:
+                p.stop()
+            except Exception:  # teardown must reach every process
+                try:
+                    p.kill()
+                except Exception:
+                    pass
+
+
+def agent_state(a):
+    s = str(a.get("state", "")).lower()
+    return s.replace("agent_state_", "")
+
+
+def lower_enum(v, prefix):
+    s = str(v).lower()
+    return s[len(prefix):] if s.startswith(prefix) else s
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    for b in (CTL, CONTROLLER, AGENT):
+        if not b.exists():
+            pytest.fail(f"binary not found: {b}; build it or set CAIRN_BUILD_DIR")
+    c = Cluster(tmp_path)
+    try:
+        c.init()
+        c.start_controller()
+        yield c
+    finally:
+        c.stop_all()
