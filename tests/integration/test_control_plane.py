@@ -229,7 +229,7 @@ def test_agent_killed_mid_task(cluster):
     c = cluster
     c.add_agent("node-a", {"small.txt": b"x"})
     c.add_agent("node-b", {"b.txt": b"bravo"})
-    write_random_file(c.agent_dirs["node-a"]["data"] / "big.bin", 300 << 20)
+    write_random_file(c.agent_dirs["node-a"]["data"] / "big.bin", 1 << 30)
     c.enrol("node-a")
     c.enrol("node-b")
     p = c.ctl_popen("backup", "create", "--wait")
@@ -240,8 +240,13 @@ def test_agent_killed_mid_task(cluster):
         def progressing():
             s = c.json("backup", "show", sid)
             for t in s["tasks"]:
-                if t["agent_name"] == "node-a" and int(t.get("progress", {}).get("bytes_done", 0)) > 0:
+                pr = t.get("progress", {})
+                if t["agent_name"] == "node-a" and task_state(t) == "running" and \
+                        0 < int(pr.get("bytes_done", 0)) < int(pr.get("bytes_total", 0) or 1 << 62):
                     return t
+                if t["agent_name"] == "node-a" and task_state(t) not in ("pending", "sent", "accepted", "running"):
+                    pytest.fail(f"node-a's task ended before it could be killed (the file is too small "
+                                f"for this machine): {t}")
             return None
 
         t = c.wait_for("progress of node-a's task", progressing, timeout=20, interval=0.05)
