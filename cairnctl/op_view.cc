@@ -38,8 +38,8 @@ std::string task_line(const cairn::v1::TaskInfo& t, std::map<std::string, Rate>&
   std::string eta = "-";
   if (p.bytes_total() > p.bytes_done() && r.per_s > 0) eta = human_duration((p.bytes_total() - p.bytes_done()) / r.per_s);
   char line[512];
-  std::snprintf(line, sizeof line, "%-20s %-16s %-8s %-10s %-10s %-22s %10s/s ETA %s", t.task_id().c_str(),
-                (t.agent_name() + "/" + t.component()).substr(0, 16).c_str(),
+  std::snprintf(line, sizeof line, "%-20s %-28s %-8s %-10s %-10s %-22s %10s/s ETA %s", t.task_id().c_str(),
+                (t.agent_name() + "/" + t.component()).c_str(),
                 t.kind() == cairn::v1::TASK_KIND_RESTORE ? "restore" : "backup", task_state_name(t.state()).c_str(),
                 phase_name(p.phase()).c_str(), bytes.c_str(), human_bytes(uint64_t(r.per_s)).c_str(), eta.c_str());
   return line;
@@ -71,10 +71,13 @@ std::string phase_name(cairn::v1::Phase p) {
 
 void print_tasks(const google::protobuf::RepeatedPtrField<cairn::v1::TaskInfo>& tasks) {
   std::map<std::string, Rate> rates;
-  std::printf("%-20s %-16s %-8s %-10s %-10s %-22s\n", "TASK", "NODE/COMPONENT", "KIND", "STATE", "PHASE", "BYTES");
+  std::printf("%-20s %-28s %-8s %-10s %-10s %-22s\n", "TASK", "NODE/COMPONENT", "KIND", "STATE", "PHASE", "BYTES");
   for (const auto& t : tasks) {
     std::string l = task_line(t, rates);
-    std::printf("%s\n", l.substr(0, 90).c_str());
+    // the final table leaves out the rate and ETA columns
+    std::string cut = l.substr(0, 103);
+    while (!cut.empty() && cut.back() == ' ') cut.pop_back();
+    std::printf("%s\n", cut.c_str());
   }
   for (const auto& t : tasks) {
     if (!t.snapshot_id().empty())
