@@ -36,7 +36,9 @@ std::string user_name(uid_t uid) {
   std::lock_guard g(mu);
   auto it = cache.find(uid);
   if (it != cache.end()) return it->second;
-  struct passwd* pw = getpwuid(uid);
+  struct passwd pwd {}, *pw = nullptr;
+  char buf[4096];
+  getpwuid_r(uid, &pwd, buf, sizeof buf, &pw);  // the _r form: other threads look up names too
   return cache[uid] = pw ? pw->pw_name : "";
 }
 std::string group_name(gid_t gid) {
@@ -45,7 +47,9 @@ std::string group_name(gid_t gid) {
   std::lock_guard g(mu);
   auto it = cache.find(gid);
   if (it != cache.end()) return it->second;
-  struct group* gr = getgrgid(gid);
+  struct group grp {}, *gr = nullptr;
+  char buf[4096];
+  getgrgid_r(gid, &grp, buf, sizeof buf, &gr);
   return cache[gid] = gr ? gr->gr_name : "";
 }
 
@@ -174,6 +178,14 @@ class Backup {
   // --- finalize
   BlobId build_tree(Entry& dir);
   Progress snapshot_progress();
+  // The ticker thread and the main thread both report; callers get one call at a time.
+  void report() {
+    if (!opt_.progress) return;
+    Progress p = snapshot_progress();
+    std::lock_guard g(report_mu_);
+    opt_.progress(p);
+  }
+  std::mutex report_mu_;
   void check_cancel() const {
     if (opt_.cancel && opt_.cancel->load()) throw Error(Errc::interrupted, "backup interrupted; nothing was recorded as a snapshot");
   }
@@ -610,7 +622,7 @@ Progress Backup::snapshot_progress() {
 }
 
 BackupResult Backup::run() {
-  ProgressTicker ticker(opt_.progress_interval, opt_.progress ? std::function<void()>([this] { opt_.progress(snapshot_progress()); }) : nullptr);
+  ProgressTicker ticker(opt_.progress_interval, opt_.progress ? std::function<void()>([this] { report(); }) : nullptr);
 
   Snapshot snap;
   snap.hostname = opt_.hostname.empty() ? hostname() : opt_.hostname;
@@ -676,7 +688,7 @@ BackupResult Backup::run() {
     std::lock_guard g(cur_mu_);
     phase_ = "backup";
   }
-  if (opt_.progress) opt_.progress(snapshot_progress());
+  report();
   // Largest first: the long files start early and the pool stays busy to the end.
   std::stable_sort(jobs_.begin(), jobs_.end(), [](auto& a, auto& b) { return a->size > b->size; });
 
@@ -762,7 +774,7 @@ BackupResult Backup::run() {
     std::lock_guard g(cur_mu_);
     phase_ = "done";
   }
-  if (opt_.progress) opt_.progress(snapshot_progress());
+  report();
   return res_;
 }
 

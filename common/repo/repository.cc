@@ -61,8 +61,15 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
   } catch (const json::exception&) {
     throw Error(Errc::corrupt, "'" + be->location() + "/config' is not valid JSON; restore it from a copy or re-create the repository");
   }
-  if (!cfg.is_object() || cfg.value("format", "") != kConfigFormat)
+  auto field = [&](const char* k) -> const json& {
+    static const json null;
+    auto it = cfg.find(k);
+    return it == cfg.end() ? null : *it;
+  };
+  if (!cfg.is_object() || !field("format").is_string() || field("format").get<std::string>() != kConfigFormat)
     throw Error(Errc::no_repo, "'" + be->location() + "' is not a cairn repository");
+  if (!field("version").is_number_integer() || !field("id").is_string() || !field("sealed").is_string())
+    throw Error(Errc::corrupt, "'" + be->location() + "/config' is malformed; restore it from a copy");
   int version = cfg.value("version", 0);
   if (version != kFormatVersion)
     throw Error(Errc::unsupported, "repository format version " + std::to_string(version) + " is not supported by this cairnctl (it reads version " +
@@ -163,7 +170,7 @@ bool Repository::open_blob(const PackBlob& b, std::span<const uint8_t> sealed, B
     return false;
   }
   if (b.flags & kBlobCompressed) {
-    if (b.raw_length > (64u << 20) || !decompress(plain, b.raw_length, out)) {
+    if (b.raw_length > max_blob_size(b.type) || !decompress(plain, b.raw_length, out)) {
       why = "does not decompress";
       return false;
     }
@@ -200,6 +207,11 @@ Bytes Repository::load_blob(const BlobId& id) {
 }
 
 bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id) {
+  // Never store what a reader would refuse: that would be a snapshot that cannot restore.
+  if (data.size() > max_blob_size(t))
+    throw Error(Errc::invalid_input, std::string(t == BlobType::tree ? "a directory listing" : "a chunk") + " of " +
+                                         std::to_string(data.size()) + " bytes exceeds the format's limit of " +
+                                         std::to_string(max_blob_size(t)) + " bytes");
   id = blob_id(data);
   {
     std::unique_lock lk(wmu_);

@@ -121,6 +121,14 @@ class Restorer {
   void warning(const std::string& path, const std::string& reason);
   bool cancelled() const { return opt_.cancel && opt_.cancel->load(); }
   Progress progress();
+  // The ticker thread and the main thread both report; callers get one call at a time.
+  void report() {
+    if (!opt_.progress) return;
+    Progress p = progress();
+    std::lock_guard g(report_mu_);
+    opt_.progress(p);
+  }
+  std::mutex report_mu_;
 
   Repository& repo_;
   const RestoreOptions& opt_;
@@ -561,7 +569,7 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
     throw_errno("cannot inspect restore target", shown, errno);
   }
 
-  ProgressTicker ticker(opt_.progress_interval, opt_.progress ? std::function<void()>([this] { opt_.progress(progress()); }) : nullptr);
+  ProgressTicker ticker(opt_.progress_interval, opt_.progress ? std::function<void()>([this] { report(); }) : nullptr);
 
   Snapshot snap = load_snapshot(repo_, resolve_snapshot(repo_, snapshot_id));
   res_.snapshot_id = snap.id;
@@ -573,7 +581,7 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
     std::lock_guard g(cur_mu_);
     phase_ = "restore";
   }
-  if (opt_.progress) opt_.progress(progress());
+  report();
 
   for (auto& d : dirs_) make_dir(d);
   for (auto& s : specials_) {
@@ -628,7 +636,7 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
   }
   std::sort(res_.failures.begin(), res_.failures.end(), [](auto& a, auto& b) { return a.path < b.path; });
   res_.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
-  if (opt_.progress) opt_.progress(progress());
+  report();
   return res_;
 }
 

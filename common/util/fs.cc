@@ -124,7 +124,9 @@ std::string hostname() {
 }
 
 std::string username() {
-  struct passwd* pw = getpwuid(getuid());
+  struct passwd pwd {}, *pw = nullptr;
+  char buf[4096];
+  getpwuid_r(getuid(), &pwd, buf, sizeof buf, &pw);  // reentrant: the lock refresher runs beside the archiver
   return pw ? pw->pw_name : std::to_string(getuid());
 }
 
