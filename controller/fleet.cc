@@ -5,9 +5,11 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include <spdlog/spdlog.h>
 
+#include "common/crypto/crypto.h"
 #include "common/util/error.h"
 #include "controller/wire.h"
 #include "proto/error_code.h"
@@ -309,7 +311,18 @@ void Fleet::on_plan_ack(Session& s, const cairn::v1::PlanAck& a) {
   std::string problem;
   catalog_.transaction("agent:" + s.agent_id, [&](catalog::Tx& tx) {
     std::optional<catalog::PlanRecord> plan;
-    if (!a.plan_id().empty()) plan = tx.plan(a.plan_id());
+    // The digest of the exact bytes delivered identifies the plan even when
+    // the agent refused it before (or without) trusting its payload: a bad
+    // signature, an unknown key, a replay of an old plan's bytes.
+    if (a.envelope_digest().size() == 32)
+      for (auto& p : tx.issued_plans(s.agent_id)) {
+        auto d = crypto::sha256(p.envelope);
+        if (std::memcmp(d.data(), a.envelope_digest().data(), d.size()) == 0) {
+          plan = std::move(p);
+          break;
+        }
+      }
+    if (!plan && !a.plan_id().empty()) plan = tx.plan(a.plan_id());
     if (!plan && a.sequence() > 0) {
       // A rejection before the payload parsed carries no plan id; the
       // sequence is unique per agent when it comes with one.

@@ -71,6 +71,14 @@ std::vector<PlanRecord> Tx::undelivered_plans(const std::string& agent_id) const
   return out;
 }
 
+std::vector<PlanRecord> Tx::issued_plans(const std::string& agent_id) const {
+  auto s = db_.prepare(std::string(kPlanColumns) + "WHERE agent_id = ? AND state = 'issued' ORDER BY sequence");
+  s.bind(1, agent_id);
+  std::vector<PlanRecord> out;
+  while (s.step()) out.push_back(read_plan(s));
+  return out;
+}
+
 std::vector<Task> Tx::agent_tasks(const std::string& agent_id, std::span<const TaskState> states) const {
   std::vector<std::string> ids;
   {

@@ -107,6 +107,8 @@ class Tx {
   std::optional<PlanRecord> plan(const std::string& plan_id) const;
   // Issued, unexpired plans of the agent that still have `pending` tasks: not yet delivered.
   std::vector<PlanRecord> undelivered_plans(const std::string& agent_id) const;
+  // Every plan of the agent still waiting for its answer (delivered or not).
+  std::vector<PlanRecord> issued_plans(const std::string& agent_id) const;
   // Tasks of the agent in the given states.
   std::vector<Task> agent_tasks(const std::string& agent_id, std::span<const TaskState> states) const;
   std::vector<Task> tasks_of_plan(const std::string& plan_id) const;
