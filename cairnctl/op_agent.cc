@@ -28,8 +28,11 @@ std::string ago(int64_t t) {
 void print_agent_line(const cairn::v1::AgentInfo& a) {
   std::string comps;
   for (const auto& c : a.components()) comps += (comps.empty() ? "" : ",") + c.name();
-  std::printf("%-20s %-24s %-9s %-9s %-14s %s\n", a.agent_id().c_str(), a.name().c_str(), state_name(a.state()).c_str(),
-              a.connected() ? "yes" : "no", ago(a.last_seen()).c_str(), comps.empty() ? "-" : comps.c_str());
+  // Whether the agent trusts the active signing key (after a rotation: whether it got the announcement).
+  const char* key = a.state() != cairn::v1::AGENT_STATE_APPROVED ? "-" : a.trusts_active_key() ? "yes" : "no";
+  std::printf("%-20s %-24s %-9s %-9s %-14s %-10s %s\n", a.agent_id().c_str(), a.name().c_str(),
+              state_name(a.state()).c_str(), a.connected() ? "yes" : "no", ago(a.last_seen()).c_str(), key,
+              comps.empty() ? "-" : comps.c_str());
 }
 
 }  // namespace
@@ -51,7 +54,8 @@ void register_op_agent(CLI::App& app, Context& ctx) {
         std::printf("%s\n", proto_json(r.agent_list()).c_str());
         return kExitOk;
       }
-      std::printf("%-20s %-24s %-9s %-9s %-14s %s\n", "ID", "NAME", "STATE", "CONNECTED", "LAST SEEN", "COMPONENTS");
+      std::printf("%-20s %-24s %-9s %-9s %-14s %-10s %s\n", "ID", "NAME", "STATE", "CONNECTED", "LAST SEEN", "KEY TRUST",
+                  "COMPONENTS");
       for (const auto& a : r.agent_list().agents()) print_agent_line(a);
       // Pending agents are approved by key: show it so it can be compared with the agent's.
       for (const auto& a : r.agent_list().agents())

@@ -1,11 +1,26 @@
 // cairnctl keys init: the controller's signing key and CURVE keypair, and an
 // operator keypair, created once; public keys printed, secrets never.
 #include <cstdio>
+#include <ctime>
 
+#include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
+#include "common/util/encoding.h"
 #include "controller/keyfiles.h"
 
 namespace cairn::ctl {
+namespace {
+
+std::string utc_time(int64_t t) {
+  time_t tt = time_t(t);
+  struct tm tm {};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
 
 void register_op_keys(CLI::App& app, Context& ctx) {
   auto* keys = app.add_subcommand("keys", "create the controller's and the operator's keys");
@@ -24,6 +39,43 @@ void register_op_keys(CLI::App& app, Context& ctx) {
       std::printf("secret keys: %s/%s, %s/%s, %s/%s (mode 0600; copy them nowhere)\n", dir->c_str(),
                   controller::kSigningKeyFile, dir->c_str(), controller::kCurveSecretFile, dir->c_str(),
                   controller::kOperatorSecretFile);
+      return kExitOk;
+    };
+  });
+
+  auto* rotate = keys->add_subcommand(
+      "rotate", "replace the controller's plan-signing key; agents are told by an announcement signed by the old key");
+  auto o = std::make_shared<OpOptions>();
+  add_op_options(rotate, *o);
+  auto validity = std::make_shared<std::string>("365d");
+  rotate->add_option("--announcement-validity", *validity,
+                     "how long an agent that is offline now can still be brought over (default 365d)");
+  rotate->callback([&ctx, o, validity] {
+    ctx.action = [o, validity]() -> int {
+      int64_t secs = parse_duration(*validity);
+      if (secs < 3600) {
+        std::fprintf(stderr, "cairnctl: --announcement-validity '%s' must be a duration of at least 1h (e.g. 30d)\n",
+                     validity->c_str());
+        return kExitError;
+      }
+      cairn::v1::OperatorRequest q;
+      q.mutable_key_rotate()->set_announcement_validity_seconds(secs);
+      auto r = op_call(*o, q);
+      const auto& k = r.key_rotation();
+      if (o->json) {
+        std::printf("%s\n", proto_json(k).c_str());
+        return kExitOk;
+      }
+      std::printf("signing key rotated: %s -> %s\n", k.old_key_id().c_str(), k.new_key_id().c_str());
+      std::printf("new public key: %s\n", k.new_public_key().c_str());
+      std::printf("announcement %s sent to %u connected agent(s); the other %u approved agent(s) receive it when they "
+                  "connect, until %s\n",
+                  k.announcement_id().c_str(), k.agents_notified(),
+                  k.agents_approved() > k.agents_notified() ? k.agents_approved() - k.agents_notified() : 0,
+                  utc_time(k.announcement_expires_at()).c_str());
+      if (k.plans_resigned()) std::printf("%u unanswered plan(s) re-signed with the new key\n", k.plans_resigned());
+      std::printf("'cairnctl agent list' shows which agents trust the new key; agents enrolled from now on need the "
+                  "new public key in their signing_keys_file\n");
       return kExitOk;
     };
   });

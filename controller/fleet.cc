@@ -180,9 +180,7 @@ void Fleet::handle(Session& s, const cairn::v1::AgentMessage& m) {
                    m.error().detail());
       return;
     case M::kKeyAck:
-      spdlog::info("fleet: agent '{}' answered key announcement '{}': {}", s.agent_id, m.key_ack().announcement_id(),
-                   m.key_ack().accepted() ? "accepted" : proto::error_code_name(m.key_ack().reason()));
-      return;
+      return on_key_ack(s, m.key_ack());
     default:
       return send_error(s.routing_id, cairn::v1::ERROR_CODE_UNEXPECTED_MESSAGE, "unexpected message");
   }
@@ -224,6 +222,7 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
     tx.update_agent_identity(a->id, r.agent_name(), r.hostname(), r.agent_version());
     tx.set_agent_components(a->id, components);
     tx.touch_agent(a->id);
+    tx.set_agent_trusted_keys(a->id, {r.trusted_key_ids().begin(), r.trusted_key_ids().end()});
     if (a->state == catalog::AgentState::approved) tx.raise_plan_sequence(a->id, r.highest_sequence());
     return tx.agent(a->id);
   });
@@ -242,6 +241,7 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
   s.registered = true;
   s.approved = agent->state == catalog::AgentState::approved;
   s.last_touch = Clock::now();
+  s.trusted = {r.trusted_key_ids().begin(), r.trusted_key_ids().end()};
   by_agent_[agent->id] = s.routing_id;
 
   cairn::v1::ControllerMessage reply;
@@ -256,8 +256,72 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
   spdlog::info("fleet: agent '{}' ({}) registered, {}", agent->name, agent->id, s.approved ? "approved" : "pending");
   if (!s.approved) return;
   gone_.erase(agent->id);
+  // Announcements first: plans are signed by the active key, and the agent
+  // handles messages in order.
+  send_announcements(s);
   reconcile(s, r);
   deliver(agent->id);
+}
+
+size_t Fleet::send_announcements(Session& s) {
+  if (s.trusted.count(active_key_id_)) return 0;
+  auto anns = catalog_.read([](const catalog::Tx& tx) { return tx.key_announcements(); });
+  // Walk the chain the way the agent will: each announcement it can verify
+  // makes the next one verifiable.
+  std::set<std::string> trusted = s.trusted;
+  size_t sent = 0;
+  int64_t now = unix_now();
+  for (const auto& a : anns) {
+    if (trusted.count(a.new_key_id) || !trusted.count(a.signed_by)) continue;
+    if (a.expires_at <= now) {
+      spdlog::error(
+          "fleet: agent '{}' trusts only key(s) retired by announcement '{}', which expired; it will refuse every "
+          "plan until its signing_keys_file lists the active key '{}'",
+          s.agent_id, a.id, active_key_id_);
+      break;
+    }
+    cairn::v1::ControllerMessage m;
+    m.set_key_announcement(std::string(a.envelope.begin(), a.envelope.end()));
+    if (!send(s, m)) break;
+    ++sent;
+    trusted.insert(a.new_key_id);
+    for (const auto& r : a.retires) trusted.erase(r);
+    spdlog::info("fleet: key announcement '{}' (key '{}') sent to agent '{}'", a.id, a.new_key_id, s.agent_id);
+  }
+  if (!trusted.count(active_key_id_))
+    spdlog::warn("fleet: agent '{}' trusts none of the keys that lead to the active key '{}'; its plans will be refused",
+                 s.agent_id, active_key_id_);
+  return sent;
+}
+
+size_t Fleet::rotated(const std::string& new_key_id) {
+  active_key_id_ = new_key_id;
+  size_t n = 0;
+  for (auto& [rid, s] : sessions_)
+    if (s.registered && s.approved && send_announcements(s) > 0) ++n;
+  return n;
+}
+
+void Fleet::on_key_ack(Session& s, const cairn::v1::KeyAnnouncementAck& a) {
+  auto anns = catalog_.read([](const catalog::Tx& tx) { return tx.key_announcements(); });
+  const catalog::KeyAnnouncementRecord* ann = nullptr;
+  for (const auto& x : anns)
+    if (x.id == a.announcement_id()) ann = &x;
+  catalog_.transaction("agent:" + s.agent_id, [&](catalog::Tx& tx) {
+    if (a.accepted() && ann) {
+      s.trusted.insert(ann->new_key_id);
+      for (const auto& r : ann->retires) s.trusted.erase(r);
+      tx.set_agent_trusted_keys(s.agent_id, {s.trusted.begin(), s.trusted.end()});
+    }
+    tx.audit({"agent.key_announcement", "agent:" + s.agent_id, a.accepted() ? "accepted" : "refused",
+              a.accepted() ? "" : proto::error_code_name(a.reason()),
+              {{"announcement_id", a.announcement_id()}, {"detail", a.detail()}}});
+  });
+  if (a.accepted())
+    spdlog::info("fleet: agent '{}' accepted key announcement '{}'", s.agent_id, a.announcement_id());
+  else
+    spdlog::warn("fleet: agent '{}' refused key announcement '{}': {} {}", s.agent_id, a.announcement_id(),
+                 proto::error_code_name(a.reason()), a.detail());
 }
 
 void Fleet::reconcile(Session& s, const cairn::v1::Register& r) {

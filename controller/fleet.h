@@ -39,6 +39,11 @@ class Fleet {
   // registers again, now as approved.
   void reconnect(const std::string& agent_id);
 
+  // After a key rotation: new signing key id for RegisterReply, and the
+  // announcements sent to every connected agent that does not trust it yet.
+  // Returns how many agents were sent an announcement.
+  size_t rotated(const std::string& new_key_id);
+
   bool connected(const std::string& agent_id) const;
   size_t connected_count() const;
 
@@ -52,12 +57,17 @@ class Fleet {
     int fd = -1;  // the connection's socket, to cut it on revocation
     Clock::time_point last_recv, last_send;
     Clock::time_point last_touch;
+    std::set<std::string> trusted;  // controller key ids the agent trusts (Register, then acks)
   };
 
   void handle(Session& s, const cairn::v1::AgentMessage& m);
   void on_register(Session& s, const cairn::v1::Register& r);
   void on_plan_ack(Session& s, const cairn::v1::PlanAck& a);
   void on_task_result(Session& s, const cairn::v1::TaskResult& r);
+  void on_key_ack(Session& s, const cairn::v1::KeyAnnouncementAck& a);
+  // Sends, oldest first, the announcements that lead from the keys the agent
+  // trusts to the active key. Returns the number sent.
+  size_t send_announcements(Session& s);
   void reconcile(Session& s, const cairn::v1::Register& r);
 
   bool send(Session& s, const cairn::v1::ControllerMessage& m);

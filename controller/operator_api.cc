@@ -1,10 +1,13 @@
 // Operator requests against the catalog and the fleet.
 #include "controller/operator_api.h"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "cairn/version.h"
 #include "common/util/error.h"
+#include "controller/key_rotation.h"
 #include "controller/keyfiles.h"
 
 namespace cairn::controller {
@@ -78,6 +81,9 @@ void OperatorApi::fill_agent(const catalog::Tx& tx, const catalog::Agent& a, cai
   out.set_state(wire_state(a.state));
   out.set_last_seen(a.last_seen_at.value_or(0));
   out.set_connected(fleet_.connected(a.id));
+  for (const auto& k : a.trusted_key_ids) out.add_trusted_key_ids(k);
+  out.set_trusts_active_key(std::find(a.trusted_key_ids.begin(), a.trusted_key_ids.end(), signing_key_.key_id()) !=
+                            a.trusted_key_ids.end());
   for (const auto& c : tx.agent_components(a.id)) {
     auto* w = out.add_components();
     w->set_name(c.name);
@@ -187,10 +193,29 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
         }
         s->set_agents_connected(uint32_t(fleet_.connected_count()));
         s->set_sets_running(uint32_t(tx.running_backup_sets()));
-        s->set_active_key_id(active_key_id_);
+        s->set_active_key_id(signing_key_.key_id());
         s->set_audit_outbox_pending(uint64_t(tx.audit_outbox_pending()));
       });
       return;
+    case Q::kKeyRotate: {
+      int64_t validity = q.key_rotate().announcement_validity_seconds();
+      auto rot = rotate_signing_key(catalog_, key_dir_, signing_key_, validity ? validity : 365 * 86400, actor);
+      auto* w = r.mutable_key_rotation();
+      w->set_old_key_id(rot.old_key_id);
+      w->set_new_key_id(rot.new_key_id);
+      w->set_new_public_key(rot.new_public_key);
+      w->set_announcement_id(rot.announcement_id);
+      w->set_announcement_expires_at(rot.expires_at);
+      w->set_plans_resigned(uint32_t(rot.plans_resigned));
+      w->set_agents_notified(uint32_t(fleet_.rotated(rot.new_key_id)));
+      catalog_.read([&](const catalog::Tx& tx) {
+        for (const auto& a : tx.agents())
+          if (a.state == catalog::AgentState::approved) w->set_agents_approved(w->agents_approved() + 1);
+      });
+      spdlog::info("operator: '{}' rotated the signing key to '{}'; {} connected agent(s) notified", actor,
+                   rot.new_key_id, w->agents_notified());
+      return;
+    }
     case Q::BODY_NOT_SET:
       break;
   }

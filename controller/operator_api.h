@@ -4,6 +4,7 @@
 // operator the ZAP handler authenticated.
 #include <string>
 
+#include "common/plan/signing_key.h"
 #include "controller/catalog/catalog.h"
 #include "controller/fleet.h"
 #include "controller/orders.h"
@@ -13,8 +14,11 @@ namespace cairn::controller {
 
 class OperatorApi {
  public:
-  OperatorApi(catalog::Catalog& catalog, Fleet& fleet, Orders& orders, std::string active_key_id)
-      : catalog_(catalog), fleet_(fleet), orders_(orders), active_key_id_(std::move(active_key_id)) {}
+  // signing_key is the controller's active key; a key rotation replaces it
+  // (Orders signs with the same object). key_dir holds its file.
+  OperatorApi(catalog::Catalog& catalog, Fleet& fleet, Orders& orders, plan::SigningKey& signing_key,
+              std::string key_dir)
+      : catalog_(catalog), fleet_(fleet), orders_(orders), signing_key_(signing_key), key_dir_(std::move(key_dir)) {}
 
   // actor is "operator:<name>". Never throws.
   cairn::v1::OperatorResponse handle(const std::string& actor, const cairn::v1::OperatorRequest& request);
@@ -28,7 +32,8 @@ class OperatorApi {
   catalog::Catalog& catalog_;
   Fleet& fleet_;
   Orders& orders_;
-  std::string active_key_id_;
+  plan::SigningKey& signing_key_;
+  std::string key_dir_;
 };
 
 }  // namespace cairn::controller

@@ -7,6 +7,7 @@
 
 #include "common/util/error.h"
 #include "common/util/fs.h"
+#include "controller/key_rotation.h"
 #include "controller/keyfiles.h"
 #include "controller/wire.h"
 #include "proto/protocol.h"
@@ -56,7 +57,7 @@ void curve_server(zmq::socket_t& s, const std::string& secret, const char* domai
 Server::Server(const ControllerConfig& config)
     : config_(config),
       catalog_(open_catalog(config)),
-      signing_key_(plan::SigningKey::load(config.key_dir + "/" + kSigningKeyFile)),
+      signing_key_(load_signing_key(catalog_, config.key_dir)),
       ctx_(1),
       fleet_socket_(ctx_, zmq::socket_type::router),
       operator_socket_(ctx_, zmq::socket_type::router) {
@@ -64,10 +65,6 @@ Server::Server(const ControllerConfig& config)
   std::string key_id = signing_key_.key_id();
 
   catalog_.transaction("controller", [&](catalog::Tx& tx) {
-    if (tx.active_controller_key() != key_id) {
-      const auto& pub = signing_key_.public_key();
-      tx.add_controller_key(key_id, pub, /*active=*/true);
-    }
     for (const auto& [name, file] : config.operator_key_files) {
       auto key = z85_to_key(read_curve_public(file));
       if (tx.active_operator_name(*key) == name) continue;
@@ -86,7 +83,7 @@ Server::Server(const ControllerConfig& config)
 
   fleet_ = std::make_unique<Fleet>(fleet_socket_, catalog_, config_, key_id);
   orders_ = std::make_unique<Orders>(catalog_, config_, signing_key_);
-  api_ = std::make_unique<OperatorApi>(catalog_, *fleet_, *orders_, key_id);
+  api_ = std::make_unique<OperatorApi>(catalog_, *fleet_, *orders_, signing_key_, config.key_dir);
   spdlog::info("controller '{}' listening: fleet {} operator {}; signing key {}; enrolment {}", config.controller_id,
                fleet_endpoint(), operator_endpoint(), key_id, config.enrolment_open ? "open" : "closed");
 }

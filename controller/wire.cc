@@ -139,6 +139,12 @@ std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
     case M::kAgentList:
     case M::kStatus:
       return {};
+    case M::kKeyRotate: {
+      int64_t v = m.key_rotate().announcement_validity_seconds();
+      return v == 0 || (v >= 3600 && v <= int64_t(10) * 365 * 86400)
+                 ? ""
+                 : "'announcement_validity_seconds' must be 0 (default) or between an hour and ten years";
+    }
     case M::kAgentApprove:
       return valid_id(m.agent_approve().agent()) ? "" : "'agent' is empty or too long";
     case M::kAgentRevoke:

@@ -1,6 +1,8 @@
 // Agents, operators and controller keys: who may connect and who signs.
 #include <algorithm>
 
+#include <nlohmann/json.hpp>
+
 #include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "controller/catalog/sqlite.h"
@@ -12,7 +14,8 @@ namespace {
 constexpr std::string_view kAgentStates[] = {"pending", "approved", "revoked"};
 
 constexpr const char* kAgentColumns =
-    "SELECT id, name, curve_public_key, state, hostname, agent_version, created_at, state_changed_at, last_seen_at"
+    "SELECT id, name, curve_public_key, state, hostname, agent_version, created_at, state_changed_at, last_seen_at,"
+    " trusted_key_ids"
     " FROM agents ";
 
 Agent read_agent(const sqlite::Stmt& s) {
@@ -27,6 +30,10 @@ Agent read_agent(const sqlite::Stmt& s) {
   a.created_at = s.integer(6);
   a.state_changed_at = s.integer(7);
   if (!s.is_null(8)) a.last_seen_at = s.integer(8);
+  auto ids = nlohmann::json::parse(s.text(9), nullptr, false);
+  if (ids.is_array())
+    for (const auto& k : ids)
+      if (k.is_string()) a.trusted_key_ids.push_back(k.get<std::string>());
   return a;
 }
 
@@ -166,6 +173,63 @@ std::optional<std::string> Tx::active_controller_key() const {
   auto s = db_.prepare("SELECT key_id FROM controller_keys WHERE state = 'active'");
   if (!s.step()) return std::nullopt;
   return s.text(0);
+}
+
+std::optional<ControllerKeyRecord> Tx::controller_key(const std::string& key_id) const {
+  auto s = db_.prepare("SELECT key_id, public_key, state, created_at FROM controller_keys WHERE key_id = ?");
+  s.bind(1, key_id);
+  if (!s.step()) return std::nullopt;
+  return ControllerKeyRecord{s.text(0), s.blob(1), s.text(2), s.integer(3)};
+}
+
+void Tx::activate_controller_key(const std::string& key_id) {
+  auto k = controller_key(key_id);
+  if (!k) throw Error(Errc::not_found, "no controller key '" + key_id + "'");
+  if (k->state == "active") return;
+  if (k->state == "retired") throw Error(Errc::invalid_input, "controller key '" + key_id + "' is retired");
+  if (auto old = active_controller_key()) retire_controller_key(*old);
+  db_.prepare("UPDATE controller_keys SET state = 'active' WHERE key_id = ?").bind(1, key_id).run();
+  audit({"controller_key.activate", "key:" + key_id, "active", "", {}});
+}
+
+void Tx::add_key_announcement(const KeyAnnouncementRecord& a) {
+  db_.prepare(
+         "INSERT INTO key_announcements (id, new_key_id, signed_by, retires, issued_at, expires_at, envelope)"
+         " VALUES (?, ?, ?, ?, ?, ?, ?)")
+      .bind_all(a.id, a.new_key_id, a.signed_by, nlohmann::json(a.retires).dump(), a.issued_at, a.expires_at,
+                std::span<const uint8_t>(a.envelope))
+      .run();
+  audit({"controller_key.announce", "key:" + a.new_key_id, "announced", "",
+         {{"announcement_id", a.id}, {"signed_by", a.signed_by}, {"retires", a.retires}, {"expires_at", a.expires_at}}});
+}
+
+std::vector<KeyAnnouncementRecord> Tx::key_announcements() const {
+  auto s = db_.prepare(
+      "SELECT id, new_key_id, signed_by, retires, issued_at, expires_at, envelope FROM key_announcements"
+      " ORDER BY issued_at, rowid");
+  std::vector<KeyAnnouncementRecord> out;
+  while (s.step()) {
+    KeyAnnouncementRecord a{s.text(0), s.text(1), s.text(2), {}, s.integer(4), s.integer(5), s.blob(6)};
+    auto r = nlohmann::json::parse(s.text(3), nullptr, false);
+    if (r.is_array())
+      for (const auto& k : r)
+        if (k.is_string()) a.retires.push_back(k.get<std::string>());
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+void Tx::set_agent_trusted_keys(const std::string& agent_id, const std::vector<std::string>& key_ids) {
+  auto a = agent(agent_id);
+  if (!a) throw Error(Errc::not_found, "no agent '" + agent_id + "'");
+  std::vector<std::string> sorted = key_ids;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  if (sorted == a->trusted_key_ids) return;
+  db_.prepare("UPDATE agents SET trusted_key_ids = ? WHERE id = ?")
+      .bind_all(nlohmann::json(sorted).dump(), agent_id)
+      .run();
+  audit({"agent.trusted_keys", "agent:" + agent_id, "ok", "", {{"from", a->trusted_key_ids}, {"to", sorted}}});
 }
 
 }  // namespace cairn::catalog

@@ -79,6 +79,21 @@ std::vector<PlanRecord> Tx::issued_plans(const std::string& agent_id) const {
   return out;
 }
 
+std::vector<PlanRecord> Tx::all_issued_plans() const {
+  auto s = db_.prepare(std::string(kPlanColumns) + "WHERE state = 'issued' ORDER BY agent_id, sequence");
+  std::vector<PlanRecord> out;
+  while (s.step()) out.push_back(read_plan(s));
+  return out;
+}
+
+void Tx::resign_plan(const std::string& plan_id, const std::string& key_id, std::span<const uint8_t> envelope) {
+  db_.prepare("UPDATE plans SET envelope = ?, key_id = ? WHERE id = ? AND state = 'issued'")
+      .bind_all(envelope, key_id, plan_id)
+      .run();
+  if (db_.changes() != 1) throw Error(Errc::not_found, "no issued plan '" + plan_id + "'");
+  audit({"plan.resign", "plan:" + plan_id, "ok", "", {{"key_id", key_id}}});
+}
+
 std::vector<Task> Tx::agent_tasks(const std::string& agent_id, std::span<const TaskState> states) const {
   std::vector<std::string> ids;
   {

@@ -60,6 +60,14 @@ class Tx {
   void add_controller_key(const std::string& key_id, std::span<const uint8_t> public_key, bool active);
   void retire_controller_key(const std::string& key_id);
   std::optional<std::string> active_controller_key() const;
+  std::optional<ControllerKeyRecord> controller_key(const std::string& key_id) const;
+  // Rotation's last step: the active key becomes `retired`, key_id (standby) `active`.
+  void activate_controller_key(const std::string& key_id);
+  // Key announcements, oldest first.
+  void add_key_announcement(const KeyAnnouncementRecord& a);
+  std::vector<KeyAnnouncementRecord> key_announcements() const;
+  // What the agent reported it trusts; audited when it changes.
+  void set_agent_trusted_keys(const std::string& agent_id, const std::vector<std::string>& key_ids);
 
   // -- backup sets and tasks (backups.cc) ------------------------------------
   // Creates the set and one `pending` task per entry. Refuses an empty task
@@ -109,6 +117,10 @@ class Tx {
   std::vector<PlanRecord> undelivered_plans(const std::string& agent_id) const;
   // Every plan of the agent still waiting for its answer (delivered or not).
   std::vector<PlanRecord> issued_plans(const std::string& agent_id) const;
+  // Every plan of every agent still waiting for its answer (rotation re-signs them).
+  std::vector<PlanRecord> all_issued_plans() const;
+  // Replaces an issued plan's signed bytes after a key rotation.
+  void resign_plan(const std::string& plan_id, const std::string& key_id, std::span<const uint8_t> envelope);
   // Tasks of the agent in the given states.
   std::vector<Task> agent_tasks(const std::string& agent_id, std::span<const TaskState> states) const;
   std::vector<Task> tasks_of_plan(const std::string& plan_id) const;

@@ -31,6 +31,7 @@ struct Agent {
   int64_t created_at = 0;
   int64_t state_changed_at = 0;
   std::optional<int64_t> last_seen_at;
+  std::vector<std::string> trusted_key_ids;  // controller keys the agent last said it trusts
 };
 
 struct Component {
@@ -106,6 +107,24 @@ struct PlanRecord {
   int64_t expires_at = 0;
   std::string state;  // issued, accepted, rejected, expired
   Bytes envelope;     // empty for plans issued before migration 0002
+};
+
+struct ControllerKeyRecord {
+  std::string key_id;
+  Bytes public_key;
+  std::string state;  // active, standby, retired
+  int64_t created_at = 0;
+};
+
+// A signed announcement of a new controller signing key (key rotation).
+struct KeyAnnouncementRecord {
+  std::string id;
+  std::string new_key_id;
+  std::string signed_by;
+  std::vector<std::string> retires;
+  int64_t issued_at = 0;
+  int64_t expires_at = 0;
+  Bytes envelope;
 };
 
 // Inputs of the write operations.

@@ -197,6 +197,10 @@ authorized_keys = {{ it = "{self.keys / 'operator-curve.pub'}" }}
                 p = data / rel
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(content)
+        # Each agent has its own copy of the controller's signing key, as on a
+        # real node (a rotation rewrites the controller's file, not this one).
+        signing_pub = d / "controller-signing.pub"
+        signing_pub.write_text((self.keys / "controller-signing.pub").read_text())
         cfg = d / "agent.toml"
         cfg.write_text(f"""name = "{name}"
 state_dir = "{d / 'state'}"
@@ -204,7 +208,7 @@ log_level = "debug"
 [controller]
 endpoint = "tcp://127.0.0.1:{self.fleet_port}"
 public_key = "{(self.keys / 'controller-curve.pub').read_text().strip()}"
-signing_keys_file = "{self.keys / 'controller-signing.pub'}"
+signing_keys_file = "{signing_pub}"
 heartbeat_interval_ms = {HEARTBEAT_MS}
 liveness = {LIVENESS}
 [[repository]]

@@ -23,6 +23,20 @@ namespace {
 
 bool has_glob(const std::string& p) { return p.find_first_of("*?[") != std::string::npos; }
 
+bool exists(const std::string& p) {
+  struct stat st {};
+  return ::lstat(p.c_str(), &st) == 0;
+}
+
+// A declared path is a glob only when it has glob characters and does not
+// name an existing file as written: "/srv/app[1]/data" that exists is taken
+// literally, as a shell does when the pattern matches nothing else.
+bool is_pattern(const std::string& p) { return has_glob(p) && !exists(p); }
+
+bool under(const std::string& sp, const std::string& p) {
+  return sp == p || (sp.size() > p.size() && sp.compare(0, p.size(), p) == 0 && sp[p.size()] == '/');
+}
+
 // restore_glob_matches() reads its list as fnmatch patterns: a literal path
 // must not turn into a pattern because a name contains '*', '?' or '['.
 std::string escape_glob(const std::string& p) {
@@ -77,7 +91,7 @@ bool FilesDriver::has_restore_target(const std::string& name) const {
 std::vector<std::string> FilesDriver::expand_paths() const {
   std::set<std::string> out;
   for (const auto& p : settings_.paths) {
-    if (!has_glob(p)) {
+    if (!is_pattern(p)) {
       out.insert(p);
       continue;
     }
@@ -92,11 +106,8 @@ std::vector<std::string> FilesDriver::expand_paths() const {
 bool FilesDriver::covers(const std::string& sp) const {
   if (sp.empty() || sp[0] != '/') return false;
   for (const auto& p : settings_.paths) {
-    if (has_glob(p)) {
-      if (::fnmatch(p.c_str(), sp.c_str(), FNM_PATHNAME | FNM_PERIOD) == 0) return true;
-      continue;
-    }
-    if (sp == p || (sp.size() > p.size() && sp.compare(0, p.size(), p) == 0 && sp[p.size()] == '/')) return true;
+    if (has_glob(p) && ::fnmatch(p.c_str(), sp.c_str(), FNM_PATHNAME | FNM_PERIOD) == 0) return true;
+    if (under(sp, p)) return true;  // literally, also for a path with glob characters in its name
   }
   return false;
 }

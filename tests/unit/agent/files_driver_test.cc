@@ -184,3 +184,21 @@ TEST_CASE("files driver: globs expand and cover only what they match") {
   REQUIRE_FALSE(drv.covers("/etc/kubernetes/sub/x.conf"));
   REQUIRE_FALSE(drv.covers("/etc/shadow"));
 }
+
+TEST_CASE("files driver: a declared path with glob characters that exists as written is taken literally") {
+  TempDir d;
+  write_text(d.file("app[1]/data/x.conf"), "x\n");
+  write_text(d.file("app1/data/y.conf"), "y\n");  // what the pattern would match
+  files::Settings s;
+  s.paths = {d.file("app[1]/data")};
+  files::FilesDriver drv("app", s);
+  CHECK(drv.expand_paths() == std::vector<std::string>{d.file("app[1]/data")});
+  CHECK(drv.covers(d.file("app[1]/data/x.conf")));
+  CHECK_FALSE(drv.covers(d.file("app1/data/y.conf")));
+  CHECK(drv.preflight(v1::TASK_KIND_BACKUP, "").empty());
+  // The same text naming nothing literally stays a pattern.
+  files::Settings g;
+  g.paths = {d.file("app[1]/other")};
+  files::FilesDriver pat("app", g);
+  CHECK(pat.expand_paths().empty());
+}
