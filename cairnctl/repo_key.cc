@@ -99,16 +99,37 @@ void register_repo_key(CLI::App& repo, Context& ctx) {
 
 void register_repo_unlock(CLI::App& repo, Context& ctx) {
   static bool all = false;
+  static std::string watch;
   auto* cmd = repo.add_subcommand("unlock", "list locks and remove stale ones");
   add_repo_options(cmd, ctx.opts);
   cmd->add_flag("--remove-all", all, "remove every lock, live or not (only when you know no cairnctl is running)");
+  cmd->add_option("--watch", watch,
+                  "also watch the locks this host cannot judge (other hosts, other PID namespaces) for up to this long "
+                  "(e.g. 35min) and remove those that stay unchanged for the stale interval (30 minutes)");
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
+      std::chrono::seconds w(0);
+      if (!watch.empty()) {
+        int64_t s = parse_duration(watch);
+        if (s < 0) throw Error(Errc::invalid_input, "--watch '" + watch + "' is not a duration (try 35min, 1h)");
+        w = std::chrono::seconds(s);
+      }
+      auto t = repo::LockTiming::from_env();
       auto r = open_repo(ctx.opts, false);
-      for (const auto& l : repo::list_locks(*r))
-        if (!l.stale && !all) info(ctx.opts, "kept live " + l.describe());
-      for (const auto& l : repo::remove_locks(*r, all))
+      std::vector<repo::LockInfo> kept;
+      for (const auto& l : repo::remove_locks(*r, all, w, t, &kept))
         info(ctx.opts, "removed " + std::string(l.stale ? "stale " : "") + l.describe() + (l.stale ? ": " + l.stale_reason : ""));
+      for (const auto& l : kept) {
+        if (l.same_process_space)
+          info(ctx.opts, "kept live " + l.describe());
+        else
+          info(ctx.opts, "kept " + l.describe() + ": cannot tell from here whether it is live (" + l.held_note + "); " +
+                             (l.watched_s >= 1 ? "it changed or was watched only " + repo::lock_duration_text(int64_t(l.watched_s)) + "; "
+                                               : "") +
+                             "'--watch " + repo::lock_duration_text(t.stale_after.count() + t.refresh_every.count()) +
+                             "' removes it if it stays unchanged for " + repo::lock_duration_text(t.stale_after.count()) +
+                             ", '--remove-all' if you know its holder is gone");
+      }
       return kExitOk;
     };
   });
