@@ -185,7 +185,9 @@ std::vector<LockInfo> LockWatcher::list(Repository& r) {
     auto first = it == first_seen_.end() ? now : it->second;
     seen[l.name] = first;
     l.watched_s = std::chrono::duration<double>(now - first).count();
-    if (!l.stale && now - first >= t_.stale_after) {
+    // A process this host can see alive is never judged by observation: it is live
+    // (if it is hung, stopping it frees the lock; its own check() refuses to commit).
+    if (!l.stale && !l.same_process_space && now - first >= t_.stale_after) {
       l.stale = true;
       l.stale_reason = "unchanged for " + lock_duration_text(int64_t(l.watched_s)) + " while watched from this host (" + l.held_note +
                        "; a live holder rewrites its lock every " + lock_duration_text(t_.refresh_every.count()) + ")";

@@ -90,6 +90,7 @@ def test_stale_lock_of_dead_process_is_ignored(cairn, tmp_path):
     (src / "f.txt").write_text("after the crash\n")
     summary, err = cairn.backup(src)
     assert summary["partial"] is False
+    assert "removed stale" in err and f"pid {p.pid}" in err, f"the dead process's lock was not reported as removed: {err}"
     rc, out, err = cairn("prune")  # exclusive: the dead shared lock must not block it either
     assert rc == 0, err
     target = tmp_path / "t"
@@ -108,3 +109,40 @@ def test_live_lock_never_broken_by_unlock(cairn):
     finally:
         p.stdin.close()
         p.wait(timeout=60)
+
+
+def test_backup_whose_lock_cannot_be_refreshed_writes_no_snapshot(cairn):
+    """A holder that cannot refresh its lock must not commit: another host would by now treat it as stale."""
+    env = dict(os.environ, CAIRN_LOCK_TIMING_FOR_TESTS="4,1")  # stale after 4 s, refresh every 1 s: valid for 3 s
+    p = cairn.popen("backup", "--stdin", "--stdin-name", "slow.bin", stdin=subprocess.PIPE, env=env)
+    locks = cairn.repo / "locks"
+    away = cairn.repo / "locks.away"
+    try:
+        p.stdin.write(os.urandom(1 << 20))
+        p.stdin.flush()
+        held = wait_for_lock(cairn.repo, p)
+        # Every later refresh fails: locks/ is no longer a directory (root can write anywhere, so not chmod).
+        os.rename(locks, away)
+        locks.write_text("not a directory\n")
+        time.sleep(5)
+        p.stdin.write(os.urandom(1 << 20))
+        p.stdin.close()
+        rc = p.wait(timeout=60)
+        err = p.stderr.read().decode()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if locks.is_file():
+            locks.unlink()
+            os.rename(away, locks)
+    assert rc == EXIT_LOCKED, f"the backup exited {rc}: {err}"
+    assert "could not refresh the repository lock" in err, err
+    assert "refusing writing the snapshot" in err and "not been refreshed" in err, err
+    assert cairn.snapshots() == [], "a snapshot was written under a lock that was not refreshed"
+    # Its lock file stayed behind (locks/ was unusable when it ended); the next command removes it as a dead process's.
+    assert sorted(os.listdir(locks)) == sorted(held)
+    rc, out, err = cairn("prune")
+    assert rc == 0, err
+    assert "removed stale" in err and f"pid {p.pid}" in err, err
+    assert not os.listdir(locks)

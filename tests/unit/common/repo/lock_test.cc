@@ -260,6 +260,10 @@ TEST_CASE("lock: same host, live pid with another start time: stale; with the sa
   j["start_ticks"] = process_start_ticks(::getpid());
   tr2.repo->save_json(FileType::lock, j);
   locked_message([&] { Lock::acquire(*tr2.repo, LockKind::shared, "backup", 0s, {}, fast(2, 1)); });
+  // A live process on this host is held even when its lock is not refreshed while we watch.
+  std::string msg = locked_message([&] { Lock::acquire(*tr2.repo, LockKind::shared, "backup", 3s, {}, fast(2, 1)); });
+  CHECK(msg.find("wait for it to finish") != std::string::npos);
+  CHECK(tr2.lock_files().size() == 1);
 }
 
 TEST_CASE("lock: an old lock without boot id or PID namespace on this host name is held, not judged by pid") {
