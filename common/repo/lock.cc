@@ -1,6 +1,7 @@
 #include "common/repo/lock.h"
 
 #include <signal.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -113,6 +114,18 @@ LockInfo read_lock(Repository& r, const std::string& name, bool& gone) {
 }
 
 std::string random_hex8() { return to_hex(crypto::random_array<8>()); }
+
+}  // namespace
+
+// The holder's clock: CLOCK_BOOTTIME keeps counting while the machine is
+// suspended (observers elsewhere keep watching meanwhile); steady_clock does not.
+Lock::Clock::time_point Lock::Clock::now() noexcept {
+  timespec ts{};
+  if (::clock_gettime(CLOCK_BOOTTIME, &ts) != 0) return time_point(std::chrono::steady_clock::now().time_since_epoch());
+  return time_point(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
+}
+
+namespace {
 
 }  // namespace
 
@@ -273,10 +286,11 @@ std::unique_ptr<Lock> Lock::acquire(Repository& r, LockKind kind, const std::str
       if (l.stale) {
         try {
           r.backend().remove({FileType::lock, l.name});
-        } catch (const Error& e) {
-          if (e.code() != Errc::not_found) throw;
+          if (warn) warn("removed stale " + l.describe() + ": " + l.stale_reason);
+        } catch (const std::exception& e) {
+          // Stale either way; a file we may not delete (another user's) must not wedge us.
+          if (warn) warn("ignoring stale " + l.describe() + ": " + l.stale_reason + " (could not remove it: " + e.what() + ")");
         }
-        if (warn) warn("removed stale " + l.describe() + ": " + l.stale_reason);
         continue;
       }
       if (!found && (kind == LockKind::exclusive || l.exclusive || !l.readable)) found = l;
@@ -286,7 +300,7 @@ std::unique_ptr<Lock> Lock::acquire(Repository& r, LockKind kind, const std::str
   for (int attempt = 0;; ++attempt) {
     auto c = conflict("");
     if (!c) {
-      auto started = Steady::now();
+      auto started = Clock::now();
       try {
         lk->name_ = lk->write();
         lk->last_ok_ = started;
@@ -329,7 +343,7 @@ std::unique_ptr<Lock> Lock::acquire(Repository& r, LockKind kind, const std::str
 }
 
 void Lock::refresh_once() {
-  auto started = Steady::now();
+  auto started = Clock::now();
   std::string current;
   {
     std::lock_guard g(state_mu_);
@@ -411,14 +425,14 @@ void Lock::refresh_loop() {
 
 bool Lock::valid() const {
   std::lock_guard g(state_mu_);
-  return broken_.empty() && !name_.empty() && Steady::now() - last_ok_ < timing_.valid_for();
+  return broken_.empty() && !name_.empty() && Clock::now() - last_ok_ < timing_.valid_for();
 }
 
 void Lock::check(const std::string& what) const {
   std::lock_guard g(state_mu_);
   if (!broken_.empty()) throw Error(Errc::locked, "refusing " + what + ": " + broken_ + "; nothing was committed");
   if (name_.empty()) throw Error(Errc::locked, "refusing " + what + ": the repository lock was released");
-  auto age = Steady::now() - last_ok_;
+  auto age = Clock::now() - last_ok_;
   if (age >= timing_.valid_for())
     throw Error(Errc::locked, "refusing " + what + ": the repository lock has not been refreshed for " +
                                   lock_duration_text(std::chrono::duration_cast<std::chrono::seconds>(age).count()) +

@@ -122,6 +122,15 @@ class Lock {
   void refresh_once();
   void refresh_loop();
 
+  struct Clock {  // CLOCK_BOOTTIME: counts time suspended
+    using duration = std::chrono::nanoseconds;
+    using rep = duration::rep;
+    using period = duration::period;
+    using time_point = std::chrono::time_point<Clock>;
+    static constexpr bool is_steady = true;
+    static time_point now() noexcept;
+  };
+
   Repository& repo_;
   LockKind kind_;
   std::string purpose_;
@@ -134,7 +143,7 @@ class Lock {
   mutable std::mutex state_mu_;  // guards the fields below
   std::string name_;
   std::vector<std::string> leftovers_;  // our older lock files whose removal failed
-  std::chrono::steady_clock::time_point last_ok_;
+  Clock::time_point last_ok_;
   std::string broken_;  // set when our lock file was removed by someone else
   bool failing_ = false;
 
