@@ -74,6 +74,7 @@ void register_repo_key(CLI::App& repo, Context& ctx) {
       if (found.empty()) throw Error(Errc::not_found, "no key slot '" + a.id + "' (see 'cairnctl repo key list')");
       if (found == r->key_slot())
         throw Error(Errc::invalid_input, "refusing to remove the key slot in use; open the repository with another key to remove this one");
+      lock->check("removing the key slot");
       r->backend().remove({repo::FileType::key, found});
       info(ctx.opts, "removed key slot " + found.substr(0, 12));
       return kExitOk;
@@ -90,6 +91,7 @@ void register_repo_key(CLI::App& repo, Context& ctx) {
       auto lock = lock_repo(*r, ctx.opts, repo::LockKind::exclusive, "key passwd");
       // The new slot is written first: at no moment is there no way in.
       std::string id = repo::add_key_slot(r->backend(), r->master_key(), new_secret(a));
+      lock->check("removing the old key slot");
       r->backend().remove({repo::FileType::key, r->key_slot()});
       info(ctx.opts, "changed: key slot " + r->key_slot().substr(0, 12) + " replaced by " + id.substr(0, 12));
       return kExitOk;
