@@ -1,6 +1,7 @@
 """Several cairnctl processes on one repository: shared backups, exclusive prune, stale locks."""
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -146,3 +147,26 @@ def test_backup_whose_lock_cannot_be_refreshed_writes_no_snapshot(cairn):
     assert rc == 0, err
     assert "removed stale" in err and f"pid {p.pid}" in err, err
     assert not os.listdir(locks)
+
+
+def test_stopped_live_holder_is_never_broken_by_watching(cairn):
+    """A live process on this host that stops refreshing (SIGSTOP) still holds its lock: watching does not make it stale."""
+    env = dict(os.environ, CAIRN_LOCK_TIMING_FOR_TESTS="2,1")
+    p = cairn.popen("backup", "--stdin", "--stdin-name", "slow.bin", stdin=subprocess.PIPE, env=env)
+    try:
+        p.stdin.write(os.urandom(1 << 20))
+        p.stdin.flush()
+        wait_for_lock(cairn.repo, p)
+        p.send_signal(signal.SIGSTOP)
+        held = os.listdir(cairn.repo / "locks")
+        rc, out, err = cairn("unlock", "--watch", "4s", env=env)
+        assert rc == 0, err
+        assert "kept live" in out and str(p.pid) in out, out
+        assert os.listdir(cairn.repo / "locks") == held, "unlock --watch removed a live (stopped) holder's lock"
+        rc, out, err = cairn("prune", "--retry-lock", "4s", env=env)
+        assert rc == EXIT_LOCKED, f"prune exited {rc} while a stopped backup held its lock: {err}"
+        assert os.listdir(cairn.repo / "locks") == held
+    finally:
+        p.send_signal(signal.SIGCONT)
+        p.stdin.close()
+        p.wait(timeout=60)
