@@ -10,6 +10,7 @@
 
 #include "common/repo/archiver.h"
 #include "common/repo/lock.h"
+#include "common/repo/prune.h"
 #include "common/repo/snapshot.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
@@ -368,4 +369,32 @@ TEST_CASE("lock: a holder whose lock file was removed by someone else refuses to
   tr.repo->backend().remove({FileType::lock, lk->file_name()});
   std::string msg = locked_message([&] { lk->check("deleting data"); });
   CHECK(msg.find("removed by another process") != std::string::npos);
+}
+
+TEST_CASE("lock: prune deletes nothing when its lock is no longer valid") {
+  TestRepo tr;
+  fs::path src = tr.dir / "src";
+  fs::create_directories(src);
+  std::ofstream(src / "f.bin") << std::string(1 << 20, 'x');
+  BackupOptions o;
+  o.paths = {src.string()};
+  o.threads = 1;
+  auto snap = backup(*tr.repo, o).snapshot;
+  tr.repo->backend().remove({FileType::snapshot, snap.id});  // forget: its pack is now unused
+  auto packs = tr.repo->list(FileType::pack);
+  auto index = tr.repo->list(FileType::index);
+  REQUIRE_FALSE(packs.empty());
+
+  auto lk = Lock::acquire(*tr.repo, LockKind::exclusive, "prune", 0s, {}, fast(30, 10));
+  tr.repo->backend().remove({FileType::lock, lk->file_name()});  // someone ran unlock --remove-all
+  PruneOptions po;
+  po.check_lock = [&] { lk->check("deleting data"); };
+  std::string msg = locked_message([&] { prune(*tr.repo, po); });
+  CHECK(msg.find("refusing deleting data") != std::string::npos);
+  CHECK(tr.repo->list(FileType::pack) == packs);
+  CHECK(tr.repo->list(FileType::index) == index);
+
+  po.check_lock = {};
+  prune(*tr.repo, po);
+  CHECK(tr.repo->list(FileType::pack).empty());
 }
