@@ -56,7 +56,7 @@ OpenRepo open_repository(const RepositoryDecl& d, const std::string& purpose) {
   for (const auto& p : o.repo->load_index())
     spdlog::warn("repository '{}': index file '{}' is unusable: {}", d.name, p.index_file, p.message);
   o.lock = repo::Lock::acquire(*o.repo, repo::LockKind::shared, purpose, std::chrono::seconds(60),
-                               [&](const std::string& m) { spdlog::warn("repository '{}': {}", d.name, m); });
+                               [name = d.name](const std::string& m) { spdlog::warn("repository '{}': {}", name, m); });
   return o;
 }
 

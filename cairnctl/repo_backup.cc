@@ -54,6 +54,7 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
       bo.hostname = a.host;
       bo.threads = a.threads;
       bo.cancel = &ctx.cancel;
+      bo.check_lock = [l = lock.get()] { l->check("writing the snapshot"); };
       ProgressPrinter pp(o, "backup");
       if (!o.quiet || o.json) {
         bo.progress = [&pp](const repo::Progress& p) { pp(p); };

@@ -10,7 +10,7 @@ namespace cairn::ctl {
 
 // In repo_prune.cc.
 int run_prune(repo::Repository& r, const RepoOptions& o, double max_unused, bool dry_run, const std::set<std::string>& ignore,
-              const std::atomic<bool>* cancel);
+              const std::atomic<bool>* cancel, const repo::Lock* lock);
 
 namespace {
 
@@ -165,11 +165,14 @@ void register_repo_forget(CLI::App& repo, Context& ctx) {
       }
 
       if (!a.dry_run)
-        for (const auto& id : remove) r->backend().remove({repo::FileType::snapshot, id});
+        for (const auto& id : remove) {
+          lock->check("removing snapshots");
+          r->backend().remove({repo::FileType::snapshot, id});
+        }
       if (a.dry_run) info(o, "dry run: " + std::to_string(remove.size()) + " snapshots would be removed; nothing was changed");
       else info(o, std::to_string(remove.size()) + " snapshots removed" + (a.prune || remove.empty() ? "" : "; run 'cairnctl repo prune' to free their data"));
 
-      if (a.prune) return run_prune(*r, o, a.max_unused, a.dry_run, a.dry_run ? remove : std::set<std::string>{}, &ctx.cancel);
+      if (a.prune) return run_prune(*r, o, a.max_unused, a.dry_run, a.dry_run ? remove : std::set<std::string>{}, &ctx.cancel, lock.get());
       return kExitOk;
     };
   });

@@ -74,6 +74,7 @@ void register_repo_key(CLI::App& repo, Context& ctx) {
       if (found.empty()) throw Error(Errc::not_found, "no key slot '" + a.id + "' (see 'cairnctl repo key list')");
       if (found == r->key_slot())
         throw Error(Errc::invalid_input, "refusing to remove the key slot in use; open the repository with another key to remove this one");
+      lock->check("removing the key slot");
       r->backend().remove({repo::FileType::key, found});
       info(ctx.opts, "removed key slot " + found.substr(0, 12));
       return kExitOk;
@@ -90,6 +91,7 @@ void register_repo_key(CLI::App& repo, Context& ctx) {
       auto lock = lock_repo(*r, ctx.opts, repo::LockKind::exclusive, "key passwd");
       // The new slot is written first: at no moment is there no way in.
       std::string id = repo::add_key_slot(r->backend(), r->master_key(), new_secret(a));
+      lock->check("removing the old key slot");
       r->backend().remove({repo::FileType::key, r->key_slot()});
       info(ctx.opts, "changed: key slot " + r->key_slot().substr(0, 12) + " replaced by " + id.substr(0, 12));
       return kExitOk;
@@ -99,16 +101,37 @@ void register_repo_key(CLI::App& repo, Context& ctx) {
 
 void register_repo_unlock(CLI::App& repo, Context& ctx) {
   static bool all = false;
+  static std::string watch;
   auto* cmd = repo.add_subcommand("unlock", "list locks and remove stale ones");
   add_repo_options(cmd, ctx.opts);
   cmd->add_flag("--remove-all", all, "remove every lock, live or not (only when you know no cairnctl is running)");
+  cmd->add_option("--watch", watch,
+                  "also watch the locks this host cannot judge (other hosts, other PID namespaces) for up to this long "
+                  "(e.g. 35min) and remove those that stay unchanged for the stale interval (30 minutes)");
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
+      std::chrono::seconds w(0);
+      if (!watch.empty()) {
+        int64_t s = parse_duration(watch);
+        if (s < 0) throw Error(Errc::invalid_input, "--watch '" + watch + "' is not a duration (try 35min, 1h)");
+        w = std::chrono::seconds(s);
+      }
+      auto t = repo::LockTiming::from_env();
       auto r = open_repo(ctx.opts, false);
-      for (const auto& l : repo::list_locks(*r))
-        if (!l.stale && !all) info(ctx.opts, "kept live " + l.describe());
-      for (const auto& l : repo::remove_locks(*r, all))
+      std::vector<repo::LockInfo> kept;
+      for (const auto& l : repo::remove_locks(*r, all, w, t, &kept))
         info(ctx.opts, "removed " + std::string(l.stale ? "stale " : "") + l.describe() + (l.stale ? ": " + l.stale_reason : ""));
+      for (const auto& l : kept) {
+        if (l.same_process_space)
+          info(ctx.opts, "kept live " + l.describe());
+        else
+          info(ctx.opts, "kept " + l.describe() + ": cannot tell from here whether it is live (" + l.held_note + "); " +
+                             (l.watched_s >= 1 ? "it changed or was watched only " + repo::lock_duration_text(int64_t(l.watched_s)) + "; "
+                                               : "") +
+                             "'--watch " + repo::lock_duration_text(t.stale_after.count() + t.refresh_every.count()) +
+                             "' removes it if it stays unchanged for " + repo::lock_duration_text(t.stale_after.count()) +
+                             ", '--remove-all' if you know its holder is gone");
+      }
       return kExitOk;
     };
   });

@@ -9,7 +9,7 @@ namespace cairn::ctl {
 
 // Shared with repo_forget.cc (forget --prune): runs prune under a lock the caller holds.
 int run_prune(repo::Repository& r, const RepoOptions& o, double max_unused, bool dry_run, const std::set<std::string>& ignore,
-              const std::atomic<bool>* cancel);
+              const std::atomic<bool>* cancel, const repo::Lock* lock);
 
 namespace {
 
@@ -68,8 +68,9 @@ struct PruneArgs {
 }  // namespace
 
 int run_prune(repo::Repository& r, const RepoOptions& o, double max_unused, bool dry_run, const std::set<std::string>& ignore,
-              const std::atomic<bool>* cancel) {
+              const std::atomic<bool>* cancel, const repo::Lock* lock) {
   repo::PruneOptions po;
+  if (lock) po.check_lock = [lock] { lock->check("deleting data"); };
   po.max_unused_percent = max_unused;
   po.dry_run = dry_run;
   po.ignore_snapshots = ignore;
@@ -107,7 +108,7 @@ void register_repo_prune(CLI::App& repo, Context& ctx) {
       const auto& o = ctx.opts;
       auto r = open_repo(o, false);  // prune reads every index file itself and refuses on a bad one
       auto lock = lock_repo(*r, o, repo::LockKind::exclusive, "prune");
-      return run_prune(*r, o, a.max_unused, a.dry_run, {}, &ctx.cancel);
+      return run_prune(*r, o, a.max_unused, a.dry_run, {}, &ctx.cancel, lock.get());
     };
   });
 }

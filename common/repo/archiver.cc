@@ -768,6 +768,7 @@ BackupResult Backup::run() {
                   {"data_added_raw", res_.stats.bytes_raw_new},
                   {"blobs_new", res_.stats.blobs_new},
                   {"duration_s", res_.seconds}};
+  if (opt_.check_lock) opt_.check_lock();
   save_snapshot(repo_, snap);
   res_.snapshot = snap;
   {

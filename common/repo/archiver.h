@@ -5,6 +5,7 @@
 // on the queue between them, not by input size.
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,6 +32,8 @@ struct BackupOptions {
   ProgressFn progress;
   std::chrono::milliseconds progress_interval{1000};
   const std::atomic<bool>* cancel = nullptr;
+  // Called just before the snapshot is written; throws to refuse (a lock no longer held).
+  std::function<void()> check_lock;
 };
 
 struct BackupResult {

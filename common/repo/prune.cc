@@ -326,6 +326,7 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
   }
   auto new_packs = rp.finish();
 
+  if (opt.check_lock) opt.check_lock();
   if (rewrite_index) {
     // 2. One index file describing every pack that remains.
     IndexFile f;
@@ -339,14 +340,21 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
     }
     // 3. The old index files; from here on the obsolete packs are unreferenced.
     for (const auto& name : index_names) {
+      if (opt.check_lock) opt.check_lock();
       r.backend().remove({FileType::index, name});
       ++res.index_files_removed;
     }
   }
 
   // 4. Obsolete packs.
-  for (PackInfo* p : repack) r.backend().remove({FileType::pack, id_hex(p->id)});
-  for (PackInfo* p : drop) r.backend().remove({FileType::pack, id_hex(p->id)});
+  for (PackInfo* p : repack) {
+    if (opt.check_lock) opt.check_lock();
+    r.backend().remove({FileType::pack, id_hex(p->id)});
+  }
+  for (PackInfo* p : drop) {
+    if (opt.check_lock) opt.check_lock();
+    r.backend().remove({FileType::pack, id_hex(p->id)});
+  }
 
   res.bytes_freed = freed > res.written.bytes ? freed - res.written.bytes : 0;
   res.changed = rewrite_index || !drop.empty();

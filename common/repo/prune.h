@@ -40,6 +40,9 @@ struct PruneOptions {
   ProgressFn progress;  // phase "repack": files = packs, bytes = blob bytes copied
   std::function<void(const std::string&)> warn;
   const std::atomic<bool>* cancel = nullptr;
+  // Called before the index is rewritten and before each deletion; throws to refuse
+  // (the exclusive lock is no longer held).
+  std::function<void()> check_lock;
 };
 
 struct PruneCount {

@@ -1,6 +1,7 @@
 """Several cairnctl processes on one repository: shared backups, exclusive prune, stale locks."""
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -90,6 +91,7 @@ def test_stale_lock_of_dead_process_is_ignored(cairn, tmp_path):
     (src / "f.txt").write_text("after the crash\n")
     summary, err = cairn.backup(src)
     assert summary["partial"] is False
+    assert "removed stale" in err and f"pid {p.pid}" in err, f"the dead process's lock was not reported as removed: {err}"
     rc, out, err = cairn("prune")  # exclusive: the dead shared lock must not block it either
     assert rc == 0, err
     target = tmp_path / "t"
@@ -106,5 +108,65 @@ def test_live_lock_never_broken_by_unlock(cairn):
         cairn.ok("unlock")
         assert os.listdir(cairn.repo / "locks") == locks, "unlock removed a live lock"
     finally:
+        p.stdin.close()
+        p.wait(timeout=60)
+
+
+def test_backup_whose_lock_cannot_be_refreshed_writes_no_snapshot(cairn):
+    """A holder that cannot refresh its lock must not commit: another host would by now treat it as stale."""
+    env = dict(os.environ, CAIRN_LOCK_TIMING_FOR_TESTS="4,1")  # stale after 4 s, refresh every 1 s: valid for 3 s
+    p = cairn.popen("backup", "--stdin", "--stdin-name", "slow.bin", stdin=subprocess.PIPE, env=env)
+    locks = cairn.repo / "locks"
+    away = cairn.repo / "locks.away"
+    try:
+        p.stdin.write(os.urandom(1 << 20))
+        p.stdin.flush()
+        held = wait_for_lock(cairn.repo, p)
+        # Every later refresh fails: locks/ is no longer a directory (root can write anywhere, so not chmod).
+        os.rename(locks, away)
+        locks.write_text("not a directory\n")
+        time.sleep(5)
+        p.stdin.write(os.urandom(1 << 20))
+        p.stdin.close()
+        rc = p.wait(timeout=60)
+        err = p.stderr.read().decode()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if locks.is_file():
+            locks.unlink()
+            os.rename(away, locks)
+    assert rc == EXIT_LOCKED, f"the backup exited {rc}: {err}"
+    assert "could not refresh the repository lock" in err, err
+    assert "refusing writing the snapshot" in err and "not been refreshed" in err, err
+    assert cairn.snapshots() == [], "a snapshot was written under a lock that was not refreshed"
+    # Its lock file stayed behind (locks/ was unusable when it ended); the next command removes it as a dead process's.
+    assert sorted(os.listdir(locks)) == sorted(held)
+    rc, out, err = cairn("prune")
+    assert rc == 0, err
+    assert "removed stale" in err and f"pid {p.pid}" in err, err
+    assert not os.listdir(locks)
+
+
+def test_stopped_live_holder_is_never_broken_by_watching(cairn):
+    """A live process on this host that stops refreshing (SIGSTOP) still holds its lock: watching does not make it stale."""
+    env = dict(os.environ, CAIRN_LOCK_TIMING_FOR_TESTS="2,1")
+    p = cairn.popen("backup", "--stdin", "--stdin-name", "slow.bin", stdin=subprocess.PIPE, env=env)
+    try:
+        p.stdin.write(os.urandom(1 << 20))
+        p.stdin.flush()
+        wait_for_lock(cairn.repo, p)
+        p.send_signal(signal.SIGSTOP)
+        held = os.listdir(cairn.repo / "locks")
+        rc, out, err = cairn("unlock", "--watch", "4s", env=env)
+        assert rc == 0, err
+        assert "kept live" in out and str(p.pid) in out, out
+        assert os.listdir(cairn.repo / "locks") == held, "unlock --watch removed a live (stopped) holder's lock"
+        rc, out, err = cairn("prune", "--retry-lock", "4s", env=env)
+        assert rc == EXIT_LOCKED, f"prune exited {rc} while a stopped backup held its lock: {err}"
+        assert os.listdir(cairn.repo / "locks") == held
+    finally:
+        p.send_signal(signal.SIGCONT)
         p.stdin.close()
         p.wait(timeout=60)
