@@ -43,6 +43,9 @@ struct TaskContext {
   std::string backup_set_id;
   std::string component;
   repo::Repository* repo = nullptr;  // opened, index loaded, shared lock held
+  // Throws when that lock may no longer be held (its refreshes failed); call
+  // before committing a snapshot. Empty in tests without a lock.
+  std::function<void()> check_lock;
   std::function<void(const WorkProgress&)> progress;
   const std::atomic<bool>* cancel = nullptr;
 };

@@ -157,6 +157,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
       ctx.backup_set_id = task.backup_set_id().empty() ? task.snapshot().backup_set_id() : task.backup_set_id();
       ctx.component = task.component();
       ctx.repo = o.repo.get();
+      ctx.check_lock = [lock = o.lock.get()] { lock->check("writing the snapshot"); };
       ctx.progress = send_progress;
       ctx.cancel = &cancel_;
       if (restore) {

@@ -155,6 +155,7 @@ DriverResult FilesDriver::backup(TaskContext& ctx) {
   if (!ctx.backup_set_id.empty()) bo.tags.push_back("set:" + ctx.backup_set_id);
   bo.progress = forward(ctx, v1::PHASE_STREAM);
   bo.cancel = ctx.cancel;
+  bo.check_lock = ctx.check_lock;
   repo::BackupResult br = repo::backup(*ctx.repo, bo);
   for (const auto& e : br.snapshot.errors)
     res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "could not back up '" + e.path + "': " + e.reason, e.path));
@@ -223,6 +224,7 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
       if (!ctx.backup_set_id.empty()) bo.tags.push_back("set:" + ctx.backup_set_id);
       bo.progress = forward(ctx, v1::PHASE_SAFETY_BACKUP);
       bo.cancel = ctx.cancel;
+      bo.check_lock = ctx.check_lock;
       repo::BackupResult sb = repo::backup(*ctx.repo, bo);
       res.safety_snapshot_id = sb.snapshot.id;
       // A safety copy that misses files would make the restore irreversible for them.
