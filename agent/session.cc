@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstring>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -61,6 +62,13 @@ void Session::connect() {
   zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, pub, 32);
   zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 32);
   ::explicit_bzero(sec, sizeof sec);
+  std::string mon = "inproc://cairn-agent-monitor-" + std::to_string(++monitor_seq_);
+  if (zmq_socket_monitor(s, mon.c_str(), ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0) {
+    monitor_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pair);
+    monitor_->set(zmq::sockopt::linger, 0);
+    monitor_->connect(mon);
+  }
+  refused_ = false;
   sock_->connect(config_.controller_endpoint);
   registered_ = false;
   last_recv_ = Clock::now();
@@ -69,8 +77,12 @@ void Session::connect() {
 }
 
 void Session::disconnect() {
-  if (sock_) sock_->close();
+  if (sock_) {
+    zmq_socket_monitor(sock_->handle(), nullptr, 0);
+    sock_->close();
+  }
   sock_.reset();
+  monitor_.reset();
   registered_ = false;
 }
 
@@ -219,8 +231,35 @@ void Session::handle(const std::vector<std::string_view>& frames) {
   }
 }
 
+void Session::on_monitor() {
+  for (int i = 0; i < 16 && monitor_; ++i) {
+    zmq::message_t ev, addr;
+    if (!monitor_->recv(ev, zmq::recv_flags::dontwait)) return;
+    if (ev.more()) (void)monitor_->recv(addr, zmq::recv_flags::dontwait);
+    if (ev.size() < 6) continue;
+    uint16_t event = 0;
+    uint32_t value = 0;
+    std::memcpy(&event, ev.data(), 2);
+    std::memcpy(&value, static_cast<const char*>(ev.data()) + 2, 4);
+    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+      if (refusal_logged_) spdlog::info("the controller admitted this agent's key");
+      refusal_logged_ = false;
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+      refused_ = true;
+      if (!refusal_logged_)
+        spdlog::warn(
+            "the controller refused this agent's key (status {}): it waits for an operator's approval "
+            "('cairnctl agent approve'), or it was revoked; key {}; retrying every few seconds",
+            value, identity_.public_z85);
+      refusal_logged_ = true;
+    }
+  }
+}
+
 void Session::wait_backoff(const std::atomic<bool>& stop) {
-  auto delay = backoff_.next();
+  // Refused by ZAP: the controller is up and answers fast; a short fixed delay
+  // lets an approval take effect within seconds.
+  auto delay = refused_ ? refused_backoff_.next() : backoff_.next();
   spdlog::info("reconnecting in {} ms", delay.count());
   auto until = Clock::now() + delay;
   while (!stop && Clock::now() < until) {
@@ -233,12 +272,15 @@ void Session::run(const std::atomic<bool>& stop) {
   connect();
   while (!stop) {
     if (notifier_) notifier_->watchdog();
-    zmq::pollitem_t item{sock_->handle(), 0, ZMQ_POLLIN, 0};
+    zmq::pollitem_t items[2] = {{sock_->handle(), 0, ZMQ_POLLIN, 0},
+                                {monitor_ ? monitor_->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+    zmq::pollitem_t& item = items[0];
     try {
-      zmq::poll(&item, 1, std::chrono::milliseconds(100));
+      zmq::poll(items, monitor_ ? 2 : 1, std::chrono::milliseconds(100));
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) spdlog::warn("poll failed: {}", e.what());
     }
+    if (monitor_ && (items[1].revents & ZMQ_POLLIN)) on_monitor();
     if (item.revents & ZMQ_POLLIN) {
       for (int i = 0; i < 100; ++i) {  // bounded, so heartbeats still go out under a flood
         std::vector<zmq::message_t> parts;
@@ -266,10 +308,14 @@ void Session::run(const std::atomic<bool>& stop) {
       if (registered_) send_heartbeat();
       else send_register();  // Register doubles as the heartbeat until answered
     }
-    if (now - last_recv_ > interval_ * liveness_) {
-      spdlog::warn("no word from the controller for {} ms; reconnecting",
-                   std::chrono::duration_cast<std::chrono::milliseconds>(now - last_recv_).count());
-      if (notifier_) notifier_->status("controller unreachable; reconnecting");
+    if (refused_ || now - last_recv_ > interval_ * liveness_) {
+      if (refused_) {
+        if (notifier_) notifier_->status("waiting for an operator's approval");
+      } else {
+        spdlog::warn("no word from the controller for {} ms; reconnecting",
+                     std::chrono::duration_cast<std::chrono::milliseconds>(now - last_recv_).count());
+        if (notifier_) notifier_->status("controller unreachable; reconnecting");
+      }
       disconnect();
       wait_backoff(stop);
       if (stop) break;

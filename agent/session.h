@@ -1,7 +1,8 @@
 #pragma once
 // The agent's link to the controller (docs/protocol.md): a DEALER with CURVE,
 // Register after every connect, heartbeats both ways with liveness counting,
-// reconnect with jittered exponential backoff (1 s to 32 s). Every incoming
+// reconnect with jittered exponential backoff (1 s to 32 s; 2-3 s while the
+// controller refuses our key, so an approval takes effect fast). Every incoming
 // message is validated; nothing the network sends can stop this loop.
 #include <atomic>
 #include <chrono>
@@ -49,6 +50,9 @@ class Session {
   void drain_outbox();
   void on_plan(const std::string& bytes);
   void wait_backoff(const std::atomic<bool>& stop);
+  // Socket monitor: tells a controller that refused our key (ZAP: pending
+  // approval or revoked) from one that is down.
+  void on_monitor();
 
   const AgentConfig& config_;
   const CurveIdentity& identity_;
@@ -58,11 +62,19 @@ class Session {
 
   zmq::context_t ctx_{1};
   std::unique_ptr<zmq::socket_t> sock_;
+  std::unique_ptr<zmq::socket_t> monitor_;
+  int monitor_seq_ = 0;
+  // The controller refused our key at the handshake; retry on a short fixed
+  // delay (an approval should take effect within seconds) instead of waiting
+  // out the liveness timeout and a growing backoff.
+  bool refused_ = false;
+  bool refusal_logged_ = false;
   bool registered_ = false;
   std::chrono::milliseconds interval_;
   uint32_t liveness_;
   Clock::time_point last_recv_{}, last_send_{};
   Backoff backoff_;
+  Backoff refused_backoff_{std::chrono::seconds(2), std::chrono::seconds(2)};  // 2-3 s
 
   std::mutex out_mu_;
   std::deque<cairn::v1::AgentMessage> outbox_;

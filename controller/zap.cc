@@ -88,9 +88,13 @@ void ZapServer::handle_one() {
     std::string domain = frames[2].to_string();
     std::string address = frames[3].to_string();
     try {
+      // A refused agent retries every few seconds: the refusal is logged and
+      // audited once a minute per key, not at every attempt.
+      bool noted = false;
       auto d = catalog_.transaction("controller", [&](catalog::Tx& tx) {
         auto d = decide_zap(tx, domain, key, enrolment_open_);
-        if (!d.allow && !d.enrolled && should_audit(to_hex(key)))
+        noted = !d.allow && should_audit(to_hex(key));
+        if (!d.allow && !d.enrolled && noted)
           tx.audit({"login.refuse", "key:" + to_hex(key), "refused", "unauthenticated",
                     {{"domain", domain}, {"address", address}, {"why", d.reason}}});
         return d;
@@ -101,7 +105,7 @@ void ZapServer::handle_one() {
         user_id = d.user_id;
       } else {
         text = d.reason;
-        spdlog::info("zap: refused {} key {} from {}: {}", domain, key_to_z85(key), address, d.reason);
+        if (noted) spdlog::info("zap: refused {} key {} from {}: {}", domain, key_to_z85(key), address, d.reason);
       }
     } catch (const std::exception& e) {
       // Fail closed: a catalog error admits nobody.
