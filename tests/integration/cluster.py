@@ -10,6 +10,7 @@ import os
 import pathlib
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 
@@ -280,6 +281,22 @@ paths = ["{data}"]
                     p.kill()
                 except Exception:
                     pass
+
+
+def backup_set_id(out):
+    """The id in cairnctl's 'backup set ID created ...' line."""
+    for line in out.splitlines():
+        w = line.split()
+        if len(w) >= 4 and w[:2] == ["backup", "set"] and w[3] == "created":
+            return w[2]
+    raise AssertionError(f"no 'backup set ID created' line in: {out[-2000:]}")
+
+
+def catalog(c):
+    """A connection to the running controller's catalog (SQLite, WAL: safe beside the daemon)."""
+    con = sqlite3.connect(c.base / "controller" / "catalog.db", timeout=30)
+    con.execute("PRAGMA busy_timeout = 30000")
+    return con
 
 
 def agent_state(a):

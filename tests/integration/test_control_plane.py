@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 import curvezmq
 
-from cluster import Cluster, cluster, lower_enum, agent_state, write_random_file  # noqa: F401
+from cluster import Cluster, backup_set_id, cluster, lower_enum, agent_state, write_random_file  # noqa: F401
 
 
 def task_state(t):
@@ -22,14 +22,6 @@ def task_state(t):
 
 def set_state(s):
     return lower_enum(s.get("state", ""), "set_state_")
-
-
-def backup_set_id(out):
-    for line in out.splitlines():
-        w = line.split()
-        if len(w) >= 4 and w[:2] == ["backup", "set"] and w[3] == "created":
-            return w[2]
-    raise AssertionError(f"no 'backup set ID created' line in: {out[-2000:]}")
 
 
 def restore_id(out):

@@ -4,26 +4,11 @@ the signed announcement (no agent touched by hand), a plan issued before the
 rotation still runs, the retired key's plans are refused, and the new key
 survives a controller restart."""
 import shutil
-import sqlite3
 import subprocess
 
-from cluster import BUILD, cluster, lower_enum  # noqa: F401
+from cluster import BUILD, backup_set_id, catalog, cluster, lower_enum  # noqa: F401
 
 FORGE = BUILD / "tests" / "cairn-plan-forge"
-
-
-def set_id(out):
-    for line in out.splitlines():
-        w = line.split()
-        if len(w) >= 4 and w[:2] == ["backup", "set"] and w[3] == "created":
-            return w[2]
-    raise AssertionError(f"no 'backup set ID created' line in: {out[-2000:]}")
-
-
-def db(c):
-    con = sqlite3.connect(c.base / "controller" / "catalog.db", timeout=30)
-    con.execute("PRAGMA busy_timeout = 30000")
-    return con
 
 
 def set_state(c, sid):
@@ -50,7 +35,7 @@ def test_key_rotation_reaches_online_and_offline_agents(cluster):
     # node-b goes offline with a plan waiting for it, signed by the old key.
     c.agents["node-b"].stop()
     c.wait_for("node-b disconnected", lambda: not (c.find_agent(name="node-b") or {}).get("connected"))
-    waiting = set_id(c.ok("backup", "create", "--node", "node-b"))
+    waiting = backup_set_id(c.ok("backup", "create", "--node", "node-b"))
 
     out = c.ok("keys", "rotate")
     assert f"signing key rotated: {old_id} -> " in out, out
@@ -77,7 +62,7 @@ def test_key_rotation_reaches_online_and_offline_agents(cluster):
     c.wait_for("node-b trusting the new key", lambda: trusts(c, "node-b"))
     assert "key announcement" in c.agents["node-b"].log.read_text(errors="replace")
 
-    with db(c) as con:
+    with catalog(c) as con:
         acks = con.execute("SELECT target, outcome FROM audit_outbox WHERE action = 'agent.key_announcement'").fetchall()
         announce = con.execute("SELECT reason, details FROM audit_outbox WHERE action = 'controller_key.announce'").fetchall()
     assert sorted(o for _, o in acks) == ["accepted", "accepted"], acks
@@ -86,14 +71,14 @@ def test_key_rotation_reaches_online_and_offline_agents(cluster):
     # A plan signed with the retired key is refused by the agent.
     c.agents["node-a"].stop()
     c.wait_for("node-a disconnected", lambda: not (c.find_agent(name="node-a") or {}).get("connected"))
-    forged = set_id(c.ok("backup", "create", "--node", "node-a"))
-    with db(c) as con:
+    forged = backup_set_id(c.ok("backup", "create", "--node", "node-a"))
+    with catalog(c) as con:
         (plan_id,) = con.execute("SELECT DISTINCT plan_id FROM tasks WHERE backup_set_id = ?", (forged,)).fetchone()
         (env,) = con.execute("SELECT envelope FROM plans WHERE id = ?", (plan_id,)).fetchone()
     p = subprocess.run([str(FORGE), "--fault", "resign", "--signing-key", str(old_key_copy)], input=bytes(env),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
     assert p.returncode == 0, p.stderr
-    with db(c) as con:
+    with catalog(c) as con:
         con.execute("UPDATE plans SET envelope = ? WHERE id = ?", (p.stdout, plan_id))
     c.agents["node-a"].start()
     c.wait_for("the old-key plan refused", lambda: set_state(c, forged) == "failed")

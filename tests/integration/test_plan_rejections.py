@@ -10,13 +10,12 @@ thing a tampered catalog, a man in the middle or a broken controller would
 deliver. Then the agent starts, the controller delivers, the agent decides.
 """
 import json
-import sqlite3
 import subprocess
 import time
 
 import pytest
 
-from cluster import BUILD, cluster, lower_enum  # noqa: F401
+from cluster import BUILD, backup_set_id, catalog, cluster, lower_enum  # noqa: F401
 
 FORGE = BUILD / "tests" / "cairn-plan-forge"
 
@@ -36,29 +35,15 @@ FAULTS = {
 }
 
 
-def set_id(out):
-    for line in out.splitlines():
-        w = line.split()
-        if len(w) >= 4 and w[:2] == ["backup", "set"] and w[3] == "created":
-            return w[2]
-    raise AssertionError(f"no 'backup set ID created' line in: {out[-2000:]}")
-
-
-def db(c):
-    con = sqlite3.connect(c.base / "controller" / "catalog.db", timeout=30)
-    con.execute("PRAGMA busy_timeout = 30000")
-    return con
-
-
 def plan_of_set(c, sid):
-    with db(c) as con:
+    with catalog(c) as con:
         rows = con.execute("SELECT DISTINCT plan_id FROM tasks WHERE backup_set_id = ?", (sid,)).fetchall()
     assert len(rows) == 1 and rows[0][0], f"set {sid} should have one plan: {rows}"
     return rows[0][0]
 
 
 def envelope(c, plan_id):
-    with db(c) as con:
+    with catalog(c) as con:
         (env,) = con.execute("SELECT envelope FROM plans WHERE id = ?", (plan_id,)).fetchone()
     assert env, f"plan {plan_id} has no stored envelope"
     return bytes(env)
@@ -91,7 +76,7 @@ def test_bad_plan_is_refused_with_its_reason(cluster, fault):
     # A first, good plan: the agent's journal now holds sequence 1 and its id/nonce.
     rc, out, err = c.ctl("backup", "create", "--wait")
     assert rc == 0, f"{out}\n{err}\n{c.logs()}"
-    good_plan = plan_of_set(c, set_id(out))
+    good_plan = plan_of_set(c, backup_set_id(out))
     snaps_before = repo_snapshot_count(c)
 
     # The agent goes away; the next plan waits in the catalog.
@@ -99,7 +84,7 @@ def test_bad_plan_is_refused_with_its_reason(cluster, fault):
     agent.stop()
     c.wait_for("the controller noticing node-a is gone", lambda: not (c.find_agent(name="node-a") or {}).get("connected"))
     out = c.ok("backup", "create")
-    sid = set_id(out)
+    sid = backup_set_id(out)
     plan_id = plan_of_set(c, sid)
     real = envelope(c, plan_id)
     if fault == "replayed":
@@ -113,7 +98,7 @@ def test_bad_plan_is_refused_with_its_reason(cluster, fault):
         bad = forge(c, fault, real, sequence=1)
     else:
         bad = forge(c, fault, real)
-    with db(c) as con:
+    with catalog(c) as con:
         con.execute("UPDATE plans SET envelope = ? WHERE id = ?", (bad, plan_id))
 
     agent.start()
@@ -133,7 +118,7 @@ def test_bad_plan_is_refused_with_its_reason(cluster, fault):
     assert want in text, text
 
     # The audit outbox has the refusal with the same reason, for this plan.
-    with db(c) as con:
+    with catalog(c) as con:
         rows = con.execute("SELECT outcome, reason, details FROM audit_outbox WHERE action = 'plan.reject' AND target = ?",
                            ("plan:" + plan_id,)).fetchall()
     assert rows and rows[0][0] == "rejected" and rows[0][1] == want, rows
