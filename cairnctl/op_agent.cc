@@ -29,7 +29,11 @@ void print_agent_line(const cairn::v1::AgentInfo& a) {
   std::string comps;
   for (const auto& c : a.components()) comps += (comps.empty() ? "" : ",") + c.name();
   // Whether the agent trusts the active signing key (after a rotation: whether it got the announcement).
-  const char* key = a.state() != cairn::v1::AGENT_STATE_APPROVED ? "-" : a.trusts_active_key() ? "yes" : "no";
+  // "?" until the agent reported its keys (it registers again after an upgrade).
+  const char* key = a.state() != cairn::v1::AGENT_STATE_APPROVED ? "-"
+                    : a.trusts_active_key()                      ? "yes"
+                    : a.trusted_key_ids().empty()                ? "?"
+                                                                 : "no";
   std::printf("%-20s %-24s %-9s %-9s %-14s %-10s %s\n", a.agent_id().c_str(), a.name().c_str(),
               state_name(a.state()).c_str(), a.connected() ? "yes" : "no", ago(a.last_seen()).c_str(), key,
               comps.empty() ? "-" : comps.c_str());

@@ -74,6 +74,11 @@ void register_op_keys(CLI::App& app, Context& ctx) {
                   k.agents_approved() > k.agents_notified() ? k.agents_approved() - k.agents_notified() : 0,
                   utc_time(k.announcement_expires_at()).c_str());
       if (k.plans_resigned()) std::printf("%u unanswered plan(s) re-signed with the new key\n", k.plans_resigned());
+      if (!k.incomplete().empty())
+        std::fprintf(stderr,
+                     "cairnctl: warning: the new key signs already, but installing it failed (%s); restart "
+                     "cairn-controller to complete the rotation\n",
+                     k.incomplete().c_str());
       std::printf("'cairnctl agent list' shows which agents trust the new key; agents enrolled from now on need the "
                   "new public key in their signing_keys_file\n");
       return kExitOk;

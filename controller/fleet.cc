@@ -24,6 +24,14 @@ int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// Whether the agent trusts (or will, once the announcements sent to it are
+// applied) the key that signed a plan. An agent that reported no keys at all
+// (an older agent) is not second-guessed.
+template <class S>
+bool will_trust(const S& s, const std::string& key_id) {
+  return s.trusted.empty() || s.trusted.count(key_id) || s.expected.count(key_id);
+}
+
 constexpr TaskState kInFlight[] = {TaskState::sent, TaskState::accepted, TaskState::running};
 constexpr TaskState kOpen[] = {TaskState::pending, TaskState::sent, TaskState::accepted, TaskState::running};
 
@@ -264,15 +272,23 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
 }
 
 size_t Fleet::send_announcements(Session& s) {
+  s.expected = s.trusted;
   if (s.trusted.count(active_key_id_)) return 0;
   auto anns = catalog_.read([](const catalog::Tx& tx) { return tx.key_announcements(); });
   // Walk the chain the way the agent will: each announcement it can verify
-  // makes the next one verifiable.
-  std::set<std::string> trusted = s.trusted;
+  // makes the next one verifiable. One already sent on this connection is not
+  // sent again (the agent retires its signer when it applies it, so a second
+  // copy would only be refused), but counts for the walk.
+  std::set<std::string>& trusted = s.expected;
   size_t sent = 0;
   int64_t now = unix_now();
   for (const auto& a : anns) {
     if (trusted.count(a.new_key_id) || !trusted.count(a.signed_by)) continue;
+    if (s.announced.count(a.id)) {
+      trusted.insert(a.new_key_id);
+      for (const auto& r : a.retires) trusted.erase(r);
+      continue;
+    }
     if (a.expires_at <= now) {
       spdlog::error(
           "fleet: agent '{}' trusts only key(s) retired by announcement '{}', which expired; it will refuse every "
@@ -282,14 +298,15 @@ size_t Fleet::send_announcements(Session& s) {
     }
     cairn::v1::ControllerMessage m;
     m.set_key_announcement(std::string(a.envelope.begin(), a.envelope.end()));
-    if (!send(s, m)) break;
+    if (!send(s, m)) break;  // retried from tick()
     ++sent;
+    s.announced.insert(a.id);
     trusted.insert(a.new_key_id);
     for (const auto& r : a.retires) trusted.erase(r);
     spdlog::info("fleet: key announcement '{}' (key '{}') sent to agent '{}'", a.id, a.new_key_id, s.agent_id);
   }
-  if (!trusted.count(active_key_id_))
-    spdlog::warn("fleet: agent '{}' trusts none of the keys that lead to the active key '{}'; its plans will be refused",
+  if (!trusted.count(active_key_id_) && sent > 0)
+    spdlog::warn("fleet: agent '{}' trusts none of the keys that lead to the active key '{}'; its plans are held back",
                  s.agent_id, active_key_id_);
   return sent;
 }
@@ -307,20 +324,25 @@ void Fleet::on_key_ack(Session& s, const cairn::v1::KeyAnnouncementAck& a) {
   const catalog::KeyAnnouncementRecord* ann = nullptr;
   for (const auto& x : anns)
     if (x.id == a.announcement_id()) ann = &x;
-  catalog_.transaction("agent:" + s.agent_id, [&](catalog::Tx& tx) {
-    if (a.accepted() && ann) {
-      s.trusted.insert(ann->new_key_id);
-      for (const auto& r : ann->retires) s.trusted.erase(r);
-      tx.set_agent_trusted_keys(s.agent_id, {s.trusted.begin(), s.trusted.end()});
-    }
+  std::set<std::string> trusted = s.trusted;
+  if (a.accepted() && ann) {
+    trusted.insert(ann->new_key_id);
+    for (const auto& r : ann->retires) trusted.erase(r);
+  }
+  std::string agent_id = s.agent_id;
+  catalog_.transaction("agent:" + agent_id, [&](catalog::Tx& tx) {
+    if (trusted != s.trusted) tx.set_agent_trusted_keys(agent_id, {trusted.begin(), trusted.end()});
     tx.audit({"agent.key_announcement", "agent:" + s.agent_id, a.accepted() ? "accepted" : "refused",
               a.accepted() ? "" : proto::error_code_name(a.reason()),
               {{"announcement_id", a.announcement_id()}, {"detail", a.detail()}}});
   });
-  if (a.accepted())
+  s.trusted = std::move(trusted);
+  if (a.accepted()) {
     spdlog::info("fleet: agent '{}' accepted key announcement '{}'", s.agent_id, a.announcement_id());
+    deliver(agent_id);  // plans held back for this key
+  }
   else
-    spdlog::warn("fleet: agent '{}' refused key announcement '{}': {} {}", s.agent_id, a.announcement_id(),
+    spdlog::warn("fleet: agent '{}' refused key announcement '{}': {} {}", agent_id, a.announcement_id(),
                  proto::error_code_name(a.reason()), a.detail());
 }
 
@@ -336,7 +358,8 @@ void Fleet::reconcile(Session& s, const cairn::v1::Register& r) {
       }
       auto plan = t.plan_id ? tx.plan(*t.plan_id) : std::nullopt;
       if (t.state == TaskState::sent && plan && plan->state == "issued" && plan->sequence > r.highest_sequence() &&
-          plan->expires_at > tx.now() && !plan->envelope.empty()) {
+          plan->expires_at > tx.now() && !plan->envelope.empty() &&
+          will_trust(s, plan->key_id)) {
         // Never accepted by the agent (its journal is below this sequence): send again.
         resend.push_back(plan->id);
         continue;
@@ -360,6 +383,9 @@ void Fleet::deliver(const std::string& agent_id) {
   if (!s || !s->registered || !s->approved) return;
   auto plans = catalog_.read([&](const catalog::Tx& tx) { return tx.undelivered_plans(agent_id); });
   for (const auto& p : plans) {
+    // Signed by a key the agent does not trust yet: it waits for the
+    // announcement's acknowledgement (on_key_ack delivers again).
+    if (!will_trust(*s, p.key_id)) continue;
     cairn::v1::ControllerMessage m;
     m.set_plan(std::string(p.envelope.begin(), p.envelope.end()));
     if (!send(*s, m)) continue;  // stays pending; retried at the next Register
@@ -615,6 +641,15 @@ void Fleet::tick() {
   }
   if (now - last_sweep_ > std::chrono::seconds(1)) {
     last_sweep_ = now;
+    // Announcements that could not be sent (a full send queue) go out now.
+    for (auto& [rid, s] : sessions_)
+      if (s.registered && s.approved && !s.expected.count(active_key_id_)) {
+        try {
+          if (send_announcements(s) > 0) deliver(s.agent_id);
+        } catch (const std::exception& e) {
+          spdlog::error("fleet: cannot send key announcements to '{}': {}", s.agent_id, e.what());
+        }
+      }
     try {
       sweep();
     } catch (const std::exception& e) {

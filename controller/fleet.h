@@ -57,7 +57,9 @@ class Fleet {
     int fd = -1;  // the connection's socket, to cut it on revocation
     Clock::time_point last_recv, last_send;
     Clock::time_point last_touch;
-    std::set<std::string> trusted;  // controller key ids the agent trusts (Register, then acks)
+    std::set<std::string> trusted;    // controller key ids the agent trusts (Register, then acks)
+    std::set<std::string> expected;   // what it will trust once the announcements sent are applied
+    std::set<std::string> announced;  // announcement ids sent on this connection (never sent twice)
   };
 
   void handle(Session& s, const cairn::v1::AgentMessage& m);

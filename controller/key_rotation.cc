@@ -52,6 +52,16 @@ plan::SigningKey load_signing_key(catalog::Catalog& catalog, const std::string& 
   }
   auto key = plan::SigningKey::load(path);
   const std::string id = key.key_id();
+  // The public half for agents enrolled later: rewritten when it does not
+  // match (a rotation stopped between installing the key and writing it).
+  const std::string pub_path = key_dir + "/" + kSigningPubFile, pub = plan::format_public_key(key.public_key()) + "\n";
+  bool pub_ok = false;
+  try {
+    Bytes cur = read_file(pub_path);
+    pub_ok = std::string(cur.begin(), cur.end()) == pub;
+  } catch (const Error&) {
+  }
+  if (!pub_ok) write_file_atomic(pub_path, as_bytes(pub), 0644);
   catalog.transaction("controller", [&](catalog::Tx& tx) {
     auto rec = tx.controller_key(id);
     if (!rec) {
@@ -61,12 +71,15 @@ plan::SigningKey load_signing_key(catalog::Catalog& catalog, const std::string& 
             "signing_keys_file lists it (use 'cairnctl keys rotate' to change keys)",
             id, path, *other);
       tx.add_controller_key(id, key.public_key(), /*active=*/true);
+      // The key it replaced is done with: left standby, it would pass for a
+      // rotation in progress.
+      if (auto other = tx.standby_controller_key()) tx.retire_controller_key(*other);
     } else if (rec->state == "standby") {
       tx.activate_controller_key(id);  // a rotation stopped between steps 3 and 4
     } else if (rec->state == "retired") {
       throw Error(Errc::invalid_input, "the signing key in '" + path + "' ('" + id +
-                                           "') was retired by a key rotation and agents refuse its plans; put the "
-                                           "current key back (see 'cairnctl status' for its id)");
+                                           "') was retired (by a key rotation, or replaced by another key file) and agents refuse its "
+                                           "plans; put the current key back (see 'cairnctl status' for its id)");
     }
   });
   return key;
@@ -85,11 +98,17 @@ RotationResult rotate_signing_key(catalog::Catalog& catalog, const std::string& 
   nk.save(next, /*overwrite=*/true);  // step 1
 
   catalog.transaction(actor, [&](catalog::Tx& tx) {  // step 2
+    // A rotation whose last steps failed is finished by the next start; a
+    // second one on top of it would announce a key whose secret is gone.
+    if (auto pending = tx.standby_controller_key())
+      throw Error(Errc::invalid_input, "the rotation to signing key '" + *pending +
+                                           "' is not finished; restart cairn-controller to complete it, then rotate again");
     cairn::v1::KeyAnnouncement ann;
     ann.set_announcement_id(out.announcement_id);
     ann.set_new_public_key(std::string(nk.public_key().begin(), nk.public_key().end()));
     ann.add_retire_key_ids(out.old_key_id);
-    ann.set_issued_at(tx.now());
+    // Backdated: an agent whose clock runs a few minutes behind still takes it.
+    ann.set_issued_at(tx.now() - 300);
     ann.set_expires_at(tx.now() + validity_s);
     out.expires_at = ann.expires_at();
     tx.add_controller_key(out.new_key_id, nk.public_key(), /*active=*/false);
@@ -106,9 +125,18 @@ RotationResult rotate_signing_key(catalog::Catalog& catalog, const std::string& 
       ++out.plans_resigned;
     }
   });
-  install_key_file(key_dir, next, nk);  // step 3
-  catalog.transaction(actor, [&](catalog::Tx& tx) { tx.activate_controller_key(out.new_key_id); });  // step 4
+  // Committed: from here on the new key signs, whatever the last two steps
+  // do (the re-signed plans and the announcement already name it).
   active = std::move(nk);
+  try {
+    install_key_file(key_dir, next, active);  // step 3
+    catalog.transaction(actor, [&](catalog::Tx& tx) { tx.activate_controller_key(out.new_key_id); });  // step 4
+  } catch (const std::exception& e) {
+    out.incomplete = e.what();
+    spdlog::error("signing key rotation to '{}': the new key signs, but its last steps failed ({}); the next start of "
+                  "cairn-controller completes them",
+                  out.new_key_id, e.what());
+  }
   spdlog::info("signing key rotated: '{}' -> '{}' (announcement '{}', {} unanswered plan(s) re-signed)",
                out.old_key_id, out.new_key_id, out.announcement_id, out.plans_resigned);
   return out;

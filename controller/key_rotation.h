@@ -38,6 +38,9 @@ struct RotationResult {
   std::string announcement_id;
   int64_t expires_at = 0;      // the announcement's; agents offline longer need their key file updated
   size_t plans_resigned = 0;
+  // Set when steps 3-4 failed: the new key signs already and the next start
+  // completes them; the text says what failed.
+  std::string incomplete;
 };
 
 // Rotates: on return `active` holds the new key. Throws cairn::Error when a

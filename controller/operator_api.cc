@@ -207,7 +207,15 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
       w->set_announcement_id(rot.announcement_id);
       w->set_announcement_expires_at(rot.expires_at);
       w->set_plans_resigned(uint32_t(rot.plans_resigned));
-      w->set_agents_notified(uint32_t(fleet_.rotated(rot.new_key_id)));
+      w->set_incomplete(rot.incomplete);
+      // The rotation is done; a failure to notify now must not read as a
+      // failed rotation (agents are brought over when they register).
+      try {
+        w->set_agents_notified(uint32_t(fleet_.rotated(rot.new_key_id)));
+      } catch (const std::exception& e) {
+        spdlog::error("operator: rotated to '{}' but could not notify connected agents now: {}", rot.new_key_id,
+                      e.what());
+      }
       catalog_.read([&](const catalog::Tx& tx) {
         for (const auto& a : tx.agents())
           if (a.state == catalog::AgentState::approved) w->set_agents_approved(w->agents_approved() + 1);

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "common/repo/snapshot.h"
@@ -32,6 +33,18 @@ std::string read_first_line(const char* path) {
   return s;
 }
 
+// Unix time this host booted ("btime" in /proc/stat), 0 when unknown.
+int64_t boot_time() {
+  std::ifstream f("/proc/stat");
+  std::string key;
+  int64_t v = 0;
+  while (f >> key) {
+    if (key == "btime" && (f >> v)) return v;
+    f.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return 0;
+}
+
 // Decides what this host can decide right now; sets l.stale / l.same_process_space / l.held_note.
 void judge_locally(LockInfo& l, const LocalIdentity& me) {
   if (!l.readable) {
@@ -48,9 +61,18 @@ void judge_locally(LockInfo& l, const LocalIdentity& me) {
     return;
   }
   if (l.boot_id != me.boot_id) {
-    if (!l.machine_id.empty() && l.machine_id == me.machine_id) {
+    // Same machine id and an earlier boot: stale, but only when the lock was
+    // last refreshed before this boot began — a cloned VM (same machine id
+    // and host name, running now) refreshes after it and is judged by
+    // observation instead.
+    int64_t refreshed = parse_rfc3339(l.refreshed);
+    int64_t booted = boot_time();
+    if (!l.machine_id.empty() && l.machine_id == me.machine_id && refreshed > 0 && booted > 0 &&
+        refreshed < booted - 300) {
       l.stale = true;
       l.stale_reason = "written before this host last booted (boot id " + l.boot_id.substr(0, 8) + ", now " + me.boot_id.substr(0, 8) + ")";
+    } else if (!l.machine_id.empty() && l.machine_id == me.machine_id) {
+      l.held_note = "it comes from another boot of a machine with this machine id, refreshed since this host booted (a clone?)";
     } else {
       l.held_note = "it comes from another machine with the same host name (different boot and machine id)";
     }
@@ -58,6 +80,18 @@ void judge_locally(LockInfo& l, const LocalIdentity& me) {
   }
   if (l.pidns == 0 || me.pidns == 0 || l.pidns != me.pidns) {
     l.held_note = "its process runs in another PID namespace (a container sharing this host name)";
+    return;
+  }
+  unsigned long long st = l.pid > 0 ? process_start_ticks(l.pid) : 0;
+  // Only a process we can identify (pid and start time) decides; otherwise
+  // (no start time recorded, /proc hidden) the lock is judged by observation.
+  if (l.pid > 0 && (!l.start_ticks || !st)) {
+    if (::kill(l.pid, 0) != 0 && errno == ESRCH) {
+      l.stale = true;
+      l.stale_reason = "process " + std::to_string(l.pid) + " on this host is gone";
+    } else {
+      l.held_note = "process " + std::to_string(l.pid) + " exists but its start time cannot be compared";
+    }
     return;
   }
   l.same_process_space = true;
@@ -71,8 +105,7 @@ void judge_locally(LockInfo& l, const LocalIdentity& me) {
     l.stale_reason = "process " + std::to_string(l.pid) + " on this host is gone";
     return;
   }
-  unsigned long long st = process_start_ticks(l.pid);
-  if (l.start_ticks && st && st != l.start_ticks) {
+  if (st != l.start_ticks) {
     l.stale = true;
     l.stale_reason = "process id " + std::to_string(l.pid) + " now belongs to another process";
   }
@@ -392,15 +425,35 @@ void Lock::refresh_once() {
     std::lock_guard g(state_mu_);
     todo.swap(leftovers_);
   }
+  bool taken_away = false;
   for (const auto& n : todo) {
     try {
       repo_.backend().remove({FileType::lock, n});
     } catch (const Error& e) {
-      if (e.code() == Errc::not_found) continue;
+      // The file we just replaced vanished between the check and the write:
+      // someone removed our lock meanwhile, and the fresh file must not
+      // quietly take it again.
+      if (e.code() == Errc::not_found) {
+        taken_away |= n == old;
+        continue;
+      }
       still.push_back(n);
     } catch (const std::exception&) {
       still.push_back(n);
     }
+  }
+  if (taken_away) {
+    try {
+      repo_.backend().remove({FileType::lock, fresh});
+    } catch (const std::exception&) {
+      still.push_back(fresh);
+    }
+    {
+      std::lock_guard g(state_mu_);
+      broken_ = "our lock file was removed by another process while it was being refreshed (cairnctl repo unlock?)";
+      name_.clear();
+    }
+    if (warn_) warn_("the repository lock was removed by another process; the " + purpose_ + " will not commit");
   }
   std::lock_guard g(state_mu_);
   leftovers_.insert(leftovers_.end(), still.begin(), still.end());

@@ -182,6 +182,12 @@ std::optional<ControllerKeyRecord> Tx::controller_key(const std::string& key_id)
   return ControllerKeyRecord{s.text(0), s.blob(1), s.text(2), s.integer(3)};
 }
 
+std::optional<std::string> Tx::standby_controller_key() const {
+  auto s = db_.prepare("SELECT key_id FROM controller_keys WHERE state = 'standby' ORDER BY created_at, rowid LIMIT 1");
+  if (!s.step()) return std::nullopt;
+  return s.text(0);
+}
+
 void Tx::activate_controller_key(const std::string& key_id) {
   auto k = controller_key(key_id);
   if (!k) throw Error(Errc::not_found, "no controller key '" + key_id + "'");
@@ -206,7 +212,7 @@ void Tx::add_key_announcement(const KeyAnnouncementRecord& a) {
 std::vector<KeyAnnouncementRecord> Tx::key_announcements() const {
   auto s = db_.prepare(
       "SELECT id, new_key_id, signed_by, retires, issued_at, expires_at, envelope FROM key_announcements"
-      " ORDER BY issued_at, rowid");
+      " ORDER BY rowid");  // the order they were made, whatever the wall clock did
   std::vector<KeyAnnouncementRecord> out;
   while (s.step()) {
     KeyAnnouncementRecord a{s.text(0), s.text(1), s.text(2), {}, s.integer(4), s.integer(5), s.blob(6)};

@@ -61,6 +61,7 @@ class Tx {
   void retire_controller_key(const std::string& key_id);
   std::optional<std::string> active_controller_key() const;
   std::optional<ControllerKeyRecord> controller_key(const std::string& key_id) const;
+  std::optional<std::string> standby_controller_key() const;
   // Rotation's last step: the active key becomes `retired`, key_id (standby) `active`.
   void activate_controller_key(const std::string& key_id);
   // Key announcements, oldest first.
