@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -186,11 +187,15 @@ class Backup {
   void submit(Task t);
   // Chunk buffers are recycled: allocating and freeing a buffer per chunk makes the
   // allocator hold on to memory that no longer backs anything (peak RSS grows).
-  Bytes take_buffer() {
+  // The smallest pooled buffer that holds n bytes: handing a small buffer to a big
+  // chunk would free it and allocate anew (with chunk-sized buffers mmapped, a
+  // page-faulting mmap per chunk).
+  Bytes take_buffer(size_t n) {
     std::lock_guard g(pool_mu_);
-    if (pool_.empty()) return {};
-    Bytes b = std::move(pool_.back());
-    pool_.pop_back();
+    auto it = pool_.lower_bound(n);
+    if (it == pool_.end()) return {};
+    Bytes b = std::move(it->second);
+    pool_.erase(it);
     pool_bytes_ -= b.capacity();
     return b;
   }
@@ -199,7 +204,8 @@ class Backup {
     if (pool_bytes_ + b.capacity() > queue_cap_ / 2) return;
     pool_bytes_ += b.capacity();
     b.clear();
-    pool_.push_back(std::move(b));
+    size_t cap = b.capacity();
+    pool_.emplace(cap, std::move(b));
   }
   void worker_loop();
   void finish_chunk(FileState& fs);
@@ -245,9 +251,9 @@ class Backup {
   std::condition_variable q_not_full_, q_not_empty_;
   std::deque<Task> queue_;
   size_t queued_bytes_ = 0;
-  size_t queue_cap_ = 16u << 20;
+  size_t queue_cap_ = 8u << 20;  // two largest chunks, eight average ones: enough to keep the workers fed
   std::mutex pool_mu_;
-  std::vector<Bytes> pool_;
+  std::multimap<size_t, Bytes> pool_;  // by capacity
   size_t pool_bytes_ = 0;
   bool readers_done_ = false;
   std::exception_ptr fatal_;
@@ -566,7 +572,8 @@ void Backup::read_range(int fd, const std::shared_ptr<FileState>& fs, uint64_t o
     }
     if (end == start) break;
     size_t n = ch.cut(buf.data() + start, end - start);
-    Task t{fs, seq++, take_buffer()};
+    Task t{fs, seq++, take_buffer(n)};
+    if (t.data.capacity() < n) t.data.reserve(std::bit_ceil(n));  // a size class, so that it fits later chunks too
     t.data.assign(buf.data() + start, buf.data() + start + n);
     {
       std::lock_guard g(fs->mu);
@@ -904,6 +911,7 @@ BackupResult Backup::run() {
     walked_ = true;
     res_.bytes_total = walk_bytes_;
     release(root_);  // the walker's hold on the root
+    report();        // the totals are final from here on
   } catch (...) {
     fail(std::current_exception());
   }
