@@ -11,11 +11,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "cairn/version.h"
@@ -97,6 +99,8 @@ bool fill_node(const std::string& name, const struct stat& st, Node& n) {
   return true;
 }
 
+struct Dir;
+
 struct FileState {
   std::string path;
   ChunkProfile profile = ChunkProfile::standard;
@@ -108,18 +112,31 @@ struct FileState {
   bool failed = false;
   std::string error;
   uint64_t size = 0;
+  // Under mu: set once every chunk is stored; until then the directories holding a
+  // node of this file (the first link and later hard links) wait in waiters.
+  bool done = false;
+  std::vector<Dir*> waiters;
 };
 
-struct Entry {
+struct Child {
   Node node;
-  std::string path;
-  bool is_root = false;
-  std::vector<std::unique_ptr<Entry>> children;
   std::shared_ptr<FileState> fs;  // a file being read (or the first of its hard-link group)
-  bool dropped = false;
-  // Identical to the parent snapshot's node (for a dir: the whole subtree), so the
-  // parent's tree blob is reused without encoding or hashing it again.
+  // Identical to the parent snapshot's node (for a dir: the whole subtree).
   bool same = false;
+};
+
+// A directory whose tree blob is not written yet. It holds one count for the walker
+// (released once its listing is walked) and one for every child still being
+// stored: files being read, hard links waiting for their first link, and
+// subdirectories whose trees are not written. At zero its tree is encoded and
+// saved at once, its id handed to the parent, and the directory freed.
+struct Dir {
+  Dir* parent = nullptr;
+  size_t slot = 0;  // this directory's node in parent->children
+  std::mutex mu;    // children: a subdirectory finishing on another thread writes its subtree id
+  std::vector<Child> children;
+  std::atomic<int> pending{1};
+  // Identical to the parent snapshot's subtree, which is reused without encoding it again.
   std::optional<BlobId> reuse_subtree;
 };
 
@@ -136,20 +153,33 @@ struct Task {
   Bytes data;
 };
 
+// Files queued for the readers but not started: enough to keep every reader busy
+// while the walk goes on, few enough that the walk never runs far ahead.
+constexpr size_t kJobWindow = 64;
+
 class Backup {
  public:
   Backup(Repository& repo, const BackupOptions& opt) : repo_(repo), opt_(opt) {}
+  ~Backup() {
+    for (Dir* d : live_) delete d;
+  }
   BackupResult run();
 
  private:
-  // --- scan
-  void add_source(const std::string& path);
-  Entry* intermediate(Entry& parent, const std::string& name, const std::string& path);
-  void scan_entry(Entry& parent, const std::string& name, const std::string& path, const Tree* ptree);
-  void scan_dir(Entry& dir, const Tree* ptree);
+  // --- walk (main thread): depth-first, each listing sorted by name
+  void walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, bool restricted);
+  void walk_entry(Dir& parent, const std::string& name, const std::string& path, const Tree* ptree, bool restricted);
   std::unique_ptr<Tree> parent_subtree(const Tree* ptree, const std::string& name);
   bool excluded(const std::string& path, const std::string& name) const;
+  bool is_source(const std::string& path) const { return sources_.count(path) != 0; }
+  bool leads_to_source(const std::string& path) const;
+  std::vector<std::string> source_steps(const std::string& dpath) const;
   void error(const std::string& path, const std::string& reason);
+  size_t add_child(Dir& parent, Child c);
+  Dir* new_dir(Dir* parent, size_t slot);
+  void push_job(std::shared_ptr<FileState> fs);
+  // --- totals: an lstat-only count running beside the walk, as restic does
+  void count_dir(const std::string& dpath, bool restricted);
   // --- read and store
   void reader_loop();
   void read_file(const std::shared_ptr<FileState>& fs);
@@ -157,11 +187,15 @@ class Backup {
   void submit(Task t);
   // Chunk buffers are recycled: allocating and freeing a buffer per chunk makes the
   // allocator hold on to memory that no longer backs anything (peak RSS grows).
-  Bytes take_buffer() {
+  // The smallest pooled buffer that holds n bytes: handing a small buffer to a big
+  // chunk would free it and allocate anew (with chunk-sized buffers mmapped, a
+  // page-faulting mmap per chunk).
+  Bytes take_buffer(size_t n) {
     std::lock_guard g(pool_mu_);
-    if (pool_.empty()) return {};
-    Bytes b = std::move(pool_.back());
-    pool_.pop_back();
+    auto it = pool_.lower_bound(n);
+    if (it == pool_.end()) return {};
+    Bytes b = std::move(it->second);
+    pool_.erase(it);
     pool_bytes_ -= b.capacity();
     return b;
   }
@@ -170,13 +204,16 @@ class Backup {
     if (pool_bytes_ + b.capacity() > queue_cap_ / 2) return;
     pool_bytes_ += b.capacity();
     b.clear();
-    pool_.push_back(std::move(b));
+    size_t cap = b.capacity();
+    pool_.emplace(cap, std::move(b));
   }
   void worker_loop();
   void finish_chunk(FileState& fs);
   void file_done(FileState& fs);
-  // --- finalize
-  BlobId build_tree(Entry& dir);
+  void fail(std::exception_ptr e);
+  // --- trees
+  void release(Dir* d);
+  BlobId write_tree(Dir& d);
   Progress snapshot_progress();
   // The ticker thread and the main thread both report; callers get one call at a time.
   void report() {
@@ -193,32 +230,42 @@ class Backup {
   Repository& repo_;
   const BackupOptions& opt_;
   BackupResult res_;
-  Entry root_{.is_root = true};
   bool stream_ = false;  // stdin: read(), not pread()
+  std::set<std::string> sources_;  // absolute, normalized; "" is the root
   std::unique_ptr<Tree> parent_root_;
-  std::vector<std::shared_ptr<FileState>> jobs_;
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<FileState>> hardlinks_;
   std::mutex err_mu_;
   std::vector<SnapshotError> errors_;
 
-  std::atomic<size_t> next_job_{0};
+  std::mutex live_mu_;
+  std::set<Dir*> live_;  // freed by the destructor if the backup fails midway
+  Dir* root_ = nullptr;
+  std::optional<BlobId> root_tree_;
+
+  std::mutex jobs_mu_;
+  std::condition_variable jobs_not_full_, jobs_not_empty_;
+  std::deque<std::shared_ptr<FileState>> jobs_;
+  bool walk_done_ = false;  // under jobs_mu_: no more jobs
+
   std::mutex qmu_;
   std::condition_variable q_not_full_, q_not_empty_;
   std::deque<Task> queue_;
   size_t queued_bytes_ = 0;
-  size_t queue_cap_ = 16u << 20;
+  size_t queue_cap_ = 8u << 20;  // two largest chunks, eight average ones: enough to keep the workers fed
   std::mutex pool_mu_;
-  std::vector<Bytes> pool_;
+  std::multimap<size_t, Bytes> pool_;  // by capacity
   size_t pool_bytes_ = 0;
   bool readers_done_ = false;
   std::exception_ptr fatal_;
   std::atomic<bool> abort_{false};
 
-  std::atomic<uint64_t> files_done_{0}, files_total_{0}, bytes_done_{0}, bytes_total_{0};
-  std::atomic<bool> scanning_{true};
+  std::atomic<uint64_t> files_done_{0}, bytes_done_{0};
+  std::atomic<uint64_t> walk_files_{0}, walk_bytes_{0};  // found by the walk so far
+  std::atomic<uint64_t> count_files_{0}, count_bytes_{0};
+  std::atomic<bool> walked_{false}, counted_{false};
   std::mutex cur_mu_;
   std::string current_;
-  std::string phase_ = "scan";
+  std::string phase_ = "backup";
   Clock::time_point start_ = Clock::now();
 };
 
@@ -226,6 +273,21 @@ bool Backup::excluded(const std::string& path, const std::string& name) const {
   for (const auto& g : opt_.excludes)
     if (fnmatch(g.c_str(), path.c_str(), 0) == 0 || fnmatch(g.c_str(), name.c_str(), 0) == 0) return true;
   return false;
+}
+
+bool Backup::leads_to_source(const std::string& path) const {
+  std::string pre = path + "/";
+  auto it = sources_.lower_bound(pre);
+  return it != sources_.end() && it->compare(0, pre.size(), pre) == 0;
+}
+
+// The names below dpath on the way to a source, sorted.
+std::vector<std::string> Backup::source_steps(const std::string& dpath) const {
+  std::string pre = dpath + "/";
+  std::set<std::string> names;
+  for (auto it = sources_.lower_bound(pre); it != sources_.end() && it->compare(0, pre.size(), pre) == 0; ++it)
+    names.insert(it->substr(pre.size(), it->find('/', pre.size()) - pre.size()));
+  return {names.begin(), names.end()};
 }
 
 void Backup::error(const std::string& path, const std::string& reason) {
@@ -250,58 +312,38 @@ static const Node* find_node(const Tree* t, const std::string& name) {
   return it != t->nodes.end() && it->name == name ? &*it : nullptr;
 }
 
-Entry* Backup::intermediate(Entry& parent, const std::string& name, const std::string& path) {
-  for (auto& c : parent.children)
-    if (c->node.name == name) return c.get();
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) throw_errno("cannot read source", path, errno);
-  auto e = std::make_unique<Entry>();
-  fill_node(name, st, e->node);
-  e->path = path;
-  parent.children.push_back(std::move(e));
-  return parent.children.back().get();
+size_t Backup::add_child(Dir& parent, Child c) {
+  std::lock_guard g(parent.mu);
+  parent.children.push_back(std::move(c));
+  return parent.children.size() - 1;
 }
 
-void Backup::add_source(const std::string& src) {
-  namespace fs = std::filesystem;
-  std::string abs = fs::absolute(fs::path(src)).lexically_normal().string();
-  while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
-  struct stat st {};
-  if (::lstat(abs.c_str(), &st) != 0) throw_errno("cannot read source", abs, errno);
-  // Intermediate directories keep their own metadata; the parent snapshot's trees follow the same path.
-  Entry* cur = &root_;
-  const Tree* ptree = parent_root_.get();
-  std::vector<std::unique_ptr<Tree>> keep;
-  std::string path;
-  std::vector<std::string> parts;
-  for (const auto& p : fs::path(abs)) {
-    std::string s = p.string();
-    if (s != "/" && !s.empty()) parts.push_back(s);
-  }
-  if (parts.empty()) {  // the source is "/"
-    scan_dir(root_, ptree);
+Dir* Backup::new_dir(Dir* parent, size_t slot) {
+  auto d = std::make_unique<Dir>();
+  d->parent = parent;
+  d->slot = slot;
+  if (parent) parent->pending++;
+  std::lock_guard g(live_mu_);
+  live_.insert(d.get());
+  return d.release();
+}
+
+// restricted: only the way to the sources below dpath (the directories above a
+// source, and excluded directories holding one), not the whole listing.
+void Backup::walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, bool restricted) {
+  if (restricted) {
+    for (const auto& n : source_steps(dpath)) {
+      check_cancel();
+      walk_entry(dir, n, dpath + "/" + n, ptree, !is_source(dpath + "/" + n));
+    }
     return;
   }
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    path += "/" + parts[i];
-    cur = intermediate(*cur, parts[i], path);
-    keep.push_back(parent_subtree(ptree, parts[i]));
-    ptree = keep.back().get();
-  }
-  for (auto& c : cur->children)
-    if (c->node.name == parts.back()) return;  // the same source twice
-  scan_entry(*cur, parts.back(), abs, ptree);
-}
-
-void Backup::scan_dir(Entry& dir, const Tree* ptree) {
-  std::string dpath = dir.is_root ? "" : dir.path;
-  DIR* d = ::opendir(dir.is_root ? "/" : dpath.c_str());
+  DIR* d = ::opendir(dpath.empty() ? "/" : dpath.c_str());
   if (!d) {
-    error(dir.path, std::string("cannot list directory: ") + strerror(errno));
+    error(dpath.empty() ? "/" : dpath, std::string("cannot list directory: ") + strerror(errno));
     return;
   }
   std::vector<std::string> names;
-  errno = 0;
   while (auto* e = ::readdir(d)) {
     std::string n = e->d_name;
     if (n != "." && n != "..") names.push_back(std::move(n));
@@ -310,34 +352,71 @@ void Backup::scan_dir(Entry& dir, const Tree* ptree) {
   std::sort(names.begin(), names.end());
   for (const auto& n : names) {
     check_cancel();
+    if (abort_) throw Error(Errc::interrupted, "aborted");
     std::string p = dpath + "/" + n;
-    if (excluded(p, n)) continue;
-    scan_entry(dir, n, p, ptree);
+    if (excluded(p, n) && !is_source(p)) {
+      if (leads_to_source(p)) walk_entry(dir, n, p, ptree, true);
+      continue;
+    }
+    walk_entry(dir, n, p, ptree, false);
   }
 }
 
-void Backup::scan_entry(Entry& parent, const std::string& name, const std::string& path, const Tree* ptree) {
+void Backup::push_job(std::shared_ptr<FileState> fs) {
+  std::unique_lock lk(jobs_mu_);
+  jobs_not_full_.wait(lk, [&] { return jobs_.size() < kJobWindow || abort_.load(); });
+  if (abort_) throw Error(Errc::interrupted, "aborted");
+  jobs_.push_back(std::move(fs));
+  jobs_not_empty_.notify_one();
+}
+
+void Backup::walk_entry(Dir& parent, const std::string& name, const std::string& path, const Tree* ptree, bool restricted) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) {
     error(path, std::string(errno == ENOENT ? "vanished before it could be read" : "cannot stat: ") + (errno == ENOENT ? "" : strerror(errno)));
     return;
   }
-  auto e = std::make_unique<Entry>();
-  e->path = path;
-  if (!fill_node(name, st, e->node)) return;
-  read_xattrs(path, e->node);
-  Node& n = e->node;
+  Child c;
+  Node& n = c.node;
+  if (!fill_node(name, st, n)) return;
+  if (restricted) {
+    // A directory on the way to a source keeps its own metadata; its tree holds only that way.
+    if (n.type != NodeType::dir) {
+      error(path, "cannot back up what lies below it: not a directory");
+      return;
+    }
+    read_xattrs(path, n);
+    size_t slot = add_child(parent, std::move(c));
+    Dir* d = new_dir(&parent, slot);
+    auto sub = parent_subtree(ptree, name);
+    // On a throw the walker's holds stay: nothing above is written, the backup fails.
+    walk_dir(*d, path, sub.get(), true);
+    release(d);
+    return;
+  }
+  read_xattrs(path, n);
   const Node* pn = find_node(ptree, name);
   if (n.type == NodeType::dir) {
     ++res_.dirs;
+    Node meta = n;
+    size_t slot = add_child(parent, std::move(c));
+    Dir* d = new_dir(&parent, slot);
     auto sub = parent_subtree(ptree, name);
-    scan_dir(*e, sub.get());
-    if (sub && pn && !opt_.force && same_metadata(n, *pn) && e->children.size() == sub->nodes.size() &&
-        std::all_of(e->children.begin(), e->children.end(), [](const auto& c) { return c->same; }) && repo_.index().contains(*pn->subtree)) {
-      e->same = true;
-      e->reuse_subtree = pn->subtree;
+    walk_dir(*d, path, sub.get(), false);
+    bool same = false;
+    if (sub && pn && !opt_.force && same_metadata(meta, *pn) && pn->subtree && repo_.index().contains(*pn->subtree)) {
+      std::lock_guard g(d->mu);
+      same = d->children.size() == sub->nodes.size() && std::all_of(d->children.begin(), d->children.end(), [](const Child& x) { return x.same; });
     }
-  } else if (n.type == NodeType::symlink) {
+    if (same) {
+      d->reuse_subtree = pn->subtree;
+      std::lock_guard g(parent.mu);
+      parent.children[slot].same = true;
+    }
+    release(d);  // the walker's hold: the tree is written now or when its last file is stored
+    return;
+  }
+  if (n.type == NodeType::symlink) {
     std::string buf(4096, '\0');
     ssize_t l = ::readlink(path.c_str(), buf.data(), buf.size());
     if (l < 0) {
@@ -346,46 +425,95 @@ void Backup::scan_entry(Entry& parent, const std::string& name, const std::strin
     }
     buf.resize(size_t(l));
     n.target = buf;
-    e->same = pn && same_metadata(n, *pn);
-  } else if (n.type == NodeType::file) {
-    ++files_total_;
-    bytes_total_ += n.size;
-    bool unchanged = pn && !opt_.force && pn->type == NodeType::file && pn->inode == n.inode && pn->size == n.size &&
-                     pn->mtime_ns == n.mtime_ns && pn->ctime_ns == n.ctime_ns &&
-                     std::all_of(pn->content.begin(), pn->content.end(), [&](const BlobId& id) { return repo_.index().contains(id); });
-    if (unchanged) {
-      n.content = pn->content;
-      n.extents = pn->extents;
-      n.sparse = pn->sparse;
-      e->same = same_metadata(n, *pn);
-      ++res_.files_unmodified;
+    c.same = pn && same_metadata(n, *pn);
+    add_child(parent, std::move(c));
+    return;
+  }
+  if (n.type != NodeType::file) {
+    c.same = pn && same_metadata(n, *pn);
+    add_child(parent, std::move(c));
+    return;
+  }
+  ++walk_files_;
+  walk_bytes_ += n.size;
+  bool unchanged = pn && !opt_.force && pn->type == NodeType::file && pn->inode == n.inode && pn->size == n.size &&
+                   pn->mtime_ns == n.mtime_ns && pn->ctime_ns == n.ctime_ns &&
+                   std::all_of(pn->content.begin(), pn->content.end(), [&](const BlobId& id) { return repo_.index().contains(id); });
+  if (unchanged) {
+    n.content = pn->content;
+    n.extents = pn->extents;
+    n.sparse = pn->sparse;
+    c.same = same_metadata(n, *pn);
+    ++res_.files_unmodified;
+    ++files_done_;
+    bytes_done_ += n.size;
+    add_child(parent, std::move(c));
+    return;
+  }
+  (pn ? res_.files_changed : res_.files_new)++;
+  auto key = std::make_pair(uint64_t(st.st_dev), uint64_t(st.st_ino));
+  if (st.st_nlink > 1) {
+    auto it = hardlinks_.find(key);
+    if (it != hardlinks_.end()) {
+      // A later link: its content is the first link's. Its directory waits for that file.
+      c.fs = it->second;
       ++files_done_;
       bytes_done_ += n.size;
-    } else {
-      (pn ? res_.files_changed : res_.files_new)++;
-      auto key = std::make_pair(uint64_t(st.st_dev), uint64_t(st.st_ino));
-      if (st.st_nlink > 1) {
-        auto it = hardlinks_.find(key);
-        if (it != hardlinks_.end()) {
-          e->fs = it->second;  // filled in when the first link is read
-          ++files_done_;
-          bytes_done_ += n.size;
-          parent.children.push_back(std::move(e));
-          return;
+      {
+        std::lock_guard g(c.fs->mu);
+        if (!c.fs->done) {
+          parent.pending++;
+          c.fs->waiters.push_back(&parent);
         }
       }
-      auto fs = std::make_shared<FileState>();
-      fs->path = path;
-      fs->size = n.size;
-      fs->profile = opt_.profile ? *opt_.profile : choose_profile(name, n.size);
-      e->fs = fs;
-      if (st.st_nlink > 1) hardlinks_[key] = fs;
-      jobs_.push_back(fs);
+      add_child(parent, std::move(c));
+      return;
     }
-  } else {
-    e->same = pn && same_metadata(n, *pn);
   }
-  parent.children.push_back(std::move(e));
+  auto fs = std::make_shared<FileState>();
+  fs->path = path;
+  fs->size = n.size;
+  fs->profile = opt_.profile ? *opt_.profile : choose_profile(name, n.size);
+  fs->waiters.push_back(&parent);
+  parent.pending++;
+  c.fs = fs;
+  if (st.st_nlink > 1) hardlinks_[key] = fs;
+  add_child(parent, std::move(c));
+  push_job(std::move(fs));
+}
+
+void Backup::count_dir(const std::string& dpath, bool restricted) {
+  std::vector<std::string> names;
+  if (restricted) {
+    names = source_steps(dpath);
+  } else {
+    DIR* d = ::opendir(dpath.empty() ? "/" : dpath.c_str());
+    if (!d) return;
+    while (auto* e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (n != "." && n != "..") names.push_back(std::move(n));
+    }
+    ::closedir(d);
+  }
+  for (const auto& n : names) {
+    if (walked_ || abort_) return;
+    std::string p = dpath + "/" + n;
+    bool r = restricted ? !is_source(p) : false;
+    if (!restricted && excluded(p, n) && !is_source(p)) {
+      if (!leads_to_source(p)) continue;
+      r = true;
+    }
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0) continue;
+    if (r) {
+      if (S_ISDIR(st.st_mode)) count_dir(p, true);
+    } else if (S_ISREG(st.st_mode)) {
+      ++count_files_;
+      count_bytes_ += uint64_t(st.st_size);
+    } else if (S_ISDIR(st.st_mode)) {
+      count_dir(p, false);
+    }
+  }
 }
 
 void Backup::submit(Task t) {
@@ -444,7 +572,8 @@ void Backup::read_range(int fd, const std::shared_ptr<FileState>& fs, uint64_t o
     }
     if (end == start) break;
     size_t n = ch.cut(buf.data() + start, end - start);
-    Task t{fs, seq++, take_buffer()};
+    Task t{fs, seq++, take_buffer(n)};
+    if (t.data.capacity() < n) t.data.reserve(std::bit_ceil(n));  // a size class, so that it fits later chunks too
     t.data.assign(buf.data() + start, buf.data() + start + n);
     {
       std::lock_guard g(fs->mu);
@@ -460,6 +589,12 @@ void Backup::read_file(const std::shared_ptr<FileState>& fs) {
   {
     std::lock_guard g(cur_mu_);
     current_ = fs->path;
+  }
+  if (stream_) {
+    Chunker ch(repo_.gear(), profile_params(fs->profile));
+    size_t seq = 0;
+    read_range(opt_.stdin_fd, fs, 0, UINT64_MAX, ch, seq);
+    return;
   }
   int fd = ::open(fs->path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOATIME);
   if (fd < 0 && errno == EPERM) fd = ::open(fs->path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -512,21 +647,36 @@ void Backup::read_file(const std::shared_ptr<FileState>& fs) {
   }
 }
 
+void Backup::fail(std::exception_ptr e) {
+  {
+    std::lock_guard g(qmu_);
+    if (!fatal_) fatal_ = e;
+    abort_ = true;
+    q_not_empty_.notify_all();
+    q_not_full_.notify_all();
+  }
+  std::lock_guard g(jobs_mu_);
+  jobs_not_empty_.notify_all();
+  jobs_not_full_.notify_all();
+}
+
 void Backup::reader_loop() {
   try {
     for (;;) {
-      size_t i = next_job_++;
-      if (i >= jobs_.size() || abort_) break;
-      auto& fs = jobs_[i];
+      std::shared_ptr<FileState> fs;
+      {
+        std::unique_lock lk(jobs_mu_);
+        jobs_not_empty_.wait(lk, [&] { return !jobs_.empty() || walk_done_ || abort_.load(); });
+        if (abort_ || jobs_.empty()) break;
+        fs = std::move(jobs_.front());
+        jobs_.pop_front();
+        jobs_not_full_.notify_one();
+      }
       read_file(fs);
       finish_chunk(*fs);  // the reader's hold
     }
   } catch (...) {
-    std::lock_guard g(qmu_);
-    if (!fatal_) fatal_ = std::current_exception();
-    abort_ = true;
-    q_not_empty_.notify_all();
-    q_not_full_.notify_all();
+    fail(std::current_exception());
   }
 }
 
@@ -551,14 +701,10 @@ void Backup::worker_loop() {
         t.fs->content[t.seq] = id;
       }
       bytes_done_ += t.data.size();
-      finish_chunk(*t.fs);
       give_buffer(std::move(t.data));
+      finish_chunk(*t.fs);
     } catch (...) {
-      std::lock_guard g(qmu_);
-      if (!fatal_) fatal_ = std::current_exception();
-      abort_ = true;
-      q_not_empty_.notify_all();
-      q_not_full_.notify_all();
+      fail(std::current_exception());
       return;
     }
   }
@@ -570,31 +716,65 @@ void Backup::finish_chunk(FileState& fs) {
 
 void Backup::file_done(FileState& fs) {
   ++files_done_;
-  if (fs.failed) {
-    error(fs.path, fs.error);
-    // whatever was read of it still counts toward the bytes seen
+  if (fs.failed) error(fs.path, fs.error);  // whatever was read of it still counts toward the bytes seen
+  std::vector<Dir*> waiters;
+  {
+    std::lock_guard g(fs.mu);
+    fs.done = true;
+    waiters.swap(fs.waiters);
+  }
+  for (Dir* d : waiters) release(d);
+}
+
+// Drops one count of d; the last one writes d's tree and passes it up.
+void Backup::release(Dir* d) {
+  while (d && --d->pending == 0) {
+    Dir* parent = d->parent;
+    BlobId id = write_tree(*d);
+    {
+      std::lock_guard g(live_mu_);
+      live_.erase(d);
+    }
+    size_t slot = d->slot;
+    delete d;
+    if (!parent) {
+      root_tree_ = id;
+      return;
+    }
+    {
+      std::lock_guard g(parent->mu);
+      parent->children[slot].node.subtree = id;
+    }
+    d = parent;
   }
 }
 
-BlobId Backup::build_tree(Entry& dir) {
-  if (dir.reuse_subtree) return *dir.reuse_subtree;
+BlobId Backup::write_tree(Dir& d) {
+  if (d.reuse_subtree) return *d.reuse_subtree;
+  check_cancel();
+  if (abort_) throw Error(Errc::interrupted, "aborted");
   Tree t;
-  std::sort(dir.children.begin(), dir.children.end(), [](auto& a, auto& b) { return a->node.name < b->node.name; });
-  for (auto& c : dir.children) {
-    check_cancel();
-    Node n = c->node;
-    if (n.type == NodeType::dir) {
-      n.subtree = build_tree(*c);
-    } else if (n.type == NodeType::file && c->fs) {
-      if (c->fs->failed) continue;  // listed in errors; the snapshot is partial
-      n.content = c->fs->content;
-      n.sparse = c->fs->sparse;
-      n.extents = c->fs->extents;
-      n.size = c->fs->size;
+  std::lock_guard g(d.mu);
+  // Sorted by name: identical directories give identical bytes, so their trees dedup.
+  std::sort(d.children.begin(), d.children.end(), [](const Child& a, const Child& b) { return a.node.name < b.node.name; });
+  t.nodes.reserve(d.children.size());
+  for (auto& c : d.children) {
+    Node& n = c.node;
+    if (n.type == NodeType::file && c.fs) {
+      FileState& fs = *c.fs;
+      if (fs.failed) continue;  // listed in errors; the snapshot is partial
+      std::lock_guard fg(fs.mu);
+      n.content = fs.content;
+      n.sparse = fs.sparse;
+      n.extents = fs.extents;
+      n.size = fs.size;
     }
     t.nodes.push_back(std::move(n));
   }
+  d.children.clear();
+  d.children.shrink_to_fit();
   std::string bytes = encode_tree_bytes(t);
+  t = {};
   BlobId id;
   repo_.save_blob(BlobType::tree, as_bytes(bytes), id);
   return id;
@@ -608,11 +788,21 @@ Progress Backup::snapshot_progress() {
     p.phase = phase_;
   }
   p.files_done = files_done_;
-  p.files_total = files_total_;
   p.bytes_done = bytes_done_;
-  p.bytes_total = bytes_total_;
+  // The walk and the reading overlap. Totals are final once the walk is done, or
+  // once the lstat-only count beside it is; until then they only grow and no ETA
+  // may be derived from them.
+  p.files_total = walk_files_;
+  p.bytes_total = walk_bytes_;
+  p.totals_known = walked_;
+  if (!walked_) {
+    p.files_total = std::max<uint64_t>(p.files_total, count_files_);
+    p.bytes_total = std::max<uint64_t>(p.bytes_total, count_bytes_);
+    p.totals_known = counted_;
+  }
+  p.files_total = std::max(p.files_total, p.files_done);
+  p.bytes_total = std::max(p.bytes_total, p.bytes_done);
   p.bytes_new = repo_.stats().bytes_raw_new;
-  p.totals_known = !scanning_;
   {
     std::lock_guard g(err_mu_);
     p.errors = errors_.size();
@@ -639,8 +829,13 @@ BackupResult Backup::run() {
     for (const auto& p : opt_.paths)
       snap.paths.push_back(std::filesystem::absolute(std::filesystem::path(p)).lexically_normal().string());
     std::sort(snap.paths.begin(), snap.paths.end());
-    for (auto& p : snap.paths)
+    for (auto& p : snap.paths) {
       while (p.size() > 1 && p.back() == '/') p.pop_back();
+      // Every source must exist before anything is read.
+      struct stat st {};
+      if (::lstat(p.c_str(), &st) != 0) throw_errno("cannot read source", p, errno);
+      sources_.insert(p == "/" ? "" : p);
+    }
     // Parent: explicit, or the latest snapshot of the same host and paths.
     std::string parent = opt_.parent;
     if (parent.empty() && !opt_.force) {
@@ -661,74 +856,70 @@ BackupResult Backup::run() {
     }
   }
 
-  if (!opt_.stdin_name.empty()) {
-    stream_ = true;
-    auto fs = std::make_shared<FileState>();
-    fs->path = "stdin:" + opt_.stdin_name;
-    fs->profile = opt_.profile ? *opt_.profile : ChunkProfile::standard;
-    auto e = std::make_unique<Entry>();
-    e->node.name = opt_.stdin_name;
-    e->node.type = NodeType::file;
-    e->node.mode = 0600;
-    e->node.uid = getuid();
-    e->node.gid = getgid();
-    struct timespec now {};
-    clock_gettime(CLOCK_REALTIME, &now);
-    e->node.mtime_ns = e->node.ctime_ns = ts_ns(now);
-    e->fs = fs;
-    root_.children.push_back(std::move(e));
-    files_total_ = 1;
-    ++res_.files_new;
-  } else {
-    for (const auto& p : opt_.paths) add_source(p);
-    res_.bytes_total = bytes_total_;
-  }
-  scanning_ = false;
-  {
-    std::lock_guard g(cur_mu_);
-    phase_ = "backup";
-  }
-  report();
-  // Largest first: the long files start early and the pool stays busy to the end.
-  std::stable_sort(jobs_.begin(), jobs_.end(), [](auto& a, auto& b) { return a->size > b->size; });
-
+  root_ = new_dir(nullptr, 0);
+  stream_ = !opt_.stdin_name.empty();
   unsigned cores = opt_.threads ? opt_.threads : std::max(1u, std::thread::hardware_concurrency());
-  unsigned nreaders = std::max(1u, std::min<unsigned>(cores, unsigned(jobs_.size())));
+  unsigned nreaders = stream_ ? 1 : cores;
   std::vector<std::thread> workers, readers;
   for (unsigned i = 0; i < cores; ++i) workers.emplace_back([this] { worker_loop(); });
-  if (!opt_.stdin_name.empty()) {
-    readers.emplace_back([this] {
-      auto fs = root_.children.front()->fs;
-      try {
-        Chunker ch(repo_.gear(), profile_params(fs->profile));
-        size_t seq = 0;
-        read_range(opt_.stdin_fd, fs, 0, UINT64_MAX, ch, seq);
-      } catch (...) {
-        std::lock_guard g(qmu_);
-        if (!fatal_) fatal_ = std::current_exception();
-        abort_ = true;
-        q_not_empty_.notify_all();
-        q_not_full_.notify_all();
-      }
-      finish_chunk(*fs);
-    });
-  } else {
-    for (unsigned i = 0; i < nreaders; ++i) readers.emplace_back([this] { reader_loop(); });
-  }
+  for (unsigned i = 0; i < nreaders; ++i) readers.emplace_back([this] { reader_loop(); });
   // Cancellation watcher: turns a signal into an abort of the pipeline.
   std::atomic<bool> pipeline_done{false};
   std::thread watcher([&] {
     while (!pipeline_done) {
       if (opt_.cancel && opt_.cancel->load()) {
-        std::lock_guard g(qmu_);
-        abort_ = true;
-        q_not_empty_.notify_all();
-        q_not_full_.notify_all();
+        fail(std::make_exception_ptr(Error(Errc::interrupted, "backup interrupted; nothing was recorded as a snapshot")));
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });
+  std::thread counter;
+  if (opt_.stdin_name.empty() && opt_.progress)
+    counter = std::thread([this] {
+      if (is_source("")) count_dir("", false);
+      else count_dir("", true);
+      if (!abort_) counted_ = true;
+    });
+
+  // The walk: depth-first on this thread, feeding the readers through a bounded
+  // window; each directory's tree is written as soon as its last child is stored.
+  try {
+    if (!opt_.stdin_name.empty()) {
+      auto fs = std::make_shared<FileState>();
+      fs->path = "stdin:" + opt_.stdin_name;
+      fs->profile = opt_.profile ? *opt_.profile : ChunkProfile::standard;
+      Child c;
+      c.node.name = opt_.stdin_name;
+      c.node.type = NodeType::file;
+      c.node.mode = 0600;
+      c.node.uid = getuid();
+      c.node.gid = getgid();
+      struct timespec now {};
+      clock_gettime(CLOCK_REALTIME, &now);
+      c.node.mtime_ns = c.node.ctime_ns = ts_ns(now);
+      c.fs = fs;
+      fs->waiters.push_back(root_);
+      root_->pending++;
+      add_child(*root_, std::move(c));
+      walk_files_ = 1;
+      ++res_.files_new;
+      push_job(std::move(fs));
+    } else {
+      walk_dir(*root_, "", parent_root_.get(), !is_source(""));
+    }
+    walked_ = true;
+    res_.bytes_total = walk_bytes_;
+    release(root_);  // the walker's hold on the root
+    report();        // the totals are final from here on
+  } catch (...) {
+    fail(std::current_exception());
+  }
+  {
+    std::lock_guard g(jobs_mu_);
+    walk_done_ = true;
+    jobs_not_empty_.notify_all();
+  }
   for (auto& t : readers) t.join();
   {
     std::lock_guard g(qmu_);
@@ -738,15 +929,18 @@ BackupResult Backup::run() {
   for (auto& t : workers) t.join();
   pipeline_done = true;
   watcher.join();
-  if (fatal_) std::rethrow_exception(fatal_);
+  if (counter.joinable()) counter.join();
   check_cancel();
+  if (fatal_) std::rethrow_exception(fatal_);
+  if (!root_tree_) throw Error(Errc::io, "backup: the root tree was not written");
+  parent_root_.reset();
+  hardlinks_.clear();
 
   {
     std::lock_guard g(cur_mu_);
     phase_ = "finalize";
   }
-  // Hard links after the first share its content.
-  snap.tree = build_tree(root_);
+  snap.tree = *root_tree_;
   repo_.flush();
   check_cancel();
 
@@ -755,7 +949,7 @@ BackupResult Backup::run() {
   snap.partial = !snap.errors.empty();
   res_.stats = repo_.stats();
   res_.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
-  res_.bytes_total = bytes_total_;
+  res_.bytes_total = walk_bytes_;
   res_.bytes_read = res_.stats.bytes_raw_new;
   snap.time = now_rfc3339();
   snap.time_unix = parse_rfc3339(snap.time);

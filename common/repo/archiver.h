@@ -1,8 +1,10 @@
 #pragma once
-// Backup: walk sources, skip unchanged files by metadata, chunk, store, write trees
-// and the snapshot last. Pipelined: reader threads read and cut chunks, worker
-// threads hash, compress, encrypt and pack them; memory is bounded by a byte budget
-// on the queue between them, not by input size.
+// Backup: walk sources depth-first, skip unchanged files by metadata, chunk, store,
+// write each directory's tree as soon as its children are stored, and the snapshot
+// last. Pipelined: the walk feeds reader threads through a bounded window of files,
+// readers read and cut chunks, worker threads hash, compress, encrypt and pack them;
+// memory is bounded by the window, a byte budget on the queue between readers and
+// workers and the depth of the tree, not by input size.
 #include <atomic>
 #include <chrono>
 #include <functional>

@@ -6,6 +6,28 @@ namespace cairn::repo {
 
 using nlohmann::json;
 
+size_t Index::find_slot(const BlobId& id) const {
+  const size_t mask = table_.size() - 1;
+  size_t h = BlobIdHash{}(id) & mask;
+  for (;;) {
+    uint32_t v = table_[h];
+    if (v == 0 || rec(v - 1).id == id) return h;
+    h = (h + 1) & mask;
+  }
+}
+
+void Index::grow_table() {
+  std::vector<uint32_t> old = std::move(table_);
+  table_.assign(old.empty() ? 1024 : old.size() * 2, 0);
+  const size_t mask = table_.size() - 1;
+  for (uint32_t v : old) {
+    if (v == 0) continue;
+    size_t h = BlobIdHash{}(rec(v - 1).id) & mask;
+    while (table_[h] != 0) h = (h + 1) & mask;
+    table_[h] = v;
+  }
+}
+
 void Index::add_pack(const BlobId& pack, const std::vector<PackBlob>& blobs) {
   std::unique_lock lk(mu_);
   uint32_t no;
@@ -17,24 +39,34 @@ void Index::add_pack(const BlobId& pack, const std::vector<PackBlob>& blobs) {
   } else {
     no = it->second;
   }
-  for (const auto& b : blobs) blobs_.try_emplace(b.id, Entry{no, b.offset, b.length, b.raw_length, b.type, b.flags});
+  for (const auto& b : blobs) {
+    // At most 70% full: lookups of absent ids (every new chunk) stay a few probes.
+    if ((size_t(count_) + 1) * 10 > table_.size() * 7) grow_table();
+    size_t slot = find_slot(b.id);
+    if (table_[slot] != 0) continue;  // the first location of a blob wins
+    if (count_ == UINT32_MAX - 1) throw Error(Errc::unsupported, "too many blobs for the in-memory index");
+    if ((count_ >> kBlockShift) == blocks_.size()) blocks_.push_back(std::make_unique_for_overwrite<Record[]>(kBlockSize));
+    blocks_[count_ >> kBlockShift][count_ & (kBlockSize - 1)] = Record{b.id, no, b.offset, b.length, b.raw_length, b.type, b.flags};
+    table_[slot] = ++count_;
+  }
 }
 
 std::optional<BlobLocation> Index::lookup(const BlobId& id) const {
   std::shared_lock lk(mu_);
-  auto it = blobs_.find(id);
-  if (it == blobs_.end()) return std::nullopt;
-  const Entry& e = it->second;
+  if (count_ == 0) return std::nullopt;
+  uint32_t v = table_[find_slot(id)];
+  if (v == 0) return std::nullopt;
+  const Record& e = rec(v - 1);
   return BlobLocation{packs_[e.pack], e.type, e.flags, e.offset, e.length, e.raw_length};
 }
 
 bool Index::contains(const BlobId& id) const {
   std::shared_lock lk(mu_);
-  return blobs_.count(id) != 0;
+  return count_ != 0 && table_[find_slot(id)] != 0;
 }
 size_t Index::blob_count() const {
   std::shared_lock lk(mu_);
-  return blobs_.size();
+  return count_;
 }
 size_t Index::pack_count() const {
   std::shared_lock lk(mu_);
@@ -48,11 +80,17 @@ std::vector<BlobId> Index::packs() const {
   std::shared_lock lk(mu_);
   return packs_;
 }
+size_t Index::memory_bytes() const {
+  std::shared_lock lk(mu_);
+  return blocks_.size() * kBlockSize * sizeof(Record) + table_.capacity() * sizeof(uint32_t);
+}
 void Index::clear() {
   std::unique_lock lk(mu_);
   packs_.clear();
   pack_no_.clear();
-  blobs_.clear();
+  blocks_.clear();
+  table_.clear();
+  count_ = 0;
 }
 
 json encode_index_file(const IndexFile& f) {

@@ -1,6 +1,7 @@
 #pragma once
 // The in-memory index: blob id -> pack, offset, length. Built from index files,
 // which can always be rebuilt from pack headers.
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -35,7 +36,11 @@ class Index {
   void clear();
 
  private:
-  struct Entry {
+  // Fixed-size records in blocks that never move (no per-blob allocation, no copy
+  // when growing), found through an open-addressing table of record numbers. Blob
+  // ids are keyed hashes, so their first bytes are already uniformly distributed.
+  struct Record {
+    BlobId id;
     uint32_t pack;
     uint32_t offset;
     uint32_t length;
@@ -43,10 +48,23 @@ class Index {
     BlobType type;
     uint8_t flags;
   };
+  static constexpr size_t kBlockShift = 10;  // 1024 records (52 KiB) per block
+  static constexpr size_t kBlockSize = size_t(1) << kBlockShift;
+  const Record& rec(uint32_t i) const { return blocks_[i >> kBlockShift][i & (kBlockSize - 1)]; }
+  // The slot holding id, or the empty slot where it would go.
+  size_t find_slot(const BlobId& id) const;
+  void grow_table();
+
   mutable std::shared_mutex mu_;
   std::vector<BlobId> packs_;
   std::unordered_map<BlobId, uint32_t, BlobIdHash> pack_no_;
-  std::unordered_map<BlobId, Entry, BlobIdHash> blobs_;
+  std::vector<std::unique_ptr<Record[]>> blocks_;
+  uint32_t count_ = 0;
+  std::vector<uint32_t> table_;  // record number + 1; 0 is empty; size a power of two
+
+ public:
+  // Bytes held for blobs (records and table), for measurements and tests.
+  size_t memory_bytes() const;
 };
 
 // One index file's content: the packs it describes and the index files it replaces.

@@ -18,6 +18,10 @@ constexpr size_t kIndexFlushPacks = 2;
 constexpr auto kIndexFlushInterval = std::chrono::seconds(10);
 constexpr size_t kIndexMaxBlobs = 50000;
 constexpr size_t kMaxQueuedPacks = 1;
+// Tree packs are closed at this size (or the repository's pack size, if smaller):
+// tree blobs trickle in during the whole backup, and a pack held open until the
+// end would grow with the number of directories and files.
+constexpr size_t kTreePackSize = 4u << 20;
 
 std::string file_aad(FileType t) { return std::string("cairn-") + file_type_name(t) + "-v1"; }
 std::string config_aad(const std::string& id) { return "cairn-config-v1:" + id; }
@@ -231,14 +235,15 @@ bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id
   {
     std::unique_lock lk(wmu_);
     PackBuilder& pb = builders_[int(t)];
+    const size_t limit = t == BlobType::tree ? std::min<size_t>(params_.pack_size, kTreePackSize) : params_.pack_size;
     // Close the pack before it would overflow, so its buffer never reallocates.
-    if (!pb.empty() && pb.size() + sealed.size() > params_.pack_size) std::swap(full, pb);
-    if (pb.empty() && t == BlobType::data) pb.reserve(std::max<size_t>(params_.pack_size, sealed.size()) + (256u << 10));
+    if (!pb.empty() && pb.size() + sealed.size() > limit) std::swap(full, pb);
+    if (pb.empty()) pb.reserve(std::max<size_t>(limit, sealed.size()) + (256u << 10));
     pb.add(id, t, compressed ? kBlobCompressed : 0, uint32_t(data.size()), sealed);
     ++stats_.blobs_new;
     stats_.bytes_raw_new += data.size();
     stats_.bytes_stored_new += sealed.size();
-    if (full.empty() && pb.size() >= params_.pack_size) std::swap(full, pb);
+    if (full.empty() && pb.size() >= limit) std::swap(full, pb);
   }
   if (!full.empty()) queue_pack(std::move(full));
   return true;
