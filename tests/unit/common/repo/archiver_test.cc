@@ -16,46 +16,17 @@
 #include "common/repo/tree.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
+#include "repo_test_util.h"
 
 using namespace cairn;
 using namespace cairn::repo;
 namespace fs = std::filesystem;
+using namespace cairn::repo::test;
 
 namespace {
 
-struct Tmp {
-  std::string path;
-  Tmp() {
-    char buf[] = "/tmp/cairn-archiver-test-XXXXXX";
-    REQUIRE(mkdtemp(buf) != nullptr);
-    path = buf;
-  }
-  ~Tmp() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-Bytes rnd(size_t n, uint32_t seed) {
-  std::mt19937 g(seed);
-  Bytes b(n);
-  for (auto& c : b) c = uint8_t(g());
-  return b;
-}
-
-void put(const std::string& p, std::span<const uint8_t> data) {
-  Fd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
-  REQUIRE(fd);
-  write_all(fd.get(), data.data(), data.size(), p);
-}
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
 struct TestRepo {
-  Tmp dir;
+  TempDir dir;
   std::unique_ptr<Repository> r;
   TestRepo() {
     auto be = make_fs_backend(dir.path + "/repo");
@@ -141,9 +112,9 @@ TEST_CASE("a deep and wide tree with hard links across directories restores exac
   for (const auto& d : dirs) fs::create_directories(d);
   uint32_t seed = 1;
   for (const auto& d : dirs)
-    for (int f = 0; f < 5; ++f) put(d + "/f" + std::to_string(f), rnd(size_t(100 + 997 * f * (seed % 7)), seed++));
-  put(src + "/aaa-big.bin", rnd(12u << 20, 99));
-  put(dirs[3] + "/small-first", rnd(5000, 98));
+    for (int f = 0; f < 5; ++f) write(d + "/f" + std::to_string(f), random_bytes(size_t(100 + 997 * f * (seed % 7)), seed++));
+  write(src + "/aaa-big.bin", random_bytes(12u << 20, 99));
+  write(dirs[3] + "/small-first", random_bytes(5000, 98));
   REQUIRE(::link((src + "/aaa-big.bin").c_str(), (dirs.back() + "/big-link").c_str()) == 0);
   REQUIRE(::link((src + "/aaa-big.bin").c_str(), (dirs[dirs.size() / 2] + "/big-link2").c_str()) == 0);
   REQUIRE(::link((dirs[3] + "/small-first").c_str(), (dirs[1] + "/small-link").c_str()) == 0);
@@ -181,15 +152,15 @@ TEST_CASE("an unchanged directory reuses the parent snapshot's tree; changed one
   for (int i = 0; i < 20; ++i) {
     std::string d = src + "/same" + std::to_string(i) + "/inner";
     fs::create_directories(d);
-    put(d + "/x", rnd(3000, uint32_t(i)));
-    put(src + "/same" + std::to_string(i) + "/y", rnd(2000, uint32_t(100 + i)));
+    write(d + "/x", random_bytes(3000, uint32_t(i)));
+    write(src + "/same" + std::to_string(i) + "/y", random_bytes(2000, uint32_t(100 + i)));
   }
   fs::create_directories(src + "/changed/inner");
-  put(src + "/changed/inner/z", rnd(4000, 7));
-  put(src + "/changed/keep", rnd(4000, 8));
+  write(src + "/changed/inner/z", random_bytes(4000, 7));
+  write(src + "/changed/keep", random_bytes(4000, 8));
   BackupResult first = repo.backup(src);
 
-  put(src + "/changed/inner/z", rnd(4000, 9));  // new content: new chunk, new trees up to the root
+  write(src + "/changed/inner/z", random_bytes(4000, 9));  // new content: new chunk, new trees up to the root
   BackupResult second = repo.backup(src);
   CHECK(second.snapshot.parent == first.snapshot.id);
   CHECK(second.files_changed == 1);
@@ -216,9 +187,9 @@ TEST_CASE("two sources, one inside the other and one excluded on the way, are ea
   std::string src = repo.dir.path + "/src";
   fs::create_directories(src + "/cache/keep");
   fs::create_directories(src + "/data");
-  put(src + "/cache/junk", rnd(100, 1));
-  put(src + "/cache/keep/wanted", rnd(100, 2));
-  put(src + "/data/a", rnd(100, 3));
+  write(src + "/cache/junk", random_bytes(100, 1));
+  write(src + "/cache/keep/wanted", random_bytes(100, 2));
+  write(src + "/data/a", random_bytes(100, 3));
   BackupOptions bo;
   bo.paths = {src + "/cache/keep", src, src + "/data"};
   bo.excludes = {"cache"};
@@ -236,7 +207,7 @@ TEST_CASE("progress totals are only reported as known once they are final or cou
   TestRepo repo;
   std::string src = repo.dir.path + "/src";
   fs::create_directories(src + "/d");
-  for (int i = 0; i < 50; ++i) put(src + "/d/f" + std::to_string(i), rnd(20000, uint32_t(i)));
+  for (int i = 0; i < 50; ++i) write(src + "/d/f" + std::to_string(i), random_bytes(20000, uint32_t(i)));
   std::mutex mu;
   std::vector<Progress> seen;
   BackupOptions bo;

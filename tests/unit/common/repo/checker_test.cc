@@ -13,32 +13,15 @@
 #include "common/repo/checker.h"
 #include "common/repo/tree.h"
 #include "common/util/fs.h"
+#include "repo_test_util.h"
 
 using namespace cairn;
 using namespace cairn::repo;
 namespace fs = std::filesystem;
 
+using namespace cairn::repo::test;
+
 namespace {
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char t[] = "/tmp/cairn-check-test-XXXXXX";
-    REQUIRE(mkdtemp(t));
-    path = t;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-Bytes random_bytes(size_t n, uint32_t seed) {
-  std::mt19937 g(seed);
-  Bytes b(n);
-  for (auto& x : b) x = uint8_t(g());
-  return b;
-}
 
 void write_bytes(const std::string& path, const Bytes& b) {
   std::ofstream f(path, std::ios::binary);

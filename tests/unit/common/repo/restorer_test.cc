@@ -18,48 +18,14 @@
 #include "common/repo/snapshot.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
+#include "repo_test_util.h"
 
 using namespace cairn;
 using namespace cairn::repo;
 namespace fs = std::filesystem;
+using namespace cairn::repo::test;
 
 namespace {
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char buf[] = "/tmp/cairn-restore-test-XXXXXX";
-    REQUIRE(mkdtemp(buf) != nullptr);
-    path = buf;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    // read-only directories from the tests must become writable to be removed
-    for (auto it = fs::recursive_directory_iterator(path, fs::directory_options::skip_permission_denied, ec);
-         it != fs::recursive_directory_iterator(); it.increment(ec))
-      if (it->is_directory(ec) && !it->is_symlink(ec)) ::chmod(it->path().c_str(), 0700);
-    fs::remove_all(path, ec);
-  }
-};
-
-Bytes random_bytes(size_t n, uint32_t seed) {
-  std::mt19937 g(seed);
-  Bytes b(n);
-  for (auto& c : b) c = uint8_t(g());
-  return b;
-}
-
-void write(const std::string& p, std::span<const uint8_t> data, int mode = 0644) {
-  Fd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, mode));
-  REQUIRE(fd);
-  write_all(fd.get(), data.data(), data.size(), p);
-}
-void write(const std::string& p, const std::string& s, int mode = 0644) { write(p, as_bytes(s), mode); }
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
 
 void set_mtime(const std::string& p, int64_t sec, long nsec) {
   struct timespec ts[2] = {{sec - 100, 0}, {sec, nsec}};
