@@ -5,22 +5,11 @@
 
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
+#include "common/repo/snapshot.h"
 #include "common/util/encoding.h"
 #include "controller/keyfiles.h"
 
 namespace cairn::ctl {
-namespace {
-
-std::string utc_time(int64_t t) {
-  time_t tt = time_t(t);
-  struct tm tm {};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-}  // namespace
 
 void register_op_keys(CLI::App& app, Context& ctx) {
   auto* keys = app.add_subcommand("keys", "create the controller's and the operator's keys");
@@ -72,7 +61,7 @@ void register_op_keys(CLI::App& app, Context& ctx) {
                   "connect, until %s\n",
                   k.announcement_id().c_str(), k.agents_notified(),
                   k.agents_approved() > k.agents_notified() ? k.agents_approved() - k.agents_notified() : 0,
-                  utc_time(k.announcement_expires_at()).c_str());
+                  repo::format_rfc3339(k.announcement_expires_at()).c_str());
       if (k.plans_resigned()) std::printf("%u unanswered plan(s) re-signed with the new key\n", k.plans_resigned());
       if (!k.incomplete().empty())
         std::fprintf(stderr,

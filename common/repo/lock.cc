@@ -33,8 +33,7 @@ std::string read_first_line(const char* path) {
   return s;
 }
 
-// Unix time this host booted ("btime" in /proc/stat), 0 when unknown.
-int64_t boot_time() {
+int64_t read_boot_time() {
   std::ifstream f("/proc/stat");
   std::string key;
   int64_t v = 0;
@@ -66,7 +65,7 @@ void judge_locally(LockInfo& l, const LocalIdentity& me) {
     // and host name, running now) refreshes after it and is judged by
     // observation instead.
     int64_t refreshed = parse_rfc3339(l.refreshed);
-    int64_t booted = boot_time();
+    int64_t booted = me.boot_time;
     if (!l.machine_id.empty() && l.machine_id == me.machine_id && refreshed > 0 && booted > 0 &&
         refreshed < booted - 300) {
       l.stale = true;
@@ -182,6 +181,7 @@ const LocalIdentity& LocalIdentity::get() {
     i.boot_id = read_first_line("/proc/sys/kernel/random/boot_id");
     struct stat st {};
     if (::stat("/proc/self/ns/pid", &st) == 0) i.pidns = uint64_t(st.st_ino);
+    i.boot_time = read_boot_time();
     return i;
   }();
   return id;

@@ -68,6 +68,7 @@ struct LockInfo {
 struct LocalIdentity {
   std::string hostname, machine_id, boot_id;
   uint64_t pidns = 0;
+  int64_t boot_time = 0;  // unix time this host booted ("btime" in /proc/stat), 0 when unknown
   static const LocalIdentity& get();
 };
 

@@ -14,6 +14,15 @@ int64_t parse_rfc3339(const std::string& s) {
   return int64_t(timegm(&tm));
 }
 
+std::string format_rfc3339(int64_t unix_s) {
+  time_t t = time_t(unix_s);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
 json encode_snapshot(const Snapshot& s) {
   json errs = json::array();
   for (const auto& e : s.errors) errs.push_back({{"path", e.path}, {"reason", e.reason}});

@@ -40,5 +40,7 @@ std::string resolve_snapshot(Repository& r, const std::string& ref);
 // A snapshot's source key: host and sorted paths. Parents and retention groups use it.
 std::string source_key(const Snapshot& s);
 int64_t parse_rfc3339(const std::string& s);
+// "YYYY-MM-DDTHH:MM:SSZ" (UTC, whole seconds) of unix seconds.
+std::string format_rfc3339(int64_t unix_s);
 
 }  // namespace cairn::repo

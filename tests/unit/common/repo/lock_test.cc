@@ -189,25 +189,6 @@ TEST_CASE("lock: unlock --watch removes a foreign lock that stays unchanged") {
   CHECK(tr.lock_files().empty());
 }
 
-namespace {
-int64_t host_boot_time() {
-  std::ifstream f("/proc/stat");
-  std::string k;
-  int64_t v = 0;
-  while (f >> k)
-    if (k == "btime" && (f >> v)) return v;
-  return 0;
-}
-std::string utc_text(int64_t t) {
-  time_t tt = time_t(t);
-  struct tm tm {};
-  gmtime_r(&tt, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-}  // namespace
-
 TEST_CASE("lock: same host and machine, an earlier boot: stale") {
   TestRepo tr;
   REQUIRE_FALSE(LocalIdentity::get().boot_id.empty());
@@ -225,7 +206,7 @@ TEST_CASE("lock: same host and machine, an earlier boot: stale") {
     return;
   }
   // Last refreshed an hour before this host booted.
-  j["time"] = j["refreshed"] = utc_text(host_boot_time() - 3600);
+  j["time"] = j["refreshed"] = format_rfc3339(LocalIdentity::get().boot_time - 3600);
   tr.repo->save_json(FileType::lock, j);
   auto ls = list_locks(*tr.repo);
   REQUIRE(ls.size() == 1);
