@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <bit>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -99,6 +100,12 @@ bool fill_node(const std::string& name, const struct stat& st, Node& n) {
   return true;
 }
 
+size_t largest_chunk() {
+  size_t m = 0;
+  for (auto p : {ChunkProfile::page, ChunkProfile::standard, ChunkProfile::log}) m = std::max<size_t>(m, profile_params(p).max_size);
+  return m;
+}
+
 struct Dir;
 
 struct FileState {
@@ -147,10 +154,52 @@ bool same_metadata(const Node& a, const Node& b) {
          a.size == b.size && a.rdev == b.rdev && a.target == b.target && a.xattrs == b.xattrs;
 }
 
+// Readers read into blocks and cut chunks in place; a worker gets a slice of the
+// block (no copy) and the block goes back to the pool once its last chunk is
+// stored. Blocks are reused whole, so their pages are faulted in once per backup.
+class BlockPool : public std::enable_shared_from_this<BlockPool> {
+ public:
+  BlockPool(size_t block_size, size_t keep) : size_(block_size), keep_(keep) {}
+  ~BlockPool() {
+    for (uint8_t* p : spare_) delete[] p;
+  }
+  size_t block_size() const { return size_; }
+  std::shared_ptr<uint8_t[]> take() {
+    uint8_t* p = nullptr;
+    {
+      std::lock_guard g(mu_);
+      if (!spare_.empty()) {
+        p = spare_.back();
+        spare_.pop_back();
+      }
+    }
+    if (!p) p = new uint8_t[size_];  // never zero-filled: every byte handed out was read first
+    return std::shared_ptr<uint8_t[]>(p, [self = shared_from_this()](uint8_t* q) { self->give(q); });
+  }
+
+ private:
+  void give(uint8_t* p) {
+    std::lock_guard g(mu_);
+    if (spare_.size() < keep_) spare_.push_back(p);
+    else delete[] p;
+  }
+  const size_t size_, keep_;
+  std::mutex mu_;
+  std::vector<uint8_t*> spare_;
+};
+
+// A reader's position in its current block, kept from file to file: small files
+// share a block.
+struct ReadBuffer {
+  std::shared_ptr<uint8_t[]> block;
+  size_t start = 0, end = 0;  // [start, end): read but not yet cut
+};
+
 struct Task {
   std::shared_ptr<FileState> fs;
   size_t seq;
-  Bytes data;
+  std::shared_ptr<uint8_t[]> block;  // keeps data valid
+  std::span<const uint8_t> data;
 };
 
 // Files queued for the readers but not started: enough to keep every reader busy
@@ -182,31 +231,10 @@ class Backup {
   void count_dir(const std::string& dpath, bool restricted);
   // --- read and store
   void reader_loop();
-  void read_file(const std::shared_ptr<FileState>& fs);
-  void read_range(int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len, const Chunker& ch, size_t& seq);
+  void read_file(ReadBuffer& rb, const std::shared_ptr<FileState>& fs);
+  void read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len, const Chunker& ch,
+                  size_t& seq);
   void submit(Task t);
-  // Chunk buffers are recycled: allocating and freeing a buffer per chunk makes the
-  // allocator hold on to memory that no longer backs anything (peak RSS grows).
-  // The smallest pooled buffer that holds n bytes: handing a small buffer to a big
-  // chunk would free it and allocate anew (with chunk-sized buffers mmapped, a
-  // page-faulting mmap per chunk).
-  Bytes take_buffer(size_t n) {
-    std::lock_guard g(pool_mu_);
-    auto it = pool_.lower_bound(n);
-    if (it == pool_.end()) return {};
-    Bytes b = std::move(it->second);
-    pool_.erase(it);
-    pool_bytes_ -= b.capacity();
-    return b;
-  }
-  void give_buffer(Bytes&& b) {
-    std::lock_guard g(pool_mu_);
-    if (pool_bytes_ + b.capacity() > queue_cap_ / 2) return;
-    pool_bytes_ += b.capacity();
-    b.clear();
-    size_t cap = b.capacity();
-    pool_.emplace(cap, std::move(b));
-  }
   void worker_loop();
   void finish_chunk(FileState& fs);
   void file_done(FileState& fs);
@@ -252,9 +280,10 @@ class Backup {
   std::deque<Task> queue_;
   size_t queued_bytes_ = 0;
   size_t queue_cap_ = 8u << 20;  // two largest chunks, eight average ones: enough to keep the workers fed
-  std::mutex pool_mu_;
-  std::multimap<size_t, Bytes> pool_;  // by capacity
-  size_t pool_bytes_ = 0;
+  // Room for two of the largest chunks ahead of the cut point, so the unread rest is
+  // copied to a fresh block at most once per largest chunk cut. Spare blocks: what a
+  // full queue and the workers can hold on to besides the readers' own.
+  std::shared_ptr<BlockPool> blocks_ = std::make_shared<BlockPool>(2 * largest_chunk(), 4);
   bool readers_done_ = false;
   std::exception_ptr fatal_;
   std::atomic<bool> abort_{false};
@@ -518,45 +547,40 @@ void Backup::count_dir(const std::string& dpath, bool restricted) {
 
 void Backup::submit(Task t) {
   std::unique_lock lk(qmu_);
-  q_not_full_.wait(lk, [&] { return queued_bytes_ < queue_cap_ || queue_.empty() || abort_.load(); });
+  // A reader that finds the queue full waits until it is half empty and then adds
+  // several chunks: waking it for every chunk taken cost a context switch per chunk.
+  if (queued_bytes_ >= queue_cap_)
+    q_not_full_.wait(lk, [&] { return queued_bytes_ <= queue_cap_ / 2 || queue_.empty() || abort_.load(); });
   if (abort_) throw Error(Errc::interrupted, "aborted");
   queued_bytes_ += t.data.size();
   queue_.push_back(std::move(t));
   q_not_empty_.notify_one();
 }
 
-void Backup::read_range(int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len, const Chunker& ch, size_t& seq) {
+void Backup::read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len,
+                        const Chunker& ch, size_t& seq) {
   const size_t maxc = ch.params().max_size;
-  // One read buffer per reader thread, never zero-filled: most files are small and
-  // a fresh buffer per file would cost more than reading it.
-  const size_t cap = maxc + (1u << 20);
-  thread_local std::unique_ptr<uint8_t[]> tl_buf;
-  thread_local size_t tl_cap = 0;
-  if (tl_cap < cap) {
-    tl_buf = std::make_unique_for_overwrite<uint8_t[]>(cap);
-    tl_cap = cap;
-  }
-  struct View {
-    uint8_t* p;
-    uint8_t* data() { return p; }
-  } buf{tl_buf.get()};
-  size_t start = 0, end = 0;
+  const size_t cap = blocks_->block_size();  // at least twice maxc
   uint64_t remaining = len;
   bool eof = false;
   while (true) {
     if (abort_) throw Error(Errc::interrupted, "aborted");
-    while (!eof && end - start < maxc) {
-      if (start > 0 && cap - end < maxc) {
-        std::memmove(buf.data(), buf.data() + start, end - start);
-        end -= start;
-        start = 0;
+    while (!eof && rb.end - rb.start < maxc) {
+      if (!rb.block || cap - rb.end < maxc) {
+        // No room for the chunker's look-ahead: go on in a fresh block, taking the
+        // unread rest along. Chunks already cut keep the old block alive.
+        auto next = blocks_->take();
+        if (rb.end > rb.start) std::memcpy(next.get(), rb.block.get() + rb.start, rb.end - rb.start);
+        rb.end -= rb.start;
+        rb.start = 0;
+        rb.block = std::move(next);
       }
-      size_t want = std::min<uint64_t>(cap - end, remaining);
+      size_t want = std::min<uint64_t>(cap - rb.end, remaining);
       if (want == 0) {
         eof = true;
         break;
       }
-      ssize_t r = stream_ ? ::read(fd, buf.data() + end, want) : ::pread(fd, buf.data() + end, want, off_t(off));
+      ssize_t r = stream_ ? ::read(fd, rb.block.get() + rb.end, want) : ::pread(fd, rb.block.get() + rb.end, want, off_t(off));
       if (r < 0) {
         if (errno == EINTR) continue;
         throw_errno("cannot read", fs->path, errno);
@@ -565,27 +589,25 @@ void Backup::read_range(int fd, const std::shared_ptr<FileState>& fs, uint64_t o
         eof = true;
         break;
       }
-      end += size_t(r);
+      rb.end += size_t(r);
       off += uint64_t(r);
       if (stream_) fs->size += uint64_t(r);
       remaining -= uint64_t(r);
     }
-    if (end == start) break;
-    size_t n = ch.cut(buf.data() + start, end - start);
-    Task t{fs, seq++, take_buffer(n)};
-    if (t.data.capacity() < n) t.data.reserve(std::bit_ceil(n));  // a size class, so that it fits later chunks too
-    t.data.assign(buf.data() + start, buf.data() + start + n);
+    if (rb.end == rb.start) break;
+    size_t n = ch.cut(rb.block.get() + rb.start, rb.end - rb.start);
+    Task t{fs, seq++, rb.block, std::span<const uint8_t>(rb.block.get() + rb.start, n)};
     {
       std::lock_guard g(fs->mu);
       fs->content.emplace_back();
     }
     fs->pending++;
     submit(std::move(t));
-    start += n;
+    rb.start += n;
   }
 }
 
-void Backup::read_file(const std::shared_ptr<FileState>& fs) {
+void Backup::read_file(ReadBuffer& rb, const std::shared_ptr<FileState>& fs) {
   {
     std::lock_guard g(cur_mu_);
     current_ = fs->path;
@@ -593,7 +615,7 @@ void Backup::read_file(const std::shared_ptr<FileState>& fs) {
   if (stream_) {
     Chunker ch(repo_.gear(), profile_params(fs->profile));
     size_t seq = 0;
-    read_range(opt_.stdin_fd, fs, 0, UINT64_MAX, ch, seq);
+    read_range(rb, opt_.stdin_fd, fs, 0, UINT64_MAX, ch, seq);
     return;
   }
   int fd = ::open(fs->path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOATIME);
@@ -630,13 +652,13 @@ void Backup::read_file(const std::shared_ptr<FileState>& fs) {
     if (sparse) {
       fs->sparse = true;
       fs->extents = ext;
-      for (auto [o, l] : ext) read_range(fd, fs, o, l, ch, seq);
+      for (auto [o, l] : ext) read_range(rb, fd, fs, o, l, ch, seq);
       // holes count as done
       uint64_t data_bytes = 0;
       for (auto [o, l] : ext) data_bytes += l;
       if (size > data_bytes) bytes_done_ += size - data_bytes;
     } else {
-      read_range(fd, fs, 0, UINT64_MAX, ch, seq);
+      read_range(rb, fd, fs, 0, UINT64_MAX, ch, seq);
     }
     if (uint64_t(st.st_size) != fs->size) fs->size = uint64_t(st.st_size);
   } catch (const Error& e) {
@@ -661,6 +683,7 @@ void Backup::fail(std::exception_ptr e) {
 }
 
 void Backup::reader_loop() {
+  ReadBuffer rb;
   try {
     for (;;) {
       std::shared_ptr<FileState> fs;
@@ -672,7 +695,8 @@ void Backup::reader_loop() {
         jobs_.pop_front();
         jobs_not_full_.notify_one();
       }
-      read_file(fs);
+      read_file(rb, fs);
+      rb.start = rb.end;  // a file that failed midway leaves no look-ahead for the next
       finish_chunk(*fs);  // the reader's hold
     }
   } catch (...) {
@@ -691,17 +715,17 @@ void Backup::worker_loop() {
       t = std::move(queue_.front());
       queue_.pop_front();
       queued_bytes_ -= t.data.size();
-      q_not_full_.notify_one();
+      if (queued_bytes_ <= queue_cap_ / 2) q_not_full_.notify_all();
     }
     try {
       BlobId id;
       repo_.save_blob(BlobType::data, t.data, id);
+      t.block.reset();  // the block may go back to the pool
       {
         std::lock_guard g(t.fs->mu);
         t.fs->content[t.seq] = id;
       }
       bytes_done_ += t.data.size();
-      give_buffer(std::move(t.data));
       finish_chunk(*t.fs);
     } catch (...) {
       fail(std::current_exception());

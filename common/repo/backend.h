@@ -38,6 +38,9 @@ class Backend {
   virtual void save(const Handle& h, std::span<const uint8_t> data) = 0;
   // length == 0 loads to the end. Short objects raise Errc::corrupt.
   virtual Bytes load(const Handle& h, uint64_t offset = 0, uint64_t length = 0) = 0;
+  // The same into a caller's buffer, so that a reader looping over packs reuses one
+  // allocation instead of faulting in fresh pages for every read.
+  virtual void load_into(const Handle& h, uint64_t offset, uint64_t length, Bytes& out) { out = load(h, offset, length); }
   virtual std::optional<uint64_t> size(const Handle& h) = 0;
   virtual void remove(const Handle& h) = 0;
   virtual void list(FileType t, const std::function<void(const std::string& name, uint64_t size)>& fn) = 0;

@@ -97,6 +97,18 @@ class FsBackend final : public Backend {
     return out;
   }
 
+  void load_into(const Handle& h, uint64_t offset, uint64_t length, Bytes& out) override {
+    if (length == 0) {
+      out = load(h, offset, length);
+      return;
+    }
+    std::string p = path(h);
+    Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_errno("cannot open", p, errno);
+    out.resize(length);
+    pread_all(fd.get(), out.data(), length, offset, p);
+  }
+
   std::optional<uint64_t> size(const Handle& h) override {
     struct stat st {};
     std::string p = path(h);

@@ -112,12 +112,12 @@ IndexFile decode_index_file(const json& j, const std::string& name) {
     for (const auto& s : j.at("supersedes")) f.supersedes.push_back(s.get<std::string>());
     for (const auto& p : j.at("packs")) {
       BlobId pid;
-      if (!parse_id(p.at("id").get<std::string>(), pid)) throw bad("malformed pack id");
+      if (!parse_id(p.at("id").get_ref<const std::string&>(), pid)) throw bad("malformed pack id");
       std::vector<PackBlob> blobs;
       for (const auto& b : p.at("blobs")) {
         if (!b.is_array() || b.size() != 6) throw bad("malformed blob entry");
         PackBlob pb;
-        if (!parse_id(b[0].get<std::string>(), pb.id)) throw bad("malformed blob id");
+        if (!parse_id(b[0].get_ref<const std::string&>(), pb.id)) throw bad("malformed blob id");
         if (!b[0].is_string() || !b[1].is_number_integer()) throw bad("malformed blob entry");
         int t = b[1].get<int>();
         if (t != 0 && t != 1) throw bad("unknown blob type");

@@ -37,9 +37,9 @@ crypto::Key wrapping_key(const Secret& s, const json& slot) {
 Secret::~Secret() { OPENSSL_cleanse(value.data(), value.size()); }
 
 bool parse_id(std::string_view hex, BlobId& out) {
-  Bytes b;
-  if (hex.size() != 64 || !from_hex(hex, b)) return false;
-  std::copy(b.begin(), b.end(), out.begin());
+  BlobId b;
+  if (!from_hex(hex, std::span<uint8_t>(b))) return false;
+  out = b;
   return true;
 }
 

@@ -36,6 +36,12 @@ class PackBuilder {
   void add(const BlobId& id, BlobType type, uint8_t flags, uint32_t raw_length, std::span<const uint8_t> sealed);
   size_t size() const { return data_.size(); }
   void reserve(size_t n) { data_.reserve(n); }
+  // Starts the next pack in a buffer a finished pack was written from: its pages are
+  // already faulted in, a fresh 16 MiB allocation would fault in every page again.
+  void adopt(Bytes&& buf) {
+    data_ = std::move(buf);
+    data_.clear();
+  }
   size_t count() const { return blobs_.size(); }
   bool empty() const { return blobs_.empty(); }
   // Appends the sealed header and trailer; returns the pack's bytes. The builder is left empty.

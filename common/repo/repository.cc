@@ -168,7 +168,7 @@ std::vector<IndexProblem> Repository::load_index() {
 
 bool Repository::open_blob(const PackBlob& b, std::span<const uint8_t> sealed, Bytes& out, std::string& why) const {
   auto aad = blob_aad(b.type, b.id);
-  Bytes plain;
+  thread_local Bytes plain;  // reused: a fresh buffer per blob costs page faults on every byte read
   if (!aead_.open(aad, sealed, plain)) {
     why = "fails authentication (the stored bytes were changed)";
     return false;
@@ -183,7 +183,7 @@ bool Repository::open_blob(const PackBlob& b, std::span<const uint8_t> sealed, B
       why = "has the wrong length";
       return false;
     }
-    out = std::move(plain);
+    std::swap(out, plain);  // plain gets out's old buffer to reuse
   }
   if (!crypto::equal(blob_id(out), b.id)) {
     why = "content does not match its id";
@@ -238,7 +238,13 @@ bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id
     const size_t limit = t == BlobType::tree ? std::min<size_t>(params_.pack_size, kTreePackSize) : params_.pack_size;
     // Close the pack before it would overflow, so its buffer never reallocates.
     if (!pb.empty() && pb.size() + sealed.size() > limit) std::swap(full, pb);
-    if (pb.empty()) pb.reserve(std::max<size_t>(limit, sealed.size()) + (256u << 10));
+    if (pb.empty()) {
+      if (!spare_packs_.empty()) {
+        pb.adopt(std::move(spare_packs_.back()));
+        spare_packs_.pop_back();
+      }
+      pb.reserve(std::max<size_t>(limit, sealed.size()) + (256u << 10));
+    }
     pb.add(id, t, compressed ? kBlobCompressed : 0, uint32_t(data.size()), sealed);
     ++stats_.blobs_new;
     stats_.bytes_raw_new += data.size();
@@ -313,6 +319,8 @@ void Repository::write_pack(PackBuilder& pb) {
   pending_blobs_ += blobs.size();
   pending_.packs.emplace_back(pid, std::move(blobs));
   ++stats_.packs_written;
+  // One spare per pack that can be in flight (filling, queued, writing) is enough.
+  if (spare_packs_.size() < 2 && pack.capacity() >= params_.pack_size) spare_packs_.push_back(std::move(pack));
   maybe_flush_index(lk, false);
 }
 
@@ -345,6 +353,7 @@ void Repository::flush() {
   }
   drain_writer();
   std::unique_lock lk(wmu_);
+  spare_packs_.clear();  // a long-running agent does not keep them between backups
   maybe_flush_index(lk, true);
 }
 

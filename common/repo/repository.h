@@ -86,6 +86,8 @@ class Repository {
   Bytes load_blob(const BlobId& id);
   // Same checks on a sealed blob already read (restore and check read whole packs).
   // Returns false with why set when it does not verify.
+  // The plaintext's keyed id is recomputed and compared: the AEAD tag proves who sealed
+  // a blob, the id that it holds what its id names (a key holder cannot swap content).
   bool open_blob(const PackBlob& b, std::span<const uint8_t> sealed, Bytes& out, std::string& why) const;
 
   // Stores a blob unless the repository (or this session) has it. Thread-safe.
@@ -130,6 +132,7 @@ class Repository {
   std::mutex wq_mu_;
   std::condition_variable wq_cv_;
   std::deque<PackBuilder> wq_;
+  std::vector<Bytes> spare_packs_;  // buffers of written packs, for the next ones (under wmu_)
   int wq_busy_ = 0;
   bool wq_stop_ = false;
   std::exception_ptr write_error_;

@@ -442,14 +442,14 @@ void Restorer::run_segment(const Segment& s) {
           ++j;
         }
         std::string pack = id_hex(f.blobs[i].loc.pack);
-        Bytes buf;
+        thread_local Bytes buf;  // one per writer thread, reused for every read
         try {
-          buf = be.load({FileType::pack, pack}, start, end - start);
+          be.load_into({FileType::pack, pack}, start, end - start, buf);
         } catch (const Error& e) {
           fail_file(f, "blob '" + id_hex(f.blobs[i].id) + "' in pack '" + pack + "' cannot be read: " + e.what());
           break;
         }
-        Bytes out;
+        thread_local Bytes out;
         for (; i < j; ++i) {
           const BlobRef& b = f.blobs[i];
           PackBlob pb{b.id, b.loc.type, b.loc.flags, b.loc.offset, b.loc.length, b.loc.raw_length};

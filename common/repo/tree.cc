@@ -119,9 +119,12 @@ Tree decode_tree(const json& j) {
       n.links = e.value("links", uint64_t(0));
       if (n.type == NodeType::file) {
         n.size = e.at("size").get<uint64_t>();
-        for (const auto& c : e.at("content")) {
+        const json& content = e.at("content");
+        n.content.reserve(content.size());
+        for (const auto& c : content) {
           BlobId id;
-          if (!parse_id(c.get<std::string>(), id)) throw Error(Errc::corrupt, "tree: malformed content id");
+          // get_ref: no copy of each id string (a large file lists tens of thousands)
+          if (!parse_id(c.get_ref<const std::string&>(), id)) throw Error(Errc::corrupt, "tree: malformed content id");
           n.content.push_back(id);
         }
         if (auto it = e.find("extents"); it != e.end()) {

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <array>
 #include <cctype>
 
 namespace cairn {
@@ -16,22 +17,32 @@ std::string to_hex(std::span<const uint8_t> data) {
   return s;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
+namespace {
+// Value of each hex digit, -1 for anything else: ids by the ten thousand are decoded
+// from every tree a backup compares against.
+constexpr std::array<int8_t, 256> kHexValue = [] {
+  std::array<int8_t, 256> t{};
+  t.fill(-1);
+  for (int c = 0; c < 10; ++c) t['0' + c] = int8_t(c);
+  for (int c = 0; c < 6; ++c) t['a' + c] = t['A' + c] = int8_t(10 + c);
+  return t;
+}();
+}  // namespace
+
+bool from_hex(std::string_view hex, std::span<uint8_t> out) {
+  if (hex.size() != 2 * out.size()) return false;
+  for (size_t i = 0; i < out.size(); ++i) {
+    int a = kHexValue[uint8_t(hex[2 * i])], b = kHexValue[uint8_t(hex[2 * i + 1])];
+    if ((a | b) < 0) return false;
+    out[i] = uint8_t(a << 4 | b);
+  }
+  return true;
 }
 
 bool from_hex(std::string_view hex, Bytes& out) {
   if (hex.size() % 2) return false;
   out.resize(hex.size() / 2);
-  for (size_t i = 0; i < out.size(); ++i) {
-    int a = hexval(hex[2 * i]), b = hexval(hex[2 * i + 1]);
-    if (a < 0 || b < 0) return false;
-    out[i] = uint8_t(a << 4 | b);
-  }
-  return true;
+  return from_hex(hex, std::span<uint8_t>(out));
 }
 
 std::string to_base64(std::span<const uint8_t> data) {

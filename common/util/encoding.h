@@ -12,6 +12,8 @@ using Bytes = std::vector<uint8_t>;
 std::string to_hex(std::span<const uint8_t> data);
 // Returns false on odd length or a non-hex character.
 bool from_hex(std::string_view hex, Bytes& out);
+// Into a fixed-size buffer: false unless hex is exactly twice out's size.
+bool from_hex(std::string_view hex, std::span<uint8_t> out);
 std::string to_base64(std::span<const uint8_t> data);
 bool from_base64(std::string_view b64, Bytes& out);
 

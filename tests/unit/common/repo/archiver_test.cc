@@ -8,6 +8,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <random>
 
 #include "common/repo/archiver.h"
@@ -230,4 +232,53 @@ TEST_CASE("progress totals are only reported as known once they are final or cou
   CHECK(seen.back().phase == "done");
   CHECK(seen.back().totals_known);
   CHECK(seen.back().files_done == 50);
+}
+
+TEST_CASE("chunks cut in place in shared read blocks are exactly the chunks of each whole file") {
+  // Readers cut chunks inside blocks that several small files share, carry the
+  // look-ahead into a fresh block when one fills, and hand the workers slices of
+  // blocks still being read into. None of that may move a boundary: each file's
+  // content ids must be those of cutting the whole file at once.
+  TestRepo repo;
+  std::string src = repo.dir.path + "/src";
+  fs::create_directories(src + "/small");
+  std::map<std::string, Bytes> files;
+  auto add = [&](const std::string& rel, Bytes data) {
+    write(src + "/" + rel, data);
+    files[rel] = std::move(data);
+  };
+  Bytes db = random_bytes(3u << 20, 11);
+  for (size_t i = 0; i < db.size(); i += 4096) std::fill(db.begin() + long(i), db.begin() + long(i + 1024), uint8_t(i >> 12));
+  add("etcd.db", db);                              // page profile: 8 KiB chunks
+  add("00000000000000000000.log", random_bytes(21u << 20, 12));  // log profile, spans several blocks
+  add("big.bin", random_bytes(11u << 20, 13));     // standard profile
+  for (int i = 0; i < 150; ++i) add("small/f" + std::to_string(i), random_bytes(size_t(1 + 997 * (i % 31)), uint32_t(100 + i)));
+
+  for (unsigned threads : {1u, 2u, 3u}) {
+    BackupResult res = repo.backup(src, threads, true);
+    REQUIRE(res.snapshot.errors.empty());
+    std::map<std::string, std::vector<BlobId>> got;
+    std::function<void(const BlobId&, const std::string&)> collect = [&](const BlobId& id, const std::string& prefix) {
+      for (const Node& n : repo.tree(id).nodes) {
+        if (n.type == NodeType::dir) collect(*n.subtree, prefix + n.name + "/");
+        else if (n.type == NodeType::file) got[prefix + n.name] = n.content;
+      }
+    };
+    collect(repo.subtree(res.snapshot, src), "");
+    REQUIRE(got.size() == files.size());
+    for (const auto& [rel, data] : files) {
+      INFO(rel << " with " << threads << " threads");
+      Chunker ch(repo.r->gear(), profile_params(choose_profile(fs::path(rel).filename().string(), data.size())));
+      std::vector<BlobId> want;
+      for (size_t off = 0; off < data.size();) {
+        size_t n = ch.cut(data.data() + off, data.size() - off);
+        want.push_back(repo.r->blob_id(std::span<const uint8_t>(data.data() + off, n)));
+        off += n;
+      }
+      CHECK(got[rel] == want);
+    }
+  }
+  std::string out = repo.dir.path + "/out";
+  repo.restore_to("latest", out);
+  CHECK(compare(src, out + src) == files.size() + 1);
 }
