@@ -6,7 +6,7 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       librdkafka-dev cppzmq-dev libzmq3-dev libprotobuf-dev protobuf-compiler
       libsqlite3-dev libspdlog-dev libssl-dev catch2 libzstd-dev
       libcurl4-openssl-dev libsystemd-dev libcli11-dev nlohmann-json3-dev
-      libtomlplusplus-dev python3 python3-pytest python3-cryptography python3-zmq attr procps time)
+      libtomlplusplus-dev libsimdjson-dev python3 python3-pytest python3-cryptography python3-zmq attr procps time)
 if [[ "${1:-}" == "--bench" ]]; then PKGS+=(restic borgbackup zstd); fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -139,7 +139,7 @@ class Checker {
       ++report_.index_files;
       IndexFile f;
       try {
-        f = decode_index_file(r_.load_json(FileType::index, name), name);
+        f = decode_index_file_bytes(r_.load_file(FileType::index, name), name);
       } catch (const std::exception& e) {
         // load_json names the file first; say it once.
         std::string why = e.what(), self = "'index/" + name + "' ";
@@ -464,7 +464,7 @@ class Checker {
     for (const auto& name : r_.list(FileType::index)) {
       IndexFile f;
       try {
-        f = decode_index_file(r_.load_json(FileType::index, name), name);
+        f = decode_index_file_bytes(r_.load_file(FileType::index, name), name);
       } catch (const std::exception&) {
         continue;  // reported already
       }
@@ -612,7 +612,7 @@ RepairIndexResult repair_index(Repository& r, const ProgressFn& progress, const 
     std::unordered_set<BlobId, BlobIdHash> kept;
     for (const auto& name : old) {
       try {
-        IndexFile f = decode_index_file(r.load_json(FileType::index, name), name);
+        IndexFile f = decode_index_file_bytes(r.load_file(FileType::index, name), name);
         for (auto& [pack, blobs] : f.packs)
           if (bad.count(pack) && kept.insert(pack).second) found.emplace_back(pack, std::move(blobs));
       } catch (const std::exception&) {

@@ -1,5 +1,9 @@
 #include "common/repo/index.h"
 
+#include <simdjson.h>
+
+#include <optional>
+
 #include "common/util/error.h"
 
 namespace cairn::repo {
@@ -104,43 +108,73 @@ json encode_index_file(const IndexFile& f) {
   return {{"version", kFormatVersion}, {"supersedes", f.supersedes}, {"packs", std::move(packs)}};
 }
 
-IndexFile decode_index_file(const json& j, const std::string& name) {
+IndexFile decode_index_file_bytes(std::span<const uint8_t> text, const std::string& name) {
   auto bad = [&](const std::string& why) { return Error(Errc::corrupt, "index file '" + name + "': " + why); };
-  try {
-    if (!j.is_object() || j.value("version", 0) != kFormatVersion) throw bad("unknown version");
-    IndexFile f;
-    for (const auto& s : j.at("supersedes")) f.supersedes.push_back(s.get<std::string>());
-    for (const auto& p : j.at("packs")) {
-      BlobId pid;
-      if (!parse_id(p.at("id").get_ref<const std::string&>(), pid)) throw bad("malformed pack id");
-      std::vector<PackBlob> blobs;
-      for (const auto& b : p.at("blobs")) {
-        if (!b.is_array() || b.size() != 6) throw bad("malformed blob entry");
-        PackBlob pb;
-        if (!parse_id(b[0].get_ref<const std::string&>(), pb.id)) throw bad("malformed blob id");
-        if (!b[0].is_string() || !b[1].is_number_integer()) throw bad("malformed blob entry");
-        int t = b[1].get<int>();
-        if (t != 0 && t != 1) throw bad("unknown blob type");
-        pb.type = BlobType(t);
-        // get<uint32_t>() would wrap a negative or huge number silently.
-        auto u32 = [&](const json& v) {
-          if (!v.is_number_unsigned() || v.get<uint64_t>() > UINT32_MAX) throw bad("blob entry field out of range");
-          return v.get<uint32_t>();
-        };
-        uint32_t flags = u32(b[2]);
-        if (flags > 1) throw bad("unknown blob flags");
-        pb.flags = uint8_t(flags);
-        pb.offset = u32(b[3]);
-        pb.length = u32(b[4]);
-        pb.raw_length = u32(b[5]);
-        blobs.push_back(pb);
-      }
-      f.packs.emplace_back(pid, std::move(blobs));
-    }
-    return f;
-  } catch (const json::exception& e) {
-    throw bad(std::string("malformed: ") + e.what());
+  using simdjson::dom::array;
+  using simdjson::dom::element;
+  thread_local simdjson::dom::parser reused;  // see decode_tree_bytes
+  std::optional<simdjson::dom::parser> own;
+  simdjson::dom::parser& parser = text.size() <= (16u << 20) ? reused : own.emplace();
+  element doc;
+  if (parser.parse(text.data(), text.size()).get(doc)) throw bad("malformed: not valid JSON");
+  int64_t version = 0;
+  if (!doc.is_object() || doc["version"].get_int64().get(version) || version != kFormatVersion) throw bad("unknown version");
+  IndexFile f;
+  array supersedes, packs;
+  if (doc["supersedes"].get_array().get(supersedes) || doc["packs"].get_array().get(packs)) throw bad("malformed: no pack list");
+  for (element s : supersedes) {
+    std::string_view v;
+    if (s.get_string().get(v)) throw bad("malformed: superseded names must be strings");
+    f.supersedes.emplace_back(v);
   }
+  // get_uint64 refuses negative and fractional numbers; the range is checked here:
+  // a silent wrap would point a blob elsewhere in its pack.
+  auto u32 = [&](element v) {
+    uint64_t x;
+    if (v.get_uint64().get(x) || x > UINT32_MAX) throw bad("blob entry field out of range");
+    return uint32_t(x);
+  };
+  for (element p : packs) {
+    std::string_view id;
+    array blobs_json;
+    BlobId pid;
+    if (p["id"].get_string().get(id) || !parse_id(id, pid)) throw bad("malformed pack id");
+    if (p["blobs"].get_array().get(blobs_json)) throw bad("malformed blob list");
+    std::vector<PackBlob> blobs;
+    for (element b : blobs_json) {
+      array e;
+      if (b.get_array().get(e) || e.size() != 6) throw bad("malformed blob entry");
+      std::array<element, 6> v;
+      size_t k = 0;
+      for (element x : e) v[k++] = x;
+      PackBlob pb;
+      std::string_view bid;
+      if (v[0].get_string().get(bid) || !parse_id(bid, pb.id)) throw bad("malformed blob id");
+      int64_t t;
+      if (v[1].get_int64().get(t)) throw bad("malformed blob entry");
+      if (t != 0 && t != 1) throw bad("unknown blob type");
+      pb.type = BlobType(t);
+      uint32_t flags = u32(v[2]);
+      if (flags > 1) throw bad("unknown blob flags");
+      pb.flags = uint8_t(flags);
+      pb.offset = u32(v[3]);
+      pb.length = u32(v[4]);
+      pb.raw_length = u32(v[5]);
+      blobs.push_back(pb);
+    }
+    f.packs.emplace_back(pid, std::move(blobs));
+  }
+  return f;
+}
+
+IndexFile decode_index_file(const json& j, const std::string& name) {
+  std::string text;
+  try {
+    text = j.dump();
+  } catch (const json::exception& e) {
+    throw Error(Errc::corrupt, "index file '" + name + "': malformed: " + e.what());
+  }
+  return decode_index_file_bytes(as_bytes(text), name);
 }
 
 }  // namespace cairn::repo

@@ -75,6 +75,7 @@ struct IndexFile {
 
 nlohmann::json encode_index_file(const IndexFile& f);
 // Throws Error(Errc::corrupt) on any malformed field.
+IndexFile decode_index_file_bytes(std::span<const uint8_t> text, const std::string& name);
 IndexFile decode_index_file(const nlohmann::json& j, const std::string& name);
 
 }  // namespace cairn::repo

@@ -185,7 +185,7 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
   for (const auto& name : index_names) {
     IndexFile f;
     try {
-      f = decode_index_file(r.load_json(FileType::index, name), name);
+      f = decode_index_file_bytes(r.load_file(FileType::index, name), name);
     } catch (const Error& e) {
       throw Error(Errc::corrupt, std::string("prune refused: ") + e.what() +
                                      "; the packs it lists would look unused (run 'cairnctl repo repair index' first)");

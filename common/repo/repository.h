@@ -73,6 +73,8 @@ class Repository {
   // Encrypted, content-addressed JSON files (index, snapshot, lock).
   std::string save_json(FileType t, const nlohmann::json& j);
   nlohmann::json load_json(FileType t, const std::string& name);
+  // The same file's verified plaintext, for callers with their own parser.
+  Bytes load_file(FileType t, const std::string& name);
   std::vector<std::string> list(FileType t);
 
   // Loads every index file. Problems (unreadable, damaged) are returned, not thrown.

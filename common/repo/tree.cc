@@ -1,5 +1,9 @@
 #include "common/repo/tree.h"
 
+#include <simdjson.h>
+
+#include <optional>
+
 #include "common/util/error.h"
 
 namespace cairn::repo {
@@ -46,16 +50,6 @@ static void put_bytes_string(json& j, const char* key, const std::string& s) {
   if (valid_utf8(s)) j[key] = s;
   else j[std::string(key) + "_b64"] = to_base64(as_bytes(s));
 }
-static std::string get_bytes_string(const json& j, const char* key) {
-  if (auto it = j.find(key); it != j.end()) return it->get<std::string>();
-  if (auto it = j.find(std::string(key) + "_b64"); it != j.end()) {
-    Bytes b;
-    if (!from_base64(it->get<std::string>(), b)) throw Error(Errc::corrupt, std::string("tree: malformed base64 in '") + key + "'");
-    return std::string(b.begin(), b.end());
-  }
-  return {};
-}
-
 json encode_tree(const Tree& t) {
   json nodes = json::array();
   for (const auto& n : t.nodes) {
@@ -93,84 +87,157 @@ json encode_tree(const Tree& t) {
   return {{"nodes", std::move(nodes)}};
 }
 
-Tree decode_tree(const json& j) {
-  Tree t;
-  try {
-    if (!j.is_object() || !j.at("nodes").is_array()) throw Error(Errc::corrupt, "tree: no node list");
-    std::string prev;
-    for (const auto& e : j.at("nodes")) {
-      Node n;
-      n.name = get_bytes_string(e, "name");
-      if (n.name.empty() || n.name == "." || n.name == ".." || n.name.find('/') != std::string::npos || n.name.find('\0') != std::string::npos)
-        throw Error(Errc::corrupt, "tree: invalid node name");
-      if (!t.nodes.empty() && n.name <= prev) throw Error(Errc::corrupt, "tree: nodes not sorted or duplicated ('" + n.name + "')");
-      prev = n.name;
-      if (!parse_node_type(e.at("type").get<std::string>(), n.type)) throw Error(Errc::corrupt, "tree: unknown node type");
-      n.mode = e.at("mode").get<uint32_t>() & 07777;
-      n.uid = e.at("uid").get<uint32_t>();
-      n.gid = e.at("gid").get<uint32_t>();
-      n.user = e.value("user", "");
-      n.group = e.value("group", "");
-      n.mtime_ns = e.at("mtime").get<int64_t>();
-      n.atime_ns = e.value("atime", int64_t(0));
-      n.ctime_ns = e.value("ctime", int64_t(0));
-      n.inode = e.value("inode", uint64_t(0));
-      n.device = e.value("device", uint64_t(0));
-      n.links = e.value("links", uint64_t(0));
-      if (n.type == NodeType::file) {
-        n.size = e.at("size").get<uint64_t>();
-        const json& content = e.at("content");
-        n.content.reserve(content.size());
-        for (const auto& c : content) {
-          BlobId id;
-          // get_ref: no copy of each id string (a large file lists tens of thousands)
-          if (!parse_id(c.get_ref<const std::string&>(), id)) throw Error(Errc::corrupt, "tree: malformed content id");
-          n.content.push_back(id);
-        }
-        if (auto it = e.find("extents"); it != e.end()) {
-          n.sparse = true;
-          uint64_t end = 0;
-          for (const auto& x : *it) {
-            auto off = x.at(0).get<uint64_t>(), len = x.at(1).get<uint64_t>();
-            if (off < end || off + len > n.size || off + len < off) throw Error(Errc::corrupt, "tree: sparse extents out of order");
-            end = off + len;
-            n.extents.emplace_back(off, len);
-          }
-        }
+namespace {
+using simdjson::dom::array;
+using simdjson::dom::element;
+using simdjson::dom::object;
+
+[[noreturn]] void bad_tree(const std::string& why) { throw Error(Errc::corrupt, "tree: " + why); }
+
+// Field readers: a missing required field, a field of the wrong type or a number out
+// of range is corruption; an optional field that is absent takes its default.
+std::optional<element> field(const object& o, const char* key) {
+  element e;
+  auto err = o[key].get(e);
+  if (err == simdjson::NO_SUCH_FIELD) return std::nullopt;
+  if (err) bad_tree(std::string("malformed '") + key + "'");
+  return e;
+}
+element need(const object& o, const char* key) {
+  auto e = field(o, key);
+  if (!e) bad_tree(std::string("missing '") + key + "'");
+  return *e;
+}
+uint64_t as_u64(const element& e, const char* key) {
+  uint64_t v;
+  if (e.get_uint64().get(v)) bad_tree(std::string("'") + key + "' is not a non-negative integer");
+  return v;
+}
+uint32_t as_u32(const element& e, const char* key) {
+  uint64_t v = as_u64(e, key);
+  if (v > UINT32_MAX) bad_tree(std::string("'") + key + "' is out of range");
+  return uint32_t(v);
+}
+int64_t as_i64(const element& e, const char* key) {
+  int64_t v;
+  if (e.get_int64().get(v)) bad_tree(std::string("'") + key + "' is not an integer");
+  return v;
+}
+std::string_view as_str(const element& e, const char* key) {
+  std::string_view v;
+  if (e.get_string().get(v)) bad_tree(std::string("'") + key + "' is not a string");
+  return v;
+}
+array as_array(const element& e, const char* key) {
+  array a;
+  if (e.get_array().get(a)) bad_tree(std::string("'") + key + "' is not a list");
+  return a;
+}
+// Names and link targets: UTF-8 as a string, other bytes as key_b64.
+std::string bytes_string(const object& o, const char* key) {
+  if (auto e = field(o, key)) return std::string(as_str(*e, key));
+  std::string k64 = std::string(key) + "_b64";
+  if (auto e = field(o, k64.c_str())) {
+    Bytes b;
+    if (!from_base64(as_str(*e, key), b)) bad_tree(std::string("malformed base64 in '") + key + "'");
+    return std::string(b.begin(), b.end());
+  }
+  return {};
+}
+BlobId as_id(const element& e, const char* what) {
+  BlobId id;
+  if (!parse_id(as_str(e, what), id)) bad_tree(std::string("malformed ") + what + " id");
+  return id;
+}
+
+Node decode_node(const element& el) {
+  object e;
+  if (el.get_object().get(e)) bad_tree("a node is not an object");
+  Node n;
+  n.name = bytes_string(e, "name");
+  if (n.name.empty() || n.name == "." || n.name == ".." || n.name.find('/') != std::string::npos || n.name.find('\0') != std::string::npos)
+    bad_tree("invalid node name");
+  if (!parse_node_type(std::string(as_str(need(e, "type"), "type")), n.type)) bad_tree("unknown node type");
+  n.mode = as_u32(need(e, "mode"), "mode") & 07777;
+  n.uid = as_u32(need(e, "uid"), "uid");
+  n.gid = as_u32(need(e, "gid"), "gid");
+  if (auto f = field(e, "user")) n.user = as_str(*f, "user");
+  if (auto f = field(e, "group")) n.group = as_str(*f, "group");
+  n.mtime_ns = as_i64(need(e, "mtime"), "mtime");
+  if (auto f = field(e, "atime")) n.atime_ns = as_i64(*f, "atime");
+  if (auto f = field(e, "ctime")) n.ctime_ns = as_i64(*f, "ctime");
+  if (auto f = field(e, "inode")) n.inode = as_u64(*f, "inode");
+  if (auto f = field(e, "device")) n.device = as_u64(*f, "device");
+  if (auto f = field(e, "links")) n.links = as_u64(*f, "links");
+  if (n.type == NodeType::file) {
+    n.size = as_u64(need(e, "size"), "size");
+    array content = as_array(need(e, "content"), "content");
+    n.content.reserve(content.size());
+    for (element c : content) n.content.push_back(as_id(c, "content"));
+    if (auto f = field(e, "extents")) {
+      n.sparse = true;
+      uint64_t end = 0;
+      for (element x : as_array(*f, "extents")) {
+        array pair = as_array(x, "extents");
+        if (pair.size() != 2) bad_tree("sparse extent is not [offset, length]");
+        uint64_t off = as_u64(pair.at(0).value_unsafe(), "extents"), len = as_u64(pair.at(1).value_unsafe(), "extents");
+        if (off < end || off + len > n.size || off + len < off) bad_tree("sparse extents out of order");
+        end = off + len;
+        n.extents.emplace_back(off, len);
       }
-      if (n.type == NodeType::dir) {
-        if (auto it = e.find("subtree"); it != e.end()) {
-          BlobId id;
-          if (!parse_id(it->get<std::string>(), id)) throw Error(Errc::corrupt, "tree: malformed subtree id");
-          n.subtree = id;
-        }
-      }
-      if (n.type == NodeType::symlink) n.target = get_bytes_string(e, "target");
-      if (n.type == NodeType::chardev || n.type == NodeType::blockdev) n.rdev = e.at("rdev").get<uint64_t>();
-      if (auto it = e.find("xattrs"); it != e.end()) {
-        for (const auto& x : *it) {
-          Bytes k, v;
-          if (!x.is_array() || x.size() != 2 || !from_base64(x[0].get<std::string>(), k) || !from_base64(x[1].get<std::string>(), v))
-            throw Error(Errc::corrupt, "tree: malformed xattr");
-          n.xattrs.emplace_back(std::string(k.begin(), k.end()), std::move(v));
-        }
-      }
-      t.nodes.push_back(std::move(n));
     }
-  } catch (const json::exception& ex) {
-    throw Error(Errc::corrupt, std::string("tree: malformed: ") + ex.what());
+  }
+  if (n.type == NodeType::dir)
+    if (auto f = field(e, "subtree")) n.subtree = as_id(*f, "subtree");
+  if (n.type == NodeType::symlink) n.target = bytes_string(e, "target");
+  if (n.type == NodeType::chardev || n.type == NodeType::blockdev) n.rdev = as_u64(need(e, "rdev"), "rdev");
+  if (auto f = field(e, "xattrs")) {
+    for (element x : as_array(*f, "xattrs")) {
+      array pair;
+      Bytes k, v;
+      if (x.get_array().get(pair) || pair.size() != 2 || !from_base64(as_str(pair.at(0).value_unsafe(), "xattrs"), k) ||
+          !from_base64(as_str(pair.at(1).value_unsafe(), "xattrs"), v))
+        bad_tree("malformed xattr");
+      n.xattrs.emplace_back(std::string(k.begin(), k.end()), std::move(v));
+    }
+  }
+  return n;
+}
+}  // namespace
+
+// One decoder, simdjson's: trees are read by the thousand (a backup compares against
+// every directory of its parent, a restore plans from all of them), and parsing them
+// was most of what a backup with nothing changed spent besides the key derivation.
+Tree decode_tree_bytes(std::span<const uint8_t> data) {
+  // A parser keeps buffers as large as the largest document it has read: a thread
+  // keeps one for ordinary trees, a huge listing gets its own.
+  thread_local simdjson::dom::parser reused;
+  std::optional<simdjson::dom::parser> own;
+  simdjson::dom::parser& parser = data.size() <= (16u << 20) ? reused : own.emplace();
+  element doc;
+  if (parser.parse(data.data(), data.size()).get(doc)) bad_tree("not valid JSON");
+  object root;
+  element nodes;
+  if (doc.get_object().get(root) || root["nodes"].get(nodes) || !nodes.is_array()) bad_tree("no node list");
+  Tree t;
+  array list = nodes.get_array().value_unsafe();
+  t.nodes.reserve(list.size());
+  for (element el : list) {
+    Node n = decode_node(el);
+    if (!t.nodes.empty() && n.name <= t.nodes.back().name) bad_tree("nodes not sorted or duplicated ('" + n.name + "')");
+    t.nodes.push_back(std::move(n));
   }
   return t;
 }
 
-Tree decode_tree_bytes(std::span<const uint8_t> data) {
-  json j;
+Tree decode_tree(const json& j) {
+  std::string text;
   try {
-    j = json::parse(data.begin(), data.end());
+    text = j.dump();
   } catch (const json::exception&) {
-    throw Error(Errc::corrupt, "tree: not valid JSON");
+    bad_tree("not encodable as JSON");
   }
-  return decode_tree(j);
+  return decode_tree_bytes(as_bytes(text));
 }
 
 std::string encode_tree_bytes(const Tree& t) { return encode_tree(t).dump(); }

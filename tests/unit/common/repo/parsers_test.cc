@@ -126,6 +126,34 @@ TEST_CASE("index file decoding rejects malformed content") {
   REQUIRE(bad([](json& j) { j["packs"][0]["blobs"][0][0] = 5; }) == Errc::corrupt);
 }
 
+TEST_CASE("random corruption of index file text never crashes the decoder") {
+  std::string good = json({{"version", 1}, {"supersedes", json::array({kId})},
+                           {"packs", json::parse(R"([{"id":")" + kId + R"(","blobs":[[")" + kId + R"(",0,1,0,100,200],[")" +
+                                                 kId + R"(",1,0,100,50,70]]}])")}})
+                         .dump();
+  REQUIRE(decode_index_file_bytes(as_bytes(good), "x").packs.at(0).second.size() == 2);
+  std::mt19937 rng(7);
+  for (int i = 0; i < 3000; ++i) {
+    std::string s = good;
+    for (int k = 0, edits = 1 + int(rng() % 4); k < edits; ++k) {
+      size_t pos = rng() % s.size();
+      switch (rng() % 3) {
+        case 0: s[pos] = char(rng()); break;
+        case 1: s.erase(pos, 1 + rng() % 8); break;
+        default: s.insert(pos, 1, char(rng())); break;
+      }
+      if (s.empty()) s = "x";
+    }
+    try {
+      IndexFile f = decode_index_file_bytes(as_bytes(s), "x");
+      for (const auto& [pack, blobs] : f.packs)
+        for (const auto& b : blobs) REQUIRE(b.flags <= 1);
+    } catch (const Error& e) {
+      REQUIRE((e.code() == Errc::corrupt));
+    }
+  }
+}
+
 TEST_CASE("snapshot decoding rejects malformed content") {
   json good = {{"version", 1}, {"time", "2026-11-22T01:00:00.000000000Z"}, {"paths", {"/x"}}, {"tree", kId}};
   REQUIRE(decode_snapshot(good, "s").paths == std::vector<std::string>{"/x"});
