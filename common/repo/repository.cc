@@ -208,6 +208,11 @@ std::vector<IndexProblem> Repository::load_index() {
 bool Repository::open_blob(const PackBlob& b, std::span<const uint8_t> sealed, Bytes& out, std::string& why) const {
   auto aad = blob_aad(b.type, b.id);
   thread_local Bytes plain;  // reused: a fresh buffer per blob costs page faults on every byte read
+  struct Trim {              // but a huge tree's buffer is not kept by a long-lived thread
+    ~Trim() {
+      if (plain.capacity() > (16u << 20)) Bytes().swap(plain);
+    }
+  } trim;
   if (!aead_.open(aad, sealed, plain)) {
     why = "fails authentication (the stored bytes were changed)";
     return false;
