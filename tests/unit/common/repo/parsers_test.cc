@@ -38,6 +38,20 @@ Errc code_of(const std::function<void()>& f) {
   return Errc::ok;
 }
 
+// One to four random byte edits (overwrite, delete a run, insert) of a valid text.
+std::string damaged(std::string s, std::mt19937& rng) {
+  for (int k = 0, edits = 1 + int(rng() % 4); k < edits; ++k) {
+    size_t pos = rng() % s.size();
+    switch (rng() % 3) {
+      case 0: s[pos] = char(rng()); break;
+      case 1: s.erase(pos, 1 + rng() % 8); break;
+      default: s.insert(pos, 1, char(rng())); break;
+    }
+    if (s.empty()) s = "x";
+  }
+  return s;
+}
+
 }  // namespace
 
 TEST_CASE("tree decoding accepts a valid tree and round-trips it") {
@@ -88,17 +102,7 @@ TEST_CASE("random corruption of tree bytes never crashes the decoder") {
   std::string good = valid_tree().dump();
   std::mt19937 rng(42);
   for (int i = 0; i < 3000; ++i) {
-    std::string s = good;
-    int edits = 1 + int(rng() % 4);
-    for (int k = 0; k < edits; ++k) {
-      size_t pos = rng() % s.size();
-      switch (rng() % 3) {
-        case 0: s[pos] = char(rng()); break;
-        case 1: s.erase(pos, 1 + rng() % 8); break;
-        default: s.insert(pos, 1, char(rng())); break;
-      }
-      if (s.empty()) s = "x";
-    }
+    std::string s = damaged(good, rng);
     try {
       decode_tree_bytes(as_bytes(s));
     } catch (const Error& e) {
@@ -134,16 +138,7 @@ TEST_CASE("random corruption of index file text never crashes the decoder") {
   REQUIRE(decode_index_file_bytes(as_bytes(good), "x").packs.at(0).second.size() == 2);
   std::mt19937 rng(7);
   for (int i = 0; i < 3000; ++i) {
-    std::string s = good;
-    for (int k = 0, edits = 1 + int(rng() % 4); k < edits; ++k) {
-      size_t pos = rng() % s.size();
-      switch (rng() % 3) {
-        case 0: s[pos] = char(rng()); break;
-        case 1: s.erase(pos, 1 + rng() % 8); break;
-        default: s.insert(pos, 1, char(rng())); break;
-      }
-      if (s.empty()) s = "x";
-    }
+    std::string s = damaged(good, rng);
     try {
       IndexFile f = decode_index_file_bytes(as_bytes(s), "x");
       for (const auto& [pack, blobs] : f.packs)
