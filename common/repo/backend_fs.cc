@@ -83,6 +83,12 @@ class FsBackend final : public Backend {
   }
 
   Bytes load(const Handle& h, uint64_t offset, uint64_t length) override {
+    Bytes out;
+    load_into(h, offset, length, out);
+    return out;
+  }
+
+  void load_into(const Handle& h, uint64_t offset, uint64_t length, Bytes& out) override {
     std::string p = path(h);
     Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw_errno("cannot open", p, errno);
@@ -92,19 +98,6 @@ class FsBackend final : public Backend {
       if (uint64_t(st.st_size) < offset) throw Error(Errc::corrupt, "'" + p + "' is shorter than expected");
       length = uint64_t(st.st_size) - offset;
     }
-    Bytes out(length);
-    pread_all(fd.get(), out.data(), length, offset, p);
-    return out;
-  }
-
-  void load_into(const Handle& h, uint64_t offset, uint64_t length, Bytes& out) override {
-    if (length == 0) {
-      out = load(h, offset, length);
-      return;
-    }
-    std::string p = path(h);
-    Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) throw_errno("cannot open", p, errno);
     out.resize(length);
     pread_all(fd.get(), out.data(), length, offset, p);
   }

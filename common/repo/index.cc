@@ -1,9 +1,8 @@
 #include "common/repo/index.h"
 
-#include <simdjson.h>
-
 #include <optional>
 
+#include "common/repo/json_parser.h"
 #include "common/util/error.h"
 
 namespace cairn::repo {
@@ -112,9 +111,8 @@ IndexFile decode_index_file_bytes(std::span<const uint8_t> text, const std::stri
   auto bad = [&](const std::string& why) { return Error(Errc::corrupt, "index file '" + name + "': " + why); };
   using simdjson::dom::array;
   using simdjson::dom::element;
-  thread_local simdjson::dom::parser reused;  // see decode_tree_bytes
   std::optional<simdjson::dom::parser> own;
-  simdjson::dom::parser& parser = text.size() <= (16u << 20) ? reused : own.emplace();
+  simdjson::dom::parser& parser = json_parser(text.size(), own);
   element doc;
   if (parser.parse(text.data(), text.size()).get(doc)) throw bad("malformed: not valid JSON");
   int64_t version = 0;

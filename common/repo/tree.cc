@@ -1,9 +1,8 @@
 #include "common/repo/tree.h"
 
-#include <simdjson.h>
-
 #include <optional>
 
+#include "common/repo/json_parser.h"
 #include "common/util/error.h"
 
 namespace cairn::repo {
@@ -209,11 +208,8 @@ Node decode_node(const element& el) {
 // every directory of its parent, a restore plans from all of them), and parsing them
 // was most of what a backup with nothing changed spent besides the key derivation.
 Tree decode_tree_bytes(std::span<const uint8_t> data) {
-  // A parser keeps buffers as large as the largest document it has read: a thread
-  // keeps one for ordinary trees, a huge listing gets its own.
-  thread_local simdjson::dom::parser reused;
   std::optional<simdjson::dom::parser> own;
-  simdjson::dom::parser& parser = data.size() <= (16u << 20) ? reused : own.emplace();
+  simdjson::dom::parser& parser = json_parser(data.size(), own);
   element doc;
   if (parser.parse(data.data(), data.size()).get(doc)) bad_tree("not valid JSON");
   object root;
