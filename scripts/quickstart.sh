@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-bash scripts/build.sh
+bash scripts/build.sh cairnctl cairn-controller cairn-agent   # only what this script runs
 B="$PWD/build"
 C="$B/cairnctl/cairnctl" CONTROLLER="$B/controller/cairn-controller" AGENT="$B/agent/cairn-agent"
 work=$(mktemp -d /tmp/cairn-quickstart.XXXXXX)
@@ -48,11 +48,7 @@ wait_for() {
 manifest() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum); }
 
 step "working in $work"
-read -r fleet_port op_port < <(python3 -c 'import socket
-s=[socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
-export CAIRN_OPERATOR_KEY_DIR="$work/keys" CAIRN_CONTROLLER="tcp://127.0.0.1:$op_port"
+export CAIRN_OPERATOR_KEY_DIR="$work/keys"
 step "keys (controller signing + CURVE, operator CURVE) in $work/keys"
 "$C" keys init --dir "$work/keys" >/dev/null
 
@@ -65,19 +61,32 @@ mkdir -p "$work/data"
 cp -a /etc "$work/data/etc" 2>/dev/null || true
 head -c 20000000 /dev/urandom > "$work/data/member.db"
 
-step "configs: controller fleet tcp://127.0.0.1:$fleet_port, operator $CAIRN_CONTROLLER"
+# The controller binds free ports itself (port 0) and logs them: picking a free
+# port here and binding it later would race with other processes.
+step "controller config: fleet and operator sockets on loopback, ports chosen by the controller"
 cat > "$work/controller.toml" <<EOF
 [controller]
 id = "quickstart"
 data_dir = "$work/controller"
 key_dir = "$work/keys"
 [fleet]
-listen = "tcp://127.0.0.1:$fleet_port"
+listen = "tcp://127.0.0.1:*"
 heartbeat_interval_ms = 500
 [operator]
-listen = "$CAIRN_CONTROLLER"
+listen = "tcp://127.0.0.1:*"
 authorized_keys = { quickstart = "$work/keys/operator-curve.pub" }
 EOF
+"$CONTROLLER" --config "$work/controller.toml" --check-config >/dev/null
+step "starting cairn-controller (log: $work/controller.log)"
+"$CONTROLLER" --config "$work/controller.toml" > "$work/controller.log" 2>&1 & pids+=($!)
+bound() { grep -oE 'listening: fleet tcp://127\.0\.0\.1:[0-9]+ operator tcp://127\.0\.0\.1:[0-9]+' "$work/controller.log"; }
+wait_for 20 "the controller logging the ports it bound" bound
+read -r fleet_port op_port < <(bound | grep -oE ':[0-9]+' | tr -d : | tr '\n' ' ')
+export CAIRN_CONTROLLER="tcp://127.0.0.1:$op_port"
+echo "   fleet tcp://127.0.0.1:$fleet_port, operator $CAIRN_CONTROLLER"
+wait_for 20 "the controller answering on $CAIRN_CONTROLLER" "$C" status
+
+step "starting cairn-agent (log: $work/agent.log)"
 cat > "$work/agent.toml" <<EOF
 name = "quickstart-node"
 state_dir = "$work/agent"
@@ -95,13 +104,8 @@ name = "data"
 driver = "files"
 paths = ["$work/data"]
 EOF
-"$CONTROLLER" --config "$work/controller.toml" --check-config >/dev/null
 "$AGENT" --config "$work/agent.toml" --check-config >/dev/null
 agent_key=$("$AGENT" --config "$work/agent.toml" --print-public-key 2>/dev/null)
-
-step "starting cairn-controller and cairn-agent (logs: $work/{controller,agent}.log)"
-"$CONTROLLER" --config "$work/controller.toml" > "$work/controller.log" 2>&1 & pids+=($!)
-wait_for 20 "the controller answering on $CAIRN_CONTROLLER" "$C" status
 "$AGENT" --config "$work/agent.toml" > "$work/agent.log" 2>&1 & pids+=($!)
 echo "   controller pid ${pids[0]}, agent pid ${pids[1]}, agent key $agent_key"
 

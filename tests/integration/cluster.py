@@ -7,9 +7,9 @@ Waits are bounded and their failures carry the tails of the daemons' logs.
 """
 import json
 import os
+import re
 import pathlib
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -26,10 +26,7 @@ HEARTBEAT_MS = 200
 LIVENESS = 5  # controller and agents: lost after LIVENESS * HEARTBEAT_MS = 1 s of silence
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+LISTENING = re.compile(r"listening: fleet tcp://127\.0\.0\.1:(\d+) operator tcp://127\.0\.0\.1:(\d+)")
 
 
 def write_random_file(path, size, chunk=8 << 20):
@@ -91,10 +88,13 @@ class Cluster:
     def __init__(self, base):
         self.base = pathlib.Path(base)
         self.keys = self.base / "keys"
-        self.fleet_port, self.op_port = free_port(), free_port()
-        while self.op_port == self.fleet_port:
-            self.op_port = free_port()
-        self.endpoint = f"tcp://127.0.0.1:{self.op_port}"
+        # The controller binds port 0 (tcp://127.0.0.1:*) on its first start and
+        # the ports are read back from its log: choosing a free port here and
+        # binding it later would race with every other process on the machine.
+        # Restarts reuse the ports it got (agents are configured with them).
+        self.fleet_port = self.op_port = None
+        self.endpoint = None
+        self.controller_cfg = self.base / "controller.toml"
         self.controller = None
         self.agents = {}  # name -> Proc
         self.agent_dirs = {}  # name -> dict of paths
@@ -162,18 +162,18 @@ class Cluster:
         self.repo_pass.write_text("correct horse battery staple\n")
         os.chmod(self.repo_pass, 0o600)
         self.ok("repo", "init", "--repo", self.repo, "--password-file", self.repo_pass)
-        cfg = self.base / "controller.toml"
+        cfg = self.controller_cfg
         cfg.write_text(f"""[controller]
 id = "it-controller"
 data_dir = "{self.base / 'controller'}"
 key_dir = "{self.keys}"
 log_level = "debug"
 [fleet]
-listen = "tcp://127.0.0.1:{self.fleet_port}"
+listen = "tcp://127.0.0.1:*"
 heartbeat_interval_ms = {HEARTBEAT_MS}
 liveness = {LIVENESS}
 [operator]
-listen = "{self.endpoint}"
+listen = "tcp://127.0.0.1:*"
 authorized_keys = {{ it = "{self.keys / 'operator-curve.pub'}" }}
 """)
         self.controller = Proc("controller", [CONTROLLER, "--config", cfg], self.base / "controller.log")
@@ -181,7 +181,23 @@ authorized_keys = {{ it = "{self.keys / 'operator-curve.pub'}" }}
 
     def start_controller(self):
         self.controller.start()
+        if self.fleet_port is None:
+            self.wait_for("the controller logging the ports it bound", self._bound_ports, timeout=20)
         self.wait_for("the controller answering 'cairnctl status'", lambda: self._status_ok(), timeout=20)
+
+    def _bound_ports(self):
+        if not self.controller.alive():
+            pytest.fail(f"the controller exited with {self.controller.p.returncode}\n{self.logs()}")
+        m = LISTENING.search(self.controller.log.read_text(errors="replace"))
+        if not m:
+            return None
+        self.fleet_port, self.op_port = int(m.group(1)), int(m.group(2))
+        self.endpoint = f"tcp://127.0.0.1:{self.op_port}"
+        cfg = self.controller_cfg.read_text()
+        cfg = cfg.replace('listen = "tcp://127.0.0.1:*"', f'listen = "tcp://127.0.0.1:{self.fleet_port}"', 1)
+        cfg = cfg.replace('listen = "tcp://127.0.0.1:*"', f'listen = "{self.endpoint}"', 1)
+        self.controller_cfg.write_text(cfg)
+        return True
 
     def _status_ok(self):
         if not self.controller.alive():

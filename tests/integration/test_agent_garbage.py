@@ -10,7 +10,7 @@ import time
 import pytest
 import zmq
 
-from cluster import cluster, free_port  # noqa: F401
+from cluster import cluster  # noqa: F401
 
 PROTO = b"CAIRN-FLEET/1"
 
@@ -68,14 +68,14 @@ MISSING_SIGNATURE, MALFORMED_ENVELOPE = 101, 110
 
 
 class FakeController:
-    def __init__(self, secret_z85, port):
+    def __init__(self, secret_z85):
         self.ctx = zmq.Context()
         self.s = self.ctx.socket(zmq.ROUTER)
         self.s.curve_server = True
         self.s.curve_secretkey = secret_z85.encode()
         self.s.linger = 0
         self.s.router_mandatory = True  # a send to a vanished agent fails loudly
-        self.s.bind(f"tcp://127.0.0.1:{port}")
+        self.port = self.s.bind_to_random_port("tcp://127.0.0.1")
         self.rid = None
         self.last_beat = 0
         self.got = []  # (body field number, value) of every AgentMessage received
@@ -118,11 +118,10 @@ class FakeController:
 def test_agent_survives_garbage_from_the_controller_side(cluster):
     c = cluster
     c.add_agent("node-a", {"a.txt": b"alpha"})
-    port = free_port()
-    cfg = c.agent_dirs["node-a"]["config"]
-    cfg.write_text(cfg.read_text().replace(f"127.0.0.1:{c.fleet_port}", f"127.0.0.1:{port}"))
     secret = (c.keys / "controller-curve.key").read_text().strip()
-    fake = FakeController(secret, port)
+    fake = FakeController(secret)
+    cfg = c.agent_dirs["node-a"]["config"]
+    cfg.write_text(cfg.read_text().replace(f"127.0.0.1:{c.fleet_port}", f"127.0.0.1:{fake.port}"))
     agent = c.agents["node-a"].start()
     try:
         fake.pump(3)
