@@ -61,14 +61,9 @@ void tighten_dir(const std::string& dir) {
     throw Error(Errc::io, "cannot read the mode of data directory '" + dir + "': " + os_error());
   if ((st.st_mode & 077) == 0) return;
   if (::chmod(dir.c_str(), st.st_mode & 0700) != 0)
-    throw Error(Errc::io, "data directory '" + dir + "' is accessible to group or others (mode " +
-                              [&] {
-                                char m[8];
-                                std::snprintf(m, sizeof m, "%04o", unsigned(st.st_mode & 07777));
-                                return std::string(m);
-                              }() +
-                              ") and cannot be made private: " + os_error() +
-                              "; run 'chmod 0700 " + dir + "' as its owner, then start again");
+    throw Error(Errc::io, fmt::format("data directory '{}' is accessible to group or others (mode {:04o}) and cannot be "
+                                      "made private: {}; run 'chmod 0700 {}' as its owner, then start again",
+                                      dir, unsigned(st.st_mode & 07777), os_error(), dir));
   spdlog::warn("data directory '{}' was accessible to group or others (mode {:04o}); made it private (mode {:04o})",
                dir, unsigned(st.st_mode & 07777), unsigned(st.st_mode & 0700));
 }
