@@ -638,3 +638,24 @@ TEST_CASE("connections with fresh keys add a bounded number of pending agents an
   size_t added = events.size() - before;
   CHECK(added <= 10 + 10);  // the budget, plus the records of dropped pending agents
 }
+
+TEST_CASE("the controller applies the audit retention at start") {
+  google::protobuf::SetLogHandler(nullptr);
+  Harness h([](ControllerConfig& c) { c.audit_retention_events = 3; });
+  TestAgent a(h, "node-a");
+  TestAgent b(h, "node-b");
+  auto events = [&] {
+    cairn::catalog::Catalog cat = cairn::catalog::Catalog::open(h.config.catalog_path());
+    return cat.read([](const cairn::catalog::Tx& tx) { return tx.audit_events(); });
+  };
+  REQUIRE(events().size() > 4);  // two enrolments and approvals
+  h.restart();
+  v1::OperatorRequest st;
+  st.mutable_status();
+  REQUIRE(h.op(st).code() == v1::ERROR_CODE_OK);  // the loop runs, the pass is done
+  auto kept = events();
+  REQUIRE(kept.size() <= 4);
+  CHECK(kept.back().action == "audit.pruned");
+  cairn::catalog::Catalog cat = cairn::catalog::Catalog::open(h.config.catalog_path());
+  CHECK(cat.verify_audit_chain().ok);
+}
