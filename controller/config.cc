@@ -96,7 +96,7 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
   c.source = source;
   c.controller_id = hostname();
 
-  static const std::set<std::string> kTables = {"controller", "fleet", "operator", "plans"};
+  static const std::set<std::string> kTables = {"controller", "fleet", "operator", "plans", "audit"};
   for (const auto& [k, v] : root) {
     std::string key(k.str());
     if (!kTables.count(key)) fail(source, k, "unknown key '" + key + "'");
@@ -127,6 +127,7 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
     r.integer("heartbeat_interval_ms", 100, 60000, c.heartbeat_interval_ms);
     r.integer("liveness", 2, 100, c.liveness);
     r.integer("backlog", 1, 65535, c.backlog);
+    r.integer("max_pending_agents", 1, 100000, c.max_pending_agents);
     r.refuse_unknown();
   }
   if (auto* t = root["operator"].as_table()) {
@@ -149,6 +150,13 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
     // The agent refuses windows over 7 days (docs/protocol.md).
     r.integer("validity_seconds", 60, 7 * 24 * 3600, c.plan_validity_seconds);
     r.integer("lock_ttl_seconds", 60, 30 * 24 * 3600, c.lock_ttl_seconds);
+    r.refuse_unknown();
+  }
+  if (auto* t = root["audit"].as_table()) {
+    TableReader r(source, "audit", *t);
+    r.integer("retention_events", 1000, int64_t(1) << 40, c.audit_retention_events);
+    r.integer("retention_days", 1, 36500, c.audit_retention_days);
+    r.integer("refusals_per_minute", 1, 100000, c.audit_refusals_per_minute);
     r.refuse_unknown();
   }
   return c;

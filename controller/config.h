@@ -26,6 +26,7 @@ struct ControllerConfig {
   uint32_t heartbeat_interval_ms = 2000;
   uint32_t liveness = 5;
   int backlog = 1024;
+  uint32_t max_pending_agents = 100;  // oldest pending agents dropped beyond it
 
   // [operator]
   std::string operator_listen = "tcp://127.0.0.1:7421";
@@ -34,6 +35,12 @@ struct ControllerConfig {
   // [plans]
   int64_t plan_validity_seconds = 3600;
   int64_t lock_ttl_seconds = 86400;
+
+  // [audit] retention of the outbox while nothing publishes it, and the
+  // audit budget of refused keys at the handshake
+  int64_t audit_retention_events = 1000000;
+  int64_t audit_retention_days = 90;
+  uint32_t audit_refusals_per_minute = 60;
 
   std::string catalog_path() const { return data_dir + "/catalog.db"; }
 };

@@ -11,6 +11,7 @@
 
 #include "common/crypto/crypto.h"
 #include "common/util/error.h"
+#include "controller/ownership.h"
 #include "controller/wire.h"
 #include "proto/error_code.h"
 
@@ -160,12 +161,13 @@ void Fleet::on_message(std::vector<zmq::message_t>& frames) {
   }
 }
 
-void Fleet::handle(Session& s, const cairn::v1::AgentMessage& m) {
+void Fleet::handle(Session& s, cairn::v1::AgentMessage& m) {
   using M = cairn::v1::AgentMessage;
   if (m.body_case() == M::kRegister) return on_register(s, m.register_());
   if (!s.registered) return send_error(s.routing_id, cairn::v1::ERROR_CODE_NOT_REGISTERED, "send 'register' first");
   if (!s.approved)
     return send_error(s.routing_id, cairn::v1::ERROR_CODE_AGENT_PENDING, "agent waits for an operator's approval");
+  if (!admit(s, m)) return;
   // Liveness in the catalog is for `agent list`; coarse is enough.
   if (Clock::now() - s.last_touch > std::chrono::seconds(10)) {
     s.last_touch = Clock::now();
@@ -214,6 +216,7 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
         return std::nullopt;
       }
       tx.enrol_agent(r.agent_name(), s.key, r.hostname(), r.agent_version());
+      tx.drop_oldest_pending_agents(config_.max_pending_agents);
       a = tx.agent_by_key(s.key);
     }
     if (a->state == catalog::AgentState::revoked) {
@@ -267,8 +270,78 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
   // Announcements first: plans are signed by the active key, and the agent
   // handles messages in order.
   send_announcements(s);
-  reconcile(s, r);
+  cairn::v1::AgentMessage claimed;  // its running tasks pass the same gate as every message
+  *claimed.mutable_register_() = r;
+  admit(s, claimed);
+  reconcile(s, claimed.register_());
   deliver(agent->id);
+}
+
+bool Fleet::admit(Session& s, cairn::v1::AgentMessage& m) {
+  using M = cairn::v1::AgentMessage;
+  auto claims = claims_of(m);
+  if (claims.empty()) return true;
+  auto o = catalog_.read([&](const catalog::Tx& tx) { return check_ownership(tx, s.agent_id, claims); });
+  if (o.all_owned()) return true;
+  if (!o.foreign.empty()) note_foreign(s, m, o.foreign);
+  auto keep_owned = [&](google::protobuf::RepeatedPtrField<std::string>* ids) {
+    std::vector<std::string> all(ids->begin(), ids->end());
+    ids->Clear();
+    for (auto& id : all)
+      if (o.owned(id)) ids->Add(std::move(id));
+  };
+  switch (m.body_case()) {
+    case M::kHeartbeat:
+      // Still a sign of life; only the ids it has no right to name go.
+      keep_owned(m.mutable_heartbeat()->mutable_running_task_ids());
+      return true;
+    case M::kRegister:
+      keep_owned(m.mutable_register_()->mutable_running_task_ids());
+      return true;
+    case M::kPlanAck:
+      // An unknown plan id goes on: the envelope digest may still name one
+      // of this agent's own plans (on_plan_ack looks only among those).
+      return o.foreign.empty();
+    case M::kTaskResult: {
+      std::string problem = "no task '" + m.task_result().task_id() + "' of this agent";
+      if (!m.task_result().plan_id().empty() && !o.owned(m.task_result().plan_id()) && o.owned(m.task_result().task_id()))
+        problem = "no plan '" + m.task_result().plan_id() + "' of this agent";
+      spdlog::warn("fleet: task result from agent '{}' ignored: {}", s.agent_id, problem);
+      send_error(s.routing_id, cairn::v1::ERROR_CODE_UNEXPECTED_MESSAGE, problem);
+      return false;
+    }
+    default:
+      // Progress for a task that is not this agent's: dropped.
+      spdlog::debug("fleet: progress from agent '{}' for a task it does not own ignored", s.agent_id);
+      return false;
+  }
+}
+
+void Fleet::note_foreign(const Session& s, const cairn::v1::AgentMessage& m, const std::set<std::string>& ids) {
+  auto now = Clock::now();
+  auto& n = foreign_noted_[s.agent_id];
+  if (n.at != Clock::time_point{} && now - n.at < std::chrono::minutes(1)) {
+    ++n.suppressed;
+    return;
+  }
+  const auto* field = cairn::v1::AgentMessage::descriptor()->FindFieldByNumber(int(m.body_case()));
+  std::string kind = field ? field->name() : "message";
+  std::vector<std::string> shown(ids.begin(), ids.end());
+  if (shown.size() > 8) shown.resize(8);
+  std::string list;
+  for (const auto& id : shown) list += (list.empty() ? "'" : ", '") + id + "'";
+  spdlog::warn("fleet: agent '{}' sent a '{}' naming {} id(s) of other agents ({}{}); ignored{}", s.agent_id, kind,
+               ids.size(), list, ids.size() > shown.size() ? ", ..." : "",
+               n.suppressed ? " (" + std::to_string(n.suppressed) + " more such messages in the last minute)" : "");
+  try {
+    catalog_.transaction("agent:" + s.agent_id, [&](catalog::Tx& tx) {
+      tx.audit({"agent.foreign_ids", "agent:" + s.agent_id, "refused", "not_owner",
+                {{"message", kind}, {"ids", shown}, {"count", ids.size()}, {"suppressed_before", n.suppressed}}});
+    });
+  } catch (const std::exception& e) {
+    spdlog::error("fleet: cannot audit agent '{}': {}", s.agent_id, e.what());
+  }
+  n = {now, 0};
 }
 
 size_t Fleet::send_announcements(Session& s) {

@@ -62,7 +62,14 @@ class Fleet {
     std::set<std::string> announced;  // announcement ids sent on this connection (never sent twice)
   };
 
-  void handle(Session& s, const cairn::v1::AgentMessage& m);
+  void handle(Session& s, cairn::v1::AgentMessage& m);
+  // The ownership gate (ownership.h), before anything changes for a message:
+  // ids of other agents' tasks or plans are dropped from lists (Heartbeat,
+  // Register) and refuse the message otherwise. False when refused.
+  bool admit(Session& s, cairn::v1::AgentMessage& m);
+  // Log line and audit event for a message naming another agent's ids, at
+  // most once a minute per agent (the rest are counted and summarised).
+  void note_foreign(const Session& s, const cairn::v1::AgentMessage& m, const std::set<std::string>& ids);
   void on_register(Session& s, const cairn::v1::Register& r);
   void on_plan_ack(Session& s, const cairn::v1::PlanAck& a);
   void on_task_result(Session& s, const cairn::v1::TaskResult& r);
@@ -95,6 +102,11 @@ class Fleet {
   // Revoked connections: messages from them are dropped at once, the TCP
   // connection is shut a moment later so the AGENT_REVOKED reply leaves first.
   std::map<std::string, std::pair<int, Clock::time_point>> cutting_;  // routing id -> (fd, when)
+  struct Noted {
+    Clock::time_point at{};
+    uint64_t suppressed = 0;
+  };
+  std::map<std::string, Noted> foreign_noted_;  // agent id -> last foreign-id note
   Clock::time_point last_sweep_{};
   Clock::time_point last_flush_{};
 };

@@ -37,10 +37,7 @@ bool recv_bounded(zmq::socket_t& s, std::vector<zmq::message_t>& out) {
   return true;
 }
 
-catalog::Catalog open_catalog(const ControllerConfig& c) {
-  mkdir_p(c.data_dir, 0700);
-  return catalog::Catalog::open(c.catalog_path());
-}
+catalog::Catalog open_catalog(const ControllerConfig& c) { return catalog::Catalog::open(c.catalog_path()); }
 
 void curve_server(zmq::socket_t& s, const std::string& secret, const char* domain, const ControllerConfig& c) {
   s.set(zmq::sockopt::linger, 0);
@@ -56,6 +53,7 @@ void curve_server(zmq::socket_t& s, const std::string& secret, const char* domai
 
 Server::Server(const ControllerConfig& config)
     : config_(config),
+      data_dir_(DataDir::take(config.data_dir)),
       catalog_(open_catalog(config)),
       signing_key_(load_signing_key(catalog_, config.key_dir)),
       ctx_(1),
@@ -74,7 +72,8 @@ Server::Server(const ControllerConfig& config)
     }
   });
 
-  zap_ = std::make_unique<ZapServer>(ctx_, catalog_, config.enrolment_open);
+  zap_ = std::make_unique<ZapServer>(ctx_, catalog_, config.enrolment_open, config.max_pending_agents,
+                                     config.audit_refusals_per_minute);
   curve_server(fleet_socket_, curve_secret, kFleetZapDomain, config);
   curve_server(operator_socket_, curve_secret, kOperatorZapDomain, config);
   explicit_bzero(curve_secret.data(), curve_secret.size());
@@ -135,6 +134,22 @@ void Server::on_operator() {
   }
 }
 
+void Server::prune_audit() {
+  auto now = std::chrono::steady_clock::now();
+  if (last_prune_ != std::chrono::steady_clock::time_point{} && now - last_prune_ < kAuditPruneEvery) return;
+  last_prune_ = now;
+  try {
+    int64_t n = catalog_.transaction("controller", [&](catalog::Tx& tx) {
+      return tx.prune_audit(config_.audit_retention_events, config_.audit_retention_days * 86400 * 1000);
+    });
+    if (n > 0)
+      spdlog::info("controller: audit retention deleted the {} oldest events (keeps {} events, {} days)", n,
+                   config_.audit_retention_events, config_.audit_retention_days);
+  } catch (const std::exception& e) {
+    spdlog::error("controller: audit retention failed: {}", e.what());
+  }
+}
+
 void Server::run(const std::atomic<bool>& stop) {
   while (!stop) {
     zmq::pollitem_t items[] = {{zap_->socket().handle(), 0, ZMQ_POLLIN, 0},
@@ -154,6 +169,8 @@ void Server::run(const std::atomic<bool>& stop) {
       if (items[1].revents & ZMQ_POLLIN) on_fleet();
       if (items[2].revents & ZMQ_POLLIN) on_operator();
       fleet_->tick();
+      zap_->tick();
+      prune_audit();
     } catch (const zmq::error_t& e) {
       spdlog::error("controller: socket error: {}", e.what());
     }

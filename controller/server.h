@@ -4,6 +4,7 @@
 // connection (a Catalog is single-threaded; CURVE handshakes run in libzmq's
 // I/O thread and only wait for the ZAP answer, so one loop keeps up).
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -12,6 +13,7 @@
 #include "common/plan/signing_key.h"
 #include "controller/catalog/catalog.h"
 #include "controller/config.h"
+#include "controller/data_dir.h"
 #include "controller/fleet.h"
 #include "controller/operator_api.h"
 #include "controller/orders.h"
@@ -21,7 +23,8 @@ namespace cairn::controller {
 
 class Server {
  public:
-  // Opens the catalog, loads keys, registers operators, binds the sockets.
+  // Takes the data directory (data_dir.h: private, one controller at a
+  // time), opens the catalog, loads keys, registers operators, binds the sockets.
   // Throws cairn::Error or zmq::error_t with the reason when it cannot.
   explicit Server(const ControllerConfig& config);
   ~Server();
@@ -36,8 +39,13 @@ class Server {
  private:
   void on_fleet();
   void on_operator();
+  // Audit outbox retention (docs/configuration.md § [audit]): at start, then
+  // every kAuditPruneEvery.
+  void prune_audit();
+  static constexpr std::chrono::minutes kAuditPruneEvery{10};
 
   const ControllerConfig& config_;
+  DataDir data_dir_;  // held first, released last
   catalog::Catalog catalog_;
   plan::SigningKey signing_key_;
   zmq::context_t ctx_;
@@ -47,6 +55,7 @@ class Server {
   std::unique_ptr<Fleet> fleet_;
   std::unique_ptr<Orders> orders_;
   std::unique_ptr<OperatorApi> api_;
+  std::chrono::steady_clock::time_point last_prune_{};
 };
 
 }  // namespace cairn::controller

@@ -8,9 +8,9 @@ namespace {
 
 using cairn::v1::ErrorCode;
 
+// The bounds of docs/protocol.md § Bounds.
 constexpr size_t kMaxName = 128;
 constexpr size_t kMaxId = 128;
-constexpr size_t kMaxText = 4096;
 constexpr int kMaxList = 1024;
 
 template <class M>
@@ -38,6 +38,18 @@ Parsed<M> parse(const std::vector<std::string>& frames, std::string_view protoco
 }
 
 bool valid_text(const std::string& s, size_t max) { return s.size() <= max; }
+
+// Host names and version strings: printable ASCII without spaces, or empty.
+bool valid_label(const std::string& s) {
+  if (s.size() > kMaxName) return false;
+  for (unsigned char c : s)
+    if (c <= 0x20 || c >= 0x7f) return false;
+  return true;
+}
+
+void bound(std::string* s) {
+  if (s->size() > kMaxAgentText) *s = truncate_utf8(std::move(*s), kMaxAgentText);
+}
 bool valid_id(const std::string& s) { return !s.empty() && s.size() <= kMaxId; }
 
 // Names appear in logs, the catalog and cairnctl tables: printable ASCII only.
@@ -65,8 +77,8 @@ std::string check_agent_message(const cairn::v1::AgentMessage& m) {
     case M::kRegister: {
       const auto& r = m.register_();
       if (!valid_name(r.agent_name())) return "'agent_name' must be 1-128 printable characters without spaces";
-      if (!valid_text(r.hostname(), kMaxName) || !valid_text(r.agent_version(), kMaxName))
-        return "'hostname' or 'agent_version' is too long";
+      if (!valid_label(r.hostname()) || !valid_label(r.agent_version()))
+        return "'hostname' and 'agent_version' must be at most 128 printable characters without spaces";
       if (r.components_size() > kMaxList) return "too many components";
       for (const auto& c : r.components())
         if (!valid_name(c.name()) || !valid_name(c.driver())) return "a component needs a valid 'name' and 'driver'";
@@ -77,14 +89,14 @@ std::string check_agent_message(const cairn::v1::AgentMessage& m) {
       return check_ids(m.heartbeat().running_task_ids(), "running_task_ids");
     case M::kPlanAck: {
       const auto& a = m.plan_ack();
-      if (!valid_text(a.plan_id(), kMaxId) || !valid_text(a.detail(), kMaxText)) return "'plan_id' or 'detail' too long";
+      if (!valid_text(a.plan_id(), kMaxId)) return "'plan_id' too long";
       if (a.reason() < 0) return "'reason' is negative";
       return {};
     }
     case M::kProgress: {
       const auto& p = m.progress();
       if (!valid_id(p.task_id())) return "'task_id' is empty or too long";
-      if (!valid_text(p.current_item(), kMaxText)) return "'current_item' too long";
+      if (!valid_text(p.plan_id(), kMaxId)) return "'plan_id' too long";
       return {};
     }
     case M::kTaskResult: {
@@ -93,20 +105,67 @@ std::string check_agent_message(const cairn::v1::AgentMessage& m) {
       if (r.outcome() != cairn::v1::TASK_OUTCOME_SUCCEEDED && r.outcome() != cairn::v1::TASK_OUTCOME_PARTIAL &&
           r.outcome() != cairn::v1::TASK_OUTCOME_FAILED)
         return "'outcome' must be succeeded, partial or failed";
-      if (r.reasons_size() > kMaxList) return "too many reasons";
-      for (const auto& why : r.reasons())
-        if (!valid_text(why.detail(), kMaxText) || !valid_text(why.item(), kMaxText)) return "a reason is too long";
+      if (!valid_text(r.plan_id(), kMaxId)) return "'plan_id' too long";
       if (!valid_text(r.snapshot_id(), kMaxId) || !valid_text(r.manifest_digest(), kMaxId) ||
           !valid_text(r.safety_snapshot_id(), kMaxId))
         return "'snapshot_id', 'manifest_digest' or 'safety_snapshot_id' too long";
       return {};
     }
     case M::kError:
-      return valid_text(m.error().detail(), kMaxText) ? "" : "'detail' too long";
+      return {};
     case M::kKeyAck:
-      return valid_text(m.key_ack().detail(), kMaxText) ? "" : "'detail' too long";
+      return valid_text(m.key_ack().announcement_id(), kMaxId) ? "" : "'announcement_id' too long";
   }
   return "message has an unknown body";
+}
+
+std::string truncate_utf8(std::string s, size_t max) {
+  if (s.size() <= max) return s;
+  size_t keep = max > kTruncationMark.size() ? max - kTruncationMark.size() : 0;
+  // Back off to a code point boundary: never cut a multi-byte sequence.
+  while (keep > 0 && (static_cast<unsigned char>(s[keep]) & 0xc0) == 0x80) --keep;
+  s.resize(keep);
+  s += kTruncationMark;
+  return s;
+}
+
+void bound_agent_text(cairn::v1::AgentMessage& m) {
+  using M = cairn::v1::AgentMessage;
+  switch (m.body_case()) {
+    case M::kPlanAck:
+      bound(m.mutable_plan_ack()->mutable_detail());
+      break;
+    case M::kProgress:
+      bound(m.mutable_progress()->mutable_current_item());
+      break;
+    case M::kTaskResult: {
+      auto* reasons = m.mutable_task_result()->mutable_reasons();
+      if (reasons->size() > int(kMaxReasons)) {
+        // The outcome is kept whatever the number of reasons; the list is cut
+        // and says how much was left out.
+        int dropped = reasons->size() - int(kMaxReasons - 1);
+        auto code = reasons->Get(int(kMaxReasons - 1)).code();
+        reasons->DeleteSubrange(int(kMaxReasons - 1), dropped);
+        auto* more = reasons->Add();
+        more->set_code(code);
+        more->set_detail(std::to_string(dropped) + " more reasons not kept (the controller keeps " +
+                         std::to_string(kMaxReasons) + " per task; see the agent's log)");
+      }
+      for (auto& why : *reasons) {
+        bound(why.mutable_detail());
+        bound(why.mutable_item());
+      }
+      break;
+    }
+    case M::kError:
+      bound(m.mutable_error()->mutable_detail());
+      break;
+    case M::kKeyAck:
+      bound(m.mutable_key_ack()->mutable_detail());
+      break;
+    default:
+      break;
+  }
 }
 
 std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
@@ -158,6 +217,7 @@ Parsed<cairn::v1::AgentMessage> parse_agent_message(const std::vector<std::strin
   if (!p.ok()) return p;
   if (auto e = check_agent_message(p.message); !e.empty())
     return refuse<cairn::v1::AgentMessage>(cairn::v1::ERROR_CODE_MALFORMED_MESSAGE, e);
+  bound_agent_text(p.message);
   return p;
 }
 

@@ -3,6 +3,7 @@
 // Everything here takes bytes from the network and never throws or asserts on
 // them: a refusal is a value with the ErrorCode to answer with.
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "proto/cairn.pb.h"
@@ -24,6 +25,18 @@ Parsed<cairn::v1::OperatorRequest> parse_operator_request(const std::vector<std:
 // Field rules beyond what protobuf parsing checks (sizes, required ids,
 // enum ranges). Empty when the message keeps them.
 std::string check_agent_message(const cairn::v1::AgentMessage& m);
+
+// Free text an agent reports (reason details and items, progress items,
+// refusal details) is kept up to kMaxAgentText bytes; longer text is cut at a
+// UTF-8 boundary and ends with kTruncationMark. A TaskResult keeps at most
+// kMaxReasons reasons, the last one saying how many more there were.
+// parse_agent_message applies this to every message (docs/protocol.md § Bounds).
+inline constexpr size_t kMaxAgentText = 4096;
+inline constexpr size_t kMaxReasons = 100;
+inline constexpr std::string_view kTruncationMark = "...[truncated]";
+void bound_agent_text(cairn::v1::AgentMessage& m);
+// s cut to at most max bytes, at a code point boundary, with kTruncationMark.
+std::string truncate_utf8(std::string s, size_t max);
 std::string check_operator_request(const cairn::v1::OperatorRequest& m);
 
 // [protocol id][serialized message]

@@ -11,7 +11,8 @@
 
 namespace cairn::controller {
 
-ZapDecision decide_zap(catalog::Tx& tx, std::string_view domain, const CurveKey& key, bool enrolment_open) {
+ZapDecision decide_zap(catalog::Tx& tx, std::string_view domain, const CurveKey& key, bool enrolment_open,
+                       const EnrolLimits& limits) {
   ZapDecision d;
   if (domain == kOperatorZapDomain) {
     if (auto name = tx.active_operator_name(key)) {
@@ -34,7 +35,12 @@ ZapDecision decide_zap(catalog::Tx& tx, std::string_view domain, const CurveKey&
       d.user_id = "agent:" + key_to_z85(key);
       return d;
     }
+    if (!limits.may_record) {
+      d.reason = "unknown agent key; not recorded now (too many unknown keys this minute), a later attempt will be";
+      return d;
+    }
     tx.enrol_agent("pending-" + to_hex(key).substr(0, 12), key, "", "");
+    tx.drop_oldest_pending_agents(limits.max_pending);
     d.enrolled = true;
     d.reason = "unknown agent key; recorded as pending, an operator must approve it";
     return d;
@@ -55,8 +61,22 @@ ZapDecision decide_zap(catalog::Tx& tx, std::string_view domain, const CurveKey&
   return d;
 }
 
-ZapServer::ZapServer(zmq::context_t& ctx, catalog::Catalog& catalog, bool enrolment_open)
-    : socket_(ctx, zmq::socket_type::rep), catalog_(catalog), enrolment_open_(enrolment_open) {
+uint64_t RefusalBudget::roll(Clock::time_point now) {
+  if (window_ != Clock::time_point{} && now - window_ < std::chrono::minutes(1)) return 0;
+  uint64_t ended = suppressed_;
+  window_ = now;
+  used_ = 0;
+  suppressed_ = 0;
+  return ended;
+}
+
+ZapServer::ZapServer(zmq::context_t& ctx, catalog::Catalog& catalog, bool enrolment_open, size_t max_pending_agents,
+                     uint32_t refusals_per_minute)
+    : socket_(ctx, zmq::socket_type::rep),
+      catalog_(catalog),
+      enrolment_open_(enrolment_open),
+      max_pending_(max_pending_agents),
+      budget_(refusals_per_minute) {
   socket_.set(zmq::sockopt::linger, 0);
   socket_.bind("inproc://zeromq.zap.01");
 }
@@ -68,6 +88,20 @@ bool ZapServer::should_audit(const std::string& key_hex) {
   if (last_audit_.size() > 10000) last_audit_.clear();  // bounded whatever the number of strangers
   last_audit_[key_hex] = now;
   return true;
+}
+
+void ZapServer::tick() {
+  uint64_t suppressed = budget_.roll(std::chrono::steady_clock::now());
+  if (suppressed == 0) return;
+  spdlog::warn("zap: {} more refusals of unknown or refused keys in the last minute were not audited", suppressed);
+  try {
+    catalog_.transaction("controller", [&](catalog::Tx& tx) {
+      tx.audit({"login.refuse_suppressed", "fleet", "refused", "audit budget spent",
+                {{"count", suppressed}, {"window_seconds", 60}}});
+    });
+  } catch (const std::exception& e) {
+    spdlog::error("zap: cannot audit suppressed refusals: {}", e.what());
+  }
 }
 
 void ZapServer::handle_one() {
@@ -89,14 +123,24 @@ void ZapServer::handle_one() {
     std::string address = frames[3].to_string();
     try {
       // A refused agent retries every few seconds: the refusal is logged and
-      // audited once a minute per key, not at every attempt.
+      // audited once a minute per key, not at every attempt, and all refused
+      // keys together add at most the budget's events a minute.
+      tick();
       bool noted = false;
       auto d = catalog_.transaction("controller", [&](catalog::Tx& tx) {
-        auto d = decide_zap(tx, domain, key, enrolment_open_);
-        noted = !d.allow && should_audit(to_hex(key));
-        if (!d.allow && !d.enrolled && noted)
+        auto d = decide_zap(tx, domain, key, enrolment_open_, {max_pending_, budget_.available()});
+        if (d.allow) return d;
+        noted = should_audit(to_hex(key));
+        if (d.enrolled) {
+          budget_.spend();
+        } else if (noted && budget_.available()) {
           tx.audit({"login.refuse", "key:" + to_hex(key), "refused", "unauthenticated",
                     {{"domain", domain}, {"address", address}, {"why", d.reason}}});
+          budget_.spend();
+        } else if (noted) {
+          budget_.suppress();
+          noted = false;
+        }
         return d;
       });
       if (d.allow) {

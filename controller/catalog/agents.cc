@@ -63,6 +63,33 @@ std::string Tx::enrol_agent(const std::string& name, const CurveKey& key, const 
   return id;
 }
 
+std::vector<std::string> Tx::drop_oldest_pending_agents(size_t keep) {
+  // Only agents nothing refers to yet: a pending agent never had a plan or a
+  // task, but a row that did is never deleted from under its history.
+  auto rows = db_.prepare(
+      "SELECT id, name, hex(curve_public_key) FROM agents a WHERE state = 'pending'"
+      " AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.agent_id = a.id)"
+      " AND NOT EXISTS (SELECT 1 FROM plans p WHERE p.agent_id = a.id)"
+      " AND NOT EXISTS (SELECT 1 FROM plan_sequences q WHERE q.agent_id = a.id)"
+      " ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?");
+  rows.bind(1, int64_t(keep));
+  std::vector<std::string> ids;
+  nlohmann::json dropped = nlohmann::json::array();
+  while (rows.step()) {
+    ids.push_back(rows.text(0));
+    if (dropped.size() < 16) dropped.push_back({{"id", rows.text(0)}, {"name", rows.text(1)}, {"curve_public_key", rows.text(2)}});
+  }
+  if (ids.empty()) return ids;
+  auto del = db_.prepare("DELETE FROM agents WHERE id = ?");
+  for (const auto& id : ids) {
+    del.bind(1, id).run();
+    del.reset();
+  }
+  audit({"agent.pending_dropped", "agents", "dropped", "pending list full",
+         {{"count", ids.size()}, {"keep", keep}, {"agents", dropped}}});
+  return ids;
+}
+
 void Tx::set_agent_state(const std::string& agent_id, AgentState to) {
   auto a = agent(agent_id);
   if (!a) throw Error(Errc::not_found, "no agent '" + agent_id + "'");

@@ -1,8 +1,13 @@
 #include "controller/catalog/catalog.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 
 #include "common/util/error.h"
 #include "controller/catalog/migrations.h"
@@ -14,7 +19,31 @@ Catalog::Catalog(Catalog&&) noexcept = default;
 Catalog& Catalog::operator=(Catalog&&) noexcept = default;
 Catalog::~Catalog() = default;
 
+namespace {
+
+// The catalog holds key material and the audit trail: owner-only. SQLite
+// creates its files 0644 (less the umask) and gives -wal and -shm the mode of
+// the main file, so the main file is created 0600 first, and an existing one
+// (and its -wal/-shm) is tightened.
+void make_private(const std::string& path) {
+  if (path.empty() || path == ":memory:" || path.rfind("file:", 0) == 0) return;
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0)
+    throw Error(Errc::io, "catalog '" + path + "': cannot open: " + std::strerror(errno));
+  ::close(fd);
+  for (const std::string& p : {path, path + "-wal", path + "-shm"}) {
+    struct stat st{};
+    if (::stat(p.c_str(), &st) != 0 || (st.st_mode & 077) == 0) continue;
+    if (::chmod(p.c_str(), st.st_mode & 0600) != 0)
+      throw Error(Errc::io, "catalog file '" + p + "' is readable by group or others and cannot be made private: " +
+                                std::strerror(errno) + "; run 'chmod 0600 " + p + "' as its owner");
+  }
+}
+
+}  // namespace
+
 Catalog Catalog::open(const std::string& path, CatalogOptions options) {
+  make_private(path);
   if (!options.clock_ms)
     options.clock_ms = [] {
       using namespace std::chrono;

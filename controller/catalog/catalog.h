@@ -1,7 +1,9 @@
 #pragma once
 // The controller's catalog: agents, keys, backup sets, tasks, snapshots,
 // restores, locks and the audit outbox in one SQLite file (WAL, foreign keys,
-// numbered migrations).
+// numbered migrations). The file and its -wal/-shm are owner-only (0600).
+// Until a publisher ships the audit outbox, Tx::prune_audit keeps it bounded
+// (docs/configuration.md § [audit]).
 //
 //   auto cat = Catalog::open("/var/lib/cairn/catalog.db");
 //   auto id = cat.transaction("operator:alice", [&](Tx& tx) {
@@ -27,7 +29,8 @@ struct CatalogOptions {
 
 class Catalog {
  public:
-  // Opens or creates the catalog and applies pending migrations.
+  // Opens or creates the catalog (mode 0600; an existing file readable by
+  // group or others is tightened) and applies pending migrations.
   static Catalog open(const std::string& path, CatalogOptions options = {});
 
   Catalog(Catalog&&) noexcept;

@@ -1,5 +1,7 @@
 #include "controller/catalog/tx.h"
 
+#include <algorithm>
+
 #include "common/crypto/crypto.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"
@@ -44,6 +46,39 @@ int64_t Tx::audit(const AuditRecord& record) {
                 e.hash)
       .run();
   return e.seq;
+}
+
+int64_t Tx::prune_audit(int64_t keep_events, int64_t max_age_ms) {
+  int64_t newest = 0;
+  {
+    auto last = db_.prepare("SELECT max(seq) FROM audit_outbox");
+    if (last.step() && !last.is_null(0)) newest = last.integer(0);
+  }
+  if (newest == 0) return 0;
+  // Everything at or below `upto` goes; the newest event always stays.
+  int64_t upto = std::max<int64_t>(0, newest - std::max<int64_t>(keep_events, 1));
+  {
+    auto old = db_.prepare("SELECT max(seq) FROM audit_outbox WHERE time < ? AND seq < ?");
+    old.bind(1, now_ms_ - max_age_ms).bind(2, newest);
+    if (old.step() && !old.is_null(0)) upto = std::max(upto, old.integer(0));
+  }
+  if (upto == 0) return 0;
+  int64_t first = 0;
+  {
+    auto f = db_.prepare("SELECT min(seq) FROM audit_outbox");
+    if (f.step() && !f.is_null(0)) first = f.integer(0);
+  }
+  if (first == 0 || first > upto) return 0;
+  // The gate lets this delete through the keep-unpublished trigger
+  // (migration 0004) and is shut again in the same transaction.
+  db_.exec("UPDATE audit_prune_gate SET open = 1 WHERE id = 1");
+  db_.prepare("DELETE FROM audit_outbox WHERE seq <= ?").bind(1, upto).run();
+  int64_t n = db_.changes();
+  db_.exec("UPDATE audit_prune_gate SET open = 0 WHERE id = 1");
+  audit({"audit.pruned", "audit_outbox", "ok", "retention",
+         {{"count", n}, {"first_seq", first}, {"last_seq", upto}, {"keep_events", keep_events},
+          {"max_age_ms", max_age_ms}}});
+  return n;
 }
 
 std::vector<AuditEvent> Tx::audit_events(int64_t from_seq) const {

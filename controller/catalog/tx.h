@@ -34,11 +34,21 @@ class Tx {
   // row change (a refused login, a rejected frame).
   int64_t audit(const AuditRecord& record);
   std::vector<AuditEvent> audit_events(int64_t from_seq = 1) const;
+  // Retention of the outbox while nothing publishes it (docs/configuration.md
+  // § [audit]): deletes the events beyond the newest keep_events and those
+  // older than max_age_ms, published or not, but never the newest event (it
+  // anchors the chain). Records an `audit.pruned` event naming the range.
+  // Returns how many were deleted.
+  int64_t prune_audit(int64_t keep_events, int64_t max_age_ms);
 
   // -- agents (agents.cc) ----------------------------------------------------
   // A new agent starts `pending`. Throws cairn::Error(exists) on a known name or key.
   std::string enrol_agent(const std::string& name, const CurveKey& key, const std::string& hostname,
                           const std::string& agent_version);
+  // Bounds the pending list (docs/configuration.md, fleet.max_pending_agents):
+  // deletes the oldest pending agents beyond keep, with one
+  // `agent.pending_dropped` event naming them. Returns the dropped ids.
+  std::vector<std::string> drop_oldest_pending_agents(size_t keep);
   // Throws cairn::Error(invalid_input) for a move the state machine refuses
   // (revoked is final).
   void set_agent_state(const std::string& agent_id, AgentState to);

@@ -105,3 +105,28 @@ TEST_CASE("a missing file is named") {
     CHECK(std::string(e.what()) == "/nonexistent/ctl.toml: cannot read the configuration file");
   }
 }
+
+TEST_CASE("the catalog growth bounds have documented defaults and ranges") {
+  auto d = parse_config("", "ctl.toml");
+  CHECK(d.max_pending_agents == 100);
+  CHECK(d.audit_retention_events == 1000000);
+  CHECK(d.audit_retention_days == 90);
+  CHECK(d.audit_refusals_per_minute == 60);
+  auto c = parse_config(R"(
+[fleet]
+max_pending_agents = 20
+[audit]
+retention_events = 5000
+retention_days = 7
+refusals_per_minute = 10
+)",
+                        "ctl.toml");
+  CHECK(c.max_pending_agents == 20);
+  CHECK(c.audit_retention_events == 5000);
+  CHECK(c.audit_retention_days == 7);
+  CHECK(c.audit_refusals_per_minute == 10);
+  CHECK(error_of("[fleet]\nmax_pending_agents = 0\n") ==
+        "ctl.toml:2:22: 'fleet.max_pending_agents' is 0, must be between 1 and 100000");
+  CHECK_THAT(error_of("[audit]\nretention_events = 10\n"), Catch::Contains("'audit.retention_events' is 10"));
+  CHECK_THAT(error_of("[audit]\nkeep = 1\n"), Catch::Contains("unknown key 'audit.keep'"));
+}

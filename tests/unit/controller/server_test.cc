@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <thread>
 
@@ -38,6 +39,8 @@ std::string slurp(const std::string& path) {
 
 // A running controller with its own keys and catalog in a temp dir.
 struct Harness {
+  explicit Harness(std::function<void(ControllerConfig&)> t = {}) : tweak(std::move(t)) {}
+  std::function<void(ControllerConfig&)> tweak;  // settings of this test, before the server starts
   cairn::catalog::test::TempDir dir;
   InitializedKeys keys = init_keys(dir.file("keys"));
   ControllerConfig config = make_config();
@@ -56,6 +59,7 @@ struct Harness {
     c.heartbeat_interval_ms = 200;
     c.liveness = 3;
     c.operator_key_files["admin"] = dir.file("keys/operator-curve.pub");
+    if (tweak) tweak(c);
     return c;
   }
   ~Harness() {
@@ -485,4 +489,173 @@ TEST_CASE("after a controller restart a returning agent's result is taken") {
   show.mutable_backup_show()->set_backup_set_id(set_id);
   REQUIRE(eventually([&] { return h.op(show).backup_set().state() == v1::SET_STATE_PARTIAL; }));
   CHECK(h.op(show).backup_set().tasks(0).reasons(0).code() == v1::ERROR_CODE_ITEM_SKIPPED);
+}
+
+namespace {
+
+// node-b accepts a backup plan, then re-registers without it running (it
+// forgot the task, e.g. it restarted): the controller waits one liveness
+// timeout for its result. Returns the set id.
+std::string task_forgotten_by_b(Harness& h, TestAgent& b, std::string& task_id) {
+  v1::OperatorRequest create;
+  create.mutable_backup_create()->mutable_selector()->add_nodes("node-b");
+  auto set = h.op(create).backup_set();
+  REQUIRE(set.tasks_size() == 1);
+  task_id = set.tasks(0).task_id();
+  auto m = recv_agent(b.sock);
+  REQUIRE(m);
+  v1::SignedEnvelope env;
+  REQUIRE(env.ParseFromString(m->plan()));
+  v1::PlanPayload plan;
+  REQUIRE(plan.ParseFromString(env.payload()));
+  v1::AgentMessage ack;
+  ack.mutable_plan_ack()->set_plan_id(plan.plan_id());
+  ack.mutable_plan_ack()->set_accepted(true);
+  send_agent(b.sock, ack);
+  v1::OperatorRequest show;
+  show.mutable_backup_show()->set_backup_set_id(set.backup_set_id());
+  REQUIRE(eventually([&] { return h.op(show).backup_set().tasks(0).state() == v1::TASK_STATE_ACCEPTED; }));
+  auto reg = register_msg("node-b");
+  reg.mutable_register_()->set_highest_sequence(plan.sequence());
+  send_agent(b.sock, reg);
+  auto reply = recv_agent(b.sock);
+  REQUIRE(reply);
+  REQUIRE(reply->has_register_reply());
+  return set.backup_set_id();
+}
+
+}  // namespace
+
+TEST_CASE("another agent's heartbeat or progress does not keep a lost task alive") {
+  google::protobuf::SetLogHandler(nullptr);
+  Harness h;
+  TestAgent a(h, "node-a");
+  TestAgent b(h, "node-b");
+  std::string task_id;
+  std::string set_id = task_forgotten_by_b(h, b, task_id);
+  bool by_progress = GENERATE(false, true);
+  // node-a (compromised) names node-b's task for longer than the liveness
+  // timeout (3 x 200 ms) while node-b keeps its own connection alive.
+  for (int i = 0; i < 15; ++i) {
+    v1::AgentMessage m;
+    if (by_progress) {
+      m.mutable_progress()->set_task_id(task_id);
+      m.mutable_progress()->set_phase(v1::PHASE_STREAM);
+      m.mutable_progress()->set_bytes_done(uint64_t(i));
+    } else {
+      m.mutable_heartbeat()->set_sent_at(unix_now());
+      m.mutable_heartbeat()->add_running_task_ids(task_id);
+    }
+    send_agent(a.sock, m);
+    v1::AgentMessage hb;
+    hb.mutable_heartbeat()->set_sent_at(unix_now());
+    send_agent(b.sock, hb);
+    std::this_thread::sleep_for(100ms);
+  }
+  v1::OperatorRequest show;
+  show.mutable_backup_show()->set_backup_set_id(set_id);
+  REQUIRE(eventually([&] { return h.op(show).backup_set().state() == v1::SET_STATE_FAILED; }, 2000ms));
+  auto t = h.op(show).backup_set().tasks(0);
+  CHECK(t.state() == v1::TASK_STATE_FAILED);
+  CHECK(t.reasons(0).code() == v1::ERROR_CODE_AGENT_LOST);
+  CHECK(t.progress().bytes_done() == 0);  // node-a's progress never reached it
+  // The attempt is in the audit trail, under node-a.
+  bool audited = false;
+  cairn::catalog::Catalog cat = cairn::catalog::Catalog::open(h.config.catalog_path());
+  for (const auto& e : cat.read([](const cairn::catalog::Tx& tx) { return tx.audit_events(); }))
+    if (e.action == "agent.foreign_ids" && e.target == "agent:" + a.id && e.details.find(task_id) != std::string::npos)
+      audited = true;
+  CHECK(audited);
+}
+
+TEST_CASE("a task result or plan ack naming another agent's task or plan is refused and changes nothing") {
+  google::protobuf::SetLogHandler(nullptr);
+  Harness h;
+  TestAgent a(h, "node-a");
+  TestAgent b(h, "node-b");
+  v1::OperatorRequest create;
+  create.mutable_backup_create()->mutable_selector()->add_nodes("node-b");
+  auto set = h.op(create).backup_set();
+  auto m = recv_agent(b.sock);
+  REQUIRE(m);
+  v1::SignedEnvelope env;
+  REQUIRE(env.ParseFromString(m->plan()));
+  v1::PlanPayload plan;
+  REQUIRE(plan.ParseFromString(env.payload()));
+
+  v1::AgentMessage nack;  // node-a rejects node-b's plan
+  nack.mutable_plan_ack()->set_plan_id(plan.plan_id());
+  nack.mutable_plan_ack()->set_accepted(false);
+  nack.mutable_plan_ack()->set_reason(v1::ERROR_CODE_EXPIRED);
+  send_agent(a.sock, nack);
+  v1::AgentMessage res;  // and reports node-b's task as failed
+  res.mutable_task_result()->set_task_id(plan.tasks(0).task_id());
+  res.mutable_task_result()->set_outcome(v1::TASK_OUTCOME_FAILED);
+  res.mutable_task_result()->add_reasons()->set_detail("forged");
+  send_agent(a.sock, res);
+  auto err = recv_agent(a.sock);
+  REQUIRE(err);
+  CHECK(err->error().code() == v1::ERROR_CODE_UNEXPECTED_MESSAGE);
+  CHECK(err->error().detail().find("of this agent") != std::string::npos);
+
+  v1::OperatorRequest show;
+  show.mutable_backup_show()->set_backup_set_id(set.backup_set_id());
+  std::this_thread::sleep_for(200ms);
+  auto t = h.op(show).backup_set().tasks(0);
+  CHECK(t.state() == v1::TASK_STATE_SENT);
+  CHECK(t.reasons_size() == 0);
+}
+
+TEST_CASE("connections with fresh keys add a bounded number of pending agents and audit events") {
+  google::protobuf::SetLogHandler(nullptr);
+  Harness h([](ControllerConfig& c) {
+    c.max_pending_agents = 5;
+    c.audit_refusals_per_minute = 10;
+  });
+  auto audited = [&] {
+    cairn::catalog::Catalog cat = cairn::catalog::Catalog::open(h.config.catalog_path());
+    return cat.read([](const cairn::catalog::Tx& tx) { return tx.audit_events(); });
+  };
+  size_t before = audited().size();
+  {
+    // 60 strangers, each with a fresh key, each trying to register.
+    std::vector<zmq::socket_t> strangers;
+    for (int i = 0; i < 60; ++i) {
+      strangers.push_back(h.client(generate_curve_keypair(), h.server->fleet_endpoint()));
+      send_agent(strangers.back(), register_msg("stranger-" + std::to_string(i)));
+    }
+    std::this_thread::sleep_for(2000ms);
+  }
+  v1::OperatorRequest q;
+  q.mutable_agent_list();
+  int pending = 0;
+  auto listed = h.op(q);
+  for (const auto& a : listed.agent_list().agents())
+    if (a.state() == v1::AGENT_STATE_PENDING) ++pending;
+  CHECK(pending > 0);
+  CHECK(pending <= 5);
+  auto events = audited();
+  size_t added = events.size() - before;
+  CHECK(added <= 10 + 10);  // the budget, plus the records of dropped pending agents
+}
+
+TEST_CASE("the controller applies the audit retention at start") {
+  google::protobuf::SetLogHandler(nullptr);
+  Harness h([](ControllerConfig& c) { c.audit_retention_events = 3; });
+  TestAgent a(h, "node-a");
+  TestAgent b(h, "node-b");
+  auto events = [&] {
+    cairn::catalog::Catalog cat = cairn::catalog::Catalog::open(h.config.catalog_path());
+    return cat.read([](const cairn::catalog::Tx& tx) { return tx.audit_events(); });
+  };
+  REQUIRE(events().size() > 4);  // two enrolments and approvals
+  h.restart();
+  v1::OperatorRequest st;
+  st.mutable_status();
+  REQUIRE(h.op(st).code() == v1::ERROR_CODE_OK);  // the loop runs, the pass is done
+  auto kept = events();
+  REQUIRE(kept.size() <= 4);
+  CHECK(kept.back().action == "audit.pruned");
+  cairn::catalog::Catalog cat = cairn::catalog::Catalog::open(h.config.catalog_path());
+  CHECK(cat.verify_audit_chain().ok);
 }

@@ -117,3 +117,73 @@ TEST_CASE("operator requests keep their request id when refused") {
   q.mutable_backup_create()->mutable_selector()->add_components("etc");
   CHECK(parse_operator_request({"CAIRN-OP/1", q.SerializeAsString()}).ok());
 }
+
+TEST_CASE("over-long text an agent reports is cut at a character boundary, and the result is kept") {
+  v1::AgentMessage r;
+  auto* tr = r.mutable_task_result();
+  tr->set_task_id("tk-1");
+  tr->set_outcome(v1::TASK_OUTCOME_PARTIAL);
+  // 'é' is two bytes: after one ASCII byte, 3000 of them put a character
+  // across the cut.
+  std::string accents = "a";
+  for (int i = 0; i < 3000; ++i) accents += "\xc3\xa9";
+  auto* why = tr->add_reasons();
+  why->set_code(v1::ERROR_CODE_ITEM_SKIPPED);
+  why->set_detail(accents);
+  why->set_item(std::string(100000, 'x'));
+  auto p = parse_agent_message(fleet(r));
+  REQUIRE(p.ok());
+  const auto& kept = p.message.task_result().reasons(0);
+  CHECK(kept.detail().size() <= kMaxAgentText);
+  CHECK(kept.item().size() <= kMaxAgentText);
+  CHECK(kept.detail().size() > kMaxAgentText - 32);
+  CHECK(kept.detail().substr(kept.detail().size() - kTruncationMark.size()) == kTruncationMark);
+  // Still valid UTF-8: only whole 'é's before the mark.
+  std::string body = kept.detail().substr(0, kept.detail().size() - kTruncationMark.size());
+  CHECK(body.size() % 2 == 1);
+  CHECK(body.substr(body.size() - 2) == "\xc3\xa9");
+  CHECK(p.message.task_result().outcome() == v1::TASK_OUTCOME_PARTIAL);
+
+  v1::AgentMessage g;
+  g.mutable_progress()->set_task_id("tk-1");
+  g.mutable_progress()->set_current_item(std::string(5000, 'y'));
+  auto pg = parse_agent_message(fleet(g));
+  REQUIRE(pg.ok());
+  CHECK(pg.message.progress().current_item().size() == kMaxAgentText);
+
+  CHECK(truncate_utf8("short", 10) == "short");
+}
+
+TEST_CASE("a task result keeps at most 100 reasons and says how many more there were") {
+  v1::AgentMessage r;
+  auto* tr = r.mutable_task_result();
+  tr->set_task_id("tk-1");
+  tr->set_outcome(v1::TASK_OUTCOME_PARTIAL);
+  for (int i = 0; i < 5000; ++i) {
+    auto* why = tr->add_reasons();
+    why->set_code(v1::ERROR_CODE_ITEM_SKIPPED);
+    why->set_detail("cannot read");
+    why->set_item("/srv/f" + std::to_string(i));
+  }
+  auto p = parse_agent_message(fleet(r));
+  REQUIRE(p.ok());
+  const auto& kept = p.message.task_result().reasons();
+  REQUIRE(kept.size() == int(kMaxReasons));
+  CHECK(kept[98].item() == "/srv/f98");
+  CHECK(kept[99].code() == v1::ERROR_CODE_ITEM_SKIPPED);
+  CHECK(kept[99].detail().rfind("4901 more reasons not kept", 0) == 0);
+}
+
+TEST_CASE("host names and versions with control characters are refused") {
+  auto m = good_register();
+  m.mutable_register_()->set_hostname("evil\x1b]0;pwned\x07");
+  auto p = parse_agent_message(fleet(m));
+  CHECK(p.code == v1::ERROR_CODE_MALFORMED_MESSAGE);
+  CHECK_THAT(p.detail, Catch::Contains("'hostname'"));
+  m = good_register();
+  m.mutable_register_()->set_agent_version("1.0\r\n2.0");
+  CHECK(parse_agent_message(fleet(m)).code == v1::ERROR_CODE_MALFORMED_MESSAGE);
+  m = good_register();
+  m.mutable_register_()->set_agent_version("0.1.0-dev");
+  CHECK(parse_agent_message(fleet(m)).ok());
+}

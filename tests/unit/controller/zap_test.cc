@@ -89,3 +89,46 @@ TEST_CASE_METHOD(ZapFixture, "an unknown domain is refused") {
   CHECK_FALSE(decide("", key(9), false).allow);
   CHECK_FALSE(decide("other", key(9), false).allow);
 }
+
+TEST_CASE_METHOD(ZapFixture, "unknown keys fill the pending list up to its cap, oldest dropped") {
+  for (int i = 0; i < 300; ++i) {
+    CurveKey k{};
+    k[0] = uint8_t(i);
+    k[1] = uint8_t(i >> 8);
+    k[2] = 0x5a;
+    auto d = cat.transaction("controller", [&](Tx& tx) {
+      return decide_zap(tx, kFleetZapDomain, k, false, EnrolLimits{100, true});
+    });
+    CHECK_FALSE(d.allow);
+  }
+  auto agents = cat.read([](const Tx& tx) { return tx.agents(); });
+  CHECK(agents.size() == 100);
+}
+
+TEST_CASE_METHOD(ZapFixture, "without audit budget an unknown key is refused and not recorded") {
+  auto d = cat.transaction("controller", [&](Tx& tx) {
+    return decide_zap(tx, kFleetZapDomain, key(9), false, EnrolLimits{100, false});
+  });
+  CHECK_FALSE(d.allow);
+  CHECK_FALSE(d.enrolled);
+  CHECK_THAT(d.reason, Catch::Contains("not recorded now"));
+  CHECK(cat.read([](const Tx& tx) { return tx.agents().size(); }) == 0);
+  CHECK(audit_count() == 0);
+}
+
+TEST_CASE("the refusal budget allows so many events a minute and counts the rest") {
+  RefusalBudget b(3);
+  auto t0 = RefusalBudget::Clock::now();
+  CHECK(b.roll(t0) == 0);
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(b.available());
+    b.spend();
+  }
+  CHECK_FALSE(b.available());
+  b.suppress();
+  b.suppress();
+  CHECK(b.roll(t0 + std::chrono::seconds(30)) == 0);  // same minute
+  CHECK_FALSE(b.available());
+  CHECK(b.roll(t0 + std::chrono::seconds(61)) == 2);  // the minute ended: 2 to summarise
+  CHECK(b.available());
+}
