@@ -220,13 +220,24 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   std::unordered_set<std::string> keep;
   repo::RestoreOptions ro;
   ro.target = target.empty() ? "/" : target;
-  if (!target.empty()) mkdir_p(target, 0700);
   ro.includes = includes;
   ro.overwrite = true;
   ro.progress = forward(ctx, v1::PHASE_RESTORE);
   ro.cancel = ctx.cancel;
   if (mirror) ro.on_entry = [&keep](const std::string& p) { keep.insert(p); };
-  repo::RestoreResult rr = repo::restore(*ctx.repo, id, ro);
+  repo::RestoreResult rr;
+  try {
+    if (!target.empty()) mkdir_p(target, 0700);
+    rr = repo::restore(*ctx.repo, id, ro);
+  } catch (const Error& e) {
+    // Failed as a whole, after the safety backup: the result still names it.
+    v1::ErrorCode code = e.code() == Errc::corrupt       ? v1::ERROR_CODE_REPOSITORY_CORRUPT
+                         : e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED
+                         : e.code() == Errc::no_space    ? v1::ERROR_CODE_NO_SPACE
+                                                         : v1::ERROR_CODE_IO_ERROR;
+    res.reasons.push_back(make_reason(code, std::string("restore failed: ") + e.what()));
+    return res;
+  }
   for (const auto& f : rr.failures)
     res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "could not restore '" + f.path + "': " + f.reason, f.path));
   if (mirror && !rr.failures.empty()) {

@@ -64,10 +64,13 @@ class Pruner {
       Fd next(::openat(dir.get(), name.c_str(), kDirFlags));
       if (next.get() < 0) {
         int e = errno;
+        // A link says ELOOP or ENOTDIR (O_DIRECTORY is checked first on some kernels).
+        struct stat st {};
+        if ((e == ELOOP || e == ENOTDIR) && ::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISLNK(st.st_mode))
+          return problem(root, "'" + root.substr(0, end) + "' is a symbolic link; nothing below it was removed");
         // A root that is a file, or absent, has nothing below it to remove.
         if (e == ENOTDIR || e == ENOENT) return;
-        if (e == ELOOP)
-          return problem(root, "'" + root.substr(0, end) + "' is a symbolic link; nothing below it was removed");
         return problem(root, "cannot open '" + root.substr(0, end) + "': " + std::strerror(e));
       }
       dir = std::move(next);

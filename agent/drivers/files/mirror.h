@@ -23,7 +23,7 @@ struct MirrorProblem {
 };
 
 struct MirrorResult {
-  uint64_t removed = 0;  // entries removed (a removed directory counts with everything in it)
+  uint64_t removed = 0;  // entries removed: each file, link and directory once
   std::vector<MirrorProblem> problems;
 };
 
