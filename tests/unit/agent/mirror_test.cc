@@ -19,7 +19,7 @@ bool present(const std::string& p) { return fs::symlink_status(p).type() != fs::
 
 }  // namespace
 
-TEST_CASE("mirror: entries the snapshot does not hold go; links are removed, never followed") {
+TEST_CASE("mirror: entries the snapshot does not hold go, links are removed and never followed") {
   TempDir d;
   std::string root = d.file("t/data");
   write_text(root + "/kept.txt", "k");
