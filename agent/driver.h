@@ -25,6 +25,7 @@ struct DriverCaps {
   bool backup = true;
   bool restore = true;
   bool restore_to_alternate = false;  // has declared alternative restore targets
+  std::vector<std::string> restore_targets;  // their names, reported to the controller
   bool needs_service_stop = false;    // a consistent copy needs the service stopped
   bool safety_backup = true;          // can back up the current state before a restore
 };
@@ -55,6 +56,9 @@ struct RestoreSpec {
   std::string target_name;  // empty: in place; otherwise a declared target
   bool skip_safety_backup = false;
   std::string safety_task_id;  // recorded in the safety snapshot's tags
+  // Mirror: the target ends as in the snapshot (entries added since are
+  // removed; the safety backup holds them). Merge: other entries are left.
+  cairn::v1::RestoreWriteMode write_mode = cairn::v1::RESTORE_WRITE_MODE_MIRROR;
 };
 
 struct DriverResult {
@@ -63,6 +67,10 @@ struct DriverResult {
   std::string snapshot_id;
   std::string manifest_digest;
   std::string safety_snapshot_id;  // restore: the snapshot of what was there before
+  // restore with a safety backup asked for: SUCCEEDED when taken (or nothing
+  // existed to save), FAILED when it failed; UNSPECIFIED when it did not run.
+  cairn::v1::TaskOutcome safety_outcome = cairn::v1::TASK_OUTCOME_UNSPECIFIED;
+  std::string safety_detail;
   uint64_t bytes = 0, files = 0;
 };
 

@@ -114,7 +114,9 @@ void Session::send_register() {
     auto* ci = r->add_components();
     ci->set_name(c.name);
     ci->set_driver(c.driver_name);
-    ci->set_can_restore(c.driver->capabilities().restore);
+    auto caps = c.driver->capabilities();
+    ci->set_can_restore(caps.restore);
+    for (const auto& t : caps.restore_targets) ci->add_restore_targets(t);
   }
   r->set_highest_sequence(gate_.highest_sequence());
   for (const auto& k : gate_.trusted_key_ids()) r->add_trusted_key_ids(k);

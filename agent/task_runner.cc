@@ -166,6 +166,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
         spec.target_name = task.options().restore_target();
         spec.skip_safety_backup = task.options().skip_safety_backup();
         spec.safety_task_id = task.options().safety_backup_task_id();
+        if (task.options().write_mode() == v1::RESTORE_WRITE_MODE_MERGE) spec.write_mode = v1::RESTORE_WRITE_MODE_MERGE;
         dr = t.component->driver->restore(ctx, spec);
       } else {
         dr = t.component->driver->backup(ctx);
@@ -187,6 +188,8 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   result.set_snapshot_id(dr.snapshot_id);
   result.set_manifest_digest(dr.manifest_digest);
   result.set_safety_snapshot_id(dr.safety_snapshot_id);
+  result.set_safety_outcome(dr.safety_outcome);
+  result.set_safety_detail(dr.safety_detail);
   result.set_bytes(dr.bytes);
   result.set_files(dr.files);
   result.set_finished_at(now_s());

@@ -23,8 +23,18 @@ cairn::v1::BackupSetInfo show(const OpOptions& o, const std::string& id) {
   return op_call(o, q).backup_set();
 }
 
+// A safety set holds the state before a restore, not a backup anyone asked for.
+bool is_safety(const cairn::v1::BackupSetInfo& s) { return s.trigger() == "safety"; }
+
+std::string safety_note(const cairn::v1::BackupSetInfo& s) {
+  return is_safety(s) ? "safety backup for restore " + s.safety_for_restore_id() : std::string();
+}
+
 void print_set(const cairn::v1::BackupSetInfo& s) {
-  std::printf("backup set %s: %s\n", s.backup_set_id().c_str(), set_state_name(s.state()).c_str());
+  if (is_safety(s))
+    std::printf("%s, set %s: %s\n", safety_note(s).c_str(), s.backup_set_id().c_str(), set_state_name(s.state()).c_str());
+  else
+    std::printf("backup set %s: %s\n", s.backup_set_id().c_str(), set_state_name(s.state()).c_str());
   std::printf("created %s by %s, finished %s\n", when(s.created_at()).c_str(), s.requested_by().c_str(),
               when(s.finished_at()).c_str());
   print_tasks(s.tasks());
@@ -82,10 +92,11 @@ void register_op_backup(CLI::App& app, Context& ctx) {
         std::printf("%s\n", proto_json(r.backup_list()).c_str());
         return kExitOk;
       }
-      std::printf("%-20s %-20s %-9s %s\n", "ID", "CREATED", "STATE", "REQUESTED BY");
+      std::printf("%-20s %-20s %-7s %-9s %s\n", "ID", "CREATED", "KIND", "STATE", "REQUESTED BY");
       for (const auto& s : r.backup_list().sets())
-        std::printf("%-20s %-20s %-9s %s\n", s.backup_set_id().c_str(), when(s.created_at()).c_str(),
-                    set_state_name(s.state()).c_str(), s.requested_by().c_str());
+        std::printf("%-20s %-20s %-7s %-9s %s%s\n", s.backup_set_id().c_str(), when(s.created_at()).c_str(),
+                    is_safety(s) ? "safety" : "backup", set_state_name(s.state()).c_str(), s.requested_by().c_str(),
+                    is_safety(s) ? (" (" + safety_note(s) + ")").c_str() : "");
       return kExitOk;
     };
   });

@@ -40,6 +40,54 @@ catalog::TaskUpdate failed(ErrorCode code, std::string detail) {
   return catalog::TaskUpdate(TaskState::failed, {{code, std::move(detail), ""}});
 }
 
+// The restore targets a component declares, as the catalog keeps them: at
+// most kMaxRestoreTargets names of at most kMaxTargetName bytes (docs/protocol.md);
+// what lies beyond is dropped with a warning, never stored.
+constexpr int kMaxRestoreTargets = 16;
+constexpr size_t kMaxTargetName = 128;
+
+std::vector<std::string> declared_targets(const cairn::v1::ComponentInfo& c) {
+  std::vector<std::string> out;
+  for (const auto& t : c.restore_targets()) {
+    if (int(out.size()) == kMaxRestoreTargets || t.empty() || t.size() > kMaxTargetName) {
+      spdlog::warn("fleet: component '{}' declares more than {} restore targets or a name of over {} bytes; ignored",
+                   c.name().substr(0, kMaxTargetName), kMaxRestoreTargets, kMaxTargetName);
+      break;
+    }
+    out.push_back(t);
+  }
+  return out;
+}
+
+// How a restore's safety task ends, from what the agent reported about the
+// safety backup it took (or did not take) inside the restore task.
+catalog::TaskUpdate safety_update(const catalog::Task& restore, const cairn::v1::TaskResult& r) {
+  if (!r.safety_snapshot_id().empty()) {
+    catalog::TaskUpdate su(TaskState::succeeded);
+    su.snapshot_id = r.safety_snapshot_id();
+    // Snapshot ids are the manifest's content address in the repository.
+    su.manifest_digest = r.safety_snapshot_id();
+    return su;
+  }
+  std::string detail = r.safety_detail();
+  switch (r.safety_outcome()) {
+    case cairn::v1::TASK_OUTCOME_SUCCEEDED:
+      // Nothing existed to save: nothing was overwritten either.
+      return catalog::TaskUpdate(TaskState::succeeded);
+    case cairn::v1::TASK_OUTCOME_FAILED:
+    case cairn::v1::TASK_OUTCOME_PARTIAL:
+      return failed(cairn::v1::ERROR_CODE_SNAPSHOT_FAILED,
+                    "the safety backup failed" + (detail.empty() ? std::string() : ": " + detail) +
+                        "; restore task '" + restore.id + "' overwrote nothing");
+    default:
+      if (r.outcome() == cairn::v1::TASK_OUTCOME_FAILED)
+        return failed(cairn::v1::ERROR_CODE_SNAPSHOT_FAILED,
+                      "the safety backup did not run: restore task '" + restore.id + "' failed before it (see its reasons)");
+      return failed(cairn::v1::ERROR_CODE_SNAPSHOT_FAILED,
+                    "agent reported no safety snapshot with restore task '" + restore.id + "'");
+  }
+}
+
 }  // namespace
 
 Fleet::Fleet(zmq::socket_t& socket, catalog::Catalog& catalog, const ControllerConfig& config,
@@ -198,7 +246,7 @@ void Fleet::handle(Session& s, cairn::v1::AgentMessage& m) {
 
 void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
   std::vector<catalog::Component> components;
-  for (const auto& c : r.components()) components.push_back({c.name(), c.driver(), c.can_restore()});
+  for (const auto& c : r.components()) components.push_back({c.name(), c.driver(), c.can_restore(), declared_targets(c)});
   std::string refusal;
   ErrorCode refusal_code = cairn::v1::ERROR_CODE_OK;
   auto agent = catalog_.transaction("agent:" + r.agent_name(), [&](catalog::Tx& tx) -> std::optional<catalog::Agent> {
@@ -559,27 +607,28 @@ void Fleet::on_task_result(Session& s, const cairn::v1::TaskResult& r) {
     if (catalog::needs_reason(u.to) && u.reasons.empty())
       u.reasons.push_back({cairn::v1::ERROR_CODE_INTERNAL,
                            "agent reported '" + std::string(to_string(u.to)) + "' without a reason", ""});
-    tx.update_task(t->id, u);
-    // The safety backup runs inside the restore task; its snapshot comes back
-    // on the restore's result and ends the safety set's task for that component.
-    if (t->kind == catalog::TaskKind::restore && t->plan_id)
-      for (const auto& other : tx.tasks_of_plan(*t->plan_id)) {
-        if (other.kind != catalog::TaskKind::backup || catalog::is_terminal(other.state)) continue;
-        if (other.state == TaskState::pending) tx.update_task(other.id, catalog::TaskUpdate(TaskState::sent));
-        if (other.state == TaskState::pending || other.state == TaskState::sent)
-          tx.update_task(other.id, catalog::TaskUpdate(TaskState::accepted));
-        if (other.component == t->component && !r.safety_snapshot_id().empty()) {
-          catalog::TaskUpdate su(TaskState::succeeded);
-          su.snapshot_id = r.safety_snapshot_id();
-          // Snapshot ids are the manifest's content address in the repository.
-          su.manifest_digest = r.safety_snapshot_id();
-          tx.update_task(other.id, su);
-        } else {
-          tx.update_task(other.id, failed(cairn::v1::ERROR_CODE_SNAPSHOT_FAILED,
-                                          "agent reported no safety snapshot with restore task '" + t->id +
-                                              "' (nothing to save there, or the safety backup failed; see its reasons)"));
-        }
+    // The safety backup runs inside the restore task; what happened to it
+    // comes back on the restore's result and ends that restore's own safety
+    // task (named in the catalog), never another component's.
+    std::optional<catalog::Task> safety;
+    if (t->kind == catalog::TaskKind::restore && t->safety_task_id) safety = tx.task(*t->safety_task_id);
+    if (safety && !catalog::is_terminal(safety->state)) {
+      catalog::TaskUpdate su = safety_update(*t, r);
+      // A restore that overwrote without the safety backup it was asked to
+      // take must not read complete.
+      if (u.to == TaskState::succeeded && su.to != TaskState::succeeded) {
+        u.to = TaskState::partial;
+        u.reasons.push_back({cairn::v1::ERROR_CODE_SNAPSHOT_FAILED,
+                             "restored without the safety backup that was asked for: " + su.reasons.front().detail, ""});
       }
+      tx.update_task(t->id, u);
+      if (safety->state == TaskState::pending) tx.update_task(safety->id, catalog::TaskUpdate(TaskState::sent));
+      if (safety->state == TaskState::pending || safety->state == TaskState::sent)
+        tx.update_task(safety->id, catalog::TaskUpdate(TaskState::accepted));
+      tx.update_task(safety->id, su);
+    } else {
+      tx.update_task(t->id, u);
+    }
   });
   if (!problem.empty()) {
     spdlog::warn("fleet: task result from agent '{}' ignored: {}", s.agent_id, problem);

@@ -46,16 +46,24 @@ void fill_task(const catalog::Tx& tx, const catalog::Task& t, cairn::v1::TaskInf
   out.set_updated_at(t.updated_at);
 }
 
+// A set's own fields, as `backup list` and `backup show` give them. A safety
+// set names the restore it was taken for, so it never reads as a backup.
+void fill_set_header(const catalog::Tx& tx, const catalog::BackupSet& s, cairn::v1::BackupSetInfo& out) {
+  out.set_backup_set_id(s.id);
+  out.set_created_at(s.created_at);
+  out.set_requested_by(s.requested_by);
+  out.set_state(wire_state(s.state));
+  out.set_finished_at(s.finished_at.value_or(0));
+  out.set_trigger(s.trigger);
+  if (s.trigger == "safety") out.set_safety_for_restore_id(tx.restore_of_safety_set(s.id).value_or(""));
+}
+
 }  // namespace
 
 void OperatorApi::fill_set(const catalog::Tx& tx, const std::string& id, cairn::v1::BackupSetInfo& out) const {
   auto s = tx.backup_set(id);
   if (!s) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no backup set '" + id + "'");
-  out.set_backup_set_id(s->id);
-  out.set_created_at(s->created_at);
-  out.set_requested_by(s->requested_by);
-  out.set_state(wire_state(s->state));
-  out.set_finished_at(s->finished_at.value_or(0));
+  fill_set_header(tx, *s, out);
   for (const auto& t : tx.tasks_of_set(id)) fill_task(tx, t, *out.add_tasks());
 }
 
@@ -68,6 +76,11 @@ void OperatorApi::fill_restore(const catalog::Tx& tx, const std::string& id, cai
   out.set_safety_backup_set_id(r->safety_set_id.value_or(""));
   out.set_created_at(r->created_at);
   out.set_finished_at(r->finished_at.value_or(0));
+  if (r->selector.is_object()) {
+    out.set_restore_target(r->selector.value("restore_target", ""));
+    out.set_write_mode(r->selector.value("write_mode", "") == "merge" ? cairn::v1::RESTORE_WRITE_MODE_MERGE
+                                                                      : cairn::v1::RESTORE_WRITE_MODE_MIRROR);
+  }
   // The safety backup's tasks come first: they run first and can stop the restore.
   if (r->safety_set_id)
     for (const auto& t : tx.tasks_of_set(*r->safety_set_id)) fill_task(tx, t, *out.add_tasks());
@@ -89,6 +102,7 @@ void OperatorApi::fill_agent(const catalog::Tx& tx, const catalog::Agent& a, cai
     w->set_name(c.name);
     w->set_driver(c.driver);
     w->set_can_restore(c.can_restore);
+    for (const auto& t : c.restore_targets) w->add_restore_targets(t);
   }
 }
 
@@ -132,12 +146,7 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
       size_t limit = q.backup_list().limit() ? q.backup_list().limit() : 50;
       catalog_.read([&](const catalog::Tx& tx) {
         for (const auto& s : tx.backup_sets(limit)) {
-          auto* w = r.mutable_backup_list()->add_sets();
-          w->set_backup_set_id(s.id);
-          w->set_created_at(s.created_at);
-          w->set_requested_by(s.requested_by);
-          w->set_state(wire_state(s.state));
-          w->set_finished_at(s.finished_at.value_or(0));
+          fill_set_header(tx, s, *r.mutable_backup_list()->add_sets());
         }
       });
       r.mutable_backup_list();

@@ -1,6 +1,7 @@
 // Backup and restore orders: selection, locks, plans, signatures.
 #include "controller/orders.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -17,6 +18,7 @@ using catalog::Tx;
 struct Pick {
   catalog::Agent agent;
   std::string component;
+  std::vector<std::string> restore_targets;  // declared by the agent for this component
 };
 
 bool listed(const google::protobuf::RepeatedPtrField<std::string>& list, const std::string& a, const std::string& b = {}) {
@@ -44,10 +46,39 @@ std::vector<Pick> select(const Tx& tx, const cairn::v1::Selector& sel, bool rest
     for (const auto& c : tx.agent_components(a.id)) {
       if (!listed(sel.components(), c.name)) continue;
       if (restore && !c.can_restore) continue;
-      out.push_back({a, c.name});
+      out.push_back({a, c.name, c.restore_targets});
     }
   }
   return out;
+}
+
+std::string quoted_list(const std::vector<std::string>& names) {
+  if (names.empty()) return "none";
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "'" : ", '") + n + "'";
+  return out;
+}
+
+// A restore to an alternative target is refused before any plan goes out when
+// a selected component does not declare that target; the error lists what
+// each one declares.
+void check_restore_target(const std::vector<Pick>& picks, const std::string& target) {
+  if (target.empty()) return;
+  std::string missing, declared;
+  for (const auto& p : picks) {
+    bool has = std::find(p.restore_targets.begin(), p.restore_targets.end(), target) != p.restore_targets.end();
+    if (!has) missing += (missing.empty() ? "'" : ", '") + p.component + "' on '" + p.agent.name + "'";
+    declared += (declared.empty() ? "" : "; ") + p.component + " on " + p.agent.name + ": " +
+                quoted_list(p.restore_targets);
+  }
+  if (!missing.empty())
+    throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
+                  "no restore target '" + target + "' declared by component " + missing + " (declared targets: " +
+                      declared + "); pick a declared target, or narrow the selection with --component/--node");
+}
+
+std::string write_mode_name(cairn::v1::RestoreWriteMode m) {
+  return m == cairn::v1::RESTORE_WRITE_MODE_MERGE ? "merge" : "mirror";
 }
 
 std::string new_plan_id() { return "pl-" + to_hex(crypto::random_array<8>()); }
@@ -104,7 +135,7 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
                     "the selection matched no component of an approved agent (see 'cairnctl agent list')");
     catalog::NewBackupSet set;
     set.selector = selector_json(selector);
-    for (const auto& p : picks) set.tasks.push_back({p.agent.id, p.component, std::nullopt});
+    for (const auto& p : picks) set.tasks.push_back({p.agent.id, p.component, std::nullopt, std::nullopt});
     Ordered out;
     out.id = tx.create_backup_set(set);
     lock_targets(tx, picks, catalog::TaskKind::backup, out.id, config_.lock_ttl_seconds);
@@ -147,31 +178,39 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
                     "backup set '" + req.backup_set_id() +
                         "' holds no snapshot for a selected, restorable component of an approved agent");
 
+    check_restore_target(picks, req.restore_target());
+    const auto mode = req.write_mode() == cairn::v1::RESTORE_WRITE_MODE_MERGE ? cairn::v1::RESTORE_WRITE_MODE_MERGE
+                                                                              : cairn::v1::RESTORE_WRITE_MODE_MIRROR;
     nlohmann::json sel = selector_json(req.selector());
     if (!req.restore_target().empty()) sel["restore_target"] = req.restore_target();
+    sel["write_mode"] = write_mode_name(mode);
     std::optional<std::string> safety_set;
     if (!req.skip_safety_backup()) {
       // The current state is saved before anything is overwritten (DESIGN.md § restore).
       catalog::NewBackupSet safety;
       safety.trigger = "safety";
       safety.selector = sel;
-      for (const auto& p : picks) safety.tasks.push_back({p.agent.id, p.component, std::nullopt});
+      for (const auto& p : picks) safety.tasks.push_back({p.agent.id, p.component, std::nullopt, std::nullopt});
       safety_set = tx.create_backup_set(safety);
     }
+    // Each restore task names its own safety task: its result ends that one
+    // task and no other (Fleet::on_task_result).
+    std::map<std::pair<std::string, std::string>, std::string> safety_task;
+    if (safety_set)
+      for (const auto& t : tx.tasks_of_set(*safety_set)) safety_task[{t.agent_id, t.component}] = t.id;
     catalog::NewRestore r;
     r.source_set_id = req.backup_set_id();
     r.skip_safety_backup = req.skip_safety_backup();
     r.safety_set_id = safety_set;
     r.selector = sel;
-    for (const auto& p : picks)
-      r.tasks.push_back({p.agent.id, p.component, source[{p.agent.id, p.component}].snapshot_id});
+    for (const auto& p : picks) {
+      catalog::NewTask nt{p.agent.id, p.component, source[{p.agent.id, p.component}].snapshot_id, std::nullopt};
+      if (auto it = safety_task.find({p.agent.id, p.component}); it != safety_task.end()) nt.safety_task_id = it->second;
+      r.tasks.push_back(std::move(nt));
+    }
     Ordered out;
     out.id = tx.create_restore(r);
     lock_targets(tx, picks, catalog::TaskKind::restore, out.id, config_.lock_ttl_seconds);
-
-    std::map<std::pair<std::string, std::string>, std::string> safety_task;
-    if (safety_set)
-      for (const auto& t : tx.tasks_of_set(*safety_set)) safety_task[{t.agent_id, t.component}] = t.id;
 
     std::map<std::string, std::vector<catalog::Task>> by_agent;
     for (auto& t : tx.tasks_of_restore(out.id)) by_agent[t.agent_id].push_back(t);
@@ -189,9 +228,10 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
         w.mutable_snapshot()->set_snapshot_id(*t.source_snapshot);
         w.mutable_options()->set_restore_target(req.restore_target());
         w.mutable_options()->set_skip_safety_backup(req.skip_safety_backup());
-        if (auto it = safety_task.find({agent_id, t.component}); it != safety_task.end()) {
-          w.mutable_options()->set_safety_backup_task_id(it->second);
-          ids.push_back(it->second);  // bound to the same plan: the agent reports it
+        w.mutable_options()->set_write_mode(mode);
+        if (t.safety_task_id) {
+          w.mutable_options()->set_safety_backup_task_id(*t.safety_task_id);
+          ids.push_back(*t.safety_task_id);  // bound to the same plan: the agent reports it
         }
         wire.push_back(w);
       }

@@ -182,6 +182,7 @@ bool Restorer::walk(const BlobId& tree_id, const std::string& prefix, bool inclu
   for (auto& n : t.nodes) {
     std::string path = prefix + "/" + n.name;
     if (restore_glob_matches(opt_.excludes, path)) continue;
+    if (opt_.on_entry) opt_.on_entry(path);
     bool inc = included || opt_.includes.empty() || restore_glob_matches(opt_.includes, path);
     if (n.type == NodeType::dir) {
       size_t at = dirs_.size();

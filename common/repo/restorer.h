@@ -7,6 +7,7 @@
 // thread, not by file size.
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,9 @@ struct RestoreOptions {
   ProgressFn progress;
   std::chrono::milliseconds progress_interval{1000};
   const std::atomic<bool>* cancel = nullptr;
+  // Called with the snapshot path of every entry the walk reaches (excluded
+  // ones aside), before anything is written; the agent's mirror mode uses it.
+  std::function<void(const std::string&)> on_entry;
 };
 
 struct RestoreFailure {

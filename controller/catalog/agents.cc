@@ -116,12 +116,15 @@ void Tx::set_agent_components(const std::string& agent_id, const std::vector<Com
   std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   if (agent_components(agent_id) == sorted) return;
   db_.prepare("DELETE FROM agent_components WHERE agent_id = ?").bind(1, agent_id).run();
-  auto ins = db_.prepare("INSERT INTO agent_components (agent_id, name, driver, can_restore) VALUES (?, ?, ?, ?)");
+  auto ins = db_.prepare(
+      "INSERT INTO agent_components (agent_id, name, driver, can_restore, restore_targets) VALUES (?, ?, ?, ?, ?)");
   nlohmann::json list = nlohmann::json::array();
   for (const auto& c : sorted) {
     ins.reset();
-    ins.bind_all(agent_id, c.name, c.driver, int64_t(c.can_restore)).run();
-    list.push_back({{"name", c.name}, {"driver", c.driver}, {"can_restore", c.can_restore}});
+    nlohmann::json targets = c.restore_targets;
+    ins.bind_all(agent_id, c.name, c.driver, int64_t(c.can_restore), targets.dump()).run();
+    list.push_back(
+        {{"name", c.name}, {"driver", c.driver}, {"can_restore", c.can_restore}, {"restore_targets", targets}});
   }
   audit({"agent.components", "agent:" + agent_id, "ok", "", {{"components", list}}});
 }
@@ -148,10 +151,19 @@ std::vector<Agent> Tx::agents() const {
 }
 
 std::vector<Component> Tx::agent_components(const std::string& agent_id) const {
-  auto s = db_.prepare("SELECT name, driver, can_restore FROM agent_components WHERE agent_id = ? ORDER BY name");
+  auto s = db_.prepare(
+      "SELECT name, driver, can_restore, restore_targets FROM agent_components WHERE agent_id = ? ORDER BY name");
   s.bind(1, agent_id);
   std::vector<Component> out;
-  while (s.step()) out.push_back({s.text(0), s.text(1), s.integer(2) != 0});
+  while (s.step()) {
+    Component c{s.text(0), s.text(1), s.integer(2) != 0, {}};
+    // Written by set_agent_components; anything else reads as no target.
+    auto targets = nlohmann::json::parse(s.text(3), nullptr, false);
+    if (targets.is_array())
+      for (const auto& t : targets)
+        if (t.is_string()) c.restore_targets.push_back(t.get<std::string>());
+    out.push_back(std::move(c));
+  }
   return out;
 }
 

@@ -12,7 +12,7 @@ namespace {
 constexpr const char* kTaskColumns =
     "SELECT id, backup_set_id, restore_id, agent_id, component, kind, source_snapshot, plan_id, state,"
     " snapshot_id, manifest_digest, phase, bytes_done, bytes_total, files_done, files_total, current_item,"
-    " progress_at, created_at, updated_at FROM tasks ";
+    " progress_at, created_at, updated_at, safety_task_id FROM tasks ";
 
 std::optional<std::string> opt_text(const sqlite::Stmt& s, int c) {
   if (s.is_null(c)) return std::nullopt;
@@ -42,6 +42,7 @@ Task read_task(const sqlite::Stmt& s) {
   if (!s.is_null(17)) t.progress.at = s.integer(17);
   t.created_at = s.integer(18);
   t.updated_at = s.integer(19);
+  t.safety_task_id = opt_text(s, 20);
   return t;
 }
 
@@ -87,7 +88,7 @@ void Tx::insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const st
                       const std::string* restore_id, std::vector<std::string>& ids) {
   auto ins = db_.prepare(
       "INSERT INTO tasks (id, backup_set_id, restore_id, agent_id, component, kind, source_snapshot, state,"
-      " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)");
+      " created_at, updated_at, safety_task_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)");
   for (const auto& t : tasks) {
     if (t.component.empty()) throw Error(Errc::invalid_input, "a task needs a component");
     std::string id = new_id("tk");
@@ -96,7 +97,7 @@ void Tx::insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const st
     set_id ? ins.bind(2, *set_id) : ins.bind_null(2);
     restore_id ? ins.bind(3, *restore_id) : ins.bind_null(3);
     ins.bind(4, t.agent_id).bind(5, t.component).bind(6, kind == TaskKind::backup ? "backup" : "restore");
-    ins.bind(7, t.source_snapshot).bind(8, now()).bind(9, now());
+    ins.bind(7, t.source_snapshot).bind(8, now()).bind(9, now()).bind(10, t.safety_task_id);
     ins.run();
     ids.push_back(std::move(id));
   }

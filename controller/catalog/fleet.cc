@@ -134,6 +134,13 @@ size_t Tx::running_backup_sets() const {
   return s.step() ? size_t(s.integer(0)) : 0;
 }
 
+std::optional<std::string> Tx::restore_of_safety_set(const std::string& backup_set_id) const {
+  auto s = db_.prepare("SELECT id FROM restores WHERE safety_set_id = ?");
+  s.bind(1, backup_set_id);
+  if (!s.step()) return std::nullopt;
+  return s.text(0);
+}
+
 std::vector<Restore> Tx::restores_of_set(const std::string& backup_set_id) const {
   std::vector<std::string> ids;
   {

@@ -139,6 +139,8 @@ class Tx {
   int64_t audit_outbox_pending() const;
   size_t running_backup_sets() const;
   std::vector<Restore> restores_of_set(const std::string& backup_set_id) const;
+  // The restore a safety backup set was taken for, if it is one.
+  std::optional<std::string> restore_of_safety_set(const std::string& backup_set_id) const;
 
   // -- restores and locks (restores.cc) ----------------------------------------
   std::string create_restore(const NewRestore& restore);

@@ -38,6 +38,7 @@ struct Component {
   std::string name;
   std::string driver;
   bool can_restore = false;
+  std::vector<std::string> restore_targets;  // declared alternative restore targets, by name
   bool operator==(const Component&) const = default;
 };
 
@@ -67,6 +68,7 @@ struct Task {
   std::string component;
   TaskKind kind = TaskKind::backup;
   std::optional<std::string> source_snapshot;
+  std::optional<std::string> safety_task_id;  // restore: the task of its safety backup
   std::optional<std::string> plan_id;
   TaskState state = TaskState::pending;
   std::vector<Reason> reasons;
@@ -133,6 +135,7 @@ struct NewTask {
   std::string agent_id;
   std::string component;
   std::optional<std::string> source_snapshot;  // restore only
+  std::optional<std::string> safety_task_id;   // restore only: the safety backup's task
 };
 
 struct NewBackupSet {

@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <cstring>
 #include <set>
+#include <unordered_set>
 
+#include "agent/drivers/files/mirror.h"
 #include "common/repo/archiver.h"
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
@@ -79,6 +81,7 @@ DriverCaps FilesDriver::capabilities() const {
   c.backup = true;
   c.restore = true;
   c.restore_to_alternate = !settings_.restore_to.empty();
+  if (c.restore_to_alternate) c.restore_targets = {settings_.restore_to_name};
   c.needs_service_stop = false;
   c.safety_backup = true;
   return c;
@@ -109,7 +112,9 @@ bool FilesDriver::covers(const std::string& sp) const {
     if (has_glob(p) && ::fnmatch(p.c_str(), sp.c_str(), FNM_PATHNAME | FNM_PERIOD) == 0) return true;
     if (under(sp, p)) return true;  // literally, also for a path with glob characters in its name
   }
-  return false;
+  // A safety snapshot of the alternative target holds its paths: restoring it
+  // in place writes only there.
+  return !settings_.restore_to.empty() && under(sp, settings_.restore_to);
 }
 
 std::vector<v1::Reason> FilesDriver::preflight(v1::TaskKind kind, const std::string& target_name) const {
@@ -209,46 +214,49 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     includes.push_back(escape_glob(p));
   }
 
-  if (!spec.skip_safety_backup) {
-    std::vector<std::string> present;
-    for (const auto& p : expand_paths()) {
-      struct stat st {};
-      if (::lstat(p.c_str(), &st) == 0) present.push_back(p);
-    }
-    if (!present.empty()) {
-      repo::BackupOptions bo;
-      bo.paths = present;
-      bo.excludes = settings_.excludes;
-      bo.tags = {"cairn", "safety", "component:" + ctx.component,
-                 "task:" + (spec.safety_task_id.empty() ? ctx.task_id : spec.safety_task_id), "restore-of:" + id};
-      if (!ctx.backup_set_id.empty()) bo.tags.push_back("set:" + ctx.backup_set_id);
-      bo.progress = forward(ctx, v1::PHASE_SAFETY_BACKUP);
-      bo.cancel = ctx.cancel;
-      bo.check_lock = ctx.check_lock;
-      repo::BackupResult sb = repo::backup(*ctx.repo, bo);
-      res.safety_snapshot_id = sb.snapshot.id;
-      // A safety copy that misses files would make the restore irreversible for them.
-      if (sb.snapshot.partial) {
-        for (const auto& e : sb.snapshot.errors)
-          res.reasons.push_back(
-              make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED, "safety backup could not read '" + e.path + "': " + e.reason, e.path));
-        res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED,
-                                          "the safety backup is incomplete; nothing was overwritten (skip it explicitly to force)"));
-        return res;
-      }
-    }
-  }
+  if (!spec.skip_safety_backup && !safety_backup(ctx, spec, id, snap, target, res)) return res;
 
+  const bool mirror = spec.write_mode != v1::RESTORE_WRITE_MODE_MERGE;
+  std::unordered_set<std::string> keep;
   repo::RestoreOptions ro;
   ro.target = target.empty() ? "/" : target;
-  if (!target.empty()) mkdir_p(target, 0700);
   ro.includes = includes;
   ro.overwrite = true;
   ro.progress = forward(ctx, v1::PHASE_RESTORE);
   ro.cancel = ctx.cancel;
-  repo::RestoreResult rr = repo::restore(*ctx.repo, id, ro);
+  if (mirror) ro.on_entry = [&keep](const std::string& p) { keep.insert(p); };
+  repo::RestoreResult rr;
+  try {
+    if (!target.empty()) mkdir_p(target, 0700);
+    rr = repo::restore(*ctx.repo, id, ro);
+  } catch (const Error& e) {
+    // Failed as a whole, after the safety backup: the result still names it.
+    v1::ErrorCode code = e.code() == Errc::corrupt       ? v1::ERROR_CODE_REPOSITORY_CORRUPT
+                         : e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED
+                         : e.code() == Errc::no_space    ? v1::ERROR_CODE_NO_SPACE
+                                                         : v1::ERROR_CODE_IO_ERROR;
+    res.reasons.push_back(make_reason(code, std::string("restore failed: ") + e.what()));
+    return res;
+  }
   for (const auto& f : rr.failures)
     res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "could not restore '" + f.path + "': " + f.reason, f.path));
+  if (mirror && !rr.failures.empty()) {
+    // Entries under an unreadable part of the snapshot are unknown: removing
+    // "what the snapshot does not hold" could remove what it does.
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
+                                      "mirror: entries added since the backup were left in place because the restore had "
+                                      "failures; run the restore again once they are fixed"));
+  } else if (mirror) {
+    MirrorSpec ms;
+    ms.target = ro.target;
+    ms.roots = snap.paths;
+    ms.keep = &keep;
+    ms.excludes = settings_.excludes;
+    ms.cancel = ctx.cancel;
+    MirrorResult mr = mirror_prune(ms);
+    for (const auto& p : mr.problems)
+      res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "mirror: '" + p.path + "': " + p.reason, p.path));
+  }
   res.snapshot_id = id;
   res.manifest_digest = id;
   res.bytes = rr.bytes_restored;
@@ -256,6 +264,62 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   if (rr.failures.empty()) res.outcome = v1::TASK_OUTCOME_SUCCEEDED;
   else res.outcome = rr.files_restored > 0 ? v1::TASK_OUTCOME_PARTIAL : v1::TASK_OUTCOME_FAILED;
   return res;
+}
+
+// Saves what the restore will overwrite: the declared paths in place, the
+// snapshot's paths under the alternative target otherwise. False when the
+// restore must not go on (res says why); nothing has been written then.
+bool FilesDriver::safety_backup(TaskContext& ctx, const RestoreSpec& spec, const std::string& snapshot_id,
+                                const repo::Snapshot& snap, const std::string& target, DriverResult& res) {
+  std::vector<std::string> candidates;
+  if (target.empty()) {
+    candidates = expand_paths();
+  } else {
+    for (const auto& p : snap.paths) candidates.push_back(target + p);
+  }
+  std::vector<std::string> present;
+  for (const auto& p : candidates) {
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) == 0) present.push_back(p);
+  }
+  res.safety_outcome = v1::TASK_OUTCOME_SUCCEEDED;
+  if (present.empty()) {
+    res.safety_detail = "nothing existed at the restore's destination to save";
+    return true;
+  }
+  repo::BackupOptions bo;
+  bo.paths = present;
+  bo.excludes = settings_.excludes;
+  bo.tags = {"cairn", "safety", "component:" + ctx.component,
+             "task:" + (spec.safety_task_id.empty() ? ctx.task_id : spec.safety_task_id), "restore-of:" + snapshot_id};
+  if (!target.empty()) bo.tags.push_back("restore-target:" + spec.target_name);
+  if (!ctx.backup_set_id.empty()) bo.tags.push_back("set:" + ctx.backup_set_id);
+  bo.progress = forward(ctx, v1::PHASE_SAFETY_BACKUP);
+  bo.cancel = ctx.cancel;
+  bo.check_lock = ctx.check_lock;
+  repo::BackupResult sb;
+  try {
+    sb = repo::backup(*ctx.repo, bo);
+  } catch (const Error& e) {
+    res.safety_outcome = v1::TASK_OUTCOME_FAILED;
+    res.safety_detail = e.what();
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED, std::string("the safety backup failed: ") + e.what() +
+                                                                          "; nothing was overwritten"));
+    return false;
+  }
+  // A safety copy that misses files would make the restore irreversible for them.
+  if (sb.snapshot.partial) {
+    res.safety_outcome = v1::TASK_OUTCOME_FAILED;
+    res.safety_detail = "incomplete: " + std::to_string(sb.snapshot.errors.size()) + " item(s) could not be read";
+    for (const auto& e : sb.snapshot.errors)
+      res.reasons.push_back(
+          make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED, "safety backup could not read '" + e.path + "': " + e.reason, e.path));
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED,
+                                      "the safety backup is incomplete; nothing was overwritten (skip it explicitly to force)"));
+    return false;
+  }
+  res.safety_snapshot_id = sb.snapshot.id;
+  return true;
 }
 
 }  // namespace cairn::agent::files

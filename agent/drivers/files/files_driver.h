@@ -8,6 +8,7 @@
 
 #include "agent/driver.h"
 #include "agent/drivers/files/config.h"
+#include "common/repo/snapshot.h"
 
 namespace cairn::agent::files {
 
@@ -31,6 +32,9 @@ class FilesDriver : public Driver {
   bool covers(const std::string& snapshot_path) const;
 
  private:
+  bool safety_backup(TaskContext& ctx, const RestoreSpec& spec, const std::string& snapshot_id,
+                     const repo::Snapshot& snap, const std::string& target, DriverResult& res);
+
   std::string component_;
   Settings settings_;
 };

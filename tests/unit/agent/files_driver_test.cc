@@ -109,11 +109,25 @@ TEST_CASE("files driver: backup then restore into restore_to gives the same byte
   // The original place was not touched by a restore elsewhere.
   REQUIRE(read_text(f.d.file("data/a.conf")) == "damaged\n");
 
+  // Nothing was at the target: nothing to save, and the safety backup says so.
+  REQUIRE(r.safety_snapshot_id().empty());
+  REQUIRE(r.safety_outcome() == v1::TASK_OUTCOME_SUCCEEDED);
+
+  // The second restore there overwrites the first one's files: the safety
+  // backup holds the target's copy, never the live source.
+  write_text(alt + "/a.conf", "edited in the alternate target\n");
+  t.set_task_id("restore-1b");
+  r = f.runner.run(admitted(f.config, t));
+  INFO((r.reasons_size() ? r.reasons(0).detail() : ""));
+  REQUIRE(r.outcome() == v1::TASK_OUTCOME_SUCCEEDED);
+  REQUIRE(read_text(alt + "/a.conf") == "alpha\n");
   REQUIRE_FALSE(r.safety_snapshot_id().empty());
   auto repo = open_repo(f.d);
   auto safety = repo::load_snapshot(*repo, r.safety_snapshot_id());
   REQUIRE(std::find(safety.tags.begin(), safety.tags.end(), "safety") != safety.tags.end());
   REQUIRE(std::find(safety.tags.begin(), safety.tags.end(), "task:safety-1") != safety.tags.end());
+  REQUIRE(std::find(safety.tags.begin(), safety.tags.end(), "restore-target:alternate") != safety.tags.end());
+  REQUIRE(safety.paths == std::vector<std::string>{alt});
 }
 
 TEST_CASE("files driver: in-place restore brings the data back, and skip_safety_backup skips the safety snapshot") {
