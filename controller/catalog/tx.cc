@@ -70,7 +70,7 @@ int64_t Tx::prune_audit(int64_t keep_events, int64_t max_age_ms) {
   }
   if (first == 0 || first > upto) return 0;
   // The gate lets this delete through the keep-unpublished trigger
-  // (migration 0004) and is shut again in the same transaction.
+  // (migration 0005) and is shut again in the same transaction.
   db_.exec("UPDATE audit_prune_gate SET open = 1 WHERE id = 1");
   db_.prepare("DELETE FROM audit_outbox WHERE seq <= ?").bind(1, upto).run();
   int64_t n = db_.changes();

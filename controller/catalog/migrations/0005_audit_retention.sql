@@ -1,4 +1,4 @@
--- 0004 audit retention: until a publisher exists, the outbox keeps the newest
+-- 0005 audit retention: until a publisher exists, the outbox keeps the newest
 -- events only (docs/configuration.md § [audit]). Unpublished events may be
 -- deleted by the retention pass alone: it opens this gate inside its own
 -- transaction (Tx::prune_audit) and closes it before committing, so any other
