@@ -112,12 +112,6 @@ def test_offline_agent_queued_refused_cancelled_and_watched(cluster):
     assert b"queued: agent 'node-b' not connected" in wout, (wout, werr)
     assert b"stopped waiting" in werr, werr
 
-    # An ambiguous prefix is refused with the candidates listed.
-    rc, out, err = c.ctl("backup", "create")
-    sid2 = backup_set_id(out)
-    rc, out, err = c.ctl("backup", "show", "bs-")
-    assert rc == 1 and "is ambiguous" in err and sid in err and sid2 in err, err
-
     # Cancel (by prefix): open tasks end failed, "cancelled by operator"; the set ends.
     out = c.ok("backup", "cancel", sid[:10])
     assert "1 task(s) cancelled" in out, out
@@ -125,6 +119,14 @@ def test_offline_agent_queued_refused_cancelled_and_watched(cluster):
     assert set_state(s) == "partial", s
     b = [t for t in s["tasks"] if t["agent_name"] == "node-b"][0]
     assert task_state(b) == "failed" and any(r["detail"] == "cancelled by operator" for r in b["reasons"]), b
+
+    # An ambiguous prefix is refused with the candidates listed (the locks of
+    # the cancelled set are free again).
+    rc, out, err = c.ctl("backup", "create", "--node", "node-b")
+    assert rc == 0, err
+    sid2 = backup_set_id(out)
+    rc, out, err = c.ctl("backup", "show", "bs-")
+    assert rc == 1 and "is ambiguous" in err and sid in err and sid2 in err, err
     c.ok("backup", "cancel", sid2)
 
     # The agent comes back: the cancelled task is not sent to it.
