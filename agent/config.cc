@@ -72,6 +72,22 @@ std::string check_secret_file_mode(const std::string& path) {
   return {};
 }
 
+std::vector<std::string> config_warnings(const AgentConfig& c) {
+  std::vector<std::string> out;
+  for (const auto& r : c.repositories) {
+    struct stat st {};
+    if (::stat(r.path.c_str(), &st) != 0)
+      out.push_back("repository '" + r.name + "': '" + r.path + "' does not exist (" + std::strerror(errno) +
+                    "); create it with 'cairnctl repo init --repo " + r.path + "'");
+    else if (::stat((r.path + "/config").c_str(), &st) != 0)
+      out.push_back("repository '" + r.name + "': '" + r.path + "' holds no cairn repository (no 'config' file); create it with 'cairnctl repo init --repo " + r.path + "'");
+  }
+  for (const auto& comp : c.components)
+    if (comp.driver)
+      for (auto& w : comp.driver->config_warnings()) out.push_back(std::move(w));
+  return out;
+}
+
 const ComponentDecl* AgentConfig::component(std::string_view n) const {
   for (const auto& c : components)
     if (c.name == n) return &c;

@@ -53,6 +53,11 @@ AgentConfig parse_config(std::string_view text, const std::string& source);
 // Reads and parses the file. Throws ConfigError (line 0 when unreadable).
 AgentConfig load_config(const std::string& path);
 
+// Declared things that do not exist now, one line each: repositories with no
+// repository at their path, and what each component's driver reports (declared
+// paths). `cairn-agent --check-config` prints them as warnings.
+std::vector<std::string> config_warnings(const AgentConfig& c);
+
 // Refuses a secret file that is missing, not a regular file, or readable or
 // writable by group or others. Returns an empty string when fine, else why.
 std::string check_secret_file_mode(const std::string& path);

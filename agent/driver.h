@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/util/terminal_text.h"
 #include "proto/cairn.pb.h"
 
 namespace cairn::repo {
@@ -81,6 +82,9 @@ class Driver {
   virtual DriverCaps capabilities() const = 0;
   // True when target_name names a restore target this component declares.
   virtual bool has_restore_target(const std::string& target_name) const = 0;
+  // What `cairn-agent --check-config` warns about: declared things that do not
+  // exist now (they may appear later, so these are warnings, not errors).
+  virtual std::vector<std::string> config_warnings() const { return {}; }
   // Read-only checks before a task starts. Empty when the task may run.
   virtual std::vector<cairn::v1::Reason> preflight(cairn::v1::TaskKind kind, const std::string& target_name) const = 0;
   // Neither throws for per-item problems (they become reasons); a thrown
@@ -93,8 +97,10 @@ class Driver {
 inline cairn::v1::Reason make_reason(cairn::v1::ErrorCode code, const std::string& detail, const std::string& item = {}) {
   cairn::v1::Reason r;
   r.set_code(code);
-  r.set_detail(detail);
-  r.set_item(item);
+  // File names are bytes; the wire's strings must be UTF-8 or the controller
+  // cannot parse the whole result (docs/protocol.md § Messages).
+  r.set_detail(utf8_or_escaped(detail));
+  r.set_item(utf8_or_escaped(item));
   return r;
 }
 

@@ -61,8 +61,12 @@ int main(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   if (check_only) {
-    std::printf("configuration '%s' is valid: %zu components, %zu repositories\n", config_path.c_str(), config.components.size(),
-                config.repositories.size());
+    // Missing paths and repositories are warnings: a mount may bring them later.
+    auto warnings = config_warnings(config);
+    for (const auto& w : warnings) std::fprintf(stderr, "cairn-agent: warning: %s\n", w.c_str());
+    std::printf("configuration '%s' is valid: %zu components, %zu repositories%s\n", config_path.c_str(),
+                config.components.size(), config.repositories.size(),
+                warnings.empty() ? "" : ("; " + std::to_string(warnings.size()) + " warning(s) above").c_str());
     return 0;
   }
 

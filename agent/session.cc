@@ -18,6 +18,9 @@ namespace cairn::agent {
 namespace v1 = cairn::v1;
 
 namespace {
+// A controller that accepts the TCP connection but has not completed the CURVE
+// handshake after this long will not: it could not read our HELLO.
+constexpr auto kHandshakeWait = std::chrono::seconds(5);
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -63,12 +66,19 @@ void Session::connect() {
   zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 32);
   ::explicit_bzero(sec, sizeof sec);
   std::string mon = "inproc://cairn-agent-monitor-" + std::to_string(++monitor_seq_);
-  if (zmq_socket_monitor(s, mon.c_str(), ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0) {
+  // Every event asked for here is read in run() (on_monitor): a monitor that
+  // nobody drains stalls libzmq's I/O thread.
+  if (zmq_socket_monitor(s, mon.c_str(),
+                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_CONNECTED |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) == 0) {
     monitor_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pair);
     monitor_->set(zmq::sockopt::linger, 0);
     monitor_->connect(mon);
   }
   refused_ = false;
+  tcp_connected_at_.reset();
+  handshake_ok_ = false;
+  handshake_warned_ = false;
   sock_->connect(config_.controller_endpoint);
   registered_ = false;
   last_recv_ = Clock::now();
@@ -243,9 +253,16 @@ void Session::on_monitor() {
     uint32_t value = 0;
     std::memcpy(&event, ev.data(), 2);
     std::memcpy(&value, static_cast<const char*>(ev.data()) + 2, 4);
-    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+    if (event == ZMQ_EVENT_CONNECTED) {
+      if (!tcp_connected_at_) tcp_connected_at_ = Clock::now();
+    } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
       if (refusal_logged_) spdlog::info("the controller admitted this agent's key");
+      if (handshake_warned_) spdlog::info("the CURVE handshake with the controller succeeded");
       refusal_logged_ = false;
+      handshake_ok_ = true;
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+      if (!tcp_connected_at_) tcp_connected_at_ = Clock::now();
+      spdlog::debug("CURVE handshake with the controller failed (event {}, status {})", event, value);
     } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
       refused_ = true;
       if (!refusal_logged_)
@@ -256,6 +273,17 @@ void Session::on_monitor() {
       refusal_logged_ = true;
     }
   }
+}
+
+void Session::check_handshake(Clock::time_point now) {
+  if (handshake_ok_ || handshake_warned_ || !tcp_connected_at_ || now - *tcp_connected_at_ < kHandshakeWait) return;
+  handshake_warned_ = true;
+  spdlog::warn(
+      "the controller at '{}' accepted the connection but the CURVE handshake got no answer within {} s: "
+      "'controller.public_key' in this agent's configuration may be wrong (it must be the controller's "
+      "'controller-curve.pub' from 'cairnctl keys init'), or something other than cairn-controller listens there",
+      config_.controller_endpoint, std::chrono::duration_cast<std::chrono::seconds>(kHandshakeWait).count());
+  if (notifier_) notifier_->status("no CURVE handshake with the controller; check controller.public_key");
 }
 
 void Session::wait_backoff(const std::atomic<bool>& stop) {
@@ -306,6 +334,7 @@ void Session::run(const std::atomic<bool>& stop) {
     }
     drain_outbox();
     auto now = Clock::now();
+    check_handshake(now);
     if (now - last_send_ >= interval_) {
       if (registered_) send_heartbeat();
       else send_register();  // Register doubles as the heartbeat until answered
@@ -314,8 +343,11 @@ void Session::run(const std::atomic<bool>& stop) {
       if (refused_) {
         if (notifier_) notifier_->status("waiting for an operator's approval");
       } else {
-        spdlog::warn("no word from the controller for {} ms; reconnecting",
-                     std::chrono::duration_cast<std::chrono::milliseconds>(now - last_recv_).count());
+        spdlog::warn("no word from the controller for {} ms{}; reconnecting",
+                     std::chrono::duration_cast<std::chrono::milliseconds>(now - last_recv_).count(),
+                     handshake_ok_ || !tcp_connected_at_
+                         ? ""
+                         : " (the CURVE handshake got no answer: 'controller.public_key' may be wrong)");
         if (notifier_) notifier_->status("controller unreachable; reconnecting");
       }
       disconnect();

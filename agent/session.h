@@ -9,6 +9,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,8 +52,11 @@ class Session {
   void on_plan(const std::string& bytes);
   void wait_backoff(const std::atomic<bool>& stop);
   // Socket monitor: tells a controller that refused our key (ZAP: pending
-  // approval or revoked) from one that is down.
+  // approval or revoked) from one that is down, and from one that takes the
+  // TCP connection but never completes the CURVE handshake (the usual sign of
+  // a wrong controller.public_key: the controller cannot read our HELLO).
   void on_monitor();
+  void check_handshake(Clock::time_point now);
 
   const AgentConfig& config_;
   const CurveIdentity& identity_;
@@ -69,6 +73,10 @@ class Session {
   // out the liveness timeout and a growing backoff.
   bool refused_ = false;
   bool refusal_logged_ = false;
+  // TCP connected on this socket (first time) without a CURVE handshake yet.
+  std::optional<Clock::time_point> tcp_connected_at_;
+  bool handshake_ok_ = false;
+  bool handshake_warned_ = false;  // for this socket
   bool registered_ = false;
   std::chrono::milliseconds interval_;
   uint32_t liveness_;

@@ -10,6 +10,7 @@
 #include "common/repo/repository.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
+#include "common/util/terminal_text.h"
 
 namespace cairn::agent {
 
@@ -136,7 +137,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
     p->set_bytes_total(w.bytes_total);
     p->set_files_done(w.files_done);
     p->set_files_total(w.files_total);
-    p->set_current_item(w.current);
+    p->set_current_item(utf8_or_escaped(w.current));  // file names are bytes; the wire wants UTF-8
     p->set_at(now_ms());
     if (emit_) emit_(std::move(m));
   };

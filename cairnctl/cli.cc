@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "common/repo/backend.h"
+#include "common/util/terminal_text.h"
 #include "common/util/fs.h"
 
 namespace cairn::ctl {
@@ -63,11 +64,12 @@ int exit_code_for(const Error& e) {
   }
 }
 
-void warn(const std::string& msg) { std::fprintf(stderr, "cairnctl: warning: %s\n", msg.c_str()); }
+// Warnings and messages echo names from repositories and file systems: never raw to the terminal.
+void warn(const std::string& msg) { std::fprintf(stderr, "cairnctl: warning: %s\n", terminal_safe(msg).c_str()); }
 
 void info(const RepoOptions& o, const std::string& msg) {
   if (o.quiet || o.json) return;
-  std::fprintf(stdout, "%s\n", msg.c_str());
+  std::fprintf(stdout, "%s\n", terminal_safe(msg).c_str());
   std::fflush(stdout);
 }
 
@@ -123,9 +125,13 @@ void ProgressPrinter::operator()(const repo::Progress& p) {
   std::string line = head;
   if (p.errors) line += " " + std::to_string(p.errors) + " errors";
   if (tty_) {
-    std::string cur = p.current;
+    std::string cur = terminal_safe(p.current);
     size_t room = 110 > line.size() + 3 ? 110 - line.size() - 3 : 0;
-    if (cur.size() > room) cur = room > 3 ? "..." + cur.substr(cur.size() - (room - 3)) : "";
+    if (cur.size() > room) {
+      size_t from = cur.size() - (room > 3 ? room - 3 : 0);
+      while (from < cur.size() && (static_cast<unsigned char>(cur[from]) & 0xc0) == 0x80) ++from;  // whole characters
+      cur = room > 3 ? "..." + cur.substr(from) : "";
+    }
     if (!cur.empty()) line += "  " + cur;
     std::string pad = last_width_ > line.size() ? std::string(last_width_ - line.size(), ' ') : "";
     std::fprintf(stderr, "\r%s%s", line.c_str(), pad.c_str());

@@ -9,6 +9,7 @@
 
 #include "cairn/version.h"
 #include "cairnctl/cli.h"
+#include "common/util/terminal_text.h"
 #ifdef CAIRN_WITH_CONTROLLER
 #include "cairnctl/op_commands.h"
 #endif
@@ -68,10 +69,11 @@ int main(int argc, char** argv) {
   try {
     return ctx.action();
   } catch (const cairn::Error& e) {
-    std::fprintf(stderr, "cairnctl: error: %s\n", e.what());
+    // Errors echo names (files, agents, the controller's detail): never raw.
+    std::fprintf(stderr, "cairnctl: error: %s\n", cairn::terminal_safe(e.what()).c_str());
     return exit_code_for(e);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "cairnctl: error: %s\n", e.what());
+    std::fprintf(stderr, "cairnctl: error: %s\n", cairn::terminal_safe(e.what()).c_str());
     return kExitError;
   }
 }

@@ -4,6 +4,7 @@
 
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
+#include "common/util/terminal_text.h"
 #include "proto/error_code.h"
 
 namespace cairn::ctl {
@@ -34,9 +35,10 @@ void print_agent_line(const cairn::v1::AgentInfo& a) {
                     : a.trusts_active_key()                      ? "yes"
                     : a.trusted_key_ids().empty()                ? "?"
                                                                  : "no";
-  std::printf("%-20s %-24s %-9s %-9s %-14s %-10s %s\n", a.agent_id().c_str(), a.name().c_str(),
-              state_name(a.state()).c_str(), a.connected() ? "yes" : "no", ago(a.last_seen()).c_str(), key,
-              comps.empty() ? "-" : comps.c_str());
+  // Names come from the agent's Register: shown escaped.
+  std::printf("%-20s %-24s %-9s %-9s %-14s %-10s %s\n", terminal_safe(a.agent_id()).c_str(),
+              terminal_safe(a.name()).c_str(), state_name(a.state()).c_str(), a.connected() ? "yes" : "no",
+              ago(a.last_seen()).c_str(), key, comps.empty() ? "-" : terminal_safe(comps).c_str());
 }
 
 }  // namespace
@@ -64,7 +66,7 @@ void register_op_agent(CLI::App& app, Context& ctx) {
       // Pending agents are approved by key: show it so it can be compared with the agent's.
       for (const auto& a : r.agent_list().agents())
         if (a.state() == cairn::v1::AGENT_STATE_PENDING)
-          std::printf("pending %s key %s\n", a.name().c_str(), a.curve_public_key().c_str());
+          std::printf("pending %s key %s\n", terminal_safe(a.name()).c_str(), terminal_safe(a.curve_public_key()).c_str());
       return kExitOk;
     };
   });
@@ -88,7 +90,8 @@ void register_op_agent(CLI::App& app, Context& ctx) {
           std::printf("%s\n", proto_json(r.agent()).c_str());
           return kExitOk;
         }
-        std::printf("agent '%s' (%s) is %s\n", r.agent().name().c_str(), r.agent().agent_id().c_str(),
+        std::printf("agent '%s' (%s) is %s\n", terminal_safe(r.agent().name()).c_str(),
+                    terminal_safe(r.agent().agent_id()).c_str(),
                     state_name(r.agent().state()).c_str());
         return kExitOk;
       };

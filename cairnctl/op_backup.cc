@@ -1,21 +1,15 @@
-// cairnctl backup create|list|show
+// cairnctl backup create|list|show|cancel|watch
 #include <cstdio>
-#include <ctime>
 
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
 #include "cairnctl/op_view.h"
+#include "common/util/terminal_text.h"
 
 namespace cairn::ctl {
 namespace {
 
-std::string when(int64_t t) {
-  if (t <= 0) return "-";
-  std::time_t tt = std::time_t(t);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", std::localtime(&tt));
-  return buf;
-}
+std::string when(int64_t t) { return local_time(t); }
 
 cairn::v1::BackupSetInfo show(const OpOptions& o, const std::string& id) {
   cairn::v1::OperatorRequest q;
@@ -27,15 +21,26 @@ cairn::v1::BackupSetInfo show(const OpOptions& o, const std::string& id) {
 bool is_safety(const cairn::v1::BackupSetInfo& s) { return s.trigger() == "safety"; }
 
 std::string safety_note(const cairn::v1::BackupSetInfo& s) {
-  return is_safety(s) ? "safety backup for restore " + s.safety_for_restore_id() : std::string();
+  return is_safety(s) ? "safety backup for restore " + terminal_safe(s.safety_for_restore_id()) : std::string();
+}
+
+// The --wait view of a backup set, then the final state as JSON with --json.
+int watch_set(const OpOptions& o, const std::string& id, const std::atomic<bool>& cancel) {
+  int rc = wait_for(o, [&] {
+    auto s = show(o, id);
+    return WaitView{"backup set " + id, s.state(), s.tasks()};
+  }, cancel);
+  if (o.json) std::printf("%s\n", proto_json(show(o, id)).c_str());
+  return rc;
 }
 
 void print_set(const cairn::v1::BackupSetInfo& s) {
   if (is_safety(s))
-    std::printf("%s, set %s: %s\n", safety_note(s).c_str(), s.backup_set_id().c_str(), set_state_name(s.state()).c_str());
+    std::printf("%s, set %s: %s\n", safety_note(s).c_str(), terminal_safe(s.backup_set_id()).c_str(),
+                set_state_name(s.state()).c_str());
   else
-    std::printf("backup set %s: %s\n", s.backup_set_id().c_str(), set_state_name(s.state()).c_str());
-  std::printf("created %s by %s, finished %s\n", when(s.created_at()).c_str(), s.requested_by().c_str(),
+    std::printf("backup set %s: %s\n", terminal_safe(s.backup_set_id()).c_str(), set_state_name(s.state()).c_str());
+  std::printf("created %s by %s, finished %s\n", when(s.created_at()).c_str(), terminal_safe(s.requested_by()).c_str(),
               when(s.finished_at()).c_str());
   print_tasks(s.tasks());
 }
@@ -51,13 +56,17 @@ void register_op_backup(CLI::App& app, Context& ctx) {
   auto components = std::make_shared<std::vector<std::string>>();
   auto nodes = std::make_shared<std::vector<std::string>>();
   auto wait = std::make_shared<bool>(false);
+  auto require_connected = std::make_shared<bool>(false);
   create->add_option("--component", *components, "component name (repeatable; default: all)");
   create->add_option("--node", *nodes, "agent name or id (repeatable; default: all approved agents)");
   create->add_flag("--wait", *wait, "follow progress until the set ends; exit 0 complete, 3 partial, 1 failed");
+  create->add_flag("--require-connected", *require_connected,
+                   "create nothing if a selected agent is not connected now (default: its tasks wait for it)");
   add_op_options(create, *o);
-  create->callback([&ctx, o, components, nodes, wait] {
-    ctx.action = [&ctx, o, components, nodes, wait]() -> int {
+  create->callback([&ctx, o, components, nodes, wait, require_connected] {
+    ctx.action = [&ctx, o, components, nodes, wait, require_connected]() -> int {
       cairn::v1::OperatorRequest q;
+      q.mutable_backup_create()->set_require_connected(*require_connected);
       auto* sel = q.mutable_backup_create()->mutable_selector();
       for (const auto& c : *components) sel->add_components(c);
       for (const auto& n : *nodes) sel->add_nodes(n);
@@ -66,15 +75,11 @@ void register_op_backup(CLI::App& app, Context& ctx) {
         std::printf("%s\n", proto_json(set).c_str());
         return kExitOk;
       }
-      if (!o->json) std::printf("backup set %s created with %d task(s)\n", set.backup_set_id().c_str(), set.tasks_size());
+      if (!o->json)
+        std::printf("backup set %s created with %d task(s)\n", terminal_safe(set.backup_set_id()).c_str(), set.tasks_size());
+      if (!o->json) print_offline_agents(set.tasks());
       if (!*wait) return kExitOk;
-      std::string id = set.backup_set_id();
-      int rc = wait_for(*o, [&] {
-        auto s = show(*o, id);
-        return WaitView{"backup set " + id, s.state(), s.tasks()};
-      }, ctx.cancel);
-      if (o->json) std::printf("%s\n", proto_json(show(*o, id)).c_str());
-      return rc;
+      return watch_set(*o, set.backup_set_id(), ctx.cancel);
     };
   });
 
@@ -94,8 +99,9 @@ void register_op_backup(CLI::App& app, Context& ctx) {
       }
       std::printf("%-20s %-20s %-7s %-9s %s\n", "ID", "CREATED", "KIND", "STATE", "REQUESTED BY");
       for (const auto& s : r.backup_list().sets())
-        std::printf("%-20s %-20s %-7s %-9s %s%s\n", s.backup_set_id().c_str(), when(s.created_at()).c_str(),
-                    is_safety(s) ? "safety" : "backup", set_state_name(s.state()).c_str(), s.requested_by().c_str(),
+        std::printf("%-20s %-20s %-7s %-9s %s%s\n", terminal_safe(s.backup_set_id()).c_str(),
+                    when(s.created_at()).c_str(), is_safety(s) ? "safety" : "backup",
+                    set_state_name(s.state()).c_str(), terminal_safe(s.requested_by()).c_str(),
                     is_safety(s) ? (" (" + safety_note(s) + ")").c_str() : "");
       return kExitOk;
     };
@@ -103,7 +109,7 @@ void register_op_backup(CLI::App& app, Context& ctx) {
 
   auto* show_cmd = backup->add_subcommand("show", "a backup set with every task, reason and latest progress");
   auto id = std::make_shared<std::string>();
-  show_cmd->add_option("id", *id, "backup set id")->required();
+  show_cmd->add_option("id", *id, "backup set id (or a unique prefix)")->required();
   o = std::make_shared<OpOptions>();
   add_op_options(show_cmd, *o);
   show_cmd->callback([&ctx, o, id] {
@@ -114,6 +120,49 @@ void register_op_backup(CLI::App& app, Context& ctx) {
       else
         print_set(s);
       return kExitOk;
+    };
+  });
+
+  auto* cancel_cmd = backup->add_subcommand(
+      "cancel", "end every open task of a backup set or restore as failed ('cancelled by operator')");
+  auto cancel_id = std::make_shared<std::string>();
+  cancel_cmd->add_option("id", *cancel_id, "backup set or restore id (or a unique prefix)")->required();
+  o = std::make_shared<OpOptions>();
+  add_op_options(cancel_cmd, *o);
+  cancel_cmd->callback([&ctx, o, cancel_id] {
+    ctx.action = [o, cancel_id]() -> int {
+      cairn::v1::OperatorRequest q;
+      q.mutable_backup_cancel()->set_id(*cancel_id);
+      auto r = op_call(*o, q);
+      bool restore = r.has_restore();
+      if (o->json) {
+        std::printf("%s\n", restore ? proto_json(r.restore()).c_str() : proto_json(r.backup_set()).c_str());
+        return kExitOk;
+      }
+      const auto& tasks = restore ? r.restore().tasks() : r.backup_set().tasks();
+      int n = 0;
+      for (const auto& t : tasks)
+        for (const auto& why : t.reasons()) n += why.code() == cairn::v1::ERROR_CODE_CANCELLED;
+      std::printf("%s %s: %s; %d task(s) cancelled (an agent already working on one finishes it, and its result is "
+                  "ignored)\n",
+                  restore ? "restore" : "backup set",
+                  terminal_safe(restore ? r.restore().restore_id() : r.backup_set().backup_set_id()).c_str(),
+                  set_state_name(restore ? r.restore().state() : r.backup_set().state()).c_str(), n);
+      return kExitOk;
+    };
+  });
+
+  auto* watch_cmd =
+      backup->add_subcommand("watch", "follow a running backup set or restore again (the --wait view)");
+  auto watch_id = std::make_shared<std::string>();
+  watch_cmd->add_option("id", *watch_id, "backup set or restore id (or a unique prefix)")->required();
+  o = std::make_shared<OpOptions>();
+  add_op_options(watch_cmd, *o);
+  watch_cmd->callback([&ctx, o, watch_id] {
+    ctx.action = [&ctx, o, watch_id]() -> int {
+      // Ids say what they are: rs-... restores, anything else a backup set.
+      if (watch_id->rfind("rs-", 0) == 0) return watch_restore(*o, *watch_id, ctx.cancel);
+      return watch_set(*o, show(*o, *watch_id).backup_set_id(), ctx.cancel);
     };
   });
 }

@@ -1,9 +1,11 @@
-// cairnctl restore SET [--component C] [--node N] [--target T] [--mode mirror|merge] [--wait], restore show ID
+// cairnctl restore SET [--component C] [--node N] [--target T] [--mode mirror|merge] [--wait], restore show ID,
+// restore list
 #include <cstdio>
 
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
 #include "cairnctl/op_view.h"
+#include "common/util/terminal_text.h"
 
 namespace cairn::ctl {
 namespace {
@@ -15,16 +17,28 @@ cairn::v1::RestoreInfo show(const OpOptions& o, const std::string& id) {
 }
 
 void print_restore(const cairn::v1::RestoreInfo& r) {
-  std::printf("restore %s of backup set %s: %s\n", r.restore_id().c_str(), r.backup_set_id().c_str(),
-              set_state_name(r.state()).c_str());
-  std::printf("target %s, %s\n", r.restore_target().empty() ? "in place" : ("'" + r.restore_target() + "'").c_str(),
+  std::printf("restore %s of backup set %s: %s\n", terminal_safe(r.restore_id()).c_str(),
+              terminal_safe(r.backup_set_id()).c_str(), set_state_name(r.state()).c_str());
+  std::printf("target %s, %s\n",
+              r.restore_target().empty() ? "in place" : ("'" + terminal_safe(r.restore_target()) + "'").c_str(),
               r.write_mode() == cairn::v1::RESTORE_WRITE_MODE_MERGE ? "merge (entries added since the backup are kept)"
                                                                      : "mirror (entries added since the backup are removed)");
-  if (!r.safety_backup_set_id().empty()) std::printf("safety backup set %s\n", r.safety_backup_set_id().c_str());
+  if (!r.safety_backup_set_id().empty())
+    std::printf("safety backup set %s\n", terminal_safe(r.safety_backup_set_id()).c_str());
   print_tasks(r.tasks());
 }
 
 }  // namespace
+
+int watch_restore(const OpOptions& o, const std::string& given, const std::atomic<bool>& cancel) {
+  std::string id = show(o, given).restore_id();  // a prefix becomes the full id
+  int rc = wait_for(o, [&] {
+    auto s = show(o, id);
+    return WaitView{"restore " + id, s.state(), s.tasks()};
+  }, cancel);
+  if (o.json) std::printf("%s\n", proto_json(show(o, id)).c_str());
+  return rc;
+}
 
 void register_op_restore(CLI::App& app, Context& ctx) {
   auto* restore = app.add_subcommand("restore", "restore a backup set through the controller");
@@ -36,7 +50,8 @@ void register_op_restore(CLI::App& app, Context& ctx) {
   auto skip_safety = std::make_shared<bool>(false);
   auto target = std::make_shared<std::string>();
   auto mode = std::make_shared<std::string>("mirror");
-  restore->add_option("set", *set, "backup set id to restore from");
+  auto require_connected = std::make_shared<bool>(false);
+  restore->add_option("set", *set, "backup set id to restore from (or a unique prefix)");
   restore->add_option("--component", *components, "component name (repeatable; default: all in the set)");
   restore->add_option("--node", *nodes, "agent name or id (repeatable; default: all)");
   restore->add_option("--target", *target, "a restore target the agent declares (default: in place)");
@@ -47,12 +62,14 @@ void register_op_restore(CLI::App& app, Context& ctx) {
       ->capture_default_str();
   restore->add_flag("--skip-safety-backup", *skip_safety,
                     "do not back up the current state first (it cannot be undone then)");
+  restore->add_flag("--require-connected", *require_connected,
+                    "create nothing if a selected agent is not connected now (default: its tasks wait for it)");
   restore->add_flag("--wait", *wait, "follow progress until the restore ends; exit 0 complete, 3 partial, 1 failed");
   add_op_options(restore, *o);
 
   auto* show_cmd = restore->add_subcommand("show", "a restore with every task, reason and latest progress");
   auto id = std::make_shared<std::string>();
-  show_cmd->add_option("id", *id, "restore id")->required();
+  show_cmd->add_option("id", *id, "restore id (or a unique prefix)")->required();
   auto show_o = std::make_shared<OpOptions>();  // one per subcommand (see op_agent.cc)
   add_op_options(show_cmd, *show_o);
   show_cmd->callback([&ctx, o = show_o, id] {
@@ -66,12 +83,37 @@ void register_op_restore(CLI::App& app, Context& ctx) {
     };
   });
 
-  restore->callback([&ctx, restore, o, set, components, nodes, wait, skip_safety, target, mode] {
-    if (restore->got_subcommand("show")) return;
+  auto* list_cmd = restore->add_subcommand("list", "list restores, newest first");
+  auto limit = std::make_shared<unsigned>(50);
+  list_cmd->add_option("--limit", *limit, "at most this many restores")->capture_default_str();
+  auto list_o = std::make_shared<OpOptions>();
+  add_op_options(list_cmd, *list_o);
+  list_cmd->callback([&ctx, o = list_o, limit] {
+    ctx.action = [o, limit]() -> int {
+      cairn::v1::OperatorRequest q;
+      q.mutable_restore_list()->set_limit(*limit);
+      auto r = op_call(*o, q);
+      if (o->json) {
+        std::printf("%s\n", proto_json(r.restore_list()).c_str());
+        return kExitOk;
+      }
+      std::printf("%-20s %-20s %-9s %-20s %s\n", "ID", "CREATED", "STATE", "BACKUP SET", "SAFETY SET");
+      for (const auto& x : r.restore_list().restores())
+        std::printf("%-20s %-20s %-9s %-20s %s\n", terminal_safe(x.restore_id()).c_str(),
+                    local_time(x.created_at()).c_str(), set_state_name(x.state()).c_str(),
+                    terminal_safe(x.backup_set_id()).c_str(),
+                    x.safety_backup_set_id().empty() ? "-" : terminal_safe(x.safety_backup_set_id()).c_str());
+      return kExitOk;
+    };
+  });
+
+  restore->callback([&ctx, restore, o, set, components, nodes, wait, skip_safety, target, mode, require_connected] {
+    if (restore->got_subcommand("show") || restore->got_subcommand("list")) return;
     if (set->empty()) throw CLI::RequiredError("set");
-    ctx.action = [&ctx, o, set, components, nodes, wait, skip_safety, target, mode]() -> int {
+    ctx.action = [&ctx, o, set, components, nodes, wait, skip_safety, target, mode, require_connected]() -> int {
       cairn::v1::OperatorRequest q;
       auto* r = q.mutable_restore();
+      r->set_require_connected(*require_connected);
       r->set_backup_set_id(*set);
       r->set_skip_safety_backup(*skip_safety);
       r->set_restore_target(*target);
@@ -83,15 +125,11 @@ void register_op_restore(CLI::App& app, Context& ctx) {
         std::printf("%s\n", proto_json(info).c_str());
         return kExitOk;
       }
-      if (!o->json) std::printf("restore %s created with %d task(s)\n", info.restore_id().c_str(), info.tasks_size());
+      if (!o->json)
+        std::printf("restore %s created with %d task(s)\n", terminal_safe(info.restore_id()).c_str(), info.tasks_size());
+      if (!o->json) print_offline_agents(info.tasks());
       if (!*wait) return kExitOk;
-      std::string rid = info.restore_id();
-      int rc = wait_for(*o, [&] {
-        auto s = show(*o, rid);
-        return WaitView{"restore " + rid, s.state(), s.tasks()};
-      }, ctx.cancel);
-      if (o->json) std::printf("%s\n", proto_json(show(*o, rid)).c_str());
-      return rc;
+      return watch_restore(*o, info.restore_id(), ctx.cancel);
     };
   });
 }

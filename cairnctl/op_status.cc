@@ -3,6 +3,7 @@
 
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
+#include "common/util/terminal_text.h"
 
 namespace cairn::ctl {
 
@@ -20,11 +21,12 @@ void register_op_status(CLI::App& app, Context& ctx) {
         std::printf("%s\n", proto_json(s).c_str());
         return kExitOk;
       }
-      std::printf("controller        %s at %s\n", s.controller_version().c_str(), o->controller.c_str());
+      std::printf("controller        %s at %s\n", terminal_safe(s.controller_version()).c_str(),
+                  terminal_safe(o->controller).c_str());
       std::printf("agents            %u approved, %u pending, %u connected\n", s.agents_approved(), s.agents_pending(),
                   s.agents_connected());
       std::printf("backup sets       %u running\n", s.sets_running());
-      std::printf("signing key       %s\n", s.active_key_id().c_str());
+      std::printf("signing key       %s\n", terminal_safe(s.active_key_id()).c_str());
       std::printf("audit outbox      %llu unpublished\n", (unsigned long long)s.audit_outbox_pending());
       return kExitOk;
     };

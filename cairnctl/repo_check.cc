@@ -1,6 +1,7 @@
 #include <unistd.h>
 
 #include "cairnctl/cli.h"
+#include "common/util/terminal_text.h"
 #include "common/repo/checker.h"
 
 namespace cairn::ctl {
@@ -59,7 +60,7 @@ void register_repo_check(CLI::App& repo, Context& ctx) {
                     {"seconds", rep.seconds}});
       } else {
         // Problems print even with --quiet: they are what the command is for.
-        for (const auto& p : rep.problems) std::printf("%s\n", repo::problem_line(p).c_str());
+        for (const auto& p : rep.problems) std::printf("%s\n", terminal_safe(repo::problem_line(p)).c_str());
         info(o, "checked " + std::to_string(rep.snapshots) + " snapshots, " + std::to_string(rep.trees) + " trees, " +
                     std::to_string(rep.packs) + " packs (" + human_bytes(rep.pack_bytes) + "), " + std::to_string(rep.index_files) +
                     " index files" +

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "cairnctl/cli.h"
+#include "common/util/terminal_text.h"
 #include "common/repo/policy.h"
 #include "common/repo/snapshot.h"
 
@@ -26,7 +27,7 @@ struct ForgetArgs {
 std::string when(const repo::Snapshot& s) {
   std::string w = s.time.substr(0, 19);
   std::replace(w.begin(), w.end(), 'T', ' ');
-  return w;
+  return terminal_safe(w);  // the snapshot's own text: shown escaped
 }
 
 std::string join(const std::vector<std::string>& v, const char* sep) {
@@ -143,7 +144,8 @@ void register_repo_forget(CLI::App& repo, Context& ctx) {
                     {"removed", remove.size()}});
       } else if (!o.quiet) {
         for (const auto& g : groups) {
-          std::printf("snapshots of host '%s', paths %s:\n", g.hostname.c_str(), join(g.paths, ", ").c_str());
+          std::printf("snapshots of host '%s', paths %s:\n", terminal_safe(g.hostname).c_str(),
+                      terminal_safe(join(g.paths, ", ")).c_str());
           size_t nk = std::count_if(g.snapshots.begin(), g.snapshots.end(), [](const auto& d) { return d.keep; });
           if (nk) {
             std::printf("keep %zu:\n  %-8s  %-19s  %s\n", nk, "ID", "Time", "Reasons");

@@ -1,4 +1,5 @@
 #include "cairnctl/cli.h"
+#include "common/util/terminal_text.h"
 #include "common/repo/keys.h"
 #include "common/util/fs.h"
 
@@ -51,8 +52,9 @@ void register_repo_key(CLI::App& repo, Context& ctx) {
       }
       std::printf("  %-12s  %-12s  %-16s  %-12s  %s\n", "ID", "KDF", "Host", "User", "Created");
       for (const auto& k : slots)
-        std::printf("%s %-12s  %-12s  %-16s  %-12s  %s\n", k.id == r->key_slot() ? "*" : " ", k.id.substr(0, 12).c_str(), k.kdf.c_str(),
-                    k.hostname.c_str(), k.username.c_str(), k.created.substr(0, 19).c_str());
+        std::printf("%s %-12s  %-12s  %-16s  %-12s  %s\n", k.id == r->key_slot() ? "*" : " ", k.id.substr(0, 12).c_str(), terminal_safe(k.kdf).c_str(),
+                    terminal_safe(k.hostname).c_str(), terminal_safe(k.username).c_str(),
+                    terminal_safe(k.created.substr(0, 19)).c_str());
       return kExitOk;
     };
   });

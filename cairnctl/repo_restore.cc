@@ -1,6 +1,7 @@
 #include <unistd.h>
 
 #include "cairnctl/cli.h"
+#include "common/util/terminal_text.h"
 #include "common/repo/restorer.h"
 
 namespace cairn::ctl {
@@ -54,7 +55,8 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
       pp.clear();
       for (const auto& w : res.warnings) warn("'" + w.path + "': " + w.reason);
       for (const auto& f : res.failures)
-        std::fprintf(stderr, "cairnctl: error: restore of '%s' failed: %s\n", f.path.c_str(), f.reason.c_str());
+        std::fprintf(stderr, "cairnctl: error: restore of '%s' failed: %s\n", terminal_safe(f.path).c_str(),
+                     terminal_safe(f.reason).c_str());
       if (o.json) {
         nlohmann::json fails = nlohmann::json::array(), warns = nlohmann::json::array();
         for (const auto& f : res.failures) fails.push_back({{"path", f.path}, {"reason", f.reason}});

@@ -3,6 +3,8 @@
 #include "cairnctl/cli.h"
 #include "common/repo/snapshot.h"
 #include "common/repo/tree.h"
+#include "common/util/encoding.h"
+#include "common/util/terminal_text.h"
 
 namespace cairn::ctl {
 
@@ -40,8 +42,11 @@ void register_repo_snapshots(CLI::App& repo, Context& ctx) {
           for (size_t i = 0; i < s.tags.size(); ++i) paths += (i ? "," : "") + s.tags[i];
           paths += "]";
         }
-        std::printf("%-8s  %-20s  %-16s  %-8s  %-10s  %s\n", s.id.substr(0, 8).c_str(), when.c_str(), s.hostname.substr(0, 16).c_str(),
-                    s.partial ? "partial" : "ok", human_bytes(s.summary.value("bytes_total", uint64_t(0))).c_str(), paths.c_str());
+        // Host names, paths and tags are the snapshot's own text, shown escaped.
+        std::printf("%-8s  %-20s  %-16s  %-8s  %-10s  %s\n", terminal_safe(s.id.substr(0, 8)).c_str(),
+                    terminal_safe(when).c_str(), terminal_safe(s.hostname.substr(0, 16)).c_str(),
+                    s.partial ? "partial" : "ok", human_bytes(s.summary.value("bytes_total", uint64_t(0))).c_str(),
+                    terminal_safe(paths).c_str());
       }
       std::printf("%zu snapshots\n", snaps.size());
       return bad.empty() ? kExitOk : kExitError;
@@ -50,14 +55,24 @@ void register_repo_snapshots(CLI::App& repo, Context& ctx) {
 }
 
 namespace {
+// Names are bytes in a tree. JSON keeps the readable form under key (invalid
+// UTF-8 replaced by U+FFFD) and, when the bytes are not UTF-8, the exact bytes
+// under key_b64, as the tree format does (docs/cli.md).
+void put_name(nlohmann::json& j, const char* key, const std::string& bytes) {
+  j[key] = bytes;
+  if (!utf8_valid(bytes)) j[std::string(key) + "_b64"] = to_base64(as_bytes(bytes));
+}
+
 void list_tree(repo::Repository& r, const repo::BlobId& id, const std::string& prefix, bool json, bool long_fmt) {
   repo::Tree t = repo::decode_tree_bytes(r.load_blob(id));
   for (const auto& n : t.nodes) {
     std::string path = prefix + "/" + n.name;
     if (json) {
-      nlohmann::json j = {{"path", path}, {"type", repo::node_type_name(n.type)}, {"mode", n.mode}, {"uid", n.uid},
-                          {"gid", n.gid},   {"size", n.size},                     {"mtime_ns", n.mtime_ns}};
-      if (n.type == repo::NodeType::symlink) j["target"] = n.target;
+      nlohmann::json j = {{"type", repo::node_type_name(n.type)}, {"mode", n.mode}, {"uid", n.uid},
+                          {"gid", n.gid}, {"size", n.size}, {"mtime_ns", n.mtime_ns}};
+      put_name(j, "path", path);
+      put_name(j, "name", n.name);
+      if (n.type == repo::NodeType::symlink) put_name(j, "target", n.target);
       print_json(j);
     } else if (long_fmt) {
       char tbuf[32];
@@ -66,9 +81,9 @@ void list_tree(repo::Repository& r, const repo::BlobId& id, const std::string& p
       gmtime_r(&sec, &tm);
       strftime(tbuf, sizeof tbuf, "%Y-%m-%d %H:%M:%S", &tm);
       std::printf("%-8s %04o %6u %6u %12llu %s %s%s\n", repo::node_type_name(n.type), n.mode, n.uid, n.gid, (unsigned long long)n.size, tbuf,
-                  path.c_str(), n.type == repo::NodeType::symlink ? (" -> " + n.target).c_str() : "");
+                  terminal_safe(path).c_str(), n.type == repo::NodeType::symlink ? (" -> " + terminal_safe(n.target)).c_str() : "");
     } else {
-      std::printf("%s\n", path.c_str());
+      std::printf("%s\n", terminal_safe(path).c_str());
     }
     if (n.type == repo::NodeType::dir && n.subtree) list_tree(r, *n.subtree, path, json, long_fmt);
   }
@@ -87,7 +102,8 @@ void register_repo_ls(CLI::App& repo, Context& ctx) {
       const auto& o = ctx.opts;
       auto r = open_repo(o);
       repo::Snapshot s = repo::load_snapshot(*r, repo::resolve_snapshot(*r, snap));
-      if (!o.json && !o.quiet) std::printf("snapshot %s of %s at %s:\n", s.id.substr(0, 8).c_str(), s.hostname.c_str(), s.time.c_str());
+      if (!o.json && !o.quiet) std::printf("snapshot %s of %s at %s:\n", terminal_safe(s.id.substr(0, 8)).c_str(),
+                                       terminal_safe(s.hostname).c_str(), terminal_safe(s.time).c_str());
       list_tree(*r, s.tree, "", o.json, long_fmt);
       return kExitOk;
     };

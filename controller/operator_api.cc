@@ -19,10 +19,59 @@ cairn::v1::TaskState wire_state(catalog::TaskState s) { return cairn::v1::TaskSt
 cairn::v1::SetState wire_state(catalog::SetState s) { return cairn::v1::SetState(int(s) + 1); }
 cairn::v1::AgentState wire_state(catalog::AgentState s) { return cairn::v1::AgentState(int(s) + 1); }
 
-void fill_task(const catalog::Tx& tx, const catalog::Task& t, cairn::v1::TaskInfo& out) {
+// The full id for what the operator typed: the id itself, or the one id that
+// starts with it. Ambiguous prefixes are refused with the candidates listed.
+std::string resolve_id(const catalog::Tx& tx, catalog::Tx::IdKind kind, const std::string& given, const char* what) {
+  if (given.empty()) throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, std::string("no ") + what + " id given");
+  constexpr size_t kShown = 10;
+  auto ids = tx.ids_with_prefix(kind, given, kShown + 1);
+  for (const auto& id : ids)
+    if (id == given) return id;
+  if (ids.empty()) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, std::string("no ") + what + " '" + given + "'");
+  if (ids.size() == 1) return ids.front();
+  std::string list;
+  for (size_t i = 0; i < ids.size() && i < kShown; ++i) list += (i ? ", '" : "'") + ids[i] + "'";
+  if (ids.size() > kShown) list += ", ...";
+  throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, std::string(what) + " id prefix '" + given +
+                                                            "' is ambiguous: it matches " + list +
+                                                            "; give more characters");
+}
+
+// A set's own fields, as `backup list` and `backup show` give them. A safety
+// set names the restore it was taken for, so it never reads as a backup.
+void fill_set_header(const catalog::Tx& tx, const catalog::BackupSet& s, cairn::v1::BackupSetInfo& out) {
+  out.set_backup_set_id(s.id);
+  out.set_created_at(s.created_at);
+  out.set_requested_by(s.requested_by);
+  out.set_state(wire_state(s.state));
+  out.set_finished_at(s.finished_at.value_or(0));
+  out.set_trigger(s.trigger);
+  if (s.trigger == "safety") out.set_safety_for_restore_id(tx.restore_of_safety_set(s.id).value_or(""));
+}
+
+// --require-connected: nothing is created when a selected agent is offline.
+void refuse_offline(const std::vector<std::string>& names) {
+  if (names.empty()) return;
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "'" : ", '") + n + "'";
+  throw OpError(cairn::v1::ERROR_CODE_CONFLICT,
+                "not connected: " + list +
+                    "; nothing was created (start the agent(s), leave them out with --node, or drop "
+                    "--require-connected to queue the work until they connect)");
+}
+
+}  // namespace
+
+void OperatorApi::fill_task(const catalog::Tx& tx, const catalog::Task& t, cairn::v1::TaskInfo& out) const {
   out.set_task_id(t.id);
   out.set_agent_id(t.agent_id);
-  if (auto a = tx.agent(t.agent_id)) out.set_agent_name(a->name);
+  if (auto a = tx.agent(t.agent_id)) {
+    out.set_agent_name(a->name);
+    out.set_agent_last_seen(a->last_seen_at.value_or(0));
+  }
+  out.set_agent_connected(fleet_.connected(t.agent_id));
+  if (t.plan_id)
+    if (auto p = tx.plan(*t.plan_id)) out.set_plan_expires_at(p->expires_at);
   out.set_component(t.component);
   out.set_kind(t.kind == catalog::TaskKind::backup ? cairn::v1::TASK_KIND_BACKUP : cairn::v1::TASK_KIND_RESTORE);
   out.set_state(wire_state(t.state));
@@ -45,20 +94,6 @@ void fill_task(const catalog::Tx& tx, const catalog::Task& t, cairn::v1::TaskInf
   if (t.manifest_digest) out.set_manifest_digest(*t.manifest_digest);
   out.set_updated_at(t.updated_at);
 }
-
-// A set's own fields, as `backup list` and `backup show` give them. A safety
-// set names the restore it was taken for, so it never reads as a backup.
-void fill_set_header(const catalog::Tx& tx, const catalog::BackupSet& s, cairn::v1::BackupSetInfo& out) {
-  out.set_backup_set_id(s.id);
-  out.set_created_at(s.created_at);
-  out.set_requested_by(s.requested_by);
-  out.set_state(wire_state(s.state));
-  out.set_finished_at(s.finished_at.value_or(0));
-  out.set_trigger(s.trigger);
-  if (s.trigger == "safety") out.set_safety_for_restore_id(tx.restore_of_safety_set(s.id).value_or(""));
-}
-
-}  // namespace
 
 void OperatorApi::fill_set(const catalog::Tx& tx, const std::string& id, cairn::v1::BackupSetInfo& out) const {
   auto s = tx.backup_set(id);
@@ -85,6 +120,60 @@ void OperatorApi::fill_restore(const catalog::Tx& tx, const std::string& id, cai
   if (r->safety_set_id)
     for (const auto& t : tx.tasks_of_set(*r->safety_set_id)) fill_task(tx, t, *out.add_tasks());
   for (const auto& t : tx.tasks_of_restore(id)) fill_task(tx, t, *out.add_tasks());
+}
+
+std::vector<std::string> OperatorApi::offline_selected(const cairn::v1::Selector& sel) const {
+  std::vector<catalog::Agent> picked;
+  catalog_.read([&](const catalog::Tx& tx) {
+    for (const auto& a : tx.agents()) {
+      if (a.state != catalog::AgentState::approved) continue;
+      bool named = sel.nodes().empty();
+      for (const auto& n : sel.nodes()) named |= n == a.name || n == a.id;
+      bool has_component = sel.components().empty();
+      for (const auto& c : tx.agent_components(a.id))
+        for (const auto& want : sel.components()) has_component |= c.name == want;
+      if (named && has_component) picked.push_back(a);
+    }
+  });
+  std::vector<std::string> out;
+  for (const auto& a : picked)
+    if (!fleet_.connected(a.id)) out.push_back(a.name);
+  return out;
+}
+
+void OperatorApi::cancel(const std::string& actor, const std::string& given, cairn::v1::OperatorResponse& r) {
+  std::string id;
+  bool is_restore = false;
+  size_t cancelled = catalog_.transaction(actor, [&](catalog::Tx& tx) {
+    // A restore id (rs-...) or a backup set id (bs-...); a prefix of either.
+    auto sets = tx.ids_with_prefix(catalog::Tx::IdKind::backup_set, given, 2);
+    auto restores = tx.ids_with_prefix(catalog::Tx::IdKind::restore, given, 2);
+    is_restore = !restores.empty() && sets.empty();
+    id = resolve_id(tx, is_restore ? catalog::Tx::IdKind::restore : catalog::Tx::IdKind::backup_set, given,
+                    is_restore ? "restore" : "backup set");
+    std::vector<catalog::Task> tasks;
+    if (is_restore) {
+      auto rs = tx.restore(id);
+      if (rs->safety_set_id) tasks = tx.tasks_of_set(*rs->safety_set_id);
+      for (auto& t : tx.tasks_of_restore(id)) tasks.push_back(std::move(t));
+    } else {
+      tasks = tx.tasks_of_set(id);
+    }
+    size_t n = 0;
+    for (const auto& t : tasks) {
+      if (catalog::is_terminal(t.state)) continue;
+      catalog::TaskUpdate u(catalog::TaskState::failed);
+      u.reasons.push_back({cairn::v1::ERROR_CODE_CANCELLED, "cancelled by operator", ""});
+      tx.update_task(t.id, u);
+      ++n;
+    }
+    return n;
+  });
+  spdlog::info("operator: '{}' cancelled {} open task(s) of '{}'", actor, cancelled, id);
+  catalog_.read([&](const catalog::Tx& tx) {
+    if (is_restore) fill_restore(tx, id, *r.mutable_restore());
+    else fill_set(tx, id, *r.mutable_backup_set());
+  });
 }
 
 void OperatorApi::fill_agent(const catalog::Tx& tx, const catalog::Agent& a, cairn::v1::AgentInfo& out) const {
@@ -136,6 +225,7 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
   using Q = cairn::v1::OperatorRequest;
   switch (q.body_case()) {
     case Q::kBackupCreate: {
+      if (q.backup_create().require_connected()) refuse_offline(offline_selected(q.backup_create().selector()));
       auto o = orders_.create_backup(actor, q.backup_create().selector());
       spdlog::info("operator: '{}' created backup set '{}' for {} agent(s)", actor, o.id, o.agent_ids.size());
       for (const auto& a : o.agent_ids) fleet_.deliver(a);
@@ -153,18 +243,48 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
       return;
     }
     case Q::kBackupShow:
-      catalog_.read([&](const catalog::Tx& tx) { fill_set(tx, q.backup_show().backup_set_id(), *r.mutable_backup_set()); });
+      catalog_.read([&](const catalog::Tx& tx) {
+        fill_set(tx, resolve_id(tx, catalog::Tx::IdKind::backup_set, q.backup_show().backup_set_id(), "backup set"),
+                 *r.mutable_backup_set());
+      });
+      return;
+    case Q::kBackupCancel:
+      cancel(actor, q.backup_cancel().id(), r);
       return;
     case Q::kRestore: {
-      auto o = orders_.create_restore(actor, q.restore());
+      cairn::v1::RestoreRequest req = q.restore();
+      catalog_.read([&](const catalog::Tx& tx) {
+        req.set_backup_set_id(resolve_id(tx, catalog::Tx::IdKind::backup_set, req.backup_set_id(), "backup set"));
+      });
+      if (req.require_connected()) refuse_offline(offline_selected(req.selector()));
+      auto o = orders_.create_restore(actor, req);
       spdlog::info("operator: '{}' created restore '{}' for {} agent(s)", actor, o.id, o.agent_ids.size());
       for (const auto& a : o.agent_ids) fleet_.deliver(a);
       catalog_.read([&](const catalog::Tx& tx) { fill_restore(tx, o.id, *r.mutable_restore()); });
       return;
     }
     case Q::kRestoreShow:
-      catalog_.read([&](const catalog::Tx& tx) { fill_restore(tx, q.restore_show().restore_id(), *r.mutable_restore()); });
+      catalog_.read([&](const catalog::Tx& tx) {
+        fill_restore(tx, resolve_id(tx, catalog::Tx::IdKind::restore, q.restore_show().restore_id(), "restore"),
+                     *r.mutable_restore());
+      });
       return;
+    case Q::kRestoreList: {
+      size_t limit = q.restore_list().limit() ? q.restore_list().limit() : 50;
+      catalog_.read([&](const catalog::Tx& tx) {
+        for (const auto& x : tx.restores(limit)) {
+          auto* w = r.mutable_restore_list()->add_restores();
+          w->set_restore_id(x.id);
+          w->set_backup_set_id(x.source_set_id);
+          w->set_state(wire_state(x.state));
+          w->set_safety_backup_set_id(x.safety_set_id.value_or(""));
+          w->set_created_at(x.created_at);
+          w->set_finished_at(x.finished_at.value_or(0));
+        }
+      });
+      r.mutable_restore_list();
+      return;
+    }
     case Q::kAgentList:
       catalog_.read([&](const catalog::Tx& tx) {
         for (const auto& a : tx.agents()) fill_agent(tx, a, *r.mutable_agent_list()->add_agents());
@@ -176,7 +296,8 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
       bool approve = q.body_case() == Q::kAgentApprove;
       const std::string& who = approve ? q.agent_approve().agent() : q.agent_revoke().agent();
       auto agent = catalog_.transaction(actor, [&](catalog::Tx& tx) {
-        auto a = tx.agent(who);
+        auto a = tx.agent(who);  // an id or a name; else a unique id prefix
+        if (!a) a = tx.agent(resolve_id(tx, catalog::Tx::IdKind::agent, who, "agent"));
         if (!a) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no agent '" + who + "'");
         if (a->state == catalog::AgentState::revoked && approve)
           throw OpError(cairn::v1::ERROR_CODE_CONFLICT,

@@ -3,6 +3,7 @@
 // (docs/protocol.md § Operator API). The actor of every change is the
 // operator the ZAP handler authenticated.
 #include <string>
+#include <vector>
 
 #include "common/plan/signing_key.h"
 #include "controller/catalog/catalog.h"
@@ -28,6 +29,12 @@ class OperatorApi {
   void fill_set(const catalog::Tx& tx, const std::string& id, cairn::v1::BackupSetInfo& out) const;
   void fill_restore(const catalog::Tx& tx, const std::string& id, cairn::v1::RestoreInfo& out) const;
   void fill_agent(const catalog::Tx& tx, const catalog::Agent& a, cairn::v1::AgentInfo& out) const;
+  void fill_task(const catalog::Tx& tx, const catalog::Task& t, cairn::v1::TaskInfo& out) const;
+  // Approved agents picked by the selector that are not connected now (names),
+  // read before the order's transaction (the fleet is never asked inside one).
+  std::vector<std::string> offline_selected(const cairn::v1::Selector& selector) const;
+  // Ends the open tasks of a backup set or restore (backup cancel).
+  void cancel(const std::string& actor, const std::string& id, cairn::v1::OperatorResponse& r);
 
   catalog::Catalog& catalog_;
   Fleet& fleet_;

@@ -195,6 +195,10 @@ std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
       return check_selector(m.restore().selector());
     case M::kRestoreShow:
       return valid_id(m.restore_show().restore_id()) ? "" : "'restore_id' is empty or too long";
+    case M::kBackupCancel:
+      return valid_id(m.backup_cancel().id()) ? "" : "'id' is empty or too long";
+    case M::kRestoreList:
+      return m.restore_list().limit() > 10000 ? "'limit' above 10000" : "";
     case M::kAgentList:
     case M::kStatus:
       return {};

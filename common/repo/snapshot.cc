@@ -2,7 +2,9 @@
 
 #include <ctime>
 
+#include "common/util/encoding.h"
 #include "common/util/error.h"
+#include "common/util/terminal_text.h"
 
 namespace cairn::repo {
 
@@ -25,7 +27,14 @@ std::string format_rfc3339(int64_t unix_s) {
 
 json encode_snapshot(const Snapshot& s) {
   json errs = json::array();
-  for (const auto& e : s.errors) errs.push_back({{"path", e.path}, {"reason", e.reason}});
+  // A path is bytes: one that is not UTF-8 goes in path_b64 (a JSON string
+  // must be UTF-8; dumping it would throw and lose the whole snapshot).
+  for (const auto& e : s.errors) {
+    json je = {{"reason", utf8_or_escaped(e.reason)}};
+    if (utf8_valid(e.path)) je["path"] = e.path;
+    else je["path_b64"] = to_base64(as_bytes(e.path));
+    errs.push_back(std::move(je));
+  }
   json j = {{"version", kFormatVersion}, {"time", s.time},       {"hostname", s.hostname}, {"username", s.username},
             {"paths", s.paths},          {"tags", s.tags},       {"tree", id_hex(s.tree)}, {"partial", s.partial},
             {"errors", errs},            {"summary", s.summary}, {"program", s.program}};
@@ -47,7 +56,12 @@ Snapshot decode_snapshot(const json& j, const std::string& id) {
     if (!parse_id(j.at("tree").get<std::string>(), s.tree)) throw Error(Errc::corrupt, "snapshot '" + id + "': malformed tree id");
     s.parent = j.value("parent", "");
     s.partial = j.value("partial", false);
-    for (const auto& e : j.value("errors", json::array())) s.errors.push_back({e.value("path", ""), e.value("reason", "")});
+    for (const auto& e : j.value("errors", json::array())) {
+      std::string path = e.value("path", "");
+      Bytes raw;
+      if (e.contains("path_b64") && from_base64(e.at("path_b64").get<std::string>(), raw)) path.assign(raw.begin(), raw.end());
+      s.errors.push_back({path, e.value("reason", "")});
+    }
     s.summary = j.value("summary", json::object());
     s.program = j.value("program", "");
   } catch (const json::exception& e) {

@@ -142,6 +142,14 @@ class Tx {
   // The restore a safety backup set was taken for, if it is one.
   std::optional<std::string> restore_of_safety_set(const std::string& backup_set_id) const;
 
+  // -- lookups for the operator API (lookup.cc) ---------------------------------
+  // Ids of backup sets, restores or agents that start with prefix, in id
+  // order, at most limit of them (cairnctl accepts unique prefixes).
+  enum class IdKind { backup_set, restore, agent };
+  std::vector<std::string> ids_with_prefix(IdKind kind, const std::string& prefix, size_t limit) const;
+  // Restores, newest first.
+  std::vector<Restore> restores(size_t limit) const;
+
   // -- restores and locks (restores.cc) ----------------------------------------
   std::string create_restore(const NewRestore& restore);
   std::optional<Restore> restore(const std::string& id) const;

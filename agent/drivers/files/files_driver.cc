@@ -117,6 +117,24 @@ bool FilesDriver::covers(const std::string& sp) const {
   return !settings_.restore_to.empty() && under(sp, settings_.restore_to);
 }
 
+std::vector<std::string> FilesDriver::config_warnings() const {
+  std::vector<std::string> out;
+  for (const auto& p : settings_.paths) {
+    if (has_glob(p)) {
+      glob_t g{};
+      int rc = ::glob(p.c_str(), GLOB_NOSORT, nullptr, &g);
+      ::globfree(&g);
+      if (rc != 0) out.push_back("component '" + component_ + "': declared glob '" + p + "' matches nothing");
+      continue;
+    }
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0)
+      out.push_back("component '" + component_ + "': declared path '" + p + "' does not exist (" +
+                    std::strerror(errno) + ")");
+  }
+  return out;
+}
+
 std::vector<v1::Reason> FilesDriver::preflight(v1::TaskKind kind, const std::string& target_name) const {
   std::vector<v1::Reason> out;
   if (kind == v1::TASK_KIND_BACKUP) {

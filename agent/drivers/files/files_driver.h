@@ -19,6 +19,7 @@ class FilesDriver : public Driver {
   std::string name() const override { return "files"; }
   DriverCaps capabilities() const override;
   bool has_restore_target(const std::string& target_name) const override;
+  std::vector<std::string> config_warnings() const override;
   std::vector<cairn::v1::Reason> preflight(cairn::v1::TaskKind kind, const std::string& target_name) const override;
   DriverResult backup(TaskContext& ctx) override;
   DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;

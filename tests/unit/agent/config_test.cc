@@ -151,3 +151,21 @@ TEST_CASE("load_config names the file it cannot read") {
     REQUIRE(e.file() == "/nonexistent/agent.toml");
   }
 }
+
+TEST_CASE("config_warnings names declared paths and repositories that do not exist") {
+  TempDir d;
+  AgentConfig c = parse_config(base_config(d), "agent.toml");
+  auto w = config_warnings(c);  // neither data nor repo exists yet
+  REQUIRE(w.size() == 2);
+  REQUIRE_THAT(w[0], Catch::Contains("repository 'main': '" + d.file("repo") + "' does not exist"));
+  REQUIRE_THAT(w[1], Catch::Contains("component 'data': declared path '" + d.file("data") + "' does not exist"));
+
+  std::filesystem::create_directories(d.file("data"));
+  std::filesystem::create_directories(d.file("repo"));
+  w = config_warnings(c);  // a directory with no repository in it
+  REQUIRE(w.size() == 1);
+  REQUIRE_THAT(w[0], Catch::Contains("holds no cairn repository"));
+
+  write_text(d.file("repo") + "/config", "x");
+  REQUIRE(config_warnings(c).empty());
+}
