@@ -50,6 +50,13 @@ struct TaskContext {
   std::function<void()> check_lock;
   std::function<void(const WorkProgress&)> progress;
   const std::atomic<bool>* cancel = nullptr;
+  // The parent of the backup this task writes (a restore: of its safety
+  // backup): the one the plan names, already found among the snapshots this
+  // agent wrote itself. Empty: none, every file is read. A driver never
+  // searches the repository for a parent (docs/protocol.md § Task).
+  std::string parent_snapshot_id;
+  // Tells the operator something that is no failure (a parent not used).
+  std::function<void(const std::string&)> note;
 };
 
 struct RestoreSpec {

@@ -93,9 +93,11 @@ int main(int argc, char** argv) {
     signal(SIGPIPE, SIG_IGN);
 
     Session* session_ptr = nullptr;
-    TaskRunner runner([&session_ptr](cairn::v1::AgentMessage m) {
-      if (session_ptr) session_ptr->post(std::move(m));
-    });
+    TaskRunner runner(
+        [&session_ptr](cairn::v1::AgentMessage m) {
+          if (session_ptr) session_ptr->post(std::move(m));
+        },
+        config.state_dir + "/own-snapshots.json");
     Session session(config, identity, gate, runner, &notifier);
     session_ptr = &session;
     runner.start();

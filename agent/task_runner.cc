@@ -63,7 +63,8 @@ OpenRepo open_repository(const RepositoryDecl& d, const std::string& purpose) {
 
 }  // namespace
 
-TaskRunner::TaskRunner(Emit emit) : emit_(std::move(emit)) {}
+TaskRunner::TaskRunner(Emit emit, std::string own_snapshots_path)
+    : emit_(std::move(emit)), own_(std::move(own_snapshots_path)) {}
 
 TaskRunner::~TaskRunner() { stop(); }
 
@@ -118,6 +119,23 @@ void TaskRunner::loop() {
   }
 }
 
+// The plan's parent, when it is a snapshot this agent wrote (own_snapshots.h).
+std::string TaskRunner::own_parent(const RepositoryDecl& repository, const v1::Task& task) const {
+  const std::string& id = task.parent_snapshot_id();
+  return !id.empty() && own_.contains(repository.path, task.component(), id) ? id : std::string();
+}
+
+void TaskRunner::remember_own(const RepositoryDecl& repository, const v1::Task& task, const DriverResult& dr) {
+  if (dr.outcome == v1::TASK_OUTCOME_FAILED) return;
+  const std::string& id = task.kind() == v1::TASK_KIND_RESTORE ? dr.safety_snapshot_id : dr.snapshot_id;
+  if (id.empty()) return;
+  std::string why = own_.add(repository.path, task.component(), id);
+  if (!why.empty())
+    spdlog::warn("task '{}': snapshot '{}' is not recorded as this agent's own ({}); the next backup of component '{}' "
+                 "reads every file",
+                 task.task_id(), id.substr(0, 8), why, task.component());
+}
+
 v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   const v1::Task& task = t.task;
   const bool restore = task.kind() == v1::TASK_KIND_RESTORE;
@@ -161,6 +179,20 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
       ctx.check_lock = [lock = o.lock.get()] { lock->check("writing the snapshot"); };
       ctx.progress = send_progress;
       ctx.cancel = &cancel_;
+      // A note is no failure: logged, and shown as the task's current item.
+      ctx.note = [&](const std::string& text) {
+        spdlog::warn("task '{}': {}", task.task_id(), text);
+        WorkProgress w;
+        w.phase = restore ? v1::PHASE_SAFETY_BACKUP : v1::PHASE_PREFLIGHT;
+        w.current = "note: " + text;
+        send_progress(w);
+      };
+      ctx.parent_snapshot_id = own_parent(*t.repository, task);
+      bool writes = !restore || !task.options().skip_safety_backup();
+      if (writes && ctx.parent_snapshot_id.empty() && !task.parent_snapshot_id().empty())
+        ctx.note("the parent '" + task.parent_snapshot_id().substr(0, 16) +
+                 "' the plan names is not a snapshot this agent wrote to repository '" + t.repository->name +
+                 "'; every file is read");
       if (restore) {
         RestoreSpec spec;
         spec.snapshot_id = task.snapshot().snapshot_id();
@@ -183,6 +215,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   // Never report success with a reason attached: a reason means data is missing.
   if (dr.outcome == v1::TASK_OUTCOME_SUCCEEDED && !dr.reasons.empty()) dr.outcome = v1::TASK_OUTCOME_PARTIAL;
   if (dr.outcome == v1::TASK_OUTCOME_UNSPECIFIED) dr.outcome = v1::TASK_OUTCOME_FAILED;
+  if (t.repository) remember_own(*t.repository, task, dr);
 
   result.set_outcome(dr.outcome);
   for (auto& r : dr.reasons) *result.add_reasons() = std::move(r);

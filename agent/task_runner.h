@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/own_snapshots.h"
 #include "agent/task_admission.h"
 #include "proto/cairn.pb.h"
 
@@ -20,7 +21,9 @@ namespace cairn::agent {
 class TaskRunner {
  public:
   using Emit = std::function<void(cairn::v1::AgentMessage)>;
-  explicit TaskRunner(Emit emit);
+  // own_snapshots_path: the record of the snapshots this agent wrote (parents
+  // are taken only from it); empty: kept in memory (tests).
+  explicit TaskRunner(Emit emit, std::string own_snapshots_path = {});
   ~TaskRunner();
   TaskRunner(const TaskRunner&) = delete;
   TaskRunner& operator=(const TaskRunner&) = delete;
@@ -37,8 +40,11 @@ class TaskRunner {
 
  private:
   void loop();
+  std::string own_parent(const RepositoryDecl& repository, const cairn::v1::Task& task) const;
+  void remember_own(const RepositoryDecl& repository, const cairn::v1::Task& task, const DriverResult& dr);
 
   Emit emit_;
+  OwnSnapshots own_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<AdmittedTask> queue_;

@@ -11,7 +11,7 @@ struct BackupArgs {
   std::vector<std::string> paths, tags, excludes;
   bool use_stdin = false;
   std::string stdin_name, profile, parent, host;
-  bool force = false;
+  bool force = false, no_parent = false;
   unsigned threads = 0;
 };
 }  // namespace
@@ -27,7 +27,11 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
   cmd->add_option("--stdin-name", a.stdin_name, "file name for the data read from stdin");
   cmd->add_option("--chunk-profile", a.profile, "force a chunk-size profile: page (8 KiB), standard (1 MiB), log (2 MiB)")
       ->check(CLI::IsMember({"page", "standard", "log"}));
-  cmd->add_option("--parent", a.parent, "compare against this snapshot instead of the latest of the same paths");
+  // The default parent is whatever snapshot of this host and paths is newest,
+  // written by anyone holding the password: docs/cli.md says when to use these.
+  auto* parent_opt = cmd->add_option("--parent", a.parent, "compare against this snapshot instead of the latest of the same host and paths");
+  cmd->add_flag("--no-parent", a.no_parent, "use no parent: read every file (for a repository other hosts write too)")
+      ->excludes(parent_opt);
   cmd->add_flag("--force", a.force, "read every file, even those unchanged since the parent");
   cmd->add_option("--host", a.host, "record this host name instead of the machine's");
   cmd->add_option("--threads", a.threads, "worker threads (default: one per core)");
@@ -51,6 +55,7 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
         bo.profile = p;
       }
       bo.parent = a.parent;
+      if (a.no_parent) bo.parent_rule = repo::BackupOptions::ParentRule::named_only;  // and none named
       bo.force = a.force;
       bo.hostname = a.host;
       bo.threads = a.threads;

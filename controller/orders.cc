@@ -152,6 +152,9 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
         w.set_task_id(t.id);
         w.set_component(t.component);
         w.set_kind(cairn::v1::TASK_KIND_BACKUP);
+        // The parent comes from the catalog, never from the repository, where
+        // any agent can write a snapshot in another's name.
+        if (auto parent = tx.backup_parent(agent_id, t.component)) w.set_parent_snapshot_id(*parent);
         wire.push_back(w);
       }
       issue(tx, *agent, ids, wire, config_, key_);
@@ -224,6 +227,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
         w.set_task_id(t.id);
         w.set_component(t.component);
         w.set_kind(cairn::v1::TASK_KIND_RESTORE);
+        if (auto parent = tx.backup_parent(agent_id, t.component)) w.set_parent_snapshot_id(*parent);  // of the safety backup
         w.mutable_snapshot()->set_backup_set_id(req.backup_set_id());
         w.mutable_snapshot()->set_snapshot_id(*t.source_snapshot);
         w.mutable_options()->set_restore_target(req.restore_target());

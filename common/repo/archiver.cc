@@ -214,6 +214,8 @@ class Backup {
   BackupResult run();
 
  private:
+  // Sets parent_root_ and snap.parent, or res_.parent_note when a named parent is not used.
+  void load_parent(Snapshot& snap);
   // --- walk (main thread): depth-first, each listing sorted by name
   void walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, bool restricted);
   void walk_entry(Dir& parent, const std::string& name, const std::string& path, const Tree* ptree, bool restricted);
@@ -834,6 +836,43 @@ Progress Backup::snapshot_progress() {
   return p;
 }
 
+// The parent's content is reused without reading it, so where it comes from is
+// a matter of trust (BackupOptions::ParentRule, docs/repository-format.md).
+void Backup::load_parent(Snapshot& snap) {
+  const bool named_only = opt_.parent_rule == BackupOptions::ParentRule::named_only;
+  std::string parent = opt_.parent;
+  if (named_only) {
+    if (!parent.empty() && !is_snapshot_id(parent)) {
+      res_.parent_note = "the named parent is not a snapshot id; every file is read";
+      return;
+    }
+  } else if (parent.empty() && !opt_.force) {
+    std::string key = source_key(snap);
+    for (const auto& s : load_snapshots(repo_))
+      if (source_key(s) == key) parent = s.id;
+  } else if (!parent.empty()) {
+    parent = resolve_snapshot(repo_, parent);
+  }
+  if (parent.empty()) return;
+  try {
+    Snapshot ps = load_snapshot(repo_, parent);
+    if (named_only) {
+      std::vector<std::string> theirs = ps.paths, ours = snap.paths;
+      std::sort(theirs.begin(), theirs.end());
+      std::sort(ours.begin(), ours.end());
+      if (theirs != ours) {
+        res_.parent_note = "the named parent '" + parent.substr(0, 8) + "' holds other paths; every file is read";
+        return;
+      }
+    }
+    parent_root_ = std::make_unique<Tree>(decode_tree_bytes(repo_.load_blob(ps.tree)));
+    snap.parent = parent;
+  } catch (const Error& e) {
+    parent_root_.reset();  // fall back to reading everything
+    if (named_only) res_.parent_note = "the named parent '" + parent.substr(0, 8) + "' cannot be read (" + e.what() + "); every file is read";
+  }
+}
+
 BackupResult Backup::run() {
   ProgressTicker ticker(opt_.progress_interval, opt_.progress ? std::function<void()>([this] { report(); }) : nullptr);
 
@@ -859,24 +898,7 @@ BackupResult Backup::run() {
       if (::lstat(p.c_str(), &st) != 0) throw_errno("cannot read source", p, errno);
       sources_.insert(p == "/" ? "" : p);
     }
-    // Parent: explicit, or the latest snapshot of the same host and paths.
-    std::string parent = opt_.parent;
-    if (parent.empty() && !opt_.force) {
-      std::string key = source_key(snap);
-      for (const auto& s : load_snapshots(repo_))
-        if (source_key(s) == key) parent = s.id;
-    } else if (!parent.empty()) {
-      parent = resolve_snapshot(repo_, parent);
-    }
-    if (!parent.empty()) {
-      try {
-        Snapshot ps = load_snapshot(repo_, parent);
-        parent_root_ = std::make_unique<Tree>(decode_tree_bytes(repo_.load_blob(ps.tree)));
-        snap.parent = parent;
-      } catch (const Error&) {
-        parent_root_.reset();  // fall back to reading everything
-      }
-    }
+    load_parent(snap);
   }
 
   root_ = new_dir(nullptr, 0);

@@ -27,7 +27,15 @@ struct BackupOptions {
   std::string stdin_name;             // set: back up stdin_fd as one file of this name
   int stdin_fd = 0;
   std::optional<ChunkProfile> profile;  // forced profile; otherwise chosen per file name
-  std::string parent;                   // explicit parent snapshot; empty: the latest of the same source
+  // The parent: its entries are reused for files whose inode, size, mtime and
+  // ctime match, without reading them. `search` takes `parent` when set, else
+  // the newest snapshot of the same host and paths; whoever can write the
+  // repository can plant that one, so it is only for a repository that one
+  // host writes (cairnctl repo backup). `named_only` takes `parent` or none,
+  // never searching: the agent, whose parent the controller names.
+  enum class ParentRule { search, named_only };
+  ParentRule parent_rule = ParentRule::search;
+  std::string parent;  // a snapshot id (search: also a prefix or "latest"); empty: see parent_rule
   bool force = false;                   // read every file even when unchanged
   std::string hostname;                 // empty: this host
   unsigned threads = 0;                 // 0: one reader and one worker per core
@@ -44,6 +52,9 @@ struct BackupResult {
   uint64_t files_new = 0, files_changed = 0, files_unmodified = 0, dirs = 0;
   uint64_t bytes_total = 0, bytes_read = 0;
   double seconds = 0;
+  // Set when a named parent was not used (unreadable, or of other paths) and
+  // every file was read instead.
+  std::string parent_note;
 };
 
 // Throws on a repository-level failure (nothing is referenced by a snapshot then).

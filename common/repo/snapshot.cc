@@ -1,5 +1,6 @@
 #include "common/repo/snapshot.h"
 
+#include <algorithm>
 #include <ctime>
 
 #include "common/util/encoding.h"
@@ -88,6 +89,10 @@ std::vector<Snapshot> load_snapshots(Repository& r, std::vector<std::pair<std::s
   }
   std::sort(out.begin(), out.end(), [](const Snapshot& a, const Snapshot& b) { return a.time < b.time; });
   return out;
+}
+
+bool is_snapshot_id(const std::string& s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
 std::string resolve_snapshot(Repository& r, const std::string& ref) {

@@ -35,6 +35,8 @@ std::string save_snapshot(Repository& r, Snapshot& s);
 Snapshot load_snapshot(Repository& r, const std::string& id);
 // Every readable snapshot, oldest first. Unreadable ones are reported through bad.
 std::vector<Snapshot> load_snapshots(Repository& r, std::vector<std::pair<std::string, std::string>>* bad = nullptr);
+// True for a full snapshot id (64 hex digits): safe to name a file with.
+bool is_snapshot_id(const std::string& s);
 // Resolves "latest", a full id or a unique prefix of at least 4 hex digits.
 std::string resolve_snapshot(Repository& r, const std::string& ref);
 // A snapshot's source key: host and sorted paths. Parents and retention groups use it.

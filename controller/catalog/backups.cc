@@ -154,6 +154,25 @@ std::optional<Task> Tx::task(const std::string& id) const {
   return std::move(v.front());
 }
 
+// A partial snapshot is a good parent: what it could not read is absent from
+// its tree and is read next time; every entry it has was read by this agent.
+// Safety backups are left out: one of an alternative restore target covers
+// other paths, and the agent would then read everything. Every backup of an
+// (agent, component) goes to the repository the component declares (plans
+// name none), so the snapshot is in the repository the next backup writes;
+// when the agent's configuration moves it, the agent finds no such parent
+// there and reads everything.
+std::optional<std::string> Tx::backup_parent(const std::string& agent_id, const std::string& component) const {
+  auto s = db_.prepare(
+      "SELECT s.id FROM snapshots s JOIN tasks t ON t.id = s.task_id JOIN backup_sets b ON b.id = s.backup_set_id"
+      " WHERE s.agent_id = ? AND s.component = ? AND t.agent_id = s.agent_id AND t.kind = 'backup'"
+      " AND t.state IN ('succeeded', 'partial') AND b.trigger <> 'safety'"
+      " ORDER BY s.created_at DESC, s.rowid DESC LIMIT 1");
+  s.bind_all(agent_id, component);
+  if (!s.step()) return std::nullopt;
+  return s.text(0);
+}
+
 void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
   auto t = task(task_id);
   if (!t) throw Error(Errc::not_found, "no task '" + task_id + "'");

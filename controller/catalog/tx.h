@@ -89,6 +89,11 @@ class Tx {
   std::vector<Task> tasks_of_set(const std::string& backup_set_id) const;
   std::vector<Task> tasks_of_restore(const std::string& restore_id) const;
   std::optional<Task> task(const std::string& id) const;
+  // The parent named in the agent's next backup of the component: the newest
+  // snapshot a backup task of that agent and component left (succeeded or
+  // partial), outside safety sets. Only the agent's own tasks count, so a
+  // snapshot another agent wrote is never chosen (DESIGN.md, trust model).
+  std::optional<std::string> backup_parent(const std::string& agent_id, const std::string& component) const;
 
   // Moves a task along the state machine (outcome.h) and records reasons,
   // snapshot and manifest. When the last task of a set or restore ends, the

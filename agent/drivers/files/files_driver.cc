@@ -71,6 +71,44 @@ std::function<void(const repo::Progress&)> forward(TaskContext& ctx, v1::Phase o
   };
 }
 
+void note(TaskContext& ctx, const std::string& text) {
+  if (ctx.note) ctx.note(text);
+}
+
+// The plan's parent when it is a readable snapshot of this component; the
+// archiver then checks that it holds the same paths. A parent not used is a
+// note, not a failure: the backup reads every file instead.
+std::string usable_parent(TaskContext& ctx) {
+  const std::string& id = ctx.parent_snapshot_id;
+  if (id.empty()) return {};
+  if (!repo::is_snapshot_id(id)) {
+    note(ctx, "the named parent is not a snapshot id; every file is read");
+    return {};
+  }
+  try {
+    repo::Snapshot p = repo::load_snapshot(*ctx.repo, id);
+    if (std::find(p.tags.begin(), p.tags.end(), "component:" + ctx.component) == p.tags.end()) {
+      note(ctx, "the named parent '" + id.substr(0, 8) + "' is not a snapshot of component '" + ctx.component +
+                    "'; every file is read");
+      return {};
+    }
+  } catch (const Error& e) {
+    note(ctx, "the named parent '" + id.substr(0, 8) + "' cannot be read (" + e.what() + "); every file is read");
+    return {};
+  }
+  return id;
+}
+
+// Backs up with the plan's parent or none: never the repository's newest
+// snapshot of these paths, which any writer of the repository can plant.
+repo::BackupResult backup_with_parent(TaskContext& ctx, repo::BackupOptions& bo) {
+  bo.parent_rule = repo::BackupOptions::ParentRule::named_only;
+  bo.parent = usable_parent(ctx);
+  repo::BackupResult br = repo::backup(*ctx.repo, bo);
+  if (!br.parent_note.empty()) note(ctx, br.parent_note);
+  return br;
+}
+
 }  // namespace
 
 FilesDriver::FilesDriver(std::string component, Settings settings)
@@ -179,7 +217,7 @@ DriverResult FilesDriver::backup(TaskContext& ctx) {
   bo.progress = forward(ctx, v1::PHASE_STREAM);
   bo.cancel = ctx.cancel;
   bo.check_lock = ctx.check_lock;
-  repo::BackupResult br = repo::backup(*ctx.repo, bo);
+  repo::BackupResult br = backup_with_parent(ctx, bo);
   for (const auto& e : br.snapshot.errors)
     res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "could not back up '" + e.path + "': " + e.reason, e.path));
   res.snapshot_id = br.snapshot.id;
@@ -317,7 +355,7 @@ bool FilesDriver::safety_backup(TaskContext& ctx, const RestoreSpec& spec, const
   bo.check_lock = ctx.check_lock;
   repo::BackupResult sb;
   try {
-    sb = repo::backup(*ctx.repo, bo);
+    sb = backup_with_parent(ctx, bo);
   } catch (const Error& e) {
     res.safety_outcome = v1::TASK_OUTCOME_FAILED;
     res.safety_detail = e.what();
