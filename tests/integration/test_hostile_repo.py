@@ -179,7 +179,7 @@ def change_shim(tmp_path):
     return so
 
 
-@pytest.mark.parametrize("name,final", [("grows.bin", (4 << 20) + (1 << 20)), ("shrinks.bin", 3 << 19)])
+@pytest.mark.parametrize("name,final", [("grows.bin", (4 << 20) + (1 << 20)), ("shrinks.bin", 3 << 19)], ids=["grows", "shrinks"])
 def test_file_changing_while_read_is_recorded_as_read_and_named(cairn, tmp_path, change_shim, name, final):
     src = tmp_path / "src"
     src.mkdir()
