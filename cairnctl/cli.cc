@@ -8,6 +8,7 @@
 
 #include "common/repo/backend.h"
 #include "common/util/terminal_text.h"
+#include "common/repo/snapshot.h"
 #include "common/util/fs.h"
 
 namespace cairn::ctl {
@@ -45,14 +46,32 @@ std::unique_ptr<repo::Repository> open_repo(const RepoOptions& o, bool load_inde
   return r;
 }
 
+static std::chrono::seconds lock_wait(const RepoOptions& o) {
+  if (o.retry_lock.empty()) return std::chrono::seconds(0);
+  int64_t s = parse_duration(o.retry_lock);
+  if (s < 0) throw Error(Errc::invalid_input, "--retry-lock '" + o.retry_lock + "' is not a duration (try 30s, 5min, 1h)");
+  return std::chrono::seconds(s);
+}
+
 std::unique_ptr<repo::Lock> lock_repo(repo::Repository& r, const RepoOptions& o, repo::LockKind k, const std::string& purpose) {
-  std::chrono::seconds wait(0);
-  if (!o.retry_lock.empty()) {
-    int64_t s = parse_duration(o.retry_lock);
-    if (s < 0) throw Error(Errc::invalid_input, "--retry-lock '" + o.retry_lock + "' is not a duration (try 30s, 5min, 1h)");
-    wait = std::chrono::seconds(s);
-  }
-  return repo::Lock::acquire(r, k, purpose, wait, [](const std::string& m) { warn(m); });
+  return repo::Lock::acquire(r, k, purpose, lock_wait(o), [](const std::string& m) { warn(m); });
+}
+
+std::unique_ptr<repo::Lock> lock_repo_for_reading(repo::Repository& r, const RepoOptions& o, const std::string& purpose) {
+  return repo::lock_for_reading(r, purpose, lock_wait(o), [](const std::string& m) { warn(m); });
+}
+
+std::string resolve_snapshot_ref(repo::Repository& r, const std::string& ref, bool skip_damaged) {
+  std::vector<std::pair<std::string, std::string>> skipped;
+  std::string id = repo::resolve_snapshot(r, ref, skip_damaged, &skipped);
+  for (const auto& [bad, why] : skipped)
+    warn("skipped damaged snapshot '" + bad.substr(0, 8) + "' (" + why + "); 'latest' is '" + id.substr(0, 8) + "', the newest readable one");
+  return id;
+}
+
+void add_skip_damaged_option(CLI::App* cmd, bool& flag) {
+  cmd->add_flag("--skip-damaged", flag,
+                "let 'latest' pass over damaged snapshots (each is named in a warning) instead of refusing");
 }
 
 int exit_code_for(const Error& e) {
@@ -60,6 +79,7 @@ int exit_code_for(const Error& e) {
     case Errc::no_repo: return kExitNoRepo;
     case Errc::locked: return kExitLocked;
     case Errc::wrong_key: return kExitWrongKey;
+    case Errc::corrupt: return kExitDamaged;
     default: return kExitError;
   }
 }

@@ -24,6 +24,7 @@ enum Exit : int {
   kExitNoRepo = 10,
   kExitLocked = 11,
   kExitWrongKey = 12,
+  kExitDamaged = 13,  // an object of the repository failed verification (named in the message)
 };
 
 struct RepoOptions {
@@ -51,6 +52,15 @@ std::unique_ptr<repo::Backend> make_backend(const RepoOptions& o);
 // Opens the repository, loads the index; prints index problems as warnings.
 std::unique_ptr<repo::Repository> open_repo(const RepoOptions& o, bool load_index = true);
 std::unique_ptr<repo::Lock> lock_repo(repo::Repository& r, const RepoOptions& o, repo::LockKind k, const std::string& purpose);
+// For read-only commands: a shared lock, or none (with a warning) on a repository
+// that cannot be written (read-only mount, full disk); see repo::lock_for_reading.
+std::unique_ptr<repo::Lock> lock_repo_for_reading(repo::Repository& r, const RepoOptions& o, const std::string& purpose);
+
+// Resolves a snapshot reference; with skip_damaged, "latest" passes over damaged
+// snapshots and warns, naming each (repo::resolve_snapshot).
+std::string resolve_snapshot_ref(repo::Repository& r, const std::string& ref, bool skip_damaged);
+// Adds --skip-damaged to a command that takes a snapshot reference.
+void add_skip_damaged_option(CLI::App* cmd, bool& flag);
 
 int exit_code_for(const Error& e);
 void warn(const std::string& msg);

@@ -24,7 +24,7 @@ void register_repo_check(CLI::App& repo, Context& ctx) {
       const auto& o = ctx.opts;
       // check loads the index itself and reports its problems with the rest.
       auto r = open_repo(o, false);
-      auto lock = lock_repo(*r, o, repo::LockKind::shared, "check");
+      auto lock = lock_repo_for_reading(*r, o, "check");
       repo::CheckOptions co;
       co.read_data = a.read_data;
       co.threads = a.threads;

@@ -11,6 +11,7 @@ struct RestoreArgs {
   std::string snapshot, target;
   std::vector<std::string> includes, excludes;
   bool overwrite = false;
+  bool skip_damaged = false;
   unsigned threads = 0;
 };
 }  // namespace
@@ -28,11 +29,12 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
   cmd->add_option("--exclude,-e", a.excludes, "skip paths matching this glob (same matching; repeatable)")->allow_extra_args(false);
   cmd->add_flag("--overwrite", a.overwrite, "allow a non-empty target and replace what is already there");
   cmd->add_option("--threads", a.threads, "parallel writers (default: twice the cores)");
+  add_skip_damaged_option(cmd, a.skip_damaged);
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
       auto r = open_repo(o);
-      auto lock = lock_repo(*r, o, repo::LockKind::shared, "restore");
+      auto lock = lock_repo_for_reading(*r, o, "restore");
       repo::RestoreOptions ro;
       ro.target = a.target;
       ro.includes = a.includes;
@@ -47,7 +49,7 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
       }
       repo::RestoreResult res;
       try {
-        res = repo::restore(*r, a.snapshot, ro);
+        res = repo::restore(*r, resolve_snapshot_ref(*r, a.snapshot, a.skip_damaged), ro);
       } catch (...) {
         pp.clear();
         throw;

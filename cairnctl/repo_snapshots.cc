@@ -24,12 +24,14 @@ void register_repo_snapshots(CLI::App& repo, Context& ctx) {
       auto r = open_repo(o, false);
       std::vector<std::pair<std::string, std::string>> bad;
       auto snaps = repo::load_snapshots(*r, &bad);
-      for (const auto& [id, why] : bad) warn("snapshot '" + id.substr(0, 8) + "' is unreadable: " + why);
+      // Damaged snapshots are listed (after the readable ones: their time is unknown), never hidden.
+      for (const auto& [id, why] : bad) warn("snapshot '" + id.substr(0, 8) + "' is damaged: " + why + " (run 'cairnctl repo check')");
       if (o.json) {
         nlohmann::json arr = nlohmann::json::array();
         for (const auto& s : snaps) arr.push_back(snapshot_json(s));
+        for (const auto& [id, why] : bad) arr.push_back({{"id", id}, {"short_id", id.substr(0, 8)}, {"damaged", true}, {"error", why}});
         print_json(arr);
-        return bad.empty() ? kExitOk : kExitError;
+        return bad.empty() ? kExitOk : kExitDamaged;
       }
       std::printf("%-8s  %-20s  %-16s  %-8s  %-10s  %s\n", "ID", "Time", "Host", "Status", "Size", "Paths / Tags");
       for (const auto& s : snaps) {
@@ -48,8 +50,10 @@ void register_repo_snapshots(CLI::App& repo, Context& ctx) {
                     s.partial ? "partial" : "ok", human_bytes(s.summary.value("bytes_total", uint64_t(0))).c_str(),
                     terminal_safe(paths).c_str());
       }
-      std::printf("%zu snapshots\n", snaps.size());
-      return bad.empty() ? kExitOk : kExitError;
+      for (const auto& [id, why] : bad)
+        std::printf("%-8s  %-20s  %-16s  %-8s  %-10s  %s\n", id.substr(0, 8).c_str(), "?", "?", "damaged", "?", "(unreadable: see the warning above)");
+      std::printf("%zu snapshots%s\n", snaps.size() + bad.size(), bad.empty() ? "" : (" (" + std::to_string(bad.size()) + " damaged)").c_str());
+      return bad.empty() ? kExitOk : kExitDamaged;
     };
   });
 }
@@ -93,15 +97,17 @@ void list_tree(repo::Repository& r, const repo::BlobId& id, const std::string& p
 void register_repo_ls(CLI::App& repo, Context& ctx) {
   static std::string snap;
   static bool long_fmt = false;
+  static bool skip_damaged = false;
   auto* cmd = repo.add_subcommand("ls", "list the files of a snapshot");
   add_repo_options(cmd, ctx.opts);
   cmd->add_option("snapshot", snap, "snapshot id (or a unique prefix, or 'latest')")->required();
   cmd->add_flag("--long,-l", long_fmt, "show type, mode, owner, size and modification time");
+  add_skip_damaged_option(cmd, skip_damaged);
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
       auto r = open_repo(o);
-      repo::Snapshot s = repo::load_snapshot(*r, repo::resolve_snapshot(*r, snap));
+      repo::Snapshot s = repo::load_snapshot(*r, resolve_snapshot_ref(*r, snap, skip_damaged));
       if (!o.json && !o.quiet) std::printf("snapshot %s of %s at %s:\n", terminal_safe(s.id.substr(0, 8)).c_str(),
                                        terminal_safe(s.hostname).c_str(), terminal_safe(s.time).c_str());
       list_tree(*r, s.tree, "", o.json, long_fmt);

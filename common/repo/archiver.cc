@@ -117,6 +117,9 @@ struct FileState {
   std::atomic<int> pending{1};  // chunks in flight + the reader's own hold
   bool failed = false;
   std::string error;
+  // Set when the file changed between its open and the end of its read: what was
+  // read is recorded (size included), and the file is listed, making the snapshot partial.
+  std::string changed;
   uint64_t size = 0;
   // Under mu: set once every chunk is stored; until then the directories holding a
   // node of this file (the first link and later hard links) wait in waiters.
@@ -233,7 +236,7 @@ class Backup {
   // --- read and store
   void reader_loop();
   void read_file(ReadBuffer& rb, const std::shared_ptr<FileState>& fs);
-  void read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len, const Chunker& ch,
+  uint64_t read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len, const Chunker& ch,
                   size_t& seq);
   void submit(Task t);
   void worker_loop();
@@ -290,6 +293,7 @@ class Backup {
   std::atomic<bool> abort_{false};
 
   std::atomic<uint64_t> files_done_{0}, bytes_done_{0};
+  std::atomic<uint64_t> changed_during_{0};  // files that changed while they were read
   std::atomic<uint64_t> walk_files_{0}, walk_bytes_{0};  // found by the walk so far
   std::atomic<uint64_t> count_files_{0}, count_bytes_{0};
   std::atomic<bool> walked_{false}, counted_{false};
@@ -558,8 +562,8 @@ void Backup::submit(Task t) {
   q_not_empty_.notify_one();
 }
 
-void Backup::read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len,
-                        const Chunker& ch, size_t& seq) {
+uint64_t Backup::read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len,
+                            const Chunker& ch, size_t& seq) {
   const size_t maxc = ch.params().max_size;
   const size_t cap = blocks_->block_size();  // at least twice maxc
   uint64_t remaining = len;
@@ -606,6 +610,7 @@ void Backup::read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileState>
     submit(std::move(t));
     rb.start += n;
   }
+  return len - remaining;
 }
 
 void Backup::read_file(ReadBuffer& rb, const std::shared_ptr<FileState>& fs) {
@@ -650,18 +655,35 @@ void Backup::read_file(ReadBuffer& rb, const std::shared_ptr<FileState>& fs) {
         pos = hole;
       }
     }
+    // The snapshot records what was read: a file that grows or shrinks meanwhile
+    // gets the size of the bytes stored, never its size at open.
+    bool short_read = false;
     if (sparse) {
       fs->sparse = true;
-      fs->extents = ext;
-      for (auto [o, l] : ext) read_range(rb, fd, fs, o, l, ch, seq);
+      for (auto [o, l] : ext) {
+        uint64_t got = read_range(rb, fd, fs, o, l, ch, seq);
+        if (got) fs->extents.emplace_back(o, got);
+        short_read |= got != l;
+      }
       // holes count as done
       uint64_t data_bytes = 0;
       for (auto [o, l] : ext) data_bytes += l;
       if (size > data_bytes) bytes_done_ += size - data_bytes;
+      fs->size = size;
     } else {
-      read_range(rb, fd, fs, 0, UINT64_MAX, ch, seq);
+      fs->size = read_range(rb, fd, fs, 0, UINT64_MAX, ch, seq);
     }
-    if (uint64_t(st.st_size) != fs->size) fs->size = uint64_t(st.st_size);
+    // Torn when its size or modification time moved between open and end of read.
+    struct stat end {};
+    if (fstat(fd, &end) == 0 &&
+        (short_read || uint64_t(end.st_size) != size || fs->size != size || end.st_mtim.tv_sec != st.st_mtim.tv_sec ||
+         end.st_mtim.tv_nsec != st.st_mtim.tv_nsec)) {
+      std::lock_guard g(fs->mu);
+      fs->changed = "changed while it was read (" + std::to_string(size) + " bytes at open, " + std::to_string(end.st_size) +
+                    " at the end" + (end.st_mtim.tv_sec != st.st_mtim.tv_sec || end.st_mtim.tv_nsec != st.st_mtim.tv_nsec
+                                          ? ", modified meanwhile" : "") +
+                    "): the " + std::to_string(fs->size) + " bytes read are recorded but may mix old and new content; back it up again when it is not being written";
+    }
   } catch (const Error& e) {
     if (abort_) throw;
     std::lock_guard g(fs->mu);
@@ -742,6 +764,10 @@ void Backup::finish_chunk(FileState& fs) {
 void Backup::file_done(FileState& fs) {
   ++files_done_;
   if (fs.failed) error(fs.path, fs.error);  // whatever was read of it still counts toward the bytes seen
+  else if (!fs.changed.empty()) {
+    error(fs.path, fs.changed);
+    ++changed_during_;
+  }
   std::vector<Dir*> waiters;
   {
     std::lock_guard g(fs.mu);
@@ -1007,6 +1033,7 @@ BackupResult Backup::run() {
                   {"data_added_raw", res_.stats.bytes_raw_new},
                   {"blobs_new", res_.stats.blobs_new},
                   {"duration_s", res_.seconds}};
+  if (changed_during_) snap.summary["files_changed_during_backup"] = changed_during_.load();
   if (opt_.check_lock) opt_.check_lock();
   save_snapshot(repo_, snap);
   res_.snapshot = snap;

@@ -57,8 +57,10 @@ GearTable make_gear_table(std::span<const uint8_t> seed) {
 }
 
 Chunker::Chunker(const GearTable& gear, ChunkerParams params) : gear_(gear), params_(params) {
-  if (!std::has_single_bit(params.avg_size) || params.min_size < 64 || params.min_size >= params.avg_size || params.avg_size >= params.max_size)
-    throw Error(Errc::invalid_input, "chunker parameters must satisfy min < avg < max with avg a power of two");
+  if (!std::has_single_bit(params.avg_size) || params.min_size < 64 || params.min_size >= params.avg_size || params.avg_size >= params.max_size ||
+      params.max_size > kMaxChunkSize)
+    throw Error(Errc::invalid_input, "chunker parameters must satisfy min < avg < max <= " + std::to_string(kMaxChunkSize) +
+                                         " with avg a power of two");
   int bits = std::countr_zero(params.avg_size);
   // Normalized chunking, level 2: the top bits of the gear hash depend on the last
   // 64 bytes, so the masks take the hash's high bits.

@@ -11,6 +11,10 @@
 
 namespace cairn::repo {
 
+// No profile cuts chunks larger than this: it is also the largest data blob a
+// reader accepts (max_blob_size in pack.h).
+constexpr uint32_t kMaxChunkSize = 4u << 20;
+
 struct ChunkerParams {
   uint32_t min_size;
   uint32_t avg_size;  // a power of two

@@ -43,6 +43,38 @@ struct Scratch {
   }
 };
 thread_local Scratch t_scratch;
+
+// The most a single zstd frame can produce, from its block headers (RFC 8878 § 3.1.1):
+// a raw or RLE block produces its stated size, a compressed block at most 128 KiB.
+// Unlike the frame's declared content size, this is what the bytes really hold.
+// Returns false when the frame is malformed or not alone in `in`.
+bool frame_bound(std::span<const uint8_t> in, uint64_t& bound) {
+  constexpr uint64_t kBlockMax = 128u << 10;
+  if (in.size() < 6 || get_u32le(in.data()) != 0xFD2FB528u) return false;
+  uint8_t fhd = in[4];
+  if (fhd & 0x08) return false;  // reserved bit
+  bool single = fhd & 0x20, checksum = fhd & 0x04;
+  static constexpr size_t kDid[4] = {0, 1, 2, 4};
+  static constexpr size_t kFcs[4] = {0, 2, 4, 8};
+  size_t fcs = kFcs[fhd >> 6];
+  if (fcs == 0 && single) fcs = 1;
+  size_t pos = 5 + (single ? 0 : 1) + kDid[fhd & 3] + fcs;
+  bound = 0;
+  for (;;) {
+    if (pos + 3 > in.size()) return false;
+    uint32_t h = uint32_t(in[pos]) | uint32_t(in[pos + 1]) << 8 | uint32_t(in[pos + 2]) << 16;
+    pos += 3;
+    uint32_t type = (h >> 1) & 3, size = h >> 3;
+    if (type == 3 || size > kBlockMax) return false;
+    uint64_t stored = type == 1 ? 1 : size;
+    if (stored > in.size() - pos) return false;
+    pos += stored;
+    bound += type == 2 ? kBlockMax : size;
+    if (h & 1) break;
+  }
+  if (checksum) pos += 4;
+  return pos == in.size();
+}
 }  // namespace
 
 bool compress_if_useful(std::span<const uint8_t> in, std::span<const uint8_t>& out, int level) {
@@ -55,12 +87,21 @@ bool compress_if_useful(std::span<const uint8_t> in, std::span<const uint8_t>& o
   return true;
 }
 
-bool decompress(std::span<const uint8_t> in, size_t expected_size, Bytes& out) {
+std::string decompress(std::span<const uint8_t> in, size_t expected_size, Bytes& out) {
   unsigned long long fs = ZSTD_getFrameContentSize(in.data(), in.size());
-  if (fs == ZSTD_CONTENTSIZE_ERROR || (fs != ZSTD_CONTENTSIZE_UNKNOWN && fs != expected_size)) return false;
+  if (fs == ZSTD_CONTENTSIZE_ERROR) return "does not decompress (not a zstd frame)";
+  if (fs != ZSTD_CONTENTSIZE_UNKNOWN && fs != expected_size)
+    return "does not decompress (its frame declares " + std::to_string(fs) + " bytes, its entry " + std::to_string(expected_size) + ")";
+  // Nothing is allocated for more than the frame's blocks can produce, whatever it declares.
+  uint64_t bound = 0;
+  if (!frame_bound(in, bound)) return "does not decompress (malformed zstd frame)";
+  if (bound < expected_size)
+    return "does not decompress: it declares " + std::to_string(expected_size) + " bytes but its " + std::to_string(in.size()) +
+           " compressed bytes can hold at most " + std::to_string(bound);
   out.resize(expected_size);
   size_t n = ZSTD_decompressDCtx(t_dctx.d, out.data(), out.size(), in.data(), in.size());
-  return !ZSTD_isError(n) && n == expected_size;
+  if (ZSTD_isError(n) || n != expected_size) return "does not decompress (damaged zstd frame)";
+  return {};
 }
 
 }  // namespace cairn::repo

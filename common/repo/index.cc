@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "common/repo/json_parser.h"
+#include "common/repo/limits.h"
 #include "common/util/error.h"
 
 namespace cairn::repo {
@@ -158,6 +159,11 @@ IndexFile decode_index_file_bytes(std::span<const uint8_t> text, const std::stri
       pb.offset = u32(v[3]);
       pb.length = u32(v[4]);
       pb.raw_length = u32(v[5]);
+      // Lengths size the reads and buffers of every later load: bounded here, once.
+      if (pb.raw_length > max_blob_size(pb.type) || pb.length > max_blob_size(pb.type) + crypto::kAeadOverhead ||
+          pb.length < crypto::kAeadOverhead)
+        throw bad("blob '" + std::string(bid) + "' has a length outside the format's limits (docs/repository-format.md § 14)");
+      if (blobs.size() == kMaxPackBlobs) throw bad("pack '" + std::string(id) + "' lists more than " + std::to_string(kMaxPackBlobs) + " blobs");
       blobs.push_back(pb);
     }
     f.packs.emplace_back(pid, std::move(blobs));

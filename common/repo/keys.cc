@@ -6,6 +6,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "common/repo/limits.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 
@@ -14,16 +15,46 @@ namespace cairn::repo {
 using nlohmann::json;
 
 namespace {
-constexpr std::string_view kKeyAad = "cairn-key-v1";
+// Version 1 slots sealed the master key under a fixed aad: their other fields were
+// not authenticated (the file name, a hash of the file, still shows their damage).
+constexpr std::string_view kKeyAadV1 = "cairn-key-v1";
+constexpr int kKeySlotVersion = 2;
+
+// What a version-2 seal authenticates: every field but "data", canonical
+// (nlohmann's dump: keys sorted, no spaces).
+std::string slot_aad(const json& slot) {
+  json meta = slot;
+  meta.erase("data");
+  return "cairn-key-v2\n" + meta.dump();
+}
+
+// Proves the wrapping key right before the seal is opened, so that a slot whose
+// fields were changed reads as damaged, not as a wrong passphrase.
+std::string verifier(const crypto::Key& wk) {
+  crypto::Hash h = crypto::KeyedHash(wk)(as_bytes(std::string_view("cairn-key-verifier-v2")));
+  return to_base64(std::span<const uint8_t>(h.data(), 16));
+}
+
+// A slot's bytes, refused above the format's ceiling before they are read, and
+// checked against the slot's name (a hash of them). Returns why it is damaged, or "".
+std::string load_slot(Backend& be, const std::string& id, Bytes& raw) {
+  auto size = be.size({FileType::key, id});
+  if (!size) return "vanished while it was read";
+  if (*size > kMaxKeySlotFile)
+    return "is " + std::to_string(*size) + " bytes, above the limit of " + std::to_string(kMaxKeySlotFile) + " for a key slot";
+  raw = be.load({FileType::key, id});
+  if (to_hex(crypto::sha256(raw)) != id) return "does not match its name (a hash of its bytes)";
+  return {};
+}
 
 crypto::Key wrapping_key(const Secret& s, const json& slot) {
   Bytes salt;
-  if (!from_base64(slot.at("salt").get<std::string>(), salt)) throw Error(Errc::corrupt, "key slot has a malformed salt");
+  if (!from_base64(slot.at("salt").get<std::string>(), salt)) throw Error(Errc::corrupt, "has a malformed salt");
   std::string kdf = slot.at("kdf").get<std::string>();
   if (kdf == "scrypt") {
     if (s.kind != Secret::Kind::passphrase) return {};
     crypto::ScryptParams p{slot.at("n").get<uint64_t>(), slot.at("r").get<uint32_t>(), slot.at("p").get<uint32_t>()};
-    if (p.n > (1u << 22) || p.r > 32 || p.p > 16) throw Error(Errc::corrupt, "key slot asks for unreasonable scrypt parameters");
+    if (p.n > (1u << 22) || p.r > 32 || p.p > 16) throw Error(Errc::corrupt, "asks for unreasonable scrypt parameters");
     return crypto::scrypt(s.value, salt, p);
   }
   if (kdf == "hkdf-sha256") {
@@ -57,7 +88,7 @@ std::string now_rfc3339() {
 
 std::string add_key_slot(Backend& be, const MasterKey& mk, const Secret& secret, const KdfParams& kdf) {
   auto salt = crypto::random_array<32>();
-  json slot = {{"version", kFormatVersion}, {"created", now_rfc3339()}, {"hostname", hostname()},
+  json slot = {{"version", kKeySlotVersion}, {"created", now_rfc3339()}, {"hostname", hostname()},
                {"username", username()}, {"salt", to_base64(salt)}};
   if (secret.kind == Secret::Kind::passphrase) {
     slot["kdf"] = "scrypt";
@@ -72,7 +103,8 @@ std::string add_key_slot(Backend& be, const MasterKey& mk, const Secret& secret,
   Bytes plain(64);
   std::copy(mk.encrypt.begin(), mk.encrypt.end(), plain.begin());
   std::copy(mk.id.begin(), mk.id.end(), plain.begin() + 32);
-  slot["data"] = to_base64(crypto::Aead(wk).seal(as_bytes(kKeyAad), plain));
+  slot["verifier"] = verifier(wk);
+  slot["data"] = to_base64(crypto::Aead(wk).seal(as_bytes(slot_aad(slot)), plain));
   OPENSSL_cleanse(plain.data(), plain.size());
   OPENSSL_cleanse(wk.data(), wk.size());
   std::string text = slot.dump(2) + "\n";
@@ -86,27 +118,60 @@ MasterKey open_master_key(Backend& be, const Secret& secret, std::string* slot_i
   be.list(FileType::key, [&](const std::string& name, uint64_t) { ids.push_back(name); });
   if (ids.empty()) throw Error(Errc::corrupt, "repository '" + be.location() + "' has no key slots");
   std::sort(ids.begin(), ids.end());
+  std::vector<std::string> damaged;  // "'keys/…' why"
   for (const auto& id : ids) {
-    json slot;
+    std::string obj = "'keys/" + id + "'";
     try {
-      Bytes raw = be.load({FileType::key, id});
-      slot = json::parse(raw.begin(), raw.end());
+      Bytes raw;
+      if (std::string why = load_slot(be, id, raw); !why.empty()) {
+        if (why.rfind("vanished", 0) != 0) damaged.push_back(obj + " " + why);
+        continue;
+      }
+      json slot = json::parse(raw.begin(), raw.end());
+      int version = slot.at("version").get<int>();
+      if (version != 1 && version != kKeySlotVersion) continue;  // a newer cairn's slot: others may open
       crypto::Key wk = wrapping_key(secret, slot);
       if (wk == crypto::Key{}) continue;  // slot of the other kind
       Bytes sealed, plain;
-      if (!from_base64(slot.at("data").get<std::string>(), sealed)) continue;
-      bool ok = crypto::Aead(wk).open(as_bytes(kKeyAad), sealed, plain);
+      if (!from_base64(slot.at("data").get<std::string>(), sealed)) {
+        damaged.push_back(obj + " has a malformed sealed key");
+        continue;
+      }
+      bool ok;
+      if (version == 1) {
+        ok = crypto::Aead(wk).open(as_bytes(kKeyAadV1), sealed, plain);
+      } else {
+        bool right_key = crypto::equal(as_bytes(verifier(wk)), as_bytes(slot.at("verifier").get<std::string>()));
+        ok = right_key && crypto::Aead(wk).open(as_bytes(slot_aad(slot)), sealed, plain);
+        if (right_key && !ok) damaged.push_back(obj + " fails authentication: its fields were changed");
+      }
       OPENSSL_cleanse(wk.data(), wk.size());
-      if (!ok || plain.size() != 64) continue;
+      if (!ok) continue;
+      if (plain.size() != 64) {
+        damaged.push_back(obj + " holds a master key of the wrong length");
+        continue;
+      }
       MasterKey mk;
       std::copy(plain.begin(), plain.begin() + 32, mk.encrypt.begin());
       std::copy(plain.begin() + 32, plain.end(), mk.id.begin());
       OPENSSL_cleanse(plain.data(), plain.size());
       if (slot_id) *slot_id = id;
       return mk;
-    } catch (const json::exception&) {
-      continue;  // a malformed slot cannot open; others may
+    } catch (const json::exception& e) {
+      damaged.push_back(obj + " is malformed (" + e.what() + ")");  // others may still open
+    } catch (const Error& e) {
+      if (e.code() == Errc::unsupported) continue;  // unknown kdf: a newer cairn's slot
+      if (e.code() != Errc::corrupt) throw;
+      damaged.push_back(obj + " " + e.what());
     }
+  }
+  if (!damaged.empty()) {
+    std::string list;
+    for (const auto& d : damaged) list += (list.empty() ? "" : "; ") + d;
+    throw Error(Errc::corrupt, "repository '" + be.location() + "' is damaged: no key slot opens with the given " +
+                                   (secret.kind == Secret::Kind::passphrase ? "passphrase" : "key file") + ", and " + list +
+                                   ". If the secret belongs to a damaged slot, restore that file from a copy of the repository "
+                                   "(or open with another key and add a new slot); otherwise the secret is wrong");
   }
   throw Error(Errc::wrong_key, secret.kind == Secret::Kind::passphrase
                                    ? "wrong passphrase: no key slot of '" + be.location() + "' opens with it"
@@ -118,7 +183,8 @@ std::vector<KeySlotInfo> list_key_slots(Backend& be) {
   be.list(FileType::key, [&](const std::string& name, uint64_t) {
     KeySlotInfo k{name, "", "", "", ""};
     try {
-      Bytes raw = be.load({FileType::key, name});
+      Bytes raw;
+      if (!load_slot(be, name, raw).empty()) throw Error(Errc::corrupt, "damaged");
       json s = json::parse(raw.begin(), raw.end());
       k.created = s.value("created", "");
       k.hostname = s.value("hostname", "");

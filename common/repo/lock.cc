@@ -375,6 +375,20 @@ std::unique_ptr<Lock> Lock::acquire(Repository& r, LockKind kind, const std::str
   return lk;
 }
 
+std::unique_ptr<Lock> lock_for_reading(Repository& r, const std::string& purpose, std::chrono::seconds wait,
+                                       const std::function<void(const std::string&)>& warn, const LockTiming& timing) {
+  try {
+    return Lock::acquire(r, LockKind::shared, purpose, wait, warn, timing);
+  } catch (const Error& e) {
+    int err = e.sys_errno();
+    if (e.code() == Errc::locked || (err != EROFS && err != EACCES && err != EPERM && err != ENOSPC && err != EDQUOT)) throw;
+    if (warn)
+      warn("no lock was taken: the repository cannot be written (" + std::string(e.what()) + "); the " + purpose +
+           " goes on reading without one, so a prune or forget run meanwhile from elsewhere could remove what it reads");
+    return nullptr;
+  }
+}
+
 void Lock::refresh_once() {
   auto started = Clock::now();
   std::string current;

@@ -155,6 +155,15 @@ class Lock {
   std::thread refresher_;
 };
 
+// For commands that only read (check, restore): a shared lock as Lock::acquire takes
+// it, or, when the repository cannot be written at all (a read-only filesystem or
+// mount, no permission, a full disk or quota: EROFS, EACCES, EPERM, ENOSPC, EDQUOT),
+// none, after warning that no lock was taken. A conflicting lock still refuses
+// (Errc::locked) and any other failure still throws. Returns nullptr without a lock.
+std::unique_ptr<Lock> lock_for_reading(Repository& r, const std::string& purpose, std::chrono::seconds wait = std::chrono::seconds(0),
+                                       const std::function<void(const std::string&)>& warn = {},
+                                       const LockTiming& timing = LockTiming::from_env());
+
 // Removes stale locks (see list_locks); with watch > 0 also watches the others
 // for up to that long (at most until they are all decided) and removes those that
 // stay unchanged for t.stale_after. With all, removes every lock. Returns what was

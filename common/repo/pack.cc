@@ -2,11 +2,13 @@
 
 #include <cstring>
 
+#include "common/repo/limits.h"
 #include "common/util/error.h"
 
 namespace cairn::repo {
 
 namespace {
+constexpr uint64_t kMaxPackHeader = kMaxPackBlobs * kPackHeaderEntrySize + crypto::kAeadOverhead;
 constexpr std::string_view kHeaderAad = "cairn-pack-header-v1";
 
 std::vector<PackBlob> decode_header(std::span<const uint8_t> sealed, const crypto::Aead& aead, uint64_t data_end,
@@ -16,6 +18,8 @@ std::vector<PackBlob> decode_header(std::span<const uint8_t> sealed, const crypt
     throw Error(Errc::corrupt, "pack '" + pack_id + "': header fails authentication (damaged or not written by this repository)");
   if (plain.size() % kPackHeaderEntrySize)
     throw Error(Errc::corrupt, "pack '" + pack_id + "': header has a partial entry");
+  if (plain.size() / kPackHeaderEntrySize > kMaxPackBlobs)
+    throw Error(Errc::corrupt, "pack '" + pack_id + "': header lists more than " + std::to_string(kMaxPackBlobs) + " blobs");
   std::vector<PackBlob> out;
   uint64_t off = 0;
   for (size_t i = 0; i < plain.size(); i += kPackHeaderEntrySize) {
@@ -29,6 +33,9 @@ std::vector<PackBlob> decode_header(std::span<const uint8_t> sealed, const crypt
     std::memcpy(b.id.data(), e + 10, 32);
     b.offset = uint32_t(off);
     off += b.length;
+    if (b.raw_length > max_blob_size(b.type) || b.length > max_blob_size(b.type) + crypto::kAeadOverhead)
+      throw Error(Errc::corrupt, "pack '" + pack_id + "': header entry " + std::to_string(i / kPackHeaderEntrySize) +
+                                     " has a length outside the format's limits (docs/repository-format.md § 14)");
     if (b.length < crypto::kAeadOverhead || off > data_end)
       throw Error(Errc::corrupt, "pack '" + pack_id + "': header entry " + std::to_string(i / kPackHeaderEntrySize) + " lies outside the pack");
     out.push_back(b);
@@ -89,6 +96,8 @@ std::vector<PackBlob> parse_pack_header(std::span<const uint8_t> pack, const cry
   if (std::memcmp(t + 4, kPackMagic, 4) != 0) throw Error(Errc::corrupt, "pack '" + pack_id + "' has no pack trailer (truncated or damaged)");
   uint64_t hlen = get_u32le(t);
   if (hlen + kPackTrailerSize > pack.size()) throw Error(Errc::corrupt, "pack '" + pack_id + "': header length exceeds the pack");
+  if (hlen > kMaxPackHeader) throw Error(Errc::corrupt, "pack '" + pack_id + "': header length " + std::to_string(hlen) +
+                                                              " is above the limit of " + std::to_string(kMaxPackHeader));
   uint64_t data_end = pack.size() - kPackTrailerSize - hlen;
   return decode_header(pack.subspan(data_end, hlen), aead, data_end, pack_id);
 }
@@ -103,6 +112,8 @@ std::vector<PackBlob> read_pack_header(Backend& be, const std::string& pack_id, 
   if (std::memcmp(t + 4, kPackMagic, 4) != 0) throw Error(Errc::corrupt, "pack '" + pack_id + "' has no pack trailer (truncated or damaged)");
   uint64_t hlen = get_u32le(t);
   if (hlen + kPackTrailerSize > pack_size) throw Error(Errc::corrupt, "pack '" + pack_id + "': header length exceeds the pack");
+  if (hlen > kMaxPackHeader) throw Error(Errc::corrupt, "pack '" + pack_id + "': header length " + std::to_string(hlen) +
+                                                              " is above the limit of " + std::to_string(kMaxPackHeader));
   uint64_t data_end = pack_size - kPackTrailerSize - hlen;
   if (hlen + kPackTrailerSize > guess) {
     tail = be.load({FileType::pack, pack_id}, data_end, hlen);

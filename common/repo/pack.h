@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common/repo/backend.h"
+#include "common/repo/chunker.h"
 #include "common/repo/types.h"
 
 namespace cairn::repo {
@@ -22,10 +23,10 @@ struct PackBlob {
   uint32_t raw_length = 0;  // plaintext length before compression
 };
 
-// Largest plaintext a blob may have: chunks are at most 4 MiB (64 MiB leaves room
-// for other chunkers); a tree lists a whole directory, including files with a
-// million chunk ids, so it may be far larger.
-constexpr uint32_t max_blob_size(BlobType t) { return t == BlobType::tree ? (1u << 30) : (64u << 20); }
+// Largest plaintext a blob may have (its decompression ceiling): a data blob is one
+// chunk, at most the chunker's largest size; a tree lists a whole directory,
+// including files with millions of chunk ids, so it may be far larger.
+constexpr uint32_t max_blob_size(BlobType t) { return t == BlobType::tree ? (1u << 30) : kMaxChunkSize; }
 
 // The additional authenticated data of a sealed blob binds it to its type and id.
 std::array<uint8_t, 33> blob_aad(BlobType t, const BlobId& id);

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "common/repo/compress.h"
+#include "common/repo/limits.h"
 #include "common/util/error.h"
 
 namespace cairn::repo {
@@ -27,8 +28,29 @@ constexpr size_t kMaxQueuedPacks = 1;
 // end would grow with the number of directories and files.
 constexpr size_t kTreePackSize = 4u << 20;
 
+// The config's own version; the objects it describes keep kFormatVersion.
+// Version 1 authenticated only `id`; version 2 authenticates every byte (§ 2).
+constexpr int kConfigVersion = 2;
+
 std::string file_aad(FileType t) { return std::string("cairn-") + file_type_name(t) + "-v1"; }
-std::string config_aad(const std::string& id) { return "cairn-config-v1:" + id; }
+std::string config_aad_v1(const std::string& id) { return "cairn-config-v1:" + id; }
+// Version 2: every field but `sealed` and `checksum`, canonical (keys sorted, no spaces).
+std::string config_aad(const json& cfg) {
+  json meta = cfg;
+  meta.erase("sealed");
+  meta.erase("checksum");
+  return "cairn-config-v2\n" + meta.dump();
+}
+// A check of every other field that needs no key: damage shows before anything is interpreted.
+std::string config_checksum(const json& cfg) {
+  json rest = cfg;
+  rest.erase("checksum");
+  return to_hex(crypto::sha256(as_bytes(rest.dump())));
+}
+Error config_damaged(const std::string& location, const std::string& why) {
+  return Error(Errc::corrupt, "'" + location + "/config' " + why +
+                                  ": the repository's config is damaged; restore it from a copy of the repository");
+}
 }  // namespace
 
 Repository::~Repository() {
@@ -45,11 +67,9 @@ std::string Repository::init(Backend& be, const Secret& secret, const InitOption
   std::string id = to_hex(crypto::random_array<16>());
   json sealed = {{"chunker_seed", to_base64(seed)}, {"zstd_level", opt.zstd_level}, {"pack_size", opt.pack_size}};
   std::string sealed_text = sealed.dump();
-  json cfg = {{"format", kConfigFormat},
-              {"version", kFormatVersion},
-              {"id", id},
-              {"created", now_rfc3339()},
-              {"sealed", to_base64(crypto::Aead(mk.encrypt).seal(as_bytes(config_aad(id)), as_bytes(sealed_text)))}};
+  json cfg = {{"format", kConfigFormat}, {"version", kConfigVersion}, {"id", id}, {"created", now_rfc3339()}};
+  cfg["sealed"] = to_base64(crypto::Aead(mk.encrypt).seal(as_bytes(config_aad(cfg)), as_bytes(sealed_text)));
+  cfg["checksum"] = config_checksum(cfg);
   // The key slot goes first: a config without a key would be a repository nobody can open.
   std::string slot = add_key_slot(be, mk, secret, opt.kdf);
   std::string text = cfg.dump(2) + "\n";
@@ -62,26 +82,35 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
   if (!be->size({FileType::config, ""}))
     throw Error(Errc::no_repo, "no repository at '" + be->location() + "' (create one with 'cairnctl repo init --repo " +
                                    be->location() + "')");
+  const std::string loc = be->location();
+  auto size = be->size({FileType::config, ""});
+  if (*size > kMaxConfigFile)
+    throw config_damaged(loc, "is " + std::to_string(*size) + " bytes, above the limit of " + std::to_string(kMaxConfigFile));
   Bytes raw = be->load({FileType::config, ""});
   json cfg;
   try {
     cfg = json::parse(raw.begin(), raw.end());
   } catch (const json::exception&) {
-    throw Error(Errc::corrupt, "'" + be->location() + "/config' is not valid JSON; restore it from a copy or re-create the repository");
+    throw config_damaged(loc, "is not valid JSON");
   }
   auto field = [&](const char* k) -> const json& {
     static const json null;
     auto it = cfg.find(k);
     return it == cfg.end() ? null : *it;
   };
-  if (!cfg.is_object() || !field("format").is_string() || field("format").get<std::string>() != kConfigFormat)
-    throw Error(Errc::no_repo, "'" + be->location() + "' is not a cairn repository");
+  if (!cfg.is_object()) throw config_damaged(loc, "is not a JSON object");
+  bool has_checksum = cfg.contains("checksum");
+  if (has_checksum && (!field("checksum").is_string() || field("checksum").get<std::string>() != config_checksum(cfg)))
+    throw config_damaged(loc, "does not match its checksum");
+  if (!field("format").is_string() || field("format").get<std::string>() != kConfigFormat)
+    throw Error(Errc::no_repo, "'" + loc + "' is not a cairn repository");
   if (!field("version").is_number_integer() || !field("id").is_string() || !field("sealed").is_string())
-    throw Error(Errc::corrupt, "'" + be->location() + "/config' is malformed; restore it from a copy");
+    throw config_damaged(loc, "is malformed");
   int version = cfg.value("version", 0);
-  if (version != kFormatVersion)
-    throw Error(Errc::unsupported, "repository format version " + std::to_string(version) + " is not supported by this cairnctl (it reads version " +
-                                       std::to_string(kFormatVersion) + "); use a newer cairnctl");
+  if (version != 1 && version != kConfigVersion)
+    throw Error(Errc::unsupported, "repository format version " + std::to_string(version) + " is not supported by this cairnctl (it reads versions 1 and " +
+                                       std::to_string(kConfigVersion) + "); use a newer cairnctl");
+  if (version >= 2 && !has_checksum) throw config_damaged(loc, "lacks its checksum");
   std::unique_ptr<Repository> r(new Repository());
   r->be_ = std::move(be);
   r->mk_ = open_master_key(*r->be_, secret, &r->key_slot_);
@@ -89,8 +118,9 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
   r->id_hash_ = std::make_unique<crypto::KeyedHash>(r->mk_.id);
   r->params_.id = cfg.value("id", "");
   Bytes sealed, plain;
-  if (!from_base64(cfg.value("sealed", ""), sealed) || !r->aead_.open(as_bytes(config_aad(r->params_.id)), sealed, plain))
-    throw Error(Errc::corrupt, "'" + r->be_->location() + "/config' fails authentication: it was changed or damaged");
+  std::string aad = version == 1 ? config_aad_v1(r->params_.id) : config_aad(cfg);
+  if (!from_base64(cfg.value("sealed", ""), sealed) || !r->aead_.open(as_bytes(aad), sealed, plain))
+    throw config_damaged(loc, "fails authentication (it was changed or damaged)");
   try {
     json p = json::parse(plain.begin(), plain.end());
     if (!from_base64(p.at("chunker_seed").get<std::string>(), r->params_.chunker_seed) || r->params_.chunker_seed.size() != 32)
@@ -107,6 +137,10 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
 
 std::string Repository::save_json(FileType t, const json& j) {
   std::string text = j.dump();
+  // Never write what a reader would refuse (a snapshot that could not be listed).
+  if (text.size() > file_size_ceiling(t))
+    throw Error(Errc::invalid_input, file_kind_text(t) + " of " + std::to_string(text.size()) + " bytes exceeds the format's limit of " +
+                                         std::to_string(file_size_ceiling(t)) + " bytes");
   Bytes plain(5);
   std::span<const uint8_t> z;
   if (compress_if_useful(as_bytes(text), z, 3)) {
@@ -125,6 +159,17 @@ std::string Repository::save_json(FileType t, const json& j) {
 
 Bytes Repository::load_file(FileType t, const std::string& name) {
   std::string where = std::string(file_type_name(t)) + "/" + name;
+  const size_t ceiling = file_size_ceiling(t);
+  auto too_big = [&](uint64_t n, const char* what) {
+    return Error(Errc::corrupt, "'" + where + "' " + what + " " + std::to_string(n) + " bytes, above the limit of " +
+                                    std::to_string(ceiling) + " for " + file_kind_text(t) +
+                                    " (docs/repository-format.md § 14): it is damaged or was not written by cairn; "
+                                    "run 'cairnctl repo check'");
+  };
+  // The file is at most the text, its 5-byte header and the seal: checked before it is read.
+  auto size = be_->size({t, name});
+  if (!size) throw Error(Errc::not_found, "'" + where + "' does not exist");
+  if (*size > ceiling + 5 + crypto::kAeadOverhead) throw too_big(*size, "has");
   Bytes sealed = be_->load({t, name});
   if (to_hex(crypto::sha256(sealed)) != name)
     throw Error(Errc::corrupt, "'" + where + "' does not match its name (truncated or damaged)");
@@ -134,8 +179,9 @@ Bytes Repository::load_file(FileType t, const std::string& name) {
   uint32_t raw_len = get_u32le(plain.data() + 1);
   std::span<const uint8_t> body(plain.data() + 5, plain.size() - 5);
   if (plain[0] == kFileZstd) {
+    if (raw_len > ceiling) throw too_big(raw_len, "declares");
     Bytes text;
-    if (raw_len > (1u << 30) || !decompress(body, raw_len, text)) throw Error(Errc::corrupt, "'" + where + "' does not decompress");
+    if (std::string why = decompress(body, raw_len, text); !why.empty()) throw Error(Errc::corrupt, "'" + where + "' " + why);
     return text;
   }
   if (plain[0] != kFileRaw || body.size() != raw_len) throw Error(Errc::corrupt, "'" + where + "' has an unknown encoding");
@@ -218,8 +264,13 @@ bool Repository::open_blob(const PackBlob& b, std::span<const uint8_t> sealed, B
     return false;
   }
   if (b.flags & kBlobCompressed) {
-    if (b.raw_length > max_blob_size(b.type) || !decompress(plain, b.raw_length, out)) {
-      why = "does not decompress";
+    if (b.raw_length > max_blob_size(b.type)) {
+      why = "declares " + std::to_string(b.raw_length) + " bytes, above the limit of " + std::to_string(max_blob_size(b.type)) +
+            " for a " + (b.type == BlobType::tree ? "tree" : "data") + " blob (docs/repository-format.md § 14)";
+      return false;
+    }
+    if (std::string e = decompress(plain, b.raw_length, out); !e.empty()) {
+      why = e;
       return false;
     }
   } else {
@@ -280,8 +331,9 @@ bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id
     std::unique_lock lk(wmu_);
     PackBuilder& pb = builders_[int(t)];
     const size_t limit = t == BlobType::tree ? std::min<size_t>(params_.pack_size, kTreePackSize) : params_.pack_size;
-    // Close the pack before it would overflow, so its buffer never reallocates.
-    if (!pb.empty() && pb.size() + sealed.size() > limit) std::swap(full, pb);
+    // Close the pack before it would overflow, so its buffer never reallocates, and
+    // before its header would list more entries than a reader accepts.
+    if (!pb.empty() && (pb.size() + sealed.size() > limit || pb.count() >= kMaxPackBlobs)) std::swap(full, pb);
     if (pb.empty()) {
       if (!spare_packs_.empty()) {
         pb.adopt(std::move(spare_packs_.back()));
@@ -384,7 +436,24 @@ void Repository::maybe_flush_index(std::unique_lock<std::mutex>& lk, bool force)
   ++stats_.index_files_written;
 }
 
-std::string Repository::write_index_file(const IndexFile& f) { return save_json(FileType::index, encode_index_file(f)); }
+std::string Repository::write_index_file(const IndexFile& f) {
+  // Split between packs after kIndexMaxBlobs entries, so no index file nears its
+  // ceiling however large the repository (a pack's own list is never split: it is
+  // at most kMaxPackBlobs entries). Every part names the superseded files.
+  IndexFile part;
+  part.supersedes = f.supersedes;
+  size_t in_part = 0;
+  for (size_t i = 0; i < f.packs.size(); ++i) {
+    part.packs.push_back(f.packs[i]);
+    in_part += f.packs[i].second.size();
+    if (in_part >= kIndexMaxBlobs && i + 1 < f.packs.size()) {
+      save_json(FileType::index, encode_index_file(part));
+      part.packs.clear();
+      in_part = 0;
+    }
+  }
+  return save_json(FileType::index, encode_index_file(part));
+}
 
 void Repository::flush() {
   for (int t = 0; t < 2; ++t) {

@@ -98,7 +98,8 @@ class Repository {
   // Writes open packs and pending index entries. Must be called before a snapshot
   // that refers to the blobs is saved.
   void flush();
-  // Writes an index file describing the given packs (repair, prune).
+  // Writes index files describing the given packs (repair, prune): one, or several of
+  // at most ~50,000 entries each for a large list; returns the last name.
   std::string write_index_file(const IndexFile& f);
   WriteStats stats() const;
 

@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "common/util/encoding.h"
+#include "common/repo/limits.h"
 #include "common/util/error.h"
 #include "common/util/terminal_text.h"
 
@@ -72,6 +73,11 @@ Snapshot decode_snapshot(const json& j, const std::string& id) {
 }
 
 std::string save_snapshot(Repository& r, Snapshot& s) {
+  // A backup of millions of unreadable files must still write a snapshot readers accept.
+  if (s.errors.size() > kMaxSnapshotErrors) {
+    s.summary["errors_not_listed"] = s.errors.size() - kMaxSnapshotErrors;
+    s.errors.resize(kMaxSnapshotErrors);
+  }
   s.id = r.save_json(FileType::snapshot, encode_snapshot(s));
   return s.id;
 }
@@ -95,10 +101,21 @@ bool is_snapshot_id(const std::string& s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
-std::string resolve_snapshot(Repository& r, const std::string& ref) {
+std::string resolve_snapshot(Repository& r, const std::string& ref, bool skip_damaged,
+                             std::vector<std::pair<std::string, std::string>>* skipped) {
   if (ref == "latest") {
-    auto all = load_snapshots(r);
-    if (all.empty()) throw Error(Errc::not_found, "the repository has no snapshots");
+    std::vector<std::pair<std::string, std::string>> bad;
+    auto all = load_snapshots(r, &bad);
+    if (!bad.empty() && !skip_damaged) {
+      std::string list;
+      for (const auto& [id, why] : bad) list += (list.empty() ? "" : "; ") + std::string("'") + id.substr(0, 8) + "' (" + why + ")";
+      throw Error(Errc::corrupt, std::string(bad.size() == 1 ? "snapshot " : "snapshots ") + list + (bad.size() == 1 ? " is" : " are") +
+                                     " damaged, so 'latest' cannot be told: it may be the damaged one. Give a snapshot id (see "
+                                     "'cairnctl repo snapshots'), pass --skip-damaged to take the newest readable snapshot, or run "
+                                     "'cairnctl repo check'");
+    }
+    if (skipped) *skipped = bad;
+    if (all.empty()) throw Error(Errc::not_found, "the repository has no readable snapshots");
     return all.back().id;
   }
   if (ref.size() < 4) throw Error(Errc::invalid_input, "snapshot id '" + ref + "' is too short (give at least 4 hex digits)");

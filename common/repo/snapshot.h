@@ -38,7 +38,12 @@ std::vector<Snapshot> load_snapshots(Repository& r, std::vector<std::pair<std::s
 // True for a full snapshot id (64 hex digits): safe to name a file with.
 bool is_snapshot_id(const std::string& s);
 // Resolves "latest", a full id or a unique prefix of at least 4 hex digits.
-std::string resolve_snapshot(Repository& r, const std::string& ref);
+// "latest" refuses (Errc::corrupt, naming each) while any snapshot is unreadable:
+// a damaged one may be the newest, and an older one must not stand in for it
+// silently. With skip_damaged it takes the newest readable one and reports what it
+// passed over through skipped (id, why).
+std::string resolve_snapshot(Repository& r, const std::string& ref, bool skip_damaged = false,
+                             std::vector<std::pair<std::string, std::string>>* skipped = nullptr);
 // A snapshot's source key: host and sorted paths. Parents and retention groups use it.
 std::string source_key(const Snapshot& s);
 int64_t parse_rfc3339(const std::string& s);

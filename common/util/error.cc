@@ -35,7 +35,7 @@ void throw_errno(std::string_view op, std::string_view path, int err) {
   } else if (err == EEXIST) {
     code = Errc::exists;
   }
-  throw Error(code, msg);
+  throw Error(code, msg, err);
 }
 
 }  // namespace cairn
