@@ -26,7 +26,7 @@ CurveIdentity load_or_create_identity(const std::string& dir, bool* created) {
   if (::stat(secret_path.c_str(), &st) == 0) {
     std::string why = check_secret_file_mode(secret_path);
     if (!why.empty()) throw Error(Errc::invalid_input, "agent key: " + why);
-    Bytes b = read_file(secret_path);
+    Bytes b = read_file(secret_path, kMaxSecretFile);
     id.secret_z85 = trim(std::string(b.begin(), b.end()));
     char pub[41] = {};
     if (id.secret_z85.size() != 40 || zmq_curve_public(pub, id.secret_z85.c_str()) != 0)

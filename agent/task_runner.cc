@@ -45,7 +45,10 @@ struct OpenRepo {
   std::unique_ptr<repo::Lock> lock;
 };
 
-OpenRepo open_repository(const RepositoryDecl& d, const std::string& purpose) {
+// A restore only reads the repository (its safety backup writes, and fails
+// clearly on its own when it cannot): on a read-only repository (a mounted
+// copy, a WORM target, a full disk) it goes on without a lock, with a warning.
+OpenRepo open_repository(const RepositoryDecl& d, const std::string& purpose, bool reads_only) {
   // The mode is checked again: the file may have changed since the start.
   std::string why = check_secret_file_mode(d.password_file);
   if (!why.empty()) throw Error(Errc::invalid_input, "password file of repository '" + d.name + "': " + why);
@@ -56,8 +59,11 @@ OpenRepo open_repository(const RepositoryDecl& d, const std::string& purpose) {
   o.repo = repo::Repository::open(std::move(be), repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(d.password_file)));
   for (const auto& p : o.repo->load_index())
     spdlog::warn("repository '{}': index file '{}' is unusable: {}", d.name, p.index_file, p.message);
-  o.lock = repo::Lock::acquire(*o.repo, repo::LockKind::shared, purpose, std::chrono::seconds(60),
-                               [name = d.name](const std::string& m) { spdlog::warn("repository '{}': {}", name, m); });
+  auto warn = [name = d.name](const std::string& m) { spdlog::warn("repository '{}': {}", name, m); };
+  if (reads_only)
+    o.lock = repo::lock_for_reading(*o.repo, purpose, std::chrono::seconds(60), warn);
+  else
+    o.lock = repo::Lock::acquire(*o.repo, repo::LockKind::shared, purpose, std::chrono::seconds(60), warn);
   return o;
 }
 
@@ -169,14 +175,20 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
     if (!refusals.empty()) {
       dr.reasons = std::move(refusals);
     } else {
-      OpenRepo o = open_repository(*t.repository, restore ? "restore" : "backup");
+      OpenRepo o = open_repository(*t.repository, restore ? "restore" : "backup", restore);
       TaskContext ctx;
       ctx.plan_id = t.plan_id;
       ctx.task_id = task.task_id();
       ctx.backup_set_id = task.backup_set_id().empty() ? task.snapshot().backup_set_id() : task.backup_set_id();
       ctx.component = task.component();
       ctx.repo = o.repo.get();
-      ctx.check_lock = [lock = o.lock.get()] { lock->check("writing the snapshot"); };
+      ctx.check_lock = [lock = o.lock.get(), name = t.repository->name] {
+        // No lock: the repository could not be written when the task began.
+        if (!lock)
+          throw Error(Errc::locked, "no lock is held on repository '" + name +
+                                        "' (it could not be written when the task began); no snapshot is written");
+        lock->check("writing the snapshot");
+      };
       ctx.progress = send_progress;
       ctx.cancel = &cancel_;
       // A note is no failure: logged, and shown as the task's current item.

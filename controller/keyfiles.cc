@@ -55,7 +55,7 @@ CurveKeypair generate_curve_keypair() {
 }
 
 std::string read_curve_public(const std::string& path) {
-  Bytes b = read_file(path);
+  Bytes b = read_file(path, kMaxSecretFile);
   std::string s = trim(std::string(b.begin(), b.end()));
   if (!z85_to_key(s)) throw Error(Errc::invalid_input, "'" + path + "' is not a CURVE public key (40 Z85 characters)");
   return s;

@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "common/repo/limits.h"
 #include "common/repo/snapshot.h"
 #include "common/repo/tree.h"
 #include "common/util/error.h"
@@ -107,12 +108,16 @@ class Checker {
 
   void check_keys() {
     auto& be = r_.backend();
-    std::vector<std::string> names;
-    be.list(FileType::key, [&](const std::string& n, uint64_t) { names.push_back(n); });
+    std::vector<std::pair<std::string, uint64_t>> names;
+    be.list(FileType::key, [&](const std::string& n, uint64_t size) { names.emplace_back(n, size); });
     std::sort(names.begin(), names.end());
-    for (const auto& name : names) {
+    for (const auto& [name, size] : names) {
       std::string obj = "keys/" + name;
       try {
+        // Checked before it is read: a slot is a small JSON file (limits.h).
+        if (size > kMaxKeySlotFile)
+          throw Error(Errc::corrupt, "key slot '" + obj + "' is " + std::to_string(size) + " bytes, over the " +
+                                         std::to_string(kMaxKeySlotFile) + "-byte ceiling of a key slot");
         Bytes raw = be.load({FileType::key, name});
         if (to_hex(crypto::sha256(raw)) != name) {
           add("key_slot", Severity::warning, obj,

@@ -19,11 +19,16 @@ void Fd::reset() {
   fd_ = -1;
 }
 
-Bytes read_file(const std::string& path) {
+Bytes read_file(const std::string& path, size_t max_bytes) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) throw_errno("cannot open", path, errno);
   struct stat st {};
   if (fstat(fd.get(), &st) != 0) throw_errno("cannot stat", path, errno);
+  auto too_big = [&] {
+    return Error(Errc::invalid_input, "file '" + path + "' is larger than " + std::to_string(max_bytes) +
+                                          " bytes, more than such a file can be; check that the path is right");
+  };
+  if (st.st_size > 0 && uint64_t(st.st_size) > max_bytes) throw too_big();
   Bytes out;
   out.reserve(size_t(st.st_size));
   uint8_t buf[65536];
@@ -34,6 +39,7 @@ Bytes read_file(const std::string& path) {
       throw_errno("cannot read", path, errno);
     }
     if (n == 0) break;
+    if (out.size() + size_t(n) > max_bytes) throw too_big();
     out.insert(out.end(), buf, buf + n);
   }
   return out;
@@ -46,7 +52,7 @@ std::string read_secret_file(const std::string& path) {
     throw Error(Errc::invalid_input, "secret file '" + path + "' is readable by group or others (mode " +
                                          [&] { char b[8]; snprintf(b, sizeof b, "%04o", st.st_mode & 07777); return std::string(b); }() +
                                          "); run 'chmod 600 " + path + "'");
-  Bytes b = read_file(path);
+  Bytes b = read_file(path, kMaxSecretFile);
   std::string s(b.begin(), b.end());
   if (!s.empty() && s.back() == '\n') s.pop_back();
   if (!s.empty() && s.back() == '\r') s.pop_back();

@@ -28,7 +28,12 @@ class Fd {
   int fd_ = -1;
 };
 
-Bytes read_file(const std::string& path);
+// Reads a whole local file (configs, keys, journals). Files are checked
+// against max_bytes before anything is allocated for them, and while reading
+// (a device or FIFO has no size): a file over it is refused, naming the limit.
+constexpr size_t kMaxLocalFile = 64u << 20;
+constexpr size_t kMaxSecretFile = 64u << 10;
+Bytes read_file(const std::string& path, size_t max_bytes = kMaxLocalFile);
 // Reads a secret (passphrase or key file). Refuses files readable by group or
 // others; strips one trailing newline.
 std::string read_secret_file(const std::string& path);
