@@ -7,6 +7,7 @@
 #include <fstream>
 #include <string>
 
+#include "common/crypto/crypto.h"
 #include "common/repo/compress.h"
 #include "common/repo/index.h"
 #include "common/repo/lock.h"
@@ -141,7 +142,9 @@ int main(int argc, char** argv) {
     std::string raw = "0123456789abcdef", text(300, 'x');
     std::span<const uint8_t> z;
     if (!repo::compress_if_useful(as_bytes(text), z, 3)) return 1;
-    std::string section = raw + std::string(reinterpret_cast<const char*>(z.data()), z.size());
+    // Each blob's bytes: its payload, then room for the AEAD overhead (the target seals the payload).
+    std::string pad(crypto::kAeadOverhead, '\0');
+    std::string section = raw + pad + std::string(reinterpret_cast<const char*>(z.data()), z.size()) + pad;
     std::string in(1, '\0');
     in += char(section.size() & 0xff);
     in += char(section.size() >> 8);
@@ -154,8 +157,9 @@ int main(int argc, char** argv) {
       std::copy(id.begin(), id.end(), e + 10);
       in.append(reinterpret_cast<const char*>(e), sizeof e);
     };
-    entry(repo::BlobType::data, 0, uint32_t(raw.size()), uint32_t(raw.size()), r->blob_id(as_bytes(raw)));
-    entry(repo::BlobType::tree, repo::kBlobCompressed, uint32_t(z.size()), uint32_t(text.size()), r->blob_id(as_bytes(text)));
+    const uint32_t o = uint32_t(crypto::kAeadOverhead);
+    entry(repo::BlobType::data, 0, uint32_t(raw.size()) + o, uint32_t(raw.size()), r->blob_id(as_bytes(raw)));
+    entry(repo::BlobType::tree, repo::kBlobCompressed, uint32_t(z.size()) + o, uint32_t(text.size()), r->blob_id(as_bytes(text)));
     write("pack_header", "two-blobs.bin", in);
   }
 

@@ -5,8 +5,8 @@
 // sealed length, raw length, id), sealed with the repository key and followed
 // by the trailer, as someone with the password can write it. The header is
 // read both ways cairnctl does (whole pack, and tail read from the backend).
-// Every blob it names is opened with its bytes of the data section sealed as
-// that blob (authentication passes, then decompression with the declared raw
+// Every blob it names is opened with the first (length - AEAD overhead) of its
+// bytes in the data section sealed as that blob (authentication passes, then decompression with the declared raw
 // length: a tree blob may declare up to 1 GiB); `check --read-data` reads the
 // pack too.
 #include <algorithm>
@@ -57,7 +57,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const auto& b = blobs[i];
       if (uint64_t(b.offset) + b.length > pack.size()) continue;
       std::span<const uint8_t> stored = std::span<const uint8_t>(pack).subspan(b.offset, b.length);
-      Bytes sealed = sealed_mode ? r->aead().seal(repo::blob_aad(b.type, b.id), stored) : Bytes(stored.begin(), stored.end());
+      // Sealed mode: the blob's first length - overhead bytes are its payload, sealed to its declared length.
+      Bytes sealed = sealed_mode ? r->aead().seal(repo::blob_aad(b.type, b.id), stored.first(b.length - crypto::kAeadOverhead))
+                                 : Bytes(stored.begin(), stored.end());
       Bytes out;
       std::string why;
       (void)r->open_blob(b, sealed, out, why);
