@@ -105,3 +105,11 @@ TEST_CASE("a missing file is named") {
     CHECK(std::string(e.what()) == "/nonexistent/ctl.toml: cannot read the configuration file");
   }
 }
+
+TEST_CASE("a control character is refused with its place before the TOML parser sees it") {
+  // "[\x01'c" made toml++ assert (fuzz_controller_config): a crash, not a message.
+  CHECK(error_of(std::string("[\x01'c", 4)) ==
+        "ctl.toml:1:2: control character 0x01 is not allowed (only tab, line feed and carriage return)");
+  CHECK(error_of(std::string("[fleet]\nlisten = \"a\0b\"\n", 23)).rfind("ctl.toml:2:12: control character 0x00", 0) == 0);
+  CHECK(error_of("[fleet]\r\n\tliveness = 3\r\n").empty());  // tab, CR and LF are fine
+}
