@@ -20,6 +20,7 @@ import pytest
 # (inherited environment), not only to a log nobody reads. A report
 # fails the test that was running, named in the failure; one written after the
 # last test (a daemon's exit) fails the session.
+_OWN_SANITIZER_DIR = not os.environ.get("CAIRN_SANITIZER_LOG_DIR")
 SANITIZER_DIR = pathlib.Path(os.environ.get("CAIRN_SANITIZER_LOG_DIR") or tempfile.mkdtemp(prefix="cairn-san-"))
 SANITIZER_DIR.mkdir(parents=True, exist_ok=True)
 for _var, _extra in (("ASAN_OPTIONS", "detect_leaks=1"), ("UBSAN_OPTIONS", "print_stacktrace=1"),
@@ -54,6 +55,8 @@ def pytest_sessionfinish(session, exitstatus):
     if reports:
         print(f"\nsanitizer report(s) written after the last test:\n{_describe(reports)}")
         session.exitstatus = 1
+    if _OWN_SANITIZER_DIR and not any(SANITIZER_DIR.iterdir()):
+        SANITIZER_DIR.rmdir()  # reports are kept; an empty temp dir is not
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 if os.environ.get("CAIRN_BUILD_DIR"):
