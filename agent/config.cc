@@ -4,7 +4,9 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -12,6 +14,7 @@
 #include <sstream>
 
 #include "agent/drivers/registry.h"
+#include "common/util/control_chars.h"
 #include "common/util/fs.h"
 
 namespace cairn::agent {
@@ -102,6 +105,13 @@ const RepositoryDecl* AgentConfig::repository(std::string_view n) const {
 
 AgentConfig parse_config(std::string_view text, const std::string& source) {
   toml::table doc;
+  // toml++ asserts on some of them (e.g. "[\x01'"): refused before it parses.
+  if (size_t at = find_control_char(text); at != std::string_view::npos) {
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02x", unsigned(static_cast<unsigned char>(text[at])));
+    throw ConfigError(source, uint32_t(1 + std::count(text.begin(), text.begin() + long(at), '\n')),
+                      std::string("control character ") + hex + " is not allowed (only tab, line feed and carriage return)");
+  }
   try {
     doc = toml::parse(text, source);
   } catch (const toml::parse_error& e) {

@@ -2,12 +2,15 @@
 // types and values out of range are all refused with the place they occur.
 #include "controller/config.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include <toml++/toml.h>
 
+#include "common/util/control_chars.h"
 #include "common/util/fs.h"
 
 namespace cairn::controller {
@@ -87,6 +90,16 @@ void check_endpoint(const std::string& source, const toml::node* n, const std::s
 
 ControllerConfig parse_config(const std::string& text, const std::string& source) {
   toml::table root;
+  // toml++ asserts on some of them (e.g. "[\x01'"): refused before it parses.
+  if (size_t at = find_control_char(text); at != std::string::npos) {
+    size_t nl = at == 0 ? std::string::npos : text.rfind('\n', at - 1);
+    size_t column = nl == std::string::npos ? at + 1 : at - nl;
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02x", unsigned(static_cast<unsigned char>(text[at])));
+    throw ConfigError(source + ":" + std::to_string(1 + std::count(text.begin(), text.begin() + long(at), '\n')) + ":" +
+                      std::to_string(column) + ": control character " + hex +
+                      " is not allowed (only tab, line feed and carriage return)");
+  }
   try {
     root = toml::parse(text, source);
   } catch (const toml::parse_error& e) {

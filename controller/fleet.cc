@@ -162,7 +162,6 @@ void Fleet::cut(Session& s) {
 void Fleet::on_message(std::vector<zmq::message_t>& frames) {
   if (frames.empty()) return;
   std::string routing_id = frames[0].to_string();
-  if (cutting_.count(routing_id)) return;  // revoked: not one more message is read
   // The ZAP handler put "agent:<z85 key>" here; it cannot be forged by the peer.
   const char* uid = nullptr;
   try {
@@ -173,26 +172,31 @@ void Fleet::on_message(std::vector<zmq::message_t>& frames) {
   if (user.rfind("agent:", 0) != 0) return;
   auto key = z85_to_key(std::string_view(user).substr(6));
   if (!key) return;
+  int fd = int(frames.size() > 1 ? frames[1].get(ZMQ_SRCFD) : -1);
+  std::vector<std::string> body;
+  for (size_t i = 1; i < frames.size(); ++i) body.push_back(frames[i].to_string());
+  on_frames(routing_id, *key, fd, body);
+}
 
+void Fleet::on_frames(const std::string& routing_id, const CurveKey& key, int fd, const std::vector<std::string>& body) {
+  if (cutting_.count(routing_id)) return;  // revoked: not one more message is read
+  std::string user = "agent:" + key_to_z85(key);
   auto it = sessions_.find(routing_id);
-  if (it != sessions_.end() && it->second.key != *key) {
+  if (it != sessions_.end() && it->second.key != key) {
     cut(it->second);
     it = sessions_.end();
   }
   if (it == sessions_.end()) {
     Session s;
     s.routing_id = routing_id;
-    s.key = *key;
+    s.key = key;
     s.last_send = s.last_touch = Clock::time_point{};
     it = sessions_.emplace(routing_id, s).first;
   }
   Session& s = it->second;
   s.last_recv = Clock::now();
-  int fd = int(frames.size() > 1 ? frames[1].get(ZMQ_SRCFD) : -1);
   if (fd >= 0) s.fd = fd;
 
-  std::vector<std::string> body;
-  for (size_t i = 1; i < frames.size(); ++i) body.push_back(frames[i].to_string());
   auto parsed = parse_agent_message(body);
   if (!parsed.ok()) {
     spdlog::info("fleet: refused a message from '{}': {}", s.agent_id.empty() ? user : s.agent_id, parsed.detail);

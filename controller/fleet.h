@@ -28,6 +28,10 @@ class Fleet {
   // One message as the ROUTER delivered it: [routing id][frames...]. Never
   // throws: bad input is answered or dropped.
   void on_message(std::vector<zmq::message_t>& frames);
+  // The same after ZMQ: the sender's routing id, its CURVE key as the ZAP
+  // handler authenticated it, its connection's fd (-1: unknown) and the body
+  // frames. on_message() ends here; the fuzz target (tests/fuzz) starts here.
+  void on_frames(const std::string& routing_id, const CurveKey& key, int fd, const std::vector<std::string>& body);
   // Heartbeats, liveness, plan expiry, progress flush; call often (≥ 10/s).
   void tick();
 

@@ -8,6 +8,8 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libcurl4-openssl-dev libsystemd-dev libcli11-dev nlohmann-json3-dev
       libtomlplusplus-dev libsimdjson-dev python3 python3-pytest python3-cryptography python3-zmq attr procps time)
 if [[ "${1:-}" == "--bench" ]]; then PKGS+=(restic borgbackup zstd); fi
+# libFuzzer builds (docs/testing.md); CI replays the corpora with gcc and needs none of it.
+if [[ "${1:-}" == "--fuzz" ]]; then PKGS+=(clang libclang-rt-14-dev lld); fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

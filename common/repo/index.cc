@@ -115,7 +115,8 @@ IndexFile decode_index_file_bytes(std::span<const uint8_t> text, const std::stri
   std::optional<simdjson::dom::parser> own;
   simdjson::dom::parser& parser = json_parser(text.size(), own);
   element doc;
-  if (parser.parse(text.data(), text.size()).get(doc)) throw bad("malformed: not valid JSON");
+  // Empty: refused here, simdjson would be handed a null pointer (undefined behaviour).
+  if (text.empty() || parser.parse(text.data(), text.size()).get(doc)) throw bad("malformed: not valid JSON");
   int64_t version = 0;
   if (!doc.is_object() || doc["version"].get_int64().get(version) || version != kFormatVersion) throw bad("unknown version");
   IndexFile f;

@@ -47,6 +47,10 @@ std::string load_slot(Backend& be, const std::string& id, Bytes& raw) {
   return {};
 }
 
+// The most memory a key slot's scrypt parameters may ask for (128 * r * n); the
+// default (n = 2^15, r = 8) needs 32 MiB. docs/repository-format.md § Key slots.
+constexpr uint64_t kMaxScryptMemory = 1ull << 30;
+
 crypto::Key wrapping_key(const Secret& s, const json& slot) {
   Bytes salt;
   if (!from_base64(slot.at("salt").get<std::string>(), salt)) throw Error(Errc::corrupt, "has a malformed salt");
@@ -54,7 +58,9 @@ crypto::Key wrapping_key(const Secret& s, const json& slot) {
   if (kdf == "scrypt") {
     if (s.kind != Secret::Kind::passphrase) return {};
     crypto::ScryptParams p{slot.at("n").get<uint64_t>(), slot.at("r").get<uint32_t>(), slot.at("p").get<uint32_t>()};
-    if (p.n > (1u << 22) || p.r > 32 || p.p > 16) throw Error(Errc::corrupt, "asks for unreasonable scrypt parameters");
+    // scrypt needs 128 * r * n bytes: bounded too, or a slot asking n = 2^22, r = 32 takes 16 GiB (fuzz_key_slot).
+    if (p.n > (1u << 22) || p.r > 32 || p.p > 16 || 128ull * p.r * p.n > kMaxScryptMemory)
+      throw Error(Errc::corrupt, "asks for unreasonable scrypt parameters");
     return crypto::scrypt(s.value, salt, p);
   }
   if (kdf == "hkdf-sha256") {

@@ -211,7 +211,8 @@ Tree decode_tree_bytes(std::span<const uint8_t> data) {
   std::optional<simdjson::dom::parser> own;
   simdjson::dom::parser& parser = json_parser(data.size(), own);
   element doc;
-  if (parser.parse(data.data(), data.size()).get(doc)) bad_tree("not valid JSON");
+  // Empty: refused here, simdjson would be handed a null pointer (undefined behaviour).
+  if (data.empty() || parser.parse(data.data(), data.size()).get(doc)) bad_tree("not valid JSON");
   object root;
   element nodes;
   if (doc.get_object().get(root) || root["nodes"].get(nodes) || !nodes.is_array()) bad_tree("no node list");

@@ -14,6 +14,50 @@ import tempfile
 
 import pytest
 
+# ---- sanitizer reports (docs/testing.md) -----------------------------------
+# In a sanitizer build (CAIRN_SANITIZE) every cairnctl, controller and agent
+# these tests start writes its ASan/LSan/UBSan/TSan report to a file here
+# (inherited environment), not only to a log nobody reads. A report
+# fails the test that was running, named in the failure; one written after the
+# last test (a daemon's exit) fails the session.
+_OWN_SANITIZER_DIR = not os.environ.get("CAIRN_SANITIZER_LOG_DIR")
+SANITIZER_DIR = pathlib.Path(os.environ.get("CAIRN_SANITIZER_LOG_DIR") or tempfile.mkdtemp(prefix="cairn-san-"))
+SANITIZER_DIR.mkdir(parents=True, exist_ok=True)
+for _var, _extra in (("ASAN_OPTIONS", "detect_leaks=1"), ("UBSAN_OPTIONS", "print_stacktrace=1"),
+                     ("TSAN_OPTIONS", "second_deadlock_stack=1"), ("LSAN_OPTIONS", "")):
+    _opts = [o for o in (os.environ.get(_var, ""), _extra, f"log_path={SANITIZER_DIR}/{_var.split('_')[0].lower()}")
+             if o]
+    os.environ[_var] = ":".join(_opts)
+_reported = set()
+
+
+def _new_sanitizer_reports():
+    new = sorted(p for p in SANITIZER_DIR.iterdir() if p.name not in _reported)
+    _reported.update(p.name for p in new)
+    return new
+
+
+def _describe(reports):
+    return "\n".join(f"---- {p}\n{p.read_text(errors='replace')[:6000]}" for p in reports)
+
+
+@pytest.fixture(autouse=True)
+def _no_sanitizer_reports():
+    _new_sanitizer_reports()  # one left by an earlier test was reported there
+    yield
+    reports = _new_sanitizer_reports()
+    if reports:
+        pytest.fail(f"sanitizer report(s) from a cairn process during this test:\n{_describe(reports)}", pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reports = _new_sanitizer_reports()
+    if reports:
+        print(f"\nsanitizer report(s) written after the last test:\n{_describe(reports)}")
+        session.exitstatus = 1
+    if _OWN_SANITIZER_DIR and not any(SANITIZER_DIR.iterdir()):
+        SANITIZER_DIR.rmdir()  # reports are kept; an empty temp dir is not
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 if os.environ.get("CAIRN_BUILD_DIR"):
     BIN = pathlib.Path(os.environ["CAIRN_BUILD_DIR"]) / "cairnctl" / "cairnctl"

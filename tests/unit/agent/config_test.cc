@@ -169,3 +169,15 @@ TEST_CASE("config_warnings names declared paths and repositories that do not exi
   write_text(d.file("repo") + "/config", "x");
   REQUIRE(config_warnings(c).empty());
 }
+
+TEST_CASE("a control character is refused with its line before the TOML parser sees it") {
+  // "[\x01'c" made toml++ assert (fuzz_agent_config): a crash, not a message.
+  TempDir d;
+  std::string text = base_config(d) + "[\x7f'c";
+  auto e = refused(text);
+  REQUIRE(e.line() == line_of(text, "[\x7f"));
+  REQUIRE_THAT(e.what(), Catch::Contains("control character 0x7f is not allowed"));
+  auto nul = refused(std::string("name = \"a\0b\"\n", 13));
+  REQUIRE(nul.line() == 1);
+  REQUIRE_THAT(nul.what(), Catch::Contains("control character 0x00"));
+}

@@ -130,3 +130,11 @@ refusals_per_minute = 10
   CHECK_THAT(error_of("[audit]\nretention_events = 10\n"), Catch::Contains("'audit.retention_events' is 10"));
   CHECK_THAT(error_of("[audit]\nkeep = 1\n"), Catch::Contains("unknown key 'audit.keep'"));
 }
+
+TEST_CASE("a control character is refused with its place before the TOML parser sees it") {
+  // "[\x01'c" made toml++ assert (fuzz_controller_config): a crash, not a message.
+  CHECK(error_of(std::string("[\x01'c", 4)) ==
+        "ctl.toml:1:2: control character 0x01 is not allowed (only tab, line feed and carriage return)");
+  CHECK(error_of(std::string("[fleet]\nlisten = \"a\0b\"\n", 23)).rfind("ctl.toml:2:12: control character 0x00", 0) == 0);
+  CHECK(error_of("[fleet]\r\n\tliveness = 3\r\n").empty());  // tab, CR and LF are fine
+}
