@@ -3,6 +3,7 @@
 #include "cairnctl/cli.h"
 #include "common/repo/snapshot.h"
 #include "common/repo/tree.h"
+#include "common/repo/walk.h"
 
 namespace cairn::ctl {
 
@@ -50,16 +51,18 @@ void register_repo_snapshots(CLI::App& repo, Context& ctx) {
 }
 
 namespace {
-void list_tree(repo::Repository& r, const repo::BlobId& id, const std::string& prefix, bool json, bool long_fmt) {
-  repo::Tree t = repo::decode_tree_bytes(r.load_blob(id));
-  for (const auto& n : t.nodes) {
-    std::string path = prefix + "/" + n.name;
-    if (json) {
+// Prints each entry as the walk reaches it: nothing accumulates, and the walk's
+// bounds (depth, entries) end a tree bomb with a clear error.
+class Lister : public repo::TreeVisitor {
+ public:
+  Lister(bool json, bool long_fmt) : json_(json), long_(long_fmt) {}
+  bool enter(const std::string& path, repo::Node& n, size_t) override {
+    if (json_) {
       nlohmann::json j = {{"path", path}, {"type", repo::node_type_name(n.type)}, {"mode", n.mode}, {"uid", n.uid},
                           {"gid", n.gid},   {"size", n.size},                     {"mtime_ns", n.mtime_ns}};
       if (n.type == repo::NodeType::symlink) j["target"] = n.target;
       print_json(j);
-    } else if (long_fmt) {
+    } else if (long_) {
       char tbuf[32];
       time_t sec = time_t(n.mtime_ns / 1000000000);
       std::tm tm{};
@@ -70,25 +73,31 @@ void list_tree(repo::Repository& r, const repo::BlobId& id, const std::string& p
     } else {
       std::printf("%s\n", path.c_str());
     }
-    if (n.type == repo::NodeType::dir && n.subtree) list_tree(r, *n.subtree, path, json, long_fmt);
+    return true;
   }
-}
+
+ private:
+  bool json_, long_;
+};
 }  // namespace
 
 void register_repo_ls(CLI::App& repo, Context& ctx) {
   static std::string snap;
   static bool long_fmt = false;
+  static uint64_t max_entries = repo::kMaxWalkEntries;
   auto* cmd = repo.add_subcommand("ls", "list the files of a snapshot");
   add_repo_options(cmd, ctx.opts);
   cmd->add_option("snapshot", snap, "snapshot id (or a unique prefix, or 'latest')")->required();
   cmd->add_flag("--long,-l", long_fmt, "show type, mode, owner, size and modification time");
+  cmd->add_option("--max-entries", max_entries, "stop with an error past this many entries (a tree bomb's defence; default 50,000,000)");
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
       auto r = open_repo(o);
       repo::Snapshot s = repo::load_snapshot(*r, repo::resolve_snapshot(*r, snap));
       if (!o.json && !o.quiet) std::printf("snapshot %s of %s at %s:\n", s.id.substr(0, 8).c_str(), s.hostname.c_str(), s.time.c_str());
-      list_tree(*r, s.tree, "", o.json, long_fmt);
+      Lister lister(o.json, long_fmt);
+      repo::walk_snapshot(*r, s, lister, {.max_entries = max_entries});
       return kExitOk;
     };
   });
