@@ -11,6 +11,7 @@ struct RestoreArgs {
   std::vector<std::string> includes, excludes;
   bool overwrite = false;
   unsigned threads = 0;
+  uint64_t max_entries = 0;  // 0: the defaults
 };
 }  // namespace
 
@@ -27,6 +28,9 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
   cmd->add_option("--exclude,-e", a.excludes, "skip paths matching this glob (same matching; repeatable)")->allow_extra_args(false);
   cmd->add_flag("--overwrite", a.overwrite, "allow a non-empty target and replace what is already there");
   cmd->add_option("--threads", a.threads, "parallel writers (default: twice the cores)");
+  cmd->add_option("--max-entries", a.max_entries,
+                  "stop with an error past this many entries (a tree bomb's defence; default 50,000,000); giving it also lifts the "
+                  "4 GiB bound on the restore plan's memory");
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
@@ -38,6 +42,10 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
       ro.excludes = a.excludes;
       ro.overwrite = a.overwrite;
       ro.threads = a.threads;
+      if (a.max_entries) {
+        ro.max_entries = a.max_entries;
+        ro.max_plan_bytes = UINT64_MAX;
+      }
       ro.cancel = &ctx.cancel;
       ProgressPrinter pp(o, "restore");
       if (!o.quiet || o.json) {
