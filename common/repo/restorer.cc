@@ -728,7 +728,7 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
   dirs_.push_back({0, Node{}});  // the target
   {
     Planner planner(*this);
-    walk_snapshot(repo_, snap, planner, {.max_entries = opt_.max_entries});
+    walk_snapshot(repo_, snap, planner, {.max_entries = opt_.max_entries, .whole_tree = opt_.excludes.empty()});
   }
   if (cancelled()) throw Error(Errc::interrupted, "restore interrupted before anything was written");
   mkdir_p(shown, 0755);

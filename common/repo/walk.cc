@@ -15,6 +15,13 @@ std::string too_deep_message(const std::string& snapshot_id, const std::string& 
 
 namespace {
 
+[[noreturn]] void too_many(const std::string& sid, const std::string& what, const WalkLimits& limits) {
+  throw Error(Errc::unsupported, "snapshot '" + sid + "' " + what + " entries, more than the " + std::to_string(limits.max_entries) +
+                                     " a walk visits (a tree whose directories share subtrees can describe more paths than any "
+                                     "disk holds); if it really is that large, raise the bound with --max-entries, otherwise run "
+                                     "'cairnctl repo check'");
+}
+
 struct Frame {
   Tree tree;
   size_t next = 0;
@@ -52,11 +59,22 @@ void walk_tree(const BlobId& root, const TreeLoader& load, const std::string& sn
     }
     Node& n = f.tree.nodes[f.next++];
     const size_t depth = stack.size();  // components of this node's path
-    if (++entries > limits.max_entries)
-      throw Error(Errc::unsupported, "snapshot '" + sid + "' has more than " + std::to_string(limits.max_entries) +
-                                         " entries, the most a walk visits (a tree whose directories share subtrees can describe "
-                                         "more paths than any disk holds); if it really is that large, raise the bound with "
-                                         "--max-entries, otherwise run 'cairnctl repo check'");
+    if (++entries > limits.max_entries) too_many(sid, "has more than " + std::to_string(limits.max_entries), limits);
+    if (entries == kShapeCheckEntries && limits.whole_tree && limits.max_entries > kShapeCheckEntries) {
+      // A large walk: count what the whole snapshot holds, reading each tree once,
+      // so a tree bomb is refused now rather than after max_entries entries.
+      TreeShapes shapes([&load](const BlobId& id) -> std::optional<Tree> {
+        try {
+          return load(id);
+        } catch (const Error&) {
+          return std::nullopt;  // the walk names it when it gets there
+        }
+      });
+      TreeShape shape = shapes.of(root);
+      if (shape.entries > limits.max_entries)
+        too_many(sid, "describes " + (shape.entries == UINT64_MAX ? std::string("more than 2^64") : std::to_string(shape.entries)),
+                 limits);
+    }
     const size_t len = path.size();
     path += '/';
     path += n.name;

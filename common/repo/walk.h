@@ -35,8 +35,16 @@ constexpr size_t kMaxTreeDepth = 2048;
 // 'cairnctl repo ls|restore --max-entries'.
 constexpr uint64_t kMaxWalkEntries = 50'000'000;
 
+// A walk that has visited this many entries counts what the whole snapshot holds
+// (each tree read once, see TreeShapes) and stops at once when that is more than
+// its bound: a tree bomb is refused after a second, not after max_entries.
+constexpr uint64_t kShapeCheckEntries = 1'000'000;
+
 struct WalkLimits {
   uint64_t max_entries = kMaxWalkEntries;
+  // The visitor enters everything (no --exclude): the whole tree's count is what
+  // the walk will visit, so the check above applies.
+  bool whole_tree = true;
 };
 
 // What a walk reports to its user. Paths are inside the snapshot ('/srv/a/f').

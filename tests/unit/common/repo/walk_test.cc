@@ -154,6 +154,13 @@ TEST_CASE("a tree bomb ends every walk quickly with a clear error", "[walk]") {
     }
     CHECK(c.entries == 200000);
   }
+  SECTION("ls with the default bound: the whole snapshot is counted once the walk is large, and refused at once") {
+    Counter c;
+    std::string why = error_of([&] { walk_snapshot(*repo.r, s, c); });
+    CHECK_THAT(why, Catch::Contains("describes " + std::to_string(3 * (uint64_t(1) << 40) - 2) + " entries") &&
+                        Catch::Contains("--max-entries"));
+    CHECK(c.entries == kShapeCheckEntries - 1);  // the count is taken before the next entry is entered
+  }
   SECTION("restore: refused before anything is written, by the entry bound and by the memory bound") {
     RestoreOptions ro;
     ro.target = repo.dir.path + "/out";
