@@ -117,6 +117,8 @@ class DirFds {
  public:
   static constexpr size_t kCached = 256;
   DirFds(const std::vector<Item>& dirs) : dirs_(dirs) {}
+  // A writer thread's own cache (see worker()), starting from the same target.
+  DirFds(const DirFds& o) : dirs_(o.dirs_), root_(o.root_) {}
   void set_root(Fd fd) { root_ = std::make_shared<Fd>(std::move(fd)); }
   // The directory's descriptor, or nullptr with errno set.
   std::shared_ptr<Fd> get(size_t dir) {
@@ -181,8 +183,8 @@ class Restorer {
   void make_special(Item& it);
   void make_link(Link& l);
   void worker();
-  void run_segment(const Segment& s);
-  bool ensure_open(FileJob& f);
+  void run_segment(const Segment& s, DirFds& fds);
+  bool ensure_open(FileJob& f, DirFds& fds);
   void write_content(FileJob& f, uint64_t off, const Bytes& data);
   void fail_file(FileJob& f, const std::string& reason);
   void finalize(FileJob& f);
@@ -493,7 +495,7 @@ void Restorer::fail_file(FileJob& f, const std::string& reason) {
   if (!f.failed.exchange(true)) f.reason = reason;
 }
 
-bool Restorer::ensure_open(FileJob& f) {
+bool Restorer::ensure_open(FileJob& f, DirFds& fds) {
   std::lock_guard g(f.mu);
   if (f.opened) return bool(f.fd);
   f.opened = true;
@@ -502,7 +504,7 @@ bool Restorer::ensure_open(FileJob& f) {
     std::lock_guard c(cur_mu_);
     current_ = path;
   }
-  f.dirfd = fds_.get(f.dir);
+  f.dirfd = fds.get(f.dir);
   if (!f.dirfd) {
     int e = errno;
     if (!f.failed.exchange(true)) f.reason = "cannot open the directory '" + dest_of(path_of(f.dir)) + "': " + err_text(e);
@@ -568,9 +570,9 @@ void Restorer::write_content(FileJob& f, uint64_t off, const Bytes& data) {
   }
 }
 
-void Restorer::run_segment(const Segment& s) {
+void Restorer::run_segment(const Segment& s, DirFds& fds) {
   FileJob& f = *s.file;
-  if (!f.failed && ensure_open(f)) {
+  if (!f.failed && ensure_open(f, fds)) {
     auto& be = repo_.backend();
     size_t i = s.first;
     try {
@@ -659,6 +661,9 @@ void Restorer::finalize(FileJob& f) {
 }
 
 void Restorer::worker() {
+  // Each writer opens the directories it writes into itself: threads sharing one
+  // open directory contend on its reference count in every *at call.
+  DirFds fds(fds_);
   for (;;) {
     size_t i = next_segment_++;
     if (i >= segments_.size()) return;
@@ -666,7 +671,7 @@ void Restorer::worker() {
       fail_file(*segments_[i].file, "interrupted");
       // Segments not run still hold their file open: finish them without work.
     }
-    run_segment(segments_[i]);
+    run_segment(segments_[i], fds);
   }
 }
 
