@@ -13,6 +13,7 @@ struct RestoreArgs {
   bool overwrite = false;
   bool skip_damaged = false;
   unsigned threads = 0;
+  uint64_t max_entries = 0;  // 0: the defaults
 };
 }  // namespace
 
@@ -30,6 +31,9 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
   cmd->add_flag("--overwrite", a.overwrite, "allow a non-empty target and replace what is already there");
   cmd->add_option("--threads", a.threads, "parallel writers (default: twice the cores)");
   add_skip_damaged_option(cmd, a.skip_damaged);
+  cmd->add_option("--max-entries", a.max_entries,
+                  "stop with an error past this many entries (a tree bomb's defence; default 50,000,000); giving it also lifts the "
+                  "4 GiB bound on the restore plan's memory");
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
@@ -41,6 +45,10 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
       ro.excludes = a.excludes;
       ro.overwrite = a.overwrite;
       ro.threads = a.threads;
+      if (a.max_entries) {
+        ro.max_entries = a.max_entries;
+        ro.max_plan_bytes = UINT64_MAX;
+      }
       ro.cancel = &ctx.cancel;
       ProgressPrinter pp(o, "restore");
       if (!o.quiet || o.json) {

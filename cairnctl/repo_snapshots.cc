@@ -5,6 +5,7 @@
 #include "common/repo/tree.h"
 #include "common/util/encoding.h"
 #include "common/util/terminal_text.h"
+#include "common/repo/walk.h"
 
 namespace cairn::ctl {
 
@@ -67,18 +68,20 @@ void put_name(nlohmann::json& j, const char* key, const std::string& bytes) {
   if (!utf8_valid(bytes)) j[std::string(key) + "_b64"] = to_base64(as_bytes(bytes));
 }
 
-void list_tree(repo::Repository& r, const repo::BlobId& id, const std::string& prefix, bool json, bool long_fmt) {
-  repo::Tree t = repo::decode_tree_bytes(r.load_blob(id));
-  for (const auto& n : t.nodes) {
-    std::string path = prefix + "/" + n.name;
-    if (json) {
+// Prints each entry as the walk reaches it: nothing accumulates, and the walk's
+// bounds (depth, entries) end a tree bomb with a clear error.
+class Lister : public repo::TreeVisitor {
+ public:
+  Lister(bool json, bool long_fmt) : json_(json), long_(long_fmt) {}
+  bool enter(const std::string& path, repo::Node& n, size_t) override {
+    if (json_) {
       nlohmann::json j = {{"type", repo::node_type_name(n.type)}, {"mode", n.mode}, {"uid", n.uid},
                           {"gid", n.gid}, {"size", n.size}, {"mtime_ns", n.mtime_ns}};
       put_name(j, "path", path);
       put_name(j, "name", n.name);
       if (n.type == repo::NodeType::symlink) put_name(j, "target", n.target);
       print_json(j);
-    } else if (long_fmt) {
+    } else if (long_) {
       char tbuf[32];
       time_t sec = time_t(n.mtime_ns / 1000000000);
       std::tm tm{};
@@ -89,20 +92,25 @@ void list_tree(repo::Repository& r, const repo::BlobId& id, const std::string& p
     } else {
       std::printf("%s\n", terminal_safe(path).c_str());
     }
-    if (n.type == repo::NodeType::dir && n.subtree) list_tree(r, *n.subtree, path, json, long_fmt);
+    return true;
   }
-}
+
+ private:
+  bool json_, long_;
+};
 }  // namespace
 
 void register_repo_ls(CLI::App& repo, Context& ctx) {
   static std::string snap;
   static bool long_fmt = false;
   static bool skip_damaged = false;
+  static uint64_t max_entries = repo::kMaxWalkEntries;
   auto* cmd = repo.add_subcommand("ls", "list the files of a snapshot");
   add_repo_options(cmd, ctx.opts);
   cmd->add_option("snapshot", snap, "snapshot id (or a unique prefix, or 'latest')")->required();
   cmd->add_flag("--long,-l", long_fmt, "show type, mode, owner, size and modification time");
   add_skip_damaged_option(cmd, skip_damaged);
+  cmd->add_option("--max-entries", max_entries, "stop with an error past this many entries (a tree bomb's defence; default 50,000,000)");
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
@@ -110,7 +118,8 @@ void register_repo_ls(CLI::App& repo, Context& ctx) {
       repo::Snapshot s = repo::load_snapshot(*r, resolve_snapshot_ref(*r, snap, skip_damaged));
       if (!o.json && !o.quiet) std::printf("snapshot %s of %s at %s:\n", terminal_safe(s.id.substr(0, 8)).c_str(),
                                        terminal_safe(s.hostname).c_str(), terminal_safe(s.time).c_str());
-      list_tree(*r, s.tree, "", o.json, long_fmt);
+      Lister lister(o.json, long_fmt);
+      repo::walk_snapshot(*r, s, lister, {.max_entries = max_entries});
       return kExitOk;
     };
   });

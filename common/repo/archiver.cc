@@ -21,8 +21,11 @@
 #include <thread>
 
 #include "cairn/version.h"
+#include "common/repo/walk.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
+#include "common/util/path_at.h"
+#include "common/util/stack_thread.h"
 
 namespace cairn::repo {
 
@@ -39,8 +42,8 @@ std::string user_name(uid_t uid) {
   auto it = cache.find(uid);
   if (it != cache.end()) return it->second;
   struct passwd pwd {}, *pw = nullptr;
-  char buf[4096];
-  getpwuid_r(uid, &pwd, buf, sizeof buf, &pw);  // the _r form: other threads look up names too
+  std::vector<char> buf(4096);  // not on the stack: the walk's stack grows with the tree's depth
+  getpwuid_r(uid, &pwd, buf.data(), buf.size(), &pw);  // the _r form: other threads look up names too
   return cache[uid] = pw ? pw->pw_name : "";
 }
 std::string group_name(gid_t gid) {
@@ -50,17 +53,35 @@ std::string group_name(gid_t gid) {
   auto it = cache.find(gid);
   if (it != cache.end()) return it->second;
   struct group grp {}, *gr = nullptr;
-  char buf[4096];
-  getgrgid_r(gid, &grp, buf, sizeof buf, &gr);
+  std::vector<char> buf(4096);
+  getgrgid_r(gid, &grp, buf.data(), buf.size(), &gr);
   return cache[gid] = gr ? gr->gr_name : "";
 }
 
-void read_xattrs(const std::string& path, Node& n) {
-  char names[65536];
-  ssize_t len = llistxattr(path.c_str(), names, sizeof names);
+// Paths are used through path_at: a tree as deep as kMaxTreeDepth with long names
+// has paths far longer than PATH_MAX.
+DIR* open_dir(const std::string& path) {
+  PathAt at = path_at(path.empty() ? "/" : path);
+  int fd = ::openat(at.fd(), at.rest.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  DIR* d = ::fdopendir(fd);
+  if (!d) ::close(fd);
+  return d;
+}
+
+int lstat_long(const std::string& path, struct stat* st) {
+  PathAt at = path_at(path);
+  return ::fstatat(at.fd(), at.rest.c_str(), st, AT_SYMLINK_NOFOLLOW);
+}
+
+void read_xattrs(const std::string& long_path, Node& n) {
+  PathAt at = path_at(long_path);
+  const std::string path = at.proc();
+  thread_local std::vector<char> names(65536);  // not on the stack (see user_name), allocated once
+  ssize_t len = llistxattr(path.c_str(), names.data(), names.size());
   if (len <= 0) return;
   for (ssize_t i = 0; i < len;) {
-    std::string name(names + i);
+    std::string name(names.data() + i);
     i += ssize_t(name.size()) + 1;
     Bytes v(65536);
     ssize_t vl = lgetxattr(path.c_str(), name.c_str(), v.data(), v.size());
@@ -204,6 +225,10 @@ struct Task {
   std::span<const uint8_t> data;
 };
 
+// The walk's stack: room for kMaxTreeDepth levels of walk_dir and walk_entry (about
+// 1 KiB each, several times that with sanitizers) with a wide margin.
+constexpr size_t kWalkStackBytes = kMaxTreeDepth * (32u << 10);
+
 // Files queued for the readers but not started: enough to keep every reader busy
 // while the walk goes on, few enough that the walk never runs far ahead.
 constexpr size_t kJobWindow = 64;
@@ -220,8 +245,9 @@ class Backup {
   // Sets parent_root_ and snap.parent, or res_.parent_note when a named parent is not used.
   void load_parent(Snapshot& snap);
   // --- walk (main thread): depth-first, each listing sorted by name
-  void walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, bool restricted);
-  void walk_entry(Dir& parent, const std::string& name, const std::string& path, const Tree* ptree, bool restricted);
+  // depth: components of dpath / path ('/a/b' is 2); see kMaxTreeDepth
+  void walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, bool restricted, size_t depth);
+  void walk_entry(Dir& parent, const std::string& name, const std::string& path, const Tree* ptree, bool restricted, size_t depth);
   std::unique_ptr<Tree> parent_subtree(const Tree* ptree, const std::string& name);
   bool excluded(const std::string& path, const std::string& name) const;
   bool is_source(const std::string& path) const { return sources_.count(path) != 0; }
@@ -232,7 +258,7 @@ class Backup {
   Dir* new_dir(Dir* parent, size_t slot);
   void push_job(std::shared_ptr<FileState> fs);
   // --- totals: an lstat-only count running beside the walk, as restic does
-  void count_dir(const std::string& dpath, bool restricted);
+  void count_dir(const std::string& dpath, bool restricted, size_t depth);
   // --- read and store
   void reader_loop();
   void read_file(ReadBuffer& rb, const std::shared_ptr<FileState>& fs);
@@ -364,15 +390,15 @@ Dir* Backup::new_dir(Dir* parent, size_t slot) {
 
 // restricted: only the way to the sources below dpath (the directories above a
 // source, and excluded directories holding one), not the whole listing.
-void Backup::walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, bool restricted) {
+void Backup::walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, bool restricted, size_t depth) {
   if (restricted) {
     for (const auto& n : source_steps(dpath)) {
       check_cancel();
-      walk_entry(dir, n, dpath + "/" + n, ptree, !is_source(dpath + "/" + n));
+      walk_entry(dir, n, dpath + "/" + n, ptree, !is_source(dpath + "/" + n), depth + 1);
     }
     return;
   }
-  DIR* d = ::opendir(dpath.empty() ? "/" : dpath.c_str());
+  DIR* d = open_dir(dpath);
   if (!d) {
     error(dpath.empty() ? "/" : dpath, std::string("cannot list directory: ") + strerror(errno));
     return;
@@ -389,10 +415,10 @@ void Backup::walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, boo
     if (abort_) throw Error(Errc::interrupted, "aborted");
     std::string p = dpath + "/" + n;
     if (excluded(p, n) && !is_source(p)) {
-      if (leads_to_source(p)) walk_entry(dir, n, p, ptree, true);
+      if (leads_to_source(p)) walk_entry(dir, n, p, ptree, true, depth + 1);
       continue;
     }
-    walk_entry(dir, n, p, ptree, false);
+    walk_entry(dir, n, p, ptree, false, depth + 1);
   }
 }
 
@@ -404,15 +430,26 @@ void Backup::push_job(std::shared_ptr<FileState> fs) {
   jobs_not_empty_.notify_one();
 }
 
-void Backup::walk_entry(Dir& parent, const std::string& name, const std::string& path, const Tree* ptree, bool restricted) {
+void Backup::walk_entry(Dir& parent, const std::string& name, const std::string& path, const Tree* ptree, bool restricted,
+                        size_t depth) {
   struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) {
+  if (lstat_long(path, &st) != 0) {
     error(path, std::string(errno == ENOENT ? "vanished before it could be read" : "cannot stat: ") + (errno == ENOENT ? "" : strerror(errno)));
     return;
   }
   Child c;
   Node& n = c.node;
   if (!fill_node(name, st, n)) return;
+  if (n.type == NodeType::dir && depth >= kMaxTreeDepth) {
+    // The one depth limit of every reader: what lies below is not backed up, the
+    // directory is recorded empty, and the snapshot is partial.
+    read_xattrs(path, n);
+    error(path, "its contents lie deeper than " + std::to_string(kMaxTreeDepth) +
+                    " levels, the limit of every cairn command (docs/repository-format.md): the directory is recorded empty; "
+                    "back up what lies below it as a source of its own");
+    add_child(parent, std::move(c));
+    return;
+  }
   if (restricted) {
     // A directory on the way to a source keeps its own metadata; its tree holds only that way.
     if (n.type != NodeType::dir) {
@@ -424,7 +461,7 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
     Dir* d = new_dir(&parent, slot);
     auto sub = parent_subtree(ptree, name);
     // On a throw the walker's holds stay: nothing above is written, the backup fails.
-    walk_dir(*d, path, sub.get(), true);
+    walk_dir(*d, path, sub.get(), true, depth);
     release(d);
     return;
   }
@@ -436,7 +473,7 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
     size_t slot = add_child(parent, std::move(c));
     Dir* d = new_dir(&parent, slot);
     auto sub = parent_subtree(ptree, name);
-    walk_dir(*d, path, sub.get(), false);
+    walk_dir(*d, path, sub.get(), false, depth);
     bool same = false;
     if (sub && pn && !opt_.force && same_metadata(meta, *pn) && pn->subtree && repo_.index().contains(*pn->subtree)) {
       std::lock_guard g(d->mu);
@@ -452,7 +489,8 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
   }
   if (n.type == NodeType::symlink) {
     std::string buf(4096, '\0');
-    ssize_t l = ::readlink(path.c_str(), buf.data(), buf.size());
+    PathAt at = path_at(path);
+    ssize_t l = ::readlinkat(at.fd(), at.rest.c_str(), buf.data(), buf.size());
     if (l < 0) {
       error(path, std::string("cannot read link: ") + strerror(errno));
       return;
@@ -516,12 +554,13 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
   push_job(std::move(fs));
 }
 
-void Backup::count_dir(const std::string& dpath, bool restricted) {
+void Backup::count_dir(const std::string& dpath, bool restricted, size_t depth) {
   std::vector<std::string> names;
+  if (depth >= kMaxTreeDepth) return;  // the walk does not go below either
   if (restricted) {
     names = source_steps(dpath);
   } else {
-    DIR* d = ::opendir(dpath.empty() ? "/" : dpath.c_str());
+    DIR* d = open_dir(dpath);
     if (!d) return;
     while (auto* e = ::readdir(d)) {
       std::string n = e->d_name;
@@ -538,14 +577,14 @@ void Backup::count_dir(const std::string& dpath, bool restricted) {
       r = true;
     }
     struct stat st {};
-    if (::lstat(p.c_str(), &st) != 0) continue;
+    if (lstat_long(p, &st) != 0) continue;
     if (r) {
-      if (S_ISDIR(st.st_mode)) count_dir(p, true);
+      if (S_ISDIR(st.st_mode)) count_dir(p, true, depth + 1);
     } else if (S_ISREG(st.st_mode)) {
       ++count_files_;
       count_bytes_ += uint64_t(st.st_size);
     } else if (S_ISDIR(st.st_mode)) {
-      count_dir(p, false);
+      count_dir(p, false, depth + 1);
     }
   }
 }
@@ -624,8 +663,9 @@ void Backup::read_file(ReadBuffer& rb, const std::shared_ptr<FileState>& fs) {
     read_range(rb, opt_.stdin_fd, fs, 0, UINT64_MAX, ch, seq);
     return;
   }
-  int fd = ::open(fs->path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOATIME);
-  if (fd < 0 && errno == EPERM) fd = ::open(fs->path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  PathAt at = path_at(fs->path);
+  int fd = ::openat(at.fd(), at.rest.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = ::openat(at.fd(), at.rest.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) {
     fs->failed = true;
     fs->error = errno == ENOENT ? "vanished before it could be read" : std::string("cannot open: ") + strerror(errno);
@@ -948,8 +988,8 @@ BackupResult Backup::run() {
   std::thread counter;
   if (opt_.stdin_name.empty() && opt_.progress)
     counter = std::thread([this] {
-      if (is_source("")) count_dir("", false);
-      else count_dir("", true);
+      if (is_source("")) count_dir("", false, 0);
+      else count_dir("", true, 0);
       if (!abort_) counted_ = true;
     });
 
@@ -977,7 +1017,10 @@ BackupResult Backup::run() {
       ++res_.files_new;
       push_job(std::move(fs));
     } else {
-      walk_dir(*root_, "", parent_root_.get(), !is_source(""));
+      // The walk recurses once per directory level, at most kMaxTreeDepth levels
+      // (deeper directories are recorded empty): its stack is sized for that, not
+      // left to the caller's.
+      run_with_stack(kWalkStackBytes, [&] { walk_dir(*root_, "", parent_root_.get(), !is_source(""), 0); });
     }
     walked_ = true;
     res_.bytes_total = walk_bytes_;

@@ -10,6 +10,7 @@
 #include "common/repo/limits.h"
 #include "common/repo/snapshot.h"
 #include "common/repo/tree.h"
+#include "common/repo/walk.h"
 #include "common/util/error.h"
 
 namespace cairn::repo {
@@ -48,7 +49,6 @@ std::string problem_line(const CheckProblem& p) {
 
 namespace {
 
-constexpr size_t kMaxTreeDepth = 4096;
 constexpr const char* kRepairHint = "run 'cairnctl repo repair index'";
 
 std::string pack_object(const std::string& hex) { return "data/" + hex.substr(0, 2) + "/" + hex; }
@@ -287,26 +287,44 @@ class Checker {
       }
     }
     report_.snapshots = snaps_.size();
-    // Trees are shared between snapshots: each is loaded once here. Users of bad
-    // blobs are named later, by a second walk that only runs when there is damage.
-    std::unordered_set<BlobId, BlobIdHash> seen;
-    std::vector<BlobId> todo;
+    // Trees are shared between snapshots: each is loaded once here, without
+    // recursion, and each snapshot's shape (depth, entries) is counted from the trees'
+    // shapes, so a tree bomb costs what its blobs cost. Users of bad blobs are named
+    // later, by a second walk that only runs when there is damage.
+    TreeShapes shapes([this](const BlobId& id) -> std::optional<Tree> {
+      interrupted();
+      auto t = load_tree(id);
+      if (!t) return std::nullopt;
+      ++report_.trees;
+      for (const auto& n : t->nodes)
+        if (n.type == NodeType::file)
+          for (const auto& c : n.content) blob_reachable(c, BlobType::data, r_.index().lookup(c));
+      return t;
+    });
     for (const auto& s : snaps_) {
-      todo.push_back(s.tree);
-      while (!todo.empty()) {
-        BlobId id = todo.back();
-        todo.pop_back();
-        if (!seen.insert(id).second) continue;
-        interrupted();
-        auto t = load_tree(id);
-        if (!t) continue;
-        ++report_.trees;
-        for (const auto& n : t->nodes) {
-          if (n.type == NodeType::file)
-            for (const auto& c : n.content) blob_reachable(c, BlobType::data, r_.index().lookup(c));
-          else if (n.type == NodeType::dir && n.subtree)
-            todo.push_back(*n.subtree);
-        }
+      TreeShape shape = shapes.of(s.tree);
+      std::string sid = s.id.substr(0, 8);
+      if (shape.height > kMaxTreeDepth) {
+        CheckProblem p;
+        p.kind = "tree_too_deep";
+        p.object = "snapshots/" + s.id;
+        p.message = "snapshot " + sid + " nests directories deeper than " + std::to_string(kMaxTreeDepth) +
+                    " levels, the limit of every cairn command: ls and restore refuse what lies below (a damaged or hostile "
+                    "snapshot; restore the rest with --exclude, or forget it)";
+        p.snapshots = {s.id};
+        add(std::move(p));
+      }
+      if (shape.entries > kMaxWalkEntries) {
+        CheckProblem p;
+        p.kind = "snapshot_too_large";
+        p.severity = Severity::warning;
+        p.object = "snapshots/" + s.id;
+        p.message = "snapshot " + sid + " describes " +
+                    (shape.entries == UINT64_MAX ? std::string("more than 2^64") : std::to_string(shape.entries)) +
+                    " entries, more than ls and restore walk by default (" + std::to_string(kMaxWalkEntries) +
+                    "): if no backup held that many files it is a tree bomb, forget it; otherwise use --max-entries";
+        p.snapshots = {s.id};
+        add(std::move(p));
       }
     }
   }
@@ -502,43 +520,95 @@ class Checker {
     else ++p.paths_omitted;
   }
 
-  // Returns whether anything bad lies below; clean subtrees are remembered and skipped.
-  bool walk(const std::string& snap, const BlobId& id, const std::string& path, size_t depth) {
-    if (depth > kMaxTreeDepth) return false;
-    std::optional<Tree> t;
-    bool any = false;
-    if (bad_.count(id)) {
-      attribute_use(id, snap, path.empty() ? "/" : path);
-      any = true;
-      t = orphan_tree(id);
-      if (!t) return true;
-    } else {
+  // Names the users of bad blobs in one snapshot, without recursion. Clean subtrees
+  // are remembered and skipped. Paths are expanded (a damaged blob shared by two
+  // directories is named under both) up to kAttributeEntries entries per snapshot;
+  // past that a subtree already walked in this snapshot is not walked again, so a
+  // tree bomb costs what its blobs cost. Nothing below kMaxTreeDepth is read.
+  static constexpr uint64_t kAttributeEntries = 100'000;
+  void attribute_snapshot(const Snapshot& s) {
+    struct Frame {
+      BlobId id;
+      std::optional<Tree> tree;
+      size_t next = 0, parent_len = 0;
+      bool any = false;
+    };
+    std::unordered_set<BlobId, BlobIdHash> walked;
+    uint64_t entries = 0;
+    std::string path;
+    std::vector<Frame> stack;
+    // Opens a tree: false when there is nothing to walk below it (any: bad below).
+    auto open = [&](const BlobId& id, Frame& f, bool& any) -> bool {
+      f.id = id;
+      if (bad_.count(id)) {
+        attribute_use(id, s.id, path.empty() ? "/" : path);
+        any = f.any = true;
+        if (entries > kAttributeEntries && walked.count(id)) return false;
+        walked.insert(id);
+        f.tree = orphan_tree(id);
+        return bool(f.tree);
+      }
       if (clean_.count(id)) return false;
+      if (entries > kAttributeEntries && walked.count(id)) {
+        any = true;  // not clean (or it would be in clean_): its uses are named already
+        return false;
+      }
       interrupted();
       try {
-        t = decode_tree_bytes(r_.load_blob(id));
+        f.tree = decode_tree_bytes(r_.load_blob(id));
       } catch (const std::exception&) {
         return false;  // reported by the first walk
       }
+      walked.insert(id);
+      return true;
+    };
+    {
+      Frame root;
+      bool any = false;
+      if (!open(s.tree, root, any)) return;
+      stack.push_back(std::move(root));
     }
-    for (const auto& n : t->nodes) {
-      std::string p = path + "/" + n.name;
+    while (!stack.empty()) {
+      Frame& f = stack.back();
+      if (f.next == f.tree->nodes.size()) {
+        Frame done = std::move(f);
+        stack.pop_back();
+        if (!done.any) clean_.insert(done.id);
+        if (!stack.empty()) stack.back().any |= done.any;
+        path.resize(done.parent_len);
+        continue;
+      }
+      const Node& n = f.tree->nodes[f.next++];
+      ++entries;
+      size_t len = path.size();
       if (n.type == NodeType::file) {
+        path += '/';
+        path += n.name;
         for (const auto& c : n.content)
           if (bad_.count(c)) {
-            attribute_use(c, snap, p);
-            any = true;
+            attribute_use(c, s.id, path);
+            f.any = true;
           }
-      } else if (n.type == NodeType::dir && n.subtree) {
-        any |= walk(snap, *n.subtree, p, depth + 1);
+        path.resize(len);
+      } else if (n.type == NodeType::dir && n.subtree && stack.size() < kMaxTreeDepth) {
+        path += '/';
+        path += n.name;
+        Frame next;
+        next.parent_len = len;
+        bool any = false;
+        BlobId sub = *n.subtree;
+        if (open(sub, next, any)) {
+          stack.push_back(std::move(next));
+          continue;
+        }
+        f.any |= any;
+        path.resize(len);
       }
     }
-    if (!any) clean_.insert(id);
-    return any;
   }
 
   void attribute() {
-    for (const auto& s : snaps_) walk(s.id, s.tree, "", 0);
+    for (const auto& s : snaps_) attribute_snapshot(s);
   }
 
   Repository& r_;

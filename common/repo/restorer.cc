@@ -12,12 +12,15 @@
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
+#include <list>
 #include <map>
+#include <unordered_map>
 #include <mutex>
 #include <thread>
 
 #include "common/repo/snapshot.h"
 #include "common/repo/tree.h"
+#include "common/repo/walk.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 
@@ -34,7 +37,6 @@ constexpr uint64_t kSegmentBytes = 32u << 20;
 // of at most kMaxGap bytes of other files' blobs): fewer syscalls, bounded memory.
 constexpr uint64_t kMaxRead = 8u << 20;
 constexpr uint64_t kMaxGap = 64u << 10;
-constexpr int kMaxDepth = 1024;
 constexpr size_t kMaxNameForTemp = 200;  // keeps ".cairn-restore.<name>.<hex>" under NAME_MAX
 
 struct BlobRef {
@@ -43,10 +45,15 @@ struct BlobRef {
   uint64_t off = 0;  // offset in the file's content stream (holes not counted)
 };
 
+// Everything is created relative to its directory's descriptor (mkdirat, openat,
+// renameat, linkat, symlinkat...), never through a path: path length is no obstacle
+// however deep the tree, and a symlink planted where a directory belongs is never
+// followed (directories are opened with O_NOFOLLOW). Entries name their directory
+// by its index in dirs_; dirs_[0] is the target itself. Paths are built only for
+// messages.
 struct FileJob {
-  std::string path;  // inside the snapshot
-  std::string dest;  // under the target
-  Node node;         // content cleared; blobs carry it
+  size_t dir = 0;    // index in dirs_
+  Node node;         // content cleared; blobs carry it; node.name is the file's name
   std::vector<BlobRef> blobs;
   std::vector<uint64_t> ext_start;  // sparse: content offset where each extent begins
   uint64_t data_bytes = 0;          // sum of blob lengths
@@ -54,9 +61,10 @@ struct FileJob {
   std::atomic<int> pending{0};
   std::atomic<uint64_t> written{0};
   std::atomic<bool> failed{false};
-  std::mutex mu;  // guards fd, tmp, opened, reason
+  std::mutex mu;  // guards fd, dirfd, tmp, opened, reason
   Fd fd;
-  std::string tmp;
+  std::shared_ptr<Fd> dirfd;  // held from creating the temporary file until it is renamed or removed
+  std::string tmp;            // its temporary name in dirfd
   bool opened = false;
   std::string reason;
   bool ok = false;  // renamed into place
@@ -68,12 +76,13 @@ struct Segment {
 };
 
 struct Link {
-  std::string path, dest;
+  size_t dir;
+  std::string name;
   FileJob* leader;
 };
 
 struct Item {
-  std::string path, dest;
+  size_t dir;  // the directory holding it (for a directory: its parent)
   Node node;
 };
 
@@ -88,12 +97,73 @@ struct timespec to_ts(int64_t ns) {
 
 std::string err_text(int e) { return std::strerror(e); }
 
-// Removes whatever is at path (file, symlink or whole directory) so it can be replaced.
-bool remove_existing(const std::string& path) {
+// The path of name in the directory open as fd, for the few calls without an *at
+// form (lsetxattr, remove_all): through /proc, never a path the tree describes.
+std::string fd_path(int fd, const std::string& name) { return "/proc/self/fd/" + std::to_string(fd) + "/" + name; }
+
+// Removes whatever is at name in dirfd (file, symlink or whole directory) so it can
+// be replaced. A symlink is removed, never followed.
+bool remove_existing(int dirfd, const std::string& name) {
+  if (::unlinkat(dirfd, name.c_str(), 0) == 0 || errno == ENOENT) return true;
+  if (errno != EISDIR && errno != EPERM) return false;
   std::error_code ec;
-  std::filesystem::remove_all(path, ec);
+  std::filesystem::remove_all(fd_path(dirfd, name), ec);
   return !ec;
 }
+
+// Open directories, opened along the way from the target by name with O_NOFOLLOW
+// and kept for reuse, at most kCached of them besides those in use.
+class DirFds {
+ public:
+  static constexpr size_t kCached = 256;
+  DirFds(const std::vector<Item>& dirs) : dirs_(dirs) {}
+  // A writer thread's own cache (see worker()), starting from the same target.
+  DirFds(const DirFds& o) : dirs_(o.dirs_), root_(o.root_) {}
+  void set_root(Fd fd) { root_ = std::make_shared<Fd>(std::move(fd)); }
+  // The directory's descriptor, or nullptr with errno set.
+  std::shared_ptr<Fd> get(size_t dir) {
+    if (dir == 0) return root_;
+    std::lock_guard g(mu_);
+    if (auto it = map_.find(dir); it != map_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second);
+      return it->second->second;
+    }
+    // Climb to the nearest open ancestor, then open down from it.
+    std::vector<size_t> chain;
+    std::shared_ptr<Fd> at = root_;
+    for (size_t d = dir; d != 0; d = dirs_[d].dir) {
+      if (auto it = map_.find(d); it != map_.end()) {
+        at = it->second->second;
+        break;
+      }
+      chain.push_back(d);
+    }
+    for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+      int fd = ::openat(at->get(), dirs_[*it].node.name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0) return nullptr;
+      at = std::make_shared<Fd>(fd);
+      lru_.emplace_front(*it, at);
+      map_[*it] = lru_.begin();
+      if (lru_.size() > kCached) {
+        map_.erase(lru_.back().first);
+        lru_.pop_back();
+      }
+    }
+    return at;
+  }
+  void clear() {
+    std::lock_guard g(mu_);
+    map_.clear();
+    lru_.clear();
+  }
+
+ private:
+  const std::vector<Item>& dirs_;
+  std::shared_ptr<Fd> root_;
+  std::mutex mu_;
+  std::list<std::pair<size_t, std::shared_ptr<Fd>>> lru_;
+  std::unordered_map<size_t, std::list<std::pair<size_t, std::shared_ptr<Fd>>>::iterator> map_;
+};
 
 class Restorer {
  public:
@@ -101,20 +171,25 @@ class Restorer {
   RestoreResult run(const std::string& snapshot_id);
 
  private:
+  friend class Planner;
   // --- plan
-  bool walk(const BlobId& tree, const std::string& prefix, bool included, int depth);
-  void add_file(const std::string& path, const Node& n);
+  void add_file(size_t dir, const std::string& path, const Node& n);
+  void count_plan(uint64_t bytes);
+  std::string path_of(size_t dir) const;  // inside the snapshot; "" for the target
+  std::string path_of(size_t dir, const std::string& name) const { return path_of(dir) + "/" + name; }
+  std::string dest_of(const std::string& path) const { return target_ + path; }
   // --- work
-  void make_dir(Item& d);
+  void make_dir(size_t i);
   void make_special(Item& it);
   void make_link(Link& l);
   void worker();
-  void run_segment(const Segment& s);
-  bool ensure_open(FileJob& f);
+  void run_segment(const Segment& s, DirFds& fds);
+  bool ensure_open(FileJob& f, DirFds& fds);
   void write_content(FileJob& f, uint64_t off, const Bytes& data);
   void fail_file(FileJob& f, const std::string& reason);
   void finalize(FileJob& f);
-  void set_meta(const std::string& dest, int fd, const Node& n, const std::string& path);
+  // fd: the entry itself (files, directories); -1: name in dirfd (symlinks, fifos, devices)
+  void set_meta(int fd, int dirfd, const Node& n, const std::string& path);
   void cleanup_temps();
   // --- reporting
   void failure(const std::string& path, const std::string& reason);
@@ -133,11 +208,13 @@ class Restorer {
   Repository& repo_;
   const RestoreOptions& opt_;
   std::string target_;
+  std::string snapshot_;  // short id, for messages
   bool root_ = geteuid() == 0;
   RestoreResult res_;
   std::mutex res_mu_;
 
-  std::vector<Item> dirs_;      // pre-order
+  std::vector<Item> dirs_;      // pre-order; dirs_[0] is the target
+  DirFds fds_{dirs_};
   std::vector<Item> specials_;  // symlinks, fifos, devices, sockets
   std::vector<std::unique_ptr<FileJob>> files_;
   std::vector<Link> links_;
@@ -145,6 +222,7 @@ class Restorer {
   std::vector<Segment> segments_;
   std::atomic<size_t> next_segment_{0};
   std::atomic<uint64_t> tmp_counter_{0};
+  uint64_t plan_bytes_ = 0;
 
   std::atomic<uint64_t> files_done_{0}, files_total_{0}, bytes_done_{0}, bytes_total_{0}, errors_{0};
   std::mutex cur_mu_;
@@ -164,47 +242,86 @@ void Restorer::warning(const std::string& path, const std::string& reason) {
   res_.warnings.push_back({path, reason});
 }
 
-// Returns whether anything at or below this tree was selected.
-bool Restorer::walk(const BlobId& tree_id, const std::string& prefix, bool included, int depth) {
-  if (depth > kMaxDepth) {
-    failure(prefix.empty() ? "/" : prefix, "the tree is nested deeper than " + std::to_string(kMaxDepth) + " levels; not restored");
-    return false;
+std::string Restorer::path_of(size_t dir) const {
+  std::vector<size_t> chain;
+  size_t len = 0;
+  for (size_t d = dir; d != 0; d = dirs_[d].dir) {
+    chain.push_back(d);
+    len += 1 + dirs_[d].node.name.size();
   }
-  Tree t;
-  try {
-    t = decode_tree_bytes(repo_.load_blob(tree_id));
-  } catch (const Error& e) {
-    if (prefix.empty()) throw;  // no root tree: nothing can be restored
-    failure(prefix, std::string("cannot read the directory listing: ") + e.what());
-    return included;  // the directory itself is still created
-  }
-  bool any = false;
-  for (auto& n : t.nodes) {
-    std::string path = prefix + "/" + n.name;
-    if (restore_glob_matches(opt_.excludes, path)) continue;
-    if (opt_.on_entry) opt_.on_entry(path);
-    bool inc = included || opt_.includes.empty() || restore_glob_matches(opt_.includes, path);
-    if (n.type == NodeType::dir) {
-      size_t at = dirs_.size();
-      dirs_.push_back({path, target_ + path, Node{}});
-      bool sub = n.subtree ? walk(*n.subtree, path, inc, depth + 1) : false;
-      if (!inc && !sub) {
-        dirs_.resize(at);  // nothing selected below: no descendant was kept either
-        continue;
-      }
-      n.subtree.reset();
-      dirs_[at].node = std::move(n);
-      any = true;
-    } else if (inc) {
-      any = true;
-      if (n.type == NodeType::file) add_file(path, n);
-      else specials_.push_back({path, target_ + path, std::move(n)});
-    }
-  }
-  return any;
+  std::string p;
+  p.reserve(len);
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) p += "/" + dirs_[*it].node.name;
+  return p;
 }
 
-void Restorer::add_file(const std::string& path, const Node& n) {
+// What the plan holds is bounded as the walk goes: a tree bomb of a few kilobytes
+// would otherwise fill memory long before the walk's entry bound.
+void Restorer::count_plan(uint64_t bytes) {
+  plan_bytes_ += bytes;
+  if (plan_bytes_ > opt_.max_plan_bytes)
+    throw Error(Errc::unsupported, "snapshot '" + snapshot_ + "' needs more than " + std::to_string(opt_.max_plan_bytes >> 20) +
+                                       " MiB to plan its restore, the bound for one restore (a tree whose directories share "
+                                       "subtrees can describe more files than any disk holds); restore a part of it with --include, "
+                                       "or, if it really is that large, pass --max-entries");
+}
+
+// The plan: directories in pre-order, files, links and the rest, each under the
+// index of its directory. A directory is kept when it is selected or holds
+// something selected.
+class Planner : public TreeVisitor {
+ public:
+  explicit Planner(Restorer& r) : r_(r) { open_.push_back({0, false, false}); }
+  bool enter(const std::string& path, Node& n, size_t) override {
+    if (restore_glob_matches(r_.opt_.excludes, path)) return false;
+    if (r_.opt_.on_entry) r_.opt_.on_entry(path);
+    Open& up = open_.back();
+    const size_t parent = up.at;
+    bool inc = up.inc || r_.opt_.includes.empty() || restore_glob_matches(r_.opt_.includes, path);
+    r_.count_plan(sizeof(Node) + n.name.size() + n.target.size() + n.content.size() * sizeof(BlobRef) + 64);
+    if (n.type == NodeType::dir) {
+      open_.push_back({r_.dirs_.size(), inc, false});  // up is not used past here
+      Item d{parent, Node{}};
+      d.node.name = n.name;
+      r_.dirs_.push_back(std::move(d));
+      return true;
+    }
+    if (!inc) return false;
+    up.any = true;
+    if (n.type == NodeType::file) r_.add_file(up.at, path, n);
+    else r_.specials_.push_back({up.at, std::move(n)});
+    return false;
+  }
+  void leave(const std::string&, Node& n, size_t) override {
+    Open o = open_.back();
+    open_.pop_back();
+    if (!o.inc && !o.any) {
+      r_.dirs_.resize(o.at);  // nothing selected below: no descendant was kept either
+      return;
+    }
+    n.subtree.reset();
+    r_.dirs_[o.at].node = std::move(n);
+    open_.back().any = true;
+  }
+  bool unreadable(const std::string& path, const std::string& why) override {
+    r_.failure(path, "cannot read the directory listing: " + why);
+    return true;  // the directory itself is still created when selected
+  }
+  bool too_deep(const std::string& path, const std::string& why) override {
+    r_.failure(path, why);
+    return true;
+  }
+
+ private:
+  struct Open {
+    size_t at;  // index in dirs_
+    bool inc, any;
+  };
+  Restorer& r_;
+  std::vector<Open> open_;
+};
+
+void Restorer::add_file(size_t dir, const std::string& path, const Node& n) {
   ++files_total_;
   // Hard links: nodes of this snapshot sharing device and inode become links to the
   // first one, provided they really describe the same content.
@@ -216,14 +333,13 @@ void Restorer::add_file(const std::string& path, const Node& n) {
       bool same = it->second->blobs.size() == n.content.size() && l.size == n.size && l.sparse == n.sparse && l.extents == n.extents;
       for (size_t i = 0; same && i < n.content.size(); ++i) same = it->second->blobs[i].id == n.content[i];
       if (same) {
-        links_.push_back({path, target_ + path, it->second});
+        links_.push_back({dir, n.name, it->second});
         return;
       }
     }
   }
   auto f = std::make_unique<FileJob>();
-  f->path = path;
-  f->dest = target_ + path;
+  f->dir = dir;
   f->node = n;
   f->node.content.clear();
   std::string missing;
@@ -254,10 +370,10 @@ void Restorer::add_file(const std::string& path, const Node& n) {
   if (!missing.empty()) {
     f->failed = true;
     f->reason = missing;
+    (void)path;
   }
   files_.push_back(std::move(f));
 }
-
 }  // namespace
 
 // fnmatch without FNM_PATHNAME: '*' spans '/', so "/srv/a/*" selects the whole subtree.
@@ -271,63 +387,83 @@ bool restore_glob_matches(const std::vector<std::string>& globs, const std::stri
 
 namespace {
 
-void Restorer::set_meta(const std::string& dest, int fd, const Node& n, const std::string& path) {
+void Restorer::set_meta(int fd, int dirfd, const Node& n, const std::string& path) {
   bool is_link = n.type == NodeType::symlink;
+  const char* name = n.name.c_str();
   if (root_) {
-    int rc = fd >= 0 ? ::fchown(fd, n.uid, n.gid) : ::lchown(dest.c_str(), n.uid, n.gid);
+    int rc = fd >= 0 ? ::fchown(fd, n.uid, n.gid) : ::fchownat(dirfd, name, n.uid, n.gid, AT_SYMLINK_NOFOLLOW);
     if (rc != 0) warning(path, "cannot set owner " + std::to_string(n.uid) + ":" + std::to_string(n.gid) + ": " + err_text(errno));
   }
   // xattrs before the mode: setting user.* needs write permission on the inode.
   for (const auto& [k, v] : n.xattrs) {
-    int rc = fd >= 0 ? ::fsetxattr(fd, k.c_str(), v.data(), v.size(), 0) : ::lsetxattr(dest.c_str(), k.c_str(), v.data(), v.size(), 0);
+    int rc = fd >= 0 ? ::fsetxattr(fd, k.c_str(), v.data(), v.size(), 0)
+                     : ::lsetxattr(fd_path(dirfd, n.name).c_str(), k.c_str(), v.data(), v.size(), 0);
     if (rc != 0) warning(path, "cannot set extended attribute '" + k + "': " + err_text(errno));
   }
   if (!is_link) {
-    int rc = fd >= 0 ? ::fchmod(fd, n.mode & 07777) : ::fchmodat(AT_FDCWD, dest.c_str(), n.mode & 07777, 0);
+    int rc = fd >= 0 ? ::fchmod(fd, n.mode & 07777) : ::fchmodat(dirfd, name, n.mode & 07777, 0);
     if (rc != 0) warning(path, "cannot set mode " + std::to_string(n.mode) + ": " + err_text(errno));
   }
   // Snapshots do not record atime (see archiver.cc); the file gets its mtime.
   struct timespec ts[2] = {to_ts(n.atime_ns ? n.atime_ns : n.mtime_ns), to_ts(n.mtime_ns)};
-  int rc = fd >= 0 ? ::futimens(fd, ts) : ::utimensat(AT_FDCWD, dest.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+  int rc = fd >= 0 ? ::futimens(fd, ts) : ::utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
   if (rc != 0) warning(path, "cannot set times: " + err_text(errno));
 }
 
-void Restorer::make_dir(Item& d) {
+void Restorer::make_dir(size_t i) {
+  const Item& d = dirs_[i];
+  const char* name = d.node.name.c_str();
+  auto parent = fds_.get(d.dir);
+  if (!parent) {
+    int e = errno;
+    failure(path_of(i), "cannot open the directory '" + dest_of(path_of(d.dir)) + "' to create it in: " + err_text(e));
+    return;
+  }
+  int pfd = parent->get();
   // 0700 while filling it: a read-only directory gets its real mode at the end.
-  if (::mkdir(d.dest.c_str(), 0700) == 0) return;
+  if (::mkdirat(pfd, name, 0700) == 0) return;
   int e = errno;
   struct stat st {};
-  if (e == EEXIST && ::lstat(d.dest.c_str(), &st) == 0) {
+  if (e == EEXIST && ::fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
     if (S_ISDIR(st.st_mode)) return;
-    if (opt_.overwrite && remove_existing(d.dest) && ::mkdir(d.dest.c_str(), 0700) == 0) return;
+    if (opt_.overwrite && remove_existing(pfd, d.node.name) && ::mkdirat(pfd, name, 0700) == 0) return;
     e = errno;
   }
-  failure(d.path, "cannot create directory '" + d.dest + "': " + err_text(e));
+  failure(path_of(i), "cannot create directory '" + dest_of(path_of(i)) + "': " + err_text(e));
 }
 
 void Restorer::make_special(Item& it) {
   const Node& n = it.node;
+  const char* name = n.name.c_str();
+  if ((n.type == NodeType::chardev || n.type == NodeType::blockdev) && !root_) {
+    failure(path_of(it.dir, n.name), std::string(n.type == NodeType::chardev ? "character" : "block") +
+                                         " device nodes can only be restored by root (run as root, or --exclude it)");
+    return;
+  }
+  auto parent = fds_.get(it.dir);
+  if (!parent) {
+    int e = errno;
+    failure(path_of(it.dir, n.name), "cannot open the directory '" + dest_of(path_of(it.dir)) + "': " + err_text(e));
+    return;
+  }
+  int pfd = parent->get();
   auto create = [&]() -> int {
     switch (n.type) {
-      case NodeType::symlink: return ::symlink(n.target.c_str(), it.dest.c_str());
-      case NodeType::fifo: return ::mkfifo(it.dest.c_str(), 0600);
-      case NodeType::socket: return ::mknod(it.dest.c_str(), S_IFSOCK | 0600, 0);
-      case NodeType::chardev: return ::mknod(it.dest.c_str(), S_IFCHR | 0600, dev_t(n.rdev));
-      case NodeType::blockdev: return ::mknod(it.dest.c_str(), S_IFBLK | 0600, dev_t(n.rdev));
+      case NodeType::symlink: return ::symlinkat(n.target.c_str(), pfd, name);
+      case NodeType::fifo: return ::mkfifoat(pfd, name, 0600);
+      case NodeType::socket: return ::mknodat(pfd, name, S_IFSOCK | 0600, 0);
+      case NodeType::chardev: return ::mknodat(pfd, name, S_IFCHR | 0600, dev_t(n.rdev));
+      case NodeType::blockdev: return ::mknodat(pfd, name, S_IFBLK | 0600, dev_t(n.rdev));
       default: errno = EINVAL; return -1;
     }
   };
-  if ((n.type == NodeType::chardev || n.type == NodeType::blockdev) && !root_) {
-    failure(it.path, std::string(n.type == NodeType::chardev ? "character" : "block") +
-                         " device nodes can only be restored by root (run as root, or --exclude it)");
-    return;
-  }
   int rc = create();
-  if (rc != 0 && errno == EEXIST && opt_.overwrite && remove_existing(it.dest)) rc = create();
+  if (rc != 0 && errno == EEXIST && opt_.overwrite && remove_existing(pfd, n.name)) rc = create();
+  std::string path = path_of(it.dir, n.name);
   if (rc != 0) {
-    failure(it.path, "cannot create " + std::string(node_type_name(n.type)) + " '" + it.dest + "': " + err_text(errno));
+    failure(path, "cannot create " + std::string(node_type_name(n.type)) + " '" + dest_of(path) + "': " + err_text(errno));
   } else {
-    set_meta(it.dest, -1, n, it.path);
+    set_meta(-1, pfd, n, path);
     std::lock_guard g(res_mu_);
     ++res_.others_restored;
   }
@@ -335,14 +471,20 @@ void Restorer::make_special(Item& it) {
 
 void Restorer::make_link(Link& l) {
   ++files_done_;
+  std::string path = path_of(l.dir, l.name), leader = path_of(l.leader->dir, l.leader->node.name);
   if (!l.leader->ok) {
-    failure(l.path, "it is a hard link of '" + l.leader->path + "', which could not be restored");
+    failure(path, "it is a hard link of '" + leader + "', which could not be restored");
     return;
   }
-  int rc = ::link(l.leader->dest.c_str(), l.dest.c_str());
-  if (rc != 0 && errno == EEXIST && opt_.overwrite && remove_existing(l.dest)) rc = ::link(l.leader->dest.c_str(), l.dest.c_str());
+  auto from = fds_.get(l.leader->dir), to = fds_.get(l.dir);
+  int rc = -1;
+  if (from && to) {
+    rc = ::linkat(from->get(), l.leader->node.name.c_str(), to->get(), l.name.c_str(), 0);
+    if (rc != 0 && errno == EEXIST && opt_.overwrite && remove_existing(to->get(), l.name))
+      rc = ::linkat(from->get(), l.leader->node.name.c_str(), to->get(), l.name.c_str(), 0);
+  }
   if (rc != 0) {
-    failure(l.path, "cannot create hard link to '" + l.leader->dest + "': " + err_text(errno));
+    failure(path, "cannot create hard link to '" + dest_of(leader) + "': " + err_text(errno));
     return;
   }
   std::lock_guard g(res_mu_);
@@ -354,37 +496,43 @@ void Restorer::fail_file(FileJob& f, const std::string& reason) {
   if (!f.failed.exchange(true)) f.reason = reason;
 }
 
-bool Restorer::ensure_open(FileJob& f) {
+bool Restorer::ensure_open(FileJob& f, DirFds& fds) {
   std::lock_guard g(f.mu);
   if (f.opened) return bool(f.fd);
   f.opened = true;
+  std::string path = path_of(f.dir, f.node.name);
   {
     std::lock_guard c(cur_mu_);
-    current_ = f.path;
+    current_ = path;
   }
-  size_t slash = f.dest.rfind('/');
-  std::string dir = f.dest.substr(0, slash), name = f.dest.substr(slash + 1);
+  f.dirfd = fds.get(f.dir);
+  if (!f.dirfd) {
+    int e = errno;
+    if (!f.failed.exchange(true)) f.reason = "cannot open the directory '" + dest_of(path_of(f.dir)) + "': " + err_text(e);
+    return false;
+  }
+  std::string name = f.node.name;
   if (name.size() > kMaxNameForTemp) name.resize(kMaxNameForTemp);
   for (int attempt = 0; attempt < 100; ++attempt) {
     char suffix[32];
     std::snprintf(suffix, sizeof suffix, "%x%llx", unsigned(::getpid()), (unsigned long long)tmp_counter_++);
-    std::string tmp = dir + "/.cairn-restore." + name + "." + suffix;
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    std::string tmp = ".cairn-restore." + name + "." + suffix;
+    int fd = ::openat(f.dirfd->get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0 && errno == EEXIST) continue;
     if (fd < 0) {
-      if (!f.failed.exchange(true)) f.reason = "cannot create '" + tmp + "': " + err_text(errno);
+      if (!f.failed.exchange(true)) f.reason = "cannot create '" + dest_of(path_of(f.dir, tmp)) + "': " + err_text(errno);
       return false;
     }
     f.fd = Fd(fd);
     f.tmp = tmp;
     // A sparse file gets its size first; the extents are written into it, the rest stays holes.
     if (f.node.sparse && ::ftruncate(fd, off_t(f.logical)) != 0) {
-      if (!f.failed.exchange(true)) f.reason = "cannot set the size of '" + tmp + "': " + err_text(errno);
+      if (!f.failed.exchange(true)) f.reason = "cannot set the size of '" + dest_of(path_of(f.dir, tmp)) + "': " + err_text(errno);
       return false;
     }
     return true;
   }
-  if (!f.failed.exchange(true)) f.reason = "cannot find a free temporary name in '" + dir + "'";
+  if (!f.failed.exchange(true)) f.reason = "cannot find a free temporary name in '" + dest_of(path_of(f.dir)) + "'";
   return false;
 }
 
@@ -423,9 +571,9 @@ void Restorer::write_content(FileJob& f, uint64_t off, const Bytes& data) {
   }
 }
 
-void Restorer::run_segment(const Segment& s) {
+void Restorer::run_segment(const Segment& s, DirFds& fds) {
   FileJob& f = *s.file;
-  if (!f.failed && ensure_open(f)) {
+  if (!f.failed && ensure_open(f, fds)) {
     auto& be = repo_.backend();
     size_t i = s.first;
     try {
@@ -479,26 +627,29 @@ void Restorer::finalize(FileJob& f) {
   ++files_done_;
   bytes_done_ += f.logical > f.written ? f.logical - f.written : 0;  // holes and what failed
   std::lock_guard g(f.mu);
+  std::string path = path_of(f.dir, f.node.name);
   if (!f.failed && f.fd) {
-    set_meta(f.dest, f.fd.get(), f.node, f.path);
+    set_meta(f.fd.get(), -1, f.node, path);
     if (::close(f.fd.release()) != 0) {
       f.failed = true;
-      f.reason = "cannot write '" + f.tmp + "': " + err_text(errno);
+      f.reason = "cannot write '" + dest_of(path_of(f.dir, f.tmp)) + "': " + err_text(errno);
     }
   }
   if (!f.failed) {
-    int rc = ::rename(f.tmp.c_str(), f.dest.c_str());
-    if (rc != 0 && (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST) && opt_.overwrite && remove_existing(f.dest))
-      rc = ::rename(f.tmp.c_str(), f.dest.c_str());
+    int dfd = f.dirfd->get();
+    const char* name = f.node.name.c_str();
+    int rc = ::renameat(dfd, f.tmp.c_str(), dfd, name);
+    if (rc != 0 && (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST) && opt_.overwrite && remove_existing(dfd, f.node.name))
+      rc = ::renameat(dfd, f.tmp.c_str(), dfd, name);
     if (rc != 0) {
       f.failed = true;
-      f.reason = "cannot rename into '" + f.dest + "': " + err_text(errno);
+      f.reason = "cannot rename into '" + dest_of(path) + "': " + err_text(errno);
     }
   }
   f.fd.reset();
   if (f.failed) {
-    if (!f.tmp.empty()) ::unlink(f.tmp.c_str());
-    if (f.reason != "interrupted") failure(f.path, f.reason);
+    if (!f.tmp.empty() && f.dirfd) ::unlinkat(f.dirfd->get(), f.tmp.c_str(), 0);
+    if (f.reason != "interrupted") failure(path, f.reason);
   } else {
     f.ok = true;
     std::lock_guard r(res_mu_);
@@ -506,10 +657,14 @@ void Restorer::finalize(FileJob& f) {
     res_.bytes_restored += f.logical;
   }
   f.tmp.clear();
+  f.dirfd.reset();
   f.blobs = {};
 }
 
 void Restorer::worker() {
+  // Each writer opens the directories it writes into itself: threads sharing one
+  // open directory contend on its reference count in every *at call.
+  DirFds fds(fds_);
   for (;;) {
     size_t i = next_segment_++;
     if (i >= segments_.size()) return;
@@ -517,7 +672,7 @@ void Restorer::worker() {
       fail_file(*segments_[i].file, "interrupted");
       // Segments not run still hold their file open: finish them without work.
     }
-    run_segment(segments_[i]);
+    run_segment(segments_[i], fds);
   }
 }
 
@@ -525,8 +680,9 @@ void Restorer::cleanup_temps() {
   for (auto& f : files_) {
     std::lock_guard g(f->mu);
     f->fd.reset();
-    if (!f->tmp.empty()) ::unlink(f->tmp.c_str());
+    if (!f->tmp.empty() && f->dirfd) ::unlinkat(f->dirfd->get(), f->tmp.c_str(), 0);
     f->tmp.clear();
+    f->dirfd.reset();
   }
 }
 
@@ -574,9 +730,19 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
 
   Snapshot snap = load_snapshot(repo_, resolve_snapshot(repo_, snapshot_id));
   res_.snapshot_id = snap.id;
-  walk(snap.tree, "", false, 0);
+  snapshot_ = snap.id.substr(0, 8);
+  dirs_.push_back({0, Node{}});  // the target
+  {
+    Planner planner(*this);
+    walk_snapshot(repo_, snap, planner, {.max_entries = opt_.max_entries, .whole_tree = opt_.excludes.empty()});
+  }
   if (cancelled()) throw Error(Errc::interrupted, "restore interrupted before anything was written");
   mkdir_p(shown, 0755);
+  {
+    int fd = ::open(shown.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) throw_errno("cannot open restore target", shown, errno);
+    fds_.set_root(Fd(fd));
+  }
   files_total_ += specials_.size();
   {
     std::lock_guard g(cur_mu_);
@@ -584,7 +750,7 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
   }
   report();
 
-  for (auto& d : dirs_) make_dir(d);
+  for (size_t i = 1; i < dirs_.size(); ++i) make_dir(i);
   for (auto& s : specials_) {
     make_special(s);
     ++files_done_;
@@ -624,12 +790,15 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
   }
   for (auto& l : links_) make_link(l);
   // Directory metadata last, deepest first: creating children changes a directory's mtime.
-  for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) {
-    struct stat ds {};
-    if (::lstat(it->dest.c_str(), &ds) != 0 || !S_ISDIR(ds.st_mode)) continue;  // its failure is listed already
-    set_meta(it->dest, -1, it->node, it->path);
+  for (size_t i = dirs_.size() - 1; i > 0; --i) {
+    auto parent = fds_.get(dirs_[i].dir);
+    if (!parent) continue;  // its failure is listed already
+    Fd fd(::openat(parent->get(), dirs_[i].node.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) continue;  // likewise
+    set_meta(fd.get(), -1, dirs_[i].node, path_of(i));
     ++res_.dirs_restored;
   }
+  fds_.clear();
   {
     std::lock_guard g(cur_mu_);
     phase_ = "done";

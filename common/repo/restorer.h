@@ -13,8 +13,14 @@
 
 #include "common/repo/progress.h"
 #include "common/repo/repository.h"
+#include "common/repo/walk.h"
 
 namespace cairn::repo {
+
+// The most memory a restore's plan (the tree's directories, files and links, held
+// until the restore ends) may take, estimated as the walk goes: a tree bomb ends
+// with a clear error long before memory runs out. --max-entries lifts it.
+constexpr uint64_t kMaxRestorePlanBytes = 4ull << 30;
 
 struct RestoreOptions {
   std::string target;                 // created when missing
@@ -28,6 +34,8 @@ struct RestoreOptions {
   // Called with the snapshot path of every entry the walk reaches (excluded
   // ones aside), before anything is written; the agent's mirror mode uses it.
   std::function<void(const std::string&)> on_entry;
+  uint64_t max_entries = kMaxWalkEntries;         // see walk.h
+  uint64_t max_plan_bytes = kMaxRestorePlanBytes;
 };
 
 struct RestoreFailure {
@@ -47,7 +55,9 @@ struct RestoreResult {
 };
 
 // Throws Errc::exists for a non-empty target without overwrite, Errc::not_found /
-// Errc::corrupt when the snapshot or a tree cannot be read, Errc::interrupted when
+// Errc::corrupt when the snapshot or its root tree cannot be read (a subtree that
+// cannot be read, or lies deeper than kMaxTreeDepth, is a failure of its path),
+// Errc::unsupported past max_entries or max_plan_bytes, Errc::interrupted when
 // cancelled (temporary files are removed first). Per-file problems go to failures.
 // snapshot: "latest", an id or a unique prefix (see resolve_snapshot).
 RestoreResult restore(Repository& repo, const std::string& snapshot, const RestoreOptions& opt);

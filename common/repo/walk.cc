@@ -1,0 +1,160 @@
+#include "common/repo/walk.h"
+
+#include <unordered_set>
+#include <vector>
+
+#include "common/util/error.h"
+
+namespace cairn::repo {
+
+std::string too_deep_message(const std::string& snapshot_id, const std::string& path) {
+  return "snapshot '" + snapshot_id.substr(0, 8) + "': '" + path + "' has directories nested deeper than " + std::to_string(kMaxTreeDepth) +
+         " levels, the limit of every cairn command (docs/repository-format.md); what lies below it is not read (a damaged or "
+         "hostile snapshot: run 'cairnctl repo check'; leave it out with --exclude)";
+}
+
+namespace {
+
+[[noreturn]] void too_many(const std::string& sid, const std::string& what, const WalkLimits& limits) {
+  throw Error(Errc::unsupported, "snapshot '" + sid + "' " + what + " entries, more than the " + std::to_string(limits.max_entries) +
+                                     " a walk visits (a tree whose directories share subtrees can describe more paths than any "
+                                     "disk holds); if it really is that large, raise the bound with --max-entries, otherwise run "
+                                     "'cairnctl repo check'");
+}
+
+struct Frame {
+  Tree tree;
+  size_t next = 0;
+  size_t parent_len = 0;  // length of the walk's path before this directory's name
+};
+
+}  // namespace
+
+void walk_snapshot(Repository& r, const Snapshot& s, TreeVisitor& v, const WalkLimits& limits) {
+  walk_tree(s.tree, [&r](const BlobId& id) { return decode_tree_bytes(r.load_blob(id)); }, s.id, v, limits);
+}
+
+void walk_tree(const BlobId& root, const TreeLoader& load, const std::string& snapshot_id, TreeVisitor& v, const WalkLimits& limits) {
+  const std::string sid = snapshot_id.substr(0, 8);
+  std::vector<Frame> stack;
+  stack.emplace_back();
+  try {
+    stack.back().tree = load(root);
+  } catch (const Error& e) {
+    throw Error(e.code(), "snapshot '" + sid + "': its root tree cannot be read: " + e.what() + " (run 'cairnctl repo check')");
+  }
+  std::string path;
+  uint64_t entries = 0;
+  while (!stack.empty()) {
+    Frame& f = stack.back();
+    if (f.next == f.tree.nodes.size()) {
+      size_t parent_len = f.parent_len;
+      stack.pop_back();
+      if (!stack.empty()) {
+        Frame& p = stack.back();
+        v.leave(path, p.tree.nodes[p.next - 1], stack.size());
+      }
+      path.resize(parent_len);
+      continue;
+    }
+    Node& n = f.tree.nodes[f.next++];
+    const size_t depth = stack.size();  // components of this node's path
+    if (++entries > limits.max_entries) too_many(sid, "has more than " + std::to_string(limits.max_entries), limits);
+    if (entries == kShapeCheckEntries && limits.whole_tree && limits.max_entries > kShapeCheckEntries) {
+      // A large walk: count what the whole snapshot holds, reading each tree once,
+      // so a tree bomb is refused now rather than after max_entries entries.
+      TreeShapes shapes([&load](const BlobId& id) -> std::optional<Tree> {
+        try {
+          return load(id);
+        } catch (const Error&) {
+          return std::nullopt;  // the walk names it when it gets there
+        }
+      });
+      TreeShape shape = shapes.of(root);
+      if (shape.entries > limits.max_entries)
+        too_many(sid, "describes " + (shape.entries == UINT64_MAX ? std::string("more than 2^64") : std::to_string(shape.entries)),
+                 limits);
+    }
+    const size_t len = path.size();
+    path += '/';
+    path += n.name;
+    const bool dir = n.type == NodeType::dir;
+    const std::optional<BlobId> sub = dir ? n.subtree : std::nullopt;
+    if (!v.enter(path, n, depth) || !dir) {
+      path.resize(len);
+      continue;
+    }
+    if (sub && depth >= kMaxTreeDepth) {
+      std::string why = too_deep_message(snapshot_id, path);
+      if (!v.too_deep(path, why)) throw Error(Errc::corrupt, why);
+    } else if (sub) {
+      Frame next;
+      next.parent_len = len;
+      try {
+        next.tree = load(*sub);
+      } catch (const Error& e) {
+        if (!v.unreadable(path, e.what()))
+          throw Error(e.code(), "snapshot '" + sid + "': the listing of '" + path + "' cannot be read: " + e.what() +
+                                    " (run 'cairnctl repo check')");
+        next.tree.nodes.clear();
+      }
+      if (!next.tree.nodes.empty()) {
+        stack.push_back(std::move(next));  // n stays valid: the nodes of a moved tree do not move
+        continue;
+      }
+    }
+    v.leave(path, n, depth);
+    path.resize(len);
+  }
+}
+
+namespace {
+uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+}  // namespace
+
+TreeShape TreeShapes::of(const BlobId& root) {
+  if (auto it = shapes_.find(root); it != shapes_.end()) return it->second;
+  struct Pending {
+    BlobId id;
+    std::vector<BlobId> subs;  // one per directory naming a subtree, repeats kept: each is walked
+    size_t next = 0;
+    TreeShape acc;
+  };
+  std::vector<Pending> stack;
+  std::unordered_set<BlobId, BlobIdHash> on_stack;
+  auto push = [&](const BlobId& id) {
+    Pending p;
+    p.id = id;
+    p.acc.height = 1;
+    if (auto t = load_(id)) {
+      p.acc.entries = t->nodes.size();
+      for (const auto& n : t->nodes)
+        if (n.type == NodeType::dir && n.subtree) p.subs.push_back(*n.subtree);
+    }
+    on_stack.insert(id);
+    stack.push_back(std::move(p));
+  };
+  auto merge = [](TreeShape& into, const TreeShape& child) {
+    into.entries = sat_add(into.entries, child.entries);
+    into.height = std::max(into.height, child.height == UINT64_MAX ? UINT64_MAX : child.height + 1);
+  };
+  push(root);
+  while (!stack.empty()) {
+    Pending& p = stack.back();
+    if (p.next < p.subs.size()) {
+      BlobId c = p.subs[p.next++];
+      if (auto it = shapes_.find(c); it != shapes_.end()) merge(p.acc, it->second);
+      else if (on_stack.count(c)) merge(p.acc, TreeShape{UINT64_MAX, UINT64_MAX});  // a tree that contains itself
+      else push(c);
+      continue;
+    }
+    Pending done = std::move(p);
+    stack.pop_back();
+    on_stack.erase(done.id);
+    shapes_[done.id] = done.acc;
+    if (!stack.empty()) merge(stack.back().acc, done.acc);
+  }
+  return shapes_.at(root);
+}
+
+}  // namespace cairn::repo
