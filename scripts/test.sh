@@ -23,7 +23,7 @@ if [[ "${CAIRN_SKIP_SANITIZERS:-0}" == 1 ]]; then
   exit 0
 fi
 
-# -O1: most of -O2's speed for the tests, a fraction of its compile time, and
+# -O1 -g1: most of -O2's speed for the tests, a fraction of its compile time, and
 # stack traces that still make sense. Assertions stay on.
 t1=$SECONDS
 stage "build-asan"
@@ -32,7 +32,7 @@ if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 fi
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Sanitize -DCAIRN_SANITIZE=address,undefined \
-  -DCMAKE_C_FLAGS_SANITIZE="-O1 -g" -DCMAKE_CXX_FLAGS_SANITIZE="-O1 -g" "${launcher[@]}" >/dev/null
+  -DCMAKE_C_FLAGS_SANITIZE="-O1 -g1" -DCMAKE_CXX_FLAGS_SANITIZE="-O1 -g1" "${launcher[@]}" >/dev/null
 cmake --build build-asan -j "$(nproc)"
 echo "asan build: $((SECONDS - t1)) s"
 

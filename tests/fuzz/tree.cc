@@ -18,6 +18,7 @@
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
 #include "common/repo/tree.h"
+#include "common/repo/walk.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "fuzz_repo.h"
@@ -82,6 +83,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     s.tree = root;
     repo::save_snapshot(*r, s);
 
+    // The listing walk of `repo ls` (it recursed on depth and expanded shared
+    // subtrees without end). Bounds small enough that a DAG bomb ends in
+    // milliseconds here; the production default is kMaxWalkEntries.
+    constexpr uint64_t kEntries = 200000;
+    struct Count : repo::TreeVisitor {
+      uint64_t n = 0;
+      bool enter(const std::string&, repo::Node&, size_t) override { return ++n, true; }
+    } count;
+    try {
+      repo::walk_snapshot(*r, s, count, {.max_entries = kEntries});
+    } catch (const Error&) {
+    }
+
     repo::CheckOptions copt;
     copt.threads = 1;
     (void)repo::check(*r, copt);
@@ -89,6 +103,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     repo::RestoreOptions ropt;
     ropt.target = fr.dir() + "/restore";
     ropt.threads = 2;
+    ropt.max_entries = kEntries;
+    ropt.max_plan_bytes = 64u << 20;
     (void)repo::restore(*r, s.id, ropt);
   } catch (const Error&) {
   }

@@ -124,7 +124,10 @@ class Cluster:
     def env(self):
         e = dict(os.environ)
         e["CAIRN_OPERATOR_KEY_DIR"] = os.fspath(self.keys)
-        e["CAIRN_CONTROLLER"] = self.endpoint
+        if self.endpoint:  # known once the controller has started (it chooses its ports)
+            e["CAIRN_CONTROLLER"] = self.endpoint
+        else:
+            e.pop("CAIRN_CONTROLLER", None)
         e.pop("CAIRN_REPOSITORY", None)
         e.pop("CAIRN_PASSWORD_FILE", None)
         return e
