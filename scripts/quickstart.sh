@@ -81,7 +81,8 @@ step "starting cairn-controller (log: $work/controller.log)"
 "$CONTROLLER" --config "$work/controller.toml" > "$work/controller.log" 2>&1 & pids+=($!)
 bound() { grep -oE 'listening: fleet tcp://127\.0\.0\.1:[0-9]+ operator tcp://127\.0\.0\.1:[0-9]+' "$work/controller.log"; }
 wait_for 20 "the controller logging the ports it bound" bound
-read -r fleet_port op_port < <(bound | grep -oE ':[0-9]+' | tr -d : | tr '\n' ' ')
+ports=($(bound | grep -oE ':[0-9]+' | tr -d :))
+fleet_port=${ports[0]} op_port=${ports[1]}
 export CAIRN_CONTROLLER="tcp://127.0.0.1:$op_port"
 echo "   fleet tcp://127.0.0.1:$fleet_port, operator $CAIRN_CONTROLLER"
 wait_for 20 "the controller answering on $CAIRN_CONTROLLER" "$C" status
