@@ -2,6 +2,7 @@
 // components, holds its CURVE keypair, verifies signed plans and runs them.
 #include <malloc.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <chrono>
@@ -38,6 +39,13 @@ int main(int argc, char** argv) {
   // system when freed: a long-running agent's heap does not keep the
   // fragmented arenas of every backup it ran (as in cairnctl repo backup).
   mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  // Restores and mirror walks hold a directory descriptor per level of a tree
+  // up to the depth limit (2,048): the usual soft limit of 1,024 descriptors
+  // is raised to the hard limit (at most 65,536), as LimitNOFILE= would.
+  if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max < 65536 ? rl.rlim_max : 65536;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
   CLI::App app{"cairn-agent: backs up and restores this node's declared components for the cairn controller"};
   std::string config_path = "/etc/cairn/agent.toml";
   bool check_only = false, print_key = false;

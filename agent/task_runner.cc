@@ -235,7 +235,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   result.set_manifest_digest(dr.manifest_digest);
   result.set_safety_snapshot_id(dr.safety_snapshot_id);
   result.set_safety_outcome(dr.safety_outcome);
-  result.set_safety_detail(dr.safety_detail);
+  result.set_safety_detail(utf8_or_escaped(dr.safety_detail));  // may name a path: bytes, the wire wants UTF-8
   result.set_bytes(dr.bytes);
   result.set_files(dr.files);
   result.set_finished_at(now_s());

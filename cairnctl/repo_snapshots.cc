@@ -52,7 +52,7 @@ void register_repo_snapshots(CLI::App& repo, Context& ctx) {
                     terminal_safe(paths).c_str());
       }
       for (const auto& [id, why] : bad)
-        std::printf("%-8s  %-20s  %-16s  %-8s  %-10s  %s\n", id.substr(0, 8).c_str(), "?", "?", "damaged", "?", "(unreadable: see the warning above)");
+        std::printf("%-8s  %-20s  %-16s  %-8s  %-10s  %s\n", terminal_safe(id.substr(0, 8)).c_str(), "?", "?", "damaged", "?", "(unreadable: see the warning above)");
       std::printf("%zu snapshots%s\n", snaps.size() + bad.size(), bad.empty() ? "" : (" (" + std::to_string(bad.size()) + " damaged)").c_str());
       return bad.empty() ? kExitOk : kExitDamaged;
     };

@@ -72,8 +72,12 @@ catalog::TaskUpdate safety_update(const catalog::Task& restore, const cairn::v1:
   std::string detail = r.safety_detail();
   switch (r.safety_outcome()) {
     case cairn::v1::TASK_OUTCOME_SUCCEEDED:
-      // Nothing existed to save: nothing was overwritten either.
-      return catalog::TaskUpdate(TaskState::succeeded);
+      // Nothing existed to save: nothing was overwritten either. The reason
+      // says so (a safety task without a snapshot must carry one).
+      return catalog::TaskUpdate(TaskState::succeeded,
+                                 {{cairn::v1::ERROR_CODE_OK,
+                                   detail.empty() ? "nothing existed at the restore's destination to save" : detail,
+                                   ""}});
     case cairn::v1::TASK_OUTCOME_FAILED:
     case cairn::v1::TASK_OUTCOME_PARTIAL:
       return failed(cairn::v1::ERROR_CODE_SNAPSHOT_FAILED,
@@ -227,7 +231,12 @@ void Fleet::handle(Session& s, cairn::v1::AgentMessage& m) {
   }
   switch (m.body_case()) {
     case M::kHeartbeat:
-      for (const auto& id : m.heartbeat().running_task_ids()) unconfirmed_.erase(id);
+      for (const auto& id : m.heartbeat().running_task_ids()) {
+        if (!unconfirmed_.erase(id)) continue;
+        // A running restore vouches for its safety backup, which runs inside it.
+        auto t = catalog_.read([&](const catalog::Tx& tx) { return tx.task(id); });
+        if (t && t->safety_task_id) unconfirmed_.erase(*t->safety_task_id);
+      }
       return;
     case M::kPlanAck:
       return on_plan_ack(s, m.plan_ack());
@@ -475,7 +484,12 @@ void Fleet::reconcile(Session& s, const cairn::v1::Register& r) {
   std::set<std::string> running(r.running_task_ids().begin(), r.running_task_ids().end());
   std::vector<std::string> resend;
   catalog_.transaction("agent:" + s.agent_id, [&](catalog::Tx& tx) {
-    for (const auto& t : tx.agent_tasks(s.agent_id, kInFlight)) {
+    auto in_flight = tx.agent_tasks(s.agent_id, kInFlight);
+    // A restore's safety backup runs inside the restore task: it is running
+    // while its restore is (the agent never names it).
+    for (const auto& t : in_flight)
+      if (running.count(t.id) && t.safety_task_id) running.insert(*t.safety_task_id);
+    for (const auto& t : in_flight) {
       if (running.count(t.id)) {
         // The agent runs it: a lost PlanAck or a controller restart left it behind.
         if (t.state == TaskState::sent) tx.update_task(t.id, catalog::TaskUpdate(TaskState::accepted));
@@ -547,8 +561,20 @@ void Fleet::on_plan_ack(Session& s, const cairn::v1::PlanAck& a) {
     }
     if (!plan || plan->agent_id != s.agent_id) {
       problem = "no plan '" + a.plan_id() + "' was issued to this agent";
+      // Audited once a minute per agent, as foreign ids are: an agent must not
+      // be able to push older events out of the bounded audit trail.
+      auto& n = foreign_noted_[s.agent_id + "\x1fplan.ack_unmatched"];
+      auto now = Clock::now();
+      if (n.at != Clock::time_point{} && now - n.at < std::chrono::minutes(1)) {
+        ++n.suppressed;
+        return;
+      }
       tx.audit({"plan.ack_unmatched", "agent:" + s.agent_id, "refused", proto::error_code_name(a.reason()),
-                {{"plan_id", a.plan_id()}, {"accepted", a.accepted()}, {"detail", a.detail()}}});
+                {{"plan_id", a.plan_id()},
+                 {"accepted", a.accepted()},
+                 {"detail", a.detail()},
+                 {"suppressed_before", n.suppressed}}});
+      n = {now, 0};
       return;
     }
     if (plan->state != "issued") {
@@ -631,6 +657,17 @@ void Fleet::on_task_result(Session& s, const cairn::v1::TaskResult& r) {
         tx.update_task(safety->id, catalog::TaskUpdate(TaskState::accepted));
       tx.update_task(safety->id, su);
     } else {
+      // Its safety task already ended without a snapshot (cancelled, or failed
+      // as lost while the agent was away) and none came back now: a restore
+      // that overwrote without its safety backup never reads complete.
+      if (safety && safety->state != TaskState::succeeded && r.safety_snapshot_id().empty() &&
+          u.to == TaskState::succeeded) {
+        u.to = TaskState::partial;
+        u.reasons.push_back({cairn::v1::ERROR_CODE_SNAPSHOT_FAILED,
+                             "restored, but its safety backup task '" + safety->id + "' ended '" +
+                                 std::string(to_string(safety->state)) + "' without a snapshot",
+                             ""});
+      }
       tx.update_task(t->id, u);
     }
   });

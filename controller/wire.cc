@@ -155,6 +155,7 @@ void bound_agent_text(cairn::v1::AgentMessage& m) {
         bound(why.mutable_detail());
         bound(why.mutable_item());
       }
+      bound(m.mutable_task_result()->mutable_safety_detail());
       break;
     }
     case M::kError:

@@ -719,7 +719,7 @@ void Backup::read_file(ReadBuffer& rb, const std::shared_ptr<FileState>& fs) {
         (short_read || uint64_t(end.st_size) != size || fs->size != size || end.st_mtim.tv_sec != st.st_mtim.tv_sec ||
          end.st_mtim.tv_nsec != st.st_mtim.tv_nsec)) {
       std::lock_guard g(fs->mu);
-      fs->changed = "changed while it was read (" + std::to_string(size) + " bytes at open, " + std::to_string(end.st_size) +
+      fs->changed = std::string(kChangedWhileRead) + " (" + std::to_string(size) + " bytes at open, " + std::to_string(end.st_size) +
                     " at the end" + (end.st_mtim.tv_sec != st.st_mtim.tv_sec || end.st_mtim.tv_nsec != st.st_mtim.tv_nsec
                                           ? ", modified meanwhile" : "") +
                     "): the " + std::to_string(fs->size) + " bytes read are recorded but may mix old and new content; back it up again when it is not being written";

@@ -1,6 +1,7 @@
 #pragma once
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -13,6 +14,10 @@ struct SnapshotError {
   std::string path;
   std::string reason;
 };
+
+// The start of an error's reason for a file that was read whole but changed
+// while it was read (it is in the snapshot's tree, unlike an unreadable one).
+inline constexpr std::string_view kChangedWhileRead = "changed while it was read";
 
 struct Snapshot {
   std::string id;  // the file's name; not stored inside

@@ -182,7 +182,15 @@ void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
   if (needs_reason(u.to) && u.reasons.empty())
     throw Error(Errc::invalid_input,
                 "task '" + task_id + "' cannot become '" + std::string(to_string(u.to)) + "' without a reason");
-  if (t->kind == TaskKind::backup && u.to == TaskState::succeeded && (!u.snapshot_id || !u.manifest_digest))
+  // A safety backup that found nothing at the restore's destination saved
+  // nothing (and nothing was overwritten there): it succeeds without a snapshot.
+  auto saved_nothing = [&] {
+    if (!t->backup_set_id) return false;
+    auto set = backup_set(*t->backup_set_id);
+    return set && set->trigger == "safety" && !u.reasons.empty();
+  };
+  if (t->kind == TaskKind::backup && u.to == TaskState::succeeded && (!u.snapshot_id || !u.manifest_digest) &&
+      !saved_nothing())
     throw Error(Errc::invalid_input,
                 "backup task '" + task_id + "' cannot succeed without a snapshot id and a manifest digest");
 

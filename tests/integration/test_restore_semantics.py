@@ -163,6 +163,24 @@ def test_restore_to_alternate_target_saves_the_target_it_overwrites(cluster, tmp
     assert got == {str(placed): b"was in the alternate target"}, got
 
 
+def test_restore_to_an_empty_alternate_target_completes(cluster):
+    # Nothing lives where the restore writes: the safety backup saves nothing
+    # and ends succeeded without a snapshot; the restore must not hang.
+    c = cluster
+    c.add_agent("node-a", {"a.txt": b"live source " * 100})
+    data = c.agent_dirs["node-a"]["data"]
+    alt = c.agent_dirs["node-a"]["dir"] / "alt-empty"
+    declare_alternate(c, "node-a", alt)
+    c.enrol("node-a")
+    sid = backup(c)
+    r = restore(c, sid, "--target", "alternate")
+    assert set_state(r) == "complete", r
+    assert (alt / str(data).lstrip("/") / "a.txt").read_bytes() == b"live source " * 100
+    t = [t for t in r["tasks"] if kind(t) == "backup"]
+    assert len(t) == 1 and task_state(t[0]) == "succeeded" and not t[0].get("snapshot_id"), r
+    assert any("nothing existed" in x.get("detail", "") for x in t[0].get("reasons", [])), t[0]
+
+
 def test_mirror_removes_added_entries_merge_keeps_them(cluster, tmp_path):
     c = cluster
     c.add_agent("node-a", {"a.txt": b"alpha " * 1000, "keep/b.txt": b"bravo"})

@@ -296,7 +296,15 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   }
   for (const auto& f : rr.failures)
     res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "could not restore '" + f.path + "': " + f.reason, f.path));
-  if (mirror && !rr.failures.empty()) {
+  if (mirror && snap.partial) {
+    // The backup could not read some entries: they are absent from its tree
+    // (or recorded empty), so "what the snapshot does not hold" would include
+    // data that was never backed up. Nothing is removed.
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
+                                      "mirror: entries added since the backup were left in place because snapshot '" +
+                                          id.substr(0, 8) + "' is partial (" + std::to_string(snap.errors.size()) +
+                                          " item(s) could not be read at backup time); nothing was removed"));
+  } else if (mirror && !rr.failures.empty()) {
     // Entries under an unreadable part of the snapshot are unknown: removing
     // "what the snapshot does not hold" could remove what it does.
     res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
@@ -317,7 +325,7 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   res.manifest_digest = id;
   res.bytes = rr.bytes_restored;
   res.files = rr.files_restored;
-  if (rr.failures.empty()) res.outcome = v1::TASK_OUTCOME_SUCCEEDED;
+  if (rr.failures.empty()) res.outcome = mirror && snap.partial ? v1::TASK_OUTCOME_PARTIAL : v1::TASK_OUTCOME_SUCCEEDED;
   else res.outcome = rr.files_restored > 0 ? v1::TASK_OUTCOME_PARTIAL : v1::TASK_OUTCOME_FAILED;
   return res;
 }
@@ -363,17 +371,23 @@ bool FilesDriver::safety_backup(TaskContext& ctx, const RestoreSpec& spec, const
                                                                           "; nothing was overwritten"));
     return false;
   }
-  // A safety copy that misses files would make the restore irreversible for them.
-  if (sb.snapshot.partial) {
+  // A safety copy that misses files would make the restore irreversible for
+  // them. A file that changed while it was read (a live log, a running
+  // database) is in the copy as read: that does not stop the restore.
+  size_t unreadable = 0, changed = 0;
+  for (const auto& e : sb.snapshot.errors) (e.reason.rfind(repo::kChangedWhileRead, 0) == 0 ? changed : unreadable)++;
+  if (sb.snapshot.partial && (unreadable > 0 || changed == 0)) {
     res.safety_outcome = v1::TASK_OUTCOME_FAILED;
-    res.safety_detail = "incomplete: " + std::to_string(sb.snapshot.errors.size()) + " item(s) could not be read";
+    res.safety_detail = "incomplete: " + std::to_string(unreadable) + " item(s) could not be read";
     for (const auto& e : sb.snapshot.errors)
-      res.reasons.push_back(
+      if (e.reason.rfind(repo::kChangedWhileRead, 0) != 0) res.reasons.push_back(
           make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED, "safety backup could not read '" + e.path + "': " + e.reason, e.path));
     res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED,
                                       "the safety backup is incomplete; nothing was overwritten (skip it explicitly to force)"));
     return false;
   }
+  if (changed > 0)
+    res.safety_detail = std::to_string(changed) + " file(s) changed while the safety backup read them; they are saved as read";
   res.safety_snapshot_id = sb.snapshot.id;
   return true;
 }

@@ -11,11 +11,15 @@
 #include <unordered_set>
 #include <vector>
 
+#include "common/repo/walk.h"
+
 namespace cairn::agent::files {
 
 // Directories nested deeper than this below a root are not entered; what lies
-// there is reported, never removed blind.
-inline constexpr size_t kMirrorMaxDepth = 1024;
+// there is reported, never removed blind. The repository's one depth limit:
+// nothing deeper can be in a snapshot. One directory descriptor is held per
+// level (the agent raises its descriptor limit at start).
+inline constexpr size_t kMirrorMaxDepth = repo::kMaxTreeDepth;
 
 struct MirrorProblem {
   std::string path;    // as in the snapshot, e.g. /srv/data/new.txt

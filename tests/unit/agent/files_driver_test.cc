@@ -216,3 +216,39 @@ TEST_CASE("files driver: a declared path with glob characters that exists as wri
   files::FilesDriver pat("app", g);
   CHECK(pat.expand_paths().empty());
 }
+
+TEST_CASE("files driver: mirror removes nothing when the snapshot is partial") {
+  // What a partial backup could not read is absent from its tree: mirror would
+  // take it for "added since the backup" and delete data never backed up.
+  Fixture f;
+  v1::TaskResult b = f.backup();
+  REQUIRE(b.outcome() == v1::TASK_OUTCOME_SUCCEEDED);
+  // The same snapshot as a backup that could not read one file would write it:
+  // that file absent from the tree, named in errors, the snapshot partial.
+  std::string partial_id;
+  {
+    auto r = open_repo(f.d);
+    repo::Snapshot s = repo::load_snapshot(*r, b.snapshot_id());
+    s.partial = true;
+    s.errors.push_back({f.d.file("data/not-in-the-snapshot"), "cannot read: Permission denied"});
+    repo::save_snapshot(*r, s);
+    partial_id = s.id;
+  }
+  REQUIRE(partial_id != b.snapshot_id());
+  write_text(f.d.file("data/not-in-the-snapshot"), "keep me\n");
+  write_text(f.d.file("data/a.conf"), "damaged\n");
+
+  v1::Task t;
+  t.set_task_id("restore-4");
+  t.set_component("data");
+  t.set_kind(v1::TASK_KIND_RESTORE);
+  t.mutable_snapshot()->set_snapshot_id(partial_id);
+  t.mutable_options()->set_skip_safety_backup(true);
+  v1::TaskResult r = f.runner.run(admitted(f.config, t));
+  REQUIRE(r.outcome() == v1::TASK_OUTCOME_PARTIAL);
+  REQUIRE(read_text(f.d.file("data/a.conf")) == "alpha\n");
+  REQUIRE(read_text(f.d.file("data/not-in-the-snapshot")) == "keep me\n");
+  bool said = false;
+  for (const auto& why : r.reasons()) said |= why.detail().find("is partial") != std::string::npos;
+  REQUIRE(said);
+}
