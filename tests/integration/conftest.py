@@ -23,7 +23,9 @@ import pytest
 _OWN_SANITIZER_DIR = not os.environ.get("CAIRN_SANITIZER_LOG_DIR")
 SANITIZER_DIR = pathlib.Path(os.environ.get("CAIRN_SANITIZER_LOG_DIR") or tempfile.mkdtemp(prefix="cairn-san-"))
 SANITIZER_DIR.mkdir(parents=True, exist_ok=True)
-for _var, _extra in (("ASAN_OPTIONS", "detect_leaks=1"), ("UBSAN_OPTIONS", "print_stacktrace=1"),
+# verify_asan_link_order=0: a few tests preload a small fault-injection shim
+# (LD_PRELOAD) into cairnctl; ASan would refuse to start behind it.
+for _var, _extra in (("ASAN_OPTIONS", "detect_leaks=1:verify_asan_link_order=0"), ("UBSAN_OPTIONS", "print_stacktrace=1"),
                      ("TSAN_OPTIONS", "second_deadlock_stack=1"), ("LSAN_OPTIONS", "")):
     _opts = [o for o in (os.environ.get(_var, ""), _extra, f"log_path={SANITIZER_DIR}/{_var.split('_')[0].lower()}")
              if o]
