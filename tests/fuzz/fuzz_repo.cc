@@ -93,7 +93,9 @@ void FuzzRepo::make(std::string_view config_text, std::string_view slot_text) {
   auto be = backend();
   be->save({repo::FileType::config, ""}, as_bytes(config_text));
   // Any name: slots are found by listing.
-  be->save({repo::FileType::key, std::string(64, 'a')}, as_bytes(slot_text));
+  // A slot's file is named by the SHA-256 of its bytes (format spec §5): a
+  // fixed name would make every open fail as "damaged" before the input is read.
+  be->save({repo::FileType::key, to_hex(crypto::sha256(as_bytes(slot_text)))}, as_bytes(slot_text));
 }
 
 FuzzRepo::~FuzzRepo() {

@@ -9,6 +9,8 @@
 // Bounds: -rss_limit_mb and -timeout (docs/testing.md) turn an unbounded walk
 // into a report.
 #include <cctype>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -106,7 +108,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ropt.max_entries = kEntries;
     ropt.max_plan_bytes = 64u << 20;
     (void)repo::restore(*r, s.id, ropt);
-  } catch (const Error&) {
+  } catch (const Error& e) {
+    if (std::getenv("CAIRN_FUZZ_DEBUG")) std::fprintf(stderr, "fuzz_tree: %s\n", e.what());
   }
   return 0;
 }
