@@ -88,7 +88,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // The listing walk of `repo ls` (it recursed on depth and expanded shared
     // subtrees without end). Bounds small enough that a DAG bomb ends in
     // milliseconds here; the production default is kMaxWalkEntries.
-    constexpr uint64_t kEntries = 200000;
+    constexpr uint64_t kEntries = 20000;
     struct Count : repo::TreeVisitor {
       uint64_t n = 0;
       bool enter(const std::string&, repo::Node&, size_t) override { return ++n, true; }
