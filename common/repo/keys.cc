@@ -1,4 +1,5 @@
 #include "common/repo/keys.h"
+#include "common/repo/json_int.h"
 
 #include <openssl/crypto.h>
 
@@ -57,7 +58,7 @@ crypto::Key wrapping_key(const Secret& s, const json& slot) {
   std::string kdf = slot.at("kdf").get<std::string>();
   if (kdf == "scrypt") {
     if (s.kind != Secret::Kind::passphrase) return {};
-    crypto::ScryptParams p{slot.at("n").get<uint64_t>(), slot.at("r").get<uint32_t>(), slot.at("p").get<uint32_t>()};
+    crypto::ScryptParams p{json_int_at<uint64_t>(slot, "n"), json_int_at<uint32_t>(slot, "r"), json_int_at<uint32_t>(slot, "p")};
     // scrypt needs 128 * r * n bytes: bounded too, or a slot asking n = 2^22, r = 32 takes 16 GiB (fuzz_key_slot).
     if (p.n > (1u << 22) || p.r > 32 || p.p > 16 || 128ull * p.r * p.n > kMaxScryptMemory)
       throw Error(Errc::corrupt, "asks for unreasonable scrypt parameters");
@@ -134,7 +135,7 @@ MasterKey open_master_key(Backend& be, const Secret& secret, std::string* slot_i
         continue;
       }
       json slot = json::parse(raw.begin(), raw.end());
-      int version = slot.at("version").get<int>();
+      int version = json_int_at<int>(slot, "version");
       if (version != 1 && version != kKeySlotVersion) continue;  // a newer cairn's slot: others may open
       crypto::Key wk = wrapping_key(secret, slot);
       if (wk == crypto::Key{}) continue;  // slot of the other kind

@@ -1,4 +1,5 @@
 #include "common/repo/lock.h"
+#include "common/repo/json_int.h"
 
 #include <signal.h>
 #include <time.h>
@@ -122,11 +123,11 @@ LockInfo read_lock(Repository& r, const std::string& name, bool& gone) {
     l.purpose = j.value("purpose", "");
     l.time = j.at("time").get<std::string>();
     l.refreshed = j.value("refreshed", l.time);
-    l.pid = j.at("pid").get<int>();
-    l.start_ticks = j.value("start_ticks", 0ull);
+    l.pid = json_int_at<int>(j, "pid");
+    l.start_ticks = json_int(j, "start_ticks", 0ull);
     l.machine_id = j.value("machine_id", "");
     l.boot_id = j.value("boot_id", "");
-    l.pidns = j.value("pidns", uint64_t(0));
+    l.pidns = json_int(j, "pidns", uint64_t(0));
     l.holder = j.value("holder", "");
     l.refresh_count = j.value("refresh_count", uint64_t(0));
     int64_t t = parse_rfc3339(l.refreshed);

@@ -1,4 +1,5 @@
 #include "common/repo/repository.h"
+#include "common/repo/json_int.h"
 
 #include <openssl/crypto.h>
 
@@ -125,8 +126,8 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
     json p = json::parse(plain.begin(), plain.end());
     if (!from_base64(p.at("chunker_seed").get<std::string>(), r->params_.chunker_seed) || r->params_.chunker_seed.size() != 32)
       throw Error(Errc::corrupt, "config: malformed chunker seed");
-    r->params_.zstd_level = p.at("zstd_level").get<int>();
-    r->params_.pack_size = p.at("pack_size").get<uint32_t>();
+    r->params_.zstd_level = json_int_at<int>(p, "zstd_level");
+    r->params_.pack_size = json_int_at<uint32_t>(p, "pack_size");
     if (r->params_.pack_size < (1u << 16) || r->params_.pack_size > (1u << 30)) throw Error(Errc::corrupt, "config: pack size out of range");
   } catch (const json::exception& e) {
     throw Error(Errc::corrupt, std::string("config: malformed sealed parameters: ") + e.what());
