@@ -16,6 +16,7 @@
 #include "agent/drivers/registry.h"
 #include "common/util/control_chars.h"
 #include "common/util/fs.h"
+#include "common/util/toml_guard.h"
 
 namespace cairn::agent {
 
@@ -112,6 +113,8 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     throw ConfigError(source, uint32_t(1 + std::count(text.begin(), text.begin() + long(at), '\n')),
                       std::string("control character ") + hex + " is not allowed (only tab, line feed and carriage return)");
   }
+  // ... and so does it on some malformed table headers and arrays (see toml_guard.h).
+  if (auto bad = find_toml_assertion_trigger(text)) throw ConfigError(source, bad->line, bad->reason);
   try {
     doc = toml::parse(text, source);
   } catch (const toml::parse_error& e) {

@@ -12,6 +12,7 @@
 
 #include "common/util/control_chars.h"
 #include "common/util/fs.h"
+#include "common/util/toml_guard.h"
 
 namespace cairn::controller {
 namespace {
@@ -100,6 +101,9 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
                       std::to_string(column) + ": control character " + hex +
                       " is not allowed (only tab, line feed and carriage return)");
   }
+  // ... and so does it on some malformed table headers and arrays (see toml_guard.h).
+  if (auto bad = find_toml_assertion_trigger(text))
+    throw ConfigError(source + ":" + std::to_string(bad->line) + ":" + std::to_string(bad->column) + ": " + bad->reason);
   try {
     root = toml::parse(text, source);
   } catch (const toml::parse_error& e) {

@@ -181,3 +181,44 @@ TEST_CASE("a control character is refused with its line before the TOML parser s
   REQUIRE(nul.line() == 1);
   REQUIRE_THAT(nul.what(), Catch::Contains("control character 0x00"));
 }
+
+TEST_CASE("a malformed table header is refused with its line before the TOML parser sees it") {
+  // "[;…" made toml++ 3.3.0 fail an assertion in parse_key() (fuzz): an
+  // abort, or undefined behaviour under NDEBUG.
+  TempDir d;
+  for (const std::string bad : {"[;AAAA", "  [operator_ttl_seconds = 86400", "[/0.&.0.0:7420\"", "[", "[ ]", "[[x]",
+                                "[x] y", "[\"x]"}) {
+    std::string before = base_config(d) + "\n";
+    auto e = refused(before + bad + "\n");
+    REQUIRE(e.file() == "agent.toml");
+    REQUIRE(e.line() == size_t(std::count(before.begin(), before.end(), '\n')) + 1);
+    std::string shown = bad.substr(bad.find('['));
+    REQUIRE_THAT(e.what(), Catch::Contains("malformed table header '" + shown + "' (expected [name] or [[name]]"));
+  }
+}
+
+TEST_CASE("an array holding '}' or a non-ASCII character outside strings is refused with its line") {
+  TempDir d;
+  std::string text = base_config(d) + "[[component]]\nname = \"b\"\ndriver = \"files\"\npaths = [\n  \"/x\",\n}]\n";
+  auto e = refused(text);
+  REQUIRE(e.line() == line_of(text, "}]"));
+  REQUIRE_THAT(e.what(), Catch::Contains("'}' inside an array"));
+  // toml++ 3.3.0 reaches TOML_UNREACHABLE on U+00A1..U+0499 where it looks for blanks.
+  text = base_config(d) + "log_level = debug\xc3\xa9\n";
+  e = refused(text);
+  REQUIRE(e.line() == line_of(text, "log_level = debug"));
+  REQUIRE_THAT(e.what(), Catch::Contains("non-ASCII character U+00E9 outside a string or comment"));
+  REQUIRE(parse_config("# caf\xc3\xa9\nlog_level = \"info\" # \xc3\xa9\n" + base_config(d), "agent.toml").log_level == "info");
+}
+
+TEST_CASE("well-formed headers with quoted and dotted keys, blanks and comments still parse") {
+  TempDir d;
+  std::string text = base_config(d);
+  text.replace(text.find("[controller]"), 12, "[ \"controller\" ]  # where plans come from");
+  text.replace(text.find("[[repository]]"), 14, "[[ 'repository' ]]#r");
+  text.replace(text.find("[[component]]"), 13, "\t[[component]] # c");
+  text.replace(text.find("paths = [\""), 10, "paths = [\n  # [;not a header\n\"");
+  AgentConfig c = parse_config(text, "agent.toml");
+  REQUIRE(c.repositories.size() == 1);
+  REQUIRE(c.components.size() == 1);
+}

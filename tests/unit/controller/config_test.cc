@@ -138,3 +138,65 @@ TEST_CASE("a control character is refused with its place before the TOML parser 
   CHECK(error_of(std::string("[fleet]\nlisten = \"a\0b\"\n", 23)).rfind("ctl.toml:2:12: control character 0x00", 0) == 0);
   CHECK(error_of("[fleet]\r\n\tliveness = 3\r\n").empty());  // tab, CR and LF are fine
 }
+
+TEST_CASE("a malformed table header is refused with its place before the TOML parser sees it") {
+  // "[;…" and "[/0.…" (fuzz_controller_config) made toml++ 3.3.0 fail an
+  // assertion in parse_key(): an abort, or undefined behaviour under NDEBUG.
+  const std::string expected = "(expected [name] or [[name]]: names bare (A-Za-z0-9_-) or quoted, joined by dots, "
+                               "then only a # comment)";
+  CHECK(error_of("[;AAAA\n") == "ctl.toml:1:1: malformed table header '[;AAAA' " + expected);
+  CHECK(error_of("[fleet]\nliveness = 5\n\n  [operator_ttl_seconds = 86400\n") ==
+        "ctl.toml:4:3: malformed table header '[operator_ttl_seconds = 86400' " + expected);
+  CHECK(error_of("[controller]\n[/0.&.0.0:7420\"\n").rfind("ctl.toml:2:1: malformed table header '[/0.&.0.0:7420\"'", 0) == 0);
+  for (const char* bad : {"[", "[\n", "[ ]", "[#x]", "[[[x]]]", "[ [x]]", "[x]]", "[[x]", "[x] y", "[x.]", "[.x]",
+                          "[\"x]", "['x]", "[x\"y\"]", "[{x}]", "[\xc3\xa9]", "[x]\r"})
+    CHECK(error_of(std::string("a = 1\n") + bad).rfind("ctl.toml:2:1: malformed table header '", 0) == 0);
+  CHECK(error_of("\xef\xbb\xbf[;]").rfind("ctl.toml:1:1: malformed table header '[;]'", 0) == 0);  // after a BOM
+}
+
+TEST_CASE("an array holding '}' or a non-ASCII character outside strings is refused before the TOML parser sees it") {
+  // toml++ 3.3.0 asserts in parse_value() on '}' in an array, and reaches
+  // TOML_UNREACHABLE in is_non_ascii_horizontal_whitespace() for U+00A1..U+0499
+  // wherever it looks for blanks.
+  CHECK(error_of("[fleet]\nx = [1,\n  }]\n") == "ctl.toml:3:3: '}' inside an array, where a value or ']' is expected");
+  CHECK(error_of("x = {a = [}]}\n") == "ctl.toml:1:11: '}' inside an array, where a value or ']' is expected");
+  CHECK(error_of("x = [\xe2\x80\xa8]\n") == "ctl.toml:1:6: non-ASCII character U+2028 outside a string or comment");
+  CHECK(error_of("x = [\xc2\x85]\n") == "ctl.toml:1:6: non-ASCII character U+0085 outside a string or comment");
+  CHECK(error_of("[controlr]\n\xcf\x96" "deet]\n") == "ctl.toml:2:1: non-ASCII character U+03D6 outside a string or comment");
+  // A value token runs to a blank, ] } , or #: quotes inside it open no string.
+  CHECK(error_of("dir = 1II\"/etc/cairn\xd1\x94s\"\n") ==
+        "ctl.toml:1:21: non-ASCII character U+0454 outside a string or comment");
+  CHECK(error_of("x = \"a\"\xc3\xa9\n") == "ctl.toml:1:8: non-ASCII character U+00E9 outside a string or comment");
+  CHECK(error_of("x = \"\"\"a \\\n  \xc3\xa9\"\"\"\n") ==
+        "ctl.toml:2:3: non-ASCII character U+00E9 first after a line-ending backslash (at line 1) in a multi-line "
+        "string (toml++ 3.3.0 mishandles it: escape it as \\uXXXX)");
+  CHECK(error_of("x = \"a\\\xc3\xa9\"\n") == "ctl.toml:1:8: non-ASCII character U+00E9 after a backslash in a string");
+  // parse_value() asserts on a date, a space and a lone digit.
+  CHECK(error_of("x = 1979-05-27 0\n") == "ctl.toml:1:5: '1979-05-27 0' is neither a value nor a date and time");
+  CHECK(error_of("x = [1979-05-27 7]\n") == "ctl.toml:1:6: '1979-05-27 7' is neither a value nor a date and time");
+  CHECK(error_of("[controller]\nid = 1979-05-27 07:32:00\n").find("must be a string") != std::string::npos);
+  // Inside strings, quoted keys and comments they are fine.
+  CHECK(error_of("[controller] # caf\xc3\xa9\nid = \"caf\xc3\xa9\"\n") .find("non-ASCII") == std::string::npos);
+  CHECK(error_of("[\"caf\xc3\xa9\"]\n").find("unknown key") != std::string::npos);
+  CHECK(error_of("[controller]\nid = \"\"\"a \\\n  b\xc3\xa9\"\"\"\n") .find("non-ASCII") == std::string::npos);
+}
+
+TEST_CASE("well-formed headers with quoted and dotted keys, blanks and comments still parse") {
+  auto c = parse_config("\xef\xbb\xbf# comment\n"
+                        "[ \"fleet\" ]   # the fleet\r\n"
+                        "liveness = 3\n"
+                        "\t[ 'operator' . authorized_keys ]#c\n"
+                        "alice = \"/k/a.pub\"\n"
+                        "[\"plans\"]\n"
+                        "validity_seconds = 600 # [;not a header\n",
+                        "ctl.toml");
+  CHECK(c.liveness == 3);
+  REQUIRE(c.operator_key_files.size() == 1);
+  CHECK(c.operator_key_files.at("alice") == "/k/a.pub");
+  CHECK(c.plan_validity_seconds == 600);
+  // Lines starting with '[' inside strings and multi-line arrays are not headers.
+  CHECK(error_of("[controller]\nid = \"\"\"\n[;x\n\"\"\"\n").find("malformed") == std::string::npos);
+  CHECK(error_of("[controller]\nid = '''\n[\n'''\n").find("malformed") == std::string::npos);
+  CHECK(error_of("[controller]\nid = [\n  [1, \"]\"],\n[ ],\n  # ]\n[{a = 1}],\n]\n").find("malformed") ==
+        std::string::npos);
+}
