@@ -7,21 +7,25 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "common/util/terminal_text.h"
 #include "proto/cairn.pb.h"
 
 namespace cairn::repo {
 class Repository;
+struct Snapshot;
 }
 
 namespace cairn::agent {
 
-// What a driver can do, as data: the runner reads this instead of asking
-// which driver it is.
+// What a driver can do, as data: admission and the runner read this instead
+// of asking which driver it is.
 struct DriverCaps {
   bool backup = true;
   bool restore = true;
@@ -29,6 +33,14 @@ struct DriverCaps {
   std::vector<std::string> restore_targets;  // their names, reported to the controller
   bool needs_service_stop = false;    // a consistent copy needs the service stopped
   bool safety_backup = true;          // can back up the current state before a restore
+  // "node": each agent's copy is its own (files, Prometheus, HAProxy).
+  // "cluster": one logical dataset replicated on several members (etcd,
+  // ZooKeeper): backed up from one member, restored on all from the same
+  // snapshot by the controller's step-by-step restore.
+  std::string scope = "node";
+  std::string cluster_id, member_id;  // cluster scope: as declared or as the server reports them
+  std::vector<std::string> modes;     // accepted TaskOptions.mode values; the first is the default
+  bool restore_stops_service = false; // a restore stops and starts the service
 };
 
 struct WorkProgress {
@@ -44,20 +56,75 @@ struct TaskContext {
   std::string task_id;
   std::string backup_set_id;
   std::string component;
-  repo::Repository* repo = nullptr;  // opened, index loaded, shared lock held
-  // Throws when that lock may no longer be held (its refreshes failed); call
-  // before committing a snapshot. Empty in tests without a lock.
-  std::function<void()> check_lock;
+  std::string mode;  // the task's mode, validated against DriverCaps::modes ("" when the driver declares none)
+  // Opened, index loaded, lock held (shared; none on a read-only repository
+  // during a restore). A driver reads snapshots through it (restore); it
+  // writes only through the SnapshotSink it is given.
+  repo::Repository* repo = nullptr;
   std::function<void(const WorkProgress&)> progress;
   const std::atomic<bool>* cancel = nullptr;
-  // The parent of the backup this task writes (a restore: of its safety
-  // backup): the one the plan names, already found among the snapshots this
-  // agent wrote itself. Empty: none, every file is read. A driver never
-  // searches the repository for a parent (docs/protocol.md § Task).
-  std::string parent_snapshot_id;
   // Tells the operator something that is no failure (a parent not used).
   std::function<void(const std::string&)> note;
 };
+
+// Where a driver puts what it snapshotted. The runner stores it after
+// Driver::snapshot returns: it owns the tags, the parent (the one the plan
+// names, when this agent wrote it), the lock check and the "success with
+// reasons is partial" rule.
+class SnapshotSink {
+ public:
+  virtual ~SnapshotSink() = default;
+  // A file or directory tree on this host, stored at snapshot_path (absolute;
+  // empty: real_path itself). Mapping lets a path that changes every run (a
+  // per-run snapshot or link-staging directory) be stored at a stable place,
+  // so the next backup finds the parent's entries. The parents of
+  // snapshot_path must exist on this host (their metadata is recorded).
+  virtual void add_path(const std::string& real_path, const std::string& snapshot_path = {}) = 0;
+  virtual void exclude(const std::string& glob) = 0;
+  // The files added are hard links to files that never change once written
+  // (Prometheus blocks, rolled log segments): linking changes an inode's
+  // ctime, so an unchanged file is recognised by inode, size and mtime only.
+  virtual void immutable_links() = 0;
+  // A stream stored as one file `name` (a plain name): the runner calls
+  // producer(fd) on a thread of its own while it stores what is written to
+  // fd; the producer returns only when the stream was complete and checked
+  // (throws otherwise, and then nothing is stored as a snapshot). A sink
+  // holds either one stream or paths, not both.
+  virtual void add_stream(const std::string& name, std::function<void(int fd)> producer) = 0;
+  // The component's metadata (version, identities, positions), stored in the
+  // snapshot and reported in TaskResult.component_metadata. Small: < 64 KiB.
+  // A stream's producer may call it again before it returns (what only the
+  // stream's end tells, e.g. its hash): the last call is stored.
+  virtual void set_metadata(nlohmann::json metadata) = 0;
+  // Something not in the snapshot that should be: makes the task partial.
+  virtual void add_reason(cairn::v1::Reason reason) = 0;
+  // Runs after the snapshot was stored or failed (removes a per-run snapshot
+  // directory, which the server never removes itself).
+  virtual void on_done(std::function<void()> cleanup) = 0;
+};
+
+// Why Driver::snapshot is called.
+struct SnapshotPurpose {
+  bool safety = false;        // the state a restore is about to overwrite
+  std::string target_name;    // safety of an alternative restore target: its name
+  const repo::Snapshot* restoring = nullptr;  // safety: the snapshot being restored
+};
+
+// The steps of a restore. A node-scoped component's restore is one task
+// (all). A cluster-scoped one is restored by the controller in steps, one
+// task per member per step, each started only when every member finished the
+// one before (docs/protocol.md § Cluster restore).
+enum class RestoreStep { all, stop, data, start, verify, rollback };
+// "stop" -> RestoreStep::stop; "" -> all; nullopt for an unknown name.
+inline std::optional<RestoreStep> restore_step_from_name(const std::string& s) {
+  if (s.empty()) return RestoreStep::all;
+  if (s == "stop") return RestoreStep::stop;
+  if (s == "data") return RestoreStep::data;
+  if (s == "start") return RestoreStep::start;
+  if (s == "verify") return RestoreStep::verify;
+  if (s == "rollback") return RestoreStep::rollback;
+  return std::nullopt;
+}
 
 struct RestoreSpec {
   std::string snapshot_id;
@@ -67,6 +134,10 @@ struct RestoreSpec {
   // Mirror: the target ends as in the snapshot (entries added since are
   // removed; the safety backup holds them). Merge: other entries are left.
   cairn::v1::RestoreWriteMode write_mode = cairn::v1::RESTORE_WRITE_MODE_MIRROR;
+  RestoreStep step = RestoreStep::all;
+  // Cluster restores: what every member must agree on (e.g. "cluster_token"
+  // for etcd), chosen by the controller, the same in every member's task.
+  std::map<std::string, std::string> cluster_options;
 };
 
 struct DriverResult {
@@ -80,6 +151,7 @@ struct DriverResult {
   cairn::v1::TaskOutcome safety_outcome = cairn::v1::TASK_OUTCOME_UNSPECIFIED;
   std::string safety_detail;
   uint64_t bytes = 0, files = 0;
+  nlohmann::json metadata;  // backup: the component's metadata; restore/verify: what was checked
 };
 
 class Driver {
@@ -92,12 +164,33 @@ class Driver {
   // What `cairn-agent --check-config` warns about: declared things that do not
   // exist now (they may appear later, so these are warnings, not errors).
   virtual std::vector<std::string> config_warnings() const { return {}; }
-  // Read-only checks before a task starts. Empty when the task may run.
-  virtual std::vector<cairn::v1::Reason> preflight(cairn::v1::TaskKind kind, const std::string& target_name) const = 0;
-  // Neither throws for per-item problems (they become reasons); a thrown
+  // Read-only checks before a task starts: the service is reachable, the
+  // admin API is on, the data directory is the one the server uses, there is
+  // room for an in-place snapshot. Empty when the task may run. The mode is
+  // already validated against DriverCaps::modes.
+  virtual std::vector<cairn::v1::Reason> preflight(const cairn::v1::Task& task) const = 0;
+  // Takes the in-place snapshot and hands it to the sink. Neither this nor
+  // restore throws for per-item problems (they become reasons); a thrown
   // cairn::Error is a failure of the whole task, mapped by the runner.
-  virtual DriverResult backup(TaskContext& ctx) = 0;
+  virtual void snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) = 0;
+  // Refuses a snapshot this component cannot restore (one holding paths it
+  // does not declare, another driver's): called by the runner before the
+  // safety backup and before any step, so nothing is read or written for it.
+  virtual std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const {
+    (void)snap;
+    return {};
+  }
+  // Restores spec.snapshot_id (already checked by the runner to be a snapshot
+  // of this component), or runs one step of a cluster restore. The safety
+  // backup has been taken by the runner before (step all or data).
   virtual DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) = 0;
+  // Checks the running component against what a snapshot recorded (after a
+  // restore, or on demand). Empty metadata: only health.
+  virtual std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) {
+    (void)ctx;
+    (void)recorded;
+    return {};
+  }
 };
 
 // Builds a Reason in one line.

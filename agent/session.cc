@@ -127,6 +127,11 @@ void Session::send_register() {
     auto caps = c.driver->capabilities();
     ci->set_can_restore(caps.restore);
     for (const auto& t : caps.restore_targets) ci->add_restore_targets(t);
+    ci->set_scope(caps.scope);
+    ci->set_cluster_id(caps.cluster_id);
+    ci->set_member_id(caps.member_id);
+    for (const auto& m : caps.modes) ci->add_modes(m);
+    ci->set_restore_stops_service(caps.restore_stops_service);
   }
   r->set_highest_sequence(gate_.highest_sequence());
   for (const auto& k : gate_.trusted_key_ids()) r->add_trusted_key_ids(k);

@@ -1,5 +1,7 @@
 #include "agent/task_admission.h"
 
+#include <algorithm>
+
 namespace cairn::agent {
 
 namespace v1 = cairn::v1;
@@ -19,6 +21,15 @@ Admission admit_task(const AgentConfig& config, const std::string& plan_id, cons
     return refuse(v1::ERROR_CODE_UNKNOWN_COMPONENT,
                   "component '" + task.component() + "' is not declared on agent '" + config.name + "'");
   DriverCaps caps = c->driver->capabilities();
+  // The mode is one the driver declares (the first is its default).
+  const std::string& mode = task.options().mode();
+  if (!mode.empty() && std::find(caps.modes.begin(), caps.modes.end(), mode) == caps.modes.end()) {
+    std::string known;
+    for (const auto& m : caps.modes) known += (known.empty() ? "'" : ", '") + m + "'";
+    return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + c->name + "' (driver '" + c->driver_name +
+                                                       "') has no mode '" + mode + "'" +
+                                                       (known.empty() ? std::string(" (it takes none)") : "; it takes " + known));
+  }
   std::string repo_name;
   if (task.kind() == v1::TASK_KIND_BACKUP) {
     if (!caps.backup) return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "driver '" + c->driver_name + "' cannot back up");
@@ -29,6 +40,12 @@ Admission admit_task(const AgentConfig& config, const std::string& plan_id, cons
     if (!caps.restore) return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "driver '" + c->driver_name + "' cannot restore");
     if (task.snapshot().snapshot_id().empty())
       return refuse(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the restore task names no snapshot");
+    const std::string& step = task.options().restore_step();
+    if (!step.empty() && !restore_step_from_name(step))
+      return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "unknown restore step '" + step + "'");
+    if (!step.empty() && caps.scope != "cluster")
+      return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + c->name + "' (driver '" + c->driver_name +
+                                                         "') is restored in one task, not in cluster steps");
     const std::string& target = task.options().restore_target();
     if (!target.empty() && !c->driver->has_restore_target(target))
       return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK,

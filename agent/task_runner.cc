@@ -1,13 +1,23 @@
 #include "agent/task_runner.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <map>
 
 #include <spdlog/spdlog.h>
 
 #include "agent/config.h"
+#include "agent/drivers/repo_progress.h"
 #include "common/repo/backend.h"
+#include "common/repo/archiver.h"
 #include "common/repo/lock.h"
 #include "common/repo/repository.h"
+#include "common/repo/snapshot.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 #include "common/util/terminal_text.h"
@@ -65,6 +75,137 @@ OpenRepo open_repository(const RepositoryDecl& d, const std::string& purpose, bo
   else
     o.lock = repo::Lock::acquire(*o.repo, repo::LockKind::shared, purpose, std::chrono::seconds(60), warn);
   return o;
+}
+
+// What a driver's snapshot() handed over, stored by the runner.
+class RunnerSink final : public SnapshotSink {
+ public:
+  void add_path(const std::string& real_path, const std::string& snapshot_path) override {
+    if (stream_) throw Error(Errc::invalid_input, "driver: a snapshot holds either one stream or paths, not both");
+    std::string as = snapshot_path.empty() ? real_path : snapshot_path;
+    paths_.push_back(as);
+    if (as != real_path) map_[as] = real_path;
+  }
+  void exclude(const std::string& glob) override { excludes_.push_back(glob); }
+  void immutable_links() override { immutable_ = true; }
+  void add_stream(const std::string& name, std::function<void(int)> producer) override {
+    if (stream_ || !paths_.empty()) throw Error(Errc::invalid_input, "driver: a snapshot holds either one stream or paths, not both");
+    stream_name_ = name;
+    stream_ = std::move(producer);
+  }
+  void set_metadata(nlohmann::json metadata) override {
+    if (!metadata.is_object()) throw Error(Errc::invalid_input, "driver: component metadata must be a JSON object");
+    if (metadata.dump().size() > kMaxMetadataBytes)
+      throw Error(Errc::invalid_input, "driver: component metadata is over " + std::to_string(kMaxMetadataBytes) + " bytes");
+    meta_ = std::move(metadata);
+  }
+  void add_reason(v1::Reason reason) override { reasons_.push_back(std::move(reason)); }
+  void on_done(std::function<void()> cleanup) override { cleanups_.push_back(std::move(cleanup)); }
+
+  bool empty() const { return paths_.empty() && !stream_; }
+  // Runs the cleanups once, newest first; a failing one is logged, not thrown.
+  void cleanup(const std::string& task_id) {
+    for (auto it = cleanups_.rbegin(); it != cleanups_.rend(); ++it) {
+      try {
+        (*it)();
+      } catch (const std::exception& e) {
+        spdlog::warn("task '{}': cleanup after the snapshot failed: {}", task_id, e.what());
+      }
+    }
+    cleanups_.clear();
+  }
+  ~RunnerSink() override { cleanup("?"); }
+
+  static constexpr size_t kMaxMetadataBytes = 64 << 10;
+  std::vector<std::string> paths_, excludes_;
+  std::map<std::string, std::string> map_;
+  bool immutable_ = false;
+  std::string stream_name_;
+  std::function<void(int)> stream_;
+  nlohmann::json meta_;
+  std::vector<v1::Reason> reasons_;
+  std::vector<std::function<void()>> cleanups_;
+};
+
+// Stores what the sink holds as one snapshot. A stream's producer runs on its
+// own thread writing into a pipe the archiver reads; the snapshot is written
+// only after the producer returned (its checks passed): a stream that ended
+// early or failed its hash leaves no snapshot.
+repo::BackupResult store(repo::Repository& r, RunnerSink& sink, repo::BackupOptions bo) {
+  bo.paths = sink.paths_;
+  bo.path_map = sink.map_;
+  bo.excludes = sink.excludes_;
+  bo.ignore_ctime = sink.immutable_;
+  bo.component_metadata = sink.meta_;
+  if (!sink.stream_) return repo::backup(r, bo);
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw Error(Errc::io, std::string("cannot make a pipe: ") + std::strerror(errno));
+  Fd rd(fds[0]);
+  std::exception_ptr failed;
+  std::thread producer([&, wfd = fds[1]] {
+    try {
+      sink.stream_(wfd);
+    } catch (...) {
+      failed = std::current_exception();
+    }
+    ::close(wfd);  // EOF for the archiver, whatever happened
+  });
+  auto join = [&] {
+    if (producer.joinable()) producer.join();
+  };
+  bo.stdin_name = sink.stream_name_;
+  bo.stdin_fd = rd.get();
+  auto lock_check = bo.check_lock;
+  bo.check_lock = [&] {
+    join();
+    if (failed) std::rethrow_exception(failed);
+    // What the producer recorded at the stream's end (etcd: the hash, the size).
+    bo.component_metadata = sink.meta_;
+    if (lock_check) lock_check();
+  };
+  try {
+    repo::BackupResult br = repo::backup(r, bo);
+    join();
+    return br;
+  } catch (...) {
+    rd.reset();  // a producer still writing gets EPIPE and stops
+    join();
+    if (failed) std::rethrow_exception(failed);  // the stream's own reason says more
+    throw;
+  }
+}
+
+std::vector<std::string> task_tags(const v1::Task& task, const std::string& plan_id, const std::string& set_id) {
+  std::vector<std::string> tags = {"cairn", "component:" + task.component(), "task:" + task.task_id(), "plan:" + plan_id};
+  if (!set_id.empty()) tags.push_back("set:" + set_id);
+  return tags;
+}
+
+bool has_tag(const repo::Snapshot& s, const std::string& tag) {
+  return std::find(s.tags.begin(), s.tags.end(), tag) != s.tags.end();
+}
+
+// The plan's parent when it is a readable snapshot of this component; the
+// archiver then checks that it holds the same paths. A parent not used is a
+// note, not a failure: the backup reads every file instead.
+std::string usable_parent(TaskContext& ctx, const std::string& id) {
+  if (id.empty()) return {};
+  if (!repo::is_snapshot_id(id)) {
+    ctx.note("the named parent is not a snapshot id; every file is read");
+    return {};
+  }
+  try {
+    repo::Snapshot p = repo::load_snapshot(*ctx.repo, id);
+    if (!has_tag(p, "component:" + ctx.component)) {
+      ctx.note("the named parent '" + id.substr(0, 8) + "' is not a snapshot of component '" + ctx.component +
+               "'; every file is read");
+      return {};
+    }
+  } catch (const Error& e) {
+    ctx.note("the named parent '" + id.substr(0, 8) + "' cannot be read (" + e.what() + "); every file is read");
+    return {};
+  }
+  return id;
 }
 
 }  // namespace
@@ -142,6 +283,169 @@ void TaskRunner::remember_own(const RepositoryDecl& repository, const v1::Task& 
                  task.task_id(), id.substr(0, 8), why, task.component());
 }
 
+// A backup: the driver snapshots in place into a sink, the runner stores it.
+DriverResult TaskRunner::run_backup(Driver& driver, TaskContext& ctx, const Storing& st) {
+  DriverResult res;
+  RunnerSink sink;
+  driver.snapshot(ctx, sink, SnapshotPurpose{});
+  res.reasons = sink.reasons_;
+  if (sink.empty()) {
+    res.outcome = v1::TASK_OUTCOME_FAILED;
+    if (res.reasons.empty())
+      res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED,
+                                        "driver '" + driver.name() + "' of component '" + ctx.component + "' found nothing to back up"));
+    return res;
+  }
+  repo::BackupOptions bo;
+  bo.tags = st.tags;
+  bo.progress = repo_progress(ctx, v1::PHASE_STREAM);
+  bo.cancel = ctx.cancel;
+  bo.check_lock = st.check_lock;
+  bo.parent_rule = repo::BackupOptions::ParentRule::named_only;
+  bo.parent = usable_parent(ctx, st.parent);
+  repo::BackupResult br = store(*ctx.repo, sink, bo);
+  sink.cleanup(ctx.task_id);
+  if (!br.parent_note.empty()) ctx.note(br.parent_note);
+  for (const auto& e : br.snapshot.errors)
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "could not back up '" + e.path + "': " + e.reason, e.path));
+  res.snapshot_id = br.snapshot.id;
+  res.manifest_digest = br.snapshot.id;  // the snapshot id names the manifest by its content
+  res.bytes = br.bytes_total;
+  res.files = br.files_new + br.files_changed + br.files_unmodified;
+  res.metadata = sink.meta_;
+  res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_PARTIAL;
+  return res;
+}
+
+// Saves what a restore will overwrite, through the driver's own snapshot. False
+// when the restore must not go on (res says why); nothing has been written then.
+bool TaskRunner::safety_backup(Driver& driver, TaskContext& ctx, const RestoreSpec& spec, const repo::Snapshot& snap,
+                               const Storing& st, DriverResult& res) {
+  RunnerSink sink;
+  SnapshotPurpose purpose;
+  purpose.safety = true;
+  purpose.target_name = spec.target_name;
+  purpose.restoring = &snap;
+  res.safety_outcome = v1::TASK_OUTCOME_SUCCEEDED;
+  auto refuse = [&](const std::string& detail, const std::string& why) {
+    res.safety_outcome = v1::TASK_OUTCOME_FAILED;
+    res.safety_detail = detail;
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED, why));
+    return false;
+  };
+  try {
+    driver.snapshot(ctx, sink, purpose);
+  } catch (const Error& e) {
+    return refuse(e.what(), std::string("the safety backup failed: ") + e.what() + "; nothing was overwritten");
+  }
+  if (sink.empty() && sink.reasons_.empty()) {
+    res.safety_detail = "nothing existed at the restore's destination to save";
+    return true;
+  }
+  if (!sink.reasons_.empty()) {
+    for (auto& r : sink.reasons_) res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED, "safety backup: " + r.detail(), r.item()));
+    return refuse("incomplete: " + std::to_string(sink.reasons_.size()) + " item(s) could not be read",
+                  "the safety backup is incomplete; nothing was overwritten (skip it explicitly to force)");
+  }
+  repo::BackupOptions bo;
+  bo.tags = {"cairn", "safety", "component:" + ctx.component,
+             "task:" + (spec.safety_task_id.empty() ? ctx.task_id : spec.safety_task_id), "restore-of:" + spec.snapshot_id};
+  if (!spec.target_name.empty()) bo.tags.push_back("restore-target:" + spec.target_name);
+  if (!ctx.backup_set_id.empty()) bo.tags.push_back("set:" + ctx.backup_set_id);
+  bo.progress = repo_progress(ctx, v1::PHASE_SAFETY_BACKUP);
+  bo.cancel = ctx.cancel;
+  bo.check_lock = st.check_lock;
+  bo.parent_rule = repo::BackupOptions::ParentRule::named_only;
+  bo.parent = usable_parent(ctx, st.parent);
+  repo::BackupResult sb;
+  try {
+    sb = store(*ctx.repo, sink, bo);
+  } catch (const Error& e) {
+    return refuse(e.what(), std::string("the safety backup failed: ") + e.what() + "; nothing was overwritten");
+  }
+  sink.cleanup(ctx.task_id);
+  if (!sb.parent_note.empty()) ctx.note(sb.parent_note);
+  // A safety copy that misses files would make the restore irreversible for
+  // them. A file that changed while it was read (a live log, a running
+  // database) is in the copy as read: that does not stop the restore.
+  size_t unreadable = 0, changed = 0;
+  for (const auto& e : sb.snapshot.errors) (e.reason.rfind(repo::kChangedWhileRead, 0) == 0 ? changed : unreadable)++;
+  if (sb.snapshot.partial && (unreadable > 0 || changed == 0)) {
+    for (const auto& e : sb.snapshot.errors)
+      if (e.reason.rfind(repo::kChangedWhileRead, 0) != 0)
+        res.reasons.push_back(
+            make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED, "safety backup could not read '" + e.path + "': " + e.reason, e.path));
+    return refuse("incomplete: " + std::to_string(unreadable) + " item(s) could not be read",
+                  "the safety backup is incomplete; nothing was overwritten (skip it explicitly to force)");
+  }
+  if (changed > 0)
+    res.safety_detail = std::to_string(changed) + " file(s) changed while the safety backup read them; they are saved as read";
+  res.safety_snapshot_id = sb.snapshot.id;
+  return true;
+}
+
+// A restore, or one step of a cluster restore: the snapshot must be this
+// component's; the safety backup is taken before anything is stopped or
+// written; after a whole restore the driver verifies the running component
+// against what the snapshot recorded.
+DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1::Task& task, const Storing& st) {
+  DriverResult res;
+  RestoreSpec spec;
+  spec.target_name = task.options().restore_target();
+  spec.skip_safety_backup = task.options().skip_safety_backup();
+  spec.safety_task_id = task.options().safety_backup_task_id();
+  if (task.options().write_mode() == v1::RESTORE_WRITE_MODE_MERGE) spec.write_mode = v1::RESTORE_WRITE_MODE_MERGE;
+  spec.step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
+  for (const auto& [k, v] : task.options().cluster_options()) spec.cluster_options[k] = v;
+  repo::Snapshot snap;
+  try {
+    spec.snapshot_id = repo::resolve_snapshot(*ctx.repo, task.snapshot().snapshot_id());
+    snap = repo::load_snapshot(*ctx.repo, spec.snapshot_id);
+  } catch (const Error& e) {
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND,
+                                      "snapshot '" + task.snapshot().snapshot_id() + "' cannot be read: " + e.what()));
+    return res;
+  }
+  if (!has_tag(snap, "component:" + ctx.component)) {
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK, "snapshot '" + spec.snapshot_id.substr(0, 8) +
+                                                                           "' is not a snapshot of component '" + ctx.component + "'"));
+    return res;
+  }
+  if (auto bad = driver.check_snapshot(snap); !bad.empty()) {
+    res.reasons = std::move(bad);
+    return res;
+  }
+  const bool takes_safety = spec.step == RestoreStep::all || spec.step == RestoreStep::stop;
+  if (takes_safety && !spec.skip_safety_backup && driver.capabilities().safety_backup) {
+    DriverResult safety;
+    if (!safety_backup(driver, ctx, spec, snap, st, safety)) return safety;
+    res.safety_outcome = safety.safety_outcome;
+    res.safety_detail = safety.safety_detail;
+    res.safety_snapshot_id = safety.safety_snapshot_id;
+  }
+  DriverResult dr;
+  if (spec.step == RestoreStep::verify) {
+    dr.reasons = driver.verify(ctx, snap.component);
+    dr.outcome = dr.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
+  } else {
+    dr = driver.restore(ctx, spec);
+    if (spec.step == RestoreStep::all && dr.outcome != v1::TASK_OUTCOME_FAILED) {
+      WorkProgress w;
+      w.phase = v1::PHASE_VERIFY;
+      if (ctx.progress) ctx.progress(w);
+      auto bad = driver.verify(ctx, snap.component);
+      if (!bad.empty()) {
+        dr.outcome = v1::TASK_OUTCOME_FAILED;
+        for (auto& r : bad) dr.reasons.push_back(std::move(r));
+      }
+    }
+  }
+  dr.safety_outcome = res.safety_outcome;
+  dr.safety_detail = res.safety_detail;
+  dr.safety_snapshot_id = res.safety_snapshot_id;
+  return dr;
+}
+
 v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   const v1::Task& task = t.task;
   const bool restore = task.kind() == v1::TASK_KIND_RESTORE;
@@ -171,7 +475,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
     WorkProgress first;
     first.phase = v1::PHASE_PREFLIGHT;
     send_progress(first);
-    auto refusals = t.component->driver->preflight(task.kind(), task.options().restore_target());
+    auto refusals = t.component->driver->preflight(task);
     if (!refusals.empty()) {
       dr.reasons = std::move(refusals);
     } else {
@@ -181,14 +485,9 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
       ctx.task_id = task.task_id();
       ctx.backup_set_id = task.backup_set_id().empty() ? task.snapshot().backup_set_id() : task.backup_set_id();
       ctx.component = task.component();
+      DriverCaps caps = t.component->driver->capabilities();
+      ctx.mode = task.options().mode().empty() && !caps.modes.empty() ? caps.modes.front() : task.options().mode();
       ctx.repo = o.repo.get();
-      ctx.check_lock = [lock = o.lock.get(), name = t.repository->name] {
-        // No lock: the repository could not be written when the task began.
-        if (!lock)
-          throw Error(Errc::locked, "no lock is held on repository '" + name +
-                                        "' (it could not be written when the task began); no snapshot is written");
-        lock->check("writing the snapshot");
-      };
       ctx.progress = send_progress;
       ctx.cancel = &cancel_;
       // A note is no failure: logged, and shown as the task's current item.
@@ -199,23 +498,22 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
         w.current = "note: " + text;
         send_progress(w);
       };
-      ctx.parent_snapshot_id = own_parent(*t.repository, task);
+      Storing st;
+      st.check_lock = [lock = o.lock.get(), name = t.repository->name] {
+        // No lock: the repository could not be written when the task began.
+        if (!lock)
+          throw Error(Errc::locked, "no lock is held on repository '" + name +
+                                        "' (it could not be written when the task began); no snapshot is written");
+        lock->check("writing the snapshot");
+      };
+      st.parent = own_parent(*t.repository, task);
       bool writes = !restore || !task.options().skip_safety_backup();
-      if (writes && ctx.parent_snapshot_id.empty() && !task.parent_snapshot_id().empty())
+      if (writes && st.parent.empty() && !task.parent_snapshot_id().empty())
         ctx.note("the parent '" + task.parent_snapshot_id().substr(0, 16) +
                  "' the plan names is not a snapshot this agent wrote to repository '" + t.repository->name +
                  "'; every file is read");
-      if (restore) {
-        RestoreSpec spec;
-        spec.snapshot_id = task.snapshot().snapshot_id();
-        spec.target_name = task.options().restore_target();
-        spec.skip_safety_backup = task.options().skip_safety_backup();
-        spec.safety_task_id = task.options().safety_backup_task_id();
-        if (task.options().write_mode() == v1::RESTORE_WRITE_MODE_MERGE) spec.write_mode = v1::RESTORE_WRITE_MODE_MERGE;
-        dr = t.component->driver->restore(ctx, spec);
-      } else {
-        dr = t.component->driver->backup(ctx);
-      }
+      st.tags = task_tags(task, t.plan_id, ctx.backup_set_id);
+      dr = restore ? run_restore(*t.component->driver, ctx, task, st) : run_backup(*t.component->driver, ctx, st);
     }
   } catch (const Error& e) {
     dr.outcome = v1::TASK_OUTCOME_FAILED;
@@ -236,6 +534,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   result.set_safety_snapshot_id(dr.safety_snapshot_id);
   result.set_safety_outcome(dr.safety_outcome);
   result.set_safety_detail(utf8_or_escaped(dr.safety_detail));  // may name a path: bytes, the wire wants UTF-8
+  if (dr.metadata.is_object()) result.set_component_metadata(dr.metadata.dump());
   result.set_bytes(dr.bytes);
   result.set_files(dr.files);
   result.set_finished_at(now_s());

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/driver.h"
 #include "agent/own_snapshots.h"
 #include "agent/task_admission.h"
 #include "proto/cairn.pb.h"
@@ -39,6 +40,16 @@ class TaskRunner {
   cairn::v1::TaskResult run(const AdmittedTask& t);
 
  private:
+  // What the runner decides for every snapshot it stores.
+  struct Storing {
+    std::vector<std::string> tags;
+    std::string parent;  // the plan's parent when this agent wrote it
+    std::function<void()> check_lock;
+  };
+  DriverResult run_backup(Driver& driver, TaskContext& ctx, const Storing& st);
+  DriverResult run_restore(Driver& driver, TaskContext& ctx, const cairn::v1::Task& task, const Storing& st);
+  bool safety_backup(Driver& driver, TaskContext& ctx, const RestoreSpec& spec, const repo::Snapshot& snap, const Storing& st,
+                     DriverResult& res);
   void loop();
   std::string own_parent(const RepositoryDecl& repository, const cairn::v1::Task& task) const;
   void remember_own(const RepositoryDecl& repository, const cairn::v1::Task& task, const DriverResult& dr);

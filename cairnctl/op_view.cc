@@ -10,6 +10,8 @@
 #include <set>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "cairnctl/cli.h"
 #include "common/util/terminal_text.h"
 #include "proto/error_code.h"
@@ -94,6 +96,20 @@ void print_offline_agents(const google::protobuf::RepeatedPtrField<cairn::v1::Ta
 }
 
 
+// A driver's metadata on one line: "key=value, ..." for the top-level
+// entries; lists and objects in compact JSON, each cut at 120 characters.
+std::string metadata_line(const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_object()) return terminal_safe(text.substr(0, 200));
+  std::string out;
+  for (const auto& [k, v] : j.items()) {
+    std::string val = v.is_string() ? v.get<std::string>() : v.dump();
+    if (val.size() > 120) val = val.substr(0, 117) + "...";
+    out += (out.empty() ? "" : ", ") + k + "=" + val;
+  }
+  return terminal_safe(out);
+}
+
 std::string set_state_name(cairn::v1::SetState s) {
   switch (s) {
     case cairn::v1::SET_STATE_RUNNING: return "running";
@@ -132,6 +148,11 @@ void print_tasks(const google::protobuf::RepeatedPtrField<cairn::v1::TaskInfo>& 
     if (!t.snapshot_id().empty())
       std::printf("  %s: snapshot %s manifest %s\n", terminal_safe(t.task_id()).c_str(),
                   terminal_safe(t.snapshot_id()).c_str(), terminal_safe(t.manifest_digest().substr(0, 16)).c_str());
+    if (!t.restore_step().empty() || !t.cluster_id().empty())
+      std::printf("  %s: cluster '%s'%s\n", terminal_safe(t.task_id()).c_str(), terminal_safe(t.cluster_id()).c_str(),
+                  t.restore_step().empty() ? "" : (", step " + terminal_safe(t.restore_step())).c_str());
+    if (!t.component_metadata().empty())
+      std::printf("  %s: recorded %s\n", terminal_safe(t.task_id()).c_str(), metadata_line(t.component_metadata()).c_str());
     for (const auto& r : t.reasons())
       std::printf("  %s: %s: %s%s\n", terminal_safe(t.task_id()).c_str(), proto::error_code_name(r.code()).c_str(),
                   terminal_safe(r.detail()).c_str(), r.item().empty() ? "" : (" ('" + terminal_safe(r.item()) + "')").c_str());

@@ -1,6 +1,8 @@
 // Validation of every frame the controller receives.
 #include "controller/wire.h"
 
+#include <nlohmann/json.hpp>
+
 #include "proto/protocol.h"
 
 namespace cairn::controller {
@@ -12,6 +14,7 @@ using cairn::v1::ErrorCode;
 constexpr size_t kMaxName = 128;
 constexpr size_t kMaxId = 128;
 constexpr int kMaxList = 1024;
+constexpr size_t kMaxComponentMetadata = 64 << 10;
 
 template <class M>
 Parsed<M> refuse(ErrorCode code, std::string detail) {
@@ -80,8 +83,18 @@ std::string check_agent_message(const cairn::v1::AgentMessage& m) {
       if (!valid_label(r.hostname()) || !valid_label(r.agent_version()))
         return "'hostname' and 'agent_version' must be at most 128 printable characters without spaces";
       if (r.components_size() > kMaxList) return "too many components";
-      for (const auto& c : r.components())
+      for (const auto& c : r.components()) {
         if (!valid_name(c.name()) || !valid_name(c.driver())) return "a component needs a valid 'name' and 'driver'";
+        if (!c.scope().empty() && c.scope() != "node" && c.scope() != "cluster")
+          return "component '" + c.name() + "': 'scope' must be 'node' or 'cluster'";
+        if (!valid_label(c.cluster_id()) || !valid_label(c.member_id()))
+          return "component '" + c.name() + "': 'cluster_id' and 'member_id' must be at most 128 printable characters without spaces";
+        if (c.scope() == "cluster" && c.cluster_id().empty())
+          return "component '" + c.name() + "': a cluster-scoped component names its 'cluster_id'";
+        if (c.modes_size() > 16) return "component '" + c.name() + "': too many 'modes'";
+        for (const auto& mo : c.modes())
+          if (!valid_name(mo)) return "component '" + c.name() + "': a mode must be 1-128 printable characters";
+      }
       if (auto e = check_ids(r.trusted_key_ids(), "trusted_key_ids"); !e.empty()) return e;
       return check_ids(r.running_task_ids(), "running_task_ids");
     }
@@ -109,6 +122,12 @@ std::string check_agent_message(const cairn::v1::AgentMessage& m) {
       if (!valid_text(r.snapshot_id(), kMaxId) || !valid_text(r.manifest_digest(), kMaxId) ||
           !valid_text(r.safety_snapshot_id(), kMaxId))
         return "'snapshot_id', 'manifest_digest' or 'safety_snapshot_id' too long";
+      if (r.component_metadata().size() > kMaxComponentMetadata)
+        return "'component_metadata' is over " + std::to_string(kMaxComponentMetadata) + " bytes";
+      if (!r.component_metadata().empty()) {
+        auto j = nlohmann::json::parse(r.component_metadata(), nullptr, false);
+        if (!j.is_object()) return "'component_metadata' is not a JSON object";
+      }
       return {};
     }
     case M::kError:

@@ -1,6 +1,10 @@
 #include "agent/drivers/registry.h"
 
+#include "agent/drivers/etcd/config.h"
 #include "agent/drivers/files/config.h"
+#include "agent/drivers/haproxy/config.h"
+#include "agent/drivers/prometheus/config.h"
+#include "agent/drivers/zookeeper/config.h"
 
 namespace cairn::agent {
 
@@ -8,6 +12,10 @@ const std::vector<DriverFactory>& drivers() {
   // Every driver the agent knows, in one place.
   static const std::vector<DriverFactory> list = {
       {"files", &files::make_driver},
+      {"etcd", &etcd::make_driver},
+      {"haproxy", &haproxy::make_driver},
+      {"prometheus", &prometheus::make_driver},
+      {"zookeeper", &zookeeper::make_driver},
   };
   return list;
 }

@@ -251,6 +251,8 @@ class Backup {
   std::unique_ptr<Tree> parent_subtree(const Tree* ptree, const std::string& name);
   bool excluded(const std::string& path, const std::string& name) const;
   bool is_source(const std::string& path) const { return sources_.count(path) != 0; }
+  // Where a path of the snapshot is read from (BackupOptions::path_map).
+  std::string real(const std::string& path) const;
   bool leads_to_source(const std::string& path) const;
   std::vector<std::string> source_steps(const std::string& dpath) const;
   void error(const std::string& path, const std::string& reason);
@@ -329,6 +331,15 @@ class Backup {
   Clock::time_point start_ = Clock::now();
 };
 
+std::string Backup::real(const std::string& path) const {
+  for (const auto& [as, from] : opt_.path_map) {
+    if (path == as) return from;
+    if (path.size() > as.size() && path.compare(0, as.size(), as) == 0 && path[as.size()] == '/')
+      return from + path.substr(as.size());
+  }
+  return path;
+}
+
 bool Backup::excluded(const std::string& path, const std::string& name) const {
   for (const auto& g : opt_.excludes)
     if (fnmatch(g.c_str(), path.c_str(), 0) == 0 || fnmatch(g.c_str(), name.c_str(), 0) == 0) return true;
@@ -398,7 +409,7 @@ void Backup::walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, boo
     }
     return;
   }
-  DIR* d = open_dir(dpath);
+  DIR* d = open_dir(real(dpath));
   if (!d) {
     error(dpath.empty() ? "/" : dpath, std::string("cannot list directory: ") + strerror(errno));
     return;
@@ -433,7 +444,7 @@ void Backup::push_job(std::shared_ptr<FileState> fs) {
 void Backup::walk_entry(Dir& parent, const std::string& name, const std::string& path, const Tree* ptree, bool restricted,
                         size_t depth) {
   struct stat st {};
-  if (lstat_long(path, &st) != 0) {
+  if (lstat_long(real(path), &st) != 0) {
     error(path, std::string(errno == ENOENT ? "vanished before it could be read" : "cannot stat: ") + (errno == ENOENT ? "" : strerror(errno)));
     return;
   }
@@ -443,7 +454,7 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
   if (n.type == NodeType::dir && depth >= kMaxTreeDepth) {
     // The one depth limit of every reader: what lies below is not backed up, the
     // directory is recorded empty, and the snapshot is partial.
-    read_xattrs(path, n);
+    read_xattrs(real(path), n);
     error(path, "its contents lie deeper than " + std::to_string(kMaxTreeDepth) +
                     " levels, the limit of every cairn command (docs/repository-format.md): the directory is recorded empty; "
                     "back up what lies below it as a source of its own");
@@ -456,7 +467,7 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
       error(path, "cannot back up what lies below it: not a directory");
       return;
     }
-    read_xattrs(path, n);
+    read_xattrs(real(path), n);
     size_t slot = add_child(parent, std::move(c));
     Dir* d = new_dir(&parent, slot);
     auto sub = parent_subtree(ptree, name);
@@ -465,7 +476,7 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
     release(d);
     return;
   }
-  read_xattrs(path, n);
+  read_xattrs(real(path), n);
   const Node* pn = find_node(ptree, name);
   if (n.type == NodeType::dir) {
     ++res_.dirs;
@@ -489,7 +500,7 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
   }
   if (n.type == NodeType::symlink) {
     std::string buf(4096, '\0');
-    PathAt at = path_at(path);
+    PathAt at = path_at(real(path));
     ssize_t l = ::readlinkat(at.fd(), at.rest.c_str(), buf.data(), buf.size());
     if (l < 0) {
       error(path, std::string("cannot read link: ") + strerror(errno));
@@ -509,7 +520,7 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
   ++walk_files_;
   walk_bytes_ += n.size;
   bool unchanged = pn && !opt_.force && pn->type == NodeType::file && pn->inode == n.inode && pn->size == n.size &&
-                   pn->mtime_ns == n.mtime_ns && pn->ctime_ns == n.ctime_ns &&
+                   pn->mtime_ns == n.mtime_ns && (opt_.ignore_ctime || pn->ctime_ns == n.ctime_ns) &&
                    std::all_of(pn->content.begin(), pn->content.end(), [&](const BlobId& id) { return repo_.index().contains(id); });
   if (unchanged) {
     n.content = pn->content;
@@ -560,7 +571,7 @@ void Backup::count_dir(const std::string& dpath, bool restricted, size_t depth) 
   if (restricted) {
     names = source_steps(dpath);
   } else {
-    DIR* d = open_dir(dpath);
+    DIR* d = open_dir(real(dpath));
     if (!d) return;
     while (auto* e = ::readdir(d)) {
       std::string n = e->d_name;
@@ -577,7 +588,7 @@ void Backup::count_dir(const std::string& dpath, bool restricted, size_t depth) 
       r = true;
     }
     struct stat st {};
-    if (lstat_long(p, &st) != 0) continue;
+    if (lstat_long(real(p), &st) != 0) continue;
     if (r) {
       if (S_ISDIR(st.st_mode)) count_dir(p, true, depth + 1);
     } else if (S_ISREG(st.st_mode)) {
@@ -663,7 +674,7 @@ void Backup::read_file(ReadBuffer& rb, const std::shared_ptr<FileState>& fs) {
     read_range(rb, opt_.stdin_fd, fs, 0, UINT64_MAX, ch, seq);
     return;
   }
-  PathAt at = path_at(fs->path);
+  PathAt at = path_at(real(fs->path));
   int fd = ::openat(at.fd(), at.rest.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOATIME);
   if (fd < 0 && errno == EPERM) fd = ::openat(at.fd(), at.rest.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) {
@@ -957,11 +968,16 @@ BackupResult Backup::run() {
     for (const auto& p : opt_.paths)
       snap.paths.push_back(std::filesystem::absolute(std::filesystem::path(p)).lexically_normal().string());
     std::sort(snap.paths.begin(), snap.paths.end());
+    for (const auto& [as, from] : opt_.path_map)
+      if (!std::binary_search(snap.paths.begin(), snap.paths.end(), as) || from.empty() || from[0] != '/')
+        throw Error(Errc::invalid_input, "backup: the source mapping '" + as + "' -> '" + from +
+                                             "' must map one of the sources, written as an absolute path without a trailing '/', "
+                                             "to an absolute path");
     for (auto& p : snap.paths) {
       while (p.size() > 1 && p.back() == '/') p.pop_back();
       // Every source must exist before anything is read.
       struct stat st {};
-      if (::lstat(p.c_str(), &st) != 0) throw_errno("cannot read source", p, errno);
+      if (::lstat(real(p).c_str(), &st) != 0) throw_errno("cannot read source", real(p), errno);
       sources_.insert(p == "/" ? "" : p);
     }
     load_parent(snap);
@@ -1077,7 +1093,10 @@ BackupResult Backup::run() {
                   {"blobs_new", res_.stats.blobs_new},
                   {"duration_s", res_.seconds}};
   if (changed_during_) snap.summary["files_changed_during_backup"] = changed_during_.load();
+  // check_lock first: it may complete the metadata (the agent joins a
+  // stream's producer there, which records what it learned at the stream's end).
   if (opt_.check_lock) opt_.check_lock();
+  if (!opt_.component_metadata.is_null()) snap.component = opt_.component_metadata;
   save_snapshot(repo_, snap);
   res_.snapshot = snap;
   {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +23,19 @@ namespace cairn::repo {
 
 struct BackupOptions {
   std::vector<std::string> paths;  // files or directories
+  // Source mapping: a path of `paths` (as stored in the snapshot) → the path
+  // it is read from. A per-run directory (Prometheus's snapshot, a link
+  // staging directory) is stored at a stable path, so the next backup finds
+  // its parent's entries. The stable path's parent directories are read from
+  // this host as they are.
+  std::map<std::string, std::string> path_map;
+  // The sources are hard links to files never changed once written: linking
+  // changes an inode's ctime, so a file is unchanged when inode, size and
+  // mtime match its parent's.
+  bool ignore_ctime = false;
+  // Stored in the snapshot as "component" (a driver's metadata); read after
+  // check_lock ran, which may still set it.
+  nlohmann::json component_metadata;
   std::vector<std::string> tags;
   std::vector<std::string> excludes;  // globs matched against the full path and the base name
   std::string stdin_name;             // set: back up stdin_fd as one file of this name

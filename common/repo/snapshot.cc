@@ -41,6 +41,7 @@ json encode_snapshot(const Snapshot& s) {
             {"paths", s.paths},          {"tags", s.tags},       {"tree", id_hex(s.tree)}, {"partial", s.partial},
             {"errors", errs},            {"summary", s.summary}, {"program", s.program}};
   if (!s.parent.empty()) j["parent"] = s.parent;
+  if (s.component.is_object()) j["component"] = s.component;
   return j;
 }
 
@@ -66,6 +67,8 @@ Snapshot decode_snapshot(const json& j, const std::string& id) {
     }
     s.summary = j.value("summary", json::object());
     s.program = j.value("program", "");
+    // A driver's metadata: an object, or absent (files, cairnctl repo backup).
+    if (j.contains("component") && j.at("component").is_object()) s.component = j.at("component");
   } catch (const json::exception& e) {
     throw Error(Errc::corrupt, "snapshot '" + id + "' is malformed: " + e.what());
   }

@@ -32,6 +32,9 @@ struct Snapshot {
   std::vector<SnapshotError> errors;
   nlohmann::json summary = nlohmann::json::object();
   std::string program;
+  // The component's metadata a driver recorded (etcd revision and member
+  // list, ZooKeeper zxid, versions): a JSON object, or null.
+  nlohmann::json component;
 };
 
 nlohmann::json encode_snapshot(const Snapshot& s);

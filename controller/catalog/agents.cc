@@ -117,14 +117,23 @@ void Tx::set_agent_components(const std::string& agent_id, const std::vector<Com
   if (agent_components(agent_id) == sorted) return;
   db_.prepare("DELETE FROM agent_components WHERE agent_id = ?").bind(1, agent_id).run();
   auto ins = db_.prepare(
-      "INSERT INTO agent_components (agent_id, name, driver, can_restore, restore_targets) VALUES (?, ?, ?, ?, ?)");
+      "INSERT INTO agent_components (agent_id, name, driver, can_restore, restore_targets, scope, cluster_id, member_id,"
+      " modes, restore_stops_service) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   nlohmann::json list = nlohmann::json::array();
   for (const auto& c : sorted) {
     ins.reset();
     nlohmann::json targets = c.restore_targets;
-    ins.bind_all(agent_id, c.name, c.driver, int64_t(c.can_restore), targets.dump()).run();
-    list.push_back(
-        {{"name", c.name}, {"driver", c.driver}, {"can_restore", c.can_restore}, {"restore_targets", targets}});
+    nlohmann::json modes = c.modes;
+    ins.bind_all(agent_id, c.name, c.driver, int64_t(c.can_restore), targets.dump(), c.scope, c.cluster_id, c.member_id,
+                 modes.dump(), int64_t(c.restore_stops_service))
+        .run();
+    nlohmann::json entry = {{"name", c.name}, {"driver", c.driver}, {"can_restore", c.can_restore}, {"restore_targets", targets}};
+    if (c.scope != "node") {
+      entry["scope"] = c.scope;
+      entry["cluster_id"] = c.cluster_id;
+      entry["member_id"] = c.member_id;
+    }
+    list.push_back(std::move(entry));
   }
   audit({"agent.components", "agent:" + agent_id, "ok", "", {{"components", list}}});
 }
@@ -152,7 +161,8 @@ std::vector<Agent> Tx::agents() const {
 
 std::vector<Component> Tx::agent_components(const std::string& agent_id) const {
   auto s = db_.prepare(
-      "SELECT name, driver, can_restore, restore_targets FROM agent_components WHERE agent_id = ? ORDER BY name");
+      "SELECT name, driver, can_restore, restore_targets, scope, cluster_id, member_id, modes, restore_stops_service"
+      " FROM agent_components WHERE agent_id = ? ORDER BY name");
   s.bind(1, agent_id);
   std::vector<Component> out;
   while (s.step()) {
@@ -162,6 +172,14 @@ std::vector<Component> Tx::agent_components(const std::string& agent_id) const {
     if (targets.is_array())
       for (const auto& t : targets)
         if (t.is_string()) c.restore_targets.push_back(t.get<std::string>());
+    c.scope = s.text(4);
+    c.cluster_id = s.text(5);
+    c.member_id = s.text(6);
+    auto modes = nlohmann::json::parse(s.text(7), nullptr, false);
+    if (modes.is_array())
+      for (const auto& m : modes)
+        if (m.is_string()) c.modes.push_back(m.get<std::string>());
+    c.restore_stops_service = s.integer(8) != 0;
     out.push_back(std::move(c));
   }
   return out;

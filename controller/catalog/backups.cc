@@ -12,7 +12,7 @@ namespace {
 constexpr const char* kTaskColumns =
     "SELECT id, backup_set_id, restore_id, agent_id, component, kind, source_snapshot, plan_id, state,"
     " snapshot_id, manifest_digest, phase, bytes_done, bytes_total, files_done, files_total, current_item,"
-    " progress_at, created_at, updated_at, safety_task_id FROM tasks ";
+    " progress_at, created_at, updated_at, safety_task_id, component_metadata, restore_step, cluster_id FROM tasks ";
 
 std::optional<std::string> opt_text(const sqlite::Stmt& s, int c) {
   if (s.is_null(c)) return std::nullopt;
@@ -43,6 +43,9 @@ Task read_task(const sqlite::Stmt& s) {
   t.created_at = s.integer(18);
   t.updated_at = s.integer(19);
   t.safety_task_id = opt_text(s, 20);
+  t.component_metadata = opt_text(s, 21);
+  t.restore_step = s.text(22);
+  t.cluster_id = s.text(23);
   return t;
 }
 
@@ -88,7 +91,7 @@ void Tx::insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const st
                       const std::string* restore_id, std::vector<std::string>& ids) {
   auto ins = db_.prepare(
       "INSERT INTO tasks (id, backup_set_id, restore_id, agent_id, component, kind, source_snapshot, state,"
-      " created_at, updated_at, safety_task_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)");
+      " created_at, updated_at, safety_task_id, restore_step, cluster_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)");
   for (const auto& t : tasks) {
     if (t.component.empty()) throw Error(Errc::invalid_input, "a task needs a component");
     std::string id = new_id("tk");
@@ -98,6 +101,7 @@ void Tx::insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const st
     restore_id ? ins.bind(3, *restore_id) : ins.bind_null(3);
     ins.bind(4, t.agent_id).bind(5, t.component).bind(6, kind == TaskKind::backup ? "backup" : "restore");
     ins.bind(7, t.source_snapshot).bind(8, now()).bind(9, now()).bind(10, t.safety_task_id);
+    ins.bind(11, t.restore_step).bind(12, t.cluster_id);
     ins.run();
     ids.push_back(std::move(id));
   }
@@ -196,8 +200,9 @@ void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
 
   db_.prepare(
          "UPDATE tasks SET state = ?, updated_at = ?, snapshot_id = coalesce(?, snapshot_id),"
-         " manifest_digest = coalesce(?, manifest_digest) WHERE id = ?")
-      .bind_all(to_string(u.to), now(), u.snapshot_id, u.manifest_digest, task_id)
+         " manifest_digest = coalesce(?, manifest_digest), component_metadata = coalesce(?, component_metadata)"
+         " WHERE id = ?")
+      .bind_all(to_string(u.to), now(), u.snapshot_id, u.manifest_digest, u.component_metadata, task_id)
       .run();
   auto ins = db_.prepare("INSERT INTO task_reasons (task_id, ordinal, code, detail, item) VALUES (?, ?, ?, ?, ?)");
   int64_t ordinal = int64_t(t->reasons.size());
@@ -229,6 +234,7 @@ void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
 
   if (is_terminal(u.to)) {
     t->state = u.to;
+    if (on_ended_ && *on_ended_) (*on_ended_)(*this, *t);
     finish_owner_if_done(*t);
   }
 }
@@ -238,12 +244,18 @@ void Tx::finish_owner_if_done(const Task& task) {
   const std::string& owner = is_set ? *task.backup_set_id : *task.restore_id;
   std::vector<TaskState> states;
   std::map<std::string, int> counts;
+  bool cluster_step_failed = false;
   for (const auto& t : is_set ? tasks_of_set(owner) : tasks_of_restore(owner)) {
     states.push_back(t.state);
     ++counts[std::string(to_string(t.state))];
+    if (!t.restore_step.empty() && is_terminal(t.state) && t.state != TaskState::succeeded && t.state != TaskState::partial)
+      cluster_step_failed = true;
   }
   SetState state = derive_set_state(states);
   if (state == SetState::running) return;
+  // A cluster restore is one operation: a step that failed on one member
+  // fails it, even when the other members (and the rollback) succeeded.
+  if (cluster_step_failed) state = SetState::failed;
   std::string table = is_set ? "backup_sets" : "restores";
   db_.prepare("UPDATE " + table + " SET state = ?, finished_at = ? WHERE id = ? AND state = 'running'")
       .bind_all(to_string(state), now(), owner)

@@ -57,7 +57,7 @@ Catalog Catalog::open(const std::string& path, CatalogOptions options) {
   return c;
 }
 
-Tx Catalog::make_tx(std::string_view actor) { return Tx(*db_, std::string(actor), options_.clock_ms()); }
+Tx Catalog::make_tx(std::string_view actor) { return Tx(*db_, std::string(actor), options_.clock_ms(), &on_ended_); }
 
 Catalog::Scope::Scope(Catalog& c, bool write) : c_(c) {
   if (c_.db_->in_transaction())

@@ -73,6 +73,9 @@ class Catalog {
     }
   }
 
+  // See TaskEndedHook (tx.h). Set once, before the first transaction.
+  void set_task_ended_hook(TaskEndedHook hook) { on_ended_ = std::move(hook); }
+
   // Reads the whole outbox and checks its hash chain.
   ChainReport verify_audit_chain();
 
@@ -96,6 +99,7 @@ class Catalog {
 
   std::unique_ptr<sqlite::Db> db_;
   CatalogOptions options_;
+  TaskEndedHook on_ended_;
   std::string path_;
   int schema_version_ = 0;
 };

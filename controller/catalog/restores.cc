@@ -36,6 +36,21 @@ std::string Tx::create_restore(const NewRestore& r) {
   return id;
 }
 
+std::vector<std::string> Tx::add_restore_tasks(const std::string& restore_id, const std::vector<NewTask>& tasks) {
+  auto r = restore(restore_id);
+  if (!r) throw Error(Errc::not_found, "no restore '" + restore_id + "'");
+  if (r->state != SetState::running)
+    throw Error(Errc::invalid_input, "restore '" + restore_id + "' has ended; no task can be added");
+  std::vector<std::string> ids;
+  insert_tasks(tasks, TaskKind::restore, nullptr, &restore_id, ids);
+  nlohmann::json list = nlohmann::json::array();
+  for (size_t i = 0; i < ids.size(); ++i)
+    list.push_back({{"task_id", ids[i]}, {"agent_id", tasks[i].agent_id}, {"component", tasks[i].component},
+                    {"step", tasks[i].restore_step}, {"cluster_id", tasks[i].cluster_id}});
+  audit({"restore.step", "restore:" + restore_id, "running", "", {{"tasks", list}}});
+  return ids;
+}
+
 std::optional<Restore> Tx::restore(const std::string& id) const {
   auto s = db_.prepare(
       "SELECT id, source_set_id, safety_set_id, skip_safety_backup, created_at, requested_by, selector, state,"

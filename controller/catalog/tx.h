@@ -4,6 +4,7 @@
 // not at all. Reads are const. Get a Tx from Catalog::transaction() or
 // Catalog::read(); it lives only as long as the callback.
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -17,6 +18,14 @@ namespace cairn::catalog {
 namespace sqlite {
 class Db;
 }
+
+class Tx;
+// Called inside the transaction that ends a task, before its set or restore is
+// recomputed: the controller's cluster restore adds the next step's tasks
+// there (controller/cluster_restore.h), so a restore never reads finished
+// between two steps, whichever path ended the task (a result, a lost agent,
+// an expired plan, a cancel).
+using TaskEndedHook = std::function<void(Tx&, const Task&)>;
 
 class Tx {
  public:
@@ -157,6 +166,8 @@ class Tx {
 
   // -- restores and locks (restores.cc) ----------------------------------------
   std::string create_restore(const NewRestore& restore);
+  // The next step of a cluster restore: more tasks of a running restore.
+  std::vector<std::string> add_restore_tasks(const std::string& restore_id, const std::vector<NewTask>& tasks);
   std::optional<Restore> restore(const std::string& id) const;
   // False when another holder's lock on target has not expired.
   bool acquire_lock(const std::string& target, TaskKind kind, const std::string& holder, int64_t ttl_seconds);
@@ -164,7 +175,8 @@ class Tx {
 
  private:
   friend class Catalog;
-  Tx(sqlite::Db& db, std::string actor, int64_t now_ms) : db_(db), actor_(std::move(actor)), now_ms_(now_ms) {}
+  Tx(sqlite::Db& db, std::string actor, int64_t now_ms, const TaskEndedHook* on_ended = nullptr)
+      : db_(db), actor_(std::move(actor)), now_ms_(now_ms), on_ended_(on_ended) {}
 
   std::string new_id(std::string_view prefix) const;
   // Recomputes the state of the set or restore that owns task_id and records
@@ -176,6 +188,7 @@ class Tx {
   sqlite::Db& db_;
   std::string actor_;
   int64_t now_ms_;
+  const TaskEndedHook* on_ended_ = nullptr;
 };
 
 }  // namespace cairn::catalog

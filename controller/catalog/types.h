@@ -39,6 +39,10 @@ struct Component {
   std::string driver;
   bool can_restore = false;
   std::vector<std::string> restore_targets;  // declared alternative restore targets, by name
+  std::string scope = "node";                // "node" or "cluster" (migration 0006)
+  std::string cluster_id, member_id;         // cluster scope
+  std::vector<std::string> modes;            // the driver's modes, the default first
+  bool restore_stops_service = false;
   bool operator==(const Component&) const = default;
 };
 
@@ -70,6 +74,9 @@ struct Task {
   std::optional<std::string> source_snapshot;
   std::optional<std::string> safety_task_id;  // restore: the task of its safety backup
   std::optional<std::string> plan_id;
+  std::optional<std::string> component_metadata;  // JSON object the driver reported
+  std::string restore_step;  // a cluster restore's step; "" otherwise
+  std::string cluster_id;    // a cluster-scoped component's cluster; "" otherwise
   TaskState state = TaskState::pending;
   std::vector<Reason> reasons;
   std::optional<std::string> snapshot_id;
@@ -136,6 +143,8 @@ struct NewTask {
   std::string component;
   std::optional<std::string> source_snapshot;  // restore only
   std::optional<std::string> safety_task_id;   // restore only: the safety backup's task
+  std::string restore_step;                    // a cluster restore's step
+  std::string cluster_id;                      // a cluster-scoped component's cluster
 };
 
 struct NewBackupSet {
@@ -172,6 +181,7 @@ struct TaskUpdate {
   std::vector<Reason> reasons;  // required for rejected, partial, failed, missed
   std::optional<std::string> snapshot_id;
   std::optional<std::string> manifest_digest;
+  std::optional<std::string> component_metadata;  // a JSON object (checked by controller/wire.cc)
   uint64_t bytes = 0;
   uint64_t files = 0;
 };

@@ -11,6 +11,7 @@
 #include <unordered_set>
 
 #include "agent/drivers/files/mirror.h"
+#include "agent/drivers/repo_progress.h"
 #include "common/repo/archiver.h"
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
@@ -48,65 +49,6 @@ std::string escape_glob(const std::string& p) {
     out += c;
   }
   return out;
-}
-
-v1::Phase phase_of(const std::string& repo_phase, v1::Phase outer) {
-  if (outer == v1::PHASE_SAFETY_BACKUP) return outer;
-  if (repo_phase == "scan") return v1::PHASE_PREFLIGHT;
-  if (repo_phase == "finalize") return v1::PHASE_VERIFY;
-  return outer;
-}
-
-std::function<void(const repo::Progress&)> forward(TaskContext& ctx, v1::Phase outer) {
-  if (!ctx.progress) return {};
-  return [&ctx, outer](const repo::Progress& p) {
-    WorkProgress w;
-    w.phase = phase_of(p.phase, outer);
-    w.bytes_done = p.bytes_done;
-    w.bytes_total = p.totals_known ? p.bytes_total : 0;
-    w.files_done = p.files_done;
-    w.files_total = p.totals_known ? p.files_total : 0;
-    w.current = p.current;
-    ctx.progress(w);
-  };
-}
-
-void note(TaskContext& ctx, const std::string& text) {
-  if (ctx.note) ctx.note(text);
-}
-
-// The plan's parent when it is a readable snapshot of this component; the
-// archiver then checks that it holds the same paths. A parent not used is a
-// note, not a failure: the backup reads every file instead.
-std::string usable_parent(TaskContext& ctx) {
-  const std::string& id = ctx.parent_snapshot_id;
-  if (id.empty()) return {};
-  if (!repo::is_snapshot_id(id)) {
-    note(ctx, "the named parent is not a snapshot id; every file is read");
-    return {};
-  }
-  try {
-    repo::Snapshot p = repo::load_snapshot(*ctx.repo, id);
-    if (std::find(p.tags.begin(), p.tags.end(), "component:" + ctx.component) == p.tags.end()) {
-      note(ctx, "the named parent '" + id.substr(0, 8) + "' is not a snapshot of component '" + ctx.component +
-                    "'; every file is read");
-      return {};
-    }
-  } catch (const Error& e) {
-    note(ctx, "the named parent '" + id.substr(0, 8) + "' cannot be read (" + e.what() + "); every file is read");
-    return {};
-  }
-  return id;
-}
-
-// Backs up with the plan's parent or none: never the repository's newest
-// snapshot of these paths, which any writer of the repository can plant.
-repo::BackupResult backup_with_parent(TaskContext& ctx, repo::BackupOptions& bo) {
-  bo.parent_rule = repo::BackupOptions::ParentRule::named_only;
-  bo.parent = usable_parent(ctx);
-  repo::BackupResult br = repo::backup(*ctx.repo, bo);
-  if (!br.parent_note.empty()) note(ctx, br.parent_note);
-  return br;
 }
 
 }  // namespace
@@ -173,8 +115,10 @@ std::vector<std::string> FilesDriver::config_warnings() const {
   return out;
 }
 
-std::vector<v1::Reason> FilesDriver::preflight(v1::TaskKind kind, const std::string& target_name) const {
+std::vector<v1::Reason> FilesDriver::preflight(const v1::Task& task) const {
   std::vector<v1::Reason> out;
+  const v1::TaskKind kind = task.kind();
+  const std::string& target_name = task.options().restore_target();
   if (kind == v1::TASK_KIND_BACKUP) {
     bool any = false;
     for (const auto& p : expand_paths()) {
@@ -191,42 +135,47 @@ std::vector<v1::Reason> FilesDriver::preflight(v1::TaskKind kind, const std::str
   return out;
 }
 
-DriverResult FilesDriver::backup(TaskContext& ctx) {
-  DriverResult res;
-  std::vector<std::string> present;
-  for (const auto& p : expand_paths()) {
+// A backup: the declared paths that exist (a missing one is a reason). A
+// safety backup: what the restore will overwrite, the declared paths in place
+// or the snapshot's paths under the alternative target.
+void FilesDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) {
+  (void)ctx;
+  std::vector<std::string> candidates;
+  const bool alternate = purpose.safety && !purpose.target_name.empty();
+  if (alternate) {
+    if (purpose.restoring)
+      for (const auto& p : purpose.restoring->paths) candidates.push_back(settings_.restore_to + p);
+  } else {
+    candidates = expand_paths();
+  }
+  bool any = false;
+  for (const auto& p : candidates) {
     struct stat st {};
     if (::lstat(p.c_str(), &st) == 0) {
-      present.push_back(p);
-    } else {
+      sink.add_path(p);
+      any = true;
+    } else if (!purpose.safety) {
       int e = errno;
-      res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "cannot read '" + p + "': " + std::strerror(e), p));
+      sink.add_reason(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "cannot read '" + p + "': " + std::strerror(e), p));
     }
+    // A safety backup saves what exists: a path that is not there loses nothing.
   }
-  if (present.empty()) {
-    res.outcome = v1::TASK_OUTCOME_FAILED;
-    res.reasons.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                                      "none of the declared paths of component '" + component_ + "' exists"));
-    return res;
-  }
-  repo::BackupOptions bo;
-  bo.paths = present;
-  bo.excludes = settings_.excludes;
-  bo.tags = {"cairn", "component:" + ctx.component, "task:" + ctx.task_id, "plan:" + ctx.plan_id};
-  if (!ctx.backup_set_id.empty()) bo.tags.push_back("set:" + ctx.backup_set_id);
-  bo.progress = forward(ctx, v1::PHASE_STREAM);
-  bo.cancel = ctx.cancel;
-  bo.check_lock = ctx.check_lock;
-  repo::BackupResult br = backup_with_parent(ctx, bo);
-  for (const auto& e : br.snapshot.errors)
-    res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "could not back up '" + e.path + "': " + e.reason, e.path));
-  res.snapshot_id = br.snapshot.id;
-  // The snapshot id names the manifest by its content.
-  res.manifest_digest = br.snapshot.id;
-  res.bytes = br.bytes_total;
-  res.files = br.files_new + br.files_changed + br.files_unmodified;
-  res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_PARTIAL;
-  return res;
+  for (const auto& g : settings_.excludes) sink.exclude(g);
+  if (!any && !purpose.safety)
+    sink.add_reason(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                                "none of the declared paths of component '" + component_ + "' exists"));
+}
+
+// Every path of the snapshot must lie under what this component declares: the
+// controller picks the snapshot, not the paths.
+std::vector<v1::Reason> FilesDriver::check_snapshot(const repo::Snapshot& snap) const {
+  for (const auto& p : snap.paths)
+    if (!covers(p))
+      return {make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                          "snapshot '" + snap.id.substr(0, 8) + "' holds '" + p + "', which component '" + component_ +
+                              "' does not declare; nothing restored",
+                          p)};
+  return {};
 }
 
 DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
@@ -253,11 +202,6 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
                                       "snapshot '" + spec.snapshot_id + "' cannot be read: " + e.what()));
     return res;
   }
-  if (std::find(snap.tags.begin(), snap.tags.end(), "component:" + ctx.component) == snap.tags.end()) {
-    res.reasons.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
-                                      "snapshot '" + id.substr(0, 8) + "' is not a snapshot of component '" + ctx.component + "'"));
-    return res;
-  }
   std::vector<std::string> includes;
   for (const auto& p : snap.paths) {
     if (!covers(p)) {
@@ -270,15 +214,13 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     includes.push_back(escape_glob(p));
   }
 
-  if (!spec.skip_safety_backup && !safety_backup(ctx, spec, id, snap, target, res)) return res;
-
   const bool mirror = spec.write_mode != v1::RESTORE_WRITE_MODE_MERGE;
   std::unordered_set<std::string> keep;
   repo::RestoreOptions ro;
   ro.target = target.empty() ? "/" : target;
   ro.includes = includes;
   ro.overwrite = true;
-  ro.progress = forward(ctx, v1::PHASE_RESTORE);
+  ro.progress = repo_progress(ctx, v1::PHASE_RESTORE);
   ro.cancel = ctx.cancel;
   if (mirror) ro.on_entry = [&keep](const std::string& p) { keep.insert(p); };
   repo::RestoreResult rr;
@@ -328,68 +270,6 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   if (rr.failures.empty()) res.outcome = mirror && snap.partial ? v1::TASK_OUTCOME_PARTIAL : v1::TASK_OUTCOME_SUCCEEDED;
   else res.outcome = rr.files_restored > 0 ? v1::TASK_OUTCOME_PARTIAL : v1::TASK_OUTCOME_FAILED;
   return res;
-}
-
-// Saves what the restore will overwrite: the declared paths in place, the
-// snapshot's paths under the alternative target otherwise. False when the
-// restore must not go on (res says why); nothing has been written then.
-bool FilesDriver::safety_backup(TaskContext& ctx, const RestoreSpec& spec, const std::string& snapshot_id,
-                                const repo::Snapshot& snap, const std::string& target, DriverResult& res) {
-  std::vector<std::string> candidates;
-  if (target.empty()) {
-    candidates = expand_paths();
-  } else {
-    for (const auto& p : snap.paths) candidates.push_back(target + p);
-  }
-  std::vector<std::string> present;
-  for (const auto& p : candidates) {
-    struct stat st {};
-    if (::lstat(p.c_str(), &st) == 0) present.push_back(p);
-  }
-  res.safety_outcome = v1::TASK_OUTCOME_SUCCEEDED;
-  if (present.empty()) {
-    res.safety_detail = "nothing existed at the restore's destination to save";
-    return true;
-  }
-  repo::BackupOptions bo;
-  bo.paths = present;
-  bo.excludes = settings_.excludes;
-  bo.tags = {"cairn", "safety", "component:" + ctx.component,
-             "task:" + (spec.safety_task_id.empty() ? ctx.task_id : spec.safety_task_id), "restore-of:" + snapshot_id};
-  if (!target.empty()) bo.tags.push_back("restore-target:" + spec.target_name);
-  if (!ctx.backup_set_id.empty()) bo.tags.push_back("set:" + ctx.backup_set_id);
-  bo.progress = forward(ctx, v1::PHASE_SAFETY_BACKUP);
-  bo.cancel = ctx.cancel;
-  bo.check_lock = ctx.check_lock;
-  repo::BackupResult sb;
-  try {
-    sb = backup_with_parent(ctx, bo);
-  } catch (const Error& e) {
-    res.safety_outcome = v1::TASK_OUTCOME_FAILED;
-    res.safety_detail = e.what();
-    res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED, std::string("the safety backup failed: ") + e.what() +
-                                                                          "; nothing was overwritten"));
-    return false;
-  }
-  // A safety copy that misses files would make the restore irreversible for
-  // them. A file that changed while it was read (a live log, a running
-  // database) is in the copy as read: that does not stop the restore.
-  size_t unreadable = 0, changed = 0;
-  for (const auto& e : sb.snapshot.errors) (e.reason.rfind(repo::kChangedWhileRead, 0) == 0 ? changed : unreadable)++;
-  if (sb.snapshot.partial && (unreadable > 0 || changed == 0)) {
-    res.safety_outcome = v1::TASK_OUTCOME_FAILED;
-    res.safety_detail = "incomplete: " + std::to_string(unreadable) + " item(s) could not be read";
-    for (const auto& e : sb.snapshot.errors)
-      if (e.reason.rfind(repo::kChangedWhileRead, 0) != 0) res.reasons.push_back(
-          make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED, "safety backup could not read '" + e.path + "': " + e.reason, e.path));
-    res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED,
-                                      "the safety backup is incomplete; nothing was overwritten (skip it explicitly to force)"));
-    return false;
-  }
-  if (changed > 0)
-    res.safety_detail = std::to_string(changed) + " file(s) changed while the safety backup read them; they are saved as read";
-  res.safety_snapshot_id = sb.snapshot.id;
-  return true;
 }
 
 }  // namespace cairn::agent::files

@@ -20,8 +20,9 @@ class FilesDriver : public Driver {
   DriverCaps capabilities() const override;
   bool has_restore_target(const std::string& target_name) const override;
   std::vector<std::string> config_warnings() const override;
-  std::vector<cairn::v1::Reason> preflight(cairn::v1::TaskKind kind, const std::string& target_name) const override;
-  DriverResult backup(TaskContext& ctx) override;
+  std::vector<cairn::v1::Reason> preflight(const cairn::v1::Task& task) const override;
+  void snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) override;
+  std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const override;
   DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
 
   const Settings& settings() const { return settings_; }
@@ -33,9 +34,6 @@ class FilesDriver : public Driver {
   bool covers(const std::string& snapshot_path) const;
 
  private:
-  bool safety_backup(TaskContext& ctx, const RestoreSpec& spec, const std::string& snapshot_id,
-                     const repo::Snapshot& snap, const std::string& target, DriverResult& res);
-
   std::string component_;
   Settings settings_;
 };

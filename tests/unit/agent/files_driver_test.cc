@@ -209,7 +209,9 @@ TEST_CASE("files driver: a declared path with glob characters that exists as wri
   CHECK(drv.expand_paths() == std::vector<std::string>{d.file("app[1]/data")});
   CHECK(drv.covers(d.file("app[1]/data/x.conf")));
   CHECK_FALSE(drv.covers(d.file("app1/data/y.conf")));
-  CHECK(drv.preflight(v1::TASK_KIND_BACKUP, "").empty());
+  v1::Task backup_task;
+  backup_task.set_kind(v1::TASK_KIND_BACKUP);
+  CHECK(drv.preflight(backup_task).empty());
   // The same text naming nothing literally stays a pattern.
   files::Settings g;
   g.paths = {d.file("app[1]/other")};

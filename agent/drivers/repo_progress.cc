@@ -1,0 +1,23 @@
+#include "agent/drivers/repo_progress.h"
+
+namespace cairn::agent {
+
+namespace v1 = cairn::v1;
+
+std::function<void(const repo::Progress&)> repo_progress(TaskContext& ctx, v1::Phase outer) {
+  if (!ctx.progress) return {};
+  return [&ctx, outer](const repo::Progress& p) {
+    WorkProgress w;
+    w.phase = outer;
+    if (outer != v1::PHASE_SAFETY_BACKUP && p.phase == "scan") w.phase = v1::PHASE_PREFLIGHT;
+    if (outer != v1::PHASE_SAFETY_BACKUP && p.phase == "finalize") w.phase = v1::PHASE_VERIFY;
+    w.bytes_done = p.bytes_done;
+    w.bytes_total = p.totals_known ? p.bytes_total : 0;
+    w.files_done = p.files_done;
+    w.files_total = p.totals_known ? p.files_total : 0;
+    w.current = p.current;
+    ctx.progress(w);
+  };
+}
+
+}  // namespace cairn::agent

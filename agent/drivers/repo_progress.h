@@ -1,0 +1,17 @@
+#pragma once
+// The repository's progress (common/repo/progress.h) as a task's progress:
+// one translation for the runner and every driver that reads or writes the
+// repository itself (a restore extracting a snapshot).
+#include <functional>
+
+#include "agent/driver.h"
+#include "common/repo/progress.h"
+
+namespace cairn::agent {
+
+// Empty when ctx has no progress callback. The repository's "scan" phase is
+// reported as preflight and "finalize" as verify, except inside a safety
+// backup, which is reported as one phase.
+std::function<void(const repo::Progress&)> repo_progress(TaskContext& ctx, cairn::v1::Phase outer);
+
+}  // namespace cairn::agent

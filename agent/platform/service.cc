@@ -1,0 +1,214 @@
+#include "agent/platform/service.h"
+
+#include <systemd/sd-bus.h>
+
+#include <cstring>
+#include <memory>
+
+#include "agent/platform/process.h"
+#include "common/util/error.h"
+
+namespace cairn::agent::platform {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kDest = "org.freedesktop.systemd1";
+constexpr const char* kPath = "/org/freedesktop/systemd1";
+constexpr const char* kManager = "org.freedesktop.systemd1.Manager";
+
+std::string join(const std::vector<std::string>& argv) {
+  std::string s;
+  for (const auto& a : argv) s += (s.empty() ? "" : " ") + a;
+  return s;
+}
+
+// ---- declared commands -------------------------------------------------
+
+void run_declared(const ServiceDecl& d, const char* action, const std::vector<std::string>& argv,
+                  const std::atomic<bool>* cancel) {
+  ProcessSpec spec;
+  spec.argv = argv;
+  spec.timeout = d.timeout;
+  spec.cancel = cancel;
+  ProcessResult r = run_process(spec);
+  if (!r.ok())
+    throw Error(r.cancelled ? Errc::interrupted : Errc::io,
+                std::string(action) + " command '" + join(argv) + "' " + r.describe());
+}
+
+// ---- systemd over D-Bus -------------------------------------------------
+//
+// This path cannot run in cairn's test containers (no systemd, no system
+// bus); tests/unit/agent_platform covers the declared commands and the error
+// raised when the system bus is absent.
+
+struct BusError {
+  sd_bus_error e = SD_BUS_ERROR_NULL;
+  ~BusError() { sd_bus_error_free(&e); }
+  std::string text(int r) const {
+    if (sd_bus_error_is_set(&e)) return e.message ? e.message : e.name;
+    return std::strerror(-r);
+  }
+  bool access_denied() const {
+    return sd_bus_error_has_name(&e, SD_BUS_ERROR_ACCESS_DENIED) ||
+           sd_bus_error_has_name(&e, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED);
+  }
+};
+
+using BusPtr = std::unique_ptr<sd_bus, decltype(&sd_bus_flush_close_unref)>;
+using MsgPtr = std::unique_ptr<sd_bus_message, decltype(&sd_bus_message_unref)>;
+using SlotPtr = std::unique_ptr<sd_bus_slot, decltype(&sd_bus_slot_unref)>;
+
+struct JobWait {
+  std::string job_path;
+  std::string result;  // set by JobRemoved
+  bool done = false;
+};
+
+int on_job_removed(sd_bus_message* m, void* user, sd_bus_error*) {
+  auto* w = static_cast<JobWait*>(user);
+  uint32_t id = 0;
+  const char *path = nullptr, *unit = nullptr, *result = nullptr;
+  if (sd_bus_message_read(m, "uoss", &id, &path, &unit, &result) < 0) return 0;
+  if (path && w->job_path == path) {
+    w->result = result ? result : "";
+    w->done = true;
+  }
+  return 0;
+}
+
+class Systemd {
+ public:
+  explicit Systemd(const ServiceDecl& d) : d_(d), bus_(nullptr, &sd_bus_flush_close_unref) {
+    sd_bus* b = nullptr;
+    int r = sd_bus_open_system(&b);
+    if (r < 0)
+      throw Error(Errc::io, "systemd unit '" + d.unit + "': cannot connect to the system bus (" +
+                                std::strerror(-r) +
+                                "): is systemd running on this host? Without systemd, declare the "
+                                "component's service start_command and stop_command instead");
+    bus_.reset(b);
+  }
+
+  // Runs Manager.<method>(unit, "replace"), waits for its job to end and checks
+  // the unit's ActiveState against `want` (any of them).
+  void run_job(const char* method, const char* verb, std::initializer_list<const char*> want,
+               const std::atomic<bool>* cancel) {
+    const std::string what = "systemd unit '" + d_.unit + "'";
+    const auto deadline = Clock::now() + d_.timeout;
+    JobWait w;
+    // Subscribe and match before the call: the job may end before the reply is read.
+    sd_bus_slot* s = nullptr;
+    int r = sd_bus_match_signal(bus_.get(), &s, kDest, kPath, kManager, "JobRemoved", &on_job_removed, &w);
+    if (r < 0) throw Error(Errc::io, what + ": cannot watch systemd's jobs: " + std::strerror(-r));
+    SlotPtr slot(s, &sd_bus_slot_unref);
+    {
+      BusError err;
+      r = sd_bus_call_method(bus_.get(), kDest, kPath, kManager, "Subscribe", &err.e, nullptr, "");
+      if (r < 0) throw Error(Errc::io, what + ": cannot subscribe to systemd's jobs: " + err.text(r));
+    }
+    {
+      BusError err;
+      sd_bus_message* reply = nullptr;
+      r = sd_bus_call_method(bus_.get(), kDest, kPath, kManager, method, &err.e, &reply, "ss", d_.unit.c_str(),
+                             "replace");
+      MsgPtr rp(reply, &sd_bus_message_unref);
+      if (r < 0) {
+        std::string why = err.text(r);
+        if (err.access_denied())
+          why += " (the agent may not manage units: run it as root or allow it through polkit)";
+        throw Error(Errc::io, what + ": " + verb + " refused by systemd: " + why);
+      }
+      const char* job = nullptr;
+      r = sd_bus_message_read(reply, "o", &job);
+      if (r < 0 || !job) throw Error(Errc::io, what + ": systemd's reply to " + method + " has no job");
+      w.job_path = job;
+    }
+    while (!w.done) {
+      r = sd_bus_process(bus_.get(), nullptr);
+      if (r < 0) throw Error(Errc::io, what + ": lost the system bus while waiting to " + verb + ": " + std::strerror(-r));
+      if (r > 0) continue;
+      if (cancel && cancel->load())
+        throw Error(Errc::interrupted, what + ": cancelled while waiting for systemd to " + verb +
+                                           " it (the job goes on in systemd)");
+      auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now());
+      if (left.count() <= 0)
+        throw Error(Errc::io, what + ": systemd did not finish the " + verb + " job within " +
+                                  std::to_string(d_.timeout.count() / 1000) + " s (see 'systemctl status " +
+                                  d_.unit + "')");
+      sd_bus_wait(bus_.get(), static_cast<uint64_t>(std::min<int64_t>(left.count(), 200'000)));
+    }
+    if (w.result != "done")
+      throw Error(Errc::io, what + ": the " + verb + " job ended '" + w.result + "' (see 'journalctl -u " + d_.unit +
+                                "')");
+    std::string state = active_state();
+    for (const char* s2 : want)
+      if (state == s2) return;
+    throw Error(Errc::io, what + " is '" + state + "' after " + verb + " (see 'journalctl -u " + d_.unit + "')");
+  }
+
+ private:
+  std::string active_state() {
+    const std::string what = "systemd unit '" + d_.unit + "'";
+    BusError err;
+    sd_bus_message* reply = nullptr;
+    int r = sd_bus_call_method(bus_.get(), kDest, kPath, kManager, "GetUnit", &err.e, &reply, "s", d_.unit.c_str());
+    MsgPtr rp(reply, &sd_bus_message_unref);
+    if (r < 0) throw Error(Errc::io, what + ": cannot read its state: " + err.text(r));
+    const char* unit_path = nullptr;
+    if (sd_bus_message_read(reply, "o", &unit_path) < 0 || !unit_path)
+      throw Error(Errc::io, what + ": systemd's reply to GetUnit has no path");
+    BusError err2;
+    char* state = nullptr;
+    r = sd_bus_get_property_string(bus_.get(), kDest, unit_path, "org.freedesktop.systemd1.Unit", "ActiveState",
+                                   &err2.e, &state);
+    if (r < 0) throw Error(Errc::io, what + ": cannot read its ActiveState: " + err2.text(r));
+    std::string s(state);
+    free(state);
+    return s;
+  }
+
+  const ServiceDecl& d_;
+  BusPtr bus_;
+};
+
+}  // namespace
+
+std::string ServiceDecl::describe() const {
+  if (!unit.empty() && start_command.empty() && stop_command.empty()) return "systemd unit '" + unit + "'";
+  std::string s;
+  if (!start_command.empty()) s = "command '" + join(start_command) + "'";
+  if (!stop_command.empty()) s += (s.empty() ? "" : ", ") + std::string("command '") + join(stop_command) + "'";
+  if (!unit.empty()) s += ", systemd unit '" + unit + "'";
+  return s.empty() ? "no service declared" : s;
+}
+
+Service::Service(ServiceDecl decl) : decl_(std::move(decl)) {}
+
+void Service::stop(const std::atomic<bool>* cancel) const {
+  if (!decl_.stop_command.empty()) return run_declared(decl_, "stop", decl_.stop_command, cancel);
+  if (decl_.unit.empty())
+    throw Error(Errc::invalid_input, "stop the service: neither a systemd unit nor a stop_command is declared");
+  Systemd(decl_).run_job("StopUnit", "stop", {"inactive", "failed"}, cancel);
+}
+
+void Service::start(const std::atomic<bool>* cancel) const {
+  if (!decl_.start_command.empty()) return run_declared(decl_, "start", decl_.start_command, cancel);
+  if (decl_.unit.empty())
+    throw Error(Errc::invalid_input, "start the service: neither a systemd unit nor a start_command is declared");
+  Systemd(decl_).run_job("StartUnit", "start", {"active"}, cancel);
+}
+
+void Service::reload(const std::atomic<bool>* cancel) const {
+  if (!decl_.reload_command.empty()) return run_declared(decl_, "reload", decl_.reload_command, cancel);
+  if (!decl_.start_command.empty() || !decl_.stop_command.empty() || decl_.unit.empty()) {
+    stop(cancel);
+    start(cancel);
+    return;
+  }
+  Systemd(decl_).run_job("ReloadUnit", "reload", {"active"}, cancel);
+}
+
+}  // namespace cairn::agent::platform
