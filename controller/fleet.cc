@@ -259,7 +259,15 @@ void Fleet::handle(Session& s, cairn::v1::AgentMessage& m) {
 
 void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
   std::vector<catalog::Component> components;
-  for (const auto& c : r.components()) components.push_back({c.name(), c.driver(), c.can_restore(), declared_targets(c)});
+  for (const auto& c : r.components()) {
+    catalog::Component k{c.name(), c.driver(), c.can_restore(), declared_targets(c)};
+    k.scope = c.scope() == "cluster" ? "cluster" : "node";
+    k.cluster_id = c.cluster_id();
+    k.member_id = c.member_id();
+    k.modes.assign(c.modes().begin(), c.modes().end());
+    k.restore_stops_service = c.restore_stops_service();
+    components.push_back(std::move(k));
+  }
   std::string refusal;
   ErrorCode refusal_code = cairn::v1::ERROR_CODE_OK;
   auto agent = catalog_.transaction("agent:" + r.agent_name(), [&](catalog::Tx& tx) -> std::optional<catalog::Agent> {
@@ -616,6 +624,7 @@ void Fleet::on_task_result(Session& s, const cairn::v1::TaskResult& r) {
     for (const auto& why : r.reasons()) u.reasons.push_back({why.code(), why.detail(), why.item()});
     if (!r.snapshot_id().empty()) u.snapshot_id = r.snapshot_id();
     if (!r.manifest_digest().empty()) u.manifest_digest = r.manifest_digest();
+    if (!r.component_metadata().empty()) u.component_metadata = r.component_metadata();  // an object (wire.cc)
     u.bytes = r.bytes();
     u.files = r.files();
     switch (r.outcome()) {

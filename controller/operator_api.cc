@@ -91,6 +91,9 @@ void OperatorApi::fill_task(const catalog::Tx& tx, const catalog::Task& t, cairn
   p->set_current_item(t.progress.current_item);
   p->set_at(t.progress.at.value_or(0));
   if (t.snapshot_id) out.set_snapshot_id(*t.snapshot_id);
+  if (t.component_metadata) out.set_component_metadata(*t.component_metadata);
+  out.set_restore_step(t.restore_step);
+  out.set_cluster_id(t.cluster_id);
   if (t.manifest_digest) out.set_manifest_digest(*t.manifest_digest);
   out.set_updated_at(t.updated_at);
 }

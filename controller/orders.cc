@@ -19,7 +19,23 @@ struct Pick {
   catalog::Agent agent;
   std::string component;
   std::vector<std::string> restore_targets;  // declared by the agent for this component
+  std::string driver;
+  std::string cluster_id;  // set for a cluster-scoped component
 };
+
+bool clustered(const Pick& p) { return !p.cluster_id.empty(); }
+
+// The operation lock: a node-scoped component's on the agent, a cluster's on
+// the cluster (every member's backup and restore take the same one).
+std::string lock_target(const Pick& p) {
+  return clustered(p) ? "cluster:" + p.driver + "/" + p.cluster_id : p.agent.id + "/" + p.component;
+}
+
+// The token of the new cluster a restore makes (etcd's --initial-cluster-token):
+// new for every restore, the same on every member.
+std::string cluster_token(const std::string& restore_id, const std::string& cluster_id) {
+  return "cairn-" + restore_id + "-" + to_hex(crypto::sha256(as_bytes(cluster_id))).substr(0, 8);
+}
 
 bool listed(const google::protobuf::RepeatedPtrField<std::string>& list, const std::string& a, const std::string& b = {}) {
   if (list.empty()) return true;
@@ -46,7 +62,7 @@ std::vector<Pick> select(const Tx& tx, const cairn::v1::Selector& sel, bool rest
     for (const auto& c : tx.agent_components(a.id)) {
       if (!listed(sel.components(), c.name)) continue;
       if (restore && !c.can_restore) continue;
-      out.push_back({a, c.name, c.restore_targets});
+      out.push_back({a, c.name, c.restore_targets, c.driver, c.scope == "cluster" ? c.cluster_id : std::string()});
     }
   }
   return out;
@@ -77,6 +93,55 @@ void check_restore_target(const std::vector<Pick>& picks, const std::string& tar
                       declared + "); pick a declared target, or narrow the selection with --component/--node");
 }
 
+// One restore task as the agent gets it; a cluster step names its step and
+// what every member must agree on.
+cairn::v1::Task restore_wire(const Tx& tx, const catalog::Task& t, const std::string& set_id, const std::string& restore_id) {
+  cairn::v1::Task w;
+  w.set_task_id(t.id);
+  w.set_component(t.component);
+  w.set_kind(cairn::v1::TASK_KIND_RESTORE);
+  if (auto parent = tx.backup_parent(t.agent_id, t.component)) w.set_parent_snapshot_id(*parent);  // of the safety backup
+  w.mutable_snapshot()->set_backup_set_id(set_id);
+  w.mutable_snapshot()->set_snapshot_id(t.source_snapshot.value_or(""));
+  if (!t.restore_step.empty()) {
+    w.mutable_options()->set_restore_step(t.restore_step);
+    (*w.mutable_options()->mutable_cluster_options())["cluster_token"] = cluster_token(restore_id, t.cluster_id);
+  }
+  return w;
+}
+
+// A cluster is restored whole: every approved member of a selected cluster
+// must be selected, and no alternative target is possible.
+void check_whole_clusters(const Tx& tx, const std::vector<Pick>& picks, const std::string& target) {
+  std::map<std::string, std::set<std::string>> chosen;  // cluster -> agent names
+  std::map<std::string, std::string> component_of;
+  for (const auto& p : picks)
+    if (clustered(p)) {
+      chosen[p.cluster_id].insert(p.agent.name);
+      component_of[p.cluster_id] = p.component;
+    }
+  for (const auto& [cluster, names] : chosen) {
+    if (!target.empty())
+      throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
+                    "component '" + component_of[cluster] + "' is cluster-scoped (cluster '" + cluster +
+                        "'): it is restored in place on every member; --target is for node-scoped components");
+    std::vector<std::string> missing, all;
+    for (const auto& a : tx.agents()) {
+      if (a.state != catalog::AgentState::approved) continue;
+      for (const auto& c : tx.agent_components(a.id))
+        if (c.scope == "cluster" && c.cluster_id == cluster) {
+          all.push_back(a.name);
+          if (!names.count(a.name)) missing.push_back(a.name);
+        }
+    }
+    if (!missing.empty())
+      throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
+                    "component '" + component_of[cluster] + "' is cluster-scoped: cluster '" + cluster +
+                        "' is restored on all its members at once (" + quoted_list(all) + "), but " +
+                        quoted_list(missing) + " are not selected; select every member (or only --component)");
+  }
+}
+
 std::string write_mode_name(cairn::v1::RestoreWriteMode m) {
   return m == cairn::v1::RESTORE_WRITE_MODE_MERGE ? "merge" : "mirror";
 }
@@ -90,11 +155,16 @@ nlohmann::json selector_json(const cairn::v1::Selector& s) {
 
 void lock_targets(Tx& tx, const std::vector<Pick>& picks, catalog::TaskKind kind, const std::string& holder,
                   int64_t ttl) {
+  std::set<std::string> taken;
   for (const auto& p : picks) {
-    std::string target = p.agent.id + "/" + p.component;
+    std::string target = lock_target(p);
+    if (!taken.insert(target).second) continue;
     if (!tx.acquire_lock(target, kind, holder, ttl))
-      throw OpError(cairn::v1::ERROR_CODE_CONFLICT, "component '" + p.component + "' on '" + p.agent.name +
-                                                        "' is busy with another backup or restore; try again later");
+      throw OpError(cairn::v1::ERROR_CODE_CONFLICT,
+                    clustered(p) ? "cluster '" + p.cluster_id + "' of component '" + p.component +
+                                       "' is busy with another backup or restore; try again later"
+                                 : "component '" + p.component + "' on '" + p.agent.name +
+                                       "' is busy with another backup or restore; try again later");
   }
 }
 
@@ -129,13 +199,35 @@ void issue(Tx& tx, const catalog::Agent& agent, const std::vector<std::string>& 
 
 Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selector& selector) {
   return catalog_.transaction(actor, [&](Tx& tx) {
-    auto picks = select(tx, selector, false);
-    if (picks.empty())
+    auto selected = select(tx, selector, false);
+    if (selected.empty())
       throw OpError(cairn::v1::ERROR_CODE_NOTHING_SELECTED,
                     "the selection matched no component of an approved agent (see 'cairnctl agent list')");
+    // A cluster-scoped component is one dataset: backed up from one member,
+    // a connected one when there is one (members sorted by agent name).
+    std::vector<Pick> picks;
+    std::map<std::string, size_t> member_of;  // lock target -> index in picks
+    auto up = [&](const Pick& p) { return !connected_ || connected_(p.agent.id); };
+    for (const auto& p : selected) {
+      if (!clustered(p)) {
+        picks.push_back(p);
+        continue;
+      }
+      auto it = member_of.find(lock_target(p));
+      if (it == member_of.end()) {
+        member_of[lock_target(p)] = picks.size();
+        picks.push_back(p);
+      } else if (!up(picks[it->second]) && up(p)) {
+        picks[it->second] = p;
+      }
+    }
     catalog::NewBackupSet set;
     set.selector = selector_json(selector);
-    for (const auto& p : picks) set.tasks.push_back({p.agent.id, p.component, std::nullopt, std::nullopt});
+    for (const auto& p : picks) {
+      catalog::NewTask nt{p.agent.id, p.component, std::nullopt, std::nullopt};
+      nt.cluster_id = p.cluster_id;
+      set.tasks.push_back(std::move(nt));
+    }
     Ordered out;
     out.id = tx.create_backup_set(set);
     lock_targets(tx, picks, catalog::TaskKind::backup, out.id, config_.lock_ttl_seconds);
@@ -168,14 +260,19 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
   return catalog_.transaction(actor, [&](Tx& tx) {
     if (!tx.backup_set(req.backup_set_id()))
       throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no backup set '" + req.backup_set_id() + "'");
-    // Every restored (agent, component) reads the snapshot that set holds for it.
+    // Every restored (agent, component) reads the snapshot that set holds for
+    // it; every member of a cluster reads the one snapshot of its cluster.
     std::map<std::pair<std::string, std::string>, catalog::Task> source;
+    auto source_key = [](const Pick& p) {
+      return std::make_pair(clustered(p) ? "cluster:" + p.cluster_id : p.agent.id, p.component);
+    };
     for (auto& t : tx.tasks_of_set(req.backup_set_id()))
       if (t.snapshot_id && (t.state == catalog::TaskState::succeeded || t.state == catalog::TaskState::partial))
-        source[{t.agent_id, t.component}] = t;
+        source[{t.cluster_id.empty() ? t.agent_id : "cluster:" + t.cluster_id, t.component}] = t;
     std::vector<Pick> picks;
     for (auto& p : select(tx, req.selector(), true))
-      if (source.count({p.agent.id, p.component})) picks.push_back(p);
+      if (source.count(source_key(p))) picks.push_back(p);
+    check_whole_clusters(tx, picks, req.restore_target());
     if (picks.empty())
       throw OpError(cairn::v1::ERROR_CODE_NOTHING_SELECTED,
                     "backup set '" + req.backup_set_id() +
@@ -207,8 +304,13 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     r.safety_set_id = safety_set;
     r.selector = sel;
     for (const auto& p : picks) {
-      catalog::NewTask nt{p.agent.id, p.component, source[{p.agent.id, p.component}].snapshot_id, std::nullopt};
+      catalog::NewTask nt{p.agent.id, p.component, source[source_key(p)].snapshot_id, std::nullopt};
       if (auto it = safety_task.find({p.agent.id, p.component}); it != safety_task.end()) nt.safety_task_id = it->second;
+      if (clustered(p)) {
+        // Step by step on every member (on_task_ended makes the next ones).
+        nt.restore_step = "stop";
+        nt.cluster_id = p.cluster_id;
+      }
       r.tasks.push_back(std::move(nt));
     }
     Ordered out;
@@ -223,13 +325,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
       std::vector<cairn::v1::Task> wire;
       for (const auto& t : tasks) {
         ids.push_back(t.id);
-        cairn::v1::Task w;
-        w.set_task_id(t.id);
-        w.set_component(t.component);
-        w.set_kind(cairn::v1::TASK_KIND_RESTORE);
-        if (auto parent = tx.backup_parent(agent_id, t.component)) w.set_parent_snapshot_id(*parent);  // of the safety backup
-        w.mutable_snapshot()->set_backup_set_id(req.backup_set_id());
-        w.mutable_snapshot()->set_snapshot_id(*t.source_snapshot);
+        cairn::v1::Task w = restore_wire(tx, t, req.backup_set_id(), out.id);
         w.mutable_options()->set_restore_target(req.restore_target());
         w.mutable_options()->set_skip_safety_backup(req.skip_safety_backup());
         w.mutable_options()->set_write_mode(mode);
@@ -244,6 +340,84 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     }
     return out;
   });
+}
+
+namespace {
+
+// The step after `step` when every member ended it as ok says; "" when the
+// cluster restore is over. A failure before the members are started on the
+// new data rolls every member back (old data put back, service started).
+std::string next_step(const std::string& step, bool ok) {
+  if (step == "stop") return ok ? "data" : "rollback";
+  if (step == "data") return ok ? "start" : "rollback";
+  if (step == "start") return ok ? "verify" : "";
+  return "";  // verify, rollback
+}
+
+// Steps in the order they run; a rollback comes last. Tasks made in the same
+// millisecond have no order of their own.
+int step_rank(const std::string& step) {
+  static const std::map<std::string, int> rank = {{"stop", 1}, {"data", 2}, {"start", 3}, {"verify", 4}, {"rollback", 5}};
+  auto it = rank.find(step);
+  return it == rank.end() ? 0 : it->second;
+}
+
+}  // namespace
+
+void Orders::on_task_ended(Tx& tx, const catalog::Task& ended) {
+  if (!ended.restore_id || ended.restore_step.empty() || ended.cluster_id.empty()) return;
+  std::vector<catalog::Task> same;  // this cluster's tasks of this restore
+  for (auto& t : tx.tasks_of_restore(*ended.restore_id))
+    if (t.cluster_id == ended.cluster_id && t.component == ended.component) same.push_back(std::move(t));
+  if (same.empty()) return;
+  // The step in progress is the latest one; only its end moves the restore on.
+  std::string step;
+  for (const auto& t : same)
+    if (step_rank(t.restore_step) > step_rank(step)) step = t.restore_step;
+  if (step != ended.restore_step) return;
+  bool ok = true;
+  std::vector<catalog::Task> members;
+  for (const auto& t : same) {
+    if (t.restore_step != step) continue;
+    catalog::TaskState st = t.id == ended.id ? ended.state : t.state;
+    if (!catalog::is_terminal(st)) return;  // a barrier: every member ends the step first
+    ok &= st == catalog::TaskState::succeeded || st == catalog::TaskState::partial;
+    members.push_back(t);
+  }
+  std::string next = next_step(step, ok);
+  if (next.empty()) return;
+  auto restore = tx.restore(*ended.restore_id);
+  if (!restore || restore->state != catalog::SetState::running) return;
+  std::vector<catalog::NewTask> tasks;
+  for (const auto& m : members) {
+    catalog::NewTask nt{m.agent_id, m.component, m.source_snapshot, std::nullopt};
+    nt.restore_step = next;
+    nt.cluster_id = m.cluster_id;
+    tasks.push_back(std::move(nt));
+  }
+  auto ids = tx.add_restore_tasks(*ended.restore_id, tasks);
+  // The lock stays the restore's for the next step.
+  std::string driver;
+  for (const auto& c : tx.agent_components(members.front().agent_id))
+    if (c.name == ended.component) driver = c.driver;
+  tx.acquire_lock("cluster:" + driver + "/" + ended.cluster_id, catalog::TaskKind::restore, *ended.restore_id,
+                  config_.lock_ttl_seconds);
+  for (const auto& id : ids) {
+    auto t = tx.task(id);
+    auto agent = tx.agent(t->agent_id);
+    cairn::v1::Task w = restore_wire(tx, *t, restore->source_set_id, *ended.restore_id);
+    w.mutable_options()->set_skip_safety_backup(true);  // taken at the stop step
+    issue(tx, *agent, {t->id}, {w}, config_, key_);
+    to_deliver_.push_back(t->agent_id);
+  }
+}
+
+std::vector<std::string> Orders::take_agents_to_deliver() {
+  std::vector<std::string> out;
+  out.swap(to_deliver_);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 }  // namespace cairn::controller

@@ -3,6 +3,7 @@
 // set (or restore) with one task per (approved agent, declared component), one
 // plan per agent with the next sequence, all in one transaction with its
 // audit events. Delivery is the fleet's job (Fleet::deliver).
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -37,7 +38,21 @@ class Orders {
   Ordered create_backup(const std::string& actor, const cairn::v1::Selector& selector);
   Ordered create_restore(const std::string& actor, const cairn::v1::RestoreRequest& request);
 
+  // Whether an agent is connected now: a cluster-scoped component is backed
+  // up from a connected member. Unset: every member counts as connected.
+  void set_connected(std::function<bool(const std::string&)> connected) { connected_ = std::move(connected); }
+
+  // The catalog's TaskEndedHook: when every member ended a step of a cluster
+  // restore, the next step's tasks and plans are made in the same
+  // transaction (docs/protocol.md § Cluster restore).
+  void on_task_ended(catalog::Tx& tx, const catalog::Task& task);
+  // Agents with plans made by on_task_ended since the last call (the fleet
+  // delivers them).
+  std::vector<std::string> take_agents_to_deliver();
+
  private:
+  std::function<bool(const std::string&)> connected_;
+  std::vector<std::string> to_deliver_;
   catalog::Catalog& catalog_;
   const ControllerConfig& config_;
   const plan::SigningKey& key_;

@@ -82,6 +82,8 @@ Server::Server(const ControllerConfig& config)
 
   fleet_ = std::make_unique<Fleet>(fleet_socket_, catalog_, config_, key_id);
   orders_ = std::make_unique<Orders>(catalog_, config_, signing_key_);
+  orders_->set_connected([f = fleet_.get()](const std::string& agent_id) { return f->connected(agent_id); });
+  catalog_.set_task_ended_hook([o = orders_.get()](catalog::Tx& tx, const catalog::Task& t) { o->on_task_ended(tx, t); });
   api_ = std::make_unique<OperatorApi>(catalog_, *fleet_, *orders_, signing_key_, config.key_dir);
   spdlog::info("controller '{}' listening: fleet {} operator {}; signing key {}; enrolment {}", config.controller_id,
                fleet_endpoint(), operator_endpoint(), key_id, config.enrolment_open ? "open" : "closed");
@@ -169,6 +171,8 @@ void Server::run(const std::atomic<bool>& stop) {
       if (items[1].revents & ZMQ_POLLIN) on_fleet();
       if (items[2].revents & ZMQ_POLLIN) on_operator();
       fleet_->tick();
+      // Plans of a cluster restore's next step, made when the last member ended the step before.
+      for (const auto& a : orders_->take_agents_to_deliver()) fleet_->deliver(a);
       zap_->tick();
       prune_audit();
     } catch (const zmq::error_t& e) {

@@ -207,8 +207,9 @@ authorized_keys = {{ it = "{self.keys / 'operator-curve.pub'}" }}
             pytest.fail(f"the controller exited with {self.controller.p.returncode}\n{self.logs()}")
         return self.ctl("status", "--timeout", "2", timeout=30)[0] == 0
 
-    def add_agent(self, name, files=None):
-        """Configures an agent with one `files` component 'data' over base/<name>/data."""
+    def add_agent(self, name, files=None, components=""):
+        """Configures an agent with one `files` component 'data' over base/<name>/data,
+        plus `components`: more TOML (`[[component]]` tables of other drivers)."""
         d = self.base / name
         data = d / "data"
         data.mkdir(parents=True, exist_ok=True)
@@ -239,7 +240,7 @@ password_file = "{self.repo_pass}"
 name = "data"
 driver = "files"
 paths = ["{data}"]
-""")
+{components}""")
         p = subprocess.run([os.fspath(AGENT), "--config", os.fspath(cfg), "--print-public-key"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
         assert p.returncode == 0, f"--print-public-key exited {p.returncode}: {p.stderr.decode(errors='replace')}"

@@ -1,0 +1,196 @@
+// A cluster-scoped component (etcd, ZooKeeper) is backed up from one member
+// and restored on every member from the same snapshot, step by step, each
+// step starting only when every member ended the one before; a failure before
+// the members start on the new data rolls every member back
+// (docs/protocol.md § Cluster-scoped components and the cluster restore).
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <set>
+
+#include "controller/catalog/catalog_fixture.h"
+#include "controller/orders.h"
+
+using namespace cairn;
+using namespace cairn::catalog;
+using namespace cairn::catalog::test;
+
+namespace {
+
+struct ClusterFixture : Fixture {
+  controller::ControllerConfig config;
+  plan::SigningKey key = plan::SigningKey::generate();
+  controller::Orders orders{cat, config, key};
+  std::string a = approved_agent("etcd-a", 1), b = approved_agent("etcd-b", 2), c = approved_agent("etcd-c", 3),
+              n = approved_agent("node-n", 4);
+
+  ClusterFixture() {
+    config.controller_id = "test";
+    cat.set_task_ended_hook([this](Tx& tx, const Task& t) { orders.on_task_ended(tx, t); });
+    cat.transaction("agent", [&](Tx& tx) {
+      int m = 0;
+      for (const auto& id : {a, b, c}) {
+        Component k{"etcd", "etcd", true, {}};
+        k.scope = "cluster";
+        k.cluster_id = "c1";
+        k.member_id = "m" + std::to_string(++m);
+        tx.set_agent_components(id, {k, {"data", "files", true}});
+      }
+      tx.set_agent_components(n, {{"data", "files", true}});
+    });
+  }
+
+  v1::Task wire_of(const Tx& tx, const Task& t) {
+    auto rec = tx.plan(*t.plan_id);
+    REQUIRE(rec);
+    v1::SignedEnvelope env;
+    REQUIRE(env.ParseFromArray(rec->envelope.data(), int(rec->envelope.size())));
+    v1::PlanPayload p;
+    REQUIRE(p.ParseFromString(env.payload()));
+    for (const auto& w : p.tasks())
+      if (w.task_id() == t.id) return w;
+    FAIL("task not in its plan");
+    return {};
+  }
+
+  void end_task(const std::string& id, TaskState state, const std::string& snapshot = {}) {
+    cat.transaction("agent", [&](Tx& tx) {
+      for (auto s : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(id, {s});
+      TaskUpdate u{state};
+      if (state != TaskState::succeeded) u.reasons.push_back(reason(cairn::v1::ERROR_CODE_IO_ERROR, "cannot write"));
+      if (!snapshot.empty()) u.snapshot_id = u.manifest_digest = snapshot;
+      tx.update_task(id, u);
+    });
+  }
+
+  std::vector<Task> step_tasks(const std::string& restore_id, const std::string& step) {
+    return cat.read([&](const Tx& tx) {
+      std::vector<Task> out;
+      for (auto& t : tx.tasks_of_restore(restore_id))
+        if (t.restore_step == step) out.push_back(t);
+      return out;
+    });
+  }
+
+  // Ends every task of a step (the safety tasks ride along with stop).
+  void end_step(const std::string& restore_id, const std::string& step, const std::string& failing_agent = {}) {
+    for (const auto& t : step_tasks(restore_id, step))
+      end_task(t.id, t.agent_id == failing_agent ? TaskState::failed : TaskState::succeeded);
+  }
+
+  std::string backed_up_set() {
+    auto ordered = orders.create_backup("operator:test", {});
+    std::vector<Task> tasks = cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); });
+    for (const auto& t : tasks) end_task(t.id, TaskState::succeeded, "snap-" + t.agent_id + "-" + t.component);
+    return ordered.id;
+  }
+
+  SetState restore_state(const std::string& id) {
+    return cat.read([&](const Tx& tx) { return tx.restore(id)->state; });
+  }
+};
+
+v1::Selector only(const std::string& component) {
+  v1::Selector s;
+  s.add_components(component);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("cluster: a cluster-scoped component is backed up from one member, under the cluster's lock") {
+  ClusterFixture f;
+  auto ordered = f.orders.create_backup("operator:test", {});
+  auto tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); });
+  int etcd = 0, data = 0;
+  for (const auto& t : tasks) {
+    if (t.component == "etcd") {
+      ++etcd;
+      CHECK(t.cluster_id == "c1");
+    } else {
+      ++data;
+    }
+  }
+  CHECK(etcd == 1);  // not one per member
+  CHECK(data == 4);
+  // A second backup of the cluster while the first runs is refused on the cluster's lock.
+  CHECK_THROWS_WITH(f.orders.create_backup("operator:test", only("etcd")), Catch::Contains("cluster 'c1'"));
+}
+
+TEST_CASE("cluster: a restore runs stop, data, start and verify on every member from the same snapshot") {
+  ClusterFixture f;
+  std::string set = f.backed_up_set();
+  v1::RestoreRequest req;
+  req.set_backup_set_id(set);
+  *req.mutable_selector() = only("etcd");
+  auto r = f.orders.create_restore("operator:test", req);
+
+  std::string token;
+  for (const std::string step : {"stop", "data", "start", "verify"}) {
+    auto tasks = f.step_tasks(r.id, step);
+    REQUIRE(tasks.size() == 3);
+    std::set<std::string> agents, sources;
+    f.cat.read([&](const Tx& tx) {
+      for (const auto& t : tasks) {
+        agents.insert(t.agent_id);
+        sources.insert(t.source_snapshot.value_or(""));
+        v1::Task w = f.wire_of(tx, t);
+        CHECK(w.options().restore_step() == step);
+        std::string tk = w.options().cluster_options().at("cluster_token");
+        if (token.empty()) token = tk;
+        CHECK(tk == token);  // the same new cluster on every member
+      }
+    });
+    CHECK(agents == std::set<std::string>{f.a, f.b, f.c});
+    CHECK(sources.size() == 1);  // every member reads the same snapshot
+    // The barrier: while one member has not ended the step, nothing of the next exists.
+    for (size_t i = 0; i + 1 < tasks.size(); ++i) f.end_task(tasks[i].id, TaskState::succeeded);
+    CHECK(f.restore_state(r.id) == SetState::running);
+    if (std::string(step) != "verify") {
+      static const std::map<std::string, std::string> next = {{"stop", "data"}, {"data", "start"}, {"start", "verify"}};
+      CHECK(f.step_tasks(r.id, next.at(step)).empty());
+    }
+    f.end_task(tasks.back().id, TaskState::succeeded);
+  }
+  CHECK(token.rfind("cairn-" + r.id, 0) == 0);
+  CHECK(f.step_tasks(r.id, "rollback").empty());
+  CHECK(f.restore_state(r.id) == SetState::complete);
+}
+
+TEST_CASE("cluster: a member whose data step fails rolls every member back, and the restore fails naming it") {
+  ClusterFixture f;
+  std::string set = f.backed_up_set();
+  v1::RestoreRequest req;
+  req.set_backup_set_id(set);
+  *req.mutable_selector() = only("etcd");
+  auto r = f.orders.create_restore("operator:test", req);
+  f.end_step(r.id, "stop");
+  f.end_step(r.id, "data", f.b);
+  CHECK(f.step_tasks(r.id, "start").empty());  // no member starts on the new data
+  auto rollback = f.step_tasks(r.id, "rollback");
+  REQUIRE(rollback.size() == 3);
+  CHECK(f.restore_state(r.id) == SetState::running);
+  f.end_step(r.id, "rollback");
+  CHECK(f.restore_state(r.id) == SetState::failed);
+  bool named = false;
+  f.cat.read([&](const Tx& tx) {
+    for (const auto& t : tx.tasks_of_restore(r.id))
+      if (t.state == TaskState::failed) named |= t.agent_id == f.b && t.restore_step == "data";
+  });
+  CHECK(named);
+}
+
+TEST_CASE("cluster: a restore selecting some members of a cluster, or an alternative target, is refused") {
+  ClusterFixture f;
+  std::string set = f.backed_up_set();
+  v1::RestoreRequest req;
+  req.set_backup_set_id(set);
+  *req.mutable_selector() = only("etcd");
+  req.mutable_selector()->add_nodes("etcd-a");
+  CHECK_THROWS_WITH(f.orders.create_restore("operator:test", req), Catch::Contains("'etcd-b'") && Catch::Contains("not selected"));
+  v1::RestoreRequest alt;
+  alt.set_backup_set_id(set);
+  *alt.mutable_selector() = only("etcd");
+  alt.set_restore_target("elsewhere");
+  CHECK_THROWS_WITH(f.orders.create_restore("operator:test", alt), Catch::Contains("cluster-scoped"));
+}
