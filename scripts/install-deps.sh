@@ -6,7 +6,9 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       librdkafka-dev cppzmq-dev libzmq3-dev libprotobuf-dev protobuf-compiler
       libsqlite3-dev libspdlog-dev libssl-dev catch2 libzstd-dev
       libcurl4-openssl-dev libsystemd-dev libcli11-dev nlohmann-json3-dev
-      libtomlplusplus-dev libsimdjson-dev python3 python3-pytest python3-cryptography python3-zmq attr procps time)
+      libtomlplusplus-dev libsimdjson-dev ccache python3 python3-pytest python3-cryptography python3-zmq attr procps time
+      libgrpc++-dev protobuf-compiler-grpc  # the etcd driver speaks etcd's v3 gRPC API
+      etcd-server etcd-client zookeeper prometheus haproxy)  # the drivers' tests and the quickstart run the real servers
 if [[ "${1:-}" == "--bench" ]]; then PKGS+=(restic borgbackup zstd); fi
 # libFuzzer builds (docs/testing.md); CI replays the corpora with gcc and needs none of it.
 if [[ "${1:-}" == "--fuzz" ]]; then PKGS+=(clang libclang-rt-14-dev lld); fi
@@ -18,5 +20,18 @@ if ((${#missing[@]})); then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
   echo "installing: ${missing[*]}" >&2
   $SUDO apt-get update -qq
+  # The server packages (etcd, prometheus, haproxy) start their system service
+  # when installed; cairn's tests start their own on free loopback ports, so
+  # the install starts none (policy-rc.d 101 = "not allowed", honoured by
+  # invoke-rc.d and deb-systemd-invoke), unless the host already has a policy.
+  own_policy=""
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [[ -n $own_policy ]] && $SUDO rm -f /usr/sbin/policy-rc.d
+  trap - EXIT
 fi

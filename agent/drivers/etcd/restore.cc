@@ -1,0 +1,415 @@
+// The steps of an etcd restore on this member (driver.h RestoreStep): stop,
+// data (the snapshot into a fresh data dir, swapped in, the old one kept
+// aside), start, verify, rollback (the old data dir back). Step all runs
+// stop, data, start and verify in one task and puts the old data back when
+// the new data does not start.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <filesystem>
+
+#include "agent/drivers/etcd/etcd_driver.h"
+#include "agent/platform/process.h"
+#include "agent/platform/service.h"
+#include "common/crypto/crypto.h"
+#include "common/repo/restorer.h"
+#include "common/repo/snapshot.h"
+#include "common/util/encoding.h"
+#include "common/util/error.h"
+#include "common/util/fs.h"
+
+namespace cairn::agent::etcd {
+
+namespace fs = std::filesystem;
+using cairn::v1::Reason;
+
+namespace {
+
+std::string utc_stamp() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  return buf;
+}
+
+std::string random_hex(size_t n) {
+  Bytes b(n);
+  crypto::random_bytes(b.data(), n);
+  return to_hex(b);
+}
+
+// A name beside `base` that does not exist yet: base + suffix, or with -2, -3...
+std::string unused_name(const std::string& base) {
+  std::string p = base;
+  for (int i = 2; ::access(p.c_str(), F_OK) == 0; ++i) p = base + "-" + std::to_string(i);
+  return p;
+}
+
+// Where the data step records the old data dir it moved aside, so a rollback
+// (a later task, maybe after an agent restart) knows what to put back.
+std::string marker_path(const std::string& data_dir) {
+  fs::path p(data_dir);
+  return (p.parent_path() / ("." + p.filename().string() + ".cairn-restore.json")).string();
+}
+
+// The working directory of one restore, beside the data dir (same file
+// system: the new data dir is renamed into place). Removed at the end.
+class WorkDir {
+ public:
+  explicit WorkDir(const std::string& data_dir) {
+    path_ = unused_name(data_dir + ".cairn-restore-" + random_hex(4));
+    if (::mkdir(path_.c_str(), 0700) != 0) throw_errno("create the restore's working directory", path_, errno);
+  }
+  ~WorkDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  WorkDir(const WorkDir&) = delete;
+  WorkDir& operator=(const WorkDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string find_regular_file(const std::string& dir, const std::string& name) {
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (it->path().filename() == name && it->is_regular_file(ec) && !it->is_symlink(ec)) return it->path().string();
+  }
+  return {};
+}
+
+// The new data dir gets the old one's owner (etcd may run as its own user
+// while the agent runs as root) and etcd's mode 0700.
+void adopt_owner(const std::string& dir, const struct stat& like) {
+  if (::chmod(dir.c_str(), 0700) != 0) throw_errno("chmod", dir, errno);
+  if (::geteuid() != 0) return;
+  auto own = [&](const std::string& p) {
+    if (::lchown(p.c_str(), like.st_uid, like.st_gid) != 0) throw_errno("chown", p, errno);
+  };
+  own(dir);
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec))
+    own(it->path().string());
+  if (ec) throw Error(Errc::io, "walk '" + dir + "': " + ec.message());
+}
+
+void rename_or_throw(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0)
+    throw Error(Errc::io, "rename '" + from + "' to '" + to + "': " + std::strerror(errno), errno);
+}
+
+DriverResult succeeded(nlohmann::json meta = nlohmann::json::object()) {
+  DriverResult r;
+  r.outcome = cairn::v1::TASK_OUTCOME_SUCCEEDED;
+  r.metadata = std::move(meta);
+  return r;
+}
+
+DriverResult failed(cairn::v1::ErrorCode code, const std::string& detail, const std::string& item,
+                    nlohmann::json meta = nlohmann::json::object()) {
+  DriverResult r;
+  r.outcome = cairn::v1::TASK_OUTCOME_FAILED;
+  r.reasons.push_back(make_reason(code, detail, item));
+  r.metadata = std::move(meta);
+  return r;
+}
+
+void phase(TaskContext& ctx, cairn::v1::Phase ph, const std::string& current = {}) {
+  if (ctx.progress) ctx.progress(WorkProgress{ph, 0, 0, 0, 0, current});
+}
+
+}  // namespace
+
+nlohmann::json recorded_metadata(TaskContext& ctx, const std::string& snapshot_id) {
+  if (!ctx.repo) return nlohmann::json::object();
+  repo::Snapshot snap = repo::load_snapshot(*ctx.repo, repo::resolve_snapshot(*ctx.repo, snapshot_id));
+  return snap.component.is_object() ? snap.component : nlohmann::json::object();
+}
+
+std::string EtcdDriver::initial_cluster_for(const RestoreSpec& spec, const nlohmann::json& recorded) const {
+  if (auto it = spec.cluster_options.find("initial_cluster"); it != spec.cluster_options.end() && !it->second.empty())
+    return it->second;
+  auto self = [&] {
+    std::string s;
+    for (const auto& u : settings_.peer_urls) s += (s.empty() ? "" : ",") + settings_.name + "=" + u;
+    return s;
+  };
+  // A whole restore on one agent makes a one-member cluster of this member.
+  if (spec.step == RestoreStep::all) return self();
+  // A step of the controller's cluster restore: every member the snapshot
+  // recorded is restored on its own agent from this same snapshot, so the
+  // new cluster is those members, each at the peer URLs it had (this one at
+  // the URLs its settings declare).
+  std::string out, names;
+  bool found = false;
+  if (recorded.is_object() && recorded.contains("members") && recorded["members"].is_array()) {
+    for (const auto& m : recorded["members"]) {
+      std::string name = m.value("name", "");
+      if (name.empty() || m.value("is_learner", false)) continue;  // unstarted members and learners are not restored
+      names += (names.empty() ? "'" : ", '") + name + "'";
+      if (name == settings_.name) {
+        found = true;
+        out += (out.empty() ? "" : ",") + self();
+        continue;
+      }
+      for (const auto& u : m.value("peer_urls", std::vector<std::string>{}))
+        out += (out.empty() ? "" : ",") + name + "=" + u;
+    }
+  }
+  if (!found)
+    throw Error(Errc::invalid_input, "member '" + settings_.name + "' (setting 'member_name') is not among the members the "
+                                         "snapshot recorded (" + (names.empty() ? std::string("none") : names) +
+                                         "): a cluster restore puts the same members back");
+  return out;
+}
+
+DriverResult EtcdDriver::step_stop(TaskContext& ctx) {
+  phase(ctx, cairn::v1::PHASE_STOP_SERVICE);
+  if (settings_.service.empty())
+    return failed(cairn::v1::ERROR_CODE_SERVICE_CONTROL_FAILED, "no 'service' declared: cannot stop etcd", component_);
+  try {
+    platform::Service(settings_.service).stop(ctx.cancel);
+  } catch (const Error& e) {
+    return failed(cairn::v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
+                  "stopping etcd (" + settings_.service.describe() + ") failed: " + e.what(), component_);
+  }
+  return succeeded({{"step", "stop"}});
+}
+
+DriverResult EtcdDriver::step_start(TaskContext& ctx) {
+  phase(ctx, cairn::v1::PHASE_START_SERVICE);
+  if (settings_.service.empty())
+    return failed(cairn::v1::ERROR_CODE_SERVICE_CONTROL_FAILED, "no 'service' declared: cannot start etcd", component_);
+  try {
+    platform::Service(settings_.service).start(ctx.cancel);
+  } catch (const Error& e) {
+    return failed(cairn::v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
+                  "starting etcd (" + settings_.service.describe() + ") failed: " + e.what(), component_);
+  }
+  try {
+    wait_until_answering(ctx);
+  } catch (const Error& e) {
+    return failed(cairn::v1::ERROR_CODE_SERVICE_CONTROL_FAILED, e.what(), component_);
+  }
+  return succeeded({{"step", "start"}});
+}
+
+DriverResult EtcdDriver::step_data(TaskContext& ctx, const RestoreSpec& spec) {
+  const std::string& dd = settings_.data_dir;
+  nlohmann::json meta = {{"step", "data"}, {"data_dir", dd}};
+  // Never under a running member: it would keep its old files open and
+  // write them back.
+  try {
+    ClientOptions o = client_options();
+    o.timeout = std::chrono::milliseconds(1500);
+    o.user.clear();  // any answer counts, a refusal of credentials too
+    o.password.clear();
+    if (Client(o).answers())
+      return failed(cairn::v1::ERROR_CODE_IO_ERROR,
+                    "etcd still answers at '" + settings_.endpoint + "': stop it before its data is replaced",
+                    component_, meta);
+  } catch (const Error& e) {
+    return failed(cairn::v1::ERROR_CODE_IO_ERROR,
+                  std::string("cannot tell whether etcd is stopped: ") + e.what(), component_, meta);
+  }
+  if (!ctx.repo) return failed(cairn::v1::ERROR_CODE_INTERNAL, "no repository to restore from", component_, meta);
+
+  try {
+    WorkDir work(dd);
+    phase(ctx, cairn::v1::PHASE_RESTORE, kSnapshotFileName);
+    repo::RestoreOptions ro;
+    ro.target = work.path() + "/extracted";
+    ro.cancel = ctx.cancel;
+    if (ctx.progress)
+      ro.progress = [&ctx](const repo::Progress& p) {
+        ctx.progress(WorkProgress{cairn::v1::PHASE_RESTORE, p.bytes_done, p.bytes_total, p.files_done, p.files_total,
+                                  kSnapshotFileName});
+      };
+    repo::RestoreResult rr = repo::restore(*ctx.repo, spec.snapshot_id, ro);
+    if (!rr.failures.empty())
+      return failed(cairn::v1::ERROR_CODE_REPOSITORY_CORRUPT,
+                    "the snapshot could not be read back: " + rr.failures.front().path + ": " +
+                        rr.failures.front().reason,
+                    component_, meta);
+    const std::string fresh = work.path() + "/data";
+    std::string file = find_regular_file(ro.target, kSnapshotFileName);
+    if (!file.empty()) {
+      auto run = [&](std::vector<std::string> args, const char* what) {
+        platform::ProcessSpec ps;
+        ps.argv = {settings_.etcdctl};
+        ps.argv.insert(ps.argv.end(), args.begin(), args.end());
+        ps.env = {"ETCDCTL_API=3"};
+        ps.timeout = std::chrono::minutes(30);
+        ps.cancel = ctx.cancel;
+        platform::ProcessResult pr = platform::run_process(ps);
+        if (!pr.ok()) throw Error(Errc::io, std::string("'") + settings_.etcdctl + " " + what + "' " + pr.describe());
+        return pr.out;
+      };
+      // What the file holds, read by etcd's own code (it checks the hash too).
+      auto st = nlohmann::json::parse(run({"snapshot", "status", file, "-w", "json"}, "snapshot status"), nullptr, false);
+      if (st.is_object()) {
+        meta["snapshot_revision"] = st.value("revision", int64_t(0));
+        meta["snapshot_total_keys"] = st.value("totalKey", int64_t(0));
+        meta["snapshot_hash"] = st.value("hash", int64_t(0));
+      }
+      std::string peers;
+      for (const auto& u : settings_.peer_urls) peers += (peers.empty() ? "" : ",") + u;
+      std::string initial_cluster = initial_cluster_for(spec, recorded_metadata(ctx, spec.snapshot_id));
+      std::string token;
+      if (auto it = spec.cluster_options.find("cluster_token"); it != spec.cluster_options.end() && !it->second.empty())
+        token = it->second;
+      else
+        token = "cairn-" + random_hex(8);  // a new logical cluster: never the old token
+      meta["initial_cluster"] = initial_cluster;
+      meta["cluster_token"] = token;
+      run({"snapshot", "restore", file, "--name", settings_.name, "--initial-cluster", initial_cluster,
+           "--initial-cluster-token", token, "--initial-advertise-peer-urls", peers, "--data-dir", fresh},
+          "snapshot restore");
+      meta["kind"] = "snapshot";
+    } else if (std::string saved = ro.target + dd; ::access((saved + "/member").c_str(), F_OK) == 0) {
+      // A safety backup taken while etcd was stopped: the data dir as it was.
+      rename_or_throw(saved, fresh);
+      meta["kind"] = "data_dir";
+    } else {
+      return failed(cairn::v1::ERROR_CODE_SNAPSHOT_NOT_FOUND,
+                    std::string("the snapshot holds neither '") + kSnapshotFileName + "' nor the data dir '" + dd + "'",
+                    component_, meta);
+    }
+
+    struct stat old {};
+    bool had_old = ::lstat(dd.c_str(), &old) == 0;
+    if (had_old && !S_ISDIR(old.st_mode))
+      return failed(cairn::v1::ERROR_CODE_IO_ERROR, "'data_dir' " + dd + " is not a directory", component_, meta);
+    if (had_old) adopt_owner(fresh, old);
+    else if (::chmod(fresh.c_str(), 0700) != 0) throw_errno("chmod", fresh, errno);
+
+    std::string parent = fs::path(dd).parent_path().string();
+    std::string aside;
+    if (had_old) {
+      aside = unused_name(dd + ".cairn-old-" + utc_stamp());
+      rename_or_throw(dd, aside);
+      nlohmann::json marker = {{"aside", aside}, {"snapshot_id", spec.snapshot_id}, {"time", utc_stamp()}};
+      std::string text = marker.dump();
+      try {
+        write_file_atomic(marker_path(dd), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()),
+                          0600);
+      } catch (...) {
+        rename_or_throw(aside, dd);
+        throw;
+      }
+      meta["old_data_dir"] = aside;
+    }
+    try {
+      rename_or_throw(fresh, dd);
+    } catch (...) {
+      if (had_old) {
+        rename_or_throw(aside, dd);
+        ::unlink(marker_path(dd).c_str());
+      }
+      throw;
+    }
+    try {
+      fsync_dir(parent);
+    } catch (const Error&) {
+      // The swap is done; a failed fsync of the directory must not report it undone.
+    }
+  } catch (const Error& e) {
+    auto code = e.code() == Errc::interrupted ? cairn::v1::ERROR_CODE_CANCELLED
+                : e.code() == Errc::no_space  ? cairn::v1::ERROR_CODE_NO_SPACE
+                : e.code() == Errc::corrupt   ? cairn::v1::ERROR_CODE_REPOSITORY_CORRUPT
+                                              : cairn::v1::ERROR_CODE_IO_ERROR;
+    return failed(code, std::string("restoring etcd's data dir failed: ") + e.what(), component_, meta);
+  }
+  return succeeded(meta);
+}
+
+DriverResult EtcdDriver::step_verify(TaskContext& ctx, const RestoreSpec& spec) {
+  nlohmann::json recorded;
+  try {
+    recorded = recorded_metadata(ctx, spec.snapshot_id);
+  } catch (const Error& e) {
+    return failed(cairn::v1::ERROR_CODE_REPOSITORY_ERROR, std::string("reading the snapshot's metadata: ") + e.what(),
+                  component_);
+  }
+  DriverResult r;
+  r.reasons = verify(ctx, recorded);
+  r.outcome = r.reasons.empty() ? cairn::v1::TASK_OUTCOME_SUCCEEDED : cairn::v1::TASK_OUTCOME_FAILED;
+  r.metadata = {{"step", "verify"}, {"recorded", recorded}};
+  return r;
+}
+
+DriverResult EtcdDriver::step_rollback(TaskContext& ctx) {
+  const std::string& dd = settings_.data_dir;
+  nlohmann::json meta = {{"step", "rollback"}, {"data_dir", dd}};
+  DriverResult stop = step_stop(ctx);
+  if (stop.outcome != cairn::v1::TASK_OUTCOME_SUCCEEDED) return stop;
+  std::string mp = marker_path(dd);
+  if (::access(mp.c_str(), F_OK) == 0) {
+    try {
+      Bytes b = read_file(mp, 1 << 16);
+      auto marker = nlohmann::json::parse(std::string(b.begin(), b.end()));
+      std::string aside = marker.at("aside").get<std::string>();
+      // Only a sibling named by cairn: the marker is a file on disk, not a plan.
+      if (aside.rfind(dd + ".cairn-old-", 0) != 0 || aside.find('/', dd.size()) != std::string::npos)
+        throw Error(Errc::corrupt, "marker '" + mp + "' names '" + aside + "', not a '" + dd + ".cairn-old-*' directory");
+      if (::access(aside.c_str(), F_OK) != 0) throw Error(Errc::not_found, "the old data dir '" + aside + "' is gone");
+      if (::access(dd.c_str(), F_OK) == 0) {
+        std::string failed_dir = unused_name(dd + ".cairn-failed-" + utc_stamp());
+        rename_or_throw(dd, failed_dir);
+        meta["failed_data_dir"] = failed_dir;
+      }
+      rename_or_throw(aside, dd);
+      ::unlink(mp.c_str());
+      fsync_dir(fs::path(dd).parent_path().string());
+      meta["restored_data_dir"] = aside;
+    } catch (const std::exception& e) {
+      return failed(cairn::v1::ERROR_CODE_IO_ERROR, std::string("putting the old data dir back failed: ") + e.what(),
+                    component_, meta);
+    }
+  } else {
+    meta["note"] = "no data dir was replaced here; etcd is only started again";
+  }
+  DriverResult start = step_start(ctx);
+  if (start.outcome != cairn::v1::TASK_OUTCOME_SUCCEEDED) {
+    start.metadata = meta;
+    return start;
+  }
+  return succeeded(meta);
+}
+
+DriverResult EtcdDriver::restore_all(TaskContext& ctx, const RestoreSpec& spec) {
+  // The runner verifies after this returns (Driver::verify with the
+  // snapshot's metadata).
+  DriverResult stop = step_stop(ctx);
+  if (stop.outcome != cairn::v1::TASK_OUTCOME_SUCCEEDED) return stop;
+  DriverResult data = step_data(ctx, spec);
+  nlohmann::json meta = data.metadata;
+  meta["step"] = "all";
+  if (data.outcome != cairn::v1::TASK_OUTCOME_SUCCEEDED) {
+    // Nothing was swapped: etcd goes back up on its old data.
+    DriverResult again = step_start(ctx);
+    for (auto& r : again.reasons) data.reasons.push_back(r);
+    data.metadata = meta;
+    return data;
+  }
+  DriverResult start = step_start(ctx);
+  if (start.outcome != cairn::v1::TASK_OUTCOME_SUCCEEDED) {
+    // The new data does not come up: the old data dir goes back.
+    DriverResult back = step_rollback(ctx);
+    meta["rollback"] = back.metadata;
+    for (auto& r : back.reasons) start.reasons.push_back(r);
+    start.metadata = meta;
+    return start;
+  }
+  return succeeded(meta);
+}
+
+}  // namespace cairn::agent::etcd

@@ -1,0 +1,51 @@
+#pragma once
+// The zookeeper driver: one server's consistent on-disk state (layout.h,
+// staging.h) backed up online through hard links, restored in the steps of a
+// cluster restore (stop, data, start, verify, rollback) or all at once, and
+// checked through the four-letter words (four_letter.h).
+#include <string>
+#include <vector>
+
+#include "agent/driver.h"
+#include "agent/drivers/zookeeper/config.h"
+#include "agent/drivers/zookeeper/four_letter.h"
+#include "agent/drivers/zookeeper/layout.h"
+
+namespace cairn::agent::zookeeper {
+
+class ZooKeeperDriver : public Driver {
+ public:
+  ZooKeeperDriver(std::string component, Settings settings);
+
+  std::string name() const override { return "zookeeper"; }
+  DriverCaps capabilities() const override;
+  bool has_restore_target(const std::string& target_name) const override { return false; }
+  std::vector<std::string> config_warnings() const override;
+  std::vector<cairn::v1::Reason> preflight(const cairn::v1::Task& task) const override;
+  void snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) override;
+  std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const override;
+  DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
+  std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
+
+  const Settings& settings() const { return settings_; }
+  // The client address for the four-letter words: declared, or zoo.cfg's
+  // clientPortAddress (127.0.0.1 when unset or 0.0.0.0) and clientPort.
+  std::string client_address(const ZooConfig* cfg = nullptr) const;
+
+ private:
+  // zoo.cfg, checked to name the declared directories. Throws cairn::Error.
+  ZooConfig checked_config() const;
+  std::optional<ServerStatus> try_status(std::string* why) const;
+  bool answers() const;  // ruok -> imok
+  void wait_down(TaskContext& ctx) const;
+  void step_stop(TaskContext& ctx, DriverResult& res);
+  void step_data(TaskContext& ctx, const RestoreSpec& spec, DriverResult& res);
+  void step_start(TaskContext& ctx, DriverResult& res);
+  void step_verify(TaskContext& ctx, DriverResult& res);
+  void step_rollback(TaskContext& ctx, DriverResult& res);
+
+  std::string component_;
+  Settings settings_;
+};
+
+}  // namespace cairn::agent::zookeeper
