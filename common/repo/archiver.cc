@@ -793,7 +793,7 @@ void Backup::worker_loop() {
     }
     try {
       BlobId id;
-      repo_.save_blob(BlobType::data, t.data, id);
+      repo_.save_blob(BlobType::data, t.data, id, t.fs->profile == ChunkProfile::page ? BlobHint::page : BlobHint::none);
       t.block.reset();  // the block may go back to the pool
       {
         std::lock_guard g(t.fs->mu);
@@ -1015,7 +1015,8 @@ BackupResult Backup::run() {
     if (!opt_.stdin_name.empty()) {
       auto fs = std::make_shared<FileState>();
       fs->path = "stdin:" + opt_.stdin_name;
-      fs->profile = opt_.profile ? *opt_.profile : ChunkProfile::standard;
+      // By its name, as a file's (an etcd snapshot stream is a bbolt database: pages).
+      fs->profile = opt_.profile ? *opt_.profile : choose_profile(opt_.stdin_name, UINT64_MAX);
       Child c;
       c.node.name = opt_.stdin_name;
       c.node.type = NodeType::file;

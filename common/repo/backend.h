@@ -13,7 +13,7 @@
 
 namespace cairn::repo {
 
-enum class FileType { config, key, pack, index, snapshot, lock };
+enum class FileType { config, key, pack, index, snapshot, lock, dict };
 
 const char* file_type_name(FileType t);
 

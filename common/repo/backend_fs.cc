@@ -22,6 +22,7 @@ const char* file_type_name(FileType t) {
     case FileType::index: return "index";
     case FileType::snapshot: return "snapshots";
     case FileType::lock: return "locks";
+    case FileType::dict: return "dicts";
   }
   return "?";
 }
@@ -51,7 +52,7 @@ class FsBackend final : public Backend {
     if (::stat((root_ + "/config").c_str(), &st) == 0)
       throw Error(Errc::exists, "a repository already exists at '" + root_ + "'");
     mkdir_p(root_, 0700);
-    for (auto t : {FileType::key, FileType::pack, FileType::index, FileType::snapshot, FileType::lock})
+    for (auto t : {FileType::key, FileType::pack, FileType::index, FileType::snapshot, FileType::lock, FileType::dict})
       mkdir_p(root_ + "/" + file_type_name(t), 0700);
     static const char* hex = "0123456789abcdef";
     for (int i = 0; i < 256; ++i) {

@@ -68,6 +68,7 @@ class Checker {
   CheckReport run() {
     auto t0 = std::chrono::steady_clock::now();
     check_keys();
+    check_dictionaries();
     load_index();
     check_packs();
     check_snapshots();
@@ -131,6 +132,18 @@ class Checker {
       } catch (const std::exception& e) {
         add("key_slot", Severity::warning, obj, "key slot '" + obj + "' is unreadable (" + e.what() + "); other slots still open the repository");
       }
+    }
+  }
+
+  // Compression dictionaries were loaded (and checked) when the repository was
+  // opened: a damaged one is an error, since every blob compressed with it is
+  // unreadable (read_data names them).
+  void check_dictionaries() {
+    for (const auto& why : r_.dictionary_problems()) {
+      std::string obj = "dicts/";
+      if (auto q = why.find("'dicts/"); q != std::string::npos) obj = why.substr(q + 1, why.find('\'', q + 1) - q - 1);
+      add("dictionary_damaged", Severity::error, obj,
+          why + "; blobs compressed with it cannot be read: restore dicts/ from a copy of the repository");
     }
   }
 

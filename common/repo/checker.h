@@ -22,7 +22,7 @@ const char* severity_name(Severity s);
 struct CheckProblem {
   // key_slot, index_damaged, pack_missing, pack_truncated, pack_unindexed, pack_unexpected,
   // pack_damaged, pack_header, pack_index_mismatch, blob_damaged, blob_missing,
-  // blob_unindexed, snapshot_damaged, tree_damaged, tree_missing, tree_too_deep (deeper than
+  // blob_unindexed, dictionary_damaged, snapshot_damaged, tree_damaged, tree_missing, tree_too_deep (deeper than
   // kMaxTreeDepth), snapshot_too_large (a warning: more entries than ls and restore walk)
   std::string kind;
   Severity severity = Severity::error;

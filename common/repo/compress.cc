@@ -1,8 +1,13 @@
 #include "common/repo/compress.h"
 
+#define ZDICT_STATIC_LINKING_ONLY
+#include <zdict.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <memory>
+
+#include "common/crypto/crypto.h"
 
 namespace cairn::repo {
 
@@ -87,7 +92,9 @@ bool compress_if_useful(std::span<const uint8_t> in, std::span<const uint8_t>& o
   return true;
 }
 
-std::string decompress(std::span<const uint8_t> in, size_t expected_size, Bytes& out) {
+namespace {
+// The checks of decompress(), then the frame decoded with ddict when given.
+std::string decompress_with(std::span<const uint8_t> in, size_t expected_size, Bytes& out, const ZSTD_DDict* ddict) {
   unsigned long long fs = ZSTD_getFrameContentSize(in.data(), in.size());
   if (fs == ZSTD_CONTENTSIZE_ERROR) return "does not decompress (not a zstd frame)";
   if (fs != ZSTD_CONTENTSIZE_UNKNOWN && fs != expected_size)
@@ -99,9 +106,94 @@ std::string decompress(std::span<const uint8_t> in, size_t expected_size, Bytes&
     return "does not decompress: it declares " + std::to_string(expected_size) + " bytes but its " + std::to_string(in.size()) +
            " compressed bytes can hold at most " + std::to_string(bound);
   out.resize(expected_size);
-  size_t n = ZSTD_decompressDCtx(t_dctx.d, out.data(), out.size(), in.data(), in.size());
+  size_t n = ddict ? ZSTD_decompress_usingDDict(t_dctx.d, out.data(), out.size(), in.data(), in.size(), ddict)
+                   : ZSTD_decompressDCtx(t_dctx.d, out.data(), out.size(), in.data(), in.size());
   if (ZSTD_isError(n) || n != expected_size) return "does not decompress (damaged zstd frame)";
   return {};
+}
+}  // namespace
+
+std::string decompress(std::span<const uint8_t> in, size_t expected_size, Bytes& out) {
+  if (in.size() >= 6 && ZSTD_getDictID_fromFrame(in.data(), in.size()) != 0)
+    return "does not decompress (its frame names a compression dictionary, but its entry does not say it uses one)";
+  return decompress_with(in, expected_size, out, nullptr);
+}
+
+uint32_t frame_dictionary_id(std::span<const uint8_t> frame) {
+  return frame.size() >= 6 ? ZSTD_getDictID_fromFrame(frame.data(), frame.size()) : 0;
+}
+
+struct CompressionDictionary::Impl {
+  ZSTD_CDict* c = nullptr;
+  ZSTD_DDict* d = nullptr;
+  ~Impl() {
+    ZSTD_freeCDict(c);
+    ZSTD_freeDDict(d);
+  }
+};
+
+CompressionDictionary::~CompressionDictionary() = default;
+
+std::shared_ptr<const CompressionDictionary> CompressionDictionary::make(Bytes content, int level, std::string& why) {
+  uint32_t id = ZSTD_getDictID_fromDict(content.data(), content.size());
+  if (id == 0) {
+    why = "is not a zstd dictionary (no dictionary id)";
+    return nullptr;
+  }
+  std::shared_ptr<CompressionDictionary> d(new CompressionDictionary());
+  d->impl_ = std::make_unique<Impl>();
+  d->impl_->c = ZSTD_createCDict(content.data(), content.size(), level);
+  d->impl_->d = ZSTD_createDDict(content.data(), content.size());
+  if (!d->impl_->c || !d->impl_->d) {
+    why = "is not a usable zstd dictionary";
+    return nullptr;
+  }
+  d->id_ = id;
+  d->content_ = std::move(content);
+  return d;
+}
+
+bool CompressionDictionary::compress_if_useful(std::span<const uint8_t> in, std::span<const uint8_t>& out) const {
+  if (in.size() < 64) return false;
+  size_t bound = ZSTD_compressBound(in.size());
+  uint8_t* buf = t_scratch.get(bound);
+  size_t n = ZSTD_compress_usingCDict(t_cctx.c, buf, bound, in.data(), in.size(), impl_->c);
+  if (ZSTD_isError(n) || n >= in.size() - in.size() / 32) return false;
+  out = std::span<const uint8_t>(buf, n);
+  return true;
+}
+
+std::string CompressionDictionary::decompress(std::span<const uint8_t> in, size_t expected_size, Bytes& out) const {
+  uint32_t named = frame_dictionary_id(in);
+  if (named != id_)
+    return "does not decompress (its frame names compression dictionary " + std::to_string(named) + ", not " + std::to_string(id_) + ")";
+  return decompress_with(in, expected_size, out, impl_->d);
+}
+
+Bytes train_dictionary(std::span<const uint8_t> samples, const std::vector<size_t>& sizes, size_t max_size,
+                       const std::vector<uint32_t>& taken) {
+  if (sizes.size() < 16) return {};
+  // Ids must be unique in a repository (a frame names its dictionary by id):
+  // one drawn at random, above the range RFC 8878 reserves, not taken yet.
+  uint32_t id = 0;
+  while (id < 32768 || std::find(taken.begin(), taken.end(), id) != taken.end()) {
+    auto r = crypto::random_array<4>();
+    id = uint32_t(r[0]) | uint32_t(r[1]) << 8 | uint32_t(r[2]) << 16 | uint32_t(r[3]) << 24;
+  }
+  // fastCover with fixed parameters: on 4 MiB of etcd pages it trains in 0.07 s
+  // a dictionary as good as the parameter search (ZDICT_trainFromBuffer's, 0.3 s)
+  // finds, to 0.1%.
+  ZDICT_fastCover_params_t p{};
+  p.k = 1024;
+  p.d = 8;
+  p.f = 20;
+  p.accel = 1;
+  p.zParams.dictID = id;
+  Bytes dict(max_size);
+  size_t n = ZDICT_trainFromBuffer_fastCover(dict.data(), dict.size(), samples.data(), sizes.data(), unsigned(sizes.size()), p);
+  if (ZDICT_isError(n) || ZSTD_getDictID_fromDict(dict.data(), n) != id) return {};
+  dict.resize(n);
+  return dict;
 }
 
 }  // namespace cairn::repo

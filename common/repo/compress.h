@@ -1,6 +1,9 @@
 #pragma once
+#include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/util/encoding.h"
 
@@ -17,5 +20,41 @@ bool compress_if_useful(std::span<const uint8_t> in, std::span<const uint8_t>& o
 // (file_size_ceiling, max_blob_size). Returns an empty string on success, or why
 // the frame is refused ("does not decompress", "declares ... but holds at most ...").
 std::string decompress(std::span<const uint8_t> in, size_t expected_size, Bytes& out);
+
+// The dictionary id a zstd frame names in its header (0: none, or not a frame).
+uint32_t frame_dictionary_id(std::span<const uint8_t> frame);
+
+// A zstd dictionary (RFC 8878 § 5) trained on small chunks of one kind of data
+// (docs/repository-format.md § 5.1). Small chunks compressed alone lose the
+// context a large one has; a dictionary of what such chunks share gives it back.
+// Immutable once made; thread-safe.
+class CompressionDictionary {
+ public:
+  // Nullptr with why set when `content` is not a zstd dictionary with a nonzero id.
+  static std::shared_ptr<const CompressionDictionary> make(Bytes content, int level, std::string& why);
+  ~CompressionDictionary();
+  CompressionDictionary(const CompressionDictionary&) = delete;
+  CompressionDictionary& operator=(const CompressionDictionary&) = delete;
+
+  uint32_t id() const { return id_; }
+  const Bytes& content() const { return content_; }
+  // As compress_if_useful, with the dictionary (its id goes in the frame header).
+  bool compress_if_useful(std::span<const uint8_t> in, std::span<const uint8_t>& out) const;
+  // As decompress(), for a frame compressed with this dictionary.
+  std::string decompress(std::span<const uint8_t> in, size_t expected_size, Bytes& out) const;
+
+ private:
+  CompressionDictionary() = default;
+  Bytes content_;
+  uint32_t id_ = 0;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Trains a dictionary of at most max_size bytes on samples (concatenated; sizes
+// gives each one's length). Empty when zstd finds nothing worth keeping. The id
+// is random (never 0, never one of `taken`).
+Bytes train_dictionary(std::span<const uint8_t> samples, const std::vector<size_t>& sizes, size_t max_size,
+                       const std::vector<uint32_t>& taken);
 
 }  // namespace cairn::repo

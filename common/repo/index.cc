@@ -155,7 +155,7 @@ IndexFile decode_index_file_bytes(std::span<const uint8_t> text, const std::stri
       if (t != 0 && t != 1) throw bad("unknown blob type");
       pb.type = BlobType(t);
       uint32_t flags = u32(v[2]);
-      if (flags > 1) throw bad("unknown blob flags");
+      if (flags > 3 || flags == kBlobDictionary) throw bad("unknown blob flags");
       pb.flags = uint8_t(flags);
       pb.offset = u32(v[3]);
       pb.length = u32(v[4]);

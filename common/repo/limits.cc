@@ -9,6 +9,7 @@ size_t file_size_ceiling(FileType t) {
     case FileType::lock: return kMaxLockText;
     case FileType::snapshot: return kMaxSnapshotText;
     case FileType::index: return kMaxIndexText;
+    case FileType::dict: return kMaxDictText;
     case FileType::pack: break;
   }
   return 0;
@@ -21,6 +22,7 @@ std::string file_kind_text(FileType t) {
     case FileType::lock: return "a lock file";
     case FileType::snapshot: return "a snapshot";
     case FileType::index: return "an index file";
+    case FileType::dict: return "a compression dictionary";
     case FileType::pack: return "a pack";
   }
   return "a file";

@@ -18,6 +18,9 @@ constexpr size_t kMaxKeySlotFile = 64u << 10;
 constexpr size_t kMaxLockText = 64u << 10;
 constexpr size_t kMaxSnapshotText = 64u << 20;
 constexpr size_t kMaxIndexText = 256u << 20;
+constexpr size_t kMaxDictText = 1u << 20;
+// Compression dictionaries a reader loads (§ 5.1); a writer makes one per kind.
+constexpr size_t kMaxDictionaries = 64;
 // Entries in one pack header (42 bytes each: a 42 MiB header at most).
 constexpr size_t kMaxPackBlobs = 1u << 20;
 // Errors a snapshot lists by path; past this many only their number is recorded.

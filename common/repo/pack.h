@@ -10,6 +10,9 @@
 namespace cairn::repo {
 
 constexpr uint8_t kBlobCompressed = 1;
+// With kBlobCompressed: the zstd frame was made with the repository's compression
+// dictionary that its header names (docs/repository-format.md § 5.1).
+constexpr uint8_t kBlobDictionary = 2;
 constexpr size_t kPackHeaderEntrySize = 42;
 constexpr size_t kPackTrailerSize = 8;
 constexpr char kPackMagic[4] = {'C', 'P', 'K', '1'};

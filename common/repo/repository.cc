@@ -30,8 +30,19 @@ constexpr size_t kMaxQueuedPacks = 1;
 constexpr size_t kTreePackSize = 4u << 20;
 
 // The config's own version; the objects it describes keep kFormatVersion.
-// Version 1 authenticated only `id`; version 2 authenticates every byte (§ 2).
-constexpr int kConfigVersion = 2;
+// Version 1 authenticated only `id`; version 2 authenticates every byte (§ 2);
+// version 3 is version 2 whose data blobs may use compression dictionaries
+// (§ 5.1), which readers of version 2 cannot open: new repositories are version
+// 3, and a writer uses dictionaries only there.
+constexpr int kConfigVersion = 3;
+
+// Page dictionaries (§ 5.1): trained on this much of the first new page chunks
+// a writer saves, at most this large; chunks compressed with one use at least
+// zstd level 3 (small chunks are cheap to compress, and the dictionary pays off
+// most at 3 and above).
+constexpr size_t kDictSampleBytes = 4u << 20;
+constexpr size_t kDictMaxSize = 112u << 10;
+constexpr int kDictMinLevel = 3;
 
 std::string file_aad(FileType t) { return std::string("cairn-") + file_type_name(t) + "-v1"; }
 std::string config_aad_v1(const std::string& id) { return "cairn-config-v1:" + id; }
@@ -108,8 +119,8 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
   if (!field("version").is_number_integer() || !field("id").is_string() || !field("sealed").is_string())
     throw config_damaged(loc, "is malformed");
   int version = cfg.value("version", 0);
-  if (version != 1 && version != kConfigVersion)
-    throw Error(Errc::unsupported, "repository format version " + std::to_string(version) + " is not supported by this cairnctl (it reads versions 1 and " +
+  if (version < 1 || version > kConfigVersion)
+    throw Error(Errc::unsupported, "repository format version " + std::to_string(version) + " is not supported by this cairnctl (it reads versions 1 to " +
                                        std::to_string(kConfigVersion) + "); use a newer cairnctl");
   if (version >= 2 && !has_checksum) throw config_damaged(loc, "lacks its checksum");
   std::unique_ptr<Repository> r(new Repository());
@@ -118,6 +129,7 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
   r->aead_ = crypto::Aead(r->mk_.encrypt);
   r->id_hash_ = std::make_unique<crypto::KeyedHash>(r->mk_.id);
   r->params_.id = cfg.value("id", "");
+  r->params_.version = version;
   Bytes sealed, plain;
   std::string aad = version == 1 ? config_aad_v1(r->params_.id) : config_aad(cfg);
   if (!from_base64(cfg.value("sealed", ""), sealed) || !r->aead_.open(as_bytes(aad), sealed, plain))
@@ -133,6 +145,7 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
     throw Error(Errc::corrupt, std::string("config: malformed sealed parameters: ") + e.what());
   }
   r->gear_ = make_gear_table(r->params_.chunker_seed);
+  if (r->uses_dictionaries()) r->load_dictionaries();
   return r;
 }
 
@@ -270,7 +283,19 @@ bool Repository::open_blob(const PackBlob& b, std::span<const uint8_t> sealed, B
             " for a " + (b.type == BlobType::tree ? "tree" : "data") + " blob (docs/repository-format.md § 14)";
       return false;
     }
-    if (std::string e = decompress(plain, b.raw_length, out); !e.empty()) {
+    std::string e;
+    if (b.flags & kBlobDictionary) {
+      uint32_t did = frame_dictionary_id(plain);
+      auto dict = dictionary(did);
+      if (!dict)
+        e = "needs compression dictionary " + std::to_string(did) +
+            ", which the repository does not have (dicts/ lost or damaged: see 'cairnctl repo check')";
+      else
+        e = dict->decompress(plain, b.raw_length, out);
+    } else {
+      e = decompress(plain, b.raw_length, out);
+    }
+    if (!e.empty()) {
       why = e;
       return false;
     }
@@ -306,7 +331,7 @@ Bytes Repository::load_blob(const BlobId& id) {
   return out;
 }
 
-bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id) {
+bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id, BlobHint hint) {
   // Never store what a reader would refuse: that would be a snapshot that cannot restore.
   if (data.size() > max_blob_size(t))
     throw Error(Errc::invalid_input, std::string(t == BlobType::tree ? "a directory listing" : "a chunk") + " of " +
@@ -322,7 +347,18 @@ bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id
   }
   thread_local Bytes sealed;
   std::span<const uint8_t> z;
-  bool compressed = compress_if_useful(data, z, params_.zstd_level);
+  uint8_t flags = 0;
+  std::shared_ptr<const CompressionDictionary> dict;
+  if (t == BlobType::data && hint == BlobHint::page && uses_dictionaries()) {
+    dict = page_dictionary();
+    if (!dict) {
+      sample_for_dictionary(data);
+      dict = page_dictionary();
+    }
+  }
+  if (dict ? dict->compress_if_useful(data, z) : compress_if_useful(data, z, params_.zstd_level))
+    flags = dict ? kBlobCompressed | kBlobDictionary : kBlobCompressed;
+  bool compressed = flags != 0;
   std::span<const uint8_t> payload = compressed ? z : data;
   auto aad = blob_aad(t, id);
   sealed.clear();
@@ -342,7 +378,7 @@ bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id
       }
       pb.reserve(std::max<size_t>(limit, sealed.size()) + (256u << 10));
     }
-    pb.add(id, t, compressed ? kBlobCompressed : 0, uint32_t(data.size()), sealed);
+    pb.add(id, t, flags, uint32_t(data.size()), sealed);
     ++stats_.blobs_new;
     stats_.bytes_raw_new += data.size();
     stats_.bytes_stored_new += sealed.size();
@@ -350,6 +386,89 @@ bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id
   }
   if (!full.empty()) queue_pack(std::move(full));
   return true;
+}
+
+void Repository::load_dictionaries() {
+  std::vector<std::string> names = list(FileType::dict);
+  if (names.size() > kMaxDictionaries) {
+    dict_problems_.push_back("dicts/ holds " + std::to_string(names.size()) + " files, more than the " +
+                             std::to_string(kMaxDictionaries) + " a reader loads (§ 14): only the first are used");
+    names.resize(kMaxDictionaries);
+  }
+  for (const auto& name : names) {
+    std::string where = "dicts/" + name;
+    try {
+      json j = load_json(FileType::dict, name);
+      Bytes content;
+      if (!j.is_object() || !j.contains("kind") || !j["kind"].is_string() || !j.contains("dictionary") || !j["dictionary"].is_string() ||
+          !from_base64(j["dictionary"].get<std::string>(), content))
+        throw Error(Errc::corrupt, "'" + where + "' is malformed");
+      std::string why;
+      auto d = CompressionDictionary::make(std::move(content), std::max(params_.zstd_level, kDictMinLevel), why);
+      if (!d) throw Error(Errc::corrupt, "'" + where + "' " + why);
+      if (dicts_.count(d->id()))
+        throw Error(Errc::corrupt, "'" + where + "' has dictionary id " + std::to_string(d->id()) + ", which another file has too");
+      dicts_[d->id()] = d;
+      // Several page dictionaries (two writers trained at once): writers agree on the first by name.
+      if (j["kind"] == "page" && !page_dict_) page_dict_ = d;
+    } catch (const Error& e) {
+      dict_problems_.push_back(e.what());
+    }
+  }
+  trained_ = page_dict_ != nullptr;
+}
+
+size_t Repository::dictionary_count() const {
+  std::shared_lock lk(dmu_);
+  return dicts_.size();
+}
+
+std::vector<std::string> Repository::dictionary_problems() const {
+  std::shared_lock lk(dmu_);
+  return dict_problems_;
+}
+
+std::shared_ptr<const CompressionDictionary> Repository::dictionary(uint32_t id) const {
+  std::shared_lock lk(dmu_);
+  auto it = dicts_.find(id);
+  return it == dicts_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<const CompressionDictionary> Repository::page_dictionary() const {
+  std::shared_lock lk(dmu_);
+  return page_dict_;
+}
+
+// Collects new page chunks until there are enough to train on, then trains the
+// page dictionary (on the thread that brought the last sample), stores it, and
+// only then lets writers use it: no blob names a dictionary the repository does
+// not hold. Other writers of page chunks wait for it meanwhile (a tenth of a
+// second, once per repository): going on without it, they would store a whole
+// backup's worth of chunks compressed alone on a busy machine.
+void Repository::sample_for_dictionary(std::span<const uint8_t> data) {
+  std::unique_lock lk(smu_);
+  if (trained_) return;
+  samples_.insert(samples_.end(), data.begin(), data.end());
+  sample_sizes_.push_back(data.size());
+  if (samples_.size() < kDictSampleBytes) return;
+  trained_ = true;  // one try per session, whatever comes of it
+  std::vector<uint32_t> taken;
+  {
+    std::shared_lock dl(dmu_);
+    for (const auto& [id, d] : dicts_) taken.push_back(id);
+  }
+  Bytes dict = train_dictionary(samples_, sample_sizes_, kDictMaxSize, taken);
+  Bytes().swap(samples_);
+  std::vector<size_t>().swap(sample_sizes_);
+  if (dict.empty()) return;  // nothing worth a dictionary: chunks are compressed alone
+  std::string why;
+  auto d = CompressionDictionary::make(dict, std::max(params_.zstd_level, kDictMinLevel), why);
+  if (!d) return;
+  json j = {{"version", 1}, {"kind", "page"}, {"id", d->id()}, {"created", now_rfc3339()}, {"dictionary", to_base64(dict)}};
+  save_json(FileType::dict, j);
+  std::unique_lock dl(dmu_);
+  dicts_[d->id()] = d;
+  page_dict_ = d;
 }
 
 // Packs are written by one background thread so that the workers keep hashing,

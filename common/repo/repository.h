@@ -8,6 +8,8 @@
 #include <exception>
 #include <thread>
 #include <functional>
+#include <map>
+#include <shared_mutex>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -19,6 +21,7 @@
 
 #include "common/repo/backend.h"
 #include "common/repo/chunker.h"
+#include "common/repo/compress.h"
 #include "common/repo/index.h"
 #include "common/repo/keys.h"
 #include "common/repo/pack.h"
@@ -27,6 +30,7 @@
 namespace cairn::repo {
 
 struct RepoParams {
+  int version = 0;  // the config's format version (§ 2)
   std::string id;
   Bytes chunker_seed;
   int zstd_level = 3;
@@ -47,6 +51,11 @@ struct WriteStats {
   uint64_t packs_written = 0;
   uint64_t index_files_written = 0;
 };
+
+// What a data blob holds, as far as the writer knows: page-structured chunks
+// (databases, cut with the page profile) are compressed with the repository's
+// dictionary for them (§ 5.1).
+enum class BlobHint { none, page };
 
 // A problem met while loading the index; loading goes on with the rest.
 struct IndexProblem {
@@ -94,7 +103,16 @@ class Repository {
 
   // Stores a blob unless the repository (or this session) has it. Thread-safe.
   // Returns true when it was new.
-  bool save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id);
+  bool save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id, BlobHint hint = BlobHint::none);
+
+  // Compression dictionaries (§ 5.1), loaded at open. A version-3 repository
+  // gets its first one from the first few MiB of new page chunks a writer saves;
+  // older versions never use them. Problems loading one (damaged, not a
+  // dictionary, an id twice) are kept for check; blobs that need it fail to
+  // open, naming it.
+  bool uses_dictionaries() const { return params_.version >= 3; }
+  size_t dictionary_count() const;
+  std::vector<std::string> dictionary_problems() const;
   // Writes open packs and pending index entries. Must be called before a snapshot
   // that refers to the blobs is saved.
   void flush();
@@ -111,6 +129,10 @@ class Repository {
   void drain_writer();
   void stop_writer();
   void maybe_flush_index(std::unique_lock<std::mutex>& lk, bool force);
+  void load_dictionaries();
+  std::shared_ptr<const CompressionDictionary> dictionary(uint32_t id) const;
+  std::shared_ptr<const CompressionDictionary> page_dictionary() const;
+  void sample_for_dictionary(std::span<const uint8_t> data);
 
   std::unique_ptr<Backend> be_;
   RepoParams params_;
@@ -121,6 +143,17 @@ class Repository {
   GearTable gear_{};
   Index index_;
   std::vector<std::string> index_files_;
+
+  // compression dictionaries, by id; the one page chunks are written with
+  mutable std::shared_mutex dmu_;
+  std::map<uint32_t, std::shared_ptr<const CompressionDictionary>> dicts_;
+  std::shared_ptr<const CompressionDictionary> page_dict_;
+  std::vector<std::string> dict_problems_;
+  // samples of new page chunks until the first page dictionary is trained
+  std::mutex smu_;
+  Bytes samples_;
+  std::vector<size_t> sample_sizes_;
+  bool trained_ = false;
 
   // writer state
   std::mutex wmu_;
