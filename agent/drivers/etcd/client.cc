@@ -205,6 +205,20 @@ KvHash Client::hash_kv(int64_t revision) {
   grpc::ClientContext ctx;
   impl_->prepare(ctx);
   grpc::Status s = impl_->maintenance->HashKV(&ctx, req, &r);
+  // etcd refuses HashKV at a revision that is not above the compacted one, so
+  // a member compacted at its current revision (a quiet etcd after `etcdctl
+  // compact`) refuses its own current revision. Revision 0 means "the current
+  // one" and is not refused: its hash is the one asked for while the member
+  // is still at that revision.
+  if (!s.ok() && s.error_code() == grpc::StatusCode::OUT_OF_RANGE && revision > 0) {
+    etcdserverpb::HashKVRequest now;
+    now.set_revision(0);
+    etcdserverpb::HashKVResponse rn;
+    grpc::ClientContext ctx2;
+    impl_->prepare(ctx2);
+    grpc::Status s2 = impl_->maintenance->HashKV(&ctx2, now, &rn);
+    if (s2.ok() && rn.header().revision() == revision) return KvHash{rn.hash(), rn.compact_revision(), rn.header().revision()};
+  }
   if (!s.ok()) impl_->fail("HashKV", s);
   return KvHash{r.hash(), r.compact_revision(), r.header().revision()};
 }
