@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 
@@ -121,6 +122,27 @@ void mkdir_p(const std::string& dir, int mode) {
     if (!cur.empty() && ::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) throw_errno("cannot create directory", cur, errno);
     i = j + 1;
   }
+}
+
+bool is_clean_absolute_path(std::string_view p) {
+  if (p.empty() || p[0] != '/') return false;
+  size_t i = 0;
+  while (i < p.size()) {
+    size_t j = p.find('/', i);
+    if (j == std::string_view::npos) j = p.size();
+    if (j - i == 2 && p.compare(i, 2, "..") == 0) return false;
+    i = j + 1;
+  }
+  return true;
+}
+
+std::string utc_stamp() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  return buf;
 }
 
 std::string hostname() {

@@ -44,6 +44,12 @@ void pread_all(int fd, uint8_t* p, size_t n, uint64_t off, std::string_view path
 void fsync_dir(const std::string& dir);
 void mkdir_p(const std::string& dir, int mode = 0755);
 std::string hostname();
+// True for "/a/b": absolute and without a ".." component (what a configured
+// path must be before a driver builds names from it).
+bool is_clean_absolute_path(std::string_view p);
+// The current UTC time as "20261123T140500Z", for names of things kept aside
+// (an old data directory, a replaced file).
+std::string utc_stamp();
 std::string username();
 // Start time of a process in clock ticks since boot (from /proc), or 0 when it is gone.
 unsigned long long process_start_ticks(int pid);

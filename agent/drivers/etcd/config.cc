@@ -11,22 +11,10 @@ namespace cairn::agent::etcd {
 
 namespace {
 
-bool is_clean_absolute(const std::string& p) {
-  if (p.empty() || p[0] != '/') return false;
-  size_t i = 0;
-  while (i < p.size()) {
-    size_t j = p.find('/', i);
-    if (j == std::string::npos) j = p.size();
-    if (p.compare(i, j - i, "..") == 0 && j - i == 2) return false;
-    i = j + 1;
-  }
-  return true;
-}
-
 std::string abs_path(TableReader& r, const std::string& key) {
   auto v = r.string(key);
   if (!v) return {};
-  if (!is_clean_absolute(*v)) r.fail(key, "'" + *v + "' must be an absolute path without '..'");
+  if (!is_clean_absolute_path(*v)) r.fail(key, "'" + *v + "' must be an absolute path without '..'");
   return *v;
 }
 

@@ -27,15 +27,6 @@ using cairn::v1::Reason;
 
 namespace {
 
-std::string utc_stamp() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
-
 std::string random_hex(size_t n) {
   Bytes b(n);
   crypto::random_bytes(b.data(), n);

@@ -1,24 +1,9 @@
 #include "agent/drivers/files/config.h"
 
 #include "agent/drivers/files/files_driver.h"
+#include "common/util/fs.h"
 
 namespace cairn::agent::files {
-
-namespace {
-bool is_clean_absolute(const std::string& p) {
-  if (p.empty() || p[0] != '/') return false;
-  // '..' would let a declared path point anywhere after normalisation.
-  size_t i = 0;
-  while (i < p.size()) {
-    size_t j = p.find('/', i);
-    if (j == std::string::npos) j = p.size();
-    std::string part = p.substr(i, j - i);
-    if (part == "..") return false;
-    i = j + 1;
-  }
-  return true;
-}
-}  // namespace
 
 Settings parse_settings(TableReader& r) {
   Settings s;
@@ -26,7 +11,7 @@ Settings parse_settings(TableReader& r) {
   if (!paths) throw ConfigError(r.file(), r.line(), r.where() + " (driver 'files') needs 'paths'");
   if (paths->empty()) r.fail("paths", "must name at least one path");
   for (const auto& p : *paths) {
-    if (!is_clean_absolute(p)) r.fail("paths", "'" + p + "' is not an absolute path without '..'");
+    if (!is_clean_absolute_path(p)) r.fail("paths", "'" + p + "' is not an absolute path without '..'");
     if (p == "/") r.fail("paths", "'/' is the whole machine; declare the directories to back up");
     std::string q = p;
     while (q.size() > 1 && q.back() == '/') q.pop_back();
@@ -34,7 +19,7 @@ Settings parse_settings(TableReader& r) {
   }
   if (auto ex = r.string_list("exclude")) s.excludes = *ex;
   if (auto t = r.string("restore_to")) {
-    if (!is_clean_absolute(*t) || *t == "/")
+    if (!is_clean_absolute_path(*t) || *t == "/")
       r.fail("restore_to", "'" + *t + "' must be an absolute directory other than '/', without '..'");
     s.restore_to = *t;
     while (s.restore_to.size() > 1 && s.restore_to.back() == '/') s.restore_to.pop_back();

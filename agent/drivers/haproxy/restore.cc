@@ -64,15 +64,6 @@ void replace_all(std::string& s, const std::string& from, const std::string& to)
   for (size_t i = s.find(from); i != std::string::npos; i = s.find(from, i + to.size())) s.replace(i, from.size(), to);
 }
 
-std::string stamp_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
-
 struct StageGuard {
   std::string dir;
   ~StageGuard() {
@@ -367,7 +358,7 @@ DriverResult HaproxyDriver::restore_staged(TaskContext& ctx, const std::string& 
     old_pid = parse_info(cli("show info", std::chrono::seconds(5)))["Pid"];
   } catch (const Error&) {
   }
-  FileSwap swap(stamp_now());
+  FileSwap swap(utc_stamp());
   try {
     for (const auto& real : to_install) {
       progress(v1::PHASE_RESTORE, real);

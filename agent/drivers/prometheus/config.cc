@@ -2,22 +2,11 @@
 
 #include "agent/drivers/prometheus/prometheus_driver.h"
 #include "agent/drivers/service_settings.h"
+#include "common/util/fs.h"
 
 namespace cairn::agent::prometheus {
 
 namespace {
-
-bool is_clean_absolute(const std::string& p) {
-  if (p.size() < 2 || p[0] != '/') return false;
-  size_t i = 0;
-  while (i < p.size()) {
-    size_t j = p.find('/', i);
-    if (j == std::string::npos) j = p.size();
-    if (p.compare(i, j - i, "..") == 0 && j - i == 2) return false;
-    i = j + 1;
-  }
-  return true;
-}
 
 std::string strip_slashes(std::string p) {
   while (p.size() > 1 && p.back() == '/') p.pop_back();
@@ -35,12 +24,12 @@ Settings parse_settings(TableReader& r) {
     while (!s.url.empty() && s.url.back() == '/') s.url.pop_back();
   }
   s.data_dir = strip_slashes(r.required_string("data_dir"));
-  if (!is_clean_absolute(s.data_dir))
+  if (!is_clean_absolute_path(s.data_dir))
     r.fail("data_dir", "'" + s.data_dir + "' must be an absolute directory other than '/', without '..' "
                        "(the server's --storage.tsdb.path)");
   if (auto cf = r.string_list("config_files")) {
     for (const auto& p : *cf) {
-      if (!is_clean_absolute(p)) r.fail("config_files", "'" + p + "' is not an absolute path without '..'");
+      if (!is_clean_absolute_path(p)) r.fail("config_files", "'" + p + "' is not an absolute path without '..'");
       std::string q = strip_slashes(p);
       if (q == s.data_dir || q.rfind(s.data_dir + "/", 0) == 0)
         r.fail("config_files", "'" + p + "' lies in data_dir, which is backed up through the server's snapshot");

@@ -16,6 +16,7 @@
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
 #include "common/util/error.h"
+#include "common/util/fs.h"
 
 namespace cairn::agent::prometheus {
 
@@ -27,15 +28,6 @@ namespace {
 
 // Writing the head as a block takes a while on a large server.
 constexpr std::chrono::milliseconds kSnapshotTimeout = 10min;
-
-std::string utc_stamp() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
 
 void report(TaskContext& ctx, v1::Phase phase, uint64_t done = 0, uint64_t total = 0, const std::string& current = {}) {
   if (!ctx.progress) return;

@@ -305,15 +305,6 @@ Staged stage(const StageSpec& spec) {
   return st;
 }
 
-std::string utc_stamp() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
-
 Placed place_restored(const PlaceSpec& spec) {
   Placed out;
   const bool separate_here = spec.data_log_dir != spec.data_dir;

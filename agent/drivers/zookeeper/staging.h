@@ -111,7 +111,4 @@ struct RolledBack {
 RolledBack rollback(const std::string& data_dir, const std::string& data_log_dir, const std::string& stamp,
                     const std::string& restore_id);
 
-// UTC "YYYYMMDDTHHMMSSZ" of now.
-std::string utc_stamp();
-
 }  // namespace cairn::agent::zookeeper
