@@ -329,6 +329,28 @@ def lower_enum(v, prefix):
     return s[len(prefix):] if s.startswith(prefix) else s
 
 
+def task_state(t):
+    return lower_enum(t.get("state", ""), "task_state_")
+
+
+def set_state(s):
+    return lower_enum(s.get("state", ""), "set_state_")
+
+
+def kind(t):
+    """A task's kind: backup, restore, ..."""
+    return lower_enum(t.get("kind", ""), "task_kind_")
+
+
+def restore_id(out):
+    """The id in cairnctl's 'restore ID created ...' line."""
+    for line in out.splitlines():
+        w = line.split()
+        if len(w) >= 3 and w[0] == "restore" and w[2] == "created":
+            return w[1]
+    raise AssertionError(f"no 'restore ID created' line in: {out[-2000:]}")
+
+
 @pytest.fixture
 def cluster(tmp_path):
     for b in (CTL, CONTROLLER, AGENT):

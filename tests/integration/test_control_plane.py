@@ -13,23 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 import curvezmq
 
-from cluster import Cluster, backup_set_id, cluster, lower_enum, agent_state, write_random_file  # noqa: F401
-
-
-def task_state(t):
-    return lower_enum(t.get("state", ""), "task_state_")
-
-
-def set_state(s):
-    return lower_enum(s.get("state", ""), "set_state_")
-
-
-def restore_id(out):
-    for line in out.splitlines():
-        w = line.split()
-        if len(w) >= 3 and w[0] == "restore" and w[2] == "created":
-            return w[1]
-    raise AssertionError(f"no 'restore ID created' line in: {out[-2000:]}")
+from cluster import Cluster, backup_set_id, cluster, lower_enum, agent_state, write_random_file, task_state, set_state, restore_id  # noqa: F401
 
 
 def snapshots(c):

@@ -8,16 +8,8 @@ import os
 import subprocess
 import time
 
-from cluster import backup_set_id, cluster, lower_enum  # noqa: F401  (cluster is a fixture)
+from cluster import backup_set_id, cluster, lower_enum, restore_id  # noqa: F401  (cluster is a fixture)
 from servers_etcd import EtcdMember, Tls
-
-
-def restore_id(out):
-    for line in out.splitlines():
-        w = line.split()
-        if len(w) >= 3 and w[0] == "restore" and w[2] == "created":
-            return w[1]
-    raise AssertionError(f"no 'restore ID created' line in: {out[-2000:]}")
 
 
 def keys(n, tag="v"):

@@ -9,16 +9,8 @@ import os
 
 import pytest
 
-from cluster import backup_set_id, cluster, lower_enum  # noqa: F401
+from cluster import backup_set_id, cluster, lower_enum, restore_id  # noqa: F401
 from servers_haproxy import Haproxy, free_port, make_certificate
-
-
-def restore_id(out):
-    for line in out.splitlines():
-        w = line.split()
-        if len(w) >= 3 and w[0] == "restore" and w[2] == "created":
-            return w[1]
-    raise AssertionError(f"no 'restore ID created' line in: {out[-2000:]}")
 
 
 def write_config(etc, http_port, https_port, sock, extra_backend_weight=10):

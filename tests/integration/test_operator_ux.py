@@ -11,16 +11,8 @@ import time
 
 import pytest
 
-from cluster import AGENT, CTL, backup_set_id, cluster, lower_enum, write_random_file  # noqa: F401
+from cluster import AGENT, CTL, backup_set_id, cluster, lower_enum, write_random_file, task_state, set_state  # noqa: F401
 from test_streaming import shim  # noqa: F401  (the LD_PRELOAD shim that fails reads of "fail-midway" files)
-
-
-def task_state(t):
-    return lower_enum(t.get("state", ""), "task_state_")
-
-
-def set_state(s):
-    return lower_enum(s.get("state", ""), "set_state_")
 
 
 def start_with_shim(c, name, shim_path, monkeypatch):

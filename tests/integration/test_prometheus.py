@@ -7,30 +7,10 @@ import os
 import shutil
 import time
 
-from cluster import backup_set_id, cluster, lower_enum  # noqa: F401
+from cluster import backup_set_id, cluster, lower_enum, task_state, set_state, kind, restore_id  # noqa: F401
 from servers_prometheus import Prometheus, prometheus_server  # noqa: F401
 
 SELF = '{job="self"}'
-
-
-def task_state(t):
-    return lower_enum(t.get("state", ""), "task_state_")
-
-
-def set_state(s):
-    return lower_enum(s.get("state", ""), "set_state_")
-
-
-def kind(t):
-    return lower_enum(t.get("kind", ""), "task_kind_")
-
-
-def restore_id(out):
-    for line in out.splitlines():
-        w = line.split()
-        if len(w) >= 3 and w[0] == "restore" and w[2] == "created":
-            return w[1]
-    raise AssertionError(f"no 'restore ID created' line in: {out[-2000:]}")
 
 
 def test_backup_wipe_restore_same_samples(cluster, prometheus_server, tmp_path):  # noqa: F811

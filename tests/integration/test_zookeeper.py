@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from cluster import backup_set_id, cluster, lower_enum  # noqa: F401
+from cluster import backup_set_id, cluster, lower_enum, task_state, set_state, restore_id  # noqa: F401
 from servers_zookeeper import ZooKeeper, available, ensemble
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=available() or "")
@@ -33,22 +33,6 @@ def create(zk, t):
 def read(zk, t):
     """The value of each znode of t, in order; 'Node does not exist: ...' where one is missing."""
     return zk.cli([f"get {p}" for p in t])
-
-
-def task_state(t):
-    return lower_enum(t.get("state", ""), "task_state_")
-
-
-def set_state(s):
-    return lower_enum(s.get("state", ""), "set_state_")
-
-
-def restore_id(out):
-    for line in out.splitlines():
-        w = line.split()
-        if len(w) >= 3 and w[0] == "restore" and w[2] == "created":
-            return w[1]
-    raise AssertionError(f"no 'restore ID created' line in: {out[-2000:]}")
 
 
 def backup(c, *args, expect=0):
