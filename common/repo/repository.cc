@@ -406,6 +406,8 @@ void Repository::load_dictionaries() {
       std::string why;
       auto d = CompressionDictionary::make(std::move(content), std::max(params_.zstd_level, kDictMinLevel), why);
       if (!d) throw Error(Errc::corrupt, "'" + where + "' " + why);
+      if (!j.contains("id") || !j["id"].is_number_unsigned() || j["id"].get<uint64_t>() != d->id() || d->id() < 32768)
+        throw Error(Errc::corrupt, "'" + where + "' names an id that is not its dictionary's (or one in zstd's reserved range)");
       if (dicts_.count(d->id()))
         throw Error(Errc::corrupt, "'" + where + "' has dictionary id " + std::to_string(d->id()) + ", which another file has too");
       dicts_[d->id()] = d;
