@@ -25,7 +25,7 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
   cmd->add_option("--exclude", a.excludes, "skip paths matching this glob (full path or base name; repeatable)")->allow_extra_args(false);
   cmd->add_flag("--stdin", a.use_stdin, "read the data from standard input");
   cmd->add_option("--stdin-name", a.stdin_name, "file name for the data read from stdin");
-  cmd->add_option("--chunk-profile", a.profile, "force a chunk-size profile: page (8 KiB), standard (1 MiB), log (2 MiB)")
+  cmd->add_option("--chunk-profile", a.profile, "force a chunk-size profile: page (32 KiB), standard (1 MiB), log (2 MiB)")
       ->check(CLI::IsMember({"page", "standard", "log"}));
   // The default parent is whatever snapshot of this host and paths is newest,
   // written by anyone holding the password: docs/cli.md says when to use these.

@@ -1118,7 +1118,7 @@ def render(bench, header):
               "restic repository config: `%s`; restic compresses with zstd `auto` by default in a v2 "
               "repository. cairn: `cairnctl repo init` defaults (zstd level 1). Repository sizes are "
               "apparent bytes (`du -sb`), restic's cache not included. \"avg new blob\" = "
-              "`data_added_raw / blobs_new` of the snapshot (trees included): ~8 KiB means the page "
+              "`data_added_raw / blobs_new` of the snapshot (trees included): ~32 KiB means the page "
               "profile, ~1 MiB the standard one." % json.dumps(R.get("restic_config")), ""]
     if "dedup" in R and R["dedup"]:
         L += ["## 3. dedup: backups of one etcd into the same repository", ""]

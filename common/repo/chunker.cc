@@ -9,7 +9,7 @@ namespace cairn::repo {
 
 ChunkerParams profile_params(ChunkProfile p) {
   switch (p) {
-    case ChunkProfile::page: return {2 * 1024, 8 * 1024, 64 * 1024};
+    case ChunkProfile::page: return {8 * 1024, 32 * 1024, 256 * 1024};
     case ChunkProfile::standard: return {256 * 1024, 1024 * 1024, 4 * 1024 * 1024};
     case ChunkProfile::log: return {1024 * 1024, 2 * 1024 * 1024, 4 * 1024 * 1024};
   }

@@ -1,6 +1,7 @@
 #include "common/repo/compress.h"
 
 #define ZDICT_STATIC_LINKING_ONLY
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_c_forceAttachDict (a parameter: the shared library takes it)
 #include <zdict.h>
 #include <zstd.h>
 
@@ -21,6 +22,15 @@ struct DCtx {
   ~DCtx() { ZSTD_freeDCtx(d); }
 };
 thread_local CCtx t_cctx;
+// For dictionary compression: the dictionary's tables are attached, never
+// copied. zstd copies them for inputs above 16 KiB at level 3 (a 512 KiB table
+// per 32 KiB chunk: +13 % CPU on an etcd backup) and attaches below.
+struct DictCCtx {
+  ZSTD_CCtx* c = ZSTD_createCCtx();
+  DictCCtx() { ZSTD_CCtx_setParameter(c, ZSTD_c_forceAttachDict, ZSTD_dictForceAttach); }
+  ~DictCCtx() { ZSTD_freeCCtx(c); }
+};
+thread_local DictCCtx t_dict_cctx;
 thread_local DCtx t_dctx;
 
 // A cheap look at a sample: high-entropy data (already compressed or encrypted)
@@ -157,7 +167,10 @@ bool CompressionDictionary::compress_if_useful(std::span<const uint8_t> in, std:
   if (in.size() < 64) return false;
   size_t bound = ZSTD_compressBound(in.size());
   uint8_t* buf = t_scratch.get(bound);
-  size_t n = ZSTD_compress_usingCDict(t_cctx.c, buf, bound, in.data(), in.size(), impl_->c);
+  ZSTD_CCtx* c = t_dict_cctx.c;
+  ZSTD_CCtx_reset(c, ZSTD_reset_session_only);
+  size_t n = ZSTD_CCtx_refCDict(c, impl_->c);
+  if (!ZSTD_isError(n)) n = ZSTD_compress2(c, buf, bound, in.data(), in.size());
   if (ZSTD_isError(n) || n >= in.size() - in.size() / 32) return false;
   out = std::span<const uint8_t>(buf, n);
   return true;

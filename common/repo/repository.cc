@@ -345,17 +345,22 @@ bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id
       return false;
     }
   }
-  thread_local Bytes sealed;
-  std::span<const uint8_t> z;
-  uint8_t flags = 0;
   std::shared_ptr<const CompressionDictionary> dict;
   if (t == BlobType::data && hint == BlobHint::page && uses_dictionaries()) {
     dict = page_dictionary();
-    if (!dict) {
-      sample_for_dictionary(data);
-      dict = page_dictionary();
-    }
+    if (!dict && sample_for_dictionary(id, data)) return true;  // held back; stored with the dictionary
+    if (!dict) dict = page_dictionary();
   }
+  store_claimed(t, id, data, dict.get());
+  return true;
+}
+
+// Compresses (with `dict` when given), seals and adds a claimed blob to the open
+// pack of its type; queues the pack when it is full.
+void Repository::store_claimed(BlobType t, const BlobId& id, std::span<const uint8_t> data, const CompressionDictionary* dict) {
+  thread_local Bytes sealed;
+  std::span<const uint8_t> z;
+  uint8_t flags = 0;
   if (dict ? dict->compress_if_useful(data, z) : compress_if_useful(data, z, params_.zstd_level))
     flags = dict ? kBlobCompressed | kBlobDictionary : kBlobCompressed;
   bool compressed = flags != 0;
@@ -385,7 +390,6 @@ bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id
     if (full.empty() && pb.size() >= limit) std::swap(full, pb);
   }
   if (!full.empty()) queue_pack(std::move(full));
-  return true;
 }
 
 void Repository::load_dictionaries() {
@@ -444,33 +448,59 @@ std::shared_ptr<const CompressionDictionary> Repository::page_dictionary() const
 // Collects new page chunks until there are enough to train on, then trains the
 // page dictionary (on the thread that brought the last sample), stores it, and
 // only then lets writers use it: no blob names a dictionary the repository does
-// not hold. Other writers of page chunks wait for it meanwhile (a tenth of a
-// second, once per repository): going on without it, they would store a whole
-// backup's worth of chunks compressed alone on a busy machine.
-void Repository::sample_for_dictionary(std::span<const uint8_t> data) {
+// not hold. The sampled chunks themselves are held back (claimed, not yet in a
+// pack) and stored compressed with the dictionary once it exists, so none of a
+// database's chunks is stored without it; a writer that flushes before it has
+// enough stores them compressed alone (flush_held_samples). Other writers of
+// page chunks wait for the training (a tenth of a second, once per repository):
+// going on without it, they would store a whole backup's worth of chunks
+// compressed alone on a busy machine. Returns false when the dictionary's
+// question is settled (the caller stores the chunk itself), true when the chunk
+// was taken.
+bool Repository::sample_for_dictionary(const BlobId& id, std::span<const uint8_t> data) {
   std::unique_lock lk(smu_);
-  if (trained_) return;
+  if (trained_) return false;
   samples_.insert(samples_.end(), data.begin(), data.end());
   sample_sizes_.push_back(data.size());
-  if (samples_.size() < kDictSampleBytes) return;
+  sample_ids_.push_back(id);
+  if (samples_.size() < kDictSampleBytes) return true;
   trained_ = true;  // one try per session, whatever comes of it
   std::vector<uint32_t> taken;
   {
     std::shared_lock dl(dmu_);
-    for (const auto& [id, d] : dicts_) taken.push_back(id);
+    for (const auto& [did, d] : dicts_) taken.push_back(did);
   }
   Bytes dict = train_dictionary(samples_, sample_sizes_, kDictMaxSize, taken);
+  std::shared_ptr<const CompressionDictionary> d;
+  if (!dict.empty()) {
+    std::string why;
+    d = CompressionDictionary::make(dict, std::max(params_.zstd_level, kDictMinLevel), why);
+  }
+  if (d) {
+    json j = {{"version", 1}, {"kind", "page"}, {"id", d->id()}, {"created", now_rfc3339()}, {"dictionary", to_base64(dict)}};
+    save_json(FileType::dict, j);  // before any blob names it
+    std::unique_lock dl(dmu_);
+    dicts_[d->id()] = d;
+    page_dict_ = d;
+  }
+  store_held_samples(lk, d.get());  // with the dictionary, or alone when there is none worth having
+  return true;
+}
+
+void Repository::flush_held_samples() {
+  std::unique_lock lk(smu_);
+  store_held_samples(lk, nullptr);
+}
+
+void Repository::store_held_samples(std::unique_lock<std::mutex>&, const CompressionDictionary* dict) {
+  size_t off = 0;
+  for (size_t i = 0; i < sample_ids_.size(); ++i) {
+    store_claimed(BlobType::data, sample_ids_[i], std::span<const uint8_t>(samples_).subspan(off, sample_sizes_[i]), dict);
+    off += sample_sizes_[i];
+  }
   Bytes().swap(samples_);
   std::vector<size_t>().swap(sample_sizes_);
-  if (dict.empty()) return;  // nothing worth a dictionary: chunks are compressed alone
-  std::string why;
-  auto d = CompressionDictionary::make(dict, std::max(params_.zstd_level, kDictMinLevel), why);
-  if (!d) return;
-  json j = {{"version", 1}, {"kind", "page"}, {"id", d->id()}, {"created", now_rfc3339()}, {"dictionary", to_base64(dict)}};
-  save_json(FileType::dict, j);
-  std::unique_lock dl(dmu_);
-  dicts_[d->id()] = d;
-  page_dict_ = d;
+  std::vector<BlobId>().swap(sample_ids_);
 }
 
 // Packs are written by one background thread so that the workers keep hashing,
@@ -578,6 +608,7 @@ std::string Repository::write_index_file(const IndexFile& f) {
 }
 
 void Repository::flush() {
+  flush_held_samples();  // every claimed blob is in a pack before the index is written
   for (int t = 0; t < 2; ++t) {
     PackBuilder pb;
     {

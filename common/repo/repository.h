@@ -132,7 +132,10 @@ class Repository {
   void load_dictionaries();
   std::shared_ptr<const CompressionDictionary> dictionary(uint32_t id) const;
   std::shared_ptr<const CompressionDictionary> page_dictionary() const;
-  void sample_for_dictionary(std::span<const uint8_t> data);
+  bool sample_for_dictionary(const BlobId& id, std::span<const uint8_t> data);
+  void flush_held_samples();
+  void store_held_samples(std::unique_lock<std::mutex>& smu_held, const CompressionDictionary* dict);
+  void store_claimed(BlobType t, const BlobId& id, std::span<const uint8_t> data, const CompressionDictionary* dict);
 
   std::unique_ptr<Backend> be_;
   RepoParams params_;
@@ -153,6 +156,7 @@ class Repository {
   std::mutex smu_;
   Bytes samples_;
   std::vector<size_t> sample_sizes_;
+  std::vector<BlobId> sample_ids_;  // held back: claimed, stored once the dictionary is settled
   bool trained_ = false;
 
   // writer state

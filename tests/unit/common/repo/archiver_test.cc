@@ -114,7 +114,7 @@ TEST_CASE("a deep and wide tree with hard links across directories restores exac
   for (const auto& d : dirs) fs::create_directories(d);
   uint32_t seed = 1;
   for (const auto& d : dirs)
-    for (int f = 0; f < 5; ++f) write(d + "/f" + std::to_string(f), random_bytes(size_t(100 + 997 * f * (seed % 7)), seed++));
+    for (int f = 0; f < 5; ++f, ++seed) write(d + "/f" + std::to_string(f), random_bytes(size_t(100 + 997 * f * (seed % 7)), seed));
   write(src + "/aaa-big.bin", random_bytes(12u << 20, 99));
   write(dirs[3] + "/small-first", random_bytes(5000, 98));
   REQUIRE(::link((src + "/aaa-big.bin").c_str(), (dirs.back() + "/big-link").c_str()) == 0);
@@ -249,7 +249,7 @@ TEST_CASE("chunks cut in place in shared read blocks are exactly the chunks of e
   };
   Bytes db = random_bytes(3u << 20, 11);
   for (size_t i = 0; i < db.size(); i += 4096) std::fill(db.begin() + long(i), db.begin() + long(i + 1024), uint8_t(i >> 12));
-  add("etcd.db", db);                              // page profile: 8 KiB chunks
+  add("etcd.db", db);                              // page profile: 32 KiB chunks
   add("00000000000000000000.log", random_bytes(21u << 20, 12));  // log profile, spans several blocks
   add("big.bin", random_bytes(11u << 20, 13));     // standard profile
   for (int i = 0; i < 150; ++i) add("small/f" + std::to_string(i), random_bytes(size_t(1 + 997 * (i % 31)), uint32_t(100 + i)));

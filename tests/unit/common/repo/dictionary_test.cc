@@ -99,9 +99,13 @@ struct DictRepo {
   }
 };
 
-// Bytes stored per plaintext byte of a file's chunks, for those compressed
-// with the dictionary and those compressed alone.
-std::pair<double, double> stored_ratios(Repository& r, const std::string& snap, const std::string& path) {
+// A file's chunks as the repository stored them: bytes stored per plaintext
+// byte, the share of chunks that name the dictionary, and bytes per plaintext
+// byte were each chunk compressed alone (zstd level 3, as the writer would).
+struct Stored {
+  double with_dict = 0, alone = 0, share_with_dict = 0;
+};
+Stored stored(Repository& r, const std::string& snap, const std::string& path) {
   BlobId id = load_snapshot(r, snap).tree;
   std::vector<BlobId> content;
   for (const auto& part : fs::path(path)) {
@@ -114,16 +118,18 @@ std::pair<double, double> stored_ratios(Repository& r, const std::string& snap, 
     else content = it->content;
   }
   REQUIRE_FALSE(content.empty());
-  uint64_t raw_d = 0, len_d = 0, raw_a = 0, len_a = 0;
+  uint64_t raw = 0, len = 0, alone = 0, n_dict = 0;
   for (const auto& b : content) {
     auto l = r.index().lookup(b);
     REQUIRE(l);
-    if (l->flags & kBlobDictionary) raw_d += l->raw_length, len_d += l->length;
-    else if (l->flags & kBlobCompressed) raw_a += l->raw_length, len_a += l->length;
+    raw += l->raw_length;
+    len += l->length;
+    if (l->flags & kBlobDictionary) ++n_dict;
+    Bytes plain = r.load_blob(b);
+    std::span<const uint8_t> z;
+    alone += compress_if_useful(plain, z, 3) ? z.size() + 28 : plain.size() + 28;  // + the sealed box's nonce and tag
   }
-  REQUIRE(raw_d > 0);
-  REQUIRE(raw_a > 0);
-  return {double(len_d) / double(raw_d), double(len_a) / double(raw_a)};
+  return {double(len) / double(raw), double(alone) / double(raw), double(n_dict) / double(content.size())};
 }
 
 }  // namespace
@@ -136,9 +142,12 @@ TEST_CASE("a database's page chunks are compressed with a dictionary the reposit
   auto r = t.open();
   CHECK(r->dictionary_count() == 1);
   CHECK(r->dictionary_problems().empty());
-  auto [with_dict, alone] = stored_ratios(*r, snap, t.src + "/member/snap/db");
-  INFO("stored/raw with the dictionary " << with_dict << ", alone " << alone);
-  CHECK(with_dict < alone * 0.85);  // the point of it: small chunks compress like large ones
+  Stored st = stored(*r, snap, t.src + "/member/snap/db");
+  INFO("stored/raw with the dictionary " << st.with_dict << ", alone " << st.alone);
+  CHECK(st.with_dict < st.alone * 0.85);  // the point of it: small chunks compress like large ones
+  // The chunks the dictionary was trained on were held back and stored with it
+  // too: none of the database is stored without it.
+  CHECK(st.share_with_dict == 1.0);
 
   std::string out = t.dir.path + "/out";
   RestoreOptions ro;
@@ -157,6 +166,27 @@ TEST_CASE("a database's page chunks are compressed with a dictionary the reposit
   write(t.src + "/member/snap/db", database_pages(12u << 20, 8));
   t.backup();
   CHECK(t.dict_files().size() == 1);
+}
+
+TEST_CASE("a database too small to train on is stored compressed alone, no dictionary, and restores byte for byte",
+          "[repo][dictionary]") {
+  DictRepo t;
+  Bytes small = database_pages(1u << 20, 9);  // under the 4 MiB a dictionary is trained on
+  write(t.src + "/member/snap/db", small);
+  std::string snap = t.backup();
+  CHECK(t.dict_files().empty());
+  auto r = t.open();
+  Stored st = stored(*r, snap, t.src + "/member/snap/db");
+  CHECK(st.share_with_dict == 0.0);
+  std::string out = t.dir.path + "/out";
+  RestoreOptions ro;
+  ro.target = out;
+  REQUIRE(restore(*r, snap, ro).failures.empty());
+  bool same = slurp(out + t.src + "/member/snap/db") == std::string(small.begin(), small.end());
+  CHECK(same);
+  CheckOptions co;
+  co.read_data = true;
+  CHECK(check(*r, co).errors() == 0);
 }
 
 TEST_CASE("a lost compression dictionary is named as damage by restore and check", "[repo][dictionary]") {
