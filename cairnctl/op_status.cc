@@ -28,6 +28,15 @@ void register_op_status(CLI::App& app, Context& ctx) {
       std::printf("backup sets       %u running\n", s.sets_running());
       std::printf("signing key       %s\n", terminal_safe(s.active_key_id()).c_str());
       std::printf("audit outbox      %llu unpublished\n", (unsigned long long)s.audit_outbox_pending());
+      const auto& ap = s.audit_publisher();
+      if (!ap.enabled())
+        std::printf("audit publisher   off ([audit.kafka] not configured)\n");
+      else if (ap.connected())
+        std::printf("audit publisher   publishing: through seq %lld, %lld checkpoints since start\n",
+                    (long long)ap.published_seq(), (long long)ap.checkpoints());
+      else
+        std::printf("audit publisher   waiting for Kafka: %s\n",
+                    terminal_safe(ap.last_error().empty() ? "not connected yet" : ap.last_error()).c_str());
       return kExitOk;
     };
   });

@@ -174,6 +174,44 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
     r.integer("retention_events", 1000, int64_t(1) << 40, c.audit_retention_events);
     r.integer("retention_days", 1, 36500, c.audit_retention_days);
     r.integer("refusals_per_minute", 1, 100000, c.audit_refusals_per_minute);
+    if (auto* n = r.find("kafka")) {
+      auto* kt = n->as_table();
+      if (!kt) fail(source, *n, "'audit.kafka' must be a table ([audit.kafka])");
+      auto& k = c.audit_kafka;
+      TableReader kr(source, "audit.kafka", *kt);
+      kr.string("brokers", k.brokers);
+      kr.string("topic", k.topic);
+      kr.string("security_protocol", k.security_protocol);
+      static const std::set<std::string> kProtocols = {"plaintext", "ssl", "sasl_plaintext", "sasl_ssl"};
+      if (!kProtocols.count(k.security_protocol))
+        fail(source, *kr.find("security_protocol"),
+             "'audit.kafka.security_protocol' is '" + k.security_protocol + "', must be plaintext, ssl, sasl_plaintext or sasl_ssl");
+      kr.string("ssl_ca_file", k.ssl_ca_file);
+      kr.string("ssl_cert_file", k.ssl_cert_file);
+      kr.string("ssl_key_file", k.ssl_key_file);
+      kr.string("sasl_mechanism", k.sasl_mechanism);
+      static const std::set<std::string> kMechanisms = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"};
+      if (!kMechanisms.count(k.sasl_mechanism))
+        fail(source, *kr.find("sasl_mechanism"),
+             "'audit.kafka.sasl_mechanism' is '" + k.sasl_mechanism + "', must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512");
+      kr.string("sasl_username", k.sasl_username);
+      kr.string("sasl_password_file", k.sasl_password_file);
+      kr.integer("checkpoint_every", 1, 1000000, k.checkpoint_every);
+      kr.integer("checkpoint_interval_s", 1, 3600, k.checkpoint_interval_s);
+      kr.integer("outbox_warn_events", 1, int64_t(1) << 40, k.outbox_warn_events);
+      kr.integer("outbox_max_events", 1000, int64_t(1) << 40, k.outbox_max_events);
+      kr.refuse_unknown();
+      bool sasl = k.security_protocol.rfind("sasl_", 0) == 0;
+      if (sasl && (k.sasl_username.empty() || k.sasl_password_file.empty()))
+        fail(source, *n, "'audit.kafka.security_protocol' " + k.security_protocol +
+                             " needs sasl_username and sasl_password_file (a 0600 file holding the password)");
+      if (!sasl && (!k.sasl_username.empty() || !k.sasl_password_file.empty()))
+        fail(source, *n, "'audit.kafka' sets SASL credentials but security_protocol is " + k.security_protocol +
+                             "; they would not be used");
+      if ((!k.ssl_cert_file.empty()) != (!k.ssl_key_file.empty()))
+        fail(source, *n, "'audit.kafka' needs both ssl_cert_file and ssl_key_file for a client certificate, or neither");
+      if (k.brokers.empty()) fail(source, *n, "'audit.kafka.brokers' must name the bootstrap brokers (host:port,...)");
+    }
     r.refuse_unknown();
   }
   return c;

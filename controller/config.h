@@ -42,6 +42,22 @@ struct ControllerConfig {
   int64_t audit_retention_days = 90;
   uint32_t audit_refusals_per_minute = 60;
 
+  // [audit.kafka] the audit publisher (docs/audit.md); off while brokers is empty
+  struct AuditKafka {
+    std::string brokers;  // bootstrap.servers, "host:port,host:port"
+    std::string topic = "cairn.audit";
+    std::string security_protocol = "plaintext";  // plaintext, ssl, sasl_plaintext, sasl_ssl
+    std::string ssl_ca_file, ssl_cert_file, ssl_key_file;
+    std::string sasl_mechanism = "SCRAM-SHA-512";  // PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    std::string sasl_username;
+    std::string sasl_password_file;  // mode 0600, read at start
+    int64_t checkpoint_every = 100;      // events between signed checkpoints
+    int64_t checkpoint_interval_s = 60;  // and at least this often while events are published
+    int64_t outbox_warn_events = 100000;     // log line (and status) past this many unpublished events
+    int64_t outbox_max_events = 10000000;    // beyond it the oldest unpublished are dropped, with an audit event
+    bool enabled() const { return !brokers.empty(); }
+  } audit_kafka;
+
   std::string catalog_path() const { return data_dir + "/catalog.db"; }
 };
 

@@ -328,6 +328,15 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
         s->set_sets_running(uint32_t(tx.running_backup_sets()));
         s->set_active_key_id(signing_key_.key_id());
         s->set_audit_outbox_pending(uint64_t(tx.audit_outbox_pending()));
+        if (publisher_) {
+          auto ps = publisher_->status();
+          auto* a = s->mutable_audit_publisher();
+          a->set_enabled(ps.enabled);
+          a->set_connected(ps.connected);
+          a->set_published_seq(ps.published_seq);
+          a->set_checkpoints(ps.checkpoints);
+          a->set_last_error(ps.last_error);
+        }
       });
       return;
     case Q::kKeyRotate: {

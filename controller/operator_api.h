@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/plan/signing_key.h"
+#include "controller/audit_publisher.h"
 #include "controller/catalog/catalog.h"
 #include "controller/fleet.h"
 #include "controller/orders.h"
@@ -17,9 +18,15 @@ class OperatorApi {
  public:
   // signing_key is the controller's active key; a key rotation replaces it
   // (Orders signs with the same object). key_dir holds its file.
+  // publisher (may be null) reports the audit trail's state in `status`.
   OperatorApi(catalog::Catalog& catalog, Fleet& fleet, Orders& orders, plan::SigningKey& signing_key,
-              std::string key_dir)
-      : catalog_(catalog), fleet_(fleet), orders_(orders), signing_key_(signing_key), key_dir_(std::move(key_dir)) {}
+              std::string key_dir, const AuditPublisher* publisher = nullptr)
+      : catalog_(catalog),
+        fleet_(fleet),
+        orders_(orders),
+        signing_key_(signing_key),
+        key_dir_(std::move(key_dir)),
+        publisher_(publisher) {}
 
   // actor is "operator:<name>". Never throws.
   cairn::v1::OperatorResponse handle(const std::string& actor, const cairn::v1::OperatorRequest& request);
@@ -41,6 +48,7 @@ class OperatorApi {
   Orders& orders_;
   plan::SigningKey& signing_key_;
   std::string key_dir_;
+  const AuditPublisher* publisher_;
 };
 
 }  // namespace cairn::controller

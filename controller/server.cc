@@ -84,12 +84,15 @@ Server::Server(const ControllerConfig& config)
   orders_ = std::make_unique<Orders>(catalog_, config_, signing_key_);
   orders_->set_connected([f = fleet_.get()](const std::string& agent_id) { return f->connected(agent_id); });
   catalog_.set_task_ended_hook([o = orders_.get()](catalog::Tx& tx, const catalog::Task& t) { o->on_task_ended(tx, t); });
-  api_ = std::make_unique<OperatorApi>(catalog_, *fleet_, *orders_, signing_key_, config.key_dir);
+  publisher_ = std::make_unique<AuditPublisher>(config_);
+  api_ = std::make_unique<OperatorApi>(catalog_, *fleet_, *orders_, signing_key_, config.key_dir, publisher_.get());
   spdlog::info("controller '{}' listening: fleet {} operator {}; signing key {}; enrolment {}", config.controller_id,
                fleet_endpoint(), operator_endpoint(), key_id, config.enrolment_open ? "open" : "closed");
 }
 
-Server::~Server() = default;
+Server::~Server() {
+  if (publisher_) publisher_->stop();
+}
 
 std::string Server::fleet_endpoint() const { return fleet_socket_.get(zmq::sockopt::last_endpoint); }
 std::string Server::operator_endpoint() const { return operator_socket_.get(zmq::sockopt::last_endpoint); }
@@ -141,8 +144,12 @@ void Server::prune_audit() {
   if (last_prune_ != std::chrono::steady_clock::time_point{} && now - last_prune_ < kAuditPruneEvery) return;
   last_prune_ = now;
   try {
+    const int64_t max_age_ms = config_.audit_retention_days * 86400 * 1000;
     int64_t n = catalog_.transaction("controller", [&](catalog::Tx& tx) {
-      return tx.prune_audit(config_.audit_retention_events, config_.audit_retention_days * 86400 * 1000);
+      // With a publisher only what Kafka has ages out (docs/audit.md).
+      return config_.audit_kafka.enabled()
+                 ? tx.prune_published_audit(config_.audit_retention_events, max_age_ms, config_.audit_kafka.outbox_max_events)
+                 : tx.prune_audit(config_.audit_retention_events, max_age_ms);
     });
     if (n > 0)
       spdlog::info("controller: audit retention deleted the {} oldest events (keeps {} events, {} days)", n,
@@ -153,6 +160,7 @@ void Server::prune_audit() {
 }
 
 void Server::run(const std::atomic<bool>& stop) {
+  publisher_->start();
   while (!stop) {
     zmq::pollitem_t items[] = {{zap_->socket().handle(), 0, ZMQ_POLLIN, 0},
                                {fleet_socket_.handle(), 0, ZMQ_POLLIN, 0},
@@ -180,6 +188,7 @@ void Server::run(const std::atomic<bool>& stop) {
     }
   }
   spdlog::info("controller: stopping");
+  publisher_->stop();
 }
 
 }  // namespace cairn::controller

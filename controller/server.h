@@ -11,6 +11,7 @@
 #include <zmq.hpp>
 
 #include "common/plan/signing_key.h"
+#include "controller/audit_publisher.h"
 #include "controller/catalog/catalog.h"
 #include "controller/config.h"
 #include "controller/data_dir.h"
@@ -54,6 +55,7 @@ class Server {
   zmq::socket_t operator_socket_;
   std::unique_ptr<Fleet> fleet_;
   std::unique_ptr<Orders> orders_;
+  std::unique_ptr<AuditPublisher> publisher_;
   std::unique_ptr<OperatorApi> api_;
   std::chrono::steady_clock::time_point last_prune_{};
 };

@@ -8,7 +8,8 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libcurl4-openssl-dev libsystemd-dev libcli11-dev nlohmann-json3-dev
       libtomlplusplus-dev libsimdjson-dev ccache python3 python3-pytest python3-cryptography python3-zmq attr procps time
       libgrpc++-dev protobuf-compiler-grpc  # the etcd driver speaks etcd's v3 gRPC API
-      etcd-server etcd-client zookeeper prometheus haproxy)  # the drivers' tests and the quickstart run the real servers
+      etcd-server etcd-client zookeeper prometheus haproxy  # the drivers' tests and the quickstart run the real servers
+      openjdk-17-jdk-headless maven python3-confluent-kafka)  # Kafka's broker from Maven Central (scripts/fetch-kafka.sh), and a client for the tests
 if [[ "${1:-}" == "--bench" ]]; then PKGS+=(restic borgbackup zstd); fi
 # libFuzzer builds (docs/testing.md); CI replays the corpora with gcc and needs none of it.
 if [[ "${1:-}" == "--fuzz" ]]; then PKGS+=(clang libclang-rt-14-dev lld); fi
@@ -35,3 +36,6 @@ if ((${#missing[@]})); then
   [[ -n $own_policy ]] && $SUDO rm -f /usr/sbin/policy-rc.d
   trap - EXIT
 fi
+# Kafka is not packaged by Debian: its jars come from Maven Central, cached
+# (tests/kafka/pom.xml; nothing is fetched when the cache is complete).
+bash "$(dirname "$0")/fetch-kafka.sh"

@@ -1,9 +1,9 @@
-#include "controller/catalog/audit.h"
+#include "common/audit/chain.h"
 
 #include "common/crypto/crypto.h"
 #include "common/util/encoding.h"
 
-namespace cairn::catalog {
+namespace cairn::audit {
 namespace {
 
 void put_field(Bytes& out, std::string_view v) {
@@ -52,4 +52,4 @@ ChainReport verify_chain(const std::vector<AuditEvent>& events) {
   return r;
 }
 
-}  // namespace cairn::catalog
+}  // namespace cairn::audit

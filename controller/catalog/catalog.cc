@@ -25,12 +25,22 @@ namespace {
 // creates its files 0644 (less the umask) and gives -wal and -shm the mode of
 // the main file, so the main file is created 0600 first, and an existing one
 // (and its -wal/-shm) is tightened.
+//
+// Only a missing file is opened (to create it): closing any descriptor of a
+// file drops every POSIX lock this process holds on it, so opening and closing
+// the catalog beside a live connection (the controller's audit publisher opens
+// its own) would drop that connection's locks, and the next process to close
+// the database would checkpoint and delete the -wal and -shm under it: its
+// commits would go to a deleted file, invisible to everyone else.
 void make_private(const std::string& path) {
   if (path.empty() || path == ":memory:" || path.rfind("file:", 0) == 0) return;
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0)
-    throw Error(Errc::io, "catalog '" + path + "': cannot open: " + std::strerror(errno));
-  ::close(fd);
+  struct stat existing{};
+  if (::lstat(path.c_str(), &existing) != 0) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && errno != EEXIST)
+      throw Error(Errc::io, "catalog '" + path + "': cannot create: " + std::strerror(errno));
+    if (fd >= 0) ::close(fd);  // nobody has it open: it did not exist
+  }
   for (const std::string& p : {path, path + "-wal", path + "-shm"}) {
     struct stat st{};
     if (::stat(p.c_str(), &st) != 0 || (st.st_mode & 077) == 0) continue;

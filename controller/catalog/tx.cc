@@ -81,28 +81,103 @@ int64_t Tx::prune_audit(int64_t keep_events, int64_t max_age_ms) {
   return n;
 }
 
+namespace {
+
+AuditEvent audit_row(sqlite::Stmt& rows) {
+  AuditEvent e;
+  e.event_id = rows.text(0);
+  e.seq = rows.integer(1);
+  e.time = rows.integer(2);
+  e.actor = rows.text(3);
+  e.action = rows.text(4);
+  e.target = rows.text(5);
+  e.outcome = rows.text(6);
+  e.reason = rows.text(7);
+  e.details = rows.text(8);
+  e.prev_hash = rows.text(9);
+  e.hash = rows.text(10);
+  return e;
+}
+
+constexpr const char* kAuditColumns =
+    "SELECT event_id, seq, time, actor, action, target, outcome, reason, details, prev_hash, hash FROM audit_outbox ";
+
+}  // namespace
+
 std::vector<AuditEvent> Tx::audit_events(int64_t from_seq) const {
-  auto rows = db_.prepare(
-      "SELECT event_id, seq, time, actor, action, target, outcome, reason, details, prev_hash, hash"
-      " FROM audit_outbox WHERE seq >= ? ORDER BY seq");
+  auto rows = db_.prepare(std::string(kAuditColumns) + "WHERE seq >= ? ORDER BY seq");
   rows.bind(1, from_seq);
   std::vector<AuditEvent> out;
-  while (rows.step()) {
-    AuditEvent e;
-    e.event_id = rows.text(0);
-    e.seq = rows.integer(1);
-    e.time = rows.integer(2);
-    e.actor = rows.text(3);
-    e.action = rows.text(4);
-    e.target = rows.text(5);
-    e.outcome = rows.text(6);
-    e.reason = rows.text(7);
-    e.details = rows.text(8);
-    e.prev_hash = rows.text(9);
-    e.hash = rows.text(10);
-    out.push_back(std::move(e));
-  }
+  while (rows.step()) out.push_back(audit_row(rows));
   return out;
+}
+
+std::vector<AuditEvent> Tx::unpublished_audit_events(int64_t after_seq, int64_t limit) const {
+  auto rows = db_.prepare(std::string(kAuditColumns) + "WHERE seq > ? AND published_at IS NULL ORDER BY seq LIMIT ?");
+  rows.bind(1, after_seq).bind(2, limit);
+  std::vector<AuditEvent> out;
+  while (rows.step()) out.push_back(audit_row(rows));
+  return out;
+}
+
+std::optional<AuditEvent> Tx::audit_event(int64_t seq) const {
+  auto rows = db_.prepare(std::string(kAuditColumns) + "WHERE seq = ?");
+  rows.bind(1, seq);
+  if (!rows.step()) return std::nullopt;
+  return audit_row(rows);
+}
+
+int64_t Tx::mark_audit_published(int64_t upto_seq) {
+  db_.prepare("UPDATE audit_outbox SET published_at = ? WHERE seq <= ? AND published_at IS NULL")
+      .bind_all(now_ms_, upto_seq)
+      .run();
+  return db_.changes();
+}
+
+int64_t Tx::prune_published_audit(int64_t keep_events, int64_t max_age_ms, int64_t max_unpublished) {
+  int64_t deleted = 0;
+  // Unpublished beyond the cap: the oldest go, and the chain says so.
+  int64_t unpublished = 0, first_unpublished = 0;
+  {
+    auto q = db_.prepare("SELECT count(*), min(seq) FROM audit_outbox WHERE published_at IS NULL");
+    if (q.step()) {
+      unpublished = q.integer(0);
+      first_unpublished = q.is_null(1) ? 0 : q.integer(1);
+    }
+  }
+  if (unpublished > max_unpublished) {
+    int64_t drop = unpublished - max_unpublished;
+    int64_t upto = 0;
+    {
+      auto q = db_.prepare("SELECT seq FROM audit_outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1 OFFSET ?");
+      q.bind(1, drop - 1);
+      if (q.step()) upto = q.integer(0);
+    }
+    db_.exec("UPDATE audit_prune_gate SET open = 1 WHERE id = 1");
+    db_.prepare("DELETE FROM audit_outbox WHERE seq <= ? AND published_at IS NULL").bind(1, upto).run();
+    int64_t n = db_.changes();
+    db_.exec("UPDATE audit_prune_gate SET open = 0 WHERE id = 1");
+    deleted += n;
+    audit({"audit.dropped", "audit_outbox", "dropped", "outbox_full",
+           {{"count", n}, {"first_seq", first_unpublished}, {"last_seq", upto}, {"max_unpublished", max_unpublished}}});
+  }
+  // Published ones age out as without a publisher; the newest event always stays.
+  int64_t newest = 0;
+  {
+    auto last = db_.prepare("SELECT max(seq) FROM audit_outbox");
+    if (last.step() && !last.is_null(0)) newest = last.integer(0);
+  }
+  int64_t upto = std::max<int64_t>(0, newest - std::max<int64_t>(keep_events, 1));
+  {
+    auto old = db_.prepare("SELECT max(seq) FROM audit_outbox WHERE time < ? AND seq < ?");
+    old.bind(1, now_ms_ - max_age_ms).bind(2, newest);
+    if (old.step() && !old.is_null(0)) upto = std::max(upto, old.integer(0));
+  }
+  if (upto > 0) {
+    db_.prepare("DELETE FROM audit_outbox WHERE seq <= ? AND published_at IS NOT NULL").bind(1, upto).run();
+    deleted += db_.changes();
+  }
+  return deleted;
 }
 
 }  // namespace cairn::catalog

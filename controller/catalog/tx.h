@@ -49,6 +49,18 @@ class Tx {
   // anchors the chain). Records an `audit.pruned` event naming the range.
   // Returns how many were deleted.
   int64_t prune_audit(int64_t keep_events, int64_t max_age_ms);
+  // With a publisher (docs/audit.md): only published events age out as
+  // above; unpublished ones stay until Kafka has them, except that beyond
+  // max_unpublished the oldest are dropped, recorded by an `audit.dropped`
+  // event naming the range (cairn-audit then reports that gap, explained).
+  // Returns how many were deleted.
+  int64_t prune_published_audit(int64_t keep_events, int64_t max_age_ms, int64_t max_unpublished);
+  // The publisher's view: up to limit unpublished events with seq > after_seq,
+  // in seq order; marking every event up to upto_seq published.
+  std::vector<AuditEvent> unpublished_audit_events(int64_t after_seq, int64_t limit) const;
+  int64_t mark_audit_published(int64_t upto_seq);
+  // One event by seq (the publisher signs checkpoints over its hash).
+  std::optional<AuditEvent> audit_event(int64_t seq) const;
 
   // -- agents (agents.cc) ----------------------------------------------------
   // A new agent starts `pending`. Throws cairn::Error(exists) on a known name or key.

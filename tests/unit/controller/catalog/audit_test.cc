@@ -1,6 +1,9 @@
 // The audit outbox: hash chain, immutability, and verification that notices edits.
 #include <catch2/catch.hpp>
 
+#include <cstdio>
+#include <filesystem>
+
 #include "catalog_fixture.h"
 #include "common/util/error.h"
 #include "controller/catalog/sqlite.h"
@@ -106,4 +109,65 @@ TEST_CASE("verification catches a row changed behind the catalog's back") {
       REQUIRE_THAT(r.problem, Catch::Contains("missing"));
     }
   }
+}
+
+namespace {
+
+// Counts audit events from another process (a fresh SQLite connection there,
+// closed at once), the way cairnctl or a backup of the catalog would see them.
+// A separate program, not fork(): a forked child inherits SQLite's per-process
+// lock bookkeeping and would not behave as another process does.
+int64_t events_seen_by_another_process(const std::string& path) {
+  std::string cmd = "/usr/bin/python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+                    "print(c.execute(\"SELECT count(*) FROM audit_outbox\").fetchone()[0]); c.close()' '" + path + "'";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  long long n = -1;
+  if (std::fscanf(p, "%lld", &n) != 1) n = -1;
+  ::pclose(p);
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("a second connection opened beside a live one leaves its commits visible to other processes") {
+  // Opening and closing the file beside a live connection once dropped that
+  // connection's POSIX locks: another process closing the database then deleted
+  // the -wal under it, and its later commits were seen by nobody.
+  Fixture f;
+  three_events(f);
+  Catalog second = f.open();  // as the audit publisher opens its own
+  REQUIRE(events_seen_by_another_process(f.dir.file("catalog.db")) == 4);
+  CHECK(std::filesystem::exists(f.dir.file("catalog.db-wal")));
+  f.cat.transaction("operator:alice", [](Tx& tx) { tx.audit({"test.after", "thing:2", "ok", "", {}}); });
+  second.transaction("controller", [](Tx& tx) { tx.mark_audit_published(5); });
+  CHECK(events_seen_by_another_process(f.dir.file("catalog.db")) == 5);
+  auto unpublished = f.cat.read([](const Tx& tx) { return tx.audit_outbox_pending(); });
+  CHECK(unpublished == 0);
+}
+
+TEST_CASE("with a publisher, only published events age out, and a full outbox drops its oldest with an event saying so") {
+  Fixture f;
+  f.cat.transaction("operator:alice", [](Tx& tx) {
+    for (int i = 0; i < 2000; ++i) tx.audit({"test.event", "thing:" + std::to_string(i), "ok", "", {}});
+  });
+  f.cat.transaction("controller", [](Tx& tx) { tx.mark_audit_published(500); });
+  // Retention keeps 1000 events: only the 500 published ones may go.
+  int64_t n = f.cat.transaction("controller", [](Tx& tx) { return tx.prune_published_audit(1000, int64_t(1) << 50, 1'000'000); });
+  CHECK(n == 500);
+  auto events = f.cat.read([](const Tx& tx) { return tx.audit_events(); });
+  REQUIRE(events.front().seq == 501);
+  CHECK(verify_chain(events).ok);
+  // 1500 unpublished, at most 1000 kept: the oldest 500 go, and the chain records it.
+  n = f.cat.transaction("controller", [](Tx& tx) { return tx.prune_published_audit(1000, int64_t(1) << 50, 1000); });
+  CHECK(n == 500);
+  events = f.cat.read([](const Tx& tx) { return tx.audit_events(); });
+  REQUIRE(events.front().seq == 1001);
+  const auto& dropped = events.back();
+  CHECK(dropped.action == "audit.dropped");
+  CHECK(dropped.reason == "outbox_full");
+  auto d = nlohmann::json::parse(dropped.details);
+  CHECK(d["first_seq"] == 501);
+  CHECK(d["last_seq"] == 1000);
+  CHECK(d["count"] == 500);
 }

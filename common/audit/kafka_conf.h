@@ -1,0 +1,42 @@
+#pragma once
+// librdkafka client settings shared by the controller's audit publisher and
+// cairn-audit: the brokers, TLS and SASL (docs/audit.md), and the client's
+// log lines routed to spdlog.
+#include <librdkafka/rdkafka.h>
+
+#include <memory>
+#include <string>
+
+namespace cairn::audit {
+
+struct KafkaClientSettings {
+  std::string brokers;                          // bootstrap.servers
+  std::string security_protocol = "plaintext";  // plaintext, ssl, sasl_plaintext, sasl_ssl
+  std::string ssl_ca_file, ssl_cert_file, ssl_key_file;
+  std::string sasl_mechanism = "SCRAM-SHA-512";
+  std::string sasl_username;
+  std::string sasl_password;  // the secret itself (read from a 0600 file by the caller)
+};
+
+struct RkDeleter {
+  void operator()(rd_kafka_t* rk) const;  // purges what is queued, then destroys
+};
+using Rk = std::unique_ptr<rd_kafka_t, RkDeleter>;
+
+class KafkaConf {
+ public:
+  // Throws cairn::Error(invalid_input) naming a setting librdkafka refuses.
+  KafkaConf(const KafkaClientSettings& s, const std::string& client_id);
+  ~KafkaConf();
+  KafkaConf(const KafkaConf&) = delete;
+  KafkaConf& operator=(const KafkaConf&) = delete;
+  void set(const char* key, const std::string& value);
+  // Hands the configuration to a new client, which owns it from then on.
+  Rk make(rd_kafka_type_t type);
+  rd_kafka_conf_t* raw() { return c_; }
+
+ private:
+  rd_kafka_conf_t* c_;
+};
+
+}  // namespace cairn::audit

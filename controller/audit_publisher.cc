@@ -1,0 +1,348 @@
+#include "controller/audit_publisher.h"
+
+#include <librdkafka/rdkafka.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <memory>
+
+#include "common/audit/kafka_conf.h"
+#include "common/audit/topic.h"
+#include "common/plan/signing_key.h"
+#include "common/util/encoding.h"
+#include "common/util/error.h"
+#include "common/util/fs.h"
+#include "controller/catalog/catalog.h"
+#include "controller/keyfiles.h"
+
+namespace cairn::controller {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int64_t kMaxInflight = 1000;  // events produced and not yet acknowledged
+constexpr auto kPoll = std::chrono::milliseconds(50);
+constexpr auto kWarnEvery = std::chrono::minutes(10);
+
+// The delivery state the producer's callback updates (on the publisher's
+// thread, inside rd_kafka_poll).
+struct Delivery {
+  int64_t acked = 0;        // newest event acknowledged
+  int64_t checkpoints = 0;  // checkpoints acknowledged
+  std::string error;        // set when a record failed: the producer is rebuilt
+  std::string transport;    // librdkafka's latest connection trouble (it retries by itself)
+};
+
+void error_cb(rd_kafka_t*, int err, const char* reason, void* opaque) {
+  static_cast<Delivery*>(opaque)->transport = std::string(rd_kafka_err2name(rd_kafka_resp_err_t(err))) + ": " + reason;
+}
+
+// Record opaques: an event's seq, or -1 for a checkpoint.
+void dr_cb(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+  auto* d = static_cast<Delivery*>(opaque);
+  auto tag = reinterpret_cast<intptr_t>(m->_private);
+  if (m->err) {
+    if (d->error.empty()) d->error = rd_kafka_err2str(m->err);
+    return;
+  }
+  if (tag < 0) ++d->checkpoints;
+  else if (tag > d->acked) d->acked = tag;
+}
+
+audit::KafkaClientSettings client_settings(const ControllerConfig::AuditKafka& k, const std::string& password) {
+  audit::KafkaClientSettings s;
+  s.brokers = k.brokers;
+  s.security_protocol = k.security_protocol;
+  s.ssl_ca_file = k.ssl_ca_file;
+  s.ssl_cert_file = k.ssl_cert_file;
+  s.ssl_key_file = k.ssl_key_file;
+  s.sasl_mechanism = k.sasl_mechanism;
+  s.sasl_username = k.sasl_username;
+  s.sasl_password = password;
+  return s;
+}
+
+// The newest seq (event or checkpoint) this controller's records on partition
+// 0 reach, 0 for an empty or missing topic. False (and why) when Kafka does
+// not answer.
+bool read_tail(const ControllerConfig& cfg, const std::string& password, int64_t& out, std::string& why) {
+  const auto& k = cfg.audit_kafka;
+  audit::KafkaConf conf(client_settings(k, password), "cairn-controller-" + cfg.controller_id + "-tail");
+  conf.set("group.id", "cairn-controller-tail");  // never joined or committed: partitions are assigned
+  conf.set("enable.auto.commit", "false");
+  conf.set("enable.partition.eof", "true");
+  audit::Rk rk = conf.make(RD_KAFKA_CONSUMER);
+  int64_t lo = 0, hi = 0;
+  rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk.get(), k.topic.c_str(), 0, &lo, &hi, 5000);
+  if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+      e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+    out = 0;
+    return true;  // created by the first record (or by the operator)
+  }
+  if (e) {
+    why = std::string("cannot read the end of topic '") + k.topic + "' at " + k.brokers + ": " + rd_kafka_err2str(e);
+    return false;
+  }
+  out = 0;
+  int64_t window = 64;
+  for (int64_t start = std::max(lo, hi - window);; start = std::max(lo, hi - window)) {
+    rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, k.topic.c_str(), 0)->offset = start;
+    rd_kafka_assign(rk.get(), parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    auto deadline = Clock::now() + std::chrono::seconds(15);
+    int64_t next = start;
+    while (next < hi) {
+      if (Clock::now() > deadline) {
+        why = "reading the end of topic '" + k.topic + "' timed out at offset " + std::to_string(next);
+        rd_kafka_assign(rk.get(), nullptr);
+        return false;
+      }
+      rd_kafka_message_t* m = rd_kafka_consumer_poll(rk.get(), 200);
+      if (!m) continue;
+      std::unique_ptr<rd_kafka_message_t, void (*)(rd_kafka_message_t*)> hold(m, rd_kafka_message_destroy);
+      if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) break;
+      if (m->err) {
+        why = std::string("reading topic '") + k.topic + "': " + rd_kafka_message_errstr(m);
+        rd_kafka_assign(rk.get(), nullptr);
+        return false;
+      }
+      next = m->offset + 1;
+      std::string_view key(static_cast<const char*>(m->key), m->key ? m->key_len : 0);
+      if (key != audit::kRecordKey) continue;
+      std::string bad;
+      auto r = audit::decode_record(std::string_view(static_cast<const char*>(m->payload), m->len), bad);
+      if (!r) continue;
+      int64_t seq = r->kind == audit::Record::Kind::event ? r->event.seq : r->checkpoint.seq;
+      out = std::max(out, seq);
+    }
+    rd_kafka_assign(rk.get(), nullptr);
+    if (out > 0 || start == lo) return true;
+    window *= 8;  // another writer's records at the end: look further back
+  }
+}
+
+}  // namespace
+
+AuditPublisher::AuditPublisher(const ControllerConfig& config) : config_(config) {
+  status_.enabled = config.audit_kafka.enabled();
+  const auto& k = config.audit_kafka;
+  if (!k.sasl_password_file.empty()) {
+    sasl_password_ = read_secret_file(k.sasl_password_file);
+  }
+}
+
+AuditPublisher::~AuditPublisher() { stop(); }
+
+void AuditPublisher::start() {
+  if (!status_.enabled || thread_.joinable()) return;
+  thread_ = std::thread([this] {
+    try {
+      run();
+    } catch (const std::exception& e) {
+      spdlog::error("audit publisher stopped: {}; events stay in the outbox until the controller restarts", e.what());
+      std::lock_guard lk(mu_);
+      status_.connected = false;
+      status_.last_error = e.what();
+    }
+  });
+}
+
+void AuditPublisher::stop() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void AuditPublisher::notify() {
+  {
+    std::lock_guard lk(mu_);
+    poke_ = true;
+  }
+  cv_.notify_all();
+}
+
+PublisherStatus AuditPublisher::status() const {
+  std::lock_guard lk(mu_);
+  return status_;
+}
+
+void AuditPublisher::run() {
+  const auto& k = config_.audit_kafka;
+  auto cat = catalog::Catalog::open(config_.catalog_path());
+  Delivery d;
+  audit::Rk producer;
+  bool synced = false;
+  int64_t produced = 0;           // newest event handed to this producer
+  std::string produced_hash;
+  int64_t marked = 0;             // newest event marked published in the catalog
+  int64_t since_checkpoint = 0;
+  Clock::time_point last_checkpoint = Clock::now();
+  auto backoff = std::chrono::seconds(1);
+  Clock::time_point next_warn{};
+  Clock::time_point waiting_since{};
+  std::string last_logged_error;
+
+  auto wait = [&](std::chrono::milliseconds dur) {
+    std::unique_lock lk(mu_);
+    cv_.wait_for(lk, dur, [&] { return stop_ || poke_; });
+    poke_ = false;
+    return !stop_;
+  };
+  auto failed = [&](const std::string& why) {
+    {
+      std::lock_guard lk(mu_);
+      status_.connected = false;
+      status_.last_error = why;
+    }
+    if (why != last_logged_error) {
+      spdlog::warn("audit publisher: {}; events wait in the outbox (retrying)", why);
+      last_logged_error = why;
+    }
+  };
+  auto produce = [&](const std::string& value, intptr_t tag) {
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        producer.get(), RD_KAFKA_V_TOPIC(k.topic.c_str()), RD_KAFKA_V_PARTITION(0),
+        RD_KAFKA_V_KEY(audit::kRecordKey, std::char_traits<char>::length(audit::kRecordKey)),
+        RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(tag)), RD_KAFKA_V_END);
+    if (e) throw Error(Errc::io, std::string("producing to '") + k.topic + "': " + rd_kafka_err2str(e));
+  };
+  auto checkpoint = [&] {
+    auto key = plan::SigningKey::load(config_.key_dir + "/" + kSigningKeyFile);
+    audit::Checkpoint c;
+    c.seq = produced;
+    c.hash = produced_hash;
+    c.time = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    c.key_id = key.key_id();
+    c.public_key = plan::format_public_key(key.public_key());
+    auto sig = key.sign(audit::checkpoint_signing_bytes(c.seq, c.hash, c.time));
+    c.signature = to_base64(sig);
+    auto anns = cat.read([&](const catalog::Tx& tx) { return tx.key_announcements(); });
+    for (const auto& a : anns)
+      if (a.new_key_id == c.key_id) c.announcements.push_back(to_base64(a.envelope));
+    produce(audit::encode_checkpoint(c), -1);
+    since_checkpoint = 0;
+    last_checkpoint = Clock::now();
+  };
+
+  for (;;) {
+    {
+      std::lock_guard lk(mu_);
+      if (stop_) break;
+    }
+    try {
+      if (!synced) {
+        int64_t tail = 0;
+        std::string why;
+        if (!read_tail(config_, sasl_password_, tail, why)) {
+          failed(why);
+          if (!wait(std::chrono::duration_cast<std::chrono::milliseconds>(backoff))) break;
+          backoff = std::min(backoff * 2, std::chrono::seconds(30));
+          continue;
+        }
+        if (tail > 0) cat.transaction("controller", [&](catalog::Tx& tx) { tx.mark_audit_published(tail); });
+        produced = marked = d.acked = tail;
+        produced_hash.clear();
+        if (tail > 0)
+          if (auto e = cat.read([&](const catalog::Tx& tx) { return tx.audit_event(tail); })) produced_hash = e->hash;
+        audit::KafkaConf conf(client_settings(k, sasl_password_), "cairn-controller-" + config_.controller_id);
+        conf.set("enable.idempotence", "true");  // acks=all, ordered retries, no duplicates within a session
+        conf.set("acks", "all");
+        conf.set("message.timeout.ms", "0");     // never give up on a record: Kafka may be down for hours
+        conf.set("linger.ms", "5");
+        rd_kafka_conf_set_dr_msg_cb(conf.raw(), dr_cb);
+        rd_kafka_conf_set_error_cb(conf.raw(), error_cb);
+        rd_kafka_conf_set_opaque(conf.raw(), &d);
+        producer = conf.make(RD_KAFKA_PRODUCER);
+        d.error.clear();
+        synced = true;
+        backoff = std::chrono::seconds(1);
+        spdlog::info("audit publisher: topic '{}' at {} holds events up to seq {}; publishing from there", k.topic,
+                     k.brokers, tail);
+      }
+      // Produce what is waiting, at most kMaxInflight unacknowledged.
+      if (produced - d.acked < kMaxInflight) {
+        auto events = cat.read(
+            [&](const catalog::Tx& tx) { return tx.unpublished_audit_events(produced, kMaxInflight - (produced - d.acked)); });
+        if (!events.empty())
+          spdlog::debug("audit publisher: producing events {}..{}", events.front().seq, events.back().seq);
+        for (const auto& e : events) {
+          produce(audit::encode_event(e), intptr_t(e.seq));
+          produced = e.seq;
+          produced_hash = e.hash;
+          if (++since_checkpoint >= k.checkpoint_every) checkpoint();
+        }
+      }
+      if (since_checkpoint > 0 && Clock::now() - last_checkpoint >= std::chrono::seconds(k.checkpoint_interval_s))
+        checkpoint();
+      rd_kafka_poll(producer.get(), 0);
+      char fatal[256];
+      if (rd_kafka_fatal_error(producer.get(), fatal, sizeof fatal)) d.error = fatal;
+      if (!d.error.empty()) {
+        failed("a record was not delivered (" + d.error + "); rebuilding the producer and re-reading the topic's end");
+        producer.reset();
+        synced = false;
+        continue;
+      }
+      // Records waiting without an acknowledgement: Kafka is away (librdkafka
+      // keeps them and retries; the status says why they wait).
+      if (produced > d.acked && d.acked == marked) {
+        if (waiting_since == Clock::time_point{}) waiting_since = Clock::now();
+        auto secs = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - waiting_since).count();
+        if (secs >= 5) {
+          std::string why = "Kafka at " + k.brokers + " has acknowledged nothing for " + std::to_string(secs) + " s (" +
+                            std::to_string(produced - d.acked) + " records in flight" +
+                            (d.transport.empty() ? "" : "; last error " + d.transport) + ")";
+          {
+            std::lock_guard lk(mu_);
+            status_.connected = false;
+            status_.last_error = why;
+          }
+          if (last_logged_error.empty()) {
+            spdlog::warn("audit publisher: {}; events wait in the outbox (librdkafka retries)", why);
+            last_logged_error = why;
+          }
+        }
+      } else {
+        waiting_since = {};
+      }
+      if (d.acked > marked) {
+        spdlog::debug("audit publisher: Kafka acknowledged events up to {}", d.acked);
+        cat.transaction("controller", [&](catalog::Tx& tx) { tx.mark_audit_published(d.acked); });
+        marked = d.acked;
+        std::lock_guard lk(mu_);
+        status_.connected = true;
+        status_.published_seq = marked;
+        status_.checkpoints = d.checkpoints;
+        status_.last_error.clear();
+        last_logged_error.clear();
+      }
+      if (Clock::now() >= next_warn) {
+        int64_t waiting = cat.read([](const catalog::Tx& tx) { return tx.audit_outbox_pending(); });
+        if (waiting > k.outbox_warn_events) {
+          spdlog::warn("audit outbox holds {} unpublished events (audit.kafka.outbox_warn_events = {}); Kafka at {}: {}",
+                       waiting, k.outbox_warn_events, k.brokers, status().last_error.empty() ? "slow" : status().last_error);
+          next_warn = Clock::now() + kWarnEvery;
+        }
+      }
+      if (!wait(kPoll)) break;
+    } catch (const Error& e) {
+      failed(e.what());
+      producer.reset();
+      synced = false;
+      if (!wait(std::chrono::duration_cast<std::chrono::milliseconds>(backoff))) break;
+      backoff = std::min(backoff * 2, std::chrono::seconds(30));
+    }
+  }
+  // Leaving: give what is in flight a moment, so the next start re-sends less.
+  if (producer) {
+    rd_kafka_flush(producer.get(), 2000);
+    rd_kafka_poll(producer.get(), 0);
+    if (d.acked > marked) cat.transaction("controller", [&](catalog::Tx& tx) { tx.mark_audit_published(d.acked); });
+  }
+}
+
+}  // namespace cairn::controller

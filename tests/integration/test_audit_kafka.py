@@ -1,0 +1,203 @@
+"""The audit trail on a real Kafka broker (4.x, KRaft; jars from Maven Central,
+servers_kafka.py): the controller publishes its outbox, `cairn-audit` reads the
+topic and verifies the chain and the signed checkpoints.
+
+- every event the catalog holds reaches the topic once, in order, and verifies;
+- Kafka stopped while operations happen and the controller restarted
+  meanwhile: when Kafka is back, no gap and no duplicate;
+- an event altered, removed or replayed on the topic (forged with Kafka's own
+  console producer) is reported by cairn-audit as exactly that event.
+
+Operations: refused CURVE handshakes with unknown keys (each one a
+`login.refuse` event; the audit budget raised for the test) and the events of
+the controller's own start.
+"""
+import concurrent.futures
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+import curvezmq
+import servers_kafka
+from cluster import BUILD, Cluster, catalog
+
+AUDIT = BUILD / "audit" / "cairn-audit"
+TOPIC = "cairn.audit"
+
+
+def refused_logins(c, n):
+    """n handshakes with fresh unknown keys on the operator socket: n audit events."""
+    server = curvezmq.z85_decode((c.keys / "controller-curve.pub").read_text().strip())
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        for name, _ in ex.map(lambda _: curvezmq.handshake(c.op_port, server), range(n)):
+            assert name in (b"ERROR", None)
+
+
+def catalog_events(c):
+    con = catalog(c)
+    try:
+        return con.execute("SELECT count(*), coalesce(max(seq), 0) FROM audit_outbox").fetchone()
+    finally:
+        con.close()
+
+
+def unpublished(c):
+    con = catalog(c)
+    try:
+        return con.execute("SELECT count(*) FROM audit_outbox WHERE published_at IS NULL").fetchone()[0]
+    finally:
+        con.close()
+
+
+def run_audit(c, kafka, topic=TOPIC, out=None, extra=()):
+    out = out or (c.base / f"audit-{topic}.jsonl")
+    if out.exists():
+        out.unlink()
+    p = subprocess.run([os.fspath(AUDIT), "--brokers", kafka.bootstrap, "--topic", topic,
+                        "--trusted-keys", os.fspath(c.keys / "controller-signing.pub"),
+                        "--from-beginning", "--until-end", "--output", os.fspath(out), "--timeout", "60", *extra],
+                       capture_output=True, text=True, timeout=180)
+    events = [json.loads(l) for l in out.read_text().splitlines()] if out.exists() else []
+    return p.returncode, events, p.stderr
+
+
+def summary(stderr):
+    m = re.search(r"(\d+) events and (\d+) checkpoints verified, (\d+) problems", stderr)
+    assert m, stderr
+    return tuple(int(x) for x in m.groups())
+
+
+@pytest.fixture
+def kafka(tmp_path):
+    servers_kafka.require(servers_kafka.KRAFT_VERSION)
+    k = servers_kafka.Kafka.kraft(tmp_path / "kafka")
+    k.start()
+    try:
+        yield k
+    finally:
+        k.stop()
+
+
+@pytest.fixture
+def audited(tmp_path, kafka):
+    if not AUDIT.exists():
+        pytest.fail(f"binary not found: {AUDIT}")
+    kafka.create_topic(TOPIC)
+    c = Cluster(tmp_path / "cluster")
+    try:
+        c.init()
+        with open(c.controller_cfg, "a") as f:
+            f.write(f"""[audit]
+refusals_per_minute = 100000
+[audit.kafka]
+brokers = "{kafka.bootstrap}"
+topic = "{TOPIC}"
+checkpoint_every = 100
+checkpoint_interval_s = 1
+""")
+        c.start_controller()
+        yield c
+    finally:
+        c.stop_all()
+
+
+def wait_published(c, timeout=60):
+    c.wait_for("the audit outbox published to Kafka", lambda: unpublished(c) == 0, timeout=timeout)
+
+
+def test_one_thousand_operations_reach_the_topic_and_verify(audited, kafka):
+    c = audited
+    refused_logins(c, 1000)
+    wait_published(c)
+    count, last = catalog_events(c)
+    assert count == last >= 1000
+    rc, events, err = run_audit(c, kafka)
+    assert rc == 0, err
+    assert [e["seq"] for e in events] == list(range(1, last + 1))
+    assert sum(e["action"] == "login.refuse" for e in events) == 1000
+    n, checkpoints, problems = summary(err)
+    assert (n, problems) == (last, 0)
+    assert checkpoints >= last // 100, err
+    # The records on the topic: every event exactly once.
+    seqs = [json.loads(v)["seq"] for _, _, v in kafka.read_all(TOPIC) if json.loads(v)["kind"] == "event"]
+    assert seqs == list(range(1, last + 1))
+    status = c.ok("status")
+    assert "audit publisher   publishing" in status, status
+
+
+def test_kafka_down_and_controller_restarted_no_gap_no_duplicate(audited, kafka):
+    c = audited
+    refused_logins(c, 50)
+    wait_published(c)
+    kafka.stop()
+    refused_logins(c, 100)  # the controller keeps working; events wait
+    c.wait_for("the publisher reporting that events wait",
+               lambda: "waiting for Kafka" in c.ctl("status")[1] or None, timeout=60)
+    assert unpublished(c) >= 100
+    c.controller.stop()
+    c.start_controller()
+    refused_logins(c, 50)
+    assert unpublished(c) >= 150
+    kafka.start()
+    wait_published(c, timeout=120)
+    count, last = catalog_events(c)
+    assert count == last >= 200
+    rc, events, err = run_audit(c, kafka)
+    assert rc == 0, err
+    assert [e["seq"] for e in events] == list(range(1, last + 1))
+    seqs = [json.loads(v)["seq"] for _, _, v in kafka.read_all(TOPIC) if json.loads(v)["kind"] == "event"]
+    assert seqs == list(range(1, last + 1)), "a duplicate or a gap on the topic itself"
+
+
+def copy_topic(kafka, records, name, skip_seq=None):
+    """A new topic with the given records in order (optionally one event left out)."""
+    from confluent_kafka import Producer
+    kafka.create_topic(name)
+    p = Producer({"bootstrap.servers": kafka.bootstrap})
+    for _, k, v in records:
+        if skip_seq is not None and json.loads(v).get("kind") == "event" and json.loads(v)["seq"] == skip_seq:
+            continue
+        p.produce(name, key=k, value=v, partition=0)
+    assert p.flush(30) == 0
+
+
+def test_altered_removed_and_replayed_events_are_reported_as_exactly_those(audited, kafka):
+    c = audited
+    refused_logins(c, 30)
+    wait_published(c)
+    records = kafka.read_all(TOPIC)
+    by_seq = {json.loads(v)["seq"]: v for _, _, v in records if json.loads(v)["kind"] == "event"}
+    assert len(by_seq) >= 30
+    rc, _, err = run_audit(c, kafka)
+    assert rc == 0, err
+
+    # Altered: event 10 with another outcome, produced with Kafka's console producer.
+    altered = json.loads(by_seq[10])
+    altered["outcome"] = "ok"
+    altered["actor"] = "operator:mallory"
+    copy_topic(kafka, records, "t-altered")
+    kafka.console_producer("t-altered", ["cairn-audit\t" + json.dumps(altered, separators=(",", ":"))])
+    rc, events, err = run_audit(c, kafka, "t-altered")
+    assert rc == 1, err
+    problems = [l for l in err.splitlines() if l.startswith("cairn-audit: ") and ": event " in l]
+    assert len(problems) == 1 and problems[0].startswith("cairn-audit: altered: event 10 "), err
+    assert [e["seq"] for e in events] == sorted(by_seq)  # the genuine ones all verify
+
+    # Removed: event 7 left out of a copy of the topic.
+    copy_topic(kafka, records, "t-removed", skip_seq=7)
+    rc, events, err = run_audit(c, kafka, "t-removed")
+    assert rc == 1, err
+    assert "cairn-audit: gap: events 7 are missing" in err, err
+    assert summary(err)[2] == 1, err
+    assert 7 not in [e["seq"] for e in events]
+
+    # Replayed: event 5 produced again, byte for byte.
+    copy_topic(kafka, records, "t-replayed")
+    kafka.console_producer("t-replayed", ["cairn-audit\t" + by_seq[5].decode()])
+    rc, events, err = run_audit(c, kafka, "t-replayed")
+    assert rc == 1, err
+    assert "cairn-audit: duplicate: event 5 " in err, err
+    assert summary(err)[2] == 1, err
