@@ -197,6 +197,7 @@ int run(const Options& o) {
   conf.set("group.id", "cairn-audit");  // partitions are assigned; nothing is committed (the state file is the position)
   conf.set("enable.auto.commit", "false");
   conf.set("enable.partition.eof", "true");
+  conf.set("fetch.wait.max.ms", "100");  // a follower prints an event within ~0.1 s of Kafka having it
   audit::Rk rk = conf.make(RD_KAFKA_CONSUMER);
 
   int64_t lo = 0, hi = 0;

@@ -19,7 +19,7 @@ namespace cairn::controller {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr int64_t kMaxInflight = 1000;  // events produced and not yet acknowledged
+constexpr int64_t kMaxInflight = 10000;  // events produced and not yet acknowledged
 constexpr auto kPoll = std::chrono::milliseconds(50);
 constexpr auto kWarnEvery = std::chrono::minutes(10);
 
@@ -264,9 +264,11 @@ void AuditPublisher::run() {
                      k.brokers, tail);
       }
       // Produce what is waiting, at most kMaxInflight unacknowledged.
+      bool more = false;  // a full batch was read: more may be waiting
       if (produced - d.acked < kMaxInflight) {
-        auto events = cat.read(
-            [&](const catalog::Tx& tx) { return tx.unpublished_audit_events(produced, kMaxInflight - (produced - d.acked)); });
+        const int64_t want = std::min<int64_t>(1000, kMaxInflight - (produced - d.acked));
+        auto events = cat.read([&](const catalog::Tx& tx) { return tx.unpublished_audit_events(produced, want); });
+        more = int64_t(events.size()) == want;
         if (!events.empty())
           spdlog::debug("audit publisher: producing events {}..{}", events.front().seq, events.back().seq);
         for (const auto& e : events) {
@@ -328,7 +330,14 @@ void AuditPublisher::run() {
           next_warn = Clock::now() + kWarnEvery;
         }
       }
-      if (!wait(kPoll)) break;
+      if (more || produced > d.acked) {
+        // A backlog, or acknowledgements to wait for: serve the producer, do not sleep.
+        rd_kafka_poll(producer.get(), more ? 0 : 5);
+        std::lock_guard lk(mu_);
+        if (stop_) break;
+      } else if (!wait(kPoll)) {
+        break;
+      }
     } catch (const Error& e) {
       failed(e.what());
       producer.reset();
