@@ -195,7 +195,8 @@ class Kafka:
 
     def console_producer(self, topic, lines, key_separator="\t"):
         """Kafka's own console producer (from the fetched jars): each line 'key<TAB>value'."""
-        main = "org.apache.kafka.tools.ConsoleProducer"
+        # Moved from the broker's Scala core to the tools module in 4.0.
+        main = "kafka.tools.ConsoleProducer" if self.version.startswith("3.") else "org.apache.kafka.tools.ConsoleProducer"
         r = self._java(main, "--bootstrap-server", self.bootstrap, "--topic", topic,
                        "--property", "parse.key=true", "--property", f"key.separator={key_separator}",
                        stdin="".join(l + "\n" for l in lines))

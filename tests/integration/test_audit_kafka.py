@@ -201,3 +201,39 @@ def test_altered_removed_and_replayed_events_are_reported_as_exactly_those(audit
     assert rc == 1, err
     assert "cairn-audit: duplicate: event 5 " in err, err
     assert summary(err)[2] == 1, err
+
+
+def test_the_audit_trail_on_kafka_3_9_in_zookeeper_mode(tmp_path):
+    """Users run both: the same publisher and cairn-audit against Kafka 3.9 with Debian's ZooKeeper."""
+    import servers_zookeeper
+    servers_kafka.require(servers_kafka.ZK_VERSION)
+    if servers_zookeeper.available():
+        pytest.fail(servers_zookeeper.available())
+    zk = servers_zookeeper.ZooKeeper(tmp_path, "zk")
+    zk.write_config()
+    zk.start()
+    kafka = c = None
+    try:
+        zk.wait_serving()
+        kafka = servers_kafka.Kafka.zookeeper(tmp_path / "kafka", zk.port).start()
+        kafka.create_topic(TOPIC)
+        c = Cluster(tmp_path / "cluster")
+        c.init()
+        with open(c.controller_cfg, "a") as f:
+            f.write(f'[audit]\nrefusals_per_minute = 100000\n[audit.kafka]\nbrokers = "{kafka.bootstrap}"\n'
+                    f'checkpoint_every = 50\n')
+        c.start_controller()
+        refused_logins(c, 200)
+        wait_published(c)
+        count, last = catalog_events(c)
+        assert count == last >= 200
+        rc, events, err = run_audit(c, kafka)
+        assert rc == 0, err
+        assert [e["seq"] for e in events] == list(range(1, last + 1))
+        assert summary(err)[1] >= last // 50, err
+    finally:
+        if c:
+            c.stop_all()
+        if kafka:
+            kafka.stop()
+        zk.stop()
