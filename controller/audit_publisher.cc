@@ -3,8 +3,12 @@
 #include <librdkafka/rdkafka.h>
 #include <spdlog/spdlog.h>
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "common/audit/kafka_conf.h"
 #include "common/audit/topic.h"
@@ -21,7 +25,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr int64_t kMaxInflight = 10000;  // events produced and not yet acknowledged
 constexpr auto kPoll = std::chrono::milliseconds(50);
-constexpr auto kWarnEvery = std::chrono::minutes(10);
+constexpr auto kSizeCheckEvery = std::chrono::seconds(10);  // how often the outbox is counted
+constexpr auto kWarnEvery = std::chrono::minutes(10);        // and, while it is too large, said so
 
 // The delivery state the producer's callback updates (on the publisher's
 // thread, inside rd_kafka_poll).
@@ -181,7 +186,7 @@ void AuditPublisher::run() {
   int64_t since_checkpoint = 0;
   Clock::time_point last_checkpoint = Clock::now();
   auto backoff = std::chrono::seconds(1);
-  Clock::time_point next_warn{};
+  Clock::time_point next_size_check{};
   Clock::time_point waiting_since{};
   std::string last_logged_error;
 
@@ -191,15 +196,18 @@ void AuditPublisher::run() {
     poke_ = false;
     return !stop_;
   };
-  auto failed = [&](const std::string& why) {
+  // Events wait: the status says why; the log says it once per reason
+  // (log_as names the reason when `why` changes by the second).
+  auto failed = [&](const std::string& why, const std::string& log_as = {}) {
     {
       std::lock_guard lk(mu_);
       status_.connected = false;
       status_.last_error = why;
     }
-    if (why != last_logged_error) {
+    const std::string& reason = log_as.empty() ? why : log_as;
+    if (reason != last_logged_error) {
       spdlog::warn("audit publisher: {}; events wait in the outbox (retrying)", why);
-      last_logged_error = why;
+      last_logged_error = reason;
     }
   };
   auto produce = [&](const std::string& value, intptr_t tag) {
@@ -210,8 +218,27 @@ void AuditPublisher::run() {
         RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(tag)), RD_KAFKA_V_END);
     if (e) throw Error(Errc::io, std::string("producing to '") + k.topic + "': " + rd_kafka_err2str(e));
   };
+  // The signing key, loaded again only when its file changes (a rotation
+  // renames a new file over it), with the announcements that introduced it.
+  const std::string key_path = config_.key_dir + "/" + kSigningKeyFile;
+  std::optional<plan::SigningKey> loaded_key;
+  struct stat key_stat {};
+  std::vector<std::string> announcements;
+  auto signing_key = [&]() -> const plan::SigningKey& {
+    struct stat st {};
+    if (::stat(key_path.c_str(), &st) != 0) throw Error(Errc::io, "cannot read the signing key '" + key_path + "'");
+    if (!loaded_key || st.st_ino != key_stat.st_ino || st.st_mtim.tv_sec != key_stat.st_mtim.tv_sec ||
+        st.st_mtim.tv_nsec != key_stat.st_mtim.tv_nsec || st.st_size != key_stat.st_size) {
+      loaded_key = plan::SigningKey::load(key_path);
+      key_stat = st;
+      announcements.clear();
+      for (const auto& a : cat.read([&](const catalog::Tx& tx) { return tx.key_announcements(); }))
+        if (a.new_key_id == loaded_key->key_id()) announcements.push_back(to_base64(a.envelope));
+    }
+    return *loaded_key;
+  };
   auto checkpoint = [&] {
-    auto key = plan::SigningKey::load(config_.key_dir + "/" + kSigningKeyFile);
+    const plan::SigningKey& key = signing_key();
     audit::Checkpoint c;
     c.seq = produced;
     c.hash = produced_hash;
@@ -220,9 +247,7 @@ void AuditPublisher::run() {
     c.public_key = plan::format_public_key(key.public_key());
     auto sig = key.sign(audit::checkpoint_signing_bytes(c.seq, c.hash, c.time));
     c.signature = to_base64(sig);
-    auto anns = cat.read([&](const catalog::Tx& tx) { return tx.key_announcements(); });
-    for (const auto& a : anns)
-      if (a.new_key_id == c.key_id) c.announcements.push_back(to_base64(a.envelope));
+    c.announcements = announcements;
     produce(audit::encode_checkpoint(c), -1);
     since_checkpoint = 0;
     last_checkpoint = Clock::now();
@@ -294,20 +319,11 @@ void AuditPublisher::run() {
       if (produced > d.acked && d.acked == marked) {
         if (waiting_since == Clock::time_point{}) waiting_since = Clock::now();
         auto secs = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - waiting_since).count();
-        if (secs >= 5) {
-          std::string why = "Kafka at " + k.brokers + " has acknowledged nothing for " + std::to_string(secs) + " s (" +
-                            std::to_string(produced - d.acked) + " records in flight" +
-                            (d.transport.empty() ? "" : "; last error " + d.transport) + ")";
-          {
-            std::lock_guard lk(mu_);
-            status_.connected = false;
-            status_.last_error = why;
-          }
-          if (last_logged_error.empty()) {
-            spdlog::warn("audit publisher: {}; events wait in the outbox (librdkafka retries)", why);
-            last_logged_error = why;
-          }
-        }
+        if (secs >= 5)
+          failed("Kafka at " + k.brokers + " has acknowledged nothing for " + std::to_string(secs) + " s (" +
+                     std::to_string(produced - d.acked) + " records in flight" +
+                     (d.transport.empty() ? "" : "; last error " + d.transport) + ")",
+                 "no acknowledgement");
       } else {
         waiting_since = {};
       }
@@ -322,12 +338,13 @@ void AuditPublisher::run() {
         status_.last_error.clear();
         last_logged_error.clear();
       }
-      if (Clock::now() >= next_warn) {
+      if (Clock::now() >= next_size_check) {
         int64_t waiting = cat.read([](const catalog::Tx& tx) { return tx.audit_outbox_pending(); });
+        next_size_check = Clock::now() + kSizeCheckEvery;
         if (waiting > k.outbox_warn_events) {
           spdlog::warn("audit outbox holds {} unpublished events (audit.kafka.outbox_warn_events = {}); Kafka at {}: {}",
                        waiting, k.outbox_warn_events, k.brokers, status().last_error.empty() ? "slow" : status().last_error);
-          next_warn = Clock::now() + kWarnEvery;
+          next_size_check = Clock::now() + kWarnEvery;
         }
       }
       if (more || produced > d.acked) {

@@ -4,30 +4,27 @@
 #include "common/util/encoding.h"
 
 namespace cairn::audit {
-namespace {
 
-void put_field(Bytes& out, std::string_view v) {
+void put_length_prefixed(Bytes& out, std::string_view v) {
   uint32_t n = uint32_t(v.size());
   uint8_t len[4] = {uint8_t(n >> 24), uint8_t(n >> 16), uint8_t(n >> 8), uint8_t(n)};
   out.insert(out.end(), len, len + 4);
   out.insert(out.end(), v.begin(), v.end());
 }
 
-}  // namespace
-
 std::string audit_hash(const AuditEvent& e) {
   constexpr std::string_view tag = "cairn-audit-v1";
   Bytes enc(tag.begin(), tag.end());
-  put_field(enc, e.event_id);
-  put_field(enc, std::to_string(e.seq));
-  put_field(enc, std::to_string(e.time));
-  put_field(enc, e.actor);
-  put_field(enc, e.action);
-  put_field(enc, e.target);
-  put_field(enc, e.outcome);
-  put_field(enc, e.reason);
-  put_field(enc, e.details);
-  put_field(enc, e.prev_hash);
+  put_length_prefixed(enc, e.event_id);
+  put_length_prefixed(enc, std::to_string(e.seq));
+  put_length_prefixed(enc, std::to_string(e.time));
+  put_length_prefixed(enc, e.actor);
+  put_length_prefixed(enc, e.action);
+  put_length_prefixed(enc, e.target);
+  put_length_prefixed(enc, e.outcome);
+  put_length_prefixed(enc, e.reason);
+  put_length_prefixed(enc, e.details);
+  put_length_prefixed(enc, e.prev_hash);
   return to_hex(crypto::sha256(enc));
 }
 

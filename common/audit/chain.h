@@ -13,9 +13,16 @@
 // Length prefixes make the encoding unambiguous without escaping.
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "common/util/encoding.h"
+
 namespace cairn::audit {
+
+// Appends v as a 4-byte big-endian length and its bytes: the field encoding of
+// the chain's hash (below) and of a checkpoint's signature (topic.h).
+void put_length_prefixed(Bytes& out, std::string_view v);
 
 struct AuditEvent {
   std::string event_id;

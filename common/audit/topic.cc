@@ -7,13 +7,6 @@ namespace {
 
 using nlohmann::json;
 
-void put_field(Bytes& out, std::string_view v) {
-  uint32_t n = uint32_t(v.size());
-  uint8_t len[4] = {uint8_t(n >> 24), uint8_t(n >> 16), uint8_t(n >> 8), uint8_t(n)};
-  out.insert(out.end(), len, len + 4);
-  out.insert(out.end(), v.begin(), v.end());
-}
-
 bool get_string(const json& j, const char* k, std::string& out) {
   auto it = j.find(k);
   if (it == j.end() || !it->is_string()) return false;
@@ -33,9 +26,9 @@ bool get_int(const json& j, const char* k, int64_t& out) {
 Bytes checkpoint_signing_bytes(int64_t seq, const std::string& hash, int64_t time) {
   constexpr std::string_view tag = "cairn-audit-checkpoint-v1";
   Bytes b(tag.begin(), tag.end());
-  put_field(b, std::to_string(seq));
-  put_field(b, hash);
-  put_field(b, std::to_string(time));
+  put_length_prefixed(b, std::to_string(seq));
+  put_length_prefixed(b, hash);
+  put_length_prefixed(b, std::to_string(time));
   return b;
 }
 

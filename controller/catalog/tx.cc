@@ -48,20 +48,40 @@ int64_t Tx::audit(const AuditRecord& record) {
   return e.seq;
 }
 
-int64_t Tx::prune_audit(int64_t keep_events, int64_t max_age_ms) {
+namespace {
+
+// Retention's bound: the highest seq beyond the newest keep_events or older
+// than max_age_ms; never the newest event (it anchors the chain). 0 when none.
+int64_t retention_upto(sqlite::Db& db, int64_t now_ms, int64_t keep_events, int64_t max_age_ms) {
   int64_t newest = 0;
   {
-    auto last = db_.prepare("SELECT max(seq) FROM audit_outbox");
+    auto last = db.prepare("SELECT max(seq) FROM audit_outbox");
     if (last.step() && !last.is_null(0)) newest = last.integer(0);
   }
   if (newest == 0) return 0;
-  // Everything at or below `upto` goes; the newest event always stays.
   int64_t upto = std::max<int64_t>(0, newest - std::max<int64_t>(keep_events, 1));
-  {
-    auto old = db_.prepare("SELECT max(seq) FROM audit_outbox WHERE time < ? AND seq < ?");
-    old.bind(1, now_ms_ - max_age_ms).bind(2, newest);
-    if (old.step() && !old.is_null(0)) upto = std::max(upto, old.integer(0));
-  }
+  auto old = db.prepare("SELECT max(seq) FROM audit_outbox WHERE time < ? AND seq < ?");
+  old.bind(1, now_ms - max_age_ms).bind(2, newest);
+  if (old.step() && !old.is_null(0)) upto = std::max(upto, old.integer(0));
+  return upto;
+}
+
+// Deletes events up to seq `upto` matching `where`, unpublished ones included:
+// the gate lets this delete through the keep-unpublished trigger (migration
+// 0005) and is shut again in the same transaction. Returns how many went.
+int64_t delete_through_gate(sqlite::Db& db, const std::string& where, int64_t upto) {
+  db.exec("UPDATE audit_prune_gate SET open = 1 WHERE id = 1");
+  db.prepare("DELETE FROM audit_outbox WHERE seq <= ?" + where).bind(1, upto).run();
+  int64_t n = db.changes();
+  db.exec("UPDATE audit_prune_gate SET open = 0 WHERE id = 1");
+  return n;
+}
+
+}  // namespace
+
+int64_t Tx::prune_audit(int64_t keep_events, int64_t max_age_ms) {
+  // Everything at or below `upto` goes, published or not.
+  int64_t upto = retention_upto(db_, now_ms_, keep_events, max_age_ms);
   if (upto == 0) return 0;
   int64_t first = 0;
   {
@@ -69,12 +89,7 @@ int64_t Tx::prune_audit(int64_t keep_events, int64_t max_age_ms) {
     if (f.step() && !f.is_null(0)) first = f.integer(0);
   }
   if (first == 0 || first > upto) return 0;
-  // The gate lets this delete through the keep-unpublished trigger
-  // (migration 0005) and is shut again in the same transaction.
-  db_.exec("UPDATE audit_prune_gate SET open = 1 WHERE id = 1");
-  db_.prepare("DELETE FROM audit_outbox WHERE seq <= ?").bind(1, upto).run();
-  int64_t n = db_.changes();
-  db_.exec("UPDATE audit_prune_gate SET open = 0 WHERE id = 1");
+  int64_t n = delete_through_gate(db_, "", upto);
   audit({"audit.pruned", "audit_outbox", "ok", "retention",
          {{"count", n}, {"first_seq", first}, {"last_seq", upto}, {"keep_events", keep_events},
           {"max_age_ms", max_age_ms}}});
@@ -153,27 +168,13 @@ int64_t Tx::prune_published_audit(int64_t keep_events, int64_t max_age_ms, int64
       q.bind(1, drop - 1);
       if (q.step()) upto = q.integer(0);
     }
-    db_.exec("UPDATE audit_prune_gate SET open = 1 WHERE id = 1");
-    db_.prepare("DELETE FROM audit_outbox WHERE seq <= ? AND published_at IS NULL").bind(1, upto).run();
-    int64_t n = db_.changes();
-    db_.exec("UPDATE audit_prune_gate SET open = 0 WHERE id = 1");
+    int64_t n = delete_through_gate(db_, " AND published_at IS NULL", upto);
     deleted += n;
     audit({"audit.dropped", "audit_outbox", "dropped", "outbox_full",
            {{"count", n}, {"first_seq", first_unpublished}, {"last_seq", upto}, {"max_unpublished", max_unpublished}}});
   }
   // Published ones age out as without a publisher; the newest event always stays.
-  int64_t newest = 0;
-  {
-    auto last = db_.prepare("SELECT max(seq) FROM audit_outbox");
-    if (last.step() && !last.is_null(0)) newest = last.integer(0);
-  }
-  int64_t upto = std::max<int64_t>(0, newest - std::max<int64_t>(keep_events, 1));
-  {
-    auto old = db_.prepare("SELECT max(seq) FROM audit_outbox WHERE time < ? AND seq < ?");
-    old.bind(1, now_ms_ - max_age_ms).bind(2, newest);
-    if (old.step() && !old.is_null(0)) upto = std::max(upto, old.integer(0));
-  }
-  if (upto > 0) {
+  if (int64_t upto = retention_upto(db_, now_ms_, keep_events, max_age_ms); upto > 0) {
     db_.prepare("DELETE FROM audit_outbox WHERE seq <= ? AND published_at IS NOT NULL").bind(1, upto).run();
     deleted += db_.changes();
   }
