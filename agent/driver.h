@@ -37,6 +37,10 @@ struct DriverCaps {
   // "cluster": one logical dataset replicated on several members (etcd,
   // ZooKeeper): backed up from one member, restored on all from the same
   // snapshot by the controller's step-by-step restore.
+  // "member": each member of a cluster holds its own data (Kafka brokers):
+  // backed up on every member, each its own snapshot; a restore of several
+  // members of one cluster goes through the same steps, each member from its
+  // own snapshot. cluster_id names the cluster.
   std::string scope = "node";
   std::string cluster_id, member_id;  // cluster scope: as declared or as the server reports them
   std::vector<std::string> modes;     // accepted TaskOptions.mode values; the first is the default
@@ -85,6 +89,12 @@ class SnapshotSink {
   // (Prometheus blocks, rolled log segments): linking changes an inode's
   // ctime, so an unchanged file is recognised by inode, size and mtime only.
   virtual void immutable_links() = 0;
+  // Other agents store the same data into the same repository at the same
+  // time (a Kafka partition's replicas, on every broker): each finds what the
+  // others stored while it runs, and reads its directories from walk_start
+  // (a fraction in [0, 1), different per member) on, so that they store
+  // different parts first (repo::BackupOptions::share_writes).
+  virtual void shared_with_replicas(double walk_start) { (void)walk_start; }
   // A stream stored as one file `name` (a plain name): the runner calls
   // producer(fd) on a thread of its own while it stores what is written to
   // fd; the producer returns only when the stream was complete and checked
@@ -101,6 +111,12 @@ class SnapshotSink {
   // Runs after the snapshot was stored or failed (removes a per-run snapshot
   // directory, which the server never removes itself).
   virtual void on_done(std::function<void()> cleanup) = 0;
+  // Runs after the snapshot was stored or failed and after on_done's
+  // cleanups, before the task's result is made: an offline backup starts its
+  // service again here. What it returns are reasons of the task.
+  virtual void after_store(std::function<std::vector<cairn::v1::Reason>()> fn) {
+    on_done([fn] { (void)fn(); });
+  }
 };
 
 // Why Driver::snapshot is called.
@@ -138,6 +154,9 @@ struct RestoreSpec {
   // Cluster restores: what every member must agree on (e.g. "cluster_token"
   // for etcd), chosen by the controller, the same in every member's task.
   std::map<std::string, std::string> cluster_options;
+  // The operator forces a restore onto a target of another identity (a Kafka
+  // broker whose meta.properties names another cluster.id).
+  bool force_identity = false;
 };
 
 struct DriverResult {

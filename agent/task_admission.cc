@@ -43,7 +43,7 @@ Admission admit_task(const AgentConfig& config, const std::string& plan_id, cons
     const std::string& step = task.options().restore_step();
     if (!step.empty() && !restore_step_from_name(step))
       return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "unknown restore step '" + step + "'");
-    if (!step.empty() && caps.scope != "cluster")
+    if (!step.empty() && caps.scope != "cluster" && caps.scope != "member")
       return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + c->name + "' (driver '" + c->driver_name +
                                                          "') is restored in one task, not in cluster steps");
     const std::string& target = task.options().restore_target();

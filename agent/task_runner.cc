@@ -88,6 +88,10 @@ class RunnerSink final : public SnapshotSink {
   }
   void exclude(const std::string& glob) override { excludes_.push_back(glob); }
   void immutable_links() override { immutable_ = true; }
+  void shared_with_replicas(double walk_start) override {
+    share_ = true;
+    walk_start_ = walk_start;
+  }
   void add_stream(const std::string& name, std::function<void(int)> producer) override {
     if (stream_ || !paths_.empty()) throw Error(Errc::invalid_input, "driver: a snapshot holds either one stream or paths, not both");
     stream_name_ = name;
@@ -101,6 +105,20 @@ class RunnerSink final : public SnapshotSink {
   }
   void add_reason(v1::Reason reason) override { reasons_.push_back(std::move(reason)); }
   void on_done(std::function<void()> cleanup) override { cleanups_.push_back(std::move(cleanup)); }
+  void after_store(std::function<std::vector<v1::Reason>()> fn) override { after_.push_back(std::move(fn)); }
+  // Runs the after_store functions once; their reasons, and a throw as one.
+  std::vector<v1::Reason> run_after_store() {
+    std::vector<v1::Reason> out;
+    for (auto& fn : after_) {
+      try {
+        for (auto& r : fn()) out.push_back(std::move(r));
+      } catch (const std::exception& e) {
+        out.push_back(make_reason(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, e.what()));
+      }
+    }
+    after_.clear();
+    return out;
+  }
 
   bool empty() const { return paths_.empty() && !stream_; }
   // Runs the cleanups once, newest first; a failing one is logged, not thrown.
@@ -114,17 +132,23 @@ class RunnerSink final : public SnapshotSink {
     }
     cleanups_.clear();
   }
-  ~RunnerSink() override { cleanup("?"); }
+  ~RunnerSink() override {
+    cleanup("?");
+    for (auto& r : run_after_store()) spdlog::warn("after a failed snapshot: {}", r.detail());
+  }
 
   static constexpr size_t kMaxMetadataBytes = 64 << 10;
   std::vector<std::string> paths_, excludes_;
   std::map<std::string, std::string> map_;
   bool immutable_ = false;
+  bool share_ = false;
+  double walk_start_ = 0;
   std::string stream_name_;
   std::function<void(int)> stream_;
   nlohmann::json meta_;
   std::vector<v1::Reason> reasons_;
   std::vector<std::function<void()>> cleanups_;
+  std::vector<std::function<std::vector<v1::Reason>()>> after_;
 };
 
 // Stores what the sink holds as one snapshot. A stream's producer runs on its
@@ -136,6 +160,8 @@ repo::BackupResult store(repo::Repository& r, RunnerSink& sink, repo::BackupOpti
   bo.path_map = sink.map_;
   bo.excludes = sink.excludes_;
   bo.ignore_ctime = sink.immutable_;
+  bo.share_writes = sink.share_;
+  bo.walk_start = sink.walk_start_;
   bo.component_metadata = sink.meta_;
   if (!sink.stream_) return repo::backup(r, bo);
   int fds[2];
@@ -303,8 +329,16 @@ DriverResult TaskRunner::run_backup(Driver& driver, TaskContext& ctx, const Stor
   bo.check_lock = st.check_lock;
   bo.parent_rule = repo::BackupOptions::ParentRule::named_only;
   bo.parent = usable_parent(ctx, st.parent);
-  repo::BackupResult br = store(*ctx.repo, sink, bo);
+  repo::BackupResult br;
+  try {
+    br = store(*ctx.repo, sink, bo);
+  } catch (...) {
+    sink.cleanup(ctx.task_id);
+    for (auto& r : sink.run_after_store()) ctx.note(r.detail());
+    throw;
+  }
   sink.cleanup(ctx.task_id);
+  for (auto& r : sink.run_after_store()) res.reasons.push_back(std::move(r));
   if (!br.parent_note.empty()) ctx.note(br.parent_note);
   for (const auto& e : br.snapshot.errors)
     res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "could not back up '" + e.path + "': " + e.reason, e.path));
@@ -397,6 +431,7 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   if (task.options().write_mode() == v1::RESTORE_WRITE_MODE_MERGE) spec.write_mode = v1::RESTORE_WRITE_MODE_MERGE;
   spec.step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
   for (const auto& [k, v] : task.options().cluster_options()) spec.cluster_options[k] = v;
+  spec.force_identity = task.options().force_identity();
   repo::Snapshot snap;
   try {
     spec.snapshot_id = repo::resolve_snapshot(*ctx.repo, task.snapshot().snapshot_id());

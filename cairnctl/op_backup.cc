@@ -57,16 +57,21 @@ void register_op_backup(CLI::App& app, Context& ctx) {
   auto nodes = std::make_shared<std::vector<std::string>>();
   auto wait = std::make_shared<bool>(false);
   auto require_connected = std::make_shared<bool>(false);
+  auto mode = std::make_shared<std::string>();
   create->add_option("--component", *components, "component name (repeatable; default: all)");
+  create->add_option("--mode", *mode,
+                     "a driver mode for the components that declare it (kafka: online, the default, or offline: the "
+                     "broker is stopped, stored, started); refused when no selected component takes it");
   create->add_option("--node", *nodes, "agent name or id (repeatable; default: all approved agents)");
   create->add_flag("--wait", *wait, "follow progress until the set ends; exit 0 complete, 3 partial, 1 failed");
   create->add_flag("--require-connected", *require_connected,
                    "create nothing if a selected agent is not connected now (default: its tasks wait for it)");
   add_op_options(create, *o);
-  create->callback([&ctx, o, components, nodes, wait, require_connected] {
-    ctx.action = [&ctx, o, components, nodes, wait, require_connected]() -> int {
+  create->callback([&ctx, o, components, nodes, wait, require_connected, mode] {
+    ctx.action = [&ctx, o, components, nodes, wait, require_connected, mode]() -> int {
       cairn::v1::OperatorRequest q;
       q.mutable_backup_create()->set_require_connected(*require_connected);
+      q.mutable_backup_create()->set_mode(*mode);
       auto* sel = q.mutable_backup_create()->mutable_selector();
       for (const auto& c : *components) sel->add_components(c);
       for (const auto& n : *nodes) sel->add_nodes(n);

@@ -13,6 +13,7 @@ struct BackupArgs {
   std::string stdin_name, profile, parent, host;
   bool force = false, no_parent = false;
   unsigned threads = 0;
+  double shared_start = 0;
 };
 }  // namespace
 
@@ -25,8 +26,8 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
   cmd->add_option("--exclude", a.excludes, "skip paths matching this glob (full path or base name; repeatable)")->allow_extra_args(false);
   cmd->add_flag("--stdin", a.use_stdin, "read the data from standard input");
   cmd->add_option("--stdin-name", a.stdin_name, "file name for the data read from stdin");
-  cmd->add_option("--chunk-profile", a.profile, "force a chunk-size profile: page (32 KiB), standard (1 MiB), log (2 MiB)")
-      ->check(CLI::IsMember({"page", "standard", "log"}));
+  cmd->add_option("--chunk-profile", a.profile, "force a chunk-size profile: page (32 KiB), standard (1 MiB), log (2 MiB), kafka (1 MiB, between record batches)")
+      ->check(CLI::IsMember({"page", "standard", "log", "kafka"}));
   // The default parent is whatever snapshot of this host and paths is newest,
   // written by anyone holding the password: docs/cli.md says when to use these.
   auto* parent_opt = cmd->add_option("--parent", a.parent, "compare against this snapshot instead of the latest of the same host and paths");
@@ -35,6 +36,11 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
   cmd->add_flag("--force", a.force, "read every file, even those unchanged since the parent");
   cmd->add_option("--host", a.host, "record this host name instead of the machine's");
   cmd->add_option("--threads", a.threads, "worker threads (default: one per core)");
+  cmd->add_option("--shared-with-replicas", a.shared_start,
+                  "other writers store the same data into this repository now (the replicas of a Kafka partition): "
+                  "find their blobs while storing, and start each directory's subdirectories at this fraction of "
+                  "them (0 < F < 1, a different one per writer)")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
@@ -59,6 +65,10 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
       bo.force = a.force;
       bo.hostname = a.host;
       bo.threads = a.threads;
+      if (a.shared_start > 0) {
+        bo.share_writes = true;
+        bo.walk_start = a.shared_start;
+      }
       bo.cancel = &ctx.cancel;
       bo.check_lock = [l = lock.get()] { l->check("writing the snapshot"); };
       ProgressPrinter pp(o, "backup");

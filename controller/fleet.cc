@@ -261,7 +261,7 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
   std::vector<catalog::Component> components;
   for (const auto& c : r.components()) {
     catalog::Component k{c.name(), c.driver(), c.can_restore(), declared_targets(c)};
-    k.scope = c.scope() == "cluster" ? "cluster" : "node";
+    k.scope = c.scope() == "cluster" || c.scope() == "member" ? c.scope() : "node";
     k.cluster_id = c.cluster_id();
     k.member_id = c.member_id();
     k.modes.assign(c.modes().begin(), c.modes().end());

@@ -229,7 +229,7 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
   switch (q.body_case()) {
     case Q::kBackupCreate: {
       if (q.backup_create().require_connected()) refuse_offline(offline_selected(q.backup_create().selector()));
-      auto o = orders_.create_backup(actor, q.backup_create().selector());
+      auto o = orders_.create_backup(actor, q.backup_create().selector(), q.backup_create().mode());
       spdlog::info("operator: '{}' created backup set '{}' for {} agent(s)", actor, o.id, o.agent_ids.size());
       for (const auto& a : o.agent_ids) fleet_.deliver(a);
       catalog_.read([&](const catalog::Tx& tx) { fill_set(tx, o.id, *r.mutable_backup_set()); });

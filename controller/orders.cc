@@ -21,6 +21,10 @@ struct Pick {
   std::vector<std::string> restore_targets;  // declared by the agent for this component
   std::string driver;
   std::string cluster_id;  // set for a cluster-scoped component
+  std::vector<std::string> modes;  // the driver's modes, the default first
+  // A member-scoped component (a Kafka broker): its own data, one member of
+  // cluster member_of; several members restored at once go in steps.
+  std::string member_of;
 };
 
 bool clustered(const Pick& p) { return !p.cluster_id.empty(); }
@@ -62,7 +66,8 @@ std::vector<Pick> select(const Tx& tx, const cairn::v1::Selector& sel, bool rest
     for (const auto& c : tx.agent_components(a.id)) {
       if (!listed(sel.components(), c.name)) continue;
       if (restore && !c.can_restore) continue;
-      out.push_back({a, c.name, c.restore_targets, c.driver, c.scope == "cluster" ? c.cluster_id : std::string()});
+      out.push_back({a, c.name, c.restore_targets, c.driver, c.scope == "cluster" ? c.cluster_id : std::string(), c.modes,
+                     c.scope == "member" ? c.cluster_id : std::string()});
     }
   }
   return out;
@@ -197,12 +202,20 @@ void issue(Tx& tx, const catalog::Agent& agent, const std::vector<std::string>& 
 
 }  // namespace
 
-Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selector& selector) {
+Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selector& selector, const std::string& mode) {
   return catalog_.transaction(actor, [&](Tx& tx) {
     auto selected = select(tx, selector, false);
     if (selected.empty())
       throw OpError(cairn::v1::ERROR_CODE_NOTHING_SELECTED,
                     "the selection matched no component of an approved agent (see 'cairnctl agent list')");
+    // A mode goes to the components that declare it; one nobody declares is a mistake.
+    std::set<std::pair<std::string, std::string>> takes_mode;
+    for (const auto& p : selected)
+      if (!mode.empty() && std::find(p.modes.begin(), p.modes.end(), mode) != p.modes.end())
+        takes_mode.insert({p.agent.id, p.component});
+    if (!mode.empty() && takes_mode.empty())
+      throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
+                    "no selected component takes mode '" + mode + "' (see the modes in 'cairnctl agent list --json')");
     // A cluster-scoped component is one dataset: backed up from one member,
     // a connected one when there is one (members sorted by agent name).
     std::vector<Pick> picks;
@@ -244,6 +257,7 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
         w.set_task_id(t.id);
         w.set_component(t.component);
         w.set_kind(cairn::v1::TASK_KIND_BACKUP);
+        if (takes_mode.count({agent_id, t.component})) w.mutable_options()->set_mode(mode);
         // The parent comes from the catalog, never from the repository, where
         // any agent can write a snapshot in another's name.
         if (auto parent = tx.backup_parent(agent_id, t.component)) w.set_parent_snapshot_id(*parent);
@@ -284,6 +298,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     nlohmann::json sel = selector_json(req.selector());
     if (!req.restore_target().empty()) sel["restore_target"] = req.restore_target();
     sel["write_mode"] = write_mode_name(mode);
+    if (req.force_identity()) sel["force_identity"] = true;  // every step of a cluster restore carries it
     std::optional<std::string> safety_set;
     if (!req.skip_safety_backup()) {
       // The current state is saved before anything is overwritten (DESIGN.md § restore).
@@ -298,6 +313,12 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     std::map<std::pair<std::string, std::string>, std::string> safety_task;
     if (safety_set)
       for (const auto& t : tx.tasks_of_set(*safety_set)) safety_task[{t.agent_id, t.component}] = t.id;
+    // Members of one cluster that each hold their own data (Kafka brokers):
+    // restored together, several of them go through the same steps as a
+    // cluster, each from its own snapshot.
+    std::map<std::string, int> members_selected;
+    for (const auto& p : picks)
+      if (!p.member_of.empty()) members_selected[p.driver + "/" + p.member_of]++;
     catalog::NewRestore r;
     r.source_set_id = req.backup_set_id();
     r.skip_safety_backup = req.skip_safety_backup();
@@ -310,6 +331,9 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
         // Step by step on every member (on_task_ended makes the next ones).
         nt.restore_step = "stop";
         nt.cluster_id = p.cluster_id;
+      } else if (!p.member_of.empty() && members_selected[p.driver + "/" + p.member_of] > 1) {
+        nt.restore_step = "stop";
+        nt.cluster_id = p.member_of;
       }
       r.tasks.push_back(std::move(nt));
     }
@@ -328,6 +352,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
         cairn::v1::Task w = restore_wire(tx, t, req.backup_set_id(), out.id);
         w.mutable_options()->set_restore_target(req.restore_target());
         w.mutable_options()->set_skip_safety_backup(req.skip_safety_backup());
+        w.mutable_options()->set_force_identity(req.force_identity());
         w.mutable_options()->set_write_mode(mode);
         if (t.safety_task_id) {
           w.mutable_options()->set_safety_backup_task_id(*t.safety_task_id);
@@ -407,6 +432,8 @@ void Orders::on_task_ended(Tx& tx, const catalog::Task& ended) {
     auto agent = tx.agent(t->agent_id);
     cairn::v1::Task w = restore_wire(tx, *t, restore->source_set_id, *ended.restore_id);
     w.mutable_options()->set_skip_safety_backup(true);  // taken at the stop step
+    if (restore->selector.is_object() && restore->selector.value("force_identity", false))
+      w.mutable_options()->set_force_identity(true);
     issue(tx, *agent, {t->id}, {w}, config_, key_);
     to_deliver_.push_back(t->agent_id);
   }

@@ -35,7 +35,8 @@ class Orders {
   Orders(catalog::Catalog& catalog, const ControllerConfig& config, const plan::SigningKey& key)
       : catalog_(catalog), config_(config), key_(key) {}
 
-  Ordered create_backup(const std::string& actor, const cairn::v1::Selector& selector);
+  // mode: set on the tasks of components that declare it (none must be refused).
+  Ordered create_backup(const std::string& actor, const cairn::v1::Selector& selector, const std::string& mode = {});
   Ordered create_restore(const std::string& actor, const cairn::v1::RestoreRequest& request);
 
   // Whether an agent is connected now: a cluster-scoped component is backed

@@ -85,8 +85,8 @@ std::string check_agent_message(const cairn::v1::AgentMessage& m) {
       if (r.components_size() > kMaxList) return "too many components";
       for (const auto& c : r.components()) {
         if (!valid_name(c.name()) || !valid_name(c.driver())) return "a component needs a valid 'name' and 'driver'";
-        if (!c.scope().empty() && c.scope() != "node" && c.scope() != "cluster")
-          return "component '" + c.name() + "': 'scope' must be 'node' or 'cluster'";
+        if (!c.scope().empty() && c.scope() != "node" && c.scope() != "cluster" && c.scope() != "member")
+          return "component '" + c.name() + "': 'scope' must be 'node', 'cluster' or 'member'";
         if (!valid_label(c.cluster_id()) || !valid_label(c.member_id()))
           return "component '" + c.name() + "': 'cluster_id' and 'member_id' must be at most 128 printable characters without spaces";
         if (c.scope() == "cluster" && c.cluster_id().empty())

@@ -3,6 +3,7 @@
 #include "agent/drivers/etcd/config.h"
 #include "agent/drivers/files/config.h"
 #include "agent/drivers/haproxy/config.h"
+#include "agent/drivers/kafka/config.h"
 #include "agent/drivers/prometheus/config.h"
 #include "agent/drivers/zookeeper/config.h"
 
@@ -14,6 +15,7 @@ const std::vector<DriverFactory>& drivers() {
       {"files", &files::make_driver},
       {"etcd", &etcd::make_driver},
       {"haproxy", &haproxy::make_driver},
+      {"kafka", &kafka::make_driver},
       {"prometheus", &prometheus::make_driver},
       {"zookeeper", &zookeeper::make_driver},
   };

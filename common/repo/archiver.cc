@@ -122,11 +122,14 @@ bool fill_node(const std::string& name, const struct stat& st, Node& n) {
 
 size_t largest_chunk() {
   size_t m = 0;
-  for (auto p : {ChunkProfile::page, ChunkProfile::standard, ChunkProfile::log}) m = std::max<size_t>(m, profile_params(p).max_size);
+  for (auto p : kAllProfiles) m = std::max<size_t>(m, profile_params(p).max_size);
   return m;
 }
 
 struct Dir;
+
+// Sharing writes: files from this size on are claimed (Repository::claim).
+constexpr uint64_t kClaimMinFile = 1u << 20;
 
 struct FileState {
   std::string path;
@@ -142,6 +145,8 @@ struct FileState {
   // read is recorded (size included), and the file is listed, making the snapshot partial.
   std::string changed;
   uint64_t size = 0;
+  // Sharing writes: another writer is storing this content ahead of this one.
+  std::atomic<bool> trailing{false};
   // Under mu: set once every chunk is stored; until then the directories holding a
   // node of this file (the first link and later hard links) wait in waiters.
   bool done = false;
@@ -414,13 +419,33 @@ void Backup::walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, boo
     error(dpath.empty() ? "/" : dpath, std::string("cannot list directory: ") + strerror(errno));
     return;
   }
-  std::vector<std::string> names;
+  std::vector<std::string> names, subdirs;
   while (auto* e = ::readdir(d)) {
     std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(std::move(n));
+    if (n == "." || n == "..") continue;
+    // Sharing writes: directories (a topic's partitions) are read in an order of their own, below.
+    if (opt_.walk_start > 0 && opt_.walk_start < 1 && e->d_type == DT_DIR) subdirs.push_back(std::move(n));
+    else names.push_back(std::move(n));
   }
   ::closedir(d);
   std::sort(names.begin(), names.end());
+  if (!subdirs.empty()) {
+    // Every writer orders the subdirectories alike, by a hash of their names
+    // (similar names spread out), and starts at its own place in that list,
+    // wrapping around; files come first. The tree is stored sorted either way.
+    auto h = [](const std::string& n) {
+      uint64_t x = 1469598103934665603ULL;
+      for (unsigned char c : n) x = (x ^ c) * 1099511628211ULL;
+      return x;
+    };
+    std::sort(subdirs.begin(), subdirs.end(), [&](const std::string& a, const std::string& b) {
+      uint64_t ha = h(a), hb = h(b);
+      return ha != hb ? ha < hb : a < b;
+    });
+    std::rotate(subdirs.begin(),
+                subdirs.begin() + ptrdiff_t(double(subdirs.size()) * opt_.walk_start) % ptrdiff_t(subdirs.size()), subdirs.end());
+    for (auto& n : subdirs) names.push_back(std::move(n));
+  }
   for (const auto& n : names) {
     check_cancel();
     if (abort_) throw Error(Errc::interrupted, "aborted");
@@ -616,6 +641,7 @@ uint64_t Backup::read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileSt
                             const Chunker& ch, size_t& seq) {
   const size_t maxc = ch.params().max_size;
   const size_t cap = blocks_->block_size();  // at least twice maxc
+  ch.restart();  // a sparse file's extents do not follow one another
   uint64_t remaining = len;
   bool eof = false;
   while (true) {
@@ -651,6 +677,11 @@ uint64_t Backup::read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileSt
     }
     if (rb.end == rb.start) break;
     size_t n = ch.cut(rb.block.get() + rb.start, rb.end - rb.start);
+    // Sharing writes: a large file is claimed by its first chunk; when
+    // another writer claimed the same content, this one follows it (§ 13.1).
+    if (opt_.share_writes && seq == 0 && fs->size >= kClaimMinFile &&
+        !repo_.claim(repo_.blob_id(std::span<const uint8_t>(rb.block.get() + rb.start, n))))
+      fs->trailing = true;
     Task t{fs, seq++, rb.block, std::span<const uint8_t>(rb.block.get() + rb.start, n)};
     {
       std::lock_guard g(fs->mu);
@@ -792,8 +823,19 @@ void Backup::worker_loop() {
       if (queued_bytes_ <= queue_cap_ / 2) q_not_full_.notify_all();
     }
     try {
-      BlobId id;
-      repo_.save_blob(BlobType::data, t.data, id, t.fs->profile == ChunkProfile::page ? BlobHint::page : BlobHint::none);
+      BlobId id = repo_.blob_id(t.data);
+      if (opt_.share_writes) {
+        // Another writer stores the same content (a replica) ahead of this
+        // one: follow it, and store only what it has not stored within a
+        // moment (it stopped, or the content differs from here on).
+        if (repo_.stored_by_others(id)) {
+          t.fs->trailing = true;
+        } else if (t.fs->trailing && !repo_.has_blob(id) &&
+                   !repo_.wait_for_blob(id, std::chrono::milliseconds(1500), opt_.cancel)) {
+          t.fs->trailing = false;
+        }
+      }
+      repo_.save_blob_as(BlobType::data, t.data, id, t.fs->profile == ChunkProfile::page ? BlobHint::page : BlobHint::none);
       t.block.reset();  // the block may go back to the pool
       {
         std::lock_guard g(t.fs->mu);
@@ -814,6 +856,9 @@ void Backup::finish_chunk(FileState& fs) {
 
 void Backup::file_done(FileState& fs) {
   ++files_done_;
+  // Sharing writes: what this file added is written and indexed now, where
+  // the other writers look for it, not when the pack is full.
+  if (opt_.share_writes && fs.size >= kClaimMinFile) repo_.publish_open_pack();
   if (fs.failed) error(fs.path, fs.error);  // whatever was read of it still counts toward the bytes seen
   else if (!fs.changed.empty()) {
     error(fs.path, fs.changed);
@@ -952,6 +997,11 @@ void Backup::load_parent(Snapshot& snap) {
 
 BackupResult Backup::run() {
   ProgressTicker ticker(opt_.progress_interval, opt_.progress ? std::function<void()>([this] { report(); }) : nullptr);
+  struct Sharing {
+    Repository& r;
+    explicit Sharing(Repository& repo, bool on) : r(repo) { r.share_writes(on); }
+    ~Sharing() { r.share_writes(false); }
+  } sharing(repo_, opt_.share_writes);
 
   Snapshot snap;
   snap.hostname = opt_.hostname.empty() ? hostname() : opt_.hostname;
@@ -1113,6 +1163,8 @@ BackupResult Backup::run() {
 ChunkProfile choose_profile(const std::string& name, uint64_t size) {
   auto ends = [&](std::string_view suf) { return name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0; };
   if (size < (64u << 10)) return ChunkProfile::standard;  // one chunk anyway
+  // Kafka's log segments: <20-digit base offset>.log, cut between record batches.
+  if (name.size() == 24 && ends(".log") && name.find_first_not_of("0123456789") == 20) return ChunkProfile::kafka;
   // Page-structured databases: bbolt (etcd's member/snap/db), SQLite, LMDB, LevelDB tables, WiredTiger.
   if (name == "db" || ends(".db") || ends(".sqlite") || ends(".sqlite3") || ends(".mdb") || ends(".ldb") || ends(".wt") || ends(".bolt"))
     return ChunkProfile::page;

@@ -51,6 +51,16 @@ struct BackupOptions {
   ParentRule parent_rule = ParentRule::search;
   std::string parent;  // a snapshot id (search: also a prefix or "latest"); empty: see parent_rule
   bool force = false;                   // read every file even when unchanged
+  // Other writers store the same data into this repository at the same time
+  // (the replicas of a Kafka partition, one per broker): see
+  // Repository::share_writes. walk_start in (0, 1): each directory's
+  // subdirectories are read after its files, in the order of a hash of their
+  // names (the same for every writer; similar names, a topic's partitions,
+  // spread out) from this fraction of the list on, wrapping around (the tree
+  // is stored sorted either way), so writers that start at different places
+  // store different parts first and find each other's.
+  bool share_writes = false;
+  double walk_start = 0;
   std::string hostname;                 // empty: this host
   unsigned threads = 0;                 // 0: one reader and one worker per core
   ProgressFn progress;

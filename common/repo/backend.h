@@ -13,7 +13,7 @@
 
 namespace cairn::repo {
 
-enum class FileType { config, key, pack, index, snapshot, lock, dict };
+enum class FileType { config, key, pack, index, snapshot, lock, dict, claim };
 
 const char* file_type_name(FileType t);
 
@@ -26,6 +26,7 @@ struct Handle {
 struct BackendCaps {
   bool local = false;           // a local filesystem path (restore can stream without copies)
   bool atomic_replace = false;  // save() over an existing name replaces it atomically
+  bool exclusive_create = false;  // create_exclusive() is atomic (claims of writers sharing data, § 13.1)
 };
 
 class Backend {
@@ -36,6 +37,13 @@ class Backend {
   // Creates the layout for a new repository; fails with Errc::exists if one is there.
   virtual void create() = 0;
   virtual void save(const Handle& h, std::span<const uint8_t> data) = 0;
+  // Creates h with data unless it exists (false then), atomically against
+  // other writers; only where caps().exclusive_create.
+  virtual bool create_exclusive(const Handle& h, std::span<const uint8_t> data) {
+    (void)h;
+    (void)data;
+    return true;
+  }
   // length == 0 loads to the end. Short objects raise Errc::corrupt.
   virtual Bytes load(const Handle& h, uint64_t offset = 0, uint64_t length = 0) = 0;
   // The same into a caller's buffer, so that a reader looping over packs reuses one

@@ -23,6 +23,7 @@ const char* file_type_name(FileType t) {
     case FileType::snapshot: return "snapshots";
     case FileType::lock: return "locks";
     case FileType::dict: return "dicts";
+    case FileType::claim: return "claims";
   }
   return "?";
 }
@@ -37,7 +38,7 @@ class FsBackend final : public Backend {
     while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
   }
   std::string location() const override { return root_; }
-  BackendCaps caps() const override { return {.local = true, .atomic_replace = true}; }
+  BackendCaps caps() const override { return {.local = true, .atomic_replace = true, .exclusive_create = true}; }
 
   std::string path(const Handle& h) const {
     switch (h.type) {
@@ -81,6 +82,22 @@ class FsBackend final : public Backend {
       throw;
     }
     fsync_dir(dir);
+  }
+
+  bool create_exclusive(const Handle& h, std::span<const uint8_t> data) override {
+    std::string p = path(h);
+    std::string dir = p.substr(0, p.rfind('/'));
+    Fd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd && errno == ENOENT) {  // claims/ is made on first use (older repositories have none)
+      mkdir_p(dir, 0700);
+      fd = Fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    }
+    if (!fd) {
+      if (errno == EEXIST) return false;
+      throw_errno("cannot create", p, errno);
+    }
+    write_all(fd.get(), data.data(), data.size(), p);
+    return true;
   }
 
   Bytes load(const Handle& h, uint64_t offset, uint64_t length) override {

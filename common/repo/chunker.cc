@@ -12,6 +12,8 @@ ChunkerParams profile_params(ChunkProfile p) {
     case ChunkProfile::page: return {8 * 1024, 32 * 1024, 256 * 1024};
     case ChunkProfile::standard: return {256 * 1024, 1024 * 1024, 4 * 1024 * 1024};
     case ChunkProfile::log: return {1024 * 1024, 2 * 1024 * 1024, 4 * 1024 * 1024};
+    // min applies only where the data is not record batches (FastCDC).
+    case ChunkProfile::kafka: return {256 * 1024, 1024 * 1024, 4 * 1024 * 1024, true};
   }
   return {256 * 1024, 1024 * 1024, 4 * 1024 * 1024};
 }
@@ -21,6 +23,7 @@ const char* profile_name(ChunkProfile p) {
     case ChunkProfile::page: return "page";
     case ChunkProfile::standard: return "standard";
     case ChunkProfile::log: return "log";
+    case ChunkProfile::kafka: return "kafka";
   }
   return "standard";
 }
@@ -29,6 +32,7 @@ bool parse_profile(std::string_view s, ChunkProfile& out) {
   if (s == "page") out = ChunkProfile::page;
   else if (s == "standard") out = ChunkProfile::standard;
   else if (s == "log") out = ChunkProfile::log;
+  else if (s == "kafka") out = ChunkProfile::kafka;
   else return false;
   return true;
 }
@@ -94,7 +98,9 @@ inline size_t scan(const GearTable& gear, const uint8_t* p, size_t i, size_t sto
 }
 }  // namespace
 
-size_t Chunker::cut(const uint8_t* p, size_t n) const {
+size_t Chunker::cut(const uint8_t* p, size_t n) const { return params_.record_batches ? cut_batches(p, n) : cut_cdc(p, n); }
+
+size_t Chunker::cut_cdc(const uint8_t* p, size_t n) const {
   if (n <= params_.min_size) return n;
   size_t end = n < params_.max_size ? n : params_.max_size;
   size_t normal = params_.avg_size < end ? params_.avg_size : end;
@@ -106,6 +112,65 @@ size_t Chunker::cut(const uint8_t* p, size_t n) const {
   if (i < normal) return i + 1;
   i = scan(gear_, p, i, end, mask_l_, h);
   return i < end ? i + 1 : end;
+}
+
+namespace {
+inline uint32_t be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
+inline uint64_t be64(const uint8_t* p) { return uint64_t(be32(p)) << 32 | be32(p + 4); }
+inline uint64_t mix64(uint64_t x) {  // splitmix64's finaliser
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+// Kafka's log: entries of [offset int64][size int32][size bytes], every
+// message format (v0/v1 message sets, v2 record batches). The magic byte is at
+// 16 in all three; a v2 batch header is 61 bytes, a v0 message at least 26.
+constexpr size_t kLogOverhead = 12;
+constexpr uint32_t kMinEntry = 14, kMinV2Entry = 49, kMaxEntry = 1u << 30;
+}  // namespace
+
+// A batch starts a chunk when a keyed hash of its base offset and CRC falls
+// below its share of the average chunk size: the chance is size/avg, so chunks
+// are avg long on average whatever the batch sizes, and the choice depends on
+// the batch alone, never on where the file (or the last chunk) began. Replicas
+// hold byte-identical batches (a follower appends the leader's bytes), so
+// wherever their segment files split a partition's log, the chunks between the
+// two splits are the same.
+bool Chunker::batch_starts_chunk(const uint8_t* b, uint64_t total) const {
+  const uint8_t magic = b[16];
+  const uint64_t offset = be64(b);
+  const uint32_t crc = magic == 2 ? be32(b + 17) : be32(b + 12);  // v2: after the leader epoch; v0/v1: the message's
+  uint64_t x = mix64(offset ^ gear_[crc & 0xff] ^ (uint64_t(crc) << 29) ^ gear_[(crc >> 8) & 0xff] ^ gear_[uint8_t(offset) ^ 0x5a]);
+  return (x & (params_.avg_size - 1)) < total;
+}
+
+size_t Chunker::cut_batches(const uint8_t* p, size_t n) const {
+  const size_t limit = n < params_.max_size ? n : params_.max_size;
+  if (batch_rest_) {  // the rest of a batch larger than a chunk, cut from the batch's start
+    size_t take = batch_rest_ < limit ? size_t(batch_rest_) : limit;
+    batch_rest_ -= take;
+    return take;
+  }
+  size_t pos = 0;
+  while (pos < n) {
+    if (n - pos < kLogOverhead + 5) return pos ? pos : n;  // a torn header at the end: the tail is a chunk
+    const uint32_t len = be32(p + pos + 8);
+    const uint8_t magic = p[pos + 16];
+    if (len < kMinEntry || len > kMaxEntry || magic > 2 || (magic == 2 && len < kMinV2Entry))
+      return pos ? pos : cut_cdc(p, n);  // not a batch (a torn tail, preallocated zeros): plain FastCDC
+    const uint64_t total = kLogOverhead + uint64_t(len);
+    if (pos && batch_starts_chunk(p + pos, total)) return pos;
+    if (pos + total > limit) {
+      if (pos) return pos;  // it does not fit: it starts the next chunk
+      if (total > n && n < params_.max_size) return n;  // torn at the end of the file
+      batch_rest_ = total - limit;
+      return limit;
+    }
+    pos += size_t(total);
+  }
+  return n;
 }
 
 }  // namespace cairn::repo

@@ -10,6 +10,7 @@ size_t file_size_ceiling(FileType t) {
     case FileType::snapshot: return kMaxSnapshotText;
     case FileType::index: return kMaxIndexText;
     case FileType::dict: return kMaxDictText;
+    case FileType::claim: return 4096;
     case FileType::pack: break;
   }
   return 0;
@@ -23,6 +24,7 @@ std::string file_kind_text(FileType t) {
     case FileType::snapshot: return "a snapshot";
     case FileType::index: return "an index file";
     case FileType::dict: return "a compression dictionary";
+    case FileType::claim: return "a claim";
     case FileType::pack: return "a pack";
   }
   return "a file";

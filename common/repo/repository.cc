@@ -10,6 +10,9 @@
 #include "common/repo/compress.h"
 #include "common/repo/limits.h"
 #include "common/util/error.h"
+#include "common/util/fs.h"
+
+#include <unistd.h>
 
 namespace cairn::repo {
 
@@ -23,6 +26,11 @@ constexpr uint8_t kFileRaw = 0, kFileZstd = 1;
 constexpr size_t kIndexFlushPacks = 2;
 constexpr auto kIndexFlushInterval = std::chrono::seconds(10);
 constexpr size_t kIndexMaxBlobs = 50000;
+// Sharing writes (share_writes): how often the index files of other writers
+// are looked for, and the largest pack, so that what one writer stores is
+// seen by the others soon after.
+constexpr int64_t kShareRefreshNs = 50'000'000;
+constexpr size_t kSharePackSize = 4u << 20;
 constexpr size_t kMaxQueuedPacks = 1;
 // Tree packs are closed at this size (or the repository's pack size, if smaller):
 // tree blobs trickle in during the whole backup, and a pack held open until the
@@ -222,6 +230,7 @@ std::vector<std::string> Repository::list(FileType t) {
 std::vector<IndexProblem> Repository::load_index() {
   index_.clear();
   index_files_.clear();
+  index_names_.clear();
   std::vector<IndexProblem> problems;
   // Reading, authenticating and parsing the files is most of the time every command
   // spends before its real work: a few at a time are decoded side by side, then added
@@ -260,9 +269,132 @@ std::vector<IndexProblem> Repository::load_index() {
       }
       for (const auto& [pack, blobs] : batch[i].file.packs) index_.add_pack(pack, blobs);
       index_files_.push_back(names[first + i]);
+      index_names_.insert(names[first + i]);
     }
   }
+  // A damaged file is not read again by refresh_index() either.
+  for (const auto& p : problems) index_names_.insert(p.index_file);
   return problems;
+}
+
+size_t Repository::refresh_index() {
+  std::lock_guard rg(refresh_mu_);
+  std::vector<std::string> fresh;
+  {
+    const std::vector<std::string> names = list(FileType::index);
+    std::lock_guard g(wmu_);
+    for (const auto& n : names)
+      if (!index_names_.count(n)) fresh.push_back(n);
+  }
+  size_t before = index_.blob_count();
+  for (const auto& n : fresh) {
+    IndexFile f;
+    try {
+      f = decode_index_file_bytes(load_file(FileType::index, n), n);
+    } catch (const Error&) {
+      // damaged, or removed since the listing (another writer's consolidation): check reports the first
+    }
+    std::lock_guard g(wmu_);
+    for (const auto& [pack, blobs] : f.packs) {
+      if (share_)
+        for (const auto& b : blobs)
+          if (!index_.contains(b.id)) from_others_.insert(b.id);
+      index_.add_pack(pack, blobs);
+    }
+    if (index_names_.insert(n).second) index_files_.push_back(n);
+  }
+  return index_.blob_count() - before;
+}
+
+bool Repository::claim(const BlobId& id) {
+  if (!be_->caps().exclusive_create) return true;
+  const std::string name = id_hex(id);
+  {
+    std::lock_guard g(claims_mu_);
+    if (my_claims_.count(name)) return true;  // the same content twice in this backup
+  }
+  auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  std::string text = json{{"host", hostname()}, {"pid", int64_t(::getpid())}, {"time", int64_t(now)}}.dump();
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    try {
+      if (be_->create_exclusive({FileType::claim, name}, as_bytes(text))) {
+        std::lock_guard g(claims_mu_);
+        my_claims_.insert(name);
+        return true;
+      }
+      // Someone claims it: a writer that stopped long ago does not.
+      Bytes b = be_->load({FileType::claim, name});
+      json j = json::parse(std::string(b.begin(), b.end()), nullptr, false);
+      int64_t t = j.is_object() && j.contains("time") && j["time"].is_number_integer() ? j["time"].get<int64_t>() : 0;
+      if (now - t < 600) return false;
+      be_->remove({FileType::claim, name});
+    } catch (const Error&) {
+      return true;  // claims only save space: without one, store
+    }
+  }
+  return true;
+}
+
+void Repository::release_claims() noexcept {
+  std::unordered_set<std::string> mine;
+  {
+    std::lock_guard g(claims_mu_);
+    mine.swap(my_claims_);
+  }
+  for (const auto& n : mine) {
+    try {
+      be_->remove({FileType::claim, n});
+    } catch (const Error&) {
+      // left: it is ignored once 10 minutes old
+    }
+  }
+}
+
+bool Repository::stored_by_others(const BlobId& id) const {
+  std::lock_guard g(const_cast<std::mutex&>(wmu_));
+  return from_others_.count(id) != 0;
+}
+
+bool Repository::wait_for_blob(const BlobId& id, std::chrono::milliseconds timeout, const std::atomic<bool>* cancel) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto known = [&] {
+    if (index_.contains(id)) return true;
+    std::lock_guard g(wmu_);
+    return claimed_.count(id) != 0;  // this writer stores it already
+  };
+  while (!known()) {
+    if (std::chrono::steady_clock::now() >= deadline || (cancel && cancel->load())) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    try {
+      refresh_index();
+    } catch (const Error&) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void Repository::publish_open_pack() {
+  PackBuilder pb;
+  {
+    std::unique_lock lk(wmu_);
+    PackBuilder& open = builders_[int(BlobType::data)];
+    if (open.empty() || open.size() < (256u << 10)) return;  // a sliver waits for more
+    std::swap(pb, open);
+  }
+  queue_pack(std::move(pb));
+}
+
+void Repository::maybe_refresh_index() {
+  using namespace std::chrono;
+  int64_t now = duration_cast<nanoseconds>(steady_clock::now().time_since_epoch()).count();
+  int64_t last = last_refresh_ns_.load(std::memory_order_relaxed);
+  if (now - last < kShareRefreshNs || !last_refresh_ns_.compare_exchange_strong(last, now)) return;
+  try {
+    refresh_index();
+  } catch (const Error&) {
+    // a listing that failed costs only dedup; the next try is a second away
+  }
 }
 
 bool Repository::open_blob(const PackBlob& b, std::span<const uint8_t> sealed, Bytes& out, std::string& why) const {
@@ -338,6 +470,13 @@ bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id
                                          std::to_string(data.size()) + " bytes exceeds the format's limit of " +
                                          std::to_string(max_blob_size(t)) + " bytes");
   id = blob_id(data);
+  return save_blob_as(t, data, id, hint);
+}
+
+bool Repository::save_blob_as(BlobType t, std::span<const uint8_t> data, const BlobId& id, BlobHint hint) {
+  if (data.size() > max_blob_size(t))
+    throw Error(Errc::invalid_input, "a chunk of " + std::to_string(data.size()) + " bytes exceeds the format's limit");
+  if (share_ && !index_.contains(id)) maybe_refresh_index();
   {
     std::unique_lock lk(wmu_);
     if (index_.contains(id) || !claimed_.insert(id).second) {
@@ -372,7 +511,8 @@ void Repository::store_claimed(BlobType t, const BlobId& id, std::span<const uin
   {
     std::unique_lock lk(wmu_);
     PackBuilder& pb = builders_[int(t)];
-    const size_t limit = t == BlobType::tree ? std::min<size_t>(params_.pack_size, kTreePackSize) : params_.pack_size;
+    size_t limit = t == BlobType::tree ? std::min<size_t>(params_.pack_size, kTreePackSize) : params_.pack_size;
+    if (share_) limit = std::min(limit, kSharePackSize);
     // Close the pack before it would overflow, so its buffer never reallocates, and
     // before its header would list more entries than a reader accepts.
     if (!pb.empty() && (pb.size() + sealed.size() > limit || pb.count() >= kMaxPackBlobs)) std::swap(full, pb);
@@ -574,7 +714,7 @@ void Repository::write_pack(PackBuilder& pb) {
 
 void Repository::maybe_flush_index(std::unique_lock<std::mutex>& lk, bool force) {
   if (pending_.packs.empty()) return;
-  bool due = force || pending_.packs.size() >= kIndexFlushPacks || pending_blobs_ >= kIndexMaxBlobs ||
+  bool due = force || share_ || pending_.packs.size() >= kIndexFlushPacks || pending_blobs_ >= kIndexMaxBlobs ||
              std::chrono::steady_clock::now() - last_index_write_ >= kIndexFlushInterval;
   if (!due) return;
   IndexFile f = std::move(pending_);
@@ -585,7 +725,39 @@ void Repository::maybe_flush_index(std::unique_lock<std::mutex>& lk, bool force)
   std::string name = write_index_file(f);
   lk.lock();
   index_files_.push_back(name);
+  index_names_.insert(name);
   ++stats_.index_files_written;
+  if (share_) session_index_.emplace_back(name, std::move(f));
+}
+
+// The index files written after every pack while sharing writes become one:
+// it names them as superseded, and they are removed once it is stored.
+void Repository::consolidate_session_index() {
+  std::vector<std::pair<std::string, IndexFile>> files;
+  {
+    std::lock_guard g(wmu_);
+    files.swap(session_index_);
+  }
+  if (files.size() < 2) return;
+  IndexFile all;
+  for (auto& [name, f] : files) {
+    all.supersedes.push_back(name);
+    for (auto& p : f.packs) all.packs.push_back(std::move(p));
+  }
+  std::string name = write_index_file(all);
+  {
+    std::lock_guard g(wmu_);
+    index_files_.push_back(name);
+    index_names_.insert(name);
+    ++stats_.index_files_written;
+  }
+  for (const auto& [old, f] : files) {
+    try {
+      be_->remove({FileType::index, old});
+    } catch (const Error&) {
+      // left: it lists the same packs, and the next prune removes it
+    }
+  }
 }
 
 std::string Repository::write_index_file(const IndexFile& f) {
@@ -621,6 +793,8 @@ void Repository::flush() {
   std::unique_lock lk(wmu_);
   spare_packs_.clear();  // a long-running agent does not keep them between backups
   maybe_flush_index(lk, true);
+  lk.unlock();
+  if (share_) consolidate_session_index();
 }
 
 WriteStats Repository::stats() const {

@@ -91,6 +91,38 @@ class Repository {
   Index& index() { return index_; }
   // Names of the index files loaded by load_index().
   const std::vector<std::string>& index_files() const { return index_files_; }
+  // Other writers store the same data at the same time (the replicas of a
+  // Kafka partition, backed up by every broker's agent at once): packs are
+  // closed at 4 MiB (and at the end of each large file, publish_open_pack)
+  // and indexed at once, the index files other writers added are read at
+  // most every 50 ms while storing, and at flush() the small index files of
+  // this session are replaced by one (§ 13).
+  void share_writes(bool on) {
+    if (!on) release_claims();
+    share_ = on;
+    std::lock_guard g(wmu_);
+    from_others_.clear();
+  }
+  // Reads the index files added since load_index() (or the last refresh);
+  // returns how many blobs became known. Damaged ones are skipped.
+  size_t refresh_index();
+  // Sharing writes: queues the open data pack for writing (and indexing) now.
+  void publish_open_pack();
+  // Sharing writes: claims the content that starts with blob id (a large
+  // file's first chunk) for this writer, § 13.1. True: this writer stores
+  // it (no other claimed it, or the claim is older than 10 minutes, or the
+  // backend cannot make claims). False: another writer stores it now; wait
+  // for its blobs (wait_for_blob) before storing them too.
+  bool claim(const BlobId& id);
+  // Removes this writer's claims (at the end of a backup).
+  void release_claims() noexcept;
+  // Sharing writes: true when another writer stored blob id while this one
+  // ran (it came with refresh_index()).
+  bool stored_by_others(const BlobId& id) const;
+  bool has_blob(const BlobId& id) const { return index_.contains(id); }
+  // Waits (reading the other writers' new index files every 20 ms) until
+  // the index knows id; false at the timeout or on cancel.
+  bool wait_for_blob(const BlobId& id, std::chrono::milliseconds timeout, const std::atomic<bool>* cancel = nullptr);
 
   // Reads, authenticates, decompresses and verifies one blob. Throws Errc::corrupt
   // naming the blob and pack, or Errc::not_found when the index does not know it.
@@ -104,6 +136,8 @@ class Repository {
   // Stores a blob unless the repository (or this session) has it. Thread-safe.
   // Returns true when it was new.
   bool save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id, BlobHint hint = BlobHint::none);
+  // The same, for a caller that computed id = blob_id(data) already.
+  bool save_blob_as(BlobType t, std::span<const uint8_t> data, const BlobId& id, BlobHint hint = BlobHint::none);
 
   // Compression dictionaries (§ 5.1), loaded at open. A version-3 repository
   // gets its first one from the first few MiB of new page chunks a writer saves;
@@ -129,6 +163,8 @@ class Repository {
   void drain_writer();
   void stop_writer();
   void maybe_flush_index(std::unique_lock<std::mutex>& lk, bool force);
+  void maybe_refresh_index();
+  void consolidate_session_index();
   void load_dictionaries();
   std::shared_ptr<const CompressionDictionary> dictionary(uint32_t id) const;
   std::shared_ptr<const CompressionDictionary> page_dictionary() const;
@@ -146,6 +182,16 @@ class Repository {
   GearTable gear_{};
   Index index_;
   std::vector<std::string> index_files_;
+  std::unordered_set<std::string> index_names_;  // index_files_, for refresh_index()
+
+  // share_writes(): refresh at most once a second; this session's index files
+  std::atomic<bool> share_{false};
+  std::mutex refresh_mu_;
+  std::atomic<int64_t> last_refresh_ns_{0};
+  std::vector<std::pair<std::string, IndexFile>> session_index_;  // under wmu_
+  std::unordered_set<BlobId, BlobIdHash> from_others_;  // under wmu_: blobs refresh_index() brought
+  std::mutex claims_mu_;
+  std::unordered_set<std::string> my_claims_;
 
   // compression dictionaries, by id; the one page chunks are written with
   mutable std::shared_mutex dmu_;

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
+#include <vector>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -171,6 +173,64 @@ unsigned long long process_start_ticks(int pid) {
   unsigned long long v = 0;
   is >> v;
   return v;
+}
+
+void remove_tree(const std::string& dir) noexcept {
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
+uint64_t copy_file_sparse(const std::string& src, const std::string& dst) {
+  Fd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!in) throw_errno("open", src, errno);
+  struct stat st {};
+  if (::fstat(in.get(), &st) != 0) throw_errno("stat", src, errno);
+  if (!S_ISREG(st.st_mode)) throw Error(Errc::invalid_input, "'" + src + "' is not a regular file");
+  Fd out(::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 07777));
+  if (!out) throw_errno("create", dst, errno);
+  const off_t size = st.st_size;
+  std::vector<uint8_t> buf(1 << 20);
+  uint64_t copied = 0;
+  off_t off = 0;
+  while (off < size) {
+    off_t data = ::lseek(in.get(), off, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole remains
+      data = off;                 // no SEEK_DATA here: copy everything
+    }
+    if (data >= size) break;
+    off_t hole = ::lseek(in.get(), data, SEEK_HOLE);
+    if (hole < 0 || hole > size) hole = size;
+    for (off_t p = data; p < hole;) {
+      size_t want = static_cast<size_t>(std::min<off_t>(hole - p, static_cast<off_t>(buf.size())));
+      ssize_t r = ::pread(in.get(), buf.data(), want, p);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        throw_errno("read", src, errno);
+      }
+      if (r == 0) {
+        hole = p;  // the file shrank: it ends here
+        break;
+      }
+      for (ssize_t w = 0; w < r;) {
+        ssize_t n = ::pwrite(out.get(), buf.data() + w, static_cast<size_t>(r - w), p + w);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          throw_errno("write", dst, errno);
+        }
+        w += n;
+      }
+      p += r;
+      copied += static_cast<uint64_t>(r);
+    }
+    off = hole;
+  }
+  if (::ftruncate(out.get(), size) != 0) throw_errno("set the size of", dst, errno);
+  if (::geteuid() == 0) (void)::fchown(out.get(), st.st_uid, st.st_gid);
+  (void)::fchmod(out.get(), st.st_mode & 07777);
+  struct timespec times[2] = {st.st_atim, st.st_mtim};
+  (void)::futimens(out.get(), times);
+  return copied;
 }
 
 }  // namespace cairn

@@ -1,5 +1,6 @@
 #pragma once
 // File helpers with RAII descriptors and errors that name the path.
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -51,6 +52,12 @@ bool is_clean_absolute_path(std::string_view p);
 // (an old data directory, a replaced file).
 std::string utc_stamp();
 std::string username();
+// Copies a regular file keeping its holes, mode, owner (when permitted) and
+// modification time; dst must not exist. Copies at most the size src had
+// when opened (a file appended to meanwhile). Returns the bytes of data copied.
+uint64_t copy_file_sparse(const std::string& src, const std::string& dst);
+// Removes a tree (a staging or restore directory); never follows links. No throw.
+void remove_tree(const std::string& dir) noexcept;
 // Start time of a process in clock ticks since boot (from /proc), or 0 when it is gone.
 unsigned long long process_start_ticks(int pid);
 

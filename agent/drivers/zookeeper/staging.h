@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/drivers/zookeeper/layout.h"
+#include "common/util/fs.h"
 
 namespace cairn::agent::zookeeper {
 
@@ -61,17 +62,13 @@ struct Staged {
 
 // Throws cairn::Error naming what failed; what it created is removed first.
 Staged stage(const StageSpec& spec);
-// Removes a staging or restore directory (never follows links). No throw.
-void remove_tree(const std::string& dir) noexcept;
+using cairn::remove_tree;  // common/util/fs.h
 // Removes the directories named <prefix>* directly in dir (what a crashed
 // backup or restore left: one task runs per component at a time, so any
 // other one is stale). Returns their paths.
 std::vector<std::string> remove_leftovers(const std::string& dir, const std::string& prefix);
 
-// Copies a regular file keeping its holes, mode, owner (when permitted) and
-// modification time; dst must not exist. Copies at most the size src had
-// when opened. Returns the bytes of data copied.
-uint64_t copy_file_sparse(const std::string& src, const std::string& dst);
+using cairn::copy_file_sparse;  // common/util/fs.h
 
 struct PlaceSpec {
   std::string data_root;  // the restored <...>/.cairn-zookeeper-data

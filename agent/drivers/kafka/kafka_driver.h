@@ -1,0 +1,70 @@
+#pragma once
+// The kafka driver: one broker's log directories (log_dir.h), backed up
+// online (crash-consistent per partition: the checkpoints first, hard links of
+// the segments below the high watermark, copies of the rest) or offline (the
+// broker stopped, every file linked, started again once stored and back in
+// the ISR of its partitions), restored by swapping the log dirs with the
+// broker stopped (the old ones kept), and checked through the broker itself
+// (broker.h). The replicas of a partition on several brokers are stored
+// once: segments are cut between record batches (common/repo/chunker.h,
+// profile `kafka`) and every broker's agent finds what the others stored.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/driver.h"
+#include "agent/drivers/kafka/broker.h"
+#include "agent/drivers/kafka/config.h"
+#include "agent/drivers/kafka/log_dir.h"
+
+namespace cairn::agent::kafka {
+
+class KafkaDriver : public Driver {
+ public:
+  KafkaDriver(std::string component, Settings settings);
+
+  std::string name() const override { return "kafka"; }
+  DriverCaps capabilities() const override;
+  bool has_restore_target(const std::string& target_name) const override {
+    (void)target_name;
+    return false;
+  }
+  std::vector<std::string> config_warnings() const override;
+  std::vector<cairn::v1::Reason> preflight(const cairn::v1::Task& task) const override;
+  void snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) override;
+  std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const override;
+  DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
+  std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
+
+  const Settings& settings() const { return settings_; }
+
+ private:
+  // meta.properties of the log dirs, which must agree. Throws cairn::Error.
+  MetaProperties identity() const;
+  std::string kafka_version() const;
+  bool answers() const;
+  // Stops the broker and waits until it no longer answers; a stop that fails
+  // while the broker does not answer anyway is no failure.
+  void stop_broker(TaskContext& ctx) const;
+  // Starts it and waits until it answers as node_id and is in the ISR of
+  // every partition it holds a replica of. Throws cairn::Error saying which
+  // partitions are missing it.
+  void start_broker(TaskContext& ctx, const std::string& node_id) const;
+  void wait_in_isr(TaskContext& ctx, const std::string& node_id) const;
+  std::vector<cairn::v1::Reason> backup_checks(bool offline) const;
+
+  struct Prepared {
+    std::string snapshot_id, cluster_id, node_id;  // the snapshot's broker
+    std::string stamp, staging;  // the snapshot read into <staging_dir>/restore-<stamp>
+  };
+  std::optional<Prepared> prepare(TaskContext& ctx, const RestoreSpec& spec, DriverResult& res) const;
+  void swap_all(TaskContext& ctx, const Prepared& p, std::vector<std::pair<std::string, std::string>>& swapped) const;
+  std::string undo_swaps(TaskContext& ctx, std::vector<std::pair<std::string, std::string>>& swapped,
+                         const std::string& stamp) const;
+
+  std::string component_;
+  Settings settings_;
+  BrokerClient client_;
+};
+
+}  // namespace cairn::agent::kafka

@@ -1,0 +1,335 @@
+"""The kafka driver against real Kafka brokers (servers_kafka.py: 4.1 in KRaft
+mode, 3.9 in ZooKeeper mode with Debian's ZooKeeper; jars from Maven Central),
+through a real controller and agents:
+
+- KRaft, online: keyed records with known checksums on several partitions,
+  a producer with acks=all writing during the backup; the topic deleted;
+  restored: every partition's count and checksum back, and every record
+  acknowledged before the backup started;
+- ZooKeeper mode, online: the log dir wiped; restored: the same records;
+- offline: the broker stopped, stored, started again (a new PID, back in the
+  ISR); what was written after the backup is gone after the restore;
+- a snapshot of another cluster is refused before anything changes;
+- three brokers, replication factor 3, one shared repository, backed up at
+  once: the repository grows by about one copy (the test fails above 1.3x).
+"""
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from cluster import backup_set_id, cluster, kind, restore_id, set_state, task_state  # noqa: F401
+from servers_kafka import (KRAFT_VERSION, ZK_VERSION, Kafka, KafkaCluster, consume_checksums, produce_keyed,
+                           require, wait_isr)
+from servers_zookeeper import ZooKeeper
+
+
+def backup(c, *args, expect=0):
+    rc, out, err = c.ctl("backup", "create", "--component", "kafka", *args, "--wait", timeout=600)
+    assert rc == expect, f"backup exited {rc}, expected {expect}\n{out}\n{err}\n{c.logs()}"
+    shown = c.json("backup", "show", backup_set_id(out))
+    return shown
+
+
+def restore(c, set_id, *args, expect=0):
+    rc, out, err = c.ctl("restore", set_id, "--component", "kafka", *args, "--wait", timeout=600)
+    assert rc == expect, f"restore exited {rc}, expected {expect}\n{out}\n{err}\n{c.logs()}"
+    return c.json("restore", "show", restore_id(out))
+
+
+def metadata(task):
+    return json.loads(task["component_metadata"])
+
+
+def delete_topic(bootstrap, topic, timeout=60):
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.delete_topics([topic], operation_timeout=30).values():
+        f.result(timeout=timeout)
+    deadline = time.time() + timeout
+    while topic in admin.list_topics(timeout=10).topics:
+        assert time.time() < deadline, f"topic '{topic}' still listed {timeout} s after its deletion"
+        time.sleep(0.5)
+
+
+class LiveProducer:
+    """Keeps producing (acks=all, idempotent) on a thread; remembers what the
+    broker acknowledged, and when."""
+
+    def __init__(self, bootstrap, topic):
+        self.bootstrap, self.topic = bootstrap, topic
+        self.acked = []  # (time acknowledged, key)
+        self.errors = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        from confluent_kafka import Producer
+        p = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+
+        def cb(err, msg):
+            if err:
+                self.errors.append(str(err))
+            else:
+                self.acked.append((time.time(), msg.key()))
+        i = 0
+        while not self._stop.is_set():
+            p.produce(self.topic, key=f"live-{i}".encode(), value=os.urandom(200), on_delivery=cb)
+            i += 1
+            p.poll(0)
+            time.sleep(0.002)
+        p.flush(30)
+
+    def start(self):
+        self._t.start()
+        deadline = time.time() + 60
+        while len(self.acked) < 200:
+            assert time.time() < deadline and not self.errors, f"the live producer got no acks: {self.errors[:3]}"
+            time.sleep(0.1)
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(60)
+
+
+def keys_of(bootstrap, topic, timeout=60):
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cairn-keys-{time.time()}", "enable.auto.commit": False})
+    try:
+        md = c.list_topics(topic, timeout=10)
+        keys = set()
+        for p in md.topics[topic].partitions:
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if hi <= lo:
+                continue
+            c.assign([TopicPartition(topic, p, lo)])
+            deadline, last = time.time() + timeout, lo - 1
+            while last < hi - 1 and time.time() < deadline:
+                m = c.poll(1)
+                if m is None or m.error():
+                    continue
+                keys.add(m.key())
+                last = m.offset()
+        return keys
+    finally:
+        c.close()
+
+
+def kept_aside(k):
+    return [p for p in os.listdir(k.dir) if p.startswith("logs.cairn-old-")]
+
+
+def test_kraft_online_backup_topic_deleted_restore(cluster, tmp_path):  # noqa: F811
+    require(KRAFT_VERSION)
+    c = cluster
+    k = Kafka.kraft(tmp_path / "kafka").start()
+    try:
+        c.add_agent("node-a", components=k.component_toml())
+        c.enrol("node-a")
+        k.create_topic("orders", partitions=4, rf=1)
+        want = produce_keyed(k.bootstrap, "orders", 4, 8000, 512)
+        k.create_topic("live", partitions=2, rf=1)
+        live = LiveProducer(k.bootstrap, "live").start()
+        started = time.time()
+        try:
+            shown = backup(c)
+        finally:
+            live.stop()
+        assert not live.errors, live.errors[:3]
+        acked_before = {key for t, key in live.acked if t < started}
+        assert len(acked_before) >= 200
+        assert set_state(shown) == "complete", shown
+        (task,) = shown["tasks"]
+        m = metadata(task)
+        assert m["cluster_id"] == k.cluster_id and m["node_id"] == "1", m
+        assert m["mode"] == "online" and m["metadata_mode"] == "kraft" and m["kafka_version"] == KRAFT_VERSION, m
+        for p in range(4):
+            log_start, log_end, hw = m["partitions"][f"orders-{p}"]
+            assert (log_start, log_end) == (0, want[p]["count"]), (p, m["partitions"][f"orders-{p}"], want[p])
+        assert "__cluster_metadata-0" in m["partitions"], m["partitions"].keys()
+        text = c.ok("backup", "show", backup_set_id_of(shown))
+        assert "cluster_id=" + k.cluster_id in text, text
+        # The links lived only while the snapshot was stored.
+        assert os.listdir(tmp_path / "kafka" / ".cairn-kafka-staging") == []
+
+        delete_topic(k.bootstrap, "orders")
+        r = restore(c, backup_set_id_of(shown))
+        assert set_state(r) == "complete", r
+        assert [task_state(t) for t in r["tasks"] if kind(t) == "restore"] == ["succeeded"], r
+        assert [task_state(t) for t in r["tasks"] if kind(t) == "backup"] == ["succeeded"], r  # the safety backup
+        got = consume_checksums(k.bootstrap, "orders")
+        assert got == want, f"after the restore: {got}\nexpected: {want}"
+        missing = acked_before - keys_of(k.bootstrap, "live")
+        assert not missing, f"{len(missing)} records acknowledged before the backup started are gone, e.g. {sorted(missing)[:3]}"
+        assert len(kept_aside(k)) == 1, os.listdir(k.dir)
+    finally:
+        k.stop()
+
+
+def backup_set_id_of(shown):
+    return shown["backup_set_id"]
+
+
+def test_zookeeper_mode_log_dir_wiped_restore(cluster, tmp_path):  # noqa: F811
+    require(ZK_VERSION)
+    c = cluster
+    zk = ZooKeeper(tmp_path, "zk")
+    zk.write_config()
+    zk.start()
+    zk.wait_serving()
+    k = Kafka.zookeeper(tmp_path / "kafka", zk.port)
+    try:
+        k.start()
+        c.add_agent("node-a", components=k.component_toml())
+        c.enrol("node-a")
+        k.create_topic("orders", partitions=3, rf=1)
+        want = produce_keyed(k.bootstrap, "orders", 3, 6000, 700)
+        shown = backup(c)
+        assert set_state(shown) == "complete", shown
+        m = metadata(shown["tasks"][0])
+        assert m["metadata_mode"] == "zookeeper" and m["node_id"] == "1" and m["kafka_version"] == ZK_VERSION, m
+        assert sum(m["partitions"][f"orders-{p}"][1] for p in range(3)) == 6000, m["partitions"]
+
+        # The disk is lost: the broker comes back empty (the topic is still in ZooKeeper).
+        k.stop()
+        shutil.rmtree(k.log_dir)
+        k.start()
+        wait_isr(k.bootstrap, "orders")
+        assert consume_checksums(k.bootstrap, "orders") != want
+
+        r = restore(c, backup_set_id_of(shown))
+        assert set_state(r) == "complete", r
+        assert consume_checksums(k.bootstrap, "orders") == want
+    finally:
+        k.stop()
+        zk.stop()
+
+
+def test_offline_backup_stops_and_starts_the_broker(cluster, tmp_path):  # noqa: F811
+    require(KRAFT_VERSION)
+    c = cluster
+    k = Kafka.kraft(tmp_path / "kafka").start()
+    try:
+        c.add_agent("node-a", components=k.component_toml())
+        c.enrol("node-a")
+        k.create_topic("orders", partitions=2, rf=1)
+        want = produce_keyed(k.bootstrap, "orders", 2, 3000, 400)
+        pid = k.pid()
+        shown = backup(c, "--mode", "offline")
+        assert set_state(shown) == "complete", shown
+        m = metadata(shown["tasks"][0])
+        assert m["mode"] == "offline", m
+        assert m["files_copied"] < 20 and m["files_linked"] > 5, m  # everything final: linked
+        assert k.pid() is not None and k.pid() != pid, "the offline backup did not stop and start the broker"
+        wait_isr(k.bootstrap, "orders")
+
+        # Written after the backup: gone after the restore, which puts the backup's state back.
+        produce_keyed(k.bootstrap, "orders", 2, 500, 400, seed=9)
+        assert consume_checksums(k.bootstrap, "orders") != want
+        r = restore(c, backup_set_id_of(shown))
+        assert set_state(r) == "complete", r
+        assert consume_checksums(k.bootstrap, "orders") == want
+
+        # A mode no selected component takes is refused, creating nothing.
+        rc, out, err = c.ctl("backup", "create", "--component", "data", "--mode", "offline")
+        assert rc != 0 and "mode 'offline'" in (out + err), (rc, out, err)
+    finally:
+        k.stop()
+
+
+def test_snapshot_of_another_cluster_is_refused(cluster, tmp_path):  # noqa: F811
+    require(KRAFT_VERSION)
+    c = cluster
+    k = Kafka.kraft(tmp_path / "kafka").start()
+    try:
+        c.add_agent("node-a", components=k.component_toml())
+        c.enrol("node-a")
+        k.create_topic("orders", partitions=1, rf=1)
+        produce_keyed(k.bootstrap, "orders", 1, 200, 100)
+        shown = backup(c)
+        # The broker's disk is replaced by another cluster's (formatted anew).
+        k.stop()
+        shutil.rmtree(k.log_dir)
+        other = Kafka.kraft(tmp_path / "other")
+        k.log_dir.mkdir()
+        for f in os.listdir(other.log_dir):
+            shutil.copy(other.log_dir / f, k.log_dir / f)
+        before = sorted(os.listdir(k.log_dir))
+        r = restore(c, backup_set_id_of(shown), "--skip-safety-backup", expect=1)
+        details = " ".join(x.get("detail", "") for t in r["tasks"] for x in t.get("reasons", []))
+        assert "cluster" in details and other.cluster_id in details and "--force-identity" in details, r
+        assert sorted(os.listdir(k.log_dir)) == before and not kept_aside(k), "a refused restore changed the log dir"
+        assert not k.running(), "a refused restore started the broker"
+    finally:
+        k.stop()
+
+
+def repo_bytes(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            total += os.path.getsize(os.path.join(root, f))
+    return total
+
+
+def test_rf3_replicas_stored_once_and_the_cluster_restored_in_steps(cluster, tmp_path):  # noqa: F811
+    """Three brokers, RF=3, one repository, backed up at once: the repository
+    grows by about one copy of the data (one broker's log dir stored alone
+    into a repository of its own), not three. Then the topic is deleted and
+    the three brokers are restored through the controller's steps (stop,
+    data, start, verify on every broker, each from its own snapshot): the
+    topic is back with every record (the KRaft metadata came back with the
+    log dirs)."""
+    require(KRAFT_VERSION)
+    c = cluster
+    kc = KafkaCluster.kraft(tmp_path / "kc", n=3, segment_bytes=4 << 20).start()
+    try:
+        kc.create_topic("orders", partitions=6, rf=3)
+        want = produce_keyed(kc.bootstrap, "orders", 6, 48000, 1024, producer_config={"batch.size": 65536})
+        wait_isr(kc.bootstrap, "orders")
+        for b in kc.brokers:
+            c.add_agent(f"broker-{b.node_id}", components=b.component_toml())
+            c.enrol(f"broker-{b.node_id}")
+
+        # One copy: broker 1's log dir alone, into a repository of its own.
+        one = tmp_path / "one-copy"
+        c.ok("repo", "init", "--repo", one, "--password-file", c.repo_pass)
+        base = repo_bytes(one)
+        c.ok("repo", "backup", "--repo", one, "--password-file", c.repo_pass, kc.broker(1).log_dir)
+        one_copy = repo_bytes(one) - base
+
+        before = repo_bytes(c.repo)
+        shown = backup(c)
+        assert set_state(shown) == "complete", shown
+        assert len(shown["tasks"]) == 3
+        growth = repo_bytes(c.repo) - before
+        ratio = growth / one_copy
+        print(f"RF=3: one copy {one_copy / 2**20:.1f} MiB, three brokers at once {growth / 2**20:.1f} MiB, ratio {ratio:.2f}")
+        assert one_copy > 40 << 20, one_copy
+        assert ratio <= 1.3, f"three replicas grew the repository by {ratio:.2f}x one copy (limit 1.3x)"
+        # Every snapshot lists the data of its own broker.
+        for t in shown["tasks"]:
+            m = metadata(t)
+            assert sum(m["partitions"][f"orders-{p}"][1] for p in range(6)) == 48000, m["partitions"]
+        rc, out, err = c.ctl("repo", "check", "--repo", c.repo, "--password-file", c.repo_pass, timeout=300)
+        assert rc == 0, f"repo check after three concurrent writers: {out}\n{err}"
+
+        delete_topic(kc.bootstrap, "orders")
+        r = restore(c, backup_set_id_of(shown))
+        assert set_state(r) == "complete", json.dumps(r, indent=1)
+        steps = {}
+        for t in r["tasks"]:
+            if kind(t) == "restore":
+                steps.setdefault(t.get("restore_step"), []).append(task_state(t))
+        for step in ("stop", "data", "start", "verify"):
+            assert steps.get(step) == ["succeeded"] * 3, json.dumps(r, indent=1)
+        assert "rollback" not in steps
+        wait_isr(kc.bootstrap, "orders")
+        assert consume_checksums(kc.bootstrap, "orders") == want
+    finally:
+        kc.stop()
