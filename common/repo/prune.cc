@@ -356,6 +356,15 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
     r.backend().remove({FileType::pack, id_hex(p->id)});
   }
 
+  // 5. Claims (§13.1) are a running backup's; prune holds the exclusive
+  // lock, so none runs: every one left is a writer's that stopped.
+  std::vector<std::string> claims;
+  r.backend().list(FileType::claim, [&](const std::string& n, uint64_t) { claims.push_back(n); });
+  for (const auto& n : claims) {
+    if (opt.check_lock) opt.check_lock();
+    r.backend().remove({FileType::claim, n});
+  }
+
   res.bytes_freed = freed > res.written.bytes ? freed - res.written.bytes : 0;
   res.changed = rewrite_index || !drop.empty();
   prog.phase = "done";

@@ -39,7 +39,7 @@ struct Component {
   std::string driver;
   bool can_restore = false;
   std::vector<std::string> restore_targets;  // declared alternative restore targets, by name
-  std::string scope = "node";                // "node" or "cluster" (migration 0006)
+  std::string scope = "node";                // "node", "cluster" (migration 0006) or "member" (0007)
   std::string cluster_id, member_id;         // cluster scope
   std::vector<std::string> modes;            // the driver's modes, the default first
   bool restore_stops_service = false;

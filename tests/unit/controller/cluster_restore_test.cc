@@ -194,3 +194,97 @@ TEST_CASE("cluster: a restore selecting some members of a cluster, or an alterna
   alt.set_restore_target("elsewhere");
   CHECK_THROWS_WITH(f.orders.create_restore("operator:test", alt), Catch::Contains("cluster-scoped"));
 }
+
+namespace {
+// Three Kafka brokers: member-scoped, each its own data, one cluster "k1".
+struct BrokerFixture : ClusterFixture {
+  std::string k1 = approved_agent("broker-1", 11), k2 = approved_agent("broker-2", 12), k3 = approved_agent("broker-3", 13);
+  BrokerFixture() {
+    cat.transaction("agent", [&](Tx& tx) {
+      int m = 0;
+      for (const auto& id : {k1, k2, k3}) {
+        Component k{"kafka", "kafka", true, {}};
+        k.scope = "member";
+        k.cluster_id = "k1";
+        k.member_id = std::to_string(++m);
+        k.modes = {"online", "offline"};
+        tx.set_agent_components(id, {k});
+      }
+    });
+  }
+};
+}  // namespace
+
+TEST_CASE("members: every broker is backed up (its own snapshot); a mode goes only to components that take it") {
+  BrokerFixture f;
+  auto ordered = f.orders.create_backup("operator:test", only("kafka"), "offline");
+  std::vector<Task> tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); });
+  REQUIRE(tasks.size() == 3);
+  f.cat.read([&](const Tx& tx) {
+    for (const auto& t : tasks) CHECK(f.wire_of(tx, t).options().mode() == "offline");
+    return 0;
+  });
+  // A mode no selected component declares creates nothing.
+  CHECK_THROWS_WITH(f.orders.create_backup("operator:test", only("data"), "offline"), Catch::Contains("mode 'offline'"));
+}
+
+TEST_CASE("members: a restore of several brokers of one cluster runs in steps, each broker from its own snapshot") {
+  BrokerFixture f;
+  auto ordered = f.orders.create_backup("operator:test", only("kafka"));
+  std::map<std::string, std::string> snap_of;  // agent -> its snapshot
+  for (const auto& t : f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); })) {
+    snap_of[t.agent_id] = "snap-" + t.agent_id;
+    f.end_task(t.id, TaskState::succeeded, snap_of[t.agent_id]);
+  }
+  v1::RestoreRequest req;
+  req.set_backup_set_id(ordered.id);
+  *req.mutable_selector() = only("kafka");
+  req.set_force_identity(true);
+  auto r = f.orders.create_restore("operator:test", req);
+  for (const std::string step : {"stop", "data", "start", "verify"}) {
+    auto tasks = f.step_tasks(r.id, step);
+    REQUIRE(tasks.size() == 3);
+    f.cat.read([&](const Tx& tx) {
+      for (const auto& t : tasks) {
+        CHECK(t.source_snapshot.value_or("") == snap_of[t.agent_id]);  // its own, not one for all
+        CHECK(t.cluster_id == "k1");
+        CHECK(f.wire_of(tx, t).options().force_identity());  // carried by every step
+      }
+      return 0;
+    });
+    // A barrier: the next step waits for every broker.
+    f.end_task(tasks[0].id, TaskState::succeeded);
+    f.end_task(tasks[1].id, TaskState::succeeded);
+    CHECK(f.step_tasks(r.id, step == "stop" ? "data" : step == "data" ? "start" : step == "start" ? "verify" : "none").empty());
+    f.end_task(tasks[2].id, TaskState::succeeded);
+    // (the safety tasks of the stop step are ended by the agent's results in real life)
+  }
+  CHECK(f.step_tasks(r.id, "rollback").empty());
+}
+
+TEST_CASE("members: one broker failing its data step rolls every broker back; one broker alone is one task") {
+  BrokerFixture f;
+  auto ordered = f.orders.create_backup("operator:test", only("kafka"));
+  for (const auto& t : f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); }))
+    f.end_task(t.id, TaskState::succeeded, "snap-" + t.agent_id);
+  v1::RestoreRequest req;
+  req.set_backup_set_id(ordered.id);
+  *req.mutable_selector() = only("kafka");
+  req.set_skip_safety_backup(true);
+  auto r = f.orders.create_restore("operator:test", req);
+  f.end_step(r.id, "stop");
+  f.end_step(r.id, "data", f.k2);
+  CHECK(f.step_tasks(r.id, "start").empty());
+  CHECK(f.step_tasks(r.id, "rollback").size() == 3);
+
+  v1::RestoreRequest one;
+  one.set_backup_set_id(ordered.id);
+  *one.mutable_selector() = only("kafka");
+  one.mutable_selector()->add_nodes("broker-3");
+  one.set_skip_safety_backup(true);
+  f.end_step(r.id, "rollback");
+  auto single = f.orders.create_restore("operator:test", one);
+  auto tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_restore(single.id); });
+  REQUIRE(tasks.size() == 1);
+  CHECK(tasks[0].restore_step.empty());
+}
