@@ -20,4 +20,20 @@ std::function<void(const repo::Progress&)> repo_progress(TaskContext& ctx, v1::P
   };
 }
 
+void report_phase(TaskContext& ctx, v1::Phase phase, const std::string& current, uint64_t done, uint64_t total) {
+  if (!ctx.progress) return;
+  WorkProgress w;
+  w.phase = phase;
+  w.bytes_done = done;
+  w.bytes_total = total;
+  w.current = current;
+  ctx.progress(w);
+}
+
+void note(TaskContext& ctx, const std::string& text) {
+  if (ctx.note) ctx.note(text);
+}
+
+bool cancelled(const TaskContext& ctx) { return ctx.cancel && ctx.cancel->load(); }
+
 }  // namespace cairn::agent

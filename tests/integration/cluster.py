@@ -85,8 +85,9 @@ class Proc:
 
 
 class Cluster:
-    def __init__(self, base):
+    def __init__(self, base, liveness=LIVENESS):
         self.base = pathlib.Path(base)
+        self.liveness = liveness
         self.keys = self.base / "keys"
         # The controller binds port 0 (tcp://127.0.0.1:*) on its first start and
         # the ports are read back from its log: choosing a free port here and
@@ -174,7 +175,7 @@ log_level = "debug"
 [fleet]
 listen = "tcp://127.0.0.1:*"
 heartbeat_interval_ms = {HEARTBEAT_MS}
-liveness = {LIVENESS}
+liveness = {self.liveness}
 [operator]
 listen = "tcp://127.0.0.1:*"
 authorized_keys = {{ it = "{self.keys / 'operator-curve.pub'}" }}
@@ -231,7 +232,7 @@ endpoint = "tcp://127.0.0.1:{self.fleet_port}"
 public_key = "{(self.keys / 'controller-curve.pub').read_text().strip()}"
 signing_keys_file = "{signing_pub}"
 heartbeat_interval_ms = {HEARTBEAT_MS}
-liveness = {LIVENESS}
+liveness = {self.liveness}
 [[repository]]
 name = "main"
 path = "{self.repo}"
@@ -352,11 +353,15 @@ def restore_id(out):
 
 
 @pytest.fixture
-def cluster(tmp_path):
+def cluster(tmp_path, request):
+    # @pytest.mark.liveness(N): N heartbeats of silence before a side is lost,
+    # for a test whose servers load the machine enough to starve the daemons
+    # for a second (three JVMs starting at once on two cores).
     for b in (CTL, CONTROLLER, AGENT):
         if not b.exists():
             pytest.fail(f"binary not found: {b}; build it or set CAIRN_BUILD_DIR")
-    c = Cluster(tmp_path)
+    mark = request.node.get_closest_marker("liveness")
+    c = Cluster(tmp_path, liveness=mark.args[0] if mark else LIVENESS)
     try:
         c.init()
         c.start_controller()

@@ -13,6 +13,7 @@ through a real controller and agents:
 - three brokers, replication factor 3, one shared repository, backed up at
   once: the repository grows by about one copy (the test fails above 1.3x).
 """
+import contextlib
 import json
 import os
 import shutil
@@ -120,19 +121,28 @@ def keys_of(bootstrap, topic, timeout=60):
         c.close()
 
 
+@contextlib.contextmanager
+def kraft_with_agent(c, tmp_path, partitions, records, value_size):
+    """A KRaft broker with topic 'orders' holding known records, and agent
+    'node-a' with its kafka component; yields (broker, expected checksums)."""
+    require(KRAFT_VERSION)
+    k = Kafka.kraft(tmp_path / "kafka").start()
+    try:
+        c.add_agent("node-a", components=k.component_toml())
+        c.enrol("node-a")
+        k.create_topic("orders", partitions=partitions, rf=1)
+        yield k, produce_keyed(k.bootstrap, "orders", partitions, records, value_size)
+    finally:
+        k.stop()
+
+
 def kept_aside(k):
     return [p for p in os.listdir(k.dir) if p.startswith("logs.cairn-old-")]
 
 
 def test_kraft_online_backup_topic_deleted_restore(cluster, tmp_path):  # noqa: F811
-    require(KRAFT_VERSION)
     c = cluster
-    k = Kafka.kraft(tmp_path / "kafka").start()
-    try:
-        c.add_agent("node-a", components=k.component_toml())
-        c.enrol("node-a")
-        k.create_topic("orders", partitions=4, rf=1)
-        want = produce_keyed(k.bootstrap, "orders", 4, 8000, 512)
+    with kraft_with_agent(c, tmp_path, 4, 8000, 512) as (k, want):
         k.create_topic("live", partitions=2, rf=1)
         live = LiveProducer(k.bootstrap, "live").start()
         started = time.time()
@@ -167,8 +177,6 @@ def test_kraft_online_backup_topic_deleted_restore(cluster, tmp_path):  # noqa: 
         missing = acked_before - keys_of(k.bootstrap, "live")
         assert not missing, f"{len(missing)} records acknowledged before the backup started are gone, e.g. {sorted(missing)[:3]}"
         assert len(kept_aside(k)) == 1, os.listdir(k.dir)
-    finally:
-        k.stop()
 
 
 def backup_set_id_of(shown):
@@ -211,14 +219,8 @@ def test_zookeeper_mode_log_dir_wiped_restore(cluster, tmp_path):  # noqa: F811
 
 
 def test_offline_backup_stops_and_starts_the_broker(cluster, tmp_path):  # noqa: F811
-    require(KRAFT_VERSION)
     c = cluster
-    k = Kafka.kraft(tmp_path / "kafka").start()
-    try:
-        c.add_agent("node-a", components=k.component_toml())
-        c.enrol("node-a")
-        k.create_topic("orders", partitions=2, rf=1)
-        want = produce_keyed(k.bootstrap, "orders", 2, 3000, 400)
+    with kraft_with_agent(c, tmp_path, 2, 3000, 400) as (k, want):
         pid = k.pid()
         shown = backup(c, "--mode", "offline")
         assert set_state(shown) == "complete", shown
@@ -238,19 +240,11 @@ def test_offline_backup_stops_and_starts_the_broker(cluster, tmp_path):  # noqa:
         # A mode no selected component takes is refused, creating nothing.
         rc, out, err = c.ctl("backup", "create", "--component", "data", "--mode", "offline")
         assert rc != 0 and "mode 'offline'" in (out + err), (rc, out, err)
-    finally:
-        k.stop()
 
 
 def test_snapshot_of_another_cluster_is_refused(cluster, tmp_path):  # noqa: F811
-    require(KRAFT_VERSION)
     c = cluster
-    k = Kafka.kraft(tmp_path / "kafka").start()
-    try:
-        c.add_agent("node-a", components=k.component_toml())
-        c.enrol("node-a")
-        k.create_topic("orders", partitions=1, rf=1)
-        produce_keyed(k.bootstrap, "orders", 1, 200, 100)
+    with kraft_with_agent(c, tmp_path, 1, 200, 100) as (k, _):
         shown = backup(c)
         # The broker's disk is replaced by another cluster's (formatted anew).
         k.stop()
@@ -265,8 +259,6 @@ def test_snapshot_of_another_cluster_is_refused(cluster, tmp_path):  # noqa: F81
         assert "cluster" in details and other.cluster_id in details and "--force-identity" in details, r
         assert sorted(os.listdir(k.log_dir)) == before and not kept_aside(k), "a refused restore changed the log dir"
         assert not k.running(), "a refused restore started the broker"
-    finally:
-        k.stop()
 
 
 def repo_bytes(path):
@@ -277,6 +269,7 @@ def repo_bytes(path):
     return total
 
 
+@pytest.mark.liveness(25)  # three JVMs starting at once starve the daemons for a second or more
 def test_rf3_replicas_stored_once_and_the_cluster_restored_in_steps(cluster, tmp_path):  # noqa: F811
     """Three brokers, RF=3, one repository, backed up at once: the repository
     grows by about one copy of the data (one broker's log dir stored alone

@@ -28,22 +28,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-void report(TaskContext& ctx, v1::Phase phase, const std::string& current = {}, uint64_t done = 0, uint64_t total = 0) {
-  if (!ctx.progress) return;
-  WorkProgress w;
-  w.phase = phase;
-  w.bytes_done = done;
-  w.bytes_total = total;
-  w.current = current;
-  ctx.progress(w);
-}
-
-void note(TaskContext& ctx, const std::string& text) {
-  if (ctx.note) ctx.note(text);
-}
-
-bool cancelled(const TaskContext& ctx) { return ctx.cancel && ctx.cancel->load(); }
-
 std::string mib(uint64_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; }
 
 dev_t device_of(const std::string& p) {
@@ -99,6 +83,12 @@ void remove_leftovers(const Settings& s, TaskContext& ctx) {
     note(ctx, "removed '" + e.path().string() + "', left by an earlier backup or restore that did not end");
   }
 }
+
+// Removes a restore's staging directory when the step ends, whatever happened.
+struct TreeGuard {
+  std::string path;
+  ~TreeGuard() { remove_tree(path); }
+};
 
 // Compact per-partition positions for the metadata (which must stay under
 // 64 KiB): "topic-0": [log_start, log_end, high_watermark].
@@ -314,12 +304,12 @@ void KafkaDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotP
 
   std::string version = kafka_version();
   if (offline) {
-    report(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
+    report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
     stop_broker(ctx);
     // Started again once the snapshot is stored (or failed), and waited for.
     sink.after_store([this, &ctx, node = meta.node_id]() -> std::vector<v1::Reason> {
       try {
-        report(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
+        report_phase(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
         start_broker(ctx, node);
         return {};
       } catch (const Error& e) {
@@ -331,7 +321,7 @@ void KafkaDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotP
     });
   }
 
-  report(ctx, v1::PHASE_SNAPSHOT, settings_.log_dirs.front());
+  report_phase(ctx, v1::PHASE_SNAPSHOT, settings_.log_dirs.front());
   nlohmann::json dirs = nlohmann::json::array();
   nlohmann::json partitions = nlohmann::json::object();
   uint64_t linked = 0, copied = 0, bytes = 0, recorded = 0, total_partitions = 0;
@@ -603,7 +593,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
 
   switch (spec.step) {
     case RestoreStep::stop:
-      report(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
+      report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
       try {
         stop_broker(ctx);
       } catch (const Error& e) {
@@ -611,7 +601,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
       }
       return done();
     case RestoreStep::start: {
-      report(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
+      report_phase(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
       std::string node;
       try {
         node = identity().node_id;
@@ -627,10 +617,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
                     "the broker at '" + settings_.bootstrap + "' still answers: the log dirs are not replaced under a running broker");
       auto p = prepare(ctx, spec, res);
       if (!p) return res;
-      struct Guard {
-        std::string path;
-        ~Guard() { remove_tree(path); }
-      } guard{p->staging};
+      TreeGuard guard{p->staging};
       std::vector<std::pair<std::string, std::string>> swapped;
       try {
         swap_all(ctx, *p, swapped);
@@ -684,18 +671,15 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   // The whole restore on this broker.
   auto p = prepare(ctx, spec, res);
   if (!p) return res;
-  struct Guard {
-    std::string path;
-    ~Guard() { remove_tree(path); }
-  } guard{p->staging};
-  report(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
+  TreeGuard guard{p->staging};
+  report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
   try {
     stop_broker(ctx);
   } catch (const Error& e) {
     return fail(e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED : v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
                 std::string("stopping the broker failed, nothing was changed: ") + e.what());
   }
-  report(ctx, v1::PHASE_RESTORE, settings_.log_dirs.front(), res.bytes, res.bytes);
+  report_phase(ctx, v1::PHASE_RESTORE, settings_.log_dirs.front(), res.bytes, res.bytes);
   std::vector<std::pair<std::string, std::string>> swapped;  // log dir, where its old one went
   try {
     swap_all(ctx, *p, swapped);
@@ -712,7 +696,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   for (const auto& [d, old] : swapped)
     if (!old.empty()) note(ctx, "the previous log dir is kept at '" + old + "' (remove it when no longer needed)");
 
-  report(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
+  report_phase(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
   try {
     start_broker(ctx, p->node_id);
   } catch (const Error& e) {
@@ -728,6 +712,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     }
     return fail(v1::ERROR_CODE_VERIFY_FAILED, detail);
   }
+  ::unlink((settings_.staging_dir + "/restore-state.json").c_str());  // for a rollback of a step restore only
   res.metadata = {{"log_dirs", settings_.log_dirs}, {"cluster_id", p->cluster_id}, {"node_id", p->node_id}};
   nlohmann::json kept = nlohmann::json::array();
   for (const auto& [d, old] : swapped)
@@ -739,7 +724,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
 std::vector<v1::Reason> KafkaDriver::verify(TaskContext& ctx, const nlohmann::json& recorded) {
   std::vector<v1::Reason> out;
   auto problem = [&](const std::string& why) { out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, why, component_)); };
-  report(ctx, v1::PHASE_VERIFY, settings_.bootstrap);
+  report_phase(ctx, v1::PHASE_VERIFY, settings_.bootstrap);
   if (settings_.bootstrap.empty()) return out;  // nothing to ask
   ClusterView v;
   try {

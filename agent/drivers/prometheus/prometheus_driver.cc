@@ -29,20 +29,6 @@ namespace {
 // Writing the head as a block takes a while on a large server.
 constexpr std::chrono::milliseconds kSnapshotTimeout = 10min;
 
-void report(TaskContext& ctx, v1::Phase phase, uint64_t done = 0, uint64_t total = 0, const std::string& current = {}) {
-  if (!ctx.progress) return;
-  WorkProgress w;
-  w.phase = phase;
-  w.bytes_done = done;
-  w.bytes_total = total;
-  w.current = current;
-  ctx.progress(w);
-}
-
-void note(TaskContext& ctx, const std::string& text) {
-  if (ctx.note) ctx.note(text);
-}
-
 std::string real_or_empty(const std::string& p) {
   std::error_code ec;
   auto r = fs::canonical(p, ec);
@@ -213,7 +199,7 @@ std::vector<v1::Reason> PrometheusDriver::preflight(const v1::Task& task) const 
 
 void PrometheusDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) {
   (void)purpose;
-  report(ctx, v1::PHASE_SNAPSHOT, 0, 0, settings_.url);
+  report_phase(ctx, v1::PHASE_SNAPSHOT, settings_.url);
   std::string name = api_.snapshot(kSnapshotTimeout, ctx.cancel);
   const std::string real = settings_.data_dir + "/snapshots/" + name;
   // Prometheus never removes its snapshots: this one goes once stored (or not).
@@ -230,7 +216,7 @@ void PrometheusDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
   try {
     BlockSet blocks = read_blocks(real);
     for (const auto& p : blocks.problems) note(ctx, "snapshot '" + name + "': " + p + " (stored as it is)");
-    report(ctx, v1::PHASE_SNAPSHOT, 0, blocks.bytes, real);
+    report_phase(ctx, v1::PHASE_SNAPSHOT, real, 0, blocks.bytes);
 
     // Stored at <data_dir>, whatever the run's snapshot is named: the next
     // backup finds its parent's entries there and reads no unchanged block.
@@ -375,14 +361,14 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
 
   // 3. Stop, swap, configuration back, start.
   platform::Service service(settings_.service);
-  report(ctx, v1::PHASE_STOP_SERVICE, 0, 0, settings_.service.describe());
+  report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
   try {
     service.stop(ctx.cancel);
   } catch (const Error& e) {
     return fail(e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED : v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
                 std::string("stopping prometheus failed, nothing was changed: ") + e.what());
   }
-  report(ctx, v1::PHASE_RESTORE, rr.bytes_restored, rr.bytes_restored, settings_.data_dir);
+  report_phase(ctx, v1::PHASE_RESTORE, settings_.data_dir, rr.bytes_restored, rr.bytes_restored);
   bool had_old = fs::exists(fs::symlink_status(settings_.data_dir, ec));
   try {
     if (had_old) fs::rename(settings_.data_dir, old_dir);
@@ -421,7 +407,7 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     }
   }
 
-  report(ctx, v1::PHASE_START_SERVICE, 0, 0, settings_.service.describe());
+  report_phase(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
   std::string kept = had_old ? " (the previous data is at '" + old_dir + "')" : "";
   try {
     service.start(ctx.cancel);
@@ -429,7 +415,7 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     return fail(v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
                 std::string("the snapshot's data is in place, but starting prometheus failed: ") + e.what() + kept);
   }
-  report(ctx, v1::PHASE_VERIFY, 0, 0, settings_.url);
+  report_phase(ctx, v1::PHASE_VERIFY, settings_.url);
   std::string why;
   if (!wait_ready(ctx.cancel, &why))
     return fail(v1::ERROR_CODE_VERIFY_FAILED, "prometheus did not become ready within " +
@@ -461,7 +447,7 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
 
 std::vector<v1::Reason> PrometheusDriver::verify(TaskContext& ctx, const nlohmann::json& recorded) {
   std::vector<v1::Reason> out;
-  report(ctx, v1::PHASE_VERIFY, 0, 0, settings_.url);
+  report_phase(ctx, v1::PHASE_VERIFY, settings_.url);
   std::string why;
   if (!api_.ready(&why)) {
     out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, "prometheus is not ready: " + why, component_));

@@ -49,19 +49,7 @@ std::string plain(const std::string& s) {
   return out.substr(0, 64);
 }
 
-void progress(TaskContext& ctx, v1::Phase phase, const std::string& current = {}) {
-  if (!ctx.progress) return;
-  WorkProgress w;
-  w.phase = phase;
-  w.current = current;
-  ctx.progress(w);
-}
 
-void note(TaskContext& ctx, const std::string& text) {
-  if (ctx.note) ctx.note(text);
-}
-
-bool cancelled(const TaskContext& ctx) { return ctx.cancel && ctx.cancel->load(); }
 
 const char* step_name(RestoreStep s) {
   switch (s) {
@@ -283,7 +271,7 @@ std::vector<v1::Reason> ZooKeeperDriver::preflight(const v1::Task& task) const {
 }
 
 void ZooKeeperDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) {
-  progress(ctx, v1::PHASE_SNAPSHOT, settings_.data_dir);
+  report_phase(ctx, v1::PHASE_SNAPSHOT, settings_.data_dir);
   ZooConfig cfg = checked_config();
   std::string why_before;
   auto before = try_status(&why_before);
@@ -392,7 +380,7 @@ void ZooKeeperDriver::wait_down(TaskContext& ctx) const {
 }
 
 void ZooKeeperDriver::step_stop(TaskContext& ctx, DriverResult& res) {
-  progress(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
+  report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
   platform::Service svc(settings_.service);
   try {
     svc.stop(ctx.cancel);
@@ -409,7 +397,7 @@ void ZooKeeperDriver::step_data(TaskContext& ctx, const RestoreSpec& spec, Drive
   if (answers())
     throw Error(Errc::exists, "ZooKeeper at '" + client_address() +
                                   "' still answers: its data is not replaced under a running server (run the 'stop' step first)");
-  progress(ctx, v1::PHASE_RESTORE, spec.snapshot_id);
+  report_phase(ctx, v1::PHASE_RESTORE, spec.snapshot_id);
   if (!ctx.repo) throw Error(Errc::invalid_input, "no repository is open for the restore");
   std::string id = repo::resolve_snapshot(*ctx.repo, spec.snapshot_id);
   repo::Snapshot snap = repo::load_snapshot(*ctx.repo, id);
@@ -458,7 +446,7 @@ void ZooKeeperDriver::step_data(TaskContext& ctx, const RestoreSpec& spec, Drive
 }
 
 void ZooKeeperDriver::step_start(TaskContext& ctx, DriverResult& res) {
-  progress(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
+  report_phase(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
   platform::Service svc(settings_.service);
   svc.start(ctx.cancel);
   auto deadline = std::chrono::steady_clock::now() + settings_.ready_timeout;
@@ -473,7 +461,7 @@ void ZooKeeperDriver::step_start(TaskContext& ctx, DriverResult& res) {
 }
 
 std::vector<v1::Reason> ZooKeeperDriver::verify(TaskContext& ctx, const nlohmann::json& recorded) {
-  progress(ctx, v1::PHASE_VERIFY, client_address());
+  report_phase(ctx, v1::PHASE_VERIFY, client_address());
   std::vector<v1::Reason> out;
   // A server that has just started loads its data and, in an ensemble, waits
   // for an election: give it the ready timeout to serve.
@@ -526,7 +514,7 @@ void ZooKeeperDriver::step_verify(TaskContext& ctx, DriverResult& res) {
 
 void ZooKeeperDriver::step_rollback(TaskContext& ctx, DriverResult& res) {
   if (answers()) step_stop(ctx, res);
-  progress(ctx, v1::PHASE_RESTORE, "rollback");
+  report_phase(ctx, v1::PHASE_RESTORE, "rollback");
   RolledBack rb = rollback(settings_.data_dir,
                            same_dir(settings_.data_log_dir, settings_.data_dir) ? settings_.data_dir : settings_.data_log_dir,
                            utc_stamp(), ctx.backup_set_id);
