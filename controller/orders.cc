@@ -319,14 +319,29 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     std::map<std::string, int> members_selected;
     for (const auto& p : picks)
       if (!p.member_of.empty()) members_selected[p.driver + "/" + p.member_of]++;
+    // Members (Kafka brokers) restored together with a cluster-scoped
+    // component (their ZooKeeper) wait until every such cluster is restored
+    // and verified: their tasks are made then (release_deferred), and not at
+    // all when a cluster's restore failed.
+    const bool has_cluster = std::any_of(picks.begin(), picks.end(), [](const Pick& p) { return clustered(p); });
+    nlohmann::json deferred = nlohmann::json::array();
     catalog::NewRestore r;
     r.source_set_id = req.backup_set_id();
     r.skip_safety_backup = req.skip_safety_backup();
     r.safety_set_id = safety_set;
-    r.selector = sel;
     for (const auto& p : picks) {
       catalog::NewTask nt{p.agent.id, p.component, source[source_key(p)].snapshot_id, std::nullopt};
       if (auto it = safety_task.find({p.agent.id, p.component}); it != safety_task.end()) nt.safety_task_id = it->second;
+      if (has_cluster && !p.member_of.empty()) {
+        bool steps = members_selected[p.driver + "/" + p.member_of] > 1;
+        deferred.push_back({{"agent_id", p.agent.id},
+                            {"component", p.component},
+                            {"snapshot", nt.source_snapshot.value_or("")},
+                            {"safety_task_id", nt.safety_task_id.value_or("")},
+                            {"restore_step", steps ? "stop" : ""},
+                            {"cluster_id", steps ? p.member_of : ""}});
+        continue;
+      }
       if (clustered(p)) {
         // Step by step on every member (on_task_ended makes the next ones).
         nt.restore_step = "stop";
@@ -337,6 +352,8 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
       }
       r.tasks.push_back(std::move(nt));
     }
+    if (!deferred.empty()) sel["after_clusters"] = deferred;
+    r.selector = sel;
     Ordered out;
     out.id = tx.create_restore(r);
     lock_targets(tx, picks, catalog::TaskKind::restore, out.id, config_.lock_ttl_seconds);
@@ -390,7 +407,77 @@ int step_rank(const std::string& step) {
 }  // namespace
 
 void Orders::on_task_ended(Tx& tx, const catalog::Task& ended) {
-  if (!ended.restore_id || ended.restore_step.empty() || ended.cluster_id.empty()) return;
+  if (!ended.restore_id) return;
+  next_cluster_step(tx, ended);
+  release_deferred(tx, ended);
+}
+
+// Once every task of the restore ended, the members that waited for their
+// clusters (after_clusters in the restore's selector) get their tasks: the
+// same as create_restore would have made, with their safety tasks bound to
+// the same plans. When a cluster's restore failed, their safety tasks end
+// failed with the reason and nothing of theirs runs.
+void Orders::release_deferred(Tx& tx, const catalog::Task& ended) {
+  auto restore = tx.restore(*ended.restore_id);
+  if (!restore || restore->state != catalog::SetState::running || !restore->selector.is_object()) return;
+  const auto& sel = restore->selector;
+  if (!sel.contains("after_clusters") || !sel["after_clusters"].is_array() || sel["after_clusters"].empty()) return;
+  bool ok = true;
+  auto tasks = tx.tasks_of_restore(*ended.restore_id);
+  for (const auto& t : tasks) {
+    catalog::TaskState st = t.id == ended.id ? ended.state : t.state;
+    if (!catalog::is_terminal(st)) return;  // a cluster's restore is still going
+    ok &= st == catalog::TaskState::succeeded || st == catalog::TaskState::partial;
+  }
+  for (const auto& d : sel["after_clusters"])
+    for (const auto& t : tasks)
+      if (t.agent_id == d.value("agent_id", "") && t.component == d.value("component", "")) return;  // released already
+  if (!ok) {
+    for (const auto& d : sel["after_clusters"]) {
+      std::string safety = d.value("safety_task_id", "");
+      if (safety.empty()) continue;
+      catalog::TaskUpdate u{catalog::TaskState::failed};
+      u.reasons.push_back({cairn::v1::ERROR_CODE_PREFLIGHT_FAILED,
+                           "not run: the restore of the cluster it depends on (restored first in the same restore) failed",
+                           d.value("component", "")});
+      tx.update_task(safety, u);
+    }
+    return;
+  }
+  std::vector<catalog::NewTask> add;
+  for (const auto& d : sel["after_clusters"]) {
+    catalog::NewTask nt{d.value("agent_id", ""), d.value("component", ""), d.value("snapshot", ""), std::nullopt};
+    if (!d.value("safety_task_id", "").empty()) nt.safety_task_id = d.value("safety_task_id", "");
+    nt.restore_step = d.value("restore_step", "");
+    nt.cluster_id = d.value("cluster_id", "");
+    add.push_back(std::move(nt));
+  }
+  auto ids = tx.add_restore_tasks(*ended.restore_id, add);
+  std::map<std::string, std::vector<std::string>> ids_of;  // agent -> task ids of its plan
+  std::map<std::string, std::vector<cairn::v1::Task>> wire_of;
+  for (const auto& id : ids) {
+    auto t = tx.task(id);
+    cairn::v1::Task w = restore_wire(tx, *t, restore->source_set_id, *ended.restore_id);
+    w.mutable_options()->set_restore_target(sel.value("restore_target", ""));
+    w.mutable_options()->set_skip_safety_backup(restore->skip_safety_backup);
+    w.mutable_options()->set_force_identity(sel.value("force_identity", false));
+    w.mutable_options()->set_write_mode(sel.value("write_mode", "") == "merge" ? cairn::v1::RESTORE_WRITE_MODE_MERGE
+                                                                               : cairn::v1::RESTORE_WRITE_MODE_MIRROR);
+    ids_of[t->agent_id].push_back(t->id);
+    if (t->safety_task_id) {
+      w.mutable_options()->set_safety_backup_task_id(*t->safety_task_id);
+      ids_of[t->agent_id].push_back(*t->safety_task_id);
+    }
+    wire_of[t->agent_id].push_back(w);
+  }
+  for (const auto& [agent_id, wire] : wire_of) {
+    issue(tx, *tx.agent(agent_id), ids_of[agent_id], wire, config_, key_);
+    to_deliver_.push_back(agent_id);
+  }
+}
+
+void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
+  if (ended.restore_step.empty() || ended.cluster_id.empty()) return;
   std::vector<catalog::Task> same;  // this cluster's tasks of this restore
   for (auto& t : tx.tasks_of_restore(*ended.restore_id))
     if (t.cluster_id == ended.cluster_id && t.component == ended.component) same.push_back(std::move(t));

@@ -52,6 +52,8 @@ class Orders {
   std::vector<std::string> take_agents_to_deliver();
 
  private:
+  void next_cluster_step(catalog::Tx& tx, const catalog::Task& ended);
+  void release_deferred(catalog::Tx& tx, const catalog::Task& ended);
   std::function<bool(const std::string&)> connected_;
   std::vector<std::string> to_deliver_;
   catalog::Catalog& catalog_;

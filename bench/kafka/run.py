@@ -772,6 +772,31 @@ def need_bytes(a):
     return need + 2 * GiB
 
 
+class BusyWatch(threading.Thread):
+    """Samples busy_now() every `every` s during the run: other processes' CPU (a build,
+    tests) on a 2-core machine moves every figure."""
+
+    def __init__(self, every=15.0):
+        super().__init__(daemon=True)
+        self.every, self.seen, self.samples = every, [], 0
+        self.stop_ev = threading.Event()
+
+    def run(self):
+        while not self.stop_ev.wait(self.every):
+            b = busy_now()
+            self.samples += 1
+            if b != "none":
+                self.seen.append("%s %s" % (time.strftime("%H:%M:%S"), b))
+
+    def summary(self):
+        self.stop_ev.set()
+        if not self.seen:
+            return "none in %d samples (every %g s)" % (self.samples, self.every)
+        return "**in %d of %d samples** (every %g s): %s" % (len(self.seen), self.samples, self.every,
+                                                            "; ".join(self.seen[:12]) +
+                                                            (" …" if len(self.seen) > 12 else ""))
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     for b in (itc.CTL, itc.CONTROLLER, itc.AGENT):
@@ -817,10 +842,13 @@ def main(argv=None):
         "not dropped (bench/drivers does not drop it; writing /proc/sys/vm/drop_caches %s here)" % (
             "is permitted" if os.access("/proc/sys/vm/drop_caches", os.W_OK) else "is NOT permitted"),
     }
+    watch = BusyWatch()
+    watch.start()
     try:
         bench.run()
     finally:
         bench.stop_everything()
+        header["other processes using CPU during the run"] = watch.summary()
         header["other processes using CPU at end"] = busy_now()
         header["load avg at end"] = " ".join("%.2f" % x for x in os.getloadavg())
         header["duration"] = "%.0f s" % (time.monotonic() - t_start)

@@ -218,6 +218,46 @@ def test_zookeeper_mode_log_dir_wiped_restore(cluster, tmp_path):  # noqa: F811
         zk.stop()
 
 
+def test_zookeeper_mode_topic_deleted_restored_with_zookeeper_first(cluster, tmp_path):  # noqa: F811
+    """A deleted topic in ZooKeeper mode is gone from ZooKeeper too: one restore
+    of both components from one backup set restores ZooKeeper first (its own
+    steps, verified), and only then the broker."""
+    require(ZK_VERSION)
+    c = cluster
+    zk = ZooKeeper(tmp_path, "zk")
+    zk.write_config()
+    zk.start()
+    zk.wait_serving()
+    k = Kafka.zookeeper(tmp_path / "kafka", zk.port)
+    try:
+        k.start()
+        c.add_agent("node-a", components=zk.component() + k.component_toml())
+        c.enrol("node-a")
+        k.create_topic("orders", partitions=2, rf=1)
+        want = produce_keyed(k.bootstrap, "orders", 2, 2000, 300)
+        rc, out, err = c.ctl("backup", "create", "--component", "zookeeper", "--component", "kafka", "--wait", timeout=600)
+        assert rc == 0, f"backup exited {rc}\n{out}\n{err}\n{c.logs()}"
+        set_id = backup_set_id(out)
+
+        delete_topic(k.bootstrap, "orders")
+        rc, out, err = c.ctl("restore", set_id, "--component", "zookeeper", "--component", "kafka", "--wait", timeout=600)
+        assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}\n{k.log_tail()}"
+        r = c.json("restore", "show", restore_id(out))
+        assert set_state(r) == "complete", json.dumps(r, indent=1)
+        restores = [t for t in r["tasks"] if kind(t) == "restore"]
+        (zk_verify,) = [t for t in restores if t["component"] == "zookeeper" and t.get("restore_step") == "verify"]
+        (broker,) = [t for t in restores if t["component"] == "kafka"]
+        log = (c.agent_dirs["node-a"]["dir"] / "agent.log").read_text()
+        verified = log.index(f"task '{zk_verify['task_id']}': succeeded")
+        started = log.index(f"task '{broker['task_id']}': restore of component 'kafka' starts")
+        assert started > verified, "the broker was restored before ZooKeeper was verified"
+        wait_isr(k.bootstrap, "orders")
+        assert consume_checksums(k.bootstrap, "orders") == want
+    finally:
+        k.stop()
+        zk.stop()
+
+
 def test_offline_backup_stops_and_starts_the_broker(cluster, tmp_path):  # noqa: F811
     c = cluster
     with kraft_with_agent(c, tmp_path, 2, 3000, 400) as (k, want):

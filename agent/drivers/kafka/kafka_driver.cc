@@ -90,6 +90,9 @@ struct TreeGuard {
   ~TreeGuard() { remove_tree(path); }
 };
 
+// A broker that does not answer this long after its start is started again.
+constexpr std::chrono::seconds kStartAgainAfter{30};
+
 // Compact per-partition positions for the metadata (which must stay under
 // 64 KiB): "topic-0": [log_start, log_end, high_watermark].
 constexpr size_t kMaxPartitionsRecorded = 1200;
@@ -421,14 +424,24 @@ void KafkaDriver::stop_broker(TaskContext& ctx) const {
   }
 }
 
-void KafkaDriver::wait_in_isr(TaskContext& ctx, const std::string& node_id) const {
+void KafkaDriver::wait_in_isr(TaskContext& ctx, const std::string& node_id, const std::function<void()>& start_again) const {
   if (settings_.bootstrap.empty()) return;
   auto deadline = std::chrono::steady_clock::now() + settings_.ready_timeout;
+  auto last_answer = std::chrono::steady_clock::now();
   std::string why = "it did not answer";
   int32_t me = std::atoi(node_id.c_str());
   while (true) {
+    // A broker that exits while it starts (in ZooKeeper mode, its last
+    // session's registration not yet expired: "node already exists") is
+    // started again, as systemd's Restart=on-failure would.
+    if (start_again && std::chrono::steady_clock::now() - last_answer > kStartAgainAfter) {
+      note(ctx, "the broker has not answered for " + std::to_string(kStartAgainAfter.count()) + " s since it was started: starting it again");
+      start_again();
+      last_answer = std::chrono::steady_clock::now();
+    }
     try {
       ClusterView v = client_.describe(5s);
+      last_answer = std::chrono::steady_clock::now();
       if (v.answered_by != me) {
         why = "the broker at '" + settings_.bootstrap + "' answers as node " + std::to_string(v.answered_by) + ", not " + node_id;
       } else {
@@ -455,7 +468,7 @@ void KafkaDriver::wait_in_isr(TaskContext& ctx, const std::string& node_id) cons
 void KafkaDriver::start_broker(TaskContext& ctx, const std::string& node_id) const {
   platform::Service svc(settings_.service);
   svc.start(ctx.cancel);
-  wait_in_isr(ctx, node_id);
+  wait_in_isr(ctx, node_id, [&] { svc.start(ctx.cancel); });
 }
 
 // Reads the snapshot into the staging directory (the log dirs' filesystem)

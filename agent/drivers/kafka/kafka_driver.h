@@ -8,6 +8,7 @@
 // (broker.h). The replicas of a partition on several brokers are stored
 // once: segments are cut between record batches (common/repo/chunker.h,
 // profile `kafka`) and every broker's agent finds what the others stored.
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -50,7 +51,8 @@ class KafkaDriver : public Driver {
   // every partition it holds a replica of. Throws cairn::Error saying which
   // partitions are missing it.
   void start_broker(TaskContext& ctx, const std::string& node_id) const;
-  void wait_in_isr(TaskContext& ctx, const std::string& node_id) const;
+  // start_again: called when the broker has not answered for 30 s (it exited while starting).
+  void wait_in_isr(TaskContext& ctx, const std::string& node_id, const std::function<void()>& start_again = {}) const;
   std::vector<cairn::v1::Reason> backup_checks(bool offline) const;
 
   struct Prepared {

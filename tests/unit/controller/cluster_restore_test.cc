@@ -215,7 +215,7 @@ struct BrokerFixture : ClusterFixture {
 };
 }  // namespace
 
-TEST_CASE("members: every broker is backed up (its own snapshot); a mode goes only to components that take it") {
+TEST_CASE("members: every broker is backed up (its own snapshot), and a mode goes only to components that take it") {
   BrokerFixture f;
   auto ordered = f.orders.create_backup("operator:test", only("kafka"), "offline");
   std::vector<Task> tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); });
@@ -262,7 +262,7 @@ TEST_CASE("members: a restore of several brokers of one cluster runs in steps, e
   CHECK(f.step_tasks(r.id, "rollback").empty());
 }
 
-TEST_CASE("members: one broker failing its data step rolls every broker back; one broker alone is one task") {
+TEST_CASE("members: one broker failing its data step rolls every broker back, and one broker alone is one task") {
   BrokerFixture f;
   auto ordered = f.orders.create_backup("operator:test", only("kafka"));
   for (const auto& t : f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); }))
@@ -287,4 +287,69 @@ TEST_CASE("members: one broker failing its data step rolls every broker back; on
   auto tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_restore(single.id); });
   REQUIRE(tasks.size() == 1);
   CHECK(tasks[0].restore_step.empty());
+}
+
+TEST_CASE("members after clusters: brokers restored with a cluster-scoped component wait until it is restored and verified") {
+  BrokerFixture f;
+  std::string set = f.backed_up_set();  // etcd (cluster c1), the brokers, the files components
+  v1::RestoreRequest req;
+  req.set_backup_set_id(set);
+  req.mutable_selector()->add_components("etcd");
+  req.mutable_selector()->add_components("kafka");
+  auto r = f.orders.create_restore("operator:test", req);
+  auto kafka_tasks = [&] {
+    return f.cat.read([&](const Tx& tx) {
+      int n = 0;
+      for (const auto& t : tx.tasks_of_restore(r.id)) n += t.component == "kafka";
+      return n;
+    });
+  };
+  CHECK(kafka_tasks() == 0);
+  for (const std::string step : {"stop", "data", "start"}) {
+    f.end_step(r.id, step);
+    CHECK(kafka_tasks() == 0);  // not before etcd is verified
+  }
+  f.end_step(r.id, "verify");
+  // Now the brokers' steps, each from its own snapshot, with their safety backups.
+  auto stops = f.step_tasks(r.id, "stop");
+  std::vector<Task> broker_stops;
+  for (const auto& t : stops)
+    if (t.component == "kafka") broker_stops.push_back(t);
+  REQUIRE(broker_stops.size() == 3);
+  f.cat.read([&](const Tx& tx) {
+    for (const auto& t : broker_stops) {
+      CHECK(t.source_snapshot.value_or("") == "snap-" + t.agent_id + "-kafka");
+      REQUIRE(t.safety_task_id);
+      CHECK(f.wire_of(tx, t).options().safety_backup_task_id() == *t.safety_task_id);
+    }
+    return 0;
+  });
+  CHECK(f.restore_state(r.id) == SetState::running);
+}
+
+TEST_CASE("members after clusters: when the cluster's restore fails, no broker is touched and the restore fails") {
+  BrokerFixture f;
+  std::string set = f.backed_up_set();
+  v1::RestoreRequest req;
+  req.set_backup_set_id(set);
+  req.mutable_selector()->add_components("etcd");
+  req.mutable_selector()->add_components("kafka");
+  auto r = f.orders.create_restore("operator:test", req);
+  f.end_step(r.id, "stop");
+  f.end_step(r.id, "data", f.b);  // one etcd member fails: every member rolls back
+  f.end_step(r.id, "rollback");
+  auto all = f.cat.read([&](const Tx& tx) { return tx.tasks_of_restore(r.id); });
+  for (const auto& t : all) CHECK(t.component == "etcd");
+  CHECK(f.restore_state(r.id) == SetState::failed);
+  // The brokers' safety tasks end failed, saying why, instead of waiting forever.
+  auto restore = f.cat.read([&](const Tx& tx) { return *tx.restore(r.id); });
+  REQUIRE(restore.safety_set_id);
+  auto safety = f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(*restore.safety_set_id); });
+  int kafka = 0;
+  for (const auto& t : safety)
+    if (t.component == "kafka") {
+      ++kafka;
+      CHECK(t.state == TaskState::failed);
+    }
+  CHECK(kafka == 3);
 }
