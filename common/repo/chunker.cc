@@ -155,7 +155,8 @@ size_t Chunker::cut_batches(const uint8_t* p, size_t n) const {
   }
   size_t pos = 0;
   while (pos < n) {
-    if (n - pos < kLogOverhead + 5) return pos ? pos : n;  // a torn header at the end: the tail is a chunk
+    // The header up to a v2 batch's CRC (21 bytes) is read below.
+    if (n - pos < kLogOverhead + 9) return pos ? pos : n;  // a torn header at the end: the tail is a chunk
     const uint32_t len = be32(p + pos + 8);
     const uint8_t magic = p[pos + 16];
     if (len < kMinEntry || len > kMaxEntry || magic > 2 || (magic == 2 && len < kMinV2Entry))

@@ -90,6 +90,9 @@ struct TreeGuard {
   ~TreeGuard() { remove_tree(path); }
 };
 
+// How long verify asks again for partitions a restarted broker does not serve yet.
+constexpr std::chrono::seconds kVerifySettle{30};
+
 // A broker that does not answer this long after its start is started again.
 constexpr std::chrono::seconds kStartAgainAfter{30};
 
@@ -735,10 +738,21 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
 }
 
 std::vector<v1::Reason> KafkaDriver::verify(TaskContext& ctx, const nlohmann::json& recorded) {
+  report_phase(ctx, v1::PHASE_VERIFY, settings_.bootstrap);
+  if (settings_.bootstrap.empty()) return {};  // nothing to ask
+  // A broker just started learns the cluster's topics from its controller a
+  // moment later: what is missing is asked again for up to 30 s.
+  auto deadline = std::chrono::steady_clock::now() + kVerifySettle;
+  while (true) {
+    std::vector<v1::Reason> out = verify_once(recorded);
+    if (out.empty() || std::chrono::steady_clock::now() >= deadline || cancelled(ctx)) return out;
+    std::this_thread::sleep_for(1s);
+  }
+}
+
+std::vector<v1::Reason> KafkaDriver::verify_once(const nlohmann::json& recorded) const {
   std::vector<v1::Reason> out;
   auto problem = [&](const std::string& why) { out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, why, component_)); };
-  report_phase(ctx, v1::PHASE_VERIFY, settings_.bootstrap);
-  if (settings_.bootstrap.empty()) return out;  // nothing to ask
   ClusterView v;
   try {
     v = client_.describe(10s);

@@ -54,6 +54,7 @@ class KafkaDriver : public Driver {
   // start_again: called when the broker has not answered for 30 s (it exited while starting).
   void wait_in_isr(TaskContext& ctx, const std::string& node_id, const std::function<void()>& start_again = {}) const;
   std::vector<cairn::v1::Reason> backup_checks(bool offline) const;
+  std::vector<cairn::v1::Reason> verify_once(const nlohmann::json& recorded) const;
 
   struct Prepared {
     std::string snapshot_id, cluster_id, node_id;  // the snapshot's broker
