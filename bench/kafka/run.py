@@ -119,6 +119,24 @@ def snapshot_binaries(dest):
     return info
 
 
+def same_segments(log_dirs, prefix):
+    """Segment files (<20 digits>.log) of the partitions `prefix`-N present on every broker with
+    the same base offset and size (the replicas rolled at the same offset: identical files),
+    and the segment files in all (per broker)."""
+    same = total = 0
+    for name in sorted(os.listdir(log_dirs[0])):
+        if not name.startswith(prefix + "-"):
+            continue
+        sets = []
+        for d in log_dirs:
+            p = os.path.join(d, name)
+            sets.append({(f, os.path.getsize(os.path.join(p, f))) for f in os.listdir(p)
+                         if re.fullmatch(r"\d{20}\.log", f)} if os.path.isdir(p) else set())
+        same += len(set.intersection(*sets))
+        total += len(sets[0])
+    return same, total
+
+
 def segments_of(log_dir):
     """(segment files, bytes in segment files, partition dirs) of a log dir."""
     n, b, parts = 0, 0, 0
@@ -172,10 +190,10 @@ def agent_warnings(lines):
 # ----------------------------------------------------------------------------- producing
 
 
-def produce(bootstrap, targets, total_bytes, value_bytes, timeout):
+def produce(bootstrap, targets, total_bytes, value_bytes, timeout, acks="all"):
     """Produces ceil(total_bytes / value_bytes) records of random value_bytes (os.urandom:
     incompressible) with 11-byte keys, round robin over targets [(topic, partition)],
-    acks=all, idempotent, 64 KiB batches, no compression. Faster than the tests'
+    acks=all and idempotent (or acks=1), 64 KiB batches, no compression. Faster than the tests'
     produce_keyed (no per-record callback or checksum). Returns (records, seconds)."""
     from confluent_kafka import Producer
     errors = []
@@ -183,10 +201,11 @@ def produce(bootstrap, targets, total_bytes, value_bytes, timeout):
     def on_delivery(err, msg):
         if err is not None:
             errors.append(str(err))
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 20,
-                  "batch.size": 65536, "compression.type": "none", "queue.buffering.max.kbytes": 256 * 1024,
-                  "queue.buffering.max.messages": 1_000_000, "message.timeout.ms": int(timeout * 1000),
-                  "delivery.report.only.error": True, "on_delivery": on_delivery})
+    p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "enable.idempotence": acks == "all",
+                  "linger.ms": 20, "batch.size": 65536, "compression.type": "none",
+                  "queue.buffering.max.kbytes": 256 * 1024, "queue.buffering.max.messages": 1_000_000,
+                  "message.timeout.ms": int(timeout * 1000), "delivery.report.only.error": True,
+                  "on_delivery": on_delivery})
     n = -(-total_bytes // value_bytes)
     t0 = time.monotonic()
     deadline = t0 + timeout
@@ -491,15 +510,23 @@ class Bench:
         finally:
             k.stop()
             self.live.remove(k)
-            remove(base)
+            if not self.args.keep:
+                remove(base)
 
     # -- part: rf3 ---------------------------------------------------------------------
     def part_rf3(self):
         a = self.args
         base = os.path.join(self.wd, "rf3")
         os.makedirs(base)
+        props = {"log.flush.interval.messages": None}
+        if a.rf3_fetch_min_kib:
+            # Followers fetch sets of many batches, as lagging followers of a busy cluster do; a
+            # follower rolls before an appended set that does not fit, so the three replicas roll
+            # their segments at other offsets. (With Kafka's default of 1 byte on an idle 2-core
+            # loopback cluster, every fetch carried one batch and all replicas were identical files.)
+            props["replica.fetch.min.bytes"] = a.rf3_fetch_min_kib * 1024
         kc = servers_kafka.KafkaCluster.kraft(os.path.join(base, "kc"), n=3, segment_bytes=a.rf3_segment_mib * MiB,
-                                               props={"log.flush.interval.messages": None})
+                                               props=props)
         self.live.append(kc)
         res = {}
         self.results["rf3"] = res
@@ -508,8 +535,9 @@ class Bench:
             kc.create_topic("replicated", partitions=a.rf3_partitions, rf=3)
             log("rf3: producing %s (RF 3: %s on each broker) to %d partitions" % (
                 human(a.rf3_mib * MiB), human(a.rf3_mib * MiB), a.rf3_partitions))
+            acks = "1" if a.rf3_fetch_min_kib else "all"  # acks=all would wait on the followers' min bytes
             n, secs = produce(kc.bootstrap, [("replicated", q) for q in range(a.rf3_partitions)],
-                              a.rf3_mib * MiB, a.value_bytes, a.timeout)
+                              a.rf3_mib * MiB, a.value_bytes, a.timeout, acks=acks)
             servers_kafka.wait_isr(kc.bootstrap, "replicated")
             time.sleep(2)
             bro = {}
@@ -518,6 +546,10 @@ class Bench:
                 bro[b.node_id] = {"log_dir_bytes": du_bytes(str(b.log_dir)), "log_dir_alloc": alloc_bytes(str(b.log_dir)),
                                   "segment_files": segs,
                                   "segment_bytes_total": seg_bytes, "partition_dirs": parts}
+            same, total = same_segments([str(b.log_dir) for b in kc.brokers], "replicated")
+            res.update(same_segments=same, segments_per_broker=total, acks=acks,
+                       fetch_min_bytes=a.rf3_fetch_min_kib * 1024 or 1)
+            log("rf3: %d of %d segment files identical (base offset and size) on all three brokers" % (same, total))
             res.update(records=n, produce_s=round(secs, 1), brokers=bro, segment_bytes=a.rf3_segment_mib * MiB,
                        partitions=a.rf3_partitions, version=servers_kafka.KRAFT_VERSION)
             log("rf3: %d records in %.0f s; log dirs %s" % (n, secs, ", ".join(
@@ -564,7 +596,8 @@ class Bench:
             kc.stop()
             if kc in self.live:
                 self.live.remove(kc)
-            remove(base)
+            if not self.args.keep:
+                remove(base)
 
     def run(self):
         for part in self.args.parts:
@@ -679,9 +712,12 @@ def render(bench, header):
         oc = one["repo_growth"] if one.get("status") == "ok" else None
         L += ["## 2. RF=3: three replicas into one repository", "",
               "Kafka %s, 3 KRaft nodes (broker+controller each); topic with %d partitions, RF 3; %d records of "
-              "%d random bytes (%s, produced in %.0f s, acks=all); `log.segment.bytes` %s; log dirs %s." % (
+              "%d random bytes (%s, produced in %.0f s, acks=%s); `log.segment.bytes` %s; `replica.fetch.min.bytes` %s; "
+              "**%d of %d segment files per broker identical on all three** (same base offset and size); "
+              "log dirs %s." % (
                   rf["version"], rf["partitions"], rf["records"], a.value_bytes, human(rf["records"] * a.value_bytes),
-                  rf["produce_s"], human(rf["segment_bytes"]),
+                  rf["produce_s"], rf["acks"], human(rf["segment_bytes"]), human(rf["fetch_min_bytes"]),
+                  rf["same_segments"], rf["segments_per_broker"],
                   " / ".join("%s allocated, %s in %d segment files" % (
                       human(v["log_dir_alloc"]), human(v["segment_bytes_total"]), v["segment_files"])
                              for v in rf["brokers"].values())), ""]
@@ -741,6 +777,9 @@ def parse_args(argv):
     ap.add_argument("--rf3-mib", type=int, default=300, help="rf3: MiB of values (each broker holds all) (300)")
     ap.add_argument("--rf3-partitions", type=int, default=6, help="rf3: partitions of the RF 3 topic (6)")
     ap.add_argument("--rf3-segment-mib", type=int, default=16, help="rf3: log.segment.bytes in MiB (16)")
+    ap.add_argument("--rf3-fetch-min-kib", type=int, default=1024,
+                    help="rf3: the brokers' replica.fetch.min.bytes in KiB, producing with acks=1 (1024); 0: Kafka's "
+                         "default (1 byte) and acks=all")
     ap.add_argument("--fractions", default="0.28,0.90,0.52",
                     help="rf3: --shared-with-replicas of the three repo backup processes (0.28,0.90,0.52)")
     ap.add_argument("--value-bytes", type=int, default=1024, help="record value size (1024)")
@@ -750,7 +789,7 @@ def parse_args(argv):
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="report and raw JSON")
     ap.add_argument("--workdir", default="/var/tmp",
                     help="a temp dir is made here for brokers, copies, repositories (removed at the end)")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (the stopped brokers' log dirs too)")
     ap.add_argument("--timeout", type=int, default=1800, help="per command, seconds")
     a = ap.parse_args(argv)
     a.parts = [p for p in a.parts.split(",") if p]

@@ -25,6 +25,10 @@ audit::Rk connect(const Settings& s) {
   // Only this broker: its metadata answer names it, and nothing else is dialled.
   conf.set("topic.metadata.refresh.interval.ms", "-1");
   conf.set("log.connection.close", "false");
+  // A broker that is down is what a stop waits for and a start waits out:
+  // the driver says what it means; librdkafka's own connection errors would
+  // fill the agent's log every few hundred milliseconds.
+  conf.set("log_level", "2");
   return conf.make(RD_KAFKA_PRODUCER);
 }
 
