@@ -515,27 +515,40 @@ class Bench:
 
     # -- part: rf3 ---------------------------------------------------------------------
     def part_rf3(self):
+        self.results["rf3"] = {}
+        for variant in self.args.rf3_variants:
+            try:
+                self.rf3_variant(variant)
+            except (Exception, Failed) as e:  # noqa: BLE001 -- reported, the next variant runs
+                import traceback
+                self.fail("rf3", "variant %s" % variant, "%s: %s\n%s" % (type(e).__name__, e,
+                                                                          traceback.format_exc()[-2000:]))
+
+    def rf3_variant(self, variant):
+        """aligned: Kafka's defaults, size-based rolls only. On this loopback cluster every
+        follower then rolled at the leader's offsets: the three replicas' segment files were
+        byte-identical. shifted: time-based rolls with Kafka's per-segment random jitter
+        (log.roll.ms, log.roll.jitter.ms), drawn by each broker for itself: the replicas'
+        segments begin at other offsets, as on brokers that restarted, lagged or rolled
+        by time -- the case the driver's batch-aligned `kafka` chunk profile is for."""
         a = self.args
-        base = os.path.join(self.wd, "rf3")
+        base = os.path.join(self.wd, "rf3-" + variant)
         os.makedirs(base)
         props = {"log.flush.interval.messages": None}
-        if a.rf3_fetch_min_kib:
-            # Followers fetch sets of many batches, as lagging followers of a busy cluster do; a
-            # follower rolls before an appended set that does not fit, so the three replicas roll
-            # their segments at other offsets. (With Kafka's default of 1 byte on an idle 2-core
-            # loopback cluster, every fetch carried one batch and all replicas were identical files.)
-            props["replica.fetch.min.bytes"] = a.rf3_fetch_min_kib * 1024
+        if variant == "shifted":
+            props.update({"log.roll.ms": a.rf3_roll_ms, "log.roll.jitter.ms": a.rf3_roll_jitter_ms})
         kc = servers_kafka.KafkaCluster.kraft(os.path.join(base, "kc"), n=3, segment_bytes=a.rf3_segment_mib * MiB,
                                                props=props)
         self.live.append(kc)
-        res = {}
-        self.results["rf3"] = res
+        res = {"variant": variant, "props": {k: v for k, v in props.items() if v is not None}}
+        self.results["rf3"][variant] = res
+        part = "rf3-" + variant
+        acks = "all"
         try:
             kc.start()
             kc.create_topic("replicated", partitions=a.rf3_partitions, rf=3)
-            log("rf3: producing %s (RF 3: %s on each broker) to %d partitions" % (
-                human(a.rf3_mib * MiB), human(a.rf3_mib * MiB), a.rf3_partitions))
-            acks = "1" if a.rf3_fetch_min_kib else "all"  # acks=all would wait on the followers' min bytes
+            log("%s: producing %s (RF 3: %s on each broker) to %d partitions" % (
+                part, human(a.rf3_mib * MiB), human(a.rf3_mib * MiB), a.rf3_partitions))
             n, secs = produce(kc.bootstrap, [("replicated", q) for q in range(a.rf3_partitions)],
                               a.rf3_mib * MiB, a.value_bytes, a.timeout, acks=acks)
             servers_kafka.wait_isr(kc.bootstrap, "replicated")
@@ -547,27 +560,26 @@ class Bench:
                                   "segment_files": segs,
                                   "segment_bytes_total": seg_bytes, "partition_dirs": parts}
             same, total = same_segments([str(b.log_dir) for b in kc.brokers], "replicated")
-            res.update(same_segments=same, segments_per_broker=total, acks=acks,
-                       fetch_min_bytes=a.rf3_fetch_min_kib * 1024 or 1)
-            log("rf3: %d of %d segment files identical (base offset and size) on all three brokers" % (same, total))
+            res.update(same_segments=same, segments_per_broker=total, acks=acks)
+            log("%s: %d of %d segment files identical (base offset and size) on all three brokers" % (part, same, total))
             res.update(records=n, produce_s=round(secs, 1), brokers=bro, segment_bytes=a.rf3_segment_mib * MiB,
                        partitions=a.rf3_partitions, version=servers_kafka.KRAFT_VERSION)
-            log("rf3: %d records in %.0f s; log dirs %s" % (n, secs, ", ".join(
+            log("%s: %d records in %.0f s; log dirs %s" % (part, n, secs, ", ".join(
                 human(v["log_dir_bytes"]) for v in bro.values())))
             bpids = [b.pid() for b in kc.brokers]
 
             # One copy: broker 1's log dir alone, into a fresh repository.
             one = os.path.join(base, "one-copy")
-            if self.repo_init(one, "rf3"):
-                res["one"] = self.repo_backup(one, "rf3", "one copy: cairnctl repo backup (broker 1 alone)",
+            if self.repo_init(one, part):
+                res["one"] = self.repo_backup(one, part, "one copy: cairnctl repo backup (broker 1 alone)",
                                               str(kc.broker(1).log_dir), watch={"brokers": bpids})
             remove(one)
 
             # Three agents, one repository, one backup set.
             c = self.control_plane(os.path.join(base, "cairn"), kc.brokers)
             try:
-                m = self.agent_backup(c, "rf3", "3 agents, one backup create, one repository", kc.brokers)
-                m["repo_check"] = self.repo_check(str(c.repo), "rf3", "repo check (3 agents' repository)",
+                m = self.agent_backup(c, part, "3 agents, one backup create, one repository", kc.brokers)
+                m["repo_check"] = self.repo_check(str(c.repo), part, "repo check (3 agents' repository)",
                                                  pw=str(c.repo_pass))
                 res["agents"] = m
             finally:
@@ -577,7 +589,7 @@ class Bench:
             for key, label, fracs in (("shared", "3x cairnctl repo backup --shared-with-replicas F", a.fractions),
                                       ("plain", "3x cairnctl repo backup (no sharing)", None)):
                 repo = os.path.join(base, "repo-" + key)
-                if not self.repo_init(repo, "rf3"):
+                if not self.repo_init(repo, part):
                     continue
                 before = du_bytes(repo)
                 argvs = []
@@ -586,10 +598,10 @@ class Bench:
                     if fracs:
                         argv += ["--shared-with-replicas", "%g" % fracs[i % len(fracs)]]
                     argvs.append(argv + [str(b.log_dir)])
-                m = self.concurrent("rf3", label, argvs, watch={"brokers": bpids})
+                m = self.concurrent(part, label, argvs, watch={"brokers": bpids})
                 after = du_bytes(repo)
                 m.update(repo_bytes=after, repo_growth=after - before, fractions=fracs)
-                m["repo_check"] = self.repo_check(repo, "rf3", "repo check (%s)" % key)
+                m["repo_check"] = self.repo_check(repo, part, "repo check (%s)" % key)
                 res[key] = m
                 remove(repo)
         finally:
@@ -706,17 +718,23 @@ def render(bench, header):
               "`task … succeeded`. `cp -a` copies the live log dir to a directory on the same file system "
               "(removed after each round). Rounds alternate which goes first%s." % (
                   "" if not a.settle else "; %g s pause before each measured command" % a.settle), ""]
-    rf = R.get("rf3")
-    if rf and rf.get("one"):
+    for variant, rf in (R.get("rf3") or {}).items():
+        if not rf.get("one"):
+            continue
         one = rf["one"]
         oc = one["repo_growth"] if one.get("status") == "ok" else None
-        L += ["## 2. RF=3: three replicas into one repository", "",
+        L += ["## 2%s. RF=3: three replicas into one repository, %s segments" % (
+                  "ab"[list(R["rf3"]).index(variant)] if len(R["rf3"]) > 1 else "", variant), "",
+              ("Kafka's defaults: size-based rolls only. " if variant == "aligned" else
+               "Time-based rolls with Kafka's per-segment random jitter, drawn by each broker for itself "
+               "(`log.roll.ms` %s, `log.roll.jitter.ms` %s): the replicas' segments begin at other offsets. " % (
+                   rf["props"].get("log.roll.ms"), rf["props"].get("log.roll.jitter.ms"))) +
               "Kafka %s, 3 KRaft nodes (broker+controller each); topic with %d partitions, RF 3; %d records of "
-              "%d random bytes (%s, produced in %.0f s, acks=%s); `log.segment.bytes` %s; `replica.fetch.min.bytes` %s; "
+              "%d random bytes (%s, produced in %.0f s, acks=%s); `log.segment.bytes` %s; "
               "**%d of %d segment files per broker identical on all three** (same base offset and size); "
               "log dirs %s." % (
                   rf["version"], rf["partitions"], rf["records"], a.value_bytes, human(rf["records"] * a.value_bytes),
-                  rf["produce_s"], rf["acks"], human(rf["segment_bytes"]), human(rf["fetch_min_bytes"]),
+                  rf["produce_s"], rf["acks"], human(rf["segment_bytes"]),
                   rf["same_segments"], rf["segments_per_broker"],
                   " / ".join("%s allocated, %s in %d segment files" % (
                       human(v["log_dir_alloc"]), human(v["segment_bytes_total"]), v["segment_files"])
@@ -738,7 +756,7 @@ def render(bench, header):
             cpu = m.get("cpu_agents_s") if key == "agents" else m.get("cpu_s")
             tab.append([name, 3, f_mib(m["repo_growth"]), "**%s**" % r[1], f_s(m["wall_s"]), f_s(cpu),
                         "ok" if m.get("repo_check") else "**FAILED**"])
-            ratios.append(("RF=3 growth / one copy: " + key, r[1]))
+            ratios.append(("RF=3 (%s) growth / one copy: %s" % (variant, key), r[1]))
         L += [md_table(["how", "writers", "repository growth MiB", "÷ one copy", "wall s", "CPU s (writers)",
                         "`repo check`"], tab), ""]
         ag = rf.get("agents")
@@ -777,9 +795,11 @@ def parse_args(argv):
     ap.add_argument("--rf3-mib", type=int, default=300, help="rf3: MiB of values (each broker holds all) (300)")
     ap.add_argument("--rf3-partitions", type=int, default=6, help="rf3: partitions of the RF 3 topic (6)")
     ap.add_argument("--rf3-segment-mib", type=int, default=16, help="rf3: log.segment.bytes in MiB (16)")
-    ap.add_argument("--rf3-fetch-min-kib", type=int, default=1024,
-                    help="rf3: the brokers' replica.fetch.min.bytes in KiB, producing with acks=1 (1024); 0: Kafka's "
-                         "default (1 byte) and acks=all")
+    ap.add_argument("--rf3-variants", default="aligned,shifted",
+                    help="rf3: aligned (Kafka's defaults: here the replicas rolled at the same offsets), shifted "
+                         "(time-based rolls with per-broker jitter: other offsets) (aligned,shifted)")
+    ap.add_argument("--rf3-roll-ms", type=int, default=2000, help="rf3 shifted: log.roll.ms (2000)")
+    ap.add_argument("--rf3-roll-jitter-ms", type=int, default=1500, help="rf3 shifted: log.roll.jitter.ms (1500)")
     ap.add_argument("--fractions", default="0.28,0.90,0.52",
                     help="rf3: --shared-with-replicas of the three repo backup processes (0.28,0.90,0.52)")
     ap.add_argument("--value-bytes", type=int, default=1024, help="record value size (1024)")
@@ -797,6 +817,9 @@ def parse_args(argv):
         if p not in PARTS:
             ap.error("unknown part %r (choose from %s)" % (p, ",".join(PARTS)))
     a.fractions = [float(x) for x in a.fractions.split(",") if x]
+    a.rf3_variants = [v for v in a.rf3_variants.split(",") if v]
+    if any(v not in ("aligned", "shifted") for v in a.rf3_variants):
+        ap.error("--rf3-variants: aligned, shifted")
     if a.runs < 1 or a.partitions < a.topics or not a.fractions:
         ap.error("--runs >= 1, --partitions >= --topics, --fractions not empty")
     return a
@@ -874,9 +897,9 @@ def main(argv=None):
             ", ".join("%s built %s" % kv for kv in built.items())),
         "parts": ",".join(args.parts),
         "sizes": "online: %g GiB of values, %d topics / %d partitions, segments %d MiB, %d round(s), medians; "
-                 "rf3: %d MiB of values, %d partitions RF 3, segments %d MiB" % (
+                 "rf3: %d MiB of values, %d partitions RF 3, segments %d MiB, variants %s" % (
                      args.gib, args.topics, args.partitions, args.segment_mib, args.runs, args.rf3_mib,
-                     args.rf3_partitions, args.rf3_segment_mib),
+                     args.rf3_partitions, args.rf3_segment_mib, ",".join(args.rf3_variants)),
         "page cache": "dropped before each measured command" if args.drop_caches else
         "not dropped (bench/drivers does not drop it; writing /proc/sys/vm/drop_caches %s here)" % (
             "is permitted" if os.access("/proc/sys/vm/drop_caches", os.W_OK) else "is NOT permitted"),
