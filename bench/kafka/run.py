@@ -67,6 +67,12 @@ os.environ.setdefault("CAIRN_BUILD_DIR", os.path.join(REPO_ROOT, "build"))
 import cluster as itc  # noqa: E402  (tests/integration, on sys.path through bench/drivers)
 import servers_kafka  # noqa: E402
 
+# The integration tests' control plane beats every 200 ms and gives up after 5 silent beats (1 s):
+# on 2 cores busy with a 2 GiB backup (and anything else) that lost the agent mid-backup
+# (`agent_lost: no word from the agent for 1000 ms`). The benchmark runs with the shipped
+# defaults (docs/configuration.md: heartbeat_interval_ms 2000, liveness 5).
+itc.HEARTBEAT_MS, itc.LIVENESS = 2000, 5
+
 Failed = sys.modules["pytest"].Failed if hasattr(sys.modules["pytest"], "Failed") else Exception
 
 
@@ -380,7 +386,7 @@ class Bench:
     def control_plane(self, base, brokers):
         """A controller and one enrolled agent per broker (`broker-<node id>`), all
         writing to base/repo (made by Cluster.init). Not measured."""
-        c = itc.Cluster(base)
+        c = itc.Cluster(base, liveness=50)  # 10 s: a 2 GiB backup on 2 cores starves the daemons past the suite's 1 s
         self.live.append(c)
         c.init()
         c.start_controller()
@@ -527,20 +533,34 @@ class Bench:
     def rf3_variant(self, variant):
         """aligned: Kafka's defaults, size-based rolls only. On this loopback cluster every
         follower then rolled at the leader's offsets: the three replicas' segment files were
-        byte-identical. shifted: time-based rolls with Kafka's per-segment random jitter
-        (log.roll.ms, log.roll.jitter.ms), drawn by each broker for itself: the replicas'
-        segments begin at other offsets, as on brokers that restarted, lagged or rolled
-        by time -- the case the driver's batch-aligned `kafka` chunk profile is for."""
+        byte-identical. shifted: the same, but the brokers' log.segment.bytes differ by
+        --rf3-shift-mib (broker 1 the nominal size, broker 2 less, broker 3 more): each
+        replica's segments begin at other offsets, at the same scale of segment size -- the
+        case the driver's batch-aligned `kafka` chunk profile is for (on real clusters:
+        time-based rolls with their per-broker jitter, restarts, reassigned replicas).
+        jitter: time-based rolls with Kafka's per-segment random jitter (log.roll.ms,
+        log.roll.jitter.ms), drawn by each broker for itself; the segment sizes then follow
+        the production rate (a few MiB here)."""
         a = self.args
         base = os.path.join(self.wd, "rf3-" + variant)
         os.makedirs(base)
         props = {"log.flush.interval.messages": None}
-        if variant == "shifted":
+        if variant == "jitter":
             props.update({"log.roll.ms": a.rf3_roll_ms, "log.roll.jitter.ms": a.rf3_roll_jitter_ms})
         kc = servers_kafka.KafkaCluster.kraft(os.path.join(base, "kc"), n=3, segment_bytes=a.rf3_segment_mib * MiB,
                                                props=props)
+        seg_sizes = {}
+        for b in kc.brokers:
+            size = a.rf3_segment_mib * MiB
+            if variant == "shifted":
+                size += (0, -1, 1)[(b.node_id - 1) % 3] * int(a.rf3_shift_mib * MiB)
+            text = "".join(l + "\n" for l in b.config.read_text().splitlines()
+                           if not l.startswith("log.segment.bytes="))
+            b.config.write_text(text + "log.segment.bytes=%d\n" % size)
+            seg_sizes[b.node_id] = size
         self.live.append(kc)
-        res = {"variant": variant, "props": {k: v for k, v in props.items() if v is not None}}
+        res = {"variant": variant, "props": {k: v for k, v in props.items() if v is not None},
+               "segment_bytes_per_broker": seg_sizes}
         self.results["rf3"][variant] = res
         part = "rf3-" + variant
         acks = "all"
@@ -724,13 +744,19 @@ def render(bench, header):
         one = rf["one"]
         oc = one["repo_growth"] if one.get("status") == "ok" else None
         L += ["## 2%s. RF=3: three replicas into one repository, %s segments" % (
-                  "ab"[list(R["rf3"]).index(variant)] if len(R["rf3"]) > 1 else "", variant), "",
-              ("Kafka's defaults: size-based rolls only. " if variant == "aligned" else
-               "Time-based rolls with Kafka's per-segment random jitter, drawn by each broker for itself "
-               "(`log.roll.ms` %s, `log.roll.jitter.ms` %s): the replicas' segments begin at other offsets. " % (
-                   rf["props"].get("log.roll.ms"), rf["props"].get("log.roll.jitter.ms"))) +
+                  "abc"[list(R["rf3"]).index(variant)] if len(R["rf3"]) > 1 else "", variant), "",
+              {"aligned": "Kafka's defaults: size-based rolls only, the same `log.segment.bytes` on every broker. ",
+               "shifted": "Size-based rolls, `log.segment.bytes` %s on brokers 1 / 2 / 3: each replica's segments "
+                          "begin at other offsets (a stand-in for time-based rolls with their per-broker jitter, "
+                          "restarts, reassigned replicas). " % " / ".join(
+                              human(v) for _, v in sorted(rf["segment_bytes_per_broker"].items(),
+                                                          key=lambda kv: int(kv[0]))),
+               "jitter": "Time-based rolls with Kafka's per-segment random jitter, drawn by each broker for itself "
+                         "(`log.roll.ms` %s, `log.roll.jitter.ms` %s): the replicas' segments begin at other "
+                         "offsets; their sizes follow the production rate. " % (
+                             rf["props"].get("log.roll.ms"), rf["props"].get("log.roll.jitter.ms"))}[variant] +
               "Kafka %s, 3 KRaft nodes (broker+controller each); topic with %d partitions, RF 3; %d records of "
-              "%d random bytes (%s, produced in %.0f s, acks=%s); `log.segment.bytes` %s; "
+              "%d random bytes (%s, produced in %.0f s, acks=%s); `log.segment.bytes` (nominal) %s; "
               "**%d of %d segment files per broker identical on all three** (same base offset and size); "
               "log dirs %s." % (
                   rf["version"], rf["partitions"], rf["records"], a.value_bytes, human(rf["records"] * a.value_bytes),
@@ -797,9 +823,12 @@ def parse_args(argv):
     ap.add_argument("--rf3-segment-mib", type=int, default=16, help="rf3: log.segment.bytes in MiB (16)")
     ap.add_argument("--rf3-variants", default="aligned,shifted",
                     help="rf3: aligned (Kafka's defaults: here the replicas rolled at the same offsets), shifted "
-                         "(time-based rolls with per-broker jitter: other offsets) (aligned,shifted)")
-    ap.add_argument("--rf3-roll-ms", type=int, default=2000, help="rf3 shifted: log.roll.ms (2000)")
-    ap.add_argument("--rf3-roll-jitter-ms", type=int, default=1500, help="rf3 shifted: log.roll.jitter.ms (1500)")
+                         "(per-broker log.segment.bytes: other offsets), jitter (time-based rolls with per-broker "
+                         "jitter) (aligned,shifted)")
+    ap.add_argument("--rf3-shift-mib", type=float, default=1.0,
+                    help="rf3 shifted: broker 2's segments this much smaller, broker 3's larger (1)")
+    ap.add_argument("--rf3-roll-ms", type=int, default=2000, help="rf3 jitter: log.roll.ms (2000)")
+    ap.add_argument("--rf3-roll-jitter-ms", type=int, default=1500, help="rf3 jitter: log.roll.jitter.ms (1500)")
     ap.add_argument("--fractions", default="0.28,0.90,0.52",
                     help="rf3: --shared-with-replicas of the three repo backup processes (0.28,0.90,0.52)")
     ap.add_argument("--value-bytes", type=int, default=1024, help="record value size (1024)")
@@ -818,8 +847,8 @@ def parse_args(argv):
             ap.error("unknown part %r (choose from %s)" % (p, ",".join(PARTS)))
     a.fractions = [float(x) for x in a.fractions.split(",") if x]
     a.rf3_variants = [v for v in a.rf3_variants.split(",") if v]
-    if any(v not in ("aligned", "shifted") for v in a.rf3_variants):
-        ap.error("--rf3-variants: aligned, shifted")
+    if any(v not in ("aligned", "shifted", "jitter") for v in a.rf3_variants):
+        ap.error("--rf3-variants: aligned, shifted, jitter")
     if a.runs < 1 or a.partitions < a.topics or not a.fractions:
         ap.error("--runs >= 1, --partitions >= --topics, --fractions not empty")
     return a
@@ -895,6 +924,8 @@ def main(argv=None):
         "cairn source": "%s; binaries (copied at the start, so a rebuild during the run does not mix them): %s" % (
             db.source_state(types.SimpleNamespace(cairnctl="/nonexistent", etcd_steps="/nonexistent")).split(";")[0],
             ", ".join("%s built %s" % kv for kv in built.items())),
+        "control plane": "tests/integration/cluster.py's, with heartbeat_interval_ms %d and liveness %d (the shipped "
+                         "defaults; the tests use 200 ms)" % (itc.HEARTBEAT_MS, itc.LIVENESS),
         "parts": ",".join(args.parts),
         "sizes": "online: %g GiB of values, %d topics / %d partitions, segments %d MiB, %d round(s), medians; "
                  "rf3: %d MiB of values, %d partitions RF 3, segments %d MiB, variants %s" % (

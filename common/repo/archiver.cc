@@ -679,7 +679,7 @@ uint64_t Backup::read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileSt
     size_t n = ch.cut(rb.block.get() + rb.start, rb.end - rb.start);
     // Sharing writes: a large file is claimed by its first chunk; when
     // another writer claimed the same content, this one follows it (§ 13.1).
-    if (opt_.share_writes && seq == 0 && fs->size >= kClaimMinFile &&
+    if (opt_.share_writes && seq == 0 && fs->size >= kClaimMinFile && fs->profile != ChunkProfile::kafka &&
         !repo_.claim(repo_.blob_id(std::span<const uint8_t>(rb.block.get() + rb.start, n))))
       fs->trailing = true;
     Task t{fs, seq++, rb.block, std::span<const uint8_t>(rb.block.get() + rb.start, n)};
@@ -830,6 +830,11 @@ void Backup::worker_loop() {
         // moment (it stopped, or the content differs from here on).
         if (repo_.stored_by_others(id)) {
           t.fs->trailing = true;
+        } else if (t.fs->profile == ChunkProfile::kafka && !repo_.has_blob(id)) {
+          // Replicas' segments begin at other offsets, so their files are
+          // claimed chunk by chunk: a chunk another writer claimed is waited
+          // for, whichever file it comes in.
+          if (!repo_.claim(id)) repo_.wait_for_blob(id, std::chrono::milliseconds(1500), opt_.cancel);
         } else if (t.fs->trailing && !repo_.has_blob(id) &&
                    !repo_.wait_for_blob(id, std::chrono::milliseconds(1500), opt_.cancel)) {
           t.fs->trailing = false;

@@ -362,6 +362,16 @@ bool Repository::wait_for_blob(const BlobId& id, std::chrono::milliseconds timeo
     std::lock_guard g(wmu_);
     return claimed_.count(id) != 0;  // this writer stores it already
   };
+  // What this writer holds goes out first: another writer may be waiting for
+  // it while this one waits for that one's.
+  if (!known()) {
+    PackBuilder pb;
+    {
+      std::unique_lock lk(wmu_);
+      std::swap(pb, builders_[int(BlobType::data)]);
+    }
+    if (!pb.empty()) queue_pack(std::move(pb));
+  }
   while (!known()) {
     if (std::chrono::steady_clock::now() >= deadline || (cancel && cancel->load())) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
