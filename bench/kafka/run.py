@@ -386,7 +386,7 @@ class Bench:
     def control_plane(self, base, brokers):
         """A controller and one enrolled agent per broker (`broker-<node id>`), all
         writing to base/repo (made by Cluster.init). Not measured."""
-        c = itc.Cluster(base, liveness=50)  # 10 s: a 2 GiB backup on 2 cores starves the daemons past the suite's 1 s
+        c = itc.Cluster(base, liveness=itc.LIVENESS)  # the shipped defaults, set above
         self.live.append(c)
         c.init()
         c.start_controller()
