@@ -364,14 +364,7 @@ bool Repository::wait_for_blob(const BlobId& id, std::chrono::milliseconds timeo
   };
   // What this writer holds goes out first: another writer may be waiting for
   // it while this one waits for that one's.
-  if (!known()) {
-    PackBuilder pb;
-    {
-      std::unique_lock lk(wmu_);
-      std::swap(pb, builders_[int(BlobType::data)]);
-    }
-    if (!pb.empty()) queue_pack(std::move(pb));
-  }
+  if (!known()) publish_open_pack(0);
   while (!known()) {
     if (std::chrono::steady_clock::now() >= deadline || (cancel && cancel->load())) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -384,12 +377,12 @@ bool Repository::wait_for_blob(const BlobId& id, std::chrono::milliseconds timeo
   return true;
 }
 
-void Repository::publish_open_pack() {
+void Repository::publish_open_pack(size_t min_bytes) {
   PackBuilder pb;
   {
     std::unique_lock lk(wmu_);
     PackBuilder& open = builders_[int(BlobType::data)];
-    if (open.empty() || open.size() < (256u << 10)) return;  // a sliver waits for more
+    if (open.empty() || open.size() < min_bytes) return;
     std::swap(pb, open);
   }
   queue_pack(std::move(pb));
@@ -403,7 +396,7 @@ void Repository::maybe_refresh_index() {
   try {
     refresh_index();
   } catch (const Error&) {
-    // a listing that failed costs only dedup; the next try is a second away
+    // a listing that failed costs only dedup; the next try is kShareRefreshNs away
   }
 }
 
@@ -474,18 +467,16 @@ Bytes Repository::load_blob(const BlobId& id) {
 }
 
 bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id, BlobHint hint) {
-  // Never store what a reader would refuse: that would be a snapshot that cannot restore.
-  if (data.size() > max_blob_size(t))
-    throw Error(Errc::invalid_input, std::string(t == BlobType::tree ? "a directory listing" : "a chunk") + " of " +
-                                         std::to_string(data.size()) + " bytes exceeds the format's limit of " +
-                                         std::to_string(max_blob_size(t)) + " bytes");
   id = blob_id(data);
   return save_blob_as(t, data, id, hint);
 }
 
 bool Repository::save_blob_as(BlobType t, std::span<const uint8_t> data, const BlobId& id, BlobHint hint) {
+  // Never store what a reader would refuse: that would be a snapshot that cannot restore.
   if (data.size() > max_blob_size(t))
-    throw Error(Errc::invalid_input, "a chunk of " + std::to_string(data.size()) + " bytes exceeds the format's limit");
+    throw Error(Errc::invalid_input, std::string(t == BlobType::tree ? "a directory listing" : "a chunk") + " of " +
+                                         std::to_string(data.size()) + " bytes exceeds the format's limit of " +
+                                         std::to_string(max_blob_size(t)) + " bytes");
   if (share_ && !index_.contains(id)) maybe_refresh_index();
   {
     std::unique_lock lk(wmu_);

@@ -106,8 +106,9 @@ class Repository {
   // Reads the index files added since load_index() (or the last refresh);
   // returns how many blobs became known. Damaged ones are skipped.
   size_t refresh_index();
-  // Sharing writes: queues the open data pack for writing (and indexing) now.
-  void publish_open_pack();
+  // Sharing writes: queues the open data pack for writing (and indexing) now,
+  // unless it holds less than min_bytes (a sliver at a file's end waits for more).
+  void publish_open_pack(size_t min_bytes = 256u << 10);
   // Sharing writes: claims the content that starts with blob id (a large
   // file's first chunk) for this writer, § 13.1. True: this writer stores
   // it (no other claimed it, or the claim is older than 10 minutes, or the
