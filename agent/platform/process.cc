@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
@@ -290,6 +291,22 @@ ProcessResult run_process(const ProcessSpec& spec) {
     res.signal = WTERMSIG(status);
   }
   return res;
+}
+
+bool find_program(const std::string& prog) {
+  if (prog.empty()) return false;
+  if (prog.find('/') != std::string::npos) return ::access(prog.c_str(), X_OK) == 0;
+  const char* path = std::getenv("PATH");
+  std::string p = path ? path : "/usr/bin:/bin";
+  size_t i = 0;
+  while (i <= p.size()) {
+    size_t j = p.find(':', i);
+    if (j == std::string::npos) j = p.size();
+    std::string dir = p.substr(i, j - i);
+    if (!dir.empty() && ::access((dir + "/" + prog).c_str(), X_OK) == 0) return true;
+    i = j + 1;
+  }
+  return false;
 }
 
 }  // namespace cairn::agent::platform

@@ -44,4 +44,8 @@ struct ProcessResult {
 // redirect the background process's output.
 ProcessResult run_process(const ProcessSpec& spec);
 
+// Whether run_process could start `prog`: a path with a '/' that is
+// executable, or a bare name found executable on the agent's PATH.
+bool find_program(const std::string& prog);
+
 }  // namespace cairn::agent::platform

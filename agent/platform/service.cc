@@ -40,9 +40,12 @@ void run_declared(const ServiceDecl& d, const char* action, const std::vector<st
 
 // ---- systemd over D-Bus -------------------------------------------------
 //
-// This path cannot run in cairn's test containers (no systemd, no system
-// bus); tests/unit/agent_platform covers the declared commands and the error
-// raised when the system bus is absent.
+// The bus is the system bus sd-bus finds ($DBUS_SYSTEM_BUS_ADDRESS, else
+// /run/dbus/system_bus_socket). cairn's test machines do not boot systemd:
+// tests/unit/agent_platform/service_test.cc and
+// tests/integration/test_systemd.py point that variable at a private
+// `systemd --user` manager (tests/integration/servers_systemd.py), which
+// serves the same org.freedesktop.systemd1 API.
 
 struct BusError {
   sd_bus_error e = SD_BUS_ERROR_NULL;
@@ -149,17 +152,64 @@ class Systemd {
     throw Error(Errc::io, what + " is '" + state + "' after " + verb + " (see 'journalctl -u " + d_.unit + "')");
   }
 
+  // "" when systemd has the unit loaded (and, for a reload, able to reload);
+  // the reason otherwise.
+  std::string unit_problem(ServiceUse use) {
+    const std::string what = "systemd unit '" + d_.unit + "'";
+    BusError err;
+    sd_bus_message* reply = nullptr;
+    // LoadUnit, not GetUnit: an inactive unit may not be loaded until asked for.
+    int r = sd_bus_call_method(bus_.get(), kDest, kPath, kManager, "LoadUnit", &err.e, &reply, "s", d_.unit.c_str());
+    MsgPtr rp(reply, &sd_bus_message_unref);
+    if (r < 0) return what + ": systemd cannot load it: " + err.text(r);
+    const char* unit_path = nullptr;
+    if (sd_bus_message_read(reply, "o", &unit_path) < 0 || !unit_path) return what + ": systemd's reply to LoadUnit has no path";
+    std::string path = unit_path;
+    auto property = [&](const char* iface, const char* name) -> std::string {
+      BusError e2;
+      char* v = nullptr;
+      int r2 = sd_bus_get_property_string(bus_.get(), kDest, path.c_str(), iface, name, &e2.e, &v);
+      if (r2 < 0) return "";
+      std::string out(v);
+      free(v);
+      return out;
+    };
+    std::string load = property("org.freedesktop.systemd1.Unit", "LoadState");
+    if (load == "not-found")
+      return what + " does not exist (systemd: not-found): check the unit name in the component's 'service' setting "
+                    "('systemctl list-unit-files')";
+    if (load == "masked") return what + " is masked: 'systemctl unmask " + d_.unit + "', or declare another unit";
+    if (load != "loaded") {
+      std::string why = property("org.freedesktop.systemd1.Unit", "LoadError");
+      return what + " cannot be loaded by systemd (" + (load.empty() ? "no LoadState" : load) + ")" +
+             (why.empty() ? "" : ": " + why) + " (see 'systemctl status " + d_.unit + "')";
+    }
+    if (use == ServiceUse::reload) {
+      int can = 0;
+      BusError e3;
+      r = sd_bus_get_property_trivial(bus_.get(), kDest, path.c_str(), "org.freedesktop.systemd1.Unit", "CanReload",
+                                      &e3.e, 'b', &can);
+      if (r >= 0 && !can)
+        return what + " cannot be reloaded (it has no ExecReload): give the unit an ExecReload, or declare the "
+                      "component's 'reload_command'";
+    }
+    return "";
+  }
+
  private:
   std::string active_state() {
     const std::string what = "systemd unit '" + d_.unit + "'";
     BusError err;
     sd_bus_message* reply = nullptr;
-    int r = sd_bus_call_method(bus_.get(), kDest, kPath, kManager, "GetUnit", &err.e, &reply, "s", d_.unit.c_str());
+    // LoadUnit, not GetUnit: systemd unloads a stopped unit that nothing
+    // references (a static or disabled one) right after its stop job, and
+    // GetUnit then answers "not loaded".
+    int r = sd_bus_call_method(bus_.get(), kDest, kPath, kManager, "LoadUnit", &err.e, &reply, "s", d_.unit.c_str());
     MsgPtr rp(reply, &sd_bus_message_unref);
     if (r < 0) throw Error(Errc::io, what + ": cannot read its state: " + err.text(r));
     const char* unit_path = nullptr;
     if (sd_bus_message_read(reply, "o", &unit_path) < 0 || !unit_path)
-      throw Error(Errc::io, what + ": systemd's reply to GetUnit has no path");
+      throw Error(Errc::io, what + ": systemd's reply to LoadUnit has no path");
     BusError err2;
     char* state = nullptr;
     r = sd_bus_get_property_string(bus_.get(), kDest, unit_path, "org.freedesktop.systemd1.Unit", "ActiveState",
@@ -186,6 +236,34 @@ std::string ServiceDecl::describe() const {
 }
 
 Service::Service(ServiceDecl decl) : decl_(std::move(decl)) {}
+
+std::string Service::problem(ServiceUse use) const {
+  auto program = [](const std::vector<std::string>& argv, const char* key) -> std::string {
+    if (argv.empty()) return "";
+    if (!find_program(argv[0]))
+      return std::string("the service's ") + key + " '" + argv[0] + "' is not found or not executable";
+    return "";
+  };
+  bool commands = !decl_.start_command.empty() || !decl_.stop_command.empty() || !decl_.reload_command.empty();
+  if (use == ServiceUse::reload && !decl_.reload_command.empty()) return program(decl_.reload_command, "reload_command");
+  if (commands) {
+    if (decl_.start_command.empty() || decl_.stop_command.empty())
+      return use == ServiceUse::reload
+                 ? "the service declares neither a reload_command nor both start_command and stop_command"
+                 : std::string("the service declares no ") + (decl_.start_command.empty() ? "start_command" : "stop_command");
+    for (auto [argv, key] : {std::pair{&decl_.stop_command, "stop_command"}, {&decl_.start_command, "start_command"}})
+      if (auto p = program(*argv, key); !p.empty()) return p;
+    return "";
+  }
+  if (decl_.unit.empty())
+    return "no 'service' declared (a systemd unit, or start_command and stop_command" +
+           std::string(use == ServiceUse::reload ? ", or a reload_command)" : ")");
+  try {
+    return Systemd(decl_).unit_problem(use);
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
 
 void Service::stop(const std::atomic<bool>* cancel) const {
   if (!decl_.stop_command.empty()) return run_declared(decl_, "stop", decl_.stop_command, cancel);

@@ -21,6 +21,9 @@ struct ServiceDecl {
   std::string describe() const;  // "systemd unit 'etcd.service'" or "command 'ctl start'"
 };
 
+// What a driver is about to ask of the service (for Service::problem).
+enum class ServiceUse { stop_start, reload };
+
 class Service {
  public:
   explicit Service(ServiceDecl decl);
@@ -31,6 +34,13 @@ class Service {
   // reload_command when declared; other commands declared: stop_command then
   // start_command; a unit alone: systemd's ReloadUnit (the unit's ExecReload).
   void reload(const std::atomic<bool>* cancel = nullptr) const;
+  // Why the declared service cannot serve `use` now, or "" when it can; reads
+  // state only, changes nothing (preflight). Nothing declared for `use`; a
+  // command's program missing or not executable; no system bus; a unit that
+  // systemd does not know, that is masked or fails to load; reload asked of a
+  // unit without ExecReload. Whether systemd will let the agent manage the
+  // unit (root or polkit) is only known when it asks.
+  std::string problem(ServiceUse use) const;
   const ServiceDecl& decl() const { return decl_; }
 
  private:

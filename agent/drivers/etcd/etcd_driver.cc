@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "agent/platform/process.h"
 #include "common/util/error.h"
 #include "common/repo/snapshot.h"
 #include "common/util/fs.h"
@@ -115,21 +116,6 @@ std::vector<std::string> EtcdDriver::config_warnings() const {
 
 namespace {
 
-bool program_found(const std::string& prog) {
-  if (prog.find('/') != std::string::npos) return ::access(prog.c_str(), X_OK) == 0;
-  const char* path = std::getenv("PATH");
-  std::string p = path ? path : "/usr/bin:/bin";
-  size_t i = 0;
-  while (i <= p.size()) {
-    size_t j = p.find(':', i);
-    if (j == std::string::npos) j = p.size();
-    std::string dir = p.substr(i, j - i);
-    if (!dir.empty() && ::access((dir + "/" + prog).c_str(), X_OK) == 0) return true;
-    i = j + 1;
-  }
-  return false;
-}
-
 uint64_t file_size_or_zero(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 ? uint64_t(st.st_size) : 0;
@@ -175,8 +161,11 @@ std::vector<Reason> EtcdDriver::preflight(const cairn::v1::Task& task) const {
   if (needs_service && settings_.service.empty())
     refuse("component '" + component_ + "' declares no 'service': cairn cannot stop and start etcd; declare "
            "'service' (a systemd unit, or start_command and stop_command)");
+  else if (needs_service)
+    if (auto p = platform::Service(settings_.service).problem(platform::ServiceUse::stop_start); !p.empty())
+      refuse("a restore stops and starts etcd, but " + p);
   if (step == RestoreStep::all || step == RestoreStep::data) {
-    if (!program_found(settings_.etcdctl))
+    if (!platform::find_program(settings_.etcdctl))
       refuse("'" + settings_.etcdctl + "' (setting 'etcdctl') is not found or not executable; install etcd-client");
     std::string parent = fs::path(settings_.data_dir).parent_path().string();
     if (::access(parent.c_str(), W_OK) != 0)

@@ -195,6 +195,8 @@ std::vector<v1::Reason> HaproxyDriver::preflight(const v1::Task& task) const {
              "); a restored configuration is checked with 'haproxy -c' first: set 'haproxy' to its path");
     if (settings_.service.unit.empty() && settings_.service.reload_command.empty() && settings_.service.start_command.empty())
       refuse("component '" + component_ + "' declares no 'service': a restore must reload haproxy");
+    else if (auto p = platform::Service(settings_.service).problem(platform::ServiceUse::reload); !p.empty())
+      refuse("a restore reloads haproxy, but " + p);
   }
   return out;
 }

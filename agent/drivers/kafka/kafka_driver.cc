@@ -233,6 +233,8 @@ std::vector<v1::Reason> KafkaDriver::backup_checks(bool offline) const {
     if (sv2.unit.empty() && (sv2.start_command.empty() || sv2.stop_command.empty()))
       refuse("an offline backup stops and starts the broker: declare its 'service' (a systemd unit, or start_command "
              "and stop_command) in the agent's configuration");
+    else if (auto p = platform::Service(sv2).problem(platform::ServiceUse::stop_start); !p.empty())
+      refuse("an offline backup stops and starts the broker, but " + p);
     if (settings_.bootstrap.empty())
       refuse("an offline backup waits until the broker is back in the ISR of its partitions: declare 'bootstrap'");
   }
@@ -270,6 +272,8 @@ std::vector<v1::Reason> KafkaDriver::preflight(const v1::Task& task) const {
   if (sv.unit.empty() && (sv.start_command.empty() || sv.stop_command.empty()))
     refuse("a restore stops and starts the broker: declare its 'service' (a systemd unit, or start_command and "
            "stop_command) in the agent's configuration");
+  else if (auto p = platform::Service(sv).problem(platform::ServiceUse::stop_start); !p.empty())
+    refuse("a restore stops and starts the broker, but " + p);
   for (const auto& d : settings_.log_dirs) {
     fs::path parent = fs::path(d).parent_path();
     if (::access(parent.c_str(), W_OK | X_OK) != 0)

@@ -184,6 +184,8 @@ std::vector<v1::Reason> PrometheusDriver::preflight(const v1::Task& task) const 
   if (sv.unit.empty() && (sv.start_command.empty() || sv.stop_command.empty()))
     refuse("a restore of component '" + component_ + "' stops and starts prometheus: declare its 'service' "
            "(a systemd unit, or start_command and stop_command) in the agent's configuration");
+  else if (auto p = platform::Service(sv).problem(platform::ServiceUse::stop_start); !p.empty())
+    refuse("a restore of component '" + component_ + "' stops and starts prometheus, but " + p);
   fs::path parent = fs::path(settings_.data_dir).parent_path();
   if (::access(parent.c_str(), W_OK | X_OK) != 0)
     refuse("the restore moves data_dir '" + settings_.data_dir + "' aside in '" + parent.string() +

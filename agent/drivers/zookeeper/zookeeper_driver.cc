@@ -260,6 +260,8 @@ std::vector<v1::Reason> ZooKeeperDriver::preflight(const v1::Task& task) const {
     if (settings_.service.empty())
       fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "a restore stops and starts the server: declare 'service' (a systemd unit, or a table "
                                             "with 'start_command' and 'stop_command')");
+    else if (auto p = platform::Service(settings_.service).problem(platform::ServiceUse::stop_start); !p.empty())
+      fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "a restore stops and starts the server, but " + p);
     const std::string& step = task.options().restore_step();
     if (!step.empty() && step != "stop" && step != "data" && step != "start" && step != "verify" && step != "rollback")
       fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "unknown restore step '" + step + "'");
