@@ -219,12 +219,14 @@ class Kafka:
 
     def component_toml(self, name="kafka", extra=""):
         """The agent's [[component]] table for this broker; the agent stops and
-        starts it with this module (`servers_kafka.py start|stop DIR`)."""
+        starts it with this module (`servers_kafka.py start|stop DIR`). A
+        dedicated KRaft controller has no broker to ask: no `bootstrap`."""
         import sys
         py = sys.executable
         here = pathlib.Path(__file__).resolve()
+        bootstrap = "" if getattr(self, "controller_only", False) else f'bootstrap = "{self.bootstrap}"\n'
         return (f'[[component]]\nname = "{name}"\ndriver = "kafka"\nlog_dirs = ["{self.log_dir}"]\n'
-                f'config_file = "{self.config}"\nbootstrap = "{self.bootstrap}"\n'
+                f'config_file = "{self.config}"\n{bootstrap}'
                 f'libs_dir = "{lib_dir(self.version)}"\nready_timeout_seconds = 180\n'
                 f'service = {{ start_command = ["{py}", "{here}", "start", "{self.dir}"], '
                 f'stop_command = ["{py}", "{here}", "stop", "{self.dir}"], timeout_seconds = 120 }}\n{extra}')
@@ -362,11 +364,12 @@ def _merge(props, segment_bytes, extra):
 class KafkaCluster:
     """n brokers of one Kafka version; `bootstrap` names all of them."""
 
-    def __init__(self, base, version, mode, brokers, zk=None, own_zk=False):
+    def __init__(self, base, version, mode, brokers, zk=None, own_zk=False, controllers=()):
         self.base = pathlib.Path(base)
         self.version = version
         self.mode = mode  # "kraft" or "zookeeper"
         self.brokers = brokers
+        self.controllers = list(controllers)  # dedicated KRaft controllers (process.roles=controller)
         self.zk = zk
         self._own_zk = own_zk
         self.bootstrap = ",".join(b.bootstrap for b in brokers)
@@ -397,18 +400,62 @@ class KafkaCluster:
             k.controller_port = cport
             brokers.append(k)
         kc = cls(base, version, "kraft", brokers)
-        kc.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        # Formatting is a JVM each: in parallel, bounded.
+        kc._format(format_timeout)
+        return kc
+
+    @classmethod
+    def kraft_split(cls, base, controllers=1, brokers=2, version=KRAFT_VERSION, segment_bytes=None, props=None,
+                    format_timeout=120):
+        """Dedicated KRaft controllers (process.roles=controller, node.id 100..) and broker-only
+        nodes (process.roles=broker, node.id 1..brokers, RF = brokers), configured and formatted,
+        not started. A controller's log dir holds only the metadata log."""
+        require(version)
+        base = pathlib.Path(base)
+        cports = {100 + i: free_port() for i in range(controllers)}
+        voters = ",".join(f"{i}@127.0.0.1:{p}" for i, p in cports.items())
+        ctrls = []
+        for i, cport in cports.items():
+            d = base / f"controller{i}"
+            p = Kafka._common(d, cport, i)
+            for k in ("advertised.listeners", "num.partitions", "offsets.topic.replication.factor",
+                      "transaction.state.log.replication.factor", "transaction.state.log.min.isr",
+                      "group.initial.rebalance.delay.ms", "auto.create.topics.enable"):
+                p.pop(k)
+            p.update({"process.roles": "controller", "node.id": i, "controller.quorum.voters": voters,
+                      "listeners": f"CONTROLLER://127.0.0.1:{cport}", "controller.listener.names": "CONTROLLER",
+                      "listener.security.protocol.map": "CONTROLLER:PLAINTEXT"})
+            k = Kafka(d, version, p, i)
+            k.controller_only = True
+            k.controller_port = cport
+            ctrls.append(k)
+        nodes = []
+        for i in range(1, brokers + 1):
+            d = base / f"broker{i}"
+            p = Kafka._common(d, free_port(), i)
+            p.update(_cluster_props(brokers))
+            port = p["_port"]
+            p.update({"process.roles": "broker", "node.id": i, "controller.quorum.voters": voters,
+                      "listeners": f"PLAINTEXT://127.0.0.1:{port}", "controller.listener.names": "CONTROLLER",
+                      "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                      "inter.broker.listener.name": "PLAINTEXT"})
+            nodes.append(Kafka(d, version, _merge(p, segment_bytes, props), i))
+        kc = cls(base, version, "kraft", nodes, controllers=ctrls)
+        kc._format(format_timeout)
+        return kc
+
+    def _format(self, timeout):
+        """Formats every node's storage with one new cluster id; a JVM each, in parallel, bounded."""
+        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        nodes = self.controllers + self.brokers
         from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(len(brokers)) as ex:
-            futs = [ex.submit(b._java, "kafka.tools.StorageTool", "format", f"--cluster-id={kc.cluster_id}",
-                              "-c", str(b.config), timeout=format_timeout) for b in brokers]
+        with ThreadPoolExecutor(min(3, len(nodes))) as ex:
+            futs = [ex.submit(b._java, "kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}",
+                              "-c", str(b.config), timeout=timeout) for b in nodes]
             results = [f.result() for f in futs]
-        for b, r in zip(brokers, results):
-            b.cluster_id = kc.cluster_id
+        for b, r in zip(nodes, results):
+            b.cluster_id = self.cluster_id
             if r.returncode != 0:
                 pytest.fail(f"formatting node {b.node_id} exited {r.returncode}: {r.stderr[-2000:]}{r.stdout[-2000:]}")
-        return kc
 
     @classmethod
     def zookeeper(cls, base, n=3, version=ZK_VERSION, zk_port=None, segment_bytes=None, props=None,
@@ -448,6 +495,8 @@ class KafkaCluster:
             if self._own_zk:
                 self.zk.start()
                 self.zk.wait_serving(timeout=max(5, deadline - time.time()))
+            for n in self.controllers:
+                n.launch()
             for b in self.brokers:
                 b.launch()
             for b in self.brokers:
@@ -485,8 +534,16 @@ class KafkaCluster:
 
     def stop(self, kill=False, timeout=60):
         """Stops every broker by its PID, all at once (SIGTERM: controlled shutdowns while the quorum is
-        still there; SIGKILL for those not gone within timeout), then its own ZooKeeper."""
-        live = [(b, b.pid()) for b in self.brokers]
+        still there; SIGKILL for those not gone within timeout), then the dedicated controllers, then
+        its own ZooKeeper."""
+        self._stop_nodes(self.brokers, kill, timeout)
+        self._stop_nodes(self.controllers, kill, timeout)
+        if self._own_zk and self.zk is not None:
+            self.zk.stop()
+
+    @staticmethod
+    def _stop_nodes(nodes, kill, timeout):
+        live = [(b, b.pid()) for b in nodes]
         live = [(b, pid) for b, pid in live if pid is not None]
         for b, pid in live:
             try:
@@ -509,8 +566,6 @@ class KafkaCluster:
                         pass
                 else:
                     time.sleep(0.2)
-        if self._own_zk and self.zk is not None:
-            self.zk.stop()
 
     def __enter__(self):
         return self.start()
@@ -525,7 +580,7 @@ class KafkaCluster:
         raise KeyError(node_id)
 
     def pids(self):
-        return {b.node_id: b.pid() for b in self.brokers if b.running()}
+        return {b.node_id: b.pid() for b in self.controllers + self.brokers if b.running()}
 
     def stop_broker(self, node_id, kill=False):
         """Stops one broker by its PID (SIGTERM: controlled shutdown; kill: SIGKILL); its data stays."""

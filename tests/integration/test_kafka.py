@@ -366,3 +366,52 @@ def test_rf3_replicas_stored_once_and_the_cluster_restored_in_steps(cluster, tmp
         assert consume_checksums(kc.bootstrap, "orders") == want
     finally:
         kc.stop()
+
+
+@pytest.mark.liveness(25)  # three JVMs starting at once starve the daemons for a second or more
+def test_kraft_dedicated_controller_restored_with_the_brokers(cluster, tmp_path):  # noqa: F811
+    """A KRaft cluster whose metadata lives on a dedicated controller
+    (process.roles=controller, no broker on it) and two broker-only nodes,
+    RF=2. Each node has its agent; the controller's component declares no
+    `bootstrap`. A topic's deletion is recorded in the controller's metadata
+    log: restoring the brokers alone would see the topic deleted again. The
+    set holds all three nodes, and the restore stops, swaps and starts them
+    in the same steps: the topic is back with every record."""
+    require(KRAFT_VERSION)
+    c = cluster
+    kc = KafkaCluster.kraft_split(tmp_path / "kc", controllers=1, brokers=2, segment_bytes=1 << 20).start()
+    try:
+        kc.create_topic("orders", partitions=3, rf=2)
+        want = produce_keyed(kc.bootstrap, "orders", 3, 6000, 256)
+        wait_isr(kc.bootstrap, "orders")
+        (ctrl,) = kc.controllers
+        for n in kc.controllers + kc.brokers:
+            c.add_agent(f"node-{n.node_id}", components=n.component_toml())
+            c.enrol(f"node-{n.node_id}")
+
+        shown = backup(c)
+        assert set_state(shown) == "complete", shown
+        assert len(shown["tasks"]) == 3, shown
+        by_node = {metadata(t)["node_id"]: metadata(t) for t in shown["tasks"]}
+        assert set(by_node) == {"100", "1", "2"}, by_node.keys()
+        assert {m["cluster_id"] for m in by_node.values()} == {kc.cluster_id}
+        # The controller holds the metadata log and no topic data; the brokers hold the topic.
+        assert "__cluster_metadata-0" in by_node["100"]["partitions"], by_node["100"]["partitions"].keys()
+        assert not [p for p in by_node["100"]["partitions"] if p.startswith("orders-")]
+        for node in ("1", "2"):
+            assert sum(by_node[node]["partitions"][f"orders-{p}"][1] for p in range(3)) == 6000
+
+        delete_topic(kc.bootstrap, "orders")
+        r = restore(c, backup_set_id_of(shown))
+        assert set_state(r) == "complete", json.dumps(r, indent=1)
+        steps = {}
+        for t in r["tasks"]:
+            if kind(t) == "restore":
+                steps.setdefault(t.get("restore_step"), []).append(task_state(t))
+        for step in ("stop", "data", "start", "verify"):
+            assert steps.get(step) == ["succeeded"] * 3, json.dumps(r, indent=1)
+        assert ctrl.running()
+        wait_isr(kc.bootstrap, "orders")
+        assert consume_checksums(kc.bootstrap, "orders") == want
+    finally:
+        kc.stop()
