@@ -2,7 +2,7 @@
 // hash chain and the signed checkpoints, writes verified events as JSON lines.
 // See docs/audit.md (options, exit codes, the systemd unit).
 //
-//   cairn-audit --brokers H:P --trusted-keys /etc/cairn/keys/controller-signing.pub \
+//   cairn-audit --brokers H:P --trusted-keys /etc/cairn/keys/controller-signing.pub
 //               --from-beginning --until-end --output audit.jsonl      # a one-shot check
 //   cairn-audit --config /etc/cairn/audit.toml                        # the service: follows the topic
 #include <signal.h>

@@ -71,10 +71,13 @@ audit::KafkaClientSettings client_settings(const ControllerConfig::AuditKafka& k
 // not answer.
 bool read_tail(const ControllerConfig& cfg, const std::string& password, int64_t& out, std::string& why) {
   const auto& k = cfg.audit_kafka;
-  audit::KafkaConf conf(client_settings(k, password), "cairn-controller-" + cfg.controller_id + "-tail");
+  const audit::KafkaClientSettings settings = client_settings(k, password);
+  audit::KafkaConf conf(settings, "cairn-controller-" + cfg.controller_id + "-tail");
   conf.set("group.id", "cairn-controller-tail");  // never joined or committed: partitions are assigned
   conf.set("enable.auto.commit", "false");
   conf.set("enable.partition.eof", "true");
+  audit::ErrorTrail trail;  // outlives rk
+  conf.record_errors(&trail);
   audit::Rk rk = conf.make(RD_KAFKA_CONSUMER);
   int64_t lo = 0, hi = 0;
   rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk.get(), k.topic.c_str(), 0, &lo, &hi, 5000);
@@ -84,7 +87,8 @@ bool read_tail(const ControllerConfig& cfg, const std::string& password, int64_t
     return true;  // created by the first record (or by the operator)
   }
   if (e) {
-    why = std::string("cannot read the end of topic '") + k.topic + "' at " + k.brokers + ": " + rd_kafka_err2str(e);
+    why = std::string("cannot read the end of topic '") + k.topic + "' at " + k.brokers + ": " +
+          audit::explain(rk.get(), trail, settings, e);
     return false;
   }
   out = 0;

@@ -14,7 +14,27 @@ void log_cb(const rd_kafka_t*, int level, const char* fac, const char* buf) {
   else spdlog::debug("kafka {}: {}", fac, buf);
 }
 
+void trail_cb(rd_kafka_t*, int err, const char* reason, void* opaque) {
+  static_cast<ErrorTrail*>(opaque)->last =
+      std::string(reason ? reason : "") + " (" + rd_kafka_err2name(rd_kafka_resp_err_t(err)) + ")";
+}
+
 }  // namespace
+
+std::string explain(rd_kafka_t* rk, const ErrorTrail& trail, const KafkaClientSettings& s, rd_kafka_resp_err_t err) {
+  if (rk) rd_kafka_poll(rk, 0);  // serves the error events queued while the request waited
+  std::string out = rd_kafka_err2str(err);
+  if (!trail.last.empty()) out += "; last error: " + trail.last;
+  bool auth = err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED ||
+              trail.last.find("uthentication") != std::string::npos;
+  if (auth && s.security_protocol.rfind("sasl_", 0) == 0 && s.sasl_mechanism.rfind("SCRAM", 0) == 0 &&
+      rd_kafka_version() < 0x020601ff)
+    out += std::string(". If the password is right and the broker runs Kafka 4.0 or newer: librdkafka ") +
+           rd_kafka_version_str() +
+           " cannot complete SCRAM with Kafka 4 (fixed in librdkafka 2.6.1, confluentinc/librdkafka#4895); use "
+           "sasl_mechanism = \"PLAIN\" over sasl_ssl, or a client certificate (security_protocol = \"ssl\")";
+  return out;
+}
 
 void RkDeleter::operator()(rd_kafka_t* rk) const {
   if (!rk) return;
@@ -45,6 +65,11 @@ void KafkaConf::set(const char* key, const std::string& value) {
   char err[512];
   if (rd_kafka_conf_set(c_, key, value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
     throw Error(Errc::invalid_input, std::string("kafka setting ") + key + ": " + err);
+}
+
+void KafkaConf::record_errors(ErrorTrail* trail) {
+  rd_kafka_conf_set_error_cb(c_, trail_cb);
+  rd_kafka_conf_set_opaque(c_, trail);
 }
 
 Rk KafkaConf::make(rd_kafka_type_t type) {

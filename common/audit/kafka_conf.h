@@ -23,6 +23,22 @@ struct RkDeleter {
 };
 using Rk = std::unique_ptr<rd_kafka_t, RkDeleter>;
 
+// librdkafka's error events (connection refused, TLS handshake, SASL
+// authentication) for a short-lived client: KafkaConf::record_errors points
+// the client's error callback here, and `explain` turns a failed request into
+// the reason an operator can act on.
+struct ErrorTrail {
+  std::string last;  // the newest error event's reason
+};
+
+// `what` failed with `err`: librdkafka's code, the newest error event the
+// client `rk` raised (served here by polling it), and, for the known case,
+// what to do: SCRAM against Kafka 4.x brokers fails with librdkafka before
+// 2.6.1 (its client-final-message repeats the client nonce; Kafka 4 checks
+// nonces strictly: confluentinc/librdkafka#4895).
+std::string explain(rd_kafka_t* rk, const ErrorTrail& trail, const KafkaClientSettings& s,
+                    rd_kafka_resp_err_t err);
+
 class KafkaConf {
  public:
   // Throws cairn::Error(invalid_input) naming a setting librdkafka refuses.
@@ -31,6 +47,8 @@ class KafkaConf {
   KafkaConf(const KafkaConf&) = delete;
   KafkaConf& operator=(const KafkaConf&) = delete;
   void set(const char* key, const std::string& value);
+  // The client's error events go to *trail (which must outlive the client).
+  void record_errors(ErrorTrail* trail);
   // Hands the configuration to a new client, which owns it from then on.
   Rk make(rd_kafka_type_t type);
   rd_kafka_conf_t* raw() { return c_; }

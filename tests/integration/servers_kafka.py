@@ -108,8 +108,11 @@ class Kafka:
         }
 
     @classmethod
-    def kraft(cls, d, version=KRAFT_VERSION, node_id=1):
-        """A single combined broker+controller in KRaft mode, storage formatted."""
+    def kraft(cls, d, version=KRAFT_VERSION, node_id=1, secure=None):
+        """A single combined broker+controller in KRaft mode, storage formatted.
+        secure: {"tls_dir": dir from make_tls(), "user": ..., "password": ...} adds a SASL_SSL
+        listener (PLAIN and SCRAM-SHA-512 for that user, client certificates required) at
+        `secure_bootstrap`; the PLAINTEXT one stays for the test's own clients."""
         port, cport = free_port(), free_port()
         props = cls._common(d, port, node_id)
         props.update({
@@ -121,9 +124,31 @@ class Kafka:
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
         })
+        format_args = []
+        if secure:
+            sport, t = free_port(), pathlib.Path(secure["tls_dir"])
+            props.update({
+                "listeners": props["listeners"] + f",SASL_SSL://127.0.0.1:{sport}",
+                "advertised.listeners": props["advertised.listeners"] + f",SASL_SSL://127.0.0.1:{sport}",
+                "listener.security.protocol.map": props["listener.security.protocol.map"] + ",SASL_SSL:SASL_SSL",
+                "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-512",
+                "listener.name.sasl_ssl.plain.sasl.jaas.config":
+                    f'org.apache.kafka.common.security.plain.PlainLoginModule required user_{secure["user"]}="{secure["password"]}";',
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+                "listener.name.sasl_ssl.ssl.keystore.location": str(t / "broker.pem"),
+                "listener.name.sasl_ssl.ssl.truststore.type": "PEM",
+                "listener.name.sasl_ssl.ssl.truststore.location": str(t / "ca.pem"),
+                "listener.name.sasl_ssl.ssl.client.auth": "required",
+            })
+            format_args = ["--add-scram", f"SCRAM-SHA-512=[name={secure['user']},password={secure['password']}]"]
         k = cls(d, version, props, node_id)
+        if secure:
+            k.secure_bootstrap = f"127.0.0.1:{sport}"
         k.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        k._java("kafka.tools.StorageTool", "format", f"--cluster-id={k.cluster_id}", "-c", str(k.config), check=True)
+        k._java("kafka.tools.StorageTool", "format", f"--cluster-id={k.cluster_id}", "-c", str(k.config),
+                *format_args, check=True)
         return k
 
     @classmethod
@@ -217,14 +242,14 @@ class Kafka:
             return
         _stop_pid(self.dir, kill)  # started by the agent's service command
 
-    def component_toml(self, name="kafka", extra=""):
+    def component_toml(self, name="kafka", extra="", bootstrap=None):
         """The agent's [[component]] table for this broker; the agent stops and
         starts it with this module (`servers_kafka.py start|stop DIR`). A
         dedicated KRaft controller has no broker to ask: no `bootstrap`."""
         import sys
         py = sys.executable
         here = pathlib.Path(__file__).resolve()
-        bootstrap = "" if getattr(self, "controller_only", False) else f'bootstrap = "{self.bootstrap}"\n'
+        bootstrap = "" if getattr(self, "controller_only", False) else f'bootstrap = "{bootstrap or self.bootstrap}"\n'
         return (f'[[component]]\nname = "{name}"\ndriver = "kafka"\nlog_dirs = ["{self.log_dir}"]\n'
                 f'config_file = "{self.config}"\n{bootstrap}'
                 f'libs_dir = "{lib_dir(self.version)}"\nready_timeout_seconds = 180\n'
@@ -265,6 +290,30 @@ class Kafka:
             return out
         finally:
             c.close()
+
+
+def make_tls(d):
+    """A CA, the broker's certificate (for 127.0.0.1) and a client certificate, with openssl:
+    d/ca.pem, d/broker.pem (PKCS#8 key + certificate, Kafka's PEM keystore), d/client.crt,
+    d/client.key (0600)."""
+    d = pathlib.Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+
+    def ossl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+         "-subj", "/CN=cairn test CA")
+    for name, ext in (("broker", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+             "-subj", f"/CN=cairn test {name}")
+        (d / f"{name}.ext").write_text(ext + "\n")
+        ossl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+        os.chmod(d / f"{name}.key", 0o600)
+    (d / "broker.pem").write_text((d / "broker.key").read_text() + (d / "broker.crt").read_text())
+    return d
 
 
 def _launch(d, version):

@@ -6,7 +6,8 @@ topic and verifies the chain and the signed checkpoints.
 - Kafka stopped while operations happen and the controller restarted
   meanwhile: when Kafka is back, no gap and no duplicate;
 - an event altered, removed or replayed on the topic (forged with Kafka's own
-  console producer) is reported by cairn-audit as exactly that event.
+  console producer) is reported by cairn-audit as exactly that event;
+- Kafka 3.9 in ZooKeeper mode; SASL_SSL with a client certificate.
 
 Operations: refused CURVE handshakes with unknown keys (each one a
 `login.refuse` event; the audit budget raised for the test) and the events of
@@ -239,3 +240,52 @@ def test_the_audit_trail_on_kafka_3_9_in_zookeeper_mode(tmp_path):
         if kafka:
             kafka.stop()
         zk.stop()
+
+
+def test_the_audit_trail_over_sasl_ssl_with_a_client_certificate(tmp_path):
+    """The publisher and cairn-audit with the settings a secured cluster needs:
+    SASL_SSL (PLAIN; the password from a 0600 file), the broker's certificate
+    checked against a CA, a client certificate the broker requires. Every
+    event reaches the topic and verifies; the password is in no log."""
+    servers_kafka.require(servers_kafka.KRAFT_VERSION)
+    tls = servers_kafka.make_tls(tmp_path / "tls")
+    password = "audit-" + os.urandom(6).hex()
+    kafka = servers_kafka.Kafka.kraft(tmp_path / "kafka", secure={"tls_dir": tls, "user": "cairn", "password": password})
+    kafka.start()
+    c = None
+    try:
+        pw = tmp_path / "sasl-password"
+        pw.write_text(password + "\n")
+        os.chmod(pw, 0o600)
+        kafka.create_topic(TOPIC)
+        c = Cluster(tmp_path / "cluster")
+        c.init()
+        security = (f'security_protocol = "sasl_ssl"\nsasl_mechanism = "PLAIN"\nsasl_username = "cairn"\n'
+                    f'sasl_password_file = "{pw}"\nssl_ca_file = "{tls / "ca.pem"}"\n'
+                    f'ssl_cert_file = "{tls / "client.crt"}"\nssl_key_file = "{tls / "client.key"}"\n')
+        with open(c.controller_cfg, "a") as f:
+            f.write(f'[audit]\nrefusals_per_minute = 100000\n[audit.kafka]\nbrokers = "{kafka.secure_bootstrap}"\n'
+                    f'topic = "{TOPIC}"\ncheckpoint_every = 50\ncheckpoint_interval_s = 1\n{security}')
+        c.start_controller()
+        refused_logins(c, 200)
+        wait_published(c)
+        count, last = catalog_events(c)
+        assert count == last >= 200
+
+        # cairn-audit over the same listener, from its configuration file.
+        cfg = tmp_path / "audit.toml"
+        cfg.write_text(f'[kafka]\nbrokers = "{kafka.secure_bootstrap}"\ntopic = "{TOPIC}"\n{security}')
+        out = tmp_path / "audit.jsonl"
+        p = subprocess.run([os.fspath(AUDIT), "--config", os.fspath(cfg),
+                            "--trusted-keys", os.fspath(c.keys / "controller-signing.pub"),
+                            "--from-beginning", "--until-end", "--output", os.fspath(out), "--timeout", "60"],
+                           capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, p.stderr
+        events = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [e["seq"] for e in events] == list(range(1, last + 1))
+        assert summary(p.stderr)[1] >= last // 50, p.stderr
+        assert password not in c.logs() and password not in p.stderr
+    finally:
+        if c:
+            c.stop_all()
+        kafka.stop()

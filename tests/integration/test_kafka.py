@@ -11,7 +11,11 @@ through a real controller and agents:
   ISR); what was written after the backup is gone after the restore;
 - a snapshot of another cluster is refused before anything changes;
 - three brokers, replication factor 3, one shared repository, backed up at
-  once: the repository grows by about one copy (the test fails above 1.3x).
+  once: the repository grows by about one copy (the test fails above 1.3x);
+- a dedicated KRaft controller restored with its two brokers;
+- the driver's connection to the broker over SASL_SSL with a client
+  certificate; a wrong password, and SCRAM against Kafka 4 with an old
+  librdkafka, refused with the reason.
 """
 import contextlib
 import json
@@ -24,7 +28,7 @@ import time
 import pytest
 
 from cluster import backup_set_id, cluster, kind, restore_id, set_state, task_state  # noqa: F401
-from servers_kafka import (KRAFT_VERSION, ZK_VERSION, Kafka, KafkaCluster, consume_checksums, produce_keyed,
+from servers_kafka import (KRAFT_VERSION, ZK_VERSION, Kafka, KafkaCluster, consume_checksums, make_tls, produce_keyed,
                            require, wait_isr)
 from servers_zookeeper import ZooKeeper
 
@@ -181,6 +185,17 @@ def test_kraft_online_backup_topic_deleted_restore(cluster, tmp_path):  # noqa: 
 
 def backup_set_id_of(shown):
     return shown["backup_set_id"]
+
+
+def assert_steps_succeeded(r, members):
+    """A whole-cluster restore: stop, data, start and verify succeeded on every member, no rollback."""
+    steps = {}
+    for t in r["tasks"]:
+        if kind(t) == "restore":
+            steps.setdefault(t.get("restore_step"), []).append(task_state(t))
+    for step in ("stop", "data", "start", "verify"):
+        assert steps.get(step) == ["succeeded"] * members, json.dumps(r, indent=1)
+    assert "rollback" not in steps, json.dumps(r, indent=1)
 
 
 def test_zookeeper_mode_log_dir_wiped_restore(cluster, tmp_path):  # noqa: F811
@@ -355,13 +370,7 @@ def test_rf3_replicas_stored_once_and_the_cluster_restored_in_steps(cluster, tmp
         delete_topic(kc.bootstrap, "orders")
         r = restore(c, backup_set_id_of(shown))
         assert set_state(r) == "complete", json.dumps(r, indent=1)
-        steps = {}
-        for t in r["tasks"]:
-            if kind(t) == "restore":
-                steps.setdefault(t.get("restore_step"), []).append(task_state(t))
-        for step in ("stop", "data", "start", "verify"):
-            assert steps.get(step) == ["succeeded"] * 3, json.dumps(r, indent=1)
-        assert "rollback" not in steps
+        assert_steps_succeeded(r, 3)
         wait_isr(kc.bootstrap, "orders")
         assert consume_checksums(kc.bootstrap, "orders") == want
     finally:
@@ -404,14 +413,83 @@ def test_kraft_dedicated_controller_restored_with_the_brokers(cluster, tmp_path)
         delete_topic(kc.bootstrap, "orders")
         r = restore(c, backup_set_id_of(shown))
         assert set_state(r) == "complete", json.dumps(r, indent=1)
-        steps = {}
-        for t in r["tasks"]:
-            if kind(t) == "restore":
-                steps.setdefault(t.get("restore_step"), []).append(task_state(t))
-        for step in ("stop", "data", "start", "verify"):
-            assert steps.get(step) == ["succeeded"] * 3, json.dumps(r, indent=1)
+        assert_steps_succeeded(r, 3)
         assert ctrl.running()
         wait_isr(kc.bootstrap, "orders")
         assert consume_checksums(kc.bootstrap, "orders") == want
     finally:
         kc.stop()
+
+
+def test_broker_reached_over_sasl_ssl_with_a_client_certificate(cluster, tmp_path):  # noqa: F811
+    """The driver's own connection to the broker (the identity check before a
+    backup, the wait for the ISR after the broker is started again) over
+    SASL_SSL on Kafka 4.1: SASL PLAIN with the password from a 0600 file, the
+    broker's certificate checked against the CA, a client certificate the
+    broker requires. An offline backup depends on that connection: it is
+    refused when the broker cannot be asked. A wrong password refuses it with
+    the reason, stopping nothing; the password is in no log.
+
+    SCRAM-SHA-512 against Kafka 4 fails with Debian 12's librdkafka 2.0.2
+    (fixed in 2.6.1, confluentinc/librdkafka#4895): the refusal says so and
+    what to use instead. With librdkafka 2.6.1 or newer, SCRAM must work."""
+    require(KRAFT_VERSION)
+    import confluent_kafka
+    c = cluster
+    tls = make_tls(tmp_path / "tls")
+    password = "s3cr3t-" + os.urandom(6).hex()
+    k = Kafka.kraft(tmp_path / "kafka", secure={"tls_dir": tls, "user": "cairn", "password": password}).start()
+    try:
+        pw = tmp_path / "kafka-password"
+        pw.write_text(password + "\n")
+        os.chmod(pw, 0o600)
+
+        def secure(mechanism):
+            return (f'security_protocol = "sasl_ssl"\nsasl_mechanism = "{mechanism}"\nsasl_username = "cairn"\n'
+                    f'sasl_password_file = "{pw}"\nssl_ca_file = "{tls / "ca.pem"}"\n'
+                    f'ssl_cert_file = "{tls / "client.crt"}"\nssl_key_file = "{tls / "client.key"}"\n')
+        c.add_agent("node-a", components=k.component_toml(bootstrap=k.secure_bootstrap, extra=secure("PLAIN")))
+        c.enrol("node-a")
+        c.add_agent("node-b", components=k.component_toml(name="kafka-scram", bootstrap=k.secure_bootstrap,
+                                                          extra=secure("SCRAM-SHA-512")))
+        c.enrol("node-b")
+        k.create_topic("orders", partitions=2, rf=1)
+        want = produce_keyed(k.bootstrap, "orders", 2, 2000, 300)
+
+        pid = k.pid()
+        shown = backup(c, "--mode", "offline")
+        assert set_state(shown) == "complete", shown
+        m = metadata(shown["tasks"][0])
+        assert m["mode"] == "offline" and m["cluster_id"] == k.cluster_id, m
+        assert k.pid() is not None and k.pid() != pid, "the offline backup did not stop and start the broker"
+        assert consume_checksums(k.bootstrap, "orders") == want
+
+        def refused_offline(component):
+            pid = k.pid()
+            rc, out, err = c.ctl("backup", "create", "--component", component, "--mode", "offline", "--wait",
+                                 timeout=300)
+            assert rc != 0, out
+            assert k.pid() == pid, "a refused offline backup stopped the broker"
+            return out + err
+
+        # SCRAM with this host's librdkafka.
+        lib = tuple(int(x) for x in confluent_kafka.libversion()[0].split(".")[:3])
+        if lib < (2, 6, 1):
+            text = refused_offline("kafka-scram")
+            assert "not reachable" in text and "uthentication" in text, text
+            assert "confluentinc/librdkafka#4895" in text, text
+            assert 'sasl_mechanism = "PLAIN"' in text, text
+        else:
+            rc, out, err = c.ctl("backup", "create", "--component", "kafka-scram", "--mode", "offline", "--wait",
+                                 timeout=600)
+            assert rc == 0, out + err
+
+        # A wrong password: the broker cannot be asked, so the offline backup is refused before it stops anything.
+        pw.write_text("not-the-password\n")
+        text = refused_offline("kafka")
+        assert "not reachable" in text and "Authentication failed" in text, text
+
+        logs = c.logs()
+        assert password not in logs and "not-the-password" not in logs
+    finally:
+        k.stop()

@@ -10,7 +10,7 @@ namespace cairn::agent::kafka {
 
 namespace {
 
-audit::Rk connect(const Settings& s) {
+audit::KafkaClientSettings client_settings(const Settings& s) {
   if (s.bootstrap.empty()) throw Error(Errc::invalid_input, "no 'bootstrap' declared: the broker cannot be asked");
   audit::KafkaClientSettings k;
   k.brokers = s.bootstrap;
@@ -21,7 +21,13 @@ audit::Rk connect(const Settings& s) {
   k.sasl_mechanism = s.sasl_mechanism;
   k.sasl_username = s.sasl_username;
   if (!s.sasl_password_file.empty()) k.sasl_password = read_secret_file(s.sasl_password_file);
+  return k;
+}
+
+// `trail` must outlive the client.
+audit::Rk connect(const audit::KafkaClientSettings& k, audit::ErrorTrail* trail) {
   audit::KafkaConf conf(k, "cairn-agent");
+  conf.record_errors(trail);
   // Only this broker: its metadata answer names it, and nothing else is dialled.
   conf.set("topic.metadata.refresh.interval.ms", "-1");
   conf.set("log.connection.close", "false");
@@ -37,11 +43,14 @@ audit::Rk connect(const Settings& s) {
 BrokerClient::BrokerClient(const Settings& s) : s_(s) {}
 
 ClusterView BrokerClient::describe(std::chrono::milliseconds timeout) const {
-  audit::Rk rk = connect(s_);
+  audit::KafkaClientSettings k = client_settings(s_);
+  audit::ErrorTrail trail;
+  audit::Rk rk = connect(k, &trail);
   const rd_kafka_metadata_t* md = nullptr;
   rd_kafka_resp_err_t err = rd_kafka_metadata(rk.get(), 1, nullptr, &md, int(timeout.count()));
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-    throw Error(Errc::io, "the broker at '" + s_.bootstrap + "' did not answer a metadata request: " + rd_kafka_err2str(err));
+    throw Error(Errc::io, "the broker at '" + s_.bootstrap + "' did not answer a metadata request: " +
+                              audit::explain(rk.get(), trail, k, err));
   ClusterView v;
   v.answered_by = md->orig_broker_id;
   for (int i = 0; i < md->broker_cnt; ++i) v.brokers.push_back(md->brokers[i].id);
@@ -70,11 +79,14 @@ ClusterView BrokerClient::describe(std::chrono::milliseconds timeout) const {
 
 std::pair<int64_t, int64_t> BrokerClient::watermarks(const std::string& topic, int32_t partition,
                                                      std::chrono::milliseconds timeout) const {
-  audit::Rk rk = connect(s_);
+  audit::KafkaClientSettings k = client_settings(s_);
+  audit::ErrorTrail trail;
+  audit::Rk rk = connect(k, &trail);
   int64_t lo = -1, hi = -1;
   rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), partition, &lo, &hi, int(timeout.count()));
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-    throw Error(Errc::io, "the watermarks of '" + topic + "-" + std::to_string(partition) + "' could not be read: " + rd_kafka_err2str(err));
+    throw Error(Errc::io, "the watermarks of '" + topic + "-" + std::to_string(partition) + "' could not be read: " +
+                              audit::explain(rk.get(), trail, k, err));
   return {lo, hi};
 }
 
