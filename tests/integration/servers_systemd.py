@@ -26,10 +26,12 @@ Usage (prints the bus address on success; by PID, never by name):
     python3 servers_systemd.py stop DIR
 """
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 SYSTEMD = "/lib/systemd/systemd"
@@ -102,12 +104,19 @@ def missing():
 
 
 def paths(d):
-    return {"units": os.path.join(d, "units"), "run": os.path.join(d, "run"),
+    return {"units": os.path.join(d, "units"), "runtime": os.path.join(d, "runtime-dir"),
             "pid": os.path.join(d, "manager.pid"), "log": os.path.join(d, "manager.log")}
 
 
+def runtime_dir(d):
+    """The manager's XDG_RUNTIME_DIR (its bus and private sockets): a short path
+    under /tmp, named in DIR/runtime-dir. A test's own directory can be longer than
+    a Unix socket's path may be (108 bytes), and systemd then exits at once."""
+    return open(paths(d)["runtime"]).read().strip()
+
+
 def bus_address(d):
-    return "unix:path=" + os.path.join(paths(d)["run"], "bus")
+    return "unix:path=" + os.path.join(runtime_dir(d), "bus")
 
 
 def write_unit(d, name, text):
@@ -161,11 +170,13 @@ def start(d, timeout=30):
         raise RuntimeError("cannot start a systemd manager for the tests: " + why)
     p = paths(d)
     os.makedirs(p["units"], exist_ok=True)
-    os.makedirs(p["run"], mode=0o700, exist_ok=True)
+    run = tempfile.mkdtemp(prefix="cairn-sd-", dir="/tmp")  # mode 0700
+    with open(p["runtime"], "w") as f:
+        f.write(run)
     for name, text in BASE_UNITS.items():
         write_unit(d, name, text)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DBUS_", "SYSTEMD_", "XDG_"))}
-    env.update(XDG_RUNTIME_DIR=p["run"], SYSTEMD_UNIT_PATH=p["units"], SYSTEMD_LOG_LEVEL="info",
+    env.update(XDG_RUNTIME_DIR=run, SYSTEMD_UNIT_PATH=p["units"], SYSTEMD_LOG_LEVEL="info",
                SYSTEMD_LOG_TARGET="console")
     script = ("mkdir -p /run/systemd && mount -t tmpfs -o mode=0755 cairn-test /run/systemd && "
               "mkdir /run/systemd/system && exec " + SYSTEMD + " --user")
@@ -179,7 +190,7 @@ def start(d, timeout=30):
     while time.time() < end:
         if proc.poll() is not None:
             raise RuntimeError(f"systemd --user exited with {proc.returncode}: " + open(p["log"]).read()[-2000:])
-        if os.path.exists(os.path.join(p["run"], "bus")) and _manager_answers(d):
+        if os.path.exists(os.path.join(run, "bus")) and _manager_answers(d):
             return proc.pid
         time.sleep(0.1)
     stop(d)
@@ -196,6 +207,7 @@ def stop(d, timeout=30):
         os.kill(pid, signal.SIGTERM)  # the manager stops its units, then exits
     except ProcessLookupError:
         os.unlink(p["pid"])
+        shutil.rmtree(runtime_dir(d), ignore_errors=True)
         return
     end = time.time() + timeout
     while time.time() < end:
@@ -211,6 +223,7 @@ def stop(d, timeout=30):
     else:
         os.kill(pid, signal.SIGKILL)
     os.unlink(p["pid"])
+    shutil.rmtree(runtime_dir(d), ignore_errors=True)
 
 
 if __name__ == "__main__":

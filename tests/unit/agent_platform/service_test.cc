@@ -116,8 +116,8 @@ class SystemdManager {
     spec.timeout = std::chrono::seconds(60);
     ProcessResult r = run_process(spec);
     if (!r.ok()) throw std::runtime_error("cannot start systemd for the test: " + r.describe() + "\n" + r.err);
-    std::string addr = r.out.substr(0, r.out.find('\n'));
-    ::setenv("DBUS_SYSTEM_BUS_ADDRESS", addr.c_str(), 1);
+    bus_ = r.out.substr(0, r.out.find('\n'));
+    ::setenv("DBUS_SYSTEM_BUS_ADDRESS", bus_.c_str(), 1);
   }
   ~SystemdManager() {
     ::unsetenv("DBUS_SYSTEM_BUS_ADDRESS");
@@ -139,13 +139,14 @@ class SystemdManager {
 
  private:
   void reload() {
-    ProcessResult r = run_process({.argv = {"busctl", "--address=unix:path=" + dir_.path() + "/run/bus", "call",
+    ProcessResult r = run_process({.argv = {"busctl", "--address=" + bus_, "call",
                                             "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
                                             "org.freedesktop.systemd1.Manager", "Reload"},
                                    .timeout = std::chrono::seconds(30)});
     if (!r.ok()) throw std::runtime_error("systemd's Reload failed: " + r.err);
   }
   TempDir dir_;
+  std::string bus_;  // "unix:path=...", printed by the helper
 };
 
 // The pid the unit's shell wrote (a simple unit is active once forked: the
