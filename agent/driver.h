@@ -4,6 +4,7 @@
 // folder under agent/drivers/<name>/ and joins the explicit list in
 // agent/drivers/registry.cc. A driver reads and writes only what its own
 // settings declare: the plan picks a component, never a path.
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -222,5 +223,11 @@ inline cairn::v1::Reason make_reason(cairn::v1::ErrorCode code, const std::strin
   r.set_item(utf8_or_escaped(item));
   return r;
 }
+
+// The pipe between a stream's producer and the archiver: {read end, write
+// end}, close-on-exec, 1 MiB where the host allows it (fs.pipe-max-size, the
+// default ceiling) instead of 64 KiB: with etcd's 32 KiB messages the two
+// sides wake each other a sixteenth as often. Throws cairn::Error (io).
+std::array<int, 2> stream_pipe();
 
 }  // namespace cairn::agent

@@ -26,6 +26,13 @@ namespace cairn::agent {
 
 namespace v1 = cairn::v1;
 
+std::array<int, 2> stream_pipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw Error(Errc::io, std::string("cannot make a pipe: ") + std::strerror(errno));
+  (void)::fcntl(fds[1], F_SETPIPE_SZ, 1 << 20);  // best effort: the default size only costs time
+  return {fds[0], fds[1]};
+}
+
 namespace {
 
 int64_t now_s() {
@@ -164,12 +171,7 @@ repo::BackupResult store(repo::Repository& r, RunnerSink& sink, repo::BackupOpti
   bo.walk_start = sink.walk_start_;
   bo.component_metadata = sink.meta_;
   if (!sink.stream_) return repo::backup(r, bo);
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw Error(Errc::io, std::string("cannot make a pipe: ") + std::strerror(errno));
-  // 1 MiB (the unprivileged ceiling, fs.pipe-max-size) instead of 64 KiB: the
-  // producer (etcd's 32 KiB messages) and the archiver wake each other a
-  // sixteenth as often. Best effort: the default size only costs time.
-  (void)::fcntl(fds[1], F_SETPIPE_SZ, 1 << 20);
+  auto fds = stream_pipe();
   Fd rd(fds[0]);
   std::exception_ptr failed;
   std::thread producer([&, wfd = fds[1]] {

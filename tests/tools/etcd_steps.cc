@@ -112,11 +112,11 @@ int main(int argc, char** argv) {
       driver->snapshot(ctx, sink, SnapshotPurpose{});
       repo::BackupOptions bo;
       bo.tags = {"component=etcd"};
-      int fds[2] = {-1, -1};
+      std::array<int, 2> fds = {-1, -1};
       std::thread producer;
       std::exception_ptr failure;
       if (sink.producer) {
-        if (::pipe(fds) != 0) throw_errno("pipe", "", errno);
+        fds = stream_pipe();  // as the agent's task runner makes it
         producer = std::thread([&] {
           try {
             sink.producer(fds[1]);
