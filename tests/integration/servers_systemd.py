@@ -15,6 +15,10 @@ What it takes:
   system has not been booted with systemd"): the manager runs in its own
   mount namespace with a tmpfs on /run/systemd holding that directory, so
   the host is left as it was;
+- the manager runs in a cgroup of its own (in every hierarchy the host
+  has), so managers of tests run in parallel never share a unit's cgroup
+  (stopping a unit kills its cgroup); what is left there at the end is
+  killed by the PIDs the cgroup lists;
 - units are read only from DIR/units (no desktop units from /usr/lib),
   where this helper writes the bus (dbus.socket, dbus.service), a
   default.target, the basic.target that a service's default dependencies
@@ -108,6 +112,46 @@ def paths(d):
             "pid": os.path.join(d, "manager.pid"), "log": os.path.join(d, "manager.log")}
 
 
+# The cgroup hierarchies a user manager works in: the named v1 "systemd" one and the
+# unified (v2) one of a hybrid host, or the v2 root of a unified host.
+CGROUP_ROOTS = ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+
+
+def _cgroup_dirs(name):
+    """Where the manager's own cgroup `name` lives, in each hierarchy this host has (a v2 root is
+    used only when it is not a hybrid host's tmpfs)."""
+    out = []
+    for root in CGROUP_ROOTS:
+        if os.path.exists(os.path.join(root, "cgroup.procs")):
+            out.append(os.path.join(root, name))
+    return out
+
+
+def _remove_cgroups(name):
+    """Kills what is left in the manager's cgroups (by the PIDs they list) and removes them."""
+    for top in _cgroup_dirs(name):
+        if not os.path.isdir(top):
+            continue
+        for _ in range(50):
+            pids = set()
+            for root, _, _ in os.walk(top):
+                try:
+                    pids |= {int(x) for x in open(os.path.join(root, "cgroup.procs")).read().split()}
+                except OSError:
+                    pass
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                for root, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                    os.rmdir(root)
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
 def runtime_dir(d):
     """The manager's XDG_RUNTIME_DIR (its bus and private sockets): a short path
     under /tmp, named in DIR/runtime-dir. A test's own directory can be longer than
@@ -178,7 +222,14 @@ def start(d, timeout=30):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DBUS_", "SYSTEMD_", "XDG_"))}
     env.update(XDG_RUNTIME_DIR=run, SYSTEMD_UNIT_PATH=p["units"], SYSTEMD_LOG_LEVEL="info",
                SYSTEMD_LOG_TARGET="console")
-    script = ("mkdir -p /run/systemd && mount -t tmpfs -o mode=0755 cairn-test /run/systemd && "
+    # Its own cgroup in every hierarchy: a user manager builds its units' cgroups under the one it
+    # starts in (app.slice/<unit>) and kills a unit's cgroup to stop it; two managers started
+    # from the same cgroup (tests run in parallel) would stop each other's units.
+    cg = os.path.basename(run)
+    with open(os.path.join(d, "cgroup"), "w") as f:
+        f.write(cg)
+    join = "".join(f'mkdir -p {c} && echo $$ > {c}/cgroup.procs && ' for c in _cgroup_dirs(cg))
+    script = (join + "mkdir -p /run/systemd && mount -t tmpfs -o mode=0755 cairn-test /run/systemd && "
               "mkdir /run/systemd/system && exec " + SYSTEMD + " --user")
     log = open(p["log"], "ab")
     # unshare execs the shell, which execs systemd: the pid below is the manager's.
@@ -207,7 +258,7 @@ def stop(d, timeout=30):
         os.kill(pid, signal.SIGTERM)  # the manager stops its units, then exits
     except ProcessLookupError:
         os.unlink(p["pid"])
-        shutil.rmtree(runtime_dir(d), ignore_errors=True)
+        _cleanup(d)
         return
     end = time.time() + timeout
     while time.time() < end:
@@ -223,6 +274,14 @@ def stop(d, timeout=30):
     else:
         os.kill(pid, signal.SIGKILL)
     os.unlink(p["pid"])
+    _cleanup(d)
+
+
+def _cleanup(d):
+    try:
+        _remove_cgroups(open(os.path.join(d, "cgroup")).read().strip())
+    except OSError:
+        pass
     shutil.rmtree(runtime_dir(d), ignore_errors=True)
 
 

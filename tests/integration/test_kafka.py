@@ -428,7 +428,8 @@ def test_broker_reached_over_sasl_ssl_with_a_client_certificate(cluster, tmp_pat
     broker's certificate checked against the CA, a client certificate the
     broker requires. An offline backup depends on that connection: it is
     refused when the broker cannot be asked. A wrong password refuses it with
-    the reason, stopping nothing; the password is in no log.
+    the reason, stopping nothing; an online backup then completes and its
+    snapshot says the broker could not be asked; the password is in no log.
 
     SCRAM-SHA-512 against Kafka 4 fails with Debian 12's librdkafka 2.0.2
     (fixed in 2.6.1, confluentinc/librdkafka#4895): the refusal says so and
@@ -488,6 +489,12 @@ def test_broker_reached_over_sasl_ssl_with_a_client_certificate(cluster, tmp_pat
         pw.write_text("not-the-password\n")
         text = refused_offline("kafka")
         assert "not reachable" in text and "Authentication failed" in text, text
+        # An online backup reads the log dirs either way, and its snapshot says the broker could not be asked.
+        shown = backup(c, "--mode", "online")
+        assert set_state(shown) == "complete", shown
+        m = metadata(next(t for t in shown["tasks"] if t.get("component") == "kafka"))
+        assert "Authentication failed" in m.get("broker_unreachable", ""), m
+        assert "broker_unreachable" in c.ok("backup", "show", backup_set_id_of(shown))
 
         logs = c.logs()
         assert password not in logs and "not-the-password" not in logs

@@ -193,6 +193,7 @@ bool KafkaDriver::answers() const {
 
 std::vector<v1::Reason> KafkaDriver::backup_checks(bool offline) const {
   std::vector<v1::Reason> out;
+  broker_error_.clear();
   auto refuse = [&](const std::string& why, v1::ErrorCode code = v1::ERROR_CODE_PREFLIGHT_FAILED) {
     out.push_back(make_reason(code, "component '" + component_ + "': " + why, component_));
   };
@@ -250,7 +251,9 @@ std::vector<v1::Reason> KafkaDriver::backup_checks(bool offline) const {
                "', but the log dirs' meta.properties say '" + meta.cluster_id + "': the log dirs are not the ones it uses");
     } catch (const Error& e) {
       if (offline) refuse(std::string("the broker is not reachable: ") + e.what());
-      // online: the files are read either way; a broker that is down is backed up as it lies
+      // online: the files are read either way; a broker that is down is backed
+      // up as it lies, and the snapshot says why it could not be asked
+      broker_error_ = e.what();
     }
   }
   return out;
@@ -388,6 +391,14 @@ void KafkaDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotP
   m["partitions_format"] = "[log_start, log_end, high_watermark]";
   m["partitions"] = partitions;
   if (recorded < total_partitions) m["partitions_truncated"] = total_partitions - recorded;
+  if (!offline && !purpose.safety && !broker_error_.empty()) {
+    // Not a failure (the log dirs are whole), but the connection a restore's
+    // checks and an offline backup need does not work: say so now, not then.
+    m["broker_unreachable"] = broker_error_;
+    note(ctx, "the broker at '" + settings_.bootstrap + "' could not be asked (" + broker_error_ +
+                  "); its log dirs were read as they lie. Restores and offline backups need this connection: check "
+                  "'bootstrap' and the security settings");
+  }
   sink.set_metadata(std::move(m));
 }
 

@@ -68,6 +68,9 @@ class KafkaDriver : public Driver {
   std::string component_;
   Settings settings_;
   BrokerClient client_;
+  // Why the last backup preflight could not ask the broker at `bootstrap`
+  // ("" when it answered): an online backup goes on without it, and says so.
+  mutable std::string broker_error_;
 };
 
 }  // namespace cairn::agent::kafka
