@@ -238,28 +238,31 @@ std::string ServiceDecl::describe() const {
 Service::Service(ServiceDecl decl) : decl_(std::move(decl)) {}
 
 std::string Service::problem(ServiceUse use) const {
-  auto program = [](const std::vector<std::string>& argv, const char* key) -> std::string {
-    if (argv.empty()) return "";
-    if (!find_program(argv[0]))
-      return std::string("the service's ") + key + " '" + argv[0] + "' is not found or not executable";
-    return "";
-  };
-  bool commands = !decl_.start_command.empty() || !decl_.stop_command.empty() || !decl_.reload_command.empty();
-  if (use == ServiceUse::reload && !decl_.reload_command.empty()) return program(decl_.reload_command, "reload_command");
-  if (commands) {
-    if (decl_.start_command.empty() || decl_.stop_command.empty())
-      return use == ServiceUse::reload
-                 ? "the service declares neither a reload_command nor both start_command and stop_command"
-                 : std::string("the service declares no ") + (decl_.start_command.empty() ? "start_command" : "stop_command");
-    for (auto [argv, key] : {std::pair{&decl_.stop_command, "stop_command"}, {&decl_.start_command, "start_command"}})
-      if (auto p = program(*argv, key); !p.empty()) return p;
-    return "";
-  }
-  if (decl_.unit.empty())
+  if (decl_.empty() && decl_.reload_command.empty())
     return "no 'service' declared (a systemd unit, or start_command and stop_command" +
            std::string(use == ServiceUse::reload ? ", or a reload_command)" : ")");
+  // Each action the way stop(), start() and reload() will run it: its
+  // command when one is declared, else the unit through systemd.
+  bool via_systemd = false;
+  auto action = [&](const std::vector<std::string>& cmd, const char* key) -> std::string {
+    if (!cmd.empty())
+      return find_program(cmd[0]) ? "" : std::string("the service's ") + key + " '" + cmd[0] + "' is not found or not executable";
+    if (decl_.unit.empty()) return std::string("the service declares no ") + key + " and no systemd unit";
+    via_systemd = true;
+    return "";
+  };
+  ServiceUse unit_use = ServiceUse::stop_start;
+  if (use == ServiceUse::reload && !decl_.reload_command.empty()) return action(decl_.reload_command, "reload_command");
+  if (use == ServiceUse::reload && decl_.start_command.empty() && decl_.stop_command.empty() && !decl_.unit.empty()) {
+    via_systemd = true;  // ReloadUnit
+    unit_use = ServiceUse::reload;
+  } else {
+    for (auto [cmd, key] : {std::pair{&decl_.stop_command, "stop_command"}, {&decl_.start_command, "start_command"}})
+      if (auto p = action(*cmd, key); !p.empty()) return p;
+  }
+  if (!via_systemd) return "";
   try {
-    return Systemd(decl_).unit_problem(use);
+    return Systemd(decl_).unit_problem(unit_use);
   } catch (const Error& e) {
     return e.what();
   }

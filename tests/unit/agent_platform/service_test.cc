@@ -233,16 +233,23 @@ TEST_CASE("service: preflight names a unit systemd does not know, a masked one, 
   CHECK(Service(decl).problem(ServiceUse::stop_start) == "");
   CHECK_THAT(Service(decl).problem(ServiceUse::reload),
              Catch::Contains("cannot be reloaded") && Catch::Contains("reload_command"));
-  // A declared reload_command replaces the unit's ExecReload.
+  // A declared reload_command replaces the unit's ExecReload, and stop and
+  // start still go through the unit.
   decl.reload_command = {"true"};
   CHECK(Service(decl).problem(ServiceUse::reload) == "");
+  CHECK(Service(decl).problem(ServiceUse::stop_start) == "");
+  // A stop_command beside a unit: the start still needs the unit.
+  decl.reload_command.clear();
+  decl.unit = "cairn-nonexistent.service";
+  decl.stop_command = {"true"};
+  CHECK_THAT(Service(decl).problem(ServiceUse::stop_start), Catch::Contains("does not exist"));
 }
 
 TEST_CASE("service: preflight names a missing command and a half-declared pair") {
   ServiceDecl decl;
   CHECK_THAT(Service(decl).problem(ServiceUse::stop_start), Catch::Contains("no 'service' declared"));
   decl.start_command = {"/nonexistent/start-it"};
-  CHECK_THAT(Service(decl).problem(ServiceUse::stop_start), Catch::Contains("no stop_command"));
+  CHECK_THAT(Service(decl).problem(ServiceUse::stop_start), Catch::Contains("no stop_command and no systemd unit"));
   decl.stop_command = {"true"};
   CHECK_THAT(Service(decl).problem(ServiceUse::stop_start),
              Catch::Contains("start_command '/nonexistent/start-it' is not found or not executable"));
