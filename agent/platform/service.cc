@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
 
 #include "agent/platform/process.h"
 #include "common/util/error.h"
@@ -17,6 +18,7 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kDest = "org.freedesktop.systemd1";
 constexpr const char* kPath = "/org/freedesktop/systemd1";
 constexpr const char* kManager = "org.freedesktop.systemd1.Manager";
+constexpr const char* kUnit = "org.freedesktop.systemd1.Unit";
 
 std::string join(const std::vector<std::string>& argv) {
   std::string s;
@@ -156,39 +158,26 @@ class Systemd {
   // the reason otherwise.
   std::string unit_problem(ServiceUse use) {
     const std::string what = "systemd unit '" + d_.unit + "'";
-    BusError err;
-    sd_bus_message* reply = nullptr;
-    // LoadUnit, not GetUnit: an inactive unit may not be loaded until asked for.
-    int r = sd_bus_call_method(bus_.get(), kDest, kPath, kManager, "LoadUnit", &err.e, &reply, "s", d_.unit.c_str());
-    MsgPtr rp(reply, &sd_bus_message_unref);
-    if (r < 0) return what + ": systemd cannot load it: " + err.text(r);
-    const char* unit_path = nullptr;
-    if (sd_bus_message_read(reply, "o", &unit_path) < 0 || !unit_path) return what + ": systemd's reply to LoadUnit has no path";
-    std::string path = unit_path;
-    auto property = [&](const char* iface, const char* name) -> std::string {
-      BusError e2;
-      char* v = nullptr;
-      int r2 = sd_bus_get_property_string(bus_.get(), kDest, path.c_str(), iface, name, &e2.e, &v);
-      if (r2 < 0) return "";
-      std::string out(v);
-      free(v);
-      return out;
-    };
-    std::string load = property("org.freedesktop.systemd1.Unit", "LoadState");
+    std::string path;
+    try {
+      path = unit_path("systemd cannot load it");
+    } catch (const Error& e) {
+      return e.what();
+    }
+    std::string load = property(path, "LoadState").value_or("");
     if (load == "not-found")
       return what + " does not exist (systemd: not-found): check the unit name in the component's 'service' setting "
                     "('systemctl list-unit-files')";
     if (load == "masked") return what + " is masked: 'systemctl unmask " + d_.unit + "', or declare another unit";
     if (load != "loaded") {
-      std::string why = property("org.freedesktop.systemd1.Unit", "LoadError");
+      std::string why = property(path, "LoadError").value_or("");
       return what + " cannot be loaded by systemd (" + (load.empty() ? "no LoadState" : load) + ")" +
              (why.empty() ? "" : ": " + why) + " (see 'systemctl status " + d_.unit + "')";
     }
     if (use == ServiceUse::reload) {
       int can = 0;
       BusError e3;
-      r = sd_bus_get_property_trivial(bus_.get(), kDest, path.c_str(), "org.freedesktop.systemd1.Unit", "CanReload",
-                                      &e3.e, 'b', &can);
+      int r = sd_bus_get_property_trivial(bus_.get(), kDest, path.c_str(), kUnit, "CanReload", &e3.e, 'b', &can);
       if (r >= 0 && !can)
         return what + " cannot be reloaded (it has no ExecReload): give the unit an ExecReload, or declare the "
                       "component's 'reload_command'";
@@ -198,26 +187,42 @@ class Systemd {
 
  private:
   std::string active_state() {
+    std::string path = unit_path("cannot read its state");
+    std::string err;
+    if (auto state = property(path, "ActiveState", &err)) return *state;
+    throw Error(Errc::io, "systemd unit '" + d_.unit + "': cannot read its ActiveState: " + err);
+  }
+
+  // The unit's object path. LoadUnit, not GetUnit: systemd unloads a stopped
+  // unit that nothing references (a static or disabled one) right after its
+  // stop job, and GetUnit then answers "not loaded"; an inactive unit may not
+  // be loaded until asked for. Throws Error(io) "<unit>: <context>: <why>".
+  std::string unit_path(const char* context) {
     const std::string what = "systemd unit '" + d_.unit + "'";
     BusError err;
     sd_bus_message* reply = nullptr;
-    // LoadUnit, not GetUnit: systemd unloads a stopped unit that nothing
-    // references (a static or disabled one) right after its stop job, and
-    // GetUnit then answers "not loaded".
     int r = sd_bus_call_method(bus_.get(), kDest, kPath, kManager, "LoadUnit", &err.e, &reply, "s", d_.unit.c_str());
     MsgPtr rp(reply, &sd_bus_message_unref);
-    if (r < 0) throw Error(Errc::io, what + ": cannot read its state: " + err.text(r));
+    if (r < 0) throw Error(Errc::io, what + ": " + context + ": " + err.text(r));
     const char* unit_path = nullptr;
     if (sd_bus_message_read(reply, "o", &unit_path) < 0 || !unit_path)
       throw Error(Errc::io, what + ": systemd's reply to LoadUnit has no path");
-    BusError err2;
-    char* state = nullptr;
-    r = sd_bus_get_property_string(bus_.get(), kDest, unit_path, "org.freedesktop.systemd1.Unit", "ActiveState",
-                                   &err2.e, &state);
-    if (r < 0) throw Error(Errc::io, what + ": cannot read its ActiveState: " + err2.text(r));
-    std::string s(state);
-    free(state);
-    return s;
+    return unit_path;
+  }
+
+  // A string property of org.freedesktop.systemd1.Unit; nullopt (and why, in
+  // *why) when it cannot be read.
+  std::optional<std::string> property(const std::string& path, const char* name, std::string* why = nullptr) {
+    BusError err;
+    char* v = nullptr;
+    int r = sd_bus_get_property_string(bus_.get(), kDest, path.c_str(), kUnit, name, &err.e, &v);
+    if (r < 0) {
+      if (why) *why = err.text(r);
+      return std::nullopt;
+    }
+    std::string out(v);
+    free(v);
+    return out;
   }
 
   const ServiceDecl& d_;
