@@ -140,6 +140,23 @@ def kraft_with_agent(c, tmp_path, partitions, records, value_size):
         k.stop()
 
 
+@contextlib.contextmanager
+def zookeeper_mode_broker(tmp_path):
+    """Debian's ZooKeeper and a Kafka 3.9 broker on it, started; both stopped after."""
+    require(ZK_VERSION)
+    zk = ZooKeeper(tmp_path, "zk")
+    zk.write_config()
+    zk.start()
+    zk.wait_serving()
+    k = Kafka.zookeeper(tmp_path / "kafka", zk.port)
+    try:
+        k.start()
+        yield zk, k
+    finally:
+        k.stop()
+        zk.stop()
+
+
 def kept_aside(k):
     return [p for p in os.listdir(k.dir) if p.startswith("logs.cairn-old-")]
 
@@ -199,15 +216,8 @@ def assert_steps_succeeded(r, members):
 
 
 def test_zookeeper_mode_log_dir_wiped_restore(cluster, tmp_path):  # noqa: F811
-    require(ZK_VERSION)
     c = cluster
-    zk = ZooKeeper(tmp_path, "zk")
-    zk.write_config()
-    zk.start()
-    zk.wait_serving()
-    k = Kafka.zookeeper(tmp_path / "kafka", zk.port)
-    try:
-        k.start()
+    with zookeeper_mode_broker(tmp_path) as (zk, k):
         c.add_agent("node-a", components=k.component_toml())
         c.enrol("node-a")
         k.create_topic("orders", partitions=3, rf=1)
@@ -228,24 +238,14 @@ def test_zookeeper_mode_log_dir_wiped_restore(cluster, tmp_path):  # noqa: F811
         r = restore(c, backup_set_id_of(shown))
         assert set_state(r) == "complete", r
         assert consume_checksums(k.bootstrap, "orders") == want
-    finally:
-        k.stop()
-        zk.stop()
 
 
 def test_zookeeper_mode_topic_deleted_restored_with_zookeeper_first(cluster, tmp_path):  # noqa: F811
     """A deleted topic in ZooKeeper mode is gone from ZooKeeper too: one restore
     of both components from one backup set restores ZooKeeper first (its own
     steps, verified), and only then the broker."""
-    require(ZK_VERSION)
     c = cluster
-    zk = ZooKeeper(tmp_path, "zk")
-    zk.write_config()
-    zk.start()
-    zk.wait_serving()
-    k = Kafka.zookeeper(tmp_path / "kafka", zk.port)
-    try:
-        k.start()
+    with zookeeper_mode_broker(tmp_path) as (zk, k):
         c.add_agent("node-a", components=zk.component() + k.component_toml())
         c.enrol("node-a")
         k.create_topic("orders", partitions=2, rf=1)
@@ -268,9 +268,6 @@ def test_zookeeper_mode_topic_deleted_restored_with_zookeeper_first(cluster, tmp
         assert started > verified, "the broker was restored before ZooKeeper was verified"
         wait_isr(k.bootstrap, "orders")
         assert consume_checksums(k.bootstrap, "orders") == want
-    finally:
-        k.stop()
-        zk.stop()
 
 
 def test_offline_backup_stops_and_starts_the_broker(cluster, tmp_path):  # noqa: F811
