@@ -139,6 +139,19 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
   static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
   if (!levels.count(c.log_level)) top.fail("log_level", "'" + c.log_level + "' is not one of trace, debug, info, warn, error");
 
+  if (const toml::table* labels = top.table("labels")) {
+    TableReader lr(*labels, source, "[labels]");
+    for (const auto& [k, v] : *labels) {
+      std::string key(k.str());
+      auto value = lr.string(key);
+      if (!valid_name(key)) lr.fail(key, "label name '" + key + "' must be 1-64 letters, digits, '-', '_' or '.'");
+      if (!value || value->empty() || value->size() > 128)
+        lr.fail(key, "label '" + key + "' must be a string of 1-128 characters");
+      c.labels[key] = *value;
+    }
+    lr.finish();
+  }
+
   const toml::table* ctl = top.table("controller");
   if (!ctl) throw ConfigError(source, 1, "a [controller] table is required (endpoint, public_key, signing_keys_file)");
   TableReader cr(*ctl, source, "[controller]");

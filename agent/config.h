@@ -3,6 +3,7 @@
 // default is documented in docs/configuration.md (## cairn-agent). A wrong key
 // or value is refused at start with ConfigError ("FILE:LINE: reason").
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -34,6 +35,7 @@ struct AgentConfig {
   std::string replay_journal;  // default: <state_dir>/replay-journal.json
   std::string trust_store;     // default: <state_dir>/trusted-keys.json
   std::string log_level = "info";
+  std::map<std::string, std::string> labels;  // [labels]: policies select agents by them
 
   std::string controller_endpoint;
   std::string controller_public_key;  // Z85, 40 characters

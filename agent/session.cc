@@ -132,7 +132,9 @@ void Session::send_register() {
     ci->set_member_id(caps.member_id);
     for (const auto& m : caps.modes) ci->add_modes(m);
     ci->set_restore_stops_service(caps.restore_stops_service);
+    ci->set_repository(c.repository);
   }
+  for (const auto& [k, v] : config_.labels) (*r->mutable_labels())[k] = v;
   r->set_highest_sequence(gate_.highest_sequence());
   for (const auto& k : gate_.trusted_key_ids()) r->add_trusted_key_ids(k);
   for (const auto& t : runner_.task_ids()) r->add_running_task_ids(t);

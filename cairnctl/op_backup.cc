@@ -63,18 +63,21 @@ void register_op_backup(CLI::App& app, Context& ctx) {
                      "a driver mode for the components that declare it (kafka: online, the default, or offline: the "
                      "broker is stopped, stored, started); refused when no selected component takes it");
   create->add_option("--node", *nodes, "agent name or id (repeatable; default: all approved agents)");
+  auto labels = std::make_shared<std::vector<std::string>>();
+  create->add_option("--label", *labels, "only agents whose labels include NAME=VALUE (repeatable: all must match)");
   create->add_flag("--wait", *wait, "follow progress until the set ends; exit 0 complete, 3 partial, 1 failed");
   create->add_flag("--require-connected", *require_connected,
                    "create nothing if a selected agent is not connected now (default: its tasks wait for it)");
   add_op_options(create, *o);
-  create->callback([&ctx, o, components, nodes, wait, require_connected, mode] {
-    ctx.action = [&ctx, o, components, nodes, wait, require_connected, mode]() -> int {
+  create->callback([&ctx, o, components, nodes, wait, require_connected, mode, labels] {
+    ctx.action = [&ctx, o, components, nodes, wait, require_connected, mode, labels]() -> int {
       cairn::v1::OperatorRequest q;
       q.mutable_backup_create()->set_require_connected(*require_connected);
       q.mutable_backup_create()->set_mode(*mode);
       auto* sel = q.mutable_backup_create()->mutable_selector();
       for (const auto& c : *components) sel->add_components(c);
       for (const auto& n : *nodes) sel->add_nodes(n);
+      set_labels(*labels, *sel);
       auto set = op_call(*o, q).backup_set();
       if (o->json && !*wait) {
         std::printf("%s\n", proto_json(set).c_str());
@@ -103,11 +106,14 @@ void register_op_backup(CLI::App& app, Context& ctx) {
         return kExitOk;
       }
       std::printf("%-20s %-20s %-7s %-9s %s\n", "ID", "CREATED", "KIND", "STATE", "REQUESTED BY");
-      for (const auto& s : r.backup_list().sets())
+      for (const auto& s : r.backup_list().sets()) {
+        std::string note = is_safety(s) ? " (" + safety_note(s) + ")" : "";
+        if (s.forgotten_at()) note += " (expired by retention; snapshots removed: cannot be restored)";
+        else if (s.expired_at()) note += " (expired by retention; snapshots being removed)";
         std::printf("%-20s %-20s %-7s %-9s %s%s\n", terminal_safe(s.backup_set_id()).c_str(),
                     when(s.created_at()).c_str(), is_safety(s) ? "safety" : "backup",
-                    set_state_name(s.state()).c_str(), terminal_safe(s.requested_by()).c_str(),
-                    is_safety(s) ? (" (" + safety_note(s) + ")").c_str() : "");
+                    set_state_name(s.state()).c_str(), terminal_safe(s.requested_by()).c_str(), note.c_str());
+      }
       return kExitOk;
     };
   });

@@ -116,4 +116,15 @@ cairn::v1::OperatorResponse op_call(const OpOptions& o, cairn::v1::OperatorReque
   }
 }
 
+void set_labels(const std::vector<std::string>& given, cairn::v1::Selector& selector) {
+  if (given.empty()) return;
+  selector.clear_labels();
+  for (const auto& l : given) {
+    auto eq = l.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == l.size())
+      throw Error(Errc::invalid_input, "--label '" + l + "' must be NAME=VALUE");
+    (*selector.mutable_labels())[l.substr(0, eq)] = l.substr(eq + 1);
+  }
+}
+
 }  // namespace cairn::ctl

@@ -28,4 +28,8 @@ cairn::v1::OperatorResponse op_call(const OpOptions& o, cairn::v1::OperatorReque
 int exit_code_for_state(cairn::v1::SetState s);
 std::string proto_json(const google::protobuf::Message& m);
 
+// --label NAME=VALUE options into a selector (replacing its labels when any
+// are given). Throws cairn::Error(invalid_input) for one without '='.
+void set_labels(const std::vector<std::string>& given, cairn::v1::Selector& selector);
+
 }  // namespace cairn::ctl

@@ -13,5 +13,6 @@ void register_op_agent(CLI::App& app, Context& ctx);    // agent list|approve|re
 void register_op_backup(CLI::App& app, Context& ctx);   // backup create|list|show
 void register_op_restore(CLI::App& app, Context& ctx);  // restore SET, restore show ID
 void register_op_status(CLI::App& app, Context& ctx);   // status
+void register_op_policy(CLI::App& app, Context& ctx);   // policy ..., forget
 
 }  // namespace cairn::ctl

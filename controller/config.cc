@@ -11,8 +11,11 @@
 #include <toml++/toml.h>
 
 #include "common/util/control_chars.h"
+#include "common/util/encoding.h"
+#include "common/util/error.h"
 #include "common/util/fs.h"
 #include "common/util/toml_guard.h"
+#include "controller/schedule.h"
 
 namespace cairn::controller {
 namespace {
@@ -113,11 +116,102 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
   c.source = source;
   c.controller_id = hostname();
 
-  static const std::set<std::string> kTables = {"controller", "fleet", "operator", "plans", "audit"};
+  static const std::set<std::string> kTables = {"controller", "fleet", "operator", "plans", "audit", "scheduler"};
+  static const std::set<std::string> kArrays = {"policy", "repository"};
   for (const auto& [k, v] : root) {
     std::string key(k.str());
+    if (kArrays.count(key)) {
+      if (!v.is_array_of_tables()) fail(source, v, "'" + key + "' must be tables ([[" + key + "]])");
+      continue;
+    }
     if (!kTables.count(key)) fail(source, k, "unknown key '" + key + "'");
     if (!v.is_table()) fail(source, v, "'" + key + "' must be a table ([" + key + "])");
+  }
+  if (auto* t = root["scheduler"].as_table()) {
+    TableReader r(source, "scheduler", *t);
+    r.string("time_zone", c.time_zone);
+    if (auto* n = r.find("time_zone")) {
+      try {
+        load_time_zone(c.time_zone);
+      } catch (const Error& e) {
+        fail(source, *n, e.what());
+      }
+    }
+    r.refuse_unknown();
+  }
+  if (auto* arr = root["repository"].as_array()) {
+    for (auto& node : *arr) {
+      TableReader r(source, "repository", *node.as_table());
+      ControllerConfig::Repository repo;
+      r.string("name", repo.name);
+      r.string("path", repo.path);
+      r.string("password_file", repo.password_file);
+      if (repo.name.empty() || repo.path.empty() || repo.password_file.empty())
+        fail(source, node, "a [[repository]] needs name, path and password_file");
+      if (repo.path[0] != '/' || repo.password_file[0] != '/')
+        fail(source, node, "repository '" + repo.name + "': path and password_file must be absolute");
+      if (c.repository(repo.name)) fail(source, node, "repository '" + repo.name + "' is declared twice");
+      r.refuse_unknown();
+      c.repositories.push_back(std::move(repo));
+    }
+  }
+  if (auto* arr = root["policy"].as_array()) {
+    for (auto& node : *arr) {
+      TableReader r(source, "policy", *node.as_table());
+      catalog::Policy p;
+      p.source = "config";
+      p.time_zone = c.time_zone;
+      r.string("name", p.name);
+      r.string("schedule", p.schedule);
+      r.string("time_zone", p.time_zone);
+      r.string("repository", p.repository);
+      r.string("mode", p.mode);
+      for (const char* key : {"components", "nodes"}) {
+        if (auto* n = r.find(key)) {
+          auto* a = n->as_array();
+          if (!a) fail(source, *n, std::string("'policy.") + key + "' must be an array of strings");
+          nlohmann::json list = nlohmann::json::array();
+          for (auto& e : *a) {
+            if (!e.is_string() || e.value<std::string>()->empty())
+              fail(source, e, std::string("'policy.") + key + "' must hold names");
+            list.push_back(*e.value<std::string>());
+          }
+          p.selector[key] = list;
+        }
+      }
+      if (auto* n = r.find("labels")) {
+        auto* lt = n->as_table();
+        if (!lt) fail(source, *n, "'policy.labels' must be a table of name = \"value\"");
+        for (const auto& [lk, lv] : *lt) {
+          if (!lv.is_string()) fail(source, lv, "'policy.labels." + std::string(lk.str()) + "' must be a string");
+          p.selector["labels"][std::string(lk.str())] = *lv.value<std::string>();
+        }
+      }
+      auto& rt = p.retention;
+      r.integer("keep_last", 0, 1000000, rt.last);
+      r.integer("keep_hourly", 0, 1000000, rt.hourly);
+      r.integer("keep_daily", 0, 1000000, rt.daily);
+      r.integer("keep_weekly", 0, 1000000, rt.weekly);
+      r.integer("keep_monthly", 0, 1000000, rt.monthly);
+      r.integer("keep_yearly", 0, 1000000, rt.yearly);
+      r.integer("keep_min", 0, 1000000, rt.min);
+      std::string within;
+      r.string("keep_within", within);
+      r.refuse_unknown();
+      try {
+        if (!within.empty()) {
+          rt.within = cairn::parse_duration(within);
+          if (rt.within < 0)
+            throw Error(Errc::invalid_input, "keep_within '" + within + "' is not a duration (e.g. 7d, 36h, 2w, 1y2m)");
+        }
+        check_policy(p);
+      } catch (const Error& e) {
+        fail(source, node, std::string("policy '") + p.name + "': " + e.what());
+      }
+      for (const auto& other : c.policies)
+        if (other.name == p.name) fail(source, node, "policy '" + p.name + "' is declared twice");
+      c.policies.push_back(std::move(p));
+    }
   }
 
   if (auto* t = root["controller"].as_table()) {

@@ -8,6 +8,9 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "controller/catalog/types.h"
 
 namespace cairn::controller {
 
@@ -57,6 +60,25 @@ struct ControllerConfig {
     int64_t outbox_max_events = 10000000;    // beyond it the oldest unpublished are dropped, with an audit event
     bool enabled() const { return !brokers.empty(); }
   } audit_kafka;
+
+  // [scheduler]
+  std::string time_zone = "UTC";  // of policies that name none
+
+  // [[repository]]: repositories the controller opens itself, to remove the
+  // snapshots retention lets go and to prune (the names agents use).
+  struct Repository {
+    std::string name, path, password_file;
+  };
+  std::vector<Repository> repositories;
+  const Repository* repository(const std::string& name) const {
+    for (const auto& r : repositories)
+      if (r.name == name) return &r;
+    return nullptr;
+  }
+
+  // [[policy]]: policies declared here (source "config"); they replace the
+  // catalog's of the same name at every start.
+  std::vector<catalog::Policy> policies;
 
   std::string catalog_path() const { return data_dir + "/catalog.db"; }
 };

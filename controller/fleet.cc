@@ -266,6 +266,7 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
     k.member_id = c.member_id();
     k.modes.assign(c.modes().begin(), c.modes().end());
     k.restore_stops_service = c.restore_stops_service();
+    k.repository = c.repository();
     components.push_back(std::move(k));
   }
   std::string refusal;
@@ -301,6 +302,7 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
     }
     tx.update_agent_identity(a->id, r.agent_name(), r.hostname(), r.agent_version());
     tx.set_agent_components(a->id, components);
+    tx.set_agent_labels(a->id, {r.labels().begin(), r.labels().end()});
     tx.touch_agent(a->id);
     tx.set_agent_trusted_keys(a->id, {r.trusted_key_ids().begin(), r.trusted_key_ids().end()});
     if (a->state == catalog::AgentState::approved) tx.raise_plan_sequence(a->id, r.highest_sequence());

@@ -47,6 +47,9 @@ void fill_set_header(const catalog::Tx& tx, const catalog::BackupSet& s, cairn::
   out.set_finished_at(s.finished_at.value_or(0));
   out.set_trigger(s.trigger);
   if (s.trigger == "safety") out.set_safety_for_restore_id(tx.restore_of_safety_set(s.id).value_or(""));
+  out.set_policy(s.policy.value_or(""));
+  out.set_expired_at(s.expired_at.value_or(0));
+  out.set_forgotten_at(s.forgotten_at.value_or(0));
 }
 
 // --require-connected: nothing is created when a selected agent is offline.
@@ -366,6 +369,12 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
                    rot.new_key_id, w->agents_notified());
       return;
     }
+    case Q::kPolicy:
+      policy(actor, q.policy(), r);
+      return;
+    case Q::kForget:
+      forget(actor, q.forget(), r);
+      return;
     case Q::BODY_NOT_SET:
       break;
   }

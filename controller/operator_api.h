@@ -10,6 +10,7 @@
 #include "controller/catalog/catalog.h"
 #include "controller/fleet.h"
 #include "controller/orders.h"
+#include "controller/scheduler.h"
 #include "proto/cairn.pb.h"
 
 namespace cairn::controller {
@@ -28,6 +29,13 @@ class OperatorApi {
         key_dir_(std::move(key_dir)),
         publisher_(publisher) {}
 
+  // Policies and retention (operator_policies.cc) need the scheduler.
+  // default_tz: of policies added without one ([scheduler] time_zone).
+  void set_scheduler(Scheduler* scheduler, std::string default_tz) {
+    scheduler_ = scheduler;
+    scheduler_tz_ = std::move(default_tz);
+  }
+
   // actor is "operator:<name>". Never throws.
   cairn::v1::OperatorResponse handle(const std::string& actor, const cairn::v1::OperatorRequest& request);
 
@@ -40,6 +48,8 @@ class OperatorApi {
   // Approved agents picked by the selector that are not connected now (names),
   // read before the order's transaction (the fleet is never asked inside one).
   std::vector<std::string> offline_selected(const cairn::v1::Selector& selector) const;
+  void policy(const std::string& actor, const cairn::v1::PolicyRequest& q, cairn::v1::OperatorResponse& r);
+  void forget(const std::string& actor, const cairn::v1::ForgetRequest& q, cairn::v1::OperatorResponse& r);
   // Ends the open tasks of a backup set or restore (backup cancel).
   void cancel(const std::string& actor, const std::string& id, cairn::v1::OperatorResponse& r);
 
@@ -49,6 +59,8 @@ class OperatorApi {
   plan::SigningKey& signing_key_;
   std::string key_dir_;
   const AuditPublisher* publisher_;
+  Scheduler* scheduler_ = nullptr;
+  std::string scheduler_tz_ = "UTC";
 };
 
 }  // namespace cairn::controller

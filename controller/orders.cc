@@ -25,6 +25,7 @@ struct Pick {
   // A member-scoped component (a Kafka broker): its own data, one member of
   // cluster member_of; several members restored at once go in steps.
   std::string member_of;
+  std::string repository;  // the component's default repository, as its agent declares it
 };
 
 bool clustered(const Pick& p) { return !p.cluster_id.empty(); }
@@ -58,16 +59,24 @@ void check_names(const Tx& tx, const cairn::v1::Selector& sel) {
   }
 }
 
+bool has_labels(const catalog::Agent& a, const cairn::v1::Selector& sel) {
+  for (const auto& [k, v] : sel.labels()) {
+    auto it = a.labels.find(k);
+    if (it == a.labels.end() || it->second != v) return false;
+  }
+  return true;
+}
+
 std::vector<Pick> select(const Tx& tx, const cairn::v1::Selector& sel, bool restore) {
   check_names(tx, sel);
   std::vector<Pick> out;
   for (const auto& a : tx.agents()) {
-    if (a.state != catalog::AgentState::approved || !listed(sel.nodes(), a.name, a.id)) continue;
+    if (a.state != catalog::AgentState::approved || !listed(sel.nodes(), a.name, a.id) || !has_labels(a, sel)) continue;
     for (const auto& c : tx.agent_components(a.id)) {
       if (!listed(sel.components(), c.name)) continue;
       if (restore && !c.can_restore) continue;
       out.push_back({a, c.name, c.restore_targets, c.driver, c.scope == "cluster" ? c.cluster_id : std::string(), c.modes,
-                     c.scope == "member" ? c.cluster_id : std::string()});
+                     c.scope == "member" ? c.cluster_id : std::string(), c.repository});
     }
   }
   return out;
@@ -153,10 +162,31 @@ std::string write_mode_name(cairn::v1::RestoreWriteMode m) {
 
 std::string new_plan_id() { return "pl-" + to_hex(crypto::random_array<8>()); }
 
+}  // namespace
+
 nlohmann::json selector_json(const cairn::v1::Selector& s) {
-  return {{"components", std::vector<std::string>(s.components().begin(), s.components().end())},
-          {"nodes", std::vector<std::string>(s.nodes().begin(), s.nodes().end())}};
+  nlohmann::json j = {{"components", std::vector<std::string>(s.components().begin(), s.components().end())},
+                      {"nodes", std::vector<std::string>(s.nodes().begin(), s.nodes().end())}};
+  if (!s.labels().empty()) j["labels"] = std::map<std::string, std::string>(s.labels().begin(), s.labels().end());
+  return j;
 }
+
+cairn::v1::Selector selector_from_json(const nlohmann::json& j) {
+  cairn::v1::Selector s;
+  auto strings = [&](const char* key, auto* out) {
+    if (j.contains(key) && j[key].is_array())
+      for (const auto& v : j[key])
+        if (v.is_string()) out->Add(v.get<std::string>());
+  };
+  strings("components", s.mutable_components());
+  strings("nodes", s.mutable_nodes());
+  if (j.contains("labels") && j["labels"].is_object())
+    for (const auto& [k, v] : j["labels"].items())
+      if (v.is_string()) (*s.mutable_labels())[k] = v.get<std::string>();
+  return s;
+}
+
+namespace {
 
 void lock_targets(Tx& tx, const std::vector<Pick>& picks, catalog::TaskKind kind, const std::string& holder,
                   int64_t ttl) {
@@ -202,7 +232,8 @@ void issue(Tx& tx, const catalog::Agent& agent, const std::vector<std::string>& 
 
 }  // namespace
 
-Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selector& selector, const std::string& mode) {
+Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selector& selector, const std::string& mode,
+                             const BackupExtras& extras) {
   return catalog_.transaction(actor, [&](Tx& tx) {
     auto selected = select(tx, selector, false);
     if (selected.empty())
@@ -236,9 +267,12 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
     }
     catalog::NewBackupSet set;
     set.selector = selector_json(selector);
+    set.trigger = extras.trigger;
+    set.policy = extras.policy;
     for (const auto& p : picks) {
       catalog::NewTask nt{p.agent.id, p.component, std::nullopt, std::nullopt};
       nt.cluster_id = p.cluster_id;
+      nt.repository = extras.repository.empty() ? p.repository : extras.repository;
       set.tasks.push_back(std::move(nt));
     }
     Ordered out;
@@ -258,6 +292,7 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
         w.set_component(t.component);
         w.set_kind(cairn::v1::TASK_KIND_BACKUP);
         if (takes_mode.count({agent_id, t.component})) w.mutable_options()->set_mode(mode);
+        if (!extras.repository.empty()) w.mutable_options()->set_repository(extras.repository);
         // The parent comes from the catalog, never from the repository, where
         // any agent can write a snapshot in another's name.
         if (auto parent = tx.backup_parent(agent_id, t.component)) w.set_parent_snapshot_id(*parent);
@@ -272,8 +307,12 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
 
 Ordered Orders::create_restore(const std::string& actor, const cairn::v1::RestoreRequest& req) {
   return catalog_.transaction(actor, [&](Tx& tx) {
-    if (!tx.backup_set(req.backup_set_id()))
-      throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no backup set '" + req.backup_set_id() + "'");
+    auto source_set = tx.backup_set(req.backup_set_id());
+    if (!source_set) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no backup set '" + req.backup_set_id() + "'");
+    if (source_set->forgotten_at)
+      throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND,
+                    "backup set '" + req.backup_set_id() + "' was expired by policy '" + source_set->policy.value_or("") +
+                        "' and its snapshots removed from the repository; pick a newer set ('cairnctl backup list')");
     // Every restored (agent, component) reads the snapshot that set holds for
     // it; every member of a cluster reads the one snapshot of its cluster.
     std::map<std::pair<std::string, std::string>, catalog::Task> source;

@@ -30,13 +30,25 @@ struct Ordered {
   std::vector<std::string> agent_ids;  // agents with a new plan
 };
 
+// What a policy's run adds to a backup order.
+struct BackupExtras {
+  std::string trigger = "manual";  // "schedule" for a policy's run
+  std::string policy;
+  std::string repository;  // a declared repository name; empty = each component's default
+};
+
+// The selector as the catalog keeps it (backup_sets.selector, policies.selector), and back.
+nlohmann::json selector_json(const cairn::v1::Selector& s);
+cairn::v1::Selector selector_from_json(const nlohmann::json& j);
+
 class Orders {
  public:
   Orders(catalog::Catalog& catalog, const ControllerConfig& config, const plan::SigningKey& key)
       : catalog_(catalog), config_(config), key_(key) {}
 
   // mode: set on the tasks of components that declare it (none must be refused).
-  Ordered create_backup(const std::string& actor, const cairn::v1::Selector& selector, const std::string& mode = {});
+  Ordered create_backup(const std::string& actor, const cairn::v1::Selector& selector, const std::string& mode = {},
+                        const BackupExtras& extras = {});
   Ordered create_restore(const std::string& actor, const cairn::v1::RestoreRequest& request);
 
   // Whether an agent is connected now: a cluster-scoped component is backed

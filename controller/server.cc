@@ -86,6 +86,10 @@ Server::Server(const ControllerConfig& config)
   catalog_.set_task_ended_hook([o = orders_.get()](catalog::Tx& tx, const catalog::Task& t) { o->on_task_ended(tx, t); });
   publisher_ = std::make_unique<AuditPublisher>(config_);
   api_ = std::make_unique<OperatorApi>(catalog_, *fleet_, *orders_, signing_key_, config.key_dir, publisher_.get());
+  maintenance_ = std::make_unique<Maintenance>(config.repositories);
+  scheduler_ = std::make_unique<Scheduler>(catalog_, *orders_, *maintenance_, config_);
+  scheduler_->start(catalog_.read([](const catalog::Tx& tx) { return tx.now(); }));
+  api_->set_scheduler(scheduler_.get(), config.time_zone);
   spdlog::info("controller '{}' listening: fleet {} operator {}; signing key {}; enrolment {}", config.controller_id,
                fleet_endpoint(), operator_endpoint(), key_id, config.enrolment_open ? "open" : "closed");
 }
@@ -183,6 +187,8 @@ void Server::run(const std::atomic<bool>& stop) {
       for (const auto& a : orders_->take_agents_to_deliver()) fleet_->deliver(a);
       zap_->tick();
       prune_audit();
+      int64_t now = catalog_.read([](const catalog::Tx& tx) { return tx.now(); });
+      for (const auto& a : scheduler_->tick(now)) fleet_->deliver(a);
     } catch (const zmq::error_t& e) {
       spdlog::error("controller: socket error: {}", e.what());
     }

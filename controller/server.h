@@ -17,7 +17,9 @@
 #include "controller/data_dir.h"
 #include "controller/fleet.h"
 #include "controller/operator_api.h"
+#include "controller/maintenance.h"
 #include "controller/orders.h"
+#include "controller/scheduler.h"
 #include "controller/zap.h"
 
 namespace cairn::controller {
@@ -57,6 +59,8 @@ class Server {
   std::unique_ptr<Orders> orders_;
   std::unique_ptr<AuditPublisher> publisher_;
   std::unique_ptr<OperatorApi> api_;
+  std::unique_ptr<Maintenance> maintenance_;
+  std::unique_ptr<Scheduler> scheduler_;
   std::chrono::steady_clock::time_point last_prune_{};
 };
 

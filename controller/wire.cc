@@ -70,6 +70,14 @@ std::string check_ids(const google::protobuf::RepeatedPtrField<std::string>& ids
   return {};
 }
 
+std::string check_labels(const google::protobuf::Map<std::string, std::string>& labels) {
+  if (labels.size() > 64) return "too many labels (at most 64)";
+  for (const auto& [k, v] : labels)
+    if (!valid_name(k) || v.empty() || v.size() > kMaxName)
+      return "a label needs a name of 1-128 printable characters and a value of 1-128 characters";
+  return {};
+}
+
 }  // namespace
 
 std::string check_agent_message(const cairn::v1::AgentMessage& m) {
@@ -96,6 +104,10 @@ std::string check_agent_message(const cairn::v1::AgentMessage& m) {
           if (!valid_name(mo)) return "component '" + c.name() + "': a mode must be 1-128 printable characters";
       }
       if (auto e = check_ids(r.trusted_key_ids(), "trusted_key_ids"); !e.empty()) return e;
+      for (const auto& c : r.components())
+        if (!c.repository().empty() && !valid_name(c.repository()))
+          return "component '" + c.name() + "': 'repository' must be 1-128 printable characters";
+      if (auto e = check_labels(r.labels()); !e.empty()) return e;
       return check_ids(r.running_task_ids(), "running_task_ids");
     }
     case M::kHeartbeat:
@@ -197,7 +209,14 @@ std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
       if (!valid_name(c)) return "selector component '" + c.substr(0, kMaxName) + "' is not a valid name";
     for (const auto& n : s.nodes())
       if (!valid_name(n)) return "selector node '" + n.substr(0, kMaxName) + "' is not a valid name";
-    return {};
+    return check_labels(s.labels());
+  };
+  auto check_spec = [&](const cairn::v1::PolicySpec& p) -> std::string {
+    if (!valid_name(p.name())) return "policy 'name' must be 1-128 printable characters";
+    if (!valid_text(p.schedule(), kMaxName) || !valid_text(p.time_zone(), kMaxName) || !valid_text(p.mode(), kMaxName) ||
+        !valid_text(p.repository(), kMaxName))
+      return "a policy's schedule, time_zone, mode and repository are at most 128 characters";
+    return check_selector(p.selector());
   };
   switch (m.body_case()) {
     case M::BODY_NOT_SET:
@@ -228,6 +247,30 @@ std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
                  ? ""
                  : "'announcement_validity_seconds' must be 0 (default) or between an hour and ten years";
     }
+    case M::kPolicy: {
+      const auto& q = m.policy();
+      using P = cairn::v1::PolicyRequest;
+      switch (q.op_case()) {
+        case P::kAdd:
+          return check_spec(q.add());
+        case P::kEdit:
+          return check_spec(q.edit());
+        case P::kList:
+          return {};
+        case P::OP_NOT_SET:
+          return "policy request names no operation";
+        default: {
+          const std::string& name = q.op_case() == P::kShow     ? q.show()
+                                    : q.op_case() == P::kRemove ? q.remove()
+                                    : q.op_case() == P::kPause  ? q.pause()
+                                    : q.op_case() == P::kResume ? q.resume()
+                                                                : q.run_now();
+          return valid_name(name) ? "" : "policy name is empty or not printable";
+        }
+      }
+    }
+    case M::kForget:
+      return m.forget().policy().empty() || valid_name(m.forget().policy()) ? "" : "'policy' is not a valid name";
     case M::kAgentApprove:
       return valid_id(m.agent_approve().agent()) ? "" : "'agent' is empty or too long";
     case M::kAgentRevoke:

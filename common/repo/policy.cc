@@ -99,8 +99,12 @@ std::vector<RetentionGroup> apply_retention(const std::vector<Snapshot>& snapsho
       d.snapshot = *s;
       if (last_used < p.keep_last) d.reasons.push_back("last " + std::to_string(++last_used));
       std::tm tm{};
-      time_t t = time_t(s->time_unix);
-      gmtime_r(&t, &tm);
+      if (p.civil_time) {
+        tm = p.civil_time(s->time_unix);
+      } else {
+        time_t t = time_t(s->time_unix);
+        gmtime_r(&t, &tm);
+      }
       for (auto& b : buckets) {
         if (b.used >= b.count) continue;
         int64_t k = b.key(tm);

@@ -17,6 +17,8 @@
 // is kept and its reason says so. Removing a whole group stays possible by naming
 // the snapshots explicitly.
 #include <cstdint>
+#include <ctime>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,9 @@ struct RetentionPolicy {
   int keep_yearly = 0;
   int64_t keep_within = 0;  // seconds
   std::vector<std::string> keep_tags;
+  // The calendar the hourly...yearly periods are counted in: UTC unless set
+  // (a backup policy counts days in its own time zone).
+  std::function<std::tm(int64_t)> civil_time;
 
   // True when no rule is set: such a policy would keep nothing and is refused.
   bool empty() const;

@@ -15,7 +15,7 @@ constexpr std::string_view kAgentStates[] = {"pending", "approved", "revoked"};
 
 constexpr const char* kAgentColumns =
     "SELECT id, name, curve_public_key, state, hostname, agent_version, created_at, state_changed_at, last_seen_at,"
-    " trusted_key_ids"
+    " trusted_key_ids, labels"
     " FROM agents ";
 
 Agent read_agent(const sqlite::Stmt& s) {
@@ -34,6 +34,10 @@ Agent read_agent(const sqlite::Stmt& s) {
   if (ids.is_array())
     for (const auto& k : ids)
       if (k.is_string()) a.trusted_key_ids.push_back(k.get<std::string>());
+  auto labels = nlohmann::json::parse(s.text(10), nullptr, false);
+  if (labels.is_object())
+    for (const auto& [k, v] : labels.items())
+      if (v.is_string()) a.labels[k] = v.get<std::string>();
   return a;
 }
 
@@ -107,6 +111,14 @@ void Tx::set_agent_state(const std::string& agent_id, AgentState to) {
          {{"name", a->name}, {"from", to_string(a->state)}}});
 }
 
+void Tx::set_agent_labels(const std::string& agent_id, const std::map<std::string, std::string>& labels) {
+  auto a = agent(agent_id);
+  if (!a || a->labels == labels) return;
+  nlohmann::json j = labels;
+  db_.prepare("UPDATE agents SET labels = ? WHERE id = ?").bind_all(j.dump(), agent_id).run();
+  audit({"agent.labels", "agent:" + agent_id, "ok", "", {{"labels", j}}});
+}
+
 void Tx::touch_agent(const std::string& agent_id) {
   db_.prepare("UPDATE agents SET last_seen_at = ? WHERE id = ?").bind_all(now(), agent_id).run();
 }
@@ -118,16 +130,17 @@ void Tx::set_agent_components(const std::string& agent_id, const std::vector<Com
   db_.prepare("DELETE FROM agent_components WHERE agent_id = ?").bind(1, agent_id).run();
   auto ins = db_.prepare(
       "INSERT INTO agent_components (agent_id, name, driver, can_restore, restore_targets, scope, cluster_id, member_id,"
-      " modes, restore_stops_service) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      " modes, restore_stops_service, repository) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   nlohmann::json list = nlohmann::json::array();
   for (const auto& c : sorted) {
     ins.reset();
     nlohmann::json targets = c.restore_targets;
     nlohmann::json modes = c.modes;
     ins.bind_all(agent_id, c.name, c.driver, int64_t(c.can_restore), targets.dump(), c.scope, c.cluster_id, c.member_id,
-                 modes.dump(), int64_t(c.restore_stops_service))
+                 modes.dump(), int64_t(c.restore_stops_service), c.repository)
         .run();
     nlohmann::json entry = {{"name", c.name}, {"driver", c.driver}, {"can_restore", c.can_restore}, {"restore_targets", targets}};
+    if (!c.repository.empty()) entry["repository"] = c.repository;
     if (c.scope != "node") {
       entry["scope"] = c.scope;
       entry["cluster_id"] = c.cluster_id;
@@ -161,12 +174,15 @@ std::vector<Agent> Tx::agents() const {
 
 std::vector<Component> Tx::agent_components(const std::string& agent_id) const {
   auto s = db_.prepare(
-      "SELECT name, driver, can_restore, restore_targets, scope, cluster_id, member_id, modes, restore_stops_service"
-      " FROM agent_components WHERE agent_id = ? ORDER BY name");
+      "SELECT name, driver, can_restore, restore_targets, scope, cluster_id, member_id, modes, restore_stops_service,"
+      " repository FROM agent_components WHERE agent_id = ? ORDER BY name");
   s.bind(1, agent_id);
   std::vector<Component> out;
   while (s.step()) {
-    Component c{s.text(0), s.text(1), s.integer(2) != 0, {}};
+    Component c;
+    c.name = s.text(0);
+    c.driver = s.text(1);
+    c.can_restore = s.integer(2) != 0;
     // Written by set_agent_components; anything else reads as no target.
     auto targets = nlohmann::json::parse(s.text(3), nullptr, false);
     if (targets.is_array())
@@ -180,6 +196,7 @@ std::vector<Component> Tx::agent_components(const std::string& agent_id) const {
       for (const auto& m : modes)
         if (m.is_string()) c.modes.push_back(m.get<std::string>());
     c.restore_stops_service = s.integer(8) != 0;
+    c.repository = s.text(9);
     out.push_back(std::move(c));
   }
   return out;

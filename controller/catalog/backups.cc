@@ -12,7 +12,8 @@ namespace {
 constexpr const char* kTaskColumns =
     "SELECT id, backup_set_id, restore_id, agent_id, component, kind, source_snapshot, plan_id, state,"
     " snapshot_id, manifest_digest, phase, bytes_done, bytes_total, files_done, files_total, current_item,"
-    " progress_at, created_at, updated_at, safety_task_id, component_metadata, restore_step, cluster_id FROM tasks ";
+    " progress_at, created_at, updated_at, safety_task_id, component_metadata, restore_step, cluster_id, repository"
+    " FROM tasks ";
 
 std::optional<std::string> opt_text(const sqlite::Stmt& s, int c) {
   if (s.is_null(c)) return std::nullopt;
@@ -46,6 +47,7 @@ Task read_task(const sqlite::Stmt& s) {
   t.component_metadata = opt_text(s, 21);
   t.restore_step = s.text(22);
   t.cluster_id = s.text(23);
+  t.repository = s.text(24);
   return t;
 }
 
@@ -66,6 +68,10 @@ std::vector<Task> read_tasks(sqlite::Db& db, const std::string& where, const std
   return out;
 }
 
+constexpr const char* kSetColumns =
+    "SELECT id, created_at, trigger, requested_by, selector, state, finished_at, policy, expired_at, forgotten_at"
+    " FROM backup_sets ";
+
 BackupSet read_set(const sqlite::Stmt& s) {
   BackupSet b;
   b.id = s.text(0);
@@ -75,6 +81,9 @@ BackupSet read_set(const sqlite::Stmt& s) {
   b.selector = nlohmann::json::parse(s.text(4), nullptr, false);
   b.state = parse_set_state(s.text(5)).value_or(SetState::failed);
   if (!s.is_null(6)) b.finished_at = s.integer(6);
+  if (!s.is_null(7)) b.policy = s.text(7);
+  if (!s.is_null(8)) b.expired_at = s.integer(8);
+  if (!s.is_null(9)) b.forgotten_at = s.integer(9);
   return b;
 }
 
@@ -91,7 +100,8 @@ void Tx::insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const st
                       const std::string* restore_id, std::vector<std::string>& ids) {
   auto ins = db_.prepare(
       "INSERT INTO tasks (id, backup_set_id, restore_id, agent_id, component, kind, source_snapshot, state,"
-      " created_at, updated_at, safety_task_id, restore_step, cluster_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)");
+      " created_at, updated_at, safety_task_id, restore_step, cluster_id, repository)"
+      " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)");
   for (const auto& t : tasks) {
     if (t.component.empty()) throw Error(Errc::invalid_input, "a task needs a component");
     std::string id = new_id("tk");
@@ -101,7 +111,7 @@ void Tx::insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const st
     restore_id ? ins.bind(3, *restore_id) : ins.bind_null(3);
     ins.bind(4, t.agent_id).bind(5, t.component).bind(6, kind == TaskKind::backup ? "backup" : "restore");
     ins.bind(7, t.source_snapshot).bind(8, now()).bind(9, now()).bind(10, t.safety_task_id);
-    ins.bind(11, t.restore_step).bind(12, t.cluster_id);
+    ins.bind(11, t.restore_step).bind(12, t.cluster_id).bind(13, t.repository);
     ins.run();
     ids.push_back(std::move(id));
   }
@@ -112,23 +122,25 @@ std::string Tx::create_backup_set(const NewBackupSet& set) {
     throw Error(Errc::invalid_input, "a backup set needs at least one task; the selection matched no component");
   std::string id = new_id("bs");
   db_.prepare(
-         "INSERT INTO backup_sets (id, created_at, trigger, requested_by, selector, state)"
-         " VALUES (?, ?, ?, ?, ?, 'running')")
-      .bind_all(id, now(), set.trigger, actor_, set.selector.dump())
+         "INSERT INTO backup_sets (id, created_at, trigger, requested_by, selector, state, policy)"
+         " VALUES (?, ?, ?, ?, ?, 'running', ?)")
+      .bind_all(id, now(), set.trigger, actor_, set.selector.dump(),
+                set.policy.empty() ? std::optional<std::string>() : std::optional<std::string>(set.policy))
       .run();
   std::vector<std::string> ids;
   insert_tasks(set.tasks, TaskKind::backup, &id, nullptr, ids);
   nlohmann::json tasks = nlohmann::json::array();
   for (size_t i = 0; i < ids.size(); ++i)
     tasks.push_back({{"task_id", ids[i]}, {"agent_id", set.tasks[i].agent_id}, {"component", set.tasks[i].component}});
-  audit({"backup.create", "backup_set:" + id, "running", "",
-         {{"trigger", set.trigger}, {"selector", set.selector}, {"tasks", tasks}}});
+  nlohmann::json details = {{"trigger", set.trigger}, {"selector", set.selector}, {"tasks", tasks}};
+  if (!set.policy.empty()) details["policy"] = set.policy;
+  audit({"backup.create", "backup_set:" + id, "running", "", details});
   return id;
 }
 
 std::optional<BackupSet> Tx::backup_set(const std::string& id) const {
   auto s = db_.prepare(
-      "SELECT id, created_at, trigger, requested_by, selector, state, finished_at FROM backup_sets WHERE id = ?");
+      (std::string(kSetColumns) + "WHERE id = ?").c_str());
   s.bind(1, id);
   if (!s.step()) return std::nullopt;
   return read_set(s);
@@ -136,12 +148,40 @@ std::optional<BackupSet> Tx::backup_set(const std::string& id) const {
 
 std::vector<BackupSet> Tx::backup_sets(size_t limit) const {
   auto s = db_.prepare(
-      "SELECT id, created_at, trigger, requested_by, selector, state, finished_at FROM backup_sets"
-      " ORDER BY created_at DESC, id DESC LIMIT ?");
+      std::string(kSetColumns) + "ORDER BY created_at DESC, id DESC LIMIT ?");
   s.bind(1, int64_t(limit));
   std::vector<BackupSet> out;
   while (s.step()) out.push_back(read_set(s));
   return out;
+}
+
+std::vector<BackupSet> Tx::policy_sets(const std::string& policy) const {
+  auto s = db_.prepare(std::string(kSetColumns) + "WHERE policy = ? ORDER BY created_at DESC, id DESC");
+  s.bind(1, policy);
+  std::vector<BackupSet> out;
+  while (s.step()) out.push_back(read_set(s));
+  return out;
+}
+
+void Tx::expire_set(const std::string& id, const std::string& reason) {
+  db_.prepare("UPDATE backup_sets SET expired_at = ? WHERE id = ? AND expired_at IS NULL").bind_all(now(), id).run();
+  if (db_.changes() == 0) return;
+  audit({"backup.expire", "backup_set:" + id, "expired", reason, nlohmann::json::object()});
+}
+
+void Tx::mark_set_forgotten(const std::string& id, const nlohmann::json& details) {
+  db_.prepare("UPDATE backup_sets SET forgotten_at = ? WHERE id = ? AND forgotten_at IS NULL").bind_all(now(), id).run();
+  if (db_.changes() == 0) return;
+  audit({"backup.forget", "backup_set:" + id, "forgotten", "", details});
+}
+
+bool Tx::backup_running_into(const std::string& repository) const {
+  auto s = db_.prepare(
+      "SELECT count(*) FROM tasks WHERE kind = 'backup' AND repository = ?"
+      " AND state IN ('pending', 'sent', 'accepted', 'running')");
+  s.bind(1, repository);
+  s.step();
+  return s.integer(0) > 0;
 }
 
 std::vector<Task> Tx::tasks_of_set(const std::string& backup_set_id) const {
@@ -170,7 +210,7 @@ std::optional<std::string> Tx::backup_parent(const std::string& agent_id, const 
   auto s = db_.prepare(
       "SELECT s.id FROM snapshots s JOIN tasks t ON t.id = s.task_id JOIN backup_sets b ON b.id = s.backup_set_id"
       " WHERE s.agent_id = ? AND s.component = ? AND t.agent_id = s.agent_id AND t.kind = 'backup'"
-      " AND t.state IN ('succeeded', 'partial') AND b.trigger <> 'safety'"
+      " AND t.state IN ('succeeded', 'partial') AND b.trigger <> 'safety' AND b.expired_at IS NULL"
       " ORDER BY s.created_at DESC, s.rowid DESC LIMIT 1");
   s.bind_all(agent_id, component);
   if (!s.step()) return std::nullopt;

@@ -98,6 +98,8 @@ class Tx {
   // Key announcements, oldest first.
   void add_key_announcement(const KeyAnnouncementRecord& a);
   std::vector<KeyAnnouncementRecord> key_announcements() const;
+  // Labels the agent declares (Register); audited when they change.
+  void set_agent_labels(const std::string& agent_id, const std::map<std::string, std::string>& labels);
   // What the agent reported it trusts; audited when it changes.
   void set_agent_trusted_keys(const std::string& agent_id, const std::vector<std::string>& key_ids);
 
@@ -108,6 +110,14 @@ class Tx {
   std::optional<BackupSet> backup_set(const std::string& id) const;
   std::vector<BackupSet> backup_sets(size_t limit) const;
   std::vector<Task> tasks_of_set(const std::string& backup_set_id) const;
+  // Every set a policy ran, newest first (expired and forgotten ones included).
+  std::vector<BackupSet> policy_sets(const std::string& policy) const;
+  // Retention let the set go (audited once); its snapshots were removed from
+  // their repositories (audited once, with what was removed).
+  void expire_set(const std::string& id, const std::string& reason);
+  void mark_set_forgotten(const std::string& id, const nlohmann::json& details);
+  // Whether a backup task into this repository (by name) has not ended.
+  bool backup_running_into(const std::string& repository) const;
   std::vector<Task> tasks_of_restore(const std::string& restore_id) const;
   std::optional<Task> task(const std::string& id) const;
   // The parent named in the agent's next backup of the component: the newest
@@ -167,6 +177,22 @@ class Tx {
   std::vector<Restore> restores_of_set(const std::string& backup_set_id) const;
   // The restore a safety backup set was taken for, if it is one.
   std::optional<std::string> restore_of_safety_set(const std::string& backup_set_id) const;
+
+  // -- policies (policies.cc) ----------------------------------------------------
+  // Adds (create) or replaces a policy; audited as policy.add / policy.edit.
+  // Throws cairn::Error(exists) when create finds the name taken, (not_found)
+  // when an edit finds none.
+  void put_policy(const Policy& p, bool create);
+  // Audited; false when there is none by that name.
+  bool remove_policy(const std::string& name);
+  std::optional<Policy> policy(const std::string& name) const;
+  std::vector<Policy> policies() const;
+  void set_policy_paused(const std::string& name, bool paused);
+  // The scheduler's bookkeeping: unaudited (the runs are).
+  void set_policy_next_run(const std::string& name, std::optional<int64_t> at);
+  // A run started, skipped or refused: audited (policy.run).
+  void record_policy_run(const PolicyRun& run);
+  std::vector<PolicyRun> policy_runs(const std::string& name, size_t limit) const;
 
   // -- lookups for the operator API (lookup.cc) ---------------------------------
   // Ids of backup sets, restores or agents that start with prefix, in id

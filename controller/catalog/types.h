@@ -2,6 +2,7 @@
 // Rows of the catalog as callers see them.
 #include <array>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,6 +33,7 @@ struct Agent {
   int64_t state_changed_at = 0;
   std::optional<int64_t> last_seen_at;
   std::vector<std::string> trusted_key_ids;  // controller keys the agent last said it trusts
+  std::map<std::string, std::string> labels;  // declared in the agent's configuration (0008)
 };
 
 struct Component {
@@ -43,6 +45,7 @@ struct Component {
   std::string cluster_id, member_id;         // cluster scope
   std::vector<std::string> modes;            // the driver's modes, the default first
   bool restore_stops_service = false;
+  std::string repository;                    // its default repository, as the agent declares it (0008)
   bool operator==(const Component&) const = default;
 };
 
@@ -77,6 +80,7 @@ struct Task {
   std::optional<std::string> component_metadata;  // JSON object the driver reported
   std::string restore_step;  // a cluster restore's step; "" otherwise
   std::string cluster_id;    // a cluster-scoped component's cluster; "" otherwise
+  std::string repository;    // backup: the repository it writes to ("" = unknown, the agent's default)
   TaskState state = TaskState::pending;
   std::vector<Reason> reasons;
   std::optional<std::string> snapshot_id;
@@ -94,6 +98,46 @@ struct BackupSet {
   nlohmann::json selector;
   SetState state = SetState::running;
   std::optional<int64_t> finished_at;
+  std::optional<std::string> policy;        // the policy that ran it (0008)
+  std::optional<int64_t> expired_at;        // a retention rule let it go
+  std::optional<int64_t> forgotten_at;      // its snapshots were removed from the repository
+};
+
+// What a policy keeps (restic's forget rules, over backup sets): see
+// controller/retention.h. `min` complete sets are kept whatever the rules say.
+struct PolicyRetention {
+  int last = 0, hourly = 0, daily = 0, weekly = 0, monthly = 0, yearly = 0;
+  int64_t within = 0;  // seconds
+  int min = 0;
+  bool empty() const { return !last && !hourly && !daily && !weekly && !monthly && !yearly && !within; }
+  nlohmann::json to_json() const;
+  static PolicyRetention from_json(const nlohmann::json& j);
+  bool operator==(const PolicyRetention&) const = default;
+};
+
+struct Policy {
+  std::string name;
+  std::string source = "catalog";  // or "config": declared in the controller's configuration
+  nlohmann::json selector = nlohmann::json::object();  // {"components": [...], "nodes": [...], "labels": {...}}
+  std::string repository;
+  std::string mode;
+  std::string schedule;
+  std::string time_zone = "UTC";
+  PolicyRetention retention;
+  bool paused = false;
+  int64_t created_at = 0, updated_at = 0;
+  std::optional<int64_t> next_run_at;
+};
+
+struct PolicyRun {
+  int64_t seq = 0;
+  std::string policy;
+  int64_t scheduled_for = 0;
+  int64_t at = 0;
+  std::string trigger;  // schedule, missed, run-now
+  std::string outcome;  // started, skipped, refused
+  std::optional<std::string> backup_set_id;
+  std::string reason;
 };
 
 struct Restore {
@@ -145,10 +189,12 @@ struct NewTask {
   std::optional<std::string> safety_task_id;   // restore only: the safety backup's task
   std::string restore_step;                    // a cluster restore's step
   std::string cluster_id;                      // a cluster-scoped component's cluster
+  std::string repository;                      // backup: where it writes ("" = the agent's default)
 };
 
 struct NewBackupSet {
   std::string trigger = "manual";
+  std::string policy;  // the policy that runs it, if any
   nlohmann::json selector = nlohmann::json::object();
   std::vector<NewTask> tasks;
 };

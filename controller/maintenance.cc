@@ -1,0 +1,139 @@
+// The controller's repository maintenance worker (maintenance.h).
+#include "controller/maintenance.h"
+
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "common/repo/backend.h"
+#include "common/repo/keys.h"
+#include "common/repo/lock.h"
+#include "common/repo/prune.h"
+#include "common/repo/repository.h"
+#include "common/util/error.h"
+#include "common/util/fs.h"
+
+namespace cairn::controller {
+namespace {
+
+uint64_t pack_bytes(repo::Backend& be) {
+  uint64_t total = 0;
+  be.list(repo::FileType::pack, [&](const std::string&, uint64_t size) { total += size; });
+  return total;
+}
+
+}  // namespace
+
+Maintenance::Maintenance(std::vector<ControllerConfig::Repository> repositories)
+    : repositories_(std::move(repositories)), worker_([this] { loop(); }) {}
+
+Maintenance::~Maintenance() {
+  {
+    std::lock_guard g(mu_);
+    stop_ = true;
+  }
+  cancel_ = true;
+  cv_.notify_all();
+  worker_.join();
+}
+
+bool Maintenance::declared(const std::string& repository) const {
+  for (const auto& r : repositories_)
+    if (r.name == repository) return true;
+  return false;
+}
+
+bool Maintenance::busy(const std::string& repository) const {
+  std::lock_guard g(mu_);
+  if (running_ == repository) return true;
+  for (const auto& j : queue_)
+    if (j.repository == repository) return true;
+  return false;
+}
+
+void Maintenance::submit(ForgetJob job) {
+  {
+    std::lock_guard g(mu_);
+    queue_.push_back(std::move(job));
+  }
+  cv_.notify_all();
+}
+
+std::vector<ForgetResult> Maintenance::take_results() {
+  std::lock_guard g(mu_);
+  return std::exchange(results_, {});
+}
+
+uint64_t Maintenance::size_of(const std::string& repository) const {
+  std::lock_guard g(mu_);
+  auto it = sizes_.find(repository);
+  return it == sizes_.end() ? 0 : it->second;
+}
+
+void Maintenance::loop() {
+  std::unique_lock g(mu_);
+  for (;;) {
+    cv_.wait(g, [&] { return stop_ || !queue_.empty(); });
+    if (stop_) return;
+    ForgetJob job = std::move(queue_.front());
+    queue_.pop_front();
+    running_ = job.repository;
+    g.unlock();
+    ForgetResult r = run(job);
+    g.lock();
+    running_.clear();
+    if (r.size_after) sizes_[job.repository] = r.size_after;
+    results_.push_back(std::move(r));
+  }
+}
+
+ForgetResult Maintenance::run(const ForgetJob& job) {
+  ForgetResult out;
+  out.job = job;
+  const ControllerConfig::Repository* decl = nullptr;
+  for (const auto& r : repositories_)
+    if (r.name == job.repository) decl = &r;
+  if (!decl) {
+    out.error = "repository '" + job.repository + "' is not declared in the controller's configuration";
+    return out;
+  }
+  try {
+    auto be = repo::make_fs_backend(decl->path);
+    if (!be->size({repo::FileType::config, ""}))
+      throw Error(Errc::no_repo, "no repository at '" + decl->path + "'");
+    auto r = repo::Repository::open(std::move(be),
+                                    repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(decl->password_file)));
+    auto warn = [name = decl->name](const std::string& m) { spdlog::warn("repository '{}': {}", name, m); };
+    // No waiting: a backup holding its shared lock makes this a later turn's work.
+    auto lock = repo::Lock::acquire(*r, repo::LockKind::exclusive, "controller: retention", std::chrono::seconds(0), warn);
+    for (const auto& p : r->load_index())
+      spdlog::warn("repository '{}': index file '{}' is unusable: {}", decl->name, p.index_file, p.message);
+    out.size_before = pack_bytes(r->backend());
+    std::set<std::string> present;
+    for (const auto& name : r->list(repo::FileType::snapshot)) present.insert(name);
+    for (const auto& id : job.snapshot_ids) {
+      if (!present.count(id)) continue;  // removed before (a forget interrupted after its removals)
+      lock->check("removing snapshots");
+      r->backend().remove({repo::FileType::snapshot, id});
+      ++out.snapshots_removed;
+    }
+    repo::PruneOptions po;
+    po.warn = warn;
+    po.cancel = &cancel_;
+    po.check_lock = [&] { lock->check("pruning"); };
+    auto pr = repo::prune(*r, po);
+    out.packs_deleted = pr.deleted.packs + pr.repacked.packs + pr.unindexed.packs;
+    out.packs_written = pr.written.packs;
+    out.size_after = pack_bytes(r->backend());
+    lock->release();
+    out.ok = true;
+  } catch (const Error& e) {
+    out.locked = e.code() == Errc::locked;
+    out.error = e.what();
+  } catch (const std::exception& e) {
+    out.error = e.what();
+  }
+  return out;
+}
+
+}  // namespace cairn::controller

@@ -1,0 +1,72 @@
+#pragma once
+// Repository maintenance the controller runs itself, in one worker thread:
+// removing the snapshots of the backup sets retention let go, then prune.
+// Jobs run one at a time, so a repository is never pruned twice at once; the
+// scheduler submits a repository's job only while no backup into it is open
+// in the catalog, and the job takes the repository's exclusive lock, so a
+// backup an agent started anyway makes it wait for a later turn
+// (Errc::locked), never both at once.
+//
+// The repositories are the controller's own [[repository]] declarations
+// (docs/configuration.md); one it does not declare is never touched.
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "controller/config.h"
+
+namespace cairn::controller {
+
+struct ForgetJob {
+  std::string repository;                 // a declared name
+  std::vector<std::string> set_ids;       // sets whose snapshots these are
+  std::vector<std::string> snapshot_ids;  // repository snapshot names; absent ones count as removed
+};
+
+struct ForgetResult {
+  ForgetJob job;
+  bool ok = false;
+  bool locked = false;  // another process held a conflicting lock: try again later
+  std::string error;
+  uint64_t snapshots_removed = 0;
+  uint64_t size_before = 0, size_after = 0;  // bytes of pack data, before and after prune
+  uint64_t packs_deleted = 0, packs_written = 0;
+};
+
+class Maintenance {
+ public:
+  explicit Maintenance(std::vector<ControllerConfig::Repository> repositories);
+  ~Maintenance();
+  Maintenance(const Maintenance&) = delete;
+  Maintenance& operator=(const Maintenance&) = delete;
+
+  bool declared(const std::string& repository) const;
+  // Whether a job for this repository is queued or running.
+  bool busy(const std::string& repository) const;
+  void submit(ForgetJob job);
+  std::vector<ForgetResult> take_results();
+  // Bytes of pack data, as last measured (0 = not yet): for /metrics.
+  uint64_t size_of(const std::string& repository) const;
+
+ private:
+  void loop();
+  ForgetResult run(const ForgetJob& job);
+
+  std::vector<ControllerConfig::Repository> repositories_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<ForgetJob> queue_;
+  std::string running_;  // repository of the job in progress
+  std::vector<ForgetResult> results_;
+  std::map<std::string, uint64_t> sizes_;
+  bool stop_ = false;
+  std::atomic<bool> cancel_{false};
+  std::thread worker_;
+};
+
+}  // namespace cairn::controller

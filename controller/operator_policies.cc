@@ -1,0 +1,205 @@
+// The operator API's policy and forget requests (docs/operations.md).
+#include <spdlog/spdlog.h>
+
+#include "common/util/error.h"
+#include "controller/operator_api.h"
+#include "controller/schedule.h"
+
+namespace cairn::controller {
+namespace {
+
+cairn::v1::SetState wire_set_state(catalog::SetState s) { return cairn::v1::SetState(int(s) + 1); }
+
+catalog::PolicyRetention from_wire(const cairn::v1::Retention& w) {
+  catalog::PolicyRetention r;
+  r.last = int(w.last());
+  r.hourly = int(w.hourly());
+  r.daily = int(w.daily());
+  r.weekly = int(w.weekly());
+  r.monthly = int(w.monthly());
+  r.yearly = int(w.yearly());
+  r.within = w.within_seconds();
+  r.min = int(w.min());
+  return r;
+}
+
+void to_wire(const catalog::PolicyRetention& r, cairn::v1::Retention& w) {
+  w.set_last(uint32_t(r.last));
+  w.set_hourly(uint32_t(r.hourly));
+  w.set_daily(uint32_t(r.daily));
+  w.set_weekly(uint32_t(r.weekly));
+  w.set_monthly(uint32_t(r.monthly));
+  w.set_yearly(uint32_t(r.yearly));
+  w.set_within_seconds(r.within);
+  w.set_min(uint32_t(r.min));
+}
+
+catalog::Policy from_spec(const cairn::v1::PolicySpec& spec, const std::string& default_tz) {
+  catalog::Policy p;
+  p.name = spec.name();
+  p.selector = selector_json(spec.selector());
+  p.repository = spec.repository();
+  p.mode = spec.mode();
+  p.schedule = spec.schedule();
+  p.time_zone = spec.time_zone().empty() ? default_tz : spec.time_zone();
+  p.retention = from_wire(spec.retention());
+  try {
+    check_policy(p);
+  } catch (const Error& e) {
+    throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, e.what());
+  }
+  return p;
+}
+
+void fill_run(const catalog::Tx& tx, const catalog::PolicyRun& run, cairn::v1::PolicyRunInfo& w) {
+  w.set_scheduled_for(run.scheduled_for);
+  w.set_at(run.at);
+  w.set_trigger(run.trigger);
+  w.set_outcome(run.outcome);
+  w.set_reason(run.reason);
+  if (run.backup_set_id) {
+    w.set_backup_set_id(*run.backup_set_id);
+    if (auto s = tx.backup_set(*run.backup_set_id)) w.set_set_state(wire_set_state(s->state));
+  }
+}
+
+void fill_policy(const catalog::Tx& tx, const catalog::Policy& p, size_t runs, cairn::v1::PolicyInfo& w) {
+  auto* spec = w.mutable_spec();
+  spec->set_name(p.name);
+  *spec->mutable_selector() = selector_from_json(p.selector);
+  spec->set_repository(p.repository);
+  spec->set_mode(p.mode);
+  spec->set_schedule(p.schedule);
+  spec->set_time_zone(p.time_zone);
+  to_wire(p.retention, *spec->mutable_retention());
+  w.set_source(p.source);
+  w.set_paused(p.paused);
+  w.set_created_at(p.created_at);
+  w.set_updated_at(p.updated_at);
+  if (p.next_run_at) {
+    w.add_next_runs(*p.next_run_at);
+    for (auto t = Scheduler::next_run(p, *p.next_run_at); t && w.next_runs_size() < 3; t = Scheduler::next_run(p, *t))
+      w.add_next_runs(*t);
+  }
+  for (const auto& run : tx.policy_runs(p.name, runs)) fill_run(tx, run, *w.add_runs());
+  for (const auto& s : tx.policy_sets(p.name)) {
+    if (s.forgotten_at) continue;
+    w.set_sets(w.sets() + 1);
+    if (s.expired_at) w.set_sets_expired(w.sets_expired() + 1);
+  }
+}
+
+}  // namespace
+
+void OperatorApi::policy(const std::string& actor, const cairn::v1::PolicyRequest& q, cairn::v1::OperatorResponse& r) {
+  using P = cairn::v1::PolicyRequest;
+  if (!scheduler_) throw OpError(cairn::v1::ERROR_CODE_UNAVAILABLE, "this controller runs no scheduler");
+  const std::string& default_tz = scheduler_tz_;
+  auto answer = [&](const std::string& name, size_t runs) {
+    catalog_.read([&](const catalog::Tx& tx) {
+      auto p = tx.policy(name);
+      if (p) fill_policy(tx, *p, runs, *r.mutable_policies()->add_policies());
+    });
+  };
+  auto existing = [&](const std::string& name) {
+    auto p = catalog_.read([&](const catalog::Tx& tx) { return tx.policy(name); });
+    if (!p) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no policy '" + name + "' (see 'cairnctl policy list')");
+    return *p;
+  };
+  auto not_config = [&](const catalog::Policy& p, const char* what) {
+    if (p.source == "config")
+      throw OpError(cairn::v1::ERROR_CODE_CONFLICT, "policy '" + p.name + "' is declared in the controller's configuration; " +
+                                                        what + " it there and restart the controller");
+  };
+  const int64_t now = catalog_.read([](const catalog::Tx& tx) { return tx.now(); });
+  switch (q.op_case()) {
+    case P::kList:
+      catalog_.read([&](const catalog::Tx& tx) {
+        for (const auto& p : tx.policies()) fill_policy(tx, p, 1, *r.mutable_policies()->add_policies());
+      });
+      r.mutable_policies();
+      return;
+    case P::kShow:
+      existing(q.show());
+      answer(q.show(), 20);
+      return;
+    case P::kAdd:
+    case P::kEdit: {
+      bool add = q.op_case() == P::kAdd;
+      auto p = from_spec(add ? q.add() : q.edit(), default_tz);
+      catalog_.transaction(actor, [&](catalog::Tx& tx) {
+        auto old = tx.policy(p.name);
+        if (add && old) throw OpError(cairn::v1::ERROR_CODE_CONFLICT, "a policy named '" + p.name + "' exists; use 'policy edit'");
+        if (!add && !old) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no policy '" + p.name + "'");
+        if (old) not_config(*old, "edit");
+        p.paused = old && old->paused;
+        p.next_run_at = Scheduler::next_run(p, now);
+        tx.put_policy(p, add);
+      });
+      spdlog::info("operator: '{}' {} policy '{}' ({})", actor, add ? "added" : "changed", p.name, p.schedule);
+      answer(p.name, 1);
+      return;
+    }
+    case P::kRemove: {
+      auto p = existing(q.remove());
+      not_config(p, "remove");
+      answer(p.name, 0);
+      catalog_.transaction(actor, [&](catalog::Tx& tx) { tx.remove_policy(p.name); });
+      spdlog::info("operator: '{}' removed policy '{}'", actor, p.name);
+      return;
+    }
+    case P::kPause:
+    case P::kResume: {
+      bool pause = q.op_case() == P::kPause;
+      auto p = existing(pause ? q.pause() : q.resume());
+      catalog_.transaction(actor, [&](catalog::Tx& tx) {
+        tx.set_policy_paused(p.name, pause);
+        p.paused = pause;
+        // Resumed: the next run after now; what fell due while paused is not run.
+        tx.set_policy_next_run(p.name, Scheduler::next_run(p, now));
+      });
+      spdlog::info("operator: '{}' {} policy '{}'", actor, pause ? "paused" : "resumed", p.name);
+      answer(p.name, 1);
+      return;
+    }
+    case P::kRunNow: {
+      std::vector<std::string> agents;
+      scheduler_->run_now(actor, existing(q.run_now()).name, now, agents);
+      for (const auto& a : agents) fleet_.deliver(a);
+      answer(q.run_now(), 1);
+      return;
+    }
+    case P::OP_NOT_SET:
+      break;
+  }
+  throw OpError(cairn::v1::ERROR_CODE_MALFORMED_MESSAGE, "policy request names no operation");
+}
+
+void OperatorApi::forget(const std::string& actor, const cairn::v1::ForgetRequest& q, cairn::v1::OperatorResponse& r) {
+  if (!scheduler_) throw OpError(cairn::v1::ERROR_CODE_UNAVAILABLE, "this controller runs no scheduler");
+  std::vector<catalog::Policy> policies = catalog_.read([](const catalog::Tx& tx) { return tx.policies(); });
+  if (!q.policy().empty()) {
+    std::erase_if(policies, [&](const catalog::Policy& p) { return p.name != q.policy(); });
+    if (policies.empty()) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no policy '" + q.policy() + "'");
+  }
+  auto* out = r.mutable_forget();
+  out->set_dry_run(q.dry_run());
+  for (const auto& p : policies) {
+    auto* w = out->add_policies();
+    w->set_policy(p.name);
+    w->set_rules(describe(p.retention));
+    for (const auto& d : scheduler_->retention(actor, p.name, q.dry_run())) {
+      auto* s = w->add_sets();
+      s->set_backup_set_id(d.set.id);
+      s->set_created_at(d.set.created_at);
+      s->set_state(wire_set_state(d.set.state));
+      s->set_group(d.group);
+      s->set_keep(d.keep);
+      s->set_expired(d.set.expired_at.has_value());
+      for (const auto& why : d.reasons) s->add_reasons(why);
+    }
+  }
+  if (!q.dry_run()) spdlog::info("operator: '{}' applied retention to {} polic(ies)", actor, policies.size());
+}
+
+}  // namespace cairn::controller

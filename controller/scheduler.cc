@@ -1,0 +1,248 @@
+// Policies at work (scheduler.h).
+#include "controller/scheduler.h"
+
+#include <spdlog/spdlog.h>
+
+#include "common/util/error.h"
+#include "controller/schedule.h"
+
+namespace cairn::controller {
+namespace {
+
+bool same_definition(const catalog::Policy& a, const catalog::Policy& b) {
+  return a.selector == b.selector && a.repository == b.repository && a.mode == b.mode && a.schedule == b.schedule &&
+         a.time_zone == b.time_zone && a.retention == b.retention && a.source == b.source;
+}
+
+std::string utc(int64_t t) { return format_local(t, cctz::utc_time_zone()); }
+
+}  // namespace
+
+std::optional<int64_t> Scheduler::next_run(const catalog::Policy& p, int64_t after) {
+  if (p.paused) return std::nullopt;
+  try {
+    return Schedule::parse(p.schedule).next_after(after, load_time_zone(p.time_zone));
+  } catch (const Error& e) {  // stored policies were checked; a tzdata that lost a zone lands here
+    spdlog::error("policy '{}': {}; it does not run until it is fixed", p.name, e.what());
+    return std::nullopt;
+  }
+}
+
+void Scheduler::start(int64_t now) {
+  catalog_.transaction("controller", [&](catalog::Tx& tx) {
+    std::set<std::string> declared;
+    for (auto p : config_.policies) {
+      declared.insert(p.name);
+      auto old = tx.policy(p.name);
+      if (old && old->source == "catalog")
+        spdlog::warn("policy '{}' is declared in {}: it replaces the catalog's policy of that name (the configuration wins)",
+                     p.name, config_.source);
+      if (old && same_definition(*old, p)) continue;  // keeps its pause and next run
+      p.paused = old ? old->paused : false;
+      p.next_run_at = next_run(p, now);
+      tx.put_policy(p, !old);
+    }
+    for (const auto& p : tx.policies()) {
+      if (p.source == "config" && !declared.count(p.name)) {
+        spdlog::info("policy '{}' is no longer declared in {}: removed", p.name, config_.source);
+        tx.remove_policy(p.name);
+        continue;
+      }
+      if (!p.paused && !p.next_run_at) tx.set_policy_next_run(p.name, next_run(p, now));
+      for (const auto& s : tx.policy_sets(p.name))
+        if (s.state == catalog::SetState::running) watched_[s.id] = p.name;
+    }
+  });
+  for (const auto& p : catalog_.read([](const catalog::Tx& tx) { return tx.policies(); }))
+    spdlog::info("policy '{}': {} ({}){}", p.name, p.schedule, p.time_zone,
+                 p.paused ? ", paused" : p.next_run_at ? ", next run " + utc(*p.next_run_at) : ", no next run");
+}
+
+catalog::PolicyRun Scheduler::run(const std::string& actor, const catalog::Policy& p, const std::string& trigger,
+                                  int64_t scheduled_for, const std::string& note, std::vector<std::string>& agents) {
+  catalog::PolicyRun r;
+  r.policy = p.name;
+  r.trigger = trigger;
+  r.scheduled_for = scheduled_for;
+  auto sets = catalog_.read([&](const catalog::Tx& tx) { return tx.policy_sets(p.name); });
+  for (const auto& s : sets)
+    if (s.state == catalog::SetState::running) {
+      r.outcome = "skipped";
+      r.reason = "the previous run (backup set " + s.id + ", started " + utc(s.created_at) +
+                 ") is still running; runs of one policy never overlap";
+      break;
+    }
+  if (r.outcome.empty()) {
+    try {
+      BackupExtras extras;
+      extras.trigger = "schedule";
+      extras.policy = p.name;
+      extras.repository = p.repository;
+      auto ordered = orders_.create_backup(actor, selector_from_json(p.selector), p.mode, extras);
+      r.outcome = "started";
+      r.backup_set_id = ordered.id;
+      r.reason = note;
+      watched_[ordered.id] = p.name;
+      agents.insert(agents.end(), ordered.agent_ids.begin(), ordered.agent_ids.end());
+    } catch (const OpError& e) {
+      r.outcome = "refused";
+      r.reason = e.what();
+    } catch (const Error& e) {
+      r.outcome = "refused";
+      r.reason = e.what();
+    }
+  }
+  catalog_.transaction(actor, [&](catalog::Tx& tx) { tx.record_policy_run(r); });
+  if (r.outcome == "started")
+    spdlog::info("policy '{}': run {} started ({}){}", p.name, *r.backup_set_id, trigger, note.empty() ? "" : ": " + note);
+  else
+    spdlog::warn("policy '{}': run {} ({}): {}", p.name, r.outcome, trigger, r.reason);
+  return r;
+}
+
+catalog::PolicyRun Scheduler::run_now(const std::string& actor, const std::string& name, int64_t now,
+                                      std::vector<std::string>& agents) {
+  auto p = catalog_.read([&](const catalog::Tx& tx) { return tx.policy(name); });
+  if (!p) throw Error(Errc::not_found, "no policy '" + name + "' (see 'cairnctl policy list')");
+  return run(actor, *p, "run-now", now, "", agents);
+}
+
+std::vector<SetDecision> Scheduler::retention(const std::string& actor, const std::string& name, bool dry_run) {
+  auto [p, sets] = catalog_.read([&](const catalog::Tx& tx) {
+    return std::make_pair(tx.policy(name), tx.policy_sets(name));
+  });
+  if (!p) throw Error(Errc::not_found, "no policy '" + name + "' (see 'cairnctl policy list')");
+  auto decisions = decide_retention(sets, p->retention, load_time_zone(p->time_zone));
+  if (dry_run) return decisions;
+  size_t expired = 0;
+  catalog_.transaction(actor, [&](catalog::Tx& tx) {
+    for (const auto& d : decisions)
+      if (!d.keep && !d.set.expired_at) {
+        tx.expire_set(d.set.id, "policy '" + name + "' (" + describe(p->retention) + ") keeps it no longer");
+        ++expired;
+      }
+  });
+  if (expired) spdlog::info("policy '{}': retention ({}) expired {} backup set(s)", name, describe(p->retention), expired);
+  return decisions;
+}
+
+void Scheduler::take_maintenance_results(int64_t now) {
+  for (auto& r : maintenance_.take_results()) {
+    const auto& repo = r.job.repository;
+    if (!r.ok) {
+      retry_after_[repo] = now + (r.locked ? 60 : 600);
+      spdlog::log(r.locked ? spdlog::level::info : spdlog::level::err,
+                  "retention: repository '{}' could not be cleared of {} set(s): {}; trying again in {} s", repo,
+                  r.job.set_ids.size(), r.error, r.locked ? 60 : 600);
+      catalog_.transaction("controller", [&](catalog::Tx& tx) {
+        tx.audit({"repository.prune", "repository:" + repo, r.locked ? "deferred" : "failed", r.error,
+                  {{"backup_sets", r.job.set_ids}}});
+      });
+      continue;
+    }
+    retry_after_.erase(repo);
+    catalog_.transaction("controller", [&](catalog::Tx& tx) {
+      tx.audit({"repository.prune", "repository:" + repo, "ok", "",
+                {{"backup_sets", r.job.set_ids},
+                 {"snapshots_removed", r.snapshots_removed},
+                 {"bytes_before", r.size_before},
+                 {"bytes_after", r.size_after}}});
+      for (const auto& id : r.job.set_ids) {
+        done_repos_[id].insert(repo);
+        // Forgotten once every repository it wrote to is cleared of it.
+        bool all = true;
+        for (const auto& t : tx.tasks_of_set(id))
+          if (t.snapshot_id && !done_repos_[id].count(t.repository)) all = false;
+        if (all) {
+          tx.mark_set_forgotten(id, {{"repositories", done_repos_[id]}});
+          done_repos_.erase(id);
+        }
+      }
+    });
+    spdlog::info("retention: repository '{}': {} snapshot(s) of {} set(s) removed; pack data {} -> {} bytes", repo,
+                 r.snapshots_removed, r.job.set_ids.size(), r.size_before, r.size_after);
+  }
+}
+
+void Scheduler::submit_forgets(int64_t now) {
+  std::map<std::string, ForgetJob> jobs;
+  catalog_.transaction("controller", [&](catalog::Tx& tx) {
+    for (const auto& p : tx.policies())
+      for (const auto& s : tx.policy_sets(p.name)) {
+        if (!s.expired_at || s.forgotten_at) continue;
+        bool any = false;
+        for (const auto& t : tx.tasks_of_set(s.id)) {
+          if (!t.snapshot_id) continue;
+          any = true;
+          if (done_repos_[s.id].count(t.repository)) continue;
+          const std::string& repo = t.repository;
+          if (repo.empty() || !maintenance_.declared(repo)) {
+            if (warned_.insert(repo).second)
+              spdlog::warn("retention: backup sets expire but their snapshots stay in repository '{}': {}", repo,
+                           repo.empty() ? "the agent did not say which repository its backups went to"
+                                        : "the controller's configuration declares no [[repository]] of that name");
+            continue;
+          }
+          if (maintenance_.busy(repo) || retry_after_[repo] > now || tx.backup_running_into(repo)) continue;
+          auto& job = jobs[repo];
+          job.repository = repo;
+          if (job.set_ids.empty() || job.set_ids.back() != s.id) job.set_ids.push_back(s.id);
+          job.snapshot_ids.push_back(*t.snapshot_id);
+        }
+        if (!any) tx.mark_set_forgotten(s.id, {{"repositories", nlohmann::json::array()}});  // nothing was stored
+      }
+  });
+  for (auto& [repo, job] : jobs) maintenance_.submit(std::move(job));
+}
+
+std::vector<std::string> Scheduler::tick(int64_t now) {
+  std::vector<std::string> agents;
+  if (now == last_tick_) return agents;
+  last_tick_ = now;
+  take_maintenance_results(now);
+
+  // Sets that ended: retention after each complete one.
+  std::set<std::string> apply;
+  for (auto it = watched_.begin(); it != watched_.end();) {
+    auto s = catalog_.read([&](const catalog::Tx& tx) { return tx.backup_set(it->first); });
+    if (s && s->state == catalog::SetState::running) {
+      ++it;
+      continue;
+    }
+    if (s && s->state == catalog::SetState::complete) apply.insert(it->second);
+    it = watched_.erase(it);
+  }
+  for (const auto& name : apply) {
+    try {
+      retention("controller", name, false);
+    } catch (const std::exception& e) {
+      spdlog::error("policy '{}': retention failed: {}", name, e.what());
+    }
+  }
+
+  auto policies = catalog_.read([](const catalog::Tx& tx) { return tx.policies(); });
+  for (const auto& p : policies) {
+    if (p.paused || !p.next_run_at || *p.next_run_at > now) continue;
+    int64_t due = *p.next_run_at;
+    std::string trigger = "schedule", note;
+    if (now - due > 60) {
+      // Missed while the controller was not running: one run stands for all.
+      int missed = 1;
+      for (auto t = next_run(p, due); t && *t <= now && missed < 100000; t = next_run(p, *t)) ++missed;
+      trigger = "missed";
+      note = std::to_string(missed) + " run(s) fell due while the controller was not running (the first at " + utc(due) +
+             "); this one run stands for them";
+    }
+    run("policy:" + p.name, p, trigger, due, note, agents);
+    auto next = next_run(p, now);
+    catalog_.transaction("controller", [&](catalog::Tx& tx) { tx.set_policy_next_run(p.name, next); });
+  }
+
+  if (now - last_forget_pass_ >= 5 || !apply.empty()) {
+    last_forget_pass_ = now;
+    submit_forgets(now);
+  }
+  return agents;
+}
+
+}  // namespace cairn::controller

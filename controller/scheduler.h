@@ -1,0 +1,75 @@
+#pragma once
+// Backup policies at work: runs each policy when its schedule says, follows
+// the sets its runs make, applies the policy's retention after each complete
+// run, and has the controller's maintenance worker remove what retention let
+// go and prune (docs/operations.md).
+//
+// - A run due while the controller was not running is run once when it
+//   starts (trigger "missed", the reason saying how many were missed), never
+//   once per missed time.
+// - Two runs of one policy never overlap: a run due while the previous one's
+//   set is still running is recorded as "skipped", with the reason.
+// - Policies declared in the configuration replace the catalog's policy of
+//   the same name at start (logged), and cannot be edited or removed through
+//   the operator API; pausing them is allowed (an operator's switch).
+//
+// Everything runs on the controller's loop thread (the catalog's); only the
+// repository work runs on the maintenance worker.
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "controller/catalog/catalog.h"
+#include "controller/config.h"
+#include "controller/maintenance.h"
+#include "controller/orders.h"
+#include "controller/retention.h"
+
+namespace cairn::controller {
+
+class Scheduler {
+ public:
+  Scheduler(catalog::Catalog& catalog, Orders& orders, Maintenance& maintenance, const ControllerConfig& config)
+      : catalog_(catalog), orders_(orders), maintenance_(maintenance), config_(config) {}
+
+  // Brings the configuration's policies into the catalog and sets every
+  // policy's next run (one already past stays: it runs at the first tick).
+  void start(int64_t now);
+  // Runs what is due, follows running sets, applies retention, hands
+  // repository work to the maintenance worker and records its results.
+  // Returns the agents with new plans, for the fleet to deliver.
+  std::vector<std::string> tick(int64_t now);
+
+  // cairnctl policy run-now: a run now, outside the schedule (which goes on
+  // unchanged). Skipped, like a scheduled run, while the previous one runs.
+  catalog::PolicyRun run_now(const std::string& actor, const std::string& name, int64_t now,
+                             std::vector<std::string>& agents);
+  // The policy's retention over its sets; unless dry_run, the sets not kept
+  // are expired (their snapshots are removed by the next maintenance turn).
+  // Throws cairn::Error(not_found) for an unknown policy.
+  std::vector<SetDecision> retention(const std::string& actor, const std::string& name, bool dry_run);
+
+  // The first run time after `after` of a policy (nullopt: never, or paused).
+  static std::optional<int64_t> next_run(const catalog::Policy& p, int64_t after);
+
+ private:
+  catalog::PolicyRun run(const std::string& actor, const catalog::Policy& p, const std::string& trigger,
+                         int64_t scheduled_for, const std::string& note, std::vector<std::string>& agents);
+  void take_maintenance_results(int64_t now);
+  void submit_forgets(int64_t now);
+
+  catalog::Catalog& catalog_;
+  Orders& orders_;
+  Maintenance& maintenance_;
+  const ControllerConfig& config_;
+  std::map<std::string, std::string> watched_;        // running set -> its policy
+  std::map<std::string, int64_t> retry_after_;        // repository -> unix seconds
+  std::map<std::string, std::set<std::string>> done_repos_;  // set -> repositories already cleared of it
+  std::set<std::string> warned_;                      // repositories we said we cannot clear
+  int64_t last_tick_ = 0, last_forget_pass_ = 0;
+};
+
+}  // namespace cairn::controller

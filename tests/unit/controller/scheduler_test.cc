@@ -1,0 +1,198 @@
+// The scheduler over a real catalog with a pinned clock: due runs start a
+// set, a run due while the previous one runs is skipped with the reason,
+// runs missed while the controller was down run once, configuration policies
+// win, labels select agents, and retention follows a complete run.
+#include <catch2/catch.hpp>
+
+#include "controller/catalog/catalog_fixture.h"
+#include "controller/scheduler.h"
+
+using namespace cairn;
+using namespace cairn::catalog;
+using namespace cairn::catalog::test;
+
+namespace {
+
+struct SchedulerFixture : Fixture {
+  controller::ControllerConfig config;
+  plan::SigningKey key = plan::SigningKey::generate();
+  controller::Orders orders{cat, config, key};
+  controller::Maintenance maintenance{{}};
+  controller::Scheduler scheduler{cat, orders, maintenance, config};
+  std::string a = approved_agent("node-a", 1), b = approved_agent("node-b", 2);
+
+  SchedulerFixture() {
+    config.controller_id = "test";
+    cat.transaction("agent", [&](Tx& tx) {
+      tx.set_agent_components(a, {{"data", "files", true}});
+      tx.set_agent_components(b, {{"data", "files", true}});
+      tx.set_agent_labels(a, {{"role", "db"}});
+    });
+  }
+
+  Policy policy(const std::string& name, const std::string& schedule) {
+    Policy p;
+    p.name = name;
+    p.schedule = schedule;
+    return p;
+  }
+  void add(Policy p) {
+    p.next_run_at = controller::Scheduler::next_run(p, now());
+    cat.transaction("operator:test", [&](Tx& tx) { tx.put_policy(p, true); });
+  }
+  Policy get(const std::string& name) {
+    return *cat.read([&](const Tx& tx) { return tx.policy(name); });
+  }
+  std::vector<PolicyRun> runs(const std::string& name) {
+    return cat.read([&](const Tx& tx) { return tx.policy_runs(name, 100); });
+  }
+  std::vector<BackupSet> sets(const std::string& name) {
+    return cat.read([&](const Tx& tx) { return tx.policy_sets(name); });
+  }
+  // Ends every task of the set as `state` (a snapshot unless failed).
+  void finish(const std::string& set_id, TaskState state) {
+    cat.transaction("agent", [&](Tx& tx) {
+      for (const auto& t : tx.tasks_of_set(set_id)) {
+        for (auto s : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(t.id, {s});
+        TaskUpdate u{state};
+        if (state != TaskState::succeeded) u.reasons.push_back(reason(cairn::v1::ERROR_CODE_IO_ERROR, "disk"));
+        if (state != TaskState::failed) {
+          u.snapshot_id = "snap-" + t.id;
+          u.manifest_digest = "d";
+        }
+        tx.update_task(t.id, u);
+      }
+    });
+  }
+  // Moves the clock to the policy's next run and ticks.
+  std::vector<std::string> run_due(const std::string& name) {
+    auto p = get(name);
+    REQUIRE(p.next_run_at);
+    advance_seconds(*p.next_run_at - now());
+    return scheduler.tick(now());
+  }
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(SchedulerFixture, "a due policy starts a set; the next run is set from the schedule") {
+  add(policy("hourly", "0 * * * *"));
+  scheduler.start(now());
+  CHECK(scheduler.tick(now()).empty());  // not due yet
+  auto agents = run_due("hourly");
+  CHECK(agents.size() == 2);
+  auto r = runs("hourly");
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].outcome == "started");
+  CHECK(r[0].trigger == "schedule");
+  auto s = sets("hourly");
+  REQUIRE(s.size() == 1);
+  CHECK(s[0].trigger == "schedule");
+  CHECK(s[0].requested_by == "policy:hourly");
+  CHECK(s[0].policy == "hourly");
+  CHECK(*get("hourly").next_run_at == now() + 3600);
+}
+
+TEST_CASE_METHOD(SchedulerFixture, "a run due while the previous one runs is skipped, with the reason") {
+  add(policy("often", "@every 1m"));
+  scheduler.start(now());
+  run_due("often");
+  auto first = sets("often").at(0).id;
+  run_due("often");  // the first set is still running
+  auto r = runs("often");
+  REQUIRE(r.size() == 2);
+  CHECK(r[0].outcome == "skipped");
+  CHECK_THAT(r[0].reason, Catch::Contains(first) && Catch::Contains("still running"));
+  CHECK(sets("often").size() == 1);
+  finish(first, TaskState::succeeded);
+  run_due("often");
+  CHECK(runs("often")[0].outcome == "started");
+  CHECK(sets("often").size() == 2);
+}
+
+TEST_CASE_METHOD(SchedulerFixture, "runs missed while the controller was down run once, not once each") {
+  add(policy("often", "@every 1m"));
+  scheduler.start(now());
+  advance_seconds(10 * 60 + 5);  // ten runs fell due while nothing ticked
+  controller::Scheduler restarted{cat, orders, maintenance, config};
+  restarted.start(now());
+  restarted.tick(now());
+  auto r = runs("often");
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].trigger == "missed");
+  CHECK(r[0].outcome == "started");
+  CHECK_THAT(r[0].reason, Catch::Contains("10 run(s) fell due while the controller was not running"));
+  CHECK(*get("often").next_run_at > now());
+  restarted.tick(now() + 1);
+  CHECK(runs("often").size() == 1);
+}
+
+TEST_CASE_METHOD(SchedulerFixture, "a paused policy does not run; resumed, it runs from then on") {
+  add(policy("p", "@every 1m"));
+  cat.transaction("operator:test", [&](Tx& tx) {
+    tx.set_policy_paused("p", true);
+    tx.set_policy_next_run("p", std::nullopt);
+  });
+  scheduler.start(now());
+  advance_seconds(600);
+  scheduler.tick(now());
+  CHECK(runs("p").empty());
+}
+
+TEST_CASE_METHOD(SchedulerFixture, "labels select agents; a selection of nothing is refused and recorded") {
+  auto p = policy("db", "@every 1m");
+  p.selector["labels"] = {{"role", "db"}};
+  add(p);
+  auto q = policy("none", "@every 1m");
+  q.selector["labels"] = {{"role", "cache"}};
+  add(q);
+  scheduler.start(now());
+  auto agents = run_due("db");
+  REQUIRE(agents.size() == 1);
+  CHECK(agents[0] == a);
+  auto r = runs("none");
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].outcome == "refused");
+  CHECK_THAT(r[0].reason, Catch::Contains("matched no component"));
+}
+
+TEST_CASE_METHOD(SchedulerFixture, "the configuration's policies replace the catalog's and go when removed from it") {
+  add(policy("nightly", "0 1 * * *"));
+  auto declared = policy("nightly", "0 2 * * *");
+  declared.source = "config";
+  config.policies = {declared};
+  scheduler.start(now());
+  CHECK(get("nightly").schedule == "0 2 * * *");
+  CHECK(get("nightly").source == "config");
+  config.policies.clear();
+  controller::Scheduler restarted{cat, orders, maintenance, config};
+  restarted.start(now());
+  CHECK_FALSE(cat.read([&](const Tx& tx) { return tx.policy("nightly"); }));
+}
+
+TEST_CASE_METHOD(SchedulerFixture, "retention after a complete run expires the sets no rule keeps") {
+  auto p = policy("keep2", "@every 1m");
+  p.retention.last = 2;
+  add(p);
+  scheduler.start(now());
+  for (int i = 0; i < 4; ++i) {
+    run_due("keep2");
+    finish(sets("keep2").at(0).id, i == 1 ? TaskState::failed : TaskState::succeeded);
+  }
+  scheduler.tick(now() + 1);  // follows the last set: complete, so retention runs
+  auto s = sets("keep2");
+  REQUIRE(s.size() == 4);
+  // Newest first: complete, complete, failed, complete. The oldest complete one goes.
+  CHECK_FALSE(s[0].expired_at);
+  CHECK_FALSE(s[1].expired_at);
+  CHECK_FALSE(s[2].expired_at);  // the only failed set: the newest of its group
+  CHECK(s[3].expired_at);
+  // No [[repository]] is declared: its snapshots stay, and it is not forgotten.
+  advance_seconds(10);
+  scheduler.tick(now());
+  CHECK_FALSE(sets("keep2")[3].forgotten_at);
+  // A dry run changes nothing and says which rule keeps each set.
+  auto d = scheduler.retention("operator:test", "keep2", true);
+  REQUIRE(d.size() == 4);
+  CHECK(d[0].reasons == std::vector<std::string>{"last 1"});
+}
