@@ -29,6 +29,7 @@ std::optional<int64_t> Scheduler::next_run(const catalog::Policy& p, int64_t aft
 }
 
 void Scheduler::start(int64_t now) {
+  started_at_ = now;
   catalog_.transaction("controller", [&](catalog::Tx& tx) {
     std::set<std::string> declared;
     for (auto p : config_.policies) {
@@ -70,6 +71,7 @@ catalog::PolicyRun Scheduler::run(const std::string& actor, const catalog::Polic
       r.outcome = "skipped";
       r.reason = "the previous run (backup set " + s.id + ", started " + utc(s.created_at) +
                  ") is still running; runs of one policy never overlap";
+      if (!note.empty()) r.reason += " (" + note + ")";
       break;
     }
   if (r.outcome.empty()) {
@@ -225,7 +227,7 @@ std::vector<std::string> Scheduler::tick(int64_t now) {
     if (p.paused || !p.next_run_at || *p.next_run_at > now) continue;
     int64_t due = *p.next_run_at;
     std::string trigger = "schedule", note;
-    if (now - due > 60) {
+    if (due < started_at_) {
       // Missed while the controller was not running: one run stands for all.
       int missed = 1;
       for (auto t = next_run(p, due); t && *t <= now && missed < 100000; t = next_run(p, *t)) ++missed;
