@@ -15,6 +15,7 @@
 #include "common/util/error.h"
 #include "common/util/fs.h"
 #include "common/util/toml_guard.h"
+#include "controller/http_server.h"
 #include "controller/schedule.h"
 
 namespace cairn::controller {
@@ -116,7 +117,7 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
   c.source = source;
   c.controller_id = hostname();
 
-  static const std::set<std::string> kTables = {"controller", "fleet", "operator", "plans", "audit", "scheduler"};
+  static const std::set<std::string> kTables = {"controller", "fleet", "operator", "plans", "audit", "scheduler", "http"};
   static const std::set<std::string> kArrays = {"policy", "repository"};
   for (const auto& [k, v] : root) {
     std::string key(k.str());
@@ -126,6 +127,27 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
     }
     if (!kTables.count(key)) fail(source, k, "unknown key '" + key + "'");
     if (!v.is_table()) fail(source, v, "'" + key + "' must be a table ([" + key + "])");
+  }
+  if (auto* t = root["http"].as_table()) {
+    TableReader r(source, "http", *t);
+    r.string("listen", c.http_listen, /*allow_empty=*/true);
+    c.http_listen_given = r.find("listen") != nullptr;
+    r.string("token_file", c.http_token_file);
+    if (!c.http_listen.empty()) {
+      try {
+        auto [host, port] = split_host_port(c.http_listen);
+        if (!is_loopback(host) && c.http_token_file.empty())
+          fail(source, *r.find("listen"),
+               "'http.listen' " + c.http_listen +
+                   " is not a loopback address: the status page and /metrics then need a bearer token (http.token_file, "
+                   "a 0600 file)");
+      } catch (const Error& e) {
+        fail(source, *r.find("listen"), std::string("'http.listen': ") + e.what());
+      }
+    }
+    if (!c.http_token_file.empty() && c.http_token_file[0] != '/')
+      fail(source, *r.find("token_file"), "'http.token_file' must be an absolute path");
+    r.refuse_unknown();
   }
   if (auto* t = root["scheduler"].as_table()) {
     TableReader r(source, "scheduler", *t);

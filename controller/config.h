@@ -61,6 +61,11 @@ struct ControllerConfig {
     bool enabled() const { return !brokers.empty(); }
   } audit_kafka;
 
+  // [http] /metrics and the status page (http_server.h); listen "" turns it off
+  std::string http_listen = "127.0.0.1:7422";
+  bool http_listen_given = false;  // a port in use is then fatal, not a warning
+  std::string http_token_file;     // mode 0600: every request needs "Authorization: Bearer <token>"
+
   // [scheduler]
   std::string time_zone = "UTC";  // of policies that name none
 

@@ -70,10 +70,30 @@ uint64_t Maintenance::size_of(const std::string& repository) const {
   return it == sizes_.end() ? 0 : it->second;
 }
 
+void Maintenance::measure_all() {
+  for (const auto& r : repositories_) {
+    try {
+      auto be = repo::make_fs_backend(r.path);
+      uint64_t size = pack_bytes(*be);
+      std::lock_guard g(mu_);
+      sizes_[r.name] = size;
+    } catch (const std::exception& e) {
+      spdlog::warn("repository '{}': cannot measure its size: {}", r.name, e.what());
+    }
+  }
+}
+
 void Maintenance::loop() {
+  measure_all();
   std::unique_lock g(mu_);
   for (;;) {
-    cv_.wait(g, [&] { return stop_ || !queue_.empty(); });
+    // Sizes are measured again every 10 minutes (backups add data between prunes).
+    if (!cv_.wait_for(g, std::chrono::minutes(10), [&] { return stop_ || !queue_.empty(); })) {
+      g.unlock();
+      measure_all();
+      g.lock();
+      continue;
+    }
     if (stop_) return;
     ForgetJob job = std::move(queue_.front());
     queue_.pop_front();

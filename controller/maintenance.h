@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -50,11 +51,13 @@ class Maintenance {
   bool busy(const std::string& repository) const;
   void submit(ForgetJob job);
   std::vector<ForgetResult> take_results();
-  // Bytes of pack data, as last measured (0 = not yet): for /metrics.
+  // Bytes of pack data, as last measured (0 = not yet): at start, after each
+  // prune and every 10 minutes. For /metrics and the status page.
   uint64_t size_of(const std::string& repository) const;
 
  private:
   void loop();
+  void measure_all();
   ForgetResult run(const ForgetJob& job);
 
   std::vector<ControllerConfig::Repository> repositories_;

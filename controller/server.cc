@@ -9,6 +9,7 @@
 #include "common/util/fs.h"
 #include "controller/key_rotation.h"
 #include "controller/keyfiles.h"
+#include "controller/status_view.h"
 #include "controller/wire.h"
 #include "proto/protocol.h"
 
@@ -90,6 +91,22 @@ Server::Server(const ControllerConfig& config)
   scheduler_ = std::make_unique<Scheduler>(catalog_, *orders_, *maintenance_, config_);
   scheduler_->start(catalog_.read([](const catalog::Tx& tx) { return tx.now(); }));
   api_->set_scheduler(scheduler_.get(), config.time_zone);
+  if (!config.http_listen.empty()) {
+    auto [host, port] = split_host_port(config.http_listen);
+    std::string token = config.http_token_file.empty() ? std::string() : read_secret_file(config.http_token_file);
+    try {
+      http_ = std::make_unique<HttpServer>(host, port, std::move(token));
+      spdlog::info("http: /metrics and the status page on http://{}{}{}:{}/{}", host.find(':') != std::string::npos ? "[" : "",
+                   host, host.find(':') != std::string::npos ? "]" : "", http_->port(),
+                   config.http_token_file.empty() ? "" : " (bearer token required)");
+    } catch (const Error& e) {
+      // The default address taken (a second controller on the host, a test
+      // run) must not stop the backups; an address the operator chose must.
+      if (config.http_listen_given) throw;
+      spdlog::warn("http: {}; /metrics and the status page are off (set [http] listen)", e.what());
+    }
+  }
+  render_status();
   spdlog::info("controller '{}' listening: fleet {} operator {}; signing key {}; enrolment {}", config.controller_id,
                fleet_endpoint(), operator_endpoint(), key_id, config.enrolment_open ? "open" : "closed");
 }
@@ -163,6 +180,20 @@ void Server::prune_audit() {
   }
 }
 
+void Server::render_status() {
+  if (!http_) return;
+  auto now = std::chrono::steady_clock::now();
+  if (last_render_ != std::chrono::steady_clock::time_point{} && now - last_render_ < std::chrono::seconds(2)) return;
+  last_render_ = now;
+  try {
+    StatusSources src{catalog_, *fleet_, *maintenance_, publisher_.get(), {}};
+    for (const auto& r : config_.repositories) src.repositories.push_back(r.name);
+    http_->set_content(render_metrics(src), render_status_page(src, config_.controller_id));
+  } catch (const std::exception& e) {
+    spdlog::error("http: cannot render the metrics and status page: {}", e.what());
+  }
+}
+
 void Server::run(const std::atomic<bool>& stop) {
   publisher_->start();
   while (!stop) {
@@ -189,6 +220,7 @@ void Server::run(const std::atomic<bool>& stop) {
       prune_audit();
       int64_t now = catalog_.read([](const catalog::Tx& tx) { return tx.now(); });
       for (const auto& a : scheduler_->tick(now)) fleet_->deliver(a);
+      render_status();
     } catch (const zmq::error_t& e) {
       spdlog::error("controller: socket error: {}", e.what());
     }

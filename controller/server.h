@@ -17,6 +17,7 @@
 #include "controller/data_dir.h"
 #include "controller/fleet.h"
 #include "controller/operator_api.h"
+#include "controller/http_server.h"
 #include "controller/maintenance.h"
 #include "controller/orders.h"
 #include "controller/scheduler.h"
@@ -34,6 +35,9 @@ class Server {
 
   // Serves until stop becomes true.
   void run(const std::atomic<bool>& stop);
+
+  // The HTTP listener's port (0 when it is off).
+  uint16_t http_port() const { return http_ ? http_->port() : 0; }
 
   // The endpoints actually bound (a port of '*' is resolved).
   std::string fleet_endpoint() const;
@@ -61,6 +65,9 @@ class Server {
   std::unique_ptr<OperatorApi> api_;
   std::unique_ptr<Maintenance> maintenance_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<HttpServer> http_;
+  std::chrono::steady_clock::time_point last_render_{};
+  void render_status();
   std::chrono::steady_clock::time_point last_prune_{};
 };
 

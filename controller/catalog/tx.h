@@ -194,6 +194,13 @@ class Tx {
   void record_policy_run(const PolicyRun& run);
   std::vector<PolicyRun> policy_runs(const std::string& name, size_t limit) const;
 
+  // -- aggregates for /metrics (stats.cc) ----------------------------------------
+  std::vector<BackupStat> backup_stats() const;
+  // labels: component, agent name, state
+  std::vector<CountStat> restore_stats() const;
+  // labels: repository, component, agent name (sets not forgotten)
+  std::vector<CountStat> snapshot_stats() const;
+
   // -- lookups for the operator API (lookup.cc) ---------------------------------
   // Ids of backup sets, restores or agents that start with prefix, in id
   // order, at most limit of them (cairnctl accepts unique prefixes).

@@ -140,6 +140,24 @@ struct PolicyRun {
   std::string reason;
 };
 
+// Ended backup tasks (outside safety sets) grouped by policy, component,
+// agent, repository and state: the counters and histogram of /metrics.
+struct BackupStat {
+  std::string policy, component, agent, repository, state;
+  int64_t count = 0;
+  std::optional<int64_t> last_success_at;
+  std::optional<int64_t> last_bytes;  // of the newest succeeded backup
+  // Tasks that took at most 1, 10, 60, 300, 900, 3600, 14400 s; the sum of all.
+  static constexpr int64_t kBuckets[7] = {1, 10, 60, 300, 900, 3600, 14400};
+  int64_t duration_le[7] = {};
+  int64_t duration_sum = 0;
+};
+
+struct CountStat {
+  std::vector<std::string> labels;
+  int64_t count = 0;
+};
+
 struct Restore {
   std::string id;
   std::string source_set_id;

@@ -179,6 +179,8 @@ liveness = {self.liveness}
 [operator]
 listen = "tcp://127.0.0.1:*"
 authorized_keys = {{ it = "{self.keys / 'operator-curve.pub'}" }}
+[http]
+listen = "127.0.0.1:0"
 """)
         self.controller = Proc("controller", [CONTROLLER, "--config", cfg], self.base / "controller.log")
         return self
@@ -202,6 +204,12 @@ authorized_keys = {{ it = "{self.keys / 'operator-curve.pub'}" }}
         cfg = cfg.replace('listen = "tcp://127.0.0.1:*"', f'listen = "{self.endpoint}"', 1)
         self.controller_cfg.write_text(cfg)
         return True
+
+    def http_url(self):
+        """The controller's /metrics and status page base URL, from the newest line its log gives it in."""
+        found = re.findall(r"http: /metrics and the status page on (http://\S+/)", self.controller.log.read_text(errors="replace"))
+        assert found, f"the controller logged no HTTP listener\n{self.logs()}"
+        return found[-1]
 
     def _status_ok(self):
         if not self.controller.alive():

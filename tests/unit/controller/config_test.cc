@@ -200,3 +200,53 @@ TEST_CASE("well-formed headers with quoted and dotted keys, blanks and comments 
   CHECK(error_of("[controller]\nid = [\n  [1, \"]\"],\n[ ],\n  # ]\n[{a = 1}],\n]\n").find("malformed") ==
         std::string::npos);
 }
+
+TEST_CASE("policies, repositories and the HTTP listener are read and checked") {
+  auto c = parse_config(R"(
+[scheduler]
+time_zone = "Europe/Berlin"
+[http]
+listen = "127.0.0.1:0"
+[[repository]]
+name = "main"
+path = "/srv/backup"
+password_file = "/etc/cairn/repo.pass"
+[[policy]]
+name = "nightly"
+schedule = "0 1 * * *"
+labels = { role = "db" }
+components = ["etcd"]
+keep_daily = 7
+keep_within = "2w"
+keep_min = 7
+)", "ctl.toml");
+  CHECK(c.time_zone == "Europe/Berlin");
+  CHECK(c.http_listen == "127.0.0.1:0");
+  REQUIRE(c.repositories.size() == 1);
+  CHECK(c.repository("main")->path == "/srv/backup");
+  REQUIRE(c.policies.size() == 1);
+  const auto& p = c.policies[0];
+  CHECK(p.source == "config");
+  CHECK(p.time_zone == "Europe/Berlin");  // the [scheduler] default
+  CHECK(p.selector["labels"]["role"] == "db");
+  CHECK(p.selector["components"][0] == "etcd");
+  CHECK(p.retention.daily == 7);
+  CHECK(p.retention.within == 14 * 86400);
+  CHECK(p.retention.min == 7);
+
+  CHECK_THAT(error_of("[[policy]]\nname = \"p\"\nschedule = \"0 25 * * *\"\n"),
+             Catch::Contains("ctl.toml:1:1: policy 'p': hour field '25'"));
+  CHECK_THAT(error_of("[[policy]]\nname = \"p\"\nschedule = \"@daily\"\ntime_zone = \"Nowhere/City\"\n"),
+             Catch::Contains("unknown time zone 'Nowhere/City'"));
+  CHECK_THAT(error_of("[[policy]]\nname = \"p\"\nschedule = \"@daily\"\nkeep_within = \"soon\"\n"),
+             Catch::Contains("keep_within 'soon' is not a duration"));
+  CHECK_THAT(error_of("[[policy]]\nname = \"p\"\nschedule = \"@daily\"\n[[policy]]\nname = \"p\"\nschedule = \"@daily\"\n"),
+             Catch::Contains("declared twice"));
+  CHECK_THAT(error_of("[[repository]]\nname = \"m\"\npath = \"rel\"\npassword_file = \"/p\"\n"),
+             Catch::Contains("must be absolute"));
+  CHECK_THAT(error_of("[http]\nlisten = \"0.0.0.0:7422\"\n"),
+             Catch::Contains("not a loopback address") && Catch::Contains("token_file"));
+  CHECK_THAT(error_of("[http]\nlisten = \"localhost:7422\"\n"), Catch::Contains("is not an IP address"));
+  CHECK_NOTHROW(parse_config("[http]\nlisten = \"0.0.0.0:7422\"\ntoken_file = \"/etc/cairn/http.token\"\n", "ctl.toml"));
+  CHECK(parse_config("[http]\nlisten = \"\"\n", "ctl.toml").http_listen.empty());
+}

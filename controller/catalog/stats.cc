@@ -1,0 +1,65 @@
+// Aggregates for /metrics and the status page (controller/status_view.h).
+#include "controller/catalog/sqlite.h"
+#include "controller/catalog/tx.h"
+
+namespace cairn::catalog {
+
+std::vector<BackupStat> Tx::backup_stats() const {
+  // Backups someone asked for or a policy ran; safety backups are a restore's.
+  auto s = db_.prepare(
+      "SELECT coalesce(b.policy, ''), t.component, a.name, t.repository, t.state, count(*),"
+      " max(CASE WHEN t.state = 'succeeded' THEN t.updated_at END),"
+      " (SELECT sn.bytes FROM snapshots sn JOIN tasks t2 ON t2.id = sn.task_id JOIN backup_sets b2 ON b2.id = t2.backup_set_id"
+      "   WHERE t2.agent_id = t.agent_id AND t2.component = t.component AND t2.state = 'succeeded'"
+      "   AND coalesce(b2.policy, '') = coalesce(b.policy, '') ORDER BY t2.updated_at DESC LIMIT 1),"
+      " sum(CASE WHEN t.updated_at - t.created_at <= 1 THEN 1 ELSE 0 END),"
+      " sum(CASE WHEN t.updated_at - t.created_at <= 10 THEN 1 ELSE 0 END),"
+      " sum(CASE WHEN t.updated_at - t.created_at <= 60 THEN 1 ELSE 0 END),"
+      " sum(CASE WHEN t.updated_at - t.created_at <= 300 THEN 1 ELSE 0 END),"
+      " sum(CASE WHEN t.updated_at - t.created_at <= 900 THEN 1 ELSE 0 END),"
+      " sum(CASE WHEN t.updated_at - t.created_at <= 3600 THEN 1 ELSE 0 END),"
+      " sum(CASE WHEN t.updated_at - t.created_at <= 14400 THEN 1 ELSE 0 END),"
+      " sum(t.updated_at - t.created_at)"
+      " FROM tasks t JOIN backup_sets b ON b.id = t.backup_set_id JOIN agents a ON a.id = t.agent_id"
+      " WHERE t.kind = 'backup' AND b.trigger <> 'safety' AND t.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected')"
+      " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5");
+  std::vector<BackupStat> out;
+  while (s.step()) {
+    BackupStat b;
+    b.policy = s.text(0);
+    b.component = s.text(1);
+    b.agent = s.text(2);
+    b.repository = s.text(3);
+    b.state = s.text(4);
+    b.count = s.integer(5);
+    if (!s.is_null(6)) b.last_success_at = s.integer(6);
+    if (!s.is_null(7)) b.last_bytes = s.integer(7);
+    for (int i = 0; i < 7; ++i) b.duration_le[i] = s.integer(8 + i);
+    b.duration_sum = s.integer(15);
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+std::vector<CountStat> Tx::restore_stats() const {
+  // One count per restore task that restored data (a cluster restore's 'data' step).
+  auto s = db_.prepare(
+      "SELECT t.component, a.name, t.state, count(*) FROM tasks t JOIN agents a ON a.id = t.agent_id"
+      " WHERE t.kind = 'restore' AND t.restore_step IN ('', 'data') AND t.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected')"
+      " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+  std::vector<CountStat> out;
+  while (s.step()) out.push_back({{s.text(0), s.text(1), s.text(2)}, s.integer(3)});
+  return out;
+}
+
+std::vector<CountStat> Tx::snapshot_stats() const {
+  auto s = db_.prepare(
+      "SELECT t.repository, t.component, a.name, count(*) FROM snapshots sn JOIN tasks t ON t.id = sn.task_id"
+      " JOIN backup_sets b ON b.id = sn.backup_set_id JOIN agents a ON a.id = sn.agent_id"
+      " WHERE b.forgotten_at IS NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+  std::vector<CountStat> out;
+  while (s.step()) out.push_back({{s.text(0), s.text(1), s.text(2)}, s.integer(3)});
+  return out;
+}
+
+}  // namespace cairn::catalog

@@ -1,0 +1,272 @@
+// /metrics and the status page, rendered from the catalog (status_view.h).
+#include "controller/status_view.h"
+
+#include <map>
+
+#include "cairn/version.h"
+#include "controller/schedule.h"
+
+namespace cairn::controller {
+namespace {
+
+std::string label_value(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+std::string labels(std::initializer_list<std::pair<const char*, std::string>> l) {
+  std::string out;
+  for (const auto& [k, v] : l) out += std::string(out.empty() ? "{" : ",") + k + "=\"" + label_value(v) + "\"";
+  return out.empty() ? out : out + "}";
+}
+
+class Metrics {
+ public:
+  void family(const char* name, const char* type, const char* help) {
+    out_ += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  }
+  void sample(const std::string& name, const std::string& lbl, double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    out_ += name + lbl + " " + buf + "\n";
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+std::string utc(int64_t t) { return t ? format_local(t, cctz::utc_time_zone()) : "-"; }
+
+// A time in a policy's own zone, as its schedule reads.
+std::string in_zone(int64_t t, const std::string& zone) {
+  try {
+    return format_local(t, load_time_zone(zone));
+  } catch (const std::exception&) {
+    return utc(t);
+  }
+}
+
+const char* set_state_text(catalog::SetState s) {
+  switch (s) {
+    case catalog::SetState::running: return "running";
+    case catalog::SetState::complete: return "complete";
+    case catalog::SetState::partial: return "partial";
+    case catalog::SetState::failed: return "failed";
+  }
+  return "?";
+}
+
+}  // namespace
+
+std::string html_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string render_metrics(const StatusSources& s) {
+  Metrics m;
+  s.catalog.read([&](const catalog::Tx& tx) {
+    auto stats = tx.backup_stats();
+    struct Named {
+      const char* name;
+      const char* state;
+      const char* help;
+    };
+    for (const Named& n : {Named{"cairn_backup_success_total", "succeeded", "Backup tasks that succeeded."},
+                           Named{"cairn_backup_partial_total", "partial", "Backup tasks that ended partial (some items left out)."},
+                           Named{"cairn_backup_failure_total", "", "Backup tasks that failed, were missed or rejected."}}) {
+      m.family(n.name, "counter", n.help);
+      std::map<std::string, int64_t> by;
+      for (const auto& b : stats) {
+        bool match = *n.state ? b.state == n.state : (b.state == "failed" || b.state == "missed" || b.state == "rejected");
+        if (!match) continue;
+        by[labels({{"policy", b.policy}, {"component", b.component}, {"agent", b.agent}, {"repository", b.repository}})] +=
+            b.count;
+      }
+      for (const auto& [l, v] : by) m.sample(n.name, l, double(v));
+    }
+    m.family("cairn_backup_last_success_timestamp_seconds", "gauge", "When the newest successful backup task ended (unix seconds).");
+    for (const auto& b : stats)
+      if (b.last_success_at)
+        m.sample("cairn_backup_last_success_timestamp_seconds",
+                 labels({{"policy", b.policy}, {"component", b.component}, {"agent", b.agent}, {"repository", b.repository}}),
+                 double(*b.last_success_at));
+    m.family("cairn_backup_bytes", "gauge", "Bytes read by the newest successful backup task.");
+    for (const auto& b : stats)
+      if (b.last_bytes && b.state == "succeeded")
+        m.sample("cairn_backup_bytes",
+                 labels({{"policy", b.policy}, {"component", b.component}, {"agent", b.agent}, {"repository", b.repository}}),
+                 double(*b.last_bytes));
+    m.family("cairn_backup_duration_seconds", "histogram", "How long ended backup tasks took, from order to outcome.");
+    std::map<std::string, catalog::BackupStat> hist;
+    for (const auto& b : stats) {
+      auto key = labels({{"policy", b.policy}, {"component", b.component}, {"agent", b.agent}});
+      auto& h = hist[key];
+      h.policy = b.policy;
+      h.component = b.component;
+      h.agent = b.agent;
+      h.count += b.count;
+      h.duration_sum += b.duration_sum;
+      for (int i = 0; i < 7; ++i) h.duration_le[i] += b.duration_le[i];
+    }
+    for (const auto& [key, h] : hist) {
+      for (int i = 0; i < 7; ++i)
+        m.sample("cairn_backup_duration_seconds_bucket",
+                 labels({{"policy", h.policy}, {"component", h.component}, {"agent", h.agent},
+                         {"le", std::to_string(catalog::BackupStat::kBuckets[i])}}),
+                 double(h.duration_le[i]));
+      m.sample("cairn_backup_duration_seconds_bucket",
+               labels({{"policy", h.policy}, {"component", h.component}, {"agent", h.agent}, {"le", "+Inf"}}), double(h.count));
+      m.sample("cairn_backup_duration_seconds_sum", key, double(h.duration_sum));
+      m.sample("cairn_backup_duration_seconds_count", key, double(h.count));
+    }
+    m.family("cairn_snapshots", "gauge", "Snapshots the catalog holds, outside forgotten sets.");
+    for (const auto& c : tx.snapshot_stats())
+      m.sample("cairn_snapshots", labels({{"repository", c.labels[0]}, {"component", c.labels[1]}, {"agent", c.labels[2]}}),
+               double(c.count));
+    m.family("cairn_repository_size_bytes", "gauge",
+             "Pack data of each repository the controller declares, as measured after its last prune or at start.");
+    for (const auto& r : s.repositories)
+      if (auto size = s.maintenance.size_of(r)) m.sample("cairn_repository_size_bytes", labels({{"repository", r}}), double(size));
+    auto restores = tx.restore_stats();
+    for (const Named& n : {Named{"cairn_restore_success_total", "succeeded", "Restore tasks that succeeded."},
+                           Named{"cairn_restore_failure_total", "", "Restore tasks that failed, ended partial, were missed or rejected."}}) {
+      m.family(n.name, "counter", n.help);
+      std::map<std::string, int64_t> by;
+      for (const auto& c : restores) {
+        bool ok = c.labels[2] == "succeeded";
+        if (*n.state ? !ok : ok) continue;
+        by[labels({{"component", c.labels[0]}, {"agent", c.labels[1]}})] += c.count;
+      }
+      for (const auto& [l, v] : by) m.sample(n.name, l, double(v));
+    }
+    m.family("cairn_agents", "gauge", "Agents by state: pending, connected, disconnected (approved ones), revoked.");
+    std::map<std::string, int64_t> agents = {{"pending", 0}, {"connected", 0}, {"disconnected", 0}, {"revoked", 0}};
+    for (const auto& a : tx.agents()) {
+      if (a.state == catalog::AgentState::approved) agents[s.fleet.connected(a.id) ? "connected" : "disconnected"]++;
+      else agents[a.state == catalog::AgentState::pending ? "pending" : "revoked"]++;
+    }
+    for (const auto& [state, n] : agents) m.sample("cairn_agents", labels({{"state", state}}), double(n));
+    m.family("cairn_audit_outbox_events", "gauge", "Audit events not yet published to Kafka.");
+    m.sample("cairn_audit_outbox_events", "", double(tx.audit_outbox_pending()));
+    m.family("cairn_policy_next_run_timestamp_seconds", "gauge", "When each unpaused policy runs next (unix seconds).");
+    for (const auto& p : tx.policies())
+      if (p.next_run_at) m.sample("cairn_policy_next_run_timestamp_seconds", labels({{"policy", p.name}}), double(*p.next_run_at));
+    m.family("cairn_policy_paused", "gauge", "1 for a paused policy.");
+    for (const auto& p : tx.policies()) m.sample("cairn_policy_paused", labels({{"policy", p.name}}), p.paused ? 1 : 0);
+    m.family("cairn_backup_sets_running", "gauge", "Backup sets not yet ended.");
+    m.sample("cairn_backup_sets_running", "", double(tx.running_backup_sets()));
+  });
+  return m.take();
+}
+
+std::string render_status_page(const StatusSources& s, const std::string& controller_id) {
+  std::string h;
+  h += "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cairn: " + html_escape(controller_id) +
+       "</title>\n<meta http-equiv=\"refresh\" content=\"10\">\n<style>"
+       "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}"
+       "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}th{background:#f0f0f0}"
+       ".complete,.succeeded,.connected,.started{color:#176d2a}.failed,.refused,.disconnected{color:#a11;font-weight:bold}"
+       ".partial,.skipped,.pending,.running{color:#9a6000}.why{font-size:90%;color:#555}"
+       "</style></head><body>\n";
+  h += "<h1>cairn controller " + html_escape(controller_id) + "</h1>\n<p>version " CAIRN_VERSION ", page made " +
+       html_escape(utc(s.catalog.read([](const catalog::Tx& tx) { return tx.now(); }))) +
+       " (it reloads every 10 s)</p>\n";
+  s.catalog.read([&](const catalog::Tx& tx) {
+    h += "<h2 id=\"agents\">Agents</h2>\n<table><tr><th>Agent</th><th>State</th><th>Last seen</th><th>Components</th></tr>\n";
+    for (const auto& a : tx.agents()) {
+      std::string state = a.state == catalog::AgentState::approved ? (s.fleet.connected(a.id) ? "connected" : "disconnected")
+                                                                   : std::string(to_string(a.state));
+      std::string comps;
+      for (const auto& c : tx.agent_components(a.id)) comps += (comps.empty() ? "" : ", ") + c.name + " (" + c.driver + ")";
+      h += "<tr><td>" + html_escape(a.name) + "</td><td class=\"" + state + "\">" + state + "</td><td>" +
+           html_escape(utc(a.last_seen_at.value_or(0))) + "</td><td>" + html_escape(comps) + "</td></tr>\n";
+    }
+    h += "</table>\n<h2 id=\"policies\">Policies</h2>\n<table><tr><th>Policy</th><th>Schedule</th><th>Last run</th>"
+         "<th>Next run</th></tr>\n";
+    for (const auto& p : tx.policies()) {
+      auto runs = tx.policy_runs(p.name, 1);
+      std::string last = "never";
+      std::string cls;
+      if (!runs.empty()) {
+        const auto& r = runs[0];
+        cls = r.outcome;
+        last = utc(r.at) + " " + r.outcome;
+        if (r.backup_set_id) {
+          auto set = tx.backup_set(*r.backup_set_id);
+          if (set) {
+            cls = set_state_text(set->state);
+            last += ": " + *r.backup_set_id + " " + set_state_text(set->state);
+          }
+        }
+        if (!r.reason.empty()) last += " (" + r.reason + ")";
+      }
+      h += "<tr><td>" + html_escape(p.name) + "</td><td>" + html_escape(p.schedule + " " + p.time_zone) + "</td><td class=\"" +
+           html_escape(cls) + "\">" + html_escape(last) + "</td><td>" +
+           html_escape(p.paused ? "paused" : p.next_run_at ? in_zone(*p.next_run_at, p.time_zone) : "-") + "</td></tr>\n";
+    }
+    h += "</table>\n<h2 id=\"backups\">Recent backup sets</h2>\n<table><tr><th>Set</th><th>Started</th><th>Policy</th>"
+         "<th>Outcome</th><th>Reasons</th></tr>\n";
+    for (const auto& b : tx.backup_sets(20)) {
+      std::string why;
+      for (const auto& t : tx.tasks_of_set(b.id))
+        for (const auto& r : t.reasons) why += (why.empty() ? "" : "; ") + t.component + ": " + r.detail;
+      std::string state = set_state_text(b.state);
+      if (b.forgotten_at) state += " (forgotten)";
+      else if (b.expired_at) state += " (expired)";
+      h += "<tr><td>" + html_escape(b.id) + "</td><td>" + html_escape(utc(b.created_at)) + "</td><td>" +
+           html_escape(b.trigger == "safety" ? "safety backup" : b.policy.value_or("-")) + "</td><td class=\"" +
+           set_state_text(b.state) + "\">" + html_escape(state) + "</td><td class=\"why\">" + html_escape(why) +
+           "</td></tr>\n";
+    }
+    h += "</table>\n<h2 id=\"restores\">Recent restores</h2>\n<table><tr><th>Restore</th><th>From set</th><th>Started</th>"
+         "<th>Outcome</th><th>Reasons</th></tr>\n";
+    for (const auto& r : tx.restores(10)) {
+      std::string why;
+      for (const auto& t : tx.tasks_of_restore(r.id))
+        for (const auto& x : t.reasons) why += (why.empty() ? "" : "; ") + t.component + ": " + x.detail;
+      h += "<tr><td>" + html_escape(r.id) + "</td><td>" + html_escape(r.source_set_id) + "</td><td>" +
+           html_escape(utc(r.created_at)) + "</td><td class=\"" + set_state_text(r.state) + "\">" + set_state_text(r.state) +
+           "</td><td class=\"why\">" + html_escape(why) + "</td></tr>\n";
+    }
+    if (tx.restores(1).empty()) h += "<tr><td colspan=\"5\">none yet</td></tr>\n";
+    h += "</table>\n<h2 id=\"repositories\">Repositories</h2>\n<table><tr><th>Repository</th><th>Pack data</th></tr>\n";
+    for (const auto& r : s.repositories) {
+      auto size = s.maintenance.size_of(r);
+      h += "<tr><td>" + html_escape(r) + "</td><td>" +
+           (size ? std::to_string(size / (1024 * 1024)) + " MiB (" + std::to_string(size) + " bytes)" : std::string("not measured yet")) +
+           "</td></tr>\n";
+    }
+    if (s.repositories.empty())
+      h += "<tr><td colspan=\"2\">none declared in the controller's configuration ([[repository]])</td></tr>\n";
+    h += "</table>\n";
+    if (s.publisher) {
+      auto ps = s.publisher->status();
+      h += "<h2 id=\"audit\">Audit trail</h2>\n<p>" +
+           html_escape(ps.enabled ? (ps.connected ? "published to Kafka" : "waiting for Kafka: " + ps.last_error)
+                                  : "no publisher configured") +
+           "; " + std::to_string(tx.audit_outbox_pending()) + " event(s) not yet published</p>\n";
+    }
+  });
+  h += "</body></html>\n";
+  return h;
+}
+
+}  // namespace cairn::controller

@@ -1,0 +1,145 @@
+"""The controller's /metrics and status page (issue 12): scraped over HTTP,
+loaded in Debian's headless Chromium, behind a bearer token, and the example
+alerting rules in docs/alerts.md checked with promtool."""
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+from cluster import backup_set_id, cluster  # noqa: F401
+from conftest import ROOT, write_secret
+
+
+def get(url, token=None):
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+
+
+def metric(text, name, **labels):
+    """The value of one sample, or None."""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        m = re.match(r"([a-z_]+)(\{.*\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            return float(m.group(3))
+    return None
+
+
+def chromium():
+    for b in ("chromium", "chromium-browser"):
+        if shutil.which(b):
+            return shutil.which(b)
+    pytest.fail("Debian's chromium is not installed (scripts/install-deps.sh installs it)")
+
+
+def test_metrics_and_the_status_page_show_what_happened(cluster, tmp_path):
+    c = cluster
+    c.add_agent("node-a", {"a.txt": b"alpha" * 100})
+    c.enrol("node-a")
+    c.ok("policy", "add", "nightly", "--schedule", "0 1 * * *", "--tz", "Europe/Berlin", "--keep-last", "3")
+    out = c.ok("backup", "create", "--wait")
+    sid = backup_set_id(out)
+    base = c.http_url()
+
+    def scraped():
+        status, ctype, text = get(base + "metrics")
+        assert status == 200 and ctype.startswith("text/plain; version=0.0.4"), ctype
+        return text if metric(text, "cairn_backup_success_total", component="data", agent="node-a") else None
+    text = c.wait_for("the backup counted in /metrics", scraped, timeout=15)
+    assert metric(text, "cairn_backup_success_total", policy="", component="data", agent="node-a", repository="main") == 1
+    assert metric(text, "cairn_backup_failure_total", component="data") is None
+    assert metric(text, "cairn_agents", state="connected") == 1
+    assert metric(text, "cairn_agents", state="pending") == 0
+    assert metric(text, "cairn_backup_duration_seconds_count", component="data", agent="node-a") == 1
+    assert metric(text, "cairn_backup_duration_seconds_bucket", component="data", le="+Inf") == 1
+    assert metric(text, "cairn_snapshots", repository="main", component="data", agent="node-a") == 1
+    assert metric(text, "cairn_backup_bytes", component="data") == 500
+    assert metric(text, "cairn_policy_next_run_timestamp_seconds", policy="nightly") > 0
+    assert metric(text, "cairn_audit_outbox_events") is not None
+    last = metric(text, "cairn_backup_last_success_timestamp_seconds", component="data", agent="node-a")
+    assert last and abs(last - __import__("time").time()) < 120
+    for line in text.splitlines():  # the exposition format: HELP and TYPE before each family
+        if line.startswith("# TYPE"):
+            assert line.split()[3] in ("counter", "gauge", "histogram"), line
+
+    # What a person sees: Debian's Chromium renders the page (no script, no
+    # resource from elsewhere), and its DOM holds the agent, policy and set.
+    browser = chromium()
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", base],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=120).stdout.decode()
+    assert "node-a" in dom and ">connected<" in dom, dom[-3000:]
+    assert "nightly" in dom and "0 1 * * * Europe/Berlin" in dom, dom[-3000:]
+    assert sid in dom and ">complete<" in dom, dom[-3000:]
+    assert "<script" not in dom
+    shot = tmp_path / "status.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
+                    f"--screenshot={shot}", base], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5000
+
+    # Read-only: other methods and paths are refused.
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(base + "nothing-here")
+    assert e.value.code == 404
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(urllib.request.Request(base + "metrics", data=b"x", method="POST"), timeout=10)
+    assert e.value.code == 405
+
+
+def test_a_token_guards_the_listener(cluster):
+    c = cluster
+    token = "s3cr3t-" + os.urandom(8).hex()
+    tf = write_secret(c.base / "http.token", token)
+    c.controller.stop()
+    c.controller_cfg.write_text(c.controller_cfg.read_text().replace(
+        '[http]\nlisten = "127.0.0.1:0"', f'[http]\nlisten = "127.0.0.1:0"\ntoken_file = "{tf}"'))
+    c.start_controller()
+    base = c.http_url()
+    for path in ("metrics", ""):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            get(base + path)
+        assert e.value.code == 401
+        with pytest.raises(urllib.error.HTTPError) as e:
+            get(base + path, token="wrong")
+        assert e.value.code == 401
+        assert get(base + path, token=token)[0] == 200
+    assert token not in c.controller.log.read_text()
+
+    # A token file others can read is refused at start, naming it.
+    c.controller.stop()
+    os.chmod(tf, 0o644)
+    c.controller.start()
+    c.controller.p.wait(timeout=20)
+    assert c.controller.p.returncode != 0
+    assert str(tf) in c.controller.log.read_text() and "chmod 600" in c.controller.log.read_text()
+
+
+def test_the_example_alerting_rules_pass_promtool(tmp_path):
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.fail("promtool (Debian's prometheus package) is not installed")
+    doc = (pathlib.Path(ROOT) / "docs" / "alerts.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    rules = [b for b in blocks if b.lstrip().startswith("groups:")]
+    assert len(rules) == 1, "docs/alerts.md must hold one rules block"
+    f = tmp_path / "rules.yml"
+    f.write_text(rules[0])
+    p = subprocess.run([promtool, "check", "rules", str(f)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    out = p.stdout.decode()
+    assert p.returncode == 0, out
+    assert "SUCCESS: 9 rules found" in out, out
+    # Every metric a rule names is one the controller serves (docs/alerts.md's table).
+    names = set(re.findall(r"\b(cairn_[a-z_]+)", rules[0]))
+    served = set(re.findall(r"`(cairn_[a-z_]+)", doc.split("## Example rules")[0]))
+    assert names <= served | {n + "_bucket" for n in served}, names - served
