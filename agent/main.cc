@@ -14,6 +14,7 @@
 
 #include "agent/config.h"
 #include "agent/curve_identity.h"
+#include "common/util/encoding.h"
 #include "agent/plan_gate.h"
 #include "agent/session.h"
 #include "agent/systemd_notify.h"
@@ -106,6 +107,7 @@ int main(int argc, char** argv) {
           if (session_ptr) session_ptr->post(std::move(m));
         },
         config.state_dir + "/own-snapshots.json");
+    runner.set_identity_tags({"agent:" + config.name, "agent-key:" + cairn::to_hex(identity.public_raw)});
     Session session(config, identity, gate, runner, &notifier);
     session_ptr = &session;
     runner.start();

@@ -207,9 +207,17 @@ repo::BackupResult store(repo::Repository& r, RunnerSink& sink, repo::BackupOpti
   }
 }
 
-std::vector<std::string> task_tags(const v1::Task& task, const std::string& plan_id, const std::string& set_id) {
+// What a catalog rebuilt from the repository needs (docs/operations.md §
+// Catalog rebuild): the set, the task, the component, who wrote it, and for a
+// backup how many tasks its set has and which policy ran it.
+std::vector<std::string> task_tags(const v1::Task& task, const std::string& plan_id, const std::string& set_id,
+                                   const std::vector<std::string>& identity) {
   std::vector<std::string> tags = {"cairn", "component:" + task.component(), "task:" + task.task_id(), "plan:" + plan_id};
   if (!set_id.empty()) tags.push_back("set:" + set_id);
+  tags.insert(tags.end(), identity.begin(), identity.end());
+  if (task.kind() == v1::TASK_KIND_BACKUP && task.set_task_count() > 0)
+    tags.push_back("set-tasks:" + std::to_string(task.set_task_count()));
+  if (!task.policy().empty()) tags.push_back("policy:" + task.policy());
   return tags;
 }
 
@@ -392,6 +400,7 @@ bool TaskRunner::safety_backup(Driver& driver, TaskContext& ctx, const RestoreSp
              "task:" + (spec.safety_task_id.empty() ? ctx.task_id : spec.safety_task_id), "restore-of:" + spec.snapshot_id};
   if (!spec.target_name.empty()) bo.tags.push_back("restore-target:" + spec.target_name);
   if (!ctx.backup_set_id.empty()) bo.tags.push_back("set:" + ctx.backup_set_id);
+  bo.tags.insert(bo.tags.end(), identity_tags_.begin(), identity_tags_.end());
   bo.progress = repo_progress(ctx, v1::PHASE_SAFETY_BACKUP);
   bo.cancel = ctx.cancel;
   bo.check_lock = st.check_lock;
@@ -553,7 +562,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
         ctx.note("the parent '" + task.parent_snapshot_id().substr(0, 16) +
                  "' the plan names is not a snapshot this agent wrote to repository '" + t.repository->name +
                  "'; every file is read");
-      st.tags = task_tags(task, t.plan_id, ctx.backup_set_id);
+      st.tags = task_tags(task, t.plan_id, ctx.backup_set_id, identity_tags_);
       dr = restore ? run_restore(*t.component->driver, ctx, task, st) : run_backup(*t.component->driver, ctx, st);
     }
   } catch (const Error& e) {

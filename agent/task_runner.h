@@ -29,6 +29,10 @@ class TaskRunner {
   TaskRunner(const TaskRunner&) = delete;
   TaskRunner& operator=(const TaskRunner&) = delete;
 
+  // Tags naming this agent ("agent:NAME", "agent-key:HEX") on every snapshot
+  // it writes; set before start().
+  void set_identity_tags(std::vector<std::string> tags) { identity_tags_ = std::move(tags); }
+
   void start();
   void submit(AdmittedTask t);
   // Cancels the running task, drops the queued ones and joins the worker.
@@ -46,6 +50,7 @@ class TaskRunner {
     std::string parent;  // the plan's parent when this agent wrote it
     std::function<void()> check_lock;
   };
+  std::vector<std::string> identity_tags_;
   DriverResult run_backup(Driver& driver, TaskContext& ctx, const Storing& st);
   DriverResult run_restore(Driver& driver, TaskContext& ctx, const cairn::v1::Task& task, const Storing& st);
   bool safety_backup(Driver& driver, TaskContext& ctx, const RestoreSpec& spec, const repo::Snapshot& snap, const Storing& st,

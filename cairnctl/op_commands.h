@@ -14,5 +14,6 @@ void register_op_backup(CLI::App& app, Context& ctx);   // backup create|list|sh
 void register_op_restore(CLI::App& app, Context& ctx);  // restore SET, restore show ID
 void register_op_status(CLI::App& app, Context& ctx);   // status
 void register_op_policy(CLI::App& app, Context& ctx);   // policy ..., forget
+void register_op_catalog(CLI::App& app, Context& ctx);  // catalog rebuild
 
 }  // namespace cairn::ctl

@@ -293,6 +293,9 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
         w.set_kind(cairn::v1::TASK_KIND_BACKUP);
         if (takes_mode.count({agent_id, t.component})) w.mutable_options()->set_mode(mode);
         if (!extras.repository.empty()) w.mutable_options()->set_repository(extras.repository);
+        w.set_backup_set_id(out.id);  // tagged on the snapshot: a catalog rebuild groups by it
+        w.set_set_task_count(uint32_t(picks.size()));
+        w.set_policy(extras.policy);
         // The parent comes from the catalog, never from the repository, where
         // any agent can write a snapshot in another's name.
         if (auto parent = tx.backup_parent(agent_id, t.component)) w.set_parent_snapshot_id(*parent);

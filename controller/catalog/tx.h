@@ -194,6 +194,14 @@ class Tx {
   void record_policy_run(const PolicyRun& run);
   std::vector<PolicyRun> policy_runs(const std::string& name, size_t limit) const;
 
+  // -- catalog rebuild (rebuild.cc; controller/catalog_rebuild.h) ---------------
+  // The agent holding key, or a new `pending` one: an operator approves it
+  // when it connects again (a repository proves nothing about trust).
+  std::string rebuilt_agent(const std::string& name, const CurveKey& key);
+  // A backup set with its tasks and snapshots, ids as the repository names
+  // them. Throws cairn::Error(exists) for a set the catalog has.
+  void rebuilt_set(const RebuiltSet& set);
+
   // -- aggregates for /metrics (stats.cc) ----------------------------------------
   std::vector<BackupStat> backup_stats() const;
   // labels: component, agent name, state

@@ -153,6 +153,24 @@ struct BackupStat {
   int64_t duration_sum = 0;
 };
 
+struct RebuiltTask {
+  std::string id, agent_id, component, repository, snapshot_id;
+  TaskState state = TaskState::succeeded;
+  int64_t created_at = 0;
+  std::optional<std::string> component_metadata;
+  uint64_t bytes = 0, files = 0;
+  std::vector<std::string> reasons;  // a partial snapshot's errors
+};
+
+struct RebuiltSet {
+  std::string id;
+  int64_t created_at = 0, finished_at = 0;
+  SetState state = SetState::complete;
+  std::optional<std::string> policy;
+  std::string note;  // why the state is what it is
+  std::vector<RebuiltTask> tasks;
+};
+
 struct CountStat {
   std::vector<std::string> labels;
   int64_t count = 0;
