@@ -199,6 +199,18 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     settings.string("name");
     settings.string("driver");
     settings.string("repository");
+    if (const toml::table* m = settings.table("maintenance")) {
+      TableReader mr(*m, source, "[[component]] '" + d.name + "' maintenance");
+      MaintenanceDecl md;
+      md.stats_socket = mr.required_string("stats_socket");
+      require_absolute(mr, "stats_socket", md.stats_socket);
+      md.backend = mr.required_string("backend");
+      auto servers = mr.string_list("servers");
+      if (!servers || servers->empty()) mr.fail("servers", "name the backend's servers in front of this component");
+      md.servers = *servers;
+      mr.finish();
+      d.maintenance = std::move(md);
+    }
     d.driver = f->make(settings, d.name);
     settings.finish();
     c.components.push_back(std::move(d));

@@ -5,12 +5,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "agent/config_reader.h"
 #include "agent/driver.h"
+#include "agent/maintenance_mode.h"
 
 namespace cairn::agent {
 
@@ -24,6 +26,7 @@ struct ComponentDecl {
   std::string name;
   std::string driver_name;
   std::string repository;  // default repository of its backups
+  std::optional<MaintenanceDecl> maintenance;  // HAProxy servers set to maint during its restores
   std::shared_ptr<Driver> driver;
 };
 

@@ -108,6 +108,14 @@ int main(int argc, char** argv) {
         },
         config.state_dir + "/own-snapshots.json");
     runner.set_identity_tags({"agent:" + config.name, "agent-key:" + cairn::to_hex(identity.public_raw)});
+    // Servers a restore set to maint before this agent stopped are put back first.
+    MaintenanceMode maintenance(config.state_dir + "/maintenance.json");
+    try {
+      for (const auto& line : maintenance.recover()) spdlog::warn("{}", line);
+    } catch (const std::exception& e) {
+      spdlog::error("maintenance mode: {}", e.what());
+    }
+    runner.set_maintenance(&maintenance);
     Session session(config, identity, gate, runner, &notifier);
     session_ptr = &session;
     runner.start();

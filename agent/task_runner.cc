@@ -563,7 +563,29 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
                  "' the plan names is not a snapshot this agent wrote to repository '" + t.repository->name +
                  "'; every file is read");
       st.tags = task_tags(task, t.plan_id, ctx.backup_set_id, identity_tags_);
-      dr = restore ? run_restore(*t.component->driver, ctx, task, st) : run_backup(*t.component->driver, ctx, st);
+      if (!restore) {
+        dr = run_backup(*t.component->driver, ctx, st);
+      } else {
+        // The HAProxy servers in front of the component go to maint for the
+        // restore (a cluster restore: from its stop step to its start or
+        // rollback step), and back to their state after, whatever happened.
+        auto step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
+        const bool maint = maintenance_ && t.component->maintenance;
+        if (maint && (step == RestoreStep::all || step == RestoreStep::stop))
+          maintenance_->enter(task.component(), *t.component->maintenance);
+        try {
+          dr = run_restore(*t.component->driver, ctx, task, st);
+        } catch (...) {
+          if (maint && step != RestoreStep::stop && step != RestoreStep::data && step != RestoreStep::verify)
+            if (auto p = maintenance_->leave(task.component()); !p.empty()) spdlog::error("task '{}': {}", task.task_id(), p);
+          throw;
+        }
+        if (maint && (step == RestoreStep::all || step == RestoreStep::start || step == RestoreStep::rollback))
+          if (auto p = maintenance_->leave(task.component()); !p.empty()) {
+            dr.reasons.push_back(make_reason(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, p));
+            if (dr.outcome == v1::TASK_OUTCOME_SUCCEEDED) dr.outcome = v1::TASK_OUTCOME_PARTIAL;
+          }
+      }
     }
   } catch (const Error& e) {
     dr.outcome = v1::TASK_OUTCOME_FAILED;

@@ -32,6 +32,8 @@ class TaskRunner {
   // Tags naming this agent ("agent:NAME", "agent-key:HEX") on every snapshot
   // it writes; set before start().
   void set_identity_tags(std::vector<std::string> tags) { identity_tags_ = std::move(tags); }
+  // Maintenance mode for components that declare it (maintenance_mode.h); set before start().
+  void set_maintenance(MaintenanceMode* m) { maintenance_ = m; }
 
   void start();
   void submit(AdmittedTask t);
@@ -51,6 +53,7 @@ class TaskRunner {
     std::function<void()> check_lock;
   };
   std::vector<std::string> identity_tags_;
+  MaintenanceMode* maintenance_ = nullptr;
   DriverResult run_backup(Driver& driver, TaskContext& ctx, const Storing& st);
   DriverResult run_restore(Driver& driver, TaskContext& ctx, const cairn::v1::Task& task, const Storing& st);
   bool safety_backup(Driver& driver, TaskContext& ctx, const RestoreSpec& spec, const repo::Snapshot& snap, const Storing& st,

@@ -23,6 +23,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <toml++/toml.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "cairn/version.h"
@@ -238,7 +239,11 @@ int run(const Options& o) {
 
   int64_t next = start;
   auto last_progress = std::chrono::steady_clock::now();
+  // Under systemd (Type=notify, WatchdogSec): ready once the topic is read,
+  // alive while this loop turns (a wedged consumer is restarted).
+  sd_notify(0, "READY=1");
   while (!g_stop) {
+    sd_notify(0, "WATCHDOG=1");
     if (o.until_end && next >= hi) break;
     rd_kafka_message_t* m = rd_kafka_consumer_poll(rk.get(), 500);
     if (!m) {

@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
   try {
     cairn::controller::Server server(config);
     sd_notify(0, "READY=1");
-    server.run(g_stop);
+    server.run(g_stop, [] { sd_notify(0, "WATCHDOG=1"); });
     sd_notify(0, "STOPPING=1");
   } catch (const std::exception& e) {
     spdlog::critical("cairn-controller: {}", e.what());

@@ -194,9 +194,14 @@ void Server::render_status() {
   }
 }
 
-void Server::run(const std::atomic<bool>& stop) {
+void Server::run(const std::atomic<bool>& stop, const std::function<void()>& alive) {
   publisher_->start();
+  auto last_alive = std::chrono::steady_clock::time_point{};
   while (!stop) {
+    if (alive && std::chrono::steady_clock::now() - last_alive >= std::chrono::seconds(5)) {
+      last_alive = std::chrono::steady_clock::now();
+      alive();
+    }
     zmq::pollitem_t items[] = {{zap_->socket().handle(), 0, ZMQ_POLLIN, 0},
                                {fleet_socket_.handle(), 0, ZMQ_POLLIN, 0},
                                {operator_socket_.handle(), 0, ZMQ_POLLIN, 0}};

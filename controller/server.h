@@ -5,6 +5,7 @@
 // I/O thread and only wait for the ZAP answer, so one loop keeps up).
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -33,8 +34,9 @@ class Server {
   explicit Server(const ControllerConfig& config);
   ~Server();
 
-  // Serves until stop becomes true.
-  void run(const std::atomic<bool>& stop);
+  // Serves until stop becomes true. alive, when set, is called from the loop
+  // at most every 5 s (the systemd watchdog's ping).
+  void run(const std::atomic<bool>& stop, const std::function<void()>& alive = {});
 
   // The HTTP listener's port (0 when it is off).
   uint16_t http_port() const { return http_ ? http_->port() : 0; }

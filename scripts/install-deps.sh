@@ -12,7 +12,8 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       openjdk-17-jdk-headless maven python3-confluent-kafka  # Kafka's broker from Maven Central (scripts/fetch-kafka.sh), and a client for the tests
       systemd dbus-daemon util-linux  # service control over D-Bus, tested against a private systemd manager (tests/integration/servers_systemd.py)
       libcctz-dev tzdata  # policies' schedules in a configured time zone (controller/schedule.h)
-      libmicrohttpd-dev chromium)  # the controller's /metrics and status page, and the headless browser its test loads it in
+      libmicrohttpd-dev chromium  # the controller's /metrics and status page, and the headless browser its test loads it in
+      debootstrap)  # the .deb packages' test installs them into a clean Debian 12 root
 if [[ "${1:-}" == "--bench" ]]; then PKGS+=(restic borgbackup zstd); fi
 # libFuzzer builds (docs/testing.md); CI replays the corpora with gcc and needs none of it.
 if [[ "${1:-}" == "--fuzz" ]]; then PKGS+=(clang libclang-rt-14-dev lld); fi
