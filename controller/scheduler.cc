@@ -124,12 +124,16 @@ std::vector<SetDecision> Scheduler::retention(const std::string& actor, const st
         ++expired;
       }
   });
-  if (expired) spdlog::info("policy '{}': retention ({}) expired {} backup set(s)", name, describe(p->retention), expired);
+  if (expired) {
+    spdlog::info("policy '{}': retention ({}) expired {} backup set(s)", name, describe(p->retention), expired);
+    forget_pass_due_ = true;
+  }
   return decisions;
 }
 
 void Scheduler::take_maintenance_results(int64_t now) {
   for (auto& r : maintenance_.take_results()) {
+    forget_pass_due_ = true;  // the next job of this repository, or a retry
     const auto& repo = r.job.repository;
     if (!r.ok) {
       retry_after_[repo] = now + (r.locked ? 60 : 600);
@@ -168,31 +172,31 @@ void Scheduler::take_maintenance_results(int64_t now) {
 
 void Scheduler::submit_forgets(int64_t now) {
   std::map<std::string, ForgetJob> jobs;
+  auto expired = catalog_.read([](const catalog::Tx& tx) { return tx.expired_sets(); });
+  if (expired.empty()) return;
   catalog_.transaction("controller", [&](catalog::Tx& tx) {
-    for (const auto& p : tx.policies())
-      for (const auto& s : tx.policy_sets(p.name)) {
-        if (!s.expired_at || s.forgotten_at) continue;
-        bool any = false;
-        for (const auto& t : tx.tasks_of_set(s.id)) {
-          if (!t.snapshot_id) continue;
-          any = true;
-          if (done_repos_[s.id].count(t.repository)) continue;
-          const std::string& repo = t.repository;
-          if (repo.empty() || !maintenance_.declared(repo)) {
-            if (warned_.insert(repo).second)
-              spdlog::warn("retention: backup sets expire but their snapshots stay in repository '{}': {}", repo,
-                           repo.empty() ? "the agent did not say which repository its backups went to"
-                                        : "the controller's configuration declares no [[repository]] of that name");
-            continue;
-          }
-          if (maintenance_.busy(repo) || retry_after_[repo] > now || tx.backup_running_into(repo)) continue;
-          auto& job = jobs[repo];
-          job.repository = repo;
-          if (job.set_ids.empty() || job.set_ids.back() != s.id) job.set_ids.push_back(s.id);
-          job.snapshot_ids.push_back(*t.snapshot_id);
+    for (const auto& s : expired) {
+      bool any = false;
+      for (const auto& t : tx.tasks_of_set(s.id)) {
+        if (!t.snapshot_id) continue;
+        any = true;
+        if (done_repos_[s.id].count(t.repository)) continue;
+        const std::string& repo = t.repository;
+        if (repo.empty() || !maintenance_.declared(repo)) {
+          if (warned_.insert(repo).second)
+            spdlog::warn("retention: backup sets expire but their snapshots stay in repository '{}': {}", repo,
+                         repo.empty() ? "the agent did not say which repository its backups went to"
+                                      : "the controller's configuration declares no [[repository]] of that name");
+          continue;
         }
-        if (!any) tx.mark_set_forgotten(s.id, {{"repositories", nlohmann::json::array()}});  // nothing was stored
+        if (maintenance_.busy(repo) || retry_after_[repo] > now || tx.backup_running_into(repo)) continue;
+        auto& job = jobs[repo];
+        job.repository = repo;
+        if (job.set_ids.empty() || job.set_ids.back() != s.id) job.set_ids.push_back(s.id);
+        job.snapshot_ids.push_back(*t.snapshot_id);
       }
+      if (!any) tx.mark_set_forgotten(s.id, {{"repositories", nlohmann::json::array()}});  // nothing was stored
+    }
   });
   for (auto& [repo, job] : jobs) maintenance_.submit(std::move(job));
 }
@@ -240,7 +244,11 @@ std::vector<std::string> Scheduler::tick(int64_t now) {
     catalog_.transaction("controller", [&](catalog::Tx& tx) { tx.set_policy_next_run(p.name, next); });
   }
 
-  if (now - last_forget_pass_ >= 5 || !apply.empty()) {
+  // The forget pass reads every expired set: after retention expired some,
+  // after a maintenance job ended, and once a minute (a repository that was
+  // locked or busy with a backup), not at every tick.
+  if (forget_pass_due_ || now - last_forget_pass_ >= 60) {
+    forget_pass_due_ = false;
     last_forget_pass_ = now;
     submit_forgets(now);
   }

@@ -163,6 +163,14 @@ std::vector<BackupSet> Tx::policy_sets(const std::string& policy) const {
   return out;
 }
 
+std::vector<BackupSet> Tx::expired_sets() const {
+  auto s = db_.prepare(std::string(kSetColumns) +
+                       "WHERE expired_at IS NOT NULL AND forgotten_at IS NULL ORDER BY created_at, id");
+  std::vector<BackupSet> out;
+  while (s.step()) out.push_back(read_set(s));
+  return out;
+}
+
 void Tx::expire_set(const std::string& id, const std::string& reason) {
   db_.prepare("UPDATE backup_sets SET expired_at = ? WHERE id = ? AND expired_at IS NULL").bind_all(now(), id).run();
   if (db_.changes() == 0) return;

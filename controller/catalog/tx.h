@@ -115,6 +115,8 @@ class Tx {
   // Retention let the set go (audited once); its snapshots were removed from
   // their repositories (audited once, with what was removed).
   void expire_set(const std::string& id, const std::string& reason);
+  // Sets expired whose snapshots are not yet removed, oldest first.
+  std::vector<BackupSet> expired_sets() const;
   void mark_set_forgotten(const std::string& id, const nlohmann::json& details);
   // Whether a backup task into this repository (by name) has not ended.
   bool backup_running_into(const std::string& repository) const;

@@ -38,6 +38,7 @@ ALTER TABLE backup_sets ADD COLUMN policy TEXT;
 ALTER TABLE backup_sets ADD COLUMN expired_at INTEGER;
 ALTER TABLE backup_sets ADD COLUMN forgotten_at INTEGER;
 CREATE INDEX backup_sets_policy ON backup_sets(policy, created_at);
+CREATE INDEX backup_sets_expired ON backup_sets(created_at) WHERE expired_at IS NOT NULL AND forgotten_at IS NULL;
 
 -- The repository a backup task writes to: the plan's, else the component's
 -- default as its agent declares it ('' when the agent does not say).
