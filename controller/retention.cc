@@ -55,11 +55,18 @@ std::vector<SetDecision> decide_retention(const std::vector<catalog::BackupSet>&
   // "snapshot" per set, all of one source.
   std::map<std::string, std::vector<repo::Snapshot>> groups;
   std::map<std::string, const catalog::BackupSet*> by_id;
+  // Sets of one second keep their order (newest first, as given): the rules'
+  // sort breaks ties on `time`, here the rank from the oldest.
+  char rank[24];
+  size_t n = sets.size();
   for (const auto& s : sets) {
+    --n;
     if (s.state == catalog::SetState::running || s.forgotten_at) continue;
     repo::Snapshot snap;
     snap.id = s.id;
     snap.time_unix = s.created_at;
+    std::snprintf(rank, sizeof rank, "%020zu", n);
+    snap.time = rank;
     groups[group_of(s.state)].push_back(std::move(snap));
     by_id[s.id] = &s;
   }
@@ -78,9 +85,8 @@ std::vector<SetDecision> decide_retention(const std::vector<catalog::BackupSet>&
     std::vector<SetDecision> part;
     if (r.empty()) {
       for (const auto& snap : it->second) part.push_back({*by_id[snap.id], g, true, {"no retention rule"}});
-      std::sort(part.begin(), part.end(), [](const SetDecision& a, const SetDecision& b) {
-        return a.set.created_at != b.set.created_at ? a.set.created_at > b.set.created_at : a.set.id > b.set.id;
-      });
+      std::stable_sort(part.begin(), part.end(),
+                       [](const SetDecision& a, const SetDecision& b) { return a.set.created_at > b.set.created_at; });
     } else {
       for (auto& grp : repo::apply_retention(it->second, p))
         for (auto& d : grp.snapshots) part.push_back({*by_id[d.snapshot.id], g, d.keep, d.reasons});
@@ -99,9 +105,10 @@ std::vector<SetDecision> decide_retention(const std::vector<catalog::BackupSet>&
     }
     for (auto& d : part) out.push_back(std::move(d));
   }
-  std::stable_sort(out.begin(), out.end(), [](const SetDecision& a, const SetDecision& b) {
-    return a.set.created_at != b.set.created_at ? a.set.created_at > b.set.created_at : a.set.id > b.set.id;
-  });
+  std::map<std::string, size_t> order;  // the input's position
+  for (size_t i = 0; i < sets.size(); ++i) order[sets[i].id] = i;
+  std::sort(out.begin(), out.end(),
+            [&](const SetDecision& a, const SetDecision& b) { return order[a.set.id] < order[b.set.id]; });
   return out;
 }
 

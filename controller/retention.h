@@ -26,7 +26,8 @@ struct SetDecision {
   std::vector<std::string> reasons;  // why it is kept; empty when it goes
 };
 
-// Sets come newest first and go out in the same order. Throws
+// Sets come newest first (sets of the same second in the order they were
+// made, newest first) and go out in the same order. Throws
 // cairn::Error(invalid_input) when the rules keep nothing at all (no rule set).
 std::vector<SetDecision> decide_retention(const std::vector<catalog::BackupSet>& sets,
                                           const catalog::PolicyRetention& rules, const cctz::time_zone& tz);

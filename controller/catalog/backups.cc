@@ -148,7 +148,7 @@ std::optional<BackupSet> Tx::backup_set(const std::string& id) const {
 
 std::vector<BackupSet> Tx::backup_sets(size_t limit) const {
   auto s = db_.prepare(
-      std::string(kSetColumns) + "ORDER BY created_at DESC, id DESC LIMIT ?");
+      std::string(kSetColumns) + "ORDER BY created_at DESC, rowid DESC LIMIT ?");
   s.bind(1, int64_t(limit));
   std::vector<BackupSet> out;
   while (s.step()) out.push_back(read_set(s));
@@ -156,7 +156,7 @@ std::vector<BackupSet> Tx::backup_sets(size_t limit) const {
 }
 
 std::vector<BackupSet> Tx::policy_sets(const std::string& policy) const {
-  auto s = db_.prepare(std::string(kSetColumns) + "WHERE policy = ? ORDER BY created_at DESC, id DESC");
+  auto s = db_.prepare(std::string(kSetColumns) + "WHERE policy = ? ORDER BY created_at DESC, rowid DESC");
   s.bind(1, policy);
   std::vector<BackupSet> out;
   while (s.step()) out.push_back(read_set(s));

@@ -65,7 +65,7 @@ def test_retention_expires_old_sets_prunes_and_the_newest_still_restore(cluster)
     out = c.ok("policy", "add", "hourly", "--schedule", "0 * * * *", "--component", "data", "--keep-last", "2")
     assert "policy hourly added" in out and "last 2" in out, out
 
-    contents = []
+    contents, ids = [], []
     for i in range(4):
         blob = os.urandom(400_000)  # unique each run: what the old sets alone hold
         (data / "run.bin").write_bytes(blob)
@@ -73,6 +73,7 @@ def test_retention_expires_old_sets_prunes_and_the_newest_still_restore(cluster)
         s = run_now_and_wait(c, "hourly")
         assert set_state(s) == "complete", s
         assert s["trigger"] == "schedule" and s["requested_by"] == "operator:it", s
+        ids.append(s["backup_set_id"])
 
     # Retention ran after each complete run; the controller removes the
     # expired sets' snapshots and prunes once no backup writes to the repository.
@@ -82,9 +83,11 @@ def test_retention_expires_old_sets_prunes_and_the_newest_still_restore(cluster)
     gone = c.wait_for("the two oldest sets forgotten", forgotten, timeout=60)
     sets = sets_of(c, "hourly")
     kept = [s for s in sets if not int(s.get("forgotten_at", 0))]
-    assert len(kept) == 2, sets
-    # Newest first: the two newest are kept, the two oldest are gone.
-    assert [s["backup_set_id"] for s in sets[:2]] == [s["backup_set_id"] for s in kept]
+    # The two newest runs are kept (runs of one second too, in the order they ran), the two oldest gone.
+    assert sorted(s["backup_set_id"] for s in kept) == sorted(ids[2:]), (ids, sets)
+    assert sorted(s["backup_set_id"] for s in gone) == sorted(ids[:2]), (ids, sets)
+    assert [s["backup_set_id"] for s in sets] == ids[::-1], "backup list is newest first, in the order sets were made"
+    newest = ids[3]
     snaps = repo_snapshots(c)
     assert len(snaps) == 2, f"the repository still holds the forgotten sets' snapshots: {snaps}"
     for s in gone:
@@ -100,7 +103,7 @@ def test_retention_expires_old_sets_prunes_and_the_newest_still_restore(cluster)
 
     # The newest set restores its bytes; a forgotten one is refused, clearly.
     (data / "run.bin").write_bytes(b"damaged")
-    rc, out, err = c.ctl("restore", kept[0]["backup_set_id"], "--wait", "--skip-safety-backup")
+    rc, out, err = c.ctl("restore", newest, "--wait", "--skip-safety-backup")
     assert rc == 0, f"{out}\n{err}\n{c.logs()}"
     assert (data / "run.bin").read_bytes() == contents[3]
     rc, out, err = c.ctl("restore", gone[0]["backup_set_id"], "--wait")

@@ -109,3 +109,16 @@ TEST_CASE("running and forgotten sets are not decided; no rule keeps everything"
   r.min = 7;
   CHECK(describe(r) == "last 3, daily 7, within 2d, min 7");
 }
+
+TEST_CASE("sets of the same second keep the order they were made in") {
+  // Newest first as the catalog lists them; ids sort the other way round.
+  std::vector<BackupSet> sets = {set("bs-a", kBase), set("bs-c", kBase), set("bs-b", kBase)};
+  catalog::PolicyRetention r;
+  r.last = 1;
+  auto ds = decide_retention(sets, r, load_time_zone("UTC"));
+  REQUIRE(ds.size() == 3);
+  CHECK(ds[0].set.id == "bs-a");
+  CHECK(ds[0].keep);
+  CHECK_FALSE(ds[1].keep);
+  CHECK_FALSE(ds[2].keep);
+}
