@@ -31,9 +31,8 @@ const char* group_of(catalog::SetState s) {
   return s == catalog::SetState::complete ? "complete" : s == catalog::SetState::partial ? "partial" : "failed";
 }
 
-}  // namespace
-
-std::string describe(const catalog::PolicyRetention& r) {
+// The repository's forget rules for a policy's retention.
+repo::RetentionPolicy rules_of(const catalog::PolicyRetention& r) {
   repo::RetentionPolicy p;
   p.keep_last = r.last;
   p.keep_hourly = r.hourly;
@@ -42,7 +41,13 @@ std::string describe(const catalog::PolicyRetention& r) {
   p.keep_monthly = r.monthly;
   p.keep_yearly = r.yearly;
   p.keep_within = r.within;
-  std::string out = r.empty() ? std::string("keep everything") : p.describe();
+  return p;
+}
+
+}  // namespace
+
+std::string describe(const catalog::PolicyRetention& r) {
+  std::string out = r.empty() ? std::string("keep everything") : rules_of(r).describe();
   if (r.min) out += ", min " + std::to_string(r.min);
   return out;
 }
@@ -70,14 +75,7 @@ std::vector<SetDecision> decide_retention(const std::vector<catalog::BackupSet>&
     groups[group_of(s.state)].push_back(std::move(snap));
     by_id[s.id] = &s;
   }
-  repo::RetentionPolicy p;
-  p.keep_last = r.last;
-  p.keep_hourly = r.hourly;
-  p.keep_daily = r.daily;
-  p.keep_weekly = r.weekly;
-  p.keep_monthly = r.monthly;
-  p.keep_yearly = r.yearly;
-  p.keep_within = r.within;
+  repo::RetentionPolicy p = rules_of(r);
   p.civil_time = [&tz](int64_t t) { return civil_tm(t, tz); };
   for (const char* g : {"complete", "partial", "failed"}) {
     auto it = groups.find(g);
