@@ -25,6 +25,8 @@ void print_restore(const cairn::v1::RestoreInfo& r) {
                                                                      : "mirror (entries added since the backup are removed)");
   if (!r.safety_backup_set_id().empty())
     std::printf("safety backup set %s\n", terminal_safe(r.safety_backup_set_id()).c_str());
+  if (!r.order().empty()) std::printf("order:\n");
+  for (int i = 0; i < r.order_size(); ++i) std::printf("  %d. %s\n", i + 1, terminal_safe(r.order(i)).c_str());
   print_tasks(r.tasks());
 }
 

@@ -2,6 +2,8 @@
 #include "controller/operator_api.h"
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 #include <spdlog/spdlog.h>
 
@@ -125,7 +127,36 @@ void OperatorApi::fill_restore(const catalog::Tx& tx, const std::string& id, cai
   // The safety backup's tasks come first: they run first and can stop the restore.
   if (r->safety_set_id)
     for (const auto& t : tx.tasks_of_set(*r->safety_set_id)) fill_task(tx, t, *out.add_tasks());
-  for (const auto& t : tx.tasks_of_restore(id)) fill_task(tx, t, *out.add_tasks());
+  auto tasks = tx.tasks_of_restore(id);
+  for (const auto& t : tasks) fill_task(tx, t, *out.add_tasks());
+
+  // The order, as the controller runs it (docs/protocol.md § Restores).
+  auto name_of = [&](const std::string& agent_id) {
+    auto a = tx.agent(agent_id);
+    return a ? a->name : agent_id;
+  };
+  std::map<std::string, std::set<std::string>> clusters;  // "component, cluster X" -> members
+  std::set<std::string> plain;
+  for (const auto& t : tasks) {
+    if (!t.cluster_id.empty()) clusters[t.component + " (cluster " + t.cluster_id + ")"].insert(name_of(t.agent_id));
+    else plain.insert(t.component + " on " + name_of(t.agent_id));
+  }
+  std::set<std::string> after;
+  if (r->selector.is_object() && r->selector.contains("after_clusters") && r->selector["after_clusters"].is_array())
+    for (const auto& d : r->selector["after_clusters"])
+      if (d.is_object()) after.insert(d.value("component", "") + " on " + name_of(d.value("agent_id", "")));
+  auto join = [](const std::set<std::string>& s) {
+    std::string out;
+    for (const auto& x : s) out += (out.empty() ? "" : ", ") + x;
+    return out;
+  };
+  if (r->safety_set_id) out.add_order("safety backup of what will be overwritten (set " + *r->safety_set_id + ")");
+  for (const auto& [c, members] : clusters)
+    out.add_order(c + ": stop, data, start, verify on every member together (" + join(members) + ")");
+  // A deferred member's tasks exist once released: listed with what waits, not twice.
+  for (const auto& x : after) plain.erase(x);
+  if (!after.empty()) out.add_order("after every cluster above is verified: " + join(after));
+  if (!plain.empty()) out.add_order(join(plain));
 }
 
 std::vector<std::string> OperatorApi::offline_selected(const cairn::v1::Selector& sel) const {

@@ -84,6 +84,9 @@ def test_backup_and_restore_two_agents(cluster):
     assert (c.agent_dirs["node-b"]["data"] / "b.txt").stat().st_mtime_ns == b_before, "node-b was touched"
 
     r = c.json("restore", "show", restore_id(out))
+    assert r["order"][0].startswith("safety backup") and r["order"][1] == "data on node-a", r["order"]
+    shown = c.ok("restore", "show", restore_id(out))
+    assert "order:\n  1. safety backup" in shown and "  2. data on node-a" in shown, shown
     kinds = [(lower_enum(t["kind"], "task_kind_"), t["agent_name"], task_state(t)) for t in r["tasks"]]
     assert ("backup", "node-a", "succeeded") in kinds, f"no safety backup in the restore: {r}"
     safety = [x for x in snapshots(c) if "safety" in x.get("tags", [])]

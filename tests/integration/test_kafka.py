@@ -266,6 +266,11 @@ def test_zookeeper_mode_topic_deleted_restored_with_zookeeper_first(cluster, tmp
         verified = log.index(f"task '{zk_verify['task_id']}': succeeded")
         started = log.index(f"task '{broker['task_id']}': restore of component 'kafka' starts")
         assert started > verified, "the broker was restored before ZooKeeper was verified"
+        # `restore show` says the order it ran in.
+        order = r.get("order", [])
+        assert len(order) == 3 and order[0].startswith("safety backup"), order
+        assert order[1].startswith("zookeeper (cluster ") and "stop, data, start, verify" in order[1], order
+        assert order[2] == "after every cluster above is verified: kafka on node-a", order
         wait_isr(k.bootstrap, "orders")
         assert consume_checksums(k.bootstrap, "orders") == want
 
