@@ -17,9 +17,6 @@ namespace {
 
 using cairn::v1::ErrorCode;
 
-cairn::v1::TaskState wire_state(catalog::TaskState s) { return cairn::v1::TaskState(int(s) + 1); }
-cairn::v1::SetState wire_state(catalog::SetState s) { return cairn::v1::SetState(int(s) + 1); }
-cairn::v1::AgentState wire_state(catalog::AgentState s) { return cairn::v1::AgentState(int(s) + 1); }
 
 // The full id for what the operator typed: the id itself, or the one id that
 // starts with it. Ambiguous prefixes are refused with the candidates listed.

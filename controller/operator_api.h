@@ -15,6 +15,11 @@
 
 namespace cairn::controller {
 
+// Catalog states as the wire names them (the wire's enums start at 1, after UNSPECIFIED).
+inline cairn::v1::TaskState wire_state(catalog::TaskState s) { return cairn::v1::TaskState(int(s) + 1); }
+inline cairn::v1::SetState wire_state(catalog::SetState s) { return cairn::v1::SetState(int(s) + 1); }
+inline cairn::v1::AgentState wire_state(catalog::AgentState s) { return cairn::v1::AgentState(int(s) + 1); }
+
 class OperatorApi {
  public:
   // signing_key is the controller's active key; a key rotation replaces it

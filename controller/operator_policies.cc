@@ -8,8 +8,6 @@
 namespace cairn::controller {
 namespace {
 
-cairn::v1::SetState wire_set_state(catalog::SetState s) { return cairn::v1::SetState(int(s) + 1); }
-
 catalog::PolicyRetention from_wire(const cairn::v1::Retention& w) {
   catalog::PolicyRetention r;
   r.last = int(w.last());
@@ -59,7 +57,7 @@ void fill_run(const catalog::Tx& tx, const catalog::PolicyRun& run, cairn::v1::P
   w.set_reason(run.reason);
   if (run.backup_set_id) {
     w.set_backup_set_id(*run.backup_set_id);
-    if (auto s = tx.backup_set(*run.backup_set_id)) w.set_set_state(wire_set_state(s->state));
+    if (auto s = tx.backup_set(*run.backup_set_id)) w.set_set_state(wire_state(s->state));
   }
 }
 
@@ -192,7 +190,7 @@ void OperatorApi::forget(const std::string& actor, const cairn::v1::ForgetReques
       auto* s = w->add_sets();
       s->set_backup_set_id(d.set.id);
       s->set_created_at(d.set.created_at);
-      s->set_state(wire_set_state(d.set.state));
+      s->set_state(wire_state(d.set.state));
       s->set_group(d.group);
       s->set_keep(d.keep);
       s->set_expired(d.set.expired_at.has_value());

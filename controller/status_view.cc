@@ -44,6 +44,8 @@ class Metrics {
 
 std::string utc(int64_t t) { return t ? format_local(t, cctz::utc_time_zone()) : "-"; }
 
+std::string state_text(catalog::SetState s) { return std::string(catalog::to_string(s)); }
+
 // A time in a policy's own zone, as its schedule reads.
 std::string in_zone(int64_t t, const std::string& zone) {
   try {
@@ -53,15 +55,6 @@ std::string in_zone(int64_t t, const std::string& zone) {
   }
 }
 
-const char* set_state_text(catalog::SetState s) {
-  switch (s) {
-    case catalog::SetState::running: return "running";
-    case catalog::SetState::complete: return "complete";
-    case catalog::SetState::partial: return "partial";
-    case catalog::SetState::failed: return "failed";
-  }
-  return "?";
-}
 
 }  // namespace
 
@@ -212,8 +205,8 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
         if (r.backup_set_id) {
           auto set = tx.backup_set(*r.backup_set_id);
           if (set) {
-            cls = set_state_text(set->state);
-            last += ": " + *r.backup_set_id + " " + set_state_text(set->state);
+            cls = state_text(set->state);
+            last += ": " + *r.backup_set_id + " " + state_text(set->state);
           }
         }
         if (!r.reason.empty()) last += " (" + r.reason + ")";
@@ -228,12 +221,12 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
       std::string why;
       for (const auto& t : tx.tasks_of_set(b.id))
         for (const auto& r : t.reasons) why += (why.empty() ? "" : "; ") + t.component + ": " + r.detail;
-      std::string state = set_state_text(b.state);
+      std::string state = state_text(b.state);
       if (b.forgotten_at) state += " (forgotten)";
       else if (b.expired_at) state += " (expired)";
       h += "<tr><td>" + html_escape(b.id) + "</td><td>" + html_escape(utc(b.created_at)) + "</td><td>" +
            html_escape(b.trigger == "safety" ? "safety backup" : b.policy.value_or("-")) + "</td><td class=\"" +
-           set_state_text(b.state) + "\">" + html_escape(state) + "</td><td class=\"why\">" + html_escape(why) +
+           state_text(b.state) + "\">" + html_escape(state) + "</td><td class=\"why\">" + html_escape(why) +
            "</td></tr>\n";
     }
     h += "</table>\n<h2 id=\"restores\">Recent restores</h2>\n<table><tr><th>Restore</th><th>From set</th><th>Started</th>"
@@ -243,7 +236,7 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
       for (const auto& t : tx.tasks_of_restore(r.id))
         for (const auto& x : t.reasons) why += (why.empty() ? "" : "; ") + t.component + ": " + x.detail;
       h += "<tr><td>" + html_escape(r.id) + "</td><td>" + html_escape(r.source_set_id) + "</td><td>" +
-           html_escape(utc(r.created_at)) + "</td><td class=\"" + set_state_text(r.state) + "\">" + set_state_text(r.state) +
+           html_escape(utc(r.created_at)) + "</td><td class=\"" + state_text(r.state) + "\">" + state_text(r.state) +
            "</td><td class=\"why\">" + html_escape(why) + "</td></tr>\n";
     }
     if (tx.restores(1).empty()) h += "<tr><td colspan=\"5\">none yet</td></tr>\n";
