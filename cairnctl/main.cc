@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   register_op_status(app, ctx);
   register_op_policy(app, ctx);
   register_op_catalog(app, ctx);
+  register_op_export(app, ctx);
 #endif
 
   try {

@@ -10,6 +10,21 @@
 
 namespace cairn::ctl {
 
+std::vector<controller::RebuildSource> repository_sources(const std::string& config, const std::string& repo,
+                                                          const std::string& password_file, const std::string& name) {
+  std::vector<controller::RebuildSource> repos;
+  if (!config.empty())
+    for (const auto& r : controller::load_config(config).repositories) repos.push_back({r.name, r.path, r.password_file});
+  if (!repo.empty()) {
+    if (password_file.empty()) throw Error(Errc::invalid_input, "--repo needs --password-file");
+    std::erase_if(repos, [&](const controller::RebuildSource& r) { return r.name == name; });
+    repos.push_back({name, repo, password_file});
+  }
+  if (repos.empty())
+    throw Error(Errc::invalid_input, "no repository named: give --repo and --password-file, or --config with [[repository]] tables");
+  return repos;
+}
+
 void register_op_catalog(CLI::App& app, Context& ctx) {
   auto* catalog = app.add_subcommand("catalog", "the controller's catalog, with the controller stopped");
   catalog->require_subcommand(1);
@@ -28,19 +43,9 @@ void register_op_catalog(CLI::App& app, Context& ctx) {
   rebuild->callback([&ctx, a] {
     ctx.action = [a]() -> int {
       std::string data_dir = a->data_dir;
-      std::vector<controller::RebuildSource> repos;
-      if (!a->config.empty()) {
-        auto c = controller::load_config(a->config);
-        if (data_dir.empty()) data_dir = c.data_dir;
-        for (const auto& r : c.repositories) repos.push_back({r.name, r.path, r.password_file});
-      }
-      if (!a->repo.empty()) {
-        if (a->password_file.empty()) throw Error(Errc::invalid_input, "--repo needs --password-file");
-        repos.push_back({a->name, a->repo, a->password_file});
-      }
+      if (data_dir.empty() && !a->config.empty()) data_dir = controller::load_config(a->config).data_dir;
       if (data_dir.empty()) throw Error(Errc::invalid_input, "give --data-dir or --config");
-      if (repos.empty())
-        throw Error(Errc::invalid_input, "no repository to read: give --repo and --password-file, or --config with [[repository]] tables");
+      auto repos = repository_sources(a->config, a->repo, a->password_file, a->name);
       auto rep = controller::rebuild_catalog(data_dir, repos);
       std::printf("catalog rebuilt in %s/catalog.db: %zu backup set(s) (%zu complete), %zu snapshot(s), %zu agent(s)\n",
                   data_dir.c_str(), rep.sets, rep.sets_complete, rep.snapshots, rep.agents);

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cairnctl/cli.h"
+#include "controller/catalog_rebuild.h"
 
 namespace cairn::ctl {
 
@@ -15,5 +16,11 @@ void register_op_restore(CLI::App& app, Context& ctx);  // restore SET, restore 
 void register_op_status(CLI::App& app, Context& ctx);   // status
 void register_op_policy(CLI::App& app, Context& ctx);   // policy ..., forget
 void register_op_catalog(CLI::App& app, Context& ctx);  // catalog rebuild
+void register_op_export(CLI::App& app, Context& ctx);   // export, import
+
+// The repositories named by --config's [[repository]] tables and by --repo
+// (with --password-file, called `name`). Throws cairn::Error when none is.
+std::vector<controller::RebuildSource> repository_sources(const std::string& config, const std::string& repo,
+                                                          const std::string& password_file, const std::string& name);
 
 }  // namespace cairn::ctl

@@ -18,26 +18,101 @@
 namespace cairn::controller {
 namespace {
 
-std::map<std::string, std::string> tag_map(const repo::Snapshot& s) {
-  std::map<std::string, std::string> out;
-  for (const auto& t : s.tags) {
-    auto colon = t.find(':');
-    if (colon != std::string::npos) out.emplace(t.substr(0, colon), t.substr(colon + 1));
-  }
-  return out;
-}
-
 bool has(const repo::Snapshot& s, const std::string& tag) {
   return std::find(s.tags.begin(), s.tags.end(), tag) != s.tags.end();
 }
 
-struct Found {
-  repo::Snapshot snap;
-  std::string repository;
-  std::map<std::string, std::string> tags;
-};
+std::unique_ptr<repo::Repository> open_source(const RebuildSource& r) {
+  auto be = repo::make_fs_backend(r.path);
+  if (!be->size({repo::FileType::config, ""})) throw Error(Errc::no_repo, "no repository at '" + r.path + "'");
+  return repo::Repository::open(std::move(be), repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(r.password_file)));
+}
 
 }  // namespace
+
+std::optional<TaggedSnapshot> tagged(repo::Snapshot s, const std::string& repository, std::string& why) {
+  TaggedSnapshot out;
+  for (const auto& t : s.tags) {
+    auto colon = t.find(':');
+    if (colon != std::string::npos) out.tags.emplace(t.substr(0, colon), t.substr(colon + 1));
+  }
+  if (!has(s, "cairn") || !out.tags.count("set") || !out.tags.count("task") || !out.tags.count("component")) {
+    why = "it has no cairn set tags (set, task, component)";
+    return std::nullopt;
+  }
+  if (has(s, "safety")) {
+    why = "safety backup (taken before a restore)";
+    return std::nullopt;
+  }
+  if (!out.tags.count("agent") || !out.tags.count("agent-key")) {
+    why = "snapshot " + s.id.substr(0, 16) + " in '" + repository + "' (set " + out.tags["set"] +
+          ") names no agent: written by an agent older than the agent tags; restore it with 'cairnctl repo restore'";
+    return std::nullopt;
+  }
+  out.snap = std::move(s);
+  out.repository = repository;
+  return out;
+}
+
+std::optional<catalog::RebuiltSet> build_set(catalog::Tx& tx, const std::string& set_id, const std::vector<TaggedSnapshot>& found,
+                                             std::map<std::string, std::string>& agent_ids, std::vector<std::string>& notes) {
+  catalog::RebuiltSet s;
+  s.id = set_id;
+  s.created_at = INT64_MAX;
+  size_t expected = 0;
+  bool partial = false;
+  std::map<std::string, bool> seen_task;
+  for (const auto& f : found) {
+    auto tag = [&](const char* k) {
+      auto it = f.tags.find(k);
+      return it == f.tags.end() ? std::string() : it->second;
+    };
+    if (seen_task[tag("task")]) continue;  // one task, one snapshot (a copy in a second repository)
+    seen_task[tag("task")] = true;
+    Bytes key;
+    if (!from_hex(tag("agent-key"), key) || key.size() != 32) {
+      notes.push_back("set " + set_id + ": snapshot " + f.snap.id.substr(0, 16) + " has a malformed agent-key tag; left out");
+      continue;
+    }
+    catalog::CurveKey k{};
+    std::copy(key.begin(), key.end(), k.begin());
+    auto& agent_id = agent_ids[tag("agent-key")];
+    if (agent_id.empty()) agent_id = tx.rebuilt_agent(tag("agent"), k);
+    catalog::RebuiltTask t;
+    t.id = tag("task");
+    t.agent_id = agent_id;
+    t.component = tag("component");
+    t.repository = f.repository;
+    t.snapshot_id = f.snap.id;
+    t.created_at = f.snap.time_unix;
+    t.state = f.snap.partial ? catalog::TaskState::partial : catalog::TaskState::succeeded;
+    for (const auto& e : f.snap.errors) t.reasons.push_back(e.path + ": " + e.reason);
+    if (f.snap.partial && t.reasons.empty()) t.reasons.push_back("the snapshot is marked partial");
+    if (!f.snap.component.is_null()) t.component_metadata = f.snap.component.dump();
+    if (f.snap.summary.contains("bytes_total") && f.snap.summary["bytes_total"].is_number_unsigned())
+      t.bytes = f.snap.summary["bytes_total"].get<uint64_t>();
+    partial |= f.snap.partial;
+    if (f.tags.count("set-tasks")) expected = std::max<size_t>(expected, std::strtoull(tag("set-tasks").c_str(), nullptr, 10));
+    if (f.tags.count("policy")) s.policy = tag("policy");
+    s.created_at = std::min(s.created_at, f.snap.time_unix);
+    s.finished_at = std::max(s.finished_at, f.snap.time_unix);
+    s.tasks.push_back(std::move(t));
+  }
+  if (s.tasks.empty()) return std::nullopt;
+  if (expected > s.tasks.size()) {
+    s.state = catalog::SetState::partial;
+    s.note = std::to_string(s.tasks.size()) + " of the set's " + std::to_string(expected) +
+             " task(s) left a snapshot; the others failed or were lost";
+  } else if (partial) {
+    s.state = catalog::SetState::partial;
+    s.note = "a snapshot is partial";
+  } else if (expected == 0) {
+    s.state = catalog::SetState::partial;
+    s.note = "the snapshots do not say how many tasks the set had, so it cannot be called complete";
+  }
+  if (s.state == catalog::SetState::partial) notes.push_back("set " + set_id + " is partial: " + s.note);
+  return s;
+}
 
 RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<RebuildSource>& repositories) {
   if (repositories.empty()) throw Error(Errc::invalid_input, "name at least one repository (--repo)");
@@ -48,30 +123,22 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
     throw Error(Errc::exists, "a catalog exists at '" + path +
                                   "'; a rebuild never replaces one: move it away first if it is the one to replace");
   RebuildReport rep;
-  std::map<std::string, std::vector<Found>> sets;  // set id -> its snapshots
+  std::map<std::string, std::vector<TaggedSnapshot>> sets;  // set id -> its snapshots
   for (const auto& r : repositories) {
-    auto be = repo::make_fs_backend(r.path);
-    if (!be->size({repo::FileType::config, ""})) throw Error(Errc::no_repo, "no repository at '" + r.path + "'");
-    auto repo = repo::Repository::open(std::move(be), repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(r.password_file)));
+    auto repo = open_source(r);
     std::vector<std::pair<std::string, std::string>> bad;
     for (auto& s : repo::load_snapshots(*repo, &bad)) {
-      auto tags = tag_map(s);
-      if (!has(s, "cairn") || !tags.count("set") || !tags.count("task") || !tags.count("component")) {
-        ++rep.skipped_untagged;
-        continue;
-      }
-      if (has(s, "safety")) {
+      std::string why;
+      auto t = tagged(std::move(s), r.name, why);
+      if (t) {
+        auto set = t->tags["set"];
+        sets[set].push_back(std::move(*t));
+      } else if (why.starts_with("safety")) {
         ++rep.skipped_safety;
-        continue;
-      }
-      if (!tags.count("agent") || !tags.count("agent-key")) {
+      } else {
         ++rep.skipped_untagged;
-        rep.notes.push_back("snapshot " + s.id.substr(0, 16) + " in '" + r.name + "' (set " + tags["set"] +
-                            ") names no agent: written by an agent older than the agent tags; restore it with "
-                            "'cairnctl repo restore'");
-        continue;
+        if (why.starts_with("snapshot ")) rep.notes.push_back(why);
       }
-      sets[tags["set"]].push_back({std::move(s), r.name, std::move(tags)});
     }
     for (const auto& [id, why] : bad) {
       ++rep.skipped_unreadable;
@@ -83,61 +150,13 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
   cat.transaction("operator:catalog-rebuild", [&](catalog::Tx& tx) {
     std::map<std::string, std::string> agent_ids;  // key hex -> id
     for (auto& [set_id, found] : sets) {
-      catalog::RebuiltSet s;
-      s.id = set_id;
-      s.created_at = INT64_MAX;
-      size_t expected = 0;
-      bool partial = false;
-      std::map<std::string, bool> seen_task;
-      for (auto& f : found) {
-        if (seen_task[f.tags["task"]]) continue;  // one task, one snapshot (a copy in a second repository)
-        seen_task[f.tags["task"]] = true;
-        Bytes key;
-        if (!from_hex(f.tags["agent-key"], key) || key.size() != 32) {
-          rep.notes.push_back("set " + set_id + ": snapshot " + f.snap.id.substr(0, 16) + " has a malformed agent-key tag; left out");
-          continue;
-        }
-        catalog::CurveKey k{};
-        std::copy(key.begin(), key.end(), k.begin());
-        auto& agent_id = agent_ids[f.tags["agent-key"]];
-        if (agent_id.empty()) agent_id = tx.rebuilt_agent(f.tags["agent"], k);
-        catalog::RebuiltTask t;
-        t.id = f.tags["task"];
-        t.agent_id = agent_id;
-        t.component = f.tags["component"];
-        t.repository = f.repository;
-        t.snapshot_id = f.snap.id;
-        t.created_at = f.snap.time_unix;
-        t.state = f.snap.partial ? catalog::TaskState::partial : catalog::TaskState::succeeded;
-        for (const auto& e : f.snap.errors) t.reasons.push_back(e.path + ": " + e.reason);
-        if (f.snap.partial && t.reasons.empty()) t.reasons.push_back("the snapshot is marked partial");
-        if (!f.snap.component.is_null()) t.component_metadata = f.snap.component.dump();
-        if (f.snap.summary.contains("bytes_total") && f.snap.summary["bytes_total"].is_number_unsigned())
-          t.bytes = f.snap.summary["bytes_total"].get<uint64_t>();
-        partial |= f.snap.partial;
-        if (f.tags.count("set-tasks")) expected = std::max<size_t>(expected, std::strtoull(f.tags["set-tasks"].c_str(), nullptr, 10));
-        if (f.tags.count("policy")) s.policy = f.tags["policy"];
-        s.created_at = std::min(s.created_at, f.snap.time_unix);
-        s.finished_at = std::max(s.finished_at, f.snap.time_unix);
-        s.tasks.push_back(std::move(t));
-      }
-      if (s.tasks.empty()) continue;
-      if (expected > s.tasks.size()) {
-        s.state = catalog::SetState::partial;
-        s.note = std::to_string(s.tasks.size()) + " of the set's " + std::to_string(expected) +
-                 " task(s) left a snapshot; the others failed or were lost";
-      } else if (partial) {
-        s.state = catalog::SetState::partial;
-        s.note = "a snapshot is partial";
-      } else if (expected == 0) {
-        s.state = catalog::SetState::partial;
-        s.note = "the snapshots do not say how many tasks the set had, so it cannot be called complete";
-      }
-      if (s.state == catalog::SetState::partial) rep.notes.push_back("set " + set_id + " is partial: " + s.note);
-      else ++rep.sets_complete;
-      tx.rebuilt_set(s);
+      auto s = build_set(tx, set_id, found, agent_ids, rep.notes);
+      if (!s) continue;
+      if (s->state == catalog::SetState::complete) ++rep.sets_complete;
+      s->requested_by = "catalog rebuild";
+      tx.rebuilt_set(*s);
       ++rep.sets;
-      rep.snapshots += s.tasks.size();
+      rep.snapshots += s->tasks.size();
     }
     rep.agents = agent_ids.size();
     tx.audit({"catalog.rebuild", "catalog", "ok", "",
@@ -146,6 +165,42 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
                {"skipped_unreadable", rep.skipped_unreadable}}});
   });
   return rep;
+}
+
+ImportResult import_set(catalog::Catalog& cat, const RebuildSource& source, const std::vector<std::string>& snapshot_ids,
+                        const std::string& actor, const std::string& origin) {
+  if (snapshot_ids.empty()) throw Error(Errc::invalid_input, "the import names no snapshot");
+  auto repo = open_source(source);
+  std::vector<TaggedSnapshot> found;
+  std::string set_id;
+  for (const auto& id : snapshot_ids) {
+    if (!repo::is_snapshot_id(id)) throw Error(Errc::invalid_input, "'" + id + "' is not a snapshot id");
+    repo::Snapshot s;
+    try {
+      s = repo::load_snapshot(*repo, id);
+    } catch (const Error& e) {
+      throw Error(e.code(), "snapshot " + id.substr(0, 16) + " in repository '" + source.name + "': " + e.what());
+    }
+    std::string why;
+    auto t = tagged(std::move(s), source.name, why);
+    if (!t) throw Error(Errc::invalid_input, "snapshot " + id.substr(0, 16) + " cannot be imported: " + why);
+    if (set_id.empty()) set_id = t->tags["set"];
+    if (t->tags["set"] != set_id)
+      throw Error(Errc::invalid_input, "the snapshots belong to two sets (" + set_id + ", " + t->tags["set"] + "); import one set at a time");
+    found.push_back(std::move(*t));
+  }
+  ImportResult out;
+  cat.transaction(actor, [&](catalog::Tx& tx) {
+    if (tx.backup_set(set_id)) throw Error(Errc::exists, "backup set '" + set_id + "' is in the catalog already");
+    std::map<std::string, std::string> agent_ids;
+    auto s = build_set(tx, set_id, found, agent_ids, out.notes);
+    if (!s) throw Error(Errc::invalid_input, "no snapshot of set " + set_id + " can be recorded: " +
+                                                 (out.notes.empty() ? std::string("none names a task") : out.notes.back()));
+    s->requested_by = actor + " (import of " + origin + ")";
+    tx.rebuilt_set(*s);
+    out.set = std::move(*s);
+  });
+  return out;
 }
 
 }  // namespace cairn::controller

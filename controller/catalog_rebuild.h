@@ -13,8 +13,13 @@
 //    is partial; `partial` otherwise, with the reason.
 // Safety backups (taken before a restore) and snapshots without cairn's tags
 // are left out and counted. Nothing in the repositories is changed.
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "common/repo/snapshot.h"
+#include "controller/catalog/catalog.h"
 
 namespace cairn::controller {
 
@@ -30,8 +35,41 @@ struct RebuildReport {
   std::vector<std::string> notes;  // one line each: what was left out and why
 };
 
+// A snapshot with cairn's tags (set, task, component, agent, agent-key),
+// read from the repository it names.
+struct TaggedSnapshot {
+  repo::Snapshot snap;
+  std::string repository;
+  std::map<std::string, std::string> tags;
+};
+
+// The snapshot's tags as a map; nullopt with why set when it is not a backup
+// task's snapshot that can be put in a catalog (no cairn tags, a safety
+// backup: why starts with "safety", no agent tags).
+std::optional<TaggedSnapshot> tagged(repo::Snapshot s, const std::string& repository, std::string& why);
+
+// One set's catalog rows from its snapshots (one per task; a second copy of
+// a task's snapshot is passed over), its agents found by key or added as
+// pending (agent_ids: key hex -> id, shared across sets). The state follows
+// the snapshots: complete only when every task the set had left a snapshot
+// and none is partial. Returns nullopt when no task remains; notes gets a line
+// for what was left out and for a set that is not complete.
+std::optional<catalog::RebuiltSet> build_set(catalog::Tx& tx, const std::string& set_id, const std::vector<TaggedSnapshot>& found,
+                                             std::map<std::string, std::string>& agent_ids, std::vector<std::string>& notes);
+
 // Takes the data directory (no controller may run on it) and refuses, before
 // reading anything, when a catalog is there. Throws cairn::Error.
 RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<RebuildSource>& repositories);
+
+// cairnctl import: records the backup set whose snapshots (by id) are in
+// repository `source` now, in a running controller's catalog. Every snapshot
+// must belong to one set; a set the catalog has already is refused
+// (Errc::exists). Throws cairn::Error naming what is wrong.
+struct ImportResult {
+  catalog::RebuiltSet set;
+  std::vector<std::string> notes;
+};
+ImportResult import_set(catalog::Catalog& cat, const RebuildSource& source, const std::vector<std::string>& snapshot_ids,
+                        const std::string& actor, const std::string& origin);
 
 }  // namespace cairn::controller

@@ -239,6 +239,7 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
   if (auto* t = root["controller"].as_table()) {
     TableReader r(source, "controller", *t);
     r.string("id", c.controller_id);
+    r.string("cluster", c.cluster);
     r.string("data_dir", c.data_dir);
     r.string("key_dir", c.key_dir);
     r.string("log_level", c.log_level);

@@ -95,6 +95,7 @@ void OperatorApi::fill_task(const catalog::Tx& tx, const catalog::Task& t, cairn
   if (t.snapshot_id) out.set_snapshot_id(*t.snapshot_id);
   if (t.component_metadata) out.set_component_metadata(*t.component_metadata);
   out.set_restore_step(t.restore_step);
+  out.set_repository(t.repository);
   out.set_cluster_id(t.cluster_id);
   if (t.manifest_digest) out.set_manifest_digest(*t.manifest_digest);
   out.set_updated_at(t.updated_at);
@@ -351,6 +352,7 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
       catalog_.read([&](const catalog::Tx& tx) {
         auto* s = r.mutable_status();
         s->set_controller_version(CAIRN_VERSION);
+        s->set_cluster(cluster_);
         for (const auto& a : tx.agents()) {
           if (a.state == catalog::AgentState::approved) s->set_agents_approved(s->agents_approved() + 1);
           if (a.state == catalog::AgentState::pending) s->set_agents_pending(s->agents_pending() + 1);
@@ -402,6 +404,9 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
       return;
     case Q::kForget:
       forget(actor, q.forget(), r);
+      return;
+    case Q::kImportSet:
+      import_set(actor, q.import_set(), r);
       return;
     case Q::BODY_NOT_SET:
       break;

@@ -8,6 +8,7 @@
 #include "common/plan/signing_key.h"
 #include "controller/audit_publisher.h"
 #include "controller/catalog/catalog.h"
+#include "controller/config.h"
 #include "controller/fleet.h"
 #include "controller/orders.h"
 #include "controller/scheduler.h"
@@ -41,6 +42,13 @@ class OperatorApi {
     scheduler_tz_ = std::move(default_tz);
   }
 
+  // Repositories the controller opens itself ([[repository]]), for imports;
+  // cluster names this controller's exports.
+  void set_repositories(std::vector<ControllerConfig::Repository> repositories, std::string cluster) {
+    repositories_ = std::move(repositories);
+    cluster_ = std::move(cluster);
+  }
+
   // actor is "operator:<name>". Never throws.
   cairn::v1::OperatorResponse handle(const std::string& actor, const cairn::v1::OperatorRequest& request);
 
@@ -55,6 +63,7 @@ class OperatorApi {
   std::vector<std::string> offline_selected(const cairn::v1::Selector& selector) const;
   void policy(const std::string& actor, const cairn::v1::PolicyRequest& q, cairn::v1::OperatorResponse& r);
   void forget(const std::string& actor, const cairn::v1::ForgetRequest& q, cairn::v1::OperatorResponse& r);
+  void import_set(const std::string& actor, const cairn::v1::ImportRequest& q, cairn::v1::OperatorResponse& r);
   // Ends the open tasks of a backup set or restore (backup cancel).
   void cancel(const std::string& actor, const std::string& id, cairn::v1::OperatorResponse& r);
 
@@ -66,6 +75,8 @@ class OperatorApi {
   const AuditPublisher* publisher_;
   Scheduler* scheduler_ = nullptr;
   std::string scheduler_tz_ = "UTC";
+  std::vector<ControllerConfig::Repository> repositories_;
+  std::string cluster_;
 };
 
 }  // namespace cairn::controller

@@ -3,6 +3,7 @@
 
 #include "common/util/error.h"
 #include "controller/operator_api.h"
+#include "controller/catalog_rebuild.h"
 #include "controller/schedule.h"
 
 namespace cairn::controller {
@@ -198,6 +199,31 @@ void OperatorApi::forget(const std::string& actor, const cairn::v1::ForgetReques
     }
   }
   if (!q.dry_run()) spdlog::info("operator: '{}' applied retention to {} polic(ies)", actor, policies.size());
+}
+
+void OperatorApi::import_set(const std::string& actor, const cairn::v1::ImportRequest& q, cairn::v1::OperatorResponse& r) {
+  const ControllerConfig::Repository* cfg = nullptr;
+  for (const auto& c : repositories_)
+    if (c.name == q.repository()) cfg = &c;
+  if (!cfg)
+    throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND,
+                  "this controller declares no repository '" + q.repository() +
+                      "' ([[repository]] in its configuration, with the path and password file it opens it with)");
+  std::vector<std::string> ids(q.snapshot_ids().begin(), q.snapshot_ids().end());
+  ImportResult res;
+  try {
+    res = controller::import_set(catalog_, {cfg->name, cfg->path, cfg->password_file}, ids, actor, q.origin());
+  } catch (const Error& e) {
+    if (e.code() == Errc::exists) throw OpError(cairn::v1::ERROR_CODE_CONFLICT, e.what());
+    if (e.code() == Errc::invalid_input) throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, e.what());
+    throw;
+  }
+  catalog_.read([&](const catalog::Tx& tx) { fill_set(tx, res.set.id, *r.mutable_backup_set()); });
+  std::string notes;
+  for (const auto& n : res.notes) notes += (notes.empty() ? "" : "; ") + n;
+  r.set_detail(notes);
+  spdlog::info("operator: '{}' imported backup set '{}' ({} snapshot(s), {}) from '{}' into repository '{}'", actor, res.set.id,
+               res.set.tasks.size(), std::string(catalog::to_string(res.set.state)), q.origin(), cfg->name);
 }
 
 }  // namespace cairn::controller

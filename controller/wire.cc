@@ -271,6 +271,14 @@ std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
     }
     case M::kForget:
       return m.forget().policy().empty() || valid_name(m.forget().policy()) ? "" : "'policy' is not a valid name";
+    case M::kImportSet: {
+      const auto& q = m.import_set();
+      if (!valid_name(q.repository())) return "'repository' is not a valid name";
+      if (q.snapshot_ids_size() == 0 || q.snapshot_ids_size() > kMaxList) return "'snapshot_ids' is empty or too long";
+      for (const auto& id : q.snapshot_ids())
+        if (!valid_id(id)) return "a snapshot id is empty or too long";
+      return valid_text(q.origin(), kMaxName * 8) ? "" : "'origin' is too long or not printable";
+    }
     case M::kAgentApprove:
       return valid_id(m.agent_approve().agent()) ? "" : "'agent' is empty or too long";
     case M::kAgentRevoke:

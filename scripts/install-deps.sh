@@ -13,6 +13,7 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       systemd dbus-daemon util-linux  # service control over D-Bus, tested against a private systemd manager (tests/integration/servers_systemd.py)
       libcctz-dev tzdata  # policies' schedules in a configured time zone (controller/schedule.h)
       libmicrohttpd-dev chromium  # the controller's /metrics and status page, and the headless browser its test loads it in
+      libarchive-dev  # cairnctl export and import: .tar.gz archives
       debootstrap)  # the .deb packages' test installs them into a clean Debian 12 root
 if [[ "${1:-}" == "--bench" ]]; then PKGS+=(restic borgbackup zstd); fi
 # libFuzzer builds (docs/testing.md); CI replays the corpora with gcc and needs none of it.

@@ -25,9 +25,9 @@ void Tx::rebuilt_set(const RebuiltSet& s) {
   if (backup_set(s.id)) throw Error(Errc::exists, "backup set '" + s.id + "' is in the catalog already");
   db_.prepare(
          "INSERT INTO backup_sets (id, created_at, trigger, requested_by, selector, state, finished_at, policy)"
-         " VALUES (?, ?, ?, 'catalog rebuild', '{}', ?, ?, ?)")
-      .bind_all(s.id, s.created_at, s.policy ? "schedule" : "manual", std::string(to_string(s.state)), s.finished_at,
-                s.policy)
+         " VALUES (?, ?, ?, ?, '{}', ?, ?, ?)")
+      .bind_all(s.id, s.created_at, s.policy ? "schedule" : "manual", s.requested_by, std::string(to_string(s.state)),
+                s.finished_at, s.policy)
       .run();
   auto ins_task = db_.prepare(
       "INSERT INTO tasks (id, backup_set_id, agent_id, component, kind, state, created_at, updated_at, snapshot_id,"

@@ -168,6 +168,7 @@ struct RebuiltSet {
   SetState state = SetState::complete;
   std::optional<std::string> policy;
   std::string note;  // why the state is what it is
+  std::string requested_by = "catalog rebuild";
   std::vector<RebuiltTask> tasks;
 };
 

@@ -1,0 +1,627 @@
+// cairnctl export SET -o DIR and cairnctl import FILE (docs/operations.md
+// § Export and import).
+//
+// An export is a gzip'd tar (libarchive) of a meta.json and a small
+// repository, repo/, holding the set's snapshots. The repository is a new one
+// with its own keys, encrypted with the source repository's passphrase (or
+// --export-password-file's): blob ids are keyed per repository, so every blob
+// is re-stored under the new keys (common/repo/copy.h). meta.json describes
+// the set and lists every file of repo/ with its size and SHA-256. The export
+// is read back and checked (every checksum, then every blob of the small
+// repository) before it gets its final name; until then it is a temporary
+// file in a staging directory beside it, removed on any failure.
+//
+// An import reads the archive accepting only meta.json and regular files
+// under repo/ (no links, devices, absolute names or ".."), checks the
+// checksums and every blob, copies the snapshots into a repository the
+// controller declares and asks the controller to record the set, which it
+// reads back from that repository itself (controller/catalog_rebuild.h).
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "cairn/version.h"
+#include "cairnctl/op_client.h"
+#include "cairnctl/op_commands.h"
+#include "cairnctl/op_view.h"
+#include "common/crypto/crypto.h"
+#include "common/repo/backend.h"
+#include "common/repo/checker.h"
+#include "common/repo/copy.h"
+#include "common/repo/lock.h"
+#include "common/repo/snapshot.h"
+#include "common/util/encoding.h"
+#include "common/util/error.h"
+#include "common/util/fs.h"
+#include "common/util/terminal_text.h"
+#include "controller/catalog_rebuild.h"
+
+namespace cairn::ctl {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr const char* kFormat = "cairn-export/1";
+constexpr size_t kMaxMeta = 64u << 20;
+
+// A staging directory removed when it goes out of scope (no throw).
+struct Staging {
+  std::string dir;
+  explicit Staging(const std::string& parent) {
+    mkdir_p(parent, 0755);
+    std::string tmpl = parent + "/.cairn-staging-XXXXXX";
+    if (!::mkdtemp(tmpl.data()))
+      throw Error(Errc::io, "cannot create a staging directory in '" + parent + "': " + std::strerror(errno));
+    dir = tmpl;
+  }
+  ~Staging() { remove_tree(dir); }
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+};
+
+std::string hex_sha256_file(const std::string& path, uint64_t& size) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) throw Error(Errc::io, "cannot read '" + path + "': " + std::strerror(errno));
+  crypto::Sha256 h;
+  std::vector<uint8_t> buf(1 << 20);
+  size = 0;
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      ::close(fd);
+      throw Error(Errc::io, "cannot read '" + path + "': " + std::strerror(err));
+    }
+    if (n == 0) break;
+    h.update({buf.data(), size_t(n)});
+    size += uint64_t(n);
+  }
+  ::close(fd);
+  auto d = h.finish();
+  return to_hex(std::span<const uint8_t>(d));
+}
+
+// Every regular file under root/sub, as names relative to root, sorted.
+std::vector<std::string> files_under(const std::string& root, const std::string& sub) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(root + "/" + sub)) {
+    if (e.is_symlink() || !(e.is_regular_file() || e.is_directory()))
+      throw Error(Errc::io, "'" + e.path().string() + "' is not a regular file");
+    if (e.is_regular_file()) out.push_back(fs::relative(e.path(), root).string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// --- the archive ---------------------------------------------------------
+
+[[noreturn]] void archive_fail(struct archive* a, const std::string& what) {
+  std::string msg = what + ": " + (archive_error_string(a) ? archive_error_string(a) : "unknown error");
+  throw Error(Errc::io, msg);
+}
+
+void write_archive(const std::string& path, const std::string& root, const std::vector<std::string>& names) {
+  struct archive* a = archive_write_new();
+  std::unique_ptr<struct archive, int (*)(struct archive*)> guard(a, archive_write_free);
+  if (archive_write_add_filter_gzip(a) != ARCHIVE_OK || archive_write_set_format_pax_restricted(a) != ARCHIVE_OK)
+    archive_fail(a, "cannot set up the archive");
+  if (archive_write_open_filename(a, path.c_str()) != ARCHIVE_OK) archive_fail(a, "cannot create '" + path + "'");
+  std::vector<uint8_t> buf(1 << 20);
+  time_t now = ::time(nullptr);
+  for (const auto& name : names) {
+    std::string src = root + "/" + name;
+    int fd = ::open(src.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) throw Error(Errc::io, "cannot read '" + src + "': " + std::strerror(errno));
+    struct stat st {};
+    ::fstat(fd, &st);
+    archive_entry* e = archive_entry_new();
+    archive_entry_set_pathname(e, name.c_str());
+    archive_entry_set_size(e, st.st_size);
+    archive_entry_set_filetype(e, AE_IFREG);
+    archive_entry_set_perm(e, 0600);
+    archive_entry_set_mtime(e, now, 0);
+    if (archive_write_header(a, e) != ARCHIVE_OK) {
+      archive_entry_free(e);
+      ::close(fd);
+      archive_fail(a, "cannot write '" + name + "' into '" + path + "'");
+    }
+    archive_entry_free(e);
+    for (;;) {
+      ssize_t n = ::read(fd, buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      if (archive_write_data(a, buf.data(), size_t(n)) != n) {
+        ::close(fd);
+        archive_fail(a, "cannot write '" + name + "' into '" + path + "'");
+      }
+    }
+    ::close(fd);
+  }
+  if (archive_write_close(a) != ARCHIVE_OK) archive_fail(a, "cannot finish '" + path + "'");
+}
+
+// "meta.json" or "repo/<name>/...": relative, no empty, "." or ".." component.
+bool allowed_name(const std::string& n) {
+  if (n == "meta.json") return true;
+  if (!n.starts_with("repo/") || n.size() > 4096) return false;
+  size_t start = 0;
+  while (start <= n.size()) {
+    size_t end = n.find('/', start);
+    if (end == std::string::npos) end = n.size();
+    std::string c = n.substr(start, end - start);
+    if (c.empty() || c == "." || c == "..") return false;
+    for (unsigned char ch : c)
+      if (ch < 0x20 || ch == 0x7f) return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+struct Extracted {
+  nlohmann::json meta;
+  std::map<std::string, std::pair<uint64_t, std::string>> files;  // repo/... -> size, sha256
+};
+
+// Reads the archive into dir, accepting only meta.json and regular files under repo/.
+Extracted extract_archive(const std::string& path, const std::string& dir) {
+  struct archive* a = archive_read_new();
+  std::unique_ptr<struct archive, int (*)(struct archive*)> guard(a, archive_read_free);
+  archive_read_support_filter_gzip(a);
+  archive_read_support_format_tar(a);
+  if (archive_read_open_filename(a, path.c_str(), 1 << 16) != ARCHIVE_OK)
+    archive_fail(a, "cannot read '" + path + "' as a cairn export (a .tar.gz)");
+  Extracted out;
+  std::string meta_text;
+  bool have_meta = false;
+  std::vector<uint8_t> buf(1 << 20);
+  for (;;) {
+    archive_entry* e = nullptr;
+    int rc = archive_read_next_header(a, &e);
+    if (rc == ARCHIVE_EOF) break;
+    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) archive_fail(a, "'" + path + "' is damaged or truncated");
+    std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+    auto type = archive_entry_filetype(e);
+    if (type == AE_IFDIR && (name == "repo/" || (allowed_name(name.substr(0, name.size() - 1)) && name.ends_with("/")))) continue;
+    if (type != AE_IFREG || archive_entry_hardlink(e) || archive_entry_symlink(e))
+      throw Error(Errc::corrupt, "'" + path + "' holds '" + terminal_safe(name) +
+                                     "', which is not a regular file: a cairn export holds only meta.json and its repository's files");
+    if (!allowed_name(name))
+      throw Error(Errc::corrupt, "'" + path + "' holds '" + terminal_safe(name) +
+                                     "': a cairn export holds only meta.json and files under repo/");
+    bool meta = name == "meta.json";
+    if (meta && have_meta) throw Error(Errc::corrupt, "'" + path + "' holds meta.json twice");
+    std::string dst = dir + "/" + name;
+    mkdir_p(fs::path(dst).parent_path().string(), 0700);
+    int fd = ::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+      if (errno == EEXIST) throw Error(Errc::corrupt, "'" + path + "' holds '" + terminal_safe(name) + "' twice");
+      throw Error(Errc::io, "cannot write '" + dst + "': " + std::strerror(errno));
+    }
+    crypto::Sha256 h;
+    uint64_t size = 0;
+    for (;;) {
+      la_ssize_t n = archive_read_data(a, buf.data(), buf.size());
+      if (n < 0) {
+        ::close(fd);
+        archive_fail(a, "'" + path + "' is damaged or truncated at '" + terminal_safe(name) + "'");
+      }
+      if (n == 0) break;
+      write_all(fd, buf.data(), size_t(n), dst);
+      h.update({buf.data(), size_t(n)});
+      size += uint64_t(n);
+      if (meta) {
+        if (meta_text.size() + size_t(n) > kMaxMeta) {
+          ::close(fd);
+          throw Error(Errc::corrupt, "meta.json in '" + path + "' is over 64 MiB: not a cairn export");
+        }
+        meta_text.append(reinterpret_cast<const char*>(buf.data()), size_t(n));
+      }
+    }
+    if (::fsync(fd) != 0 || ::close(fd) != 0) throw Error(Errc::io, "cannot write '" + dst + "': " + std::strerror(errno));
+    auto d = h.finish();
+    if (meta) have_meta = true;
+    else out.files[name] = {size, to_hex(std::span<const uint8_t>(d))};
+  }
+  if (!have_meta) throw Error(Errc::corrupt, "'" + path + "' holds no meta.json: not a cairn export");
+  try {
+    out.meta = nlohmann::json::parse(meta_text);
+  } catch (const std::exception& e) {
+    throw Error(Errc::corrupt, "meta.json in '" + path + "' does not parse: " + e.what());
+  }
+  if (!out.meta.is_object() || out.meta.value("format", "") != kFormat)
+    throw Error(Errc::unsupported, "'" + path + "' is not a cairn export this version reads (format '" +
+                                       std::string(kFormat) + "' expected)");
+  // Every file meta.json lists is there with its size and checksum, and nothing else is.
+  const auto& listed = out.meta["files"];
+  if (!listed.is_object()) throw Error(Errc::corrupt, "meta.json in '" + path + "' lists no files");
+  for (const auto& [name, f] : listed.items()) {
+    auto it = out.files.find(name);
+    if (it == out.files.end()) throw Error(Errc::corrupt, "'" + path + "' lacks '" + terminal_safe(name) + "', which its meta.json lists");
+    if (!f.is_object() || f.value("sha256", "") != it->second.second || f.value("size", uint64_t(0)) != it->second.first)
+      throw Error(Errc::corrupt, "'" + terminal_safe(name) + "' in '" + path + "' does not match its checksum in meta.json: the export is damaged");
+  }
+  for (const auto& [name, f] : out.files)
+    if (!listed.contains(name))
+      throw Error(Errc::corrupt, "'" + path + "' holds '" + terminal_safe(name) + "', which its meta.json does not list");
+  if (!out.meta["snapshots"].is_array() || out.meta["snapshots"].empty())
+    throw Error(Errc::corrupt, "meta.json in '" + path + "' lists no snapshot");
+  return out;
+}
+
+std::unique_ptr<repo::Repository> open_fs_repo(const std::string& path, const repo::Secret& secret, const std::string& what) {
+  auto be = repo::make_fs_backend(path);
+  if (!be->size({repo::FileType::config, ""})) throw Error(Errc::no_repo, "no repository at '" + path + "' (" + what + ")");
+  std::unique_ptr<repo::Repository> r;
+  try {
+    r = repo::Repository::open(std::move(be), secret);
+  } catch (const Error& e) {
+    if (e.code() == Errc::wrong_key) throw Error(Errc::wrong_key, what + ": " + e.what());
+    throw;
+  }
+  for (const auto& p : r->load_index())
+    throw Error(Errc::corrupt, what + ": index file '" + p.index_file + "' is unusable: " + p.message);
+  return r;
+}
+
+// Every blob of the small repository verified (check --read-data).
+void check_whole(repo::Repository& r, const std::string& what) {
+  repo::CheckOptions co;
+  co.read_data = true;
+  auto rep = repo::check(r, co);
+  if (!rep.clean()) {
+    std::string first;
+    for (const auto& p : rep.problems) {
+      first = repo::problem_line(p);
+      break;
+    }
+    throw Error(Errc::corrupt, what + " does not verify (" + std::to_string(rep.errors()) + " problem(s)); first: " + first);
+  }
+}
+
+std::map<std::string, std::string> tags_of(const repo::Snapshot& s) {
+  std::map<std::string, std::string> out;
+  for (const auto& t : s.tags)
+    if (auto c = t.find(':'); c != std::string::npos) out.emplace(t.substr(0, c), t.substr(c + 1));
+  return out;
+}
+
+std::string utc_name_stamp(int64_t t) {
+  time_t tt = time_t(t);
+  struct tm tm {};
+  ::gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  return buf;
+}
+
+// Letters, digits, '.', '_' and '-' only: the cluster's name goes into a file name.
+std::string file_safe(const std::string& s) {
+  std::string out;
+  for (char c : s) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-') ? c : '-';
+  while (!out.empty() && out[0] == '.') out.erase(0, 1);
+  return out.empty() ? "cairn" : out;
+}
+
+// Publishes tmp as dir/base.tar.gz, or base_1.tar.gz, base_2... when taken;
+// link() never replaces a file. Returns the final path.
+std::string publish(const std::string& tmp, const std::string& dir, const std::string& base) {
+  for (int i = 0; i < 10000; ++i) {
+    std::string name = dir + "/" + base + (i ? "_" + std::to_string(i) : "") + ".tar.gz";
+    if (::link(tmp.c_str(), name.c_str()) == 0) {
+      ::unlink(tmp.c_str());
+      fsync_dir(dir);
+      return name;
+    }
+    if (errno != EEXIST) throw Error(Errc::io, "cannot create '" + name + "': " + std::strerror(errno));
+  }
+  throw Error(Errc::exists, "'" + dir + "' holds 10,000 exports named '" + base + "'; choose another directory");
+}
+
+struct RepoArgs {
+  std::string config, repo, password_file, name = "main", export_password_file;
+};
+
+void add_repo_args(CLI::App* cmd, RepoArgs& a, const char* repo_help) {
+  cmd->add_option("--config", a.config, "the controller's configuration: the [[repository]] tables it declares");
+  cmd->add_option("--repo", a.repo, repo_help);
+  cmd->add_option("--password-file", a.password_file, "its passphrase file (mode 0600)");
+  cmd->add_option("--repository-name", a.name, "the name the agents and the controller give that repository")
+      ->capture_default_str();
+  cmd->add_option("--export-password-file", a.export_password_file,
+                  "the export's passphrase file (mode 0600); default: the repository's passphrase");
+}
+
+repo::Secret passphrase(const std::string& file) { return repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(file)); }
+
+int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref, const std::string& out_dir,
+               const std::string& cluster_opt) {
+  cairn::v1::OperatorRequest q;
+  q.mutable_backup_show()->set_backup_set_id(set_ref);
+  auto set = op_call(o, q).backup_set();
+  const std::string set_id = set.backup_set_id();
+  if (set.state() == cairn::v1::SET_STATE_RUNNING)
+    throw Error(Errc::invalid_input, "backup set " + set_id + " is still running; export it when it has ended");
+  if (set.forgotten_at())
+    throw Error(Errc::invalid_input, "backup set " + set_id + "'s snapshots were removed by retention (" +
+                                         local_time(set.forgotten_at()) + "); it cannot be exported");
+  std::vector<const cairn::v1::TaskInfo*> tasks;
+  for (const auto& t : set.tasks())
+    if (t.kind() == cairn::v1::TASK_KIND_BACKUP && !t.snapshot_id().empty()) tasks.push_back(&t);
+  if (tasks.empty()) throw Error(Errc::invalid_input, "backup set " + set_id + " has no snapshot to export (" +
+                                                          set_state_name(set.state()) + ")");
+  std::string cluster = cluster_opt;
+  if (cluster.empty()) {
+    cairn::v1::OperatorRequest sq;
+    sq.mutable_status();
+    cluster = op_call(o, sq).status().cluster();
+  }
+  auto sources = repository_sources(a.config, a.repo, a.password_file, a.name);
+  auto source_of = [&](const std::string& name) -> const controller::RebuildSource& {
+    for (const auto& s : sources)
+      if (s.name == name) return s;
+    if (name.empty() && sources.size() == 1) return sources[0];
+    throw Error(Errc::invalid_input, "the set's snapshots are in repository '" + (name.empty() ? std::string("(the agent's default)") : name) +
+                                         "', which neither --repo (named by --repository-name) nor --config's [[repository]] tables name");
+  };
+  std::string export_pw_file = a.export_password_file;
+  if (export_pw_file.empty()) {
+    std::set<std::string> pws;
+    for (const auto* t : tasks) pws.insert(source_of(t->repository()).password_file);
+    if (pws.size() > 1) throw Error(Errc::invalid_input, "the set's snapshots are in repositories with different passphrases: give --export-password-file");
+    export_pw_file = *pws.begin();
+  }
+  auto export_secret = passphrase(export_pw_file);
+
+  mkdir_p(out_dir, 0755);
+  Staging st(out_dir);
+  const std::string repo_dir = st.dir + "/repo";
+  repo::Repository::init(*repo::make_fs_backend(repo_dir), export_secret);
+  auto dst = repo::Repository::open(repo::make_fs_backend(repo_dir), export_secret);
+  dst->load_index();
+
+  nlohmann::json snaps = nlohmann::json::array();
+  uint64_t total_bytes = 0;
+  std::map<std::string, std::vector<const cairn::v1::TaskInfo*>> by_repo;
+  for (const auto* t : tasks) by_repo[source_of(t->repository()).name].push_back(t);
+  for (const auto& [name, list] : by_repo) {
+    const auto& src_cfg = source_of(name);
+    auto src = open_fs_repo(src_cfg.path, passphrase(src_cfg.password_file), "repository '" + name + "' at '" + src_cfg.path + "'");
+    auto lock = repo::lock_for_reading(*src, "cairnctl export " + set_id);
+    repo::SnapshotCopier copier(*src, *dst);
+    for (const auto* t : list) {
+      auto s = repo::load_snapshot(*src, t->snapshot_id());
+      auto tags = tags_of(s);
+      if (tags["set"] != set_id || tags["task"] != t->task_id())
+        throw Error(Errc::corrupt, "snapshot " + s.id.substr(0, 16) + " in repository '" + name + "' is tagged for set '" +
+                                       tags["set"] + "', task '" + tags["task"] + "', not this set's task " + t->task_id() +
+                                       ": the catalog and the repository disagree");
+      auto n = copier.copy(s);
+      if (lock) lock->check("exporting");
+      uint64_t bytes = s.summary.contains("bytes_total") && s.summary["bytes_total"].is_number_unsigned()
+                           ? s.summary["bytes_total"].get<uint64_t>() : 0;
+      total_bytes += bytes;
+      nlohmann::json j = {{"snapshot_id", n.id},
+                          {"source_snapshot_id", s.id},
+                          {"source_repository", name},
+                          {"task_id", t->task_id()},
+                          {"agent", t->agent_name()},
+                          {"component", t->component()},
+                          {"state", s.partial ? "partial" : "succeeded"},
+                          {"time", s.time},
+                          {"hostname", s.hostname},
+                          {"bytes", bytes},
+                          {"files", s.summary.value("files_total", uint64_t(0))},
+                          {"component_metadata", s.component},
+                          {"versions", s.component.is_object() && s.component.contains("versions") ? s.component["versions"] : nlohmann::json(nullptr)}};
+      nlohmann::json reasons = nlohmann::json::array();
+      for (const auto& r : t->reasons()) reasons.push_back(r.detail());
+      j["reasons"] = reasons;
+      snaps.push_back(std::move(j));
+    }
+    if (lock) lock->release();
+  }
+  dst->flush();
+  dst.reset();
+
+  nlohmann::json files = nlohmann::json::object();
+  uint64_t repo_bytes = 0;
+  for (const auto& name : files_under(st.dir, "repo")) {
+    uint64_t size = 0;
+    files[name] = {{"size", 0}, {"sha256", hex_sha256_file(st.dir + "/" + name, size)}};
+    files[name]["size"] = size;
+    repo_bytes += size;
+  }
+  int64_t now = ::time(nullptr);
+  nlohmann::json meta = {
+      {"format", kFormat},
+      {"cluster", cluster},
+      {"exported_at", repo::format_rfc3339(now)},
+      {"exported_by", std::string("cairnctl ") + CAIRN_VERSION},
+      {"backup_set",
+       {{"id", set_id},
+        {"state", set_state_name(set.state())},
+        {"trigger", set.trigger()},
+        {"policy", set.policy()},
+        {"requested_by", set.requested_by()},
+        {"created_at", repo::format_rfc3339(set.created_at())},
+        {"finished_at", set.finished_at() ? repo::format_rfc3339(set.finished_at()) : ""}}},
+      {"components", [&] {
+         std::set<std::string> c;
+         for (const auto& s : snaps) c.insert(s["component"].get<std::string>());
+         return nlohmann::json(c);
+       }()},
+      {"snapshots", snaps},
+      {"totals", {{"snapshots", snaps.size()}, {"bytes", total_bytes}, {"repository_bytes", repo_bytes}}},
+      {"files", files}};
+  std::string meta_text = meta.dump(2) + "\n";
+  write_file_atomic(st.dir + "/meta.json", std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(meta_text.data()), meta_text.size()), 0600);
+
+  std::vector<std::string> names{"meta.json"};
+  for (const auto& [name, f] : files.items()) names.push_back(name);
+  const std::string tmp = st.dir + "/export.tar.gz";
+  write_archive(tmp, st.dir, names);
+  {
+    int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::fsync(fd) != 0) throw Error(Errc::io, "cannot sync '" + tmp + "': " + std::strerror(errno));
+    ::close(fd);
+  }
+
+  // Read it back as an import would, and check every blob, before naming it.
+  {
+    Staging verify(st.dir);
+    auto ex = extract_archive(tmp, verify.dir);
+    auto r = open_fs_repo(verify.dir + "/repo", export_secret, "the export's repository");
+    check_whole(*r, "the export written to '" + tmp + "'");
+    for (const auto& s : snaps) {
+      auto back = repo::load_snapshot(*r, s["snapshot_id"].get<std::string>());
+      if (tags_of(back)["set"] != set_id) throw Error(Errc::corrupt, "the export's snapshot " + back.id.substr(0, 16) + " lost its set tag");
+    }
+  }
+  uint64_t size = 0;
+  std::string sum = hex_sha256_file(tmp, size);
+  std::string final_path = publish(tmp, out_dir, "cairn-" + file_safe(cluster) + "-" + utc_name_stamp(now));
+  if (o.json) {
+    std::printf("%s\n", nlohmann::json({{"file", final_path}, {"size", size}, {"sha256", sum}, {"backup_set_id", set_id},
+                                        {"snapshots", snaps.size()}, {"verified", true}}).dump().c_str());
+  } else {
+    std::printf("exported backup set %s (%s, %zu snapshot(s), %s of data) to %s\n", set_id.c_str(),
+                set_state_name(set.state()).c_str(), snaps.size(), human_bytes(total_bytes).c_str(), final_path.c_str());
+    std::printf("verified: every checksum and every blob read back; %s, sha256 %s\n", human_bytes(size).c_str(), sum.c_str());
+  }
+  return kExitOk;
+}
+
+int run_import(const OpOptions& o, const RepoArgs& a, const std::string& file, const std::string& tmp_parent) {
+  auto sources = repository_sources(a.config, a.repo, a.password_file, a.name);
+  const controller::RebuildSource* target = nullptr;
+  for (const auto& s : sources)
+    if (s.name == a.name) target = &s;
+  if (!target && sources.size() == 1 && a.repo.empty()) target = &sources[0];
+  if (!target) throw Error(Errc::invalid_input, "no repository named '" + a.name + "' to import into: give --repo or --config, and --repository-name");
+  struct stat st_file {};
+  if (::stat(file.c_str(), &st_file) != 0 || !S_ISREG(st_file.st_mode))
+    throw Error(Errc::not_found, "'" + file + "' is not a file");
+
+  Staging st(tmp_parent.empty() ? fs::temp_directory_path().string() : tmp_parent);
+  auto ex = extract_archive(file, st.dir);
+  const std::string set_id = ex.meta["backup_set"].value("id", "");
+  if (set_id.empty()) throw Error(Errc::corrupt, "meta.json in '" + file + "' names no backup set");
+
+  // Already recorded: nothing to copy (an import is safe to run again).
+  {
+    cairn::v1::OperatorRequest q;
+    q.mutable_backup_show()->set_backup_set_id(set_id);
+    try {
+      auto s = op_call(o, q).backup_set();
+      if (s.backup_set_id() == set_id) {
+        std::printf("backup set %s is in the catalog already (%s); nothing imported\n", set_id.c_str(), set_state_name(s.state()).c_str());
+        return kExitOk;
+      }
+    } catch (const Error& e) {
+      if (e.code() != Errc::not_found) throw;
+    }
+  }
+
+  auto export_secret = passphrase(a.export_password_file.empty() ? target->password_file : a.export_password_file);
+  std::unique_ptr<repo::Repository> src;
+  try {
+    src = open_fs_repo(st.dir + "/repo", export_secret, "the export's repository");
+  } catch (const Error& e) {
+    if (e.code() == Errc::wrong_key)
+      throw Error(Errc::wrong_key, "the export is encrypted with another passphrase than the repository's: give --export-password-file");
+    throw;
+  }
+  check_whole(*src, "'" + file + "'");
+
+  auto dst = open_fs_repo(target->path, passphrase(target->password_file), "repository '" + target->name + "' at '" + target->path + "'");
+  auto lock = repo::Lock::acquire(*dst, repo::LockKind::shared, "cairnctl import " + set_id, std::chrono::seconds(60),
+                                  [](const std::string& m) { warn(m); });
+  // A task whose snapshot an earlier, interrupted import stored already is not copied again.
+  std::map<std::string, std::string> have;  // task -> snapshot id in the target
+  for (const auto& s : repo::load_snapshots(*dst)) {
+    auto t = tags_of(s);
+    if (t["set"] == set_id && !t["task"].empty()) have[t["task"]] = s.id;
+  }
+  repo::SnapshotCopier copier(*src, *dst);
+  std::vector<std::string> ids;
+  for (const auto& m : ex.meta["snapshots"]) {
+    std::string id = m.value("snapshot_id", "");
+    if (!repo::is_snapshot_id(id)) throw Error(Errc::corrupt, "meta.json in '" + file + "' names a snapshot '" + terminal_safe(id) + "' that is not an id");
+    auto s = repo::load_snapshot(*src, id);
+    auto tags = tags_of(s);
+    if (tags["set"] != set_id)
+      throw Error(Errc::corrupt, "snapshot " + id.substr(0, 16) + " in '" + file + "' is tagged for set '" + terminal_safe(tags["set"]) +
+                                     "', not " + set_id + " as meta.json says");
+    if (auto it = have.find(tags["task"]); it != have.end()) {
+      ids.push_back(it->second);
+      continue;
+    }
+    auto n = copier.copy(s);
+    lock->check("importing");
+    ids.push_back(n.id);
+  }
+  lock->release();
+
+  cairn::v1::OperatorRequest q;
+  auto* im = q.mutable_import_set();
+  im->set_repository(target->name);
+  for (const auto& id : ids) im->add_snapshot_ids(id);
+  im->set_origin(fs::path(file).filename().string());
+  auto r = op_call(o, q);
+  const auto& s = r.backup_set();
+  if (o.json) {
+    std::printf("%s\n", proto_json(s).c_str());
+  } else {
+    std::printf("imported backup set %s (%s, %zu snapshot(s), %llu blob(s) stored) into repository '%s'\n", s.backup_set_id().c_str(),
+                set_state_name(s.state()).c_str(), ids.size(), (unsigned long long)copier.stats().blobs_new, target->name.c_str());
+    if (!r.detail().empty()) std::printf("note: %s\n", terminal_safe(r.detail()).c_str());
+    std::printf("restore it with 'cairnctl restore %s'; an agent the catalog did not know is pending until approved\n",
+                s.backup_set_id().c_str());
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void register_op_export(CLI::App& app, Context& ctx) {
+  auto* exp = app.add_subcommand("export", "write a backup set as a self-contained, verified .tar.gz (a small repository and meta.json)");
+  struct ExportArgs {
+    RepoArgs repo;
+    std::string set, out, cluster;
+  };
+  auto a = std::make_shared<ExportArgs>();
+  exp->add_option("set", a->set, "backup set id (or a unique prefix)")->required();
+  exp->add_option("-o,--output", a->out, "directory to write cairn-<cluster>-<UTC time>.tar.gz into")->required();
+  exp->add_option("--cluster", a->cluster, "the cluster's name in the file name; default: the controller's [controller] cluster");
+  add_repo_args(exp, a->repo, "the repository the set's snapshots are in (instead of --config's)");
+  auto o = std::make_shared<OpOptions>();
+  add_op_options(exp, *o);
+  exp->callback([&ctx, a, o] { ctx.action = [a, o]() -> int { return run_export(*o, a->repo, a->set, a->out, a->cluster); }; });
+
+  auto* imp = app.add_subcommand("import", "bring an export's backup set into a repository and the controller's catalog");
+  struct ImportArgs {
+    RepoArgs repo;
+    std::string file, tmp;
+  };
+  auto b = std::make_shared<ImportArgs>();
+  imp->add_option("file", b->file, "the export (.tar.gz)")->required();
+  imp->add_option("--tmp-dir", b->tmp, "where the export is unpacked and checked first; default: $TMPDIR or /tmp");
+  add_repo_args(imp, b->repo, "the repository to import into (instead of --config's)");
+  auto o2 = std::make_shared<OpOptions>();
+  add_op_options(imp, *o2);
+  imp->callback([&ctx, b, o2] { ctx.action = [b, o2]() -> int { return run_import(*o2, b->repo, b->file, b->tmp); }; });
+}
+
+}  // namespace cairn::ctl

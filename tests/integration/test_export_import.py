@@ -1,0 +1,160 @@
+"""Export and import (issue 12): `cairnctl export SET -o DIR` writes a
+verified, self-contained cairn-<cluster>-<UTC time>.tar.gz (a small repository
+and meta.json); `cairnctl import FILE` brings the set into a repository and
+the catalog of a controller that lost both, and a restore from it brings the
+bytes back. A damaged or hostile archive is refused and nothing is written
+outside the staging directory."""
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import time
+
+from cluster import backup_set_id, cluster, set_state  # noqa: F401
+
+
+def declare_repository(c):
+    c.controller.stop()
+    c.controller_cfg.write_text(c.controller_cfg.read_text().replace(
+        'id = "it-controller"', 'id = "it-controller"\ncluster = "prod east"', 1) + f"""
+[[repository]]
+name = "main"
+path = "{c.repo}"
+password_file = "{c.repo_pass}"
+""")
+    c.start_controller()
+
+
+def members(path):
+    with tarfile.open(path, "r:gz") as t:
+        return {m.name: (m, t.extractfile(m).read() if m.isfile() else None) for m in t.getmembers()}
+
+
+def rewrite(src, dst, change):
+    """A copy of the export with change(name, data) -> data applied to each member (None drops it)."""
+    with tarfile.open(src, "r:gz") as t, tarfile.open(dst, "w:gz") as out:
+        for m in t.getmembers():
+            data = change(m.name, t.extractfile(m).read())
+            if data is None:
+                continue
+            m.size = len(data)
+            out.addfile(m, io.BytesIO(data))
+
+
+def test_export_verified_then_imported_into_a_new_catalog_and_restored(cluster, tmp_path):
+    c = cluster
+    big = os.urandom(3 << 20)
+    c.add_agent("node-a", {"a.txt": b"alpha version 1\n", "big.bin": big})
+    c.enrol("node-a")
+    declare_repository(c)
+    data = c.agent_dirs["node-a"]["data"]
+    set_id = backup_set_id(c.ok("backup", "create", "--wait"))
+
+    out_dir = tmp_path / "exports"
+    # A file of the name the export would take is never replaced: _1 instead.
+    # (Names for the next seconds are taken, whichever second the export lands in.)
+    out_dir.mkdir()
+    now = int(time.time())
+    for t in range(now, now + 30):
+        (out_dir / f"cairn-prod-east-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(t))}.tar.gz").write_bytes(b"keep me")
+    out = c.ok("export", set_id, "-o", out_dir, "--config", c.controller_cfg)
+    m = re.search(r"to (\S+\.tar\.gz)", out)
+    assert m, out
+    path = m.group(1)
+    assert re.fullmatch(r".*/cairn-prod-east-\d{8}T\d{6}Z_1\.tar\.gz", path), path
+    assert "verified: every checksum and every blob read back" in out, out
+    for f in out_dir.iterdir():
+        if f.name.endswith(".tar.gz") and not f.name.endswith("_1.tar.gz"):
+            assert f.read_bytes() == b"keep me", f
+    assert not [f for f in out_dir.iterdir() if f.name.startswith(".")], list(out_dir.iterdir())
+
+    # What the archive holds: meta.json describing the set, a repository whose every file it checksums.
+    mem = members(path)
+    meta = json.loads(mem["meta.json"][1])
+    assert meta["format"] == "cairn-export/1" and meta["cluster"] == "prod east"
+    assert meta["backup_set"]["id"] == set_id and meta["backup_set"]["state"] == "complete"
+    assert meta["components"] == ["data"]
+    (snap,) = meta["snapshots"]
+    assert snap["agent"] == "node-a" and snap["component"] == "data" and snap["bytes"] >= len(big)
+    files = {n for n, (mm, _) in mem.items() if mm.isfile()} - {"meta.json"}
+    assert files == set(meta["files"]) and any(n.startswith("repo/data/") for n in files), sorted(files)
+    for n in files:
+        assert hashlib.sha256(mem[n][1]).hexdigest() == meta["files"][n]["sha256"], n
+    # The export is encrypted: the random file's bytes appear nowhere in it.
+    assert big[1000:1064] not in gzip.decompress(open(path, "rb").read())
+    # The small repository is a repository: cairnctl repo reads it.
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(path, "r:gz") as t:
+        t.extractall(unpacked)
+    snaps = json.loads(c.ok("repo", "snapshots", "--repo", unpacked / "repo", "--password-file", c.repo_pass, "--json"))
+    assert len(snaps) == 1 and f"set:{set_id}" in snaps[0]["tags"], snaps
+
+    # Importing a set the catalog has: nothing to do, said so.
+    out = c.ok("import", path, "--config", c.controller_cfg)
+    assert f"backup set {set_id} is in the catalog already" in out, out
+
+    # Hostile and damaged archives are refused, naming what is wrong, and write nothing.
+    flipped = tmp_path / "flipped.tar.gz"
+    victim = sorted(n for n in files if n.startswith("repo/data/"))[0]
+    rewrite(path, flipped, lambda n, d: d[:100] + bytes([d[100] ^ 1]) + d[101:] if n == victim else d)
+    rc, out, err = c.ctl("import", flipped, "--config", c.controller_cfg, "--tmp-dir", tmp_path / "tmp")
+    assert rc != 0 and f"'{victim}'" in err and "does not match its checksum" in err, err
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(path, "r:gz") as t, tarfile.open(evil, "w:gz") as o:
+        for mm in t.getmembers():
+            o.addfile(mm, t.extractfile(mm))
+        ti = tarfile.TarInfo("../../escaped.txt")
+        ti.size = 5
+        o.addfile(ti, io.BytesIO(b"owned"))
+    rc, out, err = c.ctl("import", evil, "--config", c.controller_cfg, "--tmp-dir", tmp_path / "tmp")
+    assert rc != 0 and "a cairn export holds only meta.json and files under repo/" in err, err
+    assert not list(tmp_path.rglob("escaped.txt"))
+    link = tmp_path / "link.tar.gz"
+    with tarfile.open(link, "w:gz") as o:
+        ti = tarfile.TarInfo("repo/keys/evil")
+        ti.type = tarfile.SYMTYPE
+        ti.linkname = "/etc/shadow"
+        o.addfile(ti)
+    rc, out, err = c.ctl("import", link, "--config", c.controller_cfg, "--tmp-dir", tmp_path / "tmp")
+    assert rc != 0 and "not a regular file" in err, err
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(open(path, "rb").read()[: os.path.getsize(path) // 2])
+    rc, out, err = c.ctl("import", truncated, "--config", c.controller_cfg, "--tmp-dir", tmp_path / "tmp")
+    assert rc != 0 and "damaged or truncated" in err, err
+    assert not list((tmp_path / "tmp").iterdir()), list((tmp_path / "tmp").iterdir())
+
+    # The controller's disk and the repository are lost; a new controller, a new repository.
+    c.controller.stop()
+    shutil.rmtree(c.base / "controller")
+    shutil.rmtree(c.repo)
+    c.ok("repo", "init", "--repo", c.repo, "--password-file", c.repo_pass)
+    c.start_controller()
+    assert c.json("backup", "list").get("sets", []) == []
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not the passphrase\n")
+    os.chmod(wrong, 0o600)
+    rc, out, err = c.ctl("import", path, "--config", c.controller_cfg, "--export-password-file", wrong)
+    assert rc != 0 and "encrypted with another passphrase" in err, err
+    out = c.ok("import", path, "--config", c.controller_cfg)
+    assert f"imported backup set {set_id} (complete, 1 snapshot(s)" in out, out
+    shown = c.json("backup", "show", set_id)
+    assert set_state(shown) == "complete" and [t["component"] for t in shown["tasks"]] == ["data"]
+    assert "import of " + os.path.basename(path) in shown["requested_by"], shown
+
+    # The agent is known by its key again once approved; the restore brings the bytes back.
+    key = c.agent_dirs["node-a"]["key"]
+    pend = c.wait_for("node-a pending", lambda: c._pending(key), timeout=30)
+    c.ok("agent", "approve", pend["agent_id"])
+    c.wait_for("node-a connected", lambda: c.connected("node-a"), timeout=30)
+    (data / "a.txt").write_bytes(b"damaged")
+    (data / "big.bin").unlink()
+    rc, out, err = c.ctl("restore", set_id, "--node", "node-a", "--wait")
+    assert rc == 0, f"{out}\n{err}\n{c.logs()}"
+    assert (data / "a.txt").read_bytes() == b"alpha version 1\n"
+    assert (data / "big.bin").read_bytes() == big
+    # And the repository it was imported into checks clean.
+    c.ok("repo", "check", "--repo", c.repo, "--password-file", c.repo_pass, "--read-data")
