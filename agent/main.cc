@@ -14,6 +14,7 @@
 
 #include "agent/config.h"
 #include "agent/curve_identity.h"
+#include "common/util/cpus.h"
 #include "common/util/encoding.h"
 #include "agent/plan_gate.h"
 #include "agent/session.h"
@@ -89,6 +90,11 @@ int main(int argc, char** argv) {
     }
     if (created) spdlog::info("created the agent keypair in '{}'; public key {}", config.key_dir, identity.public_z85);
     else spdlog::info("agent '{}', public key {}", config.name, identity.public_z85);
+    {
+      auto mem = cairn::cgroup_memory_limit();
+      spdlog::info("CPUs for backups and restores: {}; cgroup memory limit: {}", cairn::cpu_limit().describe(),
+                   mem ? std::to_string(*mem >> 20) + " MiB" : std::string("none"));
+    }
 
     auto signing_keys = load_signing_keys(config.signing_keys_file);
     PlanGate gate(config.replay_journal, config.trust_store, signing_keys, identity.public_raw, unix_now());

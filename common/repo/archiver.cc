@@ -1,3 +1,4 @@
+#include "common/util/cpus.h"
 #include "common/repo/archiver.h"
 
 #include <fcntl.h>
@@ -1040,7 +1041,7 @@ BackupResult Backup::run() {
 
   root_ = new_dir(nullptr, 0);
   stream_ = !opt_.stdin_name.empty();
-  unsigned cores = opt_.threads ? opt_.threads : std::max(1u, std::thread::hardware_concurrency());
+  unsigned cores = opt_.threads ? opt_.threads : usable_cpus();
   unsigned nreaders = stream_ ? 1 : cores;
   std::vector<std::thread> workers, readers;
   for (unsigned i = 0; i < cores; ++i) workers.emplace_back([this] { worker_loop(); });

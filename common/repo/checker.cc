@@ -1,3 +1,4 @@
+#include "common/util/cpus.h"
 #include "common/repo/checker.h"
 
 #include <algorithm>
@@ -376,7 +377,7 @@ class Checker {
     read_total_bytes_ = report_.pack_bytes;
     read_start_ = std::chrono::steady_clock::now();
     last_progress_ = read_start_;
-    unsigned n = o_.threads ? o_.threads : std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+    unsigned n = o_.threads ? o_.threads : std::clamp(usable_cpus(), 1u, 8u);
     n = unsigned(std::min<size_t>(n, std::max<size_t>(packs.size(), 1)));
     std::atomic<size_t> next{0};
     std::atomic<bool> stop{false};

@@ -1,3 +1,4 @@
+#include "common/util/cpus.h"
 #include "common/repo/repository.h"
 #include "common/repo/json_int.h"
 
@@ -236,7 +237,7 @@ std::vector<IndexProblem> Repository::load_index() {
   // spends before its real work: a few at a time are decoded side by side, then added
   // in name order, so the index comes out the same and memory holds one batch.
   const std::vector<std::string> names = list(FileType::index);
-  const size_t threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 4);
+  const size_t threads = std::clamp<size_t>(usable_cpus(), 1, 4);
   struct Decoded {
     IndexFile file;
     std::string error;

@@ -1,3 +1,4 @@
+#include "common/util/cpus.h"
 #include "common/repo/restorer.h"
 
 #include <dirent.h>
@@ -776,7 +777,7 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
     f->pending = int(segs.size());
     segments_.insert(segments_.end(), segs.begin(), segs.end());
   }
-  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  unsigned cores = usable_cpus();
   unsigned n = opt_.threads ? opt_.threads : std::clamp(2 * cores, 4u, 64u);
   n = unsigned(std::max<size_t>(1, std::min<size_t>(n, segments_.size())));
   {
