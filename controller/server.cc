@@ -183,8 +183,11 @@ void Server::prune_audit() {
 
 void Server::render_status() {
   if (!http_) return;
+  // Every 2 s, or less often when rendering is slow (a large catalog): the
+  // loop spends at most a tenth of its time on it.
   auto now = std::chrono::steady_clock::now();
-  if (last_render_ != std::chrono::steady_clock::time_point{} && now - last_render_ < std::chrono::seconds(2)) return;
+  auto every = std::max<std::chrono::steady_clock::duration>(std::chrono::seconds(2), 10 * last_render_took_);
+  if (last_render_ != std::chrono::steady_clock::time_point{} && now - last_render_ < every) return;
   last_render_ = now;
   try {
     StatusSources src{catalog_, *fleet_, *maintenance_, publisher_.get(), {}};
@@ -193,6 +196,7 @@ void Server::render_status() {
   } catch (const std::exception& e) {
     spdlog::error("http: cannot render the metrics and status page: {}", e.what());
   }
+  last_render_took_ = std::chrono::steady_clock::now() - now;
 }
 
 void Server::run(const std::atomic<bool>& stop, const std::function<void()>& alive) {

@@ -69,6 +69,7 @@ class Server {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<HttpServer> http_;
   std::chrono::steady_clock::time_point last_render_{};
+  std::chrono::steady_clock::duration last_render_took_{};
   void render_status();
   std::chrono::steady_clock::time_point last_prune_{};
 };

@@ -26,7 +26,8 @@ HEARTBEAT_MS = 200
 LIVENESS = 5  # controller and agents: lost after LIVENESS * HEARTBEAT_MS = 1 s of silence
 
 
-LISTENING = re.compile(r"listening: fleet tcp://127\.0\.0\.1:(\d+) operator tcp://127\.0\.0\.1:(\d+)")
+# The fleet socket listens on 127.0.0.1, or on the controller host's address in a network namespace.
+LISTENING = re.compile(r"listening: fleet tcp://[0-9.]+:(\d+) operator tcp://127\.0\.0\.1:(\d+)")
 
 
 def write_random_file(path, size, chunk=8 << 20):
@@ -49,15 +50,17 @@ def tail(path, n=30):
 class Proc:
     """One daemon process with its log file."""
 
-    def __init__(self, name, argv, log):
+    def __init__(self, name, argv, log, env=None):
         self.name, self.argv, self.log = name, [os.fspath(a) for a in argv], pathlib.Path(log)
+        self.env = env  # variables added to the environment, or None
         self.p = None
 
     def start(self):
         f = open(self.log, "ab")
         f.write(f"==== start {' '.join(self.argv)}\n".encode())
         f.flush()
-        self.p = subprocess.Popen(self.argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        env = dict(os.environ, **self.env) if self.env else None
+        self.p = subprocess.Popen(self.argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         f.close()
         return self
 
@@ -85,9 +88,14 @@ class Proc:
 
 
 class Cluster:
-    def __init__(self, base, liveness=LIVENESS):
+    def __init__(self, base, liveness=LIVENESS, netns=None, host="127.0.0.1"):
+        """netns: a network namespace the controller runs in (and cairnctl, which reaches
+        its operator socket on that namespace's loopback); host: the address its fleet
+        socket listens on, which the agents connect to. Defaults: the root namespace, loopback."""
         self.base = pathlib.Path(base)
         self.liveness = liveness
+        self.netns, self.host = netns, host
+        self.prefix = ["ip", "netns", "exec", netns] if netns else []  # ip execs: the PID is the command's
         self.keys = self.base / "keys"
         # The controller binds port 0 (tcp://127.0.0.1:*) on its first start and
         # the ports are read back from its log: choosing a free port here and
@@ -135,7 +143,7 @@ class Cluster:
 
     def ctl(self, *args, timeout=120):
         """Runs cairnctl; returns (rc, stdout, stderr)."""
-        argv = [os.fspath(CTL)] + [os.fspath(a) for a in args]
+        argv = self.prefix + [os.fspath(CTL)] + [os.fspath(a) for a in args]
         try:
             p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(),
                                timeout=timeout, stdin=subprocess.DEVNULL)
@@ -145,7 +153,7 @@ class Cluster:
         return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
     def ctl_popen(self, *args):
-        argv = [os.fspath(CTL)] + [os.fspath(a) for a in args]
+        argv = self.prefix + [os.fspath(CTL)] + [os.fspath(a) for a in args]
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(),
                                 stdin=subprocess.DEVNULL)
 
@@ -173,7 +181,7 @@ data_dir = "{self.base / 'controller'}"
 key_dir = "{self.keys}"
 log_level = "debug"
 [fleet]
-listen = "tcp://127.0.0.1:*"
+listen = "tcp://{self.host}:*"
 heartbeat_interval_ms = {HEARTBEAT_MS}
 liveness = {self.liveness}
 [operator]
@@ -182,7 +190,7 @@ authorized_keys = {{ it = "{self.keys / 'operator-curve.pub'}" }}
 [http]
 listen = "127.0.0.1:0"
 """)
-        self.controller = Proc("controller", [CONTROLLER, "--config", cfg], self.base / "controller.log")
+        self.controller = Proc("controller", self.prefix + [CONTROLLER, "--config", cfg], self.base / "controller.log")
         return self
 
     def start_controller(self):
@@ -200,7 +208,7 @@ listen = "127.0.0.1:0"
         self.fleet_port, self.op_port = int(m.group(1)), int(m.group(2))
         self.endpoint = f"tcp://127.0.0.1:{self.op_port}"
         cfg = self.controller_cfg.read_text()
-        cfg = cfg.replace('listen = "tcp://127.0.0.1:*"', f'listen = "tcp://127.0.0.1:{self.fleet_port}"', 1)
+        cfg = cfg.replace(f'listen = "tcp://{self.host}:*"', f'listen = "tcp://{self.host}:{self.fleet_port}"', 1)
         cfg = cfg.replace('listen = "tcp://127.0.0.1:*"', f'listen = "{self.endpoint}"', 1)
         self.controller_cfg.write_text(cfg)
         return True
@@ -216,9 +224,11 @@ listen = "127.0.0.1:0"
             pytest.fail(f"the controller exited with {self.controller.p.returncode}\n{self.logs()}")
         return self.ctl("status", "--timeout", "2", timeout=30)[0] == 0
 
-    def add_agent(self, name, files=None, components=""):
+    def add_agent(self, name, files=None, components="", netns=None, env=None):
         """Configures an agent with one `files` component 'data' over base/<name>/data,
-        plus `components`: more TOML (`[[component]]` tables of other drivers)."""
+        plus `components`: more TOML (`[[component]]` tables of other drivers).
+        netns: the network namespace it runs in (it reaches the controller at `host`);
+        env: variables added to its environment."""
         d = self.base / name
         data = d / "data"
         data.mkdir(parents=True, exist_ok=True)
@@ -236,7 +246,7 @@ listen = "127.0.0.1:0"
 state_dir = "{d / 'state'}"
 log_level = "debug"
 [controller]
-endpoint = "tcp://127.0.0.1:{self.fleet_port}"
+endpoint = "tcp://{self.host}:{self.fleet_port}"
 public_key = "{(self.keys / 'controller-curve.pub').read_text().strip()}"
 signing_keys_file = "{signing_pub}"
 heartbeat_interval_ms = {HEARTBEAT_MS}
@@ -254,7 +264,8 @@ paths = ["{data}"]
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
         assert p.returncode == 0, f"--print-public-key exited {p.returncode}: {p.stderr.decode(errors='replace')}"
         key = p.stdout.decode().strip()
-        self.agents[name] = Proc(name, [AGENT, "--config", cfg], d / "agent.log")
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        self.agents[name] = Proc(name, prefix + [AGENT, "--config", cfg], d / "agent.log", env=env)
         self.agent_dirs[name] = {"dir": d, "data": data, "key": key, "config": cfg}
         return self.agents[name]
 

@@ -65,9 +65,13 @@ class Tls:
 
 
 class EtcdMember:
-    def __init__(self, base, name, tls=None):
+    def __init__(self, base, name, tls=None, host="127.0.0.1", netns=None):
+        """host: the address it listens on; netns: the network namespace it runs in (and
+        etcdctl with it). Defaults: loopback in the root namespace."""
         need_etcd()
         self.name = name
+        self.host, self.netns = host, netns
+        self.prefix = ["ip", "netns", "exec", netns] if netns else []
         self.dir = pathlib.Path(base) / f"etcd-{name}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.dir / "data"
@@ -76,8 +80,8 @@ class EtcdMember:
         self.tls = tls
         self.scheme = "https" if tls else "http"
         self.client_port, self.peer_port = free_port(), free_port()
-        self.client_url = f"{self.scheme}://127.0.0.1:{self.client_port}"
-        self.peer_url = f"http://127.0.0.1:{self.peer_port}"
+        self.client_url = f"{self.scheme}://{host}:{self.client_port}"
+        self.peer_url = f"http://{host}:{self.peer_port}"
         self.user = None  # "root:password" once auth is on
         self.initial_cluster = f"{name}={self.peer_url}"
         self.cluster_state = "new"
@@ -144,7 +148,7 @@ class EtcdMember:
 
     def start(self, wait=True):
         self.write_scripts()
-        subprocess.run(["/bin/sh", os.fspath(self.start_script)], check=True, timeout=30)
+        subprocess.run(self.prefix + ["/bin/sh", os.fspath(self.start_script)], check=True, timeout=30)
         if wait:
             self.wait_ready()
         return self
@@ -186,7 +190,7 @@ class EtcdMember:
 
     # ---- etcdctl ----------------------------------------------------------
     def ctl_argv(self, *args):
-        argv = [ETCDCTL, f"--endpoints={self.client_url}", "--command-timeout=30s"]
+        argv = self.prefix + [ETCDCTL, f"--endpoints={self.client_url}", "--command-timeout=30s"]
         if self.tls:
             argv += [f"--cacert={self.tls.ca}", f"--cert={self.tls.client_cert}", f"--key={self.tls.client_key}"]
         if self.user:
@@ -232,9 +236,11 @@ class EtcdMember:
         self.user = f"root:{password}"
 
 
-def start_cluster(base, names):
-    """Members that form one cluster; started together (none is ready before a quorum is)."""
-    members = [EtcdMember(base, n) for n in names]
+def start_cluster(base, names, hosts=None, netns=None):
+    """Members that form one cluster; started together (none is ready before a quorum is).
+    hosts, netns: each member's address and network namespace (lists like names)."""
+    members = [EtcdMember(base, n, host=hosts[i] if hosts else "127.0.0.1", netns=netns[i] if netns else None)
+               for i, n in enumerate(names)]
     initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
     for m in members:
         m.initial_cluster = initial

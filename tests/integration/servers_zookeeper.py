@@ -33,10 +33,21 @@ def available():
     return None
 
 
-def ask(port, word, timeout=5):
-    """One four-letter word; '' when nothing answers."""
+def ask(port, word, timeout=5, host="127.0.0.1", netns=None):
+    """One four-letter word; '' when nothing answers. netns: the network namespace the server is in."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        if netns:
+            from netns import socket_in
+            conn = socket_in(netns)
+            try:
+                conn.settimeout(timeout)
+                conn.connect((host, port))
+            except OSError:
+                conn.close()
+                raise
+        else:
+            conn = socket.create_connection((host, port), timeout=timeout)
+        with conn as s:
             s.sendall(word.encode())
             out = b""
             while True:
@@ -48,10 +59,10 @@ def ask(port, word, timeout=5):
         return ""
 
 
-def srvr(port):
+def srvr(port, host="127.0.0.1", netns=None):
     """`srvr` as a dict ('Mode', 'Zxid', 'Node count', ...); {} when not serving."""
     out = {}
-    for line in ask(port, "srvr").splitlines():
+    for line in ask(port, "srvr", host=host, netns=netns).splitlines():
         k, sep, v = line.partition(":")
         if sep:
             out[k.strip()] = v.strip()
@@ -119,7 +130,11 @@ def service_stop(d, timeout=30):
 class ZooKeeper:
     """One server: standalone, or member `myid` of an ensemble (see ensemble())."""
 
-    def __init__(self, base, name, myid=None, separate_logs=False):
+    def __init__(self, base, name, myid=None, separate_logs=False, host="127.0.0.1", netns=None):
+        """host: the address it serves clients and peers on; netns: the network namespace it
+        runs in (and zkCli with it). Defaults: loopback in the root namespace."""
+        self.host, self.netns = host, netns
+        self.prefix = ["ip", "netns", "exec", netns] if netns else []  # ip execs: the PID is the command's
         self.dir = pathlib.Path(base) / name
         self.data = self.dir / "data"
         self.data.mkdir(parents=True, exist_ok=True)
@@ -137,19 +152,22 @@ class ZooKeeper:
     def write_config(self, extra="", whitelist="srvr,mntr,ruok,stat"):
         lines = [
             "tickTime=500", "initLimit=20", "syncLimit=10",
-            f"dataDir={self.data}", f"clientPort={self.port}", "clientPortAddress=127.0.0.1",
+            f"dataDir={self.data}", f"clientPort={self.port}", f"clientPortAddress={self.host}",
             *([f"dataLogDir={self.logs}"] if self.logs else []),
             "admin.enableServer=false", f"4lw.commands.whitelist={whitelist}",
             "snapCount=50",
         ]
         if self.servers:
-            lines += [f"server.{i}=127.0.0.1:{p}:{e}" for i, (p, e) in sorted(self.servers.items())]
+            # {myid: (peer port, election port)}, or (host, peer port, election port)
+            lines += [f"server.{i}={(v[0] if len(v) == 3 else '127.0.0.1')}:{v[-2]}:{v[-1]}"
+                      for i, v in sorted(self.servers.items())]
         self.cfg.write_text("\n".join(lines) + "\n" + extra)
 
     def start(self):
         # Through the same command the agent runs: the server is never this
         # process's child, whoever stops it.
-        subprocess.run([sys.executable, os.fspath(HERE), "start", os.fspath(self.dir)], check=True, timeout=60)
+        subprocess.run(self.prefix + [sys.executable, os.fspath(HERE), "start", os.fspath(self.dir)], check=True,
+                       timeout=60)
         return self
 
     def stop(self):
@@ -160,7 +178,7 @@ class ZooKeeper:
         return int(f.read_text()) if f.exists() else None
 
     def srvr(self):
-        return srvr(self.port)
+        return srvr(self.port, host=self.host, netns=self.netns)
 
     def wait_serving(self, timeout=60, modes=("standalone", "leader", "follower")):
         deadline = time.monotonic() + timeout
@@ -181,7 +199,7 @@ class ZooKeeper:
 
     def cli(self, commands, timeout=120):
         """Runs zkCli.sh commands (one per line) in one session; the output lines that are not chatter."""
-        p = subprocess.run([CLI, "-server", f"127.0.0.1:{self.port}"], input="\n".join(commands) + "\nquit\n",
+        p = subprocess.run(self.prefix + [CLI, "-server", f"{self.host}:{self.port}"], input="\n".join(commands) + "\nquit\n",
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
         noise = ("Connecting to", "Welcome to ZooKeeper", "JLine support", "WATCHER::", "WatchedEvent", "SLF4J:",
                  "Created /", "Sync is OK")
@@ -191,17 +209,19 @@ class ZooKeeper:
         """The agent's [[component]] table for this server."""
         py = sys.executable
         return (f'[[component]]\nname = "{name}"\ndriver = "zookeeper"\ndata_dir = "{self.data}"\n'
-                f'config_file = "{self.cfg}"\nclient_address = "127.0.0.1:{self.port}"\n'
+                f'config_file = "{self.cfg}"\nclient_address = "{self.host}:{self.port}"\n'
                 + (f'data_log_dir = "{self.logs}"\n' if self.logs else "") +
                 f'ready_timeout_seconds = 90\n'
                 f'service = {{ start_command = ["{py}", "{HERE}", "start", "{self.dir}"], '
                 f'stop_command = ["{py}", "{HERE}", "stop", "{self.dir}"], timeout_seconds = 60 }}\n')
 
 
-def ensemble(base, n=3):
-    """n members that know each other, configured, not started."""
-    members = [ZooKeeper(base, f"zk{i}", myid=i) for i in range(1, n + 1)]
-    servers = {m.myid: m.peer_ports for m in members}
+def ensemble(base, n=3, hosts=None, netns=None):
+    """n members that know each other, configured, not started. hosts, netns: each member's
+    address and network namespace (lists of n; default loopback in the root namespace)."""
+    members = [ZooKeeper(base, f"zk{i}", myid=i, host=hosts[i - 1] if hosts else "127.0.0.1",
+                         netns=netns[i - 1] if netns else None) for i in range(1, n + 1)]
+    servers = {m.myid: (m.host, *m.peer_ports) for m in members}
     for m in members:
         m.servers = servers
         m.write_config()
