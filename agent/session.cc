@@ -26,6 +26,7 @@ int64_t unix_now() {
 }
 // Queued progress beyond this is dropped (only the latest matters); results never are.
 constexpr size_t kMaxQueuedProgress = 256;
+constexpr size_t kMaxUnackedResults = 1024;
 }  // namespace
 
 Session::Session(const AgentConfig& config, const CurveIdentity& identity, PlanGate& gate, TaskRunner& runner,
@@ -113,6 +114,7 @@ bool Session::send(const v1::AgentMessage& m) {
 }
 
 void Session::send_register() {
+  last_register_ = Clock::now();
   v1::AgentMessage m;
   auto* r = m.mutable_register_();
   r->set_agent_name(config_.name);
@@ -163,6 +165,15 @@ void Session::drain_outbox() {
     if (!send(m)) return;
     std::lock_guard g(out_mu_);
     outbox_.pop_front();
+    if (m.has_task_result()) {
+      std::erase_if(unacked_, [&](const v1::AgentMessage& u) { return u.task_result().task_id() == m.task_result().task_id(); });
+      if (unacked_.size() >= kMaxUnackedResults) {
+        spdlog::warn("task '{}': its result was never acknowledged and is no longer kept ({} newer ones are)",
+                     unacked_.front().task_result().task_id(), unacked_.size());
+        unacked_.pop_front();
+      }
+      unacked_.push_back(std::move(m));
+    }
   }
 }
 
@@ -227,6 +238,21 @@ void Session::handle(const std::vector<std::string_view>& frames) {
         spdlog::warn("clock differs from the controller's by {} s; plans may be refused as not yet valid or expired",
                      r.server_time() - unix_now());
       if (notifier_) notifier_->status("connected to " + config_.controller_endpoint);
+      // Results the controller may not have (sent on a connection that died,
+      // or refused before this Register) go again, ahead of newer messages.
+      {
+        std::lock_guard g(out_mu_);
+        if (!unacked_.empty())
+          spdlog::info("sending {} task result(s) again that the controller did not acknowledge", unacked_.size());
+        for (auto it = unacked_.rbegin(); it != unacked_.rend(); ++it) outbox_.push_front(std::move(*it));
+        unacked_.clear();
+      }
+      break;
+    }
+    case v1::ControllerMessage::kResultAck: {
+      std::lock_guard g(out_mu_);
+      for (const auto& id : msg.result_ack().task_ids())
+        std::erase_if(unacked_, [&](const v1::AgentMessage& u) { return u.task_result().task_id() == id; });
       break;
     }
     case v1::ControllerMessage::kHeartbeat: break;
@@ -241,7 +267,12 @@ void Session::handle(const std::vector<std::string_view>& frames) {
     }
     case v1::ControllerMessage::kError:
       if (msg.error().code() == v1::ERROR_CODE_NOT_REGISTERED) {
-        send_register();
+        // The controller restarted under this connection: hold the outbox
+        // until it answers Register (results refused meanwhile are kept and
+        // go again after the reply), and register once, not once for every
+        // message it refused.
+        registered_ = false;
+        if (Clock::now() - last_register_ >= interval_) send_register();
       } else {
         spdlog::warn("controller refused a message: {} ({})", msg.error().detail(), proto::error_code_name(msg.error().code()));
       }

@@ -80,12 +80,15 @@ class Session {
   bool registered_ = false;
   std::chrono::milliseconds interval_;
   uint32_t liveness_;
-  Clock::time_point last_recv_{}, last_send_{};
+  Clock::time_point last_recv_{}, last_send_{}, last_register_{};
   Backoff backoff_;
   Backoff refused_backoff_{std::chrono::seconds(2), std::chrono::seconds(2)};  // 2-3 s
 
   std::mutex out_mu_;
   std::deque<cairn::v1::AgentMessage> outbox_;
+  // Task results sent but not acknowledged (ResultAck), oldest first: sent
+  // again after every RegisterReply. Bounded by kMaxUnackedResults.
+  std::deque<cairn::v1::AgentMessage> unacked_;
 };
 
 }  // namespace cairn::agent

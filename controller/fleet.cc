@@ -682,6 +682,11 @@ void Fleet::on_task_result(Session& s, const cairn::v1::TaskResult& r) {
       tx.update_task(t->id, u);
     }
   });
+  // Acknowledged either way: a result recorded, or one that can never be
+  // (its task ended or is unknown), is not to be sent again.
+  cairn::v1::ControllerMessage ack;
+  ack.mutable_result_ack()->add_task_ids(r.task_id());
+  send(s, ack);
   if (!problem.empty()) {
     spdlog::warn("fleet: task result from agent '{}' ignored: {}", s.agent_id, problem);
     send_error(s.routing_id, cairn::v1::ERROR_CODE_UNEXPECTED_MESSAGE, problem);

@@ -190,6 +190,10 @@ int64_t Client::count_keys(int64_t revision) {
   req.set_range_end(std::string(1, '\0'));
   req.set_revision(revision);
   req.set_count_only(true);
+  // This member's own count: a fixed revision reads the same on every member
+  // that applied it, and a serializable read needs no quorum (a cluster
+  // restore's safety backup runs while the other members are stopping).
+  req.set_serializable(true);
   etcdserverpb::RangeResponse r;
   grpc::ClientContext ctx;
   impl_->prepare(ctx);
