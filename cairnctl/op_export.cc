@@ -297,6 +297,17 @@ std::map<std::string, std::string> tags_of(const repo::Snapshot& s) {
   return out;
 }
 
+// The versions a snapshot records: the program that wrote it and every
+// "...version" field of the driver's metadata (etcd_version, zookeeper's...).
+nlohmann::json versions_of(const repo::Snapshot& s) {
+  nlohmann::json v = nlohmann::json::object();
+  if (!s.program.empty()) v["program"] = s.program;
+  if (s.component.is_object())
+    for (const auto& [k, val] : s.component.items())
+      if (k.ends_with("version") && (val.is_string() || val.is_number())) v[k] = val;
+  return v;
+}
+
 std::string utc_name_stamp(int64_t t) {
   time_t tt = time_t(t);
   struct tm tm {};
@@ -424,7 +435,7 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
                           {"bytes", bytes},
                           {"files", s.summary.value("files_total", uint64_t(0))},
                           {"component_metadata", s.component},
-                          {"versions", s.component.is_object() && s.component.contains("versions") ? s.component["versions"] : nlohmann::json(nullptr)}};
+                          {"versions", versions_of(s)}};
       nlohmann::json reasons = nlohmann::json::array();
       for (const auto& r : t->reasons()) reasons.push_back(r.detail());
       j["reasons"] = reasons;

@@ -80,6 +80,7 @@ def test_export_verified_then_imported_into_a_new_catalog_and_restored(cluster, 
     assert meta["components"] == ["data"]
     (snap,) = meta["snapshots"]
     assert snap["agent"] == "node-a" and snap["component"] == "data" and snap["bytes"] >= len(big)
+    assert snap["versions"].get("program", "").startswith("cairn"), snap["versions"]
     files = {n for n, (mm, _) in mem.items() if mm.isfile()} - {"meta.json"}
     assert files == set(meta["files"]) and any(n.startswith("repo/data/") for n in files), sorted(files)
     for n in files:
