@@ -113,7 +113,9 @@ void send_agent(zmq::socket_t& s, const v1::AgentMessage& m) {
 }
 
 // The next controller message that is not a heartbeat, or nothing by timeout.
-std::optional<v1::ControllerMessage> recv_agent(zmq::socket_t& s, std::chrono::milliseconds timeout = 3000ms) {
+// The next message but heartbeats (and result acknowledgements, unless asked for).
+std::optional<v1::ControllerMessage> recv_agent(zmq::socket_t& s, std::chrono::milliseconds timeout = 3000ms,
+                                                bool skip_acks = true) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     zmq::pollitem_t it{s.handle(), 0, ZMQ_POLLIN, 0};
@@ -125,7 +127,7 @@ std::optional<v1::ControllerMessage> recv_agent(zmq::socket_t& s, std::chrono::m
     (void)s.recv(m);
     v1::ControllerMessage c;
     if (!c.ParseFromArray(m.data(), int(m.size()))) continue;
-    if (c.has_heartbeat()) continue;
+    if (c.has_heartbeat() || (skip_acks && c.has_result_ack())) continue;
     return c;
   }
   return std::nullopt;
@@ -254,6 +256,11 @@ TEST_CASE("a backup runs through enrolment, approval, a signed plan and a result
   r->set_snapshot_id("snap-1");
   r->set_manifest_digest(std::string(64, 'a'));
   send_agent(agent.sock, result);
+  // The controller acknowledges the result (the agent stops keeping it).
+  auto result_ack = recv_agent(agent.sock, 3000ms, /*skip_acks=*/false);
+  REQUIRE(result_ack);
+  REQUIRE(result_ack->has_result_ack());
+  CHECK(result_ack->result_ack().task_ids(0) == plan.tasks(0).task_id());
   REQUIRE(eventually([&] { return h.op(show).backup_set().state() == v1::SET_STATE_COMPLETE; }));
 
   SECTION("a restore of that set refers to its snapshot and carries a safety backup") {
