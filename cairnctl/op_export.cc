@@ -193,7 +193,11 @@ Extracted extract_archive(const std::string& path, const std::string& dir) {
     if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) archive_fail(a, "'" + path + "' is damaged or truncated");
     std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
     auto type = archive_entry_filetype(e);
-    if (type == AE_IFDIR && (name == "repo/" || (allowed_name(name.substr(0, name.size() - 1)) && name.ends_with("/")))) continue;
+    if (type == AE_IFDIR) {  // "repo/data/" (GNU tar) or "repo/data": created as files need them
+      std::string dir = name;
+      while (!dir.empty() && dir.back() == '/') dir.pop_back();
+      if (dir == "repo" || (allowed_name(dir) && dir != "meta.json")) continue;
+    }
     if (type != AE_IFREG || archive_entry_hardlink(e) || archive_entry_symlink(e))
       throw Error(Errc::corrupt, "'" + path + "' holds '" + terminal_safe(name) +
                                      "', which is not a regular file: a cairn export holds only meta.json and its repository's files");
@@ -368,8 +372,18 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
     throw Error(Errc::invalid_input, "backup set " + set_id + "'s snapshots were removed by retention (" +
                                          local_time(set.forgotten_at()) + "); it cannot be exported");
   std::vector<const cairn::v1::TaskInfo*> tasks;
-  for (const auto& t : set.tasks())
-    if (t.kind() == cairn::v1::TASK_KIND_BACKUP && !t.snapshot_id().empty()) tasks.push_back(&t);
+  nlohmann::json without = nlohmann::json::array();  // the set's tasks that left no snapshot, and why
+  for (const auto& t : set.tasks()) {
+    if (t.kind() != cairn::v1::TASK_KIND_BACKUP) continue;
+    if (!t.snapshot_id().empty()) {
+      tasks.push_back(&t);
+      continue;
+    }
+    nlohmann::json reasons = nlohmann::json::array();
+    for (const auto& r : t.reasons()) reasons.push_back(r.detail());
+    without.push_back({{"task_id", t.task_id()}, {"agent", t.agent_name()}, {"component", t.component()},
+                       {"state", task_state_name(t.state())}, {"reasons", reasons}});
+  }
   if (tasks.empty()) throw Error(Errc::invalid_input, "backup set " + set_id + " has no snapshot to export (" +
                                                           set_state_name(set.state()) + ")");
   std::string cluster = cluster_opt;
@@ -474,6 +488,7 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
          return nlohmann::json(c);
        }()},
       {"snapshots", snaps},
+      {"tasks_without_snapshot", without},
       {"totals", {{"snapshots", snaps.size()}, {"bytes", total_bytes}, {"repository_bytes", repo_bytes}}},
       {"files", files}};
   std::string meta_text = meta.dump(2) + "\n";

@@ -77,7 +77,7 @@ def test_export_verified_then_imported_into_a_new_catalog_and_restored(cluster, 
     meta = json.loads(mem["meta.json"][1])
     assert meta["format"] == "cairn-export/1" and meta["cluster"] == "prod east"
     assert meta["backup_set"]["id"] == set_id and meta["backup_set"]["state"] == "complete"
-    assert meta["components"] == ["data"]
+    assert meta["components"] == ["data"] and meta["tasks_without_snapshot"] == []
     (snap,) = meta["snapshots"]
     assert snap["agent"] == "node-a" and snap["component"] == "data" and snap["bytes"] >= len(big)
     assert snap["versions"].get("program", "").startswith("cairn"), snap["versions"]
@@ -140,11 +140,16 @@ def test_export_verified_then_imported_into_a_new_catalog_and_restored(cluster, 
     os.chmod(wrong, 0o600)
     rc, out, err = c.ctl("import", path, "--config", c.controller_cfg, "--export-password-file", wrong)
     assert rc != 0 and "encrypted with another passphrase" in err, err
-    out = c.ok("import", path, "--config", c.controller_cfg)
+    # Unpacked and packed again by another tar (directory entries, other order): still an export.
+    repacked = tmp_path / "repacked.tar.gz"
+    with tarfile.open(repacked, "w:gz") as o:
+        o.add(unpacked / "repo", arcname="repo")
+        o.add(unpacked / "meta.json", arcname="meta.json")
+    out = c.ok("import", repacked, "--config", c.controller_cfg)
     assert f"imported backup set {set_id} (complete, 1 snapshot(s)" in out, out
     shown = c.json("backup", "show", set_id)
     assert set_state(shown) == "complete" and [t["component"] for t in shown["tasks"]] == ["data"]
-    assert "import of " + os.path.basename(path) in shown["requested_by"], shown
+    assert "import of repacked.tar.gz" in shown["requested_by"], shown
 
     # The agent is known by its key again once approved; the restore brings the bytes back.
     key = c.agent_dirs["node-a"]["key"]
