@@ -1,4 +1,6 @@
 // cairnctl agent list|approve|revoke
+#include <unistd.h>
+
 #include <cstdio>
 #include <ctime>
 
@@ -41,6 +43,50 @@ void print_agent_line(const cairn::v1::AgentInfo& a) {
               ago(a.last_seen()).c_str(), key, comps.empty() ? "-" : terminal_safe(comps).c_str());
 }
 
+// Lists the pending agents with their keys, asks (unless yes), and approves
+// exactly the ones listed: one that became pending after the list is not.
+int approve_all_pending(const OpOptions& o, bool yes, bool named) {
+  if (named) throw Error(Errc::invalid_input, "give an agent or --all-pending, not both");
+  cairn::v1::OperatorRequest lq;
+  lq.mutable_agent_list();
+  auto agents = op_call(o, lq).agent_list();
+  cairn::v1::OperatorRequest q;
+  auto* req = q.mutable_agent_approve();
+  for (const auto& a : agents.agents())
+    if (a.state() == cairn::v1::AGENT_STATE_PENDING) req->add_agent_ids(a.agent_id());
+  if (req->agent_ids_size() == 0) {
+    std::printf("no agent is pending\n");
+    return kExitOk;
+  }
+  std::fprintf(stderr, "%d pending agent(s): compare each key with the one its agent logs at start\n", req->agent_ids_size());
+  for (const auto& a : agents.agents())
+    if (a.state() == cairn::v1::AGENT_STATE_PENDING)
+      std::fprintf(stderr, "  %-24s %-20s key %s\n", terminal_safe(a.name()).c_str(), terminal_safe(a.agent_id()).c_str(),
+                   terminal_safe(a.curve_public_key()).c_str());
+  if (!yes) {
+    if (!::isatty(STDIN_FILENO))
+      throw Error(Errc::invalid_input, "approving " + std::to_string(req->agent_ids_size()) +
+                                           " agent(s) needs a confirmation: run it on a terminal, or give --yes");
+    std::fprintf(stderr, "approve these %d agent(s)? [y/N] ", req->agent_ids_size());
+    std::fflush(stderr);
+    char line[16] = {};
+    if (!std::fgets(line, sizeof line, stdin) || (line[0] != 'y' && line[0] != 'Y')) {
+      std::fprintf(stderr, "nothing approved\n");
+      return kExitError;
+    }
+  }
+  auto r = op_call(o, q);
+  if (o.json) {
+    std::printf("%s\n", proto_json(r.agent_list()).c_str());
+    return kExitOk;
+  }
+  std::printf("approved %d agent(s)", r.agent_list().agents_size());
+  if (r.agent_list().agents_size() < req->agent_ids_size())
+    std::printf("; %d were no longer pending and were left as they are", req->agent_ids_size() - r.agent_list().agents_size());
+  std::printf("\n");
+  return kExitOk;
+}
+
 }  // namespace
 
 void register_op_agent(CLI::App& app, Context& ctx) {
@@ -75,11 +121,21 @@ void register_op_agent(CLI::App& app, Context& ctx) {
     auto* cmd = agent->add_subcommand(approve ? "approve" : "revoke",
                                       approve ? "admit a pending agent" : "cut an agent off at once (final)");
     auto who = std::make_shared<std::string>();
-    cmd->add_option("agent", *who, "agent id or name")->required();
+    auto* pos = cmd->add_option("agent", *who, "agent id or name");
+    auto all = std::make_shared<bool>(false), yes = std::make_shared<bool>(false);
+    if (approve) {
+      cmd->add_flag("--all-pending", *all,
+                    "every pending agent: their names and keys are listed first, and exactly those are approved");
+      cmd->add_flag("--yes", *yes, "with --all-pending: approve without asking (the list is still printed)");
+    } else {
+      pos->required();
+    }
     auto o = std::make_shared<OpOptions>();
     add_op_options(cmd, *o);
-    cmd->callback([&ctx, o, who, approve] {
-      ctx.action = [o, who, approve]() -> int {
+    cmd->callback([&ctx, o, who, approve, all, yes] {
+      ctx.action = [o, who, approve, all, yes]() -> int {
+        if (approve && *all) return approve_all_pending(*o, *yes, !who->empty());
+        if (who->empty()) throw Error(Errc::invalid_input, "name the agent (id or name), or give --all-pending");
         cairn::v1::OperatorRequest q;
         if (approve)
           q.mutable_agent_approve()->set_agent(*who);

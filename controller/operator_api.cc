@@ -327,6 +327,26 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
       r.mutable_agent_list();
       return;
     case Q::kAgentApprove:
+      if (q.agent_approve().agent_ids_size() > 0) {
+        std::vector<std::string> approved;
+        catalog_.transaction(actor, [&](catalog::Tx& tx) {
+          for (const auto& id : q.agent_approve().agent_ids()) {
+            auto a = tx.agent(id);
+            if (!a || a->id != id || a->state != catalog::AgentState::pending) continue;
+            tx.set_agent_state(a->id, catalog::AgentState::approved);
+            approved.push_back(a->id);
+          }
+        });
+        spdlog::info("operator: '{}' approved {} pending agent(s) at once ({} asked for)", actor, approved.size(),
+                     q.agent_approve().agent_ids_size());
+        for (const auto& id : approved) fleet_.reconnect(id);
+        catalog_.read([&](const catalog::Tx& tx) {
+          auto* out = r.mutable_agent_list();
+          for (const auto& id : approved) fill_agent(tx, *tx.agent(id), *out->add_agents());
+        });
+        return;
+      }
+      [[fallthrough]];
     case Q::kAgentRevoke: {
       bool approve = q.body_case() == Q::kAgentApprove;
       const std::string& who = approve ? q.agent_approve().agent() : q.agent_revoke().agent();

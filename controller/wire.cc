@@ -279,8 +279,15 @@ std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
         if (!valid_id(id)) return "a snapshot id is empty or too long";
       return valid_text(q.origin(), kMaxName * 8) ? "" : "'origin' is too long or not printable";
     }
-    case M::kAgentApprove:
-      return valid_id(m.agent_approve().agent()) ? "" : "'agent' is empty or too long";
+    case M::kAgentApprove: {
+      const auto& q = m.agent_approve();
+      if (q.agent_ids_size() == 0) return valid_id(q.agent()) ? "" : "'agent' is empty or too long";
+      if (!q.agent().empty()) return "give 'agent' or 'agent_ids', not both";
+      if (q.agent_ids_size() > 100000) return "'agent_ids' lists more than 100000 agents";
+      for (const auto& id : q.agent_ids())
+        if (!valid_id(id)) return "an agent id is empty or too long";
+      return {};
+    }
     case M::kAgentRevoke:
       return valid_id(m.agent_revoke().agent()) ? "" : "'agent' is empty or too long";
   }

@@ -175,3 +175,28 @@ def test_check_config_warns_about_missing_paths_and_repositories(cluster, tmp_pa
     assert f"repository 'main': '{missing_repo}' does not exist" in err, err
     assert f"'{data}'" not in err, err  # the existing path is not warned about
     assert "3 warning(s)" in out, out
+
+
+def test_approve_all_pending_lists_the_keys_and_approves_exactly_those(cluster):
+    c = cluster
+    names = ["node-a", "node-b", "node-c"]
+    for n in names:
+        c.add_agent(n, {"f.txt": n.encode()})
+        c.agents[n].start()
+    keys = {n: c.agent_dirs[n]["key"] for n in names}
+    c.wait_for("three pending agents", lambda: all(c._pending(keys[n]) for n in names), timeout=30)
+    # Without a terminal and without --yes: the keys are shown, nothing is approved.
+    rc, out, err = c.ctl("agent", "approve", "--all-pending")
+    assert rc != 0 and "needs a confirmation" in err and "--yes" in err, err
+    for n in names:
+        assert keys[n] in err, (n, err)
+    assert all(c._pending(keys[n]) for n in names)
+    rc, out, err = c.ctl("agent", "approve", "--all-pending", "node-a")
+    assert rc != 0 and "not both" in err, err
+    out = c.ok("agent", "approve", "--all-pending", "--yes")
+    assert "approved 3 agent(s)" in out, out
+    for n in names:
+        c.wait_for(f"{n} connected", lambda: c.connected(n), timeout=30)
+    assert "no agent is pending" in c.ok("agent", "approve", "--all-pending", "--yes")
+    set_id = backup_set_id(c.ok("backup", "create", "--wait"))
+    assert set_state(c.json("backup", "show", set_id)) == "complete"
