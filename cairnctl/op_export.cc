@@ -264,7 +264,9 @@ Extracted extract_archive(const std::string& path, const std::string& dir) {
   return out;
 }
 
-std::unique_ptr<repo::Repository> open_fs_repo(const std::string& path, const repo::Secret& secret, const std::string& what) {
+// load_index: false for a repository check_whole() reads next (check loads the index itself).
+std::unique_ptr<repo::Repository> open_fs_repo(const std::string& path, const repo::Secret& secret, const std::string& what,
+                                               bool load_index = true) {
   auto be = repo::make_fs_backend(path);
   if (!be->size({repo::FileType::config, ""})) throw Error(Errc::no_repo, "no repository at '" + path + "' (" + what + ")");
   std::unique_ptr<repo::Repository> r;
@@ -274,8 +276,9 @@ std::unique_ptr<repo::Repository> open_fs_repo(const std::string& path, const re
     if (e.code() == Errc::wrong_key) throw Error(Errc::wrong_key, what + ": " + e.what());
     throw;
   }
-  for (const auto& p : r->load_index())
-    throw Error(Errc::corrupt, what + ": index file '" + p.index_file + "' is unusable: " + p.message);
+  if (load_index)
+    for (const auto& p : r->load_index())
+      throw Error(Errc::corrupt, what + ": index file '" + p.index_file + "' is unusable: " + p.message);
   return r;
 }
 
@@ -294,13 +297,6 @@ void check_whole(repo::Repository& r, const std::string& what) {
   }
 }
 
-std::map<std::string, std::string> tags_of(const repo::Snapshot& s) {
-  std::map<std::string, std::string> out;
-  for (const auto& t : s.tags)
-    if (auto c = t.find(':'); c != std::string::npos) out.emplace(t.substr(0, c), t.substr(c + 1));
-  return out;
-}
-
 // The versions a snapshot records: the program that wrote it and every
 // "...version" field of the driver's metadata (etcd_version, zookeeper's...).
 nlohmann::json versions_of(const repo::Snapshot& s) {
@@ -310,15 +306,6 @@ nlohmann::json versions_of(const repo::Snapshot& s) {
     for (const auto& [k, val] : s.component.items())
       if (k.ends_with("version") && (val.is_string() || val.is_number())) v[k] = val;
   return v;
-}
-
-std::string utc_name_stamp(int64_t t) {
-  time_t tt = time_t(t);
-  struct tm tm {};
-  ::gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
 }
 
 // Letters, digits, '.', '_' and '-' only: the cluster's name goes into a file name.
@@ -427,7 +414,7 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
     repo::SnapshotCopier copier(*src, *dst);
     for (const auto* t : list) {
       auto s = repo::load_snapshot(*src, t->snapshot_id());
-      auto tags = tags_of(s);
+      auto tags = repo::tag_values(s);
       if (tags["set"] != set_id || tags["task"] != t->task_id())
         throw Error(Errc::corrupt, "snapshot " + s.id.substr(0, 16) + " in repository '" + name + "' is tagged for set '" +
                                        tags["set"] + "', task '" + tags["task"] + "', not this set's task " + t->task_id() +
@@ -508,16 +495,16 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
   {
     Staging verify(st.dir);
     auto ex = extract_archive(tmp, verify.dir);
-    auto r = open_fs_repo(verify.dir + "/repo", export_secret, "the export's repository");
+    auto r = open_fs_repo(verify.dir + "/repo", export_secret, "the export's repository", false);
     check_whole(*r, "the export written to '" + tmp + "'");
     for (const auto& s : snaps) {
       auto back = repo::load_snapshot(*r, s["snapshot_id"].get<std::string>());
-      if (tags_of(back)["set"] != set_id) throw Error(Errc::corrupt, "the export's snapshot " + back.id.substr(0, 16) + " lost its set tag");
+      if (repo::tag_values(back)["set"] != set_id) throw Error(Errc::corrupt, "the export's snapshot " + back.id.substr(0, 16) + " lost its set tag");
     }
   }
   uint64_t size = 0;
   std::string sum = hex_sha256_file(tmp, size);
-  std::string final_path = publish(tmp, out_dir, "cairn-" + file_safe(cluster) + "-" + utc_name_stamp(now));
+  std::string final_path = publish(tmp, out_dir, "cairn-" + file_safe(cluster) + "-" + utc_stamp(time_t(now)));
   if (o.json) {
     std::printf("%s\n", nlohmann::json({{"file", final_path}, {"size", size}, {"sha256", sum}, {"backup_set_id", set_id},
                                         {"snapshots", snaps.size()}, {"verified", true}}).dump().c_str());
@@ -563,7 +550,7 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& file, c
   auto export_secret = passphrase(a.export_password_file.empty() ? target->password_file : a.export_password_file);
   std::unique_ptr<repo::Repository> src;
   try {
-    src = open_fs_repo(st.dir + "/repo", export_secret, "the export's repository");
+    src = open_fs_repo(st.dir + "/repo", export_secret, "the export's repository", false);
   } catch (const Error& e) {
     if (e.code() == Errc::wrong_key)
       throw Error(Errc::wrong_key, "the export is encrypted with another passphrase than the repository's: give --export-password-file");
@@ -577,7 +564,7 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& file, c
   // A task whose snapshot an earlier, interrupted import stored already is not copied again.
   std::map<std::string, std::string> have;  // task -> snapshot id in the target
   for (const auto& s : repo::load_snapshots(*dst)) {
-    auto t = tags_of(s);
+    auto t = repo::tag_values(s);
     if (t["set"] == set_id && !t["task"].empty()) have[t["task"]] = s.id;
   }
   repo::SnapshotCopier copier(*src, *dst);
@@ -586,7 +573,7 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& file, c
     std::string id = m.value("snapshot_id", "");
     if (!repo::is_snapshot_id(id)) throw Error(Errc::corrupt, "meta.json in '" + file + "' names a snapshot '" + terminal_safe(id) + "' that is not an id");
     auto s = repo::load_snapshot(*src, id);
-    auto tags = tags_of(s);
+    auto tags = repo::tag_values(s);
     if (tags["set"] != set_id)
       throw Error(Errc::corrupt, "snapshot " + id.substr(0, 16) + " in '" + file + "' is tagged for set '" + terminal_safe(tags["set"]) +
                                      "', not " + set_id + " as meta.json says");

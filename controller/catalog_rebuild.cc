@@ -32,10 +32,7 @@ std::unique_ptr<repo::Repository> open_source(const RebuildSource& r) {
 
 std::optional<TaggedSnapshot> tagged(repo::Snapshot s, const std::string& repository, std::string& why) {
   TaggedSnapshot out;
-  for (const auto& t : s.tags) {
-    auto colon = t.find(':');
-    if (colon != std::string::npos) out.tags.emplace(t.substr(0, colon), t.substr(colon + 1));
-  }
+  out.tags = repo::tag_values(s);
   if (!has(s, "cairn") || !out.tags.count("set") || !out.tags.count("task") || !out.tags.count("component")) {
     why = "it has no cairn set tags (set, task, component)";
     return std::nullopt;

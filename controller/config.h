@@ -20,6 +20,7 @@ struct ControllerConfig {
   // [controller]
   std::string controller_id;  // names the plan sequence stream; default: host name
   std::string cluster;        // names exports (cairn-<cluster>-<time>.tar.gz); default: controller_id
+  const std::string& cluster_name() const { return cluster.empty() ? controller_id : cluster; }
   std::string data_dir = "/var/lib/cairn";
   std::string key_dir = "/etc/cairn/keys";
   std::string log_level = "info";

@@ -372,7 +372,7 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
       catalog_.read([&](const catalog::Tx& tx) {
         auto* s = r.mutable_status();
         s->set_controller_version(CAIRN_VERSION);
-        s->set_cluster(cluster_);
+        if (config_) s->set_cluster(config_->cluster_name());
         for (const auto& a : tx.agents()) {
           if (a.state == catalog::AgentState::approved) s->set_agents_approved(s->agents_approved() + 1);
           if (a.state == catalog::AgentState::pending) s->set_agents_pending(s->agents_pending() + 1);

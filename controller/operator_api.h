@@ -42,12 +42,10 @@ class OperatorApi {
     scheduler_tz_ = std::move(default_tz);
   }
 
-  // Repositories the controller opens itself ([[repository]]), for imports;
-  // cluster names this controller's exports.
-  void set_repositories(std::vector<ControllerConfig::Repository> repositories, std::string cluster) {
-    repositories_ = std::move(repositories);
-    cluster_ = std::move(cluster);
-  }
+  // The configuration (outlives this object): the repositories the
+  // controller opens itself ([[repository]]), for imports, and the cluster's
+  // name, for exports.
+  void set_config(const ControllerConfig& config) { config_ = &config; }
 
   // actor is "operator:<name>". Never throws.
   cairn::v1::OperatorResponse handle(const std::string& actor, const cairn::v1::OperatorRequest& request);
@@ -75,8 +73,7 @@ class OperatorApi {
   const AuditPublisher* publisher_;
   Scheduler* scheduler_ = nullptr;
   std::string scheduler_tz_ = "UTC";
-  std::vector<ControllerConfig::Repository> repositories_;
-  std::string cluster_;
+  const ControllerConfig* config_ = nullptr;
 };
 
 }  // namespace cairn::controller

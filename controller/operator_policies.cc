@@ -202,9 +202,7 @@ void OperatorApi::forget(const std::string& actor, const cairn::v1::ForgetReques
 }
 
 void OperatorApi::import_set(const std::string& actor, const cairn::v1::ImportRequest& q, cairn::v1::OperatorResponse& r) {
-  const ControllerConfig::Repository* cfg = nullptr;
-  for (const auto& c : repositories_)
-    if (c.name == q.repository()) cfg = &c;
+  const ControllerConfig::Repository* cfg = config_ ? config_->repository(q.repository()) : nullptr;
   if (!cfg)
     throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND,
                   "this controller declares no repository '" + q.repository() +

@@ -91,7 +91,7 @@ Server::Server(const ControllerConfig& config)
   scheduler_ = std::make_unique<Scheduler>(catalog_, *orders_, *maintenance_, config_);
   scheduler_->start(catalog_.read([](const catalog::Tx& tx) { return tx.now(); }));
   api_->set_scheduler(scheduler_.get(), config.time_zone);
-  api_->set_repositories(config.repositories, config.cluster.empty() ? config.controller_id : config.cluster);
+  api_->set_config(config_);
   if (!config.http_listen.empty()) {
     auto [host, port] = split_host_port(config.http_listen);
     std::string token = config.http_token_file.empty() ? std::string() : read_secret_file(config.http_token_file);

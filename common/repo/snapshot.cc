@@ -85,6 +85,13 @@ std::string save_snapshot(Repository& r, Snapshot& s) {
   return s.id;
 }
 
+std::map<std::string, std::string> tag_values(const Snapshot& s) {
+  std::map<std::string, std::string> out;
+  for (const auto& t : s.tags)
+    if (auto c = t.find(':'); c != std::string::npos) out.emplace(t.substr(0, c), t.substr(c + 1));
+  return out;
+}
+
 Snapshot load_snapshot(Repository& r, const std::string& id) { return decode_snapshot(r.load_json(FileType::snapshot, id), id); }
 
 std::vector<Snapshot> load_snapshots(Repository& r, std::vector<std::pair<std::string, std::string>>* bad) {

@@ -1,4 +1,5 @@
 #pragma once
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,6 +53,9 @@ bool is_snapshot_id(const std::string& s);
 // passed over through skipped (id, why).
 std::string resolve_snapshot(Repository& r, const std::string& ref, bool skip_damaged = false,
                              std::vector<std::pair<std::string, std::string>>* skipped = nullptr);
+// The tags of the form key:value as a map (cairn's agents tag with set:,
+// task:, component:, agent:...); a key's first value wins.
+std::map<std::string, std::string> tag_values(const Snapshot& s);
 // A snapshot's source key: host and sorted paths. Parents and retention groups use it.
 std::string source_key(const Snapshot& s);
 int64_t parse_rfc3339(const std::string& s);

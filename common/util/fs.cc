@@ -138,8 +138,7 @@ bool is_clean_absolute_path(std::string_view p) {
   return true;
 }
 
-std::string utc_stamp() {
-  std::time_t t = std::time(nullptr);
+std::string utc_stamp(std::time_t t) {
   std::tm tm{};
   ::gmtime_r(&t, &tm);
   char buf[32];

@@ -1,6 +1,7 @@
 #pragma once
 // File helpers with RAII descriptors and errors that name the path.
 #include <cstdint>
+#include <ctime>
 #include <string>
 #include <string_view>
 
@@ -50,7 +51,7 @@ std::string hostname();
 bool is_clean_absolute_path(std::string_view p);
 // The current UTC time as "20261123T140500Z", for names of things kept aside
 // (an old data directory, a replaced file).
-std::string utc_stamp();
+std::string utc_stamp(std::time_t t = std::time(nullptr));
 std::string username();
 // Copies a regular file keeping its holes, mode, owner (when permitted) and
 // modification time; dst must not exist. Copies at most the size src had

@@ -12,23 +12,15 @@
 #include <fstream>
 
 #include "common/util/cpus.h"
+#include "../repo/repo_test_util.h"
 
 using namespace cairn;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Root {
-  std::string path;
-  Root() {
-    char buf[] = "/tmp/cairn-cgroup-test-XXXXXX";
-    REQUIRE(mkdtemp(buf) != nullptr);
-    path = buf;
-  }
-  ~Root() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+// A cgroup file system's layout under a temporary root.
+struct Root : cairn::repo::test::TempDir {
   void put(const std::string& rel, const std::string& text) const {
     fs::create_directories(fs::path(path + "/" + rel).parent_path());
     std::ofstream(path + "/" + rel) << text;
