@@ -118,6 +118,27 @@ bool Aead::open(std::span<const uint8_t> aad, std::span<const uint8_t> sealed, B
   return true;
 }
 
+std::optional<std::span<const uint8_t>> Aead::open_in_place(std::span<const uint8_t> aad, std::span<uint8_t> sealed) const {
+  if (sealed.size() < kAeadOverhead) return std::nullopt;
+  const uint8_t* nonce = sealed.data();
+  size_t ctlen = sealed.size() - kAeadOverhead;
+  uint8_t* ct = sealed.data() + kNonceSize;
+  uint8_t tag[kTagSize];
+  std::copy(ct + ctlen, ct + ctlen + kTagSize, tag);
+  CipherCtx ctx;
+  int len = 0;
+  if (!ctx.c || EVP_DecryptInit_ex2(ctx.c, gcm(), key_.data(), nonce, nullptr) != 1) fail("aes-gcm init");
+  if (!aad.empty() && EVP_DecryptUpdate(ctx.c, nullptr, &len, aad.data(), int(aad.size())) != 1) return std::nullopt;
+  // GCM is a stream mode: OpenSSL decrypts with out == in (only partial overlap is refused).
+  bool ok = (!ctlen || EVP_DecryptUpdate(ctx.c, ct, &len, ct, int(ctlen)) == 1) &&
+            EVP_CIPHER_CTX_ctrl(ctx.c, EVP_CTRL_GCM_SET_TAG, int(kTagSize), tag) == 1 && EVP_DecryptFinal_ex(ctx.c, ct + ctlen, &len) == 1;
+  if (!ok) {
+    OPENSSL_cleanse(ct, ctlen);
+    return std::nullopt;
+  }
+  return std::span<const uint8_t>(ct, ctlen);
+}
+
 Key scrypt(std::string_view passphrase, std::span<const uint8_t> salt, const ScryptParams& p) {
   Key k{};
   // maxmem: 128 * r * N * 2 with slack

@@ -70,6 +70,10 @@ class Aead {
   }
   // Returns false when the input is too short or fails authentication.
   bool open(std::span<const uint8_t> aad, std::span<const uint8_t> sealed, Bytes& plaintext) const;
+  // The same, decrypting in place: on success the plaintext is the returned span
+  // inside `sealed` (after the nonce); on failure nothing is returned and the
+  // ciphertext's bytes are wiped. No buffer besides the one read into.
+  std::optional<std::span<const uint8_t>> open_in_place(std::span<const uint8_t> aad, std::span<uint8_t> sealed) const;
 
  private:
   Key key_;

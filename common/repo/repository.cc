@@ -1,4 +1,3 @@
-#include "common/util/cpus.h"
 #include "common/repo/repository.h"
 #include "common/repo/json_int.h"
 
@@ -10,6 +9,7 @@
 
 #include "common/repo/compress.h"
 #include "common/repo/limits.h"
+#include "common/util/cpus.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 
@@ -413,6 +413,24 @@ bool Repository::open_blob(const PackBlob& b, std::span<const uint8_t> sealed, B
     why = "fails authentication (the stored bytes were changed)";
     return false;
   }
+  std::span<const uint8_t> data;
+  if (!finish_blob(b, plain, out, data, why)) return false;
+  if (data.data() == plain.data()) std::swap(out, plain);  // stored uncompressed; plain gets out's old buffer to reuse
+  return true;
+}
+
+bool Repository::open_blob_in_place(const PackBlob& b, std::span<uint8_t> sealed, Bytes& out, std::span<const uint8_t>& data,
+                                    std::string& why) const {
+  auto plain = aead_.open_in_place(blob_aad(b.type, b.id), sealed);
+  if (!plain) {
+    why = "fails authentication (the stored bytes were changed)";
+    return false;
+  }
+  return finish_blob(b, *plain, out, data, why);
+}
+
+bool Repository::finish_blob(const PackBlob& b, std::span<const uint8_t> plain, Bytes& out, std::span<const uint8_t>& data,
+                             std::string& why) const {
   if (b.flags & kBlobCompressed) {
     if (b.raw_length > max_blob_size(b.type)) {
       why = "declares " + std::to_string(b.raw_length) + " bytes, above the limit of " + std::to_string(max_blob_size(b.type)) +
@@ -435,14 +453,15 @@ bool Repository::open_blob(const PackBlob& b, std::span<const uint8_t> sealed, B
       why = e;
       return false;
     }
+    data = out;
   } else {
     if (plain.size() != b.raw_length) {
       why = "has the wrong length";
       return false;
     }
-    std::swap(out, plain);  // plain gets out's old buffer to reuse
+    data = plain;
   }
-  if (!crypto::equal(blob_id(out), b.id)) {
+  if (!crypto::equal(blob_id(data), b.id)) {
     why = "content does not match its id";
     return false;
   }

@@ -133,6 +133,10 @@ class Repository {
   // The plaintext's keyed id is recomputed and compared: the AEAD tag proves who sealed
   // a blob, the id that it holds what its id names (a key holder cannot swap content).
   bool open_blob(const PackBlob& b, std::span<const uint8_t> sealed, Bytes& out, std::string& why) const;
+  // The same, decrypting in place (sealed's bytes are overwritten): `data` is then the
+  // blob's content, inside `sealed` when stored uncompressed, else in `out`. The
+  // restorer's buffers are its memory: this way a writer holds one read and one chunk.
+  bool open_blob_in_place(const PackBlob& b, std::span<uint8_t> sealed, Bytes& out, std::span<const uint8_t>& data, std::string& why) const;
 
   // Stores a blob unless the repository (or this session) has it. Thread-safe.
   // Returns true when it was new.
@@ -157,6 +161,9 @@ class Repository {
   WriteStats stats() const;
 
  private:
+  // Decompresses a blob's plaintext when it is compressed (into out) and checks its
+  // length and id; data is then its content (out or plain).
+  bool finish_blob(const PackBlob& b, std::span<const uint8_t> plain, Bytes& out, std::span<const uint8_t>& data, std::string& why) const;
   Repository() = default;
   void write_pack(PackBuilder& pb);
   void queue_pack(PackBuilder&& pb);
