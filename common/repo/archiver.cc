@@ -1,4 +1,3 @@
-#include "common/util/cpus.h"
 #include "common/repo/archiver.h"
 
 #include <fcntl.h>
@@ -22,7 +21,9 @@
 #include <thread>
 
 #include "cairn/version.h"
+#include "common/repo/memory.h"
 #include "common/repo/walk.h"
+#include "common/util/cpus.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 #include "common/util/path_at.h"
@@ -321,7 +322,8 @@ class Backup {
   // Room for two of the largest chunks ahead of the cut point, so the unread rest is
   // copied to a fresh block at most once per largest chunk cut. Spare blocks: what a
   // full queue and the workers can hold on to besides the readers' own.
-  std::shared_ptr<BlockPool> blocks_ = std::make_shared<BlockPool>(2 * largest_chunk(), 4);
+  // Made in run(), with a spare for each of at most four threads.
+  std::shared_ptr<BlockPool> blocks_;
   bool readers_done_ = false;
   std::exception_ptr fatal_;
   std::atomic<bool> abort_{false};
@@ -1041,7 +1043,9 @@ BackupResult Backup::run() {
 
   root_ = new_dir(nullptr, 0);
   stream_ = !opt_.stdin_name.empty();
-  unsigned cores = opt_.threads ? opt_.threads : usable_cpus();
+  uint64_t budget = opt_.memory_budget ? opt_.memory_budget : resolve_memory_budget(std::nullopt, "").bytes;
+  unsigned cores = opt_.threads ? opt_.threads : backup_threads(budget, usable_cpus(), repo_.params().pack_size);
+  blocks_ = std::make_shared<BlockPool>(2 * largest_chunk(), std::min(4u, cores));
   unsigned nreaders = stream_ ? 1 : cores;
   std::vector<std::thread> workers, readers;
   for (unsigned i = 0; i < cores; ++i) workers.emplace_back([this] { worker_loop(); });

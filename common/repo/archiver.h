@@ -62,7 +62,8 @@ struct BackupOptions {
   bool share_writes = false;
   double walk_start = 0;
   std::string hostname;                 // empty: this host
-  unsigned threads = 0;                 // 0: one reader and one worker per core
+  unsigned threads = 0;                 // 0: one reader and one worker per usable CPU, as many as memory_budget holds
+  uint64_t memory_budget = 0;           // bytes for buffers (memory.h); 0: resolve_memory_budget()'s default
   ProgressFn progress;
   std::chrono::milliseconds progress_interval{1000};
   const std::atomic<bool>* cancel = nullptr;

@@ -1,4 +1,3 @@
-#include "common/util/cpus.h"
 #include "common/repo/checker.h"
 
 #include <algorithm>
@@ -8,10 +7,13 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "common/repo/chunker.h"
 #include "common/repo/limits.h"
+#include "common/repo/memory.h"
 #include "common/repo/snapshot.h"
 #include "common/repo/tree.h"
 #include "common/repo/walk.h"
+#include "common/util/cpus.h"
 #include "common/util/error.h"
 
 namespace cairn::repo {
@@ -377,7 +379,13 @@ class Checker {
     read_total_bytes_ = report_.pack_bytes;
     read_start_ = std::chrono::steady_clock::now();
     last_progress_ = read_start_;
-    unsigned n = o_.threads ? o_.threads : std::clamp(usable_cpus(), 1u, 8u);
+    unsigned n = o_.threads;
+    if (!n) {
+      // A thread holds one pack (the largest present, at worst) and one chunk.
+      uint64_t budget = o_.memory_budget ? o_.memory_budget : resolve_memory_budget(std::nullopt, "").bytes;
+      uint64_t per = (packs.empty() ? 0 : packs.front().second) + kMaxChunkSize + (1u << 20);
+      n = unsigned(std::clamp<uint64_t>(budget / per, 1, std::clamp(usable_cpus(), 1u, 8u)));
+    }
     n = unsigned(std::min<size_t>(n, std::max<size_t>(packs.size(), 1)));
     std::atomic<size_t> next{0};
     std::atomic<bool> stop{false};

@@ -1,4 +1,3 @@
-#include "common/util/cpus.h"
 #include "common/repo/restorer.h"
 
 #include <dirent.h>
@@ -19,9 +18,12 @@
 #include <mutex>
 #include <thread>
 
+#include "common/repo/chunker.h"
+#include "common/repo/memory.h"
 #include "common/repo/snapshot.h"
 #include "common/repo/tree.h"
 #include "common/repo/walk.h"
+#include "common/util/cpus.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 
@@ -36,8 +38,11 @@ using Clock = std::chrono::steady_clock;
 constexpr uint64_t kSegmentBytes = 32u << 20;
 // One read from a pack covers neighbouring blobs up to this size (and across gaps
 // of at most kMaxGap bytes of other files' blobs): fewer syscalls, bounded memory.
-constexpr uint64_t kMaxRead = 8u << 20;
+constexpr uint64_t kMaxRead = 4u << 20;
 constexpr uint64_t kMaxGap = 64u << 10;
+// A writer's read buffer: kMaxRead, or one sealed blob of the largest chunk (its
+// compressed form may be a little longer than the chunk, plus the AEAD's bytes).
+constexpr size_t kReadBufferBytes = std::max<size_t>(kMaxRead, kMaxChunkSize + (64u << 10));
 constexpr size_t kMaxNameForTemp = 200;  // keeps ".cairn-restore.<name>.<hex>" under NAME_MAX
 
 struct BlobRef {
@@ -186,7 +191,7 @@ class Restorer {
   void worker();
   void run_segment(const Segment& s, DirFds& fds);
   bool ensure_open(FileJob& f, DirFds& fds);
-  void write_content(FileJob& f, uint64_t off, const Bytes& data);
+  void write_content(FileJob& f, uint64_t off, std::span<const uint8_t> data);
   void fail_file(FileJob& f, const std::string& reason);
   void finalize(FileJob& f);
   // fd: the entry itself (files, directories); -1: name in dirfd (symlinks, fifos, devices)
@@ -550,7 +555,7 @@ void pwrite_all(int fd, const uint8_t* p, size_t n, uint64_t off, const std::str
   }
 }
 
-void Restorer::write_content(FileJob& f, uint64_t off, const Bytes& data) {
+void Restorer::write_content(FileJob& f, uint64_t off, std::span<const uint8_t> data) {
   if (!f.node.sparse) {
     pwrite_all(f.fd.get(), data.data(), data.size(), off, f.tmp);
     return;
@@ -592,29 +597,38 @@ void Restorer::run_segment(const Segment& s, DirFds& fds) {
           ++j;
         }
         std::string pack = id_hex(f.blobs[i].loc.pack);
-        thread_local Bytes buf;  // one per writer thread, reused for every read
+        // One read buffer and one chunk buffer per writer, reused for every read: a
+        // writer's memory is at most kMaxRead (or one sealed blob) plus one chunk.
+        thread_local Bytes buf;
+        thread_local Bytes out;
+        if (buf.capacity() < kReadBufferBytes) {
+          // Once, at their largest: grown step by step they would leave the steps
+          // behind in the heap, and a writer would hold twice what it uses.
+          buf.reserve(kReadBufferBytes);
+          out.reserve(kMaxChunkSize);
+        }
         try {
           be.load_into({FileType::pack, pack}, start, end - start, buf);
         } catch (const Error& e) {
           fail_file(f, "blob '" + id_hex(f.blobs[i].id) + "' in pack '" + pack + "' cannot be read: " + e.what());
           break;
         }
-        thread_local Bytes out;
         for (; i < j; ++i) {
           const BlobRef& b = f.blobs[i];
           PackBlob pb{b.id, b.loc.type, b.loc.flags, b.loc.offset, b.loc.length, b.loc.raw_length};
           std::string why;
-          std::span<const uint8_t> sealed(buf.data() + (b.loc.offset - start), b.loc.length);
+          std::span<uint8_t> sealed(buf.data() + (b.loc.offset - start), b.loc.length);
+          std::span<const uint8_t> data;
           if (b.loc.type != BlobType::data) why = "is not a data blob";
-          else if (!repo_.open_blob(pb, sealed, out, why)) {
-          } else if (out.size() != b.loc.raw_length) why = "has the wrong length";
+          else if (!repo_.open_blob_in_place(pb, sealed, out, data, why)) {
+          } else if (data.size() != b.loc.raw_length) why = "has the wrong length";
           if (!why.empty()) {
             fail_file(f, "blob '" + id_hex(b.id) + "' in pack '" + pack + "' " + why);
             break;
           }
-          write_content(f, b.off, out);
-          f.written += out.size();
-          bytes_done_ += out.size();
+          write_content(f, b.off, data);
+          f.written += data.size();
+          bytes_done_ += data.size();
         }
       }
     } catch (const std::exception& e) {
@@ -777,8 +791,8 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
     f->pending = int(segs.size());
     segments_.insert(segments_.end(), segs.begin(), segs.end());
   }
-  unsigned cores = usable_cpus();
-  unsigned n = opt_.threads ? opt_.threads : std::clamp(2 * cores, 4u, 64u);
+  uint64_t budget = opt_.memory_budget ? opt_.memory_budget : resolve_memory_budget(std::nullopt, "").bytes;
+  unsigned n = opt_.threads ? opt_.threads : restore_writers(budget, usable_cpus());
   n = unsigned(std::max<size_t>(1, std::min<size_t>(n, segments_.size())));
   {
     std::vector<std::thread> pool;

@@ -27,7 +27,8 @@ struct RestoreOptions {
   std::vector<std::string> includes;  // globs on the path inside the snapshot or the base name; empty: everything
   std::vector<std::string> excludes;  // same matching; an excluded directory drops its whole subtree
   bool overwrite = false;             // allow a non-empty target; existing entries are replaced
-  unsigned threads = 0;               // 0: twice the cores (writes wait on I/O)
+  unsigned threads = 0;               // 0: twice the usable CPUs, 4 to 8, as many as memory_budget holds (memory.h)
+  uint64_t memory_budget = 0;         // bytes for buffers; 0: resolve_memory_budget()'s default
   ProgressFn progress;
   std::chrono::milliseconds progress_interval{1000};
   const std::atomic<bool>* cancel = nullptr;

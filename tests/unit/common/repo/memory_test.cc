@@ -1,0 +1,73 @@
+#include <catch2/catch.hpp>
+
+#include "common/repo/memory.h"
+
+using namespace cairn::repo;
+
+constexpr uint64_t MiB = 1ull << 20;
+
+TEST_CASE("memory budget sizes parse as operators write them", "[memory]") {
+  CHECK(parse_byte_size("512M") == 512 * MiB);
+  CHECK(parse_byte_size("512MiB") == 512 * MiB);
+  CHECK(parse_byte_size("512 MB") == 512 * MiB);
+  CHECK(parse_byte_size(" 1.5G ") == 1536 * MiB);
+  CHECK(parse_byte_size("2 GiB") == 2048 * MiB);
+  CHECK(parse_byte_size("64k") == 64 * 1024);
+  CHECK(parse_byte_size("1T") == (1ull << 40));
+  CHECK(parse_byte_size("1073741824") == (1ull << 30));
+  CHECK(parse_byte_size("4096B") == 4096);
+  // Refused: nothing, zero, fractions of a byte, unknown units, trailing junk, absurd sizes.
+  for (const char* bad : {"", " ", "0", "0M", "1.5", "M", "12X", "12 MiBs", "1e9", "-5M", "5M5", "2000000000T", ".M", "1..5G"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_byte_size(bad).has_value());
+  }
+}
+
+TEST_CASE("byte sizes print in binary units", "[memory]") {
+  CHECK(byte_size_text(512 * MiB) == "512 MiB");
+  CHECK(byte_size_text(1536 * MiB) == "1.5 GiB");
+  CHECK(byte_size_text(100) == "100 bytes");
+  CHECK(byte_size_text(900 * 1024) == "900 KiB");
+}
+
+TEST_CASE("the budget in force: setting, else half the cgroup limit, else the default", "[memory]") {
+  auto set = resolve_memory_budget(256 * MiB, "--memory-budget", 4096 * MiB);
+  CHECK(set.bytes == 256 * MiB);
+  CHECK(set.describe() == "256 MiB (--memory-budget)");
+
+  auto cg = resolve_memory_budget(std::nullopt, "--memory-budget", 1024 * MiB);
+  CHECK(cg.bytes == 512 * MiB);
+  CHECK(cg.describe() == "512 MiB (half of the cgroup memory limit, 1 GiB)");
+
+  auto def = resolve_memory_budget(std::nullopt, "--memory-budget", std::nullopt);
+  CHECK(def.bytes == kDefaultMemoryBudget);
+  CHECK(def.describe() == "512 MiB (the default)");
+}
+
+TEST_CASE("backup threads fit the budget and never exceed the CPUs", "[memory]") {
+  const uint32_t pack = 16 * MiB;
+  // The host: 2 CPUs, 512 MiB -> both CPUs.
+  CHECK(backup_threads(256 * MiB, 2, pack) == 2);
+  // 64 CPUs on a 512 MiB budget: as many as fit, and what they hold stays inside it.
+  unsigned t = backup_threads(512 * MiB, 64, pack);
+  CHECK(t > 1);
+  CHECK(t < 64);
+  CHECK(backup_fixed_bytes(pack) + t * kBackupThreadBytes <= 512 * MiB);
+  CHECK(backup_fixed_bytes(pack) + (t + 1) * kBackupThreadBytes > 512 * MiB);
+  // A budget too small for even one: one thread, never zero.
+  CHECK(backup_threads(kMinMemoryBudget, 16, pack) == 1);
+  CHECK(backup_threads(1, 16, pack) == 1);
+  CHECK(backup_threads(1ull << 40, 0, pack) == 1);
+  // Plenty of memory: one a CPU.
+  CHECK(backup_threads(64ull << 30, 16, pack) == 16);
+}
+
+TEST_CASE("restore writers: twice the CPUs within 4..8, fewer when the budget is small", "[memory]") {
+  CHECK(restore_writers(512 * MiB, 1) == kMinRestoreWriters);
+  CHECK(restore_writers(512 * MiB, 3) == 6);
+  CHECK(restore_writers(512 * MiB, 64) == kMaxRestoreWriters);
+  unsigned w = restore_writers(48 * MiB, 16);
+  CHECK(w >= 1);
+  CHECK(kRestoreBaseBytes + w * kRestoreWriterBytes <= 48 * MiB);
+  CHECK(restore_writers(1, 16) == 1);
+}
