@@ -7,8 +7,10 @@
 #include <cstdlib>
 
 #include "common/repo/backend.h"
+#include "common/repo/memory.h"
 #include "common/util/terminal_text.h"
 #include "common/repo/snapshot.h"
+#include "common/util/cpus.h"
 #include "common/util/fs.h"
 
 namespace cairn::ctl {
@@ -97,6 +99,28 @@ void print_json(const nlohmann::json& j) {
   std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   std::fprintf(stdout, "%s\n", s.c_str());
   std::fflush(stdout);
+}
+
+void add_memory_budget_option(CLI::App* cmd, std::string& value) {
+  cmd->add_option("--memory-budget", value,
+                  "what buffers may hold, e.g. 256M or 2G; sizes the thread pools (default: half the cgroup memory limit, else 512M)");
+}
+
+uint64_t memory_budget_bytes(const RepoOptions& o, const std::string& value) {
+  std::optional<uint64_t> configured;
+  if (!value.empty()) {
+    configured = repo::parse_byte_size(value);
+    if (!configured)
+      throw Error(Errc::invalid_input, "--memory-budget '" + value + "' is not a size: give bytes or a number with K, M, G or T (e.g. 256M)");
+    if (*configured < repo::kMinMemoryBudget)
+      throw Error(Errc::invalid_input, "--memory-budget " + value + " is below the minimum of " + repo::byte_size_text(repo::kMinMemoryBudget) +
+                                           " (one thread's buffers and the packs in flight)");
+  }
+  auto b = repo::resolve_memory_budget(configured, "--memory-budget");
+  // Said once on stderr, so an operator sees what a cgroup limit chose.
+  if (!o.quiet && !o.json)
+    std::fprintf(stderr, "memory budget %s; usable CPUs %s\n", b.describe().c_str(), cpu_limit().describe().c_str());
+  return b.bytes;
 }
 
 std::string human_bytes(uint64_t n) {

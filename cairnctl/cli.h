@@ -47,6 +47,12 @@ struct Context {
 
 // Adds --repo, --password-file, --key-file, --json, --quiet, --retry-lock to a command.
 void add_repo_options(CLI::App* cmd, RepoOptions& o);
+// --memory-budget SIZE (backup, restore, check): what their buffers may hold
+// (common/repo/memory.h). memory_budget_bytes() gives the budget in force: the
+// option, else half the cgroup memory limit, else 512 MiB; says which on stderr
+// (not with --quiet or --json); throws invalid_input for a bad size.
+void add_memory_budget_option(CLI::App* cmd, std::string& value);
+uint64_t memory_budget_bytes(const RepoOptions& o, const std::string& value);
 repo::Secret read_secret(const RepoOptions& o, const char* file_opt = "--password-file", const std::string& file_override = {});
 std::unique_ptr<repo::Backend> make_backend(const RepoOptions& o);
 // Opens the repository, loads the index; prints index problems as warnings.

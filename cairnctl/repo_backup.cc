@@ -13,6 +13,7 @@ struct BackupArgs {
   std::string stdin_name, profile, parent, host;
   bool force = false, no_parent = false;
   unsigned threads = 0;
+  std::string memory_budget;
   double shared_start = 0;
 };
 }  // namespace
@@ -35,7 +36,8 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
       ->excludes(parent_opt);
   cmd->add_flag("--force", a.force, "read every file, even those unchanged since the parent");
   cmd->add_option("--host", a.host, "record this host name instead of the machine's");
-  cmd->add_option("--threads", a.threads, "worker threads (default: one per core)");
+  cmd->add_option("--threads", a.threads, "worker threads (default: one per usable CPU, as many as --memory-budget holds)");
+  add_memory_budget_option(cmd, a.memory_budget);
   cmd->add_option("--shared-with-replicas", a.shared_start,
                   "other writers store the same data into this repository now (the replicas of a Kafka partition): "
                   "find their blobs while storing, and start each directory's subdirectories at this fraction of "
@@ -48,6 +50,7 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
       if (!a.use_stdin && a.paths.empty()) throw Error(Errc::invalid_input, "nothing to back up: give paths, or --stdin --stdin-name NAME");
       if (a.use_stdin && a.stdin_name.empty()) throw Error(Errc::invalid_input, "--stdin needs --stdin-name NAME");
       if (a.use_stdin && isatty(0)) throw Error(Errc::invalid_input, "--stdin reads a pipe or file, not a terminal");
+      uint64_t budget = memory_budget_bytes(o, a.memory_budget);
       auto r = open_repo(o);
       auto lock = lock_repo(*r, o, repo::LockKind::shared, "backup");
       repo::BackupOptions bo;
@@ -65,6 +68,7 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
       bo.force = a.force;
       bo.hostname = a.host;
       bo.threads = a.threads;
+      bo.memory_budget = budget;
       if (a.shared_start > 0) {
         bo.share_writes = true;
         bo.walk_start = a.shared_start;

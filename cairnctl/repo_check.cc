@@ -10,6 +10,7 @@ namespace {
 struct CheckArgs {
   bool read_data = false;
   unsigned threads = 0;
+  std::string memory_budget;
 };
 }  // namespace
 
@@ -18,16 +19,19 @@ void register_repo_check(CLI::App& repo, Context& ctx) {
   auto* cmd = repo.add_subcommand("check", "verify the repository: index, packs, snapshots and trees (and every byte with --read-data)");
   add_repo_options(cmd, ctx.opts);
   cmd->add_flag("--read-data", a.read_data, "read every pack whole and verify every blob (reads the whole repository)");
-  cmd->add_option("--threads", a.threads, "packs read at once with --read-data (default: one per core, at most 8)");
+  cmd->add_option("--threads", a.threads, "packs read at once with --read-data (default: one per usable CPU, at most 8, as many as --memory-budget holds)");
+  add_memory_budget_option(cmd, a.memory_budget);
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
       // check loads the index itself and reports its problems with the rest.
+      uint64_t budget = memory_budget_bytes(o, a.memory_budget);
       auto r = open_repo(o, false);
       auto lock = lock_repo_for_reading(*r, o, "check");
       repo::CheckOptions co;
       co.read_data = a.read_data;
       co.threads = a.threads;
+      co.memory_budget = budget;
       co.cancel = &ctx.cancel;
       ProgressPrinter pp(o, "check");
       if (a.read_data && (!o.quiet || o.json)) {

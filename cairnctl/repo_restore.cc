@@ -13,6 +13,7 @@ struct RestoreArgs {
   bool overwrite = false;
   bool skip_damaged = false;
   unsigned threads = 0;
+  std::string memory_budget;
   uint64_t max_entries = 0;  // 0: the defaults
 };
 }  // namespace
@@ -29,7 +30,8 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
       ->allow_extra_args(false);
   cmd->add_option("--exclude,-e", a.excludes, "skip paths matching this glob (same matching; repeatable)")->allow_extra_args(false);
   cmd->add_flag("--overwrite", a.overwrite, "allow a non-empty target and replace what is already there");
-  cmd->add_option("--threads", a.threads, "parallel writers (default: twice the cores)");
+  cmd->add_option("--threads", a.threads, "parallel writers (default: twice the usable CPUs, 4 to 8, as many as --memory-budget holds)");
+  add_memory_budget_option(cmd, a.memory_budget);
   add_skip_damaged_option(cmd, a.skip_damaged);
   cmd->add_option("--max-entries", a.max_entries,
                   "stop with an error past this many entries (a tree bomb's defence; default 50,000,000); giving it also lifts the "
@@ -37,6 +39,7 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
+      uint64_t budget = memory_budget_bytes(o, a.memory_budget);
       auto r = open_repo(o);
       auto lock = lock_repo_for_reading(*r, o, "restore");
       repo::RestoreOptions ro;
@@ -45,6 +48,7 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
       ro.excludes = a.excludes;
       ro.overwrite = a.overwrite;
       ro.threads = a.threads;
+      ro.memory_budget = budget;
       if (a.max_entries) {
         ro.max_entries = a.max_entries;
         ro.max_plan_bytes = UINT64_MAX;
