@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "agent/drivers/registry.h"
+#include "common/repo/memory.h"
 #include "common/util/control_chars.h"
 #include "common/util/fs.h"
 #include "common/util/toml_guard.h"
@@ -138,6 +139,13 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
   c.log_level = top.string_or("log_level", c.log_level);
   static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
   if (!levels.count(c.log_level)) top.fail("log_level", "'" + c.log_level + "' is not one of trace, debug, info, warn, error");
+  if (auto v = top.string("memory_budget")) {
+    auto bytes = repo::parse_byte_size(*v);
+    if (!bytes) top.fail("memory_budget", "'" + *v + "' is not a size such as \"256M\" or \"1G\"");
+    if (*bytes < repo::kMinMemoryBudget)
+      top.fail("memory_budget", "'" + *v + "' is below the least a backup can run in, " + repo::byte_size_text(repo::kMinMemoryBudget));
+    c.memory_budget = *bytes;
+  }
 
   if (const toml::table* labels = top.table("labels")) {
     TableReader lr(*labels, source, "[labels]");

@@ -39,6 +39,9 @@ struct AgentConfig {
   std::string trust_store;     // default: <state_dir>/trusted-keys.json
   std::string log_level = "info";
   std::map<std::string, std::string> labels;  // [labels]: policies select agents by them
+  // What each backup's and restore's buffers may hold ("512M"); none: half the
+  // cgroup memory limit, else 512 MiB (common/repo/memory.h).
+  std::optional<uint64_t> memory_budget;
 
   std::string controller_endpoint;
   std::string controller_public_key;  // Z85, 40 characters

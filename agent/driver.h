@@ -68,6 +68,9 @@ struct TaskContext {
   repo::Repository* repo = nullptr;
   std::function<void(const WorkProgress&)> progress;
   const std::atomic<bool>* cancel = nullptr;
+  // What a backup's or restore's buffers may hold (repo/memory.h); 0: the
+  // repository code resolves the default. Drivers pass it on in RestoreOptions.
+  uint64_t memory_budget = 0;
   // Tells the operator something that is no failure (a parent not used).
   std::function<void(const std::string&)> note;
 };

@@ -14,13 +14,15 @@
 
 #include "agent/config.h"
 #include "agent/curve_identity.h"
-#include "common/util/cpus.h"
-#include "common/util/encoding.h"
 #include "agent/plan_gate.h"
 #include "agent/session.h"
 #include "agent/systemd_notify.h"
 #include "agent/task_runner.h"
 #include "cairn/version.h"
+#include "common/repo/memory.h"
+#include "common/repo/repository.h"
+#include "common/util/cpus.h"
+#include "common/util/encoding.h"
 #include "common/util/error.h"
 
 namespace {
@@ -90,10 +92,16 @@ int main(int argc, char** argv) {
     }
     if (created) spdlog::info("created the agent keypair in '{}'; public key {}", config.key_dir, identity.public_z85);
     else spdlog::info("agent '{}', public key {}", config.name, identity.public_z85);
+    // What every backup and restore is sized from, said once at start (docs/operations.md, "CPUs and memory").
+    auto budget = cairn::repo::resolve_memory_budget(config.memory_budget, "memory_budget in " + config.source);
     {
       auto mem = cairn::cgroup_memory_limit();
-      spdlog::info("CPUs for backups and restores: {}; cgroup memory limit: {}", cairn::cpu_limit().describe(),
-                   mem ? std::to_string(*mem >> 20) + " MiB" : std::string("none"));
+      unsigned cpus = cairn::usable_cpus();
+      spdlog::info("CPUs for backups and restores: {}; cgroup memory limit: {}; memory budget: {}: up to {} backup "
+                   "threads, {} restore writers",
+                   cairn::cpu_limit().describe(), mem ? cairn::repo::byte_size_text(*mem) : std::string("none"),
+                   budget.describe(), cairn::repo::backup_threads(budget.bytes, cpus, cairn::repo::RepoParams{}.pack_size),
+                   cairn::repo::restore_writers(budget.bytes, cpus));
     }
 
     auto signing_keys = load_signing_keys(config.signing_keys_file);
@@ -122,6 +130,7 @@ int main(int argc, char** argv) {
       spdlog::error("maintenance mode: {}", e.what());
     }
     runner.set_maintenance(&maintenance);
+    runner.set_memory_budget(budget.bytes);
     Session session(config, identity, gate, runner, &notifier);
     session_ptr = &session;
     runner.start();

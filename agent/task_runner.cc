@@ -340,6 +340,7 @@ DriverResult TaskRunner::run_backup(Driver& driver, TaskContext& ctx, const Stor
   bo.tags = st.tags;
   bo.progress = repo_progress(ctx, v1::PHASE_STREAM);
   bo.cancel = ctx.cancel;
+  bo.memory_budget = ctx.memory_budget;
   bo.check_lock = st.check_lock;
   bo.parent_rule = repo::BackupOptions::ParentRule::named_only;
   bo.parent = usable_parent(ctx, st.parent);
@@ -403,6 +404,7 @@ bool TaskRunner::safety_backup(Driver& driver, TaskContext& ctx, const RestoreSp
   bo.tags.insert(bo.tags.end(), identity_tags_.begin(), identity_tags_.end());
   bo.progress = repo_progress(ctx, v1::PHASE_SAFETY_BACKUP);
   bo.cancel = ctx.cancel;
+  bo.memory_budget = ctx.memory_budget;
   bo.check_lock = st.check_lock;
   bo.parent_rule = repo::BackupOptions::ParentRule::named_only;
   bo.parent = usable_parent(ctx, st.parent);
@@ -540,6 +542,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
       ctx.repo = o.repo.get();
       ctx.progress = send_progress;
       ctx.cancel = &cancel_;
+      ctx.memory_budget = memory_budget_;
       // A note is no failure: logged, and shown as the task's current item.
       ctx.note = [&](const std::string& text) {
         spdlog::warn("task '{}': {}", task.task_id(), text);

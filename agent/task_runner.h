@@ -34,6 +34,8 @@ class TaskRunner {
   void set_identity_tags(std::vector<std::string> tags) { identity_tags_ = std::move(tags); }
   // Maintenance mode for components that declare it (maintenance_mode.h); set before start().
   void set_maintenance(MaintenanceMode* m) { maintenance_ = m; }
+  // The memory budget of every backup and restore it runs (bytes; 0: the default); set before start().
+  void set_memory_budget(uint64_t bytes) { memory_budget_ = bytes; }
 
   void start();
   void submit(AdmittedTask t);
@@ -54,6 +56,7 @@ class TaskRunner {
   };
   std::vector<std::string> identity_tags_;
   MaintenanceMode* maintenance_ = nullptr;
+  uint64_t memory_budget_ = 0;
   DriverResult run_backup(Driver& driver, TaskContext& ctx, const Storing& st);
   DriverResult run_restore(Driver& driver, TaskContext& ctx, const cairn::v1::Task& task, const Storing& st);
   bool safety_backup(Driver& driver, TaskContext& ctx, const RestoreSpec& spec, const repo::Snapshot& snap, const Storing& st,

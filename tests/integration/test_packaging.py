@@ -57,6 +57,8 @@ def test_every_unit_passes_systemd_analyze_verify(tmp_path):
     assert c["CapabilityBoundingSet"] == [""]  # none at all
     _, a = unit("cairn-agent.service")
     assert "CAP_SYS_ADMIN" not in a["CapabilityBoundingSet"][0]
+    # Issue 13: the agent runs beside the databases within limits an operator can override.
+    assert a["CPUQuota"] == ["200%"] and a["MemoryMax"] == ["1G"]
 
 
 def a_broken_unit_is_caught(tmp_path):

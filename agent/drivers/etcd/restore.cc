@@ -217,6 +217,7 @@ DriverResult EtcdDriver::step_data(TaskContext& ctx, const RestoreSpec& spec) {
     WorkDir work(dd);
     phase(ctx, cairn::v1::PHASE_RESTORE, kSnapshotFileName);
     repo::RestoreOptions ro;
+    ro.memory_budget = ctx.memory_budget;
     ro.target = work.path() + "/extracted";
     ro.cancel = ctx.cancel;
     if (ctx.progress)

@@ -217,6 +217,7 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   const bool mirror = spec.write_mode != v1::RESTORE_WRITE_MODE_MERGE;
   std::unordered_set<std::string> keep;
   repo::RestoreOptions ro;
+  ro.memory_budget = ctx.memory_budget;
   ro.target = target.empty() ? "/" : target;
   ro.includes = includes;
   ro.overwrite = true;

@@ -197,6 +197,7 @@ DriverResult HaproxyDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   const std::string root = guard.dir + "/root";
   progress(v1::PHASE_RESTORE, "extracting the snapshot to " + root);
   repo::RestoreOptions ro;
+  ro.memory_budget = ctx.memory_budget;
   ro.target = root;
   ro.overwrite = true;
   ro.cancel = ctx.cancel;

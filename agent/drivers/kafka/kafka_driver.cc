@@ -545,6 +545,7 @@ std::optional<KafkaDriver::Prepared> KafkaDriver::prepare(TaskContext& ctx, cons
   p.staging = settings_.staging_dir + "/restore-" + p.stamp;
   remove_tree(p.staging);
   repo::RestoreOptions ro;
+  ro.memory_budget = ctx.memory_budget;
   ro.target = p.staging;
   ro.cancel = ctx.cancel;
   ro.progress = repo_progress(ctx, v1::PHASE_RESTORE);

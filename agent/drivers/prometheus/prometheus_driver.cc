@@ -336,6 +336,7 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   } guard{staging};
   fs::remove_all(staging, ec);
   repo::RestoreOptions ro;
+  ro.memory_budget = ctx.memory_budget;
   ro.target = staging;
   ro.cancel = ctx.cancel;
   ro.progress = repo_progress(ctx, v1::PHASE_RESTORE);

@@ -417,6 +417,7 @@ void ZooKeeperDriver::step_data(TaskContext& ctx, const RestoreSpec& spec, Drive
     ~Cleanup() { remove_tree(dir); }
   } cleanup{temp};
   repo::RestoreOptions ro;
+  ro.memory_budget = ctx.memory_budget;
   ro.target = temp;
   ro.cancel = ctx.cancel;
   ro.progress = repo_progress(ctx, v1::PHASE_RESTORE);

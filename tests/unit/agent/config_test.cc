@@ -222,3 +222,21 @@ TEST_CASE("well-formed headers with quoted and dotted keys, blanks and comments 
   REQUIRE(c.repositories.size() == 1);
   REQUIRE(c.components.size() == 1);
 }
+
+TEST_CASE("memory_budget takes a size, and refuses one that is malformed or too small") {
+  TempDir d;
+  REQUIRE_FALSE(parse_config(base_config(d), "agent.toml").memory_budget.has_value());  // derived at start
+  REQUIRE(parse_config("memory_budget = \"256M\"\n" + base_config(d), "agent.toml").memory_budget == (256u << 20));
+  REQUIRE(parse_config("memory_budget = \"1.5 GiB\"\n" + base_config(d), "agent.toml").memory_budget == (1536ull << 20));
+  for (const char* bad : {"\"lots\"", "\"12X\"", "\"0\"", "\"\""}) {
+    std::string text = std::string("\n\nmemory_budget = ") + bad + "\n" + base_config(d);
+    auto e = refused(text);
+    INFO(bad << ": " << e.what());
+    REQUIRE(e.line() == 3);
+    REQUIRE_THAT(e.what(), Catch::Contains("is not a size such as"));
+  }
+  auto e = refused("memory_budget = \"16M\"\n" + base_config(d));
+  REQUIRE_THAT(e.what(), Catch::Contains("below the least a backup can run in, 64 MiB"));
+  // A number is refused too: the unit must be said.
+  REQUIRE_THAT(refused("memory_budget = 268435456\n" + base_config(d)).what(), Catch::Contains("memory_budget"));
+}
