@@ -17,16 +17,19 @@ namespace cairn::repo {
 
 // No setting and no cgroup limit: enough for one thread a CPU on a 16-CPU host.
 constexpr uint64_t kDefaultMemoryBudget = 512ull << 20;
-// Below this a backup cannot hold one thread's buffers and the packs in flight.
-constexpr uint64_t kMinMemoryBudget = 64ull << 20;
+// Below this a backup cannot hold one thread's buffers and the packs in flight
+// (one thread peaked at 93 MiB on a 4 GiB corpus).
+constexpr uint64_t kMinMemoryBudget = 96ull << 20;
 
 // Backup: one reader and one worker a thread. A reader holds up to two 8 MiB
 // blocks (its own and one its chunks in flight keep alive), a worker one sealed
 // chunk, zstd's output for it and its context: 28 MiB at most, measured. Fixed:
 // the packs in flight (one filling for data and one for trees, one queued, one
-// being written, one spare) and the process itself.
+// being written, one spare), the spare read blocks, the index and the process
+// itself. Measured peaks (docs/benchmarks.md § Memory): 2 threads 129 MiB, 4
+// threads 191 MiB, 16 threads 513 MiB against 136, 192 and 528 by this model.
 constexpr uint64_t kBackupThreadBytes = 28ull << 20;
-constexpr uint64_t kBackupBaseBytes = 24ull << 20;
+constexpr uint64_t kBackupBaseBytes = 40ull << 20;
 constexpr uint64_t backup_fixed_bytes(uint32_t pack_size) { return kBackupBaseBytes + 5ull * pack_size; }
 // Restore: a writer holds one read (4 MiB, or one sealed blob) and one chunk.
 constexpr uint64_t kRestoreWriterBytes = (8ull << 20) + (384u << 10);

@@ -236,7 +236,7 @@ TEST_CASE("memory_budget takes a size, and refuses one that is malformed or too 
     REQUIRE_THAT(e.what(), Catch::Contains("is not a size such as"));
   }
   auto e = refused("memory_budget = \"16M\"\n" + base_config(d));
-  REQUIRE_THAT(e.what(), Catch::Contains("below the least a backup can run in, 64 MiB"));
+  REQUIRE_THAT(e.what(), Catch::Contains("below the least a backup can run in, 96 MiB"));
   // A number is refused too: the unit must be said.
   REQUIRE_THAT(refused("memory_budget = 268435456\n" + base_config(d)).what(), Catch::Contains("memory_budget"));
 }
