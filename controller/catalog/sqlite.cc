@@ -2,12 +2,57 @@
 
 #include <sqlite3.h>
 
+#include <map>
+#include <vector>
+
 #include "common/util/error.h"
 
 namespace cairn::catalog::sqlite {
 
 void Db::Closer::operator()(sqlite3* db) const { sqlite3_close_v2(db); }
 void Stmt::Finalizer::operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+
+// Compiled statements of one connection by their SQL text. Bounded: a few
+// copies of each text (nested uses of one query), and a few hundred texts (the
+// catalog has fewer; a text built at run time must not grow it without end).
+struct StmtCache {
+  static constexpr size_t kPerText = 4, kTotal = 512;
+  std::map<std::string, std::vector<sqlite3_stmt*>, std::less<>> free;
+  size_t count = 0;
+
+  sqlite3_stmt* take(std::string_view sql) {
+    auto it = free.find(sql);
+    if (it == free.end() || it->second.empty()) return nullptr;
+    sqlite3_stmt* s = it->second.back();
+    it->second.pop_back();
+    --count;
+    return s;
+  }
+  // False when full: the caller finalizes it.
+  bool put(sqlite3_stmt* s) {
+    const char* sql = sqlite3_sql(s);
+    if (!sql || count >= kTotal) return false;
+    auto& v = free[sql];
+    if (v.size() >= kPerText) return false;
+    v.push_back(s);
+    ++count;
+    return true;
+  }
+  ~StmtCache() {
+    for (auto& [sql, v] : free)
+      for (sqlite3_stmt* s : v) sqlite3_finalize(s);
+  }
+};
+
+Db::Db(std::unique_ptr<sqlite3, Closer> db, std::string path)
+    : db_(std::move(db)), path_(std::move(path)), cache_(std::make_shared<StmtCache>()) {}
+
+Stmt::~Stmt() {
+  if (!stmt_ || !cache_) return;
+  sqlite3_reset(stmt_.get());
+  sqlite3_clear_bindings(stmt_.get());
+  if (cache_->put(stmt_.get())) (void)stmt_.release();
+}
 
 void Db::fail(int rc, std::string_view what) const {
   const char* msg = db_ ? sqlite3_errmsg(db_.get()) : sqlite3_errstr(rc);
@@ -63,10 +108,15 @@ void Db::exec(std::string_view sql) {
 }
 
 Stmt Db::prepare(std::string_view sql) {
+  if (sqlite3_stmt* cached = cache_->take(sql)) return Stmt(this, cached, cache_);
   sqlite3_stmt* s = nullptr;
-  int rc = sqlite3_prepare_v2(db_.get(), sql.data(), int(sql.size()), &s, nullptr);
+  const char* tail = nullptr;
+  int rc = sqlite3_prepare_v3(db_.get(), sql.data(), int(sql.size()), SQLITE_PREPARE_PERSISTENT, &s, &tail);
   if (rc != SQLITE_OK) fail(rc, "cannot prepare '" + std::string(sql.substr(0, 60)) + "'");
-  return Stmt(this, s);
+  // Cached under the text it was asked for (sqlite3_sql gives back exactly the
+  // statement's text): a text with more after the statement is not cached.
+  bool whole = tail == sql.data() + sql.size() && sqlite3_sql(s) && std::string_view(sqlite3_sql(s)) == sql;
+  return Stmt(this, s, whole ? cache_ : nullptr);
 }
 
 bool Db::in_transaction() const { return sqlite3_get_autocommit(db_.get()) == 0; }

@@ -17,6 +17,7 @@ struct sqlite3_stmt;
 namespace cairn::catalog::sqlite {
 
 class Stmt;
+struct StmtCache;
 
 class Db {
  public:
@@ -29,6 +30,9 @@ class Db {
 
   // Runs one or more statements that return no rows.
   void exec(std::string_view sql);
+  // A statement compiled once per connection: a Stmt that ends goes back to the
+  // connection's cache (reset, bindings cleared) and the next prepare() of the
+  // same text takes it, so a hot path pays SQLite's parser once, not per call.
   Stmt prepare(std::string_view sql);
   bool in_transaction() const;
   // Rows changed by the last INSERT, UPDATE or DELETE.
@@ -43,13 +47,15 @@ class Db {
   struct Closer {
     void operator()(sqlite3* db) const;
   };
-  Db(std::unique_ptr<sqlite3, Closer> db, std::string path) : db_(std::move(db)), path_(std::move(path)) {}
-  std::unique_ptr<sqlite3, Closer> db_;
+  Db(std::unique_ptr<sqlite3, Closer> db, std::string path);
+  std::unique_ptr<sqlite3, Closer> db_;  // closed with sqlite3_close_v2: it waits for the cached statements
   std::string path_;
+  std::shared_ptr<StmtCache> cache_;  // shared with the Stmts it lent, which may outlive a moved-from Db
 };
 
 class Stmt {
  public:
+  ~Stmt();  // back to the connection's cache (finalized when the cache is full)
   Stmt(Stmt&&) noexcept = default;
   Stmt& operator=(Stmt&&) noexcept = default;
 
@@ -89,8 +95,9 @@ class Stmt {
   struct Finalizer {
     void operator()(sqlite3_stmt* s) const;
   };
-  Stmt(const Db* db, sqlite3_stmt* s) : db_(db), stmt_(s) {}
+  Stmt(const Db* db, sqlite3_stmt* s, std::shared_ptr<StmtCache> cache) : db_(db), cache_(std::move(cache)), stmt_(s) {}
   const Db* db_;
+  std::shared_ptr<StmtCache> cache_;
   std::unique_ptr<sqlite3_stmt, Finalizer> stmt_;
 };
 
