@@ -68,6 +68,10 @@ std::string Tx::enrol_agent(const std::string& name, const CurveKey& key, const 
 }
 
 std::vector<std::string> Tx::drop_oldest_pending_agents(size_t keep) {
+  // Asked at every unknown key: answered from the index unless the list is
+  // over its bound (the search below reads every pending agent).
+  auto over = db_.prepare("SELECT 1 FROM agents WHERE state = 'pending' LIMIT 1 OFFSET ?");
+  if (!over.bind(1, int64_t(keep)).step()) return {};
   // Only agents nothing refers to yet: a pending agent never had a plan or a
   // task, but a row that did is never deleted from under its history.
   auto rows = db_.prepare(

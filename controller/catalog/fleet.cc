@@ -61,8 +61,10 @@ std::optional<PlanRecord> Tx::plan(const std::string& plan_id) const {
 }
 
 std::vector<PlanRecord> Tx::undelivered_plans(const std::string& agent_id) const {
+  // "+expires_at": not an index term, so the agent's own plans are searched
+  // (plans_agent_open), not every issued plan of the fleet (plans_open).
   auto s = db_.prepare(std::string(kPlanColumns) +
-                       "WHERE agent_id = ? AND state = 'issued' AND expires_at > ? AND envelope IS NOT NULL"
+                       "WHERE agent_id = ? AND state = 'issued' AND +expires_at > ? AND envelope IS NOT NULL"
                        " AND EXISTS (SELECT 1 FROM tasks WHERE tasks.plan_id = plans.id AND tasks.state = 'pending')"
                        " ORDER BY sequence");
   s.bind_all(agent_id, now());
