@@ -33,6 +33,8 @@ bool will_trust(const S& s, const std::string& key_id) {
   return s.trusted.empty() || s.trusted.count(key_id) || s.expected.count(key_id);
 }
 
+constexpr size_t kMaxOwnedCached = 4096;
+
 constexpr TaskState kInFlight[] = {TaskState::sent, TaskState::accepted, TaskState::running};
 constexpr TaskState kOpen[] = {TaskState::pending, TaskState::sent, TaskState::accepted, TaskState::running};
 
@@ -258,6 +260,7 @@ void Fleet::handle(Session& s, cairn::v1::AgentMessage& m) {
 }
 
 void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
+  flush_task_results();  // reconcile compares the agent's running tasks with recorded ones
   std::vector<catalog::Component> components;
   for (const auto& c : r.components()) {
     catalog::Component k{c.name(), c.driver(), c.can_restore(), declared_targets(c)};
@@ -352,7 +355,20 @@ bool Fleet::admit(Session& s, cairn::v1::AgentMessage& m) {
   using M = cairn::v1::AgentMessage;
   auto claims = claims_of(m);
   if (claims.empty()) return true;
+  auto known = [](const std::vector<std::string>& ids, const std::set<std::string>& owned) {
+    return std::all_of(ids.begin(), ids.end(), [&](const std::string& id) { return owned.count(id) != 0; });
+  };
+  if (known(claims.tasks, s.owned_tasks) && known(claims.plans, s.owned_plans)) return true;
   auto o = catalog_.read([&](const catalog::Tx& tx) { return check_ownership(tx, s.agent_id, claims); });
+  auto remember = [&](const std::vector<std::string>& ids, std::set<std::string>& owned) {
+    for (const auto& id : ids) {
+      if (!o.owned(id)) continue;
+      if (owned.size() >= kMaxOwnedCached) owned.clear();  // bounded; it only saves reads
+      owned.insert(id);
+    }
+  };
+  remember(claims.tasks, s.owned_tasks);
+  remember(claims.plans, s.owned_plans);
   if (o.all_owned()) return true;
   if (!o.foreign.empty()) note_foreign(s, m, o.foreign);
   auto keep_owned = [&](google::protobuf::RepeatedPtrField<std::string>* ids) {
@@ -527,96 +543,196 @@ void Fleet::reconcile(Session& s, const cairn::v1::Register& r) {
   }
 }
 
-void Fleet::deliver(const std::string& agent_id) {
-  Session* s = session_of(agent_id);
-  if (!s || !s->registered || !s->approved) return;
-  auto plans = catalog_.read([&](const catalog::Tx& tx) { return tx.undelivered_plans(agent_id); });
-  for (const auto& p : plans) {
-    // Signed by a key the agent does not trust yet: it waits for the
-    // announcement's acknowledgement (on_key_ack delivers again).
-    if (!will_trust(*s, p.key_id)) continue;
-    cairn::v1::ControllerMessage m;
-    m.set_plan(std::string(p.envelope.begin(), p.envelope.end()));
-    if (!send(*s, m)) continue;  // stays pending; retried at the next Register
-    catalog_.transaction("controller", [&](catalog::Tx& tx) {
-      for (const auto& t : tx.tasks_of_plan(p.id))
-        if (t.state == TaskState::pending) tx.update_task(t.id, catalog::TaskUpdate(TaskState::sent));
-    });
-    spdlog::info("fleet: plan '{}' (sequence {}) sent to agent '{}'", p.id, p.sequence, agent_id);
+void Fleet::deliver(std::vector<std::string> agent_ids) {
+  std::sort(agent_ids.begin(), agent_ids.end());
+  agent_ids.erase(std::unique(agent_ids.begin(), agent_ids.end()), agent_ids.end());
+  std::vector<Session*> ready;
+  for (const auto& id : agent_ids)
+    if (Session* s = session_of(id); s && s->registered && s->approved) ready.push_back(s);
+  if (ready.empty()) return;
+  auto plans = catalog_.read([&](const catalog::Tx& tx) {
+    std::vector<std::vector<catalog::PlanRecord>> out;
+    for (const Session* s : ready) out.push_back(tx.undelivered_plans(s->agent_id));
+    return out;
+  });
+  std::vector<std::string> sent;
+  for (size_t i = 0; i < ready.size(); ++i) {
+    Session& s = *ready[i];
+    for (const auto& p : plans[i]) {
+      // Signed by a key the agent does not trust yet: it waits for the
+      // announcement's acknowledgement (on_key_ack delivers again).
+      if (!will_trust(s, p.key_id)) continue;
+      cairn::v1::ControllerMessage m;
+      m.set_plan(std::string(p.envelope.begin(), p.envelope.end()));
+      if (!send(s, m)) continue;  // stays pending; retried at the next Register
+      sent.push_back(p.id);
+      spdlog::info("fleet: plan '{}' (sequence {}) sent to agent '{}'", p.id, p.sequence, s.agent_id);
+    }
   }
+  if (sent.empty()) return;
+  // One commit for every plan sent: a set over 1,000 agents is one fsync, not 1,000.
+  catalog_.transaction("controller", [&](catalog::Tx& tx) {
+    for (const auto& id : sent)
+      for (const auto& t : tx.tasks_of_plan(id))
+        if (t.state == TaskState::pending) tx.update_task(t.id, catalog::TaskUpdate(TaskState::sent));
+  });
 }
 
 void Fleet::on_plan_ack(Session& s, const cairn::v1::PlanAck& a) {
-  std::string problem;
-  catalog_.transaction("agent:" + s.agent_id, [&](catalog::Tx& tx) {
-    std::optional<catalog::PlanRecord> plan;
-    // The digest of the exact bytes delivered identifies the plan even when
-    // the agent refused it before (or without) trusting its payload: a bad
-    // signature, an unknown key, a replay of an old plan's bytes.
-    if (a.envelope_digest().size() == 32)
-      for (auto& p : tx.issued_plans(s.agent_id)) {
-        auto d = crypto::sha256(p.envelope);
-        if (std::memcmp(d.data(), a.envelope_digest().data(), d.size()) == 0) {
-          plan = std::move(p);
-          break;
-        }
+  // Recorded with the other acks of this batch of messages, in one commit
+  // (flush_plan_acks): a set over every agent is acknowledged by all at once.
+  plan_acks_.emplace_back(s.agent_id, a);
+}
+
+void Fleet::flush_plan_acks() {
+  if (plan_acks_.empty()) return;
+  auto batch = std::move(plan_acks_);
+  plan_acks_.clear();
+  std::vector<std::string> problems(batch.size());
+  try {
+    catalog_.transaction("controller", [&](catalog::Tx& tx) {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        tx.set_actor("agent:" + batch[i].first);
+        problems[i] = record_plan_ack(tx, batch[i].first, batch[i].second);
       }
-    if (!plan && !a.plan_id().empty()) plan = tx.plan(a.plan_id());
-    if (!plan && a.sequence() > 0) {
-      // A rejection before the payload parsed carries no plan id; the
-      // sequence is unique per agent when it comes with one.
-      for (const auto& t : tx.agent_tasks(s.agent_id, kInFlight))
-        if (t.plan_id)
-          if (auto p = tx.plan(*t.plan_id); p && p->sequence == a.sequence()) plan = p;
+    });
+  } catch (const std::exception& e) {
+    // One ack the catalog refuses must not lose the others: each in its own
+    // transaction. One that fails there too is as a failed message: its plan
+    // stays issued (sent again at the agent's next Register, or missed at expiry).
+    spdlog::warn("fleet: cannot record {} plan acknowledgement(s) together ({}); recording them one by one", batch.size(),
+                 e.what());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      try {
+        catalog_.transaction("agent:" + batch[i].first,
+                             [&](catalog::Tx& tx) { problems[i] = record_plan_ack(tx, batch[i].first, batch[i].second); });
+      } catch (const std::exception& e1) {
+        problems[i] = std::string("cannot record it: ") + e1.what();
+      }
     }
-    if (!plan || plan->agent_id != s.agent_id) {
-      problem = "no plan '" + a.plan_id() + "' was issued to this agent";
-      // Audited once a minute per agent, as foreign ids are: an agent must not
-      // be able to push older events out of the bounded audit trail.
-      auto& n = foreign_noted_[s.agent_id + "\x1fplan.ack_unmatched"];
-      auto now = Clock::now();
-      if (n.at != Clock::time_point{} && now - n.at < std::chrono::minutes(1)) {
-        ++n.suppressed;
-        return;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const auto& [agent_id, a] = batch[i];
+    if (!problems[i].empty()) {
+      spdlog::warn("fleet: plan ack from agent '{}' ignored: {}", agent_id, problems[i]);
+      continue;
+    }
+    spdlog::info("fleet: agent '{}' {} plan '{}'{}", agent_id, a.accepted() ? "accepted" : "rejected", a.plan_id(),
+                 a.accepted() ? "" : ": " + proto::error_code_name(a.reason()) + " " + a.detail());
+  }
+}
+
+std::string Fleet::record_plan_ack(catalog::Tx& tx, const std::string& agent_id, const cairn::v1::PlanAck& a) {
+  std::optional<catalog::PlanRecord> plan;
+  // The digest of the exact bytes delivered identifies the plan even when
+  // the agent refused it before (or without) trusting its payload: a bad
+  // signature, an unknown key, a replay of an old plan's bytes.
+  if (a.envelope_digest().size() == 32)
+    for (auto& p : tx.issued_plans(agent_id)) {
+      auto d = crypto::sha256(p.envelope);
+      if (std::memcmp(d.data(), a.envelope_digest().data(), d.size()) == 0) {
+        plan = std::move(p);
+        break;
       }
-      tx.audit({"plan.ack_unmatched", "agent:" + s.agent_id, "refused", proto::error_code_name(a.reason()),
+    }
+  if (!plan && !a.plan_id().empty()) plan = tx.plan(a.plan_id());
+  if (!plan && a.sequence() > 0) {
+    // A rejection before the payload parsed carries no plan id; the
+    // sequence is unique per agent when it comes with one.
+    for (const auto& t : tx.agent_tasks(agent_id, kInFlight))
+      if (t.plan_id)
+        if (auto p = tx.plan(*t.plan_id); p && p->sequence == a.sequence()) plan = p;
+  }
+  if (!plan || plan->agent_id != agent_id) {
+    // Audited once a minute per agent, as foreign ids are: an agent must not
+    // be able to push older events out of the bounded audit trail.
+    auto& n = foreign_noted_[agent_id + "\x1fplan.ack_unmatched"];
+    auto now = Clock::now();
+    if (n.at != Clock::time_point{} && now - n.at < std::chrono::minutes(1)) {
+      ++n.suppressed;
+    } else {
+      tx.audit({"plan.ack_unmatched", "agent:" + agent_id, "refused", proto::error_code_name(a.reason()),
                 {{"plan_id", a.plan_id()},
                  {"accepted", a.accepted()},
                  {"detail", a.detail()},
                  {"suppressed_before", n.suppressed}}});
       n = {now, 0};
-      return;
     }
-    if (plan->state != "issued") {
-      problem = "plan '" + plan->id + "' was already answered or expired";
-      return;
-    }
-    for (const auto& t : tx.tasks_of_plan(plan->id))
-      if (t.state == TaskState::pending) tx.update_task(t.id, catalog::TaskUpdate(TaskState::sent));
-    tx.record_plan_ack(plan->id, a.accepted(), a.reason(), a.detail());
-  });
-  if (!problem.empty()) {
-    spdlog::warn("fleet: plan ack from agent '{}' ignored: {}", s.agent_id, problem);
-    return;
+    return "no plan '" + a.plan_id() + "' was issued to this agent";
   }
-  spdlog::info("fleet: agent '{}' {} plan '{}'{}", s.agent_id, a.accepted() ? "accepted" : "rejected", a.plan_id(),
-               a.accepted() ? "" : ": " + proto::error_code_name(a.reason()) + " " + a.detail());
+  if (plan->state != "issued") return "plan '" + plan->id + "' was already answered or expired";
+  for (const auto& t : tx.tasks_of_plan(plan->id))
+    if (t.state == TaskState::pending) tx.update_task(t.id, catalog::TaskUpdate(TaskState::sent));
+  tx.record_plan_ack(plan->id, a.accepted(), a.reason(), a.detail());
+  return {};
 }
 
 void Fleet::on_task_result(Session& s, const cairn::v1::TaskResult& r) {
-  flush_progress();
+  // Recorded with the other results of this batch of messages, in one commit
+  // (flush_task_results), and acknowledged once committed: a set over every
+  // agent ends with a few fsyncs, not one per agent.
   unconfirmed_.erase(r.task_id());
-  std::string problem;
-  catalog_.transaction("agent:" + s.agent_id, [&](catalog::Tx& tx) {
+  results_.push_back({s.agent_id, s.routing_id, r});
+}
+
+void Fleet::flush_task_results() {
+  flush_plan_acks();  // a result after its plan's ack finds the ack recorded
+  if (results_.empty()) return;
+  flush_progress();  // and after its task's last progress (otherwise coalesced for 250 ms, tick())
+  auto batch = std::move(results_);
+  results_.clear();
+  std::vector<std::string> problems(batch.size());
+  std::vector<bool> done(batch.size(), false);
+  try {
+    catalog_.transaction("controller", [&](catalog::Tx& tx) {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        tx.set_actor("agent:" + batch[i].agent_id);
+        problems[i] = record_task_result(tx, batch[i].agent_id, batch[i].result);
+      }
+    });
+    done.assign(batch.size(), true);
+  } catch (const std::exception& e) {
+    // One result the catalog refuses must not lose the others: each in its own
+    // transaction. One that fails there too is not acknowledged: the agent
+    // sends it again.
+    spdlog::warn("fleet: cannot record {} task result(s) together ({}); recording them one by one", batch.size(), e.what());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      try {
+        catalog_.transaction("agent:" + batch[i].agent_id, [&](catalog::Tx& tx) {
+          problems[i] = record_task_result(tx, batch[i].agent_id, batch[i].result);
+        });
+        done[i] = true;
+      } catch (const std::exception& e1) {
+        spdlog::error("fleet: cannot record the result of task '{}' of agent '{}': {}", batch[i].result.task_id(),
+                      batch[i].agent_id, e1.what());
+      }
+    }
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!done[i]) continue;
+    const auto& [agent_id, routing_id, r] = batch[i];
+    // Acknowledged either way: a result recorded, or one that can never be
+    // (its task ended or is unknown), is not to be sent again.
+    if (Session* s = session_of(agent_id)) {
+      cairn::v1::ControllerMessage ack;
+      ack.mutable_result_ack()->add_task_ids(r.task_id());
+      send(*s, ack);
+    }
+    if (!problems[i].empty()) {
+      spdlog::warn("fleet: task result from agent '{}' ignored: {}", agent_id, problems[i]);
+      send_error(routing_id, cairn::v1::ERROR_CODE_UNEXPECTED_MESSAGE, problems[i]);
+      continue;
+    }
+    spdlog::info("fleet: task '{}' of agent '{}' ended {}", r.task_id(), agent_id, cairn::v1::TaskOutcome_Name(r.outcome()));
+  }
+}
+
+std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_id, const cairn::v1::TaskResult& r) {
+  {
     auto t = tx.task(r.task_id());
-    if (!t || t->agent_id != s.agent_id) {
-      problem = "no task '" + r.task_id() + "' of this agent";
-      return;
-    }
-    if (catalog::is_terminal(t->state)) {
-      problem = "task '" + t->id + "' already ended '" + std::string(to_string(t->state)) + "'";
-      return;
-    }
+    if (!t || t->agent_id != agent_id) return "no task '" + r.task_id() + "' of this agent";
+    if (catalog::is_terminal(t->state))
+      return "task '" + t->id + "' already ended '" + std::string(to_string(t->state)) + "'";
     if (t->state == TaskState::pending || t->state == TaskState::sent) {
       // A result proves the plan was accepted even if its ack was lost.
       if (t->state == TaskState::pending) tx.update_task(t->id, catalog::TaskUpdate(TaskState::sent));
@@ -681,19 +797,8 @@ void Fleet::on_task_result(Session& s, const cairn::v1::TaskResult& r) {
       }
       tx.update_task(t->id, u);
     }
-  });
-  // Acknowledged either way: a result recorded, or one that can never be
-  // (its task ended or is unknown), is not to be sent again.
-  cairn::v1::ControllerMessage ack;
-  ack.mutable_result_ack()->add_task_ids(r.task_id());
-  send(s, ack);
-  if (!problem.empty()) {
-    spdlog::warn("fleet: task result from agent '{}' ignored: {}", s.agent_id, problem);
-    send_error(s.routing_id, cairn::v1::ERROR_CODE_UNEXPECTED_MESSAGE, problem);
-    return;
   }
-  spdlog::info("fleet: task '{}' of agent '{}' ended {}", r.task_id(), s.agent_id,
-               cairn::v1::TaskOutcome_Name(r.outcome()));
+  return {};
 }
 
 void Fleet::flush_progress() {
@@ -798,6 +903,7 @@ void Fleet::sweep() {
 }
 
 void Fleet::tick() {
+  flush_task_results();
   auto now = Clock::now();
   for (auto it = cutting_.begin(); it != cutting_.end();) {
     if (now < it->second.second) {

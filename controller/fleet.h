@@ -36,7 +36,10 @@ class Fleet {
   void tick();
 
   // Sends the agent's undelivered plans when it is connected and registered.
-  void deliver(const std::string& agent_id);
+  void deliver(const std::string& agent_id) { deliver(std::vector<std::string>{agent_id}); }
+  // The same for many agents (a set over the fleet): one read and one write
+  // transaction for all of them, not one per plan.
+  void deliver(std::vector<std::string> agent_ids);
   // Revocation: tells the agent, closes its connection, fails its open tasks.
   void revoke(const std::string& agent_id);
   // Approval of a pending agent that is connected: close its connection so it
@@ -47,6 +50,15 @@ class Fleet {
   // announcements sent to every connected agent that does not trust it yet.
   // Returns how many agents were sent an announcement.
   size_t rotated(const std::string& new_key_id);
+
+  // Records the plan acknowledgements read since the last call, in one
+  // transaction (Server::on_fleet calls it after each batch of messages).
+  void flush_plan_acks();
+  // Records the task results read since the last call (plan acks and progress
+  // first), in one transaction, then acknowledges them (Server::on_fleet calls
+  // it after each batch of messages, tick() and on_register before they look
+  // at tasks).
+  void flush_task_results();
 
   bool connected(const std::string& agent_id) const;
   size_t connected_count() const;
@@ -64,6 +76,9 @@ class Fleet {
     std::set<std::string> trusted;    // controller key ids the agent trusts (Register, then acks)
     std::set<std::string> expected;   // what it will trust once the announcements sent are applied
     std::set<std::string> announced;  // announcement ids sent on this connection (never sent twice)
+    // Task and plan ids the catalog confirmed as this agent's: a task's agent
+    // never changes, so progress many times a second needs no catalog read.
+    std::set<std::string> owned_tasks, owned_plans;
   };
 
   void handle(Session& s, cairn::v1::AgentMessage& m);
@@ -76,7 +91,11 @@ class Fleet {
   void note_foreign(const Session& s, const cairn::v1::AgentMessage& m, const std::set<std::string>& ids);
   void on_register(Session& s, const cairn::v1::Register& r);
   void on_plan_ack(Session& s, const cairn::v1::PlanAck& a);
+  // Records one acknowledgement; returns why it was ignored, or "".
+  std::string record_plan_ack(catalog::Tx& tx, const std::string& agent_id, const cairn::v1::PlanAck& a);
   void on_task_result(Session& s, const cairn::v1::TaskResult& r);
+  // Records one result; returns why it was ignored, or "".
+  std::string record_task_result(catalog::Tx& tx, const std::string& agent_id, const cairn::v1::TaskResult& r);
   void on_key_ack(Session& s, const cairn::v1::KeyAnnouncementAck& a);
   // Sends, oldest first, the announcements that lead from the keys the agent
   // trusts to the active key. Returns the number sent.
@@ -103,6 +122,12 @@ class Fleet {
   std::map<std::string, Clock::time_point> gone_;    // agent id -> since when no session (in-flight tasks)
   std::map<std::string, Clock::time_point> unconfirmed_;  // task id -> deadline for its result
   std::map<std::string, std::pair<std::string, cairn::v1::Progress>> progress_;  // task id -> (agent id, latest)
+  std::vector<std::pair<std::string, cairn::v1::PlanAck>> plan_acks_;  // (agent id, ack), in arrival order
+  struct PendingResult {
+    std::string agent_id, routing_id;
+    cairn::v1::TaskResult result;
+  };
+  std::vector<PendingResult> results_;  // in arrival order, until flush_task_results
   // Revoked connections: messages from them are dropped at once, the TCP
   // connection is shut a moment later so the AGENT_REVOKED reply leaves first.
   std::map<std::string, std::pair<int, Clock::time_point>> cutting_;  // routing id -> (fd, when)

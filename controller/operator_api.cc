@@ -263,7 +263,7 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
       if (q.backup_create().require_connected()) refuse_offline(offline_selected(q.backup_create().selector()));
       auto o = orders_.create_backup(actor, q.backup_create().selector(), q.backup_create().mode());
       spdlog::info("operator: '{}' created backup set '{}' for {} agent(s)", actor, o.id, o.agent_ids.size());
-      for (const auto& a : o.agent_ids) fleet_.deliver(a);
+      fleet_.deliver(o.agent_ids);
       catalog_.read([&](const catalog::Tx& tx) { fill_set(tx, o.id, *r.mutable_backup_set()); });
       return;
     }
@@ -294,7 +294,7 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
       if (req.require_connected()) refuse_offline(offline_selected(req.selector()));
       auto o = orders_.create_restore(actor, req);
       spdlog::info("operator: '{}' created restore '{}' for {} agent(s)", actor, o.id, o.agent_ids.size());
-      for (const auto& a : o.agent_ids) fleet_.deliver(a);
+      fleet_.deliver(o.agent_ids);
       catalog_.read([&](const catalog::Tx& tx) { fill_restore(tx, o.id, *r.mutable_restore()); });
       return;
     }

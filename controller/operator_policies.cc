@@ -164,7 +164,7 @@ void OperatorApi::policy(const std::string& actor, const cairn::v1::PolicyReques
     case P::kRunNow: {
       std::vector<std::string> agents;
       scheduler_->run_now(actor, existing(q.run_now()).name, now, agents);
-      for (const auto& a : agents) fleet_.deliver(a);
+      fleet_.deliver(agents);
       answer(q.run_now(), 1);
       return;
     }

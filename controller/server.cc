@@ -123,6 +123,7 @@ void Server::on_fleet() {
   std::vector<zmq::message_t> frames;
   // Bounded so the operator socket and timers are served under load too.
   for (int i = 0; i < 1000 && recv_bounded(fleet_socket_, frames); ++i) fleet_->on_message(frames);
+  fleet_->flush_task_results();  // and the plan acks and progress before them
 }
 
 void Server::on_operator() {
@@ -225,11 +226,11 @@ void Server::run(const std::atomic<bool>& stop, const std::function<void()>& ali
       if (items[2].revents & ZMQ_POLLIN) on_operator();
       fleet_->tick();
       // Plans of a cluster restore's next step, made when the last member ended the step before.
-      for (const auto& a : orders_->take_agents_to_deliver()) fleet_->deliver(a);
+      fleet_->deliver(orders_->take_agents_to_deliver());
       zap_->tick();
       prune_audit();
       int64_t now = catalog_.read([](const catalog::Tx& tx) { return tx.now(); });
-      for (const auto& a : scheduler_->tick(now)) fleet_->deliver(a);
+      fleet_->deliver(scheduler_->tick(now));
       render_status();
     } catch (const zmq::error_t& e) {
       spdlog::error("controller: socket error: {}", e.what());

@@ -36,6 +36,9 @@ class Tx {
   int64_t now() const { return now_ms_ / 1000; }
   int64_t now_ms() const { return now_ms_; }
   const std::string& actor() const { return actor_; }
+  // For a batch of several agents' messages in one transaction (the fleet's
+  // plan acknowledgements): each part is audited as the agent it is for.
+  void set_actor(std::string actor) { actor_ = std::move(actor); }
 
   // -- audit ---------------------------------------------------------------
   // Appends an event to the hash chain; returns its seq. State-changing
