@@ -55,6 +55,7 @@ def test_every_unit_passes_systemd_analyze_verify(tmp_path):
     _, c = unit("cairn-controller.service")
     assert c["User"] == ["cairn"] and c["ProtectSystem"] == ["strict"] and c["StateDirectory"] == ["cairn"]
     assert c["CapabilityBoundingSet"] == [""]  # none at all
+    assert int(c["LimitNOFILE"][0]) >= 20000  # a descriptor per agent: fleets of 10,000 (issue 13)
     _, a = unit("cairn-agent.service")
     assert "CAP_SYS_ADMIN" not in a["CapabilityBoundingSet"][0]
     # Issue 13: the agent runs beside the databases within limits an operator can override.
