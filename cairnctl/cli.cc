@@ -123,18 +123,7 @@ uint64_t memory_budget_bytes(const RepoOptions& o, const std::string& value) {
   return b.bytes;
 }
 
-std::string human_bytes(uint64_t n) {
-  const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double v = double(n);
-  int i = 0;
-  while (v >= 1024 && i < 5) {
-    v /= 1024;
-    ++i;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, i == 0 ? "%.0f %s" : "%.1f %s", v, u[i]);
-  return buf;
-}
+std::string human_bytes(uint64_t n) { return repo::byte_size_text(n, repo::ByteText::tenths); }
 
 std::string human_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";

@@ -74,8 +74,9 @@ std::optional<uint64_t> parse_byte_size(std::string_view t) {
   return uint64_t(v);
 }
 
-std::string byte_size_text(uint64_t n) {
-  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
+std::string byte_size_text(uint64_t n, ByteText style) {
+  const bool tenths = style == ByteText::tenths;
+  const char* units[] = {tenths ? "B" : "bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
   double v = double(n);
   int i = 0;
   while (v >= 1024 && i < 5) {
@@ -83,8 +84,8 @@ std::string byte_size_text(uint64_t n) {
     ++i;
   }
   char buf[32];
-  if (i == 0 || v == std::floor(v)) std::snprintf(buf, sizeof buf, "%.0f %s", v, units[i]);
-  else std::snprintf(buf, sizeof buf, "%.1f %s", v, units[i]);
+  bool whole = i == 0 || (!tenths && v == std::floor(v));
+  std::snprintf(buf, sizeof buf, whole ? "%.0f %s" : "%.1f %s", v, units[i]);
   return buf;
 }
 

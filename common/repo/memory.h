@@ -60,6 +60,9 @@ unsigned restore_writers(uint64_t budget, unsigned cpus);
 // a trailing "B" or "iB" is allowed. nullopt for anything else, for 0, and for
 // sizes past 2^60.
 std::optional<uint64_t> parse_byte_size(std::string_view text);
-std::string byte_size_text(uint64_t n);  // "512 MiB", "1.5 GiB", "900 KiB"
+// exact: "512 MiB", "1.5 GiB", "900 KiB", "100 bytes" (whole numbers without
+// a decimal). tenths: "512.0 MiB", "100 B" (columns of sizes, cairnctl's human_bytes).
+enum class ByteText { exact, tenths };
+std::string byte_size_text(uint64_t n, ByteText style = ByteText::exact);
 
 }  // namespace cairn::repo

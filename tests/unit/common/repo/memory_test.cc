@@ -28,6 +28,10 @@ TEST_CASE("byte sizes print in binary units", "[memory]") {
   CHECK(byte_size_text(1536 * MiB) == "1.5 GiB");
   CHECK(byte_size_text(100) == "100 bytes");
   CHECK(byte_size_text(900 * 1024) == "900 KiB");
+  // cairnctl's columns: one decimal always, "B" for bytes.
+  CHECK(byte_size_text(512 * MiB, ByteText::tenths) == "512.0 MiB");
+  CHECK(byte_size_text(1536 * MiB, ByteText::tenths) == "1.5 GiB");
+  CHECK(byte_size_text(100, ByteText::tenths) == "100 B");
 }
 
 TEST_CASE("the budget in force: setting, else half the cgroup limit, else the default", "[memory]") {
