@@ -162,6 +162,8 @@ listen = "127.0.0.1:0"
         return started, listening
 
     def stop_controller(self):
+        if self.controller.poll() is not None:  # already stopped (big_catalog stops it to fill the catalog)
+            return
         os.kill(self.controller.pid, signal.SIGTERM)
         self.controller.wait(timeout=120)
 

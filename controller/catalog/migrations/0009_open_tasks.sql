@@ -9,3 +9,7 @@ CREATE INDEX tasks_restore_state ON tasks(restore_id, state);
 CREATE INDEX plans_agent_open ON plans(agent_id, state, sequence);
 -- Whether the pending list is over its bound, asked at every unknown key.
 CREATE INDEX agents_state ON agents(state);
+-- The parent of each backup a set orders (Tx::backup_parent): the agent's
+-- newest snapshot of the component, found here instead of among every task the
+-- agent ever succeeded in (72 ms an agent with 8,000 sets in the catalog).
+CREATE INDEX snapshots_agent_component ON snapshots(agent_id, component, created_at);
