@@ -434,7 +434,7 @@ def report(res):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--agents", type=int, default=1000)
-    ap.add_argument("--per-process", type=int, default=2500, help="simulated agents per cairn-fleet-sim process")
+    ap.add_argument("--per-process", type=int, default=1250, help="simulated agents per cairn-fleet-sim process")
     ap.add_argument("--heartbeat-ms", type=int, default=2000)
     ap.add_argument("--liveness", type=int, default=5)
     ap.add_argument("--backlog", type=int, default=1024)
