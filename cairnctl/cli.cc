@@ -106,7 +106,7 @@ void add_memory_budget_option(CLI::App* cmd, std::string& value) {
                   "what buffers may hold, e.g. 256M or 2G; sizes the thread pools (default: half the cgroup memory limit, else 512M)");
 }
 
-uint64_t memory_budget_bytes(const RepoOptions& o, const std::string& value) {
+repo::MemoryBudget memory_budget(const std::string& value) {
   std::optional<uint64_t> configured;
   if (!value.empty()) {
     configured = repo::parse_byte_size(value);
@@ -116,11 +116,14 @@ uint64_t memory_budget_bytes(const RepoOptions& o, const std::string& value) {
       throw Error(Errc::invalid_input, "--memory-budget " + value + " is below the minimum of " + repo::byte_size_text(repo::kMinMemoryBudget) +
                                            " (one thread's buffers and the packs in flight)");
   }
-  auto b = repo::resolve_memory_budget(configured, "--memory-budget");
-  // Said once on stderr, so an operator sees what a cgroup limit chose.
-  if (!o.quiet && !o.json)
-    std::fprintf(stderr, "memory budget %s; usable CPUs %s\n", b.describe().c_str(), cpu_limit().describe().c_str());
-  return b.bytes;
+  return repo::resolve_memory_budget(configured, "--memory-budget");
+}
+
+void say_memory_budget(const RepoOptions& o, const repo::MemoryBudget& b) {
+  // Said when something other than the default chose it (the option, a
+  // cgroup limit), so an operator sees what a limit did to the pool sizes.
+  if (o.quiet || o.json || b.source == repo::MemoryBudget{}.source) return;
+  std::fprintf(stderr, "memory budget %s; usable CPUs %s\n", b.describe().c_str(), cpu_limit().describe().c_str());
 }
 
 std::string human_bytes(uint64_t n) { return repo::byte_size_text(n, repo::ByteText::tenths); }

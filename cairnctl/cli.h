@@ -9,6 +9,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "common/repo/memory.h"
+
 #include "common/repo/lock.h"
 #include "common/repo/progress.h"
 #include "common/repo/repository.h"
@@ -48,11 +50,14 @@ struct Context {
 // Adds --repo, --password-file, --key-file, --json, --quiet, --retry-lock to a command.
 void add_repo_options(CLI::App* cmd, RepoOptions& o);
 // --memory-budget SIZE (backup, restore, check): what their buffers may hold
-// (common/repo/memory.h). memory_budget_bytes() gives the budget in force: the
-// option, else half the cgroup memory limit, else 512 MiB; says which on stderr
-// (not with --quiet or --json); throws invalid_input for a bad size.
+// (common/repo/memory.h). memory_budget() gives the budget in force: the
+// option, else half the cgroup memory limit, else 512 MiB; throws
+// invalid_input for a bad size. say_memory_budget() says it on stderr once the
+// repository is open, when the option or a cgroup chose it (not with --quiet
+// or --json).
 void add_memory_budget_option(CLI::App* cmd, std::string& value);
-uint64_t memory_budget_bytes(const RepoOptions& o, const std::string& value);
+repo::MemoryBudget memory_budget(const std::string& value);
+void say_memory_budget(const RepoOptions& o, const repo::MemoryBudget& b);
 repo::Secret read_secret(const RepoOptions& o, const char* file_opt = "--password-file", const std::string& file_override = {});
 std::unique_ptr<repo::Backend> make_backend(const RepoOptions& o);
 // Opens the repository, loads the index; prints index problems as warnings.

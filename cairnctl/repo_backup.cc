@@ -50,9 +50,10 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
       if (!a.use_stdin && a.paths.empty()) throw Error(Errc::invalid_input, "nothing to back up: give paths, or --stdin --stdin-name NAME");
       if (a.use_stdin && a.stdin_name.empty()) throw Error(Errc::invalid_input, "--stdin needs --stdin-name NAME");
       if (a.use_stdin && isatty(0)) throw Error(Errc::invalid_input, "--stdin reads a pipe or file, not a terminal");
-      uint64_t budget = memory_budget_bytes(o, a.memory_budget);
+      auto budget = memory_budget(a.memory_budget);
       auto r = open_repo(o);
       auto lock = lock_repo(*r, o, repo::LockKind::shared, "backup");
+      say_memory_budget(o, budget);
       repo::BackupOptions bo;
       bo.paths = a.paths;
       bo.tags = a.tags;
@@ -68,7 +69,7 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
       bo.force = a.force;
       bo.hostname = a.host;
       bo.threads = a.threads;
-      bo.memory_budget = budget;
+      bo.memory_budget = budget.bytes;
       if (a.shared_start > 0) {
         bo.share_writes = true;
         bo.walk_start = a.shared_start;

@@ -25,13 +25,14 @@ void register_repo_check(CLI::App& repo, Context& ctx) {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
       // check loads the index itself and reports its problems with the rest.
-      uint64_t budget = memory_budget_bytes(o, a.memory_budget);
+      auto budget = memory_budget(a.memory_budget);
       auto r = open_repo(o, false);
       auto lock = lock_repo_for_reading(*r, o, "check");
+      say_memory_budget(o, budget);
       repo::CheckOptions co;
       co.read_data = a.read_data;
       co.threads = a.threads;
-      co.memory_budget = budget;
+      co.memory_budget = budget.bytes;
       co.cancel = &ctx.cancel;
       ProgressPrinter pp(o, "check");
       if (a.read_data && (!o.quiet || o.json)) {

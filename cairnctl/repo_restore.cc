@@ -39,16 +39,17 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
-      uint64_t budget = memory_budget_bytes(o, a.memory_budget);
+      auto budget = memory_budget(a.memory_budget);
       auto r = open_repo(o);
       auto lock = lock_repo_for_reading(*r, o, "restore");
+      say_memory_budget(o, budget);
       repo::RestoreOptions ro;
       ro.target = a.target;
       ro.includes = a.includes;
       ro.excludes = a.excludes;
       ro.overwrite = a.overwrite;
       ro.threads = a.threads;
-      ro.memory_budget = budget;
+      ro.memory_budget = budget.bytes;
       if (a.max_entries) {
         ro.max_entries = a.max_entries;
         ro.max_plan_bytes = UINT64_MAX;
