@@ -100,6 +100,11 @@ class Limit:
 
 @pytest.fixture
 def limit():
+    if os.environ.get("CAIRN_SANITIZER_LOG_DIR") or "ASAN_OPTIONS" in os.environ:
+        # AddressSanitizer's shadow memory and quarantine are charged to the
+        # cgroup too: a limit sized for cairn measures the sanitizer (the
+        # normal build runs this test).
+        pytest.skip("a memory limit is not meaningful under AddressSanitizer")
     lim = Limit(f"cairn-test-{uuid.uuid4().hex[:8]}")
     yield lim
     lim.close()
