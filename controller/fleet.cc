@@ -572,9 +572,7 @@ void Fleet::deliver(std::vector<std::string> agent_ids) {
   if (sent.empty()) return;
   // One commit for every plan sent: a set over 1,000 agents is one fsync, not 1,000.
   catalog_.transaction("controller", [&](catalog::Tx& tx) {
-    for (const auto& id : sent)
-      for (const auto& t : tx.tasks_of_plan(id))
-        if (t.state == TaskState::pending) tx.update_task(t.id, catalog::TaskUpdate(TaskState::sent));
+    for (const auto& id : sent) tx.mark_plan_sent(id);
   });
 }
 

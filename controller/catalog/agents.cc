@@ -156,10 +156,14 @@ void Tx::set_agent_components(const std::string& agent_id, const std::vector<Com
 }
 
 std::optional<Agent> Tx::agent(const std::string& id_or_name) const {
-  auto s = db_.prepare(std::string(kAgentColumns) + "WHERE id = ?1 OR name = ?1");
-  s.bind(1, id_or_name);
-  if (!s.step()) return std::nullopt;
-  return read_agent(s);
+  // By id, then by name: two primary-key/unique lookups are cheaper than one
+  // "id = ? OR name = ?" (a multi-index OR), and this is read once per plan.
+  for (const char* where : {"WHERE id = ?", "WHERE name = ?"}) {
+    auto s = db_.prepare(std::string(kAgentColumns) + where);
+    s.bind(1, id_or_name);
+    if (s.step()) return read_agent(s);
+  }
+  return std::nullopt;
 }
 
 std::optional<Agent> Tx::agent_by_key(const CurveKey& key) const {

@@ -287,6 +287,36 @@ void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
   }
 }
 
+size_t Tx::mark_plan_sent(const std::string& plan_id) {
+  struct Sent {
+    std::string id, agent_id, component;
+    std::optional<std::string> backup_set_id, restore_id;
+  };
+  std::vector<Sent> sent;
+  {
+    auto s = db_.prepare(
+        "UPDATE tasks SET state = 'sent', updated_at = ? WHERE plan_id = ? AND state = 'pending'"
+        " RETURNING id, agent_id, component, backup_set_id, restore_id");
+    s.bind_all(now(), plan_id);
+    while (s.step()) {
+      Sent t{s.text(0), s.text(1), s.text(2), std::nullopt, std::nullopt};
+      if (!s.is_null(3)) t.backup_set_id = s.text(3);
+      if (!s.is_null(4)) t.restore_id = s.text(4);
+      sent.push_back(std::move(t));
+    }
+  }
+  for (const auto& t : sent) {
+    nlohmann::json details = {{"from", to_string(TaskState::pending)},
+                              {"agent_id", t.agent_id},
+                              {"component", t.component},
+                              {"reasons", nlohmann::json::array()}};
+    if (t.backup_set_id) details["backup_set_id"] = *t.backup_set_id;
+    if (t.restore_id) details["restore_id"] = *t.restore_id;
+    audit({"task.sent", "task:" + t.id, "sent", "", details});
+  }
+  return sent.size();
+}
+
 void Tx::finish_owner_if_done(const Task& task) {
   bool is_set = task.backup_set_id.has_value();
   const std::string& owner = is_set ? *task.backup_set_id : *task.restore_id;

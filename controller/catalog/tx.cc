@@ -18,18 +18,21 @@ std::string Tx::new_id(std::string_view prefix) const {
 
 int64_t Tx::audit(const AuditRecord& record) {
   AuditEvent e;
-  {
+  if (!audit_head_) {
     auto last = db_.prepare("SELECT seq, hash FROM audit_outbox ORDER BY seq DESC LIMIT 1");
-    if (last.step()) {
-      e.seq = last.integer(0) + 1;
-      e.prev_hash = last.text(1);
-    } else {
-      e.seq = 1;
-      e.prev_hash = kGenesisHash;
-    }
+    if (last.step())
+      audit_head_.emplace(last.integer(0), last.text(1));
+    else
+      audit_head_.emplace(0, std::string(kGenesisHash));
   }
-  auto id = crypto::random_array<16>();
-  e.event_id = to_hex(id);
+  e.seq = audit_head_->first + 1;
+  e.prev_hash = audit_head_->second;
+  if (id_pool_used_ + 16 > id_pool_.size()) {
+    crypto::random_bytes(id_pool_.data(), id_pool_.size());
+    id_pool_used_ = 0;
+  }
+  e.event_id = to_hex(std::span<const uint8_t>(id_pool_.data() + id_pool_used_, 16));
+  id_pool_used_ += 16;
   e.time = now_ms_;
   e.actor = actor_;
   e.action = record.action;
@@ -45,6 +48,7 @@ int64_t Tx::audit(const AuditRecord& record) {
       .bind_all(e.seq, e.event_id, e.time, e.actor, e.action, e.target, e.outcome, e.reason, e.details, e.prev_hash,
                 e.hash)
       .run();
+  audit_head_.emplace(e.seq, std::move(e.hash));
   return e.seq;
 }
 

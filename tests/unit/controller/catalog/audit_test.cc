@@ -3,6 +3,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <set>
+#include <stdexcept>
 
 #include "catalog_fixture.h"
 #include "common/util/error.h"
@@ -170,4 +172,30 @@ TEST_CASE("with a publisher, only published events age out, and a full outbox dr
   CHECK(d["first_seq"] == 501);
   CHECK(d["last_seq"] == 1000);
   CHECK(d["count"] == 500);
+}
+
+TEST_CASE("thousands of events in one transaction chain one to the next, and the next transaction goes on from them") {
+  Fixture f;
+  f.cat.transaction("operator:alice", [](Tx& tx) {
+    for (int i = 0; i < 2000; ++i) tx.audit({"test.many", "t:" + std::to_string(i), "ok", "", {{"i", i}}});
+  });
+  // A transaction that fails leaves no event, and the chain's head where it was.
+  CHECK_THROWS(f.cat.transaction("operator:alice", [](Tx& tx) {
+    tx.audit({"test.lost", "t:x", "ok", "", {}});
+    throw std::runtime_error("rolled back");
+  }));
+  f.cat.transaction("operator:bob", [](Tx& tx) { tx.audit({"test.after", "t:y", "ok", "", {}}); });
+  auto events = f.cat.read([](const Tx& tx) { return tx.audit_events(); });
+  REQUIRE(events.size() == 2001);
+  std::set<std::string> ids;
+  for (size_t i = 1; i < events.size(); ++i) {
+    REQUIRE(events[i].seq == events[i - 1].seq + 1);
+    REQUIRE(events[i].prev_hash == events[i - 1].hash);
+    ids.insert(events[i].event_id);
+  }
+  CHECK(ids.size() == 2000);  // event ids drawn in blocks are still all different
+  CHECK(events.back().action == "test.after");
+  auto report = f.cat.verify_audit_chain();
+  CHECK(report.ok);
+  CHECK(report.events == 2001);
 }

@@ -1,6 +1,9 @@
 // Backup sets from creation to outcome, through plans, acks, results and expiry.
 #include <catch2/catch.hpp>
 
+#include <map>
+#include <nlohmann/json.hpp>
+
 #include "catalog_fixture.h"
 #include "common/util/error.h"
 
@@ -248,4 +251,35 @@ TEST_CASE("an expired lock can be taken over, and the takeover is audited") {
   REQUIRE(f.cat.transaction("c", [](Tx& tx) { return tx.acquire_lock("t", TaskKind::restore, "rs-1", 10); }));
   auto events = f.cat.read([](const Tx& tx) { return tx.audit_events(); });
   REQUIRE(events[events.size() - 2].action == "lock.expire");
+}
+
+TEST_CASE("a delivered plan's tasks become sent, audited exactly as one task update audits it") {
+  TwoNodes f;
+  // Task 0 the general way (update_task), task 1 the way the fleet marks a delivered plan.
+  f.cat.transaction("controller", [&](Tx& tx) {
+    for (const auto& t : f.tasks)
+      tx.issue_plan({"pl-" + t.id, t.agent_id, "k1", f.now(), f.now(), f.now() + 600, {t.id}});
+    tx.update_task(f.tasks[0].id, {TaskState::sent});
+    CHECK(tx.mark_plan_sent("pl-" + f.tasks[1].id) == 1);
+    CHECK(tx.mark_plan_sent("pl-" + f.tasks[1].id) == 0);  // sent once: nothing pending any more
+    CHECK(tx.mark_plan_sent("pl-nosuch") == 0);
+  });
+  auto events = f.cat.read([](const Tx& tx) { return tx.audit_events(); });
+  std::map<std::string, AuditEvent> sent;
+  for (const auto& e : events)
+    if (e.action == "task.sent") sent[e.target] = e;
+  REQUIRE(sent.size() == 2);
+  const auto& general = sent.at("task:" + f.tasks[0].id);
+  const auto& fast = sent.at("task:" + f.tasks[1].id);
+  CHECK(fast.outcome == general.outcome);
+  CHECK(fast.reason == general.reason);
+  auto g = nlohmann::json::parse(general.details), q = nlohmann::json::parse(fast.details);
+  CHECK(q["agent_id"] == f.tasks[1].agent_id);
+  g.erase("agent_id");
+  q.erase("agent_id");
+  CHECK(q == g);  // from, component, reasons, backup_set_id
+  f.cat.read([&](const Tx& tx) {
+    for (const auto& t : f.tasks) CHECK(tx.task(t.id)->state == TaskState::sent);
+  });
+  CHECK(f.cat.verify_audit_chain().ok);
 }
