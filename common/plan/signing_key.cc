@@ -5,6 +5,8 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <map>
+#include <memory>
 
 #include "common/crypto/crypto.h"
 #include "common/util/error.h"
@@ -51,14 +53,30 @@ bool parse_public_key(std::string_view text, PublicKey& out) {
   return true;
 }
 
+namespace {
+
+// Decoding a public key (a point decompression) is ~30% of a verification;
+// the keys an agent verifies under are few (its trusted controller keys), so
+// each thread keeps the decoded ones. Bounded: emptied when it reaches 16.
+EVP_PKEY* decoded_public_key(const PublicKey& pub) {
+  using Pkey = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
+  thread_local std::map<PublicKey, Pkey> cache;
+  if (auto it = cache.find(pub); it != cache.end()) return it->second.get();
+  Pkey pkey(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, pub.data(), pub.size()), EVP_PKEY_free);
+  if (!pkey) return nullptr;
+  if (cache.size() >= 16) cache.clear();
+  return cache.emplace(pub, std::move(pkey)).first->second.get();
+}
+
+}  // namespace
+
 bool verify_signature(const PublicKey& pub, std::span<const uint8_t> message,
                       std::span<const uint8_t> sig) {
   if (sig.size() != std::tuple_size_v<Signature>) return false;
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> pkey(
-      EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, pub.data(), pub.size()), EVP_PKEY_free);
+  EVP_PKEY* pkey = decoded_public_key(pub);
   if (!pkey) return false;
   MdCtx md;
-  if (!md.ctx || EVP_DigestVerifyInit(md.ctx, nullptr, nullptr, nullptr, pkey.get()) != 1) return false;
+  if (!md.ctx || EVP_DigestVerifyInit(md.ctx, nullptr, nullptr, nullptr, pkey) != 1) return false;
   return EVP_DigestVerify(md.ctx, sig.data(), sig.size(), message.data(), message.size()) == 1;
 }
 

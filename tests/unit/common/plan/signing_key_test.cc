@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <vector>
 
 #include "common/plan/envelope.h"
 #include "common/plan/signing_key.h"
@@ -29,6 +30,26 @@ TEST_CASE("a signature verifies only for the key and message it was made with") 
   REQUIRE_FALSE(verify_signature(b.public_key(), as_bytes("plan"), sig));
   REQUIRE_FALSE(verify_signature(a.public_key(), as_bytes("plan!"), sig));
   REQUIRE_FALSE(verify_signature(a.public_key(), as_bytes("plan"), std::span<const uint8_t>(sig.data(), 63)));
+}
+
+TEST_CASE("verification keeps decoded keys per thread and still tells every key apart") {
+  // Keys are decoded once and kept (bounded at 16); 40 keys cycle the cache
+  // twice, and each signature verifies only under its own key every time.
+  std::vector<SigningKey> keys;
+  std::vector<Signature> sigs;
+  std::vector<uint8_t> msg = {'p', 'l', 'a', 'n'};
+  for (int i = 0; i < 40; ++i) {
+    keys.push_back(SigningKey::generate());
+    sigs.push_back(keys.back().sign(msg));
+  }
+  for (int round = 0; round < 2; ++round)
+    for (size_t i = 0; i < keys.size(); ++i) {
+      CHECK(verify_signature(keys[i].public_key(), msg, sigs[i]));
+      CHECK_FALSE(verify_signature(keys[(i + 1) % keys.size()].public_key(), msg, sigs[i]));
+    }
+  PublicKey not_a_point{};
+  not_a_point.fill(0xff);
+  CHECK_FALSE(verify_signature(not_a_point, msg, sigs[0]));
 }
 
 TEST_CASE("key ids are 16 lowercase hex characters of the public key's hash") {
