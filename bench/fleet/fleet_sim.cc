@@ -12,12 +12,16 @@
 //   status         print the counters now
 //   reset          zero the counters (a phase of the driver starts)
 //   quit           stop
-#include <poll.h>
+#include <sys/epoll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -126,77 +130,101 @@ int main(int argc, char** argv) {
     fleet.push_back(std::make_unique<SimAgent>(ctx, first + i, options, counters, uint64_t(first + i) * 7919 + 1));
   for (auto& a : fleet) a->start();
 
-  std::vector<zmq::pollitem_t> items;
-  std::vector<std::pair<SimAgent*, bool>> owners;  // item -> (agent, is monitor)
+  // epoll over every socket's ZMQ_FD: a wake-up costs what is ready, not a
+  // zmq_poll over 2,000 sockets (which made the simulator, not the
+  // controller, the limit on 2 cores). ZMQ_FD only says the socket's state
+  // may have changed: ZMQ_EVENTS says whether a message waits, and is read
+  // again after every send (a send may consume the signal).
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) throw std::runtime_error(std::string("epoll_create1: ") + std::strerror(errno));
+  constexpr uint64_t kStdin = ~uint64_t(0);
+  auto add_fd = [&](int fd, uint64_t key) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = key;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0 && (errno != EEXIST || epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) != 0))
+      throw std::runtime_error(std::string("epoll_ctl: ") + std::strerror(errno));
+  };
+  add_fd(0, kStdin);
   std::vector<uint64_t> generations(fleet.size(), ~uint64_t(0));
+  // (Re)registers agent i's sockets after a connect or disconnect; a closed
+  // socket's descriptor leaves the epoll set by itself.
+  auto watch = [&](size_t i) {
+    if (generations[i] == fleet[i]->generation()) return;
+    generations[i] = fleet[i]->generation();
+    if (auto* s = fleet[i]->socket()) add_fd(s->get(zmq::sockopt::fd), uint64_t(i) << 1);
+    if (auto* m = fleet[i]->monitor()) add_fd(m->get(zmq::sockopt::fd), (uint64_t(i) << 1) | 1);
+  };
+  std::vector<size_t> again;  // agents with input left after a bounded round
+  // Handles agent i's waiting input, a bounded number of rounds.
+  auto service = [&](size_t i) {
+    auto& a = *fleet[i];
+    for (int round = 0; round < 8; ++round) {
+      bool more = false;
+      if (auto* m = a.monitor(); m && (m->get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+        a.on_monitor();
+        more = true;
+      }
+      if (auto* s = a.socket(); s && (s->get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+        a.on_socket();
+        more = true;
+      }
+      a.take_sent();
+      watch(i);
+      if (!more) return;
+    }
+    again.push_back(i);
+  };
+  for (size_t i = 0; i < fleet.size(); ++i) watch(i);
   auto last_tick = Clock::now(), last_status = Clock::now();
   std::string input;
-  bool stdin_open = true;
+  std::vector<epoll_event> events(256);
   while (!g_stop) {
-    bool changed = false;
-    for (size_t i = 0; i < fleet.size() && !changed; ++i) changed = generations[i] != fleet[i]->generation();
-    if (changed) {
-      items.clear();
-      owners.clear();
-      items.push_back({nullptr, stdin_open ? 0 : -1, ZMQ_POLLIN, 0});
-      owners.push_back({nullptr, false});
-      for (size_t i = 0; i < fleet.size(); ++i) {
-        generations[i] = fleet[i]->generation();
-        if (auto* s = fleet[i]->socket()) {
-          items.push_back({s->handle(), 0, ZMQ_POLLIN, 0});
-          owners.push_back({fleet[i].get(), false});
-        }
-        if (auto* m = fleet[i]->monitor()) {
-          items.push_back({m->handle(), 0, ZMQ_POLLIN, 0});
-          owners.push_back({fleet[i].get(), true});
+    int n = epoll_wait(ep, events.data(), int(events.size()), again.empty() ? 10 : 0);
+    if (n < 0 && errno != EINTR) throw std::runtime_error(std::string("epoll_wait: ") + std::strerror(errno));
+    std::vector<size_t> ready;
+    ready.swap(again);
+    for (int k = 0; k < n; ++k) {
+      uint64_t key = events[size_t(k)].data.u64;
+      if (key != kStdin) {
+        ready.push_back(size_t(key >> 1));
+        continue;
+      }
+      char buf[4096];
+      ssize_t got = ::read(0, buf, sizeof buf);
+      if (got <= 0) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, 0, nullptr);
+      } else {
+        input.append(buf, size_t(got));
+      }
+      for (size_t nl; (nl = input.find('\n')) != std::string::npos; input.erase(0, nl + 1)) {
+        std::istringstream cmd(input.substr(0, nl));
+        std::string word;
+        cmd >> word;
+        if (word == "task") {
+          cmd >> behaviour.progress_per_second >> behaviour.duration_ms;
+        } else if (word == "status") {
+          size_t reg = 0;
+          for (auto& a : fleet) reg += a->registered_approved();
+          print_status(counters, fleet.size(), reg);
+        } else if (word == "reset") {
+          counters = Counters{};
+        } else if (word == "quit") {
+          g_stop = true;
         }
       }
     }
-    int n = 0;
-    try {
-      n = zmq::poll(items.data(), items.size(), std::chrono::milliseconds(10));
-    } catch (const zmq::error_t& e) {
-      if (e.num() != EINTR) throw;
-    }
-    if (n > 0) {
-      if (items[0].revents & ZMQ_POLLIN) {
-        char buf[4096];
-        ssize_t got = ::read(0, buf, sizeof buf);
-        if (got <= 0) {
-          stdin_open = false;
-          items[0].fd = -1;
-        } else {
-          input.append(buf, size_t(got));
-        }
-        for (size_t nl; (nl = input.find('\n')) != std::string::npos; input.erase(0, nl + 1)) {
-          std::istringstream cmd(input.substr(0, nl));
-          std::string word;
-          cmd >> word;
-          if (word == "task") {
-            cmd >> behaviour.progress_per_second >> behaviour.duration_ms;
-          } else if (word == "status") {
-            size_t reg = 0;
-            for (auto& a : fleet) reg += a->registered_approved();
-            print_status(counters, fleet.size(), reg);
-          } else if (word == "reset") {
-            counters = Counters{};
-          } else if (word == "quit") {
-            g_stop = true;
-          }
-        }
-      }
-      // The items stay valid while handling: sockets change only in tick().
-      for (size_t i = 1; i < items.size(); ++i) {
-        if (!(items[i].revents & ZMQ_POLLIN)) continue;
-        auto [agent, is_monitor] = owners[i];
-        if (is_monitor) agent->on_monitor();
-        else agent->on_socket();
-      }
-    }
+    std::sort(ready.begin(), ready.end());
+    ready.erase(std::unique(ready.begin(), ready.end()), ready.end());
+    for (size_t i : ready) service(i);
     auto now = Clock::now();
     if (now - last_tick >= std::chrono::milliseconds(10)) {
       last_tick = now;
-      for (auto& a : fleet) a->tick(now, behaviour);
+      for (size_t i = 0; i < fleet.size(); ++i) {
+        fleet[i]->tick(now, behaviour);
+        watch(i);
+        if (fleet[i]->take_sent()) service(i);  // its readiness signal may be gone with the send
+      }
     }
     if (now - last_status >= std::chrono::milliseconds(status_ms)) {
       last_status = now;
@@ -205,6 +233,7 @@ int main(int argc, char** argv) {
       print_status(counters, fleet.size(), reg);
     }
   }
+  ::close(ep);
   size_t reg = 0;
   for (auto& a : fleet) reg += a->registered_approved();
   print_status(counters, fleet.size(), reg);

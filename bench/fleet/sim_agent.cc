@@ -103,6 +103,7 @@ void SimAgent::disconnect() {
 
 bool SimAgent::send(const v1::AgentMessage& m) {
   if (!sock_) return false;
+  sent_ = true;
   auto frames = agent::encode_agent_message(m);
   try {
     if (!sock_->send(zmq::buffer(frames[0]), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;

@@ -18,6 +18,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <zmq.hpp>
@@ -83,6 +84,9 @@ class SimAgent {
   zmq::socket_t* socket() { return sock_.get(); }
   zmq::socket_t* monitor() { return monitor_.get(); }
   uint64_t generation() const { return generation_; }
+  // Whether this agent sent since the last call: a send may consume the
+  // socket's readiness signal (ZMQ_FD), so the loop checks ZMQ_EVENTS after one.
+  bool take_sent() { return std::exchange(sent_, false); }
 
   void on_socket();
   void on_monitor();
@@ -122,6 +126,7 @@ class SimAgent {
 
   std::unique_ptr<zmq::socket_t> sock_, monitor_;
   uint64_t generation_ = 0;
+  bool sent_ = false;
   bool registered_ = false, approved_ = false, refused_ = false, ever_refused_ = false;
   std::chrono::milliseconds interval_{2000};
   uint32_t liveness_ = 5;
