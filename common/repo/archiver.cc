@@ -1043,7 +1043,7 @@ BackupResult Backup::run() {
 
   root_ = new_dir(nullptr, 0);
   stream_ = !opt_.stdin_name.empty();
-  uint64_t budget = opt_.memory_budget ? opt_.memory_budget : resolve_memory_budget(std::nullopt, "").bytes;
+  uint64_t budget = budget_bytes(opt_.memory_budget);
   unsigned cores = opt_.threads ? opt_.threads : backup_threads(budget, usable_cpus(), repo_.params().pack_size);
   blocks_ = std::make_shared<BlockPool>(2 * largest_chunk(), std::min(4u, cores));
   unsigned nreaders = stream_ ? 1 : cores;

@@ -382,7 +382,7 @@ class Checker {
     unsigned n = o_.threads;
     if (!n) {
       // A thread holds one pack (the largest present, at worst) and one chunk.
-      uint64_t budget = o_.memory_budget ? o_.memory_budget : resolve_memory_budget(std::nullopt, "").bytes;
+      uint64_t budget = budget_bytes(o_.memory_budget);
       uint64_t per = (packs.empty() ? 0 : packs.front().second) + kMaxChunkSize + (1u << 20);
       n = unsigned(std::clamp<uint64_t>(budget / per, 1, std::clamp(usable_cpus(), 1u, 8u)));
     }

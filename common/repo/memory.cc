@@ -27,6 +27,10 @@ MemoryBudget resolve_memory_budget(std::optional<uint64_t> configured, std::stri
   return resolve_memory_budget(configured, where, configured ? std::nullopt : cgroup_memory_limit());
 }
 
+uint64_t budget_bytes(uint64_t configured) {
+  return configured ? configured : resolve_memory_budget(std::nullopt, "").bytes;
+}
+
 unsigned backup_threads(uint64_t budget, unsigned cpus, uint32_t pack_size) {
   uint64_t fixed = backup_fixed_bytes(pack_size);
   uint64_t fit = budget > fixed ? (budget - fixed) / kBackupThreadBytes : 0;

@@ -50,6 +50,9 @@ struct MemoryBudget {
 // tools), else kDefaultMemoryBudget.
 MemoryBudget resolve_memory_budget(std::optional<uint64_t> configured, std::string_view where);
 MemoryBudget resolve_memory_budget(std::optional<uint64_t> configured, std::string_view where, std::optional<uint64_t> cgroup_limit);
+// The bytes of an operation's budget: `configured` when non-zero (an option
+// the caller resolved already), else what resolve_memory_budget finds.
+uint64_t budget_bytes(uint64_t configured);
 
 // Pool sizes that fit: at least 1, at most `cpus` (backup) or 2×cpus clamped to
 // [kMinRestoreWriters, kMaxRestoreWriters] (restore).

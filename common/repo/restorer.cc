@@ -791,7 +791,7 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
     f->pending = int(segs.size());
     segments_.insert(segments_.end(), segs.begin(), segs.end());
   }
-  uint64_t budget = opt_.memory_budget ? opt_.memory_budget : resolve_memory_budget(std::nullopt, "").bytes;
+  uint64_t budget = budget_bytes(opt_.memory_budget);
   unsigned n = opt_.threads ? opt_.threads : restore_writers(budget, usable_cpus());
   n = unsigned(std::max<size_t>(1, std::min<size_t>(n, segments_.size())));
   {
