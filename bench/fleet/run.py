@@ -448,7 +448,8 @@ def main():
     ap.add_argument("--heartbeat-ms", type=int, default=2000)
     ap.add_argument("--liveness", type=int, default=5)
     ap.add_argument("--backlog", type=int, default=1024)
-    ap.add_argument("--progress-rate", type=int, default=100, help="progress events a second per task")
+    ap.add_argument("--progress-rate", type=int, default=120,
+                    help="progress events a second per task (120: ~114,000/s offered by 1,000 agents; the simulator sends a little under its rate)")
     ap.add_argument("--progress-seconds", type=float, default=3)
     ap.add_argument("--catalog-sets", type=int, default=10000, help="0: skip the list/status timings")
     ap.add_argument("--fill-agents", type=int, default=5, help="tasks per filled set")

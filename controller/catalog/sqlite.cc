@@ -84,10 +84,7 @@ Db Db::open(const std::string& path, int busy_timeout_ms) {
   // WAL lets readers (operator API, metrics) run beside the writer.
   // synchronous=FULL: a committed state change and its audit event must
   // survive a power cut, not just a crash.
-  // cache_size: 16 MiB of pages (SQLite's default is 2 MiB). The audit
-  // outbox's unique indexes (event id, hash) take random keys; with 10,000
-  // agents' worth of events they outgrow 2 MiB and every insert reads pages back.
-  db.exec("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA cache_size = -16384;");
+  db.exec("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;");
   auto mode = db.prepare("PRAGMA journal_mode = WAL");
   if (!mode.step() || mode.text(0) != "wal")
     throw Error(Errc::unsupported, "catalog '" + path + "': cannot switch to wal mode (is it on a network filesystem?)");
