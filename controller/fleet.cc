@@ -572,7 +572,7 @@ void Fleet::deliver(std::vector<std::string> agent_ids) {
   if (sent.empty()) return;
   // One commit for every plan sent: a set over 1,000 agents is one fsync, not 1,000.
   catalog_.transaction("controller", [&](catalog::Tx& tx) {
-    for (const auto& id : sent) tx.mark_plan_sent(id);
+    for (const auto& id : sent) tx.move_plan_tasks(id, TaskState::pending, TaskState::sent);
   });
 }
 
@@ -659,8 +659,7 @@ std::string Fleet::record_plan_ack(catalog::Tx& tx, const std::string& agent_id,
     return "no plan '" + a.plan_id() + "' was issued to this agent";
   }
   if (plan->state != "issued") return "plan '" + plan->id + "' was already answered or expired";
-  for (const auto& t : tx.tasks_of_plan(plan->id))
-    if (t.state == TaskState::pending) tx.update_task(t.id, catalog::TaskUpdate(TaskState::sent));
+  tx.move_plan_tasks(plan->id, TaskState::pending, TaskState::sent);  // the ack came before the sent mark
   tx.record_plan_ack(plan->id, a.accepted(), a.reason(), a.detail());
   return {};
 }

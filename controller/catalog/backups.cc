@@ -287,34 +287,38 @@ void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
   }
 }
 
-size_t Tx::mark_plan_sent(const std::string& plan_id) {
-  struct Sent {
+size_t Tx::move_plan_tasks(const std::string& plan_id, TaskState from, TaskState to) {
+  if (!can_transition(from, to) || needs_reason(to) || is_terminal(to))
+    throw Error(Errc::invalid_input, "a plan's tasks cannot all go from '" + std::string(to_string(from)) + "' to '" +
+                                         std::string(to_string(to)) + "' at once");
+  struct Moved {
     std::string id, agent_id, component;
     std::optional<std::string> backup_set_id, restore_id;
   };
-  std::vector<Sent> sent;
+  std::vector<Moved> moved;
   {
     auto s = db_.prepare(
-        "UPDATE tasks SET state = 'sent', updated_at = ? WHERE plan_id = ? AND state = 'pending'"
+        "UPDATE tasks SET state = ?, updated_at = ? WHERE plan_id = ? AND state = ?"
         " RETURNING id, agent_id, component, backup_set_id, restore_id");
-    s.bind_all(now(), plan_id);
+    s.bind_all(to_string(to), now(), plan_id, to_string(from));
     while (s.step()) {
-      Sent t{s.text(0), s.text(1), s.text(2), std::nullopt, std::nullopt};
+      Moved t{s.text(0), s.text(1), s.text(2), std::nullopt, std::nullopt};
       if (!s.is_null(3)) t.backup_set_id = s.text(3);
       if (!s.is_null(4)) t.restore_id = s.text(4);
-      sent.push_back(std::move(t));
+      moved.push_back(std::move(t));
     }
   }
-  for (const auto& t : sent) {
-    nlohmann::json details = {{"from", to_string(TaskState::pending)},
+  std::sort(moved.begin(), moved.end(), [](const Moved& a, const Moved& b) { return a.id < b.id; });
+  for (const auto& t : moved) {
+    nlohmann::json details = {{"from", to_string(from)},
                               {"agent_id", t.agent_id},
                               {"component", t.component},
                               {"reasons", nlohmann::json::array()}};
     if (t.backup_set_id) details["backup_set_id"] = *t.backup_set_id;
     if (t.restore_id) details["restore_id"] = *t.restore_id;
-    audit({"task.sent", "task:" + t.id, "sent", "", details});
+    audit({"task." + std::string(to_string(to)), "task:" + t.id, std::string(to_string(to)), "", details});
   }
-  return sent.size();
+  return moved.size();
 }
 
 void Tx::finish_owner_if_done(const Task& task) {

@@ -65,6 +65,11 @@ void Tx::record_plan_ack(const std::string& plan_id, bool accepted, ErrorCode co
   audit({accepted ? "plan.accept" : "plan.reject", "plan:" + plan_id, accepted ? "accepted" : "rejected",
          accepted ? "" : proto::error_code_name(code), {{"detail", detail}}});
 
+  if (accepted) {
+    move_plan_tasks(plan_id, TaskState::sent, TaskState::accepted);
+    return;
+  }
+  // A rejection ends the tasks (with the reason; their set or restore may end too).
   std::vector<std::string> ids;
   {
     auto t = db_.prepare("SELECT id FROM tasks WHERE plan_id = ? AND state = 'sent' ORDER BY id");
@@ -73,8 +78,8 @@ void Tx::record_plan_ack(const std::string& plan_id, bool accepted, ErrorCode co
   }
   for (const auto& id : ids) {
     TaskUpdate u;
-    u.to = accepted ? TaskState::accepted : TaskState::rejected;
-    if (!accepted) u.reasons.push_back({code, detail, ""});
+    u.to = TaskState::rejected;
+    u.reasons.push_back({code, detail, ""});
     update_task(id, u);
   }
 }

@@ -178,10 +178,13 @@ class Tx {
   // Tasks of the agent in the given states.
   std::vector<Task> agent_tasks(const std::string& agent_id, std::span<const TaskState> states) const;
   std::vector<Task> tasks_of_plan(const std::string& plan_id) const;
-  // A delivered plan: its pending tasks become `sent`, each audited as
-  // update_task audits it, in one statement (a set over every agent marks
-  // 1,000 plans at once). Returns how many tasks changed.
-  size_t mark_plan_sent(const std::string& plan_id);
+  // The plan's tasks in state `from` move to `to`, each audited as
+  // update_task audits it, in one statement: a delivered plan's tasks become
+  // `sent`, an accepted plan's `accepted` (a set over every agent does each
+  // for 1,000 plans at once). Only for a step update_task allows that needs
+  // no reason and ends nothing (Errc::invalid_input otherwise). Returns how
+  // many tasks moved.
+  size_t move_plan_tasks(const std::string& plan_id, TaskState from, TaskState to);
   // Audit events not yet published.
   int64_t audit_outbox_pending() const;
   size_t running_backup_sets() const;

@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "catalog_fixture.h"
@@ -253,16 +254,21 @@ TEST_CASE("an expired lock can be taken over, and the takeover is audited") {
   REQUIRE(events[events.size() - 2].action == "lock.expire");
 }
 
-TEST_CASE("a delivered plan's tasks become sent, audited exactly as one task update audits it") {
+TEST_CASE("a plan's tasks move on together (sent, accepted), audited exactly as one task update audits it") {
   TwoNodes f;
   // Task 0 the general way (update_task), task 1 the way the fleet marks a delivered plan.
   f.cat.transaction("controller", [&](Tx& tx) {
     for (const auto& t : f.tasks)
       tx.issue_plan({"pl-" + t.id, t.agent_id, "k1", f.now(), f.now(), f.now() + 600, {t.id}});
     tx.update_task(f.tasks[0].id, {TaskState::sent});
-    CHECK(tx.mark_plan_sent("pl-" + f.tasks[1].id) == 1);
-    CHECK(tx.mark_plan_sent("pl-" + f.tasks[1].id) == 0);  // sent once: nothing pending any more
-    CHECK(tx.mark_plan_sent("pl-nosuch") == 0);
+    CHECK(tx.move_plan_tasks("pl-" + f.tasks[1].id, TaskState::pending, TaskState::sent) == 1);
+    // Sent once: nothing pending any more.
+    CHECK(tx.move_plan_tasks("pl-" + f.tasks[1].id, TaskState::pending, TaskState::sent) == 0);
+    CHECK(tx.move_plan_tasks("pl-nosuch", TaskState::pending, TaskState::sent) == 0);
+    // Not for a step that ends a task or needs a reason, nor one update_task refuses.
+    CHECK_THROWS_AS(tx.move_plan_tasks("pl-" + f.tasks[1].id, TaskState::sent, TaskState::rejected), Error);
+    CHECK_THROWS_AS(tx.move_plan_tasks("pl-" + f.tasks[1].id, TaskState::sent, TaskState::succeeded), Error);
+    CHECK_THROWS_AS(tx.move_plan_tasks("pl-" + f.tasks[1].id, TaskState::sent, TaskState::pending), Error);
   });
   auto events = f.cat.read([](const Tx& tx) { return tx.audit_events(); });
   std::map<std::string, AuditEvent> sent;
@@ -281,5 +287,21 @@ TEST_CASE("a delivered plan's tasks become sent, audited exactly as one task upd
   f.cat.read([&](const Tx& tx) {
     for (const auto& t : f.tasks) CHECK(tx.task(t.id)->state == TaskState::sent);
   });
+  // The agent accepts both plans: every task accepted, one event each, the set still running.
+  f.cat.transaction("agent", [&](Tx& tx) {
+    for (const auto& t : f.tasks) tx.record_plan_ack("pl-" + t.id, true, cairn::v1::ERROR_CODE_OK, "");
+  });
+  f.cat.read([&](const Tx& tx) {
+    for (const auto& t : f.tasks) CHECK(tx.task(t.id)->state == TaskState::accepted);
+  });
+  events = f.cat.read([](const Tx& tx) { return tx.audit_events(); });
+  std::set<std::string> accepted;
+  for (const auto& e : events)
+    if (e.action == "task.accepted") {
+      accepted.insert(e.target);
+      CHECK(nlohmann::json::parse(e.details)["from"] == "sent");
+    }
+  CHECK(accepted.size() == 2);
+  CHECK(f.set_state() == SetState::running);
   CHECK(f.cat.verify_audit_chain().ok);
 }
