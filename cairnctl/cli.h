@@ -9,9 +9,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "common/repo/memory.h"
-
 #include "common/repo/lock.h"
+#include "common/repo/memory.h"
 #include "common/repo/progress.h"
 #include "common/repo/repository.h"
 #include "common/util/error.h"

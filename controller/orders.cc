@@ -260,7 +260,8 @@ class PlanBatch {
     ready_.notify_one();
   }
 
-  // Signs what is left and stores every envelope, in the order added.
+  // Signs what is left and stores every envelope, in the order added. Once,
+  // after the last add().
   void sign_and_store() {
     {
       std::lock_guard lock(mu_);
@@ -271,9 +272,6 @@ class PlanBatch {
     stop();
     if (error_) std::rethrow_exception(error_);
     for (auto& it : items_) tx_.set_plan_envelope(it.payload.plan_id(), it.envelope);
-    items_.clear();
-    next_ = 0;
-    closed_ = false;
   }
 
  private:

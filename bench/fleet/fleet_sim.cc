@@ -12,20 +12,20 @@
 //   status         print the counters now
 //   reset          zero the counters (a phase of the driver starts)
 //   quit           stop
-#include <sys/epoll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cstring>
-#include <stdexcept>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -152,8 +152,8 @@ int main(int argc, char** argv) {
   auto watch = [&](size_t i) {
     if (generations[i] == fleet[i]->generation()) return;
     generations[i] = fleet[i]->generation();
-    if (auto* s = fleet[i]->socket()) add_fd(s->get(zmq::sockopt::fd), uint64_t(i) << 1);
-    if (auto* m = fleet[i]->monitor()) add_fd(m->get(zmq::sockopt::fd), (uint64_t(i) << 1) | 1);
+    if (auto* s = fleet[i]->socket()) add_fd(s->get(zmq::sockopt::fd), i);
+    if (auto* m = fleet[i]->monitor()) add_fd(m->get(zmq::sockopt::fd), i);  // service(i) reads both
   };
   std::vector<size_t> again;  // agents with input left after a bounded round
   // Handles agent i's waiting input, a bounded number of rounds.
@@ -187,7 +187,7 @@ int main(int argc, char** argv) {
     for (int k = 0; k < n; ++k) {
       uint64_t key = events[size_t(k)].data.u64;
       if (key != kStdin) {
-        ready.push_back(size_t(key >> 1));
+        ready.push_back(size_t(key));
         continue;
       }
       char buf[4096];

@@ -1,4 +1,5 @@
 // Backup sets, tasks and their outcomes.
+#include <algorithm>
 #include <map>
 
 #include "common/util/error.h"
@@ -92,6 +93,18 @@ nlohmann::json reasons_json(const std::vector<Reason>& reasons) {
   for (const auto& r : reasons)
     out.push_back({{"code", proto::error_code_name(r.code)}, {"detail", r.detail}, {"item", r.item}});
   return out;
+}
+
+// The details of a task's step in the audit trail, the same whichever path
+// moved it (update_task, move_plan_tasks).
+nlohmann::json task_step_details(const Task& t, TaskState from, const std::vector<Reason>& reasons) {
+  nlohmann::json details = {{"from", to_string(from)},
+                            {"agent_id", t.agent_id},
+                            {"component", t.component},
+                            {"reasons", reasons_json(reasons)}};
+  if (t.backup_set_id) details["backup_set_id"] = *t.backup_set_id;
+  if (t.restore_id) details["restore_id"] = *t.restore_id;
+  return details;
 }
 
 }  // namespace
@@ -269,12 +282,7 @@ void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
         .run();
   }
 
-  nlohmann::json details = {{"from", to_string(t->state)},
-                            {"agent_id", t->agent_id},
-                            {"component", t->component},
-                            {"reasons", reasons_json(u.reasons)}};
-  if (t->backup_set_id) details["backup_set_id"] = *t->backup_set_id;
-  if (t->restore_id) details["restore_id"] = *t->restore_id;
+  nlohmann::json details = task_step_details(*t, t->state, u.reasons);
   if (u.snapshot_id) details["snapshot_id"] = *u.snapshot_id;
   if (u.manifest_digest) details["manifest_digest"] = *u.manifest_digest;
   std::string reason = u.reasons.empty() ? "" : proto::error_code_name(u.reasons.front().code);
@@ -291,33 +299,25 @@ size_t Tx::move_plan_tasks(const std::string& plan_id, TaskState from, TaskState
   if (!can_transition(from, to) || needs_reason(to) || is_terminal(to))
     throw Error(Errc::invalid_input, "a plan's tasks cannot all go from '" + std::string(to_string(from)) + "' to '" +
                                          std::string(to_string(to)) + "' at once");
-  struct Moved {
-    std::string id, agent_id, component;
-    std::optional<std::string> backup_set_id, restore_id;
-  };
-  std::vector<Moved> moved;
+  std::vector<Task> moved;  // the columns the audit event names
   {
     auto s = db_.prepare(
         "UPDATE tasks SET state = ?, updated_at = ? WHERE plan_id = ? AND state = ?"
         " RETURNING id, agent_id, component, backup_set_id, restore_id");
     s.bind_all(to_string(to), now(), plan_id, to_string(from));
     while (s.step()) {
-      Moved t{s.text(0), s.text(1), s.text(2), std::nullopt, std::nullopt};
+      Task& t = moved.emplace_back();
+      t.id = s.text(0);
+      t.agent_id = s.text(1);
+      t.component = s.text(2);
       if (!s.is_null(3)) t.backup_set_id = s.text(3);
       if (!s.is_null(4)) t.restore_id = s.text(4);
-      moved.push_back(std::move(t));
     }
   }
-  std::sort(moved.begin(), moved.end(), [](const Moved& a, const Moved& b) { return a.id < b.id; });
-  for (const auto& t : moved) {
-    nlohmann::json details = {{"from", to_string(from)},
-                              {"agent_id", t.agent_id},
-                              {"component", t.component},
-                              {"reasons", nlohmann::json::array()}};
-    if (t.backup_set_id) details["backup_set_id"] = *t.backup_set_id;
-    if (t.restore_id) details["restore_id"] = *t.restore_id;
-    audit({"task." + std::string(to_string(to)), "task:" + t.id, std::string(to_string(to)), "", details});
-  }
+  std::sort(moved.begin(), moved.end(), [](const Task& a, const Task& b) { return a.id < b.id; });
+  for (const auto& t : moved)
+    audit({"task." + std::string(to_string(to)), "task:" + t.id, std::string(to_string(to)), "",
+           task_step_details(t, from, {})});
   return moved.size();
 }
 

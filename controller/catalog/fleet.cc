@@ -113,19 +113,6 @@ std::vector<Task> Tx::agent_tasks(const std::string& agent_id, std::span<const T
   return out;
 }
 
-std::vector<Task> Tx::tasks_of_plan(const std::string& plan_id) const {
-  std::vector<std::string> ids;
-  {
-    auto s = db_.prepare("SELECT id FROM tasks WHERE plan_id = ? ORDER BY created_at, id");
-    s.bind(1, plan_id);
-    while (s.step()) ids.push_back(s.text(0));
-  }
-  std::vector<Task> out;
-  for (const auto& id : ids)
-    if (auto t = task(id)) out.push_back(std::move(*t));
-  return out;
-}
-
 int64_t Tx::audit_outbox_pending() const {
   auto s = db_.prepare("SELECT count(*) FROM audit_outbox WHERE published_at IS NULL");
   return s.step() ? s.integer(0) : 0;

@@ -177,7 +177,6 @@ class Tx {
   void resign_plan(const std::string& plan_id, const std::string& key_id, std::span<const uint8_t> envelope);
   // Tasks of the agent in the given states.
   std::vector<Task> agent_tasks(const std::string& agent_id, std::span<const TaskState> states) const;
-  std::vector<Task> tasks_of_plan(const std::string& plan_id) const;
   // The plan's tasks in state `from` move to `to`, each audited as
   // update_task audits it, in one statement: a delivered plan's tasks become
   // `sent`, an accepted plan's `accepted` (a set over every agent does each
