@@ -58,6 +58,7 @@ void Session::connect() {
   zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
   int64_t maxmsg = int64_t(proto::kMaxMessageBytes);
   zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+  set_reconnect_options(s);
   uint8_t server[32], pub[32], sec[32];
   zmq_z85_decode(server, config_.controller_public_key.c_str());
   zmq_z85_decode(pub, identity_.public_z85.c_str());
@@ -70,13 +71,15 @@ void Session::connect() {
   // Every event asked for here is read in run() (on_monitor): a monitor that
   // nobody drains stalls libzmq's I/O thread.
   if (zmq_socket_monitor(s, mon.c_str(),
-                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_CONNECTED |
+                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | kLinkEvents |
                              ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) == 0) {
     monitor_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pair);
     monitor_->set(zmq::sockopt::linger, 0);
     monitor_->connect(mon);
   }
   refused_ = false;
+  awaiting_tcp_ = false;
+  link_.reset();
   tcp_connected_at_.reset();
   handshake_ok_ = false;
   handshake_warned_ = false;
@@ -291,8 +294,18 @@ void Session::on_monitor() {
     uint32_t value = 0;
     std::memcpy(&event, ev.data(), 2);
     std::memcpy(&value, static_cast<const char*>(ev.data()) + 2, 4);
+    link_.on_event(event, Clock::now());
     if (event == ZMQ_EVENT_CONNECTED) {
       if (!tcp_connected_at_) tcp_connected_at_ = Clock::now();
+      if (awaiting_tcp_) {
+        // The controller is reachable again: a fresh liveness window for
+        // the handshake and the reply, and Register now rather than at the
+        // next heartbeat.
+        awaiting_tcp_ = false;
+        last_recv_ = Clock::now();
+        spdlog::info("the controller at '{}' accepts connections again; registering", config_.controller_endpoint);
+        send_register();
+      }
     } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
       if (refusal_logged_) spdlog::info("the controller admitted this agent's key");
       if (handshake_warned_) spdlog::info("the CURVE handshake with the controller succeeded");
@@ -373,11 +386,27 @@ void Session::run(const std::atomic<bool>& stop) {
     drain_outbox();
     auto now = Clock::now();
     check_handshake(now);
-    if (now - last_send_ >= interval_) {
+    // While the controller is unreachable nothing is sent: it would only
+    // wait in the socket and reach the controller as a burst.
+    if (now - last_send_ >= interval_ && !awaiting_tcp_) {
       if (registered_) send_heartbeat();
       else send_register();  // Register doubles as the heartbeat until answered
     }
-    if (refused_ || now - last_recv_ > interval_ * liveness_) {
+    bool silent = now - last_recv_ > interval_ * liveness_;
+    if (silent && !refused_ && !awaiting_tcp_ && monitor_ && link_.unreachable_since(last_recv_)) {
+      // No TCP connection since the controller was last heard from: it is
+      // down or unreachable. libzmq retries on this socket (at most
+      // kReconnectIvlMaxMs apart); a new socket after a backoff would only
+      // leave the agent away for up to 48 s after the controller is back.
+      spdlog::warn("no word from the controller for {} ms and no connection to '{}'; retrying the connection "
+                   "every second until it accepts one",
+                   std::chrono::duration_cast<std::chrono::milliseconds>(now - last_recv_).count(),
+                   config_.controller_endpoint);
+      if (notifier_) notifier_->status("controller unreachable; retrying the connection");
+      awaiting_tcp_ = true;
+      registered_ = false;
+    }
+    if (refused_ || (silent && !awaiting_tcp_)) {
       if (refused_) {
         if (notifier_) notifier_->status("waiting for an operator's approval");
       } else {

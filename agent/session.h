@@ -1,8 +1,10 @@
 #pragma once
 // The agent's link to the controller (docs/protocol.md): a DEALER with CURVE,
-// Register after every connect, heartbeats both ways with liveness counting,
-// reconnect with jittered exponential backoff (1 s to 32 s; 2-3 s while the
-// controller refuses our key, so an approval takes effect fast). Every incoming
+// Register after every connect, heartbeats both ways with liveness counting.
+// A controller that cannot be reached is retried on the same socket about
+// every second (link_state.h); one that is reached but silent gets a new
+// socket after a jittered exponential backoff (1 s to 32 s); 2-3 s while the
+// controller refuses our key, so an approval takes effect fast. Every incoming
 // message is validated; nothing the network sends can stop this loop.
 #include <atomic>
 #include <chrono>
@@ -19,6 +21,7 @@
 #include "agent/backoff.h"
 #include "agent/config.h"
 #include "agent/curve_identity.h"
+#include "agent/link_state.h"
 #include "agent/plan_gate.h"
 #include "agent/systemd_notify.h"
 #include "agent/task_runner.h"
@@ -76,6 +79,10 @@ class Session {
   // TCP connected on this socket (first time) without a CURVE handshake yet.
   std::optional<Clock::time_point> tcp_connected_at_;
   bool handshake_ok_ = false;
+  LinkState link_;
+  // Silent past liveness with no TCP connection: the socket is kept (libzmq
+  // retries) and nothing is sent until a connection is made (link_state.h).
+  bool awaiting_tcp_ = false;
   bool handshake_warned_ = false;  // for this socket
   bool registered_ = false;
   std::chrono::milliseconds interval_;

@@ -67,6 +67,7 @@ void SimAgent::connect() {
   zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
   int64_t maxmsg = int64_t(proto::kMaxMessageBytes);
   zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+  agent::set_reconnect_options(s);
   uint8_t server[32], pub[32], sec[32];
   zmq_z85_decode(server, options_.server_key_z85.c_str());
   zmq_z85_decode(pub, public_z85_.c_str());
@@ -76,13 +77,16 @@ void SimAgent::connect() {
   zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 32);
   ::explicit_bzero(sec, sizeof sec);
   std::string mon = "inproc://fleet-sim-" + std::to_string(index_) + "-" + std::to_string(generation_ + 1);
-  if (zmq_socket_monitor(s, mon.c_str(), ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0) {
+  if (zmq_socket_monitor(s, mon.c_str(), ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | agent::kLinkEvents) ==
+      0) {
     monitor_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pair);
     monitor_->set(zmq::sockopt::linger, 0);
     monitor_->connect(mon);
   }
   ++generation_;
   refused_ = false;
+  awaiting_tcp_ = false;
+  link_.reset();
   registered_ = approved_ = false;
   reconnect_at_.reset();
   sock_->connect(options_.endpoint);
@@ -338,7 +342,7 @@ void SimAgent::tick(Clock::time_point now, const TaskBehaviour& behaviour) {
   }
   run_tasks(now);
   drain_outbox();
-  if (now - last_send_ >= interval_) {
+  if (now - last_send_ >= interval_ && !awaiting_tcp_) {
     if (registered_) {
       v1::AgentMessage m;
       m.mutable_heartbeat()->set_sent_at(unix_now());
@@ -348,7 +352,14 @@ void SimAgent::tick(Clock::time_point now, const TaskBehaviour& behaviour) {
       send_register();  // Register doubles as the heartbeat until answered
     }
   }
-  if (refused_ || now - last_recv_ > interval_ * liveness_) {
+  // As agent/session.cc: silent with no TCP connection since last heard
+  // from, keep the socket (libzmq retries) and register once one is made.
+  bool silent = now - last_recv_ > interval_ * liveness_;
+  if (silent && !refused_ && !awaiting_tcp_ && monitor_ && link_.unreachable_since(last_recv_)) {
+    awaiting_tcp_ = true;
+    registered_ = approved_ = false;
+  }
+  if (refused_ || (silent && !awaiting_tcp_)) {
     std::chrono::milliseconds delay;
     if (refused_) {
       delay = kRefusedRetry + std::chrono::milliseconds(std::uniform_int_distribution<long>(0, 1000)(rng_));
@@ -369,7 +380,12 @@ void SimAgent::on_monitor() {
     if (ev.size() < 6) continue;
     uint16_t event = 0;
     std::memcpy(&event, ev.data(), 2);
-    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+    link_.on_event(event, Clock::now());
+    if (event == ZMQ_EVENT_CONNECTED && awaiting_tcp_) {
+      awaiting_tcp_ = false;
+      last_recv_ = Clock::now();
+      send_register();
+    } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
       counters_.connects.hit(mono_now());
     } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
       if (!refused_) counters_.refusals.hit(mono_now());

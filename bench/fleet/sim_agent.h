@@ -3,7 +3,8 @@
 // CURVE keypair and DEALER, the real protocol (agent/wire.h frames, the
 // cairn.v1 messages) and the real plan gate (common/plan accept_plan with a
 // trust store and a replay journal), with agent/session.cc's behaviour on the
-// link: Register after each connect, heartbeats, liveness, reconnect backoff,
+// link: Register after each connect, heartbeats, liveness, reconnect backoff
+// (or libzmq's own retries while the controller is unreachable),
 // the 2-3 s retry while the controller's ZAP refuses the key, results kept
 // until ResultAck. What it leaves out is the work: a task sends progress at a
 // configured rate for a configured time, then reports success.
@@ -24,6 +25,7 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "agent/link_state.h"
 #include "common/plan/replay_journal.h"
 #include "common/plan/signing_key.h"
 #include "common/plan/trust_store.h"
@@ -128,6 +130,8 @@ class SimAgent {
   uint64_t generation_ = 0;
   bool sent_ = false;
   bool registered_ = false, approved_ = false, refused_ = false, ever_refused_ = false;
+  agent::LinkState link_;
+  bool awaiting_tcp_ = false;  // silent, no TCP connection: the socket is kept (agent/link_state.h)
   std::chrono::milliseconds interval_{2000};
   uint32_t liveness_ = 5;
   Clock::time_point last_recv_{}, last_send_{}, last_register_{};

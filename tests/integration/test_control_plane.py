@@ -302,6 +302,48 @@ def test_controller_restart_mid_run(cluster):
     assert rc == 0, f"a backup after the restart failed: {out}\n{err}\n{c.logs()}"
 
 
+def test_agent_back_within_seconds_after_a_long_controller_outage(cluster):
+    """A controller down for longer than the agents' backoff would grow: the
+    agent keeps its socket while no TCP connection can be made (libzmq retries
+    about every second) and registers within seconds of the controller
+    listening again, where a new socket after each silence would have waited
+    out a backoff of 16-24 s by then. A controller that is reached but silent
+    (stopped, its listening socket still accepting) still gets the backoff."""
+    c = cluster
+    c.add_agent("node-a", {"a.txt": b"alpha " * 100})
+    c.enrol("node-a")
+    log = c.agents["node-a"].log
+    mark = len(log.read_bytes())
+    c.controller.kill(signal.SIGKILL)
+    # Liveness is 1 s here: a backoff of 1, 2, 4, 8 s (+ up to 50 %) between
+    # 1 s silences has grown to 16 s by 25 s into the outage.
+    time.sleep(25)
+    c.start_controller()
+    listening = time.monotonic()
+    c.wait_for("node-a registered again", lambda: c.connected("node-a"), timeout=60, interval=0.1)
+    took = time.monotonic() - listening
+    during = log.read_bytes()[mark:].decode(errors="replace")
+    assert "retrying the connection every second" in during, f"the agent did not notice the outage\n{c.logs()}"
+    assert "reconnecting in" not in during, f"the agent backed off from an unreachable controller\n{c.logs()}"
+    assert "accepts connections again; registering" in during, c.logs()
+    assert took < 8, f"the agent took {took:.1f} s to register after the controller listened again\n{c.logs()}"
+    rc, out, err = c.ctl("backup", "create", "--wait")
+    assert rc == 0, f"a backup after the outage failed: {out}\n{err}\n{c.logs()}"
+
+    # Reached and silent: the kernel still completes TCP connections to a
+    # stopped process, which never answers; a new socket after a backoff.
+    mark = len(log.read_bytes())
+    os.kill(c.controller.pid, signal.SIGSTOP)
+    try:
+        c.wait_for("node-a backing off from a silent controller",
+                   lambda: "reconnecting in" in log.read_bytes()[mark:].decode(errors="replace"), timeout=20)
+    finally:
+        os.kill(c.controller.pid, signal.SIGCONT)
+    c.wait_for("node-a registered again", lambda: c.connected("node-a"), timeout=60, interval=0.2)
+    rc, out, err = c.ctl("backup", "create", "--wait")
+    assert rc == 0, f"a backup after the controller was stopped and continued failed: {out}\n{err}\n{c.logs()}"
+
+
 def test_agent_restart_does_not_rerun_old_plan(cluster):
     c = cluster
     two_nodes(c)
