@@ -108,6 +108,8 @@ class Fleet {
   void lose(const std::string& agent_id, cairn::v1::ErrorCode code, const std::string& detail,
             bool include_pending);
   void flush_progress();
+  // Writes last_seen_at of the agents heard from since the last flush, in one commit.
+  void flush_touches();
   void sweep();
   std::chrono::milliseconds timeout() const;
   Session* session_of(const std::string& agent_id);
@@ -123,6 +125,8 @@ class Fleet {
   std::map<std::string, Clock::time_point> unconfirmed_;  // task id -> deadline for its result
   std::map<std::string, std::pair<std::string, cairn::v1::Progress>> progress_;  // task id -> (agent id, latest)
   std::vector<std::pair<std::string, cairn::v1::PlanAck>> plan_acks_;  // (agent id, ack), in arrival order
+  std::vector<std::string> touched_;  // agents whose last_seen_at is due (flush_touches)
+  Clock::time_point last_heartbeats_{};  // the last pass that sent heartbeats
   struct PendingResult {
     std::string agent_id, routing_id;
     cairn::v1::TaskResult result;

@@ -72,6 +72,7 @@ class Server {
   std::chrono::steady_clock::duration last_render_took_{};
   void render_status();
   std::chrono::steady_clock::time_point last_prune_{};
+  std::chrono::steady_clock::time_point last_schedule_{};  // the scheduler's last tick (run())
 };
 
 }  // namespace cairn::controller
