@@ -951,6 +951,10 @@ void Fleet::tick() {
       }
     try {
       flush_touches();
+    } catch (const std::exception& e) {
+      spdlog::warn("fleet: cannot record when agents were last seen: {}", e.what());
+    }
+    try {
       sweep();
     } catch (const std::exception& e) {
       spdlog::error("fleet: periodic sweep failed: {}", e.what());
