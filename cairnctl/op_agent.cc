@@ -77,7 +77,7 @@ int approve_all_pending(const OpOptions& o, bool yes, bool named) {
   }
   auto r = op_call(o, q);
   if (o.json) {
-    std::printf("%s\n", proto_json(r.agent_list()).c_str());
+    std::printf("%s\n", agent_list_json(r.agent_list()).c_str());
     return kExitOk;
   }
   std::printf("approved %d agent(s)", r.agent_list().agents_size());
@@ -103,7 +103,7 @@ void register_op_agent(CLI::App& app, Context& ctx) {
       q.mutable_agent_list();
       auto r = op_call(*o, q);
       if (o->json) {
-        std::printf("%s\n", proto_json(r.agent_list()).c_str());
+        std::printf("%s\n", agent_list_json(r.agent_list()).c_str());
         return kExitOk;
       }
       std::printf("%-20s %-24s %-9s %-9s %-14s %-10s %s\n", "ID", "NAME", "STATE", "CONNECTED", "LAST SEEN", "KEY TRUST",

@@ -39,6 +39,16 @@ std::string proto_json(const google::protobuf::Message& m) {
   return out;
 }
 
+std::string agent_list_json(const cairn::v1::AgentList& list) {
+  std::string out = "{\"agents\":[";
+  for (int i = 0; i < list.agents_size(); ++i) {
+    if (i) out += ',';
+    out += proto_json(list.agents(i));
+  }
+  out += "]}";
+  return out;
+}
+
 int exit_code_for_state(cairn::v1::SetState s) {
   switch (s) {
     case cairn::v1::SET_STATE_COMPLETE: return kExitOk;

@@ -27,6 +27,10 @@ cairn::v1::OperatorResponse op_call(const OpOptions& o, cairn::v1::OperatorReque
 // Exit code for a finished set or restore: 0 complete, 3 partial, 1 failed.
 int exit_code_for_state(cairn::v1::SetState s);
 std::string proto_json(const google::protobuf::Message& m);
+// The same bytes as proto_json(list), printed agent by agent: with default
+// values printed, protobuf's printer first builds a tree of the whole
+// message (10,000 agents: 0.3 s and 115 MB in cairnctl).
+std::string agent_list_json(const cairn::v1::AgentList& list);
 
 // --label NAME=VALUE options into a selector (replacing its labels when any
 // are given). Throws cairn::Error(invalid_input) for one without '='.
