@@ -1,11 +1,12 @@
 #pragma once
 // What an agent's socket monitor has seen of the TCP link to the controller,
-// to choose between two kinds of silence (docs/protocol.md § Reconnecting):
+// to choose between two kinds of silence (docs/protocol.md § Heartbeats and
+// liveness):
 //
 // - The controller cannot be reached (down, restarting, its host rebooting):
 //   no TCP connection since it was last heard from, and none up now. libzmq
 //   already retries the connection on the same socket (ZMQ_RECONNECT_IVL,
-//   kReconnectIvlMax at most between tries), so the agent keeps the socket and
+//   kReconnectIvlMaxMs at most between tries), so the agent keeps the socket and
 //   registers once a connection is made: it is back within about a second of
 //   the controller listening again, however long the outage was.
 // - The controller is reached but says nothing (a wedged process, a CURVE
@@ -16,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <utility>
 
 #include <zmq.h>
 
@@ -23,7 +25,7 @@ namespace cairn::agent {
 
 // Socket options for the DEALER: libzmq's own reconnect, doubling from 100 ms
 // to this, with up to 100 ms of jitter; a TCP connect that hangs (a host that
-// drops packets) is given up after kConnectTimeout and tried again.
+// drops packets) is given up after kConnectTimeoutMs and tried again.
 inline constexpr int kReconnectIvlMaxMs = 1000;
 inline constexpr int kConnectTimeoutMs = 5000;
 // The monitor events LinkState reads.
@@ -41,15 +43,28 @@ class LinkState {
 
   // A new socket: nothing seen yet.
   void reset() { *this = LinkState{}; }
-  void on_event(uint16_t event, Clock::time_point now) {
+  // Returns true when this is the connection that ends an outage the caller
+  // waits out (await_if_unreachable): time to send Register.
+  bool on_event(uint16_t event, Clock::time_point now) {
     if (event == ZMQ_EVENT_CONNECTED) {
       up_ = true;
       last_connected_ = now;
-    } else if (event == ZMQ_EVENT_DISCONNECTED) {
-      up_ = false;
+      return std::exchange(awaiting_, false);
     }
+    if (event == ZMQ_EVENT_DISCONNECTED) up_ = false;
+    return false;
   }
   bool up() const { return up_; }
+  // Silent past liveness since last_recv: when the controller is unreachable,
+  // the caller keeps the socket and sends nothing until the next connection
+  // (awaiting() until on_event returns true). True when this call started
+  // the wait.
+  bool await_if_unreachable(Clock::time_point last_recv) {
+    if (awaiting_ || !unreachable_since(last_recv)) return false;
+    awaiting_ = true;
+    return true;
+  }
+  bool awaiting() const { return awaiting_; }
   // The controller was last heard from at last_recv and has been silent past
   // liveness since: true when it is unreachable (keep the socket, libzmq
   // retries), false when it is reached and silent (close it, back off).
@@ -59,6 +74,7 @@ class LinkState {
 
  private:
   bool up_ = false;
+  bool awaiting_ = false;
   std::optional<Clock::time_point> last_connected_;
 };
 

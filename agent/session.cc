@@ -78,7 +78,6 @@ void Session::connect() {
     monitor_->connect(mon);
   }
   refused_ = false;
-  awaiting_tcp_ = false;
   link_.reset();
   tcp_connected_at_.reset();
   handshake_ok_ = false;
@@ -294,14 +293,13 @@ void Session::on_monitor() {
     uint32_t value = 0;
     std::memcpy(&event, ev.data(), 2);
     std::memcpy(&value, static_cast<const char*>(ev.data()) + 2, 4);
-    link_.on_event(event, Clock::now());
+    bool back = link_.on_event(event, Clock::now());
     if (event == ZMQ_EVENT_CONNECTED) {
       if (!tcp_connected_at_) tcp_connected_at_ = Clock::now();
-      if (awaiting_tcp_) {
+      if (back) {
         // The controller is reachable again: a fresh liveness window for
         // the handshake and the reply, and Register now rather than at the
         // next heartbeat.
-        awaiting_tcp_ = false;
         last_recv_ = Clock::now();
         spdlog::info("the controller at '{}' accepts connections again; registering", config_.controller_endpoint);
         send_register();
@@ -388,12 +386,12 @@ void Session::run(const std::atomic<bool>& stop) {
     check_handshake(now);
     // While the controller is unreachable nothing is sent: it would only
     // wait in the socket and reach the controller as a burst.
-    if (now - last_send_ >= interval_ && !awaiting_tcp_) {
+    if (now - last_send_ >= interval_ && !link_.awaiting()) {
       if (registered_) send_heartbeat();
       else send_register();  // Register doubles as the heartbeat until answered
     }
     bool silent = now - last_recv_ > interval_ * liveness_;
-    if (silent && !refused_ && !awaiting_tcp_ && monitor_ && link_.unreachable_since(last_recv_)) {
+    if (silent && !refused_ && monitor_ && link_.await_if_unreachable(last_recv_)) {
       // No TCP connection since the controller was last heard from: it is
       // down or unreachable. libzmq retries on this socket (at most
       // kReconnectIvlMaxMs apart); a new socket after a backoff would only
@@ -403,10 +401,9 @@ void Session::run(const std::atomic<bool>& stop) {
                    std::chrono::duration_cast<std::chrono::milliseconds>(now - last_recv_).count(),
                    config_.controller_endpoint);
       if (notifier_) notifier_->status("controller unreachable; retrying the connection");
-      awaiting_tcp_ = true;
       registered_ = false;
     }
-    if (refused_ || (silent && !awaiting_tcp_)) {
+    if (refused_ || (silent && !link_.awaiting())) {
       if (refused_) {
         if (notifier_) notifier_->status("waiting for an operator's approval");
       } else {

@@ -79,10 +79,9 @@ class Session {
   // TCP connected on this socket (first time) without a CURVE handshake yet.
   std::optional<Clock::time_point> tcp_connected_at_;
   bool handshake_ok_ = false;
-  LinkState link_;
   // Silent past liveness with no TCP connection: the socket is kept (libzmq
   // retries) and nothing is sent until a connection is made (link_state.h).
-  bool awaiting_tcp_ = false;
+  LinkState link_;
   bool handshake_warned_ = false;  // for this socket
   bool registered_ = false;
   std::chrono::milliseconds interval_;

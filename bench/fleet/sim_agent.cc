@@ -85,7 +85,6 @@ void SimAgent::connect() {
   }
   ++generation_;
   refused_ = false;
-  awaiting_tcp_ = false;
   link_.reset();
   registered_ = approved_ = false;
   reconnect_at_.reset();
@@ -342,7 +341,7 @@ void SimAgent::tick(Clock::time_point now, const TaskBehaviour& behaviour) {
   }
   run_tasks(now);
   drain_outbox();
-  if (now - last_send_ >= interval_ && !awaiting_tcp_) {
+  if (now - last_send_ >= interval_ && !link_.awaiting()) {
     if (registered_) {
       v1::AgentMessage m;
       m.mutable_heartbeat()->set_sent_at(unix_now());
@@ -355,11 +354,8 @@ void SimAgent::tick(Clock::time_point now, const TaskBehaviour& behaviour) {
   // As agent/session.cc: silent with no TCP connection since last heard
   // from, keep the socket (libzmq retries) and register once one is made.
   bool silent = now - last_recv_ > interval_ * liveness_;
-  if (silent && !refused_ && !awaiting_tcp_ && monitor_ && link_.unreachable_since(last_recv_)) {
-    awaiting_tcp_ = true;
-    registered_ = approved_ = false;
-  }
-  if (refused_ || (silent && !awaiting_tcp_)) {
+  if (silent && !refused_ && monitor_ && link_.await_if_unreachable(last_recv_)) registered_ = approved_ = false;
+  if (refused_ || (silent && !link_.awaiting())) {
     std::chrono::milliseconds delay;
     if (refused_) {
       delay = kRefusedRetry + std::chrono::milliseconds(std::uniform_int_distribution<long>(0, 1000)(rng_));
@@ -380,9 +376,7 @@ void SimAgent::on_monitor() {
     if (ev.size() < 6) continue;
     uint16_t event = 0;
     std::memcpy(&event, ev.data(), 2);
-    link_.on_event(event, Clock::now());
-    if (event == ZMQ_EVENT_CONNECTED && awaiting_tcp_) {
-      awaiting_tcp_ = false;
+    if (link_.on_event(event, Clock::now())) {
       last_recv_ = Clock::now();
       send_register();
     } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {

@@ -130,8 +130,7 @@ class SimAgent {
   uint64_t generation_ = 0;
   bool sent_ = false;
   bool registered_ = false, approved_ = false, refused_ = false, ever_refused_ = false;
-  agent::LinkState link_;
-  bool awaiting_tcp_ = false;  // silent, no TCP connection: the socket is kept (agent/link_state.h)
+  agent::LinkState link_;  // silent, no TCP connection: the socket is kept (agent/link_state.h)
   std::chrono::milliseconds interval_{2000};
   uint32_t liveness_ = 5;
   Clock::time_point last_recv_{}, last_send_{}, last_register_{};

@@ -39,6 +39,32 @@ TEST_CASE("link state: unreachable only with no TCP connection since the control
   CHECK(link.unreachable_since(t0));
 }
 
+TEST_CASE("link state: an outage is waited out once, and the connection that ends it says so") {
+  LinkState link;
+  auto t0 = Clock::now();
+  link.on_event(ZMQ_EVENT_CONNECTED, t0);
+  // Reached and silent: no wait, the caller backs off.
+  CHECK_FALSE(link.await_if_unreachable(t0 - 1s));
+  CHECK_FALSE(link.awaiting());
+  link.on_event(ZMQ_EVENT_DISCONNECTED, t0 + 1s);
+  // Down since it was heard from at t0 + 500 ms: the wait starts once.
+  CHECK(link.await_if_unreachable(t0 + 500ms));
+  CHECK(link.awaiting());
+  CHECK_FALSE(link.await_if_unreachable(t0 + 500ms));
+  CHECK(link.awaiting());
+  // Other events do not end it; the next connection does, once.
+  CHECK_FALSE(link.on_event(ZMQ_EVENT_DISCONNECTED, t0 + 2s));
+  CHECK(link.awaiting());
+  CHECK(link.on_event(ZMQ_EVENT_CONNECTED, t0 + 3s));
+  CHECK_FALSE(link.awaiting());
+  CHECK_FALSE(link.on_event(ZMQ_EVENT_CONNECTED, t0 + 4s));
+  // A new socket forgets the wait.
+  link.on_event(ZMQ_EVENT_DISCONNECTED, t0 + 5s);
+  REQUIRE(link.await_if_unreachable(t0 + 4500ms));
+  link.reset();
+  CHECK_FALSE(link.awaiting());
+}
+
 namespace {
 // Reads the monitor's events into link until pred holds or the deadline.
 template <class Pred>
