@@ -240,7 +240,7 @@ class PlanBatch {
     np.not_before = tx_.now();
     np.expires_at = tx_.now() + config_.plan_validity_seconds;
     np.task_ids = catalog_task_ids;
-    uint64_t seq = tx_.issue_plan(np);
+    uint64_t seq = tx_.issue_plan(agent, np);
 
     cairn::v1::PlanPayload p;
     p.set_plan_id(np.plan_id);
@@ -386,8 +386,10 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
 
     std::map<std::string, std::vector<catalog::Task>> by_agent;
     for (auto& t : tx.tasks_of_set(out.id)) by_agent[t.agent_id].push_back(t);
+    std::map<std::string, const catalog::Agent*> agent_of;  // as select() read them, in this transaction
+    for (const auto& p : picks) agent_of.emplace(p.agent.id, &p.agent);
     for (const auto& [agent_id, tasks] : by_agent) {
-      auto agent = tx.agent(agent_id);
+      const catalog::Agent* agent = agent_of.at(agent_id);
       std::vector<std::string> ids;
       std::vector<cairn::v1::Task> wire;
       for (const auto& t : tasks) {

@@ -15,35 +15,41 @@ uint64_t Tx::last_plan_sequence(const std::string& agent_id) const {
 uint64_t Tx::issue_plan(const NewPlan& p) {
   auto a = agent(p.agent_id);
   if (!a) throw Error(Errc::not_found, "no agent '" + p.agent_id + "'");
-  if (a->state != AgentState::approved)
-    throw Error(Errc::invalid_input, "agent '" + a->name + "' is " + std::string(to_string(a->state)) +
+  return issue_plan(*a, p);
+}
+
+uint64_t Tx::issue_plan(const Agent& a, const NewPlan& p) {
+  if (a.id != p.agent_id) throw Error(Errc::invalid_input, "plan '" + p.plan_id + "' is for agent '" + p.agent_id +
+                                                                "', not '" + a.id + "'");
+  if (a.state != AgentState::approved)
+    throw Error(Errc::invalid_input, "agent '" + a.name + "' is " + std::string(to_string(a.state)) +
                                          ", not approved; no plan is issued to it");
   if (p.task_ids.empty()) throw Error(Errc::invalid_input, "plan '" + p.plan_id + "' has no tasks");
   if (p.expires_at <= p.not_before)
     throw Error(Errc::invalid_input, "plan '" + p.plan_id + "' expires before it becomes valid");
 
-  uint64_t seq = last_plan_sequence(a->id) + 1;
+  uint64_t seq = last_plan_sequence(a.id) + 1;
   db_.prepare(
          "INSERT INTO plan_sequences (agent_id, last_sequence) VALUES (?1, ?2)"
          " ON CONFLICT(agent_id) DO UPDATE SET last_sequence = ?2")
-      .bind_all(a->id, int64_t(seq))
+      .bind_all(a.id, int64_t(seq))
       .run();
   db_.prepare(
          "INSERT INTO plans (id, agent_id, sequence, key_id, issued_at, not_before, expires_at, state)"
          " VALUES (?, ?, ?, ?, ?, ?, ?, 'issued')")
-      .bind_all(p.plan_id, a->id, int64_t(seq), p.key_id, p.issued_at, p.not_before, p.expires_at)
+      .bind_all(p.plan_id, a.id, int64_t(seq), p.key_id, p.issued_at, p.not_before, p.expires_at)
       .run();
   auto bind_task = db_.prepare(
       "UPDATE tasks SET plan_id = ?, updated_at = ? WHERE id = ? AND agent_id = ? AND state = 'pending'"
       " AND plan_id IS NULL");
   for (const auto& id : p.task_ids) {
     bind_task.reset();
-    bind_task.bind_all(p.plan_id, now(), id, a->id).run();
+    bind_task.bind_all(p.plan_id, now(), id, a.id).run();
     if (db_.changes() != 1)
-      throw Error(Errc::invalid_input, "task '" + id + "' is not a pending, unplanned task of agent '" + a->name + "'");
+      throw Error(Errc::invalid_input, "task '" + id + "' is not a pending, unplanned task of agent '" + a.name + "'");
   }
   audit({"plan.issue", "plan:" + p.plan_id, "issued", "",
-         {{"agent_id", a->id},
+         {{"agent_id", a.id},
           {"sequence", seq},
           {"key_id", p.key_id},
           {"not_before", p.not_before},
