@@ -97,3 +97,44 @@ TEST_CASE("a failing migration leaves the catalog at the previous version") {
   REQUIRE(count(db, "SELECT max(version) FROM schema_version") == 1);
   REQUIRE(count(db, "SELECT count(*) FROM sqlite_master WHERE name = 'b'") == 0);
 }
+
+TEST_CASE("migration 0011 rebuilds audit_outbox without its unique indexes and keeps every event and its guards") {
+  TempDir dir;
+  auto db = sqlite::Db::open(dir.file("c.db"), 1000);
+  auto all = embedded_migrations();
+  REQUIRE(all.size() >= 11);
+  REQUIRE(all[10].name == "audit_outbox_unindexed_ids");
+  REQUIRE(migrate(db, all.first(10), 0) == 10);
+  // Three events as a controller before 0011 wrote them: two published, one not.
+  for (int i = 1; i <= 3; ++i)
+    db.prepare(
+          "INSERT INTO audit_outbox (seq, event_id, time, actor, action, target, outcome, reason, details,"
+          " prev_hash, hash, published_at) VALUES (?, ?, ?, 'operator:a', 'backup.create', ?, 'ok', '', ?, ?, ?, ?)")
+        .bind_all(int64_t(i), "ev" + std::to_string(i), int64_t(1000 + i), "set:bs-" + std::to_string(i),
+                  "{\"n\":" + std::to_string(i) + "}", "h" + std::to_string(i - 1), "h" + std::to_string(i),
+                  i < 3 ? std::optional<int64_t>(5000 + i) : std::nullopt)
+        .run();
+  auto dump = [&] {
+    std::string out;
+    auto s = db.prepare(
+        "SELECT seq, event_id, time, actor, action, target, outcome, reason, details, prev_hash, hash,"
+        " coalesce(published_at, -1) FROM audit_outbox ORDER BY seq");
+    while (s.step())
+      for (int c = 0; c < 12; ++c) out += s.text(c) + "|";
+    return out;
+  };
+  std::string before = dump();
+  REQUIRE(count(db, "SELECT count(*) FROM pragma_index_list('audit_outbox') WHERE \"unique\" = 1") == 2);
+
+  REQUIRE(migrate(db, all, 0) == int(all.size()));
+  REQUIRE(dump() == before);
+  REQUIRE(count(db, "SELECT count(*) FROM pragma_index_list('audit_outbox') WHERE \"unique\" = 1") == 0);
+  REQUIRE(count(db, "SELECT count(*) FROM sqlite_master WHERE name = 'audit_outbox_unpublished'") == 1);
+  // The guards of 0001 and 0005 are back on the rebuilt table.
+  REQUIRE_THROWS_WITH(db.exec("UPDATE audit_outbox SET details = '{}' WHERE seq = 1"),
+                      Catch::Contains("audit events are immutable"));
+  REQUIRE_THROWS_WITH(db.exec("DELETE FROM audit_outbox WHERE seq = 3"), Catch::Contains("cannot be deleted"));
+  db.exec("UPDATE audit_outbox SET published_at = 6003 WHERE seq = 3");  // the one column that may change
+  db.exec("DELETE FROM audit_outbox WHERE seq = 1");                     // a published event may age out
+  REQUIRE(count(db, "SELECT count(*) FROM audit_outbox") == 2);
+}
