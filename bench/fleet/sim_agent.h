@@ -89,6 +89,10 @@ class SimAgent {
   // Whether this agent sent since the last call: a send may consume the
   // socket's readiness signal (ZMQ_FD), so the loop checks ZMQ_EVENTS after one.
   bool take_sent() { return std::exchange(sent_, false); }
+  // Running a task or holding results: ticked every 10 ms (progress is sent
+  // at up to 120 a second); an idle agent's heartbeat, liveness and
+  // reconnect need a tick every 100 ms at most.
+  bool busy() const { return !tasks_.empty() || !outbox_.empty(); }
 
   void on_socket();
   void on_monitor();
