@@ -81,9 +81,9 @@ Server::Server(const ControllerConfig& config)
   // default is 1,000): beyond that libzmq stops reading that agent's
   // connection and the agent's own queue holds them (it drops progress past
   // 256, never results: agent/session.cc). Under progress from 1,000 agents
-  // at 112,000 events/s the default let the controller's backlog peak at
-  // 340-390 MB; with 8, 126 MB, and it absorbed more (104,000/s, was
-  // 81,000-92,000/s). Nothing is dropped by the controller.
+  // at 112,000 events/s the default let the controller peak at 342-390 MB;
+  // with 8, 123-127 MB, absorbing 87,000-105,000/s (81,000-93,000/s before).
+  // Nothing is dropped by the controller, and no agent can fill its memory.
   fleet_socket_.set(zmq::sockopt::rcvhwm, 8);
   explicit_bzero(curve_secret.data(), curve_secret.size());
   fleet_socket_.bind(config.fleet_listen);
