@@ -40,6 +40,9 @@ std::string proto_json(const google::protobuf::Message& m) {
 }
 
 std::string agent_list_json(const cairn::v1::AgentList& list) {
+  // These are proto_json's bytes only while `agents` is the message's one
+  // field: a field added to AgentList goes back to the whole-message printer.
+  if (cairn::v1::AgentList::descriptor()->field_count() != 1) return proto_json(list);
   std::string out = "{\"agents\":[";
   for (int i = 0; i < list.agents_size(); ++i) {
     if (i) out += ',';
