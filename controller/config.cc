@@ -261,6 +261,7 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
     r.integer("heartbeat_interval_ms", 100, 60000, c.heartbeat_interval_ms);
     r.integer("liveness", 2, 100, c.liveness);
     r.integer("backlog", 1, 65535, c.backlog);
+    r.integer("io_threads", 0, 64, c.io_threads);
     r.integer("max_pending_agents", 1, 100000, c.max_pending_agents);
     r.refuse_unknown();
   }

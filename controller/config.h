@@ -30,7 +30,8 @@ struct ControllerConfig {
   bool enrolment_open = false;
   uint32_t heartbeat_interval_ms = 2000;
   uint32_t liveness = 5;
-  int backlog = 1024;
+  int backlog = 4096;
+  uint32_t io_threads = 0;  // ZeroMQ I/O threads; 0: from the usable CPUs (io_threads_for)
   uint32_t max_pending_agents = 100;  // oldest pending agents dropped beyond it
 
   // [operator]

@@ -1,10 +1,12 @@
 // Startup (keys, operators, sockets) and the poll loop.
 #include "controller/server.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
 
+#include "common/util/cpus.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 #include "controller/key_rotation.h"
@@ -52,12 +54,17 @@ void curve_server(zmq::socket_t& s, const std::string& secret, const char* domai
 
 }  // namespace
 
+unsigned io_threads_for(const ControllerConfig& c, unsigned usable_cpus) {
+  if (c.io_threads) return c.io_threads;
+  return std::clamp(usable_cpus, 1u, 8u);
+}
+
 Server::Server(const ControllerConfig& config)
     : config_(config),
       data_dir_(DataDir::take(config.data_dir)),
       catalog_(open_catalog(config)),
       signing_key_(load_signing_key(catalog_, config.key_dir)),
-      ctx_(1),
+      ctx_(int(io_threads_for(config, usable_cpus()))),
       fleet_socket_(ctx_, zmq::socket_type::router),
       operator_socket_(ctx_, zmq::socket_type::router) {
   std::string curve_secret = read_curve_secret(config.key_dir + "/" + kCurveSecretFile);
@@ -116,8 +123,9 @@ Server::Server(const ControllerConfig& config)
     }
   }
   render_status();
-  spdlog::info("controller '{}' listening: fleet {} operator {}; signing key {}; enrolment {}", config.controller_id,
-               fleet_endpoint(), operator_endpoint(), key_id, config.enrolment_open ? "open" : "closed");
+  spdlog::info("controller '{}' listening: fleet {} operator {}; signing key {}; enrolment {}; {} I/O thread(s)",
+               config.controller_id, fleet_endpoint(), operator_endpoint(), key_id,
+               config.enrolment_open ? "open" : "closed", io_threads_for(config, usable_cpus()));
 }
 
 Server::~Server() {

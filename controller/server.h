@@ -26,6 +26,13 @@
 
 namespace cairn::controller {
 
+// ZeroMQ I/O threads for the controller's sockets: the configured
+// fleet.io_threads, else one per usable CPU, at most 8. They do the CURVE
+// handshakes and the encryption of every message; libzmq spreads
+// connections over them. After a restart of a controller of 10,000 agents
+// one thread was the storm's limit (docs/benchmarks.md § Fleet).
+unsigned io_threads_for(const ControllerConfig& c, unsigned usable_cpus);
+
 class Server {
  public:
   // Takes the data directory (data_dir.h: private, one controller at a

@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include "controller/config.h"
+#include "controller/server.h"
 
 using cairn::controller::ConfigError;
 using cairn::controller::parse_config;
@@ -27,6 +28,8 @@ TEST_CASE("an empty file gives the documented defaults") {
   CHECK(c.heartbeat_interval_ms == 2000);
   CHECK(c.liveness == 5);
   CHECK(c.plan_validity_seconds == 3600);
+  CHECK(c.backlog == 4096);
+  CHECK(c.io_threads == 0);
   CHECK(c.data_dir == "/var/lib/cairn");
   CHECK(c.catalog_path() == "/var/lib/cairn/catalog.db");
   CHECK_FALSE(c.controller_id.empty());
@@ -45,7 +48,8 @@ listen = "tcp://127.0.0.1:9000"
 enrolment = "open"
 heartbeat_interval_ms = 500
 liveness = 3
-backlog = 4096
+backlog = 2048
+io_threads = 3
 
 [operator]
 listen = "ipc:///tmp/op.sock"
@@ -64,7 +68,8 @@ lock_ttl_seconds = 7200
   CHECK(c.enrolment_open);
   CHECK(c.heartbeat_interval_ms == 500);
   CHECK(c.liveness == 3);
-  CHECK(c.backlog == 4096);
+  CHECK(c.backlog == 2048);
+  CHECK(c.io_threads == 3);
   CHECK(c.operator_listen == "ipc:///tmp/op.sock");
   REQUIRE(c.operator_key_files.size() == 1);
   CHECK(c.operator_key_files.at("alice") == "/tmp/k/operator-curve.pub");
@@ -90,6 +95,20 @@ TEST_CASE("a value of the wrong type or out of range is refused with its line an
   CHECK(error_of("[controller]\nlog_level = \"loud\"\n").rfind("ctl.toml:2:", 0) == 0);
   CHECK(error_of("[operator]\nauthorized_keys = { bob = 3 }\n").rfind("ctl.toml:2:", 0) == 0);
   CHECK(error_of("fleet = 3\n") == "ctl.toml:1:9: 'fleet' must be a table ([fleet])");
+}
+
+TEST_CASE("the I/O threads follow the usable CPUs unless fleet.io_threads names them") {
+  using cairn::controller::io_threads_for;
+  auto d = parse_config("", "ctl.toml");
+  CHECK(io_threads_for(d, 1) == 1);
+  CHECK(io_threads_for(d, 2) == 2);
+  CHECK(io_threads_for(d, 6) == 6);
+  CHECK(io_threads_for(d, 64) == 8);  // a big host: CURVE work spread, the loop and signing keep their CPUs
+  auto c = parse_config("[fleet]\nio_threads = 3\n", "ctl.toml");
+  CHECK(io_threads_for(c, 1) == 3);
+  CHECK(io_threads_for(c, 64) == 3);
+  CHECK(error_of("[fleet]\nio_threads = 65\n") == "ctl.toml:2:14: 'fleet.io_threads' is 65, must be between 0 and 64");
+  CHECK(error_of("[fleet]\nio_threads = -1\n") == "ctl.toml:2:14: 'fleet.io_threads' is -1, must be between 0 and 64");
 }
 
 TEST_CASE("a TOML syntax error is refused with its line") {
