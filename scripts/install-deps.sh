@@ -3,7 +3,7 @@
 # Idempotent: skips apt entirely when everything is already installed.
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config git
-      librdkafka-dev cppzmq-dev libzmq3-dev libprotobuf-dev protobuf-compiler
+      librdkafka-dev cppzmq-dev libzmq3-dev libsodium-dev libprotobuf-dev protobuf-compiler
       libsqlite3-dev libspdlog-dev libssl-dev catch2 libzstd-dev
       libcurl4-openssl-dev libsystemd-dev libcli11-dev nlohmann-json3-dev
       libtomlplusplus-dev libsimdjson-dev ccache python3 python3-pytest python3-cryptography python3-zmq attr procps time

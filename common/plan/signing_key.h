@@ -51,12 +51,12 @@ class SigningKey {
   Signature sign(std::span<const uint8_t> message) const;
 
  private:
-  struct PkeyDeleter {
-    void operator()(void* p) const;
+  struct SecretDeleter {
+    void operator()(uint8_t* p) const;
   };
-  explicit SigningKey(std::unique_ptr<void, PkeyDeleter> pkey);
+  explicit SigningKey(std::span<const uint8_t> seed);  // 32 bytes
 
-  std::unique_ptr<void, PkeyDeleter> pkey_;  // EVP_PKEY*
+  std::unique_ptr<uint8_t, SecretDeleter> secret_;  // libsodium's 64-byte secret key (seed, public key), sodium_malloc'd
   PublicKey pub_{};
 };
 
