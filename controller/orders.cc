@@ -213,7 +213,8 @@ void lock_targets(Tx& tx, const std::vector<Pick>& picks, catalog::TaskKind kind
 // sequence number goes into the payload) and its payload handed to signing
 // threads, which sign while the next plans' rows are written; the envelopes
 // are stored at the end. An Ed25519 signature (15-30 µs) is a sizeable
-// share of a plan's cost, and needs nothing from the catalog. An order of a few plans signs them on this thread.
+// share of a plan's cost, and needs nothing from the catalog. An order of
+// a few plans signs them on this thread.
 class PlanBatch {
  public:
   PlanBatch(Tx& tx, const ControllerConfig& config, const plan::SigningKey& key)

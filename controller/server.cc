@@ -125,7 +125,7 @@ Server::Server(const ControllerConfig& config)
   render_status();
   spdlog::info("controller '{}' listening: fleet {} operator {}; signing key {}; enrolment {}; {} I/O thread(s)",
                config.controller_id, fleet_endpoint(), operator_endpoint(), key_id,
-               config.enrolment_open ? "open" : "closed", io_threads_for(config, usable_cpus()));
+               config.enrolment_open ? "open" : "closed", ctx_.get(zmq::ctxopt::io_threads));
 }
 
 Server::~Server() {
