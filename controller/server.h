@@ -79,6 +79,11 @@ class Server {
   std::chrono::steady_clock::duration last_render_took_{};
   void render_status();
   std::chrono::steady_clock::time_point last_prune_{};
+  // Every kReleaseMemoryEvery: the catalog's idle page cache and the heap's
+  // free pages go back to the OS (see release_memory()).
+  void release_memory();
+  static constexpr std::chrono::seconds kReleaseMemoryEvery{30};
+  std::chrono::steady_clock::time_point last_release_{};
   std::chrono::steady_clock::time_point last_schedule_{};  // the scheduler's last tick (run())
 };
 

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -84,6 +85,13 @@ Catalog::Scope::~Scope() {
 void Catalog::Scope::commit() {
   c_.db_->exec("COMMIT");
   done_ = true;
+}
+
+int64_t Catalog::release_memory() {
+  if (db_->in_transaction()) return 0;
+  int64_t before = sqlite3_memory_used();
+  sqlite3_db_release_memory(db_->get());
+  return std::max<int64_t>(0, before - sqlite3_memory_used());
 }
 
 ChainReport Catalog::verify_audit_chain() {

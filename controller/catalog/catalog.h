@@ -79,6 +79,11 @@ class Catalog {
   // Reads the whole outbox and checks its hash chain.
   ChainReport verify_audit_chain();
 
+  // Frees the page cache pages no statement holds (sqlite3_db_release_memory)
+  // and returns the bytes freed. The cache refills from the file (the OS's
+  // page cache) when read again; call it between transactions when idle.
+  int64_t release_memory();
+
  private:
   // Begins on construction; rolls back on destruction unless committed.
   class Scope {
