@@ -10,7 +10,7 @@
 // connections) and after --rounds messages each way (long-lived ones; libzmq's
 // pipes use chunks of 256 messages and keep a spare, so they settle after 256).
 //
-//   cairn-bench-zmq-floor [--connections N] [--rounds N] [--bytes N] [--io-threads N] [--zap]
+//   cairn-bench-zmq-floor [--connections N] [--rounds N] [--bytes N] [--frames N] [--io-threads N] [--zap]
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -18,6 +18,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -36,6 +37,28 @@ double rss_mb() {
   return double(resident) * double(sysconf(_SC_PAGESIZE)) / 1e6;
 }
 
+// Resident MB by kind of mapping, from /proc/self/smaps: the main thread's
+// heap ([heap]), anonymous mappings (the I/O threads' malloc arenas, stacks)
+// and file-backed ones (libraries).
+nlohmann::json rss_by_mapping() {
+  std::ifstream f("/proc/self/smaps");
+  std::string line, kind = "anonymous";
+  double heap = 0, anonymous = 0, files = 0;
+  while (std::getline(f, line)) {
+    if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) && line.find('-') < line.find(' ')) {
+      auto slash = line.find('/'), bracket = line.find('[');
+      kind = line.find("[heap]") != std::string::npos ? "heap"
+             : slash != std::string::npos                ? "file"
+             : bracket != std::string::npos              ? "other"
+                                                         : "anonymous";
+    } else if (line.rfind("Rss:", 0) == 0) {
+      double mb = std::stod(line.substr(4)) / 1000;
+      (kind == "heap" ? heap : kind == "file" ? files : anonymous) += mb;
+    }
+  }
+  return {{"heap", heap}, {"anonymous", anonymous}, {"files", files}};
+}
+
 std::pair<std::string, std::string> keypair() {
   char pub[41], sec[41];
   if (zmq_curve_keypair(pub, sec) != 0) throw std::runtime_error("zmq_curve_keypair failed (libzmq without CURVE?)");
@@ -44,7 +67,7 @@ std::pair<std::string, std::string> keypair() {
 
 // The child: n DEALERs, one message each per round, then every answer.
 [[noreturn]] void run_dealers(const std::string& endpoint, const std::string& server_key, int n, int rounds,
-                              size_t bytes) {
+                              size_t bytes, int frames) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   try {
     zmq::context_t ctx(2);
@@ -66,12 +89,16 @@ std::pair<std::string, std::string> keypair() {
     }
     std::string body(bytes, 'a');
     for (int r = 0; r < rounds; ++r) {
-      for (auto& d : s) d.send(zmq::buffer(body), zmq::send_flags::none);
+      for (auto& d : s)
+        for (int f = 0; f < frames; ++f)
+          d.send(zmq::buffer(body), f + 1 < frames ? zmq::send_flags::sndmore : zmq::send_flags::none);
       for (auto& d : s) {
-        zmq::message_t m;
-        if (!d.recv(m)) {
-          std::fprintf(stderr, "zmq floor: no answer within 120 s in round %d\n", r);
-          std::_Exit(1);
+        for (int f = 0; f < frames; ++f) {
+          zmq::message_t m;
+          if (!d.recv(m)) {
+            std::fprintf(stderr, "zmq floor: no answer within 120 s in round %d\n", r);
+            std::_Exit(1);
+          }
         }
       }
     }
@@ -86,12 +113,15 @@ std::pair<std::string, std::string> keypair() {
 
 int main(int argc, char** argv) {
   CLI::App app{"libzmq's resident memory per CURVE connection on the accepting side"};
-  int n = 1000, rounds = 300, io_threads = 2;
+  int n = 1000, rounds = 300, io_threads = 2, frames = 1;
   size_t bytes = 100;
   bool zap = false;
   app.add_option("--connections", n)->capture_default_str()->check(CLI::Range(1, 60000));
   app.add_option("--rounds", rounds, "messages each way per connection")->capture_default_str()->check(CLI::Range(1, 100000));
-  app.add_option("--bytes", bytes, "message size")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--bytes", bytes, "size of each frame")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--frames", frames, "frames a message (cairn's fleet messages have 2: header and body)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   app.add_option("--io-threads", io_threads)->capture_default_str()->check(CLI::Range(1, 64));
   app.add_flag("--zap", zap, "authenticate with a ZAP handler (accepts all), as the controller does");
   CLI11_PARSE(app, argc, argv);
@@ -145,7 +175,7 @@ int main(int argc, char** argv) {
   for (int first = 0; first < n; first += 4000) {
     pid_t child = fork();
     if (child < 0) throw std::runtime_error("fork failed");
-    if (child == 0) run_dealers(endpoint, server_pub, std::min(4000, n - first), rounds, bytes);
+    if (child == 0) run_dealers(endpoint, server_pub, std::min(4000, n - first), rounds, bytes, frames);
     children.push_back(child);
   }
   std::string body(bytes, 'b');
@@ -164,9 +194,11 @@ int main(int argc, char** argv) {
         zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
         zmq::poll(&item, 1, std::chrono::milliseconds(200));
       }
-      (void)router.recv(m);
+      do (void)router.recv(m);
+      while (m.more());
       router.send(id, zmq::send_flags::sndmore);
-      router.send(zmq::buffer(body), zmq::send_flags::none);
+      for (int f = 0; f < frames; ++f)
+        router.send(zmq::buffer(body), f + 1 < frames ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
     if (r == 0) fresh = rss_mb();
   }
@@ -179,13 +211,15 @@ int main(int argc, char** argv) {
   nlohmann::json j = {{"connections", n},
                       {"rounds", rounds},
                       {"bytes", bytes},
+                      {"frames", frames},
                       {"io_threads", io_threads},
                       {"zap", zap},
                       {"rss_mb_bound", bound},
                       {"rss_mb_fresh", fresh},
                       {"rss_mb_long_lived", after},
                       {"kb_per_connection_fresh", (fresh - bound) * 1000 / n},
-                      {"kb_per_connection_long_lived", (after - bound) * 1000 / n}};
+                      {"kb_per_connection_long_lived", (after - bound) * 1000 / n},
+                      {"rss_mb_long_lived_by_mapping", rss_by_mapping()}};
   std::printf("%s\n", j.dump().c_str());
   router.close();
   ctx.shutdown();
