@@ -224,12 +224,13 @@ int64_t rss_bytes() {
 // every kReleaseMemoryEvery, between batches.
 void Server::release_memory() {
   auto now = std::chrono::steady_clock::now();
-  if (last_release_ == std::chrono::steady_clock::time_point{}) last_release_ = now;
   if (now - last_release_ < kReleaseMemoryEvery) return;
   last_release_ = now;
-  int64_t before = rss_bytes();
+  const bool log = spdlog::should_log(spdlog::level::debug);  // the RSS reads are for the log only
+  int64_t before = log ? rss_bytes() : 0;
   int64_t sqlite_freed = catalog_.release_memory();
   malloc_trim(0);
+  if (!log) return;
   auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - now);
   int64_t after = rss_bytes();
   spdlog::debug("controller: released memory in {} us: rss {} -> {} KiB (catalog cache {} KiB)", took.count(),

@@ -83,7 +83,7 @@ class Server {
   // free pages go back to the OS (see release_memory()).
   void release_memory();
   static constexpr std::chrono::seconds kReleaseMemoryEvery{30};
-  std::chrono::steady_clock::time_point last_release_{};
+  std::chrono::steady_clock::time_point last_release_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_schedule_{};  // the scheduler's last tick (run())
 };
 

@@ -392,10 +392,11 @@ listen = "127.0.0.1:0"
     def hold(self, seconds):
         """Every agent connected and heartbeating for `seconds` after the
         storm: what long-lived connections cost. Each of an agent's two
-        pipes in libzmq passes its messages through chunks of 256 slots
+        pipes in libzmq passes its frames through chunks of 256 slots
         (16 KB, posix_memalign'd) and keeps a spare chunk, so a fresh
-        connection's memory is touched slot by slot until 256 messages have
-        gone each way (heartbeats both ways every heartbeat interval)."""
+        connection's memory is touched slot by slot until it settles after
+        ~500 frames each way (cairn's messages are 2 frames; heartbeats go
+        both ways every heartbeat interval)."""
         n = self.a.agents
         before = self.rss_mb()
         samples = []
@@ -501,7 +502,7 @@ def report(res):
     h = r.get("hold")
     if h:
         row(f"controller RSS after every agent stayed connected {h['seconds']:g} s more "
-            f"(~{h['heartbeats_each_way_per_agent']} heartbeats each way an agent; libzmq's pipes fill after 256)",
+            f"(~{h['heartbeats_each_way_per_agent']} heartbeats each way an agent; libzmq's pipes settle after ~500 frames, 2 a message)",
             f"{h['controller_rss_mb_at_end']['now']} MB", "≤ 100 MB" if n <= 1000 else "≤ 1 GB")
     b = r.get("big_catalog", {})
     for cmd, t in b.get("cairnctl", {}).items():

@@ -8,7 +8,8 @@
 // DEALER sends one message and the ROUTER answers it. Prints one JSON line:
 // this process's RSS once bound, after the first message each way (fresh
 // connections) and after --rounds messages each way (long-lived ones; libzmq's
-// pipes use chunks of 256 messages and keep a spare, so they settle after 256).
+// pipes use chunks of 256 frames and keep a spare: memory settles after ~500
+// frames each way).
 //
 //   cairn-bench-zmq-floor [--connections N] [--rounds N] [--bytes N] [--frames N] [--io-threads N] [--zap]
 #include <signal.h>

@@ -80,8 +80,9 @@ class Catalog {
   ChainReport verify_audit_chain();
 
   // Frees the page cache pages no statement holds (sqlite3_db_release_memory)
-  // and returns the bytes freed. The cache refills from the file (the OS's
-  // page cache) when read again; call it between transactions when idle.
+  // and returns the bytes freed, as SQLite's process-wide counter saw them
+  // (for logs). The cache refills from the file (the OS's page cache) when
+  // read again; call it between transactions when idle. Inside one: 0.
   int64_t release_memory();
 
  private:
