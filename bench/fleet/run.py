@@ -137,8 +137,11 @@ listen = "127.0.0.1:0"
     def start_controller(self):
         started = time.monotonic()
         f = open(self.log, "ab")
+        env = None
+        if self.a.libzmq_dir:  # the controller alone; the simulators keep the system's libzmq
+            env = dict(os.environ, LD_LIBRARY_PATH=os.fspath(pathlib.Path(self.a.libzmq_dir).resolve()))
         self.controller = subprocess.Popen([os.fspath(self.controller_bin), "--config", os.fspath(self.cfg)],
-                                           stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                           stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         f.close()
         deadline = time.monotonic() + 120
         listening = m = None
@@ -153,6 +156,14 @@ listen = "127.0.0.1:0"
             time.sleep(0.01)
         if listening is None:
             fail(f"the controller did not start within 120 s; see {self.log}")
+        # Which libzmq.so the controller loaded: Debian's, or --libzmq-dir's.
+        try:
+            for line in pathlib.Path(f"/proc/{self.controller.pid}/maps").read_text().splitlines():
+                if "libzmq.so" in line and "/" in line:
+                    self.results["controller_libzmq"] = line[line.index("/"):]
+                    break
+        except OSError:
+            pass
         if self.endpoint is None:  # first start: keep the ports it chose
             self.fleet_port, op_port = int(m.group(1)), int(m.group(2))
             self.endpoint = f"tcp://127.0.0.1:{op_port}"
@@ -510,6 +521,7 @@ def report(res):
     m = res["machine"]
     head = (f"### {n} agents ({res['processes']} simulator process(es)), {res['date']}\n\n"
             f"Machine: {m['nproc']} cores ({m['cpu']}), {m['mem_gib']} GiB. Command: `{res['command']}`\n\n"
+            f"The controller's libzmq: `{r.get('controller_libzmq', '?')}`\n\n"
             "| what | measured | target |\n|---|---|---|\n")
     return head + "\n".join(rows) + "\n"
 
@@ -547,6 +559,8 @@ def main():
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--build-dir", default=os.environ.get("CAIRN_BUILD_DIR") or os.fspath(ROOT / "build"))
     ap.add_argument("--controller-bin", help="another cairn-controller binary (e.g. a baseline build)")
+    ap.add_argument("--libzmq-dir", help="run the controller on the libzmq.so.5 in this directory (LD_LIBRARY_PATH), "
+                    "e.g. one built by bench/fleet/lean-libzmq.sh; for measurements only")
     ap.add_argument("--out", help="JSON file (default bench/fleet/results/<agents>-<date>.json)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, catalog)")
     args = ap.parse_args()

@@ -11,7 +11,8 @@
 // pipes use chunks of 256 frames and keep a spare: memory settles after ~500
 // frames each way).
 //
-//   cairn-bench-zmq-floor [--connections N] [--rounds N] [--bytes N] [--frames N] [--io-threads N] [--zap]
+//   cairn-bench-zmq-floor [--connections N] [--rounds N] [--bytes N] [--frames N] [--io-threads N] [--zap] [--batch-size N]
+#include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -110,6 +111,23 @@ std::pair<std::string, std::string> keypair() {
   std::_Exit(1);
 }
 
+// Which libzmq.so this process loaded (Debian's, or one from
+// bench/fleet/lean-libzmq.sh through LD_LIBRARY_PATH).
+std::string libzmq_path() {
+  std::ifstream f("/proc/self/maps");
+  std::string line;
+  while (std::getline(f, line))
+    if (auto at = line.find('/'); at != std::string::npos && line.find("libzmq.so", at) != std::string::npos)
+      return line.substr(at);
+  return "";
+}
+
+std::string zmq_version_string() {
+  int major = 0, minor = 0, patch = 0;
+  zmq_version(&major, &minor, &patch);
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -117,6 +135,7 @@ int main(int argc, char** argv) {
   int n = 1000, rounds = 300, io_threads = 2, frames = 1;
   size_t bytes = 100;
   bool zap = false;
+  int batch_size = 0;
   app.add_option("--connections", n)->capture_default_str()->check(CLI::Range(1, 60000));
   app.add_option("--rounds", rounds, "messages each way per connection")->capture_default_str()->check(CLI::Range(1, 100000));
   app.add_option("--bytes", bytes, "size of each frame")->capture_default_str()->check(CLI::Range(1, 1 << 20));
@@ -125,10 +144,28 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 64));
   app.add_option("--io-threads", io_threads)->capture_default_str()->check(CLI::Range(1, 64));
   app.add_flag("--zap", zap, "authenticate with a ZAP handler (accepts all), as the controller does");
+  app.add_option("--batch-size", batch_size,
+                 "the ROUTER's ZMQ_IN_BATCH_SIZE and ZMQ_OUT_BATCH_SIZE (DRAFT options, 8192 by default: the "
+                 "decoder's and encoder's buffers; Debian's libzmq is built without them)")
+      ->check(CLI::Range(64, 1 << 20));
   CLI11_PARSE(app, argc, argv);
 
   auto [server_pub, server_sec] = keypair();
   zmq::context_t ctx(io_threads);
+  // Whether this libzmq has the DRAFT batch-size options, reported either way.
+  constexpr int in_batch_size = 101, out_batch_size = 102;  // zmq.h, under ZMQ_BUILD_DRAFT_API
+  int probe = 0;
+  bool batch_options = false;
+  {
+    zmq::socket_t s(ctx, zmq::socket_type::router);
+    size_t probe_len = sizeof probe;
+    batch_options = zmq_getsockopt(s.handle(), in_batch_size, &probe, &probe_len) == 0;
+  }
+  if (batch_size > 0 && !batch_options) {
+    std::fprintf(stderr, "zmq floor: --batch-size needs a libzmq built with its DRAFT API; this one (%s) is not\n",
+                 zmq_version_string().c_str());
+    return 2;
+  }
   ctx.set(zmq::ctxopt::max_sockets, 1024);
   std::thread zap_thread;
   zmq::socket_t zap_socket;
@@ -164,6 +201,10 @@ int main(int argc, char** argv) {
   if (zap) router.set(zmq::sockopt::zap_domain, "floor");
   router.set(zmq::sockopt::backlog, 4096);
   router.set(zmq::sockopt::router_mandatory, 1);
+  if (batch_size > 0 &&
+      (zmq_setsockopt(router.handle(), in_batch_size, &batch_size, sizeof batch_size) != 0 ||
+       zmq_setsockopt(router.handle(), out_batch_size, &batch_size, sizeof batch_size) != 0))
+    throw zmq::error_t();
   router.bind("tcp://127.0.0.1:*");
   std::string endpoint = router.get(zmq::sockopt::last_endpoint);
   double bound = rss_mb();
@@ -204,6 +245,9 @@ int main(int argc, char** argv) {
     if (r == 0) fresh = rss_mb();
   }
   double after = rss_mb();
+  // What glibc still holds of it that is free (the controller trims every 30 s).
+  malloc_trim(0);
+  double trimmed = rss_mb();
   for (pid_t child : children) {
     kill(child, SIGKILL);
     waitpid(child, &status, 0);
@@ -215,11 +259,16 @@ int main(int argc, char** argv) {
                       {"frames", frames},
                       {"io_threads", io_threads},
                       {"zap", zap},
+                      {"libzmq", zmq_version_string()},
+                      {"libzmq_path", libzmq_path()},
+                      {"batch_size_options", batch_options},
+                      {"batch_size", batch_options ? (batch_size > 0 ? batch_size : probe) : 8192},
                       {"rss_mb_bound", bound},
                       {"rss_mb_fresh", fresh},
                       {"rss_mb_long_lived", after},
                       {"kb_per_connection_fresh", (fresh - bound) * 1000 / n},
                       {"kb_per_connection_long_lived", (after - bound) * 1000 / n},
+                      {"rss_mb_long_lived_trimmed", trimmed},
                       {"rss_mb_long_lived_by_mapping", rss_by_mapping()}};
   std::printf("%s\n", j.dump().c_str());
   router.close();
