@@ -37,7 +37,8 @@ esac
 
 out=$(realpath -m "$1")
 mkdir -p "$out"
-version=$(dpkg-query -W -f='${source:Version}' libzmq5)
+version=$(dpkg-query -W -f='${source:Version}' libzmq5 2>/dev/null) ||
+  { echo "lean-libzmq: Debian's libzmq5 is not installed (bash scripts/install-deps.sh installs it)" >&2; exit 1; }
 package=$(dpkg-query -W -f='${source:Package}' libzmq5)
 suite=$(. /etc/os-release && echo "$VERSION_CODENAME")
 
