@@ -10,6 +10,7 @@
 #include <zmq_addon.hpp>
 
 #include "agent/link_state.h"
+#include "agent_fixture.h"
 
 using namespace cairn::agent;
 using Clock = LinkState::Clock;
@@ -89,14 +90,12 @@ bool pump(zmq::socket_t& monitor, LinkState& link, Pred pred, std::chrono::milli
 
 TEST_CASE("link state: a kept socket reconnects by itself and delivers what waited in it") {
   zmq::context_t ctx;
-  // A port nobody listens on, for now.
-  std::string endpoint;
-  {
-    zmq::socket_t probe(ctx, zmq::socket_type::router);
-    probe.set(zmq::sockopt::linger, 0);
-    probe.bind("tcp://127.0.0.1:*");
-    endpoint = probe.get(zmq::sockopt::last_endpoint);
-  }
+  // A port nobody listens on, for now: free_port()'s, below the ephemeral
+  // range and locked against the other tests. One bound and released
+  // ("tcp://127.0.0.1:*") could be handed to a listener that another test
+  // binds to port 0 meanwhile, and the dealer would connect there (CI saw it:
+  // connected while "unreachable", "register" never reached this router).
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(cairn::agent::test::free_port());
   zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
   dealer.set(zmq::sockopt::linger, 0);
   set_reconnect_options(dealer.handle());

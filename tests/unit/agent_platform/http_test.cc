@@ -2,9 +2,6 @@
 // a Unix socket: statuses are responses, failures are errors naming the URL.
 #include "agent/platform/http.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <catch2/catch.hpp>
 
 #include "common/util/error.h"
@@ -24,18 +21,10 @@ struct Server {
   std::string base = "http://127.0.0.1:" + wait_for_file(dir.file("port"));
 };
 
-// A TCP port nothing listens on: bound, read, closed.
-int closed_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t l = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &l);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+// A TCP port nothing listens on: free_port()'s, below the ephemeral range and
+// locked against the other tests (one bound and released could be handed to a
+// listener another test binds to port 0 meanwhile).
+int closed_port() { return cairn::agent::test::free_port(); }
 
 }  // namespace
 
