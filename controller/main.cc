@@ -1,7 +1,9 @@
 // cairn-controller: the catalog, the plan-signing key, the fleet socket and
 // the operator API of one cluster. See docs/configuration.md and
 // docs/protocol.md.
+#include <dlfcn.h>
 #include <signal.h>
+#include <stdlib.h>
 
 #include <atomic>
 #include <cstdio>
@@ -11,6 +13,7 @@
 #include <google/protobuf/stubs/logging.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
+#include <zmq.h>
 
 #include "cairn/version.h"
 #include "controller/config.h"
@@ -20,6 +23,51 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
+
+std::string real_path(const std::string& p) {
+  char* r = ::realpath(p.c_str(), nullptr);
+  if (!r) return p;
+  std::string out = r;
+  ::free(r);
+  return out;
+}
+
+// Which libzmq this process loaded, and whether it is the controller's own
+// (cmake/controller_libzmq.cmake: Debian's source with smaller pipe chunks,
+// ~35 KB a long-lived agent connection where Debian's libzmq5 holds ~97 KB).
+// `own` is false when it was built for one and loaded another (the file
+// missing, LD_LIBRARY_PATH).
+struct LoadedLibzmq {
+  std::string line;
+  bool own = true;
+};
+LoadedLibzmq loaded_libzmq() {
+  int major = 0, minor = 0, patch = 0;
+  zmq_version(&major, &minor, &patch);
+  std::string path = "?";
+  Dl_info info{};
+  if (void* sym = dlsym(RTLD_DEFAULT, "zmq_version"); sym && dladdr(sym, &info) && info.dli_fname)
+    path = real_path(info.dli_fname);
+  LoadedLibzmq l;
+  l.line = "libzmq " + std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch) + " from " + path;
+#if CAIRN_CONTROLLER_LIBZMQ_CHUNK > 0
+  const std::string suffix = "/lib/cairn/libzmq.so.5";
+  // Where its RUNPATH, $ORIGIN/../lib/cairn, finds it: installed and in the build tree alike.
+  l.own = path.size() > suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+  if (l.own)
+    l.line += " (the controller's own: Debian's " CAIRN_CONTROLLER_LIBZMQ_FROM " source, " +
+              std::to_string(CAIRN_CONTROLLER_LIBZMQ_CHUNK) + "-frame pipe chunks where Debian's libzmq5 has 256)";
+  else
+    l.line += " instead of the controller's own (Debian's " CAIRN_CONTROLLER_LIBZMQ_FROM " source with " +
+              std::to_string(CAIRN_CONTROLLER_LIBZMQ_CHUNK) +
+              "-frame pipe chunks, installed as lib/cairn/libzmq.so.5 beside bin/): each long-lived agent connection "
+              "holds ~97 KB instead of ~35 KB (docs/scaling.md)";
+#else
+  l.line += " (Debian's libzmq5 as it is, 256-frame pipe chunks: the build was told "
+            "CAIRN_CONTROLLER_LIBZMQ_PIPE_CHUNK=0 or had no libzmq source; docs/scaling.md)";
+#endif
+  return l;
+}
 
 int usage() {
   std::fprintf(stderr, "usage: cairn-controller --config FILE [--check-config]\n       cairn-controller --version\n");
@@ -40,7 +88,7 @@ int main(int argc, char** argv) {
     } else if (a == "--check-config") {
       check_only = true;
     } else if (a == "--version") {
-      std::printf("cairn-controller %s\n", CAIRN_VERSION);
+      std::printf("cairn-controller %s\n%s\n", CAIRN_VERSION, loaded_libzmq().line.c_str());
       return 0;
     } else {
       return usage();
@@ -62,6 +110,8 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   // libprotobuf logs every malformed string it parses; a peer sending garbage
   // must not be able to flood the log through it.
+  if (auto z = loaded_libzmq(); z.own) spdlog::info("cairn-controller {}: {}", CAIRN_VERSION, z.line);
+  else spdlog::warn("cairn-controller {}: {}", CAIRN_VERSION, z.line);
   google::protobuf::SetLogHandler([](google::protobuf::LogLevel level, const char*, int, const std::string& m) {
     if (level >= google::protobuf::LOGLEVEL_FATAL) spdlog::critical("protobuf: {}", m);
     else spdlog::debug("protobuf: {}", m);

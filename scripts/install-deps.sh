@@ -2,7 +2,7 @@
 # Installs every Debian package cairn needs to build, test and benchmark.
 # Idempotent: skips apt entirely when everything is already installed.
 set -euo pipefail
-PKGS=(build-essential cmake ninja-build pkg-config git
+PKGS=(build-essential dpkg-dev cmake ninja-build pkg-config git
       librdkafka-dev cppzmq-dev libzmq3-dev libsodium-dev libprotobuf-dev protobuf-compiler
       libsqlite3-dev libspdlog-dev libssl-dev catch2 libzstd-dev
       libcurl4-openssl-dev libsystemd-dev libcli11-dev nlohmann-json3-dev
@@ -41,6 +41,11 @@ if ((${#missing[@]})); then
   [[ -n $own_policy ]] && $SUDO rm -f /usr/sbin/policy-rc.d
   trap - EXIT
 fi
+# The controller's libzmq is built from Debian's source of the installed
+# libzmq5 (cmake/controller_libzmq.cmake); without it the build still works and
+# the controller loads Debian's libzmq5 (more memory per agent), and says so.
+bash "$(dirname "$0")/fetch-libzmq-source.sh" ||
+  echo "install-deps: the controller will be built on Debian's libzmq5 as it is (see above)" >&2
 # Kafka is not packaged by Debian: its jars come from Maven Central, cached
 # (tests/kafka/pom.xml; nothing is fetched when the cache is complete).
 bash "$(dirname "$0")/fetch-kafka.sh"

@@ -560,7 +560,8 @@ def main():
     ap.add_argument("--build-dir", default=os.environ.get("CAIRN_BUILD_DIR") or os.fspath(ROOT / "build"))
     ap.add_argument("--controller-bin", help="another cairn-controller binary (e.g. a baseline build)")
     ap.add_argument("--libzmq-dir", help="run the controller on the libzmq.so.5 in this directory (LD_LIBRARY_PATH), "
-                    "e.g. one built by bench/fleet/lean-libzmq.sh; for measurements only")
+                    "which wins over its RUNPATH (its own, build/lib/cairn): /usr/lib/x86_64-linux-gnu "
+                    "runs it on Debian's libzmq5; for comparisons")
     ap.add_argument("--out", help="JSON file (default bench/fleet/results/<agents>-<date>.json)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, catalog)")
     args = ap.parse_args()

@@ -111,8 +111,8 @@ std::pair<std::string, std::string> keypair() {
   std::_Exit(1);
 }
 
-// Which libzmq.so this process loaded (Debian's, or one from
-// bench/fleet/lean-libzmq.sh through LD_LIBRARY_PATH).
+// Which libzmq.so this process loaded (Debian's, or the controller's own,
+// build/lib/cairn, through LD_LIBRARY_PATH).
 std::string libzmq_path() {
   std::ifstream f("/proc/self/maps");
   std::string line;
