@@ -68,7 +68,9 @@ function(cairn_controller_libzmq_setup)
   set(dir ${CAIRN_CONTROLLER_LIBZMQ_DIR})
   include(ExternalProject)
   ExternalProject_Add(libzmq_controller
-    PREFIX ${CMAKE_BINARY_DIR}/libzmq-controller
+    # A tree per version and chunk size: a libzmq5 upgrade, or another
+    # chunk, builds afresh instead of reusing steps made from the old source.
+    PREFIX ${CMAKE_BINARY_DIR}/libzmq-controller/${version}-${chunk}
     DOWNLOAD_COMMAND ${CMAKE_COMMAND} -E rm -rf <SOURCE_DIR>
              COMMAND ${CMAKE_COMMAND} -E copy_directory ${src} <SOURCE_DIR>
     PATCH_COMMAND ${CMAKE_COMMAND} -DSTEP=patch -DDIR=<SOURCE_DIR> -DCHUNK=${chunk}
