@@ -108,10 +108,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   spdlog::set_level(spdlog::level::from_str(config.log_level));
-  // libprotobuf logs every malformed string it parses; a peer sending garbage
-  // must not be able to flood the log through it.
   if (auto z = loaded_libzmq(); z.own) spdlog::info("cairn-controller {}: {}", CAIRN_VERSION, z.line);
   else spdlog::warn("cairn-controller {}: {}", CAIRN_VERSION, z.line);
+  // libprotobuf logs every malformed string it parses; a peer sending garbage
+  // must not be able to flood the log through it.
   google::protobuf::SetLogHandler([](google::protobuf::LogLevel level, const char*, int, const std::string& m) {
     if (level >= google::protobuf::LOGLEVEL_FATAL) spdlog::critical("protobuf: {}", m);
     else spdlog::debug("protobuf: {}", m);
