@@ -3,11 +3,11 @@
 // docs/protocol.md.
 #include <dlfcn.h>
 #include <signal.h>
-#include <stdlib.h>
 
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 
 #include <google/protobuf/stubs/logging.h>
@@ -24,14 +24,6 @@ namespace {
 std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
 
-std::string real_path(const std::string& p) {
-  char* r = ::realpath(p.c_str(), nullptr);
-  if (!r) return p;
-  std::string out = r;
-  ::free(r);
-  return out;
-}
-
 // Which libzmq this process loaded, and whether it is the controller's own
 // (cmake/controller_libzmq.cmake: Debian's source with smaller pipe chunks,
 // ~35 KB a long-lived agent connection where Debian's libzmq5 holds ~97 KB).
@@ -46,8 +38,11 @@ LoadedLibzmq loaded_libzmq() {
   zmq_version(&major, &minor, &patch);
   std::string path = "?";
   Dl_info info{};
-  if (void* sym = dlsym(RTLD_DEFAULT, "zmq_version"); sym && dladdr(sym, &info) && info.dli_fname)
-    path = real_path(info.dli_fname);
+  if (void* sym = dlsym(RTLD_DEFAULT, "zmq_version"); sym && dladdr(sym, &info) && info.dli_fname) {
+    std::error_code ec;
+    auto canonical = std::filesystem::canonical(info.dli_fname, ec);
+    path = ec ? std::string(info.dli_fname) : canonical.string();
+  }
   LoadedLibzmq l;
   l.line = "libzmq " + std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch) + " from " + path;
 #if CAIRN_CONTROLLER_LIBZMQ_CHUNK > 0
