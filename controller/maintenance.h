@@ -5,7 +5,8 @@
 // scheduler submits a repository's job only while no backup into it is open
 // in the catalog, and the job takes the repository's exclusive lock, so a
 // backup an agent started anyway makes it wait for a later turn
-// (Errc::locked), never both at once.
+// (Errc::locked: the scheduler asks again once that backup ends), never both
+// at once.
 //
 // The repositories are the controller's own [[repository]] declarations
 // (docs/configuration.md); one it does not declare is never touched.

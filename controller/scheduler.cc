@@ -136,10 +136,24 @@ void Scheduler::take_maintenance_results(int64_t now) {
     forget_pass_due_ = true;  // the next job of this repository, or a retry
     const auto& repo = r.job.repository;
     if (!r.ok) {
-      retry_after_[repo] = now + (r.locked ? 60 : 600);
+      // A lock held by a backup the catalog knows of is released before that
+      // backup's task reports its end, and submit_forgets waits for every
+      // backup into the repository to end: the retry follows the last one at
+      // once. A lock held by someone else (an operator's check, a forget by
+      // hand) is asked again a minute later; any other failure in ten.
+      std::string when;
+      int64_t delay = 600;
+      if (r.locked) {
+        bool ours = catalog_.read([&](const catalog::Tx& tx) { return tx.backup_running_into(repo); });
+        delay = ours ? 0 : 60;
+        when = ours ? "trying again once the backups writing to it end" : "trying again in 60 s";
+      } else {
+        when = "trying again in 600 s";
+      }
+      retry_after_[repo] = now + delay;
       spdlog::log(r.locked ? spdlog::level::info : spdlog::level::err,
-                  "retention: repository '{}' could not be cleared of {} set(s): {}; trying again in {} s", repo,
-                  r.job.set_ids.size(), r.error, r.locked ? 60 : 600);
+                  "retention: repository '{}' could not be cleared of {} set(s): {}; {}", repo,
+                  r.job.set_ids.size(), r.error, when);
       catalog_.transaction("controller", [&](catalog::Tx& tx) {
         tx.audit({"repository.prune", "repository:" + repo, r.locked ? "deferred" : "failed", r.error,
                   {{"backup_sets", r.job.set_ids}}});
@@ -189,7 +203,11 @@ void Scheduler::submit_forgets(int64_t now) {
                                       : "the controller's configuration declares no [[repository]] of that name");
           continue;
         }
-        if (maintenance_.busy(repo) || retry_after_[repo] > now || tx.backup_running_into(repo)) continue;
+        if (maintenance_.busy(repo) || retry_after_[repo] > now) continue;
+        if (tx.backup_running_into(repo)) {
+          after_backups_.insert(repo);
+          continue;
+        }
         auto& job = jobs[repo];
         job.repository = repo;
         if (job.set_ids.empty() || job.set_ids.back() != s.id) job.set_ids.push_back(s.id);
@@ -247,7 +265,16 @@ std::vector<std::string> Scheduler::tick(int64_t now) {
   // The forget pass reads every expired set: after retention expired some,
   // after a maintenance job ended, and once a minute (a repository that was
   // locked or busy with a backup), not at every tick.
+  // A repository held back by its backups is cleared in the tick after the
+  // last of them ends, not up to a minute later.
+  if (!after_backups_.empty()) {
+    catalog_.read([&](const catalog::Tx& tx) {
+      for (const auto& repo : after_backups_)
+        if (!tx.backup_running_into(repo)) forget_pass_due_ = true;
+    });
+  }
   if (forget_pass_due_ || now - last_forget_pass_ >= 60) {
+    after_backups_.clear();  // the pass below records again those still held back
     forget_pass_due_ = false;
     last_forget_pass_ = now;
     submit_forgets(now);

@@ -1,9 +1,15 @@
 // The scheduler over a real catalog with a pinned clock: due runs start a
 // set, a run due while the previous one runs is skipped with the reason,
 // runs missed while the controller was down run once, configuration policies
-// win, labels select agents, and retention follows a complete run.
+// win, labels select agents, and retention follows a complete run; its
+// prune, locked out, goes again when the lock's holder is done.
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <thread>
 
+#include "common/repo/lock.h"
+#include "common/repo/repository.h"
+#include "common/util/fs.h"
 #include "controller/catalog/catalog_fixture.h"
 #include "controller/scheduler.h"
 
@@ -195,4 +201,135 @@ TEST_CASE_METHOD(SchedulerFixture, "retention after a complete run expires the s
   auto d = scheduler.retention("operator:test", "keep2", true);
   REQUIRE(d.size() == 4);
   CHECK(d[0].reasons == std::vector<std::string>{"last 1"});
+}
+
+// A retention prune that finds the repository locked. Held by a backup the
+// catalog knows of, it goes again in the tick after that backup ends; held by
+// anyone else, a minute later. (The controller's integration test hit the
+// first by chance and waited a whole minute for it.)
+namespace {
+
+struct PruneFixture : Fixture {
+  static constexpr const char* kPass = "correct horse";
+  TempDir store;
+  controller::ControllerConfig config = make_config();
+  plan::SigningKey key = plan::SigningKey::generate();
+  controller::Orders orders{cat, config, key};
+  controller::Maintenance maintenance{config.repositories};
+  controller::Scheduler scheduler{cat, orders, maintenance, config};
+  std::string a = approved_agent("node-a", 1);
+
+  controller::ControllerConfig make_config() {
+    controller::ControllerConfig c;
+    c.controller_id = "test";
+    std::string pass = std::string(kPass) + "\n";
+    write_file_atomic(store.file("pass"), {reinterpret_cast<const uint8_t*>(pass.data()), pass.size()}, 0600);
+    repo::InitOptions io;
+    io.kdf = repo::KdfParams{.scrypt = {1024, 8, 1}};
+    repo::Repository::init(*repo::make_fs_backend(store.file("repo")),
+                           repo::Secret(repo::Secret::Kind::passphrase, kPass), io);
+    c.repositories.push_back({"main", store.file("repo"), store.file("pass")});
+    return c;
+  }
+  PruneFixture() {
+    cat.transaction("agent", [&](Tx& tx) { tx.set_agent_components(a, {{"data", "files", true}}); });
+    Policy p;
+    p.name = "keep1";
+    p.schedule = "@every 1h";
+    p.repository = "main";
+    p.retention.last = 1;
+    cat.transaction("operator:test", [&](Tx& tx) { tx.put_policy(p, true); });
+    scheduler.start(now());
+  }
+  std::unique_ptr<repo::Lock> hold_shared_lock() {
+    held = repo::Repository::open(repo::make_fs_backend(store.file("repo")),
+                                  repo::Secret(repo::Secret::Kind::passphrase, kPass));
+    return repo::Lock::acquire(*held, repo::LockKind::shared, "test: someone else's backup");
+  }
+  std::unique_ptr<repo::Repository> held;
+  std::vector<BackupSet> sets() {
+    return cat.read([&](const Tx& tx) { return tx.policy_sets("keep1"); });
+  }
+  std::string start_run() {
+    std::vector<std::string> agents;
+    auto r = scheduler.run_now("operator:test", "keep1", now(), agents);
+    REQUIRE(r.backup_set_id);
+    return *r.backup_set_id;
+  }
+  void finish(const std::string& set_id) {
+    cat.transaction("agent", [&](Tx& tx) {
+      for (const auto& t : tx.tasks_of_set(set_id)) {
+        for (auto s : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(t.id, {s});
+        TaskUpdate u{TaskState::succeeded};
+        u.snapshot_id = "snap-" + t.id;  // absent from the repository: counts as removed
+        u.manifest_digest = "d";
+        tx.update_task(t.id, u);
+      }
+    });
+  }
+  // Ticks one second on; then waits (wall clock) for the maintenance job the
+  // tick may have submitted to end.
+  void tick() {
+    advance_seconds(1);
+    scheduler.tick(now());
+    for (int i = 0; i < 500 && maintenance.busy("main"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    REQUIRE_FALSE(maintenance.busy("main"));
+  }
+  bool forgotten(const std::string& id) {
+    auto s = cat.read([&](const Tx& tx) { return tx.backup_set(id); });
+    return s && s->forgotten_at;
+  }
+  std::vector<std::string> prune_outcomes() {
+    std::vector<std::string> out;
+    for (const auto& e : cat.read([](const Tx& tx) { return tx.audit_events(); }))
+      if (e.action == "repository.prune") out.push_back(e.outcome);
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(PruneFixture, "a prune locked out by a backup goes again in the tick after that backup ends") {
+  auto s1 = start_run();
+  tick();
+  finish(s1);
+  tick();
+  auto s2 = start_run();
+  finish(s2);
+  auto lock = hold_shared_lock();  // the shared lock of the backup started next
+  tick();                          // s2 complete: s1 expires, its prune finds the lock
+  REQUIRE(sets().back().expired_at);
+  auto s3 = start_run();  // the backup that holds it, as the catalog sees it
+  tick();                 // the result: locked, while a backup into 'main' runs
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred"});
+  tick();
+  CHECK_FALSE(forgotten(s1));  // not while the backup runs
+  lock->release();             // the agent lets go before it reports the end
+  finish(s3);
+  tick();  // s3 ended: the prune goes again at once (s3 complete: s2 expires too)
+  tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "ok"});
+  CHECK(forgotten(s1));
+  CHECK(forgotten(s2));
+  CHECK_FALSE(forgotten(s3));
+}
+
+TEST_CASE_METHOD(PruneFixture, "a prune locked out by a lock no backup of the catalog holds goes again a minute later") {
+  auto s1 = start_run();
+  tick();
+  finish(s1);
+  tick();
+  auto s2 = start_run();
+  finish(s2);
+  auto lock = hold_shared_lock();  // an operator's check, say
+  tick();
+  tick();  // the result: locked, and no backup runs
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred"});
+  lock->release();
+  for (int i = 0; i < 30; ++i) tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred"});  // not asked again every second
+  CHECK_FALSE(forgotten(s1));
+  for (int i = 0; i < 35; ++i) tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "ok"});
+  CHECK(forgotten(s1));
 }
