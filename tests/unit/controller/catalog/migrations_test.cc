@@ -138,3 +138,16 @@ TEST_CASE("migration 0011 rebuilds audit_outbox without its unique indexes and k
   db.exec("DELETE FROM audit_outbox WHERE seq = 1");                     // a published event may age out
   REQUIRE(count(db, "SELECT count(*) FROM audit_outbox") == 2);
 }
+
+TEST_CASE("whether a backup into a repository is open is read from a partial index, not from every task") {
+  Fixture f;
+  auto db = sqlite::Db::open(f.dir.file("catalog.db"), 1000);
+  // Tx::backup_running_into's statement (controller/catalog/backups.cc).
+  auto s = db.prepare(
+      "EXPLAIN QUERY PLAN SELECT count(*) FROM tasks WHERE kind = 'backup' AND repository = ?"
+      " AND state IN ('pending', 'sent', 'accepted', 'running')");
+  s.bind(1, std::string("main"));
+  std::string plan;
+  while (s.step()) plan += s.text(3) + "\n";
+  CHECK_THAT(plan, Catch::Contains("USING INDEX tasks_open_backup_repository"));
+}
