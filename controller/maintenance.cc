@@ -24,15 +24,16 @@ uint64_t pack_bytes(repo::Backend& be) {
 
 }  // namespace
 
-Maintenance::Maintenance(std::vector<ControllerConfig::Repository> repositories)
-    : repositories_(std::move(repositories)), worker_([this] { loop(); }) {}
+Maintenance::Maintenance(std::vector<ControllerConfig::Repository> repositories,
+                         std::function<void(const ForgetJob&)> before_prune)
+    : repositories_(std::move(repositories)), before_prune_(std::move(before_prune)), worker_([this] { loop(); }) {}
 
 Maintenance::~Maintenance() {
   {
     std::lock_guard g(mu_);
     stop_ = true;
+    cancel_ = true;
   }
-  cancel_ = true;
   cv_.notify_all();
   worker_.join();
 }
@@ -57,6 +58,38 @@ void Maintenance::submit(ForgetJob job) {
     queue_.push_back(std::move(job));
   }
   cv_.notify_all();
+}
+
+bool Maintenance::yield(const std::string& repository, const std::string& why) {
+  std::lock_guard g(mu_);
+  bool asked = false;
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    if (it->repository != repository) {
+      ++it;
+      continue;
+    }
+    ForgetResult r;
+    r.job = std::move(*it);
+    r.locked = true;
+    r.error = why + "; the job had not started";
+    results_.push_back(std::move(r));
+    it = queue_.erase(it);
+    asked = true;
+  }
+  if (running_ == repository && yield_why_.empty()) {
+    yield_why_ = why;
+    cancel_ = true;
+    asked = true;
+  }
+  return asked;
+}
+
+std::vector<std::string> Maintenance::busy_repositories() const {
+  std::lock_guard g(mu_);
+  std::set<std::string> out;
+  if (!running_.empty()) out.insert(running_);
+  for (const auto& j : queue_) out.insert(j.repository);
+  return {out.begin(), out.end()};
 }
 
 std::vector<ForgetResult> Maintenance::take_results() {
@@ -98,10 +131,18 @@ void Maintenance::loop() {
     ForgetJob job = std::move(queue_.front());
     queue_.pop_front();
     running_ = job.repository;
+    yield_why_.clear();
+    cancel_ = false;  // stop_ is false here, and both are set together under mu_
     g.unlock();
     ForgetResult r = run(job);
     g.lock();
+    if (r.interrupted && !yield_why_.empty() && !stop_) {
+      // Stopped to give way: a later turn's work.
+      r.locked = true;
+      r.error = yield_why_ + "; " + r.error;
+    }
     running_.clear();
+    yield_why_.clear();
     if (r.size_after) sizes_[job.repository] = r.size_after;
     results_.push_back(std::move(r));
   }
@@ -133,10 +174,13 @@ ForgetResult Maintenance::run(const ForgetJob& job) {
     for (const auto& name : r->list(repo::FileType::snapshot)) present.insert(name);
     for (const auto& id : job.snapshot_ids) {
       if (!present.count(id)) continue;  // removed before (a forget interrupted after its removals)
+      if (cancel_) throw Error(Errc::interrupted, "stopped after removing " + std::to_string(out.snapshots_removed) +
+                                                      " snapshot(s); the rest stay until the next turn");
       lock->check("removing snapshots");
       r->backend().remove({repo::FileType::snapshot, id});
       ++out.snapshots_removed;
     }
+    if (before_prune_) before_prune_(job);
     repo::PruneOptions po;
     po.warn = warn;
     po.cancel = &cancel_;
@@ -149,6 +193,7 @@ ForgetResult Maintenance::run(const ForgetJob& job) {
     out.ok = true;
   } catch (const Error& e) {
     out.locked = e.code() == Errc::locked;
+    out.interrupted = e.code() == Errc::interrupted;
     out.error = e.what();
   } catch (const std::exception& e) {
     out.error = e.what();

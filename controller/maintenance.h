@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -33,7 +34,8 @@ struct ForgetJob {
 struct ForgetResult {
   ForgetJob job;
   bool ok = false;
-  bool locked = false;  // another process held a conflicting lock: try again later
+  bool locked = false;  // another process held a conflicting lock, or it gave way to a backup: try again later
+  bool interrupted = false;
   std::string error;
   uint64_t snapshots_removed = 0;
   uint64_t size_before = 0, size_after = 0;  // bytes of pack data, before and after prune
@@ -42,7 +44,10 @@ struct ForgetResult {
 
 class Maintenance {
  public:
-  explicit Maintenance(std::vector<ControllerConfig::Repository> repositories);
+  // before_prune, for tests: called in the worker, under the exclusive lock,
+  // after the snapshots are removed and before prune starts.
+  explicit Maintenance(std::vector<ControllerConfig::Repository> repositories,
+                       std::function<void(const ForgetJob&)> before_prune = {});
   ~Maintenance();
   Maintenance(const Maintenance&) = delete;
   Maintenance& operator=(const Maintenance&) = delete;
@@ -51,6 +56,15 @@ class Maintenance {
   // Whether a job for this repository is queued or running.
   bool busy(const std::string& repository) const;
   void submit(ForgetJob job);
+  // Backups come before retention: the repository's jobs give way. A queued
+  // one is dropped, a running one stops at its next check (at each snapshot
+  // removed, each tree prune walks, each blob it repacks; once the new index
+  // is written the few deletions left are finished). Either ends as a result
+  // with `locked` set and `why` in its error, and nothing is deleted that a
+  // later job would not have deleted. False when there was nothing new to stop.
+  bool yield(const std::string& repository, const std::string& why);
+  // The repositories with a job queued or running.
+  std::vector<std::string> busy_repositories() const;
   std::vector<ForgetResult> take_results();
   // Bytes of pack data, as last measured (0 = not yet): at start, after each
   // prune and every 10 minutes. For /metrics and the status page.
@@ -69,7 +83,9 @@ class Maintenance {
   std::vector<ForgetResult> results_;
   std::map<std::string, uint64_t> sizes_;
   bool stop_ = false;
-  std::atomic<bool> cancel_{false};
+  std::string yield_why_;              // why the running job was asked to stop ("" = it was not)
+  std::atomic<bool> cancel_{false};    // the running job stops: the controller stops, or yield()
+  std::function<void(const ForgetJob&)> before_prune_;
   std::thread worker_;
 };
 

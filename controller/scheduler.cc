@@ -223,6 +223,14 @@ std::vector<std::string> Scheduler::tick(int64_t now) {
   std::vector<std::string> agents;
   if (now == last_tick_) return agents;
   last_tick_ = now;
+  // Backups come before retention: a backup into a repository the worker is
+  // pruning (ordered since the job started) would wait for the exclusive
+  // lock, and fail after its minute. The prune stops instead, and goes again
+  // once the backups into that repository end.
+  for (const auto& repo : maintenance_.busy_repositories())
+    if (catalog_.read([&](const catalog::Tx& tx) { return tx.backup_running_into(repo); }) &&
+        maintenance_.yield(repo, "gave way to a backup into repository '" + repo + "'"))
+      spdlog::info("retention: the prune of repository '{}' gives way to a backup into it", repo);
   take_maintenance_results(now);
 
   // Sets that ended: retention after each complete one.

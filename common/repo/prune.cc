@@ -35,7 +35,9 @@ struct PackInfo {
 
 // Walks every tree of every snapshot; every tree and content blob must be indexed
 // and every tree must load and verify.
-BlobSet mark_used(Repository& r, const std::vector<Snapshot>& snaps) {
+// Walks every tree of every snapshot: on a large repository the longest step
+// before the repack, so a cancel is honoured at each tree.
+BlobSet mark_used(Repository& r, const std::vector<Snapshot>& snaps, const std::atomic<bool>* cancel) {
   BlobSet used;
   std::vector<BlobId> todo;
   for (const auto& s : snaps) {
@@ -45,6 +47,7 @@ BlobSet mark_used(Repository& r, const std::vector<Snapshot>& snaps) {
       BlobId id = todo.back();
       todo.pop_back();
       if (!used.insert(id).second) continue;
+      if (cancel && *cancel) throw Error(Errc::interrupted, "prune interrupted; nothing was changed");
       Tree t;
       try {
         t = decode_tree_bytes(r.load_blob(id));
@@ -207,7 +210,7 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
     if (!opt.ignore_snapshots.count(id)) throw refuse("snapshot '" + id.substr(0, 8) + "' cannot be read: " + why);
   std::erase_if(snaps, [&](const Snapshot& s) { return opt.ignore_snapshots.count(s.id) != 0; });
   res.snapshots = snaps.size();
-  BlobSet used = mark_used(r, snaps);
+  BlobSet used = mark_used(r, snaps, opt.cancel);
   pick_copies(packs, used);
 
   // Classify.

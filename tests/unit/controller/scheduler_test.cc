@@ -5,6 +5,8 @@
 // prune, locked out, goes again when the lock's holder is done.
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "common/repo/lock.h"
@@ -206,7 +208,8 @@ TEST_CASE_METHOD(SchedulerFixture, "retention after a complete run expires the s
 // A retention prune that finds the repository locked. Held by a backup the
 // catalog knows of, it goes again in the tick after that backup ends; held by
 // anyone else, a minute later. (The controller's integration test hit the
-// first by chance and waited a whole minute for it.)
+// first by chance and waited a whole minute for it.) And a prune under way
+// gives way to a backup ordered since it began: backups come first.
 namespace {
 
 struct PruneFixture : Fixture {
@@ -215,9 +218,30 @@ struct PruneFixture : Fixture {
   controller::ControllerConfig config = make_config();
   plan::SigningKey key = plan::SigningKey::generate();
   controller::Orders orders{cat, config, key};
-  controller::Maintenance maintenance{config.repositories};
+  // A gate the prune stops at (after the snapshots are removed, under the
+  // exclusive lock) while `hold` is set.
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  bool hold = false, at_gate = false;
+  controller::Maintenance maintenance{config.repositories, [this](const controller::ForgetJob&) {
+                                        std::unique_lock g(gate_mu);
+                                        at_gate = true;
+                                        gate_cv.notify_all();
+                                        gate_cv.wait(g, [&] { return !hold; });
+                                        at_gate = false;
+                                      }};
   controller::Scheduler scheduler{cat, orders, maintenance, config};
   std::string a = approved_agent("node-a", 1);
+
+  void wait_at_gate() {
+    std::unique_lock g(gate_mu);
+    REQUIRE(gate_cv.wait_for(g, std::chrono::seconds(10), [&] { return at_gate; }));
+  }
+  void open_gate() {
+    std::lock_guard g(gate_mu);
+    hold = false;
+    gate_cv.notify_all();
+  }
 
   controller::ControllerConfig make_config() {
     controller::ControllerConfig c;
@@ -272,6 +296,9 @@ struct PruneFixture : Fixture {
   void tick() {
     advance_seconds(1);
     scheduler.tick(now());
+    wait_idle();
+  }
+  void wait_idle() {
     for (int i = 0; i < 500 && maintenance.busy("main"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     REQUIRE_FALSE(maintenance.busy("main"));
   }
@@ -332,4 +359,56 @@ TEST_CASE_METHOD(PruneFixture, "a prune locked out by a lock no backup of the ca
   for (int i = 0; i < 35; ++i) tick();
   CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "ok"});
   CHECK(forgotten(s1));
+}
+
+TEST_CASE_METHOD(PruneFixture, "a prune under way gives way to a backup ordered since it began, and goes again after it") {
+  auto s1 = start_run();
+  tick();
+  finish(s1);
+  tick();
+  auto s2 = start_run();
+  finish(s2);
+  hold = true;
+  advance_seconds(1);
+  scheduler.tick(now());  // s2 complete: s1 expires, and its prune starts
+  wait_at_gate();         // under the exclusive lock, about to prune
+  auto s3 = start_run();  // a backup into 'main' is ordered meanwhile
+  advance_seconds(1);
+  scheduler.tick(now());  // the scheduler sees it and asks the prune to stop
+  open_gate();
+  wait_idle();
+  // The exclusive lock is gone: the backup's agent gets its shared lock at once.
+  REQUIRE_NOTHROW(hold_shared_lock()->release());
+  tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred"});
+  CHECK_FALSE(forgotten(s1));
+  finish(s3);
+  tick();
+  tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "ok"});
+  CHECK(forgotten(s1));
+  CHECK(forgotten(s2));
+}
+
+TEST_CASE_METHOD(PruneFixture, "a queued prune gives way at once; asking again, or for an idle repository, asks nothing") {
+  CHECK_FALSE(maintenance.yield("main", "nothing runs"));
+  hold = true;
+  maintenance.submit({"main", {"bs-1"}, {}});
+  wait_at_gate();
+  maintenance.submit({"main", {"bs-2"}, {}});  // queued behind the first
+  CHECK(maintenance.busy_repositories() == std::vector<std::string>{"main"});
+  CHECK(maintenance.yield("main", "gave way to a test"));
+  CHECK_FALSE(maintenance.yield("main", "again"));
+  auto queued = maintenance.take_results();
+  REQUIRE(queued.size() == 1);
+  CHECK(queued[0].job.set_ids == std::vector<std::string>{"bs-2"});
+  CHECK(queued[0].locked);
+  CHECK_THAT(queued[0].error, Catch::Contains("gave way to a test") && Catch::Contains("had not started"));
+  open_gate();
+  wait_idle();
+  auto running = maintenance.take_results();
+  REQUIRE(running.size() == 1);
+  CHECK_FALSE(running[0].ok);
+  CHECK(running[0].locked);
+  CHECK_THAT(running[0].error, Catch::Contains("gave way to a test") && Catch::Contains("interrupted"));
 }
