@@ -2,11 +2,11 @@
 // Repository maintenance the controller runs itself, in one worker thread:
 // removing the snapshots of the backup sets retention let go, then prune.
 // Jobs run one at a time, so a repository is never pruned twice at once; the
-// scheduler submits a repository's job only while no backup into it is open
-// in the catalog, and the job takes the repository's exclusive lock, so a
-// backup an agent started anyway makes it wait for a later turn
-// (Errc::locked: the scheduler asks again once that backup ends), never both
-// at once.
+// scheduler submits a repository's job only while no backup into it and no
+// restore from it is open in the catalog, and the job takes the repository's
+// exclusive lock, so one an agent started anyway makes it wait for a later
+// turn (Errc::locked: the scheduler asks again once that task ends), never
+// both at once. One ordered while the job runs makes it stop (yield).
 //
 // The repositories are the controller's own [[repository]] declarations
 // (docs/configuration.md); one it does not declare is never touched.
@@ -34,7 +34,7 @@ struct ForgetJob {
 struct ForgetResult {
   ForgetJob job;
   bool ok = false;
-  bool locked = false;  // another process held a conflicting lock, or it gave way to a backup: try again later
+  bool locked = false;  // another process held a conflicting lock, or it gave way (yield): try again later
   bool interrupted = false;
   std::string error;
   uint64_t snapshots_removed = 0;
@@ -56,7 +56,7 @@ class Maintenance {
   // Whether a job for this repository is queued or running.
   bool busy(const std::string& repository) const;
   void submit(ForgetJob job);
-  // Backups come before retention: the repository's jobs give way. A queued
+  // Backups and restores come before retention: the repository's jobs give way. A queued
   // one is dropped, a running one stops at its next check (at each snapshot
   // removed, each tree prune walks, each blob it repacks; once the new index
   // is written the few deletions left are finished). Either ends as a result

@@ -136,17 +136,17 @@ void Scheduler::take_maintenance_results(int64_t now) {
     forget_pass_due_ = true;  // the next job of this repository, or a retry
     const auto& repo = r.job.repository;
     if (!r.ok) {
-      // A lock held by a backup the catalog knows of is released before that
-      // backup's task reports its end, and submit_forgets waits for every
-      // backup into the repository to end: the retry follows the last one at
+      // A lock held by a backup or a restore the catalog knows of is released
+      // before that task reports its end, and submit_forgets waits for every
+      // such task of the repository to end: the retry follows the last one at
       // once. A lock held by someone else (an operator's check, a forget by
       // hand) is asked again a minute later; any other failure in ten.
       std::string when;
       int64_t delay = 600;
       if (r.locked) {
-        bool ours = catalog_.read([&](const catalog::Tx& tx) { return tx.backup_running_into(repo); });
+        bool ours = catalog_.read([&](const catalog::Tx& tx) { return tx.repository_in_use(repo); });
         delay = ours ? 0 : 60;
-        when = ours ? "trying again once the backups writing to it end" : "trying again in 60 s";
+        when = ours ? "trying again once the backups and restores using it end" : "trying again in 60 s";
       } else {
         when = "trying again in 600 s";
       }
@@ -204,8 +204,8 @@ void Scheduler::submit_forgets(int64_t now) {
           continue;
         }
         if (maintenance_.busy(repo) || retry_after_[repo] > now) continue;
-        if (tx.backup_running_into(repo)) {
-          after_backups_.insert(repo);
+        if (tx.repository_in_use(repo)) {
+          held_back_.insert(repo);
           continue;
         }
         auto& job = jobs[repo];
@@ -223,14 +223,14 @@ std::vector<std::string> Scheduler::tick(int64_t now) {
   std::vector<std::string> agents;
   if (now == last_tick_) return agents;
   last_tick_ = now;
-  // Backups come before retention: a backup into a repository the worker is
-  // pruning (ordered since the job started) would wait for the exclusive
-  // lock, and fail after its minute. The prune stops instead, and goes again
-  // once the backups into that repository end.
+  // Backups and restores come before retention: one using a repository the
+  // worker is pruning (ordered since the job started) would wait for the
+  // exclusive lock, and fail after its minute. The prune stops instead, and
+  // goes again once the tasks using that repository end.
   for (const auto& repo : maintenance_.busy_repositories())
-    if (catalog_.read([&](const catalog::Tx& tx) { return tx.backup_running_into(repo); }) &&
-        maintenance_.yield(repo, "gave way to a backup into repository '" + repo + "'"))
-      spdlog::info("retention: the prune of repository '{}' gives way to a backup into it", repo);
+    if (catalog_.read([&](const catalog::Tx& tx) { return tx.repository_in_use(repo); }) &&
+        maintenance_.yield(repo, "gave way to a backup or restore using repository '" + repo + "'"))
+      spdlog::info("retention: the prune of repository '{}' gives way to a backup or restore using it", repo);
   take_maintenance_results(now);
 
   // Sets that ended: retention after each complete one.
@@ -273,16 +273,16 @@ std::vector<std::string> Scheduler::tick(int64_t now) {
   // The forget pass reads every expired set: after retention expired some,
   // after a maintenance job ended, and once a minute (a repository that was
   // locked or busy with a backup), not at every tick.
-  // A repository held back by its backups is cleared in the tick after the
-  // last of them ends, not up to a minute later.
-  if (!after_backups_.empty()) {
+  // A repository held back by its backups and restores is cleared in the
+  // tick after the last of them ends, not up to a minute later.
+  if (!held_back_.empty()) {
     catalog_.read([&](const catalog::Tx& tx) {
-      for (const auto& repo : after_backups_)
-        if (!tx.backup_running_into(repo)) forget_pass_due_ = true;
+      for (const auto& repo : held_back_)
+        if (!tx.repository_in_use(repo)) forget_pass_due_ = true;
     });
   }
   if (forget_pass_due_ || now - last_forget_pass_ >= 60) {
-    after_backups_.clear();  // the pass below records again those still held back
+    held_back_.clear();  // the pass below records again those still held back
     forget_pass_due_ = false;
     last_forget_pass_ = now;
     submit_forgets(now);

@@ -69,7 +69,7 @@ class Scheduler {
   std::map<std::string, int64_t> retry_after_;        // repository -> unix seconds
   std::map<std::string, std::set<std::string>> done_repos_;  // set -> repositories already cleared of it
   std::set<std::string> warned_;                      // repositories we said we cannot clear
-  std::set<std::string> after_backups_;               // repositories to clear once their backups end
+  std::set<std::string> held_back_;                   // repositories to clear once the tasks using them end
   int64_t last_tick_ = 0, last_forget_pass_ = 0;
   bool forget_pass_due_ = true;
   int64_t started_at_ = 0;  // a run due before this fell due while the controller was not running

@@ -196,13 +196,18 @@ void Tx::mark_set_forgotten(const std::string& id, const nlohmann::json& details
   audit({"backup.forget", "backup_set:" + id, "forgotten", "", details});
 }
 
-bool Tx::backup_running_into(const std::string& repository) const {
+bool Tx::repository_in_use(const std::string& repository) const {
+  // A restore reads from the repository its source snapshot's backup wrote to.
   auto s = db_.prepare(
-      "SELECT count(*) FROM tasks WHERE kind = 'backup' AND repository = ?"
-      " AND state IN ('pending', 'sent', 'accepted', 'running')");
+      "SELECT EXISTS (SELECT 1 FROM tasks WHERE kind = 'backup' AND repository = ?1"
+      "               AND state IN ('pending', 'sent', 'accepted', 'running'))"
+      " OR EXISTS (SELECT 1 FROM tasks r JOIN snapshots s ON s.id = r.source_snapshot"
+      "            JOIN tasks b ON b.id = s.task_id"
+      "            WHERE r.kind = 'restore' AND r.state IN ('pending', 'sent', 'accepted', 'running')"
+      "            AND b.repository = ?1)");
   s.bind(1, repository);
   s.step();
-  return s.integer(0) > 0;
+  return s.integer(0) != 0;
 }
 
 std::vector<Task> Tx::tasks_of_set(const std::string& backup_set_id) const {

@@ -123,8 +123,9 @@ class Tx {
   // Sets expired whose snapshots are not yet removed, oldest first.
   std::vector<BackupSet> expired_sets() const;
   void mark_set_forgotten(const std::string& id, const nlohmann::json& details);
-  // Whether a backup task into this repository (by name) has not ended.
-  bool backup_running_into(const std::string& repository) const;
+  // Whether a backup task into this repository (by name), or a restore task
+  // reading a snapshot stored there, has not ended.
+  bool repository_in_use(const std::string& repository) const;
   std::vector<Task> tasks_of_restore(const std::string& restore_id) const;
   std::optional<Task> task(const std::string& id) const;
   // The parent named in the agent's next backup of the component: the newest

@@ -412,3 +412,39 @@ TEST_CASE_METHOD(PruneFixture, "a queued prune gives way at once; asking again, 
   CHECK(running[0].locked);
   CHECK_THAT(running[0].error, Catch::Contains("gave way to a test") && Catch::Contains("interrupted"));
 }
+
+TEST_CASE_METHOD(PruneFixture, "a restore from the repository holds the prune back and makes a running one give way") {
+  auto s1 = start_run();
+  tick();
+  finish(s1);
+  tick();
+  auto s2 = start_run();
+  finish(s2);
+  hold = true;
+  advance_seconds(1);
+  scheduler.tick(now());  // s1 expires; its prune starts
+  wait_at_gate();
+  cairn::v1::RestoreRequest req;  // an operator restores the newest set meanwhile
+  req.set_backup_set_id(s2);
+  req.set_skip_safety_backup(true);
+  auto r = orders.create_restore("operator:test", req);
+  advance_seconds(1);
+  scheduler.tick(now());
+  open_gate();
+  wait_idle();
+  tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred"});
+  for (int i = 0; i < 3; ++i) tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred"});  // not while the restore reads
+  cat.transaction("agent", [&](Tx& tx) {
+    for (const auto& t : tx.tasks_of_restore(r.id)) {
+      for (auto s : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(t.id, {s});
+      tx.update_task(t.id, {TaskState::succeeded});
+    }
+  });
+  tick();
+  tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "ok"});
+  CHECK(forgotten(s1));
+  CHECK_FALSE(forgotten(s2));
+}

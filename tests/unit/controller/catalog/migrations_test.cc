@@ -139,15 +139,22 @@ TEST_CASE("migration 0011 rebuilds audit_outbox without its unique indexes and k
   REQUIRE(count(db, "SELECT count(*) FROM audit_outbox") == 2);
 }
 
-TEST_CASE("whether a backup into a repository is open is read from a partial index, not from every task") {
+TEST_CASE("whether a repository is in use is read from partial indexes, not from every task") {
   Fixture f;
   auto db = sqlite::Db::open(f.dir.file("catalog.db"), 1000);
-  // Tx::backup_running_into's statement (controller/catalog/backups.cc).
+  // The statement of Tx::repository_in_use (controller/catalog/backups.cc).
   auto s = db.prepare(
-      "EXPLAIN QUERY PLAN SELECT count(*) FROM tasks WHERE kind = 'backup' AND repository = ?"
-      " AND state IN ('pending', 'sent', 'accepted', 'running')");
+      "EXPLAIN QUERY PLAN SELECT EXISTS (SELECT 1 FROM tasks WHERE kind = 'backup' AND repository = ?1"
+      "               AND state IN ('pending', 'sent', 'accepted', 'running'))"
+      " OR EXISTS (SELECT 1 FROM tasks r JOIN snapshots s ON s.id = r.source_snapshot"
+      "            JOIN tasks b ON b.id = s.task_id"
+      "            WHERE r.kind = 'restore' AND r.state IN ('pending', 'sent', 'accepted', 'running')"
+      "            AND b.repository = ?1)");
   s.bind(1, std::string("main"));
   std::string plan;
   while (s.step()) plan += s.text(3) + "\n";
+  INFO(plan);
   CHECK_THAT(plan, Catch::Contains("USING INDEX tasks_open_backup_repository"));
+  CHECK_THAT(plan, Catch::Contains("tasks_open_restore_source"));
+  CHECK_THAT(plan, !Catch::Contains("SCAN tasks\n"));
 }
