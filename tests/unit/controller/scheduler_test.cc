@@ -237,6 +237,14 @@ struct PruneFixture : Fixture {
     std::unique_lock g(gate_mu);
     REQUIRE(gate_cv.wait_for(g, std::chrono::seconds(10), [&] { return at_gate; }));
   }
+  // Ticks with the gate shut: the prune that tick submits stops at the gate,
+  // under the exclusive lock.
+  void prune_to_gate() {
+    hold = true;
+    advance_seconds(1);
+    scheduler.tick(now());
+    wait_at_gate();
+  }
   void open_gate() {
     std::lock_guard g(gate_mu);
     hold = false;
@@ -280,6 +288,17 @@ struct PruneFixture : Fixture {
     REQUIRE(r.backup_set_id);
     return *r.backup_set_id;
   }
+  // Two complete runs of the policy, the second not yet seen by a tick: the
+  // next tick expires the first and submits its prune.
+  std::pair<std::string, std::string> two_complete_sets() {
+    auto s1 = start_run();
+    tick();
+    finish(s1);
+    tick();
+    auto s2 = start_run();
+    finish(s2);
+    return {s1, s2};
+  }
   void finish(const std::string& set_id) {
     cat.transaction("agent", [&](Tx& tx) {
       for (const auto& t : tx.tasks_of_set(set_id)) {
@@ -317,12 +336,7 @@ struct PruneFixture : Fixture {
 }  // namespace
 
 TEST_CASE_METHOD(PruneFixture, "a prune locked out by a backup goes again in the tick after that backup ends") {
-  auto s1 = start_run();
-  tick();
-  finish(s1);
-  tick();
-  auto s2 = start_run();
-  finish(s2);
+  auto [s1, s2] = two_complete_sets();
   auto lock = hold_shared_lock();  // the shared lock of the backup started next
   tick();                          // s2 complete: s1 expires, its prune finds the lock
   REQUIRE(sets().back().expired_at);
@@ -342,12 +356,7 @@ TEST_CASE_METHOD(PruneFixture, "a prune locked out by a backup goes again in the
 }
 
 TEST_CASE_METHOD(PruneFixture, "a prune locked out by a lock no backup of the catalog holds goes again a minute later") {
-  auto s1 = start_run();
-  tick();
-  finish(s1);
-  tick();
-  auto s2 = start_run();
-  finish(s2);
+  auto [s1, s2] = two_complete_sets();
   auto lock = hold_shared_lock();  // an operator's check, say
   tick();
   tick();  // the result: locked, and no backup runs
@@ -362,16 +371,8 @@ TEST_CASE_METHOD(PruneFixture, "a prune locked out by a lock no backup of the ca
 }
 
 TEST_CASE_METHOD(PruneFixture, "a prune under way gives way to a backup ordered since it began, and goes again after it") {
-  auto s1 = start_run();
-  tick();
-  finish(s1);
-  tick();
-  auto s2 = start_run();
-  finish(s2);
-  hold = true;
-  advance_seconds(1);
-  scheduler.tick(now());  // s2 complete: s1 expires, and its prune starts
-  wait_at_gate();         // under the exclusive lock, about to prune
+  auto [s1, s2] = two_complete_sets();
+  prune_to_gate();        // s2 complete: s1 expires, and its prune starts
   auto s3 = start_run();  // a backup into 'main' is ordered meanwhile
   advance_seconds(1);
   scheduler.tick(now());  // the scheduler sees it and asks the prune to stop
@@ -414,16 +415,8 @@ TEST_CASE_METHOD(PruneFixture, "a queued prune gives way at once; asking again, 
 }
 
 TEST_CASE_METHOD(PruneFixture, "a restore from the repository holds the prune back and makes a running one give way") {
-  auto s1 = start_run();
-  tick();
-  finish(s1);
-  tick();
-  auto s2 = start_run();
-  finish(s2);
-  hold = true;
-  advance_seconds(1);
-  scheduler.tick(now());  // s1 expires; its prune starts
-  wait_at_gate();
+  auto [s1, s2] = two_complete_sets();
+  prune_to_gate();
   cairn::v1::RestoreRequest req;  // an operator restores the newest set meanwhile
   req.set_backup_set_id(s2);
   req.set_skip_safety_backup(true);
