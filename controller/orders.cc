@@ -120,9 +120,17 @@ cairn::v1::Task restore_wire(const Tx& tx, const catalog::Task& t, const std::st
   w.set_task_id(t.id);
   w.set_component(t.component);
   w.set_kind(cairn::v1::TASK_KIND_RESTORE);
-  if (auto parent = tx.backup_parent(t.agent_id, t.component)) w.set_parent_snapshot_id(*parent);  // of the safety backup
+  // The snapshot is read from the repository its backup wrote to (a policy's
+  // --repository, not always the component's default), and the safety backup
+  // is written beside it; "" leaves it to the agent's default, as before the
+  // catalog recorded it.
+  std::string repository = tx.repository_of_snapshot(t.source_snapshot.value_or(""));
+  std::optional<std::string> in;
+  if (!repository.empty()) in = repository;
+  if (auto parent = tx.backup_parent(t.agent_id, t.component, in)) w.set_parent_snapshot_id(*parent);  // of the safety backup
   w.mutable_snapshot()->set_backup_set_id(set_id);
   w.mutable_snapshot()->set_snapshot_id(t.source_snapshot.value_or(""));
+  w.mutable_snapshot()->set_repository(repository);
   if (!t.restore_step.empty()) {
     w.mutable_options()->set_restore_step(t.restore_step);
     (*w.mutable_options()->mutable_cluster_options())["cluster_token"] = cluster_token(restore_id, t.cluster_id);
@@ -405,7 +413,7 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
         w.set_policy(extras.policy);
         // The parent comes from the catalog, never from the repository, where
         // any agent can write a snapshot in another's name.
-        if (auto parent = tx.backup_parent(agent_id, t.component)) w.set_parent_snapshot_id(*parent);
+        if (auto parent = tx.backup_parent(agent_id, t.component, t.repository)) w.set_parent_snapshot_id(*parent);
         wire.push_back(w);
       }
       plans.add(*agent, ids, wire);
@@ -455,7 +463,13 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
       catalog::NewBackupSet safety;
       safety.trigger = "safety";
       safety.selector = sel;
-      for (const auto& p : picks) safety.tasks.push_back({p.agent.id, p.component, std::nullopt, std::nullopt});
+      for (const auto& p : picks) {
+        // Written where the restore reads (restore_wire), the catalog records it there.
+        catalog::NewTask nt{p.agent.id, p.component, std::nullopt, std::nullopt};
+        nt.repository = source[source_key(p)].repository;
+        if (nt.repository.empty()) nt.repository = p.repository;
+        safety.tasks.push_back(std::move(nt));
+      }
       safety_set = tx.create_backup_set(safety);
     }
     // Each restore task names its own safety task: its result ends that one

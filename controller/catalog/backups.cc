@@ -232,15 +232,24 @@ std::optional<Task> Tx::task(const std::string& id) const {
 // name none), so the snapshot is in the repository the next backup writes;
 // when the agent's configuration moves it, the agent finds no such parent
 // there and reads everything.
-std::optional<std::string> Tx::backup_parent(const std::string& agent_id, const std::string& component) const {
+std::optional<std::string> Tx::backup_parent(const std::string& agent_id, const std::string& component,
+                                             const std::optional<std::string>& repository) const {
   auto s = db_.prepare(
       "SELECT s.id FROM snapshots s JOIN tasks t ON t.id = s.task_id JOIN backup_sets b ON b.id = s.backup_set_id"
-      " WHERE s.agent_id = ? AND s.component = ? AND t.agent_id = s.agent_id AND t.kind = 'backup'"
+      " WHERE s.agent_id = ?1 AND s.component = ?2 AND t.agent_id = s.agent_id AND t.kind = 'backup'"
       " AND t.state IN ('succeeded', 'partial') AND b.trigger <> 'safety' AND b.expired_at IS NULL"
+      " AND (?3 IS NULL OR t.repository = ?3)"
       " ORDER BY s.created_at DESC, s.rowid DESC LIMIT 1");
   s.bind_all(agent_id, component);
+  repository ? s.bind(3, *repository) : s.bind_null(3);
   if (!s.step()) return std::nullopt;
   return s.text(0);
+}
+
+std::string Tx::repository_of_snapshot(const std::string& snapshot_id) const {
+  auto s = db_.prepare("SELECT t.repository FROM snapshots s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?");
+  s.bind(1, snapshot_id);
+  return s.step() ? s.text(0) : std::string();
 }
 
 void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {

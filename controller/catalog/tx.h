@@ -132,7 +132,13 @@ class Tx {
   // snapshot a backup task of that agent and component left (succeeded or
   // partial), outside safety sets. Only the agent's own tasks count, so a
   // snapshot another agent wrote is never chosen (DESIGN.md, trust model).
-  std::optional<std::string> backup_parent(const std::string& agent_id, const std::string& component) const;
+  // With a repository, only snapshots stored there: a parent elsewhere saves
+  // the agent nothing (it reads every file) and draws a note.
+  std::optional<std::string> backup_parent(const std::string& agent_id, const std::string& component,
+                                           const std::optional<std::string>& repository = std::nullopt) const;
+  // The repository (by name) the backup that left this snapshot wrote to; ""
+  // when the catalog does not know (an older task, an agent that did not say).
+  std::string repository_of_snapshot(const std::string& snapshot_id) const;
 
   // Moves a task along the state machine (outcome.h) and records reasons,
   // snapshot and manifest. When the last task of a set or restore ends, the

@@ -196,3 +196,41 @@ def test_bad_policies_are_refused_with_the_reason(cluster):
     assert not c.controller.alive()
     log = c.controller.log.read_text()
     assert "controller.toml" in log and "policy 'p'" in log and "hour field" in log, log[-2000:]
+
+
+def test_a_set_written_to_another_repository_restores_from_it_with_its_safety_backup(cluster):
+    """A policy's --repository: its sets live in that repository, not the
+    component's default; restoring one reads it from there, and the safety
+    backup of what it overwrites goes there too."""
+    c = cluster
+    offsite = c.base / "offsite"
+    c.ok("repo", "init", "--repo", offsite, "--password-file", c.repo_pass)
+    # The first line ends the 'data' component's table: its default is 'main'.
+    c.add_agent("node-a", {"app.conf": b"version 1\n" * 50}, components=f"""repository = "main"
+[[repository]]
+name = "offsite"
+path = "{offsite}"
+password_file = "{c.repo_pass}"
+""")
+    c.enrol("node-a")
+    data = c.agent_dirs["node-a"]["data"]
+    c.ok("policy", "add", "off", "--schedule", "0 * * * *", "--component", "data", "--repository", "offsite")
+    s = run_now_and_wait(c, "off")
+    assert set_state(s) == "complete", s
+
+    def snaps(repo):
+        return json.loads(c.ok("repo", "snapshots", "--json", "--repo", repo, "--password-file", c.repo_pass))
+    assert len(snaps(offsite)) == 1 and snaps(c.repo) == [], (snaps(offsite), snaps(c.repo))
+    first = snaps(offsite)[0]
+
+    (data / "app.conf").write_bytes(b"version 2, damaged\n")
+    rc, out, err = c.ctl("restore", s["backup_set_id"], "--wait")
+    assert rc == 0, f"{out}\n{err}\n{c.logs()}"
+    assert (data / "app.conf").read_bytes() == b"version 1\n" * 50
+    # The safety backup holds what the restore overwrote, beside the set it restored.
+    after = snaps(offsite)
+    assert len(after) == 2 and snaps(c.repo) == [], (after, snaps(c.repo))
+    safety = next(x for x in after if "safety" in x["tags"])
+    assert safety["parent"] == first["id"] and f"restore-of:{first['id']}" in safety["tags"], after
+    sets = c.json("backup", "list", "--limit", "10")["sets"]
+    assert [x["trigger"] for x in sets if x["state"] == "SET_STATE_COMPLETE"] == ["safety", "schedule"], sets

@@ -145,3 +145,26 @@ TEST_CASE("catalog: a safety backup's snapshot is not the parent of the next bac
     CHECK_FALSE(tx.backup_parent("ag-unknown", "data"));
   });
 }
+
+TEST_CASE("catalog: a backup's parent is chosen from the repository it writes to, and a snapshot knows its repository") {
+  OrdersFixture f;
+  // A set into 'offsite' (a policy's --repository), then one into 'main'.
+  for (const auto& [name, repo] : {std::pair{"off", "offsite"}, std::pair{"main", "main"}}) {
+    f.sets[name] = f.cat.transaction("controller", [&](Tx& tx) {
+      NewBackupSet s;
+      s.tasks.push_back({f.a, "data", std::nullopt, std::nullopt});
+      s.tasks.back().repository = repo;
+      return tx.create_backup_set(s);
+    });
+    f.finish(name, f.a, "data", TaskState::succeeded, std::string("snap-") + name);
+  }
+  f.cat.read([&](const Tx& tx) {
+    CHECK(tx.backup_parent(f.a, "data") == std::optional<std::string>("snap-main"));  // the newest, anywhere
+    CHECK(tx.backup_parent(f.a, "data", "offsite") == std::optional<std::string>("snap-off"));
+    CHECK(tx.backup_parent(f.a, "data", "main") == std::optional<std::string>("snap-main"));
+    CHECK_FALSE(tx.backup_parent(f.a, "data", "elsewhere"));
+    CHECK(tx.repository_of_snapshot("snap-off") == "offsite");
+    CHECK(tx.repository_of_snapshot("snap-main") == "main");
+    CHECK(tx.repository_of_snapshot("snap-unknown").empty());
+  });
+}
