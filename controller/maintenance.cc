@@ -158,6 +158,7 @@ ForgetResult Maintenance::run(const ForgetJob& job) {
     out.error = "repository '" + job.repository + "' is not declared in the controller's configuration";
     return out;
   }
+  bool pruning = false;
   try {
     auto be = repo::make_fs_backend(decl->path);
     if (!be->size({repo::FileType::config, ""}))
@@ -185,6 +186,7 @@ ForgetResult Maintenance::run(const ForgetJob& job) {
     po.warn = warn;
     po.cancel = &cancel_;
     po.check_lock = [&] { lock->check("pruning"); };
+    pruning = true;
     auto pr = repo::prune(*r, po);
     out.packs_deleted = pr.deleted.packs + pr.repacked.packs + pr.unindexed.packs;
     out.packs_written = pr.written.packs;
@@ -198,6 +200,10 @@ ForgetResult Maintenance::run(const ForgetJob& job) {
   } catch (const std::exception& e) {
     out.error = e.what();
   }
+  // The prune's own words ("no pack or index was changed") are about the
+  // packs; what came before it did change the repository.
+  if (!out.ok && out.snapshots_removed && pruning)
+    out.error = "removed " + std::to_string(out.snapshots_removed) + " snapshot(s), then: " + out.error;
   return out;
 }
 

@@ -47,7 +47,7 @@ BlobSet mark_used(Repository& r, const std::vector<Snapshot>& snaps, const std::
       BlobId id = todo.back();
       todo.pop_back();
       if (!used.insert(id).second) continue;
-      if (cancel && *cancel) throw Error(Errc::interrupted, "prune interrupted; nothing was changed");
+      if (cancel && *cancel) throw Error(Errc::interrupted, "prune interrupted; no pack or index was changed");
       Tree t;
       try {
         t = decode_tree_bytes(r.load_blob(id));
@@ -128,7 +128,7 @@ class Repacker {
       PackBuilder& pb = builders_[int(b.type)];
       pb.add(b.id, b.type, b.flags, b.raw_length, sealed);
       if (pb.size() >= r_.params().pack_size) write(pb);
-      if (cancel && *cancel) throw Error(Errc::interrupted, "prune interrupted; nothing was deleted");
+      if (cancel && *cancel) throw Error(Errc::interrupted, "prune interrupted while repacking");
     }
   }
 
@@ -136,6 +136,23 @@ class Repacker {
     for (auto& pb : builders_)
       if (!pb.empty()) write(pb);
     return std::move(written_);
+  }
+
+  // Removes the packs written so far (a repack that stops: they are in no
+  // index, and a prune stopped again and again must not pile them up).
+  // Returns how many could not be removed; the next prune removes those.
+  size_t discard() noexcept {
+    size_t left = 0;
+    for (const auto& [pid, blobs] : written_) {
+      (void)blobs;
+      try {
+        r_.backend().remove({FileType::pack, id_hex(pid)});
+      } catch (...) {
+        ++left;
+      }
+    }
+    written_.clear();
+    return left;
   }
 
  private:
@@ -307,7 +324,7 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
     r.load_index();
     return res;
   }
-  if (opt.cancel && *opt.cancel) throw Error(Errc::interrupted, "prune interrupted; nothing was changed");
+  if (opt.cancel && *opt.cancel) throw Error(Errc::interrupted, "prune interrupted; no pack or index was changed");
 
   // 1. New packs.
   Repacker rp(r, res);
@@ -320,14 +337,24 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
     prog.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (opt.progress) opt.progress(prog);
   };
-  for (PackInfo* p : repack) {
-    prog.current = id_hex(p->id);
-    rp.add(*p, opt.cancel);
-    ++prog.files_done;
-    prog.bytes_done += p->live_bytes;
-    report();
+  std::vector<std::pair<BlobId, std::vector<PackBlob>>> new_packs;
+  try {
+    for (PackInfo* p : repack) {
+      prog.current = id_hex(p->id);
+      rp.add(*p, opt.cancel);
+      ++prog.files_done;
+      prog.bytes_done += p->live_bytes;
+      report();
+    }
+    new_packs = rp.finish();
+  } catch (const Error& e) {
+    // Nothing is indexed or deleted yet: taking back the new packs leaves the
+    // repository as it was.
+    size_t left = rp.discard();
+    std::string undo = left ? "; " + std::to_string(left) + " pack(s) it wrote could not be removed and are in no index (the next prune removes them)"
+                            : "; no pack or index was changed";
+    throw Error(e.code(), e.what() + undo);
   }
-  auto new_packs = rp.finish();
 
   if (opt.check_lock) opt.check_lock();
   if (rewrite_index) {
