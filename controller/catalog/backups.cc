@@ -196,15 +196,17 @@ void Tx::mark_set_forgotten(const std::string& id, const nlohmann::json& details
   audit({"backup.forget", "backup_set:" + id, "forgotten", "", details});
 }
 
+// A restore reads from the repository its source snapshot's backup wrote to.
+const char* const sql::kRepositoryInUse =
+    "SELECT EXISTS (SELECT 1 FROM tasks WHERE kind = 'backup' AND repository = ?1"
+    "               AND state IN ('pending', 'sent', 'accepted', 'running'))"
+    " OR EXISTS (SELECT 1 FROM tasks r JOIN snapshots s ON s.id = r.source_snapshot"
+    "            JOIN tasks b ON b.id = s.task_id"
+    "            WHERE r.kind = 'restore' AND r.state IN ('pending', 'sent', 'accepted', 'running')"
+    "            AND b.repository = ?1)";
+
 bool Tx::repository_in_use(const std::string& repository) const {
-  // A restore reads from the repository its source snapshot's backup wrote to.
-  auto s = db_.prepare(
-      "SELECT EXISTS (SELECT 1 FROM tasks WHERE kind = 'backup' AND repository = ?1"
-      "               AND state IN ('pending', 'sent', 'accepted', 'running'))"
-      " OR EXISTS (SELECT 1 FROM tasks r JOIN snapshots s ON s.id = r.source_snapshot"
-      "            JOIN tasks b ON b.id = s.task_id"
-      "            WHERE r.kind = 'restore' AND r.state IN ('pending', 'sent', 'accepted', 'running')"
-      "            AND b.repository = ?1)");
+  auto s = db_.prepare(sql::kRepositoryInUse);
   s.bind(1, repository);
   s.step();
   return s.integer(0) != 0;

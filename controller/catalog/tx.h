@@ -22,6 +22,12 @@ class Db;
 }
 
 class Tx;
+
+namespace sql {
+// The statement of Tx::repository_in_use; its query plan is tested
+// (tests/unit/controller/catalog/migrations_test.cc).
+extern const char* const kRepositoryInUse;
+}  // namespace sql
 // Called inside the transaction that ends a task, before its set or restore is
 // recomputed: the controller's cluster restore adds the next step's tasks
 // there (controller/cluster_restore.h), so a restore never reads finished
@@ -231,6 +237,8 @@ class Tx {
   std::vector<CountStat> restore_stats() const;
   // labels: repository, component, agent name (sets not forgotten)
   std::vector<CountStat> snapshot_stats() const;
+  // By repository: expired sets not yet forgotten that stored a snapshot there.
+  std::vector<ExpiredStat> expired_stats() const;
 
   // -- lookups for the operator API (lookup.cc) ---------------------------------
   // Ids of backup sets, restores or agents that start with prefix, in id

@@ -177,6 +177,13 @@ struct CountStat {
   int64_t count = 0;
 };
 
+// Sets retention expired whose snapshots in a repository wait to be removed.
+struct ExpiredStat {
+  std::string repository;
+  int64_t sets = 0;
+  int64_t oldest_expired_at = 0;  // unix seconds
+};
+
 struct Restore {
   std::string id;
   std::string source_set_id;

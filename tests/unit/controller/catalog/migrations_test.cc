@@ -142,19 +142,21 @@ TEST_CASE("migration 0011 rebuilds audit_outbox without its unique indexes and k
 TEST_CASE("whether a repository is in use is read from partial indexes, not from every task") {
   Fixture f;
   auto db = sqlite::Db::open(f.dir.file("catalog.db"), 1000);
-  // The statement of Tx::repository_in_use (controller/catalog/backups.cc).
-  auto s = db.prepare(
-      "EXPLAIN QUERY PLAN SELECT EXISTS (SELECT 1 FROM tasks WHERE kind = 'backup' AND repository = ?1"
-      "               AND state IN ('pending', 'sent', 'accepted', 'running'))"
-      " OR EXISTS (SELECT 1 FROM tasks r JOIN snapshots s ON s.id = r.source_snapshot"
-      "            JOIN tasks b ON b.id = s.task_id"
-      "            WHERE r.kind = 'restore' AND r.state IN ('pending', 'sent', 'accepted', 'running')"
-      "            AND b.repository = ?1)");
+  auto s = db.prepare(std::string("EXPLAIN QUERY PLAN ") + sql::kRepositoryInUse);
   s.bind(1, std::string("main"));
   std::string plan;
-  while (s.step()) plan += s.text(3) + "\n";
+  std::vector<std::string> scans;
+  while (s.step()) {
+    std::string line = s.text(3);
+    plan += line + "\n";
+    // Only the two partial indexes of open tasks may be read in full: they
+    // hold the tasks under way, not the catalog's history.
+    if (line.find("SCAN") != std::string::npos && line != "SCAN CONSTANT ROW" &&
+        line.find("INDEX tasks_open_") == std::string::npos)
+      scans.push_back(line);
+  }
   INFO(plan);
   CHECK_THAT(plan, Catch::Contains("USING INDEX tasks_open_backup_repository"));
   CHECK_THAT(plan, Catch::Contains("tasks_open_restore_source"));
-  CHECK_THAT(plan, !Catch::Contains("SCAN tasks\n"));
+  CHECK(scans.empty());
 }
