@@ -139,18 +139,24 @@ void Scheduler::take_maintenance_results(int64_t now) {
       // A lock held by a backup or a restore the catalog knows of is released
       // before that task reports its end, and submit_forgets waits for every
       // such task of the repository to end: the retry follows the last one at
-      // once. A lock held by someone else (an operator's check, a forget by
-      // hand) is asked again a minute later; any other failure in ten.
+      // once. A lock no open task holds is asked again 5 s later (a short
+      // backup that ended before this result was read, most often), then
+      // every minute while it stays (an operator's check, a forget by hand);
+      // any other failure in ten.
       std::string when;
       int64_t delay = 600;
       if (r.locked) {
         bool ours = catalog_.read([&](const catalog::Tx& tx) { return tx.repository_in_use(repo); });
-        delay = ours ? 0 : 60;
-        when = ours ? "trying again once the backups and restores using it end" : "trying again in 60 s";
+        int streak = ours ? 0 : ++locked_streak_[repo];
+        delay = ours ? 0 : streak == 1 ? 5 : 60;
+        when = ours ? "trying again once the backups and restores using it end"
+                    : "trying again in " + std::to_string(delay) + " s";
       } else {
+        locked_streak_.erase(repo);
         when = "trying again in 600 s";
       }
       retry_after_[repo] = now + delay;
+      waiting_since_.try_emplace(repo, now);
       spdlog::log(r.locked ? spdlog::level::info : spdlog::level::err,
                   "retention: repository '{}' could not be cleared of {} set(s): {}; {}", repo,
                   r.job.set_ids.size(), r.error, when);
@@ -161,6 +167,9 @@ void Scheduler::take_maintenance_results(int64_t now) {
       continue;
     }
     retry_after_.erase(repo);
+    locked_streak_.erase(repo);
+    waiting_since_.erase(repo);
+    waiting_warned_.erase(repo);
     catalog_.transaction("controller", [&](catalog::Tx& tx) {
       tx.audit({"repository.prune", "repository:" + repo, "ok", "",
                 {{"backup_sets", r.job.set_ids},
@@ -187,7 +196,11 @@ void Scheduler::take_maintenance_results(int64_t now) {
 void Scheduler::submit_forgets(int64_t now) {
   std::map<std::string, ForgetJob> jobs;
   auto expired = catalog_.read([](const catalog::Tx& tx) { return tx.expired_sets(); });
-  if (expired.empty()) return;
+  if (expired.empty()) {
+    waiting_since_.clear();
+    return;
+  }
+  std::set<std::string> wanted;  // repositories with expired snapshots to remove
   catalog_.transaction("controller", [&](catalog::Tx& tx) {
     for (const auto& s : expired) {
       bool any = false;
@@ -203,9 +216,11 @@ void Scheduler::submit_forgets(int64_t now) {
                                       : "the controller's configuration declares no [[repository]] of that name");
           continue;
         }
+        wanted.insert(repo);
         if (maintenance_.busy(repo) || retry_after_[repo] > now) continue;
         if (tx.repository_in_use(repo)) {
           held_back_.insert(repo);
+          waiting_since_.try_emplace(repo, now);
           continue;
         }
         auto& job = jobs[repo];
@@ -217,6 +232,21 @@ void Scheduler::submit_forgets(int64_t now) {
     }
   });
   for (auto& [repo, job] : jobs) maintenance_.submit(std::move(job));
+  std::erase_if(waiting_since_, [&](const auto& e) { return !wanted.count(e.first); });
+  // Backups and restores come first, and a lock makes the prune wait: a
+  // repository always in use is never cleared. Said once an hour, not only
+  // in the 'deferred' audit events.
+  for (const auto& [repo, since] : waiting_since_) {
+    if (now - since < 3600) continue;
+    auto& warned = waiting_warned_[repo];
+    if (warned && now - warned < 3600) continue;
+    warned = now;
+    spdlog::warn("retention: repository '{}' has waited {} min to be cleared of expired sets ({}); its backups and "
+                 "restores come first and its lock must be free: leave it a gap between them "
+                 "(cairn_backup_sets_expired in /metrics)",
+                 repo, (now - since) / 60,
+                 held_back_.count(repo) ? "backups or restores use it now" : "its last prune was deferred or failed");
+  }
 }
 
 std::vector<std::string> Scheduler::tick(int64_t now) {
@@ -281,6 +311,12 @@ std::vector<std::string> Scheduler::tick(int64_t now) {
         if (!tx.repository_in_use(repo)) forget_pass_due_ = true;
     });
   }
+  // A retry falls due at its second.
+  for (auto& [repo, at] : retry_after_)
+    if (at && at <= now) {
+      forget_pass_due_ = true;
+      at = 0;
+    }
   if (forget_pass_due_ || now - last_forget_pass_ >= 60) {
     held_back_.clear();  // the pass below records again those still held back
     forget_pass_due_ = false;

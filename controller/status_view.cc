@@ -138,6 +138,25 @@ std::string render_metrics(const StatusSources& s) {
              "Pack data of each repository the controller declares, as measured after its last prune or at start.");
     for (const auto& r : s.repositories)
       if (auto size = s.maintenance.size_of(r)) m.sample("cairn_repository_size_bytes", labels({{"repository", r}}), double(size));
+    // Retention that does not get done (a repository always locked or in
+    // use, a prune that fails) shows as expired sets that grow old.
+    auto expired = tx.expired_stats();
+    auto expired_in = [&](const std::string& r) -> const catalog::ExpiredStat* {
+      for (const auto& e : expired)
+        if (e.repository == r) return &e;
+      return nullptr;
+    };
+    m.family("cairn_backup_sets_expired", "gauge",
+             "Backup sets retention expired whose snapshots in each declared repository are not yet removed.");
+    for (const auto& r : s.repositories) {
+      auto* e = expired_in(r);
+      m.sample("cairn_backup_sets_expired", labels({{"repository", r}}), e ? double(e->sets) : 0);
+    }
+    m.family("cairn_backup_sets_expired_oldest_timestamp_seconds", "gauge",
+             "When the oldest of those sets expired (unix seconds).");
+    for (const auto& r : s.repositories)
+      if (auto* e = expired_in(r))
+        m.sample("cairn_backup_sets_expired_oldest_timestamp_seconds", labels({{"repository", r}}), double(e->oldest_expired_at));
     auto restores = tx.restore_stats();
     for (const Named& n : {Named{"cairn_restore_success_total", "succeeded", "Restore tasks that succeeded."},
                            Named{"cairn_restore_failure_total", "", "Restore tasks that failed, ended partial, were missed or rejected."}}) {

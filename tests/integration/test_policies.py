@@ -5,7 +5,9 @@ run once, retention expires sets, and the controller removes their snapshots
 and prunes the repository while the newest sets still restore."""
 import json
 import os
+import re
 import time
+import urllib.request
 
 from cluster import backup_set_id, cluster, lower_enum, restore_id, set_state  # noqa: F401
 
@@ -95,6 +97,13 @@ def test_retention_expires_old_sets_prunes_and_the_newest_still_restore(cluster)
     # Prune freed the unique data only the forgotten sets held.
     assert pack_bytes(c) < 3 * 400_000, f"pack data {pack_bytes(c)} bytes after prune"
     assert "retention: repository 'main'" in c.controller.log.read_text(), c.logs()
+    # /metrics: retention has no backlog left in the repository.
+    # (The controller renders it every 2 s.)
+    def no_backlog():
+        text = urllib.request.urlopen(c.http_url() + "metrics", timeout=10).read().decode()
+        return text if re.search(r'^cairn_backup_sets_expired\{repository="main"\} 0$', text, re.M) else None
+    text = c.wait_for("no expired sets left in /metrics", no_backlog, timeout=10)
+    assert "cairn_backup_sets_expired_oldest_timestamp_seconds{" not in text, text
 
     # forget --dry-run says which rule keeps each set, and changes nothing.
     out = c.ok("forget", "--dry-run", "--policy", "hourly")

@@ -68,6 +68,9 @@ def test_metrics_and_the_status_page_show_what_happened(cluster, tmp_path):
     assert metric(text, "cairn_backup_bytes", component="data") == 500
     assert metric(text, "cairn_policy_next_run_timestamp_seconds", policy="nightly") > 0
     assert metric(text, "cairn_audit_outbox_events") is not None
+    # Retention's backlog, for the repositories the controller declares (none here).
+    assert "# TYPE cairn_backup_sets_expired gauge" in text
+    assert metric(text, "cairn_backup_sets_expired") is None
     last = metric(text, "cairn_backup_last_success_timestamp_seconds", component="data", agent="node-a")
     assert last and abs(last - __import__("time").time()) < 120
     for line in text.splitlines():  # the exposition format: HELP and TYPE before each family
@@ -138,7 +141,7 @@ def test_the_example_alerting_rules_pass_promtool(tmp_path):
     p = subprocess.run([promtool, "check", "rules", str(f)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
     out = p.stdout.decode()
     assert p.returncode == 0, out
-    assert "SUCCESS: 9 rules found" in out, out
+    assert "SUCCESS: 10 rules found" in out, out
     # Every metric a rule names is one the controller serves (docs/alerts.md's table).
     names = set(re.findall(r"\b(cairn_[a-z_]+)", rules[0]))
     served = set(re.findall(r"`(cairn_[a-z_]+)", doc.split("## Example rules")[0]))

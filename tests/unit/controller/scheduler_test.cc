@@ -9,6 +9,11 @@
 #include <mutex>
 #include <thread>
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <sstream>
+
 #include "common/repo/lock.h"
 #include "common/repo/repository.h"
 #include "common/util/fs.h"
@@ -263,6 +268,8 @@ struct PruneFixture : Fixture {
     c.repositories.push_back({"main", store.file("repo"), store.file("pass")});
     return c;
   }
+  // A failed check must not leave the worker waiting at the gate forever.
+  ~PruneFixture() { open_gate(); }
   PruneFixture() {
     cat.transaction("agent", [&](Tx& tx) { tx.set_agent_components(a, {{"data", "files", true}}); });
     Policy p;
@@ -299,13 +306,17 @@ struct PruneFixture : Fixture {
     finish(s2);
     return {s1, s2};
   }
-  void finish(const std::string& set_id) {
+  void finish(const std::string& set_id, TaskState state = TaskState::succeeded) {
     cat.transaction("agent", [&](Tx& tx) {
       for (const auto& t : tx.tasks_of_set(set_id)) {
         for (auto s : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(t.id, {s});
-        TaskUpdate u{TaskState::succeeded};
-        u.snapshot_id = "snap-" + t.id;  // absent from the repository: counts as removed
-        u.manifest_digest = "d";
+        TaskUpdate u{state};
+        if (state == TaskState::failed) {
+          u.reasons.push_back(reason(cairn::v1::ERROR_CODE_ITEM_SKIPPED, "the test failed it"));
+        } else {
+          u.snapshot_id = "snap-" + t.id;  // absent from the repository: counts as removed
+          u.manifest_digest = "d";
+        }
         tx.update_task(t.id, u);
       }
     });
@@ -355,17 +366,100 @@ TEST_CASE_METHOD(PruneFixture, "a prune locked out by a backup goes again in the
   CHECK_FALSE(forgotten(s3));
 }
 
-TEST_CASE_METHOD(PruneFixture, "a prune locked out by a lock no backup of the catalog holds goes again a minute later") {
+TEST_CASE_METHOD(PruneFixture, "a prune held back by a backup that then fails goes again in the tick after it ends") {
+  // A failed set applies no retention and expires nothing: only the end of
+  // the backup holding the prune back can wake it.
+  auto [s1, s2] = two_complete_sets();
+  prune_to_gate();
+  auto s3 = start_run();
+  advance_seconds(1);
+  scheduler.tick(now());  // the prune gives way
+  open_gate();
+  wait_idle();
+  for (int i = 0; i < 3; ++i) tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred"});
+  finish(s3, TaskState::failed);
+  tick();
+  tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "ok"});
+  CHECK(forgotten(s1));
+  CHECK_FALSE(forgotten(s2));
+}
+
+TEST_CASE_METHOD(PruneFixture, "a repository its backups never leave is said to wait, once an hour, and counted in the catalog") {
+  auto log = std::make_shared<std::ostringstream>();
+  auto logger = std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(*log));
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(logger);
+  struct Restore {
+    std::shared_ptr<spdlog::logger> l;
+    ~Restore() { spdlog::set_default_logger(l); }
+  } restore{previous};
+
+  auto [s1, s2] = two_complete_sets();
+  auto s3 = start_run();  // ordered before the prune: it holds the prune back from the start
+  tick();
+  auto stats = cat.read([](const Tx& tx) { return tx.expired_stats(); });
+  REQUIRE(stats.size() == 1);
+  CHECK(stats[0].repository == "main");
+  CHECK(stats[0].sets == 1);
+  int64_t expired_at = stats[0].oldest_expired_at;
+  CHECK(expired_at > 0);
+  auto waits = [&] {
+    std::string text = log->str();
+    size_t n = 0;
+    for (size_t at = 0; (at = text.find("has waited", at)) != std::string::npos; ++at) ++n;
+    return n;
+  };
+  advance_seconds(3590);
+  tick();
+  CHECK(waits() == 0);
+  for (int i = 0; i < 70; ++i) tick();
+  CHECK(waits() == 1);
+  CHECK_THAT(log->str(), Catch::Contains("repository 'main' has waited 60 min") &&
+                             Catch::Contains("backups or restores use it now"));
+  advance_seconds(1800);
+  tick();
+  CHECK(waits() == 1);  // not at every pass
+  advance_seconds(1800);
+  tick();
+  CHECK(waits() == 2);
+  CHECK(prune_outcomes().empty());  // held back, never started
+  finish(s3, TaskState::failed);
+  tick();
+  tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"ok"});
+  CHECK(cat.read([](const Tx& tx) { return tx.expired_stats(); }).empty());
+  advance_seconds(7200);
+  tick();
+  CHECK(waits() == 2);
+}
+
+TEST_CASE_METHOD(PruneFixture, "a prune locked out by a lock no open task holds goes again 5 s later, then every minute") {
   auto [s1, s2] = two_complete_sets();
   auto lock = hold_shared_lock();  // an operator's check, say
   tick();
   tick();  // the result: locked, and no backup runs
   CHECK(prune_outcomes() == std::vector<std::string>{"deferred"});
+  for (int i = 0; i < 7; ++i) tick();  // a short backup's lock would be gone by now; this one is not
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "deferred"});
   lock->release();
   for (int i = 0; i < 30; ++i) tick();
-  CHECK(prune_outcomes() == std::vector<std::string>{"deferred"});  // not asked again every second
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "deferred"});  // not asked again every second
   CHECK_FALSE(forgotten(s1));
   for (int i = 0; i < 35; ++i) tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "deferred", "ok"});
+  CHECK(forgotten(s1));
+}
+
+TEST_CASE_METHOD(PruneFixture, "a prune locked out by a lock released before its result is read goes again 5 s later") {
+  auto [s1, s2] = two_complete_sets();
+  auto lock = hold_shared_lock();  // a backup so short that it ended before the scheduler read the result
+  tick();
+  lock->release();
+  tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred"});
+  for (int i = 0; i < 7; ++i) tick();
   CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "ok"});
   CHECK(forgotten(s1));
 }
