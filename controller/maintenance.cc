@@ -71,6 +71,7 @@ bool Maintenance::yield(const std::string& repository, const std::string& why) {
     ForgetResult r;
     r.job = std::move(*it);
     r.locked = true;
+    r.yielded = true;
     r.error = why + "; the job had not started";
     results_.push_back(std::move(r));
     it = queue_.erase(it);
@@ -139,6 +140,7 @@ void Maintenance::loop() {
     if (r.interrupted && !yield_why_.empty() && !stop_) {
       // Stopped to give way: a later turn's work.
       r.locked = true;
+      r.yielded = true;
       r.error = yield_why_ + "; " + r.error;
     }
     running_.clear();

@@ -36,6 +36,7 @@ struct ForgetResult {
   bool ok = false;
   bool locked = false;  // another process held a conflicting lock, or it gave way (yield): try again later
   bool interrupted = false;
+  bool yielded = false;  // stopped, or dropped from the queue, to give way (yield)
   std::string error;
   uint64_t snapshots_removed = 0;
   uint64_t size_before = 0, size_after = 0;  // bytes of pack data, before and after prune

@@ -113,6 +113,31 @@ void check_restore_target(const std::vector<Pick>& picks, const std::string& tar
                       declared + "); pick a declared target, or narrow the selection with --component/--node");
 }
 
+// The repository, by the restoring agent's name for it, that a restore of
+// `snapshot` on (agent, component) reads from and writes its safety backup
+// to; "" leaves it to the agent's default. Repository names are each agent's
+// own (its configuration's [[repository]] tables):
+// - the agent that wrote the snapshot gets the name it wrote to (a policy's
+//   --repository, or a default it has since changed);
+// - another agent (a member of the cluster the snapshot was taken from) gets
+//   its own default when the snapshot went to the writer's default, and the
+//   name itself when a policy chose another one;
+// - a snapshot whose repository the catalog does not know (older rows) is
+//   read from the restoring agent's default, as before it was recorded.
+std::string restore_repository(const Tx& tx, const std::string& agent_id, const std::string& component,
+                               const std::string& snapshot) {
+  auto default_of = [&](const std::string& agent) {
+    for (const auto& c : tx.agent_components(agent))
+      if (c.name == component) return c.repository;
+    return std::string();
+  };
+  auto origin = tx.snapshot_origin(snapshot);
+  if (!origin || origin->second.empty()) return default_of(agent_id);
+  const auto& [writer, repository] = *origin;
+  if (writer == agent_id || repository != default_of(writer)) return repository;
+  return default_of(agent_id);
+}
+
 // One restore task as the agent gets it; a cluster step names its step and
 // what every member must agree on.
 cairn::v1::Task restore_wire(const Tx& tx, const catalog::Task& t, const std::string& set_id, const std::string& restore_id) {
@@ -120,11 +145,9 @@ cairn::v1::Task restore_wire(const Tx& tx, const catalog::Task& t, const std::st
   w.set_task_id(t.id);
   w.set_component(t.component);
   w.set_kind(cairn::v1::TASK_KIND_RESTORE);
-  // The snapshot is read from the repository its backup wrote to (a policy's
-  // --repository, not always the component's default), and the safety backup
-  // is written beside it; "" leaves it to the agent's default, as before the
-  // catalog recorded it.
-  std::string repository = tx.repository_of_snapshot(t.source_snapshot.value_or(""));
+  // The snapshot is read from the repository its backup wrote to, and the
+  // safety backup is written beside it (create_restore records it there).
+  std::string repository = restore_repository(tx, t.agent_id, t.component, t.source_snapshot.value_or(""));
   std::optional<std::string> in;
   if (!repository.empty()) in = repository;
   if (auto parent = tx.backup_parent(t.agent_id, t.component, in)) w.set_parent_snapshot_id(*parent);  // of the safety backup
@@ -466,8 +489,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
       for (const auto& p : picks) {
         // Written where the restore reads (restore_wire), the catalog records it there.
         catalog::NewTask nt{p.agent.id, p.component, std::nullopt, std::nullopt};
-        nt.repository = source[source_key(p)].repository;
-        if (nt.repository.empty()) nt.repository = p.repository;
+        nt.repository = restore_repository(tx, p.agent.id, p.component, source[source_key(p)].snapshot_id.value_or(""));
         safety.tasks.push_back(std::move(nt));
       }
       safety_set = tx.create_backup_set(safety);

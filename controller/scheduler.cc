@@ -146,8 +146,11 @@ void Scheduler::take_maintenance_results(int64_t now) {
       std::string when;
       int64_t delay = 600;
       if (r.locked) {
-        bool ours = catalog_.read([&](const catalog::Tx& tx) { return tx.repository_in_use(repo); });
-        int streak = ours ? 0 : ++locked_streak_[repo];
+        // A prune that gave way did so for the fleet's own work.
+        bool ours = r.yielded || catalog_.read([&](const catalog::Tx& tx) { return tx.repository_in_use(repo); });
+        int streak = 0;
+        if (ours) locked_streak_.erase(repo);
+        else streak = ++locked_streak_[repo];
         delay = ours ? 0 : streak == 1 ? 5 : 60;
         when = ours ? "trying again once the backups and restores using it end"
                     : "trying again in " + std::to_string(delay) + " s";
@@ -155,7 +158,8 @@ void Scheduler::take_maintenance_results(int64_t now) {
         locked_streak_.erase(repo);
         when = "trying again in 600 s";
       }
-      retry_after_[repo] = now + delay;
+      if (delay) retry_after_[repo] = now + delay;
+      else retry_after_.erase(repo);  // held back until those tasks end (submit_forgets)
       waiting_since_.try_emplace(repo, now);
       spdlog::log(r.locked ? spdlog::level::info : spdlog::level::err,
                   "retention: repository '{}' could not be cleared of {} set(s): {}; {}", repo,
@@ -177,15 +181,16 @@ void Scheduler::take_maintenance_results(int64_t now) {
                  {"bytes_before", r.size_before},
                  {"bytes_after", r.size_after}}});
       for (const auto& id : r.job.set_ids) {
-        done_repos_[id].insert(repo);
+        tx.mark_snapshots_removed(id, repo);
         // Forgotten once every repository it wrote to is cleared of it.
         bool all = true;
-        for (const auto& t : tx.tasks_of_set(id))
-          if (t.snapshot_id && !done_repos_[id].count(t.repository)) all = false;
-        if (all) {
-          tx.mark_set_forgotten(id, {{"repositories", done_repos_[id]}});
-          done_repos_.erase(id);
+        std::set<std::string> repositories;
+        for (const auto& t : tx.tasks_of_set(id)) {
+          if (!t.snapshot_id) continue;
+          repositories.insert(t.repository);
+          if (!t.snapshot_removed_at) all = false;
         }
+        if (all) tx.mark_set_forgotten(id, {{"repositories", repositories}});
       }
     });
     spdlog::info("retention: repository '{}': {} snapshot(s) of {} set(s) removed; pack data {} -> {} bytes", repo,
@@ -198,6 +203,8 @@ void Scheduler::submit_forgets(int64_t now) {
   auto expired = catalog_.read([](const catalog::Tx& tx) { return tx.expired_sets(); });
   if (expired.empty()) {
     waiting_since_.clear();
+    waiting_warned_.clear();
+    locked_streak_.clear();
     return;
   }
   std::set<std::string> wanted;  // repositories with expired snapshots to remove
@@ -207,7 +214,7 @@ void Scheduler::submit_forgets(int64_t now) {
       for (const auto& t : tx.tasks_of_set(s.id)) {
         if (!t.snapshot_id) continue;
         any = true;
-        if (done_repos_[s.id].count(t.repository)) continue;
+        if (t.snapshot_removed_at) continue;  // that repository is cleared of it
         const std::string& repo = t.repository;
         if (repo.empty() || !maintenance_.declared(repo)) {
           if (warned_.insert(repo).second)
@@ -220,6 +227,7 @@ void Scheduler::submit_forgets(int64_t now) {
         if (maintenance_.busy(repo) || retry_after_[repo] > now) continue;
         if (tx.repository_in_use(repo)) {
           held_back_.insert(repo);
+          locked_streak_.erase(repo);  // a lock met after these tasks is a new row
           waiting_since_.try_emplace(repo, now);
           continue;
         }
@@ -232,7 +240,10 @@ void Scheduler::submit_forgets(int64_t now) {
     }
   });
   for (auto& [repo, job] : jobs) maintenance_.submit(std::move(job));
-  std::erase_if(waiting_since_, [&](const auto& e) { return !wanted.count(e.first); });
+  auto unwanted = [&](const auto& e) { return !wanted.count(e.first); };
+  std::erase_if(waiting_since_, unwanted);
+  std::erase_if(waiting_warned_, unwanted);
+  std::erase_if(locked_streak_, unwanted);
   // Backups and restores come first, and a lock makes the prune wait: a
   // repository always in use is never cleared. Said once an hour, not only
   // in the 'deferred' audit events.
@@ -245,7 +256,9 @@ void Scheduler::submit_forgets(int64_t now) {
                  "restores come first and its lock must be free: leave it a gap between them "
                  "(cairn_backup_sets_expired in /metrics)",
                  repo, (now - since) / 60,
-                 held_back_.count(repo) ? "backups or restores use it now" : "its last prune was deferred or failed");
+                 held_back_.count(repo)       ? "backups or restores use it now"
+                 : maintenance_.busy(repo) ? "a prune of it runs now"
+                                           : "its last prune was deferred or failed");
   }
 }
 

@@ -70,7 +70,6 @@ class Scheduler {
   std::map<std::string, int> locked_streak_;          // repository -> prunes in a row locked out by no open task
   std::map<std::string, int64_t> waiting_since_;      // repository -> first deferral since its last cleared prune
   std::map<std::string, int64_t> waiting_warned_;     // repository -> when the long wait was last logged
-  std::map<std::string, std::set<std::string>> done_repos_;  // set -> repositories already cleared of it
   std::set<std::string> warned_;                      // repositories we said we cannot clear
   std::set<std::string> held_back_;                   // repositories to clear once the tasks using them end
   int64_t last_tick_ = 0, last_forget_pass_ = 0;

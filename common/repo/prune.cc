@@ -347,6 +347,7 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
       report();
     }
     new_packs = rp.finish();
+    if (opt.check_lock) opt.check_lock();
   } catch (const Error& e) {
     // Nothing is indexed or deleted yet: taking back the new packs leaves the
     // repository as it was.
@@ -354,9 +355,11 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
     std::string undo = left ? "; " + std::to_string(left) + " pack(s) it wrote could not be removed and are in no index (the next prune removes them)"
                             : "; no pack or index was changed";
     throw Error(e.code(), e.what() + undo);
+  } catch (...) {
+    rp.discard();
+    throw;
   }
 
-  if (opt.check_lock) opt.check_lock();
   if (rewrite_index) {
     // 2. One index file describing every pack that remains.
     IndexFile f;

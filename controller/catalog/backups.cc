@@ -13,7 +13,8 @@ namespace {
 constexpr const char* kTaskColumns =
     "SELECT id, backup_set_id, restore_id, agent_id, component, kind, source_snapshot, plan_id, state,"
     " snapshot_id, manifest_digest, phase, bytes_done, bytes_total, files_done, files_total, current_item,"
-    " progress_at, created_at, updated_at, safety_task_id, component_metadata, restore_step, cluster_id, repository"
+    " progress_at, created_at, updated_at, safety_task_id, component_metadata, restore_step, cluster_id, repository,"
+    " snapshot_removed_at"
     " FROM tasks ";
 
 std::optional<std::string> opt_text(const sqlite::Stmt& s, int c) {
@@ -49,6 +50,7 @@ Task read_task(const sqlite::Stmt& s) {
   t.restore_step = s.text(22);
   t.cluster_id = s.text(23);
   t.repository = s.text(24);
+  if (!s.is_null(25)) t.snapshot_removed_at = s.integer(25);
   return t;
 }
 
@@ -190,6 +192,13 @@ void Tx::expire_set(const std::string& id, const std::string& reason) {
   audit({"backup.expire", "backup_set:" + id, "expired", reason, nlohmann::json::object()});
 }
 
+void Tx::mark_snapshots_removed(const std::string& set_id, const std::string& repository) {
+  db_.prepare("UPDATE tasks SET snapshot_removed_at = ? WHERE backup_set_id = ? AND repository = ?"
+              " AND snapshot_id IS NOT NULL AND snapshot_removed_at IS NULL")
+      .bind_all(now(), set_id, repository)
+      .run();
+}
+
 void Tx::mark_set_forgotten(const std::string& id, const nlohmann::json& details) {
   db_.prepare("UPDATE backup_sets SET forgotten_at = ? WHERE id = ? AND forgotten_at IS NULL").bind_all(now(), id).run();
   if (db_.changes() == 0) return;
@@ -229,18 +238,17 @@ std::optional<Task> Tx::task(const std::string& id) const {
 // A partial snapshot is a good parent: what it could not read is absent from
 // its tree and is read next time; every entry it has was read by this agent.
 // Safety backups are left out: one of an alternative restore target covers
-// other paths, and the agent would then read everything. Every backup of an
-// (agent, component) goes to the repository the component declares (plans
-// name none), so the snapshot is in the repository the next backup writes;
-// when the agent's configuration moves it, the agent finds no such parent
-// there and reads everything.
+// other paths, and the agent would then read everything. With a repository,
+// the parent is one the backup wrote there (or whose repository the catalog
+// does not know: older rows); when the agent's configuration moved the
+// repository, the agent finds no such parent there and reads everything.
 std::optional<std::string> Tx::backup_parent(const std::string& agent_id, const std::string& component,
                                              const std::optional<std::string>& repository) const {
   auto s = db_.prepare(
       "SELECT s.id FROM snapshots s JOIN tasks t ON t.id = s.task_id JOIN backup_sets b ON b.id = s.backup_set_id"
       " WHERE s.agent_id = ?1 AND s.component = ?2 AND t.agent_id = s.agent_id AND t.kind = 'backup'"
       " AND t.state IN ('succeeded', 'partial') AND b.trigger <> 'safety' AND b.expired_at IS NULL"
-      " AND (?3 IS NULL OR t.repository = ?3)"
+      " AND (?3 IS NULL OR t.repository = ?3 OR t.repository = '')"
       " ORDER BY s.created_at DESC, s.rowid DESC LIMIT 1");
   s.bind_all(agent_id, component);
   repository ? s.bind(3, *repository) : s.bind_null(3);
@@ -248,10 +256,11 @@ std::optional<std::string> Tx::backup_parent(const std::string& agent_id, const 
   return s.text(0);
 }
 
-std::string Tx::repository_of_snapshot(const std::string& snapshot_id) const {
-  auto s = db_.prepare("SELECT t.repository FROM snapshots s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?");
+std::optional<std::pair<std::string, std::string>> Tx::snapshot_origin(const std::string& snapshot_id) const {
+  auto s = db_.prepare("SELECT t.agent_id, t.repository FROM snapshots s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?");
   s.bind(1, snapshot_id);
-  return s.step() ? s.text(0) : std::string();
+  if (!s.step()) return std::nullopt;
+  return std::make_pair(s.text(0), s.text(1));
 }
 
 void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {

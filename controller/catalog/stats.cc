@@ -65,7 +65,8 @@ std::vector<CountStat> Tx::snapshot_stats() const {
 std::vector<ExpiredStat> Tx::expired_stats() const {
   auto s = db_.prepare(
       "SELECT t.repository, count(DISTINCT b.id), min(b.expired_at) FROM backup_sets b JOIN tasks t ON t.backup_set_id = b.id"
-      " WHERE b.expired_at IS NOT NULL AND b.forgotten_at IS NULL AND t.snapshot_id IS NOT NULL GROUP BY 1 ORDER BY 1");
+      " WHERE b.expired_at IS NOT NULL AND b.forgotten_at IS NULL AND t.snapshot_id IS NOT NULL"
+      " AND t.snapshot_removed_at IS NULL GROUP BY 1 ORDER BY 1");
   std::vector<ExpiredStat> out;
   while (s.step()) out.push_back({s.text(0), s.integer(1), s.integer(2)});
   return out;

@@ -129,6 +129,9 @@ class Tx {
   // Sets expired whose snapshots are not yet removed, oldest first.
   std::vector<BackupSet> expired_sets() const;
   void mark_set_forgotten(const std::string& id, const nlohmann::json& details);
+  // Retention removed the set's snapshots from that repository (its tasks'
+  // snapshot_removed_at): the set is forgotten once no snapshot is left.
+  void mark_snapshots_removed(const std::string& set_id, const std::string& repository);
   // Whether a backup task into this repository (by name), or a restore task
   // reading a snapshot stored there, has not ended.
   bool repository_in_use(const std::string& repository) const;
@@ -142,9 +145,10 @@ class Tx {
   // the agent nothing (it reads every file) and draws a note.
   std::optional<std::string> backup_parent(const std::string& agent_id, const std::string& component,
                                            const std::optional<std::string>& repository = std::nullopt) const;
-  // The repository (by name) the backup that left this snapshot wrote to; ""
-  // when the catalog does not know (an older task, an agent that did not say).
-  std::string repository_of_snapshot(const std::string& snapshot_id) const;
+  // The agent whose backup left this snapshot and the repository (by name)
+  // it wrote to ("" when the catalog does not know: an older task, an agent
+  // that did not say); nullopt for a snapshot the catalog does not hold.
+  std::optional<std::pair<std::string, std::string>> snapshot_origin(const std::string& snapshot_id) const;
 
   // Moves a task along the state machine (outcome.h) and records reasons,
   // snapshot and manifest. When the last task of a set or restore ends, the
@@ -237,7 +241,7 @@ class Tx {
   std::vector<CountStat> restore_stats() const;
   // labels: repository, component, agent name (sets not forgotten)
   std::vector<CountStat> snapshot_stats() const;
-  // By repository: expired sets not yet forgotten that stored a snapshot there.
+  // By repository: expired sets with a snapshot there not yet removed.
   std::vector<ExpiredStat> expired_stats() const;
 
   // -- lookups for the operator API (lookup.cc) ---------------------------------

@@ -81,6 +81,7 @@ struct Task {
   std::string restore_step;  // a cluster restore's step; "" otherwise
   std::string cluster_id;    // a cluster-scoped component's cluster; "" otherwise
   std::string repository;    // backup: the repository it writes to ("" = unknown, the agent's default)
+  std::optional<int64_t> snapshot_removed_at;  // backup: retention removed its snapshot (0013)
   TaskState state = TaskState::pending;
   std::vector<Reason> reasons;
   std::optional<std::string> snapshot_id;

@@ -353,3 +353,66 @@ TEST_CASE("members after clusters: when the cluster's restore fails, no broker i
     }
   CHECK(kafka == 3);
 }
+
+TEST_CASE("cluster: each member restores from, and saves its safety backup to, the repository by its own name for it") {
+  ClusterFixture f;
+  // The same repository, named differently on each member; and one a policy names.
+  f.cat.transaction("agent", [&](Tx& tx) {
+    int m = 0;
+    for (const auto& [id, name] : {std::pair{f.a, "main"}, std::pair{f.b, "store-b"}, std::pair{f.c, "store-c"}}) {
+      Component k{"etcd", "etcd", true, {}};
+      k.scope = "cluster";
+      k.cluster_id = "c1";
+      k.member_id = "m" + std::to_string(++m);
+      k.repository = name;
+      tx.set_agent_components(id, {k});
+    }
+  });
+  std::map<std::string, std::string> own = {{f.a, "main"}, {f.b, "store-b"}, {f.c, "store-c"}};
+  auto backed_up = [&](const std::string& repository) {
+    controller::BackupExtras extras;
+    extras.repository = repository;
+    auto ordered = f.orders.create_backup("operator:test", only("etcd"), {}, extras);
+    auto tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); });
+    REQUIRE(tasks.size() == 1);
+    f.end_task(tasks[0].id, TaskState::succeeded, "snap-" + ordered.id);
+    return std::make_pair(ordered.id, tasks[0]);
+  };
+  // Where each member is told to read, and where the catalog records its safety backup.
+  auto restore = [&](const std::string& set) {
+    v1::RestoreRequest req;
+    req.set_backup_set_id(set);
+    *req.mutable_selector() = only("etcd");
+    auto r = f.orders.create_restore("operator:test", req);
+    std::map<std::string, std::pair<std::string, std::string>> out;
+    auto stop = f.step_tasks(r.id, "stop");
+    f.cat.read([&](const Tx& tx) {
+      auto rs = tx.restore(r.id);
+      REQUIRE(rs->safety_set_id);
+      std::map<std::string, std::string> safety;
+      for (const auto& t : tx.tasks_of_set(*rs->safety_set_id)) safety[t.agent_id] = t.repository;
+      for (const auto& t : stop) out[t.agent_id] = {f.wire_of(tx, t).snapshot().repository(), safety[t.agent_id]};
+    });
+    REQUIRE(out.size() == 3);
+    return out;
+  };
+
+  SECTION("a backup to the writer's default: every member reads its own default") {
+    auto [set, task] = backed_up("");
+    CHECK(task.repository == own[task.agent_id]);
+    for (const auto& [agent, where] : restore(set)) {
+      INFO(agent);
+      CHECK(where.first == own[agent]);
+      CHECK(where.second == own[agent]);
+    }
+  }
+  SECTION("a backup to a repository a policy names: every member reads that one") {
+    auto [set, task] = backed_up("offsite");
+    CHECK(task.repository == "offsite");
+    for (const auto& [agent, where] : restore(set)) {
+      INFO(agent);
+      CHECK(where.first == "offsite");
+      CHECK(where.second == "offsite");
+    }
+  }
+}

@@ -163,8 +163,9 @@ TEST_CASE("catalog: a backup's parent is chosen from the repository it writes to
     CHECK(tx.backup_parent(f.a, "data", "offsite") == std::optional<std::string>("snap-off"));
     CHECK(tx.backup_parent(f.a, "data", "main") == std::optional<std::string>("snap-main"));
     CHECK_FALSE(tx.backup_parent(f.a, "data", "elsewhere"));
-    CHECK(tx.repository_of_snapshot("snap-off") == "offsite");
-    CHECK(tx.repository_of_snapshot("snap-main") == "main");
-    CHECK(tx.repository_of_snapshot("snap-unknown").empty());
+    using Origin = std::optional<std::pair<std::string, std::string>>;
+    CHECK(tx.snapshot_origin("snap-off") == Origin({f.a, "offsite"}));
+    CHECK(tx.snapshot_origin("snap-main") == Origin({f.a, "main"}));
+    CHECK_FALSE(tx.snapshot_origin("snap-unknown"));
   });
 }

@@ -13,12 +13,15 @@
 #include <spdlog/spdlog.h>
 
 #include <sstream>
+#include <zmq.hpp>
 
 #include "common/repo/lock.h"
 #include "common/repo/repository.h"
 #include "common/util/fs.h"
 #include "controller/catalog/catalog_fixture.h"
+#include "controller/fleet.h"
 #include "controller/scheduler.h"
+#include "controller/status_view.h"
 
 using namespace cairn;
 using namespace cairn::catalog;
@@ -435,6 +438,54 @@ TEST_CASE_METHOD(PruneFixture, "a repository its backups never leave is said to 
   CHECK(waits() == 2);
 }
 
+TEST_CASE_METHOD(PruneFixture, "a set in two repositories: the declared one is cleared for good, and /metrics counts what waits") {
+  // One set, its snapshots in 'main' (declared) and 'elsewhere' (not).
+  std::string b = approved_agent("node-b", 2);
+  std::string set = cat.transaction("controller", [&](Tx& tx) {
+    tx.set_agent_components(b, {{"data", "files", true}});
+    NewBackupSet s;
+    s.tasks.push_back({a, "data", std::nullopt, std::nullopt});
+    s.tasks.back().repository = "main";
+    s.tasks.push_back({b, "data", std::nullopt, std::nullopt});
+    s.tasks.back().repository = "elsewhere";
+    return tx.create_backup_set(s);
+  });
+  finish(set);
+  cat.transaction("controller", [&](Tx& tx) { tx.expire_set(set, "the test let it go"); });
+
+  zmq::context_t ctx{1};
+  zmq::socket_t socket{ctx, zmq::socket_type::router};
+  controller::Fleet fleet{socket, cat, config, key.key_id()};
+  auto metrics = [&] {
+    return controller::render_metrics({cat, fleet, maintenance, nullptr, {"main"}});
+  };
+  auto waiting = [&] { return cat.read([](const Tx& tx) { return tx.expired_stats(); }); };
+  REQUIRE(waiting().size() == 2);
+  CHECK_THAT(metrics(), Catch::Contains("\ncairn_backup_sets_expired{repository=\"main\"} 1\n") &&
+                            Catch::Contains("\ncairn_backup_sets_expired_oldest_timestamp_seconds{repository=\"main\"} " +
+                                            std::to_string(now()) + "\n") &&
+                            !Catch::Contains("cairn_backup_sets_expired{repository=\"elsewhere\"}"));  // only repositories the controller declares
+
+  tick();
+  tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"ok"});
+  CHECK_FALSE(forgotten(set));  // 'elsewhere' still holds its snapshot
+  auto w = waiting();
+  REQUIRE(w.size() == 1);
+  CHECK(w[0].repository == "elsewhere");
+  CHECK_THAT(metrics(), Catch::Contains("\ncairn_backup_sets_expired{repository=\"main\"} 0\n") &&
+                            !Catch::Contains("cairn_backup_sets_expired_oldest_timestamp_seconds{"));
+  // A restarted controller knows 'main' is cleared: it is not pruned again.
+  controller::Scheduler restarted{cat, orders, maintenance, config};
+  restarted.start(now());
+  for (int i = 0; i < 70; ++i) {
+    advance_seconds(1);
+    restarted.tick(now());
+    wait_idle();
+  }
+  CHECK(prune_outcomes() == std::vector<std::string>{"ok"});
+}
+
 TEST_CASE_METHOD(PruneFixture, "a prune locked out by a lock no open task holds goes again 5 s later, then every minute") {
   auto [s1, s2] = two_complete_sets();
   auto lock = hold_shared_lock();  // an operator's check, say
@@ -448,6 +499,25 @@ TEST_CASE_METHOD(PruneFixture, "a prune locked out by a lock no open task holds 
   CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "deferred"});  // not asked again every second
   CHECK_FALSE(forgotten(s1));
   for (int i = 0; i < 35; ++i) tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "deferred", "ok"});
+  CHECK(forgotten(s1));
+}
+
+TEST_CASE_METHOD(PruneFixture, "a backup between two lock-outs starts the count again: 5 s, not a minute") {
+  auto [s1, s2] = two_complete_sets();
+  auto lock = hold_shared_lock();  // someone else's
+  tick();
+  tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred"});
+  auto s3 = start_run();  // the fleet's backup meanwhile: the retry is held back
+  for (int i = 0; i < 10; ++i) tick();
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred"});
+  finish(s3, TaskState::failed);
+  tick();
+  tick();  // the lock is still there: locked out again, the first time since the backup
+  CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "deferred"});
+  lock->release();
+  for (int i = 0; i < 7; ++i) tick();
   CHECK(prune_outcomes() == std::vector<std::string>{"deferred", "deferred", "ok"});
   CHECK(forgotten(s1));
 }
