@@ -362,12 +362,16 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
   nlohmann::json without = nlohmann::json::array();  // the set's tasks that left no snapshot, and why
   for (const auto& t : set.tasks()) {
     if (t.kind() != cairn::v1::TASK_KIND_BACKUP) continue;
-    if (!t.snapshot_id().empty()) {
+    if (!t.snapshot_id().empty() && !t.snapshot_removed_at()) {
       tasks.push_back(&t);
       continue;
     }
     nlohmann::json reasons = nlohmann::json::array();
     for (const auto& r : t.reasons()) reasons.push_back(r.detail());
+    // An expired set cleared from one of its repositories but not yet all.
+    if (t.snapshot_removed_at())
+      reasons.push_back("its snapshot was removed from repository '" + t.repository() + "' by retention (" +
+                        local_time(t.snapshot_removed_at()) + ")");
     without.push_back({{"task_id", t.task_id()}, {"agent", t.agent_name()}, {"component", t.component()},
                        {"state", task_state_name(t.state())}, {"reasons", reasons}});
   }

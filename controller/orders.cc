@@ -121,7 +121,7 @@ void check_restore_target(const std::vector<Pick>& picks, const std::string& tar
 //   --repository, or a default it has since changed);
 // - another agent (a member of the cluster the snapshot was taken from) gets
 //   its own default when the snapshot went to the writer's default, and the
-//   name itself when a policy chose another one;
+//   name itself when a policy named the repository;
 // - a snapshot whose repository the catalog does not know (older rows) is
 //   read from the restoring agent's default, as before it was recorded.
 std::string restore_repository(const Tx& tx, const std::string& agent_id, const std::string& component,
@@ -132,9 +132,8 @@ std::string restore_repository(const Tx& tx, const std::string& agent_id, const 
     return std::string();
   };
   auto origin = tx.snapshot_origin(snapshot);
-  if (!origin || origin->second.empty()) return default_of(agent_id);
-  const auto& [writer, repository] = *origin;
-  if (writer == agent_id || repository != default_of(writer)) return repository;
+  if (!origin || origin->repository.empty()) return default_of(agent_id);
+  if (origin->agent_id == agent_id || origin->named) return origin->repository;
   return default_of(agent_id);
 }
 
@@ -146,8 +145,12 @@ cairn::v1::Task restore_wire(const Tx& tx, const catalog::Task& t, const std::st
   w.set_component(t.component);
   w.set_kind(cairn::v1::TASK_KIND_RESTORE);
   // The snapshot is read from the repository its backup wrote to, and the
-  // safety backup is written beside it (create_restore records it there).
-  std::string repository = restore_repository(tx, t.agent_id, t.component, t.source_snapshot.value_or(""));
+  // safety backup is written beside it, where create_restore recorded it
+  // (every step of a cluster restore says the same).
+  std::string repository;
+  std::optional<catalog::Task> safety;
+  if (t.safety_task_id) safety = tx.task(*t.safety_task_id);
+  repository = safety ? safety->repository : restore_repository(tx, t.agent_id, t.component, t.source_snapshot.value_or(""));
   std::optional<std::string> in;
   if (!repository.empty()) in = repository;
   if (auto parent = tx.backup_parent(t.agent_id, t.component, in)) w.set_parent_snapshot_id(*parent);  // of the safety backup
@@ -408,6 +411,7 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
       catalog::NewTask nt{p.agent.id, p.component, std::nullopt, std::nullopt};
       nt.cluster_id = p.cluster_id;
       nt.repository = extras.repository.empty() ? p.repository : extras.repository;
+      nt.repository_named = !extras.repository.empty();
       set.tasks.push_back(std::move(nt));
     }
     Ordered out;
@@ -467,6 +471,19 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     std::vector<Pick> picks;
     for (auto& p : select(tx, req.selector(), true))
       if (source.count(source_key(p))) picks.push_back(p);
+    // An expired set that retention has cleared from some repositories, not
+    // yet all: what is gone there cannot be restored, and leaving it out
+    // silently would restore less than was asked.
+    std::string removed;
+    for (const auto& p : picks)
+      if (const auto& t = source[source_key(p)]; t.snapshot_removed_at)
+        removed += std::string(removed.empty() ? "" : ", ") + "'" + p.component + "' on " + p.agent.name + " (repository '" +
+                   t.repository + "')";
+    if (!removed.empty())
+      throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND,
+                    "backup set '" + req.backup_set_id() + "' was expired by policy '" + source_set->policy.value_or("") +
+                        "' and retention has removed the snapshots of " + removed +
+                        "; pick a newer set ('cairnctl backup list'), or leave those out with --component/--node");
     check_whole_clusters(tx, picks, req.restore_target());
     if (picks.empty())
       throw OpError(cairn::v1::ERROR_CODE_NOTHING_SELECTED,

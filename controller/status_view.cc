@@ -130,7 +130,7 @@ std::string render_metrics(const StatusSources& s) {
       m.sample("cairn_backup_duration_seconds_sum", key, double(h.duration_sum));
       m.sample("cairn_backup_duration_seconds_count", key, double(h.count));
     }
-    m.family("cairn_snapshots", "gauge", "Snapshots the catalog holds, outside forgotten sets.");
+    m.family("cairn_snapshots", "gauge", "Snapshots the catalog holds that retention has not removed.");
     for (const auto& c : tx.snapshot_stats())
       m.sample("cairn_snapshots", labels({{"repository", c.labels[0]}, {"component", c.labels[1]}, {"agent", c.labels[2]}}),
                double(c.count));

@@ -135,7 +135,7 @@ class Repacker {
   std::vector<std::pair<BlobId, std::vector<PackBlob>>> finish() {
     for (auto& pb : builders_)
       if (!pb.empty()) write(pb);
-    return std::move(written_);
+    return written_;  // kept: discard() takes them back if the lock is lost before the index is written
   }
 
   // Removes the packs written so far (a repack that stops: they are in no

@@ -115,8 +115,8 @@ void Tx::insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const st
                       const std::string* restore_id, std::vector<std::string>& ids) {
   auto ins = db_.prepare(
       "INSERT INTO tasks (id, backup_set_id, restore_id, agent_id, component, kind, source_snapshot, state,"
-      " created_at, updated_at, safety_task_id, restore_step, cluster_id, repository)"
-      " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)");
+      " created_at, updated_at, safety_task_id, restore_step, cluster_id, repository, repository_named)"
+      " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)");
   for (const auto& t : tasks) {
     if (t.component.empty()) throw Error(Errc::invalid_input, "a task needs a component");
     std::string id = new_id("tk");
@@ -126,7 +126,7 @@ void Tx::insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const st
     restore_id ? ins.bind(3, *restore_id) : ins.bind_null(3);
     ins.bind(4, t.agent_id).bind(5, t.component).bind(6, kind == TaskKind::backup ? "backup" : "restore");
     ins.bind(7, t.source_snapshot).bind(8, now()).bind(9, now()).bind(10, t.safety_task_id);
-    ins.bind(11, t.restore_step).bind(12, t.cluster_id).bind(13, t.repository);
+    ins.bind(11, t.restore_step).bind(12, t.cluster_id).bind(13, t.repository).bind(14, int64_t(t.repository_named));
     ins.run();
     ids.push_back(std::move(id));
   }
@@ -239,8 +239,8 @@ std::optional<Task> Tx::task(const std::string& id) const {
 // its tree and is read next time; every entry it has was read by this agent.
 // Safety backups are left out: one of an alternative restore target covers
 // other paths, and the agent would then read everything. With a repository,
-// the parent is one the backup wrote there (or whose repository the catalog
-// does not know: older rows); when the agent's configuration moved the
+// the parent is one the backup wrote there, else one whose repository the
+// catalog does not know (older rows, agents that do not say); when the agent's configuration moved the
 // repository, the agent finds no such parent there and reads everything.
 std::optional<std::string> Tx::backup_parent(const std::string& agent_id, const std::string& component,
                                              const std::optional<std::string>& repository) const {
@@ -249,18 +249,22 @@ std::optional<std::string> Tx::backup_parent(const std::string& agent_id, const 
       " WHERE s.agent_id = ?1 AND s.component = ?2 AND t.agent_id = s.agent_id AND t.kind = 'backup'"
       " AND t.state IN ('succeeded', 'partial') AND b.trigger <> 'safety' AND b.expired_at IS NULL"
       " AND (?3 IS NULL OR t.repository = ?3 OR t.repository = '')"
-      " ORDER BY s.created_at DESC, s.rowid DESC LIMIT 1");
+      " ORDER BY CASE WHEN t.repository = ?3 THEN 0 ELSE 1 END, s.created_at DESC, s.rowid DESC LIMIT 1");
   s.bind_all(agent_id, component);
   repository ? s.bind(3, *repository) : s.bind_null(3);
   if (!s.step()) return std::nullopt;
   return s.text(0);
 }
 
-std::optional<std::pair<std::string, std::string>> Tx::snapshot_origin(const std::string& snapshot_id) const {
-  auto s = db_.prepare("SELECT t.agent_id, t.repository FROM snapshots s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?");
+std::optional<SnapshotOrigin> Tx::snapshot_origin(const std::string& snapshot_id) const {
+  auto s = db_.prepare(
+      "SELECT t.agent_id, t.repository, t.repository_named, t.snapshot_removed_at FROM snapshots s"
+      " JOIN tasks t ON t.id = s.task_id WHERE s.id = ?");
   s.bind(1, snapshot_id);
   if (!s.step()) return std::nullopt;
-  return std::make_pair(s.text(0), s.text(1));
+  SnapshotOrigin o{s.text(0), s.text(1), s.integer(2) != 0, std::nullopt};
+  if (!s.is_null(3)) o.removed_at = s.integer(3);
+  return o;
 }
 
 void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {

@@ -56,7 +56,7 @@ std::vector<CountStat> Tx::snapshot_stats() const {
   auto s = db_.prepare(
       "SELECT t.repository, t.component, a.name, count(*) FROM snapshots sn JOIN tasks t ON t.id = sn.task_id"
       " JOIN backup_sets b ON b.id = sn.backup_set_id JOIN agents a ON a.id = sn.agent_id"
-      " WHERE b.forgotten_at IS NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+      " WHERE b.forgotten_at IS NULL AND t.snapshot_removed_at IS NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
   std::vector<CountStat> out;
   while (s.step()) out.push_back({{s.text(0), s.text(1), s.text(2)}, s.integer(3)});
   return out;

@@ -145,10 +145,9 @@ class Tx {
   // the agent nothing (it reads every file) and draws a note.
   std::optional<std::string> backup_parent(const std::string& agent_id, const std::string& component,
                                            const std::optional<std::string>& repository = std::nullopt) const;
-  // The agent whose backup left this snapshot and the repository (by name)
-  // it wrote to ("" when the catalog does not know: an older task, an agent
-  // that did not say); nullopt for a snapshot the catalog does not hold.
-  std::optional<std::pair<std::string, std::string>> snapshot_origin(const std::string& snapshot_id) const;
+  // Who wrote this snapshot and where; nullopt for a snapshot the catalog
+  // does not hold.
+  std::optional<SnapshotOrigin> snapshot_origin(const std::string& snapshot_id) const;
 
   // Moves a task along the state machine (outcome.h) and records reasons,
   // snapshot and manifest. When the last task of a set or restore ends, the

@@ -178,6 +178,15 @@ struct CountStat {
   int64_t count = 0;
 };
 
+// The backup task that left a snapshot.
+struct SnapshotOrigin {
+  std::string agent_id;
+  std::string repository;  // by the writer's name ("" when the catalog does not know: older tasks)
+  bool named = false;      // the plan named it (a policy's --repository), not the component's default
+  std::optional<int64_t> removed_at;  // retention removed it
+  bool operator==(const SnapshotOrigin&) const = default;
+};
+
 // Sets retention expired whose snapshots in a repository wait to be removed.
 struct ExpiredStat {
   std::string repository;
@@ -235,6 +244,7 @@ struct NewTask {
   std::string restore_step;                    // a cluster restore's step
   std::string cluster_id;                      // a cluster-scoped component's cluster
   std::string repository;                      // backup: where it writes ("" = the agent's default)
+  bool repository_named = false;               // backup: the plan names it (a policy's --repository)
 };
 
 struct NewBackupSet {

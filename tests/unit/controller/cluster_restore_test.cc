@@ -406,6 +406,19 @@ TEST_CASE("cluster: each member restores from, and saves its safety backup to, t
       CHECK(where.second == own[agent]);
     }
   }
+  SECTION("the writer's default moved since: the others still read their own default, the writer its old one") {
+    auto [set, task] = backed_up("");
+    f.cat.transaction("agent", [&](Tx& tx) {
+      auto cs = tx.agent_components(task.agent_id);
+      for (auto& k : cs) k.repository = "moved";
+      tx.set_agent_components(task.agent_id, cs);
+    });
+    for (const auto& [agent, where] : restore(set)) {
+      INFO(agent);
+      CHECK(where.first == own[agent]);
+      CHECK(where.second == own[agent]);
+    }
+  }
   SECTION("a backup to a repository a policy names: every member reads that one") {
     auto [set, task] = backed_up("offsite");
     CHECK(task.repository == "offsite");

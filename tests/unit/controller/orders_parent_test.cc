@@ -148,24 +148,26 @@ TEST_CASE("catalog: a safety backup's snapshot is not the parent of the next bac
 
 TEST_CASE("catalog: a backup's parent is chosen from the repository it writes to, and a snapshot knows its repository") {
   OrdersFixture f;
-  // A set into 'offsite' (a policy's --repository), then one into 'main'.
-  for (const auto& [name, repo] : {std::pair{"off", "offsite"}, std::pair{"main", "main"}}) {
+  // A set into 'offsite' (a policy's --repository), then one into 'main',
+  // then one whose repository the agent did not say.
+  for (const auto& [name, repo] : {std::pair{"off", "offsite"}, std::pair{"main", "main"}, std::pair{"blank", ""}}) {
     f.sets[name] = f.cat.transaction("controller", [&](Tx& tx) {
       NewBackupSet s;
       s.tasks.push_back({f.a, "data", std::nullopt, std::nullopt});
       s.tasks.back().repository = repo;
+      s.tasks.back().repository_named = std::string(repo) == "offsite";
       return tx.create_backup_set(s);
     });
     f.finish(name, f.a, "data", TaskState::succeeded, std::string("snap-") + name);
   }
   f.cat.read([&](const Tx& tx) {
-    CHECK(tx.backup_parent(f.a, "data") == std::optional<std::string>("snap-main"));  // the newest, anywhere
+    CHECK(tx.backup_parent(f.a, "data") == std::optional<std::string>("snap-blank"));  // the newest, anywhere
+    // One written there comes first, however old; else one of unknown repository.
     CHECK(tx.backup_parent(f.a, "data", "offsite") == std::optional<std::string>("snap-off"));
     CHECK(tx.backup_parent(f.a, "data", "main") == std::optional<std::string>("snap-main"));
-    CHECK_FALSE(tx.backup_parent(f.a, "data", "elsewhere"));
-    using Origin = std::optional<std::pair<std::string, std::string>>;
-    CHECK(tx.snapshot_origin("snap-off") == Origin({f.a, "offsite"}));
-    CHECK(tx.snapshot_origin("snap-main") == Origin({f.a, "main"}));
+    CHECK(tx.backup_parent(f.a, "data", "elsewhere") == std::optional<std::string>("snap-blank"));
+    CHECK(tx.snapshot_origin("snap-off") == SnapshotOrigin{f.a, "offsite", true, std::nullopt});
+    CHECK(tx.snapshot_origin("snap-main") == SnapshotOrigin{f.a, "main", false, std::nullopt});
     CHECK_FALSE(tx.snapshot_origin("snap-unknown"));
   });
 }

@@ -484,6 +484,16 @@ TEST_CASE_METHOD(PruneFixture, "a set in two repositories: the declared one is c
     wait_idle();
   }
   CHECK(prune_outcomes() == std::vector<std::string>{"ok"});
+
+  // What is gone cannot be restored, and is not left out silently; what is left can.
+  cairn::v1::RestoreRequest req;
+  req.set_backup_set_id(set);
+  req.set_skip_safety_backup(true);
+  CHECK_THROWS_WITH(orders.create_restore("operator:test", req),
+                    Catch::Contains("retention has removed the snapshots of 'data' on node-a (repository 'main')"));
+  req.mutable_selector()->add_nodes("node-b");
+  auto r = orders.create_restore("operator:test", req);
+  CHECK(cat.read([&](const Tx& tx) { return tx.tasks_of_restore(r.id).size(); }) == 1);
 }
 
 TEST_CASE_METHOD(PruneFixture, "a prune locked out by a lock no open task holds goes again 5 s later, then every minute") {

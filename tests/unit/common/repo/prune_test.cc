@@ -264,6 +264,16 @@ TEST_CASE("prune stopped while repacking takes back the packs it wrote: the repo
     REQUIRE(t.listing() == before);
   }
 
+  // The lock lost after the repack, before the index is written: the same.
+  {
+    PruneOptions o;
+    o.check_lock = [] { throw Error(Errc::locked, "the lock is no longer valid"); };
+    auto r = t.open();
+    REQUIRE_THROWS_WITH(prune(*r, o), Catch::Contains("the lock is no longer valid") &&
+                                          Catch::Contains("no pack or index was changed"));
+    REQUIRE(t.listing() == before);
+  }
+
   // The next prune, left to finish, does the whole job.
   auto r = t.open();
   PruneResult res = prune(*r, {});
