@@ -147,10 +147,10 @@ cairn::v1::Task restore_wire(const Tx& tx, const catalog::Task& t, const std::st
   // The snapshot is read from the repository its backup wrote to, and the
   // safety backup is written beside it, where create_restore recorded it
   // (every step of a cluster restore says the same).
-  std::string repository;
   std::optional<catalog::Task> safety;
   if (t.safety_task_id) safety = tx.task(*t.safety_task_id);
-  repository = safety ? safety->repository : restore_repository(tx, t.agent_id, t.component, t.source_snapshot.value_or(""));
+  std::string repository =
+      safety ? safety->repository : restore_repository(tx, t.agent_id, t.component, t.source_snapshot.value_or(""));
   std::optional<std::string> in;
   if (!repository.empty()) in = repository;
   if (auto parent = tx.backup_parent(t.agent_id, t.component, in)) w.set_parent_snapshot_id(*parent);  // of the safety backup

@@ -145,22 +145,20 @@ void Scheduler::take_maintenance_results(int64_t now) {
       // any other failure in ten.
       std::string when;
       int64_t delay = 600;
+      Waiting& w = waiting(repo, now);
       if (r.locked) {
         // A prune that gave way did so for the fleet's own work.
         bool ours = r.yielded || catalog_.read([&](const catalog::Tx& tx) { return tx.repository_in_use(repo); });
-        int streak = 0;
-        if (ours) locked_streak_.erase(repo);
-        else streak = ++locked_streak_[repo];
-        delay = ours ? 0 : streak == 1 ? 5 : 60;
+        w.locked_streak = ours ? 0 : w.locked_streak + 1;
+        delay = ours ? 0 : w.locked_streak == 1 ? 5 : 60;
         when = ours ? "trying again once the backups and restores using it end"
                     : "trying again in " + std::to_string(delay) + " s";
       } else {
-        locked_streak_.erase(repo);
+        w.locked_streak = 0;
         when = "trying again in 600 s";
       }
       if (delay) retry_after_[repo] = now + delay;
       else retry_after_.erase(repo);  // held back until those tasks end (submit_forgets)
-      waiting_since_.try_emplace(repo, now);
       spdlog::log(r.locked ? spdlog::level::info : spdlog::level::err,
                   "retention: repository '{}' could not be cleared of {} set(s): {}; {}", repo,
                   r.job.set_ids.size(), r.error, when);
@@ -171,9 +169,7 @@ void Scheduler::take_maintenance_results(int64_t now) {
       continue;
     }
     retry_after_.erase(repo);
-    locked_streak_.erase(repo);
-    waiting_since_.erase(repo);
-    waiting_warned_.erase(repo);
+    waiting_.erase(repo);
     catalog_.transaction("controller", [&](catalog::Tx& tx) {
       tx.audit({"repository.prune", "repository:" + repo, "ok", "",
                 {{"backup_sets", r.job.set_ids},
@@ -198,13 +194,15 @@ void Scheduler::take_maintenance_results(int64_t now) {
   }
 }
 
+Scheduler::Waiting& Scheduler::waiting(const std::string& repo, int64_t now) {
+  return waiting_.try_emplace(repo, Waiting{now}).first->second;
+}
+
 void Scheduler::submit_forgets(int64_t now) {
   std::map<std::string, ForgetJob> jobs;
   auto expired = catalog_.read([](const catalog::Tx& tx) { return tx.expired_sets(); });
   if (expired.empty()) {
-    waiting_since_.clear();
-    waiting_warned_.clear();
-    locked_streak_.clear();
+    waiting_.clear();
     return;
   }
   std::set<std::string> wanted;  // repositories with expired snapshots to remove
@@ -227,8 +225,7 @@ void Scheduler::submit_forgets(int64_t now) {
         if (maintenance_.busy(repo) || retry_after_[repo] > now) continue;
         if (tx.repository_in_use(repo)) {
           held_back_.insert(repo);
-          locked_streak_.erase(repo);  // a lock met after these tasks is a new row
-          waiting_since_.try_emplace(repo, now);
+          waiting(repo, now).locked_streak = 0;  // a lock met after these tasks is a new row
           continue;
         }
         auto& job = jobs[repo];
@@ -240,22 +237,18 @@ void Scheduler::submit_forgets(int64_t now) {
     }
   });
   for (auto& [repo, job] : jobs) maintenance_.submit(std::move(job));
-  auto unwanted = [&](const auto& e) { return !wanted.count(e.first); };
-  std::erase_if(waiting_since_, unwanted);
-  std::erase_if(waiting_warned_, unwanted);
-  std::erase_if(locked_streak_, unwanted);
+  std::erase_if(waiting_, [&](const auto& e) { return !wanted.count(e.first); });
   // Backups and restores come first, and a lock makes the prune wait: a
   // repository always in use is never cleared. Said once an hour, not only
   // in the 'deferred' audit events.
-  for (const auto& [repo, since] : waiting_since_) {
-    if (now - since < 3600) continue;
-    auto& warned = waiting_warned_[repo];
-    if (warned && now - warned < 3600) continue;
-    warned = now;
+  for (auto& [repo, w] : waiting_) {
+    if (now - w.since < 3600) continue;
+    if (w.warned && now - w.warned < 3600) continue;
+    w.warned = now;
     spdlog::warn("retention: repository '{}' has waited {} min to be cleared of expired sets ({}); its backups and "
                  "restores come first and its lock must be free: leave it a gap between them "
                  "(cairn_backup_sets_expired in /metrics)",
-                 repo, (now - since) / 60,
+                 repo, (now - w.since) / 60,
                  held_back_.count(repo)       ? "backups or restores use it now"
                  : maintenance_.busy(repo) ? "a prune of it runs now"
                                            : "its last prune was deferred or failed");

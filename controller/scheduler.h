@@ -67,9 +67,15 @@ class Scheduler {
   const ControllerConfig& config_;
   std::map<std::string, std::string> watched_;        // running set -> its policy
   std::map<std::string, int64_t> retry_after_;        // repository -> unix seconds
-  std::map<std::string, int> locked_streak_;          // repository -> prunes in a row locked out by no open task
-  std::map<std::string, int64_t> waiting_since_;      // repository -> first deferral since its last cleared prune
-  std::map<std::string, int64_t> waiting_warned_;     // repository -> when the long wait was last logged
+  // A repository whose expired sets wait: its prune was deferred, failed or
+  // held back since it was last cleared.
+  struct Waiting {
+    int64_t since = 0;      // the first such time (unix seconds)
+    int64_t warned = 0;     // when the long wait was last logged
+    int locked_streak = 0;  // prunes in a row locked out by a lock no open task holds
+  };
+  std::map<std::string, Waiting> waiting_;
+  Waiting& waiting(const std::string& repo, int64_t now);  // since = now for a new entry
   std::set<std::string> warned_;                      // repositories we said we cannot clear
   std::set<std::string> held_back_;                   // repositories to clear once the tasks using them end
   int64_t last_tick_ = 0, last_forget_pass_ = 0;

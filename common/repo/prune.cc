@@ -143,10 +143,9 @@ class Repacker {
   // Returns how many could not be removed; the next prune removes those.
   size_t discard() noexcept {
     size_t left = 0;
-    for (const auto& [pid, blobs] : written_) {
-      (void)blobs;
+    for (const auto& pack : written_) {
       try {
-        r_.backend().remove({FileType::pack, id_hex(pid)});
+        r_.backend().remove({FileType::pack, id_hex(pack.first)});
       } catch (...) {
         ++left;
       }

@@ -240,8 +240,9 @@ std::optional<Task> Tx::task(const std::string& id) const {
 // Safety backups are left out: one of an alternative restore target covers
 // other paths, and the agent would then read everything. With a repository,
 // the parent is one the backup wrote there, else one whose repository the
-// catalog does not know (older rows, agents that do not say); when the agent's configuration moved the
-// repository, the agent finds no such parent there and reads everything.
+// catalog does not know (older rows, agents that do not say); when the
+// agent's configuration moved the repository, the agent finds no such parent
+// there and reads everything.
 std::optional<std::string> Tx::backup_parent(const std::string& agent_id, const std::string& component,
                                              const std::optional<std::string>& repository) const {
   auto s = db_.prepare(
@@ -258,13 +259,10 @@ std::optional<std::string> Tx::backup_parent(const std::string& agent_id, const 
 
 std::optional<SnapshotOrigin> Tx::snapshot_origin(const std::string& snapshot_id) const {
   auto s = db_.prepare(
-      "SELECT t.agent_id, t.repository, t.repository_named, t.snapshot_removed_at FROM snapshots s"
-      " JOIN tasks t ON t.id = s.task_id WHERE s.id = ?");
+      "SELECT t.agent_id, t.repository, t.repository_named FROM snapshots s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?");
   s.bind(1, snapshot_id);
   if (!s.step()) return std::nullopt;
-  SnapshotOrigin o{s.text(0), s.text(1), s.integer(2) != 0, std::nullopt};
-  if (!s.is_null(3)) o.removed_at = s.integer(3);
-  return o;
+  return SnapshotOrigin{s.text(0), s.text(1), s.integer(2) != 0};
 }
 
 void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {

@@ -141,8 +141,9 @@ class Tx {
   // snapshot a backup task of that agent and component left (succeeded or
   // partial), outside safety sets. Only the agent's own tasks count, so a
   // snapshot another agent wrote is never chosen (DESIGN.md, trust model).
-  // With a repository, only snapshots stored there: a parent elsewhere saves
-  // the agent nothing (it reads every file) and draws a note.
+  // With a repository, one stored there comes first, else one whose
+  // repository the catalog does not know; never one stored elsewhere: it
+  // saves the agent nothing (it reads every file) and draws a note.
   std::optional<std::string> backup_parent(const std::string& agent_id, const std::string& component,
                                            const std::optional<std::string>& repository = std::nullopt) const;
   // Who wrote this snapshot and where; nullopt for a snapshot the catalog
@@ -238,7 +239,7 @@ class Tx {
   std::vector<BackupStat> backup_stats() const;
   // labels: component, agent name, state
   std::vector<CountStat> restore_stats() const;
-  // labels: repository, component, agent name (sets not forgotten)
+  // labels: repository, component, agent name (snapshots retention has not removed)
   std::vector<CountStat> snapshot_stats() const;
   // By repository: expired sets with a snapshot there not yet removed.
   std::vector<ExpiredStat> expired_stats() const;

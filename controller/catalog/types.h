@@ -183,7 +183,6 @@ struct SnapshotOrigin {
   std::string agent_id;
   std::string repository;  // by the writer's name ("" when the catalog does not know: older tasks)
   bool named = false;      // the plan named it (a policy's --repository), not the component's default
-  std::optional<int64_t> removed_at;  // retention removed it
   bool operator==(const SnapshotOrigin&) const = default;
 };
 

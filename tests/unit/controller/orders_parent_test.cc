@@ -166,8 +166,8 @@ TEST_CASE("catalog: a backup's parent is chosen from the repository it writes to
     CHECK(tx.backup_parent(f.a, "data", "offsite") == std::optional<std::string>("snap-off"));
     CHECK(tx.backup_parent(f.a, "data", "main") == std::optional<std::string>("snap-main"));
     CHECK(tx.backup_parent(f.a, "data", "elsewhere") == std::optional<std::string>("snap-blank"));
-    CHECK(tx.snapshot_origin("snap-off") == SnapshotOrigin{f.a, "offsite", true, std::nullopt});
-    CHECK(tx.snapshot_origin("snap-main") == SnapshotOrigin{f.a, "main", false, std::nullopt});
+    CHECK(tx.snapshot_origin("snap-off") == SnapshotOrigin{f.a, "offsite", true});
+    CHECK(tx.snapshot_origin("snap-main") == SnapshotOrigin{f.a, "main", false});
     CHECK_FALSE(tx.snapshot_origin("snap-unknown"));
   });
 }

@@ -215,7 +215,7 @@ TEST_CASE_METHOD(SchedulerFixture, "retention after a complete run expires the s
 
 // A retention prune that finds the repository locked. Held by a backup the
 // catalog knows of, it goes again in the tick after that backup ends; held by
-// anyone else, a minute later. (The controller's integration test hit the
+// anyone else, 5 s later, then every minute. (The controller's integration test hit the
 // first by chance and waited a whole minute for it.) And a prune under way
 // gives way to a backup ordered since it began: backups come first.
 namespace {
