@@ -60,6 +60,11 @@ struct TaskContext {
   std::string plan_id;
   std::string task_id;
   std::string backup_set_id;
+  // A restore task: the restore it belongs to (Task.restore_id; older
+  // controllers send none, then the cluster token or the task id). Every
+  // on-disk record of a restore names it, and only the same restore acts on
+  // such a record (docs/protocol.md § Restore records).
+  std::string restore_id;
   std::string component;
   std::string mode;  // the task's mode, validated against DriverCaps::modes ("" when the driver declares none)
   // Opened, index loaded, lock held (shared; none on a read-only repository
@@ -133,11 +138,30 @@ struct SnapshotPurpose {
 // The steps of a restore. A node-scoped component's restore is one task
 // (all). A cluster-scoped one is restored by the controller in steps, one
 // task per member per step, each started only when every member finished the
-// one before (docs/protocol.md § Cluster restore).
-enum class RestoreStep { all, stop, data, start, verify, rollback };
+// one before (docs/protocol.md § Cluster restore): preflight (read-only
+// checks and the safety backup: nothing is stopped), stop, data, start,
+// verify, then commit (every member verified: the restore's on-disk record is
+// removed, what it set aside is kept) or rollback (any failure after
+// preflight: the data this restore set aside goes back).
+enum class RestoreStep { all, preflight, stop, data, start, verify, commit, rollback };
 // "stop" -> RestoreStep::stop; "" -> all; nullopt for an unknown name.
+inline const char* step_name(RestoreStep s) {
+  switch (s) {
+    case RestoreStep::all: return "all";
+    case RestoreStep::preflight: return "preflight";
+    case RestoreStep::stop: return "stop";
+    case RestoreStep::data: return "data";
+    case RestoreStep::start: return "start";
+    case RestoreStep::verify: return "verify";
+    case RestoreStep::commit: return "commit";
+    case RestoreStep::rollback: return "rollback";
+  }
+  return "?";
+}
 inline std::optional<RestoreStep> restore_step_from_name(const std::string& s) {
   if (s.empty()) return RestoreStep::all;
+  if (s == "preflight") return RestoreStep::preflight;
+  if (s == "commit") return RestoreStep::commit;
   if (s == "stop") return RestoreStep::stop;
   if (s == "data") return RestoreStep::data;
   if (s == "start") return RestoreStep::start;
@@ -207,6 +231,26 @@ class Driver {
   // of this component), or runs one step of a cluster restore. The safety
   // backup has been taken by the runner before (step all or data).
   virtual DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) = 0;
+  // The preflight step of a cluster restore: read-only checks that the steps
+  // after it can run here (tools present, the data dir's parent writable),
+  // after the runner checked the snapshot and took the safety backup.
+  // Nothing is stopped or written. Empty when the member is ready.
+  virtual std::vector<cairn::v1::Reason> restore_preflight(TaskContext& ctx, const RestoreSpec& spec) {
+    (void)ctx;
+    (void)spec;
+    return {};
+  }
+  // The commit step: every member verified the restored data. Removes this
+  // restore's on-disk record (ctx.restore_id) and reports what it set aside
+  // (kept as the safety copy) in the metadata. A record of another restore
+  // is left as it is. Needs no repository (ctx.repo may be null).
+  virtual DriverResult restore_commit(TaskContext& ctx, const RestoreSpec& spec) {
+    (void)ctx;
+    (void)spec;
+    DriverResult r;
+    r.outcome = cairn::v1::TASK_OUTCOME_SUCCEEDED;
+    return r;
+  }
   // Checks the running component against what a snapshot recorded (after a
   // restore, or on demand). Empty metadata: only health.
   virtual std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) {

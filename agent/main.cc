@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/config.h"
+#include "agent/failpoint.h"
 #include "agent/curve_identity.h"
 #include "agent/plan_gate.h"
 #include "agent/session.h"
@@ -92,6 +93,9 @@ int main(int argc, char** argv) {
     }
     if (created) spdlog::info("created the agent keypair in '{}'; public key {}", config.key_dir, identity.public_z85);
     else spdlog::info("agent '{}', public key {}", config.name, identity.public_z85);
+    if (std::string fp = failpoints_file(); !fp.empty())
+      spdlog::warn("fault injection is on (CAIRN_FAILPOINTS_FILE={}): restore steps may be failed or the agent killed "
+                   "on purpose; never set it outside tests", fp);
     // What every backup and restore is sized from, said once at start (docs/operations.md, "CPUs and memory").
     auto budget = cairn::repo::resolve_memory_budget(config.memory_budget, "memory_budget in " + config.source);
     {

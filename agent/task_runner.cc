@@ -1,5 +1,7 @@
 #include "agent/task_runner.h"
 
+#include "agent/failpoint.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -55,6 +57,16 @@ v1::ErrorCode code_for(Errc e, bool restore) {
     case Errc::unsupported: return v1::ERROR_CODE_REPOSITORY_ERROR;
     default: return v1::ERROR_CODE_INTERNAL;
   }
+}
+
+// The restore a restore task belongs to: Task.restore_id; from an older
+// controller, the cluster token (which names the restore), else the task
+// itself (a whole restore runs in one task).
+std::string restore_id_of(const v1::Task& task) {
+  if (!task.restore_id().empty()) return task.restore_id();
+  auto it = task.options().cluster_options().find("cluster_token");
+  if (it != task.options().cluster_options().end() && !it->second.empty()) return it->second;
+  return task.task_id();
 }
 
 struct OpenRepo {
@@ -218,6 +230,7 @@ std::vector<std::string> task_tags(const v1::Task& task, const std::string& plan
   if (task.kind() == v1::TASK_KIND_BACKUP && task.set_task_count() > 0)
     tags.push_back("set-tasks:" + std::to_string(task.set_task_count()));
   if (!task.policy().empty()) tags.push_back("policy:" + task.policy());
+  if (task.kind() == v1::TASK_KIND_BACKUP && !task.cluster_id().empty()) tags.push_back("cluster:" + task.cluster_id());
   return tags;
 }
 
@@ -449,6 +462,10 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   spec.step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
   for (const auto& [k, v] : task.options().cluster_options()) spec.cluster_options[k] = v;
   spec.force_identity = task.options().force_identity();
+  // What this restore set aside on the member's disk is put back or kept
+  // whatever the repository's state: no snapshot is read for these.
+  if (spec.step == RestoreStep::rollback) return driver.restore(ctx, spec);
+  if (spec.step == RestoreStep::commit) return driver.restore_commit(ctx, spec);
   repo::Snapshot snap;
   try {
     spec.snapshot_id = repo::resolve_snapshot(*ctx.repo, task.snapshot().snapshot_id());
@@ -467,7 +484,10 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     res.reasons = std::move(bad);
     return res;
   }
-  const bool takes_safety = spec.step == RestoreStep::all || spec.step == RestoreStep::stop;
+  // The first step of a restore takes the safety backup: preflight (the
+  // controller's cluster restore), stop (older controllers), or all.
+  const bool takes_safety =
+      spec.step == RestoreStep::all || spec.step == RestoreStep::preflight || spec.step == RestoreStep::stop;
   if (takes_safety && !spec.skip_safety_backup && driver.capabilities().safety_backup) {
     DriverResult safety;
     if (!safety_backup(driver, ctx, spec, snap, st, safety)) return safety;
@@ -476,7 +496,12 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     res.safety_snapshot_id = safety.safety_snapshot_id;
   }
   DriverResult dr;
-  if (spec.step == RestoreStep::verify) {
+  if (spec.step == RestoreStep::preflight) {
+    // Read-only: the member is ready; nothing is stopped before every member is.
+    dr.reasons = driver.restore_preflight(ctx, spec);
+    dr.outcome = dr.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
+    dr.metadata = {{"step", "preflight"}};
+  } else if (spec.step == RestoreStep::verify) {
     dr.reasons = driver.verify(ctx, snap.component);
     dr.outcome = dr.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
   } else {
@@ -531,11 +556,18 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
     if (!refusals.empty()) {
       dr.reasons = std::move(refusals);
     } else {
-      OpenRepo o = open_repository(*t.repository, restore ? "restore" : "backup", restore);
+      // A rollback or a commit acts on what this restore left on the
+      // member's own disk: it must work when the repository does not (the
+      // disk holding it full, its server down).
+      const auto step_of_task = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
+      const bool local_only = restore && (step_of_task == RestoreStep::rollback || step_of_task == RestoreStep::commit);
+      OpenRepo o;
+      if (!local_only) o = open_repository(*t.repository, restore ? "restore" : "backup", restore);
       TaskContext ctx;
       ctx.plan_id = t.plan_id;
       ctx.task_id = task.task_id();
       ctx.backup_set_id = task.backup_set_id().empty() ? task.snapshot().backup_set_id() : task.backup_set_id();
+      if (restore) ctx.restore_id = restore_id_of(task);
       ctx.component = task.component();
       DriverCaps caps = t.component->driver->capabilities();
       ctx.mode = task.options().mode().empty() && !caps.modes.empty() ? caps.modes.front() : task.options().mode();
@@ -576,8 +608,16 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
         const bool maint = maintenance_ && t.component->maintenance;
         if (maint && (step == RestoreStep::all || step == RestoreStep::stop))
           maintenance_->enter(task.component(), *t.component->maintenance);
+        const std::string point = "restore." + std::string(step_name(step)) + ".";
         try {
+          if (failpoint(point + "before") == FailAction::fail)
+            throw Error(Errc::io, "failpoint '" + point + "before' (CAIRN_FAILPOINTS_FILE): the step fails before it starts");
           dr = run_restore(*t.component->driver, ctx, task, st);
+          if (failpoint(point + "after") == FailAction::fail) {
+            dr.outcome = v1::TASK_OUTCOME_FAILED;
+            dr.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR, "failpoint '" + point +
+                                                                          "after' (CAIRN_FAILPOINTS_FILE): the step is reported failed after its work"));
+          }
         } catch (...) {
           if (maint && step != RestoreStep::stop && step != RestoreStep::data && step != RestoreStep::verify)
             if (auto p = maintenance_->leave(task.component()); !p.empty()) spdlog::error("task '{}': {}", task.task_id(), p);

@@ -1,6 +1,8 @@
 // cairnctl restore SET [--component C] [--node N] [--target T] [--mode mirror|merge] [--wait], restore show ID,
 // restore list
 #include <cstdio>
+#include <map>
+#include <string>
 
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
@@ -16,6 +18,59 @@ cairn::v1::RestoreInfo show(const OpOptions& o, const std::string& id) {
   return op_call(o, q).restore();
 }
 
+// Where each member of a cluster restore stands, in words: the restore's
+// state alone does not say whether a failed restore left every member on its
+// own data, or which member still owes its rollback.
+void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
+  using cairn::v1::TaskState;
+  struct Member {
+    std::string last_step;
+    TaskState state = cairn::v1::TASK_STATE_UNSPECIFIED;
+    bool rolled_back = false, rollback_owed = false, rollback_failed = false, committed = false, started = false;
+  };
+  std::map<std::string, std::map<std::string, Member>> clusters;  // component/cluster -> agent -> member
+  auto ended_ok = [](TaskState s) { return s == cairn::v1::TASK_STATE_SUCCEEDED || s == cairn::v1::TASK_STATE_PARTIAL; };
+  auto open = [](TaskState s) {
+    return s == cairn::v1::TASK_STATE_PENDING || s == cairn::v1::TASK_STATE_SENT || s == cairn::v1::TASK_STATE_ACCEPTED ||
+           s == cairn::v1::TASK_STATE_RUNNING;
+  };
+  for (const auto& t : r.tasks()) {
+    if (t.restore_step().empty()) continue;
+    Member& m = clusters[t.component() + " (cluster '" + t.cluster_id() + "')"][t.agent_name()];
+    m.last_step = t.restore_step();
+    m.state = t.state();
+    if (t.restore_step() == "data" && ended_ok(t.state())) m.started = true;
+    if (t.restore_step() == "commit") m.committed = ended_ok(t.state());
+    if (t.restore_step() == "rollback") {
+      m.rolled_back = ended_ok(t.state());
+      m.rollback_owed = open(t.state());
+      m.rollback_failed = !m.rolled_back && !m.rollback_owed;
+    }
+  }
+  for (const auto& [cluster, members] : clusters) {
+    std::printf("%s:\n", terminal_safe(cluster).c_str());
+    for (const auto& [agent, m] : members) {
+      std::string where;
+      if (m.last_step == "commit")
+        where = m.committed ? "runs on the backup's data (verified, committed)"
+                            : "runs on the backup's data (verified); its commit failed, the record it keeps is never acted on";
+      else if (m.rolled_back)
+        where = "runs on its own data again (rolled back)";
+      else if (m.rollback_owed)
+        where = "rollback pending: its agent must come back to put its data back (it runs nothing of this restore now)";
+      else if (m.rollback_failed)
+        where = "ROLLBACK FAILED: see its reasons above; the data this restore set aside is beside its data dir (.cairn-old-*)";
+      else if (open(m.state))
+        where = "at step '" + m.last_step + "'";
+      else if (m.last_step == "preflight")
+        where = "unchanged (nothing was stopped)";
+      else
+        where = "step '" + m.last_step + "' ended " + task_state_name(m.state);
+      std::printf("  %s: %s\n", terminal_safe(agent).c_str(), where.c_str());
+    }
+  }
+}
+
 void print_restore(const cairn::v1::RestoreInfo& r) {
   std::printf("restore %s of backup set %s: %s\n", terminal_safe(r.restore_id()).c_str(),
               terminal_safe(r.backup_set_id()).c_str(), set_state_name(r.state()).c_str());
@@ -28,6 +83,7 @@ void print_restore(const cairn::v1::RestoreInfo& r) {
   if (!r.order().empty()) std::printf("order:\n");
   for (int i = 0; i < r.order_size(); ++i) std::printf("  %d. %s\n", i + 1, terminal_safe(r.order(i)).c_str());
   print_tasks(r.tasks());
+  print_cluster_outcome(r);
 }
 
 }  // namespace

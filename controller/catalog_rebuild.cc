@@ -81,6 +81,13 @@ std::optional<catalog::RebuiltSet> build_set(catalog::Tx& tx, const std::string&
     t.component = tag("component");
     t.repository = f.repository;
     t.snapshot_id = f.snap.id;
+    // The cluster the snapshot is of: tagged by the agent since the logical
+    // cluster (0014); an older etcd snapshot recorded etcd's own cluster id,
+    // which was the cluster's name in the catalog then.
+    t.cluster_id = tag("cluster");
+    if (t.cluster_id.empty() && f.snap.component.is_object() && f.snap.component.contains("etcd_version") &&
+        f.snap.component.value("cluster_id", nlohmann::json()).is_string())
+      t.cluster_id = f.snap.component["cluster_id"].get<std::string>();
     t.created_at = f.snap.time_unix;
     t.state = f.snap.partial ? catalog::TaskState::partial : catalog::TaskState::succeeded;
     for (const auto& e : f.snap.errors) t.reasons.push_back(e.path + ": " + e.reason);

@@ -835,8 +835,14 @@ void Fleet::flush_progress() {
 
 void Fleet::lose(const std::string& agent_id, ErrorCode code, const std::string& detail, bool include_pending) {
   catalog_.transaction("controller", [&](catalog::Tx& tx) {
-    auto tasks = include_pending ? tx.agent_tasks(agent_id, kOpen) : tx.agent_tasks(agent_id, kInFlight);
+    auto tasks = tx.agent_tasks(agent_id, kOpen);
     for (const auto& t : tasks) {
+      // A step of a cluster restore is a barrier for every member: one whose
+      // agent is gone fails now, queued or not, so the others are rolled
+      // back instead of waiting for it stopped. Its rollback waits for the
+      // agent (what the restore set aside there is put back on its return).
+      bool barrier = !t.restore_step.empty() && t.restore_step != "rollback";
+      if (!include_pending && t.state == TaskState::pending && !barrier) continue;
       if (auto cur = tx.task(t.id); !cur || catalog::is_terminal(cur->state)) continue;  // ended with a sibling
       tx.update_task(t.id, failed(code, detail));
       unconfirmed_.erase(t.id);

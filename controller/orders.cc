@@ -81,6 +81,8 @@ std::vector<Pick> select(const Tx& tx, const cairn::v1::Selector& sel, bool rest
     for (const auto& c : tx.agent_components(a.id)) {
       if (!listed(sel.components(), c.name)) continue;
       if (restore && !c.can_restore) continue;
+      // A membership no operator approved takes part in nothing of its cluster.
+      if (c.scope == "cluster" && c.member_pending) continue;
       out.push_back({a, c.name, c.restore_targets, c.driver, c.scope == "cluster" ? c.cluster_id : std::string(), c.modes,
                      c.scope == "member" ? c.cluster_id : std::string(), c.repository});
     }
@@ -157,6 +159,7 @@ cairn::v1::Task restore_wire(const Tx& tx, const catalog::Task& t, const std::st
   w.mutable_snapshot()->set_backup_set_id(set_id);
   w.mutable_snapshot()->set_snapshot_id(t.source_snapshot.value_or(""));
   w.mutable_snapshot()->set_repository(repository);
+  w.set_restore_id(restore_id);  // every record the restore leaves on a member names it
   if (!t.restore_step.empty()) {
     w.mutable_options()->set_restore_step(t.restore_step);
     (*w.mutable_options()->mutable_cluster_options())["cluster_token"] = cluster_token(restore_id, t.cluster_id);
@@ -183,7 +186,7 @@ void check_whole_clusters(const Tx& tx, const std::vector<Pick>& picks, const st
     for (const auto& a : tx.agents()) {
       if (a.state != catalog::AgentState::approved) continue;
       for (const auto& c : tx.agent_components(a.id))
-        if (c.scope == "cluster" && c.cluster_id == cluster) {
+        if (c.scope == "cluster" && c.cluster_id == cluster && !c.member_pending) {
           all.push_back(a.name);
           if (!names.count(a.name)) missing.push_back(a.name);
         }
@@ -194,6 +197,31 @@ void check_whole_clusters(const Tx& tx, const std::vector<Pick>& picks, const st
                         "' is restored on all its members at once (" + quoted_list(all) + "), but " +
                         quoted_list(missing) + " are not selected; select every member (or only --component)");
   }
+}
+
+// A restore in steps (a cluster's members, or several members of one
+// cluster that each hold their own data) stops nothing until every member
+// is ready: every member's agent must be connected when it is ordered, or
+// it is refused, naming the ones that are not.
+void check_members_connected(const std::vector<Pick>& picks, const std::function<bool(const std::string&)>& connected) {
+  if (!connected) return;
+  std::map<std::string, int> members;  // driver/cluster -> members selected
+  for (const auto& p : picks)
+    if (!p.member_of.empty()) members[p.driver + "/" + p.member_of]++;
+  std::map<std::string, std::vector<std::string>> absent;  // cluster -> agent names
+  for (const auto& p : picks) {
+    bool stepped = clustered(p) || (!p.member_of.empty() && members[p.driver + "/" + p.member_of] > 1);
+    if (stepped && !connected(p.agent.id))
+      absent["'" + p.component + "' of cluster '" + (clustered(p) ? p.cluster_id : p.member_of) + "'"].push_back(p.agent.name);
+  }
+  if (absent.empty()) return;
+  std::string what;
+  for (const auto& [cluster, names] : absent)
+    what += (what.empty() ? "" : "; ") + cluster + ": " + quoted_list(names);
+  throw OpError(cairn::v1::ERROR_CODE_UNAVAILABLE,
+                "a cluster restore stops no member until every member is ready, and these members' agents are not "
+                "connected: " + what + ". Nothing was stopped or changed; bring the agents back ('cairnctl agent list' "
+                "shows them) and run the restore again");
 }
 
 std::string write_mode_name(cairn::v1::RestoreWriteMode m) {
@@ -234,12 +262,18 @@ void lock_targets(Tx& tx, const std::vector<Pick>& picks, catalog::TaskKind kind
   for (const auto& p : picks) {
     std::string target = lock_target(p);
     if (!taken.insert(target).second) continue;
-    if (!tx.acquire_lock(target, kind, holder, ttl))
+    if (!tx.acquire_lock(target, kind, holder, ttl)) {
+      // Name what holds it: the operator (or the policy's run record) sees
+      // which set or restore to look at.
+      std::string by = "another backup or restore";
+      if (auto h = tx.lock_holder(target))
+        by = (h->first == "restore" ? "restore " : "backup set ") + h->second +
+             (h->first == "restore" ? " ('cairnctl restore show " : " ('cairnctl backup show ") + h->second + "')";
       throw OpError(cairn::v1::ERROR_CODE_CONFLICT,
-                    clustered(p) ? "cluster '" + p.cluster_id + "' of component '" + p.component +
-                                       "' is busy with another backup or restore; try again later"
-                                 : "component '" + p.component + "' on '" + p.agent.name +
-                                       "' is busy with another backup or restore; try again later");
+                    (clustered(p) ? "cluster '" + p.cluster_id + "' of component '" + p.component + "'"
+                                  : "component '" + p.component + "' on '" + p.agent.name + "'") +
+                        " is busy: " + by + " holds its lock; try again once it ends");
+    }
   }
 }
 
@@ -437,6 +471,7 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
         if (!extras.repository.empty()) w.mutable_options()->set_repository(extras.repository);
         w.set_backup_set_id(out.id);  // tagged on the snapshot: a catalog rebuild groups by it
         w.set_set_task_count(uint32_t(picks.size()));
+        w.set_cluster_id(t.cluster_id);  // the snapshot's tag cluster:<id> (catalog rebuild, import)
         w.set_policy(extras.policy);
         // The parent comes from the catalog, never from the repository, where
         // any agent can write a snapshot in another's name.
@@ -491,6 +526,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
                         "' holds no snapshot for a selected, restorable component of an approved agent");
 
     check_restore_target(picks, req.restore_target());
+    check_members_connected(picks, connected_);
     const auto mode = req.write_mode() == cairn::v1::RESTORE_WRITE_MODE_MERGE ? cairn::v1::RESTORE_WRITE_MODE_MERGE
                                                                               : cairn::v1::RESTORE_WRITE_MODE_MIRROR;
     nlohmann::json sel = selector_json(req.selector());
@@ -541,16 +577,17 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
                             {"component", p.component},
                             {"snapshot", nt.source_snapshot.value_or("")},
                             {"safety_task_id", nt.safety_task_id.value_or("")},
-                            {"restore_step", steps ? "stop" : ""},
+                            {"restore_step", steps ? "preflight" : ""},
                             {"cluster_id", steps ? p.member_of : ""}});
         continue;
       }
       if (clustered(p)) {
-        // Step by step on every member (on_task_ended makes the next ones).
-        nt.restore_step = "stop";
+        // Step by step on every member (on_task_ended makes the next ones),
+        // starting with a preflight that stops nothing.
+        nt.restore_step = "preflight";
         nt.cluster_id = p.cluster_id;
       } else if (!p.member_of.empty() && members_selected[p.driver + "/" + p.member_of] > 1) {
-        nt.restore_step = "stop";
+        nt.restore_step = "preflight";
         nt.cluster_id = p.member_of;
       }
       r.tasks.push_back(std::move(nt));
@@ -592,19 +629,25 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
 namespace {
 
 // The step after `step` when every member ended it as ok says; "" when the
-// cluster restore is over. A failure before the members are started on the
-// new data rolls every member back (old data put back, service started).
+// cluster restore is over (docs/protocol.md § Cluster restore). A failed
+// preflight changed nothing: the restore ends. Any failure from stop to
+// verify rolls every member back (the data this restore set aside put back,
+// the service started): all members end on the backup's data (commit) or
+// all on their own (rollback).
 std::string next_step(const std::string& step, bool ok) {
+  if (step == "preflight") return ok ? "stop" : "";
   if (step == "stop") return ok ? "data" : "rollback";
   if (step == "data") return ok ? "start" : "rollback";
-  if (step == "start") return ok ? "verify" : "";
-  return "";  // verify, rollback
+  if (step == "start") return ok ? "verify" : "rollback";
+  if (step == "verify") return ok ? "commit" : "rollback";
+  return "";  // commit, rollback
 }
 
-// Steps in the order they run; a rollback comes last. Tasks made in the same
-// millisecond have no order of their own.
+// Steps in the order they run; commit or rollback comes last. Tasks made in
+// the same millisecond have no order of their own.
 int step_rank(const std::string& step) {
-  static const std::map<std::string, int> rank = {{"stop", 1}, {"data", 2}, {"start", 3}, {"verify", 4}, {"rollback", 5}};
+  static const std::map<std::string, int> rank = {{"preflight", 1}, {"stop", 2},   {"data", 3},    {"start", 4},
+                                                  {"verify", 5},    {"commit", 6}, {"rollback", 7}};
   auto it = rank.find(step);
   return it == rank.end() ? 0 : it->second;
 }
@@ -715,6 +758,14 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
     tasks.push_back(std::move(nt));
   }
   auto ids = tx.add_restore_tasks(*ended.restore_id, tasks);
+  // A member whose agent is gone cannot take this step: it fails now (the
+  // barrier then rolls every member back), instead of a plan waiting for the
+  // agent while the others stop. A rollback waits for it: its agent puts
+  // back what this restore set aside when it returns.
+  std::vector<std::string> absent;
+  if (next != "rollback" && connected_)
+    for (const auto& id : ids)
+      if (auto t = tx.task(id); t && !connected_(t->agent_id)) absent.push_back(id);
   // The lock stays the restore's for the next step.
   std::string driver;
   for (const auto& c : tx.agent_components(members.front().agent_id))
@@ -723,6 +774,7 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
                   config_.lock_ttl_seconds);
   PlanBatch plans(tx, config_, key_);
   for (const auto& id : ids) {
+    if (std::find(absent.begin(), absent.end(), id) != absent.end()) continue;
     auto t = tx.task(id);
     auto agent = tx.agent(t->agent_id);
     cairn::v1::Task w = restore_wire(tx, *t, restore->source_set_id, *ended.restore_id);
@@ -733,6 +785,14 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
     to_deliver_.push_back(t->agent_id);
   }
   plans.sign_and_store();
+  for (const auto& id : absent) {
+    auto t = tx.task(id);
+    if (!t || catalog::is_terminal(t->state)) continue;
+    catalog::TaskUpdate u{catalog::TaskState::failed};
+    u.reasons.push_back({cairn::v1::ERROR_CODE_AGENT_LOST,
+                         "the member's agent is not connected: step '" + next + "' cannot run there", t->component});
+    tx.update_task(id, u);  // may end the step, and so move the restore on (to its rollback)
+  }
 }
 
 std::vector<std::string> Orders::take_agents_to_deliver() {

@@ -181,6 +181,14 @@ std::string render_metrics(const StatusSources& s) {
     m.family("cairn_policy_next_run_timestamp_seconds", "gauge", "When each unpaused policy runs next (unix seconds).");
     for (const auto& p : tx.policies())
       if (p.next_run_at) m.sample("cairn_policy_next_run_timestamp_seconds", labels({{"policy", p.name}}), double(*p.next_run_at));
+    m.family("cairn_policy_last_run_started", "gauge",
+             "1 when the policy's last run started a backup set, 0 when it was refused or skipped (its reason names "
+             "what blocked it: 'cairnctl policy show').");
+    for (const auto& p : tx.policies()) {
+      auto runs = tx.policy_runs(p.name, 1);
+      if (!runs.empty())
+        m.sample("cairn_policy_last_run_started", labels({{"policy", p.name}}), runs[0].outcome == "started" ? 1 : 0);
+    }
     m.family("cairn_policy_paused", "gauge", "1 for a paused policy.");
     for (const auto& p : tx.policies()) m.sample("cairn_policy_paused", labels({{"policy", p.name}}), p.paused ? 1 : 0);
     m.family("cairn_backup_sets_running", "gauge", "Backup sets not yet ended.");

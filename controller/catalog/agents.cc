@@ -1,5 +1,6 @@
 // Agents, operators and controller keys: who may connect and who signs.
 #include <algorithm>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -101,6 +102,10 @@ std::vector<std::string> Tx::drop_oldest_pending_agents(size_t keep) {
 void Tx::set_agent_state(const std::string& agent_id, AgentState to) {
   auto a = agent(agent_id);
   if (!a) throw Error(Errc::not_found, "no agent '" + agent_id + "'");
+  // Approving an agent approves the cluster memberships it declares (shown
+  // by 'agent list' as pending); approving it again approves those it
+  // declared since.
+  if (to == AgentState::approved && a->state != AgentState::revoked) approve_memberships(a->id);
   if (a->state == to) return;
   // Revocation is final: a revoked key is re-enrolled as a new agent, so the
   // audit trail never shows a key silently coming back.
@@ -127,9 +132,108 @@ void Tx::touch_agent(const std::string& agent_id) {
   db_.prepare("UPDATE agents SET last_seen_at = ? WHERE id = ?").bind_all(now(), agent_id).run();
 }
 
+// The logical cluster a new member joins: the cluster of a member already
+// known by that name or declaring the same id; else the cluster this agent's
+// own tasks of the component recorded (a rebuilt catalog, an agent whose
+// membership was lost); else a new cluster named by the declared id.
+std::string Tx::cluster_to_join(const std::string& agent_id, const Component& c) const {
+  {
+    auto s = db_.prepare(
+        "SELECT cluster FROM cluster_members WHERE driver = ?1 AND (cluster = ?2 OR declared_cluster_id = ?2)"
+        " ORDER BY state = 'approved' DESC, created_at LIMIT 1");
+    s.bind_all(c.driver, c.cluster_id);
+    if (s.step()) return s.text(0);
+  }
+  {
+    auto s = db_.prepare(
+        "SELECT cluster_id FROM tasks WHERE agent_id = ? AND component = ? AND cluster_id != '' AND kind = 'backup'"
+        " ORDER BY created_at DESC LIMIT 1");
+    s.bind_all(agent_id, c.name);
+    if (s.step()) return s.text(0);
+  }
+  return c.cluster_id;
+}
+
+// Replaces what the agent declared as its cluster by the logical cluster its
+// membership names (creating the membership when it is new) and says whether
+// the membership waits for an operator (docs/protocol.md § Cluster identity).
+void Tx::resolve_memberships(const std::string& agent_id, std::vector<Component>& components) {
+  auto a = agent(agent_id);
+  const bool agent_approved = a && a->state == AgentState::approved;
+  for (auto& c : components) {
+    if (c.scope != "cluster" || c.cluster_id.empty()) continue;
+    const std::string declared = c.cluster_id;
+    c.declared_cluster_id = declared;
+    std::optional<std::tuple<std::string, std::string, std::string, std::string>> m;  // driver, cluster, state, declared
+    {
+      auto s = db_.prepare("SELECT driver, cluster, state, declared_cluster_id FROM cluster_members WHERE agent_id = ? AND component = ?");
+      s.bind_all(agent_id, c.name);
+      if (s.step()) m = std::make_tuple(s.text(0), s.text(1), s.text(2), s.text(3));
+    }
+    if (m && std::get<0>(*m) != c.driver) {
+      db_.prepare("DELETE FROM cluster_members WHERE agent_id = ? AND component = ?").bind_all(agent_id, c.name).run();
+      m.reset();
+    }
+    if (m) {
+      if (std::get<3>(*m) != declared) {
+        // etcd's own cluster id changes with every restore (a new cluster is
+        // made): the logical cluster stays; the change is kept and audited.
+        db_.prepare("UPDATE cluster_members SET declared_cluster_id = ? WHERE agent_id = ? AND component = ?")
+            .bind_all(declared, agent_id, c.name)
+            .run();
+        audit({"cluster.member.declared", "agent:" + agent_id, "ok", "",
+               {{"component", c.name}, {"cluster", std::get<1>(*m)}, {"from", std::get<3>(*m)}, {"to", declared}}});
+      }
+      c.cluster_id = std::get<1>(*m);
+      c.member_pending = std::get<2>(*m) != "approved";
+      continue;
+    }
+    const std::string cluster = cluster_to_join(agent_id, c);
+    bool has_members = false;
+    {
+      auto s = db_.prepare("SELECT 1 FROM cluster_members WHERE driver = ? AND cluster = ? AND state = 'approved' LIMIT 1");
+      s.bind_all(c.driver, cluster);
+      has_members = s.step();
+    }
+    // An agent not yet approved proposes; the operator's approval of the agent
+    // approves it. An approved agent founding a new cluster is its first
+    // member; joining one that has members needs an operator.
+    const bool approved_now = agent_approved && !has_members;
+    db_.prepare(
+           "INSERT INTO cluster_members (agent_id, component, driver, cluster, state, declared_cluster_id, created_at)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind_all(agent_id, c.name, c.driver, cluster, approved_now ? "approved" : "pending", declared, now())
+        .run();
+    audit({approved_now ? "cluster.member.approve" : "cluster.member.propose", "agent:" + agent_id,
+           approved_now ? "approved" : "pending", "",
+           {{"component", c.name}, {"driver", c.driver}, {"cluster", cluster}, {"declared", declared},
+            {"by", approved_now ? "first member of a new cluster" : agent_approved ? "waits for an operator" : "waits for the agent's approval"}}});
+    c.cluster_id = cluster;
+    c.member_pending = !approved_now;
+  }
+}
+
+size_t Tx::approve_memberships(const std::string& agent_id) {
+  std::vector<std::pair<std::string, std::string>> pending;  // component, cluster
+  {
+    auto s = db_.prepare("SELECT component, cluster FROM cluster_members WHERE agent_id = ? AND state = 'pending'");
+    s.bind(1, agent_id);
+    while (s.step()) pending.emplace_back(s.text(0), s.text(1));
+  }
+  for (const auto& [component, cluster] : pending) {
+    db_.prepare("UPDATE cluster_members SET state = 'approved' WHERE agent_id = ? AND component = ?")
+        .bind_all(agent_id, component)
+        .run();
+    audit({"cluster.member.approve", "agent:" + agent_id, "approved", "",
+           {{"component", component}, {"cluster", cluster}, {"by", "operator"}}});
+  }
+  return pending.size();
+}
+
 void Tx::set_agent_components(const std::string& agent_id, const std::vector<Component>& components) {
   auto sorted = components;
   std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  resolve_memberships(agent_id, sorted);
   if (agent_components(agent_id) == sorted) return;
   db_.prepare("DELETE FROM agent_components WHERE agent_id = ?").bind(1, agent_id).run();
   auto ins = db_.prepare(
@@ -182,8 +286,10 @@ std::vector<Agent> Tx::agents() const {
 
 std::vector<Component> Tx::agent_components(const std::string& agent_id) const {
   auto s = db_.prepare(
-      "SELECT name, driver, can_restore, restore_targets, scope, cluster_id, member_id, modes, restore_stops_service,"
-      " repository FROM agent_components WHERE agent_id = ? ORDER BY name");
+      "SELECT c.name, c.driver, c.can_restore, c.restore_targets, c.scope, c.cluster_id, c.member_id, c.modes,"
+      " c.restore_stops_service, c.repository, m.state, m.declared_cluster_id FROM agent_components c"
+      " LEFT JOIN cluster_members m ON m.agent_id = c.agent_id AND m.component = c.name"
+      " WHERE c.agent_id = ? ORDER BY c.name");
   s.bind(1, agent_id);
   std::vector<Component> out;
   while (s.step()) {
@@ -205,6 +311,10 @@ std::vector<Component> Tx::agent_components(const std::string& agent_id) const {
         if (m.is_string()) c.modes.push_back(m.get<std::string>());
     c.restore_stops_service = s.integer(8) != 0;
     c.repository = s.text(9);
+    if (c.scope == "cluster" && !s.is_null(10)) {
+      c.member_pending = s.text(10) != "approved";
+      c.declared_cluster_id = s.text(11);
+    }
     out.push_back(std::move(c));
   }
   return out;

@@ -31,8 +31,8 @@ void Tx::rebuilt_set(const RebuiltSet& s) {
       .run();
   auto ins_task = db_.prepare(
       "INSERT INTO tasks (id, backup_set_id, agent_id, component, kind, state, created_at, updated_at, snapshot_id,"
-      " manifest_digest, repository, component_metadata, bytes_done, files_done)"
-      " VALUES (?, ?, ?, ?, 'backup', ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      " manifest_digest, repository, component_metadata, bytes_done, files_done, cluster_id)"
+      " VALUES (?, ?, ?, ?, 'backup', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   auto ins_snap = db_.prepare(
       "INSERT INTO snapshots (id, task_id, backup_set_id, agent_id, component, manifest_digest, created_at, bytes, files)"
       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
@@ -41,7 +41,8 @@ void Tx::rebuilt_set(const RebuiltSet& s) {
   for (const auto& t : s.tasks) {
     ins_task.reset();
     ins_task.bind_all(t.id, s.id, t.agent_id, t.component, std::string(to_string(t.state)), t.created_at, t.created_at,
-                      t.snapshot_id, t.snapshot_id, t.repository, t.component_metadata, int64_t(t.bytes), int64_t(t.files));
+                      t.snapshot_id, t.snapshot_id, t.repository, t.component_metadata, int64_t(t.bytes), int64_t(t.files),
+                      t.cluster_id);
     ins_task.run();
     ins_snap.reset();
     ins_snap.bind_all(t.snapshot_id, t.id, s.id, t.agent_id, t.component, t.snapshot_id, t.created_at, int64_t(t.bytes),
@@ -53,6 +54,7 @@ void Tx::rebuilt_set(const RebuiltSet& s) {
       ins_reason.bind_all(t.id, int64_t(ordinal++), int64_t(cairn::v1::ERROR_CODE_ITEM_SKIPPED), why).run();
     }
     tasks.push_back({{"task_id", t.id}, {"agent_id", t.agent_id}, {"component", t.component}, {"snapshot", t.snapshot_id}});
+    if (!t.cluster_id.empty()) tasks.back()["cluster"] = t.cluster_id;
   }
   audit({"backup.rebuilt", "backup_set:" + s.id, std::string(to_string(s.state)), s.note, {{"tasks", tasks}}});
 }

@@ -98,6 +98,13 @@ bool Tx::acquire_lock(const std::string& target, TaskKind kind, const std::strin
   return true;
 }
 
+std::optional<std::pair<std::string, std::string>> Tx::lock_holder(const std::string& target) const {
+  auto s = db_.prepare("SELECT kind, holder FROM locks WHERE target = ?");
+  s.bind(1, target);
+  if (!s.step()) return std::nullopt;
+  return std::make_pair(s.text(0), s.text(1));
+}
+
 void Tx::release_lock(const std::string& target, const std::string& holder) {
   db_.prepare("DELETE FROM locks WHERE target = ? AND holder = ?").bind_all(target, holder).run();
   if (db_.changes() == 0) return;

@@ -258,6 +258,11 @@ class Tx {
   std::vector<std::string> add_restore_tasks(const std::string& restore_id, const std::vector<NewTask>& tasks);
   std::optional<Restore> restore(const std::string& id) const;
   // False when another holder's lock on target has not expired.
+  // Approves every pending cluster membership of the agent; how many.
+  size_t approve_memberships(const std::string& agent_id);
+  // Who holds the lock on target: {kind ("backup"/"restore"), holder (a set
+  // or restore id)}; nullopt when nobody does.
+  std::optional<std::pair<std::string, std::string>> lock_holder(const std::string& target) const;
   bool acquire_lock(const std::string& target, TaskKind kind, const std::string& holder, int64_t ttl_seconds);
   void release_lock(const std::string& target, const std::string& holder);
 
@@ -270,6 +275,9 @@ class Tx {
   // Recomputes the state of the set or restore that owns task_id and records
   // it when every task has ended.
   void finish_owner_if_done(const Task& task);
+  void resolve_memberships(const std::string& agent_id, std::vector<Component>& components);
+  std::string cluster_to_join(const std::string& agent_id, const Component& c) const;
+  void release_task_lock(const Task& task);
   void insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const std::string* set_id,
                     const std::string* restore_id, std::vector<std::string>& ids);
 

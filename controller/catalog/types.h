@@ -42,7 +42,12 @@ struct Component {
   bool can_restore = false;
   std::vector<std::string> restore_targets;  // declared alternative restore targets, by name
   std::string scope = "node";                // "node", "cluster" (migration 0006) or "member" (0007)
-  std::string cluster_id, member_id;         // cluster scope
+  // Cluster scope: cluster_id is cairn's logical cluster (0014 cluster_members),
+  // not what the agent declared; member_pending while an operator has not
+  // approved the membership (then it takes part in no backup or restore).
+  std::string cluster_id, member_id;
+  bool member_pending = false;
+  std::string declared_cluster_id;  // what the agent declares (the component's own id)
   std::vector<std::string> modes;            // the driver's modes, the default first
   bool restore_stops_service = false;
   std::string repository;                    // its default repository, as the agent declares it (0008)
@@ -156,6 +161,7 @@ struct BackupStat {
 
 struct RebuiltTask {
   std::string id, agent_id, component, repository, snapshot_id;
+  std::string cluster_id;  // the logical cluster of a cluster-scoped backup (tag cluster:<id>)
   TaskState state = TaskState::succeeded;
   int64_t created_at = 0;
   std::optional<std::string> component_metadata;

@@ -84,6 +84,10 @@ int main(int argc, char** argv) {
   auto* restore = app.add_subcommand("restore");
   restore->add_option("--snapshot", snapshot_id)->required();
   restore->add_option("--step", step);
+  // The restore the steps belong to: the record the data step leaves names it
+  // and only steps of the same restore act on it.
+  std::string restore_id = "steps";
+  restore->add_option("--restore-id", restore_id);
   restore->add_option("--option", options);
   auto* verify = app.add_subcommand("verify");
   verify->add_option("--recorded", recorded_file);
@@ -158,12 +162,7 @@ int main(int argc, char** argv) {
     if (restore->parsed()) {
       RestoreSpec spec;
       spec.snapshot_id = snapshot_id;
-      if (step == "all") spec.step = RestoreStep::all;
-      else if (step == "stop") spec.step = RestoreStep::stop;
-      else if (step == "data") spec.step = RestoreStep::data;
-      else if (step == "start") spec.step = RestoreStep::start;
-      else if (step == "verify") spec.step = RestoreStep::verify;
-      else if (step == "rollback") spec.step = RestoreStep::rollback;
+      if (auto parsed = restore_step_from_name(step == "all" ? "" : step)) spec.step = *parsed;
       else {
         std::fprintf(stderr, "cairn-etcd-steps: unknown step '%s'\n", step.c_str());
         return 2;
@@ -176,7 +175,14 @@ int main(int argc, char** argv) {
         }
         spec.cluster_options[o.substr(0, eq)] = o.substr(eq + 1);
       }
-      DriverResult res = driver->restore(ctx, spec);
+      ctx.restore_id = restore_id;
+      DriverResult res = spec.step == RestoreStep::preflight ? DriverResult{}
+                         : spec.step == RestoreStep::commit  ? driver->restore_commit(ctx, spec)
+                                                             : driver->restore(ctx, spec);
+      if (spec.step == RestoreStep::preflight) {
+        res.reasons = driver->restore_preflight(ctx, spec);
+        res.outcome = res.reasons.empty() ? cairn::v1::TASK_OUTCOME_SUCCEEDED : cairn::v1::TASK_OUTCOME_FAILED;
+      }
       std::printf("%s\n", result_json(res).dump().c_str());
       return res.outcome == cairn::v1::TASK_OUTCOME_SUCCEEDED ? 0 : 1;
     }

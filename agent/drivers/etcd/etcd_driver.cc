@@ -156,8 +156,8 @@ std::vector<Reason> EtcdDriver::preflight(const cairn::v1::Task& task) const {
     return out;
   }
   RestoreStep step = *parsed;
-  bool needs_service = step == RestoreStep::all || step == RestoreStep::stop || step == RestoreStep::start ||
-                       step == RestoreStep::rollback;
+  bool needs_service = step == RestoreStep::all || step == RestoreStep::preflight || step == RestoreStep::stop ||
+                       step == RestoreStep::start || step == RestoreStep::rollback;
   if (needs_service && settings_.service.empty())
     refuse("component '" + component_ + "' declares no 'service': cairn cannot stop and start etcd; declare "
            "'service' (a systemd unit, or start_command and stop_command)");
@@ -400,6 +400,13 @@ DriverResult EtcdDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     case RestoreStep::start: return step_start(ctx);
     case RestoreStep::verify: return step_verify(ctx, spec);
     case RestoreStep::rollback: return step_rollback(ctx);
+    case RestoreStep::preflight: {
+      DriverResult r;
+      r.reasons = restore_preflight(ctx, spec);
+      r.outcome = r.reasons.empty() ? cairn::v1::TASK_OUTCOME_SUCCEEDED : cairn::v1::TASK_OUTCOME_FAILED;
+      return r;
+    }
+    case RestoreStep::commit: return restore_commit(ctx, spec);
   }
   return {};
 }

@@ -7,8 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <optional>
 
 #include "agent/drivers/etcd/etcd_driver.h"
 #include "agent/platform/process.h"
@@ -40,11 +42,75 @@ std::string unused_name(const std::string& base) {
   return p;
 }
 
-// Where the data step records the old data dir it moved aside, so a rollback
-// (a later task, maybe after an agent restart) knows what to put back.
+// The restore's record beside the data dir (docs/protocol.md § Restore
+// records): written by the data step BEFORE it moves anything, so a rollback
+// (a later task, maybe after the agent was killed mid-step) knows what this
+// restore moved, and only this restore's rollback acts on it. Removed by the
+// commit step (every member verified) or by the rollback.
 std::string marker_path(const std::string& data_dir) {
   fs::path p(data_dir);
   return (p.parent_path() / ("." + p.filename().string() + ".cairn-restore.json")).string();
+}
+
+struct Record {
+  std::string restore;     // the restore that wrote it
+  std::string member;      // this member's name, as the agent's settings say
+  std::string aside;       // where the data dir found in place goes ("" when there was none)
+  std::string work;        // the restore's working directory beside the data dir
+  uint64_t fresh_dev = 0, fresh_ino = 0;  // the data dir this restore puts in place
+  std::string snapshot_id;
+  std::string superseded;  // a record of another restore this one replaced
+};
+
+void write_record(const std::string& data_dir, const Record& r) {
+  nlohmann::json j = {{"restore", r.restore},   {"step", "data"},          {"member", r.member},
+                      {"aside", r.aside},       {"work", r.work},          {"fresh_dev", r.fresh_dev},
+                      {"fresh_ino", r.fresh_ino}, {"snapshot_id", r.snapshot_id}, {"time", utc_stamp()}};
+  if (!r.superseded.empty()) j["superseded"] = r.superseded;
+  std::string text = j.dump();
+  write_file_atomic(marker_path(data_dir),
+                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), 0600);
+}
+
+// The record on disk; nullopt when there is none. Throws when one exists but
+// cannot be read or names what no cairn restore of this data dir creates (it
+// is a file on disk, not a plan).
+std::optional<Record> read_record(const std::string& data_dir) {
+  const std::string mp = marker_path(data_dir);
+  if (::access(mp.c_str(), F_OK) != 0) return std::nullopt;
+  nlohmann::json j;
+  try {
+    Bytes b = read_file(mp, 1 << 16);
+    j = nlohmann::json::parse(std::string(b.begin(), b.end()));
+  } catch (const std::exception& e) {
+    throw Error(Errc::corrupt, "the restore record '" + mp + "' cannot be read: " + e.what());
+  }
+  if (!j.is_object()) throw Error(Errc::corrupt, "the restore record '" + mp + "' is not a JSON object");
+  Record r;
+  r.restore = j.value("restore", "");
+  r.member = j.value("member", "");
+  r.aside = j.value("aside", "");
+  r.work = j.value("work", "");
+  r.fresh_dev = j.value("fresh_dev", uint64_t(0));
+  r.fresh_ino = j.value("fresh_ino", uint64_t(0));
+  r.snapshot_id = j.value("snapshot_id", "");
+  auto sibling = [&](const std::string& p, const std::string& kind) {
+    return p.empty() || (p.rfind(data_dir + kind, 0) == 0 && p.find('/', data_dir.size()) == std::string::npos);
+  };
+  if (!sibling(r.aside, ".cairn-old-") || !sibling(r.work, ".cairn-restore-"))
+    throw Error(Errc::corrupt, "the restore record '" + mp + "' names '" + r.aside + "' / '" + r.work +
+                                   "', not directories a restore of '" + data_dir + "' makes");
+  return r;
+}
+
+bool same_inode(const std::string& path, uint64_t dev, uint64_t ino) {
+  struct stat st {};
+  return ino != 0 && ::lstat(path.c_str(), &st) == 0 && uint64_t(st.st_dev) == dev && uint64_t(st.st_ino) == ino;
+}
+
+bool exists_path(const std::string& p) {
+  struct stat st {};
+  return ::lstat(p.c_str(), &st) == 0;
 }
 
 // The working directory of one restore, beside the data dir (same file
@@ -284,28 +350,40 @@ DriverResult EtcdDriver::step_data(TaskContext& ctx, const RestoreSpec& spec) {
     else if (::chmod(fresh.c_str(), 0700) != 0) throw_errno("chmod", fresh, errno);
 
     std::string parent = fs::path(dd).parent_path().string();
+    // The record comes first: whatever moment the agent is killed at, a
+    // rollback of this restore finds what it moved (and nothing else).
+    Record rec;
+    rec.restore = ctx.restore_id;
+    rec.member = settings_.name;
+    rec.work = work.path();
+    rec.snapshot_id = spec.snapshot_id;
+    struct stat fst {};
+    if (::lstat(fresh.c_str(), &fst) != 0) throw_errno("stat", fresh, errno);
+    rec.fresh_dev = uint64_t(fst.st_dev);
+    rec.fresh_ino = uint64_t(fst.st_ino);
+    if (auto other = read_record(dd); other && other->restore != ctx.restore_id) {
+      // An earlier restore that never committed here (its agent was gone at
+      // its end): nothing it names is moved; what it set aside stays.
+      rec.superseded = other->restore;
+      meta["superseded_restore"] = other->restore;
+      if (!other->aside.empty()) meta["kept_from_superseded_restore"] = other->aside;
+    }
     std::string aside;
     if (had_old) {
       aside = unused_name(dd + ".cairn-old-" + utc_stamp());
+      rec.aside = aside;
+    }
+    write_record(dd, rec);
+    fsync_dir(parent);
+    if (had_old) {
       rename_or_throw(dd, aside);
-      nlohmann::json marker = {{"aside", aside}, {"snapshot_id", spec.snapshot_id}, {"time", utc_stamp()}};
-      std::string text = marker.dump();
-      try {
-        write_file_atomic(marker_path(dd), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()),
-                          0600);
-      } catch (...) {
-        rename_or_throw(aside, dd);
-        throw;
-      }
       meta["old_data_dir"] = aside;
     }
     try {
       rename_or_throw(fresh, dd);
     } catch (...) {
-      if (had_old) {
-        rename_or_throw(aside, dd);
-        ::unlink(marker_path(dd).c_str());
-      }
+      if (had_old) rename_or_throw(aside, dd);
+      ::unlink(marker_path(dd).c_str());
       throw;
     }
     try {
@@ -340,39 +418,123 @@ DriverResult EtcdDriver::step_verify(TaskContext& ctx, const RestoreSpec& spec) 
 
 DriverResult EtcdDriver::step_rollback(TaskContext& ctx) {
   const std::string& dd = settings_.data_dir;
-  nlohmann::json meta = {{"step", "rollback"}, {"data_dir", dd}};
+  nlohmann::json meta = {{"step", "rollback"}, {"data_dir", dd}, {"restore", ctx.restore_id}};
   DriverResult stop = step_stop(ctx);
   if (stop.outcome != cairn::v1::TASK_OUTCOME_SUCCEEDED) return stop;
-  std::string mp = marker_path(dd);
-  if (::access(mp.c_str(), F_OK) == 0) {
-    try {
-      Bytes b = read_file(mp, 1 << 16);
-      auto marker = nlohmann::json::parse(std::string(b.begin(), b.end()));
-      std::string aside = marker.at("aside").get<std::string>();
-      // Only a sibling named by cairn: the marker is a file on disk, not a plan.
-      if (aside.rfind(dd + ".cairn-old-", 0) != 0 || aside.find('/', dd.size()) != std::string::npos)
-        throw Error(Errc::corrupt, "marker '" + mp + "' names '" + aside + "', not a '" + dd + ".cairn-old-*' directory");
-      if (::access(aside.c_str(), F_OK) != 0) throw Error(Errc::not_found, "the old data dir '" + aside + "' is gone");
-      if (::access(dd.c_str(), F_OK) == 0) {
-        std::string failed_dir = unused_name(dd + ".cairn-failed-" + utc_stamp());
-        rename_or_throw(dd, failed_dir);
-        meta["failed_data_dir"] = failed_dir;
+  try {
+    std::optional<Record> rec = read_record(dd);
+    if (!rec) {
+      meta["note"] = "this restore replaced no data dir here; etcd is only started again";
+    } else if (rec->restore != ctx.restore_id || ctx.restore_id.empty()) {
+      // Another restore's record: never acted on. The data dir in place is
+      // the one this member ran before this restore.
+      meta["note"] = "the record beside the data dir is restore '" + rec->restore +
+                     "''s, not this one's: left as it is; this restore replaced no data dir here";
+      meta["other_restore"] = rec->restore;
+    } else {
+      const std::string parent = fs::path(dd).parent_path().string();
+      const bool aside_there = !rec->aside.empty() && exists_path(rec->aside);
+      const bool ours_in_place = same_inode(dd, rec->fresh_dev, rec->fresh_ino);
+      if (!rec->aside.empty() && !aside_there && !ours_in_place && exists_path(dd)) {
+        // Killed after the record, before the old data dir moved: it is in place.
+        meta["note"] = "the data dir was never moved aside here; etcd is started on it";
+      } else if (!rec->aside.empty() && !aside_there) {
+        throw Error(Errc::not_found, "the data dir this restore set aside, '" + rec->aside +
+                                         "', is gone; the restored data dir is left in place");
+      } else {
+        // What is in place now is this restore's (or, killed mid-swap, nothing
+        // or a dir etcd made while its data was away): kept aside as failed.
+        if (exists_path(dd)) {
+          std::string failed_dir = unused_name(dd + ".cairn-failed-" + utc_stamp());
+          rename_or_throw(dd, failed_dir);
+          meta["failed_data_dir"] = failed_dir;
+        }
+        if (aside_there) {
+          rename_or_throw(rec->aside, dd);
+          meta["restored_data_dir"] = rec->aside;
+        }
       }
-      rename_or_throw(aside, dd);
-      ::unlink(mp.c_str());
-      fsync_dir(fs::path(dd).parent_path().string());
-      meta["restored_data_dir"] = aside;
-    } catch (const std::exception& e) {
-      return failed(cairn::v1::ERROR_CODE_IO_ERROR, std::string("putting the old data dir back failed: ") + e.what(),
-                    component_, meta);
+      ::unlink(marker_path(dd).c_str());
+      if (!rec->work.empty() && exists_path(rec->work)) {
+        std::error_code ec;
+        fs::remove_all(rec->work, ec);
+      }
+      fsync_dir(parent);
     }
-  } else {
-    meta["note"] = "no data dir was replaced here; etcd is only started again";
+  } catch (const std::exception& e) {
+    return failed(cairn::v1::ERROR_CODE_IO_ERROR, std::string("putting the old data dir back failed: ") + e.what(),
+                  component_, meta);
   }
   DriverResult start = step_start(ctx);
   if (start.outcome != cairn::v1::TASK_OUTCOME_SUCCEEDED) {
     start.metadata = meta;
     return start;
+  }
+  return succeeded(meta);
+}
+
+std::vector<Reason> EtcdDriver::restore_preflight(TaskContext& ctx, const RestoreSpec& spec) {
+  (void)ctx;
+  (void)spec;
+  std::vector<Reason> out;
+  const std::string& dd = settings_.data_dir;
+  const std::string parent = fs::path(dd).parent_path().string();
+  // The data step writes its record and the new data dir beside the data
+  // dir and renames them: the directory holding it must take writes.
+  if (::access(parent.c_str(), W_OK | X_OK) != 0)
+    out.push_back(make_reason(cairn::v1::ERROR_CODE_PREFLIGHT_FAILED,
+                              "the directory holding the data dir, '" + parent + "', is not writable (" +
+                                  std::strerror(errno) + "): the data step could not put the snapshot in place",
+                              component_));
+  else if (std::string probe = parent + "/.cairn-preflight-" + random_hex(4);
+           ::mkdir(probe.c_str(), 0700) != 0)  // root passes access(); an immutable or read-only dir does not
+    out.push_back(make_reason(cairn::v1::ERROR_CODE_PREFLIGHT_FAILED,
+                              "cannot create a directory in '" + parent + "' (" + std::strerror(errno) +
+                                  "): the data step could not put the snapshot in place",
+                              component_));
+  else
+    ::rmdir(probe.c_str());
+  struct stat st {};
+  if (::lstat(dd.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+    out.push_back(make_reason(cairn::v1::ERROR_CODE_PREFLIGHT_FAILED, "'data_dir' " + dd + " is not a directory", component_));
+  const std::string& tool = settings_.etcdctl;
+  bool found = tool.find('/') != std::string::npos ? ::access(tool.c_str(), X_OK) == 0 : false;
+  if (tool.find('/') == std::string::npos)
+    if (const char* path = std::getenv("PATH"))
+      for (std::string_view rest = path; !found && !rest.empty();) {
+        auto colon = rest.find(':');
+        std::string dir(rest.substr(0, colon));
+        found = !dir.empty() && ::access((dir + "/" + tool).c_str(), X_OK) == 0;
+        rest = colon == std::string_view::npos ? std::string_view{} : rest.substr(colon + 1);
+      }
+  if (!found)
+    out.push_back(make_reason(cairn::v1::ERROR_CODE_PREFLIGHT_FAILED,
+                              "'" + tool + "' (setting 'etcdctl') is not an executable: the data step runs its 'snapshot restore'",
+                              component_));
+  return out;
+}
+
+DriverResult EtcdDriver::restore_commit(TaskContext& ctx, const RestoreSpec& spec) {
+  (void)spec;
+  const std::string& dd = settings_.data_dir;
+  nlohmann::json meta = {{"step", "commit"}, {"data_dir", dd}, {"restore", ctx.restore_id}, {"committed", false}};
+  try {
+    std::optional<Record> rec = read_record(dd);
+    if (!rec || rec->restore != ctx.restore_id || ctx.restore_id.empty()) {
+      meta["note"] = rec ? "the record here is restore '" + rec->restore + "''s: left as it is"
+                         : "no record of this restore here: nothing to commit";
+      return succeeded(meta);
+    }
+    ::unlink(marker_path(dd).c_str());
+    if (!rec->work.empty() && exists_path(rec->work)) {
+      std::error_code ec;
+      fs::remove_all(rec->work, ec);
+    }
+    fsync_dir(fs::path(dd).parent_path().string());
+    meta["committed"] = true;
+    if (!rec->aside.empty()) meta["kept"] = nlohmann::json::array({rec->aside});
+  } catch (const std::exception& e) {
+    return failed(cairn::v1::ERROR_CODE_IO_ERROR, std::string("committing the restore failed: ") + e.what(), component_, meta);
   }
   return succeeded(meta);
 }
@@ -401,6 +563,10 @@ DriverResult EtcdDriver::restore_all(TaskContext& ctx, const RestoreSpec& spec) 
     start.metadata = meta;
     return start;
   }
+  // The one member runs on the restored data: the record goes, the old data
+  // dir stays (the safety copy).
+  DriverResult commit = restore_commit(ctx, spec);
+  if (commit.outcome != cairn::v1::TASK_OUTCOME_SUCCEEDED) return commit;
   return succeeded(meta);
 }
 

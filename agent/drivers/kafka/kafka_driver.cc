@@ -284,7 +284,8 @@ std::vector<v1::Reason> KafkaDriver::preflight(const v1::Task& task) const {
              std::strerror(errno));
   }
   auto step = restore_step_from_name(o.restore_step());
-  bool takes_safety = !o.skip_safety_backup() && (!step || *step == RestoreStep::all || *step == RestoreStep::stop);
+  bool takes_safety = !o.skip_safety_backup() && (!step || *step == RestoreStep::all || *step == RestoreStep::preflight ||
+                                                   *step == RestoreStep::stop);
   if (takes_safety) {
     std::error_code ec;
     bool any = false;
@@ -587,7 +588,7 @@ void KafkaDriver::swap_all(TaskContext& ctx, const Prepared& p, std::vector<std:
       throw;
     }
   }
-  nlohmann::json state = {{"restore", ctx.backup_set_id}, {"stamp", p.stamp}, {"swaps", swapped}};
+  nlohmann::json state = {{"restore", ctx.restore_id}, {"stamp", p.stamp}, {"swaps", swapped}};
   std::string text = state.dump();
   write_file_atomic(settings_.staging_dir + "/restore-state.json", as_bytes(text), 0600);
 }
@@ -605,6 +606,36 @@ std::string KafkaDriver::undo_swaps(TaskContext& ctx, std::vector<std::pair<std:
   }
   swapped.clear();
   return problems;
+}
+
+DriverResult KafkaDriver::restore_commit(TaskContext& ctx, const RestoreSpec& spec) {
+  (void)spec;
+  DriverResult res;
+  res.metadata = {{"step", "commit"}, {"committed", false}};
+  const std::string path = settings_.staging_dir + "/restore-state.json";
+  nlohmann::json state;
+  try {
+    Bytes b = read_file(path, 1 << 20);
+    state = nlohmann::json::parse(std::string(b.begin(), b.end()), nullptr, false);
+  } catch (const Error&) {
+  }
+  if (state.is_object() && !ctx.restore_id.empty() && state.value("restore", "") == ctx.restore_id) {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      res.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR, "removing the restore's record '" + path + "': " + std::strerror(errno)));
+      res.outcome = v1::TASK_OUTCOME_FAILED;
+      return res;
+    }
+    res.metadata["committed"] = true;
+    nlohmann::json kept = nlohmann::json::array();
+    if (state.contains("swaps") && state["swaps"].is_array())
+      for (const auto& s : state["swaps"])
+        if (s.is_array() && s.size() == 2 && s[1].is_string() && !s[1].get<std::string>().empty()) kept.push_back(s[1]);
+    res.metadata["kept"] = kept;
+  } else {
+    note(ctx, "no record of this restore here: nothing to commit");
+  }
+  res.outcome = v1::TASK_OUTCOME_SUCCEEDED;
+  return res;
 }
 
 DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
@@ -675,7 +706,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
         state = nlohmann::json::parse(std::string(b.begin(), b.end()), nullptr, false);
       } catch (const Error&) {
       }
-      if (state.is_object() && state.value("restore", "") == ctx.backup_set_id && state.contains("swaps") && state["swaps"].is_array()) {
+      if (state.is_object() && state.value("restore", "") == ctx.restore_id && state.contains("swaps") && state["swaps"].is_array()) {
         std::vector<std::pair<std::string, std::string>> swapped;
         for (const auto& s : state["swaps"])
           if (s.is_array() && s.size() == 2 && s[0].is_string() && s[1].is_string())
@@ -696,6 +727,9 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     }
     case RestoreStep::verify:
       return done();  // the runner calls verify()
+    case RestoreStep::preflight:
+    case RestoreStep::commit:
+      return done();  // the runner calls restore_preflight / restore_commit
     case RestoreStep::all:
       break;
   }

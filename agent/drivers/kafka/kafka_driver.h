@@ -35,6 +35,7 @@ class KafkaDriver : public Driver {
   void snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) override;
   std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const override;
   DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
+  DriverResult restore_commit(TaskContext& ctx, const RestoreSpec& spec) override;
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
 
   const Settings& settings() const { return settings_; }

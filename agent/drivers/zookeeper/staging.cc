@@ -348,6 +348,15 @@ nlohmann::json read_restore_state(const std::string& data_dir) {
   return nlohmann::json::object();
 }
 
+nlohmann::json commit_restore(const std::string& data_dir, const std::string& restore_id) {
+  nlohmann::json state = read_restore_state(data_dir);
+  if (restore_id.empty() || state.value("restore", "") != restore_id) return nlohmann::json::object();
+  const std::string path = data_dir + "/" + kStateFile;
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno("remove the restore's record", path, errno);
+  fsync_dir(data_dir);
+  return state;
+}
+
 RolledBack rollback(const std::string& data_dir, const std::string& data_log_dir, const std::string& stamp,
                     const std::string& restore_id) {
   const std::string state_path = data_dir + "/" + kStateFile;

@@ -108,4 +108,10 @@ struct RolledBack {
 RolledBack rollback(const std::string& data_dir, const std::string& data_log_dir, const std::string& stamp,
                     const std::string& restore_id);
 
+// Commits restore restore_id here: its state file is removed, what it set
+// aside stays (the safety copy). Returns the state it recorded, or an empty
+// object when the state file is missing or records another restore (then
+// nothing is changed).
+nlohmann::json commit_restore(const std::string& data_dir, const std::string& restore_id);
+
 }  // namespace cairn::agent::zookeeper

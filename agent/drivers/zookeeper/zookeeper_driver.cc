@@ -51,17 +51,6 @@ std::string plain(const std::string& s) {
 
 
 
-const char* step_name(RestoreStep s) {
-  switch (s) {
-    case RestoreStep::all: return "all";
-    case RestoreStep::stop: return "stop";
-    case RestoreStep::data: return "data";
-    case RestoreStep::start: return "start";
-    case RestoreStep::verify: return "verify";
-    case RestoreStep::rollback: return "rollback";
-  }
-  return "?";
-}
 
 bool serving_mode(const std::string& mode) {
   return mode == "leader" || mode == "follower" || mode == "standalone" || mode == "observer";
@@ -263,7 +252,7 @@ std::vector<v1::Reason> ZooKeeperDriver::preflight(const v1::Task& task) const {
     else if (auto p = platform::Service(settings_.service).problem(platform::ServiceUse::stop_start); !p.empty())
       fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "a restore stops and starts the server, but " + p);
     const std::string& step = task.options().restore_step();
-    if (!step.empty() && step != "stop" && step != "data" && step != "start" && step != "verify" && step != "rollback")
+    if (!restore_step_from_name(step))
       fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "unknown restore step '" + step + "'");
     for (const auto& d : {settings_.data_dir, settings_.data_log_dir})
       if (::access(d.c_str(), W_OK) != 0)
@@ -433,7 +422,7 @@ void ZooKeeperDriver::step_data(TaskContext& ctx, const RestoreSpec& spec, Drive
   ps.data_dir = settings_.data_dir;
   ps.data_log_dir = same_dir(settings_.data_log_dir, settings_.data_dir) ? settings_.data_dir : settings_.data_log_dir;
   ps.stamp = utc_stamp();
-  ps.restore_id = ctx.backup_set_id;
+  ps.restore_id = ctx.restore_id;
   Placed placed = place_restored(ps);
   res.snapshot_id = id;
   res.manifest_digest = id;
@@ -520,7 +509,7 @@ void ZooKeeperDriver::step_rollback(TaskContext& ctx, DriverResult& res) {
   report_phase(ctx, v1::PHASE_RESTORE, "rollback");
   RolledBack rb = rollback(settings_.data_dir,
                            same_dir(settings_.data_log_dir, settings_.data_dir) ? settings_.data_dir : settings_.data_log_dir,
-                           utc_stamp(), ctx.backup_set_id);
+                           utc_stamp(), ctx.restore_id);
   if (rb.nothing) {
     res.metadata["rolled_back"] = false;
     note(ctx, "this restore's data step changed nothing here: nothing to roll back");
@@ -530,6 +519,29 @@ void ZooKeeperDriver::step_rollback(TaskContext& ctx, DriverResult& res) {
   res.metadata["restored_data_set_aside"] = rb.restored_aside;
   res.metadata["put_back"] = rb.old_data_v2;
   note(ctx, "the data the restore replaced is back; the restored data is kept in '" + rb.restored_aside + "'");
+}
+
+DriverResult ZooKeeperDriver::restore_commit(TaskContext& ctx, const RestoreSpec& spec) {
+  (void)spec;
+  DriverResult res;
+  res.metadata = {{"step", "commit"}};
+  try {
+    nlohmann::json state = commit_restore(settings_.data_dir, ctx.restore_id);
+    if (state.empty()) {
+      res.metadata["committed"] = false;
+      note(ctx, "no record of this restore here: nothing to commit");
+    } else {
+      res.metadata["committed"] = true;
+      res.metadata["kept"] = nlohmann::json::array();
+      for (const char* k : {"old_data_v2", "old_log_v2"})
+        if (!state.value(k, "").empty()) res.metadata["kept"].push_back(state.value(k, ""));
+    }
+    res.outcome = v1::TASK_OUTCOME_SUCCEEDED;
+  } catch (const Error& e) {
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR, "component '" + component_ + "', step 'commit': " + e.what()));
+    res.outcome = v1::TASK_OUTCOME_FAILED;
+  }
+  return res;
 }
 
 DriverResult ZooKeeperDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
@@ -560,8 +572,14 @@ DriverResult ZooKeeperDriver::restore(TaskContext& ctx, const RestoreSpec& spec)
         step_verify(ctx, res);
         break;
       case RestoreStep::rollback:
+        // Back on the data it had, and serving: a rollback never leaves a
+        // member of the ensemble stopped.
         step_rollback(ctx, res);
+        step_start(ctx, res);
         break;
+      case RestoreStep::preflight:
+      case RestoreStep::commit:
+        break;  // the runner calls restore_preflight / restore_commit
       case RestoreStep::all: {
         step_stop(ctx, res);
         try {

@@ -1,7 +1,7 @@
 // A cluster-scoped component (etcd, ZooKeeper) is backed up from one member
 // and restored on every member from the same snapshot, step by step, each
-// step starting only when every member ended the one before; a failure before
-// the members start on the new data rolls every member back
+// step starting only when every member ended the one before; a failure
+// after preflight and before commit rolls every member back
 // (docs/protocol.md § Cluster-scoped components and the cluster restore).
 #include <catch2/catch.hpp>
 
@@ -35,6 +35,7 @@ struct ClusterFixture : Fixture {
         k.cluster_id = "c1";
         k.member_id = "m" + std::to_string(++m);
         tx.set_agent_components(id, {k, {"data", "files", true}});
+        tx.approve_memberships(id);  // as 'cairnctl agent approve' does
       }
       tx.set_agent_components(n, {{"data", "files", true}});
     });
@@ -75,7 +76,7 @@ struct ClusterFixture : Fixture {
   // Ends every task of a step (the safety tasks ride along with stop).
   void end_step(const std::string& restore_id, const std::string& step, const std::string& failing_agent = {}) {
     for (const auto& t : step_tasks(restore_id, step))
-      end_task(t.id, t.agent_id == failing_agent ? TaskState::failed : TaskState::succeeded);
+      if (!is_terminal(t.state)) end_task(t.id, t.agent_id == failing_agent ? TaskState::failed : TaskState::succeeded);
   }
 
   std::string backed_up_set() {
@@ -117,7 +118,7 @@ TEST_CASE("cluster: a cluster-scoped component is backed up from one member, und
   CHECK_THROWS_WITH(f.orders.create_backup("operator:test", only("etcd")), Catch::Contains("cluster 'c1'"));
 }
 
-TEST_CASE("cluster: a restore runs stop, data, start and verify on every member from the same snapshot") {
+TEST_CASE("cluster: a restore runs preflight, stop, data, start, verify and commit on every member from the same snapshot") {
   ClusterFixture f;
   std::string set = f.backed_up_set();
   v1::RestoreRequest req;
@@ -126,7 +127,7 @@ TEST_CASE("cluster: a restore runs stop, data, start and verify on every member 
   auto r = f.orders.create_restore("operator:test", req);
 
   std::string token;
-  for (const std::string step : {"stop", "data", "start", "verify"}) {
+  for (const std::string step : {"preflight", "stop", "data", "start", "verify", "commit"}) {
     auto tasks = f.step_tasks(r.id, step);
     REQUIRE(tasks.size() == 3);
     std::set<std::string> agents, sources;
@@ -136,6 +137,7 @@ TEST_CASE("cluster: a restore runs stop, data, start and verify on every member 
         sources.insert(t.source_snapshot.value_or(""));
         v1::Task w = f.wire_of(tx, t);
         CHECK(w.options().restore_step() == step);
+        CHECK(w.restore_id() == r.id);  // every record it leaves on a member names this restore
         std::string tk = w.options().cluster_options().at("cluster_token");
         if (token.empty()) token = tk;
         CHECK(tk == token);  // the same new cluster on every member
@@ -146,8 +148,9 @@ TEST_CASE("cluster: a restore runs stop, data, start and verify on every member 
     // The barrier: while one member has not ended the step, nothing of the next exists.
     for (size_t i = 0; i + 1 < tasks.size(); ++i) f.end_task(tasks[i].id, TaskState::succeeded);
     CHECK(f.restore_state(r.id) == SetState::running);
-    if (std::string(step) != "verify") {
-      static const std::map<std::string, std::string> next = {{"stop", "data"}, {"data", "start"}, {"start", "verify"}};
+    if (std::string(step) != "commit") {
+      static const std::map<std::string, std::string> next = {
+          {"preflight", "stop"}, {"stop", "data"}, {"data", "start"}, {"start", "verify"}, {"verify", "commit"}};
       CHECK(f.step_tasks(r.id, next.at(step)).empty());
     }
     f.end_task(tasks.back().id, TaskState::succeeded);
@@ -164,6 +167,7 @@ TEST_CASE("cluster: a member whose data step fails rolls every member back, and 
   req.set_backup_set_id(set);
   *req.mutable_selector() = only("etcd");
   auto r = f.orders.create_restore("operator:test", req);
+  f.end_step(r.id, "preflight");
   f.end_step(r.id, "stop");
   f.end_step(r.id, "data", f.b);
   CHECK(f.step_tasks(r.id, "start").empty());  // no member starts on the new data
@@ -241,7 +245,7 @@ TEST_CASE("members: a restore of several brokers of one cluster runs in steps, e
   *req.mutable_selector() = only("kafka");
   req.set_force_identity(true);
   auto r = f.orders.create_restore("operator:test", req);
-  for (const std::string step : {"stop", "data", "start", "verify"}) {
+  for (const std::string step : {"preflight", "stop", "data", "start", "verify", "commit"}) {
     auto tasks = f.step_tasks(r.id, step);
     REQUIRE(tasks.size() == 3);
     f.cat.read([&](const Tx& tx) {
@@ -255,7 +259,13 @@ TEST_CASE("members: a restore of several brokers of one cluster runs in steps, e
     // A barrier: the next step waits for every broker.
     f.end_task(tasks[0].id, TaskState::succeeded);
     f.end_task(tasks[1].id, TaskState::succeeded);
-    CHECK(f.step_tasks(r.id, step == "stop" ? "data" : step == "data" ? "start" : step == "start" ? "verify" : "none").empty());
+    CHECK(f.step_tasks(r.id, step == "preflight" ? "stop"
+                             : step == "stop"    ? "data"
+                             : step == "data"    ? "start"
+                             : step == "start"   ? "verify"
+                             : step == "verify"  ? "commit"
+                                                 : "none")
+              .empty());
     f.end_task(tasks[2].id, TaskState::succeeded);
     // (the safety tasks of the stop step are ended by the agent's results in real life)
   }
@@ -272,6 +282,7 @@ TEST_CASE("members: one broker failing its data step rolls every broker back, an
   *req.mutable_selector() = only("kafka");
   req.set_skip_safety_backup(true);
   auto r = f.orders.create_restore("operator:test", req);
+  f.end_step(r.id, "preflight");
   f.end_step(r.id, "stop");
   f.end_step(r.id, "data", f.k2);
   CHECK(f.step_tasks(r.id, "start").empty());
@@ -305,13 +316,13 @@ TEST_CASE("members after clusters: brokers restored with a cluster-scoped compon
     });
   };
   CHECK(kafka_tasks() == 0);
-  for (const std::string step : {"stop", "data", "start"}) {
+  for (const std::string step : {"preflight", "stop", "data", "start", "verify"}) {
     f.end_step(r.id, step);
-    CHECK(kafka_tasks() == 0);  // not before etcd is verified
+    CHECK(kafka_tasks() == 0);  // not before etcd is verified and committed
   }
-  f.end_step(r.id, "verify");
+  f.end_step(r.id, "commit");
   // Now the brokers' steps, each from its own snapshot, with their safety backups.
-  auto stops = f.step_tasks(r.id, "stop");
+  auto stops = f.step_tasks(r.id, "preflight");
   std::vector<Task> broker_stops;
   for (const auto& t : stops)
     if (t.component == "kafka") broker_stops.push_back(t);
@@ -335,6 +346,7 @@ TEST_CASE("members after clusters: when the cluster's restore fails, no broker i
   req.mutable_selector()->add_components("etcd");
   req.mutable_selector()->add_components("kafka");
   auto r = f.orders.create_restore("operator:test", req);
+  f.end_step(r.id, "preflight");
   f.end_step(r.id, "stop");
   f.end_step(r.id, "data", f.b);  // one etcd member fails: every member rolls back
   f.end_step(r.id, "rollback");
@@ -366,6 +378,7 @@ TEST_CASE("cluster: each member restores from, and saves its safety backup to, t
       k.member_id = "m" + std::to_string(++m);
       k.repository = name;
       tx.set_agent_components(id, {k});
+      tx.approve_memberships(id);
     }
   });
   std::map<std::string, std::string> own = {{f.a, "main"}, {f.b, "store-b"}, {f.c, "store-c"}};
@@ -385,7 +398,7 @@ TEST_CASE("cluster: each member restores from, and saves its safety backup to, t
     *req.mutable_selector() = only("etcd");
     auto r = f.orders.create_restore("operator:test", req);
     std::map<std::string, std::pair<std::string, std::string>> out;
-    auto stop = f.step_tasks(r.id, "stop");
+    auto stop = f.step_tasks(r.id, "preflight");
     f.cat.read([&](const Tx& tx) {
       auto rs = tx.restore(r.id);
       REQUIRE(rs->safety_set_id);
@@ -428,4 +441,228 @@ TEST_CASE("cluster: each member restores from, and saves its safety backup to, t
       CHECK(where.second == "offsite");
     }
   }
+}
+
+namespace {
+v1::RestoreRequest restore_of(const std::string& set, const std::string& component) {
+  v1::RestoreRequest req;
+  req.set_backup_set_id(set);
+  *req.mutable_selector() = only(component);
+  return req;
+}
+}  // namespace
+
+TEST_CASE("cluster: a restore is refused up front, naming the member, while a member's agent is not connected") {
+  ClusterFixture f;
+  std::string set = f.backed_up_set();
+  std::set<std::string> down = {f.c};
+  f.orders.set_connected([&](const std::string& id) { return !down.count(id); });
+  size_t restores_before = f.cat.read([](const Tx& tx) { return tx.restores(100).size(); });
+  CHECK_THROWS_WITH(f.orders.create_restore("operator:test", restore_of(set, "etcd")),
+                    Catch::Contains("'etcd-c'") && Catch::Contains("not connected") && Catch::Contains("Nothing was stopped"));
+  // Nothing was made: no restore, no task, no lock.
+  CHECK(f.cat.read([](const Tx& tx) { return tx.restores(100).size(); }) == restores_before);
+  down.clear();
+  auto r = f.orders.create_restore("operator:test", restore_of(set, "etcd"));
+  CHECK(f.step_tasks(r.id, "preflight").size() == 3);
+}
+
+TEST_CASE("cluster: a failed preflight stops nothing, and the restore ends failed") {
+  ClusterFixture f;
+  std::string set = f.backed_up_set();
+  auto r = f.orders.create_restore("operator:test", restore_of(set, "etcd"));
+  f.end_step(r.id, "preflight", f.c);
+  CHECK(f.step_tasks(r.id, "stop").empty());
+  CHECK(f.step_tasks(r.id, "rollback").empty());  // nothing changed anywhere: nothing to undo
+  CHECK(f.restore_state(r.id) == SetState::failed);
+  // The cluster's lock went with the restore: the next one may start.
+  CHECK_NOTHROW(f.orders.create_restore("operator:test", restore_of(set, "etcd")));
+}
+
+TEST_CASE("cluster: a failure at start or verify rolls every member back too (all members on one side)") {
+  for (const std::string failing : {"start", "verify"}) {
+    INFO(failing);
+    ClusterFixture f;
+    auto r = f.orders.create_restore("operator:test", restore_of(f.backed_up_set(), "etcd"));
+    for (const std::string step : {"preflight", "stop", "data", "start", "verify"}) {
+      f.end_step(r.id, step, step == failing ? f.a : std::string());
+      if (step == failing) break;
+    }
+    CHECK(f.step_tasks(r.id, "commit").empty());
+    CHECK(f.step_tasks(r.id, "rollback").size() == 3);
+    f.end_step(r.id, "rollback");
+    CHECK(f.restore_state(r.id) == SetState::failed);
+  }
+}
+
+TEST_CASE("cluster: a member's agent lost mid-restore fails its step at once; its rollback waits for it") {
+  ClusterFixture f;
+  std::set<std::string> down;
+  f.orders.set_connected([&](const std::string& id) { return !down.count(id); });
+  auto r = f.orders.create_restore("operator:test", restore_of(f.backed_up_set(), "etcd"));
+  f.end_step(r.id, "preflight");
+  down.insert(f.b);  // etcd-b's agent goes away as the stop step ends
+  f.end_step(r.id, "stop");
+  // b's data task could not be sent: it failed at once with the reason
+  // instead of waiting in a queue while the others are stopped.
+  auto data = f.step_tasks(r.id, "data");
+  REQUIRE(data.size() == 3);
+  CHECK(f.step_tasks(r.id, "rollback").empty());  // a barrier: the other two still run their data step
+  f.end_step(r.id, "data");
+  bool b_failed = false;
+  for (const auto& t : data)
+    if (t.agent_id == f.b) b_failed = t.state == TaskState::failed && !t.plan_id;
+  CHECK(b_failed);
+  auto rollback = f.step_tasks(r.id, "rollback");
+  REQUIRE(rollback.size() == 3);  // b's too: queued until its agent is back
+  CHECK(f.step_tasks(r.id, "start").empty());
+  for (const auto& t : rollback) CHECK(t.plan_id);
+  CHECK(f.restore_state(r.id) == SetState::running);  // b's rollback is still owed
+  f.end_step(r.id, "rollback");
+  CHECK(f.restore_state(r.id) == SetState::failed);
+}
+
+TEST_CASE("cluster: a commit that fails on a member leaves the restore complete (every member was verified)") {
+  ClusterFixture f;
+  auto r = f.orders.create_restore("operator:test", restore_of(f.backed_up_set(), "etcd"));
+  for (const std::string step : {"preflight", "stop", "data", "start", "verify"}) f.end_step(r.id, step);
+  f.end_step(r.id, "commit", f.b);
+  CHECK(f.step_tasks(r.id, "rollback").empty());
+  CHECK(f.restore_state(r.id) == SetState::complete);
+}
+
+TEST_CASE("locks follow tasks: a set with a task queued for an offline agent blocks nothing else, and a refusal names the holder") {
+  ClusterFixture f;
+  auto ordered = f.orders.create_backup("operator:test", {});
+  auto tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); });
+  // While the cluster's task runs, a second backup of it is refused, naming the set.
+  CHECK_THROWS_WITH(f.orders.create_backup("operator:test", only("etcd")),
+                    Catch::Contains("cluster 'c1'") && Catch::Contains("backup set " + ordered.id));
+  // The cluster's task and every files task but node-n's end; node-n's stays queued.
+  for (const auto& t : tasks)
+    if (t.agent_id != f.n) f.end_task(t.id, TaskState::succeeded, "snap-" + t.id);
+  CHECK(f.cat.read([&](const Tx& tx) { return tx.backup_set(ordered.id)->state; }) == SetState::running);
+  // The cluster and the other agents' components are free again...
+  CHECK_NOTHROW(f.orders.create_backup("operator:test", only("etcd")));
+  v1::Selector a_data = only("data");
+  a_data.add_nodes("etcd-a");
+  CHECK_NOTHROW(f.orders.create_backup("operator:test", a_data));
+  // ...node-n's component alone stays locked by the set that waits for it.
+  v1::Selector n_data = only("data");
+  n_data.add_nodes("node-n");
+  CHECK_THROWS_WITH(f.orders.create_backup("operator:test", n_data), Catch::Contains("backup set " + ordered.id));
+}
+
+namespace {
+Component etcd_member(const std::string& declared, const std::string& member) {
+  Component k{"etcd", "etcd", true, {}};
+  k.scope = "cluster";
+  k.cluster_id = declared;
+  k.member_id = member;
+  return k;
+}
+}  // namespace
+
+TEST_CASE("cluster identity: an approved agent declaring a cluster's id is a pending member until an operator approves it") {
+  ClusterFixture f;
+  // An approved agent (compromised, or misconfigured) now declares cluster c1.
+  f.cat.transaction("agent", [&](Tx& tx) { tx.set_agent_components(f.n, {etcd_member("c1", "m9"), {"data", "files", true}}); });
+  auto comps = f.cat.read([&](const Tx& tx) { return tx.agent_components(f.n); });
+  bool pending = false;
+  for (const auto& c : comps)
+    if (c.name == "etcd") pending = c.member_pending && c.cluster_id == "c1";
+  CHECK(pending);
+  // It is not where the cluster's backups run, even first by name...
+  f.cat.transaction("operator", [&](Tx& tx) {
+    for (const auto& id : {f.a, f.b, f.c}) tx.set_agent_state(id, AgentState::approved);
+  });
+  std::string set = f.backed_up_set();
+  auto tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(set); });
+  for (const auto& t : tasks)
+    if (t.component == "etcd") CHECK(t.agent_id != f.n);
+  // ...and gets no step of the cluster's restore; the restore is not refused for it either.
+  auto r = f.orders.create_restore("operator:test", restore_of(set, "etcd"));
+  for (const auto& t : f.step_tasks(r.id, "preflight")) CHECK(t.agent_id != f.n);
+  CHECK(f.step_tasks(r.id, "preflight").size() == 3);
+  // Approved by an operator, it is a member.
+  f.cat.transaction("operator", [&](Tx& tx) { tx.set_agent_state(f.n, AgentState::approved); });
+  comps = f.cat.read([&](const Tx& tx) { return tx.agent_components(f.n); });
+  for (const auto& c : comps)
+    if (c.name == "etcd") CHECK_FALSE(c.member_pending);
+}
+
+TEST_CASE("cluster identity: a member whose declared id changes (etcd after a restore) stays in its cluster") {
+  ClusterFixture f;
+  std::string before = f.backed_up_set();  // taken while every member declared c1
+  // A restore made a new etcd cluster: one agent restarted and declares etcd's new id, the others not yet.
+  f.cat.transaction("agent", [&](Tx& tx) { tx.set_agent_components(f.a, {etcd_member("e2ff", "m1"), {"data", "files", true}}); });
+  auto comps = f.cat.read([&](const Tx& tx) { return tx.agent_components(f.a); });
+  for (const auto& c : comps)
+    if (c.name == "etcd") {
+      CHECK(c.cluster_id == "c1");
+      CHECK(c.declared_cluster_id == "e2ff");
+      CHECK_FALSE(c.member_pending);
+    }
+  // One task for the one cluster, not one per declared id.
+  auto ordered = f.orders.create_backup("operator:test", only("etcd"));
+  CHECK(f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id).size(); }) == 1);
+  for (const auto& t : f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); }))
+    f.end_task(t.id, TaskState::succeeded, "snap-" + t.id);
+  // The set taken before the restore still restores on all three members.
+  auto r = f.orders.create_restore("operator:test", restore_of(before, "etcd"));
+  CHECK(f.step_tasks(r.id, "preflight").size() == 3);
+  // A new agent declaring etcd's new id (learnt from a member) joins the same
+  // cluster, pending until approved.
+  std::string d = f.approved_agent("etcd-d", 5);
+  f.cat.transaction("agent", [&](Tx& tx) { tx.set_agent_components(d, {etcd_member("e2ff", "m4")}); });
+  comps = f.cat.read([&](const Tx& tx) { return tx.agent_components(d); });
+  REQUIRE(comps.size() == 1);
+  CHECK(comps[0].cluster_id == "c1");
+  CHECK(comps[0].member_pending);
+}
+
+TEST_CASE("cluster identity: a rebuilt set names its cluster, and re-enrolled members join it") {
+  Fixture f;  // an empty catalog, as after a loss
+  controller::ControllerConfig config;
+  config.controller_id = "test";
+  plan::SigningKey key = plan::SigningKey::generate();
+  controller::Orders orders{f.cat, config, key};
+  RebuiltSet s;
+  s.id = "set-rebuilt";
+  s.created_at = s.finished_at = 1000;
+  RebuiltTask t;
+  t.id = "task-rebuilt";
+  t.component = "etcd";
+  t.repository = "main";
+  t.snapshot_id = "snap-rebuilt";
+  t.created_at = 1000;
+  t.cluster_id = "c1";  // from the snapshot's tag cluster:c1
+  std::vector<std::string> ids;
+  f.cat.transaction("catalog rebuild", [&](Tx& tx) {
+    for (uint8_t i = 1; i <= 3; ++i) {
+      CurveKey k{};
+      k.fill(i);
+      ids.push_back(tx.rebuilt_agent("etcd-" + std::to_string(i), k));
+    }
+    t.agent_id = ids[0];
+    s.tasks.push_back(t);
+    tx.rebuilt_set(s);
+  });
+  // The agents come back declaring etcd's current id (changed by a restore
+  // since the backup), and the operator approves them.
+  f.cat.transaction("agent", [&](Tx& tx) {
+    for (size_t i = 0; i < ids.size(); ++i) tx.set_agent_components(ids[i], {etcd_member("e3aa", "m" + std::to_string(i))});
+  });
+  f.cat.transaction("operator", [&](Tx& tx) {
+    for (const auto& id : ids) tx.set_agent_state(id, AgentState::approved);
+  });
+  for (const auto& id : ids) {
+    auto comps = f.cat.read([&](const Tx& tx) { return tx.agent_components(id); });
+    REQUIRE(comps.size() == 1);
+    CHECK(comps[0].cluster_id == "c1");
+    CHECK_FALSE(comps[0].member_pending);
+  }
+  auto r = orders.create_restore("operator:test", restore_of("set-rebuilt", "etcd"));
+  auto tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_restore(r.id); });
+  CHECK(tasks.size() == 3);
 }

@@ -170,7 +170,7 @@ v1::Task restore_task(const std::string& id, const std::string& snapshot, const 
   t.set_task_id(id);
   t.set_component("zookeeper");
   t.set_kind(v1::TASK_KIND_RESTORE);
-  t.set_backup_set_id("rs-" + id.substr(0, id.find('-')));
+  t.set_restore_id("rs-" + id.substr(0, id.find('-')));  // every record of the restore names it
   t.mutable_snapshot()->set_snapshot_id(snapshot);
   t.mutable_options()->set_restore_step(step);
   return t;
@@ -245,17 +245,41 @@ TEST_CASE("zookeeper ensemble: every member restored from one member's backup, s
   }
   CHECK(leaders == 1);
 
-  {  // rollback puts every member's data back
+  all("1", "commit");  // the first restore is over: its records go, what it set aside stays
+
+  {  // rollback puts every member's data back, and starts it
     e.m[0].cli({"create /after-restore y"});
+    all("2", "preflight");
     all("2", "stop");
-    all("2", "data");
+    // Member 3's data step never runs (its agent was lost): its rollback
+    // finds no record of restore 2 and only starts the server on its data.
+    for (size_t i = 0; i + 1 < agents.size(); ++i) {
+      v1::TaskResult r = agents[i]->run(restore_task("2-data-" + std::to_string(i + 1), snap, "data"));
+      REQUIRE(r.outcome() == v1::TASK_OUTCOME_SUCCEEDED);
+    }
     for (size_t i = 0; i < agents.size(); ++i) {
       v1::TaskResult r = agents[i]->run(restore_task("2-rollback-" + std::to_string(i + 1), snap, "rollback"));
       INFO(why(r));
       REQUIRE(r.outcome() == v1::TASK_OUTCOME_SUCCEEDED);
     }
-    all("2", "start");
     for (auto& x : e.m) x.wait_serving();
     for (auto& x : e.m) CHECK(x.cli({"sync /", "get /after-restore"}) == std::vector<std::string>{"y"});
+  }
+
+  {  // a rollback never acts on another restore's record: restore 3 leaves
+     // one on every member (no commit), restore 4's rollback must not undo it
+    all("3", "stop");
+    all("3", "data");
+    all("3", "start");
+    for (auto& x : e.m) x.wait_serving();
+    for (auto& x : e.m) CHECK(x.cli({"sync /", "get /after-restore"}) == std::vector<std::string>{"Node does not exist: /after-restore"});
+    e.m[0].cli({"create /after-restore-3 z"});
+    all("4", "stop");
+    all("4", "rollback");  // restore 4's data step never ran anywhere
+    for (auto& x : e.m) x.wait_serving();
+    for (auto& x : e.m) {
+      INFO("member " << x.myid);
+      CHECK(x.cli({"sync /", "get /after-restore-3"}) == std::vector<std::string>{"z"});  // still restore 3's data, and what came after
+    }
   }
 }
