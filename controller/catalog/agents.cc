@@ -160,6 +160,12 @@ std::string Tx::cluster_to_join(const std::string& agent_id, const Component& c)
 void Tx::resolve_memberships(const std::string& agent_id, std::vector<Component>& components) {
   auto a = agent(agent_id);
   const bool agent_approved = a && a->state == AgentState::approved;
+  // An agent registers only once approved (ZAP refuses a pending key), so the
+  // operator's approval of a new agent is the approval of the configuration
+  // it comes with: memberships it declares at its first registration are
+  // approved with it. Declared later (a changed configuration), a membership
+  // of a cluster that has approved members waits for an operator.
+  const bool first_registration = agent_components(agent_id).empty();
   for (auto& c : components) {
     if (c.scope != "cluster" || c.cluster_id.empty()) continue;
     const std::string declared = c.cluster_id;
@@ -198,7 +204,7 @@ void Tx::resolve_memberships(const std::string& agent_id, std::vector<Component>
     // An agent not yet approved proposes; the operator's approval of the agent
     // approves it. An approved agent founding a new cluster is its first
     // member; joining one that has members needs an operator.
-    const bool approved_now = agent_approved && !has_members;
+    const bool approved_now = agent_approved && (first_registration || !has_members);
     db_.prepare(
            "INSERT INTO cluster_members (agent_id, component, driver, cluster, state, declared_cluster_id, created_at)"
            " VALUES (?, ?, ?, ?, ?, ?, ?)")
@@ -207,7 +213,9 @@ void Tx::resolve_memberships(const std::string& agent_id, std::vector<Component>
     audit({approved_now ? "cluster.member.approve" : "cluster.member.propose", "agent:" + agent_id,
            approved_now ? "approved" : "pending", "",
            {{"component", c.name}, {"driver", c.driver}, {"cluster", cluster}, {"declared", declared},
-            {"by", approved_now ? "first member of a new cluster" : agent_approved ? "waits for an operator" : "waits for the agent's approval"}}});
+            {"by", !approved_now        ? (agent_approved ? "waits for an operator" : "waits for the agent's approval")
+                   : !has_members          ? "first member of a new cluster"
+                                           : "declared at the agent's first registration after its approval"}}});
     c.cluster_id = cluster;
     c.member_pending = !approved_now;
   }

@@ -611,14 +611,41 @@ TEST_CASE("cluster identity: a member whose declared id changes (etcd after a re
   // The set taken before the restore still restores on all three members.
   auto r = f.orders.create_restore("operator:test", restore_of(before, "etcd"));
   CHECK(f.step_tasks(r.id, "preflight").size() == 3);
-  // A new agent declaring etcd's new id (learnt from a member) joins the same
-  // cluster, pending until approved.
+  // A new agent declaring etcd's new id (learnt from a member) at its first
+  // registration, once an operator approved it, joins the same cluster.
   std::string d = f.approved_agent("etcd-d", 5);
   f.cat.transaction("agent", [&](Tx& tx) { tx.set_agent_components(d, {etcd_member("e2ff", "m4")}); });
   comps = f.cat.read([&](const Tx& tx) { return tx.agent_components(d); });
   REQUIRE(comps.size() == 1);
   CHECK(comps[0].cluster_id == "c1");
-  CHECK(comps[0].member_pending);
+  CHECK_FALSE(comps[0].member_pending);
+}
+
+TEST_CASE("cluster identity: memberships an approved agent declares at its first registration come with its approval") {
+  ClusterFixture f;
+  // The agent was approved with this configuration (an agent registers only
+  // once approved): a member of c1 at once.
+  std::string d = f.approved_agent("etcd-d", 5);
+  f.cat.transaction("agent", [&](Tx& tx) { tx.set_agent_components(d, {etcd_member("c1", "m4"), {"data", "files", true}}); });
+  auto comps = f.cat.read([&](const Tx& tx) { return tx.agent_components(d); });
+  for (const auto& c : comps)
+    if (c.name == "etcd") CHECK_FALSE(c.member_pending);
+  // A second cluster component declared later, into a cluster with members, waits.
+  f.cat.transaction("agent", [&](Tx& tx) {
+    Component z{"zk", "zookeeper", true, {}};
+    z.scope = "cluster";
+    z.cluster_id = "z1";
+    z.member_id = "1";
+    tx.set_agent_components(f.a, {etcd_member("c1", "m1"), {"data", "files", true}, z});  // founds z1: approved
+    z.member_id = "4";
+    tx.set_agent_components(d, {etcd_member("c1", "m4"), {"data", "files", true}, z});  // joins z1 later: pending
+  });
+  comps = f.cat.read([&](const Tx& tx) { return tx.agent_components(d); });
+  for (const auto& c : comps)
+    if (c.name == "zk") CHECK(c.member_pending);
+  comps = f.cat.read([&](const Tx& tx) { return tx.agent_components(f.a); });
+  for (const auto& c : comps)
+    if (c.name == "zk") CHECK_FALSE(c.member_pending);
 }
 
 TEST_CASE("cluster identity: a rebuilt set names its cluster, and re-enrolled members join it") {
