@@ -1,6 +1,6 @@
-"""The restore fault matrix for etcd (docs/protocol.md § Cluster restore,
-docs/testing.md § The restore fault matrix): three real etcd members, one
-agent each, one backup set, then restores through the controller with a
+"""The restore fault matrix (docs/protocol.md § Cluster restore,
+docs/testing.md § The restore fault matrix): three real etcd members (and a
+3-server ZooKeeper ensemble), one agent each, one backup set, then restores through the controller with a
 fault injected at one step on one member (the agent killed with SIGKILL and
 restarted later, or the step failing), repeated restores, and restores after
 an agent restart.
@@ -28,6 +28,7 @@ import pytest
 
 from cluster import backup_set_id, cluster, lower_enum, restore_id  # noqa: F401  (cluster is a fixture)
 from servers_etcd import need_etcd, start_cluster
+from servers_zookeeper import available, ensemble
 
 STEPS = ["preflight", "stop", "data", "start", "verify", "commit"]
 NAMES = ["m0", "m1", "m2"]
@@ -38,58 +39,49 @@ def keys(n, tag):
 
 
 class Rig:
-    """Three etcd members, three agents, a controller; one backup set."""
+    """Three members of one cluster, one agent each with its failpoints file,
+    a controller; one backup set. Subclasses know the component."""
+    component = None
 
     def __init__(self, c, tmp_path):
-        need_etcd()
         self.tmp = tmp_path
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.c = c
-        self.members = start_cluster(tmp_path / "etcd", NAMES)
-        self.fp = {}
+        self.members = self.start_members()
+        self.fp = []
         for i, m in enumerate(self.members):
-            name = f"node-{i}"
-            self.fp[m.name] = tmp_path / f"failpoints-{i}"
-            self.fp[m.name].write_text("")
-            self.c.add_agent(name, components=m.component_toml(),
-                             env={"CAIRN_FAILPOINTS_FILE": os.fspath(self.fp[m.name])})
-            self.c.enrol(name)
-        self.backed_up = keys(3000, "backup")
-        self.members[0].put_many(self.backed_up)
-        rc, out, err = self.c.ctl("backup", "create", "--component", "etcd", "--wait")
+            self.fp.append(tmp_path / f"failpoints-{i}")
+            self.fp[i].write_text("")
+            self.c.add_agent(f"node-{i}", components=self.component_toml(m),
+                             env={"CAIRN_FAILPOINTS_FILE": os.fspath(self.fp[i])})
+            self.c.enrol(f"node-{i}")
+        self.generation = 0
+        self.backed_up = self.write_initial()
+        rc, out, err = self.c.ctl("backup", "create", "--component", self.component, "--wait")
         assert rc == 0, f"backup exited {rc}\n{out}\n{err}\n{self.c.logs()}"
         self.set_id = backup_set_id(out)
-        self.generation = 0
 
     def agent(self, member):
-        return f"node-{NAMES.index(member.name)}"
+        return f"node-{self.members.index(member)}"
 
-    def change(self):
-        """Writes data the backup does not hold; returns what the cluster holds now."""
-        self.generation += 1
-        m = self.members[self.generation % 3]
-        m.put_many({f"/registry/k{i:05d}": f"after-{self.generation}-{i}" for i in range(0, 3000, 7)})
-        m.put_many({f"/registry/after/{self.generation}": "not in the backup"})
-        return self.agreed_keys()
-
-    def agreed_keys(self):
-        views = [m.get_all() for m in self.members]
-        assert views[0] == views[1] == views[2], "the members disagree before the restore"
+    def agreed(self):
+        views = [self.view(m) for m in self.members]
+        assert all(v == views[0] for v in views), "the members disagree before the restore"
         return views[0]
 
     def arm(self, member, point, action):
-        self.fp[member.name].write_text(f"{point} {action}\n")
+        self.fp[self.members.index(member)].write_text(f"{point} {action}\n")
 
     def restore(self, expect_rc=None, wait=True):
-        rc, out, err = self.c.ctl("restore", self.set_id, "--component", "etcd", *(["--wait"] if wait else []),
-                                  timeout=400)
+        rc, out, err = self.c.ctl("restore", self.set_id, "--component", self.component,
+                                  *(["--wait"] if wait else []), timeout=400)
         if expect_rc is not None:
             assert rc == expect_rc, f"restore exited {rc}, expected {expect_rc}\n{out}\n{err}\n{self.c.logs()}"
         rid = restore_id(out) if "restore" in out else None
         return rc, out, err, rid
 
     def restart_dead_agents(self):
-        for i, m in enumerate(self.members):
+        for i in range(len(self.members)):
             p = self.c.agents[f"node-{i}"]
             if not p.alive():
                 p.start()
@@ -102,8 +94,42 @@ class Rig:
             return r if st not in ("running", "") else None
         return self.c.wait_for(f"restore {rid} to end", ended, timeout=timeout, interval=0.5)
 
+    def stop(self):
+        self.c.stop_all()
+        for m in self.members:
+            m.stop()
+
+
+class EtcdRig(Rig):
+    """Three etcd members; the data: 3,000 keys."""
+    component = "etcd"
+
+    def start_members(self):
+        need_etcd()
+        return start_cluster(self.tmp / "etcd", NAMES)
+
+    def component_toml(self, m):
+        return m.component_toml()
+
+    def write_initial(self):
+        backed_up = keys(3000, "backup")
+        self.members[0].put_many(backed_up)
+        return backed_up
+
+    def change(self):
+        """Writes data the backup does not hold; returns what the cluster holds now."""
+        self.generation += 1
+        m = self.members[self.generation % 3]
+        m.put_many({f"/registry/k{i:05d}": f"after-{self.generation}-{i}" for i in range(0, 3000, 7)})
+        m.put_many({f"/registry/after/{self.generation}": "not in the backup"})
+        return self.agreed()
+
+    def view(self, m):
+        return m.get_all()
+
     def invariants(self, expect, why):
-        """Every member healthy, in one cluster, on the same data, which is `expect`."""
+        """Every member healthy, in one cluster (one leader, one cluster id),
+        at the same revision and hashkv, holding `expect`."""
         for m in self.members:
             m.wait_ready(timeout=60)
         deadline = time.time() + 30
@@ -125,15 +151,65 @@ class Rig:
         for m in self.members:
             assert m.get_all() == expect, f"{why}: member {m.name} does not hold the expected keys"
 
-    def stop(self):
-        self.c.stop_all()
+
+class ZkRig(Rig):
+    """Three ZooKeeper servers (an ensemble); the data: a tree of 40 znodes."""
+    component = "zookeeper"
+    PATHS = ["/app"] + [f"/app/n{i:02d}" for i in range(40)]
+
+    def start_members(self):
+        if available() is not None:
+            pytest.fail(available())
+        members = ensemble(self.tmp / "zk")
+        for m in members:
+            m.start()
+        for m in members:
+            m.wait_serving(timeout=120)
+        return members
+
+    def component_toml(self, m):
+        return m.component()
+
+    def write_initial(self):
+        self.members[0].cli([f"create {p} backup-{i}" for i, p in enumerate(self.PATHS)])
+        return self.agreed()
+
+    def change(self):
+        self.generation += 1
+        m = self.members[self.generation % 3]
+        m.cli([f"set {p} after-{self.generation}-{i}" for i, p in enumerate(self.PATHS) if i % 3 == 0] +
+              [f"create /after-{self.generation} x"])
+        return self.agreed()
+
+    def view(self, m):
+        return m.cli(["sync /"] + [f"get {p}" for p in self.PATHS] + ["ls /"])
+
+    def invariants(self, expect, why):
+        """Every server serving, one leader, the same zxid and node count on
+        each, every znode as `expect`. (A leader elected after a restart
+        reports its new epoch's zxid until the first write: one write through
+        the ensemble, undone, gives every server the same last zxid.)"""
+        deadline = time.time() + 60
         for m in self.members:
-            m.stop()
+            m.wait_serving(timeout=120, modes=("leader", "follower"))
+        self.members[0].cli(["create /cairn-probe x", "delete /cairn-probe"])
+        while True:
+            st = [m.srvr() for m in self.members]
+            modes = sorted(s.get("Mode", "") for s in st)
+            zxids = {s.get("Zxid") for s in st}
+            counts = {s.get("Node count") for s in st}
+            if modes == ["follower", "follower", "leader"] and len(zxids) == 1 and len(counts) == 1:
+                break
+            assert time.time() < deadline, (f"{why}: the servers are not one healthy ensemble: modes {modes}, zxids {zxids}, "
+                                            f"node counts {counts}\n" + "\n".join(m.log_tail() for m in self.members))
+            time.sleep(0.5)
+        for m in self.members:
+            assert self.view(m) == expect, f"{why}: server {m.dir.name} does not hold the expected znodes"
 
 
 @pytest.fixture
 def rig(cluster, tmp_path):
-    r = Rig(cluster, tmp_path / "etcd-rig")
+    r = EtcdRig(cluster, tmp_path / "etcd-rig")
     try:
         yield r
     finally:
@@ -154,7 +230,7 @@ def fault_case(rig, step, member, action):
     rig.arm(member, point, action)
     # Not --wait: a killed agent's rollback waits for the agent this test restarts.
     rc, out, err, rid = rig.restore(wait=False)
-    why = f"{action} at {point} on {member.name}"
+    why = f"{rig.component}: {action} at {point} on {rig.agent(member)}"
     if rid is None:
         pytest.fail(f"{why}: no restore id in the output\n{out}\n{err}")
     if action == "kill":
@@ -242,12 +318,35 @@ def test_commit_fault_then_a_failed_restore_leaves_that_record_alone(rig):
     rig.invariants(rig.backed_up, "a restore after all of that")
 
 
+@pytest.mark.liveness(10)
+def test_zookeeper_one_fault_per_step(cluster, tmp_path):
+    """CI's row for ZooKeeper: the same six cases on one ensemble, one after
+    another (each checks the invariants, so a case that left the ensemble
+    wrong fails there): zxid, node count and every znode on every server, one
+    leader."""
+    rig = ZkRig(cluster, tmp_path / "zk-rig")
+    try:
+        for step, member, action in CI_ROW:
+            fault_case(rig, step, rig.members[member], action)
+        # And a plain restore after all of them completes.
+        rig.change()
+        rig.restore(expect_rc=0)
+        rig.invariants(rig.backed_up, "zookeeper: a restore after the faults")
+    finally:
+        rig.stop()
+
+
 if os.environ.get("CAIRN_FAULT_MATRIX") == "full":
     # Collected only when asked for (not registered with ctest): every step x
     # member x fault, about 25 minutes on two cores.
     @pytest.mark.liveness(10)
     @pytest.mark.parametrize("action", ["kill", "fail"])
     @pytest.mark.parametrize("step", STEPS)
-    def test_full_matrix(rig, step, action):
-        for member in rig.members:
-            fault_case(rig, step, member, action)
+    @pytest.mark.parametrize("kind", ["etcd", "zookeeper"])
+    def test_full_matrix(cluster, tmp_path, kind, step, action):
+        rig = (EtcdRig if kind == "etcd" else ZkRig)(cluster, tmp_path / "rig")
+        try:
+            for member in rig.members:
+                fault_case(rig, step, member, action)
+        finally:
+            rig.stop()

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from cluster import backup_set_id, cluster  # noqa: F401
+from cluster import backup_set_id, cluster, task_state  # noqa: F401
 from conftest import ROOT, write_secret
 
 
@@ -141,8 +141,49 @@ def test_the_example_alerting_rules_pass_promtool(tmp_path):
     p = subprocess.run([promtool, "check", "rules", str(f)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
     out = p.stdout.decode()
     assert p.returncode == 0, out
-    assert "SUCCESS: 10 rules found" in out, out
+    assert "SUCCESS: 11 rules found" in out, out
     # Every metric a rule names is one the controller serves (docs/alerts.md's table).
     names = set(re.findall(r"\b(cairn_[a-z_]+)", rules[0]))
     served = set(re.findall(r"`(cairn_[a-z_]+)", doc.split("## Example rules")[0]))
     assert names <= served | {n + "_bucket" for n in served}, names - served
+
+
+def test_a_set_waiting_for_an_offline_agent_blocks_nothing_else_and_a_skipped_run_shows(cluster, tmp_path):
+    """Locks follow tasks (issue 30): a policy's set whose task waits for an
+    offline agent holds that agent's component only; the other agent's
+    component is backed up meanwhile. The policy's next run is skipped, names
+    the set it waits for, and /metrics says the last run did not start."""
+    c = cluster
+    c.add_agent("node-a", {"a.txt": b"alpha"})
+    c.add_agent("node-b", {"b.txt": b"beta"})
+    c.enrol("node-a")
+    c.enrol("node-b")
+    c.agents["node-b"].expect_dead = True
+    c.agents["node-b"].kill()
+    c.wait_for("node-b disconnected", lambda: not (c.find_agent(name="node-b") or {}).get("connected"), timeout=30)
+    c.ok("policy", "add", "hourly", "--schedule", "0 * * * *", "--keep-last", "3")
+    c.ok("policy", "run-now", "hourly")
+    sets = c.wait_for("the policy's set with node-a's task ended", lambda: [
+        s for s in c.json("backup", "list").get("sets", [])
+        if s.get("policy") == "hourly"] or None, timeout=30)
+    sid = sets[0]["backup_set_id"]
+
+    def a_done():
+        tasks = c.json("backup", "show", sid).get("tasks", [])
+        return all(task_state(t) == "succeeded" for t in tasks if t.get("agent_name") == "node-a") and tasks
+    c.wait_for("node-a's task of the policy's set succeeded", a_done, timeout=30)
+    # node-a's component is free although the set still runs (node-b's task is queued).
+    rc, out, err = c.ctl("backup", "create", "--node", "node-a", "--wait")
+    assert rc == 0, f"a backup of node-a was refused while the set waits for node-b\n{out}\n{err}"
+    # node-b's component stays with the set that waits for it, and the refusal names it.
+    rc, out, err = c.ctl("backup", "create", "--node", "node-b")
+    assert rc != 0 and sid in (out + err), f"{rc}\n{out}\n{err}"
+    # The policy's next run is skipped, naming the set, and /metrics shows it.
+    c.ctl("policy", "run-now", "hourly")
+    shown = c.ok("policy", "show", "hourly")
+    assert "skipped" in shown and sid in shown, shown
+
+    def scraped():
+        _, _, text = get(c.http_url() + "metrics")
+        return text if metric(text, "cairn_policy_last_run_started", policy="hourly") == 0 else None
+    c.wait_for("cairn_policy_last_run_started{policy=\"hourly\"} 0", scraped, timeout=15)
