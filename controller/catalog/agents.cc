@@ -132,23 +132,42 @@ void Tx::touch_agent(const std::string& agent_id) {
   db_.prepare("UPDATE agents SET last_seen_at = ? WHERE id = ?").bind_all(now(), agent_id).run();
 }
 
-// The logical cluster a new member joins: the cluster of a member already
-// known by that name or declaring the same id; else the cluster this agent's
-// own tasks of the component recorded (a rebuilt catalog, an agent whose
-// membership was lost); else a new cluster named by the declared id.
-std::string Tx::cluster_to_join(const std::string& agent_id, const Component& c) const {
-  {
-    auto s = db_.prepare(
-        "SELECT cluster FROM cluster_members WHERE driver = ?1 AND (cluster = ?2 OR declared_cluster_id = ?2)"
-        " ORDER BY state = 'approved' DESC, created_at LIMIT 1");
-    s.bind_all(c.driver, c.cluster_id);
-    if (s.step()) return s.text(0);
-  }
+// The logical cluster a new member joins: the cluster its own backups of
+// the component recorded (a rebuilt or imported catalog: the snapshots' tag
+// cluster:<id>); else the cluster of a member already known by that name or
+// declaring the same id; else a new cluster named by the declared id.
+std::string Tx::cluster_to_join(const std::string& agent_id, const Component& c) {
   {
     auto s = db_.prepare(
         "SELECT cluster_id FROM tasks WHERE agent_id = ? AND component = ? AND cluster_id != '' AND kind = 'backup'"
         " ORDER BY created_at DESC LIMIT 1");
     s.bind_all(agent_id, c.name);
+    if (s.step()) {
+      std::string cluster = s.text(0);
+      // Members that came back first after a rebuild, declaring the same id,
+      // founded a cluster of their own that has no backup yet: it is this one.
+      std::vector<std::pair<std::string, std::string>> moved;  // agent, component
+      auto q = db_.prepare(
+          "SELECT agent_id, component FROM cluster_members m WHERE driver = ?1 AND declared_cluster_id = ?2 AND cluster != ?3"
+          " AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.cluster_id = m.cluster AND t.kind = 'backup')");
+      q.bind_all(c.driver, c.cluster_id, cluster);
+      while (q.step()) moved.emplace_back(q.text(0), q.text(1));
+      for (const auto& [agent, component] : moved) {
+        db_.prepare("UPDATE cluster_members SET cluster = ? WHERE agent_id = ? AND component = ?")
+            .bind_all(cluster, agent, component)
+            .run();
+        audit({"cluster.member.merge", "agent:" + agent, "ok", "",
+               {{"component", component}, {"cluster", cluster}, {"declared", c.cluster_id},
+                {"why", "the cluster its backups recorded, named by a member that came back with them"}}});
+      }
+      return cluster;
+    }
+  }
+  {
+    auto s = db_.prepare(
+        "SELECT cluster FROM cluster_members WHERE driver = ?1 AND (cluster = ?2 OR declared_cluster_id = ?2)"
+        " ORDER BY state = 'approved' DESC, created_at LIMIT 1");
+    s.bind_all(c.driver, c.cluster_id);
     if (s.step()) return s.text(0);
   }
   return c.cluster_id;
@@ -252,7 +271,10 @@ void Tx::set_agent_components(const std::string& agent_id, const std::vector<Com
     ins.reset();
     nlohmann::json targets = c.restore_targets;
     nlohmann::json modes = c.modes;
-    ins.bind_all(agent_id, c.name, c.driver, int64_t(c.can_restore), targets.dump(), c.scope, c.cluster_id, c.member_id,
+    // What the agent declares; the logical cluster is its membership's (read
+    // through cluster_members, so merging clusters rewrites no component).
+    const std::string& stored = c.scope == "cluster" && !c.declared_cluster_id.empty() ? c.declared_cluster_id : c.cluster_id;
+    ins.bind_all(agent_id, c.name, c.driver, int64_t(c.can_restore), targets.dump(), c.scope, stored, c.member_id,
                  modes.dump(), int64_t(c.restore_stops_service), c.repository)
         .run();
     nlohmann::json entry = {{"name", c.name}, {"driver", c.driver}, {"can_restore", c.can_restore}, {"restore_targets", targets}};
@@ -294,7 +316,8 @@ std::vector<Agent> Tx::agents() const {
 
 std::vector<Component> Tx::agent_components(const std::string& agent_id) const {
   auto s = db_.prepare(
-      "SELECT c.name, c.driver, c.can_restore, c.restore_targets, c.scope, c.cluster_id, c.member_id, c.modes,"
+      "SELECT c.name, c.driver, c.can_restore, c.restore_targets, c.scope,"
+      " CASE WHEN c.scope = 'cluster' AND m.cluster IS NOT NULL THEN m.cluster ELSE c.cluster_id END, c.member_id, c.modes,"
       " c.restore_stops_service, c.repository, m.state, m.declared_cluster_id FROM agent_components c"
       " LEFT JOIN cluster_members m ON m.agent_id = c.agent_id AND m.component = c.name"
       " WHERE c.agent_id = ? ORDER BY c.name");

@@ -276,7 +276,7 @@ class Tx {
   // it when every task has ended.
   void finish_owner_if_done(const Task& task);
   void resolve_memberships(const std::string& agent_id, std::vector<Component>& components);
-  std::string cluster_to_join(const std::string& agent_id, const Component& c) const;
+  std::string cluster_to_join(const std::string& agent_id, const Component& c);
   void release_task_lock(const Task& task);
   void insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const std::string* set_id,
                     const std::string* restore_id, std::vector<std::string>& ids);

@@ -22,6 +22,7 @@ fault (docs/testing.md gives the command and the last results).
 """
 import json
 import os
+import shutil
 import time
 
 import pytest
@@ -350,3 +351,82 @@ if os.environ.get("CAIRN_FAULT_MATRIX") == "full":
                 fault_case(rig, step, member, action)
         finally:
             rig.stop()
+
+
+@pytest.mark.liveness(10)
+def test_an_agent_declaring_the_cluster_later_is_not_a_member_until_approved(rig):
+    """An approved agent (first by name) reconfigured to declare the etcd
+    cluster (its component reads m0's own cluster id) is a pending member: the
+    cluster's backup does not run on it and a restore sends it no step, until
+    an operator approves it (issue 30, item 7)."""
+    c = rig.c
+    c.add_agent("a-intruder")  # files only, approved with that configuration
+    c.enrol("a-intruder")
+    cfg = c.agent_dirs["a-intruder"]["config"]
+    other = rig.tmp / "intruder-etcd-data"
+    other.mkdir()
+    toml = rig.members[0].component_toml().replace(f'data_dir = "{rig.members[0].data_dir}"', f'data_dir = "{other}"')
+    cfg.write_text(cfg.read_text() + toml)
+    c.agents["a-intruder"].stop()
+    c.agents["a-intruder"].start()
+
+    def pending_member():
+        a = c.find_agent(name="a-intruder")
+        comps = [x for x in (a or {}).get("components", []) if x.get("name") == "etcd"]
+        return comps[0] if comps and a.get("connected") else None
+    comp = c.wait_for("a-intruder registered with its etcd component", pending_member, timeout=30)
+    assert comp.get("membership") == "pending", comp
+    rc, out, err = c.ctl("backup", "create", "--component", "etcd", "--wait")
+    assert rc == 0, f"{out}\n{err}"
+    shown = c.json("backup", "show", backup_set_id(out))
+    assert [t.get("agent_name") for t in shown["tasks"]] != ["a-intruder"], shown
+    rig.change()
+    rc, out, err, rid = rig.restore(expect_rc=0)
+    r = c.json("restore", "show", rid)
+    assert "a-intruder" not in {t.get("agent_name") for t in r["tasks"]}, r
+    rig.invariants(rig.backed_up, "restore beside a pending member")
+    # Approved by an operator, it is a member (and would be restored with the others).
+    c.ok("agent", "approve", "a-intruder")
+    assert c.wait_for("the membership approved",
+                      lambda: (pending_member() or {}).get("membership") == "approved", timeout=30)
+
+
+@pytest.mark.liveness(10)
+def test_a_rebuilt_catalog_restores_the_cluster(rig):
+    """After a complete restore (etcd has a new internal cluster id) the
+    controller's disk is lost; the catalog rebuilt from the repository names
+    the set's cluster (tag cluster:<id>); the agents approved again, the set's
+    writer last, are one cluster again and the set restores on all three
+    (issue 30, items 2 and 3)."""
+    c = rig.c
+    rig.change()
+    rig.restore(expect_rc=0)
+    writer = c.json("backup", "show", rig.set_id)["tasks"][0]["agent_name"]
+    # Every agent restarted: they declare etcd's new cluster id.
+    for i in range(3):
+        c.agents[f"node-{i}"].stop()
+        c.agents[f"node-{i}"].start()
+    c.controller.stop()
+    catalog_dir = c.base / "controller"
+    shutil.rmtree(catalog_dir)
+    out = c.ok("catalog", "rebuild", "--data-dir", catalog_dir, "--repo", c.repo, "--password-file", c.repo_pass,
+               "--repository-name", "main")
+    assert "1 agent(s)" in out, out  # only the writer is known from the repository
+    c.start_controller()
+    order = [n for n in (f"node-{i}" for i in range(3)) if n != writer] + [writer]
+    for name in order:
+        key = c.agent_dirs[name]["key"]
+        pend = c.wait_for(f"{name} pending", lambda k=key: c._pending(k), timeout=30)
+        c.ok("agent", "approve", pend["agent_id"])
+        c.wait_for(f"{name} connected", lambda n=name: c.connected(n), timeout=30)
+    clusters = set()
+    for a in c.agents_of():
+        for comp in a.get("components", []):
+            if comp.get("name") == "etcd":
+                clusters.add(comp.get("cluster_id"))
+                assert comp.get("membership") == "approved", a
+    assert len(clusters) == 1, f"the members are not one cluster after the rebuild: {clusters}"
+    rig.change()
+    rc, out, err, rid = rig.restore(expect_rc=0)
+    assert len([t for t in c.json("restore", "show", rid)["tasks"] if t.get("restore_step") == "data"]) == 3
+    rig.invariants(rig.backed_up, "restore of a rebuilt set")

@@ -676,13 +676,12 @@ TEST_CASE("cluster identity: a rebuilt set names its cluster, and re-enrolled me
     tx.rebuilt_set(s);
   });
   // The agents come back declaring etcd's current id (changed by a restore
-  // since the backup), and the operator approves them.
-  f.cat.transaction("agent", [&](Tx& tx) {
-    for (size_t i = 0; i < ids.size(); ++i) tx.set_agent_components(ids[i], {etcd_member("e3aa", "m" + std::to_string(i))});
-  });
-  f.cat.transaction("operator", [&](Tx& tx) {
-    for (const auto& id : ids) tx.set_agent_state(id, AgentState::approved);
-  });
+  // since the backup), approved by the operator one by one; the writer of the
+  // set last, after the others founded a cluster under etcd's current id.
+  for (size_t i = ids.size(); i-- > 0;) {
+    f.cat.transaction("operator", [&](Tx& tx) { tx.set_agent_state(ids[i], AgentState::approved); });
+    f.cat.transaction("agent", [&](Tx& tx) { tx.set_agent_components(ids[i], {etcd_member("e3aa", "m" + std::to_string(i))}); });
+  }
   for (const auto& id : ids) {
     auto comps = f.cat.read([&](const Tx& tx) { return tx.agent_components(id); });
     REQUIRE(comps.size() == 1);
