@@ -738,15 +738,45 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
     if (step_rank(t.restore_step) > step_rank(step)) step = t.restore_step;
   if (step != ended.restore_step) return;
   bool ok = true;
-  std::vector<catalog::Task> members;
+  // The step's task of each member: the latest one (a rollback may have been
+  // tried again on a member, below).
+  std::map<std::string, catalog::Task> latest;  // agent -> its latest task of the step
+  std::map<std::string, int> tries;
   for (const auto& t : same) {
     if (t.restore_step != step) continue;
+    // tasks_of_restore lists them in the order they were made (by the second);
+    // a try still open is the member's latest whatever the order.
+    if (auto it = latest.find(t.agent_id); it == latest.end() || !catalog::is_terminal(t.state) ||
+                                           catalog::is_terminal(it->second.state))
+      latest[t.agent_id] = t;
+    ++tries[t.agent_id];
+  }
+  std::vector<catalog::Task> members;
+  for (auto& [agent, t] : latest) {
     catalog::TaskState st = t.id == ended.id ? ended.state : t.state;
     if (!catalog::is_terminal(st)) return;  // a barrier: every member ends the step first
     ok &= st == catalog::TaskState::succeeded || st == catalog::TaskState::partial;
     members.push_back(t);
   }
   std::string next = next_step(step, ok);
+  if (step == "rollback" && !ok) {
+    // A rollback whose agent was lost (killed mid-rollback, restarted) runs
+    // again on that member: it acts only on this restore's record, so a
+    // second run puts back what the first did not, or finds nothing to do.
+    // At most three tries a member; then the restore ends naming it.
+    std::vector<catalog::Task> again;
+    for (const auto& t : members) {
+      catalog::TaskState st = t.id == ended.id ? ended.state : t.state;
+      bool lost = st == catalog::TaskState::missed ||
+                  std::any_of(t.reasons.begin(), t.reasons.end(),
+                              [](const catalog::Reason& r) { return r.code == cairn::v1::ERROR_CODE_AGENT_LOST; });
+      if (lost && st != catalog::TaskState::succeeded && st != catalog::TaskState::partial && tries[t.agent_id] < 3)
+        again.push_back(t);
+    }
+    if (again.empty()) return;
+    members = std::move(again);
+    next = "rollback";
+  }
   if (next.empty()) return;
   auto restore = tx.restore(*ended.restore_id);
   if (!restore || restore->state != catalog::SetState::running) return;

@@ -320,6 +320,29 @@ def test_commit_fault_then_a_failed_restore_leaves_that_record_alone(rig):
 
 
 @pytest.mark.liveness(10)
+def test_an_agent_killed_during_its_rollback_rolls_back_when_it_returns(rig):
+    """m0's data step fails; m1's agent is killed as its rollback starts (its
+    etcd stopped, the restored data dir in place). The controller makes m1's
+    rollback again; restarted, the agent runs it and every member is back on
+    the data it had."""
+    before = rig.change()
+    rig.arm(rig.members[0], "restore.data.after", "fail")
+    rig.arm(rig.members[1], "restore.rollback.before", "kill")
+    rc, out, err, rid = rig.restore(wait=False)
+    name = rig.agent(rig.members[1])
+    rig.c.wait_for(f"{name} killed at its rollback", lambda: not rig.c.agents[name].alive(), timeout=120)
+    rig.c.agents[name].expect_dead = True
+    rig.c.wait_for(f"{name} lost", lambda: not (rig.c.find_agent(name=name) or {}).get("connected"), timeout=30)
+    rig.restart_dead_agents()
+    rig.c.agents[name].expect_dead = False
+    r = rig.wait_restore_ended(rid)
+    assert lower_enum(r.get("state", ""), "set_state_") == "failed", json.dumps(r)[:3000]
+    tries = [t for t in r["tasks"] if t.get("restore_step") == "rollback" and t.get("agent_name") == name]
+    assert len(tries) == 2, json.dumps(tries)[:2000]
+    rig.invariants(before, "a rollback run again after its agent was killed")
+
+
+@pytest.mark.liveness(10)
 def test_zookeeper_one_fault_per_step(cluster, tmp_path):
     """CI's row for ZooKeeper: the same six cases on one ensemble, one after
     another (each checks the invariants, so a case that left the ensemble

@@ -692,3 +692,61 @@ TEST_CASE("cluster identity: a rebuilt set names its cluster, and re-enrolled me
   auto tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_restore(r.id); });
   CHECK(tasks.size() == 3);
 }
+
+TEST_CASE("cluster: a rollback whose agent was lost runs again on that member, three times at most") {
+  ClusterFixture f;
+  auto r = f.orders.create_restore("operator:test", restore_of(f.backed_up_set(), "etcd"));
+  for (const std::string step : {"preflight", "stop"}) f.end_step(r.id, step);
+  f.end_step(r.id, "data", f.a);
+  auto lose = [&](const std::string& id) {
+    f.cat.transaction("agent", [&](Tx& tx) {
+      tx.update_task(id, {TaskState::sent});
+      TaskUpdate u{TaskState::failed};
+      u.reasons.push_back(reason(cairn::v1::ERROR_CODE_AGENT_LOST, "no word from the agent"));
+      tx.update_task(id, u);
+    });
+  };
+  auto rollback_of = [&](const std::string& agent) {
+    std::vector<Task> out;
+    for (const auto& t : f.step_tasks(r.id, "rollback"))
+      if (t.agent_id == agent) out.push_back(t);
+    return out;
+  };
+  // b's agent is killed during its rollback; the others' rollbacks succeed.
+  for (const auto& t : f.step_tasks(r.id, "rollback"))
+    if (t.agent_id == f.b) lose(t.id);
+    else f.end_task(t.id, TaskState::succeeded);
+  auto b = rollback_of(f.b);
+  REQUIRE(b.size() == 2);  // tried again, for when its agent is back
+  CHECK(f.restore_state(r.id) == SetState::running);
+  // Lost twice more: three tries, then the restore ends, failed.
+  for (int i = 0; i < 2; ++i)
+    for (const auto& t : rollback_of(f.b))
+      if (!is_terminal(t.state)) lose(t.id);
+  CHECK(rollback_of(f.b).size() == 3);
+  CHECK(f.restore_state(r.id) == SetState::failed);
+
+  // A retry that succeeds ends the restore (failed: its data step failed), and no more tries are made.
+  ClusterFixture g;
+  auto r2 = g.orders.create_restore("operator:test", restore_of(g.backed_up_set(), "etcd"));
+  for (const std::string step : {"preflight", "stop"}) g.end_step(r2.id, step);
+  g.end_step(r2.id, "data", g.c);
+  for (const auto& t : g.step_tasks(r2.id, "rollback")) {
+    if (t.agent_id != g.c) {
+      g.end_task(t.id, TaskState::succeeded);
+      continue;
+    }
+    g.cat.transaction("agent", [&](Tx& tx) {
+      tx.update_task(t.id, {TaskState::sent});
+      TaskUpdate u{TaskState::failed};
+      u.reasons.push_back(reason(cairn::v1::ERROR_CODE_AGENT_LOST, "no word from the agent"));
+      tx.update_task(t.id, u);
+    });
+  }
+  auto retries = g.step_tasks(r2.id, "rollback");
+  REQUIRE(retries.size() == 4);
+  for (const auto& t : retries)
+    if (!is_terminal(t.state)) g.end_task(t.id, TaskState::succeeded);
+  CHECK(g.step_tasks(r2.id, "rollback").size() == 4);
+  CHECK(g.restore_state(r2.id) == SetState::failed);
+}
