@@ -23,6 +23,7 @@ fault (docs/testing.md gives the command and the last results).
 import json
 import os
 import shutil
+import signal
 import time
 
 import pytest
@@ -234,6 +235,16 @@ def fault_case(rig, step, member, action):
     why = f"{rig.component}: {action} at {point} on {rig.agent(member)}"
     if rid is None:
         pytest.fail(f"{why}: no restore id in the output\n{out}\n{err}")
+    if action == "freeze":
+        # The agent goes silent mid-step (SIGSTOP: a cut link, a hung host):
+        # the controller loses it and rolls every member back; it comes back
+        # (SIGCONT), finishes the step it was in and then runs its rollback.
+        name = rig.agent(member)
+        rig.c.agents[name].expect_dead = True
+        rig.c.wait_for(f"{name} lost by the controller while frozen",
+                       lambda: not (rig.c.find_agent(name=name) or {}).get("connected"), timeout=120)
+        os.kill(rig.c.agents[name].pid, signal.SIGCONT)
+        rig.c.agents[name].expect_dead = False
     if action == "kill":
         # The agent is gone: its step fails when the controller loses it; its
         # rollback (or commit) waits for it. It comes back, as systemd would
@@ -317,6 +328,15 @@ def test_commit_fault_then_a_failed_restore_leaves_that_record_alone(rig):
     rig.change()
     rig.restore(expect_rc=0)
     rig.invariants(rig.backed_up, "a restore after all of that")
+
+
+@pytest.mark.liveness(10)
+def test_an_agent_frozen_mid_data_step_is_lost_and_every_member_rolls_back(rig):
+    """The agent disconnected, not dead: m1's agent stops answering as its data
+    step starts; the controller loses it and rolls the others back; it comes
+    back, finishes the data step it was in, and its rollback puts its data
+    dir back."""
+    fault_case(rig, "data", rig.members[1], "freeze")
 
 
 @pytest.mark.liveness(10)
