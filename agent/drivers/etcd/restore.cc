@@ -60,6 +60,10 @@ struct Record {
   uint64_t fresh_dev = 0, fresh_ino = 0;  // the data dir this restore puts in place
   std::string snapshot_id;
   std::string superseded;  // a record of another restore this one replaced
+  // "data": this restore's data is (or is being put) in place; "rolled_back":
+  // its rollback ran here (a tombstone: a late step of the same restore is
+  // refused, another restore replaces it).
+  std::string state = "data";
 };
 
 void write_record(const std::string& data_dir, const Record& r) {
@@ -67,6 +71,7 @@ void write_record(const std::string& data_dir, const Record& r) {
                       {"aside", r.aside},       {"work", r.work},          {"fresh_dev", r.fresh_dev},
                       {"fresh_ino", r.fresh_ino}, {"snapshot_id", r.snapshot_id}, {"time", utc_stamp()}};
   if (!r.superseded.empty()) j["superseded"] = r.superseded;
+  j["state"] = r.state;
   std::string text = j.dump();
   write_file_atomic(marker_path(data_dir),
                     std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), 0600);
@@ -88,6 +93,7 @@ std::optional<Record> read_record(const std::string& data_dir) {
   if (!j.is_object()) throw Error(Errc::corrupt, "the restore record '" + mp + "' is not a JSON object");
   Record r;
   r.restore = j.value("restore", "");
+  r.state = j.value("state", "data");
   r.member = j.value("member", "");
   r.aside = j.value("aside", "");
   r.work = j.value("work", "");
@@ -278,6 +284,16 @@ DriverResult EtcdDriver::step_data(TaskContext& ctx, const RestoreSpec& spec) {
                   std::string("cannot tell whether etcd is stopped: ") + e.what(), component_, meta);
   }
   if (!ctx.repo) return failed(cairn::v1::ERROR_CODE_INTERNAL, "no repository to restore from", component_, meta);
+  try {
+    if (auto mine = read_record(dd); mine && mine->restore == ctx.restore_id)
+      return failed(cairn::v1::ERROR_CODE_PREFLIGHT_FAILED,
+                    mine->state == "rolled_back"
+                        ? "restore '" + ctx.restore_id + "' was rolled back on this member: its data step does not run again"
+                        : "restore '" + ctx.restore_id + "' already put its data in place on this member",
+                    component_, meta);
+  } catch (const Error& e) {
+    return failed(cairn::v1::ERROR_CODE_IO_ERROR, e.what(), component_, meta);
+  }
 
   try {
     WorkDir work(dd);
@@ -361,7 +377,17 @@ DriverResult EtcdDriver::step_data(TaskContext& ctx, const RestoreSpec& spec) {
     if (::lstat(fresh.c_str(), &fst) != 0) throw_errno("stat", fresh, errno);
     rec.fresh_dev = uint64_t(fst.st_dev);
     rec.fresh_ino = uint64_t(fst.st_ino);
-    if (auto other = read_record(dd); other && other->restore != ctx.restore_id) {
+    std::optional<Record> other = read_record(dd);
+    if (other && other->restore == ctx.restore_id)
+      // Never twice: a second run would set aside the data the first put in
+      // place and lose the record of the data it set aside; and after this
+      // restore's rollback the member must stay on its own data.
+      return failed(cairn::v1::ERROR_CODE_PREFLIGHT_FAILED,
+                    other->state == "rolled_back"
+                        ? "restore '" + ctx.restore_id + "' was rolled back on this member: its data step does not run again"
+                        : "restore '" + ctx.restore_id + "' already put its data in place on this member",
+                    component_, meta);
+    if (other) {
       // An earlier restore that never committed here (its agent was gone at
       // its end): nothing it names is moved; what it set aside stays.
       rec.superseded = other->restore;
@@ -431,6 +457,8 @@ DriverResult EtcdDriver::step_rollback(TaskContext& ctx) {
       meta["note"] = "the record beside the data dir is restore '" + rec->restore +
                      "''s, not this one's: left as it is; this restore replaced no data dir here";
       meta["other_restore"] = rec->restore;
+    } else if (rec->state == "rolled_back") {
+      meta["note"] = "this restore was rolled back here already; etcd is only started again";
     } else {
       const std::string parent = fs::path(dd).parent_path().string();
       const bool aside_there = !rec->aside.empty() && exists_path(rec->aside);
@@ -454,11 +482,19 @@ DriverResult EtcdDriver::step_rollback(TaskContext& ctx) {
           meta["restored_data_dir"] = rec->aside;
         }
       }
-      ::unlink(marker_path(dd).c_str());
       if (!rec->work.empty() && exists_path(rec->work)) {
         std::error_code ec;
         fs::remove_all(rec->work, ec);
       }
+      // A tombstone in place of the record: a late step of this restore (a
+      // plan delivered after its rollback) is refused; another restore
+      // replaces it.
+      Record done;
+      done.restore = rec->restore;
+      done.member = rec->member;
+      done.snapshot_id = rec->snapshot_id;
+      done.state = "rolled_back";
+      write_record(dd, done);
       fsync_dir(parent);
     }
   } catch (const std::exception& e) {
@@ -520,9 +556,10 @@ DriverResult EtcdDriver::restore_commit(TaskContext& ctx, const RestoreSpec& spe
   nlohmann::json meta = {{"step", "commit"}, {"data_dir", dd}, {"restore", ctx.restore_id}, {"committed", false}};
   try {
     std::optional<Record> rec = read_record(dd);
-    if (!rec || rec->restore != ctx.restore_id || ctx.restore_id.empty()) {
-      meta["note"] = rec ? "the record here is restore '" + rec->restore + "''s: left as it is"
-                         : "no record of this restore here: nothing to commit";
+    if (!rec || rec->restore != ctx.restore_id || ctx.restore_id.empty() || rec->state != "data") {
+      meta["note"] = !rec                                ? "no record of this restore here: nothing to commit"
+                     : rec->restore != ctx.restore_id ? "the record here is restore '" + rec->restore + "''s: left as it is"
+                                                       : "this restore was rolled back here: nothing to commit";
       return succeeded(meta);
     }
     ::unlink(marker_path(dd).c_str());
