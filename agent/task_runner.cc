@@ -553,6 +553,13 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
     first.phase = v1::PHASE_PREFLIGHT;
     send_progress(first);
     auto refusals = t.component->driver->preflight(task);
+    // A step this agent does not know (a newer controller's) is refused,
+    // never run as a whole restore.
+    if (restore && !task.options().restore_step().empty() && !restore_step_from_name(task.options().restore_step()))
+      refusals.insert(refusals.begin(),
+                      make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                                  "unknown restore step '" + task.options().restore_step() +
+                                      "': this agent is older than the controller; upgrade it before a cluster restore"));
     if (!refusals.empty()) {
       dr.reasons = std::move(refusals);
     } else {
@@ -619,7 +626,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
                                                                           "after' (CAIRN_FAILPOINTS_FILE): the step is reported failed after its work"));
           }
         } catch (...) {
-          if (maint && step != RestoreStep::stop && step != RestoreStep::data && step != RestoreStep::verify)
+          if (maint && (step == RestoreStep::all || step == RestoreStep::start || step == RestoreStep::rollback))
             if (auto p = maintenance_->leave(task.component()); !p.empty()) spdlog::error("task '{}': {}", task.task_id(), p);
           throw;
         }

@@ -759,6 +759,10 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
     members.push_back(t);
   }
   std::string next = next_step(step, ok);
+  // A stop step refused as a whole (a member gone before it): no plan went
+  // out, nothing was stopped, nothing to roll back.
+  if (step == "stop" && std::none_of(members.begin(), members.end(), [](const catalog::Task& t) { return t.plan_id.has_value(); }))
+    next.clear();
   if (step == "rollback" && !ok) {
     // A rollback whose agent was lost (killed mid-rollback, restarted) runs
     // again on that member: it acts only on this restore's record, so a
@@ -767,10 +771,14 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
     std::vector<catalog::Task> again;
     for (const auto& t : members) {
       catalog::TaskState st = t.id == ended.id ? ended.state : t.state;
-      bool lost = st == catalog::TaskState::missed ||
-                  std::any_of(t.reasons.begin(), t.reasons.end(),
+      // A plan that expired waiting for an agent that is away is made again
+      // for as long as it takes (the restore stays running, holding its lock,
+      // saying which member owes its rollback; an operator may cancel it); an
+      // agent lost while it ran the rollback is tried three times.
+      bool missed = st == catalog::TaskState::missed;
+      bool lost = std::any_of(t.reasons.begin(), t.reasons.end(),
                               [](const catalog::Reason& r) { return r.code == cairn::v1::ERROR_CODE_AGENT_LOST; });
-      if (lost && st != catalog::TaskState::succeeded && st != catalog::TaskState::partial && tries[t.agent_id] < 3)
+      if (st != catalog::TaskState::succeeded && st != catalog::TaskState::partial && (missed || (lost && tries[t.agent_id] < 3)))
         again.push_back(t);
     }
     if (again.empty()) return;
@@ -796,6 +804,25 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
   if (next != "rollback" && connected_)
     for (const auto& id : ids)
       if (auto t = tx.task(id); t && !connected_(t->agent_id)) absent.push_back(id);
+  // Nothing is stopped unless every member can be: a member gone between
+  // preflight and stop ends the restore there, every member untouched.
+  if (next == "stop" && !absent.empty()) {
+    std::string names;
+    for (const auto& id : absent)
+      if (auto t = tx.task(id))
+        if (auto a = tx.agent(t->agent_id)) names += (names.empty() ? "'" : ", '") + a->name + "'";
+    for (const auto& id : ids) {
+      auto t = tx.task(id);
+      if (!t || catalog::is_terminal(t->state)) continue;
+      catalog::TaskUpdate u{catalog::TaskState::failed};
+      u.reasons.push_back({cairn::v1::ERROR_CODE_AGENT_LOST,
+                           "not stopped: the agent of " + names +
+                               " is not connected, and no member is stopped unless every member can be",
+                           t->component});
+      tx.update_task(id, u);
+    }
+    return;
+  }
   // The lock stays the restore's for the next step.
   std::string driver;
   for (const auto& c : tx.agent_components(members.front().agent_id))

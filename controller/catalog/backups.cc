@@ -364,13 +364,19 @@ size_t Tx::move_plan_tasks(const std::string& plan_id, TaskState from, TaskState
 // keeps its lock from step to step: the next step's tasks are made (by the
 // ended hook, before this runs) in the transaction that ends the last one.
 void Tx::release_task_lock(const Task& task) {
+  // A restore in steps holds its locks (the cluster's, or each broker's)
+  // from its first step to its end: between two steps a member has no open
+  // task, and a backup or another restore must not slip in there.
+  if (!task.restore_step.empty()) return;
   const bool is_set = task.backup_set_id.has_value();
   const std::string& owner = is_set ? *task.backup_set_id : *task.restore_id;
   std::string target;
   if (!task.cluster_id.empty()) {
-    auto s = db_.prepare("SELECT target FROM locks WHERE holder = ? AND target LIKE 'cluster:%' AND substr(target, -length(?)) = ?"
-                         " AND substr(target, -length(?) - 1, 1) = '/'");
-    s.bind_all(owner, task.cluster_id, task.cluster_id, task.cluster_id);
+    std::string driver;
+    for (const auto& c : agent_components(task.agent_id))
+      if (c.name == task.component) driver = c.driver;
+    auto s = db_.prepare("SELECT target FROM locks WHERE holder = ? AND target = ?");
+    s.bind_all(owner, "cluster:" + driver + "/" + task.cluster_id);
     if (s.step()) target = s.text(0);
   }
   if (target.empty()) target = task.agent_id + "/" + task.component;

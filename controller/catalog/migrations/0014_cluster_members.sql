@@ -7,7 +7,8 @@
 -- declared by an agent already approved, into a cluster that has approved
 -- members, stays 'pending' until an operator approves it
 -- ('cairnctl agent approve NAME'); pending members take part in no backup or
--- restore of the cluster. agent_components.cluster_id holds the logical id.
+-- restore of the cluster. agent_components.cluster_id keeps the id the agent
+-- declared; the logical cluster is read from here.
 CREATE TABLE cluster_members (
   agent_id   TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
   component  TEXT NOT NULL,

@@ -750,3 +750,42 @@ TEST_CASE("cluster: a rollback whose agent was lost runs again on that member, t
   CHECK(g.step_tasks(r2.id, "rollback").size() == 4);
   CHECK(g.restore_state(r2.id) == SetState::failed);
 }
+
+TEST_CASE("cluster: a member gone between preflight and stop ends the restore with no member stopped") {
+  ClusterFixture f;
+  std::set<std::string> down;
+  f.orders.set_connected([&](const std::string& id) { return !down.count(id); });
+  std::string set = f.backed_up_set();
+  auto r = f.orders.create_restore("operator:test", restore_of(set, "etcd"));
+  down.insert(f.c);
+  f.end_step(r.id, "preflight");
+  auto stops = f.step_tasks(r.id, "stop");
+  REQUIRE(stops.size() == 3);
+  for (const auto& t : stops) {
+    CHECK(t.state == TaskState::failed);
+    CHECK_FALSE(t.plan_id);  // no stop plan went to any member
+  }
+  CHECK(f.step_tasks(r.id, "rollback").empty());
+  CHECK(f.restore_state(r.id) == SetState::failed);
+  // The lock went with the restore.
+  down.clear();
+  CHECK_NOTHROW(f.orders.create_restore("operator:test", restore_of(set, "etcd")));
+}
+
+TEST_CASE("members: a broker between two steps keeps the restore's lock") {
+  BrokerFixture f;
+  auto ordered = f.orders.create_backup("operator:test", only("kafka"));
+  for (const auto& t : f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); }))
+    f.end_task(t.id, TaskState::succeeded, "snap-" + t.agent_id);
+  v1::RestoreRequest req;
+  req.set_backup_set_id(ordered.id);
+  *req.mutable_selector() = only("kafka");
+  req.set_skip_safety_backup(true);
+  auto r = f.orders.create_restore("operator:test", req);
+  auto pre = f.step_tasks(r.id, "preflight");
+  REQUIRE(pre.size() == 3);
+  f.end_task(pre[0].id, TaskState::succeeded);  // one broker done, the others still at preflight
+  v1::Selector one = only("kafka");
+  one.add_nodes(f.cat.read([&](const Tx& tx) { return tx.agent(pre[0].agent_id)->name; }));
+  CHECK_THROWS_WITH(f.orders.create_backup("operator:test", one), Catch::Contains("restore " + r.id));
+}
