@@ -124,6 +124,7 @@ void Session::send_register() {
   ::gethostname(host, sizeof host - 1);
   r->set_hostname(host);
   r->set_agent_version(CAIRN_VERSION);
+  r->add_features("restore-steps/2");
   for (const auto& c : config_.components) {
     auto* ci = r->add_components();
     ci->set_name(c.name);

@@ -124,6 +124,13 @@ bool Fleet::connected(const std::string& agent_id) const {
   return it != by_agent_.end() && sessions_.count(it->second);
 }
 
+bool Fleet::supports(const std::string& agent_id, const std::string& feature) const {
+  auto it = by_agent_.find(agent_id);
+  if (it == by_agent_.end()) return false;
+  auto s = sessions_.find(it->second);
+  return s != sessions_.end() && s->second.features.count(feature);
+}
+
 size_t Fleet::connected_count() const { return by_agent_.size(); }
 
 bool Fleet::send(Session& s, const cairn::v1::ControllerMessage& m) {
@@ -325,6 +332,7 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
   }
   s.agent_id = agent->id;
   s.registered = true;
+  s.features = std::set<std::string>(r.features().begin(), r.features().end());
   s.approved = agent->state == catalog::AgentState::approved;
   // last_seen_at with the others, within a second (flush_touches): an agent
   // that registers as it was leaves its transaction without a write, so a

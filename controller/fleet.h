@@ -61,6 +61,8 @@ class Fleet {
   void flush_task_results();
 
   bool connected(const std::string& agent_id) const;
+  // Whether the connected agent announced `feature` in its Register.
+  bool supports(const std::string& agent_id, const std::string& feature) const;
   size_t connected_count() const;
 
  private:
@@ -79,6 +81,7 @@ class Fleet {
     // Task and plan ids the catalog confirmed as this agent's: a task's agent
     // never changes, so progress many times a second needs no catalog read.
     std::set<std::string> owned_tasks, owned_plans;
+    std::set<std::string> features;  // Register.features
   };
 
   void handle(Session& s, cairn::v1::AgentMessage& m);

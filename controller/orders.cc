@@ -203,7 +203,8 @@ void check_whole_clusters(const Tx& tx, const std::vector<Pick>& picks, const st
 // cluster that each hold their own data) stops nothing until every member
 // is ready: every member's agent must be connected when it is ordered, or
 // it is refused, naming the ones that are not.
-void check_members_connected(const std::vector<Pick>& picks, const std::function<bool(const std::string&)>& connected) {
+void check_members_connected(const std::vector<Pick>& picks, const std::function<bool(const std::string&)>& connected,
+                             const std::function<bool(const std::string&, const std::string&)>& supports) {
   if (!connected) return;
   std::map<std::string, int> members;  // driver/cluster -> members selected
   for (const auto& p : picks)
@@ -214,7 +215,21 @@ void check_members_connected(const std::vector<Pick>& picks, const std::function
     if (stepped && !connected(p.agent.id))
       absent["'" + p.component + "' of cluster '" + (clustered(p) ? p.cluster_id : p.member_of) + "'"].push_back(p.agent.name);
   }
-  if (absent.empty()) return;
+  if (absent.empty()) {
+    // An agent older than the preflight and commit steps would refuse them
+    // (etcd, ZooKeeper) or run a whole restore in their place (an older
+    // Kafka driver): refused here, before anything is made.
+    std::vector<std::string> old;
+    for (const auto& p : picks) {
+      bool stepped = clustered(p) || (!p.member_of.empty() && members[p.driver + "/" + p.member_of] > 1);
+      if (stepped && supports && !supports(p.agent.id, "restore-steps/2")) old.push_back(p.agent.name);
+    }
+    if (!old.empty())
+      throw OpError(cairn::v1::ERROR_CODE_UNAVAILABLE,
+                    "the agents " + quoted_list(old) + " are older than this controller's cluster restore (they do not "
+                    "announce 'restore-steps/2'): upgrade them first; nothing was stopped or changed");
+    return;
+  }
   std::string what;
   for (const auto& [cluster, names] : absent)
     what += (what.empty() ? "" : "; ") + cluster + ": " + quoted_list(names);
@@ -526,7 +541,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
                         "' holds no snapshot for a selected, restorable component of an approved agent");
 
     check_restore_target(picks, req.restore_target());
-    check_members_connected(picks, connected_);
+    check_members_connected(picks, connected_, supports_);
     const auto mode = req.write_mode() == cairn::v1::RESTORE_WRITE_MODE_MERGE ? cairn::v1::RESTORE_WRITE_MODE_MERGE
                                                                               : cairn::v1::RESTORE_WRITE_MODE_MIRROR;
     nlohmann::json sel = selector_json(req.selector());

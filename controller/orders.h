@@ -54,6 +54,8 @@ class Orders {
   // Whether an agent is connected now: a cluster-scoped component is backed
   // up from a connected member. Unset: every member counts as connected.
   void set_connected(std::function<bool(const std::string&)> connected) { connected_ = std::move(connected); }
+  // Whether a connected agent announced a feature (Register.features).
+  void set_supports(std::function<bool(const std::string&, const std::string&)> supports) { supports_ = std::move(supports); }
 
   // The catalog's TaskEndedHook: when every member ended a step of a cluster
   // restore, the next step's tasks and plans are made in the same
@@ -67,6 +69,7 @@ class Orders {
   void next_cluster_step(catalog::Tx& tx, const catalog::Task& ended);
   void release_deferred(catalog::Tx& tx, const catalog::Task& ended);
   std::function<bool(const std::string&)> connected_;
+  std::function<bool(const std::string&, const std::string&)> supports_;
   std::vector<std::string> to_deliver_;
   catalog::Catalog& catalog_;
   const ControllerConfig& config_;

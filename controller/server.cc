@@ -123,6 +123,8 @@ Server::Server(const ControllerConfig& config)
   fleet_ = std::make_unique<Fleet>(fleet_socket_, catalog_, config_, key_id);
   orders_ = std::make_unique<Orders>(catalog_, config_, signing_key_);
   orders_->set_connected([f = fleet_.get()](const std::string& agent_id) { return f->connected(agent_id); });
+  orders_->set_supports(
+      [f = fleet_.get()](const std::string& agent_id, const std::string& feature) { return f->supports(agent_id, feature); });
   catalog_.set_task_ended_hook([o = orders_.get()](catalog::Tx& tx, const catalog::Task& t) { o->on_task_ended(tx, t); });
   publisher_ = std::make_unique<AuditPublisher>(config_);
   api_ = std::make_unique<OperatorApi>(catalog_, *fleet_, *orders_, signing_key_, config.key_dir, publisher_.get());

@@ -789,3 +789,16 @@ TEST_CASE("members: a broker between two steps keeps the restore's lock") {
   one.add_nodes(f.cat.read([&](const Tx& tx) { return tx.agent(pre[0].agent_id)->name; }));
   CHECK_THROWS_WITH(f.orders.create_backup("operator:test", one), Catch::Contains("restore " + r.id));
 }
+
+TEST_CASE("cluster: a restore in steps is refused, naming them, while members' agents do not announce the steps") {
+  ClusterFixture f;
+  std::string set = f.backed_up_set();
+  f.orders.set_connected([](const std::string&) { return true; });
+  f.orders.set_supports([&](const std::string& id, const std::string& feature) {
+    return feature == "restore-steps/2" && id != f.b;  // etcd-b runs an older agent
+  });
+  CHECK_THROWS_WITH(f.orders.create_restore("operator:test", restore_of(set, "etcd")),
+                    Catch::Contains("'etcd-b'") && Catch::Contains("upgrade them first"));
+  f.orders.set_supports([](const std::string&, const std::string&) { return true; });
+  CHECK(f.step_tasks(f.orders.create_restore("operator:test", restore_of(set, "etcd")).id, "preflight").size() == 3);
+}
