@@ -759,10 +759,16 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
   std::map<std::string, int> tries;
   for (const auto& t : same) {
     if (t.restore_step != step) continue;
-    // tasks_of_restore lists them in the order they were made (by the second);
-    // a try still open is the member's latest whatever the order.
-    if (auto it = latest.find(t.agent_id); it == latest.end() || !catalog::is_terminal(t.state) ||
-                                           catalog::is_terminal(it->second.state))
+    // tasks_of_restore lists them by the second they were made, so two tries
+    // of one second come in any order: a try still open stands for the
+    // member, else one that succeeded (a rollback done once is done), else
+    // the last listed.
+    auto ok_state = [](catalog::TaskState st) {
+      return st == catalog::TaskState::succeeded || st == catalog::TaskState::partial;
+    };
+    auto it = latest.find(t.agent_id);
+    if (it == latest.end() || !catalog::is_terminal(t.state) ||
+        (catalog::is_terminal(it->second.state) && (ok_state(t.state) || !ok_state(it->second.state))))
       latest[t.agent_id] = t;
     ++tries[t.agent_id];
   }

@@ -216,6 +216,17 @@ struct BrokerFixture : ClusterFixture {
       }
     });
   }
+  // The three brokers backed up, then all three restored without safety backups.
+  std::string restore_all_brokers() {
+    auto ordered = orders.create_backup("operator:test", only("kafka"));
+    for (const auto& t : cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); }))
+      end_task(t.id, TaskState::succeeded, "snap-" + t.agent_id);
+    v1::RestoreRequest req;
+    req.set_backup_set_id(ordered.id);
+    *req.mutable_selector() = only("kafka");
+    req.set_skip_safety_backup(true);
+    return orders.create_restore("operator:test", req).id;
+  }
 };
 }  // namespace
 
@@ -774,20 +785,13 @@ TEST_CASE("cluster: a member gone between preflight and stop ends the restore wi
 
 TEST_CASE("members: a broker between two steps keeps the restore's lock") {
   BrokerFixture f;
-  auto ordered = f.orders.create_backup("operator:test", only("kafka"));
-  for (const auto& t : f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); }))
-    f.end_task(t.id, TaskState::succeeded, "snap-" + t.agent_id);
-  v1::RestoreRequest req;
-  req.set_backup_set_id(ordered.id);
-  *req.mutable_selector() = only("kafka");
-  req.set_skip_safety_backup(true);
-  auto r = f.orders.create_restore("operator:test", req);
-  auto pre = f.step_tasks(r.id, "preflight");
+  std::string r = f.restore_all_brokers();
+  auto pre = f.step_tasks(r, "preflight");
   REQUIRE(pre.size() == 3);
   f.end_task(pre[0].id, TaskState::succeeded);  // one broker done, the others still at preflight
   v1::Selector one = only("kafka");
   one.add_nodes(f.cat.read([&](const Tx& tx) { return tx.agent(pre[0].agent_id)->name; }));
-  CHECK_THROWS_WITH(f.orders.create_backup("operator:test", one), Catch::Contains("restore " + r.id));
+  CHECK_THROWS_WITH(f.orders.create_backup("operator:test", one), Catch::Contains("restore " + r));
 }
 
 TEST_CASE("cluster: a restore in steps is refused, naming them, while members' agents do not announce the steps") {
