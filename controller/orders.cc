@@ -210,20 +210,19 @@ void check_members_connected(const std::vector<Pick>& picks, const std::function
   for (const auto& p : picks)
     if (!p.member_of.empty()) members[p.driver + "/" + p.member_of]++;
   std::map<std::string, std::vector<std::string>> absent;  // cluster -> agent names
+  // An agent older than the preflight and commit steps would refuse them
+  // (etcd, ZooKeeper) or run a whole restore in their place (an older Kafka
+  // driver): refused too, before anything is made.
+  std::vector<std::string> old;
   for (const auto& p : picks) {
     bool stepped = clustered(p) || (!p.member_of.empty() && members[p.driver + "/" + p.member_of] > 1);
-    if (stepped && !connected(p.agent.id))
+    if (!stepped) continue;
+    if (!connected(p.agent.id))
       absent["'" + p.component + "' of cluster '" + (clustered(p) ? p.cluster_id : p.member_of) + "'"].push_back(p.agent.name);
+    else if (supports && !supports(p.agent.id, "restore-steps/2"))
+      old.push_back(p.agent.name);
   }
   if (absent.empty()) {
-    // An agent older than the preflight and commit steps would refuse them
-    // (etcd, ZooKeeper) or run a whole restore in their place (an older
-    // Kafka driver): refused here, before anything is made.
-    std::vector<std::string> old;
-    for (const auto& p : picks) {
-      bool stepped = clustered(p) || (!p.member_of.empty() && members[p.driver + "/" + p.member_of] > 1);
-      if (stepped && supports && !supports(p.agent.id, "restore-steps/2")) old.push_back(p.agent.name);
-    }
     if (!old.empty())
       throw OpError(cairn::v1::ERROR_CODE_UNAVAILABLE,
                     "the agents " + quoted_list(old) + " are older than this controller's cluster restore (they do not "
@@ -755,6 +754,9 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
   bool ok = true;
   // The step's task of each member: the latest one (a rollback may have been
   // tried again on a member, below).
+  auto ok_state = [](catalog::TaskState st) {
+    return st == catalog::TaskState::succeeded || st == catalog::TaskState::partial;
+  };
   std::map<std::string, catalog::Task> latest;  // agent -> its latest task of the step
   std::map<std::string, int> tries;
   for (const auto& t : same) {
@@ -763,9 +765,6 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
     // of one second come in any order: a try still open stands for the
     // member, else one that succeeded (a rollback done once is done), else
     // the last listed.
-    auto ok_state = [](catalog::TaskState st) {
-      return st == catalog::TaskState::succeeded || st == catalog::TaskState::partial;
-    };
     auto it = latest.find(t.agent_id);
     if (it == latest.end() || !catalog::is_terminal(t.state) ||
         (catalog::is_terminal(it->second.state) && (ok_state(t.state) || !ok_state(it->second.state))))
@@ -776,7 +775,7 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
   for (auto& [agent, t] : latest) {
     catalog::TaskState st = t.id == ended.id ? ended.state : t.state;
     if (!catalog::is_terminal(st)) return;  // a barrier: every member ends the step first
-    ok &= st == catalog::TaskState::succeeded || st == catalog::TaskState::partial;
+    ok &= ok_state(st);
     members.push_back(t);
   }
   std::string next = next_step(step, ok);
@@ -799,7 +798,7 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
       bool missed = st == catalog::TaskState::missed;
       bool lost = std::any_of(t.reasons.begin(), t.reasons.end(),
                               [](const catalog::Reason& r) { return r.code == cairn::v1::ERROR_CODE_AGENT_LOST; });
-      if (st != catalog::TaskState::succeeded && st != catalog::TaskState::partial && (missed || (lost && tries[t.agent_id] < 3)))
+      if (!ok_state(st) && (missed || (lost && tries[t.agent_id] < 3)))
         again.push_back(t);
     }
     if (again.empty()) return;
