@@ -240,6 +240,12 @@ class Driver {
     (void)spec;
     return {};
   }
+  // Which wave of a cluster restore's stop step this member is stopped in:
+  // the controller stops every member of wave 0 first, then wave 1, so a
+  // component that needs some members up while others stop (Kafka KRaft:
+  // brokers before the controller quorum) survives the stop. Reported in the
+  // preflight step's metadata ("stop_wave").
+  virtual int stop_wave() const { return 0; }
   // The commit step: every member verified the restored data. Removes this
   // restore's on-disk record (ctx.restore_id) and reports what it set aside
   // (kept as the safety copy) in the metadata. A record of another restore

@@ -500,7 +500,7 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     // Read-only: the member is ready; nothing is stopped before every member is.
     dr.reasons = driver.restore_preflight(ctx, spec);
     dr.outcome = dr.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
-    dr.metadata = {{"step", "preflight"}};
+    dr.metadata = {{"step", "preflight"}, {"stop_wave", driver.stop_wave()}};
   } else if (spec.step == RestoreStep::verify) {
     dr.reasons = driver.verify(ctx, snap.component);
     dr.outcome = dr.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;

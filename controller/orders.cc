@@ -666,6 +666,15 @@ int step_rank(const std::string& step) {
   return it == rank.end() ? 0 : it->second;
 }
 
+// The stop wave a member's preflight reported (agent/driver.h stop_wave);
+// 0 when it reported none (an older agent, a failed preflight).
+int stop_wave_of(const catalog::Task& preflight) {
+  if (!preflight.component_metadata) return 0;
+  auto j = nlohmann::json::parse(*preflight.component_metadata, nullptr, false);
+  if (!j.is_object() || !j.contains("stop_wave") || !j["stop_wave"].is_number_integer()) return 0;
+  return std::clamp(j["stop_wave"].get<int>(), 0, 9);
+}
+
 }  // namespace
 
 void Orders::on_task_ended(Tx& tx, const catalog::Task& ended) {
@@ -779,10 +788,37 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
     members.push_back(t);
   }
   std::string next = next_step(step, ok);
-  // A stop step refused as a whole (a member gone before it): no plan went
-  // out, nothing was stopped, nothing to roll back.
-  if (step == "stop" && std::none_of(members.begin(), members.end(), [](const catalog::Task& t) { return t.plan_id.has_value(); }))
-    next.clear();
+  // The stop step runs in waves (docs/protocol.md § The cluster restore):
+  // each member's preflight said its wave ("stop_wave"); wave 0 stops first,
+  // and only when all of it stopped does the next wave get its stop tasks.
+  // Once every member stopped, the restore goes on to data.
+  std::vector<std::string> later_waves;  // agents of the waves after the one about to stop
+  if ((step == "preflight" && next == "stop") || (step == "stop" && ok)) {
+    std::map<std::string, std::pair<int, catalog::Task>> unstopped;  // agent -> its wave, its preflight task
+    for (const auto& t : same)
+      if (t.restore_step == "preflight") unstopped.insert_or_assign(t.agent_id, std::pair{stop_wave_of(t), t});
+    for (const auto& t : same)
+      if (t.restore_step == "stop") unstopped.erase(t.agent_id);
+    if (!unstopped.empty()) {
+      int wave = std::min_element(unstopped.begin(), unstopped.end(), [](const auto& a, const auto& b) {
+                   return a.second.first < b.second.first;
+                 })->second.first;
+      members.clear();
+      for (const auto& [agent, wt] : unstopped)
+        if (wt.first == wave)
+          members.push_back(wt.second);
+        else
+          later_waves.push_back(agent);
+      next = "stop";
+    }
+  }
+  // The members a stop was sent to: a rollback goes to them alone (a member
+  // of a later wave, or one refused as a whole, was never stopped). None:
+  // nothing was stopped, nothing to roll back.
+  if (step == "stop" && next == "rollback") {
+    std::erase_if(members, [](const catalog::Task& t) { return !t.plan_id.has_value(); });
+    if (members.empty()) next.clear();
+  }
   if (step == "rollback" && !ok) {
     // A rollback whose agent was lost (killed mid-rollback, restarted) runs
     // again on that member: it acts only on this restore's record, so a
@@ -826,11 +862,15 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
       if (auto t = tx.task(id); t && !connected_(t->agent_id)) absent.push_back(id);
   // Nothing is stopped unless every member can be: a member gone between
   // preflight and stop ends the restore there, every member untouched.
-  if (next == "stop" && !absent.empty()) {
-    std::string names;
-    for (const auto& id : absent)
-      if (auto t = tx.task(id))
-        if (auto a = tx.agent(t->agent_id)) names += (names.empty() ? "'" : ", '") + a->name + "'";
+  std::string names;
+  for (const auto& id : absent)
+    if (auto t = tx.task(id))
+      if (auto a = tx.agent(t->agent_id)) names += (names.empty() ? "'" : ", '") + a->name + "'";
+  if (next == "stop" && connected_)
+    for (const auto& agent : later_waves)  // a member of a later wave must be there too
+      if (!connected_(agent))
+        if (auto a = tx.agent(agent)) names += (names.empty() ? "'" : ", '") + a->name + "'";
+  if (next == "stop" && !names.empty()) {
     for (const auto& id : ids) {
       auto t = tx.task(id);
       if (!t || catalog::is_terminal(t->state)) continue;

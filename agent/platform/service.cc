@@ -2,7 +2,9 @@
 
 #include <systemd/sd-bus.h>
 
+#include <csignal>
 #include <cstring>
+#include <thread>
 #include <memory>
 #include <optional>
 
@@ -99,10 +101,14 @@ class Systemd {
 
   // Runs Manager.<method>(unit, "replace"), waits for its job to end and checks
   // the unit's ActiveState against `want` (any of them).
+  // kill_after > 0: a job still running then has the unit killed
+  // (kill_unit) once, and is waited for 30 s more at least.
   void run_job(const char* method, const char* verb, std::initializer_list<const char*> want,
-               const std::atomic<bool>* cancel) {
+               const std::atomic<bool>* cancel, std::chrono::milliseconds kill_after = {}, bool* killed = nullptr) {
     const std::string what = "systemd unit '" + d_.unit + "'";
-    const auto deadline = Clock::now() + d_.timeout;
+    const auto start = Clock::now();
+    auto deadline = start + d_.timeout;
+    if (kill_after.count() > 0) deadline = std::max(deadline, start + kill_after + std::chrono::seconds(30));
     JobWait w;
     // Subscribe and match before the call: the job may end before the reply is read.
     sd_bus_slot* s = nullptr;
@@ -138,6 +144,10 @@ class Systemd {
       if (cancel && cancel->load())
         throw Error(Errc::interrupted, what + ": cancelled while waiting for systemd to " + verb +
                                            " it (the job goes on in systemd)");
+      if (kill_after.count() > 0 && killed && !*killed && Clock::now() - start >= kill_after) {
+        kill_unit();
+        *killed = true;
+      }
       auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now());
       if (left.count() <= 0)
         throw Error(Errc::io, what + ": systemd did not finish the " + verb + " job within " +
@@ -152,6 +162,29 @@ class Systemd {
     for (const char* s2 : want)
       if (state == s2) return;
     throw Error(Errc::io, what + " is '" + state + "' after " + verb + " (see 'journalctl -u " + d_.unit + "')");
+  }
+
+  // Manager.KillUnit(unit, "all", SIGKILL): every process of the unit.
+  void kill_unit() {
+    BusError err;
+    int r = sd_bus_call_method(bus_.get(), kDest, kPath, kManager, "KillUnit", &err.e, nullptr, "ssi", d_.unit.c_str(),
+                               "all", int32_t(SIGKILL));
+    if (r < 0)
+      throw Error(Errc::io, "systemd unit '" + d_.unit + "': KillUnit (SIGKILL) refused by systemd: " + err.text(r));
+  }
+
+  // Waits until the unit is inactive or failed (after kill_unit).
+  void wait_down(const std::atomic<bool>* cancel) {
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (true) {
+      std::string state = active_state();
+      if (state == "inactive" || state == "failed") return;
+      if (cancel && cancel->load()) throw Error(Errc::interrupted, "systemd unit '" + d_.unit + "': cancelled after SIGKILL");
+      if (Clock::now() > deadline)
+        throw Error(Errc::io, "systemd unit '" + d_.unit + "' is still '" + state + "' 30 s after SIGKILL (see 'systemctl status " +
+                                  d_.unit + "')");
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
   }
 
   // "" when systemd has the unit loaded (and, for a reload, able to reload);
@@ -273,11 +306,74 @@ std::string Service::problem(ServiceUse use) const {
   }
 }
 
-void Service::stop(const std::atomic<bool>* cancel) const {
-  if (!decl_.stop_command.empty()) return run_declared(decl_, "stop", decl_.stop_command, cancel);
+bool Service::can_kill() const { return !decl_.kill_command.empty() || !decl_.unit.empty(); }
+
+void Service::kill(const std::atomic<bool>* cancel) const {
+  if (!decl_.kill_command.empty()) {
+    ProcessSpec spec;
+    spec.argv = decl_.kill_command;
+    spec.timeout = std::chrono::seconds(30);
+    spec.cancel = cancel;
+    ProcessResult r = run_process(spec);
+    if (!r.ok())
+      throw Error(r.cancelled ? Errc::interrupted : Errc::io, "kill command '" + join(decl_.kill_command) + "' " + r.describe());
+    return;
+  }
+  if (decl_.unit.empty())
+    throw Error(Errc::invalid_input,
+                "kill the service: neither a kill_command nor a systemd unit is declared (declare the service's kill_command)");
+  Systemd sd(decl_);
+  sd.kill_unit();
+  sd.wait_down(cancel);
+}
+
+StopOutcome Service::stop(const std::atomic<bool>* cancel) const {
+  StopOutcome out;
+  const bool escalate = decl_.kill_after.count() > 0 && can_kill();
+  const std::string after = std::to_string(decl_.kill_after.count() / 1000) + " s";
+  if (!decl_.stop_command.empty()) {
+    ProcessSpec spec;
+    spec.argv = decl_.stop_command;
+    spec.timeout = escalate ? std::min(decl_.kill_after, decl_.timeout) : decl_.timeout;
+    spec.cancel = cancel;
+    ProcessResult r = run_process(spec);
+    if (r.ok()) return out;
+    if (!escalate || !r.timed_out)
+      throw Error(r.cancelled ? Errc::interrupted : Errc::io, "stop command '" + join(decl_.stop_command) + "' " + r.describe());
+    kill(cancel);
+    out.killed = true;
+    out.detail = "the stop command '" + join(decl_.stop_command) + "' had not finished after " + after + ": killed with " +
+                 (decl_.kill_command.empty() ? "systemd's KillUnit (SIGKILL)" : "'" + join(decl_.kill_command) + "'");
+    return out;
+  }
   if (decl_.unit.empty())
     throw Error(Errc::invalid_input, "stop the service: neither a systemd unit nor a stop_command is declared");
-  Systemd(decl_).run_job("StopUnit", "stop", {"inactive", "failed"}, cancel);
+  if (escalate && !decl_.kill_command.empty()) {
+    // A declared kill_command replaces systemd's KillUnit: stop with the unit,
+    // kill with the command when the stop job outlives kill_after.
+    try {
+      ServiceDecl d = decl_;
+      d.timeout = std::min(decl_.kill_after, decl_.timeout);
+      Systemd(d).run_job("StopUnit", "stop", {"inactive", "failed"}, cancel);
+      return out;
+    } catch (const Error& e) {
+      if (e.code() == Errc::interrupted) throw;
+    }
+    kill(cancel);
+    Systemd(decl_).wait_down(cancel);
+    out.killed = true;
+    out.detail = "systemd unit '" + decl_.unit + "' had not stopped after " + after + ": killed with '" +
+                 join(decl_.kill_command) + "'";
+    return out;
+  }
+  bool killed = false;
+  Systemd(decl_).run_job("StopUnit", "stop", {"inactive", "failed"}, cancel, escalate ? decl_.kill_after : std::chrono::milliseconds{},
+                         &killed);
+  if (killed) {
+    out.killed = true;
+    out.detail = "systemd unit '" + decl_.unit + "' had not stopped after " + after + ": killed with systemd's KillUnit (SIGKILL)";
+  }
+  return out;
 }
 
 void Service::start(const std::atomic<bool>* cancel) const {

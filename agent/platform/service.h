@@ -16,7 +16,14 @@ struct ServiceDecl {
   std::vector<std::string> start_command;  // argv; each, when set, replaces the systemd call
   std::vector<std::string> stop_command;
   std::vector<std::string> reload_command;
+  // Kills the service at once (SIGKILL), for a stop that did not finish in
+  // kill_after; a unit is killed through systemd (KillUnit) without one.
+  std::vector<std::string> kill_command;
   std::chrono::milliseconds timeout{120'000};
+  // 0: a stop is never escalated (it fails at `timeout`). Otherwise a stop
+  // not finished after kill_after is escalated to SIGKILL (docs/agent-config.md
+  // § service).
+  std::chrono::milliseconds kill_after{0};
   bool empty() const { return unit.empty() && start_command.empty() && stop_command.empty(); }
   std::string describe() const;  // "systemd unit 'etcd.service'" or "command 'ctl start'"
 };
@@ -24,12 +31,26 @@ struct ServiceDecl {
 // What a driver is about to ask of the service (for Service::problem).
 enum class ServiceUse { stop_start, reload };
 
+// How a stop ended: cleanly, or escalated to SIGKILL after kill_after.
+struct StopOutcome {
+  bool killed = false;
+  std::string detail;  // what was killed and why, for the task's notes; "" when not killed
+};
+
 class Service {
  public:
   explicit Service(ServiceDecl decl);
   // Each throws cairn::Error (Errc::io) with the reason (systemd's error, the
   // command's exit status and the last line of its stderr, a timeout).
-  void stop(const std::atomic<bool>* cancel = nullptr) const;
+  // A stop not finished after decl().kill_after (when set and a kill is
+  // declared) is escalated: kill() then waits for the stop to end.
+  StopOutcome stop(const std::atomic<bool>* cancel = nullptr) const;
+  // SIGKILL now: systemd's KillUnit(unit, "all", SIGKILL) then waits (30 s at
+  // most) until the unit is inactive or failed, or the declared kill_command.
+  // Throws Error(invalid_input) when neither is declared.
+  void kill(const std::atomic<bool>* cancel = nullptr) const;
+  // Whether kill() has a way to kill (a kill_command, or a unit).
+  bool can_kill() const;
   void start(const std::atomic<bool>* cancel = nullptr) const;
   // reload_command when declared; other commands declared: stop_command then
   // start_command; a unit alone: systemd's ReloadUnit (the unit's ExecReload).

@@ -195,6 +195,14 @@ class Kafka:
     def running(self):
         return self.pid() is not None
 
+    def stops(self):
+        """[(began, ended)] of each stop the agent's stop command made (servers_kafka.py stop DIR)."""
+        try:
+            lines = (self.dir / "service.log").read_text().splitlines()
+        except OSError:
+            return []
+        return [(float(w[1]), float(w[2])) for w in (ln.split() for ln in lines) if w and w[0] == "stop"]
+
     def log_tail(self, chars=3000):
         try:
             return self.log.read_text(errors="replace")[-chars:]
@@ -242,19 +250,24 @@ class Kafka:
             return
         _stop_pid(self.dir, kill)  # started by the agent's service command
 
-    def component_toml(self, name="kafka", extra="", bootstrap=None):
+    def component_toml(self, name="kafka", extra="", bootstrap=None, stop="stop", kill_after=None):
         """The agent's [[component]] table for this broker; the agent stops and
-        starts it with this module (`servers_kafka.py start|stop DIR`). A
-        dedicated KRaft controller has no broker to ask: no `bootstrap`."""
+        starts it with this module (`servers_kafka.py start|stop|kill DIR`). A
+        dedicated KRaft controller has no broker to ask: no `bootstrap`.
+        stop="hang": a stop command that never ends (a controlled shutdown
+        waiting for a quorum that is gone), for the agent's escalation to its
+        kill_command after kill_after seconds."""
         import sys
         py = sys.executable
         here = pathlib.Path(__file__).resolve()
         bootstrap = "" if getattr(self, "controller_only", False) else f'bootstrap = "{bootstrap or self.bootstrap}"\n'
+        kill = f', kill_after_seconds = {kill_after}' if kill_after is not None else ""
         return (f'[[component]]\nname = "{name}"\ndriver = "kafka"\nlog_dirs = ["{self.log_dir}"]\n'
                 f'config_file = "{self.config}"\n{bootstrap}'
                 f'libs_dir = "{lib_dir(self.version)}"\nready_timeout_seconds = 180\n'
                 f'service = {{ start_command = ["{py}", "{here}", "start", "{self.dir}"], '
-                f'stop_command = ["{py}", "{here}", "stop", "{self.dir}"], timeout_seconds = 120 }}\n{extra}')
+                f'stop_command = ["{py}", "{here}", "{stop}", "{self.dir}"], '
+                f'kill_command = ["{py}", "{here}", "kill", "{self.dir}"], timeout_seconds = 120{kill} }}\n{extra}')
 
     def create_topic(self, name, partitions=1, rf=1, config=None):
         from confluent_kafka.admin import AdminClient, NewTopic
@@ -844,11 +857,18 @@ if __name__ == "__main__":
     # The agent's start_command / stop_command for a test broker: the agent
     # starts and stops it the way the tests do, by the PID in DIR/server.pid.
     import sys
-    if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop"):
-        sys.exit(f"usage: {sys.argv[0]} start|stop DIR")
+    if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop", "kill", "hang"):
+        sys.exit(f"usage: {sys.argv[0]} start|stop|kill|hang DIR")
     d = pathlib.Path(sys.argv[2])
+    began = time.time()
     if sys.argv[1] == "stop":
         _stop_pid(d)
+        with open(d / "service.log", "a") as f:  # when each stop ran (tests check the stop order)
+            f.write(f"stop {began:.3f} {time.time():.3f}\n")
+    elif sys.argv[1] == "kill":
+        _stop_pid(d, kill=True)
+    elif sys.argv[1] == "hang":
+        time.sleep(3600)  # a stop that never ends; the agent kills this command, then the broker
     elif _running_pid(d) is None:
         _launch(d, (d / "version").read_text().strip())
     sys.exit(0)

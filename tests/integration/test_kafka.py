@@ -387,7 +387,9 @@ def test_kraft_dedicated_controller_restored_with_the_brokers(cluster, tmp_path)
     `bootstrap`. A topic's deletion is recorded in the controller's metadata
     log: restoring the brokers alone would see the topic deleted again. The
     set holds all three nodes, and the restore stops, swaps and starts them
-    in the same steps: the topic is back with every record."""
+    in the same steps: the topic is back with every record. The stop step
+    runs in waves (the nodes' preflight reports them): the brokers first,
+    the controller once they are down."""
     require(KRAFT_VERSION)
     c = cluster
     kc = KafkaCluster.kraft_split(tmp_path / "kc", controllers=1, brokers=2, segment_bytes=1 << 20).start()
@@ -416,6 +418,12 @@ def test_kraft_dedicated_controller_restored_with_the_brokers(cluster, tmp_path)
         r = restore(c, backup_set_id_of(shown))
         assert set_state(r) == "complete", json.dumps(r, indent=1)
         assert_steps_succeeded(r, 3)
+        # The stop order a KRaft cluster survives: both brokers stopped (their
+        # controlled shutdown needs the quorum) before the controller.
+        (ctrl_stop,) = ctrl.stops()
+        broker_stops = [s for b in kc.brokers for s in b.stops()]
+        assert len(broker_stops) == 2, broker_stops
+        assert ctrl_stop[0] >= max(end for _, end in broker_stops), (ctrl_stop, broker_stops)
         assert ctrl.running()
         wait_isr(kc.bootstrap, "orders")
         assert consume_checksums(kc.bootstrap, "orders") == want

@@ -70,7 +70,7 @@ Settings parse_settings(TableReader& r) {
   if (auto u = r.string("sasl_username")) s.sasl_username = *u;
   if (s.security_protocol.rfind("sasl", 0) == 0 && (s.sasl_username.empty() || s.sasl_password_file.empty()))
     r.fail("security_protocol", "'" + s.security_protocol + "' needs 'sasl_username' and 'sasl_password_file' (mode 0600)");
-  s.service = read_service(r);
+  s.service = read_service(r, "service", kKillAfter);
   if (auto t = r.integer("ready_timeout_seconds", 1, 86400)) s.ready_timeout = std::chrono::seconds(*t);
   return s;
 }

@@ -10,7 +10,8 @@
 //   security_protocol = "ssl"                     (plaintext (default), ssl, sasl_plaintext, sasl_ssl)
 //   ssl_ca_file, ssl_cert_file, ssl_key_file, sasl_mechanism, sasl_username,
 //   sasl_password_file = "/etc/cairn/kafka.pass"  (mode 0600)
-//   service = "kafka.service"                     (agent/drivers/service_settings.h)
+//   service = "kafka.service"                     (agent/drivers/service_settings.h; a stop not done in
+//                                                  kill_after_seconds, 60 by default, is escalated to SIGKILL)
 //   ready_timeout_seconds = 300                   (a broker back in the ISR of its partitions)
 #include <chrono>
 #include <memory>
@@ -22,6 +23,11 @@
 #include "agent/platform/service.h"
 
 namespace cairn::agent::kafka {
+
+// A broker that has not stopped 60 s after it was asked is killed (the last
+// KRaft nodes of a cluster stopped for a restore wait for a quorum that is
+// gone; their log dirs are replaced or recovered by Kafka's log recovery).
+constexpr std::chrono::seconds kKillAfter{60};
 
 struct Settings {
   std::vector<std::string> log_dirs;

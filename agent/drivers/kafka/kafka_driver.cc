@@ -426,21 +426,54 @@ std::vector<v1::Reason> KafkaDriver::check_snapshot(const repo::Snapshot& snap) 
   return out;
 }
 
-void KafkaDriver::stop_broker(TaskContext& ctx) const {
-  platform::Service svc(settings_.service);
+int KafkaDriver::stop_wave() const {
+  if (settings_.config_file.empty()) return 0;
   try {
-    svc.stop(ctx.cancel);
+    Bytes b = read_file(settings_.config_file, 1 << 20);
+    auto props = parse_properties(std::string(b.begin(), b.end()));
+    auto it = props.find("process.roles");
+    if (it != props.end() && it->second.find("controller") != std::string::npos) return 1;
+  } catch (const Error&) {
+  }
+  return 0;
+}
+
+std::string KafkaDriver::stop_broker(TaskContext& ctx) const {
+  platform::Service svc(settings_.service);
+  std::string escalated;
+  const auto& d = settings_.service;
+  const auto began = std::chrono::steady_clock::now();
+  bool killed = false;
+  try {
+    auto out = svc.stop(ctx.cancel);
+    if (out.killed) {
+      killed = true;
+      escalated = out.detail + " (kill_after_seconds of the component's 'service')";
+      note(ctx, escalated);
+    }
   } catch (const Error& e) {
     if (answers()) throw;  // a stop that fails on a broker already down is no failure
     note(ctx, std::string("stopping the broker failed, but it does not answer anyway: ") + e.what());
   }
-  auto deadline = std::chrono::steady_clock::now() + settings_.service.timeout;
+  // A stop command may return before the broker is down (it only signalled
+  // it): the broker still answering after kill_after is killed all the same.
+  auto deadline = began + std::max(d.timeout, d.kill_after + std::chrono::milliseconds(30'000));
   while (answers()) {
-    if (std::chrono::steady_clock::now() > deadline || cancelled(ctx))
+    auto now = std::chrono::steady_clock::now();
+    if (!killed && d.kill_after.count() > 0 && svc.can_kill() && now - began >= d.kill_after) {
+      svc.kill(ctx.cancel);
+      killed = true;
+      escalated = "the broker still answered " + std::to_string(d.kill_after.count() / 1000) +
+                  " s after it was asked to stop: killed (SIGKILL; kill_after_seconds of the component's 'service')";
+      note(ctx, escalated);
+      continue;
+    }
+    if (now > deadline || cancelled(ctx))
       throw Error(Errc::io, "the broker at '" + settings_.bootstrap + "' still answers after " + settings_.service.describe() +
-                                " stopped it");
+                                " stopped it" + (killed ? " and it was killed" : ""));
     std::this_thread::sleep_for(200ms);
   }
+  return escalated;
 }
 
 void KafkaDriver::wait_in_isr(TaskContext& ctx, const std::string& node_id, const std::function<void()>& start_again) const {
@@ -658,7 +691,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     case RestoreStep::stop:
       report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
       try {
-        stop_broker(ctx);
+        if (auto esc = stop_broker(ctx); !esc.empty()) res.metadata = {{"escalated", esc}};
       } catch (const Error& e) {
         return fail(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, std::string("stopping the broker failed: ") + e.what());
       }

@@ -36,6 +36,9 @@ class KafkaDriver : public Driver {
   std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const override;
   DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
   DriverResult restore_commit(TaskContext& ctx, const RestoreSpec& spec) override;
+  // 1 for a KRaft node with the controller role (process.roles in
+  // config_file), stopped after the broker-only nodes; 0 otherwise.
+  int stop_wave() const override;
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
 
   const Settings& settings() const { return settings_; }
@@ -46,8 +49,10 @@ class KafkaDriver : public Driver {
   std::string kafka_version() const;
   bool answers() const;
   // Stops the broker and waits until it no longer answers; a stop that fails
-  // while the broker does not answer anyway is no failure.
-  void stop_broker(TaskContext& ctx) const;
+  // while the broker does not answer anyway is no failure. A broker not
+  // stopped after the service's kill_after is killed: returns what was
+  // killed and why ("" when it stopped by itself).
+  std::string stop_broker(TaskContext& ctx) const;
   // Starts it and waits until it answers as node_id and is in the ISR of
   // every partition it holds a replica of. Throws cairn::Error saying which
   // partitions are missing it.

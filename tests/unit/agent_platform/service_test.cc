@@ -257,3 +257,59 @@ TEST_CASE("service: preflight names a missing command and a half-declared pair")
   CHECK(Service(decl).problem(ServiceUse::stop_start) == "");
   CHECK(Service(decl).problem(ServiceUse::reload) == "");  // a reload is then a stop and a start
 }
+
+TEST_CASE("service: a stop command not done after kill_after is escalated to the kill_command, and says so") {
+  TempDir d;
+  std::string log = d.file("log");
+  ServiceDecl decl;
+  decl.start_command = {"true"};
+  decl.stop_command = {"sleep", "30"};  // a clean shutdown that hangs (no quorum left)
+  decl.kill_command = log_to(log, "kill");
+  decl.kill_after = 500ms;
+  auto t0 = std::chrono::steady_clock::now();
+  StopOutcome out = Service(decl).stop();
+  CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+  CHECK(out.killed);
+  CHECK_THAT(out.detail, Catch::Contains("'sleep 30' had not finished") && Catch::Contains("killed with 'sh -c echo kill"));
+  CHECK(read_text(log) == "kill\n");
+
+  // A stop that ends in time is not escalated.
+  decl.stop_command = log_to(log, "stop");
+  out = Service(decl).stop();
+  CHECK_FALSE(out.killed);
+  CHECK(read_text(log) == "kill\nstop\n");
+
+  // Without escalation the hanging stop fails at its timeout, as before.
+  decl.stop_command = {"sleep", "30"};
+  decl.kill_after = 0ms;
+  decl.timeout = 300ms;
+  CHECK_THROWS_WITH(Service(decl).stop(), Catch::Contains("timeout"));
+  CHECK(read_text(log) == "kill\nstop\n");
+
+  // kill() with nothing declared to kill with says what to declare.
+  ServiceDecl bare;
+  bare.stop_command = {"true"};
+  CHECK_FALSE(Service(bare).can_kill());
+  CHECK_THROWS_WITH(Service(bare).kill(), Catch::Contains("kill_command"));
+}
+
+TEST_CASE("service: a systemd unit that ignores SIGTERM is killed through KillUnit after kill_after") {
+  SystemdManager sd;
+  std::string pidf = sd.file("pid");
+  // SIGTERM ignored, and systemd's own escalation (TimeoutStopSec) far away.
+  sd.unit("cairn-stubborn.service", "[Service]\nExecStart=/bin/sh -c 'echo $$$$ > " + pidf +
+                                        "; trap \"\" TERM; while :; do sleep 1; done'\nTimeoutStopSec=600\n");
+  ServiceDecl decl;
+  decl.unit = "cairn-stubborn.service";
+  decl.kill_after = 1s;
+  Service svc(decl);
+  svc.start();
+  pid_t pid = pid_in(pidf);
+  REQUIRE(alive(pid));
+  auto t0 = std::chrono::steady_clock::now();
+  StopOutcome out = svc.stop();
+  CHECK(std::chrono::steady_clock::now() - t0 < 30s);
+  CHECK(out.killed);
+  CHECK_THAT(out.detail, Catch::Contains("had not stopped after 1 s") && Catch::Contains("KillUnit"));
+  CHECK(gone_within(pid, 5s));
+}

@@ -806,3 +806,92 @@ TEST_CASE("cluster: a restore in steps is refused, naming them, while members' a
   f.orders.set_supports([](const std::string&, const std::string&) { return true; });
   CHECK(f.step_tasks(f.orders.create_restore("operator:test", restore_of(set, "etcd")).id, "preflight").size() == 3);
 }
+
+namespace {
+// Ends the preflight of each broker with the stop wave its agent reported
+// (agent/driver.h stop_wave: 1 for a KRaft node with the controller role).
+void end_preflight_with_waves(BrokerFixture& f, const std::string& restore_id, const std::map<std::string, int>& wave) {
+  for (const auto& t : f.step_tasks(restore_id, "preflight"))
+    f.cat.transaction("agent", [&](Tx& tx) {
+      for (auto s : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(t.id, {s});
+      TaskUpdate u{TaskState::succeeded};
+      u.component_metadata = nlohmann::json{{"step", "preflight"}, {"stop_wave", wave.at(t.agent_id)}}.dump();
+      tx.update_task(t.id, u);
+    });
+}
+
+std::set<std::string> agents_of(const std::vector<Task>& tasks) {
+  std::set<std::string> out;
+  for (const auto& t : tasks) out.insert(t.agent_id);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("members: KRaft brokers stop before the controller quorum: the stop step runs in the waves preflight reported") {
+  BrokerFixture f;
+  std::string r = f.restore_all_brokers();
+  end_preflight_with_waves(f, r, {{f.k1, 0}, {f.k2, 1}, {f.k3, 0}});
+  // Wave 0 (the broker-only nodes) alone gets stop plans.
+  auto first = f.step_tasks(r, "stop");
+  CHECK(agents_of(first) == std::set<std::string>{f.k1, f.k3});
+  for (const auto& t : first) CHECK(t.plan_id);
+  f.end_task(first[0].id, TaskState::succeeded);
+  CHECK(f.step_tasks(r, "stop").size() == 2);  // the controller waits for every broker of wave 0
+  f.end_task(first[1].id, TaskState::succeeded);
+  // Then the controller's node; the data step waits for it.
+  auto all = f.step_tasks(r, "stop");
+  REQUIRE(all.size() == 3);
+  CHECK(f.step_tasks(r, "data").empty());
+  f.end_step(r, "stop");
+  CHECK(agents_of(f.step_tasks(r, "data")) == std::set<std::string>{f.k1, f.k2, f.k3});
+  for (const std::string step : {"data", "start", "verify", "commit"}) f.end_step(r, step);
+  CHECK(f.restore_state(r) == SetState::complete);
+}
+
+TEST_CASE("members: a broker failing to stop in wave 0 rolls back the stopped ones; the controller's node is never stopped") {
+  BrokerFixture f;
+  std::string r = f.restore_all_brokers();
+  end_preflight_with_waves(f, r, {{f.k1, 0}, {f.k2, 1}, {f.k3, 0}});
+  f.end_step(r, "stop", f.k3);
+  CHECK(agents_of(f.step_tasks(r, "stop")) == std::set<std::string>{f.k1, f.k3});
+  CHECK(agents_of(f.step_tasks(r, "rollback")) == std::set<std::string>{f.k1, f.k3});
+  f.end_step(r, "rollback");
+  CHECK(f.restore_state(r) == SetState::failed);
+}
+
+TEST_CASE("members: a node of a later stop wave gone before the stop: nothing is stopped") {
+  BrokerFixture f;
+  std::set<std::string> down;
+  f.orders.set_connected([&](const std::string& id) { return !down.count(id); });
+  std::string r = f.restore_all_brokers();
+  down.insert(f.k2);  // the controller's node, stopped last
+  end_preflight_with_waves(f, r, {{f.k1, 0}, {f.k2, 1}, {f.k3, 0}});
+  auto stops = f.step_tasks(r, "stop");
+  REQUIRE(stops.size() == 2);
+  for (const auto& t : stops) {
+    CHECK(t.state == TaskState::failed);
+    CHECK_FALSE(t.plan_id);
+    REQUIRE_FALSE(t.reasons.empty());
+    CHECK_THAT(t.reasons[0].detail, Catch::Contains("broker-2"));
+  }
+  CHECK(f.step_tasks(r, "rollback").empty());
+  CHECK(f.restore_state(r) == SetState::failed);
+}
+
+TEST_CASE("members: a node of a later stop wave lost while the first wave stops: the stopped ones roll back") {
+  BrokerFixture f;
+  std::set<std::string> down;
+  f.orders.set_connected([&](const std::string& id) { return !down.count(id); });
+  std::string r = f.restore_all_brokers();
+  end_preflight_with_waves(f, r, {{f.k1, 0}, {f.k2, 1}, {f.k3, 0}});
+  down.insert(f.k2);
+  f.end_step(r, "stop");
+  auto stops = f.step_tasks(r, "stop");
+  REQUIRE(stops.size() == 3);
+  for (const auto& t : stops)
+    if (t.agent_id == f.k2) {
+      CHECK(t.state == TaskState::failed);
+      CHECK_FALSE(t.plan_id);
+    }
+  CHECK(agents_of(f.step_tasks(r, "rollback")) == std::set<std::string>{f.k1, f.k3});
+}

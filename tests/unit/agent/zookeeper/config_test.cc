@@ -69,3 +69,26 @@ TEST_CASE("zookeeper settings: refusals name the key", "[zookeeper]") {
                     Catch::Contains("client_address"));
   CHECK_THROWS_WITH(parse_config(kHead + "data_dir = \"/d\"\ndatadir = \"/e\"\n", "agent.toml"), Catch::Contains("datadir"));
 }
+
+TEST_CASE("service settings: a stop's escalation to SIGKILL is declared with kill_after_seconds and kill_command") {
+  auto t = parse_config(kHead + "data_dir = \"/d\"\nservice = { start_command = [\"/bin/zk\", \"start\"], "
+                                "stop_command = [\"/bin/zk\", \"stop\"], kill_command = [\"/bin/zk\", \"kill\"], "
+                                "kill_after_seconds = 45 }\n",
+                        "agent.toml");
+  CHECK(zk(t).settings().service.kill_command == std::vector<std::string>{"/bin/zk", "kill"});
+  CHECK(zk(t).settings().service.kill_after == std::chrono::seconds(45));
+  // A unit alone is killed through systemd; no escalation unless asked for.
+  auto u = parse_config(kHead + "data_dir = \"/d\"\nservice = { unit = \"zookeeper.service\", kill_after_seconds = 30 }\n",
+                        "agent.toml");
+  CHECK(zk(u).settings().service.kill_after == std::chrono::seconds(30));
+  auto plain = parse_config(kHead + "data_dir = \"/d\"\nservice = \"zookeeper.service\"\n", "agent.toml");
+  CHECK(zk(plain).settings().service.kill_after == std::chrono::seconds(0));
+  // Commands without a kill_command cannot be escalated: refused, saying what to add.
+  CHECK_THROWS_WITH(parse_config(kHead + "data_dir = \"/d\"\nservice = { start_command = [\"/bin/zk\"], "
+                                         "stop_command = [\"/bin/zk\"], kill_after_seconds = 30 }\n",
+                                 "agent.toml"),
+                    Catch::Contains("kill_after_seconds") && Catch::Contains("kill_command"));
+  CHECK_THROWS_WITH(parse_config(kHead + "data_dir = \"/d\"\nservice = { unit = \"zk.service\", kill_command = [\"kill\"] }\n",
+                                 "agent.toml"),
+                    Catch::Contains("absolute"));
+}
