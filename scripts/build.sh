@@ -11,7 +11,10 @@ if command -v ccache >/dev/null; then
   # fresh clone elsewhere (CI's) or a worktree reuses what this one compiled.
   export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 fi
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" >/dev/null
+# CAIRN_WERROR=1 (CI, .ci/run): a compiler warning fails the build.
+werror=OFF
+[[ "${CAIRN_WERROR:-0}" == 1 ]] && werror=ON
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAIRN_WERROR="$werror" "${launcher[@]}" >/dev/null
 targets=()
 for t in "$@"; do targets+=(--target "$t"); done
 cmake --build build -j "$(nproc)" "${targets[@]}"

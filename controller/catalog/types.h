@@ -37,6 +37,9 @@ struct Agent {
 };
 
 struct Component {
+  Component() = default;
+  Component(std::string name_, std::string driver_, bool can_restore_ = false, std::vector<std::string> restore_targets_ = {})
+      : name(std::move(name_)), driver(std::move(driver_)), can_restore(can_restore_), restore_targets(std::move(restore_targets_)) {}
   std::string name;
   std::string driver;
   bool can_restore = false;
@@ -242,6 +245,13 @@ struct KeyAnnouncementRecord {
 // Inputs of the write operations.
 
 struct NewTask {
+  NewTask() = default;
+  NewTask(std::string agent_id_, std::string component_, std::optional<std::string> source_snapshot_ = std::nullopt,
+          std::optional<std::string> safety_task_id_ = std::nullopt)
+      : agent_id(std::move(agent_id_)),
+        component(std::move(component_)),
+        source_snapshot(std::move(source_snapshot_)),
+        safety_task_id(std::move(safety_task_id_)) {}
   std::string agent_id;
   std::string component;
   std::optional<std::string> source_snapshot;  // restore only

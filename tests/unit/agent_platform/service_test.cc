@@ -139,10 +139,11 @@ class SystemdManager {
 
  private:
   void reload() {
-    ProcessResult r = run_process({.argv = {"busctl", "--address=" + bus_, "call",
-                                            "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-                                            "org.freedesktop.systemd1.Manager", "Reload"},
-                                   .timeout = std::chrono::seconds(30)});
+    ProcessSpec spec;
+    spec.argv = {"busctl", "--address=" + bus_, "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                 "org.freedesktop.systemd1.Manager", "Reload"};
+    spec.timeout = std::chrono::seconds(30);
+    ProcessResult r = run_process(spec);
     if (!r.ok()) throw std::runtime_error("systemd's Reload failed: " + r.err);
   }
   TempDir dir_;

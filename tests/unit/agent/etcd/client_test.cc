@@ -19,6 +19,12 @@ using cairn::agent::etcd::test::run;
 
 namespace {
 
+ClientOptions options_for(const std::string& endpoint) {
+  ClientOptions o;
+  o.endpoint = endpoint;
+  return o;
+}
+
 void put_keys(const EtcdServer& s, int n, const std::string& prefix = "k") {
   // One transaction per 100 keys (etcd's default --max-txn-ops is 128).
   for (int i = 0; i < n; i += 100) {
@@ -60,7 +66,7 @@ TEST_CASE("etcd client: status, members, key count and a snapshot etcdctl accept
   TempDir dir;
   EtcdServer etcd(dir.path());
   put_keys(etcd, 250);
-  Client c({.endpoint = etcd.endpoint()});
+  Client c(options_for(etcd.endpoint()));
   auto st = c.status();
   CHECK(st.version == "3.4.23");
   CHECK(st.member_id != 0);
@@ -104,7 +110,7 @@ TEST_CASE("etcd client: HashKV at the current revision of a member compacted the
   TempDir dir;
   EtcdServer etcd(dir.path());
   put_keys(etcd, 50);
-  Client c({.endpoint = etcd.endpoint()});
+  Client c(options_for(etcd.endpoint()));
   auto before = c.status();
   uint32_t hash = c.hash_kv(before.revision).hash;
   auto compact = run({"etcdctl", "--endpoints", etcd.endpoint(), "compact", std::to_string(before.revision)}, {}, {"ETCDCTL_API=3"});
@@ -121,7 +127,7 @@ TEST_CASE("etcd snapshot stream: early end, missing hash, wrong hash and extra b
   TempDir dir;
   EtcdServer etcd(dir.path());
   put_keys(etcd, 100);
-  Client c({.endpoint = etcd.endpoint()});
+  Client c(options_for(etcd.endpoint()));
   auto pieces = snapshot_pieces(c);
   REQUIRE(pieces.size() >= 2);
   REQUIRE(pieces.back().size() == 32);
@@ -172,7 +178,7 @@ TEST_CASE("etcd client: a member killed mid-snapshot fails the call") {
   // About 24 MB of values: many pieces, so the kill lands mid-stream.
   std::string big(1 << 20, 'x');
   for (int i = 0; i < 24; ++i) REQUIRE(etcd.ctl({"put", "big" + std::to_string(i)}, big).status == 0);
-  Client c({.endpoint = etcd.endpoint()});
+  Client c(options_for(etcd.endpoint()));
   uint64_t got = 0;
   bool killed = false;
   REQUIRE_THROWS_AS(c.snapshot([&](std::string_view p) {
@@ -186,7 +192,7 @@ TEST_CASE("etcd client: a member killed mid-snapshot fails the call") {
   CHECK(killed);
   CHECK(got < 24u << 20);
   // Nothing answers there any more.
-  ClientOptions quick{.endpoint = etcd.endpoint()};
+  ClientOptions quick = options_for(etcd.endpoint());
   quick.timeout = std::chrono::milliseconds(1000);
   CHECK_FALSE(Client(quick).answers());
 }
@@ -218,8 +224,10 @@ TEST_CASE("etcd client: TLS with a client certificate, and authentication") {
   EtcdServer etcd(dir.path(), o);
   put_keys(etcd, 10);
 
-  ClientOptions co{.endpoint = etcd.endpoint(), .ca_file = d + "ca.crt", .cert_file = d + "client.crt",
-                   .key_file = d + "client.key"};
+  ClientOptions co = options_for(etcd.endpoint());
+  co.ca_file = d + "ca.crt";
+  co.cert_file = d + "client.crt";
+  co.key_file = d + "client.key";
   {
     Client c(co);
     CHECK(c.count_keys() == 10);

@@ -47,7 +47,7 @@ std::string damaged(std::string s, std::mt19937& rng) {
       case 1: s.erase(pos, 1 + rng() % 8); break;
       default: s.insert(pos, 1, char(rng())); break;
     }
-    if (s.empty()) s = "x";
+    if (s.empty()) s.push_back('x');
   }
   return s;
 }
@@ -193,8 +193,8 @@ TEST_CASE("pack headers are authenticated and checked against the pack") {
   t = pack;
   t[160] ^= 1;  // inside the sealed header
   REQUIRE(code(t) == Errc::corrupt);
-  Bytes shifted(10, 0);  // data before the header no longer matches the entries
-  shifted.insert(shifted.end(), pack.begin(), pack.end());
+  Bytes shifted(10 + pack.size(), 0);  // data before the header no longer matches the entries
+  std::copy(pack.begin(), pack.end(), shifted.begin() + 10);
   REQUIRE(code(shifted) == Errc::corrupt);
   REQUIRE(code_of([&] { parse_pack_header(pack, crypto::Aead(crypto::random_array<32>()), "p"); }) == Errc::corrupt);
 }

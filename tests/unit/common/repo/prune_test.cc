@@ -223,7 +223,7 @@ TEST_CASE("prune stopped while repacking takes back the packs it wrote: the repo
   // halves; the second snapshot keeps only the even ones.
   std::map<std::string, Bytes> kept;
   for (int i = 0; i < 80; ++i) {
-    char name[16];
+    char name[32];
     std::snprintf(name, sizeof name, "f%03d.bin", i);
     Bytes b = random_bytes(100 * 1024, 100 + i);
     write_file(t.dir.path / "src" / name, b);
@@ -231,7 +231,7 @@ TEST_CASE("prune stopped while repacking takes back the packs it wrote: the repo
   }
   Snapshot s1 = t.backup({t.dir.path / "src"});
   for (int i = 1; i < 80; i += 2) {
-    char name[16];
+    char name[32];
     std::snprintf(name, sizeof name, "f%03d.bin", i);
     fs::remove(t.dir.path / "src" / name);
   }
