@@ -3,9 +3,11 @@
 each ctest run, from the JUnit files ctest wrote (--output-junit).
 
     ctest_summary.py STAGES_FILE [NAME=JUNIT_XML ...]
+    ctest_summary.py --costs JUNIT_XML > tests/ctest-costs.txt
 
 STAGES_FILE holds one line per stage, "<name> <seconds>", written by
-scripts/test.sh as each stage ends. Called by scripts/test.sh at the end of
+scripts/test.sh as each stage ends, and a last "wall-clock <seconds>" line
+(stages may overlap: the sanitizer build runs beside the normal tests). Called by scripts/test.sh at the end of
 every run (also when a stage failed), so the budget is in front of whoever
 reads the log (docs/testing.md § Time budget)."""
 import sys
@@ -44,17 +46,36 @@ def tests(path):
     return out
 
 
+def costs(path):
+    """The integration tests' times, for tests/CMakeLists.txt's COST (longest first)."""
+    rows = [r for r in tests(path) if r[1].startswith("integration.") and r[2] != "skipped"]
+    if not rows:
+        print(f"no integration tests in {path}", file=sys.stderr)
+        return 1
+    print("# Seconds each integration test took in a measured run of scripts/test.sh's normal stage")
+    print("# (scripts/ctest_summary.py --costs build/ctest-junit.xml): ctest starts the longest first.")
+    for secs, name, _ in sorted(rows, key=lambda r: r[1]):
+        print(f"{name} {max(secs, 0.1):.1f}")
+    return 0
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "--costs":
+        return costs(argv[2])
     if len(argv) < 2:
         print(__doc__)
         return 2
     st = stages(argv[1])
     print("\n==== time budget (docs/testing.md § Time budget)")
-    print(f"{'stage':<22} {'seconds':>8} {'minutes':>8}")
+    print(f"{'stage':<26} {'seconds':>8} {'minutes':>8}")
+    wall = None
     for name, secs in st:
-        print(f"{name:<22} {secs:>8} {secs / 60:>8.1f}")
-    total = sum(s for _, s in st)
-    print(f"{'total':<22} {total:>8} {total / 60:>8.1f}")
+        if name == "wall-clock":
+            wall = secs
+            continue
+        print(f"{name:<26} {secs:>8} {secs / 60:>8.1f}")
+    if wall is not None:
+        print(f"{'total (wall clock)':<26} {wall:>8} {wall / 60:>8.1f}")
     for arg in argv[2:]:
         name, _, path = arg.partition("=")
         rows = tests(path)
