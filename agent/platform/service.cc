@@ -173,6 +173,11 @@ class Systemd {
       throw Error(Errc::io, "systemd unit '" + d_.unit + "': KillUnit (SIGKILL) refused by systemd: " + err.text(r));
   }
 
+  bool is_down() {
+    std::string state = active_state();
+    return state == "inactive" || state == "failed";
+  }
+
   // Waits until the unit is inactive or failed (after kill_unit).
   void wait_down(const std::atomic<bool>* cancel) {
     const auto deadline = Clock::now() + std::chrono::seconds(30);
@@ -358,6 +363,9 @@ StopOutcome Service::stop(const std::atomic<bool>* cancel) const {
       return out;
     } catch (const Error& e) {
       if (e.code() == Errc::interrupted) throw;
+      // A stop job that failed (not one still running) may have left the
+      // unit down: nothing to kill then.
+      if (Systemd(decl_).is_down()) throw;
     }
     kill(cancel);
     Systemd(decl_).wait_down(cancel);

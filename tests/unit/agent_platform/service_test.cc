@@ -314,3 +314,23 @@ TEST_CASE("service: a systemd unit that ignores SIGTERM is killed through KillUn
   CHECK_THAT(out.detail, Catch::Contains("had not stopped after 1 s") && Catch::Contains("KillUnit"));
   CHECK(gone_within(pid, 5s));
 }
+
+TEST_CASE("service: a unit whose stop outlives kill_after is killed with the declared kill_command") {
+  SystemdManager sd;
+  std::string pidf = sd.file("pid");
+  sd.unit("cairn-stubborn2.service", "[Service]\nExecStart=/bin/sh -c 'echo $$$$ > " + pidf +
+                                         "; trap \"\" TERM; while :; do sleep 1; done'\nTimeoutStopSec=600\n");
+  ServiceDecl decl;
+  decl.unit = "cairn-stubborn2.service";
+  decl.kill_after = 1s;
+  Service svc(decl);
+  svc.start();
+  pid_t pid = pid_in(pidf);
+  REQUIRE(alive(pid));
+  decl.kill_command = {"/bin/kill", "-KILL", std::to_string(pid)};
+  StopOutcome out = Service(decl).stop();
+  CHECK(out.killed);
+  CHECK_THAT(out.detail, Catch::Contains("had not stopped after 1 s") && Catch::Contains("/bin/kill -KILL"));
+  CHECK(gone_within(pid, 5s));
+  Service(decl).stop();  // down already: no error, nothing to kill
+}
