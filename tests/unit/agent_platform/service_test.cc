@@ -294,21 +294,29 @@ TEST_CASE("service: a stop command not done after kill_after is escalated to the
   CHECK_THROWS_WITH(Service(bare).kill(), Catch::Contains("kill_command"));
 }
 
+namespace {
+
+// A unit that ignores SIGTERM, with systemd's own escalation (TimeoutStopSec)
+// far away, started; its decl has kill_after = 1 s. Returns its main PID.
+pid_t start_stubborn(SystemdManager& sd, const std::string& unit, ServiceDecl& decl) {
+  std::string pidf = sd.file("pid-" + unit);
+  sd.unit(unit, "[Service]\nExecStart=/bin/sh -c 'echo $$$$ > " + pidf +
+                    "; trap \"\" TERM; while :; do sleep 1; done'\nTimeoutStopSec=600\n");
+  decl.unit = unit;
+  decl.kill_after = 1s;
+  Service(decl).start();
+  return pid_in(pidf);
+}
+
+}  // namespace
+
 TEST_CASE("service: a systemd unit that ignores SIGTERM is killed through KillUnit after kill_after") {
   SystemdManager sd;
-  std::string pidf = sd.file("pid");
-  // SIGTERM ignored, and systemd's own escalation (TimeoutStopSec) far away.
-  sd.unit("cairn-stubborn.service", "[Service]\nExecStart=/bin/sh -c 'echo $$$$ > " + pidf +
-                                        "; trap \"\" TERM; while :; do sleep 1; done'\nTimeoutStopSec=600\n");
   ServiceDecl decl;
-  decl.unit = "cairn-stubborn.service";
-  decl.kill_after = 1s;
-  Service svc(decl);
-  svc.start();
-  pid_t pid = pid_in(pidf);
+  pid_t pid = start_stubborn(sd, "cairn-stubborn.service", decl);
   REQUIRE(alive(pid));
   auto t0 = std::chrono::steady_clock::now();
-  StopOutcome out = svc.stop();
+  StopOutcome out = Service(decl).stop();
   CHECK(std::chrono::steady_clock::now() - t0 < 30s);
   CHECK(out.killed);
   CHECK_THAT(out.detail, Catch::Contains("had not stopped after 1 s") && Catch::Contains("KillUnit"));
@@ -317,15 +325,8 @@ TEST_CASE("service: a systemd unit that ignores SIGTERM is killed through KillUn
 
 TEST_CASE("service: a unit whose stop outlives kill_after is killed with the declared kill_command") {
   SystemdManager sd;
-  std::string pidf = sd.file("pid");
-  sd.unit("cairn-stubborn2.service", "[Service]\nExecStart=/bin/sh -c 'echo $$$$ > " + pidf +
-                                         "; trap \"\" TERM; while :; do sleep 1; done'\nTimeoutStopSec=600\n");
   ServiceDecl decl;
-  decl.unit = "cairn-stubborn2.service";
-  decl.kill_after = 1s;
-  Service svc(decl);
-  svc.start();
-  pid_t pid = pid_in(pidf);
+  pid_t pid = start_stubborn(sd, "cairn-stubborn2.service", decl);
   REQUIRE(alive(pid));
   decl.kill_command = {"/bin/kill", "-KILL", std::to_string(pid)};
   StopOutcome out = Service(decl).stop();
