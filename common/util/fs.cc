@@ -179,6 +179,19 @@ void remove_tree(const std::string& dir) noexcept {
   std::filesystem::remove_all(dir, ec);
 }
 
+std::vector<std::string> remove_leftovers(const std::string& dir, const std::string& prefix) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    std::error_code ec2;
+    if (name.rfind(prefix, 0) == 0 && !it->is_symlink(ec2) && it->is_directory(ec2)) out.push_back(it->path().string());
+  }
+  for (const auto& p : out) remove_tree(p);  // after listing: never while the directory is read
+  return out;
+}
+
 uint64_t copy_file_sparse(const std::string& src, const std::string& dst) {
   Fd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!in) throw_errno("open", src, errno);

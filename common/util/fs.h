@@ -4,6 +4,7 @@
 #include <ctime>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/util/encoding.h"
 
@@ -59,6 +60,11 @@ std::string username();
 uint64_t copy_file_sparse(const std::string& src, const std::string& dst);
 // Removes a tree (a staging or restore directory); never follows links. No throw.
 void remove_tree(const std::string& dir) noexcept;
+// Removes the directories (never links) named <prefix>* directly in dir: what
+// a crashed backup or restore left (one task runs per component at a time,
+// so any other one is stale). Returns their paths; a dir that cannot be
+// listed gives none.
+std::vector<std::string> remove_leftovers(const std::string& dir, const std::string& prefix);
 // Start time of a process in clock ticks since boot (from /proc), or 0 when it is gone.
 unsigned long long process_start_ticks(int pid);
 

@@ -213,6 +213,21 @@ listen = "127.0.0.1:0"
         self.controller_cfg.write_text(cfg)
         return True
 
+    def declare_repository(self, cluster_name=None):
+        """Restarts the controller declaring the agents' repository as [[repository]] "main"
+        (what export, import and retention read), and `[controller] cluster` when given."""
+        self.controller.stop()
+        cfg = self.controller_cfg.read_text()
+        if cluster_name:
+            cfg = cfg.replace('id = "it-controller"', f'id = "it-controller"\ncluster = "{cluster_name}"', 1)
+        self.controller_cfg.write_text(cfg + f"""
+[[repository]]
+name = "main"
+path = "{self.repo}"
+password_file = "{self.repo_pass}"
+""")
+        self.start_controller()
+
     def http_url(self):
         """The controller's /metrics and status page base URL, from the newest line its log gives it in."""
         found = re.findall(r"http: /metrics and the status page on (http://\S+/)", self.controller.log.read_text(errors="replace"))

@@ -17,18 +17,6 @@ import time
 from cluster import backup_set_id, cluster, set_state  # noqa: F401
 
 
-def declare_repository(c):
-    c.controller.stop()
-    c.controller_cfg.write_text(c.controller_cfg.read_text().replace(
-        'id = "it-controller"', 'id = "it-controller"\ncluster = "prod east"', 1) + f"""
-[[repository]]
-name = "main"
-path = "{c.repo}"
-password_file = "{c.repo_pass}"
-""")
-    c.start_controller()
-
-
 def members(path):
     with tarfile.open(path, "r:gz") as t:
         return {m.name: (m, t.extractfile(m).read() if m.isfile() else None) for m in t.getmembers()}
@@ -50,7 +38,7 @@ def test_export_verified_then_imported_into_a_new_catalog_and_restored(cluster, 
     big = os.urandom(3 << 20)
     c.add_agent("node-a", {"a.txt": b"alpha version 1\n", "big.bin": big})
     c.enrol("node-a")
-    declare_repository(c)
+    c.declare_repository("prod east")
     data = c.agent_dirs["node-a"]["data"]
     set_id = backup_set_id(c.ok("backup", "create", "--wait"))
 

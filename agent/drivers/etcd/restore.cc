@@ -296,6 +296,13 @@ DriverResult EtcdDriver::step_data(TaskContext& ctx, const RestoreSpec& spec) {
   }
 
   try {
+    // Working directories of restores whose agent was killed in their data
+    // step (one restore step runs per component at a time: none is in use).
+    // Each can hold a whole extracted snapshot.
+    {
+      auto gone = remove_leftovers(fs::path(dd).parent_path().string(), fs::path(dd).filename().string() + ".cairn-restore-");
+      if (!gone.empty()) meta["removed_leftovers"] = gone;
+    }
     WorkDir work(dd);
     phase(ctx, cairn::v1::PHASE_RESTORE, kSnapshotFileName);
     repo::RestoreOptions ro;

@@ -322,6 +322,10 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   // 2. Everything read out of the repository beside the data dir (the same
   // filesystem, so the swap is a rename) while the server still runs.
   std::error_code ec;
+  // What restores killed in this step left (one task runs per component at a time).
+  for (const auto& gone : remove_leftovers(fs::path(settings_.data_dir).parent_path().string(),
+                                           fs::path(settings_.data_dir).filename().string() + ".cairn-restore-"))
+    note(ctx, "removed '" + gone + "', left by an earlier restore that did not end");
   std::string stamp = utc_stamp();
   for (int i = 2; fs::exists(fs::symlink_status(settings_.data_dir + ".cairn-old-" + stamp, ec)); ++i)
     stamp = utc_stamp() + "-" + std::to_string(i);

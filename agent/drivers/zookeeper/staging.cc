@@ -144,22 +144,6 @@ void stage_raw(const std::string& data_v2, const std::string& s_data_v2, const s
 
 }  // namespace
 
-std::vector<std::string> remove_leftovers(const std::string& dir, const std::string& prefix) {
-  std::vector<std::string> out;
-  std::vector<std::string> names;
-  try {
-    names = list_dir(dir);
-  } catch (const Error&) {
-    return out;
-  }
-  for (const auto& n : names) {
-    if (n.rfind(prefix, 0) != 0 || !is_dir(dir + "/" + n)) continue;
-    remove_tree(dir + "/" + n);
-    out.push_back(dir + "/" + n);
-  }
-  return out;
-}
-
 Staged stage(const StageSpec& spec) {
   Staged st;
   const bool separate = spec.data_log_dir != spec.data_dir;

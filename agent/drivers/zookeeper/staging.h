@@ -63,10 +63,7 @@ struct Staged {
 // Throws cairn::Error naming what failed; what it created is removed first.
 Staged stage(const StageSpec& spec);
 using cairn::remove_tree;  // common/util/fs.h
-// Removes the directories named <prefix>* directly in dir (what a crashed
-// backup or restore left: one task runs per component at a time, so any
-// other one is stale). Returns their paths.
-std::vector<std::string> remove_leftovers(const std::string& dir, const std::string& prefix);
+using cairn::remove_leftovers;  // common/util/fs.h
 
 using cairn::copy_file_sparse;  // common/util/fs.h
 

@@ -443,9 +443,15 @@ TEST_CASE("leftovers of crashed runs are removed, nothing else", "[zookeeper]") 
   write(t.path + "/.cairn-staging-old/version-2/snapshot.1", "x");
   write(t.path + "/.cairn-staging-file", "a file, not ours");
   write(t.path + "/version-2/snapshot.1", "keep");
+  // A link of the name to a directory elsewhere: neither it nor what it points at is touched.
+  write(t.path + "/elsewhere/precious", "keep");
+  fs::create_directory_symlink(t.path + "/elsewhere", t.path + "/.cairn-staging-link");
   auto gone = remove_leftovers(t.path, ".cairn-staging-");
   CHECK(gone == std::vector<std::string>{t.path + "/.cairn-staging-old"});
   CHECK_FALSE(fs::exists(t.path + "/.cairn-staging-old"));
   CHECK(fs::exists(t.path + "/.cairn-staging-file"));
   CHECK(fs::exists(t.path + "/version-2/snapshot.1"));
+  CHECK(fs::is_symlink(t.path + "/.cairn-staging-link"));
+  CHECK(fs::exists(t.path + "/elsewhere/precious"));
+  CHECK(remove_leftovers(t.path + "/missing", ".cairn-staging-").empty());
 }
