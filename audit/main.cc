@@ -59,6 +59,9 @@ struct Options {
   bool from_beginning = false;
   bool until_end = false;
   int timeout_s = 30;
+  int64_t from_seq = 0;               // the trail starts here on purpose (0: at event 1)
+  int64_t checkpoint_interval_s = 60;  // the controller's [audit.kafka] checkpoint_interval_s
+  int64_t grace_s = 60;                // clock skew and delivery delays on top of it
 };
 
 [[noreturn]] void config_fail(const std::string& where, const std::string& why) {
@@ -109,7 +112,7 @@ void load_config(const std::string& path, Options& o) {
     str(*t, "kafka", "sasl_password_file", o.sasl_password_file);
   }
   if (auto* t = root["verify"].as_table()) {
-    static const std::set<std::string> known = {"trusted_keys", "state", "output"};
+    static const std::set<std::string> known = {"trusted_keys", "state", "output", "checkpoint_interval_s", "grace_s"};
     for (const auto& [k, v] : *t)
       if (!known.count(std::string(k.str()))) config_fail(path, "unknown key 'verify." + std::string(k.str()) + "'");
     if (auto* n = t->get("trusted_keys")) {
@@ -122,6 +125,16 @@ void load_config(const std::string& path, Options& o) {
     }
     str(*t, "verify", "state", o.state_file);
     str(*t, "verify", "output", o.output);
+    auto seconds = [&](const char* key, int64_t& out) {
+      if (auto* n = t->get(key)) {
+        auto v = n->value<int64_t>();
+        if (!n->is_integer() || !v || *v < 1 || *v > 86400)
+          config_fail(path, std::string("'verify.") + key + "' must be a number of seconds from 1 to 86400");
+        out = *v;
+      }
+    };
+    seconds("checkpoint_interval_s", o.checkpoint_interval_s);
+    seconds("grace_s", o.grace_s);
   }
 }
 
@@ -160,13 +173,33 @@ audit::VerifierState load_state(const std::string& path, const std::string& topi
   st.expected_seq = j.value("expected_seq", int64_t(0));
   st.last_hash = j.value("last_hash", "");
   st.checkpoint_seq = j.value("checkpoint_seq", int64_t(0));
+  st.checkpoint_time = j.value("checkpoint_time", int64_t(0));
+  if (j.contains("pending")) {
+    if (!j["pending"].is_array())
+      throw Error(Errc::corrupt, "state file '" + path + "': 'pending' is not a list; move it aside to start over");
+    for (const auto& p : j["pending"]) {
+      std::string why;
+      auto r = audit::decode_record(p.value("record", ""), why);
+      if (!r || r->kind != audit::Record::Kind::event)
+        throw Error(Errc::corrupt, "state file '" + path + "': a pending event does not parse (" + why +
+                                       "); move it aside to start over with --from-beginning");
+      st.pending.push_back({r->event, p.value("offset", int64_t(-1))});
+    }
+  }
   return st;
 }
 
 void save_state(const std::string& path, const std::string& topic, const audit::VerifierState& st) {
   if (path.empty()) return;
-  json j = {{"topic", topic}, {"next_offset", st.next_offset}, {"expected_seq", st.expected_seq},
-            {"last_hash", st.last_hash}, {"checkpoint_seq", st.checkpoint_seq}};
+  json pending = json::array();
+  for (const auto& p : st.pending) pending.push_back({{"offset", p.offset}, {"record", audit::encode_event(p.event)}});
+  json j = {{"topic", topic},
+            {"next_offset", st.next_offset},
+            {"expected_seq", st.expected_seq},
+            {"last_hash", st.last_hash},
+            {"checkpoint_seq", st.checkpoint_seq},
+            {"checkpoint_time", st.checkpoint_time},
+            {"pending", pending}};
   std::string s = j.dump() + "\n";
   write_file_atomic(path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size()), 0600);
 }
@@ -184,7 +217,13 @@ int run(const Options& o) {
   plan::TrustStore trust = o.state_file.empty() ? plan::TrustStore() : plan::TrustStore::open(o.state_file + ".keys");
   load_trusted_keys(o.trusted_key_files, trust);
   audit::VerifierState st = o.from_beginning ? audit::VerifierState{} : load_state(o.state_file, o.topic);
-  audit::Verifier v(trust, st);
+  audit::VerifierOptions vo;
+  vo.from_seq = st.expected_seq > 0 ? 0 : o.from_seq;
+  vo.max_unsigned_ms = (o.checkpoint_interval_s + o.grace_s) * 1000;
+  audit::Verifier v(trust, st, vo);
+  auto now_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  };
 
   FILE* out = stdout;
   std::unique_ptr<FILE, int (*)(FILE*)> file(nullptr, fclose);
@@ -206,6 +245,18 @@ int run(const Options& o) {
   if (e) {
     spdlog::error("cannot read topic '{}' at {}: {}", o.topic, o.kafka.brokers, rd_kafka_err2str(e));
     return kExitKafka;
+  }
+  // Every record has one key: a compacted topic keeps only the newest one.
+  {
+    std::string why;
+    std::string policy = audit::topic_cleanup_policy(rk.get(), o.topic, o.timeout_s * 1000, why);
+    if (policy.find("compact") != std::string::npos) {
+      spdlog::error("topic '{}' has cleanup.policy={}: every audit record has the key 'cairn-audit', so compaction keeps "
+                    "only the newest one and removes the trail; set cleanup.policy=delete on the topic (docs/audit.md)",
+                    o.topic, policy);
+      return kExitUsage;
+    }
+    if (policy.empty()) spdlog::warn("cannot read topic '{}''s cleanup.policy ({}); it must not be compacted", o.topic, why);
   }
   int64_t start = o.from_beginning || st.next_offset == 0 ? lo : st.next_offset;
   if (start < lo) {
@@ -256,6 +307,10 @@ int run(const Options& o) {
     }
     std::unique_ptr<rd_kafka_message_t, void (*)(rd_kafka_message_t*)> hold(m, rd_kafka_message_destroy);
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      if (!o.until_end) {  // following: what waited too long for a checkpoint is a problem now
+        (void)v.expire(now_ms());
+        report();
+      }
       checkpoint_state();
       continue;
     }
@@ -270,14 +325,13 @@ int run(const Options& o) {
     report();
     if (next % 1000 == 0) checkpoint_state();
   }
+  std::string held = v.expire(now_ms());
+  report();
   checkpoint_state();
-  if (auto tail = v.unsigned_tail(); !tail.empty()) std::fprintf(stderr, "cairn-audit: note: %s\n", tail.c_str());
-  if (auto a = v.anchored_at())
-    std::fprintf(stderr, "cairn-audit: note: the first event read is seq %lld, not 1: the chain is verified from there\n",
-                 (long long)*a);
-  std::fprintf(stderr, "cairn-audit: %lld events and %lld checkpoints verified, %lld problems; next offset %lld\n",
+  if (!held.empty()) std::fprintf(stderr, "cairn-audit: note: %s\n", held.c_str());
+  std::fprintf(stderr, "cairn-audit: %lld events and %lld checkpoints verified, %lld problems, %lld held back; next offset %lld\n",
                (long long)v.events_verified(), (long long)v.checkpoints_verified(), (long long)problems,
-               (long long)v.state().next_offset);
+               (long long)v.state().pending.size(), (long long)v.state().next_offset);
   return problems ? kExitProblems : kExitOk;
 }
 
@@ -302,6 +356,17 @@ int main(int argc, char** argv) {
   app.add_option("--output", output, "where verified events go as JSON lines, appended (default: stdout)");
   app.add_flag("--from-beginning", o.from_beginning, "read from the topic's first record, ignoring the stored position");
   app.add_flag("--until-end", o.until_end, "stop at the end of the topic as it was at start (a one-shot check)");
+  app.add_option("--from-seq", o.from_seq,
+                 "the trail starts at this event on purpose (the ones before it were removed, e.g. by the topic's "
+                 "retention); without it a trail that does not start at event 1 is a problem")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 62));
+  int64_t interval = 0, grace = 0;
+  app.add_option("--checkpoint-interval", interval,
+                 "seconds: the controller's [audit.kafka] checkpoint_interval_s (default 60); events not covered by a "
+                 "checkpoint this long (plus --grace) after they were written are a problem, as is an older newest checkpoint")
+      ->check(CLI::Range(1, 86400));
+  app.add_option("--grace", grace, "seconds added to --checkpoint-interval for clock skew and delays (default 60)")
+      ->check(CLI::Range(1, 86400));
   app.add_option("--timeout", o.timeout_s, "seconds to wait for Kafka before giving up (exit 3)")->check(CLI::Range(1, 3600));
   try {
     app.parse(argc, argv);
@@ -317,6 +382,8 @@ int main(int argc, char** argv) {
     if (!output.empty()) o.output = output;
     if (!state.empty()) o.state_file = state;
     for (const auto& k : keys) o.trusted_key_files.push_back(k);
+    if (interval) o.checkpoint_interval_s = interval;
+    if (grace) o.grace_s = grace;
     if (o.kafka.brokers.empty()) throw Error(Errc::invalid_input, "no brokers: give --brokers or [kafka] brokers");
     if (o.trusted_key_files.empty())
       throw Error(Errc::invalid_input,

@@ -1,4 +1,6 @@
 // cairnctl status
+#include <algorithm>
+#include <ctime>
 #include <cstdio>
 
 #include "cairnctl/op_client.h"
@@ -32,11 +34,14 @@ void register_op_status(CLI::App& app, Context& ctx) {
       if (!ap.enabled())
         std::printf("audit publisher   off ([audit.kafka] not configured)\n");
       else if (ap.connected())
-        std::printf("audit publisher   publishing: through seq %lld, %lld checkpoints since start\n",
-                    (long long)ap.published_seq(), (long long)ap.checkpoints());
+        std::printf("audit publisher   publishing: through seq %lld, %lld checkpoints since start%s\n",
+                    (long long)ap.published_seq(), (long long)ap.checkpoints(),
+                    ap.last_checkpoint_unix() ? (", the newest " + std::to_string(std::max<int64_t>(0, ::time(nullptr) - ap.last_checkpoint_unix())) + " s ago").c_str() : "");
       else
         std::printf("audit publisher   waiting for Kafka: %s\n",
                     terminal_safe(ap.last_error().empty() ? "not connected yet" : ap.last_error()).c_str());
+      if (ap.enabled() && !ap.topic_problem().empty())
+        std::printf("audit topic       PROBLEM: %s\n", terminal_safe(ap.topic_problem()).c_str());
       return kExitOk;
     };
   });

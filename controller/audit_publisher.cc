@@ -5,7 +5,12 @@
 
 #include <sys/stat.h>
 
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -32,6 +37,7 @@ constexpr auto kWarnEvery = std::chrono::minutes(10);        // and, while it is
 // thread, inside rd_kafka_poll).
 struct Delivery {
   int64_t acked = 0;        // newest event acknowledged
+  int64_t acked_offset = -1;  // its offset on the topic
   int64_t checkpoints = 0;  // checkpoints acknowledged
   std::string error;        // set when a record failed: the producer is rebuilt
   std::string transport;    // librdkafka's latest connection trouble (it retries by itself)
@@ -50,7 +56,7 @@ void dr_cb(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
     return;
   }
   if (tag < 0) ++d->checkpoints;
-  else if (tag > d->acked) d->acked = tag;
+  else if (tag > d->acked) d->acked = tag, d->acked_offset = m->offset;
 }
 
 audit::KafkaClientSettings client_settings(const ControllerConfig::AuditKafka& k, const std::string& password) {
@@ -66,10 +72,57 @@ audit::KafkaClientSettings client_settings(const ControllerConfig::AuditKafka& k
   return s;
 }
 
-// The newest seq (event or checkpoint) this controller's records on partition
-// 0 reach, 0 for an empty or missing topic. False (and why) when Kafka does
-// not answer.
-bool read_tail(const ControllerConfig& cfg, const std::string& password, int64_t& out, std::string& why) {
+// One record of the topic's partition 0 as the publisher judges it.
+struct TopicRecord {
+  int64_t offset = -1;
+  bool decoded = false;  // a well-formed audit record with the key cairn-audit
+  bool is_event = false;
+  int64_t seq = 0;
+  std::string hash;
+  bool intact = false;  // an event's hash covers its content; a checkpoint's signature verifies
+  std::string why;      // what is wrong with it, when not decoded or not intact
+};
+
+struct TopicRead {
+  int64_t lo = 0, hi = 0;  // the partition's watermarks
+  std::vector<TopicRecord> records;
+};
+
+TopicRecord judge(const rd_kafka_message_t* m) {
+  TopicRecord r;
+  r.offset = m->offset;
+  std::string_view key(static_cast<const char*>(m->key), m->key ? m->key_len : 0);
+  if (key != audit::kRecordKey) {
+    r.why = "its key is not '" + std::string(audit::kRecordKey) + "'";
+    return r;
+  }
+  auto rec = audit::decode_record(std::string_view(static_cast<const char*>(m->payload), m->len), r.why);
+  if (!rec) return r;
+  r.decoded = true;
+  if (rec->kind == audit::Record::Kind::event) {
+    r.is_event = true;
+    r.seq = rec->event.seq;
+    r.hash = rec->event.hash;
+    r.intact = audit::audit_hash(rec->event) == rec->event.hash;
+    if (!r.intact) r.why = "event " + std::to_string(r.seq) + "'s hash does not match its content";
+  } else {
+    const audit::Checkpoint& c = rec->checkpoint;
+    r.seq = c.seq;
+    r.hash = c.hash;
+    plan::PublicKey pub{};
+    Bytes sig;
+    r.intact = plan::parse_public_key(c.public_key, pub) && from_base64(c.signature, sig) &&
+               plan::verify_signature(pub, audit::checkpoint_signing_bytes(c.seq, c.hash, c.time), sig);
+    if (!r.intact) r.why = "the checkpoint for event " + std::to_string(r.seq) + " has a signature that does not verify";
+  }
+  return r;
+}
+
+// Reads partition 0 from the offset pick(lo, hi) gives up to at most `count`
+// records or its end. False (and why) when Kafka does not answer; a missing
+// topic reads as empty.
+bool read_topic(const ControllerConfig& cfg, const std::string& password, const std::function<int64_t(int64_t, int64_t)>& pick,
+                int64_t count, TopicRead& out, std::string& why) {
   const auto& k = cfg.audit_kafka;
   const audit::KafkaClientSettings settings = client_settings(k, password);
   audit::KafkaConf conf(settings, "cairn-controller-" + cfg.controller_id + "-tail");
@@ -79,11 +132,11 @@ bool read_tail(const ControllerConfig& cfg, const std::string& password, int64_t
   audit::ErrorTrail trail;  // outlives rk
   conf.record_errors(&trail);
   audit::Rk rk = conf.make(RD_KAFKA_CONSUMER);
-  int64_t lo = 0, hi = 0;
-  rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk.get(), k.topic.c_str(), 0, &lo, &hi, 5000);
+  out = {};
+  rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk.get(), k.topic.c_str(), 0, &out.lo, &out.hi, 5000);
   if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
       e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
-    out = 0;
+    out.lo = out.hi = 0;
     return true;  // created by the first record (or by the operator)
   }
   if (e) {
@@ -91,43 +144,104 @@ bool read_tail(const ControllerConfig& cfg, const std::string& password, int64_t
           audit::explain(rk.get(), trail, settings, e);
     return false;
   }
-  out = 0;
-  int64_t window = 64;
-  for (int64_t start = std::max(lo, hi - window);; start = std::max(lo, hi - window)) {
-    rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(parts, k.topic.c_str(), 0)->offset = start;
-    rd_kafka_assign(rk.get(), parts);
-    rd_kafka_topic_partition_list_destroy(parts);
-    auto deadline = Clock::now() + std::chrono::seconds(15);
-    int64_t next = start;
-    while (next < hi) {
-      if (Clock::now() > deadline) {
-        why = "reading the end of topic '" + k.topic + "' timed out at offset " + std::to_string(next);
-        rd_kafka_assign(rk.get(), nullptr);
-        return false;
-      }
-      rd_kafka_message_t* m = rd_kafka_consumer_poll(rk.get(), 200);
-      if (!m) continue;
-      std::unique_ptr<rd_kafka_message_t, void (*)(rd_kafka_message_t*)> hold(m, rd_kafka_message_destroy);
-      if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) break;
-      if (m->err) {
-        why = std::string("reading topic '") + k.topic + "': " + rd_kafka_message_errstr(m);
-        rd_kafka_assign(rk.get(), nullptr);
-        return false;
-      }
-      next = m->offset + 1;
-      std::string_view key(static_cast<const char*>(m->key), m->key ? m->key_len : 0);
-      if (key != audit::kRecordKey) continue;
-      std::string bad;
-      auto r = audit::decode_record(std::string_view(static_cast<const char*>(m->payload), m->len), bad);
-      if (!r) continue;
-      int64_t seq = r->kind == audit::Record::Kind::event ? r->event.seq : r->checkpoint.seq;
-      out = std::max(out, seq);
+  const int64_t start = std::clamp(pick(out.lo, out.hi), out.lo, out.hi);
+  const int64_t end = std::min(out.hi, start + count);
+  if (start >= end) return true;
+  rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(parts, k.topic.c_str(), 0)->offset = start;
+  rd_kafka_assign(rk.get(), parts);
+  rd_kafka_topic_partition_list_destroy(parts);
+  auto deadline = Clock::now() + std::chrono::seconds(15);
+  int64_t next = start;
+  while (next < end) {
+    if (Clock::now() > deadline) {
+      why = "reading topic '" + k.topic + "' timed out at offset " + std::to_string(next);
+      rd_kafka_assign(rk.get(), nullptr);
+      return false;
     }
-    rd_kafka_assign(rk.get(), nullptr);
-    if (out > 0 || start == lo) return true;
-    window *= 8;  // another writer's records at the end: look further back
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(rk.get(), 200);
+    if (!m) continue;
+    std::unique_ptr<rd_kafka_message_t, void (*)(rd_kafka_message_t*)> hold(m, rd_kafka_message_destroy);
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) break;
+    if (m->err) {
+      why = std::string("reading topic '") + k.topic + "': " + rd_kafka_message_errstr(m);
+      rd_kafka_assign(rk.get(), nullptr);
+      return false;
+    }
+    next = m->offset + 1;
+    out.records.push_back(judge(m));
   }
+  rd_kafka_assign(rk.get(), nullptr);
+  return true;
+}
+
+// The topic's cleanup.policy, read with a short-lived client ("" when Kafka does not say).
+std::string cleanup_policy(const ControllerConfig& cfg, const std::string& password, std::string& why) {
+  audit::KafkaConf conf(client_settings(cfg.audit_kafka, password), "cairn-controller-" + cfg.controller_id + "-admin");
+  audit::Rk rk = conf.make(RD_KAFKA_PRODUCER);
+  return audit::topic_cleanup_policy(rk.get(), cfg.audit_kafka.topic, 5000, why);
+}
+
+// What the end of the topic says about this controller's chain, judged
+// against the catalog (the outbox is the source of truth): only an event
+// whose seq and hash are the catalog's, and a checkpoint whose signature
+// verifies over the catalog's hash for its seq, are this controller's.
+struct TailVerdict {
+  bool found = false;        // a record of this controller's chain was read
+  int64_t resume = 0;        // the newest event the topic holds, without a hole before it in what was read
+  int64_t resume_offset = -1;  // that event's offset (-1: known from a checkpoint only)
+  int64_t foreign = 0;       // records this controller did not write
+  int64_t foreign_first = -1, foreign_last = -1;
+  std::string example;       // what is wrong with the first of them
+};
+
+TailVerdict judge_tail(const TopicRead& t, const catalog::Tx& tx) {
+  TailVerdict v;
+  const int64_t published = tx.audit_published_head();
+  auto catalog_hash = [&](int64_t seq) -> std::optional<std::string> {
+    if (auto e = tx.audit_event(seq)) return e->hash;
+    return std::nullopt;
+  };
+  int64_t run = 0;  // the newest event of the contiguous run read so far
+  int64_t max_checkpoint = 0;
+  bool hole = false;
+  for (const auto& r : t.records) {
+    std::optional<std::string> h = r.decoded && r.seq > 0 ? catalog_hash(r.seq) : std::nullopt;
+    // A checkpoint over an event the outbox no longer holds (retention) below
+    // what is marked published is taken as this controller's when it verifies.
+    bool ours = r.decoded && r.intact && (h ? *h == r.hash : (!r.is_event && r.seq <= published));
+    if (!ours) {
+      ++v.foreign;
+      if (v.foreign_first < 0) {
+        v.foreign_first = r.offset;
+        v.example = "offset " + std::to_string(r.offset) + ": " +
+                    (!r.why.empty() ? r.why
+                                    : (r.is_event ? "event " : "checkpoint for event ") + std::to_string(r.seq) +
+                                          (h ? " differs from this controller's event with that seq"
+                                             : " names a seq this controller never wrote"));
+      }
+      v.foreign_last = r.offset;
+      continue;
+    }
+    v.found = true;
+    if (!r.is_event) {
+      max_checkpoint = std::max(max_checkpoint, r.seq);
+      continue;
+    }
+    if (hole || r.seq <= run) continue;  // after a hole, or a replay
+    if (run != 0 && r.seq > run + 1 && (tx.audit_event(run + 1) || tx.audit_event(r.seq - 1))) {
+      hole = true;  // events between are still in the outbox: they never reached this topic
+      continue;
+    }
+    run = r.seq;
+    v.resume = run;
+    v.resume_offset = r.offset;
+  }
+  // Only checkpoints read (an idle controller signs its head again and
+  // again): the newest one names the newest event the topic took. With events
+  // read, a checkpoint is no evidence of events the window does not show.
+  if (run == 0) v.resume = max_checkpoint;
+  return v;
 }
 
 }  // namespace
@@ -193,6 +307,12 @@ void AuditPublisher::run() {
   Clock::time_point next_size_check{};
   Clock::time_point waiting_since{};
   std::string last_logged_error;
+  int64_t reported_checkpoints = 0;
+  // How often the topic is checked for what Kafka acknowledged.
+  const auto topic_check_every =
+      std::clamp<std::chrono::seconds>(std::chrono::seconds(2 * k.checkpoint_interval_s), std::chrono::seconds(5),
+                                       std::chrono::seconds(60));
+  Clock::time_point next_topic_check{};
 
   auto wait = [&](std::chrono::milliseconds dur) {
     std::unique_lock lk(mu_);
@@ -264,16 +384,81 @@ void AuditPublisher::run() {
     }
     try {
       if (!synced) {
-        int64_t tail = 0;
+        // Where the topic stands, judged against the outbox: only records of
+        // this controller's own chain count (docs/audit.md § Exactly once).
+        TopicRead t;
+        TailVerdict v;
         std::string why;
-        if (!read_tail(config_, sasl_password_, tail, why)) {
+        bool ok = true;
+        for (int64_t window = 64;; window *= 8) {
+          if (!(ok = read_topic(config_, sasl_password_, [&](int64_t lo, int64_t hi) { return std::max(lo, hi - window); },
+                                window, t, why)))
+            break;
+          v = cat.read([&](const catalog::Tx& tx) { return judge_tail(t, tx); });
+          if (v.found || t.hi - window <= t.lo) break;  // another writer's records at the end: look further back
+        }
+        if (!ok) {
           failed(why);
           if (!wait(std::chrono::duration_cast<std::chrono::milliseconds>(backoff))) break;
           backoff = std::min(backoff * 2, std::chrono::seconds(30));
           continue;
         }
-        if (tail > 0) cat.transaction("controller", [&](catalog::Tx& tx) { tx.mark_audit_published(tail); });
+        std::vector<std::string> problems;
+        std::string policy_why;
+        if (std::string policy = cleanup_policy(config_, sasl_password_, policy_why); policy.find("compact") != std::string::npos)
+          problems.push_back("topic '" + k.topic + "' has cleanup.policy=" + policy +
+                             ": every audit record has one key, so compaction keeps only the newest; set cleanup.policy=delete");
+        const int64_t published = cat.read([](const catalog::Tx& tx) { return tx.audit_published_head(); });
+        int64_t tail = v.resume;
+        if (!v.found && t.hi > 0 && t.hi == t.lo) tail = published;  // the topic's retention removed every record
+        if (v.foreign > 0) {
+          problems.push_back("topic '" + k.topic + "' holds " + std::to_string(v.foreign) +
+                             " record(s) this controller did not write (offsets " + std::to_string(v.foreign_first) + ".." +
+                             std::to_string(v.foreign_last) + " of those read; " + v.example +
+                             "); they are ignored and publishing goes on after event " + std::to_string(tail) +
+                             " (one controller per topic; cairn-audit reports them)");
+          std::lock_guard lk(mu_);
+          status_.foreign_records += v.foreign;
+        }
+        if (tail < published) {
+          int64_t first = 0, resent = 0;
+          cat.transaction("controller", [&](catalog::Tx& tx) {
+            first = tx.audit_first_after(tail);
+            resent = tx.mark_audit_unpublished_after(tail);
+            nlohmann::json details = {{"topic", k.topic}, {"topic_holds_through", tail}, {"acknowledged_through", published},
+                                      {"resent", resent}};
+            if (first == 0 || first > tail + 1)
+              details["lost"] = {{"first_seq", tail + 1}, {"last_seq", first == 0 ? published : first - 1}};
+            tx.audit({"audit.topic_rewound", "topic:" + k.topic, "failed", "topic_rewound", details});
+          });
+          std::string lost = first == 0 || first > tail + 1
+                                 ? "; events " + std::to_string(tail + 1) + ".." +
+                                       std::to_string(first == 0 ? published : first - 1) +
+                                       " are no longer in the outbox (retention) and cannot be sent again"
+                                 : "";
+          problems.push_back("topic '" + k.topic + "' holds this controller's events only up to " + std::to_string(tail) +
+                             ", but Kafka had acknowledged them up to " + std::to_string(published) +
+                             ": the topic was cut back or recreated; sending " + std::to_string(resent) +
+                             " event(s) again from the outbox" + lost);
+          std::lock_guard lk(mu_);
+          ++status_.rewinds;
+        }
+        if (tail > published) cat.transaction("controller", [&](catalog::Tx& tx) { tx.mark_audit_published(tail); });
+        if (v.foreign > 0)
+          cat.transaction("controller", [&](catalog::Tx& tx) {
+            tx.audit({"audit.topic_foreign", "topic:" + k.topic, "failed", "foreign_records",
+                      {{"topic", k.topic}, {"count", v.foreign}, {"first_offset", v.foreign_first},
+                       {"last_offset", v.foreign_last}, {"example", v.example}}});
+          });
+        for (const auto& p : problems) spdlog::error("audit publisher: {}", p);
+        {
+          std::string joined;
+          for (const auto& p : problems) joined += (joined.empty() ? "" : "; ") + p;
+          std::lock_guard lk(mu_);
+          status_.topic_problem = joined;
+        }
         produced = marked = d.acked = tail;
+        d.acked_offset = v.resume == tail ? v.resume_offset : -1;
         produced_hash.clear();
         if (tail > 0)
           if (auto e = cat.read([&](const catalog::Tx& tx) { return tx.audit_event(tail); })) produced_hash = e->hash;
@@ -289,6 +474,14 @@ void AuditPublisher::run() {
         d.error.clear();
         synced = true;
         backoff = std::chrono::seconds(1);
+        next_topic_check = Clock::now() + topic_check_every;
+        {
+          std::lock_guard lk(mu_);
+          status_.connected = true;
+          status_.published_seq = tail;
+          status_.last_error.clear();
+          last_logged_error.clear();
+        }
         spdlog::info("audit publisher: topic '{}' at {} holds events up to seq {}; publishing from there", k.topic,
                      k.brokers, tail);
       }
@@ -307,8 +500,31 @@ void AuditPublisher::run() {
           if (++since_checkpoint >= k.checkpoint_every) checkpoint();
         }
       }
-      if (since_checkpoint > 0 && Clock::now() - last_checkpoint >= std::chrono::seconds(k.checkpoint_interval_s))
+      // Every checkpoint_interval_s a checkpoint, idle or not (the head signed
+      // again): a reader tells a tail cut after the last one by its age.
+      if ((since_checkpoint > 0 || d.acked == produced) && produced > 0 && !produced_hash.empty() &&
+          Clock::now() - last_checkpoint >= std::chrono::seconds(k.checkpoint_interval_s))
         checkpoint();
+      // The topic still holds the newest event Kafka acknowledged, where it
+      // acknowledged it: else it was cut back or recreated while we ran.
+      if (Clock::now() >= next_topic_check && d.acked == produced && d.acked > 0 && d.acked_offset >= 0) {
+        next_topic_check = Clock::now() + topic_check_every;
+        TopicRead t;
+        std::string why;
+        const int64_t at = d.acked_offset;
+        if (read_topic(config_, sasl_password_, [&](int64_t, int64_t) { return at; }, 1, t, why)) {
+          bool there = !t.records.empty() && t.records[0].offset == at && t.records[0].is_event && t.records[0].intact &&
+                       t.records[0].seq == d.acked && t.records[0].hash == produced_hash;
+          if (!there) {
+            spdlog::error("audit publisher: topic '{}' no longer holds event {} at offset {}, where Kafka acknowledged it "
+                          "(it holds offsets {}..{}): the topic was cut back or recreated; re-reading its end",
+                          k.topic, d.acked, at, t.lo, t.hi);
+            producer.reset();
+            synced = false;
+            continue;
+          }
+        }
+      }
       rd_kafka_poll(producer.get(), 0);
       char fatal[256];
       if (rd_kafka_fatal_error(producer.get(), fatal, sizeof fatal)) d.error = fatal;
@@ -338,9 +554,14 @@ void AuditPublisher::run() {
         std::lock_guard lk(mu_);
         status_.connected = true;
         status_.published_seq = marked;
-        status_.checkpoints = d.checkpoints;
         status_.last_error.clear();
         last_logged_error.clear();
+      }
+      if (d.checkpoints != reported_checkpoints) {
+        reported_checkpoints = d.checkpoints;
+        std::lock_guard lk(mu_);
+        status_.checkpoints = d.checkpoints;
+        status_.last_checkpoint_unix = std::time(nullptr);
       }
       if (Clock::now() >= next_size_check) {
         int64_t waiting = cat.read([](const catalog::Tx& tx) { return tx.audit_outbox_pending(); });

@@ -400,6 +400,8 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
           a->set_published_seq(ps.published_seq);
           a->set_checkpoints(ps.checkpoints);
           a->set_last_error(ps.last_error);
+          a->set_topic_problem(ps.topic_problem);
+          a->set_last_checkpoint_unix(ps.last_checkpoint_unix);
         }
       });
       return;

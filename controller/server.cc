@@ -93,6 +93,7 @@ Server::Server(const ControllerConfig& config)
       operator_socket_(ctx_, zmq::socket_type::router) {
   std::string curve_secret = read_curve_secret(config.key_dir + "/" + kCurveSecretFile);
   std::string key_id = signing_key_.key_id();
+  if (config.audit_kafka.enabled()) catalog_.set_audit_outbox_cap(config.audit_kafka.outbox_max_events);
 
   catalog_.transaction("controller", [&](catalog::Tx& tx) {
     for (const auto& [name, file] : config.operator_key_files) {

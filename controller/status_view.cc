@@ -178,6 +178,22 @@ std::string render_metrics(const StatusSources& s) {
     for (const auto& [state, n] : agents) m.sample("cairn_agents", labels({{"state", state}}), double(n));
     m.family("cairn_audit_outbox_events", "gauge", "Audit events not yet published to Kafka.");
     m.sample("cairn_audit_outbox_events", "", double(tx.audit_outbox_pending()));
+    if (s.publisher) {
+      auto ps = s.publisher->status();
+      m.family("cairn_audit_topic_problem", "gauge",
+               "1 while the audit topic holds records this controller did not write, or lost events Kafka had "
+               "acknowledged (cairnctl status says which).");
+      m.sample("cairn_audit_topic_problem", "", ps.topic_problem.empty() ? 0.0 : 1.0);
+      m.family("cairn_audit_topic_foreign_records_total", "counter",
+               "Records read at the audit topic's end that this controller did not write.");
+      m.sample("cairn_audit_topic_foreign_records_total", "", double(ps.foreign_records));
+      m.family("cairn_audit_topic_rewinds_total", "counter",
+               "Times the audit topic had lost events Kafka had acknowledged (they were sent again).");
+      m.sample("cairn_audit_topic_rewinds_total", "", double(ps.rewinds));
+      m.family("cairn_audit_last_checkpoint_timestamp_seconds", "gauge",
+               "When Kafka acknowledged the newest signed checkpoint (0: none since the controller started).");
+      m.sample("cairn_audit_last_checkpoint_timestamp_seconds", "", double(ps.last_checkpoint_unix));
+    }
     m.family("cairn_policy_next_run_timestamp_seconds", "gauge", "When each unpaused policy runs next (unix seconds).");
     for (const auto& p : tx.policies())
       if (p.next_run_at) m.sample("cairn_policy_next_run_timestamp_seconds", labels({{"policy", p.name}}), double(*p.next_run_at));
@@ -283,6 +299,7 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
            html_escape(ps.enabled ? (ps.connected ? "published to Kafka" : "waiting for Kafka: " + ps.last_error)
                                   : "no publisher configured") +
            "; " + std::to_string(tx.audit_outbox_pending()) + " event(s) not yet published</p>\n";
+      if (!ps.topic_problem.empty()) h += "<p><b>Problem:</b> " + html_escape(ps.topic_problem) + "</p>\n";
     }
   });
   h += "</body></html>\n";

@@ -80,4 +80,40 @@ Rk KafkaConf::make(rd_kafka_type_t type) {
   return Rk(rk);
 }
 
+std::string topic_cleanup_policy(rd_kafka_t* rk, const std::string& topic, int timeout_ms, std::string& why) {
+  rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+  rd_kafka_ConfigResource_t* res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic.c_str());
+  rd_kafka_AdminOptions_t* opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+  char err[256];
+  rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, err, sizeof err);
+  rd_kafka_DescribeConfigs(rk, &res, 1, opts, q);
+  std::string policy;
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+  if (!ev) {
+    why = "no answer to DescribeConfigs";
+  } else if (rd_kafka_event_error(ev)) {
+    why = rd_kafka_event_error_string(ev);
+  } else if (const rd_kafka_DescribeConfigs_result_t* r = rd_kafka_event_DescribeConfigs_result(ev)) {
+    size_t n = 0;
+    const rd_kafka_ConfigResource_t** rs = rd_kafka_DescribeConfigs_result_resources(r, &n);
+    for (size_t i = 0; i < n; ++i) {
+      if (rd_kafka_ConfigResource_error(rs[i])) {
+        why = rd_kafka_ConfigResource_error_string(rs[i]) ? rd_kafka_ConfigResource_error_string(rs[i]) : "error";
+        continue;
+      }
+      size_t m = 0;
+      const rd_kafka_ConfigEntry_t** entries = rd_kafka_ConfigResource_configs(rs[i], &m);
+      for (size_t j = 0; j < m; ++j)
+        if (std::string(rd_kafka_ConfigEntry_name(entries[j])) == "cleanup.policy" && rd_kafka_ConfigEntry_value(entries[j]))
+          policy = rd_kafka_ConfigEntry_value(entries[j]);
+    }
+    if (policy.empty() && why.empty()) why = "the broker did not list cleanup.policy";
+  }
+  if (ev) rd_kafka_event_destroy(ev);
+  rd_kafka_AdminOptions_destroy(opts);
+  rd_kafka_ConfigResource_destroy(res);
+  rd_kafka_queue_destroy(q);
+  return policy;
+}
+
 }  // namespace cairn::audit

@@ -39,6 +39,12 @@ struct ErrorTrail {
 std::string explain(rd_kafka_t* rk, const ErrorTrail& trail, const KafkaClientSettings& s,
                     rd_kafka_resp_err_t err);
 
+// The topic's `cleanup.policy` (librdkafka's DescribeConfigs through the
+// client rk), e.g. "delete" or "compact,delete"; empty (and why) when Kafka
+// does not say. Every record of the audit topic has one key: compaction
+// would keep only the newest one (docs/audit.md).
+std::string topic_cleanup_policy(rd_kafka_t* rk, const std::string& topic, int timeout_ms, std::string& why);
+
 class KafkaConf {
  public:
   // Throws cairn::Error(invalid_input) naming a setting librdkafka refuses.

@@ -1,5 +1,6 @@
 #include "common/audit/verifier.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "common/plan/signing_key.h"
@@ -9,12 +10,18 @@ namespace {
 
 std::string short_hash(const std::string& h) { return h.size() > 12 ? h.substr(0, 12) + "…" : h; }
 
-constexpr int64_t kMaxRemembered = 100'000;  // a gap larger than this is not tracked seq by seq
+std::string range(int64_t first, int64_t last) {
+  return std::to_string(first) + (first == last ? "" : ".." + std::to_string(last));
+}
 
 }  // namespace
 
-Verifier::Verifier(plan::TrustStore& trust, VerifierState state) : trust_(trust), st_(std::move(state)) {
+Verifier::Verifier(plan::TrustStore& trust, VerifierState state, VerifierOptions options)
+    : trust_(trust), st_(std::move(state)), opt_(options) {
   if (st_.expected_seq > 0 && !st_.last_hash.empty()) remember(st_.expected_seq - 1, st_.last_hash);
+  max_seq_read_ = std::max<int64_t>(0, st_.expected_seq - 1);
+  reported_through_ = max_seq_read_;
+  for (const auto& p : st_.pending) max_seq_read_ = std::max(max_seq_read_, p.event.seq);
 }
 
 void Verifier::problem(std::string kind, int64_t first, int64_t last, int64_t offset, std::string message) {
@@ -33,6 +40,13 @@ const std::string* Verifier::seen_hash(int64_t seq) const {
   return it == hashes_.end() ? nullptr : &it->second;
 }
 
+void Verifier::set_head(int64_t seq, const std::string& hash) {
+  remember(seq, hash);
+  st_.expected_seq = seq + 1;
+  st_.last_hash = hash;
+  reported_through_ = std::max(reported_through_, seq);
+}
+
 void Verifier::feed(int64_t offset, std::string_view key, std::string_view value,
                     const std::function<void(const AuditEvent&, int64_t)>& on_event) {
   st_.next_offset = offset + 1;
@@ -45,78 +59,66 @@ void Verifier::feed(int64_t offset, std::string_view key, std::string_view value
   if (key != kRecordKey)
     problem("malformed", 0, 0, offset,
             "record at offset " + std::to_string(offset) + " has key '" + std::string(key) + "', not '" + kRecordKey + "'");
-  if (rec->kind == Record::Kind::event) on_event_record(offset, rec->event, on_event);
-  else on_checkpoint(offset, rec->checkpoint);
+  if (rec->kind == Record::Kind::event) on_event_record(offset, rec->event);
+  else on_checkpoint(offset, rec->checkpoint, on_event);
 }
 
-void Verifier::on_event_record(int64_t offset, const AuditEvent& e,
-                               const std::function<void(const AuditEvent&, int64_t)>& out) {
+void Verifier::on_event_record(int64_t offset, const AuditEvent& e) {
   const std::string at = " (offset " + std::to_string(offset) + ")";
   const std::string name = "event " + std::to_string(e.seq) + " '" + e.action + "'" + at;
   if (audit_hash(e) != e.hash) {
     problem("altered", e.seq, e.seq, offset, name + ": its hash does not match its content; the event was altered");
     return;
   }
-  auto accept = [&] {
-    remember(e.seq, e.hash);
-    st_.expected_seq = e.seq + 1;
-    st_.last_hash = e.hash;
-    ++events_;
-    out(e, offset);
-  };
-  if (st_.expected_seq == 0) {  // the first event this reader sees
-    if (e.seq == 1 && e.prev_hash != kGenesisHash) {
-      problem("altered", 1, 1, offset, name + ": the first event does not start the chain (prev_hash is not the genesis hash)");
-      return;
-    }
-    if (e.seq != 1) anchored_at_ = e.seq;
-    accept();
+  if (e.seq < 1) {
+    problem("malformed", e.seq, e.seq, offset, name + ": seq must be 1 or more");
     return;
   }
-  if (e.seq == st_.expected_seq) {
-    if (e.prev_hash != st_.last_hash) {
-      problem("altered", e.seq, e.seq, offset,
-              name + ": prev_hash " + short_hash(e.prev_hash) + " is not event " + std::to_string(e.seq - 1) +
-                  "'s hash " + short_hash(st_.last_hash) + "; an event was inserted or rewritten");
-      return;
-    }
-    accept();
-    return;
-  }
-  if (e.seq > st_.expected_seq) {
-    int64_t first = st_.expected_seq, last = e.seq - 1;
-    problem("gap", first, last, offset,
-            "events " + std::to_string(first) + (first == last ? "" : ".." + std::to_string(last)) +
-                " are missing: event " + std::to_string(e.seq) + at + " follows event " + std::to_string(first - 1));
-    if (last - first < kMaxRemembered)
-      for (int64_t s = first; s <= last; ++s) missing_.insert(s);
-    accept();  // the chain goes on from here; the missing ones are the problem
-    return;
-  }
-  // e.seq < expected: seen before, or one a gap skipped arriving late.
-  if (missing_.erase(e.seq)) {
-    const std::string* before = seen_hash(e.seq - 1);
-    bool links = !before || *before == e.prev_hash;
-    problem("reordered", e.seq, e.seq, offset,
-            name + " arrives after event " + std::to_string(st_.expected_seq - 1) +
-                (links ? "" : ", and its prev_hash does not link to event " + std::to_string(e.seq - 1)));
-    remember(e.seq, e.hash);
-    return;
-  }
-  if (const std::string* h = seen_hash(e.seq)) {
-    if (*h == e.hash)
-      problem("duplicate", e.seq, e.seq, offset, name + " is a duplicate of the event already read with that seq (replayed)");
+  if (opt_.from_seq > 0 && e.seq < opt_.from_seq && st_.expected_seq == 0) return;  // before the requested start
+  if (st_.expected_seq > 0 && e.seq < st_.expected_seq) {
+    // At or before the verified head.
+    if (const std::string* h = seen_hash(e.seq); h && *h != e.hash)
+      problem("forged", e.seq, e.seq, offset,
+              name + " differs from the event " + std::to_string(e.seq) + " a signed checkpoint verified (hash " +
+                  short_hash(*h) + ", this one " + short_hash(e.hash) + "): it is forged");
     else
-      problem("conflict", e.seq, e.seq, offset,
-              name + ": a different event with seq " + std::to_string(e.seq) + " was read before (hash " + short_hash(*h) +
-                  ", this one " + short_hash(e.hash) + "); one of them is forged");
+      problem("duplicate", e.seq, e.seq, offset,
+              name + " arrives again after the chain was verified past it (replayed)");
     return;
   }
-  problem("duplicate", e.seq, e.seq, offset,
-          name + " comes after event " + std::to_string(st_.expected_seq - 1) + ": an old event replayed");
+  for (const auto& p : st_.pending) {
+    if (p.event.seq != e.seq) continue;
+    if (p.event.hash == e.hash) {
+      problem("duplicate", e.seq, e.seq, offset,
+              name + " is a duplicate of the event read at offset " + std::to_string(p.offset) + " (replayed)");
+      return;
+    }
+  }
+  bool conflict = false;
+  for (const auto& p : st_.pending)
+    if (p.event.seq == e.seq) {
+      problem("conflict", e.seq, e.seq, offset,
+              name + " and the event read at offset " + std::to_string(p.offset) + " are two different events with seq " +
+                  std::to_string(e.seq) + " (hashes " + short_hash(p.event.hash) + " and " + short_hash(e.hash) +
+                  "); the signed checkpoint that covers it decides which one is genuine");
+      conflict = true;
+      break;
+    }
+  if (!conflict && e.seq < max_seq_read_)
+    problem("reordered", e.seq, e.seq, offset, name + " arrives after event " + std::to_string(max_seq_read_));
+  max_seq_read_ = std::max(max_seq_read_, e.seq);
+  if (st_.pending.size() >= kMaxPending) {
+    const PendingEvent& old = st_.pending.front();
+    problem("unsigned", old.event.seq, old.event.seq, old.offset,
+            "event " + std::to_string(old.event.seq) + " (offset " + std::to_string(old.offset) + ") and " +
+                std::to_string(kMaxPending) + " more after it are not covered by any signed checkpoint; it is not verified");
+    st_.pending.erase(st_.pending.begin());
+  }
+  st_.pending.push_back({e, offset});
 }
 
-void Verifier::on_checkpoint(int64_t offset, const Checkpoint& c) {
+void Verifier::on_checkpoint(int64_t offset, const Checkpoint& c,
+                             const std::function<void(const AuditEvent&, int64_t)>& out) {
   const std::string at = "checkpoint at offset " + std::to_string(offset) + " for event " + std::to_string(c.seq);
   plan::PublicKey pub{};
   if (!plan::parse_public_key(c.public_key, pub) || plan::key_id(pub) != c.key_id) {
@@ -144,36 +146,188 @@ void Verifier::on_checkpoint(int64_t offset, const Checkpoint& c) {
     problem("checkpoint_signature", c.seq, c.seq, offset, at + ": the signature does not verify under key " + c.key_id);
     return;
   }
-  if (st_.expected_seq == 0 || c.seq >= st_.expected_seq) {
-    int64_t have = st_.expected_seq == 0 ? 0 : st_.expected_seq - 1;
-    problem("truncated", have + 1, c.seq, offset,
-            at + ": the controller signed events up to " + std::to_string(c.seq) + " but the topic holds them only up to " +
-                std::to_string(have) + "; events " + std::to_string(have + 1) + ".." + std::to_string(c.seq) +
-                " were removed");
+  // A genuine checkpoint from here on.
+  ++checkpoints_;
+  if (c.seq < 1) return;  // signs no event
+  if (c.time > st_.checkpoint_time) {
+    st_.checkpoint_time = c.time;
+    stale_reported_ = false;
+  }
+  if (st_.expected_seq > 0 && c.seq < st_.expected_seq) {
+    // Covers events verified before (the controller signs the head again while idle).
+    if (const std::string* h = seen_hash(c.seq); h && *h != c.hash)
+      problem("checkpoint_mismatch", c.seq, c.seq, offset,
+              at + ": the controller signed hash " + short_hash(c.hash) + " but the verified event has " + short_hash(*h) +
+                  "; the chain was rewritten");
     return;
   }
-  if (const std::string* h = seen_hash(c.seq)) {
-    if (*h != c.hash) {
+  if (opt_.from_seq > 0 && st_.expected_seq == 0 && c.seq < opt_.from_seq) return;  // before the requested start
+
+  auto& pend = st_.pending;
+  auto find = [&](int64_t seq, const std::string& hash) -> int {
+    for (size_t i = 0; i < pend.size(); ++i)
+      if (pend[i].event.seq == seq && pend[i].event.hash == hash) return int(i);
+    return -1;
+  };
+  // Pending events at or below c.seq that the signed chain does not reach are
+  // dropped with the problem that explains them.
+  auto below = [&](int64_t upto, int64_t lo) {
+    int64_t first = 0, last = 0;
+    for (const auto& p : pend)
+      if (p.event.seq <= upto && p.event.seq >= lo) {
+        first = first ? std::min(first, p.event.seq) : p.event.seq;
+        last = std::max(last, p.event.seq);
+      }
+    return first ? "; events " + range(first, last) + " read before it are not covered by the signed chain and are not verified"
+                 : std::string();
+  };
+  auto drop_upto = [&](int64_t upto) {
+    std::erase_if(pend, [&](const PendingEvent& p) { return p.event.seq <= upto; });
+  };
+  const int64_t first_expected = st_.expected_seq > 0 ? st_.expected_seq : std::max<int64_t>(1, opt_.from_seq);
+
+  int top = find(c.seq, c.hash);
+  if (top < 0) {
+    bool have = std::any_of(pend.begin(), pend.end(), [&](const PendingEvent& p) { return p.event.seq == c.seq; });
+    if (have) {
       problem("checkpoint_mismatch", c.seq, c.seq, offset,
-              at + ": the controller signed hash " + short_hash(c.hash) + " but the topic's event has " + short_hash(*h) +
-                  "; the chain was rewritten");
-      return;
+              at + ": the controller signed hash " + short_hash(c.hash) +
+                  " but no event with that seq on the topic has it; the chain was rewritten" + below(c.seq, 0));
+    } else {
+      int64_t have_to = first_expected - 1;
+      for (const auto& p : pend)
+        if (p.event.seq <= c.seq) have_to = std::max(have_to, p.event.seq);
+      problem("truncated", have_to + 1, c.seq, offset,
+              at + ": the controller signed events up to " + std::to_string(c.seq) + " but the topic holds them only up to " +
+                  std::to_string(have_to) + "; events " + range(have_to + 1, c.seq) + " were removed" +
+                  below(c.seq, 0));
     }
-  } else if (missing_.count(c.seq)) {
-    return;  // the event it signs is missing: reported once, as the gap
+    drop_upto(c.seq);
+    // The signature tells event c.seq's genuine hash: what follows links to it.
+    set_head(c.seq, c.hash);
+    st_.checkpoint_seq = std::max(st_.checkpoint_seq, c.seq);
+    return;
   }
-  ++checkpoints_;
-  if (c.seq > st_.checkpoint_seq) st_.checkpoint_seq = c.seq;
+
+  // Walk back from the signed event along prev_hash.
+  std::vector<int> path{top};
+  bool linked = false;
+  for (;;) {
+    const AuditEvent& e = pend[size_t(path.back())].event;
+    if (st_.expected_seq > 0 && e.seq == st_.expected_seq) {
+      linked = e.prev_hash == st_.last_hash;
+      break;
+    }
+    if (st_.expected_seq == 0 && e.seq == 1) {
+      linked = e.prev_hash == kGenesisHash;
+      break;
+    }
+    if (st_.expected_seq == 0 && opt_.from_seq > 0 && e.seq == opt_.from_seq) {
+      linked = true;  // where the reader was told the trail starts
+      break;
+    }
+    int prev = find(e.seq - 1, e.prev_hash);
+    if (prev < 0) break;
+    path.push_back(prev);
+  }
+  const PendingEvent& start = pend[size_t(path.back())];
+  if (!linked) {
+    const int64_t s = start.event.seq;
+    if (s > first_expected) {
+      // Events missing below the start of the signed chain.
+      int64_t lo = first_expected;
+      for (const auto& p : pend)
+        if (p.event.seq < s) lo = std::max(lo, p.event.seq + 1);
+      int64_t first = std::max(lo, reported_through_ + 1);
+      if (first <= s - 1 || !below(s - 1, 0).empty()) {
+        std::string msg;
+        if (first <= s - 1) {
+          msg = "events " + range(first, s - 1) + " are missing: the " + at + " signs a chain that reaches back to event " +
+                std::to_string(s) + " (offset " + std::to_string(start.offset) + ")";
+          if (st_.expected_seq == 0 && opt_.from_seq == 0 && first == 1)
+            msg += "; the trail does not start at event 1 (its head was removed, or is gone with the topic's retention): "
+                   "to verify from there on purpose, give --from-seq " + std::to_string(s);
+        } else {
+          msg = "event " + std::to_string(s) + " (offset " + std::to_string(start.offset) +
+                ") does not link to the event " + std::to_string(s - 1) + " read before it: the chain was rewritten";
+        }
+        problem(first <= s - 1 ? "gap" : "altered", first <= s - 1 ? first : s, first <= s - 1 ? s - 1 : s, offset,
+                msg + below(s - 1, 0));
+      }
+    } else {
+      // The first event after the verified head does not link to it.
+      problem("altered", s, s, start.offset,
+              "event " + std::to_string(s) + " (offset " + std::to_string(start.offset) +
+                  "), which the " + at + " signs through, does not link to the verified event " + std::to_string(s - 1) +
+                  ": the chain was rewritten");
+    }
+  }
+  // The signed chain: verified, handed out in seq order.
+  std::set<int> on_path(path.begin(), path.end());
+  for (auto it = path.rbegin(); it != path.rend(); ++it) {
+    const PendingEvent& p = pend[size_t(*it)];
+    remember(p.event.seq, p.event.hash);
+    ++events_;
+    out(p.event, p.offset);
+  }
+  // Others within the signed range are not what the controller signed.
+  for (size_t i = 0; i < pend.size(); ++i) {
+    const PendingEvent& p = pend[i];
+    if (on_path.count(int(i)) || p.event.seq > c.seq || p.event.seq < start.event.seq) continue;
+    int64_t genuine = -1;
+    for (int j : path)
+      if (pend[size_t(j)].event.seq == p.event.seq) genuine = pend[size_t(j)].offset;
+    problem("forged", p.event.seq, p.event.seq, p.offset,
+            "event " + std::to_string(p.event.seq) + " '" + p.event.action + "' (offset " + std::to_string(p.offset) +
+                ") is not the event the controller signed: the " + at + " verifies " +
+                (genuine >= 0 ? "the event at offset " + std::to_string(genuine) : std::string("another chain")) +
+                "; it is forged");
+  }
+  drop_upto(c.seq);
+  set_head(c.seq, c.hash);
+  st_.checkpoint_seq = std::max(st_.checkpoint_seq, c.seq);
 }
 
-std::string Verifier::unsigned_tail() const {
-  if (st_.expected_seq == 0) return {};
-  int64_t last = st_.expected_seq - 1;
-  if (last <= st_.checkpoint_seq) return {};
-  int64_t first = std::max(st_.checkpoint_seq + 1, anchored_at_.value_or(1));
-  return "events " + std::to_string(first) + ".." + std::to_string(last) +
-         " are not covered by a signed checkpoint yet (the controller signs at least every minute while it publishes); "
-         "a tail cut after the last checkpoint cannot be told from one not yet written";
+std::string Verifier::expire(int64_t now_ms) {
+  std::vector<PendingEvent> old;
+  std::erase_if(st_.pending, [&](const PendingEvent& p) {
+    bool expired = now_ms - p.event.time > opt_.max_unsigned_ms || p.event.time - now_ms > opt_.max_unsigned_ms;
+    if (expired) old.push_back(p);
+    return expired;
+  });
+  if (!old.empty()) {
+    int64_t first = old.front().event.seq, last = first;
+    for (const auto& p : old) {
+      first = std::min(first, p.event.seq);
+      last = std::max(last, p.event.seq);
+    }
+    problem("unsigned", first, last, old.front().offset,
+            std::to_string(old.size()) + " event(s) " + range(first, last) + " (from offset " +
+                std::to_string(old.front().offset) + ") are not covered by any signed checkpoint " +
+                std::to_string(opt_.max_unsigned_ms / 1000) +
+                " s after they were written (the controller signs at least every checkpoint interval): a tail rewritten "
+                "or cut after its last checkpoint, or forged events; they are not verified");
+  }
+  const bool any = st_.expected_seq > 0 || st_.checkpoint_time > 0 || !old.empty() || !st_.pending.empty();
+  if (any && !stale_reported_ && now_ms - st_.checkpoint_time > opt_.max_unsigned_ms) {
+    stale_reported_ = true;
+    problem("stale", st_.checkpoint_seq, st_.checkpoint_seq, -1,
+            st_.checkpoint_time == 0
+                ? std::string("no signed checkpoint was read at all: nothing on the topic can be verified")
+                : "the newest signed checkpoint (event " + std::to_string(st_.checkpoint_seq) + ") was signed " +
+                      std::to_string((now_ms - st_.checkpoint_time) / 1000) +
+                      " s ago; the controller signs one at least every checkpoint interval while it runs: the tail "
+                      "after it was cut, or the controller is not publishing");
+  }
+  if (st_.pending.empty()) return {};
+  int64_t first = st_.pending.front().event.seq, last = first;
+  for (const auto& p : st_.pending) {
+    first = std::min(first, p.event.seq);
+    last = std::max(last, p.event.seq);
+  }
+  return std::to_string(st_.pending.size()) + " event(s) " + range(first, last) +
+         " written in the last " + std::to_string(opt_.max_unsigned_ms / 1000) +
+         " s are held back until a signed checkpoint covers them (not written to the output yet)";
 }
 
 }  // namespace cairn::audit

@@ -10,6 +10,8 @@
 #include <chrono>
 #include <cstring>
 
+#include <spdlog/spdlog.h>
+
 #include "common/util/error.h"
 #include "controller/catalog/migrations.h"
 #include "controller/catalog/sqlite.h"
@@ -92,6 +94,15 @@ int64_t Catalog::release_memory() {
   int64_t before = sqlite3_memory_used();
   sqlite3_db_release_memory(db_->get());
   return std::max<int64_t>(0, before - sqlite3_memory_used());
+}
+
+void Catalog::before_commit(Tx& tx) {
+  if (outbox_cap_ <= 0 || !tx.wrote_audit()) return;
+  Tx::Dropped d = tx.cap_audit_outbox(outbox_cap_);
+  if (d.count > 0)
+    spdlog::error("audit: {} unpublished event(s) lost (seq {}..{}): the outbox reached audit.kafka.outbox_max_events = {} "
+                  "while Kafka did not take them; an audit.dropped event records the range",
+                  d.count, d.first, d.last, outbox_cap_);
 }
 
 ChainReport Catalog::verify_audit_chain() {

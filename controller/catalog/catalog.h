@@ -50,13 +50,19 @@ class Catalog {
     Tx tx = make_tx(actor);
     if constexpr (std::is_void_v<std::invoke_result_t<Fn, Tx&>>) {
       fn(tx);
+      before_commit(tx);
       scope.commit();
     } else {
       auto result = fn(tx);
+      before_commit(tx);
       scope.commit();
       return result;
     }
   }
+
+  // With a publisher: the bound on unpublished audit events, applied in every
+  // transaction that adds one (Tx::cap_audit_outbox; 0: none). Set once.
+  void set_audit_outbox_cap(int64_t max_unpublished) { outbox_cap_ = max_unpublished; }
 
   // Runs fn in a read transaction: one consistent snapshot of the catalog.
   template <class Fn>
@@ -86,6 +92,8 @@ class Catalog {
   int64_t release_memory();
 
  private:
+  void before_commit(Tx& tx);
+  int64_t outbox_cap_ = 0;
   // Begins on construction; rolls back on destruction unless committed.
   class Scope {
    public:

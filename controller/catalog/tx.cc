@@ -49,6 +49,7 @@ int64_t Tx::audit(const AuditRecord& record) {
                 e.hash)
       .run();
   audit_head_.emplace(e.seq, std::move(e.hash));
+  wrote_audit_ = true;
   return e.seq;
 }
 
@@ -151,6 +152,53 @@ int64_t Tx::mark_audit_published(int64_t upto_seq) {
       .bind_all(now_ms_, upto_seq)
       .run();
   return db_.changes();
+}
+
+int64_t Tx::mark_audit_unpublished_after(int64_t after_seq) {
+  db_.prepare("UPDATE audit_outbox SET published_at = NULL WHERE seq > ? AND published_at IS NOT NULL")
+      .bind(1, after_seq)
+      .run();
+  return db_.changes();
+}
+
+int64_t Tx::audit_published_head() const {
+  auto q = db_.prepare("SELECT max(seq) FROM audit_outbox WHERE published_at IS NOT NULL");
+  return q.step() && !q.is_null(0) ? q.integer(0) : 0;
+}
+
+int64_t Tx::audit_first_after(int64_t after_seq) const {
+  auto q = db_.prepare("SELECT min(seq) FROM audit_outbox WHERE seq > ?");
+  q.bind(1, after_seq);
+  return q.step() && !q.is_null(0) ? q.integer(0) : 0;
+}
+
+Tx::Dropped Tx::cap_audit_outbox(int64_t max_unpublished) {
+  Dropped d;
+  if (max_unpublished <= 0) return d;
+  {
+    // Cheap when under the bound: one step through the partial index.
+    auto over = db_.prepare("SELECT seq FROM audit_outbox WHERE published_at IS NULL ORDER BY seq DESC LIMIT 1 OFFSET ?");
+    over.bind(1, max_unpublished);
+    if (!over.step()) return d;
+  }
+  const int64_t keep = std::max<int64_t>(0, max_unpublished - std::max<int64_t>(1, max_unpublished / 10) - 1);
+  {
+    auto q = db_.prepare("SELECT count(*), min(seq) FROM audit_outbox WHERE published_at IS NULL");
+    if (!q.step()) return d;
+    d.count = q.integer(0) - keep;
+    d.first = q.is_null(1) ? 0 : q.integer(1);
+  }
+  if (d.count <= 0) return {};
+  {
+    auto q = db_.prepare("SELECT seq FROM audit_outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1 OFFSET ?");
+    q.bind(1, d.count - 1);
+    if (!q.step()) return {};
+    d.last = q.integer(0);
+  }
+  d.count = delete_through_gate(db_, " AND published_at IS NULL", d.last);
+  audit({"audit.dropped", "audit_outbox", "dropped", "outbox_full",
+         {{"count", d.count}, {"first_seq", d.first}, {"last_seq", d.last}, {"max_unpublished", max_unpublished}}});
+  return d;
 }
 
 int64_t Tx::prune_published_audit(int64_t keep_events, int64_t max_age_ms, int64_t max_unpublished) {

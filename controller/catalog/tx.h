@@ -70,6 +70,23 @@ class Tx {
   // in seq order; marking every event up to upto_seq published.
   std::vector<AuditEvent> unpublished_audit_events(int64_t after_seq, int64_t limit) const;
   int64_t mark_audit_published(int64_t upto_seq);
+  // The topic lost what Kafka had acknowledged (cut back, recreated): the
+  // events after after_seq still in the outbox are sent again. Returns how many.
+  int64_t mark_audit_unpublished_after(int64_t after_seq);
+  // The newest event marked published (0 when none), and the oldest event the
+  // outbox holds after `after_seq` (0 when none).
+  int64_t audit_published_head() const;
+  int64_t audit_first_after(int64_t after_seq) const;
+  // outbox_max_events applied as events are added (the publisher's bound,
+  // docs/audit.md): beyond max_unpublished the oldest unpublished events are
+  // dropped, down to 90% of it, and an `audit.dropped` event names the
+  // range. Returns {count, first seq, last seq} dropped (count 0: none).
+  struct Dropped {
+    int64_t count = 0, first = 0, last = 0;
+  };
+  Dropped cap_audit_outbox(int64_t max_unpublished);
+  // Whether this transaction wrote audit events.
+  bool wrote_audit() const { return wrote_audit_; }
   // One event by seq (the publisher signs checkpoints over its hash).
   std::optional<AuditEvent> audit_event(int64_t seq) const;
 
@@ -289,6 +306,7 @@ class Tx {
   // 1,000 agents writes thousands of events, each chained to the one before,
   // without reading the head back each time.
   std::optional<std::pair<int64_t, std::string>> audit_head_;
+  bool wrote_audit_ = false;
   // Random bytes for event ids, drawn in blocks (one RAND_bytes call per 64 events).
   std::array<uint8_t, 1024> id_pool_{};
   size_t id_pool_used_ = sizeof(id_pool_);

@@ -14,10 +14,12 @@ Operations: refused CURVE handshakes with unknown keys (each one a
 the controller's own start.
 """
 import concurrent.futures
+import hashlib
 import json
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -82,11 +84,12 @@ def kafka(tmp_path):
         k.stop()
 
 
-def audited_cluster(base, kafka, checkpoint_every=100):
+def audited_cluster(base, kafka, checkpoint_every=100, create_topic=True):
     """A started controller publishing its audit trail to kafka's TOPIC (created here); the caller stops it."""
     if not AUDIT.exists():
         pytest.fail(f"binary not found: {AUDIT}")
-    kafka.create_topic(TOPIC)
+    if create_topic:
+        kafka.create_topic(TOPIC)
     c = Cluster(base)
     c.init()
     with open(c.controller_cfg, "a") as f:
@@ -119,6 +122,17 @@ def wait_published(c, timeout=60):
     c.wait_for("the audit outbox published to Kafka", lambda: unpublished(c) == 0, timeout=timeout)
 
 
+def audit_until_signed(c, kafka, last, topic=TOPIC, extra=()):
+    """cairn-audit, again until a signed checkpoint covers event `last` (events are
+    verified only then; the controller signs every second in these tests)."""
+    deadline = time.time() + 30
+    while True:
+        rc, events, err = run_audit(c, kafka, topic, extra=extra)
+        if (events and events[-1]["seq"] >= last) or time.time() > deadline:
+            return rc, events, err
+        time.sleep(1)
+
+
 def published_and_verified(c, kafka, operations):
     """operations refused logins → every event of the catalog published, and cairn-audit
     verifies the whole topic: every seq once, in order. Returns (last seq, events, stderr)."""
@@ -126,7 +140,7 @@ def published_and_verified(c, kafka, operations):
     wait_published(c)
     count, last = catalog_events(c)
     assert count == last >= operations
-    rc, events, err = run_audit(c, kafka)
+    rc, events, err = audit_until_signed(c, kafka, last)
     assert rc == 0, err
     assert [e["seq"] for e in events] == list(range(1, last + 1))
     return last, events, err
@@ -163,7 +177,7 @@ def test_kafka_down_and_controller_restarted_no_gap_no_duplicate(audited, kafka)
     wait_published(c, timeout=120)
     count, last = catalog_events(c)
     assert count == last >= 200
-    rc, events, err = run_audit(c, kafka)
+    rc, events, err = audit_until_signed(c, kafka, last)
     assert rc == 0, err
     assert [e["seq"] for e in events] == list(range(1, last + 1))
     seqs = [json.loads(v)["seq"] for _, _, v in kafka.read_all(TOPIC) if json.loads(v)["kind"] == "event"]
@@ -276,12 +290,18 @@ def test_the_audit_trail_over_sasl_ssl_with_a_client_certificate(tmp_path):
         cfg = tmp_path / "audit.toml"
         cfg.write_text(f'[kafka]\nbrokers = "{kafka.secure_bootstrap}"\ntopic = "{TOPIC}"\n{security}')
         out = tmp_path / "audit.jsonl"
-        p = subprocess.run([os.fspath(AUDIT), "--config", os.fspath(cfg),
-                            "--trusted-keys", os.fspath(c.keys / "controller-signing.pub"),
-                            "--from-beginning", "--until-end", "--output", os.fspath(out), "--timeout", "60"],
-                           capture_output=True, text=True, timeout=180)
-        assert p.returncode == 0, p.stderr
-        events = [json.loads(line) for line in out.read_text().splitlines()]
+        deadline = time.time() + 30
+        while True:  # until a checkpoint covers the last event
+            out.unlink(missing_ok=True)
+            p = subprocess.run([os.fspath(AUDIT), "--config", os.fspath(cfg),
+                                "--trusted-keys", os.fspath(c.keys / "controller-signing.pub"),
+                                "--from-beginning", "--until-end", "--output", os.fspath(out), "--timeout", "60"],
+                               capture_output=True, text=True, timeout=180)
+            assert p.returncode == 0, p.stderr
+            events = [json.loads(line) for line in out.read_text().splitlines()]
+            if events[-1]["seq"] >= last or time.time() > deadline:
+                break
+            time.sleep(1)
         assert [e["seq"] for e in events] == list(range(1, last + 1))
         assert summary(p.stderr)[1] >= last // 50, p.stderr
         assert password not in c.logs() and password not in p.stderr

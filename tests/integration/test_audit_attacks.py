@@ -1,0 +1,241 @@
+"""The audit trail fails closed (issue 33), on a real Kafka 4.x broker: an
+attacker with produce rights on the topic but without the controller's signing
+key (records forged with librdkafka, confluent_kafka) can neither silence the
+controller nor get cairn-audit to vouch for what no signed checkpoint covers.
+
+Controller: a forged record with a high seq on the live topic, a second
+controller on the same topic, the topic cut back while the controller runs,
+the outbox bound applied as events are added, a compacted topic.
+cairn-audit: a chain with no checkpoint at all, a tail cut right after a
+checkpoint, a head removed, two events with one seq.
+"""
+import hashlib
+import json
+import time
+import urllib.request
+
+import pytest
+
+from cluster import catalog
+from test_audit_kafka import (AUDIT, TOPIC, audited_cluster, audit_until_signed, catalog_events, kafka,  # noqa: F401
+                              refused_logins, run_audit, summary, unpublished, wait_published)
+
+
+def produce(kafka, topic, values, key=b"cairn-audit"):
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": kafka.bootstrap})
+    for v in values:
+        p.produce(topic, key=key, value=v if isinstance(v, bytes) else v.encode(), partition=0)
+    assert p.flush(30) == 0
+
+
+def audit_hash(e):
+    """common/audit/chain.h: SHA-256 over "cairn-audit-v1" and each field length-prefixed."""
+    b = b"cairn-audit-v1"
+    for f in ("event_id", "seq", "time", "actor", "action", "target", "outcome", "reason", "details", "prev_hash"):
+        v = str(e[f]).encode()
+        b += len(v).to_bytes(4, "big") + v
+    return hashlib.sha256(b).hexdigest()
+
+
+def records(kafka, topic=TOPIC):
+    return [(o, json.loads(v)) for o, _, v in kafka.read_all(topic)]
+
+
+def event_seqs(kafka, topic=TOPIC):
+    return [r["seq"] for _, r in records(kafka, topic) if r["kind"] == "event"]
+
+
+def catalog_actions(c):
+    con = catalog(c)
+    try:
+        return [r[0] for r in con.execute("SELECT action FROM audit_outbox ORDER BY seq")]
+    finally:
+        con.close()
+
+
+def signed_batches(c, batches, n=20):
+    """batches x n audit events, each batch signed (the controller signs every second here)
+    before the next: checkpoints between the events, as a running controller leaves them."""
+    for _ in range(batches):
+        refused_logins(c, n)
+        time.sleep(1.5)
+
+
+def copy(kafka, name, recs):
+    kafka.create_topic(name)
+    produce(kafka, name, [json.dumps(r, separators=(",", ":")) for _, r in recs])
+
+
+@pytest.fixture
+def audited(tmp_path, kafka):
+    c = audited_cluster(tmp_path / "cluster", kafka)
+    try:
+        yield c
+    finally:
+        c.stop_all()
+
+
+def test_a_forged_high_seq_does_not_make_the_controller_withhold_events(audited, kafka):
+    """A record {"seq": 5000} with a junk signature on the live topic, then a
+    controller restart: the controller ignores it (it is not its own chain),
+    says so loudly (log, status, an audit event), and publishes every event
+    after it; its status counts checkpoints again after the restart."""
+    c = audited
+    refused_logins(c, 20)
+    wait_published(c)
+    forged = {"kind": "checkpoint", "v": 1, "seq": 5000, "hash": "0" * 64, "time": int(time.time() * 1000),
+              "key_id": "k", "public_key": "ed25519:AAAA", "signature": "AAAA", "announcements": []}
+    produce(kafka, TOPIC, [json.dumps(forged), json.dumps({"kind": "event", "v": 1, "seq": 5001, "hash": "x"})])
+    c.controller.stop()
+    c.start_controller()
+    refused_logins(c, 39)
+    wait_published(c)  # without the fix: everything up to 5000 marked published, nothing more sent
+    count, last = catalog_events(c)
+    seqs = event_seqs(kafka)
+    assert set(range(1, last + 1)) <= set(seqs), f"events withheld: the topic holds {sorted(set(seqs))[-5:]}, the catalog up to {last}"
+    assert "did not write" in c.controller.log.read_text(), c.logs()
+    st = c.wait_for("a checkpoint counted since the restart", lambda: (lambda s: s if "0 checkpoints" not in s else None)(c.ok("status")), timeout=20)
+    assert "audit publisher   publishing" in st and "audit topic       PROBLEM" in st and "did not write" in st, st
+    assert "audit.topic_foreign" in catalog_actions(c)
+    c.wait_for("/metrics saying the topic has a problem", lambda: "cairn_audit_topic_problem 1" in
+               urllib.request.urlopen(c.http_url() + "metrics", timeout=10).read().decode() or None, timeout=20)
+    # cairn-audit names the forgeries and still verifies the genuine chain.
+    time.sleep(2)  # the controller signs every second: its newest event covered
+    rc, events, err = audit_until_signed(c, kafka, last)
+    assert rc == 1, err
+    assert "checkpoint_key" in err or "checkpoint_signature" in err, err
+    assert [e["seq"] for e in events] == list(range(1, last + 1))
+
+
+def test_two_controllers_on_one_topic_withhold_nothing_from_each_other(tmp_path, kafka):
+    """A second controller (its own key) writing to the same topic: after
+    restarts, each still publishes every one of its events; each says the
+    topic holds records it did not write."""
+    a = audited_cluster(tmp_path / "a", kafka)
+    b = None
+    try:
+        b = audited_cluster(tmp_path / "b", kafka, create_topic=False)
+        for c in (a, b):
+            refused_logins(c, 10)
+            wait_published(c)
+        for c in (a, b):
+            c.controller.stop()
+            c.start_controller()
+        for c in (a, b):
+            refused_logins(c, 15)
+        for c in (a, b):
+            wait_published(c)
+        hashes = {r["hash"] for _, r in records(kafka) if r["kind"] == "event"}
+        for c in (a, b):
+            con = catalog(c)
+            try:
+                mine = {h for (h,) in con.execute("SELECT hash FROM audit_outbox")}
+            finally:
+                con.close()
+            assert mine <= hashes, f"{len(mine - hashes)} event(s) of {c.base.name} never reached the topic"
+            assert "did not write" in c.ok("status")
+    finally:
+        a.stop_all()
+        if b:
+            b.stop_all()
+
+
+def test_the_topic_cut_back_while_the_controller_runs_is_filled_again_from_the_outbox(audited, kafka):
+    """The topic recreated holding only the records up to an earlier
+    checkpoint, while the controller runs: it notices within seconds, sends
+    the missing events again from its outbox, and says what happened (log,
+    status, an audit.topic_rewound event)."""
+    c = audited
+    signed_batches(c, 3)
+    wait_published(c)
+    _, last = catalog_events(c)
+    recs = records(kafka)
+    cut = next(i for i, (_, r) in enumerate(recs) if r["kind"] == "checkpoint" and 10 <= r["seq"] < last - 10)
+    kept = recs[:cut + 1]
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    for f in admin.delete_topics([TOPIC]).values():
+        f.result(timeout=30)
+    c.wait_for("the topic gone", lambda: TOPIC not in admin.list_topics(timeout=10).topics or None, timeout=30)
+    copy(kafka, TOPIC, kept)
+    c.wait_for("the controller sending the lost events again",
+               lambda: set(range(1, last + 1)) <= set(event_seqs(kafka)) or None, timeout=90, interval=2)
+    assert "cut back or recreated" in c.controller.log.read_text(), c.logs()
+    assert "audit.topic_rewound" in catalog_actions(c)
+    assert "cut back or recreated" in c.ok("status")
+
+
+def test_the_outbox_bound_holds_as_events_are_added(audited, kafka):
+    """Kafka down, outbox_max_events = 1000: the outbox never holds more than
+    that (not only after the next 10-minute sweep); the loss is logged as an
+    error and recorded by audit.dropped events."""
+    c = audited
+    wait_published(c)
+    c.controller.stop()
+    c.controller_cfg.write_text(c.controller_cfg.read_text().replace("checkpoint_every = 100",
+                                                                     "checkpoint_every = 100\noutbox_max_events = 1000"))
+    kafka.stop()
+    c.start_controller()
+    refused_logins(c, 1150)
+    assert unpublished(c) <= 1000, unpublished(c)
+    assert "audit.dropped" in catalog_actions(c)
+    log = c.controller.log.read_text()
+    assert "unpublished event(s) lost" in log and "[error]" in log.split("unpublished event(s) lost")[0].splitlines()[-1], log[-3000:]
+    kafka.start()
+
+
+def test_a_compacted_topic_is_refused(audited, kafka):
+    """Every record has one key: a compacted topic would keep one. cairn-audit
+    refuses it (exit 2, saying what to set); the controller reports it."""
+    c = audited
+    kafka.create_topic("t-compact", config={"cleanup.policy": "compact"})
+    rc, events, err = run_audit(c, kafka, "t-compact")
+    assert rc == 2 and "cleanup.policy=compact" in err and "cleanup.policy=delete" in err, err
+
+
+def test_cairn_audit_vouches_only_for_what_a_signed_checkpoint_covers(audited, kafka):
+    """Each case a copy of the genuine topic, altered as an attacker with
+    produce rights could: cairn-audit exits 1, names the problem, and writes
+    only events a signed checkpoint covers."""
+    c = audited
+    signed_batches(c, 3)
+    wait_published(c)
+    _, last = catalog_events(c)
+    rc, events, err = audit_until_signed(c, kafka, last)
+    assert rc == 0, err
+    recs = [(o, r) for o, r in records(kafka) if r["kind"] == "event" or r["seq"] <= last]
+    evs = {r["seq"]: r for _, r in recs if r["kind"] == "event"}
+
+    # No checkpoint at all (a chain rebuilt from genesis): nothing verified, exit 1.
+    copy(kafka, "t-nocp", [(o, r) for o, r in recs if r["kind"] == "event"])
+    rc, events, err = run_audit(c, kafka, "t-nocp")
+    assert rc == 1 and events == [] and "stale: no signed checkpoint" in err, err
+
+    # A tail cut right after a checkpoint: older than the interval + grace, stale.
+    cp = next(i for i, (_, r) in enumerate(recs) if r["kind"] == "checkpoint" and 10 <= r["seq"] < last - 5)
+    copy(kafka, "t-cut", recs[:cp + 1])
+    time.sleep(3)
+    rc, events, err = run_audit(c, kafka, "t-cut", extra=("--checkpoint-interval", "1", "--grace", "1"))
+    assert rc == 1 and "stale: the newest signed checkpoint" in err, err
+    assert [e["seq"] for e in events] == list(range(1, recs[cp][1]["seq"] + 1))
+
+    # The head removed (what DeleteRecords leaves: the topic starts at event 17).
+    start = next(i for i, (_, r) in enumerate(recs) if r["kind"] == "event" and r["seq"] == 17)
+    copy(kafka, "t-head", recs[start:])
+    rc, events, err = run_audit(c, kafka, "t-head")
+    assert rc == 1 and "gap: events 1..16 are missing" in err and "--from-seq 17" in err, err
+    rc, events, err = run_audit(c, kafka, "t-head", extra=("--from-seq", "17"))
+    assert rc == 0, err
+    assert [e["seq"] for e in events] == list(range(17, last + 1))
+
+    # Two events with seq 20: a forged one (consistent hash) before the genuine one.
+    forged = dict(evs[20], actor="operator:mallory", outcome="ok")
+    forged["hash"] = audit_hash(forged)
+    at = next(i for i, (_, r) in enumerate(recs) if r["kind"] == "event" and r["seq"] == 20)
+    copy(kafka, "t-conflict", recs[:at] + [(-1, forged)] + recs[at:])
+    rc, events, err = run_audit(c, kafka, "t-conflict")
+    assert rc == 1 and "conflict: event 20" in err and "forged: event 20" in err, err
+    assert [e["seq"] for e in events] == list(range(1, last + 1))
+    assert next(e for e in events if e["seq"] == 20)["actor"] == evs[20]["actor"] != "operator:mallory"
+    assert summary(err)[2] == 2, err
