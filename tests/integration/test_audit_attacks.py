@@ -14,10 +14,8 @@ import json
 import time
 import urllib.request
 
-import pytest
-
 from cluster import catalog
-from test_audit_kafka import (AUDIT, TOPIC, audited_cluster, audit_until_signed, catalog_events, kafka,  # noqa: F401
+from test_audit_kafka import (AUDIT, TOPIC, audited, audited_cluster, audit_until_signed, catalog_events, kafka,  # noqa: F401
                               refused_logins, run_audit, summary, unpublished, wait_published)
 
 
@@ -65,15 +63,6 @@ def signed_batches(c, batches, n=20):
 def copy(kafka, name, recs):
     kafka.create_topic(name)
     produce(kafka, name, [json.dumps(r, separators=(",", ":")) for _, r in recs])
-
-
-@pytest.fixture
-def audited(tmp_path, kafka):
-    c = audited_cluster(tmp_path / "cluster", kafka)
-    try:
-        yield c
-    finally:
-        c.stop_all()
 
 
 def test_a_forged_high_seq_does_not_make_the_controller_withhold_events(audited, kafka):
@@ -190,6 +179,7 @@ def test_a_compacted_topic_is_refused(audited, kafka):
     refuses it (exit 2, saying what to set); the controller reports it."""
     c = audited
     kafka.create_topic("t-compact", config={"cleanup.policy": "compact"})
+    produce(kafka, "t-compact", [b'{"kind":"event"}'])  # the topic's partition known to every client
     rc, events, err = run_audit(c, kafka, "t-compact")
     assert rc == 2 and "cleanup.policy=compact" in err and "cleanup.policy=delete" in err, err
 

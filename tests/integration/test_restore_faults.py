@@ -527,6 +527,15 @@ def test_an_agent_declaring_the_cluster_later_is_not_a_member_until_approved(rig
                       lambda: (pending_member() or {}).get("membership") == "approved", timeout=30)
 
 
+def approve_again(c, writer):
+    """The agents of a controller that lost its catalog, approved again, the set's writer last."""
+    for name in [n for n in (f"node-{i}" for i in range(3)) if n != writer] + [writer]:
+        key = c.agent_dirs[name]["key"]
+        pend = c.wait_for(f"{name} pending", lambda k=key: c._pending(k), timeout=30)
+        c.ok("agent", "approve", pend["agent_id"])
+        c.wait_for(f"{name} connected", lambda n=name: c.connected(n), timeout=30)
+
+
 @pytest.mark.liveness(10)
 def test_a_rebuilt_catalog_restores_the_cluster(rig):
     """After a complete restore (etcd has a new internal cluster id) the
@@ -549,12 +558,7 @@ def test_a_rebuilt_catalog_restores_the_cluster(rig):
                "--repository-name", "main")
     assert "1 agent(s)" in out, out  # only the writer is known from the repository
     c.start_controller()
-    order = [n for n in (f"node-{i}" for i in range(3)) if n != writer] + [writer]
-    for name in order:
-        key = c.agent_dirs[name]["key"]
-        pend = c.wait_for(f"{name} pending", lambda k=key: c._pending(k), timeout=30)
-        c.ok("agent", "approve", pend["agent_id"])
-        c.wait_for(f"{name} connected", lambda n=name: c.connected(n), timeout=30)
+    approve_again(c, writer)
     clusters = set()
     for a in c.agents_of():
         for comp in a.get("components", []):
@@ -596,12 +600,7 @@ def test_an_imported_set_restores_the_cluster(rig, tmp_path):
     c.start_controller()
     out = c.ok("import", m.group(1), "--config", c.controller_cfg)
     assert f"imported backup set {rig.set_id} (complete, 1 snapshot(s)" in out, out
-    order = [n for n in (f"node-{i}" for i in range(3)) if n != writer] + [writer]
-    for name in order:
-        key = c.agent_dirs[name]["key"]
-        pend = c.wait_for(f"{name} pending", lambda k=key: c._pending(k), timeout=30)
-        c.ok("agent", "approve", pend["agent_id"])
-        c.wait_for(f"{name} connected", lambda n=name: c.connected(n), timeout=30)
+    approve_again(c, writer)
     clusters = {comp.get("cluster_id") for a in c.agents_of() for comp in a.get("components", [])
                 if comp.get("name") == "etcd" and comp.get("membership") == "approved"}
     assert len(clusters) == 1, f"the members are not one approved cluster after the import: {c.agents_of()}"
