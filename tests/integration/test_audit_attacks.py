@@ -204,11 +204,22 @@ def test_cairn_audit_vouches_only_for_what_a_signed_checkpoint_covers(audited, k
 
     # A tail cut right after a checkpoint: older than the interval + grace, stale.
     cp = next(i for i, (_, r) in enumerate(recs) if r["kind"] == "checkpoint" and 10 <= r["seq"] < last - 5)
+    signed = recs[cp][1]["seq"]
     copy(kafka, "t-cut", recs[:cp + 1])
+    # And the chain rewritten after that checkpoint, later checkpoints removed:
+    # three events with consistent hashes that no checkpoint covers.
+    rewritten, prev = [], evs[signed]["hash"]
+    for seq in range(signed + 1, signed + 4):
+        e = dict(evs[seq], actor="operator:mallory", prev_hash=prev)
+        e["hash"] = prev = audit_hash(e)
+        rewritten.append((-1, e))
+    copy(kafka, "t-rewritten", recs[:cp + 1] + rewritten)
     time.sleep(3)
-    rc, events, err = run_audit(c, kafka, "t-cut", extra=("--checkpoint-interval", "1", "--grace", "1"))
-    assert rc == 1 and "stale: the newest signed checkpoint" in err, err
-    assert [e["seq"] for e in events] == list(range(1, recs[cp][1]["seq"] + 1))
+    for topic in ("t-cut", "t-rewritten"):
+        rc, events, err = run_audit(c, kafka, topic, extra=("--checkpoint-interval", "1", "--grace", "1"))
+        assert rc == 1 and "stale: the newest signed checkpoint" in err, err
+        assert [e["seq"] for e in events] == list(range(1, signed + 1)), err
+    assert f"unsigned: 3 event(s) {signed + 1}..{signed + 3}" in err, err
 
     # The head removed (what DeleteRecords leaves: the topic starts at event 17).
     start = next(i for i, (_, r) in enumerate(recs) if r["kind"] == "event" and r["seq"] == 17)

@@ -248,6 +248,16 @@ def test_the_audit_trail_on_kafka_3_9_in_zookeeper_mode(tmp_path):
         c = audited_cluster(tmp_path / "cluster", kafka, checkpoint_every=50)
         last, _, err = published_and_verified(c, kafka, 200)
         assert summary(err)[1] >= last // 50, err
+        # A forged record with a high seq (issue 33), then a restart: ignored, reported, nothing withheld.
+        kafka.console_producer(TOPIC, ["cairn-audit\t" + json.dumps({"kind": "event", "v": 1, "seq": 5000, "hash": "0"})])
+        c.controller.stop()
+        c.start_controller()
+        refused_logins(c, 20)
+        wait_published(c)
+        _, last = catalog_events(c)
+        seqs = [json.loads(v)["seq"] for _, _, v in kafka.read_all(TOPIC) if json.loads(v)["kind"] == "event"]
+        assert set(range(1, last + 1)) <= set(seqs), "events withheld after a forged record"
+        assert "did not write" in c.ok("status")
     finally:
         if c:
             c.stop_all()
