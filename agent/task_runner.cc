@@ -369,7 +369,7 @@ DriverResult TaskRunner::run_backup(Driver& driver, TaskContext& ctx, const Stor
   for (auto& r : sink.run_after_store()) res.reasons.push_back(std::move(r));
   if (!br.parent_note.empty()) ctx.note(br.parent_note);
   for (const auto& e : br.snapshot.errors)
-    res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "could not back up '" + e.path + "': " + e.reason, e.path));
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, repo::describe_item_error(e.path, e.reason), e.path));
   res.snapshot_id = br.snapshot.id;
   res.manifest_digest = br.snapshot.id;  // the snapshot id names the manifest by its content
   res.bytes = br.bytes_total;

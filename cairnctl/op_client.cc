@@ -80,7 +80,10 @@ cairn::v1::OperatorResponse op_call(const OpOptions& o, cairn::v1::OperatorReque
   explicit_bzero(secret.data(), secret.size());
   s.set(zmq::sockopt::maxmsgsize, int64_t(cairn::proto::kMaxMessageBytes));
   std::string mon_ep = "inproc://op-monitor";
-  zmq_socket_monitor(s.handle(), mon_ep.c_str(), ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL);
+  zmq_socket_monitor(s.handle(), mon_ep.c_str(),
+                     ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_CONNECTED |
+                         ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
+  bool tcp_connected = false, handshake_ok = false;
   monitor.connect(mon_ep);
   s.connect(o.controller);
 
@@ -91,9 +94,18 @@ cairn::v1::OperatorResponse op_call(const OpOptions& o, cairn::v1::OperatorReque
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(o.timeout_s * 1000));
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0)
+    if (left.count() <= 0) {
+      // A wrong server key gets no CURVE answer at all: the controller drops
+      // a HELLO it cannot open. Say which of the two it is (issue 32).
+      if (tcp_connected && !handshake_ok)
+        throw Error(Errc::wrong_key,
+                    "the controller at '" + o.controller + "' accepted the connection but the CURVE handshake got no answer within " +
+                        std::to_string(int(o.timeout_s)) + " s: '" + o.key_dir + "/" + controller::kCurvePublicFile +
+                        "' may not be this controller's key (copy its controller-curve.pub), or something other than "
+                        "cairn-controller listens there");
       throw Error(Errc::io, "no answer from the controller at '" + o.controller + "' within " +
                                 std::to_string(int(o.timeout_s)) + " s (is it running and listening there?)");
+    }
     zmq::pollitem_t items[] = {{s.handle(), 0, ZMQ_POLLIN, 0}, {monitor.handle(), 0, ZMQ_POLLIN, 0}};
     zmq::poll(items, 2, left);
     if (items[1].revents & ZMQ_POLLIN) {
@@ -102,6 +114,14 @@ cairn::v1::OperatorResponse op_call(const OpOptions& o, cairn::v1::OperatorReque
       if (ev.more()) (void)monitor.recv(addr);
       uint16_t event = 0;
       if (ev.size() >= 2) std::memcpy(&event, ev.data(), 2);
+      if (event == ZMQ_EVENT_CONNECTED) {
+        tcp_connected = true;
+        continue;
+      }
+      if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        handshake_ok = true;
+        continue;
+      }
       if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
         throw Error(Errc::wrong_key, "the controller at '" + o.controller +
                                          "' refused this operator key (is it listed in operator.authorized_keys?)");

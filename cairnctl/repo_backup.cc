@@ -88,7 +88,7 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
       repo::BackupResult res = repo::backup(*r, bo);
       pp.clear();
       const auto& s = res.snapshot;
-      for (const auto& e : s.errors) warn("could not back up '" + e.path + "': " + e.reason);
+      for (const auto& e : s.errors) warn(repo::describe_item_error(e.path, e.reason));
       if (o.json) {
         nlohmann::json errs = nlohmann::json::array();
         for (const auto& e : s.errors) errs.push_back({{"path", e.path}, {"reason", e.reason}});

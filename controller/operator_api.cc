@@ -228,11 +228,10 @@ void OperatorApi::fill_agent(const catalog::Tx& tx, const catalog::Agent& a, cai
     w->set_driver(c.driver);
     w->set_can_restore(c.can_restore);
     for (const auto& t : c.restore_targets) w->add_restore_targets(t);
-    if (c.scope != "node") {
-      w->set_scope(c.scope);
-      w->set_cluster_id(c.cluster_id);
-      w->set_member_id(c.member_id);
-    }
+    // What the catalog has, node-scoped components included (issue 32).
+    w->set_scope(c.scope.empty() ? std::string("node") : c.scope);
+    w->set_cluster_id(c.cluster_id);
+    w->set_member_id(c.member_id);
     if (c.scope == "cluster") {
       w->set_membership(c.member_pending ? "pending" : "approved");
       w->set_declared_cluster_id(c.declared_cluster_id);

@@ -295,10 +295,12 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
     h += "</table>\n";
     if (s.publisher) {
       auto ps = s.publisher->status();
+      // Without a publisher nothing is "not yet published": the catalog is where the trail lives.
       h += "<h2 id=\"audit\">Audit trail</h2>\n<p>" +
-           html_escape(ps.enabled ? (ps.connected ? "published to Kafka" : "waiting for Kafka: " + ps.last_error)
-                                  : "no publisher configured") +
-           "; " + std::to_string(tx.audit_outbox_pending()) + " event(s) not yet published</p>\n";
+           html_escape(ps.enabled ? (ps.connected ? "published to Kafka" : "waiting for Kafka: " + ps.last_error) +
+                                        "; " + std::to_string(tx.audit_outbox_pending()) + " event(s) not yet published"
+                                  : std::string("kept in the controller's catalog (no [audit.kafka] publisher configured)")) +
+           "</p>\n";
       if (!ps.topic_problem.empty()) h += "<p><b>Problem:</b> " + html_escape(ps.topic_problem) + "</p>\n";
     }
   });

@@ -675,7 +675,10 @@ uint64_t Backup::read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileSt
       }
       rb.end += size_t(r);
       off += uint64_t(r);
-      if (stream_) fs->size += uint64_t(r);
+      if (stream_) {
+        fs->size += uint64_t(r);
+        walk_bytes_ += uint64_t(r);  // a stream's size is known only as it is read (issue 32: etcd counted 0 bytes)
+      }
       remaining -= uint64_t(r);
     }
     if (rb.end == rb.start) break;

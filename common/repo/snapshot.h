@@ -20,6 +20,13 @@ struct SnapshotError {
 // while it was read (it is in the snapshot's tree, unlike an unreadable one).
 inline constexpr std::string_view kChangedWhileRead = "changed while it was read";
 
+// What a user reads about one entry of Snapshot::errors: a file that changed
+// while it was read is stored (as read), one that could not be read is not.
+inline std::string describe_item_error(const std::string& path, const std::string& reason) {
+  if (reason.rfind(kChangedWhileRead, 0) == 0) return "stored '" + path + "' as it was read, but it " + reason;
+  return "could not back up '" + path + "': " + reason;
+}
+
 struct Snapshot {
   std::string id;  // the file's name; not stored inside
   std::string time;

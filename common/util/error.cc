@@ -29,7 +29,10 @@ void throw_errno(std::string_view op, std::string_view path, int err) {
   Errc code = Errc::io;
   if (err == ENOSPC || err == EDQUOT) {
     code = Errc::no_space;
-    msg += " (free space on the repository's disk, then run the command again)";
+    // The path names the file system: a restore target, a staging directory
+    // or the repository, whichever this was (issue 32).
+    msg += " (its file system is full: free space on the disk that holds '" + std::string(path) +
+           "', then run the command again)";
   } else if (err == ENOENT) {
     code = Errc::not_found;
   } else if (err == EEXIST) {

@@ -42,11 +42,21 @@ std::vector<BackupStat> Tx::backup_stats() const {
 }
 
 std::vector<CountStat> Tx::restore_stats() const {
-  // One count per restore task that restored data (a cluster restore's 'data' step).
+  // One count per node restore task that ended, and one per member of each
+  // cluster restore that ended, by the restore's outcome: a cluster restore
+  // that failed before its data step (a failed preflight or stop) is a
+  // failure on every member it involved (issue 32).
   auto s = db_.prepare(
-      "SELECT t.component, a.name, t.state, count(*) FROM tasks t JOIN agents a ON a.id = t.agent_id"
-      " WHERE t.kind = 'restore' AND t.restore_step IN ('', 'data') AND t.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected')"
-      " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+      "SELECT component, name, state, count(*) FROM ("
+      "  SELECT t.component AS component, a.name AS name, t.state AS state, t.id AS what"
+      "  FROM tasks t JOIN agents a ON a.id = t.agent_id"
+      "  WHERE t.kind = 'restore' AND t.restore_step = '' AND t.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected')"
+      "  UNION ALL"
+      "  SELECT DISTINCT t.component, a.name,"
+      "    CASE r.state WHEN 'complete' THEN 'succeeded' WHEN 'partial' THEN 'partial' ELSE 'failed' END, t.restore_id"
+      "  FROM tasks t JOIN agents a ON a.id = t.agent_id JOIN restores r ON r.id = t.restore_id"
+      "  WHERE t.kind = 'restore' AND t.restore_step != '' AND r.state != 'running'"
+      ") GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
   std::vector<CountStat> out;
   while (s.step()) out.push_back({{s.text(0), s.text(1), s.text(2)}, s.integer(3)});
   return out;

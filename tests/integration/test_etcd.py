@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 
 from cluster import backup_set_id, cluster, lower_enum, restore_id  # noqa: F401  (cluster is a fixture)
 from servers_etcd import EtcdMember, Tls
@@ -80,6 +81,14 @@ def round_trip(c, member, n_keys, auth_file=None):
     assert meta["etcd_version"] == "3.4.23" and len(meta["sha256"]) == 64, meta
     assert [m["name"] for m in meta["members"]] == [member.name], meta
     assert meta["member_id"] and meta["cluster_id"], meta
+    # The bytes the stream read are counted, as a file's are (issue 32: etcd's were 0).
+    def counted():
+        text = urllib.request.urlopen(c.http_url() + "metrics", timeout=10).read().decode()
+        return [float(l.split()[-1]) for l in text.splitlines()
+                if l.startswith("cairn_backup_bytes{") and 'component="etcd"' in l] or None
+    got = c.wait_for("etcd's backup bytes in /metrics", counted, timeout=20)
+    db = os.path.getsize(member.data_dir / "member" / "snap" / "db")
+    assert got[0] >= db // 2, (got, db)
 
     # Damage: a thousand keys gone, a hundred changed, one new.
     member.delete("/registry/k00", prefix=True)  # k00000..k00999

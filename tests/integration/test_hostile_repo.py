@@ -193,6 +193,8 @@ def test_file_changing_while_read_is_recorded_as_read_and_named(cairn, tmp_path,
     assert [e["path"] for e in summary["errors"]] == [str(f)], summary["errors"]
     assert "changed while it was read" in summary["errors"][0]["reason"]
     assert str(f) in err and "changed while it was read" in err, err
+    # It is stored, and the warning says so (issue 32: it began "could not back up").
+    assert f"stored '{f}' as it was read, but it changed while it was read" in err and "could not back up" not in err, err
     snap = cairn.snapshots()[-1]
     assert snap["partial"] is True and snap["summary"]["files_changed_during_backup"] == 1
 

@@ -5,6 +5,7 @@ cancel / watch, restore list and id prefixes. Real daemons on loopback."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -154,6 +155,16 @@ def test_wrong_controller_key_is_named(cluster, tmp_path):
     c.wait_for("the agent naming controller.public_key", lambda: "controller.public_key' may be wrong" in
                log.read_text(errors="replace") and "CURVE handshake got no answer" in log.read_text(errors="replace"),
                timeout=15)
+    # cairnctl in the same situation names the key file too, not only "is it running?" (issue 32).
+    keys = tmp_path / "operator-keys-wrong-server"
+    shutil.copytree(c.keys, keys)
+    (keys / "controller-curve.pub").write_text(wrong + "\n")
+    rc, out, err = c.ctl("status", "--key-dir", keys, "--timeout", "3")
+    assert rc != 0 and "CURVE handshake got no answer" in err and f"'{keys}/controller-curve.pub' may not be" in err, err
+    # The controller stopped: that is still said as before.
+    c.controller.stop()
+    rc, out, err = c.ctl("status", "--timeout", "2")
+    assert rc != 0 and "is it running and listening there?" in err, err
 
 
 def test_check_config_warns_about_missing_paths_and_repositories(cluster, tmp_path):

@@ -54,6 +54,15 @@ def test_missing_repository_exits_10(uninit_cairn, tmp_path):
     assert rc == EXIT_NO_REPO, err
 
 
+def test_init_says_what_it_made_on_lines_of_their_own(uninit_cairn):
+    """Issue 32: the message's second line came out as a literal '\\n'."""
+    rc, out, err = uninit_cairn("init")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("created cairn repository at ") and "\\n" not in out, out
+    assert lines[1] == "keep the passphrase safe: without it the data cannot be read", out
+
+
 def test_init_refuses_existing_repository(cairn):
     before = dir_listing(cairn.repo)
     rc, out, err = cairn("init")

@@ -26,6 +26,7 @@ import re
 import shutil
 import signal
 import time
+import urllib.request
 
 import pytest
 
@@ -36,6 +37,7 @@ from servers_zookeeper import available, ensemble
 
 STEPS = ["preflight", "stop", "data", "start", "verify", "commit"]
 NAMES = ["m0", "m1", "m2"]
+NAMES_OF_AGENTS = ["node-0", "node-1", "node-2"]
 
 
 def keys(n, tag):
@@ -370,6 +372,14 @@ def test_restores_repeat_and_one_is_refused_while_an_agent_is_offline(rig):
                          ids=[f"{s}-m{m}-{a}" for s, m, a in CI_ROW if s != "commit"])
 def test_fault_at_step(rig, step, member, action):
     fault_case(rig, step, rig.members[member], action)
+    if step == "preflight":
+        # Failed before any data step: still a failed restore on every member
+        # in /metrics, so CairnRestoreFailed fires (issue 32).
+        def failures():
+            text = urllib.request.urlopen(rig.c.http_url() + "metrics", timeout=10).read().decode()
+            got = {n: f'cairn_restore_failure_total{{component="etcd",agent="{n}"}} 1' in text for n in NAMES_OF_AGENTS}
+            return got if all(got.values()) else None
+        rig.c.wait_for("a failed restore counted on every member", failures, timeout=20)
 
 
 @pytest.mark.liveness(10)
@@ -512,6 +522,11 @@ def test_an_agent_declaring_the_cluster_later_is_not_a_member_until_approved(rig
         return comps[0] if comps and a.get("connected") else None
     comp = c.wait_for("a-intruder registered with its etcd component", pending_member, timeout=30)
     assert comp.get("membership") == "pending", comp
+    # `agent list --json` says what the catalog has, for node-scoped components too (issue 32).
+    for a in c.agents_of():
+        for x in a.get("components", []):
+            assert x.get("scope") == ("cluster" if x["name"] == "etcd" else "node"), (a["name"], x)
+            assert bool(x.get("cluster_id")) == (x["name"] == "etcd"), (a["name"], x)
     rc, out, err = c.ctl("backup", "create", "--component", "etcd", "--wait")
     assert rc == 0, f"{out}\n{err}"
     shown = c.json("backup", "show", backup_set_id(out))

@@ -86,6 +86,8 @@ def test_metrics_and_the_status_page_show_what_happened(cluster, tmp_path):
     assert "nightly" in dom and "0 1 * * * Europe/Berlin" in dom, dom[-3000:]
     assert sid in dom and ">complete<" in dom, dom[-3000:]
     assert "<script" not in dom
+    # No publisher configured: nothing is said to wait for one (issue 32).
+    assert "not yet published" not in dom and "kept in the controller's catalog" in dom, dom[-3000:]
     shot = tmp_path / "status.png"
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
                     f"--screenshot={shot}", base], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
