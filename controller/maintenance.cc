@@ -98,10 +98,11 @@ std::vector<ForgetResult> Maintenance::take_results() {
   return std::exchange(results_, {});
 }
 
-uint64_t Maintenance::size_of(const std::string& repository) const {
+std::optional<uint64_t> Maintenance::size_of(const std::string& repository) const {
   std::lock_guard g(mu_);
   auto it = sizes_.find(repository);
-  return it == sizes_.end() ? 0 : it->second;
+  if (it == sizes_.end()) return std::nullopt;
+  return it->second;
 }
 
 void Maintenance::measure_all() {

@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -69,7 +70,8 @@ class Maintenance {
   std::vector<ForgetResult> take_results();
   // Bytes of pack data, as last measured (0 = not yet): at start, after each
   // prune and every 10 minutes. For /metrics and the status page.
-  uint64_t size_of(const std::string& repository) const;
+  // nullopt until the first measurement (an empty repository measures 0).
+  std::optional<uint64_t> size_of(const std::string& repository) const;
 
  private:
   void loop();

@@ -137,7 +137,7 @@ std::string render_metrics(const StatusSources& s) {
     m.family("cairn_repository_size_bytes", "gauge",
              "Pack data of each repository the controller declares, as measured after its last prune or at start.");
     for (const auto& r : s.repositories)
-      if (auto size = s.maintenance.size_of(r)) m.sample("cairn_repository_size_bytes", labels({{"repository", r}}), double(size));
+      if (auto size = s.maintenance.size_of(r)) m.sample("cairn_repository_size_bytes", labels({{"repository", r}}), double(*size));
     // Retention that does not get done (a repository always locked or in
     // use, a prune that fails) shows as expired sets that grow old.
     auto expired = tx.expired_stats();
@@ -226,6 +226,13 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
        html_escape(utc(s.catalog.read([](const catalog::Tx& tx) { return tx.now(); }))) +
        " (it reloads every 10 s)</p>\n";
   s.catalog.read([&](const catalog::Tx& tx) {
+    // Reasons name the node they happened on (issue 32): "etcd on node-2: ...".
+    std::map<std::string, std::string> names;
+    for (const auto& a : tx.agents()) names[a.id] = a.name;
+    auto where = [&](const catalog::Task& t) {
+      auto it = names.find(t.agent_id);
+      return t.component + " on " + (it == names.end() ? t.agent_id : it->second);
+    };
     h += "<h2 id=\"agents\">Agents</h2>\n<table><tr><th>Agent</th><th>State</th><th>Last seen</th><th>Components</th></tr>\n";
     for (const auto& a : tx.agents()) {
       std::string state = a.state == catalog::AgentState::approved ? (s.fleet.connected(a.id) ? "connected" : "disconnected")
@@ -235,6 +242,7 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
       h += "<tr><td>" + html_escape(a.name) + "</td><td class=\"" + state + "\">" + state + "</td><td>" +
            html_escape(utc(a.last_seen_at.value_or(0))) + "</td><td>" + html_escape(comps) + "</td></tr>\n";
     }
+    if (names.empty()) h += "<tr><td colspan=\"4\">none yet (agents appear when they first connect)</td></tr>\n";
     h += "</table>\n<h2 id=\"policies\">Policies</h2>\n<table><tr><th>Policy</th><th>Schedule</th><th>Last run</th>"
          "<th>Next run</th></tr>\n";
     for (const auto& p : tx.policies()) {
@@ -258,12 +266,13 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
            html_escape(cls) + "\">" + html_escape(last) + "</td><td>" +
            html_escape(p.paused ? "paused" : p.next_run_at ? in_zone(*p.next_run_at, p.time_zone) : "-") + "</td></tr>\n";
     }
+    if (tx.policies().empty()) h += "<tr><td colspan=\"4\">none defined ('cairnctl policy add')</td></tr>\n";
     h += "</table>\n<h2 id=\"backups\">Recent backup sets</h2>\n<table><tr><th>Set</th><th>Started</th><th>Policy</th>"
          "<th>Outcome</th><th>Reasons</th></tr>\n";
     for (const auto& b : tx.backup_sets(20)) {
       std::string why;
       for (const auto& t : tx.tasks_of_set(b.id))
-        for (const auto& r : t.reasons) why += (why.empty() ? "" : "; ") + t.component + ": " + r.detail;
+        for (const auto& r : t.reasons) why += (why.empty() ? "" : "; ") + where(t) + ": " + r.detail;
       std::string state = state_text(b.state);
       if (b.forgotten_at) state += " (forgotten)";
       else if (b.expired_at) state += " (expired)";
@@ -272,12 +281,13 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
            state_text(b.state) + "\">" + html_escape(state) + "</td><td class=\"why\">" + html_escape(why) +
            "</td></tr>\n";
     }
+    if (tx.backup_sets(1).empty()) h += "<tr><td colspan=\"5\">none yet</td></tr>\n";
     h += "</table>\n<h2 id=\"restores\">Recent restores</h2>\n<table><tr><th>Restore</th><th>From set</th><th>Started</th>"
          "<th>Outcome</th><th>Reasons</th></tr>\n";
     for (const auto& r : tx.restores(10)) {
       std::string why;
       for (const auto& t : tx.tasks_of_restore(r.id))
-        for (const auto& x : t.reasons) why += (why.empty() ? "" : "; ") + t.component + ": " + x.detail;
+        for (const auto& x : t.reasons) why += (why.empty() ? "" : "; ") + where(t) + ": " + x.detail;
       h += "<tr><td>" + html_escape(r.id) + "</td><td>" + html_escape(r.source_set_id) + "</td><td>" +
            html_escape(utc(r.created_at)) + "</td><td class=\"" + state_text(r.state) + "\">" + state_text(r.state) +
            "</td><td class=\"why\">" + html_escape(why) + "</td></tr>\n";
@@ -287,7 +297,7 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
     for (const auto& r : s.repositories) {
       auto size = s.maintenance.size_of(r);
       h += "<tr><td>" + html_escape(r) + "</td><td>" +
-           (size ? std::to_string(size / (1024 * 1024)) + " MiB (" + std::to_string(size) + " bytes)" : std::string("not measured yet")) +
+           (size ? std::to_string(*size / (1024 * 1024)) + " MiB (" + std::to_string(*size) + " bytes)" : std::string("not measured yet")) +
            "</td></tr>\n";
     }
     if (s.repositories.empty())

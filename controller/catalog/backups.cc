@@ -292,6 +292,18 @@ void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
          " WHERE id = ?")
       .bind_all(to_string(u.to), now(), u.snapshot_id, u.manifest_digest, u.component_metadata, task_id)
       .run();
+  // A task that stored or restored its data ends with its final totals, not
+  // the last progress report that happened to arrive (after a controller
+  // restart that was all a user saw: "1.2 GiB/2.4 GiB" for a finished task).
+  if (u.to == TaskState::succeeded || u.to == TaskState::partial)
+    db_.prepare(
+           "UPDATE tasks SET phase = 0, current_item = '',"
+           " bytes_done = CASE WHEN ?1 > 0 THEN ?1 ELSE max(bytes_done, bytes_total) END,"
+           " bytes_total = CASE WHEN ?1 > 0 THEN ?1 ELSE max(bytes_done, bytes_total) END,"
+           " files_done = CASE WHEN ?2 > 0 THEN ?2 ELSE max(files_done, files_total) END,"
+           " files_total = CASE WHEN ?2 > 0 THEN ?2 ELSE max(files_done, files_total) END WHERE id = ?3")
+        .bind_all(int64_t(u.bytes), int64_t(u.files), task_id)
+        .run();
   auto ins = db_.prepare("INSERT INTO task_reasons (task_id, ordinal, code, detail, item) VALUES (?, ?, ?, ?, ?)");
   int64_t ordinal = int64_t(t->reasons.size());
   for (const auto& r : u.reasons) {

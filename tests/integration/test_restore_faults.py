@@ -380,6 +380,9 @@ def test_fault_at_step(rig, step, member, action):
             got = {n: f'cairn_restore_failure_total{{component="etcd",agent="{n}"}} 1' in text for n in NAMES_OF_AGENTS}
             return got if all(got.values()) else None
         rig.c.wait_for("a failed restore counted on every member", failures, timeout=20)
+        # The status page's reasons name the node the preflight failed on.
+        page = urllib.request.urlopen(rig.c.http_url(), timeout=10).read().decode()
+        assert "etcd on node-0: " in page, page[-3000:]
 
 
 @pytest.mark.liveness(10)

@@ -101,6 +101,33 @@ def test_metrics_and_the_status_page_show_what_happened(cluster, tmp_path):
         urllib.request.urlopen(urllib.request.Request(base + "metrics", data=b"x", method="POST"), timeout=10)
     assert e.value.code == 405
 
+    # After a controller restart the finished task shows its final totals, not
+    # the last progress report that arrived (issue 32).
+    c.controller.stop()
+    c.start_controller()
+    (t,) = c.json("backup", "show", sid)["tasks"]
+    p = t.get("progress", {})
+    assert int(p.get("bytes_done", 0)) == int(p.get("bytes_total", 0)) == 500, t
+    assert p.get("phase", "PHASE_UNSPECIFIED") == "PHASE_UNSPECIFIED", t
+    assert "500 B/500 B" in c.ok("backup", "show", sid)
+
+
+def test_an_empty_controller_says_so_in_every_table(cluster):
+    """No agent, policy, set or restore yet: each table says what is empty and
+    how it fills, instead of showing nothing (issue 32)."""
+    status, _, page = get(cluster.http_url())
+    assert status == 200
+    assert "none yet (agents appear when they first connect)" in page, page
+    assert "none defined ('cairnctl policy add')" in page, page
+    assert page.count("<td colspan=\"5\">none yet</td>") == 2, page  # backup sets, restores
+    # An empty repository declared: measured at start as 0 bytes, not "not measured yet" (issue 32).
+    cluster.declare_repository()
+    base = cluster.http_url()
+    text = cluster.wait_for("the repository measured", lambda: (lambda t: t if metric(t, "cairn_repository_size_bytes",
+                            repository="main") is not None else None)(get(base + "metrics")[2]), timeout=15)
+    assert metric(text, "cairn_repository_size_bytes", repository="main") == 0
+    assert "0 MiB (0 bytes)" in get(base)[2]
+
 
 def test_a_token_guards_the_listener(cluster):
     c = cluster
