@@ -1,9 +1,12 @@
 // Cron and @every schedules in a time zone (schedule.h).
 #include "controller/schedule.h"
 
+#include <sys/stat.h>
+
 #include <array>
 #include <cctype>
 #include <charconv>
+#include <cstdlib>
 #include <vector>
 
 #include <cctz/civil_time.h>
@@ -202,9 +205,42 @@ std::optional<int64_t> Schedule::next_after(int64_t t, const cctz::time_zone& tz
   return std::nullopt;
 }
 
+namespace {
+
+// An IANA name ("UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires",
+// "Etc/GMT+5"): components of letters, digits, '_', '-' and '+', never "." or
+// "..", never absolute. cctz opens whatever path it is given (a FIFO would
+// block the controller's loop, /etc/localtime is the host's, not a name).
+bool iana_name(const std::string& n) {
+  if (n.empty() || n.size() > 64 || n.front() == '/' || n.back() == '/') return false;
+  size_t start = 0;
+  for (;;) {
+    size_t slash = n.find('/', start);
+    std::string part = n.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (part.empty() || part == "." || part == "..") return false;
+    for (char c : part)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '+') return false;
+    if (slash == std::string::npos) return true;
+    start = slash + 1;
+  }
+}
+
+}  // namespace
+
 cctz::time_zone load_time_zone(const std::string& name) {
   cctz::time_zone tz;
-  if (name.empty() || !cctz::load_time_zone(name, &tz))
+  if (!iana_name(name))
+    bad("time zone '" + name + "' is not an IANA name: give one such as 'UTC' or 'Europe/Berlin' (from tzdata, "
+        "/usr/share/zoneinfo), not a path");
+  if (name != "UTC") {
+    // Only a regular file of the zoneinfo database (links to one are fine).
+    const char* dir = std::getenv("TZDIR");
+    const std::string file = std::string(dir && *dir ? dir : "/usr/share/zoneinfo") + "/" + name;
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+      bad("unknown time zone '" + name + "': give an IANA name such as 'UTC' or 'Europe/Berlin' (from tzdata, /usr/share/zoneinfo)");
+  }
+  if (!cctz::load_time_zone(name, &tz))
     bad("unknown time zone '" + name + "': give an IANA name such as 'UTC' or 'Europe/Berlin' (from tzdata, /usr/share/zoneinfo)");
   return tz;
 }

@@ -98,4 +98,12 @@ TEST_CASE("bad schedules are refused naming the field and the problem") {
   CHECK_THAT(refusal("@every 0s"), Catch::Contains("at least 1s"));
   CHECK_THAT(refusal(""), Catch::Contains("empty"));
   CHECK_THROWS_WITH(load_time_zone("Mars/Olympus"), Catch::Contains("unknown time zone 'Mars/Olympus'"));
+  // Paths are not names (issue 32): the host's /etc/localtime, a FIFO that
+  // would block the controller's loop, a way out of the zoneinfo directory.
+  for (const char* path : {"/etc/localtime", "/tmp/a-fifo", "../../../etc/localtime", "Europe/../Europe/Berlin", "./UTC", ""})
+    CHECK_THROWS_WITH(load_time_zone(path), Catch::Contains("is not an IANA name"));
+  // A directory of the database is not a zone.
+  CHECK_THROWS_WITH(load_time_zone("Europe"), Catch::Contains("unknown time zone 'Europe'"));
+  for (const char* ok : {"UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+5", "Etc/GMT-14"})
+    CHECK_NOTHROW(load_time_zone(ok));
 }
