@@ -20,6 +20,7 @@
 #include <archive_entry.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -174,38 +175,107 @@ struct Extracted {
   std::map<std::string, std::pair<uint64_t, std::string>> files;  // repo/... -> size, sha256
 };
 
-// Reads the archive into dir, accepting only meta.json and regular files under repo/.
+using ArchivePtr = std::unique_ptr<struct archive, int (*)(struct archive*)>;
+
+ArchivePtr open_archive(const std::string& path) {
+  ArchivePtr a(archive_read_new(), archive_read_free);
+  archive_read_support_filter_gzip(a.get());
+  archive_read_support_format_tar(a.get());
+  if (archive_read_open_filename(a.get(), path.c_str(), 1 << 16) != ARCHIVE_OK)
+    archive_fail(a.get(), "cannot read '" + path + "' as a cairn export (a .tar.gz)");
+  return a;
+}
+
+// The entry's type and name checked: a directory of repo/ (skipped: true), or
+// a regular file named meta.json or repo/... (false). Anything else throws.
+bool skip_or_check(archive_entry* e, const std::string& path, const std::string& name) {
+  if (archive_entry_filetype(e) == AE_IFDIR) {  // "repo/data/" (GNU tar) or "repo/data": created as files need them
+    std::string dir = name;
+    while (!dir.empty() && dir.back() == '/') dir.pop_back();
+    if (dir == "repo" || (allowed_name(dir) && dir != "meta.json")) return true;
+  }
+  if (archive_entry_filetype(e) != AE_IFREG || archive_entry_hardlink(e) || archive_entry_symlink(e))
+    throw Error(Errc::corrupt, "'" + path + "' holds '" + terminal_safe(name) +
+                                   "', which is not a regular file: a cairn export holds only meta.json and its repository's files");
+  if (!allowed_name(name))
+    throw Error(Errc::corrupt, "'" + path + "' holds '" + terminal_safe(name) +
+                                   "': a cairn export holds only meta.json and files under repo/");
+  return false;
+}
+
+// Pass one: meta.json (64 MiB at most), read without writing anything; the
+// files it lists (name -> size, sha256), their sizes summed.
+nlohmann::json read_meta(const std::string& path) {
+  ArchivePtr a = open_archive(path);
+  std::vector<uint8_t> buf(1 << 20);
+  for (;;) {
+    archive_entry* e = nullptr;
+    int rc = archive_read_next_header(a.get(), &e);
+    if (rc == ARCHIVE_EOF) break;
+    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) archive_fail(a.get(), "'" + path + "' is damaged or truncated");
+    std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+    if (skip_or_check(e, path, name) || name != "meta.json") continue;  // read past, nothing written
+    std::string text;
+    for (;;) {
+      la_ssize_t n = archive_read_data(a.get(), buf.data(), buf.size());
+      if (n < 0) archive_fail(a.get(), "'" + path + "' is damaged or truncated at 'meta.json'");
+      if (n == 0) break;
+      if (text.size() + size_t(n) > kMaxMeta) throw Error(Errc::corrupt, "meta.json in '" + path + "' is over 64 MiB: not a cairn export");
+      text.append(reinterpret_cast<const char*>(buf.data()), size_t(n));
+    }
+    nlohmann::json meta;
+    try {
+      meta = nlohmann::json::parse(text);
+    } catch (const std::exception& ex) {
+      throw Error(Errc::corrupt, "meta.json in '" + path + "' does not parse: " + ex.what());
+    }
+    if (!meta.is_object() || meta.value("format", "") != kFormat)
+      throw Error(Errc::unsupported, "'" + path + "' is not a cairn export this version reads (format '" +
+                                         std::string(kFormat) + "' expected)");
+    if (!meta["files"].is_object()) throw Error(Errc::corrupt, "meta.json in '" + path + "' lists no files");
+    for (const auto& [n, f] : meta["files"].items())
+      if (!allowed_name(n) || n == "meta.json" || !f.is_object() || !f.contains("size") || !f["size"].is_number_unsigned() ||
+          !f.value("sha256", "").size())
+        throw Error(Errc::corrupt, "meta.json in '" + path + "' lists '" + terminal_safe(n) + "' without a valid name, size and sha256");
+    return meta;
+  }
+  throw Error(Errc::corrupt, "'" + path + "' holds no meta.json: not a cairn export");
+}
+
+// Reads the archive into dir, accepting only meta.json and regular files under
+// repo/ that meta.json lists, each no larger than it says: nothing is written
+// before its name and size are checked, and all of them must fit in dir.
 Extracted extract_archive(const std::string& path, const std::string& dir) {
-  struct archive* a = archive_read_new();
-  std::unique_ptr<struct archive, int (*)(struct archive*)> guard(a, archive_read_free);
-  archive_read_support_filter_gzip(a);
-  archive_read_support_format_tar(a);
-  if (archive_read_open_filename(a, path.c_str(), 1 << 16) != ARCHIVE_OK)
-    archive_fail(a, "cannot read '" + path + "' as a cairn export (a .tar.gz)");
   Extracted out;
-  std::string meta_text;
+  out.meta = read_meta(path);
+  const auto& listed = out.meta["files"];
+  uint64_t total = 0;
+  for (const auto& [n, f] : listed.items()) total += f["size"].get<uint64_t>();
+  if (struct statvfs vf {}; ::statvfs(dir.c_str(), &vf) == 0 && total > uint64_t(vf.f_bavail) * vf.f_frsize)
+    throw Error(Errc::no_space, "the export's files (" + std::to_string(total) + " bytes, as its meta.json lists them) do not fit in '" +
+                                    dir + "' (" + std::to_string(uint64_t(vf.f_bavail) * vf.f_frsize) +
+                                    " bytes free): give --tmp-dir on a larger disk");
+  ArchivePtr a = open_archive(path);
   bool have_meta = false;
   std::vector<uint8_t> buf(1 << 20);
   for (;;) {
     archive_entry* e = nullptr;
-    int rc = archive_read_next_header(a, &e);
+    int rc = archive_read_next_header(a.get(), &e);
     if (rc == ARCHIVE_EOF) break;
-    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) archive_fail(a, "'" + path + "' is damaged or truncated");
+    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) archive_fail(a.get(), "'" + path + "' is damaged or truncated");
     std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
-    auto type = archive_entry_filetype(e);
-    if (type == AE_IFDIR) {  // "repo/data/" (GNU tar) or "repo/data": created as files need them
-      std::string dir = name;
-      while (!dir.empty() && dir.back() == '/') dir.pop_back();
-      if (dir == "repo" || (allowed_name(dir) && dir != "meta.json")) continue;
+    if (skip_or_check(e, path, name)) continue;
+    if (name == "meta.json") {
+      if (have_meta) throw Error(Errc::corrupt, "'" + path + "' holds meta.json twice");
+      have_meta = true;
+      continue;  // read in pass one
     }
-    if (type != AE_IFREG || archive_entry_hardlink(e) || archive_entry_symlink(e))
-      throw Error(Errc::corrupt, "'" + path + "' holds '" + terminal_safe(name) +
-                                     "', which is not a regular file: a cairn export holds only meta.json and its repository's files");
-    if (!allowed_name(name))
-      throw Error(Errc::corrupt, "'" + path + "' holds '" + terminal_safe(name) +
-                                     "': a cairn export holds only meta.json and files under repo/");
-    bool meta = name == "meta.json";
-    if (meta && have_meta) throw Error(Errc::corrupt, "'" + path + "' holds meta.json twice");
+    if (!listed.contains(name))
+      throw Error(Errc::corrupt, "'" + path + "' holds '" + terminal_safe(name) + "', which its meta.json does not list");
+    const uint64_t want = listed[name]["size"].get<uint64_t>();
+    if (archive_entry_size_is_set(e) && uint64_t(archive_entry_size(e)) != want)
+      throw Error(Errc::corrupt, "'" + terminal_safe(name) + "' in '" + path + "' is " + std::to_string(archive_entry_size(e)) +
+                                     " bytes, not the " + std::to_string(want) + " its meta.json lists: the export is damaged");
     std::string dst = dir + "/" + name;
     mkdir_p(fs::path(dst).parent_path().string(), 0700);
     int fd = ::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -216,49 +286,32 @@ Extracted extract_archive(const std::string& path, const std::string& dir) {
     crypto::Sha256 h;
     uint64_t size = 0;
     for (;;) {
-      la_ssize_t n = archive_read_data(a, buf.data(), buf.size());
+      la_ssize_t n = archive_read_data(a.get(), buf.data(), buf.size());
       if (n < 0) {
         ::close(fd);
-        archive_fail(a, "'" + path + "' is damaged or truncated at '" + terminal_safe(name) + "'");
+        archive_fail(a.get(), "'" + path + "' is damaged or truncated at '" + terminal_safe(name) + "'");
       }
       if (n == 0) break;
+      if (size + uint64_t(n) > want) {
+        ::close(fd);
+        throw Error(Errc::corrupt, "'" + terminal_safe(name) + "' in '" + path + "' is longer than the " + std::to_string(want) +
+                                       " bytes its meta.json lists: the export is damaged");
+      }
       write_all(fd, buf.data(), size_t(n), dst);
       h.update({buf.data(), size_t(n)});
       size += uint64_t(n);
-      if (meta) {
-        if (meta_text.size() + size_t(n) > kMaxMeta) {
-          ::close(fd);
-          throw Error(Errc::corrupt, "meta.json in '" + path + "' is over 64 MiB: not a cairn export");
-        }
-        meta_text.append(reinterpret_cast<const char*>(buf.data()), size_t(n));
-      }
     }
     if (::fsync(fd) != 0 || ::close(fd) != 0) throw Error(Errc::io, "cannot write '" + dst + "': " + std::strerror(errno));
     auto d = h.finish();
-    if (meta) have_meta = true;
-    else out.files[name] = {size, to_hex(std::span<const uint8_t>(d))};
+    out.files[name] = {size, to_hex(std::span<const uint8_t>(d))};
   }
-  if (!have_meta) throw Error(Errc::corrupt, "'" + path + "' holds no meta.json: not a cairn export");
-  try {
-    out.meta = nlohmann::json::parse(meta_text);
-  } catch (const std::exception& e) {
-    throw Error(Errc::corrupt, "meta.json in '" + path + "' does not parse: " + e.what());
-  }
-  if (!out.meta.is_object() || out.meta.value("format", "") != kFormat)
-    throw Error(Errc::unsupported, "'" + path + "' is not a cairn export this version reads (format '" +
-                                       std::string(kFormat) + "' expected)");
-  // Every file meta.json lists is there with its size and checksum, and nothing else is.
-  const auto& listed = out.meta["files"];
-  if (!listed.is_object()) throw Error(Errc::corrupt, "meta.json in '" + path + "' lists no files");
+  // Every file meta.json lists is there with its size and checksum.
   for (const auto& [name, f] : listed.items()) {
     auto it = out.files.find(name);
     if (it == out.files.end()) throw Error(Errc::corrupt, "'" + path + "' lacks '" + terminal_safe(name) + "', which its meta.json lists");
-    if (!f.is_object() || f.value("sha256", "") != it->second.second || f.value("size", uint64_t(0)) != it->second.first)
+    if (f.value("sha256", "") != it->second.second || f["size"].get<uint64_t>() != it->second.first)
       throw Error(Errc::corrupt, "'" + terminal_safe(name) + "' in '" + path + "' does not match its checksum in meta.json: the export is damaged");
   }
-  for (const auto& [name, f] : out.files)
-    if (!listed.contains(name))
-      throw Error(Errc::corrupt, "'" + path + "' holds '" + terminal_safe(name) + "', which its meta.json does not list");
   if (!out.meta["snapshots"].is_array() || out.meta["snapshots"].empty())
     throw Error(Errc::corrupt, "meta.json in '" + path + "' lists no snapshot");
   return out;
