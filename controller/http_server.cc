@@ -37,6 +37,10 @@ std::pair<std::string, uint16_t> split_host_port(const std::string& listen) {
   return {host, uint16_t(p)};
 }
 
+constexpr unsigned kConnections = 512;  // poll(): no FD_SETSIZE bound
+constexpr unsigned kPerAddress = 16;
+constexpr unsigned kIdleSeconds = 5;
+
 bool is_loopback(const std::string& host) {
   in_addr a4{};
   if (inet_pton(AF_INET, host.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
@@ -68,8 +72,14 @@ HttpServer::HttpServer(const std::string& host, uint16_t port, std::string token
   (void)len;
   daemon_ = MHD_start_daemon(flags, port, nullptr, nullptr,
                              reinterpret_cast<MHD_AccessHandlerCallback>(&HttpServer::on_request), this,
-                             MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&ss), MHD_OPTION_CONNECTION_LIMIT,
-                             unsigned(64), MHD_OPTION_CONNECTION_TIMEOUT, unsigned(10), MHD_OPTION_END);
+                             MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&ss),
+                             // Slow or idle clients (no token needed to open a
+                             // connection) cannot take every slot: at most
+                             // kPerAddress from one address, kConnections in
+                             // all, each dropped after kIdleSeconds without a
+                             // byte (issue 32: 100 slow clients held all 64).
+                             MHD_OPTION_CONNECTION_LIMIT, kConnections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, kPerAddress,
+                             MHD_OPTION_CONNECTION_TIMEOUT, kIdleSeconds, MHD_OPTION_END);
   if (!daemon_)
     throw Error(Errc::io, "cannot listen on " + host + ":" + std::to_string(port) +
                               " for /metrics and the status page (is the port in use? see [http] listen)");

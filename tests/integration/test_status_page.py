@@ -148,6 +148,27 @@ def test_a_token_guards_the_listener(cluster):
         assert get(base + path, token=token)[0] == 200
     assert token not in c.controller.log.read_text()
 
+    # 100 slow clients without a token (headers begun, never finished) from one
+    # address do not take every connection: Prometheus scraping from another
+    # address gets its answer (issue 32).
+    import http.client
+    import socket
+    port = int(base.rstrip("/").rsplit(":", 1)[1])
+    slow = []
+    try:
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            slow.append(s)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=4, source_address=("127.0.0.2", 0))
+        conn.request("GET", "/metrics", headers={"Authorization": "Bearer " + token})
+        r = conn.getresponse()
+        assert r.status == 200 and b"cairn_agents" in r.read()
+        conn.close()
+    finally:
+        for s in slow:
+            s.close()
+
     # A token file others can read is refused at start, naming it.
     c.controller.stop()
     os.chmod(tf, 0o644)
