@@ -16,7 +16,10 @@
 #include <zmq.h>
 
 #include "cairn/version.h"
+#include "common/plan/signing_key.h"
+#include "common/util/fs.h"
 #include "controller/config.h"
+#include "controller/keyfiles.h"
 #include "controller/server.h"
 
 namespace {
@@ -96,6 +99,21 @@ int main(int argc, char** argv) {
     config = cairn::controller::load_config(config_path);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cairn-controller: %s\n", e.what());
+    return 2;
+  }
+  // Every file start reads, read as start reads it (modes and contents): what
+  // start would refuse, --check-config refuses, and both exit 2 for it, so
+  // systemd's RestartPreventExitStatus=2 stops a restart loop (issue 32).
+  try {
+    using namespace cairn::controller;
+    (void)read_curve_secret(config.key_dir + "/" + kCurveSecretFile);
+    (void)read_curve_public(config.key_dir + "/" + kCurvePublicFile);
+    (void)cairn::plan::SigningKey::load(config.key_dir + "/" + kSigningKeyFile);
+    for (const auto& [name, file] : config.operator_key_files) (void)read_curve_public(file);
+    if (!config.http_token_file.empty()) (void)cairn::read_secret_file(config.http_token_file);
+    if (!config.audit_kafka.sasl_password_file.empty()) (void)cairn::read_secret_file(config.audit_kafka.sasl_password_file);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cairn-controller: %s: %s\n", config_path.c_str(), e.what());
     return 2;
   }
   if (check_only) {

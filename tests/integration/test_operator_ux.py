@@ -167,6 +167,35 @@ def test_wrong_controller_key_is_named(cluster, tmp_path):
     assert rc != 0 and "is it running and listening there?" in err, err
 
 
+def test_controller_check_config_refuses_what_start_refuses(cluster, tmp_path):
+    """--check-config read the TOML only: a 0644 HTTP token file or a 0640
+    signing key passed it and then stopped the controller at start, with exit 1
+    where RestartPreventExitStatus=2 expects 2 (issue 32)."""
+    from cluster import CONTROLLER
+    c = cluster
+    token = tmp_path / "http.token"
+    token.write_text("t0k3n\n")
+    os.chmod(token, 0o644)
+    cfg = c.controller_cfg
+    cfg.write_text(cfg.read_text().replace('[http]\nlisten = "127.0.0.1:0"', f'[http]\nlisten = "127.0.0.1:0"\ntoken_file = "{token}"'))
+
+    def check():
+        p = subprocess.run([os.fspath(CONTROLLER), "--config", os.fspath(cfg), "--check-config"], capture_output=True, text=True)
+        return p.returncode, p.stdout + p.stderr
+    rc, out = check()
+    assert rc == 2 and str(token) in out and "chmod 600" in out, out
+    os.chmod(token, 0o600)
+    assert check() == (0, f"{cfg}: ok\n")
+    key = c.keys / "controller-signing.key"
+    os.chmod(key, 0o640)
+    rc, out = check()
+    assert rc == 2 and str(key) in out, out
+    # Start refuses it the same way, with the same exit status.
+    p = subprocess.run([os.fspath(CONTROLLER), "--config", os.fspath(cfg)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and str(key) in p.stderr, p.stderr
+    os.chmod(key, 0o600)
+
+
 def test_check_config_warns_about_missing_paths_and_repositories(cluster, tmp_path):
     c = cluster
     c.add_agent("node-c")

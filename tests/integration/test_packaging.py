@@ -142,7 +142,16 @@ def test_packages_install_into_a_clean_debian_12_root(tmp_path):
     # Enabled, not started: nothing runs in the root.
     rc, out = run(["chroot", root, "dpkg-query", "-W", "-f", "${Conffiles}\n", "cairn-controller"], env=env)
     assert "/etc/cairn/controller.toml" in out, out
-    # The controller's config check runs there with the shipped example.
+    # The controller's config check runs there with the shipped example: it
+    # refuses what start would refuse (no keys yet: exit 2, naming the file),
+    # and passes once the keys are made as controller.toml says, as the
+    # unit's user (issue 32: keys made as root, or 0640, were refused at start).
     rc, out = run(["chroot", root, "/usr/bin/cairn-controller", "--config", "/etc/cairn/controller.toml",
                    "--check-config"], env=env)
+    assert rc == 2 and "/etc/cairn/keys/controller-curve.key" in out, out
+    rc, out = run(["chroot", root, "runuser", "-u", "cairn", "--", "/usr/bin/cairnctl", "keys", "init",
+                   "--dir", "/etc/cairn/keys"], env=env)
     assert rc == 0, out
+    rc, out = run(["chroot", root, "runuser", "-u", "cairn", "--", "/usr/bin/cairn-controller", "--config",
+                   "/etc/cairn/controller.toml", "--check-config"], env=env)
+    assert rc == 0 and "ok" in out, out
