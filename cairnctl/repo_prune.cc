@@ -32,6 +32,7 @@ void print_result(const RepoOptions& o, const repo::PruneResult& r, bool dry_run
                 {"repacked", count_json(r.repacked)},
                 {"deleted", count_json(r.deleted)},
                 {"unindexed_deleted", count_json(r.unindexed)},
+                {"leftovers_removed", {{"files", r.leftovers.packs}, {"bytes", r.leftovers.bytes}}},
                 {"written", count_json(r.written)},
                 {"unused_bytes_before", r.unused_bytes_before},
                 {"unused_bytes_after", r.unused_bytes_after},
@@ -54,6 +55,9 @@ void print_result(const RepoOptions& o, const repo::PruneResult& r, bool dry_run
   if (r.unindexed.packs)
     info(o, "unindexed: " + std::to_string(r.unindexed.packs) + " packs (" + human_bytes(r.unindexed.bytes) +
                 ") left by interrupted backups " + would + "deleted");
+  if (r.leftovers.packs)
+    info(o, "temporary: " + std::to_string(r.leftovers.packs) + " files (" + human_bytes(r.leftovers.bytes) +
+                ") left by writes that never finished " + would + "removed");
   info(o, "unused space left: " + human_bytes(r.unused_bytes_after));
   if (dry_run) info(o, "dry run: " + human_bytes(r.bytes_freed) + " would be freed; nothing was changed");
   else if (!r.changed) info(o, "nothing to prune");

@@ -52,6 +52,12 @@ class Backend {
   virtual std::optional<uint64_t> size(const Handle& h) = 0;
   virtual void remove(const Handle& h) = 0;
   virtual void list(FileType t, const std::function<void(const std::string& name, uint64_t size)>& fn) = 0;
+  // Temporary files of writes that never finished (a writer killed between
+  // writing and renaming): their paths relative to the repository and sizes.
+  // Backends whose writes are whole-or-nothing have none.
+  virtual void list_leftovers(const std::function<void(const std::string& path, uint64_t size)>& fn) { (void)fn; }
+  // Removes one of them (only under the exclusive lock: no writer is live then).
+  virtual void remove_leftover(const std::string& path) { (void)path; }
 };
 
 std::unique_ptr<Backend> make_fs_backend(const std::string& path);

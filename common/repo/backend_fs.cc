@@ -170,6 +170,34 @@ class FsBackend final : public Backend {
   }
 
   std::string root_;
+
+ public:
+  void list_leftovers(const std::function<void(const std::string&, uint64_t)>& fn) override {
+    auto scan = [&](const std::string& rel) {
+      DIR* d = ::opendir((root_ + "/" + rel).c_str());
+      if (!d) return;
+      std::unique_ptr<DIR, int (*)(DIR*)> guard(d, ::closedir);
+      while (auto* e = ::readdir(d)) {
+        if (std::strncmp(e->d_name, ".tmp-", 5) != 0) continue;
+        struct stat st {};
+        std::string p = rel + "/" + e->d_name;
+        if (::lstat((root_ + "/" + p).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        fn(p, uint64_t(st.st_size));
+      }
+    };
+    static const char* hex = "0123456789abcdef";
+    scan(".");  // config
+    for (FileType t : {FileType::key, FileType::index, FileType::snapshot, FileType::lock, FileType::dict, FileType::claim})
+      scan(file_type_name(t));
+    for (int i = 0; i < 256; ++i) scan(std::string(file_type_name(FileType::pack)) + "/" + hex[i >> 4] + hex[i & 15]);
+  }
+  void remove_leftover(const std::string& path) override {
+    // Only what list_leftovers names: a .tmp- file one or two levels down.
+    auto slash = path.rfind('/');
+    if (slash == std::string::npos || path.compare(slash + 1, 5, ".tmp-") != 0 || path.find("..") != std::string::npos)
+      throw Error(Errc::invalid_input, "'" + path + "' is not a temporary file of this repository");
+    if (::unlink((root_ + "/" + path).c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove", root_ + "/" + path, errno);
+  }
 };
 
 }  // namespace

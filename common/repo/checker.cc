@@ -74,6 +74,7 @@ class Checker {
     check_dictionaries();
     load_index();
     check_packs();
+    check_leftovers();
     check_snapshots();
     if (o_.read_data) {
       read_data();
@@ -85,6 +86,22 @@ class Checker {
   }
 
  private:
+  // Temporary files of writes a killed backup or prune never finished: no
+  // snapshot needs them, prune removes them (issue 32: they stayed unnoticed).
+  void check_leftovers() {
+    uint64_t n = 0, bytes = 0;
+    std::string first;
+    r_.backend().list_leftovers([&](const std::string& p, uint64_t size) {
+      if (n++ == 0) first = p;
+      bytes += size;
+    });
+    if (n)
+      add("temporary_leftover", Severity::warning, first,
+          std::to_string(n) + " temporary file(s), " + std::to_string(bytes) +
+              " bytes, left by writes that never finished (a backup or prune killed); no snapshot needs them and "
+              "'cairnctl repo prune' removes them");
+  }
+
   size_t add(CheckProblem p) {
     std::lock_guard lk(mu_);
     report_.problems.push_back(std::move(p));

@@ -23,7 +23,8 @@ struct CheckProblem {
   // key_slot, index_damaged, pack_missing, pack_truncated, pack_unindexed, pack_unexpected,
   // pack_damaged, pack_header, pack_index_mismatch, blob_damaged, blob_missing,
   // blob_unindexed, dictionary_damaged, snapshot_damaged, tree_damaged, tree_missing, tree_too_deep (deeper than
-  // kMaxTreeDepth), snapshot_too_large (a warning: more entries than ls and restore walk)
+  // kMaxTreeDepth), snapshot_too_large (a warning: more entries than ls and restore walk),
+  // temporary_leftover (a warning: .tmp- files of writes that never finished)
   std::string kind;
   Severity severity = Severity::error;
   std::string object;  // "data/ab/abcd…", "index/…", "snapshots/…", "keys/…", "blob/…"

@@ -306,6 +306,11 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
 
   bool rewrite_index = !repack.empty() || res.deleted.packs || !res.missing_packs.empty();
   if (opt.dry_run) {
+    r.backend().list_leftovers([&](const std::string&, uint64_t size) {
+      ++res.leftovers.packs;
+      res.leftovers.bytes += size;
+    });
+    freed += res.leftovers.bytes;
     uint64_t tree_bytes = 0, tree_blobs = 0, n_tree = 0, n_data = 0;
     for (PackInfo* p : repack)
       for (size_t i = 0; i < p->blobs.size(); ++i)
@@ -397,8 +402,21 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
     r.backend().remove({FileType::claim, n});
   }
 
+  // 6. Temporary files of writes that never finished (a backup or prune
+  // killed between writing and renaming): under the exclusive lock no writer
+  // is live, so every one is stale (issue 32: they stayed forever).
+  std::vector<std::pair<std::string, uint64_t>> leftovers;
+  r.backend().list_leftovers([&](const std::string& path, uint64_t size) { leftovers.emplace_back(path, size); });
+  for (const auto& [path, size] : leftovers) {
+    if (opt.check_lock) opt.check_lock();
+    r.backend().remove_leftover(path);
+    ++res.leftovers.packs;
+    res.leftovers.bytes += size;
+    freed += size;
+  }
+
   res.bytes_freed = freed > res.written.bytes ? freed - res.written.bytes : 0;
-  res.changed = rewrite_index || !drop.empty();
+  res.changed = rewrite_index || !drop.empty() || !leftovers.empty();
   prog.phase = "done";
   report();
   for (const auto& p : r.load_index()) warn("index file '" + p.index_file + "' is unusable after prune: " + p.message);

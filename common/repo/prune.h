@@ -58,6 +58,7 @@ struct PruneResult {
   PruneCount deleted;      // packs: fully unused ones; blobs/bytes: unused entries dropped (deleted + repacked packs)
   PruneCount unindexed;    // packs in no index file, deleted
   PruneCount written;      // new packs (estimated with dry_run)
+  PruneCount leftovers;    // packs: temporary files of writes that never finished (a writer killed), removed; bytes: their size
   uint64_t unused_bytes_before = 0;  // unused and duplicate blob bytes
   uint64_t unused_bytes_after = 0;
   uint64_t bytes_freed = 0;
