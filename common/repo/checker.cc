@@ -565,6 +565,13 @@ class Checker {
   // past that a subtree already walked in this snapshot is not walked again, so a
   // tree bomb costs what its blobs cost. Nothing below kMaxTreeDepth is read.
   static constexpr uint64_t kAttributeEntries = 100'000;
+  // The root tree is the whole snapshot: named by what it backed up (issue
+  // 32: "/" read as the host's root).
+  static std::string root_name(const Snapshot& s) {
+    std::string out;
+    for (const auto& p : s.paths) out += (out.empty() ? "" : ", ") + p;
+    return "the whole snapshot (" + (out.empty() ? std::string("/") : out) + ")";
+  }
   void attribute_snapshot(const Snapshot& s) {
     struct Frame {
       BlobId id;
@@ -580,7 +587,7 @@ class Checker {
     auto open = [&](const BlobId& id, Frame& f, bool& any) -> bool {
       f.id = id;
       if (bad_.count(id)) {
-        attribute_use(id, s.id, path.empty() ? "/" : path);
+        attribute_use(id, s.id, path.empty() ? root_name(s) : path);
         any = f.any = true;
         if (entries > kAttributeEntries && walked.count(id)) return false;
         walked.insert(id);

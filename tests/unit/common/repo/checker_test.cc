@@ -326,3 +326,19 @@ TEST_CASE("repair leaves a pack with an unreadable header alone and keeps its ol
   REQUIRE(h->object.find(id_hex(pack)) != std::string::npos);
   REQUIRE(find_problem(rep, "blob_damaged") == nullptr);
 }
+
+TEST_CASE("the pack of a snapshot's root tree lost: check names the snapshot's source paths, not '/'") {
+  Fixture f;
+  BlobId pack;
+  {
+    auto r = f.open();
+    pack = r->index().lookup(f.snap.tree)->pack;
+  }
+  fs::remove(f.pack_path(pack));
+  CheckReport rep = check(*f.open());
+  INFO(describe(rep));
+  const CheckProblem* p = find_problem(rep, "pack_missing");
+  REQUIRE(p);
+  REQUIRE(contains(p->paths, "the whole snapshot (" + f.src + ")"));
+  REQUIRE(!contains(p->paths, "/"));
+}
