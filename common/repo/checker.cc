@@ -74,6 +74,7 @@ class Checker {
     check_dictionaries();
     load_index();
     check_packs();
+    check_dictionary_needs();
     check_leftovers();
     check_snapshots();
     if (o_.read_data) {
@@ -86,6 +87,17 @@ class Checker {
   }
 
  private:
+  // The index says which blobs were compressed with a dictionary (their flag),
+  // so a plain check knows the repository needs one without reading data
+  // (issue 32: a deleted dictionary was found only by --read-data). Which
+  // dictionary a blob names is inside its sealed frame: read-data checks that.
+  void check_dictionary_needs() {
+    if (dictionary_blobs_ == 0 || r_.dictionary_count() > 0) return;
+    add("dictionary_missing", Severity::error, "dicts/",
+        std::to_string(dictionary_blobs_) + " blob(s) were compressed with a dictionary and dicts/ holds none: "
+        "they cannot be read; restore dicts/ from a copy of the repository");
+  }
+
   // Temporary files of writes a killed backup or prune never finished: no
   // snapshot needs them, prune removes them (issue 32: they stayed unnoticed).
   void check_leftovers() {
@@ -191,7 +203,10 @@ class Checker {
         uint64_t fresh = 0;
         for (const auto& b : blobs) {
           s.max_end = std::max<uint64_t>(s.max_end, uint64_t(b.offset) + b.length);
-          if (!idx.contains(b.id)) ++fresh;
+          if (!idx.contains(b.id)) {
+            ++fresh;
+            if (b.flags & kBlobDictionary) ++dictionary_blobs_;
+          }
         }
         s.max_count = std::max<uint64_t>(s.max_count, blobs.size());
         s.owned += fresh;
@@ -662,6 +677,7 @@ class Checker {
   CheckReport report_;
   std::mutex mu_, progress_mu_;
   std::unordered_map<BlobId, IndexedPack, BlobIdHash> indexed_;
+  uint64_t dictionary_blobs_ = 0;  // indexed blobs compressed with a dictionary
   std::unordered_map<BlobId, uint64_t, BlobIdHash> present_;       // packs in the backend and their sizes
   std::unordered_map<BlobId, size_t, BlobIdHash> pack_problem_;    // missing, truncated or unindexed pack -> problem
   std::unordered_map<BlobId, std::pair<BlobId, PackBlob>, BlobIdHash> orphan_;  // blob -> unindexed pack holding it

@@ -24,7 +24,8 @@ struct CheckProblem {
   // pack_damaged, pack_header, pack_index_mismatch, blob_damaged, blob_missing,
   // blob_unindexed, dictionary_damaged, snapshot_damaged, tree_damaged, tree_missing, tree_too_deep (deeper than
   // kMaxTreeDepth), snapshot_too_large (a warning: more entries than ls and restore walk),
-  // temporary_leftover (a warning: .tmp- files of writes that never finished)
+  // temporary_leftover (a warning: .tmp- files of writes that never finished), dictionary_missing
+  // (blobs the index flags as compressed with a dictionary, and dicts/ holds none)
   std::string kind;
   Severity severity = Severity::error;
   std::string object;  // "data/ab/abcd…", "index/…", "snapshots/…", "keys/…", "blob/…"

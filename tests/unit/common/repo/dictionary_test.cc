@@ -211,6 +211,14 @@ TEST_CASE("a lost compression dictionary is named as damage by restore and check
   bool named = false;
   for (const auto& p : rep.problems) named |= p.message.find("needs compression dictionary") != std::string::npos;
   CHECK(named);
+
+  // A plain check (no data read) knows too, from the index (issue 32: it said "no errors were found").
+  CheckReport plain = check(*t.open());
+  CHECK_FALSE(plain.clean());
+  bool missing = false;
+  for (const auto& p : plain.problems)
+    missing |= p.kind == "dictionary_missing" && p.message.find("compressed with a dictionary and dicts/ holds none") != std::string::npos;
+  CHECK(missing);
 }
 
 TEST_CASE("a damaged compression dictionary is reported by check, and its blobs do not read as other bytes", "[repo][dictionary]") {
