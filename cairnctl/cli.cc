@@ -87,27 +87,13 @@ int exit_code_for(const Error& e) {
 }
 
 // Warnings and messages echo names from repositories and file systems: never raw to the terminal.
-namespace {
-// A message of several lines, each made safe for a terminal on its own (a
-// newline inside a line would be shown as a literal "\n").
-std::string safe_lines(const std::string& msg) {
-  std::string out;
-  size_t pos = 0;
-  for (;;) {
-    size_t nl = msg.find('\n', pos);
-    out += terminal_safe(msg.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos));
-    if (nl == std::string::npos) return out;
-    out += '\n';
-    pos = nl + 1;
-  }
-}
-}  // namespace
-
-void warn(const std::string& msg) { std::fprintf(stderr, "cairnctl: warning: %s\n", safe_lines(msg).c_str()); }
+// One line each: a newline inside msg (a file name can hold one) is shown
+// escaped, never written raw to the terminal. A message of two lines is two calls.
+void warn(const std::string& msg) { std::fprintf(stderr, "cairnctl: warning: %s\n", terminal_safe(msg).c_str()); }
 
 void info(const RepoOptions& o, const std::string& msg) {
   if (o.quiet || o.json) return;
-  std::fprintf(stdout, "%s\n", safe_lines(msg).c_str());
+  std::fprintf(stdout, "%s\n", terminal_safe(msg).c_str());
   std::fflush(stdout);
 }
 

@@ -18,8 +18,11 @@ void register_repo_init(CLI::App& repo, Context& ctx) {
       io.zstd_level = level;
       std::string slot = repo::Repository::init(*be, s, io);
       if (o.json) print_json({{"message_type", "init"}, {"repository", o.repo}, {"key", slot}});
-      else info(o, "created cairn repository at '" + o.repo + "' (key slot " + slot.substr(0, 12) +
-                       ")\nkeep the passphrase safe: without it the data cannot be read");
+      else {
+        // Two lines, two calls: info() escapes a newline (the path may hold one).
+        info(o, "created cairn repository at '" + o.repo + "' (key slot " + slot.substr(0, 12) + ")");
+        info(o, "keep the passphrase safe: without it the data cannot be read");
+      }
       return kExitOk;
     };
   });
