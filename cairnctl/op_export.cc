@@ -203,17 +203,23 @@ bool skip_or_check(archive_entry* e, const std::string& path, const std::string&
   return false;
 }
 
+// The next entry's header and name; false at the end of the archive.
+bool next_entry(struct archive* a, const std::string& path, archive_entry*& e, std::string& name) {
+  int rc = archive_read_next_header(a, &e);
+  if (rc == ARCHIVE_EOF) return false;
+  if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) archive_fail(a, "'" + path + "' is damaged or truncated");
+  name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+  return true;
+}
+
 // Pass one: meta.json (64 MiB at most), read without writing anything; the
 // files it lists (name -> size, sha256), their sizes summed.
 nlohmann::json read_meta(const std::string& path) {
   ArchivePtr a = open_archive(path);
   std::vector<uint8_t> buf(1 << 20);
-  for (;;) {
-    archive_entry* e = nullptr;
-    int rc = archive_read_next_header(a.get(), &e);
-    if (rc == ARCHIVE_EOF) break;
-    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) archive_fail(a.get(), "'" + path + "' is damaged or truncated");
-    std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+  archive_entry* e = nullptr;
+  std::string name;
+  while (next_entry(a.get(), path, e, name)) {
     if (skip_or_check(e, path, name) || name != "meta.json") continue;  // read past, nothing written
     std::string text;
     for (;;) {
@@ -258,12 +264,9 @@ Extracted extract_archive(const std::string& path, const std::string& dir) {
   ArchivePtr a = open_archive(path);
   bool have_meta = false;
   std::vector<uint8_t> buf(1 << 20);
-  for (;;) {
-    archive_entry* e = nullptr;
-    int rc = archive_read_next_header(a.get(), &e);
-    if (rc == ARCHIVE_EOF) break;
-    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) archive_fail(a.get(), "'" + path + "' is damaged or truncated");
-    std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+  archive_entry* e = nullptr;
+  std::string name;
+  while (next_entry(a.get(), path, e, name)) {
     if (skip_or_check(e, path, name)) continue;
     if (name == "meta.json") {
       if (have_meta) throw Error(Errc::corrupt, "'" + path + "' holds meta.json twice");
