@@ -297,7 +297,7 @@ void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
   // restart that was all a user saw: "1.2 GiB/2.4 GiB" for a finished task).
   if (u.to == TaskState::succeeded || u.to == TaskState::partial)
     db_.prepare(
-           "UPDATE tasks SET phase = 0, current_item = '',"
+           "UPDATE tasks SET phase = 0,"
            " bytes_done = CASE WHEN ?1 > 0 THEN ?1 ELSE max(bytes_done, bytes_total) END,"
            " bytes_total = CASE WHEN ?1 > 0 THEN ?1 ELSE max(bytes_done, bytes_total) END,"
            " files_done = CASE WHEN ?2 > 0 THEN ?2 ELSE max(files_done, files_total) END,"
