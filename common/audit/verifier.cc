@@ -22,6 +22,32 @@ Verifier::Verifier(plan::TrustStore& trust, VerifierState state, VerifierOptions
   max_seq_read_ = std::max<int64_t>(0, st_.expected_seq - 1);
   reported_through_ = max_seq_read_;
   for (const auto& p : st_.pending) max_seq_read_ = std::max(max_seq_read_, p.event.seq);
+  reindex();
+}
+
+void Verifier::reindex() {
+  first_at_seq_.clear();
+  at_hash_.clear();
+  for (size_t i = 0; i < st_.pending.size(); ++i) {
+    first_at_seq_.emplace(st_.pending[i].event.seq, i);
+    at_hash_.emplace(st_.pending[i].event.hash, i);
+  }
+}
+
+void Verifier::index_last() {
+  const size_t i = st_.pending.size() - 1;
+  first_at_seq_.emplace(st_.pending[i].event.seq, i);
+  at_hash_.emplace(st_.pending[i].event.hash, i);
+}
+
+const PendingEvent* Verifier::first_pending_at(int64_t seq) const {
+  auto it = first_at_seq_.find(seq);
+  return it == first_at_seq_.end() ? nullptr : &st_.pending[it->second];
+}
+
+int Verifier::pending_index(int64_t seq, const std::string& hash) const {
+  auto it = at_hash_.find(hash);
+  return it != at_hash_.end() && st_.pending[it->second].event.seq == seq ? int(it->second) : -1;
 }
 
 void Verifier::problem(std::string kind, int64_t first, int64_t last, int64_t offset, std::string message) {
@@ -86,35 +112,42 @@ void Verifier::on_event_record(int64_t offset, const AuditEvent& e) {
               name + " arrives again after the chain was verified past it (replayed)");
     return;
   }
-  for (const auto& p : st_.pending) {
-    if (p.event.seq != e.seq) continue;
-    if (p.event.hash == e.hash) {
-      problem("duplicate", e.seq, e.seq, offset,
-              name + " is a duplicate of the event read at offset " + std::to_string(p.offset) + " (replayed)");
-      return;
-    }
-  }
   bool conflict = false;
-  for (const auto& p : st_.pending)
-    if (p.event.seq == e.seq) {
-      problem("conflict", e.seq, e.seq, offset,
-              name + " and the event read at offset " + std::to_string(p.offset) + " are two different events with seq " +
-                  std::to_string(e.seq) + " (hashes " + short_hash(p.event.hash) + " and " + short_hash(e.hash) +
-                  "); the signed checkpoint that covers it decides which one is genuine");
-      conflict = true;
-      break;
-    }
+  if (int i = pending_index(e.seq, e.hash); i >= 0) {
+    problem("duplicate", e.seq, e.seq, offset,
+            name + " is a duplicate of the event read at offset " + std::to_string(st_.pending[size_t(i)].offset) +
+                " (replayed)");
+    return;
+  }
+  if (const PendingEvent* p = first_pending_at(e.seq)) {
+    problem("conflict", e.seq, e.seq, offset,
+            name + " and the event read at offset " + std::to_string(p->offset) + " are two different events with seq " +
+                std::to_string(e.seq) + " (hashes " + short_hash(p->event.hash) + " and " + short_hash(e.hash) +
+                "); the signed checkpoint that covers it decides which one is genuine");
+    conflict = true;
+  }
   if (!conflict && e.seq < max_seq_read_)
     problem("reordered", e.seq, e.seq, offset, name + " arrives after event " + std::to_string(max_seq_read_));
   max_seq_read_ = std::max(max_seq_read_, e.seq);
   if (st_.pending.size() >= kMaxPending) {
-    const PendingEvent& old = st_.pending.front();
-    problem("unsigned", old.event.seq, old.event.seq, old.offset,
-            "event " + std::to_string(old.event.seq) + " (offset " + std::to_string(old.offset) + ") and " +
-                std::to_string(kMaxPending) + " more after it are not covered by any signed checkpoint; it is not verified");
-    st_.pending.erase(st_.pending.begin());
+    // Dropped a tenth at a time: one erase from the front per event would
+    // move the whole vector each time.
+    const size_t n = kMaxPending / 10;
+    int64_t first = st_.pending.front().event.seq, last = first;
+    for (size_t i = 0; i < n; ++i) {
+      first = std::min(first, st_.pending[i].event.seq);
+      last = std::max(last, st_.pending[i].event.seq);
+    }
+    problem("unsigned", first, last, st_.pending.front().offset,
+            std::to_string(n) + " event(s) " + range(first, last) + " (from offset " +
+                std::to_string(st_.pending.front().offset) + ") and " + std::to_string(kMaxPending - n) +
+                " more after them are not covered by any signed checkpoint; the oldest " + std::to_string(n) +
+                " are not verified");
+    st_.pending.erase(st_.pending.begin(), st_.pending.begin() + ptrdiff_t(n));
+    reindex();
   }
   st_.pending.push_back({e, offset});
+  index_last();
 }
 
 void Verifier::on_checkpoint(int64_t offset, const Checkpoint& c,
@@ -164,11 +197,7 @@ void Verifier::on_checkpoint(int64_t offset, const Checkpoint& c,
   if (opt_.from_seq > 0 && st_.expected_seq == 0 && c.seq < opt_.from_seq) return;  // before the requested start
 
   auto& pend = st_.pending;
-  auto find = [&](int64_t seq, const std::string& hash) -> int {
-    for (size_t i = 0; i < pend.size(); ++i)
-      if (pend[i].event.seq == seq && pend[i].event.hash == hash) return int(i);
-    return -1;
-  };
+  auto find = [&](int64_t seq, const std::string& hash) { return pending_index(seq, hash); };
   // Pending events at or below c.seq that the signed chain does not reach are
   // dropped with the problem that explains them.
   auto below = [&](int64_t upto, int64_t lo) {
@@ -183,13 +212,13 @@ void Verifier::on_checkpoint(int64_t offset, const Checkpoint& c,
   };
   auto drop_upto = [&](int64_t upto) {
     std::erase_if(pend, [&](const PendingEvent& p) { return p.event.seq <= upto; });
+    reindex();
   };
   const int64_t first_expected = st_.expected_seq > 0 ? st_.expected_seq : std::max<int64_t>(1, opt_.from_seq);
 
   int top = find(c.seq, c.hash);
   if (top < 0) {
-    bool have = std::any_of(pend.begin(), pend.end(), [&](const PendingEvent& p) { return p.event.seq == c.seq; });
-    if (have) {
+    if (first_pending_at(c.seq)) {
       problem("checkpoint_mismatch", c.seq, c.seq, offset,
               at + ": the controller signed hash " + short_hash(c.hash) +
                   " but no event with that seq on the topic has it; the chain was rewritten" + below(c.seq, 0));
@@ -263,7 +292,12 @@ void Verifier::on_checkpoint(int64_t offset, const Checkpoint& c,
     }
   }
   // The signed chain: verified, handed out in seq order.
-  std::set<int> on_path(path.begin(), path.end());
+  std::vector<bool> on_path(pend.size());
+  std::unordered_map<int64_t, int64_t> genuine_at;  // seq -> offset of the signed event
+  for (int i : path) {
+    on_path[size_t(i)] = true;
+    genuine_at[pend[size_t(i)].event.seq] = pend[size_t(i)].offset;
+  }
   for (auto it = path.rbegin(); it != path.rend(); ++it) {
     const PendingEvent& p = pend[size_t(*it)];
     remember(p.event.seq, p.event.hash);
@@ -273,10 +307,9 @@ void Verifier::on_checkpoint(int64_t offset, const Checkpoint& c,
   // Others within the signed range are not what the controller signed.
   for (size_t i = 0; i < pend.size(); ++i) {
     const PendingEvent& p = pend[i];
-    if (on_path.count(int(i)) || p.event.seq > c.seq || p.event.seq < start.event.seq) continue;
-    int64_t genuine = -1;
-    for (int j : path)
-      if (pend[size_t(j)].event.seq == p.event.seq) genuine = pend[size_t(j)].offset;
+    if (on_path[i] || p.event.seq > c.seq || p.event.seq < start.event.seq) continue;
+    auto g = genuine_at.find(p.event.seq);
+    const int64_t genuine = g == genuine_at.end() ? -1 : g->second;
     problem("forged", p.event.seq, p.event.seq, p.offset,
             "event " + std::to_string(p.event.seq) + " '" + p.event.action + "' (offset " + std::to_string(p.offset) +
                 ") is not the event the controller signed: the " + at + " verifies " +
@@ -295,6 +328,7 @@ std::string Verifier::expire(int64_t now_ms) {
     if (expired) old.push_back(p);
     return expired;
   });
+  if (!old.empty()) reindex();
   if (!old.empty()) {
     int64_t first = old.front().event.seq, last = first;
     for (const auto& p : old) {

@@ -22,8 +22,8 @@
 #include <functional>
 #include <map>
 #include <optional>
-#include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/audit/topic.h"
@@ -96,6 +96,18 @@ class Verifier {
   void remember(int64_t seq, const std::string& hash);
   const std::string* seen_hash(int64_t seq) const;
   void set_head(int64_t seq, const std::string& hash);
+  // Positions in st_.pending by seq: every lookup of a pending event by its
+  // seq goes through it, so reading N events costs O(N), not O(N * pending)
+  // (an attacker who writes a million events and no checkpoint must not stall
+  // the auditor). Rebuilt after each erase from pending (once per checkpoint).
+  // A hash names one event (it covers the seq), so the pair (seq, hash) is
+  // found by the hash; many forged events with one seq cost one lookup each.
+  void reindex();
+  void index_last();
+  const PendingEvent* first_pending_at(int64_t seq) const;
+  int pending_index(int64_t seq, const std::string& hash) const;  // -1: none
+  std::unordered_map<int64_t, size_t> first_at_seq_;
+  std::unordered_map<std::string, size_t> at_hash_;
 
   plan::TrustStore& trust_;
   VerifierState st_;
