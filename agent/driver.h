@@ -142,8 +142,12 @@ struct SnapshotPurpose {
 // checks and the safety backup: nothing is stopped), stop, data, start,
 // verify, then commit (every member verified: the restore's on-disk record is
 // removed, what it set aside is kept) or rollback (any failure after
-// preflight: the data this restore set aside goes back).
-enum class RestoreStep { all, preflight, stop, data, start, verify, commit, rollback };
+// preflight: the data this restore set aside goes back). halt stops the
+// service again before a rollback, on every member of a component whose
+// members would mix the restored and the previous data if some rolled back
+// while others still ran (rollback_needs_halt): no member starts on its
+// previous data until every member's restored service is stopped.
+enum class RestoreStep { all, preflight, stop, data, start, verify, commit, rollback, halt };
 // "stop" -> RestoreStep::stop; "" -> all; nullopt for an unknown name.
 inline const char* step_name(RestoreStep s) {
   switch (s) {
@@ -155,6 +159,7 @@ inline const char* step_name(RestoreStep s) {
     case RestoreStep::verify: return "verify";
     case RestoreStep::commit: return "commit";
     case RestoreStep::rollback: return "rollback";
+    case RestoreStep::halt: return "halt";
   }
   return "?";
 }
@@ -167,6 +172,7 @@ inline std::optional<RestoreStep> restore_step_from_name(const std::string& s) {
   if (s == "start") return RestoreStep::start;
   if (s == "verify") return RestoreStep::verify;
   if (s == "rollback") return RestoreStep::rollback;
+  if (s == "halt") return RestoreStep::halt;
   return std::nullopt;
 }
 
@@ -246,6 +252,16 @@ class Driver {
   // brokers before the controller quorum) survives the stop. Reported in the
   // preflight step's metadata ("stop_wave").
   virtual int stop_wave() const { return 0; }
+  // Whether a cluster restore's rollback must stop every member before any
+  // member starts on its previous data (the halt step; reported in the
+  // preflight step's metadata, "rollback_halt"). True where a member rolled
+  // back would rejoin members still running the restored data and the two
+  // histories would mix: the restore keeps the cluster's identity (Kafka's
+  // cluster.id and KRaft quorum, a ZooKeeper ensemble). False for etcd,
+  // whose restore makes a new cluster (a new cluster id) that members on
+  // their previous data refuse: each member rolls back on its own, and the
+  // members that can serve again do while a lost one is away.
+  virtual bool rollback_needs_halt() const { return false; }
   // The commit step: every member verified the restored data. Removes this
   // restore's on-disk record (ctx.restore_id) and reports what it set aside
   // (kept as the safety copy) in the metadata. A record of another restore

@@ -462,9 +462,10 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   spec.step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
   for (const auto& [k, v] : task.options().cluster_options()) spec.cluster_options[k] = v;
   spec.force_identity = task.options().force_identity();
-  // What this restore set aside on the member's disk is put back or kept
-  // whatever the repository's state: no snapshot is read for these.
-  if (spec.step == RestoreStep::rollback) return driver.restore(ctx, spec);
+  // What this restore set aside on the member's disk is put back or kept,
+  // and a halt stops the service, whatever the repository's state: no
+  // snapshot is read for these.
+  if (spec.step == RestoreStep::rollback || spec.step == RestoreStep::halt) return driver.restore(ctx, spec);
   if (spec.step == RestoreStep::commit) return driver.restore_commit(ctx, spec);
   repo::Snapshot snap;
   try {
@@ -500,7 +501,7 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     // Read-only: the member is ready; nothing is stopped before every member is.
     dr.reasons = driver.restore_preflight(ctx, spec);
     dr.outcome = dr.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
-    dr.metadata = {{"step", "preflight"}, {"stop_wave", driver.stop_wave()}};
+    dr.metadata = {{"step", "preflight"}, {"stop_wave", driver.stop_wave()}, {"rollback_halt", driver.rollback_needs_halt()}};
   } else if (spec.step == RestoreStep::verify) {
     dr.reasons = driver.verify(ctx, snap.component);
     dr.outcome = dr.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
@@ -613,7 +614,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
         // rollback step), and back to their state after, whatever happened.
         auto step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
         const bool maint = maintenance_ && t.component->maintenance;
-        if (maint && (step == RestoreStep::all || step == RestoreStep::stop))
+        if (maint && (step == RestoreStep::all || step == RestoreStep::stop || step == RestoreStep::halt))
           maintenance_->enter(task.component(), *t.component->maintenance);
         const std::string point = "restore." + std::string(step_name(step)) + ".";
         try {

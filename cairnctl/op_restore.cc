@@ -58,6 +58,8 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
         where = "runs on its own data again (rolled back)";
       else if (m.rollback_owed)
         where = "rollback pending: its agent must come back to put its data back (it runs nothing of this restore now)";
+      else if (m.last_step == "halt" && open(m.state))
+        where = "halt pending: no member rolls back until every member's service is stopped; its agent must come back to stop it";
       else if (m.rollback_failed)
         where = "ROLLBACK FAILED: see its reasons above; the data this restore set aside is beside its data dir (.cairn-old-*)";
       else if (open(m.state))

@@ -848,8 +848,9 @@ void Fleet::lose(const std::string& agent_id, ErrorCode code, const std::string&
       // A step of a cluster restore is a barrier for every member: one whose
       // agent is gone fails now, queued or not, so the others are rolled
       // back instead of waiting for it stopped. Its rollback waits for the
-      // agent (what the restore set aside there is put back on its return).
-      bool barrier = !t.restore_step.empty() && t.restore_step != "rollback";
+      // agent (what the restore set aside there is put back on its return),
+      // and so does a halt (the others stay stopped until it is stopped).
+      bool barrier = !t.restore_step.empty() && t.restore_step != "rollback" && t.restore_step != "halt";
       if (!include_pending && t.state == TaskState::pending && !barrier) continue;
       if (auto cur = tx.task(t.id); !cur || catalog::is_terminal(cur->state)) continue;  // ended with a sibling
       tx.update_task(t.id, failed(code, detail));

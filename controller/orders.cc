@@ -647,13 +647,17 @@ namespace {
 // preflight changed nothing: the restore ends. Any failure from stop to
 // verify rolls every member back (the data this restore set aside put back,
 // the service started): all members end on the backup's data (commit) or
-// all on their own (rollback).
-std::string next_step(const std::string& step, bool ok) {
+// all on their own (rollback). A failure once members may run the restored
+// data (start, verify) first stops every member (halt) when the component
+// asks for it (its members' preflight said "rollback_halt"): no member starts
+// on its previous data beside members still on the restored data.
+std::string next_step(const std::string& step, bool ok, bool halt) {
   if (step == "preflight") return ok ? "stop" : "";
   if (step == "stop") return ok ? "data" : "rollback";
   if (step == "data") return ok ? "start" : "rollback";
-  if (step == "start") return ok ? "verify" : "rollback";
-  if (step == "verify") return ok ? "commit" : "rollback";
+  if (step == "start") return ok ? "verify" : (halt ? "halt" : "rollback");
+  if (step == "verify") return ok ? "commit" : (halt ? "halt" : "rollback");
+  if (step == "halt") return "rollback";  // however the halts ended (a failed one is stopped again by its rollback)
   return "";  // commit, rollback
 }
 
@@ -661,7 +665,7 @@ std::string next_step(const std::string& step, bool ok) {
 // the same millisecond have no order of their own.
 int step_rank(const std::string& step) {
   static const std::map<std::string, int> rank = {{"preflight", 1}, {"stop", 2},   {"data", 3},    {"start", 4},
-                                                  {"verify", 5},    {"commit", 6}, {"rollback", 7}};
+                                                  {"verify", 5},    {"commit", 6}, {"halt", 7},     {"rollback", 8}};
   auto it = rank.find(step);
   return it == rank.end() ? 0 : it->second;
 }
@@ -673,6 +677,14 @@ int stop_wave_of(const catalog::Task& preflight) {
   auto j = nlohmann::json::parse(*preflight.component_metadata, nullptr, false);
   if (!j.is_object() || !j.contains("stop_wave") || !j["stop_wave"].is_number_integer()) return 0;
   return std::clamp(j["stop_wave"].get<int>(), 0, 9);
+}
+
+// Whether a member's preflight asked for the halt before a rollback
+// (agent/driver.h rollback_needs_halt).
+bool rollback_halt_of(const catalog::Task& preflight) {
+  if (!preflight.component_metadata) return false;
+  auto j = nlohmann::json::parse(*preflight.component_metadata, nullptr, false);
+  return j.is_object() && j.value("rollback_halt", false) == true;
 }
 
 }  // namespace
@@ -787,7 +799,10 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
     ok &= ok_state(st);
     members.push_back(t);
   }
-  std::string next = next_step(step, ok);
+  bool halt = false;
+  for (const auto& t : same)
+    if (t.restore_step == "preflight" && rollback_halt_of(t)) halt = true;
+  std::string next = next_step(step, ok, halt);
   // The stop step runs in waves (docs/protocol.md § The cluster restore):
   // each member's preflight said its wave ("stop_wave"); wave 0 stops first,
   // and only when all of it stopped does the next wave get its stop tasks.
@@ -819,8 +834,8 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
     std::erase_if(members, [](const catalog::Task& t) { return !t.plan_id.has_value(); });
     if (members.empty()) next.clear();
   }
-  if (step == "rollback" && !ok) {
-    // A rollback whose agent was lost (killed mid-rollback, restarted) runs
+  if ((step == "rollback" || step == "halt") && !ok) {
+    // A rollback (or halt) whose agent was lost (killed mid-rollback, restarted) runs
     // again on that member: it acts only on this restore's record, so a
     // second run puts back what the first did not, or finds nothing to do.
     // At most three tries a member; then the restore ends naming it.
@@ -837,9 +852,14 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
       if (!ok_state(st) && (missed || (lost && tries[t.agent_id] < 3)))
         again.push_back(t);
     }
-    if (again.empty()) return;
-    members = std::move(again);
-    next = "rollback";
+    if (!again.empty()) {
+      members = std::move(again);
+      next = step;
+    } else if (step == "rollback") {
+      return;
+    }
+    // A halt that failed on a member (its stop command failed) still goes on
+    // to the rollback, which stops the service again before it puts anything back.
   }
   if (next.empty()) return;
   auto restore = tx.restore(*ended.restore_id);
@@ -855,9 +875,12 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
   // A member whose agent is gone cannot take this step: it fails now (the
   // barrier then rolls every member back), instead of a plan waiting for the
   // agent while the others stop. A rollback waits for it: its agent puts
-  // back what this restore set aside when it returns.
+  // back what this restore set aside when it returns. So does a halt: the
+  // others stay stopped until the absent member's service is stopped too (it
+  // may run the restored data; the others starting on their previous data
+  // beside it would mix the two).
   std::vector<std::string> absent;
-  if (next != "rollback" && connected_)
+  if (next != "rollback" && next != "halt" && connected_)
     for (const auto& id : ids)
       if (auto t = tx.task(id); t && !connected_(t->agent_id)) absent.push_back(id);
   // Nothing is stopped unless every member can be: a member gone between

@@ -24,3 +24,23 @@ for v in "${VERSIONS[@]}"; do
   touch "$dir.tmp/.complete"
   rm -rf "$dir" && mv "$dir.tmp" "$dir" && rm -f "$dir.tmp.log"
 done
+
+# Kafka 4.x logs through log4j2, but its Maven dependencies carry no SLF4J
+# binding (the release tarball ships log4j-slf4j-impl): without one a broker
+# logs nothing, and a test that sees a broker not come back cannot say why.
+# The binding matching the broker's log4j-core, in a cache of an older run too.
+for v in "${VERSIONS[@]}"; do
+  dir=$CACHE/$v
+  core=$(ls "$dir"/log4j-core-*.jar 2>/dev/null | head -1) || true
+  [[ -n $core ]] || continue
+  ls "$dir"/log4j-slf4j*-impl-*.jar >/dev/null 2>&1 && continue
+  l4j=${core##*/log4j-core-}; l4j=${l4j%.jar}
+  echo "fetching log4j-slf4j-impl $l4j (Kafka $v's logging) into $dir" >&2
+  if ! mvn -q -B -f tests/kafka/pom.xml dependency:copy -Dartifact="org.apache.logging.log4j:log4j-slf4j-impl:$l4j" \
+      -DoutputDirectory="$dir" >"$dir.log4j.log" 2>&1; then
+    echo "could not fetch log4j-slf4j-impl $l4j with maven (log: $dir.log4j.log):" >&2
+    tail -5 "$dir.log4j.log" >&2
+    exit 1
+  fi
+  rm -f "$dir.log4j.log"
+done

@@ -90,6 +90,21 @@ class Kafka:
             "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
             "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
             "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n")
+        # Kafka 4.x logs through log4j2 (scripts/fetch-kafka.sh adds its SLF4J
+        # binding): the broker at INFO into server.log, its tools at WARN on stderr.
+        for name, level, target in (("log4j2.properties", "INFO", "SYSTEM_OUT"),
+                                    ("log4j2-tools.properties", "WARN", "SYSTEM_ERR")):
+            (self.dir / name).write_text(
+                "status = warn\n"
+                "appender.out.type = Console\n"
+                "appender.out.name = OUT\n"
+                f"appender.out.target = {target}\n"
+                "appender.out.layout.type = PatternLayout\n"
+                "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+                f"rootLogger.level = {level}\n"
+                "rootLogger.appenderRef.out.ref = OUT\n"
+                "logger.request.name = kafka.request.logger\n"
+                "logger.request.level = WARN\n")
 
     @staticmethod
     def _common(d, port, node_id):
@@ -165,6 +180,7 @@ class Kafka:
 
     def _java(self, main, *args, check=False, timeout=120, stdin=None):
         cmd = ["java", "-Xmx256m", f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}",
+               f"-Dlog4j2.configurationFile={self.dir / 'log4j2-tools.properties'}",
                "-cp", self._classpath(), main, *args]
         r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
@@ -337,6 +353,7 @@ def _launch(d, version):
         proc = subprocess.Popen(
             ["java", "-Xmx512m", "-Xms128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
              f"-Dlog4j.configuration=file:{d / 'log4j.properties'}",
+             f"-Dlog4j2.configurationFile={d / 'log4j2.properties'}",
              "-cp", os.path.join(lib_dir(version), "*"), "kafka.Kafka", str(d / "server.properties")],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     (d / "server.pid").write_text(str(proc.pid))

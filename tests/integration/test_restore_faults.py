@@ -48,6 +48,7 @@ class Rig:
     """Three members of one cluster, one agent each with its failpoints file,
     a controller; one backup set. Subclasses know the component."""
     component = None
+    halts = False  # the driver asks for the halt before a rollback (rollback_halt)
 
     def __init__(self, c, tmp_path):
         self.tmp = tmp_path
@@ -161,6 +162,7 @@ class EtcdRig(Rig):
 class ZkRig(Rig):
     """Three ZooKeeper servers (an ensemble); the data: a tree of 40 znodes."""
     component = "zookeeper"
+    halts = True
     PATHS = ["/app"] + [f"/app/n{i:02d}" for i in range(40)]
 
     def start_members(self):
@@ -220,6 +222,7 @@ class KafkaRig(Rig):
     (kill_after_seconds, kill_command), so every restore also goes through
     the escalation. The data: 300 keyed records a generation."""
     component = "kafka"
+    halts = True
     TOPIC = "orders"
 
     def start_members(self):
@@ -323,6 +326,10 @@ def fault_case(rig, step, member, action):
     else:
         assert state == "failed", f"{why}: restore ended {state}\n{json.dumps(r)[:3000]}"
         rig.invariants(before, why)
+        if rig.halts and step in ("start", "verify"):
+            # Every member was stopped (halt) before any rolled back.
+            halted = {t.get("agent_name") for t in r.get("tasks", []) if t.get("restore_step") == "halt"}
+            assert halted == set(NAMES_OF_AGENTS), f"{why}: halted {halted}\n{json.dumps(r)[:3000]}"
         if step == "preflight":
             steps = {t.get("restore_step") for t in r.get("tasks", [])}
             assert "stop" not in steps, f"{why}: a member was stopped although a preflight failed: {steps}"
@@ -463,14 +470,20 @@ def test_zookeeper_one_fault_per_step(cluster, tmp_path):
 @pytest.mark.liveness(25)  # three JVMs starting at once starve the daemons for a second or more
 def test_kafka_one_fault_per_step(cluster, tmp_path):
     """CI's row for three KRaft nodes: the six cases on one cluster, one after
-    another, then a plain restore. Every stop of the third node hangs and is
+    another (the verify case freezes the agent), then a plain restore. A
+    failure at start or verify halts every node before any rolls back; the
+    halts are checked in the restore's tasks. Every stop of the third node hangs and is
     escalated to SIGKILL after 5 s; the restore reports it in that stop's
     metadata and ends complete (waiting out the stop's 120 s timeout would
     fail the stop and roll every node back)."""
     rig = KafkaRig(cluster, tmp_path / "kafka-rig")
     try:
+        # At verify the agent is frozen, not killed: it comes back only after
+        # the controller lost it and finishes its verify first, so its broker
+        # runs the restored logs while the others would roll back (the halt
+        # step exists for this: docs/protocol.md § Halt before a rollback).
         for step, member, action in CI_ROW:
-            fault_case(rig, step, rig.members[member], action)
+            fault_case(rig, step, rig.members[member], "freeze" if step == "verify" else action)
         rig.change()
         rc, out, err, rid = rig.restore(expect_rc=0)
         rig.invariants(rig.backed_up, "kafka: a restore after the faults")

@@ -157,7 +157,7 @@ std::vector<Reason> EtcdDriver::preflight(const cairn::v1::Task& task) const {
   }
   RestoreStep step = *parsed;
   bool needs_service = step == RestoreStep::all || step == RestoreStep::preflight || step == RestoreStep::stop ||
-                       step == RestoreStep::start || step == RestoreStep::rollback;
+                       step == RestoreStep::halt || step == RestoreStep::start || step == RestoreStep::rollback;
   if (needs_service && settings_.service.empty())
     refuse("component '" + component_ + "' declares no 'service': cairn cannot stop and start etcd; declare "
            "'service' (a systemd unit, or start_command and stop_command)");
@@ -395,7 +395,8 @@ DriverResult EtcdDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   }
   switch (spec.step) {
     case RestoreStep::all: return restore_all(ctx, spec);
-    case RestoreStep::stop: return step_stop(ctx);
+    case RestoreStep::stop:
+    case RestoreStep::halt: return step_stop(ctx);
     case RestoreStep::data: return step_data(ctx, spec);
     case RestoreStep::start: return step_start(ctx);
     case RestoreStep::verify: return step_verify(ctx, spec);

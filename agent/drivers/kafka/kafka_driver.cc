@@ -689,6 +689,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
 
   switch (spec.step) {
     case RestoreStep::stop:
+    case RestoreStep::halt:
       report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
       try {
         if (auto esc = stop_broker(ctx); !esc.empty()) res.metadata = {{"escalated", esc}};

@@ -39,6 +39,10 @@ class KafkaDriver : public Driver {
   // 1 for a KRaft node with the controller role (process.roles in
   // config_file), stopped after the broker-only nodes; 0 otherwise.
   int stop_wave() const override;
+  // The brokers keep their cluster.id (and a KRaft node its quorum) across a
+  // restore: one rolled back beside brokers still on the restored logs would
+  // mix the two metadata logs (a fatal fault at its next start).
+  bool rollback_needs_halt() const override { return true; }
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
 
   const Settings& settings() const { return settings_; }

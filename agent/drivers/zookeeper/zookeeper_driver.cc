@@ -560,6 +560,7 @@ DriverResult ZooKeeperDriver::restore(TaskContext& ctx, const RestoreSpec& spec)
   try {
     switch (spec.step) {
       case RestoreStep::stop:
+      case RestoreStep::halt:
         step_stop(ctx, res);
         break;
       case RestoreStep::data:

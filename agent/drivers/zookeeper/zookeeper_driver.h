@@ -26,6 +26,9 @@ class ZooKeeperDriver : public Driver {
   std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const override;
   DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
   DriverResult restore_commit(TaskContext& ctx, const RestoreSpec& spec) override;
+  // The ensemble keeps its configuration across a restore: a server rolled
+  // back beside servers still on the restored data syncs from (or to) them.
+  bool rollback_needs_halt() const override { return true; }
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
 
   const Settings& settings() const { return settings_; }
