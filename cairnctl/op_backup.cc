@@ -42,6 +42,14 @@ void print_set(const cairn::v1::BackupSetInfo& s) {
     std::printf("backup set %s: %s\n", terminal_safe(s.backup_set_id()).c_str(), set_state_name(s.state()).c_str());
   std::printf("created %s by %s, finished %s\n", when(s.created_at()).c_str(), terminal_safe(s.requested_by()).c_str(),
               when(s.finished_at()).c_str());
+  if (s.unattested())
+    std::printf("UNATTESTED: rebuilt from snapshot tags that no set record signed by the controller covers (anyone with "
+                "the repository's password could have written them); a restore needs --accept-unattested\n");
+  else if (s.signed_record_in_size()) {
+    std::string in;
+    for (const auto& r : s.signed_record_in()) in += (in.empty() ? "" : ", ") + terminal_safe(r);
+    std::printf("signed set record in: %s\n", in.c_str());
+  }
   print_tasks(s.tasks());
 }
 
@@ -108,6 +116,7 @@ void register_op_backup(CLI::App& app, Context& ctx) {
       std::printf("%-20s %-20s %-7s %-9s %s\n", "ID", "CREATED", "KIND", "STATE", "REQUESTED BY");
       for (const auto& s : r.backup_list().sets()) {
         std::string note = is_safety(s) ? " (" + safety_note(s) + ")" : "";
+        if (s.unattested()) note += " (unattested: restored only with --accept-unattested)";
         if (s.forgotten_at()) note += " (expired by retention; snapshots removed: cannot be restored)";
         else if (s.expired_at()) note += " (expired by retention; snapshots being removed)";
         std::printf("%-20s %-20s %-7s %-9s %s%s\n", terminal_safe(s.backup_set_id()).c_str(),

@@ -7,6 +7,12 @@
 #include "common/util/error.h"
 #include "controller/catalog_rebuild.h"
 #include "controller/config.h"
+#include "controller/keyfiles.h"
+
+#include <sys/stat.h>
+
+#include "common/plan/signing_key.h"
+#include "common/util/fs.h"
 
 namespace cairn::ctl {
 
@@ -32,6 +38,7 @@ void register_op_catalog(CLI::App& app, Context& ctx) {
       "rebuild", "recreate a lost catalog's backup sets, snapshots and outcomes from the repositories' snapshot tags");
   struct Args {
     std::string config, data_dir, repo, password_file, name = "main";
+    std::vector<std::string> trusted_keys;
   };
   auto a = std::make_shared<Args>();
   rebuild->add_option("--config", a->config,
@@ -40,15 +47,51 @@ void register_op_catalog(CLI::App& app, Context& ctx) {
   rebuild->add_option("--repo", a->repo, "a repository to read (instead of --config's)");
   rebuild->add_option("--password-file", a->password_file, "its passphrase file (mode 0600)");
   rebuild->add_option("--repository-name", a->name, "the name the agents give that repository")->capture_default_str();
+  rebuild->add_option("--trusted-key", a->trusted_keys,
+                      "a controller signing key whose set records to believe: 'ed25519:<base64>' or a file holding one "
+                      "(controller-signing.pub; repeatable, e.g. keys rotated away). --config adds its key_dir's")
+      ->allow_extra_args(false);
   rebuild->callback([&ctx, a] {
     ctx.action = [a]() -> int {
       std::string data_dir = a->data_dir;
       if (data_dir.empty() && !a->config.empty()) data_dir = controller::load_config(a->config).data_dir;
       if (data_dir.empty()) throw Error(Errc::invalid_input, "give --data-dir or --config");
       auto repos = repository_sources(a->config, a->repo, a->password_file, a->name);
-      auto rep = controller::rebuild_catalog(data_dir, repos);
+      std::vector<plan::PublicKey> trusted;
+      auto add_key = [&](const std::string& text, const std::string& from) {
+        plan::PublicKey k{};
+        std::string t = text;
+        while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+        if (!plan::parse_public_key(t, k))
+          throw Error(Errc::invalid_input, from + " is not a controller signing key ('ed25519:<base64>')");
+        trusted.push_back(k);
+      };
+      for (const auto& k : a->trusted_keys) {
+        if (k.starts_with("ed25519:")) {
+          add_key(k, "--trusted-key '" + k.substr(0, 24) + "…'");
+        } else {
+          Bytes b = read_file(k, 4096);
+          add_key(std::string(b.begin(), b.end()), "'" + k + "'");
+        }
+      }
+      if (!a->config.empty()) {
+        std::string pub = controller::load_config(a->config).key_dir + "/" + controller::kSigningPubFile;
+        struct stat st {};
+        if (::stat(pub.c_str(), &st) == 0) {
+          Bytes b = read_file(pub, 4096);
+          add_key(std::string(b.begin(), b.end()), "'" + pub + "'");
+        } else {
+          std::printf("note: %s is not there: give the controller's signing key with --trusted-key\n", pub.c_str());
+        }
+      }
+      auto rep = controller::rebuild_catalog(data_dir, repos, trusted);
       std::printf("catalog rebuilt in %s/catalog.db: %zu backup set(s) (%zu complete), %zu snapshot(s), %zu agent(s)\n",
                   data_dir.c_str(), rep.sets, rep.sets_complete, rep.snapshots, rep.agents);
+      std::printf("%zu set(s) attested by a signed set record, %zu unattested (restored only with --accept-unattested)\n",
+                  rep.sets_attested, rep.sets - rep.sets_attested);
+      if (rep.records_unverified) std::printf("left out: %zu set record(s) that do not verify\n", rep.records_unverified);
+      if (rep.snapshots_unlisted)
+        std::printf("left out: %zu snapshot(s) claiming an attested set that its record does not list\n", rep.snapshots_unlisted);
       if (rep.skipped_safety) std::printf("left out: %zu safety backup snapshot(s) (taken before restores)\n", rep.skipped_safety);
       if (rep.skipped_untagged) std::printf("left out: %zu snapshot(s) without cairn's set tags\n", rep.skipped_untagged);
       if (rep.skipped_unreadable) std::printf("left out: %zu unreadable snapshot(s)\n", rep.skipped_unreadable);

@@ -112,6 +112,7 @@ void register_op_restore(CLI::App& app, Context& ctx) {
   auto mode = std::make_shared<std::string>("mirror");
   auto require_connected = std::make_shared<bool>(false);
   auto force_identity = std::make_shared<bool>(false);
+  auto accept_unattested = std::make_shared<bool>(false);
   restore->add_option("set", *set, "backup set id to restore from (or a unique prefix)");
   restore->add_option("--component", *components, "component name (repeatable; default: all in the set)");
   restore->add_option("--node", *nodes, "agent name or id (repeatable; default: all)");
@@ -128,6 +129,9 @@ void register_op_restore(CLI::App& app, Context& ctx) {
   restore->add_flag("--force-identity", *force_identity,
                     "restore even onto a target of another identity (a Kafka broker whose log dirs belong to another "
                     "cluster.id or broker id); refused by default");
+  restore->add_flag("--accept-unattested", *accept_unattested,
+                    "restore from a set a catalog rebuild took from snapshot tags that no signed set record covers "
+                    "('unattested' in 'backup show'); refused by default");
   restore->add_flag("--wait", *wait, "follow progress until the restore ends; exit 0 complete, 3 partial, 1 failed");
   add_op_options(restore, *o);
 
@@ -171,16 +175,17 @@ void register_op_restore(CLI::App& app, Context& ctx) {
     };
   });
 
-  restore->callback([&ctx, restore, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity] {
+  restore->callback([&ctx, restore, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested] {
     if (restore->got_subcommand("show") || restore->got_subcommand("list")) return;
     if (set->empty()) throw CLI::RequiredError("set");
-    ctx.action = [&ctx, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity]() -> int {
+    ctx.action = [&ctx, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested]() -> int {
       cairn::v1::OperatorRequest q;
       auto* r = q.mutable_restore();
       r->set_require_connected(*require_connected);
       r->set_backup_set_id(*set);
       r->set_skip_safety_backup(*skip_safety);
       r->set_force_identity(*force_identity);
+      r->set_accept_unattested(*accept_unattested);
       r->set_restore_target(*target);
       r->set_write_mode(*mode == "merge" ? cairn::v1::RESTORE_WRITE_MODE_MERGE : cairn::v1::RESTORE_WRITE_MODE_MIRROR);
       for (const auto& c : *components) r->mutable_selector()->add_components(c);

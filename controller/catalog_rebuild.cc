@@ -3,7 +3,9 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <map>
+#include <set>
 
 #include "common/repo/backend.h"
 #include "common/repo/keys.h"
@@ -13,7 +15,9 @@
 #include "common/util/error.h"
 #include "common/util/fs.h"
 #include "controller/catalog/catalog.h"
+#include "controller/catalog/outcome.h"
 #include "controller/data_dir.h"
+#include "controller/set_record.h"
 
 namespace cairn::controller {
 namespace {
@@ -64,8 +68,20 @@ std::optional<catalog::RebuiltSet> build_set(catalog::Tx& tx, const std::string&
       auto it = f.tags.find(k);
       return it == f.tags.end() ? std::string() : it->second;
     };
-    if (seen_task[tag("task")]) continue;  // one task, one snapshot (a copy in a second repository)
+    if (seen_task[tag("task")]) {
+      // One task, one snapshot: a copy in a second repository is the same
+      // snapshot; another snapshot claiming the task is named.
+      if (!std::any_of(s.tasks.begin(), s.tasks.end(), [&](const catalog::RebuiltTask& t) { return t.snapshot_id == f.snap.id; }))
+        notes.push_back("set " + set_id + ": snapshot " + f.snap.id.substr(0, 16) + " in '" + f.repository +
+                        "' claims task " + tag("task") + ", which another snapshot of the set has; left out");
+      continue;
+    }
     seen_task[tag("task")] = true;
+    if (tx.task_exists(tag("task"))) {
+      notes.push_back("set " + set_id + ": snapshot " + f.snap.id.substr(0, 16) + " in '" + f.repository + "' claims task " +
+                      tag("task") + ", which another set has; left out");
+      continue;
+    }
     Bytes key;
     if (!from_hex(tag("agent-key"), key) || key.size() != 32) {
       notes.push_back("set " + set_id + ": snapshot " + f.snap.id.substr(0, 16) + " has a malformed agent-key tag; left out");
@@ -118,7 +134,97 @@ std::optional<catalog::RebuiltSet> build_set(catalog::Tx& tx, const std::string&
   return s;
 }
 
-RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<RebuildSource>& repositories) {
+namespace {
+
+// The best verified record of each set (the latest signed), from every
+// repository; records that do not verify are counted and named.
+struct Records {
+  std::map<std::string, SetRecord> by_set;
+};
+
+std::string short_id(const std::string& id) { return id.substr(0, 16); }
+
+// A set taken from its verified record: the tasks, agents and state it
+// names, each task's snapshot found in the repository the record names.
+std::optional<catalog::RebuiltSet> build_attested(catalog::Tx& tx, const SetRecord& rec,
+                                                  const std::map<std::string, std::vector<TaggedSnapshot>>& claimed,
+                                                  std::map<std::string, std::string>& agent_ids, RebuildReport& rep) {
+  catalog::RebuiltSet s;
+  s.id = rec.set_id;
+  s.attested = true;
+  s.created_at = rec.created_at;
+  s.finished_at = rec.finished_at;
+  s.state = catalog::parse_set_state(rec.state).value_or(catalog::SetState::partial);
+  if (!rec.policy.empty()) s.policy = rec.policy;
+  std::set<std::string> listed;
+  std::vector<std::string> lost;
+  auto it = claimed.find(rec.set_id);
+  for (const auto& rt : rec.tasks) {
+    if (rt.snapshot_id.empty()) continue;  // the task left no snapshot (failed): nothing to restore
+    listed.insert(rt.snapshot_id);
+    const TaggedSnapshot* f = nullptr;
+    if (it != claimed.end())
+      for (const auto& c : it->second)
+        if (c.snap.id == rt.snapshot_id && c.repository == rt.repository) f = &c;
+    if (!f) {
+      lost.push_back("snapshot " + short_id(rt.snapshot_id) + " of task " + rt.id + " (agent '" + rt.agent_name +
+                     "', component '" + rt.component + "') is not in repository '" + rt.repository + "'");
+      continue;
+    }
+    Bytes key;
+    if (!from_hex(rt.agent_key, key) || key.size() != 32) {
+      lost.push_back("task " + rt.id + " names a malformed agent key");
+      continue;
+    }
+    if (tx.task_exists(rt.id)) {
+      lost.push_back("task " + rt.id + " is in another set already");
+      continue;
+    }
+    catalog::CurveKey k{};
+    std::copy(key.begin(), key.end(), k.begin());
+    auto& agent_id = agent_ids[rt.agent_key];
+    if (agent_id.empty()) agent_id = tx.rebuilt_agent(rt.agent_name, k);
+    catalog::RebuiltTask t;
+    t.id = rt.id;
+    t.agent_id = agent_id;
+    t.component = rt.component;
+    t.repository = rt.repository;
+    t.snapshot_id = rt.snapshot_id;
+    t.cluster_id = rt.cluster_id;
+    t.created_at = f->snap.time_unix;
+    t.state = catalog::parse_task_state(rt.state).value_or(catalog::TaskState::succeeded);
+    for (const auto& e : f->snap.errors) t.reasons.push_back(e.path + ": " + e.reason);
+    if (!f->snap.component.is_null()) t.component_metadata = f->snap.component.dump();
+    if (f->snap.summary.contains("bytes_total") && f->snap.summary["bytes_total"].is_number_unsigned())
+      t.bytes = f->snap.summary["bytes_total"].get<uint64_t>();
+    s.tasks.push_back(std::move(t));
+  }
+  if (it != claimed.end())
+    for (const auto& c : it->second)
+      if (!listed.count(c.snap.id)) {
+        ++rep.snapshots_unlisted;
+        rep.notes.push_back("set " + rec.set_id + ": snapshot " + short_id(c.snap.id) + " in '" + c.repository +
+                            "' claims to be part of the set (task " + (c.tags.count("task") ? c.tags.at("task") : "?") +
+                            ", agent '" + (c.tags.count("agent") ? c.tags.at("agent") : "?") +
+                            "'), but the set's signed record does not list it: left out (the set's own run did not write it)");
+      }
+  if (s.tasks.empty()) {
+    rep.notes.push_back("set " + rec.set_id + ": its signed record names no snapshot that is still there" +
+                        (lost.empty() ? std::string() : ": " + lost.front()));
+    return std::nullopt;
+  }
+  if (!lost.empty()) {
+    s.state = catalog::SetState::partial;
+    s.note = lost.front() + (lost.size() > 1 ? " (and " + std::to_string(lost.size() - 1) + " more)" : "");
+    for (const auto& l : lost) rep.notes.push_back("set " + rec.set_id + " is partial: " + l);
+  }
+  return s;
+}
+
+}  // namespace
+
+RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<RebuildSource>& repositories,
+                              const std::vector<plan::PublicKey>& trusted) {
   if (repositories.empty()) throw Error(Errc::invalid_input, "name at least one repository (--repo)");
   DataDir dir = DataDir::take(data_dir);
   std::string path = data_dir + "/catalog.db";
@@ -127,7 +233,17 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
     throw Error(Errc::exists, "a catalog exists at '" + path +
                                   "'; a rebuild never replaces one: move it away first if it is the one to replace");
   RebuildReport rep;
+  std::map<std::string, plan::PublicKey> keys;
+  for (const auto& k : trusted) keys[plan::key_id(k)] = k;
+  auto trusted_key = [&](const std::string& id) -> const plan::PublicKey* {
+    auto it = keys.find(id);
+    return it == keys.end() ? nullptr : &it->second;
+  };
+  if (keys.empty())
+    rep.notes.push_back("no controller key was given (--trusted-key, or the key_dir of --config): no set record can be "
+                        "verified, so every set is unattested");
   std::map<std::string, std::vector<TaggedSnapshot>> sets;  // set id -> its snapshots
+  Records records;
   for (const auto& r : repositories) {
     auto repo = open_source(r);
     std::vector<std::pair<std::string, std::string>> bad;
@@ -146,25 +262,70 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
     }
     for (const auto& [id, why] : bad) {
       ++rep.skipped_unreadable;
-      rep.notes.push_back("snapshot " + id.substr(0, 16) + " in '" + r.name + "' cannot be read: " + why);
+      rep.notes.push_back("snapshot " + short_id(id) + " in '" + r.name + "' cannot be read: " + why);
+    }
+    for (const auto& name : repo->list(repo::FileType::set_record)) {
+      std::string why;
+      std::optional<SetRecord> rec;
+      try {
+        rec = verify_set_record(repo->load_json(repo::FileType::set_record, name), trusted_key, why);
+      } catch (const std::exception& e) {
+        why = e.what();
+      }
+      if (!rec) {
+        if (!keys.empty()) {
+          ++rep.records_unverified;
+          rep.notes.push_back("set record " + short_id(name) + " in '" + r.name + "' is not trusted: " + why);
+        }
+        continue;
+      }
+      auto& best = records.by_set[rec->set_id];
+      if (best.set_id.empty() || rec->signed_at > best.signed_at) best = std::move(*rec);
     }
   }
+  for (const auto& [id, rec] : records.by_set)
+    if (!sets.count(id)) sets[id];  // a set whose snapshots are all gone: reported by build_attested
 
   auto cat = catalog::Catalog::open(path);
   cat.transaction("operator:catalog-rebuild", [&](catalog::Tx& tx) {
     std::map<std::string, std::string> agent_ids;  // key hex -> id
-    for (auto& [set_id, found] : sets) {
-      auto s = build_set(tx, set_id, found, agent_ids, rep.notes);
-      if (!s) continue;
-      if (s->state == catalog::SetState::complete) ++rep.sets_complete;
-      s->requested_by = "catalog rebuild";
-      tx.rebuilt_set(*s);
-      ++rep.sets;
-      rep.snapshots += s->tasks.size();
+    // Attested sets first: a forged snapshot reusing a genuine task's id is
+    // then the one left out, whatever the ids' order.
+    std::vector<std::string> order;
+    for (const auto& [set_id, found] : sets)
+      if (records.by_set.count(set_id)) order.push_back(set_id);
+    for (const auto& [set_id, found] : sets)
+      if (!records.by_set.count(set_id)) order.push_back(set_id);
+    for (const auto& set_id : order) {
+      const auto& found = sets[set_id];
+      try {
+        tx.savepoint([&] {
+          std::optional<catalog::RebuiltSet> s;
+          if (auto rec = records.by_set.find(set_id); rec != records.by_set.end()) {
+            s = build_attested(tx, rec->second, sets, agent_ids, rep);
+          } else {
+            s = build_set(tx, set_id, found, agent_ids, rep.notes);
+            if (s)
+              rep.notes.push_back("set " + set_id + " is unattested: no set record signed by a trusted controller key "
+                                  "covers it, so anyone holding the repository's password could have written its "
+                                  "snapshots; it is restored only with --accept-unattested");
+          }
+          if (!s) return;
+          s->requested_by = "catalog rebuild";
+          tx.rebuilt_set(*s);
+          if (s->state == catalog::SetState::complete) ++rep.sets_complete;
+          if (s->attested) ++rep.sets_attested;
+          ++rep.sets;
+          rep.snapshots += s->tasks.size();
+        });
+      } catch (const std::exception& e) {
+        rep.notes.push_back("set " + set_id + " is left out: " + e.what());
+      }
     }
     rep.agents = agent_ids.size();
     tx.audit({"catalog.rebuild", "catalog", "ok", "",
-              {{"sets", rep.sets}, {"snapshots", rep.snapshots}, {"agents", rep.agents},
+              {{"sets", rep.sets}, {"sets_attested", rep.sets_attested}, {"snapshots", rep.snapshots}, {"agents", rep.agents},
+               {"records_unverified", rep.records_unverified}, {"snapshots_unlisted", rep.snapshots_unlisted},
                {"skipped_safety", rep.skipped_safety}, {"skipped_untagged", rep.skipped_untagged},
                {"skipped_unreadable", rep.skipped_unreadable}}});
   });
@@ -201,6 +362,9 @@ ImportResult import_set(catalog::Catalog& cat, const RebuildSource& source, cons
     if (!s) throw Error(Errc::invalid_input, "no snapshot of set " + set_id + " can be recorded: " +
                                                  (out.notes.empty() ? std::string("none names a task") : out.notes.back()));
     s->requested_by = actor + " (import of " + origin + ")";
+    // An operator imports an archive they chose, on purpose (audited): the
+    // set counts as attested, as one the controller ran.
+    s->attested = true;
     tx.rebuilt_set(*s);
     out.set = std::move(*s);
   });

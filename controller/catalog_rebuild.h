@@ -8,9 +8,18 @@
 // count and policy (agent/task_runner.cc). From these the rebuild recreates:
 //  - agents, as `pending`: the repository proves nothing about trust, so an
 //    operator approves each again when it connects (same key, same identity);
-//  - backup sets and their tasks and snapshots, with their outcome: a set is
-//    `complete` only when it holds a snapshot for every task it had and none
-//    is partial; `partial` otherwise, with the reason.
+//  - backup sets and their tasks and snapshots, with their outcome. A set
+//    whose signed record (controller/set_record.h; written by the controller
+//    when the set ended) verifies under a trusted controller key is taken
+//    from the record alone: its tasks, agents, snapshots and state; a
+//    snapshot that claims the set but the record does not list is left out
+//    and reported. A set no verified record covers is built from the tags
+//    (`complete` only when it holds a snapshot for every task it had and none
+//    is partial) and is `unattested`: anyone holding the repository password
+//    could have written it, so it is not restored without the operator's
+//    --accept-unattested.
+//  One bad object (a snapshot reusing another's task id, a record that does
+//  not verify) is reported and left out; the rebuild goes on.
 // Safety backups (taken before a restore) and snapshots without cairn's tags
 // are left out and counted. Nothing in the repositories is changed.
 #include <map>
@@ -18,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "common/plan/signing_key.h"
 #include "common/repo/snapshot.h"
 #include "controller/catalog/catalog.h"
 
@@ -31,6 +41,9 @@ struct RebuildSource {
 
 struct RebuildReport {
   size_t sets = 0, sets_complete = 0, snapshots = 0, agents = 0;
+  size_t sets_attested = 0;        // taken from a verified set record
+  size_t records_unverified = 0;   // set records whose signature or key did not verify
+  size_t snapshots_unlisted = 0;   // claimed an attested set its record does not list
   size_t skipped_safety = 0, skipped_untagged = 0, skipped_unreadable = 0;
   std::vector<std::string> notes;  // one line each: what was left out and why
 };
@@ -59,7 +72,10 @@ std::optional<catalog::RebuiltSet> build_set(catalog::Tx& tx, const std::string&
 
 // Takes the data directory (no controller may run on it) and refuses, before
 // reading anything, when a catalog is there. Throws cairn::Error.
-RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<RebuildSource>& repositories);
+// trusted: the controller keys whose set records are believed (its
+// controller-signing.pub, and any older keys the operator names).
+RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<RebuildSource>& repositories,
+                              const std::vector<plan::PublicKey>& trusted);
 
 // cairnctl import: records the backup set whose snapshots (by id) are in
 // repository `source` now, in a running controller's catalog. Every snapshot

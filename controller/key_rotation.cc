@@ -124,6 +124,9 @@ RotationResult rotate_signing_key(catalog::Catalog& catalog, const std::string& 
       tx.resign_plan(p.id, out.new_key_id, plan::sign_plan(nk, payload));
       ++out.plans_resigned;
     }
+    // Every set's record is signed again by the new key (controller/set_record.h):
+    // a rebuild given the new key then trusts them all.
+    tx.set_records_due_all();
   });
   // Committed: from here on the new key signs, whatever the last two steps
   // do (the re-signed plans and the announcement already name it).

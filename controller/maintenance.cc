@@ -12,6 +12,7 @@
 #include "common/repo/repository.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
+#include "controller/set_record.h"
 
 namespace cairn::controller {
 namespace {
@@ -184,6 +185,8 @@ ForgetResult Maintenance::run(const ForgetJob& job) {
       r->backend().remove({repo::FileType::snapshot, id});
       ++out.snapshots_removed;
     }
+    // Their signed set records go with them (controller/set_record.h).
+    remove_set_records(*r, std::set<std::string>(job.set_ids.begin(), job.set_ids.end()));
     if (before_prune_) before_prune_(job);
     repo::PruneOptions po;
     po.warn = warn;

@@ -49,6 +49,9 @@ void fill_set_header(const catalog::Tx& tx, const catalog::BackupSet& s, cairn::
   out.set_policy(s.policy.value_or(""));
   out.set_expired_at(s.expired_at.value_or(0));
   out.set_forgotten_at(s.forgotten_at.value_or(0));
+  out.set_unattested(!s.attested);
+  if (auto k = tx.active_controller_key(); k)
+    for (const auto& r : tx.set_record_repositories(s.id, *k)) out.add_signed_record_in(r);
 }
 
 // --require-connected: nothing is created when a selected agent is offline.

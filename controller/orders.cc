@@ -508,6 +508,16 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
       throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND,
                     "backup set '" + req.backup_set_id() + "' was expired by policy '" + source_set->policy.value_or("") +
                         "' and its snapshots removed from the repository; pick a newer set ('cairnctl backup list')");
+    if (!source_set->attested) {
+      if (!req.accept_unattested())
+        throw OpError(cairn::v1::ERROR_CODE_CONFLICT,
+                      "backup set '" + source_set->id +
+                          "' is unattested: it was rebuilt from snapshot tags that no set record signed by this "
+                          "controller's key covers, and anyone holding the repository's password could have written "
+                          "them; check its snapshots ('cairnctl backup show'), then restore with --accept-unattested");
+      tx.audit({"restore.accept_unattested", "backup_set:" + source_set->id, "ok",
+                "an operator restores from a set no signed set record covers", {}});
+    }
     // Every restored (agent, component) reads the snapshot that set holds for
     // it; every member of a cluster reads the one snapshot of its cluster.
     std::map<std::pair<std::string, std::string>, catalog::Task> source;

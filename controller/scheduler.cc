@@ -198,6 +198,63 @@ Scheduler::Waiting& Scheduler::waiting(const std::string& repo, int64_t now) {
   return waiting_.try_emplace(repo, Waiting{now}).first->second;
 }
 
+void Scheduler::write_set_records(int64_t now) {
+  if (!records_ || !key_) return;
+  bool failed = false;
+  for (auto& res : records_->take_results()) {
+    catalog_.transaction("controller", [&](catalog::Tx& tx) {
+      for (const auto& repo : res.written) tx.set_record_written(res.job.set_id, repo, res.job.key_id);
+      if (res.errors.empty()) tx.set_record_not_due(res.job.set_id);
+    });
+    for (const auto& [repo, why] : res.errors) {
+      failed = true;
+      // Once an hour a repository: a repository away fails every set's record.
+      if (now - record_warned_[repo] >= 3600) {
+        record_warned_[repo] = now;
+        spdlog::warn("set records: cannot write the signed record of backup set '{}' to repository '{}' (tried again "
+                     "every minute; a catalog rebuild takes the sets without one as unattested): {}",
+                     res.job.set_id, repo, why);
+      }
+    }
+  }
+  if (failed) records_retry_at_ = now + 60;
+  if (records_->in_flight() || now < records_retry_at_) return;
+  std::vector<SetRecordWriter::Job> jobs;
+  catalog_.transaction("controller", [&](catalog::Tx& tx) {
+    for (const auto& id : tx.set_records_due(64)) {
+      auto set = tx.backup_set(id);
+      if (!set || !set->attested || set->trigger == "safety" || set->forgotten_at || set->state == catalog::SetState::running) {
+        tx.set_record_not_due(id);
+        continue;
+      }
+      SetRecordWriter::Job job;
+      job.set_id = id;
+      job.key_id = key_->key_id();
+      auto have = tx.set_record_repositories(id, job.key_id);
+      for (const auto& repo : tx.set_snapshot_repositories(id)) {
+        if (!records_->declared(repo)) {
+          if (record_warned_.emplace("undeclared:" + repo, now).second)
+            spdlog::warn("set records: repository '{}' is not declared in the controller's configuration "
+                         "([[repository]]), so the controller cannot write the signed records of the sets stored "
+                         "there; a catalog rebuild takes those sets as unattested (docs/operations.md § Catalog rebuild)",
+                         repo);
+          continue;
+        }
+        if (std::find(have.begin(), have.end(), repo) == have.end()) job.repositories.push_back(repo);
+      }
+      if (job.repositories.empty()) {
+        // Written everywhere already, or its repositories are not the
+        // controller's to write (not declared: docs/operations.md § Set records).
+        tx.set_record_not_due(id);
+        continue;
+      }
+      job.file = sign_set_record(record_from_catalog(tx, *set, now), *key_);
+      jobs.push_back(std::move(job));
+    }
+  });
+  for (auto& j : jobs) records_->submit(std::move(j));
+}
+
 void Scheduler::submit_forgets(int64_t now) {
   std::map<std::string, ForgetJob> jobs;
   auto expired = catalog_.read([](const catalog::Tx& tx) { return tx.expired_sets(); });
@@ -268,6 +325,7 @@ std::vector<std::string> Scheduler::tick(int64_t now) {
         maintenance_.yield(repo, "gave way to a backup or restore using repository '" + repo + "'"))
       spdlog::info("retention: the prune of repository '{}' gives way to a backup or restore using it", repo);
   take_maintenance_results(now);
+  write_set_records(now);
 
   // Sets that ended: retention after each complete one.
   std::set<std::string> apply;

@@ -27,6 +27,7 @@
 #include "controller/maintenance.h"
 #include "controller/orders.h"
 #include "controller/retention.h"
+#include "controller/set_record.h"
 
 namespace cairn::controller {
 
@@ -52,6 +53,14 @@ class Scheduler {
   // Throws cairn::Error(not_found) for an unknown policy.
   std::vector<SetDecision> retention(const std::string& actor, const std::string& name, bool dry_run);
 
+  // Signed set records (controller/set_record.h): each tick, the records due
+  // are signed with `key` (the controller's active key, rotated in place) and
+  // handed to `writer`. Without this call no record is written (tests).
+  void set_record_writer(SetRecordWriter* writer, const plan::SigningKey* key) {
+    records_ = writer;
+    key_ = key;
+  }
+
   // The first run time after `after` of a policy (nullopt: never, or paused).
   static std::optional<int64_t> next_run(const catalog::Policy& p, int64_t after);
 
@@ -60,6 +69,12 @@ class Scheduler {
                          int64_t scheduled_for, const std::string& note, std::vector<std::string>& agents);
   void take_maintenance_results(int64_t now);
   void submit_forgets(int64_t now);
+  void write_set_records(int64_t now);
+
+  SetRecordWriter* records_ = nullptr;
+  const plan::SigningKey* key_ = nullptr;
+  int64_t records_retry_at_ = 0;              // after a failed write (unix seconds)
+  std::map<std::string, int64_t> record_warned_;  // repository -> when a failed write was last logged
 
   catalog::Catalog& catalog_;
   Orders& orders_;

@@ -131,6 +131,8 @@ Server::Server(const ControllerConfig& config)
   api_ = std::make_unique<OperatorApi>(catalog_, *fleet_, *orders_, signing_key_, config.key_dir, publisher_.get());
   maintenance_ = std::make_unique<Maintenance>(config.repositories);
   scheduler_ = std::make_unique<Scheduler>(catalog_, *orders_, *maintenance_, config_);
+  set_records_ = std::make_unique<SetRecordWriter>(config.repositories);
+  scheduler_->set_record_writer(set_records_.get(), &signing_key_);
   scheduler_->start(catalog_.read([](const catalog::Tx& tx) { return tx.now(); }));
   api_->set_scheduler(scheduler_.get(), config.time_zone);
   api_->set_config(config_);

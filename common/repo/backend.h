@@ -13,7 +13,9 @@
 
 namespace cairn::repo {
 
-enum class FileType { config, key, pack, index, snapshot, lock, dict, claim };
+// set_record: a backup set's record the controller signed when the set ended
+// (controller/set_record.h), what `cairnctl catalog rebuild` trusts.
+enum class FileType { config, key, pack, index, snapshot, lock, dict, claim, set_record };
 
 const char* file_type_name(FileType t);
 

@@ -24,6 +24,7 @@ const char* file_type_name(FileType t) {
     case FileType::lock: return "locks";
     case FileType::dict: return "dicts";
     case FileType::claim: return "claims";
+    case FileType::set_record: return "sets";
   }
   return "?";
 }
@@ -187,7 +188,8 @@ class FsBackend final : public Backend {
     };
     static const char* hex = "0123456789abcdef";
     scan(".");  // config
-    for (FileType t : {FileType::key, FileType::index, FileType::snapshot, FileType::lock, FileType::dict, FileType::claim})
+    for (FileType t : {FileType::key, FileType::index, FileType::snapshot, FileType::lock, FileType::dict, FileType::claim,
+                       FileType::set_record})
       scan(file_type_name(t));
     for (int i = 0; i < 256; ++i) scan(std::string(file_type_name(FileType::pack)) + "/" + hex[i >> 4] + hex[i & 15]);
   }

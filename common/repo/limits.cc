@@ -11,6 +11,7 @@ size_t file_size_ceiling(FileType t) {
     case FileType::index: return kMaxIndexText;
     case FileType::dict: return kMaxDictText;
     case FileType::claim: return 4096;
+    case FileType::set_record: return kMaxSnapshotText;
     case FileType::pack: break;
   }
   return 0;
@@ -25,6 +26,7 @@ std::string file_kind_text(FileType t) {
     case FileType::index: return "an index file";
     case FileType::dict: return "a compression dictionary";
     case FileType::claim: return "a claim";
+    case FileType::set_record: return "a set record";
     case FileType::pack: return "a pack";
   }
   return "a file";

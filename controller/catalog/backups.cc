@@ -72,7 +72,7 @@ std::vector<Task> read_tasks(sqlite::Db& db, const std::string& where, const std
 }
 
 constexpr const char* kSetColumns =
-    "SELECT id, created_at, trigger, requested_by, selector, state, finished_at, policy, expired_at, forgotten_at"
+    "SELECT id, created_at, trigger, requested_by, selector, state, finished_at, policy, expired_at, forgotten_at, attested"
     " FROM backup_sets ";
 
 BackupSet read_set(const sqlite::Stmt& s) {
@@ -87,6 +87,7 @@ BackupSet read_set(const sqlite::Stmt& s) {
   if (!s.is_null(7)) b.policy = s.text(7);
   if (!s.is_null(8)) b.expired_at = s.integer(8);
   if (!s.is_null(9)) b.forgotten_at = s.integer(9);
+  b.attested = s.integer(10) != 0;
   return b;
 }
 
@@ -206,6 +207,13 @@ void Tx::mark_set_forgotten(const std::string& id, const nlohmann::json& details
 }
 
 // A restore reads from the repository its source snapshot's backup wrote to.
+const char* const sql::kOpenTaskOfAgentInSet =
+    "SELECT 1 FROM tasks INDEXED BY tasks_agent_state WHERE agent_id = ?3"
+    " AND state IN ('pending', 'sent', 'accepted', 'running') AND component = ?2 AND backup_set_id = ?1 LIMIT 1";
+const char* const sql::kOpenTaskOfAgentInRestore =
+    "SELECT 1 FROM tasks INDEXED BY tasks_agent_state WHERE agent_id = ?3"
+    " AND state IN ('pending', 'sent', 'accepted', 'running') AND component = ?2 AND restore_id = ?1 LIMIT 1";
+
 const char* const sql::kRepositoryInUse =
     "SELECT EXISTS (SELECT 1 FROM tasks WHERE kind = 'backup' AND repository = ?1"
     "               AND state IN ('pending', 'sent', 'accepted', 'running'))"
@@ -393,10 +401,16 @@ void Tx::release_task_lock(const Task& task) {
   }
   if (target.empty()) target = task.agent_id + "/" + task.component;
   const bool cluster = target.rfind("cluster:", 0) == 0;
-  auto open = db_.prepare(
-      std::string("SELECT 1 FROM tasks WHERE ") + (is_set ? "backup_set_id" : "restore_id") +
-      " = ?1 AND state IN ('pending', 'sent', 'accepted', 'running') AND component = ?2 AND " +
-      (cluster ? "cluster_id = ?3" : "agent_id = ?3") + " LIMIT 1");
+  // An agent's open tasks are found through its own index: through the
+  // set's (backup_set_id, state) index, SQLite 3.40 read every open task of
+  // the set for every task that ended, 50 million rows for a set over 10,000
+  // agents, and the controller fell so far behind that agents' messages went
+  // unread past their liveness (docs/benchmarks.md, the fleet on 16 CPUs).
+  // A cluster's tasks are a few per set: the set's index is right for them.
+  auto open = db_.prepare(cluster ? std::string("SELECT 1 FROM tasks WHERE ") + (is_set ? "backup_set_id" : "restore_id") +
+                                        " = ?1 AND state IN ('pending', 'sent', 'accepted', 'running') AND component = ?2"
+                                        " AND cluster_id = ?3 LIMIT 1"
+                                  : std::string(is_set ? sql::kOpenTaskOfAgentInSet : sql::kOpenTaskOfAgentInRestore));
   open.bind_all(owner, task.component, cluster ? task.cluster_id : task.agent_id);
   if (open.step()) return;
   // Members waiting for their cluster (a restore's after_clusters) are not
@@ -444,6 +458,8 @@ void Tx::finish_owner_if_done(const Task& task) {
   int64_t released = db_.changes();
   audit({is_set ? "backup.finish" : "restore.finish", (is_set ? "backup_set:" : "restore:") + owner,
          std::string(to_string(state)), "", {{"tasks", counts}, {"locks_released", released}}});
+  // Its signed record is written to its repositories (set_records.cc).
+  if (is_set) db_.prepare("INSERT OR IGNORE INTO set_records_due (set_id) VALUES (?)").bind(1, owner).run();
 }
 
 void Tx::set_task_progress(const std::string& task_id, const TaskProgress& p) {

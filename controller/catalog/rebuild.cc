@@ -24,10 +24,10 @@ std::string Tx::rebuilt_agent(const std::string& name, const CurveKey& key) {
 void Tx::rebuilt_set(const RebuiltSet& s) {
   if (backup_set(s.id)) throw Error(Errc::exists, "backup set '" + s.id + "' is in the catalog already");
   db_.prepare(
-         "INSERT INTO backup_sets (id, created_at, trigger, requested_by, selector, state, finished_at, policy)"
-         " VALUES (?, ?, ?, ?, '{}', ?, ?, ?)")
+         "INSERT INTO backup_sets (id, created_at, trigger, requested_by, selector, state, finished_at, policy, attested)"
+         " VALUES (?, ?, ?, ?, '{}', ?, ?, ?, ?)")
       .bind_all(s.id, s.created_at, s.policy ? "schedule" : "manual", s.requested_by, std::string(to_string(s.state)),
-                s.finished_at, s.policy)
+                s.finished_at, s.policy, int64_t(s.attested ? 1 : 0))
       .run();
   auto ins_task = db_.prepare(
       "INSERT INTO tasks (id, backup_set_id, agent_id, component, kind, state, created_at, updated_at, snapshot_id,"
@@ -56,7 +56,8 @@ void Tx::rebuilt_set(const RebuiltSet& s) {
     tasks.push_back({{"task_id", t.id}, {"agent_id", t.agent_id}, {"component", t.component}, {"snapshot", t.snapshot_id}});
     if (!t.cluster_id.empty()) tasks.back()["cluster"] = t.cluster_id;
   }
-  audit({"backup.rebuilt", "backup_set:" + s.id, std::string(to_string(s.state)), s.note, {{"tasks", tasks}}});
+  audit({"backup.rebuilt", "backup_set:" + s.id, std::string(to_string(s.state)), s.note,
+         {{"tasks", tasks}, {"attested", s.attested}}});
 }
 
 }  // namespace cairn::catalog

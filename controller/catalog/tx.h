@@ -27,6 +27,10 @@ namespace sql {
 // The statement of Tx::repository_in_use; its query plan is tested
 // (tests/unit/controller/catalog/migrations_test.cc).
 extern const char* const kRepositoryInUse;
+// Whether an agent has another open task of a component in a set (restore):
+// read through the agent's index (backups.cc release_task_lock).
+extern const char* const kOpenTaskOfAgentInSet;
+extern const char* const kOpenTaskOfAgentInRestore;
 }  // namespace sql
 // Called inside the transaction that ends a task, before its set or restore is
 // recomputed: the controller's cluster restore adds the next step's tasks
@@ -251,6 +255,22 @@ class Tx {
   // A backup set with its tasks and snapshots, ids as the repository names
   // them. Throws cairn::Error(exists) for a set the catalog has.
   void rebuilt_set(const RebuiltSet& set);
+  bool task_exists(const std::string& id) const;
+  // Runs fn inside a SAVEPOINT: what fn wrote is undone when it throws (the
+  // exception goes on), so one bad set of a rebuild is left out alone.
+  void savepoint(const std::function<void()>& fn);
+
+  // -- signed set records (set_records.cc; controller/set_record.h) ------------
+  // Sets whose record is due (ended, or re-signed after a key rotation), oldest first.
+  std::vector<std::string> set_records_due(size_t limit) const;
+  // The repositories (by the agents' names) holding a snapshot of the set.
+  std::vector<std::string> set_snapshot_repositories(const std::string& set_id) const;
+  void set_record_written(const std::string& set_id, const std::string& repository, const std::string& key_id);
+  void set_record_not_due(const std::string& set_id);
+  // Every ended set's record due again (a key rotation: signed by the new key).
+  void set_records_due_all();
+  // The repositories holding the set's record, signed by key_id ("" = any key).
+  std::vector<std::string> set_record_repositories(const std::string& set_id, const std::string& key_id = {}) const;
 
   // -- aggregates for /metrics (stats.cc) ----------------------------------------
   std::vector<BackupStat> backup_stats() const;

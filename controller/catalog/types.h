@@ -110,6 +110,9 @@ struct BackupSet {
   std::optional<std::string> policy;        // the policy that ran it (0008)
   std::optional<int64_t> expired_at;        // a retention rule let it go
   std::optional<int64_t> forgotten_at;      // its snapshots were removed from the repository
+  // False for a set a catalog rebuild (or an import) took from snapshot tags
+  // no signed set record covered (0015): restored only with --accept-unattested.
+  bool attested = true;
 };
 
 // What a policy keeps (restic's forget rules, over backup sets): see
@@ -180,6 +183,7 @@ struct RebuiltSet {
   std::string note;  // why the state is what it is
   std::string requested_by = "catalog rebuild";
   std::vector<RebuiltTask> tasks;
+  bool attested = false;  // a signed set record covers it (controller/set_record.h)
 };
 
 struct CountStat {

@@ -167,6 +167,17 @@ class Cluster:
         out = self.ok(*args, "--json", **kw)
         return json.loads(out)
 
+    def wait_signed(self, set_id, repository="main", timeout=60):
+        """Until the controller wrote the set's signed record to the
+        repository (controller/set_record.h; what a catalog rebuild trusts)."""
+        return self.wait_for(f"set {set_id}'s signed record in '{repository}'",
+                             lambda: repository in self.json("backup", "show", set_id).get("signed_record_in", []),
+                             timeout=timeout)
+
+    def signing_pub(self):
+        """The controller's signing key file (controller-signing.pub), for --trusted-key."""
+        return self.keys / "controller-signing.pub"
+
     # ---- set-up ---------------------------------------------------------
     def init(self):
         self.base.mkdir(parents=True, exist_ok=True)

@@ -575,6 +575,7 @@ def test_a_rebuilt_catalog_restores_the_cluster(rig):
     writer last, are one cluster again and the set restores on all three
     (issue 30, items 2 and 3)."""
     c = rig.c
+    c.declare_repository()  # the controller writes the set's signed record there
     rig.change()
     rig.restore(expect_rc=0)
     writer = c.json("backup", "show", rig.set_id)["tasks"][0]["agent_name"]
@@ -582,12 +583,14 @@ def test_a_rebuilt_catalog_restores_the_cluster(rig):
     for i in range(3):
         c.agents[f"node-{i}"].stop()
         c.agents[f"node-{i}"].start()
+    c.wait_signed(rig.set_id)
     c.controller.stop()
     catalog_dir = c.base / "controller"
     shutil.rmtree(catalog_dir)
     out = c.ok("catalog", "rebuild", "--data-dir", catalog_dir, "--repo", c.repo, "--password-file", c.repo_pass,
-               "--repository-name", "main")
+               "--repository-name", "main", "--trusted-key", c.signing_pub())
     assert "1 agent(s)" in out, out  # only the writer is known from the repository
+    assert "1 set(s) attested by a signed set record, 0 unattested" in out, out
     c.start_controller()
     approve_again(c, writer)
     clusters = set()

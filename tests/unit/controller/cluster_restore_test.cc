@@ -699,7 +699,12 @@ TEST_CASE("cluster identity: a rebuilt set names its cluster, and re-enrolled me
     CHECK(comps[0].cluster_id == "c1");
     CHECK_FALSE(comps[0].member_pending);
   }
-  auto r = orders.create_restore("operator:test", restore_of("set-rebuilt", "etcd"));
+  // Rebuilt from tags alone (no signed set record): refused unless the
+  // operator accepts it (issue 32), then restored as any set.
+  auto req = restore_of("set-rebuilt", "etcd");
+  REQUIRE_THROWS_WITH(orders.create_restore("operator:test", req), Catch::Contains("unattested"));
+  req.set_accept_unattested(true);
+  auto r = orders.create_restore("operator:test", req);
   auto tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_restore(r.id); });
   CHECK(tasks.size() == 3);
 }

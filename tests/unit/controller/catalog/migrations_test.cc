@@ -160,3 +160,19 @@ TEST_CASE("whether a repository is in use is read from partial indexes, not from
   CHECK_THAT(plan, Catch::Contains("tasks_open_restore_source"));
   CHECK(scans.empty());
 }
+
+TEST_CASE("whether an agent has another open task in a set is read through the agent's index, not the set's") {
+  // Through tasks_set_state SQLite read every open task of the set for each
+  // task that ended: at 10,000 agents the controller stopped reading agents'
+  // messages long enough to declare thousands of them lost.
+  Fixture f;
+  auto db = sqlite::Db::open(f.dir.file("catalog.db"), 1000);
+  for (const char* q : {sql::kOpenTaskOfAgentInSet, sql::kOpenTaskOfAgentInRestore}) {
+    auto s = db.prepare(std::string("EXPLAIN QUERY PLAN ") + q);
+    s.bind_all(std::string("bs-1"), std::string("data"), std::string("ag-1"));
+    std::string plan;
+    while (s.step()) plan += s.text(3) + "\n";
+    INFO(plan);
+    CHECK_THAT(plan, Catch::Contains("USING INDEX tasks_agent_state (agent_id=? AND state=?)"));
+  }
+}

@@ -1,0 +1,136 @@
+#pragma once
+// A backup set's record, signed by the controller when the set ends and
+// stored in each repository holding its snapshots (`sets/`, encrypted like
+// every object; docs/repository-format.md § Set records). Snapshot tags are
+// written by agents, and any agent with the repository's password can write
+// any tag; the record is what only the controller could have written: which
+// tasks the set had, which agent (name and CURVE key) ran each, which
+// snapshot each left and how each ended. `cairnctl catalog rebuild` takes a
+// set as attested only from a record whose signature verifies under a
+// controller key it was given; a set built from tags alone is `unattested`
+// and is not restored without the operator's --accept-unattested.
+//
+// The signature covers PAE("application/vnd.cairn.set-record+json", body)
+// (the envelope's DSSE encoding), where body is the record's JSON text as
+// stored, so nothing is canonicalised: the verifier parses only after the
+// signature verified.
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/plan/signing_key.h"
+#include "controller/catalog/types.h"
+
+namespace cairn::catalog {
+class Tx;
+}
+
+namespace cairn::controller {
+
+struct SetRecord {
+  struct Task {
+    std::string id;
+    std::string agent_name;
+    std::string agent_key;  // hex of the agent's CURVE public key
+    std::string component;
+    std::string repository;
+    std::string snapshot_id;  // "" when the task left none
+    std::string cluster_id;
+    std::string state;        // the task's end: succeeded, partial, failed, ...
+  };
+  std::string set_id;
+  int64_t created_at = 0, finished_at = 0;
+  int64_t signed_at = 0;  // unix seconds; a later record of one set replaces an earlier one
+  std::string state;      // complete, partial, failed
+  std::string trigger;
+  std::string policy;
+  std::vector<Task> tasks;
+};
+
+inline constexpr const char* kSetRecordType = "application/vnd.cairn.set-record+json";
+
+// The record's body (JSON text) and the file stored in the repository:
+// {"body": "...", "key_id", "public_key", "signature"}.
+std::string set_record_body(const SetRecord& r);
+nlohmann::json sign_set_record(const SetRecord& r, const plan::SigningKey& key);
+
+// Verifies a stored record: the signature under a key `trusted` knows (by
+// key id), then parses the body. nullopt with `why` set otherwise (an
+// untrusted key, a bad signature, a malformed body).
+std::optional<SetRecord> verify_set_record(const nlohmann::json& file,
+                                           const std::function<const plan::PublicKey*(const std::string& key_id)>& trusted,
+                                           std::string& why);
+
+// The record of a set as the catalog holds it (an ended backup set and its
+// tasks, with their agents' names and keys).
+SetRecord record_from_catalog(const catalog::Tx& tx, const catalog::BackupSet& set, int64_t now);
+
+}  // namespace cairn::controller
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "controller/config.h"
+
+namespace cairn::repo {
+class Repository;
+}
+
+namespace cairn::controller {
+
+// Writes signed set records to the controller's declared repositories, on a
+// thread of its own (a repository's first open derives its key; a prune on
+// the maintenance worker may run for minutes). A record is a new
+// content-addressed object: no lock is needed, and writing one again is
+// harmless.
+class SetRecordWriter {
+ public:
+  struct Job {
+    std::string set_id;
+    std::string key_id;
+    nlohmann::json file;                    // sign_set_record's
+    std::vector<std::string> repositories;  // declared names
+  };
+  struct Result {
+    Job job;
+    std::vector<std::string> written;
+    std::map<std::string, std::string> errors;  // repository -> what failed
+  };
+  explicit SetRecordWriter(std::vector<ControllerConfig::Repository> repositories);
+  ~SetRecordWriter();
+  SetRecordWriter(const SetRecordWriter&) = delete;
+  SetRecordWriter& operator=(const SetRecordWriter&) = delete;
+
+  bool declared(const std::string& repository) const;
+  void submit(Job job);
+  size_t in_flight() const;
+  std::vector<Result> take_results();
+
+ private:
+  void loop();
+  repo::Repository& open(const ControllerConfig::Repository& r);
+
+  std::vector<ControllerConfig::Repository> repositories_;
+  std::map<std::string, std::unique_ptr<repo::Repository>> open_;  // worker thread only
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> queue_;
+  size_t running_ = 0;
+  std::vector<Result> results_;
+  bool stop_ = false;
+  std::thread worker_;
+};
+
+// Removes the records of these sets from an open repository (retention
+// forgot them). Returns how many were removed; a record that cannot be read
+// is left as it is.
+size_t remove_set_records(repo::Repository& r, const std::set<std::string>& set_ids);
+
+}  // namespace cairn::controller
