@@ -883,10 +883,12 @@ void Fleet::flush_touches() {
 
 void Fleet::sweep() {
   auto now = Clock::now();
-  // Agents without a word for `liveness` intervals are lost.
+  // Agents without a word for `liveness` intervals are lost, counted up to
+  // the last time the loop had read every message waiting (caught_up).
+  const auto heard_until = std::min(now, caught_up_at_);
   std::vector<std::string> dead;
   for (auto& [rid, s] : sessions_)
-    if (now - s.last_recv > timeout()) dead.push_back(rid);
+    if (heard_until - s.last_recv > timeout()) dead.push_back(rid);
   for (const auto& rid : dead) {
     Session s = sessions_[rid];
     sessions_.erase(rid);
@@ -899,7 +901,7 @@ void Fleet::sweep() {
   }
   // Agents that did not come back after a controller restart.
   for (auto it = gone_.begin(); it != gone_.end();) {
-    if (now - it->second > timeout() && !connected(it->first)) {
+    if (heard_until - it->second > timeout() && !connected(it->first)) {
       spdlog::warn("fleet: agent '{}' did not return; failing its tasks in flight", it->first);
       lose(it->first, cairn::v1::ERROR_CODE_AGENT_LOST,
            "agent did not reconnect within the liveness timeout after a controller restart", false);

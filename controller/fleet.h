@@ -34,6 +34,12 @@ class Fleet {
   void on_frames(const std::string& routing_id, const CurveKey& key, int fd, const std::vector<std::string>& body);
   // Heartbeats, liveness, plan expiry, progress flush; call often (≥ 10/s).
   void tick();
+  // The loop read every message waiting on the fleet socket (it found it
+  // empty). Liveness counts an agent's silence only up to this moment: a
+  // controller busy for longer than the liveness timeout (10,000 results to
+  // record) has messages queued unread, and must not take its own backlog
+  // for agents gone silent.
+  void caught_up() { caught_up_at_ = Clock::now(); }
 
   // Sends the agent's undelivered plans when it is connected and registered.
   void deliver(const std::string& agent_id) { deliver(std::vector<std::string>{agent_id}); }
@@ -144,6 +150,7 @@ class Fleet {
   };
   std::map<std::string, Noted> foreign_noted_;  // agent id -> last foreign-id note
   Clock::time_point last_sweep_{};
+  Clock::time_point caught_up_at_ = Clock::now();
   Clock::time_point last_flush_{};
 };
 

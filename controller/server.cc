@@ -167,7 +167,9 @@ std::string Server::operator_endpoint() const { return operator_socket_.get(zmq:
 void Server::on_fleet() {
   std::vector<zmq::message_t> frames;
   // Bounded so the operator socket and timers are served under load too.
-  for (int i = 0; i < 1000 && recv_bounded(fleet_socket_, frames); ++i) fleet_->on_message(frames);
+  int i = 0;
+  for (; i < 1000 && recv_bounded(fleet_socket_, frames); ++i) fleet_->on_message(frames);
+  if (i < 1000) fleet_->caught_up();  // the socket was empty: every message sent until now is read
   fleet_->flush_task_results();  // and the plan acks and progress before them
 }
 
@@ -302,7 +304,10 @@ void Server::run(const std::atomic<bool>& stop, const std::function<void()>& ali
         zap_->handle_one();
         items[0].revents = zap_->socket().get(zmq::sockopt::events) & ZMQ_POLLIN;
       }
-      if (items[1].revents & ZMQ_POLLIN) on_fleet();
+      if (items[1].revents & ZMQ_POLLIN)
+        on_fleet();
+      else
+        fleet_->caught_up();  // nothing waiting
       if (items[2].revents & ZMQ_POLLIN) on_operator();
       fleet_->tick();
       // Plans of a cluster restore's next step, made when the last member ended the step before.
