@@ -14,7 +14,7 @@ PKGS=(build-essential dpkg-dev cmake ninja-build pkg-config git
       libcctz-dev tzdata  # policies' schedules in a configured time zone (controller/schedule.h)
       libmicrohttpd-dev chromium  # the controller's /metrics and status page, and the headless browser its test loads it in
       libarchive-dev  # cairnctl export and import: .tar.gz archives
-      debootstrap)  # the .deb packages' test installs them into a clean Debian 12 root
+      debootstrap lintian)  # the .deb packages' test: installed into a clean Debian 12 root, checked by lintian
 if [[ "${1:-}" == "--bench" ]]; then PKGS+=(restic borgbackup zstd); fi
 # libFuzzer builds (docs/testing.md); CI replays the corpora with gcc and needs none of it.
 if [[ "${1:-}" == "--fuzz" ]]; then PKGS+=(clang libclang-rt-14-dev lld); fi
