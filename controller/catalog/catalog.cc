@@ -98,7 +98,13 @@ int64_t Catalog::release_memory() {
 
 void Catalog::before_commit(Tx& tx) {
   if (outbox_cap_ <= 0 || !tx.wrote_audit()) return;
+  // An upper bound on the unpublished events: what was counted last, plus
+  // every event added since (publishing only lowers the true number). Only
+  // when it passes the cap are they counted again: with Kafka up, once every
+  // `outbox_max_events` events; with Kafka down, once every tenth of it.
+  if (outbox_bound_ >= 0 && (outbox_bound_ += tx.audit_written()) <= outbox_cap_) return;
   Tx::Dropped d = tx.cap_audit_outbox(outbox_cap_);
+  outbox_bound_ = d.unpublished;
   if (d.count > 0)
     spdlog::error("audit: {} unpublished event(s) lost (seq {}..{}): the outbox reached audit.kafka.outbox_max_events = {} "
                   "while Kafka did not take them; an audit.dropped event records the range",

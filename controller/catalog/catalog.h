@@ -94,6 +94,7 @@ class Catalog {
  private:
   void before_commit(Tx& tx);
   int64_t outbox_cap_ = 0;
+  int64_t outbox_bound_ = -1;  // an upper bound on unpublished audit events (-1: not counted yet)
   // Begins on construction; rolls back on destruction unless committed.
   class Scope {
    public:

@@ -49,7 +49,7 @@ int64_t Tx::audit(const AuditRecord& record) {
                 e.hash)
       .run();
   audit_head_.emplace(e.seq, std::move(e.hash));
-  wrote_audit_ = true;
+  ++audit_written_;
   return e.seq;
 }
 
@@ -175,20 +175,18 @@ int64_t Tx::audit_first_after(int64_t after_seq) const {
 Tx::Dropped Tx::cap_audit_outbox(int64_t max_unpublished) {
   Dropped d;
   if (max_unpublished <= 0) return d;
-  {
-    // Cheap when under the bound: one step through the partial index.
-    auto over = db_.prepare("SELECT seq FROM audit_outbox WHERE published_at IS NULL ORDER BY seq DESC LIMIT 1 OFFSET ?");
-    over.bind(1, max_unpublished);
-    if (!over.step()) return d;
-  }
   const int64_t keep = std::max<int64_t>(0, max_unpublished - std::max<int64_t>(1, max_unpublished / 10) - 1);
   {
+    // Through the partial index of unpublished events: O(unpublished). The
+    // catalog runs this only when its bound on them says they may be over
+    // (Catalog::before_commit), not in every audited transaction.
     auto q = db_.prepare("SELECT count(*), min(seq) FROM audit_outbox WHERE published_at IS NULL");
     if (!q.step()) return d;
-    d.count = q.integer(0) - keep;
+    d.unpublished = q.integer(0);
+    if (d.unpublished <= max_unpublished) return d;
+    d.count = d.unpublished - keep;
     d.first = q.is_null(1) ? 0 : q.integer(1);
   }
-  if (d.count <= 0) return {};
   {
     auto q = db_.prepare("SELECT seq FROM audit_outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1 OFFSET ?");
     q.bind(1, d.count - 1);
@@ -196,6 +194,7 @@ Tx::Dropped Tx::cap_audit_outbox(int64_t max_unpublished) {
     d.last = q.integer(0);
   }
   d.count = delete_through_gate(db_, " AND published_at IS NULL", d.last);
+  d.unpublished -= d.count;
   audit({"audit.dropped", "audit_outbox", "dropped", "outbox_full",
          {{"count", d.count}, {"first_seq", d.first}, {"last_seq", d.last}, {"max_unpublished", max_unpublished}}});
   return d;

@@ -87,10 +87,12 @@ class Tx {
   // range. Returns {count, first seq, last seq} dropped (count 0: none).
   struct Dropped {
     int64_t count = 0, first = 0, last = 0;
+    int64_t unpublished = 0;  // unpublished events left after the cap
   };
   Dropped cap_audit_outbox(int64_t max_unpublished);
   // Whether this transaction wrote audit events.
-  bool wrote_audit() const { return wrote_audit_; }
+  bool wrote_audit() const { return audit_written_ > 0; }
+  int64_t audit_written() const { return audit_written_; }
   // One event by seq (the publisher signs checkpoints over its hash).
   std::optional<AuditEvent> audit_event(int64_t seq) const;
 
@@ -326,7 +328,7 @@ class Tx {
   // 1,000 agents writes thousands of events, each chained to the one before,
   // without reading the head back each time.
   std::optional<std::pair<int64_t, std::string>> audit_head_;
-  bool wrote_audit_ = false;
+  int64_t audit_written_ = 0;
   // Random bytes for event ids, drawn in blocks (one RAND_bytes call per 64 events).
   std::array<uint8_t, 1024> id_pool_{};
   size_t id_pool_used_ = sizeof(id_pool_);
