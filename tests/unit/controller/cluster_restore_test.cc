@@ -981,3 +981,48 @@ TEST_CASE("cluster: etcd (no rollback_halt) rolls each member back at once, as b
   CHECK(f.step_tasks(r.id, "halt").empty());
   CHECK(f.step_tasks(r.id, "rollback").size() == 3);
 }
+
+namespace {
+// What 'cairnctl backup cancel RESTORE' does (OperatorApi::cancel): every open
+// task of the restore ends failed, 'cancelled by operator', in one transaction.
+void cancel_restore(ClusterFixture& f, const std::string& restore_id) {
+  f.cat.transaction("operator:test", [&](Tx& tx) {
+    for (const auto& t : tx.tasks_of_restore(restore_id)) {
+      if (is_terminal(t.state)) continue;
+      TaskUpdate u(TaskState::failed);
+      u.reasons.push_back(reason(cairn::v1::ERROR_CODE_CANCELLED, "cancelled by operator"));
+      tx.update_task(t.id, u);
+    }
+  });
+}
+}  // namespace
+
+TEST_CASE("cluster: a restore cancelled mid-way still ends all on one side: every member is rolled back") {
+  SECTION("etcd, cancelled during the data step: rolled back at once") {
+    ClusterFixture f;
+    auto r = f.orders.create_restore("operator:test", restore_of(f.backed_up_set(), "etcd"));
+    f.end_step(r.id, "preflight");
+    f.end_step(r.id, "stop");
+    REQUIRE(f.step_tasks(r.id, "data").size() == 3);
+    cancel_restore(f, r.id);
+    auto rollback = f.step_tasks(r.id, "rollback");
+    REQUIRE(rollback.size() == 3);
+    for (const auto& t : rollback) CHECK(t.plan_id);  // made after the cancel: not cancelled with the rest
+    CHECK(f.restore_state(r.id) == SetState::running);
+    f.end_step(r.id, "rollback");
+    CHECK(f.restore_state(r.id) == SetState::failed);
+  }
+  SECTION("brokers, cancelled during verify: halted first, then rolled back") {
+    BrokerFixture f;
+    std::string r = f.restore_all_brokers();
+    end_preflight_with_halt(f, r);
+    for (const std::string step : {"stop", "data", "start"}) f.end_step(r, step);
+    cancel_restore(f, r);
+    CHECK(f.step_tasks(r, "rollback").empty());
+    REQUIRE(f.step_tasks(r, "halt").size() == 3);
+    f.end_step(r, "halt");
+    REQUIRE(f.step_tasks(r, "rollback").size() == 3);
+    f.end_step(r, "rollback");
+    CHECK(f.restore_state(r) == SetState::failed);
+  }
+}
