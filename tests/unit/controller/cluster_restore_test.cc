@@ -5,6 +5,7 @@
 // (docs/protocol.md § Cluster-scoped components and the cluster restore).
 #include <catch2/catch.hpp>
 
+#include <functional>
 #include <map>
 #include <set>
 
@@ -815,14 +816,22 @@ TEST_CASE("cluster: a restore in steps is refused, naming them, while members' a
 namespace {
 // Ends the preflight of each broker with the stop wave its agent reported
 // (agent/driver.h stop_wave: 1 for a KRaft node with the controller role).
-void end_preflight_with_waves(BrokerFixture& f, const std::string& restore_id, const std::map<std::string, int>& wave) {
+// Ends each broker's preflight with the metadata its agent reported.
+void end_preflight_with(BrokerFixture& f, const std::string& restore_id,
+                        const std::function<nlohmann::json(const std::string& agent_id)>& metadata) {
   for (const auto& t : f.step_tasks(restore_id, "preflight"))
     f.cat.transaction("agent", [&](Tx& tx) {
       for (auto s : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(t.id, {s});
       TaskUpdate u{TaskState::succeeded};
-      u.component_metadata = nlohmann::json{{"step", "preflight"}, {"stop_wave", wave.at(t.agent_id)}}.dump();
+      u.component_metadata = metadata(t.agent_id).dump();
       tx.update_task(t.id, u);
     });
+}
+
+void end_preflight_with_waves(BrokerFixture& f, const std::string& restore_id, const std::map<std::string, int>& wave) {
+  end_preflight_with(f, restore_id, [&](const std::string& agent) {
+    return nlohmann::json{{"step", "preflight"}, {"stop_wave", wave.at(agent)}};
+  });
 }
 
 std::set<std::string> agents_of(const std::vector<Task>& tasks) {
@@ -905,13 +914,9 @@ namespace {
 // Ends the preflight of each broker saying it needs the halt before a
 // rollback (agent/driver.h rollback_needs_halt: Kafka, ZooKeeper).
 void end_preflight_with_halt(BrokerFixture& f, const std::string& restore_id) {
-  for (const auto& t : f.step_tasks(restore_id, "preflight"))
-    f.cat.transaction("agent", [&](Tx& tx) {
-      for (auto s : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(t.id, {s});
-      TaskUpdate u{TaskState::succeeded};
-      u.component_metadata = nlohmann::json{{"step", "preflight"}, {"stop_wave", 0}, {"rollback_halt", true}}.dump();
-      tx.update_task(t.id, u);
-    });
+  end_preflight_with(f, restore_id, [](const std::string&) {
+    return nlohmann::json{{"step", "preflight"}, {"stop_wave", 0}, {"rollback_halt", true}};
+  });
 }
 }  // namespace
 
