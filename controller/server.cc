@@ -133,6 +133,9 @@ Server::Server(const ControllerConfig& config)
   scheduler_ = std::make_unique<Scheduler>(catalog_, *orders_, *maintenance_, config_);
   set_records_ = std::make_unique<SetRecordWriter>(config.repositories);
   scheduler_->set_record_writer(set_records_.get(), &signing_key_);
+  // A repository declared since the last start gets the records of the sets
+  // already stored there (the scheduler passes over the others quickly).
+  catalog_.transaction("controller", [&](catalog::Tx& tx) { tx.set_records_due_unwritten(signing_key_.key_id()); });
   scheduler_->start(catalog_.read([](const catalog::Tx& tx) { return tx.now(); }));
   api_->set_scheduler(scheduler_.get(), config.time_zone);
   api_->set_config(config_);

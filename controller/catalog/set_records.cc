@@ -39,6 +39,15 @@ void Tx::set_records_due_all() {
       " WHERE state IN ('complete', 'partial', 'failed') AND trigger != 'safety' AND forgotten_at IS NULL AND attested = 1");
 }
 
+void Tx::set_records_due_unwritten(const std::string& key_id) {
+  db_.prepare(
+         "INSERT OR IGNORE INTO set_records_due (set_id) SELECT b.id FROM backup_sets b"
+         " WHERE b.state IN ('complete', 'partial', 'failed') AND b.trigger != 'safety' AND b.forgotten_at IS NULL"
+         " AND b.attested = 1 AND NOT EXISTS (SELECT 1 FROM set_records r WHERE r.set_id = b.id AND r.key_id = ?)")
+      .bind(1, key_id)
+      .run();
+}
+
 std::vector<std::string> Tx::set_record_repositories(const std::string& set_id, const std::string& key_id) const {
   auto s = db_.prepare("SELECT repository FROM set_records WHERE set_id = ? AND (? = '' OR key_id = ?) ORDER BY 1");
   s.bind_all(set_id, key_id, key_id);

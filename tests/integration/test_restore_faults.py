@@ -576,6 +576,8 @@ def test_a_rebuilt_catalog_restores_the_cluster(rig):
     (issue 30, items 2 and 3)."""
     c = rig.c
     c.declare_repository()  # the controller writes the set's signed record there
+    for i in range(3):
+        c.wait_for(f"node-{i} connected again", lambda n=f"node-{i}": c.connected(n), timeout=30)
     rig.change()
     rig.restore(expect_rc=0)
     writer = c.json("backup", "show", rig.set_id)["tasks"][0]["agent_name"]
