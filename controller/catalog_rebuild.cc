@@ -17,6 +17,7 @@
 #include "controller/catalog/catalog.h"
 #include "controller/catalog/outcome.h"
 #include "controller/data_dir.h"
+#include "controller/maintenance.h"
 #include "controller/set_record.h"
 
 namespace cairn::controller {
@@ -27,9 +28,7 @@ bool has(const repo::Snapshot& s, const std::string& tag) {
 }
 
 std::unique_ptr<repo::Repository> open_source(const RebuildSource& r) {
-  auto be = repo::make_fs_backend(r.path);
-  if (!be->size({repo::FileType::config, ""})) throw Error(Errc::no_repo, "no repository at '" + r.path + "'");
-  return repo::Repository::open(std::move(be), repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(r.password_file)));
+  return open_controller_repository(r.path, r.password_file);
 }
 
 }  // namespace
@@ -136,12 +135,6 @@ std::optional<catalog::RebuiltSet> build_set(catalog::Tx& tx, const std::string&
 
 namespace {
 
-// The best verified record of each set (the latest signed), from every
-// repository; records that do not verify are counted and named.
-struct Records {
-  std::map<std::string, SetRecord> by_set;
-};
-
 std::string short_id(const std::string& id) { return id.substr(0, 16); }
 
 // A set taken from its verified record: the tasks, agents and state it
@@ -243,7 +236,7 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
     rep.notes.push_back("no controller key was given (--trusted-key, or the key_dir of --config): no set record can be "
                         "verified, so every set is unattested");
   std::map<std::string, std::vector<TaggedSnapshot>> sets;  // set id -> its snapshots
-  Records records;
+  std::map<std::string, SetRecord> records;  // set id -> its latest verified record, from any repository
   for (const auto& r : repositories) {
     auto repo = open_source(r);
     std::vector<std::pair<std::string, std::string>> bad;
@@ -279,11 +272,11 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
         }
         continue;
       }
-      auto& best = records.by_set[rec->set_id];
+      auto& best = records[rec->set_id];
       if (best.set_id.empty() || rec->signed_at > best.signed_at) best = std::move(*rec);
     }
   }
-  for (const auto& [id, rec] : records.by_set)
+  for (const auto& [id, rec] : records)
     if (!sets.count(id)) sets[id];  // a set whose snapshots are all gone: reported by build_attested
 
   auto cat = catalog::Catalog::open(path);
@@ -293,15 +286,15 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
     // then the one left out, whatever the ids' order.
     std::vector<std::string> order;
     for (const auto& [set_id, found] : sets)
-      if (records.by_set.count(set_id)) order.push_back(set_id);
+      if (records.count(set_id)) order.push_back(set_id);
     for (const auto& [set_id, found] : sets)
-      if (!records.by_set.count(set_id)) order.push_back(set_id);
+      if (!records.count(set_id)) order.push_back(set_id);
     for (const auto& set_id : order) {
       const auto& found = sets[set_id];
       try {
         tx.savepoint([&] {
           std::optional<catalog::RebuiltSet> s;
-          if (auto rec = records.by_set.find(set_id); rec != records.by_set.end()) {
+          if (auto rec = records.find(set_id); rec != records.end()) {
             s = build_attested(tx, rec->second, sets, agent_ids, rep);
           } else {
             s = build_set(tx, set_id, found, agent_ids, rep.notes);

@@ -126,7 +126,7 @@ RotationResult rotate_signing_key(catalog::Catalog& catalog, const std::string& 
     }
     // Every set's record is signed again by the new key (controller/set_record.h):
     // a rebuild given the new key then trusts them all.
-    tx.set_records_due_all();
+    tx.set_records_due_unwritten(out.new_key_id);
   });
   // Committed: from here on the new key signs, whatever the last two steps
   // do (the re-signed plans and the announcement already name it).

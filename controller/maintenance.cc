@@ -25,6 +25,12 @@ uint64_t pack_bytes(repo::Backend& be) {
 
 }  // namespace
 
+std::unique_ptr<repo::Repository> open_controller_repository(const std::string& path, const std::string& password_file) {
+  auto be = repo::make_fs_backend(path);
+  if (!be->size({repo::FileType::config, ""})) throw Error(Errc::no_repo, "no repository at '" + path + "'");
+  return repo::Repository::open(std::move(be), repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(password_file)));
+}
+
 Maintenance::Maintenance(std::vector<ControllerConfig::Repository> repositories,
                          std::function<void(const ForgetJob&)> before_prune)
     : repositories_(std::move(repositories)), before_prune_(std::move(before_prune)), worker_([this] { loop(); }) {}
@@ -164,11 +170,7 @@ ForgetResult Maintenance::run(const ForgetJob& job) {
   }
   bool pruning = false;
   try {
-    auto be = repo::make_fs_backend(decl->path);
-    if (!be->size({repo::FileType::config, ""}))
-      throw Error(Errc::no_repo, "no repository at '" + decl->path + "'");
-    auto r = repo::Repository::open(std::move(be),
-                                    repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(decl->password_file)));
+    auto r = open_controller_repository(decl->path, decl->password_file);
     auto warn = [name = decl->name](const std::string& m) { spdlog::warn("repository '{}': {}", name, m); };
     // No waiting: a backup holding its shared lock makes this a later turn's work.
     auto lock = repo::Lock::acquire(*r, repo::LockKind::exclusive, "controller: retention", std::chrono::seconds(0), warn);

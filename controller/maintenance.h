@@ -16,6 +16,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -24,7 +25,16 @@
 
 #include "controller/config.h"
 
+namespace cairn::repo {
+class Repository;
+}
+
 namespace cairn::controller {
+
+// Opens a filesystem repository the controller reads itself (a declared
+// [[repository]], a catalog rebuild's source) with its passphrase file;
+// Errc::no_repo naming the path when none is there.
+std::unique_ptr<repo::Repository> open_controller_repository(const std::string& path, const std::string& password_file);
 
 struct ForgetJob {
   std::string repository;                 // a declared name

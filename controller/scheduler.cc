@@ -233,7 +233,7 @@ void Scheduler::write_set_records(int64_t now) {
       auto have = tx.set_record_repositories(id, job.key_id);
       for (const auto& repo : tx.set_snapshot_repositories(id)) {
         if (repo.empty()) continue;  // a task of an older catalog that did not record its repository
-        if (!records_->declared(repo)) {
+        if (!config_.repository(repo)) {
           if (record_warned_.emplace("undeclared:" + repo, now).second)
             spdlog::warn("set records: repository '{}' is not declared in the controller's configuration "
                          "([[repository]]), so the controller cannot write the signed records of the sets stored "

@@ -131,7 +131,7 @@ Server::Server(const ControllerConfig& config)
   api_ = std::make_unique<OperatorApi>(catalog_, *fleet_, *orders_, signing_key_, config.key_dir, publisher_.get());
   maintenance_ = std::make_unique<Maintenance>(config.repositories);
   scheduler_ = std::make_unique<Scheduler>(catalog_, *orders_, *maintenance_, config_);
-  set_records_ = std::make_unique<SetRecordWriter>(config.repositories);
+  set_records_ = std::make_unique<SetRecordWriter>(config_);
   scheduler_->set_record_writer(set_records_.get(), &signing_key_);
   // A repository declared since the last start gets the records of the sets
   // already stored there (the scheduler passes over the others quickly).

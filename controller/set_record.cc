@@ -12,6 +12,7 @@
 #include "common/util/encoding.h"
 #include "controller/catalog/outcome.h"
 #include "controller/catalog/tx.h"
+#include "controller/maintenance.h"
 
 namespace cairn::controller {
 namespace {
@@ -129,8 +130,7 @@ SetRecord record_from_catalog(const catalog::Tx& tx, const catalog::BackupSet& s
 
 // ---- the writer ----------------------------------------------------------
 
-SetRecordWriter::SetRecordWriter(std::vector<ControllerConfig::Repository> repositories)
-    : repositories_(std::move(repositories)), worker_([this] { loop(); }) {}
+SetRecordWriter::SetRecordWriter(const ControllerConfig& config) : config_(config), worker_([this] { loop(); }) {}
 
 SetRecordWriter::~SetRecordWriter() {
   {
@@ -139,12 +139,6 @@ SetRecordWriter::~SetRecordWriter() {
   }
   cv_.notify_all();
   worker_.join();
-}
-
-bool SetRecordWriter::declared(const std::string& repository) const {
-  for (const auto& r : repositories_)
-    if (r.name == repository) return true;
-  return false;
 }
 
 void SetRecordWriter::submit(Job job) {
@@ -168,11 +162,7 @@ std::vector<SetRecordWriter::Result> SetRecordWriter::take_results() {
 repo::Repository& SetRecordWriter::open(const ControllerConfig::Repository& r) {
   auto it = open_.find(r.name);
   if (it != open_.end()) return *it->second;
-  auto be = repo::make_fs_backend(r.path);
-  if (!be->size({repo::FileType::config, ""})) throw Error(Errc::no_repo, "no repository at '" + r.path + "'");
-  auto repo = repo::Repository::open(std::move(be),
-                                     repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(r.password_file)));
-  return *(open_[r.name] = std::move(repo));
+  return *(open_[r.name] = open_controller_repository(r.path, r.password_file));
 }
 
 void SetRecordWriter::loop() {
@@ -187,9 +177,7 @@ void SetRecordWriter::loop() {
     Result res;
     for (const auto& name : job.repositories) {
       try {
-        const ControllerConfig::Repository* decl = nullptr;
-        for (const auto& r : repositories_)
-          if (r.name == name) decl = &r;
+        const ControllerConfig::Repository* decl = config_.repository(name);
         if (!decl) throw Error(Errc::not_found, "repository '" + name + "' is not declared in the controller's configuration");
         open(*decl).save_json(repo::FileType::set_record, job.file);
         res.written.push_back(name);

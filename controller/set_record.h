@@ -103,12 +103,12 @@ class SetRecordWriter {
     std::vector<std::string> written;
     std::map<std::string, std::string> errors;  // repository -> what failed
   };
-  explicit SetRecordWriter(std::vector<ControllerConfig::Repository> repositories);
+  // config: the controller's, alive as long as the writer (its [[repository]]s).
+  explicit SetRecordWriter(const ControllerConfig& config);
   ~SetRecordWriter();
   SetRecordWriter(const SetRecordWriter&) = delete;
   SetRecordWriter& operator=(const SetRecordWriter&) = delete;
 
-  bool declared(const std::string& repository) const;
   void submit(Job job);
   size_t in_flight() const;
   std::vector<Result> take_results();
@@ -117,7 +117,7 @@ class SetRecordWriter {
   void loop();
   repo::Repository& open(const ControllerConfig::Repository& r);
 
-  std::vector<ControllerConfig::Repository> repositories_;
+  const ControllerConfig& config_;
   std::map<std::string, std::unique_ptr<repo::Repository>> open_;  // worker thread only
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -32,13 +32,6 @@ void Tx::set_record_not_due(const std::string& set_id) {
   db_.prepare("DELETE FROM set_records_due WHERE set_id = ?").bind(1, set_id).run();
 }
 
-void Tx::set_records_due_all() {
-  // Never a set the controller did not see end: a rebuilt set no record covered.
-  db_.exec(
-      "INSERT OR IGNORE INTO set_records_due (set_id) SELECT id FROM backup_sets"
-      " WHERE state IN ('complete', 'partial', 'failed') AND trigger != 'safety' AND forgotten_at IS NULL AND attested = 1");
-}
-
 void Tx::set_records_due_unwritten(const std::string& key_id) {
   db_.prepare(
          "INSERT OR IGNORE INTO set_records_due (set_id) SELECT b.id FROM backup_sets b"

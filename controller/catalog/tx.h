@@ -269,10 +269,10 @@ class Tx {
   std::vector<std::string> set_snapshot_repositories(const std::string& set_id) const;
   void set_record_written(const std::string& set_id, const std::string& repository, const std::string& key_id);
   void set_record_not_due(const std::string& set_id);
-  // Every ended set's record due again (a key rotation: signed by the new key).
-  void set_records_due_all();
-  // At start: every ended set with no record signed by key_id due again (a
-  // repository declared since, a write that failed before a restart).
+  // Every ended set with no record signed by key_id due again: at start (a
+  // repository declared since, a write that failed before a restart), and
+  // after a key rotation (none is signed by the new key yet). Never a set the
+  // controller did not see end (a rebuilt set no record covered).
   void set_records_due_unwritten(const std::string& key_id);
   // The repositories holding the set's record, signed by key_id ("" = any key).
   std::vector<std::string> set_record_repositories(const std::string& set_id, const std::string& key_id = {}) const;
