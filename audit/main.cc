@@ -140,24 +140,8 @@ void load_config(const std::string& path, Options& o) {
 
 // A public key file holds "ed25519:<base64>" lines (controller-signing.pub).
 void load_trusted_keys(const std::vector<std::string>& files, plan::TrustStore& trust) {
-  for (const auto& f : files) {
-    Bytes b = read_file(f, kMaxSecretFile);
-    std::string text(b.begin(), b.end());
-    size_t n = 0, pos = 0;
-    while (pos <= text.size()) {
-      size_t end = text.find('\n', pos);
-      std::string line = text.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
-      pos = end == std::string::npos ? text.size() + 1 : end + 1;
-      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-      if (line.empty() || line[0] == '#') continue;
-      plan::PublicKey pub{};
-      if (!plan::parse_public_key(line, pub))
-        throw Error(Errc::invalid_input, "'" + f + "' holds a line that is not an 'ed25519:<base64>' public key");
-      trust.add(pub, ::time(nullptr), "config '" + f + "'");
-      ++n;
-    }
-    if (n == 0) throw Error(Errc::invalid_input, "'" + f + "' holds no public key");
-  }
+  for (const auto& f : files)
+    for (const auto& pub : plan::read_public_key_file(f)) trust.add(pub, ::time(nullptr), "config '" + f + "'");
 }
 
 audit::VerifierState load_state(const std::string& path, const std::string& topic) {

@@ -58,28 +58,21 @@ void register_op_catalog(CLI::App& app, Context& ctx) {
       if (data_dir.empty()) throw Error(Errc::invalid_input, "give --data-dir or --config");
       auto repos = repository_sources(a->config, a->repo, a->password_file, a->name);
       std::vector<plan::PublicKey> trusted;
-      auto add_key = [&](const std::string& text, const std::string& from) {
-        plan::PublicKey k{};
-        std::string t = text;
-        while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
-        if (!plan::parse_public_key(t, k))
-          throw Error(Errc::invalid_input, from + " is not a controller signing key ('ed25519:<base64>')");
-        trusted.push_back(k);
-      };
       for (const auto& k : a->trusted_keys) {
         if (k.starts_with("ed25519:")) {
-          add_key(k, "--trusted-key '" + k.substr(0, 24) + "…'");
+          plan::PublicKey pub{};
+          if (!plan::parse_public_key(k, pub))
+            throw Error(Errc::invalid_input, "--trusted-key '" + k.substr(0, 24) + "…' is not a controller signing key ('ed25519:<base64>')");
+          trusted.push_back(pub);
         } else {
-          Bytes b = read_file(k, 4096);
-          add_key(std::string(b.begin(), b.end()), "'" + k + "'");
+          for (const auto& pub : plan::read_public_key_file(k)) trusted.push_back(pub);
         }
       }
       if (!a->config.empty()) {
         std::string pub = controller::load_config(a->config).key_dir + "/" + controller::kSigningPubFile;
         struct stat st {};
         if (::stat(pub.c_str(), &st) == 0) {
-          Bytes b = read_file(pub, 4096);
-          add_key(std::string(b.begin(), b.end()), "'" + pub + "'");
+          for (const auto& k : plan::read_public_key_file(pub)) trusted.push_back(k);
         } else {
           std::printf("note: %s is not there: give the controller's signing key with --trusted-key\n", pub.c_str());
         }

@@ -55,6 +55,26 @@ bool parse_public_key(std::string_view text, PublicKey& out) {
   return true;
 }
 
+std::vector<PublicKey> read_public_key_file(const std::string& path) {
+  Bytes b = read_file(path, kMaxSecretFile);
+  std::string text(b.begin(), b.end());
+  std::vector<PublicKey> keys;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t end = text.find('\n', pos);
+    std::string line = text.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+    pos = end == std::string::npos ? text.size() + 1 : end + 1;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    PublicKey pub{};
+    if (!parse_public_key(line, pub))
+      throw Error(Errc::invalid_input, "'" + path + "' holds a line that is not an 'ed25519:<base64>' public key");
+    keys.push_back(pub);
+  }
+  if (keys.empty()) throw Error(Errc::invalid_input, "'" + path + "' holds no public key");
+  return keys;
+}
+
 bool verify_signature(const PublicKey& pub, std::span<const uint8_t> message,
                       std::span<const uint8_t> sig) {
   if (sig.size() != std::tuple_size_v<Signature>) return false;

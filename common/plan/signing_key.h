@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/util/encoding.h"
 
@@ -23,6 +24,12 @@ std::string key_id(const PublicKey& pub);
 std::string format_public_key(const PublicKey& pub);
 // Returns false when the text is not the form above with a 32-byte key.
 bool parse_public_key(std::string_view text, PublicKey& out);
+
+// The keys of a public key file (controller-signing.pub): one
+// "ed25519:<base64>" a line; blank lines and '#' comments skipped. Throws
+// cairn::Error(invalid_input) naming the file for a line that is not a key,
+// or for a file with none.
+std::vector<PublicKey> read_public_key_file(const std::string& path);
 
 // True when sig is a valid Ed25519 signature of message under pub.
 bool verify_signature(const PublicKey& pub, std::span<const uint8_t> message,
