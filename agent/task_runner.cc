@@ -15,7 +15,7 @@
 
 #include "agent/config.h"
 #include "agent/drivers/repo_progress.h"
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/archiver.h"
 #include "common/repo/lock.h"
 #include "common/repo/repository.h"

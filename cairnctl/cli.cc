@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/memory.h"
 #include "common/util/terminal_text.h"
 #include "common/repo/snapshot.h"
@@ -16,7 +16,13 @@
 namespace cairn::ctl {
 
 void add_repo_options(CLI::App* cmd, RepoOptions& o) {
-  cmd->add_option("--repo,-r", o.repo, "repository location (a directory)")->envname("CAIRN_REPOSITORY")->required();
+  cmd->add_option("--repo,-r", o.repo, "repository location: a directory, s3:https://host[:port]/bucket[/prefix] or s3://bucket[/prefix]")
+      ->envname("CAIRN_REPOSITORY")
+      ->required();
+  cmd->add_option("--storage-credentials", o.storage_credentials,
+                  "file (mode 0600) of a remote repository's credentials, KEY=VALUE lines; default: the store's standard sources "
+                  "(AWS_ACCESS_KEY_ID, ~/.aws/credentials, instance metadata)")
+      ->envname("CAIRN_STORAGE_CREDENTIALS");
   cmd->add_option("--password-file", o.password_file, "file holding the passphrase (mode 0600)")->envname("CAIRN_PASSWORD_FILE");
   cmd->add_option("--key-file", o.key_file, "file holding a repository key (mode 0600), instead of a passphrase")->envname("CAIRN_KEY_FILE");
   cmd->add_flag("--json", o.json, "machine-readable output (JSON lines)");
@@ -34,7 +40,7 @@ repo::Secret read_secret(const RepoOptions& o, const char* file_opt, const std::
 
 std::unique_ptr<repo::Backend> make_backend(const RepoOptions& o) {
   if (o.repo.empty()) throw Error(Errc::invalid_input, "no repository given: use --repo PATH or set CAIRN_REPOSITORY");
-  return repo::make_fs_backend(o.repo);
+  return repo::open_backend(o.repo, {.credentials_file = o.storage_credentials});
 }
 
 std::unique_ptr<repo::Repository> open_repo(const RepoOptions& o, bool load_index) {
@@ -82,6 +88,8 @@ int exit_code_for(const Error& e) {
     case Errc::locked: return kExitLocked;
     case Errc::wrong_key: return kExitWrongKey;
     case Errc::corrupt: return kExitDamaged;
+    case Errc::denied: return kExitDenied;
+    case Errc::unavailable: return kExitUnavailable;
     default: return kExitError;
   }
 }

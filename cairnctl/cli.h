@@ -25,7 +25,9 @@ enum Exit : int {
   kExitNoRepo = 10,
   kExitLocked = 11,
   kExitWrongKey = 12,
-  kExitDamaged = 13,  // an object of the repository failed verification (named in the message)
+  kExitDamaged = 13,      // an object of the repository failed verification (named in the message)
+  kExitDenied = 14,       // the repository's store refused the credentials or the operation
+  kExitUnavailable = 15,  // the repository's store did not answer (network, 5xx) after every retry
 };
 
 struct RepoOptions {
@@ -35,6 +37,7 @@ struct RepoOptions {
   bool json = false;
   bool quiet = false;
   std::string retry_lock;  // duration
+  std::string storage_credentials;  // a remote repository's credentials file (mode 0600)
 };
 
 // The command to run once parsing has succeeded.

@@ -9,6 +9,7 @@
 
 #include "cairn/version.h"
 #include "cairnctl/cli.h"
+#include "common/repo/storage/registry.h"
 #include "common/util/terminal_text.h"
 #ifdef CAIRN_WITH_CONTROLLER
 #include "cairnctl/op_commands.h"
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   // fixed mmap threshold returns them to the system on free instead of letting
   // glibc's adaptive threshold keep them in the heap (peak RSS).
   mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  cairn::repo::set_storage_log([](const std::string& m) { warn(m); });
 
   CLI::App app{"cairnctl - operate cairn backups"};
   app.set_version_flag("--version", std::string("cairnctl ") + CAIRN_VERSION);

@@ -38,7 +38,7 @@
 #include "cairnctl/op_commands.h"
 #include "cairnctl/op_view.h"
 #include "common/crypto/crypto.h"
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/checker.h"
 #include "common/repo/copy.h"
 #include "common/repo/lock.h"

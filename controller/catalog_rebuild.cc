@@ -7,7 +7,7 @@
 #include <map>
 #include <set>
 
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/keys.h"
 #include "common/repo/repository.h"
 #include "common/repo/snapshot.h"

@@ -5,7 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/keys.h"
 #include "common/repo/lock.h"
 #include "common/repo/prune.h"

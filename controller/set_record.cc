@@ -4,7 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/plan/envelope.h"
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/keys.h"
 #include "common/repo/repository.h"
 #include "common/util/error.h"

@@ -14,7 +14,8 @@ PKGS=(build-essential dpkg-dev cmake ninja-build pkg-config git
       libcctz-dev tzdata  # policies' schedules in a configured time zone (controller/schedule.h)
       libmicrohttpd-dev chromium  # the controller's /metrics and status page, and the headless browser its test loads it in
       libarchive-dev  # cairnctl export and import: .tar.gz archives
-      debootstrap lintian)  # the .deb packages' test: installed into a clean Debian 12 root, checked by lintian
+      debootstrap lintian
+      python3-botocore)  # the object-storage tests: AWS's own SigV4 signer as the reference for ours  # the .deb packages' test: installed into a clean Debian 12 root, checked by lintian
 if [[ "${1:-}" == "--bench" ]]; then PKGS+=(restic borgbackup zstd); fi
 # libFuzzer builds (docs/testing.md); CI replays the corpora with gcc and needs none of it.
 if [[ "${1:-}" == "--fuzz" ]]; then PKGS+=(clang libclang-rt-14-dev lld); fi
@@ -49,3 +50,6 @@ bash "$(dirname "$0")/fetch-libzmq-source.sh" ||
 # Kafka is not packaged by Debian: its jars come from Maven Central, cached
 # (tests/kafka/pom.xml; nothing is fetched when the cache is complete).
 bash "$(dirname "$0")/fetch-kafka.sh"
+# SeaweedFS, the S3 server of the object-storage tests, is not packaged by
+# Debian: built once from the Go module proxy into a cache (~5 min the first time).
+bash "$(dirname "$0")/fetch-seaweedfs.sh"

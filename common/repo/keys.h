@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/types.h"
 
 namespace cairn::repo {

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 
 namespace cairn::repo {
 

@@ -3,7 +3,7 @@
 // an 8-byte trailer (header length, magic). See docs/repository-format.md.
 #include <vector>
 
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/chunker.h"
 #include "common/repo/types.h"
 

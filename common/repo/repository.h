@@ -19,7 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/chunker.h"
 #include "common/repo/compress.h"
 #include "common/repo/index.h"

@@ -20,6 +20,8 @@ std::string_view errc_name(Errc c) {
     case Errc::unsupported: return "unsupported";
     case Errc::exists: return "exists";
     case Errc::interrupted: return "interrupted";
+    case Errc::denied: return "denied";
+    case Errc::unavailable: return "unavailable";
   }
   return "unknown";
 }

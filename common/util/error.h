@@ -20,6 +20,8 @@ enum class Errc {
   unsupported,    // a format version or feature this build does not know
   exists,         // something that must not exist does
   interrupted,    // cancelled by a signal
+  denied,         // a store refused our credentials or this operation (authentication, permission)
+  unavailable,    // a remote store did not answer usably (network, timeouts, 5xx) after every retry
 };
 
 std::string_view errc_name(Errc c);

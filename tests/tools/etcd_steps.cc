@@ -25,7 +25,7 @@
 #include "agent/drivers/etcd/config.h"
 #include "agent/drivers/etcd/etcd_driver.h"
 #include "common/repo/archiver.h"
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/repository.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"

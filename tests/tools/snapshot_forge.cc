@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/repository.h"
 #include "common/repo/snapshot.h"
 #include "common/repo/tree.h"

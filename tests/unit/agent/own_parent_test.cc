@@ -12,7 +12,7 @@
 #include "agent/task_runner.h"
 #include "agent_fixture.h"
 #include "common/repo/archiver.h"
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/repository.h"
 #include "common/repo/snapshot.h"
 

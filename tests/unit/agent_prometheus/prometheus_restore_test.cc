@@ -15,7 +15,7 @@
 #include "agent/platform/http.h"
 #include "agent/platform/process.h"
 #include "common/repo/archiver.h"
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/repository.h"
 #include "tests/unit/agent/agent_fixture.h"
 

@@ -22,7 +22,7 @@
 #include "agent/drivers/zookeeper/four_letter.h"
 #include "agent/task_admission.h"
 #include "agent/task_runner.h"
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/repository.h"
 #include "tests/unit/agent/agent_fixture.h"
 

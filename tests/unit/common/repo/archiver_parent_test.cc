@@ -7,7 +7,7 @@
 #include <filesystem>
 
 #include "common/repo/archiver.h"
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/snapshot.h"
 #include "repo_test_util.h"
 

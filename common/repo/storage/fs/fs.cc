@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "common/repo/backend.h"
+#include "common/repo/storage/backend.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 

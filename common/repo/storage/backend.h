@@ -2,6 +2,10 @@
 // The storage backend: named, immutable objects and nothing more. It does not
 // assume rename or an atomic directory listing; save() must make an object appear
 // whole or not at all. Packs, index, keys and locks are built on top of this.
+//
+// Backends live in this folder, one folder each (fs/, s3/, ...), and are listed
+// once in registry.cc; open_backend() picks one by the repository URL. Nothing
+// above storage switches on which backend it has: it reads caps().
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -27,8 +31,17 @@ struct Handle {
 // What a backend can do; callers read this instead of switching on the backend type.
 struct BackendCaps {
   bool local = false;           // a local filesystem path (restore can stream without copies)
+  bool remote = false;          // objects travel over a network: worth a local cache and parallel requests
   bool atomic_replace = false;  // save() over an existing name replaces it atomically
   bool exclusive_create = false;  // create_exclusive() is atomic (claims of writers sharing data, § 13.1)
+};
+
+// What a backend did, for progress, results and /metrics. Counts since open.
+struct StorageCounters {
+  uint64_t requests = 0;   // requests sent (every try counts)
+  uint64_t retries = 0;    // of those, tries again after a transient failure
+  uint64_t failures = 0;   // operations that failed after every try
+  uint64_t bytes_sent = 0, bytes_received = 0;
 };
 
 class Backend {
@@ -60,7 +73,28 @@ class Backend {
   virtual void list_leftovers(const std::function<void(const std::string& path, uint64_t size)>& fn) { (void)fn; }
   // Removes one of them (only under the exclusive lock: no writer is live then).
   virtual void remove_leftover(const std::string& path) { (void)path; }
+  virtual StorageCounters counters() const { return {}; }
 };
+
+// Where a backend takes what a URL does not say. Secrets are never here: each
+// backend reads them from its credential sources (files of mode 0600, the
+// environment) when it needs them, so a rewritten file is picked up.
+struct StorageOptions {
+  // A file of KEY=VALUE lines (mode 0600) naming credentials and settings, e.g.
+  // s3: access_key_id, secret_access_key, session_token, region, profile;
+  // empty: the backend's own defaults (environment, shared files, metadata service).
+  std::string credentials_file;
+  // For tests and benchmarks only: a backend built for the URL is wrapped in a
+  // retrying one unless this is false.
+  bool retry = true;
+};
+
+// The backend for a repository location: a path ("/srv/backup", "./repo") or a
+// URL of a registered scheme ("s3:https://host:9000/bucket/prefix",
+// "s3://bucket/prefix"). Remote backends come wrapped in retries (retry.h).
+std::unique_ptr<Backend> open_backend(const std::string& location, const StorageOptions& opt = {});
+// True when location names a remote store (a URL of a registered scheme).
+bool is_remote_location(const std::string& location);
 
 std::unique_ptr<Backend> make_fs_backend(const std::string& path);
 

@@ -1,0 +1,198 @@
+#include "common/repo/storage/s3/credentials.h"
+
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/util/error.h"
+#include "common/util/fs.h"
+
+namespace cairn::repo::storage::s3 {
+namespace {
+
+std::string env(const char* n) {
+  const char* v = std::getenv(n);
+  return v ? v : "";
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.pop_back();
+  size_t i = 0;
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+  return s.substr(i);
+}
+
+std::string stamp(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + "/" +
+         std::to_string(st.st_size) + "/" + std::to_string(st.st_ino);
+}
+
+std::string lower_key(std::string k) {
+  for (auto& c : k) c = char(std::tolower(static_cast<unsigned char>(c)));
+  if (k.rfind("aws_", 0) == 0) k = k.substr(4);  // AWS_ACCESS_KEY_ID= is accepted too
+  return k;
+}
+
+// "2026-11-26T21:00:00Z" → time point.
+std::chrono::system_clock::time_point parse_iso(const std::string& s) {
+  std::tm tm{};
+  if (!strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) return {};
+  return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
+}  // namespace
+
+Credentials::Credentials(const StorageOptions& opt) : opt_(opt) {}
+
+bool Credentials::load_file_source() {
+  const std::string& path = opt_.credentials_file;
+  std::string text = read_secret_file(path);  // refuses group/other-readable files
+  std::map<std::string, std::string> kv;
+  std::istringstream in(text);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    line = trim(line);
+    if (line.empty() || line[0] == '#') continue;
+    auto eq = line.find('=');
+    if (eq == std::string::npos)
+      throw Error(Errc::invalid_input, "credentials file '" + path + "' line " + std::to_string(n) +
+                                           " is not KEY=VALUE (keys: access_key_id, secret_access_key, session_token, region)");
+    kv[lower_key(trim(line.substr(0, eq)))] = trim(line.substr(eq + 1));
+  }
+  settings_ = kv;
+  if (kv["access_key_id"].empty() != kv["secret_access_key"].empty())
+    throw Error(Errc::invalid_input, "credentials file '" + path + "' names only one of access_key_id and secret_access_key");
+  if (kv["access_key_id"].empty()) return false;  // settings only: keys from the other sources
+  key_ = {kv["access_key_id"], kv["secret_access_key"], kv["session_token"]};
+  source_ = "credentials file '" + path + "'";
+  file_ = path;
+  return true;
+}
+
+bool Credentials::load_shared_file() {
+  std::string path = env("AWS_SHARED_CREDENTIALS_FILE");
+  if (path.empty() && !env("HOME").empty()) path = env("HOME") + "/.aws/credentials";
+  if (path.empty()) return false;
+  std::ifstream in(path);
+  if (!in) return false;
+  std::string profile = env("AWS_PROFILE").empty() ? "default" : env("AWS_PROFILE");
+  std::string section, line;
+  std::map<std::string, std::string> kv;
+  while (std::getline(in, line)) {
+    line = trim(line);
+    if (line.empty() || line[0] == '#' || line[0] == ';') continue;
+    if (line.front() == '[' && line.back() == ']') {
+      section = trim(line.substr(1, line.size() - 2));
+      continue;
+    }
+    if (section != profile) continue;
+    auto eq = line.find('=');
+    if (eq != std::string::npos) kv[lower_key(trim(line.substr(0, eq)))] = trim(line.substr(eq + 1));
+  }
+  if (kv["access_key_id"].empty() || kv["secret_access_key"].empty()) return false;
+  key_ = {kv["access_key_id"], kv["secret_access_key"], kv["session_token"]};
+  source_ = "shared credentials file '" + path + "', profile '" + profile + "'";
+  file_ = path;
+  return true;
+}
+
+bool Credentials::load_imds(HttpClient& http) {
+  if (env("AWS_EC2_METADATA_DISABLED") == "true") return false;
+  std::string base = env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+  if (base.empty()) base = "http://169.254.169.254";
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  HttpRequest tr{.method = "PUT", .url = base + "/latest/api/token",
+                 .headers = {{"X-aws-ec2-metadata-token-ttl-seconds", "21600"}}};
+  HttpResponse t = http.perform(tr);
+  if (t.status != 200) return false;
+  std::string token(t.body.begin(), t.body.end());
+  HttpRequest rr{.url = base + "/latest/meta-data/iam/security-credentials/",
+                 .headers = {{"X-aws-ec2-metadata-token", token}}};
+  HttpResponse role = http.perform(rr);
+  if (role.status != 200 || role.body.empty()) return false;
+  std::string name(role.body.begin(), role.body.end());
+  name = trim(name.substr(0, name.find('\n')));
+  HttpRequest cr{.url = base + "/latest/meta-data/iam/security-credentials/" + name,
+                 .headers = {{"X-aws-ec2-metadata-token", token}}};
+  HttpResponse c = http.perform(cr);
+  if (c.status != 200) return false;
+  auto j = nlohmann::json::parse(std::string(c.body.begin(), c.body.end()), nullptr, false);
+  if (!j.is_object() || !j.contains("AccessKeyId") || !j.contains("SecretAccessKey") || !j["AccessKeyId"].is_string() ||
+      !j["SecretAccessKey"].is_string())
+    throw Error(Errc::denied, "the instance metadata service at '" + base + "' answered credentials for role '" + name +
+                                  "' that cannot be read");
+  key_ = {j["AccessKeyId"].get<std::string>(), j["SecretAccessKey"].get<std::string>(),
+          j.value("Token", std::string())};
+  expires_ = j.contains("Expiration") && j["Expiration"].is_string() ? parse_iso(j["Expiration"].get<std::string>())
+                                                                      : std::chrono::system_clock::time_point{};
+  source_ = "instance metadata service '" + base + "', role '" + name + "'";
+  file_.clear();
+  return true;
+}
+
+SigningKey Credentials::get(HttpClient& http) {
+  std::lock_guard g(mu_);
+  auto now = std::chrono::steady_clock::now();
+  if (resolved_) {
+    if (!file_.empty()) {
+      if (now - checked_ < std::chrono::seconds(1)) return key_;
+      checked_ = now;
+      std::string s = stamp(file_);
+      if (s == file_stamp_) return key_;
+      file_stamp_ = s;  // changed: read again below
+      if (file_ == opt_.credentials_file ? load_file_source() : load_shared_file()) return key_;
+    } else if (expires_ == std::chrono::system_clock::time_point{} ||
+               std::chrono::system_clock::now() + std::chrono::minutes(5) < expires_) {
+      return key_;
+    }
+  }
+  resolved_ = false;
+  checked_ = now;
+  if (!opt_.credentials_file.empty()) {
+    file_stamp_ = stamp(opt_.credentials_file);
+    if (load_file_source()) return resolved_ = true, key_;
+  }
+  if (!env("AWS_ACCESS_KEY_ID").empty() && !env("AWS_SECRET_ACCESS_KEY").empty()) {
+    key_ = {env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"), env("AWS_SESSION_TOKEN")};
+    source_ = "environment (AWS_ACCESS_KEY_ID)";
+    file_.clear();
+    expires_ = {};
+    return resolved_ = true, key_;
+  }
+  if (load_shared_file()) {
+    file_stamp_ = stamp(file_);
+    return resolved_ = true, key_;
+  }
+  if (load_imds(http)) return resolved_ = true, key_;
+  throw Error(Errc::denied,
+              "no S3 credentials found: name a credentials file (mode 0600, access_key_id= and secret_access_key= lines), "
+              "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or provide ~/.aws/credentials or an instance role");
+}
+
+std::string Credentials::describe() {
+  std::lock_guard g(mu_);
+  return source_.empty() ? "no credential source" : source_;
+}
+
+std::string Credentials::setting(const std::string& name) {
+  std::lock_guard g(mu_);
+  if (settings_.empty() && !opt_.credentials_file.empty()) {
+    try {
+      load_file_source();
+    } catch (const Error&) {
+      // reported by get()
+    }
+  }
+  auto it = settings_.find(name);
+  return it == settings_.end() ? std::string() : it->second;
+}
+
+}  // namespace cairn::repo::storage::s3

@@ -1,0 +1,405 @@
+// S3 backend: any S3-compatible store, path-style ("s3:https://host:port/bucket/prefix")
+// or AWS's own ("s3://bucket/prefix", virtual-hosted, region from the
+// credentials file or AWS_REGION / AWS_DEFAULT_REGION, else us-east-1).
+// Layout: the filesystem backend's paths under the prefix (docs/repository-format.md
+// § Object stores). Writes are whole-or-nothing (a PUT, or a multipart upload
+// completed only when every part is in), so there are no leftovers.
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <random>
+
+#include "common/repo/storage/backend.h"
+#include "common/repo/storage/http.h"
+#include "common/repo/storage/registry.h"
+#include "common/repo/storage/s3/credentials.h"
+#include "common/repo/storage/s3/sigv4.h"
+#include "common/util/error.h"
+
+namespace cairn::repo::storage::s3 {
+namespace {
+
+constexpr uint64_t kMultipartAbove = 32ull << 20;  // objects larger go up in parts
+constexpr uint64_t kPartSize = 16ull << 20;
+
+std::string env(const char* n) {
+  const char* v = std::getenv(n);
+  return v ? v : "";
+}
+
+// The text between <tag> and </tag> after pos, XML entities decoded; empty if absent.
+std::string xml_value(const std::string& x, const std::string& tag, size_t* pos = nullptr, size_t end = std::string::npos) {
+  size_t from = pos ? *pos : 0;
+  size_t a = x.find("<" + tag + ">", from);
+  if (a == std::string::npos || a >= end) return {};
+  a += tag.size() + 2;
+  size_t b = x.find("</" + tag + ">", a);
+  if (b == std::string::npos) return {};
+  if (pos) *pos = b;
+  std::string raw = x.substr(a, b - a), out;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] != '&') {
+      out += raw[i];
+      continue;
+    }
+    size_t semi = raw.find(';', i);
+    std::string ent = semi == std::string::npos ? "" : raw.substr(i + 1, semi - i - 1);
+    if (ent == "amp") out += '&';
+    else if (ent == "lt") out += '<';
+    else if (ent == "gt") out += '>';
+    else if (ent == "quot") out += '"';
+    else if (ent == "apos") out += '\'';
+    else if (!ent.empty() && ent[0] == '#') out += char(std::strtol(ent.c_str() + (ent[1] == 'x' ? 2 : 1), nullptr, ent[1] == 'x' ? 16 : 10));
+    else { out += '&'; continue; }
+    i = semi;
+  }
+  return out;
+}
+
+struct Url {
+  std::string scheme_host;  // "https://host:port" (no trailing slash)
+  std::string host;         // the Host header
+  std::string bucket, prefix;  // prefix without leading or trailing slashes
+  bool path_style = true;
+  std::string region;
+};
+
+Url parse_url(const std::string& loc, Credentials& creds) {
+  Url u;
+  auto bad = [&](const std::string& why) {
+    return Error(Errc::invalid_input, "repository URL '" + loc + "' " + why +
+                                          " (forms: s3:https://host[:port]/bucket[/prefix], s3://bucket[/prefix])");
+  };
+  std::string rest;
+  if (loc.rfind("s3://", 0) == 0) {
+    u.path_style = false;
+    rest = loc.substr(5);
+  } else if (loc.rfind("s3:http://", 0) == 0 || loc.rfind("s3:https://", 0) == 0) {
+    size_t s = loc.find("://") + 3;
+    size_t slash = loc.find('/', s);
+    if (slash == std::string::npos) throw bad("names no bucket");
+    std::string authority = loc.substr(s, slash - s);
+    if (authority.find('@') != std::string::npos)
+      throw bad("carries credentials: they are never taken from a URL (use a credentials file of mode 0600)");
+    if (authority.empty()) throw bad("names no host");
+    u.scheme_host = loc.substr(3, slash - 3);
+    u.host = authority;
+    rest = loc.substr(slash + 1);
+  } else {
+    throw bad("is not an S3 URL");
+  }
+  if (rest.find('?') != std::string::npos || rest.find('#') != std::string::npos) throw bad("has a query or fragment");
+  size_t slash = rest.find('/');
+  u.bucket = rest.substr(0, slash);
+  u.prefix = slash == std::string::npos ? "" : rest.substr(slash + 1);
+  while (!u.prefix.empty() && u.prefix.back() == '/') u.prefix.pop_back();
+  if (u.bucket.size() < 3 || u.bucket.size() > 63) throw bad("names no bucket of 3 to 63 characters");
+  for (char c : u.bucket)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_')) throw bad("has a bucket name S3 does not allow");
+  if (u.prefix.find("//") != std::string::npos || u.prefix.find("..") != std::string::npos) throw bad("has an empty or '..' path segment");
+  u.region = creds.setting("region");
+  if (u.region.empty()) u.region = env("AWS_REGION");
+  if (u.region.empty()) u.region = env("AWS_DEFAULT_REGION");
+  if (u.region.empty()) u.region = "us-east-1";
+  if (!u.path_style) {
+    std::string ep = env("CAIRN_S3_ENDPOINT_FOR_TESTS");  // never set in production
+    u.host = u.bucket + ".s3." + u.region + ".amazonaws.com";
+    u.scheme_host = ep.empty() ? "https://" + u.host : ep;
+  }
+  return u;
+}
+
+class S3Backend final : public Backend {
+ public:
+  S3Backend(std::string loc, const StorageOptions& opt)
+      : loc_(std::move(loc)), creds_(opt), http_(HttpSettings::from_env({})), u_(parse_url(loc_, creds_)) {
+    sse_ = creds_.setting("sse");
+    kms_key_ = creds_.setting("sse_kms_key_id");
+    pack_class_ = creds_.setting("pack_storage_class");
+    if (sse_ == "SSE-C" || sse_ == "sse-c" || !creds_.setting("sse_customer_key").empty())
+      throw Error(Errc::unsupported, "SSE-C is refused for '" + loc_ +
+                                         "': the store would need the customer key on every read, so every agent would hold "
+                                         "it in its configuration; use sse=AES256 or sse=aws:kms");
+    if (!sse_.empty() && sse_ != "AES256" && sse_ != "aws:kms")
+      throw Error(Errc::invalid_input, "sse='" + sse_ + "' for '" + loc_ + "' is not one of AES256, aws:kms");
+  }
+
+  std::string location() const override { return loc_; }
+
+  BackendCaps caps() const override {
+    std::call_once(probe_once_, [&] { exclusive_ = const_cast<S3Backend*>(this)->probe_exclusive(); });
+    return {.local = false, .remote = true, .atomic_replace = true, .exclusive_create = exclusive_};
+  }
+
+  void create() override {
+    // The bucket: made when missing (a bucket an operator made, with its policy, is kept).
+    auto r = send("HEAD", "", {}, {}, {});
+    if (r.status == 404) {
+      std::string body;
+      if (u_.region != "us-east-1")
+        body = "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>" +
+               u_.region + "</LocationConstraint></CreateBucketConfiguration>";
+      auto c = send("PUT", "", {}, {}, {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
+      if (c.status != 200 && c.status != 409) fail(c, "create the bucket of", "");
+    } else if (r.status != 200) {
+      fail(r, "reach the bucket of", "");
+    }
+    if (size({FileType::config, ""})) throw Error(Errc::exists, "a repository already exists at '" + loc_ + "'");
+  }
+
+  void save(const Handle& h, std::span<const uint8_t> data) override {
+    std::string k = key(h);
+    if (data.size() > kMultipartAbove) return save_multipart(h, k, data);
+    auto r = send("PUT", k, {}, object_headers(h), data);
+    if (r.status != 200) fail(r, "store", k);
+  }
+
+  bool create_exclusive(const Handle& h, std::span<const uint8_t> data) override {
+    std::string k = key(h);
+    auto hs = object_headers(h);
+    hs.emplace_back("If-None-Match", "*");
+    auto r = send("PUT", k, {}, hs, data);
+    if (r.status == 200) return true;
+    if (r.status == 412) return false;
+    if (r.status == 409) return false;  // ConditionalRequestConflict: another writer's create is in flight
+    fail(r, "create", k);
+  }
+
+  Bytes load(const Handle& h, uint64_t offset, uint64_t length) override {
+    Bytes out;
+    load_into(h, offset, length, out);
+    return out;
+  }
+
+  void load_into(const Handle& h, uint64_t offset, uint64_t length, Bytes& out) override {
+    std::string k = key(h);
+    Headers hs;
+    if (offset || length)
+      hs.emplace_back("Range", "bytes=" + std::to_string(offset) + "-" + (length ? std::to_string(offset + length - 1) : ""));
+    auto r = send("GET", k, {}, hs, {}, &out);
+    if (r.status == 416) throw Error(Errc::corrupt, "'" + display(k) + "' is shorter than expected");
+    if (r.status != 200 && r.status != 206) fail(r, "read", k);
+    if (r.status == 200 && (offset || length)) {  // a server that ignored Range: cut the range out
+      if (out.size() < offset) throw Error(Errc::corrupt, "'" + display(k) + "' is shorter than expected");
+      out.erase(out.begin(), out.begin() + offset);
+      if (length && out.size() > length) out.resize(length);
+    }
+    if (length && out.size() != length) throw Error(Errc::corrupt, "'" + display(k) + "' is shorter than expected");
+  }
+
+  std::optional<uint64_t> size(const Handle& h) override {
+    std::string k = key(h);
+    auto r = send("HEAD", k, {}, {}, {});
+    if (r.status == 404) {
+      // HEAD has no body: a missing bucket is told apart by asking the bucket.
+      auto b = send("HEAD", "", {}, {}, {});
+      if (b.status == 404)
+        throw Error(Errc::no_repo, "bucket '" + u_.bucket + "' does not exist at '" + loc_ +
+                                       "' (create it, or run 'cairnctl repo init', which creates it)");
+      return std::nullopt;
+    }
+    if (r.status == 401 || r.status == 403) {
+      // HEAD answers without a body: ask for one byte to learn the store's reason.
+      auto g = send("GET", k, {}, {{"Range", "bytes=0-0"}}, {});
+      fail(g.status == 401 || g.status == 403 ? g : r, "look up", k);
+    }
+    if (r.status != 200) fail(r, "look up", k);
+    return std::stoull(r.header("content-length").empty() ? "0" : r.header("content-length"));
+  }
+
+  void remove(const Handle& h) override {
+    std::string k = key(h);
+    auto r = send("DELETE", k, {}, {}, {});
+    if (r.status == 204 || r.status == 200 || r.status == 404) return;
+    if (r.status == 403)
+      throw Error(Errc::denied, "the store refused to delete '" + display(k) + "' with the credentials from " +
+                                    creds_.describe() + " (" + error_code(r) + "): credentials without the right to delete " +
+                                    "cannot prune or forget; run maintenance where the controller's credentials are");
+    fail(r, "delete", k);
+  }
+
+  void list(FileType t, const std::function<void(const std::string&, uint64_t)>& fn) override {
+    if (t == FileType::config) {
+      if (auto s = size({t, ""})) fn("config", *s);
+      return;
+    }
+    std::string pfx = (u_.prefix.empty() ? "" : u_.prefix + "/") + file_type_name(t) + "/";
+    std::string token;
+    for (;;) {
+      std::vector<std::pair<std::string, std::string>> q{{"list-type", "2"}, {"prefix", pfx}};
+      if (!token.empty()) q.emplace_back("continuation-token", token);
+      auto r = send("GET", "", q, {}, {});
+      if (r.status != 200) fail(r, "list", pfx);
+      std::string x(r.body.begin(), r.body.end());
+      size_t pos = 0;
+      for (;;) {
+        size_t a = x.find("<Contents>", pos);
+        if (a == std::string::npos) break;
+        size_t end = x.find("</Contents>", a);
+        if (end == std::string::npos) break;
+        size_t p = a;
+        std::string k = xml_value(x, "Key", &p, end);
+        p = a;
+        std::string sz = xml_value(x, "Size", &p, end);
+        pos = end;
+        if (k.size() <= pfx.size()) continue;
+        std::string name = k.substr(k.rfind('/') + 1);
+        if (name.empty() || name[0] == '.') continue;
+        fn(name, sz.empty() ? 0 : std::stoull(sz));
+      }
+      if (xml_value(x, "IsTruncated") != "true") break;
+      token = xml_value(x, "NextContinuationToken");
+      if (token.empty()) throw Error(Errc::io, "the store listed '" + display(pfx) + "' as truncated without a continuation token");
+    }
+  }
+
+  StorageCounters counters() const override {
+    return {.requests = http_.requests(), .retries = 0, .failures = 0, .bytes_sent = http_.bytes_sent(),
+            .bytes_received = http_.bytes_received()};
+  }
+
+ private:
+  std::string key(const Handle& h) const {
+    std::string rel;
+    switch (h.type) {
+      case FileType::config: rel = "config"; break;
+      case FileType::pack: rel = "data/" + h.name.substr(0, 2) + "/" + h.name; break;
+      default: rel = std::string(file_type_name(h.type)) + "/" + h.name;
+    }
+    return u_.prefix.empty() ? rel : u_.prefix + "/" + rel;
+  }
+
+  std::string display(const std::string& k) const { return loc_.substr(0, loc_.size() - (u_.prefix.empty() ? 0 : u_.prefix.size() + 1)) + (k.empty() ? "" : "/" + k); }
+
+  Headers object_headers(const Handle& h) const {
+    Headers hs;
+    if (!sse_.empty()) hs.emplace_back("x-amz-server-side-encryption", sse_);
+    if (sse_ == "aws:kms" && !kms_key_.empty()) hs.emplace_back("x-amz-server-side-encryption-aws-kms-key-id", kms_key_);
+    if (h.type == FileType::pack && !pack_class_.empty()) hs.emplace_back("x-amz-storage-class", pack_class_);
+    return hs;
+  }
+
+  HttpResponse send(const std::string& method, const std::string& k, const std::vector<std::pair<std::string, std::string>>& q,
+                    const Headers& hs, std::span<const uint8_t> body, Bytes* into = nullptr, bool bucket_op = false) {
+    (void)bucket_op;
+    SignRequest sr;
+    sr.method = method;
+    sr.host = u_.host;
+    sr.path = u_.path_style ? "/" + u_.bucket + (k.empty() ? std::string() : "/" + k) : "/" + k;
+    sr.query = q;
+    sr.headers = hs;
+    sr.payload_hash = sha256_hex(body.data(), body.size());
+    SigningKey key = creds_.get(http_);
+    Signed s = sign(sr, key, u_.region, "s3", amz_date_now());
+    HttpRequest req;
+    req.method = method;
+    req.url = u_.scheme_host + uri_encode(sr.path, false);
+    std::string qs;
+    for (const auto& [n, v] : q) qs += (qs.empty() ? "?" : "&") + uri_encode(n, true) + "=" + uri_encode(v, true);
+    req.url += qs;
+    req.headers = hs;
+    for (auto& h : s.headers) req.headers.push_back(h);
+    req.body = body;
+    req.into = into;
+    return http_.perform(req);
+  }
+
+  static std::string error_code(const HttpResponse& r) {
+    std::string x(r.body.begin(), r.body.end());
+    std::string c = xml_value(x, "Code");
+    return c.empty() ? "HTTP " + std::to_string(r.status) : c;
+  }
+
+  [[noreturn]] void fail(const HttpResponse& r, const std::string& op, const std::string& k) {
+    std::string what = "cannot " + op + " '" + display(k) + "'";
+    if (r.status == 0) throw Error(Errc::unavailable, what + ": " + r.transport_error);
+    std::string code = error_code(r);
+    if (r.status >= 500 || r.status == 429 || code == "SlowDown" || code == "RequestTimeout" ||
+        code == "InternalError" || code == "ServiceUnavailable")
+      throw Error(Errc::unavailable, what + ": the store answered " + code + " (HTTP " + std::to_string(r.status) + ")");
+    if (r.status == 401 || r.status == 403) {
+      std::string hint;
+      if (code == "SignatureDoesNotMatch") hint = ": the secret key does not match the access key id";
+      else if (code == "InvalidAccessKeyId") hint = ": the store does not know the access key id";
+      else if (code == "AccessDenied") hint = ": these credentials lack the right to do it";
+      throw Error(Errc::denied, what + ": the store refused the credentials from " + creds_.describe() + " (" + code +
+                                    ")" + hint);
+    }
+    if (code == "NoSuchBucket")
+      throw Error(Errc::no_repo, "bucket '" + u_.bucket + "' does not exist at '" + loc_ +
+                                     "' (create it, or run 'cairnctl repo init', which creates it)");
+    if (r.status == 404) throw Error(Errc::not_found, what + ": no such object");
+    throw Error(Errc::io, what + ": the store answered " + code + " (HTTP " + std::to_string(r.status) + ")");
+  }
+
+  void save_multipart(const Handle& h, const std::string& k, std::span<const uint8_t> data) {
+    auto init = send("POST", k, {{"uploads", ""}}, object_headers(h), {});
+    if (init.status != 200) fail(init, "start an upload of", k);
+    std::string upload = xml_value(std::string(init.body.begin(), init.body.end()), "UploadId");
+    if (upload.empty()) throw Error(Errc::io, "the store started an upload of '" + display(k) + "' without an upload id");
+    try {
+      std::string done = "<CompleteMultipartUpload>";
+      int part = 1;
+      for (uint64_t off = 0; off < data.size(); off += kPartSize, ++part) {
+        auto piece = data.subspan(off, std::min<uint64_t>(kPartSize, data.size() - off));
+        auto r = send("PUT", k, {{"partNumber", std::to_string(part)}, {"uploadId", upload}}, {}, piece);
+        if (r.status != 200) fail(r, "upload part " + std::to_string(part) + " of", k);
+        done += "<Part><PartNumber>" + std::to_string(part) + "</PartNumber><ETag>" + r.header("etag") + "</ETag></Part>";
+      }
+      done += "</CompleteMultipartUpload>";
+      auto c = send("POST", k, {{"uploadId", upload}}, {}, {reinterpret_cast<const uint8_t*>(done.data()), done.size()});
+      // S3 may answer 200 with an error in the body.
+      std::string cx(c.body.begin(), c.body.end());
+      if (c.status != 200 || cx.find("<Error>") != std::string::npos) fail(c, "complete the upload of", k);
+    } catch (...) {
+      // Aborted so that no parts are left billed; a failure here is left to the
+      // bucket's lifecycle rule for incomplete uploads (docs/configuration.md).
+      try {
+        send("DELETE", k, {{"uploadId", upload}}, {}, {});
+      } catch (...) {
+      }
+      throw;
+    }
+  }
+
+  // Does the store enforce If-None-Match: * ? Two conditional PUTs of one new
+  // name under locks/ (the one place an agent may delete): the second must be refused.
+  bool probe_exclusive() {
+    std::random_device rd;
+    std::string name = ".probe-" + std::to_string(rd()) + std::to_string(rd());
+    Handle h{FileType::lock, name};
+    std::string k = key(h);
+    const uint8_t one[1] = {'1'};
+    bool enforced = false;
+    try {
+      if (create_exclusive(h, one)) enforced = !create_exclusive(h, one);
+      remove(h);
+    } catch (const Error&) {
+      return false;  // unknown: the safe protocol
+    }
+    if (!enforced)
+      storage_log("the store at '" + loc_ + "' accepts If-None-Match: * but does not enforce it: writers sharing data "
+                  "store their own copies instead of claiming (docs/repository-format.md § Object stores)");
+    return enforced;
+  }
+
+  std::string loc_;
+  Credentials creds_;
+  mutable HttpClient http_;
+  Url u_;
+  std::string sse_, kms_key_, pack_class_;
+  mutable std::once_flag probe_once_;
+  mutable bool exclusive_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_s3_backend(const std::string& location, const StorageOptions& opt) {
+  return std::make_unique<S3Backend>(location, opt);
+}
+
+bool is_s3_location(const std::string& location) {
+  return location.rfind("s3://", 0) == 0 || location.rfind("s3:http://", 0) == 0 || location.rfind("s3:https://", 0) == 0;
+}
+
+}  // namespace cairn::repo::storage::s3
