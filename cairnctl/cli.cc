@@ -43,6 +43,17 @@ std::unique_ptr<repo::Backend> make_backend(const RepoOptions& o) {
   return repo::open_backend(o.repo, {.credentials_file = o.storage_credentials});
 }
 
+nlohmann::json storage_json(const repo::Backend& be) {
+  auto c = be.counters();
+  return {{"requests", c.requests}, {"retries", c.retries}, {"bytes_sent", c.bytes_sent}, {"bytes_received", c.bytes_received}};
+}
+
+std::string storage_line(const repo::Backend& be) {
+  auto c = be.counters();
+  return "store: " + std::to_string(c.requests) + " requests (" + std::to_string(c.retries) + " retried), " +
+         human_bytes(c.bytes_sent) + " sent, " + human_bytes(c.bytes_received) + " received";
+}
+
 std::unique_ptr<repo::Repository> open_repo(const RepoOptions& o, bool load_index) {
   auto be = make_backend(o);
   if (!be->size({repo::FileType::config, ""}))

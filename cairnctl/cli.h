@@ -62,6 +62,9 @@ repo::MemoryBudget memory_budget(const std::string& value);
 void say_memory_budget(const RepoOptions& o, const repo::MemoryBudget& b);
 repo::Secret read_secret(const RepoOptions& o, const char* file_opt = "--password-file", const std::string& file_override = {});
 std::unique_ptr<repo::Backend> make_backend(const RepoOptions& o);
+// A remote repository's requests and retries, for results: JSON and one line of text.
+nlohmann::json storage_json(const repo::Backend& be);
+std::string storage_line(const repo::Backend& be);
 // Opens the repository, loads the index; prints index problems as warnings.
 std::unique_ptr<repo::Repository> open_repo(const RepoOptions& o, bool load_index = true);
 std::unique_ptr<repo::Lock> lock_repo(repo::Repository& r, const RepoOptions& o, repo::LockKind k, const std::string& purpose);

@@ -98,12 +98,14 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
         j["partial"] = s.partial;
         j["errors"] = errs;
         j["parent"] = s.parent;
+        if (r->backend().caps().remote) j["storage"] = storage_json(r->backend());
         print_json(j);
       } else {
         info(o, "files: " + std::to_string(res.files_new) + " new, " + std::to_string(res.files_changed) + " changed, " +
                     std::to_string(res.files_unmodified) + " unmodified; " + std::to_string(res.dirs) + " dirs");
         info(o, "added to the repository: " + human_bytes(res.stats.bytes_stored_new) + " (" + human_bytes(res.stats.bytes_raw_new) +
                     " before compression) of " + human_bytes(res.bytes_total) + " in " + human_duration(res.seconds));
+        if (r->backend().caps().remote) info(o, storage_line(r->backend()));
         info(o, std::string(s.partial ? "PARTIAL snapshot " : "snapshot ") + s.id.substr(0, 8) + " saved" +
                     (s.partial ? " (" + std::to_string(s.errors.size()) + " sources could not be read; listed above)" : ""));
       }

@@ -1,0 +1,380 @@
+"""Repositories in an object store (issue 34), against a real S3 server:
+SeaweedFS on loopback with authentication on (servers_s3.py), and a
+fault-injecting proxy written for these tests in front of it (s3_proxy.py).
+"""
+import http.server
+import json
+import os
+import pathlib
+import random
+import secrets
+import subprocess
+import threading
+import datetime
+from unittest import mock
+
+import pytest
+
+from conftest import BIN, assert_same_tree, restored_path, summary_of, write_random, write_secret
+from servers_s3 import SeaweedFS, write_credentials
+from s3_proxy import S3Proxy
+from test_roundtrip import make_every_kind
+
+BUILD = BIN.parent.parent
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    s = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def proxy(store):
+    p = S3Proxy(store.port)
+    yield p
+    p.close()
+
+
+class Repo:
+    """cairnctl repo against one S3 URL, with a password file and a credentials file."""
+
+    def __init__(self, url, tmp, creds):
+        self.url, self.tmp, self.creds = url, pathlib.Path(tmp), creds
+        self.pw = write_secret(self.tmp / f"pw-{secrets.token_hex(3)}", PASSWORD)
+
+    def run(self, *args, creds=None, env=None, timeout=300):
+        args = [os.fspath(a) for a in args]
+        n = 2 if args[0] in ("key",) else 1
+        cmd = [os.fspath(BIN), "repo"] + args[:n] + ["--repo", self.url, "--password-file", os.fspath(self.pw)]
+        c = self.creds if creds is None else creds
+        if c:
+            cmd += ["--storage-credentials", os.fspath(c)]
+        e = dict(os.environ, AWS_EC2_METADATA_DISABLED="true", HOME=os.fspath(self.tmp))
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            e.pop(k, None)
+        e.update(env or {})
+        p = subprocess.run(cmd + args[n:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=e)
+        return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+    def ok(self, *args, **kw):
+        rc, out, err = self.run(*args, **kw)
+        assert rc == 0, f"cairnctl repo {args[0]} exited {rc}\nstdout: {out[-3000:]}\nstderr: {err[-3000:]}"
+        return out, err
+
+
+def bucket_keys(store, bucket, prefix=""):
+    c = store.client()
+    keys = {}
+    for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            keys[o["Key"]] = o["Size"]
+    return keys
+
+
+def new_repo(store, tmp_path, endpoint=None, role="admin", init=True):
+    bucket = "cairn-" + secrets.token_hex(4)
+    creds = store.credentials(tmp_path / f"{role}.cred", role=role)
+    r = Repo(store.url(bucket, "repo", endpoint=endpoint), tmp_path, creds)
+    r.bucket = bucket
+    if init:
+        admin = Repo(store.url(bucket, "repo"), tmp_path, store.credentials(tmp_path / "admin-init.cred"))
+        admin.pw = r.pw
+        admin.ok("init")
+    return r
+
+
+def test_conformance_suite_against_seaweedfs(store, tmp_path):
+    """The backend conformance suite (tests/unit/common/storage) against the real S3 server."""
+    store.client().create_bucket(Bucket="conformance")
+    exe = BUILD / "tests" / "unit" / "common" / "storage" / "unit_storage"
+    env = dict(os.environ, CAIRN_CONFORMANCE_URLS=store.url("conformance"),
+               CAIRN_CONFORMANCE_CREDENTIALS=os.fspath(store.credentials(tmp_path / "c.cred")),
+               CAIRN_CONFORMANCE_EXPECT_EXCLUSIVE="1")
+    p = subprocess.run([os.fspath(exe), "conformance:*"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=600)
+    out = p.stdout.decode(errors="replace")
+    assert p.returncode == 0, out[-5000:]
+    assert "All tests passed" in out
+
+
+def test_a_store_that_ignores_conditional_writes_is_detected(store, proxy, tmp_path):
+    """Some S3-compatible servers accept If-None-Match and ignore it: the suite finds out, and a
+    repository there still backs up and restores (writers sharing data just do not claim)."""
+    proxy.ignore_conditional = True
+    store.client().create_bucket(Bucket="ignores-inm")
+    exe = BUILD / "tests" / "unit" / "common" / "storage" / "unit_storage"
+    env = dict(os.environ, CAIRN_CONFORMANCE_URLS=store.url("ignores-inm", endpoint=proxy.endpoint),
+               CAIRN_CONFORMANCE_CREDENTIALS=os.fspath(store.credentials(tmp_path / "c.cred")),
+               CAIRN_CONFORMANCE_EXPECT_EXCLUSIVE="1")
+    p = subprocess.run([os.fspath(exe), "conformance: exclusive create"], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=300)
+    out = " ".join(p.stdout.decode(errors="replace").split())  # Catch2 wraps long lines
+    assert p.returncode != 0 and "does not enforce exclusive create" in out, out[-3000:]
+    r = new_repo(store, tmp_path, endpoint=proxy.endpoint)
+    src = tmp_path / "src"
+    src.mkdir()
+    write_random(src / "a.bin", 3 << 20)
+    out, err = r.ok("backup", src)
+    assert "does not enforce it" in err
+    r.ok("restore", "latest", "--target", tmp_path / "out")
+    assert_same_tree(src, restored_path(tmp_path / "out", src))
+
+
+def test_sigv4_matches_botocore(tmp_path):
+    """Our SigV4 signer against botocore's (Debian's python3-botocore), over generated requests:
+    odd characters in paths and query values, unsorted and valueless parameters, headers with
+    runs of spaces, session tokens, regions and both services."""
+    from botocore.auth import S3SigV4Auth, SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from botocore.utils import percent_encode
+
+    rng = random.Random(34)
+    alphabet = "abcXYZ019-_.~ /+=&%:@!$'()*,;?#[]éü中"
+    cases, expected = [], []
+    for i in range(400):
+        service = "s3" if i % 4 else "service"
+        method = rng.choice(["GET", "PUT", "HEAD", "DELETE", "POST"])
+        path = "/" + "/".join("".join(rng.choice(alphabet.replace("/", "")) for _ in range(rng.randint(1, 12)))
+                              for _ in range(rng.randint(1, 4)))
+        if service != "s3":  # only S3 is signed in production: other services normalize dot segments, S3 does not
+            path = "/" + "".join(rng.choice("abcXYZ019-_~") for _ in range(rng.randint(0, 10)))
+        params = {}
+        for _ in range(rng.randint(0, 4)):
+            params[rng.choice(["list-type", "prefix", "uploads", "partNumber", "uploadId", "continuation-token", "Z", "a"])] = \
+                "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10)))
+        headers = {}
+        if rng.random() < 0.5:
+            headers["X-Amz-Meta-Note"] = "  two  spaces   inside "
+        if rng.random() < 0.5:
+            headers["Range"] = f"bytes={rng.randint(0, 99)}-{rng.randint(100, 999)}"
+        if rng.random() < 0.3:
+            headers["If-None-Match"] = "*"
+        payload = os.urandom(rng.randint(0, 64)) if method in ("PUT", "POST") else b""
+        import hashlib
+        payload_hash = hashlib.sha256(payload).hexdigest()
+        region = rng.choice(["us-east-1", "eu-west-3", "ap-southeast-2"])
+        ak = "AK" + secrets.token_hex(8).upper()
+        sk = secrets.token_urlsafe(30)
+        token = secrets.token_urlsafe(40) if rng.random() < 0.4 else ""
+        host = rng.choice(["127.0.0.1:9000", "s3.example.com", "bucket.s3.eu-west-3.amazonaws.com"])
+        date = datetime.datetime(2026, 11, 26, rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59))
+        amz_date = date.strftime("%Y%m%dT%H%M%SZ")
+
+        url = "http://" + host + (percent_encode(path, safe="/~") if service == "s3" else path)
+        req_headers = dict(headers)
+        if service == "s3":
+            req_headers["X-Amz-Content-SHA256"] = payload_hash
+        req = AWSRequest(method=method, url=url, headers=req_headers, params=params, data=payload)
+        creds = Credentials(ak, sk, token or None)
+        auth = (S3SigV4Auth if service == "s3" else SigV4Auth)(creds, service, region)
+        with mock.patch("botocore.auth.datetime") as dt:
+            dt.datetime.utcnow.return_value = date
+            auth.add_auth(req)
+        expected.append(req.headers["Authorization"])
+        cases.append({"method": method, "host": host, "path": path, "query": [[k, v] for k, v in params.items()],
+                      "headers": [[k, v] for k, v in headers.items()], "payload_hash": payload_hash,
+                      "region": region, "service": service, "date": amz_date, "access_key": ak, "secret_key": sk,
+                      "token": token})
+    p = subprocess.run([os.fspath(BUILD / "tests" / "cairn-sigv4-sign")], input="\n".join(json.dumps(c) for c in cases) + "\n",
+                       stdout=subprocess.PIPE, text=True, timeout=60, check=True)
+    ours = [json.loads(line) for line in p.stdout.splitlines()]
+    assert len(ours) == len(cases)
+    bad = [(c, o["canonical_request"], e, o["Authorization"]) for c, o, e in zip(cases, ours, expected)
+           if o["Authorization"] != e]
+    assert not bad, f"{len(bad)} of {len(cases)} differ; first: {bad[0]}"
+
+
+def test_round_trip_every_file_kind(store, tmp_path):
+    r = new_repo(store, tmp_path)
+    src = tmp_path / "src"
+    make_every_kind(src)
+    out, err = r.ok("backup", "--json", src)
+    assert summary_of(out)["partial"] is False
+    target = tmp_path / "restore"
+    target.mkdir()
+    r.ok("restore", "latest", "--target", target)
+    assert_same_tree(src, restored_path(target, src))
+    out, _ = r.ok("check", "--read-data")
+    assert "no errors were found" in out
+    # Nothing but the repository's own objects under its prefix, laid out as on a disk.
+    kinds = {k.split("/")[1] for k in bucket_keys(store, r.bucket, "repo/")}
+    assert kinds <= {"config", "keys", "data", "index", "snapshots", "locks", "claims"}, kinds
+    assert {"config", "keys", "data", "index", "snapshots"} <= kinds
+
+
+def test_wrong_secret_is_refused_clearly_and_writes_nothing(store, tmp_path):
+    r = new_repo(store, tmp_path)
+    before = bucket_keys(store, r.bucket)
+    ak, _ = store.keys["admin"]
+    secret = "wrong-" + secrets.token_hex(12)
+    bad = write_credentials(tmp_path / "bad.cred", ak, secret)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("data\n")
+    for args in (("backup", src), ("snapshots",)):
+        rc, out, err = r.run(*args, creds=bad)
+        assert rc == 14, (rc, err)
+        assert r.url.split("/repo")[0] in err and "bad.cred" in err, err
+        assert "secret key does not match" in err, err
+        assert secret not in err + out and ak not in err + out
+    assert bucket_keys(store, r.bucket) == before
+    # No credentials at all: said so, with where they are looked for.
+    rc, _, err = r.run("snapshots", creds="")
+    assert rc == 14 and "no S3 credentials found" in err, err
+    # A credentials file others can read is refused before it is used.
+    os.chmod(bad, 0o644)
+    rc, _, err = r.run("snapshots", creds=bad)
+    assert rc != 0 and "readable by group or others" in err, err
+
+
+def test_credentials_from_environment_and_shared_file(store, tmp_path):
+    r = new_repo(store, tmp_path)
+    ak, sk = store.keys["admin"]
+    r.ok("snapshots", creds="", env={"AWS_ACCESS_KEY_ID": ak, "AWS_SECRET_ACCESS_KEY": sk})
+    aws = tmp_path / ".aws"
+    aws.mkdir()
+    (aws / "credentials").write_text(f"[default]\naws_access_key_id = WRONG\naws_secret_access_key = wrong\n\n"
+                                     f"[backup]\naws_access_key_id = {ak}\naws_secret_access_key = {sk}\n")
+    os.chmod(aws / "credentials", 0o600)
+    rc, _, err = r.run("snapshots", creds="")
+    assert rc == 14 and "profile 'default'" in err, err
+    r.ok("snapshots", creds="", env={"AWS_PROFILE": "backup"})
+
+
+class _IMDS(http.server.BaseHTTPRequestHandler):
+    """A local stand-in for the EC2 instance metadata service (IMDSv2), not the real one:
+    a token from PUT /latest/api/token, required on every GET."""
+    token = secrets.token_hex(16)
+    keys = None
+    gets = []
+
+    def log_message(self, *a):
+        pass
+
+    def do_PUT(self):
+        if self.path != "/latest/api/token" or not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+            self.send_response(400)
+            self.end_headers()
+            return
+        self._send(self.token)
+
+    def do_GET(self):
+        _IMDS.gets.append(self.path)
+        if self.headers.get("X-aws-ec2-metadata-token") != self.token:
+            self.send_response(401)
+            self.end_headers()
+            return
+        if self.path == "/latest/meta-data/iam/security-credentials/":
+            self._send("cairn-backup-role")
+        elif self.path == "/latest/meta-data/iam/security-credentials/cairn-backup-role":
+            exp = (datetime.datetime.utcnow() + datetime.timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self._send(json.dumps({"Code": "Success", "AccessKeyId": self.keys[0], "SecretAccessKey": self.keys[1],
+                                   "Token": "", "Expiration": exp}))
+        else:
+            self.send_response(404)
+            self.end_headers()
+
+    def _send(self, text):
+        b = text.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+
+
+def test_credentials_from_instance_metadata_stand_in(store, tmp_path):
+    r = new_repo(store, tmp_path)
+    _IMDS.keys = store.keys["admin"]
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _IMDS)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        env = {"AWS_EC2_METADATA_DISABLED": "false",
+               "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{srv.server_address[1]}"}
+        out, _ = r.ok("snapshots", creds="", env=env)
+        assert "/latest/meta-data/iam/security-credentials/cairn-backup-role" in _IMDS.gets
+    finally:
+        srv.shutdown()
+
+
+def test_read_only_credentials_cannot_write(store, tmp_path):
+    r = new_repo(store, tmp_path, role="reader")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x\n")
+    rc, out, err = r.run("backup", src)
+    assert rc == 14, (rc, err)
+    assert "AccessDenied" in err and "reader.cred" in err, err
+    r.ok("snapshots")  # reading is allowed
+
+
+def test_agent_credentials_that_cannot_delete_back_up_and_restore_but_not_prune(store, proxy, tmp_path):
+    """The agent's role: every DELETE outside locks/ refused (by the proxy, as a bucket policy would)."""
+    proxy.agent_role()
+    r = new_repo(store, tmp_path, endpoint=proxy.endpoint)
+    src = tmp_path / "src"
+    src.mkdir()
+    write_random(src / "a.bin", 5 << 20)
+    r.ok("backup", src)
+    (src / "b.txt").write_text("second\n")
+    r.ok("backup", src)
+    r.ok("restore", "latest", "--target", tmp_path / "out")
+    assert_same_tree(src, restored_path(tmp_path / "out", src))
+    assert proxy.count("DELETE", r"/locks/") >= 2  # its own locks it removes
+    before = bucket_keys(store, r.bucket)
+    rc, out, err = r.run("forget", "--keep-last", "1", "--prune")
+    assert rc == 14, (rc, out, err)
+    assert "cannot prune or forget" in err and "controller" in err, err
+    # Nothing of the data was lost (locks come and go).
+    after = bucket_keys(store, r.bucket)
+    assert {k for k in before if "/locks/" not in k} <= set(after)
+    out, _ = r.ok("check", "--read-data")
+    assert "no errors were found" in out
+
+
+def test_faults_mid_transfer_are_retried_and_the_repository_checks_clean(store, proxy, tmp_path):
+    r = new_repo(store, tmp_path, endpoint=proxy.endpoint)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        write_random(src / f"f{i}.bin", 3 << 20)
+    env = {"CAIRN_STORAGE_RETRY_FOR_TESTS": "8,20,400", "CAIRN_STORAGE_TIMEOUTS_FOR_TESTS": "3,2"}
+    proxy.add("slowdown", method="PUT", count=4)
+    proxy.add("error500", method="PUT", path=r"/data/", count=1)
+    proxy.add("cut_request", method="PUT", path=r"/data/", count=2)
+    proxy.add("cut_response", method="GET", path=r"/index/", count=1)
+    proxy.add("stall", method="HEAD", count=1, seconds=5)
+    out, err = r.ok("backup", "--json", src, env=env)
+    assert "retrying" in err, err
+    summary = summary_of(out)
+    assert summary["storage"]["retries"] >= 8, summary
+    proxy.clear()
+    proxy.add("cut_response", method="GET", path=r"/data/", count=2)
+    proxy.add("slowdown", method="GET", count=3)
+    out, err = r.ok("restore", "latest", "--target", tmp_path / "out", env=env)
+    assert "retrying" in err
+    assert_same_tree(src, restored_path(tmp_path / "out", src))
+    proxy.clear()
+    out, _ = r.ok("check", "--read-data")
+    assert "no errors were found" in out
+
+
+def test_a_store_that_stays_down_fails_the_backup_cleanly(store, proxy, tmp_path):
+    r = new_repo(store, tmp_path, endpoint=proxy.endpoint)
+    src = tmp_path / "src"
+    src.mkdir()
+    write_random(src / "a.bin", 2 << 20)
+    r.ok("backup", src)
+    write_random(src / "b.bin", 2 << 20)
+    proxy.add("slowdown", method="PUT", path=r"/(data|snapshots)/")
+    rc, out, err = r.run("backup", src, env={"CAIRN_STORAGE_RETRY_FOR_TESTS": "3,10,50"})
+    assert rc == 15, (rc, out, err)
+    assert "gave up after 3 tries" in err and "SlowDown" in err, err
+    proxy.clear()
+    out, _ = r.ok("snapshots", "--json")
+    assert len(json.loads(out)) == 1  # nothing reported stored that is not
+    out, _ = r.ok("check", "--read-data")
+    assert "no errors were found" in out
