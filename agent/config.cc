@@ -15,6 +15,7 @@
 
 #include "agent/drivers/registry.h"
 #include "common/repo/memory.h"
+#include "common/repo/storage/backend.h"
 #include "common/util/control_chars.h"
 #include "common/util/fs.h"
 #include "common/util/toml_guard.h"
@@ -54,7 +55,13 @@ RepositoryDecl read_repository(TableReader& r) {
   d.name = r.required_string("name");
   if (!valid_name(d.name)) r.fail("name", "'" + d.name + "' must be 1-64 letters, digits, '-', '_' or '.'");
   d.path = r.required_string("path");
-  require_absolute(r, "path", d.path);
+  if (!repo::is_remote_location(d.path)) require_absolute(r, "path", d.path);
+  if (auto v = r.string("credentials_file")) {
+    d.credentials_file = *v;
+    require_absolute(r, "credentials_file", d.credentials_file);
+    std::string cwhy = check_secret_file_mode(d.credentials_file);
+    if (!cwhy.empty()) r.fail("credentials_file", cwhy);
+  }
   d.password_file = r.required_string("password_file");
   require_absolute(r, "password_file", d.password_file);
   std::string why = check_secret_file_mode(d.password_file);

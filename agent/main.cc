@@ -22,6 +22,7 @@
 #include "cairn/version.h"
 #include "common/repo/memory.h"
 #include "common/repo/repository.h"
+#include "common/repo/storage/registry.h"
 #include "common/util/cpus.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"
@@ -64,6 +65,7 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   // journald stamps every line; a second timestamp is noise there.
   spdlog::set_pattern(std::getenv("JOURNAL_STREAM") ? "%^%l%$: %v" : "%Y-%m-%dT%H:%M:%S.%e %^%l%$: %v");
+  cairn::repo::set_storage_log([](const std::string& m) { spdlog::warn("storage: {}", m); });
 
   AgentConfig config;
   try {

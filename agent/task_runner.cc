@@ -81,7 +81,11 @@ OpenRepo open_repository(const RepositoryDecl& d, const std::string& purpose, bo
   // The mode is checked again: the file may have changed since the start.
   std::string why = check_secret_file_mode(d.password_file);
   if (!why.empty()) throw Error(Errc::invalid_input, "password file of repository '" + d.name + "': " + why);
-  auto be = repo::make_fs_backend(d.path);
+  if (!d.credentials_file.empty()) {
+    std::string cwhy = check_secret_file_mode(d.credentials_file);
+    if (!cwhy.empty()) throw Error(Errc::invalid_input, "credentials file of repository '" + d.name + "': " + cwhy);
+  }
+  auto be = repo::open_backend(d.path, {.credentials_file = d.credentials_file});
   if (!be->size({repo::FileType::config, ""}))
     throw Error(Errc::no_repo, "no repository at '" + d.path + "' (declared as '" + d.name + "')");
   OpenRepo o;

@@ -20,11 +20,12 @@ std::vector<controller::RebuildSource> repository_sources(const std::string& con
                                                           const std::string& password_file, const std::string& name) {
   std::vector<controller::RebuildSource> repos;
   if (!config.empty())
-    for (const auto& r : controller::load_config(config).repositories) repos.push_back({r.name, r.path, r.password_file});
+    for (const auto& r : controller::load_config(config).repositories) repos.push_back({r.name, r.path, r.password_file, r.credentials_file});
   if (!repo.empty()) {
     if (password_file.empty()) throw Error(Errc::invalid_input, "--repo needs --password-file");
     std::erase_if(repos, [&](const controller::RebuildSource& r) { return r.name == name; });
-    repos.push_back({name, repo, password_file});
+    const char* creds = std::getenv("CAIRN_STORAGE_CREDENTIALS");
+    repos.push_back({name, repo, password_file, creds ? creds : ""});
   }
   if (repos.empty())
     throw Error(Errc::invalid_input, "no repository named: give --repo and --password-file, or --config with [[repository]] tables");

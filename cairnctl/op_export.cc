@@ -321,9 +321,10 @@ Extracted extract_archive(const std::string& path, const std::string& dir) {
 }
 
 // load_index: false for a repository check_whole() reads next (check loads the index itself).
-std::unique_ptr<repo::Repository> open_fs_repo(const std::string& path, const repo::Secret& secret, const std::string& what,
-                                               bool load_index = true) {
-  auto be = repo::make_fs_backend(path);
+// path: a directory or a repository URL (credentials_file: its credentials, or the store's standard sources).
+std::unique_ptr<repo::Repository> open_repo_at(const std::string& path, const repo::Secret& secret, const std::string& what,
+                                               bool load_index = true, const std::string& credentials_file = {}) {
+  auto be = repo::open_backend(path, {.credentials_file = credentials_file});
   if (!be->size({repo::FileType::config, ""})) throw Error(Errc::no_repo, "no repository at '" + path + "' (" + what + ")");
   std::unique_ptr<repo::Repository> r;
   try {
@@ -469,7 +470,8 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
   for (const auto* t : tasks) by_repo[source_of(t->repository()).name].push_back(t);
   for (const auto& [name, list] : by_repo) {
     const auto& src_cfg = source_of(name);
-    auto src = open_fs_repo(src_cfg.path, passphrase(src_cfg.password_file), "repository '" + name + "' at '" + src_cfg.path + "'");
+    auto src = open_repo_at(src_cfg.path, passphrase(src_cfg.password_file), "repository '" + name + "' at '" + src_cfg.path + "'", true,
+                            src_cfg.credentials_file);
     auto lock = repo::lock_for_reading(*src, "cairnctl export " + set_id);
     repo::SnapshotCopier copier(*src, *dst);
     for (const auto* t : list) {
@@ -555,7 +557,7 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
   {
     Staging verify(st.dir);
     auto ex = extract_archive(tmp, verify.dir);
-    auto r = open_fs_repo(verify.dir + "/repo", export_secret, "the export's repository", false);
+    auto r = open_repo_at(verify.dir + "/repo", export_secret, "the export's repository", false);
     check_whole(*r, "the export written to '" + tmp + "'");
     for (const auto& s : snaps) {
       auto back = repo::load_snapshot(*r, s["snapshot_id"].get<std::string>());
@@ -610,7 +612,7 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& file, c
   auto export_secret = passphrase(a.export_password_file.empty() ? target->password_file : a.export_password_file);
   std::unique_ptr<repo::Repository> src;
   try {
-    src = open_fs_repo(st.dir + "/repo", export_secret, "the export's repository", false);
+    src = open_repo_at(st.dir + "/repo", export_secret, "the export's repository", false);
   } catch (const Error& e) {
     if (e.code() == Errc::wrong_key)
       throw Error(Errc::wrong_key, "the export is encrypted with another passphrase than the repository's: give --export-password-file");
@@ -618,7 +620,8 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& file, c
   }
   check_whole(*src, "'" + file + "'");
 
-  auto dst = open_fs_repo(target->path, passphrase(target->password_file), "repository '" + target->name + "' at '" + target->path + "'");
+  auto dst = open_repo_at(target->path, passphrase(target->password_file), "repository '" + target->name + "' at '" + target->path + "'",
+                          true, target->credentials_file);
   auto lock = repo::Lock::acquire(*dst, repo::LockKind::shared, "cairnctl import " + set_id, std::chrono::seconds(60),
                                   [](const std::string& m) { warn(m); });
   // A task whose snapshot an earlier, interrupted import stored already is not copied again.

@@ -28,7 +28,7 @@ bool has(const repo::Snapshot& s, const std::string& tag) {
 }
 
 std::unique_ptr<repo::Repository> open_source(const RebuildSource& r) {
-  return open_controller_repository(r.path, r.password_file);
+  return open_controller_repository({r.name, r.path, r.password_file, r.credentials_file});
 }
 
 }  // namespace

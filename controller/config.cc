@@ -3,6 +3,8 @@
 #include "controller/config.h"
 
 #include <algorithm>
+
+#include "common/repo/storage/backend.h"
 #include <cstdio>
 #include <fstream>
 #include <set>
@@ -168,10 +170,14 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
       r.string("name", repo.name);
       r.string("path", repo.path);
       r.string("password_file", repo.password_file);
+      r.string("credentials_file", repo.credentials_file);
       if (repo.name.empty() || repo.path.empty() || repo.password_file.empty())
         fail(source, node, "a [[repository]] needs name, path and password_file");
-      if (repo.path[0] != '/' || repo.password_file[0] != '/')
-        fail(source, node, "repository '" + repo.name + "': path and password_file must be absolute");
+      if ((repo.path[0] != '/' && !repo::is_remote_location(repo.path)) || repo.password_file[0] != '/')
+        fail(source, node, "repository '" + repo.name + "': path must be absolute or a repository URL (s3:https://host/bucket/prefix, "
+                           "s3://bucket/prefix), password_file absolute");
+      if (!repo.credentials_file.empty() && repo.credentials_file[0] != '/')
+        fail(source, node, "repository '" + repo.name + "': credentials_file must be absolute");
       if (c.repository(repo.name)) fail(source, node, "repository '" + repo.name + "' is declared twice");
       r.refuse_unknown();
       c.repositories.push_back(std::move(repo));

@@ -12,6 +12,8 @@
 
 #include <google/protobuf/stubs/logging.h>
 #include <spdlog/spdlog.h>
+
+#include "common/repo/storage/registry.h"
 #include <systemd/sd-daemon.h>
 #include <zmq.h>
 
@@ -121,6 +123,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   spdlog::set_level(spdlog::level::from_str(config.log_level));
+  cairn::repo::set_storage_log([](const std::string& m) { spdlog::warn("storage: {}", m); });
   if (auto z = loaded_libzmq(); z.own) spdlog::info("cairn-controller {}: {}", CAIRN_VERSION, z.line);
   else spdlog::warn("cairn-controller {}: {}", CAIRN_VERSION, z.line);
   // libprotobuf logs every malformed string it parses; a peer sending garbage

@@ -25,10 +25,14 @@ uint64_t pack_bytes(repo::Backend& be) {
 
 }  // namespace
 
-std::unique_ptr<repo::Repository> open_controller_repository(const std::string& path, const std::string& password_file) {
-  auto be = repo::make_fs_backend(path);
-  if (!be->size({repo::FileType::config, ""})) throw Error(Errc::no_repo, "no repository at '" + path + "'");
-  return repo::Repository::open(std::move(be), repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(password_file)));
+std::unique_ptr<repo::Backend> open_controller_backend(const ControllerConfig::Repository& r) {
+  return repo::open_backend(r.path, {.credentials_file = r.credentials_file});
+}
+
+std::unique_ptr<repo::Repository> open_controller_repository(const ControllerConfig::Repository& r) {
+  auto be = open_controller_backend(r);
+  if (!be->size({repo::FileType::config, ""})) throw Error(Errc::no_repo, "no repository at '" + r.path + "'");
+  return repo::Repository::open(std::move(be), repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(r.password_file)));
 }
 
 Maintenance::Maintenance(std::vector<ControllerConfig::Repository> repositories,
@@ -115,7 +119,7 @@ std::optional<uint64_t> Maintenance::size_of(const std::string& repository) cons
 void Maintenance::measure_all() {
   for (const auto& r : repositories_) {
     try {
-      auto be = repo::make_fs_backend(r.path);
+      auto be = open_controller_backend(r);
       uint64_t size = pack_bytes(*be);
       std::lock_guard g(mu_);
       sizes_[r.name] = size;
@@ -170,7 +174,7 @@ ForgetResult Maintenance::run(const ForgetJob& job) {
   }
   bool pruning = false;
   try {
-    auto r = open_controller_repository(decl->path, decl->password_file);
+    auto r = open_controller_repository(*decl);
     auto warn = [name = decl->name](const std::string& m) { spdlog::warn("repository '{}': {}", name, m); };
     // No waiting: a backup holding its shared lock makes this a later turn's work.
     auto lock = repo::Lock::acquire(*r, repo::LockKind::exclusive, "controller: retention", std::chrono::seconds(0), warn);

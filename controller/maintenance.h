@@ -34,7 +34,7 @@ namespace cairn::controller {
 // Opens a filesystem repository the controller reads itself (a declared
 // [[repository]], a catalog rebuild's source) with its passphrase file;
 // Errc::no_repo naming the path when none is there.
-std::unique_ptr<repo::Repository> open_controller_repository(const std::string& path, const std::string& password_file);
+std::unique_ptr<repo::Repository> open_controller_repository(const ControllerConfig::Repository& r);
 
 struct ForgetJob {
   std::string repository;                 // a declared name

@@ -162,7 +162,7 @@ std::vector<SetRecordWriter::Result> SetRecordWriter::take_results() {
 repo::Repository& SetRecordWriter::open(const ControllerConfig::Repository& r) {
   auto it = open_.find(r.name);
   if (it != open_.end()) return *it->second;
-  return *(open_[r.name] = open_controller_repository(r.path, r.password_file));
+  return *(open_[r.name] = open_controller_repository(r));
 }
 
 void SetRecordWriter::loop() {

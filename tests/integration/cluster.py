@@ -109,6 +109,23 @@ class Cluster:
         self.agent_dirs = {}  # name -> dict of paths
         self.repo = self.base / "repo"
         self.repo_pass = self.base / "repo.pass"
+        # A repository in an object store (test_object_storage.py): repo is its URL,
+        # repo_credentials the controller's credentials file; agents may reach it
+        # through another URL (agent_repo: a proxy) with their own credentials.
+        self.repo_credentials = None
+        self.agent_repo = None
+        self.agent_repo_credentials = None
+
+    def repo_args(self):
+        """--repo/--password-file (and --storage-credentials) of the test repository, for `cairnctl repo`."""
+        a = ["--repo", self.repo, "--password-file", self.repo_pass]
+        return a + (["--storage-credentials", self.repo_credentials] if self.repo_credentials else [])
+
+    def _repository_toml(self, agent=False):
+        path = (self.agent_repo or self.repo) if agent else self.repo
+        creds = (self.agent_repo_credentials or self.repo_credentials) if agent else self.repo_credentials
+        t = f'[[repository]]\nname = "main"\npath = "{path}"\npassword_file = "{self.repo_pass}"\n'
+        return t + (f'credentials_file = "{creds}"\n' if creds else "")
 
     # ---- logs and waits -------------------------------------------------
     def logs(self):
@@ -184,7 +201,7 @@ class Cluster:
         self.ok("keys", "init", "--dir", self.keys)
         self.repo_pass.write_text("correct horse battery staple\n")
         os.chmod(self.repo_pass, 0o600)
-        self.ok("repo", "init", "--repo", self.repo, "--password-file", self.repo_pass)
+        self.ok("repo", "init", *self.repo_args())
         cfg = self.controller_cfg
         cfg.write_text(f"""[controller]
 id = "it-controller"
@@ -231,12 +248,7 @@ listen = "127.0.0.1:0"
         cfg = self.controller_cfg.read_text()
         if cluster_name:
             cfg = cfg.replace('id = "it-controller"', f'id = "it-controller"\ncluster = "{cluster_name}"', 1)
-        self.controller_cfg.write_text(cfg + f"""
-[[repository]]
-name = "main"
-path = "{self.repo}"
-password_file = "{self.repo_pass}"
-""")
+        self.controller_cfg.write_text(cfg + "\n" + self._repository_toml())
         self.start_controller()
 
     def http_url(self):
@@ -277,11 +289,7 @@ public_key = "{(self.keys / 'controller-curve.pub').read_text().strip()}"
 signing_keys_file = "{signing_pub}"
 heartbeat_interval_ms = {HEARTBEAT_MS}
 liveness = {self.liveness}
-[[repository]]
-name = "main"
-path = "{self.repo}"
-password_file = "{self.repo_pass}"
-[[component]]
+{self._repository_toml(agent=True)}[[component]]
 name = "data"
 driver = "files"
 paths = ["{data}"]

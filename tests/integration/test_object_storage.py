@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import secrets
 import subprocess
 import threading
@@ -378,3 +379,78 @@ def test_a_store_that_stays_down_fails_the_backup_cleanly(store, proxy, tmp_path
     assert len(json.loads(out)) == 1  # nothing reported stored that is not
     out, _ = r.ok("check", "--read-data")
     assert "no errors were found" in out
+
+
+# ---- through the controller ------------------------------------------------
+
+
+def s3_cluster(store, proxy, tmp_path):
+    """A controller and agents whose repository "main" is in the S3 store. The
+    controller uses the admin credentials directly; agents reach the store
+    through the proxy in the agent role (no DELETE outside locks/)."""
+    from cluster import Cluster
+    bucket = "cairn-" + secrets.token_hex(4)
+    c = Cluster(tmp_path / "cluster")
+    c.base.mkdir(parents=True)
+    c.repo = store.url(bucket, "repo")
+    c.repo_credentials = store.credentials(tmp_path / "controller.cred")
+    c.agent_repo = store.url(bucket, "repo", endpoint=proxy.endpoint)
+    c.agent_repo_credentials = store.credentials(tmp_path / "agent.cred")
+    c.bucket = bucket
+    proxy.agent_role()
+    c.init()
+    c.start_controller()
+    c.declare_repository()
+    return c
+
+
+def test_controller_backs_up_etcd_into_s3_restores_it_and_prunes_there(store, proxy, tmp_path):
+    from cluster import backup_set_id, lower_enum, restore_id, set_state
+    from servers_etcd import EtcdMember
+    from test_policies import run_now_and_wait, sets_of
+
+    member = EtcdMember(tmp_path, "etcd-a").start()
+    c = s3_cluster(store, proxy, tmp_path)
+    try:
+        original = {f"/registry/k{i:05d}": f"v-{i}-" + "x" * (i % 40) for i in range(3000)}
+        member.put_many(original)
+        c.add_agent("node-a", {"keep.txt": b"kept\n" * 100}, components=member.component_toml())
+        c.enrol("node-a")
+
+        rc, out, err = c.ctl("backup", "create", "--component", "etcd", "--node", "node-a", "--wait")
+        assert rc == 0, f"{out}\n{err}\n{c.logs()}"
+        sid = backup_set_id(out)
+        c.wait_signed(sid)  # the controller's signed record went to the bucket too
+        assert any(k.startswith("repo/sets/") for k in bucket_keys(store, c.bucket, "repo/"))
+
+        member.delete("/registry/k00", prefix=True)
+        member.put_many({"/registry/new": "not in the snapshot"})
+        rc, out, err = c.ctl("restore", sid, "--component", "etcd", "--node", "node-a", "--wait", timeout=300)
+        assert rc == 0, f"{out}\n{err}\n{c.logs()}"
+        r = c.json("restore", "show", restore_id(out))
+        assert lower_enum(r.get("state", ""), "set_state_") == "complete", r
+        assert member.get_all() == original
+
+        # Retention and prune by the controller, with its own credentials.
+        data = c.agent_dirs["node-a"]["data"]
+        c.ok("policy", "add", "hourly", "--schedule", "0 * * * *", "--component", "data", "--keep-last", "1")
+        for i in range(3):
+            (data / "run.bin").write_bytes(os.urandom(300_000))
+            s = run_now_and_wait(c, "hourly")
+            assert set_state(s) == "complete", s
+        c.wait_for("two sets forgotten", lambda: len([s for s in sets_of(c, "hourly") if int(s.get("forgotten_at", 0))]) == 2,
+                   timeout=90)
+        snaps = json.loads(c.ok("repo", "snapshots", "--json", *c.repo_args()))
+        assert len([s for s in snaps if s.get("paths") and os.fspath(data) in s["paths"][0]]) == 1, snaps
+        # The controller removed the snapshots and pruned the packs only they held (in the bucket).
+        freed = re.findall(r"retention: repository 'main': \d+ snapshot\(s\) of \d+ set\(s\) removed; pack data (\d+) -> (\d+) bytes",
+                           c.controller.log.read_text())
+        assert freed and all(int(b) < int(a) - 200_000 for a, b in freed), freed
+        out = c.ok("repo", "check", "--read-data", *c.repo_args())
+        assert "no errors were found" in out
+        # The agent never deleted anything outside locks/: the proxy refused none of its requests either.
+        assert proxy.count("DELETE") >= 1 and all(st != 403 for m, p, st in proxy.requests), \
+            [r for r in proxy.requests if r[2] == 403][:5]
+    finally:
+        c.stop_all()
+        member.stop()
