@@ -23,6 +23,9 @@ void add_repo_options(CLI::App* cmd, RepoOptions& o) {
                   "file (mode 0600) of a remote repository's credentials, KEY=VALUE lines; default: the store's standard sources "
                   "(AWS_ACCESS_KEY_ID, ~/.aws/credentials, instance metadata)")
       ->envname("CAIRN_STORAGE_CREDENTIALS");
+  cmd->add_flag("--no-cache", o.no_cache,
+                "a remote repository: do not use the local cache of its index, snapshots and trees "
+                "(default: in CAIRN_CACHE_DIR, $XDG_CACHE_HOME/cairn or ~/.cache/cairn)");
   cmd->add_option("--password-file", o.password_file, "file holding the passphrase (mode 0600)")->envname("CAIRN_PASSWORD_FILE");
   cmd->add_option("--key-file", o.key_file, "file holding a repository key (mode 0600), instead of a passphrase")->envname("CAIRN_KEY_FILE");
   cmd->add_flag("--json", o.json, "machine-readable output (JSON lines)");
@@ -40,7 +43,7 @@ repo::Secret read_secret(const RepoOptions& o, const char* file_opt, const std::
 
 std::unique_ptr<repo::Backend> make_backend(const RepoOptions& o) {
   if (o.repo.empty()) throw Error(Errc::invalid_input, "no repository given: use --repo PATH or set CAIRN_REPOSITORY");
-  return repo::open_backend(o.repo, {.credentials_file = o.storage_credentials});
+  return repo::open_backend(o.repo, {.credentials_file = o.storage_credentials, .cache_dir = o.no_cache ? "off" : ""});
 }
 
 nlohmann::json storage_json(const repo::Backend& be) {
@@ -55,10 +58,8 @@ std::string storage_line(const repo::Backend& be) {
 }
 
 std::unique_ptr<repo::Repository> open_repo(const RepoOptions& o, bool load_index) {
-  auto be = make_backend(o);
-  if (!be->size({repo::FileType::config, ""}))
-    throw Error(Errc::no_repo, "no repository at '" + o.repo + "' (create one with 'cairnctl repo init --repo " + o.repo + "')");
-  auto r = repo::Repository::open(std::move(be), read_secret(o));
+  // Repository::open says when there is none (Errc::no_repo), with the same advice.
+  auto r = repo::Repository::open(make_backend(o), read_secret(o));
   if (load_index)
     for (const auto& p : r->load_index())
       warn("index file '" + p.index_file + "' is unusable: " + p.message + " (run 'cairnctl repo check', then 'cairnctl repo repair index')");

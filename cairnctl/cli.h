@@ -38,6 +38,7 @@ struct RepoOptions {
   bool quiet = false;
   std::string retry_lock;  // duration
   std::string storage_credentials;  // a remote repository's credentials file (mode 0600)
+  bool no_cache = false;            // a remote repository: read everything from the store
 };
 
 // The command to run once parsing has succeeded.

@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <set>
 #include <thread>
 
 #include "common/repo/compress.h"
+#include "common/repo/storage/cache.h"
 #include "common/repo/limits.h"
 #include "common/util/cpus.h"
 #include "common/util/error.h"
@@ -100,11 +102,11 @@ std::string Repository::init(Backend& be, const Secret& secret, const InitOption
 }
 
 std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const Secret& secret) {
-  if (!be->size({FileType::config, ""}))
+  auto size = be->size({FileType::config, ""});
+  if (!size)
     throw Error(Errc::no_repo, "no repository at '" + be->location() + "' (create one with 'cairnctl repo init --repo " +
                                    be->location() + "')");
   const std::string loc = be->location();
-  auto size = be->size({FileType::config, ""});
   if (*size > kMaxConfigFile)
     throw config_damaged(loc, "is " + std::to_string(*size) + " bytes, above the limit of " + std::to_string(kMaxConfigFile));
   Bytes raw = be->load({FileType::config, ""});
@@ -139,6 +141,9 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
   r->id_hash_ = std::make_unique<crypto::KeyedHash>(r->mk_.id);
   r->params_.id = cfg.value("id", "");
   r->params_.version = version;
+  if (std::string cd = r->be_->cache_dir(); !cd.empty() && !r->params_.id.empty() &&
+                                            r->params_.id.find_first_not_of("0123456789abcdef") == std::string::npos)
+    r->cache_ = std::make_unique<storage::ObjectCache>(cd + "/" + r->params_.id);
   Bytes sealed, plain;
   std::string aad = version == 1 ? config_aad_v1(r->params_.id) : config_aad(cfg);
   if (!from_base64(cfg.value("sealed", ""), sealed) || !r->aead_.open(as_bytes(aad), sealed, plain))
@@ -177,6 +182,7 @@ std::string Repository::save_json(FileType t, const json& j) {
   Bytes sealed = aead_.seal(as_bytes(file_aad(t)), plain);
   std::string name = to_hex(crypto::sha256(sealed));
   be_->save({t, name}, sealed);
+  if (cache_ && (t == FileType::index || t == FileType::snapshot)) cache_->put(file_type_name(t), name, sealed);
   return name;
 }
 
@@ -189,13 +195,29 @@ Bytes Repository::load_file(FileType t, const std::string& name) {
                                     " (docs/repository-format.md § 14): it is damaged or was not written by cairn; "
                                     "run 'cairnctl repo check'");
   };
-  // The file is at most the text, its 5-byte header and the seal: checked before it is read.
-  auto size = be_->size({t, name});
-  if (!size) throw Error(Errc::not_found, "'" + where + "' does not exist");
-  if (*size > ceiling + 5 + crypto::kAeadOverhead) throw too_big(*size, "has");
-  Bytes sealed = be_->load({t, name});
-  if (to_hex(crypto::sha256(sealed)) != name)
-    throw Error(Errc::corrupt, "'" + where + "' does not match its name (truncated or damaged)");
+  const char* cached_kind = cache_ && (t == FileType::index || t == FileType::snapshot) ? file_type_name(t) : nullptr;
+  Bytes sealed;
+  bool from_cache = false;
+  if (cached_kind) {
+    if (auto b = cache_->get(cached_kind, name)) {
+      if (b->size() <= ceiling + 5 + crypto::kAeadOverhead && to_hex(crypto::sha256(*b)) == name) {
+        sealed = std::move(*b);
+        from_cache = true;
+      } else {
+        cache_->drop(cached_kind, name);  // damaged: the store's copy is read
+      }
+    }
+  }
+  if (!from_cache) {
+    // The file is at most the text, its 5-byte header and the seal: checked before it is read.
+    auto size = be_->size({t, name});
+    if (!size) throw Error(Errc::not_found, "'" + where + "' does not exist");
+    if (*size > ceiling + 5 + crypto::kAeadOverhead) throw too_big(*size, "has");
+    sealed = be_->load({t, name});
+    if (to_hex(crypto::sha256(sealed)) != name)
+      throw Error(Errc::corrupt, "'" + where + "' does not match its name (truncated or damaged)");
+    if (cached_kind) cache_->put(cached_kind, name, sealed);
+  }
   Bytes plain;
   if (!aead_.open(as_bytes(file_aad(t)), sealed, plain) || plain.size() < 5)
     throw Error(Errc::corrupt, "'" + where + "' fails authentication (damaged, or not written by this repository)");
@@ -225,6 +247,9 @@ std::vector<std::string> Repository::list(FileType t) {
   std::vector<std::string> out;
   be_->list(t, [&](const std::string& n, uint64_t) { out.push_back(n); });
   std::sort(out.begin(), out.end());
+  // What the store no longer lists leaves the cache.
+  if (cache_ && (t == FileType::index || t == FileType::snapshot))
+    cache_->keep_only(file_type_name(t), std::set<std::string>(out.begin(), out.end()));
   return out;
 }
 
@@ -275,6 +300,12 @@ std::vector<IndexProblem> Repository::load_index() {
   }
   // A damaged file is not read again by refresh_index() either.
   for (const auto& p : problems) index_names_.insert(p.index_file);
+  // Cached trees the store's index no longer has (pruned) leave the cache.
+  if (cache_)
+    cache_->keep_if("trees", [&](const std::string& n) {
+      BlobId id{};
+      return from_hex(n, std::span<uint8_t>(id.data(), id.size())) && index_.contains(id);
+    });
   return problems;
 }
 
@@ -308,7 +339,7 @@ size_t Repository::refresh_index() {
 }
 
 bool Repository::claim(const BlobId& id) {
-  if (!be_->caps().exclusive_create) return true;
+  if (!be_->exclusive_create_enforced()) return true;
   const std::string name = id_hex(id);
   {
     std::lock_guard g(claims_mu_);
@@ -475,6 +506,17 @@ Bytes Repository::load_blob(const BlobId& id) {
   auto loc = index_.lookup(id);
   if (!loc) throw Error(Errc::not_found, "blob '" + id_hex(id) + "' is not in the index (run 'cairnctl repo check')");
   std::string pack = id_hex(loc->pack);
+  PackBlob b{id, loc->type, loc->flags, loc->offset, loc->length, loc->raw_length};
+  Bytes out;
+  std::string why;
+  // Trees of a remote repository: the cached sealed copy, if it still authenticates.
+  const bool cached = cache_ && loc->type == BlobType::tree;
+  if (cached) {
+    if (auto c = cache_->get("trees", id_hex(id))) {
+      if (c->size() == loc->length && open_blob(b, *c, out, why)) return out;
+      cache_->drop("trees", id_hex(id));
+    }
+  }
   Bytes sealed;
   try {
     sealed = be_->load({FileType::pack, pack}, loc->offset, loc->length);
@@ -482,10 +524,8 @@ Bytes Repository::load_blob(const BlobId& id) {
     throw Error(e.code() == Errc::not_found ? Errc::corrupt : e.code(),
                 "blob '" + id_hex(id) + "' in pack '" + pack + "': " + e.what());
   }
-  PackBlob b{id, loc->type, loc->flags, loc->offset, loc->length, loc->raw_length};
-  Bytes out;
-  std::string why;
   if (!open_blob(b, sealed, out, why)) throw Error(Errc::corrupt, "blob '" + id_hex(id) + "' in pack '" + pack + "' " + why);
+  if (cached) cache_->put("trees", id_hex(id), sealed);
   return out;
 }
 
@@ -531,6 +571,9 @@ void Repository::store_claimed(BlobType t, const BlobId& id, std::span<const uin
   auto aad = blob_aad(t, id);
   sealed.clear();
   aead_.seal(aad, payload, sealed);
+  // A remote repository's next backup reads this tree back as its parent's: from
+  // the cache (an entry the index never comes to know is never used, and is dropped).
+  if (cache_ && t == BlobType::tree) cache_->put("trees", id_hex(id), sealed);
   PackBuilder full;
   {
     std::unique_lock lk(wmu_);

@@ -28,6 +28,9 @@
 #include "common/repo/types.h"
 
 namespace cairn::repo {
+namespace storage {
+class ObjectCache;
+}
 
 struct RepoParams {
   int version = 0;  // the config's format version (§ 2)
@@ -72,6 +75,8 @@ class Repository {
   ~Repository();
 
   Backend& backend() { return *be_; }
+  // The local cache of a remote repository (storage/cache.h), or null.
+  const storage::ObjectCache* cache() const { return cache_.get(); }
   const RepoParams& params() const { return params_; }
   const GearTable& gear() const { return gear_; }
   const std::string& key_slot() const { return key_slot_; }
@@ -182,6 +187,7 @@ class Repository {
   void store_claimed(BlobType t, const BlobId& id, std::span<const uint8_t> data, const CompressionDictionary* dict);
 
   std::unique_ptr<Backend> be_;
+  std::unique_ptr<storage::ObjectCache> cache_;  // a remote repository's local cache, or none
   RepoParams params_;
   MasterKey mk_;
   std::string key_slot_;

@@ -118,8 +118,10 @@ def test_a_store_that_ignores_conditional_writes_is_detected(store, proxy, tmp_p
     src = tmp_path / "src"
     src.mkdir()
     write_random(src / "a.bin", 3 << 20)
-    out, err = r.ok("backup", src)
-    assert "does not enforce it" in err
+    import time
+    # A writer sharing data with replicas (what Kafka's agents do) would claim: it stores its own copy instead.
+    out, err = r.ok("backup", "--shared-with-replicas", "0.5", src)
+    assert "does not enforce it" in err, err
     r.ok("restore", "latest", "--target", tmp_path / "out")
     assert_same_tree(src, restored_path(tmp_path / "out", src))
 
@@ -493,3 +495,49 @@ def test_controller_backs_up_a_kafka_rf3_cluster_into_s3_and_restores_it(store, 
         if c:
             c.stop_all()
         kc.stop()
+
+
+def test_local_cache_makes_an_unchanged_backup_cheap_and_is_never_trusted_over_the_store(store, proxy, tmp_path):
+    r = new_repo(store, tmp_path, endpoint=proxy.endpoint)
+    cache = tmp_path / "cache"
+    env = {"CAIRN_CACHE_DIR": os.fspath(cache)}
+    src = tmp_path / "src"
+    make_every_kind(src)
+    for i in range(30):
+        d = src / f"dir{i}"
+        d.mkdir()
+        (d / "f.txt").write_text(f"file {i}\n" * 50)
+    r.ok("backup", src, env=env)
+    n0 = len(proxy.requests)
+    r.ok("backup", src, env=env)
+    unchanged = proxy.requests[n0:]
+    # Config, key, locks, listings, the new snapshot: no index, snapshot or tree is read again.
+    assert len(unchanged) <= 20, "\n".join(map(str, unchanged))
+    assert not [q for q in unchanged if q[0] == "GET" and ("/data/" in q[1] or "/index/" in q[1])], unchanged
+    n0 = len(proxy.requests)
+    r.ok("backup", src, "--no-cache", env=env)
+    assert len(proxy.requests) - n0 > len(unchanged) + 10  # without it every tree is fetched
+
+    # A damaged cache: every entry's bytes flipped. Still the right data, read from the store.
+    entries = [p for p in cache.rglob("*") if p.is_file()]
+    assert any("/trees/" in os.fspath(p) for p in entries) and any("/snapshots/" in os.fspath(p) for p in entries)
+    for p in entries:
+        b = bytearray(p.read_bytes())
+        if b:
+            b[len(b) // 2] ^= 0xFF
+            p.write_bytes(bytes(b))
+    (src / "new.txt").write_text("after the cache was damaged\n")
+    r.ok("backup", src, env=env)
+    target = tmp_path / "restore"
+    r.ok("restore", "latest", "--target", target, env=env)
+    assert_same_tree(src, restored_path(target, src))
+
+    # A stale cache: snapshots forgotten by another client are gone for this one too.
+    snaps = json.loads(r.ok("snapshots", "--json", env=env)[0])
+    other = {"CAIRN_CACHE_DIR": os.fspath(tmp_path / "other-cache")}
+    r.ok("forget", "--keep-last", "1", "--prune", env=other)
+    after = json.loads(r.ok("snapshots", "--json", env=env)[0])
+    assert len(snaps) == 4 and len(after) == 1, (snaps, after)
+    assert len(list((next(cache.iterdir()) / "snapshots").iterdir())) == 1
+    out, _ = r.ok("check", "--read-data", env=env)
+    assert "no errors were found" in out

@@ -33,7 +33,7 @@ struct BackendCaps {
   bool local = false;           // a local filesystem path (restore can stream without copies)
   bool remote = false;          // objects travel over a network: worth a local cache and parallel requests
   bool atomic_replace = false;  // save() over an existing name replaces it atomically
-  bool exclusive_create = false;  // create_exclusive() is atomic (claims of writers sharing data, § 13.1)
+  bool exclusive_create = false;  // create_exclusive() exists; whether the store enforces it: exclusive_create_enforced()
 };
 
 // What a backend did, for progress, results and /metrics. Counts since open.
@@ -74,6 +74,12 @@ class Backend {
   // Removes one of them (only under the exclusive lock: no writer is live then).
   virtual void remove_leftover(const std::string& path) { (void)path; }
   virtual StorageCounters counters() const { return {}; }
+  // create_exclusive() is atomic against other writers (claims of writers sharing
+  // data, § 13.1). A remote store is asked once, by trying (s3: If-None-Match may be
+  // accepted and ignored); the answer is kept.
+  virtual bool exclusive_create_enforced() { return caps().exclusive_create; }
+  // Where a remote repository keeps its local cache (storage/cache.h); empty: none.
+  virtual std::string cache_dir() const { return {}; }
 };
 
 // Where a backend takes what a URL does not say. Secrets are never here: each
@@ -84,6 +90,9 @@ struct StorageOptions {
   // s3: access_key_id, secret_access_key, session_token, region, profile;
   // empty: the backend's own defaults (environment, shared files, metadata service).
   std::string credentials_file;
+  // A remote repository's local cache (storage/cache.h): empty: the default
+  // (CAIRN_CACHE_DIR, $XDG_CACHE_HOME/cairn, ~/.cache/cairn); "off": none.
+  std::string cache_dir;
   // For tests and benchmarks only: a backend built for the URL is wrapped in a
   // retrying one unless this is false.
   bool retry = true;

@@ -19,9 +19,7 @@ class RetryingBackend final : public Backend {
   RetryingBackend(std::unique_ptr<Backend> in, RetryPolicy p) : in_(std::move(in)), p_(p) {}
 
   std::string location() const override { return in_->location(); }
-  BackendCaps caps() const override {
-    return run("probe", "", [&] { return in_->caps(); });
-  }
+  BackendCaps caps() const override { return in_->caps(); }
   void create() override {
     run("create", "", [&] { in_->create(); return 0; });
   }
@@ -69,6 +67,10 @@ class RetryingBackend final : public Backend {
   }
   void list_leftovers(const std::function<void(const std::string&, uint64_t)>& fn) override { in_->list_leftovers(fn); }
   void remove_leftover(const std::string& path) override { in_->remove_leftover(path); }
+  std::string cache_dir() const override { return in_->cache_dir(); }
+  bool exclusive_create_enforced() override {
+    return run("probe", "", [&] { return in_->exclusive_create_enforced(); });
+  }
   StorageCounters counters() const override {
     StorageCounters c = in_->counters();
     c.retries = retries_.load();

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "common/repo/storage/backend.h"
+#include "common/repo/storage/cache.h"
 #include "common/repo/storage/http.h"
 #include "common/repo/storage/registry.h"
 #include "common/repo/storage/s3/credentials.h"
@@ -113,6 +114,7 @@ class S3Backend final : public Backend {
  public:
   S3Backend(std::string loc, const StorageOptions& opt)
       : loc_(std::move(loc)), creds_(opt), http_(HttpSettings::from_env({})), u_(parse_url(loc_, creds_)) {
+    cache_dir_ = opt.cache_dir == "off" ? "" : opt.cache_dir.empty() ? default_cache_dir() : opt.cache_dir;
     sse_ = creds_.setting("sse");
     kms_key_ = creds_.setting("sse_kms_key_id");
     pack_class_ = creds_.setting("pack_storage_class");
@@ -127,8 +129,12 @@ class S3Backend final : public Backend {
   std::string location() const override { return loc_; }
 
   BackendCaps caps() const override {
-    std::call_once(probe_once_, [&] { exclusive_ = const_cast<S3Backend*>(this)->probe_exclusive(); });
-    return {.local = false, .remote = true, .atomic_replace = true, .exclusive_create = exclusive_};
+    return {.local = false, .remote = true, .atomic_replace = true, .exclusive_create = true};
+  }
+
+  bool exclusive_create_enforced() override {
+    std::call_once(probe_once_, [&] { exclusive_ = probe_exclusive(); });
+    return exclusive_;
   }
 
   void create() override {
@@ -252,6 +258,8 @@ class S3Backend final : public Backend {
       if (token.empty()) throw Error(Errc::io, "the store listed '" + display(pfx) + "' as truncated without a continuation token");
     }
   }
+
+  std::string cache_dir() const override { return cache_dir_; }
 
   StorageCounters counters() const override {
     return {.requests = http_.requests(), .retries = 0, .failures = 0, .bytes_sent = http_.bytes_sent(),
@@ -387,7 +395,7 @@ class S3Backend final : public Backend {
   Credentials creds_;
   mutable HttpClient http_;
   Url u_;
-  std::string sse_, kms_key_, pack_class_;
+  std::string sse_, kms_key_, pack_class_, cache_dir_;
   mutable std::once_flag probe_once_;
   mutable bool exclusive_ = false;
 };

@@ -202,7 +202,7 @@ TEST_CASE("conformance: large objects, whole or not at all") {
 TEST_CASE("conformance: exclusive create") {
   for (auto& t : targets()) {
     INFO(t.location);
-    bool enforced = t.be->caps().exclusive_create;
+    bool enforced = t.be->exclusive_create_enforced();
     if (!enforced) {
       bool expect = std::getenv("CAIRN_CONFORMANCE_EXPECT_EXCLUSIVE") != nullptr;
       WARN("'" << t.location << "' does not enforce exclusive create: claims are off there");

@@ -1,0 +1,99 @@
+#include "common/repo/storage/cache.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+
+#include "common/util/error.h"
+#include "common/util/fs.h"
+
+namespace cairn::repo::storage {
+namespace {
+std::atomic<uint64_t> g_tmp{0};
+
+bool safe_name(const std::string& n) {
+  if (n.empty() || n.size() > 128) return false;
+  for (char c : n)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+}  // namespace
+
+std::string default_cache_dir() {
+  if (const char* d = std::getenv("CAIRN_CACHE_DIR"); d && *d) return d;
+  if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d == '/') return std::string(d) + "/cairn";
+  if (const char* h = std::getenv("HOME"); h && *h == '/') return std::string(h) + "/.cache/cairn";
+  return "/var/tmp/cairn-cache-" + std::to_string(::getuid());
+}
+
+ObjectCache::ObjectCache(std::string dir) : dir_(std::move(dir)) {}
+
+std::string ObjectCache::path(const char* kind, const std::string& name) const { return dir_ + "/" + kind + "/" + name; }
+
+std::optional<Bytes> ObjectCache::get(const char* kind, const std::string& name) {
+  if (!safe_name(name)) return std::nullopt;
+  try {
+    Bytes b = read_file(path(kind, name), 64u << 20);
+    hits_++;
+    return b;
+  } catch (const Error&) {
+    misses_++;
+    return std::nullopt;
+  }
+}
+
+void ObjectCache::put(const char* kind, const std::string& name, std::span<const uint8_t> data) noexcept {
+  if (!safe_name(name)) return;
+  try {
+    std::string d = dir_ + "/" + kind;
+    mkdir_p(d, 0700);
+    std::string tmp = d + "/.tmp-" + std::to_string(::getpid()) + "-" + std::to_string(g_tmp++);
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd) return;
+    try {
+      write_all(fd.get(), data.data(), data.size(), tmp);
+    } catch (const Error&) {
+      ::unlink(tmp.c_str());
+      return;
+    }
+    fd.reset();
+    if (::rename(tmp.c_str(), path(kind, name).c_str()) != 0) ::unlink(tmp.c_str());
+  } catch (...) {
+    // a cache that cannot be written is a cache that is not used
+  }
+}
+
+void ObjectCache::drop(const char* kind, const std::string& name) noexcept {
+  if (safe_name(name)) ::unlink(path(kind, name).c_str());
+}
+
+void ObjectCache::keep_only(const char* kind, const std::set<std::string>& listed) noexcept {
+  keep_if(kind, [&](const std::string& n) { return listed.count(n) != 0; });
+}
+
+void ObjectCache::keep_if(const char* kind, const std::function<bool(const std::string&)>& keep) noexcept {
+  std::string d = dir_ + "/" + kind;
+  DIR* dir = ::opendir(d.c_str());
+  if (!dir) return;
+  std::unique_ptr<DIR, int (*)(DIR*)> guard(dir, ::closedir);
+  while (auto* e = ::readdir(dir)) {
+    std::string n = e->d_name;
+    if (n == "." || n == "..") continue;
+    bool stale_tmp = n.rfind(".tmp-", 0) == 0;
+    bool drop = stale_tmp;
+    if (!drop) {
+      try {
+        drop = !keep(n);
+      } catch (...) {
+      }
+    }
+    if (drop) ::unlinkat(::dirfd(dir), n.c_str(), 0);
+  }
+}
+
+}  // namespace cairn::repo::storage

@@ -1,0 +1,47 @@
+#pragma once
+// The local cache of a remote repository: what every open reads again (index
+// files, snapshots, and the sealed tree blobs a backup compares against its
+// parent), kept under <cache dir>/<repository id>/. Entries are the store's
+// sealed bytes and are checked on every use: index files and snapshots by the
+// SHA-256 their name is, tree blobs by the repository's own authentication
+// and id check. A damaged entry is dropped and read from the store; entries
+// whose names the store no longer lists are removed when the store is listed.
+// Only objects the store names are ever asked for: the store, not the cache,
+// says what exists. Writes to the cache never fail an operation.
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+
+#include "common/util/encoding.h"
+
+namespace cairn::repo::storage {
+
+class ObjectCache {
+ public:
+  explicit ObjectCache(std::string dir);  // <cache dir>/<repository id>
+  std::optional<Bytes> get(const char* kind, const std::string& name);
+  void put(const char* kind, const std::string& name, std::span<const uint8_t> data) noexcept;
+  void drop(const char* kind, const std::string& name) noexcept;
+  // Removes the entries of kind whose names are not in `listed` (what the store holds).
+  void keep_only(const char* kind, const std::set<std::string>& listed) noexcept;
+  // Removes the entries of kind for which keep(name) is false.
+  void keep_if(const char* kind, const std::function<bool(const std::string&)>& keep) noexcept;
+  const std::string& dir() const { return dir_; }
+  uint64_t hits() const { return hits_.load(); }
+  uint64_t misses() const { return misses_.load(); }
+
+ private:
+  std::string path(const char* kind, const std::string& name) const;
+  std::string dir_;
+  std::atomic<uint64_t> hits_{0}, misses_{0};
+};
+
+// CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn, else $HOME/.cache/cairn, else
+// /var/tmp/cairn-cache-<uid>.
+std::string default_cache_dir();
+
+}  // namespace cairn::repo::storage
