@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <list>
 #include <map>
 #include <unordered_map>
@@ -43,6 +44,62 @@ constexpr uint64_t kMaxGap = 64u << 10;
 // A writer's read buffer: kMaxRead, or one sealed blob of the largest chunk (its
 // compressed form may be a little longer than the chunk, plus the AEAD's bytes).
 constexpr size_t kReadBufferBytes = std::max<size_t>(kMaxRead, kMaxChunkSize + (64u << 10));
+
+// A remote repository (an object store): every request costs a round trip, so
+// a pack is fetched whole, once, and the blobs of every file that needs it are
+// served from memory; at most `cap` packs are held (the least recently used
+// goes). Files are restored in tree order, which is mostly the order their
+// blobs were stored in: consecutive segments share packs. A pack larger than
+// kMaxWholePack is read by ranges as on a local disk.
+class PackCache {
+ public:
+  static constexpr uint64_t kMaxWholePack = 64u << 20;
+  PackCache(Backend& be, size_t cap) : be_(be), cap_(std::max<size_t>(cap, 1)) {}
+
+  void read(const std::string& pack, uint64_t start, uint64_t len, Bytes& out) {
+    std::shared_future<std::shared_ptr<const Bytes>> f;
+    std::promise<std::shared_ptr<const Bytes>> mine;
+    bool fetch = false;
+    {
+      std::lock_guard g(mu_);
+      auto it = m_.find(pack);
+      if (it == m_.end()) {
+        while (m_.size() >= cap_) {
+          auto lru = std::min_element(m_.begin(), m_.end(), [](auto& a, auto& b) { return a.second.used < b.second.used; });
+          m_.erase(lru);  // holders keep their copy of the future
+        }
+        it = m_.emplace(pack, Entry{mine.get_future().share(), 0}).first;
+        fetch = true;
+      }
+      it->second.used = ++tick_;
+      f = it->second.f;
+    }
+    if (fetch) {
+      try {
+        mine.set_value(std::make_shared<const Bytes>(be_.load({FileType::pack, pack})));
+      } catch (...) {
+        mine.set_exception(std::current_exception());
+        std::lock_guard g(mu_);
+        m_.erase(pack);  // a later read tries the store again
+      }
+    }
+    std::shared_ptr<const Bytes> whole = f.get();
+    if (start + len > whole->size())
+      throw Error(Errc::corrupt, "pack '" + pack + "' is shorter than expected (" + std::to_string(whole->size()) + " bytes)");
+    out.assign(whole->begin() + std::ptrdiff_t(start), whole->begin() + std::ptrdiff_t(start + len));
+  }
+
+ private:
+  struct Entry {
+    std::shared_future<std::shared_ptr<const Bytes>> f;
+    uint64_t used;
+  };
+  Backend& be_;
+  size_t cap_;
+  std::mutex mu_;
+  std::map<std::string, Entry> m_;
+  uint64_t tick_ = 0;
+};
 constexpr size_t kMaxNameForTemp = 200;  // keeps ".cairn-restore.<name>.<hex>" under NAME_MAX
 
 struct BlobRef {
@@ -226,6 +283,7 @@ class Restorer {
   std::vector<Link> links_;
   std::map<std::pair<uint64_t, uint64_t>, FileJob*> inodes_;
   std::vector<Segment> segments_;
+  std::unique_ptr<PackCache> packs_;  // a remote repository's packs, fetched whole (null: read ranges)
   std::atomic<size_t> next_segment_{0};
   std::atomic<uint64_t> tmp_counter_{0};
   uint64_t plan_bytes_ = 0;
@@ -608,7 +666,10 @@ void Restorer::run_segment(const Segment& s, DirFds& fds) {
           out.reserve(kMaxChunkSize);
         }
         try {
-          be.load_into({FileType::pack, pack}, start, end - start, buf);
+          if (packs_ && f.blobs[i].loc.offset + f.blobs[i].loc.length <= PackCache::kMaxWholePack)
+            packs_->read(pack, start, end - start, buf);
+          else
+            be.load_into({FileType::pack, pack}, start, end - start, buf);
         } catch (const Error& e) {
           fail_file(f, "blob '" + id_hex(f.blobs[i].id) + "' in pack '" + pack + "' cannot be read: " + e.what());
           break;
@@ -794,6 +855,10 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
   uint64_t budget = budget_bytes(opt_.memory_budget);
   unsigned n = opt_.threads ? opt_.threads : restore_writers(budget, usable_cpus());
   n = unsigned(std::max<size_t>(1, std::min<size_t>(n, segments_.size())));
+  // Whole packs from a remote store: one per writer and one more, within the same
+  // budget the writers' own buffers are sized by.
+  if (repo_.backend().caps().remote)
+    packs_ = std::make_unique<PackCache>(repo_.backend(), std::min<size_t>(n + 1, std::max<uint64_t>(2, budget / 2 / repo_.params().pack_size)));
   {
     std::vector<std::thread> pool;
     for (unsigned i = 0; i < n; ++i) pool.emplace_back([this] { worker(); });

@@ -43,6 +43,7 @@ class S3Proxy:
         self.lock = threading.Lock()
         self.requests = []  # (method, path, status) of every request seen
         self.ignore_conditional = False
+        self.bytes_put = 0  # request bodies of PUTs the store accepted (2xx)
         proxy = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -148,6 +149,9 @@ class S3Proxy:
                 conn.shutdown(socket.SHUT_RDWR)
                 return False
             conn.sendall(out.encode("latin-1") + (b"" if method == "HEAD" else data))
+            if method == "PUT" and 200 <= resp.status < 300:
+                with self.lock:
+                    self.bytes_put += len(body)
             self._log(method, target, resp.status)
             return True
         finally:
