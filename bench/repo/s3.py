@@ -40,6 +40,11 @@ def log(m):
     print(f"[{datetime.datetime.now():%H:%M:%S}] {m}", file=sys.stderr, flush=True)
 
 
+def tail(path, n=1500):
+    with open(path, "rb") as f:
+        return f.read()[-n:].decode(errors="replace")
+
+
 def tree_bytes(root):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs
                if not os.path.islink(os.path.join(d, f)))
@@ -65,17 +70,17 @@ def same_tree(a, b):
 
 
 def timed(argv, env, log_path):
+    """Wall time and peak RSS (the child's own, from wait4) of one command."""
     t0 = time.monotonic()
     with open(log_path, "ab") as lf:
-        p = subprocess.run(["/usr/bin/time", "-f", "RSS_KB=%M", *argv], env=env, stdout=lf, stderr=subprocess.PIPE)
+        p = subprocess.Popen(argv, env=env, stdout=lf, stderr=lf)
+        _, status, ru = os.wait4(p.pid, 0)
     wall = time.monotonic() - t0
-    err = p.stderr.decode(errors="replace")
-    with open(log_path, "a") as lf:
-        lf.write(err)
-    if p.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, argv[:3]))} exited {p.returncode}; see {log_path}:\n{err[-1500:]}")
-    rss = int(err.rsplit("RSS_KB=", 1)[1].split()[0]) * 1024
-    return wall, rss
+    rc = os.waitstatus_to_exitcode(status)
+    p.returncode = rc
+    if rc != 0:
+        raise SystemExit(f"{' '.join(map(str, argv[:3]))} exited {rc}; see {log_path}:\n{tail(log_path)}")
+    return wall, ru.ru_maxrss * 1024
 
 
 class Tool:
@@ -141,13 +146,14 @@ def main():
     ap.add_argument("--restic", default="/usr/bin/restic")
     ap.add_argument("--tools", default="cairn,restic")
     ap.add_argument("--out", default=os.fspath(ROOT / "bench" / "repo" / "results"))
+    ap.add_argument("--corpus-script", default=os.fspath(ROOT.parent / "shared" / "bench" / "make_corpus.py"))
     args = ap.parse_args()
     work = pathlib.Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     corpus = pathlib.Path(args.corpus) if args.corpus else work / "corpus"
     if not corpus.exists():
         log("generating the corpus")
-        subprocess.run([sys.executable, os.fspath(ROOT.parent / "shared" / "bench" / "make_corpus.py"), "--out",
+        subprocess.run([sys.executable, args.corpus_script, "--out",
                         os.fspath(corpus)], check=True, stdout=subprocess.DEVNULL)
     (work / "pw").write_text("benchmark passphrase\n")
     os.chmod(work / "pw", 0o600)

@@ -35,6 +35,11 @@ constexpr size_t kIndexMaxBlobs = 50000;
 constexpr int64_t kShareRefreshNs = 50'000'000;
 constexpr size_t kSharePackSize = 4u << 20;
 constexpr size_t kMaxQueuedPacks = 1;
+// An object store: packs go up this many at a time (each a round trip that a
+// local disk does not have); the index is written every kRemoteIndexFlushPacks
+// packs instead of every kIndexFlushPacks (each index file is a request).
+constexpr size_t kRemoteUploads = 4;
+constexpr size_t kRemoteIndexFlushPacks = 16;
 // Tree packs are closed at this size (or the repository's pack size, if smaller):
 // tree blobs trickle in during the whole backup, and a pack held open until the
 // end would grow with the number of directories and files.
@@ -711,12 +716,14 @@ void Repository::store_held_samples(std::unique_lock<std::mutex>&, const Compres
 }
 
 // Packs are written by one background thread so that the workers keep hashing,
-// compressing and encrypting while a pack is fsynced. At most kMaxQueuedPacks wait,
-// which bounds memory.
+// compressing and encrypting while a pack is fsynced (kRemoteUploads threads for
+// an object store, where a pack's upload is a round trip). At most
+// kMaxQueuedPacks wait, which bounds memory.
 void Repository::queue_pack(PackBuilder&& pb) {
   std::unique_lock lk(wq_mu_);
   if (write_error_) std::rethrow_exception(write_error_);
-  if (!writer_.joinable()) writer_ = std::thread([this] { writer_loop(); });
+  if (writers_.empty())
+    for (size_t i = 0, n = be_->caps().remote ? kRemoteUploads : 1; i < n; ++i) writers_.emplace_back([this] { writer_loop(); });
   wq_cv_.wait(lk, [&] { return wq_.size() < kMaxQueuedPacks || write_error_; });
   if (write_error_) std::rethrow_exception(write_error_);
   wq_.push_back(std::move(pb));
@@ -760,7 +767,9 @@ void Repository::stop_writer() {
     wq_stop_ = true;
   }
   wq_cv_.notify_all();
-  if (writer_.joinable()) writer_.join();
+  for (auto& w : writers_)
+    if (w.joinable()) w.join();
+  writers_.clear();
 }
 
 void Repository::write_pack(PackBuilder& pb) {
@@ -781,7 +790,8 @@ void Repository::write_pack(PackBuilder& pb) {
 
 void Repository::maybe_flush_index(std::unique_lock<std::mutex>& lk, bool force) {
   if (pending_.packs.empty()) return;
-  bool due = force || share_ || pending_.packs.size() >= kIndexFlushPacks || pending_blobs_ >= kIndexMaxBlobs ||
+  const size_t flush_packs = be_->caps().remote ? kRemoteIndexFlushPacks : kIndexFlushPacks;
+  bool due = force || share_ || pending_.packs.size() >= flush_packs || pending_blobs_ >= kIndexMaxBlobs ||
              std::chrono::steady_clock::now() - last_index_write_ >= kIndexFlushInterval;
   if (!due) return;
   IndexFile f = std::move(pending_);

@@ -236,7 +236,7 @@ class Repository {
   int wq_busy_ = 0;
   bool wq_stop_ = false;
   std::exception_ptr write_error_;
-  std::thread writer_;
+  std::vector<std::thread> writers_;  // one for a local disk; kRemoteUploads for an object store
 };
 
 }  // namespace cairn::repo
