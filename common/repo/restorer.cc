@@ -41,6 +41,8 @@ constexpr uint64_t kSegmentBytes = 32u << 20;
 // of at most kMaxGap bytes of other files' blobs): fewer syscalls, bounded memory.
 constexpr uint64_t kMaxRead = 4u << 20;
 constexpr uint64_t kMaxGap = 64u << 10;
+// A remote repository: reads shorter than this are served from the whole pack (PackCache).
+constexpr uint64_t kWholePackBelow = 1u << 20;
 // A writer's read buffer: kMaxRead, or one sealed blob of the largest chunk (its
 // compressed form may be a little longer than the chunk, plus the AEAD's bytes).
 constexpr size_t kReadBufferBytes = std::max<size_t>(kMaxRead, kMaxChunkSize + (64u << 10));
@@ -666,7 +668,10 @@ void Restorer::run_segment(const Segment& s, DirFds& fds) {
           out.reserve(kMaxChunkSize);
         }
         try {
-          if (packs_ && f.blobs[i].loc.offset + f.blobs[i].loc.length <= PackCache::kMaxWholePack)
+          // Small reads (small files' blobs) from the whole pack; large ones (a big
+          // file's run of chunks, up to kMaxRead) by their range: fetching whole
+          // packs for them would move the chunks of other files again and again.
+          if (packs_ && end - start < kWholePackBelow && f.blobs[i].loc.offset + f.blobs[i].loc.length <= PackCache::kMaxWholePack)
             packs_->read(pack, start, end - start, buf);
           else
             be.load_into({FileType::pack, pack}, start, end - start, buf);
@@ -855,29 +860,10 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
   uint64_t budget = budget_bytes(opt_.memory_budget);
   unsigned n = opt_.threads ? opt_.threads : restore_writers(budget, usable_cpus());
   n = unsigned(std::max<size_t>(1, std::min<size_t>(n, segments_.size())));
-  // Whole packs from a remote store: a quarter of the memory budget (at least one
-  // per writer and one more). Large files' packs also hold the chunks of the files
-  // stored beside them; fewer held packs mean some are fetched twice.
-  if (repo_.backend().caps().remote) {
-    packs_ = std::make_unique<PackCache>(repo_.backend(), std::max<uint64_t>(n + 1, budget / 4 / repo_.params().pack_size));
-    // In pack order rather than tree order: the files whose blobs share a pack are
-    // written while it is held, so each pack is fetched about once. A file keeps
-    // its segments together (it stays open from its first to its last), placed
-    // by the pack its first blob is in.
-    std::map<const FileJob*, std::pair<BlobId, uint64_t>> first;
-    for (const auto& s : segments_)
-      if (!first.count(s.file) && s.first < s.file->blobs.size())
-        first[s.file] = {s.file->blobs[s.first].loc.pack, s.file->blobs[s.first].loc.offset};
-    auto key = [&](const Segment& s) {
-      auto it = first.find(s.file);
-      return it == first.end() ? std::make_pair(BlobId{}, uint64_t(0)) : it->second;
-    };
-    std::stable_sort(segments_.begin(), segments_.end(), [&](const Segment& a, const Segment& b) {
-      auto ka = key(a), kb = key(b);
-      if (ka != kb) return ka < kb;
-      return a.file != b.file ? a.file < b.file : a.first < b.first;
-    });
-  }
+  // Whole packs from a remote store: one per writer and one more, within the same
+  // budget the writers' own buffers are sized by.
+  if (repo_.backend().caps().remote)
+    packs_ = std::make_unique<PackCache>(repo_.backend(), std::min<size_t>(n + 1, std::max<uint64_t>(2, budget / 2 / repo_.params().pack_size)));
   {
     std::vector<std::thread> pool;
     for (unsigned i = 0; i < n; ++i) pool.emplace_back([this] { worker(); });

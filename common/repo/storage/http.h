@@ -18,7 +18,7 @@
 namespace cairn::repo::storage {
 
 struct HttpSettings {
-  int max_connections = 8;
+  int max_connections = 16;  // requests at once per open repository (uploads, restore writers)
   long connect_timeout_s = 10;
   // A transfer that moves less than 1 byte/s for this long is cut (a stalled server).
   long stall_timeout_s = 60;
