@@ -20,7 +20,7 @@ struct RepositoryDecl {
   std::string name;
   std::string path;
   std::string password_file;  // mode 0600, checked at start and at each use
-  std::string credentials_file;  // a remote repository's credentials (mode 0600); empty: the store's standard sources
+  std::string credentials_file{};  // a remote repository's credentials (mode 0600); empty: the store's standard sources
 };
 
 struct ComponentDecl {

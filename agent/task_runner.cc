@@ -553,6 +553,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   };
 
   DriverResult dr;
+  repo::StorageCounters storage;  // the repository store's, when it is remote
   try {
     WorkProgress first;
     first.phase = v1::PHASE_PREFLIGHT;
@@ -575,6 +576,14 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
       const bool local_only = restore && (step_of_task == RestoreStep::rollback || step_of_task == RestoreStep::commit);
       OpenRepo o;
       if (!local_only) o = open_repository(*t.repository, restore ? "restore" : "backup", restore);
+      // What the repository's store was asked, whatever way the task ends (before o closes it).
+      struct KeepCounters {
+        repo::Repository* r;
+        repo::StorageCounters* out;
+        ~KeepCounters() {
+          if (r && r->backend().caps().remote) *out = r->backend().counters();
+        }
+      } keep{o.repo.get(), &storage};
       TaskContext ctx;
       ctx.plan_id = t.plan_id;
       ctx.task_id = task.task_id();
@@ -664,6 +673,11 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   if (dr.metadata.is_object()) result.set_component_metadata(dr.metadata.dump());
   result.set_bytes(dr.bytes);
   result.set_files(dr.files);
+  result.set_storage_requests(storage.requests);
+  result.set_storage_retries(storage.retries);
+  if (storage.retries)
+    spdlog::warn("task '{}': the repository's store needed {} retries in {} requests", task.task_id(), storage.retries,
+                 storage.requests);
   result.set_finished_at(now_s());
   spdlog::info("task '{}': {} ({} reasons){}", task.task_id(),
                dr.outcome == v1::TASK_OUTCOME_SUCCEEDED ? "succeeded" : dr.outcome == v1::TASK_OUTCOME_PARTIAL ? "partial" : "failed",

@@ -153,6 +153,9 @@ void print_tasks(const google::protobuf::RepeatedPtrField<cairn::v1::TaskInfo>& 
                   t.restore_step().empty() ? "" : (", step " + terminal_safe(t.restore_step())).c_str());
     if (!t.component_metadata().empty())
       std::printf("  %s: recorded %s\n", terminal_safe(t.task_id()).c_str(), metadata_line(t.component_metadata()).c_str());
+    if (t.storage_requests())
+      std::printf("  %s: store: %llu requests, %llu retried\n", terminal_safe(t.task_id()).c_str(),
+                  static_cast<unsigned long long>(t.storage_requests()), static_cast<unsigned long long>(t.storage_retries()));
     for (const auto& r : t.reasons())
       std::printf("  %s: %s: %s%s\n", terminal_safe(t.task_id()).c_str(), proto::error_code_name(r.code()).c_str(),
                   terminal_safe(r.detail()).c_str(), r.item().empty() ? "" : (" ('" + terminal_safe(r.item()) + "')").c_str());

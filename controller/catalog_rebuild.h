@@ -37,7 +37,7 @@ struct RebuildSource {
   std::string name;           // the repository's name, as the agents declare it
   std::string path;
   std::string password_file;  // mode 0600
-  std::string credentials_file;  // a remote repository's (mode 0600); empty: the store's standard sources
+  std::string credentials_file{};  // a remote repository's (mode 0600); empty: the store's standard sources
 };
 
 struct RebuildReport {

@@ -76,7 +76,7 @@ struct ControllerConfig {
   // snapshots retention lets go and to prune (the names agents use).
   struct Repository {
     std::string name, path, password_file;
-    std::string credentials_file;  // a remote repository's credentials (mode 0600); empty: the store's standard sources
+    std::string credentials_file{};  // a remote repository's credentials (mode 0600); empty: the store's standard sources
   };
   std::vector<Repository> repositories;
   const Repository* repository(const std::string& name) const {

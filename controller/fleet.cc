@@ -737,6 +737,11 @@ void Fleet::flush_task_results() {
   }
 }
 
+std::map<std::string, Fleet::StorageCount> Fleet::storage_counts() const {
+  std::lock_guard g(storage_mu_);
+  return storage_;
+}
+
 std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_id, const cairn::v1::TaskResult& r) {
   {
     auto t = tx.task(r.task_id());
@@ -755,6 +760,14 @@ std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_
     if (!r.component_metadata().empty()) u.component_metadata = r.component_metadata();  // an object (wire.cc)
     u.bytes = r.bytes();
     u.files = r.files();
+    u.storage_requests = r.storage_requests();
+    u.storage_retries = r.storage_retries();
+    if (r.storage_requests()) {
+      std::lock_guard g(storage_mu_);
+      auto& c = storage_[t->repository];
+      c.requests += r.storage_requests();
+      c.retries += r.storage_retries();
+    }
     switch (r.outcome()) {
       case cairn::v1::TASK_OUTCOME_SUCCEEDED:
         u.to = TaskState::succeeded;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -70,6 +71,12 @@ class Fleet {
   // Whether the connected agent announced `feature` in its Register.
   bool supports(const std::string& agent_id, const std::string& feature) const;
   size_t connected_count() const;
+  // Requests and retries the agents' tasks reported against each repository's
+  // store since this controller started (an object store's; /metrics).
+  struct StorageCount {
+    uint64_t requests = 0, retries = 0;
+  };
+  std::map<std::string, StorageCount> storage_counts() const;
 
  private:
   struct Session {
@@ -152,6 +159,8 @@ class Fleet {
   Clock::time_point last_sweep_{};
   Clock::time_point caught_up_at_ = Clock::now();
   Clock::time_point last_flush_{};
+  mutable std::mutex storage_mu_;
+  std::map<std::string, StorageCount> storage_;  // by repository name
 };
 
 }  // namespace cairn::controller

@@ -100,6 +100,8 @@ void OperatorApi::fill_task(const catalog::Tx& tx, const catalog::Task& t, cairn
   out.set_restore_step(t.restore_step);
   out.set_repository(t.repository);
   out.set_snapshot_removed_at(t.snapshot_removed_at.value_or(0));
+  out.set_storage_requests(t.storage_requests);
+  out.set_storage_retries(t.storage_retries);
   out.set_cluster_id(t.cluster_id);
   if (t.manifest_digest) out.set_manifest_digest(*t.manifest_digest);
   out.set_updated_at(t.updated_at);

@@ -101,6 +101,14 @@ std::string render_metrics(const StatusSources& s) {
         m.sample("cairn_backup_last_success_timestamp_seconds",
                  labels({{"policy", b.policy}, {"component", b.component}, {"agent", b.agent}, {"repository", b.repository}}),
                  double(*b.last_success_at));
+    m.family("cairn_storage_requests_total", "counter",
+             "Requests the agents' tasks sent to a repository's object store, since the controller started.");
+    m.family("cairn_storage_retries_total", "counter",
+             "Of those, tries again after a transient failure (503 SlowDown, a cut connection, a timeout).");
+    for (const auto& [repository, c] : s.fleet.storage_counts()) {
+      m.sample("cairn_storage_requests_total", labels({{"repository", repository}}), double(c.requests));
+      m.sample("cairn_storage_retries_total", labels({{"repository", repository}}), double(c.retries));
+    }
     m.family("cairn_backup_bytes", "gauge", "Bytes read by the newest successful backup task.");
     for (const auto& b : stats)
       if (b.last_bytes && b.state == "succeeded")

@@ -14,7 +14,7 @@ constexpr const char* kTaskColumns =
     "SELECT id, backup_set_id, restore_id, agent_id, component, kind, source_snapshot, plan_id, state,"
     " snapshot_id, manifest_digest, phase, bytes_done, bytes_total, files_done, files_total, current_item,"
     " progress_at, created_at, updated_at, safety_task_id, component_metadata, restore_step, cluster_id, repository,"
-    " snapshot_removed_at"
+    " snapshot_removed_at, storage_requests, storage_retries"
     " FROM tasks ";
 
 std::optional<std::string> opt_text(const sqlite::Stmt& s, int c) {
@@ -51,6 +51,8 @@ Task read_task(const sqlite::Stmt& s) {
   t.cluster_id = s.text(23);
   t.repository = s.text(24);
   if (!s.is_null(25)) t.snapshot_removed_at = s.integer(25);
+  t.storage_requests = uint64_t(s.integer(26));
+  t.storage_retries = uint64_t(s.integer(27));
   return t;
 }
 
@@ -311,6 +313,10 @@ void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
            " files_done = CASE WHEN ?2 > 0 THEN ?2 ELSE max(files_done, files_total) END,"
            " files_total = CASE WHEN ?2 > 0 THEN ?2 ELSE max(files_done, files_total) END WHERE id = ?3")
         .bind_all(int64_t(u.bytes), int64_t(u.files), task_id)
+        .run();
+  if (u.storage_requests || u.storage_retries)
+    db_.prepare("UPDATE tasks SET storage_requests = ?, storage_retries = ? WHERE id = ?")
+        .bind_all(int64_t(u.storage_requests), int64_t(u.storage_retries), task_id)
         .run();
   auto ins = db_.prepare("INSERT INTO task_reasons (task_id, ordinal, code, detail, item) VALUES (?, ?, ?, ?, ?)");
   int64_t ordinal = int64_t(t->reasons.size());

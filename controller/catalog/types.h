@@ -90,6 +90,7 @@ struct Task {
   std::string cluster_id;    // a cluster-scoped component's cluster; "" otherwise
   std::string repository;    // backup: the repository it writes to ("" = unknown, the agent's default)
   std::optional<int64_t> snapshot_removed_at;  // backup: retention removed its snapshot (0013)
+  uint64_t storage_requests = 0, storage_retries = 0;  // its repository's store (0016)
   TaskState state = TaskState::pending;
   std::vector<Reason> reasons;
   std::optional<std::string> snapshot_id;
@@ -304,6 +305,7 @@ struct TaskUpdate {
   std::optional<std::string> component_metadata;  // a JSON object (checked by controller/wire.cc)
   uint64_t bytes = 0;
   uint64_t files = 0;
+  uint64_t storage_requests = 0, storage_retries = 0;
 };
 
 }  // namespace cairn::catalog

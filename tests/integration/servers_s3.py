@@ -20,8 +20,6 @@ import socket
 import subprocess
 import time
 
-import pytest
-
 from ports import free_port
 
 CACHE = os.environ.get("CAIRN_SEAWEEDFS_CACHE", "/var/cache/cairn/seaweedfs")
@@ -31,6 +29,7 @@ def weed_binary():
     found = sorted(glob.glob(os.path.join(CACHE, "*", "weed")))
     found = [w for w in found if os.path.exists(os.path.join(os.path.dirname(w), ".complete"))]
     if not found:
+        import pytest  # the benchmark (bench/repo/s3.py) uses this module without pytest
         pytest.fail(f"SeaweedFS is not built under {CACHE}: run 'bash scripts/fetch-seaweedfs.sh' "
                     "(scripts/install-deps.sh does)")
     return found[-1]

@@ -422,6 +422,16 @@ def test_controller_backs_up_etcd_into_s3_restores_it_and_prunes_there(store, pr
         rc, out, err = c.ctl("backup", "create", "--component", "etcd", "--node", "node-a", "--wait")
         assert rc == 0, f"{out}\n{err}\n{c.logs()}"
         sid = backup_set_id(out)
+        # The task's result says what the store was asked; /metrics sums it per repository.
+        shown = c.json("backup", "show", sid)
+        assert all(int(t["storage_requests"]) > 0 for t in shown["tasks"]), shown["tasks"]
+        assert "store: " in c.ok("backup", "show", sid)
+        import urllib.request
+        def counted():  # the controller renders /metrics every 2 s
+            text = urllib.request.urlopen(c.http_url() + "metrics", timeout=10).read().decode()
+            return text if re.search(r'^cairn_storage_requests_total\{repository="main"\} [1-9]', text, re.M) else None
+        text = c.wait_for("the store's requests in /metrics", counted, timeout=15)
+        assert re.search(r'^cairn_storage_retries_total\{repository="main"\} 0$', text, re.M)
         c.wait_signed(sid)  # the controller's signed record went to the bucket too
         assert any(k.startswith("repo/sets/") for k in bucket_keys(store, c.bucket, "repo/"))
 

@@ -89,10 +89,10 @@ struct StorageOptions {
   // A file of KEY=VALUE lines (mode 0600) naming credentials and settings, e.g.
   // s3: access_key_id, secret_access_key, session_token, region, profile;
   // empty: the backend's own defaults (environment, shared files, metadata service).
-  std::string credentials_file;
+  std::string credentials_file{};
   // A remote repository's local cache (storage/cache.h): empty: the default
   // (CAIRN_CACHE_DIR, $XDG_CACHE_HOME/cairn, ~/.cache/cairn); "off": none.
-  std::string cache_dir;
+  std::string cache_dir{};
   // For tests and benchmarks only: a backend built for the URL is wrapped in a
   // retrying one unless this is false.
   bool retry = true;

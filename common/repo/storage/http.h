@@ -29,8 +29,8 @@ struct HttpSettings {
 struct HttpRequest {
   std::string method = "GET";
   std::string url;
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::span<const uint8_t> body;
+  std::vector<std::pair<std::string, std::string>> headers{};
+  std::span<const uint8_t> body{};
   Bytes* into = nullptr;  // the response body goes here (reused buffer) instead of HttpResponse::body
 };
 
