@@ -483,9 +483,12 @@ class AzureBackend final : public Backend {
       throw Error(Errc::unavailable, what + ": the store answered " + code + " (HTTP " + std::to_string(r.status) + ")");
     if (r.status == 401 || r.status == 403) {
       std::string hint;
+      // A HEAD's answer has no body: Azurite says AuthorizationFailure there for a wrong key too.
       if (code == "AuthenticationFailed") hint = ": the account key or SAS token is not the account's (or has expired)";
-      else if (code == "AuthorizationPermissionMismatch" || code == "AuthorizationFailure" ||
-               code == "AuthorizationResourceTypeMismatch" || code == "AuthorizationServiceMismatch")
+      else if (code == "AuthorizationFailure")
+        hint = ": the account key or SAS token is not the account's, or these credentials lack the right to do it";
+      else if (code == "AuthorizationPermissionMismatch" || code == "AuthorizationResourceTypeMismatch" ||
+               code == "AuthorizationServiceMismatch")
         hint = ": these credentials lack the right to do it";
       throw Error(Errc::denied, what + ": the store refused the credentials from " + creds_.describe() + " (" + code +
                                     ")" + hint);
