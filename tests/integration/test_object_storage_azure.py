@@ -163,3 +163,25 @@ def test_connection_string_and_environment_key(store, tmp_path):
     # The wrong account's key from the environment is refused.
     rc, _, err = r.run("snapshots", creds="", env={"AZURE_STORAGE_KEY": store.keys[DEV_ACCOUNT]})
     assert rc == 14 and "AZURE_STORAGE_KEY" in err, err
+
+
+def test_agent_sas_without_delete_backs_up_and_leaves_its_locks_to_the_controller(store, tmp_path):
+    """An agent's SAS: read, add, create, write, list, no delete (a SAS cannot limit delete to locks/).
+    Backups succeed; each leaves its lock with a warning; a command with the account key removes them
+    as stale (their processes are gone)."""
+    r = new_repo(store, tmp_path, account="cairntest")
+    agent = write_credentials(tmp_path / "agent.cred", sas_token=store.account_sas("cairntest", "racwl"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("one\n")
+    _, err = r.ok("backup", src, creds=agent)
+    assert "could not remove the repository lock" in err and "agent.cred" in err, err
+    (src / "b").write_text("two\n")
+    r.ok("backup", src, creds=agent)
+    locks = [k for k in store.blobs(r.container, "repo/locks/", account="cairntest") if "/locks/." not in k]
+    assert len(locks) == 2, locks
+    rc, _, err = r.run("forget", "latest", creds=agent)
+    assert rc == 14, (rc, err)
+    out, _ = r.ok("check")  # the account key: the stale locks go
+    assert "no errors were found" in out
+    assert [k for k in store.blobs(r.container, "repo/locks/", account="cairntest") if "/locks/." not in k] == []
