@@ -185,3 +185,10 @@ def test_agent_sas_without_delete_backs_up_and_leaves_its_locks_to_the_controlle
     out, _ = r.ok("check")  # the account key: the stale locks go
     assert "no errors were found" in out
     assert [k for k in store.blobs(r.container, "repo/locks/", account="cairntest") if "/locks/." not in k] == []
+
+
+def test_missing_container_is_no_repository(store, tmp_path):
+    r = new_repo(store, tmp_path, init=False)
+    rc, _, err = r.run("snapshots")
+    assert rc == 10, (rc, err)  # kExitNoRepo
+    assert f"container '{r.container}' does not exist" in err and "cairnctl repo init" in err, err
