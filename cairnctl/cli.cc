@@ -16,12 +16,13 @@
 namespace cairn::ctl {
 
 void add_repo_options(CLI::App* cmd, RepoOptions& o) {
-  cmd->add_option("--repo,-r", o.repo, "repository location: a directory, s3:https://host[:port]/bucket[/prefix] or s3://bucket[/prefix]")
+  cmd->add_option("--repo,-r", o.repo, "repository location: a directory, s3:https://host[:port]/bucket[/prefix], s3://bucket[/prefix], azure://account/container[/prefix] or azure:https://host[:port]/account/container[/prefix]")
       ->envname("CAIRN_REPOSITORY")
       ->required();
   cmd->add_option("--storage-credentials", o.storage_credentials,
                   "file (mode 0600) of a remote repository's credentials, KEY=VALUE lines; default: the store's standard sources "
-                  "(AWS_ACCESS_KEY_ID, ~/.aws/credentials, instance metadata)")
+                  "(S3: AWS_ACCESS_KEY_ID, ~/.aws/credentials, instance metadata; Azure: AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN, "
+                  "AZURE_STORAGE_CONNECTION_STRING)")
       ->envname("CAIRN_STORAGE_CREDENTIALS");
   cmd->add_flag("--no-cache", o.no_cache,
                 "a remote repository: do not use the local cache of its index, snapshots and trees "

@@ -175,7 +175,7 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
         fail(source, node, "a [[repository]] needs name, path and password_file");
       if ((repo.path[0] != '/' && !repo::is_remote_location(repo.path)) || repo.password_file[0] != '/')
         fail(source, node, "repository '" + repo.name + "': path must be absolute or a repository URL (s3:https://host/bucket/prefix, "
-                           "s3://bucket/prefix), password_file absolute");
+                           "s3://bucket/prefix, azure://account/container/prefix), password_file absolute");
       if (!repo.credentials_file.empty() && repo.credentials_file[0] != '/')
         fail(source, node, "repository '" + repo.name + "': credentials_file must be absolute");
       if (c.repository(repo.name)) fail(source, node, "repository '" + repo.name + "' is declared twice");

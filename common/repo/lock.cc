@@ -382,7 +382,11 @@ std::unique_ptr<Lock> lock_for_reading(Repository& r, const std::string& purpose
     return Lock::acquire(r, LockKind::shared, purpose, wait, warn, timing);
   } catch (const Error& e) {
     int err = e.sys_errno();
-    if (e.code() == Errc::locked || (err != EROFS && err != EACCES && err != EPERM && err != ENOSPC && err != EDQUOT)) throw;
+    // A remote store that refuses the lock's write (Errc::denied: read-only
+    // credentials, an S3 reader role or an Azure SAS of read and list) is read-only
+    // to us just as a read-only mount is.
+    bool read_only = e.code() == Errc::denied || err == EROFS || err == EACCES || err == EPERM || err == ENOSPC || err == EDQUOT;
+    if (e.code() == Errc::locked || !read_only) throw;
     if (warn)
       warn("no lock was taken: the repository cannot be written (" + std::string(e.what()) + "); the " + purpose +
            " goes on reading without one, so a prune or forget run meanwhile from elsewhere could remove what it reads");

@@ -17,6 +17,7 @@ std::function<void(const std::string&)> g_log;
 
 const storage::BackendKind kRemote[] = {
     {"s3", storage::s3::is_s3_location, storage::s3::make_s3_backend},
+    {"azure", storage::azure::is_azure_location, storage::azure::make_azure_backend},
 };
 
 }  // namespace
@@ -48,7 +49,8 @@ std::unique_ptr<Backend> open_backend(const std::string& location, const Storage
   static const std::regex scheme("^[a-z][a-z0-9+.-]*:(//|https?://)");
   if (std::regex_search(location, scheme))
     throw Error(Errc::invalid_input, "repository location '" + location + "' names a scheme this build does not know "
-                                     "(known: a directory path, s3:https://host[:port]/bucket[/prefix], s3://bucket[/prefix])");
+                                     "(known: a directory path, s3:https://host[:port]/bucket[/prefix], s3://bucket[/prefix], "
+                                     "azure://account/container[/prefix], azure:https://host[:port]/account/container[/prefix])");
   return make_fs_backend(location);
 }
 

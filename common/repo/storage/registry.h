@@ -29,3 +29,8 @@ namespace cairn::repo::storage::s3 {
 std::unique_ptr<Backend> make_s3_backend(const std::string& location, const StorageOptions& opt);
 bool is_s3_location(const std::string& location);
 }  // namespace cairn::repo::storage::s3
+
+namespace cairn::repo::storage::azure {
+std::unique_ptr<Backend> make_azure_backend(const std::string& location, const StorageOptions& opt);
+bool is_azure_location(const std::string& location);
+}  // namespace cairn::repo::storage::azure
