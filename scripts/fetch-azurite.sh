@@ -12,7 +12,7 @@ NPM=${CAIRN_NPM:-$(command -v npm || echo /usr/bin/npm)}
 dir=$CACHE/$VERSION
 [[ -f $dir/.complete && -x $dir/node_modules/.bin/azurite-blob ]] && exit 0
 if [[ ! -x $NPM ]]; then
-  echo "no npm (looked for 'npm' on PATH and /usr/bin/npm): Azurite cannot be installed; the Azure tests will be skipped" >&2
+  echo "no npm (looked for 'npm' on PATH and /usr/bin/npm): Azurite, the server of the Azure tests, cannot be installed: install nodejs and npm (Debian packages), then run this again" >&2
   exit 1
 fi
 echo "installing Azurite $VERSION from the npm registry into $dir (once per machine)" >&2

@@ -13,7 +13,7 @@ GO=${CAIRN_GO:-$(command -v go || echo /usr/local/go/bin/go)}
 dir=$CACHE/$VERSION
 [[ -f $dir/.complete && -x $dir/weed ]] && exit 0
 if [[ ! -x $GO ]]; then
-  echo "no Go toolchain (looked for 'go' on PATH and /usr/local/go/bin/go): SeaweedFS cannot be built; the S3 tests will be skipped" >&2
+  echo "no Go toolchain (looked for 'go' on PATH and /usr/local/go/bin/go): SeaweedFS, the server of the S3 tests, cannot be built: install a current Go toolchain into /usr/local/go (this machine kind has 1.26; Debian 12's golang 1.19 is too old), then run this again" >&2
   exit 1
 fi
 echo "building SeaweedFS $VERSION from the Go module proxy into $dir (once per machine, ~5 min)" >&2

@@ -51,7 +51,7 @@ bash "$(dirname "$0")/fetch-libzmq-source.sh" ||
 # (tests/kafka/pom.xml; nothing is fetched when the cache is complete).
 bash "$(dirname "$0")/fetch-kafka.sh"
 # SeaweedFS, the S3 server of the object-storage tests, is not packaged by
-# Debian: built once from the Go module proxy into a cache (~5 min the first time).
+# Debian: built once from the Go module proxy into a cache (~3.5 min of 2 cores the first time).
 bash "$(dirname "$0")/fetch-seaweedfs.sh"
 # Azurite, the Azure Blob server of the Azure backend's tests, is not packaged by
 # Debian: installed once from the npm registry into a cache.
