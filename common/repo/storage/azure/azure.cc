@@ -27,6 +27,7 @@
 #include "common/repo/storage/http.h"
 #include "common/repo/storage/registry.h"
 #include "common/repo/storage/s3/sigv4.h"  // uri_encode
+#include "common/repo/storage/text.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 
@@ -36,54 +37,6 @@ namespace {
 constexpr uint64_t kBlocksAbove = 32ull << 20;  // objects larger go up in blocks
 constexpr uint64_t kBlockSize = 16ull << 20;
 constexpr const char* kVersion = "2021-08-06";  // x-ms-version
-
-std::string env(const char* n) {
-  const char* v = std::getenv(n);
-  return v ? v : "";
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.pop_back();
-  size_t i = 0;
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
-  return s.substr(i);
-}
-
-std::string file_stamp(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return {};
-  return std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + "/" +
-         std::to_string(st.st_size) + "/" + std::to_string(st.st_ino);
-}
-
-// The text between <tag> and </tag> after pos, XML entities decoded; empty if absent.
-std::string xml_value(const std::string& x, const std::string& tag, size_t* pos = nullptr, size_t end = std::string::npos) {
-  size_t from = pos ? *pos : 0;
-  size_t a = x.find("<" + tag + ">", from);
-  if (a == std::string::npos || a >= end) return {};
-  a += tag.size() + 2;
-  size_t b = x.find("</" + tag + ">", a);
-  if (b == std::string::npos) return {};
-  if (pos) *pos = b;
-  std::string raw = x.substr(a, b - a), out;
-  for (size_t i = 0; i < raw.size(); ++i) {
-    if (raw[i] != '&') {
-      out += raw[i];
-      continue;
-    }
-    size_t semi = raw.find(';', i);
-    std::string ent = semi == std::string::npos ? "" : raw.substr(i + 1, semi - i - 1);
-    if (ent == "amp") out += '&';
-    else if (ent == "lt") out += '<';
-    else if (ent == "gt") out += '>';
-    else if (ent == "quot") out += '"';
-    else if (ent == "apos") out += '\'';
-    else if (!ent.empty() && ent[0] == '#') out += char(std::strtol(ent.c_str() + (ent[1] == 'x' ? 2 : 1), nullptr, ent[1] == 'x' ? 16 : 10));
-    else { out += '&'; continue; }
-    i = semi;
-  }
-  return out;
-}
 
 // What signs the requests: an account key (decoded) or a SAS token, and from where.
 struct Secret {
@@ -113,16 +66,16 @@ class Credentials {
       if (load_file()) return resolved_ = from_file_ = true, s_;
     }
     from_file_ = false;
-    if (!env("AZURE_STORAGE_KEY").empty()) {
+    if (!env_or_empty("AZURE_STORAGE_KEY").empty()) {
       s_ = {};
       s_.source = "environment (AZURE_STORAGE_KEY)";
-      s_.key = decode_key(env("AZURE_STORAGE_KEY"), s_.source);
-    } else if (!env("AZURE_STORAGE_SAS_TOKEN").empty()) {
+      s_.key = decode_key(env_or_empty("AZURE_STORAGE_KEY"), s_.source);
+    } else if (!env_or_empty("AZURE_STORAGE_SAS_TOKEN").empty()) {
       s_ = {};
       s_.source = "environment (AZURE_STORAGE_SAS_TOKEN)";
-      s_.sas = strip_q(env("AZURE_STORAGE_SAS_TOKEN"));
-    } else if (!env("AZURE_STORAGE_CONNECTION_STRING").empty()) {
-      from_connection_string(env("AZURE_STORAGE_CONNECTION_STRING"), "environment (AZURE_STORAGE_CONNECTION_STRING)");
+      s_.sas = strip_q(env_or_empty("AZURE_STORAGE_SAS_TOKEN"));
+    } else if (!env_or_empty("AZURE_STORAGE_CONNECTION_STRING").empty()) {
+      from_connection_string(env_or_empty("AZURE_STORAGE_CONNECTION_STRING"), "environment (AZURE_STORAGE_CONNECTION_STRING)");
     } else {
       throw Error(Errc::denied,
                   "no Azure credentials found: name a credentials file (mode 0600, an account_key=, sas_token= or "
@@ -140,14 +93,14 @@ class Credentials {
 
  private:
   static std::string strip_q(std::string s) {
-    s = trim(s);
+    s = trim_blanks(s);
     if (!s.empty() && s[0] == '?') s.erase(0, 1);
     return s;
   }
 
   static std::string decode_key(const std::string& b64, const std::string& source) {
     Bytes k;
-    if (!from_base64(trim(b64), k) || k.empty())
+    if (!from_base64(trim_blanks(b64), k) || k.empty())
       throw Error(Errc::invalid_input, "the Azure account key from " + source + " is not base64");
     return std::string(k.begin(), k.end());
   }
@@ -179,15 +132,15 @@ class Credentials {
     int n = 0;
     while (std::getline(in, line)) {
       ++n;
-      line = trim(line);
+      line = trim_blanks(line);
       if (line.empty() || line[0] == '#') continue;
       auto eq = line.find('=');
       if (eq == std::string::npos)
         throw Error(Errc::invalid_input, "credentials file '" + path + "' line " + std::to_string(n) +
                                              " is not KEY=VALUE (keys: account_key, sas_token, connection_string)");
-      std::string k = trim(line.substr(0, eq));
+      std::string k = trim_blanks(line.substr(0, eq));
       for (auto& c : k) c = char(std::tolower(static_cast<unsigned char>(c)));
-      kv[k] = trim(line.substr(eq + 1));
+      kv[k] = trim_blanks(line.substr(eq + 1));
     }
     std::string source = "credentials file '" + path + "'";
     int given = !kv["account_key"].empty() + !kv["sas_token"].empty() + !kv["connection_string"].empty();

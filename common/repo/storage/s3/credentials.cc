@@ -8,30 +8,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/repo/storage/text.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 
 namespace cairn::repo::storage::s3 {
 namespace {
-
-std::string env(const char* n) {
-  const char* v = std::getenv(n);
-  return v ? v : "";
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.pop_back();
-  size_t i = 0;
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
-  return s.substr(i);
-}
-
-std::string stamp(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return {};
-  return std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + "/" +
-         std::to_string(st.st_size) + "/" + std::to_string(st.st_ino);
-}
 
 std::string lower_key(std::string k) {
   for (auto& c : k) c = char(std::tolower(static_cast<unsigned char>(c)));
@@ -59,13 +41,13 @@ bool Credentials::load_file_source() {
   int n = 0;
   while (std::getline(in, line)) {
     ++n;
-    line = trim(line);
+    line = trim_blanks(line);
     if (line.empty() || line[0] == '#') continue;
     auto eq = line.find('=');
     if (eq == std::string::npos)
       throw Error(Errc::invalid_input, "credentials file '" + path + "' line " + std::to_string(n) +
                                            " is not KEY=VALUE (keys: access_key_id, secret_access_key, session_token, region)");
-    kv[lower_key(trim(line.substr(0, eq)))] = trim(line.substr(eq + 1));
+    kv[lower_key(trim_blanks(line.substr(0, eq)))] = trim_blanks(line.substr(eq + 1));
   }
   settings_ = kv;
   if (kv["access_key_id"].empty() != kv["secret_access_key"].empty())
@@ -78,24 +60,24 @@ bool Credentials::load_file_source() {
 }
 
 bool Credentials::load_shared_file() {
-  std::string path = env("AWS_SHARED_CREDENTIALS_FILE");
-  if (path.empty() && !env("HOME").empty()) path = env("HOME") + "/.aws/credentials";
+  std::string path = env_or_empty("AWS_SHARED_CREDENTIALS_FILE");
+  if (path.empty() && !env_or_empty("HOME").empty()) path = env_or_empty("HOME") + "/.aws/credentials";
   if (path.empty()) return false;
   std::ifstream in(path);
   if (!in) return false;
-  std::string profile = env("AWS_PROFILE").empty() ? "default" : env("AWS_PROFILE");
+  std::string profile = env_or_empty("AWS_PROFILE").empty() ? "default" : env_or_empty("AWS_PROFILE");
   std::string section, line;
   std::map<std::string, std::string> kv;
   while (std::getline(in, line)) {
-    line = trim(line);
+    line = trim_blanks(line);
     if (line.empty() || line[0] == '#' || line[0] == ';') continue;
     if (line.front() == '[' && line.back() == ']') {
-      section = trim(line.substr(1, line.size() - 2));
+      section = trim_blanks(line.substr(1, line.size() - 2));
       continue;
     }
     if (section != profile) continue;
     auto eq = line.find('=');
-    if (eq != std::string::npos) kv[lower_key(trim(line.substr(0, eq)))] = trim(line.substr(eq + 1));
+    if (eq != std::string::npos) kv[lower_key(trim_blanks(line.substr(0, eq)))] = trim_blanks(line.substr(eq + 1));
   }
   if (kv["access_key_id"].empty() || kv["secret_access_key"].empty()) return false;
   key_ = {kv["access_key_id"], kv["secret_access_key"], kv["session_token"]};
@@ -105,8 +87,8 @@ bool Credentials::load_shared_file() {
 }
 
 bool Credentials::load_imds(HttpClient& http) {
-  if (env("AWS_EC2_METADATA_DISABLED") == "true") return false;
-  std::string base = env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+  if (env_or_empty("AWS_EC2_METADATA_DISABLED") == "true") return false;
+  std::string base = env_or_empty("AWS_EC2_METADATA_SERVICE_ENDPOINT");
   if (base.empty()) base = "http://169.254.169.254";
   while (!base.empty() && base.back() == '/') base.pop_back();
   HttpRequest tr{.method = "PUT", .url = base + "/latest/api/token",
@@ -119,7 +101,7 @@ bool Credentials::load_imds(HttpClient& http) {
   HttpResponse role = http.perform(rr);
   if (role.status != 200 || role.body.empty()) return false;
   std::string name(role.body.begin(), role.body.end());
-  name = trim(name.substr(0, name.find('\n')));
+  name = trim_blanks(name.substr(0, name.find('\n')));
   HttpRequest cr{.url = base + "/latest/meta-data/iam/security-credentials/" + name,
                  .headers = {{"X-aws-ec2-metadata-token", token}}};
   HttpResponse c = http.perform(cr);
@@ -145,7 +127,7 @@ SigningKey Credentials::get(HttpClient& http) {
     if (!file_.empty()) {
       if (now - checked_ < std::chrono::seconds(1)) return key_;
       checked_ = now;
-      std::string s = stamp(file_);
+      std::string s = file_stamp(file_);
       if (s == file_stamp_) return key_;
       file_stamp_ = s;  // changed: read again below
       if (file_ == opt_.credentials_file ? load_file_source() : load_shared_file()) return key_;
@@ -157,18 +139,18 @@ SigningKey Credentials::get(HttpClient& http) {
   resolved_ = false;
   checked_ = now;
   if (!opt_.credentials_file.empty()) {
-    file_stamp_ = stamp(opt_.credentials_file);
+    file_stamp_ = file_stamp(opt_.credentials_file);
     if (load_file_source()) return resolved_ = true, key_;
   }
-  if (!env("AWS_ACCESS_KEY_ID").empty() && !env("AWS_SECRET_ACCESS_KEY").empty()) {
-    key_ = {env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"), env("AWS_SESSION_TOKEN")};
+  if (!env_or_empty("AWS_ACCESS_KEY_ID").empty() && !env_or_empty("AWS_SECRET_ACCESS_KEY").empty()) {
+    key_ = {env_or_empty("AWS_ACCESS_KEY_ID"), env_or_empty("AWS_SECRET_ACCESS_KEY"), env_or_empty("AWS_SESSION_TOKEN")};
     source_ = "environment (AWS_ACCESS_KEY_ID)";
     file_.clear();
     expires_ = {};
     return resolved_ = true, key_;
   }
   if (load_shared_file()) {
-    file_stamp_ = stamp(file_);
+    file_stamp_ = file_stamp(file_);
     return resolved_ = true, key_;
   }
   if (load_imds(http)) return resolved_ = true, key_;

@@ -15,6 +15,7 @@
 #include "common/repo/storage/registry.h"
 #include "common/repo/storage/s3/credentials.h"
 #include "common/repo/storage/s3/sigv4.h"
+#include "common/repo/storage/text.h"
 #include "common/util/error.h"
 
 namespace cairn::repo::storage::s3 {
@@ -22,40 +23,6 @@ namespace {
 
 constexpr uint64_t kMultipartAbove = 32ull << 20;  // objects larger go up in parts
 constexpr uint64_t kPartSize = 16ull << 20;
-
-std::string env(const char* n) {
-  const char* v = std::getenv(n);
-  return v ? v : "";
-}
-
-// The text between <tag> and </tag> after pos, XML entities decoded; empty if absent.
-std::string xml_value(const std::string& x, const std::string& tag, size_t* pos = nullptr, size_t end = std::string::npos) {
-  size_t from = pos ? *pos : 0;
-  size_t a = x.find("<" + tag + ">", from);
-  if (a == std::string::npos || a >= end) return {};
-  a += tag.size() + 2;
-  size_t b = x.find("</" + tag + ">", a);
-  if (b == std::string::npos) return {};
-  if (pos) *pos = b;
-  std::string raw = x.substr(a, b - a), out;
-  for (size_t i = 0; i < raw.size(); ++i) {
-    if (raw[i] != '&') {
-      out += raw[i];
-      continue;
-    }
-    size_t semi = raw.find(';', i);
-    std::string ent = semi == std::string::npos ? "" : raw.substr(i + 1, semi - i - 1);
-    if (ent == "amp") out += '&';
-    else if (ent == "lt") out += '<';
-    else if (ent == "gt") out += '>';
-    else if (ent == "quot") out += '"';
-    else if (ent == "apos") out += '\'';
-    else if (!ent.empty() && ent[0] == '#') out += char(std::strtol(ent.c_str() + (ent[1] == 'x' ? 2 : 1), nullptr, ent[1] == 'x' ? 16 : 10));
-    else { out += '&'; continue; }
-    i = semi;
-  }
-  return out;
-}
 
 struct Url {
   std::string scheme_host;  // "https://host:port" (no trailing slash)
@@ -99,11 +66,11 @@ Url parse_url(const std::string& loc, Credentials& creds) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_')) throw bad("has a bucket name S3 does not allow");
   if (u.prefix.find("//") != std::string::npos || u.prefix.find("..") != std::string::npos) throw bad("has an empty or '..' path segment");
   u.region = creds.setting("region");
-  if (u.region.empty()) u.region = env("AWS_REGION");
-  if (u.region.empty()) u.region = env("AWS_DEFAULT_REGION");
+  if (u.region.empty()) u.region = env_or_empty("AWS_REGION");
+  if (u.region.empty()) u.region = env_or_empty("AWS_DEFAULT_REGION");
   if (u.region.empty()) u.region = "us-east-1";
   if (!u.path_style) {
-    std::string ep = env("CAIRN_S3_ENDPOINT_FOR_TESTS");  // never set in production
+    std::string ep = env_or_empty("CAIRN_S3_ENDPOINT_FOR_TESTS");  // never set in production
     u.host = u.bucket + ".s3." + u.region + ".amazonaws.com";
     u.scheme_host = ep.empty() ? "https://" + u.host : ep;
   }

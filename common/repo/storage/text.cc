@@ -1,0 +1,60 @@
+#include "common/repo/storage/text.h"
+
+#include <sys/stat.h>
+
+#include <cstdlib>
+
+namespace cairn::repo::storage {
+
+std::string env_or_empty(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+std::string trim_blanks(std::string s) {
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.pop_back();
+  size_t i = 0;
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+  return s.substr(i);
+}
+
+std::string file_stamp(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + "/" +
+         std::to_string(st.st_size) + "/" + std::to_string(st.st_ino);
+}
+
+std::string xml_value(const std::string& x, const std::string& tag, size_t* pos, size_t end) {
+  size_t from = pos ? *pos : 0;
+  size_t a = x.find("<" + tag + ">", from);
+  if (a == std::string::npos || a >= end) return {};
+  a += tag.size() + 2;
+  size_t b = x.find("</" + tag + ">", a);
+  if (b == std::string::npos) return {};
+  if (pos) *pos = b;
+  std::string raw = x.substr(a, b - a), out;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] != '&') {
+      out += raw[i];
+      continue;
+    }
+    size_t semi = raw.find(';', i);
+    std::string ent = semi == std::string::npos ? "" : raw.substr(i + 1, semi - i - 1);
+    if (ent == "amp") out += '&';
+    else if (ent == "lt") out += '<';
+    else if (ent == "gt") out += '>';
+    else if (ent == "quot") out += '"';
+    else if (ent == "apos") out += '\'';
+    else if (ent.size() > 1 && ent[0] == '#')
+      out += char(std::strtol(ent.c_str() + (ent[1] == 'x' ? 2 : 1), nullptr, ent[1] == 'x' ? 16 : 10));
+    else {
+      out += '&';
+      continue;
+    }
+    i = semi;
+  }
+  return out;
+}
+
+}  // namespace cairn::repo::storage
