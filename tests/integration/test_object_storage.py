@@ -5,7 +5,6 @@ fault-injecting proxy written for these tests in front of it (s3_proxy.py).
 import http.server
 import json
 import os
-import pathlib
 import random
 import re
 import secrets
@@ -16,13 +15,13 @@ from unittest import mock
 
 import pytest
 
-from conftest import BIN, assert_same_tree, restored_path, summary_of, write_random, write_secret
+from conftest import BIN, assert_same_tree, restored_path, summary_of, write_random
+from object_store_repo import StoreRepo
 from servers_s3 import SeaweedFS, write_credentials
 from s3_proxy import S3Proxy
 from test_roundtrip import make_every_kind
 
 BUILD = BIN.parent.parent
-PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="module")
@@ -39,31 +38,12 @@ def proxy(store):
     p.close()
 
 
-class Repo:
-    """cairnctl repo against one S3 URL, with a password file and a credentials file."""
+class Repo(StoreRepo):
+    """cairnctl repo against one S3 URL: no AWS_* of the caller's, no instance metadata service."""
 
     def __init__(self, url, tmp, creds):
-        self.url, self.tmp, self.creds = url, pathlib.Path(tmp), creds
-        self.pw = write_secret(self.tmp / f"pw-{secrets.token_hex(3)}", PASSWORD)
-
-    def run(self, *args, creds=None, env=None, timeout=300):
-        args = [os.fspath(a) for a in args]
-        n = 2 if args[0] in ("key",) else 1
-        cmd = [os.fspath(BIN), "repo"] + args[:n] + ["--repo", self.url, "--password-file", os.fspath(self.pw)]
-        c = self.creds if creds is None else creds
-        if c:
-            cmd += ["--storage-credentials", os.fspath(c)]
-        e = dict(os.environ, AWS_EC2_METADATA_DISABLED="true", HOME=os.fspath(self.tmp))
-        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-            e.pop(k, None)
-        e.update(env or {})
-        p = subprocess.run(cmd + args[n:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=e)
-        return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
-
-    def ok(self, *args, **kw):
-        rc, out, err = self.run(*args, **kw)
-        assert rc == 0, f"cairnctl repo {args[0]} exited {rc}\nstdout: {out[-3000:]}\nstderr: {err[-3000:]}"
-        return out, err
+        super().__init__(url, tmp, creds, clear=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"),
+                         env={"AWS_EC2_METADATA_DISABLED": "true"})
 
 
 def bucket_keys(store, bucket, prefix=""):

@@ -3,18 +3,17 @@
 wrong keys, a read-only SAS, and every credential source. No mocks.
 """
 import os
-import pathlib
 import secrets
 import subprocess
 
 import pytest
 
-from conftest import BIN, assert_same_tree, restored_path, write_secret
+from conftest import BIN, assert_same_tree, restored_path
+from object_store_repo import StoreRepo
 from servers_azurite import Azurite, DEV_ACCOUNT, write_credentials
 from test_roundtrip import make_every_kind
 
 BUILD = BIN.parent.parent
-PASSWORD = "correct horse battery staple"
 AZURE_ENV = ("AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CONNECTION_STRING")
 
 
@@ -25,30 +24,11 @@ def store(tmp_path_factory):
     s.stop()
 
 
-class Repo:
-    """cairnctl repo against one Azure URL, with a password file and a credentials file."""
+class Repo(StoreRepo):
+    """cairnctl repo against one Azure URL: no AZURE_STORAGE_* of the caller's, few retries."""
 
     def __init__(self, url, tmp, creds):
-        self.url, self.tmp, self.creds = url, pathlib.Path(tmp), creds
-        self.pw = write_secret(self.tmp / f"pw-{secrets.token_hex(3)}", PASSWORD)
-
-    def run(self, *args, creds=None, env=None, timeout=300):
-        args = [os.fspath(a) for a in args]
-        cmd = [os.fspath(BIN), "repo", args[0], "--repo", self.url, "--password-file", os.fspath(self.pw)]
-        c = self.creds if creds is None else creds
-        if c:
-            cmd += ["--storage-credentials", os.fspath(c)]
-        e = dict(os.environ, HOME=os.fspath(self.tmp), CAIRN_STORAGE_RETRY_FOR_TESTS="2,10,50")
-        for k in AZURE_ENV:
-            e.pop(k, None)
-        e.update(env or {})
-        p = subprocess.run(cmd + args[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=e)
-        return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
-
-    def ok(self, *args, **kw):
-        rc, out, err = self.run(*args, **kw)
-        assert rc == 0, f"cairnctl repo {args[0]} exited {rc}\nstdout: {out[-3000:]}\nstderr: {err[-3000:]}"
-        return out, err
+        super().__init__(url, tmp, creds, clear=AZURE_ENV, env={"CAIRN_STORAGE_RETRY_FOR_TESTS": "2,10,50"})
 
 
 def new_repo(store, tmp_path, account=DEV_ACCOUNT, init=True):
