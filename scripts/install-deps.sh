@@ -50,6 +50,8 @@ bash "$(dirname "$0")/fetch-libzmq-source.sh" ||
 # Kafka is not packaged by Debian: its jars come from Maven Central, cached
 # (tests/kafka/pom.xml; nothing is fetched when the cache is complete).
 bash "$(dirname "$0")/fetch-kafka.sh"
+# The object-store tests' servers: not for the quick start (--quickstart), which runs none.
+[[ "${1:-}" == "--quickstart" ]] && exit 0
 # SeaweedFS, the S3 server of the object-storage tests, is not packaged by
 # Debian: built once from the Go module proxy into a cache (~3.5 min of 2 cores the first time).
 bash "$(dirname "$0")/fetch-seaweedfs.sh"

@@ -9,6 +9,6 @@
 # PID. Exit 0 = OK, 1 = something failed (the daemons' logs are printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --quickstart
 bash scripts/build.sh cairnctl cairn-controller cairn-agent   # only what this script runs
 exec python3 scripts/quickstart.py
