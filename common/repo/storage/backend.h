@@ -23,6 +23,11 @@ enum class FileType { config, key, pack, index, snapshot, lock, dict, claim, set
 
 const char* file_type_name(FileType t);
 
+struct Handle;
+// An object's path relative to the repository's root, the same in every
+// backend: "config", "data/<2 hex>/<name>" for packs, "<type dir>/<name>".
+std::string object_path(const Handle& h);
+
 struct Handle {
   FileType type;
   std::string name;  // empty for config

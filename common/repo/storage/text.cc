@@ -2,7 +2,12 @@
 
 #include <sys/stat.h>
 
+#include <cctype>
 #include <cstdlib>
+#include <sstream>
+
+#include "common/util/error.h"
+#include "common/util/fs.h"
 
 namespace cairn::repo::storage {
 
@@ -23,6 +28,48 @@ std::string file_stamp(const std::string& path) {
   if (::stat(path.c_str(), &st) != 0) return {};
   return std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + "/" +
          std::to_string(st.st_size) + "/" + std::to_string(st.st_ino);
+}
+
+std::map<std::string, std::string> read_credentials_file(const std::string& path, const std::string& keys_hint) {
+  std::string text = read_secret_file(path);  // refuses group/other-readable files
+  std::map<std::string, std::string> kv;
+  std::istringstream in(text);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    line = trim_blanks(line);
+    if (line.empty() || line[0] == '#') continue;
+    auto eq = line.find('=');
+    if (eq == std::string::npos)
+      throw Error(Errc::invalid_input, "credentials file '" + path + "' line " + std::to_string(n) +
+                                           " is not KEY=VALUE (keys: " + keys_hint + ")");
+    std::string k = trim_blanks(line.substr(0, eq));
+    for (auto& c : k) c = char(std::tolower(static_cast<unsigned char>(c)));
+    kv[k] = trim_blanks(line.substr(eq + 1));
+  }
+  return kv;
+}
+
+void each_listed(const std::string& x, const std::string& entry_tag, const std::string& key_tag,
+                 const std::string& size_tag, const std::string& prefix,
+                 const std::function<void(const std::string&, uint64_t)>& fn) {
+  size_t pos = 0;
+  for (;;) {
+    size_t a = x.find("<" + entry_tag + ">", pos);
+    if (a == std::string::npos) break;
+    size_t end = x.find("</" + entry_tag + ">", a);
+    if (end == std::string::npos) break;
+    size_t p = a;
+    std::string k = xml_value(x, key_tag, &p, end);
+    p = a;
+    std::string sz = xml_value(x, size_tag, &p, end);
+    pos = end;
+    if (k.size() <= prefix.size()) continue;
+    std::string name = k.substr(k.rfind('/') + 1);
+    if (name.empty() || name[0] == '.') continue;
+    fn(name, sz.empty() ? 0 : std::stoull(sz));
+  }
 }
 
 std::string xml_value(const std::string& x, const std::string& tag, size_t* pos, size_t end) {

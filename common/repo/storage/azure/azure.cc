@@ -125,23 +125,7 @@ class Credentials {
 
   bool load_file() {
     const std::string& path = opt_.credentials_file;
-    std::string text = read_secret_file(path);  // refuses group/other-readable files
-    std::map<std::string, std::string> kv;
-    std::istringstream in(text);
-    std::string line;
-    int n = 0;
-    while (std::getline(in, line)) {
-      ++n;
-      line = trim_blanks(line);
-      if (line.empty() || line[0] == '#') continue;
-      auto eq = line.find('=');
-      if (eq == std::string::npos)
-        throw Error(Errc::invalid_input, "credentials file '" + path + "' line " + std::to_string(n) +
-                                             " is not KEY=VALUE (keys: account_key, sas_token, connection_string)");
-      std::string k = trim_blanks(line.substr(0, eq));
-      for (auto& c : k) c = char(std::tolower(static_cast<unsigned char>(c)));
-      kv[k] = trim_blanks(line.substr(eq + 1));
-    }
+    auto kv = read_credentials_file(path, "account_key, sas_token, connection_string");
     std::string source = "credentials file '" + path + "'";
     int given = !kv["account_key"].empty() + !kv["sas_token"].empty() + !kv["connection_string"].empty();
     if (given > 1)
@@ -353,22 +337,7 @@ class AzureBackend final : public Backend {
       auto r = send("GET", "", q, {}, {});
       if (r.status != 200) fail(r, "list", pfx);
       std::string x(r.body.begin(), r.body.end());
-      size_t pos = 0;
-      for (;;) {
-        size_t a = x.find("<Blob>", pos);
-        if (a == std::string::npos) break;
-        size_t end = x.find("</Blob>", a);
-        if (end == std::string::npos) break;
-        size_t p = a;
-        std::string k = xml_value(x, "Name", &p, end);
-        p = a;
-        std::string sz = xml_value(x, "Content-Length", &p, end);
-        pos = end;
-        if (k.size() <= pfx.size()) continue;
-        std::string name = k.substr(k.rfind('/') + 1);
-        if (name.empty() || name[0] == '.') continue;
-        fn(name, sz.empty() ? 0 : std::stoull(sz));
-      }
+      each_listed(x, "Blob", "Name", "Content-Length", pfx, fn);
       marker = xml_value(x, "NextMarker");
       if (marker.empty()) break;
     }
@@ -382,15 +351,7 @@ class AzureBackend final : public Backend {
   }
 
  private:
-  std::string key(const Handle& h) const {
-    std::string rel;
-    switch (h.type) {
-      case FileType::config: rel = "config"; break;
-      case FileType::pack: rel = "data/" + h.name.substr(0, 2) + "/" + h.name; break;
-      default: rel = std::string(file_type_name(h.type)) + "/" + h.name;
-    }
-    return u_.prefix.empty() ? rel : u_.prefix + "/" + rel;
-  }
+  std::string key(const Handle& h) const { return u_.prefix.empty() ? object_path(h) : u_.prefix + "/" + object_path(h); }
 
   std::string display(const std::string& k) const {
     return loc_.substr(0, loc_.size() - (u_.prefix.empty() ? 0 : u_.prefix.size() + 1)) + (k.empty() ? "" : "/" + k);

@@ -29,6 +29,14 @@ const char* file_type_name(FileType t) {
   return "?";
 }
 
+std::string object_path(const Handle& h) {
+  switch (h.type) {
+    case FileType::config: return "config";
+    case FileType::pack: return "data/" + h.name.substr(0, 2) + "/" + h.name;
+    default: return std::string(file_type_name(h.type)) + "/" + h.name;
+  }
+}
+
 namespace {
 
 std::atomic<uint64_t> g_tmp_counter{0};
@@ -41,13 +49,7 @@ class FsBackend final : public Backend {
   std::string location() const override { return root_; }
   BackendCaps caps() const override { return {.local = true, .atomic_replace = true, .exclusive_create = true}; }
 
-  std::string path(const Handle& h) const {
-    switch (h.type) {
-      case FileType::config: return root_ + "/config";
-      case FileType::pack: return root_ + "/data/" + h.name.substr(0, 2) + "/" + h.name;
-      default: return root_ + "/" + file_type_name(h.type) + "/" + h.name;
-    }
-  }
+  std::string path(const Handle& h) const { return root_ + "/" + object_path(h); }
 
   void create() override {
     struct stat st {};

@@ -34,21 +34,9 @@ Credentials::Credentials(const StorageOptions& opt) : opt_(opt) {}
 
 bool Credentials::load_file_source() {
   const std::string& path = opt_.credentials_file;
-  std::string text = read_secret_file(path);  // refuses group/other-readable files
   std::map<std::string, std::string> kv;
-  std::istringstream in(text);
-  std::string line;
-  int n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    line = trim_blanks(line);
-    if (line.empty() || line[0] == '#') continue;
-    auto eq = line.find('=');
-    if (eq == std::string::npos)
-      throw Error(Errc::invalid_input, "credentials file '" + path + "' line " + std::to_string(n) +
-                                           " is not KEY=VALUE (keys: access_key_id, secret_access_key, session_token, region)");
-    kv[lower_key(trim_blanks(line.substr(0, eq)))] = trim_blanks(line.substr(eq + 1));
-  }
+  for (auto& [k, v] : read_credentials_file(path, "access_key_id, secret_access_key, session_token, region"))
+    kv[lower_key(k)] = v;
   settings_ = kv;
   if (kv["access_key_id"].empty() != kv["secret_access_key"].empty())
     throw Error(Errc::invalid_input, "credentials file '" + path + "' names only one of access_key_id and secret_access_key");

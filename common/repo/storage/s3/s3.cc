@@ -204,22 +204,7 @@ class S3Backend final : public Backend {
       auto r = send("GET", "", q, {}, {});
       if (r.status != 200) fail(r, "list", pfx);
       std::string x(r.body.begin(), r.body.end());
-      size_t pos = 0;
-      for (;;) {
-        size_t a = x.find("<Contents>", pos);
-        if (a == std::string::npos) break;
-        size_t end = x.find("</Contents>", a);
-        if (end == std::string::npos) break;
-        size_t p = a;
-        std::string k = xml_value(x, "Key", &p, end);
-        p = a;
-        std::string sz = xml_value(x, "Size", &p, end);
-        pos = end;
-        if (k.size() <= pfx.size()) continue;
-        std::string name = k.substr(k.rfind('/') + 1);
-        if (name.empty() || name[0] == '.') continue;
-        fn(name, sz.empty() ? 0 : std::stoull(sz));
-      }
+      each_listed(x, "Contents", "Key", "Size", pfx, fn);
       if (xml_value(x, "IsTruncated") != "true") break;
       token = xml_value(x, "NextContinuationToken");
       if (token.empty()) throw Error(Errc::io, "the store listed '" + display(pfx) + "' as truncated without a continuation token");
@@ -234,15 +219,7 @@ class S3Backend final : public Backend {
   }
 
  private:
-  std::string key(const Handle& h) const {
-    std::string rel;
-    switch (h.type) {
-      case FileType::config: rel = "config"; break;
-      case FileType::pack: rel = "data/" + h.name.substr(0, 2) + "/" + h.name; break;
-      default: rel = std::string(file_type_name(h.type)) + "/" + h.name;
-    }
-    return u_.prefix.empty() ? rel : u_.prefix + "/" + rel;
-  }
+  std::string key(const Handle& h) const { return u_.prefix.empty() ? object_path(h) : u_.prefix + "/" + object_path(h); }
 
   std::string display(const std::string& k) const { return loc_.substr(0, loc_.size() - (u_.prefix.empty() ? 0 : u_.prefix.size() + 1)) + (k.empty() ? "" : "/" + k); }
 
