@@ -47,6 +47,7 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
       m.rollback_failed = !m.rolled_back && !m.rollback_owed;
     }
   }
+  std::vector<std::string> waiting;  // members whose halt or rollback waits for their agent
   for (const auto& [cluster, members] : clusters) {
     std::printf("%s:\n", terminal_safe(cluster).c_str());
     for (const auto& [agent, m] : members) {
@@ -68,9 +69,16 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
         where = "unchanged (nothing was stopped)";
       else
         where = "step '" + m.last_step + "' ended " + task_state_name(m.state);
+      if (m.rollback_owed || (m.last_step == "halt" && open(m.state))) waiting.push_back(agent);
       std::printf("  %s: %s\n", terminal_safe(agent).c_str(), where.c_str());
     }
   }
+  // The way out when a member's host will not come back (docs/operations.md
+  // § A restore waiting for a member that is gone).
+  if (!waiting.empty() && r.state() == cairn::v1::SET_STATE_RUNNING)
+    std::printf("if the host of %s is gone for good: make sure its service is stopped (power the host off), then "
+                "'cairnctl backup cancel %s' (docs/operations.md § A restore waiting for a member that is gone)\n",
+                terminal_safe(waiting.front()).c_str(), terminal_safe(r.restore_id()).c_str());
 }
 
 void print_restore(const cairn::v1::RestoreInfo& r) {

@@ -685,8 +685,47 @@ void Fleet::on_task_result(Session& s, const cairn::v1::TaskResult& r) {
   results_.push_back({s.agent_id, s.routing_id, r});
 }
 
+void Fleet::hold_restore_results() {
+  // After a restart the agents come back one by one, within a liveness
+  // timeout. A member's result that ends a restore step makes the next step
+  // at once, and a member not connected then takes no part in it (a stop is
+  // refused as a whole, a data step fails and rolls every member back): a
+  // restart of the controller alone would fail a restore that was going
+  // well. Such results wait (unacknowledged: an agent that reconnects sends
+  // them again anyway) until every member of their restore is connected, or
+  // this process's first liveness timeout has passed.
+  if (results_.empty() && held_.empty()) return;
+  bool grace = Clock::now() - started_ < timeout();
+  std::vector<PendingResult> all = std::move(held_);
+  held_.clear();
+  size_t before = all.size();  // held already (logged when first held)
+  for (auto& r : results_) all.push_back(std::move(r));
+  results_.clear();
+  if (!grace) {
+    results_ = std::move(all);
+    return;
+  }
+  size_t newly = 0;
+  catalog_.read([&](const catalog::Tx& tx) {
+    for (size_t i = 0; i < all.size(); ++i) {
+      auto t = tx.task(all[i].result.task_id());
+      bool wait = false;
+      if (t && t->restore_id && !t->restore_step.empty())
+        for (const auto& m : tx.tasks_of_restore(*t->restore_id))
+          if (!connected(m.agent_id)) wait = true;
+      if (wait && i >= before) ++newly;
+      (wait ? held_ : results_).push_back(std::move(all[i]));
+    }
+  });
+  if (newly)
+    spdlog::info("fleet: {} restore step result(s) held until every member of their restore is back "
+                 "(the controller started less than {} ms ago)",
+                 newly, timeout().count());
+}
+
 void Fleet::flush_task_results() {
   flush_plan_acks();  // a result after its plan's ack finds the ack recorded
+  hold_restore_results();
   if (results_.empty()) return;
   flush_progress();  // and after its task's last progress (otherwise coalesced for 250 ms, tick())
   auto batch = std::move(results_);

@@ -129,6 +129,7 @@ class Fleet {
   void sweep();
   std::chrono::milliseconds timeout() const;
   Session* session_of(const std::string& agent_id);
+  void hold_restore_results();  // see held_
 
   zmq::socket_t& socket_;
   catalog::Catalog& catalog_;
@@ -148,6 +149,13 @@ class Fleet {
     cairn::v1::TaskResult result;
   };
   std::vector<PendingResult> results_;  // in arrival order, until flush_task_results
+  // Results of a restore's steps held back in this process's first liveness
+  // timeout while a member of that restore has not registered again
+  // (flush_task_results): recorded when every member is back or the timeout
+  // ends, so the step the result completes is not made while members are
+  // still on their way back to a restarted controller.
+  std::vector<PendingResult> held_;
+  const Clock::time_point started_ = Clock::now();
   // Revoked connections: messages from them are dropped at once, the TCP
   // connection is shut a moment later so the AGENT_REVOKED reply leaves first.
   std::map<std::string, std::pair<int, Clock::time_point>> cutting_;  // routing id -> (fd, when)

@@ -1031,3 +1031,29 @@ TEST_CASE("cluster: a restore cancelled mid-way still ends all on one side: ever
     CHECK(f.restore_state(r) == SetState::failed);
   }
 }
+
+TEST_CASE("members: a halt waiting for a host that is gone for good: the operator's cancel rolls the others back") {
+  // docs/operations.md § A restore waiting for a member that is gone.
+  BrokerFixture f;
+  std::set<std::string> down;
+  f.orders.set_connected([&](const std::string& id) { return !down.count(id); });
+  std::string r = f.restore_all_brokers();
+  end_preflight_with_halt(f, r);
+  for (const std::string step : {"stop", "data", "start"}) f.end_step(r, step);
+  down.insert(f.k1);
+  f.end_step(r, "verify", f.k1);
+  for (const auto& t : f.step_tasks(r, "halt"))
+    if (t.agent_id != f.k1) f.end_task(t.id, TaskState::succeeded);
+  CHECK(f.step_tasks(r, "rollback").empty());
+  cancel_restore(f, r);  // the operator: k1's host is off for good
+  auto rollbacks = f.step_tasks(r, "rollback");
+  REQUIRE(agents_of(rollbacks) == std::set<std::string>{f.k1, f.k2, f.k3});
+  for (const auto& t : rollbacks) {
+    CHECK(t.plan_id);  // made after the cancel: not cancelled with the halts
+    if (t.agent_id != f.k1) f.end_task(t.id, TaskState::succeeded);
+  }
+  CHECK(f.restore_state(r) == SetState::running);  // k1 still owes its rollback
+  cancel_restore(f, r);  // the second cancel gives that up too
+  CHECK(f.restore_state(r) == SetState::failed);
+  CHECK(f.step_tasks(r, "rollback").size() == 3);  // and makes nothing again
+}
