@@ -10,19 +10,21 @@
 # CAIRN_SKIP_SANITIZERS=1 skips the sanitizer stage (quick local runs); CI
 # (.ci/run) runs it. CAIRN_WERROR=1 (set by .ci/run) makes a compiler
 # warning an error in both builds. CAIRN_TEST_JOBS sets ctest's parallelism
-# (default: the number of cores + 2; tests that start JVMs or server
-# clusters take two slots). Extra arguments go to both ctest runs (e.g. -R regex).
+# (default: the number of cores + 3; tests that start JVMs or server
+# clusters take two slots). Extra arguments go to every ctest run (e.g. -R regex).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 times=$(mktemp)
 junit_normal=$PWD/build/ctest-junit.xml
 junit_asan=$PWD/build-asan/ctest-junit.xml
-rm -f "$junit_normal" "$junit_asan"
+junit_asan_unit=$PWD/build-asan/ctest-junit-unit.xml
+rm -f "$junit_normal" "$junit_asan" "$junit_asan_unit"
 summary() {
   local rc=$?
   echo "wall-clock $SECONDS" >>"$times"
-  python3 scripts/ctest_summary.py "$times" "normal stage=$junit_normal" "sanitizer stage=$junit_asan" || true
+  python3 scripts/ctest_summary.py "$times" "normal stage=$junit_normal" \
+    "sanitizer stage, unit tests and replays=$junit_asan_unit" "sanitizer stage, integration=$junit_asan" || true
   rm -f "$times"
   exit $rc
 }
@@ -39,7 +41,7 @@ timed() {  # timed NAME COMMAND...: runs it, records its seconds as a stage
 }
 
 timed install-deps bash scripts/install-deps.sh
-jobs=${CAIRN_TEST_JOBS:-$(($(nproc) + 2))}
+jobs=${CAIRN_TEST_JOBS:-$(($(nproc) + 3))}
 werror=OFF
 [[ "${CAIRN_WERROR:-0}" == 1 ]] && werror=ON
 
@@ -59,16 +61,40 @@ build_asan() {
   cmake --build build-asan -j "$(nproc)"
 }
 
+# Reports of the processes the integration tests start land here and fail the
+# test that was running (tests/integration/conftest.py). Unit tests and the
+# replays report on stderr and exit non-zero.
+reports=$PWD/build-asan/sanitizer-reports
+asan_ctest() {  # asan_ctest ARGS...: ctest in build-asan with the sanitizers' options
+  CAIRN_SANITIZER_LOG_DIR=$reports ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=0 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --test-dir build-asan --output-on-failure "$@"
+}
+
 # The sanitizer build runs while the normal stage's tests run, at the lowest
 # CPU priority: the tests mostly wait on servers and timers, and the compiler
 # takes the cycles they leave (under nice 19 it gets ~1.5% of a core the
 # tests want, so their daemons' liveness is not starved). Its output goes to
-# build-asan.log, printed when it fails.
+# build-asan.log, printed when it fails. Then, still beside the normal
+# stage's tests (nice 10, two at a time), the sanitizer build's unit tests and
+# corpus replays: pure computation with no daemon whose liveness they could
+# starve, and about a quarter of the sanitizer stage's test time, off the
+# critical path. Their output goes to build-asan/unit-tests.log, printed
+# after the normal stage. Exit 90 + the build's or 120 + ctest's status.
 asan_pid=
 if [[ "${CAIRN_SKIP_SANITIZERS:-0}" != 1 ]]; then
   mkdir -p build-asan
-  ( t=$SECONDS; rc=0; nice -n 19 bash -c "$(declare -f build_asan); werror=$werror; build_asan" \
-      >build-asan.log 2>&1 || rc=$?; echo "build-asan(beside-tests) $((SECONDS - t))" >>"$times"; exit $rc ) &
+  (
+    t=$SECONDS; rc=0
+    nice -n 19 bash -c "$(declare -f build_asan); werror=$werror; build_asan" >build-asan.log 2>&1 || rc=$?
+    echo "build-asan(beside-tests) $((SECONDS - t))" >>"$times"
+    ((rc == 0)) || exit $((90 + (rc > 29 ? 29 : rc)))
+    rm -rf "$reports" && mkdir -p "$reports"
+    t=$SECONDS
+    nice -n 10 bash -c "$(declare -f asan_ctest); reports=$reports; asan_ctest \"\$@\"" _ --timeout 600 -j 2 \
+      -LE integration --output-junit "$junit_asan_unit" "$@" >build-asan/unit-tests.log 2>&1 || rc=$?
+    echo "tests-asan-unit(beside-tests) $((SECONDS - t))" >>"$times"
+    ((rc == 0)) || exit $((120 + (rc > 29 ? 29 : rc)))
+  ) &
   asan_pid=$!
 fi
 # --timeout: a test with no limit of its own (the Catch2 ones) that hangs
@@ -77,14 +103,21 @@ tests_rc=0
 timed tests ctest --test-dir build --output-on-failure --timeout 300 -j "$jobs" --output-junit "$junit_normal" "$@" ||
   tests_rc=$?
 if [[ -n "$asan_pid" ]]; then
-  stage "waiting for the sanitizer build (started with the tests)"
+  stage "waiting for the sanitizer build and its unit tests (started with the tests)"
   asan_rc=0
   wait "$asan_pid" || asan_rc=$?
-  if ((asan_rc != 0)); then
+  if ((asan_rc >= 90 && asan_rc < 120)); then
     tail -n 60 build-asan.log
-    echo "the sanitizer build failed (exit $asan_rc); its whole output is in build-asan.log"
-    exit "$asan_rc"
+    echo "the sanitizer build failed (exit $((asan_rc - 90))); its whole output is in build-asan.log"
+    exit 1
   fi
+  stage "tests-asan-unit: the sanitizer build's unit tests and replays (ran beside the normal stage)"
+  if ((asan_rc != 0)); then
+    cat build-asan/unit-tests.log
+    echo "the sanitizer build's unit tests failed (ctest exit $((asan_rc - 120)))"
+    exit 1
+  fi
+  grep -E '^[0-9]+% tests passed|^Total Test time' build-asan/unit-tests.log || true
 fi
 ((tests_rc == 0)) || exit "$tests_rc"
 if [[ "${CAIRN_SKIP_SANITIZERS:-0}" == 1 ]]; then
@@ -92,12 +125,4 @@ if [[ "${CAIRN_SKIP_SANITIZERS:-0}" == 1 ]]; then
   exit 0
 fi
 
-# Reports of the processes the integration tests start land here and fail the
-# test that was running (tests/integration/conftest.py). Unit tests and the
-# replays report on stderr and exit non-zero.
-reports=$PWD/build-asan/sanitizer-reports
-rm -rf "$reports" && mkdir -p "$reports"
-CAIRN_SANITIZER_LOG_DIR=$reports ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=0 \
-  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  timed tests-asan ctest --test-dir build-asan --output-on-failure --timeout 600 -j "$jobs" \
-  --output-junit "$junit_asan" "$@"
+timed tests-asan asan_ctest --timeout 600 -j "$jobs" -L integration --output-junit "$junit_asan" "$@"

@@ -347,9 +347,16 @@ paths = ["{data}"]
         return a if a and agent_state(a) == "approved" and a.get("connected") else None
 
     def stop_all(self):
-        for p in list(self.agents.values()) + ([self.controller] if self.controller else []):
+        """SIGTERM to every daemon at once, then waits for each (SIGKILL after 10 s)."""
+        procs = [p for p in list(self.agents.values()) + ([self.controller] if self.controller else []) if p.alive()]
+        for p in procs:
             try:
-                p.stop()
+                os.kill(p.pid, signal.SIGTERM)
+            except OSError:
+                pass
+        for p in procs:
+            try:
+                p.p.wait(timeout=10)
             except Exception:  # teardown must reach every process
                 try:
                     p.kill()

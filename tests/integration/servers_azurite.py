@@ -2,7 +2,7 @@
 `azurite-blob`, installed once from the npm registry into
 /var/cache/cairn/azurite by scripts/fetch-azurite.sh (Debian does not package
 it). One process on a loopback port chosen here, data in the test's tmp dir,
-strict (no --loose), stopped by its PID (its process group).
+strict (no --loose), killed by its PID (its process group, server_proc.py).
 
 Accounts: the well-known devstoreaccount1 with its published key, and
 "cairntest" with a key made here (AZURITE_ACCOUNTS), so the tests do not
@@ -13,14 +13,11 @@ import glob
 import os
 import pathlib
 import secrets
-import signal
-import socket
-import subprocess
-import time
 
 import pytest
 
 from ports import free_port
+from server_proc import ServerProc, http_answers
 
 CACHE = os.environ.get("CAIRN_AZURITE_CACHE", "/var/cache/cairn/azurite")
 DEV_ACCOUNT = "devstoreaccount1"
@@ -46,51 +43,24 @@ def write_credentials(path, **kv):
     return path
 
 
-class Azurite:
+class Azurite(ServerProc):
+    name = "Azurite"
+
     def __init__(self, base):
         self.base = pathlib.Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.data = self.base / "data"
         self.data.mkdir(exist_ok=True)
-        self.log = self.base / "azurite.log"
+        super().__init__(self.base / "azurite.log")
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.keys = {DEV_ACCOUNT: DEV_KEY, "cairntest": base64.b64encode(secrets.token_bytes(64)).decode()}
-        self.proc = None
 
     def start(self, timeout=60):
         args = [azurite_blob(), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(self.data),
                 "--silent", "--debug", str(self.base / "debug.log")]
         env = dict(os.environ, AZURITE_ACCOUNTS=";".join(f"{a}:{k}" for a, k in self.keys.items()))
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                         start_new_session=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"Azurite exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            if self._answers():
-                return self
-            time.sleep(0.2)
-        raise AssertionError(f"Azurite's port did not answer in {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def _answers(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                return s.recv(16).startswith(b"HTTP/1.1")
-        except OSError:
-            return False
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.proc = None
+        return self.spawn(args, lambda: http_answers(self.port), timeout, env=env)
 
     def url(self, container, prefix="", account=DEV_ACCOUNT):
         u = f"azure:{self.endpoint}/{account}/{container}"

@@ -3,7 +3,7 @@
 /var/cache/cairn/seaweedfs by scripts/fetch-seaweedfs.sh (Debian does not
 package it). One process on loopback ports chosen here, data in the test's
 tmp dir, authentication on (a request signed with a wrong secret is refused),
-stopped by its PID.
+killed by its PID (server_proc.py).
 
 Identities: "admin" may do everything (the controller's role); "reader" may
 only read and list. A third role, an agent that may add but not delete, is
@@ -15,12 +15,9 @@ import json
 import os
 import pathlib
 import secrets
-import signal
-import socket
-import subprocess
-import time
 
 from ports import free_port
+from server_proc import ServerProc, http_answers
 
 CACHE = os.environ.get("CAIRN_SEAWEEDFS_CACHE", "/var/cache/cairn/seaweedfs")
 
@@ -46,13 +43,15 @@ def write_credentials(path, access_key, secret_key, **settings):
     return path
 
 
-class SeaweedFS:
+class SeaweedFS(ServerProc):
+    name = "SeaweedFS"
+
     def __init__(self, base):
         self.base = pathlib.Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.data = self.base / "data"
         self.data.mkdir(exist_ok=True)
-        self.log = self.base / "weed.log"
+        super().__init__(self.base / "weed.log")
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.keys = {
@@ -67,7 +66,6 @@ class SeaweedFS:
              "actions": ["Read", "List"]},
         ]}))
         os.chmod(self.config, 0o600)
-        self.proc = None
 
     def start(self, timeout=90):
         p = [free_port() for _ in range(7)]
@@ -77,37 +75,8 @@ class SeaweedFS:
                 "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={p[6]}", "-s3.port.iceberg=0", "-s3.port.lance=0",
                 f"-s3.config={self.config}", "-master.volumeSizeLimitMB=64", "-volume.max=0", "-iam=false",
                 "-metricsPort=0"]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"SeaweedFS exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            if self._answers():
-                return self
-            time.sleep(0.3)
-        raise AssertionError(f"SeaweedFS's S3 port did not answer in {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def _answers(self):
-        # An anonymous request is refused (403) once the gateway is up with auth on.
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                head = s.recv(64)
-                return head.startswith(b"HTTP/1.1 403") or head.startswith(b"HTTP/1.1 200")
-        except OSError:
-            return False
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)  # its data dies with the test: no need to wait for a tidy exit
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.proc = None
+        return self.spawn(args, lambda: http_answers(self.port, (b"HTTP/1.1 403", b"HTTP/1.1 200")), timeout,
+                          interval=0.3)
 
     def url(self, bucket, prefix="", endpoint=None):
         u = f"s3:{endpoint or self.endpoint}/{bucket}"

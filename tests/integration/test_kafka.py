@@ -384,7 +384,7 @@ def test_rf3_replicas_stored_once_and_the_cluster_restored_in_steps(cluster, tmp
         wait_isr(kc.bootstrap, "orders")
         assert consume_checksums(kc.bootstrap, "orders") == want
     finally:
-        kc.stop()
+        kc.stop(kill=True)  # the data dies with the test: no controlled shutdowns to wait for
 
 
 @pytest.mark.liveness(25)  # three JVMs starting at once starve the daemons for a second or more
@@ -436,7 +436,7 @@ def test_kraft_dedicated_controller_restored_with_the_brokers(cluster, tmp_path)
         wait_isr(kc.bootstrap, "orders")
         assert consume_checksums(kc.bootstrap, "orders") == want
     finally:
-        kc.stop()
+        kc.stop(kill=True)  # the data dies with the test: no controlled shutdowns to wait for
 
 
 def test_broker_reached_over_sasl_ssl_with_a_client_certificate(cluster, tmp_path):  # noqa: F811

@@ -484,7 +484,7 @@ def test_controller_backs_up_a_kafka_rf3_cluster_into_s3_and_restores_it(store, 
     finally:
         if c:
             c.stop_all()
-        kc.stop()
+        kc.stop(kill=True)  # the data dies with the test: no controlled shutdowns to wait for
 
 
 def test_local_cache_makes_an_unchanged_backup_cheap_and_is_never_trusted_over_the_store(store, proxy, tmp_path):

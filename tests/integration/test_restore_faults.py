@@ -267,7 +267,7 @@ class KafkaRig(Rig):
 
     def stop(self):
         self.c.stop_all()
-        self.kc.stop()
+        self.kc.stop(kill=True)  # the data dies with the test: no controlled shutdowns to wait for
 
 
 @pytest.fixture
