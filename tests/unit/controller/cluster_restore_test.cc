@@ -951,15 +951,22 @@ TEST_CASE("members: a failure at start or verify halts every broker before any r
   }
 }
 
-TEST_CASE("members: a broker's agent lost at verify: its halt waits for it, and nobody rolls back before it stopped") {
-  BrokerFixture f;
-  std::set<std::string> down;
-  f.orders.set_connected([&](const std::string& id) { return !down.count(id); });
+// Every broker restored up to verify, where k1's agent is lost (frozen or
+// killed: its broker may still run the restored logs) and its verify fails.
+std::string lost_at_verify(BrokerFixture& f, std::set<std::string>& down) {
+  f.orders.set_connected([&down](const std::string& id) { return !down.count(id); });
   std::string r = f.restore_all_brokers();
   end_preflight_with_halt(f, r);
   for (const std::string step : {"stop", "data", "start"}) f.end_step(r, step);
-  down.insert(f.k1);  // frozen or killed at verify: its broker may still run the restored logs
+  down.insert(f.k1);
   f.end_step(r, "verify", f.k1);
+  return r;
+}
+
+TEST_CASE("members: a broker's agent lost at verify: its halt waits for it, and nobody rolls back before it stopped") {
+  BrokerFixture f;
+  std::set<std::string> down;
+  std::string r = lost_at_verify(f, down);
   auto halts = f.step_tasks(r, "halt");
   REQUIRE(halts.size() == 3);
   for (const auto& t : halts) {
@@ -1036,12 +1043,7 @@ TEST_CASE("members: a halt waiting for a host that is gone for good: the operato
   // docs/operations.md § A restore waiting for a member that is gone.
   BrokerFixture f;
   std::set<std::string> down;
-  f.orders.set_connected([&](const std::string& id) { return !down.count(id); });
-  std::string r = f.restore_all_brokers();
-  end_preflight_with_halt(f, r);
-  for (const std::string step : {"stop", "data", "start"}) f.end_step(r, step);
-  down.insert(f.k1);
-  f.end_step(r, "verify", f.k1);
+  std::string r = lost_at_verify(f, down);
   for (const auto& t : f.step_tasks(r, "halt"))
     if (t.agent_id != f.k1) f.end_task(t.id, TaskState::succeeded);
   CHECK(f.step_tasks(r, "rollback").empty());
