@@ -147,8 +147,10 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
   r->params_.id = cfg.value("id", "");
   r->params_.version = version;
   if (std::string cd = r->be_->cache_dir(); !cd.empty() && !r->params_.id.empty() &&
-                                            r->params_.id.find_first_not_of("0123456789abcdef") == std::string::npos)
+                                            r->params_.id.find_first_not_of("0123456789abcdef") == std::string::npos) {
     r->cache_ = std::make_unique<storage::ObjectCache>(cd + "/" + r->params_.id);
+    r->cache_->trim(storage::default_cache_max());  // bounded at each open (storage/cache.h)
+  }
   Bytes sealed, plain;
   std::string aad = version == 1 ? config_aad_v1(r->params_.id) : config_aad(cfg);
   if (!from_base64(cfg.value("sealed", ""), sealed) || !r->aead_.open(as_bytes(aad), sealed, plain))

@@ -5,9 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <vector>
 
 #include "common/util/error.h"
 #include "common/util/fs.h"
@@ -31,6 +35,26 @@ std::string default_cache_dir() {
   return "/var/tmp/cairn-cache-" + std::to_string(::getuid());
 }
 
+uint64_t default_cache_max() {
+  constexpr uint64_t kDefault = 2ull << 30;
+  const char* v = std::getenv("CAIRN_CACHE_MAX");
+  if (!v || !*v) return kDefault;
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long n = std::strtoull(v, &end, 10);
+  if (errno || end == v) return kDefault;
+  uint64_t mult = 1;
+  switch (*end) {
+    case '\0': break;
+    case 'K': case 'k': mult = 1ull << 10; ++end; break;
+    case 'M': case 'm': mult = 1ull << 20; ++end; break;
+    case 'G': case 'g': mult = 1ull << 30; ++end; break;
+    default: return kDefault;
+  }
+  if (*end || n > UINT64_MAX / mult) return kDefault;
+  return n * mult;
+}
+
 ObjectCache::ObjectCache(std::string dir) : dir_(std::move(dir)) {}
 
 std::string ObjectCache::path(const char* kind, const std::string& name) const { return dir_ + "/" + kind + "/" + name; }
@@ -38,8 +62,10 @@ std::string ObjectCache::path(const char* kind, const std::string& name) const {
 std::optional<Bytes> ObjectCache::get(const char* kind, const std::string& name) {
   if (!safe_name(name)) return std::nullopt;
   try {
-    Bytes b = read_file(path(kind, name), 64u << 20);
+    std::string p = path(kind, name);
+    Bytes b = read_file(p, 64u << 20);
     hits_++;
+    ::utimensat(AT_FDCWD, p.c_str(), nullptr, 0);  // used now: trimmed last (its mtime is its last use)
     return b;
   } catch (const Error&) {
     misses_++;
@@ -70,6 +96,46 @@ void ObjectCache::put(const char* kind, const std::string& name, std::span<const
 
 void ObjectCache::drop(const char* kind, const std::string& name) noexcept {
   if (safe_name(name)) ::unlink(path(kind, name).c_str());
+}
+
+uint64_t ObjectCache::trim(uint64_t max_bytes) noexcept {
+  struct Entry {
+    int rank;  // 0: trees, 1: index files and snapshots (every open reads them)
+    int64_t used;
+    uint64_t size;
+    std::string path;
+  };
+  try {
+    std::vector<Entry> all;
+    uint64_t total = 0;
+    for (const char* kind : {"trees", "index", "snapshots"}) {
+      std::string d = dir_ + "/" + kind;
+      DIR* dir = ::opendir(d.c_str());
+      if (!dir) continue;
+      std::unique_ptr<DIR, int (*)(DIR*)> guard(dir, ::closedir);
+      while (auto* e = ::readdir(dir)) {
+        std::string n = e->d_name;
+        struct stat st {};
+        if (n == "." || n == ".." || ::fstatat(::dirfd(dir), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(st.st_mode))
+          continue;
+        total += uint64_t(st.st_size);
+        all.push_back({std::string(kind) == "trees" ? 0 : 1, int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+                       uint64_t(st.st_size), d + "/" + n});
+      }
+    }
+    if (total <= max_bytes) return 0;
+    std::sort(all.begin(), all.end(),
+              [](const Entry& a, const Entry& b) { return a.rank != b.rank ? a.rank < b.rank : a.used < b.used; });
+    uint64_t removed = 0;
+    for (const auto& e : all) {
+      if (total - removed <= max_bytes) break;
+      if (::unlink(e.path.c_str()) == 0) removed += e.size;
+    }
+    return removed;
+  } catch (...) {
+    return 0;  // a cache that cannot be trimmed is still a cache
+  }
 }
 
 void ObjectCache::keep_only(const char* kind, const std::set<std::string>& listed) noexcept {

@@ -8,6 +8,12 @@
 // whose names the store no longer lists are removed when the store is listed.
 // Only objects the store names are ever asked for: the store, not the cache,
 // says what exists. Writes to the cache never fail an operation.
+//
+// Size: each open trims the repository's cache to a bound (CAIRN_CACHE_MAX,
+// bytes with an optional K/M/G suffix; default 2G), removing the entries
+// used longest ago first (a hit refreshes an entry's time). Index files and
+// snapshots go last: every open reads them all, while a tree is read only by
+// a backup or restore of the snapshot that has it.
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -30,6 +36,10 @@ class ObjectCache {
   void keep_only(const char* kind, const std::set<std::string>& listed) noexcept;
   // Removes the entries of kind for which keep(name) is false.
   void keep_if(const char* kind, const std::function<bool(const std::string&)>& keep) noexcept;
+  // Removes entries, those used longest ago first (trees before index files
+  // and snapshots), until the cache holds at most max_bytes. Returns the
+  // bytes removed.
+  uint64_t trim(uint64_t max_bytes) noexcept;
   const std::string& dir() const { return dir_; }
   uint64_t hits() const { return hits_.load(); }
   uint64_t misses() const { return misses_.load(); }
@@ -43,5 +53,9 @@ class ObjectCache {
 // CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn, else $HOME/.cache/cairn, else
 // /var/tmp/cairn-cache-<uid>.
 std::string default_cache_dir();
+
+// CAIRN_CACHE_MAX (bytes, or with a K, M or G suffix), else 2 GiB. A value
+// that does not parse is the default.
+uint64_t default_cache_max();
 
 }  // namespace cairn::repo::storage
