@@ -710,9 +710,10 @@ void Fleet::hold_restore_results() {
     for (size_t i = 0; i < all.size(); ++i) {
       auto t = tx.task(all[i].result.task_id());
       bool wait = false;
-      if (t && t->restore_id && !t->restore_step.empty())
-        for (const auto& m : tx.tasks_of_restore(*t->restore_id))
-          if (!connected(m.agent_id)) wait = true;
+      if (t && t->restore_id && !t->restore_step.empty()) {
+        auto members = tx.tasks_of_restore(*t->restore_id);
+        wait = std::any_of(members.begin(), members.end(), [&](const catalog::Task& m) { return !connected(m.agent_id); });
+      }
       if (wait && i >= before) ++newly;
       (wait ? held_ : results_).push_back(std::move(all[i]));
     }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "common/util/error.h"
@@ -109,20 +110,14 @@ uint64_t ObjectCache::trim(uint64_t max_bytes) noexcept {
     std::vector<Entry> all;
     uint64_t total = 0;
     for (const char* kind : {"trees", "index", "snapshots"}) {
-      std::string d = dir_ + "/" + kind;
-      DIR* dir = ::opendir(d.c_str());
-      if (!dir) continue;
-      std::unique_ptr<DIR, int (*)(DIR*)> guard(dir, ::closedir);
-      while (auto* e = ::readdir(dir)) {
-        std::string n = e->d_name;
+      int rank = std::string_view(kind) == "trees" ? 0 : 1;
+      each_entry(kind, [&](int dfd, const std::string& n) {
         struct stat st {};
-        if (n == "." || n == ".." || ::fstatat(::dirfd(dir), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-            !S_ISREG(st.st_mode))
-          continue;
+        if (::fstatat(dfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) return;
         total += uint64_t(st.st_size);
-        all.push_back({std::string(kind) == "trees" ? 0 : 1, int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
-                       uint64_t(st.st_size), d + "/" + n});
-      }
+        all.push_back({rank, int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec, uint64_t(st.st_size),
+                       path(kind, n)});
+      });
     }
     if (total <= max_bytes) return 0;
     std::sort(all.begin(), all.end(),
@@ -142,23 +137,31 @@ void ObjectCache::keep_only(const char* kind, const std::set<std::string>& liste
   keep_if(kind, [&](const std::string& n) { return listed.count(n) != 0; });
 }
 
-void ObjectCache::keep_if(const char* kind, const std::function<bool(const std::string&)>& keep) noexcept {
+void ObjectCache::each_entry(const char* kind, const std::function<void(int, const std::string&)>& fn) const {
   std::string d = dir_ + "/" + kind;
   DIR* dir = ::opendir(d.c_str());
   if (!dir) return;
   std::unique_ptr<DIR, int (*)(DIR*)> guard(dir, ::closedir);
   while (auto* e = ::readdir(dir)) {
     std::string n = e->d_name;
-    if (n == "." || n == "..") continue;
-    bool stale_tmp = n.rfind(".tmp-", 0) == 0;
-    bool drop = stale_tmp;
-    if (!drop) {
-      try {
-        drop = !keep(n);
-      } catch (...) {
+    if (n != "." && n != "..") fn(::dirfd(dir), n);
+  }
+}
+
+void ObjectCache::keep_if(const char* kind, const std::function<bool(const std::string&)>& keep) noexcept {
+  try {
+    each_entry(kind, [&](int dfd, const std::string& n) {
+      bool drop = n.rfind(".tmp-", 0) == 0;  // a stale partial write
+      if (!drop) {
+        try {
+          drop = !keep(n);
+        } catch (...) {
+        }
       }
-    }
-    if (drop) ::unlinkat(::dirfd(dir), n.c_str(), 0);
+      if (drop) ::unlinkat(dfd, n.c_str(), 0);
+    });
+  } catch (...) {
+    // a cache that cannot be read is one that is not used
   }
 }
 

@@ -46,6 +46,9 @@ class ObjectCache {
 
  private:
   std::string path(const char* kind, const std::string& name) const;
+  // Calls fn(directory fd, entry name) for each entry of kind's directory
+  // but "." and "..".
+  void each_entry(const char* kind, const std::function<void(int, const std::string&)>& fn) const;
   std::string dir_;
   std::atomic<uint64_t> hits_{0}, misses_{0};
 };
