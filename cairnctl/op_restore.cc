@@ -7,6 +7,7 @@
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
 #include "cairnctl/op_view.h"
+#include "common/plan/restore_outcome.h"
 #include "common/util/terminal_text.h"
 
 namespace cairn::ctl {
@@ -27,6 +28,9 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
     std::string last_step;
     TaskState state = cairn::v1::TASK_STATE_UNSPECIFIED;
     bool rolled_back = false, rollback_owed = false, rollback_failed = false, committed = false, started = false;
+    // A rollback cancelled while its agent was away: made again when the
+    // agent registers (owed_later), unless given up for good.
+    bool rollback_cancelled = false, rollback_given_up = false, rollback_ran = false, rollback_late = false;
   };
   std::map<std::string, std::map<std::string, Member>> clusters;  // component/cluster -> agent -> member
   auto ended_ok = [](TaskState s) { return s == cairn::v1::TASK_STATE_SUCCEEDED || s == cairn::v1::TASK_STATE_PARTIAL; };
@@ -42,8 +46,19 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
     if (t.restore_step() == "data" && ended_ok(t.state())) m.started = true;
     if (t.restore_step() == "commit") m.committed = ended_ok(t.state());
     if (t.restore_step() == "rollback") {
-      m.rolled_back = ended_ok(t.state());
+      bool cancelled = false, given_up = false, lost = false;
+      for (const auto& x : t.reasons()) {
+        cancelled |= x.code() == cairn::v1::ERROR_CODE_CANCELLED;
+        given_up |= x.code() == cairn::v1::ERROR_CODE_CANCELLED && x.detail() == plan::kOwedRollbackGivenUp;
+        lost |= x.code() == cairn::v1::ERROR_CODE_AGENT_LOST;
+      }
+      // A try listed after a cancelled one is the rollback the ended restore owed.
+      if (m.rollback_cancelled) m.rollback_late = true;
+      m.rolled_back |= ended_ok(t.state());
       m.rollback_owed = open(t.state());
+      m.rollback_cancelled |= cancelled && !given_up;
+      m.rollback_given_up |= given_up;
+      m.rollback_ran |= t.state() == cairn::v1::TASK_STATE_FAILED && !cancelled && !lost;
       m.rollback_failed = !m.rolled_back && !m.rollback_owed;
     }
   }
@@ -56,9 +71,16 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
         where = m.committed ? "runs on the backup's data (verified, committed)"
                             : "runs on the backup's data (verified); its commit failed, the record it keeps is never acted on";
       else if (m.rolled_back)
-        where = "runs on its own data again (rolled back)";
+        where = m.rollback_late ? "runs on its own data again (rolled back when its agent came back, after the restore ended)"
+                                : "runs on its own data again (rolled back)";
       else if (m.rollback_owed)
         where = "rollback pending: its agent must come back to put its data back (it runs nothing of this restore now)";
+      else if (m.rollback_given_up)
+        where = "ROLLBACK GIVEN UP by the operator: its data dir is as the restore left it (docs/operations.md § A "
+                "restore waiting for a member that is gone)";
+      else if (m.rollback_cancelled && !m.rollback_ran)
+        where = "rollback owed: cancelled while its agent was away; it runs when the agent registers again (revoke "
+                "the agent, or cancel again once it is sent, to give it up)";
       else if (m.last_step == "halt" && open(m.state))
         where = "halt pending: no member rolls back until every member's service is stopped; its agent must come back to stop it";
       else if (m.rollback_failed)

@@ -361,6 +361,13 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
   *claimed.mutable_register_() = r;
   admit(s, claimed);
   reconcile(s, claimed.register_());
+  if (on_registered_) {
+    try {
+      on_registered_(agent->id);
+    } catch (const std::exception& e) {  // the agent is served as it was; the next registration tries again
+      spdlog::error("fleet: after '{}' registered: {}", agent->name, e.what());
+    }
+  }
   deliver(agent->id);
 }
 

@@ -4,6 +4,7 @@
 // delivery, acknowledgements, progress and task results.
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -47,6 +48,9 @@ class Fleet {
   // The same for many agents (a set over the fleet): one read and one write
   // transaction for all of them, not one per plan.
   void deliver(std::vector<std::string> agent_ids);
+  // Called as an approved agent registers, before its plans are delivered
+  // (the controller makes the rollbacks ended restores owe it: Orders).
+  void set_on_registered(std::function<void(const std::string& agent_id)> f) { on_registered_ = std::move(f); }
   // Revocation: tells the agent, closes its connection, fails its open tasks.
   void revoke(const std::string& agent_id);
   // Approval of a pending agent that is connected: close its connection so it
@@ -79,6 +83,7 @@ class Fleet {
   std::map<std::string, StorageCount> storage_counts() const;
 
  private:
+  std::function<void(const std::string&)> on_registered_;
   struct Session {
     std::string routing_id;
     CurveKey key{};

@@ -193,8 +193,10 @@ void OperatorApi::cancel(const std::string& actor, const std::string& given, cai
     id = resolve_id(tx, is_restore ? catalog::Tx::IdKind::restore : catalog::Tx::IdKind::backup_set, given,
                     is_restore ? "restore" : "backup set");
     std::vector<catalog::Task> tasks;
+    bool ended = false;  // an ended restore's open task is a rollback it owed a member
     if (is_restore) {
       auto rs = tx.restore(id);
+      ended = rs->state != catalog::SetState::running;
       if (rs->safety_set_id) tasks = tx.tasks_of_set(*rs->safety_set_id);
       for (auto& t : tx.tasks_of_restore(id)) tasks.push_back(std::move(t));
     } else {
@@ -204,7 +206,7 @@ void OperatorApi::cancel(const std::string& actor, const std::string& given, cai
     for (const auto& t : tasks) {
       if (catalog::is_terminal(t.state)) continue;
       catalog::TaskUpdate u(catalog::TaskState::failed);
-      u.reasons.push_back({cairn::v1::ERROR_CODE_CANCELLED, "cancelled by operator", ""});
+      u.reasons.push_back({cairn::v1::ERROR_CODE_CANCELLED, ended ? catalog::kOwedRollbackGivenUp : "cancelled by operator", ""});
       tx.update_task(t.id, u);
       ++n;
     }

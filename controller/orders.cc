@@ -10,6 +10,8 @@
 #include <set>
 #include <thread>
 
+#include <spdlog/spdlog.h>
+
 #include "common/crypto/crypto.h"
 #include "common/plan/signer.h"
 #include "common/util/cpus.h"
@@ -703,6 +705,62 @@ void Orders::on_task_ended(Tx& tx, const catalog::Task& ended) {
   if (!ended.restore_id) return;
   next_cluster_step(tx, ended);
   release_deferred(tx, ended);
+  // A rollback an ended restore owed (issue_owed_rollbacks) held the
+  // cluster's lock for as long as it ran.
+  if (ended.restore_step == "rollback")
+    if (auto r = tx.restore(*ended.restore_id); r && r->state != catalog::SetState::running)
+      for (const auto& c : tx.agent_components(ended.agent_id))
+        if (c.name == ended.component && !ended.cluster_id.empty())
+          tx.release_lock("cluster:" + c.driver + "/" + ended.cluster_id, *ended.restore_id);
+}
+
+// docs/protocol.md § A rollback owed to a member that was away. The member's
+// agent is back: what the cancelled restore set aside on it is put back and
+// its service started on it, as the other members were. The rollback acts
+// only on this restore's own record there (a later restore's record is left
+// alone), so running it late moves nothing another restore made.
+size_t Orders::issue_owed_rollbacks(Tx& tx, const std::string& agent_id) {
+  auto owed = tx.owed_rollbacks(agent_id);
+  if (owed.empty()) return 0;
+  auto agent = tx.agent(agent_id);
+  if (!agent || agent->state != catalog::AgentState::approved) return 0;
+  auto components = tx.agent_components(agent_id);
+  PlanBatch plans(tx, config_, key_);
+  size_t n = 0;
+  for (const auto& t : owed) {
+    auto restore = tx.restore(*t.restore_id);
+    std::string driver;
+    for (const auto& c : components)
+      if (c.name == t.component) driver = c.driver;
+    if (!restore || driver.empty()) {
+      spdlog::warn("restore {}: the rollback owed to '{}' for '{}' cannot be made: the agent no longer declares it",
+                   t.restore_id.value_or(""), agent->name, t.component);
+      continue;
+    }
+    // Under the cluster's lock when it is free: no backup or restore of the
+    // cluster starts while the member's data is put back. Held by another
+    // (a backup on another member), the rollback runs beside it: that
+    // holder cannot include this member, which was away when it began.
+    if (!t.cluster_id.empty()) {
+      std::string target = "cluster:" + driver + "/" + t.cluster_id;
+      if (!tx.acquire_lock(target, catalog::TaskKind::restore, restore->id, config_.lock_ttl_seconds))
+        if (auto h = tx.lock_holder(target))
+          spdlog::warn("restore {}: the rollback owed to '{}' runs while {} {} holds the cluster's lock", restore->id,
+                       agent->name, h->first, h->second);
+    }
+    catalog::NewTask nt{agent_id, t.component, t.source_snapshot, std::nullopt};
+    nt.restore_step = "rollback";
+    nt.cluster_id = t.cluster_id;
+    std::string id = tx.add_owed_rollback(restore->id, nt);
+    cairn::v1::Task w = restore_wire(tx, *tx.task(id), restore->source_set_id, restore->id);
+    w.mutable_options()->set_skip_safety_backup(true);
+    plans.add(*agent, {id}, {w});
+    spdlog::info("restore {}: '{}' is back; the rollback its member of '{}' was owed is sent", restore->id, agent->name,
+                 t.component);
+    ++n;
+  }
+  plans.sign_and_store();
+  return n;
 }
 
 // Once every task of the restore ended, the members that waited for their

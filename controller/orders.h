@@ -61,6 +61,10 @@ class Orders {
   // restore, the next step's tasks and plans are made in the same
   // transaction (docs/protocol.md § Cluster restore).
   void on_task_ended(catalog::Tx& tx, const catalog::Task& task);
+  // When an agent registers: the rollbacks ended restores still owe its
+  // members (an operator cancelled them while it was away) are made again,
+  // their plans signed, for the fleet to deliver now. How many.
+  size_t issue_owed_rollbacks(catalog::Tx& tx, const std::string& agent_id);
   // Agents with plans made by on_task_ended since the last call (the fleet
   // delivers them).
   std::vector<std::string> take_agents_to_deliver();

@@ -126,6 +126,13 @@ Server::Server(const ControllerConfig& config)
   orders_->set_connected([f = fleet_.get()](const std::string& agent_id) { return f->connected(agent_id); });
   orders_->set_supports(
       [f = fleet_.get()](const std::string& agent_id, const std::string& feature) { return f->supports(agent_id, feature); });
+  // A returning agent's member is first put back on its own data where an
+  // ended restore still owes it that (docs/protocol.md § A rollback owed to
+  // a member that was away). A read first: 10,000 registrations write nothing.
+  fleet_->set_on_registered([this](const std::string& agent_id) {
+    if (catalog_.read([&](const catalog::Tx& tx) { return tx.owed_rollbacks(agent_id).empty(); })) return;
+    catalog_.transaction("controller", [&](catalog::Tx& tx) { orders_->issue_owed_rollbacks(tx, agent_id); });
+  });
   catalog_.set_task_ended_hook([o = orders_.get()](catalog::Tx& tx, const catalog::Task& t) { o->on_task_ended(tx, t); });
   publisher_ = std::make_unique<AuditPublisher>(config_);
   api_ = std::make_unique<OperatorApi>(catalog_, *fleet_, *orders_, signing_key_, config.key_dir, publisher_.get());

@@ -1,4 +1,7 @@
 // Restores and operation locks.
+#include <algorithm>
+#include <map>
+
 #include "common/util/error.h"
 #include "controller/catalog/sqlite.h"
 #include "controller/catalog/tx.h"
@@ -49,6 +52,63 @@ std::vector<std::string> Tx::add_restore_tasks(const std::string& restore_id, co
                     {"step", tasks[i].restore_step}, {"cluster_id", tasks[i].cluster_id}});
   audit({"restore.step", "restore:" + restore_id, "running", "", {{"tasks", list}}});
   return ids;
+}
+
+// A member's rollbacks in an ended restore owe it one when one was cancelled
+// while the restore ran (the operator gave the absent member up) and none
+// has since run to an end of its own: none open, succeeded, given up for
+// good, or failed for a reason of the member's (its rollback ran and said
+// why). A try lost with its agent or a plan that expired waiting still owes.
+std::vector<Task> Tx::owed_rollbacks(const std::string& agent_id) const {
+  std::vector<std::string> restore_ids;
+  {
+    auto s = db_.prepare(
+        "SELECT DISTINCT t.restore_id FROM tasks t INDEXED BY tasks_agent_state JOIN restores r ON r.id = t.restore_id"
+        " WHERE t.agent_id = ? AND t.state = 'failed' AND t.restore_step = 'rollback' AND r.state <> 'running'");
+    s.bind(1, agent_id);
+    while (s.step()) restore_ids.push_back(s.text(0));
+  }
+  std::vector<std::pair<int64_t, Task>> out;
+  for (const auto& rid : restore_ids) {
+    std::map<std::string, std::vector<Task>> by_component;
+    for (auto& t : tasks_of_restore(rid))
+      if (t.agent_id == agent_id && t.restore_step == "rollback") by_component[t.component].push_back(std::move(t));
+    for (auto& [component, tries] : by_component) {
+      bool cancelled = false, settled = false;
+      for (const auto& t : tries) {
+        auto has = [&](ErrorCode code, const char* detail = nullptr) {
+          return std::any_of(t.reasons.begin(), t.reasons.end(), [&](const Reason& r) {
+            return r.code == code && (!detail || r.detail == detail);
+          });
+        };
+        if (!is_terminal(t.state) || t.state == TaskState::succeeded || t.state == TaskState::partial ||
+            has(cairn::v1::ERROR_CODE_CANCELLED, kOwedRollbackGivenUp))
+          settled = true;
+        else if (has(cairn::v1::ERROR_CODE_CANCELLED))
+          cancelled = true;
+        else if (t.state == TaskState::failed && !has(cairn::v1::ERROR_CODE_AGENT_LOST))
+          settled = true;  // it ran and failed: reported, not made again
+      }
+      if (!cancelled || settled) continue;
+      const Task* newest = &tries.front();
+      for (const auto& t : tries)
+        if (t.created_at > newest->created_at) newest = &t;
+      out.emplace_back(restore(rid)->created_at, *newest);
+    }
+  }
+  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<Task> tasks;
+  for (auto& [at, t] : out) tasks.push_back(std::move(t));
+  return tasks;
+}
+
+std::string Tx::add_owed_rollback(const std::string& restore_id, const NewTask& task) {
+  std::vector<std::string> ids;
+  insert_tasks({task}, TaskKind::restore, nullptr, &restore_id, ids);
+  audit({"restore.rollback_owed", "restore:" + restore_id, "owed", "",
+         {{"task_id", ids.front()}, {"agent_id", task.agent_id}, {"component", task.component},
+          {"cluster_id", task.cluster_id}}});
+  return ids.front();
 }
 
 std::optional<Restore> Tx::restore(const std::string& id) const {

@@ -299,6 +299,12 @@ class Tx {
   // The next step of a cluster restore: more tasks of a running restore.
   std::vector<std::string> add_restore_tasks(const std::string& restore_id, const std::vector<NewTask>& tasks);
   std::optional<Restore> restore(const std::string& id) const;
+  // A rollback an ended restore still owes the agent's member (docs/protocol.md
+  // § A rollback owed to a member that was away): its rollback was cancelled
+  // while the agent was away and has not run since. Newest restore first.
+  std::vector<Task> owed_rollbacks(const std::string& agent_id) const;
+  // Makes the owed rollback's task again in its ended restore (its state stays).
+  std::string add_owed_rollback(const std::string& restore_id, const NewTask& task);
   // False when another holder's lock on target has not expired.
   // Approves every pending cluster membership of the agent; how many.
   size_t approve_memberships(const std::string& agent_id);

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "controller/catalog/outcome.h"
+#include "common/plan/restore_outcome.h"
 #include "common/util/encoding.h"
 #include "proto/cairn.pb.h"
 
@@ -56,6 +57,8 @@ struct Component {
   std::string repository;                    // its default repository, as the agent declares it (0008)
   bool operator==(const Component&) const = default;
 };
+
+using plan::kOwedRollbackGivenUp;
 
 struct Reason {
   ErrorCode code = cairn::v1::ERROR_CODE_OK;

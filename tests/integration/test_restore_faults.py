@@ -485,6 +485,56 @@ def test_an_agent_killed_during_its_rollback_rolls_back_when_it_returns(rig):
 
 
 @pytest.mark.liveness(10)
+def test_a_rollback_cancelled_while_its_agent_was_away_runs_when_it_returns(rig):
+    """m2's agent is killed once its data step put the backup's data in place
+    (its etcd stopped). The others roll back; the operator cancels m2's
+    pending rollback, and the restore ends failed with m2 still stopped. When
+    m2's agent comes back after all, the controller sends the rollback the
+    restore owed it: m2 is back on its own data, in the cluster with the
+    others (docs/protocol.md § A rollback owed to a member that was away)."""
+    before = rig.change()
+    victim = rig.members[2]
+    name = rig.agent(victim)
+    rig.arm(victim, "restore.data.after", "kill")
+    rc, out, err, rid = rig.restore(wait=False)
+    rig.c.wait_for(f"{name} killed after its data step", lambda: not rig.c.agents[name].alive(), timeout=120)
+    rig.c.agents[name].expect_dead = True
+
+    def others_rolled_back():
+        r = rig.c.json("restore", "show", rid)
+        done = {t.get("agent_name") for t in r.get("tasks", [])
+                if t.get("restore_step") == "rollback" and lower_enum(t.get("state", ""), "task_state_") == "succeeded"}
+        return r if done >= {"node-0", "node-1"} else None
+    r = rig.c.wait_for("node-0 and node-1 rolled back", others_rolled_back, timeout=120, interval=0.5)
+    assert state_of(rig, rid) == "running", json.dumps(r)[:3000]
+    rc, out, err = rig.c.ctl("backup", "cancel", rid)
+    assert rc == 0, f"{rc}\n{out}\n{err}"
+    assert state_of(rig, rid) == "failed"
+    rc, out, err = rig.c.ctl("restore", "show", rid)
+    assert re.search(r"node-2: rollback owed: cancelled while its agent was away", out), out
+    for m in rig.members[:2]:
+        assert m.get_all() == before, f"{m.name} is not on its own data after its rollback"
+
+    rig.restart_dead_agents()
+    rig.c.agents[name].expect_dead = False
+
+    def late_rollback_ended():
+        tries = [t for t in rig.c.json("restore", "show", rid)["tasks"]
+                 if t.get("restore_step") == "rollback" and t.get("agent_name") == name]
+        states = [lower_enum(t.get("state", ""), "task_state_") for t in tries]
+        return states if len(tries) >= 2 and states[-1] not in ("pending", "sent", "accepted", "running") else None
+    states = rig.c.wait_for(f"the rollback owed to {name}", late_rollback_ended, timeout=120, interval=0.5)
+    assert states[-1] == "succeeded", f"{states}\n{rig.c.logs()}"
+    rig.invariants(before, "a rollback owed to a member whose agent came back after the restore was cancelled")
+    assert state_of(rig, rid) == "failed"
+    rc, out, err = rig.c.ctl("restore", "show", rid)
+    assert "node-2: runs on its own data again (rolled back when its agent came back" in out, out
+    # The cluster is free again: a backup of it runs.
+    rc, out, err = rig.c.ctl("backup", "create", "--component", "etcd", "--wait")
+    assert rc == 0, f"{rc}\n{out}\n{err}"
+
+
+@pytest.mark.liveness(10)
 def test_zookeeper_one_fault_per_step(cluster, tmp_path):
     """CI's row for ZooKeeper: the same six cases on one ensemble, one after
     another (each checks the invariants, so a case that left the ensemble

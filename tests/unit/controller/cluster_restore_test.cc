@@ -999,10 +999,11 @@ namespace {
 // task of the restore ends failed, 'cancelled by operator', in one transaction.
 void cancel_restore(ClusterFixture& f, const std::string& restore_id) {
   f.cat.transaction("operator:test", [&](Tx& tx) {
+    bool ended = tx.restore(restore_id)->state != SetState::running;  // its open task: an owed rollback
     for (const auto& t : tx.tasks_of_restore(restore_id)) {
       if (is_terminal(t.state)) continue;
       TaskUpdate u(TaskState::failed);
-      u.reasons.push_back(reason(cairn::v1::ERROR_CODE_CANCELLED, "cancelled by operator"));
+      u.reasons.push_back(reason(cairn::v1::ERROR_CODE_CANCELLED, ended ? kOwedRollbackGivenUp : "cancelled by operator"));
       tx.update_task(t.id, u);
     }
   });
@@ -1058,4 +1059,122 @@ TEST_CASE("members: a halt waiting for a host that is gone for good: the operato
   cancel_restore(f, r);  // the second cancel gives that up too
   CHECK(f.restore_state(r) == SetState::failed);
   CHECK(f.step_tasks(r, "rollback").size() == 3);  // and makes nothing again
+}
+
+namespace {
+// etcd-b's agent goes away as the stop step ends (its data step fails at
+// once); the others roll back; the operator cancels b's pending rollback.
+std::string given_up_at_data(ClusterFixture& f, std::set<std::string>& down) {
+  f.orders.set_connected([&](const std::string& id) { return !down.count(id); });
+  auto r = f.orders.create_restore("operator:test", restore_of(f.backed_up_set(), "etcd"));
+  f.end_step(r.id, "preflight");
+  down.insert(f.b);
+  f.end_step(r.id, "stop");
+  f.end_step(r.id, "data");
+  for (const auto& t : f.step_tasks(r.id, "rollback"))
+    if (t.agent_id != f.b) f.end_task(t.id, TaskState::succeeded);
+  REQUIRE(f.restore_state(r.id) == SetState::running);
+  cancel_restore(f, r.id);
+  REQUIRE(f.restore_state(r.id) == SetState::failed);
+  return r.id;
+}
+
+std::vector<Task> owed(ClusterFixture& f, const std::string& agent) {
+  return f.cat.read([&](const Tx& tx) { return tx.owed_rollbacks(agent); });
+}
+
+size_t agent_returns(ClusterFixture& f, const std::string& agent) {
+  return f.cat.transaction("agent", [&](Tx& tx) { return f.orders.issue_owed_rollbacks(tx, agent); });
+}
+
+std::optional<std::pair<std::string, std::string>> cluster_lock(ClusterFixture& f) {
+  return f.cat.read([&](const Tx& tx) { return tx.lock_holder("cluster:etcd/c1"); });
+}
+}  // namespace
+
+TEST_CASE("cluster: a rollback cancelled while its agent was away runs when the agent returns, after the restore ended") {
+  // docs/protocol.md § A rollback owed to a member that was away.
+  ClusterFixture f;
+  std::set<std::string> down;
+  std::string r = given_up_at_data(f, down);
+  CHECK_FALSE(cluster_lock(f));  // the ended restore holds nothing: the fleet's schedules go on
+  CHECK(owed(f, f.a).empty());
+  auto owes = owed(f, f.b);
+  REQUIRE(owes.size() == 1);
+  CHECK(owes[0].restore_id == r);
+
+  down.erase(f.b);
+  CHECK(agent_returns(f, f.b) == 1);
+  auto tries = f.step_tasks(r, "rollback");
+  REQUIRE(tries.size() == 4);
+  const Task* late = nullptr;
+  for (const auto& t : tries)
+    if (t.agent_id == f.b && !is_terminal(t.state)) late = &t;
+  REQUIRE(late);
+  REQUIRE(late->plan_id);
+  auto w = f.cat.read([&](const Tx& tx) { return f.wire_of(tx, *late); });
+  CHECK(w.restore_id() == r);  // the member's record names this restore: only that is acted on
+  CHECK(w.options().restore_step() == "rollback");
+  CHECK(f.restore_state(r) == SetState::failed);  // the outcome stands
+  CHECK(cluster_lock(f) == std::make_pair(std::string("restore"), r));  // nothing else starts on the cluster meanwhile
+  CHECK(owed(f, f.b).empty());                                           // sent once, not at every registration
+  CHECK(agent_returns(f, f.b) == 0);
+
+  SECTION("it succeeds: the lock goes, nothing is owed") {
+    f.end_task(late->id, TaskState::succeeded);
+    CHECK_FALSE(cluster_lock(f));
+    CHECK(owed(f, f.b).empty());
+    CHECK(f.restore_state(r) == SetState::failed);
+  }
+  SECTION("it fails on the member: reported, not made again") {
+    f.end_task(late->id, TaskState::failed);
+    CHECK_FALSE(cluster_lock(f));
+    CHECK(owed(f, f.b).empty());
+  }
+  SECTION("its plan expires before the agent takes it: still owed at the next registration") {
+    f.cat.transaction("fleet", [&](Tx& tx) {
+      TaskUpdate u{TaskState::missed};
+      u.reasons.push_back(reason(cairn::v1::ERROR_CODE_PLAN_MISSED, "the plan expired before the agent accepted it"));
+      tx.update_task(late->id, u);
+    });
+    CHECK_FALSE(cluster_lock(f));
+    CHECK(owed(f, f.b).size() == 1);
+  }
+  SECTION("the operator cancels it: given up for good") {
+    cancel_restore(f, r);
+    CHECK_FALSE(cluster_lock(f));
+    CHECK(owed(f, f.b).empty());
+    CHECK(agent_returns(f, f.b) == 0);
+  }
+}
+
+TEST_CASE("cluster: an owed rollback waits while the agent no longer declares the component, and a revoked agent owes nothing") {
+  ClusterFixture f;
+  std::set<std::string> down;
+  std::string r = given_up_at_data(f, down);
+  f.cat.transaction("agent", [&](Tx& tx) { tx.set_agent_components(f.b, {{"data", "files", true}}); });
+  CHECK(agent_returns(f, f.b) == 0);
+  CHECK(owed(f, f.b).size() == 1);  // still owed, should etcd be declared again
+  f.cat.transaction("operator:test", [&](Tx& tx) { tx.set_agent_state(f.b, AgentState::revoked); });
+  CHECK(agent_returns(f, f.b) == 0);
+  CHECK(f.step_tasks(r, "rollback").size() == 3);
+}
+
+TEST_CASE("members: a broker given up on at its halt and rollback is owed its rollback when its agent returns") {
+  BrokerFixture f;
+  std::set<std::string> down;
+  std::string r = lost_at_verify(f, down);
+  for (const auto& t : f.step_tasks(r, "halt"))
+    if (t.agent_id != f.k1) f.end_task(t.id, TaskState::succeeded);
+  cancel_restore(f, r);  // the halt given up: the others roll back
+  for (const auto& t : f.step_tasks(r, "rollback"))
+    if (t.agent_id != f.k1) f.end_task(t.id, TaskState::succeeded);
+  CHECK(owed(f, f.k1).empty());  // still pending in the running restore
+  cancel_restore(f, r);          // its rollback given up too: the restore ends
+  REQUIRE(f.restore_state(r) == SetState::failed);
+  REQUIRE(owed(f, f.k1).size() == 1);
+  down.erase(f.k1);
+  CHECK(agent_returns(f, f.k1) == 1);
+  CHECK(f.step_tasks(r, "rollback").size() == 4);
+  CHECK(owed(f, f.k2).empty());
 }
