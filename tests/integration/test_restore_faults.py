@@ -346,6 +346,10 @@ def fault_case(rig, step, member, action):
         rig.restart_dead_agents()
         rig.c.agents[rig.agent(member)].expect_dead = False
     r = rig.wait_restore_ended(rid)
+    if action == "freeze":
+        # The next case's restore needs every member connected: a restore
+        # failed at preflight ends before the thawed agent registers again.
+        rig.c.wait_for(f"{rig.agent(member)} connected again", lambda: rig.c.connected(rig.agent(member)), timeout=60)
     state = lower_enum(r.get("state", ""), "set_state_")
     if action == "controller":
         # Nothing failed: the restore goes on where the killed controller
