@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <future>
 #include <list>
 #include <map>
+#include <set>
 #include <unordered_map>
 #include <mutex>
 #include <thread>
@@ -140,6 +142,22 @@ struct Segment {
   size_t first, last;  // blob indexes [first, last)
 };
 
+// A remote repository's unit of work: one pack, read once (in as few ranges
+// as its wanted blobs allow), every file's blobs in it written from that read.
+struct PackPart {
+  FileJob* file;
+  uint32_t blob;      // index in file->blobs
+  bool last = false;  // the file's last part in this pack: its pending count drops after it
+};
+struct PackJob {
+  BlobId pack{};
+  std::vector<PackPart> parts;  // in pack offset order
+};
+// A pack is read in ranges of at most kMaxPackRead bytes; wanted blobs further
+// apart than kMaxPackGap start a new range (what lies between is not fetched).
+constexpr uint64_t kMaxPackRead = 32u << 20;
+constexpr uint64_t kMaxPackGap = 1u << 20;
+
 struct Link {
   size_t dir;
   std::string name;
@@ -249,6 +267,8 @@ class Restorer {
   void make_link(Link& l);
   void worker();
   void run_segment(const Segment& s, DirFds& fds);
+  bool plan_by_pack(unsigned writers);
+  void run_pack(const PackJob& job, DirFds& fds);
   bool ensure_open(FileJob& f, DirFds& fds);
   void write_content(FileJob& f, uint64_t off, std::span<const uint8_t> data);
   void fail_file(FileJob& f, const std::string& reason);
@@ -287,6 +307,8 @@ class Restorer {
   std::vector<Segment> segments_;
   std::unique_ptr<PackCache> packs_;  // a remote repository's packs, fetched whole (null: read ranges)
   std::atomic<size_t> next_segment_{0};
+  std::vector<PackJob> pack_jobs_;  // a remote repository's restore in pack order (plan_by_pack)
+  std::atomic<size_t> next_pack_{0};
   std::atomic<uint64_t> tmp_counter_{0};
   uint64_t plan_bytes_ = 0;
 
@@ -704,6 +726,132 @@ void Restorer::run_segment(const Segment& s, DirFds& fds) {
   if (--f.pending == 0) finalize(f);
 }
 
+// docs/repository-format.md § 1.1 Object stores, restore order. Every pack a file needs, in the
+// order the tree first needs it (a large file's chunks were stored in order,
+// so its packs come one after another and it is open for a short while).
+// False, with nothing planned, when the files open at once could pass the
+// descriptors this process may hold: the restore then goes file by file.
+bool Restorer::plan_by_pack(unsigned writers) {
+  std::map<BlobId, size_t> job_of;
+  std::vector<PackJob> jobs;
+  std::vector<std::pair<size_t, size_t>> span;  // per file with blobs: first and last job index
+  for (auto& fp : files_) {
+    FileJob* f = fp.get();
+    if (f->blobs.empty()) continue;
+    size_t lo = SIZE_MAX, hi = 0;
+    for (size_t i = 0; i < f->blobs.size(); ++i) {
+      auto [it, fresh] = job_of.try_emplace(f->blobs[i].loc.pack, jobs.size());
+      if (fresh) jobs.push_back({f->blobs[i].loc.pack, {}});
+      jobs[it->second].parts.push_back({f, uint32_t(i)});
+      lo = std::min(lo, it->second);
+      hi = std::max(hi, it->second);
+    }
+    span.emplace_back(lo, hi);
+  }
+  // Files open at once: those whose jobs span the one a writer is at, and the
+  // writers may be up to `writers` jobs apart.
+  std::vector<int> delta(jobs.size() + writers + 2, 0);
+  for (auto [lo, hi] : span) {
+    ++delta[lo];
+    --delta[std::min(hi + writers + 1, delta.size() - 1)];
+  }
+  int open = 0, most = 0;
+  for (int d : delta) most = std::max(most, open += d);
+  struct rlimit rl {};
+  uint64_t fds = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 ? uint64_t(rl.rlim_cur) : 1024;
+  if (uint64_t(most) + 256 + 2 * writers > fds / 2) return false;
+  for (auto& j : jobs) {
+    std::stable_sort(j.parts.begin(), j.parts.end(), [](const PackPart& a, const PackPart& b) {
+      return a.file->blobs[a.blob].loc.offset < b.file->blobs[b.blob].loc.offset;
+    });
+    std::set<const FileJob*> seen;
+    for (auto it = j.parts.rbegin(); it != j.parts.rend(); ++it)
+      if (seen.insert(it->file).second) {
+        it->last = true;
+        ++it->file->pending;
+      }
+  }
+  pack_jobs_ = std::move(jobs);
+  for (auto& fp : files_)
+    if (fp->blobs.empty()) {
+      fp->pending = 1;
+      segments_.push_back({fp.get(), 0, 0});  // created, nothing to write
+    }
+  return true;
+}
+
+void Restorer::run_pack(const PackJob& job, DirFds& fds) {
+  auto& be = repo_.backend();
+  const std::string pack = id_hex(job.pack);
+  thread_local Bytes buf;
+  thread_local Bytes out;
+  if (out.capacity() < kMaxChunkSize) out.reserve(kMaxChunkSize);
+  auto loc = [&](size_t k) -> const BlobLocation& { return job.parts[k].file->blobs[job.parts[k].blob].loc; };
+  size_t i = 0;
+  while (i < job.parts.size()) {
+    // One range: the wanted blobs from i on while they lie close together
+    // (a blob two files share, or one file holds twice, is read once).
+    uint64_t start = loc(i).offset, end = start + loc(i).length;
+    size_t j = i + 1;
+    for (; j < job.parts.size(); ++j) {
+      uint64_t e = std::max<uint64_t>(end, uint64_t(loc(j).offset) + loc(j).length);
+      if (loc(j).offset > end + kMaxPackGap || e - start > kMaxPackRead) break;
+      end = e;
+    }
+    std::string read_error;
+    if (cancelled()) {
+      read_error = "interrupted";
+    } else {
+      try {
+        be.load_into({FileType::pack, pack}, start, end - start, buf);
+      } catch (const Error& e) {
+        read_error = e.what();
+      }
+    }
+    // A blob is opened in place (decrypted over its sealed bytes): the next
+    // part naming the same blob takes what the first one opened.
+    uint64_t opened_at = UINT64_MAX;
+    std::span<const uint8_t> opened;
+    std::string opened_why;
+    for (size_t k = i; k < j; ++k) {
+      const PackPart& p = job.parts[k];
+      FileJob& f = *p.file;
+      const BlobRef& b = f.blobs[p.blob];
+      if (read_error == "interrupted") {
+        fail_file(f, "interrupted");
+      } else if (!read_error.empty()) {
+        fail_file(f, "blob '" + id_hex(b.id) + "' in pack '" + pack + "' cannot be read: " + read_error);
+      } else if (!f.failed && ensure_open(f, fds)) {
+        try {
+          if (opened_at != b.loc.offset) {
+            PackBlob pb{b.id, b.loc.type, b.loc.flags, b.loc.offset, b.loc.length, b.loc.raw_length};
+            std::span<uint8_t> sealed(buf.data() + (b.loc.offset - start), b.loc.length);
+            opened_why.clear();
+            opened = {};
+            opened_at = b.loc.offset;
+            if (b.loc.type != BlobType::data) opened_why = "is not a data blob";
+            else if (!repo_.open_blob_in_place(pb, sealed, out, opened, opened_why)) {
+            } else if (opened.size() != b.loc.raw_length) opened_why = "has the wrong length";
+          }
+          const std::string& why = opened_why;
+          std::span<const uint8_t> data = opened;
+          if (!why.empty()) {
+            fail_file(f, "blob '" + id_hex(b.id) + "' in pack '" + pack + "' " + why);
+          } else {
+            write_content(f, b.off, data);
+            f.written += data.size();
+            bytes_done_ += data.size();
+          }
+        } catch (const std::exception& e) {
+          fail_file(f, e.what());  // e.g. the target's disk is full: this file fails, the rest goes on
+        }
+      }
+      if (p.last && --f.pending == 0) finalize(f);
+    }
+    i = j;
+  }
+}
+
 void Restorer::finalize(FileJob& f) {
   ++files_done_;
   bytes_done_ += f.logical > f.written ? f.logical - f.written : 0;  // holes and what failed
@@ -746,6 +894,11 @@ void Restorer::worker() {
   // Each writer opens the directories it writes into itself: threads sharing one
   // open directory contend on its reference count in every *at call.
   DirFds fds(fds_);
+  for (;;) {
+    size_t i = next_pack_++;
+    if (i >= pack_jobs_.size()) break;
+    run_pack(pack_jobs_[i], fds);
+  }
   for (;;) {
     size_t i = next_segment_++;
     if (i >= segments_.size()) return;
@@ -837,9 +990,20 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
     ++files_done_;
   }
 
+  uint64_t budget = budget_bytes(opt_.memory_budget);
+  unsigned n = opt_.threads ? opt_.threads : restore_writers(budget, usable_cpus());
+  // From a remote store every request costs a round trip: each pack is read
+  // once and every file's blobs in it written from that read (restic's
+  // order), where file by file a pack was asked for once per file it holds.
+  // Each writer then holds a range of up to kMaxPackRead: as many writers as
+  // half the budget allows.
+  const bool by_pack = repo_.backend().caps().remote &&
+                       plan_by_pack(std::max(1u, std::min<unsigned>(n, unsigned(budget / 2 / kMaxPackRead))));
+  if (by_pack) n = std::max(1u, std::min<unsigned>(n, unsigned(budget / 2 / kMaxPackRead)));
   // Largest first keeps every thread busy to the end; each file is cut into segments.
   std::vector<FileJob*> order;
-  for (auto& f : files_) order.push_back(f.get());
+  if (!by_pack)
+    for (auto& f : files_) order.push_back(f.get());
   std::stable_sort(order.begin(), order.end(), [](FileJob* a, FileJob* b) { return a->data_bytes > b->data_bytes; });
   for (FileJob* f : order) {
     size_t first = 0;
@@ -857,12 +1021,10 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
     f->pending = int(segs.size());
     segments_.insert(segments_.end(), segs.begin(), segs.end());
   }
-  uint64_t budget = budget_bytes(opt_.memory_budget);
-  unsigned n = opt_.threads ? opt_.threads : restore_writers(budget, usable_cpus());
-  n = unsigned(std::max<size_t>(1, std::min<size_t>(n, segments_.size())));
+  n = unsigned(std::max<size_t>(1, std::min<size_t>(n, segments_.size() + pack_jobs_.size())));
   // Whole packs from a remote store: one per writer and one more, within the same
   // budget the writers' own buffers are sized by.
-  if (repo_.backend().caps().remote)
+  if (repo_.backend().caps().remote && !by_pack)
     packs_ = std::make_unique<PackCache>(repo_.backend(), std::min<size_t>(n + 1, std::max<uint64_t>(2, budget / 2 / repo_.params().pack_size)));
   {
     std::vector<std::thread> pool;

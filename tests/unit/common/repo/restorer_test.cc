@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <random>
 
@@ -43,10 +44,11 @@ bool user_xattrs_work(const std::string& dir) {
 struct Repo {
   TempDir dir;
   std::unique_ptr<Repository> r;
-  Repo() {
+  explicit Repo(uint32_t pack_size = 0) {
     auto be = make_fs_backend(dir.path + "/repo");
     InitOptions io;
     io.kdf.scrypt.n = 1024;
+    if (pack_size) io.pack_size = pack_size;
     Secret s(Secret::Kind::passphrase, "pw");
     Repository::init(*be, s, io);
     r = Repository::open(std::move(be), s);
@@ -312,4 +314,91 @@ TEST_CASE("restore globs match the full path or the base name", "[restore]") {
   CHECK(restore_glob_matches({"*.conf"}, "/etc/x/y.conf"));
   CHECK_FALSE(restore_glob_matches({"*.conf"}, "/etc/x.conf/y"));
   CHECK_FALSE(restore_glob_matches({}, "/etc"));
+}
+
+namespace {
+
+// A filesystem repository that says it is remote (an object store's caps):
+// the restore then reads in pack order. Counts the reads of every pack.
+class RemoteLikeBackend final : public Backend {
+ public:
+  explicit RemoteLikeBackend(std::unique_ptr<Backend> inner) : in_(std::move(inner)) {}
+  std::string location() const override { return in_->location(); }
+  BackendCaps caps() const override {
+    BackendCaps c = in_->caps();
+    c.local = false;
+    c.remote = true;
+    return c;
+  }
+  void create() override { in_->create(); }
+  void save(const Handle& h, std::span<const uint8_t> data) override { in_->save(h, data); }
+  Bytes load(const Handle& h, uint64_t offset, uint64_t length) override {
+    if (h.type == FileType::pack) {
+      std::lock_guard g(mu_);
+      ++pack_reads[h.name];
+    }
+    return in_->load(h, offset, length);
+  }
+  std::optional<uint64_t> size(const Handle& h) override { return in_->size(h); }
+  void remove(const Handle& h) override { in_->remove(h); }
+  void list(FileType t, const std::function<void(const std::string&, uint64_t)>& fn) override { in_->list(t, fn); }
+  std::mutex mu_;
+  std::map<std::string, int> pack_reads;
+
+ private:
+  std::unique_ptr<Backend> in_;
+};
+
+}  // namespace
+
+TEST_CASE("from a remote store every pack is read once, each file's blobs written from it", "[restore]") {
+  Repo repo(1u << 20);
+  std::string src = repo.dir.path + "/src";
+  fs::create_directories(src + "/small");
+  fs::create_directories(src + "/large");
+  // Small files interleaved with large ones across several packs (1 MiB packs
+  // here), a file holding one chunk twice, a blob two files share, and an
+  // empty file.
+  for (int i = 0; i < 300; ++i) write(src + "/small/f" + std::to_string(i), random_bytes(1000 + 37 * i, 100 + i));
+  Bytes big = random_bytes(5u << 20, 7);
+  write(src + "/large/a", big);
+  Bytes twice = random_bytes(3u << 20, 8);
+  twice.insert(twice.end(), twice.begin(), twice.end());
+  write(src + "/large/twice", twice);
+  write(src + "/large/same-as-a", big);
+  write(src + "/small/empty", "");
+  std::string id = repo.backup(src);
+  repo.r.reset();
+  auto remote = std::make_unique<RemoteLikeBackend>(make_fs_backend(repo.dir.path + "/repo"));
+  auto* counted = remote.get();
+  auto r = Repository::open(std::move(remote), Secret(Secret::Kind::passphrase, "pw"));
+  r->load_index();
+  size_t packs = 0;
+  for (auto& e : fs::recursive_directory_iterator(repo.dir.path + "/repo/data"))
+    if (e.is_regular_file()) ++packs;
+  REQUIRE(packs >= 5);
+  counted->pack_reads.clear();
+
+  RestoreOptions ro;
+  ro.target = repo.dir.path + "/out";
+  ro.threads = 3;
+  auto res = restore(*r, id, ro);
+  std::string failed;
+  for (const auto& f : res.failures) failed += f.path + ": " + f.reason + "\n";
+  INFO(failed);
+  REQUIRE(res.failures.empty());
+  compare_trees(src, ro.target + src);
+  CHECK(leftovers(ro.target).empty());
+  // The data in one range a pack: no pack is asked for once per file it
+  // holds. The tree blobs are read one by one as the snapshot is walked: the
+  // pack of the trees (written last, alone) is the one read more than once.
+  std::string reads;
+  size_t more_than_once = 0;
+  for (auto& [pack, n] : counted->pack_reads) {
+    reads += pack.substr(0, 8) + ": " + std::to_string(n) + "\n";
+    if (n > 1) ++more_than_once;
+  }
+  INFO(reads);
+  CHECK(counted->pack_reads.size() == packs);
+  CHECK(more_than_once <= 1);
 }
