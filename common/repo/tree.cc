@@ -207,12 +207,35 @@ Node decode_node(const element& el) {
 // One decoder, simdjson's: trees are read by the thousand (a backup compares against
 // every directory of its parent, a restore plans from all of them), and parsing them
 // was most of what a backup with nothing changed spent besides the key derivation.
+namespace {
+Tree decode_parsed(element doc);
+}
+
 Tree decode_tree_bytes(std::span<const uint8_t> data) {
   std::optional<simdjson::dom::parser> own;
   simdjson::dom::parser& parser = json_parser(data.size(), own);
   element doc;
   // Empty: refused here, simdjson would be handed a null pointer (undefined behaviour).
   if (data.empty() || parser.parse(data.data(), data.size()).get(doc)) bad_tree("not valid JSON");
+  return decode_parsed(doc);
+}
+
+static_assert(kTreeParsePadding >= simdjson::SIMDJSON_PADDING);
+
+Tree decode_tree_bytes(Bytes&& data) {
+  std::optional<simdjson::dom::parser> own;
+  simdjson::dom::parser& parser = json_parser(data.size(), own);
+  element doc;
+  // The document's tape and strings are the parser's own: the text can go
+  // before the nodes are built from them.
+  const bool padded = data.capacity() >= data.size() + kTreeParsePadding;
+  if (data.empty() || parser.parse(data.data(), data.size(), !padded).get(doc)) bad_tree("not valid JSON");
+  Bytes().swap(data);
+  return decode_parsed(doc);
+}
+
+namespace {
+Tree decode_parsed(element doc) {
   object root;
   element nodes;
   if (doc.get_object().get(root) || root["nodes"].get(nodes) || !nodes.is_array()) bad_tree("no node list");
@@ -226,6 +249,7 @@ Tree decode_tree_bytes(std::span<const uint8_t> data) {
   }
   return t;
 }
+}  // namespace
 
 Tree decode_tree(const json& j) {
   std::string text;

@@ -62,6 +62,27 @@ TEST_CASE("tree decoding accepts a valid tree and round-trips it") {
   REQUIRE(encode_tree(again) == encode_tree(t));
 }
 
+TEST_CASE("a tree taken by value is parsed where it lies and freed before its nodes are built; damage is refused alike") {
+  std::string text = valid_tree().dump();
+  Tree want = decode_tree_bytes(as_bytes(text));
+  for (size_t spare : {size_t(0), kTreeParsePadding}) {
+    INFO("spare capacity " << spare);
+    Bytes b(text.begin(), text.end());
+    b.reserve(b.size() + spare);  // spare 0: copied into a padded buffer first
+    Tree got = decode_tree_bytes(std::move(b));
+    CHECK(encode_tree(got) == encode_tree(want));
+  }
+  std::mt19937 rng(11);
+  for (int i = 0; i < 300; ++i) {
+    std::string d = damaged(text, rng);
+    Bytes b(d.begin(), d.end());
+    b.reserve(b.size() + kTreeParsePadding);
+    Errc by_value = code_of([&] { decode_tree_bytes(std::move(b)); });
+    Errc by_span = code_of([&] { decode_tree_bytes(as_bytes(d)); });
+    CHECK(by_value == by_span);
+  }
+}
+
 TEST_CASE("tree decoding rejects every malformed field") {
   auto bad = [](const std::function<void(json&)>& mutate) {
     json j = valid_tree();
