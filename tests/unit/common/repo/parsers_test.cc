@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <random>
+#include <set>
 
 #include "common/repo/index.h"
 #include "common/repo/keys.h"
@@ -254,4 +255,74 @@ TEST_CASE("key slots: wrong secrets and malformed slots") {
   REQUIRE(code_of([&] { Repository::open(make_fs_backend(dir + "/repo"), Secret(Secret::Kind::passphrase, "right")); }) == Errc::corrupt);
   REQUIRE(code_of([&] { Repository::open(make_fs_backend(dir + "/nothing"), Secret(Secret::Kind::passphrase, "right")); }) == Errc::no_repo);
   fs::remove_all(dir);
+}
+
+TEST_CASE("a tree's text is written byte for byte as nlohmann's dump of encode_tree gives it (its id must not move)") {
+  std::mt19937 rng(42);
+  auto str = [&](size_t max_len, bool any_bytes) {
+    static const std::string pool[] = {"a", "Z", "0", " ", "\"", "\\", "/", "\b", "\f", "\n", "\r", "\t", "\x01", "\x1f",
+                                       "\x7f", "é", "日本", "🙂", "_", "-", ".", "%", "~"};
+    std::string s;
+    size_t len = rng() % (max_len + 1);
+    for (size_t i = 0; i < len; ++i) {
+      if (any_bytes && rng() % 7 == 0) s += char(rng());  // not always UTF-8: name_b64, target_b64
+      else s += pool[rng() % std::size(pool)];
+    }
+    return s;
+  };
+  for (int round = 0; round < 300; ++round) {
+    Tree t;
+    size_t nodes = rng() % 12;
+    std::set<std::string> names;
+    for (size_t i = 0; i < nodes; ++i) {
+      Node n;
+      do n.name = str(12, true) + std::to_string(i);
+      while (!names.insert(n.name).second);
+      n.type = NodeType(rng() % 7);
+      n.mode = rng() & 07777;
+      n.uid = rng();
+      n.gid = rng();
+      if (rng() % 2) n.user = str(8, false);
+      if (rng() % 2) n.group = str(8, false);
+      n.mtime_ns = int64_t(uint64_t(rng()) << 32 | rng()) * (rng() % 2 ? 1 : -1);
+      n.atime_ns = rng() % 3 ? 0 : int64_t(rng());
+      n.ctime_ns = int64_t(rng()) - int64_t(rng());
+      n.inode = uint64_t(rng()) << 32 | rng();
+      n.device = rng();
+      n.links = rng() % 5;
+      if (n.type == NodeType::file) {
+        n.size = uint64_t(rng()) << 20;
+        for (size_t k = rng() % 4; k > 0; --k) {
+          BlobId id;
+          for (auto& b : id) b = uint8_t(rng());
+          n.content.push_back(id);
+        }
+        if (rng() % 3 == 0) {
+          n.sparse = true;
+          for (size_t k = rng() % 3; k > 0; --k) n.extents.emplace_back(rng(), rng());
+        }
+      }
+      if (n.type == NodeType::dir && rng() % 4) {
+        BlobId id;
+        for (auto& b : id) b = uint8_t(rng());
+        n.subtree = id;
+      }
+      if (n.type == NodeType::symlink) n.target = str(20, true);
+      if (n.type == NodeType::chardev || n.type == NodeType::blockdev) n.rdev = rng();
+      for (size_t k = rng() % 3; k > 0; --k) n.xattrs.emplace_back("user." + str(6, true), Bytes(rng() % 9, uint8_t(rng())));
+      t.nodes.push_back(std::move(n));
+    }
+    std::sort(t.nodes.begin(), t.nodes.end(), [](const Node& a, const Node& b) { return a.name < b.name; });
+    std::string want = encode_tree(t).dump();
+    REQUIRE(encode_tree_bytes(t) == want);
+  }
+  Tree empty;
+  CHECK(encode_tree_bytes(empty) == encode_tree(empty).dump());
+  // A user name that is not UTF-8 is refused as before (nlohmann's dump throws).
+  Tree bad;
+  Node n;
+  n.name = "x";
+  n.user = "\xff";
+  bad.nodes.push_back(n);
+  CHECK_THROWS(encode_tree_bytes(bad));
 }
