@@ -1,12 +1,13 @@
 """`cairnctl repo` against one object-store URL (S3 or Azure), with a password
 file and a storage credentials file, and nothing of the caller's environment
 that names other credentials (test_object_storage.py, test_object_storage_azure.py)."""
+import json
 import os
 import pathlib
 import secrets
 import subprocess
 
-from conftest import BIN, write_secret
+from conftest import BIN, assert_same_tree, restored_path, summary_of, write_random, write_secret
 
 PASSWORD = "correct horse battery staple"
 TWO_WORD = ("key",)
@@ -38,3 +39,56 @@ class StoreRepo:
         rc, out, err = self.run(*args, **kw)
         assert rc == 0, f"cairnctl repo {args[0]} exited {rc}\nstdout: {out[-3000:]}\nstderr: {err[-3000:]}"
         return out, err
+
+
+# ---- fault cases every store's tests run through s3_proxy.py -----------------
+
+
+def faults_mid_transfer_are_retried(r, proxy, tmp_path, slow_answer):
+    """Slow-downs, a 500, requests and responses cut mid-body and a stalled
+    request on uploads, reads and listings: the backup and the restore retry
+    and succeed (the restore byte-equal), and the repository then checks clean
+    with every byte read. slow_answer: the store's word for 503 in messages."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        write_random(src / f"f{i}.bin", 3 << 20)
+    env = {"CAIRN_STORAGE_RETRY_FOR_TESTS": "8,20,400", "CAIRN_STORAGE_TIMEOUTS_FOR_TESTS": "3,2"}
+    proxy.add("slowdown", method="PUT", count=4)
+    proxy.add("error500", method="PUT", path=r"/data/", count=1)
+    proxy.add("cut_request", method="PUT", path=r"/data/", count=2)
+    proxy.add("cut_response", method="GET", path=r"/index/", count=1)
+    proxy.add("stall", method="HEAD", count=1, seconds=5)
+    out, err = r.ok("backup", "--json", src, env=env)
+    assert "retrying" in err, err
+    summary = summary_of(out)
+    assert summary["storage"]["retries"] >= 8, summary
+    proxy.clear()
+    proxy.add("cut_response", method="GET", path=r"/data/", count=2)
+    proxy.add("slowdown", method="GET", count=3)
+    out, err = r.ok("restore", "latest", "--target", tmp_path / "out", env=env)
+    assert "retrying" in err, err
+    assert_same_tree(src, restored_path(tmp_path / "out", src))
+    proxy.clear()
+    out, _ = r.ok("check", "--read-data")
+    assert "no errors were found" in out
+
+
+def a_store_that_stays_down_fails_the_backup_cleanly(r, proxy, tmp_path, slow_answer):
+    """Every upload of data and snapshots answered 503: the backup gives up
+    after its tries naming the store's answer, reports nothing stored that is
+    not, and the repository still checks clean."""
+    src = tmp_path / "src"
+    src.mkdir()
+    write_random(src / "a.bin", 2 << 20)
+    r.ok("backup", src)
+    write_random(src / "b.bin", 2 << 20)
+    proxy.add("slowdown", method="PUT", path=r"/(data|snapshots)/")
+    rc, out, err = r.run("backup", src, env={"CAIRN_STORAGE_RETRY_FOR_TESTS": "3,10,50"})
+    assert rc == 15, (rc, out, err)
+    assert "gave up after 3 tries" in err and slow_answer in err, err
+    proxy.clear()
+    out, _ = r.ok("snapshots", "--json")
+    assert len(json.loads(out)) == 1  # nothing reported stored that is not
+    out, _ = r.ok("check", "--read-data")
+    assert "no errors were found" in out

@@ -16,7 +16,7 @@ from unittest import mock
 import pytest
 
 from conftest import BIN, assert_same_tree, restored_path, summary_of, write_random
-from object_store_repo import StoreRepo
+from object_store_repo import StoreRepo, a_store_that_stays_down_fails_the_backup_cleanly, faults_mid_transfer_are_retried
 from servers_s3 import SeaweedFS, write_credentials
 from s3_proxy import S3Proxy
 from test_roundtrip import make_every_kind
@@ -319,48 +319,12 @@ def test_agent_credentials_that_cannot_delete_back_up_and_restore_but_not_prune(
 
 
 def test_faults_mid_transfer_are_retried_and_the_repository_checks_clean(store, proxy, tmp_path):
-    r = new_repo(store, tmp_path, endpoint=proxy.endpoint)
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(6):
-        write_random(src / f"f{i}.bin", 3 << 20)
-    env = {"CAIRN_STORAGE_RETRY_FOR_TESTS": "8,20,400", "CAIRN_STORAGE_TIMEOUTS_FOR_TESTS": "3,2"}
-    proxy.add("slowdown", method="PUT", count=4)
-    proxy.add("error500", method="PUT", path=r"/data/", count=1)
-    proxy.add("cut_request", method="PUT", path=r"/data/", count=2)
-    proxy.add("cut_response", method="GET", path=r"/index/", count=1)
-    proxy.add("stall", method="HEAD", count=1, seconds=5)
-    out, err = r.ok("backup", "--json", src, env=env)
-    assert "retrying" in err, err
-    summary = summary_of(out)
-    assert summary["storage"]["retries"] >= 8, summary
-    proxy.clear()
-    proxy.add("cut_response", method="GET", path=r"/data/", count=2)
-    proxy.add("slowdown", method="GET", count=3)
-    out, err = r.ok("restore", "latest", "--target", tmp_path / "out", env=env)
-    assert "retrying" in err
-    assert_same_tree(src, restored_path(tmp_path / "out", src))
-    proxy.clear()
-    out, _ = r.ok("check", "--read-data")
-    assert "no errors were found" in out
+    faults_mid_transfer_are_retried(new_repo(store, tmp_path, endpoint=proxy.endpoint), proxy, tmp_path, "SlowDown")
 
 
 def test_a_store_that_stays_down_fails_the_backup_cleanly(store, proxy, tmp_path):
-    r = new_repo(store, tmp_path, endpoint=proxy.endpoint)
-    src = tmp_path / "src"
-    src.mkdir()
-    write_random(src / "a.bin", 2 << 20)
-    r.ok("backup", src)
-    write_random(src / "b.bin", 2 << 20)
-    proxy.add("slowdown", method="PUT", path=r"/(data|snapshots)/")
-    rc, out, err = r.run("backup", src, env={"CAIRN_STORAGE_RETRY_FOR_TESTS": "3,10,50"})
-    assert rc == 15, (rc, out, err)
-    assert "gave up after 3 tries" in err and "SlowDown" in err, err
-    proxy.clear()
-    out, _ = r.ok("snapshots", "--json")
-    assert len(json.loads(out)) == 1  # nothing reported stored that is not
-    out, _ = r.ok("check", "--read-data")
-    assert "no errors were found" in out
+    a_store_that_stays_down_fails_the_backup_cleanly(new_repo(store, tmp_path, endpoint=proxy.endpoint), proxy,
+                                                     tmp_path, "SlowDown")
 
 
 # ---- through the controller ------------------------------------------------

@@ -2,15 +2,14 @@
 (servers_azurite.py): the backend conformance suite, a cairnctl round trip,
 wrong keys, a read-only SAS, and every credential source. No mocks.
 """
-import json
 import os
 import secrets
 import subprocess
 
 import pytest
 
-from conftest import BIN, assert_same_tree, restored_path, summary_of, write_random
-from object_store_repo import StoreRepo
+from conftest import BIN, assert_same_tree, restored_path
+from object_store_repo import StoreRepo, a_store_that_stays_down_fails_the_backup_cleanly, faults_mid_transfer_are_retried
 from s3_proxy import S3Proxy
 from servers_azurite import Azurite, DEV_ACCOUNT, write_credentials
 from test_roundtrip import make_every_kind
@@ -193,51 +192,9 @@ def proxied_repo(store, proxy, tmp_path):
 
 
 def test_faults_mid_transfer_are_retried_and_the_repository_checks_clean(store, proxy, tmp_path):
-    """Azure's side of the S3 fault test: slow-downs (503), a 500, requests and
-    responses cut mid-body and a stalled request, on block uploads, reads and
-    listings; the backup and the restore retry and succeed, and the repository
-    then checks clean with every byte read."""
-    r = proxied_repo(store, proxy, tmp_path)
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(6):
-        write_random(src / f"f{i}.bin", 3 << 20)
-    env = {"CAIRN_STORAGE_RETRY_FOR_TESTS": "8,20,400", "CAIRN_STORAGE_TIMEOUTS_FOR_TESTS": "3,2"}
-    proxy.add("slowdown", method="PUT", count=4)
-    proxy.add("error500", method="PUT", path=r"/data/", count=1)
-    proxy.add("cut_request", method="PUT", path=r"/data/", count=2)
-    proxy.add("cut_response", method="GET", path=r"/index/", count=1)
-    proxy.add("stall", method="HEAD", count=1, seconds=5)
-    out, err = r.ok("backup", "--json", src, env=env)
-    assert "retrying" in err, err
-    assert summary_of(out)["storage"]["retries"] >= 8, out
-    proxy.clear()
-    proxy.add("cut_response", method="GET", path=r"/data/", count=2)
-    proxy.add("slowdown", method="GET", count=3)
-    out, err = r.ok("restore", "latest", "--target", tmp_path / "out", env=env)
-    assert "retrying" in err, err
-    assert_same_tree(src, restored_path(tmp_path / "out", src))
-    proxy.clear()
-    out, _ = r.ok("check", "--read-data")
-    assert "no errors were found" in out
+    """Azure's side of the S3 fault test, through the same proxy in front of Azurite."""
+    faults_mid_transfer_are_retried(proxied_repo(store, proxy, tmp_path), proxy, tmp_path, "503")
 
 
 def test_a_store_that_stays_down_fails_the_backup_cleanly(store, proxy, tmp_path):
-    """Azure answering 503 to every upload of data and snapshots: the backup
-    gives up after its tries, naming the store's answer, and reports nothing
-    stored that is not; the repository still checks clean."""
-    r = proxied_repo(store, proxy, tmp_path)
-    src = tmp_path / "src"
-    src.mkdir()
-    write_random(src / "a.bin", 2 << 20)
-    r.ok("backup", src)
-    write_random(src / "b.bin", 2 << 20)
-    proxy.add("slowdown", method="PUT", path=r"/(data|snapshots)/")
-    rc, out, err = r.run("backup", src, env={"CAIRN_STORAGE_RETRY_FOR_TESTS": "3,10,50"})
-    assert rc == 15, (rc, out, err)
-    assert "gave up after 3 tries" in err and "503" in err, err
-    proxy.clear()
-    out, _ = r.ok("snapshots", "--json")
-    assert len(json.loads(out)) == 1
-    out, _ = r.ok("check", "--read-data")
-    assert "no errors were found" in out
+    a_store_that_stays_down_fails_the_backup_cleanly(proxied_repo(store, proxy, tmp_path), proxy, tmp_path, "503")
