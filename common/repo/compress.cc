@@ -115,6 +115,10 @@ std::string decompress_with(std::span<const uint8_t> in, size_t expected_size, B
   if (bound < expected_size)
     return "does not decompress: it declares " + std::to_string(expected_size) + " bytes but its " + std::to_string(in.size()) +
            " compressed bytes can hold at most " + std::to_string(bound);
+  // Room past the end, reserved only now that the frame can hold what it
+  // declares: a tree is parsed where it is decompressed (kTreeParsePadding,
+  // decode_tree_bytes(Bytes&&)) instead of copied into a padded buffer.
+  out.reserve(expected_size + kDecompressedSlack);
   out.resize(expected_size);
   size_t n = ddict ? ZSTD_decompress_usingDDict(t_dctx.d, out.data(), out.size(), in.data(), in.size(), ddict)
                    : ZSTD_decompressDCtx(t_dctx.d, out.data(), out.size(), in.data(), in.size());

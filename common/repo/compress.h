@@ -20,6 +20,9 @@ bool compress_if_useful(std::span<const uint8_t> in, std::span<const uint8_t>& o
 // (file_size_ceiling, max_blob_size). Returns an empty string on success, or why
 // the frame is refused ("does not decompress", "declares ... but holds at most ...").
 std::string decompress(std::span<const uint8_t> in, size_t expected_size, Bytes& out);
+// out's capacity after a decompression: expected_size and this many bytes
+// more, so that a JSON parser may read past the end (tree.h kTreeParsePadding).
+inline constexpr size_t kDecompressedSlack = 64;
 
 // The dictionary id a zstd frame names in its header (0: none, or not a frame).
 uint32_t frame_dictionary_id(std::span<const uint8_t> frame);

@@ -11,7 +11,6 @@
 #include "common/repo/compress.h"
 #include "common/repo/storage/cache.h"
 #include "common/repo/limits.h"
-#include "common/repo/tree.h"
 #include "common/util/cpus.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
@@ -516,9 +515,6 @@ Bytes Repository::load_blob(const BlobId& id) {
   std::string pack = id_hex(loc->pack);
   PackBlob b{id, loc->type, loc->flags, loc->offset, loc->length, loc->raw_length};
   Bytes out;
-  // A tree is parsed where it is decompressed (decode_tree_bytes(Bytes&&)).
-  if (loc->type == BlobType::tree && (loc->flags & kBlobCompressed) && loc->raw_length <= max_blob_size(BlobType::tree))
-    out.reserve(size_t(loc->raw_length) + kTreeParsePadding);
   std::string why;
   // Trees of a remote repository: the cached sealed copy, if it still authenticates.
   const bool cached = cache_ && loc->type == BlobType::tree;

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <optional>
 
+#include "common/repo/compress.h"
 #include "common/repo/json_parser.h"
 #include "common/util/error.h"
 
@@ -222,6 +223,7 @@ Tree decode_tree_bytes(std::span<const uint8_t> data) {
 }
 
 static_assert(kTreeParsePadding >= simdjson::SIMDJSON_PADDING);
+static_assert(kDecompressedSlack >= kTreeParsePadding);
 
 Tree decode_tree_bytes(Bytes&& data) {
   std::optional<simdjson::dom::parser> own;

@@ -41,7 +41,7 @@ Tree decode_tree_bytes(std::span<const uint8_t> data);
 // The same, freeing data once it is parsed (before the nodes are built): a
 // directory of 200,000 entries is tens of MB of text. When data's capacity
 // holds kTreeParsePadding bytes past its end, it is parsed where it is, not
-// copied into a padded buffer first (Repository::load_blob reserves them).
+// copied into a padded buffer first (decompress leaves kDecompressedSlack).
 Tree decode_tree_bytes(Bytes&& data);
 inline constexpr size_t kTreeParsePadding = 64;  // simdjson's SIMDJSON_PADDING (static_assert in tree.cc)
 std::string encode_tree_bytes(const Tree& t);
