@@ -270,6 +270,9 @@ class Restorer {
   bool plan_by_pack(unsigned writers);
   void run_pack(const PackJob& job, DirFds& fds);
   bool ensure_open(FileJob& f, DirFds& fds);
+  // Opens b's sealed bytes in place (decrypted over them) as a data blob of its
+  // length: "" and data set, or why it cannot be used.
+  std::string open_data_blob(const BlobRef& b, std::span<uint8_t> sealed, Bytes& out, std::span<const uint8_t>& data);
   void write_content(FileJob& f, uint64_t off, std::span<const uint8_t> data);
   void fail_file(FileJob& f, const std::string& reason);
   void finalize(FileJob& f);
@@ -659,6 +662,16 @@ void Restorer::write_content(FileJob& f, uint64_t off, std::span<const uint8_t> 
   }
 }
 
+std::string Restorer::open_data_blob(const BlobRef& b, std::span<uint8_t> sealed, Bytes& out,
+                                     std::span<const uint8_t>& data) {
+  if (b.loc.type != BlobType::data) return "is not a data blob";
+  PackBlob pb{b.id, b.loc.type, b.loc.flags, b.loc.offset, b.loc.length, b.loc.raw_length};
+  std::string why;
+  if (!repo_.open_blob_in_place(pb, sealed, out, data, why)) return why;
+  if (data.size() != b.loc.raw_length) return "has the wrong length";
+  return {};
+}
+
 void Restorer::run_segment(const Segment& s, DirFds& fds) {
   FileJob& f = *s.file;
   if (!f.failed && ensure_open(f, fds)) {
@@ -703,13 +716,8 @@ void Restorer::run_segment(const Segment& s, DirFds& fds) {
         }
         for (; i < j; ++i) {
           const BlobRef& b = f.blobs[i];
-          PackBlob pb{b.id, b.loc.type, b.loc.flags, b.loc.offset, b.loc.length, b.loc.raw_length};
-          std::string why;
-          std::span<uint8_t> sealed(buf.data() + (b.loc.offset - start), b.loc.length);
           std::span<const uint8_t> data;
-          if (b.loc.type != BlobType::data) why = "is not a data blob";
-          else if (!repo_.open_blob_in_place(pb, sealed, out, data, why)) {
-          } else if (data.size() != b.loc.raw_length) why = "has the wrong length";
+          std::string why = open_data_blob(b, {buf.data() + (b.loc.offset - start), b.loc.length}, out, data);
           if (!why.empty()) {
             fail_file(f, "blob '" + id_hex(b.id) + "' in pack '" + pack + "' " + why);
             break;
@@ -824,23 +832,16 @@ void Restorer::run_pack(const PackJob& job, DirFds& fds) {
       } else if (!f.failed && ensure_open(f, fds)) {
         try {
           if (opened_at != b.loc.offset) {
-            PackBlob pb{b.id, b.loc.type, b.loc.flags, b.loc.offset, b.loc.length, b.loc.raw_length};
-            std::span<uint8_t> sealed(buf.data() + (b.loc.offset - start), b.loc.length);
-            opened_why.clear();
-            opened = {};
             opened_at = b.loc.offset;
-            if (b.loc.type != BlobType::data) opened_why = "is not a data blob";
-            else if (!repo_.open_blob_in_place(pb, sealed, out, opened, opened_why)) {
-            } else if (opened.size() != b.loc.raw_length) opened_why = "has the wrong length";
+            opened = {};
+            opened_why = open_data_blob(b, {buf.data() + (b.loc.offset - start), b.loc.length}, out, opened);
           }
-          const std::string& why = opened_why;
-          std::span<const uint8_t> data = opened;
-          if (!why.empty()) {
-            fail_file(f, "blob '" + id_hex(b.id) + "' in pack '" + pack + "' " + why);
+          if (!opened_why.empty()) {
+            fail_file(f, "blob '" + id_hex(b.id) + "' in pack '" + pack + "' " + opened_why);
           } else {
-            write_content(f, b.off, data);
-            f.written += data.size();
-            bytes_done_ += data.size();
+            write_content(f, b.off, opened);
+            f.written += opened.size();
+            bytes_done_ += opened.size();
           }
         } catch (const std::exception& e) {
           fail_file(f, e.what());  // e.g. the target's disk is full: this file fails, the rest goes on
@@ -997,9 +998,9 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
   // order), where file by file a pack was asked for once per file it holds.
   // Each writer then holds a range of up to kMaxPackRead: as many writers as
   // half the budget allows.
-  const bool by_pack = repo_.backend().caps().remote &&
-                       plan_by_pack(std::max(1u, std::min<unsigned>(n, unsigned(budget / 2 / kMaxPackRead))));
-  if (by_pack) n = std::max(1u, std::min<unsigned>(n, unsigned(budget / 2 / kMaxPackRead)));
+  const unsigned pack_writers = std::max(1u, std::min<unsigned>(n, unsigned(budget / 2 / kMaxPackRead)));
+  const bool by_pack = repo_.backend().caps().remote && plan_by_pack(pack_writers);
+  if (by_pack) n = pack_writers;
   // Largest first keeps every thread busy to the end; each file is cut into segments.
   std::vector<FileJob*> order;
   if (!by_pack)
