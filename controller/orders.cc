@@ -44,6 +44,15 @@ std::string lock_target(const Pick& p) {
   return clustered(p) ? "cluster:" + p.driver + "/" + p.cluster_id : p.agent.id + "/" + p.component;
 }
 
+// The same for a member's task in the catalog: its cluster's lock, or "" when
+// the agent no longer declares the component.
+std::string cluster_lock_of(const Tx& tx, const std::string& agent_id, const std::string& component,
+                            const std::string& cluster_id) {
+  for (const auto& c : tx.agent_components(agent_id))
+    if (c.name == component) return "cluster:" + c.driver + "/" + cluster_id;
+  return {};
+}
+
 // The token of the new cluster a restore makes (etcd's --initial-cluster-token):
 // new for every restore, the same on every member.
 std::string cluster_token(const std::string& restore_id, const std::string& cluster_id) {
@@ -707,11 +716,10 @@ void Orders::on_task_ended(Tx& tx, const catalog::Task& ended) {
   release_deferred(tx, ended);
   // A rollback an ended restore owed (issue_owed_rollbacks) held the
   // cluster's lock for as long as it ran.
-  if (ended.restore_step == "rollback")
+  if (ended.restore_step == "rollback" && !ended.cluster_id.empty())
     if (auto r = tx.restore(*ended.restore_id); r && r->state != catalog::SetState::running)
-      for (const auto& c : tx.agent_components(ended.agent_id))
-        if (c.name == ended.component && !ended.cluster_id.empty())
-          tx.release_lock("cluster:" + c.driver + "/" + ended.cluster_id, *ended.restore_id);
+      if (auto target = cluster_lock_of(tx, ended.agent_id, ended.component, ended.cluster_id); !target.empty())
+        tx.release_lock(target, *ended.restore_id);
 }
 
 // docs/protocol.md § A rollback owed to a member that was away. The member's
@@ -724,15 +732,12 @@ size_t Orders::issue_owed_rollbacks(Tx& tx, const std::string& agent_id) {
   if (owed.empty()) return 0;
   auto agent = tx.agent(agent_id);
   if (!agent || agent->state != catalog::AgentState::approved) return 0;
-  auto components = tx.agent_components(agent_id);
   PlanBatch plans(tx, config_, key_);
   size_t n = 0;
   for (const auto& t : owed) {
     auto restore = tx.restore(*t.restore_id);
-    std::string driver;
-    for (const auto& c : components)
-      if (c.name == t.component) driver = c.driver;
-    if (!restore || driver.empty()) {
+    std::string target = cluster_lock_of(tx, agent_id, t.component, t.cluster_id);
+    if (!restore || target.empty()) {
       spdlog::warn("restore {}: the rollback owed to '{}' for '{}' cannot be made: the agent no longer declares it",
                    t.restore_id.value_or(""), agent->name, t.component);
       continue;
@@ -742,7 +747,6 @@ size_t Orders::issue_owed_rollbacks(Tx& tx, const std::string& agent_id) {
     // (a backup on another member), the rollback runs beside it: that
     // holder cannot include this member, which was away when it began.
     if (!t.cluster_id.empty()) {
-      std::string target = "cluster:" + driver + "/" + t.cluster_id;
       if (!tx.acquire_lock(target, catalog::TaskKind::restore, restore->id, config_.lock_ttl_seconds))
         if (auto h = tx.lock_holder(target))
           spdlog::warn("restore {}: the rollback owed to '{}' runs while {} {} holds the cluster's lock", restore->id,
