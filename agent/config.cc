@@ -167,6 +167,38 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     lr.finish();
   }
 
+  if (const toml::table* d = top.table("drill")) {
+    TableReader dr(*d, source, "[drill]");
+    DrillDecl dd;
+    dd.root = dr.required_string("root");
+    require_absolute(dr, "root", dd.root);
+    while (dd.root.size() > 1 && dd.root.back() == '/') dd.root.pop_back();
+    if (dd.root == "/") dr.fail("root", "must be a directory of its own, not '/'");
+    if (auto v = dr.string("disk_budget")) {
+      auto bytes = repo::parse_byte_size(*v);
+      if (!bytes) dr.fail("disk_budget", "'" + *v + "' is not a size such as \"20G\"");
+      dd.disk_budget = *bytes;
+    }
+    dd.memory_max = 2ull << 30;
+    if (auto v = dr.string("memory_max")) {
+      if (*v == "none") {
+        dd.memory_max.reset();
+      } else {
+        auto bytes = repo::parse_byte_size(*v);
+        if (!bytes || *bytes < (64ull << 20))
+          dr.fail("memory_max", "'" + *v + "' is not a size of at least 64M (or \"none\": an unbounded sandbox)");
+        dd.memory_max = *bytes;
+      }
+    }
+    if (auto v = dr.integer("cpus", 1, 1024)) dd.cpus = uint32_t(*v);
+    if (auto v = dr.integer("deadline_seconds", 10, 7 * 86400)) dd.deadline_seconds = *v;
+    if (auto v = dr.integer("start_timeout_seconds", 5, 3600)) dd.start_timeout_seconds = *v;
+    dd.etcd = dr.string_or("etcd", dd.etcd);
+    dd.etcdctl = dr.string_or("etcdctl", dd.etcdctl);
+    dr.finish();
+    c.drill = std::move(dd);
+  }
+
   const toml::table* ctl = top.table("controller");
   if (!ctl) throw ConfigError(source, 1, "a [controller] table is required (endpoint, public_key, signing_keys_file)");
   TableReader cr(*ctl, source, "[controller]");

@@ -31,6 +31,18 @@ struct ComponentDecl {
   std::shared_ptr<Driver> driver;
 };
 
+// [drill]: this agent runs restore drills in sandboxes under root
+// (docs/drills.md).
+struct DrillDecl {
+  std::string root;                     // absolute; sandboxes are ROOT/drill-<task>
+  uint64_t disk_budget = 0;             // bytes a drill may need; 0: the free space alone bounds it
+  std::optional<uint64_t> memory_max;   // the sandbox's cgroup; nullopt: memory_max = "none" (unbounded)
+  uint32_t cpus = 1;                    // CPUs the sandbox's processes may use (cgroup cpu quota)
+  int64_t deadline_seconds = 1800;      // a drill running longer is stopped and fails
+  int64_t start_timeout_seconds = 120;  // until the started component answers
+  std::string etcd = "etcd", etcdctl = "etcdctl";
+};
+
 struct AgentConfig {
   std::string source;  // the file it was read from
   std::string name;    // default: the host name
@@ -52,6 +64,7 @@ struct AgentConfig {
 
   std::vector<RepositoryDecl> repositories;
   std::vector<ComponentDecl> components;
+  std::optional<DrillDecl> drill;
 
   const ComponentDecl* component(std::string_view name) const;
   const RepositoryDecl* repository(std::string_view name) const;

@@ -18,6 +18,7 @@
 #include "agent/plan_gate.h"
 #include "agent/session.h"
 #include "agent/systemd_notify.h"
+#include "agent/drill.h"
 #include "agent/task_runner.h"
 #include "cairn/version.h"
 #include "common/repo/memory.h"
@@ -137,6 +138,12 @@ int main(int argc, char** argv) {
     }
     runner.set_maintenance(&maintenance);
     runner.set_memory_budget(budget.bytes);
+    if (config.drill) {
+      // A drill's sandbox outlives a killed agent: removed before any task runs.
+      for (const auto& gone : cairn::agent::clean_drill_root(*config.drill))
+        spdlog::warn("drill: removed '{}', left by a drill that did not end", gone);
+      runner.set_drill(&*config.drill);
+    }
     Session session(config, identity, gate, runner, &notifier);
     session_ptr = &session;
     runner.start();

@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "agent/drill.h"
 #include "agent/wire.h"
 #include "cairn/version.h"
 #include "common/util/encoding.h"
@@ -125,6 +126,10 @@ void Session::send_register() {
   r->set_hostname(host);
   r->set_agent_version(CAIRN_VERSION);
   r->add_features("restore-steps/2");
+  if (config_.drill) {
+    r->add_features("drill/1");
+    for (const auto& d : drillable_drivers(*config_.drill)) r->add_features("drill:" + d);
+  }
   for (const auto& c : config_.components) {
     auto* ci = r->add_components();
     ci->set_name(c.name);

@@ -16,6 +16,26 @@ Admission refuse(v1::ErrorCode code, const std::string& detail) {
 }  // namespace
 
 Admission admit_task(const AgentConfig& config, const std::string& plan_id, const v1::Task& task) {
+  if (task.kind() == v1::TASK_KIND_DRILL) {
+    // A drill names no component of this agent: it restores into a sandbox
+    // under [drill] root, and only there (docs/drills.md).
+    if (!config.drill)
+      return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "agent '" + config.name + "' declares no [drill] section: it runs no drills");
+    if (task.drill_driver() != "files" && task.drill_driver() != "etcd")
+      return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "this agent cannot drill driver '" + task.drill_driver() + "'");
+    if (task.snapshot().snapshot_id().empty())
+      return refuse(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the drill task names no snapshot");
+    const RepositoryDecl* r = task.snapshot().repository().empty()
+                                  ? (config.repositories.empty() ? nullptr : &config.repositories.front())
+                                  : config.repository(task.snapshot().repository());
+    if (!r)
+      return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "repository '" + task.snapshot().repository() +
+                                                         "' is not declared on agent '" + config.name +
+                                                         "': a drill agent declares the repositories it drills from");
+    Admission a;
+    a.task = AdmittedTask{plan_id, task, nullptr, r};
+    return a;
+  }
   const ComponentDecl* c = config.component(task.component());
   if (!c)
     return refuse(v1::ERROR_CODE_UNKNOWN_COMPONENT,

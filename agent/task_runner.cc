@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/config.h"
+#include "agent/drill.h"
 #include "agent/drivers/repo_progress.h"
 #include "common/repo/storage/backend.h"
 #include "common/repo/archiver.h"
@@ -528,6 +529,27 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   return dr;
 }
 
+DriverResult TaskRunner::run_drill_task(const AdmittedTask& t, const std::function<void(const WorkProgress&)>& progress,
+                                        repo::StorageCounters& storage) {
+  if (!drill_) throw Error(Errc::unsupported, "this agent declares no [drill] section");
+  // Read-only: a drill writes nothing to the repository, and needs no lock
+  // that could keep a prune or a backup waiting.
+  OpenRepo o = open_repository(*t.repository, "drill", true);
+  TaskContext ctx;
+  ctx.plan_id = t.plan_id;
+  ctx.task_id = t.task.task_id();
+  ctx.backup_set_id = t.task.snapshot().backup_set_id();
+  ctx.restore_id = t.task.restore_id();
+  ctx.component = t.task.component();
+  ctx.repo = o.repo.get();
+  ctx.progress = progress;
+  ctx.cancel = &cancel_;
+  ctx.memory_budget = memory_budget_;
+  DriverResult dr = run_drill(*drill_, ctx, t.task);
+  if (o.repo && o.repo->backend().caps().remote) storage = o.repo->backend().counters();
+  return dr;
+}
+
 v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   const v1::Task& task = t.task;
   const bool restore = task.kind() == v1::TASK_KIND_RESTORE;
@@ -535,7 +557,8 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   result.set_plan_id(t.plan_id);
   result.set_task_id(task.task_id());
   result.set_started_at(now_s());
-  spdlog::info("task '{}': {} of component '{}' starts", task.task_id(), restore ? "restore" : "backup", task.component());
+  spdlog::info("task '{}': {} of component '{}' starts", task.task_id(),
+               task.kind() == v1::TASK_KIND_DRILL ? "drill" : restore ? "restore" : "backup", task.component());
 
   auto send_progress = [&](const WorkProgress& w) {
     v1::AgentMessage m;
@@ -558,6 +581,9 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
     WorkProgress first;
     first.phase = v1::PHASE_PREFLIGHT;
     send_progress(first);
+    if (task.kind() == v1::TASK_KIND_DRILL) {
+      dr = run_drill_task(t, send_progress, storage);
+    } else {
     auto refusals = t.component->driver->preflight(task);
     // A step this agent does not know (a newer controller's) is refused,
     // never run as a whole restore.
@@ -651,6 +677,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
           }
       }
     }
+    }
   } catch (const Error& e) {
     dr.outcome = v1::TASK_OUTCOME_FAILED;
     dr.reasons.push_back(make_reason(code_for(e.code(), restore), e.what()));
@@ -661,7 +688,9 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   // Never report success with a reason attached: a reason means data is missing.
   if (dr.outcome == v1::TASK_OUTCOME_SUCCEEDED && !dr.reasons.empty()) dr.outcome = v1::TASK_OUTCOME_PARTIAL;
   if (dr.outcome == v1::TASK_OUTCOME_UNSPECIFIED) dr.outcome = v1::TASK_OUTCOME_FAILED;
-  if (t.repository) remember_own(*t.repository, task, dr);
+  // A drill proves or it does not: nothing in between.
+  if (task.kind() == v1::TASK_KIND_DRILL && dr.outcome == v1::TASK_OUTCOME_PARTIAL) dr.outcome = v1::TASK_OUTCOME_FAILED;
+  if (t.repository && task.kind() != v1::TASK_KIND_DRILL) remember_own(*t.repository, task, dr);
 
   result.set_outcome(dr.outcome);
   for (auto& r : dr.reasons) *result.add_reasons() = std::move(r);

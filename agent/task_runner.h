@@ -17,6 +17,10 @@
 #include "agent/task_admission.h"
 #include "proto/cairn.pb.h"
 
+namespace cairn::repo {
+struct StorageCounters;
+}
+
 namespace cairn::agent {
 
 class TaskRunner {
@@ -36,6 +40,8 @@ class TaskRunner {
   void set_maintenance(MaintenanceMode* m) { maintenance_ = m; }
   // The memory budget of every backup and restore it runs (bytes; 0: the default); set before start().
   void set_memory_budget(uint64_t bytes) { memory_budget_ = bytes; }
+  // The [drill] section drills run under (docs/drills.md); null: drills are refused. Set before start().
+  void set_drill(const DrillDecl* d) { drill_ = d; }
 
   void start();
   void submit(AdmittedTask t);
@@ -57,6 +63,9 @@ class TaskRunner {
   std::vector<std::string> identity_tags_;
   MaintenanceMode* maintenance_ = nullptr;
   uint64_t memory_budget_ = 0;
+  const DrillDecl* drill_ = nullptr;
+  DriverResult run_drill_task(const AdmittedTask& t, const std::function<void(const WorkProgress&)>& progress,
+                              repo::StorageCounters& storage);
   DriverResult run_backup(Driver& driver, TaskContext& ctx, const Storing& st);
   DriverResult run_restore(Driver& driver, TaskContext& ctx, const cairn::v1::Task& task, const Storing& st);
   bool safety_backup(Driver& driver, TaskContext& ctx, const RestoreSpec& spec, const repo::Snapshot& snap, const Storing& st,

@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
   register_op_agent(app, ctx);
   register_op_backup(app, ctx);
   register_op_restore(app, ctx);
+  register_op_drill(app, ctx);
   register_op_status(app, ctx);
   register_op_policy(app, ctx);
   register_op_catalog(app, ctx);

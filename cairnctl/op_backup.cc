@@ -51,6 +51,18 @@ void print_set(const cairn::v1::BackupSetInfo& s) {
     std::printf("signed set record in: %s\n", in.c_str());
   }
   print_tasks(s.tasks());
+  // Proven restorable, per drilled snapshot (docs/drills.md).
+  for (const auto& d : s.drills()) {
+    std::string what = terminal_safe(d.component()) + (d.agent_name().empty() ? "" : " of " + terminal_safe(d.agent_name()));
+    if (d.state() == cairn::v1::SET_STATE_COMPLETE)
+      std::printf("%s: proven restorable at %s (drill %s)\n", what.c_str(), when(d.finished_at()).c_str(),
+                  terminal_safe(d.drill_id()).c_str());
+    else if (d.state() == cairn::v1::SET_STATE_RUNNING)
+      std::printf("%s: drill %s running\n", what.c_str(), terminal_safe(d.drill_id()).c_str());
+    else
+      std::printf("%s: DRILL FAILED at %s (drill %s): %s\n", what.c_str(), when(d.finished_at()).c_str(),
+                  terminal_safe(d.drill_id()).c_str(), terminal_safe(d.failure()).c_str());
+  }
 }
 
 }  // namespace
@@ -117,6 +129,10 @@ void register_op_backup(CLI::App& app, Context& ctx) {
       for (const auto& s : r.backup_list().sets()) {
         std::string note = is_safety(s) ? " (" + safety_note(s) + ")" : "";
         if (s.unattested()) note += " (unattested: restored only with --accept-unattested)";
+        for (const auto& d : s.drills())
+          note += d.state() == cairn::v1::SET_STATE_COMPLETE ? " (" + terminal_safe(d.component()) + " proven restorable)"
+                  : d.state() == cairn::v1::SET_STATE_FAILED ? " (" + terminal_safe(d.component()) + " DRILL FAILED)"
+                                                              : "";
         if (s.forgotten_at()) note += " (expired by retention; snapshots removed: cannot be restored)";
         else if (s.expired_at()) note += " (expired by retention; snapshots being removed)";
         std::printf("%-20s %-20s %-7s %-9s %s%s\n", terminal_safe(s.backup_set_id()).c_str(),

@@ -13,6 +13,7 @@ void register_op_keys(CLI::App& app, Context& ctx);     // keys init
 void register_op_agent(CLI::App& app, Context& ctx);    // agent list|approve|revoke
 void register_op_backup(CLI::App& app, Context& ctx);   // backup create|list|show
 void register_op_restore(CLI::App& app, Context& ctx);  // restore SET, restore show ID
+void register_op_drill(CLI::App& app, Context& ctx);    // drill run|list|show
 void register_op_status(CLI::App& app, Context& ctx);   // status
 void register_op_policy(CLI::App& app, Context& ctx);   // policy ..., forget
 void register_op_catalog(CLI::App& app, Context& ctx);  // catalog rebuild

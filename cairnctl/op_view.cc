@@ -46,7 +46,8 @@ std::string task_line(const cairn::v1::TaskInfo& t, std::map<std::string, Rate>&
   // Names and ids come from agents and the catalog: shown escaped (common/util/encoding.h).
   std::snprintf(line, sizeof line, "%-20s %-28s %-8s %-10s %-10s %-22s %10s/s ETA %s", terminal_safe(t.task_id()).c_str(),
                 terminal_safe(t.agent_name() + "/" + t.component()).c_str(),
-                t.kind() == cairn::v1::TASK_KIND_RESTORE ? "restore" : "backup", task_state_name(t.state()).c_str(),
+                t.kind() == cairn::v1::TASK_KIND_RESTORE ? "restore" : t.kind() == cairn::v1::TASK_KIND_DRILL ? "drill" : "backup",
+                task_state_name(t.state()).c_str(),
                 phase_name(p.phase()).c_str(), bytes.c_str(), human_bytes(uint64_t(r.per_s)).c_str(), eta.c_str());
   return line;
 }

@@ -52,6 +52,36 @@ void fill_set_header(const catalog::Tx& tx, const catalog::BackupSet& s, cairn::
   out.set_unattested(!s.attested);
   if (auto k = tx.active_controller_key(); k)
     for (const auto& r : tx.set_record_repositories(s.id, *k)) out.add_signed_record_in(r);
+  // The newest drill of each drilled snapshot (docs/drills.md): proven
+  // restorable, or the drill's failure.
+  std::map<std::string, cairn::v1::DrillSummary> newest;  // by source snapshot
+  std::map<std::string, catalog::Task> source;             // the set's task that wrote each snapshot
+  for (const auto& d : tx.restores_of_set(s.id)) {
+    if (d.kind != "drill") continue;
+    if (source.empty())
+      for (auto& t : tx.tasks_of_set(s.id))
+        if (t.snapshot_id) source[*t.snapshot_id] = std::move(t);
+    for (const auto& t : tx.tasks_of_restore(d.id)) {
+      cairn::v1::DrillSummary w;
+      w.set_component(t.component);
+      // A cluster's snapshot is the cluster's, not its writer's.
+      if (auto it = source.find(t.source_snapshot.value_or("")); it != source.end()) {
+        if (!it->second.cluster_id.empty())
+          w.set_component(t.component + " (cluster " + it->second.cluster_id + ")");
+        else if (auto a = tx.agent(it->second.agent_id))
+          w.set_agent_name(a->name);
+      }
+      w.set_drill_id(d.id);
+      // A drill is proven task by task: one snapshot's success is its own.
+      w.set_state(t.state == catalog::TaskState::succeeded ? cairn::v1::SET_STATE_COMPLETE
+                  : catalog::is_terminal(t.state)        ? cairn::v1::SET_STATE_FAILED
+                                                         : cairn::v1::SET_STATE_RUNNING);
+      w.set_finished_at(catalog::is_terminal(t.state) ? t.updated_at : 0);
+      if (t.state != catalog::TaskState::succeeded && !t.reasons.empty()) w.set_failure(t.reasons.front().detail);
+      newest[t.source_snapshot.value_or("")] = w;  // restores_of_set is oldest first
+    }
+  }
+  for (auto& [snap, w] : newest) *out.add_drills() = std::move(w);
 }
 
 // --require-connected: nothing is created when a selected agent is offline.
@@ -78,7 +108,9 @@ void OperatorApi::fill_task(const catalog::Tx& tx, const catalog::Task& t, cairn
   if (t.plan_id)
     if (auto p = tx.plan(*t.plan_id)) out.set_plan_expires_at(p->expires_at);
   out.set_component(t.component);
-  out.set_kind(t.kind == catalog::TaskKind::backup ? cairn::v1::TASK_KIND_BACKUP : cairn::v1::TASK_KIND_RESTORE);
+  out.set_kind(t.kind == catalog::TaskKind::backup                     ? cairn::v1::TASK_KIND_BACKUP
+               : t.restore_id && t.restore_id->rfind("dr-", 0) == 0 ? cairn::v1::TASK_KIND_DRILL
+                                                                    : cairn::v1::TASK_KIND_RESTORE);
   out.set_state(wire_state(t.state));
   for (const auto& r : t.reasons) {
     auto* w = out.add_reasons();
@@ -123,6 +155,15 @@ void OperatorApi::fill_restore(const catalog::Tx& tx, const std::string& id, cai
   out.set_safety_backup_set_id(r->safety_set_id.value_or(""));
   out.set_created_at(r->created_at);
   out.set_finished_at(r->finished_at.value_or(0));
+  out.set_kind(r->kind);
+  if (r->kind == "drill") {
+    auto tasks = tx.tasks_of_restore(id);
+    for (const auto& t : tasks) fill_task(tx, t, *out.add_tasks());
+    std::string agent = tasks.empty() ? std::string() : tasks.front().agent_id;
+    if (auto a = tx.agent(agent)) agent = a->name;
+    out.add_order("restore into a sandbox on " + agent + ", start, check, tear down (docs/drills.md)");
+    return;
+  }
   if (r->selector.is_object()) {
     out.set_restore_target(r->selector.value("restore_target", ""));
     out.set_write_mode(r->selector.value("write_mode", "") == "merge" ? cairn::v1::RESTORE_WRITE_MODE_MERGE
@@ -315,6 +356,18 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
       catalog_.read([&](const catalog::Tx& tx) { fill_restore(tx, o.id, *r.mutable_restore()); });
       return;
     }
+    case Q::kDrill: {
+      cairn::v1::DrillRequest req = q.drill();
+      if (!req.latest())
+        catalog_.read([&](const catalog::Tx& tx) {
+          req.set_backup_set_id(resolve_id(tx, catalog::Tx::IdKind::backup_set, req.backup_set_id(), "backup set"));
+        });
+      auto o = orders_.create_drill(actor, req);
+      spdlog::info("operator: '{}' created drill '{}' on agent '{}'", actor, o.id, o.agent_ids.front());
+      fleet_.deliver(o.agent_ids);
+      catalog_.read([&](const catalog::Tx& tx) { fill_restore(tx, o.id, *r.mutable_restore()); });
+      return;
+    }
     case Q::kRestoreShow:
       catalog_.read([&](const catalog::Tx& tx) {
         fill_restore(tx, resolve_id(tx, catalog::Tx::IdKind::restore, q.restore_show().restore_id(), "restore"),
@@ -324,8 +377,9 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
     case Q::kRestoreList: {
       size_t limit = q.restore_list().limit() ? q.restore_list().limit() : 50;
       catalog_.read([&](const catalog::Tx& tx) {
-        for (const auto& x : tx.restores(limit)) {
+        for (const auto& x : tx.restores(limit, q.restore_list().drills() ? "drill" : "restore")) {
           auto* w = r.mutable_restore_list()->add_restores();
+          w->set_kind(x.kind);
           w->set_restore_id(x.id);
           w->set_backup_set_id(x.source_set_id);
           w->set_state(wire_state(x.state));

@@ -511,6 +511,141 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
   });
 }
 
+// The drivers a drill can start and check (docs/drills.md); the others are
+// refused with this list.
+bool drillable(const std::string& driver) { return driver == "files" || driver == "etcd"; }
+
+Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillRequest& req) {
+  return catalog_.transaction(actor, [&](Tx& tx) {
+    check_names(tx, req.selector());
+    // What a set holds that the selection picks: (task, driver), one per
+    // cluster for a cluster-scoped component (the snapshot a whole-cluster
+    // restore would restore), one per agent for the others.
+    auto drillable_of = [&](const std::string& set_id) {
+      std::vector<std::pair<catalog::Task, std::string>> out;
+      std::set<std::string> clusters;
+      for (auto& t : tx.tasks_of_set(set_id)) {
+        if (!t.snapshot_id || t.snapshot_removed_at ||
+            (t.state != catalog::TaskState::succeeded && t.state != catalog::TaskState::partial))
+          continue;
+        if (!listed(req.selector().components(), t.component)) continue;
+        auto agent = tx.agent(t.agent_id);
+        if (!agent || !listed(req.selector().nodes(), agent->name, agent->id)) continue;
+        std::string driver;
+        for (const auto& c : tx.agent_components(t.agent_id))
+          if (c.name == t.component) driver = c.driver;
+        if (driver.empty()) continue;
+        if (!t.cluster_id.empty() && !clusters.insert(driver + "/" + t.cluster_id).second) continue;
+        out.emplace_back(std::move(t), driver);
+      }
+      return out;
+    };
+    std::optional<catalog::BackupSet> set;
+    std::vector<std::pair<catalog::Task, std::string>> picks;
+    if (req.latest()) {
+      for (auto& s : tx.backup_sets(10'000)) {
+        if (s.trigger == "safety" || s.forgotten_at || (s.state != catalog::SetState::complete && s.state != catalog::SetState::partial))
+          continue;
+        auto p = drillable_of(s.id);
+        if (p.empty()) continue;
+        set = std::move(s);
+        picks = std::move(p);
+        break;
+      }
+      if (!set)
+        throw OpError(cairn::v1::ERROR_CODE_NOTHING_SELECTED,
+                      "no complete or partial backup set holds a snapshot of the selected component(s)");
+    } else {
+      set = tx.backup_set(req.backup_set_id());
+      if (!set) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no backup set '" + req.backup_set_id() + "'");
+      if (set->forgotten_at)
+        throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND,
+                      "backup set '" + set->id + "' was expired and its snapshots removed from the repository");
+      picks = drillable_of(set->id);
+      if (picks.empty())
+        throw OpError(cairn::v1::ERROR_CODE_NOTHING_SELECTED,
+                      "backup set '" + set->id + "' holds no snapshot of the selected component(s)");
+    }
+    std::string refused;
+    for (const auto& [t, driver] : picks)
+      if (!drillable(driver))
+        refused += std::string(refused.empty() ? "" : ", ") + "'" + t.component + "' (driver " + driver + ")";
+    if (!refused.empty())
+      throw OpError(cairn::v1::ERROR_CODE_UNSUPPORTED_TASK,
+                    "this controller drills files and etcd; no drill is possible yet for " + refused +
+                        "; leave them out with --component");
+    // The drill agent: the one named, or the first connected agent that
+    // declares a drill sandbox able to run every selected driver.
+    auto can_drill = [&](const catalog::Agent& a) {
+      if (a.state != catalog::AgentState::approved) return false;
+      if (connected_ && !connected_(a.id)) return false;
+      if (!supports_) return true;
+      for (const auto& [t, driver] : picks)
+        if (!supports_(a.id, "drill:" + driver)) return false;
+      return true;
+    };
+    std::optional<catalog::Agent> on;
+    if (!req.on_agent().empty()) {
+      on = tx.agent(req.on_agent());
+      if (!on) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no agent '" + req.on_agent() + "'");
+      if (!can_drill(*on))
+        throw OpError(cairn::v1::ERROR_CODE_CONFLICT,
+                      "agent '" + on->name +
+                          "' cannot run this drill now: it must be approved, connected, and declare a [drill] section "
+                          "whose tools can run every selected component's driver (cairn-agent --check-config says which)");
+    } else {
+      for (const auto& a : tx.agents())
+        if (can_drill(a)) {
+          on = a;
+          break;
+        }
+      if (!on)
+        throw OpError(cairn::v1::ERROR_CODE_CONFLICT,
+                      "no connected agent can run this drill: declare a [drill] section on one (docs/drills.md), or "
+                      "name one with --on");
+    }
+    catalog::NewRestore r;
+    r.drill = true;
+    r.source_set_id = set->id;
+    r.skip_safety_backup = true;  // a drill writes nothing the live service reads
+    nlohmann::json sel = selector_json(req.selector());
+    sel["drill_agent"] = on->id;
+    r.selector = sel;
+    for (const auto& [t, driver] : picks) {
+      catalog::NewTask nt{on->id, t.component, t.snapshot_id, std::nullopt};
+      r.tasks.push_back(std::move(nt));
+    }
+    Ordered out;
+    out.id = tx.create_restore(r);
+    std::vector<std::string> ids;
+    std::vector<cairn::v1::Task> wire;
+    auto tasks = tx.tasks_of_restore(out.id);
+    std::map<std::string, const std::pair<catalog::Task, std::string>*> by_snapshot;
+    for (const auto& p : picks) by_snapshot[*p.first.snapshot_id] = &p;
+    for (const auto& t : tasks) {
+      const auto& [src, driver] = *by_snapshot.at(t.source_snapshot.value_or(""));
+      cairn::v1::Task w;
+      w.set_task_id(t.id);
+      w.set_component(t.component);
+      w.set_kind(cairn::v1::TASK_KIND_DRILL);
+      w.set_drill_driver(driver);
+      w.set_restore_id(out.id);
+      w.mutable_snapshot()->set_backup_set_id(set->id);
+      w.mutable_snapshot()->set_snapshot_id(t.source_snapshot.value_or(""));
+      // The repository by the name its writer gave it: a drill agent declares
+      // the fleet's repositories under the same names (docs/drills.md).
+      w.mutable_snapshot()->set_repository(src.repository);
+      ids.push_back(t.id);
+      wire.push_back(std::move(w));
+    }
+    PlanBatch plans(tx, config_, key_);
+    plans.add(*on, ids, wire);
+    out.agent_ids.push_back(on->id);
+    plans.sign_and_store();
+    return out;
+  });
+}
+
 Ordered Orders::create_restore(const std::string& actor, const cairn::v1::RestoreRequest& req) {
   return catalog_.transaction(actor, [&](Tx& tx) {
     auto source_set = tx.backup_set(req.backup_set_id());

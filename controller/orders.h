@@ -50,6 +50,9 @@ class Orders {
   Ordered create_backup(const std::string& actor, const cairn::v1::Selector& selector, const std::string& mode = {},
                         const BackupExtras& extras = {});
   Ordered create_restore(const std::string& actor, const cairn::v1::RestoreRequest& request);
+  // A restore drill (docs/drills.md): the set's (or the newest set's)
+  // selected snapshots restored and checked in a sandbox on a drill agent.
+  Ordered create_drill(const std::string& actor, const cairn::v1::DrillRequest& request);
 
   // Whether an agent is connected now: a cluster-scoped component is backed
   // up from a connected member. Unset: every member counts as connected.

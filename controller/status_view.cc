@@ -177,6 +177,29 @@ std::string render_metrics(const StatusSources& s) {
       }
       for (const auto& [l, v] : by) m.sample(n.name, l, double(v));
     }
+    auto drills = tx.drill_stats();
+    m.family("cairn_component_proven_restorable_timestamp_seconds", "gauge",
+             "When a drill last proved a backup of the component restorable (unix seconds; docs/drills.md).");
+    for (const auto& d : drills)
+      if (d.last_proven_at)
+        m.sample("cairn_component_proven_restorable_timestamp_seconds", labels({{"component", d.component}}),
+                 double(*d.last_proven_at));
+    m.family("cairn_drill_total", "counter", "Drill tasks that ended, by outcome (proven or failed).");
+    for (const auto& d : drills) {
+      m.sample("cairn_drill_total", labels({{"component", d.component}, {"outcome", "proven"}}), double(d.proven));
+      m.sample("cairn_drill_total", labels({{"component", d.component}, {"outcome", "failed"}}), double(d.failed));
+    }
+    m.family("cairn_drill_duration_seconds", "gauge",
+             "The newest proving drill's phases (restore, start, check): the measured restore time.");
+    for (const auto& d : drills) {
+      if (!d.last_metadata.is_object() || !d.last_metadata.contains("drill")) continue;
+      const auto& drill = d.last_metadata["drill"];
+      if (!drill.is_object() || !drill.contains("phases") || !drill["phases"].is_object()) continue;
+      for (const auto& [phase, secs] : drill["phases"].items())
+        if (secs.is_number())
+          m.sample("cairn_drill_duration_seconds", labels({{"component", d.component}, {"phase", phase}}),
+                   secs.get<double>());
+    }
     m.family("cairn_agents", "gauge", "Agents by state: pending, connected, disconnected (approved ones), revoked.");
     std::map<std::string, int64_t> agents = {{"pending", 0}, {"connected", 0}, {"disconnected", 0}, {"revoked", 0}};
     for (const auto& a : tx.agents()) {

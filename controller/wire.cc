@@ -232,6 +232,12 @@ std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
       if (!m.restore().restore_target().empty() && !valid_name(m.restore().restore_target()))
         return "'restore_target' is not a valid name";
       return check_selector(m.restore().selector());
+    case M::kDrill:
+      if (m.drill().latest() != m.drill().backup_set_id().empty())
+        return "a drill names a backup set or asks for the latest, not both";
+      if (!m.drill().latest() && !valid_id(m.drill().backup_set_id())) return "'backup_set_id' is too long";
+      if (!m.drill().on_agent().empty() && !valid_name(m.drill().on_agent())) return "'on_agent' is not a valid name";
+      return check_selector(m.drill().selector());
     case M::kRestoreShow:
       return valid_id(m.restore_show().restore_id()) ? "" : "'restore_id' is empty or too long";
     case M::kBackupCancel:

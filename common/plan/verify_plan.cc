@@ -32,10 +32,11 @@ std::string shape_error(const cairn::v1::PlanPayload& p, const VerifyOptions& o)
     if (t.task_id().empty()) return "a task has no id";
     if (!ids.insert(t.task_id()).second) return "task id '" + t.task_id() + "' appears twice";
     if (t.component().empty()) return "task '" + t.task_id() + "' names no component";
-    if (t.kind() != cairn::v1::TASK_KIND_BACKUP && t.kind() != cairn::v1::TASK_KIND_RESTORE)
+    if (t.kind() != cairn::v1::TASK_KIND_BACKUP && t.kind() != cairn::v1::TASK_KIND_RESTORE &&
+        t.kind() != cairn::v1::TASK_KIND_DRILL)
       return "task '" + t.task_id() + "' has no known kind";
-    if (t.kind() == cairn::v1::TASK_KIND_RESTORE && t.snapshot().snapshot_id().empty())
-      return "restore task '" + t.task_id() + "' names no snapshot";
+    if (t.kind() != cairn::v1::TASK_KIND_BACKUP && t.snapshot().snapshot_id().empty())
+      return (t.kind() == cairn::v1::TASK_KIND_DRILL ? "drill task '" : "restore task '") + t.task_id() + "' names no snapshot";
   }
   return {};
 }

@@ -436,7 +436,13 @@ void Tx::finish_owner_if_done(const Task& task) {
   std::vector<TaskState> states;
   std::map<std::string, int> counts;
   bool cluster_step_failed = false;
+  const bool drill = !is_set && owner.rfind("dr-", 0) == 0;
+  nlohmann::json drill_failures = nlohmann::json::array();
   for (const auto& t : is_set ? tasks_of_set(owner) : tasks_of_restore(owner)) {
+    if (drill && t.state != TaskState::succeeded)
+      drill_failures.push_back({{"task_id", t.id},
+                                {"component", t.component},
+                                {"reason", t.reasons.empty() ? std::string(to_string(t.state)) : t.reasons.front().detail}});
     states.push_back(t.state);
     ++counts[std::string(to_string(t.state))];
     // A commit that failed on a member leaves its record of this restore
@@ -462,6 +468,12 @@ void Tx::finish_owner_if_done(const Task& task) {
   // The work under these locks is over; a stale lock would block the next run.
   db_.prepare("DELETE FROM locks WHERE holder = ?").bind(1, owner).run();
   int64_t released = db_.changes();
+  if (drill) {
+    // Loud when it failed: the audit trail names what failed and why (docs/drills.md).
+    audit({"drill.finish", "drill:" + owner, std::string(to_string(state)), "",
+           {{"tasks", counts}, {"failures", drill_failures}}});
+    return;
+  }
   audit({is_set ? "backup.finish" : "restore.finish", (is_set ? "backup_set:" : "restore:") + owner,
          std::string(to_string(state)), "", {{"tasks", counts}, {"locks_released", released}}});
   // Its signed record is written to its repositories (set_records.cc).

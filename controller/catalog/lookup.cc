@@ -17,9 +17,10 @@ std::vector<std::string> Tx::ids_with_prefix(IdKind kind, const std::string& pre
   return out;
 }
 
-std::vector<Restore> Tx::restores(size_t limit) const {
-  auto s = db_.prepare("SELECT id FROM restores ORDER BY created_at DESC, rowid DESC LIMIT ?");
-  s.bind(1, int64_t(limit));
+std::vector<Restore> Tx::restores(size_t limit, const std::string& kind) const {
+  auto s = db_.prepare("SELECT id FROM restores WHERE kind = ? ORDER BY created_at DESC, rowid DESC LIMIT ?");
+  s.bind(1, kind);
+  s.bind(2, int64_t(limit));
   std::vector<std::string> ids;
   while (s.step()) ids.push_back(s.text(0));
   std::vector<Restore> out;

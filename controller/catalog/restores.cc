@@ -15,12 +15,12 @@ std::string Tx::create_restore(const NewRestore& r) {
   for (const auto& t : r.tasks)
     if (!t.source_snapshot)
       throw Error(Errc::invalid_input, "restore task for '" + t.component + "' names no snapshot to read");
-  std::string id = new_id("rs");
+  std::string id = new_id(r.drill ? "dr" : "rs");
   db_.prepare(
          "INSERT INTO restores (id, source_set_id, safety_set_id, skip_safety_backup, created_at, requested_by,"
-         " selector, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'running')")
+         " selector, state, kind) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)")
       .bind_all(id, r.source_set_id, r.safety_set_id, int64_t(r.skip_safety_backup), now(), actor_,
-                r.selector.dump())
+                r.selector.dump(), std::string(r.drill ? "drill" : "restore"))
       .run();
   std::vector<std::string> ids;
   insert_tasks(r.tasks, TaskKind::restore, nullptr, &id, ids);
@@ -35,7 +35,10 @@ std::string Tx::create_restore(const NewRestore& r) {
                             {"selector", r.selector},
                             {"tasks", tasks}};
   if (r.safety_set_id) details["safety_set_id"] = *r.safety_set_id;
-  audit({"restore.create", "restore:" + id, "running", "", details});
+  if (r.drill)
+    audit({"drill.create", "drill:" + id, "running", "", details});
+  else
+    audit({"restore.create", "restore:" + id, "running", "", details});
   return id;
 }
 
@@ -114,7 +117,7 @@ std::string Tx::add_owed_rollback(const std::string& restore_id, const NewTask& 
 std::optional<Restore> Tx::restore(const std::string& id) const {
   auto s = db_.prepare(
       "SELECT id, source_set_id, safety_set_id, skip_safety_backup, created_at, requested_by, selector, state,"
-      " finished_at FROM restores WHERE id = ?");
+      " finished_at, kind FROM restores WHERE id = ?");
   s.bind(1, id);
   if (!s.step()) return std::nullopt;
   Restore r;
@@ -127,6 +130,7 @@ std::optional<Restore> Tx::restore(const std::string& id) const {
   r.selector = nlohmann::json::parse(s.text(6), nullptr, false);
   r.state = parse_set_state(s.text(7)).value_or(SetState::failed);
   if (!s.is_null(8)) r.finished_at = s.integer(8);
+  r.kind = s.text(9);
   return r;
 }
 

@@ -50,7 +50,8 @@ std::vector<CountStat> Tx::restore_stats() const {
       "SELECT component, name, state, count(*) FROM ("
       "  SELECT t.component AS component, a.name AS name, t.state AS state, t.id AS what"
       "  FROM tasks t JOIN agents a ON a.id = t.agent_id"
-      "  WHERE t.kind = 'restore' AND t.restore_step = '' AND t.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected')"
+      "  WHERE t.kind = 'restore' AND t.restore_step = '' AND t.restore_id NOT LIKE 'dr-%'"
+      "  AND t.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected')"
       "  UNION ALL"
       "  SELECT DISTINCT t.component, a.name,"
       "    CASE r.state WHEN 'complete' THEN 'succeeded' WHEN 'partial' THEN 'partial' ELSE 'failed' END, t.restore_id"
@@ -59,6 +60,29 @@ std::vector<CountStat> Tx::restore_stats() const {
       ") GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
   std::vector<CountStat> out;
   while (s.step()) out.push_back({{s.text(0), s.text(1), s.text(2)}, s.integer(3)});
+  return out;
+}
+
+std::vector<DrillStat> Tx::drill_stats() const {
+  // Per drilled component: the outcomes, when it was last proven, and the
+  // newest proving drill's result (its phases' seconds: the measured RTO).
+  auto s = db_.prepare(
+      "SELECT t.component, sum(t.state = 'succeeded'), sum(t.state <> 'succeeded'),"
+      " max(CASE WHEN t.state = 'succeeded' THEN t.updated_at END),"
+      " (SELECT t2.component_metadata FROM tasks t2 WHERE t2.component = t.component AND t2.state = 'succeeded'"
+      "   AND t2.restore_id LIKE 'dr-%' ORDER BY t2.updated_at DESC LIMIT 1)"
+      " FROM tasks t WHERE t.kind = 'restore' AND t.restore_id LIKE 'dr-%'"
+      " AND t.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected') GROUP BY 1 ORDER BY 1");
+  std::vector<DrillStat> out;
+  while (s.step()) {
+    DrillStat d;
+    d.component = s.text(0);
+    d.proven = s.integer(1);
+    d.failed = s.integer(2);
+    if (!s.is_null(3)) d.last_proven_at = s.integer(3);
+    if (!s.is_null(4)) d.last_metadata = nlohmann::json::parse(s.text(4), nullptr, false);
+    out.push_back(std::move(d));
+  }
   return out;
 }
 

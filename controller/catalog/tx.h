@@ -279,6 +279,7 @@ class Tx {
 
   // -- aggregates for /metrics (stats.cc) ----------------------------------------
   std::vector<BackupStat> backup_stats() const;
+  std::vector<DrillStat> drill_stats() const;
   // labels: component, agent name, state
   std::vector<CountStat> restore_stats() const;
   // labels: repository, component, agent name (snapshots retention has not removed)
@@ -292,7 +293,8 @@ class Tx {
   enum class IdKind { backup_set, restore, agent };
   std::vector<std::string> ids_with_prefix(IdKind kind, const std::string& prefix, size_t limit) const;
   // Restores, newest first.
-  std::vector<Restore> restores(size_t limit) const;
+  // The newest restores (kind "restore") or drills ("drill").
+  std::vector<Restore> restores(size_t limit, const std::string& kind = "restore") const;
 
   // -- restores and locks (restores.cc) ----------------------------------------
   std::string create_restore(const NewRestore& restore);

@@ -190,6 +190,14 @@ struct RebuiltSet {
   bool attested = false;  // a signed set record covers it (controller/set_record.h)
 };
 
+// Restore drills of one component (docs/drills.md).
+struct DrillStat {
+  std::string component;
+  int64_t proven = 0, failed = 0;
+  std::optional<int64_t> last_proven_at;
+  nlohmann::json last_metadata;  // the newest proving drill's result
+};
+
 struct CountStat {
   std::vector<std::string> labels;
   int64_t count = 0;
@@ -220,6 +228,7 @@ struct Restore {
   nlohmann::json selector;
   SetState state = SetState::running;
   std::optional<int64_t> finished_at;
+  std::string kind = "restore";  // or "drill" (docs/drills.md)
 };
 
 struct PlanRecord {
@@ -283,6 +292,7 @@ struct NewRestore {
   std::optional<std::string> safety_set_id;
   nlohmann::json selector = nlohmann::json::object();
   std::vector<NewTask> tasks;
+  bool drill = false;  // a restore drill (docs/drills.md): id "dr-...", kind 'drill'
 };
 
 struct NewPlan {

@@ -1,0 +1,685 @@
+// Restore drills: the sandbox, its network namespace and cgroup, and each
+// drilled driver's start and checks (docs/drills.md).
+#include "agent/drill.h"
+
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "agent/drivers/etcd/etcd_driver.h"
+#include "agent/platform/process.h"
+#include "common/crypto/crypto.h"
+#include "common/repo/memory.h"
+#include "common/repo/repository.h"
+#include "common/repo/restorer.h"
+#include "common/repo/snapshot.h"
+#include "common/repo/walk.h"
+#include "common/util/error.h"
+#include "common/util/fs.h"
+#include "common/util/encoding.h"
+
+namespace cairn::agent {
+
+namespace v1 = cairn::v1;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr const char* kSandboxPrefix = "drill-";
+constexpr const char* kCgroupPrefix = "cairn-drill-";
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+bool write_text(const std::string& path, const std::string& text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size());
+  ::close(fd);
+  return ok;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The cgroup hierarchies a sandbox's processes go into: each is a directory
+// whose cgroup.procs takes a PID. v1 (a memory and a cpu hierarchy) or v2.
+struct CgroupLayout {
+  std::vector<std::string> parents;  // where cairn-drill-<id> directories are made
+  bool v2 = false;
+};
+
+CgroupLayout cgroup_layout() {
+  CgroupLayout l;
+  if (fs::exists("/sys/fs/cgroup/memory/memory.limit_in_bytes")) {
+    l.parents.push_back("/sys/fs/cgroup/memory");
+    if (fs::exists("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")) l.parents.push_back("/sys/fs/cgroup/cpu");
+  } else if (fs::exists("/sys/fs/cgroup/cgroup.controllers")) {
+    l.parents.push_back("/sys/fs/cgroup");
+    l.v2 = true;
+  }
+  return l;
+}
+
+// Kills every process of a leftover cgroup and removes it.
+void remove_cgroup(const std::string& dir) {
+  for (int round = 0; round < 50; ++round) {
+    std::istringstream procs(read_text(dir + "/cgroup.procs"));
+    bool any = false;
+    for (int pid; procs >> pid;) {
+      any = true;
+      ::kill(pid, SIGKILL);
+    }
+    if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return;
+    if (!any && errno != EBUSY) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  spdlog::warn("drill: cgroup '{}' could not be removed", dir);
+}
+
+// One drill's sandbox: its directory, its cgroup and the processes started
+// in it. The destructor kills them and removes everything.
+class Sandbox {
+ public:
+  Sandbox(const DrillDecl& d, const std::string& task_id) : decl_(d) {
+    mkdir_p(d.root, 0700);
+    ::chmod(d.root.c_str(), 0700);
+    dir_ = d.root + "/" + kSandboxPrefix + task_id;
+    remove_tree(dir_);  // the same task again (a plan delivered twice)
+    if (::mkdir(dir_.c_str(), 0700) != 0) throw_errno("creating the drill sandbox", dir_, errno);
+    id_ = task_id;
+  }
+  ~Sandbox() { teardown(); }
+  Sandbox(const Sandbox&) = delete;
+  Sandbox& operator=(const Sandbox&) = delete;
+
+  const std::string& dir() const { return dir_; }
+
+  // The memory and CPU bound; the reason it cannot be set ("" when set or
+  // when the operator declared the sandbox unbounded).
+  std::string bound() {
+    if (!decl_.memory_max) return {};
+    CgroupLayout l = cgroup_layout();
+    if (l.parents.empty()) return "this host has no cgroup hierarchy with a memory controller";
+    for (const auto& parent : l.parents) {
+      std::string dir = parent + "/" + kCgroupPrefix + id_;
+      if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+        return "cannot make cgroup '" + dir + "': " + std::strerror(errno);
+      cgroups_.push_back(dir);
+      bool ok = true;
+      if (l.v2) {
+        write_text(parent + "/cgroup.subtree_control", "+memory +cpu");
+        ok = write_text(dir + "/memory.max", std::to_string(*decl_.memory_max));
+        write_text(dir + "/memory.swap.max", "0");
+        write_text(dir + "/cpu.max", std::to_string(100000ull * decl_.cpus) + " 100000");
+      } else if (parent.ends_with("/memory")) {
+        ok = write_text(dir + "/memory.limit_in_bytes", std::to_string(*decl_.memory_max));
+      } else {
+        write_text(dir + "/cpu.cfs_period_us", "100000");
+        write_text(dir + "/cpu.cfs_quota_us", std::to_string(100000ull * decl_.cpus));
+      }
+      if (!ok) return "cannot set the memory limit of cgroup '" + dir + "': " + std::strerror(errno);
+    }
+    return {};
+  }
+
+  // Starts a long-running process of the sandbox (a server), in the calling
+  // thread's network namespace, in the sandbox's cgroup, with its output in
+  // log and a clean environment; it dies with the calling thread.
+  pid_t spawn(const std::vector<std::string>& argv, const std::string& log) {
+    std::string exe = argv.at(0);
+    if (exe.find('/') == std::string::npos) {
+      std::istringstream path(std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin");
+      std::string found;
+      for (std::string p; std::getline(path, p, ':');)
+        if (!p.empty() && ::access((p + "/" + exe).c_str(), X_OK) == 0) {
+          found = p + "/" + exe;
+          break;
+        }
+      if (found.empty()) throw Error(Errc::not_found, "'" + exe + "' is not on the agent's PATH");
+      exe = found;
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    std::string home = "HOME=" + dir_;
+    std::vector<std::string> envs = {"PATH=/usr/local/bin:/usr/bin:/bin", home, "LANG=C"};
+    std::vector<char*> env;
+    for (auto& e : envs) env.push_back(e.data());
+    env.push_back(nullptr);
+    int gate[2];
+    if (::pipe2(gate, O_CLOEXEC) != 0) throw_errno("pipe", "", errno);
+    int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (out < 0) {
+      ::close(gate[0]);
+      ::close(gate[1]);
+      throw_errno("opening", log, errno);
+    }
+    pid_t parent = ::getpid();
+    pid_t pid = ::fork();
+    if (pid < 0) throw_errno("fork", "", errno);
+    if (pid == 0) {
+      // Only async-signal-safe calls from here on.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);
+      ::setpgid(0, 0);
+      char c;
+      ::close(gate[1]);
+      if (::read(gate[0], &c, 1) != 1) ::_exit(127);  // moved into the cgroup first
+      int null = ::open("/dev/null", O_RDONLY);
+      ::dup2(null, 0);
+      ::dup2(out, 1);
+      ::dup2(out, 2);
+      if (::chdir(dir_.c_str()) != 0) ::_exit(127);
+      ::execve(exe.c_str(), args.data(), env.data());
+      ::_exit(127);
+    }
+    ::close(gate[0]);
+    ::close(out);
+    pids_.push_back(pid);
+    for (const auto& cg : cgroups_) write_text(cg + "/cgroup.procs", std::to_string(pid));
+    {
+      std::ofstream rec(dir_ + "/pids", std::ios::app);
+      rec << pid << " " << process_start_ticks(pid) << "\n";
+    }
+    (void)!::write(gate[1], "x", 1);
+    ::close(gate[1]);
+    return pid;
+  }
+
+  // Whether the process still runs; its exit status otherwise.
+  bool running(pid_t pid, int* status) {
+    int st = 0;
+    pid_t r = ::waitpid(pid, &st, WNOHANG);
+    if (r == 0) return true;
+    if (status) *status = st;
+    pids_.erase(std::remove(pids_.begin(), pids_.end(), pid), pids_.end());
+    return false;
+  }
+
+  void kill_all() {
+    for (pid_t p : pids_) ::kill(-p, SIGKILL), ::kill(p, SIGKILL);
+    for (pid_t p : pids_) ::waitpid(p, nullptr, 0);
+    pids_.clear();
+    for (const auto& cg : cgroups_) remove_cgroup(cg);
+    cgroups_.clear();
+  }
+
+  void teardown() {
+    kill_all();
+    if (!dir_.empty()) remove_tree(dir_);
+  }
+
+ private:
+  const DrillDecl& decl_;
+  std::string dir_, id_;
+  std::vector<std::string> cgroups_;
+  std::vector<pid_t> pids_;
+};
+
+// Runs fn on a thread of its own whose network namespace is new, with only
+// loopback up: every process fn starts inherits it, and a socket fn opens
+// lives in it. Throws what fn threw; never runs fn on the host's network.
+void in_own_network(const std::function<void()>& fn) {
+  std::exception_ptr failed;
+  std::thread t([&] {
+    try {
+      if (::unshare(CLONE_NEWNET) != 0)
+        throw Error(Errc::denied, std::string("cannot make the drill's network namespace (unshare: ") + std::strerror(errno) +
+                                      "); the agent needs CAP_SYS_ADMIN to run drills");
+      int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (s < 0) throw_errno("socket in the drill's network namespace", "", errno);
+      struct ifreq ifr {};
+      std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+      bool up = ::ioctl(s, SIOCGIFFLAGS, &ifr) == 0;
+      ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+      up = up && ::ioctl(s, SIOCSIFFLAGS, &ifr) == 0;
+      ::close(s);
+      if (!up) throw Error(Errc::io, std::string("cannot bring up loopback in the drill's network namespace: ") + std::strerror(errno));
+      fn();
+    } catch (...) {
+      failed = std::current_exception();
+    }
+  });
+  t.join();
+  if (failed) std::rethrow_exception(failed);
+}
+
+// What a drill found, as it goes.
+struct Report {
+  nlohmann::json phases = nlohmann::json::object();
+  nlohmann::json checks = nlohmann::json::array();
+  std::vector<v1::Reason> reasons;
+
+  template <typename A, typename B>
+  bool check(const std::string& name, const A& expected, const B& found, bool ok) {
+    checks.push_back({{"name", name}, {"expected", expected}, {"found", found}, {"ok", ok}});
+    if (!ok) {
+      std::ostringstream why;
+      why << "check '" << name << "' failed: expected " << nlohmann::json(expected).dump() << ", found "
+          << nlohmann::json(found).dump();
+      reasons.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, why.str()));
+    }
+    return ok;
+  }
+  void fail(v1::ErrorCode code, const std::string& detail, const std::string& item = {}) {
+    reasons.push_back(make_reason(code, detail, item));
+  }
+};
+
+// Where the restore put the snapshot: SANDBOX/restored.
+struct Restored {
+  std::string root;
+  uint64_t files = 0, bytes = 0;
+};
+
+bool restore_into(TaskContext& ctx, const std::string& snapshot_id, const std::string& target,
+                  const std::atomic<bool>* cancel, Report& rep, Restored& out) {
+  repo::RestoreOptions ro;
+  ro.target = target;
+  ro.memory_budget = ctx.memory_budget;
+  ro.cancel = cancel;
+  if (ctx.progress)
+    ro.progress = [&ctx](const repo::Progress& p) {
+      ctx.progress(WorkProgress{v1::PHASE_RESTORE, p.bytes_done, p.bytes_total, p.files_done, p.files_total, "drill: restore"});
+    };
+  repo::RestoreResult rr = repo::restore(*ctx.repo, snapshot_id, ro);
+  out.root = target;
+  out.files = rr.files_restored;
+  out.bytes = rr.bytes_restored;
+  for (size_t i = 0; i < rr.failures.size() && i < 20; ++i)
+    rep.fail(v1::ERROR_CODE_REPOSITORY_CORRUPT,
+             "the snapshot does not restore: " + rr.failures[i].path + ": " + rr.failures[i].reason, rr.failures[i].path);
+  rep.check("restored without a failure", 0, rr.failures.size(), rr.failures.empty());
+  return rr.failures.empty();
+}
+
+// files: every entry of the snapshot's tree, read back from the sandbox.
+class ReadBack : public repo::TreeVisitor {
+ public:
+  ReadBack(repo::Repository& r, std::string root, const std::atomic<bool>* cancel) : repo_(r), root_(std::move(root)), cancel_(cancel) {}
+  bool enter(const std::string& path, repo::Node& node, size_t) override {
+    if (cancel_ && cancel_->load()) throw Error(Errc::interrupted, "the drill was stopped");
+    const std::string real = root_ + path;
+    struct stat st {};
+    if (::lstat(real.c_str(), &st) != 0) {
+      bad(path, "missing from the restored tree");
+      return false;
+    }
+    switch (node.type) {
+      case repo::NodeType::dir:
+        ++dirs;
+        if (!S_ISDIR(st.st_mode)) bad(path, "is not a directory");
+        return S_ISDIR(st.st_mode);
+      case repo::NodeType::symlink: {
+        char buf[4096];
+        ssize_t n = ::readlink(real.c_str(), buf, sizeof buf);
+        if (n < 0 || std::string(buf, size_t(n)) != node.target) bad(path, "symlink target differs from the snapshot's");
+        ++links;
+        return true;
+      }
+      case repo::NodeType::file:
+        break;
+      default:
+        return true;
+    }
+    ++files;
+    if (!S_ISREG(st.st_mode)) return bad(path, "is not a regular file"), true;
+    if (uint64_t(st.st_size) != node.size)
+      return bad(path, "size " + std::to_string(st.st_size) + ", the snapshot says " + std::to_string(node.size)), true;
+    if ((st.st_mode & 07777) != (node.mode & 07777)) bad(path, "mode differs from the snapshot's");
+    int64_t mtime = int64_t(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+    if (mtime != node.mtime_ns) bad(path, "mtime differs from the snapshot's");
+    if (node.sparse) {
+      ++sparse;  // its holes are not chunks: size and metadata only
+      return true;
+    }
+    int fd = ::open(real.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return bad(path, std::string("cannot be read: ") + std::strerror(errno)), true;
+    Bytes buf;
+    uint64_t off = 0;
+    for (const auto& id : node.content) {
+      auto loc = repo_.index().lookup(id);
+      if (!loc) {
+        bad(path, "blob " + to_hex(id).substr(0, 16) + " is not in the repository's index");
+        break;
+      }
+      buf.resize(loc->raw_length);
+      try {
+        pread_all(fd, buf.data(), buf.size(), off, real);
+      } catch (const Error& e) {
+        bad(path, e.what());
+        break;
+      }
+      if (repo_.blob_id(buf) != id) {
+        bad(path, "bytes at offset " + std::to_string(off) + " do not hash to the snapshot's blob " + to_hex(id).substr(0, 16));
+        break;
+      }
+      off += buf.size();
+      bytes += buf.size();
+    }
+    ::close(fd);
+    if (off != node.size && bad_paths.empty()) bad(path, "its blobs cover " + std::to_string(off) + " of its bytes");
+    return true;
+  }
+  bool bad(const std::string& path, const std::string& why) {
+    ++mismatches;
+    if (bad_paths.size() < 10) bad_paths.push_back(path + ": " + why);
+    return false;
+  }
+  uint64_t files = 0, dirs = 0, links = 0, sparse = 0, bytes = 0, mismatches = 0;
+  std::vector<std::string> bad_paths;
+
+ private:
+  repo::Repository& repo_;
+  std::string root_;
+  const std::atomic<bool>* cancel_;
+};
+
+void drill_files(TaskContext& ctx, const repo::Snapshot& snap, const std::string& restored, Report& rep,
+                 const std::atomic<bool>* cancel) {
+  auto t = Clock::now();
+  ReadBack rb(*ctx.repo, restored, cancel);
+  repo::walk_snapshot(*ctx.repo, snap, rb);
+  rep.phases["check"] = seconds_since(t);
+  uint64_t expected_files = snap.summary.value("files_new", uint64_t(0)) + snap.summary.value("files_changed", uint64_t(0)) +
+                            snap.summary.value("files_unmodified", uint64_t(0));
+  rep.check("files in the tree", expected_files, rb.files, expected_files == 0 || expected_files == rb.files);
+  rep.check("bytes hashed back to the snapshot's blobs", snap.summary.value("bytes_total", uint64_t(0)), rb.bytes + 0,
+            true);  // informational: sparse files' data is not hashed
+  rep.check("entries that differ from the snapshot", 0, rb.mismatches, rb.mismatches == 0);
+  for (const auto& p : rb.bad_paths) rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "restored entry differs: " + p);
+}
+
+std::string find_file(const std::string& root, const std::string& name) {
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(root, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+    if (it->is_regular_file() && it->path().filename() == name) return it->path().string();
+  return {};
+}
+
+int64_t json_int(const nlohmann::json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key)) return -1;
+  const auto& v = j[key];
+  if (v.is_number()) return v.get<int64_t>();
+  if (v.is_string()) try {
+      return std::stoll(v.get<std::string>());
+    } catch (...) {
+    }
+  return -1;
+}
+
+void drill_etcd(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, const std::string& restored, Report& rep,
+                const std::atomic<bool>* cancel, const std::function<void(const std::string&)>& phase) {
+  const nlohmann::json& rec = snap.component;
+  std::string file = find_file(restored, etcd::kSnapshotFileName);
+  if (file.empty()) {
+    rep.fail(v1::ERROR_CODE_VERIFY_FAILED, std::string("the snapshot holds no '") + etcd::kSnapshotFileName + "'");
+    return;
+  }
+  // The stream's own hash: the database followed by its SHA-256 (etcd's).
+  {
+    std::ifstream in(file, std::ios::binary);
+    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string found = "too short";
+    bool trailer_ok = false;
+    if (all.size() > 32) {
+      auto h = crypto::sha256(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(all.data()), all.size() - 32));
+      found = to_hex(h);
+      trailer_ok = std::memcmp(h.data(), all.data() + all.size() - 32, 32) == 0;
+    }
+    std::string expected = rec.value("sha256", std::string());
+    rep.check("etcd snapshot's trailing sha256 matches its database", "match", trailer_ok ? "match" : "no match", trailer_ok);
+    if (!expected.empty()) rep.check("etcd snapshot sha256 as recorded", expected, found, expected == found);
+    if (!trailer_ok) return;
+  }
+  const std::string data = box.dir() + "/etcd";
+  const std::string url = "http://127.0.0.1:2379", peer = "http://127.0.0.1:2380";
+  auto etcdctl = [&](std::vector<std::string> args, std::chrono::milliseconds timeout, bool must = true) {
+    platform::ProcessSpec ps;
+    ps.argv = {d.etcdctl};
+    ps.argv.insert(ps.argv.end(), args.begin(), args.end());
+    ps.env = {"ETCDCTL_API=3", "ETCDCTL_ENDPOINTS=" + url};
+    ps.cwd = box.dir();
+    ps.timeout = timeout;
+    ps.cancel = cancel;
+    platform::ProcessResult pr = platform::run_process(ps);
+    if (must && !pr.ok()) throw Error(Errc::io, "'" + d.etcdctl + " " + args.at(0) + " " + (args.size() > 1 ? args[1] : "") + "' " + pr.describe());
+    return pr;
+  };
+  auto t = Clock::now();
+  phase("start");
+  {
+    platform::ProcessSpec ps;
+    ps.argv = {d.etcdctl, "snapshot", "restore", file, "--data-dir", data, "--name", "drill", "--initial-cluster",
+               "drill=" + peer, "--initial-cluster-token", "cairn-drill", "--initial-advertise-peer-urls", peer};
+    ps.env = {"ETCDCTL_API=3"};
+    ps.cwd = box.dir();
+    ps.timeout = std::chrono::minutes(30);
+    ps.cancel = cancel;
+    auto pr = platform::run_process(ps);
+    if (!pr.ok()) {
+      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "etcd refused the snapshot: '" + d.etcdctl + " snapshot restore' " + pr.describe());
+      rep.check("etcdctl snapshot restore", "ok", "failed", false);
+      return;
+    }
+  }
+  pid_t server = box.spawn({d.etcd, "--name", "drill", "--data-dir", data, "--listen-client-urls", url,
+                            "--advertise-client-urls", url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls",
+                            peer, "--initial-cluster", "drill=" + peer},
+                           box.dir() + "/etcd.log");
+  auto until = Clock::now() + std::chrono::seconds(d.start_timeout_seconds);
+  bool healthy = false;
+  std::string last;
+  while (Clock::now() < until && !(cancel && cancel->load())) {
+    int status = 0;
+    if (!box.running(server, &status)) {
+      std::string log = read_text(box.dir() + "/etcd.log");
+      if (log.size() > 600) log = log.substr(log.size() - 600);
+      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "etcd exited while starting on the restored data: " + log);
+      rep.check("etcd starts on the restored data", "running", "exited", false);
+      return;
+    }
+    auto pr = etcdctl({"endpoint", "health"}, std::chrono::seconds(5), false);
+    if (pr.ok()) {
+      healthy = true;
+      break;
+    }
+    last = pr.describe();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  rep.phases["start"] = seconds_since(t);
+  rep.check("etcd endpoint health", "healthy", healthy ? "healthy" : "not healthy: " + last, healthy);
+  if (!healthy) return;
+  t = Clock::now();
+  phase("check");
+  const int64_t revision = json_int(rec, "revision");
+  if (revision <= 0) {
+    rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the backup recorded no etcd revision to check against");
+    return;
+  }
+  const std::string rev = "--rev=" + std::to_string(revision);
+  auto count = nlohmann::json::parse(etcdctl({"get", "", "--prefix", "--keys-only", "--limit=1", rev, "-w", "json"}, std::chrono::minutes(5)).out,
+                                     nullptr, false);
+  rep.check("keys at revision " + std::to_string(revision), json_int(rec, "key_count"), json_int(count, "count"),
+            json_int(count, "count") == json_int(rec, "key_count"));
+  auto hk = nlohmann::json::parse(etcdctl({"endpoint", "hashkv", rev, "-w", "json"}, std::chrono::minutes(5)).out, nullptr, false);
+  int64_t hash = -1;
+  if (hk.is_array() && !hk.empty() && hk[0].is_object()) hash = json_int(hk[0].value("HashKV", nlohmann::json::object()), "hash");
+  rep.check("hashkv at revision " + std::to_string(revision), json_int(rec, "hash_kv"), hash, hash == json_int(rec, "hash_kv"));
+  rep.phases["check"] = seconds_since(t);
+}
+
+}  // namespace
+
+std::vector<std::string> drillable_drivers(const DrillDecl& d) {
+  std::vector<std::string> out = {"files"};
+  if (platform::find_program(d.etcd) && platform::find_program(d.etcdctl)) out.push_back("etcd");
+  return out;
+}
+
+std::vector<std::string> clean_drill_root(const DrillDecl& d) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(d.root, ec)) {
+    std::string name = e.path().filename().string();
+    if (!name.starts_with(kSandboxPrefix) || !e.is_directory()) continue;
+    std::istringstream pids(read_text(e.path().string() + "/pids"));
+    for (unsigned long long pid, start; pids >> pid >> start;)
+      if (pid > 1 && start != 0 && process_start_ticks(int(pid)) == start) ::kill(pid_t(pid), SIGKILL);
+    remove_tree(e.path().string());
+    removed.push_back(e.path().string());
+  }
+  for (const auto& parent : cgroup_layout().parents)
+    for (const auto& e : fs::directory_iterator(parent, ec))
+      if (e.path().filename().string().starts_with(kCgroupPrefix)) {
+        remove_cgroup(e.path().string());
+        removed.push_back(e.path().string());
+      }
+  return removed;
+}
+
+DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& task) {
+  DriverResult res;
+  Report rep;
+  const std::string driver = task.drill_driver();
+  auto phase = [&](const std::string& name) {
+    if (ctx.progress) ctx.progress(WorkProgress{name == "restore" ? v1::PHASE_RESTORE : v1::PHASE_VERIFY, 0, 0, 0, 0, "drill: " + name});
+  };
+  auto finish = [&](const std::string& sandbox) {
+    res.metadata = {{"drill", {{"driver", driver}, {"phases", rep.phases}, {"checks", rep.checks}, {"sandbox", sandbox}}}};
+    res.reasons = std::move(rep.reasons);
+    res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
+    return res;
+  };
+  auto drivers = drillable_drivers(d);
+  if (std::find(drivers.begin(), drivers.end(), driver) == drivers.end()) {
+    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "this agent cannot drill driver '" + driver + "' (it drills " +
+                                                  [&] {
+                                                    std::string s;
+                                                    for (const auto& x : drivers) s += (s.empty() ? "" : ", ") + x;
+                                                    return s;
+                                                  }() + ")");
+    return finish("");
+  }
+  repo::Snapshot snap;
+  std::string snapshot_id;
+  try {
+    snapshot_id = repo::resolve_snapshot(*ctx.repo, task.snapshot().snapshot_id());
+    snap = repo::load_snapshot(*ctx.repo, snapshot_id);
+  } catch (const Error& e) {
+    rep.fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "snapshot '" + task.snapshot().snapshot_id() + "' cannot be read: " + e.what());
+    return finish("");
+  }
+  // The disk budget, before anything is written.
+  const uint64_t size = snap.summary.value("bytes_total", uint64_t(0));
+  const uint64_t need = driver == "etcd" ? 2 * size + (128ull << 20) : size + (16ull << 20);
+  mkdir_p(d.root, 0700);
+  struct statvfs sv {};
+  uint64_t free_bytes = ::statvfs(d.root.c_str(), &sv) == 0 ? uint64_t(sv.f_bavail) * sv.f_frsize : 0;
+  if (d.disk_budget && need > d.disk_budget) {
+    rep.fail(v1::ERROR_CODE_NO_SPACE, "the drill needs about " + repo::byte_size_text(need, repo::ByteText::tenths) +
+                                          " in its sandbox, over the [drill] disk_budget of " +
+                                          repo::byte_size_text(d.disk_budget, repo::ByteText::tenths) +
+                                          "; nothing was restored (raise disk_budget)");
+    return finish("");
+  }
+  if (need > free_bytes) {
+    rep.fail(v1::ERROR_CODE_NO_SPACE, "the drill needs about " + repo::byte_size_text(need, repo::ByteText::tenths) + " under '" +
+                                          d.root + "', which has " + repo::byte_size_text(free_bytes, repo::ByteText::tenths) +
+                                          " free; nothing was restored");
+    return finish("");
+  }
+
+  // The deadline: everything the drill waits on watches this flag.
+  std::atomic<bool> stop{false}, done{false};
+  std::atomic<bool> deadline_passed{false};
+  std::thread watchdog([&] {
+    auto until = Clock::now() + std::chrono::seconds(d.deadline_seconds);
+    while (!done.load()) {
+      if (Clock::now() >= until) {
+        deadline_passed = true;
+        stop = true;
+      }
+      if (ctx.cancel && ctx.cancel->load()) stop = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  struct JoinAtEnd {
+    std::atomic<bool>& done;
+    std::thread& t;
+    ~JoinAtEnd() {
+      done = true;
+      t.join();
+    }
+  } join{done, watchdog};
+
+  Sandbox box(d, task.task_id());
+  try {
+    if (auto why = box.bound(); !why.empty())
+      throw Error(Errc::unsupported, "the drill's sandbox cannot be bounded: " + why +
+                                         "; give the agent a writable cgroup hierarchy (systemd: Delegate=yes) or set "
+                                         "[drill] memory_max = \"none\" to accept an unbounded sandbox");
+    auto t = Clock::now();
+    phase("restore");
+    Restored restored;
+    bool ok = restore_into(ctx, snapshot_id, box.dir() + "/restored", &stop, rep, restored);
+    rep.phases["restore"] = seconds_since(t);
+    res.bytes = restored.bytes;
+    res.files = restored.files;
+    if (ok) {
+      if (driver == "files") {
+        phase("check");
+        drill_files(ctx, snap, restored.root, rep, &stop);
+      } else if (driver == "etcd") {
+        in_own_network([&] {
+          try {
+            drill_etcd(d, box, snap, restored.root, rep, &stop, phase);
+          } catch (...) {
+            box.kill_all();  // while this thread (their parent) still runs
+            throw;
+          }
+          box.kill_all();
+        });
+      }
+    }
+  } catch (const Error& e) {
+    rep.fail(e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED : v1::ERROR_CODE_VERIFY_FAILED, e.what());
+  }
+  if (deadline_passed)
+    rep.fail(v1::ERROR_CODE_CANCELLED, "the drill ran past its deadline of " + std::to_string(d.deadline_seconds) +
+                                         " s ([drill] deadline_seconds) and was stopped");
+  else if (stop)
+    rep.fail(v1::ERROR_CODE_CANCELLED, "the drill was cancelled");
+  const std::string where = box.dir();
+  box.teardown();
+  return finish(where);
+}
+
+}  // namespace cairn::agent

@@ -1,0 +1,31 @@
+#pragma once
+// Restore drills (docs/drills.md): a snapshot restored into a sandbox under
+// the agent's [drill] root, the component started there in a network
+// namespace of its own with only loopback, checked with its own tools
+// against what the backup recorded, and the sandbox torn down. Nothing the
+// live service uses is read or written but the repository.
+#include <string>
+#include <vector>
+
+#include "agent/config.h"
+#include "agent/driver.h"
+
+namespace cairn::agent {
+
+// The drivers this build drills whose tools this host has ("files", "etcd"):
+// announced to the controller as features "drill:<driver>".
+std::vector<std::string> drillable_drivers(const DrillDecl& d);
+
+// Removes every sandbox a killed agent left under the root, first killing a
+// process it recorded when that PID still runs the recorded process (same
+// start time). What it removed, for the log. Called at the agent's start.
+std::vector<std::string> clean_drill_root(const DrillDecl& d);
+
+// Runs one drill task (Task.kind DRILL): ctx.repo is open on the snapshot's
+// repository. The result's metadata is {"drill": {"phases": {name: seconds},
+// "checks": [{"name", "expected", "found", "ok"}], "sandbox": path}};
+// outcome SUCCEEDED only when every check passed, FAILED otherwise, with
+// reasons naming what failed and where.
+DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const cairn::v1::Task& task);
+
+}  // namespace cairn::agent

@@ -1,0 +1,8 @@
+-- 0017 (issue 35): restore drills. A drill is a restore record of its own
+-- kind: its tasks read a snapshot (so retention keeps what an open drill
+-- reads, tasks_open_restore_source) into a sandbox on a drill agent and
+-- touch nothing live (docs/drills.md).
+ALTER TABLE restores ADD COLUMN kind TEXT NOT NULL DEFAULT 'restore' CHECK (kind IN ('restore', 'drill'));
+-- The newest drills of a set (backup show) and the newest drills overall (drill list).
+CREATE INDEX restores_source_kind ON restores(source_set_id, kind, created_at);
+CREATE INDEX restores_kind_created ON restores(kind, created_at);

@@ -1,0 +1,234 @@
+"""Restore drills (docs/drills.md) through the controller, against real
+servers: a files drill and an etcd drill (a 3-member cluster's backup started
+as a one-member cluster in a sandbox with its own network namespace) prove
+the set restorable, with the live service on the same host untouched; a
+flipped byte in a pack, a disk budget too small and the drill agent killed
+mid-drill each fail the drill with the reason a user needs."""
+import json
+import os
+import pathlib
+import signal
+import time
+import urllib.request
+
+from cluster import backup_set_id, cluster, lower_enum  # noqa: F401  (cluster is a fixture)
+from servers_etcd import start_cluster
+from test_etcd import keys
+
+
+def drill_toml(root, **extra):
+    lines = ["[drill]", f'root = "{root}"', 'memory_max = "1G"', "start_timeout_seconds = 90"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def drill_id(out):
+    for line in out.splitlines():
+        w = line.split()
+        if len(w) >= 2 and w[0] == "drill" and w[1].startswith("dr-"):
+            return w[1]
+    raise AssertionError(f"no 'drill ID' line in: {out[-2000:]}")
+
+
+def backup(c, *args):
+    rc, out, err = c.ctl("backup", "create", "--wait", *args, timeout=300)
+    assert rc == 0, f"backup exited {rc}\n{out}\n{err}\n{c.logs()}"
+    return backup_set_id(out)
+
+
+def drill(c, *args, expect=0):
+    rc, out, err = c.ctl("drill", "run", "--wait", *args, timeout=400)
+    assert rc == expect, f"drill exited {rc}, expected {expect}\n{out}\n{err}\n{c.logs()}"
+    did = drill_id(out)
+    return did, c.json("drill", "show", did), out
+
+
+def drill_report(shown):
+    (task,) = shown["tasks"]
+    return json.loads(task["component_metadata"])["drill"], task
+
+
+def tree_state(root):
+    """Every file under root: bytes, mode, mtime."""
+    out = {}
+    for p in sorted(pathlib.Path(root).rglob("*")):
+        st = p.lstat()
+        out[str(p)] = (p.read_bytes() if p.is_file() and not p.is_symlink() else None, st.st_mode, st.st_mtime_ns)
+    return out
+
+
+def metric(c, name, **labels):
+    text = urllib.request.urlopen(c.http_url() + "metrics", timeout=10).read().decode()
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(name + "{") and want in line:
+            return float(line.split()[-1])
+    return None
+
+
+def files_rig(c, tmp_path, **drill_extra):
+    files = {f"dir{i}/f{j}.bin": os.urandom(1000 * (i + 1) + j) for i in range(5) for j in range(20)}
+    files["empty"] = b""
+    c.add_agent("node-a", files=files, components=drill_toml(tmp_path / "drills", **drill_extra))
+    data = c.agent_dirs["node-a"]["data"]
+    os.symlink("dir1/f3.bin", data / "link")
+    os.chmod(data / "dir2" / "f5.bin", 0o600)
+    c.enrol("node-a")
+    return data
+
+
+def test_a_files_drill_proves_the_set_and_touches_nothing_live(cluster, tmp_path):
+    c = cluster
+    data = files_rig(c, tmp_path)
+    sid = backup(c, "--component", "data")
+    before = tree_state(data)
+
+    did, shown, _ = drill(c, sid)
+    assert lower_enum(shown["state"], "set_state_") == "complete", shown
+    report, task = drill_report(shown)
+    assert lower_enum(task["kind"], "task_kind_") == "drill", task
+    checks = {x["name"]: x for x in report["checks"]}
+    assert all(x["ok"] for x in report["checks"]), report
+    assert checks["files in the tree"]["found"] == 101, checks
+    assert checks["entries that differ from the snapshot"]["found"] == 0, checks
+    assert set(report["phases"]) >= {"restore", "check"}, report
+    # The sandbox is gone and the live data is as it was.
+    assert list((tmp_path / "drills").iterdir()) == [], list((tmp_path / "drills").iterdir())
+    assert tree_state(data) == before
+
+    # What the operator sees: the set is proven, the drill is listed, /metrics says when.
+    rc, out, err = c.ctl("backup", "show", sid)
+    assert rc == 0 and "data of node-a: proven restorable at" in out, out
+    rc, out, err = c.ctl("drill", "list")
+    assert rc == 0 and did in out and "proven" in out, out
+    rc, out, err = c.ctl("drill", "show", did)
+    assert rc == 0 and "ok   entries that differ from the snapshot: expected 0, found 0" in out, out
+    assert metric(c, "cairn_component_proven_restorable_timestamp_seconds", component="data") > time.time() - 600
+    assert metric(c, "cairn_drill_duration_seconds", component="data", phase="restore") is not None
+    # A drill is no restore: restore list leaves it out.
+    rc, out, err = c.ctl("restore", "list")
+    assert rc == 0 and did not in out, out
+
+
+def test_a_flipped_byte_in_a_pack_fails_the_drill_naming_the_damaged_object(cluster, tmp_path):
+    c = cluster
+    files_rig(c, tmp_path)
+    sid = backup(c, "--component", "data")
+    packs = [p for p in (pathlib.Path(c.repo) / "data").rglob("*") if p.is_file()]
+    pack = max(packs, key=os.path.getsize)
+    with open(pack, "r+b") as f:
+        f.seek(os.path.getsize(pack) // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x40]))
+
+    did, shown, _ = drill(c, sid, expect=1)
+    assert lower_enum(shown["state"], "set_state_") == "failed", shown
+    report, task = drill_report(shown)
+    text = " ".join(r["detail"] for r in task.get("reasons", []))
+    assert pack.name[:8] in text and "does not restore" in text, text
+    rc, out, err = c.ctl("backup", "show", sid)
+    assert rc == 0 and "DRILL FAILED" in out and "proven restorable" not in out, out
+    assert list((tmp_path / "drills").iterdir()) == []
+
+
+def test_a_drill_over_its_disk_budget_is_refused_before_restoring(cluster, tmp_path):
+    c = cluster
+    files_rig(c, tmp_path, disk_budget="16K")
+    sid = backup(c, "--component", "data")
+    did, shown, _ = drill(c, sid, expect=1)
+    report, task = drill_report(shown)
+    text = " ".join(r["detail"] for r in task.get("reasons", []))
+    assert "disk_budget" in text and "nothing was restored" in text, text
+    assert report["phases"] == {}, report  # not even the restore began
+    assert not (tmp_path / "drills").exists() or list((tmp_path / "drills").iterdir()) == []
+
+
+def etcd_rig(c, tmp_path, n_keys=3000):
+    members = start_cluster(tmp_path, ["m1", "m2", "m3"])
+    members[0].put_many(keys(n_keys))
+    for i, m in enumerate(members):
+        extra = drill_toml(tmp_path / "drills") if i == 0 else ""
+        c.add_agent(f"node-{i}", components=m.component_toml() + extra)
+        c.enrol(f"node-{i}")
+    return members
+
+
+def live_state(members):
+    return {m.name: (m.pid(), m.revision(), m.status()["header"]["member_id"]) for m in members}
+
+
+def sandbox_processes(root):
+    """PIDs of processes whose command line names the drill root."""
+    out = []
+    for d in pathlib.Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if str(root).encode() in (d / "cmdline").read_bytes():
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+def test_an_etcd_drill_starts_the_backup_in_a_sandbox_and_leaves_the_live_cluster_alone(cluster, tmp_path):
+    c = cluster
+    members = etcd_rig(c, tmp_path)
+    try:
+        rev = members[0].revision()
+        original = members[0].get_all()
+        sid = backup(c, "--component", "etcd")
+        before = live_state(members)
+
+        did, shown, _ = drill(c, sid, "--component", "etcd", "--on", "node-0")
+        assert lower_enum(shown["state"], "set_state_") == "complete", shown
+        report, task = drill_report(shown)
+        checks = {x["name"]: x for x in report["checks"]}
+        assert checks[f"keys at revision {rev}"]["found"] == 3000 and checks[f"keys at revision {rev}"]["ok"], checks
+        assert checks[f"hashkv at revision {rev}"]["ok"], checks
+        assert checks["etcd endpoint health"]["found"] == "healthy", checks
+        assert set(report["phases"]) == {"restore", "start", "check"}, report
+
+        # The live cluster: the same processes, members, revision and keys.
+        assert live_state(members) == before
+        assert members[0].revision() == rev and members[2].get_all() == original
+        assert sandbox_processes(tmp_path / "drills") == []
+        assert list((tmp_path / "drills").iterdir()) == []
+        rc, out, err = c.ctl("backup", "show", sid)
+        assert rc == 0 and "etcd (cluster " in out and "proven restorable at" in out, out
+    finally:
+        for m in members:
+            m.stop()
+
+
+def test_the_drill_agent_killed_mid_drill_leaves_no_sandbox_once_it_restarts(cluster, tmp_path):
+    c = cluster
+    members = etcd_rig(c, tmp_path, n_keys=2000)
+    try:
+        sid = backup(c, "--component", "etcd")
+        rc, out, err = c.ctl("drill", "run", sid, "--on", "node-0")
+        assert rc == 0, out + err
+        did = drill_id(out)
+        root = tmp_path / "drills"
+        # The sandbox's etcd is up: the agent is killed under it.
+        c.wait_for("the sandbox's etcd running", lambda: [p for p in sandbox_processes(root)
+                                                          if b"--data-dir" in pathlib.Path(f"/proc/{p}/cmdline").read_bytes()],
+                   timeout=120, interval=0.05)
+        agent = c.agents["node-0"]
+        agent.expect_dead = True
+        agent.kill(signal.SIGKILL)
+        # Its children die with it (PR_SET_PDEATHSIG): nothing of the drill runs on.
+        c.wait_for("the sandbox's processes gone", lambda: sandbox_processes(root) == [], timeout=20)
+        assert any(p.name.startswith("drill-") for p in root.iterdir()), "the sandbox should still be on disk"
+        agent.expect_dead = False
+        agent.start()
+        c.wait_for("node-0 connected again", lambda: c.connected("node-0"), timeout=60)
+        assert list(root.iterdir()) == [], list(root.iterdir())
+        shown = c.wait_for("the drill ended", lambda: (lambda s: s if lower_enum(s["state"], "set_state_") != "running" else None)(
+            c.json("drill", "show", did)), timeout=120)
+        assert lower_enum(shown["state"], "set_state_") == "failed", shown
+        rc, out, err = c.ctl("backup", "show", sid)
+        assert "DRILL FAILED" in out, out
+    finally:
+        for m in members:
+            m.stop()
