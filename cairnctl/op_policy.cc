@@ -17,7 +17,8 @@ std::string when(int64_t t) { return local_time(t); }
 // What `policy add` and `policy edit` take; unset options leave an edited
 // policy's value as it was.
 struct SpecOptions {
-  std::optional<std::string> schedule, time_zone, repository, mode, keep_within;
+  std::optional<std::string> schedule, time_zone, repository, mode, keep_within, drill, drill_on;
+  std::optional<bool> keep_proven;
   std::vector<std::string> components, nodes, labels;
   std::optional<unsigned> last, hourly, daily, weekly, monthly, yearly, min;
 };
@@ -38,10 +39,18 @@ void add_spec_options(CLI::App* cmd, SpecOptions& s) {
   cmd->add_option("--keep-yearly", s.yearly, "... years");
   cmd->add_option("--keep-within", s.keep_within, "keep every set this much younger than the newest (7d, 36h, 2w, 1y2m)");
   cmd->add_option("--keep-min", s.min, "never fewer complete sets than this, whatever the rules say (runbooks: 7)");
+  cmd->add_option("--drill", s.drill,
+                  "restore drills of the policy's newest set on this schedule (e.g. @weekly; '' = none; docs/drills.md)");
+  cmd->add_option("--drill-on", s.drill_on, "the agent that runs the drills (default: any connected agent with a [drill] section)");
+  cmd->add_option("--keep-proven", s.keep_proven,
+                  "retention keeps each component's newest proven-restorable set while no newer one is proven (default true)");
 }
 
 void apply(const SpecOptions& o, cairn::v1::PolicySpec& spec) {
   if (o.schedule) spec.set_schedule(*o.schedule);
+  if (o.drill) spec.set_drill(*o.drill);
+  if (o.drill_on) spec.set_drill_on(*o.drill_on);
+  if (o.keep_proven) spec.set_retention_ignores_drills(!*o.keep_proven);
   if (o.time_zone) spec.set_time_zone(*o.time_zone);
   if (o.repository) spec.set_repository(*o.repository);
   if (o.mode) spec.set_mode(*o.mode);
@@ -115,7 +124,12 @@ void print_policy(const cairn::v1::PolicyInfo& p, bool full) {
   std::printf("  selects    %s\n", selection(s.selector()).c_str());
   std::printf("  repository %s\n", s.repository().empty() ? "each component's default" : terminal_safe(s.repository()).c_str());
   if (!s.mode().empty()) std::printf("  mode       %s\n", terminal_safe(s.mode()).c_str());
-  std::printf("  retention  %s\n", rules(s.retention()).c_str());
+  std::printf("  retention  %s%s\n", rules(s.retention()).c_str(),
+              s.retention_ignores_drills() ? "" : "; the newest proven set of each component is kept");
+  if (!s.drill().empty())
+    std::printf("  drills     %s on %s, next %s\n", terminal_safe(s.drill()).c_str(),
+                s.drill_on().empty() ? "any drill agent" : terminal_safe(s.drill_on()).c_str(),
+                p.next_drill() ? when(p.next_drill()).c_str() : "none");
   std::printf("  sets       %u (%u expired, being removed)\n", p.sets(), p.sets_expired());
   if (p.next_runs().empty()) std::printf("  next runs  none%s\n", p.paused() ? " (paused)" : "");
   for (int i = 0; i < p.next_runs_size(); ++i)

@@ -194,6 +194,12 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
       r.string("time_zone", p.time_zone);
       r.string("repository", p.repository);
       r.string("mode", p.mode);
+      r.string("drill", p.drill_schedule);
+      r.string("drill_on", p.drill_on);
+      if (auto* n = r.find("keep_proven")) {
+        if (!n->is_boolean()) fail(source, *n, "'policy.keep_proven' must be true or false");
+        p.keep_proven = *n->value<bool>();
+      }
       for (const char* key : {"components", "nodes"}) {
         if (auto* n = r.find(key)) {
           auto* a = n->as_array();

@@ -42,6 +42,9 @@ catalog::Policy from_spec(const cairn::v1::PolicySpec& spec, const std::string& 
   p.schedule = spec.schedule();
   p.time_zone = spec.time_zone().empty() ? default_tz : spec.time_zone();
   p.retention = from_wire(spec.retention());
+  p.drill_schedule = spec.drill();
+  p.drill_on = spec.drill_on();
+  p.keep_proven = !spec.retention_ignores_drills();
   try {
     check_policy(p);
   } catch (const Error& e) {
@@ -71,7 +74,11 @@ void fill_policy(const catalog::Tx& tx, const catalog::Policy& p, size_t runs, c
   spec->set_schedule(p.schedule);
   spec->set_time_zone(p.time_zone);
   to_wire(p.retention, *spec->mutable_retention());
+  spec->set_drill(p.drill_schedule);
+  spec->set_drill_on(p.drill_on);
+  spec->set_retention_ignores_drills(!p.keep_proven);
   w.set_source(p.source);
+  w.set_next_drill(p.drill_next_at.value_or(0));
   w.set_paused(p.paused);
   w.set_created_at(p.created_at);
   w.set_updated_at(p.updated_at);
@@ -133,6 +140,7 @@ void OperatorApi::policy(const std::string& actor, const cairn::v1::PolicyReques
         if (old) not_config(*old, "edit");
         p.paused = old && old->paused;
         p.next_run_at = Scheduler::next_run(p, now);
+        p.drill_next_at = Scheduler::next_drill(p, now);
         tx.put_policy(p, add);
       });
       spdlog::info("operator: '{}' {} policy '{}' ({})", actor, add ? "added" : "changed", p.name, p.schedule);
@@ -156,6 +164,7 @@ void OperatorApi::policy(const std::string& actor, const cairn::v1::PolicyReques
         p.paused = pause;
         // Resumed: the next run after now; what fell due while paused is not run.
         tx.set_policy_next_run(p.name, Scheduler::next_run(p, now));
+        tx.set_policy_next_drill(p.name, Scheduler::next_drill(p, now));
       });
       spdlog::info("operator: '{}' {} policy '{}'", actor, pause ? "paused" : "resumed", p.name);
       answer(p.name, 1);

@@ -543,7 +543,7 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     std::optional<catalog::BackupSet> set;
     std::vector<std::pair<catalog::Task, std::string>> picks;
     if (req.latest()) {
-      for (auto& s : tx.backup_sets(10'000)) {
+      for (auto& s : req.policy().empty() ? tx.backup_sets(10'000) : tx.policy_sets(req.policy())) {
         if (s.trigger == "safety" || s.forgotten_at || (s.state != catalog::SetState::complete && s.state != catalog::SetState::partial))
           continue;
         auto p = drillable_of(s.id);

@@ -252,6 +252,8 @@ void check_policy(const catalog::Policy& p) {
       bad("policy name '" + p.name + "': only letters, digits, '.', '_' and '-' are allowed");
   if (p.schedule.empty()) bad("no schedule (e.g. '0 1 * * *', '@daily', '@every 15m')");
   Schedule::parse(p.schedule);
+  if (!p.drill_schedule.empty()) Schedule::parse(p.drill_schedule);
+  if (p.drill_on.size() > 64) bad("drill_on: an agent name is at most 64 characters");
   load_time_zone(p.time_zone);
   const auto& r = p.retention;
   for (int64_t v : {int64_t(r.last), int64_t(r.hourly), int64_t(r.daily), int64_t(r.weekly), int64_t(r.monthly),

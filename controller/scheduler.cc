@@ -11,7 +11,8 @@ namespace {
 
 bool same_definition(const catalog::Policy& a, const catalog::Policy& b) {
   return a.selector == b.selector && a.repository == b.repository && a.mode == b.mode && a.schedule == b.schedule &&
-         a.time_zone == b.time_zone && a.retention == b.retention && a.source == b.source;
+         a.time_zone == b.time_zone && a.retention == b.retention && a.source == b.source &&
+         a.drill_schedule == b.drill_schedule && a.drill_on == b.drill_on && a.keep_proven == b.keep_proven;
 }
 
 std::string utc(int64_t t) { return format_local(t, cctz::utc_time_zone()); }
@@ -28,6 +29,38 @@ std::optional<int64_t> Scheduler::next_run(const catalog::Policy& p, int64_t aft
   }
 }
 
+std::optional<int64_t> Scheduler::next_drill(const catalog::Policy& p, int64_t after) {
+  if (p.paused || p.drill_schedule.empty()) return std::nullopt;
+  try {
+    return Schedule::parse(p.drill_schedule).next_after(after, load_time_zone(p.time_zone));
+  } catch (const Error& e) {
+    spdlog::error("policy '{}': drill schedule: {}; it drills nothing until it is fixed", p.name, e.what());
+    return std::nullopt;
+  }
+}
+
+void Scheduler::run_drill(const catalog::Policy& p, std::vector<std::string>& agents) {
+  cairn::v1::DrillRequest req;
+  req.set_latest(true);
+  req.set_policy(p.name);
+  req.set_on_agent(p.drill_on);
+  auto sel = selector_from_json(p.selector);
+  for (const auto& c : sel.components()) req.mutable_selector()->add_components(c);
+  for (const auto& n : sel.nodes()) req.mutable_selector()->add_nodes(n);
+  try {
+    auto o = orders_.create_drill("policy:" + p.name, req);
+    agents.insert(agents.end(), o.agent_ids.begin(), o.agent_ids.end());
+    spdlog::info("policy '{}': drill {} started", p.name, o.id);
+  } catch (const std::exception& e) {
+    // Loud: an audit event and the log; the component's proven age grows
+    // on the status page and in /metrics.
+    spdlog::warn("policy '{}': its drill could not start: {}", p.name, e.what());
+    catalog_.transaction("policy:" + p.name, [&](catalog::Tx& tx) {
+      tx.audit({"drill.refused", "policy:" + p.name, "refused", e.what(), {}});
+    });
+  }
+}
+
 void Scheduler::start(int64_t now) {
   started_at_ = now;
   catalog_.transaction("controller", [&](catalog::Tx& tx) {
@@ -41,6 +74,7 @@ void Scheduler::start(int64_t now) {
       if (old && same_definition(*old, p)) continue;  // keeps its pause and next run
       p.paused = old ? old->paused : false;
       p.next_run_at = next_run(p, now);
+      p.drill_next_at = next_drill(p, now);
       tx.put_policy(p, !old);
     }
     for (const auto& p : tx.policies()) {
@@ -50,6 +84,7 @@ void Scheduler::start(int64_t now) {
         continue;
       }
       if (!p.paused && !p.next_run_at) tx.set_policy_next_run(p.name, next_run(p, now));
+      if (!p.paused && !p.drill_schedule.empty() && !p.drill_next_at) tx.set_policy_next_drill(p.name, next_drill(p, now));
       for (const auto& s : tx.policy_sets(p.name))
         if (s.state == catalog::SetState::running) watched_[s.id] = p.name;
     }
@@ -115,6 +150,17 @@ std::vector<SetDecision> Scheduler::retention(const std::string& actor, const st
   });
   if (!p) throw Error(Errc::not_found, "no policy '" + name + "' (see 'cairnctl policy list')");
   auto decisions = decide_retention(sets, p->retention, load_time_zone(p->time_zone));
+  if (p->keep_proven) {
+    // The newest set a drill proved restorable, per component, stays while
+    // no newer set of that component is proven (docs/drills.md).
+    auto proven = catalog_.read([&](const catalog::Tx& tx) { return tx.newest_proven_sets(name); });
+    for (auto& d : decisions)
+      for (const auto& [component, set_id] : proven)
+        if (d.set.id == set_id) {
+          if (!d.keep) d.keep = true;
+          d.reasons.push_back("the newest set proven restorable for '" + component + "' (keep_proven)");
+        }
+  }
   if (dry_run) return decisions;
   size_t expired = 0;
   catalog_.transaction(actor, [&](catalog::Tx& tx) {
@@ -363,6 +409,14 @@ std::vector<std::string> Scheduler::tick(int64_t now) {
     run("policy:" + p.name, p, trigger, due, note, agents);
     auto next = next_run(p, now);
     catalog_.transaction("controller", [&](catalog::Tx& tx) { tx.set_policy_next_run(p.name, next); });
+  }
+  // Drills fall due on their own schedule; one missed while the controller
+  // was down runs once.
+  for (const auto& p : catalog_.read([](const catalog::Tx& tx) { return tx.policies(); })) {
+    if (p.paused || p.drill_schedule.empty() || !p.drill_next_at || *p.drill_next_at > now) continue;
+    run_drill(p, agents);
+    auto next = next_drill(p, now);
+    catalog_.transaction("controller", [&](catalog::Tx& tx) { tx.set_policy_next_drill(p.name, next); });
   }
 
   // The forget pass reads every expired set: after retention expired some,

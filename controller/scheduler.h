@@ -63,11 +63,15 @@ class Scheduler {
 
   // The first run time after `after` of a policy (nullopt: never, or paused).
   static std::optional<int64_t> next_run(const catalog::Policy& p, int64_t after);
+  // The policy's next drill after `after`; nullopt without a drill schedule or while paused.
+  static std::optional<int64_t> next_drill(const catalog::Policy& p, int64_t after);
 
  private:
   catalog::PolicyRun run(const std::string& actor, const catalog::Policy& p, const std::string& trigger,
                          int64_t scheduled_for, const std::string& note, std::vector<std::string>& agents);
   void take_maintenance_results(int64_t now);
+  // A policy's due drill: its newest set drilled on its drill agent (docs/drills.md).
+  void run_drill(const catalog::Policy& p, std::vector<std::string>& agents);
   void submit_forgets(int64_t now);
   void write_set_records(int64_t now);
 

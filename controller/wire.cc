@@ -214,7 +214,7 @@ std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
   auto check_spec = [&](const cairn::v1::PolicySpec& p) -> std::string {
     if (!valid_name(p.name())) return "policy 'name' must be 1-128 printable characters";
     if (!valid_text(p.schedule(), kMaxName) || !valid_text(p.time_zone(), kMaxName) || !valid_text(p.mode(), kMaxName) ||
-        !valid_text(p.repository(), kMaxName))
+        !valid_text(p.repository(), kMaxName) || !valid_text(p.drill(), kMaxName) || !valid_text(p.drill_on(), kMaxName))
       return "a policy's schedule, time_zone, mode and repository are at most 128 characters";
     return check_selector(p.selector());
   };

@@ -8,7 +8,7 @@ namespace {
 
 constexpr const char* kPolicyColumns =
     "SELECT name, source, selector, repository, mode, schedule, time_zone, retention, paused, created_at, updated_at,"
-    " next_run_at FROM policies ";
+    " next_run_at, drill_schedule, drill_on, keep_proven, drill_next_at FROM policies ";
 
 Policy read_policy(const sqlite::Stmt& s) {
   Policy p;
@@ -25,13 +25,18 @@ Policy read_policy(const sqlite::Stmt& s) {
   p.created_at = s.integer(9);
   p.updated_at = s.integer(10);
   if (!s.is_null(11)) p.next_run_at = s.integer(11);
+  p.drill_schedule = s.text(12);
+  p.drill_on = s.text(13);
+  p.keep_proven = s.integer(14) != 0;
+  if (!s.is_null(15)) p.drill_next_at = s.integer(15);
   return p;
 }
 
 nlohmann::json policy_json(const Policy& p) {
   return {{"source", p.source},         {"selector", p.selector},      {"repository", p.repository},
           {"mode", p.mode},             {"schedule", p.schedule},      {"time_zone", p.time_zone},
-          {"retention", p.retention.to_json()}, {"paused", p.paused}};
+          {"retention", p.retention.to_json()}, {"paused", p.paused},
+          {"drill", p.drill_schedule},  {"drill_on", p.drill_on},      {"keep_proven", p.keep_proven}};
 }
 
 }  // namespace
@@ -76,9 +81,11 @@ void Tx::put_policy(const Policy& p, bool create) {
   int64_t created = old ? old->created_at : now();
   db_.prepare(
          "INSERT OR REPLACE INTO policies (name, source, selector, repository, mode, schedule, time_zone, retention,"
-         " paused, created_at, updated_at, next_run_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+         " paused, created_at, updated_at, next_run_at, drill_schedule, drill_on, keep_proven, drill_next_at)"
+         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
       .bind_all(p.name, p.source, p.selector.dump(), p.repository, p.mode, p.schedule, p.time_zone,
-                p.retention.to_json().dump(), int64_t(p.paused), created, now(), p.next_run_at)
+                p.retention.to_json().dump(), int64_t(p.paused), created, now(), p.next_run_at, p.drill_schedule,
+                p.drill_on, int64_t(p.keep_proven), p.drill_next_at)
       .run();
   audit({old ? "policy.edit" : "policy.add", "policy:" + p.name, "ok", "", policy_json(p)});
 }
@@ -115,6 +122,23 @@ void Tx::set_policy_paused(const std::string& name, bool paused) {
 
 void Tx::set_policy_next_run(const std::string& name, std::optional<int64_t> at) {
   db_.prepare("UPDATE policies SET next_run_at = ? WHERE name = ?").bind_all(at, name).run();
+}
+
+void Tx::set_policy_next_drill(const std::string& name, std::optional<int64_t> at) {
+  db_.prepare("UPDATE policies SET drill_next_at = ? WHERE name = ?").bind_all(at, name).run();
+}
+
+std::map<std::string, std::string> Tx::newest_proven_sets(const std::string& policy) const {
+  // Per component: the newest set of the policy a drill proved (a drill task
+  // that succeeded). SQLite takes the bare columns from the max() row.
+  auto s = db_.prepare(
+      "SELECT t.component, r.source_set_id, max(b.created_at) FROM restores r JOIN tasks t ON t.restore_id = r.id"
+      " JOIN backup_sets b ON b.id = r.source_set_id WHERE r.kind = 'drill' AND t.state = 'succeeded' AND b.policy = ?"
+      " GROUP BY t.component");
+  s.bind(1, policy);
+  std::map<std::string, std::string> out;
+  while (s.step()) out[s.text(0)] = s.text(1);
+  return out;
 }
 
 void Tx::record_policy_run(const PolicyRun& r) {

@@ -246,6 +246,9 @@ class Tx {
   void set_policy_paused(const std::string& name, bool paused);
   // The scheduler's bookkeeping: unaudited (the runs are).
   void set_policy_next_run(const std::string& name, std::optional<int64_t> at);
+  void set_policy_next_drill(const std::string& name, std::optional<int64_t> at);
+  // Component -> the newest set of the policy a drill proved restorable.
+  std::map<std::string, std::string> newest_proven_sets(const std::string& policy) const;
   // A run started, skipped or refused: audited (policy.run).
   void record_policy_run(const PolicyRun& run);
   std::vector<PolicyRun> policy_runs(const std::string& name, size_t limit) const;

@@ -143,6 +143,11 @@ struct Policy {
   bool paused = false;
   int64_t created_at = 0, updated_at = 0;
   std::optional<int64_t> next_run_at;
+  // Restore drills of the policy's newest set (docs/drills.md, migration 0017).
+  std::string drill_schedule;  // "" = none
+  std::string drill_on;        // the drill agent; "" = any that can
+  bool keep_proven = true;     // retention keeps each component's newest proven set
+  std::optional<int64_t> drill_next_at;
 };
 
 struct PolicyRun {

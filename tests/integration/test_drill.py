@@ -232,3 +232,34 @@ def test_the_drill_agent_killed_mid_drill_leaves_no_sandbox_once_it_restarts(clu
     finally:
         for m in members:
             m.stop()
+
+
+def test_a_policy_drills_its_newest_set_and_retention_keeps_the_newest_proven_one(cluster, tmp_path):
+    c = cluster
+    files_rig(c, tmp_path)
+    c.ok("policy", "add", "often", "--schedule", "@every 2s", "--component", "data", "--keep-last", "1",
+         "--drill", "@every 3s")
+
+    def proven_drill():
+        for d in c.json("drill", "list").get("restores", []):
+            if lower_enum(d["state"], "set_state_") == "complete":
+                return d
+        return None
+    first = c.wait_for("a drill the policy started, proven", proven_drill, timeout=90)
+    proven_set = first["backup_set_id"]
+    assert c.json("backup", "show", proven_set).get("policy") == "often"
+    # No more drills: newer sets are never proven, so the proven one must stay.
+    c.ok("policy", "edit", "often", "--drill", "")
+    time.sleep(4)  # a drill already ordered ends
+
+    def newer_expired():
+        sets = c.json("backup", "list").get("sets", [])
+        newer = [s for s in sets if s.get("policy") == "often" and int(s["created_at"]) > int(first["created_at"])
+                 and lower_enum(s["state"], "set_state_") == "complete"]
+        return newer if len([s for s in newer if int(s.get("expired_at", 0))]) >= 2 else None
+    c.wait_for("newer sets of the policy expired by keep-last 1", newer_expired, timeout=90)
+    shown = c.json("backup", "show", proven_set)
+    assert int(shown.get("expired_at", 0)) == 0, f"the newest proven set was expired: {shown}"
+    rc, out, err = c.ctl("policy", "show", "often")
+    assert rc == 0 and "the newest proven set of each component is kept" in out, out
+    c.ok("policy", "pause", "often")

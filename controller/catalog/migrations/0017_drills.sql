@@ -6,3 +6,10 @@ ALTER TABLE restores ADD COLUMN kind TEXT NOT NULL DEFAULT 'restore' CHECK (kind
 -- The newest drills of a set (backup show) and the newest drills overall (drill list).
 CREATE INDEX restores_source_kind ON restores(source_set_id, kind, created_at);
 CREATE INDEX restores_kind_created ON restores(kind, created_at);
+-- A policy's drills: a schedule ('' = none), the agent that runs them ('' =
+-- any that can), and whether retention keeps each component's newest proven
+-- set while no newer set is proven (on by default).
+ALTER TABLE policies ADD COLUMN drill_schedule TEXT NOT NULL DEFAULT '';
+ALTER TABLE policies ADD COLUMN drill_on TEXT NOT NULL DEFAULT '';
+ALTER TABLE policies ADD COLUMN keep_proven INTEGER NOT NULL DEFAULT 1 CHECK (keep_proven IN (0, 1));
+ALTER TABLE policies ADD COLUMN drill_next_at INTEGER;
