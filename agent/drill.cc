@@ -152,7 +152,8 @@ class Sandbox {
   // Starts a long-running process of the sandbox (a server), in the calling
   // thread's network namespace, in the sandbox's cgroup, with its output in
   // log and a clean environment; it dies with the calling thread.
-  pid_t spawn(const std::vector<std::string>& argv, const std::string& log) {
+  pid_t spawn(const std::vector<std::string>& argv, const std::string& log, std::vector<std::string> extra_env = {},
+              const std::string& err_log = {}) {
     std::string exe = argv.at(0);
     if (exe.find('/') == std::string::npos) {
       std::istringstream path(std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin");
@@ -170,6 +171,7 @@ class Sandbox {
     args.push_back(nullptr);
     std::string home = "HOME=" + dir_;
     std::vector<std::string> envs = {"PATH=/usr/local/bin:/usr/bin:/bin", home, "LANG=C"};
+    for (auto& e : extra_env) envs.push_back(std::move(e));
     std::vector<char*> env;
     for (auto& e : envs) env.push_back(e.data());
     env.push_back(nullptr);
@@ -181,6 +183,8 @@ class Sandbox {
       ::close(gate[1]);
       throw_errno("opening", log, errno);
     }
+    int err = err_log.empty() ? -1 : ::open(err_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (err < 0) err = out;
     pid_t parent = ::getpid();
     pid_t pid = ::fork();
     if (pid < 0) throw_errno("fork", "", errno);
@@ -195,12 +199,13 @@ class Sandbox {
       int null = ::open("/dev/null", O_RDONLY);
       ::dup2(null, 0);
       ::dup2(out, 1);
-      ::dup2(out, 2);
+      ::dup2(err, 2);
       if (::chdir(dir_.c_str()) != 0) ::_exit(127);
       ::execve(exe.c_str(), args.data(), env.data());
       ::_exit(127);
     }
     ::close(gate[0]);
+    if (err != out) ::close(err);
     ::close(out);
     pids_.push_back(pid);
     for (const auto& cg : cgroups_) write_text(cg + "/cgroup.procs", std::to_string(pid));
@@ -211,6 +216,47 @@ class Sandbox {
     (void)!::write(gate[1], "x", 1);
     ::close(gate[1]);
     return pid;
+  }
+
+  // Runs a short-lived tool of the sandbox the way spawn starts a server (so
+  // it too dies with the drill and counts against its cgroup) and waits for
+  // it: its exit status and output (stdout and stderr together, the last
+  // 64 KiB). Killed at the timeout or when *cancel becomes true.
+  struct Ran {
+    bool ok = false;
+    std::string out, why;
+  };
+  Ran run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout, const std::atomic<bool>* cancel,
+          std::vector<std::string> env = {}) {
+    const std::string log = dir_ + "/tool-" + std::to_string(++tools_) + ".out", err_log = log + ".err";
+    pid_t pid = spawn(argv, log, std::move(env), err_log);
+    auto until = Clock::now() + timeout;
+    int status = 0;
+    Ran r;
+    for (;;) {
+      if (!running(pid, &status)) break;
+      if (Clock::now() >= until || (cancel && cancel->load())) {
+        ::kill(-pid, SIGKILL);
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+        pids_.erase(std::remove(pids_.begin(), pids_.end(), pid), pids_.end());
+        r.why = Clock::now() >= until ? "killed after " + std::to_string(timeout.count() / 1000) + " s (timeout)" : "cancelled";
+        return r;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    r.out = read_text(log);
+    r.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!r.ok) {
+      std::string last = read_text(err_log);
+      if (last.find_first_not_of(" \n") == std::string::npos) last = r.out;
+      while (!last.empty() && (last.back() == '\n' || last.back() == ' ')) last.pop_back();
+      if (auto nl = last.rfind('\n'); nl != std::string::npos) last = last.substr(nl + 1);
+      r.why = (WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                                 : "killed by signal " + std::to_string(WTERMSIG(status))) +
+              (last.empty() ? "" : ": " + last);
+    }
+    return r;
   }
 
   // Whether the process still runs; its exit status otherwise.
@@ -241,6 +287,7 @@ class Sandbox {
   std::string dir_, id_;
   std::vector<std::string> cgroups_;
   std::vector<pid_t> pids_;
+  int tools_ = 0;
 };
 
 // Runs fn on a thread of its own whose network namespace is new, with only
@@ -462,30 +509,20 @@ void drill_etcd(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, co
   const std::string data = box.dir() + "/etcd";
   const std::string url = "http://127.0.0.1:2379", peer = "http://127.0.0.1:2380";
   auto etcdctl = [&](std::vector<std::string> args, std::chrono::milliseconds timeout, bool must = true) {
-    platform::ProcessSpec ps;
-    ps.argv = {d.etcdctl};
-    ps.argv.insert(ps.argv.end(), args.begin(), args.end());
-    ps.env = {"ETCDCTL_API=3", "ETCDCTL_ENDPOINTS=" + url};
-    ps.cwd = box.dir();
-    ps.timeout = timeout;
-    ps.cancel = cancel;
-    platform::ProcessResult pr = platform::run_process(ps);
-    if (must && !pr.ok()) throw Error(Errc::io, "'" + d.etcdctl + " " + args.at(0) + " " + (args.size() > 1 ? args[1] : "") + "' " + pr.describe());
-    return pr;
+    std::vector<std::string> argv = {d.etcdctl};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = box.run(argv, timeout, cancel, {"ETCDCTL_API=3", "ETCDCTL_ENDPOINTS=" + url});
+    if (must && !r.ok) throw Error(Errc::io, "'" + d.etcdctl + " " + args.at(0) + " " + (args.size() > 1 ? args[1] : "") + "' " + r.why);
+    return r;
   };
   auto t = Clock::now();
   phase("start");
   {
-    platform::ProcessSpec ps;
-    ps.argv = {d.etcdctl, "snapshot", "restore", file, "--data-dir", data, "--name", "drill", "--initial-cluster",
-               "drill=" + peer, "--initial-cluster-token", "cairn-drill", "--initial-advertise-peer-urls", peer};
-    ps.env = {"ETCDCTL_API=3"};
-    ps.cwd = box.dir();
-    ps.timeout = std::chrono::minutes(30);
-    ps.cancel = cancel;
-    auto pr = platform::run_process(ps);
-    if (!pr.ok()) {
-      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "etcd refused the snapshot: '" + d.etcdctl + " snapshot restore' " + pr.describe());
+    auto pr = box.run({d.etcdctl, "snapshot", "restore", file, "--data-dir", data, "--name", "drill", "--initial-cluster",
+                       "drill=" + peer, "--initial-cluster-token", "cairn-drill", "--initial-advertise-peer-urls", peer},
+                      std::chrono::minutes(30), cancel, {"ETCDCTL_API=3"});
+    if (!pr.ok) {
+      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "etcd refused the snapshot: '" + d.etcdctl + " snapshot restore' " + pr.why);
       rep.check("etcdctl snapshot restore", "ok", "failed", false);
       return;
     }
@@ -507,11 +544,11 @@ void drill_etcd(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, co
       return;
     }
     auto pr = etcdctl({"endpoint", "health"}, std::chrono::seconds(5), false);
-    if (pr.ok()) {
+    if (pr.ok) {
       healthy = true;
       break;
     }
-    last = pr.describe();
+    last = pr.why;
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
   }
   rep.phases["start"] = seconds_since(t);
@@ -547,6 +584,14 @@ std::vector<std::string> drillable_drivers(const DrillDecl& d) {
 std::vector<std::string> clean_drill_root(const DrillDecl& d) {
   std::vector<std::string> removed;
   std::error_code ec;
+  // The processes first (every one a drill started is in its cgroup), so
+  // that none writes into a sandbox while it is removed.
+  for (const auto& parent : cgroup_layout().parents)
+    for (const auto& e : fs::directory_iterator(parent, ec))
+      if (e.path().filename().string().starts_with(kCgroupPrefix)) {
+        remove_cgroup(e.path().string());
+        removed.push_back(e.path().string());
+      }
   for (const auto& e : fs::directory_iterator(d.root, ec)) {
     std::string name = e.path().filename().string();
     if (!name.starts_with(kSandboxPrefix) || !e.is_directory()) continue;
@@ -556,12 +601,6 @@ std::vector<std::string> clean_drill_root(const DrillDecl& d) {
     remove_tree(e.path().string());
     removed.push_back(e.path().string());
   }
-  for (const auto& parent : cgroup_layout().parents)
-    for (const auto& e : fs::directory_iterator(parent, ec))
-      if (e.path().filename().string().starts_with(kCgroupPrefix)) {
-        remove_cgroup(e.path().string());
-        removed.push_back(e.path().string());
-      }
   return removed;
 }
 

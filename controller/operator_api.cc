@@ -452,6 +452,15 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
         s->set_sets_running(uint32_t(tx.running_backup_sets()));
         s->set_active_key_id(signing_key_.key_id());
         s->set_audit_outbox_pending(uint64_t(tx.audit_outbox_pending()));
+        for (const auto& h : tx.component_health()) {
+          auto* w = s->add_components();
+          w->set_component(h.component);
+          w->set_where(h.where);
+          w->set_newest_backup_at(h.newest_backup_at.value_or(0));
+          w->set_proven_at(h.proven_at.value_or(0));
+          w->set_rto_seconds(h.rto_seconds);
+          w->set_last_drill_failure(h.last_drill_failure);
+        }
         if (publisher_) {
           auto ps = publisher_->status();
           auto* a = s->mutable_audit_publisher();

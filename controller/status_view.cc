@@ -264,6 +264,22 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
       auto it = names.find(t.agent_id);
       return t.component + " on " + (it == names.end() ? t.agent_id : it->second);
     };
+    // What an on-call operator asks first (docs/drills.md).
+    h += "<h2 id=\"components\">Components</h2>\n<table><tr><th>Component</th><th>Where</th><th>Newest backup</th>"
+         "<th>Proven restorable</th><th>Measured RTO</th></tr>\n";
+    auto health = tx.component_health();
+    for (const auto& c : health) {
+      std::string proven = c.proven_at ? utc(*c.proven_at) : "never";
+      std::string cls = c.last_drill_failure.empty() ? (c.proven_at ? "complete" : "pending") : "failed";
+      if (!c.last_drill_failure.empty()) proven += " (the newest drill FAILED: " + c.last_drill_failure + ")";
+      char rto[32] = "-";
+      if (c.proven_at) std::snprintf(rto, sizeof rto, "%.1f s", c.rto_seconds);
+      h += "<tr><td>" + html_escape(c.component) + "</td><td>" + html_escape(c.where) + "</td><td>" +
+           html_escape(c.newest_backup_at ? utc(*c.newest_backup_at) : "never") + "</td><td class=\"" + cls + "\">" +
+           html_escape(proven) + "</td><td>" + rto + "</td></tr>\n";
+    }
+    if (health.empty()) h += "<tr><td colspan=\"5\">no backup yet</td></tr>\n";
+    h += "</table>\n";
     h += "<h2 id=\"agents\">Agents</h2>\n<table><tr><th>Agent</th><th>State</th><th>Last seen</th><th>Components</th></tr>\n";
     for (const auto& a : tx.agents()) {
       std::string state = a.state == catalog::AgentState::approved ? (s.fleet.connected(a.id) ? "connected" : "disconnected")

@@ -1,4 +1,6 @@
 // Aggregates for /metrics and the status page (controller/status_view.h).
+#include <map>
+
 #include "controller/catalog/sqlite.h"
 #include "controller/catalog/tx.h"
 
@@ -83,6 +85,53 @@ std::vector<DrillStat> Tx::drill_stats() const {
     if (!s.is_null(4)) d.last_metadata = nlohmann::json::parse(s.text(4), nullptr, false);
     out.push_back(std::move(d));
   }
+  return out;
+}
+
+std::vector<ComponentHealth> Tx::component_health() const {
+  std::map<std::pair<std::string, std::string>, ComponentHealth> rows;
+  auto row = [&](const std::string& component, const std::string& where) -> ComponentHealth& {
+    auto& r = rows[{component, where}];
+    r.component = component;
+    r.where = where;
+    return r;
+  };
+  {
+    auto s = db_.prepare(
+        "SELECT t.component, CASE WHEN t.cluster_id <> '' THEN 'cluster ' || t.cluster_id ELSE a.name END,"
+        " max(t.updated_at) FROM tasks t JOIN backup_sets b ON b.id = t.backup_set_id JOIN agents a ON a.id = t.agent_id"
+        " WHERE t.kind = 'backup' AND b.trigger <> 'safety' AND t.state = 'succeeded' AND t.snapshot_removed_at IS NULL"
+        " GROUP BY 1, 2");
+    while (s.step()) row(s.text(0), s.text(1)).newest_backup_at = s.integer(2);
+  }
+  {
+    // Every drill task with the backup task that wrote its snapshot, newest last.
+    auto s = db_.prepare(
+        "SELECT bt.component, CASE WHEN bt.cluster_id <> '' THEN 'cluster ' || bt.cluster_id ELSE a.name END,"
+        " dt.state, dt.updated_at, coalesce(dt.component_metadata, ''),"
+        " coalesce((SELECT detail FROM task_reasons WHERE task_id = dt.id ORDER BY ordinal LIMIT 1), dt.state)"
+        " FROM tasks dt JOIN tasks bt INDEXED BY tasks_snapshot ON bt.snapshot_id = dt.source_snapshot AND bt.kind = 'backup'"
+        " JOIN agents a ON a.id = bt.agent_id"
+        " WHERE dt.kind = 'restore' AND dt.restore_id LIKE 'dr-%' AND dt.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected')"
+        " ORDER BY dt.updated_at, dt.rowid");
+    while (s.step()) {
+      auto& r = row(s.text(0), s.text(1));
+      if (s.text(2) == "succeeded") {
+        r.proven_at = s.integer(3);
+        r.last_drill_failure.clear();
+        r.rto_seconds = 0;
+        auto m = nlohmann::json::parse(s.text(4), nullptr, false);
+        if (m.is_object() && m.contains("drill") && m["drill"].is_object() && m["drill"].contains("phases") &&
+            m["drill"]["phases"].is_object())
+          for (const auto& [k, v] : m["drill"]["phases"].items())
+            if (v.is_number()) r.rto_seconds += v.get<double>();
+      } else {
+        r.last_drill_failure = s.text(5);
+      }
+    }
+  }
+  std::vector<ComponentHealth> out;
+  for (auto& [k, v] : rows) out.push_back(std::move(v));
   return out;
 }
 

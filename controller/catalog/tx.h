@@ -283,6 +283,7 @@ class Tx {
   // -- aggregates for /metrics (stats.cc) ----------------------------------------
   std::vector<BackupStat> backup_stats() const;
   std::vector<DrillStat> drill_stats() const;
+  std::vector<ComponentHealth> component_health() const;
   // labels: component, agent name, state
   std::vector<CountStat> restore_stats() const;
   // labels: repository, component, agent name (snapshots retention has not removed)

@@ -195,6 +195,17 @@ struct RebuiltSet {
   bool attested = false;  // a signed set record covers it (controller/set_record.h)
 };
 
+// What an on-call operator asks first, per component and cluster (or agent,
+// for a node's own component): the newest backup, the newest proven restore
+// and what it measured (docs/drills.md).
+struct ComponentHealth {
+  std::string component;
+  std::string where;  // "cluster <id>" or the agent's name
+  std::optional<int64_t> newest_backup_at, proven_at;
+  double rto_seconds = 0;       // the newest proving drill's phases, summed
+  std::string last_drill_failure;  // the newest drill failed: its first reason
+};
+
 // Restore drills of one component (docs/drills.md).
 struct DrillStat {
   std::string component;

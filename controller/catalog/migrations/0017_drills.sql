@@ -6,6 +6,9 @@ ALTER TABLE restores ADD COLUMN kind TEXT NOT NULL DEFAULT 'restore' CHECK (kind
 -- The newest drills of a set (backup show) and the newest drills overall (drill list).
 CREATE INDEX restores_source_kind ON restores(source_set_id, kind, created_at);
 CREATE INDEX restores_kind_created ON restores(kind, created_at);
+-- The backup task that wrote a drilled snapshot (the status page's rows per
+-- component and cluster): found by its snapshot id.
+CREATE INDEX tasks_snapshot ON tasks(snapshot_id) WHERE snapshot_id IS NOT NULL;
 -- A policy's drills: a schedule ('' = none), the agent that runs them ('' =
 -- any that can), and whether retention keeps each component's newest proven
 -- set while no newer set is proven (on by default).
