@@ -275,3 +275,23 @@ def test_a_policy_drills_its_newest_set_and_retention_keeps_the_newest_proven_on
     rc, out, err = c.ctl("policy", "show", "often")
     assert rc == 0 and "the newest proven set of each component is kept" in out, out
     c.ok("policy", "pause", "often")
+
+
+def test_a_drill_the_fleet_cannot_run_is_refused_with_the_reason(cluster, tmp_path):
+    c = cluster
+    # node-b runs no drills; node-a does, for files but not for a component whose driver has no drill yet.
+    c.add_agent("node-a", files={"a": b"alpha"}, components=drill_toml(tmp_path / "drills"))
+    c.add_agent("node-b", files={"b": b"beta"})
+    c.enrol("node-a")
+    c.enrol("node-b")
+    sid = backup(c, "--component", "data")
+    rc, out, err = c.ctl("drill", "run", sid, "--on", "node-b")
+    assert rc != 0 and "cannot run this drill now" in err and "[drill]" in err, out + err
+    rc, out, err = c.ctl("drill", "run", "--latest", "--component", "nothing-like-it")
+    assert rc != 0 and "no complete or partial backup set" in err, out + err
+    rc, out, err = c.ctl("drill", "run", sid, "--latest")
+    assert rc != 0 and "not both" in err, out + err
+    # Without --on the drill goes to the agent that can run it.
+    did, shown, _ = drill(c, sid)
+    assert {t["agent_name"] for t in shown["tasks"]} == {"node-a"}, shown
+    assert len(shown["tasks"]) == 2, shown  # node-a's and node-b's snapshots, each proven

@@ -240,3 +240,34 @@ TEST_CASE("memory_budget takes a size, and refuses one that is malformed or too 
   // A number is refused too: the unit must be said.
   REQUIRE_THAT(refused("memory_budget = 268435456\n" + base_config(d)).what(), Catch::Contains("memory_budget"));
 }
+
+TEST_CASE("a [drill] section is read with its defaults, and bad values are refused with their line") {
+  TempDir d;
+  AgentConfig c = parse_config(base_config(d) + "[drill]\nroot = \"" + d.file("drills") + "/\"\n", "agent.toml");
+  REQUIRE(c.drill);
+  REQUIRE(c.drill->root == d.file("drills"));  // the trailing '/' dropped
+  REQUIRE(c.drill->memory_max == (2ull << 30));
+  REQUIRE(c.drill->deadline_seconds == 1800);
+  REQUIRE(c.drill->disk_budget == 0);
+  REQUIRE_FALSE(parse_config(base_config(d), "agent.toml").drill);
+
+  auto unbounded = parse_config(base_config(d) + "[drill]\nroot = \"/srv/drills\"\nmemory_max = \"none\"\ndisk_budget = \"20G\"\n",
+                                "agent.toml");
+  REQUIRE_FALSE(unbounded.drill->memory_max);
+  REQUIRE(unbounded.drill->disk_budget == (20ull << 30));
+
+  for (const auto& [bad, why] : std::vector<std::pair<std::string, std::string>>{
+           {"root = \"drills\"", "absolute"},
+           {"root = \"/\"", "not '/'"},
+           {"root = \"/srv/d\"\nmemory_max = \"12M\"", "at least 64M"},
+           {"root = \"/srv/d\"\ndisk_budget = \"lots\"", "not a size"},
+           {"root = \"/srv/d\"\ndeadline_seconds = 1", "deadline_seconds"},
+           {"root = \"/srv/d\"\nsandbox = \"x\"", "unknown key 'sandbox'"},
+       }) {
+    std::string text = base_config(d) + "[drill]\n" + bad + "\n";
+    auto e = refused(text);
+    INFO(text);
+    REQUIRE_THAT(e.what(), Catch::Contains(why));
+    REQUIRE(e.line() > 0);
+  }
+}

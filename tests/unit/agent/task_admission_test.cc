@@ -61,3 +61,37 @@ TEST_CASE("undeclared repositories and restore targets are refused") {
   a = admit_task(c, "p1", none);
   REQUIRE_FALSE(a.task);
 }
+
+TEST_CASE("a drill task is admitted only by an agent with a [drill] section, for a driver it drills") {
+  TempDir d;
+  v1::Task t;
+  t.set_task_id("t1");
+  t.set_component("etcd");  // the drilled component's name: this agent need not declare it
+  t.set_kind(v1::TASK_KIND_DRILL);
+  t.set_drill_driver("etcd");
+  t.mutable_snapshot()->set_snapshot_id("abcd1234");
+  t.mutable_snapshot()->set_repository("main");
+
+  AgentConfig plain = parse_config(base_config(d), "agent.toml");
+  Admission a = admit_task(plain, "p1", t);
+  REQUIRE_FALSE(a.task);
+  REQUIRE(a.refusal.code() == v1::ERROR_CODE_UNSUPPORTED_TASK);
+  REQUIRE_THAT(a.refusal.detail(), Catch::Contains("no [drill] section"));
+
+  AgentConfig drills = parse_config(base_config(d) + "[drill]\nroot = \"" + d.file("drills") + "\"\n", "agent.toml");
+  a = admit_task(drills, "p1", t);
+  REQUIRE(a.task);
+  REQUIRE(a.task->component == nullptr);
+  REQUIRE(a.task->repository->name == "main");
+
+  t.set_drill_driver("kafka");
+  a = admit_task(drills, "p1", t);
+  REQUIRE_FALSE(a.task);
+  REQUIRE_THAT(a.refusal.detail(), Catch::Contains("cannot drill driver 'kafka'"));
+
+  t.set_drill_driver("files");
+  t.mutable_snapshot()->set_repository("elsewhere");
+  a = admit_task(drills, "p1", t);
+  REQUIRE_FALSE(a.task);
+  REQUIRE_THAT(a.refusal.detail(), Catch::Contains("'elsewhere' is not declared"));
+}
