@@ -41,6 +41,8 @@ struct DrillDecl {
   int64_t deadline_seconds = 1800;      // a drill running longer is stopped and fails
   int64_t start_timeout_seconds = 120;  // until the started component answers
   std::string etcd = "etcd", etcdctl = "etcdctl";
+  std::string java = "java", zookeeper_jar = "/usr/share/java/zookeeper.jar";
+  uint32_t java_heap_mb = 512;
 };
 
 struct AgentConfig {

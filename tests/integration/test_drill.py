@@ -295,3 +295,34 @@ def test_a_drill_the_fleet_cannot_run_is_refused_with_the_reason(cluster, tmp_pa
     did, shown, _ = drill(c, sid)
     assert {t["agent_name"] for t in shown["tasks"]} == {"node-a"}, shown
     assert len(shown["tasks"]) == 2, shown  # node-a's and node-b's snapshots, each proven
+
+
+def test_a_zookeeper_drill_replays_the_ensembles_backup_in_a_standalone_sandbox(cluster, tmp_path):
+    from servers_zookeeper import ensemble
+    from test_zookeeper import create, tree
+    c = cluster
+    members = ensemble(tmp_path)
+    for m in members:
+        m.start()
+    try:
+        for m in members:
+            m.wait_serving(timeout=120)
+        create(members[0], tree())
+        for i, m in enumerate(members):
+            c.add_agent(f"node-{i + 1}", components=m.component() + (drill_toml(tmp_path / "drills") if i == 0 else ""))
+            c.enrol(f"node-{i + 1}")
+        sid = backup(c, "--component", "zookeeper")
+        before = {m.myid: (m.pid(), m.srvr().get("Mode")) for m in members}
+
+        did, shown, _ = drill(c, sid, "--component", "zookeeper", "--on", "node-1")
+        report, task = drill_report(shown)
+        checks = {x["name"]: x for x in report["checks"]}
+        assert checks["ZooKeeper serving (standalone)"]["ok"] and checks["zxid reached"]["ok"], checks
+        assert checks["znodes"]["found"] >= len(tree()), checks
+        assert set(report["phases"]) == {"restore", "start", "check"}, report
+        # The ensemble: the same processes in the same roles, the tree as it was.
+        assert {m.myid: (m.pid(), m.srvr().get("Mode")) for m in members} == before
+        assert sandbox_processes(tmp_path / "drills") == [] and list((tmp_path / "drills").iterdir()) == []
+    finally:
+        for m in members:
+            m.stop()
