@@ -43,6 +43,7 @@ struct DrillDecl {
   std::string etcd = "etcd", etcdctl = "etcdctl";
   std::string java = "java", zookeeper_jar = "/usr/share/java/zookeeper.jar";
   uint32_t java_heap_mb = 512;
+  std::string prometheus = "prometheus";
 };
 
 struct AgentConfig {

@@ -30,6 +30,7 @@
 #include "agent/drivers/zookeeper/four_letter.h"
 #include "agent/drivers/zookeeper/layout.h"
 #include "agent/drivers/zookeeper/staging.h"
+#include "agent/platform/http.h"
 #include "agent/platform/process.h"
 #include "common/crypto/crypto.h"
 #include "common/repo/memory.h"
@@ -652,12 +653,106 @@ void drill_zookeeper(const DrillDecl& d, Sandbox& box, const repo::Snapshot& sna
   rep.phases["check"] = seconds_since(t);
 }
 
+// The value of an unlabelled gauge in Prometheus's text exposition; -1 when absent.
+double exposition_value(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(name + " ", 0) == 0) try {
+        return std::stod(line.substr(name.size() + 1));
+      } catch (...) {
+      }
+  return -1;
+}
+
+// Prometheus: a server on the restored TSDB, scraping nothing, keeping
+// everything (no retention), its own answers checked against the blocks the
+// backup recorded.
+void drill_prometheus(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, const std::string& restored, Report& rep,
+                      const std::atomic<bool>* cancel, const std::function<void(const std::string&)>& phase) {
+  const nlohmann::json& rec = snap.component;
+  const std::string data_dir = rec.value("data_dir", std::string());
+  if (data_dir.empty() || data_dir[0] != '/' || !fs::is_directory(restored + data_dir)) {
+    rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot holds no Prometheus data directory ('" + data_dir + "')");
+    return;
+  }
+  const std::string tsdb = restored + data_dir;
+  const int64_t blocks = rec.value("blocks", int64_t(0)), min_time = rec.value("min_time", int64_t(0)),
+                max_time = rec.value("max_time", int64_t(0));
+  auto t = Clock::now();
+  phase("start");
+  {
+    std::ofstream cfg(box.dir() + "/prometheus.yml");
+    cfg << "global:\n  scrape_interval: 1h\nscrape_configs: []\n";
+  }
+  const std::string url = "http://127.0.0.1:9090";
+  pid_t server = box.spawn({d.prometheus, "--config.file=" + box.dir() + "/prometheus.yml", "--storage.tsdb.path=" + tsdb,
+                            "--storage.tsdb.retention.time=200y",
+                            "--web.listen-address=127.0.0.1:9090"},
+                           box.dir() + "/prometheus.log");
+  auto get = [&](const std::string& path, std::chrono::milliseconds timeout) {
+    platform::HttpRequest q;
+    q.url = url + path;
+    q.timeout = timeout;
+    q.cancel = cancel;
+    q.max_body = 64 << 20;
+    return platform::http_request(q);
+  };
+  auto until = Clock::now() + std::chrono::seconds(d.start_timeout_seconds);
+  bool ready = false;
+  std::string last = "no answer";
+  while (Clock::now() < until && !(cancel && cancel->load())) {
+    if (!box.running(server, nullptr)) {
+      std::string log = read_text(box.dir() + "/prometheus.log");
+      if (log.size() > 600) log = log.substr(log.size() - 600);
+      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "Prometheus exited while opening the restored TSDB: " + log);
+      rep.check("Prometheus starts on the restored TSDB", "ready", "exited", false);
+      return;
+    }
+    try {
+      auto r = get("/-/ready", std::chrono::seconds(2));
+      if (r.status == 200) {
+        ready = true;
+        break;
+      }
+      last = "HTTP " + std::to_string(r.status);
+    } catch (const Error& e) {
+      last = e.what();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  rep.phases["start"] = seconds_since(t);
+  rep.check("Prometheus ready", "ready", ready ? std::string("ready") : "not ready: " + last, ready);
+  if (!ready) return;
+  t = Clock::now();
+  phase("check");
+  auto metrics = get("/metrics", std::chrono::seconds(30)).body;
+  const double loaded = exposition_value(metrics, "prometheus_tsdb_blocks_loaded");
+  rep.check("blocks loaded", blocks, int64_t(loaded), int64_t(loaded) == blocks);
+  if (blocks > 0) {
+    const double lowest = exposition_value(metrics, "prometheus_tsdb_lowest_timestamp");
+    rep.check("oldest sample (ms)", min_time, int64_t(lowest), int64_t(lowest) == min_time);
+    // Series with samples in the newest recorded hour, asked through PromQL.
+    char at[64];
+    std::snprintf(at, sizeof at, "%.3f", double(max_time) / 1000.0);
+    auto r = get("/api/v1/query?query=" + platform::url_encode("count(count_over_time({__name__=~\".+\"}[1h]))") +
+                     "&time=" + at,
+                 std::chrono::minutes(2));
+    auto j = nlohmann::json::parse(r.body, nullptr, false);
+    int64_t series = 0;
+    if (j.is_object() && j.value("status", "") == "success" && j["data"]["result"].is_array() && !j["data"]["result"].empty())
+      series = std::stoll(j["data"]["result"][0]["value"][1].get<std::string>());
+    rep.check("series answering a query in the newest recorded hour", "> 0", series, series > 0);
+  }
+  rep.phases["check"] = seconds_since(t);
+}
+
 }  // namespace
 
 std::vector<std::string> drillable_drivers(const DrillDecl& d) {
   std::vector<std::string> out = {"files"};
   if (platform::find_program(d.etcd) && platform::find_program(d.etcdctl)) out.push_back("etcd");
   if (platform::find_program(d.java) && ::access(d.zookeeper_jar.c_str(), R_OK) == 0) out.push_back("zookeeper");
+  if (platform::find_program(d.prometheus)) out.push_back("prometheus");
   return out;
 }
 
@@ -782,7 +877,8 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
         in_own_network([&] {
           try {
             if (driver == "etcd") drill_etcd(d, box, snap, restored.root, rep, &stop, phase);
-            else drill_zookeeper(d, box, snap, restored.root, rep, &stop, phase);
+            else if (driver == "zookeeper") drill_zookeeper(d, box, snap, restored.root, rep, &stop, phase);
+            else drill_prometheus(d, box, snap, restored.root, rep, &stop, phase);
           } catch (...) {
             box.kill_all();  // while this thread (their parent) still runs
             throw;

@@ -513,7 +513,9 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
 
 // The drivers a drill can start and check (docs/drills.md); the others are
 // refused with this list.
-bool drillable(const std::string& driver) { return driver == "files" || driver == "etcd" || driver == "zookeeper"; }
+bool drillable(const std::string& driver) {
+  return driver == "files" || driver == "etcd" || driver == "zookeeper" || driver == "prometheus";
+}
 
 Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillRequest& req) {
   return catalog_.transaction(actor, [&](Tx& tx) {
@@ -572,7 +574,7 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
         refused += std::string(refused.empty() ? "" : ", ") + "'" + t.component + "' (driver " + driver + ")";
     if (!refused.empty())
       throw OpError(cairn::v1::ERROR_CODE_UNSUPPORTED_TASK,
-                    "this controller drills files, etcd and ZooKeeper; no drill is possible yet for " + refused +
+                    "this controller drills files, etcd, ZooKeeper and Prometheus; no drill is possible yet for " + refused +
                         "; leave them out with --component");
     // The drill agent: the one named, or the first connected agent that
     // declares a drill sandbox able to run every selected driver.

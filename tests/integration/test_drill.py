@@ -326,3 +326,31 @@ def test_a_zookeeper_drill_replays_the_ensembles_backup_in_a_standalone_sandbox(
     finally:
         for m in members:
             m.stop()
+
+
+def test_a_prometheus_drill_opens_the_backed_up_tsdb_and_answers_for_every_block(cluster, tmp_path):
+    from servers_prometheus import Prometheus
+    c = cluster
+    prom = Prometheus(tmp_path / "prometheus")
+    prom.backfill()  # persisted blocks three hours back
+    prom.start()
+    try:
+        c.add_agent("node-a", components=prom.component_toml() + drill_toml(tmp_path / "drills"))
+        c.enrol("node-a")
+        sid = backup(c, "--component", "prometheus")
+        recorded = json.loads([t for t in c.json("backup", "show", sid)["tasks"]][0]["component_metadata"])
+        assert recorded["blocks"] >= 1, recorded
+        pid = prom.pid()
+
+        did, shown, _ = drill(c, sid, "--component", "prometheus")
+        report, task = drill_report(shown)
+        checks = {x["name"]: x for x in report["checks"]}
+        assert checks["blocks loaded"]["found"] == recorded["blocks"] and checks["blocks loaded"]["ok"], checks
+        assert checks["oldest sample (ms)"]["found"] == recorded["min_time"], checks
+        assert checks["series answering a query in the newest recorded hour"]["found"] >= 20, checks
+        # The live server: the same process, still answering on its own port.
+        assert prom.pid() == pid
+        prom.wait_ready(timeout=10)
+        assert sandbox_processes(tmp_path / "drills") == [] and list((tmp_path / "drills").iterdir()) == []
+    finally:
+        prom.stop()
