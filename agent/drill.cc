@@ -486,6 +486,40 @@ int64_t json_int(const nlohmann::json& j, const char* key) {
   return -1;
 }
 
+// Waits for a server the drill started: probe() returns "" once it answers
+// as it should, else what it saw. Records the start phase and the check
+// `check` ("found": `ready_word`, or what the last probe saw), and a reason
+// with the tail of its log when it exited first. True when it answers.
+bool wait_started(const DrillDecl& d, Sandbox& box, pid_t server, const std::string& log, const std::string& what,
+                  const std::string& check, const std::string& ready_word, const std::atomic<bool>* cancel, Report& rep,
+                  Clock::time_point started, const std::function<std::string()>& probe) {
+  auto until = Clock::now() + std::chrono::seconds(d.start_timeout_seconds);
+  std::string last = "no answer";
+  bool ready = false;
+  while (Clock::now() < until && !(cancel && cancel->load())) {
+    if (!box.running(server, nullptr)) {
+      std::string tail = read_text(log);
+      if (tail.size() > 600) tail = tail.substr(tail.size() - 600);
+      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, what + " exited while starting on the restored data: " + tail);
+      rep.check(what + " starts on the restored data", "running", "exited", false);
+      return false;
+    }
+    try {
+      last = probe();
+    } catch (const Error& e) {
+      last = e.what();
+    }
+    if (last.empty()) {
+      ready = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  rep.phases["start"] = seconds_since(started);
+  rep.check(check, ready_word, ready ? ready_word : "not " + ready_word + ": " + last, ready);
+  return ready;
+}
+
 void drill_etcd(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, const std::string& restored, Report& rep,
                 const std::atomic<bool>* cancel, const std::function<void(const std::string&)>& phase) {
   const nlohmann::json& rec = snap.component;
@@ -535,29 +569,11 @@ void drill_etcd(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, co
                             "--advertise-client-urls", url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls",
                             peer, "--initial-cluster", "drill=" + peer},
                            box.dir() + "/etcd.log");
-  auto until = Clock::now() + std::chrono::seconds(d.start_timeout_seconds);
-  bool healthy = false;
-  std::string last;
-  while (Clock::now() < until && !(cancel && cancel->load())) {
-    int status = 0;
-    if (!box.running(server, &status)) {
-      std::string log = read_text(box.dir() + "/etcd.log");
-      if (log.size() > 600) log = log.substr(log.size() - 600);
-      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "etcd exited while starting on the restored data: " + log);
-      rep.check("etcd starts on the restored data", "running", "exited", false);
-      return;
-    }
-    auto pr = etcdctl({"endpoint", "health"}, std::chrono::seconds(5), false);
-    if (pr.ok) {
-      healthy = true;
-      break;
-    }
-    last = pr.why;
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  }
-  rep.phases["start"] = seconds_since(t);
-  rep.check("etcd endpoint health", "healthy", healthy ? "healthy" : "not healthy: " + last, healthy);
-  if (!healthy) return;
+  if (!wait_started(d, box, server, box.dir() + "/etcd.log", "etcd", "etcd endpoint health", "healthy", cancel, rep, t, [&] {
+        auto pr = etcdctl({"endpoint", "health"}, std::chrono::seconds(5), false);
+        return pr.ok ? std::string() : pr.why;
+      }))
+    return;
   t = Clock::now();
   phase("check");
   const int64_t revision = json_int(rec, "revision");
@@ -610,32 +626,15 @@ void drill_zookeeper(const DrillDecl& d, Sandbox& box, const repo::Snapshot& sna
   pid_t server = box.spawn({d.java, "-Xmx" + std::to_string(d.java_heap_mb) + "m", "-Dzookeeper.log.dir=" + box.dir(), "-cp",
                             d.zookeeper_jar, "org.apache.zookeeper.server.quorum.QuorumPeerMain", box.dir() + "/zoo.cfg"},
                            box.dir() + "/zookeeper.log");
-  auto until = Clock::now() + std::chrono::seconds(d.start_timeout_seconds);
   std::optional<zookeeper::ServerStatus> st;
-  std::string last = "no answer";
-  while (Clock::now() < until && !(cancel && cancel->load())) {
-    if (!box.running(server, nullptr)) {
-      std::string log = read_text(box.dir() + "/zookeeper.log");
-      if (log.size() > 600) log = log.substr(log.size() - 600);
-      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "ZooKeeper exited while loading the restored data: " + log);
-      rep.check("ZooKeeper starts on the restored data", "serving", "exited", false);
-      return;
-    }
-    try {
-      auto s = zookeeper::parse_srvr(zookeeper::four_letter("127.0.0.1:2181", "srvr", std::chrono::seconds(2)));
-      if (s.mode == "standalone" && s.has_zxid) {
-        st = s;
-        break;
-      }
-      last = "mode " + s.mode;
-    } catch (const Error& e) {
-      last = e.what();
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  }
-  rep.phases["start"] = seconds_since(t);
-  rep.check("ZooKeeper serving (standalone)", "serving", st ? std::string("serving") : "not serving: " + last, bool(st));
-  if (!st) return;
+  if (!wait_started(d, box, server, box.dir() + "/zookeeper.log", "ZooKeeper", "ZooKeeper serving (standalone)", "serving",
+                    cancel, rep, t, [&] {
+                      auto s = zookeeper::parse_srvr(zookeeper::four_letter("127.0.0.1:2181", "srvr", std::chrono::seconds(2)));
+                      if (s.mode != "standalone" || !s.has_zxid) return "mode " + s.mode;
+                      st = s;
+                      return std::string();
+                    }))
+    return;
   t = Clock::now();
   phase("check");
   // The server replayed every transaction the backup held: its zxid is the
@@ -697,32 +696,12 @@ void drill_prometheus(const DrillDecl& d, Sandbox& box, const repo::Snapshot& sn
     q.max_body = 64 << 20;
     return platform::http_request(q);
   };
-  auto until = Clock::now() + std::chrono::seconds(d.start_timeout_seconds);
-  bool ready = false;
-  std::string last = "no answer";
-  while (Clock::now() < until && !(cancel && cancel->load())) {
-    if (!box.running(server, nullptr)) {
-      std::string log = read_text(box.dir() + "/prometheus.log");
-      if (log.size() > 600) log = log.substr(log.size() - 600);
-      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "Prometheus exited while opening the restored TSDB: " + log);
-      rep.check("Prometheus starts on the restored TSDB", "ready", "exited", false);
-      return;
-    }
-    try {
-      auto r = get("/-/ready", std::chrono::seconds(2));
-      if (r.status == 200) {
-        ready = true;
-        break;
-      }
-      last = "HTTP " + std::to_string(r.status);
-    } catch (const Error& e) {
-      last = e.what();
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  }
-  rep.phases["start"] = seconds_since(t);
-  rep.check("Prometheus ready", "ready", ready ? std::string("ready") : "not ready: " + last, ready);
-  if (!ready) return;
+  if (!wait_started(d, box, server, box.dir() + "/prometheus.log", "Prometheus", "Prometheus ready", "ready", cancel, rep, t,
+                    [&] {
+                      auto r = get("/-/ready", std::chrono::seconds(2));
+                      return r.status == 200 ? std::string() : "HTTP " + std::to_string(r.status);
+                    }))
+    return;
   t = Clock::now();
   phase("check");
   auto metrics = get("/metrics", std::chrono::seconds(30)).body;
