@@ -11,7 +11,7 @@ import signal
 import time
 import urllib.request
 
-from cluster import backup_set_id, cluster, lower_enum  # noqa: F401  (cluster is a fixture)
+from cluster import backup_set_id, catalog, cluster, lower_enum  # noqa: F401  (cluster is a fixture)
 from servers_etcd import start_cluster
 from test_etcd import keys
 
@@ -140,6 +140,14 @@ def test_a_flipped_byte_in_a_pack_fails_the_drill_naming_the_damaged_object(clus
     assert rc == 0 and "DRILL FAILED" in out and "proven restorable" not in out, out
     rc, out, err = c.ctl("status")
     assert "LAST DRILL FAILED" in out and pack.name[:8] in out, out
+    # Loud in the audit trail too: the drill's end names what failed.
+    con = catalog(c)
+    try:
+        rows = con.execute("SELECT outcome, details FROM audit_outbox WHERE action = 'drill.finish' AND target = ?",
+                           (f"drill:{did}",)).fetchall()
+    finally:
+        con.close()
+    assert len(rows) == 1 and rows[0][0] == "failed" and pack.name[:8] in rows[0][1], rows
     assert list((tmp_path / "drills").iterdir()) == []
 
 
