@@ -48,7 +48,10 @@ namespace v1 = cairn::v1;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-namespace {
+// A named namespace, not an anonymous one: the sanitizer build is a unity
+// build, where every file's anonymous namespace is one (haproxy's restore.cc
+// has its own read_text and write_text).
+namespace drill_internal {
 
 constexpr const char* kSandboxPrefix = "drill-";
 constexpr const char* kCgroupPrefix = "cairn-drill-";
@@ -725,7 +728,7 @@ void drill_prometheus(const DrillDecl& d, Sandbox& box, const repo::Snapshot& sn
   rep.phases["check"] = seconds_since(t);
 }
 
-}  // namespace
+}  // namespace drill_internal
 
 std::vector<std::string> drillable_drivers(const DrillDecl& d) {
   std::vector<std::string> out = {"files"};
@@ -736,6 +739,7 @@ std::vector<std::string> drillable_drivers(const DrillDecl& d) {
 }
 
 std::vector<std::string> clean_drill_root(const DrillDecl& d) {
+  using namespace drill_internal;
   std::vector<std::string> removed;
   std::error_code ec;
   // The processes first (every one a drill started is in its cgroup), so
@@ -759,6 +763,7 @@ std::vector<std::string> clean_drill_root(const DrillDecl& d) {
 }
 
 DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& task) {
+  using namespace drill_internal;
   DriverResult res;
   Report rep;
   const std::string driver = task.drill_driver();

@@ -11,9 +11,10 @@
 #include "common/util/terminal_text.h"
 
 namespace cairn::ctl {
-namespace {
+// Named, not anonymous: the sanitizer build is a unity build (op_backup.cc has its own show()).
+namespace drill_cmd {
 
-cairn::v1::RestoreInfo show(const OpOptions& o, const std::string& id) {
+cairn::v1::RestoreInfo show_drill(const OpOptions& o, const std::string& id) {
   cairn::v1::OperatorRequest q;
   q.mutable_restore_show()->set_restore_id(id);
   auto r = op_call(o, q).restore();
@@ -52,12 +53,12 @@ void print_drill(const cairn::v1::RestoreInfo& r) {
   }
 }
 
-int watch(const OpOptions& o, const std::string& id, const std::atomic<bool>& cancel) {
+int watch_drill(const OpOptions& o, const std::string& id, const std::atomic<bool>& cancel) {
   int rc = wait_for(o, [&] {
-    auto s = show(o, id);
+    auto s = show_drill(o, id);
     return WaitView{"drill " + id, s.state(), s.tasks()};
   }, cancel);
-  auto r = show(o, id);
+  auto r = show_drill(o, id);
   if (o.json)
     std::printf("%s\n", proto_json(r).c_str());
   else
@@ -65,9 +66,10 @@ int watch(const OpOptions& o, const std::string& id, const std::atomic<bool>& ca
   return rc;
 }
 
-}  // namespace
+}  // namespace drill_cmd
 
 void register_op_drill(CLI::App& app, Context& ctx) {
+  using namespace drill_cmd;
   auto* drill = app.add_subcommand("drill", "prove backups restore: restore into a sandbox, start, check (docs/drills.md)");
   drill->require_subcommand(1);
 
@@ -105,7 +107,7 @@ void register_op_drill(CLI::App& app, Context& ctx) {
         std::printf("drill %s of backup set %s created with %d task(s)\n", terminal_safe(info.restore_id()).c_str(),
                     terminal_safe(info.backup_set_id()).c_str(), info.tasks_size());
       if (!*wait) return kExitOk;
-      int rc = watch(*o, info.restore_id(), ctx.cancel);
+      int rc = watch_drill(*o, info.restore_id(), ctx.cancel);
       return rc == kExitOk ? kExitOk : kExitError;
     };
   });
@@ -117,7 +119,7 @@ void register_op_drill(CLI::App& app, Context& ctx) {
   add_op_options(show_cmd, *show_o);
   show_cmd->callback([&ctx, o = show_o, id] {
     ctx.action = [o, id]() -> int {
-      auto r = show(*o, *id);
+      auto r = show_drill(*o, *id);
       if (o->json)
         std::printf("%s\n", proto_json(r).c_str());
       else
