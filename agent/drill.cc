@@ -27,12 +27,12 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/drivers/etcd/etcd_driver.h"
+#include "agent/drivers/etcd/snapshot_stream.h"
 #include "agent/drivers/zookeeper/four_letter.h"
 #include "agent/drivers/zookeeper/layout.h"
 #include "agent/drivers/zookeeper/staging.h"
 #include "agent/platform/http.h"
 #include "agent/platform/process.h"
-#include "common/crypto/crypto.h"
 #include "common/repo/memory.h"
 #include "common/repo/repository.h"
 #include "common/repo/restorer.h"
@@ -114,8 +114,8 @@ void remove_cgroup(const std::string& dir) {
 // in it. The destructor kills them and removes everything.
 class Sandbox {
  public:
+  // The root exists (run_drill made it to measure its free space).
   Sandbox(const DrillDecl& d, const std::string& task_id) : decl_(d) {
-    mkdir_p(d.root, 0700);
     ::chmod(d.root.c_str(), 0700);
     dir_ = d.root + "/" + kSandboxPrefix + task_id;
     remove_tree(dir_);  // the same task again (a plan delivered twice)
@@ -161,18 +161,8 @@ class Sandbox {
   // log and a clean environment; it dies with the calling thread.
   pid_t spawn(const std::vector<std::string>& argv, const std::string& log, std::vector<std::string> extra_env = {},
               const std::string& err_log = {}) {
-    std::string exe = argv.at(0);
-    if (exe.find('/') == std::string::npos) {
-      std::istringstream path(std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin");
-      std::string found;
-      for (std::string p; std::getline(path, p, ':');)
-        if (!p.empty() && ::access((p + "/" + exe).c_str(), X_OK) == 0) {
-          found = p + "/" + exe;
-          break;
-        }
-      if (found.empty()) throw Error(Errc::not_found, "'" + exe + "' is not on the agent's PATH");
-      exe = found;
-    }
+    const std::string exe = platform::program_path(argv.at(0));
+    if (exe.empty()) throw Error(Errc::not_found, "'" + argv.at(0) + "' is not an executable on the agent's PATH");
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -194,7 +184,12 @@ class Sandbox {
     if (err < 0) err = out;
     pid_t parent = ::getpid();
     pid_t pid = ::fork();
-    if (pid < 0) throw_errno("fork", "", errno);
+    if (pid < 0) {
+      int e = errno;
+      for (int fd : {gate[0], gate[1], out}) ::close(fd);
+      if (err != out) ::close(err);
+      throw_errno("fork", "", e);
+    }
     if (pid == 0) {
       // Only async-signal-safe calls from here on.
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -227,8 +222,9 @@ class Sandbox {
 
   // Runs a short-lived tool of the sandbox the way spawn starts a server (so
   // it too dies with the drill and counts against its cgroup) and waits for
-  // it: its exit status and output (stdout and stderr together, the last
-  // 64 KiB). Killed at the timeout or when *cancel becomes true.
+  // it: whether it exited 0, its stdout, and otherwise why (the exit status
+  // and the last line of stderr, or of stdout when stderr is empty). Killed
+  // at the timeout or when *cancel becomes true.
   struct Ran {
     bool ok = false;
     std::string out, why;
@@ -347,9 +343,8 @@ struct Report {
   }
 };
 
-// Where the restore put the snapshot: SANDBOX/restored.
+// What the restore put in the sandbox.
 struct Restored {
-  std::string root;
   uint64_t files = 0, bytes = 0;
 };
 
@@ -364,7 +359,6 @@ bool restore_into(TaskContext& ctx, const std::string& snapshot_id, const std::s
       ctx.progress(WorkProgress{v1::PHASE_RESTORE, p.bytes_done, p.bytes_total, p.files_done, p.files_total, "drill: restore"});
     };
   repo::RestoreResult rr = repo::restore(*ctx.repo, snapshot_id, ro);
-  out.root = target;
   out.files = rr.files_restored;
   out.bytes = rr.bytes_restored;
   for (size_t i = 0; i < rr.failures.size() && i < 20; ++i)
@@ -418,10 +412,12 @@ class ReadBack : public repo::TreeVisitor {
     if (fd < 0) return bad(path, std::string("cannot be read: ") + std::strerror(errno)), true;
     Bytes buf;
     uint64_t off = 0;
+    bool differs = false;  // already said why, for this file
     for (const auto& id : node.content) {
       auto loc = repo_.index().lookup(id);
       if (!loc) {
         bad(path, "blob " + to_hex(id).substr(0, 16) + " is not in the repository's index");
+        differs = true;
         break;
       }
       buf.resize(loc->raw_length);
@@ -429,17 +425,19 @@ class ReadBack : public repo::TreeVisitor {
         pread_all(fd, buf.data(), buf.size(), off, real);
       } catch (const Error& e) {
         bad(path, e.what());
+        differs = true;
         break;
       }
       if (repo_.blob_id(buf) != id) {
         bad(path, "bytes at offset " + std::to_string(off) + " do not hash to the snapshot's blob " + to_hex(id).substr(0, 16));
+        differs = true;
         break;
       }
       off += buf.size();
       bytes += buf.size();
     }
     ::close(fd);
-    if (off != node.size && bad_paths.empty()) bad(path, "its blobs cover " + std::to_string(off) + " of its bytes");
+    if (!differs && off != node.size) bad(path, "its blobs cover " + std::to_string(off) + " of its bytes");
     return true;
   }
   bool bad(const std::string& path, const std::string& why) {
@@ -465,7 +463,7 @@ void drill_files(TaskContext& ctx, const repo::Snapshot& snap, const std::string
   uint64_t expected_files = snap.summary.value("files_new", uint64_t(0)) + snap.summary.value("files_changed", uint64_t(0)) +
                             snap.summary.value("files_unmodified", uint64_t(0));
   rep.check("files in the tree", expected_files, rb.files, expected_files == 0 || expected_files == rb.files);
-  rep.check("bytes hashed back to the snapshot's blobs", snap.summary.value("bytes_total", uint64_t(0)), rb.bytes + 0,
+  rep.check("bytes hashed back to the snapshot's blobs", snap.summary.value("bytes_total", uint64_t(0)), rb.bytes,
             true);  // informational: sparse files' data is not hashed
   rep.check("entries that differ from the snapshot", 0, rb.mismatches, rb.mismatches == 0);
   for (const auto& p : rb.bad_paths) rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "restored entry differs: " + p);
@@ -531,21 +529,33 @@ void drill_etcd(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, co
     rep.fail(v1::ERROR_CODE_VERIFY_FAILED, std::string("the snapshot holds no '") + etcd::kSnapshotFileName + "'");
     return;
   }
-  // The stream's own hash: the database followed by its SHA-256 (etcd's).
+  // The stream's own check, as the backup made it (the database, then its
+  // SHA-256: etcd::SnapshotStreamCheck), read back in pieces, never whole.
   {
-    std::ifstream in(file, std::ios::binary);
-    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::string found = "too short";
-    bool trailer_ok = false;
-    if (all.size() > 32) {
-      auto h = crypto::sha256(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(all.data()), all.size() - 32));
-      found = to_hex(h);
-      trailer_ok = std::memcmp(h.data(), all.data() + all.size() - 32, 32) == 0;
+    etcd::SnapshotStreamCheck sc;
+    std::string problem;
+    try {
+      std::ifstream in(file, std::ios::binary);
+      const uint64_t size = fs::file_size(file);
+      const uint64_t db = size > etcd::kSnapshotHashSize ? size - etcd::kSnapshotHashSize : 0;
+      std::string piece;
+      for (uint64_t off = 0; off < size;) {
+        // The database's pieces announce what of it is still to come; the hash comes alone.
+        const uint64_t n = off < db ? std::min<uint64_t>(1 << 20, db - off) : size - off;
+        piece.resize(size_t(n));
+        if (!in.read(piece.data(), std::streamsize(n))) throw Error(Errc::io, "cannot read '" + file + "'");
+        off += n;
+        sc.feed(piece, off < db ? db - off : 0);
+      }
+      sc.finish();
+    } catch (const Error& e) {
+      problem = e.what();
     }
     std::string expected = rec.value("sha256", std::string());
-    rep.check("etcd snapshot's trailing sha256 matches its database", "match", trailer_ok ? "match" : "no match", trailer_ok);
-    if (!expected.empty()) rep.check("etcd snapshot sha256 as recorded", expected, found, expected == found);
-    if (!trailer_ok) return;
+    rep.check("etcd snapshot's trailing sha256 matches its database", "match", problem.empty() ? "match" : problem,
+              problem.empty());
+    if (!problem.empty()) return;
+    if (!expected.empty()) rep.check("etcd snapshot sha256 as recorded", expected, sc.sha256_hex(), expected == sc.sha256_hex());
   }
   const std::string data = box.dir() + "/etcd";
   const std::string url = "http://127.0.0.1:2379", peer = "http://127.0.0.1:2380";
@@ -849,20 +859,21 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
     auto t = Clock::now();
     phase("restore");
     Restored restored;
-    bool ok = restore_into(ctx, snapshot_id, box.dir() + "/restored", &stop, rep, restored);
+    const std::string root = box.dir() + "/restored";
+    bool ok = restore_into(ctx, snapshot_id, root, &stop, rep, restored);
     rep.phases["restore"] = seconds_since(t);
     res.bytes = restored.bytes;
     res.files = restored.files;
     if (ok) {
       if (driver == "files") {
         phase("check");
-        drill_files(ctx, snap, restored.root, rep, &stop);
+        drill_files(ctx, snap, root, rep, &stop);
       } else {
         in_own_network([&] {
           try {
-            if (driver == "etcd") drill_etcd(d, box, snap, restored.root, rep, &stop, phase);
-            else if (driver == "zookeeper") drill_zookeeper(d, box, snap, restored.root, rep, &stop, phase);
-            else drill_prometheus(d, box, snap, restored.root, rep, &stop, phase);
+            if (driver == "etcd") drill_etcd(d, box, snap, root, rep, &stop, phase);
+            else if (driver == "zookeeper") drill_zookeeper(d, box, snap, root, rep, &stop, phase);
+            else drill_prometheus(d, box, snap, root, rep, &stop, phase);
           } catch (...) {
             box.kill_all();  // while this thread (their parent) still runs
             throw;

@@ -1,5 +1,7 @@
 #include "agent/task_admission.h"
 
+#include "common/plan/drill_drivers.h"
+
 #include <algorithm>
 
 namespace cairn::agent {
@@ -21,8 +23,7 @@ Admission admit_task(const AgentConfig& config, const std::string& plan_id, cons
     // under [drill] root, and only there (docs/drills.md).
     if (!config.drill)
       return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "agent '" + config.name + "' declares no [drill] section: it runs no drills");
-    if (task.drill_driver() != "files" && task.drill_driver() != "etcd" && task.drill_driver() != "zookeeper" &&
-        task.drill_driver() != "prometheus")
+    if (!plan::is_drill_driver(task.drill_driver()))
       return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "this agent cannot drill driver '" + task.drill_driver() + "'");
     if (task.snapshot().snapshot_id().empty())
       return refuse(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the drill task names no snapshot");

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/crypto/crypto.h"
+#include "common/plan/drill_drivers.h"
 #include "common/plan/signer.h"
 #include "common/util/cpus.h"
 #include "common/util/encoding.h"
@@ -511,12 +512,6 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
   });
 }
 
-// The drivers a drill can start and check (docs/drills.md); the others are
-// refused with this list.
-bool drillable(const std::string& driver) {
-  return driver == "files" || driver == "etcd" || driver == "zookeeper" || driver == "prometheus";
-}
-
 Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillRequest& req) {
   return catalog_.transaction(actor, [&](Tx& tx) {
     check_names(tx, req.selector());
@@ -570,7 +565,7 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     }
     std::string refused;
     for (const auto& [t, driver] : picks)
-      if (!drillable(driver))
+      if (!plan::is_drill_driver(driver))
         refused += std::string(refused.empty() ? "" : ", ") + "'" + t.component + "' (driver " + driver + ")";
     if (!refused.empty())
       throw OpError(cairn::v1::ERROR_CODE_UNSUPPORTED_TASK,

@@ -293,9 +293,9 @@ ProcessResult run_process(const ProcessSpec& spec) {
   return res;
 }
 
-bool find_program(const std::string& prog) {
-  if (prog.empty()) return false;
-  if (prog.find('/') != std::string::npos) return ::access(prog.c_str(), X_OK) == 0;
+std::string program_path(const std::string& prog) {
+  if (prog.empty()) return {};
+  if (prog.find('/') != std::string::npos) return ::access(prog.c_str(), X_OK) == 0 ? prog : std::string();
   const char* path = std::getenv("PATH");
   std::string p = path ? path : "/usr/bin:/bin";
   size_t i = 0;
@@ -303,10 +303,12 @@ bool find_program(const std::string& prog) {
     size_t j = p.find(':', i);
     if (j == std::string::npos) j = p.size();
     std::string dir = p.substr(i, j - i);
-    if (!dir.empty() && ::access((dir + "/" + prog).c_str(), X_OK) == 0) return true;
+    if (!dir.empty() && ::access((dir + "/" + prog).c_str(), X_OK) == 0) return dir + "/" + prog;
     i = j + 1;
   }
-  return false;
+  return {};
 }
+
+bool find_program(const std::string& prog) { return !program_path(prog).empty(); }
 
 }  // namespace cairn::agent::platform

@@ -47,5 +47,8 @@ ProcessResult run_process(const ProcessSpec& spec);
 // Whether run_process could start `prog`: a path with a '/' that is
 // executable, or a bare name found executable on the agent's PATH.
 bool find_program(const std::string& prog);
+// The same search, giving the path found ("" when none): for a caller that
+// must exec it itself (a drill's sandbox forks and execs by path).
+std::string program_path(const std::string& prog);
 
 }  // namespace cairn::agent::platform
