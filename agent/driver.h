@@ -98,6 +98,10 @@ class SnapshotSink {
   // (Prometheus blocks, rolled log segments): linking changes an inode's
   // ctime, so an unchanged file is recognised by inode, size and mtime only.
   virtual void immutable_links() = 0;
+  // Files that change or vanish while they are read are expected and no
+  // reason: a log replayed at restore makes the copy consistent (a
+  // PostgreSQL base backup).
+  virtual void changes_repaired_by_log() {}
   // Other agents store the same data into the same repository at the same
   // time (a Kafka partition's replicas, on every broker): each finds what the
   // others stored while it runs, and reads its directories from walk_start
@@ -126,6 +130,28 @@ class SnapshotSink {
   virtual void after_store(std::function<std::vector<cairn::v1::Reason>()> fn) {
     on_done([fn] { (void)fn(); });
   }
+  // Runs after every path was read and its data stored, before the snapshot
+  // record is written: what only the end of the read tells goes into the
+  // metadata here (PostgreSQL's pg_backup_stop: the backup label and the
+  // WAL the backup needs). A throw fails the snapshot; none is written.
+  virtual void before_seal(std::function<void()> fn) { seal_.push_back(std::move(fn)); }
+  void run_before_seal() {
+    auto fns = std::move(seal_);
+    seal_.clear();
+    for (auto& fn : fns) fn();
+  }
+
+ private:
+  std::vector<std::function<void()>> seal_;
+};
+
+// What a driver's background service may use (the postgresql driver's WAL
+// archive socket): it runs from the agent's start to its stop, beside tasks.
+struct BackgroundContext {
+  // Stores one file of this host as a snapshot of its own, tagged with `tags`
+  // and the agent's identity, in the component's repository, durably;
+  // returns the snapshot id. Throws cairn::Error.
+  std::function<std::string(const std::string& real_path, const std::vector<std::string>& tags)> store_file;
 };
 
 // Why Driver::snapshot is called.
@@ -191,6 +217,8 @@ struct RestoreSpec {
   // The operator forces a restore onto a target of another identity (a Kafka
   // broker whose meta.properties names another cluster.id).
   bool force_identity = false;
+  // Point-in-time recovery (the postgresql driver); KIND_UNSPECIFIED: none asked.
+  cairn::v1::RecoveryTarget recovery_target;
 };
 
 struct DriverResult {
@@ -280,6 +308,11 @@ class Driver {
     (void)recorded;
     return {};
   }
+  // A service the driver runs for as long as the agent does (the postgresql
+  // driver's WAL archive socket); stop_background ends it. Throws
+  // cairn::Error when it cannot start (the agent logs it and goes on).
+  virtual void start_background(BackgroundContext ctx) { (void)ctx; }
+  virtual void stop_background() {}
 };
 
 // Builds a Reason in one line.

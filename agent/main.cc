@@ -19,6 +19,7 @@
 #include "agent/session.h"
 #include "agent/systemd_notify.h"
 #include "agent/drill.h"
+#include "agent/drivers/postgresql/wal_archive.h"
 #include "agent/task_runner.h"
 #include "cairn/version.h"
 #include "common/repo/memory.h"
@@ -60,7 +61,17 @@ int main(int argc, char** argv) {
   app.add_flag("--check-config", check_only, "check the configuration and exit");
   app.add_flag("--print-public-key", print_key, "print this agent's CURVE public key (creating the keypair if needed) and exit");
   app.set_version_flag("--version", std::string("cairn-agent ") + CAIRN_VERSION);
+  // PostgreSQL's archive_command (docs/postgresql.md § WAL archive).
+  auto* wal_push = app.add_subcommand("wal-push", "hand one WAL file to the running agent (PostgreSQL's archive_command); "
+                                                  "exits 0 only once it is stored in the repository");
+  std::string wal_socket, wal_file;
+  int64_t wal_timeout = 600;
+  wal_push->add_option("--socket", wal_socket, "the component's archive_socket")->required();
+  wal_push->add_option("file", wal_file, "the WAL file (%p)")->required();
+  wal_push->add_option("--timeout", wal_timeout, "seconds to wait for the agent's answer")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (*wal_push)
+    return cairn::agent::postgresql::wal_push_main(wal_socket, wal_file, std::chrono::seconds(wal_timeout));
 
   auto logger = spdlog::stderr_color_mt("cairn-agent");
   spdlog::set_default_logger(logger);
@@ -144,6 +155,20 @@ int main(int argc, char** argv) {
         spdlog::warn("drill: removed '{}', left by a drill that did not end", gone);
       runner.set_drill(&*config.drill);
     }
+    // Services drivers run beside tasks (the postgresql WAL archive socket).
+    for (const auto& c : config.components) {
+      const RepositoryDecl* rd = config.repository(c.repository);
+      if (!rd) continue;
+      BackgroundContext bg;
+      bg.store_file = [&runner, rd](const std::string& path, const std::vector<std::string>& tags) {
+        return runner.store_file(*rd, path, tags);
+      };
+      try {
+        c.driver->start_background(std::move(bg));
+      } catch (const std::exception& e) {
+        spdlog::error("component '{}': {}", c.name, e.what());
+      }
+    }
     Session session(config, identity, gate, runner, &notifier);
     session_ptr = &session;
     runner.start();
@@ -153,6 +178,7 @@ int main(int argc, char** argv) {
     spdlog::info("stopping");
     notifier.stopping();
     runner.stop();
+    for (const auto& c : config.components) c.driver->stop_background();
     session_ptr = nullptr;
   } catch (const ConfigError& e) {
     std::fprintf(stderr, "cairn-agent: error: %s\n", e.what());

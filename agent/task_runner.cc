@@ -16,6 +16,7 @@
 #include "agent/config.h"
 #include "agent/drill.h"
 #include "agent/drivers/repo_progress.h"
+#include "common/plan/recovery_target.h"
 #include "common/repo/storage/backend.h"
 #include "common/repo/archiver.h"
 #include "common/repo/lock.h"
@@ -112,6 +113,7 @@ class RunnerSink final : public SnapshotSink {
   }
   void exclude(const std::string& glob) override { excludes_.push_back(glob); }
   void immutable_links() override { immutable_ = true; }
+  void changes_repaired_by_log() override { repaired_ = true; }
   void shared_with_replicas(double walk_start) override {
     share_ = true;
     walk_start_ = walk_start;
@@ -165,6 +167,7 @@ class RunnerSink final : public SnapshotSink {
   std::vector<std::string> paths_, excludes_;
   std::map<std::string, std::string> map_;
   bool immutable_ = false;
+  bool repaired_ = false;
   bool share_ = false;
   double walk_start_ = 0;
   std::string stream_name_;
@@ -184,10 +187,19 @@ repo::BackupResult store(repo::Repository& r, RunnerSink& sink, repo::BackupOpti
   bo.path_map = sink.map_;
   bo.excludes = sink.excludes_;
   bo.ignore_ctime = sink.immutable_;
+  bo.changes_repaired = sink.repaired_;
   bo.share_writes = sink.share_;
   bo.walk_start = sink.walk_start_;
   bo.component_metadata = sink.meta_;
-  if (!sink.stream_) return repo::backup(r, bo);
+  if (!sink.stream_) {
+    auto lock_check = bo.check_lock;
+    bo.check_lock = [&] {
+      sink.run_before_seal();
+      bo.component_metadata = sink.meta_;
+      if (lock_check) lock_check();
+    };
+    return repo::backup(r, bo);
+  }
   auto fds = stream_pipe();
   Fd rd(fds[0]);
   std::exception_ptr failed;
@@ -208,6 +220,7 @@ repo::BackupResult store(repo::Repository& r, RunnerSink& sink, repo::BackupOpti
   bo.check_lock = [&] {
     join();
     if (failed) std::rethrow_exception(failed);
+    sink.run_before_seal();
     // What the producer recorded at the stream's end (etcd: the hash, the size).
     bo.component_metadata = sink.meta_;
     if (lock_check) lock_check();
@@ -467,6 +480,13 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   spec.step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
   for (const auto& [k, v] : task.options().cluster_options()) spec.cluster_options[k] = v;
   spec.force_identity = task.options().force_identity();
+  spec.recovery_target = task.options().recovery_target();
+  if (spec.recovery_target.kind() != v1::RecoveryTarget::KIND_UNSPECIFIED && !plan::replays_to_target(driver.name())) {
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                                      "component '" + ctx.component + "' (" + driver.name() +
+                                          ") cannot replay to a recovery target; nothing was changed"));
+    return res;
+  }
   // What this restore set aside on the member's disk is put back or kept,
   // and a halt stops the service, whatever the repository's state: no
   // snapshot is read for these.
@@ -717,6 +737,29 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
     emit_(std::move(m));
   }
   return result;
+}
+
+}  // namespace cairn::agent
+
+namespace cairn::agent {
+
+std::string TaskRunner::store_file(const RepositoryDecl& repository, const std::string& path,
+                                   std::vector<std::string> tags) {
+  // Opened for each file: the index is the repository's as it is now (a prune
+  // may have rewritten packs since the last one).
+  OpenRepo o = open_repository(repository, "wal-archive", false);
+  repo::BackupOptions bo;
+  bo.paths = {path};
+  tags.insert(tags.end(), identity_tags_.begin(), identity_tags_.end());
+  bo.tags = std::move(tags);
+  bo.memory_budget = memory_budget_;
+  bo.check_lock = [lock = o.lock.get(), name = repository.name] { lock->check("writing the snapshot"); };
+  repo::BackupResult br = repo::backup(*o.repo, bo);
+  if (br.snapshot.partial || !br.snapshot.errors.empty()) {
+    std::string why = br.snapshot.errors.empty() ? "partial" : br.snapshot.errors.front().reason;
+    throw Error(Errc::io, "'" + path + "' was not stored whole in repository '" + repository.name + "': " + why);
+  }
+  return br.snapshot.id;
 }
 
 }  // namespace cairn::agent

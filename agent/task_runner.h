@@ -53,6 +53,12 @@ class TaskRunner {
   // Runs one task on the calling thread and returns its result (also emitted).
   cairn::v1::TaskResult run(const AdmittedTask& t);
 
+  // Stores one file of this host as a snapshot of its own in `repository`
+  // (BackupContext::store_file: a WAL segment), tagged with `tags` and this
+  // agent's identity; returns the snapshot id once it is durable. Safe to call
+  // from any thread while tasks run. Throws cairn::Error.
+  std::string store_file(const RepositoryDecl& repository, const std::string& path, std::vector<std::string> tags);
+
  private:
   // What the runner decides for every snapshot it stores.
   struct Storing {

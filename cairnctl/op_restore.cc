@@ -7,6 +7,7 @@
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
 #include "cairnctl/op_view.h"
+#include "common/plan/recovery_target.h"
 #include "common/plan/restore_outcome.h"
 #include "common/util/terminal_text.h"
 
@@ -143,6 +144,11 @@ void register_op_restore(CLI::App& app, Context& ctx) {
   auto require_connected = std::make_shared<bool>(false);
   auto force_identity = std::make_shared<bool>(false);
   auto accept_unattested = std::make_shared<bool>(false);
+  auto recovery = std::make_shared<cairn::v1::RecoveryTarget>();
+  auto to_time = std::make_shared<std::string>(), to_lsn = std::make_shared<std::string>(),
+       to_xid = std::make_shared<std::string>();
+  auto to_latest = std::make_shared<bool>(false), to_immediate = std::make_shared<bool>(false),
+       exclusive = std::make_shared<bool>(false);
   restore->add_option("set", *set, "backup set id to restore from (or a unique prefix)");
   restore->add_option("--component", *components, "component name (repeatable; default: all in the set)");
   restore->add_option("--node", *nodes, "agent name or id (repeatable; default: all)");
@@ -162,6 +168,19 @@ void register_op_restore(CLI::App& app, Context& ctx) {
   restore->add_flag("--accept-unattested", *accept_unattested,
                     "restore from a set a catalog rebuild took from snapshot tags that no signed set record covers "
                     "('unattested' in 'backup show'); refused by default");
+  auto* tt = restore->add_option("--to-time", *to_time,
+                                 "postgresql: replay WAL up to this time (RFC 3339 with a zone, e.g. "
+                                 "2026-11-27T10:00:00Z), then promote");
+  auto* tl = restore->add_option("--to-lsn", *to_lsn, "postgresql: replay WAL up to this LSN (e.g. 0/3000060)");
+  auto* tx = restore->add_option("--to-xid", *to_xid, "postgresql: replay WAL up to this transaction's commit");
+  auto* ta = restore->add_flag("--to-latest", *to_latest, "postgresql: replay every archived WAL segment (the default)");
+  auto* ti = restore->add_flag("--to-immediate", *to_immediate,
+                               "postgresql: stop as soon as the base backup is consistent (no WAL after it)");
+  for (auto* a : {tt, tl, tx, ta, ti})
+    for (auto* b : {tt, tl, tx, ta, ti})
+      if (a != b) a->excludes(b);
+  restore->add_flag("--exclusive", *exclusive,
+                    "with --to-time, --to-lsn or --to-xid: stop just before the target instead of just after it");
   restore->add_flag("--wait", *wait, "follow progress until the restore ends; exit 0 complete, 3 partial, 1 failed");
   add_op_options(restore, *o);
 
@@ -205,10 +224,30 @@ void register_op_restore(CLI::App& app, Context& ctx) {
     };
   });
 
-  restore->callback([&ctx, restore, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested] {
+  restore->callback([&ctx, restore, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested, to_time, to_lsn, to_xid, to_latest, to_immediate, exclusive] {
     if (restore->got_subcommand("show") || restore->got_subcommand("list")) return;
     if (set->empty()) throw CLI::RequiredError("set");
-    ctx.action = [&ctx, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested]() -> int {
+    cairn::v1::RecoveryTarget rt;
+    if (!to_time->empty()) {
+      rt.set_kind(cairn::v1::RecoveryTarget::KIND_TIME);
+      rt.set_value(*to_time);
+    } else if (!to_lsn->empty()) {
+      rt.set_kind(cairn::v1::RecoveryTarget::KIND_LSN);
+      rt.set_value(*to_lsn);
+    } else if (!to_xid->empty()) {
+      rt.set_kind(cairn::v1::RecoveryTarget::KIND_XID);
+      rt.set_value(*to_xid);
+    } else if (*to_latest) {
+      rt.set_kind(cairn::v1::RecoveryTarget::KIND_LATEST);
+    } else if (*to_immediate) {
+      rt.set_kind(cairn::v1::RecoveryTarget::KIND_IMMEDIATE);
+    }
+    rt.set_exclusive(*exclusive);
+    if (*exclusive && rt.kind() == cairn::v1::RecoveryTarget::KIND_UNSPECIFIED)
+      throw CLI::ValidationError("--exclusive", "needs --to-time, --to-lsn or --to-xid");
+    if (std::string why = cairn::plan::parse_recovery_target(rt, nullptr); !why.empty())
+      throw CLI::ValidationError("recovery target", why);
+    ctx.action = [&ctx, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested, rt]() -> int {
       cairn::v1::OperatorRequest q;
       auto* r = q.mutable_restore();
       r->set_require_connected(*require_connected);
@@ -217,6 +256,7 @@ void register_op_restore(CLI::App& app, Context& ctx) {
       r->set_force_identity(*force_identity);
       r->set_accept_unattested(*accept_unattested);
       r->set_restore_target(*target);
+      if (rt.kind() != cairn::v1::RecoveryTarget::KIND_UNSPECIFIED) *r->mutable_recovery_target() = rt;
       r->set_write_mode(*mode == "merge" ? cairn::v1::RESTORE_WRITE_MODE_MERGE : cairn::v1::RESTORE_WRITE_MODE_MIRROR);
       for (const auto& c : *components) r->mutable_selector()->add_components(c);
       for (const auto& n : *nodes) r->mutable_selector()->add_nodes(n);

@@ -14,6 +14,7 @@
 
 #include "common/crypto/crypto.h"
 #include "common/plan/drill_drivers.h"
+#include "common/plan/recovery_target.h"
 #include "common/plan/signer.h"
 #include "common/util/cpus.h"
 #include "common/util/encoding.h"
@@ -693,6 +694,22 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
                         "' holds no snapshot for a selected, restorable component of an approved agent");
 
     check_restore_target(picks, req.restore_target());
+    // A recovery target is for drivers that replay a log to it: restoring
+    // another component without it would silently ignore what was asked.
+    const bool has_recovery = req.has_recovery_target() &&
+                              req.recovery_target().kind() != cairn::v1::RecoveryTarget::KIND_UNSPECIFIED;
+    if (has_recovery) {
+      if (std::string why = plan::parse_recovery_target(req.recovery_target(), nullptr); !why.empty())
+        throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, why);
+      std::string others;
+      for (const auto& p : picks)
+        if (!plan::replays_to_target(p.driver))
+          others += std::string(others.empty() ? "" : ", ") + "'" + p.component + "' (" + p.driver + ") on " + p.agent.name;
+      if (!others.empty())
+        throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
+                      "a recovery target (--to-time, --to-lsn, --to-xid, --to-latest) applies to postgresql components "
+                      "only, and the selection also holds " + others + "; select the postgresql ones with --component");
+    }
     check_members_connected(picks, connected_, supports_);
     const auto mode = req.write_mode() == cairn::v1::RESTORE_WRITE_MODE_MERGE ? cairn::v1::RESTORE_WRITE_MODE_MERGE
                                                                               : cairn::v1::RESTORE_WRITE_MODE_MIRROR;
@@ -700,6 +717,10 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     if (!req.restore_target().empty()) sel["restore_target"] = req.restore_target();
     sel["write_mode"] = write_mode_name(mode);
     if (req.force_identity()) sel["force_identity"] = true;  // every step of a cluster restore carries it
+    if (has_recovery)
+      sel["recovery_target"] = {{"kind", int(req.recovery_target().kind())},
+                                {"value", req.recovery_target().value()},
+                                {"exclusive", req.recovery_target().exclusive()}};
     std::optional<std::string> safety_set;
     if (!req.skip_safety_backup()) {
       // The current state is saved before anything is overwritten (DESIGN.md § restore).
@@ -779,6 +800,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
         w.mutable_options()->set_skip_safety_backup(req.skip_safety_backup());
         w.mutable_options()->set_force_identity(req.force_identity());
         w.mutable_options()->set_write_mode(mode);
+        if (has_recovery) *w.mutable_options()->mutable_recovery_target() = req.recovery_target();
         if (t.safety_task_id) {
           w.mutable_options()->set_safety_backup_task_id(*t.safety_task_id);
           ids.push_back(*t.safety_task_id);  // bound to the same plan: the agent reports it

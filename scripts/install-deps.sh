@@ -14,9 +14,10 @@ PKGS=(build-essential dpkg-dev cmake ninja-build pkg-config git
       libcctz-dev tzdata  # policies' schedules in a configured time zone (controller/schedule.h)
       libmicrohttpd-dev chromium  # the controller's /metrics and status page, and the headless browser its test loads it in
       libarchive-dev  # cairnctl export and import: .tar.gz archives
+      libpq-dev postgresql-15  # the postgresql driver's client library, and the server its tests run
       debootstrap lintian
       python3-botocore)  # the object-storage tests: AWS's own SigV4 signer as the reference for ours  # the .deb packages' test: installed into a clean Debian 12 root, checked by lintian
-if [[ "${1:-}" == "--bench" ]]; then PKGS+=(restic borgbackup zstd); fi
+if [[ "${1:-}" == "--bench" ]]; then PKGS+=(restic borgbackup zstd pgbackrest); fi
 # libFuzzer builds (docs/testing.md); CI replays the corpora with gcc and needs none of it.
 if [[ "${1:-}" == "--fuzz" ]]; then PKGS+=(clang libclang-rt-14-dev lld); fi
 missing=()

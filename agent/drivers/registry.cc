@@ -4,6 +4,7 @@
 #include "agent/drivers/files/config.h"
 #include "agent/drivers/haproxy/config.h"
 #include "agent/drivers/kafka/config.h"
+#include "agent/drivers/postgresql/config.h"
 #include "agent/drivers/prometheus/config.h"
 #include "agent/drivers/zookeeper/config.h"
 
@@ -16,6 +17,7 @@ const std::vector<DriverFactory>& drivers() {
       {"etcd", &etcd::make_driver},
       {"haproxy", &haproxy::make_driver},
       {"kafka", &kafka::make_driver},
+      {"postgresql", &postgresql::make_driver},
       {"prometheus", &prometheus::make_driver},
       {"zookeeper", &zookeeper::make_driver},
   };

@@ -370,6 +370,11 @@ std::vector<std::string> Backup::source_steps(const std::string& dpath) const {
 }
 
 void Backup::error(const std::string& path, const std::string& reason) {
+  // A database's base backup: its log repairs what changed or vanished while
+  // the files were read (BackupOptions::changes_repaired).
+  if (opt_.changes_repaired &&
+      (reason.rfind(kChangedWhileRead, 0) == 0 || reason.rfind("vanished before it could be read", 0) == 0))
+    return;
   std::lock_guard g(err_mu_);
   errors_.push_back({path, reason});
 }

@@ -33,6 +33,11 @@ struct BackupOptions {
   // changes an inode's ctime, so a file is unchanged when inode, size and
   // mtime match its parent's.
   bool ignore_ctime = false;
+  // Files that change or vanish while they are read are no errors: the copy
+  // is made consistent afterwards by replaying a log (a PostgreSQL base
+  // backup and its WAL). Changed files are stored as read and counted in the
+  // summary; vanished ones are left out.
+  bool changes_repaired = false;
   // Stored in the snapshot as "component" (a driver's metadata); read after
   // check_lock ran, which may still set it.
   nlohmann::json component_metadata;

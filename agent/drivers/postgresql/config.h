@@ -1,0 +1,32 @@
+#pragma once
+// Settings of the postgresql driver, as declared in a [[component]] table
+// (docs/configuration.md § postgresql, docs/postgresql.md):
+//   data_dir = "/var/lib/postgresql/15/main"      (required: the server's data_directory)
+//   host = "/var/run/postgresql"  port = 5432      (a socket directory or a host name)
+//   user = "postgres"  dbname = "postgres"         (a superuser, or a role with pg_backup_start rights)
+//   password_file = "/etc/cairn/pg.password"       (optional, mode 0600)
+//   passfile = "/root/.pgpass"                     (optional, libpq's .pgpass, mode 0600)
+//   sslmode = "verify-full"                        (optional; libpq's default otherwise)
+//   archive_socket = "/run/cairn-agent/postgresql-main.sock"   (optional; where archive_command hands WAL over)
+//   service = "postgresql@15-main.service"         (required for restores; see service_settings.h)
+#include <memory>
+#include <string>
+
+#include "agent/config_reader.h"
+#include "agent/driver.h"
+#include "agent/drivers/postgresql/conn.h"
+#include "agent/platform/service.h"
+
+namespace cairn::agent::postgresql {
+
+struct Settings {
+  std::string data_dir;  // absolute, no trailing '/'
+  ConnSettings conn;
+  std::string archive_socket;  // absolute
+  platform::ServiceDecl service;
+};
+
+Settings parse_settings(TableReader& r, const std::string& component);
+std::unique_ptr<Driver> make_driver(TableReader& settings, const std::string& component);
+
+}  // namespace cairn::agent::postgresql

@@ -1,0 +1,695 @@
+#include "agent/drivers/postgresql/postgresql_driver.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "agent/drivers/postgresql/conn.h"
+#include "agent/drivers/postgresql/wal.h"
+#include "agent/drivers/repo_progress.h"
+#include "agent/platform/service.h"
+#include "common/plan/recovery_target.h"
+#include "common/repo/restorer.h"
+#include "common/repo/snapshot.h"
+#include "common/util/error.h"
+#include "common/util/fs.h"
+
+namespace cairn::agent::postgresql {
+
+namespace fs = std::filesystem;
+namespace v1 = cairn::v1;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string pg_real(const std::string& p) {
+  char buf[PATH_MAX];
+  return ::realpath(p.c_str(), buf) ? std::string(buf) : std::string();
+}
+
+int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)" -> "0/2000028"
+std::string label_value(const std::string& label, const std::string& key) {
+  std::istringstream in(label);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key + ": ", 0) == 0) {
+      std::string v = line.substr(key.size() + 2);
+      return v.substr(0, v.find(' '));
+    }
+  return {};
+}
+
+// Files and directory contents a base backup leaves out (as pg_basebackup
+// does): recreated by the server, or wrong to restore.
+std::vector<std::string> base_excludes(const std::string& d) {
+  std::vector<std::string> out;
+  for (const char* dir : {"pg_wal", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots",
+                          "pg_stat_tmp", "pg_subtrans"})
+    out.push_back(d + "/" + dir + "/*");
+  for (const char* f : {"postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map", "backup_manifest",
+                        "recovery.signal", "standby.signal", "postgresql.auto.conf.tmp", "current_logfiles.tmp"})
+    out.push_back(d + "/" + f);
+  out.push_back("pgsql_tmp*");
+  out.push_back("pg_internal.init");
+  return out;
+}
+
+const char* kRecoveryBegin = "# cairn recovery begin: written by cairn-agent for a restore, removed when it ends";
+const char* kRecoveryEnd = "# cairn recovery end";
+
+std::string without_recovery_block(const std::string& text) {
+  std::istringstream in(text);
+  std::string line, out;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    if (line == kRecoveryBegin) inside = true;
+    if (!inside) out += line + "\n";
+    if (line == kRecoveryEnd) inside = false;
+  }
+  return out;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Writes a file the server reads, owned as the data directory is, 0600.
+void write_owned(const std::string& path, const std::string& content, const struct stat& owner) {
+  write_file_atomic(path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(content.data()), content.size()),
+                    0600);
+  if (::chown(path.c_str(), owner.st_uid, owner.st_gid) != 0 && ::geteuid() == 0)
+    throw Error(Errc::io, "cannot give '" + path + "' to the data directory's owner: " + std::strerror(errno));
+}
+
+// A PostgreSQL string literal.
+std::string pg_quote(const std::string& s) {
+  std::string o = "'";
+  for (char c : s) {
+    if (c == '\'') o += '\'';
+    o += c;
+  }
+  return o + "'";
+}
+
+// The archived WAL of one database system, by file name (the newest
+// snapshot of each; partial snapshots are not WAL that can be replayed).
+struct WalCatalog {
+  std::map<std::string, repo::Snapshot> by_name;
+};
+
+WalCatalog load_wal_catalog(repo::Repository& r, const std::string& component, const std::string& system_id) {
+  WalCatalog c;
+  for (auto& s : repo::load_snapshots(r)) {
+    if (s.partial) continue;
+    auto tv = repo::tag_values(s);
+    bool wal = std::find(s.tags.begin(), s.tags.end(), "wal") != s.tags.end();
+    if (!wal || tv["component"] != component || tv["pg-system"] != system_id || tv["wal"].empty()) continue;
+    auto& slot = c.by_name[tv["wal"]];
+    if (slot.id.empty() || slot.time_unix < s.time_unix) slot = s;
+  }
+  return c;
+}
+
+}  // namespace
+
+PostgresqlDriver::PostgresqlDriver(std::string component, Settings settings)
+    : component_(std::move(component)), settings_(std::move(settings)) {}
+
+PostgresqlDriver::~PostgresqlDriver() { stop_background(); }
+
+DriverCaps PostgresqlDriver::capabilities() const {
+  DriverCaps c;
+  c.backup = true;
+  c.restore = true;
+  c.needs_service_stop = false;  // the base backup is read while the server runs; WAL replay makes it consistent
+  c.safety_backup = true;
+  c.scope = "node";
+  c.modes = {"physical"};
+  c.restore_stops_service = true;
+  return c;
+}
+
+std::vector<std::string> PostgresqlDriver::config_warnings() const {
+  std::vector<std::string> w;
+  std::error_code ec;
+  if (!fs::is_directory(settings_.data_dir, ec))
+    w.push_back("component '" + component_ + "': data_dir '" + settings_.data_dir + "' does not exist");
+  if (settings_.service.empty())
+    w.push_back("component '" + component_ + "': no 'service' declared: backups work, restores are refused");
+  return w;
+}
+
+void PostgresqlDriver::start_background(BackgroundContext ctx) {
+  archive_ = std::make_unique<WalArchive>(component_, settings_.archive_socket, settings_.data_dir);
+  archive_->start(std::move(ctx));
+}
+
+void PostgresqlDriver::stop_background() {
+  if (archive_) archive_->stop();
+  archive_.reset();
+}
+
+std::vector<v1::Reason> PostgresqlDriver::backup_checks() const {
+  std::vector<v1::Reason> out;
+  auto refuse = [&](const std::string& d, v1::ErrorCode code = v1::ERROR_CODE_PREFLIGHT_FAILED) {
+    out.push_back(make_reason(code, d, component_));
+  };
+  try {
+    Conn c(settings_.conn);
+    auto rows = c.query(
+        "SELECT current_setting('data_directory'), current_setting('archive_mode'), current_setting('archive_command'), "
+        "pg_is_in_recovery()::text, current_setting('wal_level'), current_setting('wal_segment_size')");
+    const auto& r = rows.at(0);
+    std::string theirs = r[0].value_or(""), mode = r[1].value_or(""), command = r[2].value_or("");
+    bool standby = r[3].value_or("") == "true";
+    if (c.server_version() / 10000 != 15)
+      refuse("postgresql at " + settings_.conn.describe() + " is version " + std::to_string(c.server_version()) +
+             "; this driver backs up PostgreSQL 15");
+    if (pg_real(theirs) != pg_real(settings_.data_dir))
+      refuse("postgresql at " + settings_.conn.describe() + " keeps its data in '" + theirs + "', not in data_dir '" +
+             settings_.data_dir + "': fix 'data_dir' or the connection of component '" + component_ + "'");
+    if (r[4].value_or("") == "minimal")
+      refuse("wal_level is 'minimal': set wal_level = replica (a base backup needs its WAL)");
+    if (r[5].value_or("") != "16MB")
+      refuse("the cluster's WAL segments are " + r[5].value_or("?") + "; this driver archives 16MB segments");
+    const std::string want = "cairn-agent wal-push --socket " + settings_.archive_socket + " %p";
+    if (mode == "off" || (standby && mode != "always"))
+      refuse(std::string("WAL is not archived") + (standby ? " on this standby" : "") +
+             ": set archive_mode = " + (standby ? "always" : "on") + " and archive_command = '" + want +
+             "' (a restart is needed for archive_mode); a base backup without its WAL does not restore");
+    else if (command.find("wal-push") == std::string::npos || command.find(settings_.archive_socket) == std::string::npos)
+      refuse("archive_command is '" + command + "', which does not hand WAL to this agent: set archive_command = '" +
+             want + "' and reload");
+  } catch (const Error& e) {
+    refuse(e.what());
+  }
+  return out;
+}
+
+std::vector<v1::Reason> PostgresqlDriver::preflight(const v1::Task& task) const {
+  if (task.kind() == v1::TASK_KIND_BACKUP) return backup_checks();
+  std::vector<v1::Reason> out;
+  auto refuse = [&](const std::string& d) { out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED, d, component_)); };
+  if (task.kind() != v1::TASK_KIND_RESTORE) {
+    refuse("the postgresql driver does backups and restores only");
+    return out;
+  }
+  const auto& o = task.options();
+  if (!o.restore_target().empty())
+    refuse("component '" + component_ + "' (postgresql) declares no restore targets; it restores in place");
+  if (!o.restore_step().empty())
+    refuse("component '" + component_ + "' (postgresql) is restored in one task, not in cluster steps");
+  if (std::string why = plan::parse_recovery_target(o.recovery_target(), nullptr); !why.empty()) refuse(why);
+  const auto& sv = settings_.service;
+  if (sv.unit.empty() && (sv.start_command.empty() || sv.stop_command.empty()))
+    refuse("a restore of component '" + component_ + "' stops and starts postgresql: declare its 'service' "
+           "(a systemd unit such as postgresql@15-main.service, or start_command and stop_command)");
+  else if (auto p = platform::Service(sv).problem(platform::ServiceUse::stop_start); !p.empty())
+    refuse("a restore of component '" + component_ + "' stops and starts postgresql, but " + p);
+  fs::path parent = fs::path(settings_.data_dir).parent_path();
+  if (::access(parent.c_str(), W_OK | X_OK) != 0)
+    refuse("the restore moves data_dir '" + settings_.data_dir + "' aside in '" + parent.string() +
+           "', which this agent cannot write: " + std::strerror(errno));
+  return out;
+}
+
+void PostgresqlDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) {
+  const std::string& d = settings_.data_dir;
+  std::shared_ptr<Conn> conn;
+  try {
+    conn = std::make_shared<Conn>(settings_.conn);
+  } catch (const Error& e) {
+    if (!purpose.safety) throw;
+    // The server is down (often why it is restored): what is on disk is the
+    // safety copy, whole, with its pg_wal, as a stopped server left it.
+    std::error_code ec;
+    if (!fs::exists(d, ec)) return;  // nothing to save
+    note(ctx, std::string("postgresql is not reachable (") + e.what() + "); the safety backup copies data_dir as it is on disk");
+    sink.add_path(d);
+    sink.set_metadata({{"mode", "cold"}, {"data_dir", d}});
+    return;
+  }
+  report_phase(ctx, v1::PHASE_SNAPSHOT, "pg_backup_start");
+  std::string system_id = conn->value("SELECT system_identifier::text FROM pg_control_system()");
+  bool standby = conn->value("SELECT pg_is_in_recovery()::text") == "true";
+  std::string version = conn->value("SELECT current_setting('server_version')");
+  json databases = json::array();
+  for (const auto& row : conn->query("SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname"))
+    databases.push_back(row[0].value_or(""));
+  // fast: an immediate checkpoint, as pg_basebackup --checkpoint=fast.
+  conn->value("SELECT pg_backup_start($1, true)::text", {"cairn " + ctx.task_id});
+  // From here until pg_backup_stop, the session must stay open: closing it
+  // aborts the backup (the non-exclusive API).
+  sink.on_done([conn]() mutable { conn.reset(); });
+  sink.changes_repaired_by_log();
+  sink.add_path(d);
+  for (const auto& g : base_excludes(d)) sink.exclude(g);
+  json tablespaces = json::array();
+  std::error_code ec;
+  if (fs::is_directory(d + "/pg_tblspc", ec))
+    for (const auto& e : fs::directory_iterator(d + "/pg_tblspc")) {
+      if (!fs::is_symlink(e.symlink_status())) continue;
+      std::string target = fs::read_symlink(e.path()).string();
+      sink.add_path(target);
+      tablespaces.push_back({{"oid", e.path().filename().string()}, {"path", target}});
+    }
+  json meta = {{"mode", "physical"},         {"system_identifier", system_id}, {"server_version", version},
+               {"data_dir", d},              {"from_standby", standby},        {"databases", databases},
+               {"tablespaces", tablespaces}};
+  sink.set_metadata(meta);
+  sink.before_seal([this, conn, meta, &sink, &ctx]() mutable {
+    report_phase(ctx, v1::PHASE_SNAPSHOT, "pg_backup_stop");
+    // wait_for_archive: returns once the WAL the backup needs is archived,
+    // which the archive socket answers only when it is in the repository.
+    auto rows = conn->query("SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)");
+    const auto& r = rows.at(0);
+    std::string label = r[1].value_or(""), spcmap = r[2].value_or("");
+    uint64_t start = 0, stop = 0;
+    if (!plan::parse_lsn(label_value(label, "START WAL LOCATION"), &start) || !plan::parse_lsn(r[0].value_or(""), &stop))
+      throw Error(Errc::corrupt, "pg_backup_stop returned a backup label without a START WAL LOCATION");
+    uint32_t tli = uint32_t(std::stoul(label_value(label, "START TIMELINE").empty() ? "0" : label_value(label, "START TIMELINE")));
+    if (tli == 0) throw Error(Errc::corrupt, "pg_backup_stop returned a backup label without a START TIMELINE");
+    meta["backup_label"] = label;
+    meta["tablespace_map"] = spcmap;
+    meta["timeline"] = tli;
+    meta["start_lsn"] = plan::format_lsn(start);
+    meta["stop_lsn"] = plan::format_lsn(stop);
+    meta["start_wal"] = segment_name(tli, segno_of(start));
+    // The backup is consistent once replay passed stop_lsn: that segment holds it.
+    meta["stop_wal"] = segment_name(tli, segno_of(stop == 0 ? 0 : stop - 1));
+    meta["backup_end_time_us"] = now_us();
+    sink.set_metadata(meta);
+  });
+}
+
+std::vector<v1::Reason> PostgresqlDriver::check_snapshot(const repo::Snapshot& snap) const {
+  std::vector<v1::Reason> out;
+  bool has_data = std::find(snap.paths.begin(), snap.paths.end(), settings_.data_dir) != snap.paths.end();
+  std::string mode = snap.component.is_object() ? snap.component.value("mode", "") : "";
+  if (!has_data || (mode != "physical" && mode != "cold"))
+    out.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                              "snapshot '" + snap.id.substr(0, 8) + "' is not a base backup of data_dir '" +
+                                  settings_.data_dir + "' of component '" + component_ + "'; nothing was changed",
+                              settings_.data_dir));
+  return out;
+}
+
+DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
+  DriverResult res;
+  auto fail = [&](v1::ErrorCode code, const std::string& detail) {
+    res.outcome = v1::TASK_OUTCOME_FAILED;
+    res.reasons.push_back(make_reason(code, detail, component_));
+    return res;
+  };
+  const std::string& d = settings_.data_dir;
+  if (spec.step != RestoreStep::all)
+    return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ + "' (postgresql) is restored in one task");
+  if (settings_.service.empty())
+    return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "component '" + component_ + "' declares no 'service' to stop and start");
+  plan::ParsedTarget target;
+  if (std::string why = plan::parse_recovery_target(spec.recovery_target, &target); !why.empty())
+    return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, why);
+  if (target.kind == v1::RecoveryTarget::KIND_UNSPECIFIED) target.kind = v1::RecoveryTarget::KIND_LATEST;
+
+  // 1. The base backup and what it recorded; nothing is stopped until every
+  // piece the recovery needs was read out of the repository and checked.
+  repo::Snapshot base;
+  try {
+    base = repo::load_snapshot(*ctx.repo, repo::resolve_snapshot(*ctx.repo, spec.snapshot_id));
+    base.id = repo::resolve_snapshot(*ctx.repo, spec.snapshot_id);
+  } catch (const Error& e) {
+    return fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, std::string("cannot read the snapshot: ") + e.what());
+  }
+  if (auto bad = check_snapshot(base); !bad.empty()) {
+    res.reasons = std::move(bad);
+    return res;
+  }
+  const json meta = base.component;
+  const bool physical = meta.value("mode", "") == "physical";
+  if (!physical && spec.recovery_target.kind() != v1::RecoveryTarget::KIND_UNSPECIFIED)
+    return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                "snapshot '" + base.id.substr(0, 8) + "' is a copy of a stopped server's files (a safety backup), not a "
+                "base backup: it restores as it was, without a recovery target");
+
+  std::error_code ec;
+  const std::string parent = fs::path(d).parent_path().string(), base_name = fs::path(d).filename().string();
+  for (const char* kind : {".cairn-restore-", ".cairn-wal-"})
+    for (const auto& gone : remove_leftovers(parent, base_name + kind))
+      note(ctx, "removed '" + gone + "', left by an earlier restore that did not end");
+  std::string stamp = utc_stamp();
+  for (int i = 2; fs::exists(fs::symlink_status(d + ".cairn-old-" + stamp, ec)); ++i) stamp = utc_stamp() + "-" + std::to_string(i);
+  const std::string staging = d + ".cairn-restore-" + stamp, wal_dir = d + ".cairn-wal-" + stamp,
+                    old_dir = d + ".cairn-old-" + stamp;
+  struct Cleanup {
+    std::vector<std::string> dirs;
+    ~Cleanup() {
+      for (const auto& p : dirs) remove_tree(p);
+    }
+  } cleanup{{staging, wal_dir}};
+
+  json reached;
+  uint64_t wal_count = 0;
+  if (physical) {
+    const std::string system_id = meta.value("system_identifier", "");
+    const uint32_t tli = meta.value("timeline", 0u);
+    uint64_t start = 0, stop = 0;
+    plan::parse_lsn(meta.value("start_lsn", ""), &start);
+    plan::parse_lsn(meta.value("stop_lsn", ""), &stop);
+    const int64_t end_us = meta.value("backup_end_time_us", int64_t(0));
+    WalCatalog cat;
+    try {
+      // The archive socket stores WAL beside this task (the safety backup's
+      // own WAL among it): what it indexed since the task began is read too.
+      ctx.repo->refresh_index();
+      cat = load_wal_catalog(*ctx.repo, component_, system_id);
+    } catch (const Error& e) {
+      return fail(v1::ERROR_CODE_REPOSITORY_ERROR, std::string("cannot list the archived WAL: ") + e.what());
+    }
+    // What the archive covers on the backup's timeline: every segment from
+    // the backup's start on, without a gap.
+    uint64_t seg = segno_of(start);
+    int64_t covered_until_s = 0;
+    while (true) {
+      auto it = cat.by_name.find(segment_name(tli, seg));
+      if (it == cat.by_name.end()) break;
+      covered_until_s = it->second.time_unix;
+      ++seg;
+    }
+    const uint64_t end_seg = seg;  // first segment not archived
+    const uint64_t covered_lsn = end_seg * kWalSegmentSize;
+    const uint64_t stop_seg = segno_of(stop == 0 ? 0 : stop - 1);
+    auto covers = [&]() {
+      return "the repository holds base backup '" + base.id.substr(0, 8) + "' (consistent from LSN " +
+             plan::format_lsn(stop) + ", " + plan::format_time_us(end_us) + ") and its WAL on timeline " +
+             std::to_string(tli) + " up to LSN " + plan::format_lsn(covered_lsn) +
+             (covered_until_s ? " (archived by " + plan::format_time_us(covered_until_s * 1000000) + ")" : "");
+    };
+    if (end_seg <= stop_seg)
+      return fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND,
+                  "the WAL that makes base backup '" + base.id.substr(0, 8) + "' consistent (segment '" +
+                      segment_name(tli, end_seg) + "') is not in the repository; nothing was changed");
+    uint64_t last_needed = end_seg - 1;
+    switch (target.kind) {
+      case v1::RecoveryTarget::KIND_TIME:
+        if (target.time_us < end_us)
+          return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                      target.describe() + " is before this base backup became consistent: " + covers() +
+                          "; restore an older set for that time; nothing was changed");
+        if (target.time_us > covered_until_s * 1000000)
+          return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                      target.describe() + " is after the newest archived WAL: " + covers() +
+                          "; WAL written after that is not archived yet (SELECT pg_switch_wal() archives the "
+                          "current segment); nothing was changed");
+        break;
+      case v1::RecoveryTarget::KIND_LSN:
+        if (target.lsn < stop)
+          return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, target.describe() + " is before this base backup became consistent: " +
+                                                           covers() + "; nothing was changed");
+        if (target.lsn >= covered_lsn)
+          return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, target.describe() + " is beyond the archived WAL: " + covers() +
+                                                           "; nothing was changed");
+        last_needed = segno_of(target.lsn);
+        break;
+      case v1::RecoveryTarget::KIND_IMMEDIATE:
+        last_needed = stop_seg;
+        break;
+      default:
+        break;
+    }
+    // 2. The WAL, read and checked before anything is stopped: a damaged
+    // segment is found here, not halfway through the recovery.
+    mkdir_p(wal_dir, 0700);
+    struct stat owner{};
+    if (::stat(d.c_str(), &owner) != 0 && ::stat(parent.c_str(), &owner) != 0)
+      return fail(v1::ERROR_CODE_IO_ERROR, "cannot read the owner of '" + d + "'");
+    (void)::chown(wal_dir.c_str(), owner.st_uid, owner.st_gid);
+    report_phase(ctx, v1::PHASE_RESTORE, "WAL", 0, last_needed - segno_of(start) + 1);
+    std::vector<std::string> needed;
+    for (uint64_t s = segno_of(start); s <= last_needed; ++s) needed.push_back(segment_name(tli, s));
+    if (auto h = cat.by_name.find([&] {
+          char b[32];
+          std::snprintf(b, sizeof b, "%08X.history", tli);
+          return std::string(b);
+        }());
+        h != cat.by_name.end())
+      needed.push_back(h->first);
+    for (const auto& name : needed) {
+      const repo::Snapshot& ws = cat.by_name.at(name);
+      std::string problem;
+      const std::string tmp = wal_dir + "/.r";
+      try {
+        repo::RestoreOptions ro;
+        ro.target = tmp;
+        ro.memory_budget = ctx.memory_budget;
+        ro.cancel = ctx.cancel;
+        auto rr = repo::restore(*ctx.repo, ws.id, ro);
+        if (!rr.failures.empty()) problem = rr.failures.front().reason;
+        else if (ws.paths.size() != 1) problem = "the snapshot holds " + std::to_string(ws.paths.size()) + " paths";
+        else fs::rename(tmp + ws.paths[0], wal_dir + "/" + name);
+      } catch (const Error& e) {
+        if (e.code() == Errc::interrupted) return fail(v1::ERROR_CODE_CANCELLED, "cancelled; nothing was changed");
+        problem = e.what();
+      }
+      remove_tree(tmp);
+      if (problem.empty())
+        if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::segment)
+          if (auto c = check_segment_file(wal_dir + "/" + name, *wn); !c.problem.empty()) problem = c.problem;
+      if (!problem.empty()) {
+        auto wn = parse_wal_name(name);
+        uint64_t reach = wn && wn->kind == WalFileKind::segment ? wn->segno * kWalSegmentSize : covered_lsn;
+        return fail(v1::ERROR_CODE_REPOSITORY_CORRUPT,
+                    "WAL " + std::string(wn && wn->kind == WalFileKind::history ? "history file" : "segment") + " '" +
+                        name + "' (snapshot '" + ws.id.substr(0, 8) + "') is damaged in the repository: " + problem +
+                        "; recovery from base backup '" + base.id.substr(0, 8) + "' can reach LSN " +
+                        plan::format_lsn(reach) + " at most" + (reach <= stop ? " (not even a consistent state)" : "") +
+                        ", short of " + target.describe() + "; nothing was changed" +
+                        (reach > stop ? " (restore with --to-lsn " + plan::format_lsn(reach - 1) + " to accept that point)" : ""));
+      }
+      ++wal_count;
+      report_phase(ctx, v1::PHASE_RESTORE, name, wal_count, needed.size());
+    }
+    reached["wal_segments_fetched"] = wal_count;
+    reached["covered_lsn"] = plan::format_lsn(covered_lsn);
+  }
+
+  // 3. The base backup, read beside the data directory while the server runs.
+  repo::RestoreOptions ro;
+  ro.memory_budget = ctx.memory_budget;
+  ro.target = staging;
+  ro.cancel = ctx.cancel;
+  ro.progress = repo_progress(ctx, v1::PHASE_RESTORE);
+  repo::RestoreResult rr;
+  try {
+    rr = repo::restore(*ctx.repo, base.id, ro);
+  } catch (const Error& e) {
+    return fail(e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED
+                : e.code() == Errc::no_space  ? v1::ERROR_CODE_NO_SPACE
+                                              : v1::ERROR_CODE_REPOSITORY_ERROR,
+                std::string("reading the base backup failed, nothing was changed: ") + e.what());
+  }
+  if (!rr.failures.empty()) {
+    for (const auto& f : rr.failures)
+      res.reasons.push_back(make_reason(v1::ERROR_CODE_REPOSITORY_CORRUPT, "'" + f.path + "': " + f.reason, f.path));
+    return fail(v1::ERROR_CODE_REPOSITORY_CORRUPT,
+                std::to_string(rr.failures.size()) + " entries of the base backup could not be read; nothing was changed");
+  }
+  const std::string staged = staging + d;
+  struct stat owner{};
+  if (::stat(staged.c_str(), &owner) != 0)
+    return fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the snapshot's '" + d + "' is not a directory");
+  try {
+    if (physical) {
+      write_owned(staged + "/backup_label", meta.value("backup_label", ""), owner);
+      if (!meta.value("tablespace_map", "").empty())
+        write_owned(staged + "/tablespace_map", meta.value("tablespace_map", ""), owner);
+      write_owned(staged + "/recovery.signal", "", owner);
+      std::string conf = without_recovery_block(slurp(staged + "/postgresql.auto.conf"));
+      conf += std::string(kRecoveryBegin) + "\n";
+      conf += "restore_command = " + pg_quote("cp \"" + wal_dir + "/%f\" \"%p\"") + "\n";
+      conf += "recovery_target_timeline = " + pg_quote(std::to_string(meta.value("timeline", 1u))) + "\n";
+      switch (target.kind) {
+        case v1::RecoveryTarget::KIND_TIME:
+          conf += "recovery_target_time = " + pg_quote(plan::format_time_us(target.time_us)) + "\n";
+          break;
+        case v1::RecoveryTarget::KIND_LSN:
+          conf += "recovery_target_lsn = " + pg_quote(plan::format_lsn(target.lsn)) + "\n";
+          break;
+        case v1::RecoveryTarget::KIND_XID:
+          conf += "recovery_target_xid = " + pg_quote(std::to_string(target.xid)) + "\n";
+          break;
+        case v1::RecoveryTarget::KIND_IMMEDIATE:
+          conf += "recovery_target = 'immediate'\n";
+          break;
+        default:
+          break;
+      }
+      if (target.exclusive) conf += "recovery_target_inclusive = off\n";
+      conf += "recovery_target_action = 'promote'\n";
+      conf += std::string(kRecoveryEnd) + "\n";
+      write_owned(staged + "/postgresql.auto.conf", conf, owner);
+    }
+  } catch (const std::exception& e) {
+    return fail(v1::ERROR_CODE_IO_ERROR, std::string("preparing the recovery failed, nothing was changed: ") + e.what());
+  }
+  res.bytes = rr.bytes_restored;
+  res.files = rr.files_restored;
+
+  // 4. Stop, swap (data_dir and each tablespace), start.
+  platform::Service service(settings_.service);
+  report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
+  try {
+    service.stop(ctx.cancel);
+  } catch (const Error& e) {
+    if (fs::exists(d + "/postmaster.pid", ec))
+      return fail(e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED : v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
+                  std::string("stopping postgresql failed, nothing was changed: ") + e.what());
+    note(ctx, std::string("stopping postgresql reported '") + e.what() + "', and no postmaster.pid is left: it was not running");
+  }
+  std::vector<std::pair<std::string, std::string>> swapped;  // (path, where its previous contents went)
+  auto put_back = [&]() {
+    std::string left;
+    for (auto it = swapped.rbegin(); it != swapped.rend(); ++it) {
+      std::error_code e2;
+      fs::rename(it->first, it->first + ".cairn-failed-" + stamp, e2);
+      if (!it->second.empty()) fs::rename(it->second, it->first, e2);
+      if (e2) left += " '" + it->first + "' (" + e2.message() + ")";
+    }
+    return left;
+  };
+  try {
+    for (const auto& p : base.paths) {
+      std::string old = p == d ? old_dir : p + ".cairn-old-" + stamp;
+      bool had = fs::exists(fs::symlink_status(p, ec));
+      if (had) fs::rename(p, old);
+      swapped.emplace_back(p, had ? old : "");
+      fs::rename(staging + p, p);
+    }
+  } catch (const std::exception& e) {
+    std::string left = put_back();
+    std::string detail = std::string("replacing data_dir failed: ") + e.what() +
+                         (left.empty() ? "; the previous data is back" : "; could not put back:" + left);
+    try {
+      service.start(ctx.cancel);
+    } catch (const Error& e2) {
+      detail += std::string("; starting postgresql failed: ") + e2.what();
+    }
+    return fail(v1::ERROR_CODE_IO_ERROR, detail);
+  }
+  res.metadata["previous_data_dir"] = old_dir;
+
+  // A failure from here: the server is stopped, the previous data put back
+  // and started again; the restored copy is kept for a look.
+  auto roll_back = [&](v1::ErrorCode code, const std::string& why) {
+    try {
+      service.stop(ctx.cancel);
+    } catch (const Error&) {
+    }
+    std::string left = put_back();
+    std::string detail = why + (left.empty() ? "; the previous data is back in '" + d + "' (the restored copy is in '" +
+                                                   d + ".cairn-failed-" + stamp + "')"
+                                             : "; could not put the previous data back:" + left);
+    try {
+      service.start(ctx.cancel);
+      detail += " and postgresql was started on it";
+    } catch (const Error& e) {
+      detail += std::string("; starting postgresql on it failed: ") + e.what();
+    }
+    res.metadata.erase("previous_data_dir");
+    return fail(code, detail);
+  };
+
+  report_phase(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
+  try {
+    service.start(ctx.cancel);
+  } catch (const Error& e) {
+    return roll_back(v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
+                     std::string("postgresql did not start on the restored data (") + e.what() +
+                         "): recovery to " + target.describe() + " failed; its log says why");
+  }
+
+  // 5. Recovery runs until the target, then the server promotes itself.
+  report_phase(ctx, v1::PHASE_VERIFY, "recovery to " + target.describe());
+  auto deadline = std::chrono::steady_clock::now() + std::max<std::chrono::milliseconds>(settings_.service.timeout, 1h);
+  std::string last_error;
+  int gone = 0;
+  while (true) {
+    if (ctx.cancel && ctx.cancel->load()) return roll_back(v1::ERROR_CODE_CANCELLED, "cancelled during the recovery");
+    try {
+      Conn c(settings_.conn);
+      if (c.value("SELECT pg_is_in_recovery()::text") == "false") {
+        reached["timeline"] = std::stoul(c.value("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), nullptr, 16);
+        reached["lsn"] = c.value("SELECT pg_current_wal_lsn()::text");
+        break;
+      }
+      gone = 0;
+    } catch (const Error& e) {
+      last_error = e.what();
+      if (!fs::exists(d + "/postmaster.pid", ec) && ++gone >= 3)
+        return roll_back(v1::ERROR_CODE_VERIFY_FAILED, "postgresql stopped during the recovery to " + target.describe() +
+                                                           " (" + last_error + "); its log says why");
+    }
+    if (std::chrono::steady_clock::now() > deadline)
+      return roll_back(v1::ERROR_CODE_VERIFY_FAILED, "the recovery to " + target.describe() + " did not end in time");
+    std::this_thread::sleep_for(500ms);
+  }
+
+  // 6. The recovery settings go from the file (a promoted server ignores
+  // them; they would only mislead the next reader, and reloading now would
+  // log them as "cannot be changed without restarting"); the WAL fetched
+  // goes with the cleanup.
+  try {
+    struct stat o2{};
+    if (::stat(d.c_str(), &o2) == 0 && physical)
+      write_owned(d + "/postgresql.auto.conf", without_recovery_block(slurp(d + "/postgresql.auto.conf")), o2);
+  } catch (const std::exception& e) {
+    note(ctx, std::string("the recovery settings could not be removed from postgresql.auto.conf: ") + e.what());
+  }
+  note(ctx, "the previous data directory is kept at '" + old_dir + "' (remove it when no longer needed)");
+  reached["target"] = target.describe();
+  reached["base_backup"] = base.id;
+  res.metadata["recovery"] = reached;
+  res.metadata["databases"] = meta.value("databases", json::array());
+  res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_PARTIAL;
+  return res;
+}
+
+std::vector<v1::Reason> PostgresqlDriver::verify(TaskContext& ctx, const json& recorded) {
+  std::vector<v1::Reason> out;
+  report_phase(ctx, v1::PHASE_VERIFY, settings_.conn.describe());
+  try {
+    Conn c(settings_.conn);
+    if (c.value("SELECT pg_is_in_recovery()::text") != "false")
+      out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, "postgresql is still in recovery", component_));
+    std::vector<std::string> have;
+    for (const auto& row : c.query("SELECT datname FROM pg_database")) have.push_back(row[0].value_or(""));
+    if (recorded.is_object() && recorded.contains("databases") && recorded["databases"].is_array())
+      for (const auto& db : recorded["databases"])
+        if (db.is_string() && std::find(have.begin(), have.end(), db.get<std::string>()) == have.end())
+          out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED,
+                                    "database '" + db.get<std::string>() + "' of the backup is not on the restored server",
+                                    component_));
+  } catch (const Error& e) {
+    out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, std::string("postgresql does not answer: ") + e.what(), component_));
+  }
+  return out;
+}
+
+}  // namespace cairn::agent::postgresql

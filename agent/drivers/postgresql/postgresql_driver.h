@@ -1,0 +1,45 @@
+#pragma once
+// The postgresql driver (docs/postgresql.md): physical base backups through
+// the non-exclusive backup API while the server runs, continuous WAL
+// archiving through the agent's archive socket (wal_archive.h), and
+// point-in-time recovery from a base backup and the archived WAL.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/driver.h"
+#include "agent/drivers/postgresql/config.h"
+#include "agent/drivers/postgresql/wal_archive.h"
+
+namespace cairn::agent::postgresql {
+
+class PostgresqlDriver : public Driver {
+ public:
+  PostgresqlDriver(std::string component, Settings settings);
+  ~PostgresqlDriver() override;
+
+  std::string name() const override { return "postgresql"; }
+  DriverCaps capabilities() const override;
+  bool has_restore_target(const std::string&) const override { return false; }
+  std::vector<std::string> config_warnings() const override;
+  std::vector<cairn::v1::Reason> preflight(const cairn::v1::Task& task) const override;
+  void snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) override;
+  std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const override;
+  DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
+  std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
+  void start_background(BackgroundContext ctx) override;
+  void stop_background() override;
+
+  const Settings& settings() const { return settings_; }
+
+ private:
+  // Why a backup cannot be taken now (server down, another data directory,
+  // WAL not archived through this agent); empty when it can.
+  std::vector<cairn::v1::Reason> backup_checks() const;
+
+  std::string component_;
+  Settings settings_;
+  std::unique_ptr<WalArchive> archive_;
+};
+
+}  // namespace cairn::agent::postgresql

@@ -1,0 +1,219 @@
+#include "agent/drivers/postgresql/wal_archive.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <zmq.hpp>
+
+#include "agent/drivers/postgresql/wal.h"
+#include "common/crypto/crypto.h"
+#include "common/util/encoding.h"
+#include "common/util/error.h"
+#include "common/util/fs.h"
+
+namespace cairn::agent::postgresql {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string real_path(const std::string& p) {
+  char buf[PATH_MAX];
+  if (!::realpath(p.c_str(), buf)) return {};
+  return buf;
+}
+
+// The cluster's system identifier: the first field of global/pg_control.
+uint64_t control_system_id(const std::string& data_dir) {
+  Bytes b = read_file(data_dir + "/global/pg_control", 64 << 10);
+  if (b.size() < 8) throw Error(Errc::corrupt, "'" + data_dir + "/global/pg_control' is too short");
+  uint64_t id;
+  std::memcpy(&id, b.data(), 8);
+  return id;
+}
+
+}  // namespace
+
+WalArchive::WalArchive(std::string component, std::string socket_path, std::string data_dir)
+    : component_(std::move(component)), socket_(std::move(socket_path)), data_dir_(std::move(data_dir)) {}
+
+WalArchive::~WalArchive() { stop(); }
+
+void WalArchive::start(BackgroundContext ctx) {
+  ctx_ = std::move(ctx);
+  mkdir_p(fs::path(socket_).parent_path().string(), 0755);
+  struct stat st{};
+  if (::lstat(socket_.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode))
+      throw Error(Errc::invalid_input, "archive_socket '" + socket_ + "' exists and is not a socket; nothing was removed");
+    ::unlink(socket_.c_str());  // left by an agent that did not stop cleanly
+  }
+  auto zctx = std::make_shared<zmq::context_t>(1);
+  auto sock = std::make_shared<zmq::socket_t>(*zctx, zmq::socket_type::rep);
+  sock->set(zmq::sockopt::linger, 0);
+  try {
+    sock->bind("ipc://" + socket_);
+  } catch (const zmq::error_t& e) {
+    throw Error(Errc::io, "cannot listen on archive_socket '" + socket_ + "': " + e.what());
+  }
+  // The server's own group may hand files over; nobody else.
+  struct stat dd{};
+  gid_t gid = ::stat(data_dir_.c_str(), &dd) == 0 ? dd.st_gid : 0;
+  if (::chown(socket_.c_str(), 0, gid) != 0 && ::geteuid() == 0)
+    spdlog::warn("component '{}': cannot give archive_socket '{}' to group {}: {}", component_, socket_, gid,
+                 std::strerror(errno));
+  ::chmod(socket_.c_str(), 0660);
+  stop_ = false;
+  thread_ = std::thread([this, zctx, sock] {
+    while (!stop_) {
+      zmq::pollitem_t items[] = {{sock->handle(), 0, ZMQ_POLLIN, 0}};
+      try {
+        zmq::poll(items, 1, std::chrono::milliseconds(500));
+        if (!(items[0].revents & ZMQ_POLLIN)) continue;
+        zmq::message_t req;
+        if (!sock->recv(req, zmq::recv_flags::none)) continue;
+        std::string reply = handle(req.to_string());
+        sock->send(zmq::buffer(reply), zmq::send_flags::none);
+      } catch (const zmq::error_t& e) {
+        if (e.num() == ETERM) break;
+        spdlog::warn("component '{}': WAL archive socket: {}", component_, e.what());
+      }
+    }
+  });
+  spdlog::info("component '{}': archive_command hands WAL to '{}' (cairn-agent wal-push --socket {} %p)", component_,
+               socket_, socket_);
+}
+
+void WalArchive::stop() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  struct stat st{};
+  if (!socket_.empty() && ::lstat(socket_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(socket_.c_str());
+}
+
+std::string WalArchive::handle(const std::string& request) {
+  json reply;
+  try {
+    json j = json::parse(request);
+    if (!j.is_object() || j.value("op", "") != "push" || !j.contains("path") || !j["path"].is_string())
+      throw Error(Errc::invalid_input, "malformed request (expected {\"op\":\"push\",\"path\":...})");
+    reply = {{"ok", true}, {"snapshot", push(j["path"].get<std::string>())}};
+  } catch (const json::exception&) {
+    reply = {{"ok", false}, {"error", "malformed request: not JSON"}};
+  } catch (const std::exception& e) {
+    spdlog::warn("component '{}': WAL not archived: {}", component_, e.what());
+    reply = {{"ok", false}, {"error", e.what()}};
+  }
+  return reply.dump();
+}
+
+std::string WalArchive::push(const std::string& path) {
+  const std::string name = fs::path(path).filename().string();
+  auto wn = parse_wal_name(name);
+  if (!wn) throw Error(Errc::invalid_input, "'" + name + "' is not the name of a WAL file PostgreSQL archives");
+  // Only the server's own pg_wal: the socket's peers are the server's user,
+  // who must not be able to make root read any other file.
+  const std::string wal_dir = real_path(data_dir_ + "/pg_wal");
+  if (wal_dir.empty()) throw Error(Errc::not_found, "'" + data_dir_ + "/pg_wal' does not exist");
+  const std::string real = real_path(path);
+  if (real != wal_dir + "/" + name)
+    throw Error(Errc::invalid_input, "'" + path + "' is not a file in '" + wal_dir + "' (data_dir of component '" +
+                                         component_ + "'): check archive_socket and data_dir");
+  struct stat st{};
+  if (::lstat(real.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+    throw Error(Errc::invalid_input, "'" + real + "' is not a regular file");
+  const bool segment = wn->kind == WalFileKind::segment || wn->kind == WalFileKind::partial;
+  const uint64_t limit = segment ? kWalSegmentSize : wn->kind == WalFileKind::history ? (1u << 20) : (64u << 10);
+  Bytes bytes = read_file(real, limit);
+  std::string_view view(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  uint64_t system_id = control_system_id(data_dir_);
+  if (segment) {
+    SegmentCheck c = check_segment(view, *wn);
+    if (!c.problem.empty()) throw Error(Errc::corrupt, c.problem + "; it was not archived");
+    if (c.system_id != system_id)
+      throw Error(Errc::invalid_input, "WAL segment '" + name + "' belongs to database system " +
+                                           std::to_string(c.system_id) + ", not to the one in '" + data_dir_ + "' (" +
+                                           std::to_string(system_id) + ")");
+  } else if (wn->kind == WalFileKind::history) {
+    (void)parse_history(std::string(view));
+  } else if (view.find("START WAL LOCATION") == std::string_view::npos) {
+    throw Error(Errc::corrupt, "backup history file '" + name + "' has no START WAL LOCATION");
+  }
+  const std::string digest = to_hex(crypto::sha256(bytes));
+  if (auto it = stored_.find(name); it != stored_.end()) {
+    if (it->second == digest) return "already-stored";
+    throw Error(Errc::exists, "'" + name + "' was archived before with other contents; it is not overwritten");
+  }
+  char sys[32];
+  std::snprintf(sys, sizeof sys, "%llu", static_cast<unsigned long long>(system_id));
+  char tli[16];
+  std::snprintf(tli, sizeof tli, "%08X", wn->timeline);
+  std::vector<std::string> tags = {"cairn",           "wal",           "component:" + component_, "wal:" + name,
+                                   std::string("wal-timeline:") + tli, std::string("pg-system:") + sys};
+  if (!ctx_.store_file) throw Error(Errc::invalid_input, "the WAL archive has no repository");
+  std::string id = ctx_.store_file(real, tags);
+  stored_[name] = digest;
+  if (wn->kind == WalFileKind::segment) {
+    if (last_timeline_ == wn->timeline && wn->segno > last_segno_ + 1)
+      spdlog::warn("component '{}': WAL segment '{}' follows '{}': {} segment(s) between them were not handed to "
+                   "this agent (archived before it started?)",
+                   component_, name, segment_name(last_timeline_, last_segno_), wn->segno - last_segno_ - 1);
+    last_timeline_ = wn->timeline;
+    last_segno_ = wn->segno;
+  }
+  spdlog::debug("component '{}': archived '{}' as snapshot {}", component_, name, id.substr(0, 8));
+  return id;
+}
+
+int wal_push_main(const std::string& socket_path, const std::string& file, std::chrono::seconds timeout) {
+  std::string abs = real_path(file);
+  if (abs.empty()) {
+    std::fprintf(stderr, "cairn-agent wal-push: '%s': %s\n", file.c_str(), std::strerror(errno));
+    return 1;
+  }
+  struct stat st{};
+  if (::stat(socket_path.c_str(), &st) != 0) {
+    std::fprintf(stderr,
+                 "cairn-agent wal-push: the agent's WAL socket '%s' cannot be reached (%s): is cairn-agent running "
+                 "with this component? PostgreSQL keeps '%s' and tries again\n",
+                 socket_path.c_str(), std::strerror(errno), file.c_str());
+    return 1;
+  }
+  try {
+    zmq::context_t ctx(1);
+    zmq::socket_t sock(ctx, zmq::socket_type::req);
+    sock.set(zmq::sockopt::linger, 0);
+    sock.connect("ipc://" + socket_path);
+    std::string req = json{{"op", "push"}, {"path", abs}}.dump();
+    sock.send(zmq::buffer(req), zmq::send_flags::none);
+    zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 1, std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
+    if (!(items[0].revents & ZMQ_POLLIN)) {
+      std::fprintf(stderr, "cairn-agent wal-push: no answer from the agent within %lld s; '%s' is not archived yet\n",
+                   static_cast<long long>(timeout.count()), file.c_str());
+      return 1;
+    }
+    zmq::message_t rep;
+    (void)sock.recv(rep, zmq::recv_flags::none);
+    json j = json::parse(rep.to_string());
+    if (j.value("ok", false)) return 0;
+    std::fprintf(stderr, "cairn-agent wal-push: '%s' not archived: %s\n", file.c_str(),
+                 j.value("error", std::string("no reason given")).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cairn-agent wal-push: '%s' not archived: %s\n", file.c_str(), e.what());
+  }
+  return 1;
+}
+
+}  // namespace cairn::agent::postgresql

@@ -1,0 +1,56 @@
+#pragma once
+// The WAL archive socket (docs/postgresql.md § WAL archive): PostgreSQL's
+// archive_command runs `cairn-agent wal-push --socket SOCKET %p`, which hands
+// the file's path to this agent over a local ZeroMQ socket; the agent checks
+// the file and stores it in the component's repository, and only then answers
+// success. Anything else (agent down, repository unreachable, a damaged
+// segment) is a failure: PostgreSQL keeps the segment and tries again.
+//
+// The socket is a unix socket, mode 0660, group of the data directory (the
+// server's group): only the server's own user (and root) can hand files over,
+// and only files in <data_dir>/pg_wal with a WAL file's name are taken.
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "agent/driver.h"
+
+namespace cairn::agent::postgresql {
+
+class WalArchive {
+ public:
+  WalArchive(std::string component, std::string socket_path, std::string data_dir);
+  ~WalArchive();
+  // Binds the socket and serves on a thread of its own. Throws cairn::Error.
+  void start(BackgroundContext ctx);
+  void stop();
+
+  // One request: {"op":"push","path":...}; the reply {"ok":true,"snapshot":...}
+  // or {"ok":false,"error":...}. Public for unit tests.
+  std::string handle(const std::string& request);
+
+ private:
+  void serve();
+  std::string push(const std::string& path);
+
+  std::string component_, socket_, data_dir_;
+  BackgroundContext ctx_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  // Files stored by this process: name -> sha256 of their bytes. A repeated
+  // push of the same bytes (PostgreSQL retrying after a lost answer) is
+  // answered at once; other bytes under a stored name are refused.
+  std::map<std::string, std::string> stored_;
+  uint64_t last_segno_ = 0;
+  uint32_t last_timeline_ = 0;
+};
+
+// The client side: archive_command's `cairn-agent wal-push`. Returns the exit
+// status (0 stored; 1 not stored, why on stderr).
+int wal_push_main(const std::string& socket_path, const std::string& file, std::chrono::seconds timeout);
+
+}  // namespace cairn::agent::postgresql

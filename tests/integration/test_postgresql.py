@@ -1,0 +1,179 @@
+"""The postgresql driver against a real PostgreSQL 15 (servers_postgresql.py),
+through the controller: base backups while the server runs, WAL archived
+through the agent (archive_command = cairn-agent wal-push), point-in-time
+recovery to a time between two transactions, continuous archiving through a
+segment switch storm with the agent killed in the middle, and a damaged WAL
+segment in the repository refused before anything is stopped."""
+import json
+import os
+import time
+
+from cluster import backup_set_id, cluster, kind, restore_id, set_state, task_state  # noqa: F401
+from servers_postgresql import postgres_server  # noqa: F401
+
+
+def _details(r):
+    return " ".join(x.get("detail", "") for t in r["tasks"] for x in t.get("reasons", []))
+
+
+def _wal_snapshots(c):
+    snaps = json.loads(c.ok("repo", "snapshots", "--json", "--repo", c.repo, "--password-file", c.repo_pass))
+    out = {}
+    for s in snaps:
+        tags = s.get("tags") or []
+        if "wal" in tags:
+            name = [t[4:] for t in tags if t.startswith("wal:")][0]
+            out[name] = s
+    return out
+
+
+def _segments(names, timeline="00000001"):
+    return sorted(n for n in names if len(n) == 24 and n.startswith(timeline))
+
+
+def _backup(c, pg):
+    rc, out, err = c.ctl("backup", "create", "--component", "pg", "--wait", timeout=600)
+    assert rc == 0, f"backup exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    set_id = backup_set_id(out)
+    shown = c.json("backup", "show", set_id)
+    assert set_state(shown) == "complete", shown
+    return set_id, json.loads(shown["tasks"][0]["component_metadata"])
+
+
+def test_pitr_to_a_time_between_two_transactions(cluster, postgres_server):  # noqa: F811
+    c, pg = cluster, postgres_server
+    c.add_agent("node-a", components=pg.component_toml())
+    c.enrol("node-a")
+    pg.pgbench("-i", "-s", "2", "-q")
+    accounts = int(pg.value("SELECT count(*) FROM pgbench_accounts"))
+    assert accounts == 200000
+    pg.sql("CREATE TABLE marks (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+
+    set_id, meta = _backup(c, pg)
+    # What the backup recorded: the label pg_backup_stop gave, and the WAL it needs.
+    assert "START WAL LOCATION" in meta["backup_label"] and meta["timeline"] == 1, meta
+    assert meta["mode"] == "physical" and "postgres" in meta["databases"], meta
+    wal = _wal_snapshots(c)
+    assert meta["start_wal"] in wal and meta["stop_wal"] in wal, (meta, sorted(wal))
+
+    # Two transactions a second apart, and a time between them.
+    pg.sql("INSERT INTO marks (id) VALUES (1)")
+    time.sleep(1.2)
+    between = pg.value("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+    time.sleep(1.2)
+    pg.sql("INSERT INTO marks (id) VALUES (2)")
+    pg.pgbench("-t", "200", "-c", "2", "-n")
+    pg.switch_and_wait_archived()
+    assert pg.value("SELECT count(*) FROM marks") == "2"
+
+    # A time before the base backup is refused before anything is stopped,
+    # saying what the repository covers.
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-time", "2001-01-01T00:00:00Z", "--wait",
+                         timeout=600)
+    assert rc == 1, f"restore exited {rc}\n{out}\n{err}"
+    r = c.json("restore", "show", restore_id(out))
+    assert "before this base backup became consistent" in _details(r) and "up to LSN" in _details(r), r
+    assert pg.value("SELECT count(*) FROM marks") == "2", "a refused restore changed the server"
+
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-time", between, "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    r = c.json("restore", "show", restore_id(out))
+    assert set_state(r) == "complete", r
+    # Exactly what was committed by then: mark 1, not mark 2; pgbench's rows.
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"]], pg.log_tail()
+    assert int(pg.value("SELECT count(*) FROM pgbench_accounts")) == accounts
+    assert pg.value("SELECT pg_is_in_recovery()") == "f"
+    # Promoted onto a new timeline; the recovery settings are gone again.
+    assert pg.value("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)") == "00000002"
+    conf = (pg.data / "postgresql.auto.conf").read_text()
+    assert "restore_command" not in conf and "cairn recovery" not in conf, conf
+    parent = os.listdir(pg.data.parent)
+    assert not [p for p in parent if ".cairn-wal-" in p or ".cairn-restore-" in p], parent
+    assert [p for p in parent if p.startswith("data.cairn-old-")], parent
+
+    # The new timeline is archived beside the old one, and backed up.
+    pg.sql("INSERT INTO marks (id) VALUES (3)")
+    seg = pg.switch_and_wait_archived()
+    assert seg.startswith("00000002"), seg
+    wal = _wal_snapshots(c)
+    assert "00000002.history" in wal and seg in wal, sorted(wal)
+    set2, meta2 = _backup(c, pg)
+    assert meta2["timeline"] == 2, meta2
+
+    # --to-latest of the first set replays the old timeline's whole archive:
+    # mark 2 is back (and 3, of the new timeline, is not).
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-latest", "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["2"]], pg.log_tail()
+
+
+def test_switch_storm_with_the_agent_killed_loses_no_segment(cluster, postgres_server):  # noqa: F811
+    c, pg = cluster, postgres_server
+    agent = c.add_agent("node-a", components=pg.component_toml())
+    c.enrol("node-a")
+    pg.sql("CREATE TABLE t (i int)")
+    first = pg.switch_and_wait_archived()
+    names = []
+    for i in range(24):
+        pg.sql(f"INSERT INTO t VALUES ({i})")
+        names.append(pg.value("SELECT pg_walfile_name(pg_current_wal_insert_lsn())"))
+        pg.value("SELECT pg_switch_wal()")
+        if i == 8:
+            agent.kill()  # mid-storm: the server keeps what it cannot hand over
+        if i == 16:
+            failed = int(pg.value("SELECT failed_count FROM pg_stat_archiver"))
+            assert failed > 0, "archiving did not fail while the agent was down"
+            agent.start()
+    pg.sql("INSERT INTO t VALUES (99)")
+    last = pg.switch_and_wait_archived(timeout=300)
+    wal = _wal_snapshots(c)
+    segs = _segments(wal)
+    want = [s for s in segs if first <= s <= last]
+    # Every segment from the first to the last, in order, none missing.
+    lo, hi = int(first[8:], 16), int(last[8:], 16)
+    expected = [first[:8] + f"{n:016X}" for n in range(lo, hi + 1)]
+    assert want == expected, f"missing: {sorted(set(expected) - set(want))}"
+    for n in names:
+        assert n in wal, n
+    # Each was checked and stored whole: the archive's own page checks ran.
+    log = (c.agent_dirs["node-a"]["dir"] / "agent.log").read_text(errors="replace")
+    assert "not archived" not in log or "cannot be reached" not in log
+
+
+def test_damaged_wal_segment_is_refused_before_anything_stops(cluster, postgres_server):  # noqa: F811
+    c, pg = cluster, postgres_server
+    c.add_agent("node-a", components=pg.component_toml())
+    c.enrol("node-a")
+    pg.sql("CREATE TABLE t (i int)")
+    set_id, meta = _backup(c, pg)
+    pg.sql("INSERT INTO t VALUES (1)")
+    pg.switch_and_wait_archived()
+    # The packs written for the next segment alone, then damaged.
+    data = os.path.join(c.repo, "data")
+
+    def packs():
+        return {os.path.join(dp, f) for dp, _, fns in os.walk(data) for f in fns}
+
+    before = packs()
+    pg.sql("INSERT INTO t SELECT generate_series(1, 20000)")
+    damaged = pg.switch_and_wait_archived()
+    new = packs() - before
+    assert new, "the segment wrote no pack"
+    for p in new:
+        with open(p, "r+b") as f:
+            f.seek(os.path.getsize(p) // 2)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0x40]))
+    pg.sql("INSERT INTO t VALUES (2)")
+    pg.switch_and_wait_archived()
+    rows = pg.value("SELECT count(*) FROM t")
+
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-latest", "--wait", timeout=900)
+    assert rc == 1, f"restore exited {rc}\n{out}\n{err}"
+    r = c.json("restore", "show", restore_id(out))
+    d = _details(r)
+    assert f"'{damaged}'" in d and "damaged" in d and "can reach LSN" in d and "nothing was changed" in d, d
+    # The server ran on, untouched.
+    assert pg.value("SELECT count(*) FROM t") == rows
+    assert pg.value("SELECT pg_is_in_recovery()") == "f"
