@@ -1,8 +1,11 @@
 #include "agent/drivers/postgresql/wal_archive.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <grp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <climits>
@@ -13,7 +16,6 @@
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
-#include <zmq.hpp>
 
 #include "agent/drivers/postgresql/wal.h"
 #include "common/crypto/crypto.h"
@@ -50,6 +52,47 @@ WalArchive::WalArchive(std::string component, std::string socket_path, std::stri
 
 WalArchive::~WalArchive() { stop(); }
 
+namespace {
+
+// One line (a JSON request or reply) over a unix stream socket, at most
+// 64 KiB; false on EOF, error or an over-long line.
+bool read_line(int fd, std::string* out, int timeout_ms) {
+  out->clear();
+  char buf[4096];
+  while (out->size() < (64u << 10)) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) <= 0) return false;
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return false;
+    out->append(buf, size_t(n));
+    if (auto nl = out->find('\n'); nl != std::string::npos) {
+      out->resize(nl);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool write_line(int fd, const std::string& s) {
+  std::string line = s + "\n";
+  size_t off = 0;
+  while (off < line.size()) {
+    ssize_t n = ::send(fd, line.data() + off, line.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += size_t(n);
+  }
+  return true;
+}
+
+sockaddr_un unix_address(const std::string& path) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+  return sa;
+}
+
+}  // namespace
+
 void WalArchive::start(BackgroundContext ctx) {
   ctx_ = std::move(ctx);
   mkdir_p(fs::path(socket_).parent_path().string(), 0755);
@@ -59,36 +102,40 @@ void WalArchive::start(BackgroundContext ctx) {
       throw Error(Errc::invalid_input, "archive_socket '" + socket_ + "' exists and is not a socket; nothing was removed");
     ::unlink(socket_.c_str());  // left by an agent that did not stop cleanly
   }
-  auto zctx = std::make_shared<zmq::context_t>(1);
-  auto sock = std::make_shared<zmq::socket_t>(*zctx, zmq::socket_type::rep);
-  sock->set(zmq::sockopt::linger, 0);
-  try {
-    sock->bind("ipc://" + socket_);
-  } catch (const zmq::error_t& e) {
-    throw Error(Errc::io, "cannot listen on archive_socket '" + socket_ + "': " + e.what());
-  }
-  // The server's own group may hand files over; nobody else.
+  Fd ls(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un sa = unix_address(socket_);
+  if (!ls || ::bind(ls.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(ls.get(), 16) != 0)
+    throw Error(Errc::io, "cannot listen on archive_socket '" + socket_ + "': " + std::strerror(errno));
+  // The server's own user hands files over (the socket's group is the data
+  // directory's, and each peer's uid is checked); nobody else.
   struct stat dd{};
-  gid_t gid = ::stat(data_dir_.c_str(), &dd) == 0 ? dd.st_gid : 0;
-  if (::chown(socket_.c_str(), 0, gid) != 0 && ::geteuid() == 0)
-    spdlog::warn("component '{}': cannot give archive_socket '{}' to group {}: {}", component_, socket_, gid,
-                 std::strerror(errno));
+  if (::stat(data_dir_.c_str(), &dd) == 0) {
+    owner_uid_ = dd.st_uid;
+    if (::chown(socket_.c_str(), 0, dd.st_gid) != 0 && ::geteuid() == 0)
+      spdlog::warn("component '{}': cannot give archive_socket '{}' to group {}: {}", component_, socket_, dd.st_gid,
+                   std::strerror(errno));
+  }
   ::chmod(socket_.c_str(), 0660);
   stop_ = false;
-  thread_ = std::thread([this, zctx, sock] {
+  thread_ = std::thread([this, fd = ls.release()] {
+    Fd listener(fd);
     while (!stop_) {
-      zmq::pollitem_t items[] = {{sock->handle(), 0, ZMQ_POLLIN, 0}};
-      try {
-        zmq::poll(items, 1, std::chrono::milliseconds(500));
-        if (!(items[0].revents & ZMQ_POLLIN)) continue;
-        zmq::message_t req;
-        if (!sock->recv(req, zmq::recv_flags::none)) continue;
-        std::string reply = handle(req.to_string());
-        sock->send(zmq::buffer(reply), zmq::send_flags::none);
-      } catch (const zmq::error_t& e) {
-        if (e.num() == ETERM) break;
-        spdlog::warn("component '{}': WAL archive socket: {}", component_, e.what());
+      pollfd p{listener.get(), POLLIN, 0};
+      if (::poll(&p, 1, 500) <= 0) continue;
+      Fd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!conn) continue;
+      ucred cred{};
+      socklen_t len = sizeof cred;
+      std::string req;
+      if (::getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+          (cred.uid != 0 && cred.uid != owner_uid_)) {
+        spdlog::warn("component '{}': refused a WAL request from uid {} (only the data directory's owner, uid {}, "
+                     "hands WAL over)", component_, cred.uid, owner_uid_);
+        write_line(conn.get(), json{{"ok", false}, {"error", "this user may not hand WAL to the agent"}}.dump());
+        continue;
       }
+      if (!read_line(conn.get(), &req, 10000)) continue;
+      write_line(conn.get(), handle(req));
     }
   });
   spdlog::info("component '{}': archive_command hands WAL to '{}' (cairn-agent wal-push --socket {} %p)", component_,
@@ -190,28 +237,32 @@ int wal_push_main(const std::string& socket_path, const std::string& file, std::
                  socket_path.c_str(), std::strerror(errno), file.c_str());
     return 1;
   }
+  // A unix stream socket: an agent that is not running is refused at once,
+  // and one killed while it stores the file closes the connection, so
+  // PostgreSQL hears of it at once rather than at the timeout.
+  Fd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un sa = unix_address(socket_path);
+  if (!s || ::connect(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    std::fprintf(stderr,
+                 "cairn-agent wal-push: nobody listens on the agent's WAL socket '%s' (%s): is cairn-agent running? "
+                 "PostgreSQL keeps '%s' and tries again\n",
+                 socket_path.c_str(), std::strerror(errno), file.c_str());
+    return 1;
+  }
+  std::string reply;
+  if (!write_line(s.get(), json{{"op", "push"}, {"path", abs}}.dump()) ||
+      !read_line(s.get(), &reply, int(std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()))) {
+    std::fprintf(stderr, "cairn-agent wal-push: no answer from the agent (it stopped, or took longer than %lld s); "
+                 "'%s' is not archived yet\n", static_cast<long long>(timeout.count()), file.c_str());
+    return 1;
+  }
   try {
-    zmq::context_t ctx(1);
-    zmq::socket_t sock(ctx, zmq::socket_type::req);
-    sock.set(zmq::sockopt::linger, 0);
-    sock.connect("ipc://" + socket_path);
-    std::string req = json{{"op", "push"}, {"path", abs}}.dump();
-    sock.send(zmq::buffer(req), zmq::send_flags::none);
-    zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 1, std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
-    if (!(items[0].revents & ZMQ_POLLIN)) {
-      std::fprintf(stderr, "cairn-agent wal-push: no answer from the agent within %lld s; '%s' is not archived yet\n",
-                   static_cast<long long>(timeout.count()), file.c_str());
-      return 1;
-    }
-    zmq::message_t rep;
-    (void)sock.recv(rep, zmq::recv_flags::none);
-    json j = json::parse(rep.to_string());
+    json j = json::parse(reply);
     if (j.value("ok", false)) return 0;
     std::fprintf(stderr, "cairn-agent wal-push: '%s' not archived: %s\n", file.c_str(),
                  j.value("error", std::string("no reason given")).c_str());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "cairn-agent wal-push: '%s' not archived: %s\n", file.c_str(), e.what());
+    std::fprintf(stderr, "cairn-agent wal-push: '%s' not archived: unreadable answer (%s)\n", file.c_str(), e.what());
   }
   return 1;
 }

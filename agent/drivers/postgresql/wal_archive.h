@@ -1,14 +1,16 @@
 #pragma once
 // The WAL archive socket (docs/postgresql.md § WAL archive): PostgreSQL's
 // archive_command runs `cairn-agent wal-push --socket SOCKET %p`, which hands
-// the file's path to this agent over a local ZeroMQ socket; the agent checks
+// the file's path to this agent over a local unix socket (one JSON line each
+// way; a dead agent is a closed connection at once); the agent checks
 // the file and stores it in the component's repository, and only then answers
 // success. Anything else (agent down, repository unreachable, a damaged
 // segment) is a failure: PostgreSQL keeps the segment and tries again.
 //
-// The socket is a unix socket, mode 0660, group of the data directory (the
-// server's group): only the server's own user (and root) can hand files over,
-// and only files in <data_dir>/pg_wal with a WAL file's name are taken.
+// The socket is mode 0660, group of the data directory (the server's group),
+// and each peer's uid (SO_PEERCRED) must be the data directory's owner or
+// root: only the server's own user hands files over, and only files in
+// <data_dir>/pg_wal with a WAL file's name are taken.
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -16,6 +18,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+
+#include <sys/types.h>
 
 #include "agent/driver.h"
 
@@ -45,6 +49,7 @@ class WalArchive {
   // push of the same bytes (PostgreSQL retrying after a lost answer) is
   // answered at once; other bytes under a stored name are refused.
   std::map<std::string, std::string> stored_;
+  uid_t owner_uid_ = 0;
   uint64_t last_segno_ = 0;
   uint32_t last_timeline_ = 0;
 };
