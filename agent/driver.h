@@ -313,6 +313,9 @@ class Driver {
   // cairn::Error when it cannot start (the agent logs it and goes on).
   virtual void start_background(BackgroundContext ctx) { (void)ctx; }
   virtual void stop_background() {}
+  // What the background service reports in every heartbeat (the WAL
+  // archive's progress and lag); called from the session's thread.
+  virtual void report_background(cairn::v1::Heartbeat& hb) const { (void)hb; }
 };
 
 // Builds a Reason in one line.

@@ -48,6 +48,11 @@ void register_op_status(CLI::App& app, Context& ctx) {
           std::printf("%-16s %-26s %-16s %-16s %s%s\n", terminal_safe(c.component()).c_str(), terminal_safe(c.where()).c_str(),
                       age(c.newest_backup_at(), now).c_str(), age(c.proven_at(), now).c_str(), rto,
                       c.last_drill_failure().empty() ? "" : ("  LAST DRILL FAILED: " + terminal_safe(c.last_drill_failure())).c_str());
+          if (c.wal_archived_at() || c.wal_pending() || !c.wal_last_error().empty())
+            std::printf("%-16s %-26s WAL archived %s, %u file(s) waiting%s\n", "", "",
+                        c.wal_archived_at() ? age(c.wal_archived_at(), now).c_str() : "never",
+                        c.wal_pending(),
+                        c.wal_last_error().empty() ? "" : ("; FAILING: " + terminal_safe(c.wal_last_error())).c_str());
         }
         std::printf("\n");
       }

@@ -242,6 +242,7 @@ void Fleet::handle(Session& s, cairn::v1::AgentMessage& m) {
   }
   switch (m.body_case()) {
     case M::kHeartbeat:
+      for (const auto& w : m.heartbeat().wal_archives()) wal_[{s.agent_id, w.component()}] = w;
       for (const auto& id : m.heartbeat().running_task_ids()) {
         if (!unconfirmed_.erase(id)) continue;
         // A running restore vouches for its safety backup, which runs inside it.

@@ -81,6 +81,9 @@ class Fleet {
     uint64_t requests = 0, retries = 0;
   };
   std::map<std::string, StorageCount> storage_counts() const;
+  // The continuous WAL archives agents reported in their heartbeats, by
+  // (agent id, component): kept when an agent goes away (its age then shows).
+  std::map<std::pair<std::string, std::string>, cairn::v1::WalArchiveStatus> wal_archives() const { return wal_; }
 
  private:
   std::function<void(const std::string&)> on_registered_;
@@ -136,6 +139,7 @@ class Fleet {
   Session* session_of(const std::string& agent_id);
   void hold_restore_results();  // see held_
 
+  std::map<std::pair<std::string, std::string>, cairn::v1::WalArchiveStatus> wal_;
   zmq::socket_t& socket_;
   catalog::Catalog& catalog_;
   const ControllerConfig& config_;

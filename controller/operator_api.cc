@@ -461,6 +461,23 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
           w->set_rto_seconds(h.rto_seconds);
           w->set_last_drill_failure(h.last_drill_failure);
         }
+        // Continuous WAL archives, from the agents' heartbeats: onto the
+        // component's row (a row of its own before its first backup).
+        for (const auto& [key, wal] : fleet_.wal_archives()) {
+          auto agent = tx.agent(key.first);
+          if (!agent) continue;
+          cairn::v1::ComponentStatus* row = nullptr;
+          for (auto& c : *s->mutable_components())
+            if (c.component() == key.second && c.where() == agent->name) row = &c;
+          if (!row) {
+            row = s->add_components();
+            row->set_component(key.second);
+            row->set_where(agent->name);
+          }
+          row->set_wal_archived_at(wal.last_archived_at());
+          row->set_wal_pending(wal.pending());
+          row->set_wal_last_error(wal.last_error_at() > wal.last_archived_at() ? wal.last_error() : "");
+        }
         if (publisher_) {
           auto ps = publisher_->status();
           auto* a = s->mutable_audit_publisher();

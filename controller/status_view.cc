@@ -177,6 +177,22 @@ std::string render_metrics(const StatusSources& s) {
       }
       for (const auto& [l, v] : by) m.sample(n.name, l, double(v));
     }
+    // Continuous WAL archives (docs/postgresql.md § Watching the archive).
+    const auto wal = s.fleet.wal_archives();
+    m.family("cairn_wal_last_archived_timestamp_seconds", "gauge",
+             "When the agent last stored a WAL file of the component in the repository (unix seconds; 0: none since "
+             "the agent started).");
+    m.family("cairn_wal_pending_files", "gauge",
+             "WAL files the server waits to hand to the agent (archive_status/*.ready): the archive's lag.");
+    m.family("cairn_wal_archive_failures_total", "counter",
+             "WAL hand-overs the agent refused or could not store since it started.");
+    for (const auto& [key, w] : wal) {
+      auto agent = tx.agent(key.first);
+      std::string l = labels({{"component", key.second}, {"agent", agent ? agent->name : key.first}});
+      m.sample("cairn_wal_last_archived_timestamp_seconds", l, double(w.last_archived_at()));
+      m.sample("cairn_wal_pending_files", l, double(w.pending()));
+      m.sample("cairn_wal_archive_failures_total", l, double(w.failures()));
+    }
     auto drills = tx.drill_stats();
     m.family("cairn_component_proven_restorable_timestamp_seconds", "gauge",
              "When a drill last proved a backup of the component restorable (unix seconds; docs/drills.md).");
@@ -280,6 +296,24 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
     }
     if (health.empty()) h += "<tr><td colspan=\"5\">no backup yet</td></tr>\n";
     h += "</table>\n";
+    // Continuous WAL archives: their age is what an outage of the database
+    // would lose now (docs/postgresql.md § Watching the archive).
+    const auto wal = s.fleet.wal_archives();
+    if (!wal.empty()) {
+      h += "<h2 id=\"wal\">WAL archives</h2>\n<table><tr><th>Component</th><th>Where</th><th>Newest WAL stored</th>"
+           "<th>Waiting</th><th>Last failure</th></tr>\n";
+      for (const auto& [key, w] : wal) {
+        auto it = names.find(key.first);
+        bool failing = w.last_error_at() > w.last_archived_at();
+        h += "<tr><td>" + html_escape(key.second) + "</td><td>" + html_escape(it == names.end() ? key.first : it->second) +
+             "</td><td>" + html_escape(w.last_archived().empty() ? "none since the agent started"
+                                                                  : w.last_archived() + " at " + utc(w.last_archived_at())) +
+             "</td><td class=\"" + (w.pending() > 1 ? "failed" : "complete") + "\">" + std::to_string(w.pending()) +
+             " file(s)</td><td class=\"" + (failing ? "failed" : "complete") + "\">" +
+             html_escape(w.last_error().empty() ? "-" : utc(w.last_error_at()) + ": " + w.last_error()) + "</td></tr>\n";
+      }
+      h += "</table>\n";
+    }
     h += "<h2 id=\"agents\">Agents</h2>\n<table><tr><th>Agent</th><th>State</th><th>Last seen</th><th>Components</th></tr>\n";
     for (const auto& a : tx.agents()) {
       std::string state = a.state == catalog::AgentState::approved ? (s.fleet.connected(a.id) ? "connected" : "disconnected")

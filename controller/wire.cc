@@ -110,8 +110,16 @@ std::string check_agent_message(const cairn::v1::AgentMessage& m) {
       if (auto e = check_labels(r.labels()); !e.empty()) return e;
       return check_ids(r.running_task_ids(), "running_task_ids");
     }
-    case M::kHeartbeat:
-      return check_ids(m.heartbeat().running_task_ids(), "running_task_ids");
+    case M::kHeartbeat: {
+      const auto& h = m.heartbeat();
+      if (h.wal_archives_size() > 64) return "too many 'wal_archives'";
+      for (const auto& w : h.wal_archives()) {
+        if (!valid_name(w.component())) return "'wal_archives': a component must be 1-128 printable characters";
+        if (!valid_text(w.last_archived(), 64)) return "'wal_archives': 'last_archived' too long";
+        if (!valid_text(w.last_error(), 2048)) return "'wal_archives': 'last_error' too long";
+      }
+      return check_ids(h.running_task_ids(), "running_task_ids");
+    }
     case M::kPlanAck: {
       const auto& a = m.plan_ack();
       if (!valid_text(a.plan_id(), kMaxId)) return "'plan_id' too long";

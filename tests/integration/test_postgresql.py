@@ -176,3 +176,48 @@ def test_damaged_wal_segment_is_refused_before_anything_stops(cluster, postgres_
     # The server ran on, untouched.
     assert pg.value("SELECT count(*) FROM t") == rows
     assert pg.value("SELECT pg_is_in_recovery()") == "f"
+
+
+def test_repository_unreachable_shows_the_lag_then_archiving_catches_up(cluster, postgres_server):  # noqa: F811
+    import urllib.request
+    c, pg = cluster, postgres_server
+    c.add_agent("node-a", components=pg.component_toml())
+    c.enrol("node-a")
+    pg.sql("CREATE TABLE t (i int)")
+    first = pg.switch_and_wait_archived()
+    away = str(c.repo) + ".away"
+    os.rename(c.repo, away)  # the repository's disk gone for a while
+    try:
+        for i in range(3):
+            pg.sql(f"INSERT INTO t VALUES ({i})")
+            pg.value("SELECT pg_switch_wal()")
+
+        def failing():
+            st = c.json("status")
+            rows = [x for x in st.get("components", []) if x["component"] == "pg"]
+            return rows and rows[0].get("wal_last_error") and int(rows[0].get("wal_pending", 0)) >= 1 and rows[0]
+        row = c.wait_for("the status to show the archive failing", failing, timeout=60)
+        assert "no repository at" in row["wal_last_error"], row
+        text = c.ok("status")
+        assert "WAL archived" in text and "FAILING" in text, text
+        base = c.http_url()
+
+        def scraped():
+            body = urllib.request.urlopen(base + "metrics", timeout=10).read().decode()
+            lines = [ln for ln in body.splitlines()
+                     if ln.startswith('cairn_wal_archive_failures_total{component="pg",agent="node-a"}')]
+            return lines and float(lines[0].split()[-1]) > 0 and body
+        body = c.wait_for("/metrics to count the failures", scraped, timeout=30)
+        assert 'cairn_wal_pending_files{component="pg",agent="node-a"}' in body
+        # PostgreSQL kept every segment it could not hand over.
+        assert int(pg.value("SELECT failed_count FROM pg_stat_archiver")) > 0
+    finally:
+        os.rename(away, c.repo)
+    pg.sql("INSERT INTO t VALUES (99)")
+    last = pg.switch_and_wait_archived(timeout=300)
+    segs = _segments(_wal_snapshots(c))
+    lo, hi = int(first[8:], 16), int(last[8:], 16)
+    assert [s for s in segs if first <= s <= last] == [first[:8] + f"{n:016X}" for n in range(lo, hi + 1)]
+    c.wait_for("the status to clear the failure",
+               lambda: not [x for x in c.json("status").get("components", [])
+                            if x["component"] == "pg" and x.get("wal_last_error")], timeout=30)

@@ -158,13 +158,24 @@ std::vector<std::string> PostgresqlDriver::config_warnings() const {
 }
 
 void PostgresqlDriver::start_background(BackgroundContext ctx) {
-  archive_ = std::make_unique<WalArchive>(component_, settings_.archive_socket, settings_.data_dir);
-  archive_->start(std::move(ctx));
+  auto a = std::make_unique<WalArchive>(component_, settings_.archive_socket, settings_.data_dir);
+  a->start(std::move(ctx));
+  std::lock_guard g(archive_mu_);
+  archive_ = std::move(a);
 }
 
 void PostgresqlDriver::stop_background() {
-  if (archive_) archive_->stop();
-  archive_.reset();
+  std::unique_ptr<WalArchive> a;
+  {
+    std::lock_guard g(archive_mu_);
+    a = std::move(archive_);
+  }
+  if (a) a->stop();
+}
+
+void PostgresqlDriver::report_background(v1::Heartbeat& hb) const {
+  std::lock_guard g(archive_mu_);
+  if (archive_) *hb.add_wal_archives() = archive_->status();
 }
 
 std::vector<v1::Reason> PostgresqlDriver::backup_checks() const {

@@ -4,6 +4,7 @@
 // archiving through the agent's archive socket (wal_archive.h), and
 // point-in-time recovery from a base backup and the archived WAL.
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,7 @@ class PostgresqlDriver : public Driver {
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
   void start_background(BackgroundContext ctx) override;
   void stop_background() override;
+  void report_background(cairn::v1::Heartbeat& hb) const override;
 
   const Settings& settings() const { return settings_; }
 
@@ -39,6 +41,7 @@ class PostgresqlDriver : public Driver {
 
   std::string component_;
   Settings settings_;
+  mutable std::mutex archive_mu_;  // the session's thread reads, main starts and stops
   std::unique_ptr<WalArchive> archive_;
 };
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -161,8 +162,31 @@ std::string WalArchive::handle(const std::string& request) {
   } catch (const std::exception& e) {
     spdlog::warn("component '{}': WAL not archived: {}", component_, e.what());
     reply = {{"ok", false}, {"error", e.what()}};
+    std::lock_guard g(mu_);
+    ++failures_;
+    last_error_ = e.what();
+    last_error_at_ = std::time(nullptr);
   }
   return reply.dump();
+}
+
+cairn::v1::WalArchiveStatus WalArchive::status() const {
+  cairn::v1::WalArchiveStatus s;
+  s.set_component(component_);
+  {
+    std::lock_guard g(mu_);
+    s.set_last_archived(last_archived_);
+    s.set_last_archived_at(last_archived_at_);
+    s.set_failures(failures_);
+    s.set_last_error(last_error_.substr(0, 1024));
+    s.set_last_error_at(last_error_at_);
+  }
+  uint32_t pending = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(data_dir_ + "/pg_wal/archive_status", ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().extension() == ".ready") ++pending;
+  s.set_pending(pending);
+  return s;
 }
 
 std::string WalArchive::push(const std::string& path) {
@@ -211,6 +235,11 @@ std::string WalArchive::push(const std::string& path) {
   if (!ctx_.store_file) throw Error(Errc::invalid_input, "the WAL archive has no repository");
   std::string id = ctx_.store_file(real, tags);
   stored_[name] = digest;
+  {
+    std::lock_guard g(mu_);
+    last_archived_ = name;
+    last_archived_at_ = std::time(nullptr);
+  }
   if (wn->kind == WalFileKind::segment) {
     if (last_timeline_ == wn->timeline && wn->segno > last_segno_ + 1)
       spdlog::warn("component '{}': WAL segment '{}' follows '{}': {} segment(s) between them were not handed to "

@@ -33,6 +33,10 @@ class WalArchive {
   void start(BackgroundContext ctx);
   void stop();
 
+  // Its progress for the heartbeat: the newest file stored, failures, and
+  // how many files the server waits to hand over (its .ready markers).
+  cairn::v1::WalArchiveStatus status() const;
+
   // One request: {"op":"push","path":...}; the reply {"ok":true,"snapshot":...}
   // or {"ok":false,"error":...}. Public for unit tests.
   std::string handle(const std::string& request);
@@ -50,6 +54,10 @@ class WalArchive {
   // answered at once; other bytes under a stored name are refused.
   std::map<std::string, std::string> stored_;
   uid_t owner_uid_ = 0;
+  mutable std::mutex mu_;  // guards what status() reads
+  std::string last_archived_, last_error_;
+  int64_t last_archived_at_ = 0, last_error_at_ = 0;
+  uint64_t failures_ = 0;
   uint64_t last_segno_ = 0;
   uint32_t last_timeline_ = 0;
 };
