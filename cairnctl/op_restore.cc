@@ -149,7 +149,9 @@ void register_op_restore(CLI::App& app, Context& ctx) {
        to_xid = std::make_shared<std::string>();
   auto to_latest = std::make_shared<bool>(false), to_immediate = std::make_shared<bool>(false),
        exclusive = std::make_shared<bool>(false);
-  restore->add_option("set", *set, "backup set id to restore from (or a unique prefix)");
+  restore->add_option("set", *set,
+                      "backup set id to restore from (or a unique prefix); with a recovery target it may be left "
+                      "out: the controller picks the newest base backup consistent before the target");
   restore->add_option("--component", *components, "component name (repeatable; default: all in the set)");
   restore->add_option("--node", *nodes, "agent name or id (repeatable; default: all)");
   restore->add_option("--target", *target, "a restore target the agent declares (default: in place)");
@@ -226,7 +228,6 @@ void register_op_restore(CLI::App& app, Context& ctx) {
 
   restore->callback([&ctx, restore, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested, to_time, to_lsn, to_xid, to_latest, to_immediate, exclusive] {
     if (restore->got_subcommand("show") || restore->got_subcommand("list")) return;
-    if (set->empty()) throw CLI::RequiredError("set");
     cairn::v1::RecoveryTarget rt;
     if (!to_time->empty()) {
       rt.set_kind(cairn::v1::RecoveryTarget::KIND_TIME);
@@ -247,6 +248,8 @@ void register_op_restore(CLI::App& app, Context& ctx) {
       throw CLI::ValidationError("--exclusive", "needs --to-time, --to-lsn or --to-xid");
     if (std::string why = cairn::plan::parse_recovery_target(rt, nullptr); !why.empty())
       throw CLI::ValidationError("recovery target", why);
+    // Without a set, a recovery target lets the controller pick the base backup.
+    if (set->empty() && rt.kind() == cairn::v1::RecoveryTarget::KIND_UNSPECIFIED) throw CLI::RequiredError("set");
     ctx.action = [&ctx, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested, rt]() -> int {
       cairn::v1::OperatorRequest q;
       auto* r = q.mutable_restore();
@@ -266,7 +269,8 @@ void register_op_restore(CLI::App& app, Context& ctx) {
         return kExitOk;
       }
       if (!o->json)
-        std::printf("restore %s created with %d task(s)\n", terminal_safe(info.restore_id()).c_str(), info.tasks_size());
+        std::printf("restore %s created with %d task(s) from set %s\n", terminal_safe(info.restore_id()).c_str(),
+                    info.tasks_size(), terminal_safe(info.backup_set_id()).c_str());
       if (!o->json) print_offline_agents(info.tasks());
       if (!*wait) return kExitOk;
       return watch_restore(*o, info.restore_id(), ctx.cancel);

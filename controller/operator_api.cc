@@ -347,7 +347,9 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
     case Q::kRestore: {
       cairn::v1::RestoreRequest req = q.restore();
       catalog_.read([&](const catalog::Tx& tx) {
-        req.set_backup_set_id(resolve_id(tx, catalog::Tx::IdKind::backup_set, req.backup_set_id(), "backup set"));
+        // Empty with a recovery target: the controller picks the base backup (Orders::create_restore).
+        if (!req.backup_set_id().empty())
+          req.set_backup_set_id(resolve_id(tx, catalog::Tx::IdKind::backup_set, req.backup_set_id(), "backup set"));
       });
       if (req.require_connected()) refuse_offline(offline_selected(req.selector()));
       auto o = orders_.create_restore(actor, req);

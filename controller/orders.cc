@@ -644,8 +644,94 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
   });
 }
 
-Ordered Orders::create_restore(const std::string& actor, const cairn::v1::RestoreRequest& req) {
+namespace {
+
+// A base backup for point-in-time recovery: a succeeded backup task of the
+// component whose driver recorded a physical base backup, and when it became
+// consistent (docs/postgresql.md § Point-in-time recovery).
+struct BaseBackup {
+  catalog::Task task;
+  int64_t end_us = 0;
+  uint64_t stop_lsn = 0;
+};
+
+std::vector<BaseBackup> base_backups(const Tx& tx, const std::string& agent_id, const std::string& component) {
+  std::vector<BaseBackup> out;
+  const catalog::TaskState ok[] = {catalog::TaskState::succeeded};
+  for (auto& t : tx.agent_tasks(agent_id, ok)) {
+    if (t.kind != catalog::TaskKind::backup || t.component != component || !t.backup_set_id || !t.snapshot_id ||
+        t.snapshot_removed_at || !t.component_metadata)
+      continue;
+    auto set = tx.backup_set(*t.backup_set_id);
+    if (!set || set->forgotten_at || !set->attested) continue;
+    auto m = nlohmann::json::parse(*t.component_metadata, nullptr, false);
+    if (!m.is_object() || m.value("mode", "") != "physical" || !m.contains("backup_end_time_us")) continue;
+    BaseBackup b;
+    b.end_us = m.value("backup_end_time_us", int64_t(0));
+    plan::parse_lsn(m.value("stop_lsn", ""), &b.stop_lsn);
+    b.task = std::move(t);
+    out.push_back(std::move(b));
+  }
+  std::sort(out.begin(), out.end(), [](const BaseBackup& a, const BaseBackup& b) { return a.end_us < b.end_us; });
+  return out;
+}
+
+// The newest base backup that is consistent before the target; nullptr when none is.
+const BaseBackup* base_for(const std::vector<BaseBackup>& bases, const plan::ParsedTarget& t) {
+  const BaseBackup* best = nullptr;
+  for (const auto& b : bases) {
+    bool before = t.kind == cairn::v1::RecoveryTarget::KIND_TIME  ? b.end_us <= t.time_us
+                  : t.kind == cairn::v1::RecoveryTarget::KIND_LSN ? b.stop_lsn <= t.lsn
+                                                                  : true;
+    if (before) best = &b;
+  }
+  return best;
+}
+
+std::string covered_from(const std::vector<BaseBackup>& bases) {
+  if (bases.empty()) return "no base backup of it is in the catalog";
+  return "its oldest base backup (set '" + bases.front().task.backup_set_id.value_or("") + "') is consistent from " +
+         plan::format_time_us(bases.front().end_us) + " (LSN " + plan::format_lsn(bases.front().stop_lsn) + ")";
+}
+
+}  // namespace
+
+Ordered Orders::create_restore(const std::string& actor, const cairn::v1::RestoreRequest& request) {
   return catalog_.transaction(actor, [&](Tx& tx) {
+    cairn::v1::RestoreRequest req = request;
+    plan::ParsedTarget target;
+    const bool has_recovery = req.has_recovery_target() &&
+                              req.recovery_target().kind() != cairn::v1::RecoveryTarget::KIND_UNSPECIFIED;
+    if (has_recovery)
+      if (std::string why = plan::parse_recovery_target(req.recovery_target(), &target); !why.empty())
+        throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, why);
+    // No set named: a recovery target lets the controller pick the base
+    // backup, the newest one consistent before the target.
+    if (req.backup_set_id().empty()) {
+      if (!has_recovery)
+        throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
+                      "name the backup set to restore ('cairnctl backup list'); only with a recovery target "
+                      "(--to-time, --to-lsn, ...) does the controller pick one");
+      std::vector<Pick> replay;
+      for (auto& p : select(tx, req.selector(), true))
+        if (plan::replays_to_target(p.driver)) replay.push_back(p);
+      if (replay.size() != 1)
+        throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
+                      "the selection holds " + std::to_string(replay.size()) +
+                          " components that replay to a recovery target; select one with --component and --node, "
+                          "or name the backup set");
+      auto bases = base_backups(tx, replay[0].agent.id, replay[0].component);
+      const BaseBackup* b = base_for(bases, target);
+      if (!b)
+        throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND,
+                      "no base backup of '" + replay[0].component + "' on " + replay[0].agent.name +
+                          " is consistent before " + target.describe() + ": " + covered_from(bases));
+      req.set_backup_set_id(*b->task.backup_set_id);
+      req.mutable_selector()->clear_components();
+      req.mutable_selector()->add_components(replay[0].component);
+      req.mutable_selector()->clear_nodes();
+      req.mutable_selector()->add_nodes(replay[0].agent.id);
+    }
     auto source_set = tx.backup_set(req.backup_set_id());
     if (!source_set) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no backup set '" + req.backup_set_id() + "'");
     if (source_set->forgotten_at)
@@ -696,11 +782,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     check_restore_target(picks, req.restore_target());
     // A recovery target is for drivers that replay a log to it: restoring
     // another component without it would silently ignore what was asked.
-    const bool has_recovery = req.has_recovery_target() &&
-                              req.recovery_target().kind() != cairn::v1::RecoveryTarget::KIND_UNSPECIFIED;
     if (has_recovery) {
-      if (std::string why = plan::parse_recovery_target(req.recovery_target(), nullptr); !why.empty())
-        throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, why);
       std::string others;
       for (const auto& p : picks)
         if (!plan::replays_to_target(p.driver))
@@ -709,6 +791,28 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
         throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
                       "a recovery target (--to-time, --to-lsn, --to-xid, --to-latest) applies to postgresql components "
                       "only, and the selection also holds " + others + "; select the postgresql ones with --component");
+      // The named set's base backup must be consistent before the target:
+      // WAL replays forward only. The one that is, when there is one, is named.
+      for (const auto& p : picks) {
+        const auto& t = source[source_key(p)];
+        auto m = nlohmann::json::parse(t.component_metadata.value_or("{}"), nullptr, false);
+        if (!m.is_object() || m.value("mode", "") != "physical") continue;
+        int64_t end_us = m.value("backup_end_time_us", int64_t(0));
+        uint64_t stop = 0;
+        plan::parse_lsn(m.value("stop_lsn", ""), &stop);
+        bool after = (target.kind == cairn::v1::RecoveryTarget::KIND_TIME && end_us > target.time_us) ||
+                     (target.kind == cairn::v1::RecoveryTarget::KIND_LSN && stop > target.lsn);
+        if (!after) continue;
+        auto bases = base_backups(tx, p.agent.id, p.component);
+        const BaseBackup* b = base_for(bases, target);
+        throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
+                      "the base backup of '" + p.component + "' on " + p.agent.name + " in set '" + req.backup_set_id() +
+                          "' is consistent only from " + plan::format_time_us(end_us) + " (LSN " + plan::format_lsn(stop) +
+                          "), after " + target.describe() + ": " +
+                          (b ? "restore set '" + b->task.backup_set_id.value_or("") +
+                                   "' instead, or leave the set out and the controller picks it"
+                             : "no base backup of it is older; " + covered_from(bases)));
+      }
     }
     check_members_connected(picks, connected_, supports_);
     const auto mode = req.write_mode() == cairn::v1::RESTORE_WRITE_MODE_MERGE ? cairn::v1::RESTORE_WRITE_MODE_MERGE

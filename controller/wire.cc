@@ -236,7 +236,13 @@ std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
     case M::kBackupShow:
       return valid_id(m.backup_show().backup_set_id()) ? "" : "'backup_set_id' is empty or too long";
     case M::kRestore:
-      if (!valid_id(m.restore().backup_set_id())) return "'backup_set_id' is empty or too long";
+      // Empty only with a recovery target: the controller picks the base backup.
+      if (m.restore().backup_set_id().empty()
+              ? !m.restore().has_recovery_target() ||
+                    m.restore().recovery_target().kind() == cairn::v1::RecoveryTarget::KIND_UNSPECIFIED
+              : !valid_id(m.restore().backup_set_id()))
+        return "'backup_set_id' is empty or too long";
+      if (m.restore().recovery_target().value().size() > 64) return "'recovery_target' value too long";
       if (!m.restore().restore_target().empty() && !valid_name(m.restore().restore_target()))
         return "'restore_target' is not a valid name";
       return check_selector(m.restore().selector());

@@ -66,13 +66,19 @@ def test_pitr_to_a_time_between_two_transactions(cluster, postgres_server):  # n
     pg.switch_and_wait_archived()
     assert pg.value("SELECT count(*) FROM marks") == "2"
 
-    # A time before the base backup is refused before anything is stopped,
-    # saying what the repository covers.
+    # A time before the base backup is refused before anything is ordered,
+    # saying what the catalog covers.
     rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-time", "2001-01-01T00:00:00Z", "--wait",
+                         timeout=600)
+    assert rc != 0 and "no base backup of it is older" in err and "is consistent from" in err, (rc, out, err)
+    rc, out, err = c.ctl("restore", "--component", "pg", "--to-time", "2001-01-01T00:00:00Z")
+    assert rc != 0 and "no base backup of 'pg' on node-a is consistent before time 2001-01-01" in err, (rc, out, err)
+    # A time after the newest archived WAL: the agent refuses, saying what the repository covers.
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-time", "2099-01-01T00:00:00Z", "--wait",
                          timeout=600)
     assert rc == 1, f"restore exited {rc}\n{out}\n{err}"
     r = c.json("restore", "show", restore_id(out))
-    assert "before this base backup became consistent" in _details(r) and "up to LSN" in _details(r), r
+    assert "after the newest archived WAL" in _details(r) and "up to LSN" in _details(r), r
     assert pg.value("SELECT count(*) FROM marks") == "2", "a refused restore changed the server"
 
     rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-time", between, "--wait", timeout=900)
@@ -99,6 +105,20 @@ def test_pitr_to_a_time_between_two_transactions(cluster, postgres_server):  # n
     assert "00000002.history" in wal and seg in wal, sorted(wal)
     set2, meta2 = _backup(c, pg)
     assert meta2["timeline"] == 2, meta2
+
+    # A set whose base backup is newer than the target is refused, naming the
+    # one to use; with no set named, the controller picks it.
+    rc, out, err = c.ctl("restore", set2, "--component", "pg", "--to-time", between)
+    assert rc != 0 and f"restore set '{set_id}' instead" in err, (rc, out, err)
+    rc, out, err = c.ctl("restore", "--component", "pg", "--to-time", between, "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    assert f"from set {set_id}" in out, out
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"]], pg.log_tail()
+    # Promoted onto timeline 3: timeline 2, which the archive holds, is not reused.
+    assert pg.value("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)") == "00000003"
+    pg.sql("INSERT INTO marks (id) VALUES (4)")
+    assert pg.switch_and_wait_archived().startswith("00000003")
+    assert "00000003.history" in _wal_snapshots(c)
 
     # --to-latest of the first set replays the old timeline's whole archive:
     # mark 2 is back (and 3, of the new timeline, is not).

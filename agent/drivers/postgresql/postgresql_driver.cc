@@ -455,13 +455,11 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     report_phase(ctx, v1::PHASE_RESTORE, "WAL", 0, last_needed - segno_of(start) + 1);
     std::vector<std::string> needed;
     for (uint64_t s = segno_of(start); s <= last_needed; ++s) needed.push_back(segment_name(tli, s));
-    if (auto h = cat.by_name.find([&] {
-          char b[32];
-          std::snprintf(b, sizeof b, "%08X.history", tli);
-          return std::string(b);
-        }());
-        h != cat.by_name.end())
-      needed.push_back(h->first);
+    // Every timeline's history file: the server promotes onto the first
+    // timeline no history file names, so the new one never collides with a
+    // timeline an earlier restore made (its WAL is in the archive too).
+    for (const auto& [name, snap] : cat.by_name)
+      if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::history) needed.push_back(name);
     for (const auto& name : needed) {
       const repo::Snapshot& ws = cat.by_name.at(name);
       std::string problem;
