@@ -36,6 +36,13 @@ Settings parse_settings(TableReader& r, const std::string& component) {
   if (!is_clean_absolute_path(s.archive_socket)) r.fail("archive_socket", "'" + s.archive_socket + "' is not an absolute path");
   // A unix socket's path is at most 107 bytes (sun_path).
   if (s.archive_socket.size() > 100) r.fail("archive_socket", "'" + s.archive_socket + "' is longer than 100 bytes");
+  s.dump_dir = r.string_or("dump_dir", s.data_dir + ".cairn-dump");
+  if (!is_clean_absolute_path(s.dump_dir) || s.dump_dir == "/")
+    r.fail("dump_dir", "'" + s.dump_dir + "' must be an absolute directory other than '/'");
+  if (s.dump_dir == s.data_dir || s.dump_dir.rfind(s.data_dir + "/", 0) == 0)
+    r.fail("dump_dir", "'" + s.dump_dir + "' lies in data_dir");
+  s.bin_dir = r.string_or("bin_dir", s.bin_dir);
+  if (!is_clean_absolute_path(s.bin_dir)) r.fail("bin_dir", "'" + s.bin_dir + "' is not an absolute path");
   s.service = read_service(r, "service");
   return s;
 }

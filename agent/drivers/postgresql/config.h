@@ -9,6 +9,8 @@
 //   sslmode = "verify-full"                        (optional; libpq's default otherwise)
 //   archive_socket = "/run/cairn-agent/postgresql-main.sock"   (optional; where archive_command hands WAL over)
 //   service = "postgresql@15-main.service"         (required for restores; see service_settings.h)
+//   dump_dir = "/var/lib/postgresql/cairn-dump"    (logical mode's scratch space; default <data_dir>.cairn-dump)
+//   bin_dir = "/usr/lib/postgresql/15/bin"         (pg_dump, pg_dumpall, pg_restore, psql)
 #include <memory>
 #include <string>
 
@@ -23,6 +25,10 @@ struct Settings {
   std::string data_dir;  // absolute, no trailing '/'
   ConnSettings conn;
   std::string archive_socket;  // absolute
+  // Logical mode: where pg_dump writes before the dumps are stored (removed
+  // after each backup); the client programs' directory.
+  std::string dump_dir;
+  std::string bin_dir = "/usr/lib/postgresql/15/bin";
   platform::ServiceDecl service;
 };
 

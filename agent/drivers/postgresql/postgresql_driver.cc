@@ -15,7 +15,9 @@
 
 #include "agent/drivers/postgresql/conn.h"
 #include "agent/drivers/postgresql/wal.h"
+#include "agent/config.h"
 #include "agent/drivers/repo_progress.h"
+#include "agent/platform/process.h"
 #include "agent/platform/service.h"
 #include "common/plan/recovery_target.h"
 #include "common/repo/restorer.h"
@@ -142,7 +144,7 @@ DriverCaps PostgresqlDriver::capabilities() const {
   c.needs_service_stop = false;  // the base backup is read while the server runs; WAL replay makes it consistent
   c.safety_backup = true;
   c.scope = "node";
-  c.modes = {"physical"};
+  c.modes = {"physical", "logical"};
   c.restore_stops_service = true;
   return c;
 }
@@ -178,7 +180,7 @@ void PostgresqlDriver::report_background(v1::Heartbeat& hb) const {
   if (archive_) *hb.add_wal_archives() = archive_->status();
 }
 
-std::vector<v1::Reason> PostgresqlDriver::backup_checks() const {
+std::vector<v1::Reason> PostgresqlDriver::backup_checks(bool logical) const {
   std::vector<v1::Reason> out;
   auto refuse = [&](const std::string& d, v1::ErrorCode code = v1::ERROR_CODE_PREFLIGHT_FAILED) {
     out.push_back(make_reason(code, d, component_));
@@ -194,6 +196,12 @@ std::vector<v1::Reason> PostgresqlDriver::backup_checks() const {
     if (c.server_version() / 10000 != 15)
       refuse("postgresql at " + settings_.conn.describe() + " is version " + std::to_string(c.server_version()) +
              "; this driver backs up PostgreSQL 15");
+    if (logical) {
+      for (const char* prog : {"pg_dump", "pg_dumpall"})
+        if (!platform::find_program(settings_.bin_dir + "/" + prog))
+          refuse(std::string("'") + settings_.bin_dir + "/" + prog + "' is not there: install postgresql-client-15, or set bin_dir");
+      return out;  // a dump needs neither the data directory nor the archive
+    }
     if (pg_real(theirs) != pg_real(settings_.data_dir))
       refuse("postgresql at " + settings_.conn.describe() + " keeps its data in '" + theirs + "', not in data_dir '" +
              settings_.data_dir + "': fix 'data_dir' or the connection of component '" + component_ + "'");
@@ -216,7 +224,7 @@ std::vector<v1::Reason> PostgresqlDriver::backup_checks() const {
 }
 
 std::vector<v1::Reason> PostgresqlDriver::preflight(const v1::Task& task) const {
-  if (task.kind() == v1::TASK_KIND_BACKUP) return backup_checks();
+  if (task.kind() == v1::TASK_KIND_BACKUP) return backup_checks(task.options().mode() == "logical");
   std::vector<v1::Reason> out;
   auto refuse = [&](const std::string& d) { out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED, d, component_)); };
   if (task.kind() != v1::TASK_KIND_RESTORE) {
@@ -243,6 +251,10 @@ std::vector<v1::Reason> PostgresqlDriver::preflight(const v1::Task& task) const 
 }
 
 void PostgresqlDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) {
+  // A logical restore's safety copy is a logical dump too: it needs no WAL archive.
+  const bool restoring_dumps = purpose.safety && purpose.restoring && purpose.restoring->component.is_object() &&
+                               purpose.restoring->component.value("mode", "") == "logical";
+  if ((!purpose.safety && ctx.mode == "logical") || restoring_dumps) return dump(ctx, sink);
   const std::string& d = settings_.data_dir;
   std::shared_ptr<Conn> conn;
   try {
@@ -313,9 +325,10 @@ void PostgresqlDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
 
 std::vector<v1::Reason> PostgresqlDriver::check_snapshot(const repo::Snapshot& snap) const {
   std::vector<v1::Reason> out;
-  bool has_data = std::find(snap.paths.begin(), snap.paths.end(), settings_.data_dir) != snap.paths.end();
   std::string mode = snap.component.is_object() ? snap.component.value("mode", "") : "";
-  if (!has_data || (mode != "physical" && mode != "cold"))
+  const std::string& want = mode == "logical" ? settings_.dump_dir : settings_.data_dir;
+  bool has_data = std::find(snap.paths.begin(), snap.paths.end(), want) != snap.paths.end();
+  if (!has_data || (mode != "physical" && mode != "cold" && mode != "logical"))
     out.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
                               "snapshot '" + snap.id.substr(0, 8) + "' is not a base backup of data_dir '" +
                                   settings_.data_dir + "' of component '" + component_ + "'; nothing was changed",
@@ -354,6 +367,13 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     return res;
   }
   const json meta = base.component;
+  if (meta.value("mode", "") == "logical") {
+    if (spec.recovery_target.kind() != v1::RecoveryTarget::KIND_UNSPECIFIED)
+      return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "snapshot '" + base.id.substr(0, 8) +
+                                                       "' is a logical dump: it restores as it was, without a recovery "
+                                                       "target; nothing was changed");
+    return restore_dumps(ctx, base);
+  }
   const bool physical = meta.value("mode", "") == "physical";
   if (!physical && spec.recovery_target.kind() != v1::RecoveryTarget::KIND_UNSPECIFIED)
     return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
@@ -677,6 +697,151 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   res.metadata["recovery"] = reached;
   res.metadata["databases"] = meta.value("databases", json::array());
   res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_PARTIAL;
+  return res;
+}
+
+std::vector<std::string> PostgresqlDriver::client_env(const std::string& dir) const {
+  std::vector<std::string> env = {"PGHOST=" + settings_.conn.host, "PGPORT=" + std::to_string(settings_.conn.port),
+                                  "PGUSER=" + settings_.conn.user, "PGAPPNAME=cairn-agent", "PGCONNECT_TIMEOUT=10"};
+  if (!settings_.conn.sslmode.empty()) env.push_back("PGSSLMODE=" + settings_.conn.sslmode);
+  if (!settings_.conn.password_file.empty()) {
+    if (std::string why = check_secret_file_mode(settings_.conn.password_file); !why.empty())
+      throw Error(Errc::invalid_input, "password_file '" + settings_.conn.password_file + "': " + why);
+    // One line of .pgpass for any host, port and database of this user; ':'
+    // and '\\' in the password escaped as libpq reads them.
+    std::string pw = read_secret_file(settings_.conn.password_file), esc;
+    for (char c : pw) {
+      if (c == ':' || c == '\\') esc += '\\';
+      esc += c;
+    }
+    std::string user;
+    for (char c : settings_.conn.user) {
+      if (c == ':' || c == '\\') user += '\\';
+      user += c;
+    }
+    std::string line = "*:*:*:" + user + ":" + esc + "\n";
+    write_file_atomic(dir + "/.pgpass", std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(line.data()), line.size()),
+                      0600);
+    std::fill(pw.begin(), pw.end(), '\0');
+    std::fill(line.begin(), line.end(), '\0');
+    env.push_back("PGPASSFILE=" + dir + "/.pgpass");
+  } else if (!settings_.conn.passfile.empty()) {
+    env.push_back("PGPASSFILE=" + settings_.conn.passfile);
+  }
+  return env;
+}
+
+void PostgresqlDriver::dump(TaskContext& ctx, SnapshotSink& sink) {
+  const std::string& dir = settings_.dump_dir;
+  remove_tree(dir);  // what a killed backup left
+  mkdir_p(dir, 0700);
+  sink.on_done([dir] { remove_tree(dir); });
+  const std::string scratch = dir + ".pgpass-" + std::to_string(::getpid());
+  mkdir_p(scratch, 0700);
+  struct Gone {
+    std::string d;
+    ~Gone() { remove_tree(d); }
+  } gone{scratch};
+  auto env = client_env(scratch);
+  Conn c(settings_.conn);
+  std::string version = c.value("SELECT current_setting('server_version')");
+  json dbs = json::array();
+  for (const auto& row : c.query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname"))
+    dbs.push_back(row[0].value_or(""));
+  auto run = [&](std::vector<std::string> argv, const std::string& what) {
+    platform::ProcessSpec ps;
+    ps.argv = std::move(argv);
+    ps.env = env;
+    ps.timeout = std::chrono::hours(12);
+    ps.cancel = ctx.cancel;
+    auto r = platform::run_process(ps);
+    if (!r.ok()) throw Error(Errc::io, what + " failed: " + r.describe());
+  };
+  report_phase(ctx, v1::PHASE_SNAPSHOT, "pg_dumpall --globals-only");
+  run({settings_.bin_dir + "/pg_dumpall", "--globals-only", "--no-password", "-f", dir + "/globals.sql"},
+      "pg_dumpall --globals-only");
+  uint64_t n = 0;
+  json files = json::object();
+  for (const auto& db : dbs) {
+    const std::string name = db.get<std::string>();
+    const std::string file = "db-" + std::to_string(n++) + ".dump";  // a database's name may hold any character
+    report_phase(ctx, v1::PHASE_SNAPSHOT, "pg_dump " + name, n, dbs.size());
+    run({settings_.bin_dir + "/pg_dump", "-Fc", "--no-password", "-f", dir + "/" + file, "-d", name},
+        "pg_dump of database '" + name + "'");
+    files[file] = name;
+  }
+  sink.add_path(dir);
+  sink.set_metadata({{"mode", "logical"}, {"server_version", version}, {"databases", dbs}, {"dumps", files},
+                     {"dump_dir", dir}});
+}
+
+DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snapshot& snap) {
+  DriverResult res;
+  auto fail = [&](v1::ErrorCode code, const std::string& detail) {
+    res.outcome = v1::TASK_OUTCOME_FAILED;
+    res.reasons.push_back(make_reason(code, detail, component_));
+    return res;
+  };
+  const std::string staging = settings_.dump_dir + ".cairn-restore-" + utc_stamp();
+  struct Gone {
+    std::string d;
+    ~Gone() { remove_tree(d); }
+  } gone{staging};
+  repo::RestoreOptions ro;
+  ro.target = staging;
+  ro.memory_budget = ctx.memory_budget;
+  ro.cancel = ctx.cancel;
+  ro.progress = repo_progress(ctx, v1::PHASE_RESTORE);
+  try {
+    auto rr = repo::restore(*ctx.repo, snap.id, ro);
+    if (!rr.failures.empty())
+      return fail(v1::ERROR_CODE_REPOSITORY_CORRUPT, "'" + rr.failures.front().path + "': " + rr.failures.front().reason +
+                                                         "; nothing was changed");
+  } catch (const Error& e) {
+    return fail(v1::ERROR_CODE_REPOSITORY_ERROR, std::string("reading the dumps failed, nothing was changed: ") + e.what());
+  }
+  const std::string dir = staging + snap.component.value("dump_dir", settings_.dump_dir);
+  std::vector<std::string> env;
+  try {
+    env = client_env(staging);
+  } catch (const Error& e) {
+    return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, e.what());
+  }
+  auto run = [&](std::vector<std::string> argv) {
+    platform::ProcessSpec ps;
+    ps.argv = std::move(argv);
+    ps.env = env;
+    ps.timeout = std::chrono::hours(12);
+    ps.cancel = ctx.cancel;
+    return platform::run_process(ps);
+  };
+  // Roles and tablespaces first; a role that exists already is an error
+  // psql reports and goes past (the dumps' grants need the roles, not new ones).
+  report_phase(ctx, v1::PHASE_RESTORE, "globals");
+  auto g = run({settings_.bin_dir + "/psql", "-X", "-q", "--no-password", "-d", settings_.conn.dbname, "-f",
+                dir + "/globals.sql"});
+  if (!g.ok()) return fail(v1::ERROR_CODE_IO_ERROR, "restoring roles and tablespaces failed: " + g.describe());
+  json restored = json::array();
+  uint64_t n = 0;
+  const json dumps = snap.component.value("dumps", json::object());
+  for (const auto& [file, name] : dumps.items()) {
+    report_phase(ctx, v1::PHASE_RESTORE, "pg_restore " + name.get<std::string>(), ++n, dumps.size());
+    // --clean --create: the database is dropped and made again from the dump
+    // (the safety backup holds what it was).
+    // Connected to template1: the dump may be of the database the settings name.
+    auto r = run({settings_.bin_dir + "/pg_restore", "--no-password", "--clean", "--if-exists", "--create",
+                  "--exit-on-error", "-d", "template1", dir + "/" + file});
+    if (!r.ok())
+      res.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR,
+                                        "database '" + name.get<std::string>() + "' was not restored: " + r.describe(),
+                                        name.get<std::string>()));
+    else
+      restored.push_back(name);
+  }
+  res.metadata["databases"] = restored;
+  res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED
+                : restored.empty()  ? v1::TASK_OUTCOME_FAILED
+                                    : v1::TASK_OUTCOME_PARTIAL;
   return res;
 }
 

@@ -37,7 +37,13 @@ class PostgresqlDriver : public Driver {
  private:
   // Why a backup cannot be taken now (server down, another data directory,
   // WAL not archived through this agent); empty when it can.
-  std::vector<cairn::v1::Reason> backup_checks() const;
+  std::vector<cairn::v1::Reason> backup_checks(bool logical) const;
+  // Logical mode: pg_dumpall --globals-only and pg_dump -Fc of every database.
+  void dump(TaskContext& ctx, SnapshotSink& sink);
+  DriverResult restore_dumps(TaskContext& ctx, const repo::Snapshot& snap);
+  // libpq's environment for the client programs; the password goes through a
+  // 0600 passfile written in `dir`, never argv or the environment.
+  std::vector<std::string> client_env(const std::string& dir) const;
 
   std::string component_;
   Settings settings_;
