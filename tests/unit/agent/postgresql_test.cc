@@ -245,3 +245,12 @@ TEST_CASE("the archive socket takes only WAL files from the server's own pg_wal"
                       std::chrono::seconds(5)) == 1);
   fs::remove_all(base);
 }
+
+TEST_CASE("postgresql settings: logical mode's dump_dir and bin_dir") {
+  auto s = parse_pg("data_dir = \"/var/lib/postgresql/15/main\"\n");
+  CHECK(s.dump_dir == "/var/lib/postgresql/15/main.cairn-dump");
+  CHECK(s.bin_dir == "/usr/lib/postgresql/15/bin");
+  CHECK_THAT(pg_refusal("data_dir = \"/d\"\ndump_dir = \"/d/dumps\"\n"), Catch::Contains("lies in data_dir"));
+  CHECK_THAT(pg_refusal("data_dir = \"/d\"\ndump_dir = \"dumps\"\n"), Catch::Contains("dump_dir"));
+  CHECK_THAT(pg_refusal("data_dir = \"/d\"\nbin_dir = \"bin\"\n"), Catch::Contains("bin_dir"));
+}
