@@ -157,6 +157,11 @@ pg1-user=postgres
         if rc != 0:
             raise SystemExit(f"cairn restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}")
         assert pg.value("SELECT count(*) FROM mark") == "1" and pg.value("SELECT count(*) FROM pgbench_accounts") == count
+        rid = [w[1] for w in (ln.split() for ln in out.splitlines()) if len(w) > 2 and w[0] == "restore" and w[2] == "created"][0]
+        shown = c.json("restore", "show", rid)
+        rec = [json.loads(t["component_metadata"]) for t in shown["tasks"] if t.get("component_metadata")]
+        res["restore_cairn_phases"] = rec[0].get("recovery", {}).get("seconds") if rec else None
+        print(f"cairn restore phases (s): {res['restore_cairn_phases']}", flush=True)
         # pgBackRest: the same steps (stop, data dir aside, restore, start, promoted), from its full backup.
         t = time.monotonic()
         pg.stop()

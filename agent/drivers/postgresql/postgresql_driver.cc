@@ -4,11 +4,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -397,7 +399,28 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   } cleanup{{staging, wal_dir}};
 
   json reached;
-  uint64_t wal_count = 0;
+  std::atomic<uint64_t> wal_count{0};
+  uint64_t base_budget = ctx.memory_budget;
+  WalCatalog cat;
+  // The WAL fetch running beside the base backup's read; every way out of
+  // this function waits for it first (it uses what is declared above).
+  std::future<std::pair<v1::ErrorCode, std::string>> wal_job;
+  struct JoinWal {
+    std::future<std::pair<v1::ErrorCode, std::string>>& f;
+    ~JoinWal() {
+      if (f.valid()) f.wait();
+    }
+  } join_wal{wal_job};
+  // Each phase's seconds, reported with the result: the restore's RTO, by part.
+  json phase_seconds = json::object();
+  std::string phase_name;
+  auto phase_start = std::chrono::steady_clock::now();
+  auto mark = [&](const std::string& next) {
+    auto now = std::chrono::steady_clock::now();
+    if (!phase_name.empty()) phase_seconds[phase_name] = std::chrono::duration<double>(now - phase_start).count();
+    phase_name = next;
+    phase_start = now;
+  };
   if (physical) {
     const std::string system_id = meta.value("system_identifier", "");
     const uint32_t tli = meta.value("timeline", 0u);
@@ -405,7 +428,6 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     plan::parse_lsn(meta.value("start_lsn", ""), &start);
     plan::parse_lsn(meta.value("stop_lsn", ""), &stop);
     const int64_t end_us = meta.value("backup_end_time_us", int64_t(0));
-    WalCatalog cat;
     try {
       // The archive socket stores WAL beside this task (the safety backup's
       // own WAL among it): what it indexed since the task began is read too.
@@ -472,7 +494,8 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     if (::stat(d.c_str(), &owner) != 0 && ::stat(parent.c_str(), &owner) != 0)
       return fail(v1::ERROR_CODE_IO_ERROR, "cannot read the owner of '" + d + "'");
     (void)::chown(wal_dir.c_str(), owner.st_uid, owner.st_gid);
-    report_phase(ctx, v1::PHASE_RESTORE, "WAL", 0, last_needed - segno_of(start) + 1);
+    report_phase(ctx, v1::PHASE_RESTORE, "WAL and base backup");
+    mark("restore");
     std::vector<std::string> needed;
     for (uint64_t s = segno_of(start); s <= last_needed; ++s) needed.push_back(segment_name(tli, s));
     // Every timeline's history file: the server promotes onto the first
@@ -480,48 +503,60 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     // timeline an earlier restore made (its WAL is in the archive too).
     for (const auto& [name, snap] : cat.by_name)
       if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::history) needed.push_back(name);
-    for (const auto& name : needed) {
-      const repo::Snapshot& ws = cat.by_name.at(name);
-      std::string problem;
-      const std::string tmp = wal_dir + "/.r";
-      try {
-        repo::RestoreOptions ro;
-        ro.target = tmp;
-        ro.memory_budget = ctx.memory_budget;
-        ro.cancel = ctx.cancel;
-        auto rr = repo::restore(*ctx.repo, ws.id, ro);
-        if (!rr.failures.empty()) problem = rr.failures.front().reason;
-        else if (ws.paths.size() != 1) problem = "the snapshot holds " + std::to_string(ws.paths.size()) + " paths";
-        else fs::rename(tmp + ws.paths[0], wal_dir + "/" + name);
-      } catch (const Error& e) {
-        if (e.code() == Errc::interrupted) return fail(v1::ERROR_CODE_CANCELLED, "cancelled; nothing was changed");
-        problem = e.what();
+    // The WAL is read on a thread of its own while the base backup is read
+    // below (a quarter of the memory budget for it); both end before
+    // anything is stopped.
+    const uint64_t wal_budget = ctx.memory_budget / 4;
+    base_budget = ctx.memory_budget - wal_budget;
+    wal_job = std::async(std::launch::async, [&ctx, &cat, &base, &wal_count, &target, wal_dir, needed, covered_lsn, stop,
+                                              wal_budget]() -> std::pair<v1::ErrorCode, std::string> {
+      auto t0 = std::chrono::steady_clock::now();
+      for (const auto& name : needed) {
+        const repo::Snapshot& ws = cat.by_name.at(name);
+        std::string problem;
+        const std::string tmp = wal_dir + "/.r";
+        try {
+          repo::RestoreOptions ro;
+          ro.target = tmp;
+          ro.memory_budget = wal_budget;
+          ro.cancel = ctx.cancel;
+          auto rr = repo::restore(*ctx.repo, ws.id, ro);
+          if (!rr.failures.empty()) problem = rr.failures.front().reason;
+          else if (ws.paths.size() != 1) problem = "the snapshot holds " + std::to_string(ws.paths.size()) + " paths";
+          else fs::rename(tmp + ws.paths[0], wal_dir + "/" + name);
+        } catch (const Error& e) {
+          if (e.code() == Errc::interrupted) return {v1::ERROR_CODE_CANCELLED, "cancelled; nothing was changed"};
+          problem = e.what();
+        } catch (const std::exception& e) {
+          problem = e.what();
+        }
+        remove_tree(tmp);
+        if (problem.empty())
+          if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::segment)
+            if (auto c = check_segment_file(wal_dir + "/" + name, *wn); !c.problem.empty()) problem = c.problem;
+        if (!problem.empty()) {
+          auto wn = parse_wal_name(name);
+          uint64_t reach = wn && wn->kind == WalFileKind::segment ? wn->segno * kWalSegmentSize : covered_lsn;
+          return {v1::ERROR_CODE_REPOSITORY_CORRUPT,
+                  "WAL " + std::string(wn && wn->kind == WalFileKind::history ? "history file" : "segment") + " '" + name +
+                      "' (snapshot '" + ws.id.substr(0, 8) + "') is damaged in the repository: " + problem +
+                      "; recovery from base backup '" + base.id.substr(0, 8) + "' can reach LSN " + plan::format_lsn(reach) +
+                      " at most" + (reach <= stop ? " (not even a consistent state)" : "") + ", short of " +
+                      target.describe() + "; nothing was changed" +
+                      (reach > stop ? " (restore with --to-lsn " + plan::format_lsn(reach - 1) + " to accept that point)" : "")};
+        }
+        ++wal_count;
       }
-      remove_tree(tmp);
-      if (problem.empty())
-        if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::segment)
-          if (auto c = check_segment_file(wal_dir + "/" + name, *wn); !c.problem.empty()) problem = c.problem;
-      if (!problem.empty()) {
-        auto wn = parse_wal_name(name);
-        uint64_t reach = wn && wn->kind == WalFileKind::segment ? wn->segno * kWalSegmentSize : covered_lsn;
-        return fail(v1::ERROR_CODE_REPOSITORY_CORRUPT,
-                    "WAL " + std::string(wn && wn->kind == WalFileKind::history ? "history file" : "segment") + " '" +
-                        name + "' (snapshot '" + ws.id.substr(0, 8) + "') is damaged in the repository: " + problem +
-                        "; recovery from base backup '" + base.id.substr(0, 8) + "' can reach LSN " +
-                        plan::format_lsn(reach) + " at most" + (reach <= stop ? " (not even a consistent state)" : "") +
-                        ", short of " + target.describe() + "; nothing was changed" +
-                        (reach > stop ? " (restore with --to-lsn " + plan::format_lsn(reach - 1) + " to accept that point)" : ""));
-      }
-      ++wal_count;
-      report_phase(ctx, v1::PHASE_RESTORE, name, wal_count, needed.size());
-    }
-    reached["wal_segments_fetched"] = wal_count;
+      (void)t0;
+      return {v1::ERROR_CODE_OK, std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())};
+    });
     reached["covered_lsn"] = plan::format_lsn(covered_lsn);
   }
 
   // 3. The base backup, read beside the data directory while the server runs.
+  if (!physical) mark("restore");
   repo::RestoreOptions ro;
-  ro.memory_budget = ctx.memory_budget;
+  ro.memory_budget = base_budget;
   ro.target = staging;
   ro.cancel = ctx.cancel;
   ro.progress = repo_progress(ctx, v1::PHASE_RESTORE);
@@ -539,6 +574,12 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
       res.reasons.push_back(make_reason(v1::ERROR_CODE_REPOSITORY_CORRUPT, "'" + f.path + "': " + f.reason, f.path));
     return fail(v1::ERROR_CODE_REPOSITORY_CORRUPT,
                 std::to_string(rr.failures.size()) + " entries of the base backup could not be read; nothing was changed");
+  }
+  if (wal_job.valid()) {
+    auto [code, detail] = wal_job.get();
+    if (code != v1::ERROR_CODE_OK) return fail(code, detail);
+    phase_seconds["wal_fetch"] = std::stod(detail);
+    reached["wal_segments_fetched"] = wal_count.load();
   }
   const std::string staged = staging + d;
   struct stat owner{};
@@ -584,6 +625,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   // 4. Stop, swap (data_dir and each tablespace), start.
   platform::Service service(settings_.service);
   report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
+  mark("stop");
   try {
     service.stop(ctx.cancel);
   } catch (const Error& e) {
@@ -646,6 +688,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   };
 
   report_phase(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
+  mark("start");
   try {
     service.start(ctx.cancel);
   } catch (const Error& e) {
@@ -656,6 +699,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
 
   // 5. Recovery runs until the target, then the server promotes itself.
   report_phase(ctx, v1::PHASE_VERIFY, "recovery to " + target.describe());
+  mark("recovery");
   auto deadline = std::chrono::steady_clock::now() + std::max<std::chrono::milliseconds>(settings_.service.timeout, 1h);
   std::string last_error;
   int gone = 0;
@@ -677,7 +721,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     }
     if (std::chrono::steady_clock::now() > deadline)
       return roll_back(v1::ERROR_CODE_VERIFY_FAILED, "the recovery to " + target.describe() + " did not end in time");
-    std::this_thread::sleep_for(500ms);
+    std::this_thread::sleep_for(200ms);
   }
 
   // 6. The recovery settings go from the file (a promoted server ignores
@@ -692,6 +736,8 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     note(ctx, std::string("the recovery settings could not be removed from postgresql.auto.conf: ") + e.what());
   }
   note(ctx, "the previous data directory is kept at '" + old_dir + "' (remove it when no longer needed)");
+  mark("");
+  reached["seconds"] = phase_seconds;
   reached["target"] = target.describe();
   reached["base_backup"] = base.id;
   res.metadata["recovery"] = reached;

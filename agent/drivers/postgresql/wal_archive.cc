@@ -96,7 +96,14 @@ sockaddr_un unix_address(const std::string& path) {
 
 void WalArchive::start(BackgroundContext ctx) {
   ctx_ = std::move(ctx);
-  mkdir_p(fs::path(socket_).parent_path().string(), 0755);
+  // The server's user must reach the socket: a directory the agent makes for
+  // it is 0755 whatever the agent's umask (the packaged unit's is 0077).
+  const std::string parent = fs::path(socket_).parent_path().string();
+  std::error_code ec;
+  if (!fs::exists(parent, ec)) {
+    mkdir_p(parent, 0755);
+    ::chmod(parent.c_str(), 0755);
+  }
   struct stat st{};
   if (::lstat(socket_.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode))
@@ -234,6 +241,8 @@ std::string WalArchive::push(const std::string& path) {
                                    std::string("wal-timeline:") + tli, std::string("pg-system:") + sys};
   if (!ctx_.store_file) throw Error(Errc::invalid_input, "the WAL archive has no repository");
   std::string id = ctx_.store_file(real, tags);
+  // Bounded: the names of recent files are what a retry repeats.
+  if (stored_.size() >= 4096) stored_.erase(stored_.begin());
   stored_[name] = digest;
   {
     std::lock_guard g(mu_);
