@@ -132,6 +132,23 @@ WalCatalog load_wal_catalog(repo::Repository& r, const std::string& component, c
   return c;
 }
 
+// Removes a directory when the scope ends (a run's scratch space).
+struct RemoveAtEnd {
+  std::string dir;
+  ~RemoveAtEnd() { remove_tree(dir); }
+};
+
+// One of PostgreSQL's client programs, with libpq's environment (client_env).
+platform::ProcessResult run_client(std::vector<std::string> argv, const std::vector<std::string>& env,
+                                   const std::atomic<bool>* cancel) {
+  platform::ProcessSpec ps;
+  ps.argv = std::move(argv);
+  ps.env = env;
+  ps.timeout = std::chrono::hours(12);
+  ps.cancel = cancel;
+  return platform::run_process(ps);
+}
+
 }  // namespace
 
 PostgresqlDriver::PostgresqlDriver(std::string component, Settings settings)
@@ -391,12 +408,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   for (int i = 2; fs::exists(fs::symlink_status(d + ".cairn-old-" + stamp, ec)); ++i) stamp = utc_stamp() + "-" + std::to_string(i);
   const std::string staging = d + ".cairn-restore-" + stamp, wal_dir = d + ".cairn-wal-" + stamp,
                     old_dir = d + ".cairn-old-" + stamp;
-  struct Cleanup {
-    std::vector<std::string> dirs;
-    ~Cleanup() {
-      for (const auto& p : dirs) remove_tree(p);
-    }
-  } cleanup{{staging, wal_dir}};
+  RemoveAtEnd cleanup_staging{staging}, cleanup_wal{wal_dir};
 
   json reached;
   std::atomic<uint64_t> wal_count{0};
@@ -784,10 +796,7 @@ void PostgresqlDriver::dump(TaskContext& ctx, SnapshotSink& sink) {
   sink.on_done([dir] { remove_tree(dir); });
   const std::string scratch = dir + ".pgpass-" + std::to_string(::getpid());
   mkdir_p(scratch, 0700);
-  struct Gone {
-    std::string d;
-    ~Gone() { remove_tree(d); }
-  } gone{scratch};
+  RemoveAtEnd gone{scratch};
   auto env = client_env(scratch);
   Conn c(settings_.conn);
   std::string version = c.value("SELECT current_setting('server_version')");
@@ -795,12 +804,7 @@ void PostgresqlDriver::dump(TaskContext& ctx, SnapshotSink& sink) {
   for (const auto& row : c.query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname"))
     dbs.push_back(row[0].value_or(""));
   auto run = [&](std::vector<std::string> argv, const std::string& what) {
-    platform::ProcessSpec ps;
-    ps.argv = std::move(argv);
-    ps.env = env;
-    ps.timeout = std::chrono::hours(12);
-    ps.cancel = ctx.cancel;
-    auto r = platform::run_process(ps);
+    auto r = run_client(std::move(argv), env, ctx.cancel);
     if (!r.ok()) throw Error(Errc::io, what + " failed: " + r.describe());
   };
   report_phase(ctx, v1::PHASE_SNAPSHOT, "pg_dumpall --globals-only");
@@ -829,10 +833,7 @@ DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snaps
     return res;
   };
   const std::string staging = settings_.dump_dir + ".cairn-restore-" + utc_stamp();
-  struct Gone {
-    std::string d;
-    ~Gone() { remove_tree(d); }
-  } gone{staging};
+  RemoveAtEnd gone{staging};
   repo::RestoreOptions ro;
   ro.target = staging;
   ro.memory_budget = ctx.memory_budget;
@@ -853,14 +854,7 @@ DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snaps
   } catch (const Error& e) {
     return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, e.what());
   }
-  auto run = [&](std::vector<std::string> argv) {
-    platform::ProcessSpec ps;
-    ps.argv = std::move(argv);
-    ps.env = env;
-    ps.timeout = std::chrono::hours(12);
-    ps.cancel = ctx.cancel;
-    return platform::run_process(ps);
-  };
+  auto run = [&](std::vector<std::string> argv) { return run_client(std::move(argv), env, ctx.cancel); };
   // Roles and tablespaces first; a role that exists already is an error
   // psql reports and goes past (the dumps' grants need the roles, not new ones).
   report_phase(ctx, v1::PHASE_RESTORE, "globals");
