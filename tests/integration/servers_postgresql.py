@@ -176,3 +176,55 @@ def postgres_server(cluster):
     pg.start()
     yield pg
     pg.cleanup()
+
+
+class Standby(Postgres):
+    """A streaming standby of `primary` (pg_basebackup -R), archiving the WAL it
+    receives itself (archive_mode = always) through the agent's socket of its
+    own component."""
+
+    def __init__(self, primary, agent_binary, component="pg-standby"):
+        import tempfile as _t
+        self.pw = primary.pw
+        self.base = pathlib.Path(_t.mkdtemp(prefix="cairn-pg-standby-", dir="/var/tmp"))
+        os.chmod(self.base, 0o755)
+        self.component = component
+        self.port = free_port()
+        self.data = self.base / "data"
+        self.sock_dir = self.base / "sock"
+        self.log = self.base / "postgresql.log"
+        self.archive_socket = self.base / "archive.sock"
+        self.password_file = self.base / "pg.password"
+        self.password_file.write_text(PASSWORD + "\n")
+        os.chmod(self.password_file, 0o600)
+        bindir = self.base / "bin"
+        bindir.mkdir()
+        self.agent_copy = bindir / "cairn-agent"
+        shutil.copy(agent_binary, self.agent_copy)
+        os.chmod(self.agent_copy, 0o755)
+        self.sock_dir.mkdir()
+        os.chown(self.sock_dir, self.pw.pw_uid, self.pw.pw_gid)
+        os.chown(self.base, self.pw.pw_uid, self.pw.pw_gid)
+        r = subprocess.run(["runuser", "-u", "postgres", "--", "env", f"PGPASSWORD={PASSWORD}", BIN / "pg_basebackup",
+                            "-h", primary.sock_dir, "-p", str(primary.port), "-U", "postgres", "-D", self.data, "-R",
+                            "-X", "stream", "-c", "fast"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+        assert r.returncode == 0, r.stdout.decode(errors="replace")
+        with open(self.data / "postgresql.conf", "a") as f:
+            f.write(f"""
+port = {self.port}
+unix_socket_directories = '{self.sock_dir}'
+archive_mode = always
+archive_command = '{self.agent_copy} wal-push --socket {self.archive_socket} --timeout 120 %p'
+""")
+        self.start_sh = self.base / "start.sh"
+        self.stop_sh = self.base / "stop.sh"
+        self.start_sh.write_text(f"""#!/bin/sh
+exec runuser -u postgres -- {BIN}/pg_ctl -D '{self.data}' -l '{self.log}' -w -t 600 start
+""")
+        self.stop_sh.write_text(f"""#!/bin/sh
+[ -f '{self.data}/postmaster.pid' ] || exit 0
+exec runuser -u postgres -- {BIN}/pg_ctl -D '{self.data}' -m fast -w -t 120 stop
+""")
+        os.chmod(self.start_sh, 0o755)
+        os.chmod(self.stop_sh, 0o755)

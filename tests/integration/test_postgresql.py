@@ -279,3 +279,50 @@ def test_logical_mode_round_trip_of_databases_roles_and_grants(cluster, postgres
     rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-latest", "--wait", timeout=600)
     assert rc == 1, (rc, out, err)
     assert "logical dump" in _details(c.json("restore", "show", restore_id(out)))
+
+
+def test_a_standby_is_the_backup_source_and_its_backup_restores(cluster, postgres_server):  # noqa: F811
+    import threading
+    from cluster import AGENT
+    from servers_postgresql import Standby
+    c, pg = cluster, postgres_server
+    pg.pgbench("-i", "-s", "1", "-q")
+    pg.sql("CREATE TABLE marks (id int PRIMARY KEY)")
+    sb = Standby(pg, AGENT)
+    try:
+        sb.start()
+        c.add_agent("node-a", components=pg.component_toml() + sb.component_toml())
+        c.enrol("node-a")
+        pg.sql("INSERT INTO marks VALUES (1)")
+        c.wait_for("the standby to replay", lambda: sb.value("SELECT count(*) FROM marks") == "1", timeout=60)
+        # A standby cannot close a segment itself: pg_backup_stop waits until
+        # the primary does (archive_timeout in production; here, by hand).
+        stop = threading.Event()
+
+        def switch():
+            while not stop.wait(1.0):
+                pg.sql("SELECT pg_switch_wal(), txid_current()")
+        t = threading.Thread(target=switch, daemon=True)
+        t.start()
+        try:
+            rc, out, err = c.ctl("backup", "create", "--component", "pg-standby", "--wait", timeout=600)
+        finally:
+            stop.set()
+            t.join()
+        assert rc == 0, f"backup exited {rc}\n{out}\n{err}\n{c.logs()}{sb.log_tail()}"
+        set_id = backup_set_id(out)
+        meta = json.loads(c.json("backup", "show", set_id)["tasks"][0]["component_metadata"])
+        assert meta["from_standby"] is True and meta["mode"] == "physical", meta
+        pg.sql("INSERT INTO marks VALUES (2)")
+        c.wait_for("the standby to replay", lambda: sb.value("SELECT count(*) FROM marks") == "2", timeout=60)
+        seg = pg.switch_and_wait_archived()
+        c.wait_for("the standby to archive the same segment",
+                   lambda: sb.value("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")[:24] >= seg, timeout=120)
+        # The standby's own backup and archive restore it, promoted, with every commit.
+        rc, out, err = c.ctl("restore", set_id, "--component", "pg-standby", "--to-latest", "--wait", timeout=900)
+        assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{sb.log_tail()}"
+        assert sb.value("SELECT pg_is_in_recovery()") == "f"
+        assert sb.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["2"]]
+        assert int(sb.value("SELECT count(*) FROM pgbench_accounts")) == 100000
+    finally:
+        sb.cleanup()

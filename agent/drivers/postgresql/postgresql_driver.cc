@@ -115,17 +115,20 @@ std::string pg_quote(const std::string& s) {
 
 // The archived WAL of one database system, by file name (the newest
 // snapshot of each; partial snapshots are not WAL that can be replayed).
+// Whichever component archived it: a primary and its standbys are one
+// database system (the same system identifier), and a standby never archives
+// the segments pg_basebackup copied to it, which its primary did.
 struct WalCatalog {
   std::map<std::string, repo::Snapshot> by_name;
 };
 
-WalCatalog load_wal_catalog(repo::Repository& r, const std::string& component, const std::string& system_id) {
+WalCatalog load_wal_catalog(repo::Repository& r, const std::string& system_id) {
   WalCatalog c;
   for (auto& s : repo::load_snapshots(r)) {
     if (s.partial) continue;
     auto tv = repo::tag_values(s);
     bool wal = std::find(s.tags.begin(), s.tags.end(), "wal") != s.tags.end();
-    if (!wal || tv["component"] != component || tv["pg-system"] != system_id || tv["wal"].empty()) continue;
+    if (!wal || tv["pg-system"] != system_id || tv["wal"].empty()) continue;
     auto& slot = c.by_name[tv["wal"]];
     if (slot.id.empty() || slot.time_unix < s.time_unix) slot = s;
   }
@@ -444,7 +447,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
       // The archive socket stores WAL beside this task (the safety backup's
       // own WAL among it): what it indexed since the task began is read too.
       ctx.repo->refresh_index();
-      cat = load_wal_catalog(*ctx.repo, component_, system_id);
+      cat = load_wal_catalog(*ctx.repo, system_id);
     } catch (const Error& e) {
       return fail(v1::ERROR_CODE_REPOSITORY_ERROR, std::string("cannot list the archived WAL: ") + e.what());
     }
