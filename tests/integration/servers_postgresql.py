@@ -35,29 +35,7 @@ class Postgres:
     def __init__(self, agent_binary, component="pg"):
         if not (BIN / "postgres").exists():
             pytest.fail(f"'{BIN}/postgres' not found: install Debian's postgresql-15 (bash scripts/install-deps.sh)")
-        self.pw = pwd.getpwnam("postgres")
-        self.base = pathlib.Path(tempfile.mkdtemp(prefix="cairn-pg-", dir="/var/tmp"))
-        os.chmod(self.base, 0o755)
-        self.component = component
-        self.port = free_port()
-        self.data = self.base / "data"
-        self.sock_dir = self.base / "sock"
-        self.log = self.base / "postgresql.log"
-        self.archive_socket = self.base / "archive.sock"
-        self.password_file = self.base / "pg.password"
-        self.password_file.write_text(PASSWORD + "\n")
-        os.chmod(self.password_file, 0o600)
-        # The server's user runs archive_command: a copy of the agent it can read.
-        bindir = self.base / "bin"
-        bindir.mkdir()
-        self.agent_copy = bindir / "cairn-agent"
-        shutil.copy(agent_binary, self.agent_copy)
-        os.chmod(self.agent_copy, 0o755)
-        for d in (self.sock_dir,):
-            d.mkdir()
-            os.chown(d, self.pw.pw_uid, self.pw.pw_gid)
-        os.chown(self.base, self.pw.pw_uid, self.pw.pw_gid)
-        os.chown(self.log.parent, self.pw.pw_uid, self.pw.pw_gid)
+        self._layout(agent_binary, component, "cairn-pg-")
         pwfile = self.base / "initdb.pw"
         pwfile.write_text(PASSWORD + "\n")
         os.chown(pwfile, self.pw.pw_uid, self.pw.pw_gid)
@@ -78,6 +56,35 @@ max_wal_size = 256MB
 shared_buffers = 64MB
 fsync = on
 """)
+        self._service_scripts()
+
+    def _layout(self, agent_binary, component, prefix):
+        """The server's directory under /var/tmp (its user can enter it), the
+        password file, a copy of the agent for archive_command, the socket dir."""
+        self.pw = pwd.getpwnam("postgres")
+        self.base = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+        os.chmod(self.base, 0o755)
+        self.component = component
+        self.port = free_port()
+        self.data = self.base / "data"
+        self.sock_dir = self.base / "sock"
+        self.log = self.base / "postgresql.log"
+        self.archive_socket = self.base / "archive.sock"
+        self.password_file = self.base / "pg.password"
+        self.password_file.write_text(PASSWORD + "\n")
+        os.chmod(self.password_file, 0o600)
+        # The server's user runs archive_command: a copy of the agent it can read.
+        bindir = self.base / "bin"
+        bindir.mkdir()
+        self.agent_copy = bindir / "cairn-agent"
+        shutil.copy(agent_binary, self.agent_copy)
+        os.chmod(self.agent_copy, 0o755)
+        self.sock_dir.mkdir()
+        os.chown(self.sock_dir, self.pw.pw_uid, self.pw.pw_gid)
+        os.chown(self.base, self.pw.pw_uid, self.pw.pw_gid)
+
+    def _service_scripts(self):
+        """start.sh and stop.sh: pg_ctl as `postgres` on this data directory."""
         self.start_sh = self.base / "start.sh"
         self.stop_sh = self.base / "stop.sh"
         self.start_sh.write_text(f"""#!/bin/sh
@@ -184,27 +191,7 @@ class Standby(Postgres):
     own component."""
 
     def __init__(self, primary, agent_binary, component="pg-standby"):
-        import tempfile as _t
-        self.pw = primary.pw
-        self.base = pathlib.Path(_t.mkdtemp(prefix="cairn-pg-standby-", dir="/var/tmp"))
-        os.chmod(self.base, 0o755)
-        self.component = component
-        self.port = free_port()
-        self.data = self.base / "data"
-        self.sock_dir = self.base / "sock"
-        self.log = self.base / "postgresql.log"
-        self.archive_socket = self.base / "archive.sock"
-        self.password_file = self.base / "pg.password"
-        self.password_file.write_text(PASSWORD + "\n")
-        os.chmod(self.password_file, 0o600)
-        bindir = self.base / "bin"
-        bindir.mkdir()
-        self.agent_copy = bindir / "cairn-agent"
-        shutil.copy(agent_binary, self.agent_copy)
-        os.chmod(self.agent_copy, 0o755)
-        self.sock_dir.mkdir()
-        os.chown(self.sock_dir, self.pw.pw_uid, self.pw.pw_gid)
-        os.chown(self.base, self.pw.pw_uid, self.pw.pw_gid)
+        self._layout(agent_binary, component, "cairn-pg-standby-")
         r = subprocess.run(["runuser", "-u", "postgres", "--", "env", f"PGPASSWORD={PASSWORD}", BIN / "pg_basebackup",
                             "-h", primary.sock_dir, "-p", str(primary.port), "-U", "postgres", "-D", self.data, "-R",
                             "-X", "stream", "-c", "fast"],
@@ -217,14 +204,4 @@ unix_socket_directories = '{self.sock_dir}'
 archive_mode = always
 archive_command = '{self.agent_copy} wal-push --socket {self.archive_socket} --timeout 120 %p'
 """)
-        self.start_sh = self.base / "start.sh"
-        self.stop_sh = self.base / "stop.sh"
-        self.start_sh.write_text(f"""#!/bin/sh
-exec runuser -u postgres -- {BIN}/pg_ctl -D '{self.data}' -l '{self.log}' -w -t 600 start
-""")
-        self.stop_sh.write_text(f"""#!/bin/sh
-[ -f '{self.data}/postmaster.pid' ] || exit 0
-exec runuser -u postgres -- {BIN}/pg_ctl -D '{self.data}' -m fast -w -t 120 stop
-""")
-        os.chmod(self.start_sh, 0o755)
-        os.chmod(self.stop_sh, 0o755)
+        self._service_scripts()
