@@ -379,8 +379,9 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   // piece the recovery needs was read out of the repository and checked.
   repo::Snapshot base;
   try {
-    base = repo::load_snapshot(*ctx.repo, repo::resolve_snapshot(*ctx.repo, spec.snapshot_id));
-    base.id = repo::resolve_snapshot(*ctx.repo, spec.snapshot_id);
+    const std::string id = repo::resolve_snapshot(*ctx.repo, spec.snapshot_id);
+    base = repo::load_snapshot(*ctx.repo, id);
+    base.id = id;
   } catch (const Error& e) {
     return fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, std::string("cannot read the snapshot: ") + e.what());
   }
@@ -562,7 +563,6 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
         }
         ++wal_count;
       }
-      (void)t0;
       return {v1::ERROR_CODE_OK, std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())};
     });
     reached["covered_lsn"] = plan::format_lsn(covered_lsn);
