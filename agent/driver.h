@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/restore_journal.h"
+#include "common/util/error.h"
 #include "common/util/terminal_text.h"
 #include "proto/cairn.pb.h"
 
@@ -78,6 +80,9 @@ struct TaskContext {
   uint64_t memory_budget = 0;
   // Tells the operator something that is no failure (a parent not used).
   std::function<void(const std::string&)> note;
+  // Where an in-place restore keeps its record while the service is stopped
+  // or its data is being swapped (restore_journal.h); null: none is kept.
+  const RestoreJournal* journal = nullptr;
 };
 
 // Where a driver puts what it snapshotted. The runner stores it after
@@ -316,6 +321,15 @@ class Driver {
   // What the background service reports in every heartbeat (the WAL
   // archive's progress and lag); called from the session's thread.
   virtual void report_background(cairn::v1::Heartbeat& hb) const { (void)hb; }
+  // An in-place restore of this driver's was interrupted (the agent killed
+  // between stopping the service and the restore's end; restore_journal.h):
+  // put the previous data back and the service running on it. Returns what
+  // was done, for the operator; throws cairn::Error when it could not (the
+  // record is kept, and the next start tries again).
+  virtual std::string recover_interrupted_restore(const InPlaceRestore& r) {
+    (void)r;
+    throw Error(Errc::unsupported, "driver '" + name() + "' keeps no record of an in-place restore");
+  }
 };
 
 // Builds a Reason in one line.

@@ -642,6 +642,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
       ctx.progress = send_progress;
       ctx.cancel = &cancel_;
       ctx.memory_budget = memory_budget_;
+      ctx.journal = journal_;
       // A note is no failure: logged, and shown as the task's current item.
       ctx.note = [&](const std::string& text) {
         spdlog::warn("task '{}': {}", task.task_id(), text);

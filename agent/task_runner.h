@@ -42,6 +42,8 @@ class TaskRunner {
   void set_memory_budget(uint64_t bytes) { memory_budget_ = bytes; }
   // The [drill] section drills run under (docs/drills.md); null: drills are refused. Set before start().
   void set_drill(const DrillDecl* d) { drill_ = d; }
+  // Where in-place restores keep their record (restore_journal.h); set before start().
+  void set_restore_journal(const RestoreJournal* j) { journal_ = j; }
 
   void start();
   void submit(AdmittedTask t);
@@ -81,6 +83,7 @@ class TaskRunner {
   void remember_own(const RepositoryDecl& repository, const cairn::v1::Task& task, const DriverResult& dr);
 
   Emit emit_;
+  const RestoreJournal* journal_ = nullptr;
   OwnSnapshots own_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

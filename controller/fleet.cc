@@ -794,8 +794,22 @@ std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_
   {
     auto t = tx.task(r.task_id());
     if (!t || t->agent_id != agent_id) return "no task '" + r.task_id() + "' of this agent";
-    if (catalog::is_terminal(t->state))
+    if (catalog::is_terminal(t->state)) {
+      // An in-place restore the agent was killed in, ended here as lost: what
+      // the agent did about it at its next start (restore_journal.h) is added
+      // to the task, so `restore show` tells the operator where the data is.
+      if (t->kind == catalog::TaskKind::restore && t->state == TaskState::failed &&
+          r.outcome() == cairn::v1::TASK_OUTCOME_FAILED && r.reasons_size() > 0 &&
+          std::any_of(t->reasons.begin(), t->reasons.end(),
+                      [](const auto& why) { return why.code == cairn::v1::ERROR_CODE_AGENT_LOST; }) &&
+          std::none_of(t->reasons.begin(), t->reasons.end(), [&](const auto& why) { return why.detail == r.reasons(0).detail(); })) {
+        std::vector<catalog::Reason> add;
+        for (const auto& why : r.reasons()) add.push_back({why.code(), why.detail(), why.item()});
+        tx.amend_task_reasons(t->id, add);
+        return {};
+      }
       return "task '" + t->id + "' already ended '" + std::string(to_string(t->state)) + "'";
+    }
     if (t->state == TaskState::pending || t->state == TaskState::sent) {
       // A result proves the plan was accepted even if its ack was lost.
       if (t->state == TaskState::pending) tx.update_task(t->id, catalog::TaskUpdate(TaskState::sent));

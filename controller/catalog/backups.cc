@@ -275,6 +275,20 @@ std::optional<SnapshotOrigin> Tx::snapshot_origin(const std::string& snapshot_id
   return SnapshotOrigin{s.text(0), s.text(1), s.integer(2) != 0};
 }
 
+void Tx::amend_task_reasons(const std::string& task_id, const std::vector<Reason>& reasons) {
+  auto t = task(task_id);
+  if (!t) throw Error(Errc::not_found, "no task '" + task_id + "'");
+  auto ins = db_.prepare("INSERT INTO task_reasons (task_id, ordinal, code, detail, item) VALUES (?, ?, ?, ?, ?)");
+  int64_t ordinal = int64_t(t->reasons.size());
+  for (const auto& r : reasons) {
+    ins.reset();
+    ins.bind_all(task_id, ordinal++, int64_t(r.code), r.detail, r.item).run();
+  }
+  db_.prepare("UPDATE tasks SET updated_at = ? WHERE id = ?").bind_all(now(), task_id).run();
+  audit({"task.amended", "task:" + task_id, std::string(to_string(t->state)),
+         reasons.empty() ? "" : proto::error_code_name(reasons.front().code), task_step_details(*t, t->state, reasons)});
+}
+
 void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
   auto t = task(task_id);
   if (!t) throw Error(Errc::not_found, "no task '" + task_id + "'");

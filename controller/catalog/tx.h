@@ -178,6 +178,10 @@ class Tx {
   // set's state is derived and recorded too. Throws cairn::Error(invalid_input)
   // for a refused transition or a missing reason.
   void update_task(const std::string& task_id, const TaskUpdate& update);
+  // What an agent learnt of a task after the task had ended (an in-place
+  // restore it was killed in, put right at its next start): the reasons are
+  // added after the task's own, its state stays. Audited as `task.amended`.
+  void amend_task_reasons(const std::string& task_id, const std::vector<Reason>& reasons);
   // Keeps only the latest progress per task, unaudited (several per second).
   void set_task_progress(const std::string& task_id, const TaskProgress& progress);
 

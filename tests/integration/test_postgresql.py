@@ -326,3 +326,61 @@ def test_a_standby_is_the_backup_source_and_its_backup_restores(cluster, postgre
         assert int(sb.value("SELECT count(*) FROM pgbench_accounts")) == 100000
     finally:
         sb.cleanup()
+
+
+def test_an_agent_killed_mid_restore_puts_the_previous_data_back_at_its_start(cluster, postgres_server, tmp_path):  # noqa: F811
+    """The agent SIGKILLed inside a physical restore (docs/protocol.md § An agent
+    stopped during an in-place restore): with the server stopped, with the data
+    directory swapped, and with the server started on the restored copy and
+    replaying. Each time the controller ends the restore failed (agent lost);
+    at the agent's restart the server runs again on the data it had before the
+    restore (a row written after the backup is there), the restored copy is
+    kept aside, and `restore show` says what the agent did. A last restore
+    without a fault then completes on the backup's data."""
+    c, pg = cluster, postgres_server
+    fp = tmp_path / "failpoints"
+    agent = c.add_agent("node-a", components=pg.component_toml(), env={"CAIRN_FAILPOINTS_FILE": os.fspath(fp)})
+    c.enrol("node-a")
+    pg.sql("CREATE TABLE t (i int)")
+    pg.sql("INSERT INTO t VALUES (1)")
+    set_id, _ = _backup(c, pg)
+    pg.sql("INSERT INTO t VALUES (2)")  # after the backup: the live data's own
+    pg.switch_and_wait_archived()
+    records = c.agent_dirs["node-a"]["dir"] / "state" / "restores"
+    parent = pg.data.parent
+
+    for point in ["stopped", "swapped", "started"]:
+        fp.write_text(f"restore.postgresql.{point} kill\n")
+        failed_before = {p.name for p in parent.glob(pg.data.name + ".cairn-failed-*")}
+        rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-immediate", "--skip-safety-backup", "--wait",
+                             timeout=600)
+        assert rc != 0, f"[{point}] the restore of a killed agent exited 0\n{out}\n{err}"
+        rid = restore_id(out)
+        agent.p.wait(timeout=30)  # the failpoint killed it
+        assert list(records.glob("*.json")), f"[{point}] no restore record was left by the killed agent"
+        agent.start()
+
+        def told():
+            t = c.json("restore", "show", rid)["tasks"][0]
+            d = " ".join(x.get("detail", "") for x in t.get("reasons", []))
+            return d if "put the previous data back" in d else None
+        detail = c.wait_for(f"[{point}] the agent's account of the interrupted restore", told, timeout=120)
+        assert "agent_lost" in json.dumps(c.json("restore", "show", rid)).lower(), detail
+        assert "postgresql was started on it" in detail, detail
+        # The server answers as a primary, on the data it had before the restore.
+        assert pg.value("SELECT pg_is_in_recovery()") == "f", f"[{point}] {detail}{pg.log_tail()}"
+        assert pg.value("SELECT count(*) FROM t") == "2", f"[{point}] not the pre-restore data: {detail}"
+        assert not (pg.data / "recovery.signal").exists()
+        assert not list(records.glob("*.json")), f"[{point}] the record was not removed"
+        failed_now = {p.name for p in parent.glob(pg.data.name + ".cairn-failed-*")} - failed_before
+        if point == "stopped":
+            assert "nothing had been moved yet" in detail and not failed_now, (detail, failed_now)
+        else:
+            assert len(failed_now) == 1 and "the restored copy is in" in detail, (detail, failed_now)
+        assert not list(parent.glob(pg.data.name + ".cairn-wal-*")), "the fetched WAL was left"
+
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-immediate", "--skip-safety-backup", "--wait",
+                         timeout=600)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    assert pg.value("SELECT count(*) FROM t") == "1"
+    assert pg.value("SELECT pg_is_in_recovery()") == "f"

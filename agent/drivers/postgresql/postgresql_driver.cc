@@ -19,6 +19,7 @@
 #include "agent/drivers/postgresql/wal.h"
 #include "agent/config.h"
 #include "agent/drivers/repo_progress.h"
+#include "agent/failpoint.h"
 #include "agent/platform/process.h"
 #include "agent/platform/service.h"
 #include "common/plan/recovery_target.h"
@@ -637,8 +638,23 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   res.bytes = rr.bytes_restored;
   res.files = rr.files_restored;
 
-  // 4. Stop, swap (data_dir and each tablespace), start.
+  // 4. Stop, swap (data_dir and each tablespace), start. The restore's
+  // record (restore_journal.h) is on disk from before the stop until the
+  // end: an agent killed in between puts the previous data back at its start.
   platform::Service service(settings_.service);
+  InPlaceRestore rec;
+  rec.component = ctx.component;
+  rec.restore_id = ctx.restore_id;
+  rec.task_id = ctx.task_id;
+  rec.plan_id = ctx.plan_id;
+  rec.stamp = stamp;
+  rec.scratch = {staging, wal_dir};
+  JournalGuard journal(ctx.journal, std::move(rec));
+  try {
+    journal.write();
+  } catch (const Error& e) {
+    return fail(v1::ERROR_CODE_IO_ERROR, e.what());
+  }
   report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
   mark("stop");
   try {
@@ -649,6 +665,8 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
                   std::string("stopping postgresql failed, nothing was changed: ") + e.what());
     note(ctx, std::string("stopping postgresql reported '") + e.what() + "', and no postmaster.pid is left: it was not running");
   }
+  // Fault injection for tests (agent/failpoint.h; only with CAIRN_FAILPOINTS_FILE).
+  failpoint("restore.postgresql.stopped");
   std::vector<std::pair<std::string, std::string>> swapped;  // (path, where its previous contents went)
   auto put_back = [&]() {
     std::string left;
@@ -658,15 +676,21 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
       if (!it->second.empty()) fs::rename(it->second, it->first, e2);
       if (e2) left += " '" + it->first + "' (" + e2.message() + ")";
     }
+    if (!left.empty()) journal.keep();  // the agent's next start tries again
     return left;
   };
   try {
+    // Every move is in the record before the first is made.
+    journal.record().state = InPlaceRestore::State::swapping;
     for (const auto& p : base.paths) {
       std::string old = p == d ? old_dir : p + ".cairn-old-" + stamp;
-      bool had = fs::exists(fs::symlink_status(p, ec));
-      if (had) fs::rename(p, old);
-      swapped.emplace_back(p, had ? old : "");
-      fs::rename(staging + p, p);
+      journal.record().moves.push_back({p, fs::exists(fs::symlink_status(p, ec)) ? old : ""});
+    }
+    journal.write();
+    for (const auto& m : journal.record().moves) {
+      if (!m.aside.empty()) fs::rename(m.path, m.aside);
+      swapped.emplace_back(m.path, m.aside);
+      fs::rename(staging + m.path, m.path);
     }
   } catch (const std::exception& e) {
     std::string left = put_back();
@@ -680,6 +704,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     return fail(v1::ERROR_CODE_IO_ERROR, detail);
   }
   res.metadata["previous_data_dir"] = old_dir;
+  failpoint("restore.postgresql.swapped");
 
   // A failure from here: the server is stopped, the previous data put back
   // and started again; the restored copy is kept for a look.
@@ -712,6 +737,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
                          "): recovery to " + target.describe() + " failed; its log says why");
   }
 
+  failpoint("restore.postgresql.started");
   // 5. Recovery runs until the target, then the server promotes itself.
   report_phase(ctx, v1::PHASE_VERIFY, "recovery to " + target.describe());
   mark("recovery");
@@ -759,6 +785,38 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   res.metadata["databases"] = meta.value("databases", json::array());
   res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_PARTIAL;
   return res;
+}
+
+std::string PostgresqlDriver::recover_interrupted_restore(const InPlaceRestore& r) {
+  // Whatever runs on data_dir now (the restored copy, perhaps still in
+  // recovery, or nothing) is stopped; the previous data goes back; the
+  // server starts on it. Each part is safe to run again.
+  const std::string& d = settings_.data_dir;
+  platform::Service service(settings_.service);
+  std::error_code ec;
+  try {
+    service.stop();
+  } catch (const Error& e) {
+    if (fs::exists(d + "/postmaster.pid", ec))
+      throw Error(Errc::io, std::string("stopping postgresql failed (") + e.what() + "), so nothing was moved");
+  }
+  bool restored_there = false;
+  for (const auto& m : r.moves)
+    if (!m.aside.empty() && fs::exists(fs::symlink_status(m.aside, ec))) restored_there = true;
+  if (std::string left = put_back_moves(r); !left.empty())
+    throw Error(Errc::io, "could not put back:" + left + " (postgresql is stopped)");
+  std::string scratch_left = remove_scratch(r);
+  try {
+    service.start();
+  } catch (const Error& e) {
+    throw Error(Errc::io, std::string("the previous data is back in '") + d + "', but starting postgresql on it failed: " +
+                              e.what());
+  }
+  return std::string(restored_there ? "the previous data is back in '" + d + "' (the restored copy is in '" + d +
+                                          ".cairn-failed-" + r.stamp + "')"
+                                    : "nothing had been moved yet; '" + d + "' holds its data as before") +
+         " and postgresql was started on it" +
+         (scratch_left.empty() ? "" : "; could not remove the restore's scratch directories:" + scratch_left);
 }
 
 std::vector<std::string> PostgresqlDriver::client_env(const std::string& dir) const {

@@ -31,6 +31,7 @@ class PostgresqlDriver : public Driver {
   void start_background(BackgroundContext ctx) override;
   void stop_background() override;
   void report_background(cairn::v1::Heartbeat& hb) const override;
+  std::string recover_interrupted_restore(const InPlaceRestore& r) override;
 
   const Settings& settings() const { return settings_; }
 

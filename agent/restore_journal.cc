@@ -1,0 +1,163 @@
+#include "agent/restore_journal.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <ctime>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "agent/driver.h"
+#include "common/util/error.h"
+#include "common/util/fs.h"
+#include "common/util/encoding.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace cairn::agent {
+
+std::string RestoreJournal::path_of(const std::string& component) const {
+  // Component names are the config's; hex keeps any of them one file name.
+  return dir_ + "/" + to_hex(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(component.data()), component.size())) +
+         ".json";
+}
+
+void RestoreJournal::write(const InPlaceRestore& r) const {
+  json moves = json::array();
+  for (const auto& m : r.moves) moves.push_back({{"path", m.path}, {"aside", m.aside}});
+  json j = {{"component", r.component}, {"restore_id", r.restore_id}, {"task_id", r.task_id},
+            {"plan_id", r.plan_id},     {"stamp", r.stamp},           {"state", r.state == InPlaceRestore::State::swapping ? "swapping" : "stopping"},
+            {"moves", moves},           {"scratch", r.scratch}};
+  try {
+    mkdir_p(dir_, 0700);
+    std::string text = j.dump(2) + "\n";
+    write_file_atomic(path_of(r.component),
+                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), 0600);
+  } catch (const Error& e) {
+    throw Error(e.code(), "cannot write the restore's record in '" + dir_ + "' (nothing was changed): " + e.what());
+  }
+}
+
+std::string RestoreJournal::clear(const std::string& component) const {
+  std::error_code ec;
+  fs::remove(path_of(component), ec);
+  return ec ? "cannot remove the restore's record '" + path_of(component) + "': " + ec.message() : "";
+}
+
+std::vector<InPlaceRestore> RestoreJournal::load(std::vector<std::string>* problems) const {
+  std::vector<InPlaceRestore> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir_, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir_, ec)) {
+    const std::string p = e.path().string();
+    if (e.path().extension() != ".json") continue;
+    try {
+      auto bytes = read_file(p, 1 << 20);
+      json j = json::parse(bytes.begin(), bytes.end());
+      InPlaceRestore r;
+      r.component = j.at("component").get<std::string>();
+      r.restore_id = j.value("restore_id", "");
+      r.task_id = j.at("task_id").get<std::string>();
+      r.plan_id = j.value("plan_id", "");
+      r.stamp = j.at("stamp").get<std::string>();
+      r.state = j.at("state").get<std::string>() == "swapping" ? InPlaceRestore::State::swapping : InPlaceRestore::State::stopping;
+      for (const auto& m : j.at("moves")) r.moves.push_back({m.at("path").get<std::string>(), m.at("aside").get<std::string>()});
+      for (const auto& s : j.value("scratch", json::array())) r.scratch.push_back(s.get<std::string>());
+      if (path_of(r.component) != p) throw Error(Errc::corrupt, "it names component '" + r.component + "', not its own");
+      out.push_back(std::move(r));
+    } catch (const std::exception& ex) {
+      if (problems) problems->push_back("restore record '" + p + "' cannot be read (left as it is): " + ex.what());
+    }
+  }
+  if (ec && problems) problems->push_back("cannot list '" + dir_ + "': " + ec.message());
+  return out;
+}
+
+std::string put_back_moves(const InPlaceRestore& r) {
+  std::string left;
+  for (auto it = r.moves.rbegin(); it != r.moves.rend(); ++it) {
+    std::error_code ec;
+    const bool aside_there = !it->aside.empty() && fs::exists(fs::symlink_status(it->aside, ec));
+    const bool path_there = fs::exists(fs::symlink_status(it->path, ec));
+    // Nothing was there before and nothing is now, or the move never
+    // happened: nothing to undo.
+    if (it->aside.empty() ? !path_there : !aside_there) continue;
+    if (path_there) {
+      std::string failed = it->path + ".cairn-failed-" + r.stamp;
+      for (int i = 2; fs::exists(fs::symlink_status(failed, ec)); ++i) failed = it->path + ".cairn-failed-" + r.stamp + "-" + std::to_string(i);
+      fs::rename(it->path, failed, ec);
+      if (ec) {
+        left += " '" + it->path + "' (moving the restored copy aside: " + ec.message() + ")";
+        continue;
+      }
+    }
+    if (!it->aside.empty()) {
+      fs::rename(it->aside, it->path, ec);
+      if (ec) left += " '" + it->path + "' (putting '" + it->aside + "' back: " + ec.message() + ")";
+    }
+  }
+  return left;
+}
+
+std::string remove_scratch(const InPlaceRestore& r) {
+  std::string left;
+  for (const auto& s : r.scratch) {
+    std::error_code ec;
+    fs::remove_all(s, ec);
+    if (ec) left += " '" + s + "' (" + ec.message() + ")";
+  }
+  return left;
+}
+
+void JournalGuard::write() {
+  if (!journal_) return;
+  journal_->write(r_);
+  written_ = true;
+}
+
+JournalGuard::~JournalGuard() {
+  if (!journal_ || !written_ || keep_) return;
+  if (auto why = journal_->clear(r_.component); !why.empty()) spdlog::error("component '{}': {}", r_.component, why);
+}
+
+std::vector<cairn::v1::TaskResult> recover_in_place_restores(const RestoreJournal& journal,
+                                                             const std::function<Driver*(const std::string&)>& driver_of) {
+  std::vector<std::string> problems;
+  auto records = journal.load(&problems);
+  for (const auto& p : problems) spdlog::error("{}", p);
+  std::vector<cairn::v1::TaskResult> out;
+  for (const auto& r : records) {
+    cairn::v1::TaskResult res;
+    res.set_plan_id(r.plan_id);
+    res.set_task_id(r.task_id);
+    res.set_outcome(cairn::v1::TASK_OUTCOME_FAILED);
+    const auto now = static_cast<uint64_t>(std::time(nullptr));
+    res.set_started_at(now);
+    res.set_finished_at(now);
+    const std::string what = "the agent stopped during this restore (killed, crashed or its host restarted) after it had " +
+                             std::string(r.state == InPlaceRestore::State::swapping ? "begun to replace the data"
+                                                                                    : "begun to stop the service");
+    auto* why = res.add_reasons();
+    try {
+      Driver* d = driver_of(r.component);
+      if (!d) throw Error(Errc::not_found, "component '" + r.component + "' is no longer declared in the agent's configuration");
+      std::string done = d->recover_interrupted_restore(r);
+      why->set_code(cairn::v1::ERROR_CODE_AGENT_LOST);
+      why->set_detail(what + "; at its next start it put the previous data back: " + done);
+      spdlog::warn("component '{}': restore task '{}' was interrupted; {}", r.component, r.task_id, done);
+      if (auto e = journal.clear(r.component); !e.empty()) spdlog::error("component '{}': {}", r.component, e);
+    } catch (const std::exception& e) {
+      why->set_code(cairn::v1::ERROR_CODE_SERVICE_CONTROL_FAILED);
+      why->set_detail(what + "; at its next start it could not put the previous data back (" + e.what() +
+                      "); its record is kept in '" + journal.dir() + "' and the agent's next start tries again; " +
+                      "docs/protocol.md says how to put it back by hand");
+      spdlog::error("component '{}': restore task '{}' was interrupted and is not put right yet: {}", r.component,
+                    r.task_id, e.what());
+    }
+    out.push_back(std::move(res));
+  }
+  return out;
+}
+
+}  // namespace cairn::agent
