@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/driver.h"
+#include "agent/platform/service.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 #include "common/util/encoding.h"
@@ -119,6 +120,34 @@ void JournalGuard::write() {
 JournalGuard::~JournalGuard() {
   if (!journal_ || !written_ || keep_) return;
   if (auto why = journal_->clear(r_.component); !why.empty()) spdlog::error("component '{}': {}", r_.component, why);
+}
+
+std::string undo_around_service(const InPlaceRestore& r, const platform::Service& service, const std::string& server,
+                                const std::string& data_dir, const std::function<bool()>& stopped_anyway) {
+  try {
+    service.stop();
+  } catch (const Error& e) {
+    if (!stopped_anyway())
+      throw Error(Errc::io, "stopping " + server + " failed (" + e.what() + "), so nothing was moved");
+  }
+  std::error_code ec;
+  bool moved = false;
+  for (const auto& m : r.moves)
+    if (!m.aside.empty() && fs::exists(fs::symlink_status(m.aside, ec))) moved = true;
+  if (std::string left = put_back_moves(r); !left.empty())
+    throw Error(Errc::io, "could not put back:" + left + " (" + server + " is stopped)");
+  std::string scratch_left = remove_scratch(r);
+  try {
+    service.start();
+  } catch (const Error& e) {
+    throw Error(Errc::io, "the previous data is back in '" + data_dir + "', but starting " + server + " on it failed: " +
+                              e.what());
+  }
+  return std::string(moved ? "the previous data is back in '" + data_dir + "' (the restored copy is in '" + data_dir +
+                                 ".cairn-failed-" + r.stamp + "')"
+                           : "nothing had been moved yet; '" + data_dir + "' holds its data as before") +
+         " and " + server + " was started on it" +
+         (scratch_left.empty() ? "" : "; could not remove the restore's scratch directories:" + scratch_left);
 }
 
 std::vector<cairn::v1::TaskResult> recover_in_place_restores(const RestoreJournal& journal,

@@ -78,6 +78,18 @@ class JournalGuard {
   bool written_ = false, keep_ = false;
 };
 
+namespace platform {
+class Service;
+}
+
+// The undo of a driver that stops a service around its swap, at the agent's
+// start: the service stopped (a failed stop is accepted only when
+// stopped_anyway() says nothing runs on the data), the moves put back, the
+// scratch removed, the service started. `server` names it in the account
+// returned; throws cairn::Error (Errc::io) saying what is left.
+std::string undo_around_service(const InPlaceRestore& r, const platform::Service& service, const std::string& server,
+                                const std::string& data_dir, const std::function<bool()>& stopped_anyway);
+
 // At the agent's start: every record left is handed to its component's
 // driver (driver_of: null when the component is no longer declared), and
 // one result per record is returned for the restore's task: failed, saying

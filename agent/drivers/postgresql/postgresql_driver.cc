@@ -789,34 +789,13 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
 
 std::string PostgresqlDriver::recover_interrupted_restore(const InPlaceRestore& r) {
   // Whatever runs on data_dir now (the restored copy, perhaps still in
-  // recovery, or nothing) is stopped; the previous data goes back; the
-  // server starts on it. Each part is safe to run again.
-  const std::string& d = settings_.data_dir;
-  platform::Service service(settings_.service);
-  std::error_code ec;
-  try {
-    service.stop();
-  } catch (const Error& e) {
-    if (fs::exists(d + "/postmaster.pid", ec))
-      throw Error(Errc::io, std::string("stopping postgresql failed (") + e.what() + "), so nothing was moved");
-  }
-  bool restored_there = false;
-  for (const auto& m : r.moves)
-    if (!m.aside.empty() && fs::exists(fs::symlink_status(m.aside, ec))) restored_there = true;
-  if (std::string left = put_back_moves(r); !left.empty())
-    throw Error(Errc::io, "could not put back:" + left + " (postgresql is stopped)");
-  std::string scratch_left = remove_scratch(r);
-  try {
-    service.start();
-  } catch (const Error& e) {
-    throw Error(Errc::io, std::string("the previous data is back in '") + d + "', but starting postgresql on it failed: " +
-                              e.what());
-  }
-  return std::string(restored_there ? "the previous data is back in '" + d + "' (the restored copy is in '" + d +
-                                          ".cairn-failed-" + r.stamp + "')"
-                                    : "nothing had been moved yet; '" + d + "' holds its data as before") +
-         " and postgresql was started on it" +
-         (scratch_left.empty() ? "" : "; could not remove the restore's scratch directories:" + scratch_left);
+  // recovery, or nothing) is stopped; a stop that fails with no
+  // postmaster.pid left found nothing running.
+  const std::string d = settings_.data_dir;
+  return undo_around_service(r, platform::Service(settings_.service), "postgresql", d, [&d] {
+    std::error_code ec;
+    return !fs::exists(d + "/postmaster.pid", ec);
+  });
 }
 
 std::vector<std::string> PostgresqlDriver::client_env(const std::string& dir) const {

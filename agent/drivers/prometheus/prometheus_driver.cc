@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "agent/drivers/repo_progress.h"
+#include "agent/failpoint.h"
 #include "agent/drivers/prometheus/tsdb.h"
 #include "agent/platform/service.h"
 #include "common/repo/restorer.h"
@@ -366,8 +367,25 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   res.bytes = rr.bytes_restored;
   res.files = rr.files_restored;
 
-  // 3. Stop, swap, configuration back, start.
+  // 3. Stop, swap, configuration back, start. The restore's record
+  // (restore_journal.h) is on disk from before the stop until the end: an
+  // agent killed in between puts the previous data back at its next start.
+  // The TSDB directory and each configuration file the snapshot holds are
+  // moved aside (<path>.cairn-old-<stamp>) and the snapshot's put in place.
   platform::Service service(settings_.service);
+  InPlaceRestore rec;
+  rec.component = ctx.component;
+  rec.restore_id = ctx.restore_id;
+  rec.task_id = ctx.task_id;
+  rec.plan_id = ctx.plan_id;
+  rec.stamp = stamp;
+  rec.scratch = {staging};
+  JournalGuard journal(ctx.journal, std::move(rec));
+  try {
+    journal.write();
+  } catch (const Error& e) {
+    return fail(v1::ERROR_CODE_IO_ERROR, e.what());
+  }
   report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
   try {
     service.stop(ctx.cancel);
@@ -375,59 +393,89 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     return fail(e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED : v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
                 std::string("stopping prometheus failed, nothing was changed: ") + e.what());
   }
+  failpoint("restore.prometheus.stopped");
   report_phase(ctx, v1::PHASE_RESTORE, settings_.data_dir, rr.bytes_restored, rr.bytes_restored);
   bool had_old = fs::exists(fs::symlink_status(settings_.data_dir, ec));
+  std::vector<std::string> configs_in_snapshot;
+  for (const auto& p : settings_.config_files) {
+    if (fs::exists(fs::symlink_status(staging + p, ec)))
+      configs_in_snapshot.push_back(p);
+    else
+      res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
+                                        "config file '" + p + "' is not in the snapshot; the one on disk is kept", p));
+  }
+  // Puts everything moved so far back, for a failure inside this task.
+  auto put_back = [&]() {
+    std::string left = put_back_moves(journal.record());
+    if (!left.empty()) journal.keep();  // the agent's next start tries again
+    return left;
+  };
+  nlohmann::json restored_configs = nlohmann::json::array();
   try {
+    // Every move is in the record before the first is made.
+    journal.record().state = InPlaceRestore::State::swapping;
+    journal.record().moves.push_back({settings_.data_dir, had_old ? old_dir : ""});
+    for (const auto& p : configs_in_snapshot)
+      journal.record().moves.push_back({p, fs::exists(fs::symlink_status(p, ec)) ? p + ".cairn-old-" + stamp : ""});
+    journal.write();
     if (had_old) fs::rename(settings_.data_dir, old_dir);
-    try {
-      fs::rename(staged_data, settings_.data_dir);
-    } catch (...) {
-      if (had_old) fs::rename(old_dir, settings_.data_dir, ec);
-      throw;
+    fs::rename(staged_data, settings_.data_dir);
+    for (size_t i = 0; i < configs_in_snapshot.size(); ++i) {
+      const auto& m = journal.record().moves[i + 1];
+      if (!m.aside.empty()) fs::rename(m.path, m.aside);
+      install_config(staging + m.path, m.path);
+      restored_configs.push_back(m.path);
     }
   } catch (const std::exception& e) {
-    std::string detail = std::string("replacing data_dir '") + settings_.data_dir + "' failed: " + e.what();
+    std::string left = put_back();
+    std::string detail = std::string("replacing data_dir '") + settings_.data_dir + "' or its configuration failed: " +
+                         e.what() + (left.empty() ? "; the previous data is back" : "; could not put back:" + left);
     try {
       service.start(ctx.cancel);
-      detail += "; the old data is in place and prometheus was started again";
+      detail += " and prometheus was started again";
     } catch (const Error& e2) {
-      detail += std::string("; the old data is in place, but starting prometheus failed: ") + e2.what();
+      detail += std::string("; starting prometheus failed: ") + e2.what();
     }
     return fail(v1::ERROR_CODE_IO_ERROR, detail);
   }
-  if (had_old) note(ctx, "the previous TSDB directory is kept at '" + old_dir + "' (remove it when no longer needed)");
+  failpoint("restore.prometheus.swapped");
 
-  nlohmann::json restored_configs = nlohmann::json::array();
-  for (const auto& p : settings_.config_files) {
-    fs::path from = staging + p;
-    if (!fs::exists(fs::symlink_status(from, ec))) {
-      res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
-                                        "config file '" + p + "' is not in the snapshot; the one on disk is kept", p));
-      continue;
-    }
+  // A server that does not come up on the restored data is stopped, the
+  // previous data and configuration go back, and it is started on them: a
+  // restore never leaves prometheus down that was up before it.
+  auto roll_back = [&](v1::ErrorCode code, const std::string& why) {
     try {
-      install_config(from, p);
-      restored_configs.push_back(p);
-    } catch (const std::exception& e) {
-      res.reasons.push_back(
-          make_reason(v1::ERROR_CODE_IO_ERROR, "config file '" + p + "' was not restored: " + e.what(), p));
+      service.stop(ctx.cancel);
+    } catch (const Error&) {
     }
-  }
-
+    std::string left = put_back();
+    std::string detail =
+        why + (left.empty() ? "; the previous data is back in '" + settings_.data_dir + "' (the restored copy is in '" +
+                                  settings_.data_dir + ".cairn-failed-" + stamp + "')"
+                            : "; could not put the previous data back:" + left);
+    try {
+      service.start(ctx.cancel);
+      detail += " and prometheus was started on it";
+    } catch (const Error& e) {
+      detail += std::string("; starting prometheus on it failed: ") + e.what();
+    }
+    return fail(code, detail);
+  };
   report_phase(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
-  std::string kept = had_old ? " (the previous data is at '" + old_dir + "')" : "";
   try {
     service.start(ctx.cancel);
   } catch (const Error& e) {
-    return fail(v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
-                std::string("the snapshot's data is in place, but starting prometheus failed: ") + e.what() + kept);
+    return roll_back(v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
+                     std::string("prometheus did not start on the restored data: ") + e.what());
   }
+  failpoint("restore.prometheus.started");
   report_phase(ctx, v1::PHASE_VERIFY, settings_.url);
   std::string why;
   if (!wait_ready(ctx.cancel, &why))
-    return fail(v1::ERROR_CODE_VERIFY_FAILED, "prometheus did not become ready within " +
-                                                  std::to_string(settings_.service.timeout.count() / 1000) +
-                                                  " s after the restore: " + why + kept);
+    return roll_back(v1::ERROR_CODE_VERIFY_FAILED, "prometheus did not become ready within " +
+                                                       std::to_string(settings_.service.timeout.count() / 1000) +
+                                                       " s after the restore: " + why);
+  if (had_old) note(ctx, "the previous TSDB directory is kept at '" + old_dir + "' (remove it when no longer needed)");
 
   // Blocks older than the retention are deleted by the server's next
   // compaction: the restore worked, but the operator must hear of it.
@@ -450,6 +498,11 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   res.metadata["config_files"] = restored_configs;
   res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_PARTIAL;
   return res;
+}
+
+std::string PrometheusDriver::recover_interrupted_restore(const InPlaceRestore& r) {
+  return undo_around_service(r, platform::Service(settings_.service), "prometheus", settings_.data_dir,
+                             [] { return false; });
 }
 
 std::vector<v1::Reason> PrometheusDriver::verify(TaskContext& ctx, const nlohmann::json& recorded) {

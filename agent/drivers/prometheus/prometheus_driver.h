@@ -27,6 +27,7 @@ class PrometheusDriver : public Driver {
   // data_dir and the declared config files.
   std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const override;
   DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
+  std::string recover_interrupted_restore(const InPlaceRestore& r) override;
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
 
   const Settings& settings() const { return settings_; }

@@ -14,6 +14,7 @@
 #include "agent/drivers/prometheus/prometheus_driver.h"
 #include "agent/platform/http.h"
 #include "agent/platform/process.h"
+#include "agent/restore_journal.h"
 #include "common/repo/archiver.h"
 #include "common/repo/storage/backend.h"
 #include "common/repo/repository.h"
@@ -55,7 +56,9 @@ struct ScriptedServer {
   ScriptedServer() {
     write_text(config, "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n"
                        "      - targets: ['127.0.0.1:" + std::to_string(port) + "']\n");
-    write_text(start_sh, "#!/bin/sh\nprometheus --config.file=" + config + " --storage.tsdb.path=" + data +
+    // A start fails (once) while the file `fail-start` exists.
+    write_text(start_sh, "#!/bin/sh\nif [ -f " + dir.file("fail-start") + " ]; then rm -f " + dir.file("fail-start") +
+                             "; echo refused >&2; exit 3; fi\nprometheus --config.file=" + config + " --storage.tsdb.path=" + data +
                              " --web.listen-address=127.0.0.1:" + std::to_string(port) +
                              " --web.enable-admin-api --log.level=warn </dev/null >>" + dir.file("log") +
                              " 2>&1 &\necho $! > " + pid + "\n");
@@ -81,6 +84,16 @@ struct ScriptedServer {
     }
   }
   void stop() { run_ok({stop_sh}); }
+  // Started by someone else (the driver): ready within 30 s.
+  bool ready_soon() const {
+    Api api(url);
+    auto end = std::chrono::steady_clock::now() + 30s;
+    while (!api.ready(nullptr)) {
+      if (std::chrono::steady_clock::now() > end) return false;
+      std::this_thread::sleep_for(100ms);
+    }
+    return true;
+  }
   Settings settings() const {
     Settings s;
     s.url = url;
@@ -151,6 +164,10 @@ TEST_CASE("prometheus restore: stop, TSDB dir replaced (old kept), config back, 
   CHECK(series_in(srv.url, lo, hi) == 0);
 
   ctx.repo = repo.get();
+  ctx.component = "prom";
+  ctx.task_id = "tk-1";
+  RestoreJournal journal(srv.dir.file("state/restores"));
+  ctx.journal = &journal;
   RestoreSpec spec;
   spec.snapshot_id = br.snapshot.id;
   DriverResult res = d.restore(ctx, spec);
@@ -162,8 +179,54 @@ TEST_CASE("prometheus restore: stop, TSDB dir replaced (old kept), config back, 
   std::string old = res.metadata["previous_data_dir"].get<std::string>();
   CHECK(old.rfind(srv.data + ".cairn-old-", 0) == 0);
   CHECK(fs::is_directory(old + "/wal"));  // the wiped server's own data, kept aside
+  // The configuration it replaced is kept aside too.
+  const std::string stamp = old.substr((srv.data + ".cairn-old-").size());
+  CHECK(read_text(srv.config + ".cairn-old-" + stamp) == config_text + "# edited after the backup\n");
   for (const auto& e : fs::directory_iterator(srv.dir.path()))
     CHECK(e.path().filename().string().find("cairn-restore") == std::string::npos);
+  std::vector<std::string> problems;
+  CHECK(journal.load(&problems).empty());  // the record goes with a restore that ended
+
+  // A server that does not start on the restored data: the previous data and
+  // configuration go back and it is started on them.
+  write_text(srv.config, config_text + "# the live configuration\n");
+  write_text(srv.dir.file("fail-start"), "");
+  res = d.restore(ctx, spec);
+  REQUIRE(res.outcome == v1::TASK_OUTCOME_FAILED);
+  std::string why = res.reasons.back().detail();
+  CHECK_THAT(why, Catch::Contains("did not start on the restored data") && Catch::Contains("the previous data is back") &&
+                      Catch::Contains("prometheus was started on it"));
+  REQUIRE(srv.ready_soon());
+  CHECK(series_in(srv.url, lo, hi) == series_before);  // the data it ran on before this restore
+  CHECK(read_text(srv.config) == config_text + "# the live configuration\n");
+  CHECK(journal.load(&problems).empty());
+
+  // An agent killed with the data swapped (its record left): at its start the
+  // driver stops whatever runs, puts the previous data back and starts it.
+  srv.stop();
+  InPlaceRestore rec;
+  rec.component = "prom";
+  rec.task_id = "tk-2";
+  rec.stamp = "20261127T010101Z";
+  rec.state = InPlaceRestore::State::swapping;
+  rec.moves = {{srv.data, srv.data + ".cairn-old-" + rec.stamp}};
+  rec.scratch = {srv.data + ".cairn-restore-" + rec.stamp};
+  fs::rename(srv.data, rec.moves[0].aside);
+  fs::create_directories(srv.data);  // an empty "restored copy", started on
+  fs::create_directories(rec.scratch[0]);
+  srv.start();
+  CHECK(series_in(srv.url, lo, hi) == 0);
+  std::string done = d.recover_interrupted_restore(rec);
+  CHECK_THAT(done, Catch::Contains("the previous data is back in '" + srv.data + "'") &&
+                       Catch::Contains("prometheus was started on it"));
+  REQUIRE(srv.ready_soon());
+  CHECK(series_in(srv.url, lo, hi) == series_before);
+  CHECK(fs::is_directory(srv.data + ".cairn-failed-" + rec.stamp));
+  CHECK_FALSE(fs::exists(rec.scratch[0]));
+  // Run again (killed during its own undo): nothing is lost.
+  CHECK_NOTHROW(d.recover_interrupted_restore(rec));
+  REQUIRE(srv.ready_soon());
+  CHECK(series_in(srv.url, lo, hi) == series_before);
 }
 
 TEST_CASE("prometheus restore: a snapshot of another data dir changes nothing") {
