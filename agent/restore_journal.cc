@@ -184,6 +184,8 @@ std::vector<cairn::v1::TaskResult> recover_in_place_restores(const RestoreJourna
       spdlog::error("component '{}': restore task '{}' was interrupted and is not put right yet: {}", r.component,
                     r.task_id, e.what());
     }
+    // What the controller looks for to add this account to a task it ended as lost.
+    res.set_component_metadata(json({{"interrupted_restore", {{"restore_id", r.restore_id}, {"stamp", r.stamp}}}}).dump());
     out.push_back(std::move(res));
   }
   return out;

@@ -800,6 +800,7 @@ std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_
       // to the task, so `restore show` tells the operator where the data is.
       if (t->kind == catalog::TaskKind::restore && t->state == TaskState::failed &&
           r.outcome() == cairn::v1::TASK_OUTCOME_FAILED && r.reasons_size() > 0 &&
+          nlohmann::json::parse(r.component_metadata(), nullptr, false).contains("interrupted_restore") &&
           std::any_of(t->reasons.begin(), t->reasons.end(),
                       [](const auto& why) { return why.code == cairn::v1::ERROR_CODE_AGENT_LOST; }) &&
           std::none_of(t->reasons.begin(), t->reasons.end(), [&](const auto& why) { return why.detail == r.reasons(0).detail(); })) {
