@@ -150,6 +150,31 @@ std::string undo_around_service(const InPlaceRestore& r, const platform::Service
          (scratch_left.empty() ? "" : "; could not remove the restore's scratch directories:" + scratch_left);
 }
 
+std::string roll_back_by_step(Driver& driver, const InPlaceRestore& r) {
+  TaskContext ctx;
+  ctx.component = r.component;
+  ctx.restore_id = r.restore_id;
+  ctx.task_id = r.task_id;
+  ctx.plan_id = r.plan_id;
+  std::vector<std::string> notes;
+  ctx.note = [&notes](const std::string& text) { notes.push_back(text); };
+  RestoreSpec spec;
+  spec.step = RestoreStep::rollback;
+  DriverResult res = driver.restore(ctx, spec);
+  std::string said;
+  for (const auto& n : notes) said += (said.empty() ? "" : "; ") + n;
+  if (res.metadata.is_object())
+    for (const char* k : {"note", "failed_data_dir", "restored_data_dir"})
+      if (res.metadata.contains(k) && res.metadata[k].is_string())
+        said += (said.empty() ? "" : "; ") + std::string(k) + ": " + res.metadata[k].get<std::string>();
+  if (res.outcome != cairn::v1::TASK_OUTCOME_SUCCEEDED) {
+    std::string why;
+    for (const auto& reason : res.reasons) why += (why.empty() ? "" : "; ") + reason.detail();
+    throw Error(Errc::io, "its rollback step failed: " + (why.empty() ? std::string("no reason given") : why));
+  }
+  return "its rollback step ran and " + driver.name() + " was started again" + (said.empty() ? "" : " (" + said + ")");
+}
+
 std::vector<cairn::v1::TaskResult> recover_in_place_restores(const RestoreJournal& journal,
                                                              const std::function<Driver*(const std::string&)>& driver_of) {
   std::vector<std::string> problems;

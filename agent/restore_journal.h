@@ -90,6 +90,13 @@ class Service;
 std::string undo_around_service(const InPlaceRestore& r, const platform::Service& service, const std::string& server,
                                 const std::string& data_dir, const std::function<bool()>& stopped_anyway);
 
+// The undo of a driver restored in steps (etcd, ZooKeeper, Kafka), for a
+// whole restore on one member: its own rollback step, run as that restore
+// (r.restore_id), which stops the service, puts back what that restore's
+// own record says it moved, and starts the service. Throws cairn::Error with
+// the step's reasons when it does not succeed.
+std::string roll_back_by_step(Driver& driver, const InPlaceRestore& r);
+
 // At the agent's start: every record left is handed to its component's
 // driver (driver_of: null when the component is no longer declared), and
 // one result per record is returned for the restore's task: failed, saying

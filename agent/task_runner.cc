@@ -531,6 +531,27 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     dr.reasons = driver.verify(ctx, snap.component);
     dr.outcome = dr.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
   } else {
+    // A whole restore of a driver restored in steps elsewhere (one etcd,
+    // ZooKeeper or Kafka member alone) stops its service inside restore():
+    // its record (restore_journal.h) is on disk until the restore ends, and
+    // an agent killed in between runs the driver's rollback step at its next
+    // start. Drivers restored in one task only keep their own.
+    std::optional<JournalGuard> journal;
+    if (spec.step == RestoreStep::all && ctx.journal && driver.capabilities().scope != "node") {
+      InPlaceRestore rec;
+      rec.component = ctx.component;
+      rec.restore_id = ctx.restore_id;
+      rec.task_id = ctx.task_id;
+      rec.plan_id = ctx.plan_id;
+      rec.stamp = utc_stamp();
+      journal.emplace(ctx.journal, std::move(rec));
+      try {
+        journal->write();
+      } catch (const Error& e) {
+        res.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR, e.what()));
+        return res;
+      }
+    }
     dr = driver.restore(ctx, spec);
     if (spec.step == RestoreStep::all && dr.outcome != v1::TASK_OUTCOME_FAILED) {
       WorkProgress w;

@@ -126,13 +126,14 @@ def keys_of(bootstrap, topic, timeout=60):
 
 
 @contextlib.contextmanager
-def kraft_with_agent(c, tmp_path, partitions, records, value_size):
+def kraft_with_agent(c, tmp_path, partitions, records, value_size, env=None):
     """A KRaft broker with topic 'orders' holding known records, and agent
-    'node-a' with its kafka component; yields (broker, expected checksums)."""
+    'node-a' with its kafka component (env: added to its environment); yields
+    (broker, expected checksums)."""
     require(KRAFT_VERSION)
     k = Kafka.kraft(tmp_path / "kafka").start()
     try:
-        c.add_agent("node-a", components=k.component_toml())
+        c.add_agent("node-a", components=k.component_toml(), env=env)
         c.enrol("node-a")
         k.create_topic("orders", partitions=partitions, rf=1)
         yield k, produce_keyed(k.bootstrap, "orders", partitions, records, value_size)
@@ -159,6 +160,46 @@ def zookeeper_mode_broker(tmp_path):
 
 def kept_aside(k):
     return [p for p in os.listdir(k.dir) if p.startswith("logs.cairn-old-")]
+
+
+def test_an_agent_killed_mid_restore_of_one_broker_rolls_back_at_its_start(cluster, tmp_path):  # noqa: F811
+    """One KRaft broker restored whole (no cluster steps), its agent SIGKILLed
+    with the broker stopped (failpoint restore.kafka.stopped) and again with
+    the log dirs swapped (restore.kafka.swapped): each time the restore reads
+    failed; at the agent's restart the restore's record makes it run that
+    restore's rollback step, so the broker serves what it had before the
+    restore (a topic made after the backup among it) and `restore show` says
+    so. A last restore completes on the backup's data (docs/protocol.md § An
+    agent stopped during an in-place restore)."""
+    c = cluster
+    fp = tmp_path / "failpoints"
+    with kraft_with_agent(c, tmp_path, 2, 2000, 256, env={"CAIRN_FAILPOINTS_FILE": os.fspath(fp)}) as (k, want):
+        shown = backup(c)
+        assert set_state(shown) == "complete", shown
+        set_id = backup_set_id_of(shown)
+        k.create_topic("after", partitions=1, rf=1)
+        after = produce_keyed(k.bootstrap, "after", 1, 300, 128)
+        agent = c.agents["node-a"]
+        for point in ["stopped", "swapped"]:
+            fp.write_text(f"restore.kafka.{point} kill\n")
+            rc, out, err = c.ctl("restore", set_id, "--component", "kafka", "--skip-safety-backup", "--wait", timeout=600)
+            assert rc != 0, f"[{point}] a restore whose agent was killed exited 0\n{out}\n{err}"
+            rid = restore_id(out)
+            agent.p.wait(timeout=30)  # the failpoint killed it
+            agent.start()
+
+            def told():
+                t = c.json("restore", "show", rid)["tasks"][0]
+                d = " ".join(x.get("detail", "") for x in t.get("reasons", []))
+                return d if "put the previous data back" in d else None
+            detail = c.wait_for(f"[{point}] the agent's account of the interrupted restore", told, timeout=180)
+            assert "rollback step ran" in detail, detail
+            assert not list((c.agent_dirs["node-a"]["dir"] / "state" / "restores").glob("*.json"))
+            assert consume_checksums(k.bootstrap, "after") == after, f"[{point}] not the pre-restore data: {detail}"
+            assert consume_checksums(k.bootstrap, "orders") == want
+        r = restore(c, set_id, "--skip-safety-backup")
+        assert set_state(r) == "complete", r
+        assert consume_checksums(k.bootstrap, "orders") == want
 
 
 def test_kraft_online_backup_topic_deleted_restore(cluster, tmp_path):  # noqa: F811

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "agent/drivers/repo_progress.h"
+#include "agent/failpoint.h"
 #include "agent/platform/service.h"
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
@@ -779,6 +780,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     return fail(e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED : v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
                 std::string("stopping the broker failed, nothing was changed: ") + e.what());
   }
+  failpoint("restore.kafka.stopped");  // fault injection for tests (agent/failpoint.h)
   report_phase(ctx, v1::PHASE_RESTORE, settings_.log_dirs.front(), res.bytes, res.bytes);
   std::vector<std::pair<std::string, std::string>> swapped;  // log dir, where its old one went
   try {
@@ -795,6 +797,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   }
   for (const auto& [d, old] : swapped)
     if (!old.empty()) note(ctx, "the previous log dir is kept at '" + old + "' (remove it when no longer needed)");
+  failpoint("restore.kafka.swapped");
 
   report_phase(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
   try {

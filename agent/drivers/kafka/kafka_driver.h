@@ -35,6 +35,8 @@ class KafkaDriver : public Driver {
   void snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) override;
   std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const override;
   DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
+  // A whole restore on this member that the agent was killed in: the rollback step, as that restore.
+  std::string recover_interrupted_restore(const InPlaceRestore& r) override { return roll_back_by_step(*this, r); }
   DriverResult restore_commit(TaskContext& ctx, const RestoreSpec& spec) override;
   // 1 for a KRaft node with the controller role (process.roles in
   // config_file), stopped after the broker-only nodes; 0 otherwise.

@@ -25,6 +25,8 @@ class ZooKeeperDriver : public Driver {
   void snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) override;
   std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const override;
   DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
+  // A whole restore on this member that the agent was killed in: the rollback step, as that restore.
+  std::string recover_interrupted_restore(const InPlaceRestore& r) override { return roll_back_by_step(*this, r); }
   DriverResult restore_commit(TaskContext& ctx, const RestoreSpec& spec) override;
   // The ensemble keeps its configuration across a restore: a server rolled
   // back beside servers still on the restored data syncs from (or to) them.
