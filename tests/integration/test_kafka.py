@@ -376,59 +376,6 @@ def repo_bytes(path):
 
 
 @pytest.mark.liveness(25)  # three JVMs starting at once starve the daemons for a second or more
-def test_rf3_replicas_stored_once_and_the_cluster_restored_in_steps(cluster, tmp_path):  # noqa: F811
-    """Three brokers, RF=3, one repository, backed up at once: the repository
-    grows by about one copy of the data (one broker's log dir stored alone
-    into a repository of its own), not three. Then the topic is deleted and
-    the three brokers are restored through the controller's steps (stop,
-    data, start, verify on every broker, each from its own snapshot): the
-    topic is back with every record (the KRaft metadata came back with the
-    log dirs)."""
-    require(KRAFT_VERSION)
-    c = cluster
-    kc = KafkaCluster.kraft(tmp_path / "kc", n=3, segment_bytes=4 << 20).start()
-    try:
-        kc.create_topic("orders", partitions=6, rf=3)
-        want = produce_keyed(kc.bootstrap, "orders", 6, 48000, 1024, producer_config={"batch.size": 65536})
-        wait_isr(kc.bootstrap, "orders")
-        for b in kc.brokers:
-            c.add_agent(f"broker-{b.node_id}", components=b.component_toml())
-            c.enrol(f"broker-{b.node_id}")
-
-        # One copy: broker 1's log dir alone, into a repository of its own.
-        one = tmp_path / "one-copy"
-        c.ok("repo", "init", "--repo", one, "--password-file", c.repo_pass)
-        base = repo_bytes(one)
-        c.ok("repo", "backup", "--repo", one, "--password-file", c.repo_pass, kc.broker(1).log_dir)
-        one_copy = repo_bytes(one) - base
-
-        before = repo_bytes(c.repo)
-        shown = backup(c)
-        assert set_state(shown) == "complete", shown
-        assert len(shown["tasks"]) == 3
-        growth = repo_bytes(c.repo) - before
-        ratio = growth / one_copy
-        print(f"RF=3: one copy {one_copy / 2**20:.1f} MiB, three brokers at once {growth / 2**20:.1f} MiB, ratio {ratio:.2f}")
-        assert one_copy > 40 << 20, one_copy
-        assert ratio <= 1.3, f"three replicas grew the repository by {ratio:.2f}x one copy (limit 1.3x)"
-        # Every snapshot lists the data of its own broker.
-        for t in shown["tasks"]:
-            m = metadata(t)
-            assert sum(m["partitions"][f"orders-{p}"][1] for p in range(6)) == 48000, m["partitions"]
-        rc, out, err = c.ctl("repo", "check", "--repo", c.repo, "--password-file", c.repo_pass, timeout=300)
-        assert rc == 0, f"repo check after three concurrent writers: {out}\n{err}"
-
-        delete_topic(kc.bootstrap, "orders")
-        r = restore(c, backup_set_id_of(shown))
-        assert set_state(r) == "complete", json.dumps(r, indent=1)
-        assert_steps_succeeded(r, 3)
-        wait_isr(kc.bootstrap, "orders")
-        assert consume_checksums(kc.bootstrap, "orders") == want
-    finally:
-        kc.stop(kill=True)  # the data dies with the test: no controlled shutdowns to wait for
-
-
-@pytest.mark.liveness(25)  # three JVMs starting at once starve the daemons for a second or more
 def test_kraft_dedicated_controller_restored_with_the_brokers(cluster, tmp_path):  # noqa: F811
     """A KRaft cluster whose metadata lives on a dedicated controller
     (process.roles=controller, no broker on it) and two broker-only nodes,

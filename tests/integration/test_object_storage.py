@@ -414,37 +414,56 @@ def test_controller_backs_up_etcd_into_s3_restores_it_and_prunes_there(store, pr
 
 def test_controller_backs_up_a_kafka_rf3_cluster_into_s3_and_restores_it(store, proxy, tmp_path):
     """Three KRaft brokers, RF=3, their agents writing at once into the S3
-    repository (claims by conditional create: the store enforces it), the
-    topic deleted, the cluster restored through the controller's steps from the
-    bucket: every record back. The repository grows by about one copy."""
+    repository (claims by conditional create: the store enforces it): the
+    bucket grows by about one copy of the data (one broker's log dir stored
+    alone into a local repository of its own), not three; every snapshot lists
+    its own broker's records. Then the topic is deleted and the cluster
+    restored through the controller's steps (stop, data, start, verify on
+    every broker, each from its own snapshot) from the bucket: every record
+    back (the KRaft metadata came back with the log dirs)."""
     from cluster import Cluster, set_state
     from servers_kafka import KRAFT_VERSION, KafkaCluster, consume_checksums, produce_keyed, require, wait_isr
-    from test_kafka import assert_steps_succeeded, backup, delete_topic, restore
+    from test_kafka import assert_steps_succeeded, backup, delete_topic, metadata, repo_bytes, restore
 
     require(KRAFT_VERSION)
     kc = KafkaCluster.kraft(tmp_path / "kc", n=3, segment_bytes=4 << 20).start()
     c = None
     try:
         c = s3_cluster(store, proxy, tmp_path, liveness=25)  # three JVMs on two cores starve the daemons now and then
-        kc.create_topic("orders", partitions=3, rf=3)
-        want = produce_keyed(kc.bootstrap, "orders", 3, 12000, 1024, producer_config={"batch.size": 65536})
+        kc.create_topic("orders", partitions=6, rf=3)
+        want = produce_keyed(kc.bootstrap, "orders", 6, 48000, 1024, producer_config={"batch.size": 65536})
         wait_isr(kc.bootstrap, "orders")
         for b in kc.brokers:
             c.add_agent(f"broker-{b.node_id}", components=b.component_toml())
             c.enrol(f"broker-{b.node_id}")
+        # One copy: broker 1's log dir alone, into a local repository of its own.
+        one = tmp_path / "one-copy"
+        c.ok("repo", "init", "--repo", one, "--password-file", c.repo_pass)
+        base = repo_bytes(one)
+        c.ok("repo", "backup", "--repo", one, "--password-file", c.repo_pass, kc.broker(1).log_dir)
+        one_copy = repo_bytes(one) - base
+        assert one_copy > 40 << 20, one_copy
+
         before = sum(v for k, v in bucket_keys(store, c.bucket, "repo/data/").items())
         shown = backup(c)
         assert set_state(shown) == "complete", shown
+        assert len(shown["tasks"]) == 3
         growth = sum(v for k, v in bucket_keys(store, c.bucket, "repo/data/").items()) - before
-        assert growth < 1.6 * 12000 * 1024, f"three replicas stored {growth} bytes for ~{12000 * 1024} of records"
+        ratio = growth / one_copy
+        print(f"RF=3: one copy {one_copy / 2**20:.1f} MiB, three brokers at once {growth / 2**20:.1f} MiB, ratio {ratio:.2f}")
+        assert ratio <= 1.3, f"three replicas grew the bucket by {ratio:.2f}x one copy (limit 1.3x)"
+        for t in shown["tasks"]:
+            m = metadata(t)
+            assert sum(m["partitions"][f"orders-{p}"][1] for p in range(6)) == 48000, m["partitions"]
+        out = c.ok("repo", "check", *c.repo_args())
+        assert "no errors were found" in out
+
         delete_topic(kc.bootstrap, "orders")
         r = restore(c, shown["backup_set_id"])
         assert set_state(r) == "complete", json.dumps(r, indent=1)
         assert_steps_succeeded(r, 3)
         wait_isr(kc.bootstrap, "orders")
         assert consume_checksums(kc.bootstrap, "orders") == want
-        out = c.ok("repo", "check", *c.repo_args())
-        assert "no errors were found" in out
     finally:
         if c:
             c.stop_all()
