@@ -76,7 +76,9 @@ def lb(cluster, tmp_path):
     staging.mkdir()
     h.start()
     c = cluster
-    c.add_agent("node-a", {"a.txt": b"alpha"}, components=component_toml(h, etc, staging))
+    # Fault injection (agent/failpoint.h): a test writes a failpoint into this file.
+    c.add_agent("node-a", {"a.txt": b"alpha"}, components=component_toml(h, etc, staging),
+                env={"CAIRN_FAILPOINTS_FILE": os.fspath(tmp_path / "failpoints")})
     c.enrol("node-a")
     try:
         yield c, h, etc, staging
@@ -187,3 +189,39 @@ def test_haproxy_restore_refused_by_haproxy_check_changes_nothing(lb, tmp_path):
     assert f"Pid: {pid_before}\n" in h.cli("show info")
     assert h.servers() == servers_before
     assert os.listdir(staging) == [], f"staging left behind: {os.listdir(staging)}"
+
+
+def test_an_agent_killed_with_the_files_swapped_puts_them_back_at_its_start(lb, tmp_path):
+    """The agent SIGKILLed after the restored files went in and before haproxy
+    was reloaded on them (failpoint restore.haproxy.swapped): the restore reads
+    failed (agent_lost); at the agent's restart every file is as it was before
+    the restore (a map changed after the backup among them), the restored ones
+    kept aside, haproxy reloaded and answering, and `restore show` says so
+    (docs/protocol.md § An agent stopped during an in-place restore)."""
+    c, h, etc, staging = lb
+    sid, _ = backup(c)
+    (etc / "hosts.map").write_text("www.example.com app\nlive.example.com app\n")  # after the backup
+    (etc / "conf.d" / "20-extra.cfg").write_text("backend extra\n    server x1 127.0.0.1:1 weight 3\n")
+    h.reload()
+    live = tree(etc)
+    (tmp_path / "failpoints").write_text("restore.haproxy.swapped kill\n")
+    rc, out, err = c.ctl("restore", sid, "--component", "lb", "--skip-safety-backup", "--wait", timeout=300)
+    assert rc != 0, f"a restore whose agent was killed exited 0\n{out}\n{err}"
+    rid = restore_id(out)
+    agent = c.agents["node-a"]
+    agent.p.wait(timeout=30)  # the failpoint killed it
+    assert tree(etc) != live  # the restored files were in place when it died
+    agent.start()
+
+    def told():
+        t = c.json("restore", "show", rid)["tasks"][0]
+        d = " ".join(x.get("detail", "") for x in t.get("reasons", []))
+        return d if "put the previous data back" in d else None
+    detail = c.wait_for("the agent's account of the interrupted restore", told, timeout=120)
+    assert "haproxy was reloaded on them" in detail, detail
+    after = tree(etc)
+    for rel, data in live.items():
+        assert after.get(rel) == data, f"'{rel}' is not as it was before the restore: {detail}"
+    assert any(p.startswith("hosts.map.cairn-failed-") for p in after), sorted(after)
+    assert ("extra", "x1") in h.servers()  # haproxy runs the pre-restore configuration
+    assert not list((c.agent_dirs["node-a"]["dir"] / "state" / "restores").glob("*.json"))

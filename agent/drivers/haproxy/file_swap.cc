@@ -72,8 +72,16 @@ std::string FileSwap::aside_name(const std::string& dst) const {
 
 void FileSwap::commit_new(const std::string& tmp, const std::string& dst) {
   Step s{dst, ""};
-  if (exists(dst)) {
-    s.old = aside_name(dst);
+  if (exists(dst)) s.old = aside_name(dst);
+  if (before_) {
+    try {
+      before_(dst, s.old);
+    } catch (...) {
+      ::unlink(tmp.c_str());
+      throw;
+    }
+  }
+  if (!s.old.empty()) {
     if (::link(dst.c_str(), s.old.c_str()) != 0) {
       int e = errno;
       ::unlink(tmp.c_str());
@@ -129,6 +137,7 @@ bool FileSwap::install_bytes(const std::string& data, const std::string& dst) {
 
 void FileSwap::set_aside(const std::string& dst) {
   Step s{dst, aside_name(dst), true};
+  if (before_) before_(dst, s.old);
   if (::rename(dst.c_str(), s.old.c_str()) != 0) throw_errno("move aside", dst, errno);
   fsync_dir(dir_of(dst));
   steps_.push_back(s);

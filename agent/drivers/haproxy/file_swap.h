@@ -5,6 +5,7 @@
 // bytes, mode and owner) is left alone. Each new file is written to a
 // temporary name in its own directory, fsynced, and renamed over the old one,
 // which stays reachable under its kept-aside name (a hard link made first).
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,12 @@ namespace cairn::agent::haproxy {
 class FileSwap {
  public:
   explicit FileSwap(std::string stamp) : stamp_(std::move(stamp)) {}
+  const std::string& stamp() const { return stamp_; }
+  // Told each change before it is made: dst, and where its previous contents
+  // will be kept ("" when there are none). The restore's record
+  // (agent/restore_journal.h) is written there; when it throws, nothing of
+  // that change is made.
+  void before_change(std::function<void(const std::string& dst, const std::string& old)> fn) { before_ = std::move(fn); }
   // Puts the staged regular file or symbolic link `src` at `dst`. True when
   // dst changed. Throws cairn::Error naming dst when it cannot.
   bool install(const std::string& src, const std::string& dst);
@@ -35,6 +42,7 @@ class FileSwap {
   void commit_new(const std::string& tmp, const std::string& dst);
 
   std::string stamp_;
+  std::function<void(const std::string&, const std::string&)> before_;
   std::vector<Step> steps_;
   std::vector<std::string> changed_, kept_;
 };

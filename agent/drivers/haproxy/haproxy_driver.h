@@ -36,6 +36,9 @@ class HaproxyDriver : public Driver {
   std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const override;
   void snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) override;
   DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
+  // An agent killed while the restored files were going in or before its end:
+  // the previous files back, haproxy reloaded on them.
+  std::string recover_interrupted_restore(const InPlaceRestore& r) override;
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
 
   const Settings& settings() const { return settings_; }

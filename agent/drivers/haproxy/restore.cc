@@ -15,6 +15,7 @@
 #include "agent/drivers/haproxy/file_swap.h"
 #include "agent/drivers/haproxy/haproxy_driver.h"
 #include "agent/drivers/repo_progress.h"
+#include "agent/failpoint.h"
 #include "agent/platform/process.h"
 #include "agent/platform/service.h"
 #include "common/repo/restorer.h"
@@ -360,6 +361,21 @@ DriverResult HaproxyDriver::restore_staged(TaskContext& ctx, const std::string& 
   } catch (const Error&) {
   }
   FileSwap swap(utc_stamp());
+  // The restore's record (agent/restore_journal.h): every change is in it
+  // before it is made, so an agent killed before the end puts the previous
+  // files back and reloads haproxy at its next start.
+  InPlaceRestore rec;
+  rec.component = ctx.component;
+  rec.restore_id = ctx.restore_id;
+  rec.task_id = ctx.task_id;
+  rec.plan_id = ctx.plan_id;
+  rec.stamp = swap.stamp();
+  rec.state = InPlaceRestore::State::swapping;
+  JournalGuard journal(ctx.journal, std::move(rec));
+  swap.before_change([&journal](const std::string& dst, const std::string& old) {
+    journal.record().moves.push_back({dst, old});
+    journal.write();
+  });
   try {
     for (const auto& real : to_install) {
       progress(v1::PHASE_RESTORE, real);
@@ -382,12 +398,14 @@ DriverResult HaproxyDriver::restore_staged(TaskContext& ctx, const std::string& 
     if (have_runtime && !staged.parsed.server_state_file.empty()) swap.install_bytes(saved.servers_state, staged.parsed.server_state_file);
   } catch (const Error& e) {
     auto problems = swap.rollback();
+    if (!problems.empty()) journal.keep();  // the agent's next start tries again
     std::string extra;
     for (const auto& p : problems) extra += "; " + p;
     return fail(e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED : v1::ERROR_CODE_IO_ERROR,
                 std::string("the restored files could not be put in place (") + e.what() + "); the previous files were put back" + extra);
   }
   res.files = swap.changed().size();
+  failpoint("restore.haproxy.swapped");  // fault injection for tests (agent/failpoint.h)
 
   // 6. Reload, and wait for the new process on the stats socket.
   progress(v1::PHASE_START_SERVICE, "reloading haproxy");
@@ -395,6 +413,7 @@ DriverResult HaproxyDriver::restore_staged(TaskContext& ctx, const std::string& 
     platform::Service(settings_.service).reload(ctx.cancel);
   } catch (const Error& e) {
     auto problems = swap.rollback();
+    if (!problems.empty()) journal.keep();  // the agent's next start tries again
     std::string extra;
     for (const auto& p : problems) extra += "; " + p;
     return fail(v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
@@ -465,6 +484,17 @@ DriverResult HaproxyDriver::restore_staged(TaskContext& ctx, const std::string& 
                   {"runtime_commands", commands}};
   res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_PARTIAL;
   return res;
+}
+
+std::string HaproxyDriver::recover_interrupted_restore(const InPlaceRestore& r) {
+  if (std::string left = put_back_moves(r); !left.empty()) throw Error(Errc::io, "could not put back:" + left);
+  try {
+    platform::Service(settings_.service).reload();
+  } catch (const Error& e) {
+    throw Error(Errc::io, std::string("the previous files are back, but reloading haproxy on them failed: ") + e.what());
+  }
+  return "the previous files are back (" + std::to_string(r.moves.size()) +
+         " changed; the restored ones are kept as <file>.cairn-failed-" + r.stamp + ") and haproxy was reloaded on them";
 }
 
 }  // namespace cairn::agent::haproxy

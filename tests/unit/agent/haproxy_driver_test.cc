@@ -18,6 +18,7 @@
 
 #include "agent/drivers/haproxy/config.h"
 #include "agent/drivers/haproxy/file_swap.h"
+#include "agent/restore_journal.h"
 #include "agent/drivers/haproxy/haproxy_driver.h"
 #include "agent_fixture.h"
 #include "common/util/error.h"
@@ -424,6 +425,37 @@ TEST_CASE("haproxy file swap keeps the old files and undoes everything") {
   CHECK_FALSE(fs::exists(d.file("c.cfg")));
   CHECK_FALSE(fs::exists(d.file("a.cfg.cairn-old-T")));
   CHECK_FALSE(fs::exists(d.file("b.cfg.cairn-old-T")));
+}
+
+TEST_CASE("haproxy file swap tells each change first; a record it cannot write stops that change, and the record undoes the rest") {
+  TempDir d;
+  write_text(d.file("a.cfg"), "old a\n");
+  write_text(d.file("b.cfg"), "old b\n");
+  write_text(d.file("new/a.cfg"), "new a\n");
+  write_text(d.file("new/b.cfg"), "new b\n");
+  write_text(d.file("new/c.cfg"), "new c\n");
+  FileSwap swap("T");
+  InPlaceRestore rec;
+  rec.stamp = "T";
+  int allowed = 2;
+  swap.before_change([&](const std::string& dst, const std::string& old) {
+    if (allowed-- == 0) throw Error(Errc::io, "the record cannot be written");
+    rec.moves.push_back({dst, old});
+  });
+  CHECK(swap.install(d.file("new/a.cfg"), d.file("a.cfg")));
+  CHECK(swap.install(d.file("new/c.cfg"), d.file("c.cfg")));
+  CHECK_THROWS_WITH(swap.install(d.file("new/b.cfg"), d.file("b.cfg")), Catch::Contains("cannot be written"));
+  CHECK(read_text(d.file("b.cfg")) == "old b\n");  // not told, not changed
+  for (const auto& e : fs::directory_iterator(d.path()))
+    CHECK(e.path().filename().string().find("cairn-new") == std::string::npos);  // no temporary left
+  REQUIRE(rec.moves.size() == 2);
+  CHECK(rec.moves[0].aside == d.file("a.cfg.cairn-old-T"));
+  CHECK(rec.moves[1].aside.empty());  // c.cfg had no previous contents
+  // What an agent killed here finds at its start: the record undoes it all.
+  CHECK(put_back_moves(rec).empty());
+  CHECK(read_text(d.file("a.cfg")) == "old a\n");
+  CHECK_FALSE(fs::exists(d.file("c.cfg")));
+  CHECK(read_text(d.file("a.cfg.cairn-failed-T")) == "new a\n");
 }
 
 TEST_CASE("haproxy driver settings") {
