@@ -18,6 +18,17 @@ using json = nlohmann::json;
 
 namespace cairn::agent {
 
+InPlaceRestore in_place_restore(const TaskContext& ctx, std::string stamp, InPlaceRestore::State state) {
+  InPlaceRestore r;
+  r.component = ctx.component;
+  r.restore_id = ctx.restore_id;
+  r.task_id = ctx.task_id;
+  r.plan_id = ctx.plan_id;
+  r.stamp = std::move(stamp);
+  r.state = state;
+  return r;
+}
+
 std::string RestoreJournal::path_of(const std::string& component) const {
   // Component names are the config's; hex keeps any of them one file name.
   return dir_ + "/" + to_hex(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(component.data()), component.size())) +
@@ -151,7 +162,7 @@ std::string undo_around_service(const InPlaceRestore& r, const platform::Service
 }
 
 std::string roll_back_by_step(Driver& driver, const InPlaceRestore& r) {
-  TaskContext ctx;
+  TaskContext ctx;  // the interrupted task's, as far as a rollback reads it
   ctx.component = r.component;
   ctx.restore_id = r.restore_id;
   ctx.task_id = r.task_id;

@@ -19,6 +19,7 @@ class TaskResult;
 namespace cairn::agent {
 
 class Driver;
+struct TaskContext;
 
 struct InPlaceRestore {
   std::string component, restore_id, task_id, plan_id;
@@ -32,6 +33,11 @@ struct InPlaceRestore {
   std::vector<Move> moves;           // in the order they are made
   std::vector<std::string> scratch;  // directories the restore made that go with it (staging, fetched WAL)
 };
+
+// A record for the restore task ctx runs (component, restore, task, plan),
+// its names suffixed with stamp.
+InPlaceRestore in_place_restore(const TaskContext& ctx, std::string stamp,
+                                InPlaceRestore::State state = InPlaceRestore::State::stopping);
 
 class RestoreJournal {
  public:

@@ -538,13 +538,7 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     // start. Drivers restored in one task only keep their own.
     std::optional<JournalGuard> journal;
     if (spec.step == RestoreStep::all && ctx.journal && driver.capabilities().scope != "node") {
-      InPlaceRestore rec;
-      rec.component = ctx.component;
-      rec.restore_id = ctx.restore_id;
-      rec.task_id = ctx.task_id;
-      rec.plan_id = ctx.plan_id;
-      rec.stamp = utc_stamp();
-      journal.emplace(ctx.journal, std::move(rec));
+      journal.emplace(ctx.journal, in_place_restore(ctx, utc_stamp()));
       try {
         journal->write();
       } catch (const Error& e) {

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from cluster import backup_set_id, cluster, lower_enum, restore_id  # noqa: F401
+from cluster import backup_set_id, cluster, killed_mid_restore, lower_enum, restore_id  # noqa: F401
 from servers_haproxy import Haproxy, free_port, make_certificate
 
 
@@ -205,23 +205,13 @@ def test_an_agent_killed_with_the_files_swapped_puts_them_back_at_its_start(lb, 
     h.reload()
     live = tree(etc)
     (tmp_path / "failpoints").write_text("restore.haproxy.swapped kill\n")
-    rc, out, err = c.ctl("restore", sid, "--component", "lb", "--skip-safety-backup", "--wait", timeout=300)
-    assert rc != 0, f"a restore whose agent was killed exited 0\n{out}\n{err}"
-    rid = restore_id(out)
-    agent = c.agents["node-a"]
-    agent.p.wait(timeout=30)  # the failpoint killed it
-    assert tree(etc) != live  # the restored files were in place when it died
-    agent.start()
 
-    def told():
-        t = c.json("restore", "show", rid)["tasks"][0]
-        d = " ".join(x.get("detail", "") for x in t.get("reasons", []))
-        return d if "put the previous data back" in d else None
-    detail = c.wait_for("the agent's account of the interrupted restore", told, timeout=120)
+    def swapped():
+        assert tree(etc) != live, "the restored files were not in place when the agent died"
+    detail = killed_mid_restore(c, "node-a", [sid, "--component", "lb"], while_dead=swapped)
     assert "haproxy was reloaded on them" in detail, detail
     after = tree(etc)
     for rel, data in live.items():
         assert after.get(rel) == data, f"'{rel}' is not as it was before the restore: {detail}"
     assert any(p.startswith("hosts.map.cairn-failed-") for p in after), sorted(after)
     assert ("extra", "x1") in h.servers()  # haproxy runs the pre-restore configuration
-    assert not list((c.agent_dirs["node-a"]["dir"] / "state" / "restores").glob("*.json"))

@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from cluster import backup_set_id, cluster, kind, restore_id, set_state, task_state  # noqa: F401
+from cluster import backup_set_id, cluster, killed_mid_restore, kind, restore_id, set_state, task_state  # noqa: F401
 from servers_kafka import (KRAFT_VERSION, ZK_VERSION, Kafka, KafkaCluster, consume_checksums, make_tls, produce_keyed,
                            require, wait_isr)
 from servers_zookeeper import ZooKeeper
@@ -179,22 +179,10 @@ def test_an_agent_killed_mid_restore_of_one_broker_rolls_back_at_its_start(clust
         set_id = backup_set_id_of(shown)
         k.create_topic("after", partitions=1, rf=1)
         after = produce_keyed(k.bootstrap, "after", 1, 300, 128)
-        agent = c.agents["node-a"]
         for point in ["stopped", "swapped"]:
             fp.write_text(f"restore.kafka.{point} kill\n")
-            rc, out, err = c.ctl("restore", set_id, "--component", "kafka", "--skip-safety-backup", "--wait", timeout=600)
-            assert rc != 0, f"[{point}] a restore whose agent was killed exited 0\n{out}\n{err}"
-            rid = restore_id(out)
-            agent.p.wait(timeout=30)  # the failpoint killed it
-            agent.start()
-
-            def told():
-                t = c.json("restore", "show", rid)["tasks"][0]
-                d = " ".join(x.get("detail", "") for x in t.get("reasons", []))
-                return d if "put the previous data back" in d else None
-            detail = c.wait_for(f"[{point}] the agent's account of the interrupted restore", told, timeout=180)
+            detail = killed_mid_restore(c, "node-a", [set_id, "--component", "kafka"])
             assert "rollback step ran" in detail, detail
-            assert not list((c.agent_dirs["node-a"]["dir"] / "state" / "restores").glob("*.json"))
             assert consume_checksums(k.bootstrap, "after") == after, f"[{point}] not the pre-restore data: {detail}"
             assert consume_checksums(k.bootstrap, "orders") == want
         r = restore(c, set_id, "--skip-safety-backup")

@@ -8,7 +8,7 @@ import json
 import os
 import time
 
-from cluster import backup_set_id, cluster, kind, restore_id, set_state, task_state  # noqa: F401
+from cluster import backup_set_id, cluster, killed_mid_restore, kind, restore_id, set_state, task_state  # noqa: F401
 from servers_postgresql import postgres_server  # noqa: F401
 
 
@@ -339,39 +339,24 @@ def test_an_agent_killed_mid_restore_puts_the_previous_data_back_at_its_start(cl
     without a fault then completes on the backup's data."""
     c, pg = cluster, postgres_server
     fp = tmp_path / "failpoints"
-    agent = c.add_agent("node-a", components=pg.component_toml(), env={"CAIRN_FAILPOINTS_FILE": os.fspath(fp)})
+    c.add_agent("node-a", components=pg.component_toml(), env={"CAIRN_FAILPOINTS_FILE": os.fspath(fp)})
     c.enrol("node-a")
     pg.sql("CREATE TABLE t (i int)")
     pg.sql("INSERT INTO t VALUES (1)")
     set_id, _ = _backup(c, pg)
     pg.sql("INSERT INTO t VALUES (2)")  # after the backup: the live data's own
     pg.switch_and_wait_archived()
-    records = c.agent_dirs["node-a"]["dir"] / "state" / "restores"
     parent = pg.data.parent
 
     for point in ["stopped", "swapped", "started"]:
         fp.write_text(f"restore.postgresql.{point} kill\n")
         failed_before = {p.name for p in parent.glob(pg.data.name + ".cairn-failed-*")}
-        rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-immediate", "--skip-safety-backup", "--wait",
-                             timeout=600)
-        assert rc != 0, f"[{point}] the restore of a killed agent exited 0\n{out}\n{err}"
-        rid = restore_id(out)
-        agent.p.wait(timeout=30)  # the failpoint killed it
-        assert list(records.glob("*.json")), f"[{point}] no restore record was left by the killed agent"
-        agent.start()
-
-        def told():
-            t = c.json("restore", "show", rid)["tasks"][0]
-            d = " ".join(x.get("detail", "") for x in t.get("reasons", []))
-            return d if "put the previous data back" in d else None
-        detail = c.wait_for(f"[{point}] the agent's account of the interrupted restore", told, timeout=120)
-        assert "agent_lost" in json.dumps(c.json("restore", "show", rid)).lower(), detail
+        detail = killed_mid_restore(c, "node-a", [set_id, "--component", "pg", "--to-immediate"])
         assert "postgresql was started on it" in detail, detail
         # The server answers as a primary, on the data it had before the restore.
         assert pg.value("SELECT pg_is_in_recovery()") == "f", f"[{point}] {detail}{pg.log_tail()}"
         assert pg.value("SELECT count(*) FROM t") == "2", f"[{point}] not the pre-restore data: {detail}"
         assert not (pg.data / "recovery.signal").exists()
-        assert not list(records.glob("*.json")), f"[{point}] the record was not removed"
         failed_now = {p.name for p in parent.glob(pg.data.name + ".cairn-failed-*")} - failed_before
         if point == "stopped":
             assert "nothing had been moved yet" in detail and not failed_now, (detail, failed_now)

@@ -364,14 +364,7 @@ DriverResult HaproxyDriver::restore_staged(TaskContext& ctx, const std::string& 
   // The restore's record (agent/restore_journal.h): every change is in it
   // before it is made, so an agent killed before the end puts the previous
   // files back and reloads haproxy at its next start.
-  InPlaceRestore rec;
-  rec.component = ctx.component;
-  rec.restore_id = ctx.restore_id;
-  rec.task_id = ctx.task_id;
-  rec.plan_id = ctx.plan_id;
-  rec.stamp = swap.stamp();
-  rec.state = InPlaceRestore::State::swapping;
-  JournalGuard journal(ctx.journal, std::move(rec));
+  JournalGuard journal(ctx.journal, in_place_restore(ctx, swap.stamp(), InPlaceRestore::State::swapping));
   swap.before_change([&journal](const std::string& dst, const std::string& old) {
     journal.record().moves.push_back({dst, old});
     journal.write();

@@ -642,12 +642,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   // record (restore_journal.h) is on disk from before the stop until the
   // end: an agent killed in between puts the previous data back at its start.
   platform::Service service(settings_.service);
-  InPlaceRestore rec;
-  rec.component = ctx.component;
-  rec.restore_id = ctx.restore_id;
-  rec.task_id = ctx.task_id;
-  rec.plan_id = ctx.plan_id;
-  rec.stamp = stamp;
+  InPlaceRestore rec = in_place_restore(ctx, stamp);
   rec.scratch = {staging, wal_dir};
   JournalGuard journal(ctx.journal, std::move(rec));
   try {

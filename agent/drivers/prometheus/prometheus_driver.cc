@@ -373,12 +373,7 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   // The TSDB directory and each configuration file the snapshot holds are
   // moved aside (<path>.cairn-old-<stamp>) and the snapshot's put in place.
   platform::Service service(settings_.service);
-  InPlaceRestore rec;
-  rec.component = ctx.component;
-  rec.restore_id = ctx.restore_id;
-  rec.task_id = ctx.task_id;
-  rec.plan_id = ctx.plan_id;
-  rec.stamp = stamp;
+  InPlaceRestore rec = in_place_restore(ctx, stamp);
   rec.scratch = {staging};
   JournalGuard journal(ctx.journal, std::move(rec));
   try {
