@@ -1,5 +1,12 @@
 #include "agent/drivers/repo_progress.h"
 
+#include <sys/statvfs.h>
+
+#include <algorithm>
+
+#include "common/repo/memory.h"
+#include "common/repo/snapshot.h"
+
 namespace cairn::agent {
 
 namespace v1 = cairn::v1;
@@ -35,5 +42,25 @@ void note(TaskContext& ctx, const std::string& text) {
 }
 
 bool cancelled(const TaskContext& ctx) { return ctx.cancel && ctx.cancel->load(); }
+
+uint64_t snapshot_bytes(const repo::Snapshot& s) {
+  auto it = s.summary.find("bytes_total");
+  if (it == s.summary.end() || !it->is_number_integer()) return 0;
+  return it->is_number_unsigned() ? it->get<uint64_t>() : uint64_t(std::max<int64_t>(0, it->get<int64_t>()));
+}
+
+std::string staging_space_problem(const std::string& dir, uint64_t need) {
+  struct statvfs sv {};
+  if (::statvfs(dir.c_str(), &sv) != 0) return {};  // the restore's own writes say what is wrong
+  const uint64_t free_bytes = uint64_t(sv.f_bavail) * sv.f_frsize, size = uint64_t(sv.f_blocks) * sv.f_frsize;
+  const uint64_t reserve = std::min<uint64_t>(size / 20, 1ull << 30);
+  if (free_bytes >= need && free_bytes - need >= reserve) return {};
+  using repo::byte_size_text;
+  return "not enough space in '" + dir + "' to stage the restore beside the live data: " +
+         byte_size_text(need, repo::ByteText::tenths) + " needed, " + byte_size_text(free_bytes, repo::ByteText::tenths) +
+         " free, and " + byte_size_text(reserve, repo::ByteText::tenths) +
+         " must stay free for the running service; free space there (or restore elsewhere) and try again; nothing was "
+         "changed";
+}
 
 }  // namespace cairn::agent

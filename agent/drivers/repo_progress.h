@@ -22,4 +22,13 @@ void report_phase(TaskContext& ctx, cairn::v1::Phase phase, const std::string& c
 void note(TaskContext& ctx, const std::string& text);
 bool cancelled(const TaskContext& ctx);
 
+// A restore stages a whole copy beside the live data before it stops
+// anything: "" when `dir`'s filesystem takes `need` more bytes and still
+// keeps a reserve for the live service that writes there (5 % of the
+// filesystem, at most 1 GiB), else the refusal naming both figures. A full
+// disk under a running database is an outage the restore would have made.
+std::string staging_space_problem(const std::string& dir, uint64_t need);
+// What a snapshot's files hold (its summary's bytes_total; 0 when it has none).
+uint64_t snapshot_bytes(const repo::Snapshot& s);
+
 }  // namespace cairn::agent

@@ -153,6 +153,7 @@ platform::ProcessResult run_client(std::vector<std::string> argv, const std::vec
   return platform::run_process(ps);
 }
 
+
 }  // namespace
 
 PostgresqlDriver::PostgresqlDriver(std::string component, Settings settings)
@@ -520,6 +521,9 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     // timeline an earlier restore made (its WAL is in the archive too).
     for (const auto& [name, snap] : cat.by_name)
       if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::history) needed.push_back(name);
+    // Room for the base backup and the WAL beside the live data directory.
+    if (auto p = staging_space_problem(parent, snapshot_bytes(base) + needed.size() * kWalSegmentSize); !p.empty())
+      return fail(v1::ERROR_CODE_NO_SPACE, p);
     // The WAL is read on a thread of its own while the base backup is read
     // below (a quarter of the memory budget for it); both end before
     // anything is stopped.
@@ -570,7 +574,10 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   }
 
   // 3. The base backup, read beside the data directory while the server runs.
-  if (!physical) mark("restore");
+  if (!physical) {
+    mark("restore");
+    if (auto p = staging_space_problem(parent, snapshot_bytes(base)); !p.empty()) return fail(v1::ERROR_CODE_NO_SPACE, p);
+  }
   repo::RestoreOptions ro;
   ro.memory_budget = base_budget;
   ro.target = staging;

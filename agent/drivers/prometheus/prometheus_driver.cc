@@ -308,10 +308,12 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
 
   // 1. The snapshot must hold this data_dir: nothing is stopped otherwise.
   std::string id;
+  uint64_t need = 0;  // what the snapshot's files hold: staged beside data_dir
   try {
     id = repo::resolve_snapshot(*ctx.repo, spec.snapshot_id);
     auto snap = repo::load_snapshot(*ctx.repo, id);
     snap.id = id;
+    need = snapshot_bytes(snap);
     if (auto bad = check_snapshot(snap); !bad.empty()) {
       res.reasons = std::move(bad);
       return res;
@@ -340,6 +342,8 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     }
   } guard{staging};
   fs::remove_all(staging, ec);
+  if (auto p = staging_space_problem(fs::path(settings_.data_dir).parent_path().string(), need); !p.empty())
+    return fail(v1::ERROR_CODE_NO_SPACE, p);
   repo::RestoreOptions ro;
   ro.memory_budget = ctx.memory_budget;
   ro.target = staging;

@@ -4,12 +4,17 @@
 // and again.
 #include <catch2/catch.hpp>
 
+#include <sys/statvfs.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
 #include "agent/driver.h"
+#include "agent/drivers/repo_progress.h"
 #include "agent/restore_journal.h"
 #include "agent_fixture.h"
+#include "common/repo/snapshot.h"
 
 using namespace cairn;
 using namespace cairn::agent;
@@ -134,4 +139,24 @@ TEST_CASE("at the agent's start a record is handed to its driver and reported on
   // Not put right: kept for the next start.
   std::vector<std::string> problems;
   CHECK(j.load(&problems).size() == 2);
+}
+
+TEST_CASE("a restore that would leave the live service's filesystem without its reserve is refused first", "[restore_journal]") {
+  TempDir d;
+  struct statvfs sv {};
+  REQUIRE(::statvfs(d.path().c_str(), &sv) == 0);
+  const uint64_t free_bytes = uint64_t(sv.f_bavail) * sv.f_frsize, size = uint64_t(sv.f_blocks) * sv.f_frsize;
+  const uint64_t reserve = std::min<uint64_t>(size / 20, 1ull << 30);
+  // More than is free: refused, naming the directory, both figures and that nothing changed.
+  std::string why = staging_space_problem(d.path(), free_bytes + 1);
+  CHECK_THAT(why, Catch::Contains("not enough space in '" + d.path() + "'") && Catch::Contains("needed") &&
+                      Catch::Contains("must stay free") && Catch::Contains("nothing was changed"));
+  // What fits but eats into the reserve: refused too.
+  if (free_bytes > reserve) CHECK_FALSE(staging_space_problem(d.path(), free_bytes - reserve / 2).empty());
+  // What leaves the reserve free: taken.
+  if (free_bytes > reserve + (1 << 20)) CHECK(staging_space_problem(d.path(), 1 << 20).empty());
+  repo::Snapshot s;
+  s.summary = {{"bytes_total", 12345}};
+  CHECK(snapshot_bytes(s) == 12345);
+  CHECK(snapshot_bytes(repo::Snapshot{}) == 0);
 }
