@@ -148,15 +148,7 @@ int main(int argc, char** argv) {
       spdlog::error("maintenance mode: {}", e.what());
     }
     runner.set_maintenance(&maintenance);
-    // An in-place restore this agent was stopped in the middle of: the
-    // previous data put back and the service started on it, before any task
-    // runs; the restore's task hears of it once the controller answers.
     RestoreJournal journal(config.state_dir + "/restores");
-    auto interrupted = recover_in_place_restores(journal, [&config](const std::string& name) -> Driver* {
-      for (const auto& c : config.components)
-        if (c.name == name) return c.driver.get();
-      return nullptr;
-    });
     runner.set_restore_journal(&journal);
     runner.set_memory_budget(budget.bytes);
     if (config.drill) {
@@ -181,13 +173,23 @@ int main(int argc, char** argv) {
     }
     Session session(config, identity, gate, runner, &notifier);
     session_ptr = &session;
-    for (auto& r : interrupted) {
+    runner.start();
+    notifier.ready();
+    // An in-place restore this agent was stopped in the middle of: the
+    // previous data put back and the service started on it before the
+    // session runs (so before any plan is taken), after systemd was told the
+    // agent is up (a database's start can outlast its start timeout); the
+    // restore's task hears of it once the controller answers.
+    if (!journal.load(nullptr).empty()) notifier.status("putting back what an interrupted restore changed");
+    for (auto& r : recover_in_place_restores(journal, [&config](const std::string& name) -> Driver* {
+           for (const auto& c : config.components)
+             if (c.name == name) return c.driver.get();
+           return nullptr;
+         })) {
       cairn::v1::AgentMessage m;
       *m.mutable_task_result() = std::move(r);
       session.post(std::move(m));
     }
-    runner.start();
-    notifier.ready();
     notifier.status("running; " + std::to_string(config.components.size()) + " components declared");
     session.run(g_stop);
     spdlog::info("stopping");
