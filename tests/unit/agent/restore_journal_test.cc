@@ -23,17 +23,17 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void put(const std::string& path, const std::string& text) {
+void journal_test_put(const std::string& path, const std::string& text) {
   fs::create_directories(fs::path(path).parent_path());
   std::ofstream(path) << text;
 }
 
-std::string get(const std::string& path) {
+std::string journal_test_get(const std::string& path) {
   std::ifstream in(path);
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-InPlaceRestore two_paths(const TempDir& d) {
+InPlaceRestore journal_test_two_paths(const TempDir& d) {
   InPlaceRestore r;
   r.component = "pg/main";  // any name: the file name is its hex
   r.restore_id = "rs-1";
@@ -52,7 +52,7 @@ InPlaceRestore two_paths(const TempDir& d) {
 TEST_CASE("a restore record is read back as written, 0600, and a broken one is named and kept", "[restore_journal]") {
   TempDir d;
   RestoreJournal j(d.file("state/restores"));
-  auto r = two_paths(d);
+  auto r = journal_test_two_paths(d);
   j.write(r);
   std::vector<std::string> problems;
   auto back = j.load(&problems);
@@ -68,7 +68,7 @@ TEST_CASE("a restore record is read back as written, 0600, and a broken one is n
   for (const auto& e : fs::directory_iterator(d.file("state/restores")))
     CHECK((fs::status(e.path()).permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
 
-  put(d.file("state/restores/broken.json"), "{\"component\":");
+  journal_test_put(d.file("state/restores/broken.json"), "{\"component\":");
   problems.clear();
   back = j.load(&problems);
   CHECK(back.size() == 1);
@@ -83,46 +83,46 @@ TEST_CASE("a restore record is read back as written, 0600, and a broken one is n
 
 TEST_CASE("undoing a swap works from any point of it, and again", "[restore_journal]") {
   TempDir d;
-  auto r = two_paths(d);
+  auto r = journal_test_two_paths(d);
   const std::string old = d.file("data.cairn-old-20261127T000000Z");
   const std::string failed = d.file("data.cairn-failed-20261127T000000Z");
 
   SECTION("killed before the first rename: nothing moves") {
-    put(d.file("data/PG_VERSION"), "live");
-    put(d.file("data.cairn-restore-20261127T000000Z/x"), "staged");
+    journal_test_put(d.file("data/PG_VERSION"), "live");
+    journal_test_put(d.file("data.cairn-restore-20261127T000000Z/x"), "staged");
     CHECK(put_back_moves(r).empty());
-    CHECK(get(d.file("data/PG_VERSION")) == "live");
+    CHECK(journal_test_get(d.file("data/PG_VERSION")) == "live");
     CHECK_FALSE(fs::exists(failed));
     CHECK(remove_scratch(r).empty());
     CHECK_FALSE(fs::exists(d.file("data.cairn-restore-20261127T000000Z")));
   }
   SECTION("killed between moving the live data aside and renaming the restored copy in") {
-    put(old + "/PG_VERSION", "live");
+    journal_test_put(old + "/PG_VERSION", "live");
     CHECK(put_back_moves(r).empty());
-    CHECK(get(d.file("data/PG_VERSION")) == "live");
+    CHECK(journal_test_get(d.file("data/PG_VERSION")) == "live");
     CHECK_FALSE(fs::exists(old));
     CHECK_FALSE(fs::exists(failed));
   }
   SECTION("killed after every move: the restored copies go aside, the live data back") {
-    put(old + "/PG_VERSION", "live");
-    put(d.file("data/PG_VERSION"), "restored");
-    put(d.file("tblspc/16384"), "restored tablespace");
+    journal_test_put(old + "/PG_VERSION", "live");
+    journal_test_put(d.file("data/PG_VERSION"), "restored");
+    journal_test_put(d.file("tblspc/16384"), "restored tablespace");
     CHECK(put_back_moves(r).empty());
-    CHECK(get(d.file("data/PG_VERSION")) == "live");
-    CHECK(get(failed + "/PG_VERSION") == "restored");
+    CHECK(journal_test_get(d.file("data/PG_VERSION")) == "live");
+    CHECK(journal_test_get(failed + "/PG_VERSION") == "restored");
     CHECK_FALSE(fs::exists(d.file("tblspc")));  // there was none before
-    CHECK(get(d.file("tblspc.cairn-failed-20261127T000000Z/16384")) == "restored tablespace");
+    CHECK(journal_test_get(d.file("tblspc.cairn-failed-20261127T000000Z/16384")) == "restored tablespace");
     // Run again (killed during the first undo, say): nothing changes.
     CHECK(put_back_moves(r).empty());
-    CHECK(get(d.file("data/PG_VERSION")) == "live");
-    CHECK(get(failed + "/PG_VERSION") == "restored");
+    CHECK(journal_test_get(d.file("data/PG_VERSION")) == "live");
+    CHECK(journal_test_get(failed + "/PG_VERSION") == "restored");
   }
 }
 
 TEST_CASE("at the agent's start a record is handed to its driver and reported on its task", "[restore_journal]") {
   TempDir d;
   RestoreJournal j(d.file("restores"));
-  auto r = two_paths(d);
+  auto r = journal_test_two_paths(d);
   j.write(r);
   auto other = r;
   other.component = "gone";
