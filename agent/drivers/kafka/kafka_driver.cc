@@ -614,17 +614,26 @@ std::optional<KafkaDriver::Prepared> KafkaDriver::prepare(TaskContext& ctx, cons
 // Swaps every log dir for the prepared one; on failure, what moved is moved
 // back and the error thrown. Records the swap for a rollback of the same restore.
 void KafkaDriver::swap_all(TaskContext& ctx, const Prepared& p, std::vector<std::pair<std::string, std::string>>& swapped) const {
+  // Every swap is in the record before the first is made (a rollback step
+  // undoes only those that happened: swap_back), so an agent killed between
+  // two log dirs leaves a record that puts the first back too.
+  nlohmann::json planned = nlohmann::json::array();
+  for (const auto& d : settings_.log_dirs) {
+    struct stat st {};
+    planned.push_back({d, ::lstat(d.c_str(), &st) == 0 ? d + ".cairn-old-" + p.stamp : std::string()});
+  }
+  nlohmann::json state = {{"restore", ctx.restore_id}, {"stamp", p.stamp}, {"swaps", planned}};
+  std::string text = state.dump();
+  write_file_atomic(settings_.staging_dir + "/restore-state.json", as_bytes(text), 0600);
   for (const auto& d : settings_.log_dirs) {
     try {
       swapped.emplace_back(d, swap_in(p.staging + d, d, p.stamp));
     } catch (const Error&) {
       undo_swaps(ctx, swapped, p.stamp);
+      ::unlink((settings_.staging_dir + "/restore-state.json").c_str());
       throw;
     }
   }
-  nlohmann::json state = {{"restore", ctx.restore_id}, {"stamp", p.stamp}, {"swaps", swapped}};
-  std::string text = state.dump();
-  write_file_atomic(settings_.staging_dir + "/restore-state.json", as_bytes(text), 0600);
 }
 
 std::string KafkaDriver::undo_swaps(TaskContext& ctx, std::vector<std::pair<std::string, std::string>>& swapped,

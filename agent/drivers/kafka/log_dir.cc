@@ -377,6 +377,9 @@ std::string swap_in(const std::string& restored, const std::string& log_dir, con
 std::string swap_back(const std::string& log_dir, const std::string& old, const std::string& stamp) {
   std::string aside;
   struct stat st {};
+  // A swap that was planned but never made (its record is written first):
+  // the log dir in place is the one the broker had.
+  if (!old.empty() && ::lstat(old.c_str(), &st) != 0) return aside;
   if (::lstat(log_dir.c_str(), &st) == 0) {
     aside = log_dir + ".cairn-failed-" + stamp;
     if (::rename(log_dir.c_str(), aside.c_str()) != 0) throw_errno("cannot set the restored log dir aside as '" + aside + "':", log_dir, errno);

@@ -101,7 +101,8 @@ Staged stage(const StageSpec& spec);
 // where the old one went ("" when there was none). Throws when nothing moved.
 std::string swap_in(const std::string& restored, const std::string& log_dir, const std::string& stamp);
 // Puts <old> back as log_dir, setting the restored one aside as
-// <log_dir>.cairn-failed-<stamp>. Returns where the restored one went.
+// <log_dir>.cairn-failed-<stamp>. Returns where the restored one went. A
+// swap planned but never made (<old> named but not there) changes nothing.
 std::string swap_back(const std::string& log_dir, const std::string& old, const std::string& stamp);
 
 }  // namespace cairn::agent::kafka

@@ -254,4 +254,11 @@ TEST_CASE("the swap of a restore keeps the old log dir, and swap_back puts it ba
   write(r2 + "/meta.properties", "x");
   CHECK(swap_in(r2, e, "s").empty());
   CHECK(slurp(e + "/meta.properties") == "x");
+  // A swap recorded before it was made, and never made (the agent killed
+  // between two log dirs): undoing it leaves the broker's own log dir alone.
+  std::string never = t.path + "/second";
+  write(never + "/meta.properties", "the broker's own");
+  CHECK(swap_back(never, never + ".cairn-old-20261123T000000Z", "20261123T000001Z").empty());
+  CHECK(slurp(never + "/meta.properties") == "the broker's own");
+  CHECK_FALSE(fs::exists(never + ".cairn-failed-20261123T000001Z"));
 }
