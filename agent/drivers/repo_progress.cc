@@ -43,6 +43,12 @@ void note(TaskContext& ctx, const std::string& text) {
 
 bool cancelled(const TaskContext& ctx) { return ctx.cancel && ctx.cancel->load(); }
 
+v1::ErrorCode repository_read_code(const Error& e) {
+  return e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED
+         : e.code() == Errc::no_space  ? v1::ERROR_CODE_NO_SPACE
+                                       : v1::ERROR_CODE_REPOSITORY_ERROR;
+}
+
 uint64_t snapshot_bytes(const repo::Snapshot& s) {
   auto it = s.summary.find("bytes_total");
   if (it == s.summary.end() || !it->is_number_integer()) return 0;

@@ -6,6 +6,7 @@
 
 #include "agent/driver.h"
 #include "common/repo/progress.h"
+#include "common/util/error.h"
 
 namespace cairn::agent {
 
@@ -28,6 +29,9 @@ bool cancelled(const TaskContext& ctx);
 // filesystem, at most 1 GiB), else the refusal naming both figures. A full
 // disk under a running database is an outage the restore would have made.
 std::string staging_space_problem(const std::string& dir, uint64_t need);
+// The reason code of a failure reading a snapshot out of the repository:
+// cancelled, the disk written to full, or the repository's own.
+cairn::v1::ErrorCode repository_read_code(const Error& e);
 // What a snapshot's files hold (its summary's bytes_total; 0 when it has none).
 uint64_t snapshot_bytes(const repo::Snapshot& s);
 

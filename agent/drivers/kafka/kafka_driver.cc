@@ -589,9 +589,7 @@ std::optional<KafkaDriver::Prepared> KafkaDriver::prepare(TaskContext& ctx, cons
     rr = repo::restore(*ctx.repo, p.snapshot_id, ro);
   } catch (const Error& e) {
     remove_tree(p.staging);
-    return fail(e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED
-                : e.code() == Errc::no_space  ? v1::ERROR_CODE_NO_SPACE
-                                              : v1::ERROR_CODE_REPOSITORY_ERROR,
+    return fail(repository_read_code(e),
                 std::string("reading the snapshot failed, nothing was changed: ") + e.what());
   }
   if (!rr.failures.empty()) {

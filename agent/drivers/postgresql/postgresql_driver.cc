@@ -587,9 +587,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   try {
     rr = repo::restore(*ctx.repo, base.id, ro);
   } catch (const Error& e) {
-    return fail(e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED
-                : e.code() == Errc::no_space  ? v1::ERROR_CODE_NO_SPACE
-                                              : v1::ERROR_CODE_REPOSITORY_ERROR,
+    return fail(repository_read_code(e),
                 std::string("reading the base backup failed, nothing was changed: ") + e.what());
   }
   if (!rr.failures.empty()) {
