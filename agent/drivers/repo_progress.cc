@@ -3,6 +3,8 @@
 #include <sys/statvfs.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <vector>
 
 #include "common/repo/memory.h"
 #include "common/repo/snapshot.h"
@@ -47,6 +49,24 @@ v1::ErrorCode repository_read_code(const Error& e) {
   return e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED
          : e.code() == Errc::no_space  ? v1::ERROR_CODE_NO_SPACE
                                        : v1::ERROR_CODE_REPOSITORY_ERROR;
+}
+
+std::string kept_copies_hint(const std::string& path) {
+  const std::filesystem::path p(path);
+  const std::string base = p.filename().string();
+  std::vector<std::string> kept;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(p.parent_path(), ec)) {
+    std::string n = e.path().filename().string();
+    if (n.starts_with(base + ".cairn-old-") || n.starts_with(base + ".cairn-failed-")) kept.push_back(e.path().string());
+  }
+  if (kept.empty()) return {};
+  std::sort(kept.begin(), kept.end());
+  std::string list;
+  for (size_t i = 0; i < kept.size() && i < 5; ++i) list += (list.empty() ? "'" : ", '") + kept[i] + "'";
+  if (kept.size() > 5) list += " and " + std::to_string(kept.size() - 5) + " more";
+  return "; earlier restores kept " + std::to_string(kept.size()) + " cop" + (kept.size() == 1 ? "y" : "ies") +
+         " there (" + list + "), which can be removed once they are no longer needed";
 }
 
 uint64_t snapshot_bytes(const repo::Snapshot& s) {

@@ -29,6 +29,9 @@ bool cancelled(const TaskContext& ctx);
 // filesystem, at most 1 GiB), else the refusal naming both figures. A full
 // disk under a running database is an outage the restore would have made.
 std::string staging_space_problem(const std::string& dir, uint64_t need);
+// The copies earlier restores kept beside `path` (<path>.cairn-old-*,
+// <path>.cairn-failed-*), for a refusal to name: "" when there are none.
+std::string kept_copies_hint(const std::string& path);
 // The reason code of a failure reading a snapshot out of the repository:
 // cancelled, the disk written to full, or the repository's own.
 cairn::v1::ErrorCode repository_read_code(const Error& e);

@@ -523,7 +523,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
       if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::history) needed.push_back(name);
     // Room for the base backup and the WAL beside the live data directory.
     if (auto p = staging_space_problem(parent, snapshot_bytes(base) + needed.size() * kWalSegmentSize); !p.empty())
-      return fail(v1::ERROR_CODE_NO_SPACE, p);
+      return fail(v1::ERROR_CODE_NO_SPACE, p + kept_copies_hint(d));
     // The WAL is read on a thread of its own while the base backup is read
     // below (a quarter of the memory budget for it); both end before
     // anything is stopped.
@@ -576,7 +576,8 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   // 3. The base backup, read beside the data directory while the server runs.
   if (!physical) {
     mark("restore");
-    if (auto p = staging_space_problem(parent, snapshot_bytes(base)); !p.empty()) return fail(v1::ERROR_CODE_NO_SPACE, p);
+    if (auto p = staging_space_problem(parent, snapshot_bytes(base)); !p.empty())
+      return fail(v1::ERROR_CODE_NO_SPACE, p + kept_copies_hint(d));
   }
   repo::RestoreOptions ro;
   ro.memory_budget = base_budget;

@@ -155,6 +155,14 @@ TEST_CASE("a restore that would leave the live service's filesystem without its 
   if (free_bytes > reserve) CHECK_FALSE(staging_space_problem(d.path(), free_bytes - reserve / 2).empty());
   // What leaves the reserve free: taken.
   if (free_bytes > reserve + (1 << 20)) CHECK(staging_space_problem(d.path(), 1 << 20).empty());
+  // What earlier restores kept beside the data is named, for the operator to free.
+  CHECK(kept_copies_hint(d.file("data")).empty());
+  fs::create_directories(d.file("data.cairn-old-20261127T000000Z"));
+  fs::create_directories(d.file("data.cairn-failed-20261127T010000Z"));
+  fs::create_directories(d.file("database.cairn-old-x"));  // another path's
+  std::string hint = kept_copies_hint(d.file("data"));
+  CHECK_THAT(hint, Catch::Contains("kept 2 copies") && Catch::Contains("data.cairn-old-20261127T000000Z") &&
+                       Catch::Contains("data.cairn-failed-20261127T010000Z") && !Catch::Contains("database"));
   repo::Snapshot s;
   s.summary = {{"bytes_total", 12345}};
   CHECK(snapshot_bytes(s) == 12345);
