@@ -795,19 +795,39 @@ std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_
     auto t = tx.task(r.task_id());
     if (!t || t->agent_id != agent_id) return "no task '" + r.task_id() + "' of this agent";
     if (catalog::is_terminal(t->state)) {
-      // An in-place restore the agent was killed in, ended here as lost: what
-      // the agent did about it at its next start (restore_journal.h) is added
-      // to the task, so `restore show` tells the operator where the data is.
-      if (t->kind == catalog::TaskKind::restore && t->state == TaskState::failed &&
-          r.outcome() == cairn::v1::TASK_OUTCOME_FAILED && r.reasons_size() > 0 &&
-          nlohmann::json::parse(r.component_metadata(), nullptr, false).contains("interrupted_restore") &&
-          std::any_of(t->reasons.begin(), t->reasons.end(),
-                      [](const auto& why) { return why.code == cairn::v1::ERROR_CODE_AGENT_LOST; }) &&
-          std::none_of(t->reasons.begin(), t->reasons.end(), [&](const auto& why) { return why.detail == r.reasons(0).detail(); })) {
+      // A whole restore (no cluster step) that ended here as lost while its
+      // agent went on: what the agent did is added to the task, so `restore
+      // show` tells the operator where the data is. Either the agent was
+      // killed and put the previous data back at its next start (its result
+      // is marked interrupted_restore: restore_journal.h), or it was cut off
+      // (a frozen process, a partitioned host) and finished the restore.
+      const bool lost = t->kind == catalog::TaskKind::restore && t->state == TaskState::failed &&
+                        t->restore_step.empty() &&
+                        std::any_of(t->reasons.begin(), t->reasons.end(),
+                                    [](const auto& why) { return why.code == cairn::v1::ERROR_CODE_AGENT_LOST; });
+      if (lost && !t->reasons.empty() && t->reasons.size() < 16) {
         std::vector<catalog::Reason> add;
-        for (const auto& why : r.reasons()) add.push_back({why.code(), why.detail(), why.item()});
-        tx.amend_task_reasons(t->id, add);
-        return {};
+        if (nlohmann::json::parse(r.component_metadata(), nullptr, false).contains("interrupted_restore")) {
+          for (const auto& why : r.reasons()) add.push_back({why.code(), why.detail(), why.item()});
+        } else {
+          std::string first = r.reasons_size() ? ": " + r.reasons(0).detail() : std::string();
+          add.push_back({cairn::v1::ERROR_CODE_AGENT_LOST,
+                         "after the controller had lost it, the agent finished this restore (" +
+                             std::string(r.outcome() == cairn::v1::TASK_OUTCOME_SUCCEEDED ? "succeeded"
+                                         : r.outcome() == cairn::v1::TASK_OUTCOME_PARTIAL ? "partial"
+                                                                                          : "failed") +
+                             first + ")" +
+                             (r.outcome() == cairn::v1::TASK_OUTCOME_FAILED
+                                  ? ""
+                                  : ": the component runs on the snapshot's data, not on what it had before this "
+                                    "restore"),
+                         ""});
+        }
+        if (!add.empty() && std::none_of(t->reasons.begin(), t->reasons.end(),
+                                         [&](const auto& why) { return why.detail == add.front().detail; })) {
+          tx.amend_task_reasons(t->id, add);
+          return {};
+        }
       }
       return "task '" + t->id + "' already ended '" + std::string(to_string(t->state)) + "'";
     }

@@ -6,6 +6,7 @@ segment switch storm with the agent killed in the middle, and a damaged WAL
 segment in the repository refused before anything is stopped."""
 import json
 import os
+import signal
 import time
 
 from cluster import backup_set_id, cluster, killed_mid_restore, kind, restore_id, set_state, task_state  # noqa: F401
@@ -335,8 +336,10 @@ def test_an_agent_killed_mid_restore_puts_the_previous_data_back_at_its_start(cl
     replaying. Each time the controller ends the restore failed (agent lost);
     at the agent's restart the server runs again on the data it had before the
     restore (a row written after the backup is there), the restored copy is
-    kept aside, and `restore show` says what the agent did. A last restore
-    without a fault then completes on the backup's data."""
+    kept aside, and `restore show` says what the agent did. Then the agent
+    frozen with the data swapped and thawed once the controller lost it: it
+    finishes the restore, and the lost task says the server runs on the
+    backup's data. A last restore without a fault then completes."""
     c, pg = cluster, postgres_server
     fp = tmp_path / "failpoints"
     c.add_agent("node-a", components=pg.component_toml(), env={"CAIRN_FAILPOINTS_FILE": os.fspath(fp)})
@@ -363,6 +366,32 @@ def test_an_agent_killed_mid_restore_puts_the_previous_data_back_at_its_start(cl
         else:
             assert len(failed_now) == 1 and "the restored copy is in" in detail, (detail, failed_now)
         assert not list(parent.glob(pg.data.name + ".cairn-wal-*")), "the fetched WAL was left"
+
+    # Cut off rather than killed (SIGSTOP with the data swapped, SIGCONT once
+    # the controller has lost it): the agent finishes the restore, and the
+    # task, ended as lost, says the server now runs on the backup's data.
+    fp.write_text("restore.postgresql.swapped freeze\n")
+    p = c.ctl_popen("restore", set_id, "--component", "pg", "--to-immediate", "--skip-safety-backup", "--wait")
+    agent = c.agents["node-a"]
+    agent.expect_dead = True
+    try:
+        c.wait_for("node-a lost by the controller while frozen",
+                   lambda: not (c.find_agent(name="node-a") or {}).get("connected"), timeout=120)
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+        agent.expect_dead = False
+    out = p.communicate(timeout=300)[0].decode(errors="replace")
+    assert p.returncode != 0, out
+    rid = restore_id(out)
+
+    def finished():
+        t = c.json("restore", "show", rid)["tasks"][0]
+        d = " ".join(x.get("detail", "") for x in t.get("reasons", []))
+        return d if "the agent finished this restore (succeeded)" in d else None
+    detail = c.wait_for("the account of the restore finished after the agent was lost", finished, timeout=300)
+    assert "runs on the snapshot's data" in detail, detail
+    assert pg.value("SELECT count(*) FROM t") == "1"  # the backup's rows, as the task now says
+    assert pg.value("SELECT pg_is_in_recovery()") == "f"
 
     rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-immediate", "--skip-safety-backup", "--wait",
                          timeout=600)
