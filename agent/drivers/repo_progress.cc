@@ -69,6 +69,26 @@ std::string kept_copies_hint(const std::string& path) {
          " there (" + list + "), which can be removed once they are no longer needed";
 }
 
+std::string put_back_and_restart(JournalGuard& journal, const platform::Service& service, const std::string& server,
+                                 const std::string& data_dir, const std::atomic<bool>* cancel) {
+  try {
+    service.stop(cancel);
+  } catch (const Error&) {
+  }
+  std::string left = put_back_moves(journal.record());
+  if (!left.empty()) journal.keep();  // the agent's next start tries again
+  std::string detail = left.empty() ? "; the previous data is back in '" + data_dir + "' (the restored copy is in '" +
+                                          data_dir + ".cairn-failed-" + journal.record().stamp + "')"
+                                    : "; could not put the previous data back:" + left;
+  try {
+    service.start(cancel);
+    detail += " and " + server + " was started on it";
+  } catch (const Error& e) {
+    detail += "; starting " + server + " on it failed: " + e.what();
+  }
+  return detail;
+}
+
 uint64_t snapshot_bytes(const repo::Snapshot& s) {
   auto it = s.summary.find("bytes_total");
   if (it == s.summary.end() || !it->is_number_integer()) return 0;

@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "agent/driver.h"
+#include "agent/platform/service.h"
 #include "common/repo/progress.h"
 #include "common/util/error.h"
 
@@ -35,6 +36,14 @@ std::string kept_copies_hint(const std::string& path);
 // The reason code of a failure reading a snapshot out of the repository:
 // cancelled, the disk written to full, or the repository's own.
 cairn::v1::ErrorCode repository_read_code(const Error& e);
+// A failure after an in-place restore's swap (the server does not start on
+// the restored data, it stops during recovery, a cancel): the service is
+// stopped, every move the restore's record holds is put back (the record is
+// kept when one cannot be: the agent's next start tries again) and the
+// service started on the previous data. Returns what happened, to append to
+// the failure's detail.
+std::string put_back_and_restart(JournalGuard& journal, const platform::Service& service, const std::string& server,
+                                 const std::string& data_dir, const std::atomic<bool>* cancel);
 // What a snapshot's files hold (its summary's bytes_total; 0 when it has none).
 uint64_t snapshot_bytes(const repo::Snapshot& s);
 

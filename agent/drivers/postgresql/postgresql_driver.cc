@@ -668,15 +668,10 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   }
   // Fault injection for tests (agent/failpoint.h; only with CAIRN_FAILPOINTS_FILE).
   failpoint("restore.postgresql.stopped");
-  std::vector<std::pair<std::string, std::string>> swapped;  // (path, where its previous contents went)
+  // Puts back what the record's moves did so far (the restored copies to
+  // <path>.cairn-failed-<stamp>), for a failure inside this task.
   auto put_back = [&]() {
-    std::string left;
-    for (auto it = swapped.rbegin(); it != swapped.rend(); ++it) {
-      std::error_code e2;
-      fs::rename(it->first, it->first + ".cairn-failed-" + stamp, e2);
-      if (!it->second.empty()) fs::rename(it->second, it->first, e2);
-      if (e2) left += " '" + it->first + "' (" + e2.message() + ")";
-    }
+    std::string left = put_back_moves(journal.record());
     if (!left.empty()) journal.keep();  // the agent's next start tries again
     return left;
   };
@@ -690,7 +685,6 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     journal.write();
     for (const auto& m : journal.record().moves) {
       if (!m.aside.empty()) fs::rename(m.path, m.aside);
-      swapped.emplace_back(m.path, m.aside);
       fs::rename(staging + m.path, m.path);
     }
   } catch (const std::exception& e) {
@@ -710,20 +704,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   // A failure from here: the server is stopped, the previous data put back
   // and started again; the restored copy is kept for a look.
   auto roll_back = [&](v1::ErrorCode code, const std::string& why) {
-    try {
-      service.stop(ctx.cancel);
-    } catch (const Error&) {
-    }
-    std::string left = put_back();
-    std::string detail = why + (left.empty() ? "; the previous data is back in '" + d + "' (the restored copy is in '" +
-                                                   d + ".cairn-failed-" + stamp + "')"
-                                             : "; could not put the previous data back:" + left);
-    try {
-      service.start(ctx.cancel);
-      detail += " and postgresql was started on it";
-    } catch (const Error& e) {
-      detail += std::string("; starting postgresql on it failed: ") + e.what();
-    }
+    std::string detail = why + put_back_and_restart(journal, service, "postgresql", d, ctx.cancel);
     res.metadata.erase("previous_data_dir");
     return fail(code, detail);
   };

@@ -441,22 +441,7 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   // previous data and configuration go back, and it is started on them: a
   // restore never leaves prometheus down that was up before it.
   auto roll_back = [&](v1::ErrorCode code, const std::string& why) {
-    try {
-      service.stop(ctx.cancel);
-    } catch (const Error&) {
-    }
-    std::string left = put_back();
-    std::string detail =
-        why + (left.empty() ? "; the previous data is back in '" + settings_.data_dir + "' (the restored copy is in '" +
-                                  settings_.data_dir + ".cairn-failed-" + stamp + "')"
-                            : "; could not put the previous data back:" + left);
-    try {
-      service.start(ctx.cancel);
-      detail += " and prometheus was started on it";
-    } catch (const Error& e) {
-      detail += std::string("; starting prometheus on it failed: ") + e.what();
-    }
-    return fail(code, detail);
+    return fail(code, why + put_back_and_restart(journal, service, "prometheus", settings_.data_dir, ctx.cancel));
   };
   report_phase(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
   try {
