@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstring>
 #include <exception>
@@ -272,6 +273,22 @@ class Sandbox {
     return false;
   }
 
+  // How many processes the sandbox's memory limit has killed (0 when its
+  // cgroup says nothing: none made, or a kernel that does not count them).
+  uint64_t oom_kills() const {
+    uint64_t n = 0;
+    for (const auto& cg : cgroups_) {
+      // v2: memory.events; v1: memory.oom_control (kernels from 4.13 count oom_kill there).
+      std::istringstream in(read_text(cg + (fs::exists(cg + "/memory.events") ? "/memory.events" : "/memory.oom_control")));
+      for (std::string key; in >> key;) {
+        uint64_t v = 0;
+        if (!(in >> v)) break;
+        if (key == "oom_kill") n += v;
+      }
+    }
+    return n;
+  }
+
   void kill_all() {
     for (pid_t p : pids_) ::kill(-p, SIGKILL), ::kill(p, SIGKILL);
     for (pid_t p : pids_) ::waitpid(p, nullptr, 0);
@@ -487,6 +504,51 @@ int64_t json_int(const nlohmann::json& j, const char* key) {
   return -1;
 }
 
+// What a drill's server that exited while starting gets said about it: how
+// it ended (its status, or the signal and whether the sandbox's memory limit
+// sent it), the end of its log, and where the whole log was kept. The
+// sandbox goes with the drill, so the log is copied beside it first:
+// ROOT/failed-<what>-<sandbox>.log, the newest kKeptFailedLogs kept.
+constexpr size_t kKeptFailedLogs = 8;
+
+std::string drill_exit_account(const DrillDecl& d, const Sandbox& box, int status, const std::string& log,
+                               const std::string& what) {
+  std::string how;
+  if (WIFEXITED(status)) {
+    how = "exited with status " + std::to_string(WEXITSTATUS(status));
+  } else if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    const char* name = sigabbrev_np(sig);
+    how = "was killed by signal " + std::to_string(sig) + (name ? std::string(" (SIG") + name + ")" : "");
+    if (sig == SIGKILL && box.oom_kills() > 0)
+      how += ": the sandbox's memory limit killed it (" +
+             (d.memory_max ? std::to_string(*d.memory_max >> 20) + " MiB" : std::string("none set")) +
+             "); raise [drill] memory_max";
+  } else {
+    how = "stopped (wait status " + std::to_string(status) + ")";
+  }
+  std::string text = read_text(log);
+  std::string tail = text.size() > 1500 ? "..." + text.substr(text.size() - 1500) : text;
+  std::string kept;
+  std::error_code ec;
+  std::string lower = what;
+  for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+  const std::string name = "failed-" + lower + "-" + fs::path(box.dir()).filename().string() + ".log";
+  const std::string dest = d.root + "/" + name;
+  if (fs::copy_file(log, dest, fs::copy_options::overwrite_existing, ec)) {
+    kept = dest;
+    std::vector<std::pair<fs::file_time_type, fs::path>> logs;
+    for (const auto& e : fs::directory_iterator(d.root, ec)) {
+      const std::string n = e.path().filename().string();
+      if (n.starts_with("failed-") && n.ends_with(".log")) logs.emplace_back(e.last_write_time(ec), e.path());
+    }
+    std::sort(logs.begin(), logs.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (size_t i = kKeptFailedLogs; i < logs.size(); ++i) fs::remove(logs[i].second, ec);
+  }
+  return how + " while starting on the restored data" + (kept.empty() ? "" : " (its whole log: '" + kept + "')") +
+         "; its log ends: " + tail;
+}
+
 // Waits for a server the drill started: probe() returns "" once it answers
 // as it should, else what it saw. Records the start phase and the check
 // `check` ("found": `ready_word`, or what the last probe saw), and a reason
@@ -498,10 +560,9 @@ bool wait_started(const DrillDecl& d, Sandbox& box, pid_t server, const std::str
   std::string last = "no answer";
   bool ready = false;
   while (Clock::now() < until && !(cancel && cancel->load())) {
-    if (!box.running(server, nullptr)) {
-      std::string tail = read_text(log);
-      if (tail.size() > 600) tail = tail.substr(tail.size() - 600);
-      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, what + " exited while starting on the restored data: " + tail);
+    int status = 0;
+    if (!box.running(server, &status)) {
+      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, what + " " + drill_exit_account(d, box, status, log, what));
       rep.check(what + " starts on the restored data", "running", "exited", false);
       return false;
     }

@@ -17,9 +17,8 @@ from test_etcd import keys
 
 
 def drill_toml(root, **extra):
-    lines = ["[drill]", f'root = "{root}"', 'memory_max = "1G"', "start_timeout_seconds = 90"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
-    return "\n".join(lines) + "\n"
+    settings = {"root": str(root), "memory_max": "1G", "start_timeout_seconds": 90, **extra}
+    return "\n".join(["[drill]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]) + "\n"
 
 
 def drill_id(out):
@@ -163,11 +162,11 @@ def test_a_drill_over_its_disk_budget_is_refused_before_restoring(cluster, tmp_p
     assert not (tmp_path / "drills").exists() or list((tmp_path / "drills").iterdir()) == []
 
 
-def etcd_rig(c, tmp_path, n_keys=3000):
-    members = start_cluster(tmp_path, ["m1", "m2", "m3"])
+def etcd_rig(c, tmp_path, n_keys=3000, names=("m1", "m2", "m3"), **drill_extra):
+    members = start_cluster(tmp_path, list(names))
     members[0].put_many(keys(n_keys))
     for i, m in enumerate(members):
-        extra = drill_toml(tmp_path / "drills") if i == 0 else ""
+        extra = drill_toml(tmp_path / "drills", **drill_extra) if i == 0 else ""
         c.add_agent(f"node-{i}", components=m.component_toml() + extra)
         c.enrol(f"node-{i}")
     return members
@@ -218,6 +217,39 @@ def test_an_etcd_drill_starts_the_backup_in_a_sandbox_and_leaves_the_live_cluste
     finally:
         for m in members:
             m.stop()
+
+
+def test_a_drill_server_the_memory_limit_kills_is_named_as_such_and_its_whole_log_kept(cluster, tmp_path):
+    # The drill's etcd is a script that writes 400 log lines and then grows
+    # past the sandbox's memory limit (a real cgroup OOM kill): the reason
+    # must say how it ended and what to change, and the whole log must
+    # outlive the sandbox (the reason can hold only its end).
+    c = cluster
+    server = tmp_path / "etcd-that-grows"
+    server.write_text("#!/bin/sh\n"
+                      "for i in $(seq 1 400); do echo \"drill server log line $i\"; done\n"
+                      "exec python3 -c 'b = b\"x\" * (1 << 31)'\n")
+    server.chmod(0o755)
+    (member,) = etcd_rig(c, tmp_path, n_keys=200, names=("m1",), etcd=str(server), memory_max="256M")
+    try:
+        sid = backup(c, "--component", "etcd")
+        did, shown, _ = drill(c, sid, "--component", "etcd", expect=1)
+        assert lower_enum(shown["state"], "set_state_") == "failed", shown
+        report, task = drill_report(shown)
+        text = " ".join(r["detail"] for r in task.get("reasons", []))
+        assert "was killed by signal 9 (SIGKILL)" in text and "memory limit killed it (256 MiB)" in text, text
+        assert "raise [drill] memory_max" in text and "drill server log line 400" in text, text
+        assert "drill server log line 1\n" not in text, text  # the reason holds the end only
+        kept = [p for p in (tmp_path / "drills").iterdir() if p.name.startswith("failed-etcd-")]
+        assert len(kept) == 1 and str(kept[0]) in text, (kept, text)
+        log = kept[0].read_text()
+        assert "drill server log line 1\n" in log and "drill server log line 400\n" in log, log[:300]
+        # The sandbox itself went with the drill; the live member is untouched.
+        assert [p.name for p in (tmp_path / "drills").iterdir()] == [kept[0].name]
+        assert sandbox_processes(tmp_path / "drills") == []
+        assert member.get_all() == keys(200)
+    finally:
+        member.stop()
 
 
 def test_the_drill_agent_killed_mid_drill_leaves_no_sandbox_once_it_restarts(cluster, tmp_path):
