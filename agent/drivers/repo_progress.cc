@@ -97,7 +97,10 @@ uint64_t snapshot_bytes(const repo::Snapshot& s) {
 
 std::string staging_space_problem(const std::string& dir, uint64_t need) {
   struct statvfs sv {};
-  if (::statvfs(dir.c_str(), &sv) != 0) return {};  // the restore's own writes say what is wrong
+  std::filesystem::path at(dir);  // a staging dir made later: the filesystem it will be made on
+  std::error_code ec;
+  while (!std::filesystem::exists(at, ec) && at.has_parent_path() && at.parent_path() != at) at = at.parent_path();
+  if (::statvfs(at.c_str(), &sv) != 0) return {};  // the restore's own writes say what is wrong
   const uint64_t free_bytes = uint64_t(sv.f_bavail) * sv.f_frsize, size = uint64_t(sv.f_blocks) * sv.f_frsize;
   const uint64_t reserve = std::min<uint64_t>(size / 20, 1ull << 30);
   if (free_bytes >= need && free_bytes - need >= reserve) return {};
@@ -107,6 +110,21 @@ std::string staging_space_problem(const std::string& dir, uint64_t need) {
          " free, and " + byte_size_text(reserve, repo::ByteText::tenths) +
          " must stay free for the running service; free space there (or restore elsewhere) and try again; nothing was "
          "changed";
+}
+
+std::string restore_space_problem(TaskContext& ctx, const std::string& snapshot_id, const std::string& dir,
+                                  const std::vector<std::string>& live) {
+  if (!ctx.repo) return {};
+  uint64_t need = 0;
+  try {
+    need = snapshot_bytes(repo::load_snapshot(*ctx.repo, repo::resolve_snapshot(*ctx.repo, snapshot_id)));
+  } catch (const Error&) {
+    return {};
+  }
+  std::string p = staging_space_problem(dir, need);
+  if (!p.empty())
+    for (const auto& l : live) p += kept_copies_hint(l);
+  return p;
 }
 
 }  // namespace cairn::agent

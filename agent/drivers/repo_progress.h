@@ -46,5 +46,13 @@ std::string put_back_and_restart(JournalGuard& journal, const platform::Service&
                                  const std::string& data_dir, const std::atomic<bool>* cancel);
 // What a snapshot's files hold (its summary's bytes_total; 0 when it has none).
 uint64_t snapshot_bytes(const repo::Snapshot& s);
+// The space check of a cluster restore's preflight step, before anything is
+// stopped: staging_space_problem for the snapshot `snapshot_id` read out of
+// ctx's repository into `dir` (or the nearest directory above it that exists
+// yet), with the copies earlier restores kept beside each of `live` named.
+// "" when there is room (or when the snapshot cannot be read here: the data
+// step says why).
+std::string restore_space_problem(TaskContext& ctx, const std::string& snapshot_id, const std::string& dir,
+                                  const std::vector<std::string>& live);
 
 }  // namespace cairn::agent

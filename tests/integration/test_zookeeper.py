@@ -6,6 +6,7 @@ than the server's dataDir is refused.
 Servers: servers_zookeeper.py (own directories, free ports, stopped by PID)."""
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -172,6 +173,62 @@ def test_zookeeper_snapshot_being_written_is_not_chosen(cluster, zk, tmp_path):
     assert set_state(r) == "complete", json.dumps(r, indent=1)
     zk.wait_serving()
     assert read(zk, t) == list(t.values())
+
+
+def test_a_restore_that_would_fill_the_data_dirs_disk_is_refused_with_the_server_serving(cluster, tmp_path):
+    """The data dir on a small filesystem (a tmpfs of the test's own): a
+    restore whose staged copy would leave the running server less than its
+    reserve is refused before the server is stopped, naming both figures; the
+    server serves on, with what was written after the backup. Once space is
+    freed, the same restore runs."""
+    c = cluster
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "cairn-test", str(disk)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
+    z = ZooKeeper(disk, "zk")
+    try:
+        z.write_config()
+        z.start()
+        z.wait_serving()
+        t = tree()
+        create(z, t)
+        c.add_agent("node-a", components=z.component())
+        c.enrol("node-a")
+        sid = backup(c)
+        snap, _ = zk_snapshot_id(c, sid)
+        need = json.loads(c.ok("repo", "snapshots", "--json", "--repo", c.repo, "--password-file", c.repo_pass))
+        need = int(next(x for x in need if x.get("id") == snap)["summary"]["bytes_total"])
+        z.cli(["create /after-backup kept"])
+        # Leave less free than the snapshot holds (its transaction log is a preallocated 64 MiB).
+        st = os.statvfs(disk)
+        filler = disk / "filler"
+        with open(filler, "wb") as f:
+            f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - need + (4 << 20)))
+        pid = z.pid()
+
+        rc, out, err = c.ctl("restore", sid, "--component", "zookeeper", "--wait", timeout=400)
+        assert rc != 0, out
+        shown = c.json("restore", "show", restore_id(out))
+        assert set_state(shown) == "failed", json.dumps(shown, indent=1)
+        text = json.dumps(shown)
+        assert "not enough space in" in text and str(z.data) in text and "must stay free" in text, text
+        assert "no_space" in text.lower(), text
+        # Nothing stopped, nothing changed, nothing left staged.
+        assert z.pid() == pid and z.srvr()["Mode"] == "standalone"
+        assert z.cli(["get /after-backup"]) == ["kept"]
+        assert not [p for p in os.listdir(z.data) if ".cairn-" in p], os.listdir(z.data)
+
+        filler.unlink()
+        r = restore(c, sid)
+        assert set_state(r) == "complete", json.dumps(r, indent=1)
+        z.wait_serving()
+        assert read(z, t) == list(t.values())
+        assert z.cli(["get /after-backup"]) == ["Node does not exist: /after-backup"]
+    finally:
+        z.stop()
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def test_zookeeper_separate_log_dir_round_trip(cluster, tmp_path):

@@ -579,6 +579,12 @@ std::optional<KafkaDriver::Prepared> KafkaDriver::prepare(TaskContext& ctx, cons
     p.stamp = utc_stamp() + "-" + std::to_string(i);
   p.staging = settings_.staging_dir + "/restore-" + p.stamp;
   remove_tree(p.staging);
+  // A full disk under the log dirs would stop this broker and every other
+  // writer there: the staged copy must fit with room to spare.
+  if (auto prob = staging_space_problem(settings_.staging_dir, snapshot_bytes(snap)); !prob.empty()) {
+    for (const auto& d : settings_.log_dirs) prob += kept_copies_hint(d);
+    return fail(v1::ERROR_CODE_NO_SPACE, prob);
+  }
   repo::RestoreOptions ro;
   ro.memory_budget = ctx.memory_budget;
   ro.target = p.staging;
@@ -677,6 +683,14 @@ DriverResult KafkaDriver::restore_commit(TaskContext& ctx, const RestoreSpec& sp
   }
   res.outcome = v1::TASK_OUTCOME_SUCCEEDED;
   return res;
+}
+
+// A cluster restore's preflight, before any broker is stopped: the data
+// step stages this broker's snapshot under staging_dir, so it must fit there.
+std::vector<v1::Reason> KafkaDriver::restore_preflight(TaskContext& ctx, const RestoreSpec& spec) {
+  if (auto p = restore_space_problem(ctx, spec.snapshot_id, settings_.staging_dir, settings_.log_dirs); !p.empty())
+    return {make_reason(v1::ERROR_CODE_NO_SPACE, p, component_)};
+  return {};
 }
 
 DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {

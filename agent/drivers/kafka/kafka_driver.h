@@ -38,6 +38,7 @@ class KafkaDriver : public Driver {
   // A whole restore on this member that the agent was killed in: the rollback step, as that restore.
   std::string recover_interrupted_restore(const InPlaceRestore& r) override { return roll_back_by_step(*this, r); }
   DriverResult restore_commit(TaskContext& ctx, const RestoreSpec& spec) override;
+  std::vector<cairn::v1::Reason> restore_preflight(TaskContext& ctx, const RestoreSpec& spec) override;
   // 1 for a KRaft node with the controller role (process.roles in
   // config_file), stopped after the broker-only nodes; 0 otherwise.
   int stop_wave() const override;

@@ -370,6 +370,15 @@ void ZooKeeperDriver::wait_down(TaskContext& ctx) const {
   }
 }
 
+// A cluster restore's preflight, before any member is stopped: the data
+// step stages the snapshot in data_dir (.cairn-restore-<task>), so it must
+// fit there with the reserve the running server needs.
+std::vector<v1::Reason> ZooKeeperDriver::restore_preflight(TaskContext& ctx, const RestoreSpec& spec) {
+  if (auto p = restore_space_problem(ctx, spec.snapshot_id, settings_.data_dir, {settings_.data_dir + "/version-2"}); !p.empty())
+    return {make_reason(v1::ERROR_CODE_NO_SPACE, p, component_)};
+  return {};
+}
+
 void ZooKeeperDriver::step_stop(TaskContext& ctx, DriverResult& res) {
   report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
   platform::Service svc(settings_.service);
@@ -401,6 +410,8 @@ void ZooKeeperDriver::step_data(TaskContext& ctx, const RestoreSpec& spec, Drive
   for (const auto& gone : remove_leftovers(settings_.data_dir, ".cairn-restore-"))
     note(ctx, "removed '" + gone + "', left by a restore that did not finish");
   const std::string temp = settings_.data_dir + "/.cairn-restore-" + plain(ctx.task_id);
+  if (auto prob = staging_space_problem(settings_.data_dir, snapshot_bytes(snap)); !prob.empty())
+    throw Error(Errc::no_space, prob + kept_copies_hint(settings_.data_dir + "/version-2"));
   struct Cleanup {
     std::string dir;
     ~Cleanup() { remove_tree(dir); }
@@ -582,6 +593,10 @@ DriverResult ZooKeeperDriver::restore(TaskContext& ctx, const RestoreSpec& spec)
       case RestoreStep::commit:
         break;  // the runner calls restore_preflight / restore_commit
       case RestoreStep::all: {
+        // The space check before the stop: a refusal leaves the server serving.
+        if (auto p = restore_space_problem(ctx, spec.snapshot_id, settings_.data_dir, {settings_.data_dir + "/version-2"});
+            !p.empty())
+          return fail(v1::ERROR_CODE_NO_SPACE, p);
         step_stop(ctx, res);
         try {
           step_data(ctx, spec, res);

@@ -28,6 +28,7 @@ class ZooKeeperDriver : public Driver {
   // A whole restore on this member that the agent was killed in: the rollback step, as that restore.
   std::string recover_interrupted_restore(const InPlaceRestore& r) override { return roll_back_by_step(*this, r); }
   DriverResult restore_commit(TaskContext& ctx, const RestoreSpec& spec) override;
+  std::vector<cairn::v1::Reason> restore_preflight(TaskContext& ctx, const RestoreSpec& spec) override;
   // The ensemble keeps its configuration across a restore: a server rolled
   // back beside servers still on the restored data syncs from (or to) them.
   bool rollback_needs_halt() const override { return true; }

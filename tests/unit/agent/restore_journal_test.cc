@@ -14,7 +14,10 @@
 #include "agent/drivers/repo_progress.h"
 #include "agent/restore_journal.h"
 #include "agent_fixture.h"
+#include "common/repo/archiver.h"
+#include "common/repo/repository.h"
 #include "common/repo/snapshot.h"
+#include "common/repo/storage/backend.h"
 
 using namespace cairn;
 using namespace cairn::agent;
@@ -167,4 +170,51 @@ TEST_CASE("a restore that would leave the live service's filesystem without its 
   s.summary = {{"bytes_total", 12345}};
   CHECK(snapshot_bytes(s) == 12345);
   CHECK(snapshot_bytes(repo::Snapshot{}) == 0);
+}
+
+// The check a cluster restore's preflight makes (Kafka, ZooKeeper) before
+// any member is stopped: the snapshot's size read from the repository, the
+// staging directory's filesystem found even before the directory exists, and
+// the copies earlier restores kept named. On a tmpfs of its own (root).
+TEST_CASE("the preflight's space check weighs the snapshot against the staging filesystem", "[restore_journal]") {
+  TempDir d;
+  const std::string small = d.file("small");
+  fs::create_directories(small);
+  if (std::system(("mount -t tmpfs -o size=8m cairn-test " + small + " 2>/dev/null").c_str()) != 0) {
+    WARN("skipped: cannot mount a tmpfs here (not root?)");
+    return;
+  }
+  struct Unmount {
+    std::string at;
+    ~Unmount() { (void)!std::system(("umount " + at).c_str()); }
+  } unmount{small};
+  auto be = repo::make_fs_backend(d.file("repo"));
+  repo::InitOptions io;
+  io.kdf = repo::KdfParams{.scrypt = {1024, 8, 1}};
+  repo::Repository::init(*be, repo::Secret(repo::Secret::Kind::passphrase, "space check"), io);
+  auto r = repo::Repository::open(repo::make_fs_backend(d.file("repo")), repo::Secret(repo::Secret::Kind::passphrase, "space check"));
+  (void)r->load_index();
+  std::string six_mib;
+  for (int i = 0; six_mib.size() < (6u << 20); ++i) six_mib += std::to_string(i * 2654435761u) + "\n";
+  six_mib.resize(6u << 20);
+  journal_test_put(d.file("source/data.bin"), six_mib);
+  repo::BackupOptions bo;
+  bo.paths = {d.file("source")};
+  const std::string id = repo::backup(*r, bo).snapshot.id;
+  TaskContext ctx;
+  ctx.repo = r.get();
+  const std::string staging = small + "/staging/not-made-yet", live = small + "/log-dir";
+
+  // 6 MiB into 8 MiB with 0.4 MiB to keep: fits.
+  CHECK(restore_space_problem(ctx, id, staging, {live}) == "");
+  // 3 MiB written there first: no longer, named with the copy a restore kept.
+  journal_test_put(small + "/filler", std::string(3u << 20, 'f'));
+  fs::create_directories(live + ".cairn-old-20261127T000000Z");
+  std::string why = restore_space_problem(ctx, id, staging, {live});
+  CHECK_THAT(why, Catch::Contains("not enough space in '" + staging + "'") && Catch::Contains("6.0 MiB needed") &&
+                      Catch::Contains("log-dir.cairn-old-20261127T000000Z") && Catch::Contains("nothing was changed"));
+  // A snapshot this repository does not hold: the data step says why, not the preflight.
+  CHECK(restore_space_problem(ctx, std::string(64, 'e'), staging, {live}) == "");
+  ctx.repo = nullptr;
+  CHECK(restore_space_problem(ctx, id, staging, {live}) == "");
 }
