@@ -19,6 +19,7 @@
 #include "agent/session.h"
 #include "agent/systemd_notify.h"
 #include "agent/drill.h"
+#include "agent/drivers/files/files_driver.h"
 #include "agent/drivers/postgresql/wal_archive.h"
 #include "agent/task_runner.h"
 #include "cairn/version.h"
@@ -151,6 +152,12 @@ int main(int argc, char** argv) {
     RestoreJournal journal(config.state_dir + "/restores");
     runner.set_restore_journal(&journal);
     runner.set_memory_budget(budget.bytes);
+    // A files restore interrupted mid-write is undone from its safety snapshot.
+    for (const auto& c : config.components)
+      if (auto* f = dynamic_cast<files::FilesDriver*>(c.driver.get()))
+        f->set_undo([f, &config, bytes = budget.bytes](const InPlaceRestore& r) {
+          return undo_from_safety_snapshot(*f, r, config.repositories, bytes);
+        });
     if (config.drill) {
       // A drill's sandbox outlives a killed agent: removed before any task runs.
       for (const auto& gone : cairn::agent::clean_drill_root(*config.drill))

@@ -281,6 +281,54 @@ std::string usable_parent(TaskContext& ctx, const std::string& id) {
 
 }  // namespace
 
+std::string undo_from_safety_snapshot(Driver& driver, const InPlaceRestore& r, const std::vector<RepositoryDecl>& repositories,
+                                      uint64_t memory_budget) {
+  const std::vector<std::string> want = {"safety", "component:" + r.component, "restore-task:" + r.task_id};
+  std::string looked;
+  for (const auto& decl : repositories) {
+    OpenRepo o;
+    std::string safety;
+    try {
+      o = open_repository(decl, "restore", true);
+      for (const auto& s : repo::load_snapshots(*o.repo))
+        if (std::all_of(want.begin(), want.end(),
+                        [&](const std::string& t) { return std::find(s.tags.begin(), s.tags.end(), t) != s.tags.end(); }))
+          safety = s.id;
+    } catch (const Error& e) {
+      looked += "; repository '" + decl.name + "' could not be read: " + e.what();
+      continue;
+    }
+    if (safety.empty()) {
+      looked += "; repository '" + decl.name + "' holds none";
+      continue;
+    }
+    TaskContext ctx;
+    ctx.repo = o.repo.get();
+    ctx.component = r.component;
+    ctx.task_id = r.task_id + "-undo";
+    ctx.restore_id = r.restore_id;
+    ctx.plan_id = r.plan_id;
+    ctx.memory_budget = memory_budget;
+    RestoreSpec spec;
+    spec.snapshot_id = safety;
+    spec.step = RestoreStep::all;
+    spec.skip_safety_backup = true;
+    spec.write_mode = v1::RESTORE_WRITE_MODE_MIRROR;
+    DriverResult dr = driver.restore(ctx, spec);
+    if (dr.outcome != v1::TASK_OUTCOME_SUCCEEDED) {
+      std::string why;
+      for (const auto& x : dr.reasons) why += (why.empty() ? "" : "; ") + x.detail();
+      throw Error(Errc::io, "restoring the safety snapshot '" + safety.substr(0, 8) + "' from repository '" + decl.name +
+                                "' did not succeed: " + (why.empty() ? "no reason given" : why));
+    }
+    return "the safety snapshot '" + safety.substr(0, 8) + "' (repository '" + decl.name + "', " +
+           std::to_string(dr.files) + " files) was restored over the paths this restore had begun to write, which now hold "
+           "what they held before it";
+  }
+  throw Error(Errc::not_found, "no safety snapshot of task '" + r.task_id + "' was found" +
+                                   (looked.empty() ? std::string(" (no repository is declared)") : looked));
+}
+
 TaskRunner::TaskRunner(Emit emit, std::string own_snapshots_path)
     : emit_(std::move(emit)), own_(std::move(own_snapshots_path)) {}
 
@@ -429,7 +477,9 @@ bool TaskRunner::safety_backup(Driver& driver, TaskContext& ctx, const RestoreSp
   }
   repo::BackupOptions bo;
   bo.tags = {"cairn", "safety", "component:" + ctx.component,
-             "task:" + (spec.safety_task_id.empty() ? ctx.task_id : spec.safety_task_id), "restore-of:" + spec.snapshot_id};
+             "task:" + (spec.safety_task_id.empty() ? ctx.task_id : spec.safety_task_id), "restore-of:" + spec.snapshot_id,
+             // The restore task it was taken for: an interrupted files restore finds it by this.
+             "restore-task:" + ctx.task_id};
   if (!spec.target_name.empty()) bo.tags.push_back("restore-target:" + spec.target_name);
   if (!ctx.backup_set_id.empty()) bo.tags.push_back("set:" + ctx.backup_set_id);
   bo.tags.insert(bo.tags.end(), identity_tags_.begin(), identity_tags_.end());
@@ -535,10 +585,17 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     // ZooKeeper or Kafka member alone) stops its service inside restore():
     // its record (restore_journal.h) is on disk until the restore ends, and
     // an agent killed in between runs the driver's rollback step at its next
-    // start. Drivers restored in one task only keep their own.
+    // start. Drivers restored in one task only keep their own, but for the
+    // files driver, which writes over the live paths one file at a time with
+    // no service around it: its record is the runner's too, written once the
+    // safety backup holds what it overwrites (none: nothing to undo with), and
+    // an agent killed mid-restore restores that safety snapshot at its start
+    // (undo_from_safety_snapshot).
     std::optional<JournalGuard> journal;
-    if (spec.step == RestoreStep::all && ctx.journal && driver.capabilities().scope != "node") {
-      journal.emplace(ctx.journal, in_place_restore(ctx, utc_stamp()));
+    const bool in_place_files = driver.name() == "files" && spec.target_name.empty() && !res.safety_snapshot_id.empty();
+    if (spec.step == RestoreStep::all && ctx.journal && (driver.capabilities().scope != "node" || in_place_files)) {
+      journal.emplace(ctx.journal, in_place_restore(ctx, utc_stamp(),
+                                                    in_place_files ? InPlaceRestore::State::swapping : InPlaceRestore::State::stopping));
       try {
         journal->write();
       } catch (const Error& e) {

@@ -23,6 +23,17 @@ struct StorageCounters;
 
 namespace cairn::agent {
 
+// The undo of an in-place restore that writes over the live paths with no
+// service to stop (the files driver), for its record (restore_journal.h) at
+// the agent's next start: the restore's safety snapshot (tagged safety,
+// component:<c> and restore-task:<r.task_id>), found in the first of `repositories`
+// that holds it, restored by `driver` over the same paths in mirror mode, so
+// what the interrupted restore wrote or added there goes. Returns the
+// account; throws cairn::Error when no safety snapshot is found or its
+// restore does not succeed (the record is kept; the next start tries again).
+std::string undo_from_safety_snapshot(Driver& driver, const InPlaceRestore& r, const std::vector<RepositoryDecl>& repositories,
+                                      uint64_t memory_budget);
+
 class TaskRunner {
  public:
   using Emit = std::function<void(cairn::v1::AgentMessage)>;

@@ -403,14 +403,15 @@ def kind(t):
     return lower_enum(t.get("kind", ""), "task_kind_")
 
 
-def killed_mid_restore(c, agent_name, args, timeout=600, while_dead=None):
-    """A restore (cairnctl restore ARGS --skip-safety-backup --wait) whose agent a
+def killed_mid_restore(c, agent_name, args, timeout=600, while_dead=None, safety=False):
+    """A restore (cairnctl restore ARGS --wait, with --skip-safety-backup unless
+    safety) whose agent a
     failpoint kills mid-way: it must not read complete; the agent is started
     again and the text of the task's reasons returned once the agent has said
     what it did at its start (docs/protocol.md § An agent stopped during an
     in-place restore). while_dead() runs before the restart (what the kill left);
     the record the agent keeps must be there then, and gone once it has spoken."""
-    rc, out, err = c.ctl("restore", *args, "--skip-safety-backup", "--wait", timeout=timeout)
+    rc, out, err = c.ctl("restore", *args, *([] if safety else ["--skip-safety-backup"]), "--wait", timeout=timeout)
     assert rc != 0, f"a restore whose agent was killed exited 0\n{out}\n{err}"
     rid = restore_id(out)
     agent = c.agents[agent_name]
@@ -422,7 +423,7 @@ def killed_mid_restore(c, agent_name, args, timeout=600, while_dead=None):
     agent.start()
 
     def told():
-        t = c.json("restore", "show", rid)["tasks"][0]
+        t = next(x for x in c.json("restore", "show", rid)["tasks"] if kind(x) == "restore")  # not its safety backup
         d = " ".join(x.get("detail", "") for x in t.get("reasons", []))
         return d if "put the previous data back" in d else None
     detail = c.wait_for(f"{agent_name}'s account of the interrupted restore {rid}", told, timeout=180)

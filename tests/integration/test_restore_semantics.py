@@ -6,7 +6,8 @@ and cairn-agent on 127.0.0.1, driven with cairnctl (fixtures in cluster.py)."""
 import json
 import os
 
-from cluster import backup_set_id, catalog, cluster, lower_enum, task_state, set_state, kind, restore_id  # noqa: F401
+from cluster import (backup_set_id, catalog, cluster, killed_mid_restore, lower_enum, task_state, set_state, kind,  # noqa: F401
+                     restore_id)
 
 
 def snapshots(c):
@@ -200,6 +201,53 @@ def test_mirror_removes_added_entries_merge_keeps_them(cluster, tmp_path):
     assert (data / "added.txt").read_bytes() == b"added again", "merge removed an entry added since the backup"
     rc, out, err = c.ctl("restore", sid, "--mode", "sideways")
     assert rc != 0 and "sideways" in err, (rc, out, err)
+
+
+def tree_bytes(root):
+    """Every entry under root: a file's bytes, a link's target, a directory's None."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = os.readlink(p) if p.is_symlink() else (p.read_bytes() if p.is_file() else None)
+    return out
+
+
+def test_an_agent_killed_mid_files_restore_puts_the_tree_back_from_its_safety_backup(cluster, tmp_path):
+    """The agent SIGKILLed after a files restore wrote every file over the live
+    tree and before mirror removed what the backup did not hold (failpoint
+    restore.files.written): the tree is then neither the live one nor the
+    backup's. At its restart the agent restores the restore's safety snapshot
+    over it: every file, link and directory is as it was before the restore
+    (edited, added and deleted ones alike), and the task says so."""
+    c = cluster
+    fp = tmp_path / "failpoints"
+    c.add_agent("node-a", {"a.txt": b"alpha " * 1000, "keep/b.txt": b"bravo", "gone.txt": b"deleted after the backup"},
+                env={"CAIRN_FAILPOINTS_FILE": os.fspath(fp)})
+    data = c.agent_dirs["node-a"]["data"]
+    c.enrol("node-a")
+    sid = backup(c)
+    (data / "a.txt").write_bytes(b"edited after the backup")
+    (data / "gone.txt").unlink()
+    (data / "added" / "deep").mkdir(parents=True)
+    (data / "added" / "deep" / "f").write_bytes(b"added after the backup")
+    os.symlink("keep/b.txt", data / "link")
+    live = tree_bytes(data)
+    fp.write_text("restore.files.written kill\n")
+
+    def half_restored():
+        now = tree_bytes(data)
+        assert now["a.txt"] == b"alpha " * 1000 and now["gone.txt"] == b"deleted after the backup", now
+        assert now["added/deep/f"] == b"added after the backup", "mirror ran before the kill"
+
+    detail = killed_mid_restore(c, "node-a", [sid, "--component", "data"], while_dead=half_restored, safety=True)
+    assert "safety snapshot" in detail and "now hold what they held before it" in detail, detail
+    assert tree_bytes(data) == live, detail
+    # A second restore, uninterrupted, still works and leaves no record.
+    r = restore(c, sid)
+    assert set_state(r) == "complete", r
+    assert (data / "a.txt").read_bytes() == b"alpha " * 1000 and (data / "gone.txt").exists()
+    assert not (data / "added").exists()
+    assert not list((c.agent_dirs["node-a"]["dir"] / "state" / "restores").glob("*.json"))
 
 
 def test_unknown_target_is_refused_before_any_plan(cluster):

@@ -11,6 +11,7 @@
 #include <unordered_set>
 
 #include "agent/drivers/files/mirror.h"
+#include "agent/failpoint.h"
 #include "agent/drivers/repo_progress.h"
 #include "common/repo/archiver.h"
 #include "common/repo/restorer.h"
@@ -178,6 +179,11 @@ std::vector<v1::Reason> FilesDriver::check_snapshot(const repo::Snapshot& snap) 
   return {};
 }
 
+std::string FilesDriver::recover_interrupted_restore(const InPlaceRestore& r) {
+  if (!undo_) throw Error(Errc::unsupported, "this agent cannot undo an interrupted files restore (no repository to read from)");
+  return undo_(r);
+}
+
 DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   DriverResult res;
   std::string target;
@@ -235,6 +241,13 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
                          : e.code() == Errc::no_space    ? v1::ERROR_CODE_NO_SPACE
                                                          : v1::ERROR_CODE_IO_ERROR;
     res.reasons.push_back(make_reason(code, std::string("restore failed: ") + e.what()));
+    return res;
+  }
+  // Fault injection (agent/failpoint.h): every file written, the mirror's
+  // removals not yet made.
+  if (target.empty() && failpoint("restore.files.written") == FailAction::fail) {
+    res.outcome = v1::TASK_OUTCOME_FAILED;
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR, "failpoint 'restore.files.written' (CAIRN_FAILPOINTS_FILE)"));
     return res;
   }
   for (const auto& f : rr.failures)

@@ -3,6 +3,7 @@
 // restored to their place or to the declared alternative directory. A restore
 // only accepts a snapshot of this component whose every path is covered by the
 // declared paths, so no plan can make it write anywhere else.
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,11 @@ class FilesDriver : public Driver {
   void snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) override;
   std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const override;
   DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
+  // An in-place restore interrupted by the agent's death (the runner's
+  // record): undone by `undo`, which the agent sets at its start
+  // (undo_from_safety_snapshot, task_runner.h); unset, it is refused.
+  std::string recover_interrupted_restore(const InPlaceRestore& r) override;
+  void set_undo(std::function<std::string(const InPlaceRestore&)> undo) { undo_ = std::move(undo); }
 
   const Settings& settings() const { return settings_; }
   // Declared paths with globs expanded; paths without glob characters are kept
@@ -36,6 +42,7 @@ class FilesDriver : public Driver {
  private:
   std::string component_;
   Settings settings_;
+  std::function<std::string(const InPlaceRestore&)> undo_;
 };
 
 }  // namespace cairn::agent::files
