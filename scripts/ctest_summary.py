@@ -76,16 +76,20 @@ def main(argv):
         print(f"{name:<26} {secs:>8} {secs / 60:>8.1f}")
     if wall is not None:
         print(f"{'total (wall clock)':<26} {wall:>8} {wall / 60:>8.1f}")
+    total = total_failed = 0
     for arg in argv[2:]:
         name, _, path = arg.partition("=")
         rows = tests(path)
         if not rows:
             continue
         failed = [r for r in rows if r[2] == "failed"]
+        total, total_failed = total + len(rows), total_failed + len(failed)
         print(f"\n{name}: {len(rows)} tests, {len(failed)} failed, {sum(r[0] for r in rows):.0f} s of test time; "
               f"the {min(SLOWEST, len(rows))} slowest:")
         for secs, test, status in sorted(rows, reverse=True)[:SLOWEST]:
             print(f"  {secs:7.1f} s  {test}{'' if status in ('run', 'passed') else '  (' + status + ')'}")
+    if len(argv) > 3:
+        print(f"\nall stages: {total} tests run, {total_failed} failed")
     return 0
 
 

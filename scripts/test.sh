@@ -19,12 +19,15 @@ times=$(mktemp)
 junit_normal=$PWD/build/ctest-junit.xml
 junit_asan=$PWD/build-asan/ctest-junit.xml
 junit_asan_unit=$PWD/build-asan/ctest-junit-unit.xml
+lane=$PWD/build-asan/lane  # the sanitizer integration tests run beside the normal stage (scripts/ctest_lane.py)
 rm -f "$junit_normal" "$junit_asan" "$junit_asan_unit"
+rm -rf "$lane"
 summary() {
   local rc=$?
   echo "wall-clock $SECONDS" >>"$times"
   python3 scripts/ctest_summary.py "$times" "normal stage=$junit_normal" \
-    "sanitizer stage, unit tests and replays beside the normal stage=$junit_asan_unit" "sanitizer stage=$junit_asan" || true
+    "sanitizer stage, unit tests and replays beside the normal stage=$junit_asan_unit" \
+    "sanitizer stage, integration tests beside the normal stage=$lane/junit.xml" "sanitizer stage=$junit_asan" || true
   rm -f "$times"
   exit $rc
 }
@@ -83,7 +86,11 @@ asan_ctest() {  # asan_ctest ARGS...: ctest in build-asan with the sanitizers' o
 # corpus replays: pure computation with no daemon whose liveness they could
 # starve, and about a quarter of the sanitizer stage's test time, off the
 # critical path. Their output goes to build-asan/unit-tests.log, printed
-# after the normal stage. Exit 90 + the build's or 120 + ctest's status.
+# after the normal stage. Then, while the normal stage still runs, the
+# sanitizer stage's integration tests, longest first, two at a time, nice 10
+# (scripts/ctest_lane.py): when the normal stage ends no more start there,
+# and the sanitizer stage runs the rest beside the ones still running.
+# Exit 90 + the build's or 120 + ctest's status, or 150 when a test of the lane failed.
 asan_pid=
 if [[ "${CAIRN_SKIP_SANITIZERS:-0}" != 1 ]]; then
   mkdir -p build-asan
@@ -103,6 +110,14 @@ if [[ "${CAIRN_SKIP_SANITIZERS:-0}" != 1 ]]; then
       -LE integration --output-junit "$junit_asan_unit" "$@" >build-asan/unit-tests.log 2>&1 || rc=$?
     echo "tests-asan-unit(beside-tests) $((SECONDS - t))" >>"$times"
     ((rc == 0)) || exit $((120 + (rc > 29 ? 29 : rc)))
+    [[ -e build-asan/.normal-stage-done ]] && exit 0
+    t=$SECONDS
+    mkdir -p "$lane"
+    CAIRN_SANITIZER_LOG_DIR=$reports ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=0 \
+      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 nice -n 10 python3 scripts/ctest_lane.py build-asan "$lane" 2 \
+      -- -L integration "$@" >"$lane.log" 2>&1 || rc=$?
+    echo "tests-asan-lane(beside-tests) $((SECONDS - t))" >>"$times"
+    ((rc == 0)) || exit 150
   ) &
   asan_pid=$!
 fi
@@ -112,10 +127,22 @@ tests_rc=0
 timed tests ctest --test-dir build --output-on-failure --timeout 300 -j "$jobs" --output-junit "$junit_normal" "$@" ||
   tests_rc=$?
 [[ -d build-asan ]] && : >build-asan/.normal-stage-done
+[[ -d "$lane" ]] && : >"$lane/stop"
+lane_pid=
 if [[ -n "$asan_pid" ]]; then
   stage "waiting for the sanitizer build and its unit tests (started with the tests)"
+  # The lane, when it runs, stops starting tests: what it started it finishes
+  # beside the sanitizer stage, which runs the rest.
+  while kill -0 "$asan_pid" 2>/dev/null && [[ ! -e "$lane/stopped" ]]; do
+    [[ -d "$lane" ]] && : >"$lane/stop"
+    sleep 0.5
+  done
   asan_rc=0
-  wait "$asan_pid" || asan_rc=$?
+  if [[ -e "$lane/stopped" ]] && kill -0 "$asan_pid" 2>/dev/null; then
+    lane_pid=$asan_pid
+  else
+    wait "$asan_pid" || asan_rc=$?
+  fi
   if ((asan_rc >= 90 && asan_rc < 120)); then
     tail -n 60 build-asan.log
     echo "the sanitizer build failed (exit $((asan_rc - 90))); its whole output is in build-asan.log"
@@ -123,18 +150,36 @@ if [[ -n "$asan_pid" ]]; then
   fi
   if [[ -e build-asan/.unit-tests-beside ]]; then
     stage "tests-asan-unit: the sanitizer build's unit tests and replays (ran beside the normal stage)"
-    if ((asan_rc != 0)); then
+    if ((asan_rc >= 120 && asan_rc < 150)); then
       cat build-asan/unit-tests.log
       echo "the sanitizer build's unit tests failed (ctest exit $((asan_rc - 120)))"
       exit 1
     fi
     grep -E '^[0-9]+% tests passed|^Total Test time' build-asan/unit-tests.log || true
-  elif ((asan_rc != 0)); then
+  elif ((asan_rc != 0 && asan_rc != 150)); then
     echo "the sanitizer build's job ended with exit $asan_rc"
     exit 1
   fi
 fi
-((tests_rc == 0)) || exit "$tests_rc"
+# The lane's end: its output, and whether its tests passed.
+lane_done() {
+  local rc=0
+  if [[ -n "$lane_pid" ]]; then
+    wait "$lane_pid" || rc=$?
+    lane_pid=
+  elif [[ -n "${asan_rc:-}" ]]; then
+    rc=$asan_rc
+  fi
+  if [[ -e "$lane.log" ]]; then
+    stage "tests-asan-lane: sanitizer integration tests run beside the normal stage"
+    if ((rc != 0)); then cat "$lane.log"; else tail -n 1 "$lane.log"; fi
+  fi
+  ((rc == 0)) || { echo "a sanitizer integration test run beside the normal stage failed (output above)"; return 1; }
+}
+if ((tests_rc != 0)); then
+  lane_done || true
+  exit "$tests_rc"
+fi
 if [[ "${CAIRN_SKIP_SANITIZERS:-0}" == 1 ]]; then
   echo "CAIRN_SKIP_SANITIZERS=1: sanitizer stage skipped"
   exit 0
@@ -144,5 +189,15 @@ only=(-L integration)  # the unit tests and replays ran beside the normal stage
 if [[ ! -e build-asan/.unit-tests-beside ]]; then  # the build ended after it: everything here
   only=()
   rm -rf "$reports" && mkdir -p "$reports"
+fi
+if [[ -e "$lane/started" ]]; then
+  # What the lane did not start, by test number (the selection "$@" made is in the list).
+  rest=$(python3 scripts/ctest_lane.py --rest build-asan "$lane" -- -L integration "$@")
+  asan_tests_rc=0
+  if [[ -n "$rest" ]]; then
+    timed tests-asan asan_ctest --timeout 600 -j "$jobs" -I "$rest" --output-junit "$junit_asan" || asan_tests_rc=$?
+  fi
+  lane_done
+  exit "$asan_tests_rc"
 fi
 timed tests-asan asan_ctest --timeout 600 -j "$jobs" "${only[@]}" --output-junit "$junit_asan" "$@"
