@@ -113,7 +113,7 @@ std::string staging_space_problem(const std::string& dir, uint64_t need) {
 }
 
 std::string restore_space_problem(TaskContext& ctx, const std::string& snapshot_id, const std::string& dir,
-                                  const std::vector<std::string>& live) {
+                                  const std::vector<std::string>& live, uint64_t copies) {
   if (!ctx.repo) return {};
   uint64_t need = 0;
   try {
@@ -121,7 +121,7 @@ std::string restore_space_problem(TaskContext& ctx, const std::string& snapshot_
   } catch (const Error&) {
     return {};
   }
-  std::string p = staging_space_problem(dir, need);
+  std::string p = staging_space_problem(dir, need * copies);
   if (!p.empty())
     for (const auto& l : live) p += kept_copies_hint(l);
   return p;

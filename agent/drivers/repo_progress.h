@@ -49,10 +49,11 @@ uint64_t snapshot_bytes(const repo::Snapshot& s);
 // The space check of a cluster restore's preflight step, before anything is
 // stopped: staging_space_problem for the snapshot `snapshot_id` read out of
 // ctx's repository into `dir` (or the nearest directory above it that exists
-// yet), with the copies earlier restores kept beside each of `live` named.
+// yet), `copies` times (etcd: the snapshot file and the data dir made from
+// it), with the copies earlier restores kept beside each of `live` named.
 // "" when there is room (or when the snapshot cannot be read here: the data
 // step says why).
 std::string restore_space_problem(TaskContext& ctx, const std::string& snapshot_id, const std::string& dir,
-                                  const std::vector<std::string>& live);
+                                  const std::vector<std::string>& live, uint64_t copies = 1);
 
 }  // namespace cairn::agent

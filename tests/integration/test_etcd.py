@@ -9,6 +9,8 @@ import subprocess
 import time
 import urllib.request
 
+import pytest
+
 from cluster import backup_set_id, cluster, lower_enum, restore_id  # noqa: F401  (cluster is a fixture)
 from servers_etcd import EtcdMember, Tls
 
@@ -111,6 +113,60 @@ def test_etcd_single_member_round_trip(cluster, tmp_path):
         round_trip(cluster, member, 10_000)
     finally:
         member.stop()
+
+
+def test_a_restore_whose_snapshot_outgrew_the_live_database_is_refused_before_etcd_stops(cluster, tmp_path):
+    """The data dir on a small filesystem (a tmpfs of the test's own); the
+    backup holds 24 MiB of values, and the live database was then emptied,
+    compacted and defragmented. The data step needs the snapshot twice (the
+    file and the data dir etcdctl makes from it): the preflight weighs the
+    snapshot, not the small live database, and refuses before any member is
+    stopped. With the space freed, the same restore brings the keys back."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "cairn-test", str(disk)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
+    c = cluster
+    member = EtcdMember(disk, "etcd-a").start()
+    try:
+        big = {f"/registry/big{i:04d}": f"{i}-" + "v" * 8000 for i in range(3000)}
+        member.put_many(big, batch=200)
+        start_agent_with(c, member)
+        sid, shown = backup(c)
+        snaps = json.loads(c.ok("repo", "snapshots", "--repo", c.repo, "--password-file", c.repo_pass, "--json"))
+        ids = {t.get("snapshot_id") for t in shown["tasks"]}
+        need = int(next(s for s in snaps if s["id"] in ids)["summary"]["bytes_total"])
+        assert need > 20 << 20, need
+        member.delete("/registry/", prefix=True)
+        member.ctl("compact", str(member.revision()))
+        member.ctl("defrag")
+        member.put_many({"/registry/after-backup": "kept"})
+        st = os.statvfs(disk)
+        free = st.f_bavail * st.f_frsize
+        filler = disk / "filler"
+        with open(filler, "wb") as f:  # room for one copy of the snapshot, not two
+            f.write(b"\0" * max(0, free - need - need // 2))
+        pid = member.pid()
+
+        rc, out, err = c.ctl("restore", sid, "--component", "etcd", "--node", "node-a", "--wait", timeout=300)
+        assert rc != 0, out
+        shown = c.json("restore", "show", restore_id(out))
+        text = json.dumps(shown)
+        assert lower_enum(shown.get("state", ""), "set_state_") == "failed", text
+        assert "not enough space in" in text and "must stay free" in text and "no_space" in text.lower(), text
+        assert member.pid() == pid, "etcd was stopped although the restore could not fit"
+        assert member.get_all() == {"/registry/after-backup": "kept"}
+        left = [p.name for p in member.data_dir.parent.iterdir() if ".cairn-restore" in p.name or ".cairn-old-" in p.name]
+        assert not left, left
+
+        filler.unlink()
+        r = restore(c, sid)
+        assert lower_enum(r.get("state", ""), "set_state_") == "complete", r
+        assert member.get_all() == big
+    finally:
+        member.stop()
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def test_etcd_tls_and_auth_round_trip(cluster, tmp_path):

@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "agent/drivers/etcd/etcd_driver.h"
+#include "agent/drivers/repo_progress.h"
 #include "agent/platform/process.h"
 #include "agent/platform/service.h"
 #include "common/crypto/crypto.h"
@@ -517,8 +518,6 @@ DriverResult EtcdDriver::step_rollback(TaskContext& ctx) {
 }
 
 std::vector<Reason> EtcdDriver::restore_preflight(TaskContext& ctx, const RestoreSpec& spec) {
-  (void)ctx;
-  (void)spec;
   std::vector<Reason> out;
   const std::string& dd = settings_.data_dir;
   const std::string parent = fs::path(dd).parent_path().string();
@@ -537,6 +536,12 @@ std::vector<Reason> EtcdDriver::restore_preflight(TaskContext& ctx, const Restor
                               component_));
   else
     ::rmdir(probe.c_str());
+  // The data step extracts the snapshot beside the data dir and has etcdctl
+  // make a new data dir from it there: room for both, weighed against this
+  // snapshot (the live database's size, which the task's first check used,
+  // can be far smaller than a backup taken before a compaction).
+  if (auto p = restore_space_problem(ctx, spec.snapshot_id, parent, {dd}, 2); !p.empty())
+    out.push_back(make_reason(cairn::v1::ERROR_CODE_NO_SPACE, p, component_));
   struct stat st {};
   if (::lstat(dd.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
     out.push_back(make_reason(cairn::v1::ERROR_CODE_PREFLIGHT_FAILED, "'data_dir' " + dd + " is not a directory", component_));
