@@ -195,6 +195,8 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     if (auto v = dr.integer("start_timeout_seconds", 5, 3600)) dd.start_timeout_seconds = *v;
     dd.etcd = dr.string_or("etcd", dd.etcd);
     dd.etcdctl = dr.string_or("etcdctl", dd.etcdctl);
+    dd.etcd_auth_file = dr.string_or("etcd_auth_file", "");
+    if (!dd.etcd_auth_file.empty()) require_absolute(dr, "etcd_auth_file", dd.etcd_auth_file);
     dd.java = dr.string_or("java", dd.java);
     dd.prometheus = dr.string_or("prometheus", dd.prometheus);
     dd.zookeeper_jar = dr.string_or("zookeeper_jar", dd.zookeeper_jar);

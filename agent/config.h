@@ -41,6 +41,9 @@ struct DrillDecl {
   int64_t deadline_seconds = 1800;      // a drill running longer is stopped and fails
   int64_t start_timeout_seconds = 120;  // until the started component answers
   std::string etcd = "etcd", etcdctl = "etcdctl";
+  // A 0600 file "user:password" of a user that may read every key of the
+  // etcd clusters drilled here (their backups keep authentication on); "": none.
+  std::string etcd_auth_file;
   std::string java = "java", zookeeper_jar = "/usr/share/java/zookeeper.jar";
   uint32_t java_heap_mb = 512;
   std::string prometheus = "prometheus";

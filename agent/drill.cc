@@ -620,11 +620,38 @@ void drill_etcd(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, co
   }
   const std::string data = box.dir() + "/etcd";
   const std::string url = "http://127.0.0.1:2379", peer = "http://127.0.0.1:2380";
+  // A backup keeps the cluster's users and `auth enable`: the restored
+  // server answers reads only to a user of that cluster ([drill]
+  // etcd_auth_file), given to etcdctl in its environment, never its argv.
+  std::vector<std::string> ctl_env = {"ETCDCTL_API=3", "ETCDCTL_ENDPOINTS=" + url};
+  if (!d.etcd_auth_file.empty()) {
+    try {
+      auto [user, password] = etcd::read_auth_file(d.etcd_auth_file);
+      ctl_env.push_back("ETCDCTL_USER=" + user + ":" + password);
+    } catch (const Error& e) {
+      throw Error(e.code(), std::string("[drill] etcd_auth_file: ") + e.what());
+    }
+  }
+  auto auth_refused = [](const std::string& why) {
+    return why.find("user name is empty") != std::string::npos || why.find("permission denied") != std::string::npos ||
+           why.find("authentication failed") != std::string::npos || why.find("invalid auth token") != std::string::npos;
+  };
   auto etcdctl = [&](std::vector<std::string> args, std::chrono::milliseconds timeout, bool must = true) {
     std::vector<std::string> argv = {d.etcdctl};
     argv.insert(argv.end(), args.begin(), args.end());
-    auto r = box.run(argv, timeout, cancel, {"ETCDCTL_API=3", "ETCDCTL_ENDPOINTS=" + url});
-    if (must && !r.ok) throw Error(Errc::io, "'" + d.etcdctl + " " + args.at(0) + " " + (args.size() > 1 ? args[1] : "") + "' " + r.why);
+    auto r = box.run(argv, timeout, cancel, ctl_env);
+    if (must && !r.ok) {
+      std::string why = "'" + d.etcdctl + " " + args.at(0) + " " + (args.size() > 1 ? args[1] : "") + "' " + r.why;
+      if (auth_refused(r.why))
+        why += d.etcd_auth_file.empty()
+                   ? ": the backed-up cluster has authentication on, so its keys answer only to one of its users; "
+                     "give the drill agent one that may read every key ([drill] etcd_auth_file, a 0600 file "
+                     "'user:password'). The server started on the restored data; its keys were not checked"
+                   : ": the user in [drill] etcd_auth_file ('" + d.etcd_auth_file +
+                         "') cannot read every key of the backed-up cluster (the backup holds that cluster's "
+                         "users and roles, as they were when it was taken)";
+      throw Error(Errc::io, why);
+    }
     return r;
   };
   auto t = Clock::now();
@@ -644,8 +671,10 @@ void drill_etcd(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, co
                             peer, "--initial-cluster", "drill=" + peer},
                            box.dir() + "/etcd.log");
   if (!wait_started(d, box, server, box.dir() + "/etcd.log", "etcd", "etcd endpoint health", "healthy", cancel, rep, t, [&] {
-        auto pr = etcdctl({"endpoint", "health"}, std::chrono::seconds(5), false);
-        return pr.ok ? std::string() : pr.why;
+        // A server that refuses the request for want of a user answers: it is up.
+        // (-w json: the endpoint's own error is in the output, not only "unhealthy cluster".)
+        auto pr = etcdctl({"endpoint", "health", "-w", "json"}, std::chrono::seconds(5), false);
+        return pr.ok || auth_refused(pr.out) ? std::string() : pr.why;
       }))
     return;
   t = Clock::now();

@@ -219,6 +219,44 @@ def test_an_etcd_drill_starts_the_backup_in_a_sandbox_and_leaves_the_live_cluste
             m.stop()
 
 
+def test_an_etcd_backup_with_authentication_on_is_drilled_with_the_drill_agents_credentials(cluster, tmp_path):
+    """The backed-up cluster has users and `auth enable`; the restored server
+    answers reads only to one of them. A drill agent without credentials says
+    so (not that the backup is bad); one given a 0600 [drill] etcd_auth_file
+    proves the set, keys and hash checked."""
+    c = cluster
+    (member,) = start_cluster(tmp_path, ["m1"])
+    try:
+        member.put_many(keys(300))
+        rev = member.revision()
+        member.enable_auth("s3cret-pw")
+        auth = tmp_path / "etcd-auth"
+        auth.write_text("root:s3cret-pw\n")
+        auth.chmod(0o600)
+        c.add_agent("node-0", components=member.component_toml(auth_file=auth) + drill_toml(tmp_path / "drills"))
+        c.enrol("node-0")
+        c.add_agent("node-1", components=drill_toml(tmp_path / "drills-1", etcd_auth_file=str(auth)))
+        c.enrol("node-1")
+        sid = backup(c, "--component", "etcd")
+
+        did, shown, _ = drill(c, sid, "--component", "etcd", "--on", "node-0", expect=1)
+        report, task = drill_report(shown)
+        text = " ".join(r["detail"] for r in task.get("reasons", []))
+        assert "authentication on" in text and "[drill] etcd_auth_file" in text, text
+        assert "s3cret" not in json.dumps(shown)
+        checks = {x["name"]: x for x in report["checks"]}
+        assert checks["etcd endpoint health"]["ok"], checks  # the server started on the restored data
+
+        did, shown, _ = drill(c, sid, "--component", "etcd", "--on", "node-1")
+        assert lower_enum(shown["state"], "set_state_") == "complete", shown
+        report, task = drill_report(shown)
+        checks = {x["name"]: x for x in report["checks"]}
+        assert checks[f"keys at revision {rev}"]["found"] == 300 and checks[f"hashkv at revision {rev}"]["ok"], checks
+        assert "s3cret" not in json.dumps(shown) and "s3cret" not in c.logs()
+    finally:
+        member.stop()
+
+
 def test_a_drill_server_the_memory_limit_kills_is_named_as_such_and_its_whole_log_kept(cluster, tmp_path):
     # The drill's etcd is a script that writes 400 log lines and then grows
     # past the sandbox's memory limit (a real cgroup OOM kill): the reason
