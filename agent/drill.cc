@@ -535,7 +535,25 @@ std::string drill_exit_account(const DrillDecl& d, const Sandbox& box, int statu
   for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
   const std::string name = "failed-" + lower + "-" + fs::path(box.dir()).filename().string() + ".log";
   const std::string dest = d.root + "/" + name;
-  if (fs::copy_file(log, dest, fs::copy_options::overwrite_existing, ec)) {
+  // At most its last 64 MiB (a server that logs in a loop), 0600 like the sandbox's files.
+  constexpr uint64_t kKeptLogMax = 64ull << 20;
+  const uint64_t size = fs::file_size(log, ec);
+  bool copied = false;
+  if (!ec) {
+    std::ifstream in(log, std::ios::binary);
+    if (size > kKeptLogMax) in.seekg(std::streamoff(size - kKeptLogMax));
+    int fd = ::open(dest.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      char buf[1 << 16];
+      copied = true;
+      while (in && copied) {
+        in.read(buf, sizeof buf);
+        if (in.gcount() > 0) copied = ::write(fd, buf, size_t(in.gcount())) == ssize_t(in.gcount());
+      }
+      copied = ::close(fd) == 0 && copied;
+    }
+  }
+  if (copied) {
     kept = dest;
     std::vector<std::pair<fs::file_time_type, fs::path>> logs;
     for (const auto& e : fs::directory_iterator(d.root, ec)) {
@@ -629,7 +647,10 @@ void drill_etcd(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, co
       auto [user, password] = etcd::read_auth_file(d.etcd_auth_file);
       ctl_env.push_back("ETCDCTL_USER=" + user + ":" + password);
     } catch (const Error& e) {
-      throw Error(e.code(), std::string("[drill] etcd_auth_file: ") + e.what());
+      // (read_auth_file names the etcd component's setting: say which file this is.)
+      std::string why = e.what();
+      if (auto at = why.find("etcd 'auth_file'"); at != std::string::npos) why.replace(at, 16, "[drill] etcd_auth_file");
+      throw Error(e.code(), why);
     }
   }
   auto auth_refused = [](const std::string& why) {

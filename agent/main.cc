@@ -156,7 +156,10 @@ int main(int argc, char** argv) {
     for (const auto& c : config.components)
       if (auto* f = dynamic_cast<files::FilesDriver*>(c.driver.get()))
         f->set_undo([f, &config, bytes = budget.bytes](const InPlaceRestore& r) {
-          return undo_from_safety_snapshot(*f, r, config.repositories, bytes);
+          return undo_from_safety_snapshot(r, config.repositories, bytes,
+                                           [f](TaskContext& ctx, const std::string& safety, const std::vector<std::string>& paths) {
+                                             return f->restore_paths(ctx, safety, paths);
+                                           });
         });
     if (config.drill) {
       // A drill's sandbox outlives a killed agent: removed before any task runs.

@@ -281,19 +281,26 @@ std::string usable_parent(TaskContext& ctx, const std::string& id) {
 
 }  // namespace
 
-std::string undo_from_safety_snapshot(Driver& driver, const InPlaceRestore& r, const std::vector<RepositoryDecl>& repositories,
-                                      uint64_t memory_budget) {
+std::string undo_from_safety_snapshot(const InPlaceRestore& r, const std::vector<RepositoryDecl>& repositories,
+                                      uint64_t memory_budget, const SafetyRestore& restore) {
   const std::vector<std::string> want = {"safety", "component:" + r.component, "restore-task:" + r.task_id};
   std::string looked;
   for (const auto& decl : repositories) {
     OpenRepo o;
-    std::string safety;
+    std::string safety, of;
+    std::vector<std::string> paths;
     try {
       o = open_repository(decl, "restore", true);
       for (const auto& s : repo::load_snapshots(*o.repo))
         if (std::all_of(want.begin(), want.end(),
-                        [&](const std::string& t) { return std::find(s.tags.begin(), s.tags.end(), t) != s.tags.end(); }))
+                        [&](const std::string& t) { return std::find(s.tags.begin(), s.tags.end(), t) != s.tags.end(); })) {
           safety = s.id;
+          paths = s.paths;
+          for (const auto& t : s.tags)
+            if (t.rfind("restore-of:", 0) == 0) of = t.substr(11);
+        }
+      // What the interrupted restore wrote: the paths of the snapshot it restored.
+      if (!of.empty()) paths = repo::load_snapshot(*o.repo, repo::resolve_snapshot(*o.repo, of)).paths;
     } catch (const Error& e) {
       looked += "; repository '" + decl.name + "' could not be read: " + e.what();
       continue;
@@ -309,21 +316,21 @@ std::string undo_from_safety_snapshot(Driver& driver, const InPlaceRestore& r, c
     ctx.restore_id = r.restore_id;
     ctx.plan_id = r.plan_id;
     ctx.memory_budget = memory_budget;
-    RestoreSpec spec;
-    spec.snapshot_id = safety;
-    spec.step = RestoreStep::all;
-    spec.skip_safety_backup = true;
-    spec.write_mode = v1::RESTORE_WRITE_MODE_MIRROR;
-    DriverResult dr = driver.restore(ctx, spec);
-    if (dr.outcome != v1::TASK_OUTCOME_SUCCEEDED) {
-      std::string why;
-      for (const auto& x : dr.reasons) why += (why.empty() ? "" : "; ") + x.detail();
-      throw Error(Errc::io, "restoring the safety snapshot '" + safety.substr(0, 8) + "' from repository '" + decl.name +
-                                "' did not succeed: " + (why.empty() ? "no reason given" : why));
-    }
-    return "the safety snapshot '" + safety.substr(0, 8) + "' (repository '" + decl.name + "', " +
-           std::to_string(dr.files) + " files) was restored over the paths this restore had begun to write, which now hold "
-           "what they held before it";
+    DriverResult dr = restore(ctx, safety, paths);
+    std::string why;
+    for (const auto& x : dr.reasons) why += (why.empty() ? "" : "; ") + x.detail();
+    const std::string what = "the safety snapshot '" + safety.substr(0, 8) + "' (repository '" + decl.name + "')";
+    // Nothing written: tried again at the next start. Anything written: not
+    // repeated (each try would put the paths back as they were at the
+    // safety backup, over what was written since), and what it missed said.
+    if (dr.outcome == v1::TASK_OUTCOME_FAILED && dr.files == 0)
+      throw Error(Errc::io, "restoring " + what + " wrote nothing: " + (why.empty() ? "no reason given" : why));
+    std::string done = what + " was restored over the paths this restore had begun to write (" +
+                       std::to_string(dr.files) + " files)";
+    return dr.outcome == v1::TASK_OUTCOME_SUCCEEDED
+               ? done + ", which now hold what they held before it"
+               : done + ", but not all of it came back: " + why + " (the agent does not try again: restore the safety "
+                                                                 "snapshot by hand where needed)";
   }
   throw Error(Errc::not_found, "no safety snapshot of task '" + r.task_id + "' was found" +
                                    (looked.empty() ? std::string(" (no repository is declared)") : looked));
@@ -592,7 +599,11 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     // an agent killed mid-restore restores that safety snapshot at its start
     // (undo_from_safety_snapshot).
     std::optional<JournalGuard> journal;
-    const bool in_place_files = driver.name() == "files" && spec.target_name.empty() && !res.safety_snapshot_id.empty();
+    // (Not for a snapshot of an alternative target's contents, restored in
+    // place there: the safety backup holds the declared paths, not those.)
+    const bool in_place_files = driver.name() == "files" && spec.target_name.empty() && !res.safety_snapshot_id.empty() &&
+                                std::none_of(snap.tags.begin(), snap.tags.end(),
+                                             [](const std::string& t) { return t.rfind("restore-target:", 0) == 0; });
     if (spec.step == RestoreStep::all && ctx.journal && (driver.capabilities().scope != "node" || in_place_files)) {
       journal.emplace(ctx.journal, in_place_restore(ctx, utc_stamp(),
                                                     in_place_files ? InPlaceRestore::State::swapping : InPlaceRestore::State::stopping));

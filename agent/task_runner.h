@@ -26,13 +26,17 @@ namespace cairn::agent {
 // The undo of an in-place restore that writes over the live paths with no
 // service to stop (the files driver), for its record (restore_journal.h) at
 // the agent's next start: the restore's safety snapshot (tagged safety,
-// component:<c> and restore-task:<r.task_id>), found in the first of `repositories`
-// that holds it, restored by `driver` over the same paths in mirror mode, so
-// what the interrupted restore wrote or added there goes. Returns the
-// account; throws cairn::Error when no safety snapshot is found or its
-// restore does not succeed (the record is kept; the next start tries again).
-std::string undo_from_safety_snapshot(Driver& driver, const InPlaceRestore& r, const std::vector<RepositoryDecl>& repositories,
-                                      uint64_t memory_budget);
+// component:<c> and restore-task:<r.task_id>), found in the first of
+// `repositories` that holds it, handed to `restore` with the paths the
+// interrupted restore wrote (those of the snapshot it restored: its safety
+// snapshot's tag restore-of:<id>). Returns the account, also when not all
+// came back (a repeat would put the paths back over what was written
+// since); throws cairn::Error when no safety snapshot is found or nothing
+// was written (the record is kept; the next start tries again).
+using SafetyRestore =
+    std::function<DriverResult(TaskContext& ctx, const std::string& safety_snapshot, const std::vector<std::string>& paths)>;
+std::string undo_from_safety_snapshot(const InPlaceRestore& r, const std::vector<RepositoryDecl>& repositories,
+                                      uint64_t memory_budget, const SafetyRestore& restore);
 
 class TaskRunner {
  public:

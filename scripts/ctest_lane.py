@@ -10,7 +10,8 @@ the normal stage's tests still run (docs/testing.md § Time budget).
 Tests are taken longest first (their COST), a test of PROCESSORS > 1 alone.
 When WORK_DIR/stop exists no further test starts: the numbers of those that
 did start are written to WORK_DIR/started (ctest's -I form, "0,0,0,N,..."),
-then WORK_DIR/stopped is made, and the lane waits for the running ones. The
+then WORK_DIR/stopped is made, and the lane waits for the running ones, at nice 0 from then on (they run beside
+the sanitizer stage's own tests, which run at that priority). The
 rest of the selection is then for the caller to run (ctest -I with the
 complement, which --rest prints: "" when nothing is left). The tests' results go to WORK_DIR/junit.xml
 (one JUnit file); each failed test's output is printed. Exit 0 when every
@@ -45,6 +46,29 @@ def rest(build, work, selection):
     left = sorted(number[t["name"]] for t in listing(build, selection) if number[t["name"]] not in started)
     print(",".join(["0,0,0"] + [str(n) for n in left]) if left else "")
     return 0
+
+
+def renice_tree(root, value):
+    """Sets the nice value of root's descendants (the running tests' ctest,
+    pytest and daemons): started at nice 10 beside the normal stage, they run
+    beside the sanitizer stage's own tests at its priority."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, value)
+        except OSError:
+            pass
+        todo.extend(children.get(pid, []))
 
 
 def main(argv):
@@ -100,6 +124,12 @@ def main(argv):
     with open(os.path.join(work, "started"), "w") as f:
         f.write(",".join(["0,0,0"] + [str(n) for n in started]) + "\n")
     open(os.path.join(work, "stopped"), "w").close()
+    if running:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
+        except OSError:
+            pass
+        renice_tree(os.getpid(), 0)
     reap(True)
 
     suite = ET.Element("testsuite", name="lane", tests=str(len(cases)), failures=str(len(failed)))

@@ -21,7 +21,7 @@ junit_asan=$PWD/build-asan/ctest-junit.xml
 junit_asan_unit=$PWD/build-asan/ctest-junit-unit.xml
 lane=$PWD/build-asan/lane  # the sanitizer integration tests run beside the normal stage (scripts/ctest_lane.py)
 rm -f "$junit_normal" "$junit_asan" "$junit_asan_unit"
-rm -rf "$lane"
+rm -rf "$lane" "$lane.log"
 summary() {
   local rc=$?
   echo "wall-clock $SECONDS" >>"$times"
@@ -189,6 +189,11 @@ only=(-L integration)  # the unit tests and replays ran beside the normal stage
 if [[ ! -e build-asan/.unit-tests-beside ]]; then  # the build ended after it: everything here
   only=()
   rm -rf "$reports" && mkdir -p "$reports"
+fi
+if [[ ! -e "$lane/started" && -e "$lane.log" ]]; then
+  # The lane ended before it wrote what it started: nothing of it counts, and everything runs here.
+  cat "$lane.log"
+  echo "the lane of sanitizer integration tests ended early (its output above); they all run now"
 fi
 if [[ -e "$lane/started" ]]; then
   # What the lane did not start, by test number (the selection "$@" made is in the list).

@@ -226,6 +226,16 @@ def test_an_agent_killed_mid_files_restore_puts_the_tree_back_from_its_safety_ba
     data = c.agent_dirs["node-a"]["data"]
     c.enrol("node-a")
     sid = backup(c)
+    # A second path declared after the backup: the safety backup holds it,
+    # the restore does not write it, and the undo must not touch it either.
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "kept.txt").write_bytes(b"declared after the backup")
+    cfg = c.agent_dirs["node-a"]["config"]
+    cfg.write_text(cfg.read_text().replace(f'paths = ["{data}"]', f'paths = ["{data}", "{extra}"]'))
+    c.agents["node-a"].stop()
+    c.agents["node-a"].start()
+    c.wait_for("node-a back", lambda: c.connected("node-a"), timeout=30)
     (data / "a.txt").write_bytes(b"edited after the backup")
     (data / "gone.txt").unlink()
     (data / "added" / "deep").mkdir(parents=True)
@@ -239,9 +249,16 @@ def test_an_agent_killed_mid_files_restore_puts_the_tree_back_from_its_safety_ba
         assert now["a.txt"] == b"alpha " * 1000 and now["gone.txt"] == b"deleted after the backup", now
         assert now["added/deep/f"] == b"added after the backup", "mirror ran before the kill"
 
-    detail = killed_mid_restore(c, "node-a", [sid, "--component", "data"], while_dead=half_restored, safety=True)
+    def half_restored_and_written():
+        half_restored()
+        (extra / "written-while-down.txt").write_bytes(b"not the restore's")
+
+    detail = killed_mid_restore(c, "node-a", [sid, "--component", "data"], while_dead=half_restored_and_written,
+                                safety=True)
     assert "safety snapshot" in detail and "now hold what they held before it" in detail, detail
     assert tree_bytes(data) == live, detail
+    assert tree_bytes(extra) == {"kept.txt": b"declared after the backup",
+                                 "written-while-down.txt": b"not the restore's"}, detail
     # A second restore, uninterrupted, still works and leaves no record.
     r = restore(c, sid)
     assert set_state(r) == "complete", r

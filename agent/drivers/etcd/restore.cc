@@ -590,7 +590,15 @@ DriverResult EtcdDriver::restore_commit(TaskContext& ctx, const RestoreSpec& spe
 
 DriverResult EtcdDriver::restore_all(TaskContext& ctx, const RestoreSpec& spec) {
   // The runner verifies after this returns (Driver::verify with the
-  // snapshot's metadata).
+  // snapshot's metadata). The preflight's checks (the space for this
+  // snapshot among them) come first: a refusal leaves etcd serving.
+  if (auto bad = restore_preflight(ctx, spec); !bad.empty()) {
+    DriverResult r;
+    r.outcome = cairn::v1::TASK_OUTCOME_FAILED;
+    r.reasons = std::move(bad);
+    r.metadata = {{"step", "all"}};
+    return r;
+  }
   DriverResult stop = step_stop(ctx);
   if (stop.outcome != cairn::v1::TASK_OUTCOME_SUCCEEDED) return stop;
   DriverResult data = step_data(ctx, spec);

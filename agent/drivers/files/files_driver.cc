@@ -184,7 +184,18 @@ std::string FilesDriver::recover_interrupted_restore(const InPlaceRestore& r) {
   return undo_(r);
 }
 
-DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
+DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) { return restore_within(ctx, spec, nullptr); }
+
+DriverResult FilesDriver::restore_paths(TaskContext& ctx, const std::string& snapshot_id, const std::vector<std::string>& only) {
+  RestoreSpec spec;
+  spec.snapshot_id = snapshot_id;
+  spec.step = RestoreStep::all;
+  spec.skip_safety_backup = true;
+  spec.write_mode = v1::RESTORE_WRITE_MODE_MIRROR;
+  return restore_within(ctx, spec, &only);
+}
+
+DriverResult FilesDriver::restore_within(TaskContext& ctx, const RestoreSpec& spec, const std::vector<std::string>* only) {
   DriverResult res;
   std::string target;
   if (!spec.target_name.empty()) {
@@ -218,6 +229,34 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
       return res;
     }
     includes.push_back(escape_glob(p));
+  }
+  // Limited to `only`: where a snapshot path and one of `only` nest, the
+  // deeper of the two, so that mirror never reaches below `only` nor past
+  // what the snapshot holds. A path of `only` the snapshot does not reach is
+  // named (not restored).
+  std::vector<std::string> roots = snap.paths;
+  bool missed = false;  // a path of `only` the snapshot does not reach
+  if (only) {
+    roots.clear();
+    for (const auto& o : *only) {
+      bool reached = false;
+      for (const auto& p : snap.paths) {
+        if (under(p, o)) roots.push_back(p), reached = true;
+        else if (under(o, p)) roots.push_back(o), reached = true;
+      }
+      missed = missed || !reached;
+      if (!reached)
+        res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
+                                          "'" + o + "' is not in snapshot '" + id.substr(0, 8) + "': left as it is", o));
+    }
+    std::sort(roots.begin(), roots.end());
+    roots.erase(std::unique(roots.begin(), roots.end()), roots.end());
+    includes.clear();
+    for (const auto& r : roots) includes.push_back(escape_glob(r));
+    if (roots.empty()) {
+      res.outcome = v1::TASK_OUTCOME_FAILED;
+      return res;
+    }
   }
 
   const bool mirror = spec.write_mode != v1::RESTORE_WRITE_MODE_MERGE;
@@ -269,7 +308,7 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   } else if (mirror) {
     MirrorSpec ms;
     ms.target = ro.target;
-    ms.roots = snap.paths;
+    ms.roots = roots;
     ms.keep = &keep;
     ms.excludes = settings_.excludes;
     ms.cancel = ctx.cancel;
@@ -281,7 +320,7 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   res.manifest_digest = id;
   res.bytes = rr.bytes_restored;
   res.files = rr.files_restored;
-  if (rr.failures.empty()) res.outcome = mirror && snap.partial ? v1::TASK_OUTCOME_PARTIAL : v1::TASK_OUTCOME_SUCCEEDED;
+  if (rr.failures.empty()) res.outcome = (mirror && snap.partial) || missed ? v1::TASK_OUTCOME_PARTIAL : v1::TASK_OUTCOME_SUCCEEDED;
   else res.outcome = rr.files_restored > 0 ? v1::TASK_OUTCOME_PARTIAL : v1::TASK_OUTCOME_FAILED;
   return res;
 }

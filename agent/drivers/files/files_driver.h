@@ -30,6 +30,10 @@ class FilesDriver : public Driver {
   // (undo_from_safety_snapshot, task_runner.h); unset, it is refused.
   std::string recover_interrupted_restore(const InPlaceRestore& r) override;
   void set_undo(std::function<std::string(const InPlaceRestore&)> undo) { undo_ = std::move(undo); }
+  // That undo's restore: `snapshot_id` (the safety snapshot) restored in
+  // place, in mirror mode, below the paths of `only` alone (the interrupted
+  // restore's snapshot's paths); a path of `only` it does not reach is a reason.
+  DriverResult restore_paths(TaskContext& ctx, const std::string& snapshot_id, const std::vector<std::string>& only);
 
   const Settings& settings() const { return settings_; }
   // Declared paths with globs expanded; paths without glob characters are kept
@@ -40,6 +44,7 @@ class FilesDriver : public Driver {
   bool covers(const std::string& snapshot_path) const;
 
  private:
+  DriverResult restore_within(TaskContext& ctx, const RestoreSpec& spec, const std::vector<std::string>* only);
   std::string component_;
   Settings settings_;
   std::function<std::string(const InPlaceRestore&)> undo_;
