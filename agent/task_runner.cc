@@ -571,6 +571,18 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   // controller's cluster restore), stop (older controllers), or all.
   const bool takes_safety =
       spec.step == RestoreStep::all || spec.step == RestoreStep::preflight || spec.step == RestoreStep::stop;
+  // The preflight's own checks (read-only: tools, writable directories, the
+  // space the snapshot needs) before the safety backup, so that a member
+  // refused for them has not written a safety copy into the repository first.
+  std::vector<v1::Reason> ready;
+  if (spec.step == RestoreStep::preflight) {
+    ready = driver.restore_preflight(ctx, spec);
+    if (!ready.empty()) {
+      res.reasons = std::move(ready);
+      res.metadata = {{"step", "preflight"}};
+      return res;
+    }
+  }
   if (takes_safety && !spec.skip_safety_backup && driver.capabilities().safety_backup) {
     DriverResult safety;
     if (!safety_backup(driver, ctx, spec, snap, st, safety)) return safety;
@@ -580,9 +592,8 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   }
   DriverResult dr;
   if (spec.step == RestoreStep::preflight) {
-    // Read-only: the member is ready; nothing is stopped before every member is.
-    dr.reasons = driver.restore_preflight(ctx, spec);
-    dr.outcome = dr.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
+    // Read-only, checked above: the member is ready; nothing is stopped before every member is.
+    dr.outcome = v1::TASK_OUTCOME_SUCCEEDED;
     dr.metadata = {{"step", "preflight"}, {"stop_wave", driver.stop_wave()}, {"rollback_halt", driver.rollback_needs_halt()}};
   } else if (spec.step == RestoreStep::verify) {
     dr.reasons = driver.verify(ctx, snap.component);
