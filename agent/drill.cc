@@ -22,6 +22,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -56,6 +57,19 @@ namespace drill_internal {
 
 constexpr const char* kSandboxPrefix = "drill-";
 constexpr const char* kCgroupPrefix = "cairn-drill-";
+
+// This drill root's cgroups: cairn-drill-<16 hex of the root's FNV-1a>-<task>.
+// Cgroups are host-wide; another agent on the host (another drill root) has
+// its own, and an agent's start-up cleanup removes only its own: it killed
+// a neighbour's sandboxed server mid-drill before (SIGKILL at its start).
+std::string drill_cgroup_prefix(const DrillDecl& d) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : d.root) h = (h ^ c) * 1099511628211ull;
+  static const char* hex = "0123456789abcdef";
+  std::string out = kCgroupPrefix;
+  for (int i = 15; i >= 0; --i) out += hex[(h >> (4 * i)) & 0xf];
+  return out + "-";
+}
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
@@ -136,7 +150,7 @@ class Sandbox {
     CgroupLayout l = cgroup_layout();
     if (l.parents.empty()) return "this host has no cgroup hierarchy with a memory controller";
     for (const auto& parent : l.parents) {
-      std::string dir = parent + "/" + kCgroupPrefix + id_;
+      std::string dir = parent + "/" + drill_cgroup_prefix(decl_) + id_;
       if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
         return "cannot make cgroup '" + dir + "': " + std::strerror(errno);
       cgroups_.push_back(dir);
@@ -865,12 +879,23 @@ std::vector<std::string> clean_drill_root(const DrillDecl& d) {
   std::error_code ec;
   // The processes first (every one a drill started is in its cgroup), so
   // that none writes into a sandbox while it is removed.
+  // Only this root's: its own prefix, and (from a build before the prefix
+  // named the root) cairn-drill-<task> of a sandbox this root holds.
+  const std::string mine = drill_cgroup_prefix(d);
+  std::set<std::string> legacy;
+  for (const auto& e : fs::directory_iterator(d.root, ec)) {
+    std::string name = e.path().filename().string();
+    if (name.starts_with(kSandboxPrefix) && e.is_directory())
+      legacy.insert(kCgroupPrefix + name.substr(std::string(kSandboxPrefix).size()));
+  }
   for (const auto& parent : cgroup_layout().parents)
-    for (const auto& e : fs::directory_iterator(parent, ec))
-      if (e.path().filename().string().starts_with(kCgroupPrefix)) {
+    for (const auto& e : fs::directory_iterator(parent, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.starts_with(mine) || legacy.count(name)) {
         remove_cgroup(e.path().string());
         removed.push_back(e.path().string());
       }
+    }
   for (const auto& e : fs::directory_iterator(d.root, ec)) {
     std::string name = e.path().filename().string();
     if (!name.starts_with(kSandboxPrefix) || !e.is_directory()) continue;
