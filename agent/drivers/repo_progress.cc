@@ -121,7 +121,11 @@ std::string restore_space_problem(TaskContext& ctx, const std::string& snapshot_
   } catch (const Error&) {
     return {};
   }
-  std::string p = staging_space_problem(dir, need * copies);
+  return staging_space_problem(dir, need * copies, live);
+}
+
+std::string staging_space_problem(const std::string& dir, uint64_t need, const std::vector<std::string>& live) {
+  std::string p = staging_space_problem(dir, need);
   if (!p.empty())
     for (const auto& l : live) p += kept_copies_hint(l);
   return p;

@@ -30,6 +30,9 @@ bool cancelled(const TaskContext& ctx);
 // filesystem, at most 1 GiB), else the refusal naming both figures. A full
 // disk under a running database is an outage the restore would have made.
 std::string staging_space_problem(const std::string& dir, uint64_t need);
+// staging_space_problem, with the copies earlier restores kept beside each
+// of `live` named (kept_copies_hint) when it refuses.
+std::string staging_space_problem(const std::string& dir, uint64_t need, const std::vector<std::string>& live);
 // The copies earlier restores kept beside `path` (<path>.cairn-old-*,
 // <path>.cairn-failed-*), for a refusal to name: "" when there are none.
 std::string kept_copies_hint(const std::string& path);

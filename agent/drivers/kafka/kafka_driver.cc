@@ -581,10 +581,8 @@ std::optional<KafkaDriver::Prepared> KafkaDriver::prepare(TaskContext& ctx, cons
   remove_tree(p.staging);
   // A full disk under the log dirs would stop this broker and every other
   // writer there: the staged copy must fit with room to spare.
-  if (auto prob = staging_space_problem(settings_.staging_dir, snapshot_bytes(snap)); !prob.empty()) {
-    for (const auto& d : settings_.log_dirs) prob += kept_copies_hint(d);
+  if (auto prob = staging_space_problem(settings_.staging_dir, snapshot_bytes(snap), settings_.log_dirs); !prob.empty())
     return fail(v1::ERROR_CODE_NO_SPACE, prob);
-  }
   repo::RestoreOptions ro;
   ro.memory_budget = ctx.memory_budget;
   ro.target = p.staging;

@@ -410,8 +410,9 @@ void ZooKeeperDriver::step_data(TaskContext& ctx, const RestoreSpec& spec, Drive
   for (const auto& gone : remove_leftovers(settings_.data_dir, ".cairn-restore-"))
     note(ctx, "removed '" + gone + "', left by a restore that did not finish");
   const std::string temp = settings_.data_dir + "/.cairn-restore-" + plain(ctx.task_id);
-  if (auto prob = staging_space_problem(settings_.data_dir, snapshot_bytes(snap)); !prob.empty())
-    throw Error(Errc::no_space, prob + kept_copies_hint(settings_.data_dir + "/version-2"));
+  if (auto prob = staging_space_problem(settings_.data_dir, snapshot_bytes(snap), {settings_.data_dir + "/version-2"});
+      !prob.empty())
+    throw Error(Errc::no_space, prob);
   struct Cleanup {
     std::string dir;
     ~Cleanup() { remove_tree(dir); }
