@@ -139,5 +139,9 @@ def test_maintenance_left_by_a_stopped_agent_is_undone_at_its_next_start(cluster
     os.chmod(journal, 0o600)
     c.agents["node-a"].start()
     c.wait_for("the servers put back", lambda: admin(h, "node-a") == 0 and admin(h, "node-b") == DRAIN, timeout=20)
-    assert json.loads(journal.read_text()) == {}
-    assert "left in maint by an interrupted restore were put back" in c.agents["node-a"].log.read_text()
+    # The agent puts the servers back first and then rewrites its journal; under a sanitizer the
+    # second step can trail the first by a moment, so wait for it rather than read it once.
+    c.wait_for("the journal emptied", lambda: json.loads(journal.read_text()) == {}, timeout=20)
+    c.wait_for("the agent's log saying so",
+               lambda: "left in maint by an interrupted restore were put back" in c.agents["node-a"].log.read_text(),
+               timeout=20)
