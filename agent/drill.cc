@@ -541,10 +541,20 @@ std::string drill_exit_account(const DrillDecl& d, const Sandbox& box, int statu
   } else {
     how = "stopped (wait status " + std::to_string(status) + ")";
   }
-  std::string text = read_text(log);
-  std::string tail = text.size() > 1500 ? "..." + text.substr(text.size() - 1500) : text;
-  std::string kept;
   std::error_code ec;
+  std::string tail;
+  {  // the last 1,500 bytes only: a server that logged in a loop may have written gigabytes
+    constexpr uint64_t kTail = 1500;
+    const uint64_t n = fs::file_size(log, ec);
+    std::ifstream in(log, std::ios::binary);
+    if (!ec && in) {
+      if (n > kTail) in.seekg(std::streamoff(n - kTail));
+      tail.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      if (n > kTail) tail = "..." + tail;
+    }
+    ec.clear();
+  }
+  std::string kept;
   std::string lower = what;
   for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
   const std::string name = "failed-" + lower + "-" + fs::path(box.dir()).filename().string() + ".log";

@@ -342,8 +342,9 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     }
   } guard{staging};
   fs::remove_all(staging, ec);
-  if (auto p = staging_space_problem(fs::path(settings_.data_dir).parent_path().string(), need); !p.empty())
-    return fail(v1::ERROR_CODE_NO_SPACE, p + kept_copies_hint(settings_.data_dir));
+  if (auto p = staging_space_problem(fs::path(settings_.data_dir).parent_path().string(), need, {settings_.data_dir});
+      !p.empty())
+    return fail(v1::ERROR_CODE_NO_SPACE, p);
   repo::RestoreOptions ro;
   ro.memory_budget = ctx.memory_budget;
   ro.target = staging;
