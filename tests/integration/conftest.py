@@ -34,6 +34,11 @@ _reported = set()
 
 
 def _new_sanitizer_reports():
+    if not SANITIZER_DIR.is_dir():
+        # An interrupted run (Ctrl-C) finishes the session before the running
+        # test's fixtures are torn down: the empty directory is gone by then,
+        # and failing here would lose pytest's report of that test.
+        return []
     new = sorted(p for p in SANITIZER_DIR.iterdir() if p.name not in _reported)
     _reported.update(p.name for p in new)
     return new
