@@ -41,6 +41,43 @@ def lib_dir(version):
     return os.path.join(CACHE, version)
 
 
+# ---- JVM start-up ------------------------------------------------------
+#
+# About 90 brokers and 40 tool runs start per CI run; their start-up was
+# most of the suite's JVM CPU (docs/testing.md § Time budget). Every JVM runs
+# with C1 only and the serial collector (short-lived, small heaps), and with
+# an application class-data archive of the broker's classes when one was made
+# for this Kafka version and this JDK (`servers_kafka.py cds VERSION`, run by
+# scripts/fetch-kafka.sh once per machine): about 40% less CPU to a broker's
+# first answer. A missing or stale archive only costs that time back: the
+# JVM then loads the classes from the jars (-Xshare:auto, its warning off).
+JVM_FLAGS = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+
+
+def _jdk_id():
+    """What an archive is valid for: this java and its libjvm (a JDK upgrade changes it)."""
+    java = os.path.realpath(shutil.which("java") or "java")
+    home = os.path.dirname(os.path.dirname(java))
+    try:
+        st = os.stat(os.path.join(home, "lib", "server", "libjvm.so"))
+        mark = f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        mark = "?"
+    import hashlib
+    return hashlib.sha256(f"{java}|{mark}".encode()).hexdigest()[:16]
+
+
+def cds_archive(version):
+    return os.path.join(lib_dir(version), f"classes-{_jdk_id()}.jsa")
+
+
+def jvm_flags(version):
+    archive = cds_archive(version)
+    if os.path.exists(archive):
+        return JVM_FLAGS + [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto", "-Xlog:cds*=off", "-Xlog:class+path*=off"]
+    return list(JVM_FLAGS)
+
+
 def available(version):
     """Why this Kafka version cannot run here, or None."""
     if not shutil.which("java"):
@@ -179,7 +216,7 @@ class Kafka:
         return os.path.join(lib_dir(self.version), "*")
 
     def _java(self, main, *args, check=False, timeout=120, stdin=None):
-        cmd = ["java", "-Xmx256m", f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}",
+        cmd = ["java", "-Xmx256m", *jvm_flags(self.version), f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}",
                f"-Dlog4j2.configurationFile={self.dir / 'log4j2-tools.properties'}",
                "-cp", self._classpath(), main, *args]
         r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
@@ -345,13 +382,13 @@ def make_tls(d):
     return d
 
 
-def _launch(d, version):
+def _launch(d, version, extra_jvm=()):
     """Starts a broker from its directory (server.properties, log4j.properties),
     output to server.log, its PID in server.pid; does not wait."""
     d = pathlib.Path(d)
     with open(d / "server.log", "ab") as out:
         proc = subprocess.Popen(
-            ["java", "-Xmx512m", "-Xms128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            ["java", "-Xmx512m", "-Xms128m", *jvm_flags(version), *extra_jvm,
              f"-Dlog4j.configuration=file:{d / 'log4j.properties'}",
              f"-Dlog4j2.configurationFile={d / 'log4j2.properties'}",
              "-cp", os.path.join(lib_dir(version), "*"), "kafka.Kafka", str(d / "server.properties")],
@@ -870,12 +907,44 @@ def wait_isr(bootstrap, topic, timeout=120):
     pytest.fail(f"wait_isr: {topic} partitions not fully in sync after {timeout} s: {state}")
 
 
+def make_cds_archive(version, work):
+    """Writes cds_archive(version): a KRaft broker of that version started in `work`
+    with -XX:ArchiveClassesAtExit, asked a topic's metadata, and stopped (the JVM
+    writes the archive as it exits). Written under a temporary name and renamed,
+    so a run that dies leaves no half archive. Returns its path."""
+    archive = cds_archive(version)
+    tmp = f"{archive}.tmp{os.getpid()}"
+    k = Kafka.kraft(pathlib.Path(work) / "cds", version=version)
+    k.proc = _launch(k.dir, version, extra_jvm=[f"-XX:ArchiveClassesAtExit={tmp}"])
+    try:
+        k.wait_ready(120)
+        k.create_topic("cds")
+    finally:
+        _stop_pid(k.dir)
+        if k.proc:
+            k.proc.wait()
+    if not os.path.exists(tmp):
+        raise SystemExit(f"the JVM wrote no class-data archive (log: {k.log})")
+    os.rename(tmp, archive)
+    for old in glob.glob(os.path.join(lib_dir(version), "classes-*.jsa")):
+        if old != archive:
+            os.unlink(old)  # another JDK's
+    return archive
+
+
 if __name__ == "__main__":
     # The agent's start_command / stop_command for a test broker: the agent
     # starts and stops it the way the tests do, by the PID in DIR/server.pid.
     import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "cds":
+        import tempfile
+        if os.path.exists(cds_archive(sys.argv[2])):
+            sys.exit(0)
+        with tempfile.TemporaryDirectory(prefix="cairn-kafka-cds-") as work:
+            print(f"made {make_cds_archive(sys.argv[2], work)}")
+        sys.exit(0)
     if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop", "kill", "hang"):
-        sys.exit(f"usage: {sys.argv[0]} start|stop|kill|hang DIR")
+        sys.exit(f"usage: {sys.argv[0]} start|stop|kill|hang DIR | cds VERSION")
     d = pathlib.Path(sys.argv[2])
     began = time.time()
     if sys.argv[1] == "stop":
