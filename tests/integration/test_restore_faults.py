@@ -197,10 +197,12 @@ class ZkRig(Rig):
         each, every znode as `expect`. (A leader elected after a restart
         reports its new epoch's zxid until the first write: one write through
         the ensemble, undone, gives every server the same last zxid.)"""
-        deadline = time.time() + 60
         for m in self.members:
             m.wait_serving(timeout=120, modes=("leader", "follower"))
         self.members[0].cli(["create /cairn-probe x", "delete /cairn-probe"])
+        # 60 s to agree from here: a deadline taken before the waits above
+        # could be spent by them, leaving no time for a follower still syncing.
+        deadline = time.time() + 60
         while True:
             st = [m.srvr() for m in self.members]
             modes = sorted(s.get("Mode", "") for s in st)
