@@ -298,14 +298,20 @@ def fault_case(rig, step, member, action):
     point = f"restore.{step}.after" if action == "kill" and step in ("stop", "data", "commit") else f"restore.{step}.before"
     if action == "fail":
         point = f"restore.{step}.after" if step in ("data", "start", "verify") else f"restore.{step}.before"
-    if action == "controller":
+    if action == "cancel":
+        # The operator cancels the restore while the member's step has done
+        # its work and its result is not sent yet (its agent frozen there);
+        # the agent then goes on and sends a result the controller ignores.
+        point = f"restore.{step}.after"
+        rig.arm(member, point, "freeze")
+    elif action == "controller":
         # The controller is killed (SIGKILL) while a member's step has done
         # its work and its result is not sent yet (the member's agent frozen
         # there), and started again; the agent then goes on and sends the
         # result to the new controller process.
         point = f"restore.{step}.after"
         rig.arm(member, point, "freeze")
-    else:
+    elif action != "cancel":
         rig.arm(member, point, action)
     # Not --wait: a killed agent's rollback waits for the agent this test restarts.
     rc, out, err, rid = rig.restore(wait=False)
@@ -336,6 +342,13 @@ def fault_case(rig, step, member, action):
         os.kill(proc.pid, signal.SIGCONT)
         time.sleep(1)
         os.kill(slow.pid, signal.SIGCONT)
+    if action == "cancel":
+        name = rig.agent(member)
+        proc = rig.c.agents[name]
+        rig.c.wait_for(f"{name} frozen at {point}", lambda: stopped(proc.pid), timeout=120, interval=0.05)
+        crc, cout, cerr = rig.c.ctl("backup", "cancel", rid)
+        os.kill(proc.pid, signal.SIGCONT)
+        assert crc == 0, f"{why}: the cancel was refused: {cout}{cerr}"
     if action == "kill":
         # The agent is gone: its step fails when the controller loses it; its
         # rollback (or commit) waits for it. It comes back, as systemd would
@@ -353,6 +366,9 @@ def fault_case(rig, step, member, action):
         # failed at preflight ends before the thawed agent registers again.
         rig.c.wait_for(f"{rig.agent(member)} connected again", lambda: rig.c.connected(rig.agent(member)), timeout=60)
     state = lower_enum(r.get("state", ""), "set_state_")
+    if action == "cancel":
+        # What the operator reads says why it ended.
+        assert "cancelled by operator" in json.dumps(r), f"{why}: the restore does not say it was cancelled\n{json.dumps(r)[:3000]}"
     if action == "controller":
         # Nothing failed: the restore goes on where the killed controller
         # left it (its barriers are in the catalog) and completes.
@@ -415,9 +431,13 @@ def test_restores_repeat_and_one_is_refused_while_an_agent_is_offline(rig):
     rig.invariants(rig.backed_up, "restore after an agent restart")
 
 
+# And one case of the operator cancelling the restore mid-step: at start,
+# with m2's start done and not reported (its agent frozen there).
+CI_CASES = [r for r in CI_ROW if r[0] != "commit"] + [("start", 2, "cancel")]
+
+
 @pytest.mark.liveness(10)
-@pytest.mark.parametrize("step,member,action", [r for r in CI_ROW if r[0] != "commit"],
-                         ids=[f"{s}-m{m}-{a}" for s, m, a in CI_ROW if s != "commit"])
+@pytest.mark.parametrize("step,member,action", CI_CASES, ids=[f"{s}-m{m}-{a}" for s, m, a in CI_CASES])
 def test_fault_at_step(rig, step, member, action):
     fault_case(rig, step, rig.members[member], action)
     if step == "preflight":
@@ -607,7 +627,7 @@ if os.environ.get("CAIRN_FAULT_MATRIX") == "full":
     # member x fault (docs/testing.md gives the time it takes).
     @pytest.mark.liveness(10)
     @pytest.mark.parametrize("action", ["kill", "fail", "freeze",
-                                        pytest.param("controller", marks=pytest.mark.liveness(25))])
+                                        pytest.param("controller", marks=pytest.mark.liveness(25)), "cancel"])
     @pytest.mark.parametrize("step", STEPS)
     @pytest.mark.parametrize("kind", ["etcd", "zookeeper", "kafka"])
     def test_full_matrix(cluster, tmp_path, kind, step, action):
