@@ -33,6 +33,10 @@ void print_result(const RepoOptions& o, const repo::PruneResult& r, bool dry_run
                 {"deleted", count_json(r.deleted)},
                 {"unindexed_deleted", count_json(r.unindexed)},
                 {"leftovers_removed", {{"files", r.leftovers.packs}, {"bytes", r.leftovers.bytes}}},
+                {"versions_removed", {{"objects", r.versions_removed.packs}, {"bytes", r.versions_removed.bytes}}},
+                {"versions_retained",
+                 {{"objects", r.versions_retained.packs}, {"bytes", r.versions_retained.bytes},
+                  {"until", r.retained_until}, {"legal_holds", r.legal_holds}}},
                 {"written", count_json(r.written)},
                 {"unused_bytes_before", r.unused_bytes_before},
                 {"unused_bytes_after", r.unused_bytes_after},
@@ -58,6 +62,11 @@ void print_result(const RepoOptions& o, const repo::PruneResult& r, bool dry_run
   if (r.leftovers.packs)
     info(o, "temporary: " + std::to_string(r.leftovers.packs) + " files (" + human_bytes(r.leftovers.bytes) +
                 ") left by writes that never finished " + would + "removed");
+  if (r.versions_removed.packs)
+    info(o, "versions:  " + std::to_string(r.versions_removed.packs) + " versions (" + human_bytes(r.versions_removed.bytes) +
+                ") the store's Object Lock kept of deleted objects " +
+                (dry_run ? "would be removed where their retention has ended" : "removed"));
+  // Versions still retained: prune's own warning says so (the controller logs the same).
   info(o, "unused space left: " + human_bytes(r.unused_bytes_after));
   if (dry_run) info(o, "dry run: " + human_bytes(r.bytes_freed) + " would be freed; nothing was changed");
   else if (!r.changed) info(o, "nothing to prune");

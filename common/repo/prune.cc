@@ -311,6 +311,14 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
       res.leftovers.bytes += size;
     });
     freed += res.leftovers.bytes;
+    // Versions a store with Object Lock keeps of deleted objects (§ 7 below):
+    // found, not asked whether they may go yet.
+    if (r.backend().retains_deleted_versions())
+      r.backend().list_deleted_versions([&](const KeptVersion& v) {
+        if (v.marker) return;
+        ++res.versions_removed.packs;
+        res.versions_removed.bytes += v.size;
+      });
     uint64_t tree_bytes = 0, tree_blobs = 0, n_tree = 0, n_data = 0;
     for (PackInfo* p : repack)
       for (size_t i = 0; i < p->blobs.size(); ++i)
@@ -415,8 +423,52 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
     freed += size;
   }
 
+  // 7. A store with Object Lock keeps what a delete removes as a noncurrent
+  // version until its retention ends (issue 34): without this the space of
+  // every pack prune deleted stayed taken for good. Each version of a deleted
+  // object is removed once the store allows it; one still retained is counted
+  // with its date and tried again by the next prune. A key's delete markers go
+  // only with its last version: removing the marker of a key that still has a
+  // retained version would make that version the object again.
+  bool versions_changed = false;
+  if (r.backend().retains_deleted_versions()) try {
+    std::string key;
+    bool key_retained = false;
+    r.backend().list_deleted_versions([&](const KeptVersion& v) {
+      if (v.key != key) key = v.key, key_retained = false;
+      if (v.marker && key_retained) return;
+      if (opt.check_lock) opt.check_lock();
+      std::string kept = r.backend().remove_version(v);
+      if (kept.empty()) {
+        versions_changed = true;
+        if (v.marker) return;
+        ++res.versions_removed.packs;
+        res.versions_removed.bytes += v.size;
+        freed += v.size;
+        return;
+      }
+      key_retained = true;
+      ++res.versions_retained.packs;
+      res.versions_retained.bytes += v.size;
+      if (kept.rfind("until ", 0) == 0) res.retained_until = std::max(res.retained_until, kept.substr(6));
+      else ++res.legal_holds;
+    });
+    if (res.versions_retained.packs && opt.warn)
+      opt.warn(std::to_string(res.versions_retained.packs) + " version(s) of deleted objects (" +
+               std::to_string(res.versions_retained.bytes) + " bytes) are retained by the store's Object Lock" +
+               (res.retained_until.empty() ? "" : ", the last until " + res.retained_until) +
+               (res.legal_holds ? ", " + std::to_string(res.legal_holds) + " under a legal hold" : "") +
+               ": a prune after that removes them");
+  } catch (const Error& e) {
+    // Credentials without the rights to list or remove versions: what prune
+    // did above stands; the versions stay for the bucket's lifecycle rules.
+    if (e.code() != Errc::denied) throw;
+    if (opt.warn)
+      opt.warn(std::string("the versions the store's Object Lock keeps of deleted objects were not removed: ") + e.what());
+  }
+
   res.bytes_freed = freed > res.written.bytes ? freed - res.written.bytes : 0;
-  res.changed = rewrite_index || !drop.empty() || !leftovers.empty();
+  res.changed = rewrite_index || !drop.empty() || !leftovers.empty() || versions_changed;
   prog.phase = "done";
   report();
   for (const auto& p : r.load_index()) warn("index file '" + p.index_file + "' is unusable after prune: " + p.message);

@@ -59,6 +59,12 @@ struct PruneResult {
   PruneCount unindexed;    // packs in no index file, deleted
   PruneCount written;      // new packs (estimated with dry_run)
   PruneCount leftovers;    // packs: temporary files of writes that never finished (a writer killed), removed; bytes: their size
+  // A store with Object Lock (Backend::retains_deleted_versions): the versions it
+  // kept of deleted objects. packs: objects (delete markers not counted); bytes: their size.
+  PruneCount versions_removed;   // removed now (with dry_run: found, none removed)
+  PruneCount versions_retained;  // still under retention: the next prune tries them again
+  std::string retained_until;    // the latest retention date among them ("" when none has one)
+  uint64_t legal_holds = 0;      // of them, under a legal hold (no date: the operator lifts it)
   uint64_t unused_bytes_before = 0;  // unused and duplicate blob bytes
   uint64_t unused_bytes_after = 0;
   uint64_t bytes_freed = 0;

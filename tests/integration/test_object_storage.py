@@ -514,3 +514,96 @@ def test_local_cache_makes_an_unchanged_backup_cheap_and_is_never_trusted_over_t
     assert len(list((next(cache.iterdir()) / "snapshots").iterdir())) == 1
     out, _ = r.ok("check", "--read-data", env=env)
     assert "no errors were found" in out
+
+
+def versions_of(store, bucket, prefix):
+    """{key: [(version id, is a delete marker, is latest)]} under prefix, as the store lists them."""
+    out = {}
+    for page in store.client().get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for v in page.get("Versions", []):
+            out.setdefault(v["Key"], []).append((v["VersionId"], False, v["IsLatest"]))
+        for m in page.get("DeleteMarkers", []):
+            out.setdefault(m["Key"], []).append((m["VersionId"], True, m["IsLatest"]))
+    return out
+
+
+def deleted_keys(versions):
+    """Keys whose newest version is a delete marker: deleted, their bytes kept as old versions."""
+    return {k for k, vs in versions.items() if any(marker and latest for _, marker, latest in vs)}
+
+
+def test_prune_with_object_lock_reports_retained_versions_and_removes_them_once_retention_ends(store, tmp_path):
+    """S3 Object Lock (issue 34). A bucket with it on is versioned: prune's DELETE only
+    adds a delete marker and the bytes stay. prune does not fail on them, says how much
+    is retained and until when, and a prune after the date removes those versions (and
+    their markers): the space comes back. The bucket's default retention is a day at
+    least, so the test gives the packs a retention of seconds itself (GOVERNANCE, which
+    cairn never bypasses). A versioned bucket without Object Lock keeps its old versions:
+    they are the operator's safety net, left to the bucket's lifecycle rules."""
+    c = store.client()
+    results = {}
+    for locked in (True, False):
+        bucket = ("cairn-lock-" if locked else "cairn-vers-") + secrets.token_hex(4)
+        if locked:
+            c.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+        else:
+            c.create_bucket(Bucket=bucket)
+            c.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        (tmp_path / bucket).mkdir()
+        r = Repo(store.url(bucket, "repo"), tmp_path / bucket, store.credentials(tmp_path / f"{bucket}.cred"))
+        r.ok("init")
+        old, new = tmp_path / bucket / "old", tmp_path / bucket / "new"
+        old.mkdir()
+        new.mkdir()
+        write_random(old / "gone.bin", 6 << 20)
+        write_random(new / "kept.bin", 3 << 20)
+        old_id = summary_of(r.ok("backup", "--json", old)[0])["snapshot_id"]
+        r.ok("backup", new)
+        until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=20)
+        if locked:
+            for key in bucket_keys(store, bucket, "repo/data/"):
+                c.put_object_retention(Bucket=bucket, Key=key,
+                                       Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until})
+        r.ok("forget", old_id)
+        rc, out, err = r.run("prune", "--json")
+        assert rc == 0, (rc, out, err)
+        first = summary_of(out)
+        versions = versions_of(store, bucket, "repo/data/")
+        gone = deleted_keys(versions)
+        assert gone, f"prune deleted no pack: {versions}\n{out}\n{err}"
+        results[locked] = (r, bucket, first, err, gone, until, new)
+
+    # Object Lock on: the deleted packs' bytes are retained, reported with their date.
+    r, bucket, first, err, gone, until, new = results[True]
+    assert int(first["versions_retained"]["objects"]) == len(gone), (first, gone)
+    assert int(first["versions_retained"]["bytes"]) >= 6 << 20
+    assert first["versions_retained"]["until"].startswith(until.strftime("%Y-%m-%dT%H:%M")), first
+    assert "retained by the store's Object Lock" in err and "a prune after that removes them" in err, err
+    assert all(any(not marker for _, marker, _ in versions_of(store, bucket, k)[k]) for k in gone)
+    out, _ = r.ok("check", "--read-data")
+    assert "no errors were found" in out
+    # After the date: removed, markers too; nothing left of the deleted packs.
+    wait = (until - datetime.datetime.now(datetime.timezone.utc)).total_seconds() + 2
+    if wait > 0:
+        threading.Event().wait(wait)
+    rc, out, err = r.run("prune", "--json")
+    assert rc == 0, (rc, out, err)
+    second = summary_of(out)
+    # (and the versions of the locks and index files deleted since, under no retention)
+    assert int(second["versions_removed"]["objects"]) >= len(gone), second
+    assert int(second["versions_retained"]["objects"]) == 0, second
+    left = versions_of(store, bucket, "repo/data/")
+    assert not (set(left) & gone), {k: left[k] for k in set(left) & gone}
+    assert not deleted_keys(left), left
+    # The kept snapshot restores. (Every command's lock file leaves a version
+    # too: each prune removes those of the commands before it.)
+    r.ok("restore", "latest", "--target", tmp_path / "out-lock")
+    assert_same_tree(new, restored_path(tmp_path / "out-lock", new))
+    out, _ = r.ok("check", "--read-data")
+    assert "no errors were found" in out
+
+    # Versioning without Object Lock: the old versions are kept, and none is listed as prune's.
+    r, bucket, first, err, gone, _, new = results[False]
+    assert int(first["versions_removed"]["objects"]) == 0 and int(first["versions_retained"]["objects"]) == 0, first
+    left = versions_of(store, bucket, "repo/data/")
+    assert all(any(not marker for _, marker, _ in left[k]) for k in gone), left

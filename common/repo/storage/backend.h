@@ -49,6 +49,16 @@ struct StorageCounters {
   uint64_t bytes_sent = 0, bytes_received = 0;
 };
 
+// A version a versioning store keeps of an object the repository deleted
+// (S3 with Object Lock on the bucket: a delete adds a delete marker, and the
+// bytes stay as a noncurrent version until their retention ends).
+struct KeptVersion {
+  std::string key;      // the object's path relative to the repository ("data/ab/ab12...")
+  std::string version;  // the store's version id
+  uint64_t size = 0;
+  bool marker = false;  // a delete marker (no bytes)
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -78,6 +88,19 @@ class Backend {
   virtual void list_leftovers(const std::function<void(const std::string& path, uint64_t size)>& fn) { (void)fn; }
   // Removes one of them (only under the exclusive lock: no writer is live then).
   virtual void remove_leftover(const std::string& path) { (void)path; }
+  // Whether the store keeps what the repository deletes under a retention no
+  // delete can shorten (S3: Object Lock enabled on the bucket). Then prune
+  // removes those versions itself once the store allows (prune.cc § 7).
+  virtual bool retains_deleted_versions() { return false; }
+  // The versions the store keeps of deleted objects (those whose newest version
+  // is a delete marker), each key's versions before its delete markers.
+  virtual void list_deleted_versions(const std::function<void(const KeptVersion&)>& fn) { (void)fn; }
+  // Removes one such version: "" when it is gone, else what keeps it ("until
+  // 2026-12-01T10:00:00Z", "a legal hold"). Never bypasses a retention.
+  virtual std::string remove_version(const KeptVersion& v) {
+    (void)v;
+    return {};
+  }
   virtual StorageCounters counters() const { return {}; }
   // create_exclusive() is atomic against other writers (claims of writers sharing
   // data, § 13.1). A remote store is asked once, by trying (s3: If-None-Match may be

@@ -65,6 +65,22 @@ class RetryingBackend final : public Backend {
       return 0;
     });
   }
+  bool retains_deleted_versions() override {
+    return run("ask about Object Lock", "", [&] { return in_->retains_deleted_versions(); });
+  }
+  void list_deleted_versions(const std::function<void(const KeptVersion&)>& fn) override {
+    // Retried whole, as list(); versions seen in a failed try are not passed on twice.
+    std::unordered_set<std::string> seen;
+    run("list versions", "", [&] {
+      in_->list_deleted_versions([&](const KeptVersion& v) {
+        if (seen.insert(v.key + '\n' + v.version).second) fn(v);
+      });
+      return 0;
+    });
+  }
+  std::string remove_version(const KeptVersion& v) override {
+    return run("delete a version of", v.key, [&] { return in_->remove_version(v); });
+  }
   void list_leftovers(const std::function<void(const std::string&, uint64_t)>& fn) override { in_->list_leftovers(fn); }
   void remove_leftover(const std::string& path) override { in_->remove_leftover(path); }
   std::string cache_dir() const override { return in_->cache_dir(); }

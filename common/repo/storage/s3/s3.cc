@@ -6,6 +6,7 @@
 // completed only when every part is in), so there are no leftovers.
 #include <atomic>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <random>
 
@@ -209,6 +210,94 @@ class S3Backend final : public Backend {
       token = xml_value(x, "NextContinuationToken");
       if (token.empty()) throw Error(Errc::io, "the store listed '" + display(pfx) + "' as truncated without a continuation token");
     }
+  }
+
+  // Object Lock (issue 34). With it on, the bucket is versioned: a DELETE
+  // without a version id only adds a delete marker, and the bytes stay as a
+  // noncurrent version until their retention ends. Without Object Lock the
+  // versions of a versioned bucket are the operator's safety net, left to the
+  // bucket's lifecycle rules: cairn never removes versions there.
+  bool retains_deleted_versions() override {
+    auto r = send("GET", "", {{"object-lock", ""}}, {}, {});
+    if (r.status == 200) return xml_value(std::string(r.body.begin(), r.body.end()), "ObjectLockEnabled") == "Enabled";
+    const std::string code = error_code(r);
+    if (code == "NoSuchBucket") fail(r, "ask about Object Lock of", "");
+    // No configuration (ObjectLockConfigurationNotFoundError), or a store without the feature.
+    if (r.status == 404 || r.status == 400 || r.status == 501) return false;
+    if (r.status == 401 || r.status == 403) {
+      storage_log("cannot read the Object Lock configuration of '" + display("") + "' with the credentials from " +
+                  creds_.describe() + " (" + code + "): versions the store may keep of deleted objects are left to its "
+                  "lifecycle rules (grant s3:GetBucketObjectLockConfiguration for prune to remove them)");
+      return false;
+    }
+    fail(r, "ask about Object Lock of", "");
+  }
+
+  void list_deleted_versions(const std::function<void(const KeptVersion&)>& fn) override {
+    const std::string root = u_.prefix.empty() ? "" : u_.prefix + "/";
+    struct Entries {
+      std::vector<KeptVersion> versions, markers;
+      bool deleted = false;  // its newest version is a delete marker
+    };
+    std::map<std::string, Entries> by_key;
+    std::string key_marker, version_marker;
+    for (;;) {
+      std::vector<std::pair<std::string, std::string>> q{{"prefix", root}, {"versions", ""}};
+      if (!key_marker.empty()) {
+        q.emplace_back("key-marker", key_marker);
+        if (!version_marker.empty()) q.emplace_back("version-id-marker", version_marker);
+      }
+      auto r = send("GET", "", q, {}, {});
+      if (r.status != 200) fail(r, "list the versions in", root);
+      const std::string x(r.body.begin(), r.body.end());
+      for (const std::string tag : {"Version", "DeleteMarker"}) {
+        const std::string open = "<" + tag + ">", close = "</" + tag + ">";
+        for (size_t pos = 0;;) {
+          size_t a = x.find(open, pos);
+          if (a == std::string::npos) break;
+          size_t end = x.find(close, a);
+          if (end == std::string::npos) break;
+          pos = end;
+          auto field = [&](const char* t) {
+            size_t p = a;
+            return xml_value(x, t, &p, end);
+          };
+          std::string k = field("Key"), v = field("VersionId");
+          if (k.size() <= root.size() || k.compare(0, root.size(), root) != 0 || v.empty()) continue;
+          KeptVersion kv{k.substr(root.size()), v, std::strtoull(field("Size").c_str(), nullptr, 10), tag == "DeleteMarker"};
+          Entries& e = by_key[kv.key];
+          if (kv.marker && field("IsLatest") == "true") e.deleted = true;
+          (kv.marker ? e.markers : e.versions).push_back(std::move(kv));
+        }
+      }
+      if (xml_value(x, "IsTruncated") != "true") break;
+      key_marker = xml_value(x, "NextKeyMarker");
+      version_marker = xml_value(x, "NextVersionIdMarker");
+      if (key_marker.empty())
+        throw Error(Errc::io, "the store listed the versions in '" + display(root) + "' as truncated without a next key");
+    }
+    for (const auto& [k, e] : by_key) {
+      if (!e.deleted) continue;  // a current object: its old versions are the bucket's to keep
+      for (const auto& v : e.versions) fn(v);
+      for (const auto& m : e.markers) fn(m);
+    }
+  }
+
+  std::string remove_version(const KeptVersion& v) override {
+    const std::string k = u_.prefix.empty() ? v.key : u_.prefix + "/" + v.key;
+    // Never with x-amz-bypass-governance-retention: a retention is the operator's to end.
+    auto r = send("DELETE", k, {{"versionId", v.version}}, {}, {});
+    if (r.status == 204 || r.status == 200 || r.status == 404) return {};
+    if (r.status == 400 || r.status == 403) {
+      auto h = send("HEAD", k, {{"versionId", v.version}}, {}, {});
+      if (h.header("x-amz-object-lock-legal-hold") == "ON") return "a legal hold";
+      if (std::string until = h.header("x-amz-object-lock-retain-until-date"); !until.empty()) return "until " + until;
+      if (r.status == 403)
+        throw Error(Errc::denied, "the store refused to delete version '" + v.version + "' of '" + display(k) +
+                                      "' with the credentials from " + creds_.describe() + " (" + error_code(r) +
+                                      "), and it is under no retention: run maintenance where the controller's credentials are");
+    }
+    fail(r, "delete version '" + v.version + "' of", k);
   }
 
   std::string cache_dir() const override { return cache_dir_; }
