@@ -285,7 +285,13 @@ void Server::render_status() {
   try {
     StatusSources src{catalog_, *fleet_, *maintenance_, publisher_.get(), {}};
     for (const auto& r : config_.repositories) src.repositories.push_back(r.name);
-    http_->set_content(render_metrics(src), render_status_page(src, config_.controller_id));
+    // /metrics first, then the page (a call's arguments are evaluated in no
+    // fixed order): a repository measured between the two renders is on the
+    // page no later than in /metrics, so what /metrics shows the page shows
+    // too (CI once saw the page one render behind /metrics).
+    std::string metrics = render_metrics(src);
+    std::string page = render_status_page(src, config_.controller_id);
+    http_->set_content(std::move(metrics), std::move(page));
   } catch (const std::exception& e) {
     spdlog::error("http: cannot render the metrics and status page: {}", e.what());
   }
