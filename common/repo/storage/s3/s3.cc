@@ -284,7 +284,7 @@ class S3Backend final : public Backend {
   }
 
   std::string remove_version(const KeptVersion& v) override {
-    const std::string k = u_.prefix.empty() ? v.key : u_.prefix + "/" + v.key;
+    const std::string k = key_of(v.key);
     // Never with x-amz-bypass-governance-retention: a retention is the operator's to end.
     auto r = send("DELETE", k, {{"versionId", v.version}}, {}, {});
     if (r.status == 204 || r.status == 200 || r.status == 404) return {};
@@ -308,7 +308,9 @@ class S3Backend final : public Backend {
   }
 
  private:
-  std::string key(const Handle& h) const { return u_.prefix.empty() ? object_path(h) : u_.prefix + "/" + object_path(h); }
+  std::string key(const Handle& h) const { return key_of(object_path(h)); }
+  // The store's key of a path relative to the repository.
+  std::string key_of(const std::string& path) const { return u_.prefix.empty() ? path : u_.prefix + "/" + path; }
 
   std::string display(const std::string& k) const { return loc_.substr(0, loc_.size() - (u_.prefix.empty() ? 0 : u_.prefix.size() + 1)) + (k.empty() ? "" : "/" + k); }
 
