@@ -199,6 +199,7 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     if (!dd.etcd_auth_file.empty()) require_absolute(dr, "etcd_auth_file", dd.etcd_auth_file);
     dd.java = dr.string_or("java", dd.java);
     dd.prometheus = dr.string_or("prometheus", dd.prometheus);
+    dd.haproxy = dr.string_or("haproxy", dd.haproxy);
     dd.zookeeper_jar = dr.string_or("zookeeper_jar", dd.zookeeper_jar);
     require_absolute(dr, "zookeeper_jar", dd.zookeeper_jar);
     if (auto v = dr.integer("java_heap_mb", 64, 1 << 20)) dd.java_heap_mb = uint32_t(*v);

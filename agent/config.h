@@ -47,6 +47,7 @@ struct DrillDecl {
   std::string java = "java", zookeeper_jar = "/usr/share/java/zookeeper.jar";
   uint32_t java_heap_mb = 512;
   std::string prometheus = "prometheus";
+  std::string haproxy = "haproxy";
 };
 
 struct AgentConfig {

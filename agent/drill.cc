@@ -7,6 +7,9 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -30,11 +33,15 @@
 
 #include "agent/drivers/etcd/etcd_driver.h"
 #include "agent/drivers/etcd/snapshot_stream.h"
+#include "agent/drivers/haproxy/cfg_parser.h"
+#include "agent/drivers/haproxy/haproxy_driver.h"
+#include "agent/drivers/haproxy/runtime.h"
 #include "agent/drivers/zookeeper/four_letter.h"
 #include "agent/drivers/zookeeper/layout.h"
 #include "agent/drivers/zookeeper/staging.h"
 #include "agent/platform/http.h"
 #include "agent/platform/process.h"
+#include "agent/platform/socket_client.h"
 #include "common/repo/memory.h"
 #include "common/repo/repository.h"
 #include "common/repo/restorer.h"
@@ -125,6 +132,19 @@ void remove_cgroup(const std::string& dir) {
   spdlog::warn("drill: cgroup '{}' could not be removed", dir);
 }
 
+// A process confined to a directory of the sandbox as its whole filesystem
+// (an HAProxy drill: the restored files at the paths its configuration
+// names): a mount namespace of its own, the host's libraries and the
+// server's binary mounted read-only at their paths, the root pivoted there
+// and the old one detached, then only the capabilities a server needs to
+// bind, drop to its user and chroot. Everything it writes (pid file, Unix
+// sockets) lands in the sandbox; nothing else of the host is reachable.
+struct Confinement {
+  std::string root;                                       // the new root (a sandbox directory, prepared)
+  std::vector<std::pair<std::string, std::string>> binds;  // host path -> mount point inside root (made already)
+  std::vector<int> keep_caps;                             // the capability bounding set left
+};
+
 // One drill's sandbox: its directory, its cgroup and the processes started
 // in it. The destructor kills them and removes everything.
 class Sandbox {
@@ -175,13 +195,16 @@ class Sandbox {
   // thread's network namespace, in the sandbox's cgroup, with its output in
   // log and a clean environment; it dies with the calling thread.
   pid_t spawn(const std::vector<std::string>& argv, const std::string& log, std::vector<std::string> extra_env = {},
-              const std::string& err_log = {}) {
+              const std::string& err_log = {}, const Confinement* confine = nullptr) {
     const std::string exe = platform::program_path(argv.at(0));
     if (exe.empty()) throw Error(Errc::not_found, "'" + argv.at(0) + "' is not an executable on the agent's PATH");
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    std::string home = "HOME=" + dir_;
+    std::string home = "HOME=" + (confine ? std::string("/") : dir_);
+    std::vector<std::pair<std::string, std::string>> binds;  // host path, full mount point
+    if (confine)
+      for (const auto& [from, to] : confine->binds) binds.emplace_back(from, confine->root + to);
     std::vector<std::string> envs = {"PATH=/usr/local/bin:/usr/bin:/bin", home, "LANG=C"};
     for (auto& e : extra_env) envs.push_back(std::move(e));
     std::vector<char*> env;
@@ -217,7 +240,37 @@ class Sandbox {
       ::dup2(null, 0);
       ::dup2(out, 1);
       ::dup2(err, 2);
-      if (::chdir(dir_.c_str()) != 0) ::_exit(127);
+      if (confine) {
+        auto die = [](const char* what) {
+          const char* pre = "cairn drill sandbox: ";
+          (void)!::write(2, pre, std::strlen(pre));
+          (void)!::write(2, what, std::strlen(what));
+          (void)!::write(2, " failed\n", 8);
+          ::_exit(126);
+        };
+        const char* root = confine->root.c_str();
+        if (::unshare(CLONE_NEWNS) != 0) die("unshare(CLONE_NEWNS)");
+        if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) die("making / private");
+        if (::mount(root, root, nullptr, MS_BIND, nullptr) != 0) die("binding the root");
+        if (::mount(nullptr, root, nullptr, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV, nullptr) != 0) die("remounting the root");
+        for (const auto& [from, to] : binds) {
+          if (::mount(from.c_str(), to.c_str(), nullptr, MS_BIND, nullptr) != 0) die("a read-only bind");
+          unsigned long flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID;
+          if (::mount(nullptr, to.c_str(), nullptr, flags, nullptr) != 0) die("remounting a bind read-only");
+        }
+        if (::chdir(root) != 0) die("chdir to the root");
+        if (::syscall(SYS_pivot_root, ".", ".") != 0) die("pivot_root");
+        if (::umount2(".", MNT_DETACH) != 0) die("detaching the host's root");
+        if (::chdir("/") != 0) die("chdir /");
+        for (int cap = 0; cap < 64; ++cap) {
+          bool keep = false;
+          for (int k : confine->keep_caps) keep = keep || k == cap;
+          if (!keep && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) die("dropping a capability");
+        }
+        if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
+      } else if (::chdir(dir_.c_str()) != 0) {
+        ::_exit(127);
+      }
       ::execve(exe.c_str(), args.data(), env.data());
       ::_exit(127);
     }
@@ -245,9 +298,9 @@ class Sandbox {
     std::string out, why;
   };
   Ran run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout, const std::atomic<bool>* cancel,
-          std::vector<std::string> env = {}) {
+          std::vector<std::string> env = {}, const Confinement* confine = nullptr) {
     const std::string log = dir_ + "/tool-" + std::to_string(++tools_) + ".out", err_log = log + ".err";
-    pid_t pid = spawn(argv, log, std::move(env), err_log);
+    pid_t pid = spawn(argv, log, std::move(env), err_log, confine);
     auto until = Clock::now() + timeout;
     int status = 0;
     Ran r;
@@ -873,6 +926,335 @@ void drill_prometheus(const DrillDecl& d, Sandbox& box, const repo::Snapshot& sn
   rep.phases["check"] = seconds_since(t);
 }
 
+// HAProxy's directives that run code of their own (Lua, external health
+// checks, programs, an OpenSSL engine or provider): a drill starts no
+// configuration that has one, since `haproxy -c` alone would run it.
+bool haproxy_runs_code(const std::vector<haproxy::Word>& w, const std::string& section) {
+  static const std::set<std::string> kCode = {"lua-load", "lua-load-per-thread", "lua-prepend-path", "external-check",
+                                              "ssl-engine", "ssl-provider", "ssl-provider-path", "program", "insecure-fork-wanted"};
+  if (w.empty()) return false;
+  if (kCode.count(w[0].text)) return true;
+  if (w[0].text == "option" && w.size() > 1 && w[1].text == "external-check") return true;
+  return section == "program";
+}
+
+// A path inside the sandbox's root that the drill mounts a host path on (or
+// makes a directory of): every component below root must be a directory the
+// restore made or none at all (no symlink out of the sandbox), and a mount
+// point must not hide restored files. "" when made; else why not.
+std::string haproxy_mount_point(const std::string& root, const std::string& abs, bool dir, bool empty_dir_only = true) {
+  std::string at = root;
+  size_t i = 1;
+  while (i <= abs.size()) {
+    size_t j = abs.find('/', i);
+    if (j == std::string::npos) j = abs.size();
+    const std::string part = abs.substr(i, j - i);
+    i = j + 1;
+    if (part.empty() || part == ".") continue;
+    if (part == "..") return "'" + abs + "' climbs out of the sandbox";
+    at += "/" + part;
+    const bool last = i > abs.size();
+    struct stat st {};
+    if (::lstat(at.c_str(), &st) != 0) {
+      if (errno != ENOENT) return "cannot read '" + at + "': " + std::strerror(errno);
+      if (!last || dir) {
+        if (::mkdir(at.c_str(), 0755) != 0) return "cannot make '" + at + "': " + std::strerror(errno);
+      } else {
+        int fd = ::open(at.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0) return "cannot make '" + at + "': " + std::strerror(errno);
+        ::close(fd);
+      }
+      continue;
+    }
+    if (S_ISLNK(st.st_mode)) return "the snapshot holds a symbolic link at '" + abs.substr(0, j) + "', where the sandbox needs a directory";
+    if (!last || dir) {
+      if (!S_ISDIR(st.st_mode)) return "the snapshot holds a file at '" + abs.substr(0, j) + "', where the sandbox needs a directory";
+      if (last && empty_dir_only && !fs::is_empty(at)) return "the snapshot holds files under '" + abs + "', which the sandbox mounts from the host";
+    } else if (!S_ISREG(st.st_mode) || st.st_size != 0) {
+      return "the snapshot holds '" + abs + "', which the sandbox mounts from the host";
+    }
+  }
+  return {};
+}
+
+std::string parent_of(const std::string& p) {
+  auto k = p.rfind('/');
+  return k == 0 || k == std::string::npos ? "/" : p.substr(0, k);
+}
+
+// HAProxy: the restored configuration checked (`haproxy -c`) and started with
+// the sandbox as its whole filesystem (Confinement), so it reads the restored
+// files at the paths it names and writes only into the sandbox, on the
+// addresses it names (the drill's network namespace accepts any local
+// address); the saved runtime state set back over a stats socket of the
+// drill's own, as a restore would; then every frontend open, every recorded
+// server's forced state and weight, every saved map and stick table, and
+// every referenced certificate loaded.
+void drill_haproxy(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, const std::string& restored, Report& rep,
+                   const std::atomic<bool>* cancel, const std::function<void(const std::string&)>& phase) {
+  const nlohmann::json& rec = snap.component;
+  std::vector<std::string> config;
+  if (rec.contains("config") && rec["config"].is_array())
+    for (const auto& c : rec["config"])
+      if (c.is_string() && c.get<std::string>().starts_with("/") && c.get<std::string>().find("/../") == std::string::npos)
+        config.push_back(c.get<std::string>());
+  if (config.empty()) {
+    rep.fail(v1::ERROR_CODE_VERIFY_FAILED,
+             "the backup recorded no HAProxy configuration paths (backups taken before cairn recorded them); take a new backup to drill");
+    return;
+  }
+  haproxy::ParseOptions po;
+  po.read_root = restored;
+  haproxy::ParseResult parsed = haproxy::parse_config(config, po);
+  if (!parsed.errors.empty()) {
+    rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the restored HAProxy configuration cannot be read: " + parsed.errors.front());
+    return;
+  }
+  // Code of its own refused; the directories it writes in made.
+  std::string code;
+  std::vector<std::string> dirs = {"/tmp", "/run", "/var/run"};
+  for (const auto& f : parsed.files) {
+    if (f.crt_list) continue;
+    std::istringstream in(read_text(restored + f.path));
+    std::string section;
+    uint32_t n = 0;
+    for (std::string raw; std::getline(in, raw);) {
+      ++n;
+      auto l = haproxy::tokenize_line(raw);
+      const auto& w = l.words;
+      if (w.empty()) continue;
+      static const std::set<std::string> kSections = {"global", "defaults", "frontend", "backend", "listen", "peers", "resolvers",
+                                                      "userlist", "program", "mailers", "http-errors", "ring", "cache", "log-forward"};
+      if (kSections.count(w[0].text)) section = w[0].text;
+      if (code.empty() && haproxy_runs_code(w, section)) code = "'" + w[0].text + "' at " + f.path + ":" + std::to_string(n);
+      auto unix_path = [](const std::string& a) -> std::string {
+        if (a.starts_with("/")) return a;
+        if (a.starts_with("unix@/")) return a.substr(5);
+        return {};
+      };
+      if (w[0].text == "chroot" && w.size() > 1 && w[1].text.starts_with("/")) dirs.push_back(w[1].text);
+      if (w[0].text == "pidfile" && w.size() > 1 && w[1].text.starts_with("/")) dirs.push_back(parent_of(w[1].text));
+      if (w[0].text == "stats" && w.size() > 2 && w[1].text == "socket" && !unix_path(w[2].text).empty())
+        dirs.push_back(parent_of(unix_path(w[2].text)));
+      if (w[0].text == "bind" && w.size() > 1 && !unix_path(w[1].text).empty()) dirs.push_back(parent_of(unix_path(w[1].text)));
+    }
+  }
+  if (!rep.check("runs no code of its own (Lua, external checks, programs, SSL engines)", "none", code.empty() ? "none" : code,
+                 code.empty())) {
+    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "the restored HAProxy configuration runs code of its own (" + code +
+                                                  "): a drill does not start it, since even `haproxy -c` would run that code");
+    return;
+  }
+
+  // The root: the restored tree, with the host's libraries and haproxy's
+  // binary mounted read-only at their paths.
+  const std::string exe = platform::program_path(d.haproxy);
+  if (exe.empty()) throw Error(Errc::not_found, "'" + d.haproxy + "' is not an executable on the agent's PATH");
+  Confinement conf;
+  conf.root = restored;
+  // CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_SETGID, CAP_SETUID,
+  // CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_SYS_RESOURCE: bind, raise its
+  // file limit, chroot and drop to its user; nothing that mounts, traces,
+  // kills another user's process or reaches a device.
+  conf.keep_caps = {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_SETGID, CAP_SETUID, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_SYS_RESOURCE};
+  std::string problem;
+  auto bind = [&](const std::string& host, bool dir) {
+    if (!problem.empty()) return;
+    struct stat st {};
+    if (::lstat(host.c_str(), &st) != 0) return;  // this host has none
+    if (S_ISLNK(st.st_mode) && dir) {
+      // /lib -> usr/lib on a merged /usr: the same link in the sandbox.
+      std::error_code ec;
+      const std::string target = fs::read_symlink(host, ec).string();
+      const std::string at = restored + host;
+      if (ec) return;
+      if (fs::is_symlink(fs::symlink_status(at, ec))) {
+        if (fs::read_symlink(at, ec).string() != target) problem = "the snapshot holds a symbolic link at '" + host + "'";
+        return;
+      }
+      if (fs::exists(fs::symlink_status(at, ec))) {
+        problem = "the snapshot holds '" + host + "', which the sandbox links as the host does";
+        return;
+      }
+      if (auto why = haproxy_mount_point(restored, parent_of(host), true, false); !why.empty()) {
+        problem = why;
+        return;
+      }
+      if (::symlink(target.c_str(), at.c_str()) != 0) problem = "cannot link '" + at + "': " + std::strerror(errno);
+      return;
+    }
+    if (dir != S_ISDIR(::stat(host.c_str(), &st) == 0 ? st.st_mode : 0)) return;
+    if (auto why = haproxy_mount_point(restored, host, dir); !why.empty()) {
+      problem = why;
+      return;
+    }
+    conf.binds.emplace_back(host, host);
+  };
+  for (const char* p : {"/lib", "/lib64", "/lib32", "/usr/lib", "/usr/lib64", "/usr/lib32"}) bind(p, true);
+  bind(exe, false);
+  for (const char* p : {"/etc/ld.so.cache", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/localtime", "/dev/null",
+                        "/dev/zero", "/dev/urandom", "/dev/random"}) {
+    std::error_code ec;
+    if (fs::exists(fs::symlink_status(restored + p, ec)) && std::string_view(p).starts_with("/etc/") &&
+        fs::is_regular_file(fs::symlink_status(restored + p, ec)))
+      continue;  // the snapshot's own copy (backed up as a referenced file): it serves as well
+    bind(p, false);
+  }
+  for (const auto& dir : dirs)
+    if (problem.empty()) problem = haproxy_mount_point(restored, dir, true, false);
+  const std::string own = "/.cairn-drill";
+  if (problem.empty()) problem = haproxy_mount_point(restored, own, true);
+  if (!problem.empty()) {
+    rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the HAProxy drill's sandbox cannot be made: " + problem);
+    return;
+  }
+  {
+    std::ofstream extra(restored + own + "/stats.cfg");
+    extra << "# added by the drill: a stats socket of its own (docs/drills.md)\nglobal\n    stats socket " << own
+          << "/admin.sock mode 600 level admin\n";
+  }
+  // Any address the configuration binds, in this namespace only.
+  for (const char* knob : {"/proc/sys/net/ipv4/ip_nonlocal_bind", "/proc/sys/net/ipv6/ip_nonlocal_bind"}) write_text(knob, "1");
+  std::vector<std::string> args = {exe};
+  for (const auto& c : config) args.insert(args.end(), {"-f", c});
+  args.insert(args.end(), {"-f", own + "/stats.cfg"});
+
+  auto t = Clock::now();
+  phase("start");
+  std::vector<std::string> check_args = args;
+  check_args.insert(check_args.begin() + 1, "-c");
+  auto checked = box.run(check_args, std::chrono::seconds(60), cancel, {}, &conf);
+  if (!rep.check("haproxy -c", "valid", checked.ok ? std::string("valid") : checked.why, checked.ok)) {
+    rep.phases["start"] = seconds_since(t);
+    return;
+  }
+  args.insert(args.begin() + 1, "-db");  // in the foreground whatever 'daemon' says: the drill holds its PID
+  const std::string log = box.dir() + "/haproxy.log";
+  pid_t server = box.spawn(args, log, {}, {}, &conf);
+  // The socket's path can exceed a Unix socket's 107 bytes: reached through
+  // a descriptor of its directory.
+  int own_fd = ::open((restored + own).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (own_fd < 0) throw_errno("opening", restored + own, errno);
+  struct CloseAtEnd {
+    int fd;
+    ~CloseAtEnd() { ::close(fd); }
+  } close_own{own_fd};
+  platform::SocketAddress sock;
+  sock.unix_path = "/proc/self/fd/" + std::to_string(own_fd) + "/admin.sock";
+  auto cli = [&](const std::string& command) { return platform::socket_exchange(sock, command + "\n", std::chrono::seconds(10)); };
+  std::string version;
+  if (!wait_started(d, box, server, log, "HAProxy", "HAProxy serving", "serving", cancel, rep, t, [&]() -> std::string {
+        auto info = haproxy::parse_info(platform::socket_exchange(sock, "show info\n", std::chrono::seconds(2)));
+        version = info["Version"];
+        return version.empty() ? "the stats socket answers without a version" : "";
+      }))
+    return;
+
+  t = Clock::now();
+  phase("check");
+  // The runtime state back, as a restore sets it.
+  const std::string runtime_path = rec.value("runtime_path", std::string());
+  haproxy::RuntimeState saved;
+  bool have_runtime = false;
+  if (!runtime_path.empty() && fs::exists(restored + runtime_path + "/runtime.json")) {
+    saved = haproxy::runtime_from_json(nlohmann::json::parse(read_text(restored + runtime_path + "/runtime.json"), nullptr, false));
+    have_runtime = true;
+    auto applied = haproxy::apply_runtime(saved, cli);
+    rep.check("runtime state set back (commands)", applied.commands, applied.commands - applied.problems.size(), applied.problems.empty());
+    for (size_t i = 0; i < applied.problems.size() && i < 5; ++i)
+      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, applied.problems[i].first, applied.problems[i].second);
+  } else if (rec.contains("server_state")) {
+    rep.check("runtime state in the snapshot", runtime_path, "absent", false);
+  }
+  // Every frontend open: `show stat`'s FRONTEND rows.
+  {
+    std::istringstream in(cli("show stat"));
+    std::string header;
+    std::getline(in, header);
+    std::vector<std::string> cols;
+    {
+      std::istringstream h(header.starts_with("# ") ? header.substr(2) : header);
+      for (std::string c; std::getline(h, c, ',');) cols.push_back(c);
+    }
+    auto col = [&](const std::string& name) { return size_t(std::find(cols.begin(), cols.end(), name) - cols.begin()); };
+    const size_t sv = col("svname"), st = col("status"), px = col("pxname");
+    int64_t frontends = 0, open = 0;
+    std::string closed;
+    for (std::string row; std::getline(in, row);) {
+      std::vector<std::string> f;
+      std::istringstream r(row);
+      for (std::string c; std::getline(r, c, ',');) f.push_back(c);
+      if (f.size() <= std::max(sv, st) || f[sv] != "FRONTEND") continue;
+      ++frontends;
+      if (f[st] == "OPEN") ++open;
+      else if (px < f.size()) closed += (closed.empty() ? "" : ", ") + f[px] + " " + f[st];
+    }
+    rep.check("frontends open", frontends, closed.empty() ? nlohmann::json(open) : nlohmann::json(closed), frontends > 0 && open == frontends);
+  }
+  // The servers' forced states and weights the backup recorded.
+  if (rec.contains("server_state") && rec["server_state"].is_array()) {
+    auto diffs = haproxy::compare_servers(rec, haproxy::parse_servers_state(cli("show servers state")));
+    rep.check("servers' forced state and weight as recorded", rec["server_state"].size(), rec["server_state"].size() - diffs.size(),
+              diffs.empty());
+    for (size_t i = 0; i < diffs.size() && i < 5; ++i) rep.reasons.push_back(diffs[i]);
+  }
+  if (have_runtime) {
+    size_t want = 0, found = 0;
+    for (const auto& [file, entries] : saved.maps) {
+      auto now = haproxy::parse_map_dump(cli("show map " + haproxy::cli_escape(file)));
+      auto a = entries;
+      std::sort(a.begin(), a.end());
+      std::sort(now.begin(), now.end());
+      want += a.size();
+      for (const auto& e : a)
+        if (std::binary_search(now.begin(), now.end(), e)) ++found;
+      if (a.size() != now.size()) found = std::min(found, want - 1);
+    }
+    rep.check("map entries as recorded", want, found, found == want);
+    size_t keys = 0, present = 0;
+    for (const auto& [table, entries] : saved.tables) {
+      std::set<std::string> now;
+      for (const auto& e : haproxy::parse_table_dump(cli("show table " + haproxy::cli_escape(table.name)))) now.insert(e.key);
+      keys += entries.size();
+      for (const auto& e : entries) present += now.count(e.key);
+    }
+    rep.check("stick-table entries as recorded", keys, present, present == keys);
+  }
+  // Every certificate the configuration names, loaded.
+  {
+    std::set<std::string> loaded;
+    std::istringstream in(cli("show ssl cert"));
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty() && line[0] != '#') loaded.insert(line);
+    std::set<std::string> want;
+    for (const auto& r : parsed.refs) {
+      if (r.kind != haproxy::RefKind::crt || r.path.empty()) continue;
+      std::error_code ec;
+      if (fs::is_directory(restored + r.path, ec)) {
+        for (const auto& e : fs::directory_iterator(restored + r.path, ec)) {
+          const std::string name = e.path().filename().string();
+          if (!e.is_regular_file() || name.ends_with(".key") || name.ends_with(".ocsp") || name.ends_with(".issuer") ||
+              name.ends_with(".sctl"))
+            continue;
+          want.insert(r.path + "/" + name);
+        }
+      } else {
+        want.insert(r.path);
+      }
+    }
+    std::string missing;
+    size_t found = 0;
+    for (const auto& w : want) {
+      if (loaded.count(w)) ++found;
+      else if (missing.size() < 300) missing += (missing.empty() ? "" : ", ") + w;
+    }
+    rep.check("certificates loaded", want.size(), found, found == want.size());
+    if (!missing.empty()) rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "haproxy did not load the certificate(s) " + missing);
+  }
+  rep.checks.push_back({{"name", "haproxy version"}, {"expected", rec.value("haproxy_version", std::string())}, {"found", version}, {"ok", true}});
+  rep.phases["check"] = seconds_since(t);
+}
+
 }  // namespace drill_internal
 
 std::vector<std::string> drillable_drivers(const DrillDecl& d) {
@@ -880,6 +1262,7 @@ std::vector<std::string> drillable_drivers(const DrillDecl& d) {
   if (platform::find_program(d.etcd) && platform::find_program(d.etcdctl)) out.push_back("etcd");
   if (platform::find_program(d.java) && ::access(d.zookeeper_jar.c_str(), R_OK) == 0) out.push_back("zookeeper");
   if (platform::find_program(d.prometheus)) out.push_back("prometheus");
+  if (platform::find_program(d.haproxy)) out.push_back("haproxy");
   return out;
 }
 
@@ -1019,6 +1402,7 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
           try {
             if (driver == "etcd") drill_etcd(d, box, snap, root, rep, &stop, phase);
             else if (driver == "zookeeper") drill_zookeeper(d, box, snap, root, rep, &stop, phase);
+            else if (driver == "haproxy") drill_haproxy(d, box, snap, root, rep, &stop, phase);
             else drill_prometheus(d, box, snap, root, rep, &stop, phase);
           } catch (...) {
             box.kill_all();  // while this thread (their parent) still runs

@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import time
 import urllib.request
 
@@ -432,3 +433,89 @@ def test_a_prometheus_drill_opens_the_backed_up_tsdb_and_answers_for_every_block
         assert sandbox_processes(tmp_path / "drills") == [] and list((tmp_path / "drills").iterdir()) == []
     finally:
         prom.stop()
+
+
+def test_a_haproxy_drill_starts_the_restored_configuration_confined_and_leaves_the_live_one_alone(cluster, tmp_path):
+    """The restored configuration (same paths, same addresses and ports as the
+    live one, same stats socket path) is checked and started with the sandbox
+    as its whole filesystem, in the drill's own network namespace: the saved
+    runtime state comes back there and is checked, while the live haproxy
+    keeps its PID, its socket, its listeners and its files. A configuration
+    `haproxy -c` refuses, and one that loads Lua, each fail the drill with
+    their reason; the Lua is never run."""
+    from servers_haproxy import Haproxy, free_port, make_certificate
+    from test_haproxy import component_toml, tree, write_config
+    c = cluster
+    etc = tmp_path / "haproxy" / "etc"
+    (etc / "certs").mkdir(parents=True)
+    h = Haproxy(tmp_path / "haproxy", [etc / "haproxy.cfg", etc / "conf.d"])
+    make_certificate(etc / "certs" / "site.pem", "site.example")
+    http_port = free_port()
+    write_config(etc, http_port, free_port(), h.socket)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    h.start()
+    try:
+        c.add_agent("node-a", components=component_toml(h, etc, staging) + drill_toml(tmp_path / "drills"))
+        c.enrol("node-a")
+        h.ok("set server app/s1 state maint")
+        h.ok("set server app/s2 weight 7")
+        h.ok("set table app key 10.1.2.3 data.gpc0 42")
+        h.ok(f"add map {etc}/hosts.map shop.example.com app")
+        sid = backup(c, "--component", "lb")
+        # The live one moves on after the backup: the drill must show the backup's state, not this.
+        h.ok("set server app/s1 state ready")
+        h.ok("set server app/s2 weight 3")
+        pid, sock_inode, files = h.pid(), os.stat(h.socket).st_ino, tree(etc)
+        servers = h.servers()
+
+        did, shown, _ = drill(c, sid, "--component", "lb")
+        report, task = drill_report(shown)
+        checks = {x["name"]: x for x in report["checks"]}
+        assert checks["haproxy -c"]["found"] == "valid", checks
+        assert checks["HAProxy serving"]["ok"], checks
+        assert checks["frontends open"]["found"] == 1 and checks["frontends open"]["ok"], checks
+        assert checks["servers' forced state and weight as recorded"]["found"] == 3, checks
+        assert checks["map entries as recorded"]["found"] == 3 and checks["map entries as recorded"]["ok"], checks
+        assert checks["stick-table entries as recorded"]["found"] == 1, checks
+        assert checks["certificates loaded"]["found"] == 1 and checks["certificates loaded"]["ok"], checks
+        assert all(x["ok"] for x in report["checks"]), report
+        assert set(report["phases"]) == {"restore", "start", "check"}, report
+        # The live haproxy: the same process, the same socket (the sandboxed
+        # one bound the same path inside its own root), its state, its files,
+        # its port still its own.
+        assert h.pid() == pid and os.stat(h.socket).st_ino == sock_inode
+        assert h.servers() == servers and tree(etc) == files
+        with socket.create_connection(("127.0.0.1", http_port), timeout=5):
+            pass
+        assert sandbox_processes(tmp_path / "drills") == [] and list((tmp_path / "drills").iterdir()) == []
+        rc, out, err = c.ctl("backup", "show", sid)
+        assert rc == 0 and "proven restorable at" in out, out
+
+        # A configuration haproxy refuses (bytes intact, wrong for the component).
+        cfg = etc / "haproxy.cfg"
+        good = cfg.read_text()
+        cfg.write_text(good.replace("default_backend app", "default_backend app\n    no-such-keyword here"))
+        bad_sid = backup(c, "--component", "lb")
+        did, shown, out = drill(c, bad_sid, "--component", "lb", expect=1)
+        report, task = drill_report(shown)
+        checks = {x["name"]: x for x in report["checks"]}
+        assert not checks["haproxy -c"]["ok"] and "HAProxy serving" not in checks, checks
+        rc, out, err = c.ctl("backup", "show", bad_sid)
+        assert "DRILL FAILED" in out and "haproxy -c" in out, out
+
+        # Lua in the configuration: refused before haproxy reads it.
+        marker = tmp_path / "lua-ran"
+        (etc / "probe.lua").write_text(f'local f = io.open("{marker}", "w")\nif f then f:write("ran") f:close() end\n')
+        cfg.write_text(good.replace("global\n", f"global\n    lua-load {etc}/probe.lua\n", 1))
+        lua_sid = backup(c, "--component", "lb")
+        did, shown, out = drill(c, lua_sid, "--component", "lb", expect=1)
+        report, task = drill_report(shown)
+        checks = {x["name"]: x for x in report["checks"]}
+        key = "runs no code of its own (Lua, external checks, programs, SSL engines)"
+        assert not checks[key]["ok"] and "lua-load" in checks[key]["found"], checks
+        assert "haproxy -c" not in checks and not marker.exists(), checks
+        assert h.pid() == pid and os.stat(h.socket).st_ino == sock_inode
+        assert list((tmp_path / "drills").iterdir()) == []
+    finally:
+        h.stop()

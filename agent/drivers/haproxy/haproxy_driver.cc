@@ -230,6 +230,10 @@ void HaproxyDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snapsho
   nlohmann::json meta;
   meta["files"] = fs.present.size();  // the paths are the snapshot's own
   meta["stats_socket"] = settings_.stats_socket;
+  // What a restore drill starts (docs/drills.md): the configuration as
+  // `haproxy -f` reads it, and where the runtime state lies in the snapshot.
+  meta["config"] = settings_.config;
+  meta["runtime_path"] = runtime_snapshot_path();
   try {
     auto info = parse_info(cli("show info"));
     meta["haproxy_version"] = info["Version"];

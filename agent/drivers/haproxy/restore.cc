@@ -428,43 +428,15 @@ DriverResult HaproxyDriver::restore_staged(TaskContext& ctx, const std::string& 
 
   // 7. The runtime state back over the socket.
   size_t commands = 0;
-  auto run = [&](const std::string& cmd) {
-    ++commands;
-    try {
-      std::string reply = cli(cmd);
-      if (!cli_ok(reply)) {
-        std::string r = reply.substr(0, 300);
-        while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
-        res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "haproxy refused '" + cmd + "': " + r));
-      }
-    } catch (const Error& e) {
-      res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "'" + cmd + "' failed: " + e.what()));
-    }
-  };
   nlohmann::json recorded;
   if (have_runtime) {
     progress(v1::PHASE_RESTORE, "setting servers, stick tables and maps back");
-    try {
-      auto servers = parse_servers_state(saved.servers_state);
-      nlohmann::json ss = nlohmann::json::array();
-      for (const auto& s : servers) {
-        for (const auto& c : server_commands(s)) run(c);
-        ss.push_back({s.backend, s.server, s.forced(), s.weight});
-      }
-      recorded["server_state"] = ss;
-    } catch (const Error& e) {
-      res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, std::string("the saved servers state cannot be read: ") + e.what()));
-    }
-    for (const auto& [t, entries] : saved.tables)
-      for (const auto& e : entries)
-        for (const auto& c : table_commands(t.name, e)) run(c);
-    for (const auto& [file, entries] : saved.maps) {
-      try {
-        for (const auto& c : map_commands(file, entries, parse_map_dump(cli("show map " + cli_escape(file))))) run(c);
-      } catch (const Error& e) {
-        res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "map '" + file + "' cannot be read back: " + e.what(), file));
-      }
-    }
+    AppliedRuntime applied = apply_runtime(saved, [&](const std::string& cmd) { return cli(cmd); });
+    commands = applied.commands;
+    for (const auto& [why, item] : applied.problems) res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, why, item));
+    nlohmann::json ss = nlohmann::json::array();
+    for (const auto& s : applied.servers) ss.push_back({s.backend, s.server, s.forced(), s.weight});
+    recorded["server_state"] = ss;
     // The runner verifies the servers against the snapshot's metadata next;
     // the metadata lists the first 2000 servers, this checks every one.
     if (recorded["server_state"].size() > 2000) {

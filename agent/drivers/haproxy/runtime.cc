@@ -286,4 +286,39 @@ RuntimeState runtime_from_json(const nlohmann::json& j) {
   }
 }
 
+AppliedRuntime apply_runtime(const RuntimeState& saved, const std::function<std::string(const std::string&)>& cli) {
+  AppliedRuntime out;
+  auto run = [&](const std::string& cmd) {
+    ++out.commands;
+    try {
+      std::string reply = cli(cmd);
+      if (!cli_ok(reply)) {
+        std::string r = reply.substr(0, 300);
+        while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
+        out.problems.emplace_back("haproxy refused '" + cmd + "': " + r, "");
+      }
+    } catch (const Error& e) {
+      out.problems.emplace_back("'" + cmd + "' failed: " + e.what(), "");
+    }
+  };
+  try {
+    out.servers = parse_servers_state(saved.servers_state);
+    for (const auto& s : out.servers)
+      for (const auto& c : server_commands(s)) run(c);
+  } catch (const Error& e) {
+    out.problems.emplace_back(std::string("the saved servers state cannot be read: ") + e.what(), "");
+  }
+  for (const auto& [t, entries] : saved.tables)
+    for (const auto& e : entries)
+      for (const auto& c : table_commands(t.name, e)) run(c);
+  for (const auto& [file, entries] : saved.maps) {
+    try {
+      for (const auto& c : map_commands(file, entries, parse_map_dump(cli("show map " + cli_escape(file))))) run(c);
+    } catch (const Error& e) {
+      out.problems.emplace_back("map '" + file + "' cannot be read back: " + e.what(), file);
+    }
+  }
+  return out;
+}
+
 }  // namespace cairn::agent::haproxy

@@ -2,6 +2,7 @@
 // HAProxy's runtime state as its stats socket prints it (haproxy 2.6), and the
 // commands that set it back. Pure text in, text out: the driver does the I/O.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -74,6 +75,18 @@ struct RuntimeState {
   std::vector<std::pair<std::string, std::vector<std::pair<std::string, std::string>>>> maps;
 };
 nlohmann::json runtime_to_json(const RuntimeState& r);
+
+// Sets saved runtime state back through `cli` (one stats-socket command in,
+// its reply out; throws cairn::Error when the socket fails): servers'
+// weights and forced states, stick-table entries, then each map until its
+// entries are the saved ones. A restore's last step and a drill's.
+struct AppliedRuntime {
+  size_t commands = 0;
+  std::vector<ServerState> servers;  // the saved servers, as parsed
+  // What was refused or failed: the message and the item it names ("" or a map file).
+  std::vector<std::pair<std::string, std::string>> problems;
+};
+AppliedRuntime apply_runtime(const RuntimeState& saved, const std::function<std::string(const std::string&)>& cli);
 RuntimeState runtime_from_json(const nlohmann::json& j);  // throws cairn::Error(invalid_input)
 
 }  // namespace cairn::agent::haproxy
