@@ -4,6 +4,7 @@
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
 #include "cairnctl/op_view.h"
+#include "common/repo/memory.h"
 #include "common/util/terminal_text.h"
 
 namespace cairn::ctl {
@@ -62,6 +63,21 @@ void print_set(const cairn::v1::BackupSetInfo& s) {
     else
       std::printf("%s: DRILL FAILED at %s (drill %s): %s\n", what.c_str(), when(d.finished_at()).c_str(),
                   terminal_safe(d.drill_id()).c_str(), terminal_safe(d.failure()).c_str());
+  }
+  // Offsite copies (a policy's copy_to; docs/operations.md § Offsite copies).
+  for (const auto& c : s.copies()) {
+    std::string to = "copy to '" + terminal_safe(c.repository()) + "'";
+    if (c.removed())
+      std::printf("%s: removed by retention\n", to.c_str());
+    else if (c.state() == "copied")
+      std::printf("%s: copied at %s (%lld snapshot(s), %s read, %lld blob(s) new there)\n", to.c_str(),
+                  when(c.finished_at()).c_str(), static_cast<long long>(c.snapshots()),
+                  cairn::repo::byte_size_text(uint64_t(c.bytes()), cairn::repo::ByteText::tenths).c_str(), static_cast<long long>(c.blobs_new()));
+    else if (c.state() == "failed")
+      std::printf("%s: COPY FAILED at %s (attempt %lld): %s; next attempt %s\n", to.c_str(), when(c.finished_at()).c_str(),
+                  static_cast<long long>(c.attempts()), terminal_safe(c.reason()).c_str(), when(c.next_attempt_at()).c_str());
+    else
+      std::printf("%s: pending\n", to.c_str());
   }
 }
 
@@ -133,6 +149,9 @@ void register_op_backup(CLI::App& app, Context& ctx) {
           note += d.state() == cairn::v1::SET_STATE_COMPLETE ? " (" + terminal_safe(d.component()) + " proven restorable)"
                   : d.state() == cairn::v1::SET_STATE_FAILED ? " (" + terminal_safe(d.component()) + " DRILL FAILED)"
                                                               : "";
+        for (const auto& c : s.copies())
+          if (!c.removed() && c.state() != "copied")
+            note += " (copy to " + terminal_safe(c.repository()) + (c.state() == "failed" ? " FAILED)" : " pending)");
         if (s.forgotten_at()) note += " (expired by retention; snapshots removed: cannot be restored)";
         else if (s.expired_at()) note += " (expired by retention; snapshots being removed)";
         std::printf("%-20s %-20s %-7s %-9s %s%s\n", terminal_safe(s.backup_set_id()).c_str(),

@@ -17,7 +17,7 @@ std::string when(int64_t t) { return local_time(t); }
 // What `policy add` and `policy edit` take; unset options leave an edited
 // policy's value as it was.
 struct SpecOptions {
-  std::optional<std::string> schedule, time_zone, repository, mode, keep_within, drill, drill_on;
+  std::optional<std::string> schedule, time_zone, repository, mode, keep_within, drill, drill_on, copy_to;
   std::optional<bool> keep_proven;
   std::vector<std::string> components, nodes, labels;
   std::optional<unsigned> last, hourly, daily, weekly, monthly, yearly, min;
@@ -42,6 +42,8 @@ void add_spec_options(CLI::App* cmd, SpecOptions& s) {
   cmd->add_option("--drill", s.drill,
                   "restore drills of the policy's newest set on this schedule (e.g. @weekly; '' = none; docs/drills.md)");
   cmd->add_option("--drill-on", s.drill_on, "the agent that runs the drills (default: any connected agent with a [drill] section)");
+  cmd->add_option("--copy-to", s.copy_to,
+                  "copy each complete or partial set to this repository the controller declares (offsite; '' = none)");
   cmd->add_option("--keep-proven", s.keep_proven,
                   "retention keeps each component's newest proven-restorable set while no newer one is proven (default true)");
 }
@@ -50,6 +52,7 @@ void apply(const SpecOptions& o, cairn::v1::PolicySpec& spec) {
   if (o.schedule) spec.set_schedule(*o.schedule);
   if (o.drill) spec.set_drill(*o.drill);
   if (o.drill_on) spec.set_drill_on(*o.drill_on);
+  if (o.copy_to) spec.set_copy_to(*o.copy_to);
   if (o.keep_proven) spec.set_retention_ignores_drills(!*o.keep_proven);
   if (o.time_zone) spec.set_time_zone(*o.time_zone);
   if (o.repository) spec.set_repository(*o.repository);
@@ -130,6 +133,7 @@ void print_policy(const cairn::v1::PolicyInfo& p, bool full) {
     std::printf("  drills     %s on %s, next %s\n", terminal_safe(s.drill()).c_str(),
                 s.drill_on().empty() ? "any drill agent" : terminal_safe(s.drill_on()).c_str(),
                 p.next_drill() ? when(p.next_drill()).c_str() : "none");
+  if (!s.copy_to().empty()) std::printf("  copies to  %s (each complete or partial set)\n", terminal_safe(s.copy_to()).c_str());
   std::printf("  sets       %u (%u expired, being removed)\n", p.sets(), p.sets_expired());
   if (p.next_runs().empty()) std::printf("  next runs  none%s\n", p.paused() ? " (paused)" : "");
   for (int i = 0; i < p.next_runs_size(); ++i)

@@ -196,6 +196,7 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
       r.string("mode", p.mode);
       r.string("drill", p.drill_schedule);
       r.string("drill_on", p.drill_on);
+      r.string("copy_to", p.copy_to);
       if (auto* n = r.find("keep_proven")) {
         if (!n->is_boolean()) fail(source, *n, "'policy.keep_proven' must be true or false");
         p.keep_proven = *n->value<bool>();
@@ -344,6 +345,10 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
     }
     r.refuse_unknown();
   }
+  for (const auto& p : c.policies)
+    if (!p.copy_to.empty() && !c.repository(p.copy_to))
+      throw ConfigError(source + ": policy '" + p.name + "': copy_to '" + p.copy_to +
+                        "' is not a [[repository]] declared in this file (the controller copies the sets there itself)");
   return c;
 }
 

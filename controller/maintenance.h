@@ -40,6 +40,7 @@ struct ForgetJob {
   std::string repository;                 // a declared name
   std::vector<std::string> set_ids;       // sets whose snapshots these are
   std::vector<std::string> snapshot_ids;  // repository snapshot names; absent ones count as removed
+  std::vector<std::string> copy_set_ids;  // sets whose offsite copies here (copy_to) are among snapshot_ids
 };
 
 struct ForgetResult {

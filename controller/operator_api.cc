@@ -82,6 +82,20 @@ void fill_set_header(const catalog::Tx& tx, const catalog::BackupSet& s, cairn::
     }
   }
   for (auto& [snap, w] : newest) *out.add_drills() = std::move(w);
+  // Its offsite copies (a policy's copy_to).
+  for (const auto& c : tx.set_copies(s.id)) {
+    auto* w = out.add_copies();
+    w->set_repository(c.repository);
+    w->set_state(c.state);
+    w->set_reason(c.reason);
+    w->set_finished_at(c.finished_at.value_or(0));
+    w->set_next_attempt_at(c.state == "failed" ? c.next_attempt_at : 0);
+    w->set_attempts(c.attempts);
+    w->set_snapshots(c.snapshots);
+    w->set_bytes(c.bytes);
+    w->set_blobs_new(c.blobs_new);
+    w->set_removed(c.removed_at.has_value());
+  }
 }
 
 // --require-connected: nothing is created when a selected agent is offline.

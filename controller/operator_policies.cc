@@ -45,6 +45,7 @@ catalog::Policy from_spec(const cairn::v1::PolicySpec& spec, const std::string& 
   p.drill_schedule = spec.drill();
   p.drill_on = spec.drill_on();
   p.keep_proven = !spec.retention_ignores_drills();
+  p.copy_to = spec.copy_to();
   try {
     check_policy(p);
   } catch (const Error& e) {
@@ -77,6 +78,7 @@ void fill_policy(const catalog::Tx& tx, const catalog::Policy& p, size_t runs, c
   spec->set_drill(p.drill_schedule);
   spec->set_drill_on(p.drill_on);
   spec->set_retention_ignores_drills(!p.keep_proven);
+  spec->set_copy_to(p.copy_to);
   w.set_source(p.source);
   w.set_next_drill(p.drill_next_at.value_or(0));
   w.set_paused(p.paused);
@@ -133,6 +135,11 @@ void OperatorApi::policy(const std::string& actor, const cairn::v1::PolicyReques
     case P::kEdit: {
       bool add = q.op_case() == P::kAdd;
       auto p = from_spec(add ? q.add() : q.edit(), default_tz);
+      if (!p.copy_to.empty() && config_ && !config_->repository(p.copy_to))
+        throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
+                      "--copy-to '" + p.copy_to +
+                          "' is not a repository the controller declares: add a [[repository]] table of that name to "
+                          "its configuration (docs/configuration.md), then restart it");
       catalog_.transaction(actor, [&](catalog::Tx& tx) {
         auto old = tx.policy(p.name);
         if (add && old) throw OpError(cairn::v1::ERROR_CODE_CONFLICT, "a policy named '" + p.name + "' exists; use 'policy edit'");

@@ -254,6 +254,8 @@ void check_policy(const catalog::Policy& p) {
   Schedule::parse(p.schedule);
   if (!p.drill_schedule.empty()) Schedule::parse(p.drill_schedule);
   if (p.drill_on.size() > 64) bad("drill_on: an agent name is at most 64 characters");
+  if (!p.copy_to.empty() && p.copy_to == p.repository)
+    bad("copy_to '" + p.copy_to + "' is the policy's own repository: an offsite copy goes to another one");
   load_time_zone(p.time_zone);
   const auto& r = p.retention;
   for (int64_t v : {int64_t(r.last), int64_t(r.hourly), int64_t(r.daily), int64_t(r.weekly), int64_t(r.monthly),

@@ -1,6 +1,8 @@
 // Policies at work (scheduler.h).
 #include "controller/scheduler.h"
 
+#include <cstdlib>
+
 #include <spdlog/spdlog.h>
 
 #include "common/util/error.h"
@@ -161,6 +163,23 @@ std::vector<SetDecision> Scheduler::retention(const std::string& actor, const st
           d.reasons.push_back("the newest set proven restorable for '" + component + "' (keep_proven)");
         }
   }
+  if (!p->copy_to.empty()) {
+    // The newest set copied offsite stays, copy included, while newer sets'
+    // copies are pending or failing: the other site always holds one.
+    catalog_.read([&](const catalog::Tx& tx) {
+      for (auto& d : decisions) {
+        bool copied = false;
+        for (const auto& c : tx.set_copies(d.set.id))
+          if (c.repository == p->copy_to && c.state == "copied" && !c.removed_at) copied = true;
+        if (!copied) continue;
+        if (!d.keep) {
+          d.keep = true;
+          d.reasons.push_back("the newest set copied to '" + p->copy_to + "' (newer sets' copies have not landed)");
+        }
+        break;
+      }
+    });
+  }
   if (dry_run) return decisions;
   size_t expired = 0;
   catalog_.transaction(actor, [&](catalog::Tx& tx) {
@@ -222,10 +241,14 @@ void Scheduler::take_maintenance_results(int64_t now) {
                  {"snapshots_removed", r.snapshots_removed},
                  {"bytes_before", r.size_before},
                  {"bytes_after", r.size_after}}});
+      for (const auto& id : r.job.copy_set_ids) tx.mark_copy_removed(id, repo);
       for (const auto& id : r.job.set_ids) {
         tx.mark_snapshots_removed(id, repo);
-        // Forgotten once every repository it wrote to is cleared of it.
-        bool all = true;
+        // Forgotten once every repository it wrote to, and every one it was
+        // copied to, is cleared of it.
+        bool all = id != copying_;
+        for (const auto& c : tx.set_copies(id))
+          if (!c.removed_at) all = false;
         std::set<std::string> repositories;
         for (const auto& t : tx.tasks_of_set(id)) {
           if (!t.snapshot_id) continue;
@@ -302,6 +325,76 @@ void Scheduler::write_set_records(int64_t now) {
   for (auto& j : jobs) records_->submit(std::move(j));
 }
 
+namespace {
+// A failed copy is tried again after a minute, doubled per attempt up to an
+// hour; CAIRN_COPY_RETRY_SECONDS_FOR_TESTS sets the first delay (tests).
+int64_t copy_retry_seconds() {
+  static const int64_t s = [] {
+    const char* v = std::getenv("CAIRN_COPY_RETRY_SECONDS_FOR_TESTS");
+    long long n = v ? std::atoll(v) : 0;
+    return n > 0 ? int64_t(n) : int64_t(60);
+  }();
+  return s;
+}
+}  // namespace
+
+void Scheduler::copy_sets(int64_t now) {
+  if (!copier_) return;
+  for (auto& res : copier_->take_results()) {
+    copying_.clear();
+    const auto& j = res.job;
+    catalog_.transaction("controller", [&](catalog::Tx& tx) {
+      if (res.ok)
+        tx.set_copy_copied(j.set_id, j.destination, int64_t(res.snapshots.size()), int64_t(res.bytes), int64_t(res.blobs_new),
+                           res.snapshots);
+      else
+        tx.set_copy_failed(j.set_id, j.destination, res.error, res.snapshots, copy_retry_seconds());
+    });
+    if (res.ok)
+      spdlog::info("copy: backup set '{}' copied to repository '{}' ({} snapshot(s), {} bytes read, {} blob(s) new there)",
+                   j.set_id, j.destination, res.snapshots.size(), res.bytes, res.blobs_new);
+    else
+      spdlog::warn("copy: backup set '{}' could not be copied to repository '{}': {}; it is tried again later "
+                   "('cairnctl backup show {}' says when)",
+                   j.set_id, j.destination, res.error, j.set_id);
+    if (res.ok) {
+      copies_checked_at_ = 0;  // the next one at once
+      // A set whose copy landed may let an older one go (retention keeps the
+      // newest copied set while newer copies are missing).
+      auto set = catalog_.read([&](const catalog::Tx& tx) { return tx.backup_set(j.set_id); });
+      if (set && set->policy) {
+        try {
+          retention("controller", *set->policy, false);
+        } catch (const std::exception& e) {
+          spdlog::warn("policy '{}': retention after a copy: {}", *set->policy, e.what());
+        }
+      }
+    }
+  }
+  if (copier_->in_flight() || now - copies_checked_at_ < 5) return;
+  copies_checked_at_ = now;
+  std::optional<SetCopier::Job> job;
+  catalog_.transaction("controller", [&](catalog::Tx& tx) {
+    for (const auto& c : tx.set_copies_due(now, 8)) {
+      SetCopier::Job j{c.set_id, c.repository, {}};
+      for (const auto& t : tx.tasks_of_set(c.set_id)) {
+        if (t.kind != catalog::TaskKind::backup || !t.snapshot_id || t.snapshot_removed_at) continue;
+        if (t.state != catalog::TaskState::succeeded && t.state != catalog::TaskState::partial) continue;
+        j.tasks.push_back({t.id, t.repository, *t.snapshot_id});
+      }
+      if (j.tasks.empty()) {
+        tx.set_copy_copied(c.set_id, c.repository, 0, 0, 0, {});  // nothing stored, nothing to copy
+        continue;
+      }
+      job = std::move(j);
+      break;
+    }
+  });
+  if (!job) return;
+  copying_ = job->set_id;
+  copier_->submit(std::move(*job));
+}
+
 void Scheduler::submit_forgets(int64_t now) {
   std::map<std::string, ForgetJob> jobs;
   auto expired = catalog_.read([](const catalog::Tx& tx) { return tx.expired_sets(); });
@@ -337,7 +430,49 @@ void Scheduler::submit_forgets(int64_t now) {
         if (job.set_ids.empty() || job.set_ids.back() != s.id) job.set_ids.push_back(s.id);
         job.snapshot_ids.push_back(*t.snapshot_id);
       }
-      if (!any) tx.mark_set_forgotten(s.id, {{"repositories", nlohmann::json::array()}});  // nothing was stored
+      // Its offsite copies (copy_to) go too, from their repository.
+      for (const auto& c : tx.set_copies(s.id)) {
+        if (c.removed_at) continue;
+        if (s.id == copying_) {
+          any = true;  // in flight: its result is recorded first, then removed
+          continue;
+        }
+        auto copies = tx.task_copies(s.id, c.repository);
+        if (copies.empty()) {
+          tx.mark_copy_removed(s.id, c.repository);  // nothing of it was stored there
+          continue;
+        }
+        any = true;
+        const std::string& repo = c.repository;
+        if (!maintenance_.declared(repo)) continue;
+        wanted.insert(repo);
+        if (maintenance_.busy(repo) || retry_after_[repo] > now) continue;
+        if (tx.repository_in_use(repo)) {
+          held_back_.insert(repo);
+          waiting(repo, now).locked_streak = 0;
+          continue;
+        }
+        auto& job = jobs[repo];
+        job.repository = repo;
+        if (job.set_ids.empty() || job.set_ids.back() != s.id) job.set_ids.push_back(s.id);
+        for (const auto& [task, snap] : copies) job.snapshot_ids.push_back(snap);
+        job.copy_set_ids.push_back(s.id);
+      }
+      if (!any) {
+        tx.mark_set_forgotten(s.id, {{"repositories", nlohmann::json::array()}});  // nothing was stored
+        continue;
+      }
+      // Cleared everywhere already (its last copy had nothing stored): forgotten now.
+      bool cleared = s.id != copying_;
+      std::set<std::string> repositories;
+      for (const auto& t : tx.tasks_of_set(s.id))
+        if (t.snapshot_id) {
+          repositories.insert(t.repository);
+          if (!t.snapshot_removed_at) cleared = false;
+        }
+      for (const auto& c : tx.set_copies(s.id))
+        if (!c.removed_at) cleared = false;
+      if (cleared) tx.mark_set_forgotten(s.id, {{"repositories", repositories}});
     }
   });
   for (auto& [repo, job] : jobs) maintenance_.submit(std::move(job));
@@ -373,6 +508,7 @@ std::vector<std::string> Scheduler::tick(int64_t now) {
       spdlog::info("retention: the prune of repository '{}' gives way to a backup or restore using it", repo);
   take_maintenance_results(now);
   write_set_records(now);
+  copy_sets(now);
 
   // Sets that ended: retention after each complete one.
   std::set<std::string> apply;

@@ -27,6 +27,7 @@
 #include "controller/maintenance.h"
 #include "controller/orders.h"
 #include "controller/retention.h"
+#include "controller/set_copy.h"
 #include "controller/set_record.h"
 
 namespace cairn::controller {
@@ -61,6 +62,10 @@ class Scheduler {
     key_ = key;
   }
 
+  // Offsite copies (controller/set_copy.h): each tick the copies due are
+  // handed to `copier`, one set at a time. Without this call no set is copied.
+  void set_copier(SetCopier* copier) { copier_ = copier; }
+
   // The first run time after `after` of a policy (nullopt: never, or paused).
   static std::optional<int64_t> next_run(const catalog::Policy& p, int64_t after);
   // The policy's next drill after `after`; nullopt without a drill schedule or while paused.
@@ -74,6 +79,11 @@ class Scheduler {
   void run_drill(const catalog::Policy& p, std::vector<std::string>& agents);
   void submit_forgets(int64_t now);
   void write_set_records(int64_t now);
+  void copy_sets(int64_t now);
+
+  SetCopier* copier_ = nullptr;
+  std::string copying_;           // the set whose copy is in flight
+  int64_t copies_checked_at_ = 0;  // the last look for copies due (unix seconds)
 
   SetRecordWriter* records_ = nullptr;
   const plan::SigningKey* key_ = nullptr;

@@ -140,6 +140,8 @@ Server::Server(const ControllerConfig& config)
   scheduler_ = std::make_unique<Scheduler>(catalog_, *orders_, *maintenance_, config_);
   set_records_ = std::make_unique<SetRecordWriter>(config_);
   scheduler_->set_record_writer(set_records_.get(), &signing_key_);
+  set_copier_ = std::make_unique<SetCopier>(config_);
+  scheduler_->set_copier(set_copier_.get());
   // A repository declared since the last start gets the records of the sets
   // already stored there (the scheduler passes over the others quickly).
   catalog_.transaction("controller", [&](catalog::Tx& tx) { tx.set_records_due_unwritten(signing_key_.key_id()); });

@@ -75,6 +75,7 @@ class Server {
   std::unique_ptr<Maintenance> maintenance_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<SetRecordWriter> set_records_;  // signed set records, written on a thread of its own
+  std::unique_ptr<SetCopier> set_copier_;         // offsite copies by policy, on a thread of its own
   std::unique_ptr<HttpServer> http_;
   std::chrono::steady_clock::time_point last_render_{};
   std::chrono::steady_clock::duration last_render_took_{};

@@ -216,6 +216,19 @@ std::string render_metrics(const StatusSources& s) {
           m.sample("cairn_drill_duration_seconds", labels({{"component", d.component}, {"phase", phase}}),
                    secs.get<double>());
     }
+    // Offsite copies (a policy's copy_to; docs/operations.md § Offsite copies).
+    auto copies = tx.copy_stats();
+    m.family("cairn_set_copies", "gauge",
+             "Backup sets by the state of their copy to a policy's copy_to repository: copied, pending, failed (retried).");
+    for (const auto& c : copies)
+      for (const auto& [state, n] : {std::pair{"copied", c.copied}, {"pending", c.pending}, {"failed", c.failed}})
+        m.sample("cairn_set_copies", labels({{"repository", c.repository}, {"state", state}}), double(n));
+    m.family("cairn_set_copy_last_success_timestamp_seconds", "gauge",
+             "When the newest copy of a set to the repository ended (unix seconds).");
+    for (const auto& c : copies)
+      if (c.last_copied_at)
+        m.sample("cairn_set_copy_last_success_timestamp_seconds", labels({{"repository", c.repository}}),
+                 double(*c.last_copied_at));
     m.family("cairn_agents", "gauge", "Agents by state: pending, connected, disconnected (approved ones), revoked.");
     std::map<std::string, int64_t> agents = {{"pending", 0}, {"connected", 0}, {"disconnected", 0}, {"revoked", 0}};
     for (const auto& a : tx.agents()) {
@@ -312,6 +325,19 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
              " file(s)</td><td class=\"" + (failing ? "failed" : "complete") + "\">" +
              html_escape(w.last_error().empty() ? "-" : utc(w.last_error_at()) + ": " + w.last_error()) + "</td></tr>\n";
       }
+      h += "</table>\n";
+    }
+    // Offsite copies: a set not copied yet is one the site's loss would take.
+    const auto copies = tx.copy_stats();
+    if (!copies.empty()) {
+      h += "<h2 id=\"copies\">Offsite copies</h2>\n<table><tr><th>Repository</th><th>Newest copy</th><th>Copied</th>"
+           "<th>Pending</th><th>Failed (retried)</th></tr>\n";
+      for (const auto& c : copies)
+        h += "<tr><td>" + html_escape(c.repository) + "</td><td>" +
+             html_escape(c.last_copied_at ? utc(*c.last_copied_at) : "none yet") + "</td><td>" + std::to_string(c.copied) +
+             "</td><td class=\"" + (c.pending ? "pending" : "complete") + "\">" + std::to_string(c.pending) +
+             "</td><td class=\"" + (c.failed ? "failed" : "complete") + "\">" + std::to_string(c.failed) +
+             html_escape(c.failed && !c.last_failure.empty() ? ": " + c.last_failure : "") + "</td></tr>\n";
       h += "</table>\n";
     }
     h += "<h2 id=\"agents\">Agents</h2>\n<table><tr><th>Agent</th><th>State</th><th>Last seen</th><th>Components</th></tr>\n";

@@ -284,6 +284,33 @@ class Tx {
   // The repositories holding the set's record, signed by key_id ("" = any key).
   std::vector<std::string> set_record_repositories(const std::string& set_id, const std::string& key_id = {}) const;
 
+  // -- offsite copies by policy (set_copies.cc; controller/set_copy.h) --------------
+  // Queues a copy of every ended (complete or partial) set of a policy with
+  // copy_to that has none to that repository yet; then the copies due
+  // (pending, or failed and past their next attempt) of sets not expired,
+  // oldest set first.
+  std::vector<SetCopy> set_copies_due(int64_t now, size_t limit);
+  // A copy's end: copied (with each task's snapshot id there) or failed
+  // (tried again after a backoff: 1, 2, 4 ... minutes, at most an hour).
+  void set_copy_copied(const std::string& set_id, const std::string& repository, int64_t snapshots, int64_t bytes,
+                       int64_t blobs_new, const std::map<std::string, std::string>& task_snapshots);
+  // task_snapshots: what it stored there before it failed (retention removes those too).
+  // first_delay: seconds before the first retry (doubled per attempt, at most an hour).
+  void set_copy_failed(const std::string& set_id, const std::string& repository, const std::string& reason,
+                       const std::map<std::string, std::string>& task_snapshots = {}, int64_t first_delay = 60);
+  std::vector<SetCopy> set_copies(const std::string& set_id) const;
+  // The copied snapshots of a set in one repository not removed yet: task id -> snapshot id.
+  std::map<std::string, std::string> task_copies(const std::string& set_id, const std::string& repository) const;
+  void mark_copy_removed(const std::string& set_id, const std::string& repository);
+  // Per destination: copies by state, and the newest copy's end (/metrics, the status page).
+  struct CopyStat {
+    std::string repository;
+    int64_t copied = 0, pending = 0, failed = 0;
+    std::optional<int64_t> last_copied_at;
+    std::string last_failure;  // the newest failed copy's reason
+  };
+  std::vector<CopyStat> copy_stats() const;
+
   // -- aggregates for /metrics (stats.cc) ----------------------------------------
   std::vector<BackupStat> backup_stats() const;
   std::vector<DrillStat> drill_stats() const;

@@ -148,6 +148,19 @@ struct Policy {
   std::string drill_on;        // the drill agent; "" = any that can
   bool keep_proven = true;     // retention keeps each component's newest proven set
   std::optional<int64_t> drill_next_at;
+  // An offsite copy of each complete or partial set (migration 0018): a
+  // repository the controller declares; "" = none.
+  std::string copy_to;
+};
+
+// A set's copy to a second repository (copy_to; controller/set_copy.h).
+struct SetCopy {
+  std::string set_id, repository;
+  std::string state;  // pending, copied, failed
+  std::string reason;
+  int64_t attempts = 0, next_attempt_at = 0, created_at = 0;
+  std::optional<int64_t> finished_at, removed_at;
+  int64_t snapshots = 0, bytes = 0, blobs_new = 0;
 };
 
 struct PolicyRun {

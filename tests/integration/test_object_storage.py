@@ -607,3 +607,106 @@ def test_prune_with_object_lock_reports_retained_versions_and_removes_them_once_
     assert int(first["versions_removed"]["objects"]) == 0 and int(first["versions_retained"]["objects"]) == 0, first
     left = versions_of(store, bucket, "repo/data/")
     assert all(any(not marker for _, marker, _ in left[k]) for k in gone), left
+
+
+def test_a_policy_copies_each_set_offsite_to_s3_retries_a_failed_copy_and_retention_removes_the_copies(store, proxy, tmp_path):
+    """A policy with copy_to: each set it takes in the local repository is
+    copied by the controller into an S3 repository with its own passphrase
+    (every blob re-encrypted); the copy restores byte for byte from the bucket
+    alone. A copy the store refuses shows as COPY FAILED (backup show,
+    /metrics, the status page) and is retried until it lands. Retention
+    removes the copies of the sets it lets go, from the bucket too."""
+    import urllib.request
+    from cluster import Cluster, set_state
+    from test_policies import run_now_and_wait, sets_of
+
+    bucket = "cairn-" + secrets.token_hex(4)
+    offsite = Repo(store.url(bucket, "repo", endpoint=proxy.endpoint), tmp_path, store.credentials(tmp_path / "offsite.cred"))
+    offsite.ok("init")
+    c = Cluster(tmp_path / "cluster")
+    c.base.mkdir(parents=True)
+    c.init()
+    c.start_controller()
+    c.controller.env = {"CAIRN_COPY_RETRY_SECONDS_FOR_TESTS": "2", "CAIRN_STORAGE_RETRY_FOR_TESTS": "2,10,50"}
+    (c.controller_cfg).write_text(c.controller_cfg.read_text() + f"""
+[[repository]]
+name = "offsite"
+path = "{offsite.url}"
+password_file = "{offsite.pw}"
+credentials_file = "{offsite.creds}"
+""")
+    c.declare_repository()
+    try:
+        files = {f"d{i}/f{j}.bin": os.urandom(20_000 + 1000 * j) for i in range(3) for j in range(10)}
+        c.add_agent("node-a", files)
+        c.enrol("node-a")
+        data = c.agent_dirs["node-a"]["data"]
+        rc, out, err = c.ctl("policy", "add", "nightly", "--schedule", "0 1 * * *", "--component", "data",
+                             "--copy-to", "nowhere")
+        assert rc != 0 and "not a repository the controller declares" in err, out + err
+        rc, out, err = c.ctl("policy", "add", "nightly", "--schedule", "0 1 * * *", "--component", "data",
+                             "--copy-to", "main", "--repository", "main")
+        assert rc != 0 and "own repository" in err, out + err
+        c.ok("policy", "add", "nightly", "--schedule", "0 1 * * *", "--component", "data", "--copy-to", "offsite",
+             "--keep-last", "1")
+        assert "copies to  offsite" in c.ok("policy", "show", "nightly")
+
+        def copy_of(sid):
+            shown = c.json("backup", "show", sid)
+            return next((x for x in shown.get("copies", []) if x["repository"] == "offsite"), None)
+
+        s1 = run_now_and_wait(c, "nightly")
+        assert set_state(s1) == "complete", s1
+        sid1 = s1["backup_set_id"]
+        cp = c.wait_for("the first set copied", lambda: (lambda x: x if x and x["state"] == "copied" else None)(copy_of(sid1)),
+                        timeout=60)
+        assert int(cp["snapshots"]) == 1 and int(cp["blobs_new"]) > 0, cp
+        assert "copy to 'offsite': copied at" in c.ok("backup", "show", sid1)
+        # The copy alone, read with its own passphrase from the bucket: the bytes come back.
+        out, _ = offsite.ok("snapshots", "--json")
+        snaps = [s for s in json.loads(out) if f"set:{sid1}" in s.get("tags", [])]
+        assert len(snaps) == 1, out
+        target = tmp_path / "from-offsite"
+        offsite.ok("restore", snaps[0]["id"], "--target", target)
+        restored = {os.path.relpath(os.path.join(r, f), target / os.fspath(data).lstrip("/")): open(os.path.join(r, f), "rb").read()
+                    for r, _, fs in os.walk(target) for f in fs}
+        assert restored == files
+        out, _ = offsite.ok("check", "--read-data")
+        assert "no errors were found" in out
+
+        # The store refuses the copy's uploads: COPY FAILED, then retried once it accepts them.
+        proxy.add("deny", method="PUT")
+        (data / "d0" / "new.bin").write_bytes(os.urandom(50_000))
+        s2 = run_now_and_wait(c, "nightly")
+        sid2 = s2["backup_set_id"]
+        failed = c.wait_for("the copy failing", lambda: (lambda x: x if x and x["state"] == "failed" else None)(copy_of(sid2)),
+                            timeout=60)
+        assert "AccessDenied" in failed["reason"] or "403" in failed["reason"], failed
+        assert "COPY FAILED" in c.ok("backup", "show", sid2)
+        # keep_last 1 would let the first set go; its copy is the only one offsite, so it stays.
+        first = next(s for s in sets_of(c, "nightly") if s["backup_set_id"] == sid1)
+        assert not int(first.get("expired_at", 0)), first
+        assert "copy to offsite FAILED" in c.ok("backup", "list")
+        # The controller renders /metrics and the status page every 2 s.
+        c.wait_for("the failed copy in /metrics", lambda: re.search(
+            r'^cairn_set_copies\{repository="offsite",state="failed"\} 1$',
+            urllib.request.urlopen(c.http_url() + "metrics", timeout=10).read().decode(), re.M), timeout=15)
+        page = urllib.request.urlopen(c.http_url(), timeout=10).read().decode()
+        assert "Offsite copies" in page and "AccessDenied" in page, page[-3000:]
+        proxy.clear()
+        c.wait_for("the failed copy retried and landed",
+                   lambda: (lambda x: x if x and x["state"] == "copied" else None)(copy_of(sid2)), timeout=90)
+        assert set_state(s2) == "complete"
+
+        # keep_last 1: the older sets expire, their copies leave the bucket too.
+        c.wait_for("the first set forgotten, copy included",
+                   lambda: next((s for s in sets_of(c, "nightly") if s["backup_set_id"] == sid1 and int(s.get("forgotten_at", 0))),
+                                None), timeout=90)
+        assert copy_of(sid1)["removed"], copy_of(sid1)
+        out, _ = offsite.ok("snapshots", "--json")
+        tags = [t for s in json.loads(out) for t in s.get("tags", [])]
+        assert f"set:{sid1}" not in tags and f"set:{sid2}" in tags, tags
+        assert "removed by retention" in c.ok("backup", "show", sid1)
+    finally:
+        proxy.clear()
+        c.stop_all()

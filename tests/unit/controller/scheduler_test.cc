@@ -568,9 +568,9 @@ TEST_CASE_METHOD(PruneFixture, "a prune under way gives way to a backup ordered 
 TEST_CASE_METHOD(PruneFixture, "a queued prune gives way at once; asking again, or for an idle repository, asks nothing") {
   CHECK_FALSE(maintenance.yield("main", "nothing runs"));
   hold = true;
-  maintenance.submit({"main", {"bs-1"}, {}});
+  maintenance.submit({"main", {"bs-1"}, {}, {}});
   wait_at_gate();
-  maintenance.submit({"main", {"bs-2"}, {}});  // queued behind the first
+  maintenance.submit({"main", {"bs-2"}, {}, {}});  // queued behind the first
   CHECK(maintenance.busy_repositories() == std::vector<std::string>{"main"});
   CHECK(maintenance.yield("main", "gave way to a test"));
   CHECK_FALSE(maintenance.yield("main", "again"));

@@ -1,0 +1,136 @@
+#include "controller/set_copy.h"
+
+#include <spdlog/spdlog.h>
+
+#include "common/repo/copy.h"
+#include "common/repo/lock.h"
+#include "common/repo/repository.h"
+#include "common/repo/snapshot.h"
+#include "common/util/error.h"
+#include "controller/maintenance.h"
+
+namespace cairn::controller {
+
+SetCopier::SetCopier(const ControllerConfig& config) : config_(config), worker_([this] { loop(); }) {}
+
+SetCopier::~SetCopier() {
+  {
+    std::lock_guard g(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  worker_.join();
+}
+
+void SetCopier::submit(Job job) {
+  {
+    std::lock_guard g(mu_);
+    queue_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+}
+
+size_t SetCopier::in_flight() const {
+  std::lock_guard g(mu_);
+  return queue_.size() + running_;
+}
+
+std::vector<SetCopier::Result> SetCopier::take_results() {
+  std::lock_guard g(mu_);
+  return std::exchange(results_, {});
+}
+
+SetCopier::Result SetCopier::run(const Job& job) {
+  Result res;
+  res.job = job;
+  const auto* dst_decl = config_.repository(job.destination);
+  if (!dst_decl)
+    throw Error(Errc::not_found, "the destination repository '" + job.destination +
+                                     "' is not declared in the controller's configuration ([[repository]])");
+  auto warn = [](const std::string& m) { spdlog::warn("copy: {}", m); };
+  std::unique_ptr<repo::Repository> dst;
+  try {
+    dst = open_controller_repository(*dst_decl);
+  } catch (const Error& e) {
+    throw Error(e.code(), "cannot open the destination repository '" + job.destination + "': " + e.what());
+  }
+  auto dst_lock = repo::Lock::acquire(*dst, repo::LockKind::shared, "controller: copy of set " + job.set_id,
+                                      std::chrono::seconds(60), warn);
+  dst->load_index();
+  // What an earlier attempt stored already: set and task tags.
+  std::map<std::string, std::string> have;
+  for (const auto& s : repo::load_snapshots(*dst)) {
+    auto t = repo::tag_values(s);
+    if (t["set"] == job.set_id && !t["task"].empty()) have[t["task"]] = s.id;
+  }
+  std::map<std::string, std::vector<const Task*>> by_source;
+  for (const auto& t : job.tasks) by_source[t.repository].push_back(&t);
+  for (const auto& [name, tasks] : by_source) {
+    const auto* src_decl = config_.repository(name);
+    if (!src_decl)
+      throw Error(Errc::not_found, "the set's snapshots are in repository '" + name +
+                                       "', which the controller does not declare ([[repository]]): it cannot read them to copy");
+    std::unique_ptr<repo::Repository> src;
+    try {
+      src = open_controller_repository(*src_decl);
+    } catch (const Error& e) {
+      throw Error(e.code(), "cannot open the source repository '" + name + "': " + e.what());
+    }
+    auto src_lock = repo::lock_for_reading(*src, "controller: copy of set " + job.set_id, std::chrono::seconds(60), warn);
+    src->load_index();
+    repo::SnapshotCopier copier(*src, *dst);
+    for (const Task* t : tasks) {
+      if (auto it = have.find(t->task_id); it != have.end()) {
+        res.snapshots[t->task_id] = it->second;
+        continue;
+      }
+      repo::Snapshot s;
+      try {
+        s = repo::load_snapshot(*src, t->snapshot_id);
+      } catch (const Error& e) {
+        throw Error(e.code(), "snapshot " + t->snapshot_id.substr(0, 16) + " of task " + t->task_id + " cannot be read from '" +
+                                  name + "': " + e.what());
+      }
+      auto tags = repo::tag_values(s);
+      if (tags["set"] != job.set_id || tags["task"] != t->task_id)
+        throw Error(Errc::corrupt, "snapshot " + s.id.substr(0, 16) + " in repository '" + name + "' is tagged for set '" +
+                                       tags["set"] + "', task '" + tags["task"] + "', not task " + t->task_id + " of set " +
+                                       job.set_id + ": the catalog and the repository disagree; not copied");
+      auto n = copier.copy(s);
+      if (src_lock) src_lock->check("copying");
+      dst_lock->check("copying");
+      res.snapshots[t->task_id] = n.id;
+    }
+    res.bytes += copier.stats().bytes;
+    res.blobs_new += copier.stats().blobs_new;
+    if (src_lock) src_lock->release();
+  }
+  dst_lock->release();
+  res.ok = true;
+  return res;
+}
+
+void SetCopier::loop() {
+  std::unique_lock g(mu_);
+  for (;;) {
+    cv_.wait(g, [&] { return stop_ || !queue_.empty(); });
+    if (stop_) return;
+    Job job = std::move(queue_.front());
+    queue_.pop_front();
+    ++running_;
+    g.unlock();
+    Result res;
+    try {
+      res = run(job);
+    } catch (const std::exception& e) {
+      res = Result{};
+      res.job = job;
+      res.error = e.what();
+    }
+    g.lock();
+    --running_;
+    results_.push_back(std::move(res));
+  }
+}
+
+}  // namespace cairn::controller

@@ -1,0 +1,69 @@
+#pragma once
+// Offsite copies by policy (docs/operations.md § Offsite copies): after each
+// complete or partial set of a policy with `copy_to`, the controller copies
+// the set's snapshots into that repository itself, on a thread of its own,
+// re-encrypting every blob under the destination's keys
+// (common/repo/copy.h). Both repositories are ones the controller declares
+// ([[repository]]): it needs their passphrases to read and write them, which
+// the agents never need to share.
+//
+// A copy holds a shared lock on each source (read, like a restore) and on the
+// destination (written, like a backup), so retention's exclusive prune of
+// either waits for it. A snapshot the destination holds already for the same
+// set and task (tags `set:`, `task:`; an earlier attempt that stopped midway)
+// is not copied again: a copy is safe to repeat.
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "controller/config.h"
+
+namespace cairn::controller {
+
+class SetCopier {
+ public:
+  struct Task {
+    std::string task_id, repository, snapshot_id;  // repository: the declared name the agent wrote to
+  };
+  struct Job {
+    std::string set_id;
+    std::string destination;  // a declared repository
+    std::vector<Task> tasks;
+  };
+  struct Result {
+    Job job;
+    bool ok = false;
+    std::string error;                               // what failed, where, what to do
+    std::map<std::string, std::string> snapshots;   // task id -> snapshot id in the destination
+    uint64_t bytes = 0, blobs_new = 0;
+  };
+  // config: the controller's, alive as long as the copier.
+  explicit SetCopier(const ControllerConfig& config);
+  ~SetCopier();
+  SetCopier(const SetCopier&) = delete;
+  SetCopier& operator=(const SetCopier&) = delete;
+
+  void submit(Job job);
+  size_t in_flight() const;
+  std::vector<Result> take_results();
+
+ private:
+  void loop();
+  Result run(const Job& job);
+
+  const ControllerConfig& config_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> queue_;
+  size_t running_ = 0;
+  std::vector<Result> results_;
+  bool stop_ = false;
+  std::thread worker_;
+};
+
+}  // namespace cairn::controller
