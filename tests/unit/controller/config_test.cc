@@ -263,6 +263,18 @@ keep_min = 7
              Catch::Contains("declared twice"));
   CHECK_THAT(error_of("[[repository]]\nname = \"m\"\npath = \"rel\"\npassword_file = \"/p\"\n"),
              Catch::Contains("must be absolute"));
+  // An offsite copy goes to a repository the controller declares, not the policy's own.
+  CHECK_THAT(error_of("[[policy]]\nname = \"p\"\nschedule = \"@daily\"\ncopy_to = \"offsite\"\n"),
+             Catch::Contains("copy_to 'offsite' is not a [[repository]] declared in this file"));
+  CHECK_THAT(error_of("[[policy]]\nname = \"p\"\nschedule = \"@daily\"\nrepository = \"m\"\ncopy_to = \"m\"\n"),
+             Catch::Contains("is the policy's own repository"));
+  {
+    auto c = parse_config("[[repository]]\nname = \"offsite\"\npath = \"/srv/offsite\"\npassword_file = \"/p\"\n"
+                          "[[policy]]\nname = \"p\"\nschedule = \"@daily\"\ncopy_to = \"offsite\"\n",
+                          "ctl.toml");
+    REQUIRE(c.policies.size() == 1);
+    CHECK(c.policies[0].copy_to == "offsite");
+  }
   CHECK_THAT(error_of("[http]\nlisten = \"0.0.0.0:7422\"\n"),
              Catch::Contains("not a loopback address") && Catch::Contains("token_file"));
   CHECK_THAT(error_of("[http]\nlisten = \"localhost:7422\"\n"), Catch::Contains("is not an IP address"));
