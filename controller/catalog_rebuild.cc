@@ -155,10 +155,17 @@ std::optional<catalog::RebuiltSet> build_attested(catalog::Tx& tx, const SetReco
   for (const auto& rt : rec.tasks) {
     if (rt.snapshot_id.empty()) continue;  // the task left no snapshot (failed): nothing to restore
     listed.insert(rt.snapshot_id);
+    for (const auto& [repository, snapshot] : rt.copies) listed.insert(snapshot);
     const TaggedSnapshot* f = nullptr;
     if (it != claimed.end())
       for (const auto& c : it->second)
         if (c.snap.id == rt.snapshot_id && c.repository == rt.repository) f = &c;
+    // Else a copy the record names (a policy's copy_to): the set comes back
+    // from the copy, attested like the original.
+    if (!f && it != claimed.end())
+      for (const auto& [repository, snapshot] : rt.copies)
+        for (const auto& c : it->second)
+          if (!f && c.snap.id == snapshot && c.repository == repository) f = &c;
     if (!f) {
       lost.push_back("snapshot " + short_id(rt.snapshot_id) + " of task " + rt.id + " (agent '" + rt.agent_name +
                      "', component '" + rt.component + "') is not in repository '" + rt.repository + "'");
@@ -181,8 +188,8 @@ std::optional<catalog::RebuiltSet> build_attested(catalog::Tx& tx, const SetReco
     t.id = rt.id;
     t.agent_id = agent_id;
     t.component = rt.component;
-    t.repository = rt.repository;
-    t.snapshot_id = rt.snapshot_id;
+    t.repository = f->repository;
+    t.snapshot_id = f->snap.id;
     t.cluster_id = rt.cluster_id;
     t.created_at = f->snap.time_unix;
     t.state = catalog::parse_task_state(rt.state).value_or(catalog::TaskState::succeeded);

@@ -31,15 +31,21 @@ int64_t num(const nlohmann::json& j, const char* k) {
 
 std::string set_record_body(const SetRecord& r) {
   nlohmann::json tasks = nlohmann::json::array();
-  for (const auto& t : r.tasks)
-    tasks.push_back({{"id", t.id},
-                     {"agent", t.agent_name},
-                     {"agent_key", t.agent_key},
-                     {"component", t.component},
-                     {"repository", t.repository},
-                     {"snapshot", t.snapshot_id},
-                     {"cluster", t.cluster_id},
-                     {"state", t.state}});
+  for (const auto& t : r.tasks) {
+    nlohmann::json j = {{"id", t.id},
+                        {"agent", t.agent_name},
+                        {"agent_key", t.agent_key},
+                        {"component", t.component},
+                        {"repository", t.repository},
+                        {"snapshot", t.snapshot_id},
+                        {"cluster", t.cluster_id},
+                        {"state", t.state}};
+    if (!t.copies.empty()) {
+      j["copies"] = nlohmann::json::array();
+      for (const auto& [repository, snapshot] : t.copies) j["copies"].push_back({{"repository", repository}, {"snapshot", snapshot}});
+    }
+    tasks.push_back(std::move(j));
+  }
   nlohmann::json j = {{"format", "cairn-set-record-v1"},
                       {"set", r.set_id},
                       {"created_at", r.created_at},
@@ -98,6 +104,10 @@ std::optional<SetRecord> verify_set_record(const nlohmann::json& file,
     if (!t.is_object()) continue;
     r.tasks.push_back({str(t, "id"), str(t, "agent"), str(t, "agent_key"), str(t, "component"), str(t, "repository"),
                        str(t, "snapshot"), str(t, "cluster"), str(t, "state")});
+    if (auto c = t.find("copies"); c != t.end() && c->is_array())
+      for (const auto& x : *c)
+        if (x.is_object() && !str(x, "repository").empty() && !str(x, "snapshot").empty())
+          r.tasks.back().copies.emplace_back(str(x, "repository"), str(x, "snapshot"));
   }
   return r;
 }
@@ -119,6 +129,11 @@ SetRecord record_from_catalog(const catalog::Tx& tx, const catalog::BackupSet& s
     rt.snapshot_id = t.snapshot_id.value_or("");
     rt.cluster_id = t.cluster_id;
     rt.state = std::string(catalog::to_string(t.state));
+    for (const auto& c : tx.set_copies(set.id)) {
+      if (c.state != "copied" || c.removed_at) continue;
+      auto copies = tx.task_copies(set.id, c.repository);
+      if (auto it = copies.find(t.id); it != copies.end()) rt.copies.emplace_back(c.repository, it->second);
+    }
     if (auto a = tx.agent(t.agent_id)) {
       rt.agent_name = a->name;
       rt.agent_key = to_hex(std::span<const uint8_t>(a->curve_public_key));

@@ -40,6 +40,10 @@ struct SetRecord {
     std::string snapshot_id;  // "" when the task left none
     std::string cluster_id;
     std::string state;        // the task's end: succeeded, partial, failed, ...
+    // Copies of the snapshot in other repositories (a policy's copy_to):
+    // (repository, snapshot id there). A rebuild from a copy takes them as
+    // attested as the original.
+    std::vector<std::pair<std::string, std::string>> copies{};
   };
   std::string set_id;
   int64_t created_at = 0, finished_at = 0;

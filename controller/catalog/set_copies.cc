@@ -59,6 +59,11 @@ void Tx::set_copy_copied(const std::string& set_id, const std::string& repositor
          " bytes = ?, blobs_new = ? WHERE set_id = ? AND repository = ?")
       .bind_all(now(), snapshots, bytes, blobs_new, set_id, repository)
       .run();
+  // The set's signed record is signed again, naming the copies, and written
+  // there too (controller/set_record.h): a rebuild from the copy attests it.
+  db_.prepare("INSERT OR IGNORE INTO set_records_due (set_id) SELECT id FROM backup_sets WHERE id = ? AND attested = 1")
+      .bind(1, set_id)
+      .run();
   audit({"set.copy", "backup_set:" + set_id, "ok", "",
          {{"repository", repository}, {"snapshots", snapshots}, {"bytes", bytes}, {"blobs_new", blobs_new}}});
 }

@@ -14,9 +14,13 @@ std::vector<std::string> Tx::set_records_due(size_t limit) const {
 }
 
 std::vector<std::string> Tx::set_snapshot_repositories(const std::string& set_id) const {
+  // Its copies' repositories too (a policy's copy_to): a rebuild from a copy
+  // finds the set's record there.
   auto s = db_.prepare("SELECT DISTINCT repository FROM tasks WHERE backup_set_id = ? AND kind = 'backup'"
-                       " AND snapshot_id IS NOT NULL AND snapshot_removed_at IS NULL ORDER BY 1");
-  s.bind(1, set_id);
+                       " AND snapshot_id IS NOT NULL AND snapshot_removed_at IS NULL"
+                       " UNION SELECT repository FROM set_copies WHERE set_id = ? AND state = 'copied' AND removed_at IS NULL"
+                       " ORDER BY 1");
+  s.bind_all(set_id, set_id);
   std::vector<std::string> out;
   while (s.step()) out.push_back(s.text(0));
   return out;

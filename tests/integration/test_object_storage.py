@@ -673,6 +673,18 @@ credentials_file = "{offsite.creds}"
         assert restored == files
         out, _ = offsite.ok("check", "--read-data")
         assert "no errors were found" in out
+        # The set's signed record, naming the copy, went there too: a catalog
+        # rebuilt from the copy alone (the site and its repository lost)
+        # takes the set as attested, on the copy's snapshot.
+        c.wait_signed(sid1, repository="offsite")
+        cfg = c.controller_cfg.read_text()
+        lost = tmp_path / "rebuilt"
+        cfg = cfg.replace(f'data_dir = "{c.base / "controller"}"', f'data_dir = "{lost}"', 1)
+        cfg = re.sub(r'\[\[repository\]\]\nname = "main"\n(?:[a-z_]+ = "[^"]*"\n)+', "", cfg)
+        assert 'name = "main"' not in cfg and 'name = "offsite"' in cfg, cfg
+        (tmp_path / "dr.toml").write_text(cfg)
+        out = c.ok("catalog", "rebuild", "--config", tmp_path / "dr.toml", "--trusted-key", c.signing_pub())
+        assert "1 set(s) attested by a signed set record, 0 unattested" in out, out
 
         # The store refuses the copy's uploads: COPY FAILED, then retried once it accepts them.
         proxy.add("deny", method="PUT")
