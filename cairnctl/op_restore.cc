@@ -144,6 +144,7 @@ void register_op_restore(CLI::App& app, Context& ctx) {
   auto require_connected = std::make_shared<bool>(false);
   auto force_identity = std::make_shared<bool>(false);
   auto accept_unattested = std::make_shared<bool>(false);
+  auto from_copy = std::make_shared<std::string>();
   auto recovery = std::make_shared<cairn::v1::RecoveryTarget>();
   auto to_time = std::make_shared<std::string>(), to_lsn = std::make_shared<std::string>(),
        to_xid = std::make_shared<std::string>();
@@ -170,6 +171,9 @@ void register_op_restore(CLI::App& app, Context& ctx) {
   restore->add_flag("--accept-unattested", *accept_unattested,
                     "restore from a set a catalog rebuild took from snapshot tags that no signed set record covers "
                     "('unattested' in 'backup show'); refused by default");
+  restore->add_option("--from-copy", *from_copy,
+                      "read the snapshots from the set's offsite copy in this repository (a policy's copy_to; the "
+                      "agents must declare it under that name), e.g. when the first repository is lost");
   auto* tt = restore->add_option("--to-time", *to_time,
                                  "postgresql: replay WAL up to this time (RFC 3339 with a zone, e.g. "
                                  "2026-11-27T10:00:00Z), then promote");
@@ -226,7 +230,7 @@ void register_op_restore(CLI::App& app, Context& ctx) {
     };
   });
 
-  restore->callback([&ctx, restore, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested, to_time, to_lsn, to_xid, to_latest, to_immediate, exclusive] {
+  restore->callback([&ctx, restore, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested, from_copy, to_time, to_lsn, to_xid, to_latest, to_immediate, exclusive] {
     if (restore->got_subcommand("show") || restore->got_subcommand("list")) return;
     cairn::v1::RecoveryTarget rt;
     if (!to_time->empty()) {
@@ -250,7 +254,7 @@ void register_op_restore(CLI::App& app, Context& ctx) {
       throw CLI::ValidationError("recovery target", why);
     // Without a set, a recovery target lets the controller pick the base backup.
     if (set->empty() && rt.kind() == cairn::v1::RecoveryTarget::KIND_UNSPECIFIED) throw CLI::RequiredError("set");
-    ctx.action = [&ctx, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested, rt]() -> int {
+    ctx.action = [&ctx, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested, from_copy, rt]() -> int {
       cairn::v1::OperatorRequest q;
       auto* r = q.mutable_restore();
       r->set_require_connected(*require_connected);
@@ -258,6 +262,7 @@ void register_op_restore(CLI::App& app, Context& ctx) {
       r->set_skip_safety_backup(*skip_safety);
       r->set_force_identity(*force_identity);
       r->set_accept_unattested(*accept_unattested);
+      r->set_from_copy(*from_copy);
       r->set_restore_target(*target);
       if (rt.kind() != cairn::v1::RecoveryTarget::KIND_UNSPECIFIED) *r->mutable_recovery_target() = rt;
       r->set_write_mode(*mode == "merge" ? cairn::v1::RESTORE_WRITE_MODE_MERGE : cairn::v1::RESTORE_WRITE_MODE_MIRROR);

@@ -757,6 +757,25 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     for (auto& t : tx.tasks_of_set(req.backup_set_id()))
       if (t.snapshot_id && (t.state == catalog::TaskState::succeeded || t.state == catalog::TaskState::partial))
         source[{t.cluster_id.empty() ? t.agent_id : "cluster:" + t.cluster_id, t.component}] = t;
+    // --from-copy: every snapshot from the set's copy in that repository.
+    if (!req.from_copy().empty()) {
+      bool landed = false;
+      for (const auto& c : tx.set_copies(req.backup_set_id()))
+        if (c.repository == req.from_copy() && c.state == "copied" && !c.removed_at) landed = true;
+      if (!landed)
+        throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND,
+                      "backup set '" + req.backup_set_id() + "' has no copy in repository '" + req.from_copy() +
+                          "' ('cairnctl backup show' lists its copies: one pending or failed cannot be read)");
+      auto copies = tx.task_copies(req.backup_set_id(), req.from_copy());
+      for (auto& [key, t] : source) {
+        auto it = copies.find(t.id);
+        if (it == copies.end()) continue;  // a snapshot the copy lacks is left out below, by name
+        t.snapshot_id = it->second;
+        t.repository = req.from_copy();
+        t.snapshot_removed_at.reset();
+      }
+      std::erase_if(source, [&](const auto& e) { return !copies.count(e.second.id); });
+    }
     std::vector<Pick> picks;
     for (auto& p : select(tx, req.selector(), true))
       if (source.count(source_key(p))) picks.push_back(p);

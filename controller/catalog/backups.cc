@@ -271,8 +271,14 @@ std::optional<SnapshotOrigin> Tx::snapshot_origin(const std::string& snapshot_id
   auto s = db_.prepare(
       "SELECT t.agent_id, t.repository, t.repository_named FROM snapshots s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?");
   s.bind(1, snapshot_id);
-  if (!s.step()) return std::nullopt;
-  return SnapshotOrigin{s.text(0), s.text(1), s.integer(2) != 0};
+  if (s.step()) return SnapshotOrigin{s.text(0), s.text(1), s.integer(2) != 0};
+  // A copy of a backup's snapshot (a policy's copy_to): in the copy's
+  // repository, by the controller's name for it.
+  auto c = db_.prepare(
+      "SELECT t.agent_id, c.repository FROM task_copies c JOIN tasks t ON t.id = c.task_id WHERE c.snapshot_id = ?");
+  c.bind(1, snapshot_id);
+  if (!c.step()) return std::nullopt;
+  return SnapshotOrigin{c.text(0), c.text(1), true};
 }
 
 void Tx::amend_task_reasons(const std::string& task_id, const std::vector<Reason>& reasons) {

@@ -8,6 +8,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import subprocess
 import threading
 import datetime
@@ -638,7 +639,15 @@ credentials_file = "{offsite.creds}"
     c.declare_repository()
     try:
         files = {f"d{i}/f{j}.bin": os.urandom(20_000 + 1000 * j) for i in range(3) for j in range(10)}
-        c.add_agent("node-a", files)
+        # The agent declares the copy's repository too (under the controller's name), to restore from it;
+        # its 'data' component (the table the text continues) backs up into "main".
+        c.add_agent("node-a", files, components=f"""repository = "main"
+[[repository]]
+name = "offsite"
+path = "{offsite.url}"
+password_file = "{offsite.pw}"
+credentials_file = "{offsite.creds}"
+""")
         c.enrol("node-a")
         data = c.agent_dirs["node-a"]["data"]
         rc, out, err = c.ctl("policy", "add", "nightly", "--schedule", "0 1 * * *", "--component", "data",
@@ -719,6 +728,20 @@ credentials_file = "{offsite.creds}"
         tags = [t for s in json.loads(out) for t in s.get("tags", [])]
         assert f"set:{sid1}" not in tags and f"set:{sid2}" in tags, tags
         assert "removed by retention" in c.ok("backup", "show", sid1)
+
+        # The first repository lost (its packs gone): the set restores from its copy.
+        expected = {os.path.relpath(os.path.join(r, f), data): open(os.path.join(r, f), "rb").read()
+                    for r, _, fs in os.walk(data) for f in fs}
+        shutil.rmtree(c.repo / "data")
+        (data / "d1" / "f1.bin").write_bytes(b"damaged")
+        (data / "d0" / "new.bin").unlink()
+        rc, out, err = c.ctl("restore", sid2, "--from-copy", "elsewhere", "--skip-safety-backup")
+        assert rc != 0 and "no copy in repository 'elsewhere'" in err, out + err
+        rc, out, err = c.ctl("restore", sid2, "--from-copy", "offsite", "--skip-safety-backup", "--wait", timeout=300)
+        assert rc == 0, f"{out}\n{err}\n{c.logs()}"
+        after = {os.path.relpath(os.path.join(r, f), data): open(os.path.join(r, f), "rb").read()
+                 for r, _, fs in os.walk(data) for f in fs}
+        assert after == expected
     finally:
         proxy.clear()
         c.stop_all()
