@@ -11,35 +11,6 @@
 
 namespace cairn::controller {
 
-SetCopier::SetCopier(const ControllerConfig& config) : config_(config), worker_([this] { loop(); }) {}
-
-SetCopier::~SetCopier() {
-  {
-    std::lock_guard g(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  worker_.join();
-}
-
-void SetCopier::submit(Job job) {
-  {
-    std::lock_guard g(mu_);
-    queue_.push_back(std::move(job));
-  }
-  cv_.notify_one();
-}
-
-size_t SetCopier::in_flight() const {
-  std::lock_guard g(mu_);
-  return queue_.size() + running_;
-}
-
-std::vector<SetCopier::Result> SetCopier::take_results() {
-  std::lock_guard g(mu_);
-  return std::exchange(results_, {});
-}
-
 SetCopier::Result SetCopier::run(const Job& job) {
   Result res;
   res.job = job;
@@ -110,26 +81,14 @@ SetCopier::Result SetCopier::run(const Job& job) {
   return res;
 }
 
-void SetCopier::loop() {
-  std::unique_lock g(mu_);
-  for (;;) {
-    cv_.wait(g, [&] { return stop_ || !queue_.empty(); });
-    if (stop_) return;
-    Job job = std::move(queue_.front());
-    queue_.pop_front();
-    ++running_;
-    g.unlock();
+SetCopier::Result SetCopier::run_job(const Job& job) {
+  try {
+    return run(job);
+  } catch (const std::exception& e) {
     Result res;
-    try {
-      res = run(job);
-    } catch (const std::exception& e) {
-      res = Result{};
-      res.job = job;
-      res.error = e.what();
-    }
-    g.lock();
-    --running_;
-    results_.push_back(std::move(res));
+    res.job = job;
+    res.error = e.what();
+    return res;
   }
 }
 

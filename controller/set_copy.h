@@ -12,16 +12,12 @@
 // either waits for it. A snapshot the destination holds already for the same
 // set and task (tags `set:`, `task:`; an earlier attempt that stopped midway)
 // is not copied again: a copy is safe to repeat.
-#include <condition_variable>
-#include <deque>
 #include <map>
-#include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "controller/config.h"
+#include "controller/job_worker.h"
 
 namespace cairn::controller {
 
@@ -43,27 +39,19 @@ class SetCopier {
     uint64_t bytes = 0, blobs_new = 0;
   };
   // config: the controller's, alive as long as the copier.
-  explicit SetCopier(const ControllerConfig& config);
-  ~SetCopier();
-  SetCopier(const SetCopier&) = delete;
-  SetCopier& operator=(const SetCopier&) = delete;
+  explicit SetCopier(const ControllerConfig& config)
+      : config_(config), worker_([this](const Job& j) { return run_job(j); }) {}
 
-  void submit(Job job);
-  size_t in_flight() const;
-  std::vector<Result> take_results();
+  void submit(Job job) { worker_.submit(std::move(job)); }
+  size_t in_flight() const { return worker_.in_flight(); }
+  std::vector<Result> take_results() { return worker_.take_results(); }
 
  private:
-  void loop();
+  Result run_job(const Job& job);  // never throws: a failure is the result's error
   Result run(const Job& job);
 
   const ControllerConfig& config_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Job> queue_;
-  size_t running_ = 0;
-  std::vector<Result> results_;
-  bool stop_ = false;
-  std::thread worker_;
+  JobWorker<Job, Result> worker_;  // last: its thread uses the members above
 };
 
 }  // namespace cairn::controller

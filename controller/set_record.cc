@@ -145,34 +145,10 @@ SetRecord record_from_catalog(const catalog::Tx& tx, const catalog::BackupSet& s
 
 // ---- the writer ----------------------------------------------------------
 
-SetRecordWriter::SetRecordWriter(const ControllerConfig& config) : config_(config), worker_([this] { loop(); }) {}
+SetRecordWriter::SetRecordWriter(const ControllerConfig& config)
+    : config_(config), worker_([this](const Job& j) { return run(j); }) {}
 
-SetRecordWriter::~SetRecordWriter() {
-  {
-    std::lock_guard g(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  worker_.join();
-}
-
-void SetRecordWriter::submit(Job job) {
-  {
-    std::lock_guard g(mu_);
-    queue_.push_back(std::move(job));
-  }
-  cv_.notify_all();
-}
-
-size_t SetRecordWriter::in_flight() const {
-  std::lock_guard g(mu_);
-  return queue_.size() + running_;
-}
-
-std::vector<SetRecordWriter::Result> SetRecordWriter::take_results() {
-  std::lock_guard g(mu_);
-  return std::exchange(results_, {});
-}
+SetRecordWriter::~SetRecordWriter() = default;
 
 repo::Repository& SetRecordWriter::open(const ControllerConfig::Repository& r) {
   auto it = open_.find(r.name);
@@ -180,32 +156,21 @@ repo::Repository& SetRecordWriter::open(const ControllerConfig::Repository& r) {
   return *(open_[r.name] = open_controller_repository(r));
 }
 
-void SetRecordWriter::loop() {
-  std::unique_lock g(mu_);
-  for (;;) {
-    cv_.wait(g, [&] { return stop_ || !queue_.empty(); });
-    if (stop_) return;
-    Job job = std::move(queue_.front());
-    queue_.pop_front();
-    ++running_;
-    g.unlock();
-    Result res;
-    for (const auto& name : job.repositories) {
-      try {
-        const ControllerConfig::Repository* decl = config_.repository(name);
-        if (!decl) throw Error(Errc::not_found, "repository '" + name + "' is not declared in the controller's configuration");
-        open(*decl).save_json(repo::FileType::set_record, job.file);
-        res.written.push_back(name);
-      } catch (const std::exception& e) {
-        open_.erase(name);  // opened again next time (a password file changed, a disk remounted)
-        res.errors[name] = e.what();
-      }
+SetRecordWriter::Result SetRecordWriter::run(const Job& job) {
+  Result res;
+  for (const auto& name : job.repositories) {
+    try {
+      const ControllerConfig::Repository* decl = config_.repository(name);
+      if (!decl) throw Error(Errc::not_found, "repository '" + name + "' is not declared in the controller's configuration");
+      open(*decl).save_json(repo::FileType::set_record, job.file);
+      res.written.push_back(name);
+    } catch (const std::exception& e) {
+      open_.erase(name);  // opened again next time (a password file changed, a disk remounted)
+      res.errors[name] = e.what();
     }
-    res.job = std::move(job);
-    g.lock();
-    --running_;
-    results_.push_back(std::move(res));
   }
+  res.job = job;
+  return res;
 }
 
 size_t remove_set_records(repo::Repository& r, const std::set<std::string>& set_ids) {

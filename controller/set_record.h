@@ -74,14 +74,11 @@ SetRecord record_from_catalog(const catalog::Tx& tx, const catalog::BackupSet& s
 
 }  // namespace cairn::controller
 
-#include <condition_variable>
-#include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <thread>
 
 #include "controller/config.h"
+#include "controller/job_worker.h"
 
 namespace cairn::repo {
 class Repository;
@@ -108,28 +105,21 @@ class SetRecordWriter {
     std::map<std::string, std::string> errors;  // repository -> what failed
   };
   // config: the controller's, alive as long as the writer (its [[repository]]s).
+  // Both in set_record.cc, where repo::Repository is complete.
   explicit SetRecordWriter(const ControllerConfig& config);
   ~SetRecordWriter();
-  SetRecordWriter(const SetRecordWriter&) = delete;
-  SetRecordWriter& operator=(const SetRecordWriter&) = delete;
 
-  void submit(Job job);
-  size_t in_flight() const;
-  std::vector<Result> take_results();
+  void submit(Job job) { worker_.submit(std::move(job)); }
+  size_t in_flight() const { return worker_.in_flight(); }
+  std::vector<Result> take_results() { return worker_.take_results(); }
 
  private:
-  void loop();
+  Result run(const Job& job);
   repo::Repository& open(const ControllerConfig::Repository& r);
 
   const ControllerConfig& config_;
   std::map<std::string, std::unique_ptr<repo::Repository>> open_;  // worker thread only
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Job> queue_;
-  size_t running_ = 0;
-  std::vector<Result> results_;
-  bool stop_ = false;
-  std::thread worker_;
+  JobWorker<Job, Result> worker_;  // last: its thread uses the members above
 };
 
 // Removes the records of these sets from an open repository (retention
