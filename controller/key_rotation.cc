@@ -19,7 +19,7 @@
 namespace cairn::controller {
 namespace {
 
-bool exists(const std::string& path) {
+bool rotation_file_exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
 }
@@ -39,7 +39,7 @@ void install_key_file(const std::string& key_dir, const std::string& next, const
 plan::SigningKey load_signing_key(catalog::Catalog& catalog, const std::string& key_dir) {
   const std::string path = key_dir + "/" + kSigningKeyFile;
   const std::string next = path + ".next";
-  if (exists(next)) {
+  if (rotation_file_exists(next)) {
     auto nk = plan::SigningKey::load(next);
     auto rec = catalog.read([&](const catalog::Tx& tx) { return tx.controller_key(nk.key_id()); });
     if (rec && rec->state != "retired") {

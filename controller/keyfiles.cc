@@ -23,7 +23,7 @@ std::string trim(std::string s) {
   return s;
 }
 
-bool exists(const std::string& path) {
+bool path_taken(const std::string& path) {
   struct stat st {};
   return ::lstat(path.c_str(), &st) == 0;
 }
@@ -72,7 +72,7 @@ InitializedKeys init_keys(const std::string& dir) {
   for (const char* f : {kSigningKeyFile, kSigningPubFile, kCurveSecretFile, kCurvePublicFile, kOperatorSecretFile,
                         kOperatorPublicFile}) {
     std::string p = dir + "/" + f;
-    if (exists(p)) throw Error(Errc::exists, "'" + p + "' exists; keys are never replaced (move it away first)");
+    if (path_taken(p)) throw Error(Errc::exists, "'" + p + "' exists; keys are never replaced (move it away first)");
   }
   InitializedKeys out;
   auto signing = plan::SigningKey::generate();
