@@ -338,7 +338,7 @@ int64_t copy_retry_seconds() {
 }
 }  // namespace
 
-void Scheduler::copy_sets(int64_t now) {
+void Scheduler::copy_sets(int64_t now, std::set<std::string>& retention_due) {
   if (!copier_) return;
   for (auto& res : copier_->take_results()) {
     copying_.clear();
@@ -360,15 +360,10 @@ void Scheduler::copy_sets(int64_t now) {
     if (res.ok) {
       copies_checked_at_ = 0;  // the next one at once
       // A set whose copy landed may let an older one go (retention keeps the
-      // newest copied set while newer copies are missing).
+      // newest copied set while newer copies are missing): its policy's
+      // retention runs in this tick's pass.
       auto set = catalog_.read([&](const catalog::Tx& tx) { return tx.backup_set(j.set_id); });
-      if (set && set->policy) {
-        try {
-          retention("controller", *set->policy, false);
-        } catch (const std::exception& e) {
-          spdlog::warn("policy '{}': retention after a copy: {}", *set->policy, e.what());
-        }
-      }
+      if (set && set->policy) retention_due.insert(*set->policy);
     }
   }
   if (copier_->in_flight() || now - copies_checked_at_ < 5) return;
@@ -406,29 +401,33 @@ void Scheduler::submit_forgets(int64_t now) {
   catalog_.transaction("controller", [&](catalog::Tx& tx) {
     for (const auto& s : expired) {
       bool any = false;
-      for (const auto& t : tx.tasks_of_set(s.id)) {
-        if (!t.snapshot_id) continue;
-        any = true;
-        if (t.snapshot_removed_at) continue;  // that repository is cleared of it
-        const std::string& repo = t.repository;
+      // The repository's job for this pass, or nullptr while it cannot be
+      // cleared now (undeclared, busy, retried later, in use).
+      auto job_of = [&](const std::string& repo) -> ForgetJob* {
         if (repo.empty() || !maintenance_.declared(repo)) {
           if (warned_.insert(repo).second)
             spdlog::warn("retention: backup sets expire but their snapshots stay in repository '{}': {}", repo,
                          repo.empty() ? "the agent did not say which repository its backups went to"
                                       : "the controller's configuration declares no [[repository]] of that name");
-          continue;
+          return nullptr;
         }
         wanted.insert(repo);
-        if (maintenance_.busy(repo) || retry_after_[repo] > now) continue;
+        if (maintenance_.busy(repo) || retry_after_[repo] > now) return nullptr;
         if (tx.repository_in_use(repo)) {
           held_back_.insert(repo);
           waiting(repo, now).locked_streak = 0;  // a lock met after these tasks is a new row
-          continue;
+          return nullptr;
         }
         auto& job = jobs[repo];
         job.repository = repo;
         if (job.set_ids.empty() || job.set_ids.back() != s.id) job.set_ids.push_back(s.id);
-        job.snapshot_ids.push_back(*t.snapshot_id);
+        return &job;
+      };
+      for (const auto& t : tx.tasks_of_set(s.id)) {
+        if (!t.snapshot_id) continue;
+        any = true;
+        if (t.snapshot_removed_at) continue;  // that repository is cleared of it
+        if (auto* job = job_of(t.repository)) job->snapshot_ids.push_back(*t.snapshot_id);
       }
       // Its offsite copies (copy_to) go too, from their repository.
       for (const auto& c : tx.set_copies(s.id)) {
@@ -443,20 +442,10 @@ void Scheduler::submit_forgets(int64_t now) {
           continue;
         }
         any = true;
-        const std::string& repo = c.repository;
-        if (!maintenance_.declared(repo)) continue;
-        wanted.insert(repo);
-        if (maintenance_.busy(repo) || retry_after_[repo] > now) continue;
-        if (tx.repository_in_use(repo)) {
-          held_back_.insert(repo);
-          waiting(repo, now).locked_streak = 0;
-          continue;
+        if (auto* job = job_of(c.repository)) {
+          for (const auto& [task, snap] : copies) job->snapshot_ids.push_back(snap);
+          job->copy_set_ids.push_back(s.id);
         }
-        auto& job = jobs[repo];
-        job.repository = repo;
-        if (job.set_ids.empty() || job.set_ids.back() != s.id) job.set_ids.push_back(s.id);
-        for (const auto& [task, snap] : copies) job.snapshot_ids.push_back(snap);
-        job.copy_set_ids.push_back(s.id);
       }
       if (!any) {
         tx.mark_set_forgotten(s.id, {{"repositories", nlohmann::json::array()}});  // nothing was stored
@@ -508,10 +497,10 @@ std::vector<std::string> Scheduler::tick(int64_t now) {
       spdlog::info("retention: the prune of repository '{}' gives way to a backup or restore using it", repo);
   take_maintenance_results(now);
   write_set_records(now);
-  copy_sets(now);
-
-  // Sets that ended: retention after each complete one.
+  // Sets that ended: retention after each complete one, and after each copy that landed.
   std::set<std::string> apply;
+  copy_sets(now, apply);
+
   for (auto it = watched_.begin(); it != watched_.end();) {
     auto s = catalog_.read([&](const catalog::Tx& tx) { return tx.backup_set(it->first); });
     if (s && s->state == catalog::SetState::running) {

@@ -79,7 +79,8 @@ class Scheduler {
   void run_drill(const catalog::Policy& p, std::vector<std::string>& agents);
   void submit_forgets(int64_t now);
   void write_set_records(int64_t now);
-  void copy_sets(int64_t now);
+  // Policies whose retention should run again (a copy landed) join retention_due.
+  void copy_sets(int64_t now, std::set<std::string>& retention_due);
 
   SetCopier* copier_ = nullptr;
   std::string copying_;           // the set whose copy is in flight

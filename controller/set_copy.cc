@@ -11,9 +11,7 @@
 
 namespace cairn::controller {
 
-SetCopier::Result SetCopier::run(const Job& job) {
-  Result res;
-  res.job = job;
+void SetCopier::run(const Job& job, Result& res) {
   const auto* dst_decl = config_.repository(job.destination);
   if (!dst_decl)
     throw Error(Errc::not_found, "the destination repository '" + job.destination +
@@ -78,18 +76,18 @@ SetCopier::Result SetCopier::run(const Job& job) {
   }
   dst_lock->release();
   res.ok = true;
-  return res;
 }
 
 SetCopier::Result SetCopier::run_job(const Job& job) {
+  Result res;
+  res.job = job;
   try {
-    return run(job);
+    run(job, res);
   } catch (const std::exception& e) {
-    Result res;
-    res.job = job;
-    res.error = e.what();
-    return res;
+    res.ok = false;
+    res.error = e.what();  // res.snapshots: what it stored before (retention removes those with the set)
   }
+  return res;
 }
 
 }  // namespace cairn::controller

@@ -48,7 +48,8 @@ class SetCopier {
 
  private:
   Result run_job(const Job& job);  // never throws: a failure is the result's error
-  Result run(const Job& job);
+  // Throws on a failure; res.snapshots then holds what was copied before it.
+  void run(const Job& job, Result& res);
 
   const ControllerConfig& config_;
   JobWorker<Job, Result> worker_;  // last: its thread uses the members above
