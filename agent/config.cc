@@ -200,6 +200,11 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     dd.java = dr.string_or("java", dd.java);
     dd.prometheus = dr.string_or("prometheus", dd.prometheus);
     dd.haproxy = dr.string_or("haproxy", dd.haproxy);
+    dd.postgresql_bin_dir = dr.string_or("postgresql_bin_dir", dd.postgresql_bin_dir);
+    require_absolute(dr, "postgresql_bin_dir", dd.postgresql_bin_dir);
+    dd.postgresql_user = dr.string_or("postgresql_user", dd.postgresql_user);
+    if (dd.postgresql_user.empty() || dd.postgresql_user == "root")
+      dr.fail("postgresql_user", "must name the user PostgreSQL runs as in a drill's sandbox, not root (it refuses to run as root)");
     dd.zookeeper_jar = dr.string_or("zookeeper_jar", dd.zookeeper_jar);
     require_absolute(dr, "zookeeper_jar", dd.zookeeper_jar);
     if (auto v = dr.integer("java_heap_mb", 64, 1 << 20)) dd.java_heap_mb = uint32_t(*v);

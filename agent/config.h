@@ -48,6 +48,11 @@ struct DrillDecl {
   uint32_t java_heap_mb = 512;
   std::string prometheus = "prometheus";
   std::string haproxy = "haproxy";
+  // PostgreSQL's server and client programs (postgres, psql, pg_amcheck),
+  // of the major version the drilled backups ran; the server and the checks
+  // run as postgresql_user (PostgreSQL refuses to run as root).
+  std::string postgresql_bin_dir = "/usr/lib/postgresql/15/bin";
+  std::string postgresql_user = "postgres";
 };
 
 struct AgentConfig {

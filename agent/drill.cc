@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,12 +38,14 @@
 #include "agent/drivers/haproxy/cfg_parser.h"
 #include "agent/drivers/haproxy/haproxy_driver.h"
 #include "agent/drivers/haproxy/runtime.h"
+#include "agent/drivers/postgresql/recovery.h"
 #include "agent/drivers/zookeeper/four_letter.h"
 #include "agent/drivers/zookeeper/layout.h"
 #include "agent/drivers/zookeeper/staging.h"
 #include "agent/platform/http.h"
 #include "agent/platform/process.h"
 #include "agent/platform/socket_client.h"
+#include "common/plan/recovery_target.h"
 #include "common/repo/memory.h"
 #include "common/repo/repository.h"
 #include "common/repo/restorer.h"
@@ -143,6 +147,10 @@ struct Confinement {
   std::string root;                                       // the new root (a sandbox directory, prepared)
   std::vector<std::pair<std::string, std::string>> binds;  // host path -> mount point inside root (made already)
   std::vector<int> keep_caps;                             // the capability bounding set left
+  // Run as this user (uid != 0), with no capability left: a server that
+  // refuses to run as root (PostgreSQL).
+  uid_t uid = 0;
+  gid_t gid = 0;
 };
 
 // One drill's sandbox: its directory, its cgroup and the processes started
@@ -249,7 +257,8 @@ class Sandbox {
           ::_exit(126);
         };
         const char* root = confine->root.c_str();
-        if (::unshare(CLONE_NEWNS) != 0) die("unshare(CLONE_NEWNS)");
+        // System V IPC of its own too: a server's shared memory never meets the host's.
+        if (::unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0) die("unshare(CLONE_NEWNS | CLONE_NEWIPC)");
         if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) die("making / private");
         if (::mount(root, root, nullptr, MS_BIND, nullptr) != 0) die("binding the root");
         if (::mount(nullptr, root, nullptr, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV, nullptr) != 0) die("remounting the root");
@@ -266,6 +275,12 @@ class Sandbox {
           bool keep = false;
           for (int k : confine->keep_caps) keep = keep || k == cap;
           if (!keep && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) die("dropping a capability");
+        }
+        if (confine->uid != 0) {
+          const gid_t g = confine->gid;
+          if (::setgroups(1, &g) != 0) die("setgroups");
+          if (::setgid(confine->gid) != 0) die("setgid");
+          if (::setuid(confine->uid) != 0) die("setuid");
         }
         if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
       } else if (::chdir(dir_.c_str()) != 0) {
@@ -982,6 +997,64 @@ std::string parent_of(const std::string& p) {
   return k == 0 || k == std::string::npos ? "/" : p.substr(0, k);
 }
 
+// A Confinement rooted at the restored tree: host paths mounted read-only at
+// their own paths inside it (mount points made with haproxy_mount_point's
+// checks), the first problem kept. A merged /usr's links (/lib -> usr/lib)
+// are made as the host has them.
+struct ConfinedRoot {
+  std::string restored;
+  Confinement conf;
+  std::string problem;
+
+  explicit ConfinedRoot(std::string root) : restored(std::move(root)) { conf.root = restored; }
+
+  void bind(const std::string& host, bool dir) {
+    if (!problem.empty()) return;
+    struct stat st {};
+    if (::lstat(host.c_str(), &st) != 0) return;  // this host has none
+    if (S_ISLNK(st.st_mode) && dir) {
+      std::error_code ec;
+      const std::string target = fs::read_symlink(host, ec).string();
+      const std::string at = restored + host;
+      if (ec) return;
+      if (fs::is_symlink(fs::symlink_status(at, ec))) {
+        if (fs::read_symlink(at, ec).string() != target) problem = "the snapshot holds a symbolic link at '" + host + "'";
+        return;
+      }
+      if (fs::exists(fs::symlink_status(at, ec))) {
+        problem = "the snapshot holds '" + host + "', which the sandbox links as the host does";
+        return;
+      }
+      if (auto why = haproxy_mount_point(restored, parent_of(host), true, false); !why.empty()) {
+        problem = why;
+        return;
+      }
+      if (::symlink(target.c_str(), at.c_str()) != 0) problem = "cannot link '" + at + "': " + std::strerror(errno);
+      return;
+    }
+    if (dir != S_ISDIR(::stat(host.c_str(), &st) == 0 ? st.st_mode : 0)) return;
+    if (auto why = haproxy_mount_point(restored, host, dir); !why.empty()) {
+      problem = why;
+      return;
+    }
+    conf.binds.emplace_back(host, host);
+  }
+
+  // What any dynamically linked server needs: the libraries, the loader's
+  // cache, the user and group names, the local time, and /dev's harmless
+  // nodes. An /etc file the snapshot holds itself (backed up as a file the
+  // configuration names) serves as well and is left.
+  void host_basics() {
+    for (const char* p : {"/lib", "/lib64", "/lib32", "/usr/lib", "/usr/lib64", "/usr/lib32"}) bind(p, true);
+    for (const char* p : {"/etc/ld.so.cache", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/localtime",
+                          "/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"}) {
+      std::error_code ec;
+      if (std::string_view(p).starts_with("/etc/") && fs::is_regular_file(fs::symlink_status(restored + p, ec))) continue;
+      bind(p, false);
+    }
+  }
+};
+
 // HAProxy: the restored configuration checked (`haproxy -c`) and started with
 // the sandbox as its whole filesystem (Confinement), so it reads the restored
 // files at the paths it names and writes only into the sandbox, on the
@@ -1050,56 +1123,16 @@ void drill_haproxy(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap,
   // binary mounted read-only at their paths.
   const std::string exe = platform::program_path(d.haproxy);
   if (exe.empty()) throw Error(Errc::not_found, "'" + d.haproxy + "' is not an executable on the agent's PATH");
-  Confinement conf;
-  conf.root = restored;
+  ConfinedRoot box_root(restored);
+  Confinement& conf = box_root.conf;
   // CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_SETGID, CAP_SETUID,
   // CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_SYS_RESOURCE: bind, raise its
   // file limit, chroot and drop to its user; nothing that mounts, traces,
   // kills another user's process or reaches a device.
   conf.keep_caps = {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_SETGID, CAP_SETUID, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_SYS_RESOURCE};
-  std::string problem;
-  auto bind = [&](const std::string& host, bool dir) {
-    if (!problem.empty()) return;
-    struct stat st {};
-    if (::lstat(host.c_str(), &st) != 0) return;  // this host has none
-    if (S_ISLNK(st.st_mode) && dir) {
-      // /lib -> usr/lib on a merged /usr: the same link in the sandbox.
-      std::error_code ec;
-      const std::string target = fs::read_symlink(host, ec).string();
-      const std::string at = restored + host;
-      if (ec) return;
-      if (fs::is_symlink(fs::symlink_status(at, ec))) {
-        if (fs::read_symlink(at, ec).string() != target) problem = "the snapshot holds a symbolic link at '" + host + "'";
-        return;
-      }
-      if (fs::exists(fs::symlink_status(at, ec))) {
-        problem = "the snapshot holds '" + host + "', which the sandbox links as the host does";
-        return;
-      }
-      if (auto why = haproxy_mount_point(restored, parent_of(host), true, false); !why.empty()) {
-        problem = why;
-        return;
-      }
-      if (::symlink(target.c_str(), at.c_str()) != 0) problem = "cannot link '" + at + "': " + std::strerror(errno);
-      return;
-    }
-    if (dir != S_ISDIR(::stat(host.c_str(), &st) == 0 ? st.st_mode : 0)) return;
-    if (auto why = haproxy_mount_point(restored, host, dir); !why.empty()) {
-      problem = why;
-      return;
-    }
-    conf.binds.emplace_back(host, host);
-  };
-  for (const char* p : {"/lib", "/lib64", "/lib32", "/usr/lib", "/usr/lib64", "/usr/lib32"}) bind(p, true);
-  bind(exe, false);
-  for (const char* p : {"/etc/ld.so.cache", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/localtime", "/dev/null",
-                        "/dev/zero", "/dev/urandom", "/dev/random"}) {
-    std::error_code ec;
-    if (fs::exists(fs::symlink_status(restored + p, ec)) && std::string_view(p).starts_with("/etc/") &&
-        fs::is_regular_file(fs::symlink_status(restored + p, ec)))
-      continue;  // the snapshot's own copy (backed up as a referenced file): it serves as well
-    bind(p, false);
-  }
+  box_root.host_basics();
+  box_root.bind(exe, false);
+  std::string& problem = box_root.problem;
   for (const auto& dir : dirs)
     if (problem.empty()) problem = haproxy_mount_point(restored, dir, true, false);
   const std::string own = "/.cairn-drill";
@@ -1257,6 +1290,291 @@ void drill_haproxy(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap,
   rep.phases["check"] = seconds_since(t);
 }
 
+
+// PostgreSQL: the digits of the first version number in a text ("15.8
+// (Debian 15.8-1)", "postgres (PostgreSQL) 15.8") up to its first dot.
+std::string pg_major(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && !std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+  size_t j = i;
+  while (j < text.size() && std::isdigit(static_cast<unsigned char>(text[j]))) ++j;
+  return text.substr(i, j - i);
+}
+
+// Gives a restored tree (not following links) to the server's user.
+void give_tree(const std::string& path, uid_t uid, gid_t gid) {
+  (void)::lchown(path.c_str(), uid, gid);
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(path, fs::directory_options::none, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+    (void)::lchown(it->path().c_str(), uid, gid);
+}
+
+// Lets the server's user pass through every directory of the confined root
+// above `abs` (the restore makes the parents it was not given 0700, root's).
+void open_path(const std::string& root, const std::string& abs) {
+  ::chmod(root.c_str(), 0755);
+  std::string at = root;
+  for (const auto& part : fs::path(abs).relative_path().parent_path()) {
+    at += "/" + part.string();
+    struct stat st {};
+    if (::lstat(at.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) ::chmod(at.c_str(), (st.st_mode & 07777) | 0111);
+  }
+}
+
+std::string without_suffix(std::string text, const std::string& suffix) {
+  if (text.ends_with(suffix)) text.resize(text.size() - suffix.size());
+  return text;
+}
+
+// PostgreSQL (docs/drills.md): the server started on the backup in the
+// sandbox as its whole filesystem (Confinement, as the HAProxy drill), as
+// [drill] postgresql_user with no capability left, never archiving, never
+// reaching a primary. A base backup is recovered exactly as a restore does
+// (backup_label, tablespace_map, the WAL from its start to its consistent
+// point read out of the repository and checked) with recovery_target =
+// 'immediate', and promoted; a cold copy starts with crash recovery; a
+// logical backup is replayed (globals, then pg_restore of each dump) into a
+// server initdb made in the sandbox. Then: the system identifier, the LSN
+// reached, every recorded database, and pg_amcheck over every relation
+// (heap and B-tree; page checksums verified on read where they are on).
+void drill_postgresql(const DrillDecl& d, Sandbox& box, TaskContext& ctx, const repo::Snapshot& snap,
+                      const std::string& restored, Report& rep, const std::atomic<bool>* cancel,
+                      const std::function<void(const std::string&)>& phase) {
+  namespace pg = postgresql;
+  const nlohmann::json& meta = snap.component;
+  const std::string mode = meta.is_object() ? meta.value("mode", "") : "";
+  if (mode != "physical" && mode != "cold" && mode != "logical") {
+    rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot is not a PostgreSQL backup cairn recorded (mode '" + mode + "')");
+    return;
+  }
+  struct passwd pwd {};
+  struct passwd* pw = nullptr;
+  char pwbuf[4096];
+  if (::getpwnam_r(d.postgresql_user.c_str(), &pwd, pwbuf, sizeof pwbuf, &pw) != 0 || !pw || pw->pw_uid == 0) {
+    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "[drill] postgresql_user '" + d.postgresql_user +
+                                                  "' is not a user of this host other than root; PostgreSQL's server runs as it");
+    return;
+  }
+  const std::string bin = d.postgresql_bin_dir;
+  // A data directory is one major version's.
+  const std::string recorded_major = pg_major(meta.value("server_version", ""));
+  auto ver = box.run({bin + "/postgres", "--version"}, std::chrono::seconds(30), cancel);
+  const std::string drill_major = ver.ok ? pg_major(ver.out) : "";
+  if (!recorded_major.empty() &&
+      !rep.check("PostgreSQL major version of the drill's server", recorded_major, drill_major.empty() ? ver.why : drill_major,
+                 recorded_major == drill_major)) {
+    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK,
+             "the backup ran PostgreSQL " + recorded_major + " and '" + bin + "/postgres' is " +
+                 (drill_major.empty() ? "not a PostgreSQL server" : "PostgreSQL " + drill_major) +
+                 ": set [drill] postgresql_bin_dir to PostgreSQL " + recorded_major + "'s programs");
+    return;
+  }
+
+  // The root: the restored tree, with the host's libraries, shell and
+  // PostgreSQL's shared files read-only at their paths, and the drill's own
+  // directory (/.cairn-drill: the fetched WAL, the socket, the settings).
+  ConfinedRoot root(restored);
+  Confinement& conf = root.conf;
+  conf.uid = pw->pw_uid;  // every capability dropped with root
+  conf.gid = pw->pw_gid;
+  root.host_basics();
+  // restore_command runs through /bin/sh; the time zones and PostgreSQL's
+  // share directory (timezonesets, initdb's templates).
+  for (const char* p : {"/bin", "/usr/bin", "/usr/share/postgresql", "/usr/share/zoneinfo"}) root.bind(p, true);
+  const std::string own = "/.cairn-drill";
+  if (root.problem.empty()) root.problem = haproxy_mount_point(restored, own, true);
+  std::string data_dir = mode == "logical" ? own + "/data" : meta.value("data_dir", "");
+  if (root.problem.empty() && mode != "logical" &&
+      (data_dir.empty() || data_dir[0] != '/' || !fs::is_directory(fs::symlink_status(restored + data_dir))))
+    root.problem = "the snapshot holds no data directory at '" + data_dir + "'";
+  if (!root.problem.empty()) {
+    rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the PostgreSQL drill's sandbox cannot be made: " + root.problem);
+    return;
+  }
+  for (const char* sub : {"/wal", "/run"}) mkdir_p(restored + own + sub, 0700);
+  {
+    std::ofstream(restored + own + "/postgresql.conf") << "# a restore drill's server: its settings are on its command line (docs/drills.md)\n";
+    std::ofstream(restored + own + "/pg_hba.conf") << "# a restore drill's server: its socket is in the sandbox only\nlocal all all trust\n";
+    std::ofstream(restored + own + "/pg_ident.conf") << "";
+  }
+  const std::string su = meta.value("superuser", std::string("postgres"));
+  const uid_t uid = pw->pw_uid;
+  const gid_t gid = pw->pw_gid;
+
+  auto t = Clock::now();
+  phase("start");
+  const plan::ParsedTarget target = [] {
+    plan::ParsedTarget x;
+    x.kind = v1::RecoveryTarget::KIND_IMMEDIATE;
+    return x;
+  }();
+  if (mode == "physical") {
+    // The WAL from the backup's start to its consistent point, read out of
+    // the repository and checked as a restore reads it.
+    const std::string want = meta.value("start_wal", std::string("?")) + " .. " + meta.value("stop_wal", std::string("?"));
+    std::string found;
+    pg::WalCatalog cat;
+    pg::WalPlan wal;
+    try {
+      ctx.repo->refresh_index();
+      cat = pg::load_wal_catalog(*ctx.repo, meta.value("system_identifier", ""));
+      auto [code, why] = pg::plan_wal(snap, cat, target, &wal);
+      if (code == v1::ERROR_CODE_OK) {
+        struct Swap {  // the WAL fetch stops with the drill (its deadline included)
+          TaskContext& c;
+          const std::atomic<bool>* saved;
+          ~Swap() { c.cancel = saved; }
+        } swap{ctx, ctx.cancel};
+        ctx.cancel = cancel;
+        std::tie(code, why) = pg::fetch_wal(ctx, cat, wal, snap, target, restored + own + "/wal", ctx.memory_budget, nullptr);
+      }
+      found = code == v1::ERROR_CODE_OK ? want : without_suffix(why, "; nothing was changed");
+    } catch (const Error& e) {
+      found = std::string("cannot read the archived WAL: ") + e.what();
+    }
+    if (!rep.check("WAL to the backup's consistent point in the repository, whole", want, found, found == want)) return;
+    struct stat owner {};
+    owner.st_uid = uid;
+    owner.st_gid = gid;
+    try {
+      pg::write_recovery_files(restored + data_dir, meta, target, own + "/wal", owner);
+    } catch (const std::exception& e) {
+      rep.fail(v1::ERROR_CODE_IO_ERROR, std::string("preparing the recovery in the sandbox failed: ") + e.what());
+      return;
+    }
+  }
+  if (mode != "logical") {
+    std::error_code ec;
+    for (const char* f : {"/postmaster.pid", "/standby.signal"}) fs::remove(restored + data_dir + f, ec);
+    give_tree(restored + data_dir, uid, gid);
+    ::chmod((restored + data_dir).c_str(), 0700);
+    open_path(restored, data_dir);
+    if (meta.contains("tablespaces") && meta["tablespaces"].is_array())
+      for (const auto& ts : meta["tablespaces"]) {
+        const std::string path = ts.is_object() ? ts.value("path", "") : "";
+        if (path.empty() || path[0] != '/' || path.find("/../") != std::string::npos) continue;
+        give_tree(restored + path, uid, gid);
+        open_path(restored, path);
+      }
+  }
+  give_tree(restored + own, uid, gid);
+  open_path(restored, own + "/x");
+  if (mode == "logical") {
+    auto init = box.run({bin + "/initdb", "-D", data_dir, "-U", su, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"},
+                        std::chrono::seconds(300), cancel, {}, &conf);
+    if (!rep.check("initdb of the server the dumps are restored into", "done", init.ok ? std::string("done") : init.why, init.ok))
+      return;
+  }
+  // Everything that would reach outside the sandbox or run a command of the
+  // backup's choosing is set on the command line, above any file's setting.
+  std::vector<std::string> args = {bin + "/postgres", "-D", data_dir};
+  for (const std::string& kv :
+       {"config_file=" + own + "/postgresql.conf", "hba_file=" + own + "/pg_hba.conf", "ident_file=" + own + "/pg_ident.conf",
+        std::string("listen_addresses="), std::string("port=5432"), "unix_socket_directories=" + own + "/run",
+        std::string("unix_socket_permissions=0700"), std::string("archive_mode=off"), std::string("archive_command="),
+        std::string("archive_cleanup_command="), std::string("recovery_end_command="),
+        mode == "physical" ? "restore_command=cp \"" + own + "/wal/%f\" \"%p\"" : std::string("restore_command="),
+        std::string("hot_standby=off"), std::string("primary_conninfo="), std::string("primary_slot_name="),
+        std::string("synchronous_standby_names="), std::string("shared_preload_libraries="),
+        std::string("session_preload_libraries="), std::string("local_preload_libraries="),
+        std::string("dynamic_shared_memory_type=mmap"), std::string("huge_pages=off"), std::string("logging_collector=off"),
+        std::string("log_destination=stderr"), std::string("ssl=off"), std::string("fsync=off"),
+        std::string("restart_after_crash=off"), std::string("default_transaction_read_only=off"), std::string("jit=off"),
+        std::string("cluster_name=cairn-drill")})
+    args.insert(args.end(), {"-c", kv});
+  const std::string log = box.dir() + "/postgresql.log";
+  pid_t server = box.spawn(args, log, {}, {}, &conf);
+  auto psql = [&](const std::string& db, const std::string& sql, std::chrono::milliseconds timeout) {
+    return box.run({bin + "/psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", own + "/run", "-p", "5432", "-U", su,
+                    "-d", db, "-c", sql},
+                   timeout, cancel, {}, &conf);
+  };
+  auto trimmed = [](std::string x) {
+    while (!x.empty() && (x.back() == '\n' || x.back() == ' ')) x.pop_back();
+    return x;
+  };
+  const std::string ready_check = mode == "physical" ? "PostgreSQL recovered to the backup's consistent point and promoted"
+                                  : mode == "cold"   ? "PostgreSQL recovered the stopped server's files and serves"
+                                                     : "PostgreSQL serving";
+  const std::string ready_word = mode == "physical" ? "promoted" : "serving";
+  if (!wait_started(d, box, server, log, "PostgreSQL", ready_check, ready_word, cancel, rep, t, [&]() -> std::string {
+        auto r = psql("postgres", "SELECT pg_is_in_recovery()", std::chrono::seconds(10));
+        if (!r.ok) return r.why;
+        return trimmed(r.out) == "f" ? "" : "still in recovery";
+      }))
+    return;
+
+  t = Clock::now();
+  phase("check");
+  if (mode == "logical") {
+    const std::string dump_dir = meta.value("dump_dir", "");
+    give_tree(restored + dump_dir, uid, gid);
+    open_path(restored, dump_dir + "/x");
+    // Roles and tablespaces; a role that exists already (the superuser
+    // initdb made) is an error psql reports and goes past.
+    auto g = box.run({bin + "/psql", "-X", "-q", "-h", own + "/run", "-p", "5432", "-U", su, "-d", "postgres", "-f",
+                      dump_dir + "/globals.sql"},
+                     std::chrono::seconds(d.deadline_seconds), cancel, {}, &conf);
+    rep.check("roles and tablespaces (globals.sql) replayed", "done", g.ok ? std::string("done") : g.why, g.ok);
+    if (meta.contains("dumps") && meta["dumps"].is_object())
+      for (const auto& [file, name] : meta["dumps"].items()) {
+        if (!name.is_string() || file.find('/') != std::string::npos) continue;
+        // As a restore runs it (--clean: initdb made 'postgres' already).
+        auto r = box.run({bin + "/pg_restore", "--clean", "--if-exists", "--create", "--exit-on-error", "-h", own + "/run", "-p", "5432", "-U", su, "-d",
+                          "template1", dump_dir + "/" + file},
+                         std::chrono::seconds(d.deadline_seconds), cancel, {}, &conf);
+        rep.check("database '" + name.get<std::string>() + "' restored from its dump", "restored",
+                  r.ok ? std::string("restored") : r.why, r.ok);
+      }
+  } else if (mode == "physical") {
+    auto r = psql("postgres", "SELECT system_identifier::text || ' ' || pg_current_wal_lsn()::text FROM pg_control_system()",
+                  std::chrono::seconds(30));
+    std::istringstream in(trimmed(r.out));
+    std::string sysid, lsn_text;
+    in >> sysid >> lsn_text;
+    rep.check("database system identifier", meta.value("system_identifier", ""), r.ok ? sysid : r.why,
+              r.ok && sysid == meta.value("system_identifier", ""));
+    uint64_t lsn = 0, stop_lsn = 0;
+    bool parsed = plan::parse_lsn(lsn_text, &lsn) && plan::parse_lsn(meta.value("stop_lsn", ""), &stop_lsn);
+    rep.check("WAL position reached, at least the backup's end", ">= " + meta.value("stop_lsn", std::string("?")),
+              r.ok ? lsn_text : r.why, parsed && lsn >= stop_lsn);
+  }
+  // Every database the backup recorded is there.
+  {
+    auto r = psql("postgres", "SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname", std::chrono::seconds(30));
+    std::set<std::string> have;
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);) have.insert(line);
+    std::vector<std::string> want, found;
+    if (meta.contains("databases") && meta["databases"].is_array())
+      for (const auto& db : meta["databases"])
+        if (db.is_string()) {
+          want.push_back(db.get<std::string>());
+          if (have.count(db.get<std::string>())) found.push_back(db.get<std::string>());
+        }
+    rep.check("every database the backup recorded", want, r.ok ? nlohmann::json(found) : nlohmann::json(r.why), r.ok && want == found);
+  }
+  // pg_amcheck over every relation of every database (amcheck installed in
+  // the sandbox's copy where missing).
+  auto am = box.run({bin + "/pg_amcheck", "-h", own + "/run", "-p", "5432", "-U", su, "--all", "--install-missing"},
+                    std::chrono::seconds(d.deadline_seconds), cancel, {}, &conf);
+  std::string am_found = "no corruption";
+  if (!am.ok) {
+    std::string first;
+    std::istringstream in(am.out);
+    int n = 0;
+    for (std::string line; std::getline(in, line) && n < 4; ++n) first += (first.empty() ? "" : " | ") + line;
+    am_found = first.empty() ? am.why : first + " (pg_amcheck " + am.why + ")";
+  }
+  auto cs = psql("postgres", "SELECT current_setting('data_checksums')", std::chrono::seconds(30));
+  rep.check(std::string("pg_amcheck --all (heap and B-tree indexes; page checksums ") +
+                (cs.ok && trimmed(cs.out) == "on" ? "on, verified on read)" : "off)"),
+            "no corruption", am_found, am.ok);
+  rep.phases["check"] = seconds_since(t);
+  box.run({bin + "/pg_ctl", "-D", data_dir, "-m", "immediate", "-w", "-t", "30", "stop"}, std::chrono::seconds(40), cancel, {}, &conf);
+}
+
 }  // namespace drill_internal
 
 std::vector<std::string> drillable_drivers(const DrillDecl& d) {
@@ -1265,6 +1583,10 @@ std::vector<std::string> drillable_drivers(const DrillDecl& d) {
   if (platform::find_program(d.java) && ::access(d.zookeeper_jar.c_str(), R_OK) == 0) out.push_back("zookeeper");
   if (platform::find_program(d.prometheus)) out.push_back("prometheus");
   if (platform::find_program(d.haproxy)) out.push_back("haproxy");
+  bool pg = ::getpwnam(d.postgresql_user.c_str()) != nullptr;
+  for (const char* tool : {"/postgres", "/psql", "/pg_amcheck", "/pg_restore", "/initdb", "/pg_ctl"})
+    pg = pg && ::access((d.postgresql_bin_dir + tool).c_str(), X_OK) == 0;
+  if (pg) out.push_back("postgresql");
   return out;
 }
 
@@ -1332,6 +1654,7 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
   try {
     snapshot_id = repo::resolve_snapshot(*ctx.repo, task.snapshot().snapshot_id());
     snap = repo::load_snapshot(*ctx.repo, snapshot_id);
+    snap.id = snapshot_id;
   } catch (const Error& e) {
     rep.fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "snapshot '" + task.snapshot().snapshot_id() + "' cannot be read: " + e.what());
     return finish("");
@@ -1405,6 +1728,7 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
             if (driver == "etcd") drill_etcd(d, box, snap, root, rep, &stop, phase);
             else if (driver == "zookeeper") drill_zookeeper(d, box, snap, root, rep, &stop, phase);
             else if (driver == "haproxy") drill_haproxy(d, box, snap, root, rep, &stop, phase);
+            else if (driver == "postgresql") drill_postgresql(d, box, ctx, snap, root, rep, &stop, phase);
             else drill_prometheus(d, box, snap, root, rep, &stop, phase);
           } catch (...) {
             box.kill_all();  // while this thread (their parent) still runs

@@ -570,7 +570,7 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
         refused += std::string(refused.empty() ? "" : ", ") + "'" + t.component + "' (driver " + driver + ")";
     if (!refused.empty())
       throw OpError(cairn::v1::ERROR_CODE_UNSUPPORTED_TASK,
-                    "this controller drills files, etcd, ZooKeeper, Prometheus and HAProxy; no drill is possible yet for " + refused +
+                    "this controller drills files, etcd, ZooKeeper, Prometheus, HAProxy and PostgreSQL; no drill is possible yet for " + refused +
                         "; leave them out with --component");
     // The drill agent: the one named, or the first connected agent that
     // declares a drill sandbox able to run every selected driver.

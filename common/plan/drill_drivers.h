@@ -8,7 +8,7 @@
 
 namespace cairn::plan {
 
-inline constexpr std::array<std::string_view, 5> kDrillDrivers = {"files", "etcd", "zookeeper", "prometheus", "haproxy"};
+inline constexpr std::array<std::string_view, 6> kDrillDrivers = {"files", "etcd", "zookeeper", "prometheus", "haproxy", "postgresql"};
 
 inline bool is_drill_driver(std::string_view driver) {
   return std::find(kDrillDrivers.begin(), kDrillDrivers.end(), driver) != kDrillDrivers.end();

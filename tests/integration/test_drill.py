@@ -15,6 +15,7 @@ import urllib.request
 from cluster import backup_set_id, catalog, cluster, lower_enum  # noqa: F401  (cluster is a fixture)
 from servers_etcd import start_cluster
 from test_etcd import keys
+from servers_postgresql import postgres_server  # noqa: F401  (a fixture)
 
 
 def drill_toml(root, **extra):
@@ -519,3 +520,108 @@ def test_a_haproxy_drill_starts_the_restored_configuration_confined_and_leaves_t
         assert list((tmp_path / "drills").iterdir()) == []
     finally:
         h.stop()
+
+
+def _wal_names(c):
+    snaps = json.loads(c.ok("repo", "snapshots", "--json", "--repo", c.repo, "--password-file", c.repo_pass))
+    return {t[4:] for s in snaps if "wal" in (s.get("tags") or []) for t in s["tags"] if t.startswith("wal:")}
+
+
+def test_a_postgresql_drill_recovers_the_base_backup_confined_and_amcheck_finds_a_corrupt_table(
+        cluster, postgres_server, tmp_path):  # noqa: F811
+    """A base backup of a live PostgreSQL 15 (pgbench data, a second
+    database) is recovered in the sandbox from the repository's WAL to its
+    consistent point, promoted there as the postgres user, and checked
+    (system identifier, LSN, databases, pg_amcheck); the live server keeps its
+    postmaster, rows and archive (the drill's server archives nothing, so no
+    timeline 2 appears). Then a table's page is damaged on disk before a
+    backup: that backup restores byte for byte, and the drill fails naming
+    the table, since a backup of a corrupt database does not restore a
+    working one."""
+    c, pg = cluster, postgres_server
+    pg.pgbench("-i", "-s", "1", "-q")
+    pg.sql("CREATE TABLE marks (id int PRIMARY KEY, note text)")
+    pg.sql("INSERT INTO marks SELECT g, repeat('x', 200) FROM generate_series(1, 2000) g")
+    pg.sql("CREATE DATABASE second")
+    pg.sql("CREATE TABLE kept (x int)", db="second")
+    pg.sql("INSERT INTO kept SELECT generate_series(1, 100)", db="second")
+    c.add_agent("node-a", components=pg.component_toml() + drill_toml(tmp_path / "drills"))
+    c.enrol("node-a")
+    sid = backup(c, "--component", "pg")
+    postmaster = (pg.data / "postmaster.pid").read_text().split()[0]
+    wal_before = _wal_names(c)
+
+    did, shown, _ = drill(c, sid, "--component", "pg")
+    assert lower_enum(shown["state"], "set_state_") == "complete", shown
+    report, task = drill_report(shown)
+    checks = {x["name"]: x for x in report["checks"]}
+    assert all(x["ok"] for x in report["checks"]), report["checks"]
+    meta = json.loads(c.json("backup", "show", sid)["tasks"][0]["component_metadata"])
+    assert checks["database system identifier"]["found"] == meta["system_identifier"], checks
+    assert checks["every database the backup recorded"]["found"] == ["postgres", "second", "template1"], checks
+    amcheck = [x for x in report["checks"] if x["name"].startswith("pg_amcheck --all")]
+    assert amcheck and amcheck[0]["found"] == "no corruption" and "checksums on" in amcheck[0]["name"], report["checks"]
+    assert checks["PostgreSQL recovered to the backup's consistent point and promoted"]["ok"], checks
+    assert set(report["phases"]) == {"restore", "start", "check"}, report
+    rc, out, err = c.ctl("backup", "show", sid)
+    assert rc == 0 and "proven restorable at" in out, out
+
+    # The live server: the same postmaster, its rows, not a standby; the
+    # drill's promoted server archived nothing (no new timeline).
+    assert (pg.data / "postmaster.pid").read_text().split()[0] == postmaster
+    assert pg.value("SELECT count(*) FROM marks") == "2000" and pg.value("SELECT pg_is_in_recovery()") == "f"
+    time.sleep(2)
+    after = _wal_names(c)
+    assert not [n for n in after - wal_before if not n.startswith("00000001")], sorted(after - wal_before)
+    assert sandbox_processes(tmp_path / "drills") == []
+    assert list((tmp_path / "drills").iterdir()) == []
+
+    # A damaged page in 'marks' (checksums on): written with the server
+    # stopped, after a checkpoint, where nothing rewrites it.
+    rel = pg.value("SELECT pg_relation_filepath('marks')")
+    pg.sql("CHECKPOINT")
+    pg.stop()
+    with open(pg.data / rel, "r+b") as f:
+        f.seek(8192 * 3 + 4000)
+        f.write(os.urandom(64))
+    pg.start()
+    sid2 = backup(c, "--component", "pg")
+    did2, shown2, _ = drill(c, sid2, "--component", "pg", expect=1)
+    assert lower_enum(shown2["state"], "set_state_") == "failed", shown2
+    report2, task2 = drill_report(shown2)
+    bad = [x for x in report2["checks"] if not x["ok"]]
+    assert [x["name"] for x in bad] and all(x["name"].startswith("pg_amcheck --all") for x in bad), report2["checks"]
+    text = " ".join(r["detail"] for r in task2.get("reasons", []))
+    assert "pg_amcheck" in text and "public.marks" in text and "invalid page in block 3" in text, text
+    rc, out, err = c.ctl("backup", "show", sid2)
+    assert rc == 0 and "DRILL FAILED" in out, out
+    assert list((tmp_path / "drills").iterdir()) == []
+
+
+def test_a_logical_postgresql_backup_is_drilled_into_a_fresh_server_with_its_roles_and_grants(
+        cluster, postgres_server, tmp_path):  # noqa: F811
+    """A logical backup (pg_dumpall --globals-only, pg_dump -Fc of each
+    database) is replayed into a server initdb made in the sandbox: every
+    database restored from its dump (as a restore runs pg_restore), every
+    recorded database there, pg_amcheck clean, and no secret in the log."""
+    c, pg = cluster, postgres_server
+    pg.sql("CREATE ROLE reader LOGIN PASSWORD 'r-secret'")
+    for db in ("shop", "Odd Name"):
+        pg.sql(f'CREATE DATABASE "{db}"')
+        pg.sql("CREATE TABLE items (id int PRIMARY KEY, name text)", db=db)
+        pg.sql("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 5000) g", db=db)
+        pg.sql("GRANT SELECT ON items TO reader", db=db)
+    c.add_agent("node-a", components=pg.component_toml() + drill_toml(tmp_path / "drills"))
+    c.enrol("node-a")
+    sid = backup(c, "--component", "pg", "--mode", "logical")
+    did, shown, _ = drill(c, sid, "--component", "pg")
+    assert lower_enum(shown["state"], "set_state_") == "complete", shown
+    report, task = drill_report(shown)
+    assert all(x["ok"] for x in report["checks"]), report["checks"]
+    checks = {x["name"]: x for x in report["checks"]}
+    for db in ("shop", "Odd Name", "postgres"):
+        assert checks[f"database '{db}' restored from its dump"]["found"] == "restored", checks
+    assert checks["every database the backup recorded"]["found"] == ["Odd Name", "postgres", "shop"], checks
+    assert checks["roles and tablespaces (globals.sql) replayed"]["ok"], checks
+    assert list((tmp_path / "drills").iterdir()) == []
+    assert "r-secret" not in (c.agent_dirs["node-a"]["dir"] / "agent.log").read_text(errors="replace")

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "agent/drivers/postgresql/conn.h"
+#include "agent/drivers/postgresql/recovery.h"
 #include "agent/drivers/postgresql/wal.h"
 #include "agent/config.h"
 #include "agent/drivers/repo_progress.h"
@@ -114,28 +115,6 @@ std::string pg_quote(const std::string& s) {
   return o + "'";
 }
 
-// The archived WAL of one database system, by file name (the newest
-// snapshot of each; partial snapshots are not WAL that can be replayed).
-// Whichever component archived it: a primary and its standbys are one
-// database system (the same system identifier), and a standby never archives
-// the segments pg_basebackup copied to it, which its primary did.
-struct WalCatalog {
-  std::map<std::string, repo::Snapshot> by_name;
-};
-
-WalCatalog load_wal_catalog(repo::Repository& r, const std::string& system_id) {
-  WalCatalog c;
-  for (auto& s : repo::load_snapshots(r)) {
-    if (s.partial) continue;
-    auto tv = repo::tag_values(s);
-    bool wal = std::find(s.tags.begin(), s.tags.end(), "wal") != s.tags.end();
-    if (!wal || tv["pg-system"] != system_id || tv["wal"].empty()) continue;
-    auto& slot = c.by_name[tv["wal"]];
-    if (slot.id.empty() || slot.time_unix < s.time_unix) slot = s;
-  }
-  return c;
-}
-
 // Removes a directory when the scope ends (a run's scratch space).
 struct RemoveAtEnd {
   std::string dir;
@@ -155,6 +134,166 @@ platform::ProcessResult run_client(std::vector<std::string> argv, const std::vec
 
 
 }  // namespace
+
+WalCatalog load_wal_catalog(repo::Repository& r, const std::string& system_id) {
+  WalCatalog c;
+  for (auto& s : repo::load_snapshots(r)) {
+    if (s.partial) continue;
+    auto tv = repo::tag_values(s);
+    bool wal = std::find(s.tags.begin(), s.tags.end(), "wal") != s.tags.end();
+    if (!wal || tv["pg-system"] != system_id || tv["wal"].empty()) continue;
+    auto& slot = c.by_name[tv["wal"]];
+    if (slot.id.empty() || slot.time_unix < s.time_unix) slot = s;
+  }
+  return c;
+}
+
+std::pair<v1::ErrorCode, std::string> plan_wal(const repo::Snapshot& base, const WalCatalog& cat,
+                                               const plan::ParsedTarget& target, WalPlan* out) {
+  const json& meta = base.component;
+  const uint32_t tli = meta.value("timeline", 0u);
+  uint64_t start = 0, stop = 0;
+  plan::parse_lsn(meta.value("start_lsn", ""), &start);
+  plan::parse_lsn(meta.value("stop_lsn", ""), &stop);
+  const int64_t end_us = meta.value("backup_end_time_us", int64_t(0));
+  // What the archive covers on the backup's timeline: every segment from
+  // the backup's start on, without a gap.
+  uint64_t seg = segno_of(start);
+  int64_t covered_until_s = 0;
+  while (true) {
+    auto it = cat.by_name.find(segment_name(tli, seg));
+    if (it == cat.by_name.end()) break;
+    covered_until_s = it->second.time_unix;
+    ++seg;
+  }
+  const uint64_t end_seg = seg;  // first segment not archived
+  const uint64_t covered_lsn = end_seg * kWalSegmentSize;
+  const uint64_t stop_seg = segno_of(stop == 0 ? 0 : stop - 1);
+  const std::string covers =
+      "the repository holds base backup '" + base.id.substr(0, 8) + "' (consistent from LSN " + plan::format_lsn(stop) + ", " +
+      plan::format_time_us(end_us) + ") and its WAL on timeline " + std::to_string(tli) + " up to LSN " +
+      plan::format_lsn(covered_lsn) +
+      (covered_until_s ? " (archived by " + plan::format_time_us(covered_until_s * 1000000) + ")" : "");
+  auto refuse = [](v1::ErrorCode code, std::string why) { return std::pair{code, std::move(why)}; };
+  if (end_seg <= stop_seg)
+    return refuse(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the WAL that makes base backup '" + base.id.substr(0, 8) +
+                                                         "' consistent (segment '" + segment_name(tli, end_seg) +
+                                                         "') is not in the repository; nothing was changed");
+  uint64_t last_needed = end_seg - 1;
+  switch (target.kind) {
+    case v1::RecoveryTarget::KIND_TIME:
+      if (target.time_us < end_us)
+        return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED, target.describe() + " is before this base backup became consistent: " +
+                                                           covers + "; restore an older set for that time; nothing was changed");
+      if (target.time_us > covered_until_s * 1000000)
+        return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                      target.describe() + " is after the newest archived WAL: " + covers +
+                          "; WAL written after that is not archived yet (SELECT pg_switch_wal() archives the "
+                          "current segment); nothing was changed");
+      break;
+    case v1::RecoveryTarget::KIND_LSN:
+      if (target.lsn < stop)
+        return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                      target.describe() + " is before this base backup became consistent: " + covers + "; nothing was changed");
+      if (target.lsn >= covered_lsn)
+        return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                      target.describe() + " is beyond the archived WAL: " + covers + "; nothing was changed");
+      last_needed = segno_of(target.lsn);
+      break;
+    case v1::RecoveryTarget::KIND_IMMEDIATE:
+      last_needed = stop_seg;
+      break;
+    default:
+      break;
+  }
+  out->needed.clear();
+  for (uint64_t s = segno_of(start); s <= last_needed; ++s) out->needed.push_back(segment_name(tli, s));
+  // Every timeline's history file: the server promotes onto the first
+  // timeline no history file names, so the new one never collides with a
+  // timeline an earlier restore made (its WAL is in the archive too).
+  for (const auto& [name, snap] : cat.by_name)
+    if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::history) out->needed.push_back(name);
+  out->stop = stop;
+  out->covered_lsn = covered_lsn;
+  out->covers = covers;
+  return {v1::ERROR_CODE_OK, {}};
+}
+
+std::pair<v1::ErrorCode, std::string> fetch_wal(TaskContext& ctx, const WalCatalog& cat, const WalPlan& wal,
+                                                const repo::Snapshot& base, const plan::ParsedTarget& target,
+                                                const std::string& wal_dir, uint64_t memory_budget,
+                                                std::atomic<uint64_t>* count) {
+  auto t0 = std::chrono::steady_clock::now();
+  for (const auto& name : wal.needed) {
+    const repo::Snapshot& ws = cat.by_name.at(name);
+    std::string problem;
+    const std::string tmp = wal_dir + "/.r";
+    try {
+      repo::RestoreOptions ro;
+      ro.target = tmp;
+      ro.memory_budget = memory_budget;
+      ro.cancel = ctx.cancel;
+      auto rr = repo::restore(*ctx.repo, ws.id, ro);
+      if (!rr.failures.empty()) problem = rr.failures.front().reason;
+      else if (ws.paths.size() != 1) problem = "the snapshot holds " + std::to_string(ws.paths.size()) + " paths";
+      else fs::rename(tmp + ws.paths[0], wal_dir + "/" + name);
+    } catch (const Error& e) {
+      if (e.code() == Errc::interrupted) return {v1::ERROR_CODE_CANCELLED, "cancelled; nothing was changed"};
+      problem = e.what();
+    } catch (const std::exception& e) {
+      problem = e.what();
+    }
+    remove_tree(tmp);
+    if (problem.empty())
+      if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::segment)
+        if (auto c = check_segment_file(wal_dir + "/" + name, *wn); !c.problem.empty()) problem = c.problem;
+    if (!problem.empty()) {
+      auto wn = parse_wal_name(name);
+      uint64_t reach = wn && wn->kind == WalFileKind::segment ? wn->segno * kWalSegmentSize : wal.covered_lsn;
+      return {v1::ERROR_CODE_REPOSITORY_CORRUPT,
+              "WAL " + std::string(wn && wn->kind == WalFileKind::history ? "history file" : "segment") + " '" + name +
+                  "' (snapshot '" + ws.id.substr(0, 8) + "') is damaged in the repository: " + problem +
+                  "; recovery from base backup '" + base.id.substr(0, 8) + "' can reach LSN " + plan::format_lsn(reach) +
+                  " at most" + (reach <= wal.stop ? " (not even a consistent state)" : "") + ", short of " +
+                  target.describe() + "; nothing was changed" +
+                  (reach > wal.stop ? " (restore with --to-lsn " + plan::format_lsn(reach - 1) + " to accept that point)" : "")};
+    }
+    if (count) ++*count;
+  }
+  return {v1::ERROR_CODE_OK, std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())};
+}
+
+void write_recovery_files(const std::string& staged, const json& meta, const plan::ParsedTarget& target,
+                          const std::string& server_wal_dir, const struct stat& owner) {
+  write_owned(staged + "/backup_label", meta.value("backup_label", ""), owner);
+  if (!meta.value("tablespace_map", "").empty())
+    write_owned(staged + "/tablespace_map", meta.value("tablespace_map", ""), owner);
+  write_owned(staged + "/recovery.signal", "", owner);
+  std::string conf = without_recovery_block(slurp(staged + "/postgresql.auto.conf"));
+  conf += std::string(kRecoveryBegin) + "\n";
+  conf += "restore_command = " + pg_quote("cp \"" + server_wal_dir + "/%f\" \"%p\"") + "\n";
+  conf += "recovery_target_timeline = " + pg_quote(std::to_string(meta.value("timeline", 1u))) + "\n";
+  switch (target.kind) {
+    case v1::RecoveryTarget::KIND_TIME:
+      conf += "recovery_target_time = " + pg_quote(plan::format_time_us(target.time_us)) + "\n";
+      break;
+    case v1::RecoveryTarget::KIND_LSN:
+      conf += "recovery_target_lsn = " + pg_quote(plan::format_lsn(target.lsn)) + "\n";
+      break;
+    case v1::RecoveryTarget::KIND_XID:
+      conf += "recovery_target_xid = " + pg_quote(std::to_string(target.xid)) + "\n";
+      break;
+    case v1::RecoveryTarget::KIND_IMMEDIATE:
+      conf += "recovery_target = 'immediate'\n";
+      break;
+    default:
+      break;
+  }
+  if (target.exclusive) conf += "recovery_target_inclusive = off\n";
+  conf += "recovery_target_action = 'promote'\n";
+  conf += std::string(kRecoveryEnd) + "\n";
+  write_owned(staged + "/postgresql.auto.conf", conf, owner);
+}
 
 PostgresqlDriver::PostgresqlDriver(std::string component, Settings settings)
     : component_(std::move(component)), settings_(std::move(settings)) {}
@@ -298,6 +437,8 @@ void PostgresqlDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
   std::string system_id = conn->value("SELECT system_identifier::text FROM pg_control_system()");
   bool standby = conn->value("SELECT pg_is_in_recovery()::text") == "true";
   std::string version = conn->value("SELECT current_setting('server_version')");
+  // The bootstrap superuser (a drill's checks connect as it).
+  std::string superuser = conn->value("SELECT rolname::text FROM pg_roles WHERE oid = 10");
   json databases = json::array();
   for (const auto& row : conn->query("SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname"))
     databases.push_back(row[0].value_or(""));
@@ -320,7 +461,7 @@ void PostgresqlDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
     }
   json meta = {{"mode", "physical"},         {"system_identifier", system_id}, {"server_version", version},
                {"data_dir", d},              {"from_standby", standby},        {"databases", databases},
-               {"tablespaces", tablespaces}};
+               {"tablespaces", tablespaces},  {"superuser", superuser}};
   sink.set_metadata(meta);
   sink.before_seal([this, conn, meta, &sink, &ctx]() mutable {
     report_phase(ctx, v1::PHASE_SNAPSHOT, "pg_backup_stop");
@@ -420,6 +561,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   std::atomic<uint64_t> wal_count{0};
   uint64_t base_budget = ctx.memory_budget;
   WalCatalog cat;
+  WalPlan wal;
   // The WAL fetch running beside the base backup's read; every way out of
   // this function waits for it first (it uses what is declared above).
   std::future<std::pair<v1::ErrorCode, std::string>> wal_job;
@@ -440,71 +582,15 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     phase_start = now;
   };
   if (physical) {
-    const std::string system_id = meta.value("system_identifier", "");
-    const uint32_t tli = meta.value("timeline", 0u);
-    uint64_t start = 0, stop = 0;
-    plan::parse_lsn(meta.value("start_lsn", ""), &start);
-    plan::parse_lsn(meta.value("stop_lsn", ""), &stop);
-    const int64_t end_us = meta.value("backup_end_time_us", int64_t(0));
     try {
       // The archive socket stores WAL beside this task (the safety backup's
       // own WAL among it): what it indexed since the task began is read too.
       ctx.repo->refresh_index();
-      cat = load_wal_catalog(*ctx.repo, system_id);
+      cat = load_wal_catalog(*ctx.repo, meta.value("system_identifier", ""));
     } catch (const Error& e) {
       return fail(v1::ERROR_CODE_REPOSITORY_ERROR, std::string("cannot list the archived WAL: ") + e.what());
     }
-    // What the archive covers on the backup's timeline: every segment from
-    // the backup's start on, without a gap.
-    uint64_t seg = segno_of(start);
-    int64_t covered_until_s = 0;
-    while (true) {
-      auto it = cat.by_name.find(segment_name(tli, seg));
-      if (it == cat.by_name.end()) break;
-      covered_until_s = it->second.time_unix;
-      ++seg;
-    }
-    const uint64_t end_seg = seg;  // first segment not archived
-    const uint64_t covered_lsn = end_seg * kWalSegmentSize;
-    const uint64_t stop_seg = segno_of(stop == 0 ? 0 : stop - 1);
-    auto covers = [&]() {
-      return "the repository holds base backup '" + base.id.substr(0, 8) + "' (consistent from LSN " +
-             plan::format_lsn(stop) + ", " + plan::format_time_us(end_us) + ") and its WAL on timeline " +
-             std::to_string(tli) + " up to LSN " + plan::format_lsn(covered_lsn) +
-             (covered_until_s ? " (archived by " + plan::format_time_us(covered_until_s * 1000000) + ")" : "");
-    };
-    if (end_seg <= stop_seg)
-      return fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND,
-                  "the WAL that makes base backup '" + base.id.substr(0, 8) + "' consistent (segment '" +
-                      segment_name(tli, end_seg) + "') is not in the repository; nothing was changed");
-    uint64_t last_needed = end_seg - 1;
-    switch (target.kind) {
-      case v1::RecoveryTarget::KIND_TIME:
-        if (target.time_us < end_us)
-          return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                      target.describe() + " is before this base backup became consistent: " + covers() +
-                          "; restore an older set for that time; nothing was changed");
-        if (target.time_us > covered_until_s * 1000000)
-          return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                      target.describe() + " is after the newest archived WAL: " + covers() +
-                          "; WAL written after that is not archived yet (SELECT pg_switch_wal() archives the "
-                          "current segment); nothing was changed");
-        break;
-      case v1::RecoveryTarget::KIND_LSN:
-        if (target.lsn < stop)
-          return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, target.describe() + " is before this base backup became consistent: " +
-                                                           covers() + "; nothing was changed");
-        if (target.lsn >= covered_lsn)
-          return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, target.describe() + " is beyond the archived WAL: " + covers() +
-                                                           "; nothing was changed");
-        last_needed = segno_of(target.lsn);
-        break;
-      case v1::RecoveryTarget::KIND_IMMEDIATE:
-        last_needed = stop_seg;
-        break;
-      default:
-        break;
-    }
+    if (auto [code, why] = plan_wal(base, cat, target, &wal); code != v1::ERROR_CODE_OK) return fail(code, why);
     // 2. The WAL, read and checked before anything is stopped: a damaged
     // segment is found here, not halfway through the recovery.
     mkdir_p(wal_dir, 0700);
@@ -514,63 +600,18 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     (void)::chown(wal_dir.c_str(), owner.st_uid, owner.st_gid);
     report_phase(ctx, v1::PHASE_RESTORE, "WAL and base backup");
     mark("restore");
-    std::vector<std::string> needed;
-    for (uint64_t s = segno_of(start); s <= last_needed; ++s) needed.push_back(segment_name(tli, s));
-    // Every timeline's history file: the server promotes onto the first
-    // timeline no history file names, so the new one never collides with a
-    // timeline an earlier restore made (its WAL is in the archive too).
-    for (const auto& [name, snap] : cat.by_name)
-      if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::history) needed.push_back(name);
     // Room for the base backup and the WAL beside the live data directory.
-    if (auto p = staging_space_problem(parent, snapshot_bytes(base) + needed.size() * kWalSegmentSize); !p.empty())
+    if (auto p = staging_space_problem(parent, snapshot_bytes(base) + wal.needed.size() * kWalSegmentSize); !p.empty())
       return fail(v1::ERROR_CODE_NO_SPACE, p + kept_copies_hint(d));
     // The WAL is read on a thread of its own while the base backup is read
     // below (a quarter of the memory budget for it); both end before
     // anything is stopped.
     const uint64_t wal_budget = ctx.memory_budget / 4;
     base_budget = ctx.memory_budget - wal_budget;
-    wal_job = std::async(std::launch::async, [&ctx, &cat, &base, &wal_count, &target, wal_dir, needed, covered_lsn, stop,
-                                              wal_budget]() -> std::pair<v1::ErrorCode, std::string> {
-      auto t0 = std::chrono::steady_clock::now();
-      for (const auto& name : needed) {
-        const repo::Snapshot& ws = cat.by_name.at(name);
-        std::string problem;
-        const std::string tmp = wal_dir + "/.r";
-        try {
-          repo::RestoreOptions ro;
-          ro.target = tmp;
-          ro.memory_budget = wal_budget;
-          ro.cancel = ctx.cancel;
-          auto rr = repo::restore(*ctx.repo, ws.id, ro);
-          if (!rr.failures.empty()) problem = rr.failures.front().reason;
-          else if (ws.paths.size() != 1) problem = "the snapshot holds " + std::to_string(ws.paths.size()) + " paths";
-          else fs::rename(tmp + ws.paths[0], wal_dir + "/" + name);
-        } catch (const Error& e) {
-          if (e.code() == Errc::interrupted) return {v1::ERROR_CODE_CANCELLED, "cancelled; nothing was changed"};
-          problem = e.what();
-        } catch (const std::exception& e) {
-          problem = e.what();
-        }
-        remove_tree(tmp);
-        if (problem.empty())
-          if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::segment)
-            if (auto c = check_segment_file(wal_dir + "/" + name, *wn); !c.problem.empty()) problem = c.problem;
-        if (!problem.empty()) {
-          auto wn = parse_wal_name(name);
-          uint64_t reach = wn && wn->kind == WalFileKind::segment ? wn->segno * kWalSegmentSize : covered_lsn;
-          return {v1::ERROR_CODE_REPOSITORY_CORRUPT,
-                  "WAL " + std::string(wn && wn->kind == WalFileKind::history ? "history file" : "segment") + " '" + name +
-                      "' (snapshot '" + ws.id.substr(0, 8) + "') is damaged in the repository: " + problem +
-                      "; recovery from base backup '" + base.id.substr(0, 8) + "' can reach LSN " + plan::format_lsn(reach) +
-                      " at most" + (reach <= stop ? " (not even a consistent state)" : "") + ", short of " +
-                      target.describe() + "; nothing was changed" +
-                      (reach > stop ? " (restore with --to-lsn " + plan::format_lsn(reach - 1) + " to accept that point)" : "")};
-        }
-        ++wal_count;
-      }
-      return {v1::ERROR_CODE_OK, std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())};
+    wal_job = std::async(std::launch::async, [&ctx, &cat, &base, &wal, &wal_count, &target, wal_dir, wal_budget]() {
+      return fetch_wal(ctx, cat, wal, base, target, wal_dir, wal_budget, &wal_count);
     });
-    reached["covered_lsn"] = plan::format_lsn(covered_lsn);
+    reached["covered_lsn"] = plan::format_lsn(wal.covered_lsn);
   }
 
   // 3. The base backup, read beside the data directory while the server runs.
@@ -609,34 +650,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     return fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the snapshot's '" + d + "' is not a directory");
   try {
     if (physical) {
-      write_owned(staged + "/backup_label", meta.value("backup_label", ""), owner);
-      if (!meta.value("tablespace_map", "").empty())
-        write_owned(staged + "/tablespace_map", meta.value("tablespace_map", ""), owner);
-      write_owned(staged + "/recovery.signal", "", owner);
-      std::string conf = without_recovery_block(slurp(staged + "/postgresql.auto.conf"));
-      conf += std::string(kRecoveryBegin) + "\n";
-      conf += "restore_command = " + pg_quote("cp \"" + wal_dir + "/%f\" \"%p\"") + "\n";
-      conf += "recovery_target_timeline = " + pg_quote(std::to_string(meta.value("timeline", 1u))) + "\n";
-      switch (target.kind) {
-        case v1::RecoveryTarget::KIND_TIME:
-          conf += "recovery_target_time = " + pg_quote(plan::format_time_us(target.time_us)) + "\n";
-          break;
-        case v1::RecoveryTarget::KIND_LSN:
-          conf += "recovery_target_lsn = " + pg_quote(plan::format_lsn(target.lsn)) + "\n";
-          break;
-        case v1::RecoveryTarget::KIND_XID:
-          conf += "recovery_target_xid = " + pg_quote(std::to_string(target.xid)) + "\n";
-          break;
-        case v1::RecoveryTarget::KIND_IMMEDIATE:
-          conf += "recovery_target = 'immediate'\n";
-          break;
-        default:
-          break;
-      }
-      if (target.exclusive) conf += "recovery_target_inclusive = off\n";
-      conf += "recovery_target_action = 'promote'\n";
-      conf += std::string(kRecoveryEnd) + "\n";
-      write_owned(staged + "/postgresql.auto.conf", conf, owner);
+      write_recovery_files(staged, meta, target, wal_dir, owner);
     }
   } catch (const std::exception& e) {
     return fail(v1::ERROR_CODE_IO_ERROR, std::string("preparing the recovery failed, nothing was changed: ") + e.what());
@@ -822,6 +836,7 @@ void PostgresqlDriver::dump(TaskContext& ctx, SnapshotSink& sink) {
   auto env = client_env(scratch);
   Conn c(settings_.conn);
   std::string version = c.value("SELECT current_setting('server_version')");
+  std::string superuser = c.value("SELECT rolname::text FROM pg_roles WHERE oid = 10");
   json dbs = json::array();
   for (const auto& row : c.query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname"))
     dbs.push_back(row[0].value_or(""));
@@ -844,7 +859,7 @@ void PostgresqlDriver::dump(TaskContext& ctx, SnapshotSink& sink) {
   }
   sink.add_path(dir);
   sink.set_metadata({{"mode", "logical"}, {"server_version", version}, {"databases", dbs}, {"dumps", files},
-                     {"dump_dir", dir}});
+                     {"dump_dir", dir}, {"superuser", superuser}});
 }
 
 DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snapshot& snap) {

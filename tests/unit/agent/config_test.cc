@@ -249,6 +249,8 @@ TEST_CASE("a [drill] section is read with its defaults, and bad values are refus
   REQUIRE(c.drill->memory_max == (2ull << 30));
   REQUIRE(c.drill->deadline_seconds == 1800);
   REQUIRE(c.drill->disk_budget == 0);
+  REQUIRE(c.drill->postgresql_bin_dir == "/usr/lib/postgresql/15/bin");
+  REQUIRE(c.drill->postgresql_user == "postgres");
   REQUIRE_FALSE(parse_config(base_config(d), "agent.toml").drill);
 
   auto unbounded = parse_config(base_config(d) + "[drill]\nroot = \"/srv/drills\"\nmemory_max = \"none\"\ndisk_budget = \"20G\"\n",
@@ -263,6 +265,8 @@ TEST_CASE("a [drill] section is read with its defaults, and bad values are refus
            {"root = \"/srv/d\"\ndisk_budget = \"lots\"", "not a size"},
            {"root = \"/srv/d\"\ndeadline_seconds = 1", "deadline_seconds"},
            {"root = \"/srv/d\"\nsandbox = \"x\"", "unknown key 'sandbox'"},
+           {"root = \"/srv/d\"\npostgresql_user = \"root\"", "not root"},
+           {"root = \"/srv/d\"\npostgresql_bin_dir = \"bin\"", "absolute"},
        }) {
     std::string text = base_config(d) + "[drill]\n" + bad + "\n";
     auto e = refused(text);
