@@ -192,6 +192,10 @@ class Standby(Postgres):
 
     def __init__(self, primary, agent_binary, component="pg-standby"):
         self._layout(agent_binary, component, "cairn-pg-standby-")
+        self._seed(primary)
+        self._service_scripts()
+
+    def _seed(self, primary):
         r = subprocess.run(["runuser", "-u", "postgres", "--", "env", f"PGPASSWORD={PASSWORD}", BIN / "pg_basebackup",
                             "-h", primary.sock_dir, "-p", str(primary.port), "-U", "postgres", "-D", self.data, "-R",
                             "-X", "stream", "-c", "fast"],
@@ -204,4 +208,12 @@ unix_socket_directories = '{self.sock_dir}'
 archive_mode = always
 archive_command = '{self.agent_copy} wal-push --socket {self.archive_socket} --timeout 120 %p'
 """)
-        self._service_scripts()
+
+    def reseed(self, primary):
+        """What a restore of the primary says to do with a standby: stop it,
+        move its data directory aside, pg_basebackup -R from the restored
+        primary, start it."""
+        self.stop()
+        os.rename(self.data, str(self.data) + ".old")
+        self._seed(primary)
+        self.start()

@@ -398,3 +398,44 @@ def test_an_agent_killed_mid_restore_puts_the_previous_data_back_at_its_start(cl
     assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
     assert pg.value("SELECT count(*) FROM t") == "1"
     assert pg.value("SELECT pg_is_in_recovery()") == "f"
+
+
+def test_a_primary_restored_under_a_standby_names_it_and_the_reseed_it_gives_works(cluster, postgres_server):  # noqa: F811
+    """Restoring a primary to an earlier point leaves a streaming standby on
+    the old timeline, serving the replaced data: the restore ends partial,
+    naming the standby and how to re-seed it, and those steps make it follow
+    the restored primary again."""
+    from cluster import AGENT
+    from servers_postgresql import Standby
+    c, pg = cluster, postgres_server
+    pg.pgbench("-i", "-s", "1", "-q")
+    pg.sql("CREATE TABLE marks (id int PRIMARY KEY)")
+    sb = Standby(pg, AGENT)
+    try:
+        sb.start()
+        c.add_agent("node-a", components=pg.component_toml())
+        c.enrol("node-a")
+        pg.sql("INSERT INTO marks VALUES (1)")
+        set_id, meta = _backup(c, pg)
+        pg.sql("INSERT INTO marks VALUES (2)")
+        c.wait_for("the standby to replay", lambda: sb.value("SELECT count(*) FROM marks") == "2", timeout=60)
+        name = pg.value("SELECT application_name FROM pg_stat_replication")
+        assert name, pg.sql("SELECT * FROM pg_stat_replication")
+
+        rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-immediate", "--wait", timeout=900)
+        assert rc == 3, f"restore exited {rc}, expected 3 (partial)\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+        shown = c.json("restore", "show", restore_id(out))
+        detail = _details(shown)
+        assert f"standby '{name}'" in detail and "Re-seed it" in detail and "pg_basebackup" in detail, detail
+        # The primary: at the backup's end, promoted; the standby: still the replaced data.
+        assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"]]
+        assert pg.value("SELECT pg_is_in_recovery()") == "f"
+        assert sb.value("SELECT count(*) FROM marks") == "2"
+
+        sb.reseed(pg)
+        pg.sql("INSERT INTO marks VALUES (3)")
+        c.wait_for("the re-seeded standby to follow the restored primary",
+                   lambda: sb.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["3"]], timeout=60)
+        assert sb.value("SELECT pg_is_in_recovery()") == "t"
+    finally:
+        sb.cleanup()

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <climits>
@@ -658,6 +659,18 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   res.bytes = rr.bytes_restored;
   res.files = rr.files_restored;
 
+  // The standbys streaming from the server now: the restore replaces the
+  // data they follow, so they are left on the old timeline (said at the end).
+  std::vector<std::array<std::string, 4>> standbys;  // name, from, role, replayed to
+  try {
+    Conn c(settings_.conn);
+    for (const auto& row : c.query("SELECT application_name, coalesce(client_addr::text, 'a local socket'), usename::text, "
+                                   "coalesce(replay_lsn::text, '?') FROM pg_stat_replication ORDER BY 1"))
+      standbys.push_back({row[0].value_or(""), row[1].value_or(""), row[2].value_or(""), row[3].value_or("")});
+  } catch (const Error&) {
+    // Not answering (often why it is restored): its standbys are unknown here.
+  }
+
   // 4. Stop, swap (data_dir and each tablespace), start. The restore's
   // record (restore_journal.h) is on disk from before the stop until the
   // end: an agent killed in between puts the previous data back at its start.
@@ -779,6 +792,24 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   reached["base_backup"] = base.id;
   res.metadata["recovery"] = reached;
   res.metadata["databases"] = meta.value("databases", json::array());
+  // The restored server is on a new timeline at an earlier point: a standby
+  // that streamed from the replaced data cannot follow it and still serves
+  // that data to its readers. The restore of the primary is whole; the
+  // cluster is not until each is re-seeded (docs/postgresql.md § Standbys
+  // after a restore).
+  json left = json::array();
+  for (const auto& [name, from, role, replayed] : standbys) {
+    left.push_back(name);
+    res.reasons.push_back(make_reason(
+        v1::ERROR_CODE_ITEM_SKIPPED,
+        "standby '" + name + "' (from " + from + ", replayed to " + replayed +
+            ") streamed from the data this restore replaced: it cannot follow the restored primary (timeline " +
+            reached.value("timeline", json(0)).dump() + ") and serves the replaced data to its readers. Re-seed it: stop it, "
+            "move its data directory aside, run pg_basebackup -h <this server> -U " + role +
+            " -D <its data directory> -R -X stream -c fast as its server's user, and start it",
+        name));
+  }
+  if (!left.empty()) res.metadata["standbys_to_reseed"] = left;
   res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_PARTIAL;
   return res;
 }
