@@ -39,6 +39,7 @@
 #include "agent/drivers/haproxy/haproxy_driver.h"
 #include "agent/drivers/haproxy/runtime.h"
 #include "agent/drivers/postgresql/recovery.h"
+#include "agent/drivers/postgresql/wal.h"
 #include "agent/drivers/zookeeper/four_letter.h"
 #include "agent/drivers/zookeeper/layout.h"
 #include "agent/drivers/zookeeper/staging.h"
@@ -1540,8 +1541,8 @@ void drill_postgresql(const DrillDecl& d, Sandbox& box, TaskContext& ctx, const 
     rep.check("WAL position reached, at least the backup's end", ">= " + meta.value("stop_lsn", std::string("?")),
               r.ok ? lsn_text : r.why, parsed && lsn >= stop_lsn);
   }
-  // Every database the backup recorded is there.
-  {
+  // Every database the backup recorded is there (a cold copy records none).
+  if (meta.contains("databases") && meta["databases"].is_array()) {
     auto r = psql("postgres", "SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname", std::chrono::seconds(30));
     std::set<std::string> have;
     std::istringstream in(r.out);
@@ -1663,7 +1664,12 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
   const uint64_t size = snap.summary.value("bytes_total", uint64_t(0));
   // etcd unpacks the snapshot into a data dir beside it; ZooKeeper may
   // write a snapshot of its own at start.
-  const uint64_t need = driver == "files" ? size + (16ull << 20) : 2 * size + (128ull << 20);
+  uint64_t need = driver == "files" ? size + (16ull << 20) : 2 * size + (128ull << 20);
+  // A PostgreSQL base backup also fetches the WAL from its start to its end.
+  if (uint64_t start = 0, stop = 0; driver == "postgresql" && snap.component.is_object() &&
+                                    plan::parse_lsn(snap.component.value("start_lsn", ""), &start) &&
+                                    plan::parse_lsn(snap.component.value("stop_lsn", ""), &stop) && stop >= start)
+    need += (stop / postgresql::kWalSegmentSize - start / postgresql::kWalSegmentSize + 2) * postgresql::kWalSegmentSize;
   mkdir_p(d.root, 0700);
   struct statvfs sv {};
   uint64_t free_bytes = ::statvfs(d.root.c_str(), &sv) == 0 ? uint64_t(sv.f_bavail) * sv.f_frsize : 0;

@@ -151,6 +151,30 @@ service = {{ start_command = ["{self.start_sh}"], stop_command = ["{self.stop_sh
                            env=self.env(), timeout=600)
         assert r.returncode == 0, r.stdout.decode(errors="replace")
 
+    def make_shop_databases(self, rows=5000):
+        """A role 'reader' and two databases ('shop', 'Odd Name') with a
+        table 'items' of `rows` rows it may read: what a logical backup of
+        databases, roles and grants must bring back."""
+        self.sql("CREATE ROLE reader LOGIN PASSWORD 'r-secret'")
+        for db in ("shop", "Odd Name"):
+            self.sql(f'CREATE DATABASE "{db}"')
+            self.sql("CREATE TABLE items (id int PRIMARY KEY, name text)", db=db)
+            self.sql(f"INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, {rows}) g", db=db)
+            self.sql("GRANT SELECT ON items TO reader", db=db)
+
+    def start_standby(self, agent_binary):
+        """pgbench data and a table 'marks', then a streaming standby of this
+        server, started."""
+        self.pgbench("-i", "-s", "1", "-q")
+        self.sql("CREATE TABLE marks (id int PRIMARY KEY)")
+        sb = Standby(self, agent_binary)
+        try:
+            sb.start()
+        except BaseException:
+            sb.cleanup()
+            raise
+        return sb
+
     def switch_and_wait_archived(self, timeout=120):
         """Closes the current WAL segment and waits until the server archived it; returns its name."""
         seg = self.value("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")

@@ -12,7 +12,7 @@ import socket
 import time
 import urllib.request
 
-from cluster import backup_set_id, catalog, cluster, lower_enum  # noqa: F401  (cluster is a fixture)
+from cluster import backup_set_id, catalog, cluster, lower_enum, restore_id  # noqa: F401  (cluster is a fixture)
 from servers_etcd import start_cluster
 from test_etcd import keys
 from servers_postgresql import postgres_server  # noqa: F401  (a fixture)
@@ -605,12 +605,7 @@ def test_a_logical_postgresql_backup_is_drilled_into_a_fresh_server_with_its_rol
     database restored from its dump (as a restore runs pg_restore), every
     recorded database there, pg_amcheck clean, and no secret in the log."""
     c, pg = cluster, postgres_server
-    pg.sql("CREATE ROLE reader LOGIN PASSWORD 'r-secret'")
-    for db in ("shop", "Odd Name"):
-        pg.sql(f'CREATE DATABASE "{db}"')
-        pg.sql("CREATE TABLE items (id int PRIMARY KEY, name text)", db=db)
-        pg.sql("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 5000) g", db=db)
-        pg.sql("GRANT SELECT ON items TO reader", db=db)
+    pg.make_shop_databases()
     c.add_agent("node-a", components=pg.component_toml() + drill_toml(tmp_path / "drills"))
     c.enrol("node-a")
     sid = backup(c, "--component", "pg", "--mode", "logical")
@@ -625,3 +620,34 @@ def test_a_logical_postgresql_backup_is_drilled_into_a_fresh_server_with_its_rol
     assert checks["roles and tablespaces (globals.sql) replayed"]["ok"], checks
     assert list((tmp_path / "drills").iterdir()) == []
     assert "r-secret" not in (c.agent_dirs["node-a"]["dir"] / "agent.log").read_text(errors="replace")
+
+
+def test_a_postgresql_safety_backup_of_a_stopped_server_is_drilled(cluster, postgres_server, tmp_path):  # noqa: F811
+    """A restore of a stopped server first copies its files as they are (a
+    cold safety backup): that copy is drilled too, the server started on it
+    in the sandbox, then pg_amcheck; the restored live server runs on."""
+    c, pg = cluster, postgres_server
+    pg.pgbench("-i", "-s", "1", "-q")
+    c.add_agent("node-a", components=pg.component_toml() + drill_toml(tmp_path / "drills"))
+    c.enrol("node-a")
+    sid = backup(c, "--component", "pg")
+    pg.sql("CREATE TABLE after_backup (x int)")
+    pg.sql("INSERT INTO after_backup VALUES (42)")
+    pg.stop()
+    rc, out, err = c.ctl("restore", sid, "--component", "pg", "--to-immediate", "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    safety = c.json("restore", "show", restore_id(out))["safety_backup_set_id"]
+    snap_id = c.json("backup", "show", safety)["tasks"][0]["snapshot_id"]
+    snaps = json.loads(c.ok("repo", "snapshots", "--json", "--repo", c.repo, "--password-file", c.repo_pass))
+    assert [s["component"]["mode"] for s in snaps if s["id"] == snap_id] == ["cold"], snap_id
+
+    did, shown, _ = drill(c, safety, "--component", "pg")
+    assert lower_enum(shown["state"], "set_state_") == "complete", shown
+    report, task = drill_report(shown)
+    names = [x["name"] for x in report["checks"]]
+    assert all(x["ok"] for x in report["checks"]), report["checks"]
+    assert "PostgreSQL recovered the stopped server's files and serves" in names, names
+    assert any(n.startswith("pg_amcheck --all") for n in names), names
+    assert pg.value("SELECT pg_is_in_recovery()") == "f"
+    assert pg.value("SELECT to_regclass('after_backup') IS NULL") == "t"  # the live server: on the backup's data
+    assert list((tmp_path / "drills").iterdir()) == []

@@ -248,12 +248,7 @@ def test_logical_mode_round_trip_of_databases_roles_and_grants(cluster, postgres
     c, pg = cluster, postgres_server
     c.add_agent("node-a", components=pg.component_toml())
     c.enrol("node-a")
-    pg.sql("CREATE ROLE reader LOGIN PASSWORD 'r-secret'")
-    for db in ("shop", "Odd Name"):
-        pg.sql(f'CREATE DATABASE "{db}"')
-        pg.sql("CREATE TABLE items (id int PRIMARY KEY, name text)", db=db)
-        pg.sql("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 5000) g", db=db)
-        pg.sql("GRANT SELECT ON items TO reader", db=db)
+    pg.make_shop_databases()
     rc, out, err = c.ctl("backup", "create", "--component", "pg", "--mode", "logical", "--wait", timeout=600)
     assert rc == 0, f"backup exited {rc}\n{out}\n{err}\n{c.logs()}"
     set_id = backup_set_id(out)
@@ -285,13 +280,9 @@ def test_logical_mode_round_trip_of_databases_roles_and_grants(cluster, postgres
 def test_a_standby_is_the_backup_source_and_its_backup_restores(cluster, postgres_server):  # noqa: F811
     import threading
     from cluster import AGENT
-    from servers_postgresql import Standby
     c, pg = cluster, postgres_server
-    pg.pgbench("-i", "-s", "1", "-q")
-    pg.sql("CREATE TABLE marks (id int PRIMARY KEY)")
-    sb = Standby(pg, AGENT)
+    sb = pg.start_standby(AGENT)
     try:
-        sb.start()
         c.add_agent("node-a", components=pg.component_toml() + sb.component_toml())
         c.enrol("node-a")
         pg.sql("INSERT INTO marks VALUES (1)")
@@ -406,13 +397,9 @@ def test_a_primary_restored_under_a_standby_names_it_and_the_reseed_it_gives_wor
     naming the standby and how to re-seed it, and those steps make it follow
     the restored primary again."""
     from cluster import AGENT
-    from servers_postgresql import Standby
     c, pg = cluster, postgres_server
-    pg.pgbench("-i", "-s", "1", "-q")
-    pg.sql("CREATE TABLE marks (id int PRIMARY KEY)")
-    sb = Standby(pg, AGENT)
+    sb = pg.start_standby(AGENT)
     try:
-        sb.start()
         c.add_agent("node-a", components=pg.component_toml())
         c.enrol("node-a")
         pg.sql("INSERT INTO marks VALUES (1)")
