@@ -73,6 +73,12 @@ void print_set(const cairn::v1::BackupSetInfo& s) {
       std::printf("%s: copied at %s (%lld snapshot(s), %s read, %lld blob(s) new there)\n", to.c_str(),
                   when(c.finished_at()).c_str(), static_cast<long long>(c.snapshots()),
                   cairn::repo::byte_size_text(uint64_t(c.bytes()), cairn::repo::ByteText::tenths).c_str(), static_cast<long long>(c.blobs_new()));
+    else if (c.state() == "copying")
+      std::printf("%s: copying since %s: %lld of %lld snapshot(s), %s of %s%s\n", to.c_str(), when(c.started_at()).c_str(),
+                  static_cast<long long>(c.snapshots()), static_cast<long long>(c.snapshots_total()),
+                  cairn::repo::byte_size_text(uint64_t(c.bytes()), cairn::repo::ByteText::tenths).c_str(),
+                  cairn::repo::byte_size_text(uint64_t(c.bytes_total()), cairn::repo::ByteText::tenths).c_str(),
+                  c.attempts() ? (" (attempt " + std::to_string(c.attempts() + 1) + ")").c_str() : "");
     else if (c.state() == "failed")
       std::printf("%s: COPY FAILED at %s (attempt %lld): %s; next attempt %s\n", to.c_str(), when(c.finished_at()).c_str(),
                   static_cast<long long>(c.attempts()), terminal_safe(c.reason()).c_str(), when(c.next_attempt_at()).c_str());
@@ -151,7 +157,8 @@ void register_op_backup(CLI::App& app, Context& ctx) {
                                                               : "";
         for (const auto& c : s.copies())
           if (!c.removed() && c.state() != "copied")
-            note += " (copy to " + terminal_safe(c.repository()) + (c.state() == "failed" ? " FAILED)" : " pending)");
+            note += " (copy to " + terminal_safe(c.repository()) +
+                    (c.state() == "failed" ? " FAILED)" : c.state() == "copying" ? " running)" : " pending)");
         if (s.forgotten_at()) note += " (expired by retention; snapshots removed: cannot be restored)";
         else if (s.expired_at()) note += " (expired by retention; snapshots being removed)";
         std::printf("%-20s %-20s %-7s %-9s %s%s\n", terminal_safe(s.backup_set_id()).c_str(),

@@ -86,8 +86,13 @@ void fill_set_header(const catalog::Tx& tx, const catalog::BackupSet& s, cairn::
   for (const auto& c : tx.set_copies(s.id)) {
     auto* w = out.add_copies();
     w->set_repository(c.repository);
-    w->set_state(c.state);
+    w->set_state(c.started_at && c.state != "copied" ? "copying" : c.state);
     w->set_reason(c.reason);
+    if (c.started_at && c.state != "copied") {
+      w->set_started_at(*c.started_at);
+      w->set_snapshots_total(c.snapshots_total);
+      w->set_bytes_total(c.bytes_total);
+    }
     w->set_finished_at(c.finished_at.value_or(0));
     w->set_next_attempt_at(c.state == "failed" ? c.next_attempt_at : 0);
     w->set_attempts(c.attempts);

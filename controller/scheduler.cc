@@ -366,10 +366,22 @@ void Scheduler::copy_sets(int64_t now, std::set<std::string>& retention_due) {
       if (set && set->policy) retention_due.insert(*set->policy);
     }
   }
-  if (copier_->in_flight() || now - copies_checked_at_ < 5) return;
+  if (copier_->in_flight()) {
+    // How far it got, for backup show and the status page (every 2 s).
+    if (auto p = copier_->progress(); p && now - copy_progress_at_ >= 2) {
+      copy_progress_at_ = now;
+      catalog_.transaction("controller", [&](catalog::Tx& tx) {
+        tx.set_copy_progress(p->set_id, p->destination, p->started_at, int64_t(p->snapshots_done),
+                             int64_t(p->snapshots_total), int64_t(p->bytes_done), int64_t(p->bytes_total));
+      });
+    }
+    return;
+  }
+  if (now - copies_checked_at_ < 5) return;
   copies_checked_at_ = now;
   std::optional<SetCopier::Job> job;
   catalog_.transaction("controller", [&](catalog::Tx& tx) {
+    tx.clear_copy_progress();  // none runs now (one a restarted controller left says nothing)
     for (const auto& c : tx.set_copies_due(now, 8)) {
       SetCopier::Job j{c.set_id, c.repository, {}};
       for (const auto& t : tx.tasks_of_set(c.set_id)) {

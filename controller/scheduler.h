@@ -85,6 +85,7 @@ class Scheduler {
   SetCopier* copier_ = nullptr;
   std::string copying_;           // the set whose copy is in flight
   int64_t copies_checked_at_ = 0;  // the last look for copies due (unix seconds)
+  int64_t copy_progress_at_ = 0;   // the running copy's progress last written to the catalog
 
   SetRecordWriter* records_ = nullptr;
   const plan::SigningKey* key_ = nullptr;

@@ -2,6 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <ctime>
+#include <memory>
+
 #include "common/repo/copy.h"
 #include "common/repo/lock.h"
 #include "common/repo/repository.h"
@@ -34,20 +38,29 @@ void SetCopier::run(const Job& job, Result& res) {
   }
   std::map<std::string, std::vector<const Task*>> by_source;
   for (const auto& t : job.tasks) by_source[t.repository].push_back(&t);
+  // Every source opened and its snapshots read first: what the copy's
+  // progress is measured against.
+  struct Source {
+    std::string name;
+    std::unique_ptr<repo::Repository> repo;
+    std::unique_ptr<repo::Lock> lock;
+    std::vector<std::pair<const Task*, repo::Snapshot>> snapshots;
+  };
+  std::vector<Source> sources;
+  Progress live{job.set_id, job.destination, int64_t(std::time(nullptr)), 0, 0, 0, 0};
   for (const auto& [name, tasks] : by_source) {
     const auto* src_decl = config_.repository(name);
     if (!src_decl)
       throw Error(Errc::not_found, "the set's snapshots are in repository '" + name +
                                        "', which the controller does not declare ([[repository]]): it cannot read them to copy");
-    std::unique_ptr<repo::Repository> src;
+    Source src{name, nullptr, nullptr, {}};
     try {
-      src = open_controller_repository(*src_decl);
+      src.repo = open_controller_repository(*src_decl);
     } catch (const Error& e) {
       throw Error(e.code(), "cannot open the source repository '" + name + "': " + e.what());
     }
-    auto src_lock = repo::lock_for_reading(*src, "controller: copy of set " + job.set_id, std::chrono::seconds(60), warn);
-    src->load_index();
-    repo::SnapshotCopier copier(*src, *dst);
+    src.lock = repo::lock_for_reading(*src.repo, "controller: copy of set " + job.set_id, std::chrono::seconds(60), warn);
+    src.repo->load_index();
     for (const Task* t : tasks) {
       if (auto it = have.find(t->task_id); it != have.end()) {
         res.snapshots[t->task_id] = it->second;
@@ -55,7 +68,7 @@ void SetCopier::run(const Job& job, Result& res) {
       }
       repo::Snapshot s;
       try {
-        s = repo::load_snapshot(*src, t->snapshot_id);
+        s = repo::load_snapshot(*src.repo, t->snapshot_id);
       } catch (const Error& e) {
         throw Error(e.code(), "snapshot " + t->snapshot_id.substr(0, 16) + " of task " + t->task_id + " cannot be read from '" +
                                   name + "': " + e.what());
@@ -65,14 +78,41 @@ void SetCopier::run(const Job& job, Result& res) {
         throw Error(Errc::corrupt, "snapshot " + s.id.substr(0, 16) + " in repository '" + name + "' is tagged for set '" +
                                        tags["set"] + "', task '" + tags["task"] + "', not task " + t->task_id + " of set " +
                                        job.set_id + ": the catalog and the repository disagree; not copied");
+      live.snapshots_total += 1;
+      live.bytes_total += s.summary.value("bytes_total", uint64_t(0));
+      src.snapshots.emplace_back(t, std::move(s));
+    }
+    sources.push_back(std::move(src));
+  }
+  set_progress(live);
+  struct Done {  // no progress once the copy ends, however it ends
+    SetCopier& c;
+    ~Done() { c.set_progress(std::nullopt); }
+  } done{*this};
+  uint64_t base = 0;  // the file bytes of the snapshots copied so far
+  for (auto& src : sources) {
+    repo::SnapshotCopier copier(*src.repo, *dst);
+    uint64_t at_start = 0, this_total = 0;  // the copier's file bytes when this snapshot began; its own total
+    copier.on_progress([&](const repo::CopyStats& st) {
+      live.bytes_done = std::min(live.bytes_total, base + std::min(this_total, st.file_bytes - at_start));
+      set_progress(live);
+    });
+    for (auto& [t, s] : src.snapshots) {
+      at_start = copier.stats().file_bytes;
+      this_total = s.summary.value("bytes_total", uint64_t(0));
       auto n = copier.copy(s);
-      if (src_lock) src_lock->check("copying");
+      if (src.lock) src.lock->check("copying");
       dst_lock->check("copying");
       res.snapshots[t->task_id] = n.id;
+      // A snapshot copied counts whole (a subtree met twice is walked once).
+      base += this_total;
+      live.bytes_done = std::min(live.bytes_total, base);
+      live.snapshots_done += 1;
+      set_progress(live);
     }
     res.bytes += copier.stats().bytes;
     res.blobs_new += copier.stats().blobs_new;
-    if (src_lock) src_lock->release();
+    if (src.lock) src.lock->release();
   }
   dst_lock->release();
   res.ok = true;

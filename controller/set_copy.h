@@ -13,6 +13,8 @@
 // set and task (tags `set:`, `task:`; an earlier attempt that stopped midway)
 // is not copied again: a copy is safe to repeat.
 #include <map>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +44,19 @@ class SetCopier {
   explicit SetCopier(const ControllerConfig& config)
       : config_(config), worker_([this](const Job& j) { return run_job(j); }) {}
 
+  // The copy running now, as far as it got (the scheduler writes it to the
+  // catalog: backup show and the status page say "copying").
+  struct Progress {
+    std::string set_id, destination;
+    int64_t started_at = 0;
+    uint64_t snapshots_done = 0, snapshots_total = 0;
+    uint64_t bytes_done = 0, bytes_total = 0;  // the snapshots' file bytes (their summaries' bytes_total)
+  };
+  std::optional<Progress> progress() const {
+    std::lock_guard<std::mutex> l(progress_mu_);
+    return progress_;
+  }
+
   void submit(Job job) { worker_.submit(std::move(job)); }
   size_t in_flight() const { return worker_.in_flight(); }
   std::vector<Result> take_results() { return worker_.take_results(); }
@@ -51,7 +66,14 @@ class SetCopier {
   // Throws on a failure; res.snapshots then holds what was copied before it.
   void run(const Job& job, Result& res);
 
+  void set_progress(std::optional<Progress> p) {
+    std::lock_guard<std::mutex> l(progress_mu_);
+    progress_ = std::move(p);
+  }
+
   const ControllerConfig& config_;
+  mutable std::mutex progress_mu_;
+  std::optional<Progress> progress_;
   JobWorker<Job, Result> worker_;  // last: its thread uses the members above
 };
 

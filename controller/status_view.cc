@@ -4,6 +4,7 @@
 #include <map>
 
 #include "cairn/version.h"
+#include "common/repo/memory.h"
 #include "controller/schedule.h"
 
 namespace cairn::controller {
@@ -336,6 +337,11 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
         h += "<tr><td>" + html_escape(c.repository) + "</td><td>" +
              html_escape(c.last_copied_at ? utc(*c.last_copied_at) : "none yet") + "</td><td>" + std::to_string(c.copied) +
              "</td><td class=\"" + (c.pending ? "pending" : "complete") + "\">" + std::to_string(c.pending) +
+             html_escape(c.copying ? " (copying " + c.copying->set_id + ": " + std::to_string(c.copying->snapshots) + " of " +
+                                         std::to_string(c.copying->snapshots_total) + " snapshot(s), " +
+                                         repo::byte_size_text(uint64_t(c.copying->bytes), repo::ByteText::tenths) + " of " +
+                                         repo::byte_size_text(uint64_t(c.copying->bytes_total), repo::ByteText::tenths) + ")"
+                                   : std::string()) +
              "</td><td class=\"" + (c.failed ? "failed" : "complete") + "\">" + std::to_string(c.failed) +
              html_escape(c.failed && !c.last_failure.empty() ? ": " + c.last_failure : "") + "</td></tr>\n";
       h += "</table>\n";

@@ -23,6 +23,10 @@ BlobId SnapshotCopier::copy_tree(const BlobId& id) {
   Tree t = decode_tree_bytes(src_.load_blob(id));
   for (auto& n : t.nodes) {
     for (auto& c : n.content) c = copy_data(c);
+    if (n.type == NodeType::file) {
+      stats_.file_bytes += n.size;
+      if (progress_) progress_(stats_);
+    }
     if (n.subtree) n.subtree = copy_tree(*n.subtree);
   }
   std::string enc = encode_tree_bytes(t);

@@ -22,6 +22,7 @@ struct CopyStats {
   uint64_t trees = 0, data_blobs = 0;
   uint64_t blobs_new = 0;   // stored in the destination
   uint64_t bytes = 0;       // plaintext bytes of the data blobs read
+  uint64_t file_bytes = 0;  // sizes of the files whose content was copied (a copy's progress)
 };
 
 class SnapshotCopier {
@@ -37,6 +38,10 @@ class SnapshotCopier {
   // naming the blob when the source does not verify.
   Snapshot copy(const Snapshot& s);
   const CopyStats& stats() const { return stats_; }
+  // Called after each file's content is copied (stats().file_bytes grown by
+  // its size): a long copy's progress. A subtree met again in the same copy
+  // is not walked again, so file_bytes can stay below the snapshots' total.
+  void on_progress(std::function<void(const CopyStats&)> fn) { progress_ = std::move(fn); }
 
  private:
   BlobId copy_tree(const BlobId& id);
@@ -47,6 +52,7 @@ class SnapshotCopier {
   const std::atomic<bool>* cancel_;
   std::unordered_map<BlobId, BlobId, BlobIdHash> data_, trees_;  // source id -> destination id
   CopyStats stats_;
+  std::function<void(const CopyStats&)> progress_;
 };
 
 }  // namespace cairn::repo

@@ -1,5 +1,6 @@
 // Offsite copies of backup sets by policy (migration 0018; controller/set_copy.h).
 #include <algorithm>
+#include <sstream>
 
 #include "controller/catalog/sqlite.h"
 #include "controller/catalog/tx.h"
@@ -9,7 +10,7 @@ namespace {
 
 constexpr const char* kCopyColumns =
     "SELECT set_id, repository, state, reason, attempts, next_attempt_at, created_at, finished_at, removed_at, snapshots,"
-    " bytes, blobs_new FROM set_copies ";
+    " bytes, blobs_new, started_at, snapshots_total, bytes_total FROM set_copies ";
 
 SetCopy read_copy(const sqlite::Stmt& s) {
   SetCopy c;
@@ -25,6 +26,9 @@ SetCopy read_copy(const sqlite::Stmt& s) {
   c.snapshots = s.integer(9);
   c.bytes = s.integer(10);
   c.blobs_new = s.integer(11);
+  if (!s.is_null(12)) c.started_at = s.integer(12);
+  c.snapshots_total = s.integer(13);
+  c.bytes_total = s.integer(14);
   return c;
 }
 
@@ -56,7 +60,7 @@ void Tx::set_copy_copied(const std::string& set_id, const std::string& repositor
         .run();
   db_.prepare(
          "UPDATE set_copies SET state = 'copied', reason = '', attempts = attempts + 1, finished_at = ?, snapshots = ?,"
-         " bytes = ?, blobs_new = ? WHERE set_id = ? AND repository = ?")
+         " bytes = ?, blobs_new = ?, started_at = NULL WHERE set_id = ? AND repository = ?")
       .bind_all(now(), snapshots, bytes, blobs_new, set_id, repository)
       .run();
   // The set's signed record is signed again, naming the copies, and written
@@ -83,11 +87,24 @@ void Tx::set_copy_failed(const std::string& set_id, const std::string& repositor
   const int64_t delay = std::min<int64_t>(3600, std::max<int64_t>(1, first_delay) << std::min<int64_t>(attempts, 6));
   db_.prepare(
          "UPDATE set_copies SET state = 'failed', reason = ?, attempts = attempts + 1, finished_at = ?,"
-         " next_attempt_at = ? WHERE set_id = ? AND repository = ?")
+         " next_attempt_at = ?, started_at = NULL WHERE set_id = ? AND repository = ?")
       .bind_all(reason, now(), now() + delay, set_id, repository)
       .run();
   audit({"set.copy", "backup_set:" + set_id, "failed", reason,
          {{"repository", repository}, {"attempt", attempts + 1}, {"next_attempt_at", now() + delay}}});
+}
+
+void Tx::set_copy_progress(const std::string& set_id, const std::string& repository, int64_t started_at,
+                           int64_t snapshots_done, int64_t snapshots_total, int64_t bytes_done, int64_t bytes_total) {
+  db_.prepare(
+         "UPDATE set_copies SET started_at = ?, snapshots = ?, snapshots_total = ?, bytes = ?, bytes_total = ?"
+         " WHERE set_id = ? AND repository = ? AND state != 'copied'")
+      .bind_all(started_at, snapshots_done, snapshots_total, bytes_done, bytes_total, set_id, repository)
+      .run();
+}
+
+void Tx::clear_copy_progress() {
+  db_.prepare("UPDATE set_copies SET started_at = NULL WHERE started_at IS NOT NULL").run();
 }
 
 std::vector<SetCopy> Tx::set_copies(const std::string& set_id) const {
@@ -120,7 +137,9 @@ std::vector<Tx::CopyStat> Tx::copy_stats() const {
       "SELECT repository, sum(state = 'copied'), sum(state = 'pending'), sum(state = 'failed'),"
       " max(CASE WHEN state = 'copied' THEN finished_at END),"
       " (SELECT reason FROM set_copies f WHERE f.repository = c.repository AND f.state = 'failed'"
-      "  ORDER BY f.finished_at DESC LIMIT 1)"
+      "  ORDER BY f.finished_at DESC LIMIT 1),"
+      " (SELECT set_id || ' ' || snapshots || ' ' || snapshots_total || ' ' || bytes || ' ' || bytes_total"
+      "  FROM set_copies r WHERE r.repository = c.repository AND r.started_at IS NOT NULL LIMIT 1)"
       " FROM set_copies c WHERE removed_at IS NULL GROUP BY repository ORDER BY repository");
   std::vector<CopyStat> out;
   while (s.step()) {
@@ -131,6 +150,13 @@ std::vector<Tx::CopyStat> Tx::copy_stats() const {
     c.failed = s.integer(3);
     if (!s.is_null(4)) c.last_copied_at = s.integer(4);
     if (!s.is_null(5)) c.last_failure = s.text(5);
+    if (!s.is_null(6)) {
+      std::istringstream in(s.text(6));
+      SetCopy r;
+      in >> r.set_id >> r.snapshots >> r.snapshots_total >> r.bytes >> r.bytes_total;
+      r.repository = c.repository;
+      c.copying = std::move(r);
+    }
     out.push_back(std::move(c));
   }
   return out;

@@ -298,6 +298,11 @@ class Tx {
   // first_delay: seconds before the first retry (doubled per attempt, at most an hour).
   void set_copy_failed(const std::string& set_id, const std::string& repository, const std::string& reason,
                        const std::map<std::string, std::string>& task_snapshots = {}, int64_t first_delay = 60);
+  // The copy running now, as far as it got (written every few seconds while
+  // it runs); cleared by its end, or by clear_copy_progress when none runs.
+  void set_copy_progress(const std::string& set_id, const std::string& repository, int64_t started_at,
+                         int64_t snapshots_done, int64_t snapshots_total, int64_t bytes_done, int64_t bytes_total);
+  void clear_copy_progress();
   std::vector<SetCopy> set_copies(const std::string& set_id) const;
   // The copied snapshots of a set in one repository not removed yet: task id -> snapshot id.
   std::map<std::string, std::string> task_copies(const std::string& set_id, const std::string& repository) const;
@@ -308,6 +313,7 @@ class Tx {
     int64_t copied = 0, pending = 0, failed = 0;
     std::optional<int64_t> last_copied_at;
     std::string last_failure;  // the newest failed copy's reason
+    std::optional<SetCopy> copying;  // the copy running now there: set_id, snapshots/bytes done and totals
   };
   std::vector<CopyStat> copy_stats() const;
 

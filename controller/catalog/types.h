@@ -160,7 +160,9 @@ struct SetCopy {
   std::string reason;
   int64_t attempts = 0, next_attempt_at = 0, created_at = 0;
   std::optional<int64_t> finished_at, removed_at;
-  int64_t snapshots = 0, bytes = 0, blobs_new = 0;
+  int64_t snapshots = 0, bytes = 0, blobs_new = 0;  // copied; while it runs: done so far
+  std::optional<int64_t> started_at;                // a copy running now (0019)
+  int64_t snapshots_total = 0, bytes_total = 0;     // what the running copy measures against
 };
 
 struct PolicyRun {

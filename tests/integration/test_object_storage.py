@@ -715,6 +715,19 @@ credentials_file = "{offsite.creds}"
         page = urllib.request.urlopen(c.http_url(), timeout=10).read().decode()
         assert "Offsite copies" in page and "AccessDenied" in page, page[-3000:]
         proxy.clear()
+        # Let through again, slowly: while the retried copy runs, backup show,
+        # backup list and the status page say how far it got.
+        proxy.add("stall", method="PUT", seconds=2.5)
+        copying = c.wait_for("the retried copy shown running",
+                             lambda: (lambda x: x if x and x["state"] == "copying" else None)(copy_of(sid2)), timeout=90)
+        assert int(copying["snapshots_total"]) == 1 and 0 < int(copying["bytes_total"]), copying
+        assert 0 <= int(copying["bytes"]) <= int(copying["bytes_total"]) and int(copying["started_at"]) > 0, copying
+        shown = c.ok("backup", "show", sid2)
+        assert re.search(r"copy to 'offsite': copying since [-0-9]+ [0-9:]+: [01] of 1 snapshot\(s\), .+ of .+", shown) or \
+            "copied at" in shown, shown
+        c.wait_for("the running copy on the status page", lambda: f"(copying {sid2}: " in
+                   urllib.request.urlopen(c.http_url(), timeout=10).read().decode(), timeout=15)
+        proxy.clear()
         c.wait_for("the failed copy retried and landed",
                    lambda: (lambda x: x if x and x["state"] == "copied" else None)(copy_of(sid2)), timeout=90)
         assert set_state(s2) == "complete"

@@ -6,7 +6,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 
 #include "common/repo/archiver.h"
 #include "common/repo/checker.h"
@@ -53,7 +55,14 @@ TEST_CASE("a copied snapshot restores the same bytes from the other repository")
   auto snap = load_snapshot(*a, repo::backup(*a, bo).snapshot.id);
 
   SnapshotCopier c(*a, *b);
+  std::vector<uint64_t> progress;
+  c.on_progress([&](const CopyStats& st) { progress.push_back(st.file_bytes); });
   auto copied = c.copy(snap);
+  // Once per file, growing to the files' sizes, which is what the snapshot's summary counts.
+  REQUIRE(progress.size() == 3);
+  CHECK(std::is_sorted(progress.begin(), progress.end()));
+  CHECK(progress.back() == 2 * big.size() + 6);
+  CHECK(progress.back() == snap.summary.value("bytes_total", uint64_t(0)));
   CHECK(copied.id != snap.id);
   CHECK(copied.tags == snap.tags);
   CHECK(copied.time == snap.time);

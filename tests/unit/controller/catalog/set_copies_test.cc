@@ -120,3 +120,37 @@ TEST_CASE("an expired set is not copied") {
   f.cat.transaction("controller", [&](Tx& tx) { tx.expire_set(f.set, "a test"); });
   CHECK(f.due().empty());
 }
+
+TEST_CASE("a running copy's progress is kept until it ends or none runs, and never overwrites a landed copy") {
+  PolicySet f;
+  f.succeed();
+  REQUIRE(f.due().size() == 1);
+  f.cat.transaction("controller", [&](Tx& tx) { tx.set_copy_progress(f.set, "offsite", 1000, 0, 1, 300, 1200); });
+  auto copies = f.cat.read([&](const Tx& tx) { return tx.set_copies(f.set); });
+  REQUIRE(copies.size() == 1);
+  REQUIRE(copies[0].started_at == 1000);
+  CHECK(copies[0].bytes == 300);
+  CHECK(copies[0].bytes_total == 1200);
+  CHECK(copies[0].snapshots_total == 1);
+  auto stats = f.cat.read([&](const Tx& tx) { return tx.copy_stats(); });
+  REQUIRE(stats.size() == 1);
+  REQUIRE(stats[0].copying);
+  CHECK(stats[0].copying->set_id == f.set);
+  CHECK(stats[0].copying->bytes == 300);
+  CHECK(stats[0].copying->bytes_total == 1200);
+
+  // A controller restarted mid-copy: none runs, so none is shown running.
+  f.cat.transaction("controller", [&](Tx& tx) { tx.clear_copy_progress(); });
+  CHECK_FALSE(f.cat.read([&](const Tx& tx) { return tx.set_copies(f.set); })[0].started_at);
+  CHECK_FALSE(f.cat.read([&](const Tx& tx) { return tx.copy_stats(); })[0].copying);
+
+  // Its end clears it; a late progress write does not touch a landed copy's figures.
+  f.cat.transaction("controller", [&](Tx& tx) { tx.set_copy_progress(f.set, "offsite", 1000, 0, 1, 900, 1200); });
+  f.cat.transaction("controller", [&](Tx& tx) { tx.set_copy_copied(f.set, "offsite", 1, 1200, 7, {{f.tasks[0].id, "sn-copy"}}); });
+  f.cat.transaction("controller", [&](Tx& tx) { tx.set_copy_progress(f.set, "offsite", 1000, 0, 1, 5, 1200); });
+  copies = f.cat.read([&](const Tx& tx) { return tx.set_copies(f.set); });
+  CHECK(copies[0].state == "copied");
+  CHECK_FALSE(copies[0].started_at);
+  CHECK(copies[0].bytes == 1200);
+  CHECK(copies[0].snapshots == 1);
+}
