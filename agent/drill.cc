@@ -958,7 +958,7 @@ bool haproxy_runs_code(const std::vector<haproxy::Word>& w, const std::string& s
 // makes a directory of): every component below root must be a directory the
 // restore made or none at all (no symlink out of the sandbox), and a mount
 // point must not hide restored files. "" when made; else why not.
-std::string haproxy_mount_point(const std::string& root, const std::string& abs, bool dir, bool empty_dir_only = true) {
+std::string sandbox_mount_point(const std::string& root, const std::string& abs, bool dir, bool empty_dir_only = true) {
   std::string at = root;
   size_t i = 1;
   while (i <= abs.size()) {
@@ -999,7 +999,7 @@ std::string parent_of(const std::string& p) {
 }
 
 // A Confinement rooted at the restored tree: host paths mounted read-only at
-// their own paths inside it (mount points made with haproxy_mount_point's
+// their own paths inside it (mount points made with sandbox_mount_point's
 // checks), the first problem kept. A merged /usr's links (/lib -> usr/lib)
 // are made as the host has them.
 struct ConfinedRoot {
@@ -1026,7 +1026,7 @@ struct ConfinedRoot {
         problem = "the snapshot holds '" + host + "', which the sandbox links as the host does";
         return;
       }
-      if (auto why = haproxy_mount_point(restored, parent_of(host), true, false); !why.empty()) {
+      if (auto why = sandbox_mount_point(restored, parent_of(host), true, false); !why.empty()) {
         problem = why;
         return;
       }
@@ -1034,7 +1034,7 @@ struct ConfinedRoot {
       return;
     }
     if (dir != S_ISDIR(::stat(host.c_str(), &st) == 0 ? st.st_mode : 0)) return;
-    if (auto why = haproxy_mount_point(restored, host, dir); !why.empty()) {
+    if (auto why = sandbox_mount_point(restored, host, dir); !why.empty()) {
       problem = why;
       return;
     }
@@ -1135,9 +1135,9 @@ void drill_haproxy(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap,
   box_root.bind(exe, false);
   std::string& problem = box_root.problem;
   for (const auto& dir : dirs)
-    if (problem.empty()) problem = haproxy_mount_point(restored, dir, true, false);
+    if (problem.empty()) problem = sandbox_mount_point(restored, dir, true, false);
   const std::string own = "/.cairn-drill";
-  if (problem.empty()) problem = haproxy_mount_point(restored, own, true);
+  if (problem.empty()) problem = sandbox_mount_point(restored, own, true);
   if (!problem.empty()) {
     rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the HAProxy drill's sandbox cannot be made: " + problem);
     return;
@@ -1384,7 +1384,7 @@ void drill_postgresql(const DrillDecl& d, Sandbox& box, TaskContext& ctx, const 
   // share directory (timezonesets, initdb's templates).
   for (const char* p : {"/bin", "/usr/bin", "/usr/share/postgresql", "/usr/share/zoneinfo"}) root.bind(p, true);
   const std::string own = "/.cairn-drill";
-  if (root.problem.empty()) root.problem = haproxy_mount_point(restored, own, true);
+  if (root.problem.empty()) root.problem = sandbox_mount_point(restored, own, true);
   std::string data_dir = mode == "logical" ? own + "/data" : meta.value("data_dir", "");
   if (root.problem.empty() && mode != "logical" &&
       (data_dir.empty() || data_dir[0] != '/' || !fs::is_directory(fs::symlink_status(restored + data_dir))))
