@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cerrno>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
@@ -76,6 +77,19 @@ zmq::context_t fleet_context(int io_threads) {
   return ctx;
 }
 
+// A listener that cannot bind says which one, where it is configured and
+// what to look at; libzmq's own message is only "Address already in use".
+void bind_listener(zmq::socket_t& socket, const std::string& endpoint, const char* setting) {
+  try {
+    socket.bind(endpoint);
+  } catch (const zmq::error_t& e) {
+    std::string hint = e.num() == EADDRINUSE ? "; another process holds that address ('ss -ltnp' shows which): "
+                                               "stop it or choose another port"
+                                             : "";
+    throw Error(Errc::io, std::string("cannot listen on '") + endpoint + "' (" + setting + "): " + e.what() + hint);
+  }
+}
+
 }  // namespace
 
 unsigned io_threads_for(const ControllerConfig& c, unsigned usable_cpus) {
@@ -118,8 +132,8 @@ Server::Server(const ControllerConfig& config)
   // Nothing is dropped by the controller, and no agent can fill its memory.
   fleet_socket_.set(zmq::sockopt::rcvhwm, 8);
   explicit_bzero(curve_secret.data(), curve_secret.size());
-  fleet_socket_.bind(config.fleet_listen);
-  operator_socket_.bind(config.operator_listen);
+  bind_listener(fleet_socket_, config.fleet_listen, "[fleet] listen");
+  bind_listener(operator_socket_, config.operator_listen, "[operator] listen");
 
   fleet_ = std::make_unique<Fleet>(fleet_socket_, catalog_, config_, key_id);
   orders_ = std::make_unique<Orders>(catalog_, config_, signing_key_);

@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from ports import free_port
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILD = pathlib.Path(os.environ.get("CAIRN_BUILD_DIR") or ROOT / "build")
 CTL = BUILD / "cairnctl" / "cairnctl"
@@ -25,9 +27,6 @@ AGENT = BUILD / "agent" / "cairn-agent"
 HEARTBEAT_MS = 200
 LIVENESS = 5  # controller and agents: lost after LIVENESS * HEARTBEAT_MS = 1 s of silence
 
-
-# The fleet socket listens on 127.0.0.1, or on the controller host's address in a network namespace.
-LISTENING = re.compile(r"listening: fleet tcp://[0-9.]+:(\d+) operator tcp://127\.0\.0\.1:(\d+)")
 
 
 def write_random_file(path, size, chunk=8 << 20):
@@ -97,10 +96,12 @@ class Cluster:
         self.netns, self.host = netns, host
         self.prefix = ["ip", "netns", "exec", netns] if netns else []  # ip execs: the PID is the command's
         self.keys = self.base / "keys"
-        # The controller binds port 0 (tcp://127.0.0.1:*) on its first start and
-        # the ports are read back from its log: choosing a free port here and
-        # binding it later would race with every other process on the machine.
-        # Restarts reuse the ports it got (agents are configured with them).
+        # The controller's ports come from ports.free_port(): below the
+        # kernel's ephemeral range and locked for this process, so nothing else
+        # is handed them while the controller is down between restarts (which
+        # reuse them: agents are configured with them). Ports it got from
+        # bind(0) were in that range, and CI once saw a restart after a 25 s
+        # outage fail with "Address already in use".
         self.fleet_port = self.op_port = None
         self.endpoint = None
         self.controller_cfg = self.base / "controller.toml"
@@ -202,6 +203,8 @@ class Cluster:
         self.repo_pass.write_text("correct horse battery staple\n")
         os.chmod(self.repo_pass, 0o600)
         self.ok("repo", "init", *self.repo_args())
+        self.fleet_port, self.op_port = free_port(), free_port()
+        self.endpoint = f"tcp://127.0.0.1:{self.op_port}"
         cfg = self.controller_cfg
         cfg.write_text(f"""[controller]
 id = "it-controller"
@@ -209,11 +212,11 @@ data_dir = "{self.base / 'controller'}"
 key_dir = "{self.keys}"
 log_level = "debug"
 [fleet]
-listen = "tcp://{self.host}:*"
+listen = "tcp://{self.host}:{self.fleet_port}"
 heartbeat_interval_ms = {HEARTBEAT_MS}
 liveness = {self.liveness}
 [operator]
-listen = "tcp://127.0.0.1:*"
+listen = "{self.endpoint}"
 authorized_keys = {{ it = "{self.keys / 'operator-curve.pub'}" }}
 [http]
 listen = "127.0.0.1:0"
@@ -223,23 +226,7 @@ listen = "127.0.0.1:0"
 
     def start_controller(self):
         self.controller.start()
-        if self.fleet_port is None:
-            self.wait_for("the controller logging the ports it bound", self._bound_ports, timeout=20)
         self.wait_for("the controller answering 'cairnctl status'", lambda: self._status_ok(), timeout=20)
-
-    def _bound_ports(self):
-        if not self.controller.alive():
-            pytest.fail(f"the controller exited with {self.controller.p.returncode}\n{self.logs()}")
-        m = LISTENING.search(self.controller.log.read_text(errors="replace"))
-        if not m:
-            return None
-        self.fleet_port, self.op_port = int(m.group(1)), int(m.group(2))
-        self.endpoint = f"tcp://127.0.0.1:{self.op_port}"
-        cfg = self.controller_cfg.read_text()
-        cfg = cfg.replace(f'listen = "tcp://{self.host}:*"', f'listen = "tcp://{self.host}:{self.fleet_port}"', 1)
-        cfg = cfg.replace('listen = "tcp://127.0.0.1:*"', f'listen = "{self.endpoint}"', 1)
-        self.controller_cfg.write_text(cfg)
-        return True
 
     def declare_repository(self, cluster_name=None):
         """Restarts the controller declaring the agents' repository as [[repository]] "main"

@@ -319,6 +319,17 @@ TEST_CASE("a backup runs through enrolment, approval, a signed plan and a result
   }
 }
 
+TEST_CASE("a listener whose port is taken is named with its setting") {
+  zmq::context_t ctx{1};
+  zmq::socket_t holder(ctx, zmq::socket_type::router);
+  holder.set(zmq::sockopt::linger, 0);
+  holder.bind("tcp://127.0.0.1:*");
+  const std::string taken = holder.get(zmq::sockopt::last_endpoint);
+  REQUIRE_THROWS_WITH(Harness([&](ControllerConfig& c) { c.operator_listen = taken; }),
+                      Catch::Contains("cannot listen on '" + taken + "' ([operator] listen): Address already in use") &&
+                          Catch::Contains("another process holds that address"));
+}
+
 TEST_CASE("garbage frames are answered or dropped and the controller keeps serving") {
   google::protobuf::SetLogHandler(nullptr);
   Harness h;
