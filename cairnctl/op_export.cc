@@ -19,6 +19,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -28,7 +29,9 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -388,6 +391,149 @@ std::string publish(const std::string& tmp, const std::string& dir, const std::s
   throw Error(Errc::exists, "'" + dir + "' holds 10,000 exports named '" + base + "'; choose another directory");
 }
 
+// Exports kept in an object store: the object "<store URL>/exports/<name>"
+// (repo::FileType::exported), written by `export -o <store URL>` and read by
+// `import <store URL>/exports/<name>`. The archive is made and verified in a
+// local staging directory first, as for a directory.
+constexpr const char* kExportsDir = "/exports/";
+constexpr uint64_t kTransferPiece = 16ull << 20;  // ranged reads of a remote export
+
+struct RemoteExport {
+  std::string location, name;
+  std::string url() const { return location + kExportsDir + name; }
+};
+
+// The store and object name of `import`'s argument, or nothing for a local file.
+std::optional<RemoteExport> remote_export(const std::string& url) {
+  if (!repo::is_remote_location(url)) return std::nullopt;
+  auto p = url.rfind(kExportsDir);
+  const size_t from = p == std::string::npos ? 0 : p + std::strlen(kExportsDir);
+  if (p == std::string::npos || from >= url.size() || url.find('/', from) != std::string::npos)
+    throw Error(Errc::invalid_input, "'" + terminal_safe(url) + "' names no export in an object store: give the URL 'cairnctl export' "
+                                     "printed, <store URL>/exports/<name>.tar.gz");
+  return RemoteExport{url.substr(0, p), url.substr(from)};
+}
+
+// A file mapped read-only: uploaded from the page cache, not copied into memory.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st {};
+    if (fd < 0 || ::fstat(fd, &st) != 0) {
+      int err = errno;
+      if (fd >= 0) ::close(fd);
+      throw Error(Errc::io, "cannot read '" + path + "': " + std::strerror(err));
+    }
+    size_ = size_t(st.st_size);
+    if (size_) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
+      if (p == MAP_FAILED) {
+        int err = errno;
+        ::close(fd);
+        throw Error(Errc::io, "cannot map '" + path + "': " + std::strerror(err));
+      }
+      data_ = static_cast<const uint8_t*>(p);
+    }
+    ::close(fd);
+  }
+  ~MappedFile() {
+    if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  std::span<const uint8_t> bytes() const { return {data_, size_}; }
+
+ private:
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// SHA-256 of an object read back in ranges, or throws when its size is not `size`.
+std::string hex_sha256_object(repo::Backend& be, const repo::Handle& h, uint64_t size, const std::string& shown) {
+  auto have = be.size(h);
+  if (!have) throw Error(Errc::not_found, "'" + shown + "' is not in the store after its upload");
+  if (*have != size)
+    throw Error(Errc::corrupt, "'" + shown + "' holds " + std::to_string(*have) + " bytes after its upload, not " + std::to_string(size));
+  crypto::Sha256 sum;
+  Bytes piece;
+  for (uint64_t off = 0; off < size; off += kTransferPiece) {
+    uint64_t n = std::min(kTransferPiece, size - off);
+    be.load_into(h, off, n, piece);
+    if (piece.size() != n) throw Error(Errc::corrupt, "'" + shown + "' gave a short read at offset " + std::to_string(off));
+    sum.update(piece);
+  }
+  auto d = sum.finish();
+  return to_hex(std::span<const uint8_t>(d));
+}
+
+// Uploads the verified archive tmp as <location>/exports/<base>.tar.gz (or
+// base_1, base_2... when taken), reads it back and compares its SHA-256 with
+// sum; an upload that does not read back the same is removed. Returns its URL.
+std::string publish_remote(const std::string& tmp, const std::string& location, const std::string& credentials,
+                           const std::string& base, uint64_t size, const std::string& sum) {
+  auto be = repo::open_backend(location, {.credentials_file = credentials, .cache_dir = "off"});
+  std::string name;
+  for (int i = 0;; ++i) {
+    if (i == 10000) throw Error(Errc::exists, "'" + location + "' holds 10,000 exports named '" + base + "'; choose another prefix");
+    name = base + (i ? "_" + std::to_string(i) : "") + ".tar.gz";
+    if (!be->size({repo::FileType::exported, name})) break;
+  }
+  const RemoteExport dst{location, name};
+  const repo::Handle h{repo::FileType::exported, name};
+  {
+    MappedFile m(tmp);
+    be->save(h, m.bytes());
+  }
+  // An upload that does not read back the same is taken away again, or named as left.
+  auto discard = [&]() -> std::string {
+    try {
+      be->remove(h);
+      return "; the upload was removed: the export failed";
+    } catch (const std::exception& e) {
+      return "; the export failed, and the upload could not be removed (" + std::string(e.what()) + "): delete '" + dst.url() + "'";
+    }
+  };
+  std::string back;
+  try {
+    back = hex_sha256_object(*be, h, size, dst.url());
+  } catch (const Error& e) {
+    throw Error(e.code(), std::string(e.what()) + discard());
+  }
+  if (back != sum)
+    throw Error(Errc::corrupt, "'" + dst.url() + "' read back with sha256 " + back + ", not the export's " + sum + discard());
+  return dst.url();
+}
+
+// Downloads an export from a store into dir/name, checking the space first.
+std::string download_export(const RemoteExport& src, const std::string& credentials, const std::string& dir) {
+  auto be = repo::open_backend(src.location, {.credentials_file = credentials, .cache_dir = "off"});
+  const repo::Handle h{repo::FileType::exported, src.name};
+  auto size = be->size(h);
+  if (!size) throw Error(Errc::not_found, "no export '" + terminal_safe(src.name) + "' in '" + src.location + "' (" + src.url() + ")");
+  struct statvfs vfs {};
+  if (::statvfs(dir.c_str(), &vfs) == 0 && uint64_t(vfs.f_bavail) * vfs.f_frsize < *size)
+    throw Error(Errc::no_space, "the export is " + human_bytes(*size) + " and '" + dir + "' has " +
+                                    human_bytes(uint64_t(vfs.f_bavail) * vfs.f_frsize) + " free: give --tmp-dir on a larger filesystem");
+  const std::string path = dir + "/download.tar.gz";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) throw Error(Errc::io, "cannot create '" + path + "': " + std::strerror(errno));
+  try {
+    Bytes piece;
+    for (uint64_t off = 0; off < *size; off += kTransferPiece) {
+      uint64_t n = std::min(kTransferPiece, *size - off);
+      be->load_into(h, off, n, piece);
+      if (piece.size() != n) throw Error(Errc::corrupt, "'" + src.url() + "' gave a short read at offset " + std::to_string(off));
+      write_all(fd, piece.data(), piece.size(), path);
+    }
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+  return path;
+}
+
 struct RepoArgs {
   std::string config, repo, password_file, name = "main", export_password_file;
 };
@@ -404,8 +550,16 @@ void add_repo_args(CLI::App* cmd, RepoArgs& a, const char* repo_help) {
 
 repo::Secret passphrase(const std::string& file) { return repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(file)); }
 
-int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref, const std::string& out_dir,
+struct ExportPlace {
+  std::string out;          // a directory, or an object store's URL
+  std::string tmp;          // staging for a store: default $TMPDIR or /tmp
+  std::string credentials;  // the store's credentials file (mode 0600); empty: its standard sources
+};
+
+int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref, const ExportPlace& place,
                const std::string& cluster_opt) {
+  const bool remote = repo::is_remote_location(place.out);
+  const std::string out_dir = remote ? (place.tmp.empty() ? fs::temp_directory_path().string() : place.tmp) : place.out;
   cairn::v1::OperatorRequest q;
   q.mutable_backup_show()->set_backup_set_id(set_ref);
   auto set = op_call(o, q).backup_set();
@@ -566,7 +720,8 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
   }
   uint64_t size = 0;
   std::string sum = hex_sha256_file(tmp, size);
-  std::string final_path = publish(tmp, out_dir, "cairn-" + file_safe(cluster) + "-" + utc_stamp(time_t(now)));
+  const std::string base = "cairn-" + file_safe(cluster) + "-" + utc_stamp(time_t(now));
+  std::string final_path = remote ? publish_remote(tmp, place.out, place.credentials, base, size, sum) : publish(tmp, out_dir, base);
   if (o.json) {
     std::printf("%s\n", nlohmann::json({{"file", final_path}, {"size", size}, {"sha256", sum}, {"backup_set_id", set_id},
                                         {"snapshots", snaps.size()}, {"verified", true}}).dump().c_str());
@@ -574,25 +729,37 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
     std::printf("exported backup set %s (%s, %zu snapshot(s), %s of data) to %s\n", set_id.c_str(),
                 set_state_name(set.state()).c_str(), snaps.size(), human_bytes(total_bytes).c_str(), final_path.c_str());
     std::printf("verified: every checksum and every blob read back; %s, sha256 %s\n", human_bytes(size).c_str(), sum.c_str());
+    if (remote) std::printf("uploaded and read back from the store: the same sha256\n");
   }
   return kExitOk;
 }
 
-int run_import(const OpOptions& o, const RepoArgs& a, const std::string& file, const std::string& tmp_parent) {
+int run_import(const OpOptions& o, const RepoArgs& a, const std::string& given, const std::string& tmp_parent,
+               const std::string& credentials) {
   auto sources = repository_sources(a.config, a.repo, a.password_file, a.name);
   const controller::RebuildSource* target = nullptr;
   for (const auto& s : sources)
     if (s.name == a.name) target = &s;
   if (!target && sources.size() == 1 && a.repo.empty()) target = &sources[0];
   if (!target) throw Error(Errc::invalid_input, "no repository named '" + a.name + "' to import into: give --repo or --config, and --repository-name");
-  struct stat st_file {};
-  if (::stat(file.c_str(), &st_file) != 0 || !S_ISREG(st_file.st_mode))
-    throw Error(Errc::not_found, "'" + file + "' is not a file");
+  const std::string parent = tmp_parent.empty() ? fs::temp_directory_path().string() : tmp_parent;
+  // An export in an object store is downloaded into a staging directory of its own first.
+  std::optional<Staging> download;
+  std::string file = given;
+  if (auto r = remote_export(given)) {
+    download.emplace(parent);
+    file = download_export(*r, credentials, download->dir);
+  } else {
+    struct stat st_file {};
+    if (::stat(file.c_str(), &st_file) != 0 || !S_ISREG(st_file.st_mode))
+      throw Error(Errc::not_found, "'" + file + "' is not a file");
+  }
 
-  Staging st(tmp_parent.empty() ? fs::temp_directory_path().string() : tmp_parent);
+  const std::string shown = download ? given : file;  // what the messages name
+  Staging st(parent);
   auto ex = extract_archive(file, st.dir);
   const std::string set_id = ex.meta["backup_set"].value("id", "");
-  if (set_id.empty()) throw Error(Errc::corrupt, "meta.json in '" + file + "' names no backup set");
+  if (set_id.empty()) throw Error(Errc::corrupt, "meta.json in '" + shown + "' names no backup set");
 
   // Already recorded: nothing to copy (an import is safe to run again).
   {
@@ -618,7 +785,7 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& file, c
       throw Error(Errc::wrong_key, "the export is encrypted with another passphrase than the repository's: give --export-password-file");
     throw;
   }
-  check_whole(*src, "'" + file + "'");
+  check_whole(*src, "'" + shown + "'");
 
   auto dst = open_repo_at(target->path, passphrase(target->password_file), "repository '" + target->name + "' at '" + target->path + "'",
                           true, target->credentials_file);
@@ -634,11 +801,11 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& file, c
   std::vector<std::string> ids;
   for (const auto& m : ex.meta["snapshots"]) {
     std::string id = m.value("snapshot_id", "");
-    if (!repo::is_snapshot_id(id)) throw Error(Errc::corrupt, "meta.json in '" + file + "' names a snapshot '" + terminal_safe(id) + "' that is not an id");
+    if (!repo::is_snapshot_id(id)) throw Error(Errc::corrupt, "meta.json in '" + shown + "' names a snapshot '" + terminal_safe(id) + "' that is not an id");
     auto s = repo::load_snapshot(*src, id);
     auto tags = repo::tag_values(s);
     if (tags["set"] != set_id)
-      throw Error(Errc::corrupt, "snapshot " + id.substr(0, 16) + " in '" + file + "' is tagged for set '" + terminal_safe(tags["set"]) +
+      throw Error(Errc::corrupt, "snapshot " + id.substr(0, 16) + " in '" + shown + "' is tagged for set '" + terminal_safe(tags["set"]) +
                                      "', not " + set_id + " as meta.json says");
     if (auto it = have.find(tags["task"]); it != have.end()) {
       ids.push_back(it->second);
@@ -654,7 +821,7 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& file, c
   auto* im = q.mutable_import_set();
   im->set_repository(target->name);
   for (const auto& id : ids) im->add_snapshot_ids(id);
-  im->set_origin(fs::path(file).filename().string());
+  im->set_origin(download ? given : fs::path(file).filename().string());
   auto r = op_call(o, q);
   const auto& s = r.backup_set();
   if (o.json) {
@@ -675,29 +842,41 @@ void register_op_export(CLI::App& app, Context& ctx) {
   auto* exp = app.add_subcommand("export", "write a backup set as a self-contained, verified .tar.gz (a small repository and meta.json)");
   struct ExportArgs {
     RepoArgs repo;
-    std::string set, out, cluster;
+    std::string set, cluster;
+    ExportPlace place;
   };
   auto a = std::make_shared<ExportArgs>();
   exp->add_option("set", a->set, "backup set id (or a unique prefix)")->required();
-  exp->add_option("-o,--output", a->out, "directory to write cairn-<cluster>-<UTC time>.tar.gz into")->required();
+  exp->add_option("-o,--output", a->place.out,
+                  "directory to write cairn-<cluster>-<UTC time>.tar.gz into, or an object store's URL "
+                  "(s3:https://host/bucket/prefix, s3://bucket/prefix, azure://account/container/prefix): the "
+                  "object <URL>/exports/cairn-<cluster>-<UTC time>.tar.gz")
+      ->required();
+  exp->add_option("--tmp-dir", a->place.tmp, "with a URL: where the export is made and checked before its upload; default: $TMPDIR or /tmp");
+  exp->add_option("--output-credentials", a->place.credentials,
+                  "with a URL: the store's credentials file (mode 0600, KEY=VALUE lines as a repository's); "
+                  "default: the store's standard sources (environment, shared files)");
   exp->add_option("--cluster", a->cluster, "the cluster's name in the file name; default: the controller's [controller] cluster");
   add_repo_args(exp, a->repo, "the repository the set's snapshots are in (instead of --config's)");
   auto o = std::make_shared<OpOptions>();
   add_op_options(exp, *o);
-  exp->callback([&ctx, a, o] { ctx.action = [a, o]() -> int { return run_export(*o, a->repo, a->set, a->out, a->cluster); }; });
+  exp->callback([&ctx, a, o] { ctx.action = [a, o]() -> int { return run_export(*o, a->repo, a->set, a->place, a->cluster); }; });
 
   auto* imp = app.add_subcommand("import", "bring an export's backup set into a repository and the controller's catalog");
   struct ImportArgs {
     RepoArgs repo;
-    std::string file, tmp;
+    std::string file, tmp, credentials;
   };
   auto b = std::make_shared<ImportArgs>();
-  imp->add_option("file", b->file, "the export (.tar.gz)")->required();
+  imp->add_option("file", b->file, "the export (.tar.gz), or its URL in an object store (<store URL>/exports/<name>.tar.gz, as export printed it)")
+      ->required();
+  imp->add_option("--input-credentials", b->credentials,
+                  "with a URL: the store's credentials file (mode 0600); default: the store's standard sources");
   imp->add_option("--tmp-dir", b->tmp, "where the export is unpacked and checked first; default: $TMPDIR or /tmp");
   add_repo_args(imp, b->repo, "the repository to import into (instead of --config's)");
   auto o2 = std::make_shared<OpOptions>();
   add_op_options(imp, *o2);
-  imp->callback([&ctx, b, o2] { ctx.action = [b, o2]() -> int { return run_import(*o2, b->repo, b->file, b->tmp); }; });
+  imp->callback([&ctx, b, o2] { ctx.action = [b, o2]() -> int { return run_import(*o2, b->repo, b->file, b->tmp, b->credentials); }; });
 }
 
 }  // namespace cairn::ctl

@@ -12,7 +12,8 @@ size_t file_size_ceiling(FileType t) {
     case FileType::dict: return kMaxDictText;
     case FileType::claim: return 4096;
     case FileType::set_record: return kMaxSnapshotText;
-    case FileType::pack: break;
+    case FileType::pack:
+    case FileType::exported: break;
   }
   return 0;
 }
@@ -28,6 +29,7 @@ std::string file_kind_text(FileType t) {
     case FileType::claim: return "a claim";
     case FileType::set_record: return "a set record";
     case FileType::pack: return "a pack";
+    case FileType::exported: return "an export";
   }
   return "a file";
 }

@@ -758,3 +758,90 @@ credentials_file = "{offsite.creds}"
     finally:
         proxy.clear()
         c.stop_all()
+
+
+def test_an_export_goes_to_the_store_read_back_and_is_imported_from_it(store, proxy, tmp_path):
+    """`cairnctl export SET -o <store URL>` makes and verifies the archive in a
+    staging directory, uploads it as <URL>/exports/cairn-<cluster>-<time>.tar.gz
+    (in parts: it is larger than one PUT) and reads it back before it says
+    so; a store that refuses the upload leaves no object and no staging
+    behind. `cairnctl import <that URL>` downloads it (in ranges) into a
+    controller that lost its catalog and repository, and the restore brings
+    the bytes back."""
+    import hashlib
+    from cluster import Cluster, backup_set_id, set_state
+
+    bucket = "cairn-" + secrets.token_hex(4)
+    store.client().create_bucket(Bucket=bucket)
+    creds = store.credentials(tmp_path / "exports.cred")
+    c = Cluster(tmp_path / "cluster")
+    c.base.mkdir(parents=True)
+    c.init()
+    c.start_controller()
+    try:
+        c.declare_repository("prod east")
+        big = os.urandom(40 << 20)
+        c.add_agent("node-a", {"a.txt": b"alpha version 1\n", "big.bin": big})
+        c.enrol("node-a")
+        data = c.agent_dirs["node-a"]["data"]
+        set_id = backup_set_id(c.ok("backup", "create", "--wait"))
+        staging = tmp_path / "staging"
+
+        # The store refuses every upload: the export fails, nothing is published, no staging is left.
+        proxy.add("deny", method="PUT")
+        rc, out, err = c.ctl("export", set_id, "-o", store.url(bucket, "offsite", endpoint=proxy.endpoint), "--config", c.controller_cfg,
+                             "--output-credentials", creds, "--tmp-dir", staging)
+        assert rc != 0 and "AccessDenied" in err + out, out + err
+        assert "cairn-prod-east-" not in out, out
+        assert not [k for k in bucket_keys(store, bucket) if "/exports/" in k], bucket_keys(store, bucket)
+        assert not list(staging.iterdir()), list(staging.iterdir())
+        proxy.clear()
+
+        out = c.ok("export", set_id, "-o", store.url(bucket, "offsite", endpoint=proxy.endpoint), "--config", c.controller_cfg,
+                   "--output-credentials", creds, "--tmp-dir", staging)
+        m = re.search(r"to (s3:\S+/offsite/exports/(cairn-prod-east-\d{8}T\d{6}Z\.tar\.gz))", out)
+        assert m, out
+        url, name = m.group(1), m.group(2)
+        assert "uploaded and read back from the store: the same sha256" in out, out
+        sha = re.search(r"sha256 ([0-9a-f]{64})", out).group(1)
+        assert not list(staging.iterdir()), list(staging.iterdir())
+        # What the store holds, read with botocore: the archive the export checked.
+        keys = bucket_keys(store, bucket)
+        assert list(keys) == [f"offsite/exports/{name}"], keys
+        body = store.client().get_object(Bucket=bucket, Key=f"offsite/exports/{name}")["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == sha and len(body) > (32 << 20), len(body)
+        # Uploaded in parts (larger than one PUT takes here), read back in ranges.
+        assert any(meth == "POST" and path.endswith(name) for meth, path, _ in proxy.requests), proxy.requests[:20]
+
+        # A URL that names no export, and an export the store does not hold: refused, naming them.
+        rc, out, err = c.ctl("import", store.url(bucket, "offsite"), "--config", c.controller_cfg, "--input-credentials", creds)
+        assert rc != 0 and "names no export in an object store" in err, err
+        rc, out, err = c.ctl("import", store.url(bucket, "offsite/exports/cairn-nothing.tar.gz"), "--config", c.controller_cfg,
+                             "--input-credentials", creds)
+        assert rc != 0 and "no export 'cairn-nothing.tar.gz'" in err, err
+
+        # The controller's disk and the repository are lost; a new controller, a new repository.
+        c.controller.stop()
+        shutil.rmtree(c.base / "controller")
+        shutil.rmtree(c.repo)
+        c.ok("repo", "init", "--repo", c.repo, "--password-file", c.repo_pass)
+        c.start_controller()
+        out = c.ok("import", url, "--config", c.controller_cfg, "--input-credentials", creds, "--tmp-dir", staging)
+        assert f"imported backup set {set_id} (complete, 1 snapshot(s)" in out, out
+        assert not list(staging.iterdir()), list(staging.iterdir())
+        shown = c.json("backup", "show", set_id)
+        assert set_state(shown) == "complete" and f"import of {url}" in shown["requested_by"], shown
+
+        key = c.agent_dirs["node-a"]["key"]
+        pend = c.wait_for("node-a pending", lambda: c._pending(key), timeout=30)
+        c.ok("agent", "approve", pend["agent_id"])
+        c.wait_for("node-a connected", lambda: c.connected("node-a"), timeout=30)
+        (data / "a.txt").write_bytes(b"damaged")
+        (data / "big.bin").unlink()
+        rc, out, err = c.ctl("restore", set_id, "--node", "node-a", "--wait")
+        assert rc == 0, f"{out}\n{err}\n{c.logs()}"
+        assert (data / "a.txt").read_bytes() == b"alpha version 1\n"
+        assert (data / "big.bin").read_bytes() == big
+    finally:
+        proxy.clear()
+        c.stop_all()

@@ -246,7 +246,10 @@ def test_repository_unreachable_shows_the_lag_then_archiving_catches_up(cluster,
 
 def test_logical_mode_round_trip_of_databases_roles_and_grants(cluster, postgres_server):  # noqa: F811
     c, pg = cluster, postgres_server
-    c.add_agent("node-a", components=pg.component_toml())
+    # Beside restores in place, a restore to the target "copy" makes shop and
+    # "Odd Name" as new databases beside the live ones.
+    c.add_agent("node-a", components=pg.component_toml() +
+                'logical_restore_as = { shop = "shop copy", "Odd Name" = "odd=copy" }\nrestore_to_name = "copy"\n')
     c.enrol("node-a")
     pg.make_shop_databases()
     rc, out, err = c.ctl("backup", "create", "--component", "pg", "--mode", "logical", "--wait", timeout=600)
@@ -275,6 +278,29 @@ def test_logical_mode_round_trip_of_databases_roles_and_grants(cluster, postgres
     rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-latest", "--wait", timeout=600)
     assert rc == 1, (rc, out, err)
     assert "logical dump" in _details(c.json("restore", "show", restore_id(out)))
+
+    # Into other names, beside the live databases: those are left as they are now.
+    pg.sql("DELETE FROM items WHERE id > 100", db="shop")
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--target", "copy", "--skip-safety-backup", "--wait",
+                         timeout=600)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    # (psql reads a -d holding '=' as a connection string: hence dbname='...'.)
+    for db in ("shop copy", "dbname='odd=copy'"):
+        assert pg.value("SELECT count(*) FROM items", db=db) == "5000", db
+        assert pg.value("SELECT has_table_privilege('reader', 'items', 'SELECT')", db=db) == "t", db
+    assert pg.value("SELECT count(*) FROM items", db="shop") == "100"
+    assert pg.value("SELECT count(*) FROM items", db="Odd Name") == "5000"
+    # Again: the new names are taken now, so nothing is made or changed.
+    pg.sql("DELETE FROM items WHERE id > 10", db="shop copy")
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--target", "copy", "--skip-safety-backup", "--wait",
+                         timeout=600)
+    assert rc == 1, (rc, out, err)
+    assert "databases 'odd=copy', 'shop copy' exist already" in _details(c.json("restore", "show", restore_id(out)))
+    assert pg.value("SELECT count(*) FROM items", db="shop copy") == "10"
+    # A target the component does not declare is refused before the plan runs.
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--target", "elsewhere", "--wait", timeout=600)
+    said = out + err + (_details(c.json("restore", "show", restore_id(out))) if " created" in out else "")
+    assert rc != 0 and "restore target 'elsewhere'" in said, (rc, out, err)
 
 
 def test_a_standby_is_the_backup_source_and_its_backup_restores(cluster, postgres_server):  # noqa: F811

@@ -4,6 +4,8 @@
 #include "agent/drivers/service_settings.h"
 #include "common/util/fs.h"
 
+#include <set>
+
 namespace cairn::agent::postgresql {
 
 Settings parse_settings(TableReader& r, const std::string& component) {
@@ -44,6 +46,27 @@ Settings parse_settings(TableReader& r, const std::string& component) {
   s.bin_dir = r.string_or("bin_dir", s.bin_dir);
   if (!is_clean_absolute_path(s.bin_dir)) r.fail("bin_dir", "'" + s.bin_dir + "' is not an absolute path");
   s.service = read_service(r, "service");
+  if (const toml::table* t = r.table("logical_restore_as")) {
+    TableReader m(*t, r.file(), r.where() + " logical_restore_as");
+    std::set<std::string> names;
+    for (const auto& [k, v] : *t) {
+      std::string from(k.str());
+      auto to = m.string(from);
+      // PostgreSQL's identifiers: at most 63 bytes (NAMEDATALEN - 1).
+      if (!to || to->empty() || to->size() > 63 || to->find('\0') != std::string::npos)
+        m.fail(from, "database '" + from + "' must map to a database name of 1-63 bytes");
+      if (*to == from) m.fail(from, "maps database '" + from + "' to itself: a restore under another name never overwrites one");
+      if (!names.insert(*to).second) m.fail(from, "two databases map to '" + *to + "'");
+      s.logical_restore_as[from] = *to;
+    }
+    m.finish();
+    if (s.logical_restore_as.empty()) r.fail("logical_restore_as", "names no database");
+  }
+  if (auto n = r.string("restore_to_name")) {
+    if (n->empty()) r.fail("restore_to_name", "must not be empty");
+    if (s.logical_restore_as.empty()) r.fail("restore_to_name", "names 'logical_restore_as', which is not set");
+    s.restore_to_name = *n;
+  }
   return s;
 }
 

@@ -11,6 +11,10 @@
 //   service = "postgresql@15-main.service"         (required for restores; see service_settings.h)
 //   dump_dir = "/var/lib/postgresql/cairn-dump"    (logical mode's scratch space; default <data_dir>.cairn-dump)
 //   bin_dir = "/usr/lib/postgresql/15/bin"         (pg_dump, pg_dumpall, pg_restore, psql)
+//   logical_restore_as = { shop = "shop_restored" }  (optional: a logical dump's
+//     databases restored under other names, beside the live ones, by a restore
+//     to the target restore_to_name, default "alternate")
+#include <map>
 #include <memory>
 #include <string>
 
@@ -30,6 +34,11 @@ struct Settings {
   std::string dump_dir;
   std::string bin_dir = "/usr/lib/postgresql/15/bin";
   platform::ServiceDecl service;
+  // A restore to the target restore_to_name (`cairnctl restore --target`) of
+  // a logical dump: each database named here restored as a new database of
+  // the name it maps to; the others, and roles, left alone.
+  std::map<std::string, std::string> logical_restore_as;
+  std::string restore_to_name = "alternate";
 };
 
 Settings parse_settings(TableReader& r, const std::string& component);

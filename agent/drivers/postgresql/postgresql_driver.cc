@@ -13,6 +13,7 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -310,6 +311,8 @@ DriverCaps PostgresqlDriver::capabilities() const {
   c.scope = "node";
   c.modes = {"physical", "logical"};
   c.restore_stops_service = true;
+  c.restore_to_alternate = !settings_.logical_restore_as.empty();
+  if (c.restore_to_alternate) c.restore_targets = {settings_.restore_to_name};
   return c;
 }
 
@@ -396,8 +399,11 @@ std::vector<v1::Reason> PostgresqlDriver::preflight(const v1::Task& task) const 
     return out;
   }
   const auto& o = task.options();
-  if (!o.restore_target().empty())
-    refuse("component '" + component_ + "' (postgresql) declares no restore targets; it restores in place");
+  if (!o.restore_target().empty() && !has_restore_target(o.restore_target()))
+    refuse(settings_.logical_restore_as.empty()
+               ? "component '" + component_ + "' (postgresql) declares no restore targets; it restores in place"
+               : "component '" + component_ + "' (postgresql) declares one restore target, '" + settings_.restore_to_name +
+                     "' (logical_restore_as), not '" + o.restore_target() + "'");
   if (!o.restore_step().empty())
     refuse("component '" + component_ + "' (postgresql) is restored in one task, not in cluster steps");
   if (std::string why = plan::parse_recovery_target(o.recovery_target(), nullptr); !why.empty()) refuse(why);
@@ -534,12 +540,18 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     return res;
   }
   const json meta = base.component;
+  const bool renamed = !spec.target_name.empty();
+  if (renamed && meta.value("mode", "") != "logical")
+    return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                "snapshot '" + base.id.substr(0, 8) + "' is a " + meta.value("mode", std::string("physical")) +
+                    " backup: it restores the whole server in place; a restore under other database names (target '" +
+                    spec.target_name + "') takes a logical dump; nothing was changed");
   if (meta.value("mode", "") == "logical") {
     if (spec.recovery_target.kind() != v1::RecoveryTarget::KIND_UNSPECIFIED)
       return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "snapshot '" + base.id.substr(0, 8) +
                                                        "' is a logical dump: it restores as it was, without a recovery "
                                                        "target; nothing was changed");
-    return restore_dumps(ctx, base);
+    return restore_dumps(ctx, base, renamed ? &settings_.logical_restore_as : nullptr);
   }
   const bool physical = meta.value("mode", "") == "physical";
   if (!physical && spec.recovery_target.kind() != v1::RecoveryTarget::KIND_UNSPECIFIED)
@@ -893,13 +905,66 @@ void PostgresqlDriver::dump(TaskContext& ctx, SnapshotSink& sink) {
                      {"dump_dir", dir}, {"superuser", superuser}});
 }
 
-DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snapshot& snap) {
+namespace {
+
+// A quoted SQL identifier ("a ""b"""): any name without NUL (config.cc refuses those).
+std::string quote_ident(const std::string& name) {
+  std::string out = "\"";
+  for (char ch : name) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return out + "\"";
+}
+
+// libpq's conninfo for a database name: dbname='...' with ' and \ escaped,
+// so that a name holding '=' or spaces is never read as a connection string.
+std::string dbname_conninfo(const std::string& name) {
+  std::string out = "dbname='";
+  for (char ch : name) {
+    if (ch == '\'' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  return out + "'";
+}
+
+}  // namespace
+
+DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snapshot& snap,
+                                             const std::map<std::string, std::string>* as) {
   DriverResult res;
   auto fail = [&](v1::ErrorCode code, const std::string& detail) {
     res.outcome = v1::TASK_OUTCOME_FAILED;
     res.reasons.push_back(make_reason(code, detail, component_));
     return res;
   };
+  const json dumps = snap.component.value("dumps", json::object());
+  // Under other names: every new name must be free before anything is read
+  // or made; the live databases and the roles are never touched.
+  if (as) {
+    std::set<std::string> in_dump;
+    for (const auto& [file, name] : dumps.items())
+      if (name.is_string()) in_dump.insert(name.get<std::string>());
+    std::vector<std::string> wanted;
+    for (const auto& [from, to] : *as)
+      if (in_dump.count(from)) wanted.push_back(to);
+      else note(ctx, "database '" + from + "' (logical_restore_as) is not in snapshot '" + snap.id.substr(0, 8) + "'");
+    if (wanted.empty())
+      return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "snapshot '" + snap.id.substr(0, 8) + "' holds none of the databases "
+                                                   "logical_restore_as names; nothing was changed");
+    try {
+      Conn c(settings_.conn);
+      std::string taken;
+      size_t n_taken = 0;
+      for (const auto& to : wanted)
+        if (c.value("SELECT count(*) FROM pg_database WHERE datname = $1", {to}) != "0")
+          taken += (n_taken++ ? ", '" : "'") + to + "'";
+      if (n_taken)
+        return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                    (n_taken == 1 ? "database " + taken + " exists" : "databases " + taken + " exist") +
+                        " already: a restore under another name makes new databases only; drop " +
+                        (n_taken == 1 ? "it" : "them") + ", or map other names in logical_restore_as; nothing was changed");
+    } catch (const Error& e) {
+      return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, std::string("postgresql does not answer: ") + e.what() + "; nothing was changed");
+    }
+  }
   const std::string staging = settings_.dump_dir + ".cairn-restore-" + utc_stamp();
   RemoveAtEnd gone{staging};
   repo::RestoreOptions ro;
@@ -923,15 +988,53 @@ DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snaps
     return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, e.what());
   }
   auto run = [&](std::vector<std::string> argv) { return run_client(std::move(argv), env, ctx.cancel); };
+  json restored = json::array();
+  uint64_t n = 0;
+  if (as) {
+    // Each database into a new one of its new name: made here (the server's
+    // default encoding and locale, owned by the connecting role), filled by
+    // pg_restore with the dump's objects, owners and grants (the roles are the
+    // server's own: not replayed), dropped again when that fails.
+    for (const auto& [file, name] : dumps.items()) {
+      auto it = name.is_string() ? as->find(name.get<std::string>()) : as->end();
+      if (it == as->end()) continue;
+      const std::string& from = it->first;
+      const std::string& to = it->second;
+      report_phase(ctx, v1::PHASE_RESTORE, "pg_restore " + from + " as " + to, ++n, as->size());
+      try {
+        Conn(settings_.conn).query("CREATE DATABASE " + quote_ident(to) + " TEMPLATE template0");
+      } catch (const Error& e) {
+        res.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR, "database '" + to + "' could not be made: " + e.what(), to));
+        continue;
+      }
+      auto r = run({settings_.bin_dir + "/pg_restore", "--no-password", "--exit-on-error", "-d", dbname_conninfo(to),
+                    dir + "/" + file});
+      if (r.ok()) {
+        restored.push_back(to);
+        continue;
+      }
+      std::string dropped = "; the new database was dropped again";
+      try {
+        Conn(settings_.conn).query("DROP DATABASE IF EXISTS " + quote_ident(to));
+      } catch (const Error& e) {
+        dropped = std::string("; dropping the new database failed too (") + e.what() + "): drop '" + to + "' by hand";
+      }
+      res.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR,
+                                        "database '" + from + "' was not restored as '" + to + "': " + r.describe() + dropped, to));
+    }
+    res.metadata["databases"] = restored;
+    res.metadata["restored_as"] = *as;
+    res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED
+                  : restored.empty()  ? v1::TASK_OUTCOME_FAILED
+                                      : v1::TASK_OUTCOME_PARTIAL;
+    return res;
+  }
   // Roles and tablespaces first; a role that exists already is an error
   // psql reports and goes past (the dumps' grants need the roles, not new ones).
   report_phase(ctx, v1::PHASE_RESTORE, "globals");
   auto g = run({settings_.bin_dir + "/psql", "-X", "-q", "--no-password", "-d", settings_.conn.dbname, "-f",
                 dir + "/globals.sql"});
   if (!g.ok()) return fail(v1::ERROR_CODE_IO_ERROR, "restoring roles and tablespaces failed: " + g.describe());
-  json restored = json::array();
-  uint64_t n = 0;
-  const json dumps = snap.component.value("dumps", json::object());
   for (const auto& [file, name] : dumps.items()) {
     report_phase(ctx, v1::PHASE_RESTORE, "pg_restore " + name.get<std::string>(), ++n, dumps.size());
     // --clean --create: the database is dropped and made again from the dump

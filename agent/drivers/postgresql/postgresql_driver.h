@@ -21,7 +21,10 @@ class PostgresqlDriver : public Driver {
 
   std::string name() const override { return "postgresql"; }
   DriverCaps capabilities() const override;
-  bool has_restore_target(const std::string&) const override { return false; }
+  // The target of a logical dump's restore under other names (logical_restore_as).
+  bool has_restore_target(const std::string& name) const override {
+    return !settings_.logical_restore_as.empty() && name == settings_.restore_to_name;
+  }
   std::vector<std::string> config_warnings() const override;
   std::vector<cairn::v1::Reason> preflight(const cairn::v1::Task& task) const override;
   void snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) override;
@@ -41,7 +44,10 @@ class PostgresqlDriver : public Driver {
   std::vector<cairn::v1::Reason> backup_checks(bool logical) const;
   // Logical mode: pg_dumpall --globals-only and pg_dump -Fc of every database.
   void dump(TaskContext& ctx, SnapshotSink& sink);
-  DriverResult restore_dumps(TaskContext& ctx, const repo::Snapshot& snap);
+  // With `as` (logical_restore_as): only those databases, each into a new
+  // database of its new name; roles and every other database left alone.
+  DriverResult restore_dumps(TaskContext& ctx, const repo::Snapshot& snap,
+                             const std::map<std::string, std::string>* as = nullptr);
   // libpq's environment for the client programs; the password goes through a
   // 0600 passfile written in `dir`, never argv or the environment.
   std::vector<std::string> client_env(const std::string& dir) const;

@@ -19,7 +19,9 @@ namespace cairn::repo {
 
 // set_record: a backup set's record the controller signed when the set ended
 // (controller/set_record.h), what `cairnctl catalog rebuild` trusts.
-enum class FileType { config, key, pack, index, snapshot, lock, dict, claim, set_record };
+// exported: an archive of `cairnctl export` kept in an object store
+// (exports/<name>), not part of any repository.
+enum class FileType { config, key, pack, index, snapshot, lock, dict, claim, set_record, exported };
 
 const char* file_type_name(FileType t);
 

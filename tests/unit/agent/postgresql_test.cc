@@ -254,3 +254,22 @@ TEST_CASE("postgresql settings: logical mode's dump_dir and bin_dir") {
   CHECK_THAT(pg_refusal("data_dir = \"/d\"\ndump_dir = \"dumps\"\n"), Catch::Contains("dump_dir"));
   CHECK_THAT(pg_refusal("data_dir = \"/d\"\nbin_dir = \"bin\"\n"), Catch::Contains("bin_dir"));
 }
+
+TEST_CASE("postgresql settings: logical_restore_as names new databases for one restore target") {
+  auto none = parse_pg("data_dir = \"/d\"\n");
+  CHECK(none.logical_restore_as.empty());
+  auto s = parse_pg("data_dir = \"/d\"\nlogical_restore_as = { shop = \"shop copy\", \"Odd Name\" = \"odd=copy\" }\n"
+                    "restore_to_name = \"copy\"\n");
+  CHECK(s.logical_restore_as == std::map<std::string, std::string>{{"shop", "shop copy"}, {"Odd Name", "odd=copy"}});
+  CHECK(s.restore_to_name == "copy");
+  CHECK(parse_pg("data_dir = \"/d\"\nlogical_restore_as = { shop = \"s2\" }\n").restore_to_name == "alternate");
+  CHECK_THAT(pg_refusal("data_dir = \"/d\"\nlogical_restore_as = { shop = \"shop\" }\n"), Catch::Contains("to itself"));
+  CHECK_THAT(pg_refusal("data_dir = \"/d\"\nlogical_restore_as = { a = \"x\", b = \"x\" }\n"),
+             Catch::Contains("two databases map to 'x'"));
+  CHECK_THAT(pg_refusal("data_dir = \"/d\"\nlogical_restore_as = { a = \"\" }\n"), Catch::Contains("1-63 bytes"));
+  CHECK_THAT(pg_refusal("data_dir = \"/d\"\nlogical_restore_as = { a = \"" + std::string(64, 'n') + "\" }\n"),
+             Catch::Contains("1-63 bytes"));
+  CHECK_THAT(pg_refusal("data_dir = \"/d\"\nlogical_restore_as = { a = 3 }\n"), Catch::Contains("must be a string"));
+  CHECK_THAT(pg_refusal("data_dir = \"/d\"\nlogical_restore_as = {}\n"), Catch::Contains("names no database"));
+  CHECK_THAT(pg_refusal("data_dir = \"/d\"\nrestore_to_name = \"copy\"\n"), Catch::Contains("logical_restore_as"));
+}

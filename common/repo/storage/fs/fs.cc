@@ -25,6 +25,7 @@ const char* file_type_name(FileType t) {
     case FileType::dict: return "dicts";
     case FileType::claim: return "claims";
     case FileType::set_record: return "sets";
+    case FileType::exported: return "exports";
   }
   return "?";
 }
