@@ -33,6 +33,18 @@ def rewrite(src, dst, change):
             out.addfile(m, io.BytesIO(data))
 
 
+def approved_again_and_restored(c, set_id, data, big):
+    """After an import into a new catalog: node-a is known by its key again once
+    approved, and a restore of the imported set brings its a.txt and big.bin back."""
+    c.enrol("node-a")
+    (data / "a.txt").write_bytes(b"damaged")
+    (data / "big.bin").unlink()
+    rc, out, err = c.ctl("restore", set_id, "--node", "node-a", "--wait")
+    assert rc == 0, f"{out}\n{err}\n{c.logs()}"
+    assert (data / "a.txt").read_bytes() == b"alpha version 1\n"
+    assert (data / "big.bin").read_bytes() == big
+
+
 def test_export_verified_then_imported_into_a_new_catalog_and_restored(cluster, tmp_path):
     c = cluster
     big = os.urandom(3 << 20)
@@ -156,16 +168,6 @@ def test_export_verified_then_imported_into_a_new_catalog_and_restored(cluster, 
     assert set_state(shown) == "complete" and [t["component"] for t in shown["tasks"]] == ["data"]
     assert "import of repacked.tar.gz" in shown["requested_by"], shown
 
-    # The agent is known by its key again once approved; the restore brings the bytes back.
-    key = c.agent_dirs["node-a"]["key"]
-    pend = c.wait_for("node-a pending", lambda: c._pending(key), timeout=30)
-    c.ok("agent", "approve", pend["agent_id"])
-    c.wait_for("node-a connected", lambda: c.connected("node-a"), timeout=30)
-    (data / "a.txt").write_bytes(b"damaged")
-    (data / "big.bin").unlink()
-    rc, out, err = c.ctl("restore", set_id, "--node", "node-a", "--wait")
-    assert rc == 0, f"{out}\n{err}\n{c.logs()}"
-    assert (data / "a.txt").read_bytes() == b"alpha version 1\n"
-    assert (data / "big.bin").read_bytes() == big
+    approved_again_and_restored(c, set_id, data, big)
     # And the repository it was imported into checks clean.
     c.ok("repo", "check", "--repo", c.repo, "--password-file", c.repo_pass, "--read-data")

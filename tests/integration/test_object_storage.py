@@ -770,6 +770,7 @@ def test_an_export_goes_to_the_store_read_back_and_is_imported_from_it(store, pr
     the bytes back."""
     import hashlib
     from cluster import Cluster, backup_set_id, set_state
+    from test_export_import import approved_again_and_restored
 
     bucket = "cairn-" + secrets.token_hex(4)
     store.client().create_bucket(Bucket=bucket)
@@ -832,16 +833,7 @@ def test_an_export_goes_to_the_store_read_back_and_is_imported_from_it(store, pr
         shown = c.json("backup", "show", set_id)
         assert set_state(shown) == "complete" and f"import of {url}" in shown["requested_by"], shown
 
-        key = c.agent_dirs["node-a"]["key"]
-        pend = c.wait_for("node-a pending", lambda: c._pending(key), timeout=30)
-        c.ok("agent", "approve", pend["agent_id"])
-        c.wait_for("node-a connected", lambda: c.connected("node-a"), timeout=30)
-        (data / "a.txt").write_bytes(b"damaged")
-        (data / "big.bin").unlink()
-        rc, out, err = c.ctl("restore", set_id, "--node", "node-a", "--wait")
-        assert rc == 0, f"{out}\n{err}\n{c.logs()}"
-        assert (data / "a.txt").read_bytes() == b"alpha version 1\n"
-        assert (data / "big.bin").read_bytes() == big
+        approved_again_and_restored(c, set_id, data, big)
     finally:
         proxy.clear()
         c.stop_all()
