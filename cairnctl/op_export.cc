@@ -376,11 +376,15 @@ std::string file_safe(const std::string& s) {
   return out.empty() ? "cairn" : out;
 }
 
+// The i-th name an export may take: base.tar.gz, then base_1.tar.gz, base_2...
+constexpr int kMaxNameTries = 10000;
+std::string export_name(const std::string& base, int i) { return base + (i ? "_" + std::to_string(i) : "") + ".tar.gz"; }
+
 // Publishes tmp as dir/base.tar.gz, or base_1.tar.gz, base_2... when taken;
 // link() never replaces a file. Returns the final path.
 std::string publish(const std::string& tmp, const std::string& dir, const std::string& base) {
-  for (int i = 0; i < 10000; ++i) {
-    std::string name = dir + "/" + base + (i ? "_" + std::to_string(i) : "") + ".tar.gz";
+  for (int i = 0; i < kMaxNameTries; ++i) {
+    std::string name = dir + "/" + export_name(base, i);
     if (::link(tmp.c_str(), name.c_str()) == 0) {
       ::unlink(tmp.c_str());
       fsync_dir(dir);
@@ -475,8 +479,8 @@ std::string publish_remote(const std::string& tmp, const std::string& location, 
   auto be = repo::open_backend(location, {.credentials_file = credentials, .cache_dir = "off"});
   std::string name;
   for (int i = 0;; ++i) {
-    if (i == 10000) throw Error(Errc::exists, "'" + location + "' holds 10,000 exports named '" + base + "'; choose another prefix");
-    name = base + (i ? "_" + std::to_string(i) : "") + ".tar.gz";
+    if (i == kMaxNameTries) throw Error(Errc::exists, "'" + location + "' holds 10,000 exports named '" + base + "'; choose another prefix");
+    name = export_name(base, i);
     if (!be->size({repo::FileType::exported, name})) break;
   }
   const RemoteExport dst{location, name};
