@@ -32,6 +32,30 @@ std::vector<controller::RebuildSource> repository_sources(const std::string& con
   return repos;
 }
 
+std::vector<plan::PublicKey> trusted_keys(const std::vector<std::string>& given, const std::string& config) {
+  std::vector<plan::PublicKey> trusted;
+  for (const auto& k : given) {
+    if (k.starts_with("ed25519:")) {
+      plan::PublicKey pub{};
+      if (!plan::parse_public_key(k, pub))
+        throw Error(Errc::invalid_input, "--trusted-key '" + k.substr(0, 24) + "…' is not a controller signing key ('ed25519:<base64>')");
+      trusted.push_back(pub);
+    } else {
+      for (const auto& pub : plan::read_public_key_file(k)) trusted.push_back(pub);
+    }
+  }
+  if (!config.empty()) {
+    std::string pub = controller::load_config(config).key_dir + "/" + controller::kSigningPubFile;
+    struct stat st {};
+    if (::stat(pub.c_str(), &st) == 0) {
+      for (const auto& k : plan::read_public_key_file(pub)) trusted.push_back(k);
+    } else {
+      std::printf("note: %s is not there: give the controller's signing key with --trusted-key\n", pub.c_str());
+    }
+  }
+  return trusted;
+}
+
 void register_op_catalog(CLI::App& app, Context& ctx) {
   auto* catalog = app.add_subcommand("catalog", "the controller's catalog, with the controller stopped");
   catalog->require_subcommand(1);
@@ -48,9 +72,7 @@ void register_op_catalog(CLI::App& app, Context& ctx) {
   rebuild->add_option("--repo", a->repo, "a repository to read (instead of --config's)");
   rebuild->add_option("--password-file", a->password_file, "its passphrase file (mode 0600)");
   rebuild->add_option("--repository-name", a->name, "the name the agents give that repository")->capture_default_str();
-  rebuild->add_option("--trusted-key", a->trusted_keys,
-                      "a controller signing key whose set records to believe: 'ed25519:<base64>' or a file holding one "
-                      "(controller-signing.pub; repeatable, e.g. keys rotated away). --config adds its key_dir's")
+  rebuild->add_option("--trusted-key", a->trusted_keys, std::string(kTrustedKeyHelp) + ". --config adds its key_dir's")
       ->allow_extra_args(false);
   rebuild->callback([&ctx, a] {
     ctx.action = [a]() -> int {
@@ -58,26 +80,7 @@ void register_op_catalog(CLI::App& app, Context& ctx) {
       if (data_dir.empty() && !a->config.empty()) data_dir = controller::load_config(a->config).data_dir;
       if (data_dir.empty()) throw Error(Errc::invalid_input, "give --data-dir or --config");
       auto repos = repository_sources(a->config, a->repo, a->password_file, a->name);
-      std::vector<plan::PublicKey> trusted;
-      for (const auto& k : a->trusted_keys) {
-        if (k.starts_with("ed25519:")) {
-          plan::PublicKey pub{};
-          if (!plan::parse_public_key(k, pub))
-            throw Error(Errc::invalid_input, "--trusted-key '" + k.substr(0, 24) + "…' is not a controller signing key ('ed25519:<base64>')");
-          trusted.push_back(pub);
-        } else {
-          for (const auto& pub : plan::read_public_key_file(k)) trusted.push_back(pub);
-        }
-      }
-      if (!a->config.empty()) {
-        std::string pub = controller::load_config(a->config).key_dir + "/" + controller::kSigningPubFile;
-        struct stat st {};
-        if (::stat(pub.c_str(), &st) == 0) {
-          for (const auto& k : plan::read_public_key_file(pub)) trusted.push_back(k);
-        } else {
-          std::printf("note: %s is not there: give the controller's signing key with --trusted-key\n", pub.c_str());
-        }
-      }
+      auto trusted = trusted_keys(a->trusted_keys, a->config);
       auto rep = controller::rebuild_catalog(data_dir, repos, trusted);
       std::printf("catalog rebuilt in %s/catalog.db: %zu backup set(s) (%zu complete), %zu snapshot(s), %zu agent(s)\n",
                   data_dir.c_str(), rep.sets, rep.sets_complete, rep.snapshots, rep.agents);

@@ -24,4 +24,12 @@ void register_op_export(CLI::App& app, Context& ctx);   // export, import
 std::vector<controller::RebuildSource> repository_sources(const std::string& config, const std::string& repo,
                                                           const std::string& password_file, const std::string& name);
 
+// --trusted-key values ('ed25519:<base64>' or a file holding such keys), and
+// with --config its key_dir's controller-signing.pub (a note when it is not
+// there). Throws cairn::Error naming a value that is no key.
+std::vector<plan::PublicKey> trusted_keys(const std::vector<std::string>& given, const std::string& config);
+inline constexpr const char* kTrustedKeyHelp =
+    "a controller signing key whose set records to believe: 'ed25519:<base64>' or a file holding one "
+    "(controller-signing.pub; repeatable, e.g. keys rotated away)";
+
 }  // namespace cairn::ctl

@@ -667,6 +667,30 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
   dst->flush();
   dst.reset();
 
+  // The controller signs the set's record naming each snapshot's id in this
+  // export: an import takes the set as attested only from it.
+  int64_t now = ::time(nullptr);
+  const std::string base = "cairn-" + file_safe(cluster) + "-" + utc_stamp(time_t(now));
+  nlohmann::json set_record;  // null: none (an unattested set)
+  {
+    cairn::v1::OperatorRequest aq;
+    auto* at = aq.mutable_attest_export();
+    at->set_backup_set_id(set_id);
+    at->set_export_name(base);
+    for (const auto& j : snaps) {
+      auto* e = at->add_snapshots();
+      e->set_task_id(j["task_id"].get<std::string>());
+      e->set_source_snapshot_id(j["source_snapshot_id"].get<std::string>());
+      e->set_export_snapshot_id(j["snapshot_id"].get<std::string>());
+    }
+    if (set.unattested()) {
+      warn("backup set " + set_id + " is unattested: the export carries no signed set record, and an import takes it "
+           "only with --accept-unattested");
+    } else {
+      set_record = nlohmann::json::parse(op_call(o, aq).set_record());
+    }
+  }
+
   nlohmann::json files = nlohmann::json::object();
   uint64_t repo_bytes = 0;
   for (const auto& name : files_under(st.dir, "repo")) {
@@ -675,7 +699,6 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
     files[name]["size"] = size;
     repo_bytes += size;
   }
-  int64_t now = ::time(nullptr);
   nlohmann::json meta = {
       {"format", kFormat},
       {"cluster", cluster},
@@ -696,6 +719,7 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
        }()},
       {"snapshots", snaps},
       {"tasks_without_snapshot", without},
+      {"set_record", set_record},
       {"totals", {{"snapshots", snaps.size()}, {"bytes", total_bytes}, {"repository_bytes", repo_bytes}}},
       {"files", files}};
   std::string meta_text = meta.dump(2) + "\n";
@@ -724,22 +748,27 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
   }
   uint64_t size = 0;
   std::string sum = hex_sha256_file(tmp, size);
-  const std::string base = "cairn-" + file_safe(cluster) + "-" + utc_stamp(time_t(now));
   std::string final_path = remote ? publish_remote(tmp, place.out, place.credentials, base, size, sum) : publish(tmp, out_dir, base);
   if (o.json) {
     std::printf("%s\n", nlohmann::json({{"file", final_path}, {"size", size}, {"sha256", sum}, {"backup_set_id", set_id},
-                                        {"snapshots", snaps.size()}, {"verified", true}}).dump().c_str());
+                                        {"snapshots", snaps.size()}, {"verified", true},
+                                        {"signed_by", set_record.is_null() ? nlohmann::json() : set_record["key_id"]}})
+                           .dump().c_str());
   } else {
     std::printf("exported backup set %s (%s, %zu snapshot(s), %s of data) to %s\n", set_id.c_str(),
                 set_state_name(set.state()).c_str(), snaps.size(), human_bytes(total_bytes).c_str(), final_path.c_str());
     std::printf("verified: every checksum and every blob read back; %s, sha256 %s\n", human_bytes(size).c_str(), sum.c_str());
+    if (!set_record.is_null())
+      std::printf("signed: the set's record, naming these snapshots, signed by controller key '%s'\n",
+                  set_record.value("key_id", "").c_str());
     if (remote) std::printf("uploaded and read back from the store: the same sha256\n");
   }
   return kExitOk;
 }
 
 int run_import(const OpOptions& o, const RepoArgs& a, const std::string& given, const std::string& tmp_parent,
-               const std::string& credentials) {
+               const std::string& credentials, const std::vector<std::string>& trusted_key_args, bool accept_unattested) {
+  const auto trusted = trusted_keys(trusted_key_args, "");
   auto sources = repository_sources(a.config, a.repo, a.password_file, a.name);
   const controller::RebuildSource* target = nullptr;
   for (const auto& s : sources)
@@ -791,6 +820,44 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& given, 
   }
   check_whole(*src, "'" + shown + "'");
 
+  // The export's snapshots, each read by its id (every blob was checked
+  // against its id above), and the controller's word on the signed record
+  // naming them, before a byte is copied.
+  std::vector<repo::Snapshot> exported;
+  auto request_record = [&](cairn::v1::ImportRequest& im) {
+    im.set_repository(target->name);
+    im.set_origin(download ? given : fs::path(file).filename().string());
+    im.set_backup_set_id(set_id);
+    if (ex.meta.contains("set_record") && ex.meta["set_record"].is_object()) im.set_set_record(ex.meta["set_record"].dump());
+    for (const auto& k : trusted) im.add_trusted_keys(std::string(k.begin(), k.end()));
+    im.set_accept_unattested(accept_unattested);
+    for (const auto& s : exported) {
+      im.add_export_snapshot_ids(s.id);
+      im.add_export_task_ids(repo::tag_values(s)["task"]);
+    }
+  };
+  if (!ex.meta.contains("snapshots") || !ex.meta["snapshots"].is_array())
+    throw Error(Errc::corrupt, "meta.json in '" + shown + "' lists no snapshots");
+  for (const auto& m : ex.meta["snapshots"]) {
+    std::string id = m.is_object() ? m.value("snapshot_id", "") : "";
+    if (!repo::is_snapshot_id(id)) throw Error(Errc::corrupt, "meta.json in '" + shown + "' names a snapshot '" + terminal_safe(id) + "' that is not an id");
+    auto s = repo::load_snapshot(*src, id);
+    auto tags = repo::tag_values(s);
+    if (tags["set"] != set_id)
+      throw Error(Errc::corrupt, "snapshot " + id.substr(0, 16) + " in '" + shown + "' is tagged for set '" + terminal_safe(tags["set"]) +
+                                     "', not " + set_id + " as meta.json says");
+    if (tags["task"].empty()) throw Error(Errc::corrupt, "snapshot " + id.substr(0, 16) + " in '" + shown + "' names no task");
+    exported.push_back(std::move(s));
+  }
+  {
+    cairn::v1::OperatorRequest q;
+    request_record(*q.mutable_import_set());
+    q.mutable_import_set()->set_check_only(true);
+    auto r = op_call(o, q);
+    if (r.detail().starts_with("unattested"))
+      warn("importing backup set " + set_id + " UNATTESTED (--accept-unattested): " + terminal_safe(r.detail().substr(12)));
+  }
+
   auto dst = open_repo_at(target->path, passphrase(target->password_file), "repository '" + target->name + "' at '" + target->path + "'",
                           true, target->credentials_file);
   auto lock = repo::Lock::acquire(*dst, repo::LockKind::shared, "cairnctl import " + set_id, std::chrono::seconds(60),
@@ -803,15 +870,8 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& given, 
   }
   repo::SnapshotCopier copier(*src, *dst);
   std::vector<std::string> ids;
-  for (const auto& m : ex.meta["snapshots"]) {
-    std::string id = m.value("snapshot_id", "");
-    if (!repo::is_snapshot_id(id)) throw Error(Errc::corrupt, "meta.json in '" + shown + "' names a snapshot '" + terminal_safe(id) + "' that is not an id");
-    auto s = repo::load_snapshot(*src, id);
-    auto tags = repo::tag_values(s);
-    if (tags["set"] != set_id)
-      throw Error(Errc::corrupt, "snapshot " + id.substr(0, 16) + " in '" + shown + "' is tagged for set '" + terminal_safe(tags["set"]) +
-                                     "', not " + set_id + " as meta.json says");
-    if (auto it = have.find(tags["task"]); it != have.end()) {
+  for (const auto& s : exported) {
+    if (auto it = have.find(repo::tag_values(s)["task"]); it != have.end()) {
       ids.push_back(it->second);
       continue;
     }
@@ -823,9 +883,8 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& given, 
 
   cairn::v1::OperatorRequest q;
   auto* im = q.mutable_import_set();
-  im->set_repository(target->name);
+  request_record(*im);
   for (const auto& id : ids) im->add_snapshot_ids(id);
-  im->set_origin(download ? given : fs::path(file).filename().string());
   auto r = op_call(o, q);
   const auto& s = r.backup_set();
   if (o.json) {
@@ -833,6 +892,10 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& given, 
   } else {
     std::printf("imported backup set %s (%s, %zu snapshot(s), %llu blob(s) stored) into repository '%s'\n", s.backup_set_id().c_str(),
                 set_state_name(s.state()).c_str(), ids.size(), (unsigned long long)copier.stats().blobs_new, target->name.c_str());
+    if (s.unattested())
+      std::printf("UNATTESTED: restored only with 'cairnctl restore --accept-unattested'\n");
+    else
+      std::printf("attested: the export's set record verifies under a trusted controller key and names every snapshot\n");
     if (!r.detail().empty()) std::printf("note: %s\n", terminal_safe(r.detail()).c_str());
     std::printf("restore it with 'cairnctl restore %s'; an agent the catalog did not know is pending until approved\n",
                 s.backup_set_id().c_str());
@@ -870,6 +933,8 @@ void register_op_export(CLI::App& app, Context& ctx) {
   struct ImportArgs {
     RepoArgs repo;
     std::string file, tmp, credentials;
+    std::vector<std::string> trusted_keys;
+    bool accept_unattested = false;
   };
   auto b = std::make_shared<ImportArgs>();
   imp->add_option("file", b->file, "the export (.tar.gz), or its URL in an object store (<store URL>/exports/<name>.tar.gz, as export printed it)")
@@ -877,10 +942,21 @@ void register_op_export(CLI::App& app, Context& ctx) {
   imp->add_option("--input-credentials", b->credentials,
                   "with a URL: the store's credentials file (mode 0600); default: the store's standard sources");
   imp->add_option("--tmp-dir", b->tmp, "where the export is unpacked and checked first; default: $TMPDIR or /tmp");
+  imp->add_option("--trusted-key", b->trusted_keys,
+                  std::string(kTrustedKeyHelp) + ", besides the importing controller's own keys: the exporting controller's "
+                  "when it had another key")
+      ->allow_extra_args(false);
+  imp->add_flag("--accept-unattested", b->accept_unattested,
+                "import a set whose export carries no set record that verifies, as unattested (audited; restored only with "
+                "--accept-unattested); by default such an export is refused");
   add_repo_args(imp, b->repo, "the repository to import into (instead of --config's)");
   auto o2 = std::make_shared<OpOptions>();
   add_op_options(imp, *o2);
-  imp->callback([&ctx, b, o2] { ctx.action = [b, o2]() -> int { return run_import(*o2, b->repo, b->file, b->tmp, b->credentials); }; });
+  imp->callback([&ctx, b, o2] {
+    ctx.action = [b, o2]() -> int {
+      return run_import(*o2, b->repo, b->file, b->tmp, b->credentials, b->trusted_keys, b->accept_unattested);
+    };
+  });
 }
 
 }  // namespace cairn::ctl

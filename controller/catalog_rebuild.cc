@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -137,10 +138,15 @@ namespace {
 
 std::string short_id(const std::string& id) { return id.substr(0, 16); }
 
+// Where a record's task's snapshot is (nullptr: not there).
+using FindSnapshot = std::function<const TaggedSnapshot*(const SetRecord::Task&)>;
+
 // A set taken from its verified record: the tasks, agents and state it
-// names, each task's snapshot found in the repository the record names.
-std::optional<catalog::RebuiltSet> build_attested(catalog::Tx& tx, const SetRecord& rec,
-                                                  const std::map<std::string, std::vector<TaggedSnapshot>>& claimed,
+// names, each task's snapshot found by `find`. Of `candidates` (the
+// snapshots that claim the set), those `find` did not return are left out
+// and reported.
+std::optional<catalog::RebuiltSet> build_attested(catalog::Tx& tx, const SetRecord& rec, const FindSnapshot& find,
+                                                  const std::vector<TaggedSnapshot>& candidates,
                                                   std::map<std::string, std::string>& agent_ids, RebuildReport& rep) {
   catalog::RebuiltSet s;
   s.id = rec.set_id;
@@ -149,23 +155,12 @@ std::optional<catalog::RebuiltSet> build_attested(catalog::Tx& tx, const SetReco
   s.finished_at = rec.finished_at;
   s.state = catalog::parse_set_state(rec.state).value_or(catalog::SetState::partial);
   if (!rec.policy.empty()) s.policy = rec.policy;
-  std::set<std::string> listed;
+  std::set<const TaggedSnapshot*> used;
   std::vector<std::string> lost;
-  auto it = claimed.find(rec.set_id);
   for (const auto& rt : rec.tasks) {
     if (rt.snapshot_id.empty()) continue;  // the task left no snapshot (failed): nothing to restore
-    listed.insert(rt.snapshot_id);
-    for (const auto& [repository, snapshot] : rt.copies) listed.insert(snapshot);
-    const TaggedSnapshot* f = nullptr;
-    if (it != claimed.end())
-      for (const auto& c : it->second)
-        if (c.snap.id == rt.snapshot_id && c.repository == rt.repository) f = &c;
-    // Else a copy the record names (a policy's copy_to): the set comes back
-    // from the copy, attested like the original.
-    if (!f && it != claimed.end())
-      for (const auto& [repository, snapshot] : rt.copies)
-        for (const auto& c : it->second)
-          if (!f && c.snap.id == snapshot && c.repository == repository) f = &c;
+    const TaggedSnapshot* f = find(rt);
+    if (f) used.insert(f);
     if (!f) {
       lost.push_back("snapshot " + short_id(rt.snapshot_id) + " of task " + rt.id + " (agent '" + rt.agent_name +
                      "', component '" + rt.component + "') is not in repository '" + rt.repository + "'");
@@ -199,15 +194,14 @@ std::optional<catalog::RebuiltSet> build_attested(catalog::Tx& tx, const SetReco
       t.bytes = f->snap.summary["bytes_total"].get<uint64_t>();
     s.tasks.push_back(std::move(t));
   }
-  if (it != claimed.end())
-    for (const auto& c : it->second)
-      if (!listed.count(c.snap.id)) {
-        ++rep.snapshots_unlisted;
-        rep.notes.push_back("set " + rec.set_id + ": snapshot " + short_id(c.snap.id) + " in '" + c.repository +
-                            "' claims to be part of the set (task " + (c.tags.count("task") ? c.tags.at("task") : "?") +
-                            ", agent '" + (c.tags.count("agent") ? c.tags.at("agent") : "?") +
-                            "'), but the set's signed record does not list it: left out (the set's own run did not write it)");
-      }
+  for (const auto& c : candidates)
+    if (!used.count(&c)) {
+      ++rep.snapshots_unlisted;
+      rep.notes.push_back("set " + rec.set_id + ": snapshot " + short_id(c.snap.id) + " in '" + c.repository +
+                          "' claims to be part of the set (task " + (c.tags.count("task") ? c.tags.at("task") : "?") +
+                          ", agent '" + (c.tags.count("agent") ? c.tags.at("agent") : "?") +
+                          "'), but the set's signed record does not list it: left out (the set's own run did not write it)");
+    }
   if (s.tasks.empty()) {
     rep.notes.push_back("set " + rec.set_id + ": its signed record names no snapshot that is still there" +
                         (lost.empty() ? std::string() : ": " + lost.front()));
@@ -302,7 +296,28 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
         tx.savepoint([&] {
           std::optional<catalog::RebuiltSet> s;
           if (auto rec = records.find(set_id); rec != records.end()) {
-            s = build_attested(tx, rec->second, sets, agent_ids, rep);
+            // A task's snapshot in the repository the record names, else a
+            // copy it names (a policy's copy_to): the set comes back from the
+            // copy, attested like the original.
+            std::set<std::pair<std::string, std::string>> listed;  // (repository, snapshot id)
+            for (const auto& rt : rec->second.tasks) {
+              if (rt.snapshot_id.empty()) continue;
+              listed.emplace(rt.repository, rt.snapshot_id);
+              for (const auto& c : rt.copies) listed.insert(c);
+            }
+            auto find = [&](const SetRecord::Task& rt) -> const TaggedSnapshot* {
+              for (const auto& c : found)
+                if (c.snap.id == rt.snapshot_id && c.repository == rt.repository) return &c;
+              for (const auto& [repository, snapshot] : rt.copies)
+                for (const auto& c : found)
+                  if (c.snap.id == snapshot && c.repository == repository) return &c;
+              return nullptr;
+            };
+            // What claims the set and the record names at no place is left out.
+            std::vector<TaggedSnapshot> unlisted;
+            for (const auto& c : found)
+              if (!listed.count({c.repository, c.snap.id})) unlisted.push_back(c);
+            s = build_attested(tx, rec->second, find, unlisted, agent_ids, rep);
           } else {
             s = build_set(tx, set_id, found, agent_ids, rep.notes);
             if (s)
@@ -332,9 +347,66 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
   return rep;
 }
 
+std::optional<SetRecord> verify_export_record(const std::string& record_text, const std::string& set_id,
+                                              const std::vector<ExportedSnapshot>& exported, const TrustedKeys& trusted,
+                                              std::string& why) {
+  if (record_text.empty()) {
+    why = "the export carries no set record signed by a controller (it was made by a cairnctl before 2026-11-28, or of a "
+          "set that is unattested itself), so nothing shows that its snapshots are the set's own";
+    return std::nullopt;
+  }
+  auto file = nlohmann::json::parse(record_text, nullptr, false);
+  std::string bad;
+  auto rec = verify_set_record(file, trusted, bad);
+  if (!rec) {
+    why = "the export's set record is not trusted: " + bad;
+    return std::nullopt;
+  }
+  if (rec->set_id != set_id) {
+    why = "the export's set record is backup set " + rec->set_id + "'s, not " + set_id + "'s, which the export names";
+    return std::nullopt;
+  }
+  for (const auto& e : exported) {
+    const SetRecord::Task* task = nullptr;
+    for (const auto& rt : rec->tasks)
+      if (rt.id == e.task_id) task = &rt;
+    bool named = false;
+    if (task)
+      for (const auto& [repository, snapshot] : task->copies)
+        named |= repository.starts_with(kExportCopyPrefix) && snapshot == e.export_id;
+    if (!named) {
+      why = "the export's snapshot " + short_id(e.export_id) + " (task " + e.task_id + ") is not the one the set's signed record names " +
+            (task ? "for that task" : "(the record has no such task)") + ": it was not written by the export the controller signed";
+      return std::nullopt;
+    }
+  }
+  return rec;
+}
+
+std::string unattested_refusal(const std::string& why) {
+  return why + "; nothing was recorded. Import it with --accept-unattested to record the set as unattested (restored only "
+               "with --accept-unattested), after checking where the archive came from";
+}
+
+TrustedKeys controller_keys(const catalog::Tx& tx, const std::vector<plan::PublicKey>& extra,
+                            std::map<std::string, plan::PublicKey>& storage) {
+  for (const auto& k : extra) storage[plan::key_id(k)] = k;
+  return [&tx, &storage](const std::string& id) -> const plan::PublicKey* {
+    if (auto it = storage.find(id); it != storage.end()) return &it->second;
+    auto k = tx.controller_key(id);
+    if (!k || k->public_key.size() != 32) return nullptr;
+    plan::PublicKey pub{};
+    std::copy(k->public_key.begin(), k->public_key.end(), pub.begin());
+    if (plan::key_id(pub) != id) return nullptr;
+    return &(storage[id] = pub);
+  };
+}
+
 ImportResult import_set(catalog::Catalog& cat, const RebuildSource& source, const std::vector<std::string>& snapshot_ids,
-                        const std::string& actor, const std::string& origin) {
+                        const std::string& actor, const std::string& origin, const ImportAttestation& att) {
   if (snapshot_ids.empty()) throw Error(Errc::invalid_input, "the import names no snapshot");
+  if (att.export_ids.size() != snapshot_ids.size())
+    throw Error(Errc::invalid_input, "the import does not name each snapshot's id in the export");
   auto repo = open_source(source);
   std::vector<TaggedSnapshot> found;
   std::string set_id;
@@ -354,18 +426,42 @@ ImportResult import_set(catalog::Catalog& cat, const RebuildSource& source, cons
       throw Error(Errc::invalid_input, "the snapshots belong to two sets (" + set_id + ", " + t->tags["set"] + "); import one set at a time");
     found.push_back(std::move(*t));
   }
+  std::vector<ExportedSnapshot> exported;
+  for (size_t i = 0; i < found.size(); ++i) exported.push_back({att.export_ids[i], found[i].tags["task"]});
   ImportResult out;
   cat.transaction(actor, [&](catalog::Tx& tx) {
     if (tx.backup_set(set_id)) throw Error(Errc::exists, "backup set '" + set_id + "' is in the catalog already");
+    std::map<std::string, plan::PublicKey> keys;
+    std::string why;
+    auto rec = verify_export_record(att.record_text, set_id, exported, controller_keys(tx, att.trusted, keys), why);
     std::map<std::string, std::string> agent_ids;
-    auto s = build_set(tx, set_id, found, agent_ids, out.notes);
+    std::optional<catalog::RebuiltSet> s;
+    if (rec) {
+      // From the record: each task's snapshot is the one imported from the
+      // export snapshot the record names for it.
+      auto find = [&](const SetRecord::Task& rt) -> const TaggedSnapshot* {
+        for (size_t i = 0; i < found.size(); ++i)
+          if (exported[i].task_id == rt.id)
+            for (const auto& [repository, snapshot] : rt.copies)
+              if (repository.starts_with(kExportCopyPrefix) && snapshot == exported[i].export_id) return &found[i];
+        return nullptr;
+      };
+      RebuildReport rep;
+      s = build_attested(tx, *rec, find, found, agent_ids, rep);
+      out.notes = rep.notes;
+      out.key_id = nlohmann::json::parse(att.record_text).value("key_id", "");
+    } else {
+      if (!att.accept_unattested)
+        throw Error(Errc::denied, unattested_refusal(why));
+      s = build_set(tx, set_id, found, agent_ids, out.notes);
+      out.notes.push_back("set " + set_id + " is unattested: " + why);
+    }
     if (!s) throw Error(Errc::invalid_input, "no snapshot of set " + set_id + " can be recorded: " +
                                                  (out.notes.empty() ? std::string("none names a task") : out.notes.back()));
     s->requested_by = actor + " (import of " + origin + ")";
-    // An operator imports an archive they chose, on purpose (audited): the
-    // set counts as attested, as one the controller ran.
-    s->attested = true;
     tx.rebuilt_set(*s);
+    if (!rec)
+      tx.audit({"import.accept_unattested", "backup_set:" + set_id, "ok", "", {{"origin", origin}, {"why", why}}});
     out.set = std::move(*s);
   });
   return out;

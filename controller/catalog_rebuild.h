@@ -22,6 +22,7 @@
 //  not verify) is reported and left out; the rebuild goes on.
 // Safety backups (taken before a restore) and snapshots without cairn's tags
 // are left out and counted. Nothing in the repositories is changed.
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -30,6 +31,7 @@
 #include "common/plan/signing_key.h"
 #include "common/repo/snapshot.h"
 #include "controller/catalog/catalog.h"
+#include "controller/set_record.h"
 
 namespace cairn::controller {
 
@@ -78,15 +80,63 @@ std::optional<catalog::RebuiltSet> build_set(catalog::Tx& tx, const std::string&
 RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<RebuildSource>& repositories,
                               const std::vector<plan::PublicKey>& trusted);
 
+// ---- export and import --------------------------------------------------
+//
+// An export carries the set's record, signed by the controller when the set
+// was exported (`cairnctl export` asks it: OperatorApi's attest_export),
+// naming each task's snapshot in the export's own repository as a copy in
+// the repository "export:<archive name>". Blob ids are keyed per repository,
+// so a snapshot's id changes with every copy; the record binds the ids it has
+// in the archive, and an import checks that the archive's snapshots are
+// those (every blob of the archive's repository is read and checked against
+// its id before anything is copied). A set is imported as attested only from
+// a record that verifies; anything else (no record, a record that does not
+// verify, a snapshot it does not name) is refused unless the operator gives
+// --accept-unattested, and then recorded unattested.
+inline constexpr const char* kExportCopyPrefix = "export:";
+
+struct ExportedSnapshot {
+  std::string export_id;  // the snapshot's id in the export's repository
+  std::string task_id;    // its task tag
+};
+
+using TrustedKeys = std::function<const plan::PublicKey*(const std::string& key_id)>;
+
+// The record (the signed file's JSON text) verified under `trusted`, naming set
+// `set_id` and every exported snapshot as its task's copy in an "export:"
+// repository; nullopt with why set otherwise.
+std::optional<SetRecord> verify_export_record(const std::string& record_text, const std::string& set_id,
+                                              const std::vector<ExportedSnapshot>& exported, const TrustedKeys& trusted,
+                                              std::string& why);
+
+// The refusal of an import whose record does not attest it (why: verify_export_record's).
+std::string unattested_refusal(const std::string& why);
+
+// The controller's own signing keys (every key its catalog knows: active,
+// standby and retired) and `extra` (--trusted-key), as a lookup by key id.
+// The lookup keeps a reference to tx: use it inside the transaction.
+TrustedKeys controller_keys(const catalog::Tx& tx, const std::vector<plan::PublicKey>& extra,
+                            std::map<std::string, plan::PublicKey>& storage);
+
+struct ImportAttestation {
+  std::string record_text;              // the export's signed record; empty when it has none
+  std::vector<std::string> export_ids;  // beside snapshot_ids: each snapshot's id in the export
+  std::vector<plan::PublicKey> trusted;  // besides the controller's own keys (--trusted-key)
+  bool accept_unattested = false;
+};
+
 // cairnctl import: records the backup set whose snapshots (by id) are in
 // repository `source` now, in a running controller's catalog. Every snapshot
 // must belong to one set; a set the catalog has already is refused
-// (Errc::exists). Throws cairn::Error naming what is wrong.
+// (Errc::exists); a set whose record does not verify is refused
+// (Errc::denied) unless att.accept_unattested. Throws cairn::Error naming
+// what is wrong.
 struct ImportResult {
   catalog::RebuiltSet set;
   std::vector<std::string> notes;
+  std::string key_id;  // the controller key the record verified under; empty: unattested
 };
 ImportResult import_set(catalog::Catalog& cat, const RebuildSource& source, const std::vector<std::string>& snapshot_ids,
-                        const std::string& actor, const std::string& origin);
+                        const std::string& actor, const std::string& origin, const ImportAttestation& att);
 
 }  // namespace cairn::controller

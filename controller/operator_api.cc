@@ -548,6 +548,9 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
     case Q::kImportSet:
       import_set(actor, q.import_set(), r);
       return;
+    case Q::kAttestExport:
+      attest_export(actor, q.attest_export(), r);
+      return;
     case Q::BODY_NOT_SET:
       break;
   }

@@ -62,6 +62,7 @@ class OperatorApi {
   void policy(const std::string& actor, const cairn::v1::PolicyRequest& q, cairn::v1::OperatorResponse& r);
   void forget(const std::string& actor, const cairn::v1::ForgetRequest& q, cairn::v1::OperatorResponse& r);
   void import_set(const std::string& actor, const cairn::v1::ImportRequest& q, cairn::v1::OperatorResponse& r);
+  void attest_export(const std::string& actor, const cairn::v1::ExportAttestRequest& q, cairn::v1::OperatorResponse& r);
   // Ends the open tasks of a backup set or restore (backup cancel).
   void cancel(const std::string& actor, const std::string& id, cairn::v1::OperatorResponse& r);
 

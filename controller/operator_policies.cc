@@ -223,12 +223,39 @@ void OperatorApi::import_set(const std::string& actor, const cairn::v1::ImportRe
     throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND,
                   "this controller declares no repository '" + q.repository() +
                       "' ([[repository]] in its configuration, with the path and password file it opens it with)");
+  ImportAttestation att;
+  att.record_text = q.set_record();
+  att.export_ids.assign(q.export_snapshot_ids().begin(), q.export_snapshot_ids().end());
+  att.accept_unattested = q.accept_unattested();
+  for (const auto& k : q.trusted_keys()) {
+    plan::PublicKey pub{};
+    std::copy(k.begin(), k.end(), pub.begin());  // 32 bytes: checked by wire.cc
+    att.trusted.push_back(pub);
+  }
+  if (q.check_only()) {
+    // Asked before cairnctl copies anything: does the record attest these
+    // export snapshots? Nothing is recorded either way.
+    std::vector<ExportedSnapshot> exported;
+    for (int i = 0; i < q.export_snapshot_ids_size(); ++i) exported.push_back({q.export_snapshot_ids(i), q.export_task_ids(i)});
+    std::string why, key_id;
+    bool ok = false;
+    catalog_.read([&](const catalog::Tx& tx) {
+      std::map<std::string, plan::PublicKey> keys;
+      if (verify_export_record(att.record_text, q.backup_set_id(), exported, controller_keys(tx, att.trusted, keys), why)) {
+        ok = true;
+        key_id = nlohmann::json::parse(att.record_text).value("key_id", "");
+      }
+    });
+    if (!ok && !att.accept_unattested) throw OpError(cairn::v1::ERROR_CODE_CONFLICT, unattested_refusal(why));
+    r.set_detail(ok ? "attested: the set record verifies under controller key '" + key_id + "'" : "unattested: " + why);
+    return;
+  }
   std::vector<std::string> ids(q.snapshot_ids().begin(), q.snapshot_ids().end());
   ImportResult res;
   try {
-    res = controller::import_set(catalog_, {cfg->name, cfg->path, cfg->password_file}, ids, actor, q.origin());
+    res = controller::import_set(catalog_, {cfg->name, cfg->path, cfg->password_file}, ids, actor, q.origin(), att);
   } catch (const Error& e) {
-    if (e.code() == Errc::exists) throw OpError(cairn::v1::ERROR_CODE_CONFLICT, e.what());
+    if (e.code() == Errc::exists || e.code() == Errc::denied) throw OpError(cairn::v1::ERROR_CODE_CONFLICT, e.what());
     if (e.code() == Errc::invalid_input) throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, e.what());
     throw;
   }
@@ -236,8 +263,45 @@ void OperatorApi::import_set(const std::string& actor, const cairn::v1::ImportRe
   std::string notes;
   for (const auto& n : res.notes) notes += (notes.empty() ? "" : "; ") + n;
   r.set_detail(notes);
-  spdlog::info("operator: '{}' imported backup set '{}' ({} snapshot(s), {}) from '{}' into repository '{}'", actor, res.set.id,
-               res.set.tasks.size(), std::string(catalog::to_string(res.set.state)), q.origin(), cfg->name);
+  spdlog::info("operator: '{}' imported backup set '{}' ({} snapshot(s), {}, {}) from '{}' into repository '{}'", actor,
+               res.set.id, res.set.tasks.size(), std::string(catalog::to_string(res.set.state)),
+               res.key_id.empty() ? std::string("UNATTESTED") : "attested by controller key '" + res.key_id + "'", q.origin(),
+               cfg->name);
+}
+
+void OperatorApi::attest_export(const std::string& actor, const cairn::v1::ExportAttestRequest& q, cairn::v1::OperatorResponse& r) {
+  std::string file;
+  catalog_.transaction(actor, [&](catalog::Tx& tx) {
+    auto set = tx.backup_set(q.backup_set_id());
+    if (!set) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no backup set '" + q.backup_set_id() + "'");
+    if (set->state == catalog::SetState::running)
+      throw OpError(cairn::v1::ERROR_CODE_CONFLICT, "backup set " + set->id + " is still running");
+    // A set the catalog itself took from snapshot tags (a rebuild without a
+    // record, an import with --accept-unattested) is never signed: an export
+    // would launder it into an attested one.
+    if (!set->attested)
+      throw OpError(cairn::v1::ERROR_CODE_CONFLICT, "backup set " + set->id +
+                                                        " is unattested (no set record signed by this controller covers it); "
+                                                        "an export of it carries no signed record");
+    auto rec = record_from_catalog(tx, *set, ::time(nullptr));
+    for (const auto& e : q.snapshots()) {
+      SetRecord::Task* task = nullptr;
+      for (auto& rt : rec.tasks)
+        if (rt.id == e.task_id()) task = &rt;
+      if (!task) throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, "backup set " + set->id + " has no task " + e.task_id());
+      if (task->snapshot_id != e.source_snapshot_id())
+        throw OpError(cairn::v1::ERROR_CODE_CONFLICT, "task " + e.task_id() + "'s snapshot is " + task->snapshot_id.substr(0, 16) +
+                                                          " in the catalog, not " + e.source_snapshot_id().substr(0, 16) +
+                                                          " as the export read: the export is not signed");
+      task->copies.emplace_back(std::string(kExportCopyPrefix) + q.export_name(), e.export_snapshot_id());
+    }
+    file = sign_set_record(rec, signing_key_).dump();
+    tx.audit({"set.export", "backup_set:" + set->id, "ok", "",
+              {{"export", q.export_name()}, {"snapshots", q.snapshots_size()}, {"key_id", signing_key_.key_id()}}});
+  });
+  r.set_set_record(file);
+  spdlog::info("operator: '{}' exported backup set '{}' as '{}': its record signed with key '{}'", actor, q.backup_set_id(),
+               q.export_name(), signing_key_.key_id());
 }
 
 }  // namespace cairn::controller

@@ -77,7 +77,7 @@ std::optional<SetRecord> verify_set_record(const nlohmann::json& file,
   std::string key_id = str(file, "key_id");
   const plan::PublicKey* pub = trusted(key_id);
   if (!pub) {
-    why = "it is signed by key '" + key_id + "', which is not a controller key this rebuild trusts";
+    why = "it is signed by key '" + key_id + "', which is not a controller key trusted here (the controller's own keys, and those given with --trusted-key)";
     return std::nullopt;
   }
   Bytes sig;

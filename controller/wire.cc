@@ -294,10 +294,32 @@ std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
     case M::kImportSet: {
       const auto& q = m.import_set();
       if (!valid_name(q.repository())) return "'repository' is not a valid name";
-      if (q.snapshot_ids_size() == 0 || q.snapshot_ids_size() > kMaxList) return "'snapshot_ids' is empty or too long";
+      if (q.check_only() ? q.snapshot_ids_size() != 0 : (q.snapshot_ids_size() == 0 || q.snapshot_ids_size() > kMaxList))
+        return q.check_only() ? "a check names no 'snapshot_ids'" : "'snapshot_ids' is empty or too long";
       for (const auto& id : q.snapshot_ids())
         if (!valid_id(id)) return "a snapshot id is empty or too long";
-      return valid_text(q.origin(), kMaxName * 8) ? "" : "'origin' is too long or not printable";
+      if (!valid_text(q.origin(), kMaxName * 8)) return "'origin' is too long or not printable";
+      if (q.export_snapshot_ids_size() > kMaxList || q.export_task_ids_size() != q.export_snapshot_ids_size() ||
+          (!q.check_only() && q.export_snapshot_ids_size() != q.snapshot_ids_size()))
+        return "'export_snapshot_ids' and 'export_task_ids' do not name one export snapshot and task for each snapshot";
+      for (const auto& id : q.export_snapshot_ids())
+        if (!valid_id(id)) return "an export snapshot id is empty or too long";
+      for (const auto& id : q.export_task_ids())
+        if (!valid_id(id)) return "an export task id is empty or too long";
+      if (!q.backup_set_id().empty() && !valid_id(q.backup_set_id())) return "'backup_set_id' is too long";
+      if (q.trusted_keys_size() > 64) return "'trusted_keys' lists more than 64 keys";
+      for (const auto& k : q.trusted_keys())
+        if (k.size() != 32) return "a trusted key is not 32 bytes (an Ed25519 public key)";
+      return {};
+    }
+    case M::kAttestExport: {
+      const auto& q = m.attest_export();
+      if (!valid_id(q.backup_set_id())) return "'backup_set_id' is empty or too long";
+      if (q.snapshots_size() == 0 || q.snapshots_size() > kMaxList) return "'snapshots' is empty or too long";
+      for (const auto& s : q.snapshots())
+        if (!valid_id(s.task_id()) || !valid_id(s.source_snapshot_id()) || !valid_id(s.export_snapshot_id()))
+          return "a snapshot's task or ids are empty or too long";
+      return valid_name(q.export_name()) ? "" : "'export_name' is not a valid name";
     }
     case M::kAgentApprove: {
       const auto& q = m.agent_approve();

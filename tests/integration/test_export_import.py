@@ -152,6 +152,71 @@ def test_export_verified_then_imported_into_a_new_catalog_and_restored(cluster, 
     c.ok("repo", "init", "--repo", c.repo, "--password-file", c.repo_pass)
     c.start_controller()
     assert c.json("backup", "list").get("sets", []) == []
+
+    # The export carries the set's record, signed by the controller when it
+    # exported the set, naming the snapshot by its id in the archive's own
+    # repository (issue 32): only that makes an imported set attested.
+    rec = meta["set_record"]
+    assert rec["key_id"] and rec["signature"], rec
+    body = json.loads(rec["body"])
+    (rtask,) = body["tasks"]
+    export_name = os.path.basename(path)[: -len("_1.tar.gz")]
+    assert body["set"] == set_id and {"repository": f"export:{export_name}", "snapshot": snap["snapshot_id"]} in rtask["copies"], body
+    # Forgeries by someone holding the repository's passphrase (who can write
+    # the bucket or directory the exports are kept in), each refused before a
+    # byte is copied, naming why:
+    def pack(meta_obj, repo_dir, dst):
+        listed = {}
+        for f in sorted(repo_dir.rglob("*")):
+            if f.is_file():
+                listed["repo/" + str(f.relative_to(repo_dir))] = {"size": f.stat().st_size, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+        data = json.dumps(dict(meta_obj, files=listed)).encode()
+        with tarfile.open(dst, "w:gz") as o:
+            ti = tarfile.TarInfo("meta.json")
+            ti.size = len(data)
+            o.addfile(ti, io.BytesIO(data))
+            for n in listed:
+                o.add(repo_dir / n[len("repo/"):], arcname=n)
+    #  - the genuine meta.json and record around a snapshot of the attacker's,
+    #    written with the genuine snapshot's tags;
+    evil_data = tmp_path / "evil-data"
+    evil_data.mkdir()
+    (evil_data / "a.txt").write_bytes(b"forged\n")
+    forged_repo = tmp_path / "forged-repo"
+    c.ok("repo", "init", "--repo", forged_repo, "--password-file", c.repo_pass)
+    out = c.ok("repo", "backup", "--repo", forged_repo, "--password-file", c.repo_pass, "--json",
+               *[f"--tag={t}" for t in snaps[0]["tags"]], evil_data)
+    forged_id = json.loads(out.strip().splitlines()[-1])["snapshot_id"]
+    forged_meta = dict(meta, snapshots=[dict(snap, snapshot_id=forged_id)])
+    pack(forged_meta, forged_repo, tmp_path / "forged.tar.gz")
+    #  - the record's body changed (its signature no longer covers it);
+    pack(dict(meta, set_record=dict(rec, body=json.dumps(dict(body, state="complete", signed_at=1)))), unpacked / "repo",
+         tmp_path / "tampered.tar.gz")
+    #  - no record at all (what an export made before records, or a hand-made one, holds).
+    pack({k: v for k, v in meta.items() if k != "set_record"}, unpacked / "repo", tmp_path / "unsigned.tar.gz")
+    for name, why in [("forged", f"the export's snapshot {forged_id[:16]} (task {snap['task_id']}) is not the one the set's signed record names"),
+                      ("tampered", "its signature does not verify under controller key"),
+                      ("unsigned", "the export carries no set record signed by a controller")]:
+        rc, out, err = c.ctl("import", tmp_path / f"{name}.tar.gz", "--config", c.controller_cfg)
+        assert rc != 0 and why in err and "nothing was recorded" in err and "--accept-unattested" in err, (name, out, err)
+        assert c.json("backup", "list").get("sets", []) == [], name
+    snaps_in_target = json.loads(c.ok("repo", "snapshots", "--repo", c.repo, "--password-file", c.repo_pass, "--json"))
+    assert snaps_in_target == [], snaps_in_target
+    # Taken anyway, on the operator's word: unattested, and a restore of it is
+    # refused without --accept-unattested; node-a's file is untouched.
+    out = c.ok("import", tmp_path / "forged.tar.gz", "--config", c.controller_cfg, "--accept-unattested")
+    assert "UNATTESTED" in out, out
+    assert c.json("backup", "show", set_id).get("unattested") is True
+    rc, out, err = c.ctl("restore", set_id, "--node", "node-a", "--wait")
+    assert rc != 0 and "unattested" in err, (out, err)
+    assert (data / "a.txt").read_bytes() == b"alpha version 1\n"
+    # Lost again (that catalog holds the forgery now): a new controller, a new repository.
+    c.controller.stop()
+    shutil.rmtree(c.base / "controller")
+    shutil.rmtree(c.repo)
+    c.ok("repo", "init", "--repo", c.repo, "--password-file", c.repo_pass)
+    c.start_controller()
+
     wrong = tmp_path / "wrong.pass"
     wrong.write_text("not the passphrase\n")
     os.chmod(wrong, 0o600)
@@ -164,8 +229,10 @@ def test_export_verified_then_imported_into_a_new_catalog_and_restored(cluster, 
         o.add(unpacked / "meta.json", arcname="meta.json")
     out = c.ok("import", repacked, "--config", c.controller_cfg)
     assert f"imported backup set {set_id} (complete, 1 snapshot(s)" in out, out
+    assert "attested: the export's set record verifies" in out, out
     shown = c.json("backup", "show", set_id)
     assert set_state(shown) == "complete" and [t["component"] for t in shown["tasks"]] == ["data"]
+    assert not shown.get("unattested"), shown
     assert "import of repacked.tar.gz" in shown["requested_by"], shown
 
     approved_again_and_restored(c, set_id, data, big)
