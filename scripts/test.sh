@@ -49,7 +49,7 @@ werror=OFF
 [[ "${CAIRN_WERROR:-0}" == 1 ]] && werror=ON
 
 # -Og -g1: GCC's optimisation for debugging. It compiles the sanitizer build
-# with 41% less CPU than -O1 (785 s against 1,328 s from an empty cache on two
+# with 32% less CPU than -O1 (785 s against 1,153 s from an empty cache on two
 # cores) and the sanitizer tests ran about as fast (docs/testing.md § Time
 # budget); stack traces keep their files and lines. CAIRN_ASAN_OPT=-O1 builds
 # as before (a tree of its own is not needed: ccache keys on the flags).
