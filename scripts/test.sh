@@ -103,7 +103,7 @@ if [[ "${CAIRN_SKIP_SANITIZERS:-0}" != 1 ]]; then
   (
     t=$SECONDS; rc=0
     nice -n 19 bash -c "$(declare -f build_asan); werror=$werror; asan_opt=$asan_opt; build_asan" >build-asan.log 2>&1 || rc=$?
-    echo "build-asan(beside-tests) $((SECONDS - t))" >>"$times"
+    echo "build-asan(beside-build-and-tests) $((SECONDS - t))" >>"$times"
     ((rc == 0)) || exit $((90 + (rc > 29 ? 29 : rc)))
     # The normal stage already over (a build without ccache takes longer
     # than the tests): they run with the integration tests, at full width.
