@@ -259,6 +259,11 @@ void OperatorApi::import_set(const std::string& actor, const cairn::v1::ImportRe
     if (e.code() == Errc::invalid_input) throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, e.what());
     throw;
   }
+  // An attested set is signed again by this controller and its record written
+  // to the repository it went into (as every attested set without a record
+  // by the active key is at start): a catalog rebuild from there attests it.
+  if (!res.key_id.empty())
+    catalog_.transaction(actor, [&](catalog::Tx& tx) { tx.set_records_due_unwritten(signing_key_.key_id()); });
   catalog_.read([&](const catalog::Tx& tx) { fill_set(tx, res.set.id, *r.mutable_backup_set()); });
   std::string notes;
   for (const auto& n : res.notes) notes += (notes.empty() ? "" : "; ") + n;

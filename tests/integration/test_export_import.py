@@ -233,6 +233,9 @@ def test_export_verified_then_imported_into_a_new_catalog_and_restored(cluster, 
     shown = c.json("backup", "show", set_id)
     assert set_state(shown) == "complete" and [t["component"] for t in shown["tasks"]] == ["data"]
     assert not shown.get("unattested"), shown
+    # This controller signs the imported set's record and writes it to the
+    # repository it went into: a catalog rebuild from there attests it too.
+    c.wait_signed(set_id)
     assert "import of repacked.tar.gz" in shown["requested_by"], shown
 
     approved_again_and_restored(c, set_id, data, big)
