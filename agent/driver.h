@@ -107,6 +107,11 @@ class SnapshotSink {
   // reason: a log replayed at restore makes the copy consistent (a
   // PostgreSQL base backup).
   virtual void changes_repaired_by_log() {}
+  // The files under dir (a path added, or one below it) are a database's
+  // fixed-size pages that change one by one: cut into small chunks
+  // (repo::BackupOptions::page_dirs), so an incremental backup stores little
+  // more than the pages that changed.
+  virtual void pages_under(const std::string& dir) { (void)dir; }
   // Other agents store the same data into the same repository at the same
   // time (a Kafka partition's replicas, on every broker): each finds what the
   // others stored while it runs, and reads its directories from walk_start

@@ -114,6 +114,7 @@ class RunnerSink final : public SnapshotSink {
   void exclude(const std::string& glob) override { excludes_.push_back(glob); }
   void immutable_links() override { immutable_ = true; }
   void changes_repaired_by_log() override { repaired_ = true; }
+  void pages_under(const std::string& dir) override { page_dirs_.push_back(dir); }
   void shared_with_replicas(double walk_start) override {
     share_ = true;
     walk_start_ = walk_start;
@@ -164,7 +165,7 @@ class RunnerSink final : public SnapshotSink {
   }
 
   static constexpr size_t kMaxMetadataBytes = 64 << 10;
-  std::vector<std::string> paths_, excludes_;
+  std::vector<std::string> paths_, excludes_, page_dirs_;
   std::map<std::string, std::string> map_;
   bool immutable_ = false;
   bool repaired_ = false;
@@ -186,6 +187,7 @@ repo::BackupResult store(repo::Repository& r, RunnerSink& sink, repo::BackupOpti
   bo.paths = sink.paths_;
   bo.path_map = sink.map_;
   bo.excludes = sink.excludes_;
+  bo.page_dirs = sink.page_dirs_;
   bo.ignore_ctime = sink.immutable_;
   bo.changes_repaired = sink.repaired_;
   bo.share_writes = sink.share_;
@@ -674,6 +676,9 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   spdlog::info("task '{}': {} of component '{}' starts", task.task_id(),
                task.kind() == v1::TASK_KIND_DRILL ? "drill" : restore ? "restore" : "backup", task.component());
 
+  // The open repository while its store is remote: each progress report
+  // carries what the store was asked so far, retries included.
+  std::atomic<repo::Repository*> live_repo{nullptr};
   auto send_progress = [&](const WorkProgress& w) {
     v1::AgentMessage m;
     auto* p = m.mutable_progress();
@@ -686,6 +691,11 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
     p->set_files_total(w.files_total);
     p->set_current_item(utf8_or_escaped(w.current));  // file names are bytes; the wire wants UTF-8
     p->set_at(now_ms());
+    if (auto* r = live_repo.load()) {
+      auto c = r->backend().counters();
+      p->set_storage_requests(c.requests);
+      p->set_storage_retries(c.retries);
+    }
     if (emit_) emit_(std::move(m));
   };
 
@@ -720,10 +730,13 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
       struct KeepCounters {
         repo::Repository* r;
         repo::StorageCounters* out;
+        std::atomic<repo::Repository*>* live;
         ~KeepCounters() {
+          live->store(nullptr);
           if (r && r->backend().caps().remote) *out = r->backend().counters();
         }
-      } keep{o.repo.get(), &storage};
+      } keep{o.repo.get(), &storage, &live_repo};
+      if (o.repo && o.repo->backend().caps().remote) live_repo.store(o.repo.get());
       TaskContext ctx;
       ctx.plan_id = t.plan_id;
       ctx.task_id = task.task_id();

@@ -929,6 +929,8 @@ void Fleet::flush_progress() {
         tp.files_total = p.files_total();
         tp.current_item = p.current_item();
         if (p.at() > 0) tp.at = p.at();
+        tp.storage_requests = p.storage_requests();
+        tp.storage_retries = p.storage_retries();
         tx.set_task_progress(t->id, tp);
       }
     });

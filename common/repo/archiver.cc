@@ -590,6 +590,9 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
   fs->path = path;
   fs->size = n.size;
   fs->profile = opt_.profile ? *opt_.profile : choose_profile(name, n.size);
+  if (!opt_.profile && n.size >= (64u << 10))
+    for (const auto& d : opt_.page_dirs)
+      if (path.size() > d.size() && path.compare(0, d.size(), d) == 0 && path[d.size()] == '/') fs->profile = ChunkProfile::page;
   fs->waiters.push_back(&parent);
   parent.pending++;
   c.fs = fs;

@@ -507,6 +507,11 @@ void Tx::set_task_progress(const std::string& task_id, const TaskProgress& p) {
       .bind_all(int64_t(p.phase), int64_t(p.bytes_done), int64_t(p.bytes_total), int64_t(p.files_done),
                 int64_t(p.files_total), p.current_item, p.at.value_or(now_ms_), now(), task_id)
       .run();
+  // The store's counts so far, shown while the task runs (its result sets the final ones).
+  if (p.storage_requests || p.storage_retries)
+    db_.prepare("UPDATE tasks SET storage_requests = ?, storage_retries = ? WHERE id = ? AND state IN ('accepted', 'running')")
+        .bind_all(int64_t(p.storage_requests), int64_t(p.storage_retries), task_id)
+        .run();
 }
 
 }  // namespace cairn::catalog

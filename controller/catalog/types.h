@@ -76,6 +76,7 @@ struct TaskProgress {
   uint64_t files_total = 0;
   std::string current_item;
   std::optional<int64_t> at;
+  uint64_t storage_requests = 0, storage_retries = 0;  // the store's so far (0: a local disk, or not reported)
 };
 
 struct Task {

@@ -413,6 +413,41 @@ def test_controller_backs_up_etcd_into_s3_restores_it_and_prunes_there(store, pr
         member.stop()
 
 
+def test_a_running_backup_shows_the_stores_retries_as_they_happen(store, proxy, tmp_path):
+    """Every retry is visible while the task runs, not only in its result
+    (issue 34): each progress report carries the store's requests and retries
+    so far, and `backup show` shows them while the task is still running."""
+    from cluster import backup_set_id, lower_enum, set_state
+    c = s3_cluster(store, proxy, tmp_path)
+    try:
+        files = {f"f{i}.bin": os.urandom(6 << 20) for i in range(4)}
+        c.add_agent("node-a", files, env={"CAIRN_STORAGE_RETRY_FOR_TESTS": "6,50,200"})
+        c.enrol("node-a")
+        # The first two pack uploads answered 503 SlowDown, and every pack
+        # upload held 2 s: the backup runs for seconds after its retries.
+        proxy.add("slowdown", method="PUT", path=r"/data/", count=2)
+        proxy.add("stall", method="PUT", path=r"/data/", seconds=2.0)
+        sid = backup_set_id(c.ok("backup", "create", "--node", "node-a"))
+        seen = []
+
+        def live():
+            (t,) = c.json("backup", "show", sid)["tasks"]
+            seen.append((lower_enum(t.get("state", ""), "task_state_"), int(t.get("storage_retries", 0))))
+            return t if seen[-1][0] == "running" and seen[-1][1] >= 2 else None
+        t = c.wait_for("the store's retries shown while the backup runs", live, timeout=60)
+        assert int(t["storage_requests"]) > int(t["storage_retries"]), t
+        m = re.search(r"store: \d+ requests, (\d+) retried", c.ok("backup", "show", sid))
+        assert m and int(m.group(1)) >= 2, m
+        done = c.wait_for("the backup to end", lambda: (lambda s: s if set_state(s) != "running" else None)(c.json("backup", "show", sid)),
+                          timeout=120)
+        assert set_state(done) == "complete", (done, seen, c.logs())
+        (t,) = done["tasks"]
+        assert int(t["storage_retries"]) >= 2, t
+    finally:
+        proxy.clear()
+        c.stop_all()
+
+
 def test_controller_backs_up_a_kafka_rf3_cluster_into_s3_and_restores_it(store, proxy, tmp_path):
     """Three KRaft brokers, RF=3, their agents writing at once into the S3
     repository (claims by conditional create: the store enforces it): the

@@ -77,6 +77,16 @@ std::vector<std::string> base_excludes(const std::string& d) {
   return out;
 }
 
+// Relation files (base/, global/, each tablespace) are 8 KiB pages a
+// checkpoint writes one by one: cut into small chunks, an incremental backup
+// stores about the pages that changed (a 1-row update: a few 32 KiB chunks),
+// where 1 MiB chunks would store a MiB or more per page touched.
+void relation_pages(SnapshotSink& sink, const std::string& d, const std::vector<std::string>& tablespaces) {
+  sink.pages_under(d + "/base");
+  sink.pages_under(d + "/global");
+  for (const auto& t : tablespaces) sink.pages_under(t);
+}
+
 const char* kRecoveryBegin = "# cairn recovery begin: written by cairn-agent for a restore, removed when it ends";
 const char* kRecoveryEnd = "# cairn recovery end";
 
@@ -437,6 +447,7 @@ void PostgresqlDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
     if (!fs::exists(d, ec)) return;  // nothing to save
     note(ctx, std::string("postgresql is not reachable (") + e.what() + "); the safety backup copies data_dir as it is on disk");
     sink.add_path(d);
+    relation_pages(sink, d, {});
     sink.set_metadata({{"mode", "cold"}, {"data_dir", d}});
     return;
   }
@@ -458,14 +469,17 @@ void PostgresqlDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
   sink.add_path(d);
   for (const auto& g : base_excludes(d)) sink.exclude(g);
   json tablespaces = json::array();
+  std::vector<std::string> tablespace_paths;
   std::error_code ec;
   if (fs::is_directory(d + "/pg_tblspc", ec))
     for (const auto& e : fs::directory_iterator(d + "/pg_tblspc")) {
       if (!fs::is_symlink(e.symlink_status())) continue;
       std::string target = fs::read_symlink(e.path()).string();
       sink.add_path(target);
+      tablespace_paths.push_back(target);
       tablespaces.push_back({{"oid", e.path().filename().string()}, {"path", target}});
     }
+  relation_pages(sink, d, tablespace_paths);
   json meta = {{"mode", "physical"},         {"system_identifier", system_id}, {"server_version", version},
                {"data_dir", d},              {"from_standby", standby},        {"databases", databases},
                {"tablespaces", tablespaces},  {"superuser", superuser}};
