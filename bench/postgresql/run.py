@@ -134,26 +134,23 @@ pg1-user=postgres
         print(f"full backup: cairn {res['full_cairn_s']:.1f} s, {res['full_cairn_bytes'] / 2**20:.0f} MiB; "
               f"pgBackRest {res['full_pgbr_s']:.1f} s, {res['full_pgbr_bytes'] / 2**20:.0f} MiB", flush=True)
 
+        def incremental(key, where, what):
+            """Rows updated (`where`), a checkpoint, then an incremental by each."""
+            pg.sql(f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE {where}")
+            pg.sql("CHECKPOINT")
+            pg.switch_and_wait_archived(timeout=1800)
+            res[f"{key}_pgbr_s"], res[f"{key}_pgbr_bytes"] = pgbr_backup("incr")
+            res[f"{key}_cairn_s"], res[f"{key}_cairn_bytes"], _ = cairn_backup()
+            print(f"incremental after {what} updated: cairn {res[f'{key}_cairn_s']:.1f} s, "
+                  f"+{res[f'{key}_cairn_bytes'] / 2**20:.1f} MiB; pgBackRest {res[f'{key}_pgbr_s']:.1f} s, "
+                  f"+{res[f'{key}_pgbr_bytes'] / 2**20:.1f} MiB", flush=True)
+
         rows = a.scale * 100000
-        pg.sql(f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= {rows // 20}")
-        pg.sql("CHECKPOINT")
-        pg.switch_and_wait_archived(timeout=1800)
-        res["incr_pgbr_s"], res["incr_pgbr_bytes"] = pgbr_backup("incr")
-        res["incr_cairn_s"], res["incr_cairn_bytes"], _ = cairn_backup()
-        print(f"incremental after 5% of rows updated: cairn {res['incr_cairn_s']:.1f} s, "
-              f"+{res['incr_cairn_bytes'] / 2**20:.0f} MiB; pgBackRest {res['incr_pgbr_s']:.1f} s, "
-              f"+{res['incr_pgbr_bytes'] / 2**20:.0f} MiB", flush=True)
+        incremental("incr", f"aid <= {rows // 20}", "5% of rows")
         # Then rows far apart (every 10,000th: one page in about 160): a
         # file-level incremental stores every segment file again; cairn, the
         # small chunks around the pages that changed.
-        pg.sql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 10000 = 0")
-        pg.sql("CHECKPOINT")
-        pg.switch_and_wait_archived(timeout=1800)
-        res["scat_pgbr_s"], res["scat_pgbr_bytes"] = pgbr_backup("incr")
-        res["scat_cairn_s"], res["scat_cairn_bytes"], _ = cairn_backup()
-        print(f"incremental after every 10,000th row updated: cairn {res['scat_cairn_s']:.1f} s, "
-              f"+{res['scat_cairn_bytes'] / 2**20:.1f} MiB; pgBackRest {res['scat_pgbr_s']:.1f} s, "
-              f"+{res['scat_pgbr_bytes'] / 2**20:.1f} MiB", flush=True)
+        incremental("scat", "aid % 10000 = 0", "every 10,000th row")
 
         pg.sql("CREATE TABLE mark (at timestamptz DEFAULT now())")
         pg.sql("INSERT INTO mark DEFAULT VALUES")
