@@ -27,7 +27,7 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
   cmd->add_option("--exclude", a.excludes, "skip paths matching this glob (full path or base name; repeatable)")->allow_extra_args(false);
   cmd->add_flag("--stdin", a.use_stdin, "read the data from standard input");
   cmd->add_option("--stdin-name", a.stdin_name, "file name for the data read from stdin");
-  cmd->add_option("--chunk-profile", a.profile, "force a chunk-size profile: page (32 KiB), standard (1 MiB), log (2 MiB), kafka (1 MiB, between record batches)")
+  cmd->add_option("--chunk-profile", a.profile, "force a chunk-size profile: page (32 KiB), relation (128 KiB), standard (1 MiB), log (2 MiB), kafka (1 MiB, between record batches)")
       ->check(CLI::IsMember({"page", "standard", "log", "kafka"}));
   // The default parent is whatever snapshot of this host and paths is newest,
   // written by anyone holding the password: docs/cli.md says when to use these.
@@ -60,8 +60,9 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
       bo.excludes = a.excludes;
       if (a.use_stdin) bo.stdin_name = a.stdin_name;
       if (!a.profile.empty()) {
-        repo::ChunkProfile p;
-        repo::parse_profile(a.profile, p);
+        repo::ChunkProfile p{};
+        if (!repo::parse_profile(a.profile, p))
+          throw Error(Errc::invalid_input, "--chunk-profile '" + a.profile + "' is not one of page, relation, standard, log, kafka");
         bo.profile = p;
       }
       bo.parent = a.parent;

@@ -592,7 +592,7 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
   fs->profile = opt_.profile ? *opt_.profile : choose_profile(name, n.size);
   if (!opt_.profile && n.size >= (64u << 10))
     for (const auto& d : opt_.page_dirs)
-      if (path.size() > d.size() && path.compare(0, d.size(), d) == 0 && path[d.size()] == '/') fs->profile = ChunkProfile::page;
+      if (path.size() > d.size() && path.compare(0, d.size(), d) == 0 && path[d.size()] == '/') fs->profile = ChunkProfile::relation;
   fs->waiters.push_back(&parent);
   parent.pending++;
   c.fs = fs;
@@ -854,7 +854,7 @@ void Backup::worker_loop() {
           t.fs->trailing = false;
         }
       }
-      repo_.save_blob_as(BlobType::data, t.data, id, t.fs->profile == ChunkProfile::page ? BlobHint::page : BlobHint::none);
+      repo_.save_blob_as(BlobType::data, t.data, id, t.fs->profile == ChunkProfile::page || t.fs->profile == ChunkProfile::relation ? BlobHint::page : BlobHint::none);
       t.block.reset();  // the block may go back to the pool
       {
         std::lock_guard g(t.fs->mu);

@@ -46,10 +46,11 @@ struct BackupOptions {
   std::string stdin_name;             // set: back up stdin_fd as one file of this name
   int stdin_fd = 0;
   std::optional<ChunkProfile> profile;  // forced profile; otherwise chosen per file name
-  // Files of 64 KiB or more under these snapshot paths are cut with the page
-  // profile (small chunks) whatever their names: a database's files whose
-  // fixed-size pages change one by one (PostgreSQL's relation files, named by
-  // number), so that an update re-stores a few small chunks, not 1 MiB ones.
+  // Files of 64 KiB or more under these snapshot paths are cut with the
+  // relation profile (128 KiB chunks on average) whatever their names: a
+  // database's files whose fixed-size pages change one by one (PostgreSQL's
+  // relation files, named by number), so that an update re-stores a few
+  // small chunks, not 1 MiB ones.
   std::vector<std::string> page_dirs;
   // The parent: its entries are reused for files whose inode, size, mtime and
   // ctime match, without reading them. `search` takes `parent` when set, else

@@ -14,6 +14,7 @@ ChunkerParams profile_params(ChunkProfile p) {
     case ChunkProfile::log: return {1024 * 1024, 2 * 1024 * 1024, 4 * 1024 * 1024};
     // min applies only where the data is not record batches (FastCDC).
     case ChunkProfile::kafka: return {256 * 1024, 1024 * 1024, 4 * 1024 * 1024, true};
+    case ChunkProfile::relation: return {32 * 1024, 128 * 1024, 1024 * 1024};
   }
   return {256 * 1024, 1024 * 1024, 4 * 1024 * 1024};
 }
@@ -24,6 +25,7 @@ const char* profile_name(ChunkProfile p) {
     case ChunkProfile::standard: return "standard";
     case ChunkProfile::log: return "log";
     case ChunkProfile::kafka: return "kafka";
+    case ChunkProfile::relation: return "relation";
   }
   return "standard";
 }
@@ -33,6 +35,7 @@ bool parse_profile(std::string_view s, ChunkProfile& out) {
   else if (s == "standard") out = ChunkProfile::standard;
   else if (s == "log") out = ChunkProfile::log;
   else if (s == "kafka") out = ChunkProfile::kafka;
+  else if (s == "relation") out = ChunkProfile::relation;
   else return false;
   return true;
 }

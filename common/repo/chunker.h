@@ -29,8 +29,13 @@ struct ChunkerParams {
 // Kafka log segments, cut between record batches where the batch itself says
 // so, so that the replicas of a partition on several brokers, whose segment
 // files start and end at different offsets, are cut into the same chunks.
-enum class ChunkProfile { page, standard, log, kafka };
-inline constexpr ChunkProfile kAllProfiles[] = {ChunkProfile::page, ChunkProfile::standard, ChunkProfile::log, ChunkProfile::kafka};
+// `relation`: PostgreSQL's relation files (8 KiB pages, often highly
+// compressible): chunks of 128 KiB on average, small enough that an
+// incremental stores about the pages a checkpoint wrote, large enough to
+// compress as well as whole files (docs/benchmarks.md § PostgreSQL).
+enum class ChunkProfile { page, standard, log, kafka, relation };
+inline constexpr ChunkProfile kAllProfiles[] = {ChunkProfile::page, ChunkProfile::standard, ChunkProfile::log, ChunkProfile::kafka,
+                                                ChunkProfile::relation};
 ChunkerParams profile_params(ChunkProfile p);
 const char* profile_name(ChunkProfile p);
 bool parse_profile(std::string_view s, ChunkProfile& out);

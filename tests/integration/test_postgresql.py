@@ -131,9 +131,10 @@ def test_pitr_to_a_time_between_two_transactions(cluster, postgres_server):  # n
 def test_an_incremental_base_backup_stores_about_the_pages_that_changed(cluster, postgres_server):  # noqa: F811
     """Relation files are cut into small chunks (issue 36): after twenty rows
     far apart in a 50 MB table are updated and checkpointed, the next base
-    backup stores about the pages that changed: 2.3 MB of 86 MB when this was
-    written. With 1 MiB chunks (256 KiB at the least, 4 MiB at the most) each
-    page re-stores the chunk around it: 43 MB."""
+    backup stores about the pages that changed, in 128 KiB chunks on
+    average: 8.3 MB of 86 MB when this was written. With 1 MiB chunks (256
+    KiB at the least, 4 MiB at the most) each page re-stores the chunk around
+    it: 43 MB."""
     c, pg = cluster, postgres_server
     c.add_agent("node-a", components=pg.component_toml())
     c.enrol("node-a")
@@ -152,7 +153,7 @@ def test_an_incremental_base_backup_stores_about_the_pages_that_changed(cluster,
     s1, s2 = summary(first), summary(second)
     assert int(s2["bytes_total"]) > 50 << 20, s2
     assert int(s1["data_added_raw"]) > 50 << 20, s1
-    assert int(s2["data_added_raw"]) < 8 << 20, s2
+    assert int(s2["data_added_raw"]) < 16 << 20, s2
     assert pg.value("SELECT count(*) FROM pgbench_accounts WHERE abalance = 7") == "20"
 
 
