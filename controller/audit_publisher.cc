@@ -244,6 +244,27 @@ TailVerdict judge_tail(const TopicRead& t, const catalog::Tx& tx) {
   return v;
 }
 
+// A tail of checkpoints only (an idle controller signs its head again and
+// again) is believed only where the topic still holds the newest event Kafka
+// acknowledged, at the offset it acknowledged it, or its retention has
+// removed that offset: a genuine checkpoint copied into a recreated topic
+// covers events the topic does not hold. False (and why) when Kafka does not
+// answer; else `held` says whether the mark is there, `problem` what is not.
+bool mark_held(const ControllerConfig& cfg, const std::string& password, const catalog::Tx::AuditTopicMark& mark,
+               bool& held, std::string& problem, std::string& why) {
+  TopicRead at;
+  if (!read_topic(cfg, password, [&](int64_t, int64_t) { return mark.offset; }, 1, at, why)) return false;
+  const TopicRecord* r = at.records.empty() ? nullptr : &at.records[0];
+  held = at.lo > mark.offset ||  // the topic's retention removed it
+         (r && r->offset == mark.offset && r->is_event && r->intact && r->seq == mark.seq && r->hash == mark.hash);
+  if (!held)
+    problem = "the end of topic '" + cfg.audit_kafka.topic + "' holds checkpoints only, and not event " +
+              std::to_string(mark.seq) + " at offset " + std::to_string(mark.offset) +
+              " where Kafka acknowledged it (the topic holds offsets " + std::to_string(at.lo) + ".." +
+              std::to_string(at.hi) + "): its checkpoints vouch for no event on this topic";
+  return true;
+}
+
 }  // namespace
 
 AuditPublisher::AuditPublisher(const ControllerConfig& config) : config_(config) {
@@ -361,6 +382,16 @@ void AuditPublisher::run() {
     }
     return *loaded_key;
   };
+  // Events up to the newest Kafka acknowledged marked published, with where
+  // it acknowledged that one.
+  auto mark_published = [&] {
+    const int64_t seq = d.acked, offset = d.acked_offset;
+    cat.transaction("controller", [&](catalog::Tx& tx) {
+      tx.mark_audit_published(seq);
+      if (offset >= 0)
+        if (auto e = tx.audit_event(seq)) tx.set_audit_topic_mark({k.topic, seq, e->hash, offset});
+    });
+  };
   auto checkpoint = [&] {
     const plan::SigningKey& key = signing_key();
     audit::Checkpoint c;
@@ -397,6 +428,18 @@ void AuditPublisher::run() {
           v = cat.read([&](const catalog::Tx& tx) { return judge_tail(t, tx); });
           if (v.found || t.hi - window <= t.lo) break;  // another writer's records at the end: look further back
         }
+        // A tail of checkpoints only, checked against where Kafka
+        // acknowledged the newest published event (migration 0020).
+        std::string unheld;
+        if (ok && v.found && v.resume > 0 && v.resume_offset < 0) {
+          auto mark = cat.read([](const catalog::Tx& tx) { return tx.audit_topic_mark(); });
+          bool held = true;
+          if (mark && mark->topic == k.topic && mark->offset >= 0 &&
+              (ok = mark_held(config_, sasl_password_, *mark, held, unheld, why))) {
+            if (!held) v.resume = 0;
+            else if (mark->seq == v.resume && mark->offset >= t.lo) v.resume_offset = mark->offset;
+          }
+        }
         if (!ok) {
           failed(why);
           if (!wait(std::chrono::duration_cast<std::chrono::milliseconds>(backoff))) break;
@@ -404,6 +447,7 @@ void AuditPublisher::run() {
           continue;
         }
         std::vector<std::string> problems;
+        if (!unheld.empty()) problems.push_back(unheld);
         std::string policy_why;
         if (std::string policy = cleanup_policy(config_, sasl_password_, policy_why); policy.find("compact") != std::string::npos)
           problems.push_back("topic '" + k.topic + "' has cleanup.policy=" + policy +
@@ -549,7 +593,7 @@ void AuditPublisher::run() {
       }
       if (d.acked > marked) {
         spdlog::debug("audit publisher: Kafka acknowledged events up to {}", d.acked);
-        cat.transaction("controller", [&](catalog::Tx& tx) { tx.mark_audit_published(d.acked); });
+        mark_published();
         marked = d.acked;
         std::lock_guard lk(mu_);
         status_.connected = true;
@@ -592,7 +636,7 @@ void AuditPublisher::run() {
   if (producer) {
     rd_kafka_flush(producer.get(), 2000);
     rd_kafka_poll(producer.get(), 0);
-    if (d.acked > marked) cat.transaction("controller", [&](catalog::Tx& tx) { tx.mark_audit_published(d.acked); });
+    if (d.acked > marked) mark_published();
   }
 }
 

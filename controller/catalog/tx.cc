@@ -166,6 +166,21 @@ int64_t Tx::audit_published_head() const {
   return q.step() && !q.is_null(0) ? q.integer(0) : 0;
 }
 
+void Tx::set_audit_topic_mark(const AuditTopicMark& m) {
+  db_.prepare(
+         "INSERT INTO audit_topic_mark (id, topic, seq, hash, record_offset) VALUES (1, ?, ?, ?, ?) "
+         "ON CONFLICT (id) DO UPDATE SET topic = excluded.topic, seq = excluded.seq, hash = excluded.hash, "
+         "record_offset = excluded.record_offset")
+      .bind_all(m.topic, m.seq, m.hash, m.offset)
+      .run();
+}
+
+std::optional<Tx::AuditTopicMark> Tx::audit_topic_mark() const {
+  auto q = db_.prepare("SELECT topic, seq, hash, record_offset FROM audit_topic_mark WHERE id = 1");
+  if (!q.step()) return std::nullopt;
+  return AuditTopicMark{q.text(0), q.integer(1), q.text(2), q.integer(3)};
+}
+
 int64_t Tx::audit_first_after(int64_t after_seq) const {
   auto q = db_.prepare("SELECT min(seq) FROM audit_outbox WHERE seq > ?");
   q.bind(1, after_seq);

@@ -81,6 +81,17 @@ class Tx {
   // outbox holds after `after_seq` (0 when none).
   int64_t audit_published_head() const;
   int64_t audit_first_after(int64_t after_seq) const;
+  // Where Kafka acknowledged the newest published event (migration 0020):
+  // the publisher checks the topic still holds it there before it believes a
+  // tail of checkpoints only (docs/audit.md § Exactly once).
+  struct AuditTopicMark {
+    std::string topic;
+    int64_t seq = 0;
+    std::string hash;
+    int64_t offset = -1;
+  };
+  void set_audit_topic_mark(const AuditTopicMark& m);
+  std::optional<AuditTopicMark> audit_topic_mark() const;
   // outbox_max_events applied as events are added (the publisher's bound,
   // docs/audit.md): beyond max_unpublished the oldest unpublished events are
   // dropped, down to 90% of it, and an `audit.dropped` event names the

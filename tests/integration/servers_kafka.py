@@ -329,16 +329,6 @@ class Kafka:
         for f in fs.values():
             f.result(timeout=30)
 
-    def console_producer(self, topic, lines, key_separator="\t"):
-        """Kafka's own console producer (from the fetched jars): each line 'key<TAB>value'."""
-        # Moved from the broker's Scala core to the tools module in 4.0.
-        main = "kafka.tools.ConsoleProducer" if self.version.startswith("3.") else "org.apache.kafka.tools.ConsoleProducer"
-        r = self._java(main, "--bootstrap-server", self.bootstrap, "--topic", topic,
-                       "--property", "parse.key=true", "--property", f"key.separator={key_separator}",
-                       stdin="".join(l + "\n" for l in lines))
-        if r.returncode != 0:
-            pytest.fail(f"kafka console producer exited {r.returncode}: {r.stderr[-2000:]}")
-
     def read_all(self, topic, timeout=30):
         """Every record of partition 0 of topic, as (offset, key bytes, value bytes)."""
         from confluent_kafka import Consumer, TopicPartition

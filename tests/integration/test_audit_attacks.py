@@ -5,7 +5,7 @@ controller nor get cairn-audit to vouch for what no signed checkpoint covers.
 
 Controller: a forged record with a high seq on the live topic, a second
 controller on the same topic, the topic cut back while the controller runs,
-the outbox bound applied as events are added, a compacted topic.
+the topic recreated holding only a copied genuine checkpoint, the outbox bound applied as events are added, a compacted topic.
 cairn-audit: a chain with no checkpoint at all, a tail cut right after a
 checkpoint, a head removed, two events with one seq.
 """
@@ -14,17 +14,11 @@ import json
 import time
 import urllib.request
 
+import pytest
+
 from cluster import catalog
 from test_audit_kafka import (AUDIT, TOPIC, audited, audited_cluster, audit_until_signed, catalog_events, kafka,  # noqa: F401
-                              refused_logins, run_audit, summary, unpublished, wait_published)
-
-
-def produce(kafka, topic, values, key=b"cairn-audit"):
-    from confluent_kafka import Producer
-    p = Producer({"bootstrap.servers": kafka.bootstrap})
-    for v in values:
-        p.produce(topic, key=key, value=v if isinstance(v, bytes) else v.encode(), partition=0)
-    assert p.flush(30) == 0
+                              produce, refused_logins, run_audit, summary, unpublished, wait_published)
 
 
 def audit_hash(e):
@@ -63,6 +57,18 @@ def signed_batches(c, batches, n=20):
 def copy(kafka, name, recs):
     kafka.create_topic(name)
     produce(kafka, name, [json.dumps(r, separators=(",", ":")) for _, r in recs])
+
+
+def recreate(kafka, recs):
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    for f in admin.delete_topics([TOPIC]).values():
+        f.result(timeout=30)
+    deadline = time.time() + 30
+    while TOPIC in admin.list_topics(timeout=10).topics:
+        assert time.time() < deadline, "the topic is not gone"
+        time.sleep(0.5)
+    copy(kafka, TOPIC, recs)
 
 
 def test_a_forged_high_seq_does_not_make_the_controller_withhold_events(audited, kafka):
@@ -141,18 +147,68 @@ def test_the_topic_cut_back_while_the_controller_runs_is_filled_again_from_the_o
     _, last = catalog_events(c)
     recs = records(kafka)
     cut = next(i for i, (_, r) in enumerate(recs) if r["kind"] == "checkpoint" and 10 <= r["seq"] < last - 10)
-    kept = recs[:cut + 1]
-    from confluent_kafka.admin import AdminClient
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
-    for f in admin.delete_topics([TOPIC]).values():
-        f.result(timeout=30)
-    c.wait_for("the topic gone", lambda: TOPIC not in admin.list_topics(timeout=10).topics or None, timeout=30)
-    copy(kafka, TOPIC, kept)
+    recreate(kafka, recs[:cut + 1])
     c.wait_for("the controller sending the lost events again",
                lambda: set(range(1, last + 1)) <= set(event_seqs(kafka)) or None, timeout=90, interval=2)
     assert "cut back or recreated" in c.controller.log.read_text(), c.logs()
     assert "audit.topic_rewound" in catalog_actions(c)
     assert "cut back or recreated" in c.ok("status")
+
+
+@pytest.mark.parametrize("when", ["stopped", "running"])
+def test_a_topic_recreated_with_only_a_copied_checkpoint_gets_every_event_again(audited, kafka, when):
+    """The topic recreated holding one genuine checkpoint (signed by this
+    controller, covering its newest event) and none of the events: the
+    checkpoint vouches for nothing the topic holds, so the controller, whether
+    it was stopped then or running, sends every event again from its outbox
+    and says why (log, status, audit.topic_rewound). Without the check it took
+    the checkpoint as the topic's end and sent nothing."""
+    c = audited
+    signed_batches(c, 2)
+    wait_published(c)
+    _, last = catalog_events(c)
+    cps = [(o, r) for o, r in records(kafka) if r["kind"] == "checkpoint" and r["seq"] == last]
+    deadline = time.time() + 30
+    while not cps:
+        assert time.time() < deadline, "no checkpoint covers the newest event"
+        time.sleep(1)
+        cps = [(o, r) for o, r in records(kafka) if r["kind"] == "checkpoint" and r["seq"] == last]
+    if when == "stopped":
+        c.controller.stop()
+        recreate(kafka, cps[-1:])
+        c.start_controller()
+    else:
+        recreate(kafka, cps[-1:])
+    c.wait_for("the controller sending every event again",
+               lambda: set(range(1, last + 1)) <= set(event_seqs(kafka)) or None, timeout=90, interval=2)
+    log = c.controller.log.read_text()
+    assert "holds checkpoints only" in log and f"not event {last} at offset" in log, c.logs()
+    assert "audit.topic_rewound" in catalog_actions(c)
+    assert "holds checkpoints only" in c.ok("status")
+
+
+def test_checkpoints_only_at_the_end_of_the_genuine_topic_resend_nothing(audited, kafka):
+    """The other side: an idle controller's topic ends in its own checkpoints
+    (here 80 more copies of its newest, more than the tail it reads at start),
+    its events still before them. A restart believes them: nothing is sent
+    twice, no rewind is reported, and new events follow."""
+    c = audited
+    refused_logins(c, 20)
+    wait_published(c)
+    _, last = catalog_events(c)
+    deadline = time.time() + 30
+    while not (cps := [r for _, r in records(kafka) if r["kind"] == "checkpoint" and r["seq"] == last]):
+        assert time.time() < deadline, "no checkpoint covers the newest event"
+        time.sleep(1)
+    c.controller.stop()
+    produce(kafka, TOPIC, [json.dumps(cps[-1], separators=(",", ":"))] * 80)
+    c.start_controller()
+    refused_logins(c, 5)
+    wait_published(c)
+    _, now = catalog_events(c)
+    assert event_seqs(kafka) == list(range(1, now + 1)), "an event sent twice, or one missing"
+    assert "audit.topic_rewound" not in catalog_actions(c)
+    assert "holds checkpoints only" not in c.controller.log.read_text(), c.logs()
 
 
 def test_the_outbox_bound_holds_as_events_are_added(audited, kafka):

@@ -199,3 +199,17 @@ TEST_CASE("thousands of events in one transaction chain one to the next, and the
   CHECK(report.ok);
   CHECK(report.events == 2001);
 }
+
+TEST_CASE("where Kafka acknowledged the newest published event is kept across opens, the newest only") {
+  Fixture f;
+  CHECK_FALSE(f.cat.read([](const Tx& tx) { return tx.audit_topic_mark(); }));
+  f.cat.transaction("controller", [](Tx& tx) { tx.set_audit_topic_mark({"cairn.audit", 3, std::string(64, 'a'), 7}); });
+  f.cat.transaction("controller", [](Tx& tx) { tx.set_audit_topic_mark({"cairn.audit", 9, std::string(64, 'b'), 15}); });
+  Catalog again = f.open();
+  auto m = again.read([](const Tx& tx) { return tx.audit_topic_mark(); });
+  REQUIRE(m);
+  CHECK(m->topic == "cairn.audit");
+  CHECK(m->seq == 9);
+  CHECK(m->hash == std::string(64, 'b'));
+  CHECK(m->offset == 15);
+}
