@@ -46,6 +46,9 @@ struct DrillDecl {
   std::string etcd_auth_file;
   std::string java = "java", zookeeper_jar = "/usr/share/java/zookeeper.jar";
   uint32_t java_heap_mb = 512;
+  // Kafka's jars (kafka_<scala>-<version>.jar and its dependencies), of the
+  // version the drilled brokers ran: the brokers of a set start from them.
+  std::string kafka_libs_dir = "/opt/kafka/libs";
   std::string prometheus = "prometheus";
   std::string haproxy = "haproxy";
   // PostgreSQL's server and client programs (postgres, psql, pg_amcheck),

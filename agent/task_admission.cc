@@ -34,6 +34,18 @@ Admission admit_task(const AgentConfig& config, const std::string& plan_id, cons
       return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "repository '" + task.snapshot().repository() +
                                                          "' is not declared on agent '" + config.name +
                                                          "': a drill agent declares the repositories it drills from");
+    // A Kafka cluster's brokers are read from the task's repository, this
+    // task's snapshot among them.
+    bool self_listed = task.drill_members().empty();
+    for (const auto& m : task.drill_members()) {
+      if (m.repository() != task.snapshot().repository())
+        return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                      "the drill's brokers are in more than one repository ('" + task.snapshot().repository() + "', '" +
+                          m.repository() + "'): a cluster is drilled from one");
+      self_listed = self_listed || m.snapshot_id() == task.snapshot().snapshot_id();
+    }
+    if (!self_listed)
+      return refuse(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the drill task's snapshot is not among the brokers it lists");
     Admission a;
     a.task = AdmittedTask{plan_id, task, nullptr, r};
     return a;

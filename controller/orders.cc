@@ -570,8 +570,25 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
         refused += std::string(refused.empty() ? "" : ", ") + "'" + t.component + "' (driver " + driver + ")";
     if (!refused.empty())
       throw OpError(cairn::v1::ERROR_CODE_UNSUPPORTED_TASK,
-                    "this controller drills files, etcd, ZooKeeper, Prometheus, HAProxy and PostgreSQL; no drill is possible yet for " + refused +
+                    "this controller drills files, etcd, ZooKeeper, Prometheus, HAProxy, PostgreSQL and Kafka (KRaft); no drill is possible yet for " + refused +
                         "; leave them out with --component");
+    // Kafka: every broker's snapshot of one cluster is drilled together, as
+    // one sandbox cluster (docs/drills.md § Kafka); each broker's task
+    // carries them all. Keyed by the cluster the brokers declare.
+    std::map<std::string, std::vector<const catalog::Task*>> kafka_clusters;
+    std::map<std::string, std::string> kafka_cluster_of;  // backup task id -> its key
+    for (const auto& [t, driver] : picks) {
+      if (driver != "kafka") continue;
+      auto m = nlohmann::json::parse(t.component_metadata.value_or(""), nullptr, false);
+      if (m.is_object() && m.value("metadata_mode", "") == "zookeeper")
+        throw OpError(cairn::v1::ERROR_CODE_UNSUPPORTED_TASK,
+                      "'" + t.component + "' of backup set '" + set->id +
+                          "' is a Kafka broker in ZooKeeper mode: its topics' metadata lives in ZooKeeper, which a drill "
+                          "does not start beside the brokers, so only KRaft clusters are drilled; leave it out with --component");
+      std::string key = t.repository + "/" + (m.is_object() ? m.value("cluster_id", std::string()) : std::string());
+      kafka_cluster_of[t.id] = key;
+      kafka_clusters[key].push_back(&t);
+    }
     // The drill agent: the one named, or the first connected agent that
     // declares a drill sandbox able to run every selected driver.
     auto can_drill = [&](const catalog::Agent& a) {
@@ -623,6 +640,13 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     for (const auto& t : tasks) {
       const auto& [src, driver] = *by_snapshot.at(t.source_snapshot.value_or(""));
       cairn::v1::Task w;
+      if (auto k = kafka_cluster_of.find(src.id); k != kafka_cluster_of.end())
+        for (const catalog::Task* member : kafka_clusters.at(k->second)) {
+          auto* ref = w.add_drill_members();
+          ref->set_backup_set_id(set->id);
+          ref->set_snapshot_id(member->snapshot_id.value_or(""));
+          ref->set_repository(member->repository);
+        }
       w.set_task_id(t.id);
       w.set_component(t.component);
       w.set_kind(cairn::v1::TASK_KIND_DRILL);

@@ -8,7 +8,8 @@
 
 namespace cairn::plan {
 
-inline constexpr std::array<std::string_view, 6> kDrillDrivers = {"files", "etcd", "zookeeper", "prometheus", "haproxy", "postgresql"};
+inline constexpr std::array<std::string_view, 7> kDrillDrivers = {"files",   "etcd",       "zookeeper", "prometheus",
+                                                                   "haproxy", "postgresql", "kafka"};
 
 inline bool is_drill_driver(std::string_view driver) {
   return std::find(kDrillDrivers.begin(), kDrillDrivers.end(), driver) != kDrillDrivers.end();

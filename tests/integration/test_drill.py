@@ -16,6 +16,7 @@ from cluster import backup_set_id, catalog, cluster, lower_enum, restore_id  # n
 from servers_etcd import start_cluster
 from test_etcd import keys
 from servers_postgresql import postgres_server  # noqa: F401  (a fixture)
+from test_kafka import zookeeper_mode_broker
 
 
 def drill_toml(root, **extra):
@@ -651,3 +652,67 @@ def test_a_postgresql_safety_backup_of_a_stopped_server_is_drilled(cluster, post
     assert pg.value("SELECT pg_is_in_recovery()") == "f"
     assert pg.value("SELECT to_regclass('after_backup') IS NULL") == "t"  # the live server: on the backup's data
     assert list((tmp_path / "drills").iterdir()) == []
+
+
+def test_a_kafka_drill_starts_every_brokers_snapshot_as_one_sandbox_cluster(cluster, tmp_path):
+    """Three combined KRaft nodes, RF=3, each backed up by its agent: the
+    drill restores all three brokers' snapshots side by side on the drill
+    agent and starts them as one cluster in the sandbox's network namespace
+    (their node ids and roles, the drill's own listeners and voters). Every
+    broker registers, every partition has a leader, the cluster id and each
+    partition's high watermark are the recorded ones, and every record is
+    read back with its CRC checked. Each broker's task reads proven; the live
+    brokers keep their processes and records."""
+    from servers_kafka import KRAFT_VERSION, KafkaCluster, consume_checksums, lib_dir, produce_keyed, require, wait_isr
+    require(KRAFT_VERSION)
+    c = cluster
+    kc = KafkaCluster.kraft(tmp_path / "kc", n=3, segment_bytes=1 << 20).start()
+    try:
+        kc.create_topic("orders", partitions=3, rf=3)
+        want = produce_keyed(kc.bootstrap, "orders", 3, 6000, 300)
+        wait_isr(kc.bootstrap, "orders")
+        for b in kc.brokers:
+            extra = drill_toml(tmp_path / "drills", memory_max="3G", cpus=2, java_heap_mb=256, start_timeout_seconds=240,
+                               kafka_libs_dir=lib_dir(KRAFT_VERSION)) if b.node_id == 1 else ""
+            c.add_agent(f"broker-{b.node_id}", components=b.component_toml() + extra)
+            c.enrol(f"broker-{b.node_id}")
+        sid = backup(c, "--component", "kafka")
+        before = kc.pids()
+
+        did, shown, _ = drill(c, sid, "--component", "kafka", "--on", "broker-1")
+        assert lower_enum(shown["state"], "set_state_") == "complete", shown
+        assert len(shown["tasks"]) == 3, shown
+        reports = [json.loads(t["component_metadata"])["drill"] for t in shown["tasks"]]
+        ran = [r for r in reports if "shared_with_task" not in r]
+        assert len(ran) == 1 and all(r["brokers"] == 3 for r in reports), reports  # one cluster, reported thrice
+        print(json.dumps(ran[0], indent=1))
+        checks = {x["name"]: x for x in ran[0]["checks"]}
+        assert all(x["ok"] for x in checks.values()), checks
+        assert checks["every broker registered and every partition led"]["found"] == "serving", checks
+        assert checks["cluster id"]["found"] == kc.cluster_id, checks
+        read = checks["every record read to the high watermark, CRCs checked"]["found"]
+        assert int(read.split()[0]) >= 6000, read
+        assert set(ran[0]["phases"]) == {"restore", "start", "check"}, ran[0]
+
+        # The live cluster: the same processes, every record as produced.
+        assert kc.pids() == before
+        assert consume_checksums(kc.bootstrap, "orders") == want
+        assert sandbox_processes(tmp_path / "drills") == []
+        assert list((tmp_path / "drills").iterdir()) == []
+        rc, out, err = c.ctl("backup", "show", sid)
+        assert rc == 0 and out.count("proven restorable at") >= 3, out
+    finally:
+        kc.stop()
+
+
+def test_a_kafka_drill_of_a_zookeeper_mode_broker_is_refused_with_the_reason(cluster, tmp_path):
+    """A broker in ZooKeeper mode keeps its topics' metadata in ZooKeeper,
+    which a drill does not start: the controller refuses before any task."""
+    c = cluster
+    with zookeeper_mode_broker(tmp_path) as (zk, k):
+        c.add_agent("broker", components=k.component_toml() + drill_toml(tmp_path / "drills", kafka_libs_dir="/nonexistent"))
+        c.enrol("broker")
+        sid = backup(c, "--component", "kafka")
+        rc, out, err = c.ctl("drill", "run", sid, "--component", "kafka")
+        assert rc != 0 and "ZooKeeper mode" in err and "only KRaft clusters are drilled" in err, out + err
+        assert "dr-" not in c.ok("drill", "list"), "a drill was created"

@@ -386,6 +386,10 @@ void KafkaDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotP
   if (auto it = meta.props.find("node.id"); it != meta.props.end()) m["metadata_mode"] = "kraft";
   else m["metadata_mode"] = "zookeeper";
   m["log_dirs"] = dirs;
+  // Where the snapshot holds the broker's configuration: a drill reads its
+  // roles and voters there (docs/drills.md § Kafka).
+  if (!settings_.config_file.empty() && fs::exists(fs::symlink_status(settings_.config_file, ec)))
+    m["config_file"] = settings_.config_file;
   m["files_linked"] = linked;
   m["files_copied"] = copied;
   m["bytes"] = bytes;
