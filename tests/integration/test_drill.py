@@ -662,7 +662,8 @@ def test_a_kafka_drill_starts_every_brokers_snapshot_as_one_sandbox_cluster(clus
     broker registers, every partition has a leader, the cluster id and each
     partition's high watermark are the recorded ones, and every record is
     read back with its CRC checked. Each broker's task reads proven; the live
-    brokers keep their processes and records."""
+    brokers keep their processes and records. One broker's snapshot drilled
+    alone fails: one of three voters forms no quorum."""
     from servers_kafka import KRAFT_VERSION, KafkaCluster, consume_checksums, lib_dir, produce_keyed, require, wait_isr
     require(KRAFT_VERSION)
     c = cluster
@@ -701,6 +702,13 @@ def test_a_kafka_drill_starts_every_brokers_snapshot_as_one_sandbox_cluster(clus
         assert list((tmp_path / "drills").iterdir()) == []
         rc, out, err = c.ctl("backup", "show", sid)
         assert rc == 0 and out.count("proven restorable at") >= 3, out
+
+        # One broker of three alone cannot form the quorum: that drill fails saying so.
+        did, shown, _ = drill(c, sid, "--component", "kafka", "--node", "broker-2", "--on", "broker-1", expect=1)
+        (task,) = shown["tasks"]
+        text = " ".join(r["detail"] for r in task.get("reasons", []))
+        assert "quorum voters among the set's brokers" in text and "a majority of 3" in text, text
+        assert sandbox_processes(tmp_path / "drills") == [] and list((tmp_path / "drills").iterdir()) == []
     finally:
         kc.stop()
 
