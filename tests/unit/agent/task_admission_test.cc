@@ -84,10 +84,30 @@ TEST_CASE("a drill task is admitted only by an agent with a [drill] section, for
   REQUIRE(a.task->component == nullptr);
   REQUIRE(a.task->repository->name == "main");
 
-  t.set_drill_driver("kafka");
+  t.set_drill_driver("rabbitmq");
   a = admit_task(drills, "p1", t);
   REQUIRE_FALSE(a.task);
-  REQUIRE_THAT(a.refusal.detail(), Catch::Contains("cannot drill driver 'kafka'"));
+  REQUIRE_THAT(a.refusal.detail(), Catch::Contains("cannot drill driver 'rabbitmq'"));
+
+  // A Kafka cluster's brokers: all from the task's repository, its own snapshot among them.
+  t.set_drill_driver("kafka");
+  auto member = [&](const std::string& id, const std::string& repo) {
+    auto* m = t.add_drill_members();
+    m->set_snapshot_id(id);
+    m->set_repository(repo);
+  };
+  member("ffff0000", "main");
+  a = admit_task(drills, "p1", t);
+  REQUIRE_FALSE(a.task);
+  REQUIRE_THAT(a.refusal.detail(), Catch::Contains("not among the brokers it lists"));
+  member("abcd1234", "main");
+  a = admit_task(drills, "p1", t);
+  REQUIRE(a.task);
+  member("eeee0000", "other");
+  a = admit_task(drills, "p1", t);
+  REQUIRE_FALSE(a.task);
+  REQUIRE_THAT(a.refusal.detail(), Catch::Contains("more than one repository"));
+  t.clear_drill_members();
 
   t.set_drill_driver("files");
   t.mutable_snapshot()->set_repository("elsewhere");
