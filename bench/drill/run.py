@@ -11,12 +11,18 @@ section, and per component
   of 4 partitions filled with 1 KiB records of random bytes; its drill
   restores the log dir, starts the broker in the sandbox and reads every
   record back (docs/drills.md § Kafka);
+- zookeeper: a standalone server (Debian's ZooKeeper) holding N znodes of
+  1 KiB, created with zkCli; its drill replays snapshot and logs in a
+  standalone sandbox server;
+- prometheus: N series backfilled by promtool (6 hours, one sample a
+  minute) into persisted blocks, the server started on them; its drill
+  opens the TSDB and queries it;
 each backed up through the controller, then drilled with
 `cairnctl drill run SET --wait`; the phases are the drill's own report.
 A benchmark, not a test: nothing is asserted but that the drill proved the set.
 
 Usage: /usr/bin/python3 bench/drill/run.py [--sizes-mb 100,1000] [--components etcd,files,kafka]
-       [--kafka-sizes-mb 1024,4096]
+       [--kafka-sizes-mb 1024,4096] [--zookeeper-znodes 10000,100000] [--prometheus-series 1000,10000]
 (needs ./build with cairn-controller, cairn-agent and cairnctl).
 """
 import argparse
@@ -46,6 +52,7 @@ def drill_once(c, sid, component):
     shown = c.json("drill", "show", did)
     (task,) = shown["tasks"]
     report = json.loads(task["component_metadata"])["drill"]
+    print(json.dumps({"checks": report["checks"], "restored_bytes": task.get("progress", {}).get("bytes_done")}), flush=True)
     return report["phases"], wall
 
 
@@ -94,6 +101,15 @@ def fill_kafka(k, mb):
     return n
 
 
+def fill_zookeeper(zk, n):
+    """n znodes of 1 KiB under /bench, created by zkCli in batches."""
+    value = "z" * 1024
+    zk.cli(["create /bench root"])
+    for lo in range(0, n, 20000):
+        zk.cli([f"create /bench/n{i:07d} {value}" for i in range(lo, min(n, lo + 20000))], timeout=1800)
+    return n
+
+
 def fill_files(data, mb):
     data.mkdir(parents=True, exist_ok=True)
     per = 4 << 20
@@ -109,15 +125,18 @@ def main():
     ap.add_argument("--sizes-mb", default="100,1000")
     ap.add_argument("--components", default="etcd,files,kafka")
     ap.add_argument("--kafka-sizes-mb", default="1024,4096")
+    ap.add_argument("--zookeeper-znodes", default="10000,100000")
+    ap.add_argument("--prometheus-series", default="1000,10000")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes_mb.split(",")]
     rows = []
     for component in args.components.split(","):
-        for mb in ([int(s) for s in args.kafka_sizes_mb.split(",")] if component == "kafka" else sizes):
+        sizes_of = {"kafka": args.kafka_sizes_mb, "zookeeper": args.zookeeper_znodes, "prometheus": args.prometheus_series}
+        for mb in ([int(s) for s in sizes_of[component].split(",")] if component in sizes_of else sizes):
             with tempfile.TemporaryDirectory(prefix="cairn-drill-bench-", dir="/var/tmp") as tmp:
                 base = pathlib.Path(tmp)
                 c = Cluster(base / "cluster")
-                member = broker = None
+                member = broker = zk = prom = None
                 try:
                     c.init()
                     c.start_controller()
@@ -138,11 +157,25 @@ def main():
                         fill_kafka(broker, mb)
                         c.add_agent("node-a", components=broker.component_toml() + drill +
                                     f'kafka_libs_dir = "{lib_dir(KRAFT_VERSION)}"\njava_heap_mb = 1024\ncpus = 2\n')
+                    elif component == "zookeeper":
+                        from servers_zookeeper import ZooKeeper
+                        zk = ZooKeeper(base, "zk")
+                        zk.write_config()
+                        zk.start()
+                        zk.wait_serving()
+                        fill_zookeeper(zk, mb)
+                        c.add_agent("node-a", components=zk.component() + drill)
+                    elif component == "prometheus":
+                        from servers_prometheus import Prometheus
+                        prom = Prometheus(base / "prometheus")
+                        prom.backfill(series=mb, start=time.time() - 8 * 3600, seconds=6 * 3600, step=60)
+                        prom.start()
+                        c.add_agent("node-a", components=prom.component_toml() + drill)
                     else:
                         c.add_agent("node-a", components=drill)
                         fill_files(c.agent_dirs["node-a"]["data"], mb)
                     c.enrol("node-a")
-                    name = component if component in ("etcd", "kafka") else "data"
+                    name = "data" if component == "files" else component
                     sid, backup_s = backup(c, name)
                     phases, wall = drill_once(c, sid, name)
                     row = {"component": component, "size_mb": mb, "backup_s": round(backup_s, 1),
@@ -155,11 +188,16 @@ def main():
                         member.stop()
                     if broker:
                         broker.stop()
+                    if zk:
+                        zk.stop()
+                    if prom:
+                        prom.stop()
                     c.stop_all()
+    units = {"kafka": "MiB", "zookeeper": "znodes", "prometheus": "series"}
     print("\n| component | data | restore s | start s | check s | RTO s | drill wall s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['component']} | {r['size_mb']} MB | {r.get('restore', 0)} | {r.get('start', '-')} | {r.get('check', 0)} | "
+        print(f"| {r['component']} | {r['size_mb']} {units.get(r['component'], 'MB')} | {r.get('restore', 0)} | {r.get('start', '-')} | {r.get('check', 0)} | "
               f"{r['rto_s']} | {r['drill_wall_s']} |")
 
 
