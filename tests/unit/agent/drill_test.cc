@@ -1,0 +1,221 @@
+// Restore drills fed backups whose bytes are intact in the repository but
+// wrong for the component (issue 35): the drill fails with the component's
+// own reason, not "proven": an etcd snapshot truncated before it was
+// stored, a Prometheus backup missing a block, a ZooKeeper backup without
+// the transaction logs it needs. Each snapshot is written into a real repository
+// with the metadata the driver would have recorded, then drilled by
+// run_drill as the agent runs it (root: a network namespace of its own).
+#include <catch2/catch.hpp>
+
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "agent/drill.h"
+#include "agent/drivers/etcd/etcd_driver.h"
+#include "agent/drivers/zookeeper/layout.h"
+#include "agent/drivers/zookeeper/staging.h"
+#include "agent/platform/process.h"
+#include "agent_fixture.h"
+#include "common/repo/archiver.h"
+#include "common/repo/repository.h"
+#include "common/repo/storage/backend.h"
+#include "common/util/fs.h"
+#include "tests/unit/agent/zookeeper/real_server.h"
+
+using namespace cairn;
+using namespace cairn::agent;
+using namespace cairn::agent::test;
+namespace fs = std::filesystem;
+namespace v1 = cairn::v1;
+
+namespace {
+
+struct Rig {
+  TempDir d;
+  std::unique_ptr<repo::Repository> repo;
+  DrillDecl decl;
+
+  Rig() {
+    auto be = repo::make_fs_backend(d.file("repo"));
+    repo::InitOptions io;
+    io.kdf = repo::KdfParams{.scrypt = {1024, 8, 1}};
+    repo::Repository::init(*be, repo::Secret(repo::Secret::Kind::passphrase, "drill"), io);
+    repo = repo::Repository::open(repo::make_fs_backend(d.file("repo")), repo::Secret(repo::Secret::Kind::passphrase, "drill"));
+    (void)repo->load_index();
+    decl.root = d.file("drills");
+    decl.memory_max = std::nullopt;  // no cgroup needed here
+    decl.start_timeout_seconds = 60;
+    decl.deadline_seconds = 300;
+  }
+
+  std::string store(const std::string& path, const nlohmann::json& metadata) {
+    repo::BackupOptions bo;
+    bo.paths = {path};
+    bo.component_metadata = metadata;
+    return repo::backup(*repo, bo).snapshot.id;
+  }
+
+  DriverResult drill(const std::string& driver, const std::string& snapshot_id) {
+    v1::Task t;
+    t.set_task_id("tk-drill-test");
+    t.set_kind(v1::TASK_KIND_DRILL);
+    t.set_drill_driver(driver);
+    t.mutable_snapshot()->set_snapshot_id(snapshot_id);
+    TaskContext ctx;
+    ctx.repo = repo.get();
+    return run_drill(decl, ctx, t);
+  }
+};
+
+std::string reasons_of(const DriverResult& r) {
+  std::string s;
+  for (const auto& x : r.reasons) s += x.detail() + "\n";
+  return s;
+}
+
+const nlohmann::json* check_named(const DriverResult& r, const std::string& name) {
+  for (const auto& c : r.metadata["drill"]["checks"])
+    if (c.value("name", "") == name) return &c;
+  return nullptr;
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+}  // namespace
+
+TEST_CASE("an etcd snapshot truncated before it was stored fails its drill at the stream's own hash, nothing started") {
+  if (::geteuid() != 0) {
+    WARN("not root: a drill needs a network namespace of its own; skipped");
+    return;
+  }
+  Rig rig;
+  // What the driver streams: the database, then its SHA-256. Cut short, as
+  // a stream that ended early and was stored anyway.
+  std::string db(3 << 20, '\0');
+  std::mt19937_64 rng(7);
+  for (auto& c : db) c = char(rng());
+  unsigned char h[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(db.data()), db.size(), h);
+  const std::string stream = db + std::string(reinterpret_cast<const char*>(h), sizeof h);
+  const std::string dir = rig.d.file("etcd-backup");
+  write_file(dir + "/" + agent::etcd::kSnapshotFileName, stream.substr(0, stream.size() * 2 / 3));
+  nlohmann::json meta = {{"revision", 1234}, {"key_count", 100}};
+  DriverResult r = rig.drill("etcd", rig.store(dir, meta));
+  INFO(reasons_of(r));
+  CHECK(r.outcome == v1::TASK_OUTCOME_FAILED);
+  auto* c = check_named(r, "etcd snapshot's trailing sha256 matches its database");
+  REQUIRE(c);
+  CHECK_FALSE((*c)["ok"].get<bool>());
+  CHECK(reasons_of(r).find("trailing sha256") != std::string::npos);
+  CHECK_FALSE(r.metadata["drill"]["phases"].contains("start"));  // no server was started
+  CHECK(fs::is_empty(rig.decl.root));                           // the sandbox is gone
+}
+
+TEST_CASE("a Prometheus backup missing one of its blocks fails its drill at the blocks loaded, and whole it is proven") {
+  if (::geteuid() != 0 || !platform::find_program("prometheus") || !platform::find_program("promtool")) {
+    WARN("not root, or prometheus/promtool not installed: skipped");
+    return;
+  }
+  Rig rig;
+  // Six hours of 20 series, written by promtool as persisted blocks, as a
+  // server leaves them; the metadata the driver records from them.
+  const std::string tsdb = rig.d.file("prometheus/data");
+  fs::create_directories(tsdb);
+  const int64_t start = (int64_t(std::time(nullptr)) - 8 * 3600) / 60 * 60;
+  {
+    std::ofstream om(rig.d.file("samples.om"));
+    om << "# TYPE cairn_drill gauge\n";
+    for (int s = 0; s < 20; ++s)
+      for (int64_t t = 0; t < 6 * 3600; t += 60) om << "cairn_drill{series=\"" << s << "\"} " << t + s << " " << start + t << "\n";
+    om << "# EOF\n";
+  }
+  platform::ProcessSpec ps;
+  ps.argv = {"promtool", "tsdb", "create-blocks-from", "openmetrics", rig.d.file("samples.om"), tsdb};
+  ps.timeout = std::chrono::seconds(120);
+  auto made = platform::run_process(ps);
+  INFO(made.describe());
+  REQUIRE(made.ok());
+  std::vector<std::string> blocks;
+  int64_t min_time = INT64_MAX, max_time = 0;
+  for (const auto& e : fs::directory_iterator(tsdb))
+    if (fs::exists(e.path() / "meta.json")) {
+      blocks.push_back(e.path().string());
+      std::ifstream in(e.path() / "meta.json");
+      auto m = nlohmann::json::parse(in);
+      min_time = std::min(min_time, m.value("minTime", int64_t(0)));
+      max_time = std::max(max_time, m.value("maxTime", int64_t(0)));
+    }
+  std::sort(blocks.begin(), blocks.end());
+  REQUIRE(blocks.size() >= 3);
+  nlohmann::json meta = {{"data_dir", tsdb}, {"blocks", blocks.size()}, {"min_time", min_time}, {"max_time", max_time}};
+
+  DriverResult whole = rig.drill("prometheus", rig.store(tsdb, meta));
+  INFO(reasons_of(whole));
+  CHECK(whole.outcome == v1::TASK_OUTCOME_SUCCEEDED);
+
+  // A middle block left out of the backup: the oldest sample is still there,
+  // the bytes stored are intact, the TSDB opens, and one block is missing.
+  fs::remove_all(blocks[blocks.size() / 2]);
+  DriverResult partial = rig.drill("prometheus", rig.store(tsdb, meta));
+  INFO(reasons_of(partial));
+  CHECK(partial.outcome == v1::TASK_OUTCOME_FAILED);
+  auto* c = check_named(partial, "blocks loaded");
+  REQUIRE(c);
+  CHECK((*c)["expected"] == blocks.size());
+  CHECK((*c)["found"] == blocks.size() - 1);
+  CHECK(reasons_of(partial).find("'blocks loaded' failed") != std::string::npos);
+  CHECK(fs::is_empty(rig.decl.root));
+}
+
+TEST_CASE("a ZooKeeper backup stored without the transaction logs it needs fails its drill at the zxid, and whole it is proven") {
+  if (::geteuid() != 0 || !zk::have_zookeeper()) {
+    WARN("not root, or ZooKeeper/java not installed: skipped");
+    return;
+  }
+  Rig rig;
+  zookeeper::ServerStatus st;
+  {
+    // A real server's data: snapshots every 10 to 20 writes, the writes
+    // after the newest snapshot only in its transaction log.
+    zk::Server a(rig.d.path(), rig.d.file("zk-live"), 20);
+    std::string script = "create /app root\n";
+    for (int i = 0; i < 45; ++i) script += "create /app/n" + std::to_string(i) + " value-" + std::to_string(i) + "\n";
+    zk::cli(a.port, script, rig.d.path());
+    st = a.status();
+    REQUIRE(st.has_zxid);
+  }
+  // Stored as the driver stores it: a staged copy under the data dir.
+  const std::string data_dir = rig.d.file("zk-data");
+  const std::string v2 = data_dir + "/" + zookeeper::kDataRootName + "/version-2";
+  fs::create_directories(v2);
+  fs::copy(rig.d.file("zk-live") + "/version-2", v2, fs::copy_options::recursive);
+  nlohmann::json meta = {{"data_dir", data_dir}, {"zxid", zookeeper::zxid_hex(st.zxid)}};
+
+  DriverResult whole = rig.drill("zookeeper", rig.store(data_dir, meta));
+  INFO(reasons_of(whole));
+  CHECK(whole.outcome == v1::TASK_OUTCOME_SUCCEEDED);
+
+  // The logs left out: only the snapshots, the newest older than the last write.
+  uint64_t newest_snapshot = 0;
+  for (const auto& e : fs::directory_iterator(v2)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("log.", 0) == 0) fs::remove(e.path());
+    else if (auto z = zookeeper::zxid_from_name(name, "snapshot")) newest_snapshot = std::max<uint64_t>(newest_snapshot, *z);
+  }
+  REQUIRE(newest_snapshot < st.zxid);  // the test can only fail the drill when writes followed the snapshot
+  DriverResult partial = rig.drill("zookeeper", rig.store(data_dir, meta));
+  INFO(reasons_of(partial));
+  CHECK(partial.outcome == v1::TASK_OUTCOME_FAILED);
+  auto* c = check_named(partial, "zxid reached");
+  REQUIRE(c);
+  CHECK_FALSE((*c)["ok"].get<bool>());
+  CHECK((*c)["expected"] == zookeeper::zxid_hex(st.zxid));
+  CHECK(fs::is_empty(rig.decl.root));
+}
