@@ -17,12 +17,17 @@ section, and per component
 - prometheus: N series backfilled by promtool (6 hours, one sample a
   minute) into persisted blocks, the server started on them; its drill
   opens the TSDB and queries it;
+- haproxy: Debian's haproxy with a backend of N servers (every tenth set
+  to maintenance, every seventh reweighted at run time) and a map of N
+  entries; its drill starts the restored configuration confined, sets the
+  runtime state back and checks every server and map entry;
 each backed up through the controller, then drilled with
 `cairnctl drill run SET --wait`; the phases are the drill's own report.
 A benchmark, not a test: nothing is asserted but that the drill proved the set.
 
 Usage: /usr/bin/python3 bench/drill/run.py [--sizes-mb 100,1000] [--components etcd,files,kafka]
        [--kafka-sizes-mb 1024,4096] [--zookeeper-znodes 10000,100000] [--prometheus-series 1000,10000]
+       [--haproxy-entries 100,10000]
 (needs ./build with cairn-controller, cairn-agent and cairnctl).
 """
 import argparse
@@ -110,6 +115,32 @@ def fill_zookeeper(zk, n):
     return n
 
 
+def haproxy_rig(base, n):
+    """A live haproxy whose backend has n servers and whose map has n entries,
+    with run-time state (servers in maintenance and reweighted) to save."""
+    from servers_haproxy import Haproxy, free_port, make_certificate
+    from test_haproxy import component_toml, write_config
+    etc = base / "haproxy" / "etc"
+    (etc / "certs").mkdir(parents=True)
+    h = Haproxy(base / "haproxy", [etc / "haproxy.cfg", etc / "conf.d"])
+    make_certificate(etc / "certs" / "site.pem", "site.example")
+    write_config(etc, free_port(), free_port(), h.socket)
+    with open(etc / "conf.d" / "10-app.cfg", "a") as f:
+        for i in range(n):
+            f.write(f"    server b{i:05d} 127.0.0.1:9 weight 10\n")
+    with open(etc / "hosts.map", "a") as f:
+        for i in range(n):
+            f.write(f"host{i:05d}.example.com app\n")
+    staging = base / "staging"
+    staging.mkdir()
+    h.start()
+    for i in range(0, n, 10):
+        h.ok(f"set server app/b{i:05d} state maint")
+    for i in range(3, n, 7):
+        h.ok(f"set server app/b{i:05d} weight {i % 50 + 1}")
+    return h, component_toml(h, etc, staging)
+
+
 def fill_files(data, mb):
     data.mkdir(parents=True, exist_ok=True)
     per = 4 << 20
@@ -127,16 +158,18 @@ def main():
     ap.add_argument("--kafka-sizes-mb", default="1024,4096")
     ap.add_argument("--zookeeper-znodes", default="10000,100000")
     ap.add_argument("--prometheus-series", default="1000,10000")
+    ap.add_argument("--haproxy-entries", default="100,10000")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes_mb.split(",")]
     rows = []
     for component in args.components.split(","):
-        sizes_of = {"kafka": args.kafka_sizes_mb, "zookeeper": args.zookeeper_znodes, "prometheus": args.prometheus_series}
+        sizes_of = {"kafka": args.kafka_sizes_mb, "zookeeper": args.zookeeper_znodes, "prometheus": args.prometheus_series,
+                    "haproxy": args.haproxy_entries}
         for mb in ([int(s) for s in sizes_of[component].split(",")] if component in sizes_of else sizes):
             with tempfile.TemporaryDirectory(prefix="cairn-drill-bench-", dir="/var/tmp") as tmp:
                 base = pathlib.Path(tmp)
                 c = Cluster(base / "cluster")
-                member = broker = zk = prom = None
+                member = broker = zk = prom = lb = None
                 try:
                     c.init()
                     c.start_controller()
@@ -171,11 +204,14 @@ def main():
                         prom.backfill(series=mb, start=time.time() - 8 * 3600, seconds=6 * 3600, step=60)
                         prom.start()
                         c.add_agent("node-a", components=prom.component_toml() + drill)
+                    elif component == "haproxy":
+                        lb, toml = haproxy_rig(base, mb)
+                        c.add_agent("node-a", components=toml + drill)
                     else:
                         c.add_agent("node-a", components=drill)
                         fill_files(c.agent_dirs["node-a"]["data"], mb)
                     c.enrol("node-a")
-                    name = "data" if component == "files" else component
+                    name = {"files": "data", "haproxy": "lb"}.get(component, component)
                     sid, backup_s = backup(c, name)
                     phases, wall = drill_once(c, sid, name)
                     row = {"component": component, "size_mb": mb, "backup_s": round(backup_s, 1),
@@ -192,8 +228,10 @@ def main():
                         zk.stop()
                     if prom:
                         prom.stop()
+                    if lb:
+                        lb.stop()
                     c.stop_all()
-    units = {"kafka": "MiB", "zookeeper": "znodes", "prometheus": "series"}
+    units = {"kafka": "MiB", "zookeeper": "znodes", "prometheus": "series", "haproxy": "servers and map entries"}
     print("\n| component | data | restore s | start s | check s | RTO s | drill wall s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
