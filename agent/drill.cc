@@ -1687,8 +1687,10 @@ void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snaps
   std::set<std::string> voters;  // the quorum's node ids, as the brokers' configuration names them
   for (size_t i = 0; i < snaps.size(); ++i) {
     const nlohmann::json& rec = snaps[i].component;
-    if (!rec.is_object() || rec.value("node_id", std::string()).empty()) {
-      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "snapshot '" + snaps[i].id + "' recorded no Kafka node id: it is not a broker's backup");
+    const std::string node = rec.is_object() ? rec.value("node_id", std::string()) : std::string();
+    if (node.empty() || node.size() > 9 || !std::all_of(node.begin(), node.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "snapshot '" + snaps[i].id + "' recorded no Kafka node id ('" + node +
+                                                 "'): it is not a broker's backup");
       return;
     }
     if (rec.value("metadata_mode", std::string()) == "zookeeper") {
