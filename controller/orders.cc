@@ -564,27 +564,46 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
         throw OpError(cairn::v1::ERROR_CODE_NOTHING_SELECTED,
                       "backup set '" + set->id + "' holds no snapshot of the selected component(s)");
     }
+    // What no drill can run: a driver without one, a Kafka broker in
+    // ZooKeeper mode (its topics' metadata lives in ZooKeeper, which a drill
+    // does not start beside the brokers). An operator's drill is refused
+    // naming them; a policy's scheduled drill leaves them out, says so in
+    // the audit trail, and drills the rest (one Kafka cluster in ZooKeeper
+    // mode must not leave every other component unproven).
+    auto undrillable = [&](const catalog::Task& t, const std::string& driver) -> std::string {
+      if (!plan::is_drill_driver(driver)) return "'" + t.component + "' (driver " + driver + ": no drill exists for it)";
+      if (driver != "kafka") return {};
+      auto m = nlohmann::json::parse(t.component_metadata.value_or(""), nullptr, false);
+      if (m.is_object() && m.value("metadata_mode", "") == "zookeeper")
+        return "'" + t.component + "' (a Kafka broker in ZooKeeper mode: its topics' metadata lives in ZooKeeper, which a "
+               "drill does not start beside the brokers; only KRaft clusters are drilled)";
+      return {};
+    };
     std::string refused;
-    for (const auto& [t, driver] : picks)
-      if (!plan::is_drill_driver(driver))
-        refused += std::string(refused.empty() ? "" : ", ") + "'" + t.component + "' (driver " + driver + ")";
-    if (!refused.empty())
+    std::vector<std::pair<catalog::Task, std::string>> kept;
+    for (auto& p : picks) {
+      std::string why = undrillable(p.first, p.second);
+      if (why.empty()) kept.push_back(std::move(p));
+      else if (refused.find(why) == std::string::npos) refused += std::string(refused.empty() ? "" : "; ") + why;
+    }
+    const bool scheduled = !req.policy().empty();
+    if (!refused.empty() && (!scheduled || kept.empty()))
       throw OpError(cairn::v1::ERROR_CODE_UNSUPPORTED_TASK,
-                    "this controller drills files, etcd, ZooKeeper, Prometheus, HAProxy, PostgreSQL and Kafka (KRaft); no drill is possible yet for " + refused +
-                        "; leave them out with --component");
+                    "backup set '" + set->id + "' holds snapshots no drill can run: " + refused +
+                        (scheduled ? "" : "; leave them out with --component"));
+    picks = std::move(kept);
+    if (!refused.empty())
+      tx.audit({"drill.skipped", "backup_set:" + set->id, "skipped", "undrillable",
+                {{"policy", req.policy()}, {"left_out", refused}}});
     // Kafka: every broker's snapshot of one cluster is drilled together, as
     // one sandbox cluster (docs/drills.md § Kafka); each broker's task
-    // carries them all. Keyed by the cluster the brokers declare.
+    // carries them all. Keyed by the repository and the cluster id the
+    // brokers recorded.
     std::map<std::string, std::vector<const catalog::Task*>> kafka_clusters;
     std::map<std::string, std::string> kafka_cluster_of;  // backup task id -> its key
     for (const auto& [t, driver] : picks) {
       if (driver != "kafka") continue;
       auto m = nlohmann::json::parse(t.component_metadata.value_or(""), nullptr, false);
-      if (m.is_object() && m.value("metadata_mode", "") == "zookeeper")
-        throw OpError(cairn::v1::ERROR_CODE_UNSUPPORTED_TASK,
-                      "'" + t.component + "' of backup set '" + set->id +
-                          "' is a Kafka broker in ZooKeeper mode: its topics' metadata lives in ZooKeeper, which a drill "
-                          "does not start beside the brokers, so only KRaft clusters are drilled; leave it out with --component");
       std::string key = t.repository + "/" + (m.is_object() ? m.value("cluster_id", std::string()) : std::string());
       kafka_cluster_of[t.id] = key;
       kafka_clusters[key].push_back(&t);

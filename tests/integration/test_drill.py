@@ -715,12 +715,34 @@ def test_a_kafka_drill_starts_every_brokers_snapshot_as_one_sandbox_cluster(clus
 
 def test_a_kafka_drill_of_a_zookeeper_mode_broker_is_refused_with_the_reason(cluster, tmp_path):
     """A broker in ZooKeeper mode keeps its topics' metadata in ZooKeeper,
-    which a drill does not start: the controller refuses before any task."""
+    which a drill does not start: an operator's drill is refused before any
+    task. A policy's scheduled drill of the same host leaves the broker out
+    (audited as drill.skipped, naming it) and still proves its files."""
     c = cluster
     with zookeeper_mode_broker(tmp_path) as (zk, k):
-        c.add_agent("broker", components=k.component_toml() + drill_toml(tmp_path / "drills", kafka_libs_dir="/nonexistent"))
+        c.add_agent("broker", files={"a": b"alpha"},
+                    components=k.component_toml() + drill_toml(tmp_path / "drills", kafka_libs_dir="/nonexistent"))
         c.enrol("broker")
         sid = backup(c, "--component", "kafka")
         rc, out, err = c.ctl("drill", "run", sid, "--component", "kafka")
         assert rc != 0 and "ZooKeeper mode" in err and "only KRaft clusters are drilled" in err, out + err
         assert "dr-" not in c.ok("drill", "list"), "a drill was created"
+
+        c.ok("policy", "add", "both", "--schedule", "@every 3s", "--component", "kafka", "--component", "data",
+             "--drill", "@every 4s")
+
+        def proven():
+            for d in c.json("drill", "list").get("restores", []):
+                if lower_enum(d["state"], "set_state_") == "complete":
+                    return d
+            return None
+        d = c.wait_for("the policy's drill of the files, proven", proven, timeout=90)
+        shown = c.json("drill", "show", d["restore_id"])
+        assert {t["component"] for t in shown["tasks"]} == {"data"}, shown
+        c.ok("policy", "pause", "both")
+        con = catalog(c)
+        try:
+            rows = con.execute("SELECT details FROM audit_outbox WHERE action = 'drill.skipped'").fetchall()
+        finally:
+            con.close()
+        assert rows and "ZooKeeper mode" in rows[0][0] and "'kafka'" in rows[0][0], rows
