@@ -210,6 +210,8 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     if (auto v = dr.integer("java_heap_mb", 64, 1 << 20)) dd.java_heap_mb = uint32_t(*v);
     dd.kafka_libs_dir = dr.string_or("kafka_libs_dir", dd.kafka_libs_dir);
     require_absolute(dr, "kafka_libs_dir", dd.kafka_libs_dir);
+    dd.kafka_zookeeper_libs_dir = dr.string_or("kafka_zookeeper_libs_dir", "");
+    if (!dd.kafka_zookeeper_libs_dir.empty()) require_absolute(dr, "kafka_zookeeper_libs_dir", dd.kafka_zookeeper_libs_dir);
     dr.finish();
     c.drill = std::move(dd);
   }

@@ -49,6 +49,9 @@ struct DrillDecl {
   // Kafka's jars (kafka_<scala>-<version>.jar and its dependencies), of the
   // version the drilled brokers ran: the brokers of a set start from them.
   std::string kafka_libs_dir = "/opt/kafka/libs";
+  // Kafka 3.x's jars for brokers in ZooKeeper mode (Kafka 4 has none); "":
+  // kafka_libs_dir, when it holds a 3.x release.
+  std::string kafka_zookeeper_libs_dir;
   std::string prometheus = "prometheus";
   std::string haproxy = "haproxy";
   // PostgreSQL's server and client programs (postgres, psql, pg_amcheck),

@@ -816,19 +816,20 @@ void drill_etcd(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, co
   rep.phases["check"] = seconds_since(t);
 }
 
-// ZooKeeper: a standalone server on the restored snapshot and transaction
-// logs; it must replay them to the zxid the backup recorded.
-void drill_zookeeper(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, const std::string& restored, Report& rep,
-                     const std::atomic<bool>* cancel, const std::function<void(const std::string&)>& phase) {
-  const nlohmann::json& rec = snap.component;
+// A standalone ZooKeeper server on a ZooKeeper backup's restored snapshot
+// and transaction logs, at 127.0.0.1:2181 of the sandbox's namespace. Its
+// status once it serves; nullopt when it did not (rep says why). `recorded`
+// gets the zxid the backup recorded.
+std::optional<zookeeper::ServerStatus> start_zookeeper(const DrillDecl& d, Sandbox& box, const nlohmann::json& rec,
+                                                       const std::string& restored, Report& rep, const std::atomic<bool>* cancel,
+                                                       Clock::time_point started, uint64_t* recorded) {
   const std::string data_dir = rec.value("data_dir", std::string()), log_dir = rec.value("data_log_dir", std::string());
-  auto recorded = zookeeper::parse_zxid(rec.value("zxid", std::string()));
-  if (data_dir.empty() || data_dir[0] != '/' || !recorded) {
+  auto zxid = zookeeper::parse_zxid(rec.value("zxid", std::string()));
+  if (data_dir.empty() || data_dir[0] != '/' || !zxid) {
     rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the backup recorded no ZooKeeper data_dir or zxid to check against");
-    return;
+    return std::nullopt;
   }
-  auto t = Clock::now();
-  phase("start");
+  *recorded = *zxid;
   // The driver stores a staged copy under <dataDir>/.cairn-zookeeper-data
   // (and <dataLogDir>/.cairn-zookeeper-log where the logs live apart).
   const std::string dd = restored + data_dir + "/" + zookeeper::kDataRootName;
@@ -838,12 +839,12 @@ void drill_zookeeper(const DrillDecl& d, Sandbox& box, const repo::Snapshot& sna
   if (!fs::is_directory(dd + "/version-2")) {
     rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot holds no ZooKeeper data directory (" + data_dir + "/" +
                                                zookeeper::kDataRootName + "/version-2)");
-    return;
+    return std::nullopt;
   }
   {
     std::ofstream cfg(box.dir() + "/zoo.cfg");
     cfg << "tickTime=2000\ndataDir=" << dd << "\ndataLogDir=" << ld
-        << "\nclientPort=2181\nclientPortAddress=127.0.0.1\n4lw.commands.whitelist=srvr,mntr\nadmin.enableServer=false\n"
+        << "\nclientPort=2181\nclientPortAddress=127.0.0.1\n4lw.commands.whitelist=srvr,mntr,dump\nadmin.enableServer=false\n"
         << "maxClientCnxns=0\n";
   }
   pid_t server = box.spawn({d.java, "-Xmx" + std::to_string(d.java_heap_mb) + "m", "-Dzookeeper.log.dir=" + box.dir(), "-cp",
@@ -851,18 +852,31 @@ void drill_zookeeper(const DrillDecl& d, Sandbox& box, const repo::Snapshot& sna
                            box.dir() + "/zookeeper.log");
   std::optional<zookeeper::ServerStatus> st;
   if (!wait_started(d, box, server, box.dir() + "/zookeeper.log", "ZooKeeper", "ZooKeeper serving (standalone)", "serving",
-                    cancel, rep, t, [&] {
+                    cancel, rep, started, [&] {
                       auto s = zookeeper::parse_srvr(zookeeper::four_letter("127.0.0.1:2181", "srvr", std::chrono::seconds(2)));
                       if (s.mode != "standalone" || !s.has_zxid) return "mode " + s.mode;
                       st = s;
                       return std::string();
                     }))
-    return;
+    return std::nullopt;
+  return st;
+}
+
+// ZooKeeper: a standalone server on the restored snapshot and transaction
+// logs; it must replay them to the zxid the backup recorded.
+void drill_zookeeper(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, const std::string& restored, Report& rep,
+                     const std::atomic<bool>* cancel, const std::function<void(const std::string&)>& phase) {
+  const nlohmann::json& rec = snap.component;
+  auto t = Clock::now();
+  phase("start");
+  uint64_t recorded = 0;
+  auto st = start_zookeeper(d, box, rec, restored, rep, cancel, t, &recorded);
+  if (!st) return;
   t = Clock::now();
   phase("check");
   // The server replayed every transaction the backup held: its zxid is the
   // recorded one or later (a new epoch when it took over as standalone).
-  rep.check("zxid reached", zookeeper::zxid_hex(*recorded), zookeeper::zxid_hex(st->zxid), st->zxid >= *recorded);
+  rep.check("zxid reached", zookeeper::zxid_hex(recorded), zookeeper::zxid_hex(st->zxid), st->zxid >= recorded);
   try {
     auto m = zookeeper::parse_mntr(zookeeper::four_letter("127.0.0.1:2181", "mntr", std::chrono::seconds(5)));
     int64_t expected = rec.contains("znode_count") ? rec.value("znode_count", int64_t(-1)) : -1;
@@ -1593,7 +1607,37 @@ struct KafkaMember {
   std::vector<std::string> log_dirs;  // restored, in the sandbox
   std::string metadata_dir;           // the restored log dir holding __cluster_metadata-0 ("": none)
   nlohmann::json partitions;          // recorded: {"topic-p": [log_start, log_end, high_watermark]}
+  bool zookeeper_mode = false;        // metadata in ZooKeeper, not in a KRaft quorum
+  std::string chroot;                 // ZooKeeper mode: zookeeper.connect's chroot ("": none or not recorded)
 };
+
+// The Kafka release of a libs dir, from its kafka_<scala>-<version>.jar
+// ("3.9.1"); "" when it holds none.
+std::string kafka_libs_version(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::string name = e.path().filename().string();
+    if (!name.starts_with("kafka_") || !name.ends_with(".jar")) continue;
+    name = name.substr(0, name.size() - 4);
+    auto dash = name.find('-');
+    if (dash == std::string::npos) continue;
+    std::string version = name.substr(dash + 1);
+    if (!version.empty() && std::isdigit(static_cast<unsigned char>(version[0])) && version.find('-') == std::string::npos)
+      return version;
+  }
+  return {};
+}
+
+// The znode paths of ephemeral nodes a ZooKeeper server's `dump` lists.
+std::vector<std::string> ephemeral_paths(const std::string& dump) {
+  std::vector<std::string> out;
+  std::istringstream in(dump);
+  for (std::string line; std::getline(in, line);) {
+    size_t b = line.find_first_not_of(" \t");
+    if (b != std::string::npos && line[b] == '/') out.push_back(line.substr(b, line.find_last_not_of(" \t\r") + 1 - b));
+  }
+  return out;
+}
 
 std::vector<std::string> split_list(const std::string& text) {
   std::vector<std::string> out;
@@ -1677,9 +1721,101 @@ std::map<std::string, PartitionRead> read_partitions(const std::string& bootstra
   return out;
 }
 
+// A Kafka cluster in ZooKeeper mode keeps its topics, partitions' leaders
+// and ISR and its cluster id in ZooKeeper: the set's ZooKeeper snapshot is
+// started first, on the sandbox's 127.0.0.1:2181, and the brokers wait until
+// the backed-up brokers' registrations (ephemeral znodes of their old
+// sessions, which the restored server expires after their timeout) are gone,
+// as a restore waits (a broker finding its id registered exits). Picks the
+// Kafka 3.x jars to run them (`libs`) and zookeeper.connect's chroot.
+bool zookeeper_mode_ready(const DrillDecl& d, Sandbox& box, const std::vector<KafkaMember>& members, const repo::Snapshot* zk,
+                          const std::string& zk_root, Report& rep, const std::atomic<bool>* cancel, Clock::time_point started,
+                          std::string& libs, std::string& chroot) {
+  if (!zk) {
+    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK,
+             "the brokers are in ZooKeeper mode: their topics' metadata lives in ZooKeeper, and the drill was given no "
+             "ZooKeeper snapshot of the set; back up the ensemble in the same set as the brokers");
+    return false;
+  }
+  libs.clear();
+  std::string found;
+  for (const std::string& dir : {d.kafka_zookeeper_libs_dir, d.kafka_libs_dir}) {
+    if (dir.empty()) continue;
+    const std::string v = kafka_libs_version(dir);
+    found += (found.empty() ? "" : ", ") + dir + (v.empty() ? " (no Kafka jar)" : " (Kafka " + v + ")");
+    if (!v.empty() && std::isdigit(static_cast<unsigned char>(v[0])) && std::atoi(v.c_str()) < 4) {
+      libs = dir;
+      break;
+    }
+  }
+  if (libs.empty()) {
+    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "brokers in ZooKeeper mode need Kafka 3.x's jars (Kafka 4 runs KRaft only); found " +
+                                                  found + "; declare [drill] kafka_zookeeper_libs_dir");
+    return false;
+  }
+  bool connect_recorded = false;
+  for (const auto& m : members) {
+    if (m.chroot.empty()) continue;
+    if (connect_recorded && m.chroot != chroot) {
+      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the brokers name two ZooKeeper chroots ('" + chroot + "', '" + m.chroot + "')");
+      return false;
+    }
+    chroot = m.chroot, connect_recorded = true;
+  }
+  uint64_t recorded = 0;
+  auto st = start_zookeeper(d, box, zk->component, zk_root, rep, cancel, started, &recorded);
+  if (!st) return false;
+  rep.check("the set's ZooKeeper replayed to its recorded zxid", zookeeper::zxid_hex(recorded), zookeeper::zxid_hex(st->zxid),
+            st->zxid >= recorded);
+  if (st->zxid < recorded) return false;
+  // The backed-up brokers' registrations: <chroot>/brokers/ids/<id> and
+  // <chroot>/controller, ephemeral znodes of sessions that ended with them.
+  std::set<std::string> member_ids;
+  for (const auto& m : members) member_ids.insert(m.node_id);
+  std::vector<std::string> held, at_start;
+  std::string last_error;
+  const auto waited_from = Clock::now();
+  auto until = waited_from + std::chrono::seconds(d.start_timeout_seconds);
+  for (bool first = true;; first = false) {
+    held.clear();
+    try {
+      std::string dump = zookeeper::four_letter("127.0.0.1:2181", "dump", std::chrono::seconds(5));
+      // Only the "ephemeral nodes dump" section names znodes.
+      if (auto b = dump.find("ephemeral nodes dump"); b != std::string::npos) dump = dump.substr(b);
+      if (auto e = dump.find("Connections dump"); e != std::string::npos) dump = dump.substr(0, e);
+      auto paths = ephemeral_paths(dump);
+      // zookeeper.connect not recorded (no server.properties in the
+      // snapshot): the chroot under which a member's id is registered.
+      if (first && !connect_recorded)
+        for (const auto& p : paths)
+          if (auto k = p.rfind("/brokers/ids/"); k != std::string::npos && member_ids.count(p.substr(k + 13))) chroot = p.substr(0, k);
+      for (const auto& p : paths)
+        if (p == chroot + "/controller" || p.starts_with(chroot + "/brokers/ids/")) held.push_back(p);
+      if (first) at_start = held;
+      last_error.clear();
+    } catch (const Error& e) {
+      last_error = e.what();
+    }
+    if ((held.empty() && last_error.empty()) || Clock::now() >= until || (cancel && cancel->load())) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  const bool gone = held.empty() && last_error.empty();
+  std::string expired;
+  for (const auto& p : at_start) expired += (expired.empty() ? "" : ", ") + p;
+  char waited[32];
+  std::snprintf(waited, sizeof waited, "%.1f", seconds_since(waited_from));
+  rep.check("the backed-up brokers' registrations expired in the restored ZooKeeper", "none left",
+            gone ? "none left" + (expired.empty() ? std::string() : std::string(" (") + expired + " expired in " + waited + " s)")
+            : last_error.empty() ? std::to_string(held.size()) + " still held after " + std::to_string(d.start_timeout_seconds) +
+                                      " s, e.g. " + held.front()
+                                : "ZooKeeper's dump: " + last_error,
+            gone);
+  return gone;
+}
+
 void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snapshot>& snaps,
-                 const std::vector<std::string>& roots, Report& rep, const std::atomic<bool>* cancel,
-                 const std::function<void(const std::string&)>& phase) {
+                 const std::vector<std::string>& roots, const repo::Snapshot* zk, const std::string& zk_root, Report& rep,
+                 const std::atomic<bool>* cancel, const std::function<void(const std::string&)>& phase) {
   auto t = Clock::now();
   phase("start");
   std::vector<KafkaMember> members;
@@ -1693,12 +1829,6 @@ void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snaps
                                                  "'): it is not a broker's backup");
       return;
     }
-    if (rec.value("metadata_mode", std::string()) == "zookeeper") {
-      rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "snapshot '" + snaps[i].id +
-                                                    "' is of a broker in ZooKeeper mode: its metadata lives in ZooKeeper; "
-                                                    "only KRaft clusters are drilled");
-      return;
-    }
     const std::string cid = rec.value("cluster_id", std::string());
     if (i == 0) cluster_id = cid;
     else if (cid != cluster_id) {
@@ -1707,6 +1837,14 @@ void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snaps
     }
     KafkaMember m;
     m.node_id = rec.value("node_id", std::string());
+    m.zookeeper_mode = rec.value("metadata_mode", std::string()) == "zookeeper";
+    if (i > 0 && m.zookeeper_mode != members.front().zookeeper_mode) {
+      rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK,
+               "the set's brokers are in two metadata modes (KRaft and ZooKeeper): a cluster migrating to KRaft is not "
+               "drilled; drill a set taken before or after the migration");
+      return;
+    }
+    if (m.zookeeper_mode) m.controller = false;
     m.partitions = rec.contains("partitions") && rec["partitions"].is_object() ? rec["partitions"] : nlohmann::json::object();
     if (rec.contains("log_dirs") && rec["log_dirs"].is_array())
       for (const auto& ld : rec["log_dirs"]) {
@@ -1727,11 +1865,19 @@ void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snaps
     const std::string cfg = rec.value("config_file", std::string());
     if (!cfg.empty() && fs::is_regular_file(roots[i] + cfg)) {
       auto props = kafka::parse_properties(read_text(roots[i] + cfg));
-      if (auto r = props.find("process.roles"); r != props.end()) {
+      if (auto z = props.find("zookeeper.connect"); z != props.end() && z->second.find('/') != std::string::npos) {
+        m.chroot = z->second.substr(z->second.find('/'));
+        while (m.chroot.size() > 1 && m.chroot.back() == '/') m.chroot.pop_back();
+        if (m.chroot == "/") m.chroot.clear();
+      }
+      if (m.zookeeper_mode) {
+        // Its metadata is in ZooKeeper: no roles, no quorum.
+      } else if (auto r = props.find("process.roles"); r != props.end()) {
         m.broker = r->second.find("broker") != std::string::npos;
         m.controller = r->second.find("controller") != std::string::npos;
       }
-      if (auto v = props.find("controller.quorum.voters"); v != props.end()) {
+      if (m.zookeeper_mode) {
+      } else if (auto v = props.find("controller.quorum.voters"); v != props.end()) {
         for (const auto& voter : split_list(v->second)) voters.insert(voter.substr(0, voter.find('@')));
       } else if (props.count("controller.quorum.bootstrap.servers")) {
         rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK,
@@ -1745,18 +1891,25 @@ void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snaps
     members.push_back(std::move(m));
   }
   std::set<std::string> ids;
+  const bool voters_recorded = !voters.empty();
   for (const auto& m : members) {
     if (!ids.insert(m.node_id).second) {
       rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "two snapshots of node " + m.node_id + " in one drill");
       return;
     }
-    if (voters.empty() && m.controller) voters.insert(m.node_id);
+    if (!voters_recorded && m.controller) voters.insert(m.node_id);
   }
-  size_t voters_here = 0;
-  for (const auto& v : voters) voters_here += ids.count(v);
-  rep.check("quorum voters among the set's brokers", "a majority of " + std::to_string(voters.size()), voters_here,
-            voters_here * 2 > voters.size());
-  if (voters_here * 2 <= voters.size()) return;
+  const bool zk_mode = members.front().zookeeper_mode;
+  std::string libs = d.kafka_libs_dir, chroot;
+  if (zk_mode) {
+    if (!zookeeper_mode_ready(d, box, members, zk, zk_root, rep, cancel, t, libs, chroot)) return;
+  } else {
+    size_t voters_here = 0;
+    for (const auto& v : voters) voters_here += ids.count(v);
+    rep.check("quorum voters among the set's brokers", "a majority of " + std::to_string(voters.size()), voters_here,
+              voters_here * 2 > voters.size());
+    if (voters_here * 2 <= voters.size()) return;
+  }
   // Ports of the sandbox's own loopback: node i listens on 19092 + i
   // (clients) and 19500 + voter index (controllers). A voter the set lacks
   // gets a port nobody answers on.
@@ -1787,10 +1940,14 @@ void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snaps
       listeners += std::string(listeners.empty() ? "" : ",") + "CONTROLLER://127.0.0.1:" + std::to_string(cport[m.node_id]);
     for (const auto& ld : m.log_dirs) dirs += (dirs.empty() ? "" : ",") + ld;
     std::ofstream cfg(dir + "/server.properties");
-    cfg << "process.roles=" << (m.broker && m.controller ? "broker,controller" : m.broker ? "broker" : "controller") << "\n"
-        << "node.id=" << m.node_id << "\ncontroller.quorum.voters=" << quorum << "\nlisteners=" << listeners
-        << "\ncontroller.listener.names=CONTROLLER\nlistener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
-        << (m.broker ? "advertised.listeners=PLAINTEXT://127.0.0.1:" + std::to_string(port) + "\ninter.broker.listener.name=PLAINTEXT\n"
+    if (zk_mode)
+      cfg << "broker.id=" << m.node_id << "\nzookeeper.connect=127.0.0.1:2181" << chroot
+          << "\nzookeeper.connection.timeout.ms=30000\nlisteners=" << listeners << "\n";
+    else
+      cfg << "process.roles=" << (m.broker && m.controller ? "broker,controller" : m.broker ? "broker" : "controller") << "\n"
+          << "node.id=" << m.node_id << "\ncontroller.quorum.voters=" << quorum << "\nlisteners=" << listeners
+          << "\ncontroller.listener.names=CONTROLLER\nlistener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n";
+    cfg << (m.broker ? "advertised.listeners=PLAINTEXT://127.0.0.1:" + std::to_string(port) + "\ninter.broker.listener.name=PLAINTEXT\n"
                      : std::string())
         << "log.dirs=" << dirs << "\n"
         << (m.metadata_dir.empty() ? std::string() : "metadata.log.dir=" + m.metadata_dir + "\n")
@@ -1803,7 +1960,7 @@ void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snaps
     servers.emplace_back(box.spawn({d.java, "-Xmx" + std::to_string(d.java_heap_mb) + "m", "-Xms64m",
                                     "-Dlog4j2.configurationFile=" + box.dir() + "/log4j2.properties",
                                     "-Dlog4j.configuration=file:" + box.dir() + "/log4j.properties", "-Dkafka.logs.dir=" + dir,
-                                    "-cp", d.kafka_libs_dir + "/*", "kafka.Kafka", dir + "/server.properties"},
+                                    "-cp", libs + "/*", "kafka.Kafka", dir + "/server.properties"},
                                    log),
                          log);
   }
@@ -1920,12 +2077,8 @@ std::vector<std::string> drillable_drivers(const DrillDecl& d) {
   for (const char* tool : {"/postgres", "/psql", "/pg_amcheck", "/pg_restore", "/initdb", "/pg_ctl"})
     pg = pg && ::access((d.postgresql_bin_dir + tool).c_str(), X_OK) == 0;
   if (pg) out.push_back("postgresql");
-  std::error_code ec;
-  bool kafka_jar = false;
-  for (const auto& e : fs::directory_iterator(d.kafka_libs_dir, ec)) {
-    const std::string name = e.path().filename().string();
-    kafka_jar = kafka_jar || (name.starts_with("kafka_") && name.ends_with(".jar"));
-  }
+  bool kafka_jar = !drill_internal::kafka_libs_version(d.kafka_libs_dir).empty() ||
+                   (!d.kafka_zookeeper_libs_dir.empty() && !drill_internal::kafka_libs_version(d.kafka_zookeeper_libs_dir).empty());
   if (kafka_jar && platform::find_program(d.java)) out.push_back("kafka");
   return out;
 }
@@ -2012,8 +2165,16 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
     wanted.clear();
     for (const auto& m : task.drill_members()) wanted.push_back(m.snapshot_id());
   }
+  // ZooKeeper mode: the set's ZooKeeper snapshot, restored last, beside them.
+  const size_t brokers = wanted.size();
+  if (driver == "kafka" && task.drill_zookeeper_size() > 1) {
+    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "the drill names " + std::to_string(task.drill_zookeeper_size()) +
+                                                  " ZooKeeper snapshots for one Kafka cluster; it takes one");
+    return finish("");
+  }
+  if (driver == "kafka" && task.drill_zookeeper_size() == 1) wanted.push_back(task.drill_zookeeper(0).snapshot_id());
   std::string shared_key;
-  if (wanted.size() > 1) {
+  if (driver == "kafka" && wanted.size() > 1) {
     std::vector<std::string> sorted = wanted;
     std::sort(sorted.begin(), sorted.end());
     shared_key = task.restore_id();
@@ -2133,7 +2294,12 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
             else if (driver == "zookeeper") drill_zookeeper(d, box, snap, root, rep, &stop, phase);
             else if (driver == "haproxy") drill_haproxy(d, box, snap, root, rep, &stop, phase);
             else if (driver == "postgresql") drill_postgresql(d, box, ctx, snap, root, rep, &stop, phase);
-            else if (driver == "kafka") drill_kafka(d, box, snaps, roots, rep, &stop, phase);
+            else if (driver == "kafka") {
+              std::vector<repo::Snapshot> broker_snaps(snaps.begin(), snaps.begin() + long(brokers));
+              std::vector<std::string> broker_roots(roots.begin(), roots.begin() + long(brokers));
+              drill_kafka(d, box, broker_snaps, broker_roots, brokers < snaps.size() ? &snaps.back() : nullptr,
+                          brokers < snaps.size() ? roots.back() : std::string(), rep, &stop, phase);
+            }
             else drill_prometheus(d, box, snap, root, rep, &stop, phase);
           } catch (...) {
             box.kill_all();  // while this thread (their parent) still runs
@@ -2155,7 +2321,7 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
   box.teardown();
   DriverResult out = finish(where);
   if (!shared_key.empty() && !stop) {
-    out.metadata["drill"]["brokers"] = wanted.size();
+    out.metadata["drill"]["brokers"] = brokers;
     std::lock_guard lk(shared_drills_mu());
     auto& done = shared_drills();
     if (done.size() >= 16) done.clear();

@@ -44,6 +44,11 @@ Admission admit_task(const AgentConfig& config, const std::string& plan_id, cons
                           m.repository() + "'): a cluster is drilled from one");
       self_listed = self_listed || m.snapshot_id() == task.snapshot().snapshot_id();
     }
+    for (const auto& z : task.drill_zookeeper())
+      if (z.repository() != task.snapshot().repository())
+        return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "the drill's ZooKeeper snapshot is in repository '" + z.repository() +
+                                                           "', its brokers in '" + task.snapshot().repository() +
+                                                           "': a cluster is drilled from one");
     if (!self_listed)
       return refuse(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the drill task's snapshot is not among the brokers it lists");
     Admission a;

@@ -519,16 +519,16 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     // What a set holds that the selection picks: (task, driver), one per
     // cluster for a cluster-scoped component (the snapshot a whole-cluster
     // restore would restore), one per agent for the others.
-    auto drillable_of = [&](const std::string& set_id) {
+    auto drillable_of = [&](const std::string& set_id, bool selected = true) {
       std::vector<std::pair<catalog::Task, std::string>> out;
       std::set<std::string> clusters;
       for (auto& t : tx.tasks_of_set(set_id)) {
         if (!t.snapshot_id || t.snapshot_removed_at ||
             (t.state != catalog::TaskState::succeeded && t.state != catalog::TaskState::partial))
           continue;
-        if (!listed(req.selector().components(), t.component)) continue;
+        if (selected && !listed(req.selector().components(), t.component)) continue;
         auto agent = tx.agent(t.agent_id);
-        if (!agent || !listed(req.selector().nodes(), agent->name, agent->id)) continue;
+        if (!agent || (selected && !listed(req.selector().nodes(), agent->name, agent->id))) continue;
         std::string driver;
         for (const auto& c : tx.agent_components(t.agent_id))
           if (c.name == t.component) driver = c.driver;
@@ -564,20 +564,42 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
         throw OpError(cairn::v1::ERROR_CODE_NOTHING_SELECTED,
                       "backup set '" + set->id + "' holds no snapshot of the selected component(s)");
     }
+    // A Kafka broker in ZooKeeper mode keeps its topics' metadata in
+    // ZooKeeper: its drill starts the set's ZooKeeper snapshot beside the
+    // brokers (docs/drills.md § Kafka). The ensemble's snapshot: the one
+    // selected, or else the set's one, in the brokers' repository.
+    std::vector<std::pair<catalog::Task, std::string>> set_zookeepers;
+    {
+      bool selected = false;
+      for (const auto& p : picks) selected = selected || p.second == "zookeeper";
+      for (auto& p : selected ? picks : drillable_of(set->id, false))
+        if (p.second == "zookeeper") set_zookeepers.push_back(p);
+    }
+    std::map<std::string, catalog::Task> zookeeper_of;  // broker's backup task id -> the ZooKeeper backup task
     // What no drill can run: a driver without one, a Kafka broker in
-    // ZooKeeper mode (its topics' metadata lives in ZooKeeper, which a drill
-    // does not start beside the brokers). An operator's drill is refused
-    // naming them; a policy's scheduled drill leaves them out, says so in
-    // the audit trail, and drills the rest (one Kafka cluster in ZooKeeper
-    // mode must not leave every other component unproven).
+    // ZooKeeper mode whose ZooKeeper the set does not hold. An operator's
+    // drill is refused naming them; a policy's scheduled drill leaves them
+    // out, says so in the audit trail, and drills the rest (one Kafka
+    // cluster without its ZooKeeper must not leave every other component
+    // unproven).
     auto undrillable = [&](const catalog::Task& t, const std::string& driver) -> std::string {
       if (!plan::is_drill_driver(driver)) return "'" + t.component + "' (driver " + driver + ": no drill exists for it)";
       if (driver != "kafka") return {};
       auto m = nlohmann::json::parse(t.component_metadata.value_or(""), nullptr, false);
-      if (m.is_object() && m.value("metadata_mode", "") == "zookeeper")
-        return "'" + t.component + "' (a Kafka broker in ZooKeeper mode: its topics' metadata lives in ZooKeeper, which a "
-               "drill does not start beside the brokers; only KRaft clusters are drilled)";
-      return {};
+      if (!m.is_object() || m.value("metadata_mode", "") != "zookeeper") return {};
+      std::vector<const catalog::Task*> here;
+      for (const auto& [z, zd] : set_zookeepers)
+        if (z.repository == t.repository) here.push_back(&z);
+      if (here.size() == 1) {
+        zookeeper_of[t.id] = *here.front();
+        return {};
+      }
+      if (here.empty())
+        return "'" + t.component + "' (a Kafka broker in ZooKeeper mode: its topics' metadata lives in ZooKeeper, and the set "
+               "holds no ZooKeeper snapshot in repository '" + t.repository + "' to start beside it; back up the ensemble in "
+               "the same set as the brokers)";
+      return "'" + t.component + "' (a Kafka broker in ZooKeeper mode: the set holds " + std::to_string(here.size()) +
+             " ZooKeeper clusters; name the brokers' ensemble with --component)";
     };
     std::string refused;
     std::vector<std::pair<catalog::Task, std::string>> kept;
@@ -616,7 +638,7 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
       if (!supports_) return true;
       for (const auto& [t, driver] : picks)
         if (!supports_(a.id, "drill:" + driver)) return false;
-      return true;
+      return zookeeper_of.empty() || supports_(a.id, "drill:zookeeper");
     };
     std::optional<catalog::Agent> on;
     if (!req.on_agent().empty()) {
@@ -666,6 +688,12 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
           ref->set_snapshot_id(member->snapshot_id.value_or(""));
           ref->set_repository(member->repository);
         }
+      if (auto z = zookeeper_of.find(src.id); z != zookeeper_of.end()) {
+        auto* ref = w.add_drill_zookeeper();
+        ref->set_backup_set_id(set->id);
+        ref->set_snapshot_id(z->second.snapshot_id.value_or(""));
+        ref->set_repository(z->second.repository);
+      }
       w.set_task_id(t.id);
       w.set_component(t.component);
       w.set_kind(cairn::v1::TASK_KIND_DRILL);

@@ -68,6 +68,14 @@ def metric(c, name, **labels):
     return None
 
 
+def first_proven_drill(c, skip=()):
+    """The first complete drill `drill list` shows (those in skip aside); None while there is none."""
+    for d in c.json("drill", "list").get("restores", []):
+        if lower_enum(d["state"], "set_state_") == "complete" and d["restore_id"] not in skip:
+            return d
+    return None
+
+
 def files_rig(c, tmp_path, **drill_extra):
     files = {f"dir{i}/f{j}.bin": os.urandom(1000 * (i + 1) + j) for i in range(5) for j in range(20)}
     files["empty"] = b""
@@ -333,12 +341,7 @@ def test_a_policy_drills_its_newest_set_and_retention_keeps_the_newest_proven_on
     c.ok("policy", "add", "often", "--schedule", "@every 2s", "--component", "data", "--keep-last", "1",
          "--drill", "@every 3s")
 
-    def proven_drill():
-        for d in c.json("drill", "list").get("restores", []):
-            if lower_enum(d["state"], "set_state_") == "complete":
-                return d
-        return None
-    first = c.wait_for("a drill the policy started, proven", proven_drill, timeout=90)
+    first = c.wait_for("a drill the policy started, proven", lambda: first_proven_drill(c), timeout=90)
     proven_set = first["backup_set_id"]
     assert c.json("backup", "show", proven_set).get("policy") == "often"
     # No more drills: newer sets are never proven, so the proven one must stay.
@@ -713,30 +716,57 @@ def test_a_kafka_drill_starts_every_brokers_snapshot_as_one_sandbox_cluster(clus
         kc.stop()
 
 
-def test_a_kafka_drill_of_a_zookeeper_mode_broker_is_refused_with_the_reason(cluster, tmp_path):
-    """A broker in ZooKeeper mode keeps its topics' metadata in ZooKeeper,
-    which a drill does not start: an operator's drill is refused before any
-    task. A policy's scheduled drill of the same host leaves the broker out
-    (audited as drill.skipped, naming it) and still proves its files."""
+def test_a_kafka_drill_in_zookeeper_mode_starts_the_sets_zookeeper_beside_the_broker(cluster, tmp_path):
+    """A broker in ZooKeeper mode keeps its topics' metadata in ZooKeeper.
+    Backed up without its ensemble, its drill is refused naming what is
+    missing, and a policy's scheduled drill of such sets leaves the broker out
+    (audited as drill.skipped, naming it) and still proves the files. Backed
+    up with its ensemble in one set, the drill of the broker alone starts the
+    set's ZooKeeper snapshot in the sandbox, waits until the backed-up
+    broker's registration has expired there, starts the broker on Kafka 3.9's
+    jars (declared beside Kafka 4's) and reads every record back; the live
+    ZooKeeper and broker keep their processes and records."""
+    from servers_kafka import KRAFT_VERSION, ZK_VERSION, consume_checksums, lib_dir, produce_keyed, require
+    require(KRAFT_VERSION)
     c = cluster
     with zookeeper_mode_broker(tmp_path) as (zk, k):
         c.add_agent("broker", files={"a": b"alpha"},
-                    components=k.component_toml() + drill_toml(tmp_path / "drills", kafka_libs_dir="/nonexistent"))
+                    components=zk.component() + k.component_toml() + drill_toml(
+                        tmp_path / "drills", memory_max="2G", java_heap_mb=256, start_timeout_seconds=120,
+                        kafka_libs_dir=lib_dir(KRAFT_VERSION), kafka_zookeeper_libs_dir=lib_dir(ZK_VERSION)))
         c.enrol("broker")
-        sid = backup(c, "--component", "kafka")
-        rc, out, err = c.ctl("drill", "run", sid, "--component", "kafka")
-        assert rc != 0 and "ZooKeeper mode" in err and "only KRaft clusters are drilled" in err, out + err
+        k.create_topic("orders", partitions=2, rf=1)
+        want = produce_keyed(k.bootstrap, "orders", 2, 3000, 200)
+        live_id = dict(line.split("=", 1) for line in (k.log_dir / "meta.properties").read_text().splitlines()
+                       if "=" in line and not line.startswith("#"))["cluster.id"]
+
+        alone = backup(c, "--component", "kafka")
+        rc, out, err = c.ctl("drill", "run", alone, "--component", "kafka")
+        assert rc != 0 and "ZooKeeper mode" in err and "holds no ZooKeeper snapshot" in err, out + err
         assert "dr-" not in c.ok("drill", "list"), "a drill was created"
+
+        both = backup(c, "--component", "zookeeper", "--component", "kafka")
+        before = (zk.pid(), k.pid())
+        did, shown, _ = drill(c, both, "--component", "kafka", "--on", "broker")
+        report, task = drill_report(shown)
+        assert task["component"] == "kafka", task
+        print(json.dumps(report, indent=1))
+        checks = {x["name"]: x for x in report["checks"]}
+        assert all(x["ok"] for x in checks.values()), checks
+        assert checks["the set's ZooKeeper replayed to its recorded zxid"]["ok"], checks
+        # The broker ran when it was backed up: its registration was in the restored ZooKeeper, and expired there.
+        expired = checks["the backed-up brokers' registrations expired in the restored ZooKeeper"]["found"]
+        assert expired.startswith("none left (") and "/kafka/brokers/ids/1" in expired, expired
+        assert checks["cluster id"]["found"] == live_id, checks
+        read = checks["every record read to the high watermark, CRCs checked"]["found"]
+        assert int(read.split()[0]) >= 3000, read
+        assert (zk.pid(), k.pid()) == before
+        assert consume_checksums(k.bootstrap, "orders") == want
+        assert sandbox_processes(tmp_path / "drills") == [] and list((tmp_path / "drills").iterdir()) == []
 
         c.ok("policy", "add", "both", "--schedule", "@every 3s", "--component", "kafka", "--component", "data",
              "--drill", "@every 4s")
-
-        def proven():
-            for d in c.json("drill", "list").get("restores", []):
-                if lower_enum(d["state"], "set_state_") == "complete":
-                    return d
-            return None
-        d = c.wait_for("the policy's drill of the files, proven", proven, timeout=90)
+        d = c.wait_for("the policy's drill of the files, proven", lambda: first_proven_drill(c, skip=(did,)), timeout=90)
         shown = c.json("drill", "show", d["restore_id"])
         assert {t["component"] for t in shown["tasks"]} == {"data"}, shown
         c.ok("policy", "pause", "both")

@@ -103,6 +103,17 @@ TEST_CASE("a drill task is admitted only by an agent with a [drill] section, for
   member("abcd1234", "main");
   a = admit_task(drills, "p1", t);
   REQUIRE(a.task);
+  // ZooKeeper mode: the set's ZooKeeper snapshot, from the same repository.
+  auto* zk = t.add_drill_zookeeper();
+  zk->set_snapshot_id("2c2c0000");
+  zk->set_repository("other");
+  a = admit_task(drills, "p1", t);
+  REQUIRE_FALSE(a.task);
+  REQUIRE_THAT(a.refusal.detail(), Catch::Contains("ZooKeeper snapshot is in repository 'other'"));
+  zk->set_repository("main");
+  a = admit_task(drills, "p1", t);
+  REQUIRE(a.task);
+  t.clear_drill_zookeeper();
   member("eeee0000", "other");
   a = admit_task(drills, "p1", t);
   REQUIRE_FALSE(a.task);
