@@ -244,6 +244,17 @@ TailVerdict judge_tail(const TopicRead& t, const catalog::Tx& tx) {
   return v;
 }
 
+// Reads the record at `offset`: `there` says whether it is this
+// controller's event `seq` with `hash`, intact (where Kafka acknowledged it).
+// False (and why) when Kafka does not answer; `at` gets what was read.
+bool event_at(const ControllerConfig& cfg, const std::string& password, int64_t offset, int64_t seq, const std::string& hash,
+              bool& there, TopicRead& at, std::string& why) {
+  if (!read_topic(cfg, password, [&](int64_t, int64_t) { return offset; }, 1, at, why)) return false;
+  const TopicRecord* r = at.records.empty() ? nullptr : &at.records[0];
+  there = r && r->offset == offset && r->is_event && r->intact && r->seq == seq && r->hash == hash;
+  return true;
+}
+
 // A tail of checkpoints only (an idle controller signs its head again and
 // again) is believed only where the topic still holds the newest event Kafka
 // acknowledged, at the offset it acknowledged it, or its retention has
@@ -253,10 +264,9 @@ TailVerdict judge_tail(const TopicRead& t, const catalog::Tx& tx) {
 bool mark_held(const ControllerConfig& cfg, const std::string& password, const catalog::Tx::AuditTopicMark& mark,
                bool& held, std::string& problem, std::string& why) {
   TopicRead at;
-  if (!read_topic(cfg, password, [&](int64_t, int64_t) { return mark.offset; }, 1, at, why)) return false;
-  const TopicRecord* r = at.records.empty() ? nullptr : &at.records[0];
-  held = at.lo > mark.offset ||  // the topic's retention removed it
-         (r && r->offset == mark.offset && r->is_event && r->intact && r->seq == mark.seq && r->hash == mark.hash);
+  bool there = false;
+  if (!event_at(cfg, password, mark.offset, mark.seq, mark.hash, there, at, why)) return false;
+  held = there || at.lo > mark.offset;  // or the topic's retention removed it
   if (!held)
     problem = "the end of topic '" + cfg.audit_kafka.topic + "' holds checkpoints only, and not event " +
               std::to_string(mark.seq) + " at offset " + std::to_string(mark.offset) +
@@ -556,9 +566,8 @@ void AuditPublisher::run() {
         TopicRead t;
         std::string why;
         const int64_t at = d.acked_offset;
-        if (read_topic(config_, sasl_password_, [&](int64_t, int64_t) { return at; }, 1, t, why)) {
-          bool there = !t.records.empty() && t.records[0].offset == at && t.records[0].is_event && t.records[0].intact &&
-                       t.records[0].seq == d.acked && t.records[0].hash == produced_hash;
+        bool there = true;
+        if (event_at(config_, sasl_password_, at, d.acked, produced_hash, there, t, why)) {
           if (!there) {
             spdlog::error("audit publisher: topic '{}' no longer holds event {} at offset {}, where Kafka acknowledged it "
                           "(it holds offsets {}..{}): the topic was cut back or recreated; re-reading its end",
