@@ -21,13 +21,18 @@ section, and per component
   to maintenance, every seventh reweighted at run time) and a map of N
   entries; its drill starts the restored configuration confined, sets the
   runtime state back and checks every server and map entry;
+- postgresql: Debian's PostgreSQL 15 (run as `postgres`, WAL archived
+  through the agent) holding pgbench data at scale N (about 15 MB a unit);
+  its base backup's drill fetches the WAL to the consistent point, recovers
+  it confined and unprivileged, and runs pg_amcheck over every table and
+  index;
 each backed up through the controller, then drilled with
 `cairnctl drill run SET --wait`; the phases are the drill's own report.
 A benchmark, not a test: nothing is asserted but that the drill proved the set.
 
 Usage: /usr/bin/python3 bench/drill/run.py [--sizes-mb 100,1000] [--components etcd,files,kafka]
        [--kafka-sizes-mb 1024,4096] [--zookeeper-znodes 10000,100000] [--prometheus-series 1000,10000]
-       [--haproxy-entries 100,10000]
+       [--haproxy-entries 100,10000] [--postgresql-scales 10,100]
 (needs ./build with cairn-controller, cairn-agent and cairnctl).
 """
 import argparse
@@ -159,17 +164,18 @@ def main():
     ap.add_argument("--zookeeper-znodes", default="10000,100000")
     ap.add_argument("--prometheus-series", default="1000,10000")
     ap.add_argument("--haproxy-entries", default="100,10000")
+    ap.add_argument("--postgresql-scales", default="10,100")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes_mb.split(",")]
     rows = []
     for component in args.components.split(","):
         sizes_of = {"kafka": args.kafka_sizes_mb, "zookeeper": args.zookeeper_znodes, "prometheus": args.prometheus_series,
-                    "haproxy": args.haproxy_entries}
+                    "haproxy": args.haproxy_entries, "postgresql": args.postgresql_scales}
         for mb in ([int(s) for s in sizes_of[component].split(",")] if component in sizes_of else sizes):
             with tempfile.TemporaryDirectory(prefix="cairn-drill-bench-", dir="/var/tmp") as tmp:
                 base = pathlib.Path(tmp)
                 c = Cluster(base / "cluster")
-                member = broker = zk = prom = lb = None
+                member = broker = zk = prom = lb = pg = None
                 try:
                     c.init()
                     c.start_controller()
@@ -207,11 +213,22 @@ def main():
                     elif component == "haproxy":
                         lb, toml = haproxy_rig(base, mb)
                         c.add_agent("node-a", components=toml + drill)
+                    elif component == "postgresql":
+                        from cluster import AGENT
+                        from servers_postgresql import Postgres
+                        pg = Postgres(AGENT)
+                        pg.start()
+                        c.add_agent("node-a", components=pg.component_toml() + drill)
+                        c.enrol("node-a")
+                        pg.pgbench("-i", "-s", str(mb), "-q")
+                        print(f"postgresql: pgbench scale {mb}, database "
+                              f"{int(pg.value('SELECT pg_database_size(current_database())')) / 2**20:.0f} MiB", flush=True)
                     else:
                         c.add_agent("node-a", components=drill)
                         fill_files(c.agent_dirs["node-a"]["data"], mb)
-                    c.enrol("node-a")
-                    name = {"files": "data", "haproxy": "lb"}.get(component, component)
+                    if component != "postgresql":
+                        c.enrol("node-a")
+                    name = {"files": "data", "haproxy": "lb", "postgresql": "pg"}.get(component, component)
                     sid, backup_s = backup(c, name)
                     phases, wall = drill_once(c, sid, name)
                     row = {"component": component, "size_mb": mb, "backup_s": round(backup_s, 1),
@@ -230,8 +247,11 @@ def main():
                         prom.stop()
                     if lb:
                         lb.stop()
+                    if pg:
+                        pg.cleanup()
                     c.stop_all()
-    units = {"kafka": "MiB", "zookeeper": "znodes", "prometheus": "series", "haproxy": "servers and map entries"}
+    units = {"kafka": "MiB", "zookeeper": "znodes", "prometheus": "series", "haproxy": "servers and map entries",
+             "postgresql": "pgbench scale"}
     print("\n| component | data | restore s | start s | check s | RTO s | drill wall s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
