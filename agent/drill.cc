@@ -1776,7 +1776,7 @@ bool zookeeper_mode_ready(const DrillDecl& d, Sandbox& box, const std::vector<Ka
   std::string last_error;
   const auto waited_from = Clock::now();
   auto until = waited_from + std::chrono::seconds(d.start_timeout_seconds);
-  for (bool first = true;; first = false) {
+  for (bool first = true;;) {
     held.clear();
     try {
       std::string dump = zookeeper::four_letter("127.0.0.1:2181", "dump", std::chrono::seconds(5));
@@ -1792,6 +1792,7 @@ bool zookeeper_mode_ready(const DrillDecl& d, Sandbox& box, const std::vector<Ka
       for (const auto& p : paths)
         if (p == chroot + "/controller" || p.starts_with(chroot + "/brokers/ids/")) held.push_back(p);
       if (first) at_start = held;
+      first = false;  // the first answer: what the restored server held at its start
       last_error.clear();
     } catch (const Error& e) {
       last_error = e.what();
