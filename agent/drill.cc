@@ -1990,6 +1990,11 @@ void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snaps
   auto until = Clock::now() + std::chrono::seconds(d.start_timeout_seconds);
   std::string last = "no answer";
   bool ready = false;
+  // Brokers register before they know every topic (in ZooKeeper mode the
+  // controller sends them the partitions after it is elected): a recorded
+  // partition the cluster does not know yet is waited for, up to 30 s once
+  // every broker is registered; then the checks name what is missing.
+  std::optional<Clock::time_point> all_registered;
   while (Clock::now() < until && !(cancel && cancel->load()) && !ready) {
     for (size_t i = 0; i < servers.size(); ++i) {
       int status = 0;
@@ -2003,13 +2008,20 @@ void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snaps
     try {
       auto v = client.describe(std::chrono::seconds(5));
       std::set<int32_t> up(v.brokers.begin(), v.brokers.end());
-      size_t leaderless = 0;
+      size_t leaderless = 0, known = 0;
       for (const auto& p : v.partitions)
-        if (recorded_hw.count(p.topic + "-" + std::to_string(p.partition)) && p.leader < 0) ++leaderless;
-      if (!std::includes(up.begin(), up.end(), want_brokers.begin(), want_brokers.end()))
+        if (recorded_hw.count(p.topic + "-" + std::to_string(p.partition))) {
+          ++known;
+          if (p.leader < 0) ++leaderless;
+        }
+      const bool registered = std::includes(up.begin(), up.end(), want_brokers.begin(), want_brokers.end());
+      if (registered && !all_registered) all_registered = Clock::now();
+      if (!registered)
         last = std::to_string(up.size()) + " of " + std::to_string(want_brokers.size()) + " brokers registered";
       else if (leaderless)
         last = std::to_string(leaderless) + " partition(s) without a leader";
+      else if (known < recorded_hw.size() && Clock::now() - *all_registered < std::chrono::seconds(30))
+        last = std::to_string(recorded_hw.size() - known) + " recorded partition(s) not known to the brokers yet";
       else
         ready = true, view = std::move(v);
     } catch (const Error& e) {
