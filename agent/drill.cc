@@ -1439,8 +1439,7 @@ void drill_postgresql(const DrillDecl& d, Sandbox& box, TaskContext& ctx, const 
     pg::WalPlan wal;
     try {
       ctx.repo->refresh_index();
-      cat = pg::load_wal_catalog(*ctx.repo, meta.value("system_identifier", ""));
-      auto [code, why] = pg::plan_wal(snap, cat, target, &wal);
+      auto [code, why] = pg::plan_recovery(ctx, snap, target, restored + own + "/wal/.histories", &cat, &wal);
       if (code == v1::ERROR_CODE_OK) {
         struct Swap {  // the WAL fetch stops with the drill (its deadline included)
           TaskContext& c;
@@ -1459,7 +1458,7 @@ void drill_postgresql(const DrillDecl& d, Sandbox& box, TaskContext& ctx, const 
     owner.st_uid = uid;
     owner.st_gid = gid;
     try {
-      pg::write_recovery_files(restored + data_dir, meta, target, own + "/wal", owner);
+      pg::write_recovery_files(restored + data_dir, meta, target, wal.timeline, own + "/wal", owner);
     } catch (const std::exception& e) {
       rep.fail(v1::ERROR_CODE_IO_ERROR, std::string("preparing the recovery in the sandbox failed: ") + e.what());
       return;

@@ -48,6 +48,10 @@ struct DriverCaps {
   std::string cluster_id, member_id;  // cluster scope: as declared or as the server reports them
   std::vector<std::string> modes;     // accepted TaskOptions.mode values; the first is the default
   bool restore_stops_service = false; // a restore stops and starts the service
+  // restore_preflight runs before the safety backup of a whole restore too
+  // (not only a cluster restore's preflight step): a restore it refuses has
+  // written nothing, not even a safety copy.
+  bool preflight_whole_restore = false;
 };
 
 struct WorkProgress {
@@ -159,9 +163,12 @@ class SnapshotSink {
 // archive socket): it runs from the agent's start to its stop, beside tasks.
 struct BackgroundContext {
   // Stores one file of this host as a snapshot of its own, tagged with `tags`
-  // and the agent's identity, in the component's repository, durably;
-  // returns the snapshot id. Throws cairn::Error.
-  std::function<std::string(const std::string& real_path, const std::vector<std::string>& tags)> store_file;
+  // and the agent's identity, in the component's repository, durably: under
+  // `real_path`, its bytes read from `read_from` (a private copy of what was
+  // checked). Returns the snapshot id. Throws cairn::Error.
+  std::function<std::string(const std::string& real_path, const std::string& read_from,
+                            const std::vector<std::string>& tags)>
+      store_file;
 };
 
 // Why Driver::snapshot is called.

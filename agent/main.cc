@@ -172,8 +172,9 @@ int main(int argc, char** argv) {
       const RepositoryDecl* rd = config.repository(c.repository);
       if (!rd) continue;
       BackgroundContext bg;
-      bg.store_file = [&runner, rd](const std::string& path, const std::vector<std::string>& tags) {
-        return runner.store_file(*rd, path, tags);
+      bg.store_file = [&runner, rd](const std::string& path, const std::string& read_from,
+                                    const std::vector<std::string>& tags) {
+        return runner.store_file(*rd, path, read_from, tags);
       };
       try {
         c.driver->start_background(std::move(bg));

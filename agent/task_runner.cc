@@ -577,11 +577,12 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   // space the snapshot needs) before the safety backup, so that a member
   // refused for them has not written a safety copy into the repository first.
   std::vector<v1::Reason> ready;
-  if (spec.step == RestoreStep::preflight) {
+  if (spec.step == RestoreStep::preflight ||
+      (spec.step == RestoreStep::all && driver.capabilities().preflight_whole_restore)) {
     ready = driver.restore_preflight(ctx, spec);
     if (!ready.empty()) {
       res.reasons = std::move(ready);
-      res.metadata = {{"step", "preflight"}};
+      if (spec.step == RestoreStep::preflight) res.metadata = {{"step", "preflight"}};
       return res;
     }
   }
@@ -852,12 +853,13 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
 namespace cairn::agent {
 
 std::string TaskRunner::store_file(const RepositoryDecl& repository, const std::string& path,
-                                   std::vector<std::string> tags) {
+                                   const std::string& read_from, std::vector<std::string> tags) {
   // Opened for each file: the index is the repository's as it is now (a prune
   // may have rewritten packs since the last one).
   OpenRepo o = open_repository(repository, "wal-archive", false);
   repo::BackupOptions bo;
   bo.paths = {path};
+  if (read_from != path) bo.path_map[path] = read_from;
   tags.insert(tags.end(), identity_tags_.begin(), identity_tags_.end());
   bo.tags = std::move(tags);
   bo.memory_budget = memory_budget_;

@@ -74,7 +74,8 @@ class TaskRunner {
   // (BackupContext::store_file: a WAL segment), tagged with `tags` and this
   // agent's identity; returns the snapshot id once it is durable. Safe to call
   // from any thread while tasks run. Throws cairn::Error.
-  std::string store_file(const RepositoryDecl& repository, const std::string& path, std::vector<std::string> tags);
+  std::string store_file(const RepositoryDecl& repository, const std::string& path, const std::string& read_from,
+                         std::vector<std::string> tags);
 
  private:
   // What the runner decides for every snapshot it stores.

@@ -150,6 +150,7 @@ void register_op_restore(CLI::App& app, Context& ctx) {
        to_xid = std::make_shared<std::string>();
   auto to_latest = std::make_shared<bool>(false), to_immediate = std::make_shared<bool>(false),
        exclusive = std::make_shared<bool>(false);
+  auto target_timeline = std::make_shared<std::string>();
   restore->add_option("set", *set,
                       "backup set id to restore from (or a unique prefix); with a recovery target it may be left "
                       "out: the controller picks the newest base backup consistent before the target");
@@ -187,6 +188,9 @@ void register_op_restore(CLI::App& app, Context& ctx) {
       if (a != b) a->excludes(b);
   restore->add_flag("--exclusive", *exclusive,
                     "with --to-time, --to-lsn or --to-xid: stop just before the target instead of just after it");
+  restore->add_option("--target-timeline", *target_timeline,
+                      "postgresql: the timeline recovery follows: latest (the default, as PostgreSQL's: the newest "
+                      "the archive holds that branched from the base backup's), current (the base backup's), or a number");
   restore->add_flag("--wait", *wait, "follow progress until the restore ends; exit 0 complete, 3 partial, 1 failed");
   add_op_options(restore, *o);
 
@@ -230,7 +234,7 @@ void register_op_restore(CLI::App& app, Context& ctx) {
     };
   });
 
-  restore->callback([&ctx, restore, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested, from_copy, to_time, to_lsn, to_xid, to_latest, to_immediate, exclusive] {
+  restore->callback([&ctx, restore, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested, from_copy, to_time, to_lsn, to_xid, to_latest, to_immediate, exclusive, target_timeline] {
     if (restore->got_subcommand("show") || restore->got_subcommand("list")) return;
     cairn::v1::RecoveryTarget rt;
     if (!to_time->empty()) {
@@ -248,6 +252,12 @@ void register_op_restore(CLI::App& app, Context& ctx) {
       rt.set_kind(cairn::v1::RecoveryTarget::KIND_IMMEDIATE);
     }
     rt.set_exclusive(*exclusive);
+    if (!target_timeline->empty()) {
+      if (rt.kind() == cairn::v1::RecoveryTarget::KIND_UNSPECIFIED) rt.set_kind(cairn::v1::RecoveryTarget::KIND_LATEST);
+      if (rt.kind() == cairn::v1::RecoveryTarget::KIND_IMMEDIATE)
+        throw CLI::ValidationError("--target-timeline", "--to-immediate ends on the base backup's own timeline");
+      rt.set_timeline(*target_timeline);
+    }
     if (*exclusive && rt.kind() == cairn::v1::RecoveryTarget::KIND_UNSPECIFIED)
       throw CLI::ValidationError("--exclusive", "needs --to-time, --to-lsn or --to-xid");
     if (std::string why = cairn::plan::parse_recovery_target(rt, nullptr); !why.empty())

@@ -242,7 +242,10 @@ void Fleet::handle(Session& s, cairn::v1::AgentMessage& m) {
   }
   switch (m.body_case()) {
     case M::kHeartbeat:
-      for (const auto& w : m.heartbeat().wal_archives()) wal_[{s.agent_id, w.component()}] = w;
+      for (const auto& w : m.heartbeat().wal_archives()) {
+        wal_[{s.agent_id, w.component()}] = w;
+        wal_at_[{s.agent_id, w.component()}] = ::time(nullptr);
+      }
       for (const auto& id : m.heartbeat().running_task_ids()) {
         if (!unconfirmed_.erase(id)) continue;
         // A running restore vouches for its safety backup, which runs inside it.
@@ -1078,6 +1081,22 @@ void Fleet::tick() {
       spdlog::error("fleet: periodic sweep failed: {}", e.what());
     }
   }
+}
+
+std::map<std::pair<std::string, std::string>, cairn::v1::WalArchiveStatus> Fleet::wal_archives() const {
+  auto out = wal_;
+  const int64_t now = ::time(nullptr);
+  for (auto& [key, w] : out) {
+    if (connected(key.first)) continue;
+    auto at = wal_at_.find(key);
+    w.set_last_error("the agent is not connected (its last report " +
+                     (at == wal_at_.end() ? std::string("is from before this controller started")
+                                          : std::to_string(now - at->second) + " s ago") +
+                     "): nothing is archived while it is away; the server keeps the files and retries, and the "
+                     "waiting count is as it last reported");
+    w.set_last_error_at(now);
+  }
+  return out;
 }
 
 }  // namespace cairn::controller

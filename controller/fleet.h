@@ -83,7 +83,9 @@ class Fleet {
   std::map<std::string, StorageCount> storage_counts() const;
   // The continuous WAL archives agents reported in their heartbeats, by
   // (agent id, component): kept when an agent goes away (its age then shows).
-  std::map<std::pair<std::string, std::string>, cairn::v1::WalArchiveStatus> wal_archives() const { return wal_; }
+  // An agent not connected now archives nothing: its rows say so as their
+  // newest failure (the files wait on the server, PostgreSQL retries).
+  std::map<std::pair<std::string, std::string>, cairn::v1::WalArchiveStatus> wal_archives() const;
 
  private:
   std::function<void(const std::string&)> on_registered_;
@@ -140,6 +142,7 @@ class Fleet {
   void hold_restore_results();  // see held_
 
   std::map<std::pair<std::string, std::string>, cairn::v1::WalArchiveStatus> wal_;
+  std::map<std::pair<std::string, std::string>, int64_t> wal_at_;  // when each was last reported
   zmq::socket_t& socket_;
   catalog::Catalog& catalog_;
   const ControllerConfig& config_;

@@ -243,6 +243,7 @@ std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
               : !valid_id(m.restore().backup_set_id()))
         return "'backup_set_id' is empty or too long";
       if (m.restore().recovery_target().value().size() > 64) return "'recovery_target' value too long";
+      if (m.restore().recovery_target().timeline().size() > 16) return "'recovery_target' timeline too long";
       if (!m.restore().restore_target().empty() && !valid_name(m.restore().restore_target()))
         return "'restore_target' is not a valid name";
       return check_selector(m.restore().selector());

@@ -158,6 +158,16 @@ std::string parse_recovery_target(const v1::RecoveryTarget& t, ParsedTarget* out
     default:
       return "unknown recovery target kind " + std::to_string(int(t.kind()));
   }
+  const std::string& tl = t.timeline();
+  if (tl == "current") {
+    p.timeline_current = true;
+  } else if (!tl.empty() && tl != "latest") {
+    bool number = tl.size() <= 10;
+    for (char c : tl) number = number && std::isdigit(static_cast<unsigned char>(c));
+    if (!number || std::stoull(tl) == 0 || std::stoull(tl) > 0xFFFFFFFFull)
+      return "target timeline '" + tl + "' is not 'latest', 'current' or a timeline's number (1 or more)";
+    p.timeline = uint32_t(std::stoull(tl));
+  }
   if (out) *out = p;
   return {};
 }

@@ -18,6 +18,10 @@ struct ParsedTarget {
   uint64_t lsn = 0;          // KIND_LSN
   uint64_t xid = 0;          // KIND_XID
   bool exclusive = false;
+  // The timeline to follow: latest (0 with timeline_current false), current
+  // (the base backup's), or timeline N.
+  bool timeline_current = false;
+  uint32_t timeline = 0;
   std::string describe() const;  // "time 2026-11-27 10:00:00.000000+00", "LSN 0/3000028", "latest"
 };
 

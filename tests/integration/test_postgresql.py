@@ -121,9 +121,15 @@ def test_pitr_to_a_time_between_two_transactions(cluster, postgres_server):  # n
     assert pg.switch_and_wait_archived().startswith("00000003")
     assert "00000003.history" in _wal_snapshots(c)
 
-    # --to-latest of the first set replays the old timeline's whole archive:
-    # mark 2 is back (and 3, of the new timeline, is not).
+    # --to-latest of the first set follows the newest timeline that branched
+    # from it (3, as PostgreSQL's own default): marks 1 and 4.
     rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-latest", "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["4"]], pg.log_tail()
+    # --target-timeline current replays the old timeline's whole archive:
+    # mark 2 is back (and 3 and 4, of later timelines, are not).
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-latest", "--target-timeline", "current",
+                         "--wait", timeout=900)
     assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
     assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["2"]], pg.log_tail()
 
@@ -196,6 +202,10 @@ def test_damaged_wal_segment_is_refused_before_anything_stops(cluster, postgres_
     pg.sql("CREATE TABLE t (i int)")
     set_id, meta = _backup(c, pg)
     pg.sql("INSERT INTO t VALUES (1)")
+    time.sleep(0.3)
+    before = pg.value("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+    time.sleep(0.3)
+    pg.sql("INSERT INTO t VALUES (11)")
     pg.switch_and_wait_archived()
     # The packs written for the next segment alone, then damaged.
     data = os.path.join(c.repo, "data")
@@ -226,6 +236,11 @@ def test_damaged_wal_segment_is_refused_before_anything_stops(cluster, postgres_
     # The server ran on, untouched.
     assert pg.value("SELECT count(*) FROM t") == rows
     assert pg.value("SELECT pg_is_in_recovery()") == "f"
+    # A time inside the intact WAL before the damage is reached (the commit
+    # records there are read), by time as by LSN.
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-time", before, "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    assert pg.sql("SELECT i FROM t ORDER BY i") == [["1"]], pg.log_tail()
 
 
 def test_repository_unreachable_shows_the_lag_then_archiving_catches_up(cluster, postgres_server):  # noqa: F811
@@ -481,3 +496,99 @@ def test_a_primary_restored_under_a_standby_names_it_and_the_reseed_it_gives_wor
         assert sb.value("SELECT pg_is_in_recovery()") == "t"
     finally:
         sb.cleanup()
+
+
+def _marker(pg, n):
+    """Commits marker n in a transaction of its own; returns its xid and the time just after it committed."""
+    xid = pg.value(f"INSERT INTO marks (id) VALUES ({n}) RETURNING pg_current_xact_id()::text")
+    time.sleep(0.3)
+    return xid, pg.value("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+
+
+def _postmaster_pid(pg):
+    return (pg.data / "postmaster.pid").read_text().split()[0]
+
+
+def test_a_segment_missing_from_the_archive_is_a_gap_never_the_latest_wal(cluster, postgres_server):  # noqa: F811
+    """A segment forgotten from the repository with later ones kept: --to-latest
+    is refused before anything stops, naming the segment and how far recovery
+    reaches; a transaction past the gap too; a time and a transaction before the
+    gap are reached, read from the commit records of the intact WAL."""
+    c, pg = cluster, postgres_server
+    c.add_agent("node-a", components=pg.component_toml())
+    c.enrol("node-a")
+    pg.sql("CREATE TABLE marks (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    set_id, _ = _backup(c, pg)
+    marks = {}
+    segs = {}
+    for n in range(1, 9):
+        marks[n] = _marker(pg, n)
+        segs[n] = pg.switch_and_wait_archived()  # marker n's commit is in segs[n]
+    wal = _wal_snapshots(c)
+    gone = segs[5]
+    c.ok("repo", "forget", wal[gone]["id"], "--repo", c.repo, "--password-file", c.repo_pass)
+    pid = _postmaster_pid(pg)
+
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-latest", "--wait", timeout=900)
+    assert rc == 1, f"restore exited {rc}\n{out}\n{err}"
+    d = _details(c.json("restore", "show", restore_id(out)))
+    assert f"'{gone}' is not in the repository" in d and "can reach LSN" in d and "nothing was changed" in d, d
+    assert "before the safety backup" in d, d  # refused before anything was written
+    # A transaction past the gap: refused, naming the gap, before anything stopped.
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-xid", marks[7][0], "--wait", timeout=900)
+    assert rc == 1, f"restore exited {rc}\n{out}\n{err}"
+    d = _details(c.json("restore", "show", restore_id(out)))
+    assert f"'{gone}' is not in the repository" in d and "nothing was changed" in d, d
+    assert _postmaster_pid(pg) == pid, "a refused restore stopped the server"
+    assert pg.value("SELECT count(*) FROM marks") == "8"
+
+    # A time inside the intact WAL before the gap: exactly markers 1..3.
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-time", marks[3][1], "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["2"], ["3"]], pg.log_tail()
+    r = c.json("restore", "show", restore_id(out))
+    assert "committed at" in json.dumps(r), r  # what proved the target
+    # And by transaction: markers 1..4 (the old timeline's history, before the gap).
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-xid", marks[4][0], "--target-timeline", "1",
+                         "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["2"], ["3"], ["4"]], pg.log_tail()
+
+
+def test_a_pitr_after_a_pitr_follows_the_new_timeline(cluster, postgres_server):  # noqa: F811
+    """Two PITRs in a row from one base backup: the second target lies on the
+    timeline the first made; recovery follows it (latest, as PostgreSQL's
+    default), and --target-timeline current stays on the base backup's."""
+    c, pg = cluster, postgres_server
+    c.add_agent("node-a", components=pg.component_toml())
+    c.enrol("node-a")
+    pg.sql("CREATE TABLE marks (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    set_id, _ = _backup(c, pg)
+    _, after1 = _marker(pg, 1)
+    _marker(pg, 2)
+    pg.switch_and_wait_archived()
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-time", after1, "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"]]
+    # On timeline 2 now: marker 3, a time after it, marker 4.
+    _, after3 = _marker(pg, 3)
+    _marker(pg, 4)
+    assert pg.switch_and_wait_archived().startswith("00000002")
+    # The same base backup (timeline 1) to a time on timeline 2: no new base backup needed.
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-time", after3, "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["3"]], pg.log_tail()
+    assert "timeline 2" in json.dumps(c.json("restore", "show", restore_id(out)))
+    assert pg.value("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)") == "00000003"
+    pg.switch_and_wait_archived()
+    # --to-latest ends on the newest timeline; current, on the base backup's own.
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-latest", "--target-timeline", "current",
+                         "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["2"]], pg.log_tail()
+    # A timeline that did not branch from the base backup's is refused, naming it.
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-latest", "--target-timeline", "9", "--wait",
+                         timeout=900)
+    assert rc == 1, f"restore exited {rc}\n{out}\n{err}"
+    assert "no history file of timeline 9" in _details(c.json("restore", "show", restore_id(out)))
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["2"]]

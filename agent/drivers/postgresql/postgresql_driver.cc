@@ -147,136 +147,26 @@ platform::ProcessResult run_client(std::vector<std::string> argv, const std::vec
 
 }  // namespace
 
-WalCatalog load_wal_catalog(repo::Repository& r, const std::string& system_id) {
-  WalCatalog c;
-  for (auto& s : repo::load_snapshots(r)) {
-    if (s.partial) continue;
-    auto tv = repo::tag_values(s);
-    bool wal = std::find(s.tags.begin(), s.tags.end(), "wal") != s.tags.end();
-    if (!wal || tv["pg-system"] != system_id || tv["wal"].empty()) continue;
-    auto& slot = c.by_name[tv["wal"]];
-    if (slot.id.empty() || slot.time_unix < s.time_unix) slot = s;
+std::pair<v1::ErrorCode, std::string> plan_recovery(TaskContext& ctx, const repo::Snapshot& base,
+                                                    const plan::ParsedTarget& target, const std::string& scratch,
+                                                    WalCatalog* cat, WalPlan* wal) {
+  try {
+    ctx.repo->refresh_index();
+    *cat = load_wal_catalog(*ctx.repo, base.component.value("system_identifier", ""));
+  } catch (const Error& e) {
+    return {v1::ERROR_CODE_REPOSITORY_ERROR, std::string("cannot list the archived WAL: ") + e.what()};
   }
-  return c;
-}
-
-std::pair<v1::ErrorCode, std::string> plan_wal(const repo::Snapshot& base, const WalCatalog& cat,
-                                               const plan::ParsedTarget& target, WalPlan* out) {
-  const json& meta = base.component;
-  const uint32_t tli = meta.value("timeline", 0u);
-  uint64_t start = 0, stop = 0;
-  plan::parse_lsn(meta.value("start_lsn", ""), &start);
-  plan::parse_lsn(meta.value("stop_lsn", ""), &stop);
-  const int64_t end_us = meta.value("backup_end_time_us", int64_t(0));
-  // What the archive covers on the backup's timeline: every segment from
-  // the backup's start on, without a gap.
-  uint64_t seg = segno_of(start);
-  int64_t covered_until_s = 0;
-  while (true) {
-    auto it = cat.by_name.find(segment_name(tli, seg));
-    if (it == cat.by_name.end()) break;
-    covered_until_s = it->second.time_unix;
-    ++seg;
+  try {
+    read_histories(*ctx.repo, *cat, scratch, ctx.cancel);
+  } catch (const Error& e) {
+    if (e.code() == Errc::interrupted) return {v1::ERROR_CODE_CANCELLED, "cancelled; nothing was changed"};
+    return {v1::ERROR_CODE_REPOSITORY_CORRUPT, std::string(e.what()) + "; nothing was changed"};
   }
-  const uint64_t end_seg = seg;  // first segment not archived
-  const uint64_t covered_lsn = end_seg * kWalSegmentSize;
-  const uint64_t stop_seg = segno_of(stop == 0 ? 0 : stop - 1);
-  const std::string covers =
-      "the repository holds base backup '" + base.id.substr(0, 8) + "' (consistent from LSN " + plan::format_lsn(stop) + ", " +
-      plan::format_time_us(end_us) + ") and its WAL on timeline " + std::to_string(tli) + " up to LSN " +
-      plan::format_lsn(covered_lsn) +
-      (covered_until_s ? " (archived by " + plan::format_time_us(covered_until_s * 1000000) + ")" : "");
-  auto refuse = [](v1::ErrorCode code, std::string why) { return std::pair{code, std::move(why)}; };
-  if (end_seg <= stop_seg)
-    return refuse(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the WAL that makes base backup '" + base.id.substr(0, 8) +
-                                                         "' consistent (segment '" + segment_name(tli, end_seg) +
-                                                         "') is not in the repository; nothing was changed");
-  uint64_t last_needed = end_seg - 1;
-  switch (target.kind) {
-    case v1::RecoveryTarget::KIND_TIME:
-      if (target.time_us < end_us)
-        return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED, target.describe() + " is before this base backup became consistent: " +
-                                                           covers + "; restore an older set for that time; nothing was changed");
-      if (target.time_us > covered_until_s * 1000000)
-        return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                      target.describe() + " is after the newest archived WAL: " + covers +
-                          "; WAL written after that is not archived yet (SELECT pg_switch_wal() archives the "
-                          "current segment); nothing was changed");
-      break;
-    case v1::RecoveryTarget::KIND_LSN:
-      if (target.lsn < stop)
-        return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                      target.describe() + " is before this base backup became consistent: " + covers + "; nothing was changed");
-      if (target.lsn >= covered_lsn)
-        return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                      target.describe() + " is beyond the archived WAL: " + covers + "; nothing was changed");
-      last_needed = segno_of(target.lsn);
-      break;
-    case v1::RecoveryTarget::KIND_IMMEDIATE:
-      last_needed = stop_seg;
-      break;
-    default:
-      break;
-  }
-  out->needed.clear();
-  for (uint64_t s = segno_of(start); s <= last_needed; ++s) out->needed.push_back(segment_name(tli, s));
-  // Every timeline's history file: the server promotes onto the first
-  // timeline no history file names, so the new one never collides with a
-  // timeline an earlier restore made (its WAL is in the archive too).
-  for (const auto& [name, snap] : cat.by_name)
-    if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::history) out->needed.push_back(name);
-  out->stop = stop;
-  out->covered_lsn = covered_lsn;
-  out->covers = covers;
-  return {v1::ERROR_CODE_OK, {}};
-}
-
-std::pair<v1::ErrorCode, std::string> fetch_wal(TaskContext& ctx, const WalCatalog& cat, const WalPlan& wal,
-                                                const repo::Snapshot& base, const plan::ParsedTarget& target,
-                                                const std::string& wal_dir, uint64_t memory_budget,
-                                                std::atomic<uint64_t>* count) {
-  auto t0 = std::chrono::steady_clock::now();
-  for (const auto& name : wal.needed) {
-    const repo::Snapshot& ws = cat.by_name.at(name);
-    std::string problem;
-    const std::string tmp = wal_dir + "/.r";
-    try {
-      repo::RestoreOptions ro;
-      ro.target = tmp;
-      ro.memory_budget = memory_budget;
-      ro.cancel = ctx.cancel;
-      auto rr = repo::restore(*ctx.repo, ws.id, ro);
-      if (!rr.failures.empty()) problem = rr.failures.front().reason;
-      else if (ws.paths.size() != 1) problem = "the snapshot holds " + std::to_string(ws.paths.size()) + " paths";
-      else fs::rename(tmp + ws.paths[0], wal_dir + "/" + name);
-    } catch (const Error& e) {
-      if (e.code() == Errc::interrupted) return {v1::ERROR_CODE_CANCELLED, "cancelled; nothing was changed"};
-      problem = e.what();
-    } catch (const std::exception& e) {
-      problem = e.what();
-    }
-    remove_tree(tmp);
-    if (problem.empty())
-      if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::segment)
-        if (auto c = check_segment_file(wal_dir + "/" + name, *wn); !c.problem.empty()) problem = c.problem;
-    if (!problem.empty()) {
-      auto wn = parse_wal_name(name);
-      uint64_t reach = wn && wn->kind == WalFileKind::segment ? wn->segno * kWalSegmentSize : wal.covered_lsn;
-      return {v1::ERROR_CODE_REPOSITORY_CORRUPT,
-              "WAL " + std::string(wn && wn->kind == WalFileKind::history ? "history file" : "segment") + " '" + name +
-                  "' (snapshot '" + ws.id.substr(0, 8) + "') is damaged in the repository: " + problem +
-                  "; recovery from base backup '" + base.id.substr(0, 8) + "' can reach LSN " + plan::format_lsn(reach) +
-                  " at most" + (reach <= wal.stop ? " (not even a consistent state)" : "") + ", short of " +
-                  target.describe() + "; nothing was changed" +
-                  (reach > wal.stop ? " (restore with --to-lsn " + plan::format_lsn(reach - 1) + " to accept that point)" : "")};
-    }
-    if (count) ++*count;
-  }
-  return {v1::ERROR_CODE_OK, std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())};
+  return plan_wal(base, *cat, target, wal);
 }
 
 void write_recovery_files(const std::string& staged, const json& meta, const plan::ParsedTarget& target,
-                          const std::string& server_wal_dir, const struct stat& owner) {
+                          uint32_t timeline, const std::string& server_wal_dir, const struct stat& owner) {
   write_owned(staged + "/backup_label", meta.value("backup_label", ""), owner);
   if (!meta.value("tablespace_map", "").empty())
     write_owned(staged + "/tablespace_map", meta.value("tablespace_map", ""), owner);
@@ -284,7 +174,7 @@ void write_recovery_files(const std::string& staged, const json& meta, const pla
   std::string conf = without_recovery_block(slurp(staged + "/postgresql.auto.conf"));
   conf += std::string(kRecoveryBegin) + "\n";
   conf += "restore_command = " + pg_quote("cp \"" + server_wal_dir + "/%f\" \"%p\"") + "\n";
-  conf += "recovery_target_timeline = " + pg_quote(std::to_string(meta.value("timeline", 1u))) + "\n";
+  conf += "recovery_target_timeline = " + pg_quote(std::to_string(timeline ? timeline : meta.value("timeline", 1u))) + "\n";
   switch (target.kind) {
     case v1::RecoveryTarget::KIND_TIME:
       conf += "recovery_target_time = " + pg_quote(plan::format_time_us(target.time_us)) + "\n";
@@ -321,6 +211,7 @@ DriverCaps PostgresqlDriver::capabilities() const {
   c.scope = "node";
   c.modes = {"physical", "logical"};
   c.restore_stops_service = true;
+  c.preflight_whole_restore = true;
   c.restore_to_alternate = !settings_.logical_restore_as.empty();
   if (c.restore_to_alternate) c.restore_targets = {settings_.restore_to_name};
   return c;
@@ -338,6 +229,15 @@ std::vector<std::string> PostgresqlDriver::config_warnings() const {
 
 void PostgresqlDriver::start_background(BackgroundContext ctx) {
   auto a = std::make_unique<WalArchive>(component_, settings_.archive_socket, settings_.data_dir);
+  // What the server says it archived (through an earlier run of this agent):
+  // the status is not "never" after the agent restarts.
+  a->set_server_view([conn = settings_.conn]() -> std::pair<std::string, int64_t> {
+    Conn c(conn);
+    auto rows = c.query("SELECT coalesce(last_archived_wal, ''), coalesce(extract(epoch FROM last_archived_time)::bigint, 0)::text "
+                        "FROM pg_stat_archiver");
+    if (rows.empty()) return {};
+    return {rows[0][0].value_or(""), std::stoll(rows[0][1].value_or("0"))};
+  });
   a->start(std::move(ctx));
   std::lock_guard g(archive_mu_);
   archive_ = std::move(a);
@@ -522,6 +422,39 @@ std::vector<v1::Reason> PostgresqlDriver::check_snapshot(const repo::Snapshot& s
   return out;
 }
 
+std::vector<v1::Reason> PostgresqlDriver::restore_preflight(TaskContext& ctx, const RestoreSpec& spec) {
+  plan::ParsedTarget target;
+  if (std::string why = plan::parse_recovery_target(spec.recovery_target, &target); !why.empty())
+    return {make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED, why)};
+  if (target.kind == v1::RecoveryTarget::KIND_UNSPECIFIED) target.kind = v1::RecoveryTarget::KIND_LATEST;
+  repo::Snapshot base;
+  try {
+    base = repo::load_snapshot(*ctx.repo, spec.snapshot_id);
+    base.id = spec.snapshot_id;
+  } catch (const Error& e) {
+    return {make_reason(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, std::string("cannot read the snapshot: ") + e.what())};
+  }
+  if (base.component.value("mode", "") != "physical" || !spec.target_name.empty()) return {};  // checked by restore()
+  // Only the archive's index and the small history files are read here; the
+  // segments are read (and their records proven) by the restore itself,
+  // still before anything is stopped.
+  const std::string scratch = settings_.data_dir + ".cairn-wal-preflight-" + utc_stamp();
+  RemoveAtEnd gone{scratch};
+  WalCatalog cat;
+  WalPlan wal;
+  if (auto [code, why] = plan_recovery(ctx, base, target, scratch, &cat, &wal); code != v1::ERROR_CODE_OK)
+    return {make_reason(code, why + " (refused before the safety backup)")};
+  // Past a gap, whether a time or a transaction is reached is known only from
+  // the commit records before it: read them now, not after the safety backup.
+  if (!wal.gap.empty() && (target.kind == v1::RecoveryTarget::KIND_TIME || target.kind == v1::RecoveryTarget::KIND_XID)) {
+    mkdir_p(scratch + "/wal", 0700);
+    if (auto [code, why] = fetch_wal(ctx, cat, wal, base, target, scratch + "/wal", ctx.memory_budget / 4, nullptr);
+        code != v1::ERROR_CODE_OK)
+      return {make_reason(code, why + " (refused before the safety backup)")};
+  }
+  return {};
+}
+
 DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   DriverResult res;
   auto fail = [&](v1::ErrorCode code, const std::string& detail) {
@@ -609,18 +542,13 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     phase_start = now;
   };
   if (physical) {
-    try {
-      // The archive socket stores WAL beside this task (the safety backup's
-      // own WAL among it): what it indexed since the task began is read too.
-      ctx.repo->refresh_index();
-      cat = load_wal_catalog(*ctx.repo, meta.value("system_identifier", ""));
-    } catch (const Error& e) {
-      return fail(v1::ERROR_CODE_REPOSITORY_ERROR, std::string("cannot list the archived WAL: ") + e.what());
-    }
-    if (auto [code, why] = plan_wal(base, cat, target, &wal); code != v1::ERROR_CODE_OK) return fail(code, why);
+    // The archive socket stores WAL beside this task (the safety backup's
+    // own WAL among it): what it indexed since the task began is read too.
+    mkdir_p(wal_dir, 0700);
+    if (auto [code, why] = plan_recovery(ctx, base, target, wal_dir + "/.histories", &cat, &wal); code != v1::ERROR_CODE_OK)
+      return fail(code, why);
     // 2. The WAL, read and checked before anything is stopped: a damaged
     // segment is found here, not halfway through the recovery.
-    mkdir_p(wal_dir, 0700);
     struct stat owner{};
     if (::stat(d.c_str(), &owner) != 0 && ::stat(parent.c_str(), &owner) != 0)
       return fail(v1::ERROR_CODE_IO_ERROR, "cannot read the owner of '" + d + "'");
@@ -639,6 +567,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
       return fetch_wal(ctx, cat, wal, base, target, wal_dir, wal_budget, &wal_count);
     });
     reached["covered_lsn"] = plan::format_lsn(wal.covered_lsn);
+    reached["timeline_followed"] = wal.timeline_said;
   }
 
   // 3. The base backup, read beside the data directory while the server runs.
@@ -670,6 +599,8 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     if (code != v1::ERROR_CODE_OK) return fail(code, detail);
     phase_seconds["wal_fetch"] = std::stod(detail);
     reached["wal_segments_fetched"] = wal_count.load();
+    reached["proven"] = wal.proof;
+    note(ctx, "recovery to " + target.describe() + " follows " + wal.timeline_said + "; the archived WAL reaches it: " + wal.proof);
   }
   const std::string staged = staging + d;
   struct stat owner{};
@@ -677,7 +608,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     return fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the snapshot's '" + d + "' is not a directory");
   try {
     if (physical) {
-      write_recovery_files(staged, meta, target, wal_dir, owner);
+      write_recovery_files(staged, meta, target, wal.timeline, wal_dir, owner);
     }
   } catch (const std::exception& e) {
     return fail(v1::ERROR_CODE_IO_ERROR, std::string("preparing the recovery failed, nothing was changed: ") + e.what());

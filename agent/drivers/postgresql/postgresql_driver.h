@@ -30,6 +30,9 @@ class PostgresqlDriver : public Driver {
   void snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) override;
   std::vector<cairn::v1::Reason> check_snapshot(const repo::Snapshot& snap) const override;
   DriverResult restore(TaskContext& ctx, const RestoreSpec& spec) override;
+  // A physical restore's recovery planned before the safety backup: the
+  // target on the timeline it names, and the archive whole up to it.
+  std::vector<cairn::v1::Reason> restore_preflight(TaskContext& ctx, const RestoreSpec& spec) override;
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
   void start_background(BackgroundContext ctx) override;
   void stop_background() override;

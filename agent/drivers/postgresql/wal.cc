@@ -87,7 +87,7 @@ SegmentCheck check_segment(std::string_view b, const WalFileName& name) {
     return fail("is " + std::to_string(b.size()) + " bytes, not " + std::to_string(kWalSegmentSize) +
                 " (truncated, or a cluster made with another --wal-segsize)");
   if (load_le<uint16_t>(b, 0) != kWalPageMagic)
-    return fail("does not start with a PostgreSQL 15 WAL page (magic " + std::to_string(load_le<uint16_t>(b, 0)) + ")");
+    return fail("does not start with a PostgreSQL 15 WAL page (its magic number is another)");
   if (!(load_le<uint16_t>(b, 2) & kLongHeader)) return fail("has no long header on its first page");
   c.system_id = load_le<uint64_t>(b, 24);
   if (load_le<uint32_t>(b, 32) != kWalSegmentSize) return fail("declares another segment size");
@@ -148,7 +148,7 @@ std::vector<HistoryEntry> parse_history(const std::string& text) {
     HistoryEntry e;
     e.timeline = uint32_t(tli);
     if (!plan::parse_lsn(lsn, &e.switch_lsn))
-      throw Error(Errc::corrupt, "timeline history line " + std::to_string(n) + ": '" + lsn + "' is not an LSN");
+      throw Error(Errc::corrupt, "timeline history line " + std::to_string(n) + " has no LSN where one belongs");
     out.push_back(e);
   }
   return out;

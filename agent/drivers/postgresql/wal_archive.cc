@@ -127,6 +127,18 @@ void WalArchive::start(BackgroundContext ctx) {
   stop_ = false;
   thread_ = std::thread([this, fd = ls.release()] {
     Fd listener(fd);
+    if (server_view_) {
+      try {
+        auto [name, at] = server_view_();
+        std::lock_guard g(mu_);
+        if (last_archived_at_ == 0 && !name.empty()) {
+          last_archived_ = name;
+          last_archived_at_ = at;
+        }
+      } catch (const std::exception& e) {
+        spdlog::info("component '{}': the server's archiver status cannot be read yet: {}", component_, e.what());
+      }
+    }
     while (!stop_) {
       pollfd p{listener.get(), POLLIN, 0};
       if (::poll(&p, 1, 500) <= 0) continue;
@@ -153,6 +165,8 @@ void WalArchive::start(BackgroundContext ctx) {
 void WalArchive::stop() {
   stop_ = true;
   if (thread_.joinable()) thread_.join();
+  if (!private_dir_.empty()) remove_tree(private_dir_);
+  private_dir_.clear();
   struct stat st{};
   if (!socket_.empty() && ::lstat(socket_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(socket_.c_str());
 }
@@ -201,19 +215,49 @@ std::string WalArchive::push(const std::string& path) {
   auto wn = parse_wal_name(name);
   if (!wn) throw Error(Errc::invalid_input, "'" + name + "' is not the name of a WAL file PostgreSQL archives");
   // Only the server's own pg_wal: the socket's peers are the server's user,
-  // who must not be able to make root read any other file.
+  // who must not be able to make root read any other file. The file is
+  // opened once, without following a link, relative to the directory opened
+  // before it, and what was opened is checked (fstat), never the path again:
+  // a peer swapping the name for a link between a check and the open gains
+  // nothing. Errors never quote the file's contents.
   const std::string wal_dir = real_path(data_dir_ + "/pg_wal");
   if (wal_dir.empty()) throw Error(Errc::not_found, "'" + data_dir_ + "/pg_wal' does not exist");
-  const std::string real = real_path(path);
-  if (real != wal_dir + "/" + name)
+  if (real_path(fs::path(path).parent_path().string()) != wal_dir)
     throw Error(Errc::invalid_input, "'" + path + "' is not a file in '" + wal_dir + "' (data_dir of component '" +
                                          component_ + "'): check archive_socket and data_dir");
+  Fd dir(::open(wal_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  struct stat dst{};
+  if (!dir || ::fstat(dir.get(), &dst) != 0)
+    throw Error(Errc::io, "cannot open '" + wal_dir + "': " + std::strerror(errno));
+  if (owner_uid_ && dst.st_uid != owner_uid_)
+    throw Error(Errc::invalid_input, "'" + wal_dir + "' is not owned by the data directory's owner (uid " +
+                                         std::to_string(owner_uid_) + "); nothing was read");
+  const std::string real = wal_dir + "/" + name;
+  Fd f(::openat(dir.get(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!f)
+    throw Error(errno == ELOOP ? Errc::invalid_input : Errc::io,
+                "'" + real + "' " + (errno == ELOOP ? std::string("is a symbolic link; nothing was read")
+                                                     : std::string("cannot be opened: ") + std::strerror(errno)));
   struct stat st{};
-  if (::lstat(real.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
-    throw Error(Errc::invalid_input, "'" + real + "' is not a regular file");
+  if (::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode))
+    throw Error(Errc::invalid_input, "'" + real + "' is not a regular file; nothing was read");
+  if (owner_uid_ && st.st_uid != owner_uid_)
+    throw Error(Errc::invalid_input, "'" + real + "' is not owned by the data directory's owner (uid " +
+                                         std::to_string(owner_uid_) + "); nothing was read");
   const bool segment = wn->kind == WalFileKind::segment || wn->kind == WalFileKind::partial;
   const uint64_t limit = segment ? kWalSegmentSize : wn->kind == WalFileKind::history ? (1u << 20) : (64u << 10);
-  Bytes bytes = read_file(real, limit);
+  if (uint64_t(st.st_size) > limit)
+    throw Error(Errc::invalid_input, "'" + real + "' is " + std::to_string(st.st_size) + " bytes, more than a " +
+                                         (segment ? "segment" : "history file") + " holds; it was not archived");
+  Bytes bytes(size_t(st.st_size));
+  size_t got = 0;
+  while (got < bytes.size()) {
+    ssize_t n = ::read(f.get(), bytes.data() + got, bytes.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += size_t(n);
+  }
+  bytes.resize(got);
   std::string_view view(reinterpret_cast<const char*>(bytes.data()), bytes.size());
   uint64_t system_id = control_system_id(data_dir_);
   if (segment) {
@@ -240,7 +284,14 @@ std::string WalArchive::push(const std::string& path) {
   std::vector<std::string> tags = {"cairn",           "wal",           "component:" + component_, "wal:" + name,
                                    std::string("wal-timeline:") + tli, std::string("pg-system:") + sys};
   if (!ctx_.store_file) throw Error(Errc::invalid_input, "the WAL archive has no repository");
-  std::string id = ctx_.store_file(real, tags);
+  // What is stored is the bytes checked above, from a private copy (a 0700
+  // directory of the agent's), under the file's own path in pg_wal.
+  const std::string copy = private_copy(name, bytes);
+  struct Unlink {
+    std::string p;
+    ~Unlink() { ::unlink(p.c_str()); }
+  } unlink_copy{copy};
+  std::string id = ctx_.store_file(real, copy, tags);
   // Bounded: the names of recent files are what a retry repeats.
   if (stored_.size() >= 4096) stored_.erase(stored_.begin());
   stored_[name] = digest;
@@ -259,6 +310,17 @@ std::string WalArchive::push(const std::string& path) {
   }
   spdlog::debug("component '{}': archived '{}' as snapshot {}", component_, name, id.substr(0, 8));
   return id;
+}
+
+std::string WalArchive::private_copy(const std::string& name, const Bytes& bytes) {
+  if (private_dir_.empty()) {
+    std::string tmpl = (fs::temp_directory_path() / "cairn-wal-XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) throw Error(Errc::io, std::string("cannot make a private directory: ") + std::strerror(errno));
+    private_dir_ = tmpl;
+  }
+  const std::string p = private_dir_ + "/" + name;
+  write_file_atomic(p, std::span<const uint8_t>(bytes.data(), bytes.size()), 0600);
+  return p;
 }
 
 int wal_push_main(const std::string& socket_path, const std::string& file, std::chrono::seconds timeout) {

@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include "agent/driver.h"
+#include "common/util/fs.h"
 
 namespace cairn::agent::postgresql {
 
@@ -32,6 +33,9 @@ class WalArchive {
   // Binds the socket and serves on a thread of its own. Throws cairn::Error.
   void start(BackgroundContext ctx);
   void stop();
+  // How to ask the server what it archived last (pg_stat_archiver): asked
+  // once as the archive starts, for the status until this agent stores a file.
+  void set_server_view(std::function<std::pair<std::string, int64_t>()> f) { server_view_ = std::move(f); }
 
   // Its progress for the heartbeat: the newest file stored, failures, and
   // how many files the server waits to hand over (its .ready markers).
@@ -44,6 +48,9 @@ class WalArchive {
  private:
   void serve();
   std::string push(const std::string& path);
+  // Writes checked bytes to a file of the agent's own (a 0700 directory made
+  // at the first call, removed at stop); returns its path.
+  std::string private_copy(const std::string& name, const Bytes& bytes);
 
   std::string component_, socket_, data_dir_;
   BackgroundContext ctx_;
@@ -54,6 +61,8 @@ class WalArchive {
   // answered at once; other bytes under a stored name are refused.
   std::map<std::string, std::string> stored_;
   uid_t owner_uid_ = 0;
+  std::string private_dir_;
+  std::function<std::pair<std::string, int64_t>()> server_view_;
   mutable std::mutex mu_;  // guards what status() reads
   std::string last_archived_, last_error_;
   int64_t last_archived_at_ = 0, last_error_at_ = 0;
