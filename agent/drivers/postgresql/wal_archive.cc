@@ -286,7 +286,7 @@ std::string WalArchive::push(const std::string& path) {
   if (!ctx_.store_file) throw Error(Errc::invalid_input, "the WAL archive has no repository");
   // What is stored is the bytes checked above, from a private copy (a 0700
   // directory of the agent's), under the file's own path in pg_wal.
-  const std::string copy = private_copy(name, bytes);
+  const std::string copy = private_copy(name, bytes, st);
   struct Unlink {
     std::string p;
     ~Unlink() { ::unlink(p.c_str()); }
@@ -312,7 +312,7 @@ std::string WalArchive::push(const std::string& path) {
   return id;
 }
 
-std::string WalArchive::private_copy(const std::string& name, const Bytes& bytes) {
+std::string WalArchive::private_copy(const std::string& name, const Bytes& bytes, const struct stat& like) {
   if (private_dir_.empty()) {
     std::string tmpl = (fs::temp_directory_path() / "cairn-wal-XXXXXX").string();
     if (!::mkdtemp(tmpl.data())) throw Error(Errc::io, std::string("cannot make a private directory: ") + std::strerror(errno));
@@ -320,6 +320,13 @@ std::string WalArchive::private_copy(const std::string& name, const Bytes& bytes
   }
   const std::string p = private_dir_ + "/" + name;
   write_file_atomic(p, std::span<const uint8_t>(bytes.data(), bytes.size()), 0600);
+  // The snapshot records the file as the server wrote it: its owner, mode
+  // and times (a restore gives the server back files it can read).
+  if (::chown(p.c_str(), like.st_uid, like.st_gid) != 0 && ::geteuid() == 0)
+    throw Error(Errc::io, "cannot give the copy of '" + name + "' its owner: " + std::strerror(errno));
+  ::chmod(p.c_str(), like.st_mode & 07777);
+  const struct timespec times[2] = {like.st_atim, like.st_mtim};
+  ::utimensat(AT_FDCWD, p.c_str(), times, 0);
   return p;
 }
 

@@ -19,6 +19,7 @@
 #include <string>
 #include <thread>
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "agent/driver.h"
@@ -50,7 +51,7 @@ class WalArchive {
   std::string push(const std::string& path);
   // Writes checked bytes to a file of the agent's own (a 0700 directory made
   // at the first call, removed at stop); returns its path.
-  std::string private_copy(const std::string& name, const Bytes& bytes);
+  std::string private_copy(const std::string& name, const Bytes& bytes, const struct stat& like);
 
   std::string component_, socket_, data_dir_;
   BackgroundContext ctx_;
