@@ -203,7 +203,7 @@ def test_damaged_wal_segment_is_refused_before_anything_stops(cluster, postgres_
     set_id, meta = _backup(c, pg)
     pg.sql("INSERT INTO t VALUES (1)")
     time.sleep(0.3)
-    before = pg.value("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+    between = pg.value("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
     time.sleep(0.3)
     pg.sql("INSERT INTO t VALUES (11)")
     pg.switch_and_wait_archived()
@@ -238,7 +238,7 @@ def test_damaged_wal_segment_is_refused_before_anything_stops(cluster, postgres_
     assert pg.value("SELECT pg_is_in_recovery()") == "f"
     # A time inside the intact WAL before the damage is reached (the commit
     # records there are read), by time as by LSN.
-    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-time", before, "--wait", timeout=900)
+    rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-time", between, "--wait", timeout=900)
     assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
     assert pg.sql("SELECT i FROM t ORDER BY i") == [["1"]], pg.log_tail()
 
