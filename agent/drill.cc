@@ -1438,7 +1438,6 @@ void drill_postgresql(const DrillDecl& d, Sandbox& box, TaskContext& ctx, const 
     pg::WalCatalog cat;
     pg::WalPlan wal;
     try {
-      ctx.repo->refresh_index();
       auto [code, why] = pg::plan_recovery(ctx, snap, target, restored + own + "/wal/.histories", &cat, &wal);
       if (code == v1::ERROR_CODE_OK) {
         struct Swap {  // the WAL fetch stops with the drill (its deadline included)
