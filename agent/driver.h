@@ -244,6 +244,7 @@ struct DriverResult {
   std::string snapshot_id;
   std::string manifest_digest;
   std::string safety_snapshot_id;  // restore: the snapshot of what was there before
+  nlohmann::json safety_metadata;  // restore: that snapshot's component metadata
   // restore with a safety backup asked for: SUCCEEDED when taken (or nothing
   // existed to save), FAILED when it failed; UNSPECIFIED when it did not run.
   cairn::v1::TaskOutcome safety_outcome = cairn::v1::TASK_OUTCOME_UNSPECIFIED;

@@ -522,6 +522,7 @@ bool TaskRunner::safety_backup(Driver& driver, TaskContext& ctx, const RestoreSp
   if (changed > 0)
     res.safety_detail = std::to_string(changed) + " file(s) changed while the safety backup read them; they are saved as read";
   res.safety_snapshot_id = sb.snapshot.id;
+  res.safety_metadata = sb.snapshot.component;
   return true;
 }
 
@@ -592,6 +593,7 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     res.safety_outcome = safety.safety_outcome;
     res.safety_detail = safety.safety_detail;
     res.safety_snapshot_id = safety.safety_snapshot_id;
+    res.safety_metadata = std::move(safety.safety_metadata);
   }
   DriverResult dr;
   if (spec.step == RestoreStep::preflight) {
@@ -643,6 +645,7 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   dr.safety_outcome = res.safety_outcome;
   dr.safety_detail = res.safety_detail;
   dr.safety_snapshot_id = res.safety_snapshot_id;
+  dr.safety_metadata = std::move(res.safety_metadata);
   return dr;
 }
 
@@ -829,6 +832,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   result.set_safety_outcome(dr.safety_outcome);
   result.set_safety_detail(utf8_or_escaped(dr.safety_detail));  // may name a path: bytes, the wire wants UTF-8
   if (dr.metadata.is_object()) result.set_component_metadata(dr.metadata.dump());
+  if (dr.safety_metadata.is_object()) result.set_safety_component_metadata(dr.safety_metadata.dump());
   result.set_bytes(dr.bytes);
   result.set_files(dr.files);
   result.set_storage_requests(storage.requests);

@@ -69,6 +69,9 @@ catalog::TaskUpdate safety_update(const catalog::Task& restore, const cairn::v1:
     su.snapshot_id = r.safety_snapshot_id();
     // Snapshot ids are the manifest's content address in the repository.
     su.manifest_digest = r.safety_snapshot_id();
+    // What the safety snapshot is (a database's base backup: its timeline
+    // and consistent point), as a backup task records it.
+    if (!r.safety_component_metadata().empty()) su.component_metadata = r.safety_component_metadata();
     return su;
   }
   std::string detail = r.safety_detail();

@@ -718,28 +718,70 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
 namespace {
 
 // A base backup for point-in-time recovery: a succeeded backup task of the
-// component whose driver recorded a physical base backup, and when it became
-// consistent (docs/postgresql.md § Point-in-time recovery).
+// component whose driver recorded a physical base backup, when it became
+// consistent, and on which timeline (docs/postgresql.md § Point-in-time
+// recovery). Safety backups are base backups too.
 struct BaseBackup {
   catalog::Task task;
   int64_t end_us = 0;
   uint64_t stop_lsn = 0;
+  uint32_t timeline = 0;
 };
 
-std::vector<BaseBackup> base_backups(const Tx& tx, const std::string& agent_id, const std::string& component) {
+// What the catalog knows of a component's timelines: each one's history (its
+// ancestors, each with the LSN where it ended) as base backups and recoveries
+// recorded it, and the newest timeline any of them was on.
+struct Timelines {
+  std::map<uint32_t, std::map<uint32_t, uint64_t>> history;
+  uint32_t newest = 0;
+  void add(uint32_t tli, const nlohmann::json& h) {
+    if (tli == 0) return;
+    newest = std::max(newest, tli);
+    if (!h.is_array() || h.empty() || history.count(tli)) return;
+    auto& m = history[tli];
+    for (const auto& e : h) {
+      uint64_t lsn = 0;
+      if (!e.is_object() || !plan::parse_lsn(e.value("switch_lsn", ""), &lsn)) continue;
+      m[e.value("timeline", 0u)] = lsn;
+    }
+  }
+  // Whether recovery from a base backup on `tli`, consistent at `stop`, can
+  // follow to `target`: its own, or an ancestor the target left after `stop`.
+  // A target whose history nobody recorded is not ruled out here: the agent
+  // reads the archive's history files and decides.
+  bool leads_to(uint32_t tli, uint64_t stop, uint32_t target) const {
+    if (target == 0 || tli == target) return true;
+    auto h = history.find(target);
+    if (h == history.end()) return target != 1;
+    auto e = h->second.find(tli);
+    return e != h->second.end() && e->second >= stop;
+  }
+};
+
+std::vector<BaseBackup> base_backups(const Tx& tx, const std::string& agent_id, const std::string& component,
+                                     Timelines* timelines = nullptr) {
   std::vector<BaseBackup> out;
   const catalog::TaskState ok[] = {catalog::TaskState::succeeded};
   for (auto& t : tx.agent_tasks(agent_id, ok)) {
-    if (t.kind != catalog::TaskKind::backup || t.component != component || !t.backup_set_id || !t.snapshot_id ||
-        t.snapshot_removed_at || !t.component_metadata)
+    if (t.component != component || !t.component_metadata) continue;
+    auto m = nlohmann::json::parse(*t.component_metadata, nullptr, false);
+    if (!m.is_object()) continue;
+    if (t.kind == catalog::TaskKind::restore) {
+      // A recovery ends on a new timeline, recorded with its history.
+      if (timelines && m.contains("recovery") && m["recovery"].is_object())
+        timelines->add(m["recovery"].value("timeline", 0u), m["recovery"].value("history", nlohmann::json()));
       continue;
+    }
+    if (t.kind != catalog::TaskKind::backup || m.value("mode", "") != "physical" || !m.contains("backup_end_time_us"))
+      continue;
+    if (timelines) timelines->add(m.value("timeline", 0u), m.value("history", nlohmann::json()));
+    if (!t.backup_set_id || !t.snapshot_id || t.snapshot_removed_at) continue;
     auto set = tx.backup_set(*t.backup_set_id);
     if (!set || set->forgotten_at || !set->attested) continue;
-    auto m = nlohmann::json::parse(*t.component_metadata, nullptr, false);
-    if (!m.is_object() || m.value("mode", "") != "physical" || !m.contains("backup_end_time_us")) continue;
     BaseBackup b;
     b.end_us = m.value("backup_end_time_us", int64_t(0));
     plan::parse_lsn(m.value("stop_lsn", ""), &b.stop_lsn);
+    b.timeline = m.value("timeline", 0u);
     b.task = std::move(t);
     out.push_back(std::move(b));
   }
@@ -747,14 +789,24 @@ std::vector<BaseBackup> base_backups(const Tx& tx, const std::string& agent_id, 
   return out;
 }
 
-// The newest base backup that is consistent before the target; nullptr when none is.
-const BaseBackup* base_for(const std::vector<BaseBackup>& bases, const plan::ParsedTarget& t) {
+// The timeline a recovery target ends on as far as the catalog knows: the
+// one named, the newest known (PostgreSQL's "latest"), or 0 for each base
+// backup's own (--target-timeline current, --to-immediate).
+uint32_t target_timeline(const plan::ParsedTarget& t, const Timelines& tl) {
+  if (t.timeline_current || t.kind == cairn::v1::RecoveryTarget::KIND_IMMEDIATE) return 0;
+  return t.timeline != 0 ? t.timeline : tl.newest;
+}
+
+// The newest base backup that is consistent before the target, on the target
+// timeline's history; nullptr when none is.
+const BaseBackup* base_for(const std::vector<BaseBackup>& bases, const plan::ParsedTarget& t, const Timelines& tl) {
+  const uint32_t want = target_timeline(t, tl);
   const BaseBackup* best = nullptr;
   for (const auto& b : bases) {
     bool before = t.kind == cairn::v1::RecoveryTarget::KIND_TIME  ? b.end_us <= t.time_us
                   : t.kind == cairn::v1::RecoveryTarget::KIND_LSN ? b.stop_lsn <= t.lsn
                                                                   : true;
-    if (before) best = &b;
+    if (before && tl.leads_to(b.timeline, b.stop_lsn, want)) best = &b;
   }
   return best;
 }
@@ -791,12 +843,17 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
                       "the selection holds " + std::to_string(replay.size()) +
                           " components that replay to a recovery target; select one with --component and --node, "
                           "or name the backup set");
-      auto bases = base_backups(tx, replay[0].agent.id, replay[0].component);
-      const BaseBackup* b = base_for(bases, target);
-      if (!b)
+      Timelines tl;
+      auto bases = base_backups(tx, replay[0].agent.id, replay[0].component, &tl);
+      const BaseBackup* b = base_for(bases, target, tl);
+      if (!b) {
+        const uint32_t want = target_timeline(target, tl);
         throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND,
                       "no base backup of '" + replay[0].component + "' on " + replay[0].agent.name +
-                          " is consistent before " + target.describe() + ": " + covered_from(bases));
+                          " is consistent before " + target.describe() +
+                          (want > 1 ? " on the history of timeline " + std::to_string(want) : std::string()) + ": " +
+                          covered_from(bases));
+      }
       req.set_backup_set_id(*b->task.backup_set_id);
       req.mutable_selector()->clear_components();
       req.mutable_selector()->add_components(replay[0].component);
@@ -893,8 +950,9 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
         bool after = (target.kind == cairn::v1::RecoveryTarget::KIND_TIME && end_us > target.time_us) ||
                      (target.kind == cairn::v1::RecoveryTarget::KIND_LSN && stop > target.lsn);
         if (!after) continue;
-        auto bases = base_backups(tx, p.agent.id, p.component);
-        const BaseBackup* b = base_for(bases, target);
+        Timelines tl;
+        auto bases = base_backups(tx, p.agent.id, p.component, &tl);
+        const BaseBackup* b = base_for(bases, target, tl);
         throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
                       "the base backup of '" + p.component + "' on " + p.agent.name + " in set '" + req.backup_set_id() +
                           "' is consistent only from " + plan::format_time_us(end_us) + " (LSN " + plan::format_lsn(stop) +

@@ -148,6 +148,12 @@ std::string check_agent_message(const cairn::v1::AgentMessage& m) {
         auto j = nlohmann::json::parse(r.component_metadata(), nullptr, false);
         if (!j.is_object()) return "'component_metadata' is not a JSON object";
       }
+      if (r.safety_component_metadata().size() > kMaxComponentMetadata)
+        return "'safety_component_metadata' is over " + std::to_string(kMaxComponentMetadata) + " bytes";
+      if (!r.safety_component_metadata().empty()) {
+        auto j = nlohmann::json::parse(r.safety_component_metadata(), nullptr, false);
+        if (!j.is_object()) return "'safety_component_metadata' is not a JSON object";
+      }
       return {};
     }
     case M::kError:

@@ -592,3 +592,58 @@ def test_a_pitr_after_a_pitr_follows_the_new_timeline(cluster, postgres_server):
     assert rc == 1, f"restore exited {rc}\n{out}\n{err}"
     assert "no history file of timeline 9" in _details(c.json("restore", "show", restore_id(out)))
     assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["2"]]
+
+
+def test_the_base_backup_picked_is_on_the_target_timeline_safety_backups_included(cluster, postgres_server):  # noqa: F811
+    """With no set named, the controller picks the newest base backup consistent
+    before the target on the target timeline's history: never a newer one left
+    behind on a timeline the target did not follow (a PITR's safety backup), and
+    a safety backup when it is the newest on that history."""
+    c, pg = cluster, postgres_server
+    c.add_agent("node-a", components=pg.component_toml())
+    c.enrol("node-a")
+    pg.sql("CREATE TABLE marks (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    base, meta = _backup(c, pg)
+    assert meta["timeline"] == 1 and meta["history"] == [], meta
+    _, after1 = _marker(pg, 1)
+    _marker(pg, 2)
+    pg.switch_and_wait_archived()
+    # PITR 1: timeline 2 branches at marker 1; its safety backup (timeline 1,
+    # after the branch) is newer than the base backup but not on timeline 2.
+    rc, out, err = c.ctl("restore", base, "--component", "pg", "--to-time", after1, "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    r1 = c.json("restore", "show", restore_id(out))
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"]]
+    _marker(pg, 3)
+    assert pg.switch_and_wait_archived().startswith("00000002")
+
+    # The latest WAL, no set named: timeline 2's end, from the base backup (the
+    # safety backup of timeline 1 would bring back markers 1 and 2).
+    rc, out, err = c.ctl("restore", "--component", "pg", "--node", "node-a", "--to-latest", "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    r2 = c.json("restore", "show", restore_id(out))
+    assert r2["backup_set_id"] == base, (r2, r1)
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["3"]], pg.log_tail()
+    # The safety backup this restore took is on timeline 2, which timeline 3
+    # left at its end: the newest base backup on timeline 3's history.
+    safety2 = r2["safety_backup_set_id"]
+    assert safety2, r2
+    shown = c.json("backup", "show", safety2)
+    assert shown["tasks"][0].get("component_metadata"), shown
+    smeta = json.loads(shown["tasks"][0]["component_metadata"])
+    assert smeta["timeline"] == 2 and [h["timeline"] for h in smeta["history"]] == [1], smeta
+    _, after4 = _marker(pg, 4)
+    _marker(pg, 5)
+    assert pg.switch_and_wait_archived().startswith("00000003")
+    rc, out, err = c.ctl("restore", "--component", "pg", "--node", "node-a", "--to-time", after4, "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    r3 = c.json("restore", "show", restore_id(out))
+    assert r3["backup_set_id"] == safety2, r3
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["3"], ["4"]], pg.log_tail()
+    # Before the first branch, on timeline 1 by name: the base backup again.
+    rc, out, err = c.ctl("restore", "--component", "pg", "--node", "node-a", "--to-latest", "--target-timeline", "1",
+                         "--skip-safety-backup", "--wait", timeout=900)
+    assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+    r4 = c.json("restore", "show", restore_id(out))
+    assert r4["backup_set_id"] != safety2, r4
+    assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["2"]], pg.log_tail()

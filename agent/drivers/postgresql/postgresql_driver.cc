@@ -384,7 +384,7 @@ void PostgresqlDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
                {"data_dir", d},              {"from_standby", standby},        {"databases", databases},
                {"tablespaces", tablespaces},  {"superuser", superuser}};
   sink.set_metadata(meta);
-  sink.before_seal([this, conn, meta, &sink, &ctx]() mutable {
+  sink.before_seal([this, conn, meta, d, &sink, &ctx]() mutable {
     report_phase(ctx, v1::PHASE_SNAPSHOT, "pg_backup_stop");
     // wait_for_archive: returns once the WAL the backup needs is archived,
     // which the archive socket answers only when it is in the repository.
@@ -399,6 +399,9 @@ void PostgresqlDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
     meta["backup_label"] = label;
     meta["tablespace_map"] = spcmap;
     meta["timeline"] = tli;
+    // Which timelines this one branched from, and where: the controller picks
+    // a base backup on a target timeline's history from it.
+    meta["history"] = timeline_history(d, tli);
     meta["start_lsn"] = plan::format_lsn(start);
     meta["stop_lsn"] = plan::format_lsn(stop);
     meta["start_wal"] = segment_name(tli, segno_of(start));
@@ -715,7 +718,10 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     try {
       Conn c(settings_.conn);
       if (c.value("SELECT pg_is_in_recovery()::text") == "false") {
-        reached["timeline"] = std::stoul(c.value("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), nullptr, 16);
+        const uint32_t now_tli =
+            uint32_t(std::stoul(c.value("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), nullptr, 16));
+        reached["timeline"] = now_tli;
+        reached["history"] = timeline_history(d, now_tli);
         reached["lsn"] = c.value("SELECT pg_current_wal_lsn()::text");
         break;
       }

@@ -3,6 +3,10 @@
 // before anything is stopped (docs/postgresql.md § Point-in-time recovery).
 #include "agent/drivers/postgresql/recovery.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -81,6 +85,27 @@ void read_histories(repo::Repository& r, WalCatalog& cat, const std::string& scr
   }
 }
 
+json timeline_history(const std::string& data_dir, uint32_t tli) {
+  json out = json::array();
+  if (tli <= 1) return out;
+  char name[32];
+  std::snprintf(name, sizeof name, "%08X.history", tli);
+  // The server's user owns pg_wal: the file is opened once, not following a
+  // link, and checked as opened (a regular file, at most 1 MiB).
+  Fd f(::open((data_dir + "/pg_wal/" + name).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  struct stat st {};
+  if (!f || ::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20)) return out;
+  std::string text(size_t(st.st_size), '\0');
+  pread_all(f.get(), reinterpret_cast<uint8_t*>(text.data()), text.size(), 0, name);
+  try {
+    for (const auto& e : parse_history(text))
+      out.push_back({{"timeline", e.timeline}, {"switch_lsn", plan::format_lsn(e.switch_lsn)}});
+  } catch (const Error&) {
+    return json::array();  // unreadable: the controller knows less, the restore reads the archive's copy
+  }
+  return out;
+}
+
 std::vector<TimelineStep> timeline_path(const WalCatalog& cat, uint32_t base_tli, uint64_t stop, uint32_t target) {
   std::vector<TimelineStep> path;
   if (target == base_tli) return {{base_tli, 0}};
@@ -143,6 +168,12 @@ std::pair<v1::ErrorCode, std::string> plan_wal(const repo::Snapshot& base, const
            (want == tli ? " (the base backup's; no later timeline branched from it after it became consistent)"
                         : " (the newest the archive holds that branched from the base backup's timeline " +
                               std::to_string(tli) + " after it became consistent)");
+    // A newer timeline that left this one before the base backup: recovery
+    // from it cannot reach that timeline, which the operator may have meant.
+    if (uint32_t newest = *known.rbegin(); newest > want)
+      said += "; timeline " + std::to_string(newest) +
+              " is newer, but its history does not pass through this base backup: one on its history "
+              "reaches it (leave the set out and the controller picks one)";
   }
   const std::vector<TimelineStep> path = timeline_path(cat, tli, stop, want);
 
@@ -199,8 +230,9 @@ std::pair<v1::ErrorCode, std::string> plan_wal(const repo::Snapshot& base, const
       if (target.time_us < end_us)
         return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED, target.describe() + " is before this base backup became consistent: " +
                                                            covers + "; restore an older set for that time; nothing was changed");
-      // No commit in WAL archived before the target time can be after it.
-      if (target.time_us > archived_until_s * 1000000) {
+      // No commit in WAL archived before the target time can be after it
+      // (snapshot times are whole seconds: the second after the last one).
+      if (target.time_us >= (archived_until_s + 1) * 1000000) {
         if (!gap.empty())
           return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED,
                         target.describe() + " is past a gap in the archive: " + gap_said +

@@ -41,6 +41,14 @@ WalCatalog load_wal_catalog(repo::Repository& r, const std::string& system_id);
 // Throws cairn::Error naming a file that cannot be read or parsed.
 void read_histories(repo::Repository& r, WalCatalog& cat, const std::string& scratch, const std::atomic<bool>* cancel);
 
+// Timeline `tli`'s history as the server at `data_dir` keeps it
+// (pg_wal/<tli>.history): [{"timeline": 1, "switch_lsn": "0/3000060"}, ...],
+// its ancestors oldest first, each with the LSN where it ended; empty for
+// timeline 1 or a file that is missing or unreadable. Recorded in a base
+// backup's and a recovery's metadata, from which the controller picks a base
+// backup on the target timeline's history.
+nlohmann::json timeline_history(const std::string& data_dir, uint32_t tli);
+
 // The timelines recovery from a base backup follows to reach a target
 // timeline: each with the LSN it begins at (0 for the base backup's own).
 struct TimelineStep {
