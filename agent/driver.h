@@ -169,6 +169,12 @@ struct BackgroundContext {
   std::function<std::string(const std::string& real_path, const std::string& read_from,
                             const std::vector<std::string>& tags)>
       store_file;
+  // Runs `fn` on the component's repository, opened for reading (a lock for
+  // reading held meanwhile). Throws cairn::Error.
+  std::function<void(const std::function<void(repo::Repository&)>& fn)> read_repository;
+  // A directory of the agent's own (0700, under its state directory) for
+  // scratch files; emptied as the agent starts. "" in unit tests.
+  std::string private_dir;
 };
 
 // Why Driver::snapshot is called.

@@ -176,6 +176,10 @@ int main(int argc, char** argv) {
                                     const std::vector<std::string>& tags) {
         return runner.store_file(*rd, path, read_from, tags);
       };
+      bg.private_dir = config.state_dir + "/background/" + c.name;
+      bg.read_repository = [&runner, rd, name = c.name](const std::function<void(cairn::repo::Repository&)>& fn) {
+        runner.read_repository(*rd, "check of " + name, fn);
+      };
       try {
         c.driver->start_background(std::move(bg));
       } catch (const std::exception& e) {

@@ -856,6 +856,12 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
 
 namespace cairn::agent {
 
+void TaskRunner::read_repository(const RepositoryDecl& repository, const std::string& purpose,
+                                 const std::function<void(repo::Repository&)>& fn) {
+  OpenRepo o = open_repository(repository, purpose, true);
+  fn(*o.repo);
+}
+
 std::string TaskRunner::store_file(const RepositoryDecl& repository, const std::string& path,
                                    const std::string& read_from, std::vector<std::string> tags) {
   // Opened for each file: the index is the repository's as it is now (a prune

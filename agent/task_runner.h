@@ -76,6 +76,9 @@ class TaskRunner {
   // from any thread while tasks run. Throws cairn::Error.
   std::string store_file(const RepositoryDecl& repository, const std::string& path, const std::string& read_from,
                          std::vector<std::string> tags);
+  // Runs `fn` on `repository`, opened for reading (BackgroundContext::read_repository).
+  void read_repository(const RepositoryDecl& repository, const std::string& purpose,
+                       const std::function<void(repo::Repository&)>& fn);
 
  private:
   // What the runner decides for every snapshot it stores.

@@ -53,6 +53,7 @@ void register_op_status(CLI::App& app, Context& ctx) {
                         c.wal_archived_at() ? age(c.wal_archived_at(), now).c_str() : "never",
                         c.wal_pending(),
                         c.wal_last_error().empty() ? "" : ("; FAILING: " + terminal_safe(c.wal_last_error())).c_str());
+          for (const auto& g : c.wal_gaps()) std::printf("%-16s %-26s WAL GAP: %s\n", "", "", terminal_safe(g).c_str());
         }
         std::printf("\n");
       }

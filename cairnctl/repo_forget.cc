@@ -5,6 +5,7 @@
 #include "cairnctl/cli.h"
 #include "common/util/terminal_text.h"
 #include "common/repo/policy.h"
+#include "common/util/error.h"
 #include "common/repo/snapshot.h"
 
 namespace cairn::ctl {
@@ -21,6 +22,7 @@ struct ForgetArgs {
   std::string within;
   bool prune = false;
   bool dry_run = false;
+  bool force = false;
   double max_unused = 5;
 };
 
@@ -60,6 +62,8 @@ void register_repo_forget(CLI::App& repo, Context& ctx) {
   cmd->add_flag("--prune", a.prune, "run prune afterwards, under the same lock");
   cmd->add_option("--max-unused", a.max_unused, "with --prune: tolerated unused space in percent (default 5)")->check(CLI::Range(0.0, 100.0));
   cmd->add_flag("--dry-run,-n", a.dry_run, "show what would be removed; change nothing");
+  cmd->add_flag("--force", a.force,
+                "remove a piece of a log (a WAL segment) even while a kept snapshot (a base backup) replays it");
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
@@ -119,6 +123,45 @@ void register_repo_forget(CLI::App& repo, Context& ctx) {
           unreadable_named.push_back(id);
           remove.insert(id);
         }
+
+      // A piece of a log a kept snapshot replays (a WAL segment after a kept
+      // base backup's start): forgetting it leaves a gap no recovery from
+      // that backup passes. Refused unless forced; a policy never removes it.
+      {
+        std::vector<const repo::Snapshot*> kept;
+        for (const auto& s : snaps)
+          if (!remove.count(s.id)) kept.push_back(&s);
+        std::string refused;
+        for (const auto& s : snaps) {
+          if (!remove.count(s.id)) continue;
+          auto by = repo::replayed_by(s, kept);
+          if (by.empty()) continue;
+          if (!explicit_ids.count(s.id) && !a.force) {
+            remove.erase(s.id);  // a policy's choice: kept, said below
+            for (auto& g : groups)
+              for (auto& d : g.snapshots)
+                if (d.snapshot.id == s.id) {
+                  d.keep = true;
+                  d.reasons = {"replayed by " + by.front()->id.substr(0, 8)};
+                }
+            continue;
+          }
+          std::string names;
+          for (size_t i = 0; i < by.size() && i < 3; ++i)
+            names += std::string(i ? ", " : "") + by[i]->id.substr(0, 8) + " (" + when(*by[i]) + ")";
+          if (by.size() > 3) names += " and " + std::to_string(by.size() - 3) + " more";
+          const auto tv = repo::tag_values(s);
+          const std::string what = "snapshot '" + s.id.substr(0, 8) + "'" +
+                                   (tv.count("wal") ? " (WAL '" + terminal_safe(tv.at("wal")) + "')" : std::string());
+          if (a.force) warn(what + " is replayed by kept snapshot(s) " + names + "; removed as forced: their recovery stops before it");
+          else refused += "\n  " + what + " is replayed by kept snapshot(s) " + names;
+        }
+        if (!refused.empty())
+          throw Error(Errc::invalid_input,
+                      "refusing to forget pieces of a log that kept snapshots replay (recovery from them could not pass "
+                      "the gap):" + refused +
+                      "\nforget those snapshots first, or add --force to remove them anyway; nothing was removed");
+      }
 
       if (o.json) {
         nlohmann::json jg = nlohmann::json::array();

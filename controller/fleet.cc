@@ -1086,6 +1086,16 @@ void Fleet::tick() {
   }
 }
 
+std::vector<std::string> wal_gap_lines(const cairn::v1::WalArchiveStatus& w) {
+  std::vector<std::string> out;
+  for (const auto& g : w.gaps())
+    out.push_back("timeline " + std::to_string(g.timeline()) + ": " + g.first_missing() + " (" +
+                  std::to_string(g.missing()) + (g.missing() == 1 ? " segment" : " segments") + ") missing, " +
+                  g.next_archived() + " archived after it: recovery cannot pass it; take a base backup now");
+  if (!w.check_error().empty()) out.push_back("the agent could not check the archive: " + w.check_error());
+  return out;
+}
+
 std::map<std::pair<std::string, std::string>, cairn::v1::WalArchiveStatus> Fleet::wal_archives() const {
   auto out = wal_;
   const int64_t now = ::time(nullptr);

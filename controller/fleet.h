@@ -22,6 +22,11 @@ namespace cairn::controller {
 
 using Clock = std::chrono::steady_clock;
 
+// A WAL archive's gaps as its agent last found them, one line each
+// ("timeline 1: 000000010000000000000005 (1 segment) missing, 000000010000000000000006
+// archived after it"), or why the check failed.
+std::vector<std::string> wal_gap_lines(const cairn::v1::WalArchiveStatus& w);
+
 class Fleet {
  public:
   Fleet(zmq::socket_t& socket, catalog::Catalog& catalog, const ControllerConfig& config,

@@ -498,6 +498,7 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
           row->set_wal_archived_at(wal.last_archived_at());
           row->set_wal_pending(wal.pending());
           row->set_wal_last_error(wal.last_error_at() > wal.last_archived_at() ? wal.last_error() : "");
+          for (auto& line : wal_gap_lines(wal)) row->add_wal_gaps(std::move(line));
         }
         if (publisher_) {
           auto ps = publisher_->status();

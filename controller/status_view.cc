@@ -57,6 +57,12 @@ std::string in_zone(int64_t t, const std::string& zone) {
 }
 
 
+std::string join_lines(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& x : v) out += (out.empty() ? "" : "; ") + x;
+  return out;
+}
+
 }  // namespace
 
 std::string html_escape(std::string_view s) {
@@ -187,12 +193,25 @@ std::string render_metrics(const StatusSources& s) {
              "WAL files the server waits to hand to the agent (archive_status/*.ready): the archive's lag.");
     m.family("cairn_wal_archive_failures_total", "counter",
              "WAL hand-overs the agent refused or could not store since it started.");
+    m.family("cairn_wal_archive_gap_segments", "gauge",
+             "WAL segments missing from the repository while a later one of the timeline is there, as the agent's "
+             "last check found (0 when none): recovery cannot pass them.");
+    m.family("cairn_wal_archive_checked_timestamp_seconds", "gauge",
+             "When the agent last checked the repository's WAL for gaps (unix seconds; 0: not yet).");
     for (const auto& [key, w] : wal) {
       auto agent = tx.agent(key.first);
-      std::string l = labels({{"component", key.second}, {"agent", agent ? agent->name : key.first}});
+      const std::string who = agent ? agent->name : key.first;
+      std::string l = labels({{"component", key.second}, {"agent", who}});
       m.sample("cairn_wal_last_archived_timestamp_seconds", l, double(w.last_archived_at()));
       m.sample("cairn_wal_pending_files", l, double(w.pending()));
       m.sample("cairn_wal_archive_failures_total", l, double(w.failures()));
+      m.sample("cairn_wal_archive_checked_timestamp_seconds", l, double(w.checked_at()));
+      std::map<uint32_t, uint64_t> missing;
+      for (const auto& g : w.gaps()) missing[g.timeline()] += g.missing();
+      if (missing.empty()) m.sample("cairn_wal_archive_gap_segments", labels({{"component", key.second}, {"agent", who}, {"timeline", "all"}}), 0);
+      for (const auto& [tli, n] : missing)
+        m.sample("cairn_wal_archive_gap_segments",
+                 labels({{"component", key.second}, {"agent", who}, {"timeline", std::to_string(tli)}}), double(n));
     }
     auto drills = tx.drill_stats();
     m.family("cairn_component_proven_restorable_timestamp_seconds", "gauge",
@@ -315,7 +334,7 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
     const auto wal = s.fleet.wal_archives();
     if (!wal.empty()) {
       h += "<h2 id=\"wal\">WAL archives</h2>\n<table><tr><th>Component</th><th>Where</th><th>Newest WAL stored</th>"
-           "<th>Waiting</th><th>Last failure</th></tr>\n";
+           "<th>Waiting</th><th>Last failure</th><th>Gaps</th></tr>\n";
       for (const auto& [key, w] : wal) {
         auto it = names.find(key.first);
         bool failing = w.last_error_at() > w.last_archived_at();
@@ -324,7 +343,10 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
                                                                   : w.last_archived() + " at " + utc(w.last_archived_at())) +
              "</td><td class=\"" + (w.pending() > 1 ? "failed" : "complete") + "\">" + std::to_string(w.pending()) +
              " file(s)</td><td class=\"" + (failing ? "failed" : "complete") + "\">" +
-             html_escape(w.last_error().empty() ? "-" : utc(w.last_error_at()) + ": " + w.last_error()) + "</td></tr>\n";
+             html_escape(w.last_error().empty() ? "-" : utc(w.last_error_at()) + ": " + w.last_error()) + "</td><td class=\"" +
+             (w.gaps_size() ? "failed" : "complete") + "\">" + html_escape(w.checked_at() == 0 && w.check_error().empty()
+                                   ? std::string("not checked yet")
+                                   : wal_gap_lines(w).empty() ? std::string("none") : join_lines(wal_gap_lines(w))) + "</td></tr>\n";
       }
       h += "</table>\n";
     }

@@ -117,6 +117,11 @@ std::string check_agent_message(const cairn::v1::AgentMessage& m) {
         if (!valid_name(w.component())) return "'wal_archives': a component must be 1-128 printable characters";
         if (!valid_text(w.last_archived(), 64)) return "'wal_archives': 'last_archived' too long";
         if (!valid_text(w.last_error(), 2048)) return "'wal_archives': 'last_error' too long";
+        if (!valid_text(w.check_error(), 2048)) return "'wal_archives': 'check_error' too long";
+        if (w.gaps_size() > 64) return "'wal_archives': too many 'gaps'";
+        for (const auto& g : w.gaps())
+          if (!valid_text(g.first_missing(), 64) || !valid_text(g.next_archived(), 64))
+            return "'wal_archives': a gap's segment name is too long";
       }
       return check_ids(h.running_task_ids(), "running_task_ids");
     }

@@ -1,6 +1,7 @@
 #include "common/repo/policy.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <ctime>
 #include <map>
 
@@ -127,6 +128,33 @@ std::vector<RetentionGroup> apply_retention(const std::vector<Snapshot>& snapsho
       g.guard_kept_newest = true;
     }
     out.push_back(std::move(g));
+  }
+  return out;
+}
+
+std::string log_position(uint64_t position) {
+  char pos[17];
+  std::snprintf(pos, sizeof pos, "%016llx", static_cast<unsigned long long>(position));
+  return pos;
+}
+
+std::string log_piece_tag(const std::string& chain, uint64_t position) { return "log:" + chain + ":" + log_position(position); }
+
+std::vector<const Snapshot*> replayed_by(const Snapshot& piece, const std::vector<const Snapshot*>& kept) {
+  std::vector<const Snapshot*> out;
+  for (const auto& t : piece.tags) {
+    if (t.rfind("log:", 0) != 0) continue;
+    const size_t colon = t.rfind(':');
+    if (colon <= 4 || t.size() - colon - 1 != 16) continue;
+    const std::string chain = t.substr(4, colon - 4), pos = t.substr(colon + 1);
+    for (const Snapshot* k : kept) {
+      if (k->id == piece.id || k->partial || !k->component.is_object() || !k->component.contains("replays_log")) continue;
+      const auto& r = k->component["replays_log"];
+      if (!r.is_object() || r.value("log", "") != chain) continue;
+      const std::string from = r.value("from", "");
+      // Fixed-width hex: ordered as text as as numbers.
+      if (from.size() == 16 && from <= pos) out.push_back(k);
+    }
   }
   return out;
 }

@@ -62,6 +62,22 @@ struct RetentionGroup {
 // Throws Error(Errc::invalid_input) for an empty policy or a negative count.
 std::vector<RetentionGroup> apply_retention(const std::vector<Snapshot>& snapshots, const RetentionPolicy& policy);
 
+// Log chains: a snapshot that holds one piece of a log (a WAL segment) is
+// tagged "log:<chain>:<position>" (position: 16 hex digits, ordered as
+// numbers; ffffffffffffffff, the last, for a piece every replay reads, like a
+// timeline history file);
+// a snapshot that replays the log from a position on (a base backup) says so
+// in its component metadata: {"replays_log": {"log": "<chain>", "from":
+// "<position>"}}. The snapshots among `kept` that replay `piece`: forgetting
+// it would leave a gap their recovery cannot pass. Empty for a snapshot that
+// is no piece of a log. Knows no driver: the tags and the key are the
+// contract.
+std::vector<const Snapshot*> replayed_by(const Snapshot& piece, const std::vector<const Snapshot*>& kept);
+// "log:<chain>:<position>" for a piece at `position` of `chain`; the
+// position as written in both (16 lower-case hex digits).
+std::string log_piece_tag(const std::string& chain, uint64_t position);
+std::string log_position(uint64_t position);
+
 // "7d", "36h", "1h30min": a compact form of a number of seconds.
 std::string format_duration(int64_t seconds);
 

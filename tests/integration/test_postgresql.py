@@ -193,6 +193,11 @@ def test_switch_storm_with_the_agent_killed_loses_no_segment(cluster, postgres_s
         assert n in wal, n
     # What the server holds is what the repository holds: the archiver caught up.
     assert pg.value("SELECT last_archived_wal FROM pg_stat_archiver") == last
+    # The private copies live in the agent's own 0700 directory, emptied as it
+    # starts: the killed agent's copies are gone, only the running one's is there.
+    bg = c.base / "node-a" / "state" / "background" / "pg"
+    assert bg.is_dir() and (bg.stat().st_mode & 0o777) == 0o700, bg
+    assert len(list(bg.iterdir())) <= 1, sorted(bg.iterdir())
 
 
 def test_damaged_wal_segment_is_refused_before_anything_stops(cluster, postgres_server):  # noqa: F811
@@ -514,11 +519,13 @@ def test_a_segment_missing_from_the_archive_is_a_gap_never_the_latest_wal(cluste
     is refused before anything stops, naming the segment and how far recovery
     reaches; a transaction past the gap too; a time and a transaction before the
     gap are reached, read from the commit records of the intact WAL."""
+    import urllib.request
     c, pg = cluster, postgres_server
-    c.add_agent("node-a", components=pg.component_toml())
+    # The agent checks the archive for gaps every second here (600 s by default).
+    c.add_agent("node-a", components=pg.component_toml().replace("archive_socket", "archive_check_seconds = 1\narchive_socket", 1))
     c.enrol("node-a")
     pg.sql("CREATE TABLE marks (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
-    set_id, _ = _backup(c, pg)
+    set_id, meta = _backup(c, pg)
     marks = {}
     segs = {}
     for n in range(1, 9):
@@ -526,7 +533,32 @@ def test_a_segment_missing_from_the_archive_is_a_gap_never_the_latest_wal(cluste
         segs[n] = pg.switch_and_wait_archived()  # marker n's commit is in segs[n]
     wal = _wal_snapshots(c)
     gone = segs[5]
-    c.ok("repo", "forget", wal[gone]["id"], "--repo", c.repo, "--password-file", c.repo_pass)
+    # The base backup replays that segment: forgetting it is refused, naming the
+    # backup, unless forced; nothing is removed.
+    base_snap = c.json("backup", "show", set_id)["tasks"][0]["snapshot_id"]
+    forget = ["repo", "forget", wal[gone]["id"], "--repo", c.repo, "--password-file", c.repo_pass, "--retry-lock", "60s"]
+    rc, out, err = c.ctl(*forget)
+    assert rc != 0 and "replayed by kept snapshot" in err and base_snap[:8] in err and "nothing was removed" in err, (rc, out, err)
+    assert gone in _wal_snapshots(c)
+    c.ok(*forget, "--force")
+    assert gone not in _wal_snapshots(c)
+
+    # The agent finds the gap before any restore needs it: status, /metrics.
+    def gap_reported():
+        rows = [x for x in c.json("status").get("components", []) if x["component"] == "pg"]
+        return rows and any(gone in g for g in rows[0].get("wal_gaps", [])) and rows[0]
+    row = c.wait_for("the status to report the gap", gap_reported, timeout=60)
+    assert any(f"timeline 1: {gone} (1 segment) missing, {segs[6]} archived after it" in g for g in row["wal_gaps"]), row
+    assert f"WAL GAP: timeline 1: {gone}" in c.ok("status")
+
+    def scraped():
+        body = urllib.request.urlopen(c.http_url() + "metrics", timeout=10).read().decode()
+        gauge = [ln for ln in body.splitlines()
+                 if ln.startswith('cairn_wal_archive_gap_segments{component="pg",agent="node-a",timeline="1"}')]
+        return gauge and float(gauge[0].split()[-1]) == 1
+    c.wait_for("/metrics to count the missing segment", scraped, timeout=30)
+    page = urllib.request.urlopen(c.http_url(), timeout=10).read().decode()
+    assert f"timeline 1: {gone} (1 segment) missing" in page
     pid = _postmaster_pid(pg)
 
     rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-latest", "--wait", timeout=900)

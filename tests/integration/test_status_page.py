@@ -191,11 +191,46 @@ def test_the_example_alerting_rules_pass_promtool(tmp_path):
     p = subprocess.run([promtool, "check", "rules", str(f)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
     out = p.stdout.decode()
     assert p.returncode == 0, out
-    assert "SUCCESS: 17 rules found" in out, out
+    assert "SUCCESS: 18 rules found" in out, out
     # Every metric a rule names is one the controller serves (docs/alerts.md's table).
     names = set(re.findall(r"\b(cairn_[a-z_]+)", rules[0]))
     served = set(re.findall(r"`(cairn_[a-z_]+)", doc.split("## Example rules")[0]))
     assert names <= served | {n + "_bucket" for n in served}, names - served
+
+
+def test_the_wal_gap_alert_fires_at_its_first_report(tmp_path):
+    """promtool test rules on docs/alerts.md's rules: CairnWalArchiveGap fires on
+    the first scrape that reports a missing segment, and never for the
+    timeline="all" 0 an archive without gaps reports."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.fail("promtool (Debian's prometheus package) is not installed")
+    doc = (pathlib.Path(ROOT) / "docs" / "alerts.md").read_text()
+    rules = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if b.lstrip().startswith("groups:")][0]
+    (tmp_path / "rules.yml").write_text(rules)
+    (tmp_path / "test.yml").write_text("""rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'cairn_wal_archive_gap_segments{component="pg",agent="node-a",timeline="all"}'
+        values: '0 0 0 _ _'
+      - series: 'cairn_wal_archive_gap_segments{component="pg",agent="node-a",timeline="1"}'
+        values: '_ _ _ 1 1'
+    alert_rule_test:
+      - eval_time: 2m
+        alertname: CairnWalArchiveGap
+        exp_alerts: []
+      - eval_time: 3m
+        alertname: CairnWalArchiveGap
+        exp_alerts:
+          - exp_labels: {severity: critical, component: pg, agent: node-a, timeline: "1"}
+            exp_annotations:
+              summary: "cairn: the WAL archive of pg on node-a lacks 1 segment(s) on timeline 1: no recovery passes the gap; take a base backup now ('cairnctl status' names the segments)"
+""")
+    p = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=60)
+    assert p.returncode == 0, p.stdout.decode()
 
 
 def test_a_set_waiting_for_an_offline_agent_blocks_nothing_else_and_a_skipped_run_shows(cluster, tmp_path):

@@ -38,6 +38,7 @@ Settings parse_settings(TableReader& r, const std::string& component) {
   if (!is_clean_absolute_path(s.archive_socket)) r.fail("archive_socket", "'" + s.archive_socket + "' is not an absolute path");
   // A unix socket's path is at most 107 bytes (sun_path).
   if (s.archive_socket.size() > 100) r.fail("archive_socket", "'" + s.archive_socket + "' is longer than 100 bytes");
+  if (auto n = r.integer("archive_check_seconds", 1, 7 * 86400)) s.archive_check_seconds = *n;
   s.dump_dir = r.string_or("dump_dir", s.data_dir + ".cairn-dump");
   if (!is_clean_absolute_path(s.dump_dir) || s.dump_dir == "/")
     r.fail("dump_dir", "'" + s.dump_dir + "' must be an absolute directory other than '/'");

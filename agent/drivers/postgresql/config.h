@@ -8,6 +8,7 @@
 //   passfile = "/root/.pgpass"                     (optional, libpq's .pgpass, mode 0600)
 //   sslmode = "verify-full"                        (optional; libpq's default otherwise)
 //   archive_socket = "/run/cairn-agent/postgresql-main.sock"   (optional; where archive_command hands WAL over)
+//   archive_check_seconds = 600                    (optional; how often the agent checks the archive for gaps)
 //   service = "postgresql@15-main.service"         (required for restores; see service_settings.h)
 //   dump_dir = "/var/lib/postgresql/cairn-dump"    (logical mode's scratch space; default <data_dir>.cairn-dump)
 //   bin_dir = "/usr/lib/postgresql/15/bin"         (pg_dump, pg_dumpall, pg_restore, psql)
@@ -29,6 +30,7 @@ struct Settings {
   std::string data_dir;  // absolute, no trailing '/'
   ConnSettings conn;
   std::string archive_socket;  // absolute
+  int64_t archive_check_seconds = 600;
   // Logical mode: where pg_dump writes before the dumps are stored (removed
   // after each backup); the client programs' directory.
   std::string dump_dir;

@@ -26,6 +26,7 @@
 #include "agent/platform/process.h"
 #include "agent/platform/service.h"
 #include "common/plan/recovery_target.h"
+#include "common/repo/policy.h"
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
 #include "common/util/error.h"
@@ -238,6 +239,7 @@ void PostgresqlDriver::start_background(BackgroundContext ctx) {
     if (rows.empty()) return {};
     return {rows[0][0].value_or(""), std::stoll(rows[0][1].value_or("0"))};
   });
+  a->set_check_interval(std::chrono::seconds(settings_.archive_check_seconds));
   a->start(std::move(ctx));
   std::lock_guard g(archive_mu_);
   archive_ = std::move(a);
@@ -402,6 +404,10 @@ void PostgresqlDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
     // Which timelines this one branched from, and where: the controller picks
     // a base backup on a target timeline's history from it.
     meta["history"] = timeline_history(d, tli);
+    // The WAL it replays from (common/repo/policy.h log chains): `repo
+    // forget` refuses a segment from here on while this backup is kept.
+    meta["replays_log"] = {{"log", "pg-" + meta.value("system_identifier", std::string())},
+                           {"from", repo::log_position(segno_of(start))}};
     meta["start_lsn"] = plan::format_lsn(start);
     meta["stop_lsn"] = plan::format_lsn(stop);
     meta["start_wal"] = segment_name(tli, segno_of(start));

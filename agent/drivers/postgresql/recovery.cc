@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "agent/drivers/postgresql/wal_scan.h"
@@ -55,8 +56,12 @@ std::string short_id(const std::string& id) { return id.substr(0, 8); }
 }  // namespace
 
 WalCatalog load_wal_catalog(repo::Repository& r, const std::string& system_id) {
+  return wal_catalog_of(repo::load_snapshots(r), system_id);
+}
+
+WalCatalog wal_catalog_of(const std::vector<repo::Snapshot>& snapshots, const std::string& system_id) {
   WalCatalog c;
-  for (auto& s : repo::load_snapshots(r)) {
+  for (const auto& s : snapshots) {
     if (s.partial) continue;
     auto tv = repo::tag_values(s);
     bool wal = std::find(s.tags.begin(), s.tags.end(), "wal") != s.tags.end();
@@ -104,6 +109,45 @@ json timeline_history(const std::string& data_dir, uint32_t tli) {
     return json::array();  // unreadable: the controller knows less, the restore reads the archive's copy
   }
   return out;
+}
+
+std::vector<WalGapRun> find_gaps(const WalCatalog& cat, uint64_t from_segno) {
+  std::map<uint32_t, std::set<uint64_t>> by_tli;
+  for (const auto& [name, snap] : cat.by_name)
+    if (auto wn = parse_wal_name(name); wn && wn->kind == WalFileKind::segment) by_tli[wn->timeline].insert(wn->segno);
+  std::vector<WalGapRun> out;
+  for (const auto& [tli, segs] : by_tli) {
+    uint64_t from = from_segno;
+    // A later timeline begins in the segment its parent ended in.
+    if (auto h = cat.histories.find(tli); h != cat.histories.end() && !h->second.empty())
+      from = std::max(from, segno_of(h->second.back().switch_lsn));
+    else if (tli > 1)
+      from = std::max(from, *segs.begin());
+    uint64_t expect = from;
+    for (uint64_t s : segs) {
+      if (s < from) continue;
+      if (s > expect) out.push_back({tli, expect, s - expect, s});
+      expect = s + 1;
+    }
+  }
+  return out;
+}
+
+std::vector<WalGapRun> check_archive(repo::Repository& r, const std::vector<repo::Snapshot>& snapshots,
+                                     const std::string& system_id, const std::string& scratch,
+                                     const std::atomic<bool>* cancel) {
+  std::optional<uint64_t> oldest;
+  for (const auto& s : snapshots) {
+    const json& m = s.component;
+    if (s.partial || !m.is_object() || m.value("mode", "") != "physical" || m.value("system_identifier", "") != system_id)
+      continue;
+    auto wn = parse_wal_name(m.value("start_wal", ""));
+    if (wn && wn->kind == WalFileKind::segment && (!oldest || wn->segno < *oldest)) oldest = wn->segno;
+  }
+  if (!oldest) return {};
+  WalCatalog cat = wal_catalog_of(snapshots, system_id);
+  read_histories(r, cat, scratch, cancel);
+  return find_gaps(cat, *oldest);
 }
 
 std::vector<TimelineStep> timeline_path(const WalCatalog& cat, uint32_t base_tli, uint64_t stop, uint32_t target) {

@@ -36,6 +36,7 @@ struct WalCatalog {
   std::map<uint32_t, std::vector<HistoryEntry>> histories;
 };
 WalCatalog load_wal_catalog(repo::Repository& r, const std::string& system_id);
+WalCatalog wal_catalog_of(const std::vector<repo::Snapshot>& snapshots, const std::string& system_id);
 // Reads every timeline history file of `cat` out of the repository (each at
 // most 1 MiB) into cat.histories, using `scratch` (a directory) on the way.
 // Throws cairn::Error naming a file that cannot be read or parsed.
@@ -101,6 +102,27 @@ std::pair<cairn::v1::ErrorCode, std::string> fetch_wal(TaskContext& ctx, const W
 std::pair<cairn::v1::ErrorCode, std::string> plan_recovery(TaskContext& ctx, const repo::Snapshot& base,
                                                            const plan::ParsedTarget& target, const std::string& scratch,
                                                            WalCatalog* cat, WalPlan* wal);
+
+// A run of WAL segments missing from the archive while a later segment of
+// the same timeline is in it: recovery along that timeline cannot pass it.
+struct WalGapRun {
+  uint32_t timeline = 0;
+  uint64_t first = 0;  // the first missing segment number
+  uint64_t count = 0;  // how many in a row
+  uint64_t next = 0;   // the archived segment after them
+};
+// The gaps of every timeline in `cat` (histories read), from segment
+// `from_segno` (the oldest base backup's start: WAL before it restores
+// nothing) or, on a later timeline, from where it branched when that is
+// later: oldest timeline first.
+std::vector<WalGapRun> find_gaps(const WalCatalog& cat, uint64_t from_segno);
+
+// The agent's check of the archive of database system `system_id`: the
+// oldest base backup of it in `snapshots` (none: no gaps, nothing restores),
+// the timelines' history files (read into `scratch`), and find_gaps.
+std::vector<WalGapRun> check_archive(repo::Repository& r, const std::vector<repo::Snapshot>& snapshots,
+                                     const std::string& system_id, const std::string& scratch,
+                                     const std::atomic<bool>* cancel);
 
 // Makes the restored data directory `staged` recover from `meta`'s base
 // backup to `target`: backup_label, tablespace_map, recovery.signal, and the

@@ -8,17 +8,23 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
 #include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "agent/drivers/postgresql/recovery.h"
 #include "agent/drivers/postgresql/wal.h"
+#include "common/repo/policy.h"
+#include "common/repo/snapshot.h"
 #include "common/crypto/crypto.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"
@@ -124,7 +130,26 @@ void WalArchive::start(BackgroundContext ctx) {
                    std::strerror(errno));
   }
   ::chmod(socket_.c_str(), 0660);
+  // The private copies of pushed files go to the agent's own directory,
+  // emptied here: a killed agent leaves its copies behind.
+  if (!ctx_.private_dir.empty()) {
+    remove_tree(ctx_.private_dir);
+    mkdir_p(ctx_.private_dir, 0700);
+    ::chmod(ctx_.private_dir.c_str(), 0700);
+  }
   stop_ = false;
+  if (ctx_.read_repository)
+    checker_ = std::thread([this] {
+      auto next = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+      while (!stop_) {
+        if (std::chrono::steady_clock::now() < next) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+          continue;
+        }
+        check_now();
+        next = std::chrono::steady_clock::now() + check_interval_;
+      }
+    });
   thread_ = std::thread([this, fd = ls.release()] {
     Fd listener(fd);
     if (server_view_) {
@@ -165,6 +190,7 @@ void WalArchive::start(BackgroundContext ctx) {
 void WalArchive::stop() {
   stop_ = true;
   if (thread_.joinable()) thread_.join();
+  if (checker_.joinable()) checker_.join();
   if (!private_dir_.empty()) remove_tree(private_dir_);
   private_dir_.clear();
   struct stat st{};
@@ -202,12 +228,68 @@ cairn::v1::WalArchiveStatus WalArchive::status() const {
     s.set_last_error(last_error_.substr(0, 1024));
     s.set_last_error_at(last_error_at_);
   }
+  {
+    std::lock_guard g(mu_);
+    for (const auto& gap : gaps_) *s.add_gaps() = gap;
+    s.set_checked_at(checked_at_);
+    s.set_check_error(check_error_.substr(0, 1024));
+  }
   uint32_t pending = 0;
   std::error_code ec;
   for (fs::directory_iterator it(data_dir_ + "/pg_wal/archive_status", ec), end; !ec && it != end; it.increment(ec))
     if (it->path().extension() == ".ready") ++pending;
   s.set_pending(pending);
   return s;
+}
+
+void WalArchive::check_now() {
+  std::vector<cairn::v1::WalGap> gaps;
+  std::string error;
+  try {
+    const std::string system_id = std::to_string(control_system_id(data_dir_));
+    ctx_.read_repository([&](repo::Repository& r) {
+      const std::string scratch = scratch_dir() + "/histories";
+      struct Remove {
+        std::string p;
+        ~Remove() { remove_tree(p); }
+      } remove{scratch};
+      for (const auto& run : check_archive(r, repo::load_snapshots(r), system_id, scratch, &stop_)) {
+        cairn::v1::WalGap g;
+        g.set_timeline(run.timeline);
+        g.set_first_missing(segment_name(run.timeline, run.first));
+        g.set_missing(uint32_t(std::min<uint64_t>(run.count, UINT32_MAX)));
+        g.set_next_archived(segment_name(run.timeline, run.next));
+        gaps.push_back(std::move(g));
+      }
+    });
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  std::lock_guard g(mu_);
+  if (!error.empty()) {
+    if (error != check_error_) spdlog::warn("component '{}': the archive's WAL could not be checked: {}", component_, error);
+  } else {
+    for (const auto& gap : gaps)
+      if (std::none_of(gaps_.begin(), gaps_.end(),
+                       [&](const auto& o) { return o.first_missing() == gap.first_missing() && o.missing() == gap.missing(); }))
+        spdlog::error("component '{}': the WAL archive has a gap on timeline {}: {} segment(s) from '{}' are not in the "
+                      "repository, though '{}' is; recovery cannot pass it: take a base backup now",
+                      component_, gap.timeline(), gap.missing(), gap.first_missing(), gap.next_archived());
+    gaps_ = std::move(gaps);
+  }
+  check_error_ = error;
+  checked_at_ = std::time(nullptr);
+}
+
+std::string WalArchive::scratch_dir() {
+  std::lock_guard g(scratch_mu_);
+  if (private_dir_.empty()) {
+    std::string tmpl = ctx_.private_dir.empty() ? (fs::temp_directory_path() / "cairn-wal-XXXXXX").string()
+                                                : ctx_.private_dir + "/wal-XXXXXX";
+    if (!::mkdtemp(tmpl.data())) throw Error(Errc::io, std::string("cannot make a private directory: ") + std::strerror(errno));
+    private_dir_ = tmpl;
+  }
+  return private_dir_;
 }
 
 std::string WalArchive::push(const std::string& path) {
@@ -283,6 +365,10 @@ std::string WalArchive::push(const std::string& path) {
   std::snprintf(tli, sizeof tli, "%08X", wn->timeline);
   std::vector<std::string> tags = {"cairn",           "wal",           "component:" + component_, "wal:" + name,
                                    std::string("wal-timeline:") + tli, std::string("pg-system:") + sys};
+  // A piece of the system's log (common/repo/policy.h): every base backup
+  // from before it replays a segment; every one reads the history files.
+  if (wn->kind == WalFileKind::segment) tags.push_back(repo::log_piece_tag(std::string("pg-") + sys, wn->segno));
+  else if (wn->kind == WalFileKind::history) tags.push_back(repo::log_piece_tag(std::string("pg-") + sys, UINT64_MAX));
   if (!ctx_.store_file) throw Error(Errc::invalid_input, "the WAL archive has no repository");
   // What is stored is the bytes checked above, from a private copy (a 0700
   // directory of the agent's), under the file's own path in pg_wal.
@@ -313,12 +399,7 @@ std::string WalArchive::push(const std::string& path) {
 }
 
 std::string WalArchive::private_copy(const std::string& name, const Bytes& bytes, const struct stat& like) {
-  if (private_dir_.empty()) {
-    std::string tmpl = (fs::temp_directory_path() / "cairn-wal-XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw Error(Errc::io, std::string("cannot make a private directory: ") + std::strerror(errno));
-    private_dir_ = tmpl;
-  }
-  const std::string p = private_dir_ + "/" + name;
+  const std::string p = scratch_dir() + "/" + name;
   write_file_atomic(p, std::span<const uint8_t>(bytes.data(), bytes.size()), 0600);
   // The snapshot records the file as the server wrote it: its owner, mode
   // and times (a restore gives the server back files it can read).

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -37,6 +38,12 @@ class WalArchive {
   // How to ask the server what it archived last (pg_stat_archiver): asked
   // once as the archive starts, for the status until this agent stores a file.
   void set_server_view(std::function<std::pair<std::string, int64_t>()> f) { server_view_ = std::move(f); }
+  // How often the repository's WAL is checked for gaps (check_now), the
+  // first time a few seconds after start.
+  void set_check_interval(std::chrono::seconds s) { check_interval_ = s; }
+  // Reads the repository's WAL of this database system and records its gaps
+  // (recovery.h find_gaps) for status(). Public for tests.
+  void check_now();
 
   // Its progress for the heartbeat: the newest file stored, failures, and
   // how many files the server waits to hand over (its .ready markers).
@@ -52,22 +59,30 @@ class WalArchive {
   // Writes checked bytes to a file of the agent's own (a 0700 directory made
   // at the first call, removed at stop); returns its path.
   std::string private_copy(const std::string& name, const Bytes& bytes, const struct stat& like);
+  // The agent's own 0700 directory for copies and scratch files (made at the
+  // first call, in BackgroundContext::private_dir when given; removed at stop).
+  std::string scratch_dir();
 
   std::string component_, socket_, data_dir_;
   BackgroundContext ctx_;
   std::atomic<bool> stop_{false};
-  std::thread thread_;
+  std::thread thread_, checker_;
+  std::chrono::seconds check_interval_{600};
   // Files stored by this process: name -> sha256 of their bytes. A repeated
   // push of the same bytes (PostgreSQL retrying after a lost answer) is
   // answered at once; other bytes under a stored name are refused.
   std::map<std::string, std::string> stored_;
   uid_t owner_uid_ = 0;
   std::string private_dir_;
+  std::mutex scratch_mu_;
   std::function<std::pair<std::string, int64_t>()> server_view_;
   mutable std::mutex mu_;  // guards what status() reads
   std::string last_archived_, last_error_;
   int64_t last_archived_at_ = 0, last_error_at_ = 0;
   uint64_t failures_ = 0;
+  std::vector<cairn::v1::WalGap> gaps_;
+  int64_t checked_at_ = 0;
+  std::string check_error_;
   uint64_t last_segno_ = 0;
   uint32_t last_timeline_ = 0;
 };

@@ -638,3 +638,33 @@ TEST_CASE("the archive socket never reads through a link swapped in while it che
   CHECK(stores >= 1);
   fs::remove_all(base);
 }
+
+TEST_CASE("the agent's archive check finds each timeline's gaps from the oldest base backup or the branch point") {
+  const uint64_t seg = kWalSegmentSize;
+  WalCatalog cat;
+  // Timeline 1: 2..9 without 4 and 6..7; timeline 2 branched at segment 6
+  // (its 6 missing, 7..8 there); timeline 3 without a history: from its first.
+  for (uint64_t s : {2, 3, 5, 8, 9}) cat.by_name[segment_name(1, s)] = wal_snap(segment_name(1, s), 100 + s);
+  for (uint64_t s : {7, 8}) cat.by_name[segment_name(2, s)] = wal_snap(segment_name(2, s), 200 + s);
+  for (uint64_t s : {12, 14}) cat.by_name[segment_name(3, s)] = wal_snap(segment_name(3, s), 300 + s);
+  cat.histories[2] = {{1, 6 * seg + 0x100}};
+  auto gaps = find_gaps(cat, 2);
+  REQUIRE(gaps.size() == 4);
+  CHECK((gaps[0].timeline == 1 && gaps[0].first == 4 && gaps[0].count == 1 && gaps[0].next == 5));
+  CHECK((gaps[1].timeline == 1 && gaps[1].first == 6 && gaps[1].count == 2 && gaps[1].next == 8));
+  CHECK((gaps[2].timeline == 2 && gaps[2].first == 6 && gaps[2].count == 1 && gaps[2].next == 7));
+  CHECK((gaps[3].timeline == 3 && gaps[3].first == 13 && gaps[3].count == 1 && gaps[3].next == 14));
+  // WAL before the oldest base backup restores nothing: no gap there.
+  gaps = find_gaps(cat, 5);
+  REQUIRE(gaps.size() == 3);
+  CHECK((gaps[0].timeline == 1 && gaps[0].first == 6));
+  // A missing first segment of the oldest base backup is a gap too.
+  gaps = find_gaps(cat, 1);
+  REQUIRE(!gaps.empty());
+  CHECK((gaps[0].timeline == 1 && gaps[0].first == 1 && gaps[0].next == 2));
+  // An unbroken archive has none.
+  WalCatalog whole;
+  for (uint64_t s = 2; s <= 9; ++s) whole.by_name[segment_name(1, s)] = wal_snap(segment_name(1, s), 100 + s);
+  whole.by_name[segment_name(1, 5) + ".00000028.backup"] = wal_snap("b", 1);
+  CHECK(find_gaps(whole, 2).empty());
+}

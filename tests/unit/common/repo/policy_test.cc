@@ -190,3 +190,28 @@ TEST_CASE("policy: keep-tag keeps tagged snapshots; a policy never removes a who
   REQUIRE(reasons(g[1], "o2").size() == 1);
   REQUIRE_THAT(reasons(g[1], "o2")[0], Catch::Contains("would remove every snapshot"));
 }
+
+TEST_CASE("log chains: a piece is replayed by every kept snapshot that replays its log from at or before it") {
+  auto piece = [](const std::string& id, uint64_t pos, const std::string& chain = "pg-1") {
+    return snap(id, "2026-01-01T00:00:00Z", "h1", {"/wal/" + id}, {"wal", log_piece_tag(chain, pos)});
+  };
+  auto base = [](const std::string& id, uint64_t from, const std::string& chain = "pg-1") {
+    Snapshot s = snap(id, "2026-01-01T00:00:00Z", "h1", {"/data"});
+    s.component = {{"replays_log", {{"log", chain}, {"from", log_position(from)}}}};
+    return s;
+  };
+  Snapshot b5 = base("b5", 5), b0x10 = base("b16", 0x10), other = base("other", 1, "pg-2"), plain = snap("p", "2026-01-01T00:00:00Z");
+  Snapshot partial = base("part", 1);
+  partial.partial = true;
+  std::vector<const Snapshot*> kept = {&b5, &b0x10, &other, &plain, &partial};
+  CHECK(log_piece_tag("pg-1", 0xab) == "log:pg-1:00000000000000ab");
+  CHECK(replayed_by(piece("w4", 4), kept).empty());  // before every base backup of its chain
+  auto by = replayed_by(piece("w9", 9), kept);
+  REQUIRE(by.size() == 1);
+  CHECK(by[0]->id == "b5");
+  CHECK(replayed_by(piece("w11", 0x11), kept).size() == 2);  // hex, not text order of decimal
+  CHECK(replayed_by(piece("w5", 5), kept).size() == 1);      // the base backup's own first segment
+  CHECK(replayed_by(piece("h", UINT64_MAX), kept).size() == 2);  // a piece every replay reads
+  CHECK(replayed_by(piece("x", 9, "pg-3"), kept).empty());  // another system's log
+  CHECK(replayed_by(plain, kept).empty());                  // no piece of a log
+}
