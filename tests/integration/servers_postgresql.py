@@ -177,6 +177,8 @@ service = {{ start_command = ["{self.start_sh}"], stop_command = ["{self.stop_sh
 
     def switch_and_wait_archived(self, timeout=120):
         """Closes the current WAL segment and waits until the server archived it; returns its name."""
+        # A record first: a switch right after another (the segment empty) does nothing.
+        self.value("SELECT pg_logical_emit_message(false, 'cairn-test', 'switch')::text")
         seg = self.value("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
         self.value("SELECT pg_switch_wal()")
         deadline = time.time() + timeout

@@ -679,3 +679,57 @@ def test_the_base_backup_picked_is_on_the_target_timeline_safety_backups_include
     r4 = c.json("restore", "show", restore_id(out))
     assert r4["backup_set_id"] != safety2, r4
     assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"], ["2"]], pg.log_tail()
+
+
+def test_randomized_pitr_lands_exactly_on_every_kind_of_target(cluster, postgres_server):  # noqa: F811
+    """Markers committed at random moments across random segment switches, with
+    pgbench traffic between them; then restores from one base backup to random
+    targets of every kind (time, xid inclusive and exclusive, LSN, latest,
+    immediate), in random order, each landing on exactly the markers committed
+    by then. CAIRN_TEST_SEED=<n> replays a run (the seed is in the failure)."""
+    import random
+    seed = int(os.environ.get("CAIRN_TEST_SEED") or random.SystemRandom().randrange(1 << 30))
+    rnd = random.Random(seed)
+    c, pg = cluster, postgres_server
+    c.add_agent("node-a", components=pg.component_toml())
+    c.enrol("node-a")
+    pg.pgbench("-i", "-s", "1", "-q")
+    pg.sql("CREATE TABLE marks (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    base, _ = _backup(c, pg)
+    n = rnd.randint(8, 14)
+    marks = {}  # n -> (xid, a time after its commit and before the next, an LSN after its commit)
+    for i in range(1, n + 1):
+        xid, after = _marker(pg, i)
+        lsn = pg.value("SELECT pg_current_wal_insert_lsn()::text")
+        marks[i] = (xid, after, lsn)
+        if rnd.random() < 0.3:
+            pg.pgbench("-t", str(rnd.randint(20, 200)), "-c", "2", "-n")
+        if rnd.random() < 0.35:
+            pg.value("SELECT pg_switch_wal()")
+        time.sleep(rnd.uniform(0, 0.3))
+    pg.switch_and_wait_archived()
+
+    k = lambda: rnd.randint(1, n)  # noqa: E731
+    cases = []
+    i = k()
+    cases.append(("time", ["--to-time", marks[i][1]], i))
+    i = k()
+    cases.append(("xid", ["--to-xid", marks[i][0]], i))
+    i = k()
+    cases.append(("xid exclusive", ["--to-xid", marks[i][0], "--exclusive"], i - 1))
+    i = k()
+    cases.append(("lsn", ["--to-lsn", marks[i][2]], i))
+    cases.append(("latest", ["--to-latest"], n))
+    cases.append(("immediate", ["--to-immediate"], 0))
+    rnd.shuffle(cases)
+    for what, args, upto in cases:
+        # Every target on the timeline the markers were written on (1): each
+        # restore branches a new one.
+        tl = [] if what == "immediate" else ["--target-timeline", "1"]
+        rc, out, err = c.ctl("restore", base, "--component", "pg", *args, *tl, "--skip-safety-backup", "--wait",
+                             timeout=900)
+        ctx = f"seed {seed}, {what} {args} (markers 1..{upto} of {n})"
+        assert rc == 0, f"{ctx}: restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
+        got = [int(r[0]) for r in pg.sql("SELECT id FROM marks ORDER BY id")]
+        assert got == list(range(1, upto + 1)), f"{ctx}: came back with {got}\n{pg.log_tail()}"
+        assert int(pg.value("SELECT count(*) FROM pgbench_accounts")) == 100000, ctx
