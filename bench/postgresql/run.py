@@ -6,6 +6,11 @@ the same PostgreSQL 15 and the same pgbench data in the same run (issue 36):
 2. 5 % of pgbench_accounts' rows updated (a contiguous range of aid, then a
    checkpoint), then an incremental backup (pgBackRest --type=incr, file
    level; cairn's next backup of the set's parent, chunk level): growth;
+   Then 1 % of the rows chosen at random (`--random-pct`): the incremental
+   of each, as a fraction of its full backup, beside two floors measured
+   from the data directory itself: every 8 KiB page that changed, compressed
+   (what a block-level incremental such as pgBackRest 2.46+'s stores at
+   best), and the same pages as deltas against their previous version;
 3. point-in-time restore to the end of the archive: the server stopped, the
    data directory replaced, started, recovery replayed and promoted: wall
    time until it answers as a primary.
@@ -48,6 +53,26 @@ def du(path):
     return total
 
 
+def relation_pages(data):
+    """{(file, page number): 8 KiB page} of every relation file (base/, global/)."""
+    pages = {}
+    for sub in ("base", "global"):
+        for dp, _, fns in os.walk(data / sub):
+            for f in fns:
+                p = os.path.join(dp, f)
+                try:
+                    b = open(p, "rb").read()
+                except OSError:
+                    continue
+                for i in range(0, len(b) // 8192):
+                    pages[(p, i)] = b[i * 8192:(i + 1) * 8192]
+    return pages
+
+
+def zstd_size(data):
+    return len(subprocess.run(["zstd", "-3", "-c", "-q"], input=data, stdout=subprocess.PIPE, check=True).stdout)
+
+
 def run(args, env=None, timeout=7200):
     r = subprocess.run([os.fspath(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                        timeout=timeout)
@@ -59,6 +84,7 @@ def run(args, env=None, timeout=7200):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=140)
+    ap.add_argument("--random-pct", type=float, default=1.0, help="percent of rows updated at random in step 2b")
     a = ap.parse_args()
     if not shutil.which("pgbackrest"):
         raise SystemExit("pgbackrest not installed: bash scripts/install-deps.sh --bench")
@@ -152,6 +178,26 @@ pg1-user=postgres
         # small chunks around the pages that changed.
         incremental("scat", "aid % 10000 = 0", "every 10,000th row")
 
+        # Random rows (every row a random one): the pages that changed, as
+        # the data directory shows them, are the floor of a page-level
+        # incremental.
+        n_rand = int(rows * a.random_pct / 100)
+        pg.sql("CHECKPOINT")
+        before = relation_pages(pg.data)
+        incremental("rand", f"aid IN (SELECT 1 + floor(random() * {rows})::int FROM generate_series(1, {n_rand}))",
+                    f"{a.random_pct:g} % of rows at random")
+        after = relation_pages(pg.data)
+        changed = [k for k, v in after.items() if before.get(k) != v]
+        res["rand_pages_total"] = len(after)
+        res["rand_pages_changed"] = len(changed)
+        res["rand_floor_pages_bytes"] = zstd_size(b"".join(after[k] for k in changed))
+        res["rand_floor_delta_bytes"] = zstd_size(b"".join(
+            bytes(x ^ y for x, y in zip(after[k], before.get(k, bytes(8192)))) for k in changed))
+        print(f"  pages changed: {len(changed)} of {len(after)} ({100 * len(changed) / max(1, len(after)):.0f} %); "
+              f"compressed {res['rand_floor_pages_bytes'] / 2**20:.1f} MiB as pages, "
+              f"{res['rand_floor_delta_bytes'] / 2**20:.1f} MiB as deltas", flush=True)
+        del before, after
+
         pg.sql("CREATE TABLE mark (at timestamptz DEFAULT now())")
         pg.sql("INSERT INTO mark DEFAULT VALUES")
         pg.switch_and_wait_archived(timeout=1800)
@@ -194,6 +240,11 @@ pg1-user=postgres
         print(f"  incremental growth     {res['incr_cairn_bytes'] / max(1, res['incr_pgbr_bytes']):.2f}  (<= 0.3)")
         print(f"  scattered incremental  {res['scat_cairn_bytes'] / max(1, res['scat_pgbr_bytes']):.2f}  (<= 0.3)")
         print(f"  PITR restore time      {res['restore_cairn_s'] / res['restore_pgbr_s']:.2f}  (<= 1.0)")
+        print(f"\nrandom {a.random_pct:g} % of rows, incremental / full (target <= 0.1):")
+        print(f"  cairn                  {res['rand_cairn_bytes'] / res['full_cairn_bytes']:.2f}")
+        print(f"  pgBackRest 2.45        {res['rand_pgbr_bytes'] / res['full_pgbr_bytes']:.2f}  (file level)")
+        print(f"  changed pages, zstd    {res['rand_floor_pages_bytes'] / res['full_cairn_bytes']:.2f}  (block-level floor)")
+        print(f"  page deltas, zstd      {res['rand_floor_delta_bytes'] / res['full_cairn_bytes']:.2f}  (delta floor)")
         print(json.dumps(res))
     finally:
         if pg:

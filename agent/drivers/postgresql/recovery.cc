@@ -389,6 +389,14 @@ std::pair<v1::ErrorCode, std::string> fetch_wal(TaskContext& ctx, const WalCatal
     const bool segment = wn && wn->kind == WalFileKind::segment;
     if (!damaged.empty() && segment) continue;  // past the damage: not replayable
     std::string problem;
+    // A history file read_histories already read (and parsed) into
+    // <wal_dir>/.histories is moved into place, not read again.
+    std::error_code moved;
+    if (!segment) fs::rename(wal_dir + "/.histories/" + name, wal_dir + "/" + name, moved);
+    if (!segment && !moved) {
+      if (count) ++*count;
+      continue;
+    }
     try {
       problem = restore_wal_file(*ctx.repo, ws, wal_dir + "/" + name, memory_budget, ctx.cancel);
     } catch (const Error&) {

@@ -90,8 +90,9 @@ std::pair<cairn::v1::ErrorCode, std::string> plan_wal(const repo::Snapshot& base
 // (wal_scan.h) and proves the target is reached by the intact WAL before any
 // gap or damaged segment: {OK, seconds taken} with wal.proof set, or why not,
 // naming the missing or damaged segment and the furthest point recovery from
-// this base backup can reach. `count` counts the files read. Stops at
-// ctx.cancel (CANCELLED).
+// this base backup can reach. `count` counts the files read. History files
+// read_histories left in <wal_dir>/.histories are moved, not read again.
+// Stops at ctx.cancel (CANCELLED).
 std::pair<cairn::v1::ErrorCode, std::string> fetch_wal(TaskContext& ctx, const WalCatalog& cat, WalPlan& wal,
                                                        const repo::Snapshot& base, const plan::ParsedTarget& target,
                                                        const std::string& wal_dir, uint64_t memory_budget,
