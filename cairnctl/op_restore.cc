@@ -288,7 +288,23 @@ void register_op_restore(CLI::App& app, Context& ctx) {
                     info.tasks_size(), terminal_safe(info.backup_set_id()).c_str());
       if (!o->json) print_offline_agents(info.tasks());
       if (!*wait) return kExitOk;
-      return watch_restore(*o, info.restore_id(), ctx.cancel);
+      int rc = watch_restore(*o, info.restore_id(), ctx.cancel);
+      // A recovery to a target branches the component's log: a base backup
+      // taken now is where a later recovery should start (docs/postgresql.md
+      // § Timelines).
+      if (!o->json && rt.kind() != cairn::v1::RecoveryTarget::KIND_UNSPECIFIED && (rc == kExitOk || rc == kExitPartial)) {
+        const cairn::v1::RestoreInfo ended = show(*o, info.restore_id());
+        for (const auto& t : ended.tasks())
+          if (t.kind() == cairn::v1::TASK_KIND_RESTORE &&
+              (t.state() == cairn::v1::TASK_STATE_SUCCEEDED || t.state() == cairn::v1::TASK_STATE_PARTIAL))
+            std::printf("next: '%s' on %s now runs on a new timeline of its log; take a base backup on it "
+                        "(cairnctl backup create --component %s --node %s --wait) so that a later recovery starts "
+                        "from here, not from set %s\n",
+                        terminal_safe(t.component()).c_str(), terminal_safe(t.agent_name()).c_str(),
+                        terminal_safe(t.component()).c_str(), terminal_safe(t.agent_name()).c_str(),
+                        terminal_safe(info.backup_set_id()).c_str());
+      }
+      return rc;
     };
   });
 }

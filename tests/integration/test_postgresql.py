@@ -602,6 +602,14 @@ def test_a_pitr_after_a_pitr_follows_the_new_timeline(cluster, postgres_server):
     rc, out, err = c.ctl("restore", set_id, "--component", "pg", "--to-time", after1, "--wait", timeout=900)
     assert rc == 0, f"restore exited {rc}\n{out}\n{err}\n{c.logs()}{pg.log_tail()}"
     assert pg.sql("SELECT id FROM marks ORDER BY id") == [["1"]]
+    # The restore offers a base backup on the new timeline; the command it gives works.
+    nxt = [ln for ln in out.splitlines() if ln.startswith("next: 'pg' on node-a now runs on a new timeline")]
+    assert nxt, out
+    cmd = nxt[0].split("(cairnctl ", 1)[1].split(")", 1)[0].split()
+    rc, bout, err = c.ctl(*cmd, timeout=600)
+    assert rc == 0, f"{cmd} exited {rc}\n{bout}\n{err}"
+    shown = c.json("backup", "show", backup_set_id(bout))
+    assert json.loads(shown["tasks"][0]["component_metadata"])["timeline"] == 2, shown
     # On timeline 2 now: marker 3, a time after it, marker 4.
     _, after3 = _marker(pg, 3)
     _marker(pg, 4)
