@@ -193,6 +193,9 @@ std::string render_metrics(const StatusSources& s) {
              "WAL files the server waits to hand to the agent (archive_status/*.ready): the archive's lag.");
     m.family("cairn_wal_archive_failures_total", "counter",
              "WAL hand-overs the agent refused or could not store since it started.");
+    m.family("cairn_wal_archive_failing", "gauge",
+             "1 while the archive's newest event is a failure (a hand-over refused or not stored, or its agent not "
+             "connected: nothing is archived then), else 0.");
     m.family("cairn_wal_archive_gap_segments", "gauge",
              "WAL segments missing from the repository while a later one of the timeline is there, as the agent's "
              "last check found (0 when none): recovery cannot pass them.");
@@ -206,6 +209,7 @@ std::string render_metrics(const StatusSources& s) {
       m.sample("cairn_wal_pending_files", l, double(w.pending()));
       m.sample("cairn_wal_archive_failures_total", l, double(w.failures()));
       m.sample("cairn_wal_archive_checked_timestamp_seconds", l, double(w.checked_at()));
+      m.sample("cairn_wal_archive_failing", l, w.last_error_at() > w.last_archived_at() ? 1 : 0);
       std::map<uint32_t, uint64_t> missing;
       for (const auto& g : w.gaps()) missing[g.timeline()] += g.missing();
       if (missing.empty()) m.sample("cairn_wal_archive_gap_segments", labels({{"component", key.second}, {"agent", who}, {"timeline", "all"}}), 0);

@@ -741,3 +741,55 @@ def test_randomized_pitr_lands_exactly_on_every_kind_of_target(cluster, postgres
         got = [int(r[0]) for r in pg.sql("SELECT id FROM marks ORDER BY id")]
         assert got == list(range(1, upto + 1)), f"{ctx}: came back with {got}\n{pg.log_tail()}"
         assert int(pg.value("SELECT count(*) FROM pgbench_accounts")) == 100000, ctx
+
+
+def test_the_archive_status_tells_the_truth_with_the_agent_down_and_after_it_restarts(cluster, postgres_server):  # noqa: F811
+    """The agent stopped while the server writes: status says FAILING (not
+    'archived 55s ago, 0 waiting'), /metrics' cairn_wal_archive_failing is 1 (the
+    alert's input), the waiting count is the last reported; restarted, the
+    status is the server's account (never 'archived never'), and clears once
+    the waiting segments are stored."""
+    import urllib.request
+    c, pg = cluster, postgres_server
+    agent = c.add_agent("node-a", components=pg.component_toml())
+    c.enrol("node-a")
+    pg.sql("CREATE TABLE t (i int)")
+    for i in range(3):
+        pg.sql(f"INSERT INTO t VALUES ({i})")
+        pg.switch_and_wait_archived()
+    base = c.http_url()
+
+    def gauge():
+        body = urllib.request.urlopen(base + "metrics", timeout=10).read().decode()
+        line = [ln for ln in body.splitlines() if ln.startswith('cairn_wal_archive_failing{component="pg",agent="node-a"}')]
+        return float(line[0].split()[-1]) if line else None
+    c.wait_for("/metrics to show the archive", lambda: gauge() == 0, timeout=30)
+
+    agent.expect_dead = True
+    agent.kill()
+    for i in range(2):
+        pg.sql(f"INSERT INTO t VALUES ({10 + i})")
+        pg.value("SELECT pg_switch_wal()")
+    c.wait_for("the server to fail handing WAL over", lambda: int(pg.value("SELECT failed_count FROM pg_stat_archiver")) > 0,
+               timeout=60)
+
+    def failing():
+        rows = [x for x in c.json("status").get("components", []) if x["component"] == "pg"]
+        return rows and "the agent is not connected" in rows[0].get("wal_last_error", "") and rows[0]
+    c.wait_for("the status to say the archive fails", failing, timeout=60)
+    text = c.ok("status")
+    assert "FAILING: the agent is not connected" in text, text
+    c.wait_for("/metrics to say the archive fails", lambda: gauge() == 1, timeout=30)
+
+    agent.expect_dead = False
+    agent.start()
+
+    def caught_up():
+        rows = [x for x in c.json("status").get("components", []) if x["component"] == "pg"]
+        return rows and not rows[0].get("wal_last_error") and int(rows[0].get("wal_pending", 0)) == 0 and rows[0]
+    row = c.wait_for("the archive to catch up", caught_up, timeout=120)
+    assert int(row["wal_archived_at"]) > 0, row
+    text = c.ok("status")
+    assert "WAL archived never" not in text and "FAILING" not in text, text
+    c.wait_for("/metrics to clear the failure", lambda: gauge() == 0, timeout=30)
+    assert pg.value("SELECT last_archived_wal FROM pg_stat_archiver") in _wal_snapshots(c)

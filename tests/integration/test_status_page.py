@@ -198,10 +198,12 @@ def test_the_example_alerting_rules_pass_promtool(tmp_path):
     assert names <= served | {n + "_bucket" for n in served}, names - served
 
 
-def test_the_wal_gap_alert_fires_at_its_first_report(tmp_path):
+def test_the_wal_alerts_fire_at_their_first_report(tmp_path):
     """promtool test rules on docs/alerts.md's rules: CairnWalArchiveGap fires on
     the first scrape that reports a missing segment, and never for the
-    timeline="all" 0 an archive without gaps reports."""
+    timeline="all" 0 an archive without gaps reports; CairnWalArchiveFailing on
+    the first scrape that says the archive fails (its agent gone included), and
+    stops with it."""
     promtool = shutil.which("promtool")
     if not promtool:
         pytest.fail("promtool (Debian's prometheus package) is not installed")
@@ -217,7 +219,21 @@ tests:
         values: '0 0 0 _ _'
       - series: 'cairn_wal_archive_gap_segments{component="pg",agent="node-a",timeline="1"}'
         values: '_ _ _ 1 1'
+      - series: 'cairn_wal_archive_failing{component="pg",agent="node-a"}'
+        values: '0 0 1 1 0'
     alert_rule_test:
+      - eval_time: 1m
+        alertname: CairnWalArchiveFailing
+        exp_alerts: []
+      - eval_time: 2m
+        alertname: CairnWalArchiveFailing
+        exp_alerts:
+          - exp_labels: {severity: critical, component: pg, agent: node-a}
+            exp_annotations:
+              summary: "cairn: WAL of pg on node-a is not being archived: the recovery point falls behind ('cairnctl status' names why)"
+      - eval_time: 4m
+        alertname: CairnWalArchiveFailing
+        exp_alerts: []
       - eval_time: 2m
         alertname: CairnWalArchiveGap
         exp_alerts: []
