@@ -1,6 +1,7 @@
 // Restore drills: the sandbox, its network namespace and cgroup, and each
 // drilled driver's start and checks (docs/drills.md).
 #include "agent/drill.h"
+#include "agent/drill_paths.h"
 
 #include <fcntl.h>
 #include <net/if.h>
@@ -832,10 +833,18 @@ std::optional<zookeeper::ServerStatus> start_zookeeper(const DrillDecl& d, Sandb
   *recorded = *zxid;
   // The driver stores a staged copy under <dataDir>/.cairn-zookeeper-data
   // (and <dataLogDir>/.cairn-zookeeper-log where the logs live apart).
-  const std::string dd = restored + data_dir + "/" + zookeeper::kDataRootName;
+  std::string why;
+  auto data_at = sandboxed_path(restored, data_dir + "/" + zookeeper::kDataRootName, &why);
+  auto log_at = log_dir.empty() || log_dir == data_dir ? data_at
+                                                       : sandboxed_path(restored, log_dir + "/" + zookeeper::kLogRootName, &why);
+  if (!data_at || !log_at) {
+    rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot records ZooKeeper's data_dir '" + data_dir + "' and data_log_dir '" +
+                                               log_dir + "', which the drill does not use: " + why + "; nothing was started");
+    return std::nullopt;
+  }
+  const std::string dd = *data_at;
   std::string ld = dd;
-  if (!log_dir.empty() && log_dir != data_dir && fs::exists(restored + log_dir + "/" + zookeeper::kLogRootName))
-    ld = restored + log_dir + "/" + zookeeper::kLogRootName;
+  if (log_at != data_at && fs::exists(fs::symlink_status(*log_at))) ld = *log_at;
   if (!fs::is_directory(dd + "/version-2")) {
     rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot holds no ZooKeeper data directory (" + data_dir + "/" +
                                                zookeeper::kDataRootName + "/version-2)");
@@ -907,11 +916,18 @@ void drill_prometheus(const DrillDecl& d, Sandbox& box, const repo::Snapshot& sn
                       const std::atomic<bool>* cancel, const std::function<void(const std::string&)>& phase) {
   const nlohmann::json& rec = snap.component;
   const std::string data_dir = rec.value("data_dir", std::string());
-  if (data_dir.empty() || data_dir[0] != '/' || !fs::is_directory(restored + data_dir)) {
+  std::string why;
+  auto at = sandboxed_path(restored, data_dir, &why);
+  if (!at) {
+    rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot records the Prometheus data directory '" + data_dir +
+                                               "', which the drill does not use: " + why + "; nothing was started");
+    return;
+  }
+  if (!fs::is_directory(fs::symlink_status(*at))) {
     rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot holds no Prometheus data directory ('" + data_dir + "')");
     return;
   }
-  const std::string tsdb = restored + data_dir;
+  const std::string tsdb = *at;
   const int64_t blocks = rec.value("blocks", int64_t(0)), min_time = rec.value("min_time", int64_t(0)),
                 max_time = rec.value("max_time", int64_t(0));
   auto t = Clock::now();
@@ -1406,8 +1422,9 @@ void drill_postgresql(const DrillDecl& d, Sandbox& box, TaskContext& ctx, const 
   const std::string own = "/.cairn-drill";
   if (root.problem.empty()) root.problem = sandbox_mount_point(restored, own, true);
   std::string data_dir = mode == "logical" ? own + "/data" : meta.value("data_dir", "");
-  if (root.problem.empty() && mode != "logical" &&
-      (data_dir.empty() || data_dir[0] != '/' || !fs::is_directory(fs::symlink_status(restored + data_dir))))
+  if (std::string why; root.problem.empty() && mode != "logical" && !sandboxed_path(restored, data_dir, &why))
+    root.problem = "the snapshot records the data directory '" + data_dir + "', which the drill does not use: " + why;
+  if (root.problem.empty() && mode != "logical" && !fs::is_directory(fs::symlink_status(restored + data_dir)))
     root.problem = "the snapshot holds no data directory at '" + data_dir + "'";
   if (!root.problem.empty()) {
     rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the PostgreSQL drill's sandbox cannot be made: " + root.problem);
@@ -1472,7 +1489,7 @@ void drill_postgresql(const DrillDecl& d, Sandbox& box, TaskContext& ctx, const 
     if (meta.contains("tablespaces") && meta["tablespaces"].is_array())
       for (const auto& ts : meta["tablespaces"]) {
         const std::string path = ts.is_object() ? ts.value("path", "") : "";
-        if (path.empty() || path[0] != '/' || path.find("/../") != std::string::npos) continue;
+        if (!sandboxed_path(restored, path, nullptr)) continue;  // the server finds no tablespace there: its check says so
         give_tree(restored + path, uid, gid);
         open_path(restored, path);
       }
@@ -1848,12 +1865,19 @@ void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snaps
     if (rec.contains("log_dirs") && rec["log_dirs"].is_array())
       for (const auto& ld : rec["log_dirs"]) {
         const std::string p = ld.is_object() ? ld.value("path", std::string()) : std::string();
-        if (p.empty() || p[0] != '/' || !fs::is_directory(roots[i] + p)) {
+        std::string why;
+        auto at = sandboxed_path(roots[i], p, &why);
+        if (!at) {
+          rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot of node " + m.node_id + " records log dir '" + p +
+                                                     "', which the drill does not use: " + why + "; nothing was started");
+          return;
+        }
+        if (!fs::is_directory(fs::symlink_status(*at))) {
           rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot of node " + m.node_id + " holds no log dir '" + p + "'");
           return;
         }
-        m.log_dirs.push_back(roots[i] + p);
-        if (fs::is_directory(roots[i] + p + "/__cluster_metadata-0")) m.metadata_dir = roots[i] + p;
+        m.log_dirs.push_back(*at);
+        if (fs::is_directory(fs::symlink_status(*at + "/__cluster_metadata-0"))) m.metadata_dir = *at;
       }
     if (m.log_dirs.empty()) {
       rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot of node " + m.node_id + " recorded no log dir");
@@ -1862,8 +1886,9 @@ void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snaps
     // Roles and voters from the configuration the snapshot holds; without
     // one, every node is taken as a combined broker and controller.
     const std::string cfg = rec.value("config_file", std::string());
-    if (!cfg.empty() && fs::is_regular_file(roots[i] + cfg)) {
-      auto props = kafka::parse_properties(read_text(roots[i] + cfg));
+    std::optional<std::string> cfg_at = cfg.empty() ? std::nullopt : sandboxed_path(roots[i], cfg, nullptr);
+    if (cfg_at && fs::is_regular_file(fs::symlink_status(*cfg_at))) {
+      auto props = kafka::parse_properties(read_text(*cfg_at));
       if (auto z = props.find("zookeeper.connect"); z != props.end() && z->second.find('/') != std::string::npos) {
         m.chroot = z->second.substr(z->second.find('/'));
         while (m.chroot.size() > 1 && m.chroot.back() == '/') m.chroot.pop_back();
@@ -2294,6 +2319,26 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
     rep.phases["restore"] = seconds_since(t);
     res.bytes = restored.bytes;
     res.files = restored.files;
+    // A server that runs on the host's file system (not confined to the
+    // sandbox as root of a mount namespace, as the PostgreSQL and HAProxy
+    // drills are) would follow the restored tree's links as root: none may
+    // lead out of the sandbox. The files drill follows none.
+    if (ok && driver != "files" && driver != "postgresql" && driver != "haproxy") {
+      std::vector<std::string> out;
+      for (const auto& r : roots)
+        for (auto& l : links_out_of(r)) out.push_back(std::move(l));
+      if (!out.empty()) {
+        std::string list;
+        for (size_t i = 0; i < out.size() && i < 5; ++i) list += (i ? ", " : "") + out[i];
+        rep.fail(v1::ERROR_CODE_VERIFY_FAILED,
+                 "the snapshot holds " + std::to_string(out.size()) + (out.size() >= 10 ? " or more" : "") +
+                     " symbolic link(s) leading out of the drill's sandbox (" + list +
+                     "); a drill never follows them, and nothing was started");
+        ok = false;
+      } else {
+        rep.check("no symbolic link leads out of the sandbox", 0, 0, true);
+      }
+    }
     if (ok) {
       if (driver == "files") {
         phase("check");

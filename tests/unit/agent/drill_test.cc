@@ -15,6 +15,7 @@
 #include <random>
 
 #include "agent/drill.h"
+#include "agent/drill_paths.h"
 #include "agent/drivers/etcd/etcd_driver.h"
 #include "agent/drivers/zookeeper/layout.h"
 #include "agent/drivers/zookeeper/staging.h"
@@ -217,5 +218,146 @@ TEST_CASE("a ZooKeeper backup stored without the transaction logs it needs fails
   REQUIRE(c);
   CHECK_FALSE((*c)["ok"].get<bool>());
   CHECK((*c)["expected"] == zookeeper::zxid_hex(st.zxid));
+  CHECK(fs::is_empty(rig.decl.root));
+}
+
+TEST_CASE("a drill takes a recorded path only inside its sandbox, and finds the links that lead out of it") {
+  namespace fs = std::filesystem;
+  char tmpl[] = "/tmp/cairn-drill-paths-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl));
+  const std::string root = std::string(tmpl) + "/restored", host = std::string(tmpl) + "/host";
+  fs::create_directories(root + "/var/lib/prometheus/wal");
+  fs::create_directories(host);
+  std::string why;
+  auto at = sandboxed_path(root, "/var/lib/prometheus", &why);
+  REQUIRE(at);
+  CHECK(*at == root + "/var/lib/prometheus");
+  // Climbing out by '..' (a forged log_dirs[0].path, data_dir).
+  CHECK_FALSE(sandboxed_path(root, "/../../../../../../../../../../../../../../../../../../../../../../../.." + host, &why));
+  CHECK_THAT(why, Catch::Contains("without '..'"));
+  CHECK_FALSE(sandboxed_path(root, "var/lib", &why));
+  // A link on the way (the restored 'var' pointing at the host).
+  fs::create_directory_symlink(host, root + "/opt");
+  CHECK_FALSE(sandboxed_path(root, "/opt/data", &why));
+  CHECK_THAT(why, Catch::Contains("'/opt'") && Catch::Contains("symbolic link"));
+  CHECK(links_out_of(root).size() == 1);
+  fs::remove(root + "/opt");
+  CHECK(links_out_of(root).empty());
+
+  // Links that stay inside are fine; absolute ones, climbing ones, one that
+  // climbs through another link, a dangling one through a link, and a loop
+  // lead out.
+  fs::create_directory_symlink("../prometheus", root + "/var/lib/prometheus/self");
+  fs::create_symlink("wal", root + "/var/lib/prometheus/wal-link");
+  CHECK(links_out_of(root).empty());
+  fs::create_directory_symlink(host, root + "/var/lib/prometheus/wal/abs");
+  fs::create_directory_symlink(".", root + "/dot");
+  fs::create_directories(root + "/k/m");
+  fs::create_directory_symlink("../../dot/..", root + "/k/m/through");  // lexically root, really its parent
+  fs::create_symlink("../dot/../host-file", root + "/k/dangling");
+  fs::create_symlink("loop-b", root + "/loop-a");
+  fs::create_symlink("loop-a", root + "/loop-b");
+  auto out = links_out_of(root);
+  std::string all;
+  for (const auto& l : out) all += l + "\n";
+  CHECK(out.size() == 5);
+  CHECK_THAT(all, Catch::Contains("var/lib/prometheus/wal/abs -> " + host) && Catch::Contains("k/m/through") &&
+                      Catch::Contains("k/dangling") && Catch::Contains("loop-a") && Catch::Contains("loop-b"));
+  CHECK(links_out_of(root, 2).size() == 2);
+  fs::remove_all(tmpl);
+}
+
+namespace {
+
+// A TSDB of a few persisted blocks, as promtool writes them, and the metadata
+// the prometheus driver records from them; empty when promtool failed.
+nlohmann::json make_tsdb(Rig& rig, const std::string& tsdb) {
+  fs::create_directories(tsdb);
+  const int64_t start = (int64_t(std::time(nullptr)) - 8 * 3600) / 60 * 60;
+  {
+    std::ofstream om(rig.d.file("samples.om"));
+    om << "# TYPE cairn_drill gauge\n";
+    for (int s = 0; s < 5; ++s)
+      for (int64_t t = 0; t < 4 * 3600; t += 60) om << "cairn_drill{series=\"" << s << "\"} " << t + s << " " << start + t << "\n";
+    om << "# EOF\n";
+  }
+  platform::ProcessSpec ps;
+  ps.argv = {"promtool", "tsdb", "create-blocks-from", "openmetrics", rig.d.file("samples.om"), tsdb};
+  ps.timeout = std::chrono::seconds(120);
+  if (!platform::run_process(ps).ok()) return {};
+  size_t blocks = 0;
+  int64_t min_time = INT64_MAX, max_time = 0;
+  for (const auto& e : fs::directory_iterator(tsdb))
+    if (fs::exists(e.path() / "meta.json")) {
+      ++blocks;
+      std::ifstream in(e.path() / "meta.json");
+      auto m = nlohmann::json::parse(in);
+      min_time = std::min(min_time, m.value("minTime", int64_t(0)));
+      max_time = std::max(max_time, m.value("maxTime", int64_t(0)));
+    }
+  return {{"data_dir", tsdb}, {"blocks", blocks}, {"min_time", min_time}, {"max_time", max_time}};
+}
+
+std::vector<std::string> listing(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) out.push_back(e.path().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a forged snapshot cannot steer a Prometheus drill out of its sandbox: by a recorded path or by a link") {
+  if (::geteuid() != 0 || !platform::find_program("prometheus") || !platform::find_program("promtool")) {
+    WARN("not root, or prometheus/promtool not installed: skipped");
+    return;
+  }
+  Rig rig;
+  const std::string tsdb = rig.d.file("prometheus/data");
+  nlohmann::json meta = make_tsdb(rig, tsdb);
+  REQUIRE(!meta.empty());
+  // A directory of the host the attacker wants written: a TSDB too, so that
+  // a server would open it happily.
+  const std::string host = rig.d.file("host/tsdb");
+  fs::create_directories(host);
+  fs::copy(tsdb, host, fs::copy_options::recursive);
+  const auto host_before = listing(host);
+
+  SECTION("a recorded data_dir that climbs out of the sandbox") {
+    // As any node holding the repository's password can write it.
+    nlohmann::json forged = meta;
+    std::string up;
+    for (int i = 0; i < 24; ++i) up += "/..";
+    forged["data_dir"] = up + host;
+    DriverResult r = rig.drill("prometheus", rig.store(tsdb, forged));
+    INFO(reasons_of(r));
+    CHECK(r.outcome == v1::TASK_OUTCOME_FAILED);
+    CHECK_THAT(reasons_of(r), Catch::Contains("which the drill does not use") && Catch::Contains("without '..'") &&
+                                  Catch::Contains("nothing was started"));
+  }
+  SECTION("a wal directory that is a link to the host") {
+    fs::create_directory_symlink(rig.d.file("host/tsdb"), tsdb + "/wal");
+    DriverResult r = rig.drill("prometheus", rig.store(tsdb, meta));
+    INFO(reasons_of(r));
+    CHECK(r.outcome == v1::TASK_OUTCOME_FAILED);
+    CHECK_THAT(reasons_of(r), Catch::Contains("leading out of the drill's sandbox") && Catch::Contains("wal -> " + host) &&
+                                  Catch::Contains("nothing was started"));
+    auto* c = check_named(r, "blocks loaded");
+    CHECK(c == nullptr);  // no server ran
+  }
+  SECTION("a data_dir reached through a link of the restored tree") {
+    // The restored tree's parent of the data directory is a link to the host.
+    const std::string alt = rig.d.file("alt");
+    fs::create_directories(alt);
+    fs::create_directory_symlink(rig.d.file("host"), alt + "/prom");
+    nlohmann::json forged = meta;
+    forged["data_dir"] = alt + "/prom/tsdb";
+    DriverResult r = rig.drill("prometheus", rig.store(alt, forged));
+    INFO(reasons_of(r));
+    CHECK(r.outcome == v1::TASK_OUTCOME_FAILED);
+    CHECK_THAT(reasons_of(r), Catch::Contains("symbolic link") && Catch::Contains("nothing was started"));
+  }
+  // Nothing of a drill's server was written on the host.
+  CHECK(listing(host) == host_before);
   CHECK(fs::is_empty(rig.decl.root));
 }
