@@ -109,6 +109,25 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
+// The file each sandbox holds from its first moment, naming it: what the
+// agent's clean-up requires before it removes a directory of the root (the
+// root may hold other things; a snapshot's tree lands below the marker's).
+constexpr const char* kSandboxMarker = ".cairn-drill-sandbox";
+
+std::string marker_text(const std::string& task_id) { return "cairn drill sandbox " + task_id + "\n"; }
+
+// Whether `dir` (ROOT/drill-<task>) is a sandbox this agent made: a
+// directory (not a link) of the agent's user, mode 0700, holding the marker
+// that names it. Anything else under the root is never removed.
+bool made_by_a_drill(const std::string& dir, const std::string& task_id) {
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 07777) != 0700)
+    return false;
+  const std::string marker = dir + "/" + kSandboxMarker;
+  if (::lstat(marker.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 4096) return false;
+  return read_text(marker) == marker_text(task_id);
+}
+
 // The cgroup hierarchies a sandbox's processes go into: each is a directory
 // whose cgroup.procs takes a PID. v1 (a memory and a cpu hierarchy) or v2.
 struct CgroupLayout {
@@ -169,8 +188,17 @@ class Sandbox {
   Sandbox(const DrillDecl& d, const std::string& task_id) : decl_(d) {
     ::chmod(d.root.c_str(), 0700);
     dir_ = d.root + "/" + kSandboxPrefix + task_id;
-    remove_tree(dir_);  // the same task again (a plan delivered twice)
-    if (::mkdir(dir_.c_str(), 0700) != 0) throw_errno("creating the drill sandbox", dir_, errno);
+    // The same task again (a plan delivered twice): its own sandbox only.
+    if (made_by_a_drill(dir_, task_id)) remove_tree(dir_);
+    if (::mkdir(dir_.c_str(), 0700) != 0)
+      throw_errno("creating the drill sandbox (a directory of that name that no drill made is left alone)", dir_, errno);
+    ::chmod(dir_.c_str(), 0700);
+    {
+      const std::string text = marker_text(task_id);
+      Fd m(::open((dir_ + "/" + kSandboxMarker).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!m) throw_errno("marking the drill sandbox as a drill's", dir_, errno);
+      write_all(m.get(), reinterpret_cast<const uint8_t*>(text.data()), text.size(), dir_ + "/" + kSandboxMarker);
+    }
     id_ = task_id;
   }
   ~Sandbox() { teardown(); }
@@ -2131,7 +2159,8 @@ std::vector<std::string> clean_drill_root(const DrillDecl& d) {
   std::set<std::string> legacy;
   for (const auto& e : fs::directory_iterator(d.root, ec)) {
     std::string name = e.path().filename().string();
-    if (name.starts_with(kSandboxPrefix) && e.is_directory())
+    if (name.starts_with(kSandboxPrefix) &&
+        made_by_a_drill(e.path().string(), name.substr(std::string(kSandboxPrefix).size())))
       legacy.insert(kCgroupPrefix + name.substr(std::string(kSandboxPrefix).size()));
   }
   for (const auto& parent : cgroup_layout().parents)
@@ -2144,7 +2173,12 @@ std::vector<std::string> clean_drill_root(const DrillDecl& d) {
     }
   for (const auto& e : fs::directory_iterator(d.root, ec)) {
     std::string name = e.path().filename().string();
-    if (!name.starts_with(kSandboxPrefix) || !e.is_directory()) continue;
+    if (!name.starts_with(kSandboxPrefix)) continue;
+    if (!made_by_a_drill(e.path().string(), name.substr(std::string(kSandboxPrefix).size()))) {
+      spdlog::warn("drill: '{}' under the drill root is not a sandbox a drill made (no marker naming it); left alone",
+                   e.path().string());
+      continue;
+    }
     std::istringstream pids(read_text(e.path().string() + "/pids"));
     for (unsigned long long pid, start; pids >> pid >> start;)
       if (pid > 1 && start != 0 && process_start_ticks(int(pid)) == start) ::kill(pid_t(pid), SIGKILL);

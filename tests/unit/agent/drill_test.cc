@@ -361,3 +361,33 @@ TEST_CASE("a forged snapshot cannot steer a Prometheus drill out of its sandbox:
   CHECK(listing(host) == host_before);
   CHECK(fs::is_empty(rig.decl.root));
 }
+
+TEST_CASE("the agent's clean-up of the drill root removes only the sandboxes a drill made") {
+  TempDir d;
+  DrillDecl decl;
+  decl.root = d.file("drills");
+  fs::create_directories(decl.root);
+  // A sandbox a drill made (as Sandbox makes it: 0700, its marker naming it).
+  const std::string made = decl.root + "/drill-tk-0001";
+  fs::create_directories(made + "/restored/data");
+  ::chmod(made.c_str(), 0700);
+  write_file(made + "/.cairn-drill-sandbox", "cairn drill sandbox tk-0001\n");
+  // What else a root overlapping live data holds: a live directory named like
+  // a sandbox, one with another sandbox's marker, and a link to the host.
+  const std::string live = decl.root + "/drill-live";
+  write_file(live + "/keep.txt", "live data");
+  ::chmod(live.c_str(), 0700);
+  const std::string other = decl.root + "/drill-tk-0002";
+  write_file(other + "/.cairn-drill-sandbox", "cairn drill sandbox tk-0001\n");
+  ::chmod(other.c_str(), 0700);
+  write_file(d.file("host/keep.txt"), "host data");
+  fs::create_directory_symlink(d.file("host"), decl.root + "/drill-link");
+
+  auto removed = clean_drill_root(decl);
+  CHECK(std::find(removed.begin(), removed.end(), made) != removed.end());
+  CHECK_FALSE(fs::exists(made));
+  CHECK(fs::exists(live + "/keep.txt"));
+  CHECK(fs::exists(other + "/.cairn-drill-sandbox"));
+  CHECK(fs::is_symlink(decl.root + "/drill-link"));
+  CHECK(fs::exists(d.file("host/keep.txt")));
+}
