@@ -167,6 +167,7 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     lr.finish();
   }
 
+  uint32_t drill_line = 0;
   if (const toml::table* d = top.table("drill")) {
     TableReader dr(*d, source, "[drill]");
     DrillDecl dd;
@@ -212,6 +213,7 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     require_absolute(dr, "kafka_libs_dir", dd.kafka_libs_dir);
     dd.kafka_zookeeper_libs_dir = dr.string_or("kafka_zookeeper_libs_dir", "");
     if (!dd.kafka_zookeeper_libs_dir.empty()) require_absolute(dr, "kafka_zookeeper_libs_dir", dd.kafka_zookeeper_libs_dir);
+    drill_line = dr.line();
     dr.finish();
     c.drill = std::move(dd);
   }
@@ -279,6 +281,23 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     settings.finish();
     c.components.push_back(std::move(d));
   }
+  // A drill root shares no directory with live data: its sandboxes are made
+  // and removed there (docs/drills.md § Safety).
+  if (c.drill)
+    for (const auto& comp : c.components)
+      for (std::string p : comp.driver->data_paths()) {
+        while (p.size() > 1 && p.back() == '/') p.pop_back();
+        if (p.empty()) continue;
+        const std::string& root = c.drill->root;
+        auto under = [](const std::string& a, const std::string& b) {  // a is b or lies below it
+          return a == b || (a.size() > b.size() && a.compare(0, b.size(), b) == 0 && (b == "/" || a[b.size()] == '/'));
+        };
+        if (under(root, p) || under(p, root))
+          throw ConfigError(source, drill_line,
+                            "[drill] root '" + root + "' overlaps '" + p + "' of component '" + comp.name +
+                                "': drills make and remove their sandboxes under the root, which must share no "
+                                "directory with a component's data; give it a directory of its own");
+      }
   top.finish();
   return c;
 }

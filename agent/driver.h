@@ -269,6 +269,10 @@ class Driver {
   // What `cairn-agent --check-config` warns about: declared things that do not
   // exist now (they may appear later, so these are warnings, not errors).
   virtual std::vector<std::string> config_warnings() const { return {}; }
+  // The host paths the component's backups read and its restores write (its
+  // data, configuration and scratch directories; a glob's fixed part): the
+  // agent refuses a drill root that overlaps any (docs/drills.md § Safety).
+  virtual std::vector<std::string> data_paths() const { return {}; }
   // Read-only checks before a task starts: the service is reachable, the
   // admin API is on, the data directory is the one the server uses, there is
   // room for an in-place snapshot. Empty when the task may run. The mode is

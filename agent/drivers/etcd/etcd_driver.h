@@ -38,6 +38,7 @@ class EtcdDriver : public Driver {
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
 
   const Settings& settings() const { return settings_; }
+  std::vector<std::string> data_paths() const override { return {settings_.data_dir}; }
   // The client settings (the auth file read now). Throws cairn::Error.
   ClientOptions client_options(const std::string& endpoint = {}) const;
 

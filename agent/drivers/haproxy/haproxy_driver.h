@@ -42,6 +42,11 @@ class HaproxyDriver : public Driver {
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
 
   const Settings& settings() const { return settings_; }
+  std::vector<std::string> data_paths() const override { 
+    std::vector<std::string> out = settings_.config;
+    out.insert(out.end(), settings_.extra_files.begin(), settings_.extra_files.end());
+    return out;
+   }
   // The live configuration's files, read from read_root ("" = this host).
   FileSet files(const std::string& read_root = {}) const;
   // Where the runtime state is stored in a snapshot: a fixed path, so the

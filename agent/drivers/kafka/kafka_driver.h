@@ -49,6 +49,11 @@ class KafkaDriver : public Driver {
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
 
   const Settings& settings() const { return settings_; }
+  std::vector<std::string> data_paths() const override { 
+    std::vector<std::string> out = settings_.log_dirs;
+    out.push_back(settings_.config_file);
+    return out;
+   }
 
  private:
   // meta.properties of the log dirs, which must agree. Throws cairn::Error.

@@ -40,6 +40,7 @@ class PostgresqlDriver : public Driver {
   std::string recover_interrupted_restore(const InPlaceRestore& r) override;
 
   const Settings& settings() const { return settings_; }
+  std::vector<std::string> data_paths() const override { return {settings_.data_dir, settings_.dump_dir}; }
 
  private:
   // Why a backup cannot be taken now (server down, another data directory,

@@ -35,6 +35,7 @@ class ZooKeeperDriver : public Driver {
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
 
   const Settings& settings() const { return settings_; }
+  std::vector<std::string> data_paths() const override { return {settings_.data_dir, settings_.data_log_dir, settings_.config_file}; }
   // The client address for the four-letter words: declared, or zoo.cfg's
   // clientPortAddress (127.0.0.1 when unset or 0.0.0.0) and clientPort.
   std::string client_address(const ZooConfig* cfg = nullptr) const;

@@ -241,6 +241,20 @@ TEST_CASE("memory_budget takes a size, and refuses one that is malformed or too 
   REQUIRE_THAT(refused("memory_budget = 268435456\n" + base_config(d)).what(), Catch::Contains("memory_budget"));
 }
 
+TEST_CASE("a drill root that overlaps a component's data is refused, naming both") {
+  TempDir d;
+  // base_config's files component backs up d/data.
+  for (const std::string& root : {d.file("data"), d.file("data") + "/drills", d.path()}) {
+    std::string text = base_config(d) + "[drill]\nroot = \"" + root + "\"\n";
+    auto e = refused(text);
+    INFO(text);
+    REQUIRE_THAT(e.what(), Catch::Contains("[drill] root '" + root + "' overlaps '" + d.file("data") + "' of component 'data'"));
+    REQUIRE(e.line() == line_of(text, "[drill]"));
+  }
+  // Beside it, not overlapping (a name that only starts the same is no overlap).
+  REQUIRE(parse_config(base_config(d) + "[drill]\nroot = \"" + d.file("data-drills") + "\"\n", "agent.toml").drill);
+}
+
 TEST_CASE("a [drill] section is read with its defaults, and bad values are refused with their line") {
   TempDir d;
   AgentConfig c = parse_config(base_config(d) + "[drill]\nroot = \"" + d.file("drills") + "/\"\n", "agent.toml");
