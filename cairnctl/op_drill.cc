@@ -81,21 +81,25 @@ void register_op_drill(CLI::App& app, Context& ctx) {
   auto nodes = std::make_shared<std::vector<std::string>>();
   auto on = std::make_shared<std::string>();
   auto wait = std::make_shared<bool>(false);
+  auto accept_unattested = std::make_shared<bool>(false);
   run->add_option("set", *set, "backup set id (or a unique prefix)");
   run->add_flag("--latest", *latest, "the newest complete or partial set holding the selected component(s)");
   run->add_option("--component", *components, "component name (repeatable; default: every one in the set)");
   run->add_option("--node", *nodes, "only the snapshots these agents wrote (repeatable)");
   run->add_option("--on", *on, "the drill agent (default: a connected agent with a [drill] section)");
   run->add_flag("--wait", *wait, "follow the drill until it ends; exit 0 proven, 1 failed");
+  run->add_flag("--accept-unattested", *accept_unattested,
+                "drill a set no signed set record covers (rebuilt from snapshot tags, imported unattested)");
   add_op_options(run, *o);
-  run->callback([&ctx, o, set, latest, components, nodes, on, wait] {
+  run->callback([&ctx, o, set, latest, components, nodes, on, wait, accept_unattested] {
     if (set->empty() == !*latest) throw CLI::ValidationError("drill run", "name a backup set or --latest (not both)");
-    ctx.action = [&ctx, o, set, latest, components, nodes, on, wait]() -> int {
+    ctx.action = [&ctx, o, set, latest, components, nodes, on, wait, accept_unattested]() -> int {
       cairn::v1::OperatorRequest q;
       auto* d = q.mutable_drill();
       d->set_backup_set_id(*set);
       d->set_latest(*latest);
       d->set_on_agent(*on);
+      d->set_accept_unattested(*accept_unattested);
       for (const auto& c : *components) d->mutable_selector()->add_components(c);
       for (const auto& n : *nodes) d->mutable_selector()->add_nodes(n);
       auto info = op_call(*o, q).restore();

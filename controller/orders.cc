@@ -540,10 +540,17 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     };
     std::optional<catalog::BackupSet> set;
     std::vector<std::pair<catalog::Task, std::string>> picks;
+    size_t unattested_skipped = 0;
     if (req.latest()) {
       for (auto& s : req.policy().empty() ? tx.backup_sets(10'000) : tx.policy_sets(req.policy())) {
         if (s.trigger == "safety" || s.forgotten_at || (s.state != catalog::SetState::complete && s.state != catalog::SetState::partial))
           continue;
+        // A set anyone holding the repository's password could have written
+        // (newer by its own say) is never "the newest": name it to drill it.
+        if (!s.attested) {
+          ++unattested_skipped;
+          continue;
+        }
         auto p = drillable_of(s.id);
         if (p.empty()) continue;
         set = std::move(s);
@@ -552,7 +559,11 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
       }
       if (!set)
         throw OpError(cairn::v1::ERROR_CODE_NOTHING_SELECTED,
-                      "no complete or partial backup set holds a snapshot of the selected component(s)");
+                      "no complete or partial backup set holds a snapshot of the selected component(s)" +
+                          (unattested_skipped ? " but " + std::to_string(unattested_skipped) +
+                                                    " unattested one(s), which --latest never picks (name one, with "
+                                                    "--accept-unattested)"
+                                              : std::string()));
     } else {
       set = tx.backup_set(req.backup_set_id());
       if (!set) throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND, "no backup set '" + req.backup_set_id() + "'");
@@ -563,6 +574,19 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
       if (picks.empty())
         throw OpError(cairn::v1::ERROR_CODE_NOTHING_SELECTED,
                       "backup set '" + set->id + "' holds no snapshot of the selected component(s)");
+      // A drill starts servers as root on the drill host from what the set's
+      // snapshots say: an unattested set needs the override a restore needs.
+      if (!set->attested) {
+        if (!req.accept_unattested())
+          throw OpError(cairn::v1::ERROR_CODE_CONFLICT,
+                        "backup set '" + set->id +
+                            "' is unattested: no set record signed by this controller's key covers it, and anyone "
+                            "holding the repository's password could have written its snapshots; a drill runs servers "
+                            "on the drill host from them. Check its snapshots ('cairnctl backup show'), then drill "
+                            "with --accept-unattested");
+        tx.audit({"drill.accept_unattested", "backup_set:" + set->id, "ok",
+                  "an operator drills a set no signed set record covers", {}});
+      }
     }
     // A Kafka broker in ZooKeeper mode keeps its topics' metadata in
     // ZooKeeper: its drill starts the set's ZooKeeper snapshot beside the

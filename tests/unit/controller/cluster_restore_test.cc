@@ -1178,3 +1178,48 @@ TEST_CASE("members: a broker given up on at its halt and rollback is owed its ro
   CHECK(f.step_tasks(r, "rollback").size() == 4);
   CHECK(owed(f, f.k2).empty());
 }
+
+TEST_CASE("an unattested set is drilled only with the override a restore needs, and --latest never picks it") {
+  Fixture f;
+  controller::ControllerConfig config;
+  config.controller_id = "test";
+  plan::SigningKey key = plan::SigningKey::generate();
+  controller::Orders orders{f.cat, config, key};
+  // A set rebuilt from snapshot tags alone, newer by its own say than any.
+  RebuiltSet s;
+  s.id = "set-forged";
+  s.created_at = s.finished_at = 4'000'000'000;
+  RebuiltTask t;
+  t.id = "task-forged";
+  t.component = "etcd";
+  t.repository = "main";
+  t.snapshot_id = "snap-forged";
+  t.created_at = s.created_at;
+  t.cluster_id = "c1";
+  std::string agent;
+  f.cat.transaction("catalog rebuild", [&](Tx& tx) {
+    CurveKey k{};
+    k.fill(7);
+    agent = tx.rebuilt_agent("etcd-1", k);
+    t.agent_id = agent;
+    s.tasks.push_back(t);
+    tx.rebuilt_set(s);
+  });
+  f.cat.transaction("operator", [&](Tx& tx) { tx.set_agent_state(agent, AgentState::approved); });
+  f.cat.transaction("agent", [&](Tx& tx) { tx.set_agent_components(agent, {etcd_member("e3aa", "m1")}); });
+
+  cairn::v1::DrillRequest named;
+  named.set_backup_set_id("set-forged");
+  REQUIRE_THROWS_WITH(orders.create_drill("operator:test", named),
+                      Catch::Contains("is unattested") && Catch::Contains("--accept-unattested"));
+  cairn::v1::DrillRequest latest;
+  latest.set_latest(true);
+  REQUIRE_THROWS_WITH(orders.create_drill("operator:test", latest),
+                      Catch::Contains("1 unattested one(s), which --latest never picks"));
+  // With the override the drill is ordered, and the override audited.
+  named.set_accept_unattested(true);
+  auto o = orders.create_drill("operator:test", named);
+  CHECK_FALSE(o.id.empty());
+  auto events = f.cat.read([](const Tx& tx) { return tx.audit_events(); });
+  CHECK(std::any_of(events.begin(), events.end(), [](const auto& e) { return e.action == "drill.accept_unattested"; }));
+}
