@@ -1014,6 +1014,11 @@ bool haproxy_runs_code(const std::vector<haproxy::Word>& w, const std::string& s
                                               "ssl-engine", "ssl-provider", "ssl-provider-path", "program", "insecure-fork-wanted"};
   if (w.empty()) return false;
   if (kCode.count(w[0].text)) return true;
+  // HAProxy expands environment variables (which the configuration itself
+  // can set: setenv, presetenv) before it reads a keyword: a keyword built
+  // from one is read here as HAProxy will only once expanded, so it is
+  // taken as code (a drill never runs what it cannot check).
+  if (!w[0].env.empty() || (w[0].text == "option" && w.size() > 1 && !w[1].env.empty())) return true;
   if (w[0].text == "option" && w.size() > 1 && w[1].text == "external-check") return true;
   return section == "program";
 }

@@ -520,6 +520,15 @@ def test_a_haproxy_drill_starts_the_restored_configuration_confined_and_leaves_t
         key = "runs no code of its own (Lua, external checks, programs, SSL engines)"
         assert not checks[key]["ok"] and "lua-load" in checks[key]["found"], checks
         assert "haproxy -c" not in checks and not marker.exists(), checks
+        # The same through a keyword HAProxy builds from a variable the
+        # configuration sets: refused too (the check reads what HAProxy will).
+        cfg.write_text(good.replace("global\n", f'global\n    setenv LL lua-load\n    "${{LL}}" {etc}/probe.lua\n', 1))
+        var_sid = backup(c, "--component", "lb")
+        did, shown, out = drill(c, var_sid, "--component", "lb", expect=1)
+        report, task = drill_report(shown)
+        checks = {x["name"]: x for x in report["checks"]}
+        assert not checks[key]["ok"] and "LL" in checks[key]["found"], checks
+        assert "haproxy -c" not in checks and not marker.exists(), checks
         assert h.pid() == pid and os.stat(h.socket).st_ino == sock_inode
         assert list((tmp_path / "drills").iterdir()) == []
     finally:
