@@ -513,6 +513,28 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
   });
 }
 
+namespace {
+
+// A set no signed set record covers (rebuilt from snapshot tags, imported
+// unattested) is restored or drilled only with the operator's explicit
+// override, which is audited: anyone holding the repository's password could
+// have written its snapshots. `what`: "restore" or "drill".
+void check_attested(Tx& tx, const catalog::BackupSet& set, bool accepted, const std::string& what) {
+  if (set.attested) return;
+  if (!accepted)
+    throw OpError(cairn::v1::ERROR_CODE_CONFLICT,
+                  "backup set '" + set.id +
+                      "' is unattested: it was rebuilt from snapshot tags that no set record signed by this "
+                      "controller's key covers, and anyone holding the repository's password could have written "
+                      "them" + (what == "drill" ? " (a drill runs servers on the drill host from them)" : "") +
+                      "; check its snapshots ('cairnctl backup show'), then " + what + " with --accept-unattested");
+  tx.audit({what + ".accept_unattested", "backup_set:" + set.id, "ok",
+            "an operator " + std::string(what == "drill" ? "drills" : "restores from") + " a set no signed set record covers",
+            {}});
+}
+
+}  // namespace
+
 Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillRequest& req) {
   return catalog_.transaction(actor, [&](Tx& tx) {
     check_names(tx, req.selector());
@@ -576,17 +598,7 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
                       "backup set '" + set->id + "' holds no snapshot of the selected component(s)");
       // A drill starts servers as root on the drill host from what the set's
       // snapshots say: an unattested set needs the override a restore needs.
-      if (!set->attested) {
-        if (!req.accept_unattested())
-          throw OpError(cairn::v1::ERROR_CODE_CONFLICT,
-                        "backup set '" + set->id +
-                            "' is unattested: no set record signed by this controller's key covers it, and anyone "
-                            "holding the repository's password could have written its snapshots; a drill runs servers "
-                            "on the drill host from them. Check its snapshots ('cairnctl backup show'), then drill "
-                            "with --accept-unattested");
-        tx.audit({"drill.accept_unattested", "backup_set:" + set->id, "ok",
-                  "an operator drills a set no signed set record covers", {}});
-      }
+      check_attested(tx, *set, req.accept_unattested(), "drill");
     }
     // A Kafka broker in ZooKeeper mode keeps its topics' metadata in
     // ZooKeeper: its drill starts the set's ZooKeeper snapshot beside the
@@ -890,16 +902,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
       throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND,
                     "backup set '" + req.backup_set_id() + "' was expired by policy '" + source_set->policy.value_or("") +
                         "' and its snapshots removed from the repository; pick a newer set ('cairnctl backup list')");
-    if (!source_set->attested) {
-      if (!req.accept_unattested())
-        throw OpError(cairn::v1::ERROR_CODE_CONFLICT,
-                      "backup set '" + source_set->id +
-                          "' is unattested: it was rebuilt from snapshot tags that no set record signed by this "
-                          "controller's key covers, and anyone holding the repository's password could have written "
-                          "them; check its snapshots ('cairnctl backup show'), then restore with --accept-unattested");
-      tx.audit({"restore.accept_unattested", "backup_set:" + source_set->id, "ok",
-                "an operator restores from a set no signed set record covers", {}});
-    }
+    check_attested(tx, *source_set, req.accept_unattested(), "restore");
     // Every restored (agent, component) reads the snapshot that set holds for
     // it; every member of a cluster reads the one snapshot of its cluster.
     std::map<std::pair<std::string, std::string>, catalog::Task> source;

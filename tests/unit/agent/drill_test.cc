@@ -119,43 +119,59 @@ TEST_CASE("an etcd snapshot truncated before it was stored fails its drill at th
   CHECK(fs::is_empty(rig.decl.root));                           // the sandbox is gone
 }
 
-TEST_CASE("a Prometheus backup missing one of its blocks fails its drill at the blocks loaded, and whole it is proven") {
-  if (::geteuid() != 0 || !platform::find_program("prometheus") || !platform::find_program("promtool")) {
-    WARN("not root, or prometheus/promtool not installed: skipped");
-    return;
-  }
-  Rig rig;
-  // Six hours of 20 series, written by promtool as persisted blocks, as a
-  // server leaves them; the metadata the driver records from them.
-  const std::string tsdb = rig.d.file("prometheus/data");
+namespace {
+
+// `hours` of `series` series written by promtool as persisted blocks, as a
+// server leaves them, and the metadata the prometheus driver records from
+// them; `blocks` gets the blocks' directories, sorted. Empty when promtool
+// failed.
+nlohmann::json make_tsdb(Rig& rig, const std::string& tsdb, int series, int hours, std::vector<std::string>* blocks = nullptr) {
   fs::create_directories(tsdb);
   const int64_t start = (int64_t(std::time(nullptr)) - 8 * 3600) / 60 * 60;
   {
     std::ofstream om(rig.d.file("samples.om"));
     om << "# TYPE cairn_drill gauge\n";
-    for (int s = 0; s < 20; ++s)
-      for (int64_t t = 0; t < 6 * 3600; t += 60) om << "cairn_drill{series=\"" << s << "\"} " << t + s << " " << start + t << "\n";
+    for (int s = 0; s < series; ++s)
+      for (int64_t t = 0; t < hours * 3600; t += 60) om << "cairn_drill{series=\"" << s << "\"} " << t + s << " " << start + t << "\n";
     om << "# EOF\n";
   }
   platform::ProcessSpec ps;
   ps.argv = {"promtool", "tsdb", "create-blocks-from", "openmetrics", rig.d.file("samples.om"), tsdb};
   ps.timeout = std::chrono::seconds(120);
   auto made = platform::run_process(ps);
-  INFO(made.describe());
-  REQUIRE(made.ok());
-  std::vector<std::string> blocks;
+  if (!made.ok()) {
+    WARN(made.describe());
+    return {};
+  }
+  std::vector<std::string> found;
   int64_t min_time = INT64_MAX, max_time = 0;
   for (const auto& e : fs::directory_iterator(tsdb))
     if (fs::exists(e.path() / "meta.json")) {
-      blocks.push_back(e.path().string());
+      found.push_back(e.path().string());
       std::ifstream in(e.path() / "meta.json");
       auto m = nlohmann::json::parse(in);
       min_time = std::min(min_time, m.value("minTime", int64_t(0)));
       max_time = std::max(max_time, m.value("maxTime", int64_t(0)));
     }
-  std::sort(blocks.begin(), blocks.end());
+  std::sort(found.begin(), found.end());
+  if (blocks) *blocks = found;
+  return {{"data_dir", tsdb}, {"blocks", found.size()}, {"min_time", min_time}, {"max_time", max_time}};
+}
+
+}  // namespace
+
+TEST_CASE("a Prometheus backup missing one of its blocks fails its drill at the blocks loaded, and whole it is proven") {
+  if (::geteuid() != 0 || !platform::find_program("prometheus") || !platform::find_program("promtool")) {
+    WARN("not root, or prometheus/promtool not installed: skipped");
+    return;
+  }
+  Rig rig;
+  // Six hours of 20 series, as a server leaves them.
+  const std::string tsdb = rig.d.file("prometheus/data");
+  std::vector<std::string> blocks;
+  nlohmann::json meta = make_tsdb(rig, tsdb, 20, 6, &blocks);
+  REQUIRE(!meta.empty());
   REQUIRE(blocks.size() >= 3);
-  nlohmann::json meta = {{"data_dir", tsdb}, {"blocks", blocks.size()}, {"min_time", min_time}, {"max_time", max_time}};
 
   DriverResult whole = rig.drill("prometheus", rig.store(tsdb, meta));
   INFO(reasons_of(whole));
@@ -269,35 +285,6 @@ TEST_CASE("a drill takes a recorded path only inside its sandbox, and finds the 
 
 namespace {
 
-// A TSDB of a few persisted blocks, as promtool writes them, and the metadata
-// the prometheus driver records from them; empty when promtool failed.
-nlohmann::json make_tsdb(Rig& rig, const std::string& tsdb) {
-  fs::create_directories(tsdb);
-  const int64_t start = (int64_t(std::time(nullptr)) - 8 * 3600) / 60 * 60;
-  {
-    std::ofstream om(rig.d.file("samples.om"));
-    om << "# TYPE cairn_drill gauge\n";
-    for (int s = 0; s < 5; ++s)
-      for (int64_t t = 0; t < 4 * 3600; t += 60) om << "cairn_drill{series=\"" << s << "\"} " << t + s << " " << start + t << "\n";
-    om << "# EOF\n";
-  }
-  platform::ProcessSpec ps;
-  ps.argv = {"promtool", "tsdb", "create-blocks-from", "openmetrics", rig.d.file("samples.om"), tsdb};
-  ps.timeout = std::chrono::seconds(120);
-  if (!platform::run_process(ps).ok()) return {};
-  size_t blocks = 0;
-  int64_t min_time = INT64_MAX, max_time = 0;
-  for (const auto& e : fs::directory_iterator(tsdb))
-    if (fs::exists(e.path() / "meta.json")) {
-      ++blocks;
-      std::ifstream in(e.path() / "meta.json");
-      auto m = nlohmann::json::parse(in);
-      min_time = std::min(min_time, m.value("minTime", int64_t(0)));
-      max_time = std::max(max_time, m.value("maxTime", int64_t(0)));
-    }
-  return {{"data_dir", tsdb}, {"blocks", blocks}, {"min_time", min_time}, {"max_time", max_time}};
-}
-
 std::vector<std::string> listing(const std::string& dir) {
   std::vector<std::string> out;
   for (const auto& e : fs::recursive_directory_iterator(dir)) out.push_back(e.path().string());
@@ -314,7 +301,7 @@ TEST_CASE("a forged snapshot cannot steer a Prometheus drill out of its sandbox:
   }
   Rig rig;
   const std::string tsdb = rig.d.file("prometheus/data");
-  nlohmann::json meta = make_tsdb(rig, tsdb);
+  nlohmann::json meta = make_tsdb(rig, tsdb, 5, 4);
   REQUIRE(!meta.empty());
   // A directory of the host the attacker wants written: a TSDB too, so that
   // a server would open it happily.
