@@ -131,16 +131,15 @@ std::string error_of(F f) {
   return "";
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 }  // namespace
 
+// A walk that expanded the bomb (2^41 paths) would not end: the sections
+// assert the bounded work itself (the entry bound, each tree read once), and
+// ctest's limit fails a test that hangs. No wall-clock bound here: speed is
+// for benchmarks (a loaded machine once took 64 s under the sanitizers).
 TEST_CASE("a tree bomb ends every walk quickly with a clear error", "[walk]") {
   Repo repo;
   Snapshot s = tree_bomb(repo);
-  auto t0 = std::chrono::steady_clock::now();
 
   SECTION("ls: the walk stops past its entry bound, naming the snapshot and the way out") {
     Counter c;
@@ -203,7 +202,6 @@ TEST_CASE("a tree bomb ends every walk quickly with a clear error", "[walk]") {
     CHECK(res.snapshots == 1);
     CHECK(check(*repo.r).errors() == 0);
   }
-  CHECK(seconds_since(t0) < 60);
 }
 
 TEST_CASE("a snapshot 50,000 directories deep gives the depth error, not a crash", "[walk]") {
