@@ -992,16 +992,29 @@ void drill_prometheus(const DrillDecl& d, Sandbox& box, const repo::Snapshot& sn
     const double lowest = exposition_value(metrics, "prometheus_tsdb_lowest_timestamp");
     rep.check("oldest sample (ms)", min_time, int64_t(lowest), int64_t(lowest) == min_time);
     // Series with samples in the newest recorded hour, asked through PromQL.
+    // last_over_time keeps each series' name (count_over_time drops it, and
+    // two metrics with the same labels, as any self-scraping server has,
+    // then collide into an error). An error is never a count: the check
+    // fails naming it.
     char at[64];
     std::snprintf(at, sizeof at, "%.3f", double(max_time) / 1000.0);
-    auto r = get("/api/v1/query?query=" + platform::url_encode("count(count_over_time({__name__=~\".+\"}[1h]))") +
-                     "&time=" + at,
-                 std::chrono::minutes(2));
+    const std::string query = "count(last_over_time({__name__=~\".+\"}[1h]))";
+    auto r = get("/api/v1/query?query=" + platform::url_encode(query) + "&time=" + at, std::chrono::minutes(2));
     auto j = nlohmann::json::parse(r.body, nullptr, false);
-    int64_t series = 0;
-    if (j.is_object() && j.value("status", "") == "success" && j["data"]["result"].is_array() && !j["data"]["result"].empty())
-      series = std::stoll(j["data"]["result"][0]["value"][1].get<std::string>());
-    rep.check("series answering a query in the newest recorded hour", "> 0", series, series > 0);
+    const std::string check = "series answering a query in the newest recorded hour";
+    if (!j.is_object() || j.value("status", "") != "success") {
+      std::string error = j.is_object() && j.contains("error") && j["error"].is_string() ? j["error"].get<std::string>()
+                                                                                        : "HTTP " + std::to_string(r.status);
+      rep.check(check, "> 0", "no answer", false);
+      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "Prometheus could not answer the query '" + query + "' at " + at + ": " + error);
+    } else {
+      int64_t series = 0;
+      const auto& result = j["data"]["result"];
+      if (result.is_array() && !result.empty() && result[0]["value"].is_array() && result[0]["value"].size() == 2 &&
+          result[0]["value"][1].is_string())
+        series = std::atoll(result[0]["value"][1].get<std::string>().c_str());
+      rep.check(check, "> 0", series, series > 0);
+    }
   }
   rep.phases["check"] = seconds_since(t);
 }

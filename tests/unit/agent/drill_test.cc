@@ -130,9 +130,14 @@ nlohmann::json make_tsdb(Rig& rig, const std::string& tsdb, int series, int hour
   const int64_t start = (int64_t(std::time(nullptr)) - 8 * 3600) / 60 * 60;
   {
     std::ofstream om(rig.d.file("samples.om"));
-    om << "# TYPE cairn_drill gauge\n";
-    for (int s = 0; s < series; ++s)
-      for (int64_t t = 0; t < hours * 3600; t += 60) om << "cairn_drill{series=\"" << s << "\"} " << t + s << " " << start + t << "\n";
+    // Two metrics with the same labels, as a server scraping itself has (up
+    // and scrape_duration_seconds): a query that drops the names collides.
+    for (const char* name : {"cairn_drill", "cairn_drill_twin"}) {
+      om << "# TYPE " << name << " gauge\n";
+      for (int s = 0; s < series; ++s)
+        for (int64_t t = 0; t < hours * 3600; t += 60)
+          om << name << "{series=\"" << s << "\"} " << t + s << " " << start + t << "\n";
+    }
     om << "# EOF\n";
   }
   platform::ProcessSpec ps;
@@ -176,6 +181,10 @@ TEST_CASE("a Prometheus backup missing one of its blocks fails its drill at the 
   DriverResult whole = rig.drill("prometheus", rig.store(tsdb, meta));
   INFO(reasons_of(whole));
   CHECK(whole.outcome == v1::TASK_OUTCOME_SUCCEEDED);
+  // Every series of both metrics answers, though their labels are the same.
+  auto* answered = check_named(whole, "series answering a query in the newest recorded hour");
+  REQUIRE(answered);
+  CHECK((*answered)["found"] == 40);
 
   // A middle block left out of the backup: the oldest sample is still there,
   // the bytes stored are intact, the TSDB opens, and one block is missing.
