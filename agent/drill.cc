@@ -457,6 +457,20 @@ void in_own_network(const std::function<void()>& fn) {
 }
 
 // What a drill found, as it goes.
+// What a drill's reasons say about the backup (docs/drills.md § Outcomes):
+// "proven" with none; "not_run" when one says the drill could not run here
+// (the drill host's disk or deadline, a cancel, something this agent or
+// its configuration cannot do): that proves nothing either way; else
+// "failed": the backup did not restore or did not check out.
+std::string drill_verdict(const std::vector<v1::Reason>& reasons) {
+  if (reasons.empty()) return "proven";
+  for (const auto& r : reasons)
+    if (r.code() == v1::ERROR_CODE_NO_SPACE || r.code() == v1::ERROR_CODE_CANCELLED ||
+        r.code() == v1::ERROR_CODE_UNSUPPORTED_TASK)
+      return "not_run";
+  return "failed";
+}
+
 struct Report {
   nlohmann::json phases = nlohmann::json::object();
   nlohmann::json checks = nlohmann::json::array();
@@ -2230,7 +2244,12 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
     if (ctx.progress) ctx.progress(WorkProgress{name == "restore" ? v1::PHASE_RESTORE : v1::PHASE_VERIFY, 0, 0, 0, 0, "drill: " + name});
   };
   auto finish = [&](const std::string& sandbox) {
-    res.metadata = {{"drill", {{"driver", driver}, {"phases", rep.phases}, {"checks", rep.checks}, {"sandbox", sandbox}}}};
+    res.metadata = {{"drill",
+                     {{"driver", driver},
+                      {"phases", rep.phases},
+                      {"checks", rep.checks},
+                      {"sandbox", sandbox},
+                      {"verdict", drill_verdict(rep.reasons)}}}};
     res.reasons = std::move(rep.reasons);
     res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
     return res;
@@ -2418,13 +2437,21 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
       }
     }
   } catch (const Error& e) {
-    rep.fail(e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED : v1::ERROR_CODE_VERIFY_FAILED, e.what());
+    rep.fail(e.code() == Errc::interrupted   ? v1::ERROR_CODE_CANCELLED
+             : e.code() == Errc::unsupported ? v1::ERROR_CODE_UNSUPPORTED_TASK
+                                             : v1::ERROR_CODE_VERIFY_FAILED,
+             e.what());
   }
+  // Stopped: that is the reason, named first; what failed after it (a
+  // server asked while it was being stopped) follows.
   if (deadline_passed)
-    rep.fail(v1::ERROR_CODE_CANCELLED, "the drill ran past its deadline of " + std::to_string(d.deadline_seconds) +
-                                         " s ([drill] deadline_seconds) and was stopped");
+    rep.reasons.insert(rep.reasons.begin(),
+                       make_reason(v1::ERROR_CODE_CANCELLED, "the drill ran past its deadline of " +
+                                                                 std::to_string(d.deadline_seconds) +
+                                                                 " s ([drill] deadline_seconds) and was stopped; it proved "
+                                                                 "nothing either way (raise deadline_seconds)"));
   else if (stop)
-    rep.fail(v1::ERROR_CODE_CANCELLED, "the drill was cancelled");
+    rep.reasons.insert(rep.reasons.begin(), make_reason(v1::ERROR_CODE_CANCELLED, "the drill was cancelled"));
   const std::string where = box.dir();
   box.teardown();
   DriverResult out = finish(where);

@@ -23,9 +23,11 @@ std::vector<std::string> clean_drill_root(const DrillDecl& d);
 
 // Runs one drill task (Task.kind DRILL): ctx.repo is open on the snapshot's
 // repository. The result's metadata is {"drill": {"phases": {name: seconds},
-// "checks": [{"name", "expected", "found", "ok"}], "sandbox": path}};
-// outcome SUCCEEDED only when every check passed, FAILED otherwise, with
-// reasons naming what failed and where.
+// "checks": [{"name", "expected", "found", "ok"}], "sandbox": path,
+// "verdict": "proven" | "failed" | "not_run"}}; outcome SUCCEEDED only when
+// every check passed, FAILED otherwise, with reasons naming what failed and
+// where. "not_run": the drill could not run here (disk, deadline, cancel,
+// what this agent cannot do): it proves nothing about the backup.
 DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const cairn::v1::Task& task);
 
 }  // namespace cairn::agent

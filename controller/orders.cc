@@ -86,8 +86,9 @@ bool has_labels(const catalog::Agent& a, const cairn::v1::Selector& sel) {
   return true;
 }
 
-std::vector<Pick> select(const Tx& tx, const cairn::v1::Selector& sel, bool restore) {
-  check_names(tx, sel);
+// The approved agents' components a selector picks; names it lists that
+// the catalog does not know match nothing.
+std::vector<Pick> select_known(const Tx& tx, const cairn::v1::Selector& sel, bool restore) {
   std::vector<Pick> out;
   for (const auto& a : tx.agents()) {
     if (a.state != catalog::AgentState::approved || !listed(sel.nodes(), a.name, a.id) || !has_labels(a, sel)) continue;
@@ -101,6 +102,11 @@ std::vector<Pick> select(const Tx& tx, const cairn::v1::Selector& sel, bool rest
     }
   }
   return out;
+}
+
+std::vector<Pick> select(const Tx& tx, const cairn::v1::Selector& sel, bool restore) {
+  check_names(tx, sel);
+  return select_known(tx, sel, restore);
 }
 
 std::string quoted_list(const std::vector<std::string>& names) {
@@ -279,6 +285,14 @@ cairn::v1::Selector selector_from_json(const nlohmann::json& j) {
     for (const auto& [k, v] : j["labels"].items())
       if (v.is_string()) (*s.mutable_labels())[k] = v.get<std::string>();
   return s;
+}
+
+std::vector<BackupTarget> backup_targets(const catalog::Tx& tx, const cairn::v1::Selector& selector,
+                                         const std::string& repository) {
+  std::vector<BackupTarget> out;
+  for (const auto& p : select_known(tx, selector, false))
+    out.push_back({p.agent.name, p.component, repository.empty() ? p.repository : repository});
+  return out;
 }
 
 namespace {

@@ -41,6 +41,16 @@ struct BackupExtras {
 nlohmann::json selector_json(const cairn::v1::Selector& s);
 cairn::v1::Selector selector_from_json(const nlohmann::json& j);
 
+// What a backup with this selector (a policy's, with its repository; ""
+// each component's default) would be counted as now: the agent's name, the
+// component and the repository of each task it would make. /metrics starts
+// the backup counters of each at 0.
+struct BackupTarget {
+  std::string agent, component, repository;
+};
+std::vector<BackupTarget> backup_targets(const catalog::Tx& tx, const cairn::v1::Selector& selector,
+                                         const std::string& repository);
+
 class Orders {
  public:
   Orders(catalog::Catalog& catalog, const ControllerConfig& config, const plan::SigningKey& key)

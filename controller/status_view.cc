@@ -5,6 +5,7 @@
 
 #include "cairn/version.h"
 #include "common/repo/memory.h"
+#include "controller/orders.h"
 #include "controller/schedule.h"
 
 namespace cairn::controller {
@@ -84,6 +85,20 @@ std::string render_metrics(const StatusSources& s) {
   Metrics m;
   s.catalog.read([&](const catalog::Tx& tx) {
     auto stats = tx.backup_stats();
+    // The label sets the backup counters start at 0 with: every one a task
+    // ended with, every one a policy's run would make now, and every
+    // approved agent's component backed up by hand (policy "").
+    std::map<std::string, int64_t> known_backups;
+    auto backup_labels = [](const std::string& policy, const std::string& component, const std::string& agent,
+                            const std::string& repository) {
+      return labels({{"policy", policy}, {"component", component}, {"agent", agent}, {"repository", repository}});
+    };
+    for (const auto& b : stats) known_backups[backup_labels(b.policy, b.component, b.agent, b.repository)] = 0;
+    for (const auto& t : backup_targets(tx, cairn::v1::Selector(), ""))
+      known_backups[backup_labels("", t.component, t.agent, t.repository)] = 0;
+    for (const auto& p : tx.policies())
+      for (const auto& t : backup_targets(tx, selector_from_json(p.selector), p.repository))
+        known_backups[backup_labels(p.name, t.component, t.agent, t.repository)] = 0;
     struct Named {
       const char* name;
       const char* state;
@@ -93,7 +108,7 @@ std::string render_metrics(const StatusSources& s) {
                            Named{"cairn_backup_partial_total", "partial", "Backup tasks that ended partial (some items left out)."},
                            Named{"cairn_backup_failure_total", "", "Backup tasks that failed, were missed or rejected."}}) {
       m.family(n.name, "counter", n.help);
-      std::map<std::string, int64_t> by;
+      std::map<std::string, int64_t> by = known_backups;  // every label set at 0 first: the first failure is an increase
       for (const auto& b : stats) {
         bool match = *n.state ? b.state == n.state : (b.state == "failed" || b.state == "missed" || b.state == "rejected");
         if (!match) continue;
@@ -173,10 +188,14 @@ std::string render_metrics(const StatusSources& s) {
       if (auto* e = expired_in(r))
         m.sample("cairn_backup_sets_expired_oldest_timestamp_seconds", labels({{"repository", r}}), double(e->oldest_expired_at));
     auto restores = tx.restore_stats();
+    std::map<std::string, int64_t> known_restores;
+    for (const auto& c : restores) known_restores[labels({{"component", c.labels[0]}, {"agent", c.labels[1]}})] = 0;
+    for (const auto& t : backup_targets(tx, cairn::v1::Selector(), ""))
+      known_restores[labels({{"component", t.component}, {"agent", t.agent}})] = 0;
     for (const Named& n : {Named{"cairn_restore_success_total", "succeeded", "Restore tasks that succeeded."},
                            Named{"cairn_restore_failure_total", "", "Restore tasks that failed, ended partial, were missed or rejected."}}) {
       m.family(n.name, "counter", n.help);
-      std::map<std::string, int64_t> by;
+      std::map<std::string, int64_t> by = known_restores;  // at 0 first, as the backup counters
       for (const auto& c : restores) {
         bool ok = c.labels[2] == "succeeded";
         if (*n.state ? !ok : ok) continue;

@@ -45,9 +45,11 @@ std::vector<BackupStat> Tx::backup_stats() const {
 
 std::vector<CountStat> Tx::restore_stats() const {
   // One count per node restore task that ended, and one per member of each
-  // cluster restore that ended, by the restore's outcome: a cluster restore
-  // that failed before its data step (a failed preflight or stop) is a
-  // failure on every member it involved (issue 32).
+  // cluster restore that ended, by what that member's own steps did, as the
+  // catalog shows them: failed (or partial) when one of its steps did;
+  // succeeded when the restore committed; neither when another member's
+  // failure ended the restore before this one's data was restored for good
+  // (that member counts the failure; the alert fires on it).
   auto s = db_.prepare(
       "SELECT component, name, state, count(*) FROM ("
       "  SELECT t.component AS component, a.name AS name, t.state AS state, t.id AS what"
@@ -55,11 +57,14 @@ std::vector<CountStat> Tx::restore_stats() const {
       "  WHERE t.kind = 'restore' AND t.restore_step = '' AND t.restore_id NOT LIKE 'dr-%'"
       "  AND t.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected')"
       "  UNION ALL"
-      "  SELECT DISTINCT t.component, a.name,"
-      "    CASE r.state WHEN 'complete' THEN 'succeeded' WHEN 'partial' THEN 'partial' ELSE 'failed' END, t.restore_id"
+      "  SELECT t.component, a.name,"
+      "    CASE WHEN sum(t.state IN ('failed', 'missed', 'rejected')) > 0 THEN 'failed'"
+      "         WHEN sum(t.state = 'partial') > 0 THEN 'partial'"
+      "         WHEN r.state = 'complete' THEN 'succeeded' ELSE '' END, t.restore_id"
       "  FROM tasks t JOIN agents a ON a.id = t.agent_id JOIN restores r ON r.id = t.restore_id"
       "  WHERE t.kind = 'restore' AND t.restore_step != '' AND r.state != 'running'"
-      ") GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+      "  GROUP BY t.restore_id, t.agent_id, t.component"
+      ") WHERE state <> '' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
   std::vector<CountStat> out;
   while (s.step()) out.push_back({{s.text(0), s.text(1), s.text(2)}, s.integer(3)});
   return out;

@@ -116,6 +116,7 @@ TEST_CASE("an etcd snapshot truncated before it was stored fails its drill at th
   CHECK_FALSE((*c)["ok"].get<bool>());
   CHECK(reasons_of(r).find("trailing sha256") != std::string::npos);
   CHECK_FALSE(r.metadata["drill"]["phases"].contains("start"));  // no server was started
+  CHECK(r.metadata["drill"]["verdict"] == "failed");  // the backup is bad, not the drill host
   CHECK(fs::is_empty(rig.decl.root));                           // the sandbox is gone
 }
 
@@ -185,6 +186,7 @@ TEST_CASE("a Prometheus backup missing one of its blocks fails its drill at the 
   auto* answered = check_named(whole, "series answering a query in the newest recorded hour");
   REQUIRE(answered);
   CHECK((*answered)["found"] == 40);
+  CHECK(whole.metadata["drill"]["verdict"] == "proven");
 
   // A middle block left out of the backup: the oldest sample is still there,
   // the bytes stored are intact, the TSDB opens, and one block is missing.
@@ -386,4 +388,57 @@ TEST_CASE("the agent's clean-up of the drill root removes only the sandboxes a d
   CHECK(fs::exists(other + "/.cairn-drill-sandbox"));
   CHECK(fs::is_symlink(decl.root + "/drill-link"));
   CHECK(fs::exists(d.file("host/keep.txt")));
+}
+
+TEST_CASE("a drill the drill host could not run says so, apart from a backup that is bad, naming why first") {
+  Rig rig;
+  const std::string dir = rig.d.file("data");
+  write_file(dir + "/a.txt", std::string(100000, 'a'));
+  const std::string snap = rig.store(dir, nlohmann::json::object());
+  SECTION("over the disk budget: nothing restored") {
+    rig.decl.disk_budget = 4096;
+    DriverResult r = rig.drill("files", snap);
+    CHECK(r.outcome == v1::TASK_OUTCOME_FAILED);
+    CHECK(r.metadata["drill"]["verdict"] == "not_run");
+    REQUIRE(!r.reasons.empty());
+    CHECK(r.reasons[0].code() == v1::ERROR_CODE_NO_SPACE);
+    CHECK_THAT(r.reasons[0].detail(), Catch::Contains("over the [drill] disk_budget"));
+  }
+  SECTION("a driver this agent cannot drill") {
+    DriverResult r = rig.drill("no-such-driver", snap);
+    CHECK(r.metadata["drill"]["verdict"] == "not_run");
+  }
+  SECTION("whole, within the budget: proven") {
+    rig.decl.disk_budget = 64 << 20;
+    DriverResult r = rig.drill("files", snap);
+    INFO(reasons_of(r));
+    CHECK(r.outcome == v1::TASK_OUTCOME_SUCCEEDED);
+    CHECK(r.metadata["drill"]["verdict"] == "proven");
+  }
+}
+
+TEST_CASE("a drill stopped at its deadline names the deadline first, not the check the stop made fail") {
+  if (::geteuid() != 0) {
+    WARN("not root: a drill needs a network namespace of its own; skipped");
+    return;
+  }
+  Rig rig;
+  // A server that never answers (a stand-in for one slow to start on a big
+  // TSDB): the drill waits for it until its deadline.
+  const std::string slow = rig.d.file("bin/prometheus");
+  write_file(slow, "#!/bin/sh\nexec sleep 600\n");
+  fs::permissions(slow, fs::perms::owner_all);
+  rig.decl.prometheus = slow;
+  rig.decl.deadline_seconds = 3;
+  const std::string tsdb = rig.d.file("prometheus/data");
+  fs::create_directories(tsdb + "/wal");
+  write_file(tsdb + "/wal/00000000", std::string(1000, '\0'));
+  DriverResult r = rig.drill("prometheus", rig.store(tsdb, {{"data_dir", tsdb}, {"blocks", 0}}));
+  INFO(reasons_of(r));
+  CHECK(r.outcome == v1::TASK_OUTCOME_FAILED);
+  CHECK(r.metadata["drill"]["verdict"] == "not_run");
+  REQUIRE(!r.reasons.empty());
+  CHECK(r.reasons[0].code() == v1::ERROR_CODE_CANCELLED);
+  CHECK_THAT(r.reasons[0].detail(), Catch::StartsWith("the drill ran past its deadline of 3 s"));
+  CHECK(fs::is_empty(rig.decl.root));
 }

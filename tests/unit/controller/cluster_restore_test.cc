@@ -1223,3 +1223,35 @@ TEST_CASE("an unattested set is drilled only with the override a restore needs, 
   auto events = f.cat.read([](const Tx& tx) { return tx.audit_events(); });
   CHECK(std::any_of(events.begin(), events.end(), [](const auto& e) { return e.action == "drill.accept_unattested"; }));
 }
+
+TEST_CASE("cluster: the restore counters count each member by its own steps, as the catalog shows them") {
+  ClusterFixture f;
+  std::string set = f.backed_up_set();
+  auto counts = [&] {
+    std::map<std::string, int64_t> out;  // "agent state" -> count
+    for (const auto& c : f.cat.read([](const Tx& tx) { return tx.restore_stats(); }))
+      if (c.labels[0] == "etcd") out[c.labels[1] + " " + c.labels[2]] += c.count;
+    return out;
+  };
+  // etcd-b's data step fails: every member is rolled back. Only etcd-b
+  // failed; the others did what they were asked and restored nothing for
+  // good: neither a success nor a failure of theirs.
+  auto r = f.orders.create_restore("operator:test", restore_of(set, "etcd"));
+  f.end_step(r.id, "preflight");
+  f.end_step(r.id, "stop");
+  f.end_step(r.id, "data", f.b);
+  f.end_step(r.id, "rollback");
+  REQUIRE(f.restore_state(r.id) == SetState::failed);
+  CHECK(counts() == std::map<std::string, int64_t>{{"etcd-b failed", 1}});
+  // A preflight failing on etcd-c: etcd-c counts it.
+  auto r2 = f.orders.create_restore("operator:test", restore_of(set, "etcd"));
+  f.end_step(r2.id, "preflight", f.c);
+  REQUIRE(f.restore_state(r2.id) == SetState::failed);
+  CHECK(counts() == std::map<std::string, int64_t>{{"etcd-b failed", 1}, {"etcd-c failed", 1}});
+  // A restore that commits is a success on every member.
+  auto r3 = f.orders.create_restore("operator:test", restore_of(set, "etcd"));
+  for (const std::string step : {"preflight", "stop", "data", "start", "verify", "commit"}) f.end_step(r3.id, step);
+  REQUIRE(f.restore_state(r3.id) == SetState::complete);
+  CHECK(counts() == std::map<std::string, int64_t>{
+                        {"etcd-a succeeded", 1}, {"etcd-b failed", 1}, {"etcd-b succeeded", 1}, {"etcd-c failed", 1}, {"etcd-c succeeded", 1}});
+}
