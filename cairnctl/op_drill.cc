@@ -24,10 +24,18 @@ cairn::v1::RestoreInfo show_drill(const OpOptions& o, const std::string& id) {
 
 std::string value_text(const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
 
+// A drill's outcome in words: a drill that could not run proves nothing
+// about the backup, and says so.
+std::string outcome_text(const cairn::v1::RestoreInfo& r) {
+  if (r.state() == cairn::v1::SET_STATE_COMPLETE) return "proven restorable";
+  if (r.verdict() == "not_run") return "could not run (proves nothing about the backup; see the reasons)";
+  if (r.verdict() == "failed") return "FAILED: a backup did not restore or check out";
+  return set_state_name(r.state());
+}
+
 void print_drill(const cairn::v1::RestoreInfo& r) {
   std::printf("drill %s of backup set %s: %s\n", terminal_safe(r.restore_id()).c_str(),
-              terminal_safe(r.backup_set_id()).c_str(),
-              r.state() == cairn::v1::SET_STATE_COMPLETE ? "proven restorable" : set_state_name(r.state()).c_str());
+              terminal_safe(r.backup_set_id()).c_str(), outcome_text(r).c_str());
   for (const auto& o : r.order()) std::printf("%s\n", terminal_safe(o).c_str());
   print_tasks(r.tasks());
   for (const auto& t : r.tasks()) {
@@ -87,7 +95,7 @@ void register_op_drill(CLI::App& app, Context& ctx) {
   run->add_option("--component", *components, "component name (repeatable; default: every one in the set)");
   run->add_option("--node", *nodes, "only the snapshots these agents wrote (repeatable)");
   run->add_option("--on", *on, "the drill agent (default: a connected agent with a [drill] section)");
-  run->add_flag("--wait", *wait, "follow the drill until it ends; exit 0 proven, 1 failed");
+  run->add_flag("--wait", *wait, "follow the drill until it ends; exit 0 proven, 1 failed or could not run");
   run->add_flag("--accept-unattested", *accept_unattested,
                 "drill a set no signed set record covers (rebuilt from snapshot tags, imported unattested)");
   add_op_options(run, *o);
@@ -151,7 +159,9 @@ void register_op_drill(CLI::App& app, Context& ctx) {
       for (const auto& x : r.restore_list().restores())
         std::printf("%-20s %-20s %-20s %-20s %s\n", terminal_safe(x.restore_id()).c_str(), local_time(x.created_at()).c_str(),
                     local_time(x.finished_at()).c_str(), terminal_safe(x.backup_set_id()).c_str(),
-                    x.state() == cairn::v1::SET_STATE_COMPLETE ? "proven" : set_state_name(x.state()).c_str());
+                    x.state() == cairn::v1::SET_STATE_COMPLETE ? "proven"
+                    : x.verdict() == "not_run"                  ? "not run"
+                                                                : set_state_name(x.state()).c_str());
       return kExitOk;
     };
   });

@@ -21,6 +21,14 @@ std::string age(int64_t t, int64_t now) {
   return buf;
 }
 
+// The first line of a reason, at most 400 characters: a server's log stays
+// in 'cairnctl drill show'.
+std::string first_line(const std::string& s) {
+  std::string out = s.substr(0, s.find('\n'));
+  if (out.size() > 400) out = out.substr(0, 397) + "...";
+  return out;
+}
+
 }  // namespace
 
 void register_op_status(CLI::App& app, Context& ctx) {
@@ -45,9 +53,17 @@ void register_op_status(CLI::App& app, Context& ctx) {
         for (const auto& c : s.components()) {
           char rto[32] = "-";
           if (c.proven_at()) std::snprintf(rto, sizeof rto, "%.1fs", c.rto_seconds());
-          std::printf("%-16s %-26s %-16s %-16s %s%s\n", terminal_safe(c.component()).c_str(), terminal_safe(c.where()).c_str(),
-                      age(c.newest_backup_at(), now).c_str(), age(c.proven_at(), now).c_str(), rto,
-                      c.last_drill_failure().empty() ? "" : ("  LAST DRILL FAILED: " + terminal_safe(c.last_drill_failure())).c_str());
+          std::printf("%-16s %-26s %-16s %-16s %s\n", terminal_safe(c.component()).c_str(), terminal_safe(c.where()).c_str(),
+                      age(c.newest_backup_at(), now).c_str(), age(c.proven_at(), now).c_str(), rto);
+          // What is wrong, one line each, under the row.
+          if (!c.newest_backup_failure().empty())
+            std::printf("%-16s %-26s NEWEST BACKUP %s (%s)\n", "", "", terminal_safe(first_line(c.newest_backup_failure())).c_str(),
+                        age(c.newest_backup_failed_at(), now).c_str());
+          if (!c.last_drill_failure().empty())
+            std::printf("%-16s %-26s LAST DRILL FAILED: %s\n", "", "", terminal_safe(first_line(c.last_drill_failure())).c_str());
+          if (!c.last_drill_not_run().empty())
+            std::printf("%-16s %-26s last drill could not run (proves nothing about the backup): %s\n", "", "",
+                        terminal_safe(first_line(c.last_drill_not_run())).c_str());
           if (c.wal_archived_at() || c.wal_pending() || !c.wal_last_error().empty())
             std::printf("%-16s %-26s WAL archived %s, %u file(s) waiting%s\n", "", "",
                         c.wal_archived_at() ? age(c.wal_archived_at(), now).c_str() : "never",

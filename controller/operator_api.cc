@@ -178,6 +178,7 @@ void OperatorApi::fill_restore(const catalog::Tx& tx, const std::string& id, cai
   if (r->kind == "drill") {
     auto tasks = tx.tasks_of_restore(id);
     for (const auto& t : tasks) fill_task(tx, t, *out.add_tasks());
+    if (r->state != catalog::SetState::running) out.set_verdict(catalog::drill_verdict(tasks));
     std::string agent = tasks.empty() ? std::string() : tasks.front().agent_id;
     if (auto a = tx.agent(agent)) agent = a->name;
     out.add_order("restore into a sandbox on " + agent + ", start, check, tear down (docs/drills.md)");
@@ -407,6 +408,8 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
           w->set_safety_backup_set_id(x.safety_set_id.value_or(""));
           w->set_created_at(x.created_at);
           w->set_finished_at(x.finished_at.value_or(0));
+          if (x.kind == "drill" && x.state != catalog::SetState::running)
+            w->set_verdict(catalog::drill_verdict(tx.tasks_of_restore(x.id)));
         }
       });
       r.mutable_restore_list();
@@ -481,6 +484,9 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
           w->set_proven_at(h.proven_at.value_or(0));
           w->set_rto_seconds(h.rto_seconds);
           w->set_last_drill_failure(h.last_drill_failure);
+          w->set_last_drill_not_run(h.last_drill_not_run);
+          w->set_newest_backup_failure(h.newest_backup_failure);
+          w->set_newest_backup_failed_at(h.newest_backup_failed_at);
         }
         // Continuous WAL archives, from the agents' heartbeats: onto the
         // component's row (a row of its own before its first backup).

@@ -58,6 +58,25 @@ std::string in_zone(int64_t t, const std::string& zone) {
 }
 
 
+// How long ago: "4 min ago", "3 h 12 min ago", "2 d 5 h ago".
+std::string age_text(int64_t now, int64_t t) {
+  int64_t s = std::max<int64_t>(0, now - t);
+  char buf[64];
+  if (s < 60) std::snprintf(buf, sizeof buf, "%lld s ago", (long long)s);
+  else if (s < 3600) std::snprintf(buf, sizeof buf, "%lld min ago", (long long)(s / 60));
+  else if (s < 86400) std::snprintf(buf, sizeof buf, "%lld h %lld min ago", (long long)(s / 3600), (long long)(s % 3600 / 60));
+  else std::snprintf(buf, sizeof buf, "%lld d %lld h ago", (long long)(s / 86400), (long long)(s % 86400 / 3600));
+  return buf;
+}
+
+// A reason's first line, at most 400 characters: a server's log stays in
+// 'cairnctl drill show' and 'cairnctl backup show'.
+std::string first_line(const std::string& s) {
+  std::string out = s.substr(0, s.find('\n'));
+  if (out.size() > 400) out = out.substr(0, 397) + "...";
+  return out;
+}
+
 std::string join_lines(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& x : v) out += (out.empty() ? "" : "; ") + x;
@@ -243,10 +262,13 @@ std::string render_metrics(const StatusSources& s) {
       if (d.last_proven_at)
         m.sample("cairn_component_proven_restorable_timestamp_seconds", labels({{"component", d.component}}),
                  double(*d.last_proven_at));
-    m.family("cairn_drill_total", "counter", "Drill tasks that ended, by outcome (proven or failed).");
+    m.family("cairn_drill_total", "counter",
+             "Drill tasks that ended, by outcome: proven, failed (the backup did not restore or check out), not_run "
+             "(the drill could not run: it proves nothing about the backup).");
     for (const auto& d : drills) {
       m.sample("cairn_drill_total", labels({{"component", d.component}, {"outcome", "proven"}}), double(d.proven));
       m.sample("cairn_drill_total", labels({{"component", d.component}, {"outcome", "failed"}}), double(d.failed));
+      m.sample("cairn_drill_total", labels({{"component", d.component}, {"outcome", "not_run"}}), double(d.not_run));
     }
     m.family("cairn_drill_duration_seconds", "gauge",
              "The newest proving drill's phases (restore, start, check): the measured restore time.");
@@ -337,18 +359,41 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
       return t.component + " on " + (it == names.end() ? t.agent_id : it->second);
     };
     // What an on-call operator asks first (docs/drills.md).
+    // Ages, not times: the newest good backup's age is the data an outage
+    // would cost now. The time itself is in the cell's title.
     h += "<h2 id=\"components\">Components</h2>\n<table><tr><th>Component</th><th>Where</th><th>Newest backup</th>"
          "<th>Proven restorable</th><th>Measured RTO</th></tr>\n";
+    const int64_t now = tx.now();
     auto health = tx.component_health();
     for (const auto& c : health) {
-      std::string proven = c.proven_at ? utc(*c.proven_at) : "never";
-      std::string cls = c.last_drill_failure.empty() ? (c.proven_at ? "complete" : "pending") : "failed";
-      if (!c.last_drill_failure.empty()) proven += " (the newest drill FAILED: " + c.last_drill_failure + ")";
+      std::string backup = c.newest_backup_at ? age_text(now, *c.newest_backup_at) : "never";
+      std::string backup_cls = c.newest_backup_at ? "complete" : "pending";
+      std::string backup_why;
+      if (!c.newest_backup_failure.empty()) {
+        backup_cls = "failed";
+        backup_why = "the newest backup " + first_line(c.newest_backup_failure) + " (" +
+                     age_text(now, c.newest_backup_failed_at) + ")";
+        backup = c.newest_backup_at ? "last good " + backup : "none good";
+      }
+      std::string proven = c.proven_at ? age_text(now, *c.proven_at) : "never";
+      std::string cls = c.proven_at ? "complete" : "pending";
+      std::string why;
+      if (!c.last_drill_failure.empty()) {
+        cls = "failed";
+        why = "the newest drill FAILED: " + first_line(c.last_drill_failure) + " ('cairnctl drill list')";
+      } else if (!c.last_drill_not_run.empty()) {
+        if (cls == "complete") cls = "partial";
+        why = "the last drill could not run, which proves nothing about the backup: " + first_line(c.last_drill_not_run);
+      }
       char rto[32] = "-";
       if (c.proven_at) std::snprintf(rto, sizeof rto, "%.1f s", c.rto_seconds);
-      h += "<tr><td>" + html_escape(c.component) + "</td><td>" + html_escape(c.where) + "</td><td>" +
-           html_escape(c.newest_backup_at ? utc(*c.newest_backup_at) : "never") + "</td><td class=\"" + cls + "\">" +
-           html_escape(proven) + "</td><td>" + rto + "</td></tr>\n";
+      auto cell = [](const std::string& klass, const std::string& title, const std::string& text, const std::string& why) {
+        return "<td class=\"" + klass + "\"" + (title.empty() ? "" : " title=\"" + html_escape(title) + "\"") + ">" +
+               html_escape(text) + (why.empty() ? "" : "<div class=\"why\">" + html_escape(why) + "</div>") + "</td>";
+      };
+      h += "<tr><td>" + html_escape(c.component) + "</td><td>" + html_escape(c.where) + "</td>" +
+           cell(backup_cls, c.newest_backup_at ? utc(*c.newest_backup_at) : "", backup, backup_why) +
+           cell(cls, c.proven_at ? utc(*c.proven_at) : "", proven, why) + "<td>" + rto + "</td></tr>\n";
     }
     if (health.empty()) h += "<tr><td colspan=\"5\">no backup yet</td></tr>\n";
     h += "</table>\n";

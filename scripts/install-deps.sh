@@ -6,7 +6,7 @@ PKGS=(build-essential dpkg-dev cmake ninja-build pkg-config git
       librdkafka-dev cppzmq-dev libzmq3-dev libsodium-dev libprotobuf-dev protobuf-compiler
       libsqlite3-dev libspdlog-dev libssl-dev catch2 libzstd-dev
       libcurl4-openssl-dev libsystemd-dev libcli11-dev nlohmann-json3-dev
-      libtomlplusplus-dev libsimdjson-dev ccache python3 python3-pytest python3-cryptography python3-zmq attr procps time
+      libtomlplusplus-dev libsimdjson-dev ccache python3 python3-pytest python3-cryptography python3-zmq python3-yaml attr procps time
       libgrpc++-dev protobuf-compiler-grpc  # the etcd driver speaks etcd's v3 gRPC API
       etcd-server etcd-client zookeeper prometheus haproxy  # the drivers' tests and the quickstart run the real servers
       openjdk-17-jdk-headless maven python3-confluent-kafka  # Kafka's broker from Maven Central (scripts/fetch-kafka.sh), and a client for the tests

@@ -70,26 +70,71 @@ std::vector<CountStat> Tx::restore_stats() const {
   return out;
 }
 
+std::string drill_verdict(std::string_view state, std::string_view metadata, bool stopped) {
+  if (state == "succeeded") return "proven";
+  if (state == "missed" || state == "rejected" || stopped) return "not_run";
+  auto m = nlohmann::json::parse(metadata, nullptr, false);
+  if (m.is_object() && m.contains("drill") && m["drill"].is_object() && m["drill"].value("verdict", "") == "not_run")
+    return "not_run";
+  return "failed";
+}
+
+std::string drill_verdict(const Task& t) {
+  bool stopped = false;
+  for (const auto& r : t.reasons)
+    stopped = stopped || r.code == cairn::v1::ERROR_CODE_AGENT_LOST || r.code == cairn::v1::ERROR_CODE_AGENT_REVOKED ||
+              r.code == cairn::v1::ERROR_CODE_CANCELLED;
+  return drill_verdict(to_string(t.state), t.component_metadata.value_or(""), stopped);
+}
+
+std::string drill_verdict(const std::vector<Task>& tasks) {
+  if (tasks.empty()) return "";
+  std::string out = "proven";
+  for (const auto& t : tasks) {
+    if (!is_terminal(t.state)) return "";
+    const std::string v = drill_verdict(t);
+    if (v == "failed") out = v;
+    else if (v == "not_run" && out == "proven") out = v;
+  }
+  return out;
+}
+
+namespace {
+
+// Every drill task that ended, oldest first, with what drill_verdict reads:
+// component, state, updated_at, metadata, stopped (agent lost, revoked or
+// the drill cancelled), the first reason.
+constexpr const char* kEndedDrills =
+    "SELECT dt.component, dt.state, dt.updated_at, coalesce(dt.component_metadata, ''),"
+    " EXISTS (SELECT 1 FROM task_reasons r WHERE r.task_id = dt.id AND r.code IN (6, 212, 213)),"
+    " coalesce((SELECT detail FROM task_reasons WHERE task_id = dt.id ORDER BY ordinal LIMIT 1), dt.state)";
+
+}  // namespace
+
 std::vector<DrillStat> Tx::drill_stats() const {
   // Per drilled component: the outcomes, when it was last proven, and the
   // newest proving drill's result (its phases' seconds: the measured RTO).
-  auto s = db_.prepare(
-      "SELECT t.component, sum(t.state = 'succeeded'), sum(t.state <> 'succeeded'),"
-      " max(CASE WHEN t.state = 'succeeded' THEN t.updated_at END),"
-      " (SELECT t2.component_metadata FROM tasks t2 WHERE t2.component = t.component AND t2.state = 'succeeded'"
-      "   AND t2.restore_id LIKE 'dr-%' ORDER BY t2.updated_at DESC LIMIT 1)"
-      " FROM tasks t WHERE t.kind = 'restore' AND t.restore_id LIKE 'dr-%'"
-      " AND t.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected') GROUP BY 1 ORDER BY 1");
-  std::vector<DrillStat> out;
+  auto s = db_.prepare(std::string(kEndedDrills) +
+                       " FROM tasks dt WHERE dt.kind = 'restore' AND dt.restore_id LIKE 'dr-%'"
+                       " AND dt.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected')"
+                       " ORDER BY dt.updated_at, dt.rowid");
+  std::map<std::string, DrillStat> by;
   while (s.step()) {
-    DrillStat d;
+    DrillStat& d = by[s.text(0)];
     d.component = s.text(0);
-    d.proven = s.integer(1);
-    d.failed = s.integer(2);
-    if (!s.is_null(3)) d.last_proven_at = s.integer(3);
-    if (!s.is_null(4)) d.last_metadata = nlohmann::json::parse(s.text(4), nullptr, false);
-    out.push_back(std::move(d));
+    const std::string verdict = drill_verdict(s.text(1), s.text(3), s.integer(4) != 0);
+    if (verdict == "proven") {
+      ++d.proven;
+      d.last_proven_at = s.integer(2);
+      d.last_metadata = nlohmann::json::parse(s.text(3), nullptr, false);
+    } else if (verdict == "not_run") {
+      ++d.not_run;
+    } else {
+      ++d.failed;
+    }
   }
+  std::vector<DrillStat> out;
+  for (auto& [k, v] : by) out.push_back(std::move(v));
   return out;
 }
 
@@ -110,28 +155,58 @@ std::vector<ComponentHealth> Tx::component_health() const {
     while (s.step()) row(s.text(0), s.text(1)).newest_backup_at = s.integer(2);
   }
   {
-    // Every drill task with the backup task that wrote its snapshot, newest last.
+    // The newest ended backup of each: one that did not succeed shows, though
+    // an older one did (the data an outage costs grows from that older one).
     auto s = db_.prepare(
-        "SELECT bt.component, CASE WHEN bt.cluster_id <> '' THEN 'cluster ' || bt.cluster_id ELSE a.name END,"
-        " dt.state, dt.updated_at, coalesce(dt.component_metadata, ''),"
-        " coalesce((SELECT detail FROM task_reasons WHERE task_id = dt.id ORDER BY ordinal LIMIT 1), dt.state)"
+        // SQLite takes the bare columns from the row max() picked.
+        "SELECT t.component, CASE WHEN t.cluster_id <> '' THEN 'cluster ' || t.cluster_id ELSE a.name END, t.state,"
+        " max(t.updated_at), t.id"
+        " FROM tasks t JOIN backup_sets b ON b.id = t.backup_set_id JOIN agents a ON a.id = t.agent_id"
+        " WHERE t.kind = 'backup' AND b.trigger <> 'safety' AND t.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected')"
+        " GROUP BY 1, 2");
+    auto why = db_.prepare("SELECT detail FROM task_reasons WHERE task_id = ? ORDER BY ordinal LIMIT 1");
+    while (s.step()) {
+      auto& r = row(s.text(0), s.text(1));
+      if (s.text(2) == "succeeded") {
+        r.newest_backup_failure.clear();
+        r.newest_backup_failed_at = 0;
+      } else {
+        why.reset();
+        why.bind_all(s.text(4));
+        r.newest_backup_failure = s.text(2) + (why.step() ? ": " + why.text(0) : std::string());
+        r.newest_backup_failed_at = s.integer(3);
+      }
+    }
+  }
+  {
+    // Every drill task with the backup task that wrote its snapshot, newest
+    // last. A drill that could not run says nothing of the backup: it does
+    // not clear an earlier failure, nor make one.
+    auto s = db_.prepare(
+        std::string(kEndedDrills) +
+        ", CASE WHEN bt.cluster_id <> '' THEN 'cluster ' || bt.cluster_id ELSE a.name END"
         " FROM tasks dt JOIN tasks bt INDEXED BY tasks_snapshot ON bt.snapshot_id = dt.source_snapshot AND bt.kind = 'backup'"
         " JOIN agents a ON a.id = bt.agent_id"
         " WHERE dt.kind = 'restore' AND dt.restore_id LIKE 'dr-%' AND dt.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected')"
         " ORDER BY dt.updated_at, dt.rowid");
     while (s.step()) {
-      auto& r = row(s.text(0), s.text(1));
-      if (s.text(2) == "succeeded") {
-        r.proven_at = s.integer(3);
+      auto& r = row(s.text(0), s.text(6));
+      const std::string verdict = drill_verdict(s.text(1), s.text(3), s.integer(4) != 0);
+      if (verdict == "proven") {
+        r.proven_at = s.integer(2);
         r.last_drill_failure.clear();
+        r.last_drill_not_run.clear();
         r.rto_seconds = 0;
-        auto m = nlohmann::json::parse(s.text(4), nullptr, false);
+        auto m = nlohmann::json::parse(s.text(3), nullptr, false);
         if (m.is_object() && m.contains("drill") && m["drill"].is_object() && m["drill"].contains("phases") &&
             m["drill"]["phases"].is_object())
           for (const auto& [k, v] : m["drill"]["phases"].items())
             if (v.is_number()) r.rto_seconds += v.get<double>();
+      } else if (verdict == "not_run") {
+        r.last_drill_not_run = s.text(5);
       } else {
         r.last_drill_failure = s.text(5);
+        r.last_drill_not_run.clear();
       }
     }
   }

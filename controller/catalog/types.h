@@ -5,6 +5,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -219,13 +220,31 @@ struct ComponentHealth {
   std::string where;  // "cluster <id>" or the agent's name
   std::optional<int64_t> newest_backup_at, proven_at;
   double rto_seconds = 0;       // the newest proving drill's phases, summed
-  std::string last_drill_failure;  // the newest drill failed: its first reason
+  std::string last_drill_failure;  // the newest drill that ran failed: its first reason
+  std::string last_drill_not_run;  // drills since could not run (drill_verdict): the newest one's first reason
+  // The newest ended backup did not succeed: "<state>: <first reason>" and
+  // when it ended; "" and 0 when it succeeded.
+  std::string newest_backup_failure;
+  int64_t newest_backup_failed_at = 0;
 };
+
+// A drill task's verdict (docs/drills.md § Outcomes): "proven" (it
+// succeeded), "not_run" (the drill could not run: missed, rejected, its
+// agent lost or revoked, cancelled, or the agent's verdict says so: the
+// drill host's disk, its deadline, what it cannot do) or "failed" (the
+// backup did not restore or check out). stopped: a reason says the agent was
+// lost or revoked, or the drill cancelled.
+std::string drill_verdict(std::string_view state, std::string_view metadata, bool stopped);
+struct Task;
+std::string drill_verdict(const Task& t);  // the same, of a task read from the catalog
+// A drill's verdict from its tasks once it ended: "proven" when every one
+// was; "failed" when one failed; else "not_run". "" while one runs.
+std::string drill_verdict(const std::vector<Task>& tasks);
 
 // Restore drills of one component (docs/drills.md).
 struct DrillStat {
   std::string component;
-  int64_t proven = 0, failed = 0;
+  int64_t proven = 0, failed = 0, not_run = 0;  // by drill_verdict
   std::optional<int64_t> last_proven_at;
   nlohmann::json last_metadata;  // the newest proving drill's result
 };

@@ -6,6 +6,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -59,7 +60,10 @@ def test_metrics_and_the_status_page_show_what_happened(cluster, tmp_path):
         return text if metric(text, "cairn_backup_success_total", component="data", agent="node-a") else None
     text = c.wait_for("the backup counted in /metrics", scraped, timeout=15)
     assert metric(text, "cairn_backup_success_total", policy="", component="data", agent="node-a", repository="main") == 1
-    assert metric(text, "cairn_backup_failure_total", component="data") is None
+    # Counters start at 0: for the backups by hand and the policy's alike.
+    assert metric(text, "cairn_backup_failure_total", policy="", component="data", agent="node-a", repository="main") == 0
+    assert metric(text, "cairn_backup_failure_total", policy="nightly", component="data", agent="node-a",
+                  repository="main") == 0
     assert metric(text, "cairn_agents", state="connected") == 1
     assert metric(text, "cairn_agents", state="pending") == 0
     assert metric(text, "cairn_backup_duration_seconds_count", component="data", agent="node-a") == 1
@@ -191,7 +195,7 @@ def test_the_example_alerting_rules_pass_promtool(tmp_path):
     p = subprocess.run([promtool, "check", "rules", str(f)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
     out = p.stdout.decode()
     assert p.returncode == 0, out
-    assert "SUCCESS: 18 rules found" in out, out
+    assert "SUCCESS: 19 rules found" in out, out
     # Every metric a rule names is one the controller serves (docs/alerts.md's table).
     names = set(re.findall(r"\b(cairn_[a-z_]+)", rules[0]))
     served = set(re.findall(r"`(cairn_[a-z_]+)", doc.split("## Example rules")[0]))
@@ -249,6 +253,107 @@ tests:
     assert p.returncode == 0, p.stdout.decode()
 
 
+# Each documented alert at its first firing: (input series, interval, the
+# evaluation before it fires, the one at which it fires, the labels and
+# $value of the alert then). A counter's first failure comes both ways: from
+# 0 (the controller starts every known label set at 0) and as a series whose
+# first sample is already 1 (a failure between two scrapes of a new one).
+BACKUP = 'policy="nightly",component="etcd",agent="node-a",repository="main"'
+BACKUP_B = 'policy="nightly",component="etcd",agent="node-b",repository="main"'
+FIRST_FIRING = {
+    "CairnBackupFailed": ([(f"cairn_backup_failure_total{{{BACKUP}}}", "0 0 1 1"),
+                           (f"cairn_backup_failure_total{{{BACKUP_B}}}", "_ _ 1 1")], "1m", "1m", "2m",
+                          [(BACKUP, None), (BACKUP_B, None)]),
+    "CairnBackupPartial": ([(f"cairn_backup_partial_total{{{BACKUP}}}", "0 0 1 1"),
+                            (f"cairn_backup_partial_total{{{BACKUP_B}}}", "_ _ 1 1")], "1m", "1m", "2m",
+                           [(BACKUP, None), (BACKUP_B, None)]),
+    "CairnNoRecentBackup": ([(f"cairn_backup_last_success_timestamp_seconds{{{BACKUP}}}", "0x1600"),
+                             ('cairn_backup_last_success_timestamp_seconds{policy="",component="etcd",agent="node-a",'
+                              'repository="main"}', "0x1600")], "1m", "25h59m", "26h1m", [(BACKUP, None)]),
+    "CairnPolicyOverdue": ([('cairn_policy_next_run_timestamp_seconds{policy="nightly"}', "0x20")], "1m", "9m", "11m",
+                           [('policy="nightly"', None)]),
+    "CairnPolicyRunNotStarted": ([('cairn_policy_last_run_started{policy="nightly"}', "1 1 0 0")], "1m", "1m", "2m",
+                                 [('policy="nightly"', None)]),
+    "CairnAgentDisconnected": ([('cairn_agents{state="disconnected"}', "0 1x30")], "1m", "15m", "17m",
+                               [('state="disconnected"', "1")]),
+    "CairnAgentPending": ([('cairn_agents{state="pending"}', "0 1x70")], "1m", "60m", "62m", [('state="pending"', "1")]),
+    "CairnRestoreFailed": ([('cairn_restore_failure_total{component="etcd",agent="node-a"}', "0 0 1 1"),
+                            ('cairn_restore_failure_total{component="etcd",agent="node-b"}', "_ _ 1 1")], "1m", "1m",
+                           "2m", [('component="etcd",agent="node-a"', None), ('component="etcd",agent="node-b"', None)]),
+    "CairnAuditBacklog": ([("cairn_audit_outbox_events", "0 20000x40")], "1m", "30m", "32m", [("", "20000")]),
+    "CairnAuditTopicProblem": ([("cairn_audit_topic_problem", "0 0 1 1")], "1m", "1m", "2m", [("", None)]),
+    "CairnRetentionStuck": ([('cairn_backup_sets_expired_oldest_timestamp_seconds{repository="main"}', "0x400")], "1m",
+                            "5h59m", "6h1m", [('repository="main"', None)]),
+    "CairnNoProvenRestore": ([('cairn_component_proven_restorable_timestamp_seconds{component="etcd"}', "0x200")], "1h",
+                             "191h", "193h", [('component="etcd"', None)]),
+    "CairnDrillFailed": ([('cairn_drill_total{component="etcd",outcome="failed"}', "0 0 1 1"),
+                          ('cairn_drill_total{component="zk",outcome="failed"}', "_ _ 1 1"),
+                          ('cairn_drill_total{component="etcd",outcome="not_run"}', "0 0 0 0")], "1m", "1m", "2m",
+                         [('component="etcd",outcome="failed"', None), ('component="zk",outcome="failed"', None)]),
+    "CairnDrillNotRun": ([('cairn_drill_total{component="etcd",outcome="not_run"}', "0 0 1 1"),
+                          ('cairn_drill_total{component="zk",outcome="not_run"}', "_ _ 1 1"),
+                          ('cairn_drill_total{component="etcd",outcome="failed"}', "0 0 0 0")], "1m", "1m", "2m",
+                         [('component="etcd",outcome="not_run"', None), ('component="zk",outcome="not_run"', None)]),
+    "CairnOffsiteCopyFailing": ([('cairn_set_copies{repository="offsite",state="failed"}', "1x420"),
+                                 ('cairn_set_copy_last_success_timestamp_seconds{repository="offsite"}', "0x420")],
+                                "1m", "6h10m", "6h35m", [('repository="offsite",state="failed"', None)]),
+    "CairnWalArchiveFailing": ([('cairn_wal_archive_failing{component="pg",agent="node-a"}', "0 0 1 1")], "1m", "1m",
+                               "2m", [('component="pg",agent="node-a"', None)]),
+    "CairnWalArchiveGap": ([('cairn_wal_archive_gap_segments{component="pg",agent="node-a",timeline="all"}', "0 0 _ _"),
+                            ('cairn_wal_archive_gap_segments{component="pg",agent="node-a",timeline="1"}', "_ _ 2 2")],
+                           "1m", "1m", "2m", [('component="pg",agent="node-a",timeline="1"', "2")]),
+    "CairnWalArchiveLagging": ([('cairn_wal_pending_files{component="pg",agent="node-a"}', "0 9x30")], "1m", "15m",
+                               "17m", [('component="pg",agent="node-a"', "9")]),
+    "CairnBackupSlow": ([('cairn_backup_duration_seconds_bucket{policy="nightly",component="etcd",agent="node-a",'
+                          'le="3600"}', "0x10"),
+                         ('cairn_backup_duration_seconds_bucket{policy="nightly",component="etcd",agent="node-a",'
+                          'le="14400"}', "0 0 1 1"),
+                         ('cairn_backup_duration_seconds_bucket{policy="nightly",component="etcd",agent="node-a",'
+                          'le="+Inf"}', "0 0 1 1")], "1m", "1m", "2m", [('policy="nightly"', None)]),
+}
+
+
+def test_every_documented_alert_fires_at_its_first_failure(tmp_path):
+    """promtool test rules on docs/alerts.md's rules: each alert it documents
+    (a new one without a case here fails this test) is silent before its
+    condition and fires at the first evaluation its condition holds (after
+    its `for`), with the labels and the summary the document gives."""
+    import yaml
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.fail("promtool (Debian's prometheus package) is not installed")
+    doc = (pathlib.Path(ROOT) / "docs" / "alerts.md").read_text()
+    rules_text = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if b.lstrip().startswith("groups:")][0]
+    (tmp_path / "rules.yml").write_text(rules_text)
+    rules = {r["alert"]: r for g in yaml.safe_load(rules_text)["groups"] for r in g["rules"]}
+    assert set(rules) == set(FIRST_FIRING), f"documented but untested: {set(rules) - set(FIRST_FIRING)}; " \
+                                            f"tested but not documented: {set(FIRST_FIRING) - set(rules)}"
+
+    def labels_of(text):
+        return dict(re.findall(r'(\w+)="([^"]*)"', text))
+
+    tests = []
+    for name, (series, interval, before, at, alerts) in FIRST_FIRING.items():
+        rule = rules[name]
+        expected = []
+        for lbl, value in alerts:
+            labels = {**rule.get("labels", {}), **labels_of(lbl)}
+            notes = {}
+            for k, v in rule.get("annotations", {}).items():
+                v = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), v)
+                notes[k] = v.replace("{{ $value }}", value or "")
+            expected.append({"exp_labels": labels, "exp_annotations": notes})
+        tests.append({"interval": interval,
+                      "input_series": [{"series": s, "values": v} for s, v in series],
+                      "alert_rule_test": [{"eval_time": before, "alertname": name, "exp_alerts": []},
+                                          {"eval_time": at, "alertname": name, "exp_alerts": expected}]})
+    (tmp_path / "test.yml").write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "evaluation_interval": "1m",
+                                                      "tests": tests}, sort_keys=False))
+    p = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=300)
+    assert p.returncode == 0, p.stdout.decode()[-6000:]
+
+
 def test_a_set_waiting_for_an_offline_agent_blocks_nothing_else_and_a_skipped_run_shows(cluster, tmp_path):
     """Locks follow tasks (issue 30): a policy's set whose task waits for an
     offline agent holds that agent's component only; the other agent's
@@ -288,3 +393,90 @@ def test_a_set_waiting_for_an_offline_agent_blocks_nothing_else_and_a_skipped_ru
         _, _, text = get(c.http_url() + "metrics")
         return text if metric(text, "cairn_policy_last_run_started", policy="hourly") == 0 else None
     c.wait_for("cairn_policy_last_run_started{policy=\"hourly\"} 0", scraped, timeout=15)
+
+
+def test_the_page_says_what_is_wrong_a_failed_backup_a_failed_drill_a_drill_that_could_not_run(cluster, tmp_path):
+    """What an on-call operator must see at a glance, in the browser: a
+    component whose newest backup failed is not green because an older one
+    succeeded; a drill whose backup did not restore is red with one line of
+    reason (no server log); a drill the drill host could not run is not red
+    and says it proves nothing; ages, not times. /metrics counts each from 0
+    (the first failure is an increase) and keeps the outcomes apart."""
+    from test_drill import drill_toml
+    c = cluster
+    c.add_agent("node-a", {"big.bin": os.urandom(400_000)}, components=drill_toml(tmp_path / "drills-a"))
+    c.add_agent("node-b", {"b.txt": b"beta" * 100}, components=drill_toml(tmp_path / "drills-b", disk_budget="16K"))
+    c.enrol("node-a")
+    c.enrol("node-b")
+    base = c.http_url()
+    sid = backup_set_id(c.ok("backup", "create", "--wait"))
+
+    def scraped(name, **labels):
+        """/metrics once it shows the sample (the page renders every 2 s)."""
+        def got():
+            text = get(base + "metrics")[2]
+            return text if metric(text, name, **labels) else None
+        return c.wait_for(f"{name} {labels} in /metrics", got, timeout=15)
+
+    # Before any failure every counter of each component is there, at 0.
+    text = scraped("cairn_backup_success_total", component="data", agent="node-b")
+    for agent in ("node-a", "node-b"):
+        assert metric(text, "cairn_backup_failure_total", policy="", component="data", agent=agent) == 0, text
+        assert metric(text, "cairn_backup_partial_total", policy="", component="data", agent=agent) == 0, text
+        assert metric(text, "cairn_restore_failure_total", component="data", agent=agent) == 0, text
+        assert metric(text, "cairn_restore_success_total", component="data", agent=agent) == 0, text
+
+    # node-b's drill cannot run there (its disk budget): not a failed backup.
+    rc, out, err = c.ctl("drill", "run", sid, "--node", "node-b", "--on", "node-b", "--wait", timeout=300)
+    assert rc == 1 and "could not run" in out, f"{rc}\n{out}\n{err}"
+    rc, out, err = c.ctl("drill", "list")
+    assert "not run" in out, out
+    # node-a's backup damaged in the repository: its drill fails, for the backup.
+    packs = [p for p in (pathlib.Path(c.repo) / "data").rglob("*") if p.is_file()]
+    pack = max(packs, key=os.path.getsize)
+    with open(pack, "r+b") as f:
+        f.seek(os.path.getsize(pack) // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x40]))
+    rc, out, err = c.ctl("drill", "run", sid, "--node", "node-a", "--on", "node-a", "--wait", timeout=300)
+    assert rc == 1 and "FAILED" in out, f"{rc}\n{out}\n{err}"
+    # node-a's next backup fails (its data is gone): the older good one no longer makes it green.
+    data_a = c.agent_dirs["node-a"]["data"]
+    data_a.rename(data_a.with_name("data.away"))
+    rc, out, err = c.ctl("backup", "create", "--node", "node-a", "--wait", timeout=120)
+    assert rc != 0, out + err
+
+    text = scraped("cairn_backup_failure_total", component="data", agent="node-a")
+    assert metric(text, "cairn_backup_failure_total", policy="", component="data", agent="node-a") == 1, text
+    assert metric(text, "cairn_backup_failure_total", policy="", component="data", agent="node-b") == 0, text
+    assert metric(text, "cairn_drill_total", component="data", outcome="failed") == 1, text
+    assert metric(text, "cairn_drill_total", component="data", outcome="not_run") == 1, text
+    assert metric(text, "cairn_drill_total", component="data", outcome="proven") == 0, text
+
+    rc, out, err = c.ctl("status")
+    lines = out.splitlines()
+    a = lines.index(next(l for l in lines if l.startswith("data ") and "node-a" in l))
+    b = lines.index(next(l for l in lines if l.startswith("data ") and "node-b" in l))
+    below_a = "\n".join(lines[a + 1:b] if b > a else lines[a + 1:a + 4])
+    assert "NEWEST BACKUP failed: none of the declared paths" in below_a and "LAST DRILL FAILED" in below_a, out
+    below_b = "\n".join(lines[b + 1:a] if a > b else lines[b + 1:b + 3])
+    assert "could not run" in below_b and "disk_budget" in below_b and "FAILED" not in below_b, out
+
+    time.sleep(2.5)  # the page of the same render as that /metrics, or a later one
+    dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", base],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=120).stdout.decode()
+    table = dom[dom.index('id="components"'):]
+    table = table[:table.index("</table>")]
+    rows = {r.split("</td>")[1].split(">")[-1]: r for r in table.split("<tr>")[2:]}
+    row_a, row_b = rows["node-a"], rows["node-b"]
+    # node-a: newest backup red with its reason, the good one's age; the drill red, one line.
+    cells_a = row_a.split("<td")
+    assert 'class="failed"' in cells_a[3] and "last good" in cells_a[3] and " ago" in cells_a[3], row_a
+    assert "none of the declared paths" in cells_a[3], row_a
+    assert 'class="failed"' in cells_a[4] and "the newest drill FAILED" in cells_a[4] and pack.name[:8] in cells_a[4], row_a
+    assert len(re.sub(r"<[^>]+>", "", cells_a[4])) < 600, row_a
+    # node-b: the drill could not run: not red, and it says it proves nothing.
+    cells_b = row_b.split("<td")
+    assert 'class="failed"' not in row_b and "could not run" in cells_b[4] and "proves nothing" in cells_b[4], row_b
+    assert 'class="complete"' in cells_b[3] and " ago" in cells_b[3], row_b
