@@ -347,6 +347,7 @@ class Sandbox {
   struct Ran {
     bool ok = false;
     std::string out, why;
+    std::string err;  // all of stderr, when it did not exit 0
   };
   Ran run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout, const std::atomic<bool>* cancel,
           std::vector<std::string> env = {}, const Confinement* confine = nullptr) {
@@ -370,7 +371,8 @@ class Sandbox {
     r.out = read_text(log);
     r.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     if (!r.ok) {
-      std::string last = read_text(err_log);
+      r.err = read_text(err_log);
+      std::string last = r.err;
       if (last.find_first_not_of(" \n") == std::string::npos) last = r.out;
       while (!last.empty() && (last.back() == '\n' || last.back() == ' ')) last.pop_back();
       if (auto nl = last.rfind('\n'); nl != std::string::npos) last = last.substr(nl + 1);
@@ -1152,6 +1154,31 @@ struct ConfinedRoot {
   }
 };
 
+// Why `haproxy -c` refused a configuration: its [ALERT] lines that name a
+// problem (the one naming the missing map, certificate or keyword), not
+// only its last line, the summary ("Error(s) found in configuration file").
+std::string haproxy_alerts(const Sandbox::Ran& r) {
+  std::string out;
+  int n = 0;
+  std::istringstream in(r.err + "\n" + r.out);
+  for (std::string line; std::getline(in, line);) {
+    auto at = line.find("[ALERT]");
+    if (at == std::string::npos) continue;
+    // "[ALERT]    (1234) : config : parsing [f:9] : ..." -> "parsing [f:9] : ..."
+    auto colon = line.find(" : ", at);
+    std::string what = colon == std::string::npos ? line.substr(at) : line.substr(colon + 3);
+    if (what.rfind("config : ", 0) == 0) what = what.substr(9);
+    if (what.find("found in configuration file") != std::string::npos || what.find("Fatal errors found") != std::string::npos)
+      continue;
+    if (++n > 5) {
+      out += "; ...";
+      break;
+    }
+    out += (out.empty() ? "" : "; ") + what;
+  }
+  return out.empty() ? r.why : r.why.substr(0, r.why.find(':')) + ": " + out;
+}
+
 // HAProxy: the restored configuration checked (`haproxy -c`) and started with
 // the sandbox as its whole filesystem (Confinement), so it reads the restored
 // files at the paths it names and writes only into the sandbox, on the
@@ -1254,7 +1281,7 @@ void drill_haproxy(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap,
   std::vector<std::string> check_args = args;
   check_args.insert(check_args.begin() + 1, "-c");
   auto checked = box.run(check_args, std::chrono::seconds(60), cancel, {}, &conf);
-  if (!rep.check("haproxy -c", "valid", checked.ok ? std::string("valid") : checked.why, checked.ok)) {
+  if (!rep.check("haproxy -c", "valid", checked.ok ? std::string("valid") : haproxy_alerts(checked), checked.ok)) {
     rep.phases["start"] = seconds_since(t);
     return;
   }

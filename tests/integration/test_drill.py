@@ -506,6 +506,10 @@ def test_a_haproxy_drill_starts_the_restored_configuration_confined_and_leaves_t
         report, task = drill_report(shown)
         checks = {x["name"]: x for x in report["checks"]}
         assert not checks["haproxy -c"]["ok"] and "HAProxy serving" not in checks, checks
+        # The reason is HAProxy's line naming the problem, not its summary.
+        found = checks["haproxy -c"]["found"]
+        assert "no-such-keyword" in found and "haproxy.cfg:" in found and "found in configuration" not in found, found
+        assert report["verdict"] == "failed", report
         rc, out, err = c.ctl("backup", "show", bad_sid)
         assert "DRILL FAILED" in out and "haproxy -c" in out, out
 
@@ -520,6 +524,7 @@ def test_a_haproxy_drill_starts_the_restored_configuration_confined_and_leaves_t
         key = "runs no code of its own (Lua, external checks, programs, SSL engines)"
         assert not checks[key]["ok"] and "lua-load" in checks[key]["found"], checks
         assert "haproxy -c" not in checks and not marker.exists(), checks
+        assert report["verdict"] == "not_run", report  # no drill can prove it: not a bad backup
         # The same through a keyword HAProxy builds from a variable the
         # configuration sets: refused too (the check reads what HAProxy will).
         cfg.write_text(good.replace("global\n", f'global\n    setenv LL lua-load\n    "${{LL}}" {etc}/probe.lua\n', 1))
