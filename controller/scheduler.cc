@@ -147,42 +147,51 @@ catalog::PolicyRun Scheduler::run_now(const std::string& actor, const std::strin
 }
 
 std::vector<SetDecision> Scheduler::retention(const std::string& actor, const std::string& name, bool dry_run) {
-  auto [p, sets] = catalog_.read([&](const catalog::Tx& tx) {
-    return std::make_pair(tx.policy(name), tx.policy_sets(name));
-  });
-  if (!p) throw Error(Errc::not_found, "no policy '" + name + "' (see 'cairnctl policy list')");
-  auto decisions = decide_retention(sets, p->retention, load_time_zone(p->time_zone));
-  if (p->keep_proven) {
-    // The newest set a drill proved restorable, per component, stays while
-    // no newer set of that component is proven (docs/drills.md).
-    auto proven = catalog_.read([&](const catalog::Tx& tx) { return tx.newest_proven_sets(name); });
-    for (auto& d : decisions)
-      for (const auto& [component, set_id] : proven)
-        if (d.set.id == set_id) {
-          if (!d.keep) d.keep = true;
-          d.reasons.push_back("the newest set proven restorable for '" + component + "' (keep_proven)");
-        }
-  }
-  if (!p->copy_to.empty()) {
-    // The newest set copied offsite stays, copy included, while newer sets'
-    // copies are pending or failing: the other site always holds one.
-    catalog_.read([&](const catalog::Tx& tx) {
+  // What to keep and the expiry, read and written in one transaction: a
+  // drill that proves a set between the two cannot lose it (docs/drills.md).
+  std::vector<SetDecision> decisions;
+  std::optional<catalog::Policy> p;
+  auto decide = [&](const catalog::Tx& tx) {
+    p = tx.policy(name);
+    if (!p) throw Error(Errc::not_found, "no policy '" + name + "' (see 'cairnctl policy list')");
+    decisions = decide_retention(tx.policy_sets(name), p->retention, load_time_zone(p->time_zone));
+    auto keep = [&](SetDecision& d, const std::string& why) {
+      d.keep = true;
+      d.reasons.push_back(why);
+    };
+    if (p->keep_proven) {
+      // The newest set a drill proved restorable, per component, stays while
+      // no newer set of that component is proven; a set a drill is reading
+      // counts as proven until the drill ends (docs/drills.md).
+      const auto proven = tx.newest_proven_sets(name);
+      const auto drilled = tx.sets_being_drilled(name);
+      for (auto& d : decisions) {
+        for (const auto& [component, set_id] : proven)
+          if (d.set.id == set_id) keep(d, "the newest set proven restorable for '" + component + "' (keep_proven)");
+        if (std::find(drilled.begin(), drilled.end(), d.set.id) != drilled.end())
+          keep(d, "a drill of it is running (keep_proven)");
+      }
+    }
+    if (!p->copy_to.empty()) {
+      // The newest set copied offsite stays, copy included, while newer sets'
+      // copies are pending or failing: the other site always holds one.
       for (auto& d : decisions) {
         bool copied = false;
         for (const auto& c : tx.set_copies(d.set.id))
           if (c.repository == p->copy_to && c.state == "copied" && !c.removed_at) copied = true;
         if (!copied) continue;
-        if (!d.keep) {
-          d.keep = true;
-          d.reasons.push_back("the newest set copied to '" + p->copy_to + "' (newer sets' copies have not landed)");
-        }
+        if (!d.keep) keep(d, "the newest set copied to '" + p->copy_to + "' (newer sets' copies have not landed)");
         break;
       }
-    });
+    }
+  };
+  if (dry_run) {
+    catalog_.read(decide);
+    return decisions;
   }
-  if (dry_run) return decisions;
   size_t expired = 0;
   catalog_.transaction(actor, [&](catalog::Tx& tx) {
+    decide(tx);
     for (const auto& d : decisions)
       if (!d.keep && !d.set.expired_at) {
         tx.expire_set(d.set.id, "policy '" + name + "' (" + describe(p->retention) + ") keeps it no longer");

@@ -143,6 +143,16 @@ std::map<std::string, std::string> Tx::newest_proven_sets(const std::string& pol
   return out;
 }
 
+std::vector<std::string> Tx::sets_being_drilled(const std::string& policy) const {
+  auto s = db_.prepare(
+      "SELECT DISTINCT r.source_set_id FROM restores r JOIN backup_sets b ON b.id = r.source_set_id"
+      " WHERE r.kind = 'drill' AND r.state = 'running' AND b.policy = ? ORDER BY 1");
+  s.bind(1, policy);
+  std::vector<std::string> out;
+  while (s.step()) out.push_back(s.text(0));
+  return out;
+}
+
 void Tx::record_policy_run(const PolicyRun& r) {
   db_.prepare(
          "INSERT INTO policy_runs (policy, scheduled_for, at, trigger, outcome, backup_set_id, reason)"

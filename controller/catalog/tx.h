@@ -264,6 +264,9 @@ class Tx {
   void set_policy_next_drill(const std::string& name, std::optional<int64_t> at);
   // Component -> the newest set of the policy a drill proved restorable.
   std::map<std::string, std::string> newest_proven_sets(const std::string& policy) const;
+  // The policy's sets a drill is reading now (a drill not yet ended): as
+  // good as proven to retention until it ends (keep_proven).
+  std::vector<std::string> sets_being_drilled(const std::string& policy) const;
   // A run started, skipped or refused: audited (policy.run).
   void record_policy_run(const PolicyRun& run);
   std::vector<PolicyRun> policy_runs(const std::string& name, size_t limit) const;

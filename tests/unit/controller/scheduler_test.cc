@@ -213,6 +213,50 @@ TEST_CASE_METHOD(SchedulerFixture, "retention after a complete run expires the s
   CHECK(d[0].reasons == std::vector<std::string>{"last 1"});
 }
 
+TEST_CASE_METHOD(SchedulerFixture, "keep_proven: a set a drill is reading stays until the drill ends, and proven it stays") {
+  auto p = policy("proven", "@every 1m");
+  p.retention.last = 1;
+  p.keep_proven = true;
+  add(p);
+  scheduler.start(now());
+  for (int i = 0; i < 2; ++i) {
+    run_due("proven");
+    finish(sets("proven").at(0).id, TaskState::succeeded);
+  }
+  const std::string drilled = sets("proven").at(0).id;  // the newest, for now
+  cairn::v1::DrillRequest req;
+  req.set_backup_set_id(drilled);
+  auto drill = orders.create_drill("operator:test", req);
+  // A newer set while the drill runs: keep-last 1 alone would expire the drilled one.
+  run_due("proven");
+  finish(sets("proven").at(0).id, TaskState::succeeded);
+  auto d = scheduler.retention("operator:test", "proven", false);
+  auto decision = [&](const std::string& id) {
+    for (const auto& x : d)
+      if (x.set.id == id) return x;
+    FAIL("no decision for " + id);
+    return d.front();
+  };
+  CHECK(decision(drilled).keep);
+  CHECK(std::find(decision(drilled).reasons.begin(), decision(drilled).reasons.end(),
+                  "a drill of it is running (keep_proven)") != decision(drilled).reasons.end());
+  auto s = sets("proven");
+  REQUIRE(s.size() == 3);
+  CHECK_FALSE(s[0].expired_at);
+  CHECK_FALSE(s[1].expired_at);  // the drilled one
+  CHECK(s[2].expired_at);
+  // The drill proves it: it stays as the newest proven set.
+  cat.transaction("agent", [&](Tx& tx) {
+    for (const auto& t : tx.tasks_of_restore(drill.id)) {
+      for (auto st : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(t.id, {st});
+      tx.update_task(t.id, {TaskState::succeeded});
+    }
+  });
+  d = scheduler.retention("operator:test", "proven", false);
+  CHECK(decision(drilled).keep);
+  CHECK_FALSE(sets("proven")[1].expired_at);
+}
+
 // A retention prune that finds the repository locked. Held by a backup the
 // catalog knows of, it goes again in the tick after that backup ends; held by
 // anyone else, 5 s later, then every minute. (The controller's integration test hit the
