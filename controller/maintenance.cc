@@ -116,31 +116,74 @@ std::optional<uint64_t> Maintenance::size_of(const std::string& repository) cons
   return it->second;
 }
 
-void Maintenance::measure_all() {
-  for (const auto& r : repositories_) {
-    try {
-      auto be = open_controller_backend(r);
-      uint64_t size = pack_bytes(*be);
-      std::lock_guard g(mu_);
-      sizes_[r.name] = size;
-    } catch (const std::exception& e) {
-      spdlog::warn("repository '{}': cannot measure its size: {}", r.name, e.what());
-    }
+void Maintenance::measure_soon(const std::string& repository) {
+  if (!declared(repository)) return;
+  {
+    std::lock_guard g(mu_);
+    if (!measure_due_.insert(repository).second) return;
   }
+  cv_.notify_all();
+}
+
+void Maintenance::measure(const ControllerConfig::Repository& r) {
+  try {
+    auto be = open_controller_backend(r);
+    uint64_t size = pack_bytes(*be);
+    std::lock_guard g(mu_);
+    sizes_[r.name] = size;
+  } catch (const std::exception& e) {
+    spdlog::warn("repository '{}': cannot measure its size: {}", r.name, e.what());
+  }
+  std::lock_guard g(mu_);
+  measured_at_[r.name] = std::chrono::steady_clock::now();
+}
+
+void Maintenance::measure_all() {
+  for (const auto& r : repositories_) measure(r);
 }
 
 void Maintenance::loop() {
+  using Clock = std::chrono::steady_clock;
   measure_all();
+  auto next_all = Clock::now() + std::chrono::minutes(10);
   std::unique_lock g(mu_);
   for (;;) {
-    // Sizes are measured again every 10 minutes (backups add data between prunes).
-    if (!cv_.wait_for(g, std::chrono::minutes(10), [&] { return stop_ || !queue_.empty(); })) {
+    // Sizes are measured again every 10 minutes (backups add data between
+    // prunes), and a repository a backup ended in once kMeasureAfterBackup
+    // passed since its last measurement.
+    auto due_at = [&](const std::string& r) {
+      auto it = measured_at_.find(r);
+      return it == measured_at_.end() ? Clock::time_point{} : it->second + kMeasureAfterBackup;
+    };
+    auto wake = next_all;
+    for (const auto& r : measure_due_) wake = std::min(wake, due_at(r));
+    size_t due = measure_due_.size();
+    if (!cv_.wait_until(g, wake, [&] { return stop_ || !queue_.empty() || measure_due_.size() != due; })) {
+      std::vector<std::string> now_due;
+      if (Clock::now() >= next_all) {
+        measure_due_.clear();
+        next_all = Clock::now() + std::chrono::minutes(10);
+        g.unlock();
+        measure_all();
+        g.lock();
+        continue;
+      }
+      for (auto it = measure_due_.begin(); it != measure_due_.end();) {
+        if (Clock::now() >= due_at(*it)) {
+          now_due.push_back(*it);
+          it = measure_due_.erase(it);
+        } else {
+          ++it;
+        }
+      }
       g.unlock();
-      measure_all();
+      for (const auto& r : repositories_)
+        if (std::find(now_due.begin(), now_due.end(), r.name) != now_due.end()) measure(r);
       g.lock();
       continue;
     }
     if (stop_) return;
+    if (queue_.empty()) continue;  // measure_soon woke it
     ForgetJob job = std::move(queue_.front());
     queue_.pop_front();
     running_ = job.repository;

@@ -11,6 +11,7 @@
 // The repositories are the controller's own [[repository]] declarations
 // (docs/configuration.md); one it does not declare is never touched.
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -19,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -80,13 +82,19 @@ class Maintenance {
   std::vector<std::string> busy_repositories() const;
   std::vector<ForgetResult> take_results();
   // Bytes of pack data, as last measured (0 = not yet): at start, after each
-  // prune and every 10 minutes. For /metrics and the status page.
+  // prune, every 10 minutes, and within kMeasureAfterBackup of a backup
+  // into it ending. For /metrics and the status page.
   // nullopt until the first measurement (an empty repository measures 0).
   std::optional<uint64_t> size_of(const std::string& repository) const;
+  // A backup into the repository ended: measure it again soon (at most one
+  // measurement per kMeasureAfterBackup, however many backups end).
+  void measure_soon(const std::string& repository);
+  static constexpr std::chrono::seconds kMeasureAfterBackup{15};
 
  private:
   void loop();
   void measure_all();
+  void measure(const ControllerConfig::Repository& r);
   ForgetResult run(const ForgetJob& job);
 
   std::vector<ControllerConfig::Repository> repositories_;
@@ -96,6 +104,8 @@ class Maintenance {
   std::string running_;  // repository of the job in progress
   std::vector<ForgetResult> results_;
   std::map<std::string, uint64_t> sizes_;
+  std::set<std::string> measure_due_;  // measure_soon's, not yet measured
+  std::map<std::string, std::chrono::steady_clock::time_point> measured_at_;
   bool stop_ = false;
   std::string yield_why_;              // why the running job was asked to stop ("" = it was not)
   std::atomic<bool> cancel_{false};    // the running job stops: the controller stops, or yield()

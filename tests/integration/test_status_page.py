@@ -131,6 +131,14 @@ def test_an_empty_controller_says_so_in_every_table(cluster):
                             repository="main") is not None else None)(get(base + "metrics")[2]), timeout=15)
     assert metric(text, "cairn_repository_size_bytes", repository="main") == 0
     assert "0 MiB (0 bytes)" in get(base)[2]
+    # A first backup: its data counts within seconds, not at the next
+    # 10-minute measurement.
+    cluster.add_agent("node-a", {"a.bin": os.urandom(300_000)})
+    cluster.enrol("node-a")
+    cluster.ok("backup", "create", "--wait")
+    text = cluster.wait_for("the first backup's data measured", lambda: (lambda t: t if (metric(
+        t, "cairn_repository_size_bytes", repository="main") or 0) > 300_000 else None)(get(base + "metrics")[2]),
+        timeout=40)
 
 
 def test_a_token_guards_the_listener(cluster):
