@@ -206,6 +206,9 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     dd.postgresql_user = dr.string_or("postgresql_user", dd.postgresql_user);
     if (dd.postgresql_user.empty() || dd.postgresql_user == "root")
       dr.fail("postgresql_user", "must name the user PostgreSQL runs as in a drill's sandbox, not root (it refuses to run as root)");
+    dd.user = dr.string_or("user", dd.user);
+    if (dd.user.empty() || dd.user == "root")
+      dr.fail("user", "must name the unprivileged user a drill's servers run as, not root");
     dd.zookeeper_jar = dr.string_or("zookeeper_jar", dd.zookeeper_jar);
     require_absolute(dr, "zookeeper_jar", dd.zookeeper_jar);
     if (auto v = dr.integer("java_heap_mb", 64, 1 << 20)) dd.java_heap_mb = uint32_t(*v);

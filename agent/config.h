@@ -59,6 +59,9 @@ struct DrillDecl {
   // run as postgresql_user (PostgreSQL refuses to run as root).
   std::string postgresql_bin_dir = "/usr/lib/postgresql/15/bin";
   std::string postgresql_user = "postgres";
+  // The user etcd's, ZooKeeper's, Prometheus' and Kafka's servers run as in
+  // a drill's sandbox (never root), the host read-only to them.
+  std::string user = "nobody";
 };
 
 struct AgentConfig {

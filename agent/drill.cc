@@ -121,7 +121,9 @@ std::string marker_text(const std::string& task_id) { return "cairn drill sandbo
 // that names it. Anything else under the root is never removed.
 bool made_by_a_drill(const std::string& dir, const std::string& task_id) {
   struct stat st {};
-  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 07777) != 0700)
+  // 0700 as made; 0711 once handed to a server's user (Sandbox::hand_over).
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() ||
+      ((st.st_mode & 07777) != 0700 && (st.st_mode & 07777) != 0711))
     return false;
   const std::string marker = dir + "/" + kSandboxMarker;
   if (::lstat(marker.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 4096) return false;
@@ -171,6 +173,10 @@ void remove_cgroup(const std::string& dir) {
 // bind, drop to its user and chroot. Everything it writes (pid file, Unix
 // sockets) lands in the sandbox; nothing else of the host is reachable.
 struct Confinement {
+  // A server that runs on the host's files (etcd, ZooKeeper, Prometheus,
+  // Kafka): the host read-only, the drill root replaced by an empty one
+  // holding only this sandbox, writable; root, binds and keep_caps unused.
+  bool host_readonly = false;
   std::string root;                                       // the new root (a sandbox directory, prepared)
   std::vector<std::pair<std::string, std::string>> binds;  // host path -> mount point inside root (made already)
   std::vector<int> keep_caps;                             // the capability bounding set left
@@ -245,7 +251,7 @@ class Sandbox {
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    std::string home = "HOME=" + (confine ? std::string("/") : dir_);
+    std::string home = "HOME=" + (confine && !confine->host_readonly ? std::string("/") : dir_);
     std::vector<std::pair<std::string, std::string>> binds;  // host path, full mount point
     if (confine)
       for (const auto& [from, to] : confine->binds) binds.emplace_back(from, confine->root + to);
@@ -254,6 +260,23 @@ class Sandbox {
     std::vector<char*> env;
     for (auto& e : envs) env.push_back(e.data());
     env.push_back(nullptr);
+    // The server's user may not pass the drill root or a directory above it
+    // (0700, as the agent's state directory is): in its namespace an empty
+    // file system covers the first such directory, holding only the path
+    // down to this sandbox (what it covered is out of the server's sight).
+    std::string cover;
+    std::vector<std::string> chain;  // below cover, down to the sandbox
+    if (confine && confine->host_readonly) {
+      std::vector<std::string> dirs;  // "/a", "/a/b", ..., dir_
+      for (size_t i = 1; i <= dir_.size(); ++i)
+        if (i == dir_.size() || dir_[i] == '/') dirs.push_back(dir_.substr(0, i));
+      for (const auto& at : dirs) {
+        struct stat st {};
+        if (cover.empty() && (::stat(at.c_str(), &st) != 0 || !(st.st_mode & S_IXOTH) || at == decl_.root)) cover = at;
+        else if (!cover.empty()) chain.push_back(at);
+      }
+      if (cover.empty() || cover == dir_) throw Error(Errc::invalid_input, "the drill sandbox '" + dir_ + "' lies at no path a drill can cover");
+    }
     int gate[2];
     if (::pipe2(gate, O_CLOEXEC) != 0) throw_errno("pipe", "", errno);
     int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -284,14 +307,58 @@ class Sandbox {
       ::dup2(null, 0);
       ::dup2(out, 1);
       ::dup2(err, 2);
-      if (confine) {
-        auto die = [](const char* what) {
-          const char* pre = "cairn drill sandbox: ";
-          (void)!::write(2, pre, std::strlen(pre));
-          (void)!::write(2, what, std::strlen(what));
-          (void)!::write(2, " failed\n", 8);
-          ::_exit(126);
-        };
+      auto die = [](const char* what) {
+        const char* pre = "cairn drill sandbox: ";
+        (void)!::write(2, pre, std::strlen(pre));
+        (void)!::write(2, what, std::strlen(what));
+        (void)!::write(2, " failed\n", 8);
+        ::_exit(126);
+      };
+      if (confine && confine->host_readonly) {
+        // The host read-only; under the drill root only this sandbox, the
+        // one writable tree (its other sandboxes out of sight).
+        const char* box = dir_.c_str();
+        if (::unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0) die("unshare(CLONE_NEWNS | CLONE_NEWIPC)");
+        if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) die("making / private");
+        // The sandbox, reached by a descriptor (opened in this namespace, so
+        // that it can be bound) once the drill root is covered.
+        int box_fd = ::open(box, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (box_fd < 0) die("opening the sandbox");
+        char fd_path[40] = "/proc/self/fd/";
+        {
+          char digits[16];
+          int n = 0;
+          for (int v = box_fd; n == 0 || v > 0; v /= 10) digits[n++] = char('0' + v % 10);
+          size_t at = std::strlen(fd_path);
+          while (n > 0) fd_path[at++] = digits[--n];
+          fd_path[at] = 0;
+        }
+        if (::mount("tmpfs", cover.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0711,size=64k") != 0)
+          die("an empty file system over the drill root");
+        for (const auto& at : chain)
+          if (::mkdir(at.c_str(), 0711) != 0) die("the sandbox's mount point");
+        if (::mount(fd_path, box, nullptr, MS_BIND | MS_REC, nullptr) != 0) die("binding the sandbox");
+        ::close(box_fd);
+        struct mount_attr ro {};
+        ro.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID;
+        if (::syscall(SYS_mount_setattr, AT_FDCWD, "/", AT_RECURSIVE, &ro, sizeof ro) != 0)
+          die("making the host read-only (mount_setattr: Linux 5.12 or later)");
+        struct mount_attr rw {};
+        rw.attr_clr = MOUNT_ATTR_RDONLY;
+        rw.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        if (::syscall(SYS_mount_setattr, AT_FDCWD, box, AT_RECURSIVE, &rw, sizeof rw) != 0) die("making the sandbox writable");
+        for (int cap = 0; cap < 64; ++cap)
+          if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) die("dropping a capability");
+        const gid_t g = confine->gid;
+        if (::setgroups(1, &g) != 0) die("setgroups");
+        if (::setgid(confine->gid) != 0) die("setgid");
+        if (::setuid(confine->uid) != 0) die("setuid");
+        // A change of user clears the parent-death signal: set again, so the
+        // server still dies with the drill (and with a killed agent).
+        if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) die("the parent-death signal");
+        if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
+        if (::chdir(box) != 0) die("chdir to the sandbox");
+      } else if (confine) {
         const char* root = confine->root.c_str();
         // System V IPC of its own too: a server's shared memory never meets the host's.
         if (::unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0) die("unshare(CLONE_NEWNS | CLONE_NEWIPC)");
@@ -317,6 +384,7 @@ class Sandbox {
           if (::setgroups(1, &g) != 0) die("setgroups");
           if (::setgid(confine->gid) != 0) die("setgid");
           if (::setuid(confine->uid) != 0) die("setuid");
+          if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) die("the parent-death signal");
         }
         if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
       } else if (::chdir(dir_.c_str()) != 0) {
@@ -407,6 +475,41 @@ class Sandbox {
       }
     }
     return n;
+  }
+
+  // Starts a server that runs on the host's files (etcd, ZooKeeper,
+  // Prometheus, Kafka) as [drill] user, never root: the host read-only to
+  // it, and the sandbox, handed over to that user, its only writable tree.
+  pid_t spawn_server(const std::vector<std::string>& argv, const std::string& log) {
+    struct passwd pwd {};
+    struct passwd* pw = nullptr;
+    char buf[4096];
+    if (::getpwnam_r(decl_.user.c_str(), &pwd, buf, sizeof buf, &pw) != 0 || !pw || pw->pw_uid == 0)
+      throw Error(Errc::unsupported, "[drill] user '" + decl_.user +
+                                         "' is not a user of this host other than root; a drill's servers run as it");
+    Confinement c;
+    c.host_readonly = true;
+    c.uid = pw->pw_uid;
+    c.gid = pw->pw_gid;
+    hand_over(c.uid, c.gid);
+    return spawn(argv, log, {}, {}, &c);
+  }
+
+  // The sandbox's files to the server's user: all but the marker and the
+  // record of PIDs (the agent's own: a server must not name what the
+  // agent's clean-up kills). The sandbox's directory stays root's, 0711.
+  void hand_over(uid_t uid, gid_t gid) {
+    ::chmod(dir_.c_str(), 0711);
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir_, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name == kSandboxMarker || name == "pids") continue;
+      if (::lchown(e.path().c_str(), uid, gid) != 0) throw_errno("handing over", e.path().string(), errno);
+      if (!e.is_directory(ec) || e.is_symlink(ec)) continue;
+      for (auto it = fs::recursive_directory_iterator(e.path(), fs::directory_options::none, ec);
+           it != fs::recursive_directory_iterator(); it.increment(ec))
+        if (::lchown(it->path().c_str(), uid, gid) != 0) throw_errno("handing over", it->path().string(), errno);
+    }
   }
 
   void kill_all() {
@@ -831,10 +934,10 @@ void drill_etcd(const DrillDecl& d, Sandbox& box, const repo::Snapshot& snap, co
       return;
     }
   }
-  pid_t server = box.spawn({d.etcd, "--name", "drill", "--data-dir", data, "--listen-client-urls", url,
-                            "--advertise-client-urls", url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls",
-                            peer, "--initial-cluster", "drill=" + peer},
-                           box.dir() + "/etcd.log");
+  pid_t server = box.spawn_server({d.etcd, "--name", "drill", "--data-dir", data, "--listen-client-urls", url,
+                                   "--advertise-client-urls", url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls",
+                                   peer, "--initial-cluster", "drill=" + peer},
+                                  box.dir() + "/etcd.log");
   if (!wait_started(d, box, server, box.dir() + "/etcd.log", "etcd", "etcd endpoint health", "healthy", cancel, rep, t, [&] {
         // A server that refuses the request for want of a user answers: it is up.
         // (-w json: the endpoint's own error is in the output, not only "unhealthy cluster".)
@@ -900,9 +1003,12 @@ std::optional<zookeeper::ServerStatus> start_zookeeper(const DrillDecl& d, Sandb
         << "\nclientPort=2181\nclientPortAddress=127.0.0.1\n4lw.commands.whitelist=srvr,mntr,dump\nadmin.enableServer=false\n"
         << "maxClientCnxns=0\n";
   }
-  pid_t server = box.spawn({d.java, "-Xmx" + std::to_string(d.java_heap_mb) + "m", "-Dzookeeper.log.dir=" + box.dir(), "-cp",
-                            d.zookeeper_jar, "org.apache.zookeeper.server.quorum.QuorumPeerMain", box.dir() + "/zoo.cfg"},
-                           box.dir() + "/zookeeper.log");
+  mkdir_p(box.dir() + "/tmp", 0700);
+  pid_t server = box.spawn_server({d.java, "-Xmx" + std::to_string(d.java_heap_mb) + "m", "-XX:-UsePerfData",
+                                   "-Djava.io.tmpdir=" + box.dir() + "/tmp", "-Dzookeeper.log.dir=" + box.dir() + "/tmp",
+                                   "-cp", d.zookeeper_jar, "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                                   box.dir() + "/zoo.cfg"},
+                                  box.dir() + "/zookeeper.log");
   std::optional<zookeeper::ServerStatus> st;
   if (!wait_started(d, box, server, box.dir() + "/zookeeper.log", "ZooKeeper", "ZooKeeper serving (standalone)", "serving",
                     cancel, rep, started, [&] {
@@ -981,7 +1087,7 @@ void drill_prometheus(const DrillDecl& d, Sandbox& box, const repo::Snapshot& sn
     cfg << "global:\n  scrape_interval: 1h\nscrape_configs: []\n";
   }
   const std::string url = "http://127.0.0.1:9090";
-  pid_t server = box.spawn({d.prometheus, "--config.file=" + box.dir() + "/prometheus.yml", "--storage.tsdb.path=" + tsdb,
+  pid_t server = box.spawn_server({d.prometheus, "--config.file=" + box.dir() + "/prometheus.yml", "--storage.tsdb.path=" + tsdb,
                             "--storage.tsdb.retention.time=200y",
                             "--web.listen-address=127.0.0.1:9090"},
                            box.dir() + "/prometheus.log");
@@ -2068,7 +2174,9 @@ void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snaps
         << "group.initial.rebalance.delay.ms=0\n";
     if (m.broker) bootstrap += (bootstrap.empty() ? "" : ",") + std::string("127.0.0.1:") + std::to_string(port);
     const std::string log = dir + "/server.log";
-    servers.emplace_back(box.spawn({d.java, "-Xmx" + std::to_string(d.java_heap_mb) + "m", "-Xms64m",
+    mkdir_p(box.dir() + "/tmp", 0700);
+    servers.emplace_back(box.spawn_server({d.java, "-Xmx" + std::to_string(d.java_heap_mb) + "m", "-Xms64m", "-XX:-UsePerfData",
+                                    "-Djava.io.tmpdir=" + box.dir() + "/tmp",
                                     "-Dlog4j2.configurationFile=" + box.dir() + "/log4j2.properties",
                                     "-Dlog4j.configuration=file:" + box.dir() + "/log4j.properties", "-Dkafka.logs.dir=" + dir,
                                     "-cp", libs + "/*", "kafka.Kafka", dir + "/server.properties"},

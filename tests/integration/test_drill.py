@@ -7,8 +7,10 @@ mid-drill each fail the drill with the reason a user needs."""
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
+import tempfile
 import time
 import urllib.request
 
@@ -268,13 +270,18 @@ def test_an_etcd_backup_with_authentication_on_is_drilled_with_the_drill_agents_
         member.stop()
 
 
-def test_a_drill_server_the_memory_limit_kills_is_named_as_such_and_its_whole_log_kept(cluster, tmp_path):
+def test_a_drill_server_the_memory_limit_kills_is_named_as_such_and_its_whole_log_kept(cluster, tmp_path, request):
     # The drill's etcd is a script that writes 400 log lines and then grows
     # past the sandbox's memory limit (a real cgroup OOM kill): the reason
     # must say how it ended and what to change, and the whole log must
     # outlive the sandbox (the reason can hold only its end).
     c = cluster
-    server = tmp_path / "etcd-that-grows"
+    # Where the drill's user (nobody) can run it: pytest's own directory is
+    # root's alone, and a drill's server sees none of it.
+    bindir = pathlib.Path(tempfile.mkdtemp(prefix="cairn-drill-bin-"))
+    bindir.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(bindir, ignore_errors=True))
+    server = bindir / "etcd-that-grows"
     server.write_text("#!/bin/sh\n"
                       "for i in $(seq 1 400); do echo \"drill server log line $i\"; done\n"
                       "exec python3 -c 'b = b\"x\" * (1 << 31)'\n")

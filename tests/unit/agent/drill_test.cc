@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include <openssl/sha.h>
+#include <pwd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -424,10 +425,13 @@ TEST_CASE("a drill stopped at its deadline names the deadline first, not the che
   }
   Rig rig;
   // A server that never answers (a stand-in for one slow to start on a big
-  // TSDB): the drill waits for it until its deadline.
-  const std::string slow = rig.d.file("bin/prometheus");
+  // TSDB): the drill waits for it until its deadline. Where the drill's
+  // user can run it (the test's own directory is 0700 root's).
+  TempDir bin;
+  fs::permissions(bin.path(), fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+  const std::string slow = bin.file("prometheus");
   write_file(slow, "#!/bin/sh\nexec sleep 600\n");
-  fs::permissions(slow, fs::perms::owner_all);
+  fs::permissions(slow, fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec);
   rig.decl.prometheus = slow;
   rig.decl.deadline_seconds = 3;
   const std::string tsdb = rig.d.file("prometheus/data");
@@ -441,4 +445,53 @@ TEST_CASE("a drill stopped at its deadline names the deadline first, not the che
   CHECK(r.reasons[0].code() == v1::ERROR_CODE_CANCELLED);
   CHECK_THAT(r.reasons[0].detail(), Catch::StartsWith("the drill ran past its deadline of 3 s"));
   CHECK(fs::is_empty(rig.decl.root));
+}
+
+TEST_CASE("a drill's server runs as the drill user, the host read-only to it and its sandbox the only tree it sees under the root") {
+  if (::geteuid() != 0) {
+    WARN("not root: a drill needs a network namespace of its own; skipped");
+    return;
+  }
+  Rig rig;
+  // Where the drill's user could write, were the host not read-only to it.
+  TempDir open;
+  fs::permissions(open.path(), fs::perms::all);
+  const std::string host = open.file("host");
+  fs::create_directory(host);
+  fs::permissions(host, fs::perms::all);
+  // Another sandbox under the root: out of this drill's sight.
+  fs::create_directories(rig.decl.root + "/drill-another/restored");
+  // A stand-in server that reports what it can do, then exits: the drill
+  // keeps its whole log beside the root.
+  const std::string probe = open.file("prometheus");
+  write_file(probe, "#!/bin/sh\n"
+                    "echo \"uid=$(id -u)\"\n"
+                    "if touch " + host + "/escape 2>/dev/null; then echo host=written; else echo host=refused; fi\n"
+                    "if touch restored/inside 2>/dev/null; then echo sandbox=written; else echo sandbox=refused; fi\n"
+                    "if [ -e " + rig.decl.root + "/drill-another ]; then echo another=seen; else echo another=hidden; fi\n"
+                    "if ls " + rig.d.path() + "/repo >/dev/null 2>&1; then echo agent=seen; else echo agent=hidden; fi\n"
+                    "exit 3\n");
+  fs::permissions(probe, fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec);
+  rig.decl.prometheus = probe;
+  const std::string tsdb = rig.d.file("prometheus/data");
+  fs::create_directories(tsdb + "/wal");
+  write_file(tsdb + "/wal/00000000", std::string(1000, '\0'));
+  DriverResult r = rig.drill("prometheus", rig.store(tsdb, {{"data_dir", tsdb}, {"blocks", 0}}));
+  INFO(reasons_of(r));
+  CHECK(r.outcome == v1::TASK_OUTCOME_FAILED);
+  std::string log;
+  for (const auto& e : fs::directory_iterator(rig.decl.root))
+    if (e.path().filename().string().starts_with("failed-prometheus-drill-")) {
+      std::ifstream in(e.path());
+      log.assign(std::istreambuf_iterator<char>(in), {});
+    }
+  INFO(log);
+  struct passwd* nobody = ::getpwnam("nobody");
+  REQUIRE(nobody);
+  CHECK_THAT(log, Catch::Contains("uid=" + std::to_string(nobody->pw_uid) + "\n"));
+  CHECK_THAT(log, Catch::Contains("host=refused\n"));
+  CHECK_THAT(log, Catch::Contains("sandbox=written\n"));
+  CHECK_THAT(log, Catch::Contains("another=hidden\n"));  // another sandbox under the root
+  CHECK_THAT(log, Catch::Contains("agent=hidden\n"));               // the agent's own directory is covered
+  CHECK_FALSE(fs::exists(host + "/escape"));
 }
