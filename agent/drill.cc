@@ -314,6 +314,25 @@ class Sandbox {
         (void)!::write(2, " failed\n", 8);
         ::_exit(126);
       };
+      // The capability bounding set down to keep_caps, the user (when not
+      // root), no_new_privs.
+      auto drop_privileges = [&] {
+        for (int cap = 0; cap < 64; ++cap) {
+          bool keep = false;
+          for (int k : confine->keep_caps) keep = keep || k == cap;
+          if (!keep && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) die("dropping a capability");
+        }
+        if (confine->uid != 0) {
+          const gid_t g = confine->gid;
+          if (::setgroups(1, &g) != 0) die("setgroups");
+          if (::setgid(confine->gid) != 0) die("setgid");
+          if (::setuid(confine->uid) != 0) die("setuid");
+          // A change of user clears the parent-death signal: set again, so
+          // the server still dies with the drill (and with a killed agent).
+          if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) die("the parent-death signal");
+        }
+        if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
+      };
       if (confine && confine->host_readonly) {
         // The host read-only; under the drill root only this sandbox, the
         // one writable tree (its other sandboxes out of sight).
@@ -347,16 +366,7 @@ class Sandbox {
         rw.attr_clr = MOUNT_ATTR_RDONLY;
         rw.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
         if (::syscall(SYS_mount_setattr, AT_FDCWD, box, AT_RECURSIVE, &rw, sizeof rw) != 0) die("making the sandbox writable");
-        for (int cap = 0; cap < 64; ++cap)
-          if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) die("dropping a capability");
-        const gid_t g = confine->gid;
-        if (::setgroups(1, &g) != 0) die("setgroups");
-        if (::setgid(confine->gid) != 0) die("setgid");
-        if (::setuid(confine->uid) != 0) die("setuid");
-        // A change of user clears the parent-death signal: set again, so the
-        // server still dies with the drill (and with a killed agent).
-        if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) die("the parent-death signal");
-        if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
+        drop_privileges();
         if (::chdir(box) != 0) die("chdir to the sandbox");
       } else if (confine) {
         const char* root = confine->root.c_str();
@@ -374,19 +384,7 @@ class Sandbox {
         if (::syscall(SYS_pivot_root, ".", ".") != 0) die("pivot_root");
         if (::umount2(".", MNT_DETACH) != 0) die("detaching the host's root");
         if (::chdir("/") != 0) die("chdir /");
-        for (int cap = 0; cap < 64; ++cap) {
-          bool keep = false;
-          for (int k : confine->keep_caps) keep = keep || k == cap;
-          if (!keep && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) die("dropping a capability");
-        }
-        if (confine->uid != 0) {
-          const gid_t g = confine->gid;
-          if (::setgroups(1, &g) != 0) die("setgroups");
-          if (::setgid(confine->gid) != 0) die("setgid");
-          if (::setuid(confine->uid) != 0) die("setuid");
-          if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) die("the parent-death signal");
-        }
-        if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
+        drop_privileges();
       } else if (::chdir(dir_.c_str()) != 0) {
         ::_exit(127);
       }

@@ -78,6 +78,18 @@ def first_proven_drill(c, skip=()):
     return None
 
 
+def damage_biggest_pack(c):
+    """One bit flipped in the middle of the repository's biggest pack; its path."""
+    packs = [p for p in (pathlib.Path(c.repo) / "data").rglob("*") if p.is_file()]
+    pack = max(packs, key=os.path.getsize)
+    with open(pack, "r+b") as f:
+        f.seek(os.path.getsize(pack) // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x40]))
+    return pack
+
+
 def files_rig(c, tmp_path, **drill_extra):
     files = {f"dir{i}/f{j}.bin": os.urandom(1000 * (i + 1) + j) for i in range(5) for j in range(20)}
     files["empty"] = b""
@@ -135,13 +147,7 @@ def test_a_flipped_byte_in_a_pack_fails_the_drill_naming_the_damaged_object(clus
     c = cluster
     files_rig(c, tmp_path)
     sid = backup(c, "--component", "data")
-    packs = [p for p in (pathlib.Path(c.repo) / "data").rglob("*") if p.is_file()]
-    pack = max(packs, key=os.path.getsize)
-    with open(pack, "r+b") as f:
-        f.seek(os.path.getsize(pack) // 2)
-        b = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([b[0] ^ 0x40]))
+    pack = damage_biggest_pack(c)
 
     did, shown, _ = drill(c, sid, expect=1)
     assert lower_enum(shown["state"], "set_state_") == "failed", shown

@@ -410,7 +410,7 @@ def test_the_page_says_what_is_wrong_a_failed_backup_a_failed_drill_a_drill_that
     reason (no server log); a drill the drill host could not run is not red
     and says it proves nothing; ages, not times. /metrics counts each from 0
     (the first failure is an increase) and keeps the outcomes apart."""
-    from test_drill import drill_toml
+    from test_drill import damage_biggest_pack, drill_toml
     c = cluster
     c.add_agent("node-a", {"big.bin": os.urandom(400_000)}, components=drill_toml(tmp_path / "drills-a"))
     c.add_agent("node-b", {"b.txt": b"beta" * 100}, components=drill_toml(tmp_path / "drills-b", disk_budget="16K"))
@@ -440,13 +440,7 @@ def test_the_page_says_what_is_wrong_a_failed_backup_a_failed_drill_a_drill_that
     rc, out, err = c.ctl("drill", "list")
     assert "not run" in out, out
     # node-a's backup damaged in the repository: its drill fails, for the backup.
-    packs = [p for p in (pathlib.Path(c.repo) / "data").rglob("*") if p.is_file()]
-    pack = max(packs, key=os.path.getsize)
-    with open(pack, "r+b") as f:
-        f.seek(os.path.getsize(pack) // 2)
-        b = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([b[0] ^ 0x40]))
+    pack = damage_biggest_pack(c)
     rc, out, err = c.ctl("drill", "run", sid, "--node", "node-a", "--on", "node-a", "--wait", timeout=300)
     assert rc == 1 and "FAILED" in out, f"{rc}\n{out}\n{err}"
     # node-a's next backup fails (its data is gone): the older good one no longer makes it green.

@@ -418,6 +418,25 @@ TEST_CASE("a drill the drill host could not run says so, apart from a backup tha
   }
 }
 
+namespace {
+
+// A Prometheus drill of a small TSDB whose server is a shell script (body),
+// put in bin where the drill's user can run it (a test's own directory is
+// root's alone, and out of a drill server's sight).
+DriverResult drill_with_stand_in(Rig& rig, TempDir& bin, const std::string& body) {
+  fs::permissions(bin.path(), fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec);
+  const std::string server = bin.file("prometheus");
+  write_file(server, "#!/bin/sh\n" + body);
+  fs::permissions(server, fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec);
+  rig.decl.prometheus = server;
+  const std::string tsdb = rig.d.file("prometheus/data");
+  fs::create_directories(tsdb + "/wal");
+  write_file(tsdb + "/wal/00000000", std::string(1000, '\0'));
+  return rig.drill("prometheus", rig.store(tsdb, {{"data_dir", tsdb}, {"blocks", 0}}));
+}
+
+}  // namespace
+
 TEST_CASE("a drill stopped at its deadline names the deadline first, not the check the stop made fail") {
   if (::geteuid() != 0) {
     WARN("not root: a drill needs a network namespace of its own; skipped");
@@ -425,19 +444,10 @@ TEST_CASE("a drill stopped at its deadline names the deadline first, not the che
   }
   Rig rig;
   // A server that never answers (a stand-in for one slow to start on a big
-  // TSDB): the drill waits for it until its deadline. Where the drill's
-  // user can run it (the test's own directory is 0700 root's).
+  // TSDB): the drill waits for it until its deadline.
   TempDir bin;
-  fs::permissions(bin.path(), fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
-  const std::string slow = bin.file("prometheus");
-  write_file(slow, "#!/bin/sh\nexec sleep 600\n");
-  fs::permissions(slow, fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec);
-  rig.decl.prometheus = slow;
   rig.decl.deadline_seconds = 3;
-  const std::string tsdb = rig.d.file("prometheus/data");
-  fs::create_directories(tsdb + "/wal");
-  write_file(tsdb + "/wal/00000000", std::string(1000, '\0'));
-  DriverResult r = rig.drill("prometheus", rig.store(tsdb, {{"data_dir", tsdb}, {"blocks", 0}}));
+  DriverResult r = drill_with_stand_in(rig, bin, "exec sleep 600\n");
   INFO(reasons_of(r));
   CHECK(r.outcome == v1::TASK_OUTCOME_FAILED);
   CHECK(r.metadata["drill"]["verdict"] == "not_run");
@@ -463,20 +473,13 @@ TEST_CASE("a drill's server runs as the drill user, the host read-only to it and
   fs::create_directories(rig.decl.root + "/drill-another/restored");
   // A stand-in server that reports what it can do, then exits: the drill
   // keeps its whole log beside the root.
-  const std::string probe = open.file("prometheus");
-  write_file(probe, "#!/bin/sh\n"
+  DriverResult r = drill_with_stand_in(rig, open,
                     "echo \"uid=$(id -u)\"\n"
                     "if touch " + host + "/escape 2>/dev/null; then echo host=written; else echo host=refused; fi\n"
                     "if touch restored/inside 2>/dev/null; then echo sandbox=written; else echo sandbox=refused; fi\n"
                     "if [ -e " + rig.decl.root + "/drill-another ]; then echo another=seen; else echo another=hidden; fi\n"
                     "if ls " + rig.d.path() + "/repo >/dev/null 2>&1; then echo agent=seen; else echo agent=hidden; fi\n"
                     "exit 3\n");
-  fs::permissions(probe, fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec);
-  rig.decl.prometheus = probe;
-  const std::string tsdb = rig.d.file("prometheus/data");
-  fs::create_directories(tsdb + "/wal");
-  write_file(tsdb + "/wal/00000000", std::string(1000, '\0'));
-  DriverResult r = rig.drill("prometheus", rig.store(tsdb, {{"data_dir", tsdb}, {"blocks", 0}}));
   INFO(reasons_of(r));
   CHECK(r.outcome == v1::TASK_OUTCOME_FAILED);
   std::string log;
