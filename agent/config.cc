@@ -292,10 +292,7 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
         while (p.size() > 1 && p.back() == '/') p.pop_back();
         if (p.empty()) continue;
         const std::string& root = c.drill->root;
-        auto under = [](const std::string& a, const std::string& b) {  // a is b or lies below it
-          return a == b || (a.size() > b.size() && a.compare(0, b.size(), b) == 0 && (b == "/" || a[b.size()] == '/'));
-        };
-        if (under(root, p) || under(p, root))
+        if (path_within(root, p) || path_within(p, root))
           throw ConfigError(source, drill_line,
                             "[drill] root '" + root + "' overlaps '" + p + "' of component '" + comp.name +
                                 "': drills make and remove their sandboxes under the root, which must share no "

@@ -186,6 +186,24 @@ struct Confinement {
   gid_t gid = 0;
 };
 
+// Gives a restored tree (not following links) to the server's user.
+// The first path it could not give and why ("" when none); it goes on past
+// one.
+std::string give_tree(const std::string& path, uid_t uid, gid_t gid) {
+  std::string failed;
+  auto give = [&](const std::string& p) {
+    if (::lchown(p.c_str(), uid, gid) != 0 && failed.empty()) failed = "'" + p + "': " + std::strerror(errno);
+  };
+  give(path);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return failed;  // a link is given, never followed
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(path, fs::directory_options::none, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+    give(it->path().string());
+  return failed;
+}
+
 // One drill's sandbox: its directory, its cgroup and the processes started
 // in it. The destructor kills them and removes everything.
 class Sandbox {
@@ -493,6 +511,14 @@ class Sandbox {
     return spawn(argv, log, {}, {}, &c);
   }
 
+  // A directory of the sandbox for a server's temporary files (the host's
+  // /tmp is read-only to it).
+  std::string tmp_dir() {
+    const std::string tmp = dir_ + "/tmp";
+    mkdir_p(tmp, 0700);
+    return tmp;
+  }
+
   // The sandbox's files to the server's user: all but the marker and the
   // record of PIDs (the agent's own: a server must not name what the
   // agent's clean-up kills). The sandbox's directory stays root's, 0711.
@@ -502,11 +528,8 @@ class Sandbox {
     for (const auto& e : fs::directory_iterator(dir_, ec)) {
       const std::string name = e.path().filename().string();
       if (name == kSandboxMarker || name == "pids") continue;
-      if (::lchown(e.path().c_str(), uid, gid) != 0) throw_errno("handing over", e.path().string(), errno);
-      if (!e.is_directory(ec) || e.is_symlink(ec)) continue;
-      for (auto it = fs::recursive_directory_iterator(e.path(), fs::directory_options::none, ec);
-           it != fs::recursive_directory_iterator(); it.increment(ec))
-        if (::lchown(it->path().c_str(), uid, gid) != 0) throw_errno("handing over", it->path().string(), errno);
+      if (auto failed = give_tree(e.path().string(), uid, gid); !failed.empty())
+        throw Error(Errc::io, "handing the drill's sandbox to [drill] user '" + decl_.user + "': " + failed);
     }
   }
 
@@ -1001,9 +1024,9 @@ std::optional<zookeeper::ServerStatus> start_zookeeper(const DrillDecl& d, Sandb
         << "\nclientPort=2181\nclientPortAddress=127.0.0.1\n4lw.commands.whitelist=srvr,mntr,dump\nadmin.enableServer=false\n"
         << "maxClientCnxns=0\n";
   }
-  mkdir_p(box.dir() + "/tmp", 0700);
+  const std::string tmp = box.tmp_dir();
   pid_t server = box.spawn_server({d.java, "-Xmx" + std::to_string(d.java_heap_mb) + "m", "-XX:-UsePerfData",
-                                   "-Djava.io.tmpdir=" + box.dir() + "/tmp", "-Dzookeeper.log.dir=" + box.dir() + "/tmp",
+                                   "-Djava.io.tmpdir=" + tmp, "-Dzookeeper.log.dir=" + tmp,
                                    "-cp", d.zookeeper_jar, "org.apache.zookeeper.server.quorum.QuorumPeerMain",
                                    box.dir() + "/zoo.cfg"},
                                   box.dir() + "/zookeeper.log");
@@ -1527,15 +1550,6 @@ std::string pg_major(const std::string& text) {
   size_t j = i;
   while (j < text.size() && std::isdigit(static_cast<unsigned char>(text[j]))) ++j;
   return text.substr(i, j - i);
-}
-
-// Gives a restored tree (not following links) to the server's user.
-void give_tree(const std::string& path, uid_t uid, gid_t gid) {
-  (void)::lchown(path.c_str(), uid, gid);
-  std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(path, fs::directory_options::none, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
-    (void)::lchown(it->path().c_str(), uid, gid);
 }
 
 // Lets the server's user pass through every directory of the confined root
@@ -2172,9 +2186,8 @@ void drill_kafka(const DrillDecl& d, Sandbox& box, const std::vector<repo::Snaps
         << "group.initial.rebalance.delay.ms=0\n";
     if (m.broker) bootstrap += (bootstrap.empty() ? "" : ",") + std::string("127.0.0.1:") + std::to_string(port);
     const std::string log = dir + "/server.log";
-    mkdir_p(box.dir() + "/tmp", 0700);
     servers.emplace_back(box.spawn_server({d.java, "-Xmx" + std::to_string(d.java_heap_mb) + "m", "-Xms64m", "-XX:-UsePerfData",
-                                    "-Djava.io.tmpdir=" + box.dir() + "/tmp",
+                                    "-Djava.io.tmpdir=" + box.tmp_dir(),
                                     "-Dlog4j2.configurationFile=" + box.dir() + "/log4j2.properties",
                                     "-Dlog4j.configuration=file:" + box.dir() + "/log4j.properties", "-Dkafka.logs.dir=" + dir,
                                     "-cp", libs + "/*", "kafka.Kafka", dir + "/server.properties"},

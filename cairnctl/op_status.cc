@@ -21,14 +21,6 @@ std::string age(int64_t t, int64_t now) {
   return buf;
 }
 
-// The first line of a reason, at most 400 characters: a server's log stays
-// in 'cairnctl drill show'.
-std::string first_line(const std::string& s) {
-  std::string out = s.substr(0, s.find('\n'));
-  if (out.size() > 400) out = out.substr(0, 397) + "...";
-  return out;
-}
-
 }  // namespace
 
 void register_op_status(CLI::App& app, Context& ctx) {

@@ -5,6 +5,7 @@
 
 #include "cairn/version.h"
 #include "common/repo/memory.h"
+#include "common/util/terminal_text.h"
 #include "controller/orders.h"
 #include "controller/schedule.h"
 
@@ -69,14 +70,6 @@ std::string age_text(int64_t now, int64_t t) {
   return buf;
 }
 
-// A reason's first line, at most 400 characters: a server's log stays in
-// 'cairnctl drill show' and 'cairnctl backup show'.
-std::string first_line(const std::string& s) {
-  std::string out = s.substr(0, s.find('\n'));
-  if (out.size() > 400) out = out.substr(0, 397) + "...";
-  return out;
-}
-
 std::string join_lines(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& x : v) out += (out.empty() ? "" : "; ") + x;
@@ -113,8 +106,8 @@ std::string render_metrics(const StatusSources& s) {
       return labels({{"policy", policy}, {"component", component}, {"agent", agent}, {"repository", repository}});
     };
     for (const auto& b : stats) known_backups[backup_labels(b.policy, b.component, b.agent, b.repository)] = 0;
-    for (const auto& t : backup_targets(tx, cairn::v1::Selector(), ""))
-      known_backups[backup_labels("", t.component, t.agent, t.repository)] = 0;
+    const auto every_component = backup_targets(tx, cairn::v1::Selector(), "");  // approved agents' components
+    for (const auto& t : every_component) known_backups[backup_labels("", t.component, t.agent, t.repository)] = 0;
     for (const auto& p : tx.policies())
       for (const auto& t : backup_targets(tx, selector_from_json(p.selector), p.repository))
         known_backups[backup_labels(p.name, t.component, t.agent, t.repository)] = 0;
@@ -131,7 +124,7 @@ std::string render_metrics(const StatusSources& s) {
       for (const auto& b : stats) {
         bool match = *n.state ? b.state == n.state : (b.state == "failed" || b.state == "missed" || b.state == "rejected");
         if (!match) continue;
-        by[labels({{"policy", b.policy}, {"component", b.component}, {"agent", b.agent}, {"repository", b.repository}})] +=
+        by[backup_labels(b.policy, b.component, b.agent, b.repository)] +=
             b.count;
       }
       for (const auto& [l, v] : by) m.sample(n.name, l, double(v));
@@ -140,7 +133,7 @@ std::string render_metrics(const StatusSources& s) {
     for (const auto& b : stats)
       if (b.last_success_at)
         m.sample("cairn_backup_last_success_timestamp_seconds",
-                 labels({{"policy", b.policy}, {"component", b.component}, {"agent", b.agent}, {"repository", b.repository}}),
+                 backup_labels(b.policy, b.component, b.agent, b.repository),
                  double(*b.last_success_at));
     m.family("cairn_storage_requests_total", "counter",
              "Requests the agents' tasks sent to a repository's object store, since the controller started.");
@@ -154,7 +147,7 @@ std::string render_metrics(const StatusSources& s) {
     for (const auto& b : stats)
       if (b.last_bytes && b.state == "succeeded")
         m.sample("cairn_backup_bytes",
-                 labels({{"policy", b.policy}, {"component", b.component}, {"agent", b.agent}, {"repository", b.repository}}),
+                 backup_labels(b.policy, b.component, b.agent, b.repository),
                  double(*b.last_bytes));
     m.family("cairn_backup_duration_seconds", "histogram", "How long ended backup tasks took, from order to outcome.");
     std::map<std::string, catalog::BackupStat> hist;
@@ -209,7 +202,7 @@ std::string render_metrics(const StatusSources& s) {
     auto restores = tx.restore_stats();
     std::map<std::string, int64_t> known_restores;
     for (const auto& c : restores) known_restores[labels({{"component", c.labels[0]}, {"agent", c.labels[1]}})] = 0;
-    for (const auto& t : backup_targets(tx, cairn::v1::Selector(), ""))
+    for (const auto& t : every_component)
       known_restores[labels({{"component", t.component}, {"agent", t.agent}})] = 0;
     for (const Named& n : {Named{"cairn_restore_success_total", "succeeded", "Restore tasks that succeeded."},
                            Named{"cairn_restore_failure_total", "", "Restore tasks that failed, ended partial, were missed or rejected."}}) {

@@ -138,6 +138,10 @@ bool is_clean_absolute_path(std::string_view p) {
   return true;
 }
 
+bool path_within(std::string_view p, std::string_view dir) {
+  return p == dir || (p.size() > dir.size() && p.compare(0, dir.size(), dir) == 0 && (dir == "/" || p[dir.size()] == '/'));
+}
+
 std::string utc_stamp(std::time_t t) {
   std::tm tm{};
   ::gmtime_r(&t, &tm);

@@ -50,6 +50,9 @@ std::string hostname();
 // True for "/a/b": absolute and without a ".." component (what a configured
 // path must be before a driver builds names from it).
 bool is_clean_absolute_path(std::string_view p);
+// True when p is dir or lies below it, as written ("/a/b" is within "/a"
+// and "/", not within "/a/bc"): no link is followed, no ".." resolved.
+bool path_within(std::string_view p, std::string_view dir);
 // The current UTC time as "20261123T140500Z", for names of things kept aside
 // (an old data directory, a replaced file).
 std::string utc_stamp(std::time_t t = std::time(nullptr));

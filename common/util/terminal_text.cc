@@ -96,4 +96,10 @@ std::string terminal_safe(std::string_view s) {
   return out;
 }
 
+std::string first_line(std::string_view s) {
+  std::string out(s.substr(0, s.find('\n')));
+  if (out.size() > 400) out = out.substr(0, 397) + "...";
+  return out;
+}
+
 }  // namespace cairn

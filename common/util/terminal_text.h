@@ -25,4 +25,9 @@ std::string terminal_safe(std::string_view s);
 // as \xNN. Controls are kept; terminal_safe() is for display.
 std::string utf8_or_escaped(std::string_view s);
 
+// A reason's first line, at most 400 characters (the rest "..."): where a
+// summary shows it (cairnctl status, the status page); the whole reason,
+// a server's log included, stays in 'cairnctl drill show' and 'backup show'.
+std::string first_line(std::string_view s);
+
 }  // namespace cairn

@@ -79,11 +79,30 @@ std::string drill_verdict(std::string_view state, std::string_view metadata, boo
   return "failed";
 }
 
+namespace {
+
+// The reasons that say a drill was stopped, not judged: its agent lost or
+// revoked, the drill cancelled.
+constexpr ErrorCode kDrillStopped[] = {cairn::v1::ERROR_CODE_AGENT_REVOKED, cairn::v1::ERROR_CODE_CANCELLED,
+                                       cairn::v1::ERROR_CODE_AGENT_LOST};
+
+// Every drill task that ended, oldest first, with what drill_verdict reads:
+// component, state, updated_at, metadata, stopped (a kDrillStopped reason),
+// the first reason.
+std::string ended_drills_sql() {
+  std::string codes;
+  for (ErrorCode c : kDrillStopped) codes += (codes.empty() ? "" : ", ") + std::to_string(int(c));
+  return "SELECT dt.component, dt.state, dt.updated_at, coalesce(dt.component_metadata, ''),"
+         " EXISTS (SELECT 1 FROM task_reasons r WHERE r.task_id = dt.id AND r.code IN (" + codes + ")),"
+         " coalesce((SELECT detail FROM task_reasons WHERE task_id = dt.id ORDER BY ordinal LIMIT 1), dt.state)";
+}
+
+}  // namespace
+
 std::string drill_verdict(const Task& t) {
   bool stopped = false;
   for (const auto& r : t.reasons)
-    stopped = stopped || r.code == cairn::v1::ERROR_CODE_AGENT_LOST || r.code == cairn::v1::ERROR_CODE_AGENT_REVOKED ||
-              r.code == cairn::v1::ERROR_CODE_CANCELLED;
+    for (ErrorCode c : kDrillStopped) stopped = stopped || r.code == c;
   return drill_verdict(to_string(t.state), t.component_metadata.value_or(""), stopped);
 }
 
@@ -99,22 +118,10 @@ std::string drill_verdict(const std::vector<Task>& tasks) {
   return out;
 }
 
-namespace {
-
-// Every drill task that ended, oldest first, with what drill_verdict reads:
-// component, state, updated_at, metadata, stopped (agent lost, revoked or
-// the drill cancelled), the first reason.
-constexpr const char* kEndedDrills =
-    "SELECT dt.component, dt.state, dt.updated_at, coalesce(dt.component_metadata, ''),"
-    " EXISTS (SELECT 1 FROM task_reasons r WHERE r.task_id = dt.id AND r.code IN (6, 212, 213)),"
-    " coalesce((SELECT detail FROM task_reasons WHERE task_id = dt.id ORDER BY ordinal LIMIT 1), dt.state)";
-
-}  // namespace
-
 std::vector<DrillStat> Tx::drill_stats() const {
   // Per drilled component: the outcomes, when it was last proven, and the
   // newest proving drill's result (its phases' seconds: the measured RTO).
-  auto s = db_.prepare(std::string(kEndedDrills) +
+  auto s = db_.prepare(ended_drills_sql() +
                        " FROM tasks dt WHERE dt.kind = 'restore' AND dt.restore_id LIKE 'dr-%'"
                        " AND dt.state IN ('succeeded', 'partial', 'failed', 'missed', 'rejected')"
                        " ORDER BY dt.updated_at, dt.rowid");
@@ -183,7 +190,7 @@ std::vector<ComponentHealth> Tx::component_health() const {
     // last. A drill that could not run says nothing of the backup: it does
     // not clear an earlier failure, nor make one.
     auto s = db_.prepare(
-        std::string(kEndedDrills) +
+        ended_drills_sql() +
         ", CASE WHEN bt.cluster_id <> '' THEN 'cluster ' || bt.cluster_id ELSE a.name END"
         " FROM tasks dt JOIN tasks bt INDEXED BY tasks_snapshot ON bt.snapshot_id = dt.source_snapshot AND bt.kind = 'backup'"
         " JOIN agents a ON a.id = bt.agent_id"

@@ -190,22 +190,28 @@ def test_a_token_guards_the_listener(cluster):
     assert str(tf) in c.controller.log.read_text() and "chmod 600" in c.controller.log.read_text()
 
 
-def test_the_example_alerting_rules_pass_promtool(tmp_path):
+def alert_rules(tmp_path):
+    """Debian's promtool, docs/alerts.md (its text) and its one rules block,
+    also written to tmp_path/rules.yml."""
     promtool = shutil.which("promtool")
     if not promtool:
         pytest.fail("promtool (Debian's prometheus package) is not installed")
     doc = (pathlib.Path(ROOT) / "docs" / "alerts.md").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.S)
-    rules = [b for b in blocks if b.lstrip().startswith("groups:")]
+    rules = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if b.lstrip().startswith("groups:")]
     assert len(rules) == 1, "docs/alerts.md must hold one rules block"
+    (tmp_path / "rules.yml").write_text(rules[0])
+    return promtool, doc, rules[0]
+
+
+def test_the_example_alerting_rules_pass_promtool(tmp_path):
+    promtool, doc, rules = alert_rules(tmp_path)
     f = tmp_path / "rules.yml"
-    f.write_text(rules[0])
     p = subprocess.run([promtool, "check", "rules", str(f)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
     out = p.stdout.decode()
     assert p.returncode == 0, out
     assert "SUCCESS: 19 rules found" in out, out
     # Every metric a rule names is one the controller serves (docs/alerts.md's table).
-    names = set(re.findall(r"\b(cairn_[a-z_]+)", rules[0]))
+    names = set(re.findall(r"\b(cairn_[a-z_]+)", rules))
     served = set(re.findall(r"`(cairn_[a-z_]+)", doc.split("## Example rules")[0]))
     assert names <= served | {n + "_bucket" for n in served}, names - served
 
@@ -216,12 +222,7 @@ def test_the_wal_alerts_fire_at_their_first_report(tmp_path):
     timeline="all" 0 an archive without gaps reports; CairnWalArchiveFailing on
     the first scrape that says the archive fails (its agent gone included), and
     stops with it."""
-    promtool = shutil.which("promtool")
-    if not promtool:
-        pytest.fail("promtool (Debian's prometheus package) is not installed")
-    doc = (pathlib.Path(ROOT) / "docs" / "alerts.md").read_text()
-    rules = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if b.lstrip().startswith("groups:")][0]
-    (tmp_path / "rules.yml").write_text(rules)
+    promtool, _, _ = alert_rules(tmp_path)
     (tmp_path / "test.yml").write_text("""rule_files: [rules.yml]
 evaluation_interval: 1m
 tests:
@@ -327,12 +328,7 @@ def test_every_documented_alert_fires_at_its_first_failure(tmp_path):
     condition and fires at the first evaluation its condition holds (after
     its `for`), with the labels and the summary the document gives."""
     import yaml
-    promtool = shutil.which("promtool")
-    if not promtool:
-        pytest.fail("promtool (Debian's prometheus package) is not installed")
-    doc = (pathlib.Path(ROOT) / "docs" / "alerts.md").read_text()
-    rules_text = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if b.lstrip().startswith("groups:")][0]
-    (tmp_path / "rules.yml").write_text(rules_text)
+    promtool, _, rules_text = alert_rules(tmp_path)
     rules = {r["alert"]: r for g in yaml.safe_load(rules_text)["groups"] for r in g["rules"]}
     assert set(rules) == set(FIRST_FIRING), f"documented but untested: {set(rules) - set(FIRST_FIRING)}; " \
                                             f"tested but not documented: {set(FIRST_FIRING) - set(rules)}"

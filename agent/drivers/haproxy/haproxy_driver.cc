@@ -25,10 +25,6 @@ bool exists(const std::string& p) {
   return ::lstat(p.c_str(), &st) == 0;
 }
 
-bool under(const std::string& p, const std::string& dir) {
-  return p == dir || (p.size() > dir.size() && p.compare(0, dir.size(), dir) == 0 && (dir == "/" || p[dir.size()] == '/'));
-}
-
 // The files haproxy 2.6 loads beside a certificate (ssl-load-extra-files all):
 // its key, OCSP response, issuer and SCTL, and the bundle members
 // <crt>.rsa/.ecdsa/.dsa when <crt> itself does not exist.
@@ -136,9 +132,9 @@ FileSet HaproxyDriver::files(const std::string& read_root) const {
       if (declared_extra) fs.missing.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "extra file '" + p + "' does not exist", p));
       continue;
     }
-    if (!fs.present.empty() && under(p, fs.present.back())) continue;  // sorted: a parent comes first
+    if (!fs.present.empty() && path_within(p, fs.present.back())) continue;  // sorted: a parent comes first
     bool covered = false;
-    for (const auto& q : fs.present) covered = covered || under(p, q);
+    for (const auto& q : fs.present) covered = covered || path_within(p, q);
     if (!covered) fs.present.push_back(p);
   }
   return fs;

@@ -40,10 +40,6 @@ bool is_dir(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-bool under(const std::string& p, const std::string& dir) {
-  return p == dir || (p.size() > dir.size() && p.compare(0, dir.size(), dir) == 0 && (dir == "/" || p[dir.size()] == '/'));
-}
-
 std::string dir_of(const std::string& p) {
   size_t s = p.rfind('/');
   return s == 0 || s == std::string::npos ? "/" : p.substr(0, s);
@@ -120,13 +116,13 @@ class WritePolicy {
   }
   bool allows(const std::string& p) const {
     for (const auto& d : declared_)
-      if (under(p, d)) return true;
+      if (path_within(p, d)) return true;
     if (files_.count(p)) return true;
     for (const auto& q : present_)
-      if (under(p, q)) return true;
+      if (path_within(p, q)) return true;
     for (const auto& f : files_) {
       if (p.size() > f.size() && p.compare(0, f.size(), f) == 0 && p[f.size()] == '.') return true;  // site.pem.key, .ocsp, .rsa
-      if (under(p, f) && (is_dir(f) || (!root_.empty() && is_dir(root_ + f)))) return true;          // a crt directory
+      if (path_within(p, f) && (is_dir(f) || (!root_.empty() && is_dir(root_ + f)))) return true;          // a crt directory
     }
     // Before extraction only the snapshot's roots are known: one next to a
     // live file is checked again against the restored configuration.

@@ -660,33 +660,45 @@ TEST_CASE("cluster identity: memberships an approved agent declares at its first
     if (c.name == "zk") CHECK_FALSE(c.member_pending);
 }
 
-TEST_CASE("cluster identity: a rebuilt set names its cluster, and re-enrolled members join it") {
-  Fixture f;  // an empty catalog, as after a loss
-  controller::ControllerConfig config;
-  config.controller_id = "test";
-  plan::SigningKey key = plan::SigningKey::generate();
-  controller::Orders orders{f.cat, config, key};
+namespace {
+
+// What a catalog rebuild makes of snapshot tags alone: agents etcd-1..n
+// (pending) and set "set-<name>" of `at` holding one etcd task of cluster c1
+// (tag cluster:c1), snapshot "snap-<name>", written by etcd-1. The agents' ids.
+std::vector<std::string> rebuilt_etcd_set(Fixture& f, const std::string& name, int64_t at, int agents) {
   RebuiltSet s;
-  s.id = "set-rebuilt";
-  s.created_at = s.finished_at = 1000;
+  s.id = "set-" + name;
+  s.created_at = s.finished_at = at;
   RebuiltTask t;
-  t.id = "task-rebuilt";
+  t.id = "task-" + name;
   t.component = "etcd";
   t.repository = "main";
-  t.snapshot_id = "snap-rebuilt";
-  t.created_at = 1000;
-  t.cluster_id = "c1";  // from the snapshot's tag cluster:c1
+  t.snapshot_id = "snap-" + name;
+  t.created_at = at;
+  t.cluster_id = "c1";
   std::vector<std::string> ids;
   f.cat.transaction("catalog rebuild", [&](Tx& tx) {
-    for (uint8_t i = 1; i <= 3; ++i) {
+    for (int i = 1; i <= agents; ++i) {
       CurveKey k{};
-      k.fill(i);
+      k.fill(uint8_t(i));
       ids.push_back(tx.rebuilt_agent("etcd-" + std::to_string(i), k));
     }
     t.agent_id = ids[0];
     s.tasks.push_back(t);
     tx.rebuilt_set(s);
   });
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("cluster identity: a rebuilt set names its cluster, and re-enrolled members join it") {
+  Fixture f;  // an empty catalog, as after a loss
+  controller::ControllerConfig config;
+  config.controller_id = "test";
+  plan::SigningKey key = plan::SigningKey::generate();
+  controller::Orders orders{f.cat, config, key};
+  std::vector<std::string> ids = rebuilt_etcd_set(f, "rebuilt", 1000, 3);
   // The agents come back declaring etcd's current id (changed by a restore
   // since the backup), approved by the operator one by one; the writer of the
   // set last, after the others founded a cluster under etcd's current id.
@@ -1186,25 +1198,7 @@ TEST_CASE("an unattested set is drilled only with the override a restore needs, 
   plan::SigningKey key = plan::SigningKey::generate();
   controller::Orders orders{f.cat, config, key};
   // A set rebuilt from snapshot tags alone, newer by its own say than any.
-  RebuiltSet s;
-  s.id = "set-forged";
-  s.created_at = s.finished_at = 4'000'000'000;
-  RebuiltTask t;
-  t.id = "task-forged";
-  t.component = "etcd";
-  t.repository = "main";
-  t.snapshot_id = "snap-forged";
-  t.created_at = s.created_at;
-  t.cluster_id = "c1";
-  std::string agent;
-  f.cat.transaction("catalog rebuild", [&](Tx& tx) {
-    CurveKey k{};
-    k.fill(7);
-    agent = tx.rebuilt_agent("etcd-1", k);
-    t.agent_id = agent;
-    s.tasks.push_back(t);
-    tx.rebuilt_set(s);
-  });
+  const std::string agent = rebuilt_etcd_set(f, "forged", 4'000'000'000, 1).at(0);
   f.cat.transaction("operator", [&](Tx& tx) { tx.set_agent_state(agent, AgentState::approved); });
   f.cat.transaction("agent", [&](Tx& tx) { tx.set_agent_components(agent, {etcd_member("e3aa", "m1")}); });
 
