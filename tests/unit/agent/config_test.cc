@@ -265,6 +265,7 @@ TEST_CASE("a [drill] section is read with its defaults, and bad values are refus
   REQUIRE(c.drill->disk_budget == 0);
   REQUIRE(c.drill->postgresql_bin_dir == "/usr/lib/postgresql/15/bin");
   REQUIRE(c.drill->postgresql_user == "postgres");
+  REQUIRE(c.drill->user == "nobody");  // the servers of etcd, ZooKeeper, Prometheus and Kafka drills
   REQUIRE_FALSE(parse_config(base_config(d), "agent.toml").drill);
 
   auto unbounded = parse_config(base_config(d) + "[drill]\nroot = \"/srv/drills\"\nmemory_max = \"none\"\ndisk_budget = \"20G\"\n",
@@ -280,6 +281,8 @@ TEST_CASE("a [drill] section is read with its defaults, and bad values are refus
            {"root = \"/srv/d\"\ndeadline_seconds = 1", "deadline_seconds"},
            {"root = \"/srv/d\"\nsandbox = \"x\"", "unknown key 'sandbox'"},
            {"root = \"/srv/d\"\npostgresql_user = \"root\"", "not root"},
+           {"root = \"/srv/d\"\nuser = \"root\"", "'user' in [drill]: must name the unprivileged user"},
+           {"root = \"/srv/d\"\nuser = \"\"", "not root"},
            {"root = \"/srv/d\"\npostgresql_bin_dir = \"bin\"", "absolute"},
        }) {
     std::string text = base_config(d) + "[drill]\n" + bad + "\n";

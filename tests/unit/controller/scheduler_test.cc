@@ -257,6 +257,52 @@ TEST_CASE_METHOD(SchedulerFixture, "keep_proven: a set a drill is reading stays 
   CHECK_FALSE(sets("proven")[1].expired_at);
 }
 
+TEST_CASE_METHOD(SchedulerFixture, "a drill that could not run neither clears an earlier failed drill nor makes one; a proven one clears both") {
+  auto ordered = orders.create_backup("operator:test", {});
+  finish(ordered.id, TaskState::succeeded);
+  // Each drill of node-a's snapshot, ended with the agent's verdict.
+  auto drill = [&](TaskState state, const std::string& verdict, const std::string& why) {
+    cairn::v1::DrillRequest req;
+    req.set_backup_set_id(ordered.id);
+    req.mutable_selector()->add_nodes("node-a");
+    auto d = orders.create_drill("operator:test", req);
+    cat.transaction("agent", [&](Tx& tx) {
+      for (const auto& t : tx.tasks_of_restore(d.id)) {
+        for (auto st : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(t.id, {st});
+        TaskUpdate u{state};
+        if (state != TaskState::succeeded) u.reasons.push_back(reason(cairn::v1::ERROR_CODE_VERIFY_FAILED, why));
+        u.component_metadata = nlohmann::json{{"drill", {{"verdict", verdict}}}}.dump();
+        tx.update_task(t.id, u);
+      }
+    });
+    advance_seconds(1);
+  };
+  auto health = [&] {
+    for (const auto& h : cat.read([](const Tx& tx) { return tx.component_health(); }))
+      if (h.component == "data" && h.where == "node-a") return h;
+    FAIL("no row for data on node-a");
+    return ComponentHealth{};
+  };
+  auto counts = [&] {
+    for (const auto& d : cat.read([](const Tx& tx) { return tx.drill_stats(); }))
+      if (d.component == "data") return std::array<int64_t, 3>{d.proven, d.failed, d.not_run};
+    return std::array<int64_t, 3>{};
+  };
+  drill(TaskState::failed, "failed", "blob damaged in pack 'p1'");
+  CHECK(health().last_drill_failure == "blob damaged in pack 'p1'");
+  CHECK(health().last_drill_not_run.empty());
+  drill(TaskState::failed, "not_run", "over the [drill] disk_budget");
+  CHECK(health().last_drill_failure == "blob damaged in pack 'p1'");  // still the newest drill that ran
+  CHECK(health().last_drill_not_run == "over the [drill] disk_budget");
+  CHECK_FALSE(health().proven_at);
+  CHECK(counts() == std::array<int64_t, 3>{0, 1, 1});
+  drill(TaskState::succeeded, "proven", "");
+  CHECK(health().last_drill_failure.empty());
+  CHECK(health().last_drill_not_run.empty());
+  CHECK(health().proven_at);
+  CHECK(counts() == std::array<int64_t, 3>{1, 1, 1});
+}
+
 // A retention prune that finds the repository locked. Held by a backup the
 // catalog knows of, it goes again in the tick after that backup ends; held by
 // anyone else, 5 s later, then every minute. (The controller's integration test hit the
