@@ -250,7 +250,10 @@ std::vector<std::string> task_tags(const v1::Task& task, const std::string& plan
   if (task.kind() == v1::TASK_KIND_BACKUP && task.set_task_count() > 0)
     tags.push_back("set-tasks:" + std::to_string(task.set_task_count()));
   if (!task.policy().empty()) tags.push_back("policy:" + task.policy());
-  if (task.kind() == v1::TASK_KIND_BACKUP && !task.cluster_id().empty()) tags.push_back("cluster:" + task.cluster_id());
+  if (task.kind() == v1::TASK_KIND_BACKUP && !task.cluster_id().empty()) {
+    tags.push_back("cluster:" + task.cluster_id());
+    for (const auto& m : task.cluster_members()) tags.push_back("member:" + m);
+  }
   return tags;
 }
 

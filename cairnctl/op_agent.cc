@@ -52,15 +52,31 @@ int approve_all_pending(const OpOptions& o, bool yes, bool named) {
   auto agents = op_call(o, lq).agent_list();
   cairn::v1::OperatorRequest q;
   auto* req = q.mutable_agent_approve();
+  // An identity a catalog rebuild (or an import) made from what its snapshots
+  // say, and whose key never knocked since, may be lost with its host: it is
+  // left pending (approve it by name once it connects). An approved agent
+  // that registers with its name takes the name over.
+  std::vector<const cairn::v1::AgentInfo*> unseen;
   for (const auto& a : agents.agents())
-    if (a.state() == cairn::v1::AGENT_STATE_PENDING) req->add_agent_ids(a.agent_id());
+    if (a.state() == cairn::v1::AGENT_STATE_PENDING) {
+      if (a.last_seen() == 0)
+        unseen.push_back(&a);
+      else
+        req->add_agent_ids(a.agent_id());
+    }
+  for (const auto* a : unseen)
+    std::fprintf(stderr,
+                 "left pending: '%s' (%s) was rebuilt from the repository and has never connected since; its key may be "
+                 "lost with its host (an approved agent registering as '%s' takes the name over; approve this one by "
+                 "name only once it connects)\n",
+                 terminal_safe(a->name()).c_str(), terminal_safe(a->agent_id()).c_str(), terminal_safe(a->name()).c_str());
   if (req->agent_ids_size() == 0) {
-    std::printf("no agent is pending\n");
+    std::printf("no agent is pending%s\n", unseen.empty() ? "" : " that has connected");
     return kExitOk;
   }
   std::fprintf(stderr, "%d pending agent(s): compare each key with the one its agent logs at start\n", req->agent_ids_size());
   for (const auto& a : agents.agents())
-    if (a.state() == cairn::v1::AGENT_STATE_PENDING)
+    if (a.state() == cairn::v1::AGENT_STATE_PENDING && a.last_seen() != 0)
       std::fprintf(stderr, "  %-24s %-20s key %s\n", terminal_safe(a.name()).c_str(), terminal_safe(a.agent_id()).c_str(),
                    terminal_safe(a.curve_public_key()).c_str());
   if (!yes) {

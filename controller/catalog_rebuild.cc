@@ -104,6 +104,8 @@ std::optional<catalog::RebuiltSet> build_set(catalog::Tx& tx, const std::string&
     if (t.cluster_id.empty() && f.snap.component.is_object() && f.snap.component.contains("etcd_version") &&
         f.snap.component.value("cluster_id", nlohmann::json()).is_string())
       t.cluster_id = f.snap.component["cluster_id"].get<std::string>();
+    for (const auto& tg : f.snap.tags)
+      if (tg.rfind("member:", 0) == 0 && tg.size() > 7) t.members.push_back(tg.substr(7));
     t.created_at = f.snap.time_unix;
     t.state = f.snap.partial ? catalog::TaskState::partial : catalog::TaskState::succeeded;
     for (const auto& e : f.snap.errors) t.reasons.push_back(e.path + ": " + e.reason);
@@ -186,6 +188,7 @@ std::optional<catalog::RebuiltSet> build_attested(catalog::Tx& tx, const SetReco
     t.repository = f->repository;
     t.snapshot_id = f->snap.id;
     t.cluster_id = rt.cluster_id;
+    t.members = rt.members;
     t.created_at = f->snap.time_unix;
     t.state = catalog::parse_task_state(rt.state).value_or(catalog::TaskState::succeeded);
     for (const auto& e : f->snap.errors) t.reasons.push_back(e.path + ": " + e.reason);

@@ -314,9 +314,25 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
       return a;
     }
     auto other = tx.agent(r.agent_name());
+    if (other && other->id != a->id && a->state == catalog::AgentState::approved &&
+        other->state == catalog::AgentState::pending && !other->last_seen_at) {
+      // A pending identity that never connected to this controller (made by
+      // a catalog rebuild or an import from what its snapshots say: its key
+      // may be lost with its host) holds no trust: its name passes to the
+      // agent the operator approved, which restores what it backed up
+      // (docs/operations.md § Disaster recovery).
+      tx.set_agent_state(other->id, catalog::AgentState::revoked);
+      tx.audit({"agent.name_reassigned", "agent:" + a->id, "ok",
+                "the name of an identity that never connected passes to an approved agent",
+                {{"name", r.agent_name()}, {"from_agent", other->id}}});
+      other.reset();
+    }
     if (other && other->id != a->id) {
       refusal_code = cairn::v1::ERROR_CODE_UNEXPECTED_MESSAGE;
-      refusal = "the name '" + r.agent_name() + "' belongs to another agent's key";
+      refusal = "the name '" + r.agent_name() + "' belongs to another agent's key (agent " + other->id + ", " +
+                std::string(catalog::to_string(other->state)) +
+                "); if that host is gone for good, 'cairnctl agent revoke " + other->id +
+                "' releases the name and this agent takes it, with what that one backed up";
       return std::nullopt;
     }
     tx.update_agent_identity(a->id, r.agent_name(), r.hostname(), r.agent_version());

@@ -301,7 +301,9 @@ void OperatorApi::fill_agent(const catalog::Tx& tx, const catalog::Agent& a, cai
     w->set_cluster_id(c.cluster_id);
     w->set_member_id(c.member_id);
     if (c.scope == "cluster") {
-      w->set_membership(c.member_pending ? "pending" : "approved");
+      // "none": the component cannot name its cluster (an empty host) and no
+      // backup names this agent as a member of one.
+      w->set_membership(c.cluster_id.empty() ? "none" : c.member_pending ? "pending" : "approved");
       w->set_declared_cluster_id(c.declared_cluster_id);
     }
     w->set_repository(c.repository);

@@ -96,7 +96,8 @@ std::vector<Pick> select_known(const Tx& tx, const cairn::v1::Selector& sel, boo
       if (!listed(sel.components(), c.name)) continue;
       if (restore && !c.can_restore) continue;
       // A membership no operator approved takes part in nothing of its cluster.
-      if (c.scope == "cluster" && c.member_pending) continue;
+      // Nor does a member that cannot name its cluster and that no backup names.
+      if (c.scope == "cluster" && (c.member_pending || c.cluster_id.empty())) continue;
       out.push_back({a, c.name, c.restore_targets, c.driver, c.scope == "cluster" ? c.cluster_id : std::string(), c.modes,
                      c.scope == "member" ? c.cluster_id : std::string(), c.repository});
     }
@@ -183,6 +184,16 @@ cairn::v1::Task restore_wire(const Tx& tx, const catalog::Task& t, const std::st
     w.mutable_options()->set_restore_step(t.restore_step);
     (*w.mutable_options()->mutable_cluster_options())["cluster_token"] = cluster_token(restore_id, t.cluster_id);
   }
+  // A rollback starts the member's service again only when its stop step
+  // found it running: a member that was down before the restore (an empty
+  // host, a member an operator had stopped) stays down.
+  if (t.restore_step == "rollback" && t.restore_id)
+    for (const auto& s : tx.tasks_of_restore(*t.restore_id))
+      if (s.agent_id == t.agent_id && s.component == t.component && s.restore_step == "stop" && s.component_metadata) {
+        auto j = nlohmann::json::parse(*s.component_metadata, nullptr, false);
+        if (j.is_object() && j.contains("was_running") && j["was_running"] == false)
+          (*w.mutable_options()->mutable_cluster_options())["was_running"] = "false";
+      }
   return w;
 }
 
@@ -216,6 +227,62 @@ void check_whole_clusters(const Tx& tx, const std::vector<Pick>& picks, const st
                         "' is restored on all its members at once (" + quoted_list(all) + "), but " +
                         quoted_list(missing) + " are not selected; select every member (or only --component)");
   }
+}
+
+// A cluster is restored onto the members it had when it was backed up
+// (their agent names, recorded with the backup task): each must be an
+// approved member of the cluster now, or the restore is refused before
+// anything is made. A restore onto part of a cluster would stop the members
+// it has and leave the cluster without quorum, or start a cluster of fewer
+// members than its data expects (docs/protocol.md § The cluster restore).
+void check_members_present(const Tx& tx, const std::vector<Pick>& picks,
+                           const std::function<const catalog::Task*(const Pick&)>& source_of) {
+  std::set<std::string> seen;
+  std::string problems;
+  for (const auto& p : picks) {
+    if (!clustered(p) || !seen.insert(p.cluster_id).second) continue;
+    const catalog::Task* src = source_of(p);
+    if (!src) continue;
+    auto recorded = tx.task_cluster_members(src->id);
+    if (recorded.empty()) continue;  // a backup older than this record: the approved members, as before
+    std::set<std::string> have;
+    for (const auto& q : picks)
+      if (clustered(q) && q.cluster_id == p.cluster_id) have.insert(q.agent.name);
+    std::vector<std::string> missing;
+    for (const auto& name : recorded) {
+      if (have.count(name)) continue;
+      auto a = tx.agent(name);
+      std::string why = !a && tx.name_released(name)                ? "its agent is revoked and no agent took the name"
+                        : !a                                        ? "no agent has this name"
+                        : a->state == catalog::AgentState::pending  ? "its agent is pending approval"
+                        : a->state == catalog::AgentState::revoked  ? "its agent is revoked"
+                                                                    : "its agent is not an approved member of the cluster";
+      if (a && a->state == catalog::AgentState::approved)
+        for (const auto& c : tx.agent_components(a->id))
+          if (c.name == p.component) {
+            if (c.cluster_id.empty())
+              why = "its agent's '" + c.name + "' cannot name its cluster and is no member of it";
+            else if (c.member_pending)
+              why = "its membership waits for 'cairnctl agent approve " + a->name + "'";
+            else if (c.cluster_id != p.cluster_id)
+              why = "its agent's '" + c.name + "' is a member of another cluster ('" + c.cluster_id + "')";
+          }
+      missing.push_back("'" + name + "' (" + why + ")");
+    }
+    if (missing.empty()) continue;
+    std::string list;
+    for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
+    std::string all;
+    for (const auto& n : recorded) all += (all.empty() ? "'" : ", '") + n + "'";
+    problems += (problems.empty() ? "" : "; ") + std::string("component '") + p.component + "' of cluster '" + p.cluster_id +
+                "' was backed up with the members " + all + ", and " + list + " cannot take part";
+  }
+  if (!problems.empty())
+    throw OpError(cairn::v1::ERROR_CODE_UNAVAILABLE,
+                  problems + ". A cluster restore runs on every member the backup names, or on none: nothing was "
+                  "stopped or changed. Bring each member's agent back (a replaced host: an agent with the same name, "
+                  "approved; 'cairnctl agent revoke' releases the name of one whose key is lost), then run the "
+                  "restore again (docs/operations.md § Disaster recovery)");
 }
 
 // A restore in steps (a cluster's members, or several members of one
@@ -492,6 +559,17 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
     Ordered out;
     out.id = tx.create_backup_set(set);
     lock_targets(tx, picks, catalog::TaskKind::backup, out.id, config_.lock_ttl_seconds);
+    // A cluster's members when it was backed up: what a restore of it needs
+    // (check_members_present), and how an empty host finds its cluster again.
+    std::map<std::string, std::string> driver_of_cluster;
+    for (const auto& p : picks)
+      if (clustered(p)) driver_of_cluster[p.cluster_id] = p.driver;
+    std::map<std::string, std::vector<std::string>> members_of_task;
+    for (const auto& t : tx.tasks_of_set(out.id))
+      if (!t.cluster_id.empty()) {
+        members_of_task[t.id] = tx.cluster_member_names(driver_of_cluster[t.cluster_id], t.cluster_id);
+        tx.set_task_cluster_members(t.id, members_of_task[t.id]);
+      }
     PlanBatch plans(tx, config_, key_);
 
     std::map<std::string, std::vector<catalog::Task>> by_agent;
@@ -513,6 +591,7 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
         w.set_backup_set_id(out.id);  // tagged on the snapshot: a catalog rebuild groups by it
         w.set_set_task_count(uint32_t(picks.size()));
         w.set_cluster_id(t.cluster_id);  // the snapshot's tag cluster:<id> (catalog rebuild, import)
+        for (const auto& m : members_of_task[t.id]) w.add_cluster_members(m);  // and member:<name>
         w.set_policy(extras.policy);
         // The parent comes from the catalog, never from the repository, where
         // any agent can write a snapshot in another's name.
@@ -926,6 +1005,15 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     for (auto& t : tx.tasks_of_set(req.backup_set_id()))
       if (t.snapshot_id && (t.state == catalog::TaskState::succeeded || t.state == catalog::TaskState::partial))
         source[{t.cluster_id.empty() ? t.agent_id : "cluster:" + t.cluster_id, t.component}] = t;
+    // What a revoked agent backed up restores on the agent that took its
+    // name (a host rebuilt under a new key), unless that agent has its own.
+    const std::vector<Pick> selected = select(tx, req.selector(), true);
+    std::set<std::string> selected_agents;
+    for (const auto& p : selected) selected_agents.insert(p.agent.id);
+    for (const auto& id : selected_agents)
+      for (const auto& old : tx.predecessors(id))
+        for (const auto& [key, t] : std::map(source))
+          if (key.first == old && !source.count({id, key.second})) source[{id, key.second}] = t;
     // --from-copy: every snapshot from the set's copy in that repository.
     if (!req.from_copy().empty()) {
       bool landed = false;
@@ -946,7 +1034,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
       std::erase_if(source, [&](const auto& e) { return !copies.count(e.second.id); });
     }
     std::vector<Pick> picks;
-    for (auto& p : select(tx, req.selector(), true))
+    for (const auto& p : selected)
       if (source.count(source_key(p))) picks.push_back(p);
     // An expired set that retention has cleared from some repositories, not
     // yet all: what is gone there cannot be restored, and leaving it out
@@ -962,6 +1050,10 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
                         "' and retention has removed the snapshots of " + removed +
                         "; pick a newer set ('cairnctl backup list'), or leave those out with --component/--node");
     check_whole_clusters(tx, picks, req.restore_target());
+    check_members_present(tx, picks, [&](const Pick& p) -> const catalog::Task* {
+      auto it = source.find(source_key(p));
+      return it == source.end() ? nullptr : &it->second;
+    });
     if (picks.empty())
       throw OpError(cairn::v1::ERROR_CODE_NOTHING_SELECTED,
                     "backup set '" + req.backup_set_id() +

@@ -40,6 +40,7 @@ std::string set_record_body(const SetRecord& r) {
                         {"snapshot", t.snapshot_id},
                         {"cluster", t.cluster_id},
                         {"state", t.state}};
+    if (!t.members.empty()) j["members"] = t.members;
     if (!t.copies.empty()) {
       j["copies"] = nlohmann::json::array();
       for (const auto& [repository, snapshot] : t.copies) j["copies"].push_back({{"repository", repository}, {"snapshot", snapshot}});
@@ -108,6 +109,9 @@ std::optional<SetRecord> verify_set_record(const nlohmann::json& file,
       for (const auto& x : *c)
         if (x.is_object() && !str(x, "repository").empty() && !str(x, "snapshot").empty())
           r.tasks.back().copies.emplace_back(str(x, "repository"), str(x, "snapshot"));
+    if (auto m = t.find("members"); m != t.end() && m->is_array())
+      for (const auto& x : *m)
+        if (x.is_string() && !x.get<std::string>().empty()) r.tasks.back().members.push_back(x.get<std::string>());
   }
   return r;
 }
@@ -128,6 +132,7 @@ SetRecord record_from_catalog(const catalog::Tx& tx, const catalog::BackupSet& s
     rt.repository = t.repository;
     rt.snapshot_id = t.snapshot_id.value_or("");
     rt.cluster_id = t.cluster_id;
+    if (!t.cluster_id.empty()) rt.members = tx.task_cluster_members(t.id);
     rt.state = std::string(catalog::to_string(t.state));
     for (const auto& c : tx.set_copies(set.id)) {
       if (c.state != "copied" || c.removed_at) continue;

@@ -40,6 +40,8 @@ struct SetRecord {
     std::string snapshot_id;  // "" when the task left none
     std::string cluster_id;
     std::string state;        // the task's end: succeeded, partial, failed, ...
+    // A cluster backup: the cluster's members (agent names) when it was made.
+    std::vector<std::string> members{};
     // Copies of the snapshot in other repositories (a policy's copy_to):
     // (repository, snapshot id there). A rebuild from a copy takes them as
     // attested as the original.

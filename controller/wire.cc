@@ -97,8 +97,9 @@ std::string check_agent_message(const cairn::v1::AgentMessage& m) {
           return "component '" + c.name() + "': 'scope' must be 'node', 'cluster' or 'member'";
         if (!valid_label(c.cluster_id()) || !valid_label(c.member_id()))
           return "component '" + c.name() + "': 'cluster_id' and 'member_id' must be at most 128 printable characters without spaces";
-        if (c.scope() == "cluster" && c.cluster_id().empty())
-          return "component '" + c.name() + "': a cluster-scoped component names its 'cluster_id'";
+        // A cluster-scoped component that cannot name its cluster (an empty
+        // host: nothing runs, no data dir) registers too: it joins the cluster
+        // whose newest backup names this agent (docs/protocol.md § Cluster identity).
         if (c.modes_size() > 16) return "component '" + c.name() + "': too many 'modes'";
         for (const auto& mo : c.modes())
           if (!valid_name(mo)) return "component '" + c.name() + "': a mode must be 1-128 printable characters";

@@ -50,6 +50,9 @@ ZapDecision decide_zap(catalog::Tx& tx, std::string_view domain, const CurveKey&
       d.allow = true;
       break;
     case catalog::AgentState::pending:
+      // A known key knocking: the identity is not lost (a rebuilt one that
+      // never knocks may be, and its name passes to an approved agent).
+      if (!agent->last_seen_at) tx.touch_agent(agent->id);
       d.allow = enrolment_open;
       if (!d.allow) d.reason = "agent '" + agent->name + "' is pending approval";
       break;

@@ -114,6 +114,18 @@ void Tx::set_agent_state(const std::string& agent_id, AgentState to) {
   db_.prepare("UPDATE agents SET state = ?, state_changed_at = ? WHERE id = ?")
       .bind_all(to_string(to), now(), a->id)
       .run();
+  if (to == AgentState::revoked) {
+    // Revocation releases the name (a host rebuilt under a new key takes it
+    // and restores what this one backed up: predecessors()); the revoked
+    // record keeps its id and history under a name of its own.
+    std::string kept = a->name + ".revoked-" + a->id.substr(a->id.find('-') + 1, 8);
+    for (int i = 2; agent(kept); ++i) kept = a->name + ".revoked-" + a->id.substr(a->id.find('-') + 1, 8) + "-" + std::to_string(i);
+    db_.prepare("UPDATE agents SET name = ? WHERE id = ?").bind_all(kept, a->id).run();
+    db_.prepare("INSERT OR REPLACE INTO released_agent_names (agent_id, name, released_at) VALUES (?, ?, ?)")
+        .bind_all(a->id, a->name, now())
+        .run();
+    audit({"agent.name_released", "agent:" + a->id, "ok", "", {{"name", a->name}, {"now", kept}}});
+  }
   std::string action = to == AgentState::approved ? "agent.approve" : to == AgentState::revoked ? "agent.revoke"
                                                                                                  : "agent.pend";
   audit({action, "agent:" + a->id, std::string(to_string(to)), "",
@@ -134,7 +146,8 @@ void Tx::touch_agent(const std::string& agent_id) {
 
 // The logical cluster a new member joins: the cluster its own backups of
 // the component recorded (a rebuilt or imported catalog: the snapshots' tag
-// cluster:<id>); else the cluster of a member already known by that name or
+// cluster:<id>); else the cluster whose newest backup names this agent as a
+// member; else the cluster of a member already known by that name or
 // declaring the same id; else a new cluster named by the declared id.
 std::string Tx::cluster_to_join(const std::string& agent_id, const Component& c) {
   {
@@ -163,6 +176,10 @@ std::string Tx::cluster_to_join(const std::string& agent_id, const Component& c)
       return cluster;
     }
   }
+  // The cluster whose newest backup named this agent as a member (a host
+  // rebuilt under its old name, a catalog rebuilt from the repository).
+  if (auto a = agent(agent_id))
+    if (auto named = cluster_naming_member(c.name, a->name)) return *named;
   {
     auto s = db_.prepare(
         "SELECT cluster FROM cluster_members WHERE driver = ?1 AND (cluster = ?2 OR declared_cluster_id = ?2)"
@@ -186,7 +203,7 @@ void Tx::resolve_memberships(const std::string& agent_id, std::vector<Component>
   // of a cluster that has approved members waits for an operator.
   const bool first_registration = agent_components(agent_id).empty();
   for (auto& c : components) {
-    if (c.scope != "cluster" || c.cluster_id.empty()) continue;
+    if (c.scope != "cluster") continue;
     const std::string declared = c.cluster_id;
     c.declared_cluster_id = declared;
     std::optional<std::tuple<std::string, std::string, std::string, std::string>> m;  // driver, cluster, state, declared
@@ -213,7 +230,20 @@ void Tx::resolve_memberships(const std::string& agent_id, std::vector<Component>
       c.member_pending = std::get<2>(*m) != "approved";
       continue;
     }
-    const std::string cluster = cluster_to_join(agent_id, c);
+    // A member that cannot name its cluster (an empty host: nothing runs,
+    // no data dir) joins the cluster whose newest backup names this agent
+    // as a member; none does: it is no member of anything yet.
+    std::string cluster;
+    if (declared.empty()) {
+      auto named = a ? cluster_naming_member(c.name, a->name) : std::nullopt;
+      if (!named) {
+        c.cluster_id.clear();
+        continue;
+      }
+      cluster = *named;
+    } else {
+      cluster = cluster_to_join(agent_id, c);
+    }
     bool has_members = false;
     {
       auto s = db_.prepare("SELECT 1 FROM cluster_members WHERE driver = ? AND cluster = ? AND state = 'approved' LIMIT 1");
@@ -255,6 +285,59 @@ size_t Tx::approve_memberships(const std::string& agent_id) {
            {{"component", component}, {"cluster", cluster}, {"by", "operator"}}});
   }
   return pending.size();
+}
+
+void Tx::set_task_cluster_members(const std::string& task_id, const std::vector<std::string>& names) {
+  auto ins = db_.prepare("INSERT OR IGNORE INTO task_cluster_members (task_id, agent_name) VALUES (?, ?)");
+  for (const auto& n : names) {
+    ins.reset();
+    ins.bind_all(task_id, n).run();
+  }
+}
+
+std::vector<std::string> Tx::task_cluster_members(const std::string& task_id) const {
+  auto s = db_.prepare("SELECT agent_name FROM task_cluster_members WHERE task_id = ? ORDER BY agent_name");
+  s.bind(1, task_id);
+  std::vector<std::string> out;
+  while (s.step()) out.push_back(s.text(0));
+  return out;
+}
+
+std::vector<std::string> Tx::cluster_member_names(const std::string& driver, const std::string& cluster) const {
+  auto s = db_.prepare(
+      "SELECT a.name FROM cluster_members m JOIN agents a ON a.id = m.agent_id"
+      " WHERE m.driver = ? AND m.cluster = ? AND m.state = 'approved' AND a.state = 'approved' ORDER BY a.name");
+  s.bind_all(driver, cluster);
+  std::vector<std::string> out;
+  while (s.step()) out.push_back(s.text(0));
+  return out;
+}
+
+std::optional<std::string> Tx::cluster_naming_member(const std::string& component, const std::string& agent_name) const {
+  auto s = db_.prepare(
+      "SELECT t.cluster_id FROM task_cluster_members m JOIN tasks t ON t.id = m.task_id"
+      " WHERE m.agent_name = ? AND t.component = ? AND t.kind = 'backup' AND t.cluster_id != ''"
+      " ORDER BY t.created_at DESC, t.rowid DESC LIMIT 1");
+  s.bind_all(agent_name, component);
+  if (!s.step()) return std::nullopt;
+  return s.text(0);
+}
+
+std::vector<std::string> Tx::predecessors(const std::string& agent_id) const {
+  auto s = db_.prepare(
+      "SELECT r.agent_id FROM released_agent_names r JOIN agents a ON a.name = r.name"
+      " WHERE a.id = ? AND r.agent_id != a.id ORDER BY r.released_at, r.rowid");
+  s.bind(1, agent_id);
+  std::vector<std::string> out;
+  while (s.step()) out.push_back(s.text(0));
+  return out;
+}
+
+bool Tx::name_released(const std::string& name) const {
+  if (agent(name)) return false;
+  auto s = db_.prepare("SELECT 1 FROM released_agent_names WHERE name = ? LIMIT 1");
+  s.bind(1, name);
+  return s.step();
 }
 
 void Tx::set_agent_components(const std::string& agent_id, const std::vector<Component>& components) {

@@ -44,6 +44,7 @@ void Tx::rebuilt_set(const RebuiltSet& s) {
                       t.snapshot_id, t.snapshot_id, t.repository, t.component_metadata, int64_t(t.bytes), int64_t(t.files),
                       t.cluster_id);
     ins_task.run();
+    set_task_cluster_members(t.id, t.members);
     ins_snap.reset();
     ins_snap.bind_all(t.snapshot_id, t.id, s.id, t.agent_id, t.component, t.snapshot_id, t.created_at, int64_t(t.bytes),
                       int64_t(t.files));

@@ -365,6 +365,21 @@ class Tx {
   // False when another holder's lock on target has not expired.
   // Approves every pending cluster membership of the agent; how many.
   size_t approve_memberships(const std::string& agent_id);
+  // -- site recovery (agents.cc; migration 0021) -----------------------------
+  // The agent names of a cluster's approved members when a backup task of it
+  // was made (docs/protocol.md § The cluster restore): what a restore needs.
+  void set_task_cluster_members(const std::string& task_id, const std::vector<std::string>& names);
+  std::vector<std::string> task_cluster_members(const std::string& task_id) const;
+  // The approved members of a logical cluster now, by agent name.
+  std::vector<std::string> cluster_member_names(const std::string& driver, const std::string& cluster) const;
+  // The logical cluster whose newest backup of `component` names agent_name
+  // as a member; nullopt when none does.
+  std::optional<std::string> cluster_naming_member(const std::string& component, const std::string& agent_name) const;
+  // The agents whose name this agent took after they were revoked (their
+  // backups restore here), oldest first.
+  std::vector<std::string> predecessors(const std::string& agent_id) const;
+  // Whether a revoked agent gave this name up (and no agent took it since).
+  bool name_released(const std::string& name) const;
   // Who holds the lock on target: {kind ("backup"/"restore"), holder (a set
   // or restore id)}; nullopt when nobody does.
   std::optional<std::pair<std::string, std::string>> lock_holder(const std::string& target) const;

@@ -194,6 +194,7 @@ struct BackupStat {
 struct RebuiltTask {
   std::string id, agent_id, component, repository, snapshot_id;
   std::string cluster_id;  // the logical cluster of a cluster-scoped backup (tag cluster:<id>)
+  std::vector<std::string> members;  // its members then, by agent name (tags member:<name>)
   TaskState state = TaskState::succeeded;
   int64_t created_at = 0;
   std::optional<std::string> component_metadata;

@@ -1249,3 +1249,120 @@ TEST_CASE("cluster: the restore counters count each member by its own steps, as 
   CHECK(counts() == std::map<std::string, int64_t>{
                         {"etcd-a succeeded", 1}, {"etcd-b failed", 1}, {"etcd-b succeeded", 1}, {"etcd-c failed", 1}, {"etcd-c succeeded", 1}});
 }
+
+// ---- disaster recovery (docs/operations.md § Disaster recovery) -------------
+
+TEST_CASE("cluster: a backup records its members, and a restore is refused before anything is made when one has no agent") {
+  ClusterFixture f;
+  std::string set = f.backed_up_set();
+  auto members = f.cat.read([&](const Tx& tx) {
+    for (const auto& t : tx.tasks_of_set(set))
+      if (t.component == "etcd") {
+        CHECK(f.wire_of(tx, t).cluster_members_size() == 3);
+        return tx.task_cluster_members(t.id);
+      }
+    return std::vector<std::string>{};
+  });
+  CHECK(members == std::vector<std::string>{"etcd-a", "etcd-b", "etcd-c"});
+  // etcd-c's agent revoked (its server may still run): the restore would stop
+  // the other two and start a cluster of two.
+  f.cat.transaction("operator:test", [&](Tx& tx) { tx.set_agent_state(f.c, AgentState::revoked); });
+  v1::RestoreRequest req;
+  req.set_backup_set_id(set);
+  *req.mutable_selector() = only("etcd");
+  CHECK_THROWS_WITH(f.orders.create_restore("operator:test", req),
+                    Catch::Contains("'etcd-c' (its agent is revoked and no agent took the name) cannot take part") &&
+                        Catch::Contains("nothing was stopped or changed"));
+  CHECK(f.cat.read([&](const Tx& tx) { return tx.restores(10, "restore").empty(); }));
+}
+
+TEST_CASE("cluster: revoking releases the name; the agent that takes it joins the cluster the backup named and restores") {
+  ClusterFixture f;
+  std::string set = f.backed_up_set();
+  std::string fresh = f.cat.transaction("operator:test", [&](Tx& tx) {
+    tx.set_agent_state(f.c, AgentState::revoked);
+    CHECK(tx.agent(f.c)->name.rfind("etcd-c.revoked-", 0) == 0);
+    CHECK_FALSE(tx.agent("etcd-c"));
+    // A new key on the replaced host, under the old name; its etcd cannot name
+    // its cluster (an empty host).
+    CurveKey k{};
+    k.fill(9);
+    std::string id = tx.enrol_agent("etcd-c", k, "host-c", "test");
+    tx.set_agent_state(id, AgentState::approved);
+    Component e{"etcd", "etcd", true, {}};
+    e.scope = "cluster";
+    tx.set_agent_components(id, {e, {"data", "files", true}});
+    return id;
+  });
+  f.cat.read([&](const Tx& tx) {
+    for (const auto& c : tx.agent_components(fresh))
+      if (c.name == "etcd") {
+        CHECK(c.cluster_id == "c1");
+        CHECK_FALSE(c.member_pending);
+        CHECK(c.declared_cluster_id.empty());
+      }
+    CHECK(tx.predecessors(fresh) == std::vector<std::string>{f.c});
+  });
+  v1::RestoreRequest req;
+  req.set_backup_set_id(set);
+  auto r = f.orders.create_restore("operator:test", req);
+  auto preflight = f.step_tasks(r.id, "preflight");
+  CHECK(preflight.size() == 3);
+  CHECK(std::any_of(preflight.begin(), preflight.end(), [&](const Task& t) { return t.agent_id == fresh; }));
+  // Its files: the revoked agent's snapshot, restored on the agent that took the name.
+  auto tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_restore(r.id); });
+  CHECK(std::any_of(tasks.begin(), tasks.end(), [&](const Task& t) {
+    return t.agent_id == fresh && t.component == "data" && t.source_snapshot == "snap-" + f.c + "-data";
+  }));
+}
+
+TEST_CASE("cluster: a member that cannot name its cluster and that no backup names is a member of nothing") {
+  ClusterFixture f;
+  std::string id = f.cat.transaction("operator:test", [&](Tx& tx) {
+    CurveKey k{};
+    k.fill(11);
+    std::string id = tx.enrol_agent("etcd-z", k, "host-z", "test");
+    tx.set_agent_state(id, AgentState::approved);
+    Component e{"etcd", "etcd", true, {}};
+    e.scope = "cluster";
+    tx.set_agent_components(id, {e});
+    return id;
+  });
+  f.cat.read([&](const Tx& tx) {
+    auto comps = tx.agent_components(id);
+    REQUIRE(comps.size() == 1);
+    CHECK(comps[0].cluster_id.empty());
+  });
+  // It takes part in no backup: the cluster's one task goes to a member.
+  auto ordered = f.orders.create_backup("operator:test", only("etcd"));
+  auto tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_set(ordered.id); });
+  REQUIRE(tasks.size() == 1);
+  CHECK(tasks[0].agent_id != id);
+}
+
+TEST_CASE("cluster: a rollback tells a member whose stop found it not running to stay stopped") {
+  ClusterFixture f;
+  std::string set = f.backed_up_set();
+  v1::RestoreRequest req;
+  req.set_backup_set_id(set);
+  *req.mutable_selector() = only("etcd");
+  auto r = f.orders.create_restore("operator:test", req);
+  f.end_step(r.id, "preflight");
+  for (const auto& t : f.step_tasks(r.id, "stop"))
+    f.cat.transaction("agent", [&](Tx& tx) {
+      for (auto s : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(t.id, {s});
+      TaskUpdate u{TaskState::succeeded};
+      u.component_metadata = nlohmann::json{{"step", "stop"}, {"was_running", t.agent_id != f.b}}.dump();
+      tx.update_task(t.id, u);
+    });
+  f.end_step(r.id, "data", f.a);  // a data step fails: every member rolls back
+  auto rollbacks = f.step_tasks(r.id, "rollback");
+  REQUIRE(rollbacks.size() == 3);
+  f.cat.read([&](const Tx& tx) {
+    for (const auto& t : rollbacks) {
+      auto opts = f.wire_of(tx, t).options().cluster_options();
+      bool stays = opts.count("was_running") && opts.at("was_running") == "false";
+      CHECK(stays == (t.agent_id == f.b));
+    }
+  });
+}

@@ -84,6 +84,13 @@ TEST_CASE("revocation is final and approval of an unknown agent fails") {
   REQUIRE_THROWS_AS(
       f.cat.transaction("operator:test", [&](Tx& tx) { tx.set_agent_state("ag-none", AgentState::approved); }),
       Error);
-  auto a = f.cat.read([&](const Tx& tx) { return tx.agent("node-1"); });
+  auto a = f.cat.read([&](const Tx& tx) { return tx.agent(id); });
+  REQUIRE(a);
   REQUIRE(a->state == AgentState::revoked);
+  // The name is released: the record keeps one of its own, and a new key may
+  // enrol under the old name.
+  CHECK(a->name.rfind("node-1.revoked-", 0) == 0);
+  CHECK(f.cat.read([&](const Tx& tx) { return tx.name_released("node-1"); }));
+  CHECK_NOTHROW(f.approved_agent("node-1", 7));
+  CHECK_FALSE(f.cat.read([&](const Tx& tx) { return tx.name_released("node-1"); }));
 }
