@@ -4,6 +4,8 @@
 #include <map>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
 #include "cairnctl/op_view.h"
@@ -32,6 +34,16 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
     // A rollback cancelled while its agent was away: made again when the
     // agent registers (owed_later), unless given up for good.
     bool rollback_cancelled = false, rollback_given_up = false, rollback_ran = false, rollback_late = false;
+    std::vector<std::string> set_aside;  // what the data step set aside, as its metadata names it
+    bool left_stopped = false;           // its rollback did not start a member that was not running before
+  };
+  // Steps in the order they run: tasks made within one second are listed in
+  // any order, and a member's later step stands for it.
+  auto rank = [](const std::string& step) {
+    static const char* order[] = {"preflight", "stop", "data", "start", "verify", "commit", "halt", "rollback"};
+    for (int i = 0; i < 8; ++i)
+      if (step == order[i]) return i;
+    return -1;
   };
   std::map<std::string, std::map<std::string, Member>> clusters;  // component/cluster -> agent -> member
   auto ended_ok = [](TaskState s) { return s == cairn::v1::TASK_STATE_SUCCEEDED || s == cairn::v1::TASK_STATE_PARTIAL; };
@@ -42,8 +54,17 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
   for (const auto& t : r.tasks()) {
     if (t.restore_step().empty()) continue;
     Member& m = clusters[t.component() + " (cluster '" + t.cluster_id() + "')"][t.agent_name()];
-    m.last_step = t.restore_step();
-    m.state = t.state();
+    if (rank(t.restore_step()) >= rank(m.last_step)) {
+      m.last_step = t.restore_step();
+      m.state = t.state();
+    }
+    auto meta = nlohmann::json::parse(t.component_metadata().empty() ? std::string("{}") : t.component_metadata(), nullptr, false);
+    if (meta.is_object() && t.restore_step() == "data")
+      for (const char* k : {"old_data_dir", "old_data_v2", "old_log_v2"})
+        if (meta.contains(k) && meta[k].is_string() && !meta[k].get<std::string>().empty())
+          m.set_aside.push_back(meta[k].get<std::string>());
+    if (meta.is_object() && t.restore_step() == "rollback" && meta.value("started", true) == false && ended_ok(t.state()))
+      m.left_stopped = true;
     if (t.restore_step() == "data" && ended_ok(t.state())) m.started = true;
     if (t.restore_step() == "commit") m.committed = ended_ok(t.state());
     if (t.restore_step() == "rollback") {
@@ -56,6 +77,11 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
       // A try listed after a cancelled one is the rollback the ended restore owed.
       if (m.rollback_cancelled) m.rollback_late = true;
       m.rolled_back |= ended_ok(t.state());
+      // What the rollback set aside as failed, by name: the hint names it.
+      if (meta.is_object())
+        for (const char* k : {"failed_data_dir", "restored_data_set_aside"})
+          if (meta.contains(k) && meta[k].is_string() && !meta[k].get<std::string>().empty())
+            m.set_aside.push_back(meta[k].get<std::string>());
       m.rollback_owed = open(t.state());
       m.rollback_cancelled |= cancelled && !given_up;
       m.rollback_given_up |= given_up;
@@ -71,6 +97,8 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
       if (m.last_step == "commit")
         where = m.committed ? "runs on the backup's data (verified, committed)"
                             : "runs on the backup's data (verified); its commit failed, the record it keeps is never acted on";
+      else if (m.rolled_back && m.left_stopped)
+        where = "rolled back, left stopped: it did not run before the restore, or has no data of its own to run on";
       else if (m.rolled_back)
         where = m.rollback_late ? "runs on its own data again (rolled back when its agent came back, after the restore ended)"
                                 : "runs on its own data again (rolled back)";
@@ -85,7 +113,15 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
       else if (m.last_step == "halt" && open(m.state))
         where = "halt pending: no member rolls back until every member's service is stopped; its agent must come back to stop it";
       else if (m.rollback_failed)
-        where = "ROLLBACK FAILED: see its reasons above; the data this restore set aside is beside its data dir (.cairn-old-*)";
+      {
+        where = "ROLLBACK FAILED: see its reasons above; ";
+        if (m.set_aside.empty()) {
+          where += "this restore set nothing aside there";
+        } else {
+          where += "what this restore set aside there: ";
+          for (size_t i = 0; i < m.set_aside.size(); ++i) where += (i ? ", " : "") + terminal_safe(m.set_aside[i]);
+        }
+      }
       else if (open(m.state))
         where = "at step '" + m.last_step + "'";
       else if (m.last_step == "preflight")

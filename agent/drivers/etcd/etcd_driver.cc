@@ -4,6 +4,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <thread>
 
@@ -205,6 +206,15 @@ void EtcdDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPu
       sink.set_metadata({{"kind", "data_dir"}, {"data_dir", settings_.data_dir}, {"name", settings_.name}});
       return;
     }
+    // An empty host (a replaced disk, a lost site): etcd does not run and
+    // its data dir holds no member. There is nothing to save, and saying so
+    // is no failure: the restore puts the first data there.
+    if (purpose.safety && ::access((settings_.data_dir + "/member").c_str(), F_OK) != 0 && errno == ENOENT) {
+      if (ctx.note)
+        ctx.note("etcd at '" + settings_.endpoint + "' does not answer (" + e.what() + ") and '" + settings_.data_dir +
+                 "' holds no member data: nothing to save (an empty host)");
+      return;
+    }
     throw;
   }
   remember_ids(st);
@@ -400,7 +410,7 @@ DriverResult EtcdDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     case RestoreStep::data: return step_data(ctx, spec);
     case RestoreStep::start: return step_start(ctx);
     case RestoreStep::verify: return step_verify(ctx, spec);
-    case RestoreStep::rollback: return step_rollback(ctx);
+    case RestoreStep::rollback: return step_rollback(ctx, spec.cluster_options);
     case RestoreStep::preflight: {
       DriverResult r;
       r.reasons = restore_preflight(ctx, spec);

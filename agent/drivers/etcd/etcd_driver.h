@@ -51,7 +51,9 @@ class EtcdDriver : public Driver {
   DriverResult step_data(TaskContext& ctx, const RestoreSpec& spec);
   DriverResult step_start(TaskContext& ctx);
   DriverResult step_verify(TaskContext& ctx, const RestoreSpec& spec);
-  DriverResult step_rollback(TaskContext& ctx);
+  // options: the step's cluster options ("was_running": "false" when the
+  // member's stop step found etcd not running: it is left stopped).
+  DriverResult step_rollback(TaskContext& ctx, const std::map<std::string, std::string>& options = {});
   // Waits until the member answers Status (after a start); throws on timeout.
   void wait_until_answering(TaskContext& ctx) const;
   void remember_ids(const MemberStatus& st) const;

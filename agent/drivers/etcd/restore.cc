@@ -239,13 +239,24 @@ DriverResult EtcdDriver::step_stop(TaskContext& ctx) {
   phase(ctx, cairn::v1::PHASE_STOP_SERVICE);
   if (settings_.service.empty())
     return failed(cairn::v1::ERROR_CODE_SERVICE_CONTROL_FAILED, "no 'service' declared: cannot stop etcd", component_);
+  // Whether the member ran before the restore stopped it: a rollback starts
+  // only a member that did (the controller passes this back to it).
+  bool was_running = false;
+  try {
+    ClientOptions o = client_options();
+    o.timeout = std::chrono::milliseconds(1500);
+    o.user.clear();  // any answer counts, a refusal of credentials too
+    o.password.clear();
+    was_running = Client(o).answers();
+  } catch (const Error&) {
+  }
   try {
     platform::Service(settings_.service).stop(ctx.cancel);
   } catch (const Error& e) {
     return failed(cairn::v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
                   "stopping etcd (" + settings_.service.describe() + ") failed: " + e.what(), component_);
   }
-  return succeeded({{"step", "stop"}});
+  return succeeded({{"step", "stop"}, {"was_running", was_running}});
 }
 
 DriverResult EtcdDriver::step_start(TaskContext& ctx) {
@@ -450,7 +461,7 @@ DriverResult EtcdDriver::step_verify(TaskContext& ctx, const RestoreSpec& spec) 
   return r;
 }
 
-DriverResult EtcdDriver::step_rollback(TaskContext& ctx) {
+DriverResult EtcdDriver::step_rollback(TaskContext& ctx, const std::map<std::string, std::string>& options) {
   const std::string& dd = settings_.data_dir;
   nlohmann::json meta = {{"step", "rollback"}, {"data_dir", dd}, {"restore", ctx.restore_id}};
   DriverResult stop = step_stop(ctx);
@@ -509,11 +520,28 @@ DriverResult EtcdDriver::step_rollback(TaskContext& ctx) {
     return failed(cairn::v1::ERROR_CODE_IO_ERROR, std::string("putting the old data dir back failed: ") + e.what(),
                   component_, meta);
   }
+  // Started again only when it ran before the restore, and on data of its
+  // own: etcd started on an empty data dir makes a new member with no keys
+  // (on an empty host, beside members that have the cluster's data, a
+  // cluster serving nothing under the backup's name).
+  if (auto it = options.find("was_running"); it != options.end() && it->second == "false") {
+    meta["started"] = false;
+    meta["note"] = std::string(meta.value("note", "")) + (meta.contains("note") ? "; " : "") +
+                   "etcd did not run before this restore: left stopped";
+    return succeeded(meta);
+  }
+  if (::access((dd + "/member").c_str(), F_OK) != 0) {
+    meta["started"] = false;
+    meta["note"] = std::string(meta.value("note", "")) + (meta.contains("note") ? "; " : "") + "'" + dd +
+                   "' holds no data of this member's own: etcd is left stopped rather than started empty";
+    return succeeded(meta);
+  }
   DriverResult start = step_start(ctx);
   if (start.outcome != cairn::v1::TASK_OUTCOME_SUCCEEDED) {
     start.metadata = meta;
     return start;
   }
+  meta["started"] = true;
   return succeeded(meta);
 }
 
@@ -559,6 +587,17 @@ std::vector<Reason> EtcdDriver::restore_preflight(TaskContext& ctx, const Restor
     out.push_back(make_reason(cairn::v1::ERROR_CODE_PREFLIGHT_FAILED,
                               "'" + tool + "' (setting 'etcdctl') is not an executable: the data step runs its 'snapshot restore'",
                               component_));
+  // What the member's etcd needs to start in the restored cluster, before
+  // any member stops: its name among the members the snapshot recorded
+  // (the new cluster is made of them, each at its peer URLs).
+  if (spec.step == RestoreStep::preflight) {
+    try {
+      nlohmann::json recorded = recorded_metadata(ctx, spec.snapshot_id);
+      if (recorded.value("kind", "") == "snapshot") (void)initial_cluster_for(spec, recorded);
+    } catch (const Error& e) {
+      out.push_back(make_reason(cairn::v1::ERROR_CODE_PREFLIGHT_FAILED, e.what(), component_));
+    }
+  }
   return out;
 }
 

@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "agent/drivers/repo_progress.h"
@@ -181,6 +183,13 @@ std::optional<ServerStatus> ZooKeeperDriver::try_status(std::string* why) const 
   }
 }
 
+bool ZooKeeperDriver::has_own_data() const {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(settings_.data_dir + "/version-2", ec))
+    if (e.path().filename().string().rfind("snapshot.", 0) == 0) return true;
+  return false;
+}
+
 bool ZooKeeperDriver::answers() const {
   try {
     return four_letter(client_address(), "ruok", 2s).rfind("imok", 0) == 0;
@@ -266,6 +275,13 @@ void ZooKeeperDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snaps
   ZooConfig cfg = checked_config();
   std::string why_before;
   auto before = try_status(&why_before);
+  // An empty host (a replaced disk, a lost site): no server runs and the
+  // data dir holds nothing of one. There is nothing to save before a restore.
+  if (!before && purpose.safety && !is_dir(settings_.data_dir + "/version-2")) {
+    note(ctx, "the server does not answer (" + why_before + ") and '" + settings_.data_dir +
+                  "/version-2' does not exist: nothing to save (an empty host)");
+    return;
+  }
   if (!before) note(ctx, "the server did not answer 'srvr' (" + why_before + "); its files are backed up as they are");
 
   StageSpec spec;
@@ -376,11 +392,52 @@ void ZooKeeperDriver::wait_down(TaskContext& ctx) const {
 std::vector<v1::Reason> ZooKeeperDriver::restore_preflight(TaskContext& ctx, const RestoreSpec& spec) {
   if (auto p = restore_space_problem(ctx, spec.snapshot_id, settings_.data_dir, {settings_.data_dir + "/version-2"}); !p.empty())
     return {make_reason(v1::ERROR_CODE_NO_SPACE, p, component_)};
-  return {};
+  // What the server needs to start, checked before any member stops: its
+  // configuration as the driver reads it, and in an ensemble this member's
+  // id in '<dataDir>/myid', one of the configuration's server.N (a server
+  // without it exits at start with "Invalid config"). The restore does not
+  // write myid: it is this host's configuration, not the backup's data.
+  std::vector<v1::Reason> out;
+  ZooConfig cfg;
+  try {
+    cfg = checked_config();
+  } catch (const Error& e) {
+    out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED, e.what(), component_));
+    return out;
+  }
+  if (!cfg.servers.empty()) {
+    std::string ids;
+    for (const auto& [n, entry] : cfg.servers) ids += (ids.empty() ? "" : ", ") + std::to_string(n);
+    const std::string myid = settings_.data_dir + "/myid";
+    std::string id;
+    try {
+      Bytes b = read_file(myid, 4096);
+      id.assign(b.begin(), b.end());
+      while (!id.empty() && std::isspace(static_cast<unsigned char>(id.back()))) id.pop_back();
+    } catch (const Error& e) {
+      out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                                "'" + myid + "' cannot be read (" + e.what() + "): the server of an ensemble (server." +
+                                    ids + " in '" + settings_.config_file + "') does not start without it. Write this "
+                                    "member's id there, as the host's configuration does, and run the restore again",
+                                component_));
+      return out;
+    }
+    uint64_t n = 0;
+    bool numeric = !id.empty() && id.size() < 20 && std::all_of(id.begin(), id.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (numeric) n = std::stoull(id);
+    if (!numeric || !cfg.servers.count(n))
+      out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                                "'" + myid + "' says '" + id + "', which is not one of the ensemble's server ids (" + ids +
+                                    " in '" + settings_.config_file + "'): the server would not start",
+                                component_));
+  }
+  return out;
 }
 
 void ZooKeeperDriver::step_stop(TaskContext& ctx, DriverResult& res) {
   report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
+  // A rollback starts again only a server that ran before the restore.
+  if (!res.metadata.contains("was_running")) res.metadata["was_running"] = answers();
   platform::Service svc(settings_.service);
   try {
     svc.stop(ctx.cancel);
@@ -584,12 +641,24 @@ DriverResult ZooKeeperDriver::restore(TaskContext& ctx, const RestoreSpec& spec)
       case RestoreStep::verify:
         step_verify(ctx, res);
         break;
-      case RestoreStep::rollback:
-        // Back on the data it had, and serving: a rollback never leaves a
-        // member of the ensemble stopped.
+      case RestoreStep::rollback: {
+        // Back on the data it had, and serving again, when it was serving
+        // before the restore and has data of its own: a server that did not
+        // run (an empty host) is not started on nothing.
         step_rollback(ctx, res);
-        step_start(ctx, res);
+        auto was = spec.cluster_options.find("was_running");
+        if (was != spec.cluster_options.end() && was->second == "false") {
+          res.metadata["started"] = false;
+          note(ctx, "the server did not run before this restore: left stopped");
+        } else if (!has_own_data()) {
+          res.metadata["started"] = false;
+          note(ctx, "'" + settings_.data_dir + "/version-2' holds no snapshot of this server's own: left stopped "
+                    "rather than started empty");
+        } else {
+          step_start(ctx, res);
+        }
         break;
+      }
       case RestoreStep::preflight:
       case RestoreStep::commit:
         break;  // the runner calls restore_preflight / restore_commit

@@ -44,7 +44,9 @@ class ZooKeeperDriver : public Driver {
   // zoo.cfg, checked to name the declared directories. Throws cairn::Error.
   ZooConfig checked_config() const;
   std::optional<ServerStatus> try_status(std::string* why) const;
-  bool answers() const;  // ruok -> imok
+  bool answers() const;
+  // Whether '<data_dir>/version-2' holds a snapshot (the server has data of its own).
+  bool has_own_data() const;  // ruok -> imok
   void wait_down(TaskContext& ctx) const;
   void step_stop(TaskContext& ctx, DriverResult& res);
   void step_data(TaskContext& ctx, const RestoreSpec& spec, DriverResult& res);
