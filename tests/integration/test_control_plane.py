@@ -117,24 +117,27 @@ def test_revoked_agent_gets_no_tasks(cluster):
     c = cluster
     two_nodes(c)
     c.ok("agent", "revoke", "node-b")
+    key_b = c.agent_dirs["node-b"]["key"]
     a = c.wait_for("node-b shown revoked and disconnected",
                    lambda: (lambda x: x if x and agent_state(x) == "revoked" and not x.get("connected") else None)(
-                       c.find_agent(name="node-b")), timeout=10)
-    assert a
+                       c.find_agent(key=key_b)), timeout=10)
+    # Revocation releases the name (docs/operations.md § A replaced host).
+    assert a["name"].startswith("node-b.revoked-"), a
+    assert c.find_agent(name="node-b") is None
     line = [ln for ln in c.ok("agent", "list").splitlines() if "node-b" in ln]
     assert line and "revoked" in line[0], line
     rc, out, err = c.ctl("backup", "create", "--wait")
     assert rc == 0, f"{out}\n{err}\n{c.logs()}"
     s = c.json("backup", "show", backup_set_id(out))
     assert [t["agent_name"] for t in s["tasks"]] == ["node-a"], f"revoked node-b got a task: {s}"
-    rc, out, err = c.ctl("backup", "create", "--node", "node-b")
+    rc, out, err = c.ctl("backup", "create", "--node", a["name"])
     assert rc == 1 and "nothing_selected" in err, (rc, out, err)
     time.sleep(1.5)  # a revoked agent stays cut off: it keeps being refused, never registers again
     assert c.agents["node-b"].alive()
-    assert agent_state(c.find_agent(name="node-b")) == "revoked"
+    assert agent_state(c.find_agent(key=key_b)) == "revoked"
     log = c.agents["node-b"].log.read_text(errors="replace")
     assert "plan '" not in log, "node-b got a plan after revocation:\n" + log[-3000:]
-    rc, _, _ = c.ctl("agent", "approve", "node-b")
+    rc, _, _ = c.ctl("agent", "approve", a["agent_id"])
     assert rc != 0, "revocation must be final"
 
 

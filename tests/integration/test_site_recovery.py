@@ -22,8 +22,10 @@ from cluster import backup_set_id, cluster, lower_enum, restore_id  # noqa: F401
 from servers_etcd import need_etcd, start_cluster
 from servers_zookeeper import available, ensemble
 
-ETCD_KEYS = 2000
-ZNODES = ["/app"] + [f"/app/n{i:03d}" for i in range(60)]
+# The suite's sizes; docs/benchmarks.md § Disaster recovery runs the lost
+# site with CAIRN_DR_ETCD_KEYS=20000 CAIRN_DR_ZNODES=1000.
+ETCD_KEYS = int(os.environ.get("CAIRN_DR_ETCD_KEYS", "2000"))
+ZNODES = ["/app"] + [f"/app/n{i:04d}" for i in range(int(os.environ.get("CAIRN_DR_ZNODES", "60")))]
 
 
 def etcd_data(tag="backup"):
