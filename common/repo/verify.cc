@@ -66,7 +66,9 @@ class Verifier {
     Snapshot snap = load_snapshot(r_, resolve_snapshot(r_, ref));
     res_.snapshot_id = snap.id;
     sid_ = snap.id.substr(0, 8);
-    ProgressTicker ticker(o_.progress_interval, o_.progress ? std::function<void()>([this] { report(); }) : nullptr);
+    // Stopped before res_ is handed out: its thread reads res_.
+    std::optional<ProgressTicker> ticker;
+    ticker.emplace(o_.progress_interval, o_.progress ? std::function<void()>([this] { report(); }) : nullptr);
     report();
 
     // Every tree once; each tree's files name the data blobs to read.
@@ -77,6 +79,7 @@ class Verifier {
     if (root_failed_) {
       // Nothing else was planned: the restore could not even start.
       finish();
+      ticker.reset();
       return std::move(res_);
     }
     if (shape.entries > o_.max_entries)
@@ -108,6 +111,7 @@ class Verifier {
     interrupted("while the data was read; nothing was changed");
     if (!res_.failures.empty()) name_paths(snap);
     finish();
+    ticker.reset();
     return std::move(res_);
   }
 
@@ -120,6 +124,7 @@ class Verifier {
   void finish() {
     // What stops a walk first, then paths in order.
     auto rank = [](const VerifyFailure& f) { return f.kind == "too_deep" ? 0 : f.kind == "tree" ? 1 : 2; };
+    std::unique_lock g(mu_);  // the progress ticker reads the failures
     std::stable_sort(res_.failures.begin(), res_.failures.end(), [&](const VerifyFailure& a, const VerifyFailure& b) {
       return rank(a) != rank(b) ? rank(a) < rank(b) : a.path < b.path;
     });
@@ -127,6 +132,7 @@ class Verifier {
     res_.bytes = bytes_done_;
     res_.bytes_read = read_bytes_;
     res_.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+    g.unlock();
     done_ = true;
     report();
   }
