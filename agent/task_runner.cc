@@ -16,6 +16,7 @@
 #include "agent/config.h"
 #include "agent/drill.h"
 #include "agent/drivers/repo_progress.h"
+#include "agent/restore_verify.h"
 #include "common/plan/recovery_target.h"
 #include "common/repo/storage/backend.h"
 #include "common/repo/archiver.h"
@@ -590,6 +591,24 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
       return res;
     }
   }
+  // The whole snapshot read back and checked (every tree and data blob the
+  // restore reads) before anything stops: damage in the repository refuses
+  // the restore while every member still runs on its own data, and before the
+  // safety backup wrote anything (docs/protocol.md § The cluster restore,
+  // invariant 1). A whole restore of a driver that stops its service inside
+  // restore() reads first too: the snapshot is read twice, but only the second
+  // read happens while the service is down, and damage no longer costs an
+  // outage and a rollback.
+  repo::VerifyResult read_back;
+  const bool reads_first = spec.step == RestoreStep::preflight ||
+                           (spec.step == RestoreStep::all && driver.capabilities().restore_stops_service);
+  if (reads_first) {
+    if (auto damaged = verify_restore_snapshot(ctx, spec.snapshot_id, &read_back); !damaged.empty()) {
+      res.reasons = std::move(damaged);
+      if (spec.step == RestoreStep::preflight) res.metadata = {{"step", "preflight"}};
+      return res;
+    }
+  }
   if (takes_safety && !spec.skip_safety_backup && driver.capabilities().safety_backup) {
     DriverResult safety;
     if (!safety_backup(driver, ctx, spec, snap, st, safety)) return safety;
@@ -602,7 +621,10 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   if (spec.step == RestoreStep::preflight) {
     // Read-only, checked above: the member is ready; nothing is stopped before every member is.
     dr.outcome = v1::TASK_OUTCOME_SUCCEEDED;
-    dr.metadata = {{"step", "preflight"}, {"stop_wave", driver.stop_wave()}, {"rollback_halt", driver.rollback_needs_halt()}};
+    dr.metadata = {{"step", "preflight"},
+                   {"stop_wave", driver.stop_wave()},
+                   {"rollback_halt", driver.rollback_needs_halt()},
+                   {"read_back", read_back_json(read_back)}};
   } else if (spec.step == RestoreStep::verify) {
     dr.reasons = driver.verify(ctx, snap.component);
     dr.outcome = dr.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
@@ -634,6 +656,7 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
       }
     }
     dr = driver.restore(ctx, spec);
+    if (reads_first && (dr.metadata.is_null() || dr.metadata.is_object())) dr.metadata["read_back"] = read_back_json(read_back);
     if (spec.step == RestoreStep::all && dr.outcome != v1::TASK_OUTCOME_FAILED) {
       WorkProgress w;
       w.phase = v1::PHASE_VERIFY;
