@@ -280,7 +280,11 @@ int main(int argc, char** argv) {
       session.post(std::move(m));
     }
     // What earlier restores set aside, by the rule (after the undo above, which may have put some back).
-    for (const auto& line : set_aside->sweep()) spdlog::info("set aside: {}", line);
+    try {
+      for (const auto& line : set_aside->sweep()) spdlog::info("set aside: {}", line);
+    } catch (const std::exception& e) {
+      spdlog::error("set aside: the rule could not be applied: {}", e.what());
+    }
     notifier.status("running; " + std::to_string(config.components.size()) + " components declared");
     session.run(g_stop);
     spdlog::info("stopping");

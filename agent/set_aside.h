@@ -34,7 +34,11 @@ class RestoreJournal;
 
 struct SetAsideRule {
   uint32_t keep_last = 1;        // newest copies kept per declared path
-  int64_t keep_seconds = 86400;  // copies younger than this are kept
+  // Copies younger than this are kept too; 0 by default: every copy the
+  // rule removes is one the repository holds (checked), so the disk copy is
+  // only the faster way back, and one per path is enough for "undo the last
+  // restore" while a burst of restores stays bounded.
+  int64_t keep_seconds = 0;
 };
 
 struct AsideCopy {

@@ -386,8 +386,11 @@ void TaskRunner::loop() {
       if (!cv_.wait_for(lk, every, [&] { return stop_ || !queue_.empty(); })) {
         // A while without a task: the set-aside rule again (an age reached, a safety snapshot pruned).
         lk.unlock();
-        if (set_aside_)
-          for (const auto& line : set_aside_->sweep()) spdlog::info("set aside: {}", line);
+        if (set_aside_) try {
+            for (const auto& line : set_aside_->sweep()) spdlog::info("set aside: {}", line);
+          } catch (const std::exception& e) {
+            spdlog::error("set aside: the rule could not be applied: {}", e.what());
+          }
         continue;
       }
       if (stop_) return;

@@ -82,12 +82,19 @@ def test_restores_in_a_row_keep_what_the_rule_says(cluster, tmp_path):
         assert not copies(dd, "restore"), copies(dd, "restore")
         on_disk = tree_bytes(left)
         print(f"after 3 restores: {len(left)} set-aside copy, {on_disk} bytes beside {dd}")
-        # /metrics follows with the next heartbeat.
+        # The controller hears of it with the agent's next heartbeat: `restore
+        # show` of the newest restore lists its copy, /metrics counts it.
+        c.wait_for("restore show listing the copy", lambda: f"set aside on node-a: {left[0]}" in
+                   c.ctl("restore", "show", rids[-1])[1], timeout=30)
         c.wait_for("/metrics counting the copy", lambda: gauges(c) == (1, on_disk, 0), timeout=30)
         rc, out, err = set_aside(c, "list")
         assert rc == 0 and os.fspath(left[0]) in out and rids[-1] in out and "kept: newest" in out, out + err
         rc, out, err = c.ctl("status")
         assert rc == 0 and "set aside by restores: 1 copy" in out, out
+        rc, out, err = c.ctl("restore", "show", rids[-1])
+        assert rc == 0 and "kept: newest" in out, out
+        rc, out, err = c.ctl("restore", "show", rids[0])
+        assert rc == 0 and "set aside on" not in out, out
 
         # Without a safety backup the copy is the only one of that data: kept
         # beside the newest, whatever keep_last says.

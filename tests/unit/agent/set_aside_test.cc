@@ -234,5 +234,6 @@ TEST_CASE("set aside: the rule is read from [set_aside]", "[set_aside]") {
   CHECK(c.set_aside.keep_last == 3);
   CHECK(c.set_aside.keep_seconds == 0);
   CHECK(parse_config(base_config(d), "agent.toml").set_aside.keep_last == 1);
+  CHECK(parse_config(base_config(d), "agent.toml").set_aside.keep_seconds == 0);
   CHECK_THROWS_AS(parse_config(base_config(d) + "\n[set_aside]\nkeep = 3\n", "agent.toml"), ConfigError);
 }
