@@ -167,6 +167,13 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     lr.finish();
   }
 
+  if (const toml::table* sa = top.table("set_aside")) {
+    TableReader sr(*sa, source, "[set_aside]");
+    if (auto v = sr.integer("keep_last", 0, 1000)) c.set_aside.keep_last = uint32_t(*v);
+    if (auto v = sr.integer("keep_days", 0, 3650)) c.set_aside.keep_seconds = *v * 86400;
+    sr.finish();
+  }
+
   uint32_t drill_line = 0;
   if (const toml::table* d = top.table("drill")) {
     TableReader dr(*d, source, "[drill]");

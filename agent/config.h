@@ -13,6 +13,7 @@
 #include "agent/config_reader.h"
 #include "agent/driver.h"
 #include "agent/maintenance_mode.h"
+#include "agent/set_aside.h"
 
 namespace cairn::agent {
 
@@ -86,6 +87,8 @@ struct AgentConfig {
   std::vector<RepositoryDecl> repositories;
   std::vector<ComponentDecl> components;
   std::optional<DrillDecl> drill;
+  // [set_aside]: what in-place restores set aside is kept by this rule (docs/set-aside.md).
+  SetAsideRule set_aside;
 
   const ComponentDecl* component(std::string_view name) const;
   const RepositoryDecl* repository(std::string_view name) const;

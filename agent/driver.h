@@ -273,6 +273,16 @@ class Driver {
   // data, configuration and scratch directories; a glob's fixed part): the
   // agent refuses a drill root that overlaps any (docs/drills.md § Safety).
   virtual std::vector<std::string> data_paths() const { return {}; }
+  // The paths an in-place restore replaces whole, beside which it sets the
+  // replaced data aside as <path>.cairn-old-<stamp> (<path>.cairn-failed-*
+  // after a rollback, <path>.cairn-restore-* while it works): the agent's
+  // set-aside keeper (set_aside.h) finds those by name beside these paths.
+  virtual std::vector<std::string> set_aside_paths() const { return data_paths(); }
+  // The files where the driver keeps the on-disk record of a restore in
+  // progress (docs/protocol.md § Restore records): JSON objects naming it
+  // as "restore" ("state": "rolled_back" marks one that ended). While one
+  // exists, nothing that restore set aside is removed.
+  virtual std::vector<std::string> restore_record_files() const { return {}; }
   // Read-only checks before a task starts: the service is reachable, the
   // admin API is on, the data directory is the one the server uses, there is
   // room for an in-place snapshot. Empty when the task may run. The mode is

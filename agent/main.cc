@@ -7,6 +7,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <memory>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -17,6 +19,7 @@
 #include "agent/curve_identity.h"
 #include "agent/plan_gate.h"
 #include "agent/session.h"
+#include "agent/set_aside.h"
 #include "agent/systemd_notify.h"
 #include "agent/drill.h"
 #include "agent/drivers/files/files_driver.h"
@@ -29,12 +32,70 @@
 #include "common/util/cpus.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"
+#include "common/util/fs.h"
+#include "common/util/terminal_text.h"
 
 namespace {
 
 std::atomic<bool> g_stop{false};
 
 void on_signal(int) { g_stop = true; }
+
+// The keeper of what restores set aside; a snapshot is looked for in the
+// component's repository.
+std::unique_ptr<cairn::agent::SetAsideKeeper> make_keeper(const cairn::agent::AgentConfig& config, const cairn::agent::RestoreJournal& journal,
+                                         cairn::agent::TaskRunner& runner) {
+  std::vector<cairn::agent::SetAsideKeeper::Component> comps;
+  for (const auto& c : config.components) comps.push_back({c.name, c.driver.get()});
+  auto k = std::make_unique<cairn::agent::SetAsideKeeper>(config.state_dir + "/set-aside.json", config.set_aside,
+                                                          std::move(comps), &journal);
+  k->set_snapshot_check([&config, &runner](const std::string& component, const std::string& id) -> std::optional<bool> {
+    const auto* c = config.component(component);
+    const auto* r = c ? config.repository(c->repository) : nullptr;
+    if (!r) return std::nullopt;
+    return runner.holds_snapshot(*r, id);
+  });
+  return k;
+}
+
+// Seconds between looks without a task (CAIRN_SET_ASIDE_INTERVAL_S, for tests; default an hour).
+int64_t set_aside_interval() {
+  const char* v = std::getenv("CAIRN_SET_ASIDE_INTERVAL_S");
+  const long long s = v ? std::atoll(v) : 0;
+  return s >= 1 && s <= 86400 ? s : 3600;
+}
+
+std::string size_text(uint64_t b) { return cairn::repo::byte_size_text(b); }
+
+// cairn-agent set-aside list|remove: on this host, beside the running agent.
+int set_aside_main(const cairn::agent::AgentConfig& config, const std::string& action, const std::string& path, bool all,
+                   bool force) {
+  using namespace cairn::agent;
+  RestoreJournal journal(config.state_dir + "/restores");
+  TaskRunner runner(nullptr);
+  auto keeper = make_keeper(config, journal, runner);
+  if (action == "list") {
+    auto copies = keeper->list();
+    uint64_t total = 0;
+    for (const auto& c : copies) {
+      total += c.bytes;
+      std::printf("%-12s %-7s %10s  %s  restore %s  %s\n", c.component.c_str(), kind_name(c.kind), size_text(c.bytes).c_str(),
+                  cairn::utc_stamp(c.at).c_str(), c.restore_id.empty() ? "-" : c.restore_id.c_str(),
+                  cairn::terminal_safe(c.path).c_str());
+      std::printf("%-12s %-7s %10s  kept: %s\n", "", "", "",
+                  c.keep.empty() ? "no (the rule removes it at the next look)" : c.keep.c_str());
+    }
+    std::printf("%zu cop%s, %s\n", copies.size(), copies.size() == 1 ? "y" : "ies", size_text(total).c_str());
+    return 0;
+  }
+  if (path.empty() == !all) {
+    std::fprintf(stderr, "cairn-agent: error: set-aside remove needs --path PATH or --all\n");
+    return 2;
+  }
+  bool failed = false;
+  for (const auto& line : keeper->remove(path, force, &failed)) std::printf("%s\n", cairn::terminal_safe(line).c_str());
+  return failed ? 1 : 0;
+}
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -70,6 +131,15 @@ int main(int argc, char** argv) {
   wal_push->add_option("--socket", wal_socket, "the component's archive_socket")->required();
   wal_push->add_option("file", wal_file, "the WAL file (%p)")->required();
   wal_push->add_option("--timeout", wal_timeout, "seconds to wait for the agent's answer")->capture_default_str();
+  // What restores set aside (docs/set-aside.md): listed, or removed by hand.
+  auto* aside = app.add_subcommand("set-aside", "list or remove what in-place restores set aside beside the declared "
+                                                "data (<path>.cairn-old-*, .cairn-failed-*, .cairn-restore-*)");
+  std::string aside_action, aside_path;
+  bool aside_all = false, aside_force = false;
+  aside->add_option("action", aside_action, "list | remove")->required()->check(CLI::IsMember({"list", "remove"}));
+  aside->add_option("--path", aside_path, "remove: this copy only");
+  aside->add_flag("--all", aside_all, "remove: every copy the rule does not need (with --force also only copies)");
+  aside->add_flag("--force", aside_force, "remove: also a copy that is the only copy of its data (the repository does not hold it)");
   CLI11_PARSE(app, argc, argv);
   if (*wal_push)
     return cairn::agent::postgresql::wal_push_main(wal_socket, wal_file, std::chrono::seconds(wal_timeout));
@@ -88,6 +158,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   spdlog::set_level(spdlog::level::from_str(config.log_level));
+  if (*aside) return set_aside_main(config, aside_action, aside_path, aside_all, aside_force);
   if (check_only) {
     // Missing paths and repositories are warnings: a mount may bring them later.
     auto warnings = config_warnings(config);
@@ -135,6 +206,7 @@ int main(int argc, char** argv) {
     signal(SIGPIPE, SIG_IGN);
 
     Session* session_ptr = nullptr;
+    std::unique_ptr<SetAsideKeeper> set_aside;  // outlives the runner's worker, which uses it
     TaskRunner runner(
         [&session_ptr](cairn::v1::AgentMessage m) {
           if (session_ptr) session_ptr->post(std::move(m));
@@ -151,6 +223,8 @@ int main(int argc, char** argv) {
     runner.set_maintenance(&maintenance);
     RestoreJournal journal(config.state_dir + "/restores");
     runner.set_restore_journal(&journal);
+    set_aside = make_keeper(config, journal, runner);
+    runner.set_set_aside(set_aside.get(), set_aside_interval());
     runner.set_memory_budget(budget.bytes);
     // A files restore interrupted mid-write is undone from its safety snapshot.
     for (const auto& c : config.components)
@@ -204,6 +278,12 @@ int main(int argc, char** argv) {
       cairn::v1::AgentMessage m;
       *m.mutable_task_result() = std::move(r);
       session.post(std::move(m));
+    }
+    // What earlier restores set aside, by the rule (after the undo above, which may have put some back).
+    try {
+      for (const auto& line : set_aside->sweep()) spdlog::info("set aside: {}", line);
+    } catch (const std::exception& e) {
+      spdlog::error("set aside: the rule could not be applied: {}", e.what());
     }
     notifier.status("running; " + std::to_string(config.components.size()) + " components declared");
     session.run(g_stop);

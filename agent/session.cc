@@ -157,6 +157,7 @@ void Session::send_heartbeat() {
   h->set_sent_at(unix_now());
   for (const auto& t : runner_.task_ids()) h->add_running_task_ids(t);
   for (const auto& c : config_.components) c.driver->report_background(*h);
+  runner_.report_set_aside(*h);
   send(m);
 }
 

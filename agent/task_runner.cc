@@ -386,7 +386,17 @@ void TaskRunner::loop() {
     AdmittedTask t;
     {
       std::unique_lock lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+      const auto every = std::chrono::seconds(set_aside_every_s_ > 0 ? set_aside_every_s_ : 3600);
+      if (!cv_.wait_for(lk, every, [&] { return stop_ || !queue_.empty(); })) {
+        // A while without a task: the set-aside rule again (an age reached, a safety snapshot pruned).
+        lk.unlock();
+        if (set_aside_) try {
+            for (const auto& line : set_aside_->sweep()) spdlog::info("set aside: {}", line);
+          } catch (const std::exception& e) {
+            spdlog::error("set aside: the rule could not be applied: {}", e.what());
+          }
+        continue;
+      }
       if (stop_) return;
       t = std::move(queue_.front());
       queue_.pop_front();
@@ -849,6 +859,18 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   // A drill proves or it does not: nothing in between.
   if (task.kind() == v1::TASK_KIND_DRILL && dr.outcome == v1::TASK_OUTCOME_PARTIAL) dr.outcome = v1::TASK_OUTCOME_FAILED;
   if (t.repository && task.kind() != v1::TASK_KIND_DRILL) remember_own(*t.repository, task, dr);
+  // What the restore set aside: recorded as its own, then the rule applied (set_aside.h).
+  if (restore && set_aside_) {
+    const auto step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
+    const bool took_safety = step == RestoreStep::all || step == RestoreStep::preflight || step == RestoreStep::stop;
+    try {
+      for (const auto& line : set_aside_->after_restore(task.component(), restore_id_of(task), took_safety,
+                                                        dr.safety_snapshot_id, task.snapshot().snapshot_id()))
+        spdlog::info("task '{}': set aside: {}", task.task_id(), line);
+    } catch (const std::exception& e) {
+      spdlog::error("task '{}': the set-aside rule could not be applied: {}", task.task_id(), e.what());
+    }
+  }
 
   result.set_outcome(dr.outcome);
   for (auto& r : dr.reasons) *result.add_reasons() = std::move(r);
@@ -881,6 +903,19 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
 }  // namespace cairn::agent
 
 namespace cairn::agent {
+
+std::optional<bool> TaskRunner::holds_snapshot(const RepositoryDecl& repository, const std::string& id) {
+  try {
+    OpenRepo o = open_repository(repository, "set-aside check", true);
+    repo::load_snapshot(*o.repo, repo::resolve_snapshot(*o.repo, id));
+    return true;
+  } catch (const Error& e) {
+    if (e.code() == Errc::not_found) return false;
+    spdlog::warn("set aside: cannot tell whether repository '{}' holds snapshot '{}': {}", repository.name, id.substr(0, 8),
+                 e.what());
+    return std::nullopt;
+  }
+}
 
 void TaskRunner::read_repository(const RepositoryDecl& repository, const std::string& purpose,
                                  const std::function<void(repo::Repository&)>& fn) {

@@ -8,12 +8,14 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "agent/driver.h"
 #include "agent/own_snapshots.h"
+#include "agent/set_aside.h"
 #include "agent/task_admission.h"
 #include "proto/cairn.pb.h"
 
@@ -59,6 +61,18 @@ class TaskRunner {
   void set_drill(const DrillDecl* d) { drill_ = d; }
   // Where in-place restores keep their record (restore_journal.h); set before start().
   void set_restore_journal(const RestoreJournal* j) { journal_ = j; }
+  // What restores set aside, kept by its rule after each restore task and
+  // every `every_s` seconds without a task (set_aside.h); set before start().
+  void set_set_aside(SetAsideKeeper* k, int64_t every_s) {
+    set_aside_ = k;
+    set_aside_every_s_ = every_s;
+  }
+  // What the keeper last found, for the heartbeat.
+  void report_set_aside(cairn::v1::Heartbeat& hb) const {
+    if (set_aside_) set_aside_->report(hb);
+  }
+  // Whether `repository` holds snapshot `id` now; nullopt: could not be told.
+  std::optional<bool> holds_snapshot(const RepositoryDecl& repository, const std::string& id);
 
   void start();
   void submit(AdmittedTask t);
@@ -103,6 +117,8 @@ class TaskRunner {
 
   Emit emit_;
   const RestoreJournal* journal_ = nullptr;
+  SetAsideKeeper* set_aside_ = nullptr;
+  int64_t set_aside_every_s_ = 3600;
   OwnSnapshots own_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

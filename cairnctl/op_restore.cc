@@ -10,6 +10,7 @@
 #include "cairnctl/op_commands.h"
 #include "cairnctl/op_view.h"
 #include "common/plan/recovery_target.h"
+#include "common/repo/memory.h"
 #include "common/plan/restore_outcome.h"
 #include "common/util/terminal_text.h"
 
@@ -153,6 +154,9 @@ void print_restore(const cairn::v1::RestoreInfo& r) {
   for (int i = 0; i < r.order_size(); ++i) std::printf("  %d. %s\n", i + 1, terminal_safe(r.order(i)).c_str());
   print_tasks(r.tasks());
   print_cluster_outcome(r);
+  for (const auto& c : r.set_aside())
+    std::printf("set aside on %s: %s (%s, kept: %s)\n", terminal_safe(c.agent()).c_str(), terminal_safe(c.path()).c_str(),
+                cairn::repo::byte_size_text(c.bytes()).c_str(), c.keep().empty() ? "no" : terminal_safe(c.keep()).c_str());
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
+#include "common/repo/memory.h"
 #include "common/util/terminal_text.h"
 
 namespace cairn::ctl {
@@ -61,6 +62,12 @@ void register_op_status(CLI::App& app, Context& ctx) {
                         c.wal_archived_at() ? age(c.wal_archived_at(), now).c_str() : "never",
                         c.wal_pending(),
                         c.wal_last_error().empty() ? "" : ("; FAILING: " + terminal_safe(c.wal_last_error())).c_str());
+          if (c.set_aside_copies())
+            std::printf("%-16s %-26s set aside by restores: %u cop%s, %s%s\n", "", "", c.set_aside_copies(),
+                        c.set_aside_copies() == 1 ? "y" : "ies", cairn::repo::byte_size_text(c.set_aside_bytes()).c_str(),
+                        c.set_aside_only_copies() ? (", " + std::to_string(c.set_aside_only_copies()) +
+                                                     " the only copy of their data (cairn-agent set-aside list)").c_str()
+                                                  : "");
           for (const auto& g : c.wal_gaps()) std::printf("%-16s %-26s WAL GAP: %s\n", "", "", terminal_safe(g).c_str());
         }
         std::printf("\n");

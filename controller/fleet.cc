@@ -249,6 +249,18 @@ void Fleet::handle(Session& s, cairn::v1::AgentMessage& m) {
         wal_[{s.agent_id, w.component()}] = w;
         wal_at_[{s.agent_id, w.component()}] = ::time(nullptr);
       }
+      if (m.heartbeat().set_aside_reported()) {
+        // Text from an agent is data: bounded here, an entry over a bound dropped.
+        auto& list = set_aside_[s.agent_id];
+        list.clear();
+        for (const auto& c : m.heartbeat().set_aside()) {
+          if (list.size() >= 256) break;
+          if (c.component().size() > 128 || c.path().size() > 4096 || c.data_path().size() > 4096 || c.kind().size() > 16 ||
+              c.restore_id().size() > 128 || c.held_by().size() > 128 || c.keep().size() > 32)
+            continue;
+          list.push_back(c);
+        }
+      }
       for (const auto& id : m.heartbeat().running_task_ids()) {
         if (!unconfirmed_.erase(id)) continue;
         // A running restore vouches for its safety backup, which runs inside it.

@@ -91,6 +91,10 @@ class Fleet {
   // An agent not connected now archives nothing: its rows say so as their
   // newest failure (the files wait on the server, PostgreSQL retries).
   std::map<std::pair<std::string, std::string>, cairn::v1::WalArchiveStatus> wal_archives() const;
+  // What in-place restores set aside on each agent's disk, as its latest
+  // heartbeat reported (agent id -> copies; docs/set-aside.md). An agent
+  // that reports none (older) is absent; kept when it goes away.
+  const std::map<std::string, std::vector<cairn::v1::SetAsideCopy>>& set_aside() const { return set_aside_; }
 
  private:
   std::function<void(const std::string&)> on_registered_;
@@ -147,7 +151,8 @@ class Fleet {
   void hold_restore_results();  // see held_
 
   std::map<std::pair<std::string, std::string>, cairn::v1::WalArchiveStatus> wal_;
-  std::map<std::pair<std::string, std::string>, int64_t> wal_at_;  // when each was last reported
+  std::map<std::pair<std::string, std::string>, int64_t> wal_at_;
+  std::map<std::string, std::vector<cairn::v1::SetAsideCopy>> set_aside_;  // when each was last reported
   zmq::socket_t& socket_;
   catalog::Catalog& catalog_;
   const ControllerConfig& config_;

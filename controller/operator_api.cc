@@ -396,6 +396,15 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
       catalog_.read([&](const catalog::Tx& tx) {
         fill_restore(tx, resolve_id(tx, catalog::Tx::IdKind::restore, q.restore_show().restore_id(), "restore"),
                      *r.mutable_restore());
+        // What it set aside that is still on the members' disks (docs/set-aside.md).
+        for (const auto& [agent_id, list] : fleet_.set_aside())
+          for (const auto& c : list)
+            if (!c.restore_id().empty() && c.restore_id() == r.restore().restore_id()) {
+              auto* e = r.mutable_restore()->add_set_aside();
+              *e = c;
+              auto agent = tx.agent(agent_id);
+              e->set_agent(agent ? agent->name : agent_id);
+            }
       });
       return;
     case Q::kRestoreList: {
@@ -507,6 +516,24 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
           row->set_wal_pending(wal.pending());
           row->set_wal_last_error(wal.last_error_at() > wal.last_archived_at() ? wal.last_error() : "");
           for (auto& line : wal_gap_lines(wal)) row->add_wal_gaps(std::move(line));
+        }
+        // What restores set aside on the agents' disks, onto the component's row.
+        for (const auto& [agent_id, list] : fleet_.set_aside()) {
+          auto agent = tx.agent(agent_id);
+          if (!agent) continue;
+          for (const auto& c : list) {
+            cairn::v1::ComponentStatus* row = nullptr;
+            for (auto& r : *s->mutable_components())
+              if (r.component() == c.component() && r.where() == agent->name) row = &r;
+            if (!row) {
+              row = s->add_components();
+              row->set_component(c.component());
+              row->set_where(agent->name);
+            }
+            row->set_set_aside_copies(row->set_aside_copies() + 1);
+            row->set_set_aside_bytes(row->set_aside_bytes() + c.bytes());
+            if (c.keep() == "only-copy" || c.keep() == "unrecorded") row->set_set_aside_only_copies(row->set_aside_only_copies() + 1);
+          }
         }
         if (publisher_) {
           auto ps = publisher_->status();

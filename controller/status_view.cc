@@ -248,6 +248,36 @@ std::string render_metrics(const StatusSources& s) {
         m.sample("cairn_wal_archive_gap_segments",
                  labels({{"component", key.second}, {"agent", who}, {"timeline", std::to_string(tli)}}), double(n));
     }
+    // What in-place restores set aside on the agents' disks (docs/set-aside.md).
+    m.family("cairn_restore_set_aside_bytes", "gauge",
+             "Bytes of the copies in-place restores set aside beside the component's data on the agent "
+             "(<path>.cairn-old-*, .cairn-failed-*, working dirs), as its last heartbeat reported.");
+    m.family("cairn_restore_set_aside_copies", "gauge", "Copies in-place restores set aside beside the component's data.");
+    m.family("cairn_restore_set_aside_only_copies", "gauge",
+             "Set-aside copies kept because the repository does not hold their data (a skipped, empty or pruned safety "
+             "backup, or a copy no recorded restore made): removing one loses data.");
+    for (const auto& [agent_id, list] : s.fleet.set_aside()) {
+      auto agent = tx.agent(agent_id);
+      const std::string who = agent ? agent->name : agent_id;
+      struct Sum {
+        uint64_t bytes = 0, copies = 0, only = 0;
+      };
+      std::map<std::string, Sum> by;
+      for (const auto& t : every_component)
+        if (t.agent == who) by[t.component];
+      for (const auto& c : list) {
+        auto& x = by[c.component()];
+        x.bytes += c.bytes();
+        ++x.copies;
+        if (c.keep() == "only-copy" || c.keep() == "unrecorded") ++x.only;
+      }
+      for (const auto& [comp, x] : by) {
+        std::string l = labels({{"component", comp}, {"agent", who}});
+        m.sample("cairn_restore_set_aside_bytes", l, double(x.bytes));
+        m.sample("cairn_restore_set_aside_copies", l, double(x.copies));
+        m.sample("cairn_restore_set_aside_only_copies", l, double(x.only));
+      }
+    }
     auto drills = tx.drill_stats();
     m.family("cairn_component_proven_restorable_timestamp_seconds", "gauge",
              "When a drill last proved a backup of the component restorable (unix seconds; docs/drills.md).");
@@ -410,6 +440,24 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
                                    : wal_gap_lines(w).empty() ? std::string("none") : join_lines(wal_gap_lines(w))) + "</td></tr>\n";
       }
       h += "</table>\n";
+    }
+    // What restores set aside on the agents' disks (docs/set-aside.md).
+    {
+      std::string rows;
+      for (const auto& [agent_id, list] : s.fleet.set_aside()) {
+        auto it = names.find(agent_id);
+        for (const auto& c : list)
+          rows += "<tr><td>" + html_escape(c.component()) + "</td><td>" +
+                  html_escape(it == names.end() ? agent_id : it->second) + "</td><td>" + html_escape(c.path()) +
+                  "</td><td>" + html_escape(repo::byte_size_text(c.bytes())) + "</td><td>" + html_escape(utc(c.at())) +
+                  "</td><td>" + html_escape(c.restore_id().empty() ? "-" : c.restore_id()) + "</td><td class=\"" +
+                  (c.keep() == "only-copy" || c.keep() == "unrecorded" ? "failed" : "complete") + "\">" +
+                  html_escape(c.keep().empty() ? "removed at the next look" : c.keep()) + "</td></tr>\n";
+      }
+      if (!rows.empty())
+        h += "<h2 id=\"set-aside\">Set aside by restores</h2>\n<table><tr><th>Component</th><th>Where</th><th>Copy</th>"
+             "<th>Size</th><th>Set aside</th><th>Restore</th><th>Kept because</th></tr>\n" +
+             rows + "</table>\n";
     }
     // Offsite copies: a set not copied yet is one the site's loss would take.
     const auto copies = tx.copy_stats();

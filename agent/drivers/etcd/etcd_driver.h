@@ -39,6 +39,11 @@ class EtcdDriver : public Driver {
 
   const Settings& settings() const { return settings_; }
   std::vector<std::string> data_paths() const override { return {settings_.data_dir}; }
+  // The data step's record beside the data dir (restore.cc, marker_path).
+  std::vector<std::string> restore_record_files() const override {
+    const auto slash = settings_.data_dir.find_last_of('/');
+    return {settings_.data_dir.substr(0, slash + 1) + "." + settings_.data_dir.substr(slash + 1) + ".cairn-restore.json"};
+  }
   // The client settings (the auth file read now). Throws cairn::Error.
   ClientOptions client_options(const std::string& endpoint = {}) const;
 

@@ -54,6 +54,9 @@ class KafkaDriver : public Driver {
     out.push_back(settings_.config_file);
     return out;
    }
+  // A restore swaps the log dirs only (the configuration stays).
+  std::vector<std::string> set_aside_paths() const override { return settings_.log_dirs; }
+  std::vector<std::string> restore_record_files() const override { return {settings_.staging_dir + "/restore-state.json"}; }
 
  private:
   // meta.properties of the log dirs, which must agree. Throws cairn::Error.

@@ -36,6 +36,15 @@ class ZooKeeperDriver : public Driver {
 
   const Settings& settings() const { return settings_; }
   std::vector<std::string> data_paths() const override { return {settings_.data_dir, settings_.data_log_dir, settings_.config_file}; }
+  // A restore swaps version-2 inside dataDir (and dataLogDir): the copies
+  // are version-2.cairn-old-* there (staging.h).
+  std::vector<std::string> set_aside_paths() const override {
+    std::vector<std::string> out = {settings_.data_dir + "/version-2"};
+    if (!settings_.data_log_dir.empty() && settings_.data_log_dir != settings_.data_dir)
+      out.push_back(settings_.data_log_dir + "/version-2");
+    return out;
+  }
+  std::vector<std::string> restore_record_files() const override { return {settings_.data_dir + "/.cairn-restore-state.json"}; }
   // The client address for the four-letter words: declared, or zoo.cfg's
   // clientPortAddress (127.0.0.1 when unset or 0.0.0.0) and clientPort.
   std::string client_address(const ZooConfig* cfg = nullptr) const;
