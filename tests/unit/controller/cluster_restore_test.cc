@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "controller/catalog/catalog_fixture.h"
@@ -55,12 +56,14 @@ struct ClusterFixture : Fixture {
     return {};
   }
 
-  void end_task(const std::string& id, TaskState state, const std::string& snapshot = {}) {
+  void end_task(const std::string& id, TaskState state, const std::string& snapshot = {},
+                std::optional<std::string> metadata = std::nullopt) {
     cat.transaction("agent", [&](Tx& tx) {
       for (auto s : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(id, {s});
       TaskUpdate u{state};
       if (state != TaskState::succeeded) u.reasons.push_back(reason(cairn::v1::ERROR_CODE_IO_ERROR, "cannot write"));
       if (!snapshot.empty()) u.snapshot_id = u.manifest_digest = snapshot;
+      u.component_metadata = std::move(metadata);
       tx.update_task(id, u);
     });
   }
@@ -1349,12 +1352,8 @@ TEST_CASE("cluster: a rollback tells a member whose stop found it not running to
   auto r = f.orders.create_restore("operator:test", req);
   f.end_step(r.id, "preflight");
   for (const auto& t : f.step_tasks(r.id, "stop"))
-    f.cat.transaction("agent", [&](Tx& tx) {
-      for (auto s : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(t.id, {s});
-      TaskUpdate u{TaskState::succeeded};
-      u.component_metadata = nlohmann::json{{"step", "stop"}, {"was_running", t.agent_id != f.b}}.dump();
-      tx.update_task(t.id, u);
-    });
+    f.end_task(t.id, TaskState::succeeded, {},
+               nlohmann::json{{"step", "stop"}, {"was_running", t.agent_id != f.b}}.dump());
   f.end_step(r.id, "data", f.a);  // a data step fails: every member rolls back
   auto rollbacks = f.step_tasks(r.id, "rollback");
   REQUIRE(rollbacks.size() == 3);
