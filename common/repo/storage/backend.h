@@ -12,6 +12,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/util/encoding.h"
 
@@ -61,6 +62,44 @@ struct KeptVersion {
   bool marker = false;  // a delete marker (no bytes)
 };
 
+// What keeps a repository's objects from being replaced or deleted by a
+// credential that may write (a stolen agent credential, docs/configuration.md
+// § Protecting the repository from its writers): the store keeping earlier
+// versions, or the credential itself being unable to replace or delete.
+enum class Protection {
+  not_applicable,  // a local filesystem: its permissions are the host's
+  none,            // neither: an overwrite or delete loses the bytes
+  unknown,         // the store did not say (a refused question: its detail says which)
+  versioning,      // the store keeps every earlier version (S3 bucket versioning)
+  object_lock,     // versioning with a retention no delete shortens (S3 Object Lock)
+  create_only,     // this credential can only create (an Azure SAS without w and d)
+};
+const char* protection_name(Protection p);
+inline bool overwrite_safe(Protection p) {
+  return p == Protection::versioning || p == Protection::object_lock || p == Protection::create_only;
+}
+struct StoreProtection {
+  Protection state = Protection::not_applicable;
+  std::string detail{};  // how it was found ("bucket versioning Enabled", "GetBucketVersioning refused (AccessDenied)")
+};
+
+// One object as a listing shows it. etag: the store's entity tag (changes
+// whenever the bytes do; S3, Azure), empty where the store has none.
+struct ObjectInfo {
+  std::string name;
+  uint64_t size = 0;
+  std::string etag{};
+};
+
+// One version of an object a versioning store keeps, newest first.
+struct ObjectVersion {
+  std::string version;  // the store's version id
+  uint64_t size = 0;
+  bool marker = false;  // a delete marker
+  bool latest = false;  // the current version
+  std::string modified{};  // as the store gives it (RFC 3339)
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -104,6 +143,26 @@ class Backend {
     return {};
   }
   virtual StorageCounters counters() const { return {}; }
+  // What protects the objects from a credential that may write (see Protection).
+  // Asked of the store each call: callers keep the answer.
+  virtual StoreProtection protection() { return {}; }
+  // list() with each object's entity tag, where the store has one.
+  virtual void list_info(FileType t, const std::function<void(const ObjectInfo&)>& fn) {
+    list(t, [&](const std::string& n, uint64_t s) { fn(ObjectInfo{n, s, {}}); });
+  }
+  // One object's size and entity tag; nullopt when it does not exist.
+  virtual std::optional<ObjectInfo> stat(const Handle& h) {
+    auto s = size(h);
+    if (!s) return std::nullopt;
+    return ObjectInfo{h.name, *s, {}};
+  }
+  // The versions a versioning store keeps of h (newest first), empty where it keeps none.
+  virtual std::vector<ObjectVersion> versions(const Handle& h) {
+    (void)h;
+    return {};
+  }
+  // One kept version's bytes (only where versions() lists it).
+  virtual Bytes load_version(const Handle& h, const std::string& version);
   // create_exclusive() is atomic against other writers (claims of writers sharing
   // data, § 13.1). A remote store is asked once, by trying (s3: If-None-Match may be
   // accepted and ignored); the answer is kept.

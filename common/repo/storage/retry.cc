@@ -87,6 +87,27 @@ class RetryingBackend final : public Backend {
   bool exclusive_create_enforced() override {
     return run("probe", "", [&] { return in_->exclusive_create_enforced(); });
   }
+  StoreProtection protection() override {
+    return run("ask about versioning of", "", [&] { return in_->protection(); });
+  }
+  void list_info(FileType t, const std::function<void(const ObjectInfo&)>& fn) override {
+    std::unordered_set<std::string> seen;
+    run("list", file_type_name(t), [&] {
+      in_->list_info(t, [&](const ObjectInfo& o) {
+        if (seen.insert(o.name).second) fn(o);
+      });
+      return 0;
+    });
+  }
+  std::optional<ObjectInfo> stat(const Handle& h) override {
+    return run("look up", name(h), [&] { return in_->stat(h); });
+  }
+  std::vector<ObjectVersion> versions(const Handle& h) override {
+    return run("list the versions of", name(h), [&] { return in_->versions(h); });
+  }
+  Bytes load_version(const Handle& h, const std::string& version) override {
+    return run("read a version of", name(h), [&] { return in_->load_version(h, version); });
+  }
   StorageCounters counters() const override {
     StorageCounters c = in_->counters();
     c.retries = retries_.load();

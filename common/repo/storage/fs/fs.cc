@@ -30,6 +30,22 @@ const char* file_type_name(FileType t) {
   return "?";
 }
 
+const char* protection_name(Protection p) {
+  switch (p) {
+    case Protection::not_applicable: return "not_applicable";
+    case Protection::none: return "none";
+    case Protection::unknown: return "unknown";
+    case Protection::versioning: return "versioning";
+    case Protection::object_lock: return "object_lock";
+    case Protection::create_only: return "create_only";
+  }
+  return "?";
+}
+
+Bytes Backend::load_version(const Handle& h, const std::string& version) {
+  throw Error(Errc::unsupported, "'" + location() + "' keeps no versions ('" + object_path(h) + "' version " + version + ")");
+}
+
 std::string object_path(const Handle& h) {
   switch (h.type) {
     case FileType::config: return "config";
