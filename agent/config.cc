@@ -62,6 +62,7 @@ RepositoryDecl read_repository(TableReader& r) {
     std::string cwhy = check_secret_file_mode(d.credentials_file);
     if (!cwhy.empty()) r.fail("credentials_file", cwhy);
   }
+  if (auto v = r.boolean("accept_unprotected_store")) d.accept_unprotected_store = *v;
   d.password_file = r.required_string("password_file");
   require_absolute(r, "password_file", d.password_file);
   std::string why = check_secret_file_mode(d.password_file);

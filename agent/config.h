@@ -22,6 +22,10 @@ struct RepositoryDecl {
   std::string path;
   std::string password_file;  // mode 0600, checked at start and at each use
   std::string credentials_file{};  // a remote repository's credentials (mode 0600); empty: the store's standard sources
+  // Back up into a remote store even when neither the store keeps earlier versions
+  // nor these credentials are limited to creating objects (one stolen agent
+  // credential could then destroy every backup in it): warned at every backup.
+  bool accept_unprotected_store = false;
 };
 
 struct ComponentDecl {

@@ -67,6 +67,13 @@ std::optional<int64_t> TableReader::integer(const std::string& key, int64_t min,
   return v;
 }
 
+std::optional<bool> TableReader::boolean(const std::string& key) {
+  const toml::node* n = get(key);
+  if (!n) return std::nullopt;
+  if (!n->is_boolean()) fail(key, std::string("must be true or false, not ") + type_name(n->type()));
+  return n->as_boolean()->get();
+}
+
 std::optional<std::vector<std::string>> TableReader::string_list(const std::string& key) {
   const toml::node* n = get(key);
   if (!n) return std::nullopt;

@@ -36,6 +36,7 @@ class TableReader {
   std::string string_or(const std::string& key, const std::string& def);
   std::string required_string(const std::string& key);
   std::optional<int64_t> integer(const std::string& key, int64_t min, int64_t max);
+  std::optional<bool> boolean(const std::string& key);
   // A string or an array of strings; nullopt when missing.
   std::optional<std::vector<std::string>> string_list(const std::string& key);
   // The table under key (e.g. a driver's settings); nullptr when missing.

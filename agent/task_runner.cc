@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <mutex>
 
 #include <spdlog/spdlog.h>
 
@@ -56,6 +57,7 @@ v1::ErrorCode code_for(Errc e, bool restore) {
     case Errc::no_space: return v1::ERROR_CODE_NO_SPACE;
     case Errc::interrupted: return v1::ERROR_CODE_CANCELLED;
     case Errc::wrong_key:
+    case Errc::denied:
     case Errc::no_repo:
     case Errc::unsupported: return v1::ERROR_CODE_REPOSITORY_ERROR;
     default: return v1::ERROR_CODE_INTERNAL;
@@ -77,6 +79,38 @@ struct OpenRepo {
   std::unique_ptr<repo::Lock> lock;
 };
 
+// A backup into a remote store that keeps no earlier versions, with credentials
+// that can replace and delete, is refused: one stolen agent credential could
+// destroy every backup of every agent there (docs/configuration.md § Protecting
+// the repository from its writers). The answer is asked of the store once an hour.
+void require_protected_store(const RepositoryDecl& d, repo::Backend& be) {
+  if (!be.caps().remote) return;
+  static std::mutex mu;
+  static std::map<std::string, std::pair<std::chrono::steady_clock::time_point, repo::StoreProtection>> known;
+  repo::StoreProtection p;
+  {
+    std::lock_guard g(mu);
+    auto it = known.find(d.name + '\n' + d.path);
+    if (it != known.end() && std::chrono::steady_clock::now() - it->second.first < std::chrono::hours(1)) p = it->second.second;
+  }
+  if (p.state == repo::Protection::not_applicable) {
+    p = be.protection();
+    std::lock_guard g(mu);
+    known[d.name + '\n' + d.path] = {std::chrono::steady_clock::now(), p};
+  }
+  if (repo::overwrite_safe(p.state)) return;
+  const std::string what = "repository '" + d.name + "' is not protected from its writers (" +
+                           repo::protection_name(p.state) + ": " + p.detail +
+                           "): one stolen agent credential could overwrite or delete every backup in it";
+  if (d.accept_unprotected_store) {
+    spdlog::warn("{}; backing up anyway (accept_unprotected_store = true)", what);
+    return;
+  }
+  throw Error(Errc::denied, what + ". Enable the bucket's versioning (or Object Lock), or give agents credentials that "
+                                   "may only create objects (docs/configuration.md § Protecting the repository from its "
+                                   "writers), or set accept_unprotected_store = true in this [[repository]] to accept the risk");
+}
+
 // A restore only reads the repository (its safety backup writes, and fails
 // clearly on its own when it cannot): on a read-only repository (a mounted
 // copy, a WORM target, a full disk) it goes on without a lock, with a warning.
@@ -91,6 +125,7 @@ OpenRepo open_repository(const RepositoryDecl& d, const std::string& purpose, bo
   auto be = repo::open_backend(d.path, {.credentials_file = d.credentials_file});
   if (!be->size({repo::FileType::config, ""}))
     throw Error(Errc::no_repo, "no repository at '" + d.path + "' (declared as '" + d.name + "')");
+  if (!reads_only) require_protected_store(d, *be);
   OpenRepo o;
   o.repo = repo::Repository::open(std::move(be), repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(d.password_file)));
   for (const auto& p : o.repo->load_index())

@@ -3,6 +3,7 @@
 #include "cairnctl/cli.h"
 #include "common/util/terminal_text.h"
 #include "common/repo/checker.h"
+#include "common/repo/recover.h"
 
 namespace cairn::ctl {
 
@@ -11,6 +12,7 @@ struct CheckArgs {
   bool read_data = false;
   unsigned threads = 0;
   std::string memory_budget;
+  bool recover = false;
 };
 }  // namespace
 
@@ -21,6 +23,9 @@ void register_repo_check(CLI::App& repo, Context& ctx) {
   cmd->add_flag("--read-data", a.read_data, "read every pack whole and verify every blob (reads the whole repository)");
   cmd->add_option("--threads", a.threads, "packs read at once with --read-data (default: one per usable CPU, at most 8, as many as --memory-budget holds)");
   add_memory_budget_option(cmd, a.memory_budget);
+  cmd->add_flag("--recover", a.recover,
+                "put back, from the versions the store keeps, each damaged or deleted object that has a whole earlier "
+                "version (needs the right to overwrite: the controller's credentials), then check again");
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
@@ -40,6 +45,18 @@ void register_repo_check(CLI::App& repo, Context& ctx) {
         co.progress_interval = std::chrono::milliseconds(isatty(2) && !o.json ? 250 : 1000);
       }
       repo::CheckReport rep = repo::check(*r, co);
+      // Damaged or deleted objects a versioning store still holds whole (recover.h).
+      std::vector<repo::Recovery> recoveries = repo::find_recoveries(*r, rep);
+      if (a.recover && !recoveries.empty()) {
+        for (const auto& rc : recoveries) {
+          repo::apply_recovery(*r, rc);
+          info(o, "recovered '" + rc.object + "': its earlier version " + rc.version + " is the current one again");
+        }
+        r->earlier_versions_put_back();
+        info(o, "checking again after " + std::to_string(recoveries.size()) + " object(s) were put back");
+        rep = repo::check(*r, co);
+        recoveries = repo::find_recoveries(*r, rep);
+      }
       pp.clear();
       size_t errors = rep.errors(), warnings = rep.warnings();
       if (o.json) {

@@ -28,9 +28,11 @@ size_t CheckReport::errors() const {
 size_t CheckReport::warnings() const { return problems.size() - errors(); }
 
 json problem_json(const CheckProblem& p) {
-  return {{"kind", p.kind},   {"severity", severity_name(p.severity)}, {"object", p.object},
-          {"message", p.message}, {"blobs", p.blobs},                  {"snapshots", p.snapshots},
-          {"paths", p.paths}, {"paths_omitted", p.paths_omitted}};
+  json j = {{"kind", p.kind},   {"severity", severity_name(p.severity)}, {"object", p.object},
+            {"message", p.message}, {"blobs", p.blobs},                  {"snapshots", p.snapshots},
+            {"paths", p.paths}, {"paths_omitted", p.paths_omitted}};
+  if (!p.recoverable_version.empty()) j["recoverable_version"] = p.recoverable_version;
+  return j;
 }
 
 std::string problem_line(const CheckProblem& p) {
@@ -70,6 +72,13 @@ class Checker {
 
   CheckReport run() {
     auto t0 = std::chrono::steady_clock::now();
+    // A check verifies the store: no entry of the local cache is read (storage/cache.h).
+    struct CacheReadsOff {
+      Repository& r;
+      explicit CacheReadsOff(Repository& x) : r(x) { r.set_cache_reads(false); }
+      ~CacheReadsOff() { r.set_cache_reads(true); }
+    } cache_off(r_);
+    check_earlier_versions();
     check_keys();
     check_dictionaries();
     load_index();
@@ -96,6 +105,22 @@ class Checker {
     add("dictionary_missing", Severity::error, "dicts/",
         std::to_string(dictionary_blobs_) + " blob(s) were compressed with a dictionary and dicts/ holds none: "
         "they cannot be read; restore dicts/ from a copy of the repository");
+  }
+
+  // Objects the open read from an earlier version the store keeps, because the
+  // current one is damaged: an error until `check --recover` puts them back.
+  void check_earlier_versions() {
+    for (const auto& u : r_.earlier_versions_used()) {
+      const std::string obj = u.type == FileType::config ? "config" : std::string(file_type_name(u.type)) + "/" + u.name;
+      CheckProblem p;
+      p.kind = u.type == FileType::config ? "config_damaged" : "key_slot";
+      p.object = obj;
+      p.message = "'" + obj + "' " + (u.why.rfind("'", 0) == 0 ? "is damaged: " + u.why : u.why) +
+                  "; the repository was opened with the earlier version " + u.version +
+                  " the store keeps ('cairnctl repo check --recover' puts it back)";
+      p.recoverable_version = u.version;
+      add(std::move(p));
+    }
   }
 
   // Temporary files of writes a killed backup or prune never finished: no

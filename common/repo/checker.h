@@ -25,7 +25,8 @@ struct CheckProblem {
   // blob_unindexed, dictionary_damaged, snapshot_damaged, tree_damaged, tree_missing, tree_too_deep (deeper than
   // kMaxTreeDepth), snapshot_too_large (a warning: more entries than ls and restore walk),
   // temporary_leftover (a warning: .tmp- files of writes that never finished), dictionary_missing
-  // (blobs the index flags as compressed with a dictionary, and dicts/ holds none)
+  // (blobs the index flags as compressed with a dictionary, and dicts/ holds none),
+  // config_damaged (the open read an earlier version of config the store keeps)
   std::string kind;
   Severity severity = Severity::error;
   std::string object;  // "data/ab/abcd…", "index/…", "snapshots/…", "keys/…", "blob/…"
@@ -34,6 +35,8 @@ struct CheckProblem {
   std::vector<std::string> snapshots;  // affected snapshot ids
   std::vector<std::string> paths;      // affected file paths (at most kMaxPathsPerProblem)
   uint64_t paths_omitted = 0;          // further affected paths not listed
+  // A whole earlier version of `object` the store keeps (recover.h), or "".
+  std::string recoverable_version{};
 };
 
 constexpr size_t kMaxPathsPerProblem = 100;

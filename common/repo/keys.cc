@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/repo/limits.h"
+#include "common/repo/storage/registry.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 
@@ -120,58 +121,127 @@ std::string add_key_slot(Backend& be, const MasterKey& mk, const Secret& secret,
   return id;
 }
 
-MasterKey open_master_key(Backend& be, const Secret& secret, std::string* slot_id) {
+namespace {
+// Opens one slot's bytes: the master key, or nullopt with `damaged` told why when
+// the slot is damaged (nothing when it is simply another secret's slot).
+std::optional<MasterKey> try_slot(const std::string& obj, const Bytes& raw, const Secret& secret, std::string& damaged) {
+  try {
+    json slot = json::parse(raw.begin(), raw.end());
+    int version = json_int_at<int>(slot, "version");
+    if (version != 1 && version != kKeySlotVersion) return std::nullopt;  // a newer cairn's slot: others may open
+    crypto::Key wk = wrapping_key(secret, slot);
+    if (wk == crypto::Key{}) return std::nullopt;  // slot of the other kind
+    Bytes sealed, plain;
+    if (!from_base64(slot.at("data").get<std::string>(), sealed)) {
+      damaged = obj + " has a malformed sealed key";
+      return std::nullopt;
+    }
+    bool ok;
+    if (version == 1) {
+      ok = crypto::Aead(wk).open(as_bytes(kKeyAadV1), sealed, plain);
+    } else {
+      bool right_key = crypto::equal(as_bytes(verifier(wk)), as_bytes(slot.at("verifier").get<std::string>()));
+      ok = right_key && crypto::Aead(wk).open(as_bytes(slot_aad(slot)), sealed, plain);
+      if (right_key && !ok) damaged = obj + " fails authentication: its fields were changed";
+    }
+    OPENSSL_cleanse(wk.data(), wk.size());
+    if (!ok) return std::nullopt;
+    if (plain.size() != 64) {
+      damaged = obj + " holds a master key of the wrong length";
+      return std::nullopt;
+    }
+    MasterKey mk;
+    std::copy(plain.begin(), plain.begin() + 32, mk.encrypt.begin());
+    std::copy(plain.begin() + 32, plain.end(), mk.id.begin());
+    OPENSSL_cleanse(plain.data(), plain.size());
+    return mk;
+  } catch (const json::exception& e) {
+    damaged = obj + " is malformed (" + e.what() + ")";  // others may still open
+  } catch (const Error& e) {
+    if (e.code() == Errc::unsupported) return std::nullopt;  // unknown kdf: a newer cairn's slot
+    if (e.code() != Errc::corrupt) throw;
+    damaged = obj + " " + e.what();
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+MasterKey open_master_key(Backend& be, const Secret& secret, std::string* slot_id, std::vector<EarlierVersionUsed>* used) {
   std::vector<std::string> ids;
   be.list(FileType::key, [&](const std::string& name, uint64_t) { ids.push_back(name); });
-  if (ids.empty()) throw Error(Errc::corrupt, "repository '" + be.location() + "' has no key slots");
   std::sort(ids.begin(), ids.end());
   std::vector<std::string> damaged;  // "'keys/…' why"
+  std::vector<std::string> damaged_ids;
   for (const auto& id : ids) {
     std::string obj = "'keys/" + id + "'";
+    Bytes raw;
+    std::string why;
     try {
-      Bytes raw;
-      if (std::string why = load_slot(be, id, raw); !why.empty()) {
-        if (why.rfind("vanished", 0) != 0) damaged.push_back(obj + " " + why);
-        continue;
-      }
-      json slot = json::parse(raw.begin(), raw.end());
-      int version = json_int_at<int>(slot, "version");
-      if (version != 1 && version != kKeySlotVersion) continue;  // a newer cairn's slot: others may open
-      crypto::Key wk = wrapping_key(secret, slot);
-      if (wk == crypto::Key{}) continue;  // slot of the other kind
-      Bytes sealed, plain;
-      if (!from_base64(slot.at("data").get<std::string>(), sealed)) {
-        damaged.push_back(obj + " has a malformed sealed key");
-        continue;
-      }
-      bool ok;
-      if (version == 1) {
-        ok = crypto::Aead(wk).open(as_bytes(kKeyAadV1), sealed, plain);
-      } else {
-        bool right_key = crypto::equal(as_bytes(verifier(wk)), as_bytes(slot.at("verifier").get<std::string>()));
-        ok = right_key && crypto::Aead(wk).open(as_bytes(slot_aad(slot)), sealed, plain);
-        if (right_key && !ok) damaged.push_back(obj + " fails authentication: its fields were changed");
-      }
-      OPENSSL_cleanse(wk.data(), wk.size());
-      if (!ok) continue;
-      if (plain.size() != 64) {
-        damaged.push_back(obj + " holds a master key of the wrong length");
-        continue;
-      }
-      MasterKey mk;
-      std::copy(plain.begin(), plain.begin() + 32, mk.encrypt.begin());
-      std::copy(plain.begin() + 32, plain.end(), mk.id.begin());
-      OPENSSL_cleanse(plain.data(), plain.size());
-      if (slot_id) *slot_id = id;
-      return mk;
-    } catch (const json::exception& e) {
-      damaged.push_back(obj + " is malformed (" + e.what() + ")");  // others may still open
+      why = load_slot(be, id, raw);
     } catch (const Error& e) {
-      if (e.code() == Errc::unsupported) continue;  // unknown kdf: a newer cairn's slot
       if (e.code() != Errc::corrupt) throw;
-      damaged.push_back(obj + " " + e.what());
+      why = e.what();
+    }
+    if (!why.empty()) {
+      if (why.rfind("vanished", 0) != 0) {
+        damaged.push_back(obj + " " + why);
+        damaged_ids.push_back(id);
+      }
+      continue;
+    }
+    std::string bad;
+    if (auto mk = try_slot(obj, raw, secret, bad)) {
+      if (slot_id) *slot_id = id;
+      return *mk;
+    }
+    if (!bad.empty()) {
+      damaged.push_back(bad);
+      damaged_ids.push_back(id);
     }
   }
+  // None opens. A store that keeps versions may hold an earlier, whole version of a
+  // damaged slot, or of one deleted (a slot's name is the hash of its bytes).
+  auto from_earlier = [&](const std::string& id, const std::string& version, const std::string& modified,
+                          const std::string& why) -> std::optional<MasterKey> {
+    Bytes raw;
+    try {
+      raw = be.load_version({FileType::key, id}, version);
+    } catch (const Error&) {
+      return std::nullopt;
+    }
+    if (raw.size() > kMaxKeySlotFile || to_hex(crypto::sha256(raw)) != id) return std::nullopt;
+    std::string bad;
+    auto mk = try_slot("'keys/" + id + "'", raw, secret, bad);
+    if (mk) {
+      if (slot_id) *slot_id = id;
+      if (used) used->push_back(EarlierVersionUsed{FileType::key, id, version, modified, why});
+      storage_log("key slot 'keys/" + id + "' of '" + be.location() + "' " + why + "; opened with the earlier version " + version +
+                  " the store keeps: run 'cairnctl repo check --recover' where the controller's credentials are to put it back");
+    }
+    return mk;
+  };
+  for (size_t i = 0; i < damaged_ids.size(); ++i) {
+    std::vector<ObjectVersion> vs;
+    try {
+      vs = be.versions({FileType::key, damaged_ids[i]});
+    } catch (const Error&) {
+    }
+    for (const auto& v : vs) {
+      if (v.marker || v.latest) continue;
+      const std::string& d = damaged[i];
+      if (auto mk = from_earlier(damaged_ids[i], v.version, v.modified, "is damaged (" + d.substr(d.find(' ') + 1) + ")")) return *mk;
+    }
+  }
+  try {
+    std::vector<KeptVersion> deleted;
+    be.list_deleted_versions([&](const KeptVersion& v) {
+      if (!v.marker && v.key.rfind("keys/", 0) == 0) deleted.push_back(v);
+    });
+    for (const auto& v : deleted)
+      if (auto mk = from_earlier(v.key.substr(5), v.version, "", "was deleted")) return *mk;
+  } catch (const Error&) {
+  }
+  if (ids.empty()) throw Error(Errc::corrupt, "repository '" + be.location() + "' has no key slots");
   if (!damaged.empty()) {
     std::string list;
     for (const auto& d : damaged) list += (list.empty() ? "" : "; ") + d;

@@ -34,7 +34,10 @@ struct KdfParams {
 // Writes a new key slot and returns its id.
 std::string add_key_slot(Backend& be, const MasterKey& mk, const Secret& secret, const KdfParams& kdf = {});
 // Tries every slot; throws Error(Errc::wrong_key) when none opens. slot_id gets the one that did.
-MasterKey open_master_key(Backend& be, const Secret& secret, std::string* slot_id = nullptr);
+// When none opens and the store keeps versions, an earlier whole version of a
+// damaged or deleted slot is tried too; one that opens is added to `used`.
+MasterKey open_master_key(Backend& be, const Secret& secret, std::string* slot_id = nullptr,
+                          std::vector<EarlierVersionUsed>* used = nullptr);
 std::vector<KeySlotInfo> list_key_slots(Backend& be);
 
 std::string now_rfc3339();

@@ -10,6 +10,7 @@
 
 #include "common/repo/compress.h"
 #include "common/repo/storage/cache.h"
+#include "common/repo/storage/registry.h"
 #include "common/repo/limits.h"
 #include "common/util/cpus.h"
 #include "common/util/error.h"
@@ -106,15 +107,13 @@ std::string Repository::init(Backend& be, const Secret& secret, const InitOption
   return slot;
 }
 
-std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const Secret& secret) {
-  auto size = be->size({FileType::config, ""});
-  if (!size)
-    throw Error(Errc::no_repo, "no repository at '" + be->location() + "' (create one with 'cairnctl repo init --repo " +
-                                   be->location() + "')");
-  const std::string loc = be->location();
-  if (*size > kMaxConfigFile)
-    throw config_damaged(loc, "is " + std::to_string(*size) + " bytes, above the limit of " + std::to_string(kMaxConfigFile));
-  Bytes raw = be->load({FileType::config, ""});
+namespace {
+// The config's text checked for shape (not yet for authenticity). Throws
+// config_damaged, Errc::no_repo for something that is not a cairn config, or
+// Errc::unsupported for a newer format.
+json parse_config(const Bytes& raw, const std::string& loc) {
+  if (raw.size() > kMaxConfigFile)
+    throw config_damaged(loc, "is " + std::to_string(raw.size()) + " bytes, above the limit of " + std::to_string(kMaxConfigFile));
   json cfg;
   try {
     cfg = json::parse(raw.begin(), raw.end());
@@ -139,11 +138,89 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
     throw Error(Errc::unsupported, "repository format version " + std::to_string(version) + " is not supported by this cairnctl (it reads versions 1 to " +
                                        std::to_string(kConfigVersion) + "); use a newer cairnctl");
   if (version >= 2 && !has_checksum) throw config_damaged(loc, "lacks its checksum");
+  return cfg;
+}
+
+// The config's sealed parameters, when they authenticate under the master key.
+std::optional<Bytes> open_config_seal(const json& cfg, const crypto::Aead& aead) {
+  const int version = cfg.value("version", 0);
+  std::string aad = version == 1 ? config_aad_v1(cfg.value("id", "")) : config_aad(cfg);
+  Bytes sealed, plain;
+  if (!from_base64(cfg.value("sealed", ""), sealed) || !aead.open(as_bytes(aad), sealed, plain)) return std::nullopt;
+  return plain;
+}
+}  // namespace
+
+std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const Secret& secret) {
+  auto size = be->size({FileType::config, ""});
+  if (!size)
+    throw Error(Errc::no_repo, "no repository at '" + be->location() + "' (create one with 'cairnctl repo init --repo " +
+                                   be->location() + "')");
+  const std::string loc = be->location();
+  const Handle config_handle{FileType::config, ""};
+  if (*size > kMaxConfigFile)
+    throw config_damaged(loc, "is " + std::to_string(*size) + " bytes, above the limit of " + std::to_string(kMaxConfigFile));
+  // A damaged current config (a writer that overwrote it) is read from the newest
+  // earlier version the store keeps that is whole, with a warning; check names it.
+  std::optional<std::vector<ObjectVersion>> kept;
+  Backend* const store = be.get();  // be moves into the repository below
+  auto earlier = [&]() -> const std::vector<ObjectVersion>& {
+    if (!kept) {
+      try {
+        kept = store->versions(config_handle);
+      } catch (const Error&) {
+        kept.emplace();
+      }
+    }
+    return *kept;
+  };
+  std::optional<EarlierVersionUsed> used;
+  json cfg;
+  try {
+    cfg = parse_config(be->load(config_handle), loc);
+  } catch (const Error& e) {
+    if (e.code() == Errc::unsupported) throw;
+    for (const auto& v : earlier()) {
+      if (v.marker || v.latest) continue;
+      try {
+        cfg = parse_config(be->load_version(config_handle, v.version), loc);
+        used = EarlierVersionUsed{FileType::config, "", v.version, v.modified, e.what()};
+        break;
+      } catch (const Error&) {
+      }
+    }
+    if (!used) throw;
+  }
   std::unique_ptr<Repository> r(new Repository());
   r->be_ = std::move(be);
-  r->mk_ = open_master_key(*r->be_, secret, &r->key_slot_);
+  r->mk_ = open_master_key(*r->be_, secret, &r->key_slot_, &r->earlier_used_);
   r->aead_ = crypto::Aead(r->mk_.encrypt);
   r->id_hash_ = std::make_unique<crypto::KeyedHash>(r->mk_.id);
+  std::optional<Bytes> plain = open_config_seal(cfg, r->aead_);
+  if (!plain && !used) {
+    const std::string why = "'" + loc + "/config' fails authentication (it was changed or damaged)";
+    for (const auto& v : earlier()) {
+      if (v.marker || v.latest) continue;
+      try {
+        json c = parse_config(r->be_->load_version(config_handle, v.version), loc);
+        if (auto p = open_config_seal(c, r->aead_)) {
+          cfg = std::move(c);
+          plain = std::move(p);
+          used = EarlierVersionUsed{FileType::config, "", v.version, v.modified, why};
+          break;
+        }
+      } catch (const Error&) {
+      }
+    }
+  }
+  if (!plain) throw config_damaged(loc, "fails authentication (it was changed or damaged)");
+  if (used) {
+    storage_log("the current version of '" + loc + "/config' is damaged (" + used->why + "); using the earlier version " +
+                used->version + (used->modified.empty() ? "" : " of " + used->modified) +
+                " the store keeps: run 'cairnctl repo check --recover' where the controller's credentials are to put it back");
+    r->earlier_used_.push_back(*used);
+  }
+  const int version = cfg.value("version", 0);
   r->params_.id = cfg.value("id", "");
   r->params_.version = version;
   if (std::string cd = r->be_->cache_dir(); !cd.empty() && !r->params_.id.empty() &&
@@ -151,12 +228,8 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
     r->cache_ = std::make_unique<storage::ObjectCache>(cd + "/" + r->params_.id);
     r->cache_->trim(storage::default_cache_max());  // bounded at each open (storage/cache.h)
   }
-  Bytes sealed, plain;
-  std::string aad = version == 1 ? config_aad_v1(r->params_.id) : config_aad(cfg);
-  if (!from_base64(cfg.value("sealed", ""), sealed) || !r->aead_.open(as_bytes(aad), sealed, plain))
-    throw config_damaged(loc, "fails authentication (it was changed or damaged)");
   try {
-    json p = json::parse(plain.begin(), plain.end());
+    json p = json::parse(plain->begin(), plain->end());
     if (!from_base64(p.at("chunker_seed").get<std::string>(), r->params_.chunker_seed) || r->params_.chunker_seed.size() != 32)
       throw Error(Errc::corrupt, "config: malformed chunker seed");
     r->params_.zstd_level = json_int_at<int>(p, "zstd_level");
@@ -189,7 +262,7 @@ std::string Repository::save_json(FileType t, const json& j) {
   Bytes sealed = aead_.seal(as_bytes(file_aad(t)), plain);
   std::string name = to_hex(crypto::sha256(sealed));
   be_->save({t, name}, sealed);
-  if (cache_ && (t == FileType::index || t == FileType::snapshot)) cache_->put(file_type_name(t), name, sealed);
+  // Not cached: its entity tag is learnt from the next listing, and the next open reads it once.
   return name;
 }
 
@@ -203,10 +276,12 @@ Bytes Repository::load_file(FileType t, const std::string& name) {
                                     "run 'cairnctl repo check'");
   };
   const char* cached_kind = cache_ && (t == FileType::index || t == FileType::snapshot) ? file_type_name(t) : nullptr;
+  // Only an entry of what the store holds under the name now (its listing's entity tag).
+  const std::string fp = cached_kind ? fingerprint(where) : std::string();
   Bytes sealed;
   bool from_cache = false;
-  if (cached_kind) {
-    if (auto b = cache_->get(cached_kind, name)) {
+  if (cached_kind && cache_reads_ && !fp.empty()) {
+    if (auto b = cache_->get(cached_kind, name, fp)) {
       if (b->size() <= ceiling + 5 + crypto::kAeadOverhead && to_hex(crypto::sha256(*b)) == name) {
         sealed = std::move(*b);
         from_cache = true;
@@ -223,7 +298,7 @@ Bytes Repository::load_file(FileType t, const std::string& name) {
     sealed = be_->load({t, name});
     if (to_hex(crypto::sha256(sealed)) != name)
       throw Error(Errc::corrupt, "'" + where + "' does not match its name (truncated or damaged)");
-    if (cached_kind) cache_->put(cached_kind, name, sealed);
+    if (cached_kind && !fp.empty()) cache_->put(cached_kind, name, sealed, fp);
   }
   Bytes plain;
   if (!aead_.open(as_bytes(file_aad(t)), sealed, plain) || plain.size() < 5)
@@ -250,9 +325,36 @@ json Repository::load_json(FileType t, const std::string& name) {
   }
 }
 
+std::string Repository::fingerprint(const std::string& object) {
+  std::lock_guard g(fp_mu_);
+  auto it = fingerprints_.find(object);
+  return it == fingerprints_.end() ? std::string() : it->second;
+}
+
+std::string Repository::pack_fingerprint(const std::string& pack) {
+  const std::string object = "data/" + pack;
+  if (std::string f = fingerprint(object); !f.empty()) return f;
+  auto o = be_->stat({FileType::pack, pack});
+  if (!o || o->etag.empty()) return {};
+  std::string f = pack + ":" + std::to_string(o->size) + ":" + o->etag;
+  std::lock_guard g(fp_mu_);
+  fingerprints_[object] = f;
+  return f;
+}
+
 std::vector<std::string> Repository::list(FileType t) {
   std::vector<std::string> out;
-  be_->list(t, [&](const std::string& n, uint64_t) { out.push_back(n); });
+  const bool remember = cache_ && (t == FileType::index || t == FileType::snapshot);
+  std::vector<std::pair<std::string, std::string>> fps;
+  be_->list_info(t, [&](const ObjectInfo& o) {
+    out.push_back(o.name);
+    if (remember && !o.etag.empty())
+      fps.emplace_back(std::string(file_type_name(t)) + "/" + o.name, std::to_string(o.size) + ":" + o.etag);
+  });
+  if (remember) {
+    std::lock_guard g(fp_mu_);
+    for (auto& [k, v] : fps) fingerprints_[k] = std::move(v);
+  }
   std::sort(out.begin(), out.end());
   // What the store no longer lists leaves the cache.
   if (cache_ && (t == FileType::index || t == FileType::snapshot))
@@ -517,9 +619,11 @@ Bytes Repository::load_blob(const BlobId& id) {
   Bytes out;
   std::string why;
   // Trees of a remote repository: the cached sealed copy, if it still authenticates.
-  const bool cached = cache_ && loc->type == BlobType::tree;
-  if (cached) {
-    if (auto c = cache_->get("trees", id_hex(id))) {
+  // Believed only while the pack holds what it held when the entry was made (its entity tag).
+  const bool cached = cache_ && cache_reads_ && loc->type == BlobType::tree;
+  const std::string fp = cached ? pack_fingerprint(pack) : std::string();
+  if (cached && !fp.empty()) {
+    if (auto c = cache_->get("trees", id_hex(id), fp)) {
       if (c->size() == loc->length && open_blob(b, *c, out, why)) return out;
       cache_->drop("trees", id_hex(id));
     }
@@ -532,7 +636,7 @@ Bytes Repository::load_blob(const BlobId& id) {
                 "blob '" + id_hex(id) + "' in pack '" + pack + "': " + e.what());
   }
   if (!open_blob(b, sealed, out, why)) throw Error(Errc::corrupt, "blob '" + id_hex(id) + "' in pack '" + pack + "' " + why);
-  if (cached) cache_->put("trees", id_hex(id), sealed);
+  if (cached && !fp.empty()) cache_->put("trees", id_hex(id), sealed, fp);
   return out;
 }
 
@@ -578,9 +682,6 @@ void Repository::store_claimed(BlobType t, const BlobId& id, std::span<const uin
   auto aad = blob_aad(t, id);
   sealed.clear();
   aead_.seal(aad, payload, sealed);
-  // A remote repository's next backup reads this tree back as its parent's: from
-  // the cache (an entry the index never comes to know is never used, and is dropped).
-  if (cache_ && t == BlobType::tree) cache_->put("trees", id_hex(id), sealed);
   PackBuilder full;
   {
     std::unique_lock lk(wmu_);

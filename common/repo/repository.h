@@ -77,6 +77,13 @@ class Repository {
   Backend& backend() { return *be_; }
   // The local cache of a remote repository (storage/cache.h), or null.
   const storage::ObjectCache* cache() const { return cache_.get(); }
+  // Whether the cache's entries may be read (check turns it off: it reads the store, always).
+  void set_cache_reads(bool on) { cache_reads_ = on; }
+  // Objects this open read from an earlier version the store keeps, because the
+  // current one is damaged (config, a key slot): `check` names them and
+  // `check --recover` puts them back.
+  const std::vector<EarlierVersionUsed>& earlier_versions_used() const { return earlier_used_; }
+  void earlier_versions_put_back() { earlier_used_.clear(); }
   const RepoParams& params() const { return params_; }
   const GearTable& gear() const { return gear_; }
   const std::string& key_slot() const { return key_slot_; }
@@ -188,6 +195,14 @@ class Repository {
 
   std::unique_ptr<Backend> be_;
   std::unique_ptr<storage::ObjectCache> cache_;  // a remote repository's local cache, or none
+  std::atomic<bool> cache_reads_{true};
+  // What the store holds under each name, as far as this open knows (storage/cache.h):
+  // "index/<name>", "snapshots/<name>" -> entity tag from the listing; "data/<pack>" -> from a HEAD.
+  std::string fingerprint(const std::string& object);
+  std::string pack_fingerprint(const std::string& pack);
+  std::mutex fp_mu_;
+  std::unordered_map<std::string, std::string> fingerprints_;
+  std::vector<EarlierVersionUsed> earlier_used_;
   RepoParams params_;
   MasterKey mk_;
   std::string key_slot_;

@@ -116,6 +116,7 @@ class Cluster:
         self.repo_credentials = None
         self.agent_repo = None
         self.agent_repo_credentials = None
+        self.agent_repo_extra = ""  # more keys of the agents' [[repository]] (accept_unprotected_store = true)
 
     def repo_args(self):
         """--repo/--password-file (and --storage-credentials) of the test repository, for `cairnctl repo`."""
@@ -126,7 +127,8 @@ class Cluster:
         path = (self.agent_repo or self.repo) if agent else self.repo
         creds = (self.agent_repo_credentials or self.repo_credentials) if agent else self.repo_credentials
         t = f'[[repository]]\nname = "main"\npath = "{path}"\npassword_file = "{self.repo_pass}"\n'
-        return t + (f'credentials_file = "{creds}"\n' if creds else "")
+        t += f'credentials_file = "{creds}"\n' if creds else ""
+        return t + (self.agent_repo_extra if agent else "")
 
     # ---- logs and waits -------------------------------------------------
     def logs(self):

@@ -14,9 +14,13 @@ answered 200: the proxy plays a server that accepts If-None-Match and
 ignores it (as some S3-compatible servers do).
 
 A rule matches a method (or "*") and a regular expression on the path, and
-applies `count` times (None: always). `agent_role()` adds the rule that makes
-an agent's credentials: every DELETE outside locks/ (and the claims writers
-share) is denied.
+applies `count` times (None: always). `agent_role()` makes an agent's
+credentials as docs/configuration.md's agent policy does on AWS: every DELETE
+outside locks/ is denied, and so is every write that could replace an object
+(a PUT or a multipart completion without If-None-Match: *, outside locks/;
+the policy's Deny on a null `s3:if-none-match`). SeaweedFS has neither a
+per-prefix delete right nor that condition key: the proxy stands in for the
+store's policy engine here, a substitute named as such.
 """
 import http.client
 import re
@@ -43,6 +47,7 @@ class S3Proxy:
         self.lock = threading.Lock()
         self.requests = []  # (method, path, status) of every request seen
         self.ignore_conditional = False
+        self.create_only = False  # agent_role(): writes that could replace an object are denied
         self.bytes_put = 0  # request bodies of PUTs the store accepted (2xx)
         proxy = self
 
@@ -69,8 +74,22 @@ class S3Proxy:
         with self.lock:
             self.rules = []
 
-    def agent_role(self):
+    def agent_role(self, create_only=True):
+        self.create_only = create_only
         return self.add("deny", method="DELETE", path=r"^/[^/]+/(?!(.*/)?locks/)")
+
+    def _replaces(self, method, target, headers):
+        """A write the agent policy's condition refuses: one that may replace an object."""
+        path, _, query = target.partition("?")
+        if method not in ("PUT", "POST") or re.search(r"^/[^/]+/(.*/)?locks/", path):
+            return False
+        if method == "PUT" and "partNumber=" in query:
+            return False  # a part is not an object; its completion is checked
+        if method == "POST" and "uploadId=" not in query:
+            return "delete" in query.split("&")  # a multi-object delete; starting an upload writes nothing
+        if path.count("/") < 2 or path.endswith("/"):
+            return True  # a bucket setting (versioning, policy): never the agent's
+        return not any(n.lower() == "if-none-match" and v.strip() == "*" for n, v in headers)
 
     def count(self, method=None, path=None):
         with self.lock:
@@ -103,6 +122,8 @@ class S3Proxy:
         length = int(next((v for n, v in headers if n.lower() == "content-length"), "0"))
         path = target.split("?", 1)[0]
         rule = self._match(method, path)
+        if self.create_only and self._replaces(method, target, headers):
+            rule = Rule("deny")
         if rule and rule.action == "cut_request":
             rfile.read(length // 2)
             self._log(method, target, 0)

@@ -147,11 +147,11 @@ def test_connection_string_and_environment_key(store, tmp_path):
 
 
 def test_agent_sas_without_delete_backs_up_and_leaves_its_locks_to_the_controller(store, tmp_path):
-    """An agent's SAS: read, add, create, write, list, no delete (a SAS cannot limit delete to locks/).
+    """An agent's SAS: read, create, list; no write (no replace) and no delete (a SAS cannot limit delete to locks/).
     Backups succeed; each leaves its lock with a warning; a command with the account key removes them
     as stale (their processes are gone)."""
     r = new_repo(store, tmp_path, account="cairntest")
-    agent = write_credentials(tmp_path / "agent.cred", sas_token=store.account_sas("cairntest", "racwl"))
+    agent = write_credentials(tmp_path / "agent.cred", sas_token=store.account_sas("cairntest", "rcl"))
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_text("one\n")

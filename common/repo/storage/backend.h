@@ -100,6 +100,15 @@ struct ObjectVersion {
   std::string modified{};  // as the store gives it (RFC 3339)
 };
 
+// An object an open read from an earlier version because the current one is damaged.
+struct EarlierVersionUsed {
+  FileType type;
+  std::string name;     // "" for config
+  std::string version;  // the store's version id
+  std::string modified;
+  std::string why;      // what is wrong with the current version
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -107,7 +116,15 @@ class Backend {
   virtual BackendCaps caps() const = 0;
   // Creates the layout for a new repository; fails with Errc::exists if one is there.
   virtual void create() = 0;
+  // Stores a new object. Every object cairn writes has a name never used before
+  // (content-addressed, or fresh), so remote backends send If-None-Match: * and
+  // never replace: an agent needs no right to overwrite (docs/configuration.md §
+  // Two roles). An existing object of the same size counts as this write (a try
+  // whose answer was lost); one of another size fails with Errc::corrupt.
   virtual void save(const Handle& h, std::span<const uint8_t> data) = 0;
+  // Replaces an object whatever is there (check --recover putting back an intact
+  // earlier version); needs the right to overwrite.
+  virtual void replace(const Handle& h, std::span<const uint8_t> data) { save(h, data); }
   // Creates h with data unless it exists (false then), atomically against
   // other writers; only where caps().exclusive_create.
   virtual bool create_exclusive(const Handle& h, std::span<const uint8_t> data) {

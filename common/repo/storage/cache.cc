@@ -60,11 +60,29 @@ ObjectCache::ObjectCache(std::string dir) : dir_(std::move(dir)) {}
 
 std::string ObjectCache::path(const char* kind, const std::string& name) const { return dir_ + "/" + kind + "/" + name; }
 
-std::optional<Bytes> ObjectCache::get(const char* kind, const std::string& name) {
-  if (!safe_name(name)) return std::nullopt;
+namespace {
+// An entry: this line, then the object's bytes.
+std::string entry_header(const std::string& fingerprint) { return "cairn-cache 2 " + fingerprint + "\n"; }
+bool safe_fingerprint(const std::string& f) {
+  if (f.empty() || f.size() > 256) return false;
+  for (char c : f)
+    if (c == '\n' || c == '\0') return false;
+  return true;
+}
+}  // namespace
+
+std::optional<Bytes> ObjectCache::get(const char* kind, const std::string& name, const std::string& fingerprint) {
+  if (!safe_name(name) || !safe_fingerprint(fingerprint)) return std::nullopt;
   try {
     std::string p = path(kind, name);
     Bytes b = read_file(p, 64u << 20);
+    const std::string head = entry_header(fingerprint);
+    if (b.size() < head.size() || !std::equal(head.begin(), head.end(), b.begin())) {
+      ::unlink(p.c_str());  // of another version of the object (or an older cache's format)
+      misses_++;
+      return std::nullopt;
+    }
+    b.erase(b.begin(), b.begin() + ptrdiff_t(head.size()));
     hits_++;
     ::utimensat(AT_FDCWD, p.c_str(), nullptr, 0);  // used now: trimmed last (its mtime is its last use)
     return b;
@@ -74,8 +92,9 @@ std::optional<Bytes> ObjectCache::get(const char* kind, const std::string& name)
   }
 }
 
-void ObjectCache::put(const char* kind, const std::string& name, std::span<const uint8_t> data) noexcept {
-  if (!safe_name(name)) return;
+void ObjectCache::put(const char* kind, const std::string& name, std::span<const uint8_t> data,
+                      const std::string& fingerprint) noexcept {
+  if (!safe_name(name) || !safe_fingerprint(fingerprint)) return;
   try {
     std::string d = dir_ + "/" + kind;
     mkdir_p(d, 0700);
@@ -83,6 +102,8 @@ void ObjectCache::put(const char* kind, const std::string& name, std::span<const
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!fd) return;
     try {
+      const std::string head = entry_header(fingerprint);
+      write_all(fd.get(), reinterpret_cast<const uint8_t*>(head.data()), head.size(), tmp);
       write_all(fd.get(), data.data(), data.size(), tmp);
     } catch (const Error&) {
       ::unlink(tmp.c_str());

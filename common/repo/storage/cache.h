@@ -2,12 +2,17 @@
 // The local cache of a remote repository: what every open reads again (index
 // files, snapshots, and the sealed tree blobs a backup compares against its
 // parent), kept under <cache dir>/<repository id>/. Entries are the store's
-// sealed bytes and are checked on every use: index files and snapshots by the
-// SHA-256 their name is, tree blobs by the repository's own authentication
-// and id check. A damaged entry is dropped and read from the store; entries
+// sealed bytes with the fingerprint of the object they came from, and an entry
+// is believed only when that fingerprint is what the store holds now: an index
+// file's or snapshot's entity tag as this open's listing shows it, a tree's
+// pack's entity tag as the store answers it (once per pack and open). Then
+// they are checked again: index files and snapshots by the SHA-256 their name
+// is, tree blobs by the repository's own authentication and id check. An
+// entry that fails either is dropped and the store's copy is read; entries
 // whose names the store no longer lists are removed when the store is listed.
 // Only objects the store names are ever asked for: the store, not the cache,
-// says what exists. Writes to the cache never fail an operation.
+// says what exists, and what it holds under a name. Writes to the cache never
+// fail an operation. `cairnctl repo check` reads no entry at all.
 //
 // Size: each open trims the repository's cache to a bound (CAIRN_CACHE_MAX,
 // bytes with an optional K/M/G suffix; default 2G), removing the entries
@@ -29,8 +34,9 @@ namespace cairn::repo::storage {
 class ObjectCache {
  public:
   explicit ObjectCache(std::string dir);  // <cache dir>/<repository id>
-  std::optional<Bytes> get(const char* kind, const std::string& name);
-  void put(const char* kind, const std::string& name, std::span<const uint8_t> data) noexcept;
+  // The entry's bytes when it was put with this fingerprint (never for an empty one).
+  std::optional<Bytes> get(const char* kind, const std::string& name, const std::string& fingerprint);
+  void put(const char* kind, const std::string& name, std::span<const uint8_t> data, const std::string& fingerprint) noexcept;
   void drop(const char* kind, const std::string& name) noexcept;
   // Removes the entries of kind whose names are not in `listed` (what the store holds).
   void keep_only(const char* kind, const std::set<std::string>& listed) noexcept;

@@ -26,6 +26,9 @@ class RetryingBackend final : public Backend {
   void save(const Handle& h, std::span<const uint8_t> data) override {
     run("store", name(h), [&] { in_->save(h, data); return 0; });
   }
+  void replace(const Handle& h, std::span<const uint8_t> data) override {
+    run("store", name(h), [&] { in_->replace(h, data); return 0; });
+  }
   bool create_exclusive(const Handle& h, std::span<const uint8_t> data) override {
     bool tried = false;
     return run("create", name(h), [&] {

@@ -54,6 +54,19 @@ std::map<std::string, std::string> read_credentials_file(const std::string& path
 void each_listed(const std::string& x, const std::string& entry_tag, const std::string& key_tag,
                  const std::string& size_tag, const std::string& prefix,
                  const std::function<void(const std::string&, uint64_t)>& fn) {
+  each_listed_info(x, entry_tag, key_tag, size_tag, "", prefix,
+                   [&](const std::string& n, uint64_t s, const std::string&) { fn(n, s); });
+}
+
+std::string bare_etag(std::string e) {
+  if (e.rfind("W/", 0) == 0) e.erase(0, 2);
+  if (e.size() >= 2 && e.front() == '"' && e.back() == '"') e = e.substr(1, e.size() - 2);
+  return e;
+}
+
+void each_listed_info(const std::string& x, const std::string& entry_tag, const std::string& key_tag,
+                      const std::string& size_tag, const std::string& etag_tag, const std::string& prefix,
+                      const std::function<void(const std::string&, uint64_t, const std::string&)>& fn) {
   size_t pos = 0;
   for (;;) {
     size_t a = x.find("<" + entry_tag + ">", pos);
@@ -64,11 +77,16 @@ void each_listed(const std::string& x, const std::string& entry_tag, const std::
     std::string k = xml_value(x, key_tag, &p, end);
     p = a;
     std::string sz = xml_value(x, size_tag, &p, end);
+    std::string etag;
+    if (!etag_tag.empty()) {
+      p = a;
+      etag = bare_etag(xml_value(x, etag_tag, &p, end));
+    }
     pos = end;
     if (k.size() <= prefix.size()) continue;
     std::string name = k.substr(k.rfind('/') + 1);
     if (name.empty() || name[0] == '.') continue;
-    fn(name, sz.empty() ? 0 : std::stoull(sz));
+    fn(name, sz.empty() ? 0 : std::stoull(sz), etag);
   }
 }
 

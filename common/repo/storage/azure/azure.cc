@@ -256,14 +256,34 @@ class AzureBackend final : public Backend {
     if (size({FileType::config, ""})) throw Error(Errc::exists, "a repository already exists at '" + loc_ + "'");
   }
 
-  void save(const Handle& h, std::span<const uint8_t> data) override {
+  // save: If-None-Match: * (a SAS without w suffices); replace: whatever is there.
+  void save(const Handle& h, std::span<const uint8_t> data) override { put(h, data, true); }
+  void replace(const Handle& h, std::span<const uint8_t> data) override { put(h, data, false); }
+
+  void put(const Handle& h, std::span<const uint8_t> data, bool create) {
     std::string k = key(h);
+    Headers cond;
+    if (create) cond.emplace_back("If-None-Match", "*");
+    HttpResponse r;
     if (data.size() > kBlocksAbove) {
-      save_blocks(k, data, {});
+      r = save_blocks(k, data, cond, /*fail_on_error=*/!create);
+    } else {
+      Headers hs{{"x-ms-blob-type", "BlockBlob"}};
+      hs.insert(hs.end(), cond.begin(), cond.end());
+      r = send("PUT", k, {}, hs, data);
+    }
+    if (r.status == 201) return;
+    if (create && (r.status == 412 || r.status == 409)) {
+      // A try whose answer was lost, or another writer of the same content-addressed bytes.
+      auto o = stat(h);
+      if (!o) throw Error(Errc::unavailable, "cannot store '" + display(k) + "': the store refused it as existing, then did not list it");
+      if (o->size != data.size())
+        throw Error(Errc::corrupt, "cannot store '" + display(k) + "': an object of " + std::to_string(o->size) +
+                                       " bytes is already there where cairn writes " + std::to_string(data.size()) +
+                                       " (something else wrote this name); run 'cairnctl repo check'");
       return;
     }
-    auto r = send("PUT", k, {}, {{"x-ms-blob-type", "BlockBlob"}}, data);
-    if (r.status != 201) fail(r, "store", k);
+    fail(r, "store", k);
   }
 
   bool create_exclusive(const Handle& h, std::span<const uint8_t> data) override {
@@ -302,13 +322,41 @@ class AzureBackend final : public Backend {
   }
 
   std::optional<uint64_t> size(const Handle& h) override {
+    auto o = stat(h);
+    if (!o) return std::nullopt;
+    return o->size;
+  }
+
+  std::optional<ObjectInfo> stat(const Handle& h) override {
     std::string k = key(h);
     auto r = send("HEAD", k, {}, {}, {});
     // HEAD has no body; Azure names the error in x-ms-error-code (BlobNotFound, ContainerNotFound).
     if (r.status == 404 && error_code(r) != "ContainerNotFound") return std::nullopt;
     if (r.status != 200) fail(r, "look up", k);
     std::string cl = r.header("content-length");
-    return std::stoull(cl.empty() ? "0" : cl);
+    return ObjectInfo{h.name, std::stoull(cl.empty() ? "0" : cl), bare_etag(r.header("etag"))};
+  }
+
+  // Whether these credentials can replace an object, and if they can, whether the
+  // account keeps versions: one fixed object, hidden by its '.', made once, then
+  // written again without the condition. Versioning is an account setting the
+  // data plane does not show, except as the version id every write then answers with.
+  StoreProtection protection() override {
+    Handle h{FileType::claim, ".probe-overwrite"};
+    const std::string k = key(h);
+    const uint8_t one[1] = {'1'};
+    auto c = send("PUT", k, {}, {{"x-ms-blob-type", "BlockBlob"}, {"If-None-Match", "*"}}, one);
+    if (c.status != 201 && c.status != 412 && c.status != 409) {
+      if (c.status == 401 || c.status == 403) return {Protection::unknown, "these credentials may not create objects"};
+      fail(c, "probe", k);
+    }
+    auto w = send("PUT", k, {}, {{"x-ms-blob-type", "BlockBlob"}}, one);
+    if (w.status == 401 || w.status == 403 || w.status == 412)
+      return {Protection::create_only, "these credentials may only create objects (a replace was refused: " + error_code(w) + ")"};
+    if (w.status != 201) fail(w, "probe", k);
+    if (!w.header("x-ms-version-id").empty())
+      return {Protection::versioning, "blob versioning on (a write was answered with a version id); these credentials can replace objects"};
+    return {Protection::none, "no blob versioning (a write was answered without a version id); these credentials can replace and delete objects"};
   }
 
   void remove(const Handle& h) override {
@@ -324,8 +372,12 @@ class AzureBackend final : public Backend {
   }
 
   void list(FileType t, const std::function<void(const std::string&, uint64_t)>& fn) override {
+    list_info(t, [&](const ObjectInfo& o) { fn(o.name, o.size); });
+  }
+
+  void list_info(FileType t, const std::function<void(const ObjectInfo&)>& fn) override {
     if (t == FileType::config) {
-      if (auto s = size({t, ""})) fn("config", *s);
+      if (auto o = stat({t, ""})) fn(ObjectInfo{"config", o->size, o->etag});
       return;
     }
     std::string pfx = (u_.prefix.empty() ? "" : u_.prefix + "/") + file_type_name(t) + "/";
@@ -337,7 +389,8 @@ class AzureBackend final : public Backend {
       auto r = send("GET", "", q, {}, {});
       if (r.status != 200) fail(r, "list", pfx);
       std::string x(r.body.begin(), r.body.end());
-      each_listed(x, "Blob", "Name", "Content-Length", pfx, fn);
+      each_listed_info(x, "Blob", "Name", "Content-Length", "Etag", pfx,
+                       [&](const std::string& n, uint64_t sz, const std::string& e) { fn(ObjectInfo{n, sz, e}); });
       marker = xml_value(x, "NextMarker");
       if (marker.empty()) break;
     }
@@ -419,7 +472,7 @@ class AzureBackend final : public Backend {
   // the blob appears whole when the list is committed. Blocks of an upload that
   // fails before that stay uncommitted, invisible, and Azure discards them after
   // 7 days: there is nothing to abort. Returns the Put Block List's answer.
-  HttpResponse save_blocks(const std::string& k, std::span<const uint8_t> data, const Headers& extra) {
+  HttpResponse save_blocks(const std::string& k, std::span<const uint8_t> data, const Headers& extra, bool fail_on_error = false) {
     std::string list = "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>";
     int n = 0;
     for (uint64_t off = 0; off < data.size(); off += kBlockSize, ++n) {
@@ -434,7 +487,7 @@ class AzureBackend final : public Backend {
     list += "</BlockList>";
     Headers hs = extra;
     auto r = send("PUT", k, {{"comp", "blocklist"}}, hs, as_bytes(list));
-    if (r.status != 201 && extra.empty()) fail(r, "commit the blocks of", k);
+    if (r.status != 201 && (extra.empty() || fail_on_error)) fail(r, "commit the blocks of", k);
     return r;
   }
 

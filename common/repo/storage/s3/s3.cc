@@ -121,12 +121,8 @@ class S3Backend final : public Backend {
     if (size({FileType::config, ""})) throw Error(Errc::exists, "a repository already exists at '" + loc_ + "'");
   }
 
-  void save(const Handle& h, std::span<const uint8_t> data) override {
-    std::string k = key(h);
-    if (data.size() > kMultipartAbove) return save_multipart(h, k, data);
-    auto r = send("PUT", k, {}, object_headers(h), data);
-    if (r.status != 200) fail(r, "store", k);
-  }
+  void save(const Handle& h, std::span<const uint8_t> data) override { put(h, data, true); }
+  void replace(const Handle& h, std::span<const uint8_t> data) override { put(h, data, false); }
 
   bool create_exclusive(const Handle& h, std::span<const uint8_t> data) override {
     std::string k = key(h);
@@ -162,6 +158,12 @@ class S3Backend final : public Backend {
   }
 
   std::optional<uint64_t> size(const Handle& h) override {
+    auto o = stat(h);
+    if (!o) return std::nullopt;
+    return o->size;
+  }
+
+  std::optional<ObjectInfo> stat(const Handle& h) override {
     std::string k = key(h);
     auto r = send("HEAD", k, {}, {}, {});
     if (r.status == 404) {
@@ -178,7 +180,8 @@ class S3Backend final : public Backend {
       fail(g.status == 401 || g.status == 403 ? g : r, "look up", k);
     }
     if (r.status != 200) fail(r, "look up", k);
-    return std::stoull(r.header("content-length").empty() ? "0" : r.header("content-length"));
+    return ObjectInfo{h.name, std::stoull(r.header("content-length").empty() ? "0" : r.header("content-length")),
+                      bare_etag(r.header("etag"))};
   }
 
   void remove(const Handle& h) override {
@@ -193,8 +196,12 @@ class S3Backend final : public Backend {
   }
 
   void list(FileType t, const std::function<void(const std::string&, uint64_t)>& fn) override {
+    list_info(t, [&](const ObjectInfo& o) { fn(o.name, o.size); });
+  }
+
+  void list_info(FileType t, const std::function<void(const ObjectInfo&)>& fn) override {
     if (t == FileType::config) {
-      if (auto s = size({t, ""})) fn("config", *s);
+      if (auto o = stat({t, ""})) fn(ObjectInfo{"config", o->size, o->etag});
       return;
     }
     std::string pfx = (u_.prefix.empty() ? "" : u_.prefix + "/") + file_type_name(t) + "/";
@@ -205,7 +212,8 @@ class S3Backend final : public Backend {
       auto r = send("GET", "", q, {}, {});
       if (r.status != 200) fail(r, "list", pfx);
       std::string x(r.body.begin(), r.body.end());
-      each_listed(x, "Contents", "Key", "Size", pfx, fn);
+      each_listed_info(x, "Contents", "Key", "Size", "ETag", pfx,
+                       [&](const std::string& n, uint64_t sz, const std::string& e) { fn(ObjectInfo{n, sz, e}); });
       if (xml_value(x, "IsTruncated") != "true") break;
       token = xml_value(x, "NextContinuationToken");
       if (token.empty()) throw Error(Errc::io, "the store listed '" + display(pfx) + "' as truncated without a continuation token");
@@ -300,6 +308,95 @@ class S3Backend final : public Backend {
     fail(r, "delete version '" + v.version + "' of", k);
   }
 
+  // What protects the objects from these credentials: the bucket's versioning
+  // (and Object Lock), else whether a replace of an existing object is refused
+  // (a policy that denies PutObject without If-None-Match).
+  StoreProtection protection() override {
+    std::string detail;
+    bool versioning_unknown = false;
+    auto r = send("GET", "", {{"versioning", ""}}, {}, {});
+    if (r.status == 200) {
+      const std::string st = xml_value(std::string(r.body.begin(), r.body.end()), "Status");
+      if (st == "Enabled") {
+        if (retains_deleted_versions()) return {Protection::object_lock, "bucket versioning Enabled, Object Lock on"};
+        return {Protection::versioning, "bucket versioning Enabled"};
+      }
+      detail = st.empty() ? "bucket versioning never enabled" : "bucket versioning " + st;
+    } else if (r.status == 0 || r.status >= 500 || r.status == 429) {
+      fail(r, "ask about versioning of", "");
+    } else {
+      versioning_unknown = true;
+      detail = (r.status == 401 || r.status == 403 ? "GetBucketVersioning refused (" : "GetBucketVersioning not answered (") +
+               error_code(r) + ")";
+    }
+    // Can these credentials replace an object? One fixed object, hidden by its '.',
+    // made once, then written again without the condition.
+    Handle h{FileType::claim, ".probe-overwrite"};
+    const std::string k = key(h);
+    const uint8_t one[1] = {'1'};
+    Headers cond = object_headers(h);
+    cond.emplace_back("If-None-Match", "*");
+    auto c = send("PUT", k, {}, cond, one);
+    if (c.status != 200 && c.status != 412 && c.status != 409) {
+      if (c.status == 401 || c.status == 403) return {Protection::unknown, detail + "; these credentials may not create objects"};
+      fail(c, "probe", k);
+    }
+    auto w = send("PUT", k, {}, object_headers(h), one);
+    if (w.status == 401 || w.status == 403 || w.status == 412)
+      return {Protection::create_only, detail + "; these credentials may only create objects (a replace was refused: " + error_code(w) + ")"};
+    if (w.status != 200) fail(w, "probe", k);
+    return {versioning_unknown ? Protection::unknown : Protection::none, detail + "; these credentials can replace and delete objects"};
+  }
+
+  std::vector<ObjectVersion> versions(const Handle& h) override {
+    const std::string k = key(h);
+    std::vector<ObjectVersion> out;
+    std::string key_marker, version_marker;
+    for (;;) {
+      std::vector<std::pair<std::string, std::string>> q{{"prefix", k}, {"versions", ""}};
+      if (!key_marker.empty()) {
+        q.emplace_back("key-marker", key_marker);
+        if (!version_marker.empty()) q.emplace_back("version-id-marker", version_marker);
+      }
+      auto r = send("GET", "", q, {}, {});
+      if (r.status == 404 || r.status == 400 || r.status == 501) return {};  // a store without versions
+      if (r.status != 200) fail(r, "list the versions of", k);
+      const std::string x(r.body.begin(), r.body.end());
+      // In the listing's order (a key's versions newest first), versions and markers interleaved.
+      for (size_t pos = 0;;) {
+        size_t v = x.find("<Version>", pos), m = x.find("<DeleteMarker>", pos);
+        if (v == std::string::npos && m == std::string::npos) break;
+        const bool marker = m < v;
+        const size_t a = marker ? m : v;
+        const size_t end = x.find(marker ? "</DeleteMarker>" : "</Version>", a);
+        if (end == std::string::npos) break;
+        pos = end;
+        auto field = [&](const char* t) {
+          size_t p = a;
+          return xml_value(x, t, &p, end);
+        };
+        if (field("Key") != k) continue;
+        std::string id = field("VersionId");
+        if (id.empty()) continue;
+        out.push_back(ObjectVersion{id, std::strtoull(field("Size").c_str(), nullptr, 10), marker,
+                                    field("IsLatest") == "true", field("LastModified")});
+      }
+      if (xml_value(x, "IsTruncated") != "true") break;
+      key_marker = xml_value(x, "NextKeyMarker");
+      version_marker = xml_value(x, "NextVersionIdMarker");
+      if (key_marker.empty() || key_marker > k) break;
+    }
+    return out;
+  }
+
+  Bytes load_version(const Handle& h, const std::string& version) override {
+    const std::string k = key(h);
+    Bytes out;
+    auto r = send("GET", k, {{"versionId", version}}, {}, {}, &out);
+    if (r.status != 200) fail(r, "read version '" + version + "' of", k);
+    return out;
+  }
+
   std::string cache_dir() const override { return cache_dir_; }
 
   StorageCounters counters() const override {
@@ -375,7 +472,34 @@ class S3Backend final : public Backend {
     throw Error(Errc::io, what + ": the store answered " + code + " (HTTP " + std::to_string(r.status) + ")");
   }
 
-  void save_multipart(const Handle& h, const std::string& k, std::span<const uint8_t> data) {
+  // create: If-None-Match: * (save); without it the object is replaced (replace).
+  void put(const Handle& h, std::span<const uint8_t> data, bool create) {
+    std::string k = key(h);
+    HttpResponse r;
+    if (data.size() > kMultipartAbove) {
+      r = save_multipart(h, k, data, create);
+    } else {
+      Headers hs = object_headers(h);
+      if (create) hs.emplace_back("If-None-Match", "*");
+      r = send("PUT", k, {}, hs, data);
+    }
+    if (r.status == 200) return;
+    if (create && (r.status == 412 || r.status == 409)) return already_there(h, data.size());
+    fail(r, "store", k);
+  }
+
+  // A create refused because the name exists: a try whose answer was lost, or
+  // another writer of the same content-addressed bytes. Of another size, it is not ours.
+  void already_there(const Handle& h, uint64_t size) {
+    auto o = stat(h);
+    if (!o) throw Error(Errc::unavailable, "cannot store '" + display(key(h)) + "': the store refused it as existing, then did not list it");
+    if (o->size != size)
+      throw Error(Errc::corrupt, "cannot store '" + display(key(h)) + "': an object of " + std::to_string(o->size) +
+                                     " bytes is already there where cairn writes " + std::to_string(size) +
+                                     " (something else wrote this name); run 'cairnctl repo check'");
+  }
+
+  HttpResponse save_multipart(const Handle& h, const std::string& k, std::span<const uint8_t> data, bool create) {
     auto init = send("POST", k, {{"uploads", ""}}, object_headers(h), {});
     if (init.status != 200) fail(init, "start an upload of", k);
     std::string upload = xml_value(std::string(init.body.begin(), init.body.end()), "UploadId");
@@ -390,10 +514,20 @@ class S3Backend final : public Backend {
         done += "<Part><PartNumber>" + std::to_string(part) + "</PartNumber><ETag>" + r.header("etag") + "</ETag></Part>";
       }
       done += "</CompleteMultipartUpload>";
-      auto c = send("POST", k, {{"uploadId", upload}}, {}, {reinterpret_cast<const uint8_t*>(done.data()), done.size()});
+      Headers ch;
+      if (create) ch.emplace_back("If-None-Match", "*");
+      auto c = send("POST", k, {{"uploadId", upload}}, ch, {reinterpret_cast<const uint8_t*>(done.data()), done.size()});
+      if (create && (c.status == 412 || c.status == 409)) {
+        try {
+          send("DELETE", k, {{"uploadId", upload}}, {}, {});
+        } catch (...) {
+        }
+        return c;
+      }
       // S3 may answer 200 with an error in the body.
       std::string cx(c.body.begin(), c.body.end());
       if (c.status != 200 || cx.find("<Error>") != std::string::npos) fail(c, "complete the upload of", k);
+      return c;
     } catch (...) {
       // Aborted so that no parts are left billed; a failure here is left to the
       // bucket's lifecycle rule for incomplete uploads (docs/configuration.md).
