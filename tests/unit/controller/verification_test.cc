@@ -164,6 +164,45 @@ TEST_CASE_METHOD(VerifyFixture, "the catalog says which snapshots a repository h
   CHECK(ids(cat.read([](const Tx& tx) { return tx.snapshots_in("main"); })) == std::vector<std::string>{hex_id('2')});
 }
 
+TEST_CASE_METHOD(VerifyFixture, "a copy the controller made is held by the repository it went to, once it landed") {
+  cat.transaction("operator:test", [&](Tx& tx) {
+    Policy p;
+    p.name = "nightly";
+    p.schedule = "@daily";
+    p.copy_to = "offsite";
+    tx.put_policy(p, true);
+  });
+  auto set = cat.transaction("controller", [&](Tx& tx) {
+    NewBackupSet s;
+    s.trigger = "schedule";
+    s.policy = "nightly";
+    s.tasks = {{a, "data"}};
+    s.tasks[0].repository = "main";
+    return tx.create_backup_set(s);
+  });
+  auto task = cat.read([&](const Tx& tx) { return tx.tasks_of_set(set); }).at(0);
+  cat.transaction("agent", [&](Tx& tx) {
+    for (auto st : {TaskState::sent, TaskState::accepted, TaskState::running}) tx.update_task(task.id, {st});
+    TaskUpdate u{TaskState::succeeded};
+    u.snapshot_id = hex_id('1');
+    u.manifest_digest = "d";
+    tx.update_task(task.id, u);
+  });
+  REQUIRE(cat.transaction("controller", [&](Tx& tx) { return tx.set_copies_due(now(), 8); }).size() == 1);
+  // Pending, or failed part-way: not yet the controller's word.
+  cat.transaction("controller", [&](Tx& tx) { tx.set_copy_failed(set, "offsite", "cut", {{task.id, hex_id('9')}}, 60); });
+  CHECK(cat.read([](const Tx& tx) { return tx.snapshots_in("offsite"); }).empty());
+  cat.transaction("controller", [&](Tx& tx) { tx.set_copy_copied(set, "offsite", 1, 10, 1, {{task.id, hex_id('c')}}); });
+  auto off = cat.read([](const Tx& tx) { return tx.snapshots_in("offsite"); });
+  REQUIRE(off.size() == 1);
+  CHECK(off[0].snapshot_id == hex_id('c'));
+  CHECK(off[0].copy);
+  CHECK(off[0].task_id == task.id);
+  CHECK(ids(cat.read([](const Tx& tx) { return tx.snapshots_in("main"); })) == std::vector<std::string>{hex_id('1')});
+  cat.transaction("controller", [&](Tx& tx) { tx.expire_set(set, "test"); });
+  CHECK(cat.read([](const Tx& tx) { return tx.snapshots_in("offsite"); }).empty());
+}
+
 TEST_CASE_METHOD(VerifyFixture, "a snapshot deleted behind the controller's back is missing: state, audit event, /metrics") {
   auto s1 = backed_up(hex_id('1'));
   auto s2 = backed_up(hex_id('2'));
