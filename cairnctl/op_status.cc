@@ -5,6 +5,7 @@
 
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
+#include "cairnctl/op_view.h"
 #include "common/repo/memory.h"
 #include "common/util/terminal_text.h"
 
@@ -91,6 +92,33 @@ void register_op_status(CLI::App& app, Context& ctx) {
                     terminal_safe(ap.last_error().empty() ? "not connected yet" : ap.last_error()).c_str());
       if (ap.enabled() && !ap.topic_problem().empty())
         std::printf("audit topic       PROBLEM: %s\n", terminal_safe(ap.topic_problem()).c_str());
+      // The controller's verification of its repositories (docs/operations.md § Verification).
+      const int64_t now = ::time(nullptr);
+      for (const auto& r : s.repositories()) {
+        std::string line;
+        if (r.verified_at()) {
+          line = "verified " + age(r.verified_at(), now) + ": " +
+                 (r.missing_size() ? std::to_string(r.missing_size()) + " of the " + std::to_string(r.snapshots_expected()) +
+                                         " snapshot(s) the catalog holds there are MISSING"
+                                   : "all " + std::to_string(r.snapshots_expected()) +
+                                         " snapshot(s) the catalog holds there are listed");
+        } else {
+          line = r.error().empty() ? "not verified yet" : "never listed";
+        }
+        std::printf("repository        %s: %s\n", terminal_safe(r.name()).c_str(), terminal_safe(line).c_str());
+        for (const auto& m : r.missing())
+          std::printf("                  MISSING snapshot %s (set %s, task %s, agent %s, component %s, made %s%s)\n",
+                      terminal_safe(m.snapshot_id()).c_str(), terminal_safe(m.backup_set_id()).c_str(),
+                      terminal_safe(m.task_id()).c_str(), terminal_safe(m.agent()).c_str(),
+                      terminal_safe(m.component()).c_str(), local_time(m.made_at()).c_str(),
+                      m.copy() ? ", the controller's copy" : "");
+        if (!r.error().empty())
+          std::printf("                  the last try (%s) failed: %s\n", age(r.tried_at(), now).c_str(),
+                      terminal_safe(r.error()).c_str());
+        if (!r.protection().empty())
+          std::printf("                  store protection: %s%s\n", terminal_safe(r.protection()).c_str(),
+                      r.protection_detail().empty() ? "" : (" (" + terminal_safe(r.protection_detail()) + ")").c_str());
+      }
       return kExitOk;
     };
   });

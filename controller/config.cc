@@ -119,7 +119,8 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
   c.source = source;
   c.controller_id = hostname();
 
-  static const std::set<std::string> kTables = {"controller", "fleet", "operator", "plans", "audit", "scheduler", "http"};
+  static const std::set<std::string> kTables = {"controller", "fleet", "operator", "plans", "audit", "scheduler", "http",
+                                                "verify"};
   static const std::set<std::string> kArrays = {"policy", "repository"};
   for (const auto& [k, v] : root) {
     std::string key(k.str());
@@ -160,6 +161,19 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
       } catch (const Error& e) {
         fail(source, *n, e.what());
       }
+    }
+    r.refuse_unknown();
+  }
+  if (auto* t = root["verify"].as_table()) {
+    TableReader r(source, "verify", *t);
+    std::string interval;
+    r.string("interval", interval);
+    if (auto* n = r.find("interval")) {
+      int64_t s = cairn::parse_duration(interval);
+      // A listing of a large bucket is not free: at most once a minute.
+      if (s < 60 || s > 30 * 86400)
+        fail(source, *n, "'verify.interval' is '" + interval + "', must be a duration from 1min to 30d (e.g. 6h, 30min, 1d)");
+      c.verify_interval_seconds = s;
     }
     r.refuse_unknown();
   }

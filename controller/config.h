@@ -72,6 +72,10 @@ struct ControllerConfig {
   // [scheduler]
   std::string time_zone = "UTC";  // of policies that name none
 
+  // [verify] the controller's periodic verification of its repositories
+  // (controller/verification.h): every interval, and once at start
+  int64_t verify_interval_seconds = 6 * 3600;
+
   // [[repository]]: repositories the controller opens itself, to remove the
   // snapshots retention lets go and to prune (the names agents use).
   struct Repository {

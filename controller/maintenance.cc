@@ -224,6 +224,13 @@ ForgetResult Maintenance::run(const ForgetJob& job) {
     for (const auto& p : r->load_index())
       spdlog::warn("repository '{}': index file '{}' is unusable: {}", decl->name, p.index_file, p.message);
     out.size_before = pack_bytes(r->backend());
+    // Their signed set records go first (controller/set_record.h): a record
+    // present says its snapshots must be there (`cairnctl repo check`), so a
+    // stop between the two leaves snapshots without a record (the set is
+    // expired in the catalog, and the next turn removes them), never a record
+    // naming snapshots that are gone.
+    lock->check("removing set records");
+    remove_set_records(*r, std::set<std::string>(job.set_ids.begin(), job.set_ids.end()));
     std::set<std::string> present;
     for (const auto& name : r->list(repo::FileType::snapshot)) present.insert(name);
     for (const auto& id : job.snapshot_ids) {
@@ -234,8 +241,6 @@ ForgetResult Maintenance::run(const ForgetJob& job) {
       r->backend().remove({repo::FileType::snapshot, id});
       ++out.snapshots_removed;
     }
-    // Their signed set records go with them (controller/set_record.h).
-    remove_set_records(*r, std::set<std::string>(job.set_ids.begin(), job.set_ids.end()));
     if (before_prune_) before_prune_(job);
     repo::PruneOptions po;
     po.warn = warn;

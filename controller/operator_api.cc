@@ -535,6 +535,32 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
             if (c.keep() == "only-copy" || c.keep() == "unrecorded") row->set_set_aside_only_copies(row->set_aside_only_copies() + 1);
           }
         }
+        if (verifier_)
+          for (const auto& v : verifier_->states()) {
+            auto* w = s->add_repositories();
+            w->set_name(v.repository);
+            w->set_remote(v.remote);
+            w->set_verified_at(v.verified_at);
+            w->set_tried_at(v.tried_at);
+            w->set_error(v.error);
+            w->set_snapshots_expected(uint32_t(v.expected));
+            w->set_snapshots_listed(uint32_t(v.listed));
+            for (const auto& m : v.missing) {
+              auto* x = w->add_missing();
+              x->set_snapshot_id(m.snapshot_id);
+              x->set_backup_set_id(m.set_id);
+              x->set_task_id(m.task_id);
+              x->set_agent(m.agent);
+              x->set_component(m.component);
+              x->set_made_at(m.made_at);
+              x->set_copy(m.copy);
+            }
+            if (v.protection_known) {
+              w->set_protection(repo::protection_name(v.protection.state));
+              w->set_protection_detail(v.protection.detail);
+            }
+            w->set_interval_seconds(verifier_->interval_seconds());
+          }
         if (publisher_) {
           auto ps = publisher_->status();
           auto* a = s->mutable_audit_publisher();

@@ -12,6 +12,7 @@
 #include "controller/fleet.h"
 #include "controller/orders.h"
 #include "controller/scheduler.h"
+#include "controller/verification.h"
 #include "proto/cairn.pb.h"
 
 namespace cairn::controller {
@@ -47,6 +48,9 @@ class OperatorApi {
   // name, for exports.
   void set_config(const ControllerConfig& config) { config_ = &config; }
 
+  // What the periodic verification found, for `status` (may stay null).
+  void set_verifier(const Verifier* verifier) { verifier_ = verifier; }
+
   // actor is "operator:<name>". Never throws.
   cairn::v1::OperatorResponse handle(const std::string& actor, const cairn::v1::OperatorRequest& request);
 
@@ -75,6 +79,7 @@ class OperatorApi {
   Scheduler* scheduler_ = nullptr;
   std::string scheduler_tz_ = "UTC";
   const ControllerConfig* config_ = nullptr;
+  const Verifier* verifier_ = nullptr;
 };
 
 }  // namespace cairn::controller

@@ -163,12 +163,14 @@ Server::Server(const ControllerConfig& config)
   scheduler_->set_record_writer(set_records_.get(), &signing_key_);
   set_copier_ = std::make_unique<SetCopier>(config_);
   scheduler_->set_copier(set_copier_.get());
+  verifier_ = std::make_unique<Verifier>(catalog_, *maintenance_, config_);
   // A repository declared since the last start gets the records of the sets
   // already stored there (the scheduler passes over the others quickly).
   catalog_.transaction("controller", [&](catalog::Tx& tx) { tx.set_records_due_unwritten(signing_key_.key_id()); });
   scheduler_->start(catalog_.read([](const catalog::Tx& tx) { return tx.now(); }));
   api_->set_scheduler(scheduler_.get(), config.time_zone);
   api_->set_config(config_);
+  api_->set_verifier(verifier_.get());
   if (!config.http_listen.empty()) {
     auto [host, port] = split_host_port(config.http_listen);
     std::string token = config.http_token_file.empty() ? std::string() : read_secret_file(config.http_token_file);
@@ -306,7 +308,7 @@ void Server::render_status() {
   if (last_render_ != std::chrono::steady_clock::time_point{} && now - last_render_ < every) return;
   last_render_ = now;
   try {
-    StatusSources src{catalog_, *fleet_, *maintenance_, publisher_.get(), {}};
+    StatusSources src{catalog_, *fleet_, *maintenance_, publisher_.get(), {}, verifier_.get()};
     for (const auto& r : config_.repositories) src.repositories.push_back(r.name);
     // /metrics first, then the page (a call's arguments are evaluated in no
     // fixed order): a repository measured between the two renders is on the
@@ -359,6 +361,7 @@ void Server::run(const std::atomic<bool>& stop, const std::function<void()>& ali
         last_schedule_ = t;
         int64_t now = catalog_.read([](const catalog::Tx& tx) { return tx.now(); });
         fleet_->deliver(scheduler_->tick(now));
+        verifier_->tick(now);
       }
       render_status();
       release_memory();

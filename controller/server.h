@@ -22,6 +22,7 @@
 #include "controller/maintenance.h"
 #include "controller/orders.h"
 #include "controller/scheduler.h"
+#include "controller/verification.h"
 #include "controller/zap.h"
 
 namespace cairn::controller {
@@ -76,6 +77,7 @@ class Server {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<SetRecordWriter> set_records_;  // signed set records, written on a thread of its own
   std::unique_ptr<SetCopier> set_copier_;         // offsite copies by policy, on a thread of its own
+  std::unique_ptr<Verifier> verifier_;            // the repositories against the catalog, on a thread of its own
   std::unique_ptr<HttpServer> http_;
   std::chrono::steady_clock::time_point last_render_{};
   std::chrono::steady_clock::duration last_render_took_{};

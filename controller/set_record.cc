@@ -68,25 +68,8 @@ nlohmann::json sign_set_record(const SetRecord& r, const plan::SigningKey& key) 
           {"signature", to_base64(std::span<const uint8_t>(sig.data(), sig.size()))}};
 }
 
-std::optional<SetRecord> verify_set_record(const nlohmann::json& file,
-                                           const std::function<const plan::PublicKey*(const std::string&)>& trusted,
-                                           std::string& why) {
-  if (!file.is_object() || !file.contains("body") || !file["body"].is_string()) {
-    why = "it is not a set record (no body)";
-    return std::nullopt;
-  }
-  std::string key_id = str(file, "key_id");
-  const plan::PublicKey* pub = trusted(key_id);
-  if (!pub) {
-    why = "it is signed by key '" + key_id + "', which is not a controller key trusted here (the controller's own keys, and those given with --trusted-key)";
-    return std::nullopt;
-  }
-  Bytes sig;
-  const std::string body = file["body"].get<std::string>();
-  if (!from_base64(str(file, "signature"), sig) || !plan::verify_signature(*pub, plan::pae(kSetRecordType, as_bytes(body)), sig)) {
-    why = "its signature does not verify under controller key '" + key_id + "'";
-    return std::nullopt;
-  }
+// The body, once its signature verified (or read unverified, said so by the caller).
+static std::optional<SetRecord> parse_set_record_body(const std::string& body, std::string& why) {
   auto j = nlohmann::json::parse(body, nullptr, false);
   if (!j.is_object() || str(j, "format") != "cairn-set-record-v1" || str(j, "set").empty() || !j.contains("tasks") ||
       !j["tasks"].is_array()) {
@@ -114,6 +97,36 @@ std::optional<SetRecord> verify_set_record(const nlohmann::json& file,
         if (x.is_string() && !x.get<std::string>().empty()) r.tasks.back().members.push_back(x.get<std::string>());
   }
   return r;
+}
+
+std::optional<SetRecord> read_set_record_unverified(const nlohmann::json& file, std::string& why) {
+  if (!file.is_object() || !file.contains("body") || !file["body"].is_string()) {
+    why = "it is not a set record (no body)";
+    return std::nullopt;
+  }
+  return parse_set_record_body(file["body"].get<std::string>(), why);
+}
+
+std::optional<SetRecord> verify_set_record(const nlohmann::json& file,
+                                           const std::function<const plan::PublicKey*(const std::string&)>& trusted,
+                                           std::string& why) {
+  if (!file.is_object() || !file.contains("body") || !file["body"].is_string()) {
+    why = "it is not a set record (no body)";
+    return std::nullopt;
+  }
+  std::string key_id = str(file, "key_id");
+  const plan::PublicKey* pub = trusted(key_id);
+  if (!pub) {
+    why = "it is signed by key '" + key_id + "', which is not a controller key trusted here (the controller's own keys, and those given with --trusted-key)";
+    return std::nullopt;
+  }
+  Bytes sig;
+  const std::string body = file["body"].get<std::string>();
+  if (!from_base64(str(file, "signature"), sig) || !plan::verify_signature(*pub, plan::pae(kSetRecordType, as_bytes(body)), sig)) {
+    why = "its signature does not verify under controller key '" + key_id + "'";
+    return std::nullopt;
+  }
+  return parse_set_record_body(body, why);
 }
 
 SetRecord record_from_catalog(const catalog::Tx& tx, const catalog::BackupSet& set, int64_t now) {

@@ -70,6 +70,11 @@ std::optional<SetRecord> verify_set_record(const nlohmann::json& file,
                                            const std::function<const plan::PublicKey*(const std::string& key_id)>& trusted,
                                            std::string& why);
 
+// A stored record's body parsed without its signature checked: for
+// `cairnctl repo check` without a controller key (it says so). Anyone with
+// the repository's password could have written what it returns.
+std::optional<SetRecord> read_set_record_unverified(const nlohmann::json& file, std::string& why);
+
 // The record of a set as the catalog holds it (an ended backup set and its
 // tasks, with their agents' names and keys).
 SetRecord record_from_catalog(const catalog::Tx& tx, const catalog::BackupSet& set, int64_t now);

@@ -70,6 +70,29 @@ std::string age_text(int64_t now, int64_t t) {
   return buf;
 }
 
+// The Verified cell of a repository's row: when, and each snapshot missing.
+std::string verification_cell(const RepositoryVerification* v, int64_t now) {
+  if (!v || (!v->verified_at && v->error.empty())) return "<td class=\"pending\">not yet</td>";
+  std::string text, why, cls = "complete";
+  if (v->verified_at)
+    text = age_text(now, v->verified_at) + ": " + std::to_string(v->listed) + " snapshot(s) listed, " +
+           (v->missing.empty() ? "all " + std::to_string(v->expected) + " the catalog holds there"
+                               : std::to_string(v->missing.size()) + " of the " + std::to_string(v->expected) +
+                                     " the catalog holds MISSING");
+  else
+    text = "never listed";
+  if (!v->missing.empty()) {
+    cls = "failed";
+    for (const auto& m : v->missing) why += (why.empty() ? "missing: " : "; ") + missing_line(m);
+  }
+  if (!v->error.empty()) {
+    if (v->missing.empty()) cls = "partial";
+    why += (why.empty() ? "" : "; ") + std::string("the last try (") + age_text(now, v->tried_at) + ") failed: " + v->error;
+  }
+  return "<td class=\"" + cls + "\">" + html_escape(text) + (why.empty() ? "" : "<div class=\"why\">" + html_escape(why) + "</div>") +
+         "</td>";
+}
+
 std::string join_lines(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& x : v) out += (out.empty() ? "" : "; ") + x;
@@ -180,6 +203,26 @@ std::string render_metrics(const StatusSources& s) {
              "Pack data of each repository the controller declares, as last measured (at start, after a prune, every 10 minutes, within 15 s of a backup ending).");
     for (const auto& r : s.repositories)
       if (auto size = s.maintenance.size_of(r)) m.sample("cairn_repository_size_bytes", labels({{"repository", r}}), double(*size));
+    // What the controller's verification found (controller/verification.h).
+    const auto verified = s.verifier ? s.verifier->states() : std::vector<RepositoryVerification>{};
+    m.family("cairn_repository_snapshots_missing", "gauge",
+             "Snapshots the catalog holds in the repository that its last verification did not find there (deleted "
+             "behind the controller's back, or lost by the store); absent before the first verification.");
+    for (const auto& v : verified)
+      if (v.verified_at)
+        m.sample("cairn_repository_snapshots_missing", labels({{"repository", v.repository}}), double(v.missing.size()));
+    m.family("cairn_repository_verified_timestamp_seconds", "gauge",
+             "When the controller last listed the repository's snapshots and compared them with the catalog (unix seconds).");
+    for (const auto& v : verified)
+      if (v.verified_at)
+        m.sample("cairn_repository_verified_timestamp_seconds", labels({{"repository", v.repository}}), double(v.verified_at));
+    m.family("cairn_repository_store_protection", "gauge",
+             "1 for what protects the repository's objects from a credential that may write, as its store last said: "
+             "state not_applicable (a filesystem), none, unknown, versioning, object_lock or create_only.");
+    for (const auto& v : verified)
+      if (v.protection_known)
+        m.sample("cairn_repository_store_protection",
+                 labels({{"repository", v.repository}, {"state", repo::protection_name(v.protection.state)}}), 1);
     // Retention that does not get done (a repository always locked or in
     // use, a prune that fails) shows as expired sets that grow old.
     auto expired = tx.expired_stats();
@@ -537,15 +580,21 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
            "</td><td class=\"why\">" + html_escape(why) + "</td></tr>\n";
     }
     if (tx.restores(1).empty()) h += "<tr><td colspan=\"5\">none yet</td></tr>\n";
-    h += "</table>\n<h2 id=\"repositories\">Repositories</h2>\n<table><tr><th>Repository</th><th>Pack data</th></tr>\n";
+    h += "</table>\n<h2 id=\"repositories\">Repositories</h2>\n<table><tr><th>Repository</th><th>Pack data</th>"
+         "<th>Verified</th><th>Store</th></tr>\n";
+    const auto verified = s.verifier ? s.verifier->states() : std::vector<RepositoryVerification>{};
     for (const auto& r : s.repositories) {
       auto size = s.maintenance.size_of(r);
+      const RepositoryVerification* v = nullptr;
+      for (const auto& x : verified)
+        if (x.repository == r) v = &x;
       h += "<tr><td>" + html_escape(r) + "</td><td>" +
            (size ? std::to_string(*size / (1024 * 1024)) + " MiB (" + std::to_string(*size) + " bytes)" : std::string("not measured yet")) +
-           "</td></tr>\n";
+           "</td>" + verification_cell(v, now) + "<td>" +
+           html_escape(v && v->protection_known ? protection_line(v->protection) : std::string("not asked yet")) + "</td></tr>\n";
     }
     if (s.repositories.empty())
-      h += "<tr><td colspan=\"2\">none declared in the controller's configuration ([[repository]])</td></tr>\n";
+      h += "<tr><td colspan=\"4\">none declared in the controller's configuration ([[repository]])</td></tr>\n";
     h += "</table>\n";
     if (s.publisher) {
       auto ps = s.publisher->status();

@@ -12,6 +12,7 @@
 #include "controller/catalog/catalog.h"
 #include "controller/fleet.h"
 #include "controller/maintenance.h"
+#include "controller/verification.h"
 
 namespace cairn::controller {
 
@@ -21,6 +22,7 @@ struct StatusSources {
   const Maintenance& maintenance;
   const AuditPublisher* publisher = nullptr;  // may be null
   std::vector<std::string> repositories;      // the controller's declared ones
+  const Verifier* verifier = nullptr;         // may be null: nothing verified shown
 };
 
 // The Prometheus text exposition (version 0.0.4).

@@ -242,4 +242,30 @@ std::vector<ExpiredStat> Tx::expired_stats() const {
   return out;
 }
 
+std::vector<StoredSnapshot> Tx::snapshots_in(const std::string& repository) const {
+  // A snapshot's time from the snapshots table (the agent's report), else
+  // the task's end.
+  auto s = db_.prepare(
+      "SELECT t.snapshot_id, t.backup_set_id, t.id, coalesce(a.name, t.agent_id), t.component,"
+      " coalesce(sn.created_at, t.updated_at), 0"
+      " FROM tasks t JOIN backup_sets b ON b.id = t.backup_set_id LEFT JOIN agents a ON a.id = t.agent_id"
+      " LEFT JOIN snapshots sn ON sn.task_id = t.id"
+      " WHERE t.kind = 'backup' AND t.repository = ?1 AND t.snapshot_id IS NOT NULL AND t.snapshot_removed_at IS NULL"
+      " AND b.expired_at IS NULL AND b.forgotten_at IS NULL"
+      " UNION ALL"
+      " SELECT c.snapshot_id, t.backup_set_id, t.id, coalesce(a.name, t.agent_id), t.component,"
+      " coalesce(sc.finished_at, t.updated_at), 1"
+      " FROM task_copies c JOIN tasks t ON t.id = c.task_id JOIN backup_sets b ON b.id = t.backup_set_id"
+      " JOIN set_copies sc ON sc.set_id = t.backup_set_id AND sc.repository = c.repository"
+      " LEFT JOIN agents a ON a.id = t.agent_id"
+      " WHERE c.repository = ?1 AND sc.state = 'copied' AND sc.removed_at IS NULL"
+      " AND b.expired_at IS NULL AND b.forgotten_at IS NULL"
+      " ORDER BY 2, 3, 7");
+  s.bind(1, repository);
+  std::vector<StoredSnapshot> out;
+  while (s.step())
+    out.push_back({s.text(0), s.text(1), s.text(2), s.text(3), s.text(4), s.integer(5), s.integer(6) != 0});
+  return out;
+}
+
 }  // namespace cairn::catalog

@@ -341,6 +341,11 @@ class Tx {
   std::vector<CountStat> snapshot_stats() const;
   // By repository: expired sets with a snapshot there not yet removed.
   std::vector<ExpiredStat> expired_stats() const;
+  // The snapshots repository holds by the catalog's word: every backup
+  // task's snapshot there, and every landed copy there, of a set retention
+  // has not expired (an expired set's snapshots may be going: maintenance
+  // removes them). Ordered by set, then task.
+  std::vector<StoredSnapshot> snapshots_in(const std::string& repository) const;
 
   // -- lookups for the operator API (lookup.cc) ---------------------------------
   // Ids of backup sets, restores or agents that start with prefix, in id

@@ -263,6 +263,18 @@ struct SnapshotOrigin {
   bool operator==(const SnapshotOrigin&) const = default;
 };
 
+// A snapshot the catalog says a repository holds (Tx::snapshots_in): a
+// backup task's, or its copy there (a policy's copy_to). What the
+// controller's verification looks for (controller/verification.h).
+struct StoredSnapshot {
+  std::string snapshot_id, set_id, task_id;
+  std::string agent;  // the agent's name (its id when the catalog has no such agent)
+  std::string component;
+  int64_t made_at = 0;  // unix seconds: when the task stored it
+  bool copy = false;    // a copy of the task's snapshot, made by the controller
+  bool operator==(const StoredSnapshot&) const = default;
+};
+
 // Sets retention expired whose snapshots in a repository wait to be removed.
 struct ExpiredStat {
   std::string repository;

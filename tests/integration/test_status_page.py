@@ -209,7 +209,7 @@ def test_the_example_alerting_rules_pass_promtool(tmp_path):
     p = subprocess.run([promtool, "check", "rules", str(f)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
     out = p.stdout.decode()
     assert p.returncode == 0, out
-    assert "SUCCESS: 20 rules found" in out, out
+    assert "SUCCESS: 22 rules found" in out, out
     # Every metric a rule names is one the controller serves (docs/alerts.md's table).
     names = set(re.findall(r"\b(cairn_[a-z_]+)", rules))
     served = set(re.findall(r"`(cairn_[a-z_]+)", doc.split("## Example rules")[0]))
@@ -315,6 +315,13 @@ FIRST_FIRING = {
                                "17m", [('component="pg",agent="node-a"', "9")]),
     "CairnSetAsideLarge": ([('cairn_restore_set_aside_bytes{component="etcd",agent="node-a"}', "0 60000000000x1600")],
                            "1m", "24h", "24h2m", [('component="etcd",agent="node-a"', "6e+10")]),
+    "CairnSnapshotsMissing": ([('cairn_repository_snapshots_missing{repository="main"}', "0 0 2 2")], "1m", "1m", "2m",
+                              [('repository="main"', "2")]),
+    "CairnRepositoryUnprotected": ([('cairn_repository_store_protection{repository="offsite",state="none"}', "1x80"),
+                                    ('cairn_repository_store_protection{repository="local",state="not_applicable"}',
+                                     "1x80"),
+                                    ('cairn_repository_store_protection{repository="vault",state="versioning"}', "1x80")],
+                                   "1m", "59m", "61m", [('repository="offsite",state="none"', None)]),
     "CairnBackupSlow": ([('cairn_backup_duration_seconds_bucket{policy="nightly",component="etcd",agent="node-a",'
                           'le="3600"}', "0x10"),
                          ('cairn_backup_duration_seconds_bucket{policy="nightly",component="etcd",agent="node-a",'

@@ -281,3 +281,12 @@ keep_min = 7
   CHECK_NOTHROW(parse_config("[http]\nlisten = \"0.0.0.0:7422\"\ntoken_file = \"/etc/cairn/http.token\"\n", "ctl.toml"));
   CHECK(parse_config("[http]\nlisten = \"\"\n", "ctl.toml").http_listen.empty());
 }
+
+TEST_CASE("the verify interval: 6 h by default, a duration from 1min to 30d") {
+  CHECK(parse_config("", "ctl.toml").verify_interval_seconds == 6 * 3600);
+  CHECK(parse_config("[verify]\ninterval = \"30min\"\n", "ctl.toml").verify_interval_seconds == 1800);
+  CHECK(parse_config("[verify]\ninterval = \"1d\"\n", "ctl.toml").verify_interval_seconds == 86400);
+  CHECK_THAT(error_of("[verify]\ninterval = \"10s\"\n"), Catch::Contains("ctl.toml:2:12: 'verify.interval' is '10s'"));
+  CHECK_THAT(error_of("[verify]\ninterval = \"often\"\n"), Catch::Contains("must be a duration from 1min to 30d"));
+  CHECK_THAT(error_of("[verify]\nevery = \"1h\"\n"), Catch::Contains("unknown key 'verify.every'"));
+}
