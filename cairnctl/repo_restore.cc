@@ -68,6 +68,9 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
         throw;
       }
       pp.clear();
+      // Said whatever --quiet or --json: the target held what a killed restore left.
+      if (std::string left = repo::leftovers_text(res, a.target); !left.empty())
+        std::fprintf(stderr, "cairnctl: %s\n", terminal_safe(left).c_str());
       for (const auto& w : res.warnings) warn("'" + w.path + "': " + w.reason);
       for (const auto& f : res.failures)
         std::fprintf(stderr, "cairnctl: error: restore of '%s' failed: %s\n", terminal_safe(f.path).c_str(),
@@ -83,6 +86,7 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
                     {"dirs_restored", res.dirs_restored},
                     {"others_restored", res.others_restored},
                     {"bytes_restored", res.bytes_restored},
+                    {"leftovers_removed", {{"files", res.leftovers_removed}, {"bytes", res.leftover_bytes_removed}}},
                     {"duration_s", res.seconds},
                     {"failures", fails},
                     {"warnings", warns}});

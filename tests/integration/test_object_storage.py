@@ -319,6 +319,22 @@ def test_agent_credentials_that_cannot_delete_back_up_and_restore_but_not_prune(
     assert "no errors were found" in out
 
 
+def test_a_killed_restore_from_s3_leaves_partial_files_the_next_restore_removes(store, tmp_path):
+    """kill -9 of `repo restore` reading from S3, once the first temporary file appears; the restore with
+    --overwrite into the same target removes what it left and says so (test_crash.py does it on disk)."""
+    from test_crash import finish_after_kills, kill_restores, restore_source
+    r = new_repo(store, tmp_path)
+    src = restore_source(tmp_path, files=4)
+    r.ok("backup", src)
+    target = tmp_path / "out"
+    left = kill_restores(lambda overwrite: r.popen("restore", "latest", "--target", target, *(["--overwrite"] if overwrite else []),
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                         target, kills=1)
+    finish_after_kills(lambda overwrite: r.run("restore", "latest", "--target", target, "--json",
+                                               *(["--overwrite"] if overwrite else [])),
+                       target, src, left)
+
+
 def test_faults_mid_transfer_are_retried_and_the_repository_checks_clean(store, proxy, tmp_path):
     faults_mid_transfer_are_retried(new_repo(store, tmp_path, endpoint=proxy.endpoint), proxy, tmp_path, "SlowDown")
 
