@@ -335,6 +335,35 @@ def test_a_killed_restore_from_s3_leaves_partial_files_the_next_restore_removes(
                        target, src, left)
 
 
+def test_a_secret_in_a_repository_url_is_refused_and_never_printed(store, tmp_path):
+    """Credentials are never taken from a URL: one written into it anyway (userinfo, a signed query)
+    is refused, by cairnctl and by the controller's configuration, and the refusal shows the URL
+    with the secret as '***'."""
+    from cluster import CONTROLLER
+    secret = "wJalrXUtnFEMIK7MDENGbPxRfiCYSECRET"
+    host = store.endpoint.split("://", 1)[1]
+    urls = [f"s3:http://AKIDEXAMPLE:{secret}@{host}/bucket/repo", f"s3://AKIDEXAMPLE:{secret}@bucket/repo",
+            f"s3:http://{host}/bucket/repo?X-Amz-Credential=AKIDEXAMPLE&X-Amz-Signature={secret}"]
+    r = new_repo(store, tmp_path, init=False)
+    for url in urls:
+        bad = Repo(url, tmp_path, r.creds)
+        for args in (("snapshots",), ("init",), ("backup", tmp_path)):
+            rc, out, err = bad.run(*args)
+            assert rc == 1, (url, args, rc, out, err)
+            assert "carries credentials" in err or "has a query" in err, err
+            assert "***" in err and secret not in out + err and "AKIDEXAMPLE" not in out + err, err
+    # The controller refuses to start on such a [[repository]] path, naming file, line and repository.
+    for url in urls:
+        cfg = tmp_path / "controller.toml"
+        cfg.write_text(f'[controller]\ndata_dir = "{tmp_path / "ctl"}"\n\n[[repository]]\nname = "offsite"\n'
+                       f'password_file = "{r.pw}"\npath = "{url}"\n')
+        p = subprocess.run([os.fspath(CONTROLLER), "--config", cfg], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        out = (p.stdout + p.stderr).decode(errors="replace")
+        assert p.returncode == 2, (p.returncode, out)
+        assert f"{cfg}:7:" in out and "repository 'offsite'" in out and "carries credentials" in out and "***" in out, out
+        assert secret not in out and "AKIDEXAMPLE" not in out, out
+
+
 def test_faults_mid_transfer_are_retried_and_the_repository_checks_clean(store, proxy, tmp_path):
     faults_mid_transfer_are_retried(new_repo(store, tmp_path, endpoint=proxy.endpoint), proxy, tmp_path, "SlowDown")
 

@@ -168,6 +168,22 @@ def test_agent_sas_without_delete_backs_up_and_leaves_its_locks_to_the_controlle
     assert [k for k in store.blobs(r.container, "repo/locks/", account="cairntest") if "/locks/." not in k] == []
 
 
+def test_a_sas_in_the_repository_url_is_refused_and_never_printed(store, tmp_path):
+    """A SAS token (or an account key as userinfo) written into the URL is refused, and the refusal shows
+    the URL with the secret as '***'."""
+    sas = store.account_sas("cairntest", "racwdl")
+    sig = sas.split("sig=")[1].split("&")[0]
+    base = store.url("cairn-" + secrets.token_hex(4), "repo", account="cairntest")
+    host = base.split("://", 1)[1]
+    key = store.keys["cairntest"]
+    for url in (f"{base}?{sas}", base.replace(host, f"cairntest:{key}@{host}"), f"azure://cairntest/c0ntainer/repo?{sas}"):
+        r = Repo(url, tmp_path, None)
+        rc, out, err = r.run("snapshots")
+        assert rc == 1, (url, rc, out, err)
+        assert "***" in err and ("carries credentials" in err or "has a query" in err), err
+        assert sig not in out + err and key not in out + err, err
+
+
 def test_missing_container_is_no_repository(store, tmp_path):
     r = new_repo(store, tmp_path, init=False)
     rc, _, err = r.run("snapshots")

@@ -281,3 +281,17 @@ keep_min = 7
   CHECK_NOTHROW(parse_config("[http]\nlisten = \"0.0.0.0:7422\"\ntoken_file = \"/etc/cairn/http.token\"\n", "ctl.toml"));
   CHECK(parse_config("[http]\nlisten = \"\"\n", "ctl.toml").http_listen.empty());
 }
+
+TEST_CASE("a repository URL carrying a secret is refused naming file, line and repository, never the secret") {
+  for (const std::string path : {"s3:https://AKIDXYZ:SECRETXYZ@host:9000/bucket/prefix", "s3://AKIDXYZ:SECRETXYZ@bucket",
+                                 "azure://acct/container/prefix?sv=2024&sig=SECRETXYZ"}) {
+    CAPTURE(path);
+    std::string e = error_of("[[repository]]\nname = \"offsite\"\npassword_file = \"/p\"\npath = \"" + path + "\"\n");
+    CHECK_THAT(e, Catch::StartsWith("ctl.toml:4:") && Catch::Contains("repository 'offsite'") &&
+                      Catch::Contains("carries credentials") && Catch::Contains("***") && Catch::Contains("credentials_file"));
+    CHECK(e.find("SECRETXYZ") == std::string::npos);
+    CHECK(e.find("AKIDXYZ") == std::string::npos);
+  }
+  CHECK_NOTHROW(parse_config("[[repository]]\nname = \"o\"\npassword_file = \"/p\"\npath = \"s3:https://host:9000/b/p\"\n",
+                             "ctl.toml"));
+}
