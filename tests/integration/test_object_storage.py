@@ -319,6 +319,32 @@ def test_agent_credentials_that_cannot_delete_back_up_and_restore_but_not_prune(
     assert "no errors were found" in out
 
 
+def test_agent_credentials_fail_prune_and_forget_even_with_nothing_to_delete(store, proxy, tmp_path):
+    """docs/configuration.md: with agent credentials, forget and prune fail with exit code 14 and say
+    that maintenance runs where the controller's credentials are; also when there is nothing to delete
+    (they ask the store first), and before they write a lock. A dry run changes nothing and may run."""
+    proxy.agent_role()
+    r = new_repo(store, tmp_path, endpoint=proxy.endpoint)
+    src = tmp_path / "src"
+    src.mkdir()
+    write_random(src / "a.bin", 1 << 20)
+    r.ok("backup", src)
+    before = bucket_keys(store, r.bucket)
+    for args in (("prune",), ("forget", "--keep-last", "5"), ("forget", "--keep-last", "5", "--prune")):
+        rc, out, err = r.run(*args)
+        assert rc == 14, (args, rc, out, err)
+        assert "cannot prune or forget" in err and "controller's credentials" in err, (args, err)
+        assert bucket_keys(store, r.bucket) == before, args  # not even a lock
+    out, _ = r.ok("prune", "--dry-run")
+    assert "nothing was changed" in out
+    # The controller's credentials: nothing to prune, and that is success.
+    admin = Repo(store.url(r.bucket, "repo"), tmp_path, store.credentials(tmp_path / "controller.cred"))
+    admin.pw = r.pw
+    out, _ = admin.ok("prune")
+    assert "nothing to prune" in out
+    admin.ok("forget", "--keep-last", "5")
+
+
 def test_a_killed_restore_from_s3_leaves_partial_files_the_next_restore_removes(store, tmp_path):
     """kill -9 of `repo restore` reading from S3, once the first temporary file appears; the restore with
     --overwrite into the same target removes what it left and says so (test_crash.py does it on disk)."""
