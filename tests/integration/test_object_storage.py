@@ -11,6 +11,7 @@ import secrets
 import shutil
 import subprocess
 import threading
+import time
 import datetime
 from unittest import mock
 
@@ -482,6 +483,40 @@ def test_controller_backs_up_etcd_into_s3_restores_it_and_prunes_there(store, pr
     finally:
         c.stop_all()
         member.stop()
+
+
+def test_a_restores_store_requests_are_counted_under_its_repository(store, proxy, tmp_path):
+    """/metrics counts each task's store requests under the repository the task used: a restore's
+    as well as a backup's, never under an empty repository name; the restore's task names it too."""
+    import urllib.request
+    from cluster import backup_set_id, restore_id
+    c = s3_cluster(store, proxy, tmp_path)
+    try:
+        c.add_agent("node-a", {"a.bin": os.urandom(2 << 20), "b.txt": b"as backed up\n"})
+        c.enrol("node-a")
+        sid = backup_set_id(c.ok("backup", "create", "--node", "node-a", "--wait"))
+        backed = sum(int(t["storage_requests"]) for t in c.json("backup", "show", sid)["tasks"])
+        assert backed > 0
+
+        def requests():  # the controller renders /metrics every 2 s
+            text = urllib.request.urlopen(c.http_url() + "metrics", timeout=10).read().decode()
+            return {m.group(1): int(float(m.group(2)))
+                    for m in re.finditer(r'^cairn_storage_requests_total\{repository="([^"]*)"\} (\S+)$', text, re.M)}
+        c.wait_for("the backup's requests in /metrics", lambda: requests() == {"main": backed}, timeout=15)
+        data = c.agent_dirs["node-a"]["data"]
+        (data / "b.txt").write_text("changed since\n")
+        rc, out, err = c.ctl("restore", sid, "--node", "node-a", "--skip-safety-backup", "--wait", timeout=300)
+        assert rc == 0, f"{out}\n{err}\n{c.logs()}"
+        (t,) = c.json("restore", "show", restore_id(out))["tasks"]
+        assert t.get("repository") == "main" and int(t["storage_requests"]) > 0, t
+        assert (data / "b.txt").read_text() == "as backed up\n"
+        want = {"main": backed + int(t["storage_requests"])}
+        deadline = time.monotonic() + 15
+        while (seen := requests()) != want and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert seen == want, f"cairn_storage_requests_total by repository: {seen}, not {want}"
+    finally:
+        c.stop_all()
 
 
 def test_a_running_backup_shows_the_stores_retries_as_they_happen(store, proxy, tmp_path):
