@@ -362,6 +362,48 @@ def test_a_killed_restore_from_s3_leaves_partial_files_the_next_restore_removes(
                        target, src, left)
 
 
+def test_the_summaries_count_every_request_the_store_saw(store, proxy, tmp_path):
+    """storage.requests in backup's and restore's --json summaries is what the store was sent: the
+    proxy in front of it counts the same (the lock's removal included)."""
+    r = new_repo(store, tmp_path, endpoint=proxy.endpoint)
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    write_random(src / "a.bin", 3 << 20)
+    for i in range(5):
+        (src / "d" / f"f{i}.txt").write_text(f"file {i}\n")
+    for args in (("backup", "--json", src), ("backup", "--json", src),
+                 ("restore", "latest", "--target", tmp_path / "out", "--json")):
+        seen = len(proxy.requests)
+        out, _ = r.ok(*args)
+        summary = summary_of(out)
+        assert summary["storage"]["requests"] == len(proxy.requests) - seen, (args, summary["storage"], proxy.requests[seen:])
+        assert summary["storage"]["retries"] == 0
+    assert_same_tree(src, restored_path(tmp_path / "out", src))
+
+
+def test_a_stalled_store_is_part_of_the_summarys_duration(store, proxy, tmp_path):
+    """A store that holds a request for seconds (less than the stall timeout: no retry) makes the
+    command take that long, and the summary's duration_s says so: it is the command's wall time,
+    the lock and the snapshot's upload included."""
+    r = new_repo(store, tmp_path, endpoint=proxy.endpoint)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("small\n")
+    proxy.add("stall", method="PUT", path=r"/snapshots/", count=1, seconds=3.0)
+    t0 = time.monotonic()
+    out, _ = r.ok("backup", "--json", src)
+    wall = time.monotonic() - t0
+    summary = summary_of(out)
+    assert summary["storage"]["retries"] == 0, summary
+    assert 3.0 <= summary["duration_s"] <= wall, (summary["duration_s"], wall)
+    proxy.add("stall", method="PUT", path=r"/locks/", count=1, seconds=3.0)
+    t0 = time.monotonic()
+    out, _ = r.ok("restore", "latest", "--target", tmp_path / "out", "--json")
+    wall = time.monotonic() - t0
+    summary = summary_of(out)
+    assert 3.0 <= summary["duration_s"] <= wall, (summary["duration_s"], wall)
+
+
 def test_a_secret_in_a_repository_url_is_refused_and_never_printed(store, tmp_path):
     """Credentials are never taken from a URL: one written into it anyway (userinfo, a signed query)
     is refused, by cairnctl and by the controller's configuration, and the refusal shows the URL
