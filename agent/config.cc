@@ -16,6 +16,7 @@
 #include "agent/drivers/registry.h"
 #include "common/repo/memory.h"
 #include "common/repo/storage/backend.h"
+#include "common/repo/storage/redact.h"
 #include "common/util/control_chars.h"
 #include "common/util/fs.h"
 #include "common/util/toml_guard.h"
@@ -55,6 +56,11 @@ RepositoryDecl read_repository(TableReader& r) {
   d.name = r.required_string("name");
   if (!valid_name(d.name)) r.fail("name", "'" + d.name + "' must be 1-64 letters, digits, '-', '_' or '.'");
   d.path = r.required_string("path");
+  // Named redacted, never whole: the refusal goes to the log.
+  if (repo::location_carries_secret(d.path))
+    r.fail("path", "repository '" + d.name + "': '" + repo::redact_location(d.path) +
+                       "' carries credentials or a query; they are never taken from a URL: put them in credentials_file "
+                       "(mode 0600)");
   if (!repo::is_remote_location(d.path)) require_absolute(r, "path", d.path);
   if (auto v = r.string("credentials_file")) {
     d.credentials_file = *v;
@@ -88,6 +94,7 @@ std::string check_secret_file_mode(const std::string& path) {
 std::vector<std::string> config_warnings(const AgentConfig& c) {
   std::vector<std::string> out;
   for (const auto& r : c.repositories) {
+    if (repo::is_remote_location(r.path)) continue;  // an object store: the first task opens it and says what is wrong
     struct stat st {};
     if (::stat(r.path.c_str(), &st) != 0)
       out.push_back("repository '" + r.name + "': '" + r.path + "' does not exist (" + std::strerror(errno) +

@@ -42,6 +42,7 @@
 #include "cairnctl/op_view.h"
 #include "common/crypto/crypto.h"
 #include "common/repo/storage/backend.h"
+#include "common/repo/storage/redact.h"
 #include "common/repo/checker.h"
 #include "common/repo/copy.h"
 #include "common/repo/lock.h"
@@ -410,6 +411,10 @@ struct RemoteExport {
 // The store and object name of `import`'s argument, or nothing for a local file.
 std::optional<RemoteExport> remote_export(const std::string& url) {
   if (!repo::is_remote_location(url)) return std::nullopt;
+  if (repo::location_carries_secret(url))
+    throw Error(Errc::invalid_input, "'" + terminal_safe(repo::redact_location(url)) +
+                                         "' carries credentials or a query: they are never taken from a URL (use a "
+                                         "credentials file of mode 0600)");
   auto p = url.rfind(kExportsDir);
   const size_t from = p == std::string::npos ? 0 : p + std::strlen(kExportsDir);
   if (p == std::string::npos || from >= url.size() || url.find('/', from) != std::string::npos)

@@ -5,6 +5,7 @@
 #include "cairnctl/cli.h"
 #include "common/util/terminal_text.h"
 #include "common/repo/policy.h"
+#include "common/repo/prune.h"
 #include "common/util/error.h"
 #include "common/repo/snapshot.h"
 
@@ -77,6 +78,8 @@ void register_repo_forget(CLI::App& repo, Context& ctx) {
       if (use_policy && a.policy.empty()) repo::apply_retention({}, a.policy);
 
       auto r = open_repo(o, a.prune);
+      // As prune: credentials that cannot delete fail with exit code 14 even with nothing to forget.
+      if (!a.dry_run) repo::check_may_delete(r->backend());
       auto lock = lock_repo(*r, o, repo::LockKind::exclusive, a.prune ? "forget --prune" : "forget");
       std::set<std::string> explicit_ids;
       for (const auto& ref : a.ids) explicit_ids.insert(repo::resolve_snapshot(*r, ref));

@@ -120,6 +120,9 @@ void register_repo_prune(CLI::App& repo, Context& ctx) {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
       auto r = open_repo(o, false);  // prune reads every index file itself and refuses on a bad one
+      // Credentials that cannot delete (an agent's) fail here, exit code 14,
+      // before a lock or a repacked pack is written, whatever there is to prune.
+      if (!a.dry_run) repo::check_may_delete(r->backend());
       auto lock = lock_repo(*r, o, repo::LockKind::exclusive, "prune");
       return run_prune(*r, o, a.max_unused, a.dry_run, {}, &ctx.cancel, lock.get());
     };

@@ -1,5 +1,7 @@
 #include <unistd.h>
 
+#include <chrono>
+
 #include "cairnctl/cli.h"
 #include "common/util/terminal_text.h"
 #include "common/repo/restorer.h"
@@ -38,6 +40,7 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
                   "4 GiB bound on the restore plan's memory");
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
+      const auto started = std::chrono::steady_clock::now();  // the summary's duration: the command's wall time
       const auto& o = ctx.opts;
       auto budget = memory_budget(a.memory_budget);
       auto r = open_repo(o);
@@ -68,6 +71,11 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
         throw;
       }
       pp.clear();
+      lock.reset();  // its request counted in the summary (as backup's)
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      // Said whatever --quiet or --json: the target held what a killed restore left.
+      if (std::string left = repo::leftovers_text(res, a.target); !left.empty())
+        std::fprintf(stderr, "cairnctl: %s\n", terminal_safe(left).c_str());
       for (const auto& w : res.warnings) warn("'" + w.path + "': " + w.reason);
       for (const auto& f : res.failures)
         std::fprintf(stderr, "cairnctl: error: restore of '%s' failed: %s\n", terminal_safe(f.path).c_str(),
@@ -76,20 +84,24 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
         nlohmann::json fails = nlohmann::json::array(), warns = nlohmann::json::array();
         for (const auto& f : res.failures) fails.push_back({{"path", f.path}, {"reason", f.reason}});
         for (const auto& w : res.warnings) warns.push_back({{"path", w.path}, {"reason", w.reason}});
-        print_json({{"message_type", "summary"},
-                    {"snapshot_id", res.snapshot_id},
-                    {"target", a.target},
-                    {"files_restored", res.files_restored},
-                    {"dirs_restored", res.dirs_restored},
-                    {"others_restored", res.others_restored},
-                    {"bytes_restored", res.bytes_restored},
-                    {"duration_s", res.seconds},
-                    {"failures", fails},
-                    {"warnings", warns}});
+        nlohmann::json j = {{"message_type", "summary"},
+                            {"snapshot_id", res.snapshot_id},
+                            {"target", a.target},
+                            {"files_restored", res.files_restored},
+                            {"dirs_restored", res.dirs_restored},
+                            {"others_restored", res.others_restored},
+                            {"bytes_restored", res.bytes_restored},
+                            {"leftovers_removed", {{"files", res.leftovers_removed}, {"bytes", res.leftover_bytes_removed}}},
+                            {"duration_s", seconds},
+                            {"failures", fails},
+                            {"warnings", warns}};
+        if (r->backend().caps().remote) j["storage"] = storage_json(r->backend());
+        print_json(j);
       } else {
         info(o, "restored snapshot " + res.snapshot_id.substr(0, 8) + " to '" + a.target + "': " + std::to_string(res.files_restored) +
                     " files, " + std::to_string(res.dirs_restored) + " dirs, " + std::to_string(res.others_restored) + " other entries, " +
-                    human_bytes(res.bytes_restored) + " in " + human_duration(res.seconds));
+                    human_bytes(res.bytes_restored) + " in " + human_duration(seconds));
+        if (r->backend().caps().remote) info(o, storage_line(r->backend()));
         if (!res.failures.empty())
           info(o, std::to_string(res.failures.size()) + " entries could not be restored (listed above); run 'cairnctl repo check --read-data'");
       }

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/repo/storage/backend.h"
+#include "common/repo/storage/redact.h"
 #include <cstdio>
 #include <fstream>
 #include <set>
@@ -187,6 +188,11 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
       r.string("credentials_file", repo.credentials_file);
       if (repo.name.empty() || repo.path.empty() || repo.password_file.empty())
         fail(source, node, "a [[repository]] needs name, path and password_file");
+      // Named redacted, never whole: the refusal goes to the log.
+      if (repo::location_carries_secret(repo.path))
+        fail(source, *node.as_table()->get("path"),
+             "repository '" + repo.name + "': path '" + repo::redact_location(repo.path) +
+                 "' carries credentials or a query; they are never taken from a URL: put them in credentials_file (mode 0600)");
       if ((repo.path[0] != '/' && !repo::is_remote_location(repo.path)) || repo.password_file[0] != '/')
         fail(source, node, "repository '" + repo.name + "': path must be absolute or a repository URL (s3:https://host/bucket/prefix, "
                            "s3://bucket/prefix, azure://account/container/prefix), password_file absolute");

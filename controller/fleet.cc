@@ -879,7 +879,10 @@ std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_
     u.files = r.files();
     u.storage_requests = r.storage_requests();
     u.storage_retries = r.storage_retries();
-    if (r.storage_requests()) {
+    // Per repository by its name (every task records the one it reads or
+    // writes, orders.cc); a row from before that has none and is not counted:
+    // a repository label is never empty.
+    if (r.storage_requests() && !t->repository.empty()) {
       std::lock_guard g(storage_mu_);
       auto& c = storage_[t->repository];
       c.requests += r.storage_requests();

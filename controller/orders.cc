@@ -159,6 +159,16 @@ std::string restore_repository(const Tx& tx, const std::string& agent_id, const 
   return default_of(agent_id);
 }
 
+// The repository a new restore task reads: its safety backup's (written beside
+// the snapshot), else its source snapshot's. Recorded on the task, so that
+// what the task reports (its store's requests, /metrics) is counted under that
+// name and never under "", and every step of a cluster restore names the same.
+std::string restore_task_repository(const Tx& tx, const catalog::NewTask& nt) {
+  if (nt.safety_task_id)
+    if (auto s = tx.task(*nt.safety_task_id); s && !s->repository.empty()) return s->repository;
+  return restore_repository(tx, nt.agent_id, nt.component, nt.source_snapshot.value_or(""));
+}
+
 // One restore task as the agent gets it; a cluster step names its step and
 // what every member must agree on.
 cairn::v1::Task restore_wire(const Tx& tx, const catalog::Task& t, const std::string& set_id, const std::string& restore_id) {
@@ -171,8 +181,9 @@ cairn::v1::Task restore_wire(const Tx& tx, const catalog::Task& t, const std::st
   // (every step of a cluster restore says the same).
   std::optional<catalog::Task> safety;
   if (t.safety_task_id) safety = tx.task(*t.safety_task_id);
-  std::string repository =
-      safety ? safety->repository : restore_repository(tx, t.agent_id, t.component, t.source_snapshot.value_or(""));
+  std::string repository = !t.repository.empty() ? t.repository  // recorded when the task was made
+                           : safety              ? safety->repository
+                                                 : restore_repository(tx, t.agent_id, t.component, t.source_snapshot.value_or(""));
   std::optional<std::string> in;
   if (!repository.empty()) in = repository;
   if (auto parent = tx.backup_parent(t.agent_id, t.component, in)) w.set_parent_snapshot_id(*parent);  // of the safety backup
@@ -798,6 +809,7 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     r.selector = sel;
     for (const auto& [t, driver] : picks) {
       catalog::NewTask nt{on->id, t.component, t.snapshot_id, std::nullopt};
+      nt.repository = t.repository;  // read by the name its writer gave it (below)
       r.tasks.push_back(std::move(nt));
     }
     Ordered out;
@@ -1144,6 +1156,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     for (const auto& p : picks) {
       catalog::NewTask nt{p.agent.id, p.component, source[source_key(p)].snapshot_id, std::nullopt};
       if (auto it = safety_task.find({p.agent.id, p.component}); it != safety_task.end()) nt.safety_task_id = it->second;
+      nt.repository = restore_task_repository(tx, nt);
       if (has_cluster && !p.member_of.empty()) {
         bool steps = members_selected[p.driver + "/" + p.member_of] > 1;
         deferred.push_back({{"agent_id", p.agent.id},
@@ -1294,6 +1307,7 @@ size_t Orders::issue_owed_rollbacks(Tx& tx, const std::string& agent_id) {
     catalog::NewTask nt{agent_id, t.component, t.source_snapshot, std::nullopt};
     nt.restore_step = "rollback";
     nt.cluster_id = t.cluster_id;
+    nt.repository = !t.repository.empty() ? t.repository : restore_task_repository(tx, nt);
     std::string id = tx.add_owed_rollback(restore->id, nt);
     cairn::v1::Task w = restore_wire(tx, *tx.task(id), restore->source_set_id, restore->id);
     w.mutable_options()->set_skip_safety_backup(true);
@@ -1344,6 +1358,7 @@ void Orders::release_deferred(Tx& tx, const catalog::Task& ended) {
     if (!d.value("safety_task_id", "").empty()) nt.safety_task_id = d.value("safety_task_id", "");
     nt.restore_step = d.value("restore_step", "");
     nt.cluster_id = d.value("cluster_id", "");
+    nt.repository = restore_task_repository(tx, nt);
     add.push_back(std::move(nt));
   }
   auto ids = tx.add_restore_tasks(*ended.restore_id, add);
@@ -1480,6 +1495,7 @@ void Orders::next_cluster_step(Tx& tx, const catalog::Task& ended) {
     catalog::NewTask nt{m.agent_id, m.component, m.source_snapshot, std::nullopt};
     nt.restore_step = next;
     nt.cluster_id = m.cluster_id;
+    nt.repository = !m.repository.empty() ? m.repository : restore_task_repository(tx, nt);
     tasks.push_back(std::move(nt));
   }
   auto ids = tx.add_restore_tasks(*ended.restore_id, tasks);

@@ -475,4 +475,15 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
   return res;
 }
 
+void check_may_delete(Backend& be) {
+  const Handle probe{FileType::index, "delete-probe"};  // index names are hex: never a repository's object
+  be.remove(probe);
+  try {
+    for (const auto& v : be.versions(probe))
+      if (v.marker) be.remove_version({object_path(probe), v.version, 0, true});
+  } catch (const Error&) {
+    // A marker left behind holds no bytes; prune's § 7 or the bucket's lifecycle rules remove it.
+  }
+}
+
 }  // namespace cairn::repo

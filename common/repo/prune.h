@@ -76,4 +76,13 @@ struct PruneResult {
 // Holds no lock itself: the caller must hold the exclusive lock.
 PruneResult prune(Repository& repo, const PruneOptions& opt);
 
+// Whether these credentials may delete what prune and forget delete, asked
+// before they change anything (with nothing to delete they would otherwise
+// succeed under an agent's credentials): a delete of an object no repository
+// has (index/delete-probe), which a store answers by the credentials' rights
+// alone. Throws Errc::denied (the store's refusal, and that maintenance runs
+// where the controller's credentials are) when they may not. A versioning
+// store's delete marker for the probe is removed again where the store lists it.
+void check_may_delete(Backend& be);
+
 }  // namespace cairn::repo

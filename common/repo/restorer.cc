@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -105,6 +106,9 @@ class PackCache {
   uint64_t tick_ = 0;
 };
 constexpr size_t kMaxNameForTemp = 200;  // keeps ".cairn-restore.<name>.<hex>" under NAME_MAX
+constexpr std::string_view kTempPrefix = ".cairn-restore.";
+// The refusal of a non-empty target looks this far for an interrupted restore's partial files.
+constexpr uint64_t kLeftoverHintEntries = 10000;
 
 struct BlobRef {
   BlobId id{};
@@ -194,6 +198,18 @@ bool remove_existing(int dirfd, const std::string& name) {
   return !ec;
 }
 
+// The first file under dir (depth first, symlinks not followed, at most
+// kLeftoverHintEntries entries looked at) named like an interrupted restore's
+// partial file; "" when there is none.
+std::string first_leftover(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
+  for (uint64_t n = 0; !ec && it != end && n < kLeftoverHintEntries; it.increment(ec), ++n)
+    if (is_restore_temp_name(it->path().filename().string()) && it->is_regular_file(ec)) return it->path().string();
+  return {};
+}
+
 // Open directories, opened along the way from the target by name with O_NOFOLLOW
 // and kept for reuse, at most kCached of them besides those in use.
 class DirFds {
@@ -279,6 +295,7 @@ class Restorer {
   // fd: the entry itself (files, directories); -1: name in dirfd (symlinks, fifos, devices)
   void set_meta(int fd, int dirfd, const Node& n, const std::string& path);
   void cleanup_temps();
+  void remove_leftovers(size_t dir);
   // --- reporting
   void failure(const std::string& path, const std::string& reason);
   void warning(const std::string& path, const std::string& reason);
@@ -302,6 +319,7 @@ class Restorer {
   std::mutex res_mu_;
 
   std::vector<Item> dirs_;      // pre-order; dirs_[0] is the target
+  std::vector<bool> existed_;   // per dirs_ entry: the directory was there before this restore
   DirFds fds_{dirs_};
   std::vector<Item> specials_;  // symlinks, fifos, devices, sockets
   std::vector<std::unique_ptr<FileJob>> files_;
@@ -476,6 +494,25 @@ bool restore_glob_matches(const std::vector<std::string>& globs, const std::stri
   return false;
 }
 
+bool is_restore_temp_name(std::string_view name) {
+  if (!name.starts_with(kTempPrefix)) return false;
+  size_t dot = name.rfind('.');
+  if (dot <= kTempPrefix.size()) return false;  // no name between the prefix and the suffix
+  std::string_view file = name.substr(kTempPrefix.size(), dot - kTempPrefix.size());
+  std::string_view suffix = name.substr(dot + 1);
+  // The suffix: the process id (at most 8 hex digits) and a 64-bit counter (at most 16).
+  if (file.size() > kMaxNameForTemp || suffix.size() < 2 || suffix.size() > 24) return false;
+  for (char c : suffix)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+std::string leftovers_text(const RestoreResult& r, const std::string& target) {
+  if (r.leftovers_removed == 0) return {};
+  return "removed " + std::to_string(r.leftovers_removed) + " partial file(s) (" + std::to_string(r.leftover_bytes_removed) +
+         " bytes) an earlier interrupted restore left in '" + target + "'";
+}
+
 namespace {
 
 void Restorer::set_meta(int fd, int dirfd, const Node& n, const std::string& path) {
@@ -516,7 +553,10 @@ void Restorer::make_dir(size_t i) {
   int e = errno;
   struct stat st {};
   if (e == EEXIST && ::fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-    if (S_ISDIR(st.st_mode)) return;
+    if (S_ISDIR(st.st_mode)) {
+      existed_[i] = true;
+      return;
+    }
     if (opt_.overwrite && remove_existing(pfd, d.node.name) && ::mkdirat(pfd, name, 0700) == 0) return;
     e = errno;
   }
@@ -616,6 +656,11 @@ bool Restorer::ensure_open(FileJob& f, DirFds& fds) {
     }
     f.fd = Fd(fd);
     f.tmp = tmp;
+    // Locked while it is written (until it has its name, see finalize): a
+    // restore starting beside this one takes it for a live file, not for the
+    // leftover of a killed one (remove_leftovers). A filesystem without flock
+    // leaves it unlocked.
+    (void)::flock(fd, LOCK_EX | LOCK_NB);
     // A sparse file gets its size first; the extents are written into it, the rest stays holes.
     if (f.node.sparse && ::ftruncate(fd, off_t(f.logical)) != 0) {
       if (!f.failed.exchange(true)) f.reason = "cannot set the size of '" + dest_of(path_of(f.dir, tmp)) + "': " + err_text(errno);
@@ -858,8 +903,10 @@ void Restorer::finalize(FileJob& f) {
   bytes_done_ += f.logical > f.written ? f.logical - f.written : 0;  // holes and what failed
   std::lock_guard g(f.mu);
   std::string path = path_of(f.dir, f.node.name);
+  Fd hold;  // keeps the temporary file's lock (ensure_open) until it is renamed
   if (!f.failed && f.fd) {
     set_meta(f.fd.get(), -1, f.node, path);
+    hold = Fd(::dup(f.fd.get()));
     if (::close(f.fd.release()) != 0) {
       f.failed = true;
       f.reason = "cannot write '" + dest_of(path_of(f.dir, f.tmp)) + "': " + err_text(errno);
@@ -921,6 +968,47 @@ void Restorer::cleanup_temps() {
   }
 }
 
+// A restore killed mid-way (kill -9, a power cut) leaves the temporary files
+// it was writing beside what it had finished; a restore into the same target
+// removes them from every directory it writes into that was there before it,
+// so that the tree ends as the snapshot's. Only what restore() itself makes
+// goes (is_restore_temp_name's rules); a file that does not fit them is the
+// user's and stays.
+void Restorer::remove_leftovers(size_t dir) {
+  auto at = fds_.get(dir);
+  if (!at) return;  // make_dir's failure says why
+  Fd dfd(::openat(at->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dfd) return;
+  std::vector<std::string> names;
+  {
+    int lfd = ::dup(dfd.get());
+    if (lfd < 0) return;
+    std::unique_ptr<DIR, int (*)(DIR*)> d(::fdopendir(lfd), ::closedir);
+    if (!d) {
+      ::close(lfd);
+      return;
+    }
+    while (auto* e = ::readdir(d.get()))
+      if (is_restore_temp_name(e->d_name)) names.emplace_back(e->d_name);
+  }
+  for (const auto& name : names) {
+    Fd fd(::openat(dfd.get(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    struct stat st {}, now {};
+    if (!fd || ::fstat(fd.get(), &st) != 0) continue;
+    if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || st.st_uid != ::geteuid() || (st.st_mode & 07777 & ~mode_t(0600)) != 0) continue;
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) continue;  // a restore running now writes it
+    // Still the file just checked (not one put there since), then gone.
+    if (::fstatat(dfd.get(), name.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0 || now.st_ino != st.st_ino || now.st_dev != st.st_dev)
+      continue;
+    if (::unlinkat(dfd.get(), name.c_str(), 0) != 0) {
+      warning(path_of(dir, name), "cannot remove this partial file an earlier interrupted restore left: " + err_text(errno));
+      continue;
+    }
+    ++res_.leftovers_removed;
+    res_.leftover_bytes_removed += uint64_t(st.st_size);
+  }
+}
+
 Progress Restorer::progress() {
   Progress p;
   {
@@ -946,15 +1034,22 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
   if (target_ == "/") target_.clear();  // snapshot paths start with '/'
   std::string shown = target_.empty() ? "/" : target_;
   struct stat st {};
+  bool target_existed = false;
   if (::stat(shown.c_str(), &st) == 0) {
+    target_existed = true;
     if (!S_ISDIR(st.st_mode)) throw Error(Errc::invalid_input, "restore target '" + shown + "' exists and is not a directory");
     if (!opt_.overwrite) {
       std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(shown.c_str()), ::closedir);
       if (!d) throw_errno("cannot list restore target", shown, errno);
       while (auto* e = ::readdir(d.get())) {
-        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-          throw Error(Errc::exists, "restore target '" + shown +
-                                        "' is not empty; restore into an empty or new directory, or pass --overwrite to replace existing files");
+        if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+        std::string left = first_leftover(shown);
+        if (!left.empty())
+          throw Error(Errc::exists, "restore target '" + shown + "' is not empty: it holds partial files an interrupted restore left ('" +
+                                        left + "'); pass --overwrite to finish restoring over it (they are removed), or restore "
+                                        "into an empty or new directory");
+        throw Error(Errc::exists, "restore target '" + shown +
+                                      "' is not empty; restore into an empty or new directory, or pass --overwrite to replace existing files");
       }
     }
   } else if (errno != ENOENT) {
@@ -985,7 +1080,11 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
   }
   report();
 
+  existed_.assign(dirs_.size(), false);
+  existed_[0] = target_existed;
   for (size_t i = 1; i < dirs_.size(); ++i) make_dir(i);
+  for (size_t i = 0; i < dirs_.size(); ++i)
+    if (existed_[i]) remove_leftovers(i);
   for (auto& s : specials_) {
     make_special(s);
     ++files_done_;

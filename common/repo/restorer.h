@@ -9,6 +9,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/repo/progress.h"
@@ -52,10 +53,16 @@ struct RestoreResult {
   uint64_t bytes_restored = 0;   // logical file sizes (holes included)
   std::vector<RestoreFailure> failures;  // not restored; nothing is left under their names
   std::vector<RestoreFailure> warnings;  // restored, but some metadata (owner, xattr, time) could not be set
+  // Partial files an earlier restore into the same target left when it was
+  // killed (is_restore_temp_name), found in the directories this one restores
+  // into and removed before anything is written: how many, and their bytes.
+  uint64_t leftovers_removed = 0;
+  uint64_t leftover_bytes_removed = 0;
   double seconds = 0;
 };
 
-// Throws Errc::exists for a non-empty target without overwrite, Errc::not_found /
+// Throws Errc::exists for a non-empty target without overwrite (naming the
+// partial files of an interrupted restore when the target holds some), Errc::not_found /
 // Errc::corrupt when the snapshot or its root tree cannot be read (a subtree that
 // cannot be read, or lies deeper than kMaxTreeDepth, is a failure of its path),
 // Errc::unsupported past max_entries or max_plan_bytes, Errc::interrupted when
@@ -66,5 +73,19 @@ RestoreResult restore(Repository& repo, const std::string& snapshot, const Resto
 // The selection rule, exposed for tests: a node is matched by a glob list when the
 // glob matches its path inside the snapshot or its base name (fnmatch, '*' spans '/').
 bool restore_glob_matches(const std::vector<std::string>& globs, const std::string& path);
+
+// True when name is one restore() gives a file while it writes it:
+// ".cairn-restore." + the file's name (cut to 200 bytes) + "." + 2 to 24
+// lowercase hex digits (the process id and a counter). A file of that name is
+// removed as a leftover only when it also is what restore() creates: a
+// regular file with one link, owned by the restoring user, no permission
+// beyond 0600, and not locked by a live restore (each holds an flock on its
+// temporary files while it writes them).
+bool is_restore_temp_name(std::string_view name);
+
+// What a restore tells its user about the leftovers it removed:
+// "removed N partial file(s) (B bytes) an earlier interrupted restore left in
+// 'TARGET'"; "" when it removed none.
+std::string leftovers_text(const RestoreResult& r, const std::string& target);
 
 }  // namespace cairn::repo

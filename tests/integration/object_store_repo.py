@@ -20,7 +20,8 @@ class StoreRepo:
         self.clear, self.env = tuple(clear), dict(env or {})
         self.pw = write_secret(self.tmp / f"pw-{secrets.token_hex(3)}", PASSWORD)
 
-    def run(self, *args, creds=None, env=None, timeout=300):
+    def command(self, *args, creds=None, env=None):
+        """The argv and environment of `cairnctl repo ARGS` against this store."""
         args = [os.fspath(a) for a in args]
         n = 2 if args[0] in TWO_WORD else 1
         cmd = [os.fspath(BIN), "repo"] + args[:n] + ["--repo", self.url, "--password-file", os.fspath(self.pw)]
@@ -32,8 +33,16 @@ class StoreRepo:
             e.pop(k, None)
         e.update(self.env)
         e.update(env or {})
-        p = subprocess.run(cmd + args[n:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=e)
+        return cmd + args[n:], e
+
+    def run(self, *args, creds=None, env=None, timeout=300):
+        cmd, e = self.command(*args, creds=creds, env=env)
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=e)
         return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+    def popen(self, *args, creds=None, env=None, **kw):
+        cmd, e = self.command(*args, creds=creds, env=env)
+        return subprocess.Popen(cmd, env=e, **kw)
 
     def ok(self, *args, **kw):
         rc, out, err = self.run(*args, **kw)

@@ -11,6 +11,7 @@ import secrets
 import shutil
 import subprocess
 import threading
+import time
 import datetime
 from unittest import mock
 
@@ -319,6 +320,119 @@ def test_agent_credentials_that_cannot_delete_back_up_and_restore_but_not_prune(
     assert "no errors were found" in out
 
 
+def test_agent_credentials_fail_prune_and_forget_even_with_nothing_to_delete(store, proxy, tmp_path):
+    """docs/configuration.md: with agent credentials, forget and prune fail with exit code 14 and say
+    that maintenance runs where the controller's credentials are; also when there is nothing to delete
+    (they ask the store first), and before they write a lock. A dry run changes nothing and may run."""
+    proxy.agent_role()
+    r = new_repo(store, tmp_path, endpoint=proxy.endpoint)
+    src = tmp_path / "src"
+    src.mkdir()
+    write_random(src / "a.bin", 1 << 20)
+    r.ok("backup", src)
+    before = bucket_keys(store, r.bucket)
+    for args in (("prune",), ("forget", "--keep-last", "5"), ("forget", "--keep-last", "5", "--prune")):
+        rc, out, err = r.run(*args)
+        assert rc == 14, (args, rc, out, err)
+        assert "cannot prune or forget" in err and "controller's credentials" in err, (args, err)
+        assert bucket_keys(store, r.bucket) == before, args  # not even a lock
+    out, _ = r.ok("prune", "--dry-run")
+    assert "nothing was changed" in out
+    # The controller's credentials: nothing to prune, and that is success.
+    admin = Repo(store.url(r.bucket, "repo"), tmp_path, store.credentials(tmp_path / "controller.cred"))
+    admin.pw = r.pw
+    out, _ = admin.ok("prune")
+    assert "nothing to prune" in out
+    admin.ok("forget", "--keep-last", "5")
+
+
+def test_a_killed_restore_from_s3_leaves_partial_files_the_next_restore_removes(store, tmp_path):
+    """kill -9 of `repo restore` reading from S3, once the first temporary file appears; the restore with
+    --overwrite into the same target removes what it left and says so (test_crash.py does it on disk)."""
+    from test_crash import finish_after_kills, kill_restores, restore_source
+    r = new_repo(store, tmp_path)
+    src = restore_source(tmp_path, files=4)
+    r.ok("backup", src)
+    target = tmp_path / "out"
+    left = kill_restores(lambda overwrite: r.popen("restore", "latest", "--target", target, *(["--overwrite"] if overwrite else []),
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                         target, kills=1)
+    finish_after_kills(lambda overwrite: r.run("restore", "latest", "--target", target, "--json",
+                                               *(["--overwrite"] if overwrite else [])),
+                       target, src, left)
+
+
+def test_the_summaries_count_every_request_the_store_saw(store, proxy, tmp_path):
+    """storage.requests in backup's and restore's --json summaries is what the store was sent: the
+    proxy in front of it counts the same (the lock's removal included)."""
+    r = new_repo(store, tmp_path, endpoint=proxy.endpoint)
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    write_random(src / "a.bin", 3 << 20)
+    for i in range(5):
+        (src / "d" / f"f{i}.txt").write_text(f"file {i}\n")
+    for args in (("backup", "--json", src), ("backup", "--json", src),
+                 ("restore", "latest", "--target", tmp_path / "out", "--json")):
+        seen = len(proxy.requests)
+        out, _ = r.ok(*args)
+        summary = summary_of(out)
+        assert summary["storage"]["requests"] == len(proxy.requests) - seen, (args, summary["storage"], proxy.requests[seen:])
+        assert summary["storage"]["retries"] == 0
+    assert_same_tree(src, restored_path(tmp_path / "out", src))
+
+
+def test_a_stalled_store_is_part_of_the_summarys_duration(store, proxy, tmp_path):
+    """A store that holds a request for seconds (less than the stall timeout: no retry) makes the
+    command take that long, and the summary's duration_s says so: it is the command's wall time,
+    the lock and the snapshot's upload included."""
+    r = new_repo(store, tmp_path, endpoint=proxy.endpoint)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("small\n")
+    proxy.add("stall", method="PUT", path=r"/snapshots/", count=1, seconds=3.0)
+    t0 = time.monotonic()
+    out, _ = r.ok("backup", "--json", src)
+    wall = time.monotonic() - t0
+    summary = summary_of(out)
+    assert summary["storage"]["retries"] == 0, summary
+    assert 3.0 <= summary["duration_s"] <= wall, (summary["duration_s"], wall)
+    proxy.add("stall", method="PUT", path=r"/locks/", count=1, seconds=3.0)
+    t0 = time.monotonic()
+    out, _ = r.ok("restore", "latest", "--target", tmp_path / "out", "--json")
+    wall = time.monotonic() - t0
+    summary = summary_of(out)
+    assert 3.0 <= summary["duration_s"] <= wall, (summary["duration_s"], wall)
+
+
+def test_a_secret_in_a_repository_url_is_refused_and_never_printed(store, tmp_path):
+    """Credentials are never taken from a URL: one written into it anyway (userinfo, a signed query)
+    is refused, by cairnctl and by the controller's configuration, and the refusal shows the URL
+    with the secret as '***'."""
+    from cluster import CONTROLLER
+    secret = "wJalrXUtnFEMIK7MDENGbPxRfiCYSECRET"
+    host = store.endpoint.split("://", 1)[1]
+    urls = [f"s3:http://AKIDEXAMPLE:{secret}@{host}/bucket/repo", f"s3://AKIDEXAMPLE:{secret}@bucket/repo",
+            f"s3:http://{host}/bucket/repo?X-Amz-Credential=AKIDEXAMPLE&X-Amz-Signature={secret}"]
+    r = new_repo(store, tmp_path, init=False)
+    for url in urls:
+        bad = Repo(url, tmp_path, r.creds)
+        for args in (("snapshots",), ("init",), ("backup", tmp_path)):
+            rc, out, err = bad.run(*args)
+            assert rc == 1, (url, args, rc, out, err)
+            assert "carries credentials" in err or "has a query" in err, err
+            assert "***" in err and secret not in out + err and "AKIDEXAMPLE" not in out + err, err
+    # The controller refuses to start on such a [[repository]] path, naming file, line and repository.
+    for url in urls:
+        cfg = tmp_path / "controller.toml"
+        cfg.write_text(f'[controller]\ndata_dir = "{tmp_path / "ctl"}"\n\n[[repository]]\nname = "offsite"\n'
+                       f'password_file = "{r.pw}"\npath = "{url}"\n')
+        p = subprocess.run([os.fspath(CONTROLLER), "--config", cfg], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        out = (p.stdout + p.stderr).decode(errors="replace")
+        assert p.returncode == 2, (p.returncode, out)
+        assert f"{cfg}:7:" in out and "repository 'offsite'" in out and "carries credentials" in out and "***" in out, out
+        assert secret not in out and "AKIDEXAMPLE" not in out, out
+
+
 def test_faults_mid_transfer_are_retried_and_the_repository_checks_clean(store, proxy, tmp_path):
     faults_mid_transfer_are_retried(new_repo(store, tmp_path, endpoint=proxy.endpoint), proxy, tmp_path, "SlowDown")
 
@@ -412,6 +526,40 @@ def test_controller_backs_up_etcd_into_s3_restores_it_and_prunes_there(store, pr
     finally:
         c.stop_all()
         member.stop()
+
+
+def test_a_restores_store_requests_are_counted_under_its_repository(store, proxy, tmp_path):
+    """/metrics counts each task's store requests under the repository the task used: a restore's
+    as well as a backup's, never under an empty repository name; the restore's task names it too."""
+    import urllib.request
+    from cluster import backup_set_id, restore_id
+    c = s3_cluster(store, proxy, tmp_path)
+    try:
+        c.add_agent("node-a", {"a.bin": os.urandom(2 << 20), "b.txt": b"as backed up\n"})
+        c.enrol("node-a")
+        sid = backup_set_id(c.ok("backup", "create", "--node", "node-a", "--wait"))
+        backed = sum(int(t["storage_requests"]) for t in c.json("backup", "show", sid)["tasks"])
+        assert backed > 0
+
+        def requests():  # the controller renders /metrics every 2 s
+            text = urllib.request.urlopen(c.http_url() + "metrics", timeout=10).read().decode()
+            return {m.group(1): int(float(m.group(2)))
+                    for m in re.finditer(r'^cairn_storage_requests_total\{repository="([^"]*)"\} (\S+)$', text, re.M)}
+        c.wait_for("the backup's requests in /metrics", lambda: requests() == {"main": backed}, timeout=15)
+        data = c.agent_dirs["node-a"]["data"]
+        (data / "b.txt").write_text("changed since\n")
+        rc, out, err = c.ctl("restore", sid, "--node", "node-a", "--skip-safety-backup", "--wait", timeout=300)
+        assert rc == 0, f"{out}\n{err}\n{c.logs()}"
+        (t,) = c.json("restore", "show", restore_id(out))["tasks"]
+        assert t.get("repository") == "main" and int(t["storage_requests"]) > 0, t
+        assert (data / "b.txt").read_text() == "as backed up\n"
+        want = {"main": backed + int(t["storage_requests"])}
+        deadline = time.monotonic() + 15
+        while (seen := requests()) != want and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert seen == want, f"cairn_storage_requests_total by repository: {seen}, not {want}"
+    finally:
+        c.stop_all()
 
 
 def test_a_running_backup_shows_the_stores_retries_as_they_happen(store, proxy, tmp_path):

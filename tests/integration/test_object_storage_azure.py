@@ -168,6 +168,42 @@ def test_agent_sas_without_delete_backs_up_and_leaves_its_locks_to_the_controlle
     assert [k for k in store.blobs(r.container, "repo/locks/", account="cairntest") if "/locks/." not in k] == []
 
 
+def test_agent_sas_without_delete_fails_prune_and_forget_even_with_nothing_to_delete(store, tmp_path):
+    """docs/configuration.md: with agent credentials (a SAS without d), prune and forget fail with
+    exit code 14 and say that maintenance runs where the controller's credentials are, also when
+    there is nothing to delete, and before they leave a lock; the account key prunes."""
+    r = new_repo(store, tmp_path, account="cairntest")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(os.urandom(200_000))
+    r.ok("backup", src)
+    agent = write_credentials(tmp_path / "agent.cred", sas_token=store.account_sas("cairntest", "racwl"))
+    before = store.blobs(r.container, account="cairntest")
+    for args in (("prune",), ("forget", "--keep-last", "5"), ("forget", "--keep-last", "5", "--prune")):
+        rc, out, err = r.run(*args, creds=agent)
+        assert rc == 14, (args, rc, out, err)
+        assert "cannot prune or forget" in err and "controller's credentials" in err and "agent.cred" in err, (args, err)
+        assert store.blobs(r.container, account="cairntest") == before, args  # not even a lock
+    out, _ = r.ok("prune")
+    assert "nothing to prune" in out
+
+
+def test_a_sas_in_the_repository_url_is_refused_and_never_printed(store, tmp_path):
+    """A SAS token (or an account key as userinfo) written into the URL is refused, and the refusal shows
+    the URL with the secret as '***'."""
+    sas = store.account_sas("cairntest", "racwdl")
+    sig = sas.split("sig=")[1].split("&")[0]
+    base = store.url("cairn-" + secrets.token_hex(4), "repo", account="cairntest")
+    host = base.split("://", 1)[1]
+    key = store.keys["cairntest"]
+    for url in (f"{base}?{sas}", base.replace(host, f"cairntest:{key}@{host}"), f"azure://cairntest/c0ntainer/repo?{sas}"):
+        r = Repo(url, tmp_path, None)
+        rc, out, err = r.run("snapshots")
+        assert rc == 1, (url, rc, out, err)
+        assert "***" in err and ("carries credentials" in err or "has a query" in err), err
+        assert sig not in out + err and key not in out + err, err
+
+
 def test_missing_container_is_no_repository(store, tmp_path):
     r = new_repo(store, tmp_path, init=False)
     rc, _, err = r.run("snapshots")

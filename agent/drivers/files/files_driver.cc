@@ -289,6 +289,7 @@ DriverResult FilesDriver::restore_within(TaskContext& ctx, const RestoreSpec& sp
     res.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR, "failpoint 'restore.files.written' (CAIRN_FAILPOINTS_FILE)"));
     return res;
   }
+  if (std::string left = repo::leftovers_text(rr, ro.target); !left.empty()) note(ctx, left);
   for (const auto& f : rr.failures)
     res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "could not restore '" + f.path + "': " + f.reason, f.path));
   if (mirror && snap.partial) {

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <regex>
 
+#include "common/repo/storage/redact.h"
 #include "common/repo/storage/retry.h"
 #include "common/util/error.h"
 
@@ -48,7 +49,7 @@ std::unique_ptr<Backend> open_backend(const std::string& location, const Storage
   // Something that looks like a URL of a scheme we do not know is not a directory name.
   static const std::regex scheme("^[a-z][a-z0-9+.-]*:(//|https?://)");
   if (std::regex_search(location, scheme))
-    throw Error(Errc::invalid_input, "repository location '" + location + "' names a scheme this build does not know "
+    throw Error(Errc::invalid_input, "repository location '" + redact_location(location) + "' names a scheme this build does not know "
                                      "(known: a directory path, s3:https://host[:port]/bucket[/prefix], s3://bucket[/prefix], "
                                      "azure://account/container[/prefix], azure:https://host[:port]/account/container[/prefix])");
   return make_fs_backend(location);

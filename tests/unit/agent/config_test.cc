@@ -292,3 +292,20 @@ TEST_CASE("a [drill] section is read with its defaults, and bad values are refus
     REQUIRE(e.line() > 0);
   }
 }
+
+TEST_CASE("a repository URL carrying a secret is refused with its line, never printed whole") {
+  TempDir d;
+  for (const std::string url : {"s3:https://AKIDXYZ:SECRETXYZ@host:9000/bucket/prefix", "azure://acct/c/p?sv=1&sig=SECRETXYZ",
+                                "https://AKIDXYZ:SECRETXYZ@host/x"}) {
+    CAPTURE(url);
+    std::string text = base_config(d);
+    std::string local = "path = \"" + d.file("repo") + "\"";
+    text.replace(text.find(local), local.size(), "path = \"" + url + "\"");
+    auto e = refused(text);
+    CHECK(e.line() == line_of(text, url));
+    CHECK_THAT(e.what(), Catch::Contains("repository 'main'") && Catch::Contains("carries credentials") &&
+                             Catch::Contains("***") && Catch::Contains("credentials_file"));
+    CHECK(std::string(e.what()).find("SECRETXYZ") == std::string::npos);
+    CHECK(std::string(e.what()).find("AKIDXYZ") == std::string::npos);
+  }
+}

@@ -290,3 +290,17 @@ TEST_CASE("the verify interval: 6 h by default, a duration from 1min to 30d") {
   CHECK_THAT(error_of("[verify]\ninterval = \"often\"\n"), Catch::Contains("must be a duration from 1min to 30d"));
   CHECK_THAT(error_of("[verify]\nevery = \"1h\"\n"), Catch::Contains("unknown key 'verify.every'"));
 }
+
+TEST_CASE("a repository URL carrying a secret is refused naming file, line and repository, never the secret") {
+  for (const std::string path : {"s3:https://AKIDXYZ:SECRETXYZ@host:9000/bucket/prefix", "s3://AKIDXYZ:SECRETXYZ@bucket",
+                                 "azure://acct/container/prefix?sv=2024&sig=SECRETXYZ"}) {
+    CAPTURE(path);
+    std::string e = error_of("[[repository]]\nname = \"offsite\"\npassword_file = \"/p\"\npath = \"" + path + "\"\n");
+    CHECK_THAT(e, Catch::StartsWith("ctl.toml:4:") && Catch::Contains("repository 'offsite'") &&
+                      Catch::Contains("carries credentials") && Catch::Contains("***") && Catch::Contains("credentials_file"));
+    CHECK(e.find("SECRETXYZ") == std::string::npos);
+    CHECK(e.find("AKIDXYZ") == std::string::npos);
+  }
+  CHECK_NOTHROW(parse_config("[[repository]]\nname = \"o\"\npassword_file = \"/p\"\npath = \"s3:https://host:9000/b/p\"\n",
+                             "ctl.toml"));
+}

@@ -25,6 +25,7 @@
 #include "common/repo/storage/backend.h"
 #include "common/repo/storage/cache.h"
 #include "common/repo/storage/http.h"
+#include "common/repo/storage/redact.h"
 #include "common/repo/storage/registry.h"
 #include "common/repo/storage/s3/sigv4.h"  // uri_encode
 #include "common/repo/storage/text.h"
@@ -164,10 +165,15 @@ struct Url {
 Url parse_url(const std::string& loc) {
   Url u;
   auto bad = [&](const std::string& why) {
-    return Error(Errc::invalid_input, "repository URL '" + loc + "' " + why +
+    return Error(Errc::invalid_input, "repository URL '" + redact_location(loc) + "' " + why +
                                           " (forms: azure://account/container[/prefix], "
                                           "azure:https://host[:port]/account/container[/prefix])");
   };
+  // Credentials are never taken from a URL. An '@' anywhere before the query
+  // is userinfo (a secret key's '/' may end the authority early); the
+  // refusal shows the URL redacted (redact.h).
+  if (loc.substr(0, loc.find_first_of("?#")).find('@') != std::string::npos)
+    throw bad("carries credentials: they are never taken from a URL (use a credentials file of mode 0600)");
   std::string rest;
   if (loc.rfind("azure://", 0) == 0) {
     rest = loc.substr(8);
@@ -177,8 +183,6 @@ Url parse_url(const std::string& loc) {
     size_t slash = loc.find('/', s);
     if (slash == std::string::npos) throw bad("names no account");
     std::string authority = loc.substr(s, slash - s);
-    if (authority.find('@') != std::string::npos)
-      throw bad("carries credentials: they are never taken from a URL (use a credentials file of mode 0600)");
     if (authority.empty()) throw bad("names no host");
     u.scheme_host = loc.substr(6, slash - 6);
     rest = loc.substr(slash + 1);

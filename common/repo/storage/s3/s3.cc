@@ -13,6 +13,7 @@
 #include "common/repo/storage/backend.h"
 #include "common/repo/storage/cache.h"
 #include "common/repo/storage/http.h"
+#include "common/repo/storage/redact.h"
 #include "common/repo/storage/registry.h"
 #include "common/repo/storage/s3/credentials.h"
 #include "common/repo/storage/s3/sigv4.h"
@@ -36,9 +37,14 @@ struct Url {
 Url parse_url(const std::string& loc, Credentials& creds) {
   Url u;
   auto bad = [&](const std::string& why) {
-    return Error(Errc::invalid_input, "repository URL '" + loc + "' " + why +
+    return Error(Errc::invalid_input, "repository URL '" + redact_location(loc) + "' " + why +
                                           " (forms: s3:https://host[:port]/bucket[/prefix], s3://bucket[/prefix])");
   };
+  // Credentials are never taken from a URL. An '@' anywhere before the query
+  // is userinfo (a secret key's '/' may end the authority early); the
+  // refusal shows the URL redacted (redact.h).
+  if (loc.substr(0, loc.find_first_of("?#")).find('@') != std::string::npos)
+    throw bad("carries credentials: they are never taken from a URL (use a credentials file of mode 0600)");
   std::string rest;
   if (loc.rfind("s3://", 0) == 0) {
     u.path_style = false;
@@ -48,8 +54,6 @@ Url parse_url(const std::string& loc, Credentials& creds) {
     size_t slash = loc.find('/', s);
     if (slash == std::string::npos) throw bad("names no bucket");
     std::string authority = loc.substr(s, slash - s);
-    if (authority.find('@') != std::string::npos)
-      throw bad("carries credentials: they are never taken from a URL (use a credentials file of mode 0600)");
     if (authority.empty()) throw bad("names no host");
     u.scheme_host = loc.substr(3, slash - 3);
     u.host = authority;

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -282,6 +283,98 @@ TEST_CASE("a non-empty target is refused unless overwrite is given", "[restore]"
   auto res = restore(*repo.r, id, ro);
   REQUIRE(res.failures.empty());
   CHECK(slurp(target + src + "/f") == "from the snapshot");
+}
+
+TEST_CASE("a restore removes the partial files a killed restore left, and only those", "[restore]") {
+  Repo repo;
+  std::string src = repo.dir.path + "/src";
+  fs::create_directories(src + "/d");
+  for (int i = 0; i < 3; ++i) write(src + "/d/f" + std::to_string(i), random_bytes(100000, uint32_t(i)));
+  write(src + "/top", "top\n");
+  std::string id = repo.backup(src);
+
+  // The target as a restore killed with SIGKILL leaves it: some files done,
+  // the temporary files of those it was writing beside them.
+  std::string target = repo.dir.path + "/out", d = target + src + "/d";
+  fs::create_directories(d);
+  fs::create_directories(target + "/elsewhere");
+  auto file = [](const std::string& p, size_t size, mode_t mode) {
+    write(p, std::string(size, 'x'));
+    REQUIRE(::chmod(p.c_str(), mode) == 0);
+  };
+  file(d + "/f0", 100000, 0644);                            // restored before the kill
+  file(d + "/.cairn-restore.f1.1a2b3c0", 65536, 0600);      // being written: a leftover
+  file(d + "/.cairn-restore.f2.ff07", 4096, 0600);          // a leftover
+  file(target + src + "/.cairn-restore.top.3f1", 3, 0400);  // a leftover (a umask without owner write)
+  // Files a user named alike: none is what a restore makes.
+  file(d + "/.cairn-restore.notes.txt", 10, 0600);          // suffix not hex
+  file(d + "/.cairn-restore.f2.abc1", 10, 0644);            // readable by others
+  file(d + "/.cairn-restore.f2.ABC2", 10, 0600);            // upper-case hex
+  file(d + "/.cairn-restore..ab", 10, 0600);                // no name
+  file(d + "/.cairn-restore.f2.0123456789abcdef0123456789", 10, 0600);  // suffix too long
+  file(d + "/.cairn-restore.f2.abc3", 10, 0600);
+  REQUIRE(::link((d + "/.cairn-restore.f2.abc3").c_str(), (target + "/elsewhere/hardlink").c_str()) == 0);  // two links
+  REQUIRE(::symlink("f0", (d + "/.cairn-restore.f2.abc4").c_str()) == 0);  // a symlink
+  fs::create_directory(d + "/.cairn-restore.f2.abc5");                  // a directory
+  file(target + "/elsewhere/.cairn-restore.x.ab", 10, 0600);  // a directory this restore does not write into
+  // A restore running now into the same target holds its file locked.
+  file(d + "/.cairn-restore.f2.abc6", 10, 0600);
+  Fd live(::open((d + "/.cairn-restore.f2.abc6").c_str(), O_RDONLY | O_CLOEXEC));
+  REQUIRE(::flock(live.get(), LOCK_EX | LOCK_NB) == 0);
+
+  // Without --overwrite the target is refused, naming what the killed restore left.
+  RestoreOptions ro;
+  ro.target = target;
+  try {
+    restore(*repo.r, id, ro);
+    FAIL("a non-empty target was accepted");
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::exists);
+    CHECK_THAT(e.what(), Catch::Contains("partial files an interrupted restore left") && Catch::Contains("--overwrite"));
+  }
+  CHECK(fs::exists(d + "/.cairn-restore.f1.1a2b3c0"));
+
+  ro.overwrite = true;
+  auto res = restore(*repo.r, id, ro);
+  REQUIRE(res.failures.empty());
+  CHECK(res.leftovers_removed == 3);
+  CHECK(res.leftover_bytes_removed == 65536 + 4096 + 3);
+  CHECK(leftovers_text(res, target) ==
+        "removed 3 partial file(s) (69635 bytes) an earlier interrupted restore left in '" + target + "'");
+  CHECK_FALSE(fs::exists(d + "/.cairn-restore.f1.1a2b3c0"));
+  CHECK_FALSE(fs::exists(d + "/.cairn-restore.f2.ff07"));
+  CHECK_FALSE(fs::exists(target + src + "/.cairn-restore.top.3f1"));
+  for (const char* kept : {".cairn-restore.notes.txt", ".cairn-restore.f2.abc1", ".cairn-restore.f2.ABC2", ".cairn-restore..ab",
+                           ".cairn-restore.f2.0123456789abcdef0123456789", ".cairn-restore.f2.abc3", ".cairn-restore.f2.abc5",
+                           ".cairn-restore.f2.abc6"})
+    CHECK(fs::exists(fs::symlink_status(d + "/" + kept)));
+  CHECK(fs::is_symlink(d + "/.cairn-restore.f2.abc4"));
+  CHECK(fs::exists(target + "/elsewhere/.cairn-restore.x.ab"));
+  for (int i = 0; i < 3; ++i) CHECK(slurp(d + "/f" + std::to_string(i)) == slurp(src + "/d/f" + std::to_string(i)));
+
+  // A restore with nothing left behind says nothing.
+  live.reset();
+  res = restore(*repo.r, id, ro);
+  CHECK(res.leftovers_removed == 1);  // the one the "live" restore held, now unlocked
+  res = restore(*repo.r, id, ro);
+  CHECK(res.leftovers_removed == 0);
+  CHECK(leftovers_text(res, target).empty());
+}
+
+TEST_CASE("the names of a restore's temporary files", "[restore]") {
+  CHECK(is_restore_temp_name(".cairn-restore.f.1a"));
+  CHECK(is_restore_temp_name(".cairn-restore.a.b.c.3fffff0123456789abcdef"));
+  CHECK(is_restore_temp_name(".cairn-restore." + std::string(200, 'n') + ".ab"));
+  CHECK_FALSE(is_restore_temp_name(".cairn-restore." + std::string(201, 'n') + ".ab"));
+  CHECK_FALSE(is_restore_temp_name(".cairn-restore.f.a"));  // one digit: no pid and counter
+  CHECK_FALSE(is_restore_temp_name(".cairn-restore.f.1234567890abcdef012345678"));  // 25 digits
+  CHECK_FALSE(is_restore_temp_name(".cairn-restore.f.12g4"));
+  CHECK_FALSE(is_restore_temp_name(".cairn-restore.f.12A4"));
+  CHECK_FALSE(is_restore_temp_name(".cairn-restore.f."));
+  CHECK_FALSE(is_restore_temp_name(".cairn-restore..12"));
+  CHECK_FALSE(is_restore_temp_name(".cairn-restore.12"));
+  CHECK_FALSE(is_restore_temp_name("x.cairn-restore.f.12"));
+  CHECK_FALSE(is_restore_temp_name(".cairn-restorex.f.12"));
 }
 
 TEST_CASE("a cancelled restore stops cleanly and leaves no temporary files", "[restore]") {
