@@ -262,7 +262,17 @@ std::string Repository::save_json(FileType t, const json& j) {
   Bytes sealed = aead_.seal(as_bytes(file_aad(t)), plain);
   std::string name = to_hex(crypto::sha256(sealed));
   be_->save({t, name}, sealed);
-  // Not cached: its entity tag is learnt from the next listing, and the next open reads it once.
+  // The next command reads it from the cache: with the entity tag the store gives it now.
+  if (cache_ && (t == FileType::index || t == FileType::snapshot)) try {
+      if (auto o = be_->stat({t, name}); o && !o->etag.empty()) {
+        std::string fp = std::to_string(o->size) + ":" + o->etag;
+        cache_->put(file_type_name(t), name, sealed, fp);
+        std::lock_guard g(fp_mu_);
+        fingerprints_[std::string(file_type_name(t)) + "/" + name] = std::move(fp);
+      }
+    } catch (const Error&) {
+      // not cached: the next command reads it from the store
+    }
   return name;
 }
 
@@ -880,6 +890,21 @@ void Repository::write_pack(PackBuilder& pb) {
   Bytes pack = pb.finish(aead_, blobs);
   BlobId pid = pack_id(pack);
   be_->save({FileType::pack, id_hex(pid)}, pack);
+  // A remote repository's next backup reads these trees back as its parent's: from the
+  // cache, under the pack's entity tag as the store gives it now.
+  if (cache_ && !blobs.empty() && blobs.front().type == BlobType::tree) try {
+      const std::string hex = id_hex(pid);
+      if (auto o = be_->stat({FileType::pack, hex}); o && !o->etag.empty()) {
+        std::string fp = hex + ":" + std::to_string(o->size) + ":" + o->etag;
+        for (const auto& b : blobs)
+          if (b.type == BlobType::tree && size_t(b.offset) + b.length <= pack.size())
+            cache_->put("trees", id_hex(b.id), std::span<const uint8_t>(pack.data() + b.offset, b.length), fp);
+        std::lock_guard g(fp_mu_);
+        fingerprints_["data/" + hex] = std::move(fp);
+      }
+    } catch (const Error&) {
+      // not cached: the next backup reads them from the store
+    }
   std::unique_lock lk(wmu_);
   index_.add_pack(pid, blobs);
   for (const auto& b : blobs) claimed_.erase(b.id);
