@@ -122,10 +122,22 @@ TEST_CASE("conformance: round trips, empty objects, ranged reads, replace") {
     CHECK(t.be->size(empty) == 0u);
     CHECK(t.be->load(empty).empty());
     CHECK(listing(*t.be, FileType::key) == std::map<std::string, uint64_t>{{hex_name(3), 0}});
-    // save() over an existing name replaces it whole (lock refreshes rely on it).
+    // save() creates: over an existing name, the same bytes count as written (a try whose
+    // answer was lost), other bytes are refused where the store enforces If-None-Match.
     REQUIRE(t.be->caps().atomic_replace);
+    CHECK_NOTHROW(t.be->save(h, data));
     Bytes other = pattern(777, 2);
-    t.be->save(h, other);
+    if (t.be->caps().remote) {
+      try {
+        t.be->save(h, other);
+        FAIL("save() replaced an existing object");
+      } catch (const Error& e) {
+        CHECK(e.code() == Errc::corrupt);
+      }
+      CHECK(t.be->load(h) == data);
+    }
+    // replace() replaces it whole (check --recover putting back an earlier version).
+    t.be->replace(h, other);
     CHECK(t.be->load(h) == other);
     t.be->save({FileType::config, ""}, pattern(64, 3));
     CHECK(listing(*t.be, FileType::config) == std::map<std::string, uint64_t>{{"config", 64}});
