@@ -277,7 +277,9 @@ class AzureBackend final : public Backend {
       r = send("PUT", k, {}, hs, data);
     }
     if (r.status == 201) return;
-    if (create && (r.status == 412 || r.status == 409)) {
+    // A SAS without w is refused (403) before the condition is looked at when the name exists.
+    const bool refused_existing = create && r.status == 403 && stat(h).has_value();
+    if (create && (r.status == 412 || r.status == 409 || refused_existing)) {
       // A try whose answer was lost, or another writer of the same content-addressed bytes.
       auto o = stat(h);
       if (!o) throw Error(Errc::unavailable, "cannot store '" + display(k) + "': the store refused it as existing, then did not list it");
@@ -351,8 +353,9 @@ class AzureBackend final : public Backend {
     const uint8_t one[1] = {'1'};
     auto c = send("PUT", k, {}, {{"x-ms-blob-type", "BlockBlob"}, {"If-None-Match", "*"}}, one);
     if (c.status != 201 && c.status != 412 && c.status != 409) {
-      if (c.status == 401 || c.status == 403) return {Protection::unknown, "these credentials may not create objects"};
-      fail(c, "probe", k);
+      // Refused: Azure checks the right to replace before the condition (the probe exists already).
+      if ((c.status == 401 || c.status == 403) && !stat(h)) return {Protection::unknown, "these credentials may not create objects"};
+      if (c.status != 401 && c.status != 403) fail(c, "probe", k);
     }
     auto w = send("PUT", k, {}, {{"x-ms-blob-type", "BlockBlob"}}, one);
     if (w.status == 401 || w.status == 403 || w.status == 412)
