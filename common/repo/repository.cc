@@ -108,6 +108,9 @@ std::string Repository::init(Backend& be, const Secret& secret, const InitOption
 }
 
 namespace {
+// What a cache entry of this object is believed under (storage/cache.h): its size and entity tag.
+std::string cache_fingerprint(const ObjectInfo& o) { return std::to_string(o.size) + ":" + o.etag; }
+
 // The config's text checked for shape (not yet for authenticity). Throws
 // config_damaged, Errc::no_repo for something that is not a cairn config, or
 // Errc::unsupported for a newer format.
@@ -265,7 +268,7 @@ std::string Repository::save_json(FileType t, const json& j) {
   // The next command reads it from the cache: with the entity tag the store gives it now.
   if (cache_ && (t == FileType::index || t == FileType::snapshot)) try {
       if (auto o = be_->stat({t, name}); o && !o->etag.empty()) {
-        std::string fp = std::to_string(o->size) + ":" + o->etag;
+        std::string fp = cache_fingerprint(*o);
         cache_->put(file_type_name(t), name, sealed, fp);
         std::lock_guard g(fp_mu_);
         fingerprints_[std::string(file_type_name(t)) + "/" + name] = std::move(fp);
@@ -346,7 +349,7 @@ std::string Repository::pack_fingerprint(const std::string& pack) {
   if (std::string f = fingerprint(object); !f.empty()) return f;
   auto o = be_->stat({FileType::pack, pack});
   if (!o || o->etag.empty()) return {};
-  std::string f = pack + ":" + std::to_string(o->size) + ":" + o->etag;
+  std::string f = pack + ":" + cache_fingerprint(*o);
   std::lock_guard g(fp_mu_);
   fingerprints_[object] = f;
   return f;
@@ -359,7 +362,7 @@ std::vector<std::string> Repository::list(FileType t) {
   be_->list_info(t, [&](const ObjectInfo& o) {
     out.push_back(o.name);
     if (remember && !o.etag.empty())
-      fps.emplace_back(std::string(file_type_name(t)) + "/" + o.name, std::to_string(o.size) + ":" + o.etag);
+      fps.emplace_back(std::string(file_type_name(t)) + "/" + o.name, cache_fingerprint(o));
   });
   if (remember) {
     std::lock_guard g(fp_mu_);
@@ -895,7 +898,7 @@ void Repository::write_pack(PackBuilder& pb) {
   if (cache_ && !blobs.empty() && blobs.front().type == BlobType::tree) try {
       const std::string hex = id_hex(pid);
       if (auto o = be_->stat({FileType::pack, hex}); o && !o->etag.empty()) {
-        std::string fp = hex + ":" + std::to_string(o->size) + ":" + o->etag;
+        std::string fp = hex + ":" + cache_fingerprint(*o);
         for (const auto& b : blobs)
           if (b.type == BlobType::tree && size_t(b.offset) + b.length <= pack.size())
             cache_->put("trees", id_hex(b.id), std::span<const uint8_t>(pack.data() + b.offset, b.length), fp);

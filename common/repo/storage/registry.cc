@@ -55,4 +55,16 @@ std::unique_ptr<Backend> open_backend(const std::string& location, const Storage
   return make_fs_backend(location);
 }
 
+namespace storage {
+
+void require_created(Backend& be, const Handle& h, uint64_t size, const std::string& shown) {
+  auto o = be.stat(h);
+  if (!o) throw Error(Errc::unavailable, "cannot store '" + shown + "': the store refused it as existing, then did not list it");
+  if (o->size != size)
+    throw Error(Errc::corrupt, "cannot store '" + shown + "': an object of " + std::to_string(o->size) +
+                                   " bytes is already there where cairn writes " + std::to_string(size) +
+                                   " (something else wrote this name); run 'cairnctl repo check'");
+}
+
+}  // namespace storage
 }  // namespace cairn::repo

@@ -16,6 +16,13 @@ void storage_log(const std::string& msg);
 
 namespace storage {
 
+// A create (If-None-Match: *) refused because the name exists: a try whose answer
+// was lost, or another writer of the same content-addressed bytes, counts as this
+// write. Fails with Errc::corrupt when the object there has another size, and
+// Errc::unavailable when the store no longer shows it. `shown`: the object as
+// messages name it (no secret).
+void require_created(Backend& be, const Handle& h, uint64_t size, const std::string& shown);
+
 struct BackendKind {
   const char* name;  // "s3"
   bool (*matches)(const std::string& location);

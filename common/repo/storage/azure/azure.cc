@@ -279,16 +279,7 @@ class AzureBackend final : public Backend {
     if (r.status == 201) return;
     // A SAS without w is refused (403) before the condition is looked at when the name exists.
     const bool refused_existing = create && r.status == 403 && stat(h).has_value();
-    if (create && (r.status == 412 || r.status == 409 || refused_existing)) {
-      // A try whose answer was lost, or another writer of the same content-addressed bytes.
-      auto o = stat(h);
-      if (!o) throw Error(Errc::unavailable, "cannot store '" + display(k) + "': the store refused it as existing, then did not list it");
-      if (o->size != data.size())
-        throw Error(Errc::corrupt, "cannot store '" + display(k) + "': an object of " + std::to_string(o->size) +
-                                       " bytes is already there where cairn writes " + std::to_string(data.size()) +
-                                       " (something else wrote this name); run 'cairnctl repo check'");
-      return;
-    }
+    if (create && (r.status == 412 || r.status == 409 || refused_existing)) return require_created(*this, h, data.size(), display(k));
     fail(r, "store", k);
   }
 

@@ -490,19 +490,8 @@ class S3Backend final : public Backend {
       r = send("PUT", k, {}, hs, data);
     }
     if (r.status == 200) return;
-    if (create && (r.status == 412 || r.status == 409)) return already_there(h, data.size());
+    if (create && (r.status == 412 || r.status == 409)) return require_created(*this, h, data.size(), display(k));
     fail(r, "store", k);
-  }
-
-  // A create refused because the name exists: a try whose answer was lost, or
-  // another writer of the same content-addressed bytes. Of another size, it is not ours.
-  void already_there(const Handle& h, uint64_t size) {
-    auto o = stat(h);
-    if (!o) throw Error(Errc::unavailable, "cannot store '" + display(key(h)) + "': the store refused it as existing, then did not list it");
-    if (o->size != size)
-      throw Error(Errc::corrupt, "cannot store '" + display(key(h)) + "': an object of " + std::to_string(o->size) +
-                                     " bytes is already there where cairn writes " + std::to_string(size) +
-                                     " (something else wrote this name); run 'cairnctl repo check'");
   }
 
   HttpResponse save_multipart(const Handle& h, const std::string& k, std::span<const uint8_t> data, bool create) {
