@@ -297,17 +297,25 @@ class Checker {
     return true;
   }
 
-  std::optional<Tree> load_tree(const BlobId& id) {
-    auto loc = r_.index().lookup(id);
-    if (!blob_reachable(id, BlobType::tree, loc)) return orphan_tree(id);
-    try {
-      return decode_tree_bytes(r_.load_blob(id));
-    } catch (const std::exception& e) {
-      if (!bad_.count(id))
-        mark_bad(id, add("tree_damaged", Severity::error, pack_object(loc->pack),
-                         "tree " + id_hex(id) + " is damaged: " + e.what(), {id_hex(id)}));
+  // The tree's nodes as they are read: a directory of 200,000 entries costs its
+  // text, not its nodes besides (TreeReader).
+  std::optional<TreeReader> open_tree(const BlobId& id, std::optional<BlobLocation>& loc) {
+    loc = r_.index().lookup(id);
+    if (!blob_reachable(id, BlobType::tree, loc)) {
+      if (auto t = orphan_tree(id)) return TreeReader(std::move(*t));
       return std::nullopt;
     }
+    try {
+      return TreeReader(r_.load_blob(id));
+    } catch (const std::exception& e) {
+      tree_damaged(id, loc, e.what());
+      return std::nullopt;
+    }
+  }
+  void tree_damaged(const BlobId& id, const std::optional<BlobLocation>& loc, const std::string& why) {
+    if (!bad_.count(id))
+      mark_bad(id, add("tree_damaged", Severity::error, loc ? pack_object(loc->pack) : "blob/" + id_hex(id),
+                       "tree " + id_hex(id) + " is damaged: " + why, {id_hex(id)}));
   }
 
   // A tree no index lists, read from the unindexed pack that holds it: the walk goes
@@ -339,16 +347,30 @@ class Checker {
     // recursion, and each snapshot's shape (depth, entries) is counted from the trees'
     // shapes, so a tree bomb costs what its blobs cost. Users of bad blobs are named
     // later, by a second walk that only runs when there is damage.
-    TreeShapes shapes([this](const BlobId& id) -> std::optional<Tree> {
+    TreeShapes shapes(TreeShapes::Lister([this](const BlobId& id) -> std::optional<TreeListing> {
       interrupted();
-      auto t = load_tree(id);
-      if (!t) return std::nullopt;
+      std::optional<BlobLocation> loc;
+      auto reader = open_tree(id, loc);
+      if (!reader) return std::nullopt;
       ++report_.trees;
-      for (const auto& n : t->nodes)
-        if (n.type == NodeType::file)
-          for (const auto& c : n.content) blob_reachable(c, BlobType::data, r_.index().lookup(c));
-      return t;
-    });
+      TreeListing l;
+      Node n;
+      try {
+        while (reader->next(n)) {
+          ++l.entries;
+          if (n.type == NodeType::file)
+            for (const auto& c : n.content) blob_reachable(c, BlobType::data, r_.index().lookup(c));
+          else if (n.type == NodeType::dir && n.subtree)
+            l.subtrees.push_back(*n.subtree);
+        }
+      } catch (const Error& e) {
+        // Counted as unreadable, as one that fails before its first node.
+        tree_damaged(id, loc, e.what());
+        --report_.trees;
+        return std::nullopt;
+      }
+      return l;
+    }));
     for (const auto& s : snaps_) {
       TreeShape shape = shapes.of(s.tree);
       std::string sid = s.id.substr(0, 8);
