@@ -240,6 +240,58 @@ constexpr size_t kWalkStackBytes = kMaxTreeDepth * (32u << 10);
 // while the walk goes on, few enough that the walk never runs far ahead.
 constexpr size_t kJobWindow = 64;
 
+// The parent snapshot's listing of one directory, read as the walk asks for
+// names rather than decoded whole: it holds the tree's text, and one node. The
+// walk asks in name order (files and directories sorted; when sharing writes,
+// the files sorted, then the directories in an order of their own), so most
+// lookups move the reader forward; a directory it passes without being asked
+// for is kept for a lookup that comes back to it. A tree that turns out
+// malformed part way ends the listing there: what it did not list is read
+// again, which is all an unreadable parent costs.
+class ParentListing {
+ public:
+  explicit ParentListing(TreeReader r) : reader_(std::move(r)) {}
+  // The node of that name, valid until the next call; null when there is none.
+  const Node* find(const std::string& name) {
+    if (have_ && cur_.name == name) return &cur_;
+    if (have_ && name < cur_.name) {
+      auto it = passed_.find(name);
+      return it == passed_.end() ? nullptr : &it->second;
+    }
+    Node n;
+    while (read(n)) {
+      if (have_ && !asked_ && cur_.type == NodeType::dir) passed_.emplace(cur_.name, std::move(cur_));
+      cur_ = std::move(n);
+      have_ = true;
+      asked_ = cur_.name == name;
+      if (cur_.name >= name) return asked_ ? &cur_ : nullptr;
+    }
+    return nullptr;
+  }
+  // How many entries the listing has (reads the rest); UINT64_MAX when it is malformed.
+  uint64_t entries() {
+    Node n;
+    while (read(n)) {
+    }
+    return broken_ ? UINT64_MAX : reader_.count();
+  }
+
+ private:
+  bool read(Node& n) {
+    if (broken_) return false;
+    try {
+      return reader_.next(n);
+    } catch (const Error&) {
+      broken_ = true;
+      return false;
+    }
+  }
+  TreeReader reader_;
+  Node cur_;
+  bool have_ = false, asked_ = false, broken_ = false;
+  std::map<std::string, Node> passed_;  // directories passed without being asked for
+};
+
 class Backup {
  public:
   Backup(Repository& repo, const BackupOptions& opt) : repo_(repo), opt_(opt) {}
@@ -253,9 +305,9 @@ class Backup {
   void load_parent(Snapshot& snap);
   // --- walk (main thread): depth-first, each listing sorted by name
   // depth: components of dpath / path ('/a/b' is 2); see kMaxTreeDepth
-  void walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, bool restricted, size_t depth);
-  void walk_entry(Dir& parent, const std::string& name, const std::string& path, const Tree* ptree, bool restricted, size_t depth);
-  std::unique_ptr<Tree> parent_subtree(const Tree* ptree, const std::string& name);
+  void walk_dir(Dir& dir, const std::string& dpath, ParentListing* ptree, bool restricted, size_t depth);
+  void walk_entry(Dir& parent, const std::string& name, const std::string& path, ParentListing* ptree, bool restricted, size_t depth);
+  std::unique_ptr<ParentListing> parent_subtree(ParentListing* ptree, const std::string& name);
   bool excluded(const std::string& path, const std::string& name) const;
   bool is_source(const std::string& path) const { return sources_.count(path) != 0; }
   // Where a path of the snapshot is read from (BackupOptions::path_map).
@@ -299,7 +351,7 @@ class Backup {
   BackupResult res_;
   bool stream_ = false;  // stdin: read(), not pread()
   std::set<std::string> sources_;  // absolute, normalized; "" is the root
-  std::unique_ptr<Tree> parent_root_;
+  std::unique_ptr<ParentListing> parent_root_;
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<FileState>> hardlinks_;
   std::mutex err_mu_;
   std::vector<SnapshotError> errors_;
@@ -379,22 +431,17 @@ void Backup::error(const std::string& path, const std::string& reason) {
   errors_.push_back({path, reason});
 }
 
-std::unique_ptr<Tree> Backup::parent_subtree(const Tree* ptree, const std::string& name) {
-  if (!ptree) return nullptr;
-  auto it = std::lower_bound(ptree->nodes.begin(), ptree->nodes.end(), name, [](const Node& n, const std::string& k) { return n.name < k; });
-  if (it == ptree->nodes.end() || it->name != name || it->type != NodeType::dir || !it->subtree) return nullptr;
+std::unique_ptr<ParentListing> Backup::parent_subtree(ParentListing* ptree, const std::string& name) {
+  const Node* n = ptree ? ptree->find(name) : nullptr;
+  if (!n || n->type != NodeType::dir || !n->subtree) return nullptr;
   try {
-    return std::make_unique<Tree>(decode_tree_bytes(repo_.load_blob(*it->subtree)));
+    return std::make_unique<ParentListing>(TreeReader(repo_.load_blob(*n->subtree)));
   } catch (const Error&) {
     return nullptr;  // an unreadable parent only costs re-reading
   }
 }
 
-static const Node* find_node(const Tree* t, const std::string& name) {
-  if (!t) return nullptr;
-  auto it = std::lower_bound(t->nodes.begin(), t->nodes.end(), name, [](const Node& n, const std::string& k) { return n.name < k; });
-  return it != t->nodes.end() && it->name == name ? &*it : nullptr;
-}
+static const Node* find_node(ParentListing* t, const std::string& name) { return t ? t->find(name) : nullptr; }
 
 size_t Backup::add_child(Dir& parent, Child c) {
   std::lock_guard g(parent.mu);
@@ -414,7 +461,7 @@ Dir* Backup::new_dir(Dir* parent, size_t slot) {
 
 // restricted: only the way to the sources below dpath (the directories above a
 // source, and excluded directories holding one), not the whole listing.
-void Backup::walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, bool restricted, size_t depth) {
+void Backup::walk_dir(Dir& dir, const std::string& dpath, ParentListing* ptree, bool restricted, size_t depth) {
   if (restricted) {
     for (const auto& n : source_steps(dpath)) {
       check_cancel();
@@ -474,7 +521,7 @@ void Backup::push_job(std::shared_ptr<FileState> fs) {
   jobs_not_empty_.notify_one();
 }
 
-void Backup::walk_entry(Dir& parent, const std::string& name, const std::string& path, const Tree* ptree, bool restricted,
+void Backup::walk_entry(Dir& parent, const std::string& name, const std::string& path, ParentListing* ptree, bool restricted,
                         size_t depth) {
   struct stat st {};
   if (lstat_long(real(path), &st) != 0) {
@@ -506,6 +553,7 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
     auto sub = parent_subtree(ptree, name);
     // On a throw the walker's holds stay: nothing above is written, the backup fails.
     walk_dir(*d, path, sub.get(), true, depth);
+    sub.reset();
     release(d);
     return;
   }
@@ -520,9 +568,11 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
     walk_dir(*d, path, sub.get(), false, depth);
     bool same = false;
     if (sub && pn && !opt_.force && same_metadata(meta, *pn) && pn->subtree && repo_.index().contains(*pn->subtree)) {
+      uint64_t entries = sub->entries();
       std::lock_guard g(d->mu);
-      same = d->children.size() == sub->nodes.size() && std::all_of(d->children.begin(), d->children.end(), [](const Child& x) { return x.same; });
+      same = d->children.size() == entries && std::all_of(d->children.begin(), d->children.end(), [](const Child& x) { return x.same; });
     }
+    sub.reset();  // the parent's listing goes before this directory's tree is written
     if (same) {
       d->reuse_subtree = pn->subtree;
       std::lock_guard g(parent.mu);
@@ -919,11 +969,13 @@ BlobId Backup::write_tree(Dir& d) {
   if (d.reuse_subtree) return *d.reuse_subtree;
   check_cancel();
   if (abort_) throw Error(Errc::interrupted, "aborted");
-  Tree t;
+  TreeWriter t;
   std::lock_guard g(d.mu);
   // Sorted by name: identical directories give identical bytes, so their trees dedup.
   std::sort(d.children.begin(), d.children.end(), [](const Child& a, const Child& b) { return a.node.name < b.node.name; });
-  t.nodes.reserve(d.children.size());
+  // Written from the children as they are, each freed once written: no second
+  // copy of a large directory's nodes besides its text.
+  t.reserve(64 + d.children.size() * 288);
   for (auto& c : d.children) {
     Node& n = c.node;
     if (n.type == NodeType::file && c.fs) {
@@ -935,12 +987,13 @@ BlobId Backup::write_tree(Dir& d) {
       n.extents = fs.extents;
       n.size = fs.size;
     }
-    t.nodes.push_back(std::move(n));
+    t.add(n);
+    n = Node{};
+    c.fs.reset();
   }
   d.children.clear();
   d.children.shrink_to_fit();
-  std::string bytes = encode_tree_bytes(t);
-  t = {};
+  std::string bytes = t.finish();
   BlobId id;
   repo_.save_blob(BlobType::tree, as_bytes(bytes), id);
   return id;
@@ -1006,7 +1059,7 @@ void Backup::load_parent(Snapshot& snap) {
         return;
       }
     }
-    parent_root_ = std::make_unique<Tree>(decode_tree_bytes(repo_.load_blob(ps.tree)));
+    parent_root_ = std::make_unique<ParentListing>(TreeReader(repo_.load_blob(ps.tree)));
     snap.parent = parent;
   } catch (const Error& e) {
     parent_root_.reset();  // fall back to reading everything
