@@ -306,7 +306,7 @@ class Checker {
       return std::nullopt;
     }
     try {
-      return TreeReader(r_.load_blob(id));
+      return r_.open_tree(id);
     } catch (const std::exception& e) {
       tree_damaged(id, loc, e.what());
       return std::nullopt;

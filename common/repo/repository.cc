@@ -10,6 +10,7 @@
 
 #include "common/repo/compress.h"
 #include "common/repo/storage/cache.h"
+#include "common/repo/tree.h"
 #include "common/repo/limits.h"
 #include "common/util/cpus.h"
 #include "common/util/error.h"
@@ -534,6 +535,59 @@ Bytes Repository::load_blob(const BlobId& id) {
   if (!open_blob(b, sealed, out, why)) throw Error(Errc::corrupt, "blob '" + id_hex(id) + "' in pack '" + pack + "' " + why);
   if (cached) cache_->put("trees", id_hex(id), sealed);
   return out;
+}
+
+namespace {
+// The second pass over a large tree's frame, verified by the first.
+class StreamedTreeText : public TreeTextSource {
+ public:
+  StreamedTreeText(Bytes frame, size_t raw, std::string name) : z_(std::move(frame), raw), name_(std::move(name)) {}
+  bool more(Bytes& out) override {
+    if (z_.more(out)) return true;
+    if (!z_.error().empty()) throw Error(Errc::corrupt, name_ + " " + z_.error());
+    return false;
+  }
+
+ private:
+  DecompressStream z_;
+  std::string name_;
+};
+}  // namespace
+
+TreeReader Repository::open_tree(const BlobId& id) {
+  auto loc = index_.lookup(id);
+  if (!loc || loc->type != BlobType::tree || !(loc->flags & kBlobCompressed) || (loc->flags & kBlobDictionary) ||
+      loc->raw_length < kStreamTreeBytes)
+    return TreeReader(load_blob(id));
+  const std::string pack = id_hex(loc->pack), name = "blob '" + id_hex(id) + "' in pack '" + pack + "'";
+  PackBlob b{id, loc->type, loc->flags, loc->offset, loc->length, loc->raw_length};
+  // A remote repository's cached copy is read by load_blob, which drops it when it does not verify.
+  if (cache_ && cache_->get("trees", id_hex(id))) return TreeReader(load_blob(id));
+  Bytes sealed, frame;
+  try {
+    sealed = be_->load({FileType::pack, pack}, loc->offset, loc->length);
+  } catch (const Error& e) {
+    throw Error(e.code() == Errc::not_found ? Errc::corrupt : e.code(), name + ": " + e.what());
+  }
+  if (!aead_.open(blob_aad(b.type, id), sealed, frame)) throw Error(Errc::corrupt, name + " fails authentication (the stored bytes were changed)");
+  if (b.raw_length > max_blob_size(b.type))
+    throw Error(Errc::corrupt, name + " declares " + std::to_string(b.raw_length) + " bytes, above the limit of " +
+                                   std::to_string(max_blob_size(b.type)) + " for a tree blob (docs/repository-format.md § 14)");
+  {
+    // First pass: the text's id, a piece at a time.
+    DecompressStream z(frame, b.raw_length);
+    auto h = id_hash_->stream();
+    Bytes piece;
+    while (z.more(piece)) {
+      h.update(piece);
+      piece.clear();
+    }
+    if (!z.error().empty()) throw Error(Errc::corrupt, name + " " + z.error());
+    if (!crypto::equal(h.finish(), id)) throw Error(Errc::corrupt, name + " content does not match its id");
+  }
+  if (cache_) cache_->put("trees", id_hex(id), sealed);
+  Bytes().swap(sealed);
+  return TreeReader(std::make_unique<StreamedTreeText>(std::move(frame), b.raw_length, name));
 }
 
 bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id, BlobHint hint) {

@@ -31,6 +31,7 @@ namespace cairn::repo {
 namespace storage {
 class ObjectCache;
 }
+class TreeReader;
 
 struct RepoParams {
   int version = 0;  // the config's format version (§ 2)
@@ -133,6 +134,13 @@ class Repository {
   // Reads, authenticates, decompresses and verifies one blob. Throws Errc::corrupt
   // naming the blob and pack, or Errc::not_found when the index does not know it.
   Bytes load_blob(const BlobId& id);
+  // A tree's nodes as they are read (tree.h). A large tree (kStreamTreeBytes of
+  // text and more, compressed without a dictionary) is verified against its id
+  // by a first pass that decompresses it piece by piece and then read by a
+  // second one: the reader holds its compressed frame, not its text. Throws as
+  // load_blob does.
+  TreeReader open_tree(const BlobId& id);
+  static constexpr uint32_t kStreamTreeBytes = 1u << 20;
   // Same checks on a sealed blob already read (restore and check read whole packs).
   // Returns false with why set when it does not verify.
   // The plaintext's keyed id is recomputed and compared: the AEAD tag proves who sealed

@@ -49,7 +49,7 @@ void walk_readers(const BlobId& root, const ReaderLoader& load, const std::strin
 }  // namespace
 
 void walk_snapshot(Repository& r, const Snapshot& s, TreeVisitor& v, const WalkLimits& limits) {
-  walk_readers(s.tree, [&r](const BlobId& id) { return TreeReader(r.load_blob(id)); }, s.id, v, limits);
+  walk_readers(s.tree, [&r](const BlobId& id) { return r.open_tree(id); }, s.id, v, limits);
 }
 
 void walk_tree(const BlobId& root, const TreeLoader& load, const std::string& snapshot_id, TreeVisitor& v, const WalkLimits& limits) {
