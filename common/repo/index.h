@@ -74,8 +74,14 @@ struct IndexFile {
 };
 
 nlohmann::json encode_index_file(const IndexFile& f);
+// The text encode_index_file(f).dump() gives, byte for byte, written straight:
+// no document of ~200 bytes an entry before it.
+std::string encode_index_file_bytes(const IndexFile& f);
 // Throws Error(Errc::corrupt) on any malformed field.
+// A file in encode_index_file's layout is parsed one pack at a time; the text
+// taken by value is freed once its entries are read.
 IndexFile decode_index_file_bytes(std::span<const uint8_t> text, const std::string& name);
+IndexFile decode_index_file_bytes(Bytes&& text, const std::string& name);
 IndexFile decode_index_file(const nlohmann::json& j, const std::string& name);
 
 }  // namespace cairn::repo

@@ -171,8 +171,9 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
   return r;
 }
 
-std::string Repository::save_json(FileType t, const json& j) {
-  std::string text = j.dump();
+std::string Repository::save_json(FileType t, const json& j) { return save_text(t, j.dump()); }
+
+std::string Repository::save_text(FileType t, std::string_view text) {
   // Never write what a reader would refuse (a snapshot that could not be listed).
   if (text.size() > file_size_ceiling(t))
     throw Error(Errc::invalid_input, file_kind_text(t) + " of " + std::to_string(text.size()) + " bytes exceeds the format's limit of " +
@@ -904,12 +905,12 @@ std::string Repository::write_index_file(const IndexFile& f) {
     part.packs.push_back(f.packs[i]);
     in_part += f.packs[i].second.size();
     if (in_part >= kIndexMaxBlobs && i + 1 < f.packs.size()) {
-      save_json(FileType::index, encode_index_file(part));
+      save_text(FileType::index, encode_index_file_bytes(part));
       part.packs.clear();
       in_part = 0;
     }
   }
-  return save_json(FileType::index, encode_index_file(part));
+  return save_text(FileType::index, encode_index_file_bytes(part));
 }
 
 void Repository::flush() {

@@ -87,6 +87,7 @@ class Repository {
 
   // Encrypted, content-addressed JSON files (index, snapshot, lock).
   std::string save_json(FileType t, const nlohmann::json& j);
+  std::string save_text(FileType t, std::string_view text);  // the same for text already written (JSON)
   nlohmann::json load_json(FileType t, const std::string& name);
   // The same file's verified plaintext, for callers with their own parser.
   Bytes load_file(FileType t, const std::string& name);

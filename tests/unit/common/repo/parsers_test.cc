@@ -224,6 +224,54 @@ TEST_CASE("random corruption of index file text never crashes the decoder") {
   }
 }
 
+TEST_CASE("an index file is written as nlohmann writes it and read entry by entry as it is read whole; damage is refused alike") {
+  std::mt19937 rng(5);
+  auto id = [&] {
+    BlobId b;
+    for (auto& x : b) x = uint8_t(rng());
+    return b;
+  };
+  // The outcome of a decode: the entries, or the error's code.
+  auto outcome = [](const std::string& text) {
+    try {
+      IndexFile f = decode_index_file_bytes(as_bytes(text), "x");
+      return encode_index_file(f).dump();
+    } catch (const Error& e) {
+      return std::string("error ") + std::to_string(int(e.code()));
+    }
+  };
+  for (int round = 0; round < 200; ++round) {
+    IndexFile f;
+    for (size_t p = rng() % 4; p > 0; --p) {
+      std::vector<PackBlob> blobs;
+      for (size_t b = rng() % 5; b > 0; --b)
+        blobs.push_back({id(), BlobType(rng() % 2), uint8_t(rng() % 2), uint32_t(rng()), uint32_t(28 + rng() % 1000), uint32_t(rng() % 4000)});
+      f.packs.emplace_back(id(), std::move(blobs));
+    }
+    for (size_t k = rng() % 3; k > 0; --k) f.supersedes.push_back(id_hex(id()));
+    json j = encode_index_file(f);
+    std::string text = j.dump();
+    REQUIRE(encode_index_file_bytes(f) == text);
+    // Pretty-printed: not cairn's layout, parsed whole.
+    REQUIRE(outcome(text) == outcome(j.dump(1)));
+    REQUIRE(outcome(text) == j.dump());
+    Bytes owned(text.begin(), text.end());
+    CHECK(encode_index_file(decode_index_file_bytes(std::move(owned), "x")).dump() == text);
+    // Damaged: refused as the same text parsed whole is (or read alike).
+    for (int d = 0; d < 10; ++d) {
+      std::string bad = damaged(text, rng);
+      json again;
+      try {
+        again = json::parse(bad);
+      } catch (const json::exception&) {
+        CHECK(outcome(bad).rfind("error ", 0) == 0);
+        continue;
+      }
+      CHECK(outcome(bad) == outcome(again.dump(1)));
+    }
+  }
+}
+
 TEST_CASE("snapshot decoding rejects malformed content") {
   json good = {{"version", 1}, {"time", "2026-11-22T01:00:00.000000000Z"}, {"paths", {"/x"}}, {"tree", kId}};
   REQUIRE(decode_snapshot(good, "s").paths == std::vector<std::string>{"/x"});
