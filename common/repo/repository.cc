@@ -602,14 +602,7 @@ bool Repository::save_blob_as(BlobType t, std::span<const uint8_t> data, const B
     throw Error(Errc::invalid_input, std::string(t == BlobType::tree ? "a directory listing" : "a chunk") + " of " +
                                          std::to_string(data.size()) + " bytes exceeds the format's limit of " +
                                          std::to_string(max_blob_size(t)) + " bytes");
-  if (share_ && !index_.contains(id)) maybe_refresh_index();
-  {
-    std::unique_lock lk(wmu_);
-    if (index_.contains(id) || !claimed_.insert(id).second) {
-      ++stats_.blobs_dedup;
-      return false;
-    }
-  }
+  if (!claim_new(id)) return false;
   std::shared_ptr<const CompressionDictionary> dict;
   if (t == BlobType::data && hint == BlobHint::page && uses_dictionaries()) {
     dict = page_dictionary();
@@ -620,16 +613,51 @@ bool Repository::save_blob_as(BlobType t, std::span<const uint8_t> data, const B
   return true;
 }
 
+bool Repository::claim_new(const BlobId& id) {
+  if (share_ && !index_.contains(id)) maybe_refresh_index();
+  std::unique_lock lk(wmu_);
+  if (index_.contains(id) || !claimed_.insert(id).second) {
+    ++stats_.blobs_dedup;
+    return false;
+  }
+  return true;
+}
+
 // Compresses (with `dict` when given), seals and adds a claimed blob to the open
 // pack of its type; queues the pack when it is full.
 void Repository::store_claimed(BlobType t, const BlobId& id, std::span<const uint8_t> data, const CompressionDictionary* dict) {
-  thread_local Bytes sealed;
   std::span<const uint8_t> z;
   uint8_t flags = 0;
   if (dict ? dict->compress_if_useful(data, z) : compress_if_useful(data, z, params_.zstd_level))
     flags = dict ? kBlobCompressed | kBlobDictionary : kBlobCompressed;
-  bool compressed = flags != 0;
-  std::span<const uint8_t> payload = compressed ? z : data;
+  pack_blob(t, id, flags, flags ? z : data, data.size());
+}
+
+Repository::BlobStream::BlobStream(Repository& r, BlobType t) : r_(r), t_(t), hash_(r.id_hash_->stream()), z_(r.params_.zstd_level) {}
+
+std::unique_ptr<Repository::BlobStream> Repository::blob_stream(BlobType t) {
+  return std::unique_ptr<BlobStream>(new BlobStream(*this, t));
+}
+
+void Repository::BlobStream::add(std::span<const uint8_t> piece) {
+  // Never store what a reader would refuse (as save_blob_as).
+  if (z_.text_size() + piece.size() > max_blob_size(t_))
+    throw Error(Errc::invalid_input, std::string(t_ == BlobType::tree ? "a directory listing" : "a chunk") + " of more than " +
+                                         std::to_string(max_blob_size(t_)) + " bytes exceeds the format's limit");
+  hash_.update(piece);
+  z_.add(piece);
+}
+
+BlobId Repository::BlobStream::finish() {
+  BlobId id = hash_.finish();
+  if (!r_.claim_new(id)) return id;
+  Bytes frame = z_.finish();
+  r_.pack_blob(t_, id, kBlobCompressed, frame, size_t(z_.text_size()));
+  return id;
+}
+
+void Repository::pack_blob(BlobType t, const BlobId& id, uint8_t flags, std::span<const uint8_t> payload, size_t raw_size) {
+  thread_local Bytes sealed;
   auto aad = blob_aad(t, id);
   sealed.clear();
   aead_.seal(aad, payload, sealed);
@@ -652,9 +680,9 @@ void Repository::store_claimed(BlobType t, const BlobId& id, std::span<const uin
       }
       pb.reserve(std::max<size_t>(limit, sealed.size()) + (256u << 10));
     }
-    pb.add(id, t, flags, uint32_t(data.size()), sealed);
+    pb.add(id, t, flags, uint32_t(raw_size), sealed);
     ++stats_.blobs_new;
-    stats_.bytes_raw_new += data.size();
+    stats_.bytes_raw_new += raw_size;
     stats_.bytes_stored_new += sealed.size();
     if (full.empty() && pb.size() >= limit) std::swap(full, pb);
   }

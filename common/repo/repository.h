@@ -157,6 +157,24 @@ class Repository {
   bool save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id, BlobHint hint = BlobHint::none);
   // The same, for a caller that computed id = blob_id(data) already.
   bool save_blob_as(BlobType t, std::span<const uint8_t> data, const BlobId& id, BlobHint hint = BlobHint::none);
+  // A blob written piece by piece (a large tree's text, never whole in memory):
+  // hashed and compressed as its pieces come; finish() stores it unless the
+  // repository has it, and returns its id. Thread-safe as save_blob is.
+  class BlobStream {
+   public:
+    void add(std::span<const uint8_t> piece);
+    BlobId finish();
+    uint64_t size() const { return z_.text_size(); }
+
+   private:
+    friend class Repository;
+    BlobStream(Repository& r, BlobType t);
+    Repository& r_;
+    BlobType t_;
+    crypto::KeyedHash::Stream hash_;
+    CompressStream z_;
+  };
+  std::unique_ptr<BlobStream> blob_stream(BlobType t);
 
   // Compression dictionaries (§ 5.1), loaded at open. A version-3 repository
   // gets its first one from the first few MiB of new page chunks a writer saves;
@@ -194,6 +212,10 @@ class Repository {
   void flush_held_samples();
   void store_held_samples(std::unique_lock<std::mutex>& smu_held, const CompressionDictionary* dict);
   void store_claimed(BlobType t, const BlobId& id, std::span<const uint8_t> data, const CompressionDictionary* dict);
+  // False when the repository (or this session) has id already: counted as deduplicated.
+  bool claim_new(const BlobId& id);
+  // Seals a blob's payload (compressed when flags say so) and adds it to the open pack of its type.
+  void pack_blob(BlobType t, const BlobId& id, uint8_t flags, std::span<const uint8_t> payload, size_t raw_size);
 
   std::unique_ptr<Backend> be_;
   std::unique_ptr<storage::ObjectCache> cache_;  // a remote repository's local cache, or none

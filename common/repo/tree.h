@@ -5,6 +5,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -104,10 +105,12 @@ class TreeReader {
 // Tree first. Nodes must come in name order.
 class TreeWriter {
  public:
-  void reserve(size_t bytes) { text_.reserve(bytes); }
   void add(const Node& n);
-  std::string finish();  // the text; the writer is empty again
-  size_t size() const { return text_.size(); }
+  // The text written since the last take(), for a caller that passes a large
+  // tree on in pieces (Repository::BlobStream); finish() then gives the rest.
+  std::string take() { return std::exchange(text_, {}); }
+  std::string finish();  // the text (since the last take()); the writer is empty again
+  size_t size() const { return text_.size(); }  // bytes held
 
  private:
   std::string text_;
