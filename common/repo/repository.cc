@@ -462,6 +462,34 @@ bool Repository::open_blob(const PackBlob& b, std::span<const uint8_t> sealed, B
   return true;
 }
 
+bool Repository::verify_blob(const PackBlob& b, std::span<const uint8_t> sealed, std::string& why) const {
+  if (!(b.flags & kBlobCompressed) || (b.flags & kBlobDictionary) || b.raw_length < kStreamTreeBytes || b.raw_length > max_blob_size(b.type)) {
+    Bytes out;
+    return open_blob(b, sealed, out, why);
+  }
+  Bytes frame;
+  if (!aead_.open(blob_aad(b.type, b.id), sealed, frame)) {
+    why = "fails authentication (the stored bytes were changed)";
+    return false;
+  }
+  DecompressStream z(std::span<const uint8_t>(frame), b.raw_length);
+  auto h = id_hash_->stream();
+  Bytes piece;
+  while (z.more(piece)) {
+    h.update(piece);
+    piece.clear();
+  }
+  if (!z.error().empty()) {
+    why = z.error();
+    return false;
+  }
+  if (!crypto::equal(h.finish(), b.id)) {
+    why = "content does not match its id";
+    return false;
+  }
+  return true;
+}
+
 bool Repository::open_blob_in_place(const PackBlob& b, std::span<uint8_t> sealed, Bytes& out, std::span<const uint8_t>& data,
                                     std::string& why) const {
   auto plain = aead_.open_in_place(blob_aad(b.type, b.id), sealed);

@@ -147,6 +147,10 @@ class Repository {
   // The plaintext's keyed id is recomputed and compared: the AEAD tag proves who sealed
   // a blob, the id that it holds what its id names (a key holder cannot swap content).
   bool open_blob(const PackBlob& b, std::span<const uint8_t> sealed, Bytes& out, std::string& why) const;
+  // The same checks, keeping nothing: a large blob (kStreamTreeBytes and more,
+  // compressed without a dictionary) is decompressed and hashed a piece at a
+  // time (check --read-data verifies a 200,000-entry tree without its text).
+  bool verify_blob(const PackBlob& b, std::span<const uint8_t> sealed, std::string& why) const;
   // The same, decrypting in place (sealed's bytes are overwritten): `data` is then the
   // blob's content, inside `sealed` when stored uncompressed, else in `out`. The
   // restorer's buffers are its memory: this way a writer holds one read and one chunk.

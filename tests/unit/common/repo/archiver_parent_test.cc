@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "common/repo/archiver.h"
+#include "common/repo/checker.h"
 #include "common/repo/storage/backend.h"
 #include "common/repo/snapshot.h"
 #include "repo_test_util.h"
@@ -145,4 +146,11 @@ TEST_CASE("a large directory against its parent: reused when unchanged, written 
   CHECK(tree_of(changed, big) == tree_of(fresh, big));
   CHECK(tree_of(changed, p.src) == tree_of(fresh, p.src));
   CHECK(tree_of(changed, p.src) != tree_of(first, p.src));
+  // Every tree verifies, the large ones read a piece at a time (open_tree, verify_blob).
+  CheckOptions co;
+  co.read_data = true;
+  CheckReport rep = check(*p.r, co);
+  for (const auto& pr : rep.problems) INFO(problem_line(pr));
+  CHECK(rep.clean());
+  CHECK(rep.blobs_verified > 6000);
 }
