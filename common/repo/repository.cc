@@ -45,6 +45,11 @@ constexpr size_t kRemoteIndexFlushPacks = 16;
 // tree blobs trickle in during the whole backup, and a pack held open until the
 // end would grow with the number of directories and files.
 constexpr size_t kTreePackSize = 4u << 20;
+// A pack this writer fills holds at most this many blobs, however small (the
+// format allows kMaxPackBlobs): an index file, split between packs after
+// kIndexMaxBlobs entries, then lists at most kIndexMaxBlobs + this many, and
+// what a reader holds while it reads one stays bounded (memory.h).
+constexpr size_t kWritePackBlobs = 8192;
 
 // The config's own version; the objects it describes keep kFormatVersion.
 // Version 1 authenticated only `id`; version 2 authenticates every byte (§ 2);
@@ -698,9 +703,10 @@ void Repository::pack_blob(BlobType t, const BlobId& id, uint8_t flags, std::spa
     PackBuilder& pb = builders_[int(t)];
     size_t limit = t == BlobType::tree ? std::min<size_t>(params_.pack_size, kTreePackSize) : params_.pack_size;
     if (share_) limit = std::min(limit, kSharePackSize);
-    // Close the pack before it would overflow, so its buffer never reallocates, and
-    // before its header would list more entries than a reader accepts.
-    if (!pb.empty() && (pb.size() + sealed.size() > limit || pb.count() >= kMaxPackBlobs)) std::swap(full, pb);
+    // Close the pack before it would overflow, its header counted (small files:
+    // 42 bytes an entry), so its buffer never reallocates.
+    if (!pb.empty() && (pb.size() + sealed.size() + (pb.count() + 1) * kPackHeaderEntrySize > limit || pb.count() >= kWritePackBlobs))
+      std::swap(full, pb);
     if (pb.empty()) {
       if (!spare_packs_.empty()) {
         pb.adopt(std::move(spare_packs_.back()));
