@@ -1224,8 +1224,11 @@ BackupResult Backup::run() {
   root_ = new_dir(nullptr, 0);
   start_lazy(*root_, parent_root_.get(), parent_root_tree_);
   stream_ = !opt_.stdin_name.empty();
+  // The threads get what the repository's index and trees leave of the budget (memory.h).
   uint64_t budget = budget_bytes(opt_.memory_budget);
-  unsigned cores = opt_.threads ? opt_.threads : backup_threads(budget, usable_cpus(), repo_.params().pack_size);
+  uint64_t repository = repository_needs(repo_.index(), MemoryUse::backup, 1).repository_bytes();
+  unsigned cores = opt_.threads ? opt_.threads
+                                : backup_threads(budget > repository ? budget - repository : 0, usable_cpus(), repo_.params().pack_size);
   blocks_ = std::make_shared<BlockPool>(2 * largest_chunk(), std::min(4u, cores));
   unsigned nreaders = stream_ ? 1 : cores;
   std::vector<std::thread> workers, readers;

@@ -73,6 +73,7 @@ class Checker {
     check_keys();
     check_dictionaries();
     load_index();
+    if (o_.index_loaded) o_.index_loaded(r_.index());
     check_packs();
     check_dictionary_needs();
     check_leftovers();
@@ -198,6 +199,9 @@ class Checker {
             "index/" + name + " is damaged: " + why + "; the packs it listed are not found: " + kRepairHint);
         continue;
       }
+      size_t blobs_in_file = 0;
+      for (const auto& [pack, blobs] : f.packs) blobs_in_file += blobs.size();
+      idx.note_file(blobs_in_file);
       for (const auto& [pack, blobs] : f.packs) {
         IndexedPack& s = indexed_[pack];
         uint64_t fresh = 0;
@@ -435,10 +439,11 @@ class Checker {
     last_progress_ = read_start_;
     unsigned n = o_.threads;
     if (!n) {
-      // A thread holds one pack (the largest present, at worst) and one chunk.
-      uint64_t budget = budget_bytes(o_.memory_budget);
-      uint64_t per = (packs.empty() ? 0 : packs.front().second) + kMaxChunkSize + (1u << 20);
-      n = unsigned(std::clamp<uint64_t>(budget / per, 1, std::clamp(usable_cpus(), 1u, 8u)));
+      // A thread holds one pack (the largest present, at worst) and one chunk,
+      // beside what the repository needs (memory.h).
+      uint64_t largest = packs.empty() ? 0 : packs.front().second;
+      n = read_data_threads(budget_bytes(o_.memory_budget), usable_cpus(), largest,
+                            repository_needs(r_.index(), MemoryUse::read_data, 1, largest));
     }
     n = unsigned(std::min<size_t>(n, std::max<size_t>(packs.size(), 1)));
     std::atomic<size_t> next{0};

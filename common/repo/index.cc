@@ -1,5 +1,6 @@
 #include "common/repo/index.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <optional>
@@ -54,6 +55,10 @@ void Index::add_pack(const BlobId& pack, const std::vector<PackBlob>& blobs) {
     if ((count_ >> kBlockShift) == blocks_.size()) blocks_.push_back(std::make_unique_for_overwrite<Record[]>(kBlockSize));
     blocks_[count_ >> kBlockShift][count_ & (kBlockSize - 1)] = Record{b.id, no, b.offset, b.length, b.raw_length, b.type, b.flags};
     table_[slot] = ++count_;
+    if (b.type == BlobType::tree) {
+      largest_tree_raw_ = std::max(largest_tree_raw_, b.raw_length);
+      largest_tree_sealed_ = std::max(largest_tree_sealed_, b.length);
+    }
   }
 }
 
@@ -90,8 +95,26 @@ size_t Index::memory_bytes() const {
   std::shared_lock lk(mu_);
   return blocks_.size() * kBlockSize * sizeof(Record) + table_.capacity() * sizeof(uint32_t);
 }
+void Index::note_file(size_t blobs) {
+  std::unique_lock lk(mu_);
+  largest_file_ = std::max(largest_file_, blobs);
+}
+size_t Index::largest_file_blobs() const {
+  std::shared_lock lk(mu_);
+  return largest_file_;
+}
+uint32_t Index::largest_tree_raw() const {
+  std::shared_lock lk(mu_);
+  return largest_tree_raw_;
+}
+uint32_t Index::largest_tree_sealed() const {
+  std::shared_lock lk(mu_);
+  return largest_tree_sealed_;
+}
 void Index::clear() {
   std::unique_lock lk(mu_);
+  largest_file_ = 0;
+  largest_tree_raw_ = largest_tree_sealed_ = 0;
   packs_.clear();
   pack_no_.clear();
   blocks_.clear();

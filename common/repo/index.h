@@ -62,9 +62,19 @@ class Index {
   uint32_t count_ = 0;
   std::vector<uint32_t> table_;  // record number + 1; 0 is empty; size a power of two
 
+  size_t largest_file_ = 0;
+  uint32_t largest_tree_raw_ = 0, largest_tree_sealed_ = 0;
+
  public:
   // Bytes held for blobs (records and table), for measurements and tests.
   size_t memory_bytes() const;
+  // What memory.h's model of a command reads from the repository: the most
+  // blobs one index file listed (noted by the loaders), and the largest tree
+  // blob, its text and its stored size.
+  void note_file(size_t blobs);
+  size_t largest_file_blobs() const;
+  uint32_t largest_tree_raw() const;
+  uint32_t largest_tree_sealed() const;
 };
 
 // One index file's content: the packs it describes and the index files it replaces.

@@ -267,6 +267,8 @@ std::vector<std::string> Repository::list(FileType t) {
   return out;
 }
 
+size_t Repository::index_load_threads() { return std::clamp<size_t>(usable_cpus(), 1, 4); }
+
 std::vector<IndexProblem> Repository::load_index() {
   index_.clear();
   index_files_.clear();
@@ -276,14 +278,15 @@ std::vector<IndexProblem> Repository::load_index() {
   // spends before its real work: a few at a time are decoded side by side, then added
   // in name order, so the index comes out the same and memory holds one batch.
   const std::vector<std::string> names = list(FileType::index);
-  const size_t threads = std::clamp<size_t>(usable_cpus(), 1, 4);
+  const size_t threads = index_load_threads();
   struct Decoded {
     IndexFile file;
     std::string error;
     std::exception_ptr fatal;  // anything but a damaged file (out of memory) ends the load as before
   };
-  for (size_t first = 0; first < names.size(); first += 2 * threads) {
-    size_t n = std::min(names.size() - first, 2 * threads);
+  // A batch holds its files' entries until they are added: as many as threads.
+  for (size_t first = 0; first < names.size(); first += threads) {
+    size_t n = std::min(names.size() - first, threads);
     std::vector<Decoded> batch(n);
     std::atomic<size_t> next{0};
     auto work = [&] {
@@ -307,7 +310,12 @@ std::vector<IndexProblem> Repository::load_index() {
         problems.push_back({names[first + i], batch[i].error});
         continue;
       }
-      for (const auto& [pack, blobs] : batch[i].file.packs) index_.add_pack(pack, blobs);
+      size_t blobs_in_file = 0;
+      for (const auto& [pack, blobs] : batch[i].file.packs) {
+        index_.add_pack(pack, blobs);
+        blobs_in_file += blobs.size();
+      }
+      index_.note_file(blobs_in_file);
       index_files_.push_back(names[first + i]);
       index_names_.insert(names[first + i]);
     }

@@ -95,6 +95,8 @@ class Repository {
 
   // Loads every index file. Problems (unreadable, damaged) are returned, not thrown.
   std::vector<IndexProblem> load_index();
+  // How many files load_index() reads at once (memory.h counts what they hold).
+  static size_t index_load_threads();
   Index& index() { return index_; }
   // Names of the index files loaded by load_index().
   const std::vector<std::string>& index_files() const { return index_files_; }
