@@ -129,17 +129,27 @@ void add_memory_budget_option(CLI::App* cmd, std::string& value) {
                   "what buffers may hold, e.g. 256M or 2G; sizes the thread pools (default: half the cgroup memory limit, else 512M)");
 }
 
-repo::MemoryBudget memory_budget(const std::string& value) {
+repo::MemoryBudget memory_budget(const std::string& value, uint64_t least, const char* why) {
   std::optional<uint64_t> configured;
   if (!value.empty()) {
     configured = repo::parse_byte_size(value);
     if (!configured)
       throw Error(Errc::invalid_input, "--memory-budget '" + value + "' is not a size: give bytes or a number with K, M, G or T (e.g. 256M)");
-    if (*configured < repo::kMinMemoryBudget)
-      throw Error(Errc::invalid_input, "--memory-budget " + value + " is below the minimum of " + repo::byte_size_text(repo::kMinMemoryBudget) +
-                                           " (one thread's buffers and the packs in flight)");
+    if (*configured < least)
+      throw Error(Errc::invalid_input, "--memory-budget " + value + " is below the minimum of " + repo::byte_size_text(least) + " (" + why + ")");
   }
   return repo::resolve_memory_budget(configured, "--memory-budget");
+}
+
+void check_memory_needs(const repo::MemoryBudget& b, const std::string& value, const repo::RepositoryNeeds& n) {
+  if (b.bytes >= n.total) return;
+  if (!value.empty())
+    throw Error(Errc::invalid_input, "--memory-budget " + value + " " + repo::below_needs_text(n) + "; give at least " +
+                                         repo::least_budget_text(n.total) + " or leave it unset");
+  if (b.source != repo::MemoryBudget{}.source)
+    warn("the memory budget, " + b.describe() + ", " + repo::below_needs_text(n) +
+         "; the command goes on, in the rest of the limit (raise the limit, or set a budget of at least " +
+         repo::least_budget_text(n.total) + ")");
 }
 
 void say_memory_budget(const RepoOptions& o, const repo::MemoryBudget& b) {

@@ -58,9 +58,17 @@ void add_repo_options(CLI::App* cmd, RepoOptions& o);
 // invalid_input for a bad size. say_memory_budget() says it on stderr once the
 // repository is open, when the option or a cgroup chose it (not with --quiet
 // or --json).
+// `least`: the smallest budget the command takes at all (backup and restore:
+// kMinMemoryBudget; check and ls: kOpenBytes), `why` says what it is.
 void add_memory_budget_option(CLI::App* cmd, std::string& value);
-repo::MemoryBudget memory_budget(const std::string& value);
+repo::MemoryBudget memory_budget(const std::string& value, uint64_t least = repo::kMinMemoryBudget,
+                                 const char* why = "one thread's buffers and the packs in flight");
 void say_memory_budget(const RepoOptions& o, const repo::MemoryBudget& b);
+// Once the index is loaded: a budget the option gave below what the command
+// needs of this repository (repo::repository_needs) is refused
+// (invalid_input, exit 1); one a cgroup limit gave gets a warning (the other
+// half of the limit is room for it); the default is not questioned.
+void check_memory_needs(const repo::MemoryBudget& b, const std::string& value, const repo::RepositoryNeeds& n);
 repo::Secret read_secret(const RepoOptions& o, const char* file_opt = "--password-file", const std::string& file_override = {});
 std::unique_ptr<repo::Backend> make_backend(const RepoOptions& o);
 // A remote repository's requests and retries, for results: JSON and one line of text.

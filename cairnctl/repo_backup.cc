@@ -58,6 +58,8 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
       if (a.use_stdin && isatty(0)) throw Error(Errc::invalid_input, "--stdin reads a pipe or file, not a terminal");
       auto budget = memory_budget(a.memory_budget);
       auto r = open_repo(o);
+      check_memory_needs(budget, a.memory_budget,
+                         repo::repository_needs(r->index(), repo::MemoryUse::backup, repo::Repository::index_load_threads()));
       auto lock = lock_repo(*r, o, repo::LockKind::shared, "backup");
       say_memory_budget(o, budget);
       repo::BackupOptions bo;

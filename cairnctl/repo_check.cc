@@ -116,7 +116,7 @@ void register_repo_check(CLI::App& repo, Context& ctx) {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
       // check loads the index itself and reports its problems with the rest.
-      auto budget = memory_budget(a.memory_budget);
+      auto budget = memory_budget(a.memory_budget, repo::kOpenBytes, "opening a repository: the process and its key derivation");
       auto r = open_repo(o, false);
       auto lock = lock_repo_for_reading(*r, o, "check");
       say_memory_budget(o, budget);
@@ -124,6 +124,12 @@ void register_repo_check(CLI::App& repo, Context& ctx) {
       co.read_data = a.read_data;
       co.threads = a.threads;
       co.memory_budget = budget.bytes;
+      co.index_loaded = [&](const repo::Index& idx) {
+        // Packs this repository writes are at most its pack size and a header.
+        const uint64_t pack = r->params().pack_size + (1u << 20);
+        check_memory_needs(budget, a.memory_budget,
+                           repo::repository_needs(idx, a.read_data ? repo::MemoryUse::read_data : repo::MemoryUse::check, 1, pack));
+      };
       co.cancel = &ctx.cancel;
       ProgressPrinter pp(o, "check");
       if (a.read_data && (!o.quiet || o.json)) {

@@ -105,16 +105,22 @@ void register_repo_ls(CLI::App& repo, Context& ctx) {
   static bool long_fmt = false;
   static bool skip_damaged = false;
   static uint64_t max_entries = repo::kMaxWalkEntries;
+  static std::string budget_option;
   auto* cmd = repo.add_subcommand("ls", "list the files of a snapshot");
   add_repo_options(cmd, ctx.opts);
   cmd->add_option("snapshot", snap, "snapshot id (or a unique prefix, or 'latest')")->required();
   cmd->add_flag("--long,-l", long_fmt, "show type, mode, owner, size and modification time");
   add_skip_damaged_option(cmd, skip_damaged);
   cmd->add_option("--max-entries", max_entries, "stop with an error past this many entries (a tree bomb's defence; default 50,000,000)");
+  cmd->add_option("--memory-budget", budget_option,
+                  "what the listing may hold, e.g. 128M: refused when the repository's index and largest tree need more");
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
+      auto budget = memory_budget(budget_option, repo::kOpenBytes, "opening a repository: the process and its key derivation");
       auto r = open_repo(o);
+      check_memory_needs(budget, budget_option,
+                         repo::repository_needs(r->index(), repo::MemoryUse::walk, repo::Repository::index_load_threads()));
       repo::Snapshot s = repo::load_snapshot(*r, resolve_snapshot_ref(*r, snap, skip_damaged));
       if (!o.json && !o.quiet) std::printf("snapshot %s of %s at %s:\n", terminal_safe(s.id.substr(0, 8)).c_str(),
                                        terminal_safe(s.hostname).c_str(), terminal_safe(s.time).c_str());

@@ -81,6 +81,22 @@ Hash KeyedHash::operator()(std::span<const uint8_t> data) const {
   return h;
 }
 
+KeyedHash::Stream KeyedHash::stream() const {
+  EVP_MAC_CTX* c = EVP_MAC_CTX_dup(static_cast<EVP_MAC_CTX*>(base_));
+  if (!c) fail("HMAC dup");
+  return Stream(c);
+}
+KeyedHash::Stream::~Stream() { EVP_MAC_CTX_free(static_cast<EVP_MAC_CTX*>(ctx_)); }
+void KeyedHash::Stream::update(std::span<const uint8_t> data) {
+  if (EVP_MAC_update(static_cast<EVP_MAC_CTX*>(ctx_), data.data(), data.size()) != 1) fail("HMAC");
+}
+Hash KeyedHash::Stream::finish() {
+  Hash h{};
+  size_t len = 0;
+  if (EVP_MAC_final(static_cast<EVP_MAC_CTX*>(ctx_), h.data(), &len, h.size()) != 1) fail("HMAC");
+  return h;
+}
+
 void Aead::seal(std::span<const uint8_t> aad, std::span<const uint8_t> plaintext, Bytes& out) const {
   size_t base = out.size();
   out.resize(base + kNonceSize + plaintext.size() + kTagSize);

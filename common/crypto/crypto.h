@@ -52,6 +52,23 @@ class KeyedHash {
   KeyedHash& operator=(const KeyedHash&) = delete;
   Hash operator()(std::span<const uint8_t> data) const;
 
+  // The same hash of data fed piece by piece (a large tree read or written
+  // without its text whole in memory).
+  class Stream {
+   public:
+    Stream(Stream&& o) noexcept : ctx_(o.ctx_) { o.ctx_ = nullptr; }
+    Stream& operator=(Stream&&) = delete;
+    ~Stream();
+    void update(std::span<const uint8_t> data);
+    Hash finish();
+
+   private:
+    friend class KeyedHash;
+    explicit Stream(void* ctx) : ctx_(ctx) {}
+    void* ctx_;  // EVP_MAC_CTX*
+  };
+  Stream stream() const;
+
  private:
   void* mac_ = nullptr;   // EVP_MAC*
   void* base_ = nullptr;  // EVP_MAC_CTX* keyed, duplicated per call

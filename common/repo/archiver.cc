@@ -160,22 +160,46 @@ struct Child {
   std::shared_ptr<FileState> fs;  // a file being read (or the first of its hard-link group)
   // Identical to the parent snapshot's node (for a dir: the whole subtree).
   bool same = false;
+  bool waiting = false;  // a directory whose tree is not written yet
+  uint64_t parent_pos = UINT64_MAX;  // its node's place in the parent's listing, when found in order
 };
 
 // A directory whose tree blob is not written yet. It holds one count for the walker
 // (released once its listing is walked) and one for every child still being
 // stored: files being read, hard links waiting for their first link, and
-// subdirectories whose trees are not written. At zero its tree is encoded and
+// subdirectories whose trees are not written. At zero its tree is finished and
 // saved at once, its id handed to the parent, and the directory freed.
+//
+// Children come in name order (the walk's), so each is written into the tree's
+// text as soon as it and every child before it are final, and freed: a
+// directory holds its text and the children still being stored, not a node per
+// entry. Text past kTreeSpill goes on to a BlobStream (hashed and compressed
+// as it comes). Children identical to the parent snapshot's, in the same
+// places, are only counted while all are (lazy): an unchanged directory
+// writes nothing and reuses its parent's tree; one that turns out to differ
+// writes that prefix from the parent's tree, read again, first.
 struct Dir {
   Dir* parent = nullptr;
-  size_t slot = 0;  // this directory's node in parent->children
+  size_t slot = 0;  // this directory's node in parent->children (a slot number: see first)
   std::mutex mu;    // children: a subdirectory finishing on another thread writes its subtree id
-  std::vector<Child> children;
+  std::deque<Child> children;  // not written yet; children[0] is slot `first`
+  size_t first = 0;
+  TreeWriter text;
+  std::unique_ptr<Repository::BlobStream> stream;
+  uint64_t added = 0;       // children added, failed files included
+  bool all_same = true;     // every child written (or counted) was the parent's
+  bool in_order = true;     // false when sharing writes: children are sorted at the end
+  bool lazy = false;        // the children so far are the parent's first same_prefix nodes, not written
+  uint64_t same_prefix = 0;
+  std::optional<BlobId> parent_tree;  // the parent snapshot's tree of this directory
   std::atomic<int> pending{1};
   // Identical to the parent snapshot's subtree, which is reused without encoding it again.
   std::optional<BlobId> reuse_subtree;
+  Child& at(size_t s) { return children[s - first]; }
 };
+
+// A tree's text is held up to this much before it goes on to a BlobStream.
+constexpr size_t kTreeSpill = 1u << 20;
 
 // Everything a tree records about a node except its content and subtree.
 bool same_metadata(const Node& a, const Node& b) {
@@ -240,6 +264,66 @@ constexpr size_t kWalkStackBytes = kMaxTreeDepth * (32u << 10);
 // while the walk goes on, few enough that the walk never runs far ahead.
 constexpr size_t kJobWindow = 64;
 
+// The parent snapshot's listing of one directory, read as the walk asks for
+// names rather than decoded whole: it holds the tree's text, and one node. The
+// walk asks in name order (files and directories sorted; when sharing writes,
+// the files sorted, then the directories in an order of their own), so most
+// lookups move the reader forward; a directory it passes without being asked
+// for is kept for a lookup that comes back to it. A tree that turns out
+// malformed part way ends the listing there: what it did not list is read
+// again, which is all an unreadable parent costs.
+class ParentListing {
+ public:
+  explicit ParentListing(TreeReader r) : reader_(std::move(r)) {}
+  // The node of that name, valid until the next call; null when there is none.
+  // pos: its place in the listing, or UINT64_MAX when it was passed before.
+  const Node* find(const std::string& name, uint64_t* pos = nullptr) {
+    if (pos) *pos = UINT64_MAX;
+    if (have_ && cur_.name == name) {
+      if (pos) *pos = reader_.count() - 1;
+      return &cur_;
+    }
+    if (have_ && name < cur_.name) {
+      auto it = passed_.find(name);
+      return it == passed_.end() ? nullptr : &it->second;
+    }
+    Node n;
+    while (read(n)) {
+      if (have_ && !asked_ && cur_.type == NodeType::dir) passed_.emplace(cur_.name, std::move(cur_));
+      cur_ = std::move(n);
+      have_ = true;
+      asked_ = cur_.name == name;
+      if (cur_.name >= name) {
+        if (asked_ && pos) *pos = reader_.count() - 1;
+        return asked_ ? &cur_ : nullptr;
+      }
+    }
+    return nullptr;
+  }
+  // How many entries the listing has (reads the rest); UINT64_MAX when it is malformed.
+  uint64_t entries() {
+    Node n;
+    while (read(n)) {
+    }
+    return broken_ ? UINT64_MAX : reader_.count();
+  }
+
+ private:
+  bool read(Node& n) {
+    if (broken_) return false;
+    try {
+      return reader_.next(n);
+    } catch (const Error&) {
+      broken_ = true;
+      return false;
+    }
+  }
+  TreeReader reader_;
+  Node cur_;
+  bool have_ = false, asked_ = false, broken_ = false;
+  std::map<std::string, Node> passed_;  // directories passed without being asked for
+};
+
 class Backup {
  public:
   Backup(Repository& repo, const BackupOptions& opt) : repo_(repo), opt_(opt) {}
@@ -253,9 +337,9 @@ class Backup {
   void load_parent(Snapshot& snap);
   // --- walk (main thread): depth-first, each listing sorted by name
   // depth: components of dpath / path ('/a/b' is 2); see kMaxTreeDepth
-  void walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, bool restricted, size_t depth);
-  void walk_entry(Dir& parent, const std::string& name, const std::string& path, const Tree* ptree, bool restricted, size_t depth);
-  std::unique_ptr<Tree> parent_subtree(const Tree* ptree, const std::string& name);
+  void walk_dir(Dir& dir, const std::string& dpath, ParentListing* ptree, bool restricted, size_t depth);
+  void walk_entry(Dir& parent, const std::string& name, const std::string& path, ParentListing* ptree, bool restricted, size_t depth);
+  std::unique_ptr<ParentListing> parent_subtree(ParentListing* ptree, const std::string& name);
   bool excluded(const std::string& path, const std::string& name) const;
   bool is_source(const std::string& path) const { return sources_.count(path) != 0; }
   // Where a path of the snapshot is read from (BackupOptions::path_map).
@@ -265,6 +349,18 @@ class Backup {
   void error(const std::string& path, const std::string& reason);
   size_t add_child(Dir& parent, Child c);
   Dir* new_dir(Dir* parent, size_t slot);
+  // Lazy from the start when the parent snapshot has this directory's tree.
+  void start_lazy(Dir& d, const ParentListing* listing, const std::optional<BlobId>& tree) {
+    if (listing && tree && d.in_order) {
+      d.lazy = true;
+      d.parent_tree = tree;
+    }
+  }
+  static bool ready(Child& c);
+  void write_ready(Dir& d);
+  void write_child(Dir& d, Child& c);
+  void write_prefix(Dir& d);
+  void write_node(Dir& d, const Node& n);
   void push_job(std::shared_ptr<FileState> fs);
   // --- totals: an lstat-only count running beside the walk, as restic does
   void count_dir(const std::string& dpath, bool restricted, size_t depth);
@@ -299,7 +395,8 @@ class Backup {
   BackupResult res_;
   bool stream_ = false;  // stdin: read(), not pread()
   std::set<std::string> sources_;  // absolute, normalized; "" is the root
-  std::unique_ptr<Tree> parent_root_;
+  std::unique_ptr<ParentListing> parent_root_;
+  std::optional<BlobId> parent_root_tree_;
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<FileState>> hardlinks_;
   std::mutex err_mu_;
   std::vector<SnapshotError> errors_;
@@ -379,33 +476,95 @@ void Backup::error(const std::string& path, const std::string& reason) {
   errors_.push_back({path, reason});
 }
 
-std::unique_ptr<Tree> Backup::parent_subtree(const Tree* ptree, const std::string& name) {
-  if (!ptree) return nullptr;
-  auto it = std::lower_bound(ptree->nodes.begin(), ptree->nodes.end(), name, [](const Node& n, const std::string& k) { return n.name < k; });
-  if (it == ptree->nodes.end() || it->name != name || it->type != NodeType::dir || !it->subtree) return nullptr;
+std::unique_ptr<ParentListing> Backup::parent_subtree(ParentListing* ptree, const std::string& name) {
+  const Node* n = ptree ? ptree->find(name) : nullptr;
+  if (!n || n->type != NodeType::dir || !n->subtree) return nullptr;
   try {
-    return std::make_unique<Tree>(decode_tree_bytes(repo_.load_blob(*it->subtree)));
+    return std::make_unique<ParentListing>(repo_.open_tree(*n->subtree));
   } catch (const Error&) {
     return nullptr;  // an unreadable parent only costs re-reading
   }
 }
 
-static const Node* find_node(const Tree* t, const std::string& name) {
-  if (!t) return nullptr;
-  auto it = std::lower_bound(t->nodes.begin(), t->nodes.end(), name, [](const Node& n, const std::string& k) { return n.name < k; });
-  return it != t->nodes.end() && it->name == name ? &*it : nullptr;
+static const Node* find_node(ParentListing* t, const std::string& name, uint64_t* pos) {
+  if (pos) *pos = UINT64_MAX;
+  return t ? t->find(name, pos) : nullptr;
 }
 
 size_t Backup::add_child(Dir& parent, Child c) {
   std::lock_guard g(parent.mu);
   parent.children.push_back(std::move(c));
-  return parent.children.size() - 1;
+  ++parent.added;
+  size_t slot = parent.first + parent.children.size() - 1;
+  write_ready(parent);
+  return slot;
+}
+
+bool Backup::ready(Child& c) {
+  if (c.waiting) return false;
+  if (!c.fs) return true;
+  std::lock_guard g(c.fs->mu);
+  return c.fs->done;
+}
+
+// Caller holds d.mu.
+void Backup::write_ready(Dir& d) {
+  if (!d.in_order) return;
+  while (!d.children.empty() && ready(d.children.front())) {
+    write_child(d, d.children.front());
+    d.children.pop_front();
+    ++d.first;
+  }
+}
+
+void Backup::write_child(Dir& d, Child& c) {
+  Node& n = c.node;
+  d.all_same = d.all_same && c.same;
+  if (n.type == NodeType::file && c.fs) {
+    FileState& fs = *c.fs;
+    std::lock_guard fg(fs.mu);
+    if (fs.failed) return;  // listed in errors; the snapshot is partial
+    n.content = fs.content;
+    n.sparse = fs.sparse;
+    n.extents = fs.extents;
+    n.size = fs.size;
+  }
+  if (d.lazy && c.same && c.parent_pos == d.same_prefix) {
+    ++d.same_prefix;
+    return;
+  }
+  write_prefix(d);
+  write_node(d, n);
+}
+
+// The lazy prefix, from the parent's tree: its first same_prefix nodes are
+// what those children would have written (atime is never recorded).
+void Backup::write_prefix(Dir& d) {
+  if (!d.lazy) return;
+  d.lazy = false;
+  if (d.same_prefix == 0) return;
+  TreeReader r = repo_.open_tree(*d.parent_tree);
+  Node n;
+  for (uint64_t i = 0; i < d.same_prefix; ++i) {
+    if (!r.next(n)) throw Error(Errc::corrupt, "backup: the parent's tree " + id_hex(*d.parent_tree) + " reads shorter the second time");
+    n.atime_ns = 0;
+    write_node(d, n);
+  }
+}
+
+void Backup::write_node(Dir& d, const Node& n) {
+  d.text.add(n);
+  if (d.text.size() < kTreeSpill) return;
+  if (!d.stream) d.stream = repo_.blob_stream(BlobType::tree);
+  std::string piece = d.text.take();
+  d.stream->add(as_bytes(piece));
 }
 
 Dir* Backup::new_dir(Dir* parent, size_t slot) {
   auto d = std::make_unique<Dir>();
   d->parent = parent;
   d->slot = slot;
+  d->in_order = !(opt_.walk_start > 0 && opt_.walk_start < 1);
   if (parent) parent->pending++;
   std::lock_guard g(live_mu_);
   live_.insert(d.get());
@@ -414,7 +573,7 @@ Dir* Backup::new_dir(Dir* parent, size_t slot) {
 
 // restricted: only the way to the sources below dpath (the directories above a
 // source, and excluded directories holding one), not the whole listing.
-void Backup::walk_dir(Dir& dir, const std::string& dpath, const Tree* ptree, bool restricted, size_t depth) {
+void Backup::walk_dir(Dir& dir, const std::string& dpath, ParentListing* ptree, bool restricted, size_t depth) {
   if (restricted) {
     for (const auto& n : source_steps(dpath)) {
       check_cancel();
@@ -474,7 +633,7 @@ void Backup::push_job(std::shared_ptr<FileState> fs) {
   jobs_not_empty_.notify_one();
 }
 
-void Backup::walk_entry(Dir& parent, const std::string& name, const std::string& path, const Tree* ptree, bool restricted,
+void Backup::walk_entry(Dir& parent, const std::string& name, const std::string& path, ParentListing* ptree, bool restricted,
                         size_t depth) {
   struct stat st {};
   if (lstat_long(real(path), &st) != 0) {
@@ -501,32 +660,38 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
       return;
     }
     read_xattrs(real(path), n);
+    c.waiting = true;
     size_t slot = add_child(parent, std::move(c));
     Dir* d = new_dir(&parent, slot);
     auto sub = parent_subtree(ptree, name);
     // On a throw the walker's holds stay: nothing above is written, the backup fails.
     walk_dir(*d, path, sub.get(), true, depth);
+    sub.reset();
     release(d);
     return;
   }
   read_xattrs(real(path), n);
-  const Node* pn = find_node(ptree, name);
+  const Node* pn = find_node(ptree, name, &c.parent_pos);
   if (n.type == NodeType::dir) {
     ++res_.dirs;
     Node meta = n;
+    c.waiting = true;
     size_t slot = add_child(parent, std::move(c));
     Dir* d = new_dir(&parent, slot);
     auto sub = parent_subtree(ptree, name);
+    start_lazy(*d, sub.get(), pn ? pn->subtree : std::nullopt);
     walk_dir(*d, path, sub.get(), false, depth);
     bool same = false;
     if (sub && pn && !opt_.force && same_metadata(meta, *pn) && pn->subtree && repo_.index().contains(*pn->subtree)) {
+      uint64_t entries = sub->entries();
       std::lock_guard g(d->mu);
-      same = d->children.size() == sub->nodes.size() && std::all_of(d->children.begin(), d->children.end(), [](const Child& x) { return x.same; });
+      same = d->added == entries && d->all_same && std::all_of(d->children.begin(), d->children.end(), [](const Child& x) { return x.same; });
     }
+    sub.reset();  // the parent's listing goes before this directory's tree is written
     if (same) {
       d->reuse_subtree = pn->subtree;
       std::lock_guard g(parent.mu);
-      parent.children[slot].same = true;
+      parent.at(slot).same = true;
     }
     release(d);  // the walker's hold: the tree is written now or when its last file is stored
     return;
@@ -892,9 +1057,15 @@ void Backup::file_done(FileState& fs) {
   for (Dir* d : waiters) release(d);
 }
 
-// Drops one count of d; the last one writes d's tree and passes it up.
+// Drops one count of d (a child of it is final: into its text); the last one
+// writes d's tree and passes it up.
 void Backup::release(Dir* d) {
-  while (d && --d->pending == 0) {
+  while (d) {
+    {
+      std::lock_guard g(d->mu);
+      write_ready(*d);
+    }
+    if (--d->pending != 0) return;
     Dir* parent = d->parent;
     BlobId id = write_tree(*d);
     {
@@ -909,7 +1080,9 @@ void Backup::release(Dir* d) {
     }
     {
       std::lock_guard g(parent->mu);
-      parent->children[slot].node.subtree = id;
+      Child& c = parent->at(slot);
+      c.node.subtree = id;
+      c.waiting = false;
     }
     d = parent;
   }
@@ -919,30 +1092,25 @@ BlobId Backup::write_tree(Dir& d) {
   if (d.reuse_subtree) return *d.reuse_subtree;
   check_cancel();
   if (abort_) throw Error(Errc::interrupted, "aborted");
-  Tree t;
   std::lock_guard g(d.mu);
-  // Sorted by name: identical directories give identical bytes, so their trees dedup.
-  std::sort(d.children.begin(), d.children.end(), [](const Child& a, const Child& b) { return a.node.name < b.node.name; });
-  t.nodes.reserve(d.children.size());
-  for (auto& c : d.children) {
-    Node& n = c.node;
-    if (n.type == NodeType::file && c.fs) {
-      FileState& fs = *c.fs;
-      if (fs.failed) continue;  // listed in errors; the snapshot is partial
-      std::lock_guard fg(fs.mu);
-      n.content = fs.content;
-      n.sparse = fs.sparse;
-      n.extents = fs.extents;
-      n.size = fs.size;
-    }
-    t.nodes.push_back(std::move(n));
+  if (!d.in_order) {
+    // Sorted by name: identical directories give identical bytes, so their trees dedup.
+    std::sort(d.children.begin(), d.children.end(), [](const Child& a, const Child& b) { return a.node.name < b.node.name; });
+    d.in_order = true;
   }
-  d.children.clear();
-  d.children.shrink_to_fit();
-  std::string bytes = encode_tree_bytes(t);
-  t = {};
+  write_ready(d);  // every child is final: pending is zero
+  if (!d.children.empty()) throw Error(Errc::io, "backup: a directory's tree was written before its children");
+  write_prefix(d);
+  std::string rest = d.text.finish();
   BlobId id;
-  repo_.save_blob(BlobType::tree, as_bytes(bytes), id);
+  if (d.stream) {
+    d.stream->add(as_bytes(rest));
+    std::string().swap(rest);
+    id = d.stream->finish();
+    d.stream.reset();
+  } else {
+    repo_.save_blob(BlobType::tree, as_bytes(rest), id);
+  }
   return id;
 }
 
@@ -1006,7 +1174,8 @@ void Backup::load_parent(Snapshot& snap) {
         return;
       }
     }
-    parent_root_ = std::make_unique<Tree>(decode_tree_bytes(repo_.load_blob(ps.tree)));
+    parent_root_ = std::make_unique<ParentListing>(repo_.open_tree(ps.tree));
+    parent_root_tree_ = ps.tree;
     snap.parent = parent;
   } catch (const Error& e) {
     parent_root_.reset();  // fall back to reading everything
@@ -1053,9 +1222,13 @@ BackupResult Backup::run() {
   }
 
   root_ = new_dir(nullptr, 0);
+  start_lazy(*root_, parent_root_.get(), parent_root_tree_);
   stream_ = !opt_.stdin_name.empty();
+  // The threads get what the repository's index and trees leave of the budget (memory.h).
   uint64_t budget = budget_bytes(opt_.memory_budget);
-  unsigned cores = opt_.threads ? opt_.threads : backup_threads(budget, usable_cpus(), repo_.params().pack_size);
+  uint64_t repository = repository_needs(repo_.index(), MemoryUse::backup, 1).repository_bytes();
+  unsigned cores = opt_.threads ? opt_.threads
+                                : backup_threads(budget > repository ? budget - repository : 0, usable_cpus(), repo_.params().pack_size);
   blocks_ = std::make_shared<BlockPool>(2 * largest_chunk(), std::min(4u, cores));
   unsigned nreaders = stream_ ? 1 : cores;
   std::vector<std::thread> workers, readers;

@@ -82,6 +82,7 @@ class Checker {
     check_keys();
     check_dictionaries();
     load_index();
+    if (o_.index_loaded) o_.index_loaded(r_.index());
     check_packs();
     check_dictionary_needs();
     check_leftovers();
@@ -223,6 +224,9 @@ class Checker {
             "index/" + name + " is damaged: " + why + "; the packs it listed are not found: " + kRepairHint);
         continue;
       }
+      size_t blobs_in_file = 0;
+      for (const auto& [pack, blobs] : f.packs) blobs_in_file += blobs.size();
+      idx.note_file(blobs_in_file);
       for (const auto& [pack, blobs] : f.packs) {
         IndexedPack& s = indexed_[pack];
         uint64_t fresh = 0;
@@ -322,17 +326,25 @@ class Checker {
     return true;
   }
 
-  std::optional<Tree> load_tree(const BlobId& id) {
-    auto loc = r_.index().lookup(id);
-    if (!blob_reachable(id, BlobType::tree, loc)) return orphan_tree(id);
-    try {
-      return decode_tree_bytes(r_.load_blob(id));
-    } catch (const std::exception& e) {
-      if (!bad_.count(id))
-        mark_bad(id, add("tree_damaged", Severity::error, pack_object(loc->pack),
-                         "tree " + id_hex(id) + " is damaged: " + e.what(), {id_hex(id)}));
+  // The tree's nodes as they are read: a directory of 200,000 entries costs its
+  // text, not its nodes besides (TreeReader).
+  std::optional<TreeReader> open_tree(const BlobId& id, std::optional<BlobLocation>& loc) {
+    loc = r_.index().lookup(id);
+    if (!blob_reachable(id, BlobType::tree, loc)) {
+      if (auto t = orphan_tree(id)) return TreeReader(std::move(*t));
       return std::nullopt;
     }
+    try {
+      return r_.open_tree(id);
+    } catch (const std::exception& e) {
+      tree_damaged(id, loc, e.what());
+      return std::nullopt;
+    }
+  }
+  void tree_damaged(const BlobId& id, const std::optional<BlobLocation>& loc, const std::string& why) {
+    if (!bad_.count(id))
+      mark_bad(id, add("tree_damaged", Severity::error, loc ? pack_object(loc->pack) : "blob/" + id_hex(id),
+                       "tree " + id_hex(id) + " is damaged: " + why, {id_hex(id)}));
   }
 
   // A tree no index lists, read from the unindexed pack that holds it: the walk goes
@@ -364,16 +376,30 @@ class Checker {
     // recursion, and each snapshot's shape (depth, entries) is counted from the trees'
     // shapes, so a tree bomb costs what its blobs cost. Users of bad blobs are named
     // later, by a second walk that only runs when there is damage.
-    TreeShapes shapes([this](const BlobId& id) -> std::optional<Tree> {
+    TreeShapes shapes(TreeShapes::Lister([this](const BlobId& id) -> std::optional<TreeListing> {
       interrupted();
-      auto t = load_tree(id);
-      if (!t) return std::nullopt;
+      std::optional<BlobLocation> loc;
+      auto reader = open_tree(id, loc);
+      if (!reader) return std::nullopt;
       ++report_.trees;
-      for (const auto& n : t->nodes)
-        if (n.type == NodeType::file)
-          for (const auto& c : n.content) blob_reachable(c, BlobType::data, r_.index().lookup(c));
-      return t;
-    });
+      TreeListing l;
+      Node n;
+      try {
+        while (reader->next(n)) {
+          ++l.entries;
+          if (n.type == NodeType::file)
+            for (const auto& c : n.content) blob_reachable(c, BlobType::data, r_.index().lookup(c));
+          else if (n.type == NodeType::dir && n.subtree)
+            l.subtrees.push_back(*n.subtree);
+        }
+      } catch (const Error& e) {
+        // Counted as unreadable, as one that fails before its first node.
+        tree_damaged(id, loc, e.what());
+        --report_.trees;
+        return std::nullopt;
+      }
+      return l;
+    }));
     for (const auto& s : snaps_) {
       TreeShape shape = shapes.of(s.tree);
       std::string sid = s.id.substr(0, 8);
@@ -438,10 +464,11 @@ class Checker {
     last_progress_ = read_start_;
     unsigned n = o_.threads;
     if (!n) {
-      // A thread holds one pack (the largest present, at worst) and one chunk.
-      uint64_t budget = budget_bytes(o_.memory_budget);
-      uint64_t per = (packs.empty() ? 0 : packs.front().second) + kMaxChunkSize + (1u << 20);
-      n = unsigned(std::clamp<uint64_t>(budget / per, 1, std::clamp(usable_cpus(), 1u, 8u)));
+      // A thread holds one pack (the largest present, at worst) and one chunk,
+      // beside what the repository needs (memory.h).
+      uint64_t largest = packs.empty() ? 0 : packs.front().second;
+      n = read_data_threads(budget_bytes(o_.memory_budget), usable_cpus(), largest,
+                            repository_needs(r_.index(), MemoryUse::read_data, 1, largest));
     }
     n = unsigned(std::min<size_t>(n, std::max<size_t>(packs.size(), 1)));
     std::atomic<size_t> next{0};
@@ -499,10 +526,9 @@ class Checker {
     bool indexed = indexed_.count(pack) != 0;
     uint64_t owned_seen = 0, unlisted = 0;
     for (const auto& b : header) {
-      Bytes out;
       std::string why;
       auto loc = idx.lookup(b.id);
-      bool ok = r_.open_blob(b, std::span<const uint8_t>(data).subspan(b.offset, b.length), out, why);
+      bool ok = r_.verify_blob(b, std::span<const uint8_t>(data).subspan(b.offset, b.length), why);
       {
         std::lock_guard lk(mu_);
         ++report_.blobs_verified;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,10 @@ struct CheckOptions {
   ProgressFn progress;
   std::chrono::milliseconds progress_interval{1000};
   const std::atomic<bool>* cancel = nullptr;
+  // Called once the index is loaded, before anything else is read: it may
+  // throw to stop the check (cairnctl refuses a budget below what the
+  // repository needs, memory.h).
+  std::function<void(const Index&)> index_loaded;
 };
 
 struct CheckReport {

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <memory>
+#include <new>
+#include <stdexcept>
 
 #include "common/crypto/crypto.h"
 
@@ -131,6 +133,102 @@ std::string decompress(std::span<const uint8_t> in, size_t expected_size, Bytes&
   if (in.size() >= 6 && ZSTD_getDictID_fromFrame(in.data(), in.size()) != 0)
     return "does not decompress (its frame names a compression dictionary, but its entry does not say it uses one)";
   return decompress_with(in, expected_size, out, nullptr);
+}
+
+DecompressStream::DecompressStream(Bytes frame, size_t expected_size)
+    : frame_(std::move(frame)), in_(frame_), expected_(expected_size) {
+  check();
+}
+
+DecompressStream::DecompressStream(std::span<const uint8_t> frame, size_t expected_size) : in_(frame), expected_(expected_size) {
+  check();
+}
+
+void DecompressStream::check() {
+  std::span<const uint8_t> in = in_;
+  unsigned long long fs = in.size() >= 6 ? ZSTD_getFrameContentSize(in.data(), in.size()) : ZSTD_CONTENTSIZE_ERROR;
+  uint64_t bound = 0;
+  if (fs == ZSTD_CONTENTSIZE_ERROR) why_ = "does not decompress (not a zstd frame)";
+  else if (ZSTD_getDictID_fromFrame(in.data(), in.size()) != 0)
+    why_ = "does not decompress (its frame names a compression dictionary, but its entry does not say it uses one)";
+  else if (fs != ZSTD_CONTENTSIZE_UNKNOWN && fs != expected_)
+    why_ = "does not decompress (its frame declares " + std::to_string(fs) + " bytes, its entry " + std::to_string(expected_) + ")";
+  else if (!frame_bound(in, bound))
+    why_ = "does not decompress (malformed zstd frame)";
+  else if (bound < expected_)
+    why_ = "does not decompress: it declares " + std::to_string(expected_) + " bytes but its " + std::to_string(in.size()) +
+           " compressed bytes can hold at most " + std::to_string(bound);
+  if (!why_.empty()) return;
+  d_ = ZSTD_createDCtx();
+  // Any window the one-shot decoder takes (it has no limit): the window is
+  // never larger than the content, which the entry bounds.
+  if (!d_ || ZSTD_isError(ZSTD_DCtx_setParameter(d_, ZSTD_d_windowLogMax, 31))) why_ = "does not decompress (out of memory)";
+}
+
+DecompressStream::~DecompressStream() { ZSTD_freeDCtx(d_); }
+
+bool DecompressStream::more(Bytes& out) {
+  if (done_ || !why_.empty()) return false;
+  const size_t base = out.size();
+  out.resize(base + kPiece);
+  ZSTD_outBuffer ob{out.data() + base, kPiece, 0};
+  ZSTD_inBuffer ib{in_.data(), in_.size(), in_pos_};
+  size_t r = 0;
+  while (ob.pos == 0) {
+    r = ZSTD_decompressStream(d_, &ob, &ib);
+    if (ZSTD_isError(r)) break;
+    if (r == 0 || ib.pos == ib.size) break;  // the frame's end, or no input left
+  }
+  in_pos_ = ib.pos;
+  out.resize(base + ob.pos);
+  produced_ += ob.pos;
+  if (ZSTD_isError(r) || produced_ > expected_ || (r != 0 && ob.pos == 0)) {
+    why_ = "does not decompress (damaged zstd frame)";
+    return false;
+  }
+  if (r == 0) {
+    done_ = true;
+    ZSTD_freeDCtx(d_);
+    d_ = nullptr;
+    if (in_pos_ != in_.size() || produced_ != expected_) {
+      why_ = "does not decompress (damaged zstd frame)";
+      return false;
+    }
+  }
+  return ob.pos > 0;
+}
+
+CompressStream::CompressStream(int level) : c_(ZSTD_createCCtx()) {
+  if (!c_ || ZSTD_isError(ZSTD_CCtx_setParameter(c_, ZSTD_c_compressionLevel, level)))
+    throw std::bad_alloc();
+}
+
+CompressStream::~CompressStream() { ZSTD_freeCCtx(c_); }
+
+void CompressStream::run(std::span<const uint8_t> text, bool end) {
+  ZSTD_inBuffer ib{text.data(), text.size(), 0};
+  for (;;) {
+    // Room for what this call may produce; the frame grows by what is compressed.
+    size_t room = ZSTD_CStreamOutSize();
+    if (out_.capacity() < out_.size() + room) out_.reserve(std::max(out_.size() + room, out_.capacity() + out_.capacity() / 4));
+    size_t base = out_.size();
+    out_.resize(base + room);
+    ZSTD_outBuffer ob{out_.data() + base, room, 0};
+    size_t left = ZSTD_compressStream2(c_, &ob, &ib, end ? ZSTD_e_end : ZSTD_e_continue);
+    out_.resize(base + ob.pos);
+    if (ZSTD_isError(left)) throw std::runtime_error(std::string("zstd: ") + ZSTD_getErrorName(left));
+    if (end ? left == 0 : ib.pos == ib.size) break;
+  }
+}
+
+void CompressStream::add(std::span<const uint8_t> text) {
+  in_ += text.size();
+  run(text, false);
+}
+
+Bytes CompressStream::finish() {
+  run({}, true);
+  return std::move(out_);
 }
 
 uint32_t frame_dictionary_id(std::span<const uint8_t> frame) {

@@ -7,6 +7,9 @@
 
 #include "common/util/encoding.h"
 
+struct ZSTD_CCtx_s;
+struct ZSTD_DCtx_s;
+
 namespace cairn::repo {
 
 // Compresses with zstd unless the data does not shrink by at least 1/32; returns
@@ -23,6 +26,56 @@ std::string decompress(std::span<const uint8_t> in, size_t expected_size, Bytes&
 // out's capacity after a decompression: expected_size and this many bytes
 // more, so that a JSON parser may read past the end (tree.h kTreeParsePadding).
 inline constexpr size_t kDecompressedSlack = 64;
+
+// A zstd frame decompressed a piece at a time, after decompress()'s checks
+// (content size, what its blocks can hold, no dictionary): a large tree is
+// read as it is used, its text never whole in memory. zstd holds the frame's
+// window (512 KiB at level 1), not its content.
+class DecompressStream {
+ public:
+  DecompressStream(Bytes frame, size_t expected_size);  // frame: exactly the zstd frame
+  DecompressStream(std::span<const uint8_t> frame, size_t expected_size);  // borrowed: outlives the stream
+  ~DecompressStream();
+  DecompressStream(const DecompressStream&) = delete;
+  DecompressStream& operator=(const DecompressStream&) = delete;
+  // Why the frame is refused (decompress()'s words), or empty.
+  const std::string& error() const { return why_; }
+  // Appends the next piece (at most kPiece bytes) to out; false at the end, or
+  // with error() set when the frame is refused.
+  bool more(Bytes& out);
+  static constexpr size_t kPiece = 256u << 10;
+
+ private:
+  void check();
+  Bytes frame_;
+  std::span<const uint8_t> in_;
+  size_t expected_, in_pos_ = 0;
+  uint64_t produced_ = 0;
+  ::ZSTD_DCtx_s* d_ = nullptr;
+  std::string why_;
+  bool done_ = false;
+};
+
+// A zstd frame written a piece at a time (a large tree's text as its nodes
+// are written): it holds the compressed frame, not the text. The frame does
+// not declare its content size; decompress() takes it either way.
+class CompressStream {
+ public:
+  explicit CompressStream(int level);
+  ~CompressStream();
+  CompressStream(const CompressStream&) = delete;
+  CompressStream& operator=(const CompressStream&) = delete;
+  void add(std::span<const uint8_t> text);
+  Bytes finish();                              // the frame; the stream is spent
+  uint64_t text_size() const { return in_; }   // bytes added
+  size_t frame_size() const { return out_.size(); }
+
+ private:
+  void run(std::span<const uint8_t> text, bool end);
+  ::ZSTD_CCtx_s* c_ = nullptr;
+  Bytes out_;
+  uint64_t in_ = 0;
+};
 
 // The dictionary id a zstd frame names in its header (0: none, or not a frame).
 uint32_t frame_dictionary_id(std::span<const uint8_t> frame);

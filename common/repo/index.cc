@@ -1,5 +1,8 @@
 #include "common/repo/index.h"
 
+#include <algorithm>
+#include <charconv>
+#include <cstring>
 #include <optional>
 
 #include "common/repo/json_parser.h"
@@ -52,6 +55,10 @@ void Index::add_pack(const BlobId& pack, const std::vector<PackBlob>& blobs) {
     if ((count_ >> kBlockShift) == blocks_.size()) blocks_.push_back(std::make_unique_for_overwrite<Record[]>(kBlockSize));
     blocks_[count_ >> kBlockShift][count_ & (kBlockSize - 1)] = Record{b.id, no, b.offset, b.length, b.raw_length, b.type, b.flags};
     table_[slot] = ++count_;
+    if (b.type == BlobType::tree) {
+      largest_tree_raw_ = std::max(largest_tree_raw_, b.raw_length);
+      largest_tree_sealed_ = std::max(largest_tree_sealed_, b.length);
+    }
   }
 }
 
@@ -88,8 +95,26 @@ size_t Index::memory_bytes() const {
   std::shared_lock lk(mu_);
   return blocks_.size() * kBlockSize * sizeof(Record) + table_.capacity() * sizeof(uint32_t);
 }
+void Index::note_file(size_t blobs) {
+  std::unique_lock lk(mu_);
+  largest_file_ = std::max(largest_file_, blobs);
+}
+size_t Index::largest_file_blobs() const {
+  std::shared_lock lk(mu_);
+  return largest_file_;
+}
+uint32_t Index::largest_tree_raw() const {
+  std::shared_lock lk(mu_);
+  return largest_tree_raw_;
+}
+uint32_t Index::largest_tree_sealed() const {
+  std::shared_lock lk(mu_);
+  return largest_tree_sealed_;
+}
 void Index::clear() {
   std::unique_lock lk(mu_);
+  largest_file_ = 0;
+  largest_tree_raw_ = largest_tree_sealed_ = 0;
   packs_.clear();
   pack_no_.clear();
   blocks_.clear();
@@ -108,40 +133,37 @@ json encode_index_file(const IndexFile& f) {
   return {{"version", kFormatVersion}, {"supersedes", f.supersedes}, {"packs", std::move(packs)}};
 }
 
-IndexFile decode_index_file_bytes(std::span<const uint8_t> text, const std::string& name) {
-  auto bad = [&](const std::string& why) { return Error(Errc::corrupt, "index file '" + name + "': " + why); };
-  using simdjson::dom::array;
-  using simdjson::dom::element;
-  std::optional<simdjson::dom::parser> own;
-  simdjson::dom::parser& parser = json_parser(text.size(), own);
-  element doc;
-  // Empty: refused here, simdjson would be handed a null pointer (undefined behaviour).
-  if (text.empty() || parser.parse(text.data(), text.size()).get(doc)) throw bad("malformed: not valid JSON");
-  int64_t version = 0;
-  if (!doc.is_object() || doc["version"].get_int64().get(version) || version != kFormatVersion) throw bad("unknown version");
-  IndexFile f;
-  array supersedes, packs;
-  if (doc["supersedes"].get_array().get(supersedes) || doc["packs"].get_array().get(packs)) throw bad("malformed: no pack list");
-  for (element s : supersedes) {
-    std::string_view v;
-    if (s.get_string().get(v)) throw bad("malformed: superseded names must be strings");
-    f.supersedes.emplace_back(v);
-  }
+namespace {
+
+using simdjson::dom::array;
+using simdjson::dom::element;
+
+struct IndexDecoder {
+  const std::string& name;
+  Error bad(const std::string& why) const { return Error(Errc::corrupt, "index file '" + name + "': " + why); }
+
   // get_uint64 refuses negative and fractional numbers; the range is checked here:
   // a silent wrap would point a blob elsewhere in its pack.
-  auto u32 = [&](element v) {
+  uint32_t u32(element v) const {
     uint64_t x;
     if (v.get_uint64().get(x) || x > UINT32_MAX) throw bad("blob entry field out of range");
     return uint32_t(x);
-  };
-  for (element p : packs) {
+  }
+
+  void pack(element p, IndexFile& f) const {
     std::string_view id;
     array blobs_json;
     BlobId pid;
     if (p["id"].get_string().get(id) || !parse_id(id, pid)) throw bad("malformed pack id");
     if (p["blobs"].get_array().get(blobs_json)) throw bad("malformed blob list");
     std::vector<PackBlob> blobs;
-    for (element b : blobs_json) {
+    blobs.reserve(std::min<size_t>(blobs_json.size(), kMaxPackBlobs));
+    for (element b : blobs_json) entry(b, id, blobs);
+    f.packs.emplace_back(pid, std::move(blobs));
+  }
+
+  void entry(element b, std::string_view id, std::vector<PackBlob>& blobs) const {
+    {
       array e;
       if (b.get_array().get(e) || e.size() != 6) throw bad("malformed blob entry");
       std::array<element, 6> v;
@@ -167,9 +189,195 @@ IndexFile decode_index_file_bytes(std::span<const uint8_t> text, const std::stri
       if (blobs.size() == kMaxPackBlobs) throw bad("pack '" + std::string(id) + "' lists more than " + std::to_string(kMaxPackBlobs) + " blobs");
       blobs.push_back(pb);
     }
-    f.packs.emplace_back(pid, std::move(blobs));
   }
-  return f;
+
+  IndexFile whole(std::span<const uint8_t> text) const {
+    std::optional<simdjson::dom::parser> own;
+    simdjson::dom::parser& parser = json_parser(text.size(), own);
+    element doc;
+    // Empty: refused here, simdjson would be handed a null pointer (undefined behaviour).
+    if (text.empty() || parser.parse(text.data(), text.size()).get(doc)) throw bad("malformed: not valid JSON");
+    int64_t version = 0;
+    if (!doc.is_object() || doc["version"].get_int64().get(version) || version != kFormatVersion) throw bad("unknown version");
+    IndexFile f;
+    array supersedes, packs;
+    if (doc["supersedes"].get_array().get(supersedes) || doc["packs"].get_array().get(packs)) throw bad("malformed: no pack list");
+    for (element s : supersedes) {
+      std::string_view v;
+      if (s.get_string().get(v)) throw bad("malformed: superseded names must be strings");
+      f.supersedes.emplace_back(v);
+    }
+    for (element p : packs) pack(p, f);
+    return f;
+  }
+
+  // The extent of the JSON value that opens at text[at] ('{' or '['), to the
+  // bracket that closes it, outside strings; 0 when it does not close.
+  static size_t extent(std::span<const uint8_t> text, size_t at) {
+    size_t depth = 0;
+    bool in_string = false;
+    for (size_t i = at; i < text.size(); ++i) {
+      uint8_t b = text[i];
+      if (in_string) {
+        if (b == '\\') ++i;
+        else if (b == '"') in_string = false;
+      } else if (b == '"') {
+        in_string = true;
+      } else if (b == '{' || b == '[') {
+        ++depth;
+      } else if ((b == '}' || b == ']') && --depth == 0) {
+        return i + 1 - at;
+      }
+    }
+    return 0;
+  }
+
+  // A pack as encode_index_file writes it, {"blobs":[[...],...],"id":"<hex>"},
+  // parsed entry by entry (a pack of small files lists up to a million); false
+  // for another layout. at: where the pack lies in the file, for parse.
+  template <typename Parse>
+  bool entries(std::span<const uint8_t> p, size_t at, Parse& parse, IndexFile& f) const {
+    static constexpr std::string_view head = "{\"blobs\":[", mid = "],\"id\":\"", end = "\"}";
+    const size_t id_len = 2 * sizeof(BlobId);
+    if (p.size() < head.size() + mid.size() + id_len + end.size() ||
+        std::memcmp(p.data(), head.data(), head.size()) != 0 ||
+        std::memcmp(p.data() + p.size() - end.size(), end.data(), end.size()) != 0 ||
+        std::memcmp(p.data() + p.size() - end.size() - id_len - mid.size(), mid.data(), mid.size()) != 0)
+      return false;
+    std::string_view id(reinterpret_cast<const char*>(p.data() + p.size() - end.size() - id_len), id_len);
+    BlobId pid;
+    if (!parse_id(id, pid)) throw bad("malformed pack id");
+    const size_t stop = p.size() - end.size() - id_len - mid.size();  // where the entries' ']' is
+    std::vector<PackBlob> blobs;
+    size_t pos = head.size();
+    while (pos < stop) {
+      size_t len = p[pos] == '[' ? extent(p.first(stop), pos) : 0;
+      element doc;
+      if (!len || !parse(at + pos, len, doc)) return false;
+      entry(doc, id, blobs);
+      pos += len;
+      if (pos < stop && p[pos++] != ',') return false;
+      if (pos == stop && p[pos - 1] == ',') return false;
+    }
+    f.packs.emplace_back(pid, std::move(blobs));
+    return true;
+  }
+
+  // encode_index_file's layout, {"packs":[{...},...],"supersedes":[...],"version":1}:
+  // each pack is parsed alone, so the file costs its text and its entries, not
+  // a document of every entry besides (~170 bytes a blob). nullopt for any
+  // other layout (then parsed whole, which also names what is malformed).
+  std::optional<IndexFile> by_pack(std::span<const uint8_t> text, size_t room) const {
+    static constexpr std::string_view head = "{\"packs\":[", middle = "\"supersedes\":";
+    const std::string tail = ",\"version\":" + std::to_string(kFormatVersion) + "}";
+    auto at = [&](size_t pos, std::string_view s) {
+      return pos + s.size() <= text.size() && std::memcmp(text.data() + pos, s.data(), s.size()) == 0;
+    };
+    if (!at(0, head) || text.size() < head.size() + tail.size() || !at(text.size() - tail.size(), tail)) return std::nullopt;
+    IndexFile f;
+    std::optional<simdjson::dom::parser> own;
+    auto parse = [&](size_t pos, size_t len, element& doc) {
+      simdjson::dom::parser& parser = json_parser(len, own);
+      return !parser.parse(text.data() + pos, len, pos + len + simdjson::SIMDJSON_PADDING > room).get(doc);
+    };
+    size_t pos = head.size();
+    if (pos < text.size() && text[pos] == ']') {
+      ++pos;
+    } else {
+      for (;;) {
+        if (pos >= text.size() || text[pos] != '{') return std::nullopt;
+        size_t len = extent(text, pos);
+        if (!len) return std::nullopt;
+        if (!entries(text.subspan(pos, len), pos, parse, f)) {
+          element doc;
+          if (!parse(pos, len, doc) || !doc.is_object()) return std::nullopt;
+          pack(doc, f);
+        }
+        pos += len;
+        if (pos < text.size() && text[pos] == ',') {
+          ++pos;
+          continue;
+        }
+        if (pos < text.size() && text[pos] == ']') {
+          ++pos;
+          break;
+        }
+        return std::nullopt;
+      }
+    }
+    if (!at(pos, ",") || !at(pos + 1, middle)) return std::nullopt;
+    pos += 1 + middle.size();
+    size_t len = pos < text.size() && text[pos] == '[' ? extent(text, pos) : 0;
+    element doc;
+    array names;
+    if (!len || pos + len != text.size() - tail.size() || !parse(pos, len, doc) || doc.get_array().get(names)) return std::nullopt;
+    for (element s : names) {
+      std::string_view v;
+      if (s.get_string().get(v)) throw bad("malformed: superseded names must be strings");
+      f.supersedes.emplace_back(v);
+    }
+    return f;
+  }
+};
+
+}  // namespace
+
+std::string encode_index_file_bytes(const IndexFile& f) {
+  std::string o;
+  size_t blobs = 0;
+  for (const auto& p : f.packs) blobs += p.second.size();
+  o.reserve(64 + f.packs.size() * 96 + blobs * 104 + f.supersedes.size() * 68);
+  o += "{\"packs\":[";
+  char num[16];
+  auto put = [&](uint64_t v) {
+    auto r = std::to_chars(num, num + sizeof num, v);
+    o.append(num, r.ptr);
+  };
+  for (size_t i = 0; i < f.packs.size(); ++i) {
+    const auto& [id, list] = f.packs[i];
+    o += i ? ",{\"blobs\":[" : "{\"blobs\":[";
+    for (size_t k = 0; k < list.size(); ++k) {
+      const PackBlob& b = list[k];
+      o += k ? ",[\"" : "[\"";
+      o += id_hex(b.id);
+      o += "\",";
+      put(uint64_t(b.type));
+      o += ',';
+      put(b.flags);
+      o += ',';
+      put(b.offset);
+      o += ',';
+      put(b.length);
+      o += ',';
+      put(b.raw_length);
+      o += ']';
+    }
+    o += "],\"id\":\"";
+    o += id_hex(id);
+    o += "\"}";
+  }
+  o += "],\"supersedes\":";
+  o += json(f.supersedes).dump();  // names: escaped as nlohmann escapes them
+  o += ",\"version\":";
+  put(uint64_t(kFormatVersion));
+  o += '}';
+  return o;
+}
+
+IndexFile decode_index_file_bytes(std::span<const uint8_t> text, const std::string& name) {
+  IndexDecoder d{name};
+  if (auto f = d.by_pack(text, text.size())) return std::move(*f);
+  return d.whole(text);
+}
+
+IndexFile decode_index_file_bytes(Bytes&& text, const std::string& name) {
+  IndexDecoder d{name};
+  std::span<const uint8_t> view(text);
+  if (auto f = d.by_pack(view, text.capacity())) {
+    Bytes().swap(text);
+    return std::move(*f);
+  }
+  return d.whole(view);
 }
 
 IndexFile decode_index_file(const json& j, const std::string& name) {

@@ -62,9 +62,19 @@ class Index {
   uint32_t count_ = 0;
   std::vector<uint32_t> table_;  // record number + 1; 0 is empty; size a power of two
 
+  size_t largest_file_ = 0;
+  uint32_t largest_tree_raw_ = 0, largest_tree_sealed_ = 0;
+
  public:
   // Bytes held for blobs (records and table), for measurements and tests.
   size_t memory_bytes() const;
+  // What memory.h's model of a command reads from the repository: the most
+  // blobs one index file listed (noted by the loaders), and the largest tree
+  // blob, its text and its stored size.
+  void note_file(size_t blobs);
+  size_t largest_file_blobs() const;
+  uint32_t largest_tree_raw() const;
+  uint32_t largest_tree_sealed() const;
 };
 
 // One index file's content: the packs it describes and the index files it replaces.
@@ -74,8 +84,14 @@ struct IndexFile {
 };
 
 nlohmann::json encode_index_file(const IndexFile& f);
+// The text encode_index_file(f).dump() gives, byte for byte, written straight:
+// no document of ~200 bytes an entry before it.
+std::string encode_index_file_bytes(const IndexFile& f);
 // Throws Error(Errc::corrupt) on any malformed field.
+// A file in encode_index_file's layout is parsed one pack at a time; the text
+// taken by value is freed once its entries are read.
 IndexFile decode_index_file_bytes(std::span<const uint8_t> text, const std::string& name);
+IndexFile decode_index_file_bytes(Bytes&& text, const std::string& name);
 IndexFile decode_index_file(const nlohmann::json& j, const std::string& name);
 
 }  // namespace cairn::repo

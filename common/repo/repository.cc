@@ -11,6 +11,7 @@
 #include "common/repo/compress.h"
 #include "common/repo/storage/cache.h"
 #include "common/repo/storage/registry.h"
+#include "common/repo/tree.h"
 #include "common/repo/limits.h"
 #include "common/util/cpus.h"
 #include "common/util/error.h"
@@ -45,6 +46,11 @@ constexpr size_t kRemoteIndexFlushPacks = 16;
 // tree blobs trickle in during the whole backup, and a pack held open until the
 // end would grow with the number of directories and files.
 constexpr size_t kTreePackSize = 4u << 20;
+// A pack this writer fills holds at most this many blobs, however small (the
+// format allows kMaxPackBlobs): an index file, split between packs after
+// kIndexMaxBlobs entries, then lists at most kIndexMaxBlobs + this many, and
+// what a reader holds while it reads one stays bounded (memory.h).
+constexpr size_t kWritePackBlobs = 8192;
 
 // The config's own version; the objects it describes keep kFormatVersion.
 // Version 1 authenticated only `id`; version 2 authenticates every byte (§ 2);
@@ -246,8 +252,9 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
   return r;
 }
 
-std::string Repository::save_json(FileType t, const json& j) {
-  std::string text = j.dump();
+std::string Repository::save_json(FileType t, const json& j) { return save_text(t, j.dump()); }
+
+std::string Repository::save_text(FileType t, std::string_view text) {
   // Never write what a reader would refuse (a snapshot that could not be listed).
   if (text.size() > file_size_ceiling(t))
     throw Error(Errc::invalid_input, file_kind_text(t) + " of " + std::to_string(text.size()) + " bytes exceeds the format's limit of " +
@@ -375,6 +382,8 @@ std::vector<std::string> Repository::list(FileType t) {
   return out;
 }
 
+size_t Repository::index_load_threads() { return std::clamp<size_t>(usable_cpus(), 1, 4); }
+
 std::vector<IndexProblem> Repository::load_index() {
   index_.clear();
   index_files_.clear();
@@ -384,14 +393,15 @@ std::vector<IndexProblem> Repository::load_index() {
   // spends before its real work: a few at a time are decoded side by side, then added
   // in name order, so the index comes out the same and memory holds one batch.
   const std::vector<std::string> names = list(FileType::index);
-  const size_t threads = std::clamp<size_t>(usable_cpus(), 1, 4);
+  const size_t threads = index_load_threads();
   struct Decoded {
     IndexFile file;
     std::string error;
     std::exception_ptr fatal;  // anything but a damaged file (out of memory) ends the load as before
   };
-  for (size_t first = 0; first < names.size(); first += 2 * threads) {
-    size_t n = std::min(names.size() - first, 2 * threads);
+  // A batch holds its files' entries until they are added: as many as threads.
+  for (size_t first = 0; first < names.size(); first += threads) {
+    size_t n = std::min(names.size() - first, threads);
     std::vector<Decoded> batch(n);
     std::atomic<size_t> next{0};
     auto work = [&] {
@@ -415,7 +425,12 @@ std::vector<IndexProblem> Repository::load_index() {
         problems.push_back({names[first + i], batch[i].error});
         continue;
       }
-      for (const auto& [pack, blobs] : batch[i].file.packs) index_.add_pack(pack, blobs);
+      size_t blobs_in_file = 0;
+      for (const auto& [pack, blobs] : batch[i].file.packs) {
+        index_.add_pack(pack, blobs);
+        blobs_in_file += blobs.size();
+      }
+      index_.note_file(blobs_in_file);
       index_files_.push_back(names[first + i]);
       index_names_.insert(names[first + i]);
     }
@@ -575,6 +590,34 @@ bool Repository::open_blob(const PackBlob& b, std::span<const uint8_t> sealed, B
   return true;
 }
 
+bool Repository::verify_blob(const PackBlob& b, std::span<const uint8_t> sealed, std::string& why) const {
+  if (!(b.flags & kBlobCompressed) || (b.flags & kBlobDictionary) || b.raw_length < kStreamTreeBytes || b.raw_length > max_blob_size(b.type)) {
+    Bytes out;
+    return open_blob(b, sealed, out, why);
+  }
+  Bytes frame;
+  if (!aead_.open(blob_aad(b.type, b.id), sealed, frame)) {
+    why = "fails authentication (the stored bytes were changed)";
+    return false;
+  }
+  DecompressStream z(std::span<const uint8_t>(frame), b.raw_length);
+  auto h = id_hash_->stream();
+  Bytes piece;
+  while (z.more(piece)) {
+    h.update(piece);
+    piece.clear();
+  }
+  if (!z.error().empty()) {
+    why = z.error();
+    return false;
+  }
+  if (!crypto::equal(h.finish(), b.id)) {
+    why = "content does not match its id";
+    return false;
+  }
+  return true;
+}
+
 bool Repository::open_blob_in_place(const PackBlob& b, std::span<uint8_t> sealed, Bytes& out, std::span<const uint8_t>& data,
                                     std::string& why) const {
   auto plain = aead_.open_in_place(blob_aad(b.type, b.id), sealed);
@@ -653,6 +696,60 @@ Bytes Repository::load_blob(const BlobId& id) {
   return out;
 }
 
+namespace {
+// The second pass over a large tree's frame, verified by the first.
+class StreamedTreeText : public TreeTextSource {
+ public:
+  StreamedTreeText(Bytes frame, size_t raw, std::string name) : z_(std::move(frame), raw), name_(std::move(name)) {}
+  bool more(Bytes& out) override {
+    if (z_.more(out)) return true;
+    if (!z_.error().empty()) throw Error(Errc::corrupt, name_ + " " + z_.error());
+    return false;
+  }
+
+ private:
+  DecompressStream z_;
+  std::string name_;
+};
+}  // namespace
+
+TreeReader Repository::open_tree(const BlobId& id) {
+  auto loc = index_.lookup(id);
+  if (!loc || loc->type != BlobType::tree || !(loc->flags & kBlobCompressed) || (loc->flags & kBlobDictionary) ||
+      loc->raw_length < kStreamTreeBytes)
+    return TreeReader(load_blob(id));
+  const std::string pack = id_hex(loc->pack), name = "blob '" + id_hex(id) + "' in pack '" + pack + "'";
+  PackBlob b{id, loc->type, loc->flags, loc->offset, loc->length, loc->raw_length};
+  // A remote repository's cached copy is read by load_blob, which drops it when it does not verify.
+  const std::string fp = cache_ && cache_reads_ ? pack_fingerprint(pack) : std::string();
+  if (!fp.empty() && cache_->get("trees", id_hex(id), fp)) return TreeReader(load_blob(id));
+  Bytes sealed, frame;
+  try {
+    sealed = be_->load({FileType::pack, pack}, loc->offset, loc->length);
+  } catch (const Error& e) {
+    throw Error(e.code() == Errc::not_found ? Errc::corrupt : e.code(), name + ": " + e.what());
+  }
+  if (!aead_.open(blob_aad(b.type, id), sealed, frame)) throw Error(Errc::corrupt, name + " fails authentication (the stored bytes were changed)");
+  if (b.raw_length > max_blob_size(b.type))
+    throw Error(Errc::corrupt, name + " declares " + std::to_string(b.raw_length) + " bytes, above the limit of " +
+                                   std::to_string(max_blob_size(b.type)) + " for a tree blob (docs/repository-format.md § 14)");
+  {
+    // First pass: the text's id, a piece at a time.
+    DecompressStream z(frame, b.raw_length);
+    auto h = id_hash_->stream();
+    Bytes piece;
+    while (z.more(piece)) {
+      h.update(piece);
+      piece.clear();
+    }
+    if (!z.error().empty()) throw Error(Errc::corrupt, name + " " + z.error());
+    if (!crypto::equal(h.finish(), id)) throw Error(Errc::corrupt, name + " content does not match its id");
+  }
+  if (!fp.empty()) cache_->put("trees", id_hex(id), sealed, fp);
+  Bytes().swap(sealed);
+  return TreeReader(std::make_unique<StreamedTreeText>(std::move(frame), b.raw_length, name));
+}
+
 bool Repository::save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id, BlobHint hint) {
   id = blob_id(data);
   return save_blob_as(t, data, id, hint);
@@ -664,14 +761,7 @@ bool Repository::save_blob_as(BlobType t, std::span<const uint8_t> data, const B
     throw Error(Errc::invalid_input, std::string(t == BlobType::tree ? "a directory listing" : "a chunk") + " of " +
                                          std::to_string(data.size()) + " bytes exceeds the format's limit of " +
                                          std::to_string(max_blob_size(t)) + " bytes");
-  if (share_ && !index_.contains(id)) maybe_refresh_index();
-  {
-    std::unique_lock lk(wmu_);
-    if (index_.contains(id) || !claimed_.insert(id).second) {
-      ++stats_.blobs_dedup;
-      return false;
-    }
-  }
+  if (!claim_new(id)) return false;
   std::shared_ptr<const CompressionDictionary> dict;
   if (t == BlobType::data && hint == BlobHint::page && uses_dictionaries()) {
     dict = page_dictionary();
@@ -682,16 +772,51 @@ bool Repository::save_blob_as(BlobType t, std::span<const uint8_t> data, const B
   return true;
 }
 
+bool Repository::claim_new(const BlobId& id) {
+  if (share_ && !index_.contains(id)) maybe_refresh_index();
+  std::unique_lock lk(wmu_);
+  if (index_.contains(id) || !claimed_.insert(id).second) {
+    ++stats_.blobs_dedup;
+    return false;
+  }
+  return true;
+}
+
 // Compresses (with `dict` when given), seals and adds a claimed blob to the open
 // pack of its type; queues the pack when it is full.
 void Repository::store_claimed(BlobType t, const BlobId& id, std::span<const uint8_t> data, const CompressionDictionary* dict) {
-  thread_local Bytes sealed;
   std::span<const uint8_t> z;
   uint8_t flags = 0;
   if (dict ? dict->compress_if_useful(data, z) : compress_if_useful(data, z, params_.zstd_level))
     flags = dict ? kBlobCompressed | kBlobDictionary : kBlobCompressed;
-  bool compressed = flags != 0;
-  std::span<const uint8_t> payload = compressed ? z : data;
+  pack_blob(t, id, flags, flags ? z : data, data.size());
+}
+
+Repository::BlobStream::BlobStream(Repository& r, BlobType t) : r_(r), t_(t), hash_(r.id_hash_->stream()), z_(r.params_.zstd_level) {}
+
+std::unique_ptr<Repository::BlobStream> Repository::blob_stream(BlobType t) {
+  return std::unique_ptr<BlobStream>(new BlobStream(*this, t));
+}
+
+void Repository::BlobStream::add(std::span<const uint8_t> piece) {
+  // Never store what a reader would refuse (as save_blob_as).
+  if (z_.text_size() + piece.size() > max_blob_size(t_))
+    throw Error(Errc::invalid_input, std::string(t_ == BlobType::tree ? "a directory listing" : "a chunk") + " of more than " +
+                                         std::to_string(max_blob_size(t_)) + " bytes exceeds the format's limit");
+  hash_.update(piece);
+  z_.add(piece);
+}
+
+BlobId Repository::BlobStream::finish() {
+  BlobId id = hash_.finish();
+  if (!r_.claim_new(id)) return id;
+  Bytes frame = z_.finish();
+  r_.pack_blob(t_, id, kBlobCompressed, frame, size_t(z_.text_size()));
+  return id;
+}
+
+void Repository::pack_blob(BlobType t, const BlobId& id, uint8_t flags, std::span<const uint8_t> payload, size_t raw_size) {
+  thread_local Bytes sealed;
   auto aad = blob_aad(t, id);
   sealed.clear();
   aead_.seal(aad, payload, sealed);
@@ -701,9 +826,10 @@ void Repository::store_claimed(BlobType t, const BlobId& id, std::span<const uin
     PackBuilder& pb = builders_[int(t)];
     size_t limit = t == BlobType::tree ? std::min<size_t>(params_.pack_size, kTreePackSize) : params_.pack_size;
     if (share_) limit = std::min(limit, kSharePackSize);
-    // Close the pack before it would overflow, so its buffer never reallocates, and
-    // before its header would list more entries than a reader accepts.
-    if (!pb.empty() && (pb.size() + sealed.size() > limit || pb.count() >= kMaxPackBlobs)) std::swap(full, pb);
+    // Close the pack before it would overflow, its header counted (small files:
+    // 42 bytes an entry), so its buffer never reallocates.
+    if (!pb.empty() && (pb.size() + sealed.size() + (pb.count() + 1) * kPackHeaderEntrySize > limit || pb.count() >= kWritePackBlobs))
+      std::swap(full, pb);
     if (pb.empty()) {
       if (!spare_packs_.empty()) {
         pb.adopt(std::move(spare_packs_.back()));
@@ -711,9 +837,9 @@ void Repository::store_claimed(BlobType t, const BlobId& id, std::span<const uin
       }
       pb.reserve(std::max<size_t>(limit, sealed.size()) + (256u << 10));
     }
-    pb.add(id, t, flags, uint32_t(data.size()), sealed);
+    pb.add(id, t, flags, uint32_t(raw_size), sealed);
     ++stats_.blobs_new;
-    stats_.bytes_raw_new += data.size();
+    stats_.bytes_raw_new += raw_size;
     stats_.bytes_stored_new += sealed.size();
     if (full.empty() && pb.size() >= limit) std::swap(full, pb);
   }
@@ -979,12 +1105,12 @@ std::string Repository::write_index_file(const IndexFile& f) {
     part.packs.push_back(f.packs[i]);
     in_part += f.packs[i].second.size();
     if (in_part >= kIndexMaxBlobs && i + 1 < f.packs.size()) {
-      save_json(FileType::index, encode_index_file(part));
+      save_text(FileType::index, encode_index_file_bytes(part));
       part.packs.clear();
       in_part = 0;
     }
   }
-  return save_json(FileType::index, encode_index_file(part));
+  return save_text(FileType::index, encode_index_file_bytes(part));
 }
 
 void Repository::flush() {

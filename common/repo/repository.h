@@ -31,6 +31,7 @@ namespace cairn::repo {
 namespace storage {
 class ObjectCache;
 }
+class TreeReader;
 
 struct RepoParams {
   int version = 0;  // the config's format version (§ 2)
@@ -93,6 +94,7 @@ class Repository {
 
   // Encrypted, content-addressed JSON files (index, snapshot, lock).
   std::string save_json(FileType t, const nlohmann::json& j);
+  std::string save_text(FileType t, std::string_view text);  // the same for text already written (JSON)
   nlohmann::json load_json(FileType t, const std::string& name);
   // The same file's verified plaintext, for callers with their own parser.
   Bytes load_file(FileType t, const std::string& name);
@@ -100,6 +102,8 @@ class Repository {
 
   // Loads every index file. Problems (unreadable, damaged) are returned, not thrown.
   std::vector<IndexProblem> load_index();
+  // How many files load_index() reads at once (memory.h counts what they hold).
+  static size_t index_load_threads();
   Index& index() { return index_; }
   // Names of the index files loaded by load_index().
   const std::vector<std::string>& index_files() const { return index_files_; }
@@ -140,11 +144,22 @@ class Repository {
   // Reads, authenticates, decompresses and verifies one blob. Throws Errc::corrupt
   // naming the blob and pack, or Errc::not_found when the index does not know it.
   Bytes load_blob(const BlobId& id);
+  // A tree's nodes as they are read (tree.h). A large tree (kStreamTreeBytes of
+  // text and more, compressed without a dictionary) is verified against its id
+  // by a first pass that decompresses it piece by piece and then read by a
+  // second one: the reader holds its compressed frame, not its text. Throws as
+  // load_blob does.
+  TreeReader open_tree(const BlobId& id);
+  static constexpr uint32_t kStreamTreeBytes = 1u << 20;
   // Same checks on a sealed blob already read (restore and check read whole packs).
   // Returns false with why set when it does not verify.
   // The plaintext's keyed id is recomputed and compared: the AEAD tag proves who sealed
   // a blob, the id that it holds what its id names (a key holder cannot swap content).
   bool open_blob(const PackBlob& b, std::span<const uint8_t> sealed, Bytes& out, std::string& why) const;
+  // The same checks, keeping nothing: a large blob (kStreamTreeBytes and more,
+  // compressed without a dictionary) is decompressed and hashed a piece at a
+  // time (check --read-data verifies a 200,000-entry tree without its text).
+  bool verify_blob(const PackBlob& b, std::span<const uint8_t> sealed, std::string& why) const;
   // The same, decrypting in place (sealed's bytes are overwritten): `data` is then the
   // blob's content, inside `sealed` when stored uncompressed, else in `out`. The
   // restorer's buffers are its memory: this way a writer holds one read and one chunk.
@@ -155,6 +170,24 @@ class Repository {
   bool save_blob(BlobType t, std::span<const uint8_t> data, BlobId& id, BlobHint hint = BlobHint::none);
   // The same, for a caller that computed id = blob_id(data) already.
   bool save_blob_as(BlobType t, std::span<const uint8_t> data, const BlobId& id, BlobHint hint = BlobHint::none);
+  // A blob written piece by piece (a large tree's text, never whole in memory):
+  // hashed and compressed as its pieces come; finish() stores it unless the
+  // repository has it, and returns its id. Thread-safe as save_blob is.
+  class BlobStream {
+   public:
+    void add(std::span<const uint8_t> piece);
+    BlobId finish();
+    uint64_t size() const { return z_.text_size(); }
+
+   private:
+    friend class Repository;
+    BlobStream(Repository& r, BlobType t);
+    Repository& r_;
+    BlobType t_;
+    crypto::KeyedHash::Stream hash_;
+    CompressStream z_;
+  };
+  std::unique_ptr<BlobStream> blob_stream(BlobType t);
 
   // Compression dictionaries (§ 5.1), loaded at open. A version-3 repository
   // gets its first one from the first few MiB of new page chunks a writer saves;
@@ -192,6 +225,10 @@ class Repository {
   void flush_held_samples();
   void store_held_samples(std::unique_lock<std::mutex>& smu_held, const CompressionDictionary* dict);
   void store_claimed(BlobType t, const BlobId& id, std::span<const uint8_t> data, const CompressionDictionary* dict);
+  // False when the repository (or this session) has id already: counted as deduplicated.
+  bool claim_new(const BlobId& id);
+  // Seals a blob's payload (compressed when flags say so) and adds it to the open pack of its type.
+  void pack_blob(BlobType t, const BlobId& id, uint8_t flags, std::span<const uint8_t> payload, size_t raw_size);
 
   std::unique_ptr<Backend> be_;
   std::unique_ptr<storage::ObjectCache> cache_;  // a remote repository's local cache, or none

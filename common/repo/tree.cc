@@ -1,6 +1,7 @@
 #include "common/repo/tree.h"
 
 #include <charconv>
+#include <cstring>
 #include <optional>
 
 #include "common/repo/compress.h"
@@ -209,35 +210,23 @@ Node decode_node(const element& el) {
 // One decoder, simdjson's: trees are read by the thousand (a backup compares against
 // every directory of its parent, a restore plans from all of them), and parsing them
 // was most of what a backup with nothing changed spent besides the key derivation.
+// A tree in cairn's layout is parsed one node at a time (TreeReader); any other is
+// parsed whole, here.
 namespace {
 Tree decode_parsed(element doc);
-}
-
-Tree decode_tree_bytes(std::span<const uint8_t> data) {
-  std::optional<simdjson::dom::parser> own;
-  simdjson::dom::parser& parser = json_parser(data.size(), own);
-  element doc;
-  // Empty: refused here, simdjson would be handed a null pointer (undefined behaviour).
-  if (data.empty() || parser.parse(data.data(), data.size()).get(doc)) bad_tree("not valid JSON");
-  return decode_parsed(doc);
-}
 
 static_assert(kTreeParsePadding >= simdjson::SIMDJSON_PADDING);
 static_assert(kDecompressedSlack >= kTreeParsePadding);
 
-Tree decode_tree_bytes(Bytes&& data) {
+Tree decode_dom(const uint8_t* data, size_t size, bool padded) {
   std::optional<simdjson::dom::parser> own;
-  simdjson::dom::parser& parser = json_parser(data.size(), own);
+  simdjson::dom::parser& parser = json_parser(size, own);
   element doc;
-  // The document's tape and strings are the parser's own: the text can go
-  // before the nodes are built from them.
-  const bool padded = data.capacity() >= data.size() + kTreeParsePadding;
-  if (data.empty() || parser.parse(data.data(), data.size(), !padded).get(doc)) bad_tree("not valid JSON");
-  Bytes().swap(data);
+  // Empty: refused here, simdjson would be handed a null pointer (undefined behaviour).
+  if (size == 0 || parser.parse(data, size, !padded).get(doc)) bad_tree("not valid JSON");
   return decode_parsed(doc);
 }
 
-namespace {
 Tree decode_parsed(element doc) {
   object root;
   element nodes;
@@ -252,7 +241,207 @@ Tree decode_parsed(element doc) {
   }
   return t;
 }
+
+Tree drain(TreeReader& r) {
+  Tree t;
+  // Reserved exactly: a vector grown by doubling holds up to three times the
+  // nodes' size while it moves them.
+  t.nodes.reserve(r.nodes_hint());
+  Node n;
+  while (r.next(n)) t.nodes.push_back(std::move(n));
+  return t;
+}
+
+constexpr std::string_view kTreeStart = "{\"nodes\":[";
+bool is_space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 }  // namespace
+
+Tree decode_tree_bytes(std::span<const uint8_t> data) {
+  TreeReader r(data);
+  return drain(r);
+}
+
+// The text is freed once the last node is read; the nodes are built one at a
+// time from it, with no document of the whole tree.
+Tree decode_tree_bytes(Bytes&& data) {
+  TreeReader r(std::move(data));
+  Bytes().swap(data);
+  return drain(r);
+}
+
+TreeReader::TreeReader(Bytes text) : buf_(std::move(text)), state_(State::start) {
+  data_ = buf_.data();
+  size_ = buf_.size();
+  room_ = buf_.capacity();
+}
+TreeReader::TreeReader(std::span<const uint8_t> text) : borrowed_(text), state_(State::start) {
+  data_ = text.data();
+  size_ = room_ = text.size();  // nothing past the end is known to be readable
+}
+TreeReader::TreeReader(std::unique_ptr<TreeTextSource> source) : source_(std::move(source)), state_(State::start) {}
+TreeReader::TreeReader(Tree tree) : tree_(std::move(tree)) {}
+TreeReader::TreeReader(TreeReader&&) noexcept = default;
+TreeReader& TreeReader::operator=(TreeReader&&) noexcept = default;
+TreeReader::~TreeReader() = default;
+
+size_t TreeReader::nodes_hint() const {
+  if (source_ || tree_ || state_ != State::start || size_ < kTreeStart.size() ||
+      std::memcmp(data_, kTreeStart.data(), kTreeStart.size()) != 0)
+    return 0;
+  // Objects opened at depth 2 (inside the list), outside strings.
+  size_t n = 0, depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < size_; ++i) {
+    uint8_t b = data_[i];
+    if (in_string) {
+      if (b == '\\') ++i;
+      else if (b == '"') in_string = false;
+    } else if (b == '"') {
+      in_string = true;
+    } else if (b == '{' || b == '[') {
+      if (++depth == 3 && b == '{') ++n;
+    } else if (b == '}' || b == ']') {
+      if (depth) --depth;
+    }
+  }
+  return n;
+}
+
+bool TreeReader::avail(size_t k) {
+  while (size_ - pos_ < k) {
+    if (!source_) return false;
+    // Keep only what is not read yet, then append the next piece.
+    if (pos_) {
+      buf_.erase(buf_.begin(), buf_.begin() + ptrdiff_t(pos_));
+      pos_ = 0;
+    }
+    bool more = source_->more(buf_);
+    if (buf_.capacity() < buf_.size() + kTreeParsePadding) buf_.reserve(buf_.size() + std::max<size_t>(buf_.size() / 2, 4096));
+    data_ = buf_.data();
+    size_ = buf_.size();
+    room_ = buf_.capacity();
+    if (!more && size_ - pos_ < k) {
+      source_.reset();
+      return false;
+    }
+  }
+  return true;
+}
+
+bool TreeReader::skip_space() {
+  for (;;) {
+    while (pos_ < size_ && is_space(data_[pos_])) ++pos_;
+    if (pos_ < size_) return true;
+    if (!avail(1)) return false;
+  }
+}
+
+void TreeReader::finish() {
+  state_ = State::done;
+  Bytes().swap(buf_);
+  borrowed_ = {};
+  source_.reset();
+  data_ = nullptr;
+  size_ = room_ = pos_ = 0;
+  tree_.reset();
+}
+
+void TreeReader::whole() {
+  // Read the rest of the source, then parse the text as one document.
+  while (avail(size_ - pos_ + 1)) {
+  }
+  const bool padded = size_ + kTreeParsePadding <= room_;
+  Tree t = decode_dom(data_, size_, padded);
+  Bytes().swap(buf_);
+  borrowed_ = {};
+  data_ = nullptr;
+  size_ = room_ = pos_ = 0;
+  tree_ = std::move(t);
+  tree_next_ = 0;
+}
+
+bool TreeReader::next(Node& n) {
+  if (tree_) {
+    if (tree_next_ == tree_->nodes.size()) {
+      finish();
+      return false;
+    }
+    n = std::move(tree_->nodes[tree_next_++]);
+    ++count_;
+    return true;
+  }
+  if (state_ == State::done) return false;
+  try {
+    if (state_ == State::start) {
+      avail(kTreeStart.size());
+      if (size_ - pos_ < kTreeStart.size() || std::memcmp(data_ + pos_, kTreeStart.data(), kTreeStart.size()) != 0) {
+        whole();
+        return next(n);
+      }
+      pos_ += kTreeStart.size();
+      state_ = State::first;
+    }
+    if (!skip_space()) bad_tree("not valid JSON");
+    uint8_t c = data_[pos_];
+    if (state_ == State::after) {
+      if (c == ',') {
+        ++pos_;
+        if (!skip_space()) bad_tree("not valid JSON");
+        c = data_[pos_];
+        if (c != '{') bad_tree("not valid JSON");
+      } else if (c != ']') {
+        bad_tree("not valid JSON");
+      }
+    }
+    if (c == ']') {
+      // The end of the list: then the end of the object, and nothing after it.
+      ++pos_;
+      if (!skip_space() || data_[pos_] != '}') bad_tree("not valid JSON");
+      ++pos_;
+      if (skip_space()) bad_tree("not valid JSON");
+      finish();
+      return false;
+    }
+    if (c != '{') bad_tree("a node is not an object");
+    // The node's extent: to the brace that closes it, outside strings. simdjson
+    // then checks everything inside (syntax, UTF-8, numbers).
+    size_t k = 0, depth = 0;
+    bool in_string = false;
+    for (;;) {
+      if (pos_ + k == size_ && !avail(k + 1)) bad_tree("not valid JSON");
+      uint8_t b = data_[pos_ + k++];
+      if (in_string) {
+        if (b == '\\') {
+          if (pos_ + k == size_ && !avail(k + 1)) bad_tree("not valid JSON");
+          ++k;
+        } else if (b == '"') {
+          in_string = false;
+        }
+      } else if (b == '"') {
+        in_string = true;
+      } else if (b == '{' || b == '[') {
+        ++depth;
+      } else if ((b == '}' || b == ']') && --depth == 0) {
+        break;
+      }
+    }
+    std::optional<simdjson::dom::parser> own;
+    simdjson::dom::parser& parser = json_parser(k, own);
+    element doc;
+    if (parser.parse(data_ + pos_, k, pos_ + k + kTreeParsePadding > room_).get(doc)) bad_tree("not valid JSON");
+    Node node = decode_node(doc);
+    if (count_ && node.name <= prev_) bad_tree("nodes not sorted or duplicated ('" + node.name + "')");
+    prev_ = node.name;
+    pos_ += k;
+    state_ = State::after;
+    n = std::move(node);
+    ++count_;
+    return true;
+  } catch (...) {
+    finish();
+    throw;
+  }
+}
 
 Tree decode_tree(const json& j) {
   std::string text;
@@ -326,6 +515,91 @@ struct NodeWriter {
   }
 };
 
+void put_node(std::string& o, const Node& n) {
+  o += '{';
+  NodeWriter w{o};
+  if (n.atime_ns) {
+    w.key("atime");
+    put_number(o, n.atime_ns);
+  }
+  if (n.type == NodeType::file) {
+    w.key("content");
+    o += '[';
+    for (size_t k = 0; k < n.content.size(); ++k) {
+      if (k) o += ',';
+      put_string(o, id_hex(n.content[k]));
+    }
+    o += ']';
+  }
+  w.key("ctime");
+  put_number(o, n.ctime_ns);
+  w.key("device");
+  put_number(o, n.device);
+  if (n.type == NodeType::file && n.sparse) {
+    w.key("extents");
+    o += '[';
+    for (size_t k = 0; k < n.extents.size(); ++k) {
+      if (k) o += ',';
+      o += '[';
+      put_number(o, n.extents[k].first);
+      o += ',';
+      put_number(o, n.extents[k].second);
+      o += ']';
+    }
+    o += ']';
+  }
+  w.key("gid");
+  put_number(o, n.gid);
+  if (!n.group.empty()) {
+    w.key("group");
+    put_string(o, n.group);
+  }
+  w.key("inode");
+  put_number(o, n.inode);
+  w.key("links");
+  put_number(o, n.links);
+  w.key("mode");
+  put_number(o, n.mode);
+  w.key("mtime");
+  put_number(o, n.mtime_ns);
+  w.bytes_string("name", n.name);
+  if (n.type == NodeType::chardev || n.type == NodeType::blockdev) {
+    w.key("rdev");
+    put_number(o, n.rdev);
+  }
+  if (n.type == NodeType::file) {
+    w.key("size");
+    put_number(o, n.size);
+  }
+  if (n.type == NodeType::dir && n.subtree) {
+    w.key("subtree");
+    put_string(o, id_hex(*n.subtree));
+  }
+  if (n.type == NodeType::symlink) w.bytes_string("target", n.target);
+  w.key("type");
+  put_string(o, node_type_name(n.type));
+  w.key("uid");
+  put_number(o, n.uid);
+  if (!n.user.empty()) {
+    w.key("user");
+    put_string(o, n.user);
+  }
+  if (!n.xattrs.empty()) {
+    w.key("xattrs");
+    o += '[';
+    for (size_t k = 0; k < n.xattrs.size(); ++k) {
+      if (k) o += ',';
+      o += '[';
+      put_string(o, to_base64(as_bytes(n.xattrs[k].first)));
+      o += ',';
+      put_string(o, to_base64(n.xattrs[k].second));
+      o += ']';
+    }
+    o += ']';
+  }
+  o += '}';
+}
+
 }  // namespace
 
 std::string encode_tree_bytes(const Tree& t) {
@@ -337,93 +611,29 @@ std::string encode_tree_bytes(const Tree& t) {
   o.reserve(16 + t.nodes.size() * 320);
   o += "{\"nodes\":[";
   for (size_t i = 0; i < t.nodes.size(); ++i) {
-    const Node& n = t.nodes[i];
     if (i) o += ',';
-    o += '{';
-    NodeWriter w{o};
-    if (n.atime_ns) {
-      w.key("atime");
-      put_number(o, n.atime_ns);
-    }
-    if (n.type == NodeType::file) {
-      w.key("content");
-      o += '[';
-      for (size_t k = 0; k < n.content.size(); ++k) {
-        if (k) o += ',';
-        put_string(o, id_hex(n.content[k]));
-      }
-      o += ']';
-    }
-    w.key("ctime");
-    put_number(o, n.ctime_ns);
-    w.key("device");
-    put_number(o, n.device);
-    if (n.type == NodeType::file && n.sparse) {
-      w.key("extents");
-      o += '[';
-      for (size_t k = 0; k < n.extents.size(); ++k) {
-        if (k) o += ',';
-        o += '[';
-        put_number(o, n.extents[k].first);
-        o += ',';
-        put_number(o, n.extents[k].second);
-        o += ']';
-      }
-      o += ']';
-    }
-    w.key("gid");
-    put_number(o, n.gid);
-    if (!n.group.empty()) {
-      w.key("group");
-      put_string(o, n.group);
-    }
-    w.key("inode");
-    put_number(o, n.inode);
-    w.key("links");
-    put_number(o, n.links);
-    w.key("mode");
-    put_number(o, n.mode);
-    w.key("mtime");
-    put_number(o, n.mtime_ns);
-    w.bytes_string("name", n.name);
-    if (n.type == NodeType::chardev || n.type == NodeType::blockdev) {
-      w.key("rdev");
-      put_number(o, n.rdev);
-    }
-    if (n.type == NodeType::file) {
-      w.key("size");
-      put_number(o, n.size);
-    }
-    if (n.type == NodeType::dir && n.subtree) {
-      w.key("subtree");
-      put_string(o, id_hex(*n.subtree));
-    }
-    if (n.type == NodeType::symlink) w.bytes_string("target", n.target);
-    w.key("type");
-    put_string(o, node_type_name(n.type));
-    w.key("uid");
-    put_number(o, n.uid);
-    if (!n.user.empty()) {
-      w.key("user");
-      put_string(o, n.user);
-    }
-    if (!n.xattrs.empty()) {
-      w.key("xattrs");
-      o += '[';
-      for (size_t k = 0; k < n.xattrs.size(); ++k) {
-        if (k) o += ',';
-        o += '[';
-        put_string(o, to_base64(as_bytes(n.xattrs[k].first)));
-        o += ',';
-        put_string(o, to_base64(n.xattrs[k].second));
-        o += ']';
-      }
-      o += ']';
-    }
-    o += '}';
+    put_node(o, t.nodes[i]);
   }
   o += "]}";
   return o;
+}
+
+void TreeWriter::add(const Node& n) {
+  if (!valid_utf8(n.user) || !valid_utf8(n.group)) {
+    Tree one;
+    one.nodes.push_back(n);
+    (void)encode_tree(one).dump();  // throws, as encode_tree_bytes does
+  }
+  if (nodes_++) text_ += ',';
+  else text_ = "{\"nodes\":[";
+  put_node(text_, n);
+}
+
+std::string TreeWriter::finish() {
+  if (!nodes_) text_ = "{\"nodes\":[";
+  text_ += "]}";
+  nodes_ = 0;
+  return std::move(text_);
 }
 
 }  // namespace cairn::repo

@@ -23,23 +23,47 @@ namespace {
 }
 
 struct Frame {
-  Tree tree;
-  size_t next = 0;
+  TreeReader reader;
+  Node node;              // the node last read: a directory's stays for leave()
   size_t parent_len = 0;  // length of the walk's path before this directory's name
 };
+
+using ReaderLoader = std::function<TreeReader(const BlobId&)>;
+
+// The next node of f, or false at its end; a tree malformed part way is the
+// visitor's to excuse (unreadable) from there on, as one unreadable at the start.
+bool next_node(Frame& f, const std::string& path, const std::string& sid, TreeVisitor& v, bool root) {
+  try {
+    return f.reader.next(f.node);
+  } catch (const Error& e) {
+    if (root) throw Error(e.code(), "snapshot '" + sid + "': its root tree cannot be read: " + e.what() + " (run 'cairnctl repo check')");
+    if (!v.unreadable(path, e.what()))
+      throw Error(e.code(), "snapshot '" + sid + "': the listing of '" + path + "' cannot be read: " + e.what() +
+                                " (run 'cairnctl repo check')");
+    return false;
+  }
+}
+
+void walk_readers(const BlobId& root, const ReaderLoader& load, const std::string& snapshot_id, TreeVisitor& v, const WalkLimits& limits);
 
 }  // namespace
 
 void walk_snapshot(Repository& r, const Snapshot& s, TreeVisitor& v, const WalkLimits& limits) {
-  walk_tree(s.tree, [&r](const BlobId& id) { return decode_tree_bytes(r.load_blob(id)); }, s.id, v, limits);
+  walk_readers(s.tree, [&r](const BlobId& id) { return r.open_tree(id); }, s.id, v, limits);
 }
 
 void walk_tree(const BlobId& root, const TreeLoader& load, const std::string& snapshot_id, TreeVisitor& v, const WalkLimits& limits) {
+  walk_readers(root, [&load](const BlobId& id) { return TreeReader(load(id)); }, snapshot_id, v, limits);
+}
+
+namespace {
+
+void walk_readers(const BlobId& root, const ReaderLoader& load, const std::string& snapshot_id, TreeVisitor& v, const WalkLimits& limits) {
   const std::string sid = snapshot_id.substr(0, 8);
   std::vector<Frame> stack;
   stack.emplace_back();
   try {
-    stack.back().tree = load(root);
+    stack.back().reader = load(root);
   } catch (const Error& e) {
     throw Error(e.code(), "snapshot '" + sid + "': its root tree cannot be read: " + e.what() + " (run 'cairnctl repo check')");
   }
@@ -47,29 +71,30 @@ void walk_tree(const BlobId& root, const TreeLoader& load, const std::string& sn
   uint64_t entries = 0;
   while (!stack.empty()) {
     Frame& f = stack.back();
-    if (f.next == f.tree.nodes.size()) {
+    if (!next_node(f, path, sid, v, stack.size() == 1)) {
       size_t parent_len = f.parent_len;
       stack.pop_back();
       if (!stack.empty()) {
         Frame& p = stack.back();
-        v.leave(path, p.tree.nodes[p.next - 1], stack.size());
+        v.leave(path, p.node, stack.size());
       }
       path.resize(parent_len);
       continue;
     }
-    Node& n = f.tree.nodes[f.next++];
+    Node& n = f.node;
     const size_t depth = stack.size();  // components of this node's path
     if (++entries > limits.max_entries) too_many(sid, "has more than " + std::to_string(limits.max_entries), limits);
     if (entries == kShapeCheckEntries && limits.whole_tree && limits.max_entries > kShapeCheckEntries) {
       // A large walk: count what the whole snapshot holds, reading each tree once,
       // so a tree bomb is refused now rather than after max_entries entries.
-      TreeShapes shapes([&load](const BlobId& id) -> std::optional<Tree> {
+      TreeShapes shapes(TreeShapes::Lister([&load](const BlobId& id) -> std::optional<TreeListing> {
         try {
-          return load(id);
+          TreeReader r = load(id);
+          return list_tree(r);
         } catch (const Error&) {
           return std::nullopt;  // the walk names it when it gets there
         }
-      });
+      }));
       TreeShape shape = shapes.of(root);
       if (shape.entries > limits.max_entries)
         too_many(sid, "describes " + (shape.entries == UINT64_MAX ? std::string("more than 2^64") : std::to_string(shape.entries)),
@@ -90,16 +115,19 @@ void walk_tree(const BlobId& root, const TreeLoader& load, const std::string& sn
     } else if (sub) {
       Frame next;
       next.parent_len = len;
+      bool readable = true;
       try {
-        next.tree = load(*sub);
+        next.reader = load(*sub);
       } catch (const Error& e) {
         if (!v.unreadable(path, e.what()))
           throw Error(e.code(), "snapshot '" + sid + "': the listing of '" + path + "' cannot be read: " + e.what() +
                                     " (run 'cairnctl repo check')");
-        next.tree.nodes.clear();
+        readable = false;
       }
-      if (!next.tree.nodes.empty()) {
-        stack.push_back(std::move(next));  // n stays valid: the nodes of a moved tree do not move
+      if (readable) {
+        // n is not used again before this frame is popped: leave() gets the
+        // parent frame's node where it lies then.
+        stack.push_back(std::move(next));
         continue;
       }
     }
@@ -107,6 +135,26 @@ void walk_tree(const BlobId& root, const TreeLoader& load, const std::string& sn
     path.resize(len);
   }
 }
+
+}  // namespace
+
+TreeListing list_tree(TreeReader& r) {
+  TreeListing l;
+  Node n;
+  while (r.next(n)) {
+    ++l.entries;
+    if (n.type == NodeType::dir && n.subtree) l.subtrees.push_back(*n.subtree);
+  }
+  return l;
+}
+
+TreeShapes::TreeShapes(Loader load)
+    : load_([load = std::move(load)](const BlobId& id) -> std::optional<TreeListing> {
+        auto t = load(id);
+        if (!t) return std::nullopt;
+        TreeReader r(std::move(*t));
+        return list_tree(r);
+      }) {}
 
 namespace {
 uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
@@ -126,10 +174,9 @@ TreeShape TreeShapes::of(const BlobId& root) {
     Pending p;
     p.id = id;
     p.acc.height = 1;
-    if (auto t = load_(id)) {
-      p.acc.entries = t->nodes.size();
-      for (const auto& n : t->nodes)
-        if (n.type == NodeType::dir && n.subtree) p.subs.push_back(*n.subtree);
+    if (auto l = load_(id)) {
+      p.acc.entries = l->entries;
+      p.subs = std::move(l->subtrees);
     }
     on_stack.insert(id);
     stack.push_back(std::move(p));

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "common/repo/repository.h"
 #include "common/repo/snapshot.h"
@@ -72,7 +73,10 @@ class TreeVisitor {
   }
 };
 
-// Walks a snapshot's tree depth-first without recursion. Throws Error(Errc::corrupt)
+// Walks a snapshot's tree depth-first without recursion, reading each directory's
+// nodes as it goes (TreeReader): it holds the trees of the directories from the
+// root to the one it is in, not their nodes. A tree that turns out malformed
+// part way is unreadable() from there on. Throws Error(Errc::corrupt)
 // for a tree the visitor does not excuse (unreadable, or nested too deep) and
 // Error(Errc::unsupported) once more than limits.max_entries entries were visited;
 // both messages name the snapshot, the path and what to do.
@@ -95,6 +99,14 @@ struct TreeShape {
   uint64_t entries = 0;  // entries an expanding walk would visit (saturating at UINT64_MAX)
 };
 
+// What TreeShapes needs of a tree: how many entries it lists and the subtrees
+// its directories name (repeats kept), not the nodes themselves.
+struct TreeListing {
+  uint64_t entries = 0;
+  std::vector<BlobId> subtrees;
+};
+TreeListing list_tree(TreeReader& r);  // reads every node of r
+
 // Visits every tree reachable from the roots it is given once, without recursion
 // (the stack holds at most one frame per distinct tree), for walks that only need
 // the set of reachable blobs (check, prune) or the shape of a snapshot.
@@ -103,13 +115,17 @@ class TreeShapes {
   // load: the tree, or nullopt when it cannot be read (the caller reports why; an
   // unreadable tree counts as an empty one). Called once per tree id.
   using Loader = std::function<std::optional<Tree>(const BlobId&)>;
-  explicit TreeShapes(Loader load) : load_(std::move(load)) {}
+  // The same, for a caller that reads each tree's nodes as they come
+  // (TreeReader) and keeps none of them.
+  using Lister = std::function<std::optional<TreeListing>(const BlobId&)>;
+  explicit TreeShapes(Loader load);
+  explicit TreeShapes(Lister list) : load_(std::move(list)) {}
   // Walks what is not known yet below root; returns root's shape.
   TreeShape of(const BlobId& root);
   size_t trees() const { return shapes_.size(); }
 
  private:
-  Loader load_;
+  Lister load_;
   std::unordered_map<BlobId, TreeShape, BlobIdHash> shapes_;
 };
 

@@ -40,6 +40,12 @@ TEST_CASE("keyed hash depends on the key and matches HMAC-SHA256 test vector") {
   k2[0] ^= 1;
   REQUIRE(crypto::KeyedHash(k2)(as_bytes("abc")) != v);
   REQUIRE(h(as_bytes("abc")) == v);
+  // Fed piece by piece, the same hash.
+  auto st = h.stream();
+  st.update(as_bytes("a"));
+  st.update(as_bytes(""));
+  st.update(as_bytes("bc"));
+  REQUIRE(st.finish() == v);
   REQUIRE(to_hex(crypto::sha256(as_bytes("abc"))) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "common/repo/index.h"
 #include "common/repo/memory.h"
 
 using namespace cairn::repo;
@@ -74,4 +75,53 @@ TEST_CASE("restore writers: twice the CPUs within 4..8, fewer when the budget is
   CHECK(w >= 1);
   CHECK(kRestoreBaseBytes + w * kRestoreWriterBytes <= 48 * MiB);
   CHECK(restore_writers(1, 16) == 1);
+}
+
+TEST_CASE("what a command needs of a repository: its index and its largest tree, whatever the budget", "[memory]") {
+  Index idx;
+  // An empty repository: opening it (the key derivation) is the most a read needs;
+  // a backup needs its measured least.
+  CHECK(repository_needs(idx, MemoryUse::check, 1).total == kOpenBytes);
+  CHECK(repository_needs(idx, MemoryUse::backup, 1).total == kMinMemoryBudget);
+  // 200,000 blobs in files of 16,384, and a tree of 54 MiB stored in 9 MiB.
+  std::vector<PackBlob> blobs;
+  for (uint32_t i = 0; i < 200000; ++i) {
+    PackBlob b;
+    b.id[0] = uint8_t(i), b.id[1] = uint8_t(i >> 8), b.id[2] = uint8_t(i >> 16), b.id[3] = 7;
+    b.length = 100;
+    b.raw_length = 60;
+    blobs.push_back(b);
+  }
+  blobs[0].type = BlobType::tree;
+  blobs[0].raw_length = 54 << 20;
+  blobs[0].length = 9 << 20;
+  idx.add_pack(BlobId{}, blobs);
+  idx.note_file(16384);
+  RepositoryNeeds c = repository_needs(idx, MemoryUse::check, 1);
+  CHECK(c.blobs == 200000);
+  CHECK(c.index == idx.memory_bytes());
+  CHECK(c.index / c.blobs < 70);
+  CHECK(c.index_load == 16384 * kIndexLoadBytesPerBlob);
+  CHECK(c.trees == 2 * (9 << 20) + 2 * MiB);
+  CHECK(c.total == std::max(kOpenBytes, kProcessBytes + c.index + c.trees));
+  RepositoryNeeds b = repository_needs(idx, MemoryUse::backup, 4);
+  CHECK(b.trees == c.trees + 2 * (9 << 20));
+  CHECK(b.total == kBackupLeastBytes + b.index + b.trees);
+  // Loading four files at once of a million blobs each is what dominates then.
+  idx.note_file(1000000);
+  CHECK(repository_needs(idx, MemoryUse::check, 4).total == kProcessBytes + c.index + 4 * 1000000 * kIndexLoadBytesPerBlob);
+  // A reader of check --read-data holds a pack whole; the readers fit in what the index leaves.
+  RepositoryNeeds r = repository_needs(idx, MemoryUse::read_data, 1, 16 * MiB);
+  CHECK(r.base == kProcessBytes + 16 * MiB + 4 * MiB + MiB);
+  CHECK(read_data_threads(128 * MiB, 8, 16 * MiB, r) == 4);
+  CHECK(read_data_threads(32 * MiB, 8, 16 * MiB, r) == 1);
+  CHECK(read_data_threads(4096 * MiB, 2, 16 * MiB, r) == 2);
+
+  std::string text = below_needs_text(b);
+  CHECK(text.rfind("is below what this repository needs (about 143 MiB: its index holds 200,000 blobs at ~", 0) == 0);
+  CHECK(text.find("its largest tree, 54 MiB of text stored in 9 MiB, takes 38 MiB read and written") != std::string::npos);
+  CHECK(least_budget_text(b.total) == "144M");
+  CHECK(least_budget_text(143 * MiB + 1) == "144M");
+  CHECK(least_budget_text(1024 * MiB) == "1G");
+  CHECK(least_budget_text(1) == "8M");
 }

@@ -53,6 +53,28 @@ std::string damaged(std::string s, std::mt19937& rng) {
   return s;
 }
 
+// A tree's text handed out a few bytes at a time, as a decompressing source does.
+struct Pieces : TreeTextSource {
+  std::string text;
+  size_t at = 0, step;
+  Pieces(std::string t, size_t s) : text(std::move(t)), step(s) {}
+  bool more(Bytes& out) override {
+    if (at == text.size()) return false;
+    size_t n = std::min(step, text.size() - at);
+    out.insert(out.end(), text.begin() + ptrdiff_t(at), text.begin() + ptrdiff_t(at + n));
+    at += n;
+    return true;
+  }
+};
+
+Tree read_pieces(const std::string& text, size_t step) {
+  TreeReader r(std::make_unique<Pieces>(text, step));
+  Tree t;
+  Node n;
+  while (r.next(n)) t.nodes.push_back(std::move(n));
+  return t;
+}
+
 }  // namespace
 
 TEST_CASE("tree decoding accepts a valid tree and round-trips it") {
@@ -80,8 +102,39 @@ TEST_CASE("a tree taken by value is parsed where it lies and freed before its no
     b.reserve(b.size() + kTreeParsePadding);
     Errc by_value = code_of([&] { decode_tree_bytes(std::move(b)); });
     Errc by_span = code_of([&] { decode_tree_bytes(as_bytes(d)); });
+    Errc by_pieces = code_of([&] { read_pieces(d, 1 + i % 7); });
     CHECK(by_value == by_span);
+    CHECK(by_pieces == by_span);
   }
+}
+
+TEST_CASE("a tree is read node by node, whole or piece by piece; other layouts are decoded whole") {
+  std::string text = valid_tree().dump();
+  Tree want = decode_tree(valid_tree());
+  for (size_t step : {size_t(1), size_t(3), size_t(64), size_t(1) << 20}) {
+    INFO("pieces of " << step);
+    CHECK(encode_tree(read_pieces(text, step)) == encode_tree(want));
+  }
+  TreeReader r(as_bytes(text));
+  CHECK(r.nodes_hint() == 3);
+  Node n;
+  REQUIRE(r.next(n));
+  CHECK(n.name == "a");
+  CHECK(r.count() == 1);
+  // Pretty-printed (not cairn's layout): read whole, the same nodes.
+  CHECK(encode_tree(decode_tree_bytes(as_bytes(valid_tree().dump(2)))) == encode_tree(want));
+  CHECK(encode_tree(read_pieces(valid_tree().dump(2), 5)) == encode_tree(want));
+  // Malformed after the first node: that node comes out, then the error.
+  std::string bad = text;
+  bad.replace(bad.find("\"name\":\"c\""), 10, "\"name\":\"0\"");  // out of order
+  TreeReader late(as_bytes(bad));
+  REQUIRE(late.next(n));
+  REQUIRE(late.next(n));
+  CHECK(code_of([&] { late.next(n); }) == Errc::corrupt);
+  CHECK_FALSE(late.next(n));
+  CHECK(code_of([] { decode_tree_bytes(as_bytes(std::string("{\"nodes\":[]}x"))); }) == Errc::corrupt);
+  CHECK(code_of([] { decode_tree_bytes(as_bytes(std::string("{\"nodes\":[{}"))); }) == Errc::corrupt);
+  CHECK(decode_tree_bytes(as_bytes(std::string("{\"nodes\":[] } \n"))).nodes.empty());
 }
 
 TEST_CASE("tree decoding rejects every malformed field") {
@@ -167,6 +220,54 @@ TEST_CASE("random corruption of index file text never crashes the decoder") {
         for (const auto& b : blobs) REQUIRE(b.flags <= 1);
     } catch (const Error& e) {
       REQUIRE((e.code() == Errc::corrupt));
+    }
+  }
+}
+
+TEST_CASE("an index file is written as nlohmann writes it and read entry by entry as it is read whole; damage is refused alike") {
+  std::mt19937 rng(5);
+  auto id = [&] {
+    BlobId b;
+    for (auto& x : b) x = uint8_t(rng());
+    return b;
+  };
+  // The outcome of a decode: the entries, or the error's code.
+  auto outcome = [](const std::string& text) {
+    try {
+      IndexFile f = decode_index_file_bytes(as_bytes(text), "x");
+      return encode_index_file(f).dump();
+    } catch (const Error& e) {
+      return std::string("error ") + std::to_string(int(e.code()));
+    }
+  };
+  for (int round = 0; round < 200; ++round) {
+    IndexFile f;
+    for (size_t p = rng() % 4; p > 0; --p) {
+      std::vector<PackBlob> blobs;
+      for (size_t b = rng() % 5; b > 0; --b)
+        blobs.push_back({id(), BlobType(rng() % 2), uint8_t(rng() % 2), uint32_t(rng()), uint32_t(28 + rng() % 1000), uint32_t(rng() % 4000)});
+      f.packs.emplace_back(id(), std::move(blobs));
+    }
+    for (size_t k = rng() % 3; k > 0; --k) f.supersedes.push_back(id_hex(id()));
+    json j = encode_index_file(f);
+    std::string text = j.dump();
+    REQUIRE(encode_index_file_bytes(f) == text);
+    // Pretty-printed: not cairn's layout, parsed whole.
+    REQUIRE(outcome(text) == outcome(j.dump(1)));
+    REQUIRE(outcome(text) == j.dump());
+    Bytes owned(text.begin(), text.end());
+    CHECK(encode_index_file(decode_index_file_bytes(std::move(owned), "x")).dump() == text);
+    // Damaged: refused as the same text parsed whole is (or read alike).
+    for (int d = 0; d < 10; ++d) {
+      std::string bad = damaged(text, rng);
+      json again;
+      try {
+        again = json::parse(bad);
+      } catch (const json::exception&) {
+        CHECK(outcome(bad).rfind("error ", 0) == 0);
+        continue;
+      }
+      CHECK(outcome(bad) == outcome(again.dump(1)));
     }
   }
 }
@@ -315,7 +416,26 @@ TEST_CASE("a tree's text is written byte for byte as nlohmann's dump of encode_t
     std::sort(t.nodes.begin(), t.nodes.end(), [](const Node& a, const Node& b) { return a.name < b.name; });
     std::string want = encode_tree(t).dump();
     REQUIRE(encode_tree_bytes(t) == want);
+    TreeWriter w;
+    for (const auto& n : t.nodes) w.add(n);
+    REQUIRE(w.finish() == want);
+    // Read back piece by piece as whole (names with '/' are written, never read).
+    size_t step = 1 + rng() % 40;
+    std::string whole, pieces;
+    try {
+      whole = encode_tree(decode_tree_bytes(as_bytes(want))).dump();
+    } catch (const Error& e) {
+      whole = e.what();
+    }
+    try {
+      pieces = encode_tree(read_pieces(want, step)).dump();
+    } catch (const Error& e) {
+      pieces = e.what();
+    }
+    CHECK(pieces == whole);
   }
+  TreeWriter none;
+  CHECK(none.finish() == encode_tree(Tree{}).dump());
   Tree empty;
   CHECK(encode_tree_bytes(empty) == encode_tree(empty).dump());
   // A user name that is not UTF-8 is refused as before (nlohmann's dump throws).
@@ -325,4 +445,6 @@ TEST_CASE("a tree's text is written byte for byte as nlohmann's dump of encode_t
   n.user = "\xff";
   bad.nodes.push_back(n);
   CHECK_THROWS(encode_tree_bytes(bad));
+  TreeWriter w;
+  CHECK_THROWS(w.add(n));
 }
