@@ -326,3 +326,53 @@ def test_azure_garbage_behind_the_cache_fails_check_and_restore(azurite, tmp_pat
     assert rc == 1 and all(k.split("/", 1)[1] in out + err for k in damaged), (out, err)
     rc, out, err = restore_into(r, tmp_path, "second")[0]
     assert rc != 0 and re.search(r"(snapshots|index)/[0-9a-f]{64}", out + err), (out, err)
+
+
+def test_packs_overwritten_behind_the_cache_fail_check_and_ls_even_without_read_data(s3, tmp_path):
+    """The cached trees are believed only while their pack is the one the store holds."""
+    r = s3_repo(s3, tmp_path)
+    src = source(tmp_path)
+    r.ok("backup", src)
+    r.ok("ls", "latest")  # the trees are now in this host's cache
+    c = s3.client()
+    packs = {k: n for k, n in keys_under(s3, r.bucket, "repo/data/").items()}
+    assert packs
+    for k, n in packs.items():
+        c.put_object(Bucket=r.bucket, Key=k, Body=os.urandom(n))  # same size: only the bytes tell
+    rc, out, err = r.run("check")
+    assert rc == 1 and "no errors were found" not in out, (rc, out, err)
+    assert any(k.rsplit("/", 1)[1] in out + err for k in packs), (out, err)
+    rc, out, err = r.run("ls", "latest")
+    assert rc != 0, (out, err)
+    assert str(src.name) not in out, out
+
+
+def test_an_agent_with_the_old_azure_sas_racwl_is_refused_unless_accepted(azurite, tmp_path):
+    from cluster import Cluster, backup_set_id
+    container = "cairn-" + secrets.token_hex(4)
+    c = Cluster(tmp_path / "cluster")
+    c.base.mkdir(parents=True)
+    c.repo = azurite.url(container, "repo", account="cairntest")
+    c.repo_credentials = azurite.credentials(tmp_path / "controller.cred", account="cairntest")
+    c.agent_repo_credentials = azure_credentials(tmp_path / "agent.cred", sas_token=azurite.account_sas("cairntest", "racwl"))
+    c.init()
+    c.start_controller()
+    c.declare_repository()
+    try:
+        c.add_agent("node-a", {"a.txt": b"one\n" * 100})
+        c.enrol("node-a")
+        rc, out, err = c.ctl("backup", "create", "--component", "data", "--node", "node-a", "--wait")
+        assert rc != 0, (out, err)
+        shown = c.ok("backup", "show", backup_set_id(out))
+        assert "not protected from its writers" in shown and "accept_unprotected_store" in shown, shown
+        assert not [k for k in azurite.blobs(container, "repo/snapshots/", account="cairntest")]
+        # The documented SAS (rcl): the store itself refuses replaces, and the backup goes on.
+        c.agent_repo_credentials = azure_credentials(tmp_path / "agent-rcl.cred", sas_token=azurite.account_sas("cairntest", "rcl"))
+        c.add_agent("node-b", {"b.txt": b"two\n" * 100})
+        c.enrol("node-b")
+        rc, out, err = c.ctl("backup", "create", "--component", "data", "--node", "node-b", "--wait")
+        assert rc == 0, f"{out}\n{err}\n{c.logs()}"
+        assert "backing up anyway" not in c.logs()
+        assert azurite.blobs(container, "repo/snapshots/", account="cairntest")
+    finally:
+        c.stop_all()
