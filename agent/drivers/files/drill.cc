@@ -1,6 +1,6 @@
-// The files drill (docs/drills.md): started in a drill's sandbox
-// (agent/sandbox/sandbox.h) on the restored snapshot and checked against
-// what the backup recorded. Its tools are its own [drill] keys.
+// The files drill (docs/drills.md): the snapshot restored into a drill's
+// sandbox (agent/sandbox/sandbox.h) read back and checked against the tree
+// the backup recorded. Nothing is started; it has no [drill] keys.
 #include "agent/drivers/files/drill.h"
 
 #include <fcntl.h>
