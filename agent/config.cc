@@ -32,10 +32,6 @@ bool valid_name(const std::string& s) {
   return true;
 }
 
-void require_absolute(TableReader& r, const std::string& key, const std::string& v) {
-  if (v.empty() || v[0] != '/') r.fail(key, "'" + v + "' must be an absolute path");
-}
-
 void read_controller(TableReader& r, AgentConfig& c) {
   c.controller_endpoint = r.required_string("endpoint");
   if (c.controller_endpoint.rfind("tcp://", 0) != 0 && c.controller_endpoint.rfind("ipc://", 0) != 0)
@@ -106,6 +102,42 @@ std::vector<std::string> config_warnings(const AgentConfig& c) {
     if (comp.driver)
       for (auto& w : comp.driver->config_warnings()) out.push_back(std::move(w));
   return out;
+}
+
+const DriverDrill* DrillDecl::drill(std::string_view driver) const {
+  for (const auto& [name, d] : drills)
+    if (name == driver) return d.get();
+  return nullptr;
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<const DriverDrill>>> default_drills() {
+  std::vector<std::pair<std::string, std::shared_ptr<const DriverDrill>>> out;
+  for (const auto& f : drivers())
+    if (f.drill) out.emplace_back(std::string(f.name), f.drill(nullptr));
+  return out;
+}
+
+namespace {
+
+// Each drillable driver's drill, its own keys read from the [drill] table.
+void read_drills(DrillDecl& dd, TableReader& dr) {
+  dd.drills.clear();
+  for (const auto& f : drivers())
+    if (f.drill) dd.drills.emplace_back(std::string(f.name), f.drill(&dr));
+}
+
+}  // namespace
+
+void read_drill_keys(DrillDecl& d, std::string_view keys, const std::string& source) {
+  toml::table doc;
+  try {
+    doc = toml::parse(keys, source);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(source, e.source().begin.line, std::string(e.description()));
+  }
+  TableReader dr(doc, source, "[drill]");
+  read_drills(d, dr);
+  dr.finish();
 }
 
 const ComponentDecl* AgentConfig::component(std::string_view n) const {
@@ -209,28 +241,13 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     if (auto v = dr.integer("cpus", 1, 1024)) dd.cpus = uint32_t(*v);
     if (auto v = dr.integer("deadline_seconds", 10, 7 * 86400)) dd.deadline_seconds = *v;
     if (auto v = dr.integer("start_timeout_seconds", 5, 3600)) dd.start_timeout_seconds = *v;
-    dd.etcd = dr.string_or("etcd", dd.etcd);
-    dd.etcdctl = dr.string_or("etcdctl", dd.etcdctl);
-    dd.etcd_auth_file = dr.string_or("etcd_auth_file", "");
-    if (!dd.etcd_auth_file.empty()) require_absolute(dr, "etcd_auth_file", dd.etcd_auth_file);
     dd.java = dr.string_or("java", dd.java);
-    dd.prometheus = dr.string_or("prometheus", dd.prometheus);
-    dd.haproxy = dr.string_or("haproxy", dd.haproxy);
-    dd.postgresql_bin_dir = dr.string_or("postgresql_bin_dir", dd.postgresql_bin_dir);
-    require_absolute(dr, "postgresql_bin_dir", dd.postgresql_bin_dir);
-    dd.postgresql_user = dr.string_or("postgresql_user", dd.postgresql_user);
-    if (dd.postgresql_user.empty() || dd.postgresql_user == "root")
-      dr.fail("postgresql_user", "must name the user PostgreSQL runs as in a drill's sandbox, not root (it refuses to run as root)");
     dd.user = dr.string_or("user", dd.user);
     if (dd.user.empty() || dd.user == "root")
       dr.fail("user", "must name the unprivileged user a drill's servers run as, not root");
-    dd.zookeeper_jar = dr.string_or("zookeeper_jar", dd.zookeeper_jar);
-    require_absolute(dr, "zookeeper_jar", dd.zookeeper_jar);
     if (auto v = dr.integer("java_heap_mb", 64, 1 << 20)) dd.java_heap_mb = uint32_t(*v);
-    dd.kafka_libs_dir = dr.string_or("kafka_libs_dir", dd.kafka_libs_dir);
-    require_absolute(dr, "kafka_libs_dir", dd.kafka_libs_dir);
-    dd.kafka_zookeeper_libs_dir = dr.string_or("kafka_zookeeper_libs_dir", "");
-    if (!dd.kafka_zookeeper_libs_dir.empty()) require_absolute(dr, "kafka_zookeeper_libs_dir", dd.kafka_zookeeper_libs_dir);
+    // Each driver's drill reads its own keys (registry.cc).
+    read_drills(dd, dr);
     drill_line = dr.line();
     dr.finish();
     c.drill = std::move(dd);

@@ -36,6 +36,10 @@ struct ComponentDecl {
   std::shared_ptr<Driver> driver;
 };
 
+// Every drillable driver's drill with its [drill] keys' defaults
+// (registry.cc).
+std::vector<std::pair<std::string, std::shared_ptr<const DriverDrill>>> default_drills();
+
 // [drill]: this agent runs restore drills in sandboxes under root
 // (docs/drills.md).
 struct DrillDecl {
@@ -45,28 +49,20 @@ struct DrillDecl {
   uint32_t cpus = 1;                    // CPUs the sandbox's processes may use (cgroup cpu quota)
   int64_t deadline_seconds = 1800;      // a drill running longer is stopped and fails
   int64_t start_timeout_seconds = 120;  // until the started component answers
-  std::string etcd = "etcd", etcdctl = "etcdctl";
-  // A 0600 file "user:password" of a user that may read every key of the
-  // etcd clusters drilled here (their backups keep authentication on); "": none.
-  std::string etcd_auth_file;
-  std::string java = "java", zookeeper_jar = "/usr/share/java/zookeeper.jar";
+  // Java, for the drills whose servers are Java programs (ZooKeeper's,
+  // Kafka's), each with this heap.
+  std::string java = "java";
   uint32_t java_heap_mb = 512;
-  // Kafka's jars (kafka_<scala>-<version>.jar and its dependencies), of the
-  // version the drilled brokers ran: the brokers of a set start from them.
-  std::string kafka_libs_dir = "/opt/kafka/libs";
-  // Kafka 3.x's jars for brokers in ZooKeeper mode (Kafka 4 has none); "":
-  // kafka_libs_dir, when it holds a 3.x release.
-  std::string kafka_zookeeper_libs_dir;
-  std::string prometheus = "prometheus";
-  std::string haproxy = "haproxy";
-  // PostgreSQL's server and client programs (postgres, psql, pg_amcheck),
-  // of the major version the drilled backups ran; the server and the checks
-  // run as postgresql_user (PostgreSQL refuses to run as root).
-  std::string postgresql_bin_dir = "/usr/lib/postgresql/15/bin";
-  std::string postgresql_user = "postgres";
   // The user etcd's, ZooKeeper's, Prometheus' and Kafka's servers run as in
   // a drill's sandbox (never root), the host read-only to them.
   std::string user = "nobody";
+  // Each drillable driver's drill (DriverFactory::drill, in the registry's
+  // order), holding its own [drill] keys (etcd's etcdctl, Kafka's
+  // kafka_libs_dir, ...): what this agent can drill is what these are.
+  std::vector<std::pair<std::string, std::shared_ptr<const DriverDrill>>> drills = default_drills();
+
+  // The drill of `driver`; null when it has none.
+  const DriverDrill* drill(std::string_view driver) const;
 };
 
 struct AgentConfig {
@@ -100,6 +96,10 @@ struct AgentConfig {
 
 // Parses text read from `source` (used in messages). Throws ConfigError.
 AgentConfig parse_config(std::string_view text, const std::string& source);
+// Reads `keys` (TOML lines of a [drill] table: the drivers' drills' own
+// keys, e.g. `prometheus = "/usr/bin/prometheus"`) into d's drills, as the
+// [drill] section would (tests). Throws ConfigError.
+void read_drill_keys(DrillDecl& d, std::string_view keys, const std::string& source);
 // Reads and parses the file. Throws ConfigError (line 0 when unreadable).
 AgentConfig load_config(const std::string& path);
 

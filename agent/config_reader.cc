@@ -104,4 +104,8 @@ void TableReader::finish() const {
   }
 }
 
+void require_absolute(TableReader& r, const std::string& key, const std::string& v) {
+  if (v.empty() || v[0] != '/') r.fail(key, "'" + v + "' must be an absolute path");
+}
+
 }  // namespace cairn::agent

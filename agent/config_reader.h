@@ -63,4 +63,7 @@ class TableReader {
   std::set<std::string> used_;
 };
 
+// Refuses a value that is not an absolute path ("'v' must be an absolute path").
+void require_absolute(TableReader& r, const std::string& key, const std::string& v);
+
 }  // namespace cairn::agent

@@ -365,6 +365,60 @@ class Driver {
   }
 };
 
+// A restore drill of a driver's snapshots (docs/drills.md): optional; a
+// driver that provides one (DriverFactory::drill, registry.cc) is drillable.
+// The generic part (agent/drill_task.cc) restores the snapshots into a
+// sandbox (agent/sandbox/sandbox.h), bounded and under a deadline; the
+// driver's drill starts the component there and checks it.
+struct DrillDecl;
+class Sandbox;
+struct DrillReport;
+
+// One drill as a driver's drill runs it.
+struct DrillRun {
+  const DrillDecl& decl;  // the [drill] section's generic keys (root, user, java, timeouts)
+  Sandbox& box;
+  TaskContext& ctx;
+  // The snapshots restored side by side, each into roots[i] (one snapshot:
+  // the sandbox's "restored"). The first `members` are the drilled
+  // component's; a cluster drill's companion (the set's ZooKeeper for Kafka
+  // brokers in ZooKeeper mode) follows them.
+  const std::vector<repo::Snapshot>& snaps;
+  const std::vector<std::string>& roots;
+  size_t members = 1;
+  DrillReport& rep;
+  const std::atomic<bool>* cancel = nullptr;  // the deadline's or the task's stop
+  std::function<void(const std::string&)> phase;  // "start", "check": progress
+};
+
+class DriverDrill {
+ public:
+  virtual ~DriverDrill() = default;
+  // "" when this host has what the drill runs (its tools, jars, user);
+  // else why not: the driver is not drillable here.
+  virtual std::string tools_missing(const DrillDecl& d) const = 0;
+  // Its own [drill] keys as read (defaults included): {"etcdctl": "etcdctl"}.
+  virtual nlohmann::json keys() const { return nlohmann::json::object(); }
+  // Bytes the sandbox needs for these snapshots (refused over the disk
+  // budget or the free space before anything is restored). By default twice
+  // their size + 128 MiB (a server unpacks or writes beside the data).
+  virtual uint64_t disk_needed(const std::vector<repo::Snapshot>& snaps) const;
+  // Whether a server of the drill runs on the host's filesystem (not
+  // confined to the restored tree as its root): then no symbolic link of the
+  // restored tree may lead out of the sandbox, checked before run.
+  virtual bool runs_on_host_files() const { return true; }
+  // Whether run needs a network namespace of its own (it starts a server).
+  virtual bool starts_servers() const { return true; }
+  // Whether one drill takes every member's snapshot of a cluster (the
+  // task's drill_members, and a companion ZooKeeper in drill_zookeeper),
+  // the first member's task running it and the others reporting its result.
+  virtual bool cluster_drill() const { return false; }
+  // Starts the component on the restored data and checks it, recording in
+  // r.rep; throws cairn::Error for what stops the drill (interrupted:
+  // cancelled, unsupported: not run here, else failed).
+  virtual void run(DrillRun& r) const = 0;
+};
+
 // Builds a Reason in one line.
 inline cairn::v1::Reason make_reason(cairn::v1::ErrorCode code, const std::string& detail, const std::string& item = {}) {
   cairn::v1::Reason r;

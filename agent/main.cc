@@ -21,7 +21,7 @@
 #include "agent/session.h"
 #include "agent/set_aside.h"
 #include "agent/systemd_notify.h"
-#include "agent/drill.h"
+#include "agent/drill_task.h"
 #include "agent/drivers/files/files_driver.h"
 #include "agent/drivers/postgresql/wal_archive.h"
 #include "agent/task_runner.h"

@@ -7,7 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "agent/drill.h"
+#include "agent/drill_task.h"
 #include "agent/wire.h"
 #include "cairn/version.h"
 #include "common/util/encoding.h"

@@ -1,7 +1,5 @@
 #include "agent/task_admission.h"
 
-#include "common/plan/drill_drivers.h"
-
 #include <algorithm>
 
 namespace cairn::agent {
@@ -23,7 +21,9 @@ Admission admit_task(const AgentConfig& config, const std::string& plan_id, cons
     // under [drill] root, and only there (docs/drills.md).
     if (!config.drill)
       return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "agent '" + config.name + "' declares no [drill] section: it runs no drills");
-    if (!plan::is_drill_driver(task.drill_driver()))
+    // A driver of this build that provides a drill (the registry's); whether
+    // this host has its tools is the drill's to say.
+    if (!config.drill->drill(task.drill_driver()))
       return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "this agent cannot drill driver '" + task.drill_driver() + "'");
     if (task.snapshot().snapshot_id().empty())
       return refuse(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the drill task names no snapshot");

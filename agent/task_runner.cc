@@ -15,7 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/config.h"
-#include "agent/drill.h"
+#include "agent/drill_task.h"
 #include "agent/drivers/repo_progress.h"
 #include "agent/restore_verify.h"
 #include "common/plan/recovery_target.h"

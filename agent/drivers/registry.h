@@ -17,6 +17,11 @@ struct DriverFactory {
   // already consumed the generic keys) and refuses what it does not know
   // with a ConfigError; builds the driver for this one component.
   std::unique_ptr<Driver> (*make)(TableReader& settings, const std::string& component);
+  // The driver's restore drill (agent/drivers/<name>/drill.h), null when it
+  // has none: reads its own keys from the agent's [drill] table (their
+  // defaults when the table is null) and refuses a bad value with a
+  // ConfigError. What the agent can drill is derived from these.
+  std::shared_ptr<const DriverDrill> (*drill)(TableReader* drill_table) = nullptr;
 };
 
 const std::vector<DriverFactory>& drivers();

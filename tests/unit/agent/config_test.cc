@@ -263,8 +263,9 @@ TEST_CASE("a [drill] section is read with its defaults, and bad values are refus
   REQUIRE(c.drill->memory_max == (2ull << 30));
   REQUIRE(c.drill->deadline_seconds == 1800);
   REQUIRE(c.drill->disk_budget == 0);
-  REQUIRE(c.drill->postgresql_bin_dir == "/usr/lib/postgresql/15/bin");
-  REQUIRE(c.drill->postgresql_user == "postgres");
+  // Each driver's drill reads its own keys (agent/drivers/<name>/drill.cc).
+  REQUIRE(c.drill->drill("postgresql")->keys()["postgresql_bin_dir"] == "/usr/lib/postgresql/15/bin");
+  REQUIRE(c.drill->drill("postgresql")->keys()["postgresql_user"] == "postgres");
   REQUIRE(c.drill->user == "nobody");  // the servers of etcd, ZooKeeper, Prometheus and Kafka drills
   REQUIRE_FALSE(parse_config(base_config(d), "agent.toml").drill);
 

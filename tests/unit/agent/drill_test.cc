@@ -15,7 +15,7 @@
 #include <fstream>
 #include <random>
 
-#include "agent/drill.h"
+#include "agent/drill_task.h"
 #include "agent/drill_paths.h"
 #include "agent/drivers/etcd/etcd_driver.h"
 #include "agent/drivers/zookeeper/layout.h"
@@ -428,7 +428,7 @@ DriverResult drill_with_stand_in(Rig& rig, TempDir& bin, const std::string& body
   const std::string server = bin.file("prometheus");
   write_file(server, "#!/bin/sh\n" + body);
   fs::permissions(server, fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec);
-  rig.decl.prometheus = server;
+  read_drill_keys(rig.decl, "prometheus = \"" + server + "\"", "drill keys");
   const std::string tsdb = rig.d.file("prometheus/data");
   fs::create_directories(tsdb + "/wal");
   write_file(tsdb + "/wal/00000000", std::string(1000, '\0'));

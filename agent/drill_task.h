@@ -1,25 +1,23 @@
 #pragma once
 // Restore drills (docs/drills.md): a snapshot restored into a sandbox under
-// the agent's [drill] root, the component started there in a network
-// namespace of its own with only loopback, checked with its own tools
-// against what the backup recorded, and the sandbox torn down. Nothing the
-// live service uses is read or written but the repository.
+// the agent's [drill] root (agent/sandbox/sandbox.h), the component started
+// there in a network namespace of its own with only loopback by its driver's
+// drill (DriverDrill, agent/drivers/<name>/drill.cc), checked with its own
+// tools against what the backup recorded, and the sandbox torn down.
+// Nothing the live service uses is read or written but the repository.
 #include <string>
 #include <vector>
 
 #include "agent/config.h"
 #include "agent/driver.h"
+#include "agent/sandbox/sandbox.h"  // clean_drill_root
 
 namespace cairn::agent {
 
-// The drivers this build drills whose tools this host has ("files", "etcd"):
-// announced to the controller as features "drill:<driver>".
+// The drivers of the registry that provide a drill (DrillDecl::drills) whose
+// tools this host has ("files", "etcd"), in the registry's order: announced
+// to the controller as features "drill:<driver>".
 std::vector<std::string> drillable_drivers(const DrillDecl& d);
-
-// Removes every sandbox a killed agent left under the root, first killing a
-// process it recorded when that PID still runs the recorded process (same
-// start time). What it removed, for the log. Called at the agent's start.
-std::vector<std::string> clean_drill_root(const DrillDecl& d);
 
 // Runs one drill task (Task.kind DRILL): ctx.repo is open on the snapshot's
 // repository. The result's metadata is {"drill": {"phases": {name: seconds},
