@@ -7,6 +7,7 @@
 
 #include "common/crypto/crypto.h"
 #include "common/util/encoding.h"
+#include "controller/driver_metadata.h"
 #include "controller/orders_internal.h"
 
 namespace cairn::controller {
@@ -175,11 +176,9 @@ cairn::v1::Task restore_wire(const Tx& tx, const catalog::Task& t, const std::st
   // host, a member an operator had stopped) stays down.
   if (t.restore_step == "rollback" && t.restore_id)
     for (const auto& s : tx.tasks_of_restore(*t.restore_id))
-      if (s.agent_id == t.agent_id && s.component == t.component && s.restore_step == "stop" && s.component_metadata) {
-        auto j = nlohmann::json::parse(*s.component_metadata, nullptr, false);
-        if (j.is_object() && j.contains("was_running") && j["was_running"] == false)
-          (*w.mutable_options()->mutable_cluster_options())["was_running"] = "false";
-      }
+      if (s.agent_id == t.agent_id && s.component == t.component && s.restore_step == "stop" && s.component_metadata &&
+          driver_metadata::stop_found_service_down(driver_metadata::parse(*s.component_metadata)))
+        (*w.mutable_options()->mutable_cluster_options())["was_running"] = "false";
   return w;
 }
 

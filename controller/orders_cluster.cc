@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "controller/driver_metadata.h"
 #include "controller/orders_internal.h"
 
 namespace cairn::controller {
@@ -43,18 +44,13 @@ int step_rank(const std::string& step) {
 // The stop wave a member's preflight reported (agent/driver.h stop_wave);
 // 0 when it reported none (an older agent, a failed preflight).
 int stop_wave_of(const catalog::Task& preflight) {
-  if (!preflight.component_metadata) return 0;
-  auto j = nlohmann::json::parse(*preflight.component_metadata, nullptr, false);
-  if (!j.is_object() || !j.contains("stop_wave") || !j["stop_wave"].is_number_integer()) return 0;
-  return std::clamp(j["stop_wave"].get<int>(), 0, 9);
+  return driver_metadata::preflight_stop_wave(driver_metadata::parse_optional(preflight.component_metadata));
 }
 
 // Whether a member's preflight asked for the halt before a rollback
 // (agent/driver.h rollback_needs_halt).
 bool rollback_halt_of(const catalog::Task& preflight) {
-  if (!preflight.component_metadata) return false;
-  auto j = nlohmann::json::parse(*preflight.component_metadata, nullptr, false);
-  return j.is_object() && j.value("rollback_halt", false) == true;
+  return driver_metadata::preflight_rollback_halt(driver_metadata::parse_optional(preflight.component_metadata));
 }
 
 }  // namespace

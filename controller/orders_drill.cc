@@ -4,6 +4,7 @@
 #include <set>
 
 #include "common/plan/drill_drivers.h"
+#include "controller/driver_metadata.h"
 #include "controller/orders_internal.h"
 
 namespace cairn::controller {
@@ -95,8 +96,8 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     auto undrillable = [&](const catalog::Task& t, const std::string& driver) -> std::string {
       if (!plan::is_drill_driver(driver)) return "'" + t.component + "' (driver " + driver + ": no drill exists for it)";
       if (driver != "kafka") return {};
-      auto m = nlohmann::json::parse(t.component_metadata.value_or(""), nullptr, false);
-      if (!m.is_object() || m.value("metadata_mode", "") != "zookeeper") return {};
+      if (driver_metadata::kafka_metadata_mode(driver_metadata::parse_optional(t.component_metadata)) != "zookeeper")
+        return {};
       std::vector<const catalog::Task*> here;
       for (const auto& [z, zd] : set_zookeepers)
         if (z.repository == t.repository) here.push_back(&z);
@@ -135,8 +136,8 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     std::map<std::string, std::string> kafka_cluster_of;  // backup task id -> its key
     for (const auto& [t, driver] : picks) {
       if (driver != "kafka") continue;
-      auto m = nlohmann::json::parse(t.component_metadata.value_or(""), nullptr, false);
-      std::string key = t.repository + "/" + (m.is_object() ? m.value("cluster_id", std::string()) : std::string());
+      std::string key =
+          t.repository + "/" + driver_metadata::kafka_cluster_id(driver_metadata::parse_optional(t.component_metadata));
       kafka_cluster_of[t.id] = key;
       kafka_clusters[key].push_back(&t);
     }

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "common/plan/recovery_target.h"
+#include "controller/driver_metadata.h"
 #include "controller/orders_internal.h"
 
 namespace cairn::controller {
@@ -32,12 +33,7 @@ struct Timelines {
     if (tli == 0) return;
     newest = std::max(newest, tli);
     if (!h.is_array() || h.empty() || history.count(tli)) return;
-    auto& m = history[tli];
-    for (const auto& e : h) {
-      uint64_t lsn = 0;
-      if (!e.is_object() || !plan::parse_lsn(e.value("switch_lsn", ""), &lsn)) continue;
-      m[e.value("timeline", 0u)] = lsn;
-    }
+    history[tli] = driver_metadata::pg_history_switches(h);
   }
   // Whether recovery from a base backup on `tli`, consistent at `stop`, can
   // follow to `target`: its own, or an ancestor the target left after `stop`.
@@ -58,24 +54,24 @@ std::vector<BaseBackup> base_backups(const Tx& tx, const std::string& agent_id, 
   const catalog::TaskState ok[] = {catalog::TaskState::succeeded};
   for (auto& t : tx.agent_tasks(agent_id, ok)) {
     if (t.component != component || !t.component_metadata) continue;
-    auto m = nlohmann::json::parse(*t.component_metadata, nullptr, false);
+    auto m = driver_metadata::parse(*t.component_metadata);
     if (!m.is_object()) continue;
     if (t.kind == catalog::TaskKind::restore) {
       // A recovery ends on a new timeline, recorded with its history.
-      if (timelines && m.contains("recovery") && m["recovery"].is_object())
-        timelines->add(m["recovery"].value("timeline", 0u), m["recovery"].value("history", nlohmann::json()));
+      if (timelines)
+        if (auto r = driver_metadata::pg_recovery(m)) timelines->add(r->timeline, r->history);
       continue;
     }
-    if (t.kind != catalog::TaskKind::backup || m.value("mode", "") != "physical" || !m.contains("backup_end_time_us"))
+    if (t.kind != catalog::TaskKind::backup || !driver_metadata::pg_physical(m) || !driver_metadata::pg_has_backup_end(m))
       continue;
-    if (timelines) timelines->add(m.value("timeline", 0u), m.value("history", nlohmann::json()));
+    if (timelines) timelines->add(driver_metadata::pg_timeline(m), driver_metadata::pg_history(m));
     if (!t.backup_set_id || !t.snapshot_id || t.snapshot_removed_at) continue;
     auto set = tx.backup_set(*t.backup_set_id);
     if (!set || set->forgotten_at || !set->attested) continue;
     BaseBackup b;
-    b.end_us = m.value("backup_end_time_us", int64_t(0));
-    plan::parse_lsn(m.value("stop_lsn", ""), &b.stop_lsn);
-    b.timeline = m.value("timeline", 0u);
+    b.end_us = driver_metadata::pg_backup_end_time_us(m);
+    b.stop_lsn = driver_metadata::pg_stop_lsn(m);
+    b.timeline = driver_metadata::pg_timeline(m);
     b.task = std::move(t);
     out.push_back(std::move(b));
   }
@@ -242,11 +238,10 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
       // WAL replays forward only. The one that is, when there is one, is named.
       for (const auto& p : picks) {
         const auto& t = source[source_key(p)];
-        auto m = nlohmann::json::parse(t.component_metadata.value_or("{}"), nullptr, false);
-        if (!m.is_object() || m.value("mode", "") != "physical") continue;
-        int64_t end_us = m.value("backup_end_time_us", int64_t(0));
-        uint64_t stop = 0;
-        plan::parse_lsn(m.value("stop_lsn", ""), &stop);
+        auto m = driver_metadata::parse_optional(t.component_metadata);
+        if (!driver_metadata::pg_physical(m)) continue;
+        int64_t end_us = driver_metadata::pg_backup_end_time_us(m);
+        uint64_t stop = driver_metadata::pg_stop_lsn(m);
         bool after = (target.kind == cairn::v1::RecoveryTarget::KIND_TIME && end_us > target.time_us) ||
                      (target.kind == cairn::v1::RecoveryTarget::KIND_LSN && stop > target.lsn);
         if (!after) continue;
