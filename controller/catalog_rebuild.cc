@@ -18,6 +18,7 @@
 #include "controller/catalog/catalog.h"
 #include "controller/catalog/outcome.h"
 #include "controller/data_dir.h"
+#include "controller/driver_metadata.h"
 #include "controller/maintenance.h"
 #include "controller/set_record.h"
 
@@ -101,9 +102,8 @@ std::optional<catalog::RebuiltSet> build_set(catalog::Tx& tx, const std::string&
     // cluster (0014); an older etcd snapshot recorded etcd's own cluster id,
     // which was the cluster's name in the catalog then.
     t.cluster_id = tag("cluster");
-    if (t.cluster_id.empty() && f.snap.component.is_object() && f.snap.component.contains("etcd_version") &&
-        f.snap.component.value("cluster_id", nlohmann::json()).is_string())
-      t.cluster_id = f.snap.component["cluster_id"].get<std::string>();
+    if (t.cluster_id.empty())
+      if (auto id = driver_metadata::etcd_legacy_cluster_id(f.snap.component)) t.cluster_id = *id;
     for (const auto& tg : f.snap.tags)
       if (tg.rfind("member:", 0) == 0 && tg.size() > 7) t.members.push_back(tg.substr(7));
     t.created_at = f.snap.time_unix;

@@ -11,6 +11,7 @@
 
 #include "common/crypto/crypto.h"
 #include "common/util/error.h"
+#include "controller/driver_metadata.h"
 #include "controller/ownership.h"
 #include "controller/wire.h"
 #include "proto/error_code.h"
@@ -841,7 +842,7 @@ std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_
                                     [](const auto& why) { return why.code == cairn::v1::ERROR_CODE_AGENT_LOST; });
       if (lost && !t->reasons.empty() && t->reasons.size() < 16) {
         std::vector<catalog::Reason> add;
-        if (nlohmann::json::parse(r.component_metadata(), nullptr, false).contains("interrupted_restore")) {
+        if (driver_metadata::interrupted_restore(driver_metadata::parse(r.component_metadata()))) {
           for (const auto& why : r.reasons()) add.push_back({why.code(), why.detail(), why.item()});
         } else {
           std::string first = r.reasons_size() ? ": " + r.reasons(0).detail() : std::string();

@@ -5,6 +5,7 @@ set -euo pipefail
 PKGS=(build-essential dpkg-dev cmake ninja-build pkg-config git
       librdkafka-dev cppzmq-dev libzmq3-dev libsodium-dev libprotobuf-dev protobuf-compiler
       libsqlite3-dev libspdlog-dev libssl-dev catch2 libzstd-dev
+      clang-format  # the sources' format, checked by scripts/test.sh (scripts/format.sh)
       libcurl4-openssl-dev libsystemd-dev libcli11-dev nlohmann-json3-dev
       libtomlplusplus-dev libsimdjson-dev ccache python3 python3-pytest python3-cryptography python3-zmq python3-yaml attr procps time
       libgrpc++-dev protobuf-compiler-grpc  # the etcd driver speaks etcd's v3 gRPC API

@@ -44,6 +44,7 @@ timed() {  # timed NAME COMMAND...: runs it, records its seconds as a stage
 }
 
 timed install-deps bash scripts/install-deps.sh
+timed format bash scripts/format.sh --check
 jobs=${CAIRN_TEST_JOBS:-$(($(nproc) + 3))}
 werror=OFF
 [[ "${CAIRN_WERROR:-0}" == 1 ]] && werror=ON

@@ -3,6 +3,7 @@
 
 #include "controller/catalog/sqlite.h"
 #include "controller/catalog/tx.h"
+#include "controller/driver_metadata.h"
 
 namespace cairn::catalog {
 
@@ -73,9 +74,8 @@ std::vector<CountStat> Tx::restore_stats() const {
 std::string drill_verdict(std::string_view state, std::string_view metadata, bool stopped) {
   if (state == "succeeded") return "proven";
   if (state == "missed" || state == "rejected" || stopped) return "not_run";
-  auto m = nlohmann::json::parse(metadata, nullptr, false);
-  if (m.is_object() && m.contains("drill") && m["drill"].is_object() && m["drill"].value("verdict", "") == "not_run")
-    return "not_run";
+  namespace dm = controller::driver_metadata;
+  if (dm::drill_not_run(dm::parse(metadata))) return "not_run";
   return "failed";
 }
 

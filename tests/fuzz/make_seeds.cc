@@ -1,11 +1,16 @@
 // Writes the seed corpora of the repository fuzz targets (tests/fuzz/corpus)
 // from objects made by the real code: a snapshot, an index file, a lock, tree
-// blobs, a pack header, the key slot and config of FuzzRepo. Run it after a
-// format change:  build/tests/fuzz/fuzz_make_seeds tests/fuzz/corpus
+// blobs, a pack header, the key slot and config of FuzzRepo; and, where
+// cairnctl's export archive is built, export archives written by its writer
+// (valid, truncated, damaged). Run it after a format change:
+//   build/tests/fuzz/fuzz_make_seeds tests/fuzz/corpus
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "common/crypto/crypto.h"
 #include "common/repo/compress.h"
@@ -16,6 +21,12 @@
 #include "common/repo/tree.h"
 #include "common/util/encoding.h"
 #include "fuzz_repo.h"
+#ifdef CAIRN_SEEDS_EXPORT_ARCHIVE
+#include <nlohmann/json.hpp>
+
+#include "cairnctl/archive/export_archive.h"
+#include "common/util/fs.h"
+#endif
 
 using namespace cairn;
 namespace fs = std::filesystem;
@@ -168,5 +179,58 @@ int main(int argc, char** argv) {
   write("repo_config", "valid.json", fuzz::FuzzRepo::valid_config());
   std::string tmpl = R"({"format":"cairn-repository","version":1,"id":"00112233445566778899aabbccddeeff","created":"2026-01-01T00:00:00Z","sealed":"@SEALED@"})";
   write("repo_config", "params.bin", tmpl + std::string(1, '\0') + R"({"chunker_seed":"MzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzM=","zstd_level":3,"pack_size":1048576})");
+#ifdef CAIRN_SEEDS_EXPORT_ARCHIVE
+  // Export archives (export_archive): meta.json and a small repo/, as
+  // cairnctl export writes them, and damaged variants an import must refuse.
+  {
+    fs::path stage = fs::temp_directory_path() / "cairn-seeds-export";
+    fs::remove_all(stage);
+    fs::create_directories(stage / "repo" / "data" / "ab");
+    auto put = [&](const std::string& name, std::string_view bytes) {
+      std::ofstream(stage / name, std::ios::binary | std::ios::trunc).write(bytes.data(), std::streamsize(bytes.size()));
+    };
+    auto entry = [](std::string_view bytes) {
+      return nlohmann::json{{"size", bytes.size()}, {"sha256", to_hex(crypto::sha256(as_bytes(bytes)))}};
+    };
+    const std::string config = R"({"version":2,"id":"seed"})", pack(100, 'p');
+    put("repo/config", config);
+    put("repo/data/ab/abcdef", pack);
+    auto meta = [&](nlohmann::json files) {
+      return nlohmann::json{{"format", ctl::export_archive::kFormat},
+                            {"backup_set", {{"id", "bs-seed"}}},
+                            {"snapshots", {{{"id", "0123abcd"}, {"component", "files"}}}},
+                            {"files", std::move(files)}}
+          .dump();
+    };
+    const nlohmann::json files = {{"repo/config", entry(config)}, {"repo/data/ab/abcdef", entry(pack)}};
+    const std::vector<std::string> all = {"meta.json", "repo/config", "repo/data/ab/abcdef"};
+    auto archive = [&](const std::string& seed, const std::string& meta_text, const std::vector<std::string>& names) {
+      put("meta.json", meta_text);
+      ctl::export_archive::write_archive((stage / "out.tar.gz").string(), stage.string(), names);
+      std::ifstream in(stage / "out.tar.gz", std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      write("export_archive", seed, bytes);
+      return bytes;
+    };
+    std::string valid = archive("valid.tar.gz", meta(files), all);
+    write("export_archive", "truncated.tar.gz", valid.substr(0, valid.size() / 2));
+    write("export_archive", "truncated-tail.tar.gz", valid.substr(0, valid.size() - 12));  // no gzip trailer
+    nlohmann::json bad = files;
+    bad["repo/config"]["sha256"] = std::string(64, '0');
+    archive("bad-checksum.tar.gz", meta(bad), all);
+    nlohmann::json partial = {{"repo/config", entry(config)}};
+    archive("unlisted-file.tar.gz", meta(partial), all);
+    archive("missing-file.tar.gz", meta(files), {"meta.json", "repo/config"});
+    archive("no-meta.tar.gz", meta(files), {"repo/config"});
+    put("evil", "x");
+    archive("dotdot.tar.gz", meta(files), {"meta.json", "repo/../evil"});
+    archive("wrong-format.tar.gz", R"({"format":"cairn-export/9","files":{}})", {"meta.json"});
+    archive("format-not-string.tar.gz", R"({"format":1,"files":{}})", {"meta.json"});
+    archive("sha-not-string.tar.gz", R"({"format":"cairn-export/1","files":{"repo/config":{"size":1,"sha256":7}}})",
+            {"meta.json"});
+    write("export_archive", "not-an-archive.bin", "cairn-export/1 meta.json repo/");
+    fs::remove_all(stage);
+  }
+#endif
   return 0;
 }
