@@ -36,7 +36,7 @@ inline constexpr const char* kStopWave = "stop_wave";          // preflight step
 inline constexpr const char* kRollbackHalt = "rollback_halt";  // preflight step
 // Any restore the agent finished after an interruption (agent/restore_journal.cc).
 inline constexpr const char* kInterruptedRestore = "interrupted_restore";
-// A drill task (agent/drill.cc): {"drill": {"verdict": ...}}.
+// A drill task (agent/drill_task.cc): {"drill": {"verdict": ...}}.
 inline constexpr const char* kDrill = "drill";
 inline constexpr const char* kVerdict = "verdict";
 }  // namespace key
