@@ -9,8 +9,7 @@ namespace cairn::agent {
 
 class Backoff {
  public:
-  explicit Backoff(std::chrono::milliseconds first = std::chrono::seconds(1),
-                   std::chrono::milliseconds cap = std::chrono::seconds(32))
+  explicit Backoff(std::chrono::milliseconds first = std::chrono::seconds(1), std::chrono::milliseconds cap = std::chrono::seconds(32))
       : first_(first), cap_(cap), next_(first), rng_(std::random_device{}()) {}
 
   // The delay to wait now; the following one doubles, up to the cap.

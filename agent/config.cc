@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstdio>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -96,7 +96,8 @@ std::vector<std::string> config_warnings(const AgentConfig& c) {
       out.push_back("repository '" + r.name + "': '" + r.path + "' does not exist (" + std::strerror(errno) +
                     "); create it with 'cairnctl repo init --repo " + r.path + "'");
     else if (::stat((r.path + "/config").c_str(), &st) != 0)
-      out.push_back("repository '" + r.name + "': '" + r.path + "' holds no cairn repository (no 'config' file); create it with 'cairnctl repo init --repo " + r.path + "'");
+      out.push_back("repository '" + r.name + "': '" + r.path +
+                    "' holds no cairn repository (no 'config' file); create it with 'cairnctl repo init --repo " + r.path + "'");
   }
   for (const auto& comp : c.components)
     if (comp.driver)
@@ -200,8 +201,7 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
       std::string key(k.str());
       auto value = lr.string(key);
       if (!valid_name(key)) lr.fail(key, "label name '" + key + "' must be 1-64 letters, digits, '-', '_' or '.'");
-      if (!value || value->empty() || value->size() > 128)
-        lr.fail(key, "label '" + key + "' must be a string of 1-128 characters");
+      if (!value || value->empty() || value->size() > 128) lr.fail(key, "label '" + key + "' must be a string of 1-128 characters");
       c.labels[key] = *value;
     }
     lr.finish();
@@ -243,8 +243,7 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     if (auto v = dr.integer("start_timeout_seconds", 5, 3600)) dd.start_timeout_seconds = *v;
     dd.java = dr.string_or("java", dd.java);
     dd.user = dr.string_or("user", dd.user);
-    if (dd.user.empty() || dd.user == "root")
-      dr.fail("user", "must name the unprivileged user a drill's servers run as, not root");
+    if (dd.user.empty() || dd.user == "root") dr.fail("user", "must name the unprivileged user a drill's servers run as, not root");
     if (auto v = dr.integer("java_heap_mb", 64, 1 << 20)) dd.java_heap_mb = uint32_t(*v);
     // Each driver's drill reads its own keys (registry.cc).
     read_drills(dd, dr);
@@ -292,9 +291,9 @@ AgentConfig parse_config(std::string_view text, const std::string& source) {
     } else if (c.repositories.size() == 1) {
       d.repository = c.repositories.front().name;
     } else {
-      throw ConfigError(source, r.line(),
-                        "component '" + d.name + "' needs 'repository' (" + std::to_string(c.repositories.size()) +
-                            " repositories are declared)");
+      throw ConfigError(
+          source, r.line(),
+          "component '" + d.name + "' needs 'repository' (" + std::to_string(c.repositories.size()) + " repositories are declared)");
     }
     TableReader settings(*t, source, "[[component]] '" + d.name + "'");
     settings.string("name");

@@ -20,7 +20,7 @@ namespace cairn::agent {
 struct RepositoryDecl {
   std::string name;
   std::string path;
-  std::string password_file;  // mode 0600, checked at start and at each use
+  std::string password_file;       // mode 0600, checked at start and at each use
   std::string credentials_file{};  // a remote repository's credentials (mode 0600); empty: the store's standard sources
   // Back up into a remote store even when neither the store keeps earlier versions
   // nor these credentials are limited to creating objects (one stolen agent
@@ -31,7 +31,7 @@ struct RepositoryDecl {
 struct ComponentDecl {
   std::string name;
   std::string driver_name;
-  std::string repository;  // default repository of its backups
+  std::string repository;                      // default repository of its backups
   std::optional<MaintenanceDecl> maintenance;  // HAProxy servers set to maint during its restores
   std::shared_ptr<Driver> driver;
 };

@@ -5,13 +5,20 @@ namespace cairn::agent {
 namespace {
 const char* type_name(toml::node_type t) {
   switch (t) {
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a number";
-    case toml::node_type::boolean: return "a boolean";
-    default: return "a date or time";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    default:
+      return "a date or time";
   }
 }
 }  // namespace
@@ -62,8 +69,7 @@ std::optional<int64_t> TableReader::integer(const std::string& key, int64_t min,
   if (!n) return std::nullopt;
   if (!n->is_integer()) fail(key, std::string("must be an integer, not ") + type_name(n->type()));
   int64_t v = n->as_integer()->get();
-  if (v < min || v > max)
-    fail(key, std::to_string(v) + " is out of range (" + std::to_string(min) + " to " + std::to_string(max) + ")");
+  if (v < min || v > max) fail(key, std::to_string(v) + " is out of range (" + std::to_string(min) + " to " + std::to_string(max) + ")");
   return v;
 }
 
@@ -99,8 +105,7 @@ const toml::table* TableReader::table(const std::string& key) {
 void TableReader::finish() const {
   for (const auto& [k, v] : t_) {
     std::string key(k.str());
-    if (!used_.count(key))
-      throw ConfigError(file_, v.source().begin.line, "unknown key '" + key + "' in " + where_);
+    if (!used_.count(key)) throw ConfigError(file_, v.source().begin.line, "unknown key '" + key + "' in " + where_);
   }
 }
 

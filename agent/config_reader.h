@@ -2,14 +2,14 @@
 // Strict reading of one TOML table: every key must be read by someone, so an
 // unknown key (a typo, a setting from a newer version) is refused with the
 // file and line where it stands instead of being silently ignored.
+#include <toml++/toml.h>
+
 #include <cstdint>
 #include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <toml++/toml.h>
 
 namespace cairn::agent {
 

@@ -26,8 +26,7 @@ std::optional<std::string> sandboxed_path(const std::string& root, const std::st
     if (why) *why = std::move(w);
     return std::nullopt;
   };
-  if (!is_clean_absolute_path(recorded))
-    return no("'" + recorded + "' is not an absolute path without '..'");
+  if (!is_clean_absolute_path(recorded)) return no("'" + recorded + "' is not an absolute path without '..'");
   std::string at = root;
   for (const auto& part : fs::path(recorded).relative_path()) {
     if (part.empty() || part == ".") continue;

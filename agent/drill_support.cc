@@ -31,14 +31,12 @@ uint64_t DriverDrill::disk_needed(const std::vector<repo::Snapshot>& snaps) cons
 
 namespace drill_internal {
 
-
 // The sandbox goes with the drill, so a failed server's log is copied
 // beside it first: ROOT/failed-<what>-<sandbox>.log, the newest
 // kKeptFailedLogs kept.
 constexpr size_t kKeptFailedLogs = 8;
 
-std::string drill_exit_account(const DrillDecl& d, const Sandbox& box, int status, const std::string& log,
-                               const std::string& what) {
+std::string drill_exit_account(const DrillDecl& d, const Sandbox& box, int status, const std::string& log, const std::string& what) {
   std::string how;
   if (WIFEXITED(status)) {
     how = "exited with status " + std::to_string(WEXITSTATUS(status));
@@ -48,8 +46,7 @@ std::string drill_exit_account(const DrillDecl& d, const Sandbox& box, int statu
     how = "was killed by signal " + std::to_string(sig) + (name ? std::string(" (SIG") + name + ")" : "");
     if (sig == SIGKILL && box.oom_kills() > 0)
       how += ": the sandbox's memory limit killed it (" +
-             (d.memory_max ? std::to_string(*d.memory_max >> 20) + " MiB" : std::string("none set")) +
-             "); raise [drill] memory_max";
+             (d.memory_max ? std::to_string(*d.memory_max >> 20) + " MiB" : std::string("none set")) + "); raise [drill] memory_max";
   } else {
     how = "stopped (wait status " + std::to_string(status) + ")";
   }
@@ -107,9 +104,9 @@ std::string drill_exit_account(const DrillDecl& d, const Sandbox& box, int statu
 // as it should, else what it saw. Records the start phase and the check
 // `check` ("found": `ready_word`, or what the last probe saw), and a reason
 // with the tail of its log when it exited first. True when it answers.
-bool wait_started(const DrillDecl& d, Sandbox& box, pid_t server, const std::string& log, const std::string& what,
-                  const std::string& check, const std::string& ready_word, const std::atomic<bool>* cancel, DrillReport& rep,
-                  Clock::time_point started, const std::function<std::string()>& probe) {
+bool wait_started(const DrillDecl& d, Sandbox& box, pid_t server, const std::string& log, const std::string& what, const std::string& check,
+                  const std::string& ready_word, const std::atomic<bool>* cancel, DrillReport& rep, Clock::time_point started,
+                  const std::function<std::string()>& probe) {
   auto until = Clock::now() + std::chrono::seconds(d.start_timeout_seconds);
   std::string last = "no answer";
   bool ready = false;
@@ -167,7 +164,8 @@ std::string sandbox_mount_point(const std::string& root, const std::string& abs,
     if (S_ISLNK(st.st_mode)) return "the snapshot holds a symbolic link at '" + abs.substr(0, j) + "', where the sandbox needs a directory";
     if (!last || dir) {
       if (!S_ISDIR(st.st_mode)) return "the snapshot holds a file at '" + abs.substr(0, j) + "', where the sandbox needs a directory";
-      if (last && empty_dir_only && !fs::is_empty(at)) return "the snapshot holds files under '" + abs + "', which the sandbox mounts from the host";
+      if (last && empty_dir_only && !fs::is_empty(at))
+        return "the snapshot holds files under '" + abs + "', which the sandbox mounts from the host";
     } else if (!S_ISREG(st.st_mode) || st.st_size != 0) {
       return "the snapshot holds '" + abs + "', which the sandbox mounts from the host";
     }

@@ -11,12 +11,11 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agent/config.h"
 #include "agent/driver.h"
@@ -36,8 +35,7 @@ struct DrillReport {
     checks.push_back({{"name", name}, {"expected", expected}, {"found", found}, {"ok", ok}});
     if (!ok) {
       std::ostringstream why;
-      why << "check '" << name << "' failed: expected " << nlohmann::json(expected).dump() << ", found "
-          << nlohmann::json(found).dump();
+      why << "check '" << name << "' failed: expected " << nlohmann::json(expected).dump() << ", found " << nlohmann::json(found).dump();
       reasons.push_back(make_reason(cairn::v1::ERROR_CODE_VERIFY_FAILED, why.str()));
     }
     return ok;
@@ -53,16 +51,15 @@ namespace drill_internal {
 // it ended (its status, or the signal and whether the sandbox's memory limit
 // sent it), the end of its log, and where the whole log was kept
 // (ROOT/failed-<what>-<sandbox>.log, the newest 8 kept).
-std::string drill_exit_account(const DrillDecl& d, const Sandbox& box, int status, const std::string& log,
-                               const std::string& what);
+std::string drill_exit_account(const DrillDecl& d, const Sandbox& box, int status, const std::string& log, const std::string& what);
 
 // Waits for a server the drill started: probe() returns "" once it answers
 // as it should, else what it saw. Records the start phase and the check
 // `check` ("found": `ready_word`, or what the last probe saw), and a reason
 // with the tail of its log when it exited first. True when it answers.
-bool wait_started(const DrillDecl& d, Sandbox& box, pid_t server, const std::string& log, const std::string& what,
-                  const std::string& check, const std::string& ready_word, const std::atomic<bool>* cancel, DrillReport& rep,
-                  Clock::time_point started, const std::function<std::string()>& probe);
+bool wait_started(const DrillDecl& d, Sandbox& box, pid_t server, const std::string& log, const std::string& what, const std::string& check,
+                  const std::string& ready_word, const std::atomic<bool>* cancel, DrillReport& rep, Clock::time_point started,
+                  const std::function<std::string()>& probe);
 
 // A path inside the sandbox's root that the drill mounts a host path on (or
 // makes a directory of): every component below root must be a directory the
@@ -71,7 +68,6 @@ bool wait_started(const DrillDecl& d, Sandbox& box, pid_t server, const std::str
 std::string sandbox_mount_point(const std::string& root, const std::string& abs, bool dir, bool empty_dir_only = true);
 
 std::string parent_of(const std::string& p);
-
 
 // A Confinement rooted at the restored tree: host paths mounted read-only at
 // their own paths inside it (mount points made with sandbox_mount_point's
@@ -122,10 +118,11 @@ struct ConfinedRoot {
   // configuration names) serves as well and is left.
   void host_basics() {
     for (const char* p : {"/lib", "/lib64", "/lib32", "/usr/lib", "/usr/lib64", "/usr/lib32"}) bind(p, true);
-    for (const char* p : {"/etc/ld.so.cache", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/localtime",
-                          "/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"}) {
+    for (const char* p : {"/etc/ld.so.cache", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/localtime", "/dev/null", "/dev/zero",
+                          "/dev/urandom", "/dev/random"}) {
       std::error_code ec;
-      if (std::string_view(p).starts_with("/etc/") && std::filesystem::is_regular_file(std::filesystem::symlink_status(restored + p, ec))) continue;
+      if (std::string_view(p).starts_with("/etc/") && std::filesystem::is_regular_file(std::filesystem::symlink_status(restored + p, ec)))
+        continue;
       bind(p, false);
     }
   }

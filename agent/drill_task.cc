@@ -4,6 +4,8 @@
 // code in agent/drivers/<name>/drill.cc) run on them, and the verdict.
 #include "agent/drill_task.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -12,8 +14,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 #include "agent/drill_paths.h"
 #include "agent/drill_support.h"
@@ -28,10 +28,6 @@ namespace cairn::agent {
 namespace v1 = cairn::v1;
 namespace fs = std::filesystem;
 
-
-
-
-
 namespace drill_internal {
 
 using Report = DrillReport;
@@ -44,8 +40,7 @@ using Report = DrillReport;
 std::string drill_verdict(const std::vector<v1::Reason>& reasons) {
   if (reasons.empty()) return "proven";
   for (const auto& r : reasons)
-    if (r.code() == v1::ERROR_CODE_NO_SPACE || r.code() == v1::ERROR_CODE_CANCELLED ||
-        r.code() == v1::ERROR_CODE_UNSUPPORTED_TASK)
+    if (r.code() == v1::ERROR_CODE_NO_SPACE || r.code() == v1::ERROR_CODE_CANCELLED || r.code() == v1::ERROR_CODE_UNSUPPORTED_TASK)
       return "not_run";
   return "failed";
 }
@@ -55,8 +50,8 @@ struct Restored {
   uint64_t files = 0, bytes = 0;
 };
 
-bool restore_into(TaskContext& ctx, const std::string& snapshot_id, const std::string& target,
-                  const std::atomic<bool>* cancel, Report& rep, Restored& out) {
+bool restore_into(TaskContext& ctx, const std::string& snapshot_id, const std::string& target, const std::atomic<bool>* cancel, Report& rep,
+                  Restored& out) {
   repo::RestoreOptions ro;
   ro.target = target;
   ro.memory_budget = ctx.memory_budget;
@@ -69,8 +64,8 @@ bool restore_into(TaskContext& ctx, const std::string& snapshot_id, const std::s
   out.files = rr.files_restored;
   out.bytes = rr.bytes_restored;
   for (size_t i = 0; i < rr.failures.size() && i < 20; ++i)
-    rep.fail(v1::ERROR_CODE_REPOSITORY_CORRUPT,
-             "the snapshot does not restore: " + rr.failures[i].path + ": " + rr.failures[i].reason, rr.failures[i].path);
+    rep.fail(v1::ERROR_CODE_REPOSITORY_CORRUPT, "the snapshot does not restore: " + rr.failures[i].path + ": " + rr.failures[i].reason,
+             rr.failures[i].path);
   rep.check("restored without a failure", 0, rr.failures.size(), rr.failures.empty());
   return rr.failures.empty();
 }
@@ -82,7 +77,6 @@ std::vector<std::string> drillable_drivers(const DrillDecl& d) {
     if (drill && drill->tools_missing(d).empty()) out.push_back(name);
   return out;
 }
-
 
 namespace {
 
@@ -121,12 +115,12 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
   auto drivers = drillable_drivers(d);
   const DriverDrill* drill = d.drill(driver);
   if (!drill || std::find(drivers.begin(), drivers.end(), driver) == drivers.end()) {
-    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "this agent cannot drill driver '" + driver + "' (it drills " +
-                                                  [&] {
-                                                    std::string s;
-                                                    for (const auto& x : drivers) s += (s.empty() ? "" : ", ") + x;
-                                                    return s;
-                                                  }() + ")");
+    rep.fail(
+        v1::ERROR_CODE_UNSUPPORTED_TASK, "this agent cannot drill driver '" + driver + "' (it drills " + [&] {
+          std::string s;
+          for (const auto& x : drivers) s += (s.empty() ? "" : ", ") + x;
+          return s;
+        }() + ")");
     return finish("");
   }
   // A cluster drill (Kafka's brokers): each member's task names them all;
@@ -142,8 +136,8 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
   // restored last, beside them.
   const size_t brokers = wanted.size();
   if (cluster && task.drill_zookeeper_size() > 1) {
-    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "the drill names " + std::to_string(task.drill_zookeeper_size()) +
-                                                  " ZooKeeper snapshots for one Kafka cluster; it takes one");
+    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK,
+             "the drill names " + std::to_string(task.drill_zookeeper_size()) + " ZooKeeper snapshots for one Kafka cluster; it takes one");
     return finish("");
   }
   if (cluster && task.drill_zookeeper_size() == 1) wanted.push_back(task.drill_zookeeper(0).snapshot_id());
@@ -226,10 +220,9 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
       if (!out.empty()) {
         std::string list;
         for (size_t i = 0; i < out.size() && i < 5; ++i) list += (i ? ", " : "") + out[i];
-        rep.fail(v1::ERROR_CODE_VERIFY_FAILED,
-                 "the snapshot holds " + std::to_string(out.size()) + (out.size() >= 10 ? " or more" : "") +
-                     " symbolic link(s) leading out of the drill's sandbox (" + list +
-                     "); a drill never follows them, and nothing was started");
+        rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot holds " + std::to_string(out.size()) + (out.size() >= 10 ? " or more" : "") +
+                                                   " symbolic link(s) leading out of the drill's sandbox (" + list +
+                                                   "); a drill never follows them, and nothing was started");
         ok = false;
       } else {
         rep.check("no symbolic link leads out of the sandbox", 0, 0, true);
@@ -261,8 +254,7 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
   // server asked while it was being stopped) follows.
   if (deadline.passed())
     rep.reasons.insert(rep.reasons.begin(),
-                       make_reason(v1::ERROR_CODE_CANCELLED, "the drill ran past its deadline of " +
-                                                                 std::to_string(d.deadline_seconds) +
+                       make_reason(v1::ERROR_CODE_CANCELLED, "the drill ran past its deadline of " + std::to_string(d.deadline_seconds) +
                                                                  " s ([drill] deadline_seconds) and was stopped; it proved "
                                                                  "nothing either way (raise deadline_seconds)"));
   else if (stop)

@@ -9,11 +9,10 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agent/restore_journal.h"
 #include "common/util/error.h"
@@ -23,7 +22,7 @@
 namespace cairn::repo {
 class Repository;
 struct Snapshot;
-}
+}  // namespace cairn::repo
 
 namespace cairn::agent {
 
@@ -32,10 +31,10 @@ namespace cairn::agent {
 struct DriverCaps {
   bool backup = true;
   bool restore = true;
-  bool restore_to_alternate = false;  // has declared alternative restore targets
+  bool restore_to_alternate = false;         // has declared alternative restore targets
   std::vector<std::string> restore_targets;  // their names, reported to the controller
-  bool needs_service_stop = false;    // a consistent copy needs the service stopped
-  bool safety_backup = true;          // can back up the current state before a restore
+  bool needs_service_stop = false;           // a consistent copy needs the service stopped
+  bool safety_backup = true;                 // can back up the current state before a restore
   // "node": each agent's copy is its own (files, Prometheus, HAProxy).
   // "cluster": one logical dataset replicated on several members (etcd,
   // ZooKeeper): backed up from one member, restored on all from the same
@@ -45,9 +44,9 @@ struct DriverCaps {
   // members of one cluster goes through the same steps, each member from its
   // own snapshot. cluster_id names the cluster.
   std::string scope = "node";
-  std::string cluster_id, member_id;  // cluster scope: as declared or as the server reports them
-  std::vector<std::string> modes;     // accepted TaskOptions.mode values; the first is the default
-  bool restore_stops_service = false; // a restore stops and starts the service
+  std::string cluster_id, member_id;   // cluster scope: as declared or as the server reports them
+  std::vector<std::string> modes;      // accepted TaskOptions.mode values; the first is the default
+  bool restore_stops_service = false;  // a restore stops and starts the service
   // restore_preflight runs before the safety backup of a whole restore too
   // (not only a cluster restore's preflight step): a restore it refuses has
   // written nothing, not even a safety copy.
@@ -166,9 +165,7 @@ struct BackgroundContext {
   // and the agent's identity, in the component's repository, durably: under
   // `real_path`, its bytes read from `read_from` (a private copy of what was
   // checked). Returns the snapshot id. Throws cairn::Error.
-  std::function<std::string(const std::string& real_path, const std::string& read_from,
-                            const std::vector<std::string>& tags)>
-      store_file;
+  std::function<std::string(const std::string& real_path, const std::string& read_from, const std::vector<std::string>& tags)> store_file;
   // Runs `fn` on the component's repository, opened for reading (a lock for
   // reading held meanwhile). Throws cairn::Error.
   std::function<void(const std::function<void(repo::Repository&)>& fn)> read_repository;
@@ -179,8 +176,8 @@ struct BackgroundContext {
 
 // Why Driver::snapshot is called.
 struct SnapshotPurpose {
-  bool safety = false;        // the state a restore is about to overwrite
-  std::string target_name;    // safety of an alternative restore target: its name
+  bool safety = false;                        // the state a restore is about to overwrite
+  std::string target_name;                    // safety of an alternative restore target: its name
   const repo::Snapshot* restoring = nullptr;  // safety: the snapshot being restored
 };
 
@@ -200,15 +197,24 @@ enum class RestoreStep { all, preflight, stop, data, start, verify, commit, roll
 // "stop" -> RestoreStep::stop; "" -> all; nullopt for an unknown name.
 inline const char* step_name(RestoreStep s) {
   switch (s) {
-    case RestoreStep::all: return "all";
-    case RestoreStep::preflight: return "preflight";
-    case RestoreStep::stop: return "stop";
-    case RestoreStep::data: return "data";
-    case RestoreStep::start: return "start";
-    case RestoreStep::verify: return "verify";
-    case RestoreStep::commit: return "commit";
-    case RestoreStep::rollback: return "rollback";
-    case RestoreStep::halt: return "halt";
+    case RestoreStep::all:
+      return "all";
+    case RestoreStep::preflight:
+      return "preflight";
+    case RestoreStep::stop:
+      return "stop";
+    case RestoreStep::data:
+      return "data";
+    case RestoreStep::start:
+      return "start";
+    case RestoreStep::verify:
+      return "verify";
+    case RestoreStep::commit:
+      return "commit";
+    case RestoreStep::rollback:
+      return "rollback";
+    case RestoreStep::halt:
+      return "halt";
   }
   return "?";
 }
@@ -387,7 +393,7 @@ struct DrillRun {
   const std::vector<std::string>& roots;
   size_t members = 1;
   DrillReport& rep;
-  const std::atomic<bool>* cancel = nullptr;  // the deadline's or the task's stop
+  const std::atomic<bool>* cancel = nullptr;      // the deadline's or the task's stop
   std::function<void(const std::string&)> phase;  // "start", "check": progress
 };
 

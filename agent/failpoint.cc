@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -9,8 +10,6 @@
 #include <mutex>
 #include <sstream>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 namespace cairn::agent {
 

@@ -14,12 +14,12 @@
 //   and waiting a growing backoff is what spares it.
 //
 // Used by agent/session.cc and by the fleet simulator (bench/fleet).
+#include <zmq.h>
+
 #include <chrono>
 #include <cstdint>
 #include <optional>
 #include <utility>
-
-#include <zmq.h>
 
 namespace cairn::agent {
 
@@ -68,9 +68,7 @@ class LinkState {
   // The controller was last heard from at last_recv and has been silent past
   // liveness since: true when it is unreachable (keep the socket, libzmq
   // retries), false when it is reached and silent (close it, back off).
-  bool unreachable_since(Clock::time_point last_recv) const {
-    return !up_ && (!last_connected_ || *last_connected_ < last_recv);
-  }
+  bool unreachable_since(Clock::time_point last_recv) const { return !up_ && (!last_connected_ || *last_connected_ < last_recv); }
 
  private:
   bool up_ = false;

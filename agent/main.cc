@@ -2,28 +2,27 @@
 // components, holds its CURVE keypair, verifies signed plans and runs them.
 #include <malloc.h>
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 
-#include <CLI/CLI.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-
 #include "agent/config.h"
-#include "agent/failpoint.h"
 #include "agent/curve_identity.h"
+#include "agent/drill_task.h"
+#include "agent/drivers/files/files_driver.h"
+#include "agent/drivers/postgresql/wal_archive.h"
+#include "agent/failpoint.h"
 #include "agent/plan_gate.h"
 #include "agent/session.h"
 #include "agent/set_aside.h"
 #include "agent/systemd_notify.h"
-#include "agent/drill_task.h"
-#include "agent/drivers/files/files_driver.h"
-#include "agent/drivers/postgresql/wal_archive.h"
 #include "agent/task_runner.h"
 #include "cairn/version.h"
 #include "common/repo/memory.h"
@@ -43,12 +42,12 @@ void on_signal(int) { g_stop = true; }
 
 // The keeper of what restores set aside; a snapshot is looked for in the
 // component's repository.
-std::unique_ptr<cairn::agent::SetAsideKeeper> make_keeper(const cairn::agent::AgentConfig& config, const cairn::agent::RestoreJournal& journal,
-                                         cairn::agent::TaskRunner& runner) {
+std::unique_ptr<cairn::agent::SetAsideKeeper> make_keeper(const cairn::agent::AgentConfig& config,
+                                                          const cairn::agent::RestoreJournal& journal, cairn::agent::TaskRunner& runner) {
   std::vector<cairn::agent::SetAsideKeeper::Component> comps;
   for (const auto& c : config.components) comps.push_back({c.name, c.driver.get()});
-  auto k = std::make_unique<cairn::agent::SetAsideKeeper>(config.state_dir + "/set-aside.json", config.set_aside,
-                                                          std::move(comps), &journal);
+  auto k =
+      std::make_unique<cairn::agent::SetAsideKeeper>(config.state_dir + "/set-aside.json", config.set_aside, std::move(comps), &journal);
   k->set_snapshot_check([&config, &runner](const std::string& component, const std::string& id) -> std::optional<bool> {
     const auto* c = config.component(component);
     const auto* r = c ? config.repository(c->repository) : nullptr;
@@ -68,8 +67,7 @@ int64_t set_aside_interval() {
 std::string size_text(uint64_t b) { return cairn::repo::byte_size_text(b); }
 
 // cairn-agent set-aside list|remove: on this host, beside the running agent.
-int set_aside_main(const cairn::agent::AgentConfig& config, const std::string& action, const std::string& path, bool all,
-                   bool force) {
+int set_aside_main(const cairn::agent::AgentConfig& config, const std::string& action, const std::string& path, bool all, bool force) {
   using namespace cairn::agent;
   RestoreJournal journal(config.state_dir + "/restores");
   TaskRunner runner(nullptr);
@@ -80,10 +78,8 @@ int set_aside_main(const cairn::agent::AgentConfig& config, const std::string& a
     for (const auto& c : copies) {
       total += c.bytes;
       std::printf("%-12s %-7s %10s  %s  restore %s  %s\n", c.component.c_str(), kind_name(c.kind), size_text(c.bytes).c_str(),
-                  cairn::utc_stamp(c.at).c_str(), c.restore_id.empty() ? "-" : c.restore_id.c_str(),
-                  cairn::terminal_safe(c.path).c_str());
-      std::printf("%-12s %-7s %10s  kept: %s\n", "", "", "",
-                  c.keep.empty() ? "no (the rule removes it at the next look)" : c.keep.c_str());
+                  cairn::utc_stamp(c.at).c_str(), c.restore_id.empty() ? "-" : c.restore_id.c_str(), cairn::terminal_safe(c.path).c_str());
+      std::printf("%-12s %-7s %10s  kept: %s\n", "", "", "", c.keep.empty() ? "no (the rule removes it at the next look)" : c.keep.c_str());
     }
     std::printf("%zu cop%s, %s\n", copies.size(), copies.size() == 1 ? "y" : "ies", size_text(total).c_str());
     return 0;
@@ -97,9 +93,7 @@ int set_aside_main(const cairn::agent::AgentConfig& config, const std::string& a
   return failed ? 1 : 0;
 }
 
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+int64_t unix_now() { return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 
 }  // namespace
 
@@ -124,16 +118,18 @@ int main(int argc, char** argv) {
   app.add_flag("--print-public-key", print_key, "print this agent's CURVE public key (creating the keypair if needed) and exit");
   app.set_version_flag("--version", std::string("cairn-agent ") + CAIRN_VERSION);
   // PostgreSQL's archive_command (docs/postgresql.md § WAL archive).
-  auto* wal_push = app.add_subcommand("wal-push", "hand one WAL file to the running agent (PostgreSQL's archive_command); "
-                                                  "exits 0 only once it is stored in the repository");
+  auto* wal_push = app.add_subcommand("wal-push",
+                                      "hand one WAL file to the running agent (PostgreSQL's archive_command); "
+                                      "exits 0 only once it is stored in the repository");
   std::string wal_socket, wal_file;
   int64_t wal_timeout = 600;
   wal_push->add_option("--socket", wal_socket, "the component's archive_socket")->required();
   wal_push->add_option("file", wal_file, "the WAL file (%p)")->required();
   wal_push->add_option("--timeout", wal_timeout, "seconds to wait for the agent's answer")->capture_default_str();
   // What restores set aside (docs/set-aside.md): listed, or removed by hand.
-  auto* aside = app.add_subcommand("set-aside", "list or remove what in-place restores set aside beside the declared "
-                                                "data (<path>.cairn-old-*, .cairn-failed-*, .cairn-restore-*)");
+  auto* aside = app.add_subcommand("set-aside",
+                                   "list or remove what in-place restores set aside beside the declared "
+                                   "data (<path>.cairn-old-*, .cairn-failed-*, .cairn-restore-*)");
   std::string aside_action, aside_path;
   bool aside_all = false, aside_force = false;
   aside->add_option("action", aside_action, "list | remove")->required()->check(CLI::IsMember({"list", "remove"}));
@@ -141,8 +137,7 @@ int main(int argc, char** argv) {
   aside->add_flag("--all", aside_all, "remove: every copy the rule does not need (with --force also only copies)");
   aside->add_flag("--force", aside_force, "remove: also a copy that is the only copy of its data (the repository does not hold it)");
   CLI11_PARSE(app, argc, argv);
-  if (*wal_push)
-    return cairn::agent::postgresql::wal_push_main(wal_socket, wal_file, std::chrono::seconds(wal_timeout));
+  if (*wal_push) return cairn::agent::postgresql::wal_push_main(wal_socket, wal_file, std::chrono::seconds(wal_timeout));
 
   auto logger = spdlog::stderr_color_mt("cairn-agent");
   spdlog::set_default_logger(logger);
@@ -163,9 +158,8 @@ int main(int argc, char** argv) {
     // Missing paths and repositories are warnings: a mount may bring them later.
     auto warnings = config_warnings(config);
     for (const auto& w : warnings) std::fprintf(stderr, "cairn-agent: warning: %s\n", w.c_str());
-    std::printf("configuration '%s' is valid: %zu components, %zu repositories%s\n", config_path.c_str(),
-                config.components.size(), config.repositories.size(),
-                warnings.empty() ? "" : ("; " + std::to_string(warnings.size()) + " warning(s) above").c_str());
+    std::printf("configuration '%s' is valid: %zu components, %zu repositories%s\n", config_path.c_str(), config.components.size(),
+                config.repositories.size(), warnings.empty() ? "" : ("; " + std::to_string(warnings.size()) + " warning(s) above").c_str());
     return 0;
   }
 
@@ -177,21 +171,26 @@ int main(int argc, char** argv) {
       std::printf("%s\n", identity.public_z85.c_str());
       return 0;
     }
-    if (created) spdlog::info("created the agent keypair in '{}'; public key {}", config.key_dir, identity.public_z85);
-    else spdlog::info("agent '{}', public key {}", config.name, identity.public_z85);
+    if (created)
+      spdlog::info("created the agent keypair in '{}'; public key {}", config.key_dir, identity.public_z85);
+    else
+      spdlog::info("agent '{}', public key {}", config.name, identity.public_z85);
     if (std::string fp = failpoints_file(); !fp.empty())
-      spdlog::warn("fault injection is on (CAIRN_FAILPOINTS_FILE={}): restore steps may be failed or the agent killed "
-                   "on purpose; never set it outside tests", fp);
+      spdlog::warn(
+          "fault injection is on (CAIRN_FAILPOINTS_FILE={}): restore steps may be failed or the agent killed "
+          "on purpose; never set it outside tests",
+          fp);
     // What every backup and restore is sized from, said once at start (docs/operations.md, "CPUs and memory").
     auto budget = cairn::repo::resolve_memory_budget(config.memory_budget, "memory_budget in " + config.source);
     {
       auto mem = cairn::cgroup_memory_limit();
       unsigned cpus = cairn::usable_cpus();
-      spdlog::info("CPUs for backups and restores: {}; cgroup memory limit: {}; memory budget: {}: up to {} backup "
-                   "threads, {} restore writers",
-                   cairn::cpu_limit().describe(), mem ? cairn::repo::byte_size_text(*mem) : std::string("none"),
-                   budget.describe(), cairn::repo::backup_threads(budget.bytes, cpus, cairn::repo::RepoParams{}.pack_size),
-                   cairn::repo::restore_writers(budget.bytes, cpus));
+      spdlog::info(
+          "CPUs for backups and restores: {}; cgroup memory limit: {}; memory budget: {}: up to {} backup "
+          "threads, {} restore writers",
+          cairn::cpu_limit().describe(), mem ? cairn::repo::byte_size_text(*mem) : std::string("none"), budget.describe(),
+          cairn::repo::backup_threads(budget.bytes, cpus, cairn::repo::RepoParams{}.pack_size),
+          cairn::repo::restore_writers(budget.bytes, cpus));
     }
 
     auto signing_keys = load_signing_keys(config.signing_keys_file);
@@ -246,8 +245,7 @@ int main(int argc, char** argv) {
       const RepositoryDecl* rd = config.repository(c.repository);
       if (!rd) continue;
       BackgroundContext bg;
-      bg.store_file = [&runner, rd](const std::string& path, const std::string& read_from,
-                                    const std::vector<std::string>& tags) {
+      bg.store_file = [&runner, rd](const std::string& path, const std::string& read_from, const std::vector<std::string>& tags) {
         return runner.store_file(*rd, path, read_from, tags);
       };
       bg.private_dir = config.state_dir + "/background/" + c.name;

@@ -1,10 +1,10 @@
 // HAProxy maintenance mode around a restore (maintenance_mode.h).
 #include "agent/maintenance_mode.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "agent/drivers/haproxy/runtime.h"
 #include "agent/platform/socket_client.h"
@@ -69,8 +69,8 @@ void MaintenanceMode::enter(const std::string& component, const MaintenanceDecl&
     auto it = std::find_if(states.begin(), states.end(),
                            [&](const haproxy::ServerState& x) { return x.backend == d.backend && x.server == server; });
     if (it == states.end())
-      throw Error(Errc::not_found, "maintenance mode: haproxy has no server '" + server + "' in backend '" + d.backend +
-                                       "' (socket " + d.stats_socket + "); nothing was changed");
+      throw Error(Errc::not_found, "maintenance mode: haproxy has no server '" + server + "' in backend '" + d.backend + "' (socket " +
+                                       d.stats_socket + "); nothing was changed");
     s.previous[server] = it->forced();
   }
   auto all = load();

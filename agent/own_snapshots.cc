@@ -1,12 +1,11 @@
 #include "agent/own_snapshots.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "common/util/error.h"
 #include "common/util/fs.h"
@@ -48,9 +47,10 @@ void OwnSnapshots::load() {
   std::string aside = path_ + ".unusable";
   std::error_code ec;
   std::filesystem::rename(path_, aside, ec);
-  spdlog::warn("the record of this agent's own snapshots '{}' is set aside as '{}' because {}; the next backup of each "
-               "component reads every file",
-               path_, aside, why);
+  spdlog::warn(
+      "the record of this agent's own snapshots '{}' is set aside as '{}' because {}; the next backup of each "
+      "component reads every file",
+      path_, aside, why);
 }
 
 bool OwnSnapshots::contains(const std::string& repository, const std::string& component, const std::string& id) const {

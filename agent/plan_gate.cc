@@ -31,8 +31,8 @@ std::vector<plan::PublicKey> load_signing_keys(const std::string& path) {
   return keys;
 }
 
-PlanGate::PlanGate(const std::string& journal_path, const std::string& trust_path,
-                   const std::vector<plan::PublicKey>& config_keys, const std::array<uint8_t, 32>& agent_key, int64_t now)
+PlanGate::PlanGate(const std::string& journal_path, const std::string& trust_path, const std::vector<plan::PublicKey>& config_keys,
+                   const std::array<uint8_t, 32>& agent_key, int64_t now)
     : agent_key_(agent_key) {
   trust_ = plan::TrustStore::open(trust_path);
   for (const auto& k : config_keys) trust_.add(k, now, "config");

@@ -9,9 +9,9 @@
 
 #include "agent/driver.h"
 #include "agent/platform/service.h"
+#include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
-#include "common/util/encoding.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -31,21 +31,20 @@ InPlaceRestore in_place_restore(const TaskContext& ctx, std::string stamp, InPla
 
 std::string RestoreJournal::path_of(const std::string& component) const {
   // Component names are the config's; hex keeps any of them one file name.
-  return dir_ + "/" + to_hex(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(component.data()), component.size())) +
-         ".json";
+  return dir_ + "/" + to_hex(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(component.data()), component.size())) + ".json";
 }
 
 void RestoreJournal::write(const InPlaceRestore& r) const {
   json moves = json::array();
   for (const auto& m : r.moves) moves.push_back({{"path", m.path}, {"aside", m.aside}});
-  json j = {{"component", r.component}, {"restore_id", r.restore_id}, {"task_id", r.task_id},
-            {"plan_id", r.plan_id},     {"stamp", r.stamp},           {"state", r.state == InPlaceRestore::State::swapping ? "swapping" : "stopping"},
+  json j = {{"component", r.component}, {"restore_id", r.restore_id},
+            {"task_id", r.task_id},     {"plan_id", r.plan_id},
+            {"stamp", r.stamp},         {"state", r.state == InPlaceRestore::State::swapping ? "swapping" : "stopping"},
             {"moves", moves},           {"scratch", r.scratch}};
   try {
     mkdir_p(dir_, 0700);
     std::string text = j.dump(2) + "\n";
-    write_file_atomic(path_of(r.component),
-                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), 0600);
+    write_file_atomic(path_of(r.component), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), 0600);
   } catch (const Error& e) {
     throw Error(e.code(), "cannot write the restore's record in '" + dir_ + "' (nothing was changed): " + e.what());
   }
@@ -97,7 +96,8 @@ std::string put_back_moves(const InPlaceRestore& r) {
     if (it->aside.empty() ? !path_there : !aside_there) continue;
     if (path_there) {
       std::string failed = it->path + ".cairn-failed-" + r.stamp;
-      for (int i = 2; fs::exists(fs::symlink_status(failed, ec)); ++i) failed = it->path + ".cairn-failed-" + r.stamp + "-" + std::to_string(i);
+      for (int i = 2; fs::exists(fs::symlink_status(failed, ec)); ++i)
+        failed = it->path + ".cairn-failed-" + r.stamp + "-" + std::to_string(i);
       fs::rename(it->path, failed, ec);
       if (ec) {
         left += " '" + it->path + "' (moving the restored copy aside: " + ec.message() + ")";
@@ -138,8 +138,7 @@ std::string undo_around_service(const InPlaceRestore& r, const platform::Service
   try {
     service.stop();
   } catch (const Error& e) {
-    if (!stopped_anyway())
-      throw Error(Errc::io, "stopping " + server + " failed (" + e.what() + "), so nothing was moved");
+    if (!stopped_anyway()) throw Error(Errc::io, "stopping " + server + " failed (" + e.what() + "), so nothing was moved");
   }
   std::error_code ec;
   bool moved = false;
@@ -151,11 +150,10 @@ std::string undo_around_service(const InPlaceRestore& r, const platform::Service
   try {
     service.start();
   } catch (const Error& e) {
-    throw Error(Errc::io, "the previous data is back in '" + data_dir + "', but starting " + server + " on it failed: " +
-                              e.what());
+    throw Error(Errc::io, "the previous data is back in '" + data_dir + "', but starting " + server + " on it failed: " + e.what());
   }
-  return std::string(moved ? "the previous data is back in '" + data_dir + "' (the restored copy is in '" + data_dir +
-                                 ".cairn-failed-" + r.stamp + "')"
+  return std::string(moved ? "the previous data is back in '" + data_dir + "' (the restored copy is in '" + data_dir + ".cairn-failed-" +
+                                 r.stamp + "')"
                            : "nothing had been moved yet; '" + data_dir + "' holds its data as before") +
          " and " + server + " was started on it" +
          (scratch_left.empty() ? "" : "; could not remove the restore's scratch directories:" + scratch_left);
@@ -200,9 +198,9 @@ std::vector<cairn::v1::TaskResult> recover_in_place_restores(const RestoreJourna
     const auto now = static_cast<uint64_t>(std::time(nullptr));
     res.set_started_at(now);
     res.set_finished_at(now);
-    const std::string what = "the agent stopped during this restore (killed, crashed or its host restarted) after it had " +
-                             std::string(r.state == InPlaceRestore::State::swapping ? "begun to replace the data"
-                                                                                    : "begun to stop the service");
+    const std::string what =
+        "the agent stopped during this restore (killed, crashed or its host restarted) after it had " +
+        std::string(r.state == InPlaceRestore::State::swapping ? "begun to replace the data" : "begun to stop the service");
     auto* why = res.add_reasons();
     try {
       Driver* d = driver_of(r.component);
@@ -214,11 +212,9 @@ std::vector<cairn::v1::TaskResult> recover_in_place_restores(const RestoreJourna
       if (auto e = journal.clear(r.component); !e.empty()) spdlog::error("component '{}': {}", r.component, e);
     } catch (const std::exception& e) {
       why->set_code(cairn::v1::ERROR_CODE_SERVICE_CONTROL_FAILED);
-      why->set_detail(what + "; at its next start it could not put the previous data back (" + e.what() +
-                      "); its record is kept in '" + journal.dir() + "' and the agent's next start tries again; " +
-                      "docs/protocol.md says how to put it back by hand");
-      spdlog::error("component '{}': restore task '{}' was interrupted and is not put right yet: {}", r.component,
-                    r.task_id, e.what());
+      why->set_detail(what + "; at its next start it could not put the previous data back (" + e.what() + "); its record is kept in '" +
+                      journal.dir() + "' and the agent's next start tries again; " + "docs/protocol.md says how to put it back by hand");
+      spdlog::error("component '{}': restore task '{}' was interrupted and is not put right yet: {}", r.component, r.task_id, e.what());
     }
     // What the controller looks for to add this account to a task it ended as lost.
     res.set_component_metadata(json({{"interrupted_restore", {{"restore_id", r.restore_id}, {"stamp", r.stamp}}}}).dump());

@@ -36,8 +36,7 @@ struct InPlaceRestore {
 
 // A record for the restore task ctx runs (component, restore, task, plan),
 // its names suffixed with stamp.
-InPlaceRestore in_place_restore(const TaskContext& ctx, std::string stamp,
-                                InPlaceRestore::State state = InPlaceRestore::State::stopping);
+InPlaceRestore in_place_restore(const TaskContext& ctx, std::string stamp, InPlaceRestore::State state = InPlaceRestore::State::stopping);
 
 class RestoreJournal {
  public:

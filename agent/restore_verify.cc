@@ -34,14 +34,14 @@ std::vector<v1::Reason> verify_restore_snapshot(TaskContext& ctx, const std::str
   if (res.ok()) return {};
   const uint64_t damaged = res.failures.size() + res.failures_omitted;
   std::vector<v1::Reason> out;
-  out.push_back(make_reason(
-      v1::ERROR_CODE_REPOSITORY_CORRUPT,
-      "snapshot '" + sid + "' cannot be read back whole from " + where + ": " + repo::verify_failure_line(res.failures.front()) +
-          (damaged > 1 ? " (and " + std::to_string(damaged - 1) + " more damaged blob(s))" : std::string()) +
-          "; the restore is refused before anything was stopped or changed: run 'cairnctl repo check --read-data' on "
-          "that repository to list all the damage, put the damaged packs back from a copy of the repository, or "
-          "restore another backup set",
-      res.failures.front().path));
+  out.push_back(make_reason(v1::ERROR_CODE_REPOSITORY_CORRUPT,
+                            "snapshot '" + sid + "' cannot be read back whole from " + where + ": " +
+                                repo::verify_failure_line(res.failures.front()) +
+                                (damaged > 1 ? " (and " + std::to_string(damaged - 1) + " more damaged blob(s))" : std::string()) +
+                                "; the restore is refused before anything was stopped or changed: run 'cairnctl repo check --read-data' on "
+                                "that repository to list all the damage, put the damaged packs back from a copy of the repository, or "
+                                "restore another backup set",
+                            res.failures.front().path));
   for (size_t i = 1; i < res.failures.size() && i <= kMaxDamageReasons; ++i)
     out.push_back(make_reason(v1::ERROR_CODE_REPOSITORY_CORRUPT, repo::verify_failure_line(res.failures[i]), res.failures[i].path));
   return out;

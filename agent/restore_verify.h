@@ -3,10 +3,9 @@
 // § The cluster restore, preflight): damage in the repository refuses the
 // restore while every member still runs on its own data, instead of being met
 // in the data step after some members stopped and swapped their data in.
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agent/driver.h"
 #include "common/repo/verify.h"

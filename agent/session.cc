@@ -1,11 +1,10 @@
 #include "agent/session.h"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "agent/drill_task.h"
 #include "agent/wire.h"
@@ -22,16 +21,13 @@ namespace {
 // A controller that accepts the TCP connection but has not completed the CURVE
 // handshake after this long will not: it could not read our HELLO.
 constexpr auto kHandshakeWait = std::chrono::seconds(5);
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+int64_t unix_now() { return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 // Queued progress beyond this is dropped (only the latest matters); results never are.
 constexpr size_t kMaxQueuedProgress = 256;
 constexpr size_t kMaxUnackedResults = 1024;
 }  // namespace
 
-Session::Session(const AgentConfig& config, const CurveIdentity& identity, PlanGate& gate, TaskRunner& runner,
-                 SystemdNotifier* notifier)
+Session::Session(const AgentConfig& config, const CurveIdentity& identity, PlanGate& gate, TaskRunner& runner, SystemdNotifier* notifier)
     : config_(config),
       identity_(identity),
       gate_(gate),
@@ -252,8 +248,7 @@ void Session::handle(const std::vector<std::string_view>& frames) {
       // or refused before this Register) go again, ahead of newer messages.
       {
         std::lock_guard g(out_mu_);
-        if (!unacked_.empty())
-          spdlog::info("sending {} task result(s) again that the controller did not acknowledge", unacked_.size());
+        if (!unacked_.empty()) spdlog::info("sending {} task result(s) again that the controller did not acknowledge", unacked_.size());
         for (auto it = unacked_.rbegin(); it != unacked_.rend(); ++it) outbox_.push_front(std::move(*it));
         unacked_.clear();
       }
@@ -265,13 +260,18 @@ void Session::handle(const std::vector<std::string_view>& frames) {
         std::erase_if(unacked_, [&](const v1::AgentMessage& u) { return u.task_result().task_id() == id; });
       break;
     }
-    case v1::ControllerMessage::kHeartbeat: break;
-    case v1::ControllerMessage::kPlan: on_plan(msg.plan()); break;
+    case v1::ControllerMessage::kHeartbeat:
+      break;
+    case v1::ControllerMessage::kPlan:
+      on_plan(msg.plan());
+      break;
     case v1::ControllerMessage::kKeyAnnouncement: {
       v1::AgentMessage m;
       *m.mutable_key_ack() = gate_.on_key_announcement(as_bytes(msg.key_announcement()), unix_now());
-      if (m.key_ack().accepted()) spdlog::info("controller key announcement '{}' applied", m.key_ack().announcement_id());
-      else spdlog::warn("controller key announcement refused: {}", m.key_ack().detail());
+      if (m.key_ack().accepted())
+        spdlog::info("controller key announcement '{}' applied", m.key_ack().announcement_id());
+      else
+        spdlog::warn("controller key announcement refused: {}", m.key_ack().detail());
       send(m);
       break;
     }
@@ -287,7 +287,8 @@ void Session::handle(const std::vector<std::string_view>& frames) {
         spdlog::warn("controller refused a message: {} ({})", msg.error().detail(), proto::error_code_name(msg.error().code()));
       }
       break;
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -359,8 +360,7 @@ void Session::run(const std::atomic<bool>& stop) {
   connect();
   while (!stop) {
     if (notifier_) notifier_->watchdog();
-    zmq::pollitem_t items[2] = {{sock_->handle(), 0, ZMQ_POLLIN, 0},
-                                {monitor_ ? monitor_->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+    zmq::pollitem_t items[2] = {{sock_->handle(), 0, ZMQ_POLLIN, 0}, {monitor_ ? monitor_->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
     zmq::pollitem_t& item = items[0];
     try {
       zmq::poll(items, monitor_ ? 2 : 1, std::chrono::milliseconds(100));
@@ -395,8 +395,10 @@ void Session::run(const std::atomic<bool>& stop) {
     // While the controller is unreachable nothing is sent: it would only
     // wait in the socket and reach the controller as a burst.
     if (now - last_send_ >= interval_ && !link_.awaiting()) {
-      if (registered_) send_heartbeat();
-      else send_register();  // Register doubles as the heartbeat until answered
+      if (registered_)
+        send_heartbeat();
+      else
+        send_register();  // Register doubles as the heartbeat until answered
     }
     bool silent = now - last_recv_ > interval_ * liveness_;
     if (silent && !refused_ && monitor_ && link_.await_if_unreachable(last_recv_)) {
@@ -404,10 +406,10 @@ void Session::run(const std::atomic<bool>& stop) {
       // down or unreachable. libzmq retries on this socket (at most
       // kReconnectIvlMaxMs apart); a new socket after a backoff would only
       // leave the agent away for up to 48 s after the controller is back.
-      spdlog::warn("no word from the controller for {} ms and no connection to '{}'; retrying the connection "
-                   "every second until it accepts one",
-                   std::chrono::duration_cast<std::chrono::milliseconds>(now - last_recv_).count(),
-                   config_.controller_endpoint);
+      spdlog::warn(
+          "no word from the controller for {} ms and no connection to '{}'; retrying the connection "
+          "every second until it accepts one",
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - last_recv_).count(), config_.controller_endpoint);
       if (notifier_) notifier_->status("controller unreachable; retrying the connection");
       registered_ = false;
     }
@@ -415,11 +417,10 @@ void Session::run(const std::atomic<bool>& stop) {
       if (refused_) {
         if (notifier_) notifier_->status("waiting for an operator's approval");
       } else {
-        spdlog::warn("no word from the controller for {} ms{}; reconnecting",
-                     std::chrono::duration_cast<std::chrono::milliseconds>(now - last_recv_).count(),
-                     handshake_ok_ || !tcp_connected_at_
-                         ? ""
-                         : " (the CURVE handshake got no answer: 'controller.public_key' may be wrong)");
+        spdlog::warn(
+            "no word from the controller for {} ms{}; reconnecting",
+            std::chrono::duration_cast<std::chrono::milliseconds>(now - last_recv_).count(),
+            handshake_ok_ || !tcp_connected_at_ ? "" : " (the CURVE handshake got no answer: 'controller.public_key' may be wrong)");
         if (notifier_) notifier_->status("controller unreachable; reconnecting");
       }
       disconnect();

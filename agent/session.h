@@ -14,7 +14,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 

@@ -1,13 +1,12 @@
 #include "agent/set_aside.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "agent/driver.h"
 #include "agent/restore_journal.h"
@@ -30,9 +29,8 @@ struct Suffix {
   const char* text;
   AsideCopy::Kind kind;
 };
-constexpr Suffix kSuffixes[] = {{".cairn-old-", AsideCopy::Kind::old},
-                                {".cairn-failed-", AsideCopy::Kind::failed},
-                                {".cairn-restore-", AsideCopy::Kind::work}};
+constexpr Suffix kSuffixes[] = {
+    {".cairn-old-", AsideCopy::Kind::old}, {".cairn-failed-", AsideCopy::Kind::failed}, {".cairn-restore-", AsideCopy::Kind::work}};
 
 std::string clean(std::string p) {
   while (p.size() > 1 && p.back() == '/') p.pop_back();
@@ -76,9 +74,12 @@ std::optional<std::string> record_restore(const std::string& file) {
 
 const char* kind_name(AsideCopy::Kind k) {
   switch (k) {
-    case AsideCopy::Kind::old: return "old";
-    case AsideCopy::Kind::failed: return "failed";
-    case AsideCopy::Kind::work: return "work";
+    case AsideCopy::Kind::old:
+      return "old";
+    case AsideCopy::Kind::failed:
+      return "failed";
+    case AsideCopy::Kind::work:
+      return "work";
   }
   return "?";
 }
@@ -116,8 +117,8 @@ std::vector<AsideCopy> find_set_aside(const std::string& component, const std::v
   return out;
 }
 
-void decide(std::vector<AsideCopy>& copies, const SetAsideRule& rule, int64_t now,
-            const std::set<std::string>& restores_on_record, bool busy, const SnapshotCheck& held) {
+void decide(std::vector<AsideCopy>& copies, const SetAsideRule& rule, int64_t now, const std::set<std::string>& restores_on_record,
+            bool busy, const SnapshotCheck& held) {
   std::map<std::string, std::vector<AsideCopy*>> by_path;
   for (auto& c : copies) {
     c.keep.clear();
@@ -128,18 +129,21 @@ void decide(std::vector<AsideCopy>& copies, const SetAsideRule& rule, int64_t no
     by_path[c.data_path].push_back(&c);
   }
   for (auto& [path, list] : by_path) {
-    std::sort(list.begin(), list.end(), [](const AsideCopy* a, const AsideCopy* b) {
-      return a->at != b->at ? a->at > b->at : a->path > b->path;
-    });
+    std::sort(list.begin(), list.end(),
+              [](const AsideCopy* a, const AsideCopy* b) { return a->at != b->at ? a->at > b->at : a->path > b->path; });
     for (size_t i = 0; i < list.size(); ++i) {
       AsideCopy& c = *list[i];
       // "*": a record that names no restore or cannot be read: nothing of the component goes.
       if (restores_on_record.count("*") || (!c.restore_id.empty() && restores_on_record.count(c.restore_id)))
         c.keep = "in-progress";
-      else if (!c.recorded) c.keep = "unrecorded";
-      else if (c.held_by.empty()) c.keep = "only-copy";
-      else if (i < rule.keep_last) c.keep = "newest";
-      else if (now - c.at < rule.keep_seconds) c.keep = "young";
+      else if (!c.recorded)
+        c.keep = "unrecorded";
+      else if (c.held_by.empty())
+        c.keep = "only-copy";
+      else if (i < rule.keep_last)
+        c.keep = "newest";
+      else if (now - c.at < rule.keep_seconds)
+        c.keep = "young";
       else {
         // The rule would remove it: only when the repository is known to hold its data now.
         std::optional<bool> there = held ? held(c.component, c.held_by) : std::nullopt;
@@ -149,8 +153,7 @@ void decide(std::vector<AsideCopy>& copies, const SetAsideRule& rule, int64_t no
   }
 }
 
-SetAsideKeeper::SetAsideKeeper(std::string ledger_path, SetAsideRule rule, std::vector<Component> components,
-                               const RestoreJournal* journal)
+SetAsideKeeper::SetAsideKeeper(std::string ledger_path, SetAsideRule rule, std::vector<Component> components, const RestoreJournal* journal)
     : ledger_path_(std::move(ledger_path)), rule_(rule), components_(std::move(components)), journal_(journal) {
   load();
 }
@@ -168,9 +171,10 @@ void SetAsideKeeper::load() {
     for (const auto& [path, c] : j.at("copies").items()) copies_[path] = {c.value("restore", ""), c.value("at", int64_t(0))};
   } catch (const std::exception& e) {
     // Unreadable: every copy on disk is unrecorded (kept) from now on; the file is set aside for a look.
-    spdlog::error("set-aside ledger '{}' cannot be read ({}); it is kept as '{}.unusable' and the copies on disk are "
-                  "kept until removed by hand",
-                  ledger_path_, e.what(), ledger_path_);
+    spdlog::error(
+        "set-aside ledger '{}' cannot be read ({}); it is kept as '{}.unusable' and the copies on disk are "
+        "kept until removed by hand",
+        ledger_path_, e.what(), ledger_path_);
     std::error_code ec;
     fs::rename(ledger_path_, ledger_path_ + ".unusable", ec);
     restores_.clear();
@@ -264,19 +268,22 @@ void SetAsideKeeper::publish() {
       for (const auto& c : list) on_disk.insert(c.path);
   }
   for (auto it = copies_.begin(); it != copies_.end();) {
-    if (!on_disk.count(it->first)) it = copies_.erase(it);
-    else named.insert((it++)->second.first);
+    if (!on_disk.count(it->first))
+      it = copies_.erase(it);
+    else
+      named.insert((it++)->second.first);
   }
   const int64_t now = std::time(nullptr);
   for (auto it = restores_.begin(); it != restores_.end();)
-    if (!named.count(it->first) && now - it->second.at > 7 * 86400) it = restores_.erase(it);
-    else ++it;
+    if (!named.count(it->first) && now - it->second.at > 7 * 86400)
+      it = restores_.erase(it);
+    else
+      ++it;
   save();
 }
 
-std::vector<std::string> SetAsideKeeper::after_restore(const std::string& component, const std::string& restore_id,
-                                                       bool took_safety, const std::string& safety_snapshot,
-                                                       const std::string& restored_snapshot) {
+std::vector<std::string> SetAsideKeeper::after_restore(const std::string& component, const std::string& restore_id, bool took_safety,
+                                                       const std::string& safety_snapshot, const std::string& restored_snapshot) {
   std::lock_guard lock(mu_);
   const int64_t now = std::time(nullptr);
   if (!restore_id.empty()) {
@@ -303,8 +310,7 @@ std::vector<std::string> SetAsideKeeper::sweep() {
     std::set<std::string> on_record;
     bool busy = false;
     for (const auto& cp : scan(c, &on_record, &busy))
-      if (cp.kind != AsideCopy::Kind::work && !copies_.count(cp.path))
-        copies_[cp.path] = {std::string(), 0};
+      if (cp.kind != AsideCopy::Kind::work && !copies_.count(cp.path)) copies_[cp.path] = {std::string(), 0};
     auto l = apply(c);
     lines.insert(lines.end(), l.begin(), l.end());
   }
@@ -367,7 +373,8 @@ std::vector<std::string> SetAsideKeeper::remove(const std::string& path, bool fo
   }
   if (!path.empty() && !matched) {
     *failed = true;
-    lines.push_back("'" + path + "' is not a copy a restore set aside beside a declared path (see --set-aside list); "
+    lines.push_back("'" + path +
+                    "' is not a copy a restore set aside beside a declared path (see --set-aside list); "
                     "nothing was removed");
   }
   save();

@@ -33,7 +33,7 @@ class Driver;
 class RestoreJournal;
 
 struct SetAsideRule {
-  uint32_t keep_last = 1;        // newest copies kept per declared path
+  uint32_t keep_last = 1;  // newest copies kept per declared path
   // Copies younger than this are kept too; 0 by default: every copy the
   // rule removes is one the repository holds (checked), so the disk copy is
   // only the faster way back, and one per path is enough for "undo the last
@@ -78,8 +78,8 @@ using SnapshotCheck = std::function<std::optional<bool>(const std::string& compo
 // Applies the rule to one component's copies (ledger fields filled in):
 // fills each copy's `keep`. Working dirs are marked "in-progress" while
 // `busy` (a restore of the component is on record), else "".
-void decide(std::vector<AsideCopy>& copies, const SetAsideRule& rule, int64_t now,
-            const std::set<std::string>& restores_on_record, bool busy, const SnapshotCheck& held);
+void decide(std::vector<AsideCopy>& copies, const SetAsideRule& rule, int64_t now, const std::set<std::string>& restores_on_record,
+            bool busy, const SnapshotCheck& held);
 
 class SetAsideKeeper {
  public:
@@ -87,8 +87,7 @@ class SetAsideKeeper {
     std::string name;
     Driver* driver = nullptr;
   };
-  SetAsideKeeper(std::string ledger_path, SetAsideRule rule, std::vector<Component> components,
-                 const RestoreJournal* journal);
+  SetAsideKeeper(std::string ledger_path, SetAsideRule rule, std::vector<Component> components, const RestoreJournal* journal);
   void set_snapshot_check(SnapshotCheck c) { held_ = std::move(c); }
 
   // After a restore task of `restore_id` on `component` ended: what its step
@@ -124,9 +123,9 @@ class SetAsideKeeper {
   std::vector<Component> components_;
   const RestoreJournal* journal_;
   SnapshotCheck held_;
-  std::map<std::string, RestoreEntry> restores_;               // restore id -> entry
+  std::map<std::string, RestoreEntry> restores_;                   // restore id -> entry
   std::map<std::string, std::pair<std::string, int64_t>> copies_;  // path -> (restore id, at); "" restore: unrecorded
-  std::mutex mu_;  // the ledger: the worker's sweeps and the start's
+  std::mutex mu_;                                                  // the ledger: the worker's sweeps and the start's
   mutable std::mutex report_mu_;
   std::map<std::string, std::vector<AsideCopy>> last_;  // component -> its copies as last seen
 };

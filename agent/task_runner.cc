@@ -1,8 +1,7 @@
 #include "agent/task_runner.h"
 
-#include "agent/failpoint.h"
-
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,18 +11,17 @@
 #include <map>
 #include <mutex>
 
-#include <spdlog/spdlog.h>
-
 #include "agent/config.h"
 #include "agent/drill_task.h"
 #include "agent/drivers/repo_progress.h"
+#include "agent/failpoint.h"
 #include "agent/restore_verify.h"
 #include "common/plan/recovery_target.h"
-#include "common/repo/storage/backend.h"
 #include "common/repo/archiver.h"
 #include "common/repo/lock.h"
 #include "common/repo/repository.h"
 #include "common/repo/snapshot.h"
+#include "common/repo/storage/backend.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 #include "common/util/terminal_text.h"
@@ -41,26 +39,32 @@ std::array<int, 2> stream_pipe() {
 
 namespace {
 
-int64_t now_s() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+int64_t now_s() { return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 v1::ErrorCode code_for(Errc e, bool restore) {
   switch (e) {
-    case Errc::io: return v1::ERROR_CODE_IO_ERROR;
-    case Errc::not_found: return restore ? v1::ERROR_CODE_SNAPSHOT_NOT_FOUND : v1::ERROR_CODE_REPOSITORY_ERROR;
-    case Errc::corrupt: return v1::ERROR_CODE_REPOSITORY_CORRUPT;
-    case Errc::locked: return v1::ERROR_CODE_LOCKED;
-    case Errc::no_space: return v1::ERROR_CODE_NO_SPACE;
-    case Errc::interrupted: return v1::ERROR_CODE_CANCELLED;
+    case Errc::io:
+      return v1::ERROR_CODE_IO_ERROR;
+    case Errc::not_found:
+      return restore ? v1::ERROR_CODE_SNAPSHOT_NOT_FOUND : v1::ERROR_CODE_REPOSITORY_ERROR;
+    case Errc::corrupt:
+      return v1::ERROR_CODE_REPOSITORY_CORRUPT;
+    case Errc::locked:
+      return v1::ERROR_CODE_LOCKED;
+    case Errc::no_space:
+      return v1::ERROR_CODE_NO_SPACE;
+    case Errc::interrupted:
+      return v1::ERROR_CODE_CANCELLED;
     case Errc::wrong_key:
     case Errc::denied:
     case Errc::no_repo:
-    case Errc::unsupported: return v1::ERROR_CODE_REPOSITORY_ERROR;
-    default: return v1::ERROR_CODE_INTERNAL;
+    case Errc::unsupported:
+      return v1::ERROR_CODE_REPOSITORY_ERROR;
+    default:
+      return v1::ERROR_CODE_INTERNAL;
   }
 }
 
@@ -99,16 +103,16 @@ void require_protected_store(const RepositoryDecl& d, repo::Backend& be) {
     known[d.name + '\n' + d.path] = {std::chrono::steady_clock::now(), p};
   }
   if (repo::overwrite_safe(p.state)) return;
-  const std::string what = "repository '" + d.name + "' is not protected from its writers (" +
-                           repo::protection_name(p.state) + ": " + p.detail +
-                           "): one stolen agent credential could overwrite or delete every backup in it";
+  const std::string what = "repository '" + d.name + "' is not protected from its writers (" + repo::protection_name(p.state) + ": " +
+                           p.detail + "): one stolen agent credential could overwrite or delete every backup in it";
   if (d.accept_unprotected_store) {
     spdlog::warn("{}; backing up anyway (accept_unprotected_store = true)", what);
     return;
   }
-  throw Error(Errc::denied, what + ". Enable the bucket's versioning (or Object Lock), or give agents credentials that "
-                                   "may only create objects (docs/configuration.md § Protecting the repository from its "
-                                   "writers), or set accept_unprotected_store = true in this [[repository]] to accept the risk");
+  throw Error(Errc::denied, what +
+                                ". Enable the bucket's versioning (or Object Lock), or give agents credentials that "
+                                "may only create objects (docs/configuration.md § Protecting the repository from its "
+                                "writers), or set accept_unprotected_store = true in this [[repository]] to accept the risk");
 }
 
 // A restore only reads the repository (its safety backup writes, and fails
@@ -293,9 +297,7 @@ std::vector<std::string> task_tags(const v1::Task& task, const std::string& plan
   return tags;
 }
 
-bool has_tag(const repo::Snapshot& s, const std::string& tag) {
-  return std::find(s.tags.begin(), s.tags.end(), tag) != s.tags.end();
-}
+bool has_tag(const repo::Snapshot& s, const std::string& tag) { return std::find(s.tags.begin(), s.tags.end(), tag) != s.tags.end(); }
 
 // The plan's parent when it is a readable snapshot of this component; the
 // archiver then checks that it holds the same paths. A parent not used is a
@@ -309,8 +311,7 @@ std::string usable_parent(TaskContext& ctx, const std::string& id) {
   try {
     repo::Snapshot p = repo::load_snapshot(*ctx.repo, id);
     if (!has_tag(p, "component:" + ctx.component)) {
-      ctx.note("the named parent '" + id.substr(0, 8) + "' is not a snapshot of component '" + ctx.component +
-               "'; every file is read");
+      ctx.note("the named parent '" + id.substr(0, 8) + "' is not a snapshot of component '" + ctx.component + "'; every file is read");
       return {};
     }
   } catch (const Error& e) {
@@ -322,8 +323,8 @@ std::string usable_parent(TaskContext& ctx, const std::string& id) {
 
 }  // namespace
 
-std::string undo_from_safety_snapshot(const InPlaceRestore& r, const std::vector<RepositoryDecl>& repositories,
-                                      uint64_t memory_budget, const SafetyRestore& restore) {
+std::string undo_from_safety_snapshot(const InPlaceRestore& r, const std::vector<RepositoryDecl>& repositories, uint64_t memory_budget,
+                                      const SafetyRestore& restore) {
   const std::vector<std::string> want = {"safety", "component:" + r.component, "restore-task:" + r.task_id};
   std::string looked;
   for (const auto& decl : repositories) {
@@ -366,19 +367,17 @@ std::string undo_from_safety_snapshot(const InPlaceRestore& r, const std::vector
     // safety backup, over what was written since), and what it missed said.
     if (dr.outcome == v1::TASK_OUTCOME_FAILED && dr.files == 0)
       throw Error(Errc::io, "restoring " + what + " wrote nothing: " + (why.empty() ? "no reason given" : why));
-    std::string done = what + " was restored over the paths this restore had begun to write (" +
-                       std::to_string(dr.files) + " files)";
-    return dr.outcome == v1::TASK_OUTCOME_SUCCEEDED
-               ? done + ", which now hold what they held before it"
-               : done + ", but not all of it came back: " + why + " (the agent does not try again: restore the safety "
-                                                                 "snapshot by hand where needed)";
+    std::string done = what + " was restored over the paths this restore had begun to write (" + std::to_string(dr.files) + " files)";
+    return dr.outcome == v1::TASK_OUTCOME_SUCCEEDED ? done + ", which now hold what they held before it"
+                                                    : done + ", but not all of it came back: " + why +
+                                                          " (the agent does not try again: restore the safety "
+                                                          "snapshot by hand where needed)";
   }
   throw Error(Errc::not_found, "no safety snapshot of task '" + r.task_id + "' was found" +
                                    (looked.empty() ? std::string(" (no repository is declared)") : looked));
 }
 
-TaskRunner::TaskRunner(Emit emit, std::string own_snapshots_path)
-    : emit_(std::move(emit)), own_(std::move(own_snapshots_path)) {}
+TaskRunner::TaskRunner(Emit emit, std::string own_snapshots_path) : emit_(std::move(emit)), own_(std::move(own_snapshots_path)) {}
 
 TaskRunner::~TaskRunner() { stop(); }
 
@@ -455,9 +454,10 @@ void TaskRunner::remember_own(const RepositoryDecl& repository, const v1::Task& 
   if (id.empty()) return;
   std::string why = own_.add(repository.path, task.component(), id);
   if (!why.empty())
-    spdlog::warn("task '{}': snapshot '{}' is not recorded as this agent's own ({}); the next backup of component '{}' "
-                 "reads every file",
-                 task.task_id(), id.substr(0, 8), why, task.component());
+    spdlog::warn(
+        "task '{}': snapshot '{}' is not recorded as this agent's own ({}); the next backup of component '{}' "
+        "reads every file",
+        task.task_id(), id.substr(0, 8), why, task.component());
 }
 
 // A backup: the driver snapshots in place into a sink, the runner stores it.
@@ -505,8 +505,8 @@ DriverResult TaskRunner::run_backup(Driver& driver, TaskContext& ctx, const Stor
 
 // Saves what a restore will overwrite, through the driver's own snapshot. False
 // when the restore must not go on (res says why); nothing has been written then.
-bool TaskRunner::safety_backup(Driver& driver, TaskContext& ctx, const RestoreSpec& spec, const repo::Snapshot& snap,
-                               const Storing& st, DriverResult& res) {
+bool TaskRunner::safety_backup(Driver& driver, TaskContext& ctx, const RestoreSpec& spec, const repo::Snapshot& snap, const Storing& st,
+                               DriverResult& res) {
   RunnerSink sink;
   SnapshotPurpose purpose;
   purpose.safety = true;
@@ -529,13 +529,14 @@ bool TaskRunner::safety_backup(Driver& driver, TaskContext& ctx, const RestoreSp
     return true;
   }
   if (!sink.reasons_.empty()) {
-    for (auto& r : sink.reasons_) res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED, "safety backup: " + r.detail(), r.item()));
+    for (auto& r : sink.reasons_)
+      res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_FAILED, "safety backup: " + r.detail(), r.item()));
     return refuse("incomplete: " + std::to_string(sink.reasons_.size()) + " item(s) could not be read",
                   "the safety backup is incomplete; nothing was overwritten (skip it explicitly to force)");
   }
   repo::BackupOptions bo;
-  bo.tags = {"cairn", "safety", "component:" + ctx.component,
-             "task:" + (spec.safety_task_id.empty() ? ctx.task_id : spec.safety_task_id), "restore-of:" + spec.snapshot_id,
+  bo.tags = {"cairn", "safety", "component:" + ctx.component, "task:" + (spec.safety_task_id.empty() ? ctx.task_id : spec.safety_task_id),
+             "restore-of:" + spec.snapshot_id,
              // The restore task it was taken for: an interrupted files restore finds it by this.
              "restore-task:" + ctx.task_id};
   if (!spec.target_name.empty()) bo.tags.push_back("restore-target:" + spec.target_name);
@@ -591,9 +592,8 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   spec.force_identity = task.options().force_identity();
   spec.recovery_target = task.options().recovery_target();
   if (spec.recovery_target.kind() != v1::RecoveryTarget::KIND_UNSPECIFIED && !plan::replays_to_target(driver.name())) {
-    res.reasons.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
-                                      "component '" + ctx.component + "' (" + driver.name() +
-                                          ") cannot replay to a recovery target; nothing was changed"));
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + ctx.component + "' (" + driver.name() +
+                                                                           ") cannot replay to a recovery target; nothing was changed"));
     return res;
   }
   // What this restore set aside on the member's disk is put back or kept,
@@ -606,8 +606,8 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     spec.snapshot_id = repo::resolve_snapshot(*ctx.repo, task.snapshot().snapshot_id());
     snap = repo::load_snapshot(*ctx.repo, spec.snapshot_id);
   } catch (const Error& e) {
-    res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND,
-                                      "snapshot '" + task.snapshot().snapshot_id() + "' cannot be read: " + e.what()));
+    res.reasons.push_back(
+        make_reason(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "snapshot '" + task.snapshot().snapshot_id() + "' cannot be read: " + e.what()));
     return res;
   }
   if (!has_tag(snap, "component:" + ctx.component)) {
@@ -621,14 +621,12 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   }
   // The first step of a restore takes the safety backup: preflight (the
   // controller's cluster restore), stop (older controllers), or all.
-  const bool takes_safety =
-      spec.step == RestoreStep::all || spec.step == RestoreStep::preflight || spec.step == RestoreStep::stop;
+  const bool takes_safety = spec.step == RestoreStep::all || spec.step == RestoreStep::preflight || spec.step == RestoreStep::stop;
   // The preflight's own checks (read-only: tools, writable directories, the
   // space the snapshot needs) before the safety backup, so that a member
   // refused for them has not written a safety copy into the repository first.
   std::vector<v1::Reason> ready;
-  if (spec.step == RestoreStep::preflight ||
-      (spec.step == RestoreStep::all && driver.capabilities().preflight_whole_restore)) {
+  if (spec.step == RestoreStep::preflight || (spec.step == RestoreStep::all && driver.capabilities().preflight_whole_restore)) {
     ready = driver.restore_preflight(ctx, spec);
     if (!ready.empty()) {
       res.reasons = std::move(ready);
@@ -645,8 +643,8 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   // read happens while the service is down, and damage no longer costs an
   // outage and a rollback.
   repo::VerifyResult read_back;
-  const bool reads_first = spec.step == RestoreStep::preflight ||
-                           (spec.step == RestoreStep::all && driver.capabilities().restore_stops_service);
+  const bool reads_first =
+      spec.step == RestoreStep::preflight || (spec.step == RestoreStep::all && driver.capabilities().restore_stops_service);
   if (reads_first) {
     if (auto damaged = verify_restore_snapshot(ctx, spec.snapshot_id, &read_back); !damaged.empty()) {
       res.reasons = std::move(damaged);
@@ -687,9 +685,9 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     std::optional<JournalGuard> journal;
     // (Not for a snapshot of an alternative target's contents, restored in
     // place there: the safety backup holds the declared paths, not those.)
-    const bool in_place_files = driver.name() == "files" && spec.target_name.empty() && !res.safety_snapshot_id.empty() &&
-                                std::none_of(snap.tags.begin(), snap.tags.end(),
-                                             [](const std::string& t) { return t.rfind("restore-target:", 0) == 0; });
+    const bool in_place_files =
+        driver.name() == "files" && spec.target_name.empty() && !res.safety_snapshot_id.empty() &&
+        std::none_of(snap.tags.begin(), snap.tags.end(), [](const std::string& t) { return t.rfind("restore-target:", 0) == 0; });
     if (spec.step == RestoreStep::all && ctx.journal && (driver.capabilities().scope != "node" || in_place_files)) {
       journal.emplace(ctx.journal, in_place_restore(ctx, utc_stamp(),
                                                     in_place_files ? InPlaceRestore::State::swapping : InPlaceRestore::State::stopping));
@@ -749,7 +747,10 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   result.set_task_id(task.task_id());
   result.set_started_at(now_s());
   spdlog::info("task '{}': {} of component '{}' starts", task.task_id(),
-               task.kind() == v1::TASK_KIND_DRILL ? "drill" : restore ? "restore" : "backup", task.component());
+               task.kind() == v1::TASK_KIND_DRILL ? "drill"
+               : restore                          ? "restore"
+                                                  : "backup",
+               task.component());
 
   // The open repository while its store is remote: each progress report
   // carries what the store was asked so far, retries included.
@@ -783,103 +784,103 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
     if (task.kind() == v1::TASK_KIND_DRILL) {
       dr = run_drill_task(t, send_progress, storage);
     } else {
-    auto refusals = t.component->driver->preflight(task);
-    // A step this agent does not know (a newer controller's) is refused,
-    // never run as a whole restore.
-    if (restore && !task.options().restore_step().empty() && !restore_step_from_name(task.options().restore_step()))
-      refusals.insert(refusals.begin(),
-                      make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
-                                  "unknown restore step '" + task.options().restore_step() +
-                                      "': this agent is older than the controller; upgrade it before a cluster restore"));
-    if (!refusals.empty()) {
-      dr.reasons = std::move(refusals);
-    } else {
-      // A rollback or a commit acts on what this restore left on the
-      // member's own disk: it must work when the repository does not (the
-      // disk holding it full, its server down).
-      const auto step_of_task = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
-      const bool local_only = restore && (step_of_task == RestoreStep::rollback || step_of_task == RestoreStep::commit);
-      OpenRepo o;
-      if (!local_only) o = open_repository(*t.repository, restore ? "restore" : "backup", restore);
-      // What the repository's store was asked, whatever way the task ends (before o closes it).
-      struct KeepCounters {
-        repo::Repository* r;
-        repo::StorageCounters* out;
-        std::atomic<repo::Repository*>* live;
-        ~KeepCounters() {
-          live->store(nullptr);
-          if (r && r->backend().caps().remote) *out = r->backend().counters();
-        }
-      } keep{o.repo.get(), &storage, &live_repo};
-      if (o.repo && o.repo->backend().caps().remote) live_repo.store(o.repo.get());
-      TaskContext ctx;
-      ctx.plan_id = t.plan_id;
-      ctx.task_id = task.task_id();
-      ctx.backup_set_id = task.backup_set_id().empty() ? task.snapshot().backup_set_id() : task.backup_set_id();
-      if (restore) ctx.restore_id = restore_id_of(task);
-      ctx.component = task.component();
-      DriverCaps caps = t.component->driver->capabilities();
-      ctx.mode = task.options().mode().empty() && !caps.modes.empty() ? caps.modes.front() : task.options().mode();
-      ctx.repo = o.repo.get();
-      ctx.progress = send_progress;
-      ctx.cancel = &cancel_;
-      ctx.memory_budget = memory_budget_;
-      ctx.journal = journal_;
-      // A note is no failure: logged, and shown as the task's current item.
-      ctx.note = [&](const std::string& text) {
-        spdlog::warn("task '{}': {}", task.task_id(), text);
-        WorkProgress w;
-        w.phase = restore ? v1::PHASE_SAFETY_BACKUP : v1::PHASE_PREFLIGHT;
-        w.current = "note: " + text;
-        send_progress(w);
-      };
-      Storing st;
-      st.check_lock = [lock = o.lock.get(), name = t.repository->name] {
-        // No lock: the repository could not be written when the task began.
-        if (!lock)
-          throw Error(Errc::locked, "no lock is held on repository '" + name +
-                                        "' (it could not be written when the task began); no snapshot is written");
-        lock->check("writing the snapshot");
-      };
-      st.parent = own_parent(*t.repository, task);
-      bool writes = !restore || !task.options().skip_safety_backup();
-      if (writes && st.parent.empty() && !task.parent_snapshot_id().empty())
-        ctx.note("the parent '" + task.parent_snapshot_id().substr(0, 16) +
-                 "' the plan names is not a snapshot this agent wrote to repository '" + t.repository->name +
-                 "'; every file is read");
-      st.tags = task_tags(task, t.plan_id, ctx.backup_set_id, identity_tags_);
-      if (!restore) {
-        dr = run_backup(*t.component->driver, ctx, st);
+      auto refusals = t.component->driver->preflight(task);
+      // A step this agent does not know (a newer controller's) is refused,
+      // never run as a whole restore.
+      if (restore && !task.options().restore_step().empty() && !restore_step_from_name(task.options().restore_step()))
+        refusals.insert(refusals.begin(),
+                        make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                                    "unknown restore step '" + task.options().restore_step() +
+                                        "': this agent is older than the controller; upgrade it before a cluster restore"));
+      if (!refusals.empty()) {
+        dr.reasons = std::move(refusals);
       } else {
-        // The HAProxy servers in front of the component go to maint for the
-        // restore (a cluster restore: from its stop step to its start or
-        // rollback step), and back to their state after, whatever happened.
-        auto step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
-        const bool maint = maintenance_ && t.component->maintenance;
-        if (maint && (step == RestoreStep::all || step == RestoreStep::stop || step == RestoreStep::halt))
-          maintenance_->enter(task.component(), *t.component->maintenance);
-        const std::string point = "restore." + std::string(step_name(step)) + ".";
-        try {
-          if (failpoint(point + "before") == FailAction::fail)
-            throw Error(Errc::io, "failpoint '" + point + "before' (CAIRN_FAILPOINTS_FILE): the step fails before it starts");
-          dr = run_restore(*t.component->driver, ctx, task, st);
-          if (failpoint(point + "after") == FailAction::fail) {
-            dr.outcome = v1::TASK_OUTCOME_FAILED;
-            dr.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR, "failpoint '" + point +
-                                                                          "after' (CAIRN_FAILPOINTS_FILE): the step is reported failed after its work"));
+        // A rollback or a commit acts on what this restore left on the
+        // member's own disk: it must work when the repository does not (the
+        // disk holding it full, its server down).
+        const auto step_of_task = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
+        const bool local_only = restore && (step_of_task == RestoreStep::rollback || step_of_task == RestoreStep::commit);
+        OpenRepo o;
+        if (!local_only) o = open_repository(*t.repository, restore ? "restore" : "backup", restore);
+        // What the repository's store was asked, whatever way the task ends (before o closes it).
+        struct KeepCounters {
+          repo::Repository* r;
+          repo::StorageCounters* out;
+          std::atomic<repo::Repository*>* live;
+          ~KeepCounters() {
+            live->store(nullptr);
+            if (r && r->backend().caps().remote) *out = r->backend().counters();
           }
-        } catch (...) {
+        } keep{o.repo.get(), &storage, &live_repo};
+        if (o.repo && o.repo->backend().caps().remote) live_repo.store(o.repo.get());
+        TaskContext ctx;
+        ctx.plan_id = t.plan_id;
+        ctx.task_id = task.task_id();
+        ctx.backup_set_id = task.backup_set_id().empty() ? task.snapshot().backup_set_id() : task.backup_set_id();
+        if (restore) ctx.restore_id = restore_id_of(task);
+        ctx.component = task.component();
+        DriverCaps caps = t.component->driver->capabilities();
+        ctx.mode = task.options().mode().empty() && !caps.modes.empty() ? caps.modes.front() : task.options().mode();
+        ctx.repo = o.repo.get();
+        ctx.progress = send_progress;
+        ctx.cancel = &cancel_;
+        ctx.memory_budget = memory_budget_;
+        ctx.journal = journal_;
+        // A note is no failure: logged, and shown as the task's current item.
+        ctx.note = [&](const std::string& text) {
+          spdlog::warn("task '{}': {}", task.task_id(), text);
+          WorkProgress w;
+          w.phase = restore ? v1::PHASE_SAFETY_BACKUP : v1::PHASE_PREFLIGHT;
+          w.current = "note: " + text;
+          send_progress(w);
+        };
+        Storing st;
+        st.check_lock = [lock = o.lock.get(), name = t.repository->name] {
+          // No lock: the repository could not be written when the task began.
+          if (!lock)
+            throw Error(Errc::locked, "no lock is held on repository '" + name +
+                                          "' (it could not be written when the task began); no snapshot is written");
+          lock->check("writing the snapshot");
+        };
+        st.parent = own_parent(*t.repository, task);
+        bool writes = !restore || !task.options().skip_safety_backup();
+        if (writes && st.parent.empty() && !task.parent_snapshot_id().empty())
+          ctx.note("the parent '" + task.parent_snapshot_id().substr(0, 16) +
+                   "' the plan names is not a snapshot this agent wrote to repository '" + t.repository->name + "'; every file is read");
+        st.tags = task_tags(task, t.plan_id, ctx.backup_set_id, identity_tags_);
+        if (!restore) {
+          dr = run_backup(*t.component->driver, ctx, st);
+        } else {
+          // The HAProxy servers in front of the component go to maint for the
+          // restore (a cluster restore: from its stop step to its start or
+          // rollback step), and back to their state after, whatever happened.
+          auto step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
+          const bool maint = maintenance_ && t.component->maintenance;
+          if (maint && (step == RestoreStep::all || step == RestoreStep::stop || step == RestoreStep::halt))
+            maintenance_->enter(task.component(), *t.component->maintenance);
+          const std::string point = "restore." + std::string(step_name(step)) + ".";
+          try {
+            if (failpoint(point + "before") == FailAction::fail)
+              throw Error(Errc::io, "failpoint '" + point + "before' (CAIRN_FAILPOINTS_FILE): the step fails before it starts");
+            dr = run_restore(*t.component->driver, ctx, task, st);
+            if (failpoint(point + "after") == FailAction::fail) {
+              dr.outcome = v1::TASK_OUTCOME_FAILED;
+              dr.reasons.push_back(
+                  make_reason(v1::ERROR_CODE_IO_ERROR,
+                              "failpoint '" + point + "after' (CAIRN_FAILPOINTS_FILE): the step is reported failed after its work"));
+            }
+          } catch (...) {
+            if (maint && (step == RestoreStep::all || step == RestoreStep::start || step == RestoreStep::rollback))
+              if (auto p = maintenance_->leave(task.component()); !p.empty()) spdlog::error("task '{}': {}", task.task_id(), p);
+            throw;
+          }
           if (maint && (step == RestoreStep::all || step == RestoreStep::start || step == RestoreStep::rollback))
-            if (auto p = maintenance_->leave(task.component()); !p.empty()) spdlog::error("task '{}': {}", task.task_id(), p);
-          throw;
+            if (auto p = maintenance_->leave(task.component()); !p.empty()) {
+              dr.reasons.push_back(make_reason(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, p));
+              if (dr.outcome == v1::TASK_OUTCOME_SUCCEEDED) dr.outcome = v1::TASK_OUTCOME_PARTIAL;
+            }
         }
-        if (maint && (step == RestoreStep::all || step == RestoreStep::start || step == RestoreStep::rollback))
-          if (auto p = maintenance_->leave(task.component()); !p.empty()) {
-            dr.reasons.push_back(make_reason(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, p));
-            if (dr.outcome == v1::TASK_OUTCOME_SUCCEEDED) dr.outcome = v1::TASK_OUTCOME_PARTIAL;
-          }
       }
-    }
     }
   } catch (const Error& e) {
     dr.outcome = v1::TASK_OUTCOME_FAILED;
@@ -899,8 +900,8 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
     const auto step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
     const bool took_safety = step == RestoreStep::all || step == RestoreStep::preflight || step == RestoreStep::stop;
     try {
-      for (const auto& line : set_aside_->after_restore(task.component(), restore_id_of(task), took_safety,
-                                                        dr.safety_snapshot_id, task.snapshot().snapshot_id()))
+      for (const auto& line : set_aside_->after_restore(task.component(), restore_id_of(task), took_safety, dr.safety_snapshot_id,
+                                                        task.snapshot().snapshot_id()))
         spdlog::info("task '{}': set aside: {}", task.task_id(), line);
     } catch (const std::exception& e) {
       spdlog::error("task '{}': the set-aside rule could not be applied: {}", task.task_id(), e.what());
@@ -921,11 +922,12 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   result.set_storage_requests(storage.requests);
   result.set_storage_retries(storage.retries);
   if (storage.retries)
-    spdlog::warn("task '{}': the repository's store needed {} retries in {} requests", task.task_id(), storage.retries,
-                 storage.requests);
+    spdlog::warn("task '{}': the repository's store needed {} retries in {} requests", task.task_id(), storage.retries, storage.requests);
   result.set_finished_at(now_s());
   spdlog::info("task '{}': {} ({} reasons){}", task.task_id(),
-               dr.outcome == v1::TASK_OUTCOME_SUCCEEDED ? "succeeded" : dr.outcome == v1::TASK_OUTCOME_PARTIAL ? "partial" : "failed",
+               dr.outcome == v1::TASK_OUTCOME_SUCCEEDED ? "succeeded"
+               : dr.outcome == v1::TASK_OUTCOME_PARTIAL ? "partial"
+                                                        : "failed",
                result.reasons_size(), result.reasons_size() ? ": " + result.reasons(0).detail() : std::string());
   if (emit_) {
     v1::AgentMessage m;
@@ -946,8 +948,7 @@ std::optional<bool> TaskRunner::holds_snapshot(const RepositoryDecl& repository,
     return true;
   } catch (const Error& e) {
     if (e.code() == Errc::not_found) return false;
-    spdlog::warn("set aside: cannot tell whether repository '{}' holds snapshot '{}': {}", repository.name, id.substr(0, 8),
-                 e.what());
+    spdlog::warn("set aside: cannot tell whether repository '{}' holds snapshot '{}': {}", repository.name, id.substr(0, 8), e.what());
     return std::nullopt;
   }
 }
@@ -958,8 +959,8 @@ void TaskRunner::read_repository(const RepositoryDecl& repository, const std::st
   fn(*o.repo);
 }
 
-std::string TaskRunner::store_file(const RepositoryDecl& repository, const std::string& path,
-                                   const std::string& read_from, std::vector<std::string> tags) {
+std::string TaskRunner::store_file(const RepositoryDecl& repository, const std::string& path, const std::string& read_from,
+                                   std::vector<std::string> tags) {
   // Opened for each file: the index is the repository's as it is now (a prune
   // may have rewritten packs since the last one).
   OpenRepo o = open_repository(repository, "wal-archive", false);

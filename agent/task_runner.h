@@ -37,8 +37,8 @@ namespace cairn::agent {
 // was written (the record is kept; the next start tries again).
 using SafetyRestore =
     std::function<DriverResult(TaskContext& ctx, const std::string& safety_snapshot, const std::vector<std::string>& paths)>;
-std::string undo_from_safety_snapshot(const InPlaceRestore& r, const std::vector<RepositoryDecl>& repositories,
-                                      uint64_t memory_budget, const SafetyRestore& restore);
+std::string undo_from_safety_snapshot(const InPlaceRestore& r, const std::vector<RepositoryDecl>& repositories, uint64_t memory_budget,
+                                      const SafetyRestore& restore);
 
 class TaskRunner {
  public:
@@ -91,8 +91,7 @@ class TaskRunner {
   std::string store_file(const RepositoryDecl& repository, const std::string& path, const std::string& read_from,
                          std::vector<std::string> tags);
   // Runs `fn` on `repository`, opened for reading (BackgroundContext::read_repository).
-  void read_repository(const RepositoryDecl& repository, const std::string& purpose,
-                       const std::function<void(repo::Repository&)>& fn);
+  void read_repository(const RepositoryDecl& repository, const std::string& purpose, const std::function<void(repo::Repository&)>& fn);
 
  private:
   // What the runner decides for every snapshot it stores.

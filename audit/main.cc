@@ -6,33 +6,32 @@
 //               --from-beginning --until-end --output audit.jsonl      # a one-shot check
 //   cairn-audit --config /etc/cairn/audit.toml                        # the service: follows the topic
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+#include <toml++/toml.h>
+#include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cstring>
-#include <set>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-#include <toml++/toml.h>
-#include <systemd/sd-daemon.h>
-#include <unistd.h>
 
 #include "cairn/version.h"
 #include "common/audit/kafka_conf.h"
 #include "common/audit/verifier.h"
 #include "common/plan/trust_store.h"
+#include "common/util/control_chars.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
-#include "common/util/control_chars.h"
 #include "common/util/toml_guard.h"
 
 namespace {
@@ -59,14 +58,12 @@ struct Options {
   bool from_beginning = false;
   bool until_end = false;
   int timeout_s = 30;
-  int64_t from_seq = 0;               // the trail starts here on purpose (0: at event 1)
+  int64_t from_seq = 0;                // the trail starts here on purpose (0: at event 1)
   int64_t checkpoint_interval_s = 60;  // the controller's [audit.kafka] checkpoint_interval_s
   int64_t grace_s = 60;                // clock skew and delivery delays on top of it
 };
 
-[[noreturn]] void config_fail(const std::string& where, const std::string& why) {
-  throw Error(Errc::invalid_input, where + ": " + why);
-}
+[[noreturn]] void config_fail(const std::string& where, const std::string& why) { throw Error(Errc::invalid_input, where + ": " + why); }
 
 // [kafka] brokers, topic, security_protocol, ssl_*, sasl_*; [verify]
 // trusted_keys (a list of files), state, output. Unknown keys are refused.
@@ -97,8 +94,8 @@ void load_config(const std::string& path, Options& o) {
     if (!v.is_table()) config_fail(path, "'" + key + "' must be a table");
   }
   if (auto* t = root["kafka"].as_table()) {
-    static const std::set<std::string> known = {"brokers", "topic", "security_protocol", "ssl_ca_file", "ssl_cert_file",
-                                                "ssl_key_file", "sasl_mechanism", "sasl_username", "sasl_password_file"};
+    static const std::set<std::string> known = {"brokers",      "topic",          "security_protocol", "ssl_ca_file",       "ssl_cert_file",
+                                                "ssl_key_file", "sasl_mechanism", "sasl_username",     "sasl_password_file"};
     for (const auto& [k, v] : *t)
       if (!known.count(std::string(k.str()))) config_fail(path, "unknown key 'kafka." + std::string(k.str()) + "'");
     str(*t, "kafka", "brokers", o.kafka.brokers);
@@ -190,10 +187,18 @@ void save_state(const std::string& path, const std::string& topic, const audit::
 
 std::string event_line(const audit::AuditEvent& e, int64_t offset) {
   json details = json::parse(e.details, nullptr, false);
-  json j = {{"seq", e.seq},         {"event_id", e.event_id}, {"time", e.time},     {"actor", e.actor},
-            {"action", e.action},   {"target", e.target},     {"outcome", e.outcome}, {"reason", e.reason},
+  json j = {{"seq", e.seq},
+            {"event_id", e.event_id},
+            {"time", e.time},
+            {"actor", e.actor},
+            {"action", e.action},
+            {"target", e.target},
+            {"outcome", e.outcome},
+            {"reason", e.reason},
             {"details", details.is_discarded() ? json(e.details) : details},
-            {"prev_hash", e.prev_hash}, {"hash", e.hash}, {"offset", offset}};
+            {"prev_hash", e.prev_hash},
+            {"hash", e.hash},
+            {"offset", offset}};
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -235,18 +240,20 @@ int run(const Options& o) {
     std::string why;
     std::string policy = audit::topic_cleanup_policy(rk.get(), o.topic, o.timeout_s * 1000, why);
     if (policy.find("compact") != std::string::npos) {
-      spdlog::error("topic '{}' has cleanup.policy={}: every audit record has the key 'cairn-audit', so compaction keeps "
-                    "only the newest one and removes the trail; set cleanup.policy=delete on the topic (docs/audit.md)",
-                    o.topic, policy);
+      spdlog::error(
+          "topic '{}' has cleanup.policy={}: every audit record has the key 'cairn-audit', so compaction keeps "
+          "only the newest one and removes the trail; set cleanup.policy=delete on the topic (docs/audit.md)",
+          o.topic, policy);
       return kExitUsage;
     }
     if (policy.empty()) spdlog::warn("cannot read topic '{}''s cleanup.policy ({}); it must not be compacted", o.topic, why);
   }
   int64_t start = o.from_beginning || st.next_offset == 0 ? lo : st.next_offset;
   if (start < lo) {
-    spdlog::warn("the stored position (offset {}) is gone from the topic (it starts at {}): the records between were "
-                 "removed by the topic's retention before this reader saw them",
-                 start, lo);
+    spdlog::warn(
+        "the stored position (offset {}) is gone from the topic (it starts at {}): the records between were "
+        "removed by the topic's retention before this reader saw them",
+        start, lo);
     start = lo;
   }
   rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(1);
@@ -375,8 +382,8 @@ int main(int argc, char** argv) {
                   "verified against it)");
     if (!o.sasl_password_file.empty()) o.kafka.sasl_password = read_secret_file(o.sasl_password_file);
     if (o.kafka.security_protocol.rfind("sasl_", 0) == 0 && (o.kafka.sasl_username.empty() || o.kafka.sasl_password.empty()))
-      throw Error(Errc::invalid_input, "security protocol " + o.kafka.security_protocol +
-                                           " needs [kafka] sasl_username and sasl_password_file (a 0600 file)");
+      throw Error(Errc::invalid_input,
+                  "security protocol " + o.kafka.security_protocol + " needs [kafka] sasl_username and sasl_password_file (a 0600 file)");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cairn-audit: %s\n", e.what());
     return kExitUsage;

@@ -6,17 +6,19 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "common/repo/storage/backend.h"
 #include "common/repo/memory.h"
-#include "common/util/terminal_text.h"
 #include "common/repo/snapshot.h"
+#include "common/repo/storage/backend.h"
 #include "common/util/cpus.h"
 #include "common/util/fs.h"
+#include "common/util/terminal_text.h"
 
 namespace cairn::ctl {
 
 void add_repo_options(CLI::App* cmd, RepoOptions& o) {
-  cmd->add_option("--repo,-r", o.repo, "repository location: a directory, s3:https://host[:port]/bucket[/prefix], s3://bucket[/prefix], azure://account/container[/prefix] or azure:https://host[:port]/account/container[/prefix]")
+  cmd->add_option("--repo,-r", o.repo,
+                  "repository location: a directory, s3:https://host[:port]/bucket[/prefix], s3://bucket[/prefix], "
+                  "azure://account/container[/prefix] or azure:https://host[:port]/account/container[/prefix]")
       ->envname("CAIRN_REPOSITORY")
       ->required();
   cmd->add_option("--storage-credentials", o.storage_credentials,
@@ -28,7 +30,8 @@ void add_repo_options(CLI::App* cmd, RepoOptions& o) {
                 "a remote repository: do not use the local cache of its index, snapshots and trees "
                 "(default: in CAIRN_CACHE_DIR, $XDG_CACHE_HOME/cairn or ~/.cache/cairn)");
   cmd->add_option("--password-file", o.password_file, "file holding the passphrase (mode 0600)")->envname("CAIRN_PASSWORD_FILE");
-  cmd->add_option("--key-file", o.key_file, "file holding a repository key (mode 0600), instead of a passphrase")->envname("CAIRN_KEY_FILE");
+  cmd->add_option("--key-file", o.key_file, "file holding a repository key (mode 0600), instead of a passphrase")
+      ->envname("CAIRN_KEY_FILE");
   cmd->add_flag("--json", o.json, "machine-readable output (JSON lines)");
   cmd->add_flag("--quiet,-q", o.quiet, "print only errors and warnings");
   cmd->add_option("--retry-lock", o.retry_lock, "wait this long for a conflicting lock (e.g. 5min, 1h)");
@@ -54,8 +57,8 @@ nlohmann::json storage_json(const repo::Backend& be) {
 
 std::string storage_line(const repo::Backend& be) {
   auto c = be.counters();
-  return "store: " + std::to_string(c.requests) + " requests (" + std::to_string(c.retries) + " retried), " +
-         human_bytes(c.bytes_sent) + " sent, " + human_bytes(c.bytes_received) + " received";
+  return "store: " + std::to_string(c.requests) + " requests (" + std::to_string(c.retries) + " retried), " + human_bytes(c.bytes_sent) +
+         " sent, " + human_bytes(c.bytes_received) + " received";
 }
 
 std::unique_ptr<repo::Repository> open_repo(const RepoOptions& o, bool load_index) {
@@ -63,7 +66,8 @@ std::unique_ptr<repo::Repository> open_repo(const RepoOptions& o, bool load_inde
   auto r = repo::Repository::open(make_backend(o), read_secret(o));
   if (load_index)
     for (const auto& p : r->load_index())
-      warn("index file '" + p.index_file + "' is unusable: " + p.message + " (run 'cairnctl repo check', then 'cairnctl repo repair index')");
+      warn("index file '" + p.index_file + "' is unusable: " + p.message +
+           " (run 'cairnctl repo check', then 'cairnctl repo repair index')");
   return r;
 }
 
@@ -86,24 +90,31 @@ std::string resolve_snapshot_ref(repo::Repository& r, const std::string& ref, bo
   std::vector<std::pair<std::string, std::string>> skipped;
   std::string id = repo::resolve_snapshot(r, ref, skip_damaged, &skipped);
   for (const auto& [bad, why] : skipped)
-    warn("skipped damaged snapshot '" + bad.substr(0, 8) + "' (" + why + "); 'latest' is '" + id.substr(0, 8) + "', the newest readable one");
+    warn("skipped damaged snapshot '" + bad.substr(0, 8) + "' (" + why + "); 'latest' is '" + id.substr(0, 8) +
+         "', the newest readable one");
   return id;
 }
 
 void add_skip_damaged_option(CLI::App* cmd, bool& flag) {
-  cmd->add_flag("--skip-damaged", flag,
-                "let 'latest' pass over damaged snapshots (each is named in a warning) instead of refusing");
+  cmd->add_flag("--skip-damaged", flag, "let 'latest' pass over damaged snapshots (each is named in a warning) instead of refusing");
 }
 
 int exit_code_for(const Error& e) {
   switch (e.code()) {
-    case Errc::no_repo: return kExitNoRepo;
-    case Errc::locked: return kExitLocked;
-    case Errc::wrong_key: return kExitWrongKey;
-    case Errc::corrupt: return kExitDamaged;
-    case Errc::denied: return kExitDenied;
-    case Errc::unavailable: return kExitUnavailable;
-    default: return kExitError;
+    case Errc::no_repo:
+      return kExitNoRepo;
+    case Errc::locked:
+      return kExitLocked;
+    case Errc::wrong_key:
+      return kExitWrongKey;
+    case Errc::corrupt:
+      return kExitDamaged;
+    case Errc::denied:
+      return kExitDenied;
+    case Errc::unavailable:
+      return kExitUnavailable;
+    default:
+      return kExitError;
   }
 }
 
@@ -134,9 +145,11 @@ repo::MemoryBudget memory_budget(const std::string& value, uint64_t least, const
   if (!value.empty()) {
     configured = repo::parse_byte_size(value);
     if (!configured)
-      throw Error(Errc::invalid_input, "--memory-budget '" + value + "' is not a size: give bytes or a number with K, M, G or T (e.g. 256M)");
+      throw Error(Errc::invalid_input,
+                  "--memory-budget '" + value + "' is not a size: give bytes or a number with K, M, G or T (e.g. 256M)");
     if (*configured < least)
-      throw Error(Errc::invalid_input, "--memory-budget " + value + " is below the minimum of " + repo::byte_size_text(least) + " (" + why + ")");
+      throw Error(Errc::invalid_input,
+                  "--memory-budget " + value + " is below the minimum of " + repo::byte_size_text(least) + " (" + why + ")");
   }
   return repo::resolve_memory_budget(configured, "--memory-budget");
 }
@@ -165,8 +178,10 @@ std::string human_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   long t = long(s + 0.5);
   char buf[32];
-  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-  else std::snprintf(buf, sizeof buf, "%ld:%02ld", t / 60, t % 60);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%ld:%02ld", t / 60, t % 60);
   return buf;
 }
 
@@ -176,10 +191,18 @@ void ProgressPrinter::operator()(const repo::Progress& p) {
   double rate = p.elapsed_s > 0 ? double(p.bytes_done) / p.elapsed_s : 0;
   double eta = (p.totals_known && rate > 0 && p.bytes_total >= p.bytes_done) ? double(p.bytes_total - p.bytes_done) / rate : -1;
   if (o_.json) {
-    nlohmann::json j = {{"message_type", "status"}, {"action", verb_},          {"phase", p.phase},
-                        {"files_done", p.files_done}, {"files_total", p.files_total}, {"bytes_done", p.bytes_done},
-                        {"bytes_total", p.bytes_total}, {"bytes_new", p.bytes_new}, {"errors", p.errors},
-                        {"totals_known", p.totals_known}, {"elapsed_s", p.elapsed_s}, {"rate_bytes_per_s", rate},
+    nlohmann::json j = {{"message_type", "status"},
+                        {"action", verb_},
+                        {"phase", p.phase},
+                        {"files_done", p.files_done},
+                        {"files_total", p.files_total},
+                        {"bytes_done", p.bytes_done},
+                        {"bytes_total", p.bytes_total},
+                        {"bytes_new", p.bytes_new},
+                        {"errors", p.errors},
+                        {"totals_known", p.totals_known},
+                        {"elapsed_s", p.elapsed_s},
+                        {"rate_bytes_per_s", rate},
                         {"current", p.current}};
     if (eta >= 0) j["eta_s"] = eta;
     print_json(j);

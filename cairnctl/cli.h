@@ -1,13 +1,12 @@
 #pragma once
 // Shared pieces of cairnctl: global repository options, secrets, exit codes and
 // progress output. Each command lives in its own file and registers itself in main.cc.
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <functional>
 #include <memory>
-#include <string>
-
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "common/repo/lock.h"
 #include "common/repo/memory.h"
@@ -21,7 +20,7 @@ namespace cairn::ctl {
 enum Exit : int {
   kExitOk = 0,
   kExitError = 1,
-  kExitPartial = 3,   // snapshot written, some sources unreadable
+  kExitPartial = 3,  // snapshot written, some sources unreadable
   kExitNoRepo = 10,
   kExitLocked = 11,
   kExitWrongKey = 12,
@@ -36,7 +35,7 @@ struct RepoOptions {
   std::string key_file;
   bool json = false;
   bool quiet = false;
-  std::string retry_lock;  // duration
+  std::string retry_lock;           // duration
   std::string storage_credentials;  // a remote repository's credentials file (mode 0600)
   bool no_cache = false;            // a remote repository: read everything from the store
 };

@@ -14,10 +14,14 @@ namespace {
 
 std::string state_name(cairn::v1::AgentState s) {
   switch (s) {
-    case cairn::v1::AGENT_STATE_PENDING: return "pending";
-    case cairn::v1::AGENT_STATE_APPROVED: return "approved";
-    case cairn::v1::AGENT_STATE_REVOKED: return "revoked";
-    default: return "unknown";
+    case cairn::v1::AGENT_STATE_PENDING:
+      return "pending";
+    case cairn::v1::AGENT_STATE_APPROVED:
+      return "approved";
+    case cairn::v1::AGENT_STATE_REVOKED:
+      return "revoked";
+    default:
+      return "unknown";
   }
 }
 
@@ -38,9 +42,9 @@ void print_agent_line(const cairn::v1::AgentInfo& a) {
                     : a.trusted_key_ids().empty()                ? "?"
                                                                  : "no";
   // Names come from the agent's Register: shown escaped.
-  std::printf("%-20s %-24s %-9s %-9s %-14s %-10s %s\n", terminal_safe(a.agent_id()).c_str(),
-              terminal_safe(a.name()).c_str(), state_name(a.state()).c_str(), a.connected() ? "yes" : "no",
-              ago(a.last_seen()).c_str(), key, comps.empty() ? "-" : terminal_safe(comps).c_str());
+  std::printf("%-20s %-24s %-9s %-9s %-14s %-10s %s\n", terminal_safe(a.agent_id()).c_str(), terminal_safe(a.name()).c_str(),
+              state_name(a.state()).c_str(), a.connected() ? "yes" : "no", ago(a.last_seen()).c_str(), key,
+              comps.empty() ? "-" : terminal_safe(comps).c_str());
 }
 
 // Lists the pending agents with their keys, asks (unless yes), and approves
@@ -122,8 +126,7 @@ void register_op_agent(CLI::App& app, Context& ctx) {
         std::printf("%s\n", agent_list_json(r.agent_list()).c_str());
         return kExitOk;
       }
-      std::printf("%-20s %-24s %-9s %-9s %-14s %-10s %s\n", "ID", "NAME", "STATE", "CONNECTED", "LAST SEEN", "KEY TRUST",
-                  "COMPONENTS");
+      std::printf("%-20s %-24s %-9s %-9s %-14s %-10s %s\n", "ID", "NAME", "STATE", "CONNECTED", "LAST SEEN", "KEY TRUST", "COMPONENTS");
       for (const auto& a : r.agent_list().agents()) print_agent_line(a);
       // Pending agents are approved by key: show it so it can be compared with the agent's.
       for (const auto& a : r.agent_list().agents())
@@ -134,14 +137,13 @@ void register_op_agent(CLI::App& app, Context& ctx) {
   });
 
   for (bool approve : {true, false}) {
-    auto* cmd = agent->add_subcommand(approve ? "approve" : "revoke",
-                                      approve ? "admit a pending agent" : "cut an agent off at once (final)");
+    auto* cmd =
+        agent->add_subcommand(approve ? "approve" : "revoke", approve ? "admit a pending agent" : "cut an agent off at once (final)");
     auto who = std::make_shared<std::string>();
     auto* pos = cmd->add_option("agent", *who, "agent id or name");
     auto all = std::make_shared<bool>(false), yes = std::make_shared<bool>(false);
     if (approve) {
-      cmd->add_flag("--all-pending", *all,
-                    "every pending agent: their names and keys are listed first, and exactly those are approved");
+      cmd->add_flag("--all-pending", *all, "every pending agent: their names and keys are listed first, and exactly those are approved");
       cmd->add_flag("--yes", *yes, "with --all-pending: approve without asking (the list is still printed)");
     } else {
       pos->required();
@@ -162,8 +164,7 @@ void register_op_agent(CLI::App& app, Context& ctx) {
           std::printf("%s\n", proto_json(r.agent()).c_str());
           return kExitOk;
         }
-        std::printf("agent '%s' (%s) is %s\n", terminal_safe(r.agent().name()).c_str(),
-                    terminal_safe(r.agent().agent_id()).c_str(),
+        std::printf("agent '%s' (%s) is %s\n", terminal_safe(r.agent().name()).c_str(), terminal_safe(r.agent().agent_id()).c_str(),
                     state_name(r.agent().state()).c_str());
         return kExitOk;
       };

@@ -27,25 +27,28 @@ std::string safety_note(const cairn::v1::BackupSetInfo& s) {
 
 // The --wait view of a backup set, then the final state as JSON with --json.
 int watch_set(const OpOptions& o, const std::string& id, const std::atomic<bool>& cancel) {
-  int rc = wait_for(o, [&] {
-    auto s = show(o, id);
-    return WaitView{"backup set " + id, s.state(), s.tasks()};
-  }, cancel);
+  int rc = wait_for(
+      o,
+      [&] {
+        auto s = show(o, id);
+        return WaitView{"backup set " + id, s.state(), s.tasks()};
+      },
+      cancel);
   if (o.json) std::printf("%s\n", proto_json(show(o, id)).c_str());
   return rc;
 }
 
 void print_set(const cairn::v1::BackupSetInfo& s) {
   if (is_safety(s))
-    std::printf("%s, set %s: %s\n", safety_note(s).c_str(), terminal_safe(s.backup_set_id()).c_str(),
-                set_state_name(s.state()).c_str());
+    std::printf("%s, set %s: %s\n", safety_note(s).c_str(), terminal_safe(s.backup_set_id()).c_str(), set_state_name(s.state()).c_str());
   else
     std::printf("backup set %s: %s\n", terminal_safe(s.backup_set_id()).c_str(), set_state_name(s.state()).c_str());
   std::printf("created %s by %s, finished %s\n", when(s.created_at()).c_str(), terminal_safe(s.requested_by()).c_str(),
               when(s.finished_at()).c_str());
   if (s.unattested())
-    std::printf("UNATTESTED: rebuilt from snapshot tags that no set record signed by the controller covers (anyone with "
-                "the repository's password could have written them); a restore needs --accept-unattested\n");
+    std::printf(
+        "UNATTESTED: rebuilt from snapshot tags that no set record signed by the controller covers (anyone with "
+        "the repository's password could have written them); a restore needs --accept-unattested\n");
   else if (s.signed_record_in_size()) {
     std::string in;
     for (const auto& r : s.signed_record_in()) in += (in.empty() ? "" : ", ") + terminal_safe(r);
@@ -70,9 +73,10 @@ void print_set(const cairn::v1::BackupSetInfo& s) {
     if (c.removed())
       std::printf("%s: removed by retention\n", to.c_str());
     else if (c.state() == "copied")
-      std::printf("%s: copied at %s (%lld snapshot(s), %s read, %lld blob(s) new there)\n", to.c_str(),
-                  when(c.finished_at()).c_str(), static_cast<long long>(c.snapshots()),
-                  cairn::repo::byte_size_text(uint64_t(c.bytes()), cairn::repo::ByteText::tenths).c_str(), static_cast<long long>(c.blobs_new()));
+      std::printf("%s: copied at %s (%lld snapshot(s), %s read, %lld blob(s) new there)\n", to.c_str(), when(c.finished_at()).c_str(),
+                  static_cast<long long>(c.snapshots()),
+                  cairn::repo::byte_size_text(uint64_t(c.bytes()), cairn::repo::ByteText::tenths).c_str(),
+                  static_cast<long long>(c.blobs_new()));
     else if (c.state() == "copying")
       std::printf("%s: copying since %s: %lld of %lld snapshot(s), %s of %s%s\n", to.c_str(), when(c.started_at()).c_str(),
                   static_cast<long long>(c.snapshots()), static_cast<long long>(c.snapshots_total()),
@@ -125,8 +129,7 @@ void register_op_backup(CLI::App& app, Context& ctx) {
         std::printf("%s\n", proto_json(set).c_str());
         return kExitOk;
       }
-      if (!o->json)
-        std::printf("backup set %s created with %d task(s)\n", terminal_safe(set.backup_set_id()).c_str(), set.tasks_size());
+      if (!o->json) std::printf("backup set %s created with %d task(s)\n", terminal_safe(set.backup_set_id()).c_str(), set.tasks_size());
       if (!o->json) print_offline_agents(set.tasks());
       if (!*wait) return kExitOk;
       return watch_set(*o, set.backup_set_id(), ctx.cancel);
@@ -154,16 +157,20 @@ void register_op_backup(CLI::App& app, Context& ctx) {
         for (const auto& d : s.drills())
           note += d.state() == cairn::v1::SET_STATE_COMPLETE ? " (" + terminal_safe(d.component()) + " proven restorable)"
                   : d.state() == cairn::v1::SET_STATE_FAILED ? " (" + terminal_safe(d.component()) + " DRILL FAILED)"
-                                                              : "";
+                                                             : "";
         for (const auto& c : s.copies())
           if (!c.removed() && c.state() != "copied")
             note += " (copy to " + terminal_safe(c.repository()) +
-                    (c.state() == "failed" ? " FAILED)" : c.state() == "copying" ? " running)" : " pending)");
-        if (s.forgotten_at()) note += " (expired by retention; snapshots removed: cannot be restored)";
-        else if (s.expired_at()) note += " (expired by retention; snapshots being removed)";
-        std::printf("%-20s %-20s %-7s %-9s %s%s\n", terminal_safe(s.backup_set_id()).c_str(),
-                    when(s.created_at()).c_str(), is_safety(s) ? "safety" : "backup",
-                    set_state_name(s.state()).c_str(), terminal_safe(s.requested_by()).c_str(), note.c_str());
+                    (c.state() == "failed"    ? " FAILED)"
+                     : c.state() == "copying" ? " running)"
+                                              : " pending)");
+        if (s.forgotten_at())
+          note += " (expired by retention; snapshots removed: cannot be restored)";
+        else if (s.expired_at())
+          note += " (expired by retention; snapshots being removed)";
+        std::printf("%-20s %-20s %-7s %-9s %s%s\n", terminal_safe(s.backup_set_id()).c_str(), when(s.created_at()).c_str(),
+                    is_safety(s) ? "safety" : "backup", set_state_name(s.state()).c_str(), terminal_safe(s.requested_by()).c_str(),
+                    note.c_str());
       }
       return kExitOk;
     };
@@ -185,8 +192,7 @@ void register_op_backup(CLI::App& app, Context& ctx) {
     };
   });
 
-  auto* cancel_cmd = backup->add_subcommand(
-      "cancel", "end every open task of a backup set or restore as failed ('cancelled by operator')");
+  auto* cancel_cmd = backup->add_subcommand("cancel", "end every open task of a backup set or restore as failed ('cancelled by operator')");
   auto cancel_id = std::make_shared<std::string>();
   cancel_cmd->add_option("id", *cancel_id, "backup set or restore id (or a unique prefix)")->required();
   o = std::make_shared<OpOptions>();
@@ -205,17 +211,16 @@ void register_op_backup(CLI::App& app, Context& ctx) {
       int n = 0;
       for (const auto& t : tasks)
         for (const auto& why : t.reasons()) n += why.code() == cairn::v1::ERROR_CODE_CANCELLED;
-      std::printf("%s %s: %s; %d task(s) cancelled (an agent already working on one finishes it, and its result is "
-                  "ignored)\n",
-                  restore ? "restore" : "backup set",
-                  terminal_safe(restore ? r.restore().restore_id() : r.backup_set().backup_set_id()).c_str(),
-                  set_state_name(restore ? r.restore().state() : r.backup_set().state()).c_str(), n);
+      std::printf(
+          "%s %s: %s; %d task(s) cancelled (an agent already working on one finishes it, and its result is "
+          "ignored)\n",
+          restore ? "restore" : "backup set", terminal_safe(restore ? r.restore().restore_id() : r.backup_set().backup_set_id()).c_str(),
+          set_state_name(restore ? r.restore().state() : r.backup_set().state()).c_str(), n);
       return kExitOk;
     };
   });
 
-  auto* watch_cmd =
-      backup->add_subcommand("watch", "follow a running backup set or restore again (the --wait view)");
+  auto* watch_cmd = backup->add_subcommand("watch", "follow a running backup set or restore again (the --wait view)");
   auto watch_id = std::make_shared<std::string>();
   watch_cmd->add_option("id", *watch_id, "backup set or restore id (or a unique prefix)")->required();
   o = std::make_shared<OpOptions>();

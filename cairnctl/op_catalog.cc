@@ -1,18 +1,17 @@
 // cairnctl catalog rebuild: a catalog from what the repositories hold
 // (controller/catalog_rebuild.h). Works on the controller's data directory
 // directly, with the controller stopped.
+#include <sys/stat.h>
+
 #include <cstdio>
 
 #include "cairnctl/op_commands.h"
+#include "common/plan/signing_key.h"
 #include "common/util/error.h"
+#include "common/util/fs.h"
 #include "controller/catalog_rebuild.h"
 #include "controller/config.h"
 #include "controller/keyfiles.h"
-
-#include <sys/stat.h>
-
-#include "common/plan/signing_key.h"
-#include "common/util/fs.h"
 
 namespace cairn::ctl {
 
@@ -20,7 +19,8 @@ std::vector<controller::RebuildSource> repository_sources(const std::string& con
                                                           const std::string& password_file, const std::string& name) {
   std::vector<controller::RebuildSource> repos;
   if (!config.empty())
-    for (const auto& r : controller::load_config(config).repositories) repos.push_back({r.name, r.path, r.password_file, r.credentials_file});
+    for (const auto& r : controller::load_config(config).repositories)
+      repos.push_back({r.name, r.path, r.password_file, r.credentials_file});
   if (!repo.empty()) {
     if (password_file.empty()) throw Error(Errc::invalid_input, "--repo needs --password-file");
     std::erase_if(repos, [&](const controller::RebuildSource& r) { return r.name == name; });
@@ -66,8 +66,7 @@ void register_op_catalog(CLI::App& app, Context& ctx) {
     std::vector<std::string> trusted_keys;
   };
   auto a = std::make_shared<Args>();
-  rebuild->add_option("--config", a->config,
-                      "the controller's configuration: its data_dir and every [[repository]] it declares");
+  rebuild->add_option("--config", a->config, "the controller's configuration: its data_dir and every [[repository]] it declares");
   rebuild->add_option("--data-dir", a->data_dir, "the controller's data directory (instead of --config's)");
   rebuild->add_option("--repo", a->repo, "a repository to read (instead of --config's)");
   rebuild->add_option("--password-file", a->password_file, "its passphrase file (mode 0600)");
@@ -82,8 +81,8 @@ void register_op_catalog(CLI::App& app, Context& ctx) {
       auto repos = repository_sources(a->config, a->repo, a->password_file, a->name);
       auto trusted = trusted_keys(a->trusted_keys, a->config);
       auto rep = controller::rebuild_catalog(data_dir, repos, trusted);
-      std::printf("catalog rebuilt in %s/catalog.db: %zu backup set(s) (%zu complete), %zu snapshot(s), %zu agent(s)\n",
-                  data_dir.c_str(), rep.sets, rep.sets_complete, rep.snapshots, rep.agents);
+      std::printf("catalog rebuilt in %s/catalog.db: %zu backup set(s) (%zu complete), %zu snapshot(s), %zu agent(s)\n", data_dir.c_str(),
+                  rep.sets, rep.sets_complete, rep.snapshots, rep.agents);
       std::printf("%zu set(s) attested by a signed set record, %zu unattested (restored only with --accept-unattested)\n",
                   rep.sets_attested, rep.sets - rep.sets_attested);
       if (rep.records_unverified) std::printf("left out: %zu set record(s) that do not verify\n", rep.records_unverified);
@@ -94,8 +93,10 @@ void register_op_catalog(CLI::App& app, Context& ctx) {
       if (rep.skipped_unreadable) std::printf("left out: %zu unreadable snapshot(s)\n", rep.skipped_unreadable);
       for (const auto& n : rep.notes) std::printf("note: %s\n", n.c_str());
       if (rep.agents)
-        std::printf("the %zu agent(s) are pending: start the controller, then approve each with 'cairnctl agent approve' "
-                    "when it connects (the same key gets its old identity back)\n", rep.agents);
+        std::printf(
+            "the %zu agent(s) are pending: start the controller, then approve each with 'cairnctl agent approve' "
+            "when it connects (the same key gets its old identity back)\n",
+            rep.agents);
       return 0;
     };
   });

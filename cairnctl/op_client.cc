@@ -2,14 +2,13 @@
 // apart from an absent controller.
 #include "cairnctl/op_client.h"
 
-#include "cairnctl/cli.h"
+#include <google/protobuf/util/json_util.h>
 
 #include <chrono>
 #include <cstring>
-
-#include <google/protobuf/util/json_util.h>
 #include <zmq.hpp>
 
+#include "cairnctl/cli.h"
 #include "common/crypto/crypto.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"
@@ -20,11 +19,8 @@
 namespace cairn::ctl {
 
 void add_op_options(CLI::App* cmd, OpOptions& o) {
-  cmd->add_option("--controller", o.controller, "controller operator endpoint")
-      ->envname("CAIRN_CONTROLLER")
-      ->capture_default_str();
-  cmd->add_option("--key-dir", o.key_dir,
-                  "directory with operator-curve.key/.pub and controller-curve.pub (from 'cairnctl keys init')")
+  cmd->add_option("--controller", o.controller, "controller operator endpoint")->envname("CAIRN_CONTROLLER")->capture_default_str();
+  cmd->add_option("--key-dir", o.key_dir, "directory with operator-curve.key/.pub and controller-curve.pub (from 'cairnctl keys init')")
       ->envname("CAIRN_OPERATOR_KEY_DIR");
   cmd->add_option("--timeout", o.timeout_s, "seconds to wait for the controller's answer")->capture_default_str();
   cmd->add_flag("--json", o.json, "machine-readable output");
@@ -54,15 +50,17 @@ std::string agent_list_json(const cairn::v1::AgentList& list) {
 
 int exit_code_for_state(cairn::v1::SetState s) {
   switch (s) {
-    case cairn::v1::SET_STATE_COMPLETE: return kExitOk;
-    case cairn::v1::SET_STATE_PARTIAL: return kExitPartial;
-    default: return kExitError;
+    case cairn::v1::SET_STATE_COMPLETE:
+      return kExitOk;
+    case cairn::v1::SET_STATE_PARTIAL:
+      return kExitPartial;
+    default:
+      return kExitError;
   }
 }
 
 cairn::v1::OperatorResponse op_call(const OpOptions& o, cairn::v1::OperatorRequest request) {
-  if (o.key_dir.empty())
-    throw Error(Errc::invalid_input, "no operator key: use --key-dir DIR or set CAIRN_OPERATOR_KEY_DIR");
+  if (o.key_dir.empty()) throw Error(Errc::invalid_input, "no operator key: use --key-dir DIR or set CAIRN_OPERATOR_KEY_DIR");
   std::string secret = controller::read_curve_secret(o.key_dir + "/" + controller::kOperatorSecretFile);
   std::string pub = controller::read_curve_public(o.key_dir + "/" + controller::kOperatorPublicFile);
   std::string server = controller::read_curve_public(o.key_dir + "/" + controller::kCurvePublicFile);
@@ -80,9 +78,9 @@ cairn::v1::OperatorResponse op_call(const OpOptions& o, cairn::v1::OperatorReque
   explicit_bzero(secret.data(), secret.size());
   s.set(zmq::sockopt::maxmsgsize, int64_t(cairn::proto::kMaxMessageBytes));
   std::string mon_ep = "inproc://op-monitor";
-  zmq_socket_monitor(s.handle(), mon_ep.c_str(),
-                     ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_CONNECTED |
-                         ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
+  zmq_socket_monitor(
+      s.handle(), mon_ep.c_str(),
+      ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
   bool tcp_connected = false, handshake_ok = false;
   monitor.connect(mon_ep);
   s.connect(o.controller);
@@ -98,13 +96,13 @@ cairn::v1::OperatorResponse op_call(const OpOptions& o, cairn::v1::OperatorReque
       // A wrong server key gets no CURVE answer at all: the controller drops
       // a HELLO it cannot open. Say which of the two it is (issue 32).
       if (tcp_connected && !handshake_ok)
-        throw Error(Errc::wrong_key,
-                    "the controller at '" + o.controller + "' accepted the connection but the CURVE handshake got no answer within " +
-                        std::to_string(int(o.timeout_s)) + " s: '" + o.key_dir + "/" + controller::kCurvePublicFile +
-                        "' may not be this controller's key (copy its controller-curve.pub), or something other than "
-                        "cairn-controller listens there");
-      throw Error(Errc::io, "no answer from the controller at '" + o.controller + "' within " +
-                                std::to_string(int(o.timeout_s)) + " s (is it running and listening there?)");
+        throw Error(Errc::wrong_key, "the controller at '" + o.controller +
+                                         "' accepted the connection but the CURVE handshake got no answer within " +
+                                         std::to_string(int(o.timeout_s)) + " s: '" + o.key_dir + "/" + controller::kCurvePublicFile +
+                                         "' may not be this controller's key (copy its controller-curve.pub), or something other than "
+                                         "cairn-controller listens there");
+      throw Error(Errc::io, "no answer from the controller at '" + o.controller + "' within " + std::to_string(int(o.timeout_s)) +
+                                " s (is it running and listening there?)");
     }
     zmq::pollitem_t items[] = {{s.handle(), 0, ZMQ_POLLIN, 0}, {monitor.handle(), 0, ZMQ_POLLIN, 0}};
     zmq::poll(items, 2, left);
@@ -123,10 +121,10 @@ cairn::v1::OperatorResponse op_call(const OpOptions& o, cairn::v1::OperatorReque
         continue;
       }
       if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
-        throw Error(Errc::wrong_key, "the controller at '" + o.controller +
-                                         "' refused this operator key (is it listed in operator.authorized_keys?)");
-      throw Error(Errc::io, "CURVE handshake with '" + o.controller +
-                                "' failed (is 'controller-curve.pub' in the key dir the controller's key?)");
+        throw Error(Errc::wrong_key,
+                    "the controller at '" + o.controller + "' refused this operator key (is it listed in operator.authorized_keys?)");
+      throw Error(Errc::io,
+                  "CURVE handshake with '" + o.controller + "' failed (is 'controller-curve.pub' in the key dir the controller's key?)");
     }
     if (!(items[0].revents & ZMQ_POLLIN)) continue;
     zmq::message_t id, msg;

@@ -1,9 +1,8 @@
 #pragma once
 // The operator socket's client: a DEALER with CURVE, the operator's keypair
 // and the controller's public key read from files (never from argv).
-#include <string>
-
 #include <CLI/CLI.hpp>
+#include <string>
 
 #include "proto/cairn.pb.h"
 

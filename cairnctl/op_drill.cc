@@ -1,9 +1,8 @@
 // cairnctl drill run SET|--latest [--component C] [--node N] [--on AGENT] [--wait], drill show ID, drill list
 // (docs/drills.md).
 #include <cstdio>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
@@ -34,8 +33,8 @@ std::string outcome_text(const cairn::v1::RestoreInfo& r) {
 }
 
 void print_drill(const cairn::v1::RestoreInfo& r) {
-  std::printf("drill %s of backup set %s: %s\n", terminal_safe(r.restore_id()).c_str(),
-              terminal_safe(r.backup_set_id()).c_str(), outcome_text(r).c_str());
+  std::printf("drill %s of backup set %s: %s\n", terminal_safe(r.restore_id()).c_str(), terminal_safe(r.backup_set_id()).c_str(),
+              outcome_text(r).c_str());
   for (const auto& o : r.order()) std::printf("%s\n", terminal_safe(o).c_str());
   print_tasks(r.tasks());
   for (const auto& t : r.tasks()) {
@@ -54,18 +53,21 @@ void print_drill(const cairn::v1::RestoreInfo& r) {
     const nlohmann::json checks = d.contains("checks") && d["checks"].is_array() ? d["checks"] : nlohmann::json::array();
     for (const auto& c : checks) {
       if (!c.is_object()) continue;
-      std::printf("  %-4s %s: expected %s, found %s\n", c.value("ok", false) ? "ok" : "FAIL",
-                  terminal_safe(c.value("name", "")).c_str(), terminal_safe(value_text(c.contains("expected") ? c["expected"] : nlohmann::json())).c_str(),
+      std::printf("  %-4s %s: expected %s, found %s\n", c.value("ok", false) ? "ok" : "FAIL", terminal_safe(c.value("name", "")).c_str(),
+                  terminal_safe(value_text(c.contains("expected") ? c["expected"] : nlohmann::json())).c_str(),
                   terminal_safe(value_text(c.contains("found") ? c["found"] : nlohmann::json())).c_str());
     }
   }
 }
 
 int watch_drill(const OpOptions& o, const std::string& id, const std::atomic<bool>& cancel) {
-  int rc = wait_for(o, [&] {
-    auto s = show_drill(o, id);
-    return WaitView{"drill " + id, s.state(), s.tasks()};
-  }, cancel);
+  int rc = wait_for(
+      o,
+      [&] {
+        auto s = show_drill(o, id);
+        return WaitView{"drill " + id, s.state(), s.tasks()};
+      },
+      cancel);
   auto r = show_drill(o, id);
   if (o.json)
     std::printf("%s\n", proto_json(r).c_str());
@@ -160,8 +162,8 @@ void register_op_drill(CLI::App& app, Context& ctx) {
         std::printf("%-20s %-20s %-20s %-20s %s\n", terminal_safe(x.restore_id()).c_str(), local_time(x.created_at()).c_str(),
                     local_time(x.finished_at()).c_str(), terminal_safe(x.backup_set_id()).c_str(),
                     x.state() == cairn::v1::SET_STATE_COMPLETE ? "proven"
-                    : x.verdict() == "not_run"                  ? "not run"
-                                                                : set_state_name(x.state()).c_str());
+                    : x.verdict() == "not_run"                 ? "not run"
+                                                               : set_state_name(x.state()).c_str());
       return kExitOk;
     };
   });

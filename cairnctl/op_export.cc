@@ -26,14 +26,13 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
-#include <cstring>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
-
-#include <nlohmann/json.hpp>
 
 #include "cairn/version.h"
 #include "cairnctl/archive/export_archive.h"
@@ -41,12 +40,12 @@
 #include "cairnctl/op_commands.h"
 #include "cairnctl/op_view.h"
 #include "common/crypto/crypto.h"
-#include "common/repo/storage/backend.h"
-#include "common/repo/storage/redact.h"
 #include "common/repo/checker.h"
 #include "common/repo/copy.h"
 #include "common/repo/lock.h"
 #include "common/repo/snapshot.h"
+#include "common/repo/storage/backend.h"
+#include "common/repo/storage/redact.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
@@ -64,8 +63,7 @@ struct Staging {
   explicit Staging(const std::string& parent) {
     mkdir_p(parent, 0755);
     std::string tmpl = parent + "/.cairn-staging-XXXXXX";
-    if (!::mkdtemp(tmpl.data()))
-      throw Error(Errc::io, "cannot create a staging directory in '" + parent + "': " + std::strerror(errno));
+    if (!::mkdtemp(tmpl.data())) throw Error(Errc::io, "cannot create a staging directory in '" + parent + "': " + std::strerror(errno));
     dir = tmpl;
   }
   ~Staging() { remove_tree(dir); }
@@ -110,8 +108,8 @@ std::vector<std::string> files_under(const std::string& root, const std::string&
 
 // The archive itself: cairnctl/archive/export_archive.h.
 using export_archive::extract_archive;
-using export_archive::write_archive;
 using export_archive::kFormat;
+using export_archive::write_archive;
 
 // load_index: false for a repository check_whole() reads next (check loads the index itself).
 // path: a directory or a repository URL (credentials_file: its credentials, or the store's standard sources).
@@ -207,8 +205,9 @@ std::optional<RemoteExport> remote_export(const std::string& url) {
   auto p = url.rfind(kExportsDir);
   const size_t from = p == std::string::npos ? 0 : p + std::strlen(kExportsDir);
   if (p == std::string::npos || from >= url.size() || url.find('/', from) != std::string::npos)
-    throw Error(Errc::invalid_input, "'" + terminal_safe(url) + "' names no export in an object store: give the URL 'cairnctl export' "
-                                     "printed, <store URL>/exports/<name>.tar.gz");
+    throw Error(Errc::invalid_input, "'" + terminal_safe(url) +
+                                         "' names no export in an object store: give the URL 'cairnctl export' "
+                                         "printed, <store URL>/exports/<name>.tar.gz");
   return RemoteExport{url.substr(0, p), url.substr(from)};
 }
 
@@ -268,12 +267,13 @@ std::string hex_sha256_object(repo::Backend& be, const repo::Handle& h, uint64_t
 // Uploads the verified archive tmp as <location>/exports/<base>.tar.gz (or
 // base_1, base_2... when taken), reads it back and compares its SHA-256 with
 // sum; an upload that does not read back the same is removed. Returns its URL.
-std::string publish_remote(const std::string& tmp, const std::string& location, const std::string& credentials,
-                           const std::string& base, uint64_t size, const std::string& sum) {
+std::string publish_remote(const std::string& tmp, const std::string& location, const std::string& credentials, const std::string& base,
+                           uint64_t size, const std::string& sum) {
   auto be = repo::open_backend(location, {.credentials_file = credentials, .cache_dir = "off"});
   std::string name;
   for (int i = 0;; ++i) {
-    if (i == kMaxNameTries) throw Error(Errc::exists, "'" + location + "' holds 10,000 exports named '" + base + "'; choose another prefix");
+    if (i == kMaxNameTries)
+      throw Error(Errc::exists, "'" + location + "' holds 10,000 exports named '" + base + "'; choose another prefix");
     name = export_name(base, i);
     if (!be->size({repo::FileType::exported, name})) break;
   }
@@ -340,8 +340,7 @@ void add_repo_args(CLI::App* cmd, RepoArgs& a, const char* repo_help) {
   cmd->add_option("--config", a.config, "the controller's configuration: the [[repository]] tables it declares");
   cmd->add_option("--repo", a.repo, repo_help);
   cmd->add_option("--password-file", a.password_file, "its passphrase file (mode 0600)");
-  cmd->add_option("--repository-name", a.name, "the name the agents and the controller give that repository")
-      ->capture_default_str();
+  cmd->add_option("--repository-name", a.name, "the name the agents and the controller give that repository")->capture_default_str();
   cmd->add_option("--export-password-file", a.export_password_file,
                   "the export's passphrase file (mode 0600); default: the repository's passphrase");
 }
@@ -365,8 +364,8 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
   if (set.state() == cairn::v1::SET_STATE_RUNNING)
     throw Error(Errc::invalid_input, "backup set " + set_id + " is still running; export it when it has ended");
   if (set.forgotten_at())
-    throw Error(Errc::invalid_input, "backup set " + set_id + "'s snapshots were removed by retention (" +
-                                         local_time(set.forgotten_at()) + "); it cannot be exported");
+    throw Error(Errc::invalid_input, "backup set " + set_id + "'s snapshots were removed by retention (" + local_time(set.forgotten_at()) +
+                                         "); it cannot be exported");
   std::vector<const cairn::v1::TaskInfo*> tasks;
   nlohmann::json without = nlohmann::json::array();  // the set's tasks that left no snapshot, and why
   for (const auto& t : set.tasks()) {
@@ -381,11 +380,14 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
     if (t.snapshot_removed_at())
       reasons.push_back("its snapshot was removed from repository '" + t.repository() + "' by retention (" +
                         local_time(t.snapshot_removed_at()) + ")");
-    without.push_back({{"task_id", t.task_id()}, {"agent", t.agent_name()}, {"component", t.component()},
-                       {"state", task_state_name(t.state())}, {"reasons", reasons}});
+    without.push_back({{"task_id", t.task_id()},
+                       {"agent", t.agent_name()},
+                       {"component", t.component()},
+                       {"state", task_state_name(t.state())},
+                       {"reasons", reasons}});
   }
-  if (tasks.empty()) throw Error(Errc::invalid_input, "backup set " + set_id + " has no snapshot to export (" +
-                                                          set_state_name(set.state()) + ")");
+  if (tasks.empty())
+    throw Error(Errc::invalid_input, "backup set " + set_id + " has no snapshot to export (" + set_state_name(set.state()) + ")");
   std::string cluster = cluster_opt;
   if (cluster.empty()) {
     cairn::v1::OperatorRequest sq;
@@ -397,14 +399,16 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
     for (const auto& s : sources)
       if (s.name == name) return s;
     if (name.empty() && sources.size() == 1) return sources[0];
-    throw Error(Errc::invalid_input, "the set's snapshots are in repository '" + (name.empty() ? std::string("(the agent's default)") : name) +
+    throw Error(Errc::invalid_input, "the set's snapshots are in repository '" +
+                                         (name.empty() ? std::string("(the agent's default)") : name) +
                                          "', which neither --repo (named by --repository-name) nor --config's [[repository]] tables name");
   };
   std::string export_pw_file = a.export_password_file;
   if (export_pw_file.empty()) {
     std::set<std::string> pws;
     for (const auto* t : tasks) pws.insert(source_of(t->repository()).password_file);
-    if (pws.size() > 1) throw Error(Errc::invalid_input, "the set's snapshots are in repositories with different passphrases: give --export-password-file");
+    if (pws.size() > 1)
+      throw Error(Errc::invalid_input, "the set's snapshots are in repositories with different passphrases: give --export-password-file");
     export_pw_file = *pws.begin();
   }
   auto export_secret = passphrase(export_pw_file);
@@ -430,13 +434,13 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
       auto s = repo::load_snapshot(*src, t->snapshot_id());
       auto tags = repo::tag_values(s);
       if (tags["set"] != set_id || tags["task"] != t->task_id())
-        throw Error(Errc::corrupt, "snapshot " + s.id.substr(0, 16) + " in repository '" + name + "' is tagged for set '" +
-                                       tags["set"] + "', task '" + tags["task"] + "', not this set's task " + t->task_id() +
+        throw Error(Errc::corrupt, "snapshot " + s.id.substr(0, 16) + " in repository '" + name + "' is tagged for set '" + tags["set"] +
+                                       "', task '" + tags["task"] + "', not this set's task " + t->task_id() +
                                        ": the catalog and the repository disagree");
       auto n = copier.copy(s);
       if (lock) lock->check("exporting");
-      uint64_t bytes = s.summary.contains("bytes_total") && s.summary["bytes_total"].is_number_unsigned()
-                           ? s.summary["bytes_total"].get<uint64_t>() : 0;
+      uint64_t bytes =
+          s.summary.contains("bytes_total") && s.summary["bytes_total"].is_number_unsigned() ? s.summary["bytes_total"].get<uint64_t>() : 0;
       total_bytes += bytes;
       nlohmann::json j = {{"snapshot_id", n.id},
                           {"source_snapshot_id", s.id},
@@ -478,7 +482,8 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
       e->set_export_snapshot_id(j["snapshot_id"].get<std::string>());
     }
     if (set.unattested()) {
-      warn("backup set " + set_id + " is unattested: the export carries no signed set record, and an import takes it "
+      warn("backup set " + set_id +
+           " is unattested: the export carries no signed set record, and an import takes it "
            "only with --accept-unattested");
     } else {
       set_record = nlohmann::json::parse(op_call(o, aq).set_record());
@@ -493,31 +498,32 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
     files[name]["size"] = size;
     repo_bytes += size;
   }
-  nlohmann::json meta = {
-      {"format", kFormat},
-      {"cluster", cluster},
-      {"exported_at", repo::format_rfc3339(now)},
-      {"exported_by", std::string("cairnctl ") + CAIRN_VERSION},
-      {"backup_set",
-       {{"id", set_id},
-        {"state", set_state_name(set.state())},
-        {"trigger", set.trigger()},
-        {"policy", set.policy()},
-        {"requested_by", set.requested_by()},
-        {"created_at", repo::format_rfc3339(set.created_at())},
-        {"finished_at", set.finished_at() ? repo::format_rfc3339(set.finished_at()) : ""}}},
-      {"components", [&] {
-         std::set<std::string> c;
-         for (const auto& s : snaps) c.insert(s["component"].get<std::string>());
-         return nlohmann::json(c);
-       }()},
-      {"snapshots", snaps},
-      {"tasks_without_snapshot", without},
-      {"set_record", set_record},
-      {"totals", {{"snapshots", snaps.size()}, {"bytes", total_bytes}, {"repository_bytes", repo_bytes}}},
-      {"files", files}};
+  nlohmann::json meta = {{"format", kFormat},
+                         {"cluster", cluster},
+                         {"exported_at", repo::format_rfc3339(now)},
+                         {"exported_by", std::string("cairnctl ") + CAIRN_VERSION},
+                         {"backup_set",
+                          {{"id", set_id},
+                           {"state", set_state_name(set.state())},
+                           {"trigger", set.trigger()},
+                           {"policy", set.policy()},
+                           {"requested_by", set.requested_by()},
+                           {"created_at", repo::format_rfc3339(set.created_at())},
+                           {"finished_at", set.finished_at() ? repo::format_rfc3339(set.finished_at()) : ""}}},
+                         {"components",
+                          [&] {
+                            std::set<std::string> c;
+                            for (const auto& s : snaps) c.insert(s["component"].get<std::string>());
+                            return nlohmann::json(c);
+                          }()},
+                         {"snapshots", snaps},
+                         {"tasks_without_snapshot", without},
+                         {"set_record", set_record},
+                         {"totals", {{"snapshots", snaps.size()}, {"bytes", total_bytes}, {"repository_bytes", repo_bytes}}},
+                         {"files", files}};
   std::string meta_text = meta.dump(2) + "\n";
-  write_file_atomic(st.dir + "/meta.json", std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(meta_text.data()), meta_text.size()), 0600);
+  write_file_atomic(st.dir + "/meta.json", std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(meta_text.data()), meta_text.size()),
+                    0600);
 
   std::vector<std::string> names{"meta.json"};
   for (const auto& [name, f] : files.items()) names.push_back(name);
@@ -537,20 +543,26 @@ int run_export(const OpOptions& o, const RepoArgs& a, const std::string& set_ref
     check_whole(*r, "the export written to '" + tmp + "'");
     for (const auto& s : snaps) {
       auto back = repo::load_snapshot(*r, s["snapshot_id"].get<std::string>());
-      if (repo::tag_values(back)["set"] != set_id) throw Error(Errc::corrupt, "the export's snapshot " + back.id.substr(0, 16) + " lost its set tag");
+      if (repo::tag_values(back)["set"] != set_id)
+        throw Error(Errc::corrupt, "the export's snapshot " + back.id.substr(0, 16) + " lost its set tag");
     }
   }
   uint64_t size = 0;
   std::string sum = hex_sha256_file(tmp, size);
   std::string final_path = remote ? publish_remote(tmp, place.out, place.credentials, base, size, sum) : publish(tmp, out_dir, base);
   if (o.json) {
-    std::printf("%s\n", nlohmann::json({{"file", final_path}, {"size", size}, {"sha256", sum}, {"backup_set_id", set_id},
-                                        {"snapshots", snaps.size()}, {"verified", true},
+    std::printf("%s\n", nlohmann::json({{"file", final_path},
+                                        {"size", size},
+                                        {"sha256", sum},
+                                        {"backup_set_id", set_id},
+                                        {"snapshots", snaps.size()},
+                                        {"verified", true},
                                         {"signed_by", set_record.is_null() ? nlohmann::json() : set_record["key_id"]}})
-                           .dump().c_str());
+                            .dump()
+                            .c_str());
   } else {
-    std::printf("exported backup set %s (%s, %zu snapshot(s), %s of data) to %s\n", set_id.c_str(),
-                set_state_name(set.state()).c_str(), snaps.size(), human_bytes(total_bytes).c_str(), final_path.c_str());
+    std::printf("exported backup set %s (%s, %zu snapshot(s), %s of data) to %s\n", set_id.c_str(), set_state_name(set.state()).c_str(),
+                snaps.size(), human_bytes(total_bytes).c_str(), final_path.c_str());
     std::printf("verified: every checksum and every blob read back; %s, sha256 %s\n", human_bytes(size).c_str(), sum.c_str());
     if (!set_record.is_null())
       std::printf("signed: the set's record, naming these snapshots, signed by controller key '%s'\n",
@@ -568,7 +580,8 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& given, 
   for (const auto& s : sources)
     if (s.name == a.name) target = &s;
   if (!target && sources.size() == 1 && a.repo.empty()) target = &sources[0];
-  if (!target) throw Error(Errc::invalid_input, "no repository named '" + a.name + "' to import into: give --repo or --config, and --repository-name");
+  if (!target)
+    throw Error(Errc::invalid_input, "no repository named '" + a.name + "' to import into: give --repo or --config, and --repository-name");
   const std::string parent = tmp_parent.empty() ? fs::temp_directory_path().string() : tmp_parent;
   // An export in an object store is downloaded into a staging directory of its own first.
   std::optional<Staging> download;
@@ -578,8 +591,7 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& given, 
     file = download_export(*r, credentials, download->dir);
   } else {
     struct stat st_file {};
-    if (::stat(file.c_str(), &st_file) != 0 || !S_ISREG(st_file.st_mode))
-      throw Error(Errc::not_found, "'" + file + "' is not a file");
+    if (::stat(file.c_str(), &st_file) != 0 || !S_ISREG(st_file.st_mode)) throw Error(Errc::not_found, "'" + file + "' is not a file");
   }
 
   const std::string shown = download ? given : file;  // what the messages name
@@ -634,7 +646,8 @@ int run_import(const OpOptions& o, const RepoArgs& a, const std::string& given, 
     throw Error(Errc::corrupt, "meta.json in '" + shown + "' lists no snapshots");
   for (const auto& m : ex.meta["snapshots"]) {
     std::string id = m.is_object() ? m.value("snapshot_id", "") : "";
-    if (!repo::is_snapshot_id(id)) throw Error(Errc::corrupt, "meta.json in '" + shown + "' names a snapshot '" + terminal_safe(id) + "' that is not an id");
+    if (!repo::is_snapshot_id(id))
+      throw Error(Errc::corrupt, "meta.json in '" + shown + "' names a snapshot '" + terminal_safe(id) + "' that is not an id");
     auto s = repo::load_snapshot(*src, id);
     auto tags = repo::tag_values(s);
     if (tags["set"] != set_id)
@@ -713,7 +726,8 @@ void register_op_export(CLI::App& app, Context& ctx) {
                   "(s3:https://host/bucket/prefix, s3://bucket/prefix, azure://account/container/prefix): the "
                   "object <URL>/exports/cairn-<cluster>-<UTC time>.tar.gz")
       ->required();
-  exp->add_option("--tmp-dir", a->place.tmp, "with a URL: where the export is made and checked before its upload; default: $TMPDIR or /tmp");
+  exp->add_option("--tmp-dir", a->place.tmp,
+                  "with a URL: where the export is made and checked before its upload; default: $TMPDIR or /tmp");
   exp->add_option("--output-credentials", a->place.credentials,
                   "with a URL: the store's credentials file (mode 0600, KEY=VALUE lines as a repository's); "
                   "default: the store's standard sources (environment, shared files)");
@@ -731,14 +745,16 @@ void register_op_export(CLI::App& app, Context& ctx) {
     bool accept_unattested = false;
   };
   auto b = std::make_shared<ImportArgs>();
-  imp->add_option("file", b->file, "the export (.tar.gz), or its URL in an object store (<store URL>/exports/<name>.tar.gz, as export printed it)")
+  imp->add_option("file", b->file,
+                  "the export (.tar.gz), or its URL in an object store (<store URL>/exports/<name>.tar.gz, as export printed it)")
       ->required();
   imp->add_option("--input-credentials", b->credentials,
                   "with a URL: the store's credentials file (mode 0600); default: the store's standard sources");
   imp->add_option("--tmp-dir", b->tmp, "where the export is unpacked and checked first; default: $TMPDIR or /tmp");
   imp->add_option("--trusted-key", b->trusted_keys,
-                  std::string(kTrustedKeyHelp) + ", besides the importing controller's own keys: the exporting controller's "
-                  "when it had another key")
+                  std::string(kTrustedKeyHelp) +
+                      ", besides the importing controller's own keys: the exporting controller's "
+                      "when it had another key")
       ->allow_extra_args(false);
   imp->add_flag("--accept-unattested", b->accept_unattested,
                 "import a set whose export carries no set record that verifies, as unattested (audited; restored only with "

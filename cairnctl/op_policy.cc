@@ -121,8 +121,8 @@ std::string run_line(const cairn::v1::PolicyRunInfo& r) {
 
 void print_policy(const cairn::v1::PolicyInfo& p, bool full) {
   const auto& s = p.spec();
-  std::printf("policy %s%s%s\n", terminal_safe(s.name()).c_str(), p.source() == "config" ? " (declared in the controller's configuration)" : "",
-              p.paused() ? " [paused]" : "");
+  std::printf("policy %s%s%s\n", terminal_safe(s.name()).c_str(),
+              p.source() == "config" ? " (declared in the controller's configuration)" : "", p.paused() ? " [paused]" : "");
   std::printf("  schedule   %s (%s)\n", terminal_safe(s.schedule()).c_str(), terminal_safe(s.time_zone()).c_str());
   std::printf("  selects    %s\n", selection(s.selector()).c_str());
   std::printf("  repository %s\n", s.repository().empty() ? "each component's default" : terminal_safe(s.repository()).c_str());
@@ -136,8 +136,7 @@ void print_policy(const cairn::v1::PolicyInfo& p, bool full) {
   if (!s.copy_to().empty()) std::printf("  copies to  %s (each complete or partial set)\n", terminal_safe(s.copy_to()).c_str());
   std::printf("  sets       %u (%u expired, being removed)\n", p.sets(), p.sets_expired());
   if (p.next_runs().empty()) std::printf("  next runs  none%s\n", p.paused() ? " (paused)" : "");
-  for (int i = 0; i < p.next_runs_size(); ++i)
-    std::printf("  %s %s\n", i == 0 ? "next runs " : "          ", when(p.next_runs(i)).c_str());
+  for (int i = 0; i < p.next_runs_size(); ++i) std::printf("  %s %s\n", i == 0 ? "next runs " : "          ", when(p.next_runs(i)).c_str());
   if (p.runs().empty()) std::printf("  runs       none yet\n");
   for (int i = 0; i < p.runs_size() && (full || i == 0); ++i)
     std::printf("  %s %s\n", i == 0 ? "runs      " : "          ", run_line(p.runs(i)).c_str());
@@ -192,10 +191,11 @@ void register_op_policy(CLI::App& app, Context& ctx) {
       }
       std::printf("%-20s %-18s %-20s %-7s %s\n", "NAME", "SCHEDULE", "NEXT RUN", "SETS", "LAST RUN");
       for (const auto& p : r.policies().policies())
-        std::printf("%-20s %-18s %-20s %-7u %s\n", terminal_safe(p.spec().name()).c_str(),
-                    terminal_safe(p.spec().schedule()).c_str(),
-                    p.paused() ? "paused" : p.next_runs().empty() ? "-" : when(p.next_runs(0)).c_str(), p.sets(),
-                    p.runs().empty() ? "-" : run_line(p.runs(0)).c_str());
+        std::printf("%-20s %-18s %-20s %-7u %s\n", terminal_safe(p.spec().name()).c_str(), terminal_safe(p.spec().schedule()).c_str(),
+                    p.paused()              ? "paused"
+                    : p.next_runs().empty() ? "-"
+                                            : when(p.next_runs(0)).c_str(),
+                    p.sets(), p.runs().empty() ? "-" : run_line(p.runs(0)).c_str());
       return kExitOk;
     };
   });
@@ -242,8 +242,9 @@ void register_op_policy(CLI::App& app, Context& ctx) {
   name_command(policy, ctx, "run-now", "run a policy now, outside its schedule (skipped while its previous run runs)",
                &cairn::v1::PolicyRequest::set_run_now, "asked to run now");
 
-  auto* forget = app.add_subcommand("forget", "apply the policies' retention: expire the sets no rule keeps (their "
-                                              "snapshots are removed and the repository pruned by the controller)");
+  auto* forget = app.add_subcommand("forget",
+                                    "apply the policies' retention: expire the sets no rule keeps (their "
+                                    "snapshots are removed and the repository pruned by the controller)");
   auto pol = std::make_shared<std::string>();
   auto dry = std::make_shared<bool>(false);
   o = std::make_shared<OpOptions>();
@@ -269,18 +270,19 @@ void register_op_policy(CLI::App& app, Context& ctx) {
           for (const auto& w : s.reasons()) why += (why.empty() ? "" : ", ") + w;
           bool goes = !s.keep();
           going += goes && !s.expired();
-          std::printf("  %-6s %-20s %-20s %-9s %s\n", goes ? (s.expired() ? "gone" : "forget") : "keep",
-                      terminal_safe(s.backup_set_id()).c_str(), when(s.created_at()).c_str(),
-                      set_state_name(s.state()).c_str(),
-                      goes ? (s.expired() ? "expired earlier; its snapshots are being removed" : "no rule keeps it")
-                           : ("kept by " + why).c_str());
+          std::printf(
+              "  %-6s %-20s %-20s %-9s %s\n", goes ? (s.expired() ? "gone" : "forget") : "keep", terminal_safe(s.backup_set_id()).c_str(),
+              when(s.created_at()).c_str(), set_state_name(s.state()).c_str(),
+              goes ? (s.expired() ? "expired earlier; its snapshots are being removed" : "no rule keeps it") : ("kept by " + why).c_str());
         }
       }
       if (r.dry_run())
         std::printf("dry run: %zu set(s) would be forgotten; nothing was changed\n", going);
       else
-        std::printf("%zu set(s) expired; the controller removes their snapshots and prunes each repository when no "
-                    "backup writes to it\n", going);
+        std::printf(
+            "%zu set(s) expired; the controller removes their snapshots and prunes each repository when no "
+            "backup writes to it\n",
+            going);
       return kExitOk;
     };
   });

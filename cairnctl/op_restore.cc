@@ -2,16 +2,15 @@
 // restore list
 #include <cstdio>
 #include <map>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "cairnctl/op_client.h"
 #include "cairnctl/op_commands.h"
 #include "cairnctl/op_view.h"
 #include "common/plan/recovery_target.h"
-#include "common/repo/memory.h"
 #include "common/plan/restore_outcome.h"
+#include "common/repo/memory.h"
 #include "common/util/terminal_text.h"
 
 namespace cairn::ctl {
@@ -106,15 +105,16 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
       else if (m.rollback_owed)
         where = "rollback pending: its agent must come back to put its data back (it runs nothing of this restore now)";
       else if (m.rollback_given_up)
-        where = "ROLLBACK GIVEN UP by the operator: its data dir is as the restore left it (docs/operations.md § A "
-                "restore waiting for a member that is gone)";
+        where =
+            "ROLLBACK GIVEN UP by the operator: its data dir is as the restore left it (docs/operations.md § A "
+            "restore waiting for a member that is gone)";
       else if (m.rollback_cancelled && !m.rollback_ran)
-        where = "rollback owed: cancelled while its agent was away; it runs when the agent registers again (revoke "
-                "the agent, or cancel again once it is sent, to give it up)";
+        where =
+            "rollback owed: cancelled while its agent was away; it runs when the agent registers again (revoke "
+            "the agent, or cancel again once it is sent, to give it up)";
       else if (m.last_step == "halt" && open(m.state))
         where = "halt pending: no member rolls back until every member's service is stopped; its agent must come back to stop it";
-      else if (m.rollback_failed)
-      {
+      else if (m.rollback_failed) {
         where = "ROLLBACK FAILED: see its reasons above; ";
         if (m.set_aside.empty()) {
           where += "this restore set nothing aside there";
@@ -122,8 +122,7 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
           where += "what this restore set aside there: ";
           for (size_t i = 0; i < m.set_aside.size(); ++i) where += (i ? ", " : "") + terminal_safe(m.set_aside[i]);
         }
-      }
-      else if (open(m.state))
+      } else if (open(m.state))
         where = "at step '" + m.last_step + "'";
       else if (m.last_step == "preflight")
         where = "unchanged (nothing was stopped)";
@@ -136,20 +135,19 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
   // The way out when a member's host will not come back (docs/operations.md
   // § A restore waiting for a member that is gone).
   if (!waiting.empty() && r.state() == cairn::v1::SET_STATE_RUNNING)
-    std::printf("if the host of %s is gone for good: make sure its service is stopped (power the host off), then "
-                "'cairnctl backup cancel %s' (docs/operations.md § A restore waiting for a member that is gone)\n",
-                terminal_safe(waiting.front()).c_str(), terminal_safe(r.restore_id()).c_str());
+    std::printf(
+        "if the host of %s is gone for good: make sure its service is stopped (power the host off), then "
+        "'cairnctl backup cancel %s' (docs/operations.md § A restore waiting for a member that is gone)\n",
+        terminal_safe(waiting.front()).c_str(), terminal_safe(r.restore_id()).c_str());
 }
 
 void print_restore(const cairn::v1::RestoreInfo& r) {
-  std::printf("restore %s of backup set %s: %s\n", terminal_safe(r.restore_id()).c_str(),
-              terminal_safe(r.backup_set_id()).c_str(), set_state_name(r.state()).c_str());
-  std::printf("target %s, %s\n",
-              r.restore_target().empty() ? "in place" : ("'" + terminal_safe(r.restore_target()) + "'").c_str(),
+  std::printf("restore %s of backup set %s: %s\n", terminal_safe(r.restore_id()).c_str(), terminal_safe(r.backup_set_id()).c_str(),
+              set_state_name(r.state()).c_str());
+  std::printf("target %s, %s\n", r.restore_target().empty() ? "in place" : ("'" + terminal_safe(r.restore_target()) + "'").c_str(),
               r.write_mode() == cairn::v1::RESTORE_WRITE_MODE_MERGE ? "merge (entries added since the backup are kept)"
-                                                                     : "mirror (entries added since the backup are removed)");
-  if (!r.safety_backup_set_id().empty())
-    std::printf("safety backup set %s\n", terminal_safe(r.safety_backup_set_id()).c_str());
+                                                                    : "mirror (entries added since the backup are removed)");
+  if (!r.safety_backup_set_id().empty()) std::printf("safety backup set %s\n", terminal_safe(r.safety_backup_set_id()).c_str());
   if (!r.order().empty()) std::printf("order:\n");
   for (int i = 0; i < r.order_size(); ++i) std::printf("  %d. %s\n", i + 1, terminal_safe(r.order(i)).c_str());
   print_tasks(r.tasks());
@@ -163,10 +161,13 @@ void print_restore(const cairn::v1::RestoreInfo& r) {
 
 int watch_restore(const OpOptions& o, const std::string& given, const std::atomic<bool>& cancel) {
   std::string id = show(o, given).restore_id();  // a prefix becomes the full id
-  int rc = wait_for(o, [&] {
-    auto s = show(o, id);
-    return WaitView{"restore " + id, s.state(), s.tasks()};
-  }, cancel);
+  int rc = wait_for(
+      o,
+      [&] {
+        auto s = show(o, id);
+        return WaitView{"restore " + id, s.state(), s.tasks()};
+      },
+      cancel);
   if (o.json) std::printf("%s\n", proto_json(show(o, id)).c_str());
   return rc;
 }
@@ -186,10 +187,8 @@ void register_op_restore(CLI::App& app, Context& ctx) {
   auto accept_unattested = std::make_shared<bool>(false);
   auto from_copy = std::make_shared<std::string>();
   auto recovery = std::make_shared<cairn::v1::RecoveryTarget>();
-  auto to_time = std::make_shared<std::string>(), to_lsn = std::make_shared<std::string>(),
-       to_xid = std::make_shared<std::string>();
-  auto to_latest = std::make_shared<bool>(false), to_immediate = std::make_shared<bool>(false),
-       exclusive = std::make_shared<bool>(false);
+  auto to_time = std::make_shared<std::string>(), to_lsn = std::make_shared<std::string>(), to_xid = std::make_shared<std::string>();
+  auto to_latest = std::make_shared<bool>(false), to_immediate = std::make_shared<bool>(false), exclusive = std::make_shared<bool>(false);
   auto target_timeline = std::make_shared<std::string>();
   restore->add_option("set", *set,
                       "backup set id to restore from (or a unique prefix); with a recovery target it may be left "
@@ -197,13 +196,13 @@ void register_op_restore(CLI::App& app, Context& ctx) {
   restore->add_option("--component", *components, "component name (repeatable; default: all in the set)");
   restore->add_option("--node", *nodes, "agent name or id (repeatable; default: all)");
   restore->add_option("--target", *target, "a restore target the agent declares (default: in place)");
-  restore->add_option("--mode", *mode,
-                      "mirror: the target ends as in the snapshot, entries added since the backup are removed (they "
-                      "are in the safety backup); merge: the snapshot's entries are written, others are left")
+  restore
+      ->add_option("--mode", *mode,
+                   "mirror: the target ends as in the snapshot, entries added since the backup are removed (they "
+                   "are in the safety backup); merge: the snapshot's entries are written, others are left")
       ->check(CLI::IsMember({"mirror", "merge"}))
       ->capture_default_str();
-  restore->add_flag("--skip-safety-backup", *skip_safety,
-                    "do not back up the current state first (it cannot be undone then)");
+  restore->add_flag("--skip-safety-backup", *skip_safety, "do not back up the current state first (it cannot be undone then)");
   restore->add_flag("--require-connected", *require_connected,
                     "create nothing if a selected agent is not connected now (default: its tasks wait for it)");
   restore->add_flag("--force-identity", *force_identity,
@@ -221,8 +220,8 @@ void register_op_restore(CLI::App& app, Context& ctx) {
   auto* tl = restore->add_option("--to-lsn", *to_lsn, "postgresql: replay WAL up to this LSN (e.g. 0/3000060)");
   auto* tx = restore->add_option("--to-xid", *to_xid, "postgresql: replay WAL up to this transaction's commit");
   auto* ta = restore->add_flag("--to-latest", *to_latest, "postgresql: replay every archived WAL segment (the default)");
-  auto* ti = restore->add_flag("--to-immediate", *to_immediate,
-                               "postgresql: stop as soon as the base backup is consistent (no WAL after it)");
+  auto* ti =
+      restore->add_flag("--to-immediate", *to_immediate, "postgresql: stop as soon as the base backup is consistent (no WAL after it)");
   for (auto* a : {tt, tl, tx, ta, ti})
     for (auto* b : {tt, tl, tx, ta, ti})
       if (a != b) a->excludes(b);
@@ -266,15 +265,15 @@ void register_op_restore(CLI::App& app, Context& ctx) {
       }
       std::printf("%-20s %-20s %-9s %-20s %s\n", "ID", "CREATED", "STATE", "BACKUP SET", "SAFETY SET");
       for (const auto& x : r.restore_list().restores())
-        std::printf("%-20s %-20s %-9s %-20s %s\n", terminal_safe(x.restore_id()).c_str(),
-                    local_time(x.created_at()).c_str(), set_state_name(x.state()).c_str(),
-                    terminal_safe(x.backup_set_id()).c_str(),
+        std::printf("%-20s %-20s %-9s %-20s %s\n", terminal_safe(x.restore_id()).c_str(), local_time(x.created_at()).c_str(),
+                    set_state_name(x.state()).c_str(), terminal_safe(x.backup_set_id()).c_str(),
                     x.safety_backup_set_id().empty() ? "-" : terminal_safe(x.safety_backup_set_id()).c_str());
       return kExitOk;
     };
   });
 
-  restore->callback([&ctx, restore, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested, from_copy, to_time, to_lsn, to_xid, to_latest, to_immediate, exclusive, target_timeline] {
+  restore->callback([&ctx, restore, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity,
+                     accept_unattested, from_copy, to_time, to_lsn, to_xid, to_latest, to_immediate, exclusive, target_timeline] {
     if (restore->got_subcommand("show") || restore->got_subcommand("list")) return;
     cairn::v1::RecoveryTarget rt;
     if (!to_time->empty()) {
@@ -300,11 +299,11 @@ void register_op_restore(CLI::App& app, Context& ctx) {
     }
     if (*exclusive && rt.kind() == cairn::v1::RecoveryTarget::KIND_UNSPECIFIED)
       throw CLI::ValidationError("--exclusive", "needs --to-time, --to-lsn or --to-xid");
-    if (std::string why = cairn::plan::parse_recovery_target(rt, nullptr); !why.empty())
-      throw CLI::ValidationError("recovery target", why);
+    if (std::string why = cairn::plan::parse_recovery_target(rt, nullptr); !why.empty()) throw CLI::ValidationError("recovery target", why);
     // Without a set, a recovery target lets the controller pick the base backup.
     if (set->empty() && rt.kind() == cairn::v1::RecoveryTarget::KIND_UNSPECIFIED) throw CLI::RequiredError("set");
-    ctx.action = [&ctx, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested, from_copy, rt]() -> int {
+    ctx.action = [&ctx, o, set, components, nodes, wait, skip_safety, target, mode, require_connected, force_identity, accept_unattested,
+                  from_copy, rt]() -> int {
       cairn::v1::OperatorRequest q;
       auto* r = q.mutable_restore();
       r->set_require_connected(*require_connected);
@@ -324,8 +323,8 @@ void register_op_restore(CLI::App& app, Context& ctx) {
         return kExitOk;
       }
       if (!o->json)
-        std::printf("restore %s created with %d task(s) from set %s\n", terminal_safe(info.restore_id()).c_str(),
-                    info.tasks_size(), terminal_safe(info.backup_set_id()).c_str());
+        std::printf("restore %s created with %d task(s) from set %s\n", terminal_safe(info.restore_id()).c_str(), info.tasks_size(),
+                    terminal_safe(info.backup_set_id()).c_str());
       if (!o->json) print_offline_agents(info.tasks());
       if (!*wait) return kExitOk;
       int rc = watch_restore(*o, info.restore_id(), ctx.cancel);
@@ -337,12 +336,12 @@ void register_op_restore(CLI::App& app, Context& ctx) {
         for (const auto& t : ended.tasks())
           if (t.kind() == cairn::v1::TASK_KIND_RESTORE &&
               (t.state() == cairn::v1::TASK_STATE_SUCCEEDED || t.state() == cairn::v1::TASK_STATE_PARTIAL))
-            std::printf("next: '%s' on %s now runs on a new timeline of its log; take a base backup on it "
-                        "(cairnctl backup create --component %s --node %s --wait) so that a later recovery starts "
-                        "from here, not from set %s\n",
-                        terminal_safe(t.component()).c_str(), terminal_safe(t.agent_name()).c_str(),
-                        terminal_safe(t.component()).c_str(), terminal_safe(t.agent_name()).c_str(),
-                        terminal_safe(info.backup_set_id()).c_str());
+            std::printf(
+                "next: '%s' on %s now runs on a new timeline of its log; take a base backup on it "
+                "(cairnctl backup create --component %s --node %s --wait) so that a later recovery starts "
+                "from here, not from set %s\n",
+                terminal_safe(t.component()).c_str(), terminal_safe(t.agent_name()).c_str(), terminal_safe(t.component()).c_str(),
+                terminal_safe(t.agent_name()).c_str(), terminal_safe(info.backup_set_id()).c_str());
       }
       return rc;
     };

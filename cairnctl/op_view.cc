@@ -7,10 +7,9 @@
 #include <cstdio>
 #include <ctime>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "cairnctl/cli.h"
 #include "common/util/terminal_text.h"
@@ -46,12 +45,13 @@ std::string task_line(const cairn::v1::TaskInfo& t, std::map<std::string, Rate>&
   // Names and ids come from agents and the catalog: shown escaped (common/util/encoding.h).
   std::snprintf(line, sizeof line, "%-20s %-28s %-8s %-10s %-10s %-22s %10s/s ETA %s", terminal_safe(t.task_id()).c_str(),
                 terminal_safe(t.agent_name() + "/" + t.component()).c_str(),
-                t.kind() == cairn::v1::TASK_KIND_RESTORE ? "restore" : t.kind() == cairn::v1::TASK_KIND_DRILL ? "drill" : "backup",
-                task_state_name(t.state()).c_str(),
-                phase_name(p.phase()).c_str(), bytes.c_str(), human_bytes(uint64_t(r.per_s)).c_str(), eta.c_str());
+                t.kind() == cairn::v1::TASK_KIND_RESTORE ? "restore"
+                : t.kind() == cairn::v1::TASK_KIND_DRILL ? "drill"
+                                                         : "backup",
+                task_state_name(t.state()).c_str(), phase_name(p.phase()).c_str(), bytes.c_str(), human_bytes(uint64_t(r.per_s)).c_str(),
+                eta.c_str());
   return line;
 }
-
 
 constexpr const char* kTableHeader = "%-20s %-28s %-8s %-10s %-10s %-22s";
 
@@ -76,8 +76,7 @@ std::string queued_note(const cairn::v1::TaskInfo& t) {
   bool waiting = t.state() == cairn::v1::TASK_STATE_PENDING || t.state() == cairn::v1::TASK_STATE_SENT;
   if (!waiting || t.agent_connected()) return {};
   std::string since = t.agent_last_seen() ? "since " + local_time(t.agent_last_seen()) : "(never connected)";
-  return "queued: agent '" + terminal_safe(t.agent_name()) + "' not connected " + since + ", expires at " +
-         local_time(t.plan_expires_at());
+  return "queued: agent '" + terminal_safe(t.agent_name()) + "' not connected " + since + ", expires at " + local_time(t.plan_expires_at());
 }
 
 void print_offline_agents(const google::protobuf::RepeatedPtrField<cairn::v1::TaskInfo>& tasks) {
@@ -91,11 +90,11 @@ void print_offline_agents(const google::protobuf::RepeatedPtrField<cairn::v1::Ta
   if (names.empty()) return;
   std::string list;
   for (const auto& n : names) list += (list.empty() ? "'" : ", '") + n + "'";
-  std::printf("not connected: %s; their tasks are queued until the agent connects or the plan expires at %s "
-              "(use --require-connected to refuse instead)\n",
-              list.c_str(), local_time(expires).c_str());
+  std::printf(
+      "not connected: %s; their tasks are queued until the agent connects or the plan expires at %s "
+      "(use --require-connected to refuse instead)\n",
+      list.c_str(), local_time(expires).c_str());
 }
-
 
 // A driver's metadata on one line: "key=value, ..." for the top-level
 // entries; lists and objects in compact JSON, each cut at 120 characters.
@@ -113,23 +112,28 @@ std::string metadata_line(const std::string& text) {
 
 std::string set_state_name(cairn::v1::SetState s) {
   switch (s) {
-    case cairn::v1::SET_STATE_RUNNING: return "running";
-    case cairn::v1::SET_STATE_COMPLETE: return "complete";
-    case cairn::v1::SET_STATE_PARTIAL: return "partial";
-    case cairn::v1::SET_STATE_FAILED: return "failed";
-    default: return "unknown";
+    case cairn::v1::SET_STATE_RUNNING:
+      return "running";
+    case cairn::v1::SET_STATE_COMPLETE:
+      return "complete";
+    case cairn::v1::SET_STATE_PARTIAL:
+      return "partial";
+    case cairn::v1::SET_STATE_FAILED:
+      return "failed";
+    default:
+      return "unknown";
   }
 }
 
 std::string task_state_name(cairn::v1::TaskState s) {
-  static const char* names[] = {"unknown", "pending", "sent", "accepted", "rejected", "running",
-                                "succeeded", "partial", "failed", "missed"};
+  static const char* names[] = {"unknown", "pending",   "sent",    "accepted", "rejected",
+                                "running", "succeeded", "partial", "failed",   "missed"};
   return int(s) >= 0 && int(s) < 10 ? names[int(s)] : "unknown";
 }
 
 std::string phase_name(cairn::v1::Phase p) {
-  static const char* names[] = {"-", "queued", "preflight", "snapshot", "stream", "verify",
-                                "cleanup", "safety", "stop", "restore", "start"};
+  static const char* names[] = {"-",       "queued", "preflight", "snapshot", "stream", "verify",
+                                "cleanup", "safety", "stop",      "restore",  "start"};
   return int(p) >= 0 && int(p) < 11 ? names[int(p)] : "-";
 }
 
@@ -147,8 +151,8 @@ void print_tasks(const google::protobuf::RepeatedPtrField<cairn::v1::TaskInfo>& 
     if (auto q = queued_note(t); !q.empty()) std::printf("  %s: %s\n", terminal_safe(t.task_id()).c_str(), q.c_str());
   for (const auto& t : tasks) {
     if (!t.snapshot_id().empty())
-      std::printf("  %s: snapshot %s manifest %s\n", terminal_safe(t.task_id()).c_str(),
-                  terminal_safe(t.snapshot_id()).c_str(), terminal_safe(t.manifest_digest().substr(0, 16)).c_str());
+      std::printf("  %s: snapshot %s manifest %s\n", terminal_safe(t.task_id()).c_str(), terminal_safe(t.snapshot_id()).c_str(),
+                  terminal_safe(t.manifest_digest().substr(0, 16)).c_str());
     if (!t.restore_step().empty() || !t.cluster_id().empty())
       std::printf("  %s: cluster '%s'%s\n", terminal_safe(t.task_id()).c_str(), terminal_safe(t.cluster_id()).c_str(),
                   t.restore_step().empty() ? "" : (", step " + terminal_safe(t.restore_step())).c_str());
@@ -209,8 +213,7 @@ int wait_for(const OpOptions& o, const std::function<WaitView()>& fetch, const s
         for (const auto& t : v.tasks)
           for (const auto& r : t.reasons())
             std::printf("  %s %s/%s: %s: %s%s\n", terminal_safe(t.task_id()).c_str(), terminal_safe(t.agent_name()).c_str(),
-                        terminal_safe(t.component()).c_str(), proto::error_code_name(r.code()).c_str(),
-                        terminal_safe(r.detail()).c_str(),
+                        terminal_safe(t.component()).c_str(), proto::error_code_name(r.code()).c_str(), terminal_safe(r.detail()).c_str(),
                         r.item().empty() ? "" : (" ('" + terminal_safe(r.item()) + "')").c_str());
       }
       return exit_code_for_state(v.state);

@@ -29,11 +29,14 @@ void register_repo_backup(CLI::App& repo, Context& ctx) {
   cmd->add_option("--exclude", a.excludes, "skip paths matching this glob (full path or base name; repeatable)")->allow_extra_args(false);
   cmd->add_flag("--stdin", a.use_stdin, "read the data from standard input");
   cmd->add_option("--stdin-name", a.stdin_name, "file name for the data read from stdin");
-  cmd->add_option("--chunk-profile", a.profile, "force a chunk-size profile: page (32 KiB), relation (128 KiB), standard (1 MiB), log (2 MiB), kafka (1 MiB, between record batches)")
+  cmd->add_option("--chunk-profile", a.profile,
+                  "force a chunk-size profile: page (32 KiB), relation (128 KiB), standard (1 MiB), log (2 MiB), kafka (1 MiB, between "
+                  "record batches)")
       ->check(CLI::IsMember({"page", "standard", "log", "kafka"}));
   // The default parent is whatever snapshot of this host and paths is newest,
   // written by anyone holding the password: docs/cli.md says when to use these.
-  auto* parent_opt = cmd->add_option("--parent", a.parent, "compare against this snapshot instead of the latest of the same host and paths");
+  auto* parent_opt =
+      cmd->add_option("--parent", a.parent, "compare against this snapshot instead of the latest of the same host and paths");
   cmd->add_flag("--no-parent", a.no_parent, "use no parent: read every file (for a repository other hosts write too)")
       ->excludes(parent_opt);
   cmd->add_flag("--force", a.force, "read every file, even those unchanged since the parent");

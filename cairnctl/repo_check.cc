@@ -8,9 +8,9 @@
 #include <set>
 
 #include "cairnctl/cli.h"
-#include "common/util/terminal_text.h"
 #include "common/repo/checker.h"
 #include "common/repo/recover.h"
+#include "common/util/terminal_text.h"
 #ifdef CAIRN_WITH_CONTROLLER
 #include "cairnctl/op_commands.h"
 #include "controller/record_check.h"
@@ -64,8 +64,8 @@ controller::RecordCheck check_records(repo::Repository& r, const CheckArgs& a, r
     repo::CheckProblem p;
     p.kind = "snapshot_missing";
     p.object = "snapshots/" + m.snapshot_id;
-    p.message = "snapshot " + m.snapshot_id + " (set " + m.set_id + ", task " + m.task_id + ", agent " + m.agent +
-                ", component " + m.component + ", made " + utc_text(m.made_at) + (m.copy ? ", a copy" : "") +
+    p.message = "snapshot " + m.snapshot_id + " (set " + m.set_id + ", task " + m.task_id + ", agent " + m.agent + ", component " +
+                m.component + ", made " + utc_text(m.made_at) + (m.copy ? ", a copy" : "") +
                 ") is recorded in the signed set record but not in the repository";
     rep.problems.push_back(std::move(p));
   }
@@ -75,10 +75,8 @@ controller::RecordCheck check_records(repo::Repository& r, const CheckArgs& a, r
     p.severity = bad.error ? repo::Severity::error : repo::Severity::warning;
     p.object = "sets/" + bad.record;
     p.message = "set record " + bad.record.substr(0, 16) + (bad.set_id.empty() ? "" : " (set " + bad.set_id + ")") +
-                (bad.untrusted ? " does not verify: " : " is unusable: ") +
-                bad.why +
-                (bad.error ? "; the snapshots it lists are not counted"
-                           : "; another record of the set verifies and is the one checked");
+                (bad.untrusted ? " does not verify: " : " is unusable: ") + bad.why +
+                (bad.error ? "; the snapshots it lists are not counted" : "; another record of the set verifies and is the one checked");
     rep.problems.push_back(std::move(p));
   }
   if (!rc.unknown_name.empty()) {
@@ -99,7 +97,8 @@ void register_repo_check(CLI::App& repo, Context& ctx) {
   auto* cmd = repo.add_subcommand("check", "verify the repository: index, packs, snapshots and trees (and every byte with --read-data)");
   add_repo_options(cmd, ctx.opts);
   cmd->add_flag("--read-data", a.read_data, "read every pack whole and verify every blob (reads the whole repository)");
-  cmd->add_option("--threads", a.threads, "packs read at once with --read-data (default: one per usable CPU, at most 8, as many as --memory-budget holds)");
+  cmd->add_option("--threads", a.threads,
+                  "packs read at once with --read-data (default: one per usable CPU, at most 8, as many as --memory-budget holds)");
   add_memory_budget_option(cmd, a.memory_budget);
   cmd->add_flag("--recover", a.recover,
                 "put back, from the versions the store keeps, each damaged or deleted object that has a whole earlier "
@@ -159,8 +158,7 @@ void register_repo_check(CLI::App& repo, Context& ctx) {
       pp.clear();
 #ifdef CAIRN_WITH_CONTROLLER
       const bool any_records = records.records > 0;
-      const std::string unverified =
-          "set records read without verifying their signatures (give --trusted-key to verify)";
+      const std::string unverified = "set records read without verifying their signatures (give --trusted-key to verify)";
 #endif
       size_t errors = rep.errors(), warnings = rep.warnings();
       if (o.json) {
@@ -214,15 +212,18 @@ void register_repo_check(CLI::App& repo, Context& ctx) {
           recorded = ", " + std::to_string(records.recorded.size() - records.missing.size()) + " of " +
                      std::to_string(records.recorded.size()) + " recorded in set records";
 #endif
-        info(o, "checked " + std::to_string(rep.snapshots) + " snapshots" + recorded + ", " + std::to_string(rep.trees) + " trees, " +
-                    std::to_string(rep.packs) + " packs (" + human_bytes(rep.pack_bytes) + "), " + std::to_string(rep.index_files) +
-                    " index files" +
-                    (a.read_data ? "; read " + human_bytes(rep.bytes_read) + " and verified " + std::to_string(rep.blobs_verified) + " blobs"
-                                 : "; data not read (use --read-data)") +
-                    " in " + human_duration(rep.seconds));
+        info(o,
+             "checked " + std::to_string(rep.snapshots) + " snapshots" + recorded + ", " + std::to_string(rep.trees) + " trees, " +
+                 std::to_string(rep.packs) + " packs (" + human_bytes(rep.pack_bytes) + "), " + std::to_string(rep.index_files) +
+                 " index files" +
+                 (a.read_data ? "; read " + human_bytes(rep.bytes_read) + " and verified " + std::to_string(rep.blobs_verified) + " blobs"
+                              : "; data not read (use --read-data)") +
+                 " in " + human_duration(rep.seconds));
         std::string w = warnings ? ", " + std::to_string(warnings) + (warnings == 1 ? " warning" : " warnings") : "";
-        if (errors == 0) std::printf("no errors were found%s\n", w.c_str());
-        else std::printf("%zu %s found%s\n", errors, errors == 1 ? "error" : "errors", w.c_str());
+        if (errors == 0)
+          std::printf("no errors were found%s\n", w.c_str());
+        else
+          std::printf("%zu %s found%s\n", errors, errors == 1 ? "error" : "errors", w.c_str());
         std::fflush(stdout);
       }
       return errors ? kExitError : kExitOk;

@@ -3,11 +3,11 @@
 #include <set>
 
 #include "cairnctl/cli.h"
-#include "common/util/terminal_text.h"
 #include "common/repo/policy.h"
 #include "common/repo/prune.h"
-#include "common/util/error.h"
 #include "common/repo/snapshot.h"
+#include "common/util/error.h"
+#include "common/util/terminal_text.h"
 
 namespace cairn::ctl {
 
@@ -61,10 +61,10 @@ void register_repo_forget(CLI::App& repo, Context& ctx) {
   cmd->add_option("--keep-within", a.within, "keep every snapshot this much younger than the newest of its group (e.g. 7d, 36h, 2w)");
   cmd->add_option("--keep-tag", p.keep_tags, "keep every snapshot with this tag (repeatable)")->allow_extra_args(false);
   cmd->add_flag("--prune", a.prune, "run prune afterwards, under the same lock");
-  cmd->add_option("--max-unused", a.max_unused, "with --prune: tolerated unused space in percent (default 5)")->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--max-unused", a.max_unused, "with --prune: tolerated unused space in percent (default 5)")
+      ->check(CLI::Range(0.0, 100.0));
   cmd->add_flag("--dry-run,-n", a.dry_run, "show what would be removed; change nothing");
-  cmd->add_flag("--force", a.force,
-                "remove a piece of a log (a WAL segment) even while a kept snapshot (a base backup) replays it");
+  cmd->add_flag("--force", a.force, "remove a piece of a log (a WAL segment) even while a kept snapshot (a base backup) replays it");
   cmd->callback([&ctx] {
     ctx.action = [&ctx]() -> int {
       const auto& o = ctx.opts;
@@ -154,16 +154,18 @@ void register_repo_forget(CLI::App& repo, Context& ctx) {
             names += std::string(i ? ", " : "") + by[i]->id.substr(0, 8) + " (" + when(*by[i]) + ")";
           if (by.size() > 3) names += " and " + std::to_string(by.size() - 3) + " more";
           const auto tv = repo::tag_values(s);
-          const std::string what = "snapshot '" + s.id.substr(0, 8) + "'" +
-                                   (tv.count("wal") ? " (WAL '" + terminal_safe(tv.at("wal")) + "')" : std::string());
-          if (a.force) warn(what + " is replayed by kept snapshot(s) " + names + "; removed as forced: their recovery stops before it");
-          else refused += "\n  " + what + " is replayed by kept snapshot(s) " + names;
+          const std::string what =
+              "snapshot '" + s.id.substr(0, 8) + "'" + (tv.count("wal") ? " (WAL '" + terminal_safe(tv.at("wal")) + "')" : std::string());
+          if (a.force)
+            warn(what + " is replayed by kept snapshot(s) " + names + "; removed as forced: their recovery stops before it");
+          else
+            refused += "\n  " + what + " is replayed by kept snapshot(s) " + names;
         }
         if (!refused.empty())
           throw Error(Errc::invalid_input,
                       "refusing to forget pieces of a log that kept snapshots replay (recovery from them could not pass "
-                      "the gap):" + refused +
-                      "\nforget those snapshots first, or add --force to remove them anyway; nothing was removed");
+                      "the gap):" +
+                          refused + "\nforget those snapshots first, or add --force to remove them anyway; nothing was removed");
       }
 
       if (o.json) {
@@ -171,7 +173,8 @@ void register_repo_forget(CLI::App& repo, Context& ctx) {
         for (const auto& g : groups) {
           nlohmann::json keep = nlohmann::json::array(), rm = nlohmann::json::array();
           for (const auto& d : g.snapshots) {
-            nlohmann::json e = {{"id", d.snapshot.id}, {"short_id", d.snapshot.id.substr(0, 8)}, {"time", d.snapshot.time}, {"tags", d.snapshot.tags}};
+            nlohmann::json e = {
+                {"id", d.snapshot.id}, {"short_id", d.snapshot.id.substr(0, 8)}, {"time", d.snapshot.time}, {"tags", d.snapshot.tags}};
             if (d.keep) {
               e["reasons"] = d.reasons;
               keep.push_back(e);
@@ -180,7 +183,8 @@ void register_repo_forget(CLI::App& repo, Context& ctx) {
               rm.push_back(e);
             }
           }
-          jg.push_back({{"host", g.hostname}, {"paths", g.paths}, {"keep", keep}, {"remove", rm}, {"kept_newest_by_guard", g.guard_kept_newest}});
+          jg.push_back(
+              {{"host", g.hostname}, {"paths", g.paths}, {"keep", keep}, {"remove", rm}, {"kept_newest_by_guard", g.guard_kept_newest}});
         }
         print_json({{"message_type", "forget"},
                     {"dry_run", a.dry_run},
@@ -190,13 +194,14 @@ void register_repo_forget(CLI::App& repo, Context& ctx) {
                     {"removed", remove.size()}});
       } else if (!o.quiet) {
         for (const auto& g : groups) {
-          std::printf("snapshots of host '%s', paths %s:\n", terminal_safe(g.hostname).c_str(),
-                      terminal_safe(join(g.paths, ", ")).c_str());
+          std::printf("snapshots of host '%s', paths %s:\n", terminal_safe(g.hostname).c_str(), terminal_safe(join(g.paths, ", ")).c_str());
           size_t nk = std::count_if(g.snapshots.begin(), g.snapshots.end(), [](const auto& d) { return d.keep; });
           if (nk) {
             std::printf("keep %zu:\n  %-8s  %-19s  %s\n", nk, "ID", "Time", "Reasons");
             for (const auto& d : g.snapshots)
-              if (d.keep) std::printf("  %-8s  %-19s  %s\n", d.snapshot.id.substr(0, 8).c_str(), when(d.snapshot).c_str(), join(d.reasons, ", ").c_str());
+              if (d.keep)
+                std::printf("  %-8s  %-19s  %s\n", d.snapshot.id.substr(0, 8).c_str(), when(d.snapshot).c_str(),
+                            join(d.reasons, ", ").c_str());
           }
           if (g.snapshots.size() > nk) {
             std::printf("remove %zu:\n  %-8s  %s\n", g.snapshots.size() - nk, "ID", "Time");
@@ -217,8 +222,11 @@ void register_repo_forget(CLI::App& repo, Context& ctx) {
           lock->check("removing snapshots");
           r->backend().remove({repo::FileType::snapshot, id});
         }
-      if (a.dry_run) info(o, "dry run: " + std::to_string(remove.size()) + " snapshots would be removed; nothing was changed");
-      else info(o, std::to_string(remove.size()) + " snapshots removed" + (a.prune || remove.empty() ? "" : "; run 'cairnctl repo prune' to free their data"));
+      if (a.dry_run)
+        info(o, "dry run: " + std::to_string(remove.size()) + " snapshots would be removed; nothing was changed");
+      else
+        info(o, std::to_string(remove.size()) + " snapshots removed" +
+                    (a.prune || remove.empty() ? "" : "; run 'cairnctl repo prune' to free their data"));
 
       if (a.prune) return run_prune(*r, o, a.max_unused, a.dry_run, a.dry_run ? remove : std::set<std::string>{}, &ctx.cancel, lock.get());
       return kExitOk;

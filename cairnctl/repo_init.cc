@@ -38,9 +38,10 @@ void register_repo_init(CLI::App& repo, Context& ctx) {
         if (prot) {
           info(o, std::string("store protection: ") + repo::protection_name(prot->state) + " (" + prot->detail + ")");
           if (!repo::overwrite_safe(prot->state))
-            warn("the store keeps no earlier versions of what is overwritten or deleted: agents refuse to back up into it "
-                    "unless their credentials may only create objects; enable the bucket's versioning (or Object Lock) "
-                    "(docs/configuration.md § Protecting the repository from its writers)");
+            warn(
+                "the store keeps no earlier versions of what is overwritten or deleted: agents refuse to back up into it "
+                "unless their credentials may only create objects; enable the bucket's versioning (or Object Lock) "
+                "(docs/configuration.md § Protecting the repository from its writers)");
         }
       }
       return kExitOk;

@@ -1,7 +1,7 @@
 #include "cairnctl/cli.h"
-#include "common/util/terminal_text.h"
 #include "common/repo/keys.h"
 #include "common/util/fs.h"
+#include "common/util/terminal_text.h"
 
 namespace cairn::ctl {
 
@@ -30,8 +30,10 @@ void register_repo_key(CLI::App& repo, Context& ctx) {
     ctx.action = [&ctx]() -> int {
       auto r = open_repo(ctx.opts, false);
       std::string id = repo::add_key_slot(r->backend(), r->master_key(), new_secret(a));
-      if (ctx.opts.json) print_json({{"message_type", "key_added"}, {"id", id}});
-      else info(ctx.opts, "added key slot " + id.substr(0, 12));
+      if (ctx.opts.json)
+        print_json({{"message_type", "key_added"}, {"id", id}});
+      else
+        info(ctx.opts, "added key slot " + id.substr(0, 12));
       return kExitOk;
     };
   });
@@ -45,15 +47,19 @@ void register_repo_key(CLI::App& repo, Context& ctx) {
       if (ctx.opts.json) {
         nlohmann::json arr = nlohmann::json::array();
         for (const auto& k : slots)
-          arr.push_back({{"id", k.id}, {"current", k.id == r->key_slot()}, {"created", k.created}, {"hostname", k.hostname},
-                         {"username", k.username}, {"kdf", k.kdf}});
+          arr.push_back({{"id", k.id},
+                         {"current", k.id == r->key_slot()},
+                         {"created", k.created},
+                         {"hostname", k.hostname},
+                         {"username", k.username},
+                         {"kdf", k.kdf}});
         print_json(arr);
         return kExitOk;
       }
       std::printf("  %-12s  %-12s  %-16s  %-12s  %s\n", "ID", "KDF", "Host", "User", "Created");
       for (const auto& k : slots)
-        std::printf("%s %-12s  %-12s  %-16s  %-12s  %s\n", k.id == r->key_slot() ? "*" : " ", k.id.substr(0, 12).c_str(), terminal_safe(k.kdf).c_str(),
-                    terminal_safe(k.hostname).c_str(), terminal_safe(k.username).c_str(),
+        std::printf("%s %-12s  %-12s  %-16s  %-12s  %s\n", k.id == r->key_slot() ? "*" : " ", k.id.substr(0, 12).c_str(),
+                    terminal_safe(k.kdf).c_str(), terminal_safe(k.hostname).c_str(), terminal_safe(k.username).c_str(),
                     terminal_safe(k.created.substr(0, 19)).c_str());
       return kExitOk;
     };
@@ -127,12 +133,12 @@ void register_repo_unlock(CLI::App& repo, Context& ctx) {
         if (l.same_process_space)
           info(ctx.opts, "kept live " + l.describe());
         else
-          info(ctx.opts, "kept " + l.describe() + ": cannot tell from here whether it is live (" + l.held_note + "); " +
-                             (l.watched_s >= 1 ? "it changed or was watched only " + repo::lock_duration_text(int64_t(l.watched_s)) + "; "
-                                               : "") +
-                             "'--watch " + repo::lock_duration_text(t.stale_after.count() + t.refresh_every.count()) +
-                             "' removes it if it stays unchanged for " + repo::lock_duration_text(t.stale_after.count()) +
-                             ", '--remove-all' if you know its holder is gone");
+          info(ctx.opts,
+               "kept " + l.describe() + ": cannot tell from here whether it is live (" + l.held_note + "); " +
+                   (l.watched_s >= 1 ? "it changed or was watched only " + repo::lock_duration_text(int64_t(l.watched_s)) + "; " : "") +
+                   "'--watch " + repo::lock_duration_text(t.stale_after.count() + t.refresh_every.count()) +
+                   "' removes it if it stays unchanged for " + repo::lock_duration_text(t.stale_after.count()) +
+                   ", '--remove-all' if you know its holder is gone");
       }
       return kExitOk;
     };

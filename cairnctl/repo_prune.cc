@@ -35,8 +35,10 @@ void print_result(const RepoOptions& o, const repo::PruneResult& r, bool dry_run
                 {"leftovers_removed", {{"files", r.leftovers.packs}, {"bytes", r.leftovers.bytes}}},
                 {"versions_removed", {{"objects", r.versions_removed.packs}, {"bytes", r.versions_removed.bytes}}},
                 {"versions_retained",
-                 {{"objects", r.versions_retained.packs}, {"bytes", r.versions_retained.bytes},
-                  {"until", r.retained_until}, {"legal_holds", r.legal_holds}}},
+                 {{"objects", r.versions_retained.packs},
+                  {"bytes", r.versions_retained.bytes},
+                  {"until", r.retained_until},
+                  {"legal_holds", r.legal_holds}}},
                 {"written", count_json(r.written)},
                 {"unused_bytes_before", r.unused_bytes_before},
                 {"unused_bytes_after", r.unused_bytes_after},
@@ -54,8 +56,8 @@ void print_result(const RepoOptions& o, const repo::PruneResult& r, bool dry_run
   info(o, std::string("repacked:  ") + std::to_string(r.repacked.packs) + " packs; " + std::to_string(r.repacked.blobs) + " used blobs (" +
               human_bytes(r.repacked.bytes) + ") " + (dry_run ? "would be " : "") + "copied into " + std::to_string(r.written.packs) +
               " new packs");
-  info(o, std::string("deleted:   ") + std::to_string(r.deleted.packs) + " unused packs " + (dry_run ? "would be " : "") +
-              "deleted; " + std::to_string(r.deleted.blobs) + " unused blobs (" + human_bytes(r.deleted.bytes) + ") dropped");
+  info(o, std::string("deleted:   ") + std::to_string(r.deleted.packs) + " unused packs " + (dry_run ? "would be " : "") + "deleted; " +
+              std::to_string(r.deleted.blobs) + " unused blobs (" + human_bytes(r.deleted.bytes) + ") dropped");
   if (r.unindexed.packs)
     info(o, "unindexed: " + std::to_string(r.unindexed.packs) + " packs (" + human_bytes(r.unindexed.bytes) +
                 ") left by interrupted backups " + would + "deleted");
@@ -68,9 +70,12 @@ void print_result(const RepoOptions& o, const repo::PruneResult& r, bool dry_run
                 (dry_run ? "would be removed where their retention has ended" : "removed"));
   // Versions still retained: prune's own warning says so (the controller logs the same).
   info(o, "unused space left: " + human_bytes(r.unused_bytes_after));
-  if (dry_run) info(o, "dry run: " + human_bytes(r.bytes_freed) + " would be freed; nothing was changed");
-  else if (!r.changed) info(o, "nothing to prune");
-  else info(o, human_bytes(r.bytes_freed) + " freed");
+  if (dry_run)
+    info(o, "dry run: " + human_bytes(r.bytes_freed) + " would be freed; nothing was changed");
+  else if (!r.changed)
+    info(o, "nothing to prune");
+  else
+    info(o, human_bytes(r.bytes_freed) + " freed");
 }
 
 struct PruneArgs {
@@ -92,9 +97,15 @@ int run_prune(repo::Repository& r, const RepoOptions& o, double max_unused, bool
   double last = -10;
   po.progress = [&o, &last](const repo::Progress& p) {
     if (o.json) {
-      print_json({{"message_type", "status"},       {"action", "prune"},          {"phase", p.phase},
-                  {"packs_done", p.files_done},     {"packs_total", p.files_total}, {"bytes_done", p.bytes_done},
-                  {"bytes_total", p.bytes_total}, {"elapsed_s", p.elapsed_s},     {"current", p.current}});
+      print_json({{"message_type", "status"},
+                  {"action", "prune"},
+                  {"phase", p.phase},
+                  {"packs_done", p.files_done},
+                  {"packs_total", p.files_total},
+                  {"bytes_done", p.bytes_done},
+                  {"bytes_total", p.bytes_total},
+                  {"elapsed_s", p.elapsed_s},
+                  {"current", p.current}});
       return;
     }
     if (o.quiet || p.phase == "done") return;

@@ -3,8 +3,8 @@
 #include <chrono>
 
 #include "cairnctl/cli.h"
-#include "common/util/terminal_text.h"
 #include "common/repo/restorer.h"
+#include "common/util/terminal_text.h"
 
 namespace cairn::ctl {
 
@@ -103,7 +103,8 @@ void register_repo_restore(CLI::App& repo, Context& ctx) {
                     human_bytes(res.bytes_restored) + " in " + human_duration(seconds));
         if (r->backend().caps().remote) info(o, storage_line(r->backend()));
         if (!res.failures.empty())
-          info(o, std::to_string(res.failures.size()) + " entries could not be restored (listed above); run 'cairnctl repo check --read-data'");
+          info(o, std::to_string(res.failures.size()) +
+                      " entries could not be restored (listed above); run 'cairnctl repo check --read-data'");
       }
       return res.failures.empty() ? kExitOk : kExitError;
     };

@@ -3,9 +3,9 @@
 #include "cairnctl/cli.h"
 #include "common/repo/snapshot.h"
 #include "common/repo/tree.h"
+#include "common/repo/walk.h"
 #include "common/util/encoding.h"
 #include "common/util/terminal_text.h"
-#include "common/repo/walk.h"
 
 namespace cairn::ctl {
 
@@ -46,14 +46,15 @@ void register_repo_snapshots(CLI::App& repo, Context& ctx) {
           paths += "]";
         }
         // Host names, paths and tags are the snapshot's own text, shown escaped.
-        std::printf("%-8s  %-20s  %-16s  %-8s  %-10s  %s\n", terminal_safe(s.id.substr(0, 8)).c_str(),
-                    terminal_safe(when).c_str(), terminal_safe(s.hostname.substr(0, 16)).c_str(),
-                    s.partial ? "partial" : "ok", human_bytes(s.summary.value("bytes_total", uint64_t(0))).c_str(),
-                    terminal_safe(paths).c_str());
+        std::printf("%-8s  %-20s  %-16s  %-8s  %-10s  %s\n", terminal_safe(s.id.substr(0, 8)).c_str(), terminal_safe(when).c_str(),
+                    terminal_safe(s.hostname.substr(0, 16)).c_str(), s.partial ? "partial" : "ok",
+                    human_bytes(s.summary.value("bytes_total", uint64_t(0))).c_str(), terminal_safe(paths).c_str());
       }
       for (const auto& [id, why] : bad)
-        std::printf("%-8s  %-20s  %-16s  %-8s  %-10s  %s\n", terminal_safe(id.substr(0, 8)).c_str(), "?", "?", "damaged", "?", "(unreadable: see the warning above)");
-      std::printf("%zu snapshots%s\n", snaps.size() + bad.size(), bad.empty() ? "" : (" (" + std::to_string(bad.size()) + " damaged)").c_str());
+        std::printf("%-8s  %-20s  %-16s  %-8s  %-10s  %s\n", terminal_safe(id.substr(0, 8)).c_str(), "?", "?", "damaged", "?",
+                    "(unreadable: see the warning above)");
+      std::printf("%zu snapshots%s\n", snaps.size() + bad.size(),
+                  bad.empty() ? "" : (" (" + std::to_string(bad.size()) + " damaged)").c_str());
       return bad.empty() ? kExitOk : kExitDamaged;
     };
   });
@@ -75,8 +76,12 @@ class Lister : public repo::TreeVisitor {
   Lister(bool json, bool long_fmt) : json_(json), long_(long_fmt) {}
   bool enter(const std::string& path, repo::Node& n, size_t) override {
     if (json_) {
-      nlohmann::json j = {{"type", repo::node_type_name(n.type)}, {"mode", n.mode}, {"uid", n.uid},
-                          {"gid", n.gid}, {"size", n.size}, {"mtime_ns", n.mtime_ns}};
+      nlohmann::json j = {{"type", repo::node_type_name(n.type)},
+                          {"mode", n.mode},
+                          {"uid", n.uid},
+                          {"gid", n.gid},
+                          {"size", n.size},
+                          {"mtime_ns", n.mtime_ns}};
       put_name(j, "path", path);
       put_name(j, "name", n.name);
       if (n.type == repo::NodeType::symlink) put_name(j, "target", n.target);
@@ -87,8 +92,8 @@ class Lister : public repo::TreeVisitor {
       std::tm tm{};
       gmtime_r(&sec, &tm);
       strftime(tbuf, sizeof tbuf, "%Y-%m-%d %H:%M:%S", &tm);
-      std::printf("%-8s %04o %6u %6u %12llu %s %s%s\n", repo::node_type_name(n.type), n.mode, n.uid, n.gid, (unsigned long long)n.size, tbuf,
-                  terminal_safe(path).c_str(), n.type == repo::NodeType::symlink ? (" -> " + terminal_safe(n.target)).c_str() : "");
+      std::printf("%-8s %04o %6u %6u %12llu %s %s%s\n", repo::node_type_name(n.type), n.mode, n.uid, n.gid, (unsigned long long)n.size,
+                  tbuf, terminal_safe(path).c_str(), n.type == repo::NodeType::symlink ? (" -> " + terminal_safe(n.target)).c_str() : "");
     } else {
       std::printf("%s\n", terminal_safe(path).c_str());
     }
@@ -122,8 +127,9 @@ void register_repo_ls(CLI::App& repo, Context& ctx) {
       check_memory_needs(budget, budget_option,
                          repo::repository_needs(r->index(), repo::MemoryUse::walk, repo::Repository::index_load_threads()));
       repo::Snapshot s = repo::load_snapshot(*r, resolve_snapshot_ref(*r, snap, skip_damaged));
-      if (!o.json && !o.quiet) std::printf("snapshot %s of %s at %s:\n", terminal_safe(s.id.substr(0, 8)).c_str(),
-                                       terminal_safe(s.hostname).c_str(), terminal_safe(s.time).c_str());
+      if (!o.json && !o.quiet)
+        std::printf("snapshot %s of %s at %s:\n", terminal_safe(s.id.substr(0, 8)).c_str(), terminal_safe(s.hostname).c_str(),
+                    terminal_safe(s.time).c_str());
       Lister lister(o.json, long_fmt);
       repo::walk_snapshot(*r, s, lister, {.max_entries = max_entries});
       return kExitOk;

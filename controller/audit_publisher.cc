@@ -2,16 +2,14 @@
 
 #include <librdkafka/rdkafka.h>
 #include <spdlog/spdlog.h>
-
 #include <sys/stat.h>
-
-#include <ctime>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
 
@@ -31,16 +29,16 @@ using Clock = std::chrono::steady_clock;
 constexpr int64_t kMaxInflight = 10000;  // events produced and not yet acknowledged
 constexpr auto kPoll = std::chrono::milliseconds(50);
 constexpr auto kSizeCheckEvery = std::chrono::seconds(10);  // how often the outbox is counted
-constexpr auto kWarnEvery = std::chrono::minutes(10);        // and, while it is too large, said so
+constexpr auto kWarnEvery = std::chrono::minutes(10);       // and, while it is too large, said so
 
 // The delivery state the producer's callback updates (on the publisher's
 // thread, inside rd_kafka_poll).
 struct Delivery {
-  int64_t acked = 0;        // newest event acknowledged
+  int64_t acked = 0;          // newest event acknowledged
   int64_t acked_offset = -1;  // its offset on the topic
-  int64_t checkpoints = 0;  // checkpoints acknowledged
-  std::string error;        // set when a record failed: the producer is rebuilt
-  std::string transport;    // librdkafka's latest connection trouble (it retries by itself)
+  int64_t checkpoints = 0;    // checkpoints acknowledged
+  std::string error;          // set when a record failed: the producer is rebuilt
+  std::string transport;      // librdkafka's latest connection trouble (it retries by itself)
 };
 
 void error_cb(rd_kafka_t*, int err, const char* reason, void* opaque) {
@@ -55,8 +53,10 @@ void dr_cb(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
     if (d->error.empty()) d->error = rd_kafka_err2str(m->err);
     return;
   }
-  if (tag < 0) ++d->checkpoints;
-  else if (tag > d->acked) d->acked = tag, d->acked_offset = m->offset;
+  if (tag < 0)
+    ++d->checkpoints;
+  else if (tag > d->acked)
+    d->acked = tag, d->acked_offset = m->offset;
 }
 
 audit::KafkaClientSettings client_settings(const ControllerConfig::AuditKafka& k, const std::string& password) {
@@ -134,14 +134,13 @@ bool read_topic(const ControllerConfig& cfg, const std::string& password, const 
   audit::Rk rk = conf.make(RD_KAFKA_CONSUMER);
   out = {};
   rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk.get(), k.topic.c_str(), 0, &out.lo, &out.hi, 5000);
-  if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
-      e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+  if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
     out.lo = out.hi = 0;
     return true;  // created by the first record (or by the operator)
   }
   if (e) {
-    why = std::string("cannot read the end of topic '") + k.topic + "' at " + k.brokers + ": " +
-          audit::explain(rk.get(), trail, settings, e);
+    why =
+        std::string("cannot read the end of topic '") + k.topic + "' at " + k.brokers + ": " + audit::explain(rk.get(), trail, settings, e);
     return false;
   }
   const int64_t start = std::clamp(pick(out.lo, out.hi), out.lo, out.hi);
@@ -187,12 +186,12 @@ std::string cleanup_policy(const ControllerConfig& cfg, const std::string& passw
 // whose seq and hash are the catalog's, and a checkpoint whose signature
 // verifies over the catalog's hash for its seq, are this controller's.
 struct TailVerdict {
-  bool found = false;        // a record of this controller's chain was read
-  int64_t resume = 0;        // the newest event the topic holds, without a hole before it in what was read
+  bool found = false;          // a record of this controller's chain was read
+  int64_t resume = 0;          // the newest event the topic holds, without a hole before it in what was read
   int64_t resume_offset = -1;  // that event's offset (-1: known from a checkpoint only)
-  int64_t foreign = 0;       // records this controller did not write
+  int64_t foreign = 0;         // records this controller did not write
   int64_t foreign_first = -1, foreign_last = -1;
-  std::string example;       // what is wrong with the first of them
+  std::string example;  // what is wrong with the first of them
 };
 
 TailVerdict judge_tail(const TopicRead& t, const catalog::Tx& tx) {
@@ -214,11 +213,11 @@ TailVerdict judge_tail(const TopicRead& t, const catalog::Tx& tx) {
       ++v.foreign;
       if (v.foreign_first < 0) {
         v.foreign_first = r.offset;
-        v.example = "offset " + std::to_string(r.offset) + ": " +
-                    (!r.why.empty() ? r.why
-                                    : (r.is_event ? "event " : "checkpoint for event ") + std::to_string(r.seq) +
-                                          (h ? " differs from this controller's event with that seq"
-                                             : " names a seq this controller never wrote"));
+        v.example =
+            "offset " + std::to_string(r.offset) + ": " +
+            (!r.why.empty() ? r.why
+                            : (r.is_event ? "event " : "checkpoint for event ") + std::to_string(r.seq) +
+                                  (h ? " differs from this controller's event with that seq" : " names a seq this controller never wrote"));
       }
       v.foreign_last = r.offset;
       continue;
@@ -247,9 +246,11 @@ TailVerdict judge_tail(const TopicRead& t, const catalog::Tx& tx) {
 // Reads the record at `offset`: `there` says whether it is this
 // controller's event `seq` with `hash`, intact (where Kafka acknowledged it).
 // False (and why) when Kafka does not answer; `at` gets what was read.
-bool event_at(const ControllerConfig& cfg, const std::string& password, int64_t offset, int64_t seq, const std::string& hash,
-              bool& there, TopicRead& at, std::string& why) {
-  if (!read_topic(cfg, password, [&](int64_t, int64_t) { return offset; }, 1, at, why)) return false;
+bool event_at(const ControllerConfig& cfg, const std::string& password, int64_t offset, int64_t seq, const std::string& hash, bool& there,
+              TopicRead& at, std::string& why) {
+  if (!read_topic(
+          cfg, password, [&](int64_t, int64_t) { return offset; }, 1, at, why))
+    return false;
   const TopicRecord* r = at.records.empty() ? nullptr : &at.records[0];
   there = r && r->offset == offset && r->is_event && r->intact && r->seq == seq && r->hash == hash;
   return true;
@@ -261,17 +262,16 @@ bool event_at(const ControllerConfig& cfg, const std::string& password, int64_t 
 // removed that offset: a genuine checkpoint copied into a recreated topic
 // covers events the topic does not hold. False (and why) when Kafka does not
 // answer; else `held` says whether the mark is there, `problem` what is not.
-bool mark_held(const ControllerConfig& cfg, const std::string& password, const catalog::Tx::AuditTopicMark& mark,
-               bool& held, std::string& problem, std::string& why) {
+bool mark_held(const ControllerConfig& cfg, const std::string& password, const catalog::Tx::AuditTopicMark& mark, bool& held,
+               std::string& problem, std::string& why) {
   TopicRead at;
   bool there = false;
   if (!event_at(cfg, password, mark.offset, mark.seq, mark.hash, there, at, why)) return false;
   held = there || at.lo > mark.offset;  // or the topic's retention removed it
   if (!held)
-    problem = "the end of topic '" + cfg.audit_kafka.topic + "' holds checkpoints only, and not event " +
-              std::to_string(mark.seq) + " at offset " + std::to_string(mark.offset) +
-              " where Kafka acknowledged it (the topic holds offsets " + std::to_string(at.lo) + ".." +
-              std::to_string(at.hi) + "): its checkpoints vouch for no event on this topic";
+    problem = "the end of topic '" + cfg.audit_kafka.topic + "' holds checkpoints only, and not event " + std::to_string(mark.seq) +
+              " at offset " + std::to_string(mark.offset) + " where Kafka acknowledged it (the topic holds offsets " +
+              std::to_string(at.lo) + ".." + std::to_string(at.hi) + "): its checkpoints vouch for no event on this topic";
   return true;
 }
 
@@ -329,9 +329,9 @@ void AuditPublisher::run() {
   Delivery d;
   audit::Rk producer;
   bool synced = false;
-  int64_t produced = 0;           // newest event handed to this producer
+  int64_t produced = 0;  // newest event handed to this producer
   std::string produced_hash;
-  int64_t marked = 0;             // newest event marked published in the catalog
+  int64_t marked = 0;  // newest event marked published in the catalog
   int64_t since_checkpoint = 0;
   Clock::time_point last_checkpoint = Clock::now();
   auto backoff = std::chrono::seconds(1);
@@ -340,9 +340,8 @@ void AuditPublisher::run() {
   std::string last_logged_error;
   int64_t reported_checkpoints = 0;
   // How often the topic is checked for what Kafka acknowledged.
-  const auto topic_check_every =
-      std::clamp<std::chrono::seconds>(std::chrono::seconds(2 * k.checkpoint_interval_s), std::chrono::seconds(5),
-                                       std::chrono::seconds(60));
+  const auto topic_check_every = std::clamp<std::chrono::seconds>(std::chrono::seconds(2 * k.checkpoint_interval_s),
+                                                                  std::chrono::seconds(5), std::chrono::seconds(60));
   Clock::time_point next_topic_check{};
 
   auto wait = [&](std::chrono::milliseconds dur) {
@@ -366,11 +365,11 @@ void AuditPublisher::run() {
     }
   };
   auto produce = [&](const std::string& value, intptr_t tag) {
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        producer.get(), RD_KAFKA_V_TOPIC(k.topic.c_str()), RD_KAFKA_V_PARTITION(0),
-        RD_KAFKA_V_KEY(audit::kRecordKey, std::char_traits<char>::length(audit::kRecordKey)),
-        RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(tag)), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e =
+        rd_kafka_producev(producer.get(), RD_KAFKA_V_TOPIC(k.topic.c_str()), RD_KAFKA_V_PARTITION(0),
+                          RD_KAFKA_V_KEY(audit::kRecordKey, std::char_traits<char>::length(audit::kRecordKey)),
+                          RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(tag)), RD_KAFKA_V_END);
     if (e) throw Error(Errc::io, std::string("producing to '") + k.topic + "': " + rd_kafka_err2str(e));
   };
   // The signing key, loaded again only when its file changes (a rotation
@@ -432,8 +431,8 @@ void AuditPublisher::run() {
         std::string why;
         bool ok = true;
         for (int64_t window = 64;; window *= 8) {
-          if (!(ok = read_topic(config_, sasl_password_, [&](int64_t lo, int64_t hi) { return std::max(lo, hi - window); },
-                                window, t, why)))
+          if (!(ok = read_topic(
+                    config_, sasl_password_, [&](int64_t lo, int64_t hi) { return std::max(lo, hi - window); }, window, t, why)))
             break;
           v = cat.read([&](const catalog::Tx& tx) { return judge_tail(t, tx); });
           if (v.found || t.hi - window <= t.lo) break;  // another writer's records at the end: look further back
@@ -444,10 +443,11 @@ void AuditPublisher::run() {
         if (ok && v.found && v.resume > 0 && v.resume_offset < 0) {
           auto mark = cat.read([](const catalog::Tx& tx) { return tx.audit_topic_mark(); });
           bool held = true;
-          if (mark && mark->topic == k.topic && mark->offset >= 0 &&
-              (ok = mark_held(config_, sasl_password_, *mark, held, unheld, why))) {
-            if (!held) v.resume = 0;
-            else if (mark->seq == v.resume && mark->offset >= t.lo) v.resume_offset = mark->offset;
+          if (mark && mark->topic == k.topic && mark->offset >= 0 && (ok = mark_held(config_, sasl_password_, *mark, held, unheld, why))) {
+            if (!held)
+              v.resume = 0;
+            else if (mark->seq == v.resume && mark->offset >= t.lo)
+              v.resume_offset = mark->offset;
           }
         }
         if (!ok) {
@@ -479,15 +479,14 @@ void AuditPublisher::run() {
           cat.transaction("controller", [&](catalog::Tx& tx) {
             first = tx.audit_first_after(tail);
             resent = tx.mark_audit_unpublished_after(tail);
-            nlohmann::json details = {{"topic", k.topic}, {"topic_holds_through", tail}, {"acknowledged_through", published},
-                                      {"resent", resent}};
+            nlohmann::json details = {
+                {"topic", k.topic}, {"topic_holds_through", tail}, {"acknowledged_through", published}, {"resent", resent}};
             if (first == 0 || first > tail + 1)
               details["lost"] = {{"first_seq", tail + 1}, {"last_seq", first == 0 ? published : first - 1}};
             tx.audit({"audit.topic_rewound", "topic:" + k.topic, "failed", "topic_rewound", details});
           });
           std::string lost = first == 0 || first > tail + 1
-                                 ? "; events " + std::to_string(tail + 1) + ".." +
-                                       std::to_string(first == 0 ? published : first - 1) +
+                                 ? "; events " + std::to_string(tail + 1) + ".." + std::to_string(first == 0 ? published : first - 1) +
                                        " are no longer in the outbox (retention) and cannot be sent again"
                                  : "";
           problems.push_back("topic '" + k.topic + "' holds this controller's events only up to " + std::to_string(tail) +
@@ -500,9 +499,15 @@ void AuditPublisher::run() {
         if (tail > published) cat.transaction("controller", [&](catalog::Tx& tx) { tx.mark_audit_published(tail); });
         if (v.foreign > 0)
           cat.transaction("controller", [&](catalog::Tx& tx) {
-            tx.audit({"audit.topic_foreign", "topic:" + k.topic, "failed", "foreign_records",
-                      {{"topic", k.topic}, {"count", v.foreign}, {"first_offset", v.foreign_first},
-                       {"last_offset", v.foreign_last}, {"example", v.example}}});
+            tx.audit({"audit.topic_foreign",
+                      "topic:" + k.topic,
+                      "failed",
+                      "foreign_records",
+                      {{"topic", k.topic},
+                       {"count", v.foreign},
+                       {"first_offset", v.foreign_first},
+                       {"last_offset", v.foreign_last},
+                       {"example", v.example}}});
           });
         for (const auto& p : problems) spdlog::error("audit publisher: {}", p);
         {
@@ -519,7 +524,7 @@ void AuditPublisher::run() {
         audit::KafkaConf conf(client_settings(k, sasl_password_), "cairn-controller-" + config_.controller_id);
         conf.set("enable.idempotence", "true");  // acks=all, ordered retries, no duplicates within a session
         conf.set("acks", "all");
-        conf.set("message.timeout.ms", "0");     // never give up on a record: Kafka may be down for hours
+        conf.set("message.timeout.ms", "0");  // never give up on a record: Kafka may be down for hours
         conf.set("linger.ms", "5");
         rd_kafka_conf_set_dr_msg_cb(conf.raw(), dr_cb);
         rd_kafka_conf_set_error_cb(conf.raw(), error_cb);
@@ -536,8 +541,7 @@ void AuditPublisher::run() {
           status_.last_error.clear();
           last_logged_error.clear();
         }
-        spdlog::info("audit publisher: topic '{}' at {} holds events up to seq {}; publishing from there", k.topic,
-                     k.brokers, tail);
+        spdlog::info("audit publisher: topic '{}' at {} holds events up to seq {}; publishing from there", k.topic, k.brokers, tail);
       }
       // Produce what is waiting, at most kMaxInflight unacknowledged.
       bool more = false;  // a full batch was read: more may be waiting
@@ -545,8 +549,7 @@ void AuditPublisher::run() {
         const int64_t want = std::min<int64_t>(1000, kMaxInflight - (produced - d.acked));
         auto events = cat.read([&](const catalog::Tx& tx) { return tx.unpublished_audit_events(produced, want); });
         more = int64_t(events.size()) == want;
-        if (!events.empty())
-          spdlog::debug("audit publisher: producing events {}..{}", events.front().seq, events.back().seq);
+        if (!events.empty()) spdlog::debug("audit publisher: producing events {}..{}", events.front().seq, events.back().seq);
         for (const auto& e : events) {
           produce(audit::encode_event(e), intptr_t(e.seq));
           produced = e.seq;
@@ -569,9 +572,10 @@ void AuditPublisher::run() {
         bool there = true;
         if (event_at(config_, sasl_password_, at, d.acked, produced_hash, there, t, why)) {
           if (!there) {
-            spdlog::error("audit publisher: topic '{}' no longer holds event {} at offset {}, where Kafka acknowledged it "
-                          "(it holds offsets {}..{}): the topic was cut back or recreated; re-reading its end",
-                          k.topic, d.acked, at, t.lo, t.hi);
+            spdlog::error(
+                "audit publisher: topic '{}' no longer holds event {} at offset {}, where Kafka acknowledged it "
+                "(it holds offsets {}..{}): the topic was cut back or recreated; re-reading its end",
+                k.topic, d.acked, at, t.lo, t.hi);
             producer.reset();
             synced = false;
             continue;
@@ -620,8 +624,8 @@ void AuditPublisher::run() {
         int64_t waiting = cat.read([](const catalog::Tx& tx) { return tx.audit_outbox_pending(); });
         next_size_check = Clock::now() + kSizeCheckEvery;
         if (waiting > k.outbox_warn_events) {
-          spdlog::warn("audit outbox holds {} unpublished events (audit.kafka.outbox_warn_events = {}); Kafka at {}: {}",
-                       waiting, k.outbox_warn_events, k.brokers, status().last_error.empty() ? "slow" : status().last_error);
+          spdlog::warn("audit outbox holds {} unpublished events (audit.kafka.outbox_warn_events = {}); Kafka at {}: {}", waiting,
+                       k.outbox_warn_events, k.brokers, status().last_error.empty() ? "slow" : status().last_error);
           next_size_check = Clock::now() + kWarnEvery;
         }
       }

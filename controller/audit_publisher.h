@@ -32,13 +32,13 @@ namespace cairn::controller {
 
 struct PublisherStatus {
   bool enabled = false;
-  bool connected = false;        // the topic's position is known and the last produce succeeded
-  int64_t published_seq = 0;    // newest event Kafka acknowledged
-  int64_t checkpoints = 0;       // checkpoints acknowledged since start
-  std::string last_error;        // empty when none since the last success
-  std::string topic_problem;     // what the topic holds that it should not, or lacks (empty: nothing)
-  int64_t foreign_records = 0;   // records read on the topic this controller did not write
-  int64_t rewinds = 0;           // times the topic had lost acknowledged events (re-sent)
+  bool connected = false;            // the topic's position is known and the last produce succeeded
+  int64_t published_seq = 0;         // newest event Kafka acknowledged
+  int64_t checkpoints = 0;           // checkpoints acknowledged since start
+  std::string last_error;            // empty when none since the last success
+  std::string topic_problem;         // what the topic holds that it should not, or lacks (empty: nothing)
+  int64_t foreign_records = 0;       // records read on the topic this controller did not write
+  int64_t rewinds = 0;               // times the topic had lost acknowledged events (re-sent)
   int64_t last_checkpoint_unix = 0;  // when the newest checkpoint was acknowledged
 };
 

@@ -8,10 +8,10 @@
 #include <map>
 #include <set>
 
-#include "common/repo/storage/backend.h"
 #include "common/repo/keys.h"
 #include "common/repo/repository.h"
 #include "common/repo/snapshot.h"
+#include "common/repo/storage/backend.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
@@ -25,9 +25,7 @@
 namespace cairn::controller {
 namespace {
 
-bool has(const repo::Snapshot& s, const std::string& tag) {
-  return std::find(s.tags.begin(), s.tags.end(), tag) != s.tags.end();
-}
+bool has(const repo::Snapshot& s, const std::string& tag) { return std::find(s.tags.begin(), s.tags.end(), tag) != s.tags.end(); }
 
 std::unique_ptr<repo::Repository> open_source(const RebuildSource& r) {
   return open_controller_repository({r.name, r.path, r.password_file, r.credentials_file});
@@ -73,14 +71,14 @@ std::optional<catalog::RebuiltSet> build_set(catalog::Tx& tx, const std::string&
       // One task, one snapshot: a copy in a second repository is the same
       // snapshot; another snapshot claiming the task is named.
       if (!std::any_of(s.tasks.begin(), s.tasks.end(), [&](const catalog::RebuiltTask& t) { return t.snapshot_id == f.snap.id; }))
-        notes.push_back("set " + set_id + ": snapshot " + f.snap.id.substr(0, 16) + " in '" + f.repository +
-                        "' claims task " + tag("task") + ", which another snapshot of the set has; left out");
+        notes.push_back("set " + set_id + ": snapshot " + f.snap.id.substr(0, 16) + " in '" + f.repository + "' claims task " +
+                        tag("task") + ", which another snapshot of the set has; left out");
       continue;
     }
     seen_task[tag("task")] = true;
     if (tx.task_exists(tag("task"))) {
-      notes.push_back("set " + set_id + ": snapshot " + f.snap.id.substr(0, 16) + " in '" + f.repository + "' claims task " +
-                      tag("task") + ", which another set has; left out");
+      notes.push_back("set " + set_id + ": snapshot " + f.snap.id.substr(0, 16) + " in '" + f.repository + "' claims task " + tag("task") +
+                      ", which another set has; left out");
       continue;
     }
     Bytes key;
@@ -164,8 +162,8 @@ std::optional<catalog::RebuiltSet> build_attested(catalog::Tx& tx, const SetReco
     const TaggedSnapshot* f = find(rt);
     if (f) used.insert(f);
     if (!f) {
-      lost.push_back("snapshot " + short_id(rt.snapshot_id) + " of task " + rt.id + " (agent '" + rt.agent_name +
-                     "', component '" + rt.component + "') is not in repository '" + rt.repository + "'");
+      lost.push_back("snapshot " + short_id(rt.snapshot_id) + " of task " + rt.id + " (agent '" + rt.agent_name + "', component '" +
+                     rt.component + "') is not in repository '" + rt.repository + "'");
       continue;
     }
     Bytes key;
@@ -201,8 +199,8 @@ std::optional<catalog::RebuiltSet> build_attested(catalog::Tx& tx, const SetReco
     if (!used.count(&c)) {
       ++rep.snapshots_unlisted;
       rep.notes.push_back("set " + rec.set_id + ": snapshot " + short_id(c.snap.id) + " in '" + c.repository +
-                          "' claims to be part of the set (task " + (c.tags.count("task") ? c.tags.at("task") : "?") +
-                          ", agent '" + (c.tags.count("agent") ? c.tags.at("agent") : "?") +
+                          "' claims to be part of the set (task " + (c.tags.count("task") ? c.tags.at("task") : "?") + ", agent '" +
+                          (c.tags.count("agent") ? c.tags.at("agent") : "?") +
                           "'), but the set's signed record does not list it: left out (the set's own run did not write it)");
     }
   if (s.tasks.empty()) {
@@ -227,8 +225,8 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
   std::string path = data_dir + "/catalog.db";
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0)
-    throw Error(Errc::exists, "a catalog exists at '" + path +
-                                  "'; a rebuild never replaces one: move it away first if it is the one to replace");
+    throw Error(Errc::exists,
+                "a catalog exists at '" + path + "'; a rebuild never replaces one: move it away first if it is the one to replace");
   RebuildReport rep;
   std::map<std::string, plan::PublicKey> keys;
   for (const auto& k : trusted) keys[plan::key_id(k)] = k;
@@ -237,10 +235,11 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
     return it == keys.end() ? nullptr : &it->second;
   };
   if (keys.empty())
-    rep.notes.push_back("no controller key was given (--trusted-key, or the key_dir of --config): no set record can be "
-                        "verified, so every set is unattested");
+    rep.notes.push_back(
+        "no controller key was given (--trusted-key, or the key_dir of --config): no set record can be "
+        "verified, so every set is unattested");
   std::map<std::string, std::vector<TaggedSnapshot>> sets;  // set id -> its snapshots
-  std::map<std::string, SetRecord> records;  // set id -> its latest verified record, from any repository
+  std::map<std::string, SetRecord> records;                 // set id -> its latest verified record, from any repository
   for (const auto& r : repositories) {
     auto repo = open_source(r);
     std::vector<std::pair<std::string, std::string>> bad;
@@ -324,7 +323,8 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
           } else {
             s = build_set(tx, set_id, found, agent_ids, rep.notes);
             if (s)
-              rep.notes.push_back("set " + set_id + " is unattested: no set record signed by a trusted controller key "
+              rep.notes.push_back("set " + set_id +
+                                  " is unattested: no set record signed by a trusted controller key "
                                   "covers it, so anyone holding the repository's password could have written its "
                                   "snapshots; it is restored only with --accept-unattested");
           }
@@ -341,21 +341,29 @@ RebuildReport rebuild_catalog(const std::string& data_dir, const std::vector<Reb
       }
     }
     rep.agents = agent_ids.size();
-    tx.audit({"catalog.rebuild", "catalog", "ok", "",
-              {{"sets", rep.sets}, {"sets_attested", rep.sets_attested}, {"snapshots", rep.snapshots}, {"agents", rep.agents},
-               {"records_unverified", rep.records_unverified}, {"snapshots_unlisted", rep.snapshots_unlisted},
-               {"skipped_safety", rep.skipped_safety}, {"skipped_untagged", rep.skipped_untagged},
+    tx.audit({"catalog.rebuild",
+              "catalog",
+              "ok",
+              "",
+              {{"sets", rep.sets},
+               {"sets_attested", rep.sets_attested},
+               {"snapshots", rep.snapshots},
+               {"agents", rep.agents},
+               {"records_unverified", rep.records_unverified},
+               {"snapshots_unlisted", rep.snapshots_unlisted},
+               {"skipped_safety", rep.skipped_safety},
+               {"skipped_untagged", rep.skipped_untagged},
                {"skipped_unreadable", rep.skipped_unreadable}}});
   });
   return rep;
 }
 
 std::optional<SetRecord> verify_export_record(const std::string& record_text, const std::string& set_id,
-                                              const std::vector<ExportedSnapshot>& exported, const TrustedKeys& trusted,
-                                              std::string& why) {
+                                              const std::vector<ExportedSnapshot>& exported, const TrustedKeys& trusted, std::string& why) {
   if (record_text.empty()) {
-    why = "the export carries no set record signed by a controller (it was made by a cairnctl before 2026-11-28, or of a "
-          "set that is unattested itself), so nothing shows that its snapshots are the set's own";
+    why =
+        "the export carries no set record signed by a controller (it was made by a cairnctl before 2026-11-28, or of a "
+        "set that is unattested itself), so nothing shows that its snapshots are the set's own";
     return std::nullopt;
   }
   auto file = nlohmann::json::parse(record_text, nullptr, false);
@@ -375,8 +383,7 @@ std::optional<SetRecord> verify_export_record(const std::string& record_text, co
       if (rt.id == e.task_id) task = &rt;
     bool named = false;
     if (task)
-      for (const auto& [repository, snapshot] : task->copies)
-        named |= repository.starts_with(kExportCopyPrefix) && snapshot == e.export_id;
+      for (const auto& [repository, snapshot] : task->copies) named |= repository.starts_with(kExportCopyPrefix) && snapshot == e.export_id;
     if (!named) {
       why = "the export's snapshot " + short_id(e.export_id) + " (task " + e.task_id + ") is not the one the set's signed record names " +
             (task ? "for that task" : "(the record has no such task)") + ": it was not written by the export the controller signed";
@@ -387,8 +394,9 @@ std::optional<SetRecord> verify_export_record(const std::string& record_text, co
 }
 
 std::string unattested_refusal(const std::string& why) {
-  return why + "; nothing was recorded. Import it with --accept-unattested to record the set as unattested (restored only "
-               "with --accept-unattested), after checking where the archive came from";
+  return why +
+         "; nothing was recorded. Import it with --accept-unattested to record the set as unattested (restored only "
+         "with --accept-unattested), after checking where the archive came from";
 }
 
 TrustedKeys controller_keys(const catalog::Tx& tx, const std::vector<plan::PublicKey>& extra,
@@ -426,7 +434,8 @@ ImportResult import_set(catalog::Catalog& cat, const RebuildSource& source, cons
     if (!t) throw Error(Errc::invalid_input, "snapshot " + id.substr(0, 16) + " cannot be imported: " + why);
     if (set_id.empty()) set_id = t->tags["set"];
     if (t->tags["set"] != set_id)
-      throw Error(Errc::invalid_input, "the snapshots belong to two sets (" + set_id + ", " + t->tags["set"] + "); import one set at a time");
+      throw Error(Errc::invalid_input,
+                  "the snapshots belong to two sets (" + set_id + ", " + t->tags["set"] + "); import one set at a time");
     found.push_back(std::move(*t));
   }
   std::vector<ExportedSnapshot> exported;
@@ -454,17 +463,16 @@ ImportResult import_set(catalog::Catalog& cat, const RebuildSource& source, cons
       out.notes = rep.notes;
       out.key_id = nlohmann::json::parse(att.record_text).value("key_id", "");
     } else {
-      if (!att.accept_unattested)
-        throw Error(Errc::denied, unattested_refusal(why));
+      if (!att.accept_unattested) throw Error(Errc::denied, unattested_refusal(why));
       s = build_set(tx, set_id, found, agent_ids, out.notes);
       out.notes.push_back("set " + set_id + " is unattested: " + why);
     }
-    if (!s) throw Error(Errc::invalid_input, "no snapshot of set " + set_id + " can be recorded: " +
-                                                 (out.notes.empty() ? std::string("none names a task") : out.notes.back()));
+    if (!s)
+      throw Error(Errc::invalid_input, "no snapshot of set " + set_id + " can be recorded: " +
+                                           (out.notes.empty() ? std::string("none names a task") : out.notes.back()));
     s->requested_by = actor + " (import of " + origin + ")";
     tx.rebuilt_set(*s);
-    if (!rec)
-      tx.audit({"import.accept_unattested", "backup_set:" + set_id, "ok", "", {{"origin", origin}, {"why", why}}});
+    if (!rec) tx.audit({"import.accept_unattested", "backup_set:" + set_id, "ok", "", {{"origin", origin}, {"why", why}}});
     out.set = std::move(*s);
   });
   return out;

@@ -36,17 +36,17 @@
 namespace cairn::controller {
 
 struct RebuildSource {
-  std::string name;           // the repository's name, as the agents declare it
+  std::string name;  // the repository's name, as the agents declare it
   std::string path;
-  std::string password_file;  // mode 0600
+  std::string password_file;       // mode 0600
   std::string credentials_file{};  // a remote repository's (mode 0600); empty: the store's standard sources
 };
 
 struct RebuildReport {
   size_t sets = 0, sets_complete = 0, snapshots = 0, agents = 0;
-  size_t sets_attested = 0;        // taken from a verified set record
-  size_t records_unverified = 0;   // set records whose signature or key did not verify
-  size_t snapshots_unlisted = 0;   // claimed an attested set its record does not list
+  size_t sets_attested = 0;       // taken from a verified set record
+  size_t records_unverified = 0;  // set records whose signature or key did not verify
+  size_t snapshots_unlisted = 0;  // claimed an attested set its record does not list
   size_t skipped_safety = 0, skipped_untagged = 0, skipped_unreadable = 0;
   std::vector<std::string> notes;  // one line each: what was left out and why
 };
@@ -106,8 +106,7 @@ using TrustedKeys = std::function<const plan::PublicKey*(const std::string& key_
 // `set_id` and every exported snapshot as its task's copy in an "export:"
 // repository; nullopt with why set otherwise.
 std::optional<SetRecord> verify_export_record(const std::string& record_text, const std::string& set_id,
-                                              const std::vector<ExportedSnapshot>& exported, const TrustedKeys& trusted,
-                                              std::string& why);
+                                              const std::vector<ExportedSnapshot>& exported, const TrustedKeys& trusted, std::string& why);
 
 // The refusal of an import whose record does not attest it (why: verify_export_record's).
 std::string unattested_refusal(const std::string& why);
@@ -119,8 +118,8 @@ TrustedKeys controller_keys(const catalog::Tx& tx, const std::vector<plan::Publi
                             std::map<std::string, plan::PublicKey>& storage);
 
 struct ImportAttestation {
-  std::string record_text;              // the export's signed record; empty when it has none
-  std::vector<std::string> export_ids;  // beside snapshot_ids: each snapshot's id in the export
+  std::string record_text;               // the export's signed record; empty when it has none
+  std::vector<std::string> export_ids;   // beside snapshot_ids: each snapshot's id in the export
   std::vector<plan::PublicKey> trusted;  // besides the controller's own keys (--trusted-key)
   bool accept_unattested = false;
 };

@@ -2,17 +2,16 @@
 // types and values out of range are all refused with the place they occur.
 #include "controller/config.h"
 
-#include <algorithm>
+#include <toml++/toml.h>
 
-#include "common/repo/storage/backend.h"
-#include "common/repo/storage/redact.h"
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <set>
 #include <sstream>
 
-#include <toml++/toml.h>
-
+#include "common/repo/storage/backend.h"
+#include "common/repo/storage/redact.h"
 #include "common/util/control_chars.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"
@@ -40,8 +39,7 @@ std::string where(const std::string& source, const toml::source_region& r) {
 // One table's keys: each handler consumes the value or throws.
 class TableReader {
  public:
-  TableReader(const std::string& source, const std::string& name, const toml::table& t)
-      : source_(source), name_(name), table_(t) {}
+  TableReader(const std::string& source, const std::string& name, const toml::table& t) : source_(source), name_(name), table_(t) {}
 
   std::string full(const std::string& key) const { return name_ + "." + key; }
 
@@ -58,8 +56,8 @@ class TableReader {
       if (!n->is_integer()) fail(source_, *n, "'" + full(key) + "' must be an integer");
       int64_t v = *n->value<int64_t>();
       if (v < lo || v > hi)
-        fail(source_, *n, "'" + full(key) + "' is " + std::to_string(v) + ", must be between " + std::to_string(lo) +
-                              " and " + std::to_string(hi));
+        fail(source_, *n,
+             "'" + full(key) + "' is " + std::to_string(v) + ", must be between " + std::to_string(lo) + " and " + std::to_string(hi));
       out = v;
     }
   }
@@ -105,8 +103,7 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
     char hex[8];
     std::snprintf(hex, sizeof hex, "0x%02x", unsigned(static_cast<unsigned char>(text[at])));
     throw ConfigError(source + ":" + std::to_string(1 + std::count(text.begin(), text.begin() + long(at), '\n')) + ":" +
-                      std::to_string(column) + ": control character " + hex +
-                      " is not allowed (only tab, line feed and carriage return)");
+                      std::to_string(column) + ": control character " + hex + " is not allowed (only tab, line feed and carriage return)");
   }
   // ... and so does it on some malformed table headers and arrays (see toml_guard.h).
   if (auto bad = find_toml_assertion_trigger(text))
@@ -120,8 +117,7 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
   c.source = source;
   c.controller_id = hostname();
 
-  static const std::set<std::string> kTables = {"controller", "fleet", "operator", "plans", "audit", "scheduler", "http",
-                                                "verify"};
+  static const std::set<std::string> kTables = {"controller", "fleet", "operator", "plans", "audit", "scheduler", "http", "verify"};
   static const std::set<std::string> kArrays = {"policy", "repository"};
   for (const auto& [k, v] : root) {
     std::string key(k.str());
@@ -194,8 +190,10 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
              "repository '" + repo.name + "': path '" + repo::redact_location(repo.path) +
                  "' carries credentials or a query; they are never taken from a URL: put them in credentials_file (mode 0600)");
       if ((repo.path[0] != '/' && !repo::is_remote_location(repo.path)) || repo.password_file[0] != '/')
-        fail(source, node, "repository '" + repo.name + "': path must be absolute or a repository URL (s3:https://host/bucket/prefix, "
-                           "s3://bucket/prefix, azure://account/container/prefix), password_file absolute");
+        fail(source, node,
+             "repository '" + repo.name +
+                 "': path must be absolute or a repository URL (s3:https://host/bucket/prefix, "
+                 "s3://bucket/prefix, azure://account/container/prefix), password_file absolute");
       if (!repo.credentials_file.empty() && repo.credentials_file[0] != '/')
         fail(source, node, "repository '" + repo.name + "': credentials_file must be absolute");
       if (c.repository(repo.name)) fail(source, node, "repository '" + repo.name + "' is declared twice");
@@ -227,8 +225,7 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
           if (!a) fail(source, *n, std::string("'policy.") + key + "' must be an array of strings");
           nlohmann::json list = nlohmann::json::array();
           for (auto& e : *a) {
-            if (!e.is_string() || e.value<std::string>()->empty())
-              fail(source, e, std::string("'policy.") + key + "' must hold names");
+            if (!e.is_string() || e.value<std::string>()->empty()) fail(source, e, std::string("'policy.") + key + "' must hold names");
             list.push_back(*e.value<std::string>());
           }
           p.selector[key] = list;
@@ -256,8 +253,7 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
       try {
         if (!within.empty()) {
           rt.within = cairn::parse_duration(within);
-          if (rt.within < 0)
-            throw Error(Errc::invalid_input, "keep_within '" + within + "' is not a duration (e.g. 7d, 36h, 2w, 1y2m)");
+          if (rt.within < 0) throw Error(Errc::invalid_input, "keep_within '" + within + "' is not a duration (e.g. 7d, 36h, 2w, 1y2m)");
         }
         check_policy(p);
       } catch (const Error& e) {
@@ -354,11 +350,12 @@ ControllerConfig parse_config(const std::string& text, const std::string& source
       kr.refuse_unknown();
       bool sasl = k.security_protocol.rfind("sasl_", 0) == 0;
       if (sasl && (k.sasl_username.empty() || k.sasl_password_file.empty()))
-        fail(source, *n, "'audit.kafka.security_protocol' " + k.security_protocol +
-                             " needs sasl_username and sasl_password_file (a 0600 file holding the password)");
+        fail(source, *n,
+             "'audit.kafka.security_protocol' " + k.security_protocol +
+                 " needs sasl_username and sasl_password_file (a 0600 file holding the password)");
       if (!sasl && (!k.sasl_username.empty() || !k.sasl_password_file.empty()))
-        fail(source, *n, "'audit.kafka' sets SASL credentials but security_protocol is " + k.security_protocol +
-                             "; they would not be used");
+        fail(source, *n,
+             "'audit.kafka' sets SASL credentials but security_protocol is " + k.security_protocol + "; they would not be used");
       if ((!k.ssl_cert_file.empty()) != (!k.ssl_key_file.empty()))
         fail(source, *n, "'audit.kafka' needs both ssl_cert_file and ssl_key_file for a client certificate, or neither");
       if (k.brokers.empty()) fail(source, *n, "'audit.kafka.brokers' must name the bootstrap brokers (host:port,...)");

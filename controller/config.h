@@ -31,7 +31,7 @@ struct ControllerConfig {
   uint32_t heartbeat_interval_ms = 2000;
   uint32_t liveness = 5;
   int backlog = 4096;
-  uint32_t io_threads = 0;  // ZeroMQ I/O threads; 0: from the usable CPUs (io_threads_for)
+  uint32_t io_threads = 0;            // ZeroMQ I/O threads; 0: from the usable CPUs (io_threads_for)
   uint32_t max_pending_agents = 100;  // oldest pending agents dropped beyond it
 
   // [operator]
@@ -56,11 +56,11 @@ struct ControllerConfig {
     std::string ssl_ca_file, ssl_cert_file, ssl_key_file;
     std::string sasl_mechanism = "SCRAM-SHA-512";  // PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
     std::string sasl_username;
-    std::string sasl_password_file;  // mode 0600, read at start
-    int64_t checkpoint_every = 100;      // events between signed checkpoints
-    int64_t checkpoint_interval_s = 60;  // and at least this often while events are published
-    int64_t outbox_warn_events = 100000;     // log line (and status) past this many unpublished events
-    int64_t outbox_max_events = 10000000;    // beyond it the oldest unpublished are dropped, with an audit event
+    std::string sasl_password_file;        // mode 0600, read at start
+    int64_t checkpoint_every = 100;        // events between signed checkpoints
+    int64_t checkpoint_interval_s = 60;    // and at least this often while events are published
+    int64_t outbox_warn_events = 100000;   // log line (and status) past this many unpublished events
+    int64_t outbox_max_events = 10000000;  // beyond it the oldest unpublished are dropped, with an audit event
     bool enabled() const { return !brokers.empty(); }
   } audit_kafka;
 

@@ -2,6 +2,7 @@
 #include "controller/data_dir.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,8 +10,6 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-
-#include <spdlog/spdlog.h>
 
 #include "common/util/error.h"
 
@@ -49,23 +48,21 @@ std::string describe_holder(int fd) {
     take("since", since);
   }
   if (pid.empty()) return "another process (its details are not written yet)";
-  return "cairn-controller pid " + pid + " on host " + (host.empty() ? "?" : host) + " since " +
-         (since.empty() ? "?" : since);
+  return "cairn-controller pid " + pid + " on host " + (host.empty() ? "?" : host) + " since " + (since.empty() ? "?" : since);
 }
 
 }  // namespace
 
 void tighten_dir(const std::string& dir) {
-  struct stat st{};
-  if (::stat(dir.c_str(), &st) != 0)
-    throw Error(Errc::io, "cannot read the mode of data directory '" + dir + "': " + os_error());
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) throw Error(Errc::io, "cannot read the mode of data directory '" + dir + "': " + os_error());
   if ((st.st_mode & 077) == 0) return;
   if (::chmod(dir.c_str(), st.st_mode & 0700) != 0)
     throw Error(Errc::io, fmt::format("data directory '{}' is accessible to group or others (mode {:04o}) and cannot be "
                                       "made private: {}; run 'chmod 0700 {}' as its owner, then start again",
                                       dir, unsigned(st.st_mode & 07777), os_error(), dir));
-  spdlog::warn("data directory '{}' was accessible to group or others (mode {:04o}); made it private (mode {:04o})",
-               dir, unsigned(st.st_mode & 07777), unsigned(st.st_mode & 0700));
+  spdlog::warn("data directory '{}' was accessible to group or others (mode {:04o}); made it private (mode {:04o})", dir,
+               unsigned(st.st_mode & 07777), unsigned(st.st_mode & 0700));
 }
 
 DataDir DataDir::take(const std::string& path) {
@@ -75,8 +72,7 @@ DataDir DataDir::take(const std::string& path) {
   Fd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd) throw Error(Errc::io, "cannot open lock file '" + lock_path + "': " + os_error());
   if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno != EWOULDBLOCK)
-      throw Error(Errc::io, "cannot lock data directory '" + path + "' ('" + lock_path + "'): " + os_error());
+    if (errno != EWOULDBLOCK) throw Error(Errc::io, "cannot lock data directory '" + path + "' ('" + lock_path + "'): " + os_error());
     throw Error(Errc::locked, "data directory '" + path + "' is in use by " + describe_holder(fd.get()) +
                                   "; stop it first (or give this controller another 'controller.data_dir')");
   }

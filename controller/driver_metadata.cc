@@ -17,13 +17,9 @@ json parse_optional(const std::optional<std::string>& text) {
   return parse(*text);
 }
 
-std::string kafka_metadata_mode(const json& m) {
-  return m.is_object() ? m.value(key::kMetadataMode, std::string()) : std::string();
-}
+std::string kafka_metadata_mode(const json& m) { return m.is_object() ? m.value(key::kMetadataMode, std::string()) : std::string(); }
 
-std::string kafka_cluster_id(const json& m) {
-  return m.is_object() ? m.value(key::kClusterId, std::string()) : std::string();
-}
+std::string kafka_cluster_id(const json& m) { return m.is_object() ? m.value(key::kClusterId, std::string()) : std::string(); }
 
 std::optional<std::string> etcd_legacy_cluster_id(const json& m) {
   if (m.is_object() && m.contains(key::kEtcdVersion) && m.value(key::kClusterId, json()).is_string())
@@ -64,9 +60,7 @@ std::optional<PgRecovery> pg_recovery(const json& m) {
   return PgRecovery{r.value(key::kTimeline, 0u), r.value(key::kHistory, json())};
 }
 
-bool stop_found_service_down(const json& m) {
-  return m.is_object() && m.contains(key::kWasRunning) && m[key::kWasRunning] == false;
-}
+bool stop_found_service_down(const json& m) { return m.is_object() && m.contains(key::kWasRunning) && m[key::kWasRunning] == false; }
 
 int preflight_stop_wave(const json& m) {
   if (!m.is_object() || !m.contains(key::kStopWave) || !m[key::kStopWave].is_number_integer()) return 0;

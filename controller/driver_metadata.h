@@ -7,11 +7,10 @@
 // value that is absent or not an object reads as the defaults below.
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 namespace cairn::controller::driver_metadata {
 
@@ -19,13 +18,13 @@ namespace cairn::controller::driver_metadata {
 namespace key {
 // Kafka (agent/drivers/kafka): a broker's backup.
 inline constexpr const char* kMetadataMode = "metadata_mode";  // "kraft" or "zookeeper"
-inline constexpr const char* kClusterId = "cluster_id";         // Kafka's cluster id; etcd's (older snapshots)
+inline constexpr const char* kClusterId = "cluster_id";        // Kafka's cluster id; etcd's (older snapshots)
 // PostgreSQL (agent/drivers/postgresql): a backup, a recovery.
 inline constexpr const char* kMode = "mode";  // "physical" for a base backup
 inline constexpr const char* kBackupEndTimeUs = "backup_end_time_us";
 inline constexpr const char* kStopLsn = "stop_lsn";
 inline constexpr const char* kTimeline = "timeline";
-inline constexpr const char* kHistory = "history";    // [{timeline, switch_lsn}]
+inline constexpr const char* kHistory = "history";  // [{timeline, switch_lsn}]
 inline constexpr const char* kSwitchLsn = "switch_lsn";
 inline constexpr const char* kRecovery = "recovery";  // {timeline, history}
 // etcd: marks its snapshots (catalog rebuild of older ones).

@@ -2,12 +2,11 @@
 // against the catalog (is this its task, its plan?) before it changes state.
 #include "controller/fleet.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cstring>
-
-#include <spdlog/spdlog.h>
 
 #include "common/crypto/crypto.h"
 #include "common/util/error.h"
@@ -19,12 +18,10 @@
 namespace cairn::controller {
 namespace {
 
-using catalog::TaskState;
 using cairn::v1::ErrorCode;
+using catalog::TaskState;
 
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+int64_t unix_now() { return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 
 // Whether the agent trusts (or will, once the announcements sent to it are
 // applied) the key that signed a plan. An agent that reported no keys at all
@@ -80,28 +77,24 @@ catalog::TaskUpdate safety_update(const catalog::Task& restore, const cairn::v1:
     case cairn::v1::TASK_OUTCOME_SUCCEEDED:
       // Nothing existed to save: nothing was overwritten either. The reason
       // says so (a safety task without a snapshot must carry one).
-      return catalog::TaskUpdate(TaskState::succeeded,
-                                 {{cairn::v1::ERROR_CODE_OK,
-                                   detail.empty() ? "nothing existed at the restore's destination to save" : detail,
-                                   ""}});
+      return catalog::TaskUpdate(
+          TaskState::succeeded,
+          {{cairn::v1::ERROR_CODE_OK, detail.empty() ? "nothing existed at the restore's destination to save" : detail, ""}});
     case cairn::v1::TASK_OUTCOME_FAILED:
     case cairn::v1::TASK_OUTCOME_PARTIAL:
-      return failed(cairn::v1::ERROR_CODE_SNAPSHOT_FAILED,
-                    "the safety backup failed" + (detail.empty() ? std::string() : ": " + detail) +
-                        "; restore task '" + restore.id + "' overwrote nothing");
+      return failed(cairn::v1::ERROR_CODE_SNAPSHOT_FAILED, "the safety backup failed" + (detail.empty() ? std::string() : ": " + detail) +
+                                                               "; restore task '" + restore.id + "' overwrote nothing");
     default:
       if (r.outcome() == cairn::v1::TASK_OUTCOME_FAILED)
         return failed(cairn::v1::ERROR_CODE_SNAPSHOT_FAILED,
                       "the safety backup did not run: restore task '" + restore.id + "' failed before it (see its reasons)");
-      return failed(cairn::v1::ERROR_CODE_SNAPSHOT_FAILED,
-                    "agent reported no safety snapshot with restore task '" + restore.id + "'");
+      return failed(cairn::v1::ERROR_CODE_SNAPSHOT_FAILED, "agent reported no safety snapshot with restore task '" + restore.id + "'");
   }
 }
 
 }  // namespace
 
-Fleet::Fleet(zmq::socket_t& socket, catalog::Catalog& catalog, const ControllerConfig& config,
-             std::string active_key_id)
+Fleet::Fleet(zmq::socket_t& socket, catalog::Catalog& catalog, const ControllerConfig& config, std::string active_key_id)
     : socket_(socket), catalog_(catalog), config_(config), active_key_id_(std::move(active_key_id)) {
   // After a restart nobody is connected: tasks in flight wait one liveness
   // timeout for their agent to come back and report, then fail.
@@ -234,8 +227,7 @@ void Fleet::handle(Session& s, cairn::v1::AgentMessage& m) {
   using M = cairn::v1::AgentMessage;
   if (m.body_case() == M::kRegister) return on_register(s, m.register_());
   if (!s.registered) return send_error(s.routing_id, cairn::v1::ERROR_CODE_NOT_REGISTERED, "send 'register' first");
-  if (!s.approved)
-    return send_error(s.routing_id, cairn::v1::ERROR_CODE_AGENT_PENDING, "agent waits for an operator's approval");
+  if (!s.approved) return send_error(s.routing_id, cairn::v1::ERROR_CODE_AGENT_PENDING, "agent waits for an operator's approval");
   if (!admit(s, m)) return;
   // Liveness in the catalog is for `agent list`; coarse is enough, and
   // written for every agent at once (flush_touches): 10,000 agents would
@@ -278,8 +270,7 @@ void Fleet::handle(Session& s, cairn::v1::AgentMessage& m) {
     case M::kTaskResult:
       return on_task_result(s, m.task_result());
     case M::kError:
-      spdlog::warn("fleet: agent '{}' refused a message: {} {}", s.agent_id, proto::error_code_name(m.error().code()),
-                   m.error().detail());
+      spdlog::warn("fleet: agent '{}' refused a message: {} {}", s.agent_id, proto::error_code_name(m.error().code()), m.error().detail());
       return;
     case M::kKeyAck:
       return on_key_ack(s, m.key_ack());
@@ -327,15 +318,17 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
       return a;
     }
     auto other = tx.agent(r.agent_name());
-    if (other && other->id != a->id && a->state == catalog::AgentState::approved &&
-        other->state == catalog::AgentState::pending && !other->last_seen_at) {
+    if (other && other->id != a->id && a->state == catalog::AgentState::approved && other->state == catalog::AgentState::pending &&
+        !other->last_seen_at) {
       // A pending identity that never connected to this controller (made by
       // a catalog rebuild or an import from what its snapshots say: its key
       // may be lost with its host) holds no trust: its name passes to the
       // agent the operator approved, which restores what it backed up
       // (docs/operations.md § Disaster recovery).
       tx.set_agent_state(other->id, catalog::AgentState::revoked);
-      tx.audit({"agent.name_reassigned", "agent:" + a->id, "ok",
+      tx.audit({"agent.name_reassigned",
+                "agent:" + a->id,
+                "ok",
                 "the name of an identity that never connected passes to an approved agent",
                 {{"name", r.agent_name()}, {"from_agent", other->id}}});
       other.reset();
@@ -343,8 +336,7 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
     if (other && other->id != a->id) {
       refusal_code = cairn::v1::ERROR_CODE_UNEXPECTED_MESSAGE;
       refusal = "the name '" + r.agent_name() + "' belongs to another agent's key (agent " + other->id + ", " +
-                std::string(catalog::to_string(other->state)) +
-                "); if that host is gone for good, 'cairnctl agent revoke " + other->id +
+                std::string(catalog::to_string(other->state)) + "); if that host is gone for good, 'cairnctl agent revoke " + other->id +
                 "' releases the name and this agent takes it, with what that one backed up";
       return std::nullopt;
     }
@@ -473,12 +465,15 @@ void Fleet::note_foreign(const Session& s, const cairn::v1::AgentMessage& m, con
   if (shown.size() > 8) shown.resize(8);
   std::string list;
   for (const auto& id : shown) list += (list.empty() ? "'" : ", '") + id + "'";
-  spdlog::warn("fleet: agent '{}' sent a '{}' naming {} id(s) of other agents ({}{}); ignored{}", s.agent_id, kind,
-               ids.size(), list, ids.size() > shown.size() ? ", ..." : "",
+  spdlog::warn("fleet: agent '{}' sent a '{}' naming {} id(s) of other agents ({}{}); ignored{}", s.agent_id, kind, ids.size(), list,
+               ids.size() > shown.size() ? ", ..." : "",
                n.suppressed ? " (" + std::to_string(n.suppressed) + " more such messages in the last minute)" : "");
   try {
     catalog_.transaction("agent:" + s.agent_id, [&](catalog::Tx& tx) {
-      tx.audit({"agent.foreign_ids", "agent:" + s.agent_id, "refused", "not_owner",
+      tx.audit({"agent.foreign_ids",
+                "agent:" + s.agent_id,
+                "refused",
+                "not_owner",
                 {{"message", kind}, {"ids", shown}, {"count", ids.size()}, {"suppressed_before", n.suppressed}}});
     });
   } catch (const std::exception& e) {
@@ -522,8 +517,8 @@ size_t Fleet::send_announcements(Session& s) {
     spdlog::info("fleet: key announcement '{}' (key '{}') sent to agent '{}'", a.id, a.new_key_id, s.agent_id);
   }
   if (!trusted.count(active_key_id_) && sent > 0)
-    spdlog::warn("fleet: agent '{}' trusts none of the keys that lead to the active key '{}'; its plans are held back",
-                 s.agent_id, active_key_id_);
+    spdlog::warn("fleet: agent '{}' trusts none of the keys that lead to the active key '{}'; its plans are held back", s.agent_id,
+                 active_key_id_);
   return sent;
 }
 
@@ -548,7 +543,9 @@ void Fleet::on_key_ack(Session& s, const cairn::v1::KeyAnnouncementAck& a) {
   std::string agent_id = s.agent_id;
   catalog_.transaction("agent:" + agent_id, [&](catalog::Tx& tx) {
     if (trusted != s.trusted) tx.set_agent_trusted_keys(agent_id, {trusted.begin(), trusted.end()});
-    tx.audit({"agent.key_announcement", "agent:" + s.agent_id, a.accepted() ? "accepted" : "refused",
+    tx.audit({"agent.key_announcement",
+              "agent:" + s.agent_id,
+              a.accepted() ? "accepted" : "refused",
               a.accepted() ? "" : proto::error_code_name(a.reason()),
               {{"announcement_id", a.announcement_id()}, {"detail", a.detail()}}});
   });
@@ -556,8 +553,7 @@ void Fleet::on_key_ack(Session& s, const cairn::v1::KeyAnnouncementAck& a) {
   if (a.accepted()) {
     spdlog::info("fleet: agent '{}' accepted key announcement '{}'", s.agent_id, a.announcement_id());
     deliver(agent_id);  // plans held back for this key
-  }
-  else
+  } else
     spdlog::warn("fleet: agent '{}' refused key announcement '{}': {} {}", agent_id, a.announcement_id(),
                  proto::error_code_name(a.reason()), a.detail());
 }
@@ -579,8 +575,7 @@ void Fleet::reconcile(Session& s, const cairn::v1::Register& r) {
       }
       auto plan = t.plan_id ? tx.plan(*t.plan_id) : std::nullopt;
       if (t.state == TaskState::sent && plan && plan->state == "issued" && plan->sequence > r.highest_sequence() &&
-          plan->expires_at > tx.now() && !plan->envelope.empty() &&
-          will_trust(s, plan->key_id)) {
+          plan->expires_at > tx.now() && !plan->envelope.empty() && will_trust(s, plan->key_id)) {
         // Never accepted by the agent (its journal is below this sequence): send again.
         resend.push_back(plan->id);
         continue;
@@ -654,8 +649,7 @@ void Fleet::flush_plan_acks() {
     // One ack the catalog refuses must not lose the others: each in its own
     // transaction. One that fails there too is as a failed message: its plan
     // stays issued (sent again at the agent's next Register, or missed at expiry).
-    spdlog::warn("fleet: cannot record {} plan acknowledgement(s) together ({}); recording them one by one", batch.size(),
-                 e.what());
+    spdlog::warn("fleet: cannot record {} plan acknowledgement(s) together ({}); recording them one by one", batch.size(), e.what());
     for (size_t i = 0; i < batch.size(); ++i) {
       try {
         catalog_.transaction("agent:" + batch[i].first,
@@ -705,11 +699,11 @@ std::string Fleet::record_plan_ack(catalog::Tx& tx, const std::string& agent_id,
     if (n.at != Clock::time_point{} && now - n.at < std::chrono::minutes(1)) {
       ++n.suppressed;
     } else {
-      tx.audit({"plan.ack_unmatched", "agent:" + agent_id, "refused", proto::error_code_name(a.reason()),
-                {{"plan_id", a.plan_id()},
-                 {"accepted", a.accepted()},
-                 {"detail", a.detail()},
-                 {"suppressed_before", n.suppressed}}});
+      tx.audit({"plan.ack_unmatched",
+                "agent:" + agent_id,
+                "refused",
+                proto::error_code_name(a.reason()),
+                {{"plan_id", a.plan_id()}, {"accepted", a.accepted()}, {"detail", a.detail()}, {"suppressed_before", n.suppressed}}});
       n = {now, 0};
     }
     return "no plan '" + a.plan_id() + "' was issued to this agent";
@@ -762,9 +756,10 @@ void Fleet::hold_restore_results() {
     }
   });
   if (newly)
-    spdlog::info("fleet: {} restore step result(s) held until every member of their restore is back "
-                 "(the controller started less than {} ms ago)",
-                 newly, timeout().count());
+    spdlog::info(
+        "fleet: {} restore step result(s) held until every member of their restore is back "
+        "(the controller started less than {} ms ago)",
+        newly, timeout().count());
 }
 
 void Fleet::flush_task_results() {
@@ -791,13 +786,12 @@ void Fleet::flush_task_results() {
     spdlog::warn("fleet: cannot record {} task result(s) together ({}); recording them one by one", batch.size(), e.what());
     for (size_t i = 0; i < batch.size(); ++i) {
       try {
-        catalog_.transaction("agent:" + batch[i].agent_id, [&](catalog::Tx& tx) {
-          problems[i] = record_task_result(tx, batch[i].agent_id, batch[i].result);
-        });
+        catalog_.transaction("agent:" + batch[i].agent_id,
+                             [&](catalog::Tx& tx) { problems[i] = record_task_result(tx, batch[i].agent_id, batch[i].result); });
         done[i] = true;
       } catch (const std::exception& e1) {
-        spdlog::error("fleet: cannot record the result of task '{}' of agent '{}': {}", batch[i].result.task_id(),
-                      batch[i].agent_id, e1.what());
+        spdlog::error("fleet: cannot record the result of task '{}' of agent '{}': {}", batch[i].result.task_id(), batch[i].agent_id,
+                      e1.what());
       }
     }
   }
@@ -836,10 +830,9 @@ std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_
       // killed and put the previous data back at its next start (its result
       // is marked interrupted_restore: restore_journal.h), or it was cut off
       // (a frozen process, a partitioned host) and finished the restore.
-      const bool lost = t->kind == catalog::TaskKind::restore && t->state == TaskState::failed &&
-                        t->restore_step.empty() &&
-                        std::any_of(t->reasons.begin(), t->reasons.end(),
-                                    [](const auto& why) { return why.code == cairn::v1::ERROR_CODE_AGENT_LOST; });
+      const bool lost =
+          t->kind == catalog::TaskKind::restore && t->state == TaskState::failed && t->restore_step.empty() &&
+          std::any_of(t->reasons.begin(), t->reasons.end(), [](const auto& why) { return why.code == cairn::v1::ERROR_CODE_AGENT_LOST; });
       if (lost && !t->reasons.empty() && t->reasons.size() < 16) {
         std::vector<catalog::Reason> add;
         if (driver_metadata::interrupted_restore(driver_metadata::parse(r.component_metadata()))) {
@@ -858,8 +851,8 @@ std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_
                                     "restore"),
                          ""});
         }
-        if (!add.empty() && std::none_of(t->reasons.begin(), t->reasons.end(),
-                                         [&](const auto& why) { return why.detail == add.front().detail; })) {
+        if (!add.empty() &&
+            std::none_of(t->reasons.begin(), t->reasons.end(), [&](const auto& why) { return why.detail == add.front().detail; })) {
           tx.amend_task_reasons(t->id, add);
           return {};
         }
@@ -894,8 +887,8 @@ std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_
         u.to = TaskState::succeeded;
         if (t->kind == catalog::TaskKind::backup && (!u.snapshot_id || !u.manifest_digest)) {
           u.to = TaskState::failed;
-          u.reasons.push_back({cairn::v1::ERROR_CODE_MALFORMED_MESSAGE,
-                               "agent reported success without a snapshot id and manifest digest", ""});
+          u.reasons.push_back(
+              {cairn::v1::ERROR_CODE_MALFORMED_MESSAGE, "agent reported success without a snapshot id and manifest digest", ""});
         }
         break;
       case cairn::v1::TASK_OUTCOME_PARTIAL:
@@ -906,8 +899,7 @@ std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_
         break;
     }
     if (catalog::needs_reason(u.to) && u.reasons.empty())
-      u.reasons.push_back({cairn::v1::ERROR_CODE_INTERNAL,
-                           "agent reported '" + std::string(to_string(u.to)) + "' without a reason", ""});
+      u.reasons.push_back({cairn::v1::ERROR_CODE_INTERNAL, "agent reported '" + std::string(to_string(u.to)) + "' without a reason", ""});
     // The safety backup runs inside the restore task; what happened to it
     // comes back on the restore's result and ends that restore's own safety
     // task (named in the catalog), never another component's.
@@ -931,12 +923,11 @@ std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_
       // Its safety task already ended without a snapshot (cancelled, or failed
       // as lost while the agent was away) and none came back now: a restore
       // that overwrote without its safety backup never reads complete.
-      if (safety && safety->state != TaskState::succeeded && r.safety_snapshot_id().empty() &&
-          u.to == TaskState::succeeded) {
+      if (safety && safety->state != TaskState::succeeded && r.safety_snapshot_id().empty() && u.to == TaskState::succeeded) {
         u.to = TaskState::partial;
         u.reasons.push_back({cairn::v1::ERROR_CODE_SNAPSHOT_FAILED,
-                             "restored, but its safety backup task '" + safety->id + "' ended '" +
-                                 std::string(to_string(safety->state)) + "' without a snapshot",
+                             "restored, but its safety backup task '" + safety->id + "' ended '" + std::string(to_string(safety->state)) +
+                                 "' without a snapshot",
                              ""});
       }
       tx.update_task(t->id, u);
@@ -956,8 +947,7 @@ void Fleet::flush_progress() {
         auto t = tx.task(task_id);
         if (!t || t->agent_id != agent_id || catalog::is_terminal(t->state)) continue;
         if (t->state == TaskState::sent) tx.update_task(t->id, catalog::TaskUpdate(TaskState::accepted));
-        if (t->state == TaskState::sent || t->state == TaskState::accepted)
-          tx.update_task(t->id, catalog::TaskUpdate(TaskState::running));
+        if (t->state == TaskState::sent || t->state == TaskState::accepted) tx.update_task(t->id, catalog::TaskUpdate(TaskState::running));
         if (t->state == TaskState::pending) continue;
         catalog::TaskProgress tp;
         tp.phase = p.phase();
@@ -1032,15 +1022,14 @@ void Fleet::sweep() {
     by_agent_.erase(s.agent_id);
     if (!s.approved) continue;
     spdlog::warn("fleet: agent '{}' lost (no message for {} ms)", s.agent_id, timeout().count());
-    lose(s.agent_id, cairn::v1::ERROR_CODE_AGENT_LOST,
-         "no word from the agent for " + std::to_string(timeout().count()) + " ms", false);
+    lose(s.agent_id, cairn::v1::ERROR_CODE_AGENT_LOST, "no word from the agent for " + std::to_string(timeout().count()) + " ms", false);
   }
   // Agents that did not come back after a controller restart.
   for (auto it = gone_.begin(); it != gone_.end();) {
     if (heard_until - it->second > timeout() && !connected(it->first)) {
       spdlog::warn("fleet: agent '{}' did not return; failing its tasks in flight", it->first);
-      lose(it->first, cairn::v1::ERROR_CODE_AGENT_LOST,
-           "agent did not reconnect within the liveness timeout after a controller restart", false);
+      lose(it->first, cairn::v1::ERROR_CODE_AGENT_LOST, "agent did not reconnect within the liveness timeout after a controller restart",
+           false);
       it = gone_.erase(it);
     } else {
       ++it;
@@ -1055,8 +1044,7 @@ void Fleet::sweep() {
       for (const auto& id : overdue) {
         auto t = tx.task(id);
         if (t && !catalog::is_terminal(t->state))
-          tx.update_task(id, failed(cairn::v1::ERROR_CODE_AGENT_LOST,
-                                    "agent reconnected without this task running and sent no result"));
+          tx.update_task(id, failed(cairn::v1::ERROR_CODE_AGENT_LOST, "agent reconnected without this task running and sent no result"));
         unconfirmed_.erase(id);
       }
     });
@@ -1121,9 +1109,9 @@ void Fleet::tick() {
 std::vector<std::string> wal_gap_lines(const cairn::v1::WalArchiveStatus& w) {
   std::vector<std::string> out;
   for (const auto& g : w.gaps())
-    out.push_back("timeline " + std::to_string(g.timeline()) + ": " + g.first_missing() + " (" +
-                  std::to_string(g.missing()) + (g.missing() == 1 ? " segment" : " segments") + ") missing, " +
-                  g.next_archived() + " archived after it: recovery cannot pass it; take a base backup now");
+    out.push_back("timeline " + std::to_string(g.timeline()) + ": " + g.first_missing() + " (" + std::to_string(g.missing()) +
+                  (g.missing() == 1 ? " segment" : " segments") + ") missing, " + g.next_archived() +
+                  " archived after it: recovery cannot pass it; take a base backup now");
   if (!w.check_error().empty()) out.push_back("the agent could not check the archive: " + w.check_error());
   return out;
 }
@@ -1134,11 +1122,11 @@ std::map<std::pair<std::string, std::string>, cairn::v1::WalArchiveStatus> Fleet
   for (auto& [key, w] : out) {
     if (connected(key.first)) continue;
     auto at = wal_at_.find(key);
-    w.set_last_error("the agent is not connected (its last report " +
-                     (at == wal_at_.end() ? std::string("is from before this controller started")
-                                          : std::to_string(now - at->second) + " s ago") +
-                     "): nothing is archived while it is away; the server keeps the files and retries, and the "
-                     "waiting count is as it last reported");
+    w.set_last_error(
+        "the agent is not connected (its last report " +
+        (at == wal_at_.end() ? std::string("is from before this controller started") : std::to_string(now - at->second) + " s ago") +
+        "): nothing is archived while it is away; the server keeps the files and retries, and the "
+        "waiting count is as it last reported");
     w.set_last_error_at(now);
   }
   return out;

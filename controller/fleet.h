@@ -10,7 +10,6 @@
 #include <set>
 #include <string>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "controller/catalog/catalog.h"
@@ -29,8 +28,7 @@ std::vector<std::string> wal_gap_lines(const cairn::v1::WalArchiveStatus& w);
 
 class Fleet {
  public:
-  Fleet(zmq::socket_t& socket, catalog::Catalog& catalog, const ControllerConfig& config,
-        std::string active_key_id);
+  Fleet(zmq::socket_t& socket, catalog::Catalog& catalog, const ControllerConfig& config, std::string active_key_id);
 
   // One message as the ROUTER delivered it: [routing id][frames...]. Never
   // throws: bad input is answered or dropped.
@@ -140,8 +138,7 @@ class Fleet {
   bool send(Session& s, const cairn::v1::ControllerMessage& m);
   void send_error(const std::string& routing_id, cairn::v1::ErrorCode code, const std::string& detail);
   void cut(Session& s);
-  void lose(const std::string& agent_id, cairn::v1::ErrorCode code, const std::string& detail,
-            bool include_pending);
+  void lose(const std::string& agent_id, cairn::v1::ErrorCode code, const std::string& detail, bool include_pending);
   void flush_progress();
   // Writes last_seen_at of the agents heard from since the last flush, in one commit.
   void flush_touches();
@@ -158,14 +155,14 @@ class Fleet {
   const ControllerConfig& config_;
   std::string active_key_id_;
 
-  std::map<std::string, Session> sessions_;          // routing id -> session
-  std::map<std::string, std::string> by_agent_;      // agent id -> routing id
-  std::map<std::string, Clock::time_point> gone_;    // agent id -> since when no session (in-flight tasks)
-  std::map<std::string, Clock::time_point> unconfirmed_;  // task id -> deadline for its result
+  std::map<std::string, Session> sessions_;                                      // routing id -> session
+  std::map<std::string, std::string> by_agent_;                                  // agent id -> routing id
+  std::map<std::string, Clock::time_point> gone_;                                // agent id -> since when no session (in-flight tasks)
+  std::map<std::string, Clock::time_point> unconfirmed_;                         // task id -> deadline for its result
   std::map<std::string, std::pair<std::string, cairn::v1::Progress>> progress_;  // task id -> (agent id, latest)
-  std::vector<std::pair<std::string, cairn::v1::PlanAck>> plan_acks_;  // (agent id, ack), in arrival order
-  std::vector<std::string> touched_;  // agents whose last_seen_at is due (flush_touches)
-  Clock::time_point last_heartbeats_{};  // the last pass that sent heartbeats
+  std::vector<std::pair<std::string, cairn::v1::PlanAck>> plan_acks_;            // (agent id, ack), in arrival order
+  std::vector<std::string> touched_;                                             // agents whose last_seen_at is due (flush_touches)
+  Clock::time_point last_heartbeats_{};                                          // the last pass that sent heartbeats
   struct PendingResult {
     std::string agent_id, routing_id;
     cairn::v1::TaskResult result;

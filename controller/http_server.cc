@@ -2,12 +2,11 @@
 #include "controller/http_server.h"
 
 #include <arpa/inet.h>
+#include <microhttpd.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 
 #include <cstring>
-
-#include <microhttpd.h>
-#include <openssl/crypto.h>
 
 #include "common/util/error.h"
 
@@ -33,7 +32,8 @@ std::pair<std::string, uint16_t> split_host_port(const std::string& listen) {
   in6_addr a6{};
   in_addr a4{};
   if (inet_pton(AF_INET, host.c_str(), &a4) != 1 && inet_pton(AF_INET6, host.c_str(), &a6) != 1)
-    throw Error(Errc::invalid_input, "'" + listen + "': '" + host + "' is not an IP address (give 127.0.0.1, ::1 or an address of this host)");
+    throw Error(Errc::invalid_input,
+                "'" + listen + "': '" + host + "' is not an IP address (give 127.0.0.1, ::1 or an address of this host)");
   return {host, uint16_t(p)};
 }
 
@@ -70,8 +70,7 @@ HttpServer::HttpServer(const std::string& host, uint16_t port, std::string token
     len = sizeof *a;
   }
   (void)len;
-  daemon_ = MHD_start_daemon(flags, port, nullptr, nullptr,
-                             reinterpret_cast<MHD_AccessHandlerCallback>(&HttpServer::on_request), this,
+  daemon_ = MHD_start_daemon(flags, port, nullptr, nullptr, reinterpret_cast<MHD_AccessHandlerCallback>(&HttpServer::on_request), this,
                              MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&ss),
                              // Slow or idle clients (no token needed to open a
                              // connection) cannot take every slot: at most
@@ -99,8 +98,8 @@ void HttpServer::set_content(std::string metrics, std::string page) {
   page_ = std::move(p);
 }
 
-int HttpServer::on_request(void* self, MHD_Connection* c, const char* url, const char* method, const char*,
-                           const char*, size_t* upload_size, void** state) {
+int HttpServer::on_request(void* self, MHD_Connection* c, const char* url, const char* method, const char*, const char*,
+                           size_t* upload_size, void** state) {
   // The first call for a request only announces it; answer on the second.
   if (*state == nullptr) {
     static int marker;

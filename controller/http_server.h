@@ -31,8 +31,8 @@ class HttpServer {
   void set_content(std::string metrics, std::string page);
 
  private:
-  static int on_request(void* self, MHD_Connection* c, const char* url, const char* method, const char* version,
-                        const char* upload, size_t* upload_size, void** state);
+  static int on_request(void* self, MHD_Connection* c, const char* url, const char* method, const char* version, const char* upload,
+                        size_t* upload_size, void** state);
   int answer(MHD_Connection* c, const std::string& url, const std::string& method);
 
   std::string token_;

@@ -1,12 +1,11 @@
 #include "controller/key_rotation.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
-
-#include <spdlog/spdlog.h>
 
 #include "common/crypto/crypto.h"
 #include "common/plan/signer.h"
@@ -85,8 +84,8 @@ plan::SigningKey load_signing_key(catalog::Catalog& catalog, const std::string& 
   return key;
 }
 
-RotationResult rotate_signing_key(catalog::Catalog& catalog, const std::string& key_dir, plan::SigningKey& active,
-                                  int64_t validity_s, const std::string& actor) {
+RotationResult rotate_signing_key(catalog::Catalog& catalog, const std::string& key_dir, plan::SigningKey& active, int64_t validity_s,
+                                  const std::string& actor) {
   if (validity_s < 3600) throw Error(Errc::invalid_input, "the announcement must stay valid for at least an hour");
   const std::string next = key_dir + "/" + kSigningKeyFile + ".next";
   RotationResult out;
@@ -112,14 +111,18 @@ RotationResult rotate_signing_key(catalog::Catalog& catalog, const std::string& 
     ann.set_expires_at(tx.now() + validity_s);
     out.expires_at = ann.expires_at();
     tx.add_controller_key(out.new_key_id, nk.public_key(), /*active=*/false);
-    tx.add_key_announcement({out.announcement_id, out.new_key_id, out.old_key_id, {out.old_key_id}, ann.issued_at(),
-                             ann.expires_at(), plan::sign_key_announcement(active, ann)});
+    tx.add_key_announcement({out.announcement_id,
+                             out.new_key_id,
+                             out.old_key_id,
+                             {out.old_key_id},
+                             ann.issued_at(),
+                             ann.expires_at(),
+                             plan::sign_key_announcement(active, ann)});
     // Plans not yet answered would be refused once agents retire the old key.
     for (const auto& p : tx.all_issued_plans()) {
       cairn::v1::SignedEnvelope env;
       cairn::v1::PlanPayload payload;
-      if (p.envelope.empty() || !env.ParseFromArray(p.envelope.data(), int(p.envelope.size())) ||
-          !payload.ParseFromString(env.payload()))
+      if (p.envelope.empty() || !env.ParseFromArray(p.envelope.data(), int(p.envelope.size())) || !payload.ParseFromString(env.payload()))
         continue;  // nothing to re-sign; it expires into `missed` as before
       tx.resign_plan(p.id, out.new_key_id, plan::sign_plan(nk, payload));
       ++out.plans_resigned;
@@ -132,16 +135,17 @@ RotationResult rotate_signing_key(catalog::Catalog& catalog, const std::string& 
   // do (the re-signed plans and the announcement already name it).
   active = std::move(nk);
   try {
-    install_key_file(key_dir, next, active);  // step 3
+    install_key_file(key_dir, next, active);                                                           // step 3
     catalog.transaction(actor, [&](catalog::Tx& tx) { tx.activate_controller_key(out.new_key_id); });  // step 4
   } catch (const std::exception& e) {
     out.incomplete = e.what();
-    spdlog::error("signing key rotation to '{}': the new key signs, but its last steps failed ({}); the next start of "
-                  "cairn-controller completes them",
-                  out.new_key_id, e.what());
+    spdlog::error(
+        "signing key rotation to '{}': the new key signs, but its last steps failed ({}); the next start of "
+        "cairn-controller completes them",
+        out.new_key_id, e.what());
   }
-  spdlog::info("signing key rotated: '{}' -> '{}' (announcement '{}', {} unanswered plan(s) re-signed)",
-               out.old_key_id, out.new_key_id, out.announcement_id, out.plans_resigned);
+  spdlog::info("signing key rotated: '{}' -> '{}' (announcement '{}', {} unanswered plan(s) re-signed)", out.old_key_id, out.new_key_id,
+               out.announcement_id, out.plans_resigned);
   return out;
 }
 

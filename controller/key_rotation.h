@@ -36,7 +36,7 @@ struct RotationResult {
   std::string new_key_id;
   std::string new_public_key;  // "ed25519:<base64>"
   std::string announcement_id;
-  int64_t expires_at = 0;      // the announcement's; agents offline longer need their key file updated
+  int64_t expires_at = 0;  // the announcement's; agents offline longer need their key file updated
   size_t plans_resigned = 0;
   // Set when steps 3-4 failed: the new key signs already and the next start
   // completes them; the text says what failed.

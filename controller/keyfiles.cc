@@ -3,10 +3,9 @@
 
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include <cstring>
-
-#include <zmq.h>
 
 #include "common/plan/signing_key.h"
 #include "common/util/error.h"
@@ -69,8 +68,7 @@ std::string read_curve_secret(const std::string& path) {
 
 InitializedKeys init_keys(const std::string& dir) {
   mkdir_p(dir, 0700);
-  for (const char* f : {kSigningKeyFile, kSigningPubFile, kCurveSecretFile, kCurvePublicFile, kOperatorSecretFile,
-                        kOperatorPublicFile}) {
+  for (const char* f : {kSigningKeyFile, kSigningPubFile, kCurveSecretFile, kCurvePublicFile, kOperatorSecretFile, kOperatorPublicFile}) {
     std::string p = dir + "/" + f;
     if (path_taken(p)) throw Error(Errc::exists, "'" + p + "' exists; keys are never replaced (move it away first)");
   }

@@ -36,10 +36,10 @@ std::string read_curve_public(const std::string& path);
 std::string read_curve_secret(const std::string& path);
 
 struct InitializedKeys {
-  std::string signing_public;     // "ed25519:<base64>"
+  std::string signing_public;  // "ed25519:<base64>"
   std::string signing_key_id;
-  std::string controller_curve;   // Z85
-  std::string operator_curve;     // Z85
+  std::string controller_curve;  // Z85
+  std::string operator_curve;    // Z85
 };
 // Creates the controller's Ed25519 signing key, its CURVE keypair and an
 // operator CURVE keypair in dir (created 0700 if missing). Refuses

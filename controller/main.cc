@@ -2,7 +2,11 @@
 // the operator API of one cluster. See docs/configuration.md and
 // docs/protocol.md.
 #include <dlfcn.h>
+#include <google/protobuf/stubs/logging.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+#include <zmq.h>
 
 #include <atomic>
 #include <cstdio>
@@ -10,15 +14,9 @@
 #include <filesystem>
 #include <string>
 
-#include <google/protobuf/stubs/logging.h>
-#include <spdlog/spdlog.h>
-
-#include "common/repo/storage/registry.h"
-#include <systemd/sd-daemon.h>
-#include <zmq.h>
-
 #include "cairn/version.h"
 #include "common/plan/signing_key.h"
+#include "common/repo/storage/registry.h"
 #include "common/util/fs.h"
 #include "controller/config.h"
 #include "controller/keyfiles.h"
@@ -55,16 +53,17 @@ LoadedLibzmq loaded_libzmq() {
   // Where its RUNPATH, $ORIGIN/../lib/cairn, finds it: installed and in the build tree alike.
   l.own = path.size() > suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
   if (l.own)
-    l.line += " (the controller's own: Debian's " CAIRN_CONTROLLER_LIBZMQ_FROM " source, " +
-              std::to_string(CAIRN_CONTROLLER_LIBZMQ_CHUNK) + "-frame pipe chunks where Debian's libzmq5 has 256)";
+    l.line += " (the controller's own: Debian's " CAIRN_CONTROLLER_LIBZMQ_FROM " source, " + std::to_string(CAIRN_CONTROLLER_LIBZMQ_CHUNK) +
+              "-frame pipe chunks where Debian's libzmq5 has 256)";
   else
     l.line += " instead of the controller's own (Debian's " CAIRN_CONTROLLER_LIBZMQ_FROM " source with " +
               std::to_string(CAIRN_CONTROLLER_LIBZMQ_CHUNK) +
               "-frame pipe chunks, installed as lib/cairn/libzmq.so.5 beside bin/): each long-lived agent connection "
               "holds ~97 KB instead of ~35 KB (docs/scaling.md)";
 #else
-  l.line += " (Debian's libzmq5 as it is, 256-frame pipe chunks: the build was told "
-            "CAIRN_CONTROLLER_LIBZMQ_PIPE_CHUNK=0 or had no libzmq source; docs/scaling.md)";
+  l.line +=
+      " (Debian's libzmq5 as it is, 256-frame pipe chunks: the build was told "
+      "CAIRN_CONTROLLER_LIBZMQ_PIPE_CHUNK=0 or had no libzmq source; docs/scaling.md)";
 #endif
   return l;
 }
@@ -124,13 +123,17 @@ int main(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   cairn::repo::set_storage_log([](const std::string& m) { spdlog::warn("storage: {}", m); });
-  if (auto z = loaded_libzmq(); z.own) spdlog::info("cairn-controller {}: {}", CAIRN_VERSION, z.line);
-  else spdlog::warn("cairn-controller {}: {}", CAIRN_VERSION, z.line);
+  if (auto z = loaded_libzmq(); z.own)
+    spdlog::info("cairn-controller {}: {}", CAIRN_VERSION, z.line);
+  else
+    spdlog::warn("cairn-controller {}: {}", CAIRN_VERSION, z.line);
   // libprotobuf logs every malformed string it parses; a peer sending garbage
   // must not be able to flood the log through it.
   google::protobuf::SetLogHandler([](google::protobuf::LogLevel level, const char*, int, const std::string& m) {
-    if (level >= google::protobuf::LOGLEVEL_FATAL) spdlog::critical("protobuf: {}", m);
-    else spdlog::debug("protobuf: {}", m);
+    if (level >= google::protobuf::LOGLEVEL_FATAL)
+      spdlog::critical("protobuf: {}", m);
+    else
+      spdlog::debug("protobuf: {}", m);
   });
 
   struct sigaction sa {};

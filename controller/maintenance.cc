@@ -1,15 +1,15 @@
 // The controller's repository maintenance worker (maintenance.h).
 #include "controller/maintenance.h"
 
-#include <set>
-
 #include <spdlog/spdlog.h>
 
-#include "common/repo/storage/backend.h"
+#include <set>
+
 #include "common/repo/keys.h"
 #include "common/repo/lock.h"
 #include "common/repo/prune.h"
 #include "common/repo/repository.h"
+#include "common/repo/storage/backend.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 #include "controller/set_record.h"
@@ -35,8 +35,7 @@ std::unique_ptr<repo::Repository> open_controller_repository(const ControllerCon
   return repo::Repository::open(std::move(be), repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(r.password_file)));
 }
 
-Maintenance::Maintenance(std::vector<ControllerConfig::Repository> repositories,
-                         std::function<void(const ForgetJob&)> before_prune)
+Maintenance::Maintenance(std::vector<ControllerConfig::Repository> repositories, std::function<void(const ForgetJob&)> before_prune)
     : repositories_(std::move(repositories)), before_prune_(std::move(before_prune)), worker_([this] { loop(); }) {}
 
 Maintenance::~Maintenance() {
@@ -235,8 +234,9 @@ ForgetResult Maintenance::run(const ForgetJob& job) {
     for (const auto& name : r->list(repo::FileType::snapshot)) present.insert(name);
     for (const auto& id : job.snapshot_ids) {
       if (!present.count(id)) continue;  // removed before (a forget interrupted after its removals)
-      if (cancel_) throw Error(Errc::interrupted, "stopped after removing " + std::to_string(out.snapshots_removed) +
-                                                      " snapshot(s); the rest stay until the next turn");
+      if (cancel_)
+        throw Error(Errc::interrupted,
+                    "stopped after removing " + std::to_string(out.snapshots_removed) + " snapshot(s); the rest stay until the next turn");
       lock->check("removing snapshots");
       r->backend().remove({repo::FileType::snapshot, id});
       ++out.snapshots_removed;

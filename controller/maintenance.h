@@ -61,8 +61,7 @@ class Maintenance {
  public:
   // before_prune, for tests: called in the worker, under the exclusive lock,
   // after the snapshots are removed and before prune starts.
-  explicit Maintenance(std::vector<ControllerConfig::Repository> repositories,
-                       std::function<void(const ForgetJob&)> before_prune = {});
+  explicit Maintenance(std::vector<ControllerConfig::Repository> repositories, std::function<void(const ForgetJob&)> before_prune = {});
   ~Maintenance();
   Maintenance(const Maintenance&) = delete;
   Maintenance& operator=(const Maintenance&) = delete;
@@ -107,8 +106,8 @@ class Maintenance {
   std::set<std::string> measure_due_;  // measure_soon's, not yet measured
   std::map<std::string, std::chrono::steady_clock::time_point> measured_at_;
   bool stop_ = false;
-  std::string yield_why_;              // why the running job was asked to stop ("" = it was not)
-  std::atomic<bool> cancel_{false};    // the running job stops: the controller stops, or yield()
+  std::string yield_why_;            // why the running job was asked to stop ("" = it was not)
+  std::atomic<bool> cancel_{false};  // the running job stops: the controller stops, or yield()
   std::function<void(const ForgetJob&)> before_prune_;
   std::thread worker_;
 };

@@ -1,11 +1,11 @@
 // Operator requests against the catalog and the fleet.
 #include "controller/operator_api.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <map>
 #include <set>
-
-#include <spdlog/spdlog.h>
 
 #include "cairn/version.h"
 #include "common/util/error.h"
@@ -16,7 +16,6 @@ namespace cairn::controller {
 namespace {
 
 using cairn::v1::ErrorCode;
-
 
 // The full id for what the operator typed: the id itself, or the one id that
 // starts with it. Ambiguous prefixes are refused with the candidates listed.
@@ -31,9 +30,8 @@ std::string resolve_id(const catalog::Tx& tx, catalog::Tx::IdKind kind, const st
   std::string list;
   for (size_t i = 0; i < ids.size() && i < kShown; ++i) list += (i ? ", '" : "'") + ids[i] + "'";
   if (ids.size() > kShown) list += ", ...";
-  throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, std::string(what) + " id prefix '" + given +
-                                                            "' is ambiguous: it matches " + list +
-                                                            "; give more characters");
+  throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
+                std::string(what) + " id prefix '" + given + "' is ambiguous: it matches " + list + "; give more characters");
 }
 
 // A set's own fields, as `backup list` and `backup show` give them. A safety
@@ -55,7 +53,7 @@ void fill_set_header(const catalog::Tx& tx, const catalog::BackupSet& s, cairn::
   // The newest drill of each drilled snapshot (docs/drills.md): proven
   // restorable, or the drill's failure.
   std::map<std::string, cairn::v1::DrillSummary> newest;  // by source snapshot
-  std::map<std::string, catalog::Task> source;             // the set's task that wrote each snapshot
+  std::map<std::string, catalog::Task> source;            // the set's task that wrote each snapshot
   for (const auto& d : tx.restores_of_set(s.id)) {
     if (d.kind != "drill") continue;
     if (source.empty())
@@ -74,8 +72,8 @@ void fill_set_header(const catalog::Tx& tx, const catalog::BackupSet& s, cairn::
       w.set_drill_id(d.id);
       // A drill is proven task by task: one snapshot's success is its own.
       w.set_state(t.state == catalog::TaskState::succeeded ? cairn::v1::SET_STATE_COMPLETE
-                  : catalog::is_terminal(t.state)        ? cairn::v1::SET_STATE_FAILED
-                                                         : cairn::v1::SET_STATE_RUNNING);
+                  : catalog::is_terminal(t.state)          ? cairn::v1::SET_STATE_FAILED
+                                                           : cairn::v1::SET_STATE_RUNNING);
       w.set_finished_at(catalog::is_terminal(t.state) ? t.updated_at : 0);
       if (t.state != catalog::TaskState::succeeded && !t.reasons.empty()) w.set_failure(t.reasons.front().detail);
       newest[t.source_snapshot.value_or("")] = w;  // restores_of_set is oldest first
@@ -108,10 +106,9 @@ void refuse_offline(const std::vector<std::string>& names) {
   if (names.empty()) return;
   std::string list;
   for (const auto& n : names) list += (list.empty() ? "'" : ", '") + n + "'";
-  throw OpError(cairn::v1::ERROR_CODE_CONFLICT,
-                "not connected: " + list +
-                    "; nothing was created (start the agent(s), leave them out with --node, or drop "
-                    "--require-connected to queue the work until they connect)");
+  throw OpError(cairn::v1::ERROR_CODE_CONFLICT, "not connected: " + list +
+                                                    "; nothing was created (start the agent(s), leave them out with --node, or drop "
+                                                    "--require-connected to queue the work until they connect)");
 }
 
 }  // namespace
@@ -127,7 +124,7 @@ void OperatorApi::fill_task(const catalog::Tx& tx, const catalog::Task& t, cairn
   if (t.plan_id)
     if (auto p = tx.plan(*t.plan_id)) out.set_plan_expires_at(p->expires_at);
   out.set_component(t.component);
-  out.set_kind(t.kind == catalog::TaskKind::backup                     ? cairn::v1::TASK_KIND_BACKUP
+  out.set_kind(t.kind == catalog::TaskKind::backup                  ? cairn::v1::TASK_KIND_BACKUP
                : t.restore_id && t.restore_id->rfind("dr-", 0) == 0 ? cairn::v1::TASK_KIND_DRILL
                                                                     : cairn::v1::TASK_KIND_RESTORE);
   out.set_state(wire_state(t.state));
@@ -203,8 +200,10 @@ void OperatorApi::fill_restore(const catalog::Tx& tx, const std::string& id, cai
   std::map<std::string, std::set<std::string>> clusters;  // "component, cluster X" -> members
   std::set<std::string> plain;
   for (const auto& t : tasks) {
-    if (!t.cluster_id.empty()) clusters[t.component + " (cluster " + t.cluster_id + ")"].insert(name_of(t.agent_id));
-    else plain.insert(t.component + " on " + name_of(t.agent_id));
+    if (!t.cluster_id.empty())
+      clusters[t.component + " (cluster " + t.cluster_id + ")"].insert(name_of(t.agent_id));
+    else
+      plain.insert(t.component + " on " + name_of(t.agent_id));
   }
   std::set<std::string> after;
   if (r->selector.is_object() && r->selector.contains("after_clusters") && r->selector["after_clusters"].is_array())
@@ -275,8 +274,10 @@ void OperatorApi::cancel(const std::string& actor, const std::string& given, cai
   });
   spdlog::info("operator: '{}' cancelled {} open task(s) of '{}'", actor, cancelled, id);
   catalog_.read([&](const catalog::Tx& tx) {
-    if (is_restore) fill_restore(tx, id, *r.mutable_restore());
-    else fill_set(tx, id, *r.mutable_backup_set());
+    if (is_restore)
+      fill_restore(tx, id, *r.mutable_restore());
+    else
+      fill_set(tx, id, *r.mutable_backup_set());
   });
 }
 
@@ -335,8 +336,7 @@ cairn::v1::OperatorResponse OperatorApi::handle(const std::string& actor, const 
   return r;
 }
 
-void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRequest& q,
-                           cairn::v1::OperatorResponse& r) {
+void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRequest& q, cairn::v1::OperatorResponse& r) {
   using Q = cairn::v1::OperatorRequest;
   switch (q.body_case()) {
     case Q::kBackupCreate: {
@@ -394,8 +394,7 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
     }
     case Q::kRestoreShow:
       catalog_.read([&](const catalog::Tx& tx) {
-        fill_restore(tx, resolve_id(tx, catalog::Tx::IdKind::restore, q.restore_show().restore_id(), "restore"),
-                     *r.mutable_restore());
+        fill_restore(tx, resolve_id(tx, catalog::Tx::IdKind::restore, q.restore_show().restore_id(), "restore"), *r.mutable_restore());
         // What it set aside that is still on the members' disks (docs/set-aside.md).
         for (const auto& [agent_id, list] : fleet_.set_aside())
           for (const auto& c : list)
@@ -419,8 +418,7 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
           w->set_safety_backup_set_id(x.safety_set_id.value_or(""));
           w->set_created_at(x.created_at);
           w->set_finished_at(x.finished_at.value_or(0));
-          if (x.kind == "drill" && x.state != catalog::SetState::running)
-            w->set_verdict(catalog::drill_verdict(tx.tasks_of_restore(x.id)));
+          if (x.kind == "drill" && x.state != catalog::SetState::running) w->set_verdict(catalog::drill_verdict(tx.tasks_of_restore(x.id)));
         }
       });
       r.mutable_restore_list();
@@ -590,15 +588,14 @@ void OperatorApi::dispatch(const std::string& actor, const cairn::v1::OperatorRe
       try {
         w->set_agents_notified(uint32_t(fleet_.rotated(rot.new_key_id)));
       } catch (const std::exception& e) {
-        spdlog::error("operator: rotated to '{}' but could not notify connected agents now: {}", rot.new_key_id,
-                      e.what());
+        spdlog::error("operator: rotated to '{}' but could not notify connected agents now: {}", rot.new_key_id, e.what());
       }
       catalog_.read([&](const catalog::Tx& tx) {
         for (const auto& a : tx.agents())
           if (a.state == catalog::AgentState::approved) w->set_agents_approved(w->agents_approved() + 1);
       });
-      spdlog::info("operator: '{}' rotated the signing key to '{}'; {} connected agent(s) notified", actor,
-                   rot.new_key_id, w->agents_notified());
+      spdlog::info("operator: '{}' rotated the signing key to '{}'; {} connected agent(s) notified", actor, rot.new_key_id,
+                   w->agents_notified());
       return;
     }
     case Q::kPolicy:

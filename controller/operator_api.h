@@ -27,14 +27,9 @@ class OperatorApi {
   // signing_key is the controller's active key; a key rotation replaces it
   // (Orders signs with the same object). key_dir holds its file.
   // publisher (may be null) reports the audit trail's state in `status`.
-  OperatorApi(catalog::Catalog& catalog, Fleet& fleet, Orders& orders, plan::SigningKey& signing_key,
-              std::string key_dir, const AuditPublisher* publisher = nullptr)
-      : catalog_(catalog),
-        fleet_(fleet),
-        orders_(orders),
-        signing_key_(signing_key),
-        key_dir_(std::move(key_dir)),
-        publisher_(publisher) {}
+  OperatorApi(catalog::Catalog& catalog, Fleet& fleet, Orders& orders, plan::SigningKey& signing_key, std::string key_dir,
+              const AuditPublisher* publisher = nullptr)
+      : catalog_(catalog), fleet_(fleet), orders_(orders), signing_key_(signing_key), key_dir_(std::move(key_dir)), publisher_(publisher) {}
 
   // Policies and retention (operator_policies.cc) need the scheduler.
   // default_tz: of policies added without one ([scheduler] time_zone).

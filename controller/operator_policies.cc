@@ -2,8 +2,8 @@
 #include <spdlog/spdlog.h>
 
 #include "common/util/error.h"
-#include "controller/operator_api.h"
 #include "controller/catalog_rebuild.h"
+#include "controller/operator_api.h"
 #include "controller/schedule.h"
 
 namespace cairn::controller {
@@ -86,8 +86,7 @@ void fill_policy(const catalog::Tx& tx, const catalog::Policy& p, size_t runs, c
   w.set_updated_at(p.updated_at);
   if (p.next_run_at) {
     w.add_next_runs(*p.next_run_at);
-    for (auto t = Scheduler::next_run(p, *p.next_run_at); t && w.next_runs_size() < 3; t = Scheduler::next_run(p, *t))
-      w.add_next_runs(*t);
+    for (auto t = Scheduler::next_run(p, *p.next_run_at); t && w.next_runs_size() < 3; t = Scheduler::next_run(p, *t)) w.add_next_runs(*t);
   }
   for (const auto& run : tx.policy_runs(p.name, runs)) fill_run(tx, run, *w.add_runs());
   for (const auto& s : tx.policy_sets(p.name)) {
@@ -116,8 +115,8 @@ void OperatorApi::policy(const std::string& actor, const cairn::v1::PolicyReques
   };
   auto not_config = [&](const catalog::Policy& p, const char* what) {
     if (p.source == "config")
-      throw OpError(cairn::v1::ERROR_CODE_CONFLICT, "policy '" + p.name + "' is declared in the controller's configuration; " +
-                                                        what + " it there and restart the controller");
+      throw OpError(cairn::v1::ERROR_CODE_CONFLICT, "policy '" + p.name + "' is declared in the controller's configuration; " + what +
+                                                        " it there and restart the controller");
   };
   const int64_t now = catalog_.read([](const catalog::Tx& tx) { return tx.now(); });
   switch (q.op_case()) {
@@ -262,16 +261,14 @@ void OperatorApi::import_set(const std::string& actor, const cairn::v1::ImportRe
   // An attested set is signed again by this controller and its record written
   // to the repository it went into (as every attested set without a record
   // by the active key is at start): a catalog rebuild from there attests it.
-  if (!res.key_id.empty())
-    catalog_.transaction(actor, [&](catalog::Tx& tx) { tx.set_records_due_unwritten(signing_key_.key_id()); });
+  if (!res.key_id.empty()) catalog_.transaction(actor, [&](catalog::Tx& tx) { tx.set_records_due_unwritten(signing_key_.key_id()); });
   catalog_.read([&](const catalog::Tx& tx) { fill_set(tx, res.set.id, *r.mutable_backup_set()); });
   std::string notes;
   for (const auto& n : res.notes) notes += (notes.empty() ? "" : "; ") + n;
   r.set_detail(notes);
-  spdlog::info("operator: '{}' imported backup set '{}' ({} snapshot(s), {}, {}) from '{}' into repository '{}'", actor,
-               res.set.id, res.set.tasks.size(), std::string(catalog::to_string(res.set.state)),
-               res.key_id.empty() ? std::string("UNATTESTED") : "attested by controller key '" + res.key_id + "'", q.origin(),
-               cfg->name);
+  spdlog::info("operator: '{}' imported backup set '{}' ({} snapshot(s), {}, {}) from '{}' into repository '{}'", actor, res.set.id,
+               res.set.tasks.size(), std::string(catalog::to_string(res.set.state)),
+               res.key_id.empty() ? std::string("UNATTESTED") : "attested by controller key '" + res.key_id + "'", q.origin(), cfg->name);
 }
 
 void OperatorApi::attest_export(const std::string& actor, const cairn::v1::ExportAttestRequest& q, cairn::v1::OperatorResponse& r) {
@@ -301,7 +298,10 @@ void OperatorApi::attest_export(const std::string& actor, const cairn::v1::Expor
       task->copies.emplace_back(std::string(kExportCopyPrefix) + q.export_name(), e.export_snapshot_id());
     }
     file = sign_set_record(rec, signing_key_).dump();
-    tx.audit({"set.export", "backup_set:" + set->id, "ok", "",
+    tx.audit({"set.export",
+              "backup_set:" + set->id,
+              "ok",
+              "",
               {{"export", q.export_name()}, {"snapshots", q.snapshots_size()}, {"key_id", signing_key_.key_id()}}});
   });
   r.set_set_record(file);

@@ -13,7 +13,6 @@
 namespace cairn::controller {
 namespace orders_detail {
 
-
 bool clustered(const Pick& p) { return !p.cluster_id.empty(); }
 
 // The operation lock: a node-scoped component's on the agent, a cluster's on
@@ -24,8 +23,7 @@ std::string lock_target(const Pick& p) {
 
 // The same for a member's task in the catalog: its cluster's lock, or "" when
 // the agent no longer declares the component.
-std::string cluster_lock_of(const Tx& tx, const std::string& agent_id, const std::string& component,
-                            const std::string& cluster_id) {
+std::string cluster_lock_of(const Tx& tx, const std::string& agent_id, const std::string& component, const std::string& cluster_id) {
   for (const auto& c : tx.agent_components(agent_id))
     if (c.name == component) return "cluster:" + c.driver + "/" + cluster_id;
   return {};
@@ -102,13 +100,12 @@ void check_restore_target(const std::vector<Pick>& picks, const std::string& tar
   for (const auto& p : picks) {
     bool has = std::find(p.restore_targets.begin(), p.restore_targets.end(), target) != p.restore_targets.end();
     if (!has) missing += (missing.empty() ? "'" : ", '") + p.component + "' on '" + p.agent.name + "'";
-    declared += (declared.empty() ? "" : "; ") + p.component + " on " + p.agent.name + ": " +
-                quoted_list(p.restore_targets);
+    declared += (declared.empty() ? "" : "; ") + p.component + " on " + p.agent.name + ": " + quoted_list(p.restore_targets);
   }
   if (!missing.empty())
-    throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
-                  "no restore target '" + target + "' declared by component " + missing + " (declared targets: " +
-                      declared + "); pick a declared target, or narrow the selection with --component/--node");
+    throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, "no restore target '" + target + "' declared by component " + missing +
+                                                              " (declared targets: " + declared +
+                                                              "); pick a declared target, or narrow the selection with --component/--node");
 }
 
 // The repository, by the restoring agent's name for it, that a restore of
@@ -122,8 +119,7 @@ void check_restore_target(const std::vector<Pick>& picks, const std::string& tar
 //   name itself when a policy named the repository;
 // - a snapshot whose repository the catalog does not know (older rows) is
 //   read from the restoring agent's default, as before it was recorded.
-std::string restore_repository(const Tx& tx, const std::string& agent_id, const std::string& component,
-                               const std::string& snapshot) {
+std::string restore_repository(const Tx& tx, const std::string& agent_id, const std::string& component, const std::string& snapshot) {
   auto default_of = [&](const std::string& agent) {
     for (const auto& c : tx.agent_components(agent))
       if (c.name == component) return c.repository;
@@ -207,10 +203,10 @@ void check_whole_clusters(const Tx& tx, const std::vector<Pick>& picks, const st
         }
     }
     if (!missing.empty())
-      throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
-                    "component '" + component_of[cluster] + "' is cluster-scoped: cluster '" + cluster +
-                        "' is restored on all its members at once (" + quoted_list(all) + "), but " +
-                        quoted_list(missing) + " are not selected; select every member (or only --component)");
+      throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, "component '" + component_of[cluster] + "' is cluster-scoped: cluster '" +
+                                                                cluster + "' is restored on all its members at once (" + quoted_list(all) +
+                                                                "), but " + quoted_list(missing) +
+                                                                " are not selected; select every member (or only --component)");
   }
 }
 
@@ -237,11 +233,11 @@ void check_members_present(const Tx& tx, const std::vector<Pick>& picks,
     for (const auto& name : recorded) {
       if (have.count(name)) continue;
       auto a = tx.agent(name);
-      std::string why = !a && tx.name_released(name)                ? "its agent is revoked and no agent took the name"
-                        : !a                                        ? "no agent has this name"
-                        : a->state == catalog::AgentState::pending  ? "its agent is pending approval"
-                        : a->state == catalog::AgentState::revoked  ? "its agent is revoked"
-                                                                    : "its agent is not an approved member of the cluster";
+      std::string why = !a && tx.name_released(name)               ? "its agent is revoked and no agent took the name"
+                        : !a                                       ? "no agent has this name"
+                        : a->state == catalog::AgentState::pending ? "its agent is pending approval"
+                        : a->state == catalog::AgentState::revoked ? "its agent is revoked"
+                                                                   : "its agent is not an approved member of the cluster";
       if (a && a->state == catalog::AgentState::approved)
         for (const auto& c : tx.agent_components(a->id))
           if (c.name == p.component) {
@@ -264,10 +260,11 @@ void check_members_present(const Tx& tx, const std::vector<Pick>& picks,
   }
   if (!problems.empty())
     throw OpError(cairn::v1::ERROR_CODE_UNAVAILABLE,
-                  problems + ". A cluster restore runs on every member the backup names, or on none: nothing was "
-                  "stopped or changed. Bring each member's agent back (a replaced host: an agent with the same name, "
-                  "approved; 'cairnctl agent revoke' releases the name of one whose key is lost), then run the "
-                  "restore again (docs/operations.md § Disaster recovery)");
+                  problems +
+                      ". A cluster restore runs on every member the backup names, or on none: nothing was "
+                      "stopped or changed. Bring each member's agent back (a replaced host: an agent with the same name, "
+                      "approved; 'cairnctl agent revoke' releases the name of one whose key is lost), then run the "
+                      "restore again (docs/operations.md § Disaster recovery)");
 }
 
 // A restore in steps (a cluster's members, or several members of one
@@ -296,27 +293,26 @@ void check_members_connected(const std::vector<Pick>& picks, const std::function
   if (absent.empty()) {
     if (!old.empty())
       throw OpError(cairn::v1::ERROR_CODE_UNAVAILABLE,
-                    "the agents " + quoted_list(old) + " are older than this controller's cluster restore (they do not "
-                    "announce 'restore-steps/2'): upgrade them first; nothing was stopped or changed");
+                    "the agents " + quoted_list(old) +
+                        " are older than this controller's cluster restore (they do not "
+                        "announce 'restore-steps/2'): upgrade them first; nothing was stopped or changed");
     return;
   }
   std::string what;
-  for (const auto& [cluster, names] : absent)
-    what += (what.empty() ? "" : "; ") + cluster + ": " + quoted_list(names);
+  for (const auto& [cluster, names] : absent) what += (what.empty() ? "" : "; ") + cluster + ": " + quoted_list(names);
   throw OpError(cairn::v1::ERROR_CODE_UNAVAILABLE,
                 "a cluster restore stops no member until every member is ready, and these members' agents are not "
-                "connected: " + what + ". Nothing was stopped or changed; bring the agents back ('cairnctl agent list' "
-                "shows them) and run the restore again");
+                "connected: " +
+                    what +
+                    ". Nothing was stopped or changed; bring the agents back ('cairnctl agent list' "
+                    "shows them) and run the restore again");
 }
 
-std::string write_mode_name(cairn::v1::RestoreWriteMode m) {
-  return m == cairn::v1::RESTORE_WRITE_MODE_MERGE ? "merge" : "mirror";
-}
+std::string write_mode_name(cairn::v1::RestoreWriteMode m) { return m == cairn::v1::RESTORE_WRITE_MODE_MERGE ? "merge" : "mirror"; }
 
 std::string new_plan_id() { return "pl-" + to_hex(crypto::random_array<8>()); }
 
-void lock_targets(Tx& tx, const std::vector<Pick>& picks, catalog::TaskKind kind, const std::string& holder,
-                  int64_t ttl) {
+void lock_targets(Tx& tx, const std::vector<Pick>& picks, catalog::TaskKind kind, const std::string& holder, int64_t ttl) {
   std::set<std::string> taken;
   for (const auto& p : picks) {
     std::string target = lock_target(p);
@@ -328,10 +324,9 @@ void lock_targets(Tx& tx, const std::vector<Pick>& picks, catalog::TaskKind kind
       if (auto h = tx.lock_holder(target))
         by = (h->first == "restore" ? "restore " : "backup set ") + h->second +
              (h->first == "restore" ? " ('cairnctl restore show " : " ('cairnctl backup show ") + h->second + "')";
-      throw OpError(cairn::v1::ERROR_CODE_CONFLICT,
-                    (clustered(p) ? "cluster '" + p.cluster_id + "' of component '" + p.component + "'"
-                                  : "component '" + p.component + "' on '" + p.agent.name + "'") +
-                        " is busy: " + by + " holds its lock; try again once it ends");
+      throw OpError(cairn::v1::ERROR_CODE_CONFLICT, (clustered(p) ? "cluster '" + p.cluster_id + "' of component '" + p.component + "'"
+                                                                  : "component '" + p.component + "' on '" + p.agent.name + "'") +
+                                                        " is busy: " + by + " holds its lock; try again once it ends");
     }
   }
 }
@@ -347,9 +342,12 @@ void check_attested(Tx& tx, const catalog::BackupSet& set, bool accepted, const 
                   "backup set '" + set.id +
                       "' is unattested: it was rebuilt from snapshot tags that no set record signed by this "
                       "controller's key covers, and anyone holding the repository's password could have written "
-                      "them" + (what == "drill" ? " (a drill runs servers on the drill host from them)" : "") +
+                      "them" +
+                      (what == "drill" ? " (a drill runs servers on the drill host from them)" : "") +
                       "; check its snapshots ('cairnctl backup show'), then " + what + " with --accept-unattested");
-  tx.audit({what + ".accept_unattested", "backup_set:" + set.id, "ok",
+  tx.audit({what + ".accept_unattested",
+            "backup_set:" + set.id,
+            "ok",
             "an operator " + std::string(what == "drill" ? "drills" : "restores from") + " a set no signed set record covers",
             {}});
 }
@@ -378,8 +376,7 @@ cairn::v1::Selector selector_from_json(const nlohmann::json& j) {
   return s;
 }
 
-std::vector<BackupTarget> backup_targets(const catalog::Tx& tx, const cairn::v1::Selector& selector,
-                                         const std::string& repository) {
+std::vector<BackupTarget> backup_targets(const catalog::Tx& tx, const cairn::v1::Selector& selector, const std::string& repository) {
   std::vector<BackupTarget> out;
   for (const auto& p : orders_detail::select_known(tx, selector, false))
     out.push_back({p.agent.name, p.component, repository.empty() ? p.repository : repository});

@@ -48,8 +48,7 @@ cairn::v1::Selector selector_from_json(const nlohmann::json& j);
 struct BackupTarget {
   std::string agent, component, repository;
 };
-std::vector<BackupTarget> backup_targets(const catalog::Tx& tx, const cairn::v1::Selector& selector,
-                                         const std::string& repository);
+std::vector<BackupTarget> backup_targets(const catalog::Tx& tx, const cairn::v1::Selector& selector, const std::string& repository);
 
 class Orders {
  public:

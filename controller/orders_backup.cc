@@ -8,7 +8,7 @@
 namespace cairn::controller {
 
 Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selector& selector, const std::string& mode,
-                             const BackupExtras& extras) {
+                              const BackupExtras& extras) {
   using namespace orders_detail;
   return catalog_.transaction(actor, [&](Tx& tx) {
     auto selected = select(tx, selector, false);
@@ -18,8 +18,7 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
     // A mode goes to the components that declare it; one nobody declares is a mistake.
     std::set<std::pair<std::string, std::string>> takes_mode;
     for (const auto& p : selected)
-      if (!mode.empty() && std::find(p.modes.begin(), p.modes.end(), mode) != p.modes.end())
-        takes_mode.insert({p.agent.id, p.component});
+      if (!mode.empty() && std::find(p.modes.begin(), p.modes.end(), mode) != p.modes.end()) takes_mode.insert({p.agent.id, p.component});
     if (!mode.empty() && takes_mode.empty())
       throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
                     "no selected component takes mode '" + mode + "' (see the modes in 'cairnctl agent list --json')");
@@ -86,7 +85,7 @@ Ordered Orders::create_backup(const std::string& actor, const cairn::v1::Selecto
         if (!extras.repository.empty()) w.mutable_options()->set_repository(extras.repository);
         w.set_backup_set_id(out.id);  // tagged on the snapshot: a catalog rebuild groups by it
         w.set_set_task_count(uint32_t(picks.size()));
-        w.set_cluster_id(t.cluster_id);  // the snapshot's tag cluster:<id> (catalog rebuild, import)
+        w.set_cluster_id(t.cluster_id);                                        // the snapshot's tag cluster:<id> (catalog rebuild, import)
         for (const auto& m : members_of_task[t.id]) w.add_cluster_members(m);  // and member:<name>
         w.set_policy(extras.policy);
         // The parent comes from the catalog, never from the repository, where

@@ -1,10 +1,10 @@
 // The steps of a cluster restore (docs/protocol.md § The cluster restore): the
 // next step's tasks when every member ended one, deferred members released,
 // and the rollbacks owed to members that were away.
+#include <spdlog/spdlog.h>
+
 #include <map>
 #include <set>
-
-#include <spdlog/spdlog.h>
 
 #include "controller/driver_metadata.h"
 #include "controller/orders_internal.h"
@@ -29,14 +29,14 @@ std::string next_step(const std::string& step, bool ok, bool halt) {
   if (step == "start") return ok ? "verify" : (halt ? "halt" : "rollback");
   if (step == "verify") return ok ? "commit" : (halt ? "halt" : "rollback");
   if (step == "halt") return "rollback";  // however the halts ended (a failed one is stopped again by its rollback)
-  return "";  // commit, rollback
+  return "";                              // commit, rollback
 }
 
 // Steps in the order they run; commit or rollback comes last. Tasks made in
 // the same millisecond have no order of their own.
 int step_rank(const std::string& step) {
-  static const std::map<std::string, int> rank = {{"preflight", 1}, {"stop", 2},   {"data", 3},    {"start", 4},
-                                                  {"verify", 5},    {"commit", 6}, {"halt", 7},     {"rollback", 8}};
+  static const std::map<std::string, int> rank = {{"preflight", 1}, {"stop", 2},   {"data", 3}, {"start", 4},
+                                                  {"verify", 5},    {"commit", 6}, {"halt", 7}, {"rollback", 8}};
   auto it = rank.find(step);
   return it == rank.end() ? 0 : it->second;
 }
@@ -97,8 +97,8 @@ size_t Orders::issue_owed_rollbacks(catalog::Tx& tx, const std::string& agent_id
     if (!t.cluster_id.empty()) {
       if (!tx.acquire_lock(target, catalog::TaskKind::restore, restore->id, config_.lock_ttl_seconds))
         if (auto h = tx.lock_holder(target))
-          spdlog::warn("restore {}: the rollback owed to '{}' runs while {} {} holds the cluster's lock", restore->id,
-                       agent->name, h->first, h->second);
+          spdlog::warn("restore {}: the rollback owed to '{}' runs while {} {} holds the cluster's lock", restore->id, agent->name,
+                       h->first, h->second);
     }
     catalog::NewTask nt{agent_id, t.component, t.source_snapshot, std::nullopt};
     nt.restore_step = "rollback";
@@ -108,8 +108,7 @@ size_t Orders::issue_owed_rollbacks(catalog::Tx& tx, const std::string& agent_id
     cairn::v1::Task w = restore_wire(tx, *tx.task(id), restore->source_set_id, restore->id);
     w.mutable_options()->set_skip_safety_backup(true);
     plans.add(*agent, {id}, {w});
-    spdlog::info("restore {}: '{}' is back; the rollback its member of '{}' was owed is sent", restore->id, agent->name,
-                 t.component);
+    spdlog::info("restore {}: '{}' is back; the rollback its member of '{}' was owed is sent", restore->id, agent->name, t.component);
     ++n;
   }
   plans.sign_and_store();
@@ -199,9 +198,7 @@ void Orders::next_cluster_step(catalog::Tx& tx, const catalog::Task& ended) {
   bool ok = true;
   // The step's task of each member: the latest one (a rollback may have been
   // tried again on a member, below).
-  auto ok_state = [](catalog::TaskState st) {
-    return st == catalog::TaskState::succeeded || st == catalog::TaskState::partial;
-  };
+  auto ok_state = [](catalog::TaskState st) { return st == catalog::TaskState::succeeded || st == catalog::TaskState::partial; };
   std::map<std::string, catalog::Task> latest;  // agent -> its latest task of the step
   std::map<std::string, int> tries;
   for (const auto& t : same) {
@@ -273,8 +270,7 @@ void Orders::next_cluster_step(catalog::Tx& tx, const catalog::Task& ended) {
       bool missed = st == catalog::TaskState::missed;
       bool lost = std::any_of(t.reasons.begin(), t.reasons.end(),
                               [](const catalog::Reason& r) { return r.code == cairn::v1::ERROR_CODE_AGENT_LOST; });
-      if (!ok_state(st) && (missed || (lost && tries[t.agent_id] < 3)))
-        again.push_back(t);
+      if (!ok_state(st) && (missed || (lost && tries[t.agent_id] < 3))) again.push_back(t);
     }
     if (!again.empty()) {
       members = std::move(again);
@@ -324,8 +320,7 @@ void Orders::next_cluster_step(catalog::Tx& tx, const catalog::Task& ended) {
       if (!t || catalog::is_terminal(t->state)) continue;
       catalog::TaskUpdate u{catalog::TaskState::failed};
       u.reasons.push_back({cairn::v1::ERROR_CODE_AGENT_LOST,
-                           "not stopped: the agent of " + names +
-                               " is not connected, and no member is stopped unless every member can be",
+                           "not stopped: the agent of " + names + " is not connected, and no member is stopped unless every member can be",
                            t->component});
       tx.update_task(id, u);
     }
@@ -335,8 +330,7 @@ void Orders::next_cluster_step(catalog::Tx& tx, const catalog::Task& ended) {
   std::string driver;
   for (const auto& c : tx.agent_components(members.front().agent_id))
     if (c.name == ended.component) driver = c.driver;
-  tx.acquire_lock("cluster:" + driver + "/" + ended.cluster_id, catalog::TaskKind::restore, *ended.restore_id,
-                  config_.lock_ttl_seconds);
+  tx.acquire_lock("cluster:" + driver + "/" + ended.cluster_id, catalog::TaskKind::restore, *ended.restore_id, config_.lock_ttl_seconds);
   PlanBatch plans(tx, config_, key_);
   for (const auto& id : ids) {
     if (std::find(absent.begin(), absent.end(), id) != absent.end()) continue;
@@ -344,8 +338,7 @@ void Orders::next_cluster_step(catalog::Tx& tx, const catalog::Task& ended) {
     auto agent = tx.agent(t->agent_id);
     cairn::v1::Task w = restore_wire(tx, *t, restore->source_set_id, *ended.restore_id);
     w.mutable_options()->set_skip_safety_backup(true);  // taken at the stop step
-    if (restore->selector.is_object() && restore->selector.value("force_identity", false))
-      w.mutable_options()->set_force_identity(true);
+    if (restore->selector.is_object() && restore->selector.value("force_identity", false)) w.mutable_options()->set_force_identity(true);
     plans.add(*agent, {t->id}, {w});
     to_deliver_.push_back(t->agent_id);
   }
@@ -354,8 +347,8 @@ void Orders::next_cluster_step(catalog::Tx& tx, const catalog::Task& ended) {
     auto t = tx.task(id);
     if (!t || catalog::is_terminal(t->state)) continue;
     catalog::TaskUpdate u{catalog::TaskState::failed};
-    u.reasons.push_back({cairn::v1::ERROR_CODE_AGENT_LOST,
-                         "the member's agent is not connected: step '" + next + "' cannot run there", t->component});
+    u.reasons.push_back(
+        {cairn::v1::ERROR_CODE_AGENT_LOST, "the member's agent is not connected: step '" + next + "' cannot run there", t->component});
     tx.update_task(id, u);  // may end the step, and so move the restore on (to its rollback)
   }
 }

@@ -20,8 +20,7 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
       std::vector<std::pair<catalog::Task, std::string>> out;
       std::set<std::string> clusters;
       for (auto& t : tx.tasks_of_set(set_id)) {
-        if (!t.snapshot_id || t.snapshot_removed_at ||
-            (t.state != catalog::TaskState::succeeded && t.state != catalog::TaskState::partial))
+        if (!t.snapshot_id || t.snapshot_removed_at || (t.state != catalog::TaskState::succeeded && t.state != catalog::TaskState::partial))
           continue;
         if (selected && !listed(req.selector().components(), t.component)) continue;
         auto agent = tx.agent(t.agent_id);
@@ -96,8 +95,7 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     auto undrillable = [&](const catalog::Task& t, const std::string& driver) -> std::string {
       if (!plan::is_drill_driver(driver)) return "'" + t.component + "' (driver " + driver + ": no drill exists for it)";
       if (driver != "kafka") return {};
-      if (driver_metadata::kafka_metadata_mode(driver_metadata::parse_optional(t.component_metadata)) != "zookeeper")
-        return {};
+      if (driver_metadata::kafka_metadata_mode(driver_metadata::parse_optional(t.component_metadata)) != "zookeeper") return {};
       std::vector<const catalog::Task*> here;
       for (const auto& [z, zd] : set_zookeepers)
         if (z.repository == t.repository) here.push_back(&z);
@@ -106,8 +104,11 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
         return {};
       }
       if (here.empty())
-        return "'" + t.component + "' (a Kafka broker in ZooKeeper mode: its topics' metadata lives in ZooKeeper, and the set "
-               "holds no ZooKeeper snapshot in repository '" + t.repository + "' to start beside it; back up the ensemble in "
+        return "'" + t.component +
+               "' (a Kafka broker in ZooKeeper mode: its topics' metadata lives in ZooKeeper, and the set "
+               "holds no ZooKeeper snapshot in repository '" +
+               t.repository +
+               "' to start beside it; back up the ensemble in "
                "the same set as the brokers)";
       return "'" + t.component + "' (a Kafka broker in ZooKeeper mode: the set holds " + std::to_string(here.size()) +
              " ZooKeeper clusters; name the brokers' ensemble with --component)";
@@ -116,18 +117,18 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     std::vector<std::pair<catalog::Task, std::string>> kept;
     for (auto& p : picks) {
       std::string why = undrillable(p.first, p.second);
-      if (why.empty()) kept.push_back(std::move(p));
-      else if (refused.find(why) == std::string::npos) refused += std::string(refused.empty() ? "" : "; ") + why;
+      if (why.empty())
+        kept.push_back(std::move(p));
+      else if (refused.find(why) == std::string::npos)
+        refused += std::string(refused.empty() ? "" : "; ") + why;
     }
     const bool scheduled = !req.policy().empty();
     if (!refused.empty() && (!scheduled || kept.empty()))
-      throw OpError(cairn::v1::ERROR_CODE_UNSUPPORTED_TASK,
-                    "backup set '" + set->id + "' holds snapshots no drill can run: " + refused +
-                        (scheduled ? "" : "; leave them out with --component"));
+      throw OpError(cairn::v1::ERROR_CODE_UNSUPPORTED_TASK, "backup set '" + set->id + "' holds snapshots no drill can run: " + refused +
+                                                                (scheduled ? "" : "; leave them out with --component"));
     picks = std::move(kept);
     if (!refused.empty())
-      tx.audit({"drill.skipped", "backup_set:" + set->id, "skipped", "undrillable",
-                {{"policy", req.policy()}, {"left_out", refused}}});
+      tx.audit({"drill.skipped", "backup_set:" + set->id, "skipped", "undrillable", {{"policy", req.policy()}, {"left_out", refused}}});
     // Kafka: every broker's snapshot of one cluster is drilled together, as
     // one sandbox cluster (docs/drills.md § Kafka); each broker's task
     // carries them all. Keyed by the repository and the cluster id the
@@ -136,8 +137,7 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     std::map<std::string, std::string> kafka_cluster_of;  // backup task id -> its key
     for (const auto& [t, driver] : picks) {
       if (driver != "kafka") continue;
-      std::string key =
-          t.repository + "/" + driver_metadata::kafka_cluster_id(driver_metadata::parse_optional(t.component_metadata));
+      std::string key = t.repository + "/" + driver_metadata::kafka_cluster_id(driver_metadata::parse_optional(t.component_metadata));
       kafka_cluster_of[t.id] = key;
       kafka_clusters[key].push_back(&t);
     }

@@ -26,7 +26,7 @@ struct Pick {
   std::string component;
   std::vector<std::string> restore_targets;  // declared by the agent for this component
   std::string driver;
-  std::string cluster_id;  // set for a cluster-scoped component
+  std::string cluster_id;          // set for a cluster-scoped component
   std::vector<std::string> modes;  // the driver's modes, the default first
   // A member-scoped component (a Kafka broker): its own data, one member of
   // cluster member_of; several members restored at once go in steps.
@@ -38,8 +38,7 @@ bool clustered(const Pick& p);
 // The operation lock of a pick: its component's on the agent, or its cluster's.
 std::string lock_target(const Pick& p);
 // A member's task's cluster lock; "" when the agent no longer declares the component.
-std::string cluster_lock_of(const Tx& tx, const std::string& agent_id, const std::string& component,
-                            const std::string& cluster_id);
+std::string cluster_lock_of(const Tx& tx, const std::string& agent_id, const std::string& component, const std::string& cluster_id);
 // The token of the new cluster a restore makes.
 std::string cluster_token(const std::string& restore_id, const std::string& cluster_id);
 // Whether a selector's list (empty: everything) names a or b.
@@ -52,21 +51,18 @@ std::vector<Pick> select_known(const Tx& tx, const cairn::v1::Selector& sel, boo
 std::vector<Pick> select(const Tx& tx, const cairn::v1::Selector& sel, bool restore);
 std::string quoted_list(const std::vector<std::string>& names);
 void check_restore_target(const std::vector<Pick>& picks, const std::string& target);
-std::string restore_repository(const Tx& tx, const std::string& agent_id, const std::string& component,
-                               const std::string& snapshot);
+std::string restore_repository(const Tx& tx, const std::string& agent_id, const std::string& component, const std::string& snapshot);
 std::string restore_task_repository(const Tx& tx, const catalog::NewTask& nt);
 // One restore task as the agent gets it.
 cairn::v1::Task restore_wire(const Tx& tx, const catalog::Task& t, const std::string& set_id, const std::string& restore_id);
 void check_whole_clusters(const Tx& tx, const std::vector<Pick>& picks, const std::string& target);
-void check_members_present(const Tx& tx, const std::vector<Pick>& picks,
-                           const std::function<const catalog::Task*(const Pick&)>& source_of);
+void check_members_present(const Tx& tx, const std::vector<Pick>& picks, const std::function<const catalog::Task*(const Pick&)>& source_of);
 void check_members_connected(const std::vector<Pick>& picks, const std::function<bool(const std::string&)>& connected,
                              const std::function<bool(const std::string&, const std::string&)>& supports);
 std::string write_mode_name(cairn::v1::RestoreWriteMode m);
 std::string new_plan_id();
 // Takes the operation lock of every pick, or refuses the order (CONFLICT) naming the holder.
-void lock_targets(Tx& tx, const std::vector<Pick>& picks, catalog::TaskKind kind, const std::string& holder,
-                  int64_t ttl);
+void lock_targets(Tx& tx, const std::vector<Pick>& picks, catalog::TaskKind kind, const std::string& holder, int64_t ttl);
 // An unattested set is restored or drilled only with the audited override.
 void check_attested(Tx& tx, const catalog::BackupSet& set, bool accepted, const std::string& what);
 
@@ -78,8 +74,7 @@ void check_attested(Tx& tx, const catalog::BackupSet& set, bool accepted, const 
 // a few plans signs them on this thread.
 class PlanBatch {
  public:
-  PlanBatch(Tx& tx, const ControllerConfig& config, const plan::SigningKey& key)
-      : tx_(tx), config_(config), key_(key) {}
+  PlanBatch(Tx& tx, const ControllerConfig& config, const plan::SigningKey& key) : tx_(tx), config_(config), key_(key) {}
   PlanBatch(const PlanBatch&) = delete;
   PlanBatch& operator=(const PlanBatch&) = delete;
   ~PlanBatch() {  // an order that failed half way: the threads end, the transaction rolls back
@@ -91,8 +86,7 @@ class PlanBatch {
   }
 
   // Issues one plan for the agent over the given task ids (its row, its tasks bound to it).
-  void add(const catalog::Agent& agent, const std::vector<std::string>& catalog_task_ids,
-           const std::vector<cairn::v1::Task>& tasks) {
+  void add(const catalog::Agent& agent, const std::vector<std::string>& catalog_task_ids, const std::vector<cairn::v1::Task>& tasks) {
     catalog::NewPlan np;
     np.plan_id = new_plan_id();
     np.agent_id = agent.id;
@@ -188,7 +182,7 @@ class PlanBatch {
   std::mutex mu_;
   std::condition_variable ready_;
   std::deque<Item> items_;
-  size_t next_ = 0;  // the next item to sign
+  size_t next_ = 0;         // the next item to sign
   bool closed_ = false;     // no more items: the threads end when the queue is empty
   bool abandoned_ = false;  // the order failed: the threads end now
   std::exception_ptr error_;

@@ -62,8 +62,7 @@ std::vector<BaseBackup> base_backups(const Tx& tx, const std::string& agent_id, 
         if (auto r = driver_metadata::pg_recovery(m)) timelines->add(r->timeline, r->history);
       continue;
     }
-    if (t.kind != catalog::TaskKind::backup || !driver_metadata::pg_physical(m) || !driver_metadata::pg_has_backup_end(m))
-      continue;
+    if (t.kind != catalog::TaskKind::backup || !driver_metadata::pg_physical(m) || !driver_metadata::pg_has_backup_end(m)) continue;
     if (timelines) timelines->add(driver_metadata::pg_timeline(m), driver_metadata::pg_history(m));
     if (!t.backup_set_id || !t.snapshot_id || t.snapshot_removed_at) continue;
     auto set = tx.backup_set(*t.backup_set_id);
@@ -115,8 +114,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
   return catalog_.transaction(actor, [&](Tx& tx) {
     cairn::v1::RestoreRequest req = request;
     plan::ParsedTarget target;
-    const bool has_recovery = req.has_recovery_target() &&
-                              req.recovery_target().kind() != cairn::v1::RecoveryTarget::KIND_UNSPECIFIED;
+    const bool has_recovery = req.has_recovery_target() && req.recovery_target().kind() != cairn::v1::RecoveryTarget::KIND_UNSPECIFIED;
     if (has_recovery)
       if (std::string why = plan::parse_recovery_target(req.recovery_target(), &target); !why.empty())
         throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT, why);
@@ -141,9 +139,8 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
       if (!b) {
         const uint32_t want = target_timeline(target, tl);
         throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND,
-                      "no base backup of '" + replay[0].component + "' on " + replay[0].agent.name +
-                          " is consistent before " + target.describe() +
-                          (want > 1 ? " on the history of timeline " + std::to_string(want) : std::string()) + ": " +
+                      "no base backup of '" + replay[0].component + "' on " + replay[0].agent.name + " is consistent before " +
+                          target.describe() + (want > 1 ? " on the history of timeline " + std::to_string(want) : std::string()) + ": " +
                           covered_from(bases));
       }
       req.set_backup_set_id(*b->task.backup_set_id);
@@ -162,9 +159,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     // Every restored (agent, component) reads the snapshot that set holds for
     // it; every member of a cluster reads the one snapshot of its cluster.
     std::map<std::pair<std::string, std::string>, catalog::Task> source;
-    auto source_key = [](const Pick& p) {
-      return std::make_pair(clustered(p) ? "cluster:" + p.cluster_id : p.agent.id, p.component);
-    };
+    auto source_key = [](const Pick& p) { return std::make_pair(clustered(p) ? "cluster:" + p.cluster_id : p.agent.id, p.component); };
     for (auto& t : tx.tasks_of_set(req.backup_set_id()))
       if (t.snapshot_id && (t.state == catalog::TaskState::succeeded || t.state == catalog::TaskState::partial))
         source[{t.cluster_id.empty() ? t.agent_id : "cluster:" + t.cluster_id, t.component}] = t;
@@ -205,8 +200,8 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     std::string removed;
     for (const auto& p : picks)
       if (const auto& t = source[source_key(p)]; t.snapshot_removed_at)
-        removed += std::string(removed.empty() ? "" : ", ") + "'" + p.component + "' on " + p.agent.name + " (repository '" +
-                   t.repository + "')";
+        removed +=
+            std::string(removed.empty() ? "" : ", ") + "'" + p.component + "' on " + p.agent.name + " (repository '" + t.repository + "')";
     if (!removed.empty())
       throw OpError(cairn::v1::ERROR_CODE_NOT_FOUND,
                     "backup set '" + req.backup_set_id() + "' was expired by policy '" + source_set->policy.value_or("") +
@@ -219,8 +214,7 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
     });
     if (picks.empty())
       throw OpError(cairn::v1::ERROR_CODE_NOTHING_SELECTED,
-                    "backup set '" + req.backup_set_id() +
-                        "' holds no snapshot for a selected, restorable component of an approved agent");
+                    "backup set '" + req.backup_set_id() + "' holds no snapshot for a selected, restorable component of an approved agent");
 
     check_restore_target(picks, req.restore_target());
     // A recovery target is for drivers that replay a log to it: restoring
@@ -233,7 +227,8 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
       if (!others.empty())
         throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
                       "a recovery target (--to-time, --to-lsn, --to-xid, --to-latest) applies to postgresql components "
-                      "only, and the selection also holds " + others + "; select the postgresql ones with --component");
+                      "only, and the selection also holds " +
+                          others + "; select the postgresql ones with --component");
       // The named set's base backup must be consistent before the target:
       // WAL replays forward only. The one that is, when there is one, is named.
       for (const auto& p : picks) {
@@ -248,13 +243,13 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
         Timelines tl;
         auto bases = base_backups(tx, p.agent.id, p.component, &tl);
         const BaseBackup* b = base_for(bases, target, tl);
-        throw OpError(cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
-                      "the base backup of '" + p.component + "' on " + p.agent.name + " in set '" + req.backup_set_id() +
-                          "' is consistent only from " + plan::format_time_us(end_us) + " (LSN " + plan::format_lsn(stop) +
-                          "), after " + target.describe() + ": " +
-                          (b ? "restore set '" + b->task.backup_set_id.value_or("") +
-                                   "' instead, or leave the set out and the controller picks it"
-                             : "no base backup of it is older; " + covered_from(bases)));
+        throw OpError(
+            cairn::v1::ERROR_CODE_INVALID_ARGUMENT,
+            "the base backup of '" + p.component + "' on " + p.agent.name + " in set '" + req.backup_set_id() +
+                "' is consistent only from " + plan::format_time_us(end_us) + " (LSN " + plan::format_lsn(stop) + "), after " +
+                target.describe() + ": " +
+                (b ? "restore set '" + b->task.backup_set_id.value_or("") + "' instead, or leave the set out and the controller picks it"
+                   : "no base backup of it is older; " + covered_from(bases)));
       }
     }
     check_members_connected(picks, connected_, supports_);

@@ -39,13 +39,17 @@ Ownership check_ownership(const catalog::Tx& tx, const std::string& agent_id, co
   Ownership o;
   for (const auto& id : claims.tasks) {
     auto t = tx.task(id);
-    if (!t) o.unknown.insert(id);
-    else if (t->agent_id != agent_id) o.foreign.insert(id);
+    if (!t)
+      o.unknown.insert(id);
+    else if (t->agent_id != agent_id)
+      o.foreign.insert(id);
   }
   for (const auto& id : claims.plans) {
     auto p = tx.plan(id);
-    if (!p) o.unknown.insert(id);
-    else if (p->agent_id != agent_id) o.foreign.insert(id);
+    if (!p)
+      o.unknown.insert(id);
+    else if (p->agent_id != agent_id)
+      o.foreign.insert(id);
   }
   return o;
 }

@@ -28,8 +28,8 @@ std::string quoted_list(const std::set<std::string>& names) {
 
 }  // namespace
 
-RecordCheck check_set_records(const std::vector<StoredRecord>& records, const std::set<std::string>& present,
-                              const std::string& name, const TrustedKeyLookup* trusted) {
+RecordCheck check_set_records(const std::vector<StoredRecord>& records, const std::set<std::string>& present, const std::string& name,
+                              const TrustedKeyLookup* trusted) {
   RecordCheck out;
   out.records = records.size();
   out.verified = trusted != nullptr;
@@ -41,8 +41,7 @@ RecordCheck check_set_records(const std::vector<StoredRecord>& records, const st
       continue;
     }
     std::string why;
-    std::optional<SetRecord> rec =
-        trusted ? verify_set_record(*stored.file, *trusted, why) : read_set_record_unverified(*stored.file, why);
+    std::optional<SetRecord> rec = trusted ? verify_set_record(*stored.file, *trusted, why) : read_set_record_unverified(*stored.file, why);
     if (!rec) {
       // Which set it claims, for the message: its body unverified.
       std::string ignored;
@@ -90,15 +89,14 @@ RecordCheck check_set_records(const std::vector<StoredRecord>& records, const st
       if (common && common->size() == 1) {
         out.names = *common;
       } else if (!all.empty()) {
-        out.unknown_name = "none of the snapshots its set records list is here, and they name the repositories " +
-                           quoted_list(all) + ": give --repository-name to say which this is";
+        out.unknown_name = "none of the snapshots its set records list is here, and they name the repositories " + quoted_list(all) +
+                           ": give --repository-name to say which this is";
         return out;
       }
     }
   }
   std::set<std::string> seen;
-  auto add = [&](const SetRecord& r, const SetRecord::Task& t, const std::string& repository, const std::string& id,
-                 bool copy) {
+  auto add = [&](const SetRecord& r, const SetRecord::Task& t, const std::string& repository, const std::string& id, bool copy) {
     if (id.empty() || !out.names.count(repository) || !seen.insert(id).second) return;
     RecordedSnapshot s{id, r.set_id, t.id, t.agent_name, t.component, repository, r.created_at, copy};
     if (!present.count(id)) out.missing.push_back(s);

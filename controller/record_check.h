@@ -15,12 +15,11 @@
 // repository's; failing both, the operator names it (--repository-name).
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/plan/signing_key.h"
 
@@ -45,15 +44,15 @@ struct RecordProblem {
   std::string record;  // its object name
   std::string set_id;  // "" when not even its body could be read
   std::string why;
-  bool error = true;   // false: another record of the set verifies (an older key's, after a rotation)
+  bool error = true;       // false: another record of the set verifies (an older key's, after a rotation)
   bool untrusted = false;  // readable, but its signature or key does not verify (else: unreadable or malformed)
 };
 
 struct RecordCheck {
-  size_t records = 0;        // objects under sets/
-  size_t sets = 0;           // sets with a record taken (the newest of each set)
-  bool verified = false;     // signatures checked under trusted keys
-  std::set<std::string> names;  // the names the records give this repository
+  size_t records = 0;                      // objects under sets/
+  size_t sets = 0;                         // sets with a record taken (the newest of each set)
+  bool verified = false;                   // signatures checked under trusted keys
+  std::set<std::string> names;             // the names the records give this repository
   std::vector<RecordedSnapshot> recorded;  // what they say is here, one per snapshot id
   std::vector<RecordedSnapshot> missing;   // of those, what is not
   std::vector<RecordProblem> problems;     // records unreadable, malformed or not verifying
@@ -67,7 +66,7 @@ using TrustedKeyLookup = std::function<const plan::PublicKey*(const std::string&
 // present: the snapshot ids listed here. name: the repository's name as the
 // records give it ("": found as above). trusted: keys to verify under;
 // nullptr reads every record unverified.
-RecordCheck check_set_records(const std::vector<StoredRecord>& records, const std::set<std::string>& present,
-                              const std::string& name, const TrustedKeyLookup* trusted);
+RecordCheck check_set_records(const std::vector<StoredRecord>& records, const std::set<std::string>& present, const std::string& name,
+                              const TrustedKeyLookup* trusted);
 
 }  // namespace cairn::controller

@@ -1,9 +1,9 @@
 // Retention of a policy's backup sets (retention.h).
 #include "controller/retention.h"
 
-#include <map>
-
 #include <cctz/civil_time.h>
+
+#include <map>
 
 #include "common/repo/policy.h"
 #include "common/util/error.h"
@@ -12,8 +12,7 @@ namespace cairn::controller {
 namespace {
 
 std::tm civil_tm(int64_t t, const cctz::time_zone& tz) {
-  auto tp = std::chrono::time_point_cast<std::chrono::seconds>(
-      std::chrono::system_clock::time_point(std::chrono::seconds(t)));
+  auto tp = std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::time_point(std::chrono::seconds(t)));
   cctz::civil_second cs = cctz::convert(tp, tz);
   std::tm tm{};
   tm.tm_year = int(cs.year() - 1900);
@@ -105,8 +104,7 @@ std::vector<SetDecision> decide_retention(const std::vector<catalog::BackupSet>&
   }
   std::map<std::string, size_t> order;  // the input's position
   for (size_t i = 0; i < sets.size(); ++i) order[sets[i].id] = i;
-  std::sort(out.begin(), out.end(),
-            [&](const SetDecision& a, const SetDecision& b) { return order[a.set.id] < order[b.set.id]; });
+  std::sort(out.begin(), out.end(), [&](const SetDecision& a, const SetDecision& b) { return order[a.set.id] < order[b.set.id]; });
   return out;
 }
 

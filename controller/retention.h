@@ -10,10 +10,10 @@
 // and lets a complete set expire. `min` complete sets are always kept,
 // whatever the rules say (the newest ones). A set still running, or one
 // already forgotten, is not considered.
+#include <cctz/time_zone.h>
+
 #include <string>
 #include <vector>
-
-#include <cctz/time_zone.h>
 
 #include "controller/catalog/types.h"
 
@@ -29,8 +29,8 @@ struct SetDecision {
 // Sets come newest first (sets of the same second in the order they were
 // made, newest first) and go out in the same order. Throws
 // cairn::Error(invalid_input) when the rules keep nothing at all (no rule set).
-std::vector<SetDecision> decide_retention(const std::vector<catalog::BackupSet>& sets,
-                                          const catalog::PolicyRetention& rules, const cctz::time_zone& tz);
+std::vector<SetDecision> decide_retention(const std::vector<catalog::BackupSet>& sets, const catalog::PolicyRetention& rules,
+                                          const cctz::time_zone& tz);
 
 // "last 7, daily 14, within 2d, min 7"
 std::string describe(const catalog::PolicyRetention& rules);

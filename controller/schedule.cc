@@ -1,6 +1,7 @@
 // Cron and @every schedules in a time zone (schedule.h).
 #include "controller/schedule.h"
 
+#include <cctz/civil_time.h>
 #include <sys/stat.h>
 
 #include <array>
@@ -8,8 +9,6 @@
 #include <charconv>
 #include <cstdlib>
 #include <vector>
-
-#include <cctz/civil_time.h>
 
 #include "common/util/error.h"
 
@@ -41,8 +40,7 @@ struct Field {
   const std::array<const char*, 12>* names;  // lo-based names (months from 1, weekdays from 0)
 };
 
-constexpr std::array<const char*, 12> kMonths = {"jan", "feb", "mar", "apr", "may", "jun",
-                                                 "jul", "aug", "sep", "oct", "nov", "dec"};
+constexpr std::array<const char*, 12> kMonths = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"};
 constexpr std::array<const char*, 12> kWeekdays = {"sun", "mon", "tue", "wed", "thu", "fri", "sat", "", "", "", "", ""};
 
 int value(const Field& f, std::string_view tok, std::string_view whole) {
@@ -59,8 +57,8 @@ int value(const Field& f, std::string_view tok, std::string_view whole) {
         (f.names ? " or a name" : ""));
   int hi = f.names == &kWeekdays ? 7 : f.hi;  // 7 is Sunday too
   if (v < f.lo || v > hi)
-    bad(std::string(f.name) + " field '" + std::string(whole) + "': " + std::to_string(v) + " is out of range " +
-        std::to_string(f.lo) + "-" + std::to_string(hi));
+    bad(std::string(f.name) + " field '" + std::string(whole) + "': " + std::to_string(v) + " is out of range " + std::to_string(f.lo) +
+        "-" + std::to_string(hi));
   return v;
 }
 
@@ -75,17 +73,15 @@ bool parse_field(const Field& f, std::string_view text, std::bitset<N>& bits) {
       auto s = part.substr(slash + 1);
       auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), step);
       if (ec != std::errc() || p != s.data() + s.size() || step < 1 || step > f.hi)
-        bad(std::string(f.name) + " field '" + std::string(text) + "': step '" + std::string(s) +
-            "' must be a number from 1 to " + std::to_string(f.hi));
+        bad(std::string(f.name) + " field '" + std::string(text) + "': step '" + std::string(s) + "' must be a number from 1 to " +
+            std::to_string(f.hi));
     }
     int a = f.lo, b = f.hi;
     if (range == "*") {
     } else if (auto dash = range.find('-'); dash != std::string_view::npos) {
       a = value(f, range.substr(0, dash), text);
       b = value(f, range.substr(dash + 1), text);
-      if (a > b)
-        bad(std::string(f.name) + " field '" + std::string(text) + "': range " + std::string(range) +
-            " runs backwards");
+      if (a > b) bad(std::string(f.name) + " field '" + std::string(text) + "': range " + std::string(range) + " runs backwards");
     } else {
       a = value(f, range, text);
       b = part.find('/') != std::string_view::npos ? f.hi : a;  // "5/15": from 5 to the end, every 15
@@ -116,10 +112,13 @@ int64_t parse_interval(std::string_view text) {
     size_t ustart = i;
     while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i]))) ++i;
     std::string unit = lower(text.substr(ustart, i - ustart));
-    int64_t mult = unit == "s" ? 1 : unit == "m" || unit == "min" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400
-                 : unit == "w" ? 7 * 86400 : 0;
-    if (mult == 0)
-      bad("interval '" + std::string(text) + "': unit '" + unit + "' is not one of s, m (min), h, d, w");
+    int64_t mult = unit == "s"                    ? 1
+                   : unit == "m" || unit == "min" ? 60
+                   : unit == "h"                  ? 3600
+                   : unit == "d"                  ? 86400
+                   : unit == "w"                  ? 7 * 86400
+                                                  : 0;
+    if (mult == 0) bad("interval '" + std::string(text) + "': unit '" + unit + "' is not one of s, m (min), h, d, w");
     if (n > (int64_t(1) << 40) / mult) bad("interval '" + std::string(text) + "' is too long");
     total += n * mult;
   }
@@ -143,12 +142,18 @@ Schedule Schedule::parse(std::string_view text_in) {
       if (s.every_ < 1) bad("'@every " + std::string(d) + "': the interval must be at least 1s");
       return s;
     }
-    if (l == "@yearly" || l == "@annually") expr = "0 0 1 1 *";
-    else if (l == "@monthly") expr = "0 0 1 * *";
-    else if (l == "@weekly") expr = "0 0 * * 0";
-    else if (l == "@daily" || l == "@midnight") expr = "0 0 * * *";
-    else if (l == "@hourly") expr = "0 * * * *";
-    else bad("unknown schedule '" + text + "': use @yearly, @monthly, @weekly, @daily, @hourly, @every DURATION or 5 cron fields");
+    if (l == "@yearly" || l == "@annually")
+      expr = "0 0 1 1 *";
+    else if (l == "@monthly")
+      expr = "0 0 1 * *";
+    else if (l == "@weekly")
+      expr = "0 0 * * 0";
+    else if (l == "@daily" || l == "@midnight")
+      expr = "0 0 * * *";
+    else if (l == "@hourly")
+      expr = "0 * * * *";
+    else
+      bad("unknown schedule '" + text + "': use @yearly, @monthly, @weekly, @daily, @hourly, @every DURATION or 5 cron fields");
   }
   std::vector<std::string_view> f;
   for (auto part : split(expr, ' '))
@@ -230,7 +235,8 @@ bool iana_name(const std::string& n) {
 cctz::time_zone load_time_zone(const std::string& name) {
   cctz::time_zone tz;
   if (!iana_name(name))
-    bad("time zone '" + name + "' is not an IANA name: give one such as 'UTC' or 'Europe/Berlin' (from tzdata, "
+    bad("time zone '" + name +
+        "' is not an IANA name: give one such as 'UTC' or 'Europe/Berlin' (from tzdata, "
         "/usr/share/zoneinfo), not a path");
   if (name != "UTC") {
     // Only a regular file of the zoneinfo database (links to one are fine).
@@ -258,8 +264,8 @@ void check_policy(const catalog::Policy& p) {
     bad("copy_to '" + p.copy_to + "' is the policy's own repository: an offsite copy goes to another one");
   load_time_zone(p.time_zone);
   const auto& r = p.retention;
-  for (int64_t v : {int64_t(r.last), int64_t(r.hourly), int64_t(r.daily), int64_t(r.weekly), int64_t(r.monthly),
-                    int64_t(r.yearly), r.within, int64_t(r.min)})
+  for (int64_t v : {int64_t(r.last), int64_t(r.hourly), int64_t(r.daily), int64_t(r.weekly), int64_t(r.monthly), int64_t(r.yearly),
+                    r.within, int64_t(r.min)})
     if (v < 0) bad("retention counts must not be negative");
   if (r.empty() && r.min > 0) bad("keep_min without a keep rule keeps everything anyway; add keep_last, keep_daily, ...");
 }

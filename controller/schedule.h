@@ -17,13 +17,13 @@
 // "@every D" runs at the multiples of D since the Unix epoch (@every 15m at
 // :00, :15, :30, :45 UTC), so a restart does not shift it; time zones do
 // not apply to it.
+#include <cctz/time_zone.h>
+
 #include <bitset>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <cctz/time_zone.h>
 
 #include "controller/catalog/types.h"
 
@@ -48,9 +48,9 @@ class Schedule {
   int64_t every_ = 0;
   std::bitset<60> minutes_;
   std::bitset<24> hours_;
-  std::bitset<32> days_;    // 1-31
-  std::bitset<13> months_;  // 1-12
-  std::bitset<7> weekdays_; // 0 = Sunday
+  std::bitset<32> days_;                        // 1-31
+  std::bitset<13> months_;                      // 1-12
+  std::bitset<7> weekdays_;                     // 0 = Sunday
   bool days_any_ = true, weekdays_any_ = true;  // the field began with '*'
 };
 

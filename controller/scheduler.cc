@@ -1,9 +1,9 @@
 // Policies at work (scheduler.h).
 #include "controller/scheduler.h"
 
-#include <cstdlib>
-
 #include <spdlog/spdlog.h>
+
+#include <cstdlib>
 
 #include "common/util/error.h"
 #include "controller/schedule.h"
@@ -13,8 +13,8 @@ namespace {
 
 bool same_definition(const catalog::Policy& a, const catalog::Policy& b) {
   return a.selector == b.selector && a.repository == b.repository && a.mode == b.mode && a.schedule == b.schedule &&
-         a.time_zone == b.time_zone && a.retention == b.retention && a.source == b.source &&
-         a.drill_schedule == b.drill_schedule && a.drill_on == b.drill_on && a.keep_proven == b.keep_proven;
+         a.time_zone == b.time_zone && a.retention == b.retention && a.source == b.source && a.drill_schedule == b.drill_schedule &&
+         a.drill_on == b.drill_on && a.keep_proven == b.keep_proven;
 }
 
 std::string utc(int64_t t) { return format_local(t, cctz::utc_time_zone()); }
@@ -71,8 +71,8 @@ void Scheduler::start(int64_t now) {
       declared.insert(p.name);
       auto old = tx.policy(p.name);
       if (old && old->source == "catalog")
-        spdlog::warn("policy '{}' is declared in {}: it replaces the catalog's policy of that name (the configuration wins)",
-                     p.name, config_.source);
+        spdlog::warn("policy '{}' is declared in {}: it replaces the catalog's policy of that name (the configuration wins)", p.name,
+                     config_.source);
       if (old && same_definition(*old, p)) continue;  // keeps its pause and next run
       p.paused = old ? old->paused : false;
       p.next_run_at = next_run(p, now);
@@ -93,11 +93,13 @@ void Scheduler::start(int64_t now) {
   });
   for (const auto& p : catalog_.read([](const catalog::Tx& tx) { return tx.policies(); }))
     spdlog::info("policy '{}': {} ({}){}", p.name, p.schedule, p.time_zone,
-                 p.paused ? ", paused" : p.next_run_at ? ", next run " + utc(*p.next_run_at) : ", no next run");
+                 p.paused        ? ", paused"
+                 : p.next_run_at ? ", next run " + utc(*p.next_run_at)
+                                 : ", no next run");
 }
 
-catalog::PolicyRun Scheduler::run(const std::string& actor, const catalog::Policy& p, const std::string& trigger,
-                                  int64_t scheduled_for, const std::string& note, std::vector<std::string>& agents) {
+catalog::PolicyRun Scheduler::run(const std::string& actor, const catalog::Policy& p, const std::string& trigger, int64_t scheduled_for,
+                                  const std::string& note, std::vector<std::string>& agents) {
   catalog::PolicyRun r;
   r.policy = p.name;
   r.trigger = trigger;
@@ -139,8 +141,7 @@ catalog::PolicyRun Scheduler::run(const std::string& actor, const catalog::Polic
   return r;
 }
 
-catalog::PolicyRun Scheduler::run_now(const std::string& actor, const std::string& name, int64_t now,
-                                      std::vector<std::string>& agents) {
+catalog::PolicyRun Scheduler::run_now(const std::string& actor, const std::string& name, int64_t now, std::vector<std::string>& agents) {
   auto p = catalog_.read([&](const catalog::Tx& tx) { return tx.policy(name); });
   if (!p) throw Error(Errc::not_found, "no policy '" + name + "' (see 'cairnctl policy list')");
   return run(actor, *p, "run-now", now, "", agents);
@@ -168,8 +169,7 @@ std::vector<SetDecision> Scheduler::retention(const std::string& actor, const st
       for (auto& d : decisions) {
         for (const auto& [component, set_id] : proven)
           if (d.set.id == set_id) keep(d, "the newest set proven restorable for '" + component + "' (keep_proven)");
-        if (std::find(drilled.begin(), drilled.end(), d.set.id) != drilled.end())
-          keep(d, "a drill of it is running (keep_proven)");
+        if (std::find(drilled.begin(), drilled.end(), d.set.id) != drilled.end()) keep(d, "a drill of it is running (keep_proven)");
       }
     }
     if (!p->copy_to.empty()) {
@@ -225,27 +225,29 @@ void Scheduler::take_maintenance_results(int64_t now) {
         bool ours = r.yielded || catalog_.read([&](const catalog::Tx& tx) { return tx.repository_in_use(repo); });
         w.locked_streak = ours ? 0 : w.locked_streak + 1;
         delay = ours ? 0 : w.locked_streak == 1 ? 5 : 60;
-        when = ours ? "trying again once the backups and restores using it end"
-                    : "trying again in " + std::to_string(delay) + " s";
+        when = ours ? "trying again once the backups and restores using it end" : "trying again in " + std::to_string(delay) + " s";
       } else {
         w.locked_streak = 0;
         when = "trying again in 600 s";
       }
-      if (delay) retry_after_[repo] = now + delay;
-      else retry_after_.erase(repo);  // held back until those tasks end (submit_forgets)
+      if (delay)
+        retry_after_[repo] = now + delay;
+      else
+        retry_after_.erase(repo);  // held back until those tasks end (submit_forgets)
       spdlog::log(r.locked ? spdlog::level::info : spdlog::level::err,
-                  "retention: repository '{}' could not be cleared of {} set(s): {}; {}", repo,
-                  r.job.set_ids.size(), r.error, when);
+                  "retention: repository '{}' could not be cleared of {} set(s): {}; {}", repo, r.job.set_ids.size(), r.error, when);
       catalog_.transaction("controller", [&](catalog::Tx& tx) {
-        tx.audit({"repository.prune", "repository:" + repo, r.locked ? "deferred" : "failed", r.error,
-                  {{"backup_sets", r.job.set_ids}}});
+        tx.audit({"repository.prune", "repository:" + repo, r.locked ? "deferred" : "failed", r.error, {{"backup_sets", r.job.set_ids}}});
       });
       continue;
     }
     retry_after_.erase(repo);
     waiting_.erase(repo);
     catalog_.transaction("controller", [&](catalog::Tx& tx) {
-      tx.audit({"repository.prune", "repository:" + repo, "ok", "",
+      tx.audit({"repository.prune",
+                "repository:" + repo,
+                "ok",
+                "",
                 {{"backup_sets", r.job.set_ids},
                  {"snapshots_removed", r.snapshots_removed},
                  {"bytes_before", r.size_before},
@@ -267,8 +269,8 @@ void Scheduler::take_maintenance_results(int64_t now) {
         if (all) tx.mark_set_forgotten(id, {{"repositories", repositories}});
       }
     });
-    spdlog::info("retention: repository '{}': {} snapshot(s) of {} set(s) removed; pack data {} -> {} bytes", repo,
-                 r.snapshots_removed, r.job.set_ids.size(), r.size_before, r.size_after);
+    spdlog::info("retention: repository '{}': {} snapshot(s) of {} set(s) removed; pack data {} -> {} bytes", repo, r.snapshots_removed,
+                 r.job.set_ids.size(), r.size_before, r.size_after);
   }
 }
 
@@ -289,9 +291,10 @@ void Scheduler::write_set_records(int64_t now) {
       // Once an hour a repository: a repository away fails every set's record.
       if (now - record_warned_[repo] >= 3600) {
         record_warned_[repo] = now;
-        spdlog::warn("set records: cannot write the signed record of backup set '{}' to repository '{}' (tried again "
-                     "every minute; a catalog rebuild takes the sets without one as unattested): {}",
-                     res.job.set_id, repo, why);
+        spdlog::warn(
+            "set records: cannot write the signed record of backup set '{}' to repository '{}' (tried again "
+            "every minute; a catalog rebuild takes the sets without one as unattested): {}",
+            res.job.set_id, repo, why);
       }
     }
   }
@@ -313,10 +316,11 @@ void Scheduler::write_set_records(int64_t now) {
         if (repo.empty()) continue;  // a task of an older catalog that did not record its repository
         if (!config_.repository(repo)) {
           if (record_warned_.emplace("undeclared:" + repo, now).second)
-            spdlog::warn("set records: repository '{}' is not declared in the controller's configuration "
-                         "([[repository]]), so the controller cannot write the signed records of the sets stored "
-                         "there; a catalog rebuild takes those sets as unattested (docs/operations.md § Catalog rebuild)",
-                         repo);
+            spdlog::warn(
+                "set records: repository '{}' is not declared in the controller's configuration "
+                "([[repository]]), so the controller cannot write the signed records of the sets stored "
+                "there; a catalog rebuild takes those sets as unattested (docs/operations.md § Catalog rebuild)",
+                repo);
           continue;
         }
         if (std::find(have.begin(), have.end(), repo) == have.end()) job.repositories.push_back(repo);
@@ -360,12 +364,13 @@ void Scheduler::copy_sets(int64_t now, std::set<std::string>& retention_due) {
         tx.set_copy_failed(j.set_id, j.destination, res.error, res.snapshots, copy_retry_seconds());
     });
     if (res.ok)
-      spdlog::info("copy: backup set '{}' copied to repository '{}' ({} snapshot(s), {} bytes read, {} blob(s) new there)",
-                   j.set_id, j.destination, res.snapshots.size(), res.bytes, res.blobs_new);
+      spdlog::info("copy: backup set '{}' copied to repository '{}' ({} snapshot(s), {} bytes read, {} blob(s) new there)", j.set_id,
+                   j.destination, res.snapshots.size(), res.bytes, res.blobs_new);
     else
-      spdlog::warn("copy: backup set '{}' could not be copied to repository '{}': {}; it is tried again later "
-                   "('cairnctl backup show {}' says when)",
-                   j.set_id, j.destination, res.error, j.set_id);
+      spdlog::warn(
+          "copy: backup set '{}' could not be copied to repository '{}': {}; it is tried again later "
+          "('cairnctl backup show {}' says when)",
+          j.set_id, j.destination, res.error, j.set_id);
     if (res.ok) {
       copies_checked_at_ = 0;  // the next one at once
       // A set whose copy landed may let an older one go (retention keeps the
@@ -380,8 +385,8 @@ void Scheduler::copy_sets(int64_t now, std::set<std::string>& retention_due) {
     if (auto p = copier_->progress(); p && now - copy_progress_at_ >= 2) {
       copy_progress_at_ = now;
       catalog_.transaction("controller", [&](catalog::Tx& tx) {
-        tx.set_copy_progress(p->set_id, p->destination, p->started_at, int64_t(p->snapshots_done),
-                             int64_t(p->snapshots_total), int64_t(p->bytes_done), int64_t(p->bytes_total));
+        tx.set_copy_progress(p->set_id, p->destination, p->started_at, int64_t(p->snapshots_done), int64_t(p->snapshots_total),
+                             int64_t(p->bytes_done), int64_t(p->bytes_total));
       });
     }
     return;
@@ -494,13 +499,14 @@ void Scheduler::submit_forgets(int64_t now) {
     if (now - w.since < 3600) continue;
     if (w.warned && now - w.warned < 3600) continue;
     w.warned = now;
-    spdlog::warn("retention: repository '{}' has waited {} min to be cleared of expired sets ({}); its backups and "
-                 "restores come first and its lock must be free: leave it a gap between them "
-                 "(cairn_backup_sets_expired in /metrics)",
-                 repo, (now - w.since) / 60,
-                 held_back_.count(repo)       ? "backups or restores use it now"
-                 : maintenance_.busy(repo) ? "a prune of it runs now"
-                                           : "its last prune was deferred or failed");
+    spdlog::warn(
+        "retention: repository '{}' has waited {} min to be cleared of expired sets ({}); its backups and "
+        "restores come first and its lock must be free: leave it a gap between them "
+        "(cairn_backup_sets_expired in /metrics)",
+        repo, (now - w.since) / 60,
+        held_back_.count(repo)    ? "backups or restores use it now"
+        : maintenance_.busy(repo) ? "a prune of it runs now"
+                                  : "its last prune was deferred or failed");
   }
 }
 

@@ -47,8 +47,7 @@ class Scheduler {
 
   // cairnctl policy run-now: a run now, outside the schedule (which goes on
   // unchanged). Skipped, like a scheduled run, while the previous one runs.
-  catalog::PolicyRun run_now(const std::string& actor, const std::string& name, int64_t now,
-                             std::vector<std::string>& agents);
+  catalog::PolicyRun run_now(const std::string& actor, const std::string& name, int64_t now, std::vector<std::string>& agents);
   // The policy's retention over its sets; unless dry_run, the sets not kept
   // are expired (their snapshots are removed by the next maintenance turn).
   // Throws cairn::Error(not_found) for an unknown policy.
@@ -72,8 +71,8 @@ class Scheduler {
   static std::optional<int64_t> next_drill(const catalog::Policy& p, int64_t after);
 
  private:
-  catalog::PolicyRun run(const std::string& actor, const catalog::Policy& p, const std::string& trigger,
-                         int64_t scheduled_for, const std::string& note, std::vector<std::string>& agents);
+  catalog::PolicyRun run(const std::string& actor, const catalog::Policy& p, const std::string& trigger, int64_t scheduled_for,
+                         const std::string& note, std::vector<std::string>& agents);
   void take_maintenance_results(int64_t now);
   // A policy's due drill: its newest set drilled on its drill agent (docs/drills.md).
   void run_drill(const catalog::Policy& p, std::vector<std::string>& agents);
@@ -83,21 +82,21 @@ class Scheduler {
   void copy_sets(int64_t now, std::set<std::string>& retention_due);
 
   SetCopier* copier_ = nullptr;
-  std::string copying_;           // the set whose copy is in flight
+  std::string copying_;            // the set whose copy is in flight
   int64_t copies_checked_at_ = 0;  // the last look for copies due (unix seconds)
   int64_t copy_progress_at_ = 0;   // the running copy's progress last written to the catalog
 
   SetRecordWriter* records_ = nullptr;
   const plan::SigningKey* key_ = nullptr;
-  int64_t records_retry_at_ = 0;              // after a failed write (unix seconds)
+  int64_t records_retry_at_ = 0;                  // after a failed write (unix seconds)
   std::map<std::string, int64_t> record_warned_;  // repository -> when a failed write was last logged
 
   catalog::Catalog& catalog_;
   Orders& orders_;
   Maintenance& maintenance_;
   const ControllerConfig& config_;
-  std::map<std::string, std::string> watched_;        // running set -> its policy
-  std::map<std::string, int64_t> retry_after_;        // repository -> unix seconds
+  std::map<std::string, std::string> watched_;  // running set -> its policy
+  std::map<std::string, int64_t> retry_after_;  // repository -> unix seconds
   // A repository whose expired sets wait: its prune was deferred, failed or
   // held back since it was last cleared.
   struct Waiting {
@@ -107,8 +106,8 @@ class Scheduler {
   };
   std::map<std::string, Waiting> waiting_;
   Waiting& waiting(const std::string& repo, int64_t now);  // since = now for a new entry
-  std::set<std::string> warned_;                      // repositories we said we cannot clear
-  std::set<std::string> held_back_;                   // repositories to clear once the tasks using them end
+  std::set<std::string> warned_;                           // repositories we said we cannot clear
+  std::set<std::string> held_back_;                        // repositories to clear once the tasks using them end
   int64_t last_tick_ = 0, last_forget_pass_ = 0;
   bool forget_pass_due_ = true;
   int64_t started_at_ = 0;  // a run due before this fell due while the controller was not running

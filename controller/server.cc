@@ -2,14 +2,13 @@
 #include "controller/server.h"
 
 #include <malloc.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
-
-#include <spdlog/spdlog.h>
 
 #include "common/util/cpus.h"
 #include "common/util/error.h"
@@ -71,9 +70,10 @@ constexpr int kZmqZeroCopyRecv = 10;
 zmq::context_t fleet_context(int io_threads) {
   zmq::context_t ctx(io_threads);
   if (zmq_ctx_set(ctx.handle(), kZmqZeroCopyRecv, 0) != 0)
-    spdlog::warn("controller: this libzmq refuses ZMQ_ZERO_COPY_RECV ({}); received messages keep their read "
-                 "buffers, which holds more memory under a progress flood",
-                 zmq_strerror(zmq_errno()));
+    spdlog::warn(
+        "controller: this libzmq refuses ZMQ_ZERO_COPY_RECV ({}); received messages keep their read "
+        "buffers, which holds more memory under a progress flood",
+        zmq_strerror(zmq_errno()));
   return ctx;
 }
 
@@ -119,8 +119,7 @@ Server::Server(const ControllerConfig& config)
     }
   });
 
-  zap_ = std::make_unique<ZapServer>(ctx_, catalog_, config.enrolment_open, config.max_pending_agents,
-                                     config.audit_refusals_per_minute);
+  zap_ = std::make_unique<ZapServer>(ctx_, catalog_, config.enrolment_open, config.max_pending_agents, config.audit_refusals_per_minute);
   curve_server(fleet_socket_, curve_secret, kFleetZapDomain, config);
   curve_server(operator_socket_, curve_secret, kOperatorZapDomain, config);
   // At most 8 unread messages per agent wait in the controller (libzmq's
@@ -176,8 +175,8 @@ Server::Server(const ControllerConfig& config)
     std::string token = config.http_token_file.empty() ? std::string() : read_secret_file(config.http_token_file);
     try {
       http_ = std::make_unique<HttpServer>(host, port, std::move(token));
-      spdlog::info("http: /metrics and the status page on http://{}{}{}:{}/{}", host.find(':') != std::string::npos ? "[" : "",
-                   host, host.find(':') != std::string::npos ? "]" : "", http_->port(),
+      spdlog::info("http: /metrics and the status page on http://{}{}{}:{}/{}", host.find(':') != std::string::npos ? "[" : "", host,
+                   host.find(':') != std::string::npos ? "]" : "", http_->port(),
                    config.http_token_file.empty() ? "" : " (bearer token required)");
     } catch (const Error& e) {
       // The default address taken (a second controller on the host, a test
@@ -187,9 +186,8 @@ Server::Server(const ControllerConfig& config)
     }
   }
   render_status();
-  spdlog::info("controller '{}' listening: fleet {} operator {}; signing key {}; enrolment {}; {} I/O thread(s)",
-               config.controller_id, fleet_endpoint(), operator_endpoint(), key_id,
-               config.enrolment_open ? "open" : "closed", ctx_.get(zmq::ctxopt::io_threads));
+  spdlog::info("controller '{}' listening: fleet {} operator {}; signing key {}; enrolment {}; {} I/O thread(s)", config.controller_id,
+               fleet_endpoint(), operator_endpoint(), key_id, config.enrolment_open ? "open" : "closed", ctx_.get(zmq::ctxopt::io_threads));
 }
 
 Server::~Server() {
@@ -205,7 +203,7 @@ void Server::on_fleet() {
   int i = 0;
   for (; i < 1000 && recv_bounded(fleet_socket_, frames); ++i) fleet_->on_message(frames);
   if (i < 1000) fleet_->caught_up();  // the socket was empty: every message sent until now is read
-  fleet_->flush_task_results();  // and the plan acks and progress before them
+  fleet_->flush_task_results();       // and the plan acks and progress before them
 }
 
 void Server::on_operator() {
@@ -257,8 +255,8 @@ void Server::prune_audit() {
                  : tx.prune_audit(config_.audit_retention_events, max_age_ms);
     });
     if (n > 0)
-      spdlog::info("controller: audit retention deleted the {} oldest events (keeps {} events, {} days)", n,
-                   config_.audit_retention_events, config_.audit_retention_days);
+      spdlog::info("controller: audit retention deleted the {} oldest events (keeps {} events, {} days)", n, config_.audit_retention_events,
+                   config_.audit_retention_days);
   } catch (const std::exception& e) {
     spdlog::error("controller: audit retention failed: {}", e.what());
   }
@@ -295,8 +293,8 @@ void Server::release_memory() {
   if (!log) return;
   auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - now);
   int64_t after = rss_bytes();
-  spdlog::debug("controller: released memory in {} us: rss {} -> {} KiB (catalog cache {} KiB)", took.count(),
-                before / 1024, after / 1024, sqlite_freed / 1024);
+  spdlog::debug("controller: released memory in {} us: rss {} -> {} KiB (catalog cache {} KiB)", took.count(), before / 1024, after / 1024,
+                sqlite_freed / 1024);
 }
 
 void Server::render_status() {

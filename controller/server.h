@@ -8,7 +8,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-
 #include <zmq.hpp>
 
 #include "common/plan/signing_key.h"
@@ -17,9 +16,9 @@
 #include "controller/config.h"
 #include "controller/data_dir.h"
 #include "controller/fleet.h"
-#include "controller/operator_api.h"
 #include "controller/http_server.h"
 #include "controller/maintenance.h"
+#include "controller/operator_api.h"
 #include "controller/orders.h"
 #include "controller/scheduler.h"
 #include "controller/verification.h"

@@ -18,8 +18,8 @@ namespace cairn::controller {
 void SetCopier::run(const Job& job, Result& res) {
   const auto* dst_decl = config_.repository(job.destination);
   if (!dst_decl)
-    throw Error(Errc::not_found, "the destination repository '" + job.destination +
-                                     "' is not declared in the controller's configuration ([[repository]])");
+    throw Error(Errc::not_found,
+                "the destination repository '" + job.destination + "' is not declared in the controller's configuration ([[repository]])");
   auto warn = [](const std::string& m) { spdlog::warn("copy: {}", m); };
   std::unique_ptr<repo::Repository> dst;
   try {
@@ -27,8 +27,8 @@ void SetCopier::run(const Job& job, Result& res) {
   } catch (const Error& e) {
     throw Error(e.code(), "cannot open the destination repository '" + job.destination + "': " + e.what());
   }
-  auto dst_lock = repo::Lock::acquire(*dst, repo::LockKind::shared, "controller: copy of set " + job.set_id,
-                                      std::chrono::seconds(60), warn);
+  auto dst_lock =
+      repo::Lock::acquire(*dst, repo::LockKind::shared, "controller: copy of set " + job.set_id, std::chrono::seconds(60), warn);
   dst->load_index();
   // What an earlier attempt stored already: set and task tags.
   std::map<std::string, std::string> have;
@@ -70,14 +70,14 @@ void SetCopier::run(const Job& job, Result& res) {
       try {
         s = repo::load_snapshot(*src.repo, t->snapshot_id);
       } catch (const Error& e) {
-        throw Error(e.code(), "snapshot " + t->snapshot_id.substr(0, 16) + " of task " + t->task_id + " cannot be read from '" +
-                                  name + "': " + e.what());
+        throw Error(e.code(), "snapshot " + t->snapshot_id.substr(0, 16) + " of task " + t->task_id + " cannot be read from '" + name +
+                                  "': " + e.what());
       }
       auto tags = repo::tag_values(s);
       if (tags["set"] != job.set_id || tags["task"] != t->task_id)
-        throw Error(Errc::corrupt, "snapshot " + s.id.substr(0, 16) + " in repository '" + name + "' is tagged for set '" +
-                                       tags["set"] + "', task '" + tags["task"] + "', not task " + t->task_id + " of set " +
-                                       job.set_id + ": the catalog and the repository disagree; not copied");
+        throw Error(Errc::corrupt, "snapshot " + s.id.substr(0, 16) + " in repository '" + name + "' is tagged for set '" + tags["set"] +
+                                       "', task '" + tags["task"] + "', not task " + t->task_id + " of set " + job.set_id +
+                                       ": the catalog and the repository disagree; not copied");
       live.snapshots_total += 1;
       live.bytes_total += s.summary.value("bytes_total", uint64_t(0));
       src.snapshots.emplace_back(t, std::move(s));

@@ -36,13 +36,12 @@ class SetCopier {
   struct Result {
     Job job;
     bool ok = false;
-    std::string error;                               // what failed, where, what to do
-    std::map<std::string, std::string> snapshots;   // task id -> snapshot id in the destination
+    std::string error;                             // what failed, where, what to do
+    std::map<std::string, std::string> snapshots;  // task id -> snapshot id in the destination
     uint64_t bytes = 0, blobs_new = 0;
   };
   // config: the controller's, alive as long as the copier.
-  explicit SetCopier(const ControllerConfig& config)
-      : config_(config), worker_([this](const Job& j) { return run_job(j); }) {}
+  explicit SetCopier(const ControllerConfig& config) : config_(config), worker_([this](const Job& j) { return run_job(j); }) {}
 
   // The copy running now, as far as it got (the scheduler writes it to the
   // catalog: backup show and the status page say "copying").

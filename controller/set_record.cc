@@ -4,12 +4,12 @@
 #include <spdlog/spdlog.h>
 
 #include "common/plan/envelope.h"
-#include "common/repo/storage/backend.h"
 #include "common/repo/keys.h"
 #include "common/repo/repository.h"
+#include "common/repo/storage/backend.h"
+#include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
-#include "common/util/encoding.h"
 #include "controller/catalog/outcome.h"
 #include "controller/catalog/tx.h"
 #include "controller/maintenance.h"
@@ -86,8 +86,8 @@ static std::optional<SetRecord> parse_set_record_body(const std::string& body, s
   r.policy = str(j, "policy");
   for (const auto& t : j["tasks"]) {
     if (!t.is_object()) continue;
-    r.tasks.push_back({str(t, "id"), str(t, "agent"), str(t, "agent_key"), str(t, "component"), str(t, "repository"),
-                       str(t, "snapshot"), str(t, "cluster"), str(t, "state")});
+    r.tasks.push_back({str(t, "id"), str(t, "agent"), str(t, "agent_key"), str(t, "component"), str(t, "repository"), str(t, "snapshot"),
+                       str(t, "cluster"), str(t, "state")});
     if (auto c = t.find("copies"); c != t.end() && c->is_array())
       for (const auto& x : *c)
         if (x.is_object() && !str(x, "repository").empty() && !str(x, "snapshot").empty())
@@ -108,8 +108,7 @@ std::optional<SetRecord> read_set_record_unverified(const nlohmann::json& file, 
 }
 
 std::optional<SetRecord> verify_set_record(const nlohmann::json& file,
-                                           const std::function<const plan::PublicKey*(const std::string&)>& trusted,
-                                           std::string& why) {
+                                           const std::function<const plan::PublicKey*(const std::string&)>& trusted, std::string& why) {
   if (!file.is_object() || !file.contains("body") || !file["body"].is_string()) {
     why = "it is not a set record (no body)";
     return std::nullopt;
@@ -117,7 +116,8 @@ std::optional<SetRecord> verify_set_record(const nlohmann::json& file,
   std::string key_id = str(file, "key_id");
   const plan::PublicKey* pub = trusted(key_id);
   if (!pub) {
-    why = "it is signed by key '" + key_id + "', which is not a controller key trusted here (the controller's own keys, and those given with --trusted-key)";
+    why = "it is signed by key '" + key_id +
+          "', which is not a controller key trusted here (the controller's own keys, and those given with --trusted-key)";
     return std::nullopt;
   }
   Bytes sig;
@@ -163,8 +163,7 @@ SetRecord record_from_catalog(const catalog::Tx& tx, const catalog::BackupSet& s
 
 // ---- the writer ----------------------------------------------------------
 
-SetRecordWriter::SetRecordWriter(const ControllerConfig& config)
-    : config_(config), worker_([this](const Job& j) { return run(j); }) {}
+SetRecordWriter::SetRecordWriter(const ControllerConfig& config) : config_(config), worker_([this](const Job& j) { return run(j); }) {}
 
 SetRecordWriter::~SetRecordWriter() = default;
 

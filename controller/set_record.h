@@ -39,7 +39,7 @@ struct SetRecord {
     std::string repository;
     std::string snapshot_id;  // "" when the task left none
     std::string cluster_id;
-    std::string state;        // the task's end: succeeded, partial, failed, ...
+    std::string state;  // the task's end: succeeded, partial, failed, ...
     // A cluster backup: the cluster's members (agent names) when it was made.
     std::vector<std::string> members{};
     // Copies of the snapshot in other repositories (a policy's copy_to):
@@ -126,7 +126,7 @@ class SetRecordWriter {
 
   const ControllerConfig& config_;
   std::map<std::string, std::unique_ptr<repo::Repository>> open_;  // worker thread only
-  JobWorker<Job, Result> worker_;  // last: its thread uses the members above
+  JobWorker<Job, Result> worker_;                                  // last: its thread uses the members above
 };
 
 // Removes the records of these sets from an open repository (retention

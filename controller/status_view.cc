@@ -15,10 +15,14 @@ namespace {
 std::string label_value(std::string_view v) {
   std::string out;
   for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -58,15 +62,18 @@ std::string in_zone(int64_t t, const std::string& zone) {
   }
 }
 
-
 // How long ago: "4 min ago", "3 h 12 min ago", "2 d 5 h ago".
 std::string age_text(int64_t now, int64_t t) {
   int64_t s = std::max<int64_t>(0, now - t);
   char buf[64];
-  if (s < 60) std::snprintf(buf, sizeof buf, "%lld s ago", (long long)s);
-  else if (s < 3600) std::snprintf(buf, sizeof buf, "%lld min ago", (long long)(s / 60));
-  else if (s < 86400) std::snprintf(buf, sizeof buf, "%lld h %lld min ago", (long long)(s / 3600), (long long)(s % 3600 / 60));
-  else std::snprintf(buf, sizeof buf, "%lld d %lld h ago", (long long)(s / 86400), (long long)(s % 86400 / 3600));
+  if (s < 60)
+    std::snprintf(buf, sizeof buf, "%lld s ago", (long long)s);
+  else if (s < 3600)
+    std::snprintf(buf, sizeof buf, "%lld min ago", (long long)(s / 60));
+  else if (s < 86400)
+    std::snprintf(buf, sizeof buf, "%lld h %lld min ago", (long long)(s / 3600), (long long)(s % 3600 / 60));
+  else
+    std::snprintf(buf, sizeof buf, "%lld d %lld h ago", (long long)(s / 86400), (long long)(s % 86400 / 3600));
   return buf;
 }
 
@@ -75,10 +82,10 @@ std::string verification_cell(const RepositoryVerification* v, int64_t now) {
   if (!v || (!v->verified_at && v->error.empty())) return "<td class=\"pending\">not yet</td>";
   std::string text, why, cls = "complete";
   if (v->verified_at)
-    text = age_text(now, v->verified_at) + ": " + std::to_string(v->listed) + " snapshot(s) listed, " +
-           (v->missing.empty() ? "all " + std::to_string(v->expected) + " the catalog holds there"
-                               : std::to_string(v->missing.size()) + " of the " + std::to_string(v->expected) +
-                                     " the catalog holds MISSING");
+    text =
+        age_text(now, v->verified_at) + ": " + std::to_string(v->listed) + " snapshot(s) listed, " +
+        (v->missing.empty() ? "all " + std::to_string(v->expected) + " the catalog holds there"
+                            : std::to_string(v->missing.size()) + " of the " + std::to_string(v->expected) + " the catalog holds MISSING");
   else
     text = "never listed";
   if (!v->missing.empty()) {
@@ -105,12 +112,23 @@ std::string html_escape(std::string_view s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -147,16 +165,14 @@ std::string render_metrics(const StatusSources& s) {
       for (const auto& b : stats) {
         bool match = *n.state ? b.state == n.state : (b.state == "failed" || b.state == "missed" || b.state == "rejected");
         if (!match) continue;
-        by[backup_labels(b.policy, b.component, b.agent, b.repository)] +=
-            b.count;
+        by[backup_labels(b.policy, b.component, b.agent, b.repository)] += b.count;
       }
       for (const auto& [l, v] : by) m.sample(n.name, l, double(v));
     }
     m.family("cairn_backup_last_success_timestamp_seconds", "gauge", "When the newest successful backup task ended (unix seconds).");
     for (const auto& b : stats)
       if (b.last_success_at)
-        m.sample("cairn_backup_last_success_timestamp_seconds",
-                 backup_labels(b.policy, b.component, b.agent, b.repository),
+        m.sample("cairn_backup_last_success_timestamp_seconds", backup_labels(b.policy, b.component, b.agent, b.repository),
                  double(*b.last_success_at));
     m.family("cairn_storage_requests_total", "counter",
              "Requests the agents' tasks sent to a repository's object store, since the controller started.");
@@ -169,9 +185,7 @@ std::string render_metrics(const StatusSources& s) {
     m.family("cairn_backup_bytes", "gauge", "Bytes read by the newest successful backup task.");
     for (const auto& b : stats)
       if (b.last_bytes && b.state == "succeeded")
-        m.sample("cairn_backup_bytes",
-                 backup_labels(b.policy, b.component, b.agent, b.repository),
-                 double(*b.last_bytes));
+        m.sample("cairn_backup_bytes", backup_labels(b.policy, b.component, b.agent, b.repository), double(*b.last_bytes));
     m.family("cairn_backup_duration_seconds", "histogram", "How long ended backup tasks took, from order to outcome.");
     std::map<std::string, catalog::BackupStat> hist;
     for (const auto& b : stats) {
@@ -187,7 +201,9 @@ std::string render_metrics(const StatusSources& s) {
     for (const auto& [key, h] : hist) {
       for (int i = 0; i < 7; ++i)
         m.sample("cairn_backup_duration_seconds_bucket",
-                 labels({{"policy", h.policy}, {"component", h.component}, {"agent", h.agent},
+                 labels({{"policy", h.policy},
+                         {"component", h.component},
+                         {"agent", h.agent},
                          {"le", std::to_string(catalog::BackupStat::kBuckets[i])}}),
                  double(h.duration_le[i]));
       m.sample("cairn_backup_duration_seconds_bucket",
@@ -200,7 +216,8 @@ std::string render_metrics(const StatusSources& s) {
       m.sample("cairn_snapshots", labels({{"repository", c.labels[0]}, {"component", c.labels[1]}, {"agent", c.labels[2]}}),
                double(c.count));
     m.family("cairn_repository_size_bytes", "gauge",
-             "Pack data of each repository the controller declares, as last measured (at start, after a prune, every 10 minutes, within 15 s of a backup ending).");
+             "Pack data of each repository the controller declares, as last measured (at start, after a prune, every 10 minutes, within 15 "
+             "s of a backup ending).");
     for (const auto& r : s.repositories)
       if (auto size = s.maintenance.size_of(r)) m.sample("cairn_repository_size_bytes", labels({{"repository", r}}), double(*size));
     // What the controller's verification found (controller/verification.h).
@@ -209,8 +226,7 @@ std::string render_metrics(const StatusSources& s) {
              "Snapshots the catalog holds in the repository that its last verification did not find there (deleted "
              "behind the controller's back, or lost by the store); absent before the first verification.");
     for (const auto& v : verified)
-      if (v.verified_at)
-        m.sample("cairn_repository_snapshots_missing", labels({{"repository", v.repository}}), double(v.missing.size()));
+      if (v.verified_at) m.sample("cairn_repository_snapshots_missing", labels({{"repository", v.repository}}), double(v.missing.size()));
     m.family("cairn_repository_verified_timestamp_seconds", "gauge",
              "When the controller last listed the repository's snapshots and compared them with the catalog (unix seconds).");
     for (const auto& v : verified)
@@ -237,18 +253,17 @@ std::string render_metrics(const StatusSources& s) {
       auto* e = expired_in(r);
       m.sample("cairn_backup_sets_expired", labels({{"repository", r}}), e ? double(e->sets) : 0);
     }
-    m.family("cairn_backup_sets_expired_oldest_timestamp_seconds", "gauge",
-             "When the oldest of those sets expired (unix seconds).");
+    m.family("cairn_backup_sets_expired_oldest_timestamp_seconds", "gauge", "When the oldest of those sets expired (unix seconds).");
     for (const auto& r : s.repositories)
       if (auto* e = expired_in(r))
         m.sample("cairn_backup_sets_expired_oldest_timestamp_seconds", labels({{"repository", r}}), double(e->oldest_expired_at));
     auto restores = tx.restore_stats();
     std::map<std::string, int64_t> known_restores;
     for (const auto& c : restores) known_restores[labels({{"component", c.labels[0]}, {"agent", c.labels[1]}})] = 0;
-    for (const auto& t : every_component)
-      known_restores[labels({{"component", t.component}, {"agent", t.agent}})] = 0;
-    for (const Named& n : {Named{"cairn_restore_success_total", "succeeded", "Restore tasks that succeeded."},
-                           Named{"cairn_restore_failure_total", "", "Restore tasks that failed, ended partial, were missed or rejected."}}) {
+    for (const auto& t : every_component) known_restores[labels({{"component", t.component}, {"agent", t.agent}})] = 0;
+    for (const Named& n :
+         {Named{"cairn_restore_success_total", "succeeded", "Restore tasks that succeeded."},
+          Named{"cairn_restore_failure_total", "", "Restore tasks that failed, ended partial, were missed or rejected."}}) {
       m.family(n.name, "counter", n.help);
       std::map<std::string, int64_t> by = known_restores;  // at 0 first, as the backup counters
       for (const auto& c : restores) {
@@ -265,8 +280,7 @@ std::string render_metrics(const StatusSources& s) {
              "the agent started).");
     m.family("cairn_wal_pending_files", "gauge",
              "WAL files the server waits to hand to the agent (archive_status/*.ready): the archive's lag.");
-    m.family("cairn_wal_archive_failures_total", "counter",
-             "WAL hand-overs the agent refused or could not store since it started.");
+    m.family("cairn_wal_archive_failures_total", "counter", "WAL hand-overs the agent refused or could not store since it started.");
     m.family("cairn_wal_archive_failing", "gauge",
              "1 while the archive's newest event is a failure (a hand-over refused or not stored, or its agent not "
              "connected: nothing is archived then), else 0.");
@@ -286,10 +300,11 @@ std::string render_metrics(const StatusSources& s) {
       m.sample("cairn_wal_archive_failing", l, w.last_error_at() > w.last_archived_at() ? 1 : 0);
       std::map<uint32_t, uint64_t> missing;
       for (const auto& g : w.gaps()) missing[g.timeline()] += g.missing();
-      if (missing.empty()) m.sample("cairn_wal_archive_gap_segments", labels({{"component", key.second}, {"agent", who}, {"timeline", "all"}}), 0);
+      if (missing.empty())
+        m.sample("cairn_wal_archive_gap_segments", labels({{"component", key.second}, {"agent", who}, {"timeline", "all"}}), 0);
       for (const auto& [tli, n] : missing)
-        m.sample("cairn_wal_archive_gap_segments",
-                 labels({{"component", key.second}, {"agent", who}, {"timeline", std::to_string(tli)}}), double(n));
+        m.sample("cairn_wal_archive_gap_segments", labels({{"component", key.second}, {"agent", who}, {"timeline", std::to_string(tli)}}),
+                 double(n));
     }
     // What in-place restores set aside on the agents' disks (docs/set-aside.md).
     m.family("cairn_restore_set_aside_bytes", "gauge",
@@ -326,8 +341,7 @@ std::string render_metrics(const StatusSources& s) {
              "When a drill last proved a backup of the component restorable (unix seconds; docs/drills.md).");
     for (const auto& d : drills)
       if (d.last_proven_at)
-        m.sample("cairn_component_proven_restorable_timestamp_seconds", labels({{"component", d.component}}),
-                 double(*d.last_proven_at));
+        m.sample("cairn_component_proven_restorable_timestamp_seconds", labels({{"component", d.component}}), double(*d.last_proven_at));
     m.family("cairn_drill_total", "counter",
              "Drill tasks that ended, by outcome: proven, failed (the backup did not restore or check out), not_run "
              "(the drill could not run: it proves nothing about the backup).");
@@ -344,8 +358,7 @@ std::string render_metrics(const StatusSources& s) {
       if (!drill.is_object() || !drill.contains("phases") || !drill["phases"].is_object()) continue;
       for (const auto& [phase, secs] : drill["phases"].items())
         if (secs.is_number())
-          m.sample("cairn_drill_duration_seconds", labels({{"component", d.component}, {"phase", phase}}),
-                   secs.get<double>());
+          m.sample("cairn_drill_duration_seconds", labels({{"component", d.component}, {"phase", phase}}), secs.get<double>());
     }
     // Offsite copies (a policy's copy_to; docs/operations.md § Offsite copies).
     auto copies = tx.copy_stats();
@@ -358,13 +371,14 @@ std::string render_metrics(const StatusSources& s) {
              "When the newest copy of a set to the repository ended (unix seconds).");
     for (const auto& c : copies)
       if (c.last_copied_at)
-        m.sample("cairn_set_copy_last_success_timestamp_seconds", labels({{"repository", c.repository}}),
-                 double(*c.last_copied_at));
+        m.sample("cairn_set_copy_last_success_timestamp_seconds", labels({{"repository", c.repository}}), double(*c.last_copied_at));
     m.family("cairn_agents", "gauge", "Agents by state: pending, connected, disconnected (approved ones), revoked.");
     std::map<std::string, int64_t> agents = {{"pending", 0}, {"connected", 0}, {"disconnected", 0}, {"revoked", 0}};
     for (const auto& a : tx.agents()) {
-      if (a.state == catalog::AgentState::approved) agents[s.fleet.connected(a.id) ? "connected" : "disconnected"]++;
-      else agents[a.state == catalog::AgentState::pending ? "pending" : "revoked"]++;
+      if (a.state == catalog::AgentState::approved)
+        agents[s.fleet.connected(a.id) ? "connected" : "disconnected"]++;
+      else
+        agents[a.state == catalog::AgentState::pending ? "pending" : "revoked"]++;
     }
     for (const auto& [state, n] : agents) m.sample("cairn_agents", labels({{"state", state}}), double(n));
     m.family("cairn_audit_outbox_events", "gauge", "Audit events not yet published to Kafka.");
@@ -393,8 +407,7 @@ std::string render_metrics(const StatusSources& s) {
              "what blocked it: 'cairnctl policy show').");
     for (const auto& p : tx.policies()) {
       auto runs = tx.policy_runs(p.name, 1);
-      if (!runs.empty())
-        m.sample("cairn_policy_last_run_started", labels({{"policy", p.name}}), runs[0].outcome == "started" ? 1 : 0);
+      if (!runs.empty()) m.sample("cairn_policy_last_run_started", labels({{"policy", p.name}}), runs[0].outcome == "started" ? 1 : 0);
     }
     m.family("cairn_policy_paused", "gauge", "1 for a paused policy.");
     for (const auto& p : tx.policies()) m.sample("cairn_policy_paused", labels({{"policy", p.name}}), p.paused ? 1 : 0);
@@ -414,8 +427,7 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
        ".partial,.skipped,.pending,.running{color:#9a6000}.why{font-size:90%;color:#555}"
        "</style></head><body>\n";
   h += "<h1>cairn controller " + html_escape(controller_id) + "</h1>\n<p>version " CAIRN_VERSION ", page made " +
-       html_escape(utc(s.catalog.read([](const catalog::Tx& tx) { return tx.now(); }))) +
-       " (it reloads every 10 s)</p>\n";
+       html_escape(utc(s.catalog.read([](const catalog::Tx& tx) { return tx.now(); }))) + " (it reloads every 10 s)</p>\n";
   s.catalog.read([&](const catalog::Tx& tx) {
     // Reasons name the node they happened on (issue 32): "etcd on node-2: ...".
     std::map<std::string, std::string> names;
@@ -437,8 +449,7 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
       std::string backup_why;
       if (!c.newest_backup_failure.empty()) {
         backup_cls = "failed";
-        backup_why = "the newest backup " + first_line(c.newest_backup_failure) + " (" +
-                     age_text(now, c.newest_backup_failed_at) + ")";
+        backup_why = "the newest backup " + first_line(c.newest_backup_failure) + " (" + age_text(now, c.newest_backup_failed_at) + ")";
         backup = c.newest_backup_at ? "last good " + backup : "none good";
       }
       std::string proven = c.proven_at ? age_text(now, *c.proven_at) : "never";
@@ -454,8 +465,8 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
       char rto[32] = "-";
       if (c.proven_at) std::snprintf(rto, sizeof rto, "%.1f s", c.rto_seconds);
       auto cell = [](const std::string& klass, const std::string& title, const std::string& text, const std::string& why) {
-        return "<td class=\"" + klass + "\"" + (title.empty() ? "" : " title=\"" + html_escape(title) + "\"") + ">" +
-               html_escape(text) + (why.empty() ? "" : "<div class=\"why\">" + html_escape(why) + "</div>") + "</td>";
+        return "<td class=\"" + klass + "\"" + (title.empty() ? "" : " title=\"" + html_escape(title) + "\"") + ">" + html_escape(text) +
+               (why.empty() ? "" : "<div class=\"why\">" + html_escape(why) + "</div>") + "</td>";
       };
       h += "<tr><td>" + html_escape(c.component) + "</td><td>" + html_escape(c.where) + "</td>" +
            cell(backup_cls, c.newest_backup_at ? utc(*c.newest_backup_at) : "", backup, backup_why) +
@@ -472,15 +483,17 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
       for (const auto& [key, w] : wal) {
         auto it = names.find(key.first);
         bool failing = w.last_error_at() > w.last_archived_at();
-        h += "<tr><td>" + html_escape(key.second) + "</td><td>" + html_escape(it == names.end() ? key.first : it->second) +
-             "</td><td>" + html_escape(w.last_archived().empty() ? "none since the agent started"
-                                                                  : w.last_archived() + " at " + utc(w.last_archived_at())) +
+        h += "<tr><td>" + html_escape(key.second) + "</td><td>" + html_escape(it == names.end() ? key.first : it->second) + "</td><td>" +
+             html_escape(w.last_archived().empty() ? "none since the agent started"
+                                                   : w.last_archived() + " at " + utc(w.last_archived_at())) +
              "</td><td class=\"" + (w.pending() > 1 ? "failed" : "complete") + "\">" + std::to_string(w.pending()) +
              " file(s)</td><td class=\"" + (failing ? "failed" : "complete") + "\">" +
              html_escape(w.last_error().empty() ? "-" : utc(w.last_error_at()) + ": " + w.last_error()) + "</td><td class=\"" +
-             (w.gaps_size() ? "failed" : "complete") + "\">" + html_escape(w.checked_at() == 0 && w.check_error().empty()
-                                   ? std::string("not checked yet")
-                                   : wal_gap_lines(w).empty() ? std::string("none") : join_lines(wal_gap_lines(w))) + "</td></tr>\n";
+             (w.gaps_size() ? "failed" : "complete") + "\">" +
+             html_escape(w.checked_at() == 0 && w.check_error().empty() ? std::string("not checked yet")
+                         : wal_gap_lines(w).empty()                     ? std::string("none")
+                                                                        : join_lines(wal_gap_lines(w))) +
+             "</td></tr>\n";
       }
       h += "</table>\n";
     }
@@ -490,11 +503,10 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
       for (const auto& [agent_id, list] : s.fleet.set_aside()) {
         auto it = names.find(agent_id);
         for (const auto& c : list)
-          rows += "<tr><td>" + html_escape(c.component()) + "</td><td>" +
-                  html_escape(it == names.end() ? agent_id : it->second) + "</td><td>" + html_escape(c.path()) +
-                  "</td><td>" + html_escape(repo::byte_size_text(c.bytes())) + "</td><td>" + html_escape(utc(c.at())) +
-                  "</td><td>" + html_escape(c.restore_id().empty() ? "-" : c.restore_id()) + "</td><td class=\"" +
-                  (c.keep() == "only-copy" || c.keep() == "unrecorded" ? "failed" : "complete") + "\">" +
+          rows += "<tr><td>" + html_escape(c.component()) + "</td><td>" + html_escape(it == names.end() ? agent_id : it->second) +
+                  "</td><td>" + html_escape(c.path()) + "</td><td>" + html_escape(repo::byte_size_text(c.bytes())) + "</td><td>" +
+                  html_escape(utc(c.at())) + "</td><td>" + html_escape(c.restore_id().empty() ? "-" : c.restore_id()) +
+                  "</td><td class=\"" + (c.keep() == "only-copy" || c.keep() == "unrecorded" ? "failed" : "complete") + "\">" +
                   html_escape(c.keep().empty() ? "removed at the next look" : c.keep()) + "</td></tr>\n";
       }
       if (!rows.empty())
@@ -508,9 +520,9 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
       h += "<h2 id=\"copies\">Offsite copies</h2>\n<table><tr><th>Repository</th><th>Newest copy</th><th>Copied</th>"
            "<th>Pending</th><th>Failed (retried)</th></tr>\n";
       for (const auto& c : copies)
-        h += "<tr><td>" + html_escape(c.repository) + "</td><td>" +
-             html_escape(c.last_copied_at ? utc(*c.last_copied_at) : "none yet") + "</td><td>" + std::to_string(c.copied) +
-             "</td><td class=\"" + (c.pending ? "pending" : "complete") + "\">" + std::to_string(c.pending) +
+        h += "<tr><td>" + html_escape(c.repository) + "</td><td>" + html_escape(c.last_copied_at ? utc(*c.last_copied_at) : "none yet") +
+             "</td><td>" + std::to_string(c.copied) + "</td><td class=\"" + (c.pending ? "pending" : "complete") + "\">" +
+             std::to_string(c.pending) +
              html_escape(c.copying ? " (copying " + c.copying->set_id + ": " + std::to_string(c.copying->snapshots) + " of " +
                                          std::to_string(c.copying->snapshots_total) + " snapshot(s), " +
                                          repo::byte_size_text(uint64_t(c.copying->bytes), repo::ByteText::tenths) + " of " +
@@ -551,7 +563,10 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
       }
       h += "<tr><td>" + html_escape(p.name) + "</td><td>" + html_escape(p.schedule + " " + p.time_zone) + "</td><td class=\"" +
            html_escape(cls) + "\">" + html_escape(last) + "</td><td>" +
-           html_escape(p.paused ? "paused" : p.next_run_at ? in_zone(*p.next_run_at, p.time_zone) : "-") + "</td></tr>\n";
+           html_escape(p.paused        ? "paused"
+                       : p.next_run_at ? in_zone(*p.next_run_at, p.time_zone)
+                                       : "-") +
+           "</td></tr>\n";
     }
     if (tx.policies().empty()) h += "<tr><td colspan=\"4\">none defined ('cairnctl policy add')</td></tr>\n";
     h += "</table>\n<h2 id=\"backups\">Recent backup sets</h2>\n<table><tr><th>Set</th><th>Started</th><th>Policy</th>"
@@ -561,12 +576,13 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
       for (const auto& t : tx.tasks_of_set(b.id))
         for (const auto& r : t.reasons) why += (why.empty() ? "" : "; ") + where(t) + ": " + r.detail;
       std::string state = state_text(b.state);
-      if (b.forgotten_at) state += " (forgotten)";
-      else if (b.expired_at) state += " (expired)";
+      if (b.forgotten_at)
+        state += " (forgotten)";
+      else if (b.expired_at)
+        state += " (expired)";
       h += "<tr><td>" + html_escape(b.id) + "</td><td>" + html_escape(utc(b.created_at)) + "</td><td>" +
-           html_escape(b.trigger == "safety" ? "safety backup" : b.policy.value_or("-")) + "</td><td class=\"" +
-           state_text(b.state) + "\">" + html_escape(state) + "</td><td class=\"why\">" + html_escape(why) +
-           "</td></tr>\n";
+           html_escape(b.trigger == "safety" ? "safety backup" : b.policy.value_or("-")) + "</td><td class=\"" + state_text(b.state) +
+           "\">" + html_escape(state) + "</td><td class=\"why\">" + html_escape(why) + "</td></tr>\n";
     }
     if (tx.backup_sets(1).empty()) h += "<tr><td colspan=\"5\">none yet</td></tr>\n";
     h += "</table>\n<h2 id=\"restores\">Recent restores</h2>\n<table><tr><th>Restore</th><th>From set</th><th>Started</th>"
@@ -575,9 +591,9 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
       std::string why;
       for (const auto& t : tx.tasks_of_restore(r.id))
         for (const auto& x : t.reasons) why += (why.empty() ? "" : "; ") + where(t) + ": " + x.detail;
-      h += "<tr><td>" + html_escape(r.id) + "</td><td>" + html_escape(r.source_set_id) + "</td><td>" +
-           html_escape(utc(r.created_at)) + "</td><td class=\"" + state_text(r.state) + "\">" + state_text(r.state) +
-           "</td><td class=\"why\">" + html_escape(why) + "</td></tr>\n";
+      h += "<tr><td>" + html_escape(r.id) + "</td><td>" + html_escape(r.source_set_id) + "</td><td>" + html_escape(utc(r.created_at)) +
+           "</td><td class=\"" + state_text(r.state) + "\">" + state_text(r.state) + "</td><td class=\"why\">" + html_escape(why) +
+           "</td></tr>\n";
     }
     if (tx.restores(1).empty()) h += "<tr><td colspan=\"5\">none yet</td></tr>\n";
     h += "</table>\n<h2 id=\"repositories\">Repositories</h2>\n<table><tr><th>Repository</th><th>Pack data</th>"
@@ -593,15 +609,14 @@ std::string render_status_page(const StatusSources& s, const std::string& contro
            "</td>" + verification_cell(v, now) + "<td>" +
            html_escape(v && v->protection_known ? protection_line(v->protection) : std::string("not asked yet")) + "</td></tr>\n";
     }
-    if (s.repositories.empty())
-      h += "<tr><td colspan=\"4\">none declared in the controller's configuration ([[repository]])</td></tr>\n";
+    if (s.repositories.empty()) h += "<tr><td colspan=\"4\">none declared in the controller's configuration ([[repository]])</td></tr>\n";
     h += "</table>\n";
     if (s.publisher) {
       auto ps = s.publisher->status();
       // Without a publisher nothing is "not yet published": the catalog is where the trail lives.
       h += "<h2 id=\"audit\">Audit trail</h2>\n<p>" +
-           html_escape(ps.enabled ? (ps.connected ? "published to Kafka" : "waiting for Kafka: " + ps.last_error) +
-                                        "; " + std::to_string(tx.audit_outbox_pending()) + " event(s) not yet published"
+           html_escape(ps.enabled ? (ps.connected ? "published to Kafka" : "waiting for Kafka: " + ps.last_error) + "; " +
+                                        std::to_string(tx.audit_outbox_pending()) + " event(s) not yet published"
                                   : std::string("kept in the controller's catalog (no [audit.kafka] publisher configured)")) +
            "</p>\n";
       if (!ps.topic_problem.empty()) h += "<p><b>Problem:</b> " + html_escape(ps.topic_problem) + "</p>\n";

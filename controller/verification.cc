@@ -1,10 +1,10 @@
 // The controller's periodic verification of its repositories (verification.h).
 #include "controller/verification.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cstdlib>
-
-#include <spdlog/spdlog.h>
 
 #include "common/repo/repository.h"
 #include "common/util/error.h"
@@ -43,9 +43,8 @@ std::vector<catalog::StoredSnapshot> missing_snapshots(const std::vector<catalog
 }
 
 std::string missing_line(const catalog::StoredSnapshot& s) {
-  return s.snapshot_id + " (set " + s.set_id + ", task " + s.task_id + ", agent " + s.agent + ", component " + s.component +
-         ", made " + (s.made_at ? format_local(s.made_at, cctz::utc_time_zone()) : std::string("-")) +
-         (s.copy ? ", the controller's copy" : "") + ")";
+  return s.snapshot_id + " (set " + s.set_id + ", task " + s.task_id + ", agent " + s.agent + ", component " + s.component + ", made " +
+         (s.made_at ? format_local(s.made_at, cctz::utc_time_zone()) : std::string("-")) + (s.copy ? ", the controller's copy" : "") + ")";
 }
 
 std::string protection_line(const repo::StoreProtection& p) {
@@ -53,11 +52,9 @@ std::string protection_line(const repo::StoreProtection& p) {
 }
 
 Verifier::Verifier(catalog::Catalog& catalog, const Maintenance& maintenance, const ControllerConfig& config)
-    : catalog_(catalog),
-      maintenance_(maintenance),
-      config_(config),
-      interval_(interval_of(config)),
-      worker_([this](const Job& j) { return run(j); }) {
+    : catalog_(catalog), maintenance_(maintenance), config_(config), interval_(interval_of(config)), worker_([this](const Job& j) {
+        return run(j);
+      }) {
   for (const auto& r : config.repositories) {
     auto& st = state_[r.name];
     st.repository = r.name;
@@ -133,14 +130,21 @@ void Verifier::record(Result res, int64_t now) {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& m : missing) {
       if (list.size() == kAuditListed) break;
-      list.push_back({{"snapshot", m.snapshot_id}, {"set", m.set_id}, {"task", m.task_id}, {"agent", m.agent},
-                      {"component", m.component}, {"made_at", m.made_at}, {"copy", m.copy}});
+      list.push_back({{"snapshot", m.snapshot_id},
+                      {"set", m.set_id},
+                      {"task", m.task_id},
+                      {"agent", m.agent},
+                      {"component", m.component},
+                      {"made_at", m.made_at},
+                      {"copy", m.copy}});
     }
     std::string why = std::to_string(missing.size()) + " snapshot(s) the catalog holds are not in the repository";
     catalog_.transaction("controller", [&](catalog::Tx& tx) {
-      tx.audit({"repository.snapshots_missing", "repository:" + repo, "missing", why,
-                {{"missing", missing.size()}, {"new", fresh}, {"expected", st.expected}, {"listed", st.listed},
-                 {"snapshots", list}}});
+      tx.audit({"repository.snapshots_missing",
+                "repository:" + repo,
+                "missing",
+                why,
+                {{"missing", missing.size()}, {"new", fresh}, {"expected", st.expected}, {"listed", st.listed}, {"snapshots", list}}});
     });
     for (const auto& m : missing)
       if (!known.count(m.snapshot_id))
@@ -148,8 +152,8 @@ void Verifier::record(Result res, int64_t now) {
   } else if (missing.empty() && !known.empty()) {
     spdlog::info("verify: repository '{}': every snapshot the catalog holds is there again", repo);
   }
-  spdlog::debug("verify: repository '{}': {} snapshot(s) listed, {} held by the catalog, {} missing", repo, st.listed,
-                st.expected, missing.size());
+  spdlog::debug("verify: repository '{}': {} snapshot(s) listed, {} held by the catalog, {} missing", repo, st.listed, st.expected,
+                missing.size());
   st.missing = std::move(missing);
 }
 

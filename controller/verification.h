@@ -56,12 +56,12 @@ std::string protection_line(const repo::StoreProtection& p);
 // A repository as the last verification found it.
 struct RepositoryVerification {
   std::string repository;
-  bool remote = false;        // in an object store (not a filesystem path)
-  int64_t verified_at = 0;    // when the last verification that listed it began (unix seconds; 0: none yet)
-  int64_t tried_at = 0;       // the last attempt
-  std::string error;          // that attempt failed: why ("" when it listed the repository)
-  size_t expected = 0;        // snapshots the catalog holds there, at the last verification
-  size_t listed = 0;          // snapshots the store listed then
+  bool remote = false;      // in an object store (not a filesystem path)
+  int64_t verified_at = 0;  // when the last verification that listed it began (unix seconds; 0: none yet)
+  int64_t tried_at = 0;     // the last attempt
+  std::string error;        // that attempt failed: why ("" when it listed the repository)
+  size_t expected = 0;      // snapshots the catalog holds there, at the last verification
+  size_t listed = 0;        // snapshots the store listed then
   std::vector<catalog::StoredSnapshot> missing;
   bool protection_known = false;  // asked at least once
   repo::StoreProtection protection;
@@ -109,7 +109,7 @@ class Verifier {
   std::map<std::string, int64_t> next_at_;               // repository -> when it is due (0: now)
   std::set<std::string> in_flight_;
   std::map<std::string, std::unique_ptr<repo::Repository>> open_;  // worker thread only
-  JobWorker<Job, Result> worker_;  // last: its thread uses the members above
+  JobWorker<Job, Result> worker_;                                  // last: its thread uses the members above
 };
 
 }  // namespace cairn::controller

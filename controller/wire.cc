@@ -30,8 +30,7 @@ Parsed<M> parse(const std::vector<std::string>& frames, std::string_view protoco
     return refuse<M>(cairn::v1::ERROR_CODE_PROTOCOL_UNSUPPORTED,
                      "expected 2 frames (protocol id, message), got " + std::to_string(frames.size()));
   if (frames[0] != protocol_id)
-    return refuse<M>(cairn::v1::ERROR_CODE_PROTOCOL_UNSUPPORTED,
-                     "frame 0 is not the protocol id '" + std::string(protocol_id) + "'");
+    return refuse<M>(cairn::v1::ERROR_CODE_PROTOCOL_UNSUPPORTED, "frame 0 is not the protocol id '" + std::string(protocol_id) + "'");
   if (frames[1].size() > cairn::proto::kMaxMessageBytes)
     return refuse<M>(cairn::v1::ERROR_CODE_MALFORMED_MESSAGE, "message larger than the 4 MiB limit");
   Parsed<M> p;
@@ -145,8 +144,7 @@ std::string check_agent_message(const cairn::v1::AgentMessage& m) {
           r.outcome() != cairn::v1::TASK_OUTCOME_FAILED)
         return "'outcome' must be succeeded, partial or failed";
       if (!valid_text(r.plan_id(), kMaxId)) return "'plan_id' too long";
-      if (!valid_text(r.snapshot_id(), kMaxId) || !valid_text(r.manifest_digest(), kMaxId) ||
-          !valid_text(r.safety_snapshot_id(), kMaxId))
+      if (!valid_text(r.snapshot_id(), kMaxId) || !valid_text(r.manifest_digest(), kMaxId) || !valid_text(r.safety_snapshot_id(), kMaxId))
         return "'snapshot_id', 'manifest_digest' or 'safety_snapshot_id' too long";
       if (r.component_metadata().size() > kMaxComponentMetadata)
         return "'component_metadata' is over " + std::to_string(kMaxComponentMetadata) + " bytes";
@@ -199,8 +197,8 @@ void bound_agent_text(cairn::v1::AgentMessage& m) {
         reasons->DeleteSubrange(int(kMaxReasons - 1), dropped);
         auto* more = reasons->Add();
         more->set_code(code);
-        more->set_detail(std::to_string(dropped) + " more reasons not kept (the controller keeps " +
-                         std::to_string(kMaxReasons) + " per task; see the agent's log)");
+        more->set_detail(std::to_string(dropped) + " more reasons not kept (the controller keeps " + std::to_string(kMaxReasons) +
+                         " per task; see the agent's log)");
       }
       for (auto& why : *reasons) {
         bound(why.mutable_detail());
@@ -250,18 +248,15 @@ std::string check_operator_request(const cairn::v1::OperatorRequest& m) {
     case M::kRestore:
       // Empty only with a recovery target: the controller picks the base backup.
       if (m.restore().backup_set_id().empty()
-              ? !m.restore().has_recovery_target() ||
-                    m.restore().recovery_target().kind() == cairn::v1::RecoveryTarget::KIND_UNSPECIFIED
+              ? !m.restore().has_recovery_target() || m.restore().recovery_target().kind() == cairn::v1::RecoveryTarget::KIND_UNSPECIFIED
               : !valid_id(m.restore().backup_set_id()))
         return "'backup_set_id' is empty or too long";
       if (m.restore().recovery_target().value().size() > 64) return "'recovery_target' value too long";
       if (m.restore().recovery_target().timeline().size() > 16) return "'recovery_target' timeline too long";
-      if (!m.restore().restore_target().empty() && !valid_name(m.restore().restore_target()))
-        return "'restore_target' is not a valid name";
+      if (!m.restore().restore_target().empty() && !valid_name(m.restore().restore_target())) return "'restore_target' is not a valid name";
       return check_selector(m.restore().selector());
     case M::kDrill:
-      if (m.drill().latest() != m.drill().backup_set_id().empty())
-        return "a drill names a backup set or asks for the latest, not both";
+      if (m.drill().latest() != m.drill().backup_set_id().empty()) return "a drill names a backup set or asks for the latest, not both";
       if (!m.drill().latest() && !valid_id(m.drill().backup_set_id())) return "'backup_set_id' is too long";
       if (!m.drill().on_agent().empty() && !valid_name(m.drill().on_agent())) return "'on_agent' is not a valid name";
       return check_selector(m.drill().selector());

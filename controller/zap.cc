@@ -1,9 +1,9 @@
 // ZAP decisions and the inproc handler socket.
 #include "controller/zap.h"
 
-#include <cstring>
-
 #include <spdlog/spdlog.h>
+
+#include <cstring>
 #include <zmq_addon.hpp>
 
 #include "common/util/encoding.h"
@@ -11,8 +11,7 @@
 
 namespace cairn::controller {
 
-ZapDecision decide_zap(catalog::Tx& tx, std::string_view domain, const CurveKey& key, bool enrolment_open,
-                       const EnrolLimits& limits) {
+ZapDecision decide_zap(catalog::Tx& tx, std::string_view domain, const CurveKey& key, bool enrolment_open, const EnrolLimits& limits) {
   ZapDecision d;
   if (domain == kOperatorZapDomain) {
     if (auto name = tx.active_operator_name(key)) {
@@ -99,8 +98,7 @@ void ZapServer::tick() {
   spdlog::warn("zap: {} more refusals of unknown or refused keys in the last minute were not audited", suppressed);
   try {
     catalog_.transaction("controller", [&](catalog::Tx& tx) {
-      tx.audit({"login.refuse_suppressed", "fleet", "refused", "audit budget spent",
-                {{"count", suppressed}, {"window_seconds", 60}}});
+      tx.audit({"login.refuse_suppressed", "fleet", "refused", "audit budget spent", {{"count", suppressed}, {"window_seconds", 60}}});
     });
   } catch (const std::exception& e) {
     spdlog::error("zap: cannot audit suppressed refusals: {}", e.what());
@@ -118,8 +116,7 @@ void ZapServer::handle_one() {
   // RFC 27: version, request id, domain, address, identity, mechanism, credentials...
   std::string request_id = frames.size() > 1 ? frames[1].to_string() : "";
   std::string status = "400", text = "refused", user_id;
-  if (frames.size() >= 7 && frames[0].to_string_view() == "1.0" && frames[5].to_string_view() == "CURVE" &&
-      frames[6].size() == 32) {
+  if (frames.size() >= 7 && frames[0].to_string_view() == "1.0" && frames[5].to_string_view() == "CURVE" && frames[6].size() == 32) {
     CurveKey key{};
     std::memcpy(key.data(), frames[6].data(), key.size());
     std::string domain = frames[2].to_string();
@@ -137,7 +134,10 @@ void ZapServer::handle_one() {
         if (d.enrolled) {
           budget_.spend();
         } else if (noted && budget_.available()) {
-          tx.audit({"login.refuse", "key:" + to_hex(key), "refused", "unauthenticated",
+          tx.audit({"login.refuse",
+                    "key:" + to_hex(key),
+                    "refused",
+                    "unauthenticated",
                     {{"domain", domain}, {"address", address}, {"why", d.reason}}});
           budget_.spend();
         } else if (noted) {
@@ -164,7 +164,7 @@ void ZapServer::handle_one() {
     text = "only CURVE is accepted";
   }
   std::array<zmq::const_buffer, 6> reply = {zmq::str_buffer("1.0"), zmq::buffer(request_id), zmq::buffer(status),
-                                            zmq::buffer(text), zmq::buffer(user_id), zmq::const_buffer()};
+                                            zmq::buffer(text),      zmq::buffer(user_id),    zmq::const_buffer()};
   try {
     zmq::send_multipart(socket_, reply);
   } catch (const zmq::error_t& e) {

@@ -7,7 +7,6 @@
 #include <map>
 #include <string>
 #include <string_view>
-
 #include <zmq.hpp>
 
 #include "controller/catalog/catalog.h"
@@ -20,8 +19,8 @@ inline constexpr const char* kOperatorZapDomain = "cairn-operator";
 
 struct ZapDecision {
   bool allow = false;
-  std::string user_id;  // reaches message metadata as "User-Id": "agent:<z85>" or "operator:<name>"
-  std::string reason;   // why refused, lowercase
+  std::string user_id;    // reaches message metadata as "User-Id": "agent:<z85>" or "operator:<name>"
+  std::string reason;     // why refused, lowercase
   bool enrolled = false;  // an unknown agent key was recorded as pending
 };
 
@@ -37,8 +36,7 @@ struct EnrolLimits {
 // approve it; nothing from that key reaches the controller until then. The
 // pending list keeps the newest limits.max_pending agents; without
 // limits.may_record the key is refused and not recorded (its next attempt is).
-ZapDecision decide_zap(catalog::Tx& tx, std::string_view domain, const CurveKey& key, bool enrolment_open,
-                       const EnrolLimits& limits = {});
+ZapDecision decide_zap(catalog::Tx& tx, std::string_view domain, const CurveKey& key, bool enrolment_open, const EnrolLimits& limits = {});
 
 // The audit budget of refused keys (docs/configuration.md,
 // audit.refusals_per_minute): at most `per_minute` audit events a minute for
@@ -66,8 +64,7 @@ class RefusalBudget {
 // before any CURVE socket binds, or libzmq handshakes without a handler.
 class ZapServer {
  public:
-  ZapServer(zmq::context_t& ctx, catalog::Catalog& catalog, bool enrolment_open, size_t max_pending_agents,
-            uint32_t refusals_per_minute);
+  ZapServer(zmq::context_t& ctx, catalog::Catalog& catalog, bool enrolment_open, size_t max_pending_agents, uint32_t refusals_per_minute);
   zmq::socket_t& socket() { return socket_; }
   // Answers one waiting request; never throws on a bad request.
   void handle_one();

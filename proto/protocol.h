@@ -15,8 +15,7 @@ inline constexpr std::string_view kOperatorProtocolId = "CAIRN-OP/1";
 
 // Payload types of a SignedEnvelope; the signature binds them.
 inline constexpr std::string_view kPlanPayloadType = "application/vnd.cairn.plan.v1+protobuf";
-inline constexpr std::string_view kKeyAnnouncementPayloadType =
-    "application/vnd.cairn.key-announcement.v1+protobuf";
+inline constexpr std::string_view kKeyAnnouncementPayloadType = "application/vnd.cairn.key-announcement.v1+protobuf";
 
 // Larger messages are dropped by ZMQ_MAXMSGSIZE before anything parses them.
 inline constexpr size_t kMaxMessageBytes = 4u << 20;

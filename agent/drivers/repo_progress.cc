@@ -65,8 +65,8 @@ std::string kept_copies_hint(const std::string& path) {
   std::string list;
   for (size_t i = 0; i < kept.size() && i < 5; ++i) list += (list.empty() ? "'" : ", '") + kept[i] + "'";
   if (kept.size() > 5) list += " and " + std::to_string(kept.size() - 5) + " more";
-  return "; earlier restores kept " + std::to_string(kept.size()) + " cop" + (kept.size() == 1 ? "y" : "ies") +
-         " there (" + list + "), which can be removed once they are no longer needed";
+  return "; earlier restores kept " + std::to_string(kept.size()) + " cop" + (kept.size() == 1 ? "y" : "ies") + " there (" + list +
+         "), which can be removed once they are no longer needed";
 }
 
 std::string put_back_and_restart(JournalGuard& journal, const platform::Service& service, const std::string& server,
@@ -77,8 +77,8 @@ std::string put_back_and_restart(JournalGuard& journal, const platform::Service&
   }
   std::string left = put_back_moves(journal.record());
   if (!left.empty()) journal.keep();  // the agent's next start tries again
-  std::string detail = left.empty() ? "; the previous data is back in '" + data_dir + "' (the restored copy is in '" +
-                                          data_dir + ".cairn-failed-" + journal.record().stamp + "')"
+  std::string detail = left.empty() ? "; the previous data is back in '" + data_dir + "' (the restored copy is in '" + data_dir +
+                                          ".cairn-failed-" + journal.record().stamp + "')"
                                     : "; could not put the previous data back:" + left;
   try {
     service.start(cancel);
@@ -105,9 +105,9 @@ std::string staging_space_problem(const std::string& dir, uint64_t need) {
   const uint64_t reserve = std::min<uint64_t>(size / 20, 1ull << 30);
   if (free_bytes >= need && free_bytes - need >= reserve) return {};
   using repo::byte_size_text;
-  return "not enough space in '" + dir + "' to stage the restore beside the live data: " +
-         byte_size_text(need, repo::ByteText::tenths) + " needed, " + byte_size_text(free_bytes, repo::ByteText::tenths) +
-         " free, and " + byte_size_text(reserve, repo::ByteText::tenths) +
+  return "not enough space in '" + dir + "' to stage the restore beside the live data: " + byte_size_text(need, repo::ByteText::tenths) +
+         " needed, " + byte_size_text(free_bytes, repo::ByteText::tenths) + " free, and " +
+         byte_size_text(reserve, repo::ByteText::tenths) +
          " must stay free for the running service; free space there (or restore elsewhere) and try again; nothing was "
          "changed";
 }

@@ -19,8 +19,7 @@ std::function<void(const repo::Progress&)> repo_progress(TaskContext& ctx, cairn
 // A driver's own progress (a phase, what it works on, bytes when known), its
 // notes to the operator, and whether the task was cancelled: the same for
 // every driver.
-void report_phase(TaskContext& ctx, cairn::v1::Phase phase, const std::string& current = {}, uint64_t done = 0,
-                  uint64_t total = 0);
+void report_phase(TaskContext& ctx, cairn::v1::Phase phase, const std::string& current = {}, uint64_t done = 0, uint64_t total = 0);
 void note(TaskContext& ctx, const std::string& text);
 bool cancelled(const TaskContext& ctx);
 

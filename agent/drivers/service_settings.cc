@@ -8,8 +8,7 @@ std::vector<std::string> read_argv(TableReader& t, const std::string& key) {
   auto v = t.string_list(key);
   if (!v) return {};
   if (v->empty() || (*v)[0].empty()) t.fail(key, "must name a program (an array: program, then its arguments)");
-  if ((*v)[0][0] != '/')
-    t.fail(key, "'" + (*v)[0] + "' must be an absolute path (the agent's PATH is not the operator's)");
+  if ((*v)[0][0] != '/') t.fail(key, "'" + (*v)[0] + "' must be an absolute path (the agent's PATH is not the operator's)");
   return *v;
 }
 
@@ -25,8 +24,7 @@ platform::ServiceDecl read_service(TableReader& r, const std::string& key, std::
     d.kill_after = default_kill_after;
     return d;
   }
-  if (!n->is_table())
-    r.fail(key, "must be a systemd unit name or a table { unit = ..., start_command = [...], stop_command = [...] }");
+  if (!n->is_table()) r.fail(key, "must be a systemd unit name or a table { unit = ..., start_command = [...], stop_command = [...] }");
   TableReader t(*n->as_table(), r.file(), "'" + key + "' of " + r.where());
   d.unit = t.string_or("unit", "");
   d.start_command = read_argv(t, "start_command");
@@ -42,8 +40,9 @@ platform::ServiceDecl read_service(TableReader& r, const std::string& key, std::
   if (d.unit.empty() && (d.start_command.empty() || d.stop_command.empty()))
     r.fail(key, "needs 'unit', or both 'start_command' and 'stop_command'");
   if (d.kill_after.count() > 0 && d.unit.empty() && d.kill_command.empty())
-    r.fail(key, "sets 'kill_after_seconds' but declares no way to kill the service: add 'kill_command' (an array: "
-                "program, then its arguments), or set kill_after_seconds = 0");
+    r.fail(key,
+           "sets 'kill_after_seconds' but declares no way to kill the service: add 'kill_command' (an array: "
+           "program, then its arguments), or set kill_after_seconds = 0");
   return d;
 }
 

@@ -36,8 +36,7 @@ int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
 void init_curl_once() {
   static std::once_flag once;
   std::call_once(once, [] {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-      throw Error(Errc::io, "http: libcurl could not be initialised");
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) throw Error(Errc::io, "http: libcurl could not be initialised");
   });
 }
 
@@ -45,8 +44,7 @@ void init_curl_once() {
 
 HttpResponse http_request(const HttpRequest& req) {
   init_curl_once();
-  const std::string where = req.method + " '" + req.url + "'" +
-                            (req.unix_socket.empty() ? "" : " through '" + req.unix_socket + "'");
+  const std::string where = req.method + " '" + req.url + "'" + (req.unix_socket.empty() ? "" : " through '" + req.unix_socket + "'");
   if (req.url.rfind("http://", 0) != 0 && req.url.rfind("https://", 0) != 0)
     throw Error(Errc::invalid_input, "http " + where + ": the URL must start with http:// or https://");
 
@@ -100,8 +98,8 @@ HttpResponse http_request(const HttpRequest& req) {
 
   CURLcode rc = curl_easy_perform(c);
   if (sink.over)
-    throw Error(Errc::io, "http " + where + ": the response is larger than " + std::to_string(req.max_body) +
-                              " bytes (refused, not truncated)");
+    throw Error(Errc::io,
+                "http " + where + ": the response is larger than " + std::to_string(req.max_body) + " bytes (refused, not truncated)");
   if (rc == CURLE_ABORTED_BY_CALLBACK) throw Error(Errc::interrupted, "http " + where + ": cancelled");
   if (rc != CURLE_OK) {
     std::string why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
@@ -116,8 +114,7 @@ HttpResponse http_request(const HttpRequest& req) {
 
 std::string url_encode(const std::string& s) {
   init_curl_once();
-  std::unique_ptr<char, decltype(&curl_free)> e(curl_easy_escape(nullptr, s.data(), static_cast<int>(s.size())),
-                                                &curl_free);
+  std::unique_ptr<char, decltype(&curl_free)> e(curl_easy_escape(nullptr, s.data(), static_cast<int>(s.size())), &curl_free);
   if (!e) throw Error(Errc::io, "http: libcurl could not encode a parameter");
   return e.get();
 }

@@ -121,8 +121,7 @@ std::string ProcessResult::describe() const {
 }
 
 ProcessResult run_process(const ProcessSpec& spec) {
-  if (spec.argv.empty() || spec.argv[0].empty())
-    throw Error(Errc::invalid_input, "run a program: no program given (an empty command)");
+  if (spec.argv.empty() || spec.argv[0].empty()) throw Error(Errc::invalid_input, "run a program: no program given (an empty command)");
   const std::string& prog = spec.argv[0];
 
   Pipe in = make_pipe(), out = make_pipe(), err = make_pipe();
@@ -167,9 +166,8 @@ ProcessResult run_process(const ProcessSpec& spec) {
 
   pid_t pid = -1;
   // posix_spawnp searches the agent's PATH (not spec.env's) for a bare name.
-  int rc = prog.find('/') == std::string::npos
-               ? ::posix_spawnp(&pid, prog.c_str(), &fa, &attr, argv.data(), envp.data())
-               : ::posix_spawn(&pid, prog.c_str(), &fa, &attr, argv.data(), envp.data());
+  int rc = prog.find('/') == std::string::npos ? ::posix_spawnp(&pid, prog.c_str(), &fa, &attr, argv.data(), envp.data())
+                                               : ::posix_spawn(&pid, prog.c_str(), &fa, &attr, argv.data(), envp.data());
   if (rc != 0) {
     std::string why = std::strerror(rc);
     if (rc == ENOENT && !spec.cwd.empty())
@@ -192,8 +190,8 @@ ProcessResult run_process(const ProcessSpec& spec) {
   size_t stdin_off = 0;
   const auto start = Clock::now();
   const auto deadline = start + spec.timeout;
-  Clock::time_point kill_at{};       // when SIGKILL follows the SIGTERM sent
-  Clock::time_point drain_until{};   // set once the program has exited
+  Clock::time_point kill_at{};      // when SIGKILL follows the SIGTERM sent
+  Clock::time_point drain_until{};  // set once the program has exited
   bool exited = false, term_sent = false, kill_sent = false, status_lost = false;
   int status = 0;
 
@@ -245,9 +243,18 @@ ProcessResult run_process(const ProcessSpec& spec) {
     pollfd pfd[3];
     int n = 0;
     int idx_in = -1, idx_out = -1, idx_err = -1;
-    if (in.w.fd >= 0 && !exited) { idx_in = n; pfd[n++] = {in.w.fd, POLLOUT, 0}; }
-    if (out.r.fd >= 0) { idx_out = n; pfd[n++] = {out.r.fd, POLLIN, 0}; }
-    if (err.r.fd >= 0) { idx_err = n; pfd[n++] = {err.r.fd, POLLIN, 0}; }
+    if (in.w.fd >= 0 && !exited) {
+      idx_in = n;
+      pfd[n++] = {in.w.fd, POLLOUT, 0};
+    }
+    if (out.r.fd >= 0) {
+      idx_out = n;
+      pfd[n++] = {out.r.fd, POLLIN, 0};
+    }
+    if (err.r.fd >= 0) {
+      idx_err = n;
+      pfd[n++] = {err.r.fd, POLLIN, 0};
+    }
     int pr = ::poll(pfd, n, kPollSliceMs);
     if (pr < 0 && errno != EINTR) throw_errno("poll", "child '" + prog + "'", errno);
     if (pr <= 0) continue;

@@ -13,13 +13,13 @@
 namespace cairn::agent::platform {
 
 struct ProcessSpec {
-  std::vector<std::string> argv;          // argv[0] is looked up in PATH when it has no '/'
-  std::vector<std::string> env;           // "KEY=VALUE" added to (or replacing in) the agent's environment
-  std::string cwd;                        // empty: the agent's
-  std::string stdin_data;                 // written to the child's stdin, then closed
+  std::vector<std::string> argv;  // argv[0] is looked up in PATH when it has no '/'
+  std::vector<std::string> env;   // "KEY=VALUE" added to (or replacing in) the agent's environment
+  std::string cwd;                // empty: the agent's
+  std::string stdin_data;         // written to the child's stdin, then closed
   std::chrono::milliseconds timeout{60'000};
   std::chrono::milliseconds kill_grace{5'000};
-  size_t max_output = 1 << 20;            // per stream; the rest is dropped and `truncated` set
+  size_t max_output = 1 << 20;  // per stream; the rest is dropped and `truncated` set
   const std::atomic<bool>* cancel = nullptr;
 };
 

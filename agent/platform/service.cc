@@ -4,9 +4,9 @@
 
 #include <csignal>
 #include <cstring>
-#include <thread>
 #include <memory>
 #include <optional>
+#include <thread>
 
 #include "agent/platform/process.h"
 #include "common/util/error.h"
@@ -30,16 +30,14 @@ std::string join(const std::vector<std::string>& argv) {
 
 // ---- declared commands -------------------------------------------------
 
-void run_declared(const ServiceDecl& d, const char* action, const std::vector<std::string>& argv,
-                  const std::atomic<bool>* cancel) {
+void run_declared(const ServiceDecl& d, const char* action, const std::vector<std::string>& argv, const std::atomic<bool>* cancel) {
   ProcessSpec spec;
   spec.argv = argv;
   spec.timeout = d.timeout;
   spec.cancel = cancel;
   ProcessResult r = run_process(spec);
   if (!r.ok())
-    throw Error(r.cancelled ? Errc::interrupted : Errc::io,
-                std::string(action) + " command '" + join(argv) + "' " + r.describe());
+    throw Error(r.cancelled ? Errc::interrupted : Errc::io, std::string(action) + " command '" + join(argv) + "' " + r.describe());
 }
 
 // ---- systemd over D-Bus -------------------------------------------------
@@ -92,8 +90,7 @@ class Systemd {
     sd_bus* b = nullptr;
     int r = sd_bus_open_system(&b);
     if (r < 0)
-      throw Error(Errc::io, "systemd unit '" + d.unit + "': cannot connect to the system bus (" +
-                                std::strerror(-r) +
+      throw Error(Errc::io, "systemd unit '" + d.unit + "': cannot connect to the system bus (" + std::strerror(-r) +
                                 "): is systemd running on this host? Without systemd, declare the "
                                 "component's service start_command and stop_command instead");
     bus_.reset(b);
@@ -103,8 +100,8 @@ class Systemd {
   // the unit's ActiveState against `want` (any of them).
   // kill_after > 0: a job still running then has the unit killed
   // (kill_unit) once, and is waited for 30 s more at least.
-  void run_job(const char* method, const char* verb, std::initializer_list<const char*> want,
-               const std::atomic<bool>* cancel, std::chrono::milliseconds kill_after = {}, bool* killed = nullptr) {
+  void run_job(const char* method, const char* verb, std::initializer_list<const char*> want, const std::atomic<bool>* cancel,
+               std::chrono::milliseconds kill_after = {}, bool* killed = nullptr) {
     const std::string what = "systemd unit '" + d_.unit + "'";
     const auto start = Clock::now();
     auto deadline = start + d_.timeout;
@@ -123,13 +120,11 @@ class Systemd {
     {
       BusError err;
       sd_bus_message* reply = nullptr;
-      r = sd_bus_call_method(bus_.get(), kDest, kPath, kManager, method, &err.e, &reply, "ss", d_.unit.c_str(),
-                             "replace");
+      r = sd_bus_call_method(bus_.get(), kDest, kPath, kManager, method, &err.e, &reply, "ss", d_.unit.c_str(), "replace");
       MsgPtr rp(reply, &sd_bus_message_unref);
       if (r < 0) {
         std::string why = err.text(r);
-        if (err.access_denied())
-          why += " (the agent may not manage units: run it as root or allow it through polkit)";
+        if (err.access_denied()) why += " (the agent may not manage units: run it as root or allow it through polkit)";
         throw Error(Errc::io, what + ": " + verb + " refused by systemd: " + why);
       }
       const char* job = nullptr;
@@ -142,22 +137,19 @@ class Systemd {
       if (r < 0) throw Error(Errc::io, what + ": lost the system bus while waiting to " + verb + ": " + std::strerror(-r));
       if (r > 0) continue;
       if (cancel && cancel->load())
-        throw Error(Errc::interrupted, what + ": cancelled while waiting for systemd to " + verb +
-                                           " it (the job goes on in systemd)");
+        throw Error(Errc::interrupted, what + ": cancelled while waiting for systemd to " + verb + " it (the job goes on in systemd)");
       if (kill_after.count() > 0 && killed && !*killed && Clock::now() - start >= kill_after) {
         kill_unit();
         *killed = true;
       }
       auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now());
       if (left.count() <= 0)
-        throw Error(Errc::io, what + ": systemd did not finish the " + verb + " job within " +
-                                  std::to_string(d_.timeout.count() / 1000) + " s (see 'systemctl status " +
-                                  d_.unit + "')");
+        throw Error(Errc::io, what + ": systemd did not finish the " + verb + " job within " + std::to_string(d_.timeout.count() / 1000) +
+                                  " s (see 'systemctl status " + d_.unit + "')");
       sd_bus_wait(bus_.get(), static_cast<uint64_t>(std::min<int64_t>(left.count(), 200'000)));
     }
     if (w.result != "done")
-      throw Error(Errc::io, what + ": the " + verb + " job ended '" + w.result + "' (see 'journalctl -u " + d_.unit +
-                                "')");
+      throw Error(Errc::io, what + ": the " + verb + " job ended '" + w.result + "' (see 'journalctl -u " + d_.unit + "')");
     std::string state = active_state();
     for (const char* s2 : want)
       if (state == s2) return;
@@ -167,10 +159,9 @@ class Systemd {
   // Manager.KillUnit(unit, "all", SIGKILL): every process of the unit.
   void kill_unit() {
     BusError err;
-    int r = sd_bus_call_method(bus_.get(), kDest, kPath, kManager, "KillUnit", &err.e, nullptr, "ssi", d_.unit.c_str(),
-                               "all", int32_t(SIGKILL));
-    if (r < 0)
-      throw Error(Errc::io, "systemd unit '" + d_.unit + "': KillUnit (SIGKILL) refused by systemd: " + err.text(r));
+    int r = sd_bus_call_method(bus_.get(), kDest, kPath, kManager, "KillUnit", &err.e, nullptr, "ssi", d_.unit.c_str(), "all",
+                               int32_t(SIGKILL));
+    if (r < 0) throw Error(Errc::io, "systemd unit '" + d_.unit + "': KillUnit (SIGKILL) refused by systemd: " + err.text(r));
   }
 
   bool is_down() {
@@ -186,8 +177,8 @@ class Systemd {
       if (state == "inactive" || state == "failed") return;
       if (cancel && cancel->load()) throw Error(Errc::interrupted, "systemd unit '" + d_.unit + "': cancelled after SIGKILL");
       if (Clock::now() > deadline)
-        throw Error(Errc::io, "systemd unit '" + d_.unit + "' is still '" + state + "' 30 s after SIGKILL (see 'systemctl status " +
-                                  d_.unit + "')");
+        throw Error(Errc::io,
+                    "systemd unit '" + d_.unit + "' is still '" + state + "' 30 s after SIGKILL (see 'systemctl status " + d_.unit + "')");
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   }
@@ -204,21 +195,23 @@ class Systemd {
     }
     std::string load = property(path, "LoadState").value_or("");
     if (load == "not-found")
-      return what + " does not exist (systemd: not-found): check the unit name in the component's 'service' setting "
-                    "('systemctl list-unit-files')";
+      return what +
+             " does not exist (systemd: not-found): check the unit name in the component's 'service' setting "
+             "('systemctl list-unit-files')";
     if (load == "masked") return what + " is masked: 'systemctl unmask " + d_.unit + "', or declare another unit";
     if (load != "loaded") {
       std::string why = property(path, "LoadError").value_or("");
-      return what + " cannot be loaded by systemd (" + (load.empty() ? "no LoadState" : load) + ")" +
-             (why.empty() ? "" : ": " + why) + " (see 'systemctl status " + d_.unit + "')";
+      return what + " cannot be loaded by systemd (" + (load.empty() ? "no LoadState" : load) + ")" + (why.empty() ? "" : ": " + why) +
+             " (see 'systemctl status " + d_.unit + "')";
     }
     if (use == ServiceUse::reload) {
       int can = 0;
       BusError e3;
       int r = sd_bus_get_property_trivial(bus_.get(), kDest, path.c_str(), kUnit, "CanReload", &e3.e, 'b', &can);
       if (r >= 0 && !can)
-        return what + " cannot be reloaded (it has no ExecReload): give the unit an ExecReload, or declare the "
-                      "component's 'reload_command'";
+        return what +
+               " cannot be reloaded (it has no ExecReload): give the unit an ExecReload, or declare the "
+               "component's 'reload_command'";
     }
     return "";
   }
@@ -320,8 +313,7 @@ void Service::kill(const std::atomic<bool>* cancel) const {
     spec.timeout = std::chrono::seconds(30);
     spec.cancel = cancel;
     ProcessResult r = run_process(spec);
-    if (!r.ok())
-      throw Error(r.cancelled ? Errc::interrupted : Errc::io, "kill command '" + join(decl_.kill_command) + "' " + r.describe());
+    if (!r.ok()) throw Error(r.cancelled ? Errc::interrupted : Errc::io, "kill command '" + join(decl_.kill_command) + "' " + r.describe());
     return;
   }
   if (decl_.unit.empty())
@@ -351,8 +343,7 @@ StopOutcome Service::stop(const std::atomic<bool>* cancel) const {
                  (decl_.kill_command.empty() ? "systemd's KillUnit (SIGKILL)" : "'" + join(decl_.kill_command) + "'");
     return out;
   }
-  if (decl_.unit.empty())
-    throw Error(Errc::invalid_input, "stop the service: neither a systemd unit nor a stop_command is declared");
+  if (decl_.unit.empty()) throw Error(Errc::invalid_input, "stop the service: neither a systemd unit nor a stop_command is declared");
   if (escalate && !decl_.kill_command.empty()) {
     // A declared kill_command replaces systemd's KillUnit: stop with the unit,
     // kill with the command when the stop job outlives kill_after.
@@ -370,8 +361,7 @@ StopOutcome Service::stop(const std::atomic<bool>* cancel) const {
     kill(cancel);
     Systemd(decl_).wait_down(cancel);
     out.killed = true;
-    out.detail = "systemd unit '" + decl_.unit + "' had not stopped after " + after + ": killed with '" +
-                 join(decl_.kill_command) + "'";
+    out.detail = "systemd unit '" + decl_.unit + "' had not stopped after " + after + ": killed with '" + join(decl_.kill_command) + "'";
     return out;
   }
   bool killed = false;
@@ -386,8 +376,7 @@ StopOutcome Service::stop(const std::atomic<bool>* cancel) const {
 
 void Service::start(const std::atomic<bool>* cancel) const {
   if (!decl_.start_command.empty()) return run_declared(decl_, "start", decl_.start_command, cancel);
-  if (decl_.unit.empty())
-    throw Error(Errc::invalid_input, "start the service: neither a systemd unit nor a start_command is declared");
+  if (decl_.unit.empty()) throw Error(Errc::invalid_input, "start the service: neither a systemd unit nor a start_command is declared");
   Systemd(decl_).run_job("StartUnit", "start", {"active"}, cancel);
 }
 

@@ -12,7 +12,7 @@
 namespace cairn::agent::platform {
 
 struct ServiceDecl {
-  std::string unit;                       // e.g. "etcd.service"; used when no commands are declared
+  std::string unit;                        // e.g. "etcd.service"; used when no commands are declared
   std::vector<std::string> start_command;  // argv; each, when set, replaces the systemd call
   std::vector<std::string> stop_command;
   std::vector<std::string> reload_command;

@@ -31,9 +31,7 @@ int ms_left(Clock::time_point deadline) {
   return left > 0 ? static_cast<int>(std::min<long long>(left, 1 << 30)) : 0;
 }
 
-[[noreturn]] void fail(const SocketAddress& a, const std::string& what) {
-  throw Error(Errc::io, "socket " + a.describe() + ": " + what);
-}
+[[noreturn]] void fail(const SocketAddress& a, const std::string& what) { throw Error(Errc::io, "socket " + a.describe() + ": " + what); }
 
 // Waits until fd is ready for `events` or the deadline passes (then throws).
 void wait_for(const SocketAddress& a, int fd, short events, Clock::time_point deadline, const char* doing) {
@@ -47,8 +45,7 @@ void wait_for(const SocketAddress& a, int fd, short events, Clock::time_point de
 }
 
 // Connects a non-blocking socket within the deadline; returns the error text, empty on success.
-std::string connect_within(const SocketAddress& a, int fd, const sockaddr* sa, socklen_t len,
-                           Clock::time_point deadline) {
+std::string connect_within(const SocketAddress& a, int fd, const sockaddr* sa, socklen_t len, Clock::time_point deadline) {
   if (::connect(fd, sa, len) == 0) return {};
   if (errno != EINPROGRESS && errno != EAGAIN) return std::strerror(errno);
   pollfd p{fd, POLLOUT, 0};
@@ -73,8 +70,7 @@ std::string SocketAddress::describe() const {
 
 SocketAddress parse_socket_address(const std::string& text) {
   auto bad = [&](const std::string& why) -> Error {
-    return Error(Errc::invalid_input, "socket address '" + text + "': " + why +
-                                          " (write unix:/path, /path, host:port or [v6]:port)");
+    return Error(Errc::invalid_input, "socket address '" + text + "': " + why + " (write unix:/path, /path, host:port or [v6]:port)");
   };
   SocketAddress a;
   if (text.rfind("unix:", 0) == 0 || text.rfind('/', 0) == 0) {
@@ -86,8 +82,7 @@ SocketAddress parse_socket_address(const std::string& text) {
   std::string port_s;
   if (text.rfind('[', 0) == 0) {
     auto close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
-      throw bad("an IPv6 address needs ']:port'");
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') throw bad("an IPv6 address needs ']:port'");
     a.host = text.substr(1, close - 1);
     port_s = text.substr(close + 2);
   } else {
@@ -106,8 +101,7 @@ SocketAddress parse_socket_address(const std::string& text) {
   return a;
 }
 
-std::string socket_exchange(const SocketAddress& addr, const std::string& request, std::chrono::milliseconds timeout,
-                            size_t max_bytes) {
+std::string socket_exchange(const SocketAddress& addr, const std::string& request, std::chrono::milliseconds timeout, size_t max_bytes) {
   const auto deadline = Clock::now() + timeout;
   Sock s;
   if (!addr.unix_path.empty()) {
@@ -168,8 +162,7 @@ std::string socket_exchange(const SocketAddress& addr, const std::string& reques
       if (errno == ECONNRESET && !reply.empty()) break;
       fail(addr, std::string("read: ") + std::strerror(errno));
     }
-    if (reply.size() + static_cast<size_t>(r) > max_bytes)
-      fail(addr, "the reply is larger than " + std::to_string(max_bytes) + " bytes");
+    if (reply.size() + static_cast<size_t>(r) > max_bytes) fail(addr, "the reply is larger than " + std::to_string(max_bytes) + " bytes");
     reply.append(buf, static_cast<size_t>(r));
   }
   return reply;

@@ -3,19 +3,20 @@
 #include "agent/sandbox/sandbox.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
 #include <net/if.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
-#include <sys/syscall.h>
-#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <grp.h>
-#include <pwd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,8 +26,6 @@
 #include <fstream>
 #include <set>
 #include <sstream>
-
-#include <spdlog/spdlog.h>
 
 #include "agent/platform/process.h"
 #include "common/repo/memory.h"
@@ -55,9 +54,7 @@ std::string drill_cgroup_prefix(const DrillDecl& d) {
   return out + "-";
 }
 
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 bool write_text(const std::string& path, const std::string& text) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
@@ -73,7 +70,6 @@ std::string read_text(const std::string& path) {
   ss << in.rdbuf();
   return ss.str();
 }
-
 
 // The file each sandbox holds from its first moment, naming it: what the
 // agent's clean-up requires before it removes a directory of the root (the
@@ -143,8 +139,8 @@ std::string give_tree(const std::string& path, uid_t uid, gid_t gid) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return failed;  // a link is given, never followed
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(path, fs::directory_options::none, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+  for (auto it = fs::recursive_directory_iterator(path, fs::directory_options::none, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec))
     give(it->path().string());
   return failed;
 }
@@ -179,8 +175,7 @@ std::string Sandbox::bound() {
   if (l.parents.empty()) return "this host has no cgroup hierarchy with a memory controller";
   for (const auto& parent : l.parents) {
     std::string dir = parent + "/" + drill_cgroup_prefix(decl_) + id_;
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-      return "cannot make cgroup '" + dir + "': " + std::strerror(errno);
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return "cannot make cgroup '" + dir + "': " + std::strerror(errno);
     cgroups_.push_back(dir);
     bool ok = true;
     if (l.v2) {
@@ -231,10 +226,13 @@ pid_t Sandbox::spawn(const std::vector<std::string>& argv, const std::string& lo
       if (i == dir_.size() || dir_[i] == '/') dirs.push_back(dir_.substr(0, i));
     for (const auto& at : dirs) {
       struct stat st {};
-      if (cover.empty() && (::stat(at.c_str(), &st) != 0 || !(st.st_mode & S_IXOTH) || at == decl_.root)) cover = at;
-      else if (!cover.empty()) chain.push_back(at);
+      if (cover.empty() && (::stat(at.c_str(), &st) != 0 || !(st.st_mode & S_IXOTH) || at == decl_.root))
+        cover = at;
+      else if (!cover.empty())
+        chain.push_back(at);
     }
-    if (cover.empty() || cover == dir_) throw Error(Errc::invalid_input, "the drill sandbox '" + dir_ + "' lies at no path a drill can cover");
+    if (cover.empty() || cover == dir_)
+      throw Error(Errc::invalid_input, "the drill sandbox '" + dir_ + "' lies at no path a drill can cover");
   }
   int gate[2];
   if (::pipe2(gate, O_CLOEXEC) != 0) throw_errno("pipe", "", errno);
@@ -409,7 +407,6 @@ Sandbox::Ran Sandbox::run(const std::vector<std::string>& argv, std::chrono::mil
   return r;
 }
 
-
 // Whether the process still runs; its exit status otherwise.
 bool Sandbox::running(pid_t pid, int* status) {
   int st = 0;
@@ -419,7 +416,6 @@ bool Sandbox::running(pid_t pid, int* status) {
   pids_.erase(std::remove(pids_.begin(), pids_.end(), pid), pids_.end());
   return false;
 }
-
 
 // How many processes the sandbox's memory limit has killed (0 when its
 // cgroup says nothing: none made, or a kernel that does not count them).
@@ -437,7 +433,6 @@ uint64_t Sandbox::oom_kills() const {
   return n;
 }
 
-
 // Starts a server that runs on the host's files (etcd, ZooKeeper,
 // Prometheus, Kafka) as [drill] user, never root: the host read-only to
 // it, and the sandbox, handed over to that user, its only writable tree.
@@ -446,8 +441,8 @@ pid_t Sandbox::spawn_server(const std::vector<std::string>& argv, const std::str
   struct passwd* pw = nullptr;
   char buf[4096];
   if (::getpwnam_r(decl_.user.c_str(), &pwd, buf, sizeof buf, &pw) != 0 || !pw || pw->pw_uid == 0)
-    throw Error(Errc::unsupported, "[drill] user '" + decl_.user +
-                                       "' is not a user of this host other than root; a drill's servers run as it");
+    throw Error(Errc::unsupported,
+                "[drill] user '" + decl_.user + "' is not a user of this host other than root; a drill's servers run as it");
   Confinement c;
   c.host_readonly = true;
   c.uid = pw->pw_uid;
@@ -456,7 +451,6 @@ pid_t Sandbox::spawn_server(const std::vector<std::string>& argv, const std::str
   return spawn(argv, log, {}, {}, &c);
 }
 
-
 // A directory of the sandbox for a server's temporary files (the host's
 // /tmp is read-only to it).
 std::string Sandbox::tmp_dir() {
@@ -464,7 +458,6 @@ std::string Sandbox::tmp_dir() {
   mkdir_p(tmp, 0700);
   return tmp;
 }
-
 
 // The sandbox's files to the server's user: all but the marker and the
 // record of PIDs (the agent's own: a server must not name what the
@@ -480,7 +473,6 @@ void Sandbox::hand_over(uid_t uid, gid_t gid) {
   }
 }
 
-
 void Sandbox::kill_all() {
   for (pid_t p : pids_) ::kill(-p, SIGKILL), ::kill(p, SIGKILL);
   for (pid_t p : pids_) ::waitpid(p, nullptr, 0);
@@ -488,7 +480,6 @@ void Sandbox::kill_all() {
   for (const auto& cg : cgroups_) remove_cgroup(cg);
   cgroups_.clear();
 }
-
 
 void Sandbox::teardown() {
   kill_all();
@@ -529,8 +520,8 @@ std::string disk_refusal(const DrillDecl& d, uint64_t need, uint64_t free_bytes)
            " in its sandbox, over the [drill] disk_budget of " + repo::byte_size_text(d.disk_budget, repo::ByteText::tenths) +
            "; nothing was restored (raise disk_budget)";
   if (need > free_bytes)
-    return "the drill needs about " + repo::byte_size_text(need, repo::ByteText::tenths) + " under '" + d.root +
-           "', which has " + repo::byte_size_text(free_bytes, repo::ByteText::tenths) + " free; nothing was restored";
+    return "the drill needs about " + repo::byte_size_text(need, repo::ByteText::tenths) + " under '" + d.root + "', which has " +
+           repo::byte_size_text(free_bytes, repo::ByteText::tenths) + " free; nothing was restored";
   return {};
 }
 
@@ -570,8 +561,7 @@ std::vector<std::string> clean_drill_root(const DrillDecl& d) {
   std::set<std::string> legacy;
   for (const auto& e : fs::directory_iterator(d.root, ec)) {
     std::string name = e.path().filename().string();
-    if (name.starts_with(kSandboxPrefix) &&
-        made_by_a_drill(e.path().string(), name.substr(std::string(kSandboxPrefix).size())))
+    if (name.starts_with(kSandboxPrefix) && made_by_a_drill(e.path().string(), name.substr(std::string(kSandboxPrefix).size())))
       legacy.insert(kCgroupPrefix + name.substr(std::string(kSandboxPrefix).size()));
   }
   for (const auto& parent : cgroup_layout().parents)
@@ -586,8 +576,7 @@ std::vector<std::string> clean_drill_root(const DrillDecl& d) {
     std::string name = e.path().filename().string();
     if (!name.starts_with(kSandboxPrefix)) continue;
     if (!made_by_a_drill(e.path().string(), name.substr(std::string(kSandboxPrefix).size()))) {
-      spdlog::warn("drill: '{}' under the drill root is not a sandbox a drill made (no marker naming it); left alone",
-                   e.path().string());
+      spdlog::warn("drill: '{}' under the drill root is not a sandbox a drill made (no marker naming it); left alone", e.path().string());
       continue;
     }
     std::istringstream pids(read_text(e.path().string() + "/pids"));

@@ -36,9 +36,9 @@ struct Confinement {
   // Kafka): the host read-only, the drill root replaced by an empty one
   // holding only this sandbox, writable; root, binds and keep_caps unused.
   bool host_readonly = false;
-  std::string root;                                       // the new root (a sandbox directory, prepared)
+  std::string root;                                        // the new root (a sandbox directory, prepared)
   std::vector<std::pair<std::string, std::string>> binds;  // host path -> mount point inside root (made already)
-  std::vector<int> keep_caps;                             // the capability bounding set left
+  std::vector<int> keep_caps;                              // the capability bounding set left
   // Run as this user (uid != 0), with no capability left: a server that
   // refuses to run as root (PostgreSQL).
   uid_t uid = 0;

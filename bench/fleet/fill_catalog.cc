@@ -5,15 +5,15 @@
 // `cairnctl backup create` orders one) over --agents agents of its own, then
 // its tasks end as their agents' results would end them. One JSON object on
 // stdout.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "controller/catalog/catalog.h"
 #include "controller/orders.h"

@@ -13,10 +13,12 @@
 //   reset          zero the counters (a phase of the driver starts)
 //   quit           stop
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -28,9 +30,6 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
 
 #include "agent/plan_gate.h"
 #include "bench/fleet/sim_agent.h"
@@ -60,8 +59,8 @@ void put(std::string& out, const char* name, const Mark& m) {
 void print_status(const Counters& c, size_t agents, size_t registered) {
   std::string out = "{";
   char buf[160];
-  std::snprintf(buf, sizeof buf, "\"t\":%.6f,\"agents\":%zu,\"registered\":%zu,\"progress_dropped\":%llu,", mono_now(),
-                agents, registered, (unsigned long long)c.progress_dropped);
+  std::snprintf(buf, sizeof buf, "\"t\":%.6f,\"agents\":%zu,\"registered\":%zu,\"progress_dropped\":%llu,", mono_now(), agents, registered,
+                (unsigned long long)c.progress_dropped);
   out += buf;
   put(out, "connects", c.connects);
   put(out, "refusals", c.refusals);
@@ -88,8 +87,8 @@ void raise_fd_limit(size_t agents) {
   setrlimit(RLIMIT_NOFILE, &r);
   // Per agent: the TCP connection, the DEALER's and the monitor pair's mailboxes.
   if (r.rlim_cur < agents * 4 + 64)
-    spdlog::warn("fleet-sim: RLIMIT_NOFILE {} is below the ~{} descriptors {} agents need; run more processes",
-                 r.rlim_cur, agents * 4 + 64, agents);
+    spdlog::warn("fleet-sim: RLIMIT_NOFILE {} is below the ~{} descriptors {} agents need; run more processes", r.rlim_cur, agents * 4 + 64,
+                 agents);
 }
 
 }  // namespace
@@ -108,8 +107,7 @@ int main(int argc, char** argv) {
   app.add_option("--prefix", options.name_prefix, "agent name prefix")->capture_default_str();
   app.add_option("--io-threads", io_threads)->capture_default_str();
   app.add_option("--status-ms", status_ms, "counters on stdout every this often")->capture_default_str();
-  app.add_option("--progress-rate", behaviour.progress_per_second, "progress events a second per task")
-      ->capture_default_str();
+  app.add_option("--progress-rate", behaviour.progress_per_second, "progress events a second per task")->capture_default_str();
   app.add_option("--task-ms", behaviour.duration_ms, "how long a task runs")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 

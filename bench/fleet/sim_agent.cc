@@ -18,12 +18,9 @@ namespace v1 = cairn::v1;
 
 namespace {
 
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+int64_t unix_now() { return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 // As agent/session.cc: refused by ZAP, retry after 2-3 s.
 constexpr auto kRefusedRetry = std::chrono::milliseconds(2000);
@@ -77,8 +74,7 @@ void SimAgent::connect() {
   zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 32);
   ::explicit_bzero(sec, sizeof sec);
   std::string mon = "inproc://fleet-sim-" + std::to_string(index_) + "-" + std::to_string(generation_ + 1);
-  if (zmq_socket_monitor(s, mon.c_str(), ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | agent::kLinkEvents) ==
-      0) {
+  if (zmq_socket_monitor(s, mon.c_str(), ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | agent::kLinkEvents) == 0) {
     monitor_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pair);
     monitor_->set(zmq::sockopt::linger, 0);
     monitor_->connect(mon);
@@ -185,16 +181,21 @@ void SimAgent::handle(const std::vector<std::string_view>& frames) {
         if (unacked_.size() < before) counters_.result_acks.hit(t);
       }
       break;
-    case v1::ControllerMessage::kHeartbeat: break;
-    case v1::ControllerMessage::kPlan: on_plan(msg.plan()); break;
+    case v1::ControllerMessage::kHeartbeat:
+      break;
+    case v1::ControllerMessage::kPlan:
+      on_plan(msg.plan());
+      break;
     case v1::ControllerMessage::kKeyAnnouncement: {
       v1::AgentMessage m;
       auto v = trust_.apply_announcement(as_bytes(msg.key_announcement()), unix_now());
       auto* a = m.mutable_key_ack();
       a->set_accepted(v.ok());
       a->set_reason(v.code());
-      if (v.ok()) a->set_announcement_id(v->announcement_id);
-      else a->set_detail(v.message());
+      if (v.ok())
+        a->set_announcement_id(v->announcement_id);
+      else
+        a->set_detail(v.message());
       send(m);
       counters_.key_acks.hit(t);
       break;
@@ -208,7 +209,8 @@ void SimAgent::handle(const std::vector<std::string_view>& frames) {
         counters_.errors.hit(t);
       }
       break;
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -289,8 +291,10 @@ void SimAgent::run_tasks(Clock::time_point now) {
       p->set_files_total(kFinalFiles);
       p->set_current_item("file-" + std::to_string(t.sent));
       p->set_at(unix_ms());
-      if (send(m)) counters_.progress.hit(mono_now());
-      else ++counters_.progress_dropped;
+      if (send(m))
+        counters_.progress.hit(mono_now());
+      else
+        ++counters_.progress_dropped;
     }
     if (elapsed.count() < int64_t(t.behaviour.duration_ms)) {
       ++it;

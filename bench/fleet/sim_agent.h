@@ -21,7 +21,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
@@ -49,8 +48,8 @@ struct Mark {
 
 struct Counters {
   // first_refusals: agents refused by ZAP at least once (the controller then lists them as pending).
-  Mark connects, refusals, first_refusals, approved_replies, pending_replies, not_registered, plans, plans_rejected, progress,
-      results, result_acks, key_acks, errors;
+  Mark connects, refusals, first_refusals, approved_replies, pending_replies, not_registered, plans, plans_rejected, progress, results,
+      result_acks, key_acks, errors;
   uint64_t progress_dropped = 0;  // the DEALER's send queue was full (a real agent drops progress too)
 };
 

@@ -50,9 +50,9 @@ nlohmann::json rss_by_mapping() {
     if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) && line.find('-') < line.find(' ')) {
       auto slash = line.find('/'), bracket = line.find('[');
       kind = line.find("[heap]") != std::string::npos ? "heap"
-             : slash != std::string::npos                ? "file"
-             : bracket != std::string::npos              ? "other"
-                                                         : "anonymous";
+             : slash != std::string::npos             ? "file"
+             : bracket != std::string::npos           ? "other"
+                                                      : "anonymous";
     } else if (line.rfind("Rss:", 0) == 0) {
       double mb = std::stod(line.substr(4)) / 1000;
       (kind == "heap" ? heap : kind == "file" ? files : anonymous) += mb;
@@ -68,8 +68,7 @@ std::pair<std::string, std::string> keypair() {
 }
 
 // The child: n DEALERs, one message each per round, then every answer.
-[[noreturn]] void run_dealers(const std::string& endpoint, const std::string& server_key, int n, int rounds,
-                              size_t bytes, int frames) {
+[[noreturn]] void run_dealers(const std::string& endpoint, const std::string& server_key, int n, int rounds, size_t bytes, int frames) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   try {
     zmq::context_t ctx(2);
@@ -92,8 +91,7 @@ std::pair<std::string, std::string> keypair() {
     std::string body(bytes, 'a');
     for (int r = 0; r < rounds; ++r) {
       for (auto& d : s)
-        for (int f = 0; f < frames; ++f)
-          d.send(zmq::buffer(body), f + 1 < frames ? zmq::send_flags::sndmore : zmq::send_flags::none);
+        for (int f = 0; f < frames; ++f) d.send(zmq::buffer(body), f + 1 < frames ? zmq::send_flags::sndmore : zmq::send_flags::none);
       for (auto& d : s) {
         for (int f = 0; f < frames; ++f) {
           zmq::message_t m;
@@ -117,8 +115,7 @@ std::string libzmq_path() {
   std::ifstream f("/proc/self/maps");
   std::string line;
   while (std::getline(f, line))
-    if (auto at = line.find('/'); at != std::string::npos && line.find("libzmq.so", at) != std::string::npos)
-      return line.substr(at);
+    if (auto at = line.find('/'); at != std::string::npos && line.find("libzmq.so", at) != std::string::npos) return line.substr(at);
   return "";
 }
 
@@ -201,9 +198,8 @@ int main(int argc, char** argv) {
   if (zap) router.set(zmq::sockopt::zap_domain, "floor");
   router.set(zmq::sockopt::backlog, 4096);
   router.set(zmq::sockopt::router_mandatory, 1);
-  if (batch_size > 0 &&
-      (zmq_setsockopt(router.handle(), in_batch_size, &batch_size, sizeof batch_size) != 0 ||
-       zmq_setsockopt(router.handle(), out_batch_size, &batch_size, sizeof batch_size) != 0))
+  if (batch_size > 0 && (zmq_setsockopt(router.handle(), in_batch_size, &batch_size, sizeof batch_size) != 0 ||
+                         zmq_setsockopt(router.handle(), out_batch_size, &batch_size, sizeof batch_size) != 0))
     throw zmq::error_t();
   router.bind("tcp://127.0.0.1:*");
   std::string endpoint = router.get(zmq::sockopt::last_endpoint);
@@ -239,8 +235,7 @@ int main(int argc, char** argv) {
       do (void)router.recv(m);
       while (m.more());
       router.send(id, zmq::send_flags::sndmore);
-      for (int f = 0; f < frames; ++f)
-        router.send(zmq::buffer(body), f + 1 < frames ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      for (int f = 0; f < frames; ++f) router.send(zmq::buffer(body), f + 1 < frames ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
     if (r == 0) fresh = rss_mb();
   }

@@ -15,7 +15,6 @@
 #include <chrono>
 #include <filesystem>
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 #include "common/repo/restorer.h"

@@ -116,8 +116,8 @@ bool skip_or_check(archive_entry* e, const std::string& path, const std::string&
     throw Error(Errc::corrupt, "'" + path + "' holds '" + terminal_safe(name) +
                                    "', which is not a regular file: a cairn export holds only meta.json and its repository's files");
   if (!allowed_name(name))
-    throw Error(Errc::corrupt, "'" + path + "' holds '" + terminal_safe(name) +
-                                   "': a cairn export holds only meta.json and files under repo/");
+    throw Error(Errc::corrupt,
+                "'" + path + "' holds '" + terminal_safe(name) + "': a cairn export holds only meta.json and files under repo/");
   return false;
 }
 
@@ -158,8 +158,8 @@ nlohmann::json read_meta(const std::string& path) {
     // Each field's type checked before its value is read: a wrong type is a
     // damaged export, never an exception of the JSON library.
     if (!meta.is_object() || !meta.contains("format") || !meta["format"].is_string() || meta["format"] != kFormat)
-      throw Error(Errc::unsupported, "'" + path + "' is not a cairn export this version reads (format '" +
-                                         std::string(kFormat) + "' expected)");
+      throw Error(Errc::unsupported,
+                  "'" + path + "' is not a cairn export this version reads (format '" + std::string(kFormat) + "' expected)");
     if (!meta["files"].is_object()) throw Error(Errc::corrupt, "meta.json in '" + path + "' lists no files");
     for (const auto& [n, f] : meta["files"].items())
       if (!allowed_name(n) || n == "meta.json" || !f.is_object() || !f.contains("size") || !f["size"].is_number_unsigned() ||
@@ -179,7 +179,7 @@ Extracted extract_archive(const std::string& path, const std::string& dir) {
   const auto& listed = out.meta["files"];
   uint64_t total = 0;
   for (const auto& [n, f] : listed.items()) total += f["size"].get<uint64_t>();
-  if (struct statvfs vf {}; ::statvfs(dir.c_str(), &vf) == 0 && total > uint64_t(vf.f_bavail) * vf.f_frsize)
+  if (struct statvfs vf{}; ::statvfs(dir.c_str(), &vf) == 0 && total > uint64_t(vf.f_bavail) * vf.f_frsize)
     throw Error(Errc::no_space, "the export's files (" + std::to_string(total) + " bytes, as its meta.json lists them) do not fit in '" +
                                     dir + "' (" + std::to_string(uint64_t(vf.f_bavail) * vf.f_frsize) +
                                     " bytes free): give --tmp-dir on a larger disk");
@@ -235,7 +235,8 @@ Extracted extract_archive(const std::string& path, const std::string& dir) {
     auto it = out.files.find(name);
     if (it == out.files.end()) throw Error(Errc::corrupt, "'" + path + "' lacks '" + terminal_safe(name) + "', which its meta.json lists");
     if (f.value("sha256", "") != it->second.second || f["size"].get<uint64_t>() != it->second.first)
-      throw Error(Errc::corrupt, "'" + terminal_safe(name) + "' in '" + path + "' does not match its checksum in meta.json: the export is damaged");
+      throw Error(Errc::corrupt,
+                  "'" + terminal_safe(name) + "' in '" + path + "' does not match its checksum in meta.json: the export is damaged");
   }
   if (!out.meta["snapshots"].is_array() || out.meta["snapshots"].empty())
     throw Error(Errc::corrupt, "meta.json in '" + path + "' lists no snapshot");

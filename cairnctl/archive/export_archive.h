@@ -12,11 +12,10 @@
 // The fuzz target tests/fuzz/export_archive.cc feeds it arbitrary bytes.
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace cairn::ctl::export_archive {
 

@@ -38,8 +38,7 @@ ChainReport verify_chain(const std::vector<AuditEvent>& events) {
       r.problem = "audit event " + std::to_string(e.seq) + " ('" + e.action + "'): " + why;
       return r;
     };
-    if (prev && e.seq != prev->seq + 1)
-      return bad("follows event " + std::to_string(prev->seq) + "; events in between are missing");
+    if (prev && e.seq != prev->seq + 1) return bad("follows event " + std::to_string(prev->seq) + "; events in between are missing");
     if (prev && e.prev_hash != prev->hash) return bad("prev_hash does not match the previous event's hash");
     if (!prev && e.seq == 1 && e.prev_hash != kGenesisHash) return bad("first event does not start the chain");
     if (audit_hash(e) != e.hash) return bad("hash does not match its content; the row was changed");

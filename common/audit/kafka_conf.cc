@@ -10,13 +10,14 @@ namespace {
 void log_cb(const rd_kafka_t*, int level, const char* fac, const char* buf) {
   // librdkafka's own lines (connection refused, broker down): warnings when they
   // are errors, debug otherwise; callers log what it means for them.
-  if (level <= 3) spdlog::warn("kafka {}: {}", fac, buf);
-  else spdlog::debug("kafka {}: {}", fac, buf);
+  if (level <= 3)
+    spdlog::warn("kafka {}: {}", fac, buf);
+  else
+    spdlog::debug("kafka {}: {}", fac, buf);
 }
 
 void trail_cb(rd_kafka_t*, int err, const char* reason, void* opaque) {
-  static_cast<ErrorTrail*>(opaque)->last =
-      std::string(reason ? reason : "") + " (" + rd_kafka_err2name(rd_kafka_resp_err_t(err)) + ")";
+  static_cast<ErrorTrail*>(opaque)->last = std::string(reason ? reason : "") + " (" + rd_kafka_err2name(rd_kafka_resp_err_t(err)) + ")";
 }
 
 }  // namespace
@@ -27,10 +28,8 @@ std::string explain(rd_kafka_t* rk, const ErrorTrail& trail, const KafkaClientSe
   if (!trail.last.empty()) out += "; last error: " + trail.last;
   bool auth = err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED ||
               trail.last.find("uthentication") != std::string::npos;
-  if (auth && s.security_protocol.rfind("sasl_", 0) == 0 && s.sasl_mechanism.rfind("SCRAM", 0) == 0 &&
-      rd_kafka_version() < 0x020601ff)
-    out += std::string(". If the password is right and the broker runs Kafka 4.0 or newer: librdkafka ") +
-           rd_kafka_version_str() +
+  if (auth && s.security_protocol.rfind("sasl_", 0) == 0 && s.sasl_mechanism.rfind("SCRAM", 0) == 0 && rd_kafka_version() < 0x020601ff)
+    out += std::string(". If the password is right and the broker runs Kafka 4.0 or newer: librdkafka ") + rd_kafka_version_str() +
            " cannot complete SCRAM with Kafka 4 (fixed in librdkafka 2.6.1, confluentinc/librdkafka#4895); use "
            "sasl_mechanism = \"PLAIN\" over sasl_ssl, or a client certificate (security_protocol = \"ssl\")";
   return out;

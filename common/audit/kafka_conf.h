@@ -36,8 +36,7 @@ struct ErrorTrail {
 // what to do: SCRAM against Kafka 4.x brokers fails with librdkafka before
 // 2.6.1 (its client-final-message repeats the client nonce; Kafka 4 checks
 // nonces strictly: confluentinc/librdkafka#4895).
-std::string explain(rd_kafka_t* rk, const ErrorTrail& trail, const KafkaClientSettings& s,
-                    rd_kafka_resp_err_t err);
+std::string explain(rd_kafka_t* rk, const ErrorTrail& trail, const KafkaClientSettings& s, rd_kafka_resp_err_t err);
 
 // The topic's `cleanup.policy` (librdkafka's DescribeConfigs through the
 // client rk), e.g. "delete" or "compact,delete"; empty (and why) when Kafka

@@ -33,17 +33,26 @@ Bytes checkpoint_signing_bytes(int64_t seq, const std::string& hash, int64_t tim
 }
 
 std::string encode_event(const AuditEvent& e) {
-  json j = {{"kind", "event"},   {"v", 1},           {"seq", e.seq},         {"event_id", e.event_id},
-            {"time", e.time},    {"actor", e.actor}, {"action", e.action},   {"target", e.target},
-            {"outcome", e.outcome}, {"reason", e.reason}, {"details", e.details}, {"prev_hash", e.prev_hash},
+  json j = {{"kind", "event"},      {"v", 1},
+            {"seq", e.seq},         {"event_id", e.event_id},
+            {"time", e.time},       {"actor", e.actor},
+            {"action", e.action},   {"target", e.target},
+            {"outcome", e.outcome}, {"reason", e.reason},
+            {"details", e.details}, {"prev_hash", e.prev_hash},
             {"hash", e.hash}};
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::string encode_checkpoint(const Checkpoint& c) {
-  json j = {{"kind", "checkpoint"}, {"v", 1},           {"seq", c.seq},
-            {"hash", c.hash},       {"time", c.time},   {"key_id", c.key_id},
-            {"public_key", c.public_key}, {"signature", c.signature}, {"announcements", c.announcements}};
+  json j = {{"kind", "checkpoint"},
+            {"v", 1},
+            {"seq", c.seq},
+            {"hash", c.hash},
+            {"time", c.time},
+            {"key_id", c.key_id},
+            {"public_key", c.public_key},
+            {"signature", c.signature},
+            {"announcements", c.announcements}};
   return j.dump();
 }
 
@@ -69,9 +78,8 @@ std::optional<Record> decode_record(std::string_view value, std::string& why) {
     AuditEvent& e = r.event;
     if (!get_int(j, "seq", e.seq) || !get_string(j, "event_id", e.event_id) || !get_int(j, "time", e.time) ||
         !get_string(j, "actor", e.actor) || !get_string(j, "action", e.action) || !get_string(j, "target", e.target) ||
-        !get_string(j, "outcome", e.outcome) || !get_string(j, "reason", e.reason) ||
-        !get_string(j, "details", e.details) || !get_string(j, "prev_hash", e.prev_hash) ||
-        !get_string(j, "hash", e.hash)) {
+        !get_string(j, "outcome", e.outcome) || !get_string(j, "reason", e.reason) || !get_string(j, "details", e.details) ||
+        !get_string(j, "prev_hash", e.prev_hash) || !get_string(j, "hash", e.hash)) {
       why = "an event record lacks a field or has one of the wrong type";
       return std::nullopt;
     }
@@ -85,9 +93,8 @@ std::optional<Record> decode_record(std::string_view value, std::string& why) {
     r.kind = Record::Kind::checkpoint;
     Checkpoint& c = r.checkpoint;
     auto a = j.find("announcements");
-    if (!get_int(j, "seq", c.seq) || !get_string(j, "hash", c.hash) || !get_int(j, "time", c.time) ||
-        !get_string(j, "key_id", c.key_id) || !get_string(j, "public_key", c.public_key) ||
-        !get_string(j, "signature", c.signature) || a == j.end() || !a->is_array()) {
+    if (!get_int(j, "seq", c.seq) || !get_string(j, "hash", c.hash) || !get_int(j, "time", c.time) || !get_string(j, "key_id", c.key_id) ||
+        !get_string(j, "public_key", c.public_key) || !get_string(j, "signature", c.signature) || a == j.end() || !a->is_array()) {
       why = "a checkpoint record lacks a field or has one of the wrong type";
       return std::nullopt;
     }

@@ -37,8 +37,8 @@ struct Checkpoint {
   std::string hash;
   int64_t time = 0;  // unix milliseconds
   std::string key_id;
-  std::string public_key;  // "ed25519:<base64>"
-  std::string signature;   // base64 of 64 bytes
+  std::string public_key;                  // "ed25519:<base64>"
+  std::string signature;                   // base64 of 64 bytes
   std::vector<std::string> announcements;  // base64 SignedEnvelope bytes
 };
 

@@ -10,9 +10,7 @@ namespace {
 
 std::string short_hash(const std::string& h) { return h.size() > 12 ? h.substr(0, 12) + "…" : h; }
 
-std::string range(int64_t first, int64_t last) {
-  return std::to_string(first) + (first == last ? "" : ".." + std::to_string(last));
-}
+std::string range(int64_t first, int64_t last) { return std::to_string(first) + (first == last ? "" : ".." + std::to_string(last)); }
 
 }  // namespace
 
@@ -85,8 +83,10 @@ void Verifier::feed(int64_t offset, std::string_view key, std::string_view value
   if (key != kRecordKey)
     problem("malformed", 0, 0, offset,
             "record at offset " + std::to_string(offset) + " has key '" + std::string(key) + "', not '" + kRecordKey + "'");
-  if (rec->kind == Record::Kind::event) on_event_record(offset, rec->event);
-  else on_checkpoint(offset, rec->checkpoint, on_event);
+  if (rec->kind == Record::Kind::event)
+    on_event_record(offset, rec->event);
+  else
+    on_checkpoint(offset, rec->checkpoint, on_event);
 }
 
 void Verifier::on_event_record(int64_t offset, const AuditEvent& e) {
@@ -105,18 +105,16 @@ void Verifier::on_event_record(int64_t offset, const AuditEvent& e) {
     // At or before the verified head.
     if (const std::string* h = seen_hash(e.seq); h && *h != e.hash)
       problem("forged", e.seq, e.seq, offset,
-              name + " differs from the event " + std::to_string(e.seq) + " a signed checkpoint verified (hash " +
-                  short_hash(*h) + ", this one " + short_hash(e.hash) + "): it is forged");
+              name + " differs from the event " + std::to_string(e.seq) + " a signed checkpoint verified (hash " + short_hash(*h) +
+                  ", this one " + short_hash(e.hash) + "): it is forged");
     else
-      problem("duplicate", e.seq, e.seq, offset,
-              name + " arrives again after the chain was verified past it (replayed)");
+      problem("duplicate", e.seq, e.seq, offset, name + " arrives again after the chain was verified past it (replayed)");
     return;
   }
   bool conflict = false;
   if (int i = pending_index(e.seq, e.hash); i >= 0) {
     problem("duplicate", e.seq, e.seq, offset,
-            name + " is a duplicate of the event read at offset " + std::to_string(st_.pending[size_t(i)].offset) +
-                " (replayed)");
+            name + " is a duplicate of the event read at offset " + std::to_string(st_.pending[size_t(i)].offset) + " (replayed)");
     return;
   }
   if (const PendingEvent* p = first_pending_at(e.seq)) {
@@ -139,10 +137,9 @@ void Verifier::on_event_record(int64_t offset, const AuditEvent& e) {
       last = std::max(last, st_.pending[i].event.seq);
     }
     problem("unsigned", first, last, st_.pending.front().offset,
-            std::to_string(n) + " event(s) " + range(first, last) + " (from offset " +
-                std::to_string(st_.pending.front().offset) + ") and " + std::to_string(kMaxPending - n) +
-                " more after them are not covered by any signed checkpoint; the oldest " + std::to_string(n) +
-                " are not verified");
+            std::to_string(n) + " event(s) " + range(first, last) + " (from offset " + std::to_string(st_.pending.front().offset) +
+                ") and " + std::to_string(kMaxPending - n) + " more after them are not covered by any signed checkpoint; the oldest " +
+                std::to_string(n) + " are not verified");
     st_.pending.erase(st_.pending.begin(), st_.pending.begin() + ptrdiff_t(n));
     reindex();
   }
@@ -150,8 +147,7 @@ void Verifier::on_event_record(int64_t offset, const AuditEvent& e) {
   index_last();
 }
 
-void Verifier::on_checkpoint(int64_t offset, const Checkpoint& c,
-                             const std::function<void(const AuditEvent&, int64_t)>& out) {
+void Verifier::on_checkpoint(int64_t offset, const Checkpoint& c, const std::function<void(const AuditEvent&, int64_t)>& out) {
   const std::string at = "checkpoint at offset " + std::to_string(offset) + " for event " + std::to_string(c.seq);
   plan::PublicKey pub{};
   if (!plan::parse_public_key(c.public_key, pub) || plan::key_id(pub) != c.key_id) {
@@ -228,8 +224,7 @@ void Verifier::on_checkpoint(int64_t offset, const Checkpoint& c,
         if (p.event.seq <= c.seq) have_to = std::max(have_to, p.event.seq);
       problem("truncated", have_to + 1, c.seq, offset,
               at + ": the controller signed events up to " + std::to_string(c.seq) + " but the topic holds them only up to " +
-                  std::to_string(have_to) + "; events " + range(have_to + 1, c.seq) + " were removed" +
-                  below(c.seq, 0));
+                  std::to_string(have_to) + "; events " + range(have_to + 1, c.seq) + " were removed" + below(c.seq, 0));
     }
     drop_upto(c.seq);
     // The signature tells event c.seq's genuine hash: what follows links to it.
@@ -274,21 +269,21 @@ void Verifier::on_checkpoint(int64_t offset, const Checkpoint& c,
           msg = "events " + range(first, s - 1) + " are missing: the " + at + " signs a chain that reaches back to event " +
                 std::to_string(s) + " (offset " + std::to_string(start.offset) + ")";
           if (st_.expected_seq == 0 && opt_.from_seq == 0 && first == 1)
-            msg += "; the trail does not start at event 1 (its head was removed, or is gone with the topic's retention): "
-                   "to verify from there on purpose, give --from-seq " + std::to_string(s);
+            msg +=
+                "; the trail does not start at event 1 (its head was removed, or is gone with the topic's retention): "
+                "to verify from there on purpose, give --from-seq " +
+                std::to_string(s);
         } else {
-          msg = "event " + std::to_string(s) + " (offset " + std::to_string(start.offset) +
-                ") does not link to the event " + std::to_string(s - 1) + " read before it: the chain was rewritten";
+          msg = "event " + std::to_string(s) + " (offset " + std::to_string(start.offset) + ") does not link to the event " +
+                std::to_string(s - 1) + " read before it: the chain was rewritten";
         }
-        problem(first <= s - 1 ? "gap" : "altered", first <= s - 1 ? first : s, first <= s - 1 ? s - 1 : s, offset,
-                msg + below(s - 1, 0));
+        problem(first <= s - 1 ? "gap" : "altered", first <= s - 1 ? first : s, first <= s - 1 ? s - 1 : s, offset, msg + below(s - 1, 0));
       }
     } else {
       // The first event after the verified head does not link to it.
       problem("altered", s, s, start.offset,
-              "event " + std::to_string(s) + " (offset " + std::to_string(start.offset) +
-                  "), which the " + at + " signs through, does not link to the verified event " + std::to_string(s - 1) +
-                  ": the chain was rewritten");
+              "event " + std::to_string(s) + " (offset " + std::to_string(start.offset) + "), which the " + at +
+                  " signs through, does not link to the verified event " + std::to_string(s - 1) + ": the chain was rewritten");
     }
   }
   // The signed chain: verified, handed out in seq order.
@@ -313,8 +308,7 @@ void Verifier::on_checkpoint(int64_t offset, const Checkpoint& c,
     problem("forged", p.event.seq, p.event.seq, p.offset,
             "event " + std::to_string(p.event.seq) + " '" + p.event.action + "' (offset " + std::to_string(p.offset) +
                 ") is not the event the controller signed: the " + at + " verifies " +
-                (genuine >= 0 ? "the event at offset " + std::to_string(genuine) : std::string("another chain")) +
-                "; it is forged");
+                (genuine >= 0 ? "the event at offset " + std::to_string(genuine) : std::string("another chain")) + "; it is forged");
   }
   drop_upto(c.seq);
   set_head(c.seq, c.hash);
@@ -336,9 +330,8 @@ std::string Verifier::expire(int64_t now_ms) {
       last = std::max(last, p.event.seq);
     }
     problem("unsigned", first, last, old.front().offset,
-            std::to_string(old.size()) + " event(s) " + range(first, last) + " (from offset " +
-                std::to_string(old.front().offset) + ") are not covered by any signed checkpoint " +
-                std::to_string(opt_.max_unsigned_ms / 1000) +
+            std::to_string(old.size()) + " event(s) " + range(first, last) + " (from offset " + std::to_string(old.front().offset) +
+                ") are not covered by any signed checkpoint " + std::to_string(opt_.max_unsigned_ms / 1000) +
                 " s after they were written (the controller signs at least every checkpoint interval): a tail rewritten "
                 "or cut after its last checkpoint, or forged events; they are not verified");
   }
@@ -346,12 +339,11 @@ std::string Verifier::expire(int64_t now_ms) {
   if (any && !stale_reported_ && now_ms - st_.checkpoint_time > opt_.max_unsigned_ms) {
     stale_reported_ = true;
     problem("stale", st_.checkpoint_seq, st_.checkpoint_seq, -1,
-            st_.checkpoint_time == 0
-                ? std::string("no signed checkpoint was read at all: nothing on the topic can be verified")
-                : "the newest signed checkpoint (event " + std::to_string(st_.checkpoint_seq) + ") was signed " +
-                      std::to_string((now_ms - st_.checkpoint_time) / 1000) +
-                      " s ago; the controller signs one at least every checkpoint interval while it runs: the tail "
-                      "after it was cut, or the controller is not publishing");
+            st_.checkpoint_time == 0 ? std::string("no signed checkpoint was read at all: nothing on the topic can be verified")
+                                     : "the newest signed checkpoint (event " + std::to_string(st_.checkpoint_seq) + ") was signed " +
+                                           std::to_string((now_ms - st_.checkpoint_time) / 1000) +
+                                           " s ago; the controller signs one at least every checkpoint interval while it runs: the tail "
+                                           "after it was cut, or the controller is not publishing");
   }
   if (st_.pending.empty()) return {};
   int64_t first = st_.pending.front().event.seq, last = first;
@@ -359,8 +351,8 @@ std::string Verifier::expire(int64_t now_ms) {
     first = std::min(first, p.event.seq);
     last = std::max(last, p.event.seq);
   }
-  return std::to_string(st_.pending.size()) + " event(s) " + range(first, last) +
-         " written in the last " + std::to_string(opt_.max_unsigned_ms / 1000) +
+  return std::to_string(st_.pending.size()) + " event(s) " + range(first, last) + " written in the last " +
+         std::to_string(opt_.max_unsigned_ms / 1000) +
          " s are held back until a signed checkpoint covers them (not written to the output yet)";
 }
 

@@ -49,11 +49,11 @@ struct PendingEvent {
 
 // Where a reader stands, saved between runs (cairn-audit --state).
 struct VerifierState {
-  int64_t next_offset = 0;       // the next topic offset to read
-  int64_t expected_seq = 0;      // the seq after the newest verified event; 0 before the first
-  std::string last_hash;         // hash of event expected_seq - 1
-  int64_t checkpoint_seq = 0;    // newest seq covered by a verified checkpoint
-  int64_t checkpoint_time = 0;   // the signed time (unix ms) of the newest verified checkpoint
+  int64_t next_offset = 0;            // the next topic offset to read
+  int64_t expected_seq = 0;           // the seq after the newest verified event; 0 before the first
+  std::string last_hash;              // hash of event expected_seq - 1
+  int64_t checkpoint_seq = 0;         // newest seq covered by a verified checkpoint
+  int64_t checkpoint_time = 0;        // the signed time (unix ms) of the newest verified checkpoint
   std::vector<PendingEvent> pending;  // read, not verified yet (topic order)
 };
 

@@ -9,7 +9,7 @@
 namespace cairn::plan {
 
 inline constexpr std::array<std::string_view, 7> kDrillDrivers = {"files",   "etcd",       "zookeeper", "prometheus",
-                                                                   "haproxy", "postgresql", "kafka"};
+                                                                  "haproxy", "postgresql", "kafka"};
 
 inline bool is_drill_driver(std::string_view driver) {
   return std::find(kDrillDrivers.begin(), kDrillDrivers.end(), driver) != kDrillDrivers.end();

@@ -35,8 +35,7 @@ Bytes sign_envelope(const SigningKey& key, std::string_view payload_type, std::s
   return Bytes(wire.begin(), wire.end());
 }
 
-Verdict<OpenedEnvelope> open_envelope(std::span<const uint8_t> envelope, const TrustStore& trust,
-                                      std::string_view expected_type) {
+Verdict<OpenedEnvelope> open_envelope(std::span<const uint8_t> envelope, const TrustStore& trust, std::string_view expected_type) {
   using V = Verdict<OpenedEnvelope>;
   cairn::v1::SignedEnvelope env;
   if (envelope.size() > proto::kMaxMessageBytes || !env.ParseFromArray(envelope.data(), int(envelope.size())))
@@ -52,10 +51,8 @@ Verdict<OpenedEnvelope> open_envelope(std::span<const uint8_t> envelope, const T
   const auto& sig = env.signature();
   const auto* sig_bytes = reinterpret_cast<const uint8_t*>(sig.data());
   const auto* body = reinterpret_cast<const uint8_t*>(env.payload().data());
-  if (!verify_signature(key->public_key, pae(env.payload_type(), {body, env.payload().size()}),
-                        {sig_bytes, sig.size()}))
-    return V::reject(cairn::v1::ERROR_CODE_BAD_SIGNATURE,
-                     "signature does not verify under key '" + env.key_id() + "'");
+  if (!verify_signature(key->public_key, pae(env.payload_type(), {body, env.payload().size()}), {sig_bytes, sig.size()}))
+    return V::reject(cairn::v1::ERROR_CODE_BAD_SIGNATURE, "signature does not verify under key '" + env.key_id() + "'");
   // Only now is the type trustworthy enough to act on.
   if (env.payload_type() != expected_type)
     return V::reject(cairn::v1::ERROR_CODE_UNKNOWN_PAYLOAD_TYPE,

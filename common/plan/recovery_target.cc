@@ -25,9 +25,9 @@ bool digits(const std::string& s, size_t pos, size_t n, int* out) {
 
 bool parse_time_us(const std::string& s, int64_t* us) {
   int Y, M, D, h, m, sec;
-  if (!digits(s, 0, 4, &Y) || s.size() < 19 || s[4] != '-' || !digits(s, 5, 2, &M) || s[7] != '-' ||
-      !digits(s, 8, 2, &D) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || !digits(s, 11, 2, &h) ||
-      s[13] != ':' || !digits(s, 14, 2, &m) || s[16] != ':' || !digits(s, 17, 2, &sec))
+  if (!digits(s, 0, 4, &Y) || s.size() < 19 || s[4] != '-' || !digits(s, 5, 2, &M) || s[7] != '-' || !digits(s, 8, 2, &D) ||
+      (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || !digits(s, 11, 2, &h) || s[13] != ':' || !digits(s, 14, 2, &m) || s[16] != ':' ||
+      !digits(s, 17, 2, &sec))
     return false;
   if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60) return false;
   size_t i = 19;
@@ -84,23 +84,22 @@ std::string format_time_us(int64_t us) {
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02d %02d:%02d:%02d.%06lld+00", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<long long>(f));
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02d %02d:%02d:%02d.%06lld+00", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                tm.tm_min, tm.tm_sec, static_cast<long long>(f));
   return buf;
 }
 
 bool parse_lsn(const std::string& s, uint64_t* lsn) {
   auto slash = s.find('/');
-  if (slash == std::string::npos || slash == 0 || slash > 8 || s.size() - slash - 1 == 0 || s.size() - slash - 1 > 8)
-    return false;
+  if (slash == std::string::npos || slash == 0 || slash > 8 || s.size() - slash - 1 == 0 || s.size() - slash - 1 > 8) return false;
   uint64_t hi = 0, lo = 0;
   for (size_t i = 0; i < s.size(); ++i) {
     if (i == slash) continue;
     char c = s[i];
     int v = std::isdigit(static_cast<unsigned char>(c)) ? c - '0'
-            : (c >= 'a' && c <= 'f')                   ? c - 'a' + 10
-            : (c >= 'A' && c <= 'F')                   ? c - 'A' + 10
-                                                       : -1;
+            : (c >= 'a' && c <= 'f')                    ? c - 'a' + 10
+            : (c >= 'A' && c <= 'F')                    ? c - 'A' + 10
+                                                        : -1;
     if (v < 0) return false;
     (i < slash ? hi : lo) = ((i < slash ? hi : lo) << 4) | uint64_t(v);
   }
@@ -117,12 +116,18 @@ std::string format_lsn(uint64_t lsn) {
 std::string ParsedTarget::describe() const {
   std::string edge = exclusive ? " (exclusive)" : "";
   switch (kind) {
-    case v1::RecoveryTarget::KIND_LATEST: return "the latest archived WAL";
-    case v1::RecoveryTarget::KIND_IMMEDIATE: return "the end of the base backup";
-    case v1::RecoveryTarget::KIND_TIME: return "time " + format_time_us(time_us) + edge;
-    case v1::RecoveryTarget::KIND_LSN: return "LSN " + format_lsn(lsn) + edge;
-    case v1::RecoveryTarget::KIND_XID: return "transaction " + std::to_string(xid) + edge;
-    default: return "none";
+    case v1::RecoveryTarget::KIND_LATEST:
+      return "the latest archived WAL";
+    case v1::RecoveryTarget::KIND_IMMEDIATE:
+      return "the end of the base backup";
+    case v1::RecoveryTarget::KIND_TIME:
+      return "time " + format_time_us(time_us) + edge;
+    case v1::RecoveryTarget::KIND_LSN:
+      return "LSN " + format_lsn(lsn) + edge;
+    case v1::RecoveryTarget::KIND_XID:
+      return "transaction " + std::to_string(xid) + edge;
+    default:
+      return "none";
   }
 }
 
@@ -149,8 +154,7 @@ std::string parse_recovery_target(const v1::RecoveryTarget& t, ParsedTarget* out
     case v1::RecoveryTarget::KIND_XID: {
       if (t.value().empty() || t.value().size() > 19) return "recovery target transaction '" + t.value() + "' is not a transaction id";
       for (char c : t.value())
-        if (!std::isdigit(static_cast<unsigned char>(c)))
-          return "recovery target transaction '" + t.value() + "' is not a transaction id";
+        if (!std::isdigit(static_cast<unsigned char>(c))) return "recovery target transaction '" + t.value() + "' is not a transaction id";
       p.xid = std::stoull(t.value());
       if (p.xid < 3) return "recovery target transaction '" + t.value() + "' is not a normal transaction id (3 or more)";
       break;

@@ -14,9 +14,9 @@ inline bool replays_to_target(const std::string& driver) { return driver == "pos
 
 struct ParsedTarget {
   cairn::v1::RecoveryTarget::Kind kind = cairn::v1::RecoveryTarget::KIND_UNSPECIFIED;
-  int64_t time_us = 0;       // KIND_TIME: microseconds since the epoch, UTC
-  uint64_t lsn = 0;          // KIND_LSN
-  uint64_t xid = 0;          // KIND_XID
+  int64_t time_us = 0;  // KIND_TIME: microseconds since the epoch, UTC
+  uint64_t lsn = 0;     // KIND_LSN
+  uint64_t xid = 0;     // KIND_XID
   bool exclusive = false;
   // The timeline to follow: latest (0 with timeline_current false), current
   // (the base backup's), or timeline N.

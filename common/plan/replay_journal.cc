@@ -36,8 +36,8 @@ ReplayJournal ReplayJournal::open(const std::string& path) {
   try {
     if (doc.at("format").get<std::string>() != kFormat) corrupt(path, "wrong format name");
     if (doc.at("version").get<int>() != kVersion)
-      throw Error(Errc::unsupported, "replay journal '" + path + "' has version " +
-                                         std::to_string(doc.at("version").get<int>()) + "; upgrade cairn-agent");
+      throw Error(Errc::unsupported,
+                  "replay journal '" + path + "' has version " + std::to_string(doc.at("version").get<int>()) + "; upgrade cairn-agent");
     for (const auto& [controller, seq] : doc.at("sequences").items()) j.sequences_[controller] = seq.get<uint64_t>();
     for (const auto& p : doc.at("plans")) {
       Bytes nonce;

@@ -43,9 +43,7 @@ std::string key_id(const PublicKey& pub) {
   return to_hex(std::span<const uint8_t>(h.data(), 8));
 }
 
-std::string format_public_key(const PublicKey& pub) {
-  return std::string(kPublicPrefix) + to_base64(pub);
-}
+std::string format_public_key(const PublicKey& pub) { return std::string(kPublicPrefix) + to_base64(pub); }
 
 bool parse_public_key(std::string_view text, PublicKey& out) {
   if (!text.starts_with(kPublicPrefix)) return false;
@@ -75,8 +73,7 @@ std::vector<PublicKey> read_public_key_file(const std::string& path) {
   return keys;
 }
 
-bool verify_signature(const PublicKey& pub, std::span<const uint8_t> message,
-                      std::span<const uint8_t> sig) {
+bool verify_signature(const PublicKey& pub, std::span<const uint8_t> message, std::span<const uint8_t> sig) {
   if (sig.size() != std::tuple_size_v<Signature>) return false;
   sodium_ready();
   // Stricter than RFC 8032 requires: a non-canonical S, a small-order R or
@@ -120,12 +117,11 @@ SigningKey SigningKey::load(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw_errno("cannot read signing key file", path, errno);
   if (st.st_mode & 077)
-    throw Error(Errc::invalid_input, "signing key file '" + path + "' is readable by group or others (mode " +
-                                         mode_text(st.st_mode) + "); run 'chmod 600 " + path + "'");
+    throw Error(Errc::invalid_input, "signing key file '" + path + "' is readable by group or others (mode " + mode_text(st.st_mode) +
+                                         "); run 'chmod 600 " + path + "'");
   std::string text = read_secret_file(path);
   Bytes seed;
-  if (!text.starts_with(kPrivatePrefix) || !from_base64(std::string_view(text).substr(kPrivatePrefix.size()), seed) ||
-      seed.size() != 32)
+  if (!text.starts_with(kPrivatePrefix) || !from_base64(std::string_view(text).substr(kPrivatePrefix.size()), seed) || seed.size() != 32)
     throw Error(Errc::invalid_input, "signing key file '" + path + "' is not a cairn ed25519 private key");
   SigningKey key = from_seed(seed);
   std::fill(seed.begin(), seed.end(), 0);

@@ -32,8 +32,7 @@ bool parse_public_key(std::string_view text, PublicKey& out);
 std::vector<PublicKey> read_public_key_file(const std::string& path);
 
 // True when sig is a valid Ed25519 signature of message under pub.
-bool verify_signature(const PublicKey& pub, std::span<const uint8_t> message,
-                      std::span<const uint8_t> sig);
+bool verify_signature(const PublicKey& pub, std::span<const uint8_t> message, std::span<const uint8_t> sig);
 
 class SigningKey {
  public:

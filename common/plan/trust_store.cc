@@ -18,8 +18,7 @@ constexpr std::string_view kFormat = "cairn-trusted-keys";
 constexpr int kVersion = 1;
 
 [[noreturn]] void corrupt(const std::string& path, const std::string& why) {
-  throw Error(Errc::corrupt, "trusted key file '" + path + "' is unreadable (" + why +
-                                 "); restore it from a backup or re-enrol the agent");
+  throw Error(Errc::corrupt, "trusted key file '" + path + "' is unreadable (" + why + "); restore it from a backup or re-enrol the agent");
 }
 
 }  // namespace
@@ -38,8 +37,8 @@ TrustStore TrustStore::open(const std::string& path) {
   try {
     if (j.at("format").get<std::string>() != kFormat) corrupt(path, "wrong format name");
     if (j.at("version").get<int>() != kVersion)
-      throw Error(Errc::unsupported, "trusted key file '" + path + "' has version " +
-                                         std::to_string(j.at("version").get<int>()) + "; upgrade cairn-agent");
+      throw Error(Errc::unsupported,
+                  "trusted key file '" + path + "' has version " + std::to_string(j.at("version").get<int>()) + "; upgrade cairn-agent");
     for (const auto& k : j.at("keys")) {
       TrustedKey key;
       if (!parse_public_key(k.at("public_key").get<std::string>(), key.public_key)) corrupt(path, "bad public key");
@@ -81,28 +80,22 @@ Verdict<KeyChange> TrustStore::apply_announcement(std::span<const uint8_t> envel
   if (!ann.ParseFromArray(opened->payload.data(), int(opened->payload.size())))
     return V::reject(cairn::v1::ERROR_CODE_MALFORMED_PAYLOAD, "key announcement does not parse");
   PublicKey pub{};
-  if (ann.announcement_id().empty() || ann.new_public_key().size() != pub.size() ||
-      ann.expires_at() <= ann.issued_at())
-    return V::reject(cairn::v1::ERROR_CODE_MALFORMED_PAYLOAD,
-                     "key announcement needs an id, a 32-byte key and expires_at after issued_at");
+  if (ann.announcement_id().empty() || ann.new_public_key().size() != pub.size() || ann.expires_at() <= ann.issued_at())
+    return V::reject(cairn::v1::ERROR_CODE_MALFORMED_PAYLOAD, "key announcement needs an id, a 32-byte key and expires_at after issued_at");
   // Same clock rule as plans; no not_before field, so issued_at stands in with
   // the same tolerance for an agent clock that runs behind.
   constexpr int64_t kSkew = 60;
   if (now + kSkew < ann.issued_at())
-    return V::reject(cairn::v1::ERROR_CODE_NOT_YET_VALID, "key announcement '" + ann.announcement_id() +
-                                                              "' is issued in the future");
+    return V::reject(cairn::v1::ERROR_CODE_NOT_YET_VALID, "key announcement '" + ann.announcement_id() + "' is issued in the future");
   if (now >= ann.expires_at())
-    return V::reject(cairn::v1::ERROR_CODE_EXPIRED,
-                     "key announcement '" + ann.announcement_id() + "' has expired");
+    return V::reject(cairn::v1::ERROR_CODE_EXPIRED, "key announcement '" + ann.announcement_id() + "' has expired");
   std::copy(ann.new_public_key().begin(), ann.new_public_key().end(), pub.begin());
   std::string new_id = key_id(pub);
   if (retired_.count(new_id))
-    return V::reject(cairn::v1::ERROR_CODE_KEY_RETIRED,
-                     "key '" + new_id + "' was retired and cannot be trusted again");
+    return V::reject(cairn::v1::ERROR_CODE_KEY_RETIRED, "key '" + new_id + "' was retired and cannot be trusted again");
   for (const auto& r : ann.retire_key_ids())
     if (r == new_id)
-      return V::reject(cairn::v1::ERROR_CODE_MALFORMED_PAYLOAD,
-                       "key announcement adds and retires the same key '" + new_id + "'");
+      return V::reject(cairn::v1::ERROR_CODE_MALFORMED_PAYLOAD, "key announcement adds and retires the same key '" + new_id + "'");
 
   // Build the next state and persist it before it takes effect, so a failed
   // write leaves the agent with the keys it had.
@@ -135,8 +128,7 @@ void TrustStore::save() const {
   j["version"] = kVersion;
   j["keys"] = nlohmann::json::array();
   for (const auto& [id, k] : keys_)
-    j["keys"].push_back({{"key_id", id}, {"public_key", format_public_key(k.public_key)},
-                         {"added_at", k.added_at}, {"source", k.source}});
+    j["keys"].push_back({{"key_id", id}, {"public_key", format_public_key(k.public_key)}, {"added_at", k.added_at}, {"source", k.source}});
   j["retired"] = retired_;
   std::string text = j.dump(2) + "\n";
   write_file_atomic(path_, as_bytes(text), 0644);

@@ -41,14 +41,14 @@ struct VerifiedPlan {
 // Checks without changing anything. agent_key is this agent's 32-byte CURVE
 // public key; now is unix seconds.
 [[nodiscard]] Verdict<VerifiedPlan> verify_plan(std::span<const uint8_t> envelope, const TrustStore& trust,
-                                                std::span<const uint8_t> agent_key, int64_t now,
-                                                const ReplayJournal& journal, const VerifyOptions& options = {});
+                                                std::span<const uint8_t> agent_key, int64_t now, const ReplayJournal& journal,
+                                                const VerifyOptions& options = {});
 
 // verify_plan(), then records the plan in the journal (persisted before this
 // returns). A journal that cannot be written refuses the plan with `internal`:
 // accepting what cannot be remembered would reopen the replay window.
 [[nodiscard]] Verdict<VerifiedPlan> accept_plan(std::span<const uint8_t> envelope, const TrustStore& trust,
-                                                std::span<const uint8_t> agent_key, int64_t now,
-                                                ReplayJournal& journal, const VerifyOptions& options = {});
+                                                std::span<const uint8_t> agent_key, int64_t now, ReplayJournal& journal,
+                                                const VerifyOptions& options = {});
 
 }  // namespace cairn::plan

@@ -1,8 +1,8 @@
 #include "common/repo/archiver.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fnmatch.h>
-#include <dirent.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -43,8 +43,9 @@ std::string user_name(uid_t uid) {
   std::lock_guard g(mu);
   auto it = cache.find(uid);
   if (it != cache.end()) return it->second;
-  struct passwd pwd {}, *pw = nullptr;
-  std::vector<char> buf(4096);  // not on the stack: the walk's stack grows with the tree's depth
+  struct passwd pwd {
+  }, *pw = nullptr;
+  std::vector<char> buf(4096);                         // not on the stack: the walk's stack grows with the tree's depth
   getpwuid_r(uid, &pwd, buf.data(), buf.size(), &pw);  // the _r form: other threads look up names too
   return cache[uid] = pw ? pw->pw_name : "";
 }
@@ -54,7 +55,8 @@ std::string group_name(gid_t gid) {
   std::lock_guard g(mu);
   auto it = cache.find(gid);
   if (it != cache.end()) return it->second;
-  struct group grp {}, *gr = nullptr;
+  struct group grp {
+  }, *gr = nullptr;
   std::vector<char> buf(4096);
   getgrgid_r(gid, &grp, buf.data(), buf.size(), &gr);
   return cache[gid] = gr ? gr->gr_name : "";
@@ -96,14 +98,22 @@ void read_xattrs(const std::string& long_path, Node& n) {
 
 bool fill_node(const std::string& name, const struct stat& st, Node& n) {
   n.name = name;
-  if (S_ISREG(st.st_mode)) n.type = NodeType::file;
-  else if (S_ISDIR(st.st_mode)) n.type = NodeType::dir;
-  else if (S_ISLNK(st.st_mode)) n.type = NodeType::symlink;
-  else if (S_ISCHR(st.st_mode)) n.type = NodeType::chardev;
-  else if (S_ISBLK(st.st_mode)) n.type = NodeType::blockdev;
-  else if (S_ISFIFO(st.st_mode)) n.type = NodeType::fifo;
-  else if (S_ISSOCK(st.st_mode)) n.type = NodeType::socket;
-  else return false;
+  if (S_ISREG(st.st_mode))
+    n.type = NodeType::file;
+  else if (S_ISDIR(st.st_mode))
+    n.type = NodeType::dir;
+  else if (S_ISLNK(st.st_mode))
+    n.type = NodeType::symlink;
+  else if (S_ISCHR(st.st_mode))
+    n.type = NodeType::chardev;
+  else if (S_ISBLK(st.st_mode))
+    n.type = NodeType::blockdev;
+  else if (S_ISFIFO(st.st_mode))
+    n.type = NodeType::fifo;
+  else if (S_ISSOCK(st.st_mode))
+    n.type = NodeType::socket;
+  else
+    return false;
   n.mode = st.st_mode & 07777;
   n.uid = st.st_uid;
   n.gid = st.st_gid;
@@ -160,7 +170,7 @@ struct Child {
   std::shared_ptr<FileState> fs;  // a file being read (or the first of its hard-link group)
   // Identical to the parent snapshot's node (for a dir: the whole subtree).
   bool same = false;
-  bool waiting = false;  // a directory whose tree is not written yet
+  bool waiting = false;              // a directory whose tree is not written yet
   uint64_t parent_pos = UINT64_MAX;  // its node's place in the parent's listing, when found in order
 };
 
@@ -180,16 +190,16 @@ struct Child {
 // writes that prefix from the parent's tree, read again, first.
 struct Dir {
   Dir* parent = nullptr;
-  size_t slot = 0;  // this directory's node in parent->children (a slot number: see first)
-  std::mutex mu;    // children: a subdirectory finishing on another thread writes its subtree id
+  size_t slot = 0;             // this directory's node in parent->children (a slot number: see first)
+  std::mutex mu;               // children: a subdirectory finishing on another thread writes its subtree id
   std::deque<Child> children;  // not written yet; children[0] is slot `first`
   size_t first = 0;
   TreeWriter text;
   std::unique_ptr<Repository::BlobStream> stream;
-  uint64_t added = 0;       // children added, failed files included
-  bool all_same = true;     // every child written (or counted) was the parent's
-  bool in_order = true;     // false when sharing writes: children are sorted at the end
-  bool lazy = false;        // the children so far are the parent's first same_prefix nodes, not written
+  uint64_t added = 0;    // children added, failed files included
+  bool all_same = true;  // every child written (or counted) was the parent's
+  bool in_order = true;  // false when sharing writes: children are sorted at the end
+  bool lazy = false;     // the children so far are the parent's first same_prefix nodes, not written
   uint64_t same_prefix = 0;
   std::optional<BlobId> parent_tree;  // the parent snapshot's tree of this directory
   std::atomic<int> pending{1};
@@ -234,8 +244,10 @@ class BlockPool : public std::enable_shared_from_this<BlockPool> {
  private:
   void give(uint8_t* p) {
     std::lock_guard g(mu_);
-    if (spare_.size() < keep_) spare_.push_back(p);
-    else delete[] p;
+    if (spare_.size() < keep_)
+      spare_.push_back(p);
+    else
+      delete[] p;
   }
   const size_t size_, keep_;
   std::mutex mu_;
@@ -368,7 +380,7 @@ class Backup {
   void reader_loop();
   void read_file(ReadBuffer& rb, const std::shared_ptr<FileState>& fs);
   uint64_t read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len, const Chunker& ch,
-                  size_t& seq);
+                      size_t& seq);
   void submit(Task t);
   void worker_loop();
   void finish_chunk(FileState& fs);
@@ -393,7 +405,7 @@ class Backup {
   Repository& repo_;
   const BackupOptions& opt_;
   BackupResult res_;
-  bool stream_ = false;  // stdin: read(), not pread()
+  bool stream_ = false;            // stdin: read(), not pread()
   std::set<std::string> sources_;  // absolute, normalized; "" is the root
   std::unique_ptr<ParentListing> parent_root_;
   std::optional<BlobId> parent_root_tree_;
@@ -426,7 +438,7 @@ class Backup {
   std::atomic<bool> abort_{false};
 
   std::atomic<uint64_t> files_done_{0}, bytes_done_{0};
-  std::atomic<uint64_t> changed_during_{0};  // files that changed while they were read
+  std::atomic<uint64_t> changed_during_{0};              // files that changed while they were read
   std::atomic<uint64_t> walk_files_{0}, walk_bytes_{0};  // found by the walk so far
   std::atomic<uint64_t> count_files_{0}, count_bytes_{0};
   std::atomic<bool> walked_{false}, counted_{false};
@@ -439,8 +451,7 @@ class Backup {
 std::string Backup::real(const std::string& path) const {
   for (const auto& [as, from] : opt_.path_map) {
     if (path == as) return from;
-    if (path.size() > as.size() && path.compare(0, as.size(), as) == 0 && path[as.size()] == '/')
-      return from + path.substr(as.size());
+    if (path.size() > as.size() && path.compare(0, as.size(), as) == 0 && path[as.size()] == '/') return from + path.substr(as.size());
   }
   return path;
 }
@@ -469,8 +480,7 @@ std::vector<std::string> Backup::source_steps(const std::string& dpath) const {
 void Backup::error(const std::string& path, const std::string& reason) {
   // A database's base backup: its log repairs what changed or vanished while
   // the files were read (BackupOptions::changes_repaired).
-  if (opt_.changes_repaired &&
-      (reason.rfind(kChangedWhileRead, 0) == 0 || reason.rfind("vanished before it could be read", 0) == 0))
+  if (opt_.changes_repaired && (reason.rfind(kChangedWhileRead, 0) == 0 || reason.rfind("vanished before it could be read", 0) == 0))
     return;
   std::lock_guard g(err_mu_);
   errors_.push_back({path, reason});
@@ -591,8 +601,10 @@ void Backup::walk_dir(Dir& dir, const std::string& dpath, ParentListing* ptree, 
     std::string n = e->d_name;
     if (n == "." || n == "..") continue;
     // Sharing writes: directories (a topic's partitions) are read in an order of their own, below.
-    if (opt_.walk_start > 0 && opt_.walk_start < 1 && e->d_type == DT_DIR) subdirs.push_back(std::move(n));
-    else names.push_back(std::move(n));
+    if (opt_.walk_start > 0 && opt_.walk_start < 1 && e->d_type == DT_DIR)
+      subdirs.push_back(std::move(n));
+    else
+      names.push_back(std::move(n));
   }
   ::closedir(d);
   std::sort(names.begin(), names.end());
@@ -609,8 +621,8 @@ void Backup::walk_dir(Dir& dir, const std::string& dpath, ParentListing* ptree, 
       uint64_t ha = h(a), hb = h(b);
       return ha != hb ? ha < hb : a < b;
     });
-    std::rotate(subdirs.begin(),
-                subdirs.begin() + ptrdiff_t(double(subdirs.size()) * opt_.walk_start) % ptrdiff_t(subdirs.size()), subdirs.end());
+    std::rotate(subdirs.begin(), subdirs.begin() + ptrdiff_t(double(subdirs.size()) * opt_.walk_start) % ptrdiff_t(subdirs.size()),
+                subdirs.end());
     for (auto& n : subdirs) names.push_back(std::move(n));
   }
   for (const auto& n : names) {
@@ -637,7 +649,8 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
                         size_t depth) {
   struct stat st {};
   if (lstat_long(real(path), &st) != 0) {
-    error(path, std::string(errno == ENOENT ? "vanished before it could be read" : "cannot stat: ") + (errno == ENOENT ? "" : strerror(errno)));
+    error(path,
+          std::string(errno == ENOENT ? "vanished before it could be read" : "cannot stat: ") + (errno == ENOENT ? "" : strerror(errno)));
     return;
   }
   Child c;
@@ -685,7 +698,8 @@ void Backup::walk_entry(Dir& parent, const std::string& name, const std::string&
     if (sub && pn && !opt_.force && same_metadata(meta, *pn) && pn->subtree && repo_.index().contains(*pn->subtree)) {
       uint64_t entries = sub->entries();
       std::lock_guard g(d->mu);
-      same = d->added == entries && d->all_same && std::all_of(d->children.begin(), d->children.end(), [](const Child& x) { return x.same; });
+      same =
+          d->added == entries && d->all_same && std::all_of(d->children.begin(), d->children.end(), [](const Child& x) { return x.same; });
     }
     sub.reset();  // the parent's listing goes before this directory's tree is written
     if (same) {
@@ -805,19 +819,18 @@ void Backup::submit(Task t) {
   std::unique_lock lk(qmu_);
   // A reader that finds the queue full waits until it is half empty and then adds
   // several chunks: waking it for every chunk taken cost a context switch per chunk.
-  if (queued_bytes_ >= queue_cap_)
-    q_not_full_.wait(lk, [&] { return queued_bytes_ <= queue_cap_ / 2 || queue_.empty() || abort_.load(); });
+  if (queued_bytes_ >= queue_cap_) q_not_full_.wait(lk, [&] { return queued_bytes_ <= queue_cap_ / 2 || queue_.empty() || abort_.load(); });
   if (abort_) throw Error(Errc::interrupted, "aborted");
   queued_bytes_ += t.data.size();
   queue_.push_back(std::move(t));
   q_not_empty_.notify_one();
 }
 
-uint64_t Backup::read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len,
-                            const Chunker& ch, size_t& seq) {
+uint64_t Backup::read_range(ReadBuffer& rb, int fd, const std::shared_ptr<FileState>& fs, uint64_t off, uint64_t len, const Chunker& ch,
+                            size_t& seq) {
   const size_t maxc = ch.params().max_size;
   const size_t cap = blocks_->block_size();  // at least twice maxc
-  ch.restart();  // a sparse file's extents do not follow one another
+  ch.restart();                              // a sparse file's extents do not follow one another
   uint64_t remaining = len;
   bool eof = false;
   while (true) {
@@ -936,14 +949,14 @@ void Backup::read_file(ReadBuffer& rb, const std::shared_ptr<FileState>& fs) {
     }
     // Torn when its size or modification time moved between open and end of read.
     struct stat end {};
-    if (fstat(fd, &end) == 0 &&
-        (short_read || uint64_t(end.st_size) != size || fs->size != size || end.st_mtim.tv_sec != st.st_mtim.tv_sec ||
-         end.st_mtim.tv_nsec != st.st_mtim.tv_nsec)) {
+    if (fstat(fd, &end) == 0 && (short_read || uint64_t(end.st_size) != size || fs->size != size ||
+                                 end.st_mtim.tv_sec != st.st_mtim.tv_sec || end.st_mtim.tv_nsec != st.st_mtim.tv_nsec)) {
       std::lock_guard g(fs->mu);
       fs->changed = std::string(kChangedWhileRead) + " (" + std::to_string(size) + " bytes at open, " + std::to_string(end.st_size) +
-                    " at the end" + (end.st_mtim.tv_sec != st.st_mtim.tv_sec || end.st_mtim.tv_nsec != st.st_mtim.tv_nsec
-                                          ? ", modified meanwhile" : "") +
-                    "): the " + std::to_string(fs->size) + " bytes read are recorded but may mix old and new content; back it up again when it is not being written";
+                    " at the end" +
+                    (end.st_mtim.tv_sec != st.st_mtim.tv_sec || end.st_mtim.tv_nsec != st.st_mtim.tv_nsec ? ", modified meanwhile" : "") +
+                    "): the " + std::to_string(fs->size) +
+                    " bytes read are recorded but may mix old and new content; back it up again when it is not being written";
     }
   } catch (const Error& e) {
     if (abort_) throw;
@@ -1014,12 +1027,12 @@ void Backup::worker_loop() {
           // claimed chunk by chunk: a chunk another writer claimed is waited
           // for, whichever file it comes in.
           if (!repo_.claim(id)) repo_.wait_for_blob(id, std::chrono::milliseconds(1500), opt_.cancel);
-        } else if (t.fs->trailing && !repo_.has_blob(id) &&
-                   !repo_.wait_for_blob(id, std::chrono::milliseconds(1500), opt_.cancel)) {
+        } else if (t.fs->trailing && !repo_.has_blob(id) && !repo_.wait_for_blob(id, std::chrono::milliseconds(1500), opt_.cancel)) {
           t.fs->trailing = false;
         }
       }
-      repo_.save_blob_as(BlobType::data, t.data, id, t.fs->profile == ChunkProfile::page || t.fs->profile == ChunkProfile::relation ? BlobHint::page : BlobHint::none);
+      repo_.save_blob_as(BlobType::data, t.data, id,
+                         t.fs->profile == ChunkProfile::page || t.fs->profile == ChunkProfile::relation ? BlobHint::page : BlobHint::none);
       t.block.reset();  // the block may go back to the pool
       {
         std::lock_guard g(t.fs->mu);
@@ -1043,7 +1056,8 @@ void Backup::file_done(FileState& fs) {
   // Sharing writes: what this file added is written and indexed now, where
   // the other writers look for it, not when the pack is full.
   if (opt_.share_writes && fs.size >= kClaimMinFile) repo_.publish_open_pack();
-  if (fs.failed) error(fs.path, fs.error);  // whatever was read of it still counts toward the bytes seen
+  if (fs.failed)
+    error(fs.path, fs.error);  // whatever was read of it still counts toward the bytes seen
   else if (!fs.changed.empty()) {
     error(fs.path, fs.changed);
     ++changed_during_;
@@ -1179,7 +1193,8 @@ void Backup::load_parent(Snapshot& snap) {
     snap.parent = parent;
   } catch (const Error& e) {
     parent_root_.reset();  // fall back to reading everything
-    if (named_only) res_.parent_note = "the named parent '" + parent.substr(0, 8) + "' cannot be read (" + e.what() + "); every file is read";
+    if (named_only)
+      res_.parent_note = "the named parent '" + parent.substr(0, 8) + "' cannot be read (" + e.what() + "); every file is read";
   }
 }
 
@@ -1203,8 +1218,7 @@ BackupResult Backup::run() {
     snap.paths = {"stdin:" + opt_.stdin_name};
   } else {
     if (opt_.paths.empty()) throw Error(Errc::invalid_input, "nothing to back up: give at least one path");
-    for (const auto& p : opt_.paths)
-      snap.paths.push_back(std::filesystem::absolute(std::filesystem::path(p)).lexically_normal().string());
+    for (const auto& p : opt_.paths) snap.paths.push_back(std::filesystem::absolute(std::filesystem::path(p)).lexically_normal().string());
     std::sort(snap.paths.begin(), snap.paths.end());
     for (const auto& [as, from] : opt_.path_map)
       if (!std::binary_search(snap.paths.begin(), snap.paths.end(), as) || from.empty() || from[0] != '/')
@@ -1227,8 +1241,8 @@ BackupResult Backup::run() {
   // The threads get what the repository's index and trees leave of the budget (memory.h).
   uint64_t budget = budget_bytes(opt_.memory_budget);
   uint64_t repository = repository_needs(repo_.index(), MemoryUse::backup, 1).repository_bytes();
-  unsigned cores = opt_.threads ? opt_.threads
-                                : backup_threads(budget > repository ? budget - repository : 0, usable_cpus(), repo_.params().pack_size);
+  unsigned cores =
+      opt_.threads ? opt_.threads : backup_threads(budget > repository ? budget - repository : 0, usable_cpus(), repo_.params().pack_size);
   blocks_ = std::make_shared<BlockPool>(2 * largest_chunk(), std::min(4u, cores));
   unsigned nreaders = stream_ ? 1 : cores;
   std::vector<std::thread> workers, readers;
@@ -1248,8 +1262,10 @@ BackupResult Backup::run() {
   std::thread counter;
   if (opt_.stdin_name.empty() && opt_.progress)
     counter = std::thread([this] {
-      if (is_source("")) count_dir("", false, 0);
-      else count_dir("", true, 0);
+      if (is_source(""))
+        count_dir("", false, 0);
+      else
+        count_dir("", true, 0);
       if (!abort_) counted_ = true;
     });
 
@@ -1355,7 +1371,9 @@ BackupResult Backup::run() {
 }  // namespace
 
 ChunkProfile choose_profile(const std::string& name, uint64_t size) {
-  auto ends = [&](std::string_view suf) { return name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0; };
+  auto ends = [&](std::string_view suf) {
+    return name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0;
+  };
   if (size < (64u << 10)) return ChunkProfile::standard;  // one chunk anyway
   // Kafka's log segments: <20-digit base offset>.log, cut between record batches.
   if (name.size() == 24 && ends(".log") && name.find_first_not_of("0123456789") == 20) return ChunkProfile::kafka;

@@ -61,7 +61,7 @@ struct BackupOptions {
   enum class ParentRule { search, named_only };
   ParentRule parent_rule = ParentRule::search;
   std::string parent;  // a snapshot id (search: also a prefix or "latest"); empty: see parent_rule
-  bool force = false;                   // read every file even when unchanged
+  bool force = false;  // read every file even when unchanged
   // Other writers store the same data into this repository at the same time
   // (the replicas of a Kafka partition, one per broker): see
   // Repository::share_writes. walk_start in (0, 1): each directory's
@@ -72,9 +72,9 @@ struct BackupOptions {
   // store different parts first and find each other's.
   bool share_writes = false;
   double walk_start = 0;
-  std::string hostname;                 // empty: this host
-  unsigned threads = 0;                 // 0: one reader and one worker per usable CPU, as many as memory_budget holds
-  uint64_t memory_budget = 0;           // bytes for buffers (memory.h); 0: resolve_memory_budget()'s default
+  std::string hostname;        // empty: this host
+  unsigned threads = 0;        // 0: one reader and one worker per usable CPU, as many as memory_budget holds
+  uint64_t memory_budget = 0;  // bytes for buffers (memory.h); 0: resolve_memory_budget()'s default
   ProgressFn progress;
   std::chrono::milliseconds progress_interval{1000};
   const std::atomic<bool>* cancel = nullptr;

@@ -28,9 +28,10 @@ size_t CheckReport::errors() const {
 size_t CheckReport::warnings() const { return problems.size() - errors(); }
 
 json problem_json(const CheckProblem& p) {
-  json j = {{"kind", p.kind},   {"severity", severity_name(p.severity)}, {"object", p.object},
-            {"message", p.message}, {"blobs", p.blobs},                  {"snapshots", p.snapshots},
-            {"paths", p.paths}, {"paths_omitted", p.paths_omitted}};
+  json j = {{"kind", p.kind},     {"severity", severity_name(p.severity)},
+            {"object", p.object}, {"message", p.message},
+            {"blobs", p.blobs},   {"snapshots", p.snapshots},
+            {"paths", p.paths},   {"paths_omitted", p.paths_omitted}};
   if (!p.recoverable_version.empty()) j["recoverable_version"] = p.recoverable_version;
   return j;
 }
@@ -104,8 +105,9 @@ class Checker {
   void check_dictionary_needs() {
     if (dictionary_blobs_ == 0 || r_.dictionary_count() > 0) return;
     add("dictionary_missing", Severity::error, "dicts/",
-        std::to_string(dictionary_blobs_) + " blob(s) were compressed with a dictionary and dicts/ holds none: "
-        "they cannot be read; restore dicts/ from a copy of the repository");
+        std::to_string(dictionary_blobs_) +
+            " blob(s) were compressed with a dictionary and dicts/ holds none: "
+            "they cannot be read; restore dicts/ from a copy of the repository");
   }
 
   // Objects the open read from an earlier version the store keeps, because the
@@ -180,15 +182,17 @@ class Checker {
         Bytes raw = be.load({FileType::key, name});
         if (to_hex(crypto::sha256(raw)) != name) {
           add("key_slot", Severity::warning, obj,
-              "key slot '" + obj + "' does not match its name (damaged); other slots still open the repository: "
-              "add a new key with 'cairnctl repo key add' and remove this one");
+              "key slot '" + obj +
+                  "' does not match its name (damaged); other slots still open the repository: "
+                  "add a new key with 'cairnctl repo key add' and remove this one");
           continue;
         }
         json j = json::parse(raw.begin(), raw.end());
         if (!j.is_object() || !j.contains("kdf") || !j.contains("salt") || !j.contains("data"))
           add("key_slot", Severity::warning, obj, "key slot '" + obj + "' lacks required fields; it cannot open the repository");
       } catch (const std::exception& e) {
-        add("key_slot", Severity::warning, obj, "key slot '" + obj + "' is unreadable (" + e.what() + "); other slots still open the repository");
+        add("key_slot", Severity::warning, obj,
+            "key slot '" + obj + "' is unreadable (" + e.what() + "); other slots still open the repository");
       }
     }
   }
@@ -267,8 +271,8 @@ class Checker {
       uint64_t need = s.max_end + s.max_count * kPackHeaderEntrySize + crypto::kAeadOverhead + kPackTrailerSize;
       if (it->second < need)
         pack_problem_[pack] = add("pack_truncated", Severity::error, pack_object(pack),
-                                  "pack " + pack_object(pack) + " is " + std::to_string(it->second) + " bytes, but the index needs at least " +
-                                      std::to_string(need) + " (truncated)");
+                                  "pack " + pack_object(pack) + " is " + std::to_string(it->second) +
+                                      " bytes, but the index needs at least " + std::to_string(need) + " (truncated)");
     }
     for (const auto& [pack, size] : present_) {
       if (indexed_.count(pack)) continue;
@@ -433,8 +437,10 @@ class Checker {
     // Callers' callbacks (the CLI's printer) need not be thread-safe: one at a time,
     // and a thread that finds another reporting just goes on working.
     std::unique_lock emit(progress_mu_, std::defer_lock);
-    if (final) emit.lock();
-    else if (!emit.try_lock()) return;
+    if (final)
+      emit.lock();
+    else if (!emit.try_lock())
+      return;
     auto now = std::chrono::steady_clock::now();
     Progress p;
     {
@@ -512,7 +518,8 @@ class Checker {
       report_.bytes_read += data.size();
     }
     if (pack_id(data) != pack)
-      add("pack_damaged", Severity::error, pack_object(hex), "pack " + pack_object(hex) + " does not match its name (damaged or truncated)");
+      add("pack_damaged", Severity::error, pack_object(hex),
+          "pack " + pack_object(hex) + " does not match its name (damaged or truncated)");
     std::vector<PackBlob> header;
     try {
       header = parse_pack_header(data, r_.aead(), hex);
@@ -543,9 +550,10 @@ class Checker {
             loc->raw_length != b.raw_length) {
           std::lock_guard lk(mu_);
           if (!bad_.count(b.id)) {
-            size_t pi = add_locked("pack_index_mismatch", pack_object(hex),
-                                   "the index entry for blob " + id_hex(b.id) + " disagrees with the header of pack " + hex + ": " + kRepairHint,
-                                   {id_hex(b.id)});
+            size_t pi =
+                add_locked("pack_index_mismatch", pack_object(hex),
+                           "the index entry for blob " + id_hex(b.id) + " disagrees with the header of pack " + hex + ": " + kRepairHint,
+                           {id_hex(b.id)});
             mark_bad(b.id, pi);
           }
         }
@@ -573,7 +581,8 @@ class Checker {
   void report_damaged_blob(const BlobId& pack, const PackBlob& b, const std::string& why, const BlobId* used_copy) {
     std::lock_guard lk(mu_);
     if (bad_.count(b.id)) return;  // already explained (a tree found damaged while walking)
-    std::string msg = std::string(b.type == BlobType::tree ? "tree blob " : "blob ") + id_hex(b.id) + " in pack " + pack_object(pack) + " " + why;
+    std::string msg =
+        std::string(b.type == BlobType::tree ? "tree blob " : "blob ") + id_hex(b.id) + " in pack " + pack_object(pack) + " " + why;
     if (used_copy) {
       // The index reads another copy; this one harms nobody but is still damage.
       add_locked("blob_damaged", pack_object(pack), msg + " (unused: the index reads the copy in pack " + id_hex(*used_copy) + ")",
@@ -621,8 +630,10 @@ class Checker {
     CheckProblem& p = report_.problems[bad_.at(id)];
     if (std::find(p.snapshots.begin(), p.snapshots.end(), snap) == p.snapshots.end()) p.snapshots.push_back(snap);
     if (std::find(p.paths.begin(), p.paths.end(), path) != p.paths.end()) return;
-    if (p.paths.size() < kMaxPathsPerProblem) p.paths.push_back(path);
-    else ++p.paths_omitted;
+    if (p.paths.size() < kMaxPathsPerProblem)
+      p.paths.push_back(path);
+    else
+      ++p.paths_omitted;
   }
 
   // Names the users of bad blobs in one snapshot, without recursion. Clean subtrees
@@ -728,12 +739,12 @@ class Checker {
   CheckReport report_;
   std::mutex mu_, progress_mu_;
   std::unordered_map<BlobId, IndexedPack, BlobIdHash> indexed_;
-  uint64_t dictionary_blobs_ = 0;  // indexed blobs compressed with a dictionary
-  std::unordered_map<BlobId, uint64_t, BlobIdHash> present_;       // packs in the backend and their sizes
-  std::unordered_map<BlobId, size_t, BlobIdHash> pack_problem_;    // missing, truncated or unindexed pack -> problem
+  uint64_t dictionary_blobs_ = 0;                                               // indexed blobs compressed with a dictionary
+  std::unordered_map<BlobId, uint64_t, BlobIdHash> present_;                    // packs in the backend and their sizes
+  std::unordered_map<BlobId, size_t, BlobIdHash> pack_problem_;                 // missing, truncated or unindexed pack -> problem
   std::unordered_map<BlobId, std::pair<BlobId, PackBlob>, BlobIdHash> orphan_;  // blob -> unindexed pack holding it
-  std::unordered_map<BlobId, size_t, BlobIdHash> bad_;             // unusable blob -> problem explaining it
-  std::unordered_set<BlobId, BlobIdHash> clean_;                   // trees with nothing bad below
+  std::unordered_map<BlobId, size_t, BlobIdHash> bad_;                          // unusable blob -> problem explaining it
+  std::unordered_set<BlobId, BlobIdHash> clean_;                                // trees with nothing bad below
   std::vector<Snapshot> snaps_;
   std::vector<BlobId> damaged_headers_;
   uint64_t read_total_packs_ = 0, read_total_bytes_ = 0;

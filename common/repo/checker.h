@@ -7,10 +7,9 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/repo/progress.h"
 #include "common/repo/repository.h"
@@ -44,7 +43,7 @@ constexpr size_t kMaxPathsPerProblem = 100;
 
 struct CheckOptions {
   bool read_data = false;
-  unsigned threads = 0;  // pack readers with read_data; 0: one per usable CPU, at most 8, as many as memory_budget holds
+  unsigned threads = 0;        // pack readers with read_data; 0: one per usable CPU, at most 8, as many as memory_budget holds
   uint64_t memory_budget = 0;  // bytes for buffers (memory.h); 0: resolve_memory_budget()'s default
   ProgressFn progress;
   std::chrono::milliseconds progress_interval{1000};

@@ -9,34 +9,50 @@ namespace cairn::repo {
 
 ChunkerParams profile_params(ChunkProfile p) {
   switch (p) {
-    case ChunkProfile::page: return {8 * 1024, 32 * 1024, 256 * 1024};
-    case ChunkProfile::standard: return {256 * 1024, 1024 * 1024, 4 * 1024 * 1024};
-    case ChunkProfile::log: return {1024 * 1024, 2 * 1024 * 1024, 4 * 1024 * 1024};
+    case ChunkProfile::page:
+      return {8 * 1024, 32 * 1024, 256 * 1024};
+    case ChunkProfile::standard:
+      return {256 * 1024, 1024 * 1024, 4 * 1024 * 1024};
+    case ChunkProfile::log:
+      return {1024 * 1024, 2 * 1024 * 1024, 4 * 1024 * 1024};
     // min applies only where the data is not record batches (FastCDC).
-    case ChunkProfile::kafka: return {256 * 1024, 1024 * 1024, 4 * 1024 * 1024, true};
-    case ChunkProfile::relation: return {32 * 1024, 128 * 1024, 1024 * 1024};
+    case ChunkProfile::kafka:
+      return {256 * 1024, 1024 * 1024, 4 * 1024 * 1024, true};
+    case ChunkProfile::relation:
+      return {32 * 1024, 128 * 1024, 1024 * 1024};
   }
   return {256 * 1024, 1024 * 1024, 4 * 1024 * 1024};
 }
 
 const char* profile_name(ChunkProfile p) {
   switch (p) {
-    case ChunkProfile::page: return "page";
-    case ChunkProfile::standard: return "standard";
-    case ChunkProfile::log: return "log";
-    case ChunkProfile::kafka: return "kafka";
-    case ChunkProfile::relation: return "relation";
+    case ChunkProfile::page:
+      return "page";
+    case ChunkProfile::standard:
+      return "standard";
+    case ChunkProfile::log:
+      return "log";
+    case ChunkProfile::kafka:
+      return "kafka";
+    case ChunkProfile::relation:
+      return "relation";
   }
   return "standard";
 }
 
 bool parse_profile(std::string_view s, ChunkProfile& out) {
-  if (s == "page") out = ChunkProfile::page;
-  else if (s == "standard") out = ChunkProfile::standard;
-  else if (s == "log") out = ChunkProfile::log;
-  else if (s == "kafka") out = ChunkProfile::kafka;
-  else if (s == "relation") out = ChunkProfile::relation;
-  else return false;
+  if (s == "page")
+    out = ChunkProfile::page;
+  else if (s == "standard")
+    out = ChunkProfile::standard;
+  else if (s == "log")
+    out = ChunkProfile::log;
+  else if (s == "kafka")
+    out = ChunkProfile::kafka;
+  else if (s == "relation")
+    out = ChunkProfile::relation;
+  else
+    return false;
   return true;
 }
 
@@ -64,10 +80,10 @@ GearTable make_gear_table(std::span<const uint8_t> seed) {
 }
 
 Chunker::Chunker(const GearTable& gear, ChunkerParams params) : gear_(gear), params_(params) {
-  if (!std::has_single_bit(params.avg_size) || params.min_size < 64 || params.min_size >= params.avg_size || params.avg_size >= params.max_size ||
-      params.max_size > kMaxChunkSize)
-    throw Error(Errc::invalid_input, "chunker parameters must satisfy min < avg < max <= " + std::to_string(kMaxChunkSize) +
-                                         " with avg a power of two");
+  if (!std::has_single_bit(params.avg_size) || params.min_size < 64 || params.min_size >= params.avg_size ||
+      params.avg_size >= params.max_size || params.max_size > kMaxChunkSize)
+    throw Error(Errc::invalid_input,
+                "chunker parameters must satisfy min < avg < max <= " + std::to_string(kMaxChunkSize) + " with avg a power of two");
   int bits = std::countr_zero(params.avg_size);
   // Normalized chunking, level 2: the top bits of the gear hash depend on the last
   // 64 bytes, so the masks take the hash's high bits.
@@ -167,7 +183,7 @@ size_t Chunker::cut_batches(const uint8_t* p, size_t n) const {
     const uint64_t total = kLogOverhead + uint64_t(len);
     if (pos && batch_starts_chunk(p + pos, total)) return pos;
     if (pos + total > limit) {
-      if (pos) return pos;  // it does not fit: it starts the next chunk
+      if (pos) return pos;                              // it does not fit: it starts the next chunk
       if (total > n && n < params_.max_size) return n;  // torn at the end of the file
       batch_rest_ = total - limit;
       return limit;

@@ -62,8 +62,8 @@ class Chunker {
 
   const GearTable& gear_;
   ChunkerParams params_;
-  uint64_t mask_s_;  // harder to match: before the average size
-  uint64_t mask_l_;  // easier to match: after it
+  uint64_t mask_s_;                  // harder to match: before the average size
+  uint64_t mask_l_;                  // easier to match: after it
   mutable uint64_t batch_rest_ = 0;  // bytes of a batch larger than a chunk not yet cut
 };
 

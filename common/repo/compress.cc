@@ -135,20 +135,18 @@ std::string decompress(std::span<const uint8_t> in, size_t expected_size, Bytes&
   return decompress_with(in, expected_size, out, nullptr);
 }
 
-DecompressStream::DecompressStream(Bytes frame, size_t expected_size)
-    : frame_(std::move(frame)), in_(frame_), expected_(expected_size) {
+DecompressStream::DecompressStream(Bytes frame, size_t expected_size) : frame_(std::move(frame)), in_(frame_), expected_(expected_size) {
   check();
 }
 
-DecompressStream::DecompressStream(std::span<const uint8_t> frame, size_t expected_size) : in_(frame), expected_(expected_size) {
-  check();
-}
+DecompressStream::DecompressStream(std::span<const uint8_t> frame, size_t expected_size) : in_(frame), expected_(expected_size) { check(); }
 
 void DecompressStream::check() {
   std::span<const uint8_t> in = in_;
   unsigned long long fs = in.size() >= 6 ? ZSTD_getFrameContentSize(in.data(), in.size()) : ZSTD_CONTENTSIZE_ERROR;
   uint64_t bound = 0;
-  if (fs == ZSTD_CONTENTSIZE_ERROR) why_ = "does not decompress (not a zstd frame)";
+  if (fs == ZSTD_CONTENTSIZE_ERROR)
+    why_ = "does not decompress (not a zstd frame)";
   else if (ZSTD_getDictID_fromFrame(in.data(), in.size()) != 0)
     why_ = "does not decompress (its frame names a compression dictionary, but its entry does not say it uses one)";
   else if (fs != ZSTD_CONTENTSIZE_UNKNOWN && fs != expected_)
@@ -199,8 +197,7 @@ bool DecompressStream::more(Bytes& out) {
 }
 
 CompressStream::CompressStream(int level) : c_(ZSTD_createCCtx()) {
-  if (!c_ || ZSTD_isError(ZSTD_CCtx_setParameter(c_, ZSTD_c_compressionLevel, level)))
-    throw std::bad_alloc();
+  if (!c_ || ZSTD_isError(ZSTD_CCtx_setParameter(c_, ZSTD_c_compressionLevel, level))) throw std::bad_alloc();
 }
 
 CompressStream::~CompressStream() { ZSTD_freeCCtx(c_); }

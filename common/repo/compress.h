@@ -33,7 +33,7 @@ inline constexpr size_t kDecompressedSlack = 64;
 // window (512 KiB at level 1), not its content.
 class DecompressStream {
  public:
-  DecompressStream(Bytes frame, size_t expected_size);  // frame: exactly the zstd frame
+  DecompressStream(Bytes frame, size_t expected_size);                     // frame: exactly the zstd frame
   DecompressStream(std::span<const uint8_t> frame, size_t expected_size);  // borrowed: outlives the stream
   ~DecompressStream();
   DecompressStream(const DecompressStream&) = delete;
@@ -66,8 +66,8 @@ class CompressStream {
   CompressStream(const CompressStream&) = delete;
   CompressStream& operator=(const CompressStream&) = delete;
   void add(std::span<const uint8_t> text);
-  Bytes finish();                              // the frame; the stream is spent
-  uint64_t text_size() const { return in_; }   // bytes added
+  Bytes finish();                             // the frame; the stream is spent
+  uint64_t text_size() const { return in_; }  // bytes added
   size_t frame_size() const { return out_.size(); }
 
  private:

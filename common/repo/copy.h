@@ -28,8 +28,7 @@ struct CopyStats {
 class SnapshotCopier {
  public:
   // Both repositories open, their indexes loaded; the caller holds their locks.
-  SnapshotCopier(Repository& src, Repository& dst, const std::atomic<bool>* cancel = nullptr)
-      : src_(src), dst_(dst), cancel_(cancel) {}
+  SnapshotCopier(Repository& src, Repository& dst, const std::atomic<bool>* cancel = nullptr) : src_(src), dst_(dst), cancel_(cancel) {}
 
   // Copies the snapshot's tree and data, flushes the destination, and saves
   // the snapshot there with the same time, host, paths, tags, errors, summary

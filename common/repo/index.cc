@@ -15,7 +15,7 @@ using nlohmann::json;
 
 size_t Index::find_slot(const BlobId& id) const {
   const size_t mask = table_.size() - 1;
-  size_t h = BlobIdHash{}(id) & mask;
+  size_t h = BlobIdHash{}(id)&mask;
   for (;;) {
     uint32_t v = table_[h];
     if (v == 0 || rec(v - 1).id == id) return h;
@@ -126,8 +126,7 @@ json encode_index_file(const IndexFile& f) {
   json packs = json::array();
   for (const auto& [id, blobs] : f.packs) {
     json bl = json::array();
-    for (const auto& b : blobs)
-      bl.push_back(json::array({id_hex(b.id), int(b.type), int(b.flags), b.offset, b.length, b.raw_length}));
+    for (const auto& b : blobs) bl.push_back(json::array({id_hex(b.id), int(b.type), int(b.flags), b.offset, b.length, b.raw_length}));
     packs.push_back({{"id", id_hex(id)}, {"blobs", std::move(bl)}});
   }
   return {{"version", kFormatVersion}, {"supersedes", f.supersedes}, {"packs", std::move(packs)}};
@@ -186,7 +185,8 @@ struct IndexDecoder {
       if (pb.raw_length > max_blob_size(pb.type) || pb.length > max_blob_size(pb.type) + crypto::kAeadOverhead ||
           pb.length < crypto::kAeadOverhead)
         throw bad("blob '" + std::string(bid) + "' has a length outside the format's limits (docs/repository-format.md § 14)");
-      if (blobs.size() == kMaxPackBlobs) throw bad("pack '" + std::string(id) + "' lists more than " + std::to_string(kMaxPackBlobs) + " blobs");
+      if (blobs.size() == kMaxPackBlobs)
+        throw bad("pack '" + std::string(id) + "' lists more than " + std::to_string(kMaxPackBlobs) + " blobs");
       blobs.push_back(pb);
     }
   }
@@ -219,8 +219,10 @@ struct IndexDecoder {
     for (size_t i = at; i < text.size(); ++i) {
       uint8_t b = text[i];
       if (in_string) {
-        if (b == '\\') ++i;
-        else if (b == '"') in_string = false;
+        if (b == '\\')
+          ++i;
+        else if (b == '"')
+          in_string = false;
       } else if (b == '"') {
         in_string = true;
       } else if (b == '{' || b == '[') {
@@ -239,8 +241,7 @@ struct IndexDecoder {
   bool entries(std::span<const uint8_t> p, size_t at, Parse& parse, IndexFile& f) const {
     static constexpr std::string_view head = "{\"blobs\":[", mid = "],\"id\":\"", end = "\"}";
     const size_t id_len = 2 * sizeof(BlobId);
-    if (p.size() < head.size() + mid.size() + id_len + end.size() ||
-        std::memcmp(p.data(), head.data(), head.size()) != 0 ||
+    if (p.size() < head.size() + mid.size() + id_len + end.size() || std::memcmp(p.data(), head.data(), head.size()) != 0 ||
         std::memcmp(p.data() + p.size() - end.size(), end.data(), end.size()) != 0 ||
         std::memcmp(p.data() + p.size() - end.size() - id_len - mid.size(), mid.data(), mid.size()) != 0)
       return false;

@@ -4,10 +4,9 @@
 // get<int>() of 1e80 is a float-to-int conversion out of range, undefined
 // behaviour (found by fuzz_key_slot).
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "common/util/error.h"
 

@@ -1,5 +1,4 @@
 #include "common/repo/keys.h"
-#include "common/repo/json_int.h"
 
 #include <openssl/crypto.h>
 
@@ -7,6 +6,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "common/repo/json_int.h"
 #include "common/repo/limits.h"
 #include "common/repo/storage/registry.h"
 #include "common/util/error.h"
@@ -96,8 +96,11 @@ std::string now_rfc3339() {
 
 std::string add_key_slot(Backend& be, const MasterKey& mk, const Secret& secret, const KdfParams& kdf) {
   auto salt = crypto::random_array<32>();
-  json slot = {{"version", kKeySlotVersion}, {"created", now_rfc3339()}, {"hostname", hostname()},
-               {"username", username()}, {"salt", to_base64(salt)}};
+  json slot = {{"version", kKeySlotVersion},
+               {"created", now_rfc3339()},
+               {"hostname", hostname()},
+               {"username", username()},
+               {"salt", to_base64(salt)}};
   if (secret.kind == Secret::Kind::passphrase) {
     slot["kdf"] = "scrypt";
     slot["n"] = kdf.scrypt.n;

@@ -1,9 +1,8 @@
 #include "common/repo/lock.h"
-#include "common/repo/json_int.h"
 
 #include <signal.h>
-#include <time.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 #include <limits>
 #include <random>
 
+#include "common/repo/json_int.h"
 #include "common/repo/snapshot.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
@@ -67,8 +67,7 @@ void judge_locally(LockInfo& l, const LocalIdentity& me) {
     // observation instead.
     int64_t refreshed = parse_rfc3339(l.refreshed);
     int64_t booted = me.boot_time;
-    if (!l.machine_id.empty() && l.machine_id == me.machine_id && refreshed > 0 && booted > 0 &&
-        refreshed < booted - 300) {
+    if (!l.machine_id.empty() && l.machine_id == me.machine_id && refreshed > 0 && booted > 0 && refreshed < booted - 300) {
       l.stale = true;
       l.stale_reason = "written before this host last booted (boot id " + l.boot_id.substr(0, 8) + ", now " + me.boot_id.substr(0, 8) + ")";
     } else if (!l.machine_id.empty() && l.machine_id == me.machine_id) {
@@ -158,9 +157,7 @@ Lock::Clock::time_point Lock::Clock::now() noexcept {
   return time_point(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
 }
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 LockTiming LockTiming::from_env() {
   LockTiming t;
@@ -359,8 +356,9 @@ std::unique_ptr<Lock> Lock::acquire(Repository& r, LockKind kind, const std::str
         msg += "; an unreadable lock counts as held until it stays unchanged for " + lock_duration_text(timing.stale_after.count()) +
                " while watched: use --retry-lock, or remove it with 'cairnctl repo unlock --remove-all' if no cairnctl is running";
       else if (!c->same_process_space)
-        msg += "; " + c->held_note + ", so it counts as held until it stays unchanged for " + lock_duration_text(timing.stale_after.count()) +
-               " while watched" + (c->watched_s >= 1 ? " (watched " + lock_duration_text(int64_t(c->watched_s)) + " so far)" : "") +
+        msg += "; " + c->held_note + ", so it counts as held until it stays unchanged for " +
+               lock_duration_text(timing.stale_after.count()) + " while watched" +
+               (c->watched_s >= 1 ? " (watched " + lock_duration_text(int64_t(c->watched_s)) + " so far)" : "") +
                ": wait with --retry-lock " + lock_duration_text(timing.stale_after.count() + timing.refresh_every.count()) +
                ", or if you know its holder is gone, 'cairnctl repo unlock --remove-all'";
       else

@@ -168,8 +168,8 @@ std::unique_ptr<Lock> lock_for_reading(Repository& r, const std::string& purpose
 // for up to that long (at most until they are all decided) and removes those that
 // stay unchanged for t.stale_after. With all, removes every lock. Returns what was
 // removed; `kept`, when given, receives the locks left in place.
-std::vector<LockInfo> remove_locks(Repository& r, bool all, std::chrono::seconds watch = std::chrono::seconds(0),
-                                   const LockTiming& t = {}, std::vector<LockInfo>* kept = nullptr);
+std::vector<LockInfo> remove_locks(Repository& r, bool all, std::chrono::seconds watch = std::chrono::seconds(0), const LockTiming& t = {},
+                                   std::vector<LockInfo>* kept = nullptr);
 
 // "1h2m", "5m0s", "12s": for messages.
 std::string lock_duration_text(int64_t seconds);

@@ -29,9 +29,7 @@ MemoryBudget resolve_memory_budget(std::optional<uint64_t> configured, std::stri
   return resolve_memory_budget(configured, where, configured ? std::nullopt : cgroup_memory_limit());
 }
 
-uint64_t budget_bytes(uint64_t configured) {
-  return configured ? configured : resolve_memory_budget(std::nullopt, "").bytes;
-}
+uint64_t budget_bytes(uint64_t configured) { return configured ? configured : resolve_memory_budget(std::nullopt, "").bytes; }
 
 unsigned backup_threads(uint64_t budget, unsigned cpus, uint32_t pack_size) {
   uint64_t fixed = backup_fixed_bytes(pack_size);
@@ -65,9 +63,14 @@ RepositoryNeeds repository_needs(const Index& idx, MemoryUse use, size_t load_pa
   const uint64_t one = 2 * n.largest_tree_stored + std::min<uint64_t>(n.largest_tree, 2u << 20);
   n.trees = use == MemoryUse::backup ? one + 2 * n.largest_tree_stored : one;
   switch (use) {
-    case MemoryUse::backup: n.base = kBackupLeastBytes; break;
-    case MemoryUse::read_data: n.base = kProcessBytes + reader_bytes(largest_pack); break;
-    default: n.base = kProcessBytes;
+    case MemoryUse::backup:
+      n.base = kBackupLeastBytes;
+      break;
+    case MemoryUse::read_data:
+      n.base = kProcessBytes + reader_bytes(largest_pack);
+      break;
+    default:
+      n.base = kProcessBytes;
   }
   const uint64_t load = kProcessBytes + n.index + n.index_load;
   const uint64_t work = n.base + n.repository_bytes();
@@ -89,15 +92,23 @@ std::string below_needs_text(const RepositoryNeeds& n) {
     return s;
   };
   std::string s = "is below what this repository needs (about " + mib(n.total) + ": ";
-  s += "its index holds " + count(n.blobs) + " blobs at ~" + std::to_string(n.blobs ? n.index / n.blobs : 0) + " bytes each, " + mib(n.index);
-  if (n.index_load) s += ", and ~" + std::to_string(kIndexLoadBytesPerBlob) + " bytes each of its largest index file's " + count(n.index_file_blobs) + " while it is read";
+  s += "its index holds " + count(n.blobs) + " blobs at ~" + std::to_string(n.blobs ? n.index / n.blobs : 0) + " bytes each, " +
+       mib(n.index);
+  if (n.index_load)
+    s += ", and ~" + std::to_string(kIndexLoadBytesPerBlob) + " bytes each of its largest index file's " + count(n.index_file_blobs) +
+         " while it is read";
   if (n.largest_tree)
     s += "; its largest tree, " + mib(n.largest_tree) + " of text stored in " + mib(n.largest_tree_stored) + ", takes " + mib(n.trees) +
          (n.use == MemoryUse::backup ? " read and written" : " to read");
   switch (n.use) {
-    case MemoryUse::backup: s += "; one backup thread, its packs and the process " + mib(n.base); break;
-    case MemoryUse::read_data: s += "; the process and one pack reader " + mib(n.base); break;
-    default: s += "; the process " + mib(n.base);
+    case MemoryUse::backup:
+      s += "; one backup thread, its packs and the process " + mib(n.base);
+      break;
+    case MemoryUse::read_data:
+      s += "; the process and one pack reader " + mib(n.base);
+      break;
+    default:
+      s += "; the process " + mib(n.base);
   }
   if (n.total == kOpenBytes) s += "; opening it " + mib(kOpenBytes) + " (the key derivation)";
   return s + ")";
@@ -122,12 +133,23 @@ std::optional<uint64_t> parse_byte_size(std::string_view t) {
   int shift = 0;
   if (!unit.empty()) {
     switch (std::toupper(static_cast<unsigned char>(unit.front()))) {
-      case 'K': shift = 10; break;
-      case 'M': shift = 20; break;
-      case 'G': shift = 30; break;
-      case 'T': shift = 40; break;
-      case 'B': shift = -1; break;
-      default: return std::nullopt;
+      case 'K':
+        shift = 10;
+        break;
+      case 'M':
+        shift = 20;
+        break;
+      case 'G':
+        shift = 30;
+        break;
+      case 'T':
+        shift = 40;
+        break;
+      case 'B':
+        shift = -1;
+        break;
+      default:
+        return std::nullopt;
     }
     if (shift < 0) {  // "B" alone
       if (unit.size() != 1) return std::nullopt;

@@ -69,14 +69,14 @@ enum class MemoryUse {
 struct RepositoryNeeds {
   MemoryUse use = MemoryUse::check;
   uint64_t blobs = 0;
-  uint64_t index = 0;               // the index's records and table (Index::memory_bytes)
-  uint64_t index_file_blobs = 0;    // the most blobs one index file lists
-  uint64_t index_load = 0;          // reading that many files at once, before the work
-  uint64_t largest_tree = 0;        // the largest tree's text
+  uint64_t index = 0;                // the index's records and table (Index::memory_bytes)
+  uint64_t index_file_blobs = 0;     // the most blobs one index file lists
+  uint64_t index_load = 0;           // reading that many files at once, before the work
+  uint64_t largest_tree = 0;         // the largest tree's text
   uint64_t largest_tree_stored = 0;  // its stored (compressed, sealed) size
-  uint64_t trees = 0;               // what reading it holds (backup: and writing one as large)
-  uint64_t base = 0;                // the process and the command's own least buffers (backup: kBackupLeastBytes)
-  uint64_t total = 0;               // max(kOpenBytes, loading the index, the work)
+  uint64_t trees = 0;                // what reading it holds (backup: and writing one as large)
+  uint64_t base = 0;                 // the process and the command's own least buffers (backup: kBackupLeastBytes)
+  uint64_t total = 0;                // max(kOpenBytes, loading the index, the work)
   // What grows with the repository during the work, beyond base: what a
   // budget's thread pools must leave room for.
   uint64_t repository_bytes() const { return index + trees; }

@@ -16,8 +16,7 @@ std::vector<PackBlob> decode_header(std::span<const uint8_t> sealed, const crypt
   Bytes plain;
   if (!aead.open(as_bytes(kHeaderAad), sealed, plain))
     throw Error(Errc::corrupt, "pack '" + pack_id + "': header fails authentication (damaged or not written by this repository)");
-  if (plain.size() % kPackHeaderEntrySize)
-    throw Error(Errc::corrupt, "pack '" + pack_id + "': header has a partial entry");
+  if (plain.size() % kPackHeaderEntrySize) throw Error(Errc::corrupt, "pack '" + pack_id + "': header has a partial entry");
   if (plain.size() / kPackHeaderEntrySize > kMaxPackBlobs)
     throw Error(Errc::corrupt, "pack '" + pack_id + "': header lists more than " + std::to_string(kMaxPackBlobs) + " blobs");
   std::vector<PackBlob> out;
@@ -37,7 +36,8 @@ std::vector<PackBlob> decode_header(std::span<const uint8_t> sealed, const crypt
       throw Error(Errc::corrupt, "pack '" + pack_id + "': header entry " + std::to_string(i / kPackHeaderEntrySize) +
                                      " has a length outside the format's limits (docs/repository-format.md § 14)");
     if (b.length < crypto::kAeadOverhead || off > data_end)
-      throw Error(Errc::corrupt, "pack '" + pack_id + "': header entry " + std::to_string(i / kPackHeaderEntrySize) + " lies outside the pack");
+      throw Error(Errc::corrupt,
+                  "pack '" + pack_id + "': header entry " + std::to_string(i / kPackHeaderEntrySize) + " lies outside the pack");
     out.push_back(b);
   }
   if (off != data_end) throw Error(Errc::corrupt, "pack '" + pack_id + "': header does not cover the pack's data");
@@ -93,11 +93,13 @@ std::vector<PackBlob> parse_pack_header(std::span<const uint8_t> pack, const cry
   if (pack.size() < kPackTrailerSize + crypto::kAeadOverhead)
     throw Error(Errc::corrupt, "pack '" + pack_id + "' is too short to be a pack (truncated?)");
   const uint8_t* t = pack.data() + pack.size() - kPackTrailerSize;
-  if (std::memcmp(t + 4, kPackMagic, 4) != 0) throw Error(Errc::corrupt, "pack '" + pack_id + "' has no pack trailer (truncated or damaged)");
+  if (std::memcmp(t + 4, kPackMagic, 4) != 0)
+    throw Error(Errc::corrupt, "pack '" + pack_id + "' has no pack trailer (truncated or damaged)");
   uint64_t hlen = get_u32le(t);
   if (hlen + kPackTrailerSize > pack.size()) throw Error(Errc::corrupt, "pack '" + pack_id + "': header length exceeds the pack");
-  if (hlen > kMaxPackHeader) throw Error(Errc::corrupt, "pack '" + pack_id + "': header length " + std::to_string(hlen) +
-                                                              " is above the limit of " + std::to_string(kMaxPackHeader));
+  if (hlen > kMaxPackHeader)
+    throw Error(Errc::corrupt, "pack '" + pack_id + "': header length " + std::to_string(hlen) + " is above the limit of " +
+                                   std::to_string(kMaxPackHeader));
   uint64_t data_end = pack.size() - kPackTrailerSize - hlen;
   return decode_header(pack.subspan(data_end, hlen), aead, data_end, pack_id);
 }
@@ -109,11 +111,13 @@ std::vector<PackBlob> read_pack_header(Backend& be, const std::string& pack_id, 
   uint64_t guess = std::min<uint64_t>(pack_size, 64 * 1024);
   Bytes tail = be.load({FileType::pack, pack_id}, pack_size - guess, guess);
   const uint8_t* t = tail.data() + tail.size() - kPackTrailerSize;
-  if (std::memcmp(t + 4, kPackMagic, 4) != 0) throw Error(Errc::corrupt, "pack '" + pack_id + "' has no pack trailer (truncated or damaged)");
+  if (std::memcmp(t + 4, kPackMagic, 4) != 0)
+    throw Error(Errc::corrupt, "pack '" + pack_id + "' has no pack trailer (truncated or damaged)");
   uint64_t hlen = get_u32le(t);
   if (hlen + kPackTrailerSize > pack_size) throw Error(Errc::corrupt, "pack '" + pack_id + "': header length exceeds the pack");
-  if (hlen > kMaxPackHeader) throw Error(Errc::corrupt, "pack '" + pack_id + "': header length " + std::to_string(hlen) +
-                                                              " is above the limit of " + std::to_string(kMaxPackHeader));
+  if (hlen > kMaxPackHeader)
+    throw Error(Errc::corrupt, "pack '" + pack_id + "': header length " + std::to_string(hlen) + " is above the limit of " +
+                                   std::to_string(kMaxPackHeader));
   uint64_t data_end = pack_size - kPackTrailerSize - hlen;
   if (hlen + kPackTrailerSize > guess) {
     tail = be.load({FileType::pack, pack_id}, data_end, hlen);

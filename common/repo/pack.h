@@ -3,8 +3,8 @@
 // an 8-byte trailer (header length, magic). See docs/repository-format.md.
 #include <vector>
 
-#include "common/repo/storage/backend.h"
 #include "common/repo/chunker.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/types.h"
 
 namespace cairn::repo {
@@ -64,8 +64,7 @@ BlobId pack_id(std::span<const uint8_t> pack);
 
 // Reads and authenticates a pack's header. Throws Error(Errc::corrupt) with the
 // pack named when the trailer, header or any entry is malformed.
-std::vector<PackBlob> read_pack_header(Backend& be, const std::string& pack_id, const crypto::Aead& aead,
-                                       uint64_t pack_size);
+std::vector<PackBlob> read_pack_header(Backend& be, const std::string& pack_id, const crypto::Aead& aead, uint64_t pack_size);
 // Parses a header from the tail of a pack already in memory.
 std::vector<PackBlob> parse_pack_header(std::span<const uint8_t> pack, const crypto::Aead& aead, const std::string& pack_id);
 

@@ -91,8 +91,11 @@ std::vector<RetentionGroup> apply_retention(const std::vector<Snapshot>& snapsho
     g.paths = members.front()->paths;
     std::sort(g.paths.begin(), g.paths.end());
 
-    Bucket buckets[] = {{"hourly", p.keep_hourly, hour_key}, {"daily", p.keep_daily, day_key},    {"weekly", p.keep_weekly, week_key},
-                        {"monthly", p.keep_monthly, month_key}, {"yearly", p.keep_yearly, year_key}};
+    Bucket buckets[] = {{"hourly", p.keep_hourly, hour_key},
+                        {"daily", p.keep_daily, day_key},
+                        {"weekly", p.keep_weekly, week_key},
+                        {"monthly", p.keep_monthly, month_key},
+                        {"yearly", p.keep_yearly, year_key}};
     int last_used = 0;
     int64_t newest = members.front()->time_unix;
     for (const Snapshot* s : members) {
@@ -114,8 +117,7 @@ std::vector<RetentionGroup> apply_retention(const std::vector<Snapshot>& snapsho
         b.last = k;
         d.reasons.push_back(std::string(b.name) + " " + std::to_string(++b.used));
       }
-      if (p.keep_within > 0 && s->time_unix >= newest - p.keep_within)
-        d.reasons.push_back("within " + format_duration(p.keep_within));
+      if (p.keep_within > 0 && s->time_unix >= newest - p.keep_within) d.reasons.push_back("within " + format_duration(p.keep_within));
       for (const auto& tag : p.keep_tags)
         if (std::find(s->tags.begin(), s->tags.end(), tag) != s->tags.end()) d.reasons.push_back("tag '" + tag + "'");
       d.keep = !d.reasons.empty();

@@ -53,9 +53,9 @@ struct RetentionDecision {
 
 struct RetentionGroup {
   std::string hostname;
-  std::vector<std::string> paths;     // sorted
+  std::vector<std::string> paths;            // sorted
   std::vector<RetentionDecision> snapshots;  // newest first
-  bool guard_kept_newest = false;     // the never-remove-all guard applied
+  bool guard_kept_newest = false;            // the never-remove-all guard applied
 };
 
 // Applies the policy to every group. Groups come sorted by host, then paths.

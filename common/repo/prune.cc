@@ -255,9 +255,12 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
     res.used_bytes += p.live_bytes;
     used_total += p.live_bytes;
     res.unused_bytes_before += p.dead_bytes;
-    if (p.live_blobs == 0) p.action = Action::remove;
-    else if (p.dead_blobs == 0) p.action = Action::keep;
-    else partly.push_back(&p);
+    if (p.live_blobs == 0)
+      p.action = Action::remove;
+    else if (p.dead_blobs == 0)
+      p.action = Action::keep;
+    else
+      partly.push_back(&p);
   }
 
   // Repack the packs with the most unused bytes first, until what stays unused is
@@ -295,8 +298,11 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
         res.deleted.bytes += p.dead_bytes;
         drop.push_back(&p);
         break;
-      case Action::unindexed: drop.push_back(&p); break;
-      case Action::missing: break;
+      case Action::unindexed:
+        drop.push_back(&p);
+        break;
+      case Action::missing:
+        break;
     }
   }
   uint64_t freed = res.unindexed.bytes;
@@ -364,8 +370,9 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
     // Nothing is indexed or deleted yet: taking back the new packs leaves the
     // repository as it was.
     size_t left = rp.discard();
-    std::string undo = left ? "; " + std::to_string(left) + " pack(s) it wrote could not be removed and are in no index (the next prune removes them)"
-                            : "; no pack or index was changed";
+    std::string undo =
+        left ? "; " + std::to_string(left) + " pack(s) it wrote could not be removed and are in no index (the next prune removes them)"
+             : "; no pack or index was changed";
     throw Error(e.code(), e.what() + undo);
   } catch (...) {
     rp.discard();
@@ -432,40 +439,41 @@ PruneResult prune(Repository& r, const PruneOptions& opt) {
   // retained version would make that version the object again.
   bool versions_changed = false;
   if (r.backend().retains_deleted_versions()) try {
-    std::string key;
-    bool key_retained = false;
-    r.backend().list_deleted_versions([&](const KeptVersion& v) {
-      if (v.key != key) key = v.key, key_retained = false;
-      if (v.marker && key_retained) return;
-      if (opt.check_lock) opt.check_lock();
-      std::string kept = r.backend().remove_version(v);
-      if (kept.empty()) {
-        versions_changed = true;
-        if (v.marker) return;
-        ++res.versions_removed.packs;
-        res.versions_removed.bytes += v.size;
-        freed += v.size;
-        return;
-      }
-      key_retained = true;
-      ++res.versions_retained.packs;
-      res.versions_retained.bytes += v.size;
-      if (kept.rfind("until ", 0) == 0) res.retained_until = std::max(res.retained_until, kept.substr(6));
-      else ++res.legal_holds;
-    });
-    if (res.versions_retained.packs && opt.warn)
-      opt.warn(std::to_string(res.versions_retained.packs) + " version(s) of deleted objects (" +
-               std::to_string(res.versions_retained.bytes) + " bytes) are retained by the store's Object Lock" +
-               (res.retained_until.empty() ? "" : ", the last until " + res.retained_until) +
-               (res.legal_holds ? ", " + std::to_string(res.legal_holds) + " under a legal hold" : "") +
-               ": a prune after that removes them");
-  } catch (const Error& e) {
-    // Credentials without the rights to list or remove versions: what prune
-    // did above stands; the versions stay for the bucket's lifecycle rules.
-    if (e.code() != Errc::denied) throw;
-    if (opt.warn)
-      opt.warn(std::string("the versions the store's Object Lock keeps of deleted objects were not removed: ") + e.what());
-  }
+      std::string key;
+      bool key_retained = false;
+      r.backend().list_deleted_versions([&](const KeptVersion& v) {
+        if (v.key != key) key = v.key, key_retained = false;
+        if (v.marker && key_retained) return;
+        if (opt.check_lock) opt.check_lock();
+        std::string kept = r.backend().remove_version(v);
+        if (kept.empty()) {
+          versions_changed = true;
+          if (v.marker) return;
+          ++res.versions_removed.packs;
+          res.versions_removed.bytes += v.size;
+          freed += v.size;
+          return;
+        }
+        key_retained = true;
+        ++res.versions_retained.packs;
+        res.versions_retained.bytes += v.size;
+        if (kept.rfind("until ", 0) == 0)
+          res.retained_until = std::max(res.retained_until, kept.substr(6));
+        else
+          ++res.legal_holds;
+      });
+      if (res.versions_retained.packs && opt.warn)
+        opt.warn(std::to_string(res.versions_retained.packs) + " version(s) of deleted objects (" +
+                 std::to_string(res.versions_retained.bytes) + " bytes) are retained by the store's Object Lock" +
+                 (res.retained_until.empty() ? "" : ", the last until " + res.retained_until) +
+                 (res.legal_holds ? ", " + std::to_string(res.legal_holds) + " under a legal hold" : "") +
+                 ": a prune after that removes them");
+    } catch (const Error& e) {
+      // Credentials without the rights to list or remove versions: what prune
+      // did above stands; the versions stay for the bucket's lifecycle rules.
+      if (e.code() != Errc::denied) throw;
+      if (opt.warn) opt.warn(std::string("the versions the store's Object Lock keeps of deleted objects were not removed: ") + e.what());
+    }
 
   res.bytes_freed = freed > res.written.bytes ? freed - res.written.bytes : 0;
   res.changed = rewrite_index || !drop.empty() || !leftovers.empty() || versions_changed;

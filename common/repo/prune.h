@@ -52,19 +52,19 @@ struct PruneCount {
 struct PruneResult {
   uint64_t snapshots = 0;
   uint64_t used_blobs = 0, used_bytes = 0;  // distinct blobs the snapshots need, sealed bytes
-  PruneCount before;       // packs in data/, blob entries in the index, bytes on disk
-  PruneCount kept;         // packs kept as they are
-  PruneCount repacked;     // old packs rewritten; blobs/bytes: still-used blobs copied
-  PruneCount deleted;      // packs: fully unused ones; blobs/bytes: unused entries dropped (deleted + repacked packs)
-  PruneCount unindexed;    // packs in no index file, deleted
-  PruneCount written;      // new packs (estimated with dry_run)
-  PruneCount leftovers;    // packs: temporary files of writes that never finished (a writer killed), removed; bytes: their size
+  PruneCount before;                        // packs in data/, blob entries in the index, bytes on disk
+  PruneCount kept;                          // packs kept as they are
+  PruneCount repacked;                      // old packs rewritten; blobs/bytes: still-used blobs copied
+  PruneCount deleted;                       // packs: fully unused ones; blobs/bytes: unused entries dropped (deleted + repacked packs)
+  PruneCount unindexed;                     // packs in no index file, deleted
+  PruneCount written;                       // new packs (estimated with dry_run)
+  PruneCount leftovers;  // packs: temporary files of writes that never finished (a writer killed), removed; bytes: their size
   // A store with Object Lock (Backend::retains_deleted_versions): the versions it
   // kept of deleted objects. packs: objects (delete markers not counted); bytes: their size.
-  PruneCount versions_removed;   // removed now (with dry_run: found, none removed)
-  PruneCount versions_retained;  // still under retention: the next prune tries them again
-  std::string retained_until;    // the latest retention date among them ("" when none has one)
-  uint64_t legal_holds = 0;      // of them, under a legal hold (no date: the operator lifts it)
+  PruneCount versions_removed;       // removed now (with dry_run: found, none removed)
+  PruneCount versions_retained;      // still under retention: the next prune tries them again
+  std::string retained_until;        // the latest retention date among them ("" when none has one)
+  uint64_t legal_holds = 0;          // of them, under a legal hold (no date: the operator lifts it)
   uint64_t unused_bytes_before = 0;  // unused and duplicate blob bytes
   uint64_t unused_bytes_after = 0;
   uint64_t bytes_freed = 0;

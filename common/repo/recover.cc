@@ -66,8 +66,8 @@ std::vector<Recovery> find_recoveries(Repository& r, CheckReport& report) {
     seen[p.object] = rc ? rc->version : std::string();
     if (rc) {
       p.recoverable_version = rc->version;
-      p.message += "; the store keeps a whole earlier version (" + rc->version +
-                   (rc->modified.empty() ? "" : ", " + rc->modified) + "): 'cairnctl repo check --recover' puts it back";
+      p.message += "; the store keeps a whole earlier version (" + rc->version + (rc->modified.empty() ? "" : ", " + rc->modified) +
+                   "): 'cairnctl repo check --recover' puts it back";
       out.push_back(std::move(*rc));
     }
   }

@@ -1,7 +1,7 @@
 #include "common/repo/repository.h"
-#include "common/repo/json_int.h"
 
 #include <openssl/crypto.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -9,15 +9,14 @@
 #include <thread>
 
 #include "common/repo/compress.h"
+#include "common/repo/json_int.h"
+#include "common/repo/limits.h"
 #include "common/repo/storage/cache.h"
 #include "common/repo/storage/registry.h"
 #include "common/repo/tree.h"
-#include "common/repo/limits.h"
 #include "common/util/cpus.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
-
-#include <unistd.h>
 
 namespace cairn::repo {
 
@@ -83,8 +82,8 @@ std::string config_checksum(const json& cfg) {
   return to_hex(crypto::sha256(as_bytes(rest.dump())));
 }
 Error config_damaged(const std::string& location, const std::string& why) {
-  return Error(Errc::corrupt, "'" + location + "/config' " + why +
-                                  ": the repository's config is damaged; restore it from a copy of the repository");
+  return Error(Errc::corrupt,
+               "'" + location + "/config' " + why + ": the repository's config is damaged; restore it from a copy of the repository");
 }
 }  // namespace
 
@@ -144,8 +143,9 @@ json parse_config(const Bytes& raw, const std::string& loc) {
     throw config_damaged(loc, "is malformed");
   int version = cfg.value("version", 0);
   if (version < 1 || version > kConfigVersion)
-    throw Error(Errc::unsupported, "repository format version " + std::to_string(version) + " is not supported by this cairnctl (it reads versions 1 to " +
-                                       std::to_string(kConfigVersion) + "); use a newer cairnctl");
+    throw Error(Errc::unsupported, "repository format version " + std::to_string(version) +
+                                       " is not supported by this cairnctl (it reads versions 1 to " + std::to_string(kConfigVersion) +
+                                       "); use a newer cairnctl");
   if (version >= 2 && !has_checksum) throw config_damaged(loc, "lacks its checksum");
   return cfg;
 }
@@ -163,8 +163,8 @@ std::optional<Bytes> open_config_seal(const json& cfg, const crypto::Aead& aead)
 std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const Secret& secret) {
   auto size = be->size({FileType::config, ""});
   if (!size)
-    throw Error(Errc::no_repo, "no repository at '" + be->location() + "' (create one with 'cairnctl repo init --repo " +
-                                   be->location() + "')");
+    throw Error(Errc::no_repo,
+                "no repository at '" + be->location() + "' (create one with 'cairnctl repo init --repo " + be->location() + "')");
   const std::string loc = be->location();
   const Handle config_handle{FileType::config, ""};
   if (*size > kMaxConfigFile)
@@ -224,16 +224,16 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
   }
   if (!plain) throw config_damaged(loc, "fails authentication (it was changed or damaged)");
   if (used) {
-    storage_log("the current version of '" + loc + "/config' is damaged (" + used->why + "); using the earlier version " +
-                used->version + (used->modified.empty() ? "" : " of " + used->modified) +
+    storage_log("the current version of '" + loc + "/config' is damaged (" + used->why + "); using the earlier version " + used->version +
+                (used->modified.empty() ? "" : " of " + used->modified) +
                 " the store keeps: run 'cairnctl repo check --recover' where the controller's credentials are to put it back");
     r->earlier_used_.push_back(*used);
   }
   const int version = cfg.value("version", 0);
   r->params_.id = cfg.value("id", "");
   r->params_.version = version;
-  if (std::string cd = r->be_->cache_dir(); !cd.empty() && !r->params_.id.empty() &&
-                                            r->params_.id.find_first_not_of("0123456789abcdef") == std::string::npos) {
+  if (std::string cd = r->be_->cache_dir();
+      !cd.empty() && !r->params_.id.empty() && r->params_.id.find_first_not_of("0123456789abcdef") == std::string::npos) {
     r->cache_ = std::make_unique<storage::ObjectCache>(cd + "/" + r->params_.id);
     r->cache_->trim(storage::default_cache_max());  // bounded at each open (storage/cache.h)
   }
@@ -243,7 +243,8 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> be, const 
       throw Error(Errc::corrupt, "config: malformed chunker seed");
     r->params_.zstd_level = json_int_at<int>(p, "zstd_level");
     r->params_.pack_size = json_int_at<uint32_t>(p, "pack_size");
-    if (r->params_.pack_size < (1u << 16) || r->params_.pack_size > (1u << 30)) throw Error(Errc::corrupt, "config: pack size out of range");
+    if (r->params_.pack_size < (1u << 16) || r->params_.pack_size > (1u << 30))
+      throw Error(Errc::corrupt, "config: pack size out of range");
   } catch (const json::exception& e) {
     throw Error(Errc::corrupt, std::string("config: malformed sealed parameters: ") + e.what());
   }
@@ -368,8 +369,7 @@ std::vector<std::string> Repository::list(FileType t) {
   std::vector<std::pair<std::string, std::string>> fps;
   be_->list_info(t, [&](const ObjectInfo& o) {
     out.push_back(o.name);
-    if (remember && !o.etag.empty())
-      fps.emplace_back(std::string(file_type_name(t)) + "/" + o.name, cache_fingerprint(o));
+    if (remember && !o.etag.empty()) fps.emplace_back(std::string(file_type_name(t)) + "/" + o.name, cache_fingerprint(o));
   });
   if (remember) {
     std::lock_guard g(fp_mu_);
@@ -591,7 +591,8 @@ bool Repository::open_blob(const PackBlob& b, std::span<const uint8_t> sealed, B
 }
 
 bool Repository::verify_blob(const PackBlob& b, std::span<const uint8_t> sealed, std::string& why) const {
-  if (!(b.flags & kBlobCompressed) || (b.flags & kBlobDictionary) || b.raw_length < kStreamTreeBytes || b.raw_length > max_blob_size(b.type)) {
+  if (!(b.flags & kBlobCompressed) || (b.flags & kBlobDictionary) || b.raw_length < kStreamTreeBytes ||
+      b.raw_length > max_blob_size(b.type)) {
     Bytes out;
     return open_blob(b, sealed, out, why);
   }
@@ -632,8 +633,8 @@ bool Repository::finish_blob(const PackBlob& b, std::span<const uint8_t> plain, 
                              std::string& why) const {
   if (b.flags & kBlobCompressed) {
     if (b.raw_length > max_blob_size(b.type)) {
-      why = "declares " + std::to_string(b.raw_length) + " bytes, above the limit of " + std::to_string(max_blob_size(b.type)) +
-            " for a " + (b.type == BlobType::tree ? "tree" : "data") + " blob (docs/repository-format.md § 14)";
+      why = "declares " + std::to_string(b.raw_length) + " bytes, above the limit of " + std::to_string(max_blob_size(b.type)) + " for a " +
+            (b.type == BlobType::tree ? "tree" : "data") + " blob (docs/repository-format.md § 14)";
       return false;
     }
     std::string e;
@@ -688,8 +689,7 @@ Bytes Repository::load_blob(const BlobId& id) {
   try {
     sealed = be_->load({FileType::pack, pack}, loc->offset, loc->length);
   } catch (const Error& e) {
-    throw Error(e.code() == Errc::not_found ? Errc::corrupt : e.code(),
-                "blob '" + id_hex(id) + "' in pack '" + pack + "': " + e.what());
+    throw Error(e.code() == Errc::not_found ? Errc::corrupt : e.code(), "blob '" + id_hex(id) + "' in pack '" + pack + "': " + e.what());
   }
   if (!open_blob(b, sealed, out, why)) throw Error(Errc::corrupt, "blob '" + id_hex(id) + "' in pack '" + pack + "' " + why);
   if (cached && !fp.empty()) cache_->put("trees", id_hex(id), sealed, fp);
@@ -729,7 +729,8 @@ TreeReader Repository::open_tree(const BlobId& id) {
   } catch (const Error& e) {
     throw Error(e.code() == Errc::not_found ? Errc::corrupt : e.code(), name + ": " + e.what());
   }
-  if (!aead_.open(blob_aad(b.type, id), sealed, frame)) throw Error(Errc::corrupt, name + " fails authentication (the stored bytes were changed)");
+  if (!aead_.open(blob_aad(b.type, id), sealed, frame))
+    throw Error(Errc::corrupt, name + " fails authentication (the stored bytes were changed)");
   if (b.raw_length > max_blob_size(b.type))
     throw Error(Errc::corrupt, name + " declares " + std::to_string(b.raw_length) + " bytes, above the limit of " +
                                    std::to_string(max_blob_size(b.type)) + " for a tree blob (docs/repository-format.md § 14)");
@@ -849,8 +850,8 @@ void Repository::pack_blob(BlobType t, const BlobId& id, uint8_t flags, std::spa
 void Repository::load_dictionaries() {
   std::vector<std::string> names = list(FileType::dict);
   if (names.size() > kMaxDictionaries) {
-    dict_problems_.push_back("dicts/ holds " + std::to_string(names.size()) + " files, more than the " +
-                             std::to_string(kMaxDictionaries) + " a reader loads (§ 14): only the first are used");
+    dict_problems_.push_back("dicts/ holds " + std::to_string(names.size()) + " files, more than the " + std::to_string(kMaxDictionaries) +
+                             " a reader loads (§ 14): only the first are used");
     names.resize(kMaxDictionaries);
   }
   for (const auto& name : names) {

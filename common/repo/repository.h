@@ -6,25 +6,24 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
-#include <thread>
 #include <functional>
 #include <map>
-#include <shared_mutex>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <shared_mutex>
 #include <string>
+#include <thread>
 #include <unordered_set>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "common/repo/storage/backend.h"
 #include "common/repo/chunker.h"
 #include "common/repo/compress.h"
 #include "common/repo/index.h"
 #include "common/repo/keys.h"
 #include "common/repo/pack.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/types.h"
 
 namespace cairn::repo {
@@ -255,7 +254,7 @@ class Repository {
   std::mutex refresh_mu_;
   std::atomic<int64_t> last_refresh_ns_{0};
   std::vector<std::pair<std::string, IndexFile>> session_index_;  // under wmu_
-  std::unordered_set<BlobId, BlobIdHash> from_others_;  // under wmu_: blobs refresh_index() brought
+  std::unordered_set<BlobId, BlobIdHash> from_others_;            // under wmu_: blobs refresh_index() brought
   std::mutex claims_mu_;
   std::unordered_set<std::string> my_claims_;
 

@@ -17,10 +17,10 @@
 #include <future>
 #include <list>
 #include <map>
-#include <set>
-#include <unordered_map>
 #include <mutex>
+#include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "common/repo/chunker.h"
 #include "common/repo/memory.h"
@@ -123,8 +123,8 @@ struct BlobRef {
 // by its index in dirs_; dirs_[0] is the target itself. Paths are built only for
 // messages.
 struct FileJob {
-  size_t dir = 0;    // index in dirs_
-  Node node;         // content cleared; blobs carry it; node.name is the file's name
+  size_t dir = 0;  // index in dirs_
+  Node node;       // content cleared; blobs carry it; node.name is the file's name
   std::vector<BlobRef> blobs;
   std::vector<uint64_t> ext_start;  // sparse: content offset where each extent begins
   uint64_t data_bytes = 0;          // sum of blob lengths
@@ -318,8 +318,8 @@ class Restorer {
   RestoreResult res_;
   std::mutex res_mu_;
 
-  std::vector<Item> dirs_;      // pre-order; dirs_[0] is the target
-  std::vector<bool> existed_;   // per dirs_ entry: the directory was there before this restore
+  std::vector<Item> dirs_;     // pre-order; dirs_[0] is the target
+  std::vector<bool> existed_;  // per dirs_ entry: the directory was there before this restore
   DirFds fds_{dirs_};
   std::vector<Item> specials_;  // symlinks, fifos, devices, sockets
   std::vector<std::unique_ptr<FileJob>> files_;
@@ -397,8 +397,10 @@ class Planner : public TreeVisitor {
     }
     if (!inc) return false;
     up.any = true;
-    if (n.type == NodeType::file) r_.add_file(up.at, path, n);
-    else r_.specials_.push_back({up.at, std::move(n)});
+    if (n.type == NodeType::file)
+      r_.add_file(up.at, path, n);
+    else
+      r_.specials_.push_back({up.at, std::move(n)});
     return false;
   }
   void leave(const std::string&, Node& n, size_t) override {
@@ -580,12 +582,19 @@ void Restorer::make_special(Item& it) {
   int pfd = parent->get();
   auto create = [&]() -> int {
     switch (n.type) {
-      case NodeType::symlink: return ::symlinkat(n.target.c_str(), pfd, name);
-      case NodeType::fifo: return ::mkfifoat(pfd, name, 0600);
-      case NodeType::socket: return ::mknodat(pfd, name, S_IFSOCK | 0600, 0);
-      case NodeType::chardev: return ::mknodat(pfd, name, S_IFCHR | 0600, dev_t(n.rdev));
-      case NodeType::blockdev: return ::mknodat(pfd, name, S_IFBLK | 0600, dev_t(n.rdev));
-      default: errno = EINVAL; return -1;
+      case NodeType::symlink:
+        return ::symlinkat(n.target.c_str(), pfd, name);
+      case NodeType::fifo:
+        return ::mkfifoat(pfd, name, 0600);
+      case NodeType::socket:
+        return ::mknodat(pfd, name, S_IFSOCK | 0600, 0);
+      case NodeType::chardev:
+        return ::mknodat(pfd, name, S_IFCHR | 0600, dev_t(n.rdev));
+      case NodeType::blockdev:
+        return ::mknodat(pfd, name, S_IFBLK | 0600, dev_t(n.rdev));
+      default:
+        errno = EINVAL;
+        return -1;
     }
   };
   int rc = create();
@@ -707,8 +716,7 @@ void Restorer::write_content(FileJob& f, uint64_t off, std::span<const uint8_t> 
   }
 }
 
-std::string Restorer::open_data_blob(const BlobRef& b, std::span<uint8_t> sealed, Bytes& out,
-                                     std::span<const uint8_t>& data) {
+std::string Restorer::open_data_blob(const BlobRef& b, std::span<uint8_t> sealed, Bytes& out, std::span<const uint8_t>& data) {
   if (b.loc.type != BlobType::data) return "is not a data blob";
   PackBlob pb{b.id, b.loc.type, b.loc.flags, b.loc.offset, b.loc.length, b.loc.raw_length};
   std::string why;
@@ -993,13 +1001,13 @@ void Restorer::remove_leftovers(size_t dir) {
   }
   for (const auto& name : names) {
     Fd fd(::openat(dfd.get(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
-    struct stat st {}, now {};
+    struct stat st {
+    }, now{};
     if (!fd || ::fstat(fd.get(), &st) != 0) continue;
     if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || st.st_uid != ::geteuid() || (st.st_mode & 07777 & ~mode_t(0600)) != 0) continue;
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) continue;  // a restore running now writes it
     // Still the file just checked (not one put there since), then gone.
-    if (::fstatat(dfd.get(), name.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0 || now.st_ino != st.st_ino || now.st_dev != st.st_dev)
-      continue;
+    if (::fstatat(dfd.get(), name.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0 || now.st_ino != st.st_ino || now.st_dev != st.st_dev) continue;
     if (::unlinkat(dfd.get(), name.c_str(), 0) != 0) {
       warning(path_of(dir, name), "cannot remove this partial file an earlier interrupted restore left: " + err_text(errno));
       continue;
@@ -1046,10 +1054,12 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
         std::string left = first_leftover(shown);
         if (!left.empty())
           throw Error(Errc::exists, "restore target '" + shown + "' is not empty: it holds partial files an interrupted restore left ('" +
-                                        left + "'); pass --overwrite to finish restoring over it (they are removed), or restore "
+                                        left +
+                                        "'); pass --overwrite to finish restoring over it (they are removed), or restore "
                                         "into an empty or new directory");
-        throw Error(Errc::exists, "restore target '" + shown +
-                                      "' is not empty; restore into an empty or new directory, or pass --overwrite to replace existing files");
+        throw Error(Errc::exists,
+                    "restore target '" + shown +
+                        "' is not empty; restore into an empty or new directory, or pass --overwrite to replace existing files");
       }
     }
   } else if (errno != ENOENT) {
@@ -1125,7 +1135,8 @@ RestoreResult Restorer::run(const std::string& snapshot_id) {
   // Whole packs from a remote store: one per writer and one more, within the same
   // budget the writers' own buffers are sized by.
   if (repo_.backend().caps().remote && !by_pack)
-    packs_ = std::make_unique<PackCache>(repo_.backend(), std::min<size_t>(n + 1, std::max<uint64_t>(2, budget / 2 / repo_.params().pack_size)));
+    packs_ =
+        std::make_unique<PackCache>(repo_.backend(), std::min<size_t>(n + 1, std::max<uint64_t>(2, budget / 2 / repo_.params().pack_size)));
   {
     std::vector<std::thread> pool;
     for (unsigned i = 0; i < n; ++i) pool.emplace_back([this] { worker(); });

@@ -36,7 +36,7 @@ struct RestoreOptions {
   // Called with the snapshot path of every entry the walk reaches (excluded
   // ones aside), before anything is written; the agent's mirror mode uses it.
   std::function<void(const std::string&)> on_entry;
-  uint64_t max_entries = kMaxWalkEntries;         // see walk.h
+  uint64_t max_entries = kMaxWalkEntries;  // see walk.h
   uint64_t max_plan_bytes = kMaxRestorePlanBytes;
 };
 
@@ -49,8 +49,8 @@ struct RestoreResult {
   std::string snapshot_id;
   uint64_t files_restored = 0;  // regular files, hard links included
   uint64_t dirs_restored = 0;
-  uint64_t others_restored = 0;  // symlinks, fifos, devices, sockets
-  uint64_t bytes_restored = 0;   // logical file sizes (holes included)
+  uint64_t others_restored = 0;          // symlinks, fifos, devices, sockets
+  uint64_t bytes_restored = 0;           // logical file sizes (holes included)
   std::vector<RestoreFailure> failures;  // not restored; nothing is left under their names
   std::vector<RestoreFailure> warnings;  // restored, but some metadata (owner, xattr, time) could not be set
   // Partial files an earlier restore into the same target left when it was

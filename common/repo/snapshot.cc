@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <ctime>
 
-#include "common/util/encoding.h"
 #include "common/repo/limits.h"
+#include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "common/util/terminal_text.h"
 
@@ -33,13 +33,16 @@ json encode_snapshot(const Snapshot& s) {
   // must be UTF-8; dumping it would throw and lose the whole snapshot).
   for (const auto& e : s.errors) {
     json je = {{"reason", utf8_or_escaped(e.reason)}};
-    if (utf8_valid(e.path)) je["path"] = e.path;
-    else je["path_b64"] = to_base64(as_bytes(e.path));
+    if (utf8_valid(e.path))
+      je["path"] = e.path;
+    else
+      je["path_b64"] = to_base64(as_bytes(e.path));
     errs.push_back(std::move(je));
   }
-  json j = {{"version", kFormatVersion}, {"time", s.time},       {"hostname", s.hostname}, {"username", s.username},
-            {"paths", s.paths},          {"tags", s.tags},       {"tree", id_hex(s.tree)}, {"partial", s.partial},
-            {"errors", errs},            {"summary", s.summary}, {"program", s.program}};
+  json j = {{"version", kFormatVersion}, {"time", s.time},       {"hostname", s.hostname},
+            {"username", s.username},    {"paths", s.paths},     {"tags", s.tags},
+            {"tree", id_hex(s.tree)},    {"partial", s.partial}, {"errors", errs},
+            {"summary", s.summary},      {"program", s.program}};
   if (!s.parent.empty()) j["parent"] = s.parent;
   if (s.component.is_object()) j["component"] = s.component;
   return j;

@@ -14,13 +14,20 @@ using nlohmann::json;
 
 const char* node_type_name(NodeType t) {
   switch (t) {
-    case NodeType::file: return "file";
-    case NodeType::dir: return "dir";
-    case NodeType::symlink: return "symlink";
-    case NodeType::chardev: return "chardev";
-    case NodeType::blockdev: return "blockdev";
-    case NodeType::fifo: return "fifo";
-    case NodeType::socket: return "socket";
+    case NodeType::file:
+      return "file";
+    case NodeType::dir:
+      return "dir";
+    case NodeType::symlink:
+      return "symlink";
+    case NodeType::chardev:
+      return "chardev";
+    case NodeType::blockdev:
+      return "blockdev";
+    case NodeType::fifo:
+      return "fifo";
+    case NodeType::socket:
+      return "socket";
   }
   return "?";
 }
@@ -49,8 +56,10 @@ bool valid_utf8(std::string_view s) {
 
 // Names and link targets are bytes on Linux; JSON strings must be UTF-8.
 static void put_bytes_string(json& j, const char* key, const std::string& s) {
-  if (valid_utf8(s)) j[key] = s;
-  else j[std::string(key) + "_b64"] = to_base64(as_bytes(s));
+  if (valid_utf8(s))
+    j[key] = s;
+  else
+    j[std::string(key) + "_b64"] = to_base64(as_bytes(s));
 }
 json encode_tree(const Tree& t) {
   json nodes = json::array();
@@ -294,8 +303,10 @@ size_t TreeReader::nodes_hint() const {
   for (size_t i = 0; i < size_; ++i) {
     uint8_t b = data_[i];
     if (in_string) {
-      if (b == '\\') ++i;
-      else if (b == '"') in_string = false;
+      if (b == '\\')
+        ++i;
+      else if (b == '"')
+        in_string = false;
     } else if (b == '"') {
       in_string = true;
     } else if (b == '{' || b == '[') {
@@ -466,13 +477,27 @@ void put_string(std::string& o, std::string_view s) {
   for (char ch : s) {
     auto c = static_cast<unsigned char>(ch);
     switch (c) {
-      case '"': o += "\\\""; break;
-      case '\\': o += "\\\\"; break;
-      case '\b': o += "\\b"; break;
-      case '\f': o += "\\f"; break;
-      case '\n': o += "\\n"; break;
-      case '\r': o += "\\r"; break;
-      case '\t': o += "\\t"; break;
+      case '"':
+        o += "\\\"";
+        break;
+      case '\\':
+        o += "\\\\";
+        break;
+      case '\b':
+        o += "\\b";
+        break;
+      case '\f':
+        o += "\\f";
+        break;
+      case '\n':
+        o += "\\n";
+        break;
+      case '\r':
+        o += "\\r";
+        break;
+      case '\t':
+        o += "\\t";
+        break;
       default:
         if (c < 0x20) {
           static const char hex[] = "0123456789abcdef";
@@ -624,8 +649,10 @@ void TreeWriter::add(const Node& n) {
     one.nodes.push_back(n);
     (void)encode_tree(one).dump();  // throws, as encode_tree_bytes does
   }
-  if (nodes_++) text_ += ',';
-  else text_ = "{\"nodes\":[";
+  if (nodes_++)
+    text_ += ',';
+  else
+    text_ = "{\"nodes\":[";
   put_node(text_, n);
 }
 

@@ -2,13 +2,12 @@
 // Tree blobs: one directory listing each, nodes sorted by name.
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/repo/types.h"
 
@@ -25,11 +24,11 @@ struct Node {
   std::string user, group;
   int64_t mtime_ns = 0, atime_ns = 0, ctime_ns = 0;
   uint64_t inode = 0, device = 0, links = 0, size = 0, rdev = 0;
-  std::vector<BlobId> content;                           // files
-  std::vector<std::pair<uint64_t, uint64_t>> extents;    // sparse files: data regions (offset, length)
+  std::vector<BlobId> content;                         // files
+  std::vector<std::pair<uint64_t, uint64_t>> extents;  // sparse files: data regions (offset, length)
   bool sparse = false;
-  std::optional<BlobId> subtree;                         // dirs
-  std::string target;                                    // symlinks
+  std::optional<BlobId> subtree;  // dirs
+  std::string target;             // symlinks
   std::vector<std::pair<std::string, Bytes>> xattrs;
 };
 
@@ -109,7 +108,7 @@ class TreeWriter {
   // The text written since the last take(), for a caller that passes a large
   // tree on in pieces (Repository::BlobStream); finish() then gives the rest.
   std::string take() { return std::exchange(text_, {}); }
-  std::string finish();  // the text (since the last take()); the writer is empty again
+  std::string finish();                         // the text (since the last take()); the writer is empty again
   size_t size() const { return text_.size(); }  // bytes held
 
  private:

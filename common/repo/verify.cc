@@ -4,8 +4,8 @@
 #include <mutex>
 #include <optional>
 #include <thread>
-#include <utility>
 #include <unordered_map>
+#include <utility>
 
 #include "common/repo/chunker.h"
 #include "common/repo/memory.h"
@@ -83,12 +83,11 @@ class Verifier {
       return std::move(res_);
     }
     if (shape.entries > o_.max_entries)
-      throw Error(Errc::unsupported,
-                  "snapshot '" + sid_ + "' describes " +
-                      (shape.entries == UINT64_MAX ? std::string("more than 2^64") : std::to_string(shape.entries)) +
-                      " entries, more than the " + std::to_string(o_.max_entries) +
-                      " a restore walks (a tree whose directories share subtrees can describe more paths than any disk "
-                      "holds); run 'cairnctl repo check'");
+      throw Error(Errc::unsupported, "snapshot '" + sid_ + "' describes " +
+                                         (shape.entries == UINT64_MAX ? std::string("more than 2^64") : std::to_string(shape.entries)) +
+                                         " entries, more than the " + std::to_string(o_.max_entries) +
+                                         " a restore walks (a tree whose directories share subtrees can describe more paths than any disk "
+                                         "holds); run 'cairnctl repo check'");
     if (shape.height > kMaxTreeDepth)
       fail({"too_deep", "", "", "",
             "has directories nested deeper than " + std::to_string(kMaxTreeDepth) +
@@ -117,8 +116,7 @@ class Verifier {
 
  private:
   void interrupted(const char* when) const {
-    if (o_.cancel && o_.cancel->load())
-      throw Error(Errc::interrupted, "verification of snapshot '" + sid_ + "' interrupted " + when);
+    if (o_.cancel && o_.cancel->load()) throw Error(Errc::interrupted, "verification of snapshot '" + sid_ + "' interrupted " + when);
   }
 
   void finish() {

@@ -38,8 +38,8 @@ bool next_node(Frame& f, const std::string& path, const std::string& sid, TreeVi
   } catch (const Error& e) {
     if (root) throw Error(e.code(), "snapshot '" + sid + "': its root tree cannot be read: " + e.what() + " (run 'cairnctl repo check')");
     if (!v.unreadable(path, e.what()))
-      throw Error(e.code(), "snapshot '" + sid + "': the listing of '" + path + "' cannot be read: " + e.what() +
-                                " (run 'cairnctl repo check')");
+      throw Error(e.code(),
+                  "snapshot '" + sid + "': the listing of '" + path + "' cannot be read: " + e.what() + " (run 'cairnctl repo check')");
     return false;
   }
 }
@@ -49,11 +49,13 @@ void walk_readers(const BlobId& root, const ReaderLoader& load, const std::strin
 }  // namespace
 
 void walk_snapshot(Repository& r, const Snapshot& s, TreeVisitor& v, const WalkLimits& limits) {
-  walk_readers(s.tree, [&r](const BlobId& id) { return r.open_tree(id); }, s.id, v, limits);
+  walk_readers(
+      s.tree, [&r](const BlobId& id) { return r.open_tree(id); }, s.id, v, limits);
 }
 
 void walk_tree(const BlobId& root, const TreeLoader& load, const std::string& snapshot_id, TreeVisitor& v, const WalkLimits& limits) {
-  walk_readers(root, [&load](const BlobId& id) { return TreeReader(load(id)); }, snapshot_id, v, limits);
+  walk_readers(
+      root, [&load](const BlobId& id) { return TreeReader(load(id)); }, snapshot_id, v, limits);
 }
 
 namespace {
@@ -97,8 +99,7 @@ void walk_readers(const BlobId& root, const ReaderLoader& load, const std::strin
       }));
       TreeShape shape = shapes.of(root);
       if (shape.entries > limits.max_entries)
-        too_many(sid, "describes " + (shape.entries == UINT64_MAX ? std::string("more than 2^64") : std::to_string(shape.entries)),
-                 limits);
+        too_many(sid, "describes " + (shape.entries == UINT64_MAX ? std::string("more than 2^64") : std::to_string(shape.entries)), limits);
     }
     const size_t len = path.size();
     path += '/';
@@ -120,8 +121,8 @@ void walk_readers(const BlobId& root, const ReaderLoader& load, const std::strin
         next.reader = load(*sub);
       } catch (const Error& e) {
         if (!v.unreadable(path, e.what()))
-          throw Error(e.code(), "snapshot '" + sid + "': the listing of '" + path + "' cannot be read: " + e.what() +
-                                    " (run 'cairnctl repo check')");
+          throw Error(e.code(),
+                      "snapshot '" + sid + "': the listing of '" + path + "' cannot be read: " + e.what() + " (run 'cairnctl repo check')");
         readable = false;
       }
       if (readable) {
@@ -190,9 +191,12 @@ TreeShape TreeShapes::of(const BlobId& root) {
     Pending& p = stack.back();
     if (p.next < p.subs.size()) {
       BlobId c = p.subs[p.next++];
-      if (auto it = shapes_.find(c); it != shapes_.end()) merge(p.acc, it->second);
-      else if (on_stack.count(c)) merge(p.acc, TreeShape{UINT64_MAX, UINT64_MAX});  // a tree that contains itself
-      else push(c);
+      if (auto it = shapes_.find(c); it != shapes_.end())
+        merge(p.acc, it->second);
+      else if (on_stack.count(c))
+        merge(p.acc, TreeShape{UINT64_MAX, UINT64_MAX});  // a tree that contains itself
+      else
+        push(c);
       continue;
     }
     Pending done = std::move(p);

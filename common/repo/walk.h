@@ -56,9 +56,7 @@ class TreeVisitor {
   // false skips its subtree (and leave() is not called).
   virtual bool enter(const std::string& path, Node& node, size_t depth) = 0;
   // A directory whose subtree was walked (or that has none), after its last descendant.
-  virtual void leave(const std::string& path, Node& node, size_t depth) {
-    (void)path, (void)node, (void)depth;
-  }
+  virtual void leave(const std::string& path, Node& node, size_t depth) { (void)path, (void)node, (void)depth; }
   // A subtree that cannot be read (why: the reason): return true to go on without
   // it, false to end the walk with the error. The root tree is never excused.
   virtual bool unreadable(const std::string& path, const std::string& why) {
@@ -86,8 +84,7 @@ void walk_snapshot(Repository& r, const Snapshot& s, TreeVisitor& v, const WalkL
 // load returns the tree with that id or throws Error. snapshot_id names the walk in
 // messages.
 using TreeLoader = std::function<Tree(const BlobId&)>;
-void walk_tree(const BlobId& root, const TreeLoader& load, const std::string& snapshot_id, TreeVisitor& v,
-               const WalkLimits& limits = {});
+void walk_tree(const BlobId& root, const TreeLoader& load, const std::string& snapshot_id, TreeVisitor& v, const WalkLimits& limits = {});
 
 // The message for a directory nested too deep, the same from every command.
 std::string too_deep_message(const std::string& snapshot_id, const std::string& path);

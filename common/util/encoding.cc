@@ -79,14 +79,22 @@ int64_t parse_duration(std::string_view s) {
     std::string unit;
     while (i < s.size() && std::isalpha(static_cast<unsigned char>(s[i]))) unit += s[i++];
     int64_t mul;
-    if (unit == "s") mul = 1;
-    else if (unit == "min") mul = 60;
-    else if (unit == "h") mul = 3600;
-    else if (unit == "d") mul = 86400;
-    else if (unit == "w") mul = 7 * 86400;
-    else if (unit == "m") mul = 30 * 86400;
-    else if (unit == "y") mul = 365 * 86400;
-    else return -1;
+    if (unit == "s")
+      mul = 1;
+    else if (unit == "min")
+      mul = 60;
+    else if (unit == "h")
+      mul = 3600;
+    else if (unit == "d")
+      mul = 86400;
+    else if (unit == "w")
+      mul = 7 * 86400;
+    else if (unit == "m")
+      mul = 30 * 86400;
+    else if (unit == "y")
+      mul = 365 * 86400;
+    else
+      return -1;
     total += n * mul;
   }
   return total;

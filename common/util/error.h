@@ -28,8 +28,7 @@ std::string_view errc_name(Errc c);
 
 class Error : public std::runtime_error {
  public:
-  Error(Errc code, std::string message, int sys_errno = 0)
-      : std::runtime_error(std::move(message)), code_(code), sys_errno_(sys_errno) {}
+  Error(Errc code, std::string message, int sys_errno = 0) : std::runtime_error(std::move(message)), code_(code), sys_errno_(sys_errno) {}
   Errc code() const noexcept { return code_; }
   // The errno of the failed system call (throw_errno), or 0.
   int sys_errno() const noexcept { return sys_errno_; }

@@ -6,12 +6,12 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <filesystem>
-#include <vector>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "common/util/error.h"
 
@@ -52,9 +52,14 @@ std::string read_secret_file(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw_errno("cannot read secret file", path, errno);
   if (st.st_mode & 077)
-    throw Error(Errc::invalid_input, "secret file '" + path + "' is readable by group or others (mode " +
-                                         [&] { char b[8]; snprintf(b, sizeof b, "%04o", st.st_mode & 07777); return std::string(b); }() +
-                                         "); run 'chmod 600 " + path + "'");
+    throw Error(
+        Errc::invalid_input, "secret file '" + path + "' is readable by group or others (mode " +
+                                 [&] {
+                                   char b[8];
+                                   snprintf(b, sizeof b, "%04o", st.st_mode & 07777);
+                                   return std::string(b);
+                                 }() +
+                                 "); run 'chmod 600 " + path + "'");
   Bytes b = read_file(path, kMaxSecretFile);
   std::string s(b.begin(), b.end());
   if (!s.empty() && s.back() == '\n') s.pop_back();
@@ -157,7 +162,8 @@ std::string hostname() {
 }
 
 std::string username() {
-  struct passwd pwd {}, *pw = nullptr;
+  struct passwd pwd {
+  }, *pw = nullptr;
   char buf[4096];
   getpwuid_r(getuid(), &pwd, buf, sizeof buf, &pw);  // reentrant: the lock refresher runs beside the archiver
   return pw ? pw->pw_name : std::to_string(getuid());

@@ -16,7 +16,10 @@ class Fd {
   explicit Fd(int fd) : fd_(fd) {}
   Fd(Fd&& o) noexcept : fd_(o.release()) {}
   Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) { reset(); fd_ = o.release(); }
+    if (this != &o) {
+      reset();
+      fd_ = o.release();
+    }
     return *this;
   }
   Fd(const Fd&) = delete;
@@ -24,7 +27,11 @@ class Fd {
   ~Fd() { reset(); }
   int get() const { return fd_; }
   explicit operator bool() const { return fd_ >= 0; }
-  int release() { int f = fd_; fd_ = -1; return f; }
+  int release() {
+    int f = fd_;
+    fd_ = -1;
+    return f;
+  }
   void reset();
 
  private:

@@ -35,8 +35,9 @@ void run_with_stack(size_t stack_bytes, const std::function<void()>& fn) {
   pthread_t t;
   if (rc == 0) rc = pthread_create(&t, &attr, trampoline, &call);
   pthread_attr_destroy(&attr);
-  if (rc != 0) throw Error(Errc::io, std::string("cannot start a thread with a ") + std::to_string(stack_bytes >> 20) +
-                                         " MiB stack: " + std::strerror(rc));
+  if (rc != 0)
+    throw Error(Errc::io,
+                std::string("cannot start a thread with a ") + std::to_string(stack_bytes >> 20) + " MiB stack: " + std::strerror(rc));
   pthread_join(t, nullptr);
   if (call.error) std::rethrow_exception(call.error);
 }

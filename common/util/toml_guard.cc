@@ -12,13 +12,9 @@ constexpr std::string_view kHeaderExpectation =
 bool is_blank(char c) { return c == ' ' || c == '\t'; }
 
 // toml++'s value terminators, as far as ASCII goes.
-bool is_terminator(char c) {
-  return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ']' || c == '}' || c == ',' || c == '#';
-}
+bool is_terminator(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ']' || c == '}' || c == ',' || c == '#'; }
 
-bool is_bare(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-}
+bool is_bare(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'; }
 
 class Scanner {
  public:
@@ -37,8 +33,8 @@ class Scanner {
       } else if (c == '#') {
         skip_to_eol();
       } else if (c == '[') {
-        if (!header_ok()) return problem_at(i_, "malformed table header '" + shown_line(i_) + "' (" +
-                                                    std::string(kHeaderExpectation) + ")");
+        if (!header_ok())
+          return problem_at(i_, "malformed table header '" + shown_line(i_) + "' (" + std::string(kHeaderExpectation) + ")");
         skip_to_eol();  // a well-formed header ends with blanks and a comment
       } else if (auto p = statement()) {
         return p;
@@ -151,8 +147,7 @@ class Scanner {
           ++i_;
           break;
         case '}':
-          if (!open.empty() && open.back() == '[')
-            return problem_at(i_, "'}' inside an array, where a value or ']' is expected");
+          if (!open.empty() && open.back() == '[') return problem_at(i_, "'}' inside an array, where a value or ']' is expected");
           if (!open.empty()) open.pop_back();
           value = true;
           ++i_;
@@ -173,8 +168,7 @@ class Scanner {
           // digit (parser.inl:2636). Never valid TOML.
           if (s_.substr(i_, 1) == " " && i_ + 1 < s_.size() && s_[i_ + 1] >= '0' && s_[i_ + 1] <= '9' &&
               (i_ + 2 == s_.size() || is_terminator(s_[i_ + 2])))
-            return problem_at(start, "'" + std::string(s_.substr(start, i_ + 2 - start)) +
-                                         "' is neither a value nor a date and time");
+            return problem_at(start, "'" + std::string(s_.substr(start, i_ + 2 - start)) + "' is neither a value nor a date and time");
       }
     }
     return std::nullopt;
@@ -225,9 +219,9 @@ class Scanner {
               ++i_;
           }
           if (i_ < s_.size() && static_cast<unsigned char>(s_[i_]) >= 0x80)
-            return problem_at(i_, "non-ASCII character " + code_point(i_) +
-                                      " first after a line-ending backslash (at line " +
-                                      std::to_string(line_of(slash)) + ") in a multi-line string (toml++ 3.3.0 mishandles it: escape it as \\uXXXX)");
+            return problem_at(i_, "non-ASCII character " + code_point(i_) + " first after a line-ending backslash (at line " +
+                                      std::to_string(line_of(slash)) +
+                                      ") in a multi-line string (toml++ 3.3.0 mishandles it: escape it as \\uXXXX)");
         } else if (i_ < s_.size() && s_[i_] != '\n') {
           ++i_;
         }

@@ -1,8 +1,7 @@
 // Agents, operators and controller keys: who may connect and who signs.
 #include <algorithm>
-#include <tuple>
-
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "common/util/encoding.h"
 #include "common/util/error.h"
@@ -52,8 +51,7 @@ std::optional<AgentState> parse_agent_state(std::string_view s) {
   return std::nullopt;
 }
 
-std::string Tx::enrol_agent(const std::string& name, const CurveKey& key, const std::string& hostname,
-                            const std::string& agent_version) {
+std::string Tx::enrol_agent(const std::string& name, const CurveKey& key, const std::string& hostname, const std::string& agent_version) {
   if (name.empty()) throw Error(Errc::invalid_input, "an agent needs a name");
   if (agent(name)) throw Error(Errc::exists, "an agent named '" + name + "' is already enrolled");
   if (agent_by_key(key)) throw Error(Errc::exists, "the key of agent '" + name + "' belongs to another agent");
@@ -63,8 +61,7 @@ std::string Tx::enrol_agent(const std::string& name, const CurveKey& key, const 
          " state_changed_at, last_seen_at) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)")
       .bind_all(id, name, std::span<const uint8_t>(key), hostname, agent_version, now(), now(), now())
       .run();
-  audit({"agent.enrol", "agent:" + id, "pending", "",
-         {{"name", name}, {"hostname", hostname}, {"curve_public_key", to_hex(key)}}});
+  audit({"agent.enrol", "agent:" + id, "pending", "", {{"name", name}, {"hostname", hostname}, {"curve_public_key", to_hex(key)}}});
   return id;
 }
 
@@ -94,8 +91,7 @@ std::vector<std::string> Tx::drop_oldest_pending_agents(size_t keep) {
     del.bind(1, id).run();
     del.reset();
   }
-  audit({"agent.pending_dropped", "agents", "dropped", "pending list full",
-         {{"count", ids.size()}, {"keep", keep}, {"agents", dropped}}});
+  audit({"agent.pending_dropped", "agents", "dropped", "pending list full", {{"count", ids.size()}, {"keep", keep}, {"agents", dropped}}});
   return ids;
 }
 
@@ -111,9 +107,7 @@ void Tx::set_agent_state(const std::string& agent_id, AgentState to) {
   // audit trail never shows a key silently coming back.
   if (a->state == AgentState::revoked)
     throw Error(Errc::invalid_input, "agent '" + a->name + "' is revoked; enrol it again with a new key");
-  db_.prepare("UPDATE agents SET state = ?, state_changed_at = ? WHERE id = ?")
-      .bind_all(to_string(to), now(), a->id)
-      .run();
+  db_.prepare("UPDATE agents SET state = ?, state_changed_at = ? WHERE id = ?").bind_all(to_string(to), now(), a->id).run();
   if (to == AgentState::revoked) {
     // Revocation releases the name (a host rebuilt under a new key takes it
     // and restores what this one backed up: predecessors()); the revoked
@@ -126,10 +120,8 @@ void Tx::set_agent_state(const std::string& agent_id, AgentState to) {
         .run();
     audit({"agent.name_released", "agent:" + a->id, "ok", "", {{"name", a->name}, {"now", kept}}});
   }
-  std::string action = to == AgentState::approved ? "agent.approve" : to == AgentState::revoked ? "agent.revoke"
-                                                                                                 : "agent.pend";
-  audit({action, "agent:" + a->id, std::string(to_string(to)), "",
-         {{"name", a->name}, {"from", to_string(a->state)}}});
+  std::string action = to == AgentState::approved ? "agent.approve" : to == AgentState::revoked ? "agent.revoke" : "agent.pend";
+  audit({action, "agent:" + a->id, std::string(to_string(to)), "", {{"name", a->name}, {"from", to_string(a->state)}}});
 }
 
 void Tx::set_agent_labels(const std::string& agent_id, const std::map<std::string, std::string>& labels) {
@@ -169,8 +161,13 @@ std::string Tx::cluster_to_join(const std::string& agent_id, const Component& c)
         db_.prepare("UPDATE cluster_members SET cluster = ? WHERE agent_id = ? AND component = ?")
             .bind_all(cluster, agent, component)
             .run();
-        audit({"cluster.member.merge", "agent:" + agent, "ok", "",
-               {{"component", component}, {"cluster", cluster}, {"declared", c.cluster_id},
+        audit({"cluster.member.merge",
+               "agent:" + agent,
+               "ok",
+               "",
+               {{"component", component},
+                {"cluster", cluster},
+                {"declared", c.cluster_id},
                 {"why", "the cluster its backups recorded, named by a member that came back with them"}}});
       }
       return cluster;
@@ -223,7 +220,10 @@ void Tx::resolve_memberships(const std::string& agent_id, std::vector<Component>
         db_.prepare("UPDATE cluster_members SET declared_cluster_id = ? WHERE agent_id = ? AND component = ?")
             .bind_all(declared, agent_id, c.name)
             .run();
-        audit({"cluster.member.declared", "agent:" + agent_id, "ok", "",
+        audit({"cluster.member.declared",
+               "agent:" + agent_id,
+               "ok",
+               "",
                {{"component", c.name}, {"cluster", std::get<1>(*m)}, {"from", std::get<3>(*m)}, {"to", declared}}});
       }
       c.cluster_id = std::get<1>(*m);
@@ -259,12 +259,17 @@ void Tx::resolve_memberships(const std::string& agent_id, std::vector<Component>
            " VALUES (?, ?, ?, ?, ?, ?, ?)")
         .bind_all(agent_id, c.name, c.driver, cluster, approved_now ? "approved" : "pending", declared, now())
         .run();
-    audit({approved_now ? "cluster.member.approve" : "cluster.member.propose", "agent:" + agent_id,
-           approved_now ? "approved" : "pending", "",
-           {{"component", c.name}, {"driver", c.driver}, {"cluster", cluster}, {"declared", declared},
-            {"by", !approved_now        ? (agent_approved ? "waits for an operator" : "waits for the agent's approval")
-                   : !has_members          ? "first member of a new cluster"
-                                           : "declared at the agent's first registration after its approval"}}});
+    audit({approved_now ? "cluster.member.approve" : "cluster.member.propose",
+           "agent:" + agent_id,
+           approved_now ? "approved" : "pending",
+           "",
+           {{"component", c.name},
+            {"driver", c.driver},
+            {"cluster", cluster},
+            {"declared", declared},
+            {"by", !approved_now  ? (agent_approved ? "waits for an operator" : "waits for the agent's approval")
+                   : !has_members ? "first member of a new cluster"
+                                  : "declared at the agent's first registration after its approval"}}});
     c.cluster_id = cluster;
     c.member_pending = !approved_now;
   }
@@ -278,10 +283,11 @@ size_t Tx::approve_memberships(const std::string& agent_id) {
     while (s.step()) pending.emplace_back(s.text(0), s.text(1));
   }
   for (const auto& [component, cluster] : pending) {
-    db_.prepare("UPDATE cluster_members SET state = 'approved' WHERE agent_id = ? AND component = ?")
-        .bind_all(agent_id, component)
-        .run();
-    audit({"cluster.member.approve", "agent:" + agent_id, "approved", "",
+    db_.prepare("UPDATE cluster_members SET state = 'approved' WHERE agent_id = ? AND component = ?").bind_all(agent_id, component).run();
+    audit({"cluster.member.approve",
+           "agent:" + agent_id,
+           "approved",
+           "",
            {{"component", component}, {"cluster", cluster}, {"by", "operator"}}});
   }
   return pending.size();
@@ -357,8 +363,8 @@ void Tx::set_agent_components(const std::string& agent_id, const std::vector<Com
     // What the agent declares; the logical cluster is its membership's (read
     // through cluster_members, so merging clusters rewrites no component).
     const std::string& stored = c.scope == "cluster" && !c.declared_cluster_id.empty() ? c.declared_cluster_id : c.cluster_id;
-    ins.bind_all(agent_id, c.name, c.driver, int64_t(c.can_restore), targets.dump(), c.scope, stored, c.member_id,
-                 modes.dump(), int64_t(c.restore_stops_service), c.repository)
+    ins.bind_all(agent_id, c.name, c.driver, int64_t(c.can_restore), targets.dump(), c.scope, stored, c.member_id, modes.dump(),
+                 int64_t(c.restore_stops_service), c.repository)
         .run();
     nlohmann::json entry = {{"name", c.name}, {"driver", c.driver}, {"can_restore", c.can_restore}, {"restore_targets", targets}};
     if (!c.repository.empty()) entry["repository"] = c.repository;
@@ -463,8 +469,7 @@ void Tx::add_controller_key(const std::string& key_id, std::span<const uint8_t> 
   db_.prepare("INSERT INTO controller_keys (key_id, public_key, state, created_at) VALUES (?, ?, ?, ?)")
       .bind_all(key_id, public_key, std::string(active ? "active" : "standby"), now())
       .run();
-  audit({"controller_key.add", "key:" + key_id, active ? "active" : "standby", "",
-         {{"public_key", to_hex(public_key)}}});
+  audit({"controller_key.add", "key:" + key_id, active ? "active" : "standby", "", {{"public_key", to_hex(public_key)}}});
 }
 
 void Tx::retire_controller_key(const std::string& key_id) {
@@ -511,7 +516,10 @@ void Tx::add_key_announcement(const KeyAnnouncementRecord& a) {
       .bind_all(a.id, a.new_key_id, a.signed_by, nlohmann::json(a.retires).dump(), a.issued_at, a.expires_at,
                 std::span<const uint8_t>(a.envelope))
       .run();
-  audit({"controller_key.announce", "key:" + a.new_key_id, "announced", "",
+  audit({"controller_key.announce",
+         "key:" + a.new_key_id,
+         "announced",
+         "",
          {{"announcement_id", a.id}, {"signed_by", a.signed_by}, {"retires", a.retires}, {"expires_at", a.expires_at}}});
 }
 
@@ -538,9 +546,7 @@ void Tx::set_agent_trusted_keys(const std::string& agent_id, const std::vector<s
   std::sort(sorted.begin(), sorted.end());
   sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
   if (sorted == a->trusted_key_ids) return;
-  db_.prepare("UPDATE agents SET trusted_key_ids = ? WHERE id = ?")
-      .bind_all(nlohmann::json(sorted).dump(), agent_id)
-      .run();
+  db_.prepare("UPDATE agents SET trusted_key_ids = ? WHERE id = ?").bind_all(nlohmann::json(sorted).dump(), agent_id).run();
   audit({"agent.trusted_keys", "agent:" + agent_id, "ok", "", {{"from", a->trusted_key_ids}, {"to", sorted}}});
 }
 

@@ -1,16 +1,15 @@
 #pragma once
 // Audit events as the catalog writes them. The event, its hash chain and the
 // chain check live in common/audit/chain.h (cairn-audit verifies the same chain).
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "common/audit/chain.h"
 
 namespace cairn::catalog {
 
-using audit::AuditEvent;
 using audit::audit_hash;
+using audit::AuditEvent;
 using audit::ChainReport;
 using audit::kGenesisHash;
 using audit::verify_chain;

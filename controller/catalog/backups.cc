@@ -95,18 +95,15 @@ BackupSet read_set(const sqlite::Stmt& s) {
 
 nlohmann::json reasons_json(const std::vector<Reason>& reasons) {
   nlohmann::json out = nlohmann::json::array();
-  for (const auto& r : reasons)
-    out.push_back({{"code", proto::error_code_name(r.code)}, {"detail", r.detail}, {"item", r.item}});
+  for (const auto& r : reasons) out.push_back({{"code", proto::error_code_name(r.code)}, {"detail", r.detail}, {"item", r.item}});
   return out;
 }
 
 // The details of a task's step in the audit trail, the same whichever path
 // moved it (update_task, move_plan_tasks).
 nlohmann::json task_step_details(const Task& t, TaskState from, const std::vector<Reason>& reasons) {
-  nlohmann::json details = {{"from", to_string(from)},
-                            {"agent_id", t.agent_id},
-                            {"component", t.component},
-                            {"reasons", reasons_json(reasons)}};
+  nlohmann::json details = {
+      {"from", to_string(from)}, {"agent_id", t.agent_id}, {"component", t.component}, {"reasons", reasons_json(reasons)}};
   if (t.backup_set_id) details["backup_set_id"] = *t.backup_set_id;
   if (t.restore_id) details["restore_id"] = *t.restore_id;
   return details;
@@ -114,8 +111,8 @@ nlohmann::json task_step_details(const Task& t, TaskState from, const std::vecto
 
 }  // namespace
 
-void Tx::insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const std::string* set_id,
-                      const std::string* restore_id, std::vector<std::string>& ids) {
+void Tx::insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const std::string* set_id, const std::string* restore_id,
+                      std::vector<std::string>& ids) {
   auto ins = db_.prepare(
       "INSERT INTO tasks (id, backup_set_id, restore_id, agent_id, component, kind, source_snapshot, state,"
       " created_at, updated_at, safety_task_id, restore_step, cluster_id, repository, repository_named)"
@@ -136,8 +133,7 @@ void Tx::insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const st
 }
 
 std::string Tx::create_backup_set(const NewBackupSet& set) {
-  if (set.tasks.empty())
-    throw Error(Errc::invalid_input, "a backup set needs at least one task; the selection matched no component");
+  if (set.tasks.empty()) throw Error(Errc::invalid_input, "a backup set needs at least one task; the selection matched no component");
   std::string id = new_id("bs");
   db_.prepare(
          "INSERT INTO backup_sets (id, created_at, trigger, requested_by, selector, state, policy)"
@@ -157,16 +153,14 @@ std::string Tx::create_backup_set(const NewBackupSet& set) {
 }
 
 std::optional<BackupSet> Tx::backup_set(const std::string& id) const {
-  auto s = db_.prepare(
-      (std::string(kSetColumns) + "WHERE id = ?").c_str());
+  auto s = db_.prepare((std::string(kSetColumns) + "WHERE id = ?").c_str());
   s.bind(1, id);
   if (!s.step()) return std::nullopt;
   return read_set(s);
 }
 
 std::vector<BackupSet> Tx::backup_sets(size_t limit) const {
-  auto s = db_.prepare(
-      std::string(kSetColumns) + "ORDER BY created_at DESC, rowid DESC LIMIT ?");
+  auto s = db_.prepare(std::string(kSetColumns) + "ORDER BY created_at DESC, rowid DESC LIMIT ?");
   s.bind(1, int64_t(limit));
   std::vector<BackupSet> out;
   while (s.step()) out.push_back(read_set(s));
@@ -182,8 +176,7 @@ std::vector<BackupSet> Tx::policy_sets(const std::string& policy) const {
 }
 
 std::vector<BackupSet> Tx::expired_sets() const {
-  auto s = db_.prepare(std::string(kSetColumns) +
-                       "WHERE expired_at IS NOT NULL AND forgotten_at IS NULL ORDER BY created_at, id");
+  auto s = db_.prepare(std::string(kSetColumns) + "WHERE expired_at IS NOT NULL AND forgotten_at IS NULL ORDER BY created_at, id");
   std::vector<BackupSet> out;
   while (s.step()) out.push_back(read_set(s));
   return out;
@@ -196,8 +189,9 @@ void Tx::expire_set(const std::string& id, const std::string& reason) {
 }
 
 void Tx::mark_snapshots_removed(const std::string& set_id, const std::string& repository) {
-  db_.prepare("UPDATE tasks SET snapshot_removed_at = ? WHERE backup_set_id = ? AND repository = ?"
-              " AND snapshot_id IS NOT NULL AND snapshot_removed_at IS NULL")
+  db_.prepare(
+         "UPDATE tasks SET snapshot_removed_at = ? WHERE backup_set_id = ? AND repository = ?"
+         " AND snapshot_id IS NOT NULL AND snapshot_removed_at IS NULL")
       .bind_all(now(), set_id, repository)
       .run();
 }
@@ -235,9 +229,7 @@ std::vector<Task> Tx::tasks_of_set(const std::string& backup_set_id) const {
   return read_tasks(db_, "WHERE backup_set_id = ?", backup_set_id);
 }
 
-std::vector<Task> Tx::tasks_of_restore(const std::string& restore_id) const {
-  return read_tasks(db_, "WHERE restore_id = ?", restore_id);
-}
+std::vector<Task> Tx::tasks_of_restore(const std::string& restore_id) const { return read_tasks(db_, "WHERE restore_id = ?", restore_id); }
 
 std::optional<Task> Tx::task(const std::string& id) const {
   auto v = read_tasks(db_, "WHERE id = ?", id);
@@ -268,14 +260,13 @@ std::optional<std::string> Tx::backup_parent(const std::string& agent_id, const 
 }
 
 std::optional<SnapshotOrigin> Tx::snapshot_origin(const std::string& snapshot_id) const {
-  auto s = db_.prepare(
-      "SELECT t.agent_id, t.repository, t.repository_named FROM snapshots s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?");
+  auto s =
+      db_.prepare("SELECT t.agent_id, t.repository, t.repository_named FROM snapshots s JOIN tasks t ON t.id = s.task_id WHERE s.id = ?");
   s.bind(1, snapshot_id);
   if (s.step()) return SnapshotOrigin{s.text(0), s.text(1), s.integer(2) != 0};
   // A copy of a backup's snapshot (a policy's copy_to): in the copy's
   // repository, by the controller's name for it.
-  auto c = db_.prepare(
-      "SELECT t.agent_id, c.repository FROM task_copies c JOIN tasks t ON t.id = c.task_id WHERE c.snapshot_id = ?");
+  auto c = db_.prepare("SELECT t.agent_id, c.repository FROM task_copies c JOIN tasks t ON t.id = c.task_id WHERE c.snapshot_id = ?");
   c.bind(1, snapshot_id);
   if (!c.step()) return std::nullopt;
   return SnapshotOrigin{c.text(0), c.text(1), true};
@@ -299,11 +290,10 @@ void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
   auto t = task(task_id);
   if (!t) throw Error(Errc::not_found, "no task '" + task_id + "'");
   if (!can_transition(t->state, u.to))
-    throw Error(Errc::invalid_input, "task '" + task_id + "' cannot go from '" + std::string(to_string(t->state)) +
-                                         "' to '" + std::string(to_string(u.to)) + "'");
+    throw Error(Errc::invalid_input, "task '" + task_id + "' cannot go from '" + std::string(to_string(t->state)) + "' to '" +
+                                         std::string(to_string(u.to)) + "'");
   if (needs_reason(u.to) && u.reasons.empty())
-    throw Error(Errc::invalid_input,
-                "task '" + task_id + "' cannot become '" + std::string(to_string(u.to)) + "' without a reason");
+    throw Error(Errc::invalid_input, "task '" + task_id + "' cannot become '" + std::string(to_string(u.to)) + "' without a reason");
   // A safety backup that found nothing at the restore's destination saved
   // nothing (and nothing was overwritten there): it succeeds without a snapshot.
   auto saved_nothing = [&] {
@@ -311,10 +301,8 @@ void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
     auto set = backup_set(*t->backup_set_id);
     return set && set->trigger == "safety" && !u.reasons.empty();
   };
-  if (t->kind == TaskKind::backup && u.to == TaskState::succeeded && (!u.snapshot_id || !u.manifest_digest) &&
-      !saved_nothing())
-    throw Error(Errc::invalid_input,
-                "backup task '" + task_id + "' cannot succeed without a snapshot id and a manifest digest");
+  if (t->kind == TaskKind::backup && u.to == TaskState::succeeded && (!u.snapshot_id || !u.manifest_digest) && !saved_nothing())
+    throw Error(Errc::invalid_input, "backup task '" + task_id + "' cannot succeed without a snapshot id and a manifest digest");
 
   db_.prepare(
          "UPDATE tasks SET state = ?, updated_at = ?, snapshot_id = coalesce(?, snapshot_id),"
@@ -345,13 +333,12 @@ void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
     ins.bind_all(task_id, ordinal++, int64_t(r.code), r.detail, r.item).run();
   }
   // A backup that saved data leaves a snapshot, even a partial one.
-  if (t->kind == TaskKind::backup && u.snapshot_id && u.manifest_digest &&
-      (u.to == TaskState::succeeded || u.to == TaskState::partial)) {
+  if (t->kind == TaskKind::backup && u.snapshot_id && u.manifest_digest && (u.to == TaskState::succeeded || u.to == TaskState::partial)) {
     db_.prepare(
            "INSERT INTO snapshots (id, task_id, backup_set_id, agent_id, component, manifest_digest, created_at,"
            " bytes, files) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        .bind_all(*u.snapshot_id, task_id, *t->backup_set_id, t->agent_id, t->component, *u.manifest_digest, now(),
-                  int64_t(u.bytes), int64_t(u.files))
+        .bind_all(*u.snapshot_id, task_id, *t->backup_set_id, t->agent_id, t->component, *u.manifest_digest, now(), int64_t(u.bytes),
+                  int64_t(u.files))
         .run();
   }
 
@@ -371,15 +358,14 @@ void Tx::update_task(const std::string& task_id, const TaskUpdate& u) {
 
 size_t Tx::move_plan_tasks(const std::string& plan_id, TaskState from, TaskState to) {
   if (!can_transition(from, to) || needs_reason(to) || is_terminal(to))
-    throw Error(Errc::invalid_input, "a plan's tasks cannot all go from '" + std::string(to_string(from)) + "' to '" +
-                                         std::string(to_string(to)) + "' at once");
+    throw Error(Errc::invalid_input,
+                "a plan's tasks cannot all go from '" + std::string(to_string(from)) + "' to '" + std::string(to_string(to)) + "' at once");
   // Read, then one UPDATE: an UPDATE ... RETURNING would build a temporary
   // b-tree for every plan, which cost more than the update itself (a set over
   // 1,000 agents moves 1,000 plans in one transaction).
   std::vector<Task> moved;  // the columns the audit event names
   {
-    auto s = db_.prepare(
-        "SELECT id, agent_id, component, backup_set_id, restore_id FROM tasks WHERE plan_id = ? AND state = ?");
+    auto s = db_.prepare("SELECT id, agent_id, component, backup_set_id, restore_id FROM tasks WHERE plan_id = ? AND state = ?");
     s.bind_all(plan_id, to_string(from));
     while (s.step()) {
       Task& t = moved.emplace_back();
@@ -399,8 +385,7 @@ size_t Tx::move_plan_tasks(const std::string& plan_id, TaskState from, TaskState
                               std::to_string(moved.size()) + " were read; the transaction is rolled back");
   std::sort(moved.begin(), moved.end(), [](const Task& a, const Task& b) { return a.id < b.id; });
   for (const auto& t : moved)
-    audit({"task." + std::string(to_string(to)), "task:" + t.id, std::string(to_string(to)), "",
-           task_step_details(t, from, {})});
+    audit({"task." + std::string(to_string(to)), "task:" + t.id, std::string(to_string(to)), "", task_step_details(t, from, {})});
   return moved.size();
 }
 
@@ -450,8 +435,9 @@ void Tx::finish_owner_if_done(const Task& task) {
   // Most results leave other tasks open: say so from the index, without
   // reading the set's tasks (a result each from 1,000 agents would read a
   // million rows).
-  auto open = db_.prepare(is_set ? "SELECT 1 FROM tasks WHERE backup_set_id = ? AND state IN ('pending', 'sent', 'accepted', 'running') LIMIT 1"
-                                 : "SELECT 1 FROM tasks WHERE restore_id = ? AND state IN ('pending', 'sent', 'accepted', 'running') LIMIT 1");
+  auto open =
+      db_.prepare(is_set ? "SELECT 1 FROM tasks WHERE backup_set_id = ? AND state IN ('pending', 'sent', 'accepted', 'running') LIMIT 1"
+                         : "SELECT 1 FROM tasks WHERE restore_id = ? AND state IN ('pending', 'sent', 'accepted', 'running') LIMIT 1");
   if (open.bind(1, owner).step()) return;
   std::vector<TaskState> states;
   std::map<std::string, int> counts;
@@ -490,12 +476,14 @@ void Tx::finish_owner_if_done(const Task& task) {
   int64_t released = db_.changes();
   if (drill) {
     // Loud when it failed: the audit trail names what failed and why (docs/drills.md).
-    audit({"drill.finish", "drill:" + owner, std::string(to_string(state)), "",
-           {{"tasks", counts}, {"failures", drill_failures}}});
+    audit({"drill.finish", "drill:" + owner, std::string(to_string(state)), "", {{"tasks", counts}, {"failures", drill_failures}}});
     return;
   }
-  audit({is_set ? "backup.finish" : "restore.finish", (is_set ? "backup_set:" : "restore:") + owner,
-         std::string(to_string(state)), "", {{"tasks", counts}, {"locks_released", released}}});
+  audit({is_set ? "backup.finish" : "restore.finish",
+         (is_set ? "backup_set:" : "restore:") + owner,
+         std::string(to_string(state)),
+         "",
+         {{"tasks", counts}, {"locks_released", released}}});
   // Its signed record is written to its repositories (set_records.cc).
   if (is_set) db_.prepare("INSERT OR IGNORE INTO set_records_due (set_id) VALUES (?)").bind(1, owner).run();
 }
@@ -504,8 +492,8 @@ void Tx::set_task_progress(const std::string& task_id, const TaskProgress& p) {
   db_.prepare(
          "UPDATE tasks SET phase = ?, bytes_done = ?, bytes_total = ?, files_done = ?, files_total = ?,"
          " current_item = ?, progress_at = ?, updated_at = ? WHERE id = ? AND state IN ('accepted', 'running')")
-      .bind_all(int64_t(p.phase), int64_t(p.bytes_done), int64_t(p.bytes_total), int64_t(p.files_done),
-                int64_t(p.files_total), p.current_item, p.at.value_or(now_ms_), now(), task_id)
+      .bind_all(int64_t(p.phase), int64_t(p.bytes_done), int64_t(p.bytes_total), int64_t(p.files_done), int64_t(p.files_total),
+                p.current_item, p.at.value_or(now_ms_), now(), task_id)
       .run();
   // The store's counts so far, shown while the task runs (its result sets the final ones).
   if (p.storage_requests || p.storage_retries)

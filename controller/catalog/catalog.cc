@@ -1,6 +1,7 @@
 #include "controller/catalog/catalog.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,8 +10,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-
-#include <spdlog/spdlog.h>
 
 #include "common/util/error.h"
 #include "controller/catalog/migrations.h"
@@ -37,19 +36,18 @@ namespace {
 // commits would go to a deleted file, invisible to everyone else.
 void make_private(const std::string& path) {
   if (path.empty() || path == ":memory:" || path.rfind("file:", 0) == 0) return;
-  struct stat existing{};
+  struct stat existing {};
   if (::lstat(path.c_str(), &existing) != 0) {
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0 && errno != EEXIST)
-      throw Error(Errc::io, "catalog '" + path + "': cannot create: " + std::strerror(errno));
+    if (fd < 0 && errno != EEXIST) throw Error(Errc::io, "catalog '" + path + "': cannot create: " + std::strerror(errno));
     if (fd >= 0) ::close(fd);  // nobody has it open: it did not exist
   }
   for (const std::string& p : {path, path + "-wal", path + "-shm"}) {
-    struct stat st{};
+    struct stat st {};
     if (::stat(p.c_str(), &st) != 0 || (st.st_mode & 077) == 0) continue;
     if (::chmod(p.c_str(), st.st_mode & 0600) != 0)
-      throw Error(Errc::io, "catalog file '" + p + "' is readable by group or others and cannot be made private: " +
-                                std::strerror(errno) + "; run 'chmod 0600 " + p + "' as its owner");
+      throw Error(Errc::io, "catalog file '" + p + "' is readable by group or others and cannot be made private: " + std::strerror(errno) +
+                                "; run 'chmod 0600 " + p + "' as its owner");
   }
 }
 
@@ -106,9 +104,10 @@ void Catalog::before_commit(Tx& tx) {
   Tx::Dropped d = tx.cap_audit_outbox(outbox_cap_);
   outbox_bound_ = d.unpublished;
   if (d.count > 0)
-    spdlog::error("audit: {} unpublished event(s) lost (seq {}..{}): the outbox reached audit.kafka.outbox_max_events = {} "
-                  "while Kafka did not take them; an audit.dropped event records the range",
-                  d.count, d.first, d.last, outbox_cap_);
+    spdlog::error(
+        "audit: {} unpublished event(s) lost (seq {}..{}): the outbox reached audit.kafka.outbox_max_events = {} "
+        "while Kafka did not take them; an audit.dropped event records the range",
+        d.count, d.first, d.last, outbox_cap_);
 }
 
 ChainReport Catalog::verify_audit_chain() {

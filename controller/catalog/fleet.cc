@@ -37,15 +37,13 @@ void Tx::update_agent_identity(const std::string& agent_id, const std::string& n
   if (name.empty()) throw Error(Errc::invalid_input, "an agent needs a name");
   if (a->name != name) {
     auto other = agent(name);
-    if (other && other->id != a->id)
-      throw Error(Errc::exists, "an agent named '" + name + "' is already enrolled with another key");
+    if (other && other->id != a->id) throw Error(Errc::exists, "an agent named '" + name + "' is already enrolled with another key");
   }
   if (a->name == name && a->hostname == hostname && a->agent_version == agent_version) return;
   db_.prepare("UPDATE agents SET name = ?, hostname = ?, agent_version = ? WHERE id = ?")
       .bind_all(name, hostname, agent_version, a->id)
       .run();
-  if (a->name != name)
-    audit({"agent.rename", "agent:" + a->id, "ok", "", {{"from", a->name}, {"to", name}, {"hostname", hostname}}});
+  if (a->name != name) audit({"agent.rename", "agent:" + a->id, "ok", "", {{"from", a->name}, {"to", name}, {"hostname", hostname}}});
 }
 
 void Tx::set_plan_envelope(const std::string& plan_id, std::span<const uint8_t> envelope) {
@@ -89,9 +87,7 @@ std::vector<PlanRecord> Tx::all_issued_plans() const {
 }
 
 void Tx::resign_plan(const std::string& plan_id, const std::string& key_id, std::span<const uint8_t> envelope) {
-  db_.prepare("UPDATE plans SET envelope = ?, key_id = ? WHERE id = ? AND state = 'issued'")
-      .bind_all(envelope, key_id, plan_id)
-      .run();
+  db_.prepare("UPDATE plans SET envelope = ?, key_id = ? WHERE id = ? AND state = 'issued'").bind_all(envelope, key_id, plan_id).run();
   if (db_.changes() != 1) throw Error(Errc::not_found, "no issued plan '" + plan_id + "'");
   audit({"plan.resign", "plan:" + plan_id, "ok", "", {{"key_id", key_id}}});
 }

@@ -7,8 +7,7 @@ namespace cairn::catalog {
 std::vector<std::string> Tx::ids_with_prefix(IdKind kind, const std::string& prefix, size_t limit) const {
   const char* table = kind == IdKind::backup_set ? "backup_sets" : kind == IdKind::restore ? "restores" : "agents";
   // substr, not LIKE: an id prefix is matched as bytes, '%' and '_' included.
-  auto s = db_.prepare(std::string("SELECT id FROM ") + table +
-                       " WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT ?");
+  auto s = db_.prepare(std::string("SELECT id FROM ") + table + " WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT ?");
   s.bind(1, int64_t(prefix.size()));
   s.bind(2, prefix);
   s.bind(3, int64_t(limit));

@@ -15,9 +15,8 @@ void check_migration_list(std::span<const Migration> migrations) {
   int expect = 1;
   for (const auto& m : migrations) {
     if (m.version != expect)
-      throw Error(Errc::invalid_input, "migration '" + std::string(m.name) + "' has number " +
-                                           std::to_string(m.version) + " where " + std::to_string(expect) +
-                                           " was expected; migrations are numbered 0001, 0002, ... without gaps");
+      throw Error(Errc::invalid_input, "migration '" + std::string(m.name) + "' has number " + std::to_string(m.version) + " where " +
+                                           std::to_string(expect) + " was expected; migrations are numbered 0001, 0002, ... without gaps");
     ++expect;
   }
 }
@@ -39,9 +38,9 @@ int migrate(sqlite::Db& db, std::span<const Migration> migrations, int64_t now) 
                                            "; run a newer cairn-controller");
       const Migration& m = migrations[size_t(v - 1)];
       if (rows.text(2) != sql_digest(m.sql))
-        throw Error(Errc::unsupported, "catalog '" + db.path() + "' applied a different migration " +
-                                           std::to_string(v) + " '" + rows.text(1) + "' than this build's '" +
-                                           std::string(m.name) + "'; released migrations must never change");
+        throw Error(Errc::unsupported, "catalog '" + db.path() + "' applied a different migration " + std::to_string(v) + " '" +
+                                           rows.text(1) + "' than this build's '" + std::string(m.name) +
+                                           "'; released migrations must never change");
       current = v;
     }
   }

@@ -6,7 +6,7 @@
 namespace cairn::catalog {
 namespace {
 
-constexpr std::array<std::string_view, 9> kTaskNames = {"pending", "sent",      "accepted", "rejected", "running",
+constexpr std::array<std::string_view, 9> kTaskNames = {"pending",   "sent",    "accepted", "rejected", "running",
                                                         "succeeded", "partial", "failed",   "missed"};
 constexpr std::array<std::string_view, 4> kSetNames = {"running", "complete", "partial", "failed"};
 
@@ -33,8 +33,10 @@ bool is_terminal(TaskState s) {
     case TaskState::succeeded:
     case TaskState::partial:
     case TaskState::failed:
-    case TaskState::missed: return true;
-    default: return false;
+    case TaskState::missed:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -43,22 +45,24 @@ bool needs_reason(TaskState s) { return is_terminal(s) && s != TaskState::succee
 bool can_transition(TaskState from, TaskState to) {
   using T = TaskState;
   switch (from) {
-    case T::pending: return to == T::sent || to == T::missed || to == T::failed;
-    case T::sent: return to == T::accepted || to == T::rejected || to == T::missed || to == T::failed;
+    case T::pending:
+      return to == T::sent || to == T::missed || to == T::failed;
+    case T::sent:
+      return to == T::accepted || to == T::rejected || to == T::missed || to == T::failed;
     case T::accepted:
       return to == T::running || to == T::succeeded || to == T::partial || to == T::failed;
-    case T::running: return to == T::succeeded || to == T::partial || to == T::failed;
-    default: return false;  // terminal states stay
+    case T::running:
+      return to == T::succeeded || to == T::partial || to == T::failed;
+    default:
+      return false;  // terminal states stay
   }
 }
 
 SetState derive_set_state(std::span<const TaskState> tasks) {
   if (tasks.empty()) return SetState::failed;
   if (std::any_of(tasks.begin(), tasks.end(), [](TaskState s) { return !is_terminal(s); })) return SetState::running;
-  if (std::all_of(tasks.begin(), tasks.end(), [](TaskState s) { return s == TaskState::succeeded; }))
-    return SetState::complete;
-  if (std::any_of(tasks.begin(), tasks.end(),
-                  [](TaskState s) { return s == TaskState::succeeded || s == TaskState::partial; }))
+  if (std::all_of(tasks.begin(), tasks.end(), [](TaskState s) { return s == TaskState::succeeded; })) return SetState::complete;
+  if (std::any_of(tasks.begin(), tasks.end(), [](TaskState s) { return s == TaskState::succeeded || s == TaskState::partial; }))
     return SetState::partial;
   return SetState::failed;
 }

@@ -19,14 +19,13 @@ uint64_t Tx::issue_plan(const NewPlan& p) {
 }
 
 uint64_t Tx::issue_plan(const Agent& a, const NewPlan& p) {
-  if (a.id != p.agent_id) throw Error(Errc::invalid_input, "plan '" + p.plan_id + "' is for agent '" + p.agent_id +
-                                                                "', not '" + a.id + "'");
+  if (a.id != p.agent_id)
+    throw Error(Errc::invalid_input, "plan '" + p.plan_id + "' is for agent '" + p.agent_id + "', not '" + a.id + "'");
   if (a.state != AgentState::approved)
-    throw Error(Errc::invalid_input, "agent '" + a.name + "' is " + std::string(to_string(a.state)) +
-                                         ", not approved; no plan is issued to it");
+    throw Error(Errc::invalid_input,
+                "agent '" + a.name + "' is " + std::string(to_string(a.state)) + ", not approved; no plan is issued to it");
   if (p.task_ids.empty()) throw Error(Errc::invalid_input, "plan '" + p.plan_id + "' has no tasks");
-  if (p.expires_at <= p.not_before)
-    throw Error(Errc::invalid_input, "plan '" + p.plan_id + "' expires before it becomes valid");
+  if (p.expires_at <= p.not_before) throw Error(Errc::invalid_input, "plan '" + p.plan_id + "' expires before it becomes valid");
 
   uint64_t seq = last_plan_sequence(a.id) + 1;
   db_.prepare(
@@ -48,7 +47,10 @@ uint64_t Tx::issue_plan(const Agent& a, const NewPlan& p) {
     if (db_.changes() != 1)
       throw Error(Errc::invalid_input, "task '" + id + "' is not a pending, unplanned task of agent '" + a.name + "'");
   }
-  audit({"plan.issue", "plan:" + p.plan_id, "issued", "",
+  audit({"plan.issue",
+         "plan:" + p.plan_id,
+         "issued",
+         "",
          {{"agent_id", a.id},
           {"sequence", seq},
           {"key_id", p.key_id},
@@ -68,8 +70,11 @@ void Tx::record_plan_ack(const std::string& plan_id, bool accepted, ErrorCode co
   db_.prepare("UPDATE plans SET state = ?, error_code = ?, detail = ? WHERE id = ?")
       .bind_all(std::string(accepted ? "accepted" : "rejected"), int64_t(accepted ? 0 : int(code)), detail, plan_id)
       .run();
-  audit({accepted ? "plan.accept" : "plan.reject", "plan:" + plan_id, accepted ? "accepted" : "rejected",
-         accepted ? "" : proto::error_code_name(code), {{"detail", detail}}});
+  audit({accepted ? "plan.accept" : "plan.reject",
+         "plan:" + plan_id,
+         accepted ? "accepted" : "rejected",
+         accepted ? "" : proto::error_code_name(code),
+         {{"detail", detail}}});
 
   if (accepted) {
     move_plan_tasks(plan_id, TaskState::sent, TaskState::accepted);
@@ -109,8 +114,8 @@ std::vector<std::string> Tx::expire_plans() {
     for (const auto& id : ids) {
       TaskUpdate u;
       u.to = TaskState::missed;
-      u.reasons.push_back({cairn::v1::ERROR_CODE_PLAN_MISSED,
-                           "plan '" + plan_id + "' expired before the agent accepted it (agent offline?)", ""});
+      u.reasons.push_back(
+          {cairn::v1::ERROR_CODE_PLAN_MISSED, "plan '" + plan_id + "' expired before the agent accepted it (agent offline?)", ""});
       update_task(id, u);
     }
   }
@@ -125,8 +130,7 @@ void Tx::raise_plan_sequence(const std::string& agent_id, uint64_t at_least) {
          " ON CONFLICT(agent_id) DO UPDATE SET last_sequence = ?2")
       .bind_all(agent_id, int64_t(at_least))
       .run();
-  audit({"plan.sequence_raise", "agent:" + agent_id, "ok", "",
-         {{"from", current}, {"to", at_least}}});
+  audit({"plan.sequence_raise", "agent:" + agent_id, "ok", "", {{"from", current}, {"to", at_least}}});
 }
 
 }  // namespace cairn::catalog

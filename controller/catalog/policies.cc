@@ -34,11 +34,9 @@ Policy read_policy(const sqlite::Stmt& s) {
 }
 
 nlohmann::json policy_json(const Policy& p) {
-  return {{"source", p.source},         {"selector", p.selector},      {"repository", p.repository},
-          {"mode", p.mode},             {"schedule", p.schedule},      {"time_zone", p.time_zone},
-          {"retention", p.retention.to_json()}, {"paused", p.paused},
-          {"drill", p.drill_schedule},  {"drill_on", p.drill_on},      {"keep_proven", p.keep_proven},
-          {"copy_to", p.copy_to}};
+  return {{"source", p.source},        {"selector", p.selector},   {"repository", p.repository},         {"mode", p.mode},
+          {"schedule", p.schedule},    {"time_zone", p.time_zone}, {"retention", p.retention.to_json()}, {"paused", p.paused},
+          {"drill", p.drill_schedule}, {"drill_on", p.drill_on},   {"keep_proven", p.keep_proven},       {"copy_to", p.copy_to}};
 }
 
 }  // namespace
@@ -85,9 +83,9 @@ void Tx::put_policy(const Policy& p, bool create) {
          "INSERT OR REPLACE INTO policies (name, source, selector, repository, mode, schedule, time_zone, retention,"
          " paused, created_at, updated_at, next_run_at, drill_schedule, drill_on, keep_proven, drill_next_at, copy_to)"
          " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-      .bind_all(p.name, p.source, p.selector.dump(), p.repository, p.mode, p.schedule, p.time_zone,
-                p.retention.to_json().dump(), int64_t(p.paused), created, now(), p.next_run_at, p.drill_schedule,
-                p.drill_on, int64_t(p.keep_proven), p.drill_next_at, p.copy_to)
+      .bind_all(p.name, p.source, p.selector.dump(), p.repository, p.mode, p.schedule, p.time_zone, p.retention.to_json().dump(),
+                int64_t(p.paused), created, now(), p.next_run_at, p.drill_schedule, p.drill_on, int64_t(p.keep_proven), p.drill_next_at,
+                p.copy_to)
       .run();
   audit({old ? "policy.edit" : "policy.add", "policy:" + p.name, "ok", "", policy_json(p)});
 }

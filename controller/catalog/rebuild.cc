@@ -26,8 +26,8 @@ void Tx::rebuilt_set(const RebuiltSet& s) {
   db_.prepare(
          "INSERT INTO backup_sets (id, created_at, trigger, requested_by, selector, state, finished_at, policy, attested)"
          " VALUES (?, ?, ?, ?, '{}', ?, ?, ?, ?)")
-      .bind_all(s.id, s.created_at, s.policy ? "schedule" : "manual", s.requested_by, std::string(to_string(s.state)),
-                s.finished_at, s.policy, int64_t(s.attested ? 1 : 0))
+      .bind_all(s.id, s.created_at, s.policy ? "schedule" : "manual", s.requested_by, std::string(to_string(s.state)), s.finished_at,
+                s.policy, int64_t(s.attested ? 1 : 0))
       .run();
   auto ins_task = db_.prepare(
       "INSERT INTO tasks (id, backup_set_id, agent_id, component, kind, state, created_at, updated_at, snapshot_id,"
@@ -40,14 +40,12 @@ void Tx::rebuilt_set(const RebuiltSet& s) {
   nlohmann::json tasks = nlohmann::json::array();
   for (const auto& t : s.tasks) {
     ins_task.reset();
-    ins_task.bind_all(t.id, s.id, t.agent_id, t.component, std::string(to_string(t.state)), t.created_at, t.created_at,
-                      t.snapshot_id, t.snapshot_id, t.repository, t.component_metadata, int64_t(t.bytes), int64_t(t.files),
-                      t.cluster_id);
+    ins_task.bind_all(t.id, s.id, t.agent_id, t.component, std::string(to_string(t.state)), t.created_at, t.created_at, t.snapshot_id,
+                      t.snapshot_id, t.repository, t.component_metadata, int64_t(t.bytes), int64_t(t.files), t.cluster_id);
     ins_task.run();
     set_task_cluster_members(t.id, t.members);
     ins_snap.reset();
-    ins_snap.bind_all(t.snapshot_id, t.id, s.id, t.agent_id, t.component, t.snapshot_id, t.created_at, int64_t(t.bytes),
-                      int64_t(t.files));
+    ins_snap.bind_all(t.snapshot_id, t.id, s.id, t.agent_id, t.component, t.snapshot_id, t.created_at, int64_t(t.bytes), int64_t(t.files));
     ins_snap.run();
     int ordinal = 0;
     for (const auto& why : t.reasons) {
@@ -57,8 +55,7 @@ void Tx::rebuilt_set(const RebuiltSet& s) {
     tasks.push_back({{"task_id", t.id}, {"agent_id", t.agent_id}, {"component", t.component}, {"snapshot", t.snapshot_id}});
     if (!t.cluster_id.empty()) tasks.back()["cluster"] = t.cluster_id;
   }
-  audit({"backup.rebuilt", "backup_set:" + s.id, std::string(to_string(s.state)), s.note,
-         {{"tasks", tasks}, {"attested", s.attested}}});
+  audit({"backup.rebuilt", "backup_set:" + s.id, std::string(to_string(s.state)), s.note, {{"tasks", tasks}, {"attested", s.attested}}});
 }
 
 }  // namespace cairn::catalog

@@ -10,17 +10,15 @@ namespace cairn::catalog {
 
 std::string Tx::create_restore(const NewRestore& r) {
   if (!backup_set(r.source_set_id)) throw Error(Errc::not_found, "no backup set '" + r.source_set_id + "'");
-  if (r.tasks.empty())
-    throw Error(Errc::invalid_input, "a restore needs at least one task; the selection matched no component");
+  if (r.tasks.empty()) throw Error(Errc::invalid_input, "a restore needs at least one task; the selection matched no component");
   for (const auto& t : r.tasks)
-    if (!t.source_snapshot)
-      throw Error(Errc::invalid_input, "restore task for '" + t.component + "' names no snapshot to read");
+    if (!t.source_snapshot) throw Error(Errc::invalid_input, "restore task for '" + t.component + "' names no snapshot to read");
   std::string id = new_id(r.drill ? "dr" : "rs");
   db_.prepare(
          "INSERT INTO restores (id, source_set_id, safety_set_id, skip_safety_backup, created_at, requested_by,"
          " selector, state, kind) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)")
-      .bind_all(id, r.source_set_id, r.safety_set_id, int64_t(r.skip_safety_backup), now(), actor_,
-                r.selector.dump(), std::string(r.drill ? "drill" : "restore"))
+      .bind_all(id, r.source_set_id, r.safety_set_id, int64_t(r.skip_safety_backup), now(), actor_, r.selector.dump(),
+                std::string(r.drill ? "drill" : "restore"))
       .run();
   std::vector<std::string> ids;
   insert_tasks(r.tasks, TaskKind::restore, nullptr, &id, ids);
@@ -30,10 +28,8 @@ std::string Tx::create_restore(const NewRestore& r) {
                      {"agent_id", r.tasks[i].agent_id},
                      {"component", r.tasks[i].component},
                      {"snapshot_id", *r.tasks[i].source_snapshot}});
-  nlohmann::json details = {{"source_set_id", r.source_set_id},
-                            {"skip_safety_backup", r.skip_safety_backup},
-                            {"selector", r.selector},
-                            {"tasks", tasks}};
+  nlohmann::json details = {
+      {"source_set_id", r.source_set_id}, {"skip_safety_backup", r.skip_safety_backup}, {"selector", r.selector}, {"tasks", tasks}};
   if (r.safety_set_id) details["safety_set_id"] = *r.safety_set_id;
   if (r.drill)
     audit({"drill.create", "drill:" + id, "running", "", details});
@@ -45,14 +41,16 @@ std::string Tx::create_restore(const NewRestore& r) {
 std::vector<std::string> Tx::add_restore_tasks(const std::string& restore_id, const std::vector<NewTask>& tasks) {
   auto r = restore(restore_id);
   if (!r) throw Error(Errc::not_found, "no restore '" + restore_id + "'");
-  if (r->state != SetState::running)
-    throw Error(Errc::invalid_input, "restore '" + restore_id + "' has ended; no task can be added");
+  if (r->state != SetState::running) throw Error(Errc::invalid_input, "restore '" + restore_id + "' has ended; no task can be added");
   std::vector<std::string> ids;
   insert_tasks(tasks, TaskKind::restore, nullptr, &restore_id, ids);
   nlohmann::json list = nlohmann::json::array();
   for (size_t i = 0; i < ids.size(); ++i)
-    list.push_back({{"task_id", ids[i]}, {"agent_id", tasks[i].agent_id}, {"component", tasks[i].component},
-                    {"step", tasks[i].restore_step}, {"cluster_id", tasks[i].cluster_id}});
+    list.push_back({{"task_id", ids[i]},
+                    {"agent_id", tasks[i].agent_id},
+                    {"component", tasks[i].component},
+                    {"step", tasks[i].restore_step},
+                    {"cluster_id", tasks[i].cluster_id}});
   audit({"restore.step", "restore:" + restore_id, "running", "", {{"tasks", list}}});
   return ids;
 }
@@ -80,9 +78,8 @@ std::vector<Task> Tx::owed_rollbacks(const std::string& agent_id) const {
       bool cancelled = false, settled = false;
       for (const auto& t : tries) {
         auto has = [&](ErrorCode code, const char* detail = nullptr) {
-          return std::any_of(t.reasons.begin(), t.reasons.end(), [&](const Reason& r) {
-            return r.code == code && (!detail || r.detail == detail);
-          });
+          return std::any_of(t.reasons.begin(), t.reasons.end(),
+                             [&](const Reason& r) { return r.code == code && (!detail || r.detail == detail); });
         };
         if (!is_terminal(t.state) || t.state == TaskState::succeeded || t.state == TaskState::partial ||
             has(cairn::v1::ERROR_CODE_CANCELLED, kOwedRollbackGivenUp))
@@ -108,9 +105,11 @@ std::vector<Task> Tx::owed_rollbacks(const std::string& agent_id) const {
 std::string Tx::add_owed_rollback(const std::string& restore_id, const NewTask& task) {
   std::vector<std::string> ids;
   insert_tasks({task}, TaskKind::restore, nullptr, &restore_id, ids);
-  audit({"restore.rollback_owed", "restore:" + restore_id, "owed", "",
-         {{"task_id", ids.front()}, {"agent_id", task.agent_id}, {"component", task.component},
-          {"cluster_id", task.cluster_id}}});
+  audit({"restore.rollback_owed",
+         "restore:" + restore_id,
+         "owed",
+         "",
+         {{"task_id", ids.front()}, {"agent_id", task.agent_id}, {"component", task.component}, {"cluster_id", task.cluster_id}}});
   return ids.front();
 }
 
@@ -157,8 +156,7 @@ bool Tx::acquire_lock(const std::string& target, TaskKind kind, const std::strin
          " ON CONFLICT(target) DO UPDATE SET kind = ?2, holder = ?3, acquired_at = ?4, expires_at = ?5")
       .bind_all(target, kind_name, holder, now(), now() + ttl_seconds)
       .run();
-  audit({"lock.acquire", "lock:" + target, "ok", "",
-         {{"holder", holder}, {"kind", kind_name}, {"expires_at", now() + ttl_seconds}}});
+  audit({"lock.acquire", "lock:" + target, "ok", "", {{"holder", holder}, {"kind", kind_name}, {"expires_at", now() + ttl_seconds}}});
   return true;
 }
 

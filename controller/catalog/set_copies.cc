@@ -52,8 +52,8 @@ std::vector<SetCopy> Tx::set_copies_due(int64_t at, size_t limit) {
   return out;
 }
 
-void Tx::set_copy_copied(const std::string& set_id, const std::string& repository, int64_t snapshots, int64_t bytes,
-                         int64_t blobs_new, const std::map<std::string, std::string>& task_snapshots) {
+void Tx::set_copy_copied(const std::string& set_id, const std::string& repository, int64_t snapshots, int64_t bytes, int64_t blobs_new,
+                         const std::map<std::string, std::string>& task_snapshots) {
   for (const auto& [task, snap] : task_snapshots)
     db_.prepare("INSERT OR REPLACE INTO task_copies (task_id, repository, snapshot_id) VALUES (?, ?, ?)")
         .bind_all(task, repository, snap)
@@ -68,7 +68,10 @@ void Tx::set_copy_copied(const std::string& set_id, const std::string& repositor
   db_.prepare("INSERT OR IGNORE INTO set_records_due (set_id) SELECT id FROM backup_sets WHERE id = ? AND attested = 1")
       .bind(1, set_id)
       .run();
-  audit({"set.copy", "backup_set:" + set_id, "ok", "",
+  audit({"set.copy",
+         "backup_set:" + set_id,
+         "ok",
+         "",
          {{"repository", repository}, {"snapshots", snapshots}, {"bytes", bytes}, {"blobs_new", blobs_new}}});
 }
 
@@ -90,12 +93,15 @@ void Tx::set_copy_failed(const std::string& set_id, const std::string& repositor
          " next_attempt_at = ?, started_at = NULL WHERE set_id = ? AND repository = ?")
       .bind_all(reason, now(), now() + delay, set_id, repository)
       .run();
-  audit({"set.copy", "backup_set:" + set_id, "failed", reason,
+  audit({"set.copy",
+         "backup_set:" + set_id,
+         "failed",
+         reason,
          {{"repository", repository}, {"attempt", attempts + 1}, {"next_attempt_at", now() + delay}}});
 }
 
-void Tx::set_copy_progress(const std::string& set_id, const std::string& repository, int64_t started_at,
-                           int64_t snapshots_done, int64_t snapshots_total, int64_t bytes_done, int64_t bytes_total) {
+void Tx::set_copy_progress(const std::string& set_id, const std::string& repository, int64_t started_at, int64_t snapshots_done,
+                           int64_t snapshots_total, int64_t bytes_done, int64_t bytes_total) {
   db_.prepare(
          "UPDATE set_copies SET started_at = ?, snapshots = ?, snapshots_total = ?, bytes = ?, bytes_total = ?"
          " WHERE set_id = ? AND repository = ? AND state != 'copied'")
@@ -103,9 +109,7 @@ void Tx::set_copy_progress(const std::string& set_id, const std::string& reposit
       .run();
 }
 
-void Tx::clear_copy_progress() {
-  db_.prepare("UPDATE set_copies SET started_at = NULL WHERE started_at IS NOT NULL").run();
-}
+void Tx::clear_copy_progress() { db_.prepare("UPDATE set_copies SET started_at = NULL WHERE started_at IS NOT NULL").run(); }
 
 std::vector<SetCopy> Tx::set_copies(const std::string& set_id) const {
   auto s = db_.prepare(std::string(kCopyColumns) + "WHERE set_id = ? ORDER BY repository");

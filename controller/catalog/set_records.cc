@@ -5,8 +5,9 @@
 namespace cairn::catalog {
 
 std::vector<std::string> Tx::set_records_due(size_t limit) const {
-  auto s = db_.prepare("SELECT d.set_id FROM set_records_due d JOIN backup_sets b ON b.id = d.set_id"
-                       " ORDER BY b.created_at, b.id LIMIT ?");
+  auto s = db_.prepare(
+      "SELECT d.set_id FROM set_records_due d JOIN backup_sets b ON b.id = d.set_id"
+      " ORDER BY b.created_at, b.id LIMIT ?");
   s.bind(1, int64_t(limit));
   std::vector<std::string> out;
   while (s.step()) out.push_back(s.text(0));
@@ -16,10 +17,11 @@ std::vector<std::string> Tx::set_records_due(size_t limit) const {
 std::vector<std::string> Tx::set_snapshot_repositories(const std::string& set_id) const {
   // Its copies' repositories too (a policy's copy_to): a rebuild from a copy
   // finds the set's record there.
-  auto s = db_.prepare("SELECT DISTINCT repository FROM tasks WHERE backup_set_id = ? AND kind = 'backup'"
-                       " AND snapshot_id IS NOT NULL AND snapshot_removed_at IS NULL"
-                       " UNION SELECT repository FROM set_copies WHERE set_id = ? AND state = 'copied' AND removed_at IS NULL"
-                       " ORDER BY 1");
+  auto s = db_.prepare(
+      "SELECT DISTINCT repository FROM tasks WHERE backup_set_id = ? AND kind = 'backup'"
+      " AND snapshot_id IS NOT NULL AND snapshot_removed_at IS NULL"
+      " UNION SELECT repository FROM set_copies WHERE set_id = ? AND state = 'copied' AND removed_at IS NULL"
+      " ORDER BY 1");
   s.bind_all(set_id, set_id);
   std::vector<std::string> out;
   while (s.step()) out.push_back(s.text(0));
@@ -64,8 +66,6 @@ void Tx::savepoint(const std::function<void()>& fn) {
   db_.exec("RELEASE cairn_part");
 }
 
-bool Tx::task_exists(const std::string& id) const {
-  return db_.prepare("SELECT 1 FROM tasks WHERE id = ?").bind(1, id).step();
-}
+bool Tx::task_exists(const std::string& id) const { return db_.prepare("SELECT 1 FROM tasks WHERE id = ?").bind(1, id).step(); }
 
 }  // namespace cairn::catalog

@@ -64,19 +64,25 @@ void Db::fail(int rc, std::string_view what) const {
       code = Errc::locked;
       text += " (another process holds the catalog; is a second controller running?)";
       break;
-    case SQLITE_FULL: code = Errc::no_space; break;
+    case SQLITE_FULL:
+      code = Errc::no_space;
+      break;
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB: code = Errc::corrupt; break;
-    case SQLITE_CONSTRAINT: code = Errc::invalid_input; break;
-    default: break;
+    case SQLITE_NOTADB:
+      code = Errc::corrupt;
+      break;
+    case SQLITE_CONSTRAINT:
+      code = Errc::invalid_input;
+      break;
+    default:
+      break;
   }
   throw Error(code, text);
 }
 
 Db Db::open(const std::string& path, int busy_timeout_ms) {
   sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   Db db(std::unique_ptr<sqlite3, Closer>(raw), path);
   if (rc != SQLITE_OK) db.fail(rc, "cannot open");
   sqlite3_extended_result_codes(raw, 1);

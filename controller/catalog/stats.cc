@@ -93,7 +93,9 @@ std::string ended_drills_sql() {
   std::string codes;
   for (ErrorCode c : kDrillStopped) codes += (codes.empty() ? "" : ", ") + std::to_string(int(c));
   return "SELECT dt.component, dt.state, dt.updated_at, coalesce(dt.component_metadata, ''),"
-         " EXISTS (SELECT 1 FROM task_reasons r WHERE r.task_id = dt.id AND r.code IN (" + codes + ")),"
+         " EXISTS (SELECT 1 FROM task_reasons r WHERE r.task_id = dt.id AND r.code IN (" +
+         codes +
+         ")),"
          " coalesce((SELECT detail FROM task_reasons WHERE task_id = dt.id ORDER BY ordinal LIMIT 1), dt.state)";
 }
 
@@ -112,8 +114,10 @@ std::string drill_verdict(const std::vector<Task>& tasks) {
   for (const auto& t : tasks) {
     if (!is_terminal(t.state)) return "";
     const std::string v = drill_verdict(t);
-    if (v == "failed") out = v;
-    else if (v == "not_run" && out == "proven") out = v;
+    if (v == "failed")
+      out = v;
+    else if (v == "not_run" && out == "proven")
+      out = v;
   }
   return out;
 }
@@ -263,8 +267,7 @@ std::vector<StoredSnapshot> Tx::snapshots_in(const std::string& repository) cons
       " ORDER BY 2, 3, 7");
   s.bind(1, repository);
   std::vector<StoredSnapshot> out;
-  while (s.step())
-    out.push_back({s.text(0), s.text(1), s.text(2), s.text(3), s.text(4), s.integer(5), s.integer(6) != 0});
+  while (s.step()) out.push_back({s.text(0), s.text(1), s.text(2), s.text(3), s.text(4), s.integer(5), s.integer(6) != 0});
   return out;
 }
 

@@ -45,8 +45,7 @@ int64_t Tx::audit(const AuditRecord& record) {
   db_.prepare(
          "INSERT INTO audit_outbox (seq, event_id, time, actor, action, target, outcome, reason, details,"
          " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-      .bind_all(e.seq, e.event_id, e.time, e.actor, e.action, e.target, e.outcome, e.reason, e.details, e.prev_hash,
-                e.hash)
+      .bind_all(e.seq, e.event_id, e.time, e.actor, e.action, e.target, e.outcome, e.reason, e.details, e.prev_hash, e.hash)
       .run();
   audit_head_.emplace(e.seq, std::move(e.hash));
   ++audit_written_;
@@ -95,9 +94,11 @@ int64_t Tx::prune_audit(int64_t keep_events, int64_t max_age_ms) {
   }
   if (first == 0 || first > upto) return 0;
   int64_t n = delete_through_gate(db_, "", upto);
-  audit({"audit.pruned", "audit_outbox", "ok", "retention",
-         {{"count", n}, {"first_seq", first}, {"last_seq", upto}, {"keep_events", keep_events},
-          {"max_age_ms", max_age_ms}}});
+  audit({"audit.pruned",
+         "audit_outbox",
+         "ok",
+         "retention",
+         {{"count", n}, {"first_seq", first}, {"last_seq", upto}, {"keep_events", keep_events}, {"max_age_ms", max_age_ms}}});
   return n;
 }
 
@@ -148,16 +149,12 @@ std::optional<AuditEvent> Tx::audit_event(int64_t seq) const {
 }
 
 int64_t Tx::mark_audit_published(int64_t upto_seq) {
-  db_.prepare("UPDATE audit_outbox SET published_at = ? WHERE seq <= ? AND published_at IS NULL")
-      .bind_all(now_ms_, upto_seq)
-      .run();
+  db_.prepare("UPDATE audit_outbox SET published_at = ? WHERE seq <= ? AND published_at IS NULL").bind_all(now_ms_, upto_seq).run();
   return db_.changes();
 }
 
 int64_t Tx::mark_audit_unpublished_after(int64_t after_seq) {
-  db_.prepare("UPDATE audit_outbox SET published_at = NULL WHERE seq > ? AND published_at IS NOT NULL")
-      .bind(1, after_seq)
-      .run();
+  db_.prepare("UPDATE audit_outbox SET published_at = NULL WHERE seq > ? AND published_at IS NOT NULL").bind(1, after_seq).run();
   return db_.changes();
 }
 
@@ -210,7 +207,10 @@ Tx::Dropped Tx::cap_audit_outbox(int64_t max_unpublished) {
   }
   d.count = delete_through_gate(db_, " AND published_at IS NULL", d.last);
   d.unpublished -= d.count;
-  audit({"audit.dropped", "audit_outbox", "dropped", "outbox_full",
+  audit({"audit.dropped",
+         "audit_outbox",
+         "dropped",
+         "outbox_full",
          {{"count", d.count}, {"first_seq", d.first}, {"last_seq", d.last}, {"max_unpublished", max_unpublished}}});
   return d;
 }
@@ -236,7 +236,10 @@ int64_t Tx::prune_published_audit(int64_t keep_events, int64_t max_age_ms, int64
     }
     int64_t n = delete_through_gate(db_, " AND published_at IS NULL", upto);
     deleted += n;
-    audit({"audit.dropped", "audit_outbox", "dropped", "outbox_full",
+    audit({"audit.dropped",
+           "audit_outbox",
+           "dropped",
+           "outbox_full",
            {{"count", n}, {"first_seq", first_unpublished}, {"last_seq", upto}, {"max_unpublished", max_unpublished}}});
   }
   // Published ones age out as without a publisher; the newest event always stays.

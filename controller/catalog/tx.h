@@ -109,8 +109,7 @@ class Tx {
 
   // -- agents (agents.cc) ----------------------------------------------------
   // A new agent starts `pending`. Throws cairn::Error(exists) on a known name or key.
-  std::string enrol_agent(const std::string& name, const CurveKey& key, const std::string& hostname,
-                          const std::string& agent_version);
+  std::string enrol_agent(const std::string& name, const CurveKey& key, const std::string& hostname, const std::string& agent_version);
   // Bounds the pending list (docs/configuration.md, fleet.max_pending_agents):
   // deletes the oldest pending agents beyond keep, with one
   // `agent.pending_dropped` event naming them. Returns the dropped ids.
@@ -306,16 +305,16 @@ class Tx {
   std::vector<SetCopy> set_copies_due(int64_t now, size_t limit);
   // A copy's end: copied (with each task's snapshot id there) or failed
   // (tried again after a backoff: 1, 2, 4 ... minutes, at most an hour).
-  void set_copy_copied(const std::string& set_id, const std::string& repository, int64_t snapshots, int64_t bytes,
-                       int64_t blobs_new, const std::map<std::string, std::string>& task_snapshots);
+  void set_copy_copied(const std::string& set_id, const std::string& repository, int64_t snapshots, int64_t bytes, int64_t blobs_new,
+                       const std::map<std::string, std::string>& task_snapshots);
   // task_snapshots: what it stored there before it failed (retention removes those too).
   // first_delay: seconds before the first retry (doubled per attempt, at most an hour).
   void set_copy_failed(const std::string& set_id, const std::string& repository, const std::string& reason,
                        const std::map<std::string, std::string>& task_snapshots = {}, int64_t first_delay = 60);
   // The copy running now, as far as it got (written every few seconds while
   // it runs); cleared by its end, or by clear_copy_progress when none runs.
-  void set_copy_progress(const std::string& set_id, const std::string& repository, int64_t started_at,
-                         int64_t snapshots_done, int64_t snapshots_total, int64_t bytes_done, int64_t bytes_total);
+  void set_copy_progress(const std::string& set_id, const std::string& repository, int64_t started_at, int64_t snapshots_done,
+                         int64_t snapshots_total, int64_t bytes_done, int64_t bytes_total);
   void clear_copy_progress();
   std::vector<SetCopy> set_copies(const std::string& set_id) const;
   // The copied snapshots of a set in one repository not removed yet: task id -> snapshot id.
@@ -326,7 +325,7 @@ class Tx {
     std::string repository;
     int64_t copied = 0, pending = 0, failed = 0;
     std::optional<int64_t> last_copied_at;
-    std::string last_failure;  // the newest failed copy's reason
+    std::string last_failure;        // the newest failed copy's reason
     std::optional<SetCopy> copying;  // the copy running now there: set_id, snapshots/bytes done and totals
   };
   std::vector<CopyStat> copy_stats() const;
@@ -403,8 +402,8 @@ class Tx {
   void resolve_memberships(const std::string& agent_id, std::vector<Component>& components);
   std::string cluster_to_join(const std::string& agent_id, const Component& c);
   void release_task_lock(const Task& task);
-  void insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const std::string* set_id,
-                    const std::string* restore_id, std::vector<std::string>& ids);
+  void insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const std::string* set_id, const std::string* restore_id,
+                    std::vector<std::string>& ids);
 
   sqlite::Db& db_;
   std::string actor_;

@@ -3,16 +3,15 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "controller/catalog/outcome.h"
 #include "common/plan/restore_outcome.h"
 #include "common/util/encoding.h"
+#include "controller/catalog/outcome.h"
 #include "proto/cairn.pb.h"
 
 namespace cairn::catalog {
@@ -34,7 +33,7 @@ struct Agent {
   int64_t created_at = 0;
   int64_t state_changed_at = 0;
   std::optional<int64_t> last_seen_at;
-  std::vector<std::string> trusted_key_ids;  // controller keys the agent last said it trusts
+  std::vector<std::string> trusted_key_ids;   // controller keys the agent last said it trusts
   std::map<std::string, std::string> labels;  // declared in the agent's configuration (0008)
 };
 
@@ -53,9 +52,9 @@ struct Component {
   std::string cluster_id, member_id;
   bool member_pending = false;
   std::string declared_cluster_id;  // what the agent declares (the component's own id)
-  std::vector<std::string> modes;            // the driver's modes, the default first
+  std::vector<std::string> modes;   // the driver's modes, the default first
   bool restore_stops_service = false;
-  std::string repository;                    // its default repository, as the agent declares it (0008)
+  std::string repository;  // its default repository, as the agent declares it (0008)
   bool operator==(const Component&) const = default;
 };
 
@@ -90,11 +89,11 @@ struct Task {
   std::optional<std::string> source_snapshot;
   std::optional<std::string> safety_task_id;  // restore: the task of its safety backup
   std::optional<std::string> plan_id;
-  std::optional<std::string> component_metadata;  // JSON object the driver reported
-  std::string restore_step;  // a cluster restore's step; "" otherwise
-  std::string cluster_id;    // a cluster-scoped component's cluster; "" otherwise
-  std::string repository;    // backup: the repository it writes to ("" = unknown, the agent's default)
-  std::optional<int64_t> snapshot_removed_at;  // backup: retention removed its snapshot (0013)
+  std::optional<std::string> component_metadata;       // JSON object the driver reported
+  std::string restore_step;                            // a cluster restore's step; "" otherwise
+  std::string cluster_id;                              // a cluster-scoped component's cluster; "" otherwise
+  std::string repository;                              // backup: the repository it writes to ("" = unknown, the agent's default)
+  std::optional<int64_t> snapshot_removed_at;          // backup: retention removed its snapshot (0013)
   uint64_t storage_requests = 0, storage_retries = 0;  // its repository's store (0016)
   TaskState state = TaskState::pending;
   std::vector<Reason> reasons;
@@ -113,9 +112,9 @@ struct BackupSet {
   nlohmann::json selector;
   SetState state = SetState::running;
   std::optional<int64_t> finished_at;
-  std::optional<std::string> policy;        // the policy that ran it (0008)
-  std::optional<int64_t> expired_at;        // a retention rule let it go
-  std::optional<int64_t> forgotten_at;      // its snapshots were removed from the repository
+  std::optional<std::string> policy;    // the policy that ran it (0008)
+  std::optional<int64_t> expired_at;    // a retention rule let it go
+  std::optional<int64_t> forgotten_at;  // its snapshots were removed from the repository
   // False for a set a catalog rebuild (or an import) took from snapshot tags
   // no signed set record covered (0015): restored only with --accept-unattested.
   bool attested = true;
@@ -135,7 +134,7 @@ struct PolicyRetention {
 
 struct Policy {
   std::string name;
-  std::string source = "catalog";  // or "config": declared in the controller's configuration
+  std::string source = "catalog";                      // or "config": declared in the controller's configuration
   nlohmann::json selector = nlohmann::json::object();  // {"components": [...], "nodes": [...], "labels": {...}}
   std::string repository;
   std::string mode;
@@ -193,7 +192,7 @@ struct BackupStat {
 
 struct RebuiltTask {
   std::string id, agent_id, component, repository, snapshot_id;
-  std::string cluster_id;  // the logical cluster of a cluster-scoped backup (tag cluster:<id>)
+  std::string cluster_id;            // the logical cluster of a cluster-scoped backup (tag cluster:<id>)
   std::vector<std::string> members;  // its members then, by agent name (tags member:<name>)
   TaskState state = TaskState::succeeded;
   int64_t created_at = 0;
@@ -220,7 +219,7 @@ struct ComponentHealth {
   std::string component;
   std::string where;  // "cluster <id>" or the agent's name
   std::optional<int64_t> newest_backup_at, proven_at;
-  double rto_seconds = 0;       // the newest proving drill's phases, summed
+  double rto_seconds = 0;          // the newest proving drill's phases, summed
   std::string last_drill_failure;  // the newest drill that ran failed: its first reason
   std::string last_drill_not_run;  // drills since could not run (drill_verdict): the newest one's first reason
   // The newest ended backup did not succeed: "<state>: <first reason>" and
@@ -372,8 +371,7 @@ struct NewPlan {
 // A task's move to a new state, as an agent or the controller reports it.
 struct TaskUpdate {
   // Not an aggregate, so `{TaskState::sent}` reads well without -Wextra noise.
-  TaskUpdate(TaskState to_state = TaskState::running, std::vector<Reason> why = {})
-      : to(to_state), reasons(std::move(why)) {}
+  TaskUpdate(TaskState to_state = TaskState::running, std::vector<Reason> why = {}) : to(to_state), reasons(std::move(why)) {}
 
   TaskState to;
   std::vector<Reason> reasons;  // required for rejected, partial, failed, missed

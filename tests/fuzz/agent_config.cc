@@ -1,9 +1,9 @@
 // The agent's TOML configuration (agent/config.cc): parsed and checked as at
 // start and by --check-config. Refusals are ConfigError ("FILE:LINE: reason").
+#include <spdlog/spdlog.h>
+
 #include <cstdint>
 #include <string_view>
-
-#include <spdlog/spdlog.h>
 
 #include "agent/config.h"
 #include "agent/config_reader.h"

@@ -1,9 +1,9 @@
 // The controller's TOML configuration (controller/config.cc), parsed as at
 // start. Refusals are ConfigError ("FILE:LINE:COLUMN: reason").
+#include <spdlog/spdlog.h>
+
 #include <cstdint>
 #include <string>
-
-#include <spdlog/spdlog.h>
 
 #include "common/util/error.h"
 #include "controller/config.h"

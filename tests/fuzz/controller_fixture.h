@@ -9,6 +9,8 @@
 // Text inputs may name these by placeholder, replaced before parsing:
 //   @T1@ @T2@  task ids of node-1 and node-2      @P1@ @P2@  their plan ids
 //   @A1@ @A2@  agent ids                           @S@        the backup set id
+#include <spdlog/spdlog.h>
+
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -16,8 +18,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 #include <zmq.hpp>
 
 #include "common/plan/signing_key.h"
@@ -39,7 +39,9 @@ inline controller::CurveKey agent_key(uint8_t fill) {
 
 inline std::string make_temp_dir(const char* prefix) {
   const char* root = std::getenv("CAIRN_FUZZ_TMPDIR");
-  std::string tmpl = std::string(root && *root ? root : std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : "/tmp") +
+  std::string tmpl = std::string(root && *root                               ? root
+                                 : std::filesystem::is_directory("/dev/shm") ? "/dev/shm"
+                                                                             : "/tmp") +
                      "/" + prefix + "-XXXXXX";
   if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
   return tmpl;
@@ -107,9 +109,8 @@ struct ControllerFixture {
   }
 
   std::string substitute(std::string text) const {
-    const std::pair<std::string, std::string> marks[] = {{"@T1@", task_ids[0]},  {"@T2@", task_ids[1]},
-                                                         {"@P1@", plan_ids[0]},  {"@P2@", plan_ids[1]},
-                                                         {"@A1@", agent_ids[0]}, {"@A2@", agent_ids[1]},
+    const std::pair<std::string, std::string> marks[] = {{"@T1@", task_ids[0]}, {"@T2@", task_ids[1]},  {"@P1@", plan_ids[0]},
+                                                         {"@P2@", plan_ids[1]}, {"@A1@", agent_ids[0]}, {"@A2@", agent_ids[1]},
                                                          {"@S@", set_id}};
     for (const auto& [mark, value] : marks)
       for (size_t at = text.find(mark); at != std::string::npos; at = text.find(mark, at + value.size()))
@@ -128,8 +129,7 @@ struct ControllerFixture {
     c->set_name("etc-files");
     c->set_driver("files");
     c->set_can_restore(true);
-    fleet->on_frames("r" + std::to_string(i), agent_key(uint8_t(i + 1)), -1,
-                     {std::string(proto::kFleetProtocolId), m.SerializeAsString()});
+    fleet->on_frames("r" + std::to_string(i), agent_key(uint8_t(i + 1)), -1, {std::string(proto::kFleetProtocolId), m.SerializeAsString()});
   }
 };
 

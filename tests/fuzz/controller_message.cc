@@ -8,6 +8,9 @@
 // controller key the agent trusts (target, validity window and nonce filled in
 // when absent), so task admission is reached. 'K' the same for a
 // KeyAnnouncement. Otherwise a ControllerMessage in text format.
+#include <google/protobuf/stubs/logging.h>
+#include <google/protobuf/text_format.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <array>
@@ -18,10 +21,6 @@
 #include <fstream>
 #include <string>
 #include <string_view>
-
-#include <google/protobuf/stubs/logging.h>
-#include <google/protobuf/text_format.h>
-#include <spdlog/spdlog.h>
 
 #include "agent/config.h"
 #include "agent/curve_identity.h"
@@ -67,20 +66,31 @@ std::string config_text(const Dir& d) {
   d.write("signing.pub", plan::format_public_key(controller_key().public_key()) + "\n", 0644);
   fs::create_directories(d.file("data"));
   return "name = \"node-1\"\n"
-         "state_dir = \"" + d.file("state") + "\"\n"
+         "state_dir = \"" +
+         d.file("state") +
+         "\"\n"
          "[controller]\n"
          "endpoint = \"tcp://127.0.0.1:7600\"\n"
          "public_key = \"rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7\"\n"
-         "signing_keys_file = \"" + d.file("signing.pub") + "\"\n"
+         "signing_keys_file = \"" +
+         d.file("signing.pub") +
+         "\"\n"
          "[[repository]]\n"
          "name = \"main\"\n"
-         "path = \"" + d.file("repo") + "\"\n"
-         "password_file = \"" + d.file("repo.pass") + "\"\n"
+         "path = \"" +
+         d.file("repo") +
+         "\"\n"
+         "password_file = \"" +
+         d.file("repo.pass") +
+         "\"\n"
          "[[component]]\n"
          "name = \"data\"\n"
          "driver = \"files\"\n"
-         "paths = [\"" + d.file("data") + "\"]\n"
-         "restore_to = \"" + d.file("alt") + "\"\n";
+         "paths = [\"" +
+         d.file("data") +
+         "\"]\n"
+         "restore_to = \"" +
+         d.file("alt") + "\"\n";
 }
 
 std::string wrap(const v1::ControllerMessage& m) { return m.SerializePartialAsString(); }
@@ -96,8 +106,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   agent::AgentConfig config = agent::parse_config(config_text(d), "agent.toml");
   agent::CurveIdentity me = agent::load_or_create_identity(config.key_dir);
   int64_t now = std::time(nullptr);
-  agent::PlanGate gate(config.replay_journal, config.trust_store, agent::load_signing_keys(config.signing_keys_file),
-                       me.public_raw, now);
+  agent::PlanGate gate(config.replay_journal, config.trust_store, agent::load_signing_keys(config.signing_keys_file), me.public_raw, now);
   agent::TaskRunner runner(nullptr);
   agent::Session session(config, me, gate, runner);
   std::string id(proto::kFleetProtocolId);
@@ -106,7 +115,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   parser.AllowPartialMessage(true);
   std::string body;
   switch (data[0]) {
-    case 'B': body = std::string(in); break;
+    case 'B':
+      body = std::string(in);
+      break;
     case 'P': {
       v1::PlanPayload p;
       if (!parser.ParseFromString(std::string(in), &p)) return 0;

@@ -5,6 +5,8 @@
 // Input: the archive file's bytes (a .tar.gz, or a plain tar: libarchive
 // reads both). Each input is written to a file in a fresh directory (on
 // /dev/shm when it exists) and extracted into a directory beside it.
+#include "cairnctl/archive/export_archive.h"
+
 #include <unistd.h>
 
 #include <cstdint>
@@ -13,7 +15,6 @@
 #include <fstream>
 #include <string>
 
-#include "cairnctl/archive/export_archive.h"
 #include "common/util/error.h"
 
 using namespace cairn;
@@ -25,8 +26,8 @@ namespace {
 struct Scratch {
   std::string dir;
   Scratch() {
-    std::string tmpl = (fs::is_directory("/dev/shm") ? std::string("/dev/shm") : fs::temp_directory_path().string()) +
-                       "/cairn-fuzz-archive-XXXXXX";
+    std::string tmpl =
+        (fs::is_directory("/dev/shm") ? std::string("/dev/shm") : fs::temp_directory_path().string()) + "/cairn-fuzz-archive-XXXXXX";
     if (!::mkdtemp(tmpl.data())) std::abort();
     dir = tmpl;
   }

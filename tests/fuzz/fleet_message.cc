@@ -8,12 +8,12 @@
 // separated by lines "===", each optionally starting with a line "from 2"
 // (node-2) or "from 3" (an unknown key), placeholders (@T1@, @P2@, ...) as in
 // controller_fixture.h. tick() runs after every message.
+#include <google/protobuf/stubs/logging.h>
+#include <google/protobuf/text_format.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
-
-#include <google/protobuf/stubs/logging.h>
-#include <google/protobuf/text_format.h>
 
 #include "controller/wire.h"
 #include "controller_fixture.h"
@@ -23,8 +23,7 @@ using namespace cairn;
 namespace {
 
 void deliver(fuzz::ControllerFixture& f, int from, const std::string& body) {
-  f.fleet->on_frames("r" + std::to_string(from), fuzz::agent_key(uint8_t(from + 1)), -1,
-                     {std::string(proto::kFleetProtocolId), body});
+  f.fleet->on_frames("r" + std::to_string(from), fuzz::agent_key(uint8_t(from + 1)), -1, {std::string(proto::kFleetProtocolId), body});
   f.fleet->tick();
 }
 

@@ -2,9 +2,8 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <stdexcept>
-
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "common/crypto/crypto.h"
 #include "common/repo/keys.h"
@@ -50,7 +49,8 @@ const std::string& FuzzRepo::valid_slot() {
     kdf.scrypt.n = 1u << 4;
     kdf.scrypt.r = 1;
     kdf.scrypt.p = 1;
-    std::string id = repo::add_key_slot(*be, fixed_master_key(), repo::Secret(repo::Secret::Kind::passphrase, std::string(kPassphrase)), kdf);
+    std::string id =
+        repo::add_key_slot(*be, fixed_master_key(), repo::Secret(repo::Secret::Kind::passphrase, std::string(kPassphrase)), kdf);
     Bytes raw = be->load({repo::FileType::key, id});
     fs::remove_all(tmpl);
     return std::string(raw.begin(), raw.end());
@@ -73,8 +73,11 @@ std::string FuzzRepo::config_with(std::string_view outer_template, std::string_v
 const std::string& FuzzRepo::valid_config() {
   static const std::string text = [] {
     json params = {{"chunker_seed", to_base64(std::vector<uint8_t>(32, 0x33))}, {"zstd_level", 1}, {"pack_size", 1u << 20}};
-    json cfg = {{"format", "cairn-repository"}, {"version", repo::kFormatVersion}, {"id", std::string(kRepoId)},
-                {"created", "2026-01-01T00:00:00Z"}, {"sealed", "@SEALED@"}};
+    json cfg = {{"format", "cairn-repository"},
+                {"version", repo::kFormatVersion},
+                {"id", std::string(kRepoId)},
+                {"created", "2026-01-01T00:00:00Z"},
+                {"sealed", "@SEALED@"}};
     return config_with(cfg.dump(2) + "\n", params.dump());
   }();
   return text;

@@ -93,8 +93,8 @@ int main(int argc, char** argv) {
   // Index file: two packs, data and tree blobs.
   repo::IndexFile idx;
   idx.supersedes = {std::string(64, 'e')};
-  idx.packs.push_back({id_of(1), {{id_of(2), repo::BlobType::data, repo::kBlobCompressed, 0, 100, 300},
-                                  {id_of(3), repo::BlobType::tree, 0, 100, 50, 22}}});
+  idx.packs.push_back(
+      {id_of(1), {{id_of(2), repo::BlobType::data, repo::kBlobCompressed, 0, 100, 300}, {id_of(3), repo::BlobType::tree, 0, 100, 50, 22}}});
   idx.packs.push_back({id_of(4), {{id_of(5), repo::BlobType::data, 0, 0, 4096, 4050}}});
   std::string idx_text = repo::encode_index_file(idx).dump();
   write("index_file", "raw.bin", file_plain(idx_text, false));
@@ -177,8 +177,11 @@ int main(int argc, char** argv) {
   // Key slot and config of the fuzz repository.
   write("key_slot", "valid.json", fuzz::FuzzRepo::valid_slot());
   write("repo_config", "valid.json", fuzz::FuzzRepo::valid_config());
-  std::string tmpl = R"({"format":"cairn-repository","version":1,"id":"00112233445566778899aabbccddeeff","created":"2026-01-01T00:00:00Z","sealed":"@SEALED@"})";
-  write("repo_config", "params.bin", tmpl + std::string(1, '\0') + R"({"chunker_seed":"MzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzM=","zstd_level":3,"pack_size":1048576})");
+  std::string tmpl =
+      R"({"format":"cairn-repository","version":1,"id":"00112233445566778899aabbccddeeff","created":"2026-01-01T00:00:00Z","sealed":"@SEALED@"})";
+  write("repo_config", "params.bin",
+        tmpl + std::string(1, '\0') +
+            R"({"chunker_seed":"MzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzM=","zstd_level":3,"pack_size":1048576})");
 #ifdef CAIRN_SEEDS_EXPORT_ARCHIVE
   // Export archives (export_archive): meta.json and a small repo/, as
   // cairnctl export writes them, and damaged variants an import must refuse.
@@ -226,8 +229,7 @@ int main(int argc, char** argv) {
     archive("dotdot.tar.gz", meta(files), {"meta.json", "repo/../evil"});
     archive("wrong-format.tar.gz", R"({"format":"cairn-export/9","files":{}})", {"meta.json"});
     archive("format-not-string.tar.gz", R"({"format":1,"files":{}})", {"meta.json"});
-    archive("sha-not-string.tar.gz", R"({"format":"cairn-export/1","files":{"repo/config":{"size":1,"sha256":7}}})",
-            {"meta.json"});
+    archive("sha-not-string.tar.gz", R"({"format":"cairn-export/1","files":{"repo/config":{"size":1,"sha256":7}}})", {"meta.json"});
     write("export_archive", "not-an-archive.bin", "cairn-export/1 meta.json repo/");
     fs::remove_all(stage);
   }

@@ -5,12 +5,12 @@
 // Input: first byte 'B': the rest is one request body as it arrives on the
 // wire. Otherwise protobuf text format: requests separated by lines "===",
 // placeholders (@S@, @A1@, @T2@, ...) as in controller_fixture.h.
+#include <google/protobuf/stubs/logging.h>
+#include <google/protobuf/text_format.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
-
-#include <google/protobuf/stubs/logging.h>
-#include <google/protobuf/text_format.h>
 
 #include "controller/wire.h"
 #include "controller_fixture.h"

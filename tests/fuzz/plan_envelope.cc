@@ -37,9 +37,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   Bytes envelope;
   std::span<const uint8_t> rest(data + (size ? 1 : 0), size ? size - 1 : 0);
-  if (size && data[0] == 'P') envelope = plan::sign_envelope(key(), proto::kPlanPayloadType, rest);
-  else if (size && data[0] == 'K') envelope = plan::sign_envelope(key(), proto::kKeyAnnouncementPayloadType, rest);
-  else envelope.assign(data, data + size);
+  if (size && data[0] == 'P')
+    envelope = plan::sign_envelope(key(), proto::kPlanPayloadType, rest);
+  else if (size && data[0] == 'K')
+    envelope = plan::sign_envelope(key(), proto::kKeyAnnouncementPayloadType, rest);
+  else
+    envelope.assign(data, data + size);
 
   plan::ReplayJournal journal;
   auto v = plan::verify_plan(envelope, trust, me, kNow, journal);

@@ -15,8 +15,7 @@ using namespace cairn;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view in(reinterpret_cast<const char*>(data), size);
   size_t nul = in.find('\0');
-  std::string config = nul == std::string_view::npos ? std::string(in)
-                                                      : fuzz::FuzzRepo::config_with(in.substr(0, nul), in.substr(nul + 1));
+  std::string config = nul == std::string_view::npos ? std::string(in) : fuzz::FuzzRepo::config_with(in.substr(0, nul), in.substr(nul + 1));
   fuzz::FuzzRepo fr(config, fuzz::FuzzRepo::valid_slot());
   try {
     auto r = fr.open();

@@ -5,9 +5,10 @@
 // the way `cairnctl repo snapshots` and `restore latest` read it. A small zstd
 // frame declaring a huge size (the decompression bomb) is an out-of-memory
 // report here (run with -rss_limit_mb, docs/testing.md).
+#include "common/repo/snapshot.h"
+
 #include <cstdint>
 
-#include "common/repo/snapshot.h"
 #include "common/util/error.h"
 #include "fuzz_repo.h"
 

@@ -8,10 +8,12 @@
 //
 // Bounds: -rss_limit_mb and -timeout (docs/testing.md) turn an unbounded walk
 // into a report.
+#include "common/repo/tree.h"
+
 #include <cctype>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,7 +21,6 @@
 #include "common/repo/checker.h"
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
-#include "common/repo/tree.h"
 #include "common/repo/walk.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"

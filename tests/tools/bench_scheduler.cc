@@ -8,15 +8,15 @@
 //   - ordering one policy's run (Orders::create_backup, plans signed),
 //   - applying every policy's retention (Scheduler::retention, expiring sets),
 // and prints the catalog's size. One JSON object on stdout.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "controller/catalog/catalog.h"
 #include "controller/maintenance.h"
@@ -122,8 +122,7 @@ int main(int argc, char** argv) {
     t0 = Clock::now();
     cat.transaction("agent:bench", [&](catalog::Tx& tx) {
       for (const auto& t : tx.tasks_of_set(ordered.id)) {
-        for (auto st : {catalog::TaskState::sent, catalog::TaskState::accepted, catalog::TaskState::running})
-          tx.update_task(t.id, {st});
+        for (auto st : {catalog::TaskState::sent, catalog::TaskState::accepted, catalog::TaskState::running}) tx.update_task(t.id, {st});
         catalog::TaskUpdate u{catalog::TaskState::succeeded};
         u.snapshot_id = std::string(64, 'a' + char(s % 26)) + std::to_string(s) + t.id;
         u.manifest_digest = "d";

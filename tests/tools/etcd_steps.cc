@@ -25,8 +25,8 @@
 #include "agent/drivers/etcd/config.h"
 #include "agent/drivers/etcd/etcd_driver.h"
 #include "common/repo/archiver.h"
-#include "common/repo/storage/backend.h"
 #include "common/repo/repository.h"
+#include "common/repo/storage/backend.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 
@@ -63,9 +63,8 @@ class ToolSink : public SnapshotSink {
 nlohmann::json result_json(const DriverResult& r) {
   nlohmann::json reasons = nlohmann::json::array();
   for (const auto& x : r.reasons) reasons.push_back({{"code", int(x.code())}, {"detail", x.detail()}, {"item", x.item()}});
-  return {{"outcome", r.outcome == cairn::v1::TASK_OUTCOME_SUCCEEDED ? "succeeded" : "failed"},
-          {"reasons", reasons},
-          {"metadata", r.metadata}};
+  return {
+      {"outcome", r.outcome == cairn::v1::TASK_OUTCOME_SUCCEEDED ? "succeeded" : "failed"}, {"reasons", reasons}, {"metadata", r.metadata}};
 }
 
 }  // namespace
@@ -100,8 +99,7 @@ int main(int argc, char** argv) {
     r.finish();
 
     auto be = repo::make_fs_backend(repo_dir);
-    auto repository = repo::Repository::open(
-        std::move(be), repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(password_file)));
+    auto repository = repo::Repository::open(std::move(be), repo::Secret(repo::Secret::Kind::passphrase, read_secret_file(password_file)));
     repository->load_index();
 
     std::atomic<bool> cancel{false};
@@ -162,7 +160,8 @@ int main(int argc, char** argv) {
     if (restore->parsed()) {
       RestoreSpec spec;
       spec.snapshot_id = snapshot_id;
-      if (auto parsed = restore_step_from_name(step == "all" ? "" : step)) spec.step = *parsed;
+      if (auto parsed = restore_step_from_name(step == "all" ? "" : step))
+        spec.step = *parsed;
       else {
         std::fprintf(stderr, "cairn-etcd-steps: unknown step '%s'\n", step.c_str());
         return 2;

@@ -46,11 +46,16 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) die("missing value after " + a);
       return argv[++i];
     };
-    if (a == "--fault") fault = next();
-    else if (a == "--signing-key") key_file = next();
-    else if (a == "--target-key") target_z85 = next();
-    else if (a == "--sequence") sequence = std::stoll(next());
-    else die("unknown argument '" + a + "'");
+    if (a == "--fault")
+      fault = next();
+    else if (a == "--signing-key")
+      key_file = next();
+    else if (a == "--target-key")
+      target_z85 = next();
+    else if (a == "--sequence")
+      sequence = std::stoll(next());
+    else
+      die("unknown argument '" + a + "'");
   }
   std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   v1::SignedEnvelope env;

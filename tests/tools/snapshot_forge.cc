@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "common/repo/storage/backend.h"
 #include "common/repo/repository.h"
 #include "common/repo/snapshot.h"
+#include "common/repo/storage/backend.h"
 #include "common/repo/tree.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
@@ -77,12 +77,18 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) die("missing value after " + a);
       return argv[++i];
     };
-    if (a == "--repo") repo_dir = next();
-    else if (a == "--password-file") password_file = next();
-    else if (a == "--snapshot") snapshot = next();
-    else if (a == "--path") path = next();
-    else if (a == "--content-file") content_file = next();
-    else die("unknown argument '" + a + "'");
+    if (a == "--repo")
+      repo_dir = next();
+    else if (a == "--password-file")
+      password_file = next();
+    else if (a == "--snapshot")
+      snapshot = next();
+    else if (a == "--path")
+      path = next();
+    else if (a == "--content-file")
+      content_file = next();
+    else
+      die("unknown argument '" + a + "'");
   }
   if (repo_dir.empty() || password_file.empty() || snapshot.empty() || path.empty() || content_file.empty())
     die("usage: --repo DIR --password-file FILE --snapshot ID --path ABS_PATH --content-file FILE");

@@ -1,11 +1,11 @@
 #include "agent/drivers/etcd/client.h"
 
+#include <grpcpp/grpcpp.h>
+
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
 #include <thread>
-
-#include <grpcpp/grpcpp.h>
 
 #include "agent/drivers/etcd/proto/rpc.grpc.pb.h"
 #include "agent/drivers/etcd/snapshot_stream.h"
@@ -23,10 +23,10 @@ std::string id_hex(uint64_t id) {
 namespace {
 
 std::string status_text(const grpc::Status& s) {
-  static const char* names[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-                                "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-                                "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-                                "UNAUTHENTICATED"};
+  static const char* names[] = {"OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+                                "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+                                "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+                                "DATA_LOSS", "UNAUTHENTICATED"};
   int c = int(s.error_code());
   std::string n = (c >= 0 && c <= 16) ? names[c] : std::to_string(c);
   return n + ": " + s.error_message();
@@ -63,8 +63,7 @@ struct Client::Impl {
     if (s.error_code() == grpc::StatusCode::UNAVAILABLE)
       hint = "; is etcd running there, and does 'endpoint' match its --listen-client-urls (http or https)?";
     else if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED || s.error_code() == grpc::StatusCode::PERMISSION_DENIED)
-      hint = opt.user.empty() ? "; etcd has authentication on: set 'auth_file'"
-                              : "; the snapshot needs a user with the root role";
+      hint = opt.user.empty() ? "; etcd has authentication on: set 'auth_file'" : "; the snapshot needs a user with the root role";
     throw Error(Errc::io, "etcd '" + opt.endpoint + "': " + call + " failed" + when + ": " + status_text(s) + hint);
   }
 };
@@ -159,8 +158,7 @@ bool Client::answers() {
   grpc::ClientContext ctx;
   impl_->prepare(ctx);
   grpc::Status s = impl_->maintenance->Status(&ctx, req, &r);
-  return s.ok() || (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
-                    s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED);
+  return s.ok() || (s.error_code() != grpc::StatusCode::UNAVAILABLE && s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED);
 }
 
 std::vector<Member> Client::members() {
@@ -286,8 +284,7 @@ SnapshotResult Client::snapshot(const std::function<void(std::string_view)>& on_
   grpc::Status s = reader->Finish();
   stop_watchdog();
   std::string progress = " after " + std::to_string(check.received()) + " of " +
-                         (check.db_size() ? std::to_string(check.db_size() + kSnapshotHashSize) : std::string("?")) +
-                         " bytes";
+                         (check.db_size() ? std::to_string(check.db_size() + kSnapshotHashSize) : std::string("?")) + " bytes";
   if (cancelled) throw Error(Errc::interrupted, "etcd snapshot from '" + impl_->opt.endpoint + "' cancelled" + progress);
   if (stalled)
     throw Error(Errc::io, "etcd snapshot from '" + impl_->opt.endpoint + "' stalled: nothing came for " +

@@ -20,10 +20,10 @@ namespace cairn::agent::etcd {
 struct ClientOptions {
   // "http://host:port" or "https://host:port" (https: TLS).
   std::string endpoint;
-  std::string ca_file;    // PEM; empty with https: the system's roots
-  std::string cert_file;  // PEM client certificate; with key_file
-  std::string key_file;   // PEM private key (a secret file: 0600)
-  std::string user, password;  // empty user: no authentication
+  std::string ca_file;                        // PEM; empty with https: the system's roots
+  std::string cert_file;                      // PEM client certificate; with key_file
+  std::string key_file;                       // PEM private key (a secret file: 0600)
+  std::string user, password;                 // empty user: no authentication
   std::chrono::milliseconds timeout{10'000};  // each unary call
 };
 
@@ -52,9 +52,9 @@ struct KvHash {
 };
 
 struct SnapshotResult {
-  uint64_t db_size = 0;   // the database, without the hash
-  uint64_t bytes = 0;     // everything streamed (database and hash)
-  std::string sha256;     // hex, the trailing hash (checked)
+  uint64_t db_size = 0;  // the database, without the hash
+  uint64_t bytes = 0;    // everything streamed (database and hash)
+  std::string sha256;    // hex, the trailing hash (checked)
 };
 
 // Member ids as etcd prints them: lowercase hex without leading zeros.
@@ -84,8 +84,7 @@ class Client {
   // ended and checked; throws cairn::Error otherwise (the gRPC error or what
   // the check found; Errc::interrupted when *cancel became true). A stream
   // that brings nothing for `stall` is cancelled.
-  SnapshotResult snapshot(const std::function<void(std::string_view)>& on_data,
-                          const std::atomic<bool>* cancel = nullptr,
+  SnapshotResult snapshot(const std::function<void(std::string_view)>& on_data, const std::atomic<bool>* cancel = nullptr,
                           std::chrono::milliseconds stall = std::chrono::seconds(60));
 
  private:

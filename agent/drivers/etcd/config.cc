@@ -46,8 +46,7 @@ Settings parse_settings(TableReader& r) {
     const std::string& e = s.endpoint;
     bool https = e.rfind("https://", 0) == 0, http = e.rfind("http://", 0) == 0;
     std::string rest = https ? e.substr(8) : http ? e.substr(7) : std::string();
-    if (rest.empty() || rest.find(',') != std::string::npos || rest.find('/') != std::string::npos ||
-        rest.find(':') == std::string::npos)
+    if (rest.empty() || rest.find(',') != std::string::npos || rest.find('/') != std::string::npos || rest.find(':') == std::string::npos)
       r.fail("endpoint", "'" + e + "' must be one 'http://host:port' or 'https://host:port' (one member only)");
   }
   s.ca_file = abs_path(r, "ca_file");
@@ -68,13 +67,11 @@ Settings parse_settings(TableReader& r) {
   if (s.name.empty()) r.fail("member_name", "must not be empty (etcd's --name of this member)");
   auto urls = r.string_list("initial_advertise_peer_urls");
   if (!urls || urls->empty())
-    throw ConfigError(r.file(), r.line(),
-                      r.where() + " (driver 'etcd') needs 'initial_advertise_peer_urls' (this member's peer URLs)");
+    throw ConfigError(r.file(), r.line(), r.where() + " (driver 'etcd') needs 'initial_advertise_peer_urls' (this member's peer URLs)");
   for (const auto& u : *urls) {
     if (u.rfind("http://", 0) != 0 && u.rfind("https://", 0) != 0)
       r.fail("initial_advertise_peer_urls", "'" + u + "' must start with 'http://' or 'https://'");
-    if (u.find(',') != std::string::npos)
-      r.fail("initial_advertise_peer_urls", "give several URLs as an array, not '" + u + "'");
+    if (u.find(',') != std::string::npos) r.fail("initial_advertise_peer_urls", "give several URLs as an array, not '" + u + "'");
   }
   s.peer_urls = *urls;
   s.service = read_service(r);  // the shared form (agent/drivers/service_settings.h)

@@ -29,9 +29,9 @@ struct Settings {
   std::vector<std::string> peer_urls;  // initial_advertise_peer_urls
   platform::ServiceDecl service;       // empty: restores refuse (the member must be stopped)
   std::string etcdctl = "etcdctl";
-  std::string cluster_id, member_id;   // declared (lowercase hex); empty: as the member reports
-  int64_t timeout_seconds = 10;        // each API call
-  int64_t start_timeout_seconds = 120; // after a start: until the member answers
+  std::string cluster_id, member_id;    // declared (lowercase hex); empty: as the member reports
+  int64_t timeout_seconds = 10;         // each API call
+  int64_t start_timeout_seconds = 120;  // after a start: until the member answers
 };
 
 // Parses and checks the settings; ConfigError names the file and line.

@@ -8,6 +8,7 @@
 #include <linux/capability.h>
 #include <pwd.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -26,11 +27,11 @@
 #include <sstream>
 #include <thread>
 
-#include <spdlog/spdlog.h>
-
 #include "agent/config_reader.h"
 #include "agent/drill_paths.h"
 #include "agent/drill_support.h"
+#include "agent/drivers/etcd/etcd_driver.h"
+#include "agent/drivers/etcd/snapshot_stream.h"
 #include "agent/platform/http.h"
 #include "agent/platform/process.h"
 #include "agent/platform/socket_client.h"
@@ -40,8 +41,6 @@
 #include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
-#include "agent/drivers/etcd/etcd_driver.h"
-#include "agent/drivers/etcd/snapshot_stream.h"
 
 namespace cairn::agent {
 
@@ -77,8 +76,8 @@ int64_t json_int(const nlohmann::json& j, const char* key) {
   return -1;
 }
 
-void drill_etcd(const DrillDecl& d, const EtcdDrillKeys& dk, Sandbox& box, const repo::Snapshot& snap, const std::string& restored, Report& rep,
-                const std::atomic<bool>* cancel, const std::function<void(const std::string&)>& phase) {
+void drill_etcd(const DrillDecl& d, const EtcdDrillKeys& dk, Sandbox& box, const repo::Snapshot& snap, const std::string& restored,
+                Report& rep, const std::atomic<bool>* cancel, const std::function<void(const std::string&)>& phase) {
   const nlohmann::json& rec = snap.component;
   std::string file = find_file(restored, etcd::kSnapshotFileName);
   if (file.empty()) {
@@ -108,8 +107,7 @@ void drill_etcd(const DrillDecl& d, const EtcdDrillKeys& dk, Sandbox& box, const
       problem = e.what();
     }
     std::string expected = rec.value("sha256", std::string());
-    rep.check("etcd snapshot's trailing sha256 matches its database", "match", problem.empty() ? "match" : problem,
-              problem.empty());
+    rep.check("etcd snapshot's trailing sha256 matches its database", "match", problem.empty() ? "match" : problem, problem.empty());
     if (!problem.empty()) return;
     if (!expected.empty()) rep.check("etcd snapshot sha256 as recorded", expected, sc.sha256_hex(), expected == sc.sha256_hex());
   }
@@ -141,13 +139,12 @@ void drill_etcd(const DrillDecl& d, const EtcdDrillKeys& dk, Sandbox& box, const
     if (must && !r.ok) {
       std::string why = "'" + dk.etcdctl + " " + args.at(0) + " " + (args.size() > 1 ? args[1] : "") + "' " + r.why;
       if (auth_refused(r.why))
-        why += dk.etcd_auth_file.empty()
-                   ? ": the backed-up cluster has authentication on, so its keys answer only to one of its users; "
-                     "give the drill agent one that may read every key ([drill] etcd_auth_file, a 0600 file "
-                     "'user:password'). The server started on the restored data; its keys were not checked"
-                   : ": the user in [drill] etcd_auth_file ('" + dk.etcd_auth_file +
-                         "') cannot read every key of the backed-up cluster (the backup holds that cluster's "
-                         "users and roles, as they were when it was taken)";
+        why += dk.etcd_auth_file.empty() ? ": the backed-up cluster has authentication on, so its keys answer only to one of its users; "
+                                           "give the drill agent one that may read every key ([drill] etcd_auth_file, a 0600 file "
+                                           "'user:password'). The server started on the restored data; its keys were not checked"
+                                         : ": the user in [drill] etcd_auth_file ('" + dk.etcd_auth_file +
+                                               "') cannot read every key of the backed-up cluster (the backup holds that cluster's "
+                                               "users and roles, as they were when it was taken)";
       throw Error(Errc::io, why);
     }
     return r;
@@ -155,8 +152,8 @@ void drill_etcd(const DrillDecl& d, const EtcdDrillKeys& dk, Sandbox& box, const
   auto t = Clock::now();
   phase("start");
   {
-    auto pr = box.run({dk.etcdctl, "snapshot", "restore", file, "--data-dir", data, "--name", "drill", "--initial-cluster",
-                       "drill=" + peer, "--initial-cluster-token", "cairn-drill", "--initial-advertise-peer-urls", peer},
+    auto pr = box.run({dk.etcdctl, "snapshot", "restore", file, "--data-dir", data, "--name", "drill", "--initial-cluster", "drill=" + peer,
+                       "--initial-cluster-token", "cairn-drill", "--initial-advertise-peer-urls", peer},
                       std::chrono::minutes(30), cancel, {"ETCDCTL_API=3"});
     if (!pr.ok) {
       rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "etcd refused the snapshot: '" + dk.etcdctl + " snapshot restore' " + pr.why);
@@ -164,10 +161,10 @@ void drill_etcd(const DrillDecl& d, const EtcdDrillKeys& dk, Sandbox& box, const
       return;
     }
   }
-  pid_t server = box.spawn_server({dk.etcd, "--name", "drill", "--data-dir", data, "--listen-client-urls", url,
-                                   "--advertise-client-urls", url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls",
-                                   peer, "--initial-cluster", "drill=" + peer},
-                                  box.dir() + "/etcd.log");
+  pid_t server =
+      box.spawn_server({dk.etcd, "--name", "drill", "--data-dir", data, "--listen-client-urls", url, "--advertise-client-urls", url,
+                        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "drill=" + peer},
+                       box.dir() + "/etcd.log");
   if (!wait_started(d, box, server, box.dir() + "/etcd.log", "etcd", "etcd endpoint health", "healthy", cancel, rep, t, [&] {
         // A server that refuses the request for want of a user answers: it is up.
         // (-w json: the endpoint's own error is in the output, not only "unhealthy cluster".)
@@ -183,8 +180,8 @@ void drill_etcd(const DrillDecl& d, const EtcdDrillKeys& dk, Sandbox& box, const
     return;
   }
   const std::string rev = "--rev=" + std::to_string(revision);
-  auto count = nlohmann::json::parse(etcdctl({"get", "", "--prefix", "--keys-only", "--limit=1", rev, "-w", "json"}, std::chrono::minutes(5)).out,
-                                     nullptr, false);
+  auto count = nlohmann::json::parse(
+      etcdctl({"get", "", "--prefix", "--keys-only", "--limit=1", rev, "-w", "json"}, std::chrono::minutes(5)).out, nullptr, false);
   rep.check("keys at revision " + std::to_string(revision), json_int(rec, "key_count"), json_int(count, "count"),
             json_int(count, "count") == json_int(rec, "key_count"));
   auto hk = nlohmann::json::parse(etcdctl({"endpoint", "hashkv", rev, "-w", "json"}, std::chrono::minutes(5)).out, nullptr, false);

@@ -9,8 +9,8 @@
 #include <thread>
 
 #include "agent/platform/process.h"
-#include "common/util/error.h"
 #include "common/repo/snapshot.h"
+#include "common/util/error.h"
 #include "common/util/fs.h"
 
 namespace cairn::agent::etcd {
@@ -18,8 +18,7 @@ namespace cairn::agent::etcd {
 using cairn::v1::Reason;
 namespace fs = std::filesystem;
 
-EtcdDriver::EtcdDriver(std::string component, Settings settings)
-    : component_(std::move(component)), settings_(std::move(settings)) {}
+EtcdDriver::EtcdDriver(std::string component, Settings settings) : component_(std::move(component)), settings_(std::move(settings)) {}
 
 ClientOptions EtcdDriver::client_options(const std::string& endpoint) const {
   ClientOptions o;
@@ -52,8 +51,8 @@ void EtcdDriver::remember_ids(const MemberStatus& st) const {
   }
   try {
     std::string text = nlohmann::json{{"cluster_id", cid}, {"member_id", mid}}.dump() + "\n";
-    write_file_atomic(ids_file(settings_.data_dir),
-                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), 0644);
+    write_file_atomic(ids_file(settings_.data_dir), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()),
+                      0644);
   } catch (const std::exception&) {
     // Only a convenience for the next start while etcd is down.
   }
@@ -110,8 +109,7 @@ std::vector<std::string> EtcdDriver::config_warnings() const {
   missing(settings_.key_file, "key_file");
   missing(settings_.auth_file, "auth_file");
   missing(settings_.data_dir, "data_dir");
-  if (settings_.service.empty())
-    w.push_back("component '" + component_ + "': no 'service' declared: restores are refused");
+  if (settings_.service.empty()) w.push_back("component '" + component_ + "': no 'service' declared: restores are refused");
   return w;
 }
 
@@ -123,20 +121,14 @@ uint64_t file_size_or_zero(const std::string& path) {
 }
 
 nlohmann::json member_json(const Member& m) {
-  return {{"id", id_hex(m.id)},
-          {"name", m.name},
-          {"peer_urls", m.peer_urls},
-          {"client_urls", m.client_urls},
-          {"is_learner", m.is_learner}};
+  return {{"id", id_hex(m.id)}, {"name", m.name}, {"peer_urls", m.peer_urls}, {"client_urls", m.client_urls}, {"is_learner", m.is_learner}};
 }
 
 }  // namespace
 
 std::vector<Reason> EtcdDriver::preflight(const cairn::v1::Task& task) const {
   std::vector<Reason> out;
-  auto refuse = [&](const std::string& detail) {
-    out.push_back(make_reason(cairn::v1::ERROR_CODE_PREFLIGHT_FAILED, detail, component_));
-  };
+  auto refuse = [&](const std::string& detail) { out.push_back(make_reason(cairn::v1::ERROR_CODE_PREFLIGHT_FAILED, detail, component_)); };
   if (task.kind() == cairn::v1::TASK_KIND_BACKUP) {
     try {
       Client c(client_options());
@@ -160,7 +152,8 @@ std::vector<Reason> EtcdDriver::preflight(const cairn::v1::Task& task) const {
   bool needs_service = step == RestoreStep::all || step == RestoreStep::preflight || step == RestoreStep::stop ||
                        step == RestoreStep::halt || step == RestoreStep::start || step == RestoreStep::rollback;
   if (needs_service && settings_.service.empty())
-    refuse("component '" + component_ + "' declares no 'service': cairn cannot stop and start etcd; declare "
+    refuse("component '" + component_ +
+           "' declares no 'service': cairn cannot stop and start etcd; declare "
            "'service' (a systemd unit, or start_command and stop_command)");
   else if (needs_service)
     if (auto p = platform::Service(settings_.service).problem(platform::ServiceUse::stop_start); !p.empty())
@@ -170,7 +163,8 @@ std::vector<Reason> EtcdDriver::preflight(const cairn::v1::Task& task) const {
       refuse("'" + settings_.etcdctl + "' (setting 'etcdctl') is not found or not executable; install etcd-client");
     std::string parent = fs::path(settings_.data_dir).parent_path().string();
     if (::access(parent.c_str(), W_OK) != 0)
-      refuse("the directory of 'data_dir', " + parent + ", is not writable by the agent: the new data dir is "
+      refuse("the directory of 'data_dir', " + parent +
+             ", is not writable by the agent: the new data dir is "
              "made beside the old one");
     // Room for the snapshot file and the new data dir, each about the size of the current database.
     uint64_t db = file_size_or_zero(settings_.data_dir + "/member/snap/db");
@@ -200,8 +194,8 @@ void EtcdDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPu
     // consistent, so it is saved as it is.
     if (purpose.safety && ::access((settings_.data_dir + "/member").c_str(), F_OK) == 0) {
       if (ctx.note)
-        ctx.note("etcd at '" + settings_.endpoint + "' does not answer (" + e.what() + "); the safety backup saves '" +
-                 settings_.data_dir + "' as it is on disk");
+        ctx.note("etcd at '" + settings_.endpoint + "' does not answer (" + e.what() + "); the safety backup saves '" + settings_.data_dir +
+                 "' as it is on disk");
       sink.add_path(settings_.data_dir);
       sink.set_metadata({{"kind", "data_dir"}, {"data_dir", settings_.data_dir}, {"name", settings_.name}});
       return;
@@ -281,8 +275,8 @@ std::vector<Reason> EtcdDriver::check_snapshot(const repo::Snapshot& snap) const
   std::string held;
   for (const auto& p : snap.paths) held += (held.empty() ? "'" : ", '") + p + "'";
   return {make_reason(cairn::v1::ERROR_CODE_UNSUPPORTED_TASK,
-                      "snapshot '" + snap.id.substr(0, 8) + "' holds " + held + ", not an etcd snapshot ('" +
-                          kSnapshotFileName + "') or this member's data dir '" + settings_.data_dir + "'",
+                      "snapshot '" + snap.id.substr(0, 8) + "' holds " + held + ", not an etcd snapshot ('" + kSnapshotFileName +
+                          "') or this member's data dir '" + settings_.data_dir + "'",
                       component_)};
 }
 
@@ -317,8 +311,10 @@ std::vector<Reason> EtcdDriver::verify(TaskContext& ctx, const nlohmann::json& r
           MemberStatus ms = mc->status();
           for (const auto& e : ms.errors) fail("etcd member '" + who + "' reports: " + e, who);
           if (ms.leader == 0) fail("etcd member '" + who + "' knows no leader", who);
-          if (leader == 0) leader = ms.leader;
-          else if (ms.leader != 0 && ms.leader != leader) leaders_agree = false;
+          if (leader == 0)
+            leader = ms.leader;
+          else if (ms.leader != 0 && ms.leader != leader)
+            leaders_agree = false;
           min_rev = std::min(min_rev, ms.revision);
           clients.emplace_back(who, std::move(mc));
         } catch (const Error& e) {
@@ -336,18 +332,16 @@ std::vector<Reason> EtcdDriver::verify(TaskContext& ctx, const nlohmann::json& r
             first = h;
             first_who = who;
           } else if (h != *first) {
-            fail("etcd member '" + who + "' hashes its keys to " + std::to_string(h) + " at revision " +
-                     std::to_string(min_rev) + ", member '" + first_who + "' to " + std::to_string(*first),
+            fail("etcd member '" + who + "' hashes its keys to " + std::to_string(h) + " at revision " + std::to_string(min_rev) +
+                     ", member '" + first_who + "' to " + std::to_string(*first),
                  who);
           }
         }
       }
-      if (reasons.empty() && recorded.is_object() && recorded.contains("revision") &&
-          recorded.value("kind", "snapshot") == "snapshot") {
+      if (reasons.empty() && recorded.is_object() && recorded.contains("revision") && recorded.value("kind", "snapshot") == "snapshot") {
         int64_t rev = recorded["revision"].get<int64_t>();
         if (st.revision < rev) {
-          fail("etcd is at revision " + std::to_string(st.revision) + ", older than the snapshot's " +
-               std::to_string(rev));
+          fail("etcd is at revision " + std::to_string(st.revision) + ", older than the snapshot's " + std::to_string(rev));
         } else {
           if (recorded.contains("key_count")) {
             int64_t n = c.count_keys(rev);
@@ -358,8 +352,8 @@ std::vector<Reason> EtcdDriver::verify(TaskContext& ctx, const nlohmann::json& r
           if (recorded.contains("hash_kv")) {
             uint32_t h = c.hash_kv(rev).hash;
             if (h != recorded["hash_kv"].get<uint32_t>())
-              fail("etcd's keys hash to " + std::to_string(h) + " at revision " + std::to_string(rev) +
-                   ", the snapshot's to " + std::to_string(recorded["hash_kv"].get<uint32_t>()));
+              fail("etcd's keys hash to " + std::to_string(h) + " at revision " + std::to_string(rev) + ", the snapshot's to " +
+                   std::to_string(recorded["hash_kv"].get<uint32_t>()));
           }
         }
       }
@@ -390,8 +384,7 @@ void EtcdDriver::wait_until_answering(TaskContext& ctx) const {
     }
     if (ctx.cancel && ctx.cancel->load()) throw Error(Errc::interrupted, "cancelled while waiting for etcd to answer");
     if (std::chrono::steady_clock::now() > deadline)
-      throw Error(Errc::io, "etcd did not answer within " + std::to_string(settings_.start_timeout_seconds) +
-                                " s of its start: " + last);
+      throw Error(Errc::io, "etcd did not answer within " + std::to_string(settings_.start_timeout_seconds) + " s of its start: " + last);
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
   }
 }
@@ -404,20 +397,27 @@ DriverResult EtcdDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     return r;
   }
   switch (spec.step) {
-    case RestoreStep::all: return restore_all(ctx, spec);
+    case RestoreStep::all:
+      return restore_all(ctx, spec);
     case RestoreStep::stop:
-    case RestoreStep::halt: return step_stop(ctx);
-    case RestoreStep::data: return step_data(ctx, spec);
-    case RestoreStep::start: return step_start(ctx);
-    case RestoreStep::verify: return step_verify(ctx, spec);
-    case RestoreStep::rollback: return step_rollback(ctx, spec.cluster_options);
+    case RestoreStep::halt:
+      return step_stop(ctx);
+    case RestoreStep::data:
+      return step_data(ctx, spec);
+    case RestoreStep::start:
+      return step_start(ctx);
+    case RestoreStep::verify:
+      return step_verify(ctx, spec);
+    case RestoreStep::rollback:
+      return step_rollback(ctx, spec.cluster_options);
     case RestoreStep::preflight: {
       DriverResult r;
       r.reasons = restore_preflight(ctx, spec);
       r.outcome = r.reasons.empty() ? cairn::v1::TASK_OUTCOME_SUCCEEDED : cairn::v1::TASK_OUTCOME_FAILED;
       return r;
     }
-    case RestoreStep::commit: return restore_commit(ctx, spec);
+    case RestoreStep::commit:
+      return restore_commit(ctx, spec);
   }
   return {};
 }

@@ -54,10 +54,10 @@ std::string marker_path(const std::string& data_dir) {
 }
 
 struct Record {
-  std::string restore;     // the restore that wrote it
-  std::string member;      // this member's name, as the agent's settings say
-  std::string aside;       // where the data dir found in place goes ("" when there was none)
-  std::string work;        // the restore's working directory beside the data dir
+  std::string restore;                    // the restore that wrote it
+  std::string member;                     // this member's name, as the agent's settings say
+  std::string aside;                      // where the data dir found in place goes ("" when there was none)
+  std::string work;                       // the restore's working directory beside the data dir
   uint64_t fresh_dev = 0, fresh_ino = 0;  // the data dir this restore puts in place
   std::string snapshot_id;
   std::string superseded;  // a record of another restore this one replaced
@@ -68,14 +68,13 @@ struct Record {
 };
 
 void write_record(const std::string& data_dir, const Record& r) {
-  nlohmann::json j = {{"restore", r.restore},   {"step", "data"},          {"member", r.member},
-                      {"aside", r.aside},       {"work", r.work},          {"fresh_dev", r.fresh_dev},
-                      {"fresh_ino", r.fresh_ino}, {"snapshot_id", r.snapshot_id}, {"time", utc_stamp()}};
+  nlohmann::json j = {{"restore", r.restore}, {"step", "data"},           {"member", r.member},       {"aside", r.aside},
+                      {"work", r.work},       {"fresh_dev", r.fresh_dev}, {"fresh_ino", r.fresh_ino}, {"snapshot_id", r.snapshot_id},
+                      {"time", utc_stamp()}};
   if (!r.superseded.empty()) j["superseded"] = r.superseded;
   j["state"] = r.state;
   std::string text = j.dump();
-  write_file_atomic(marker_path(data_dir),
-                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), 0600);
+  write_file_atomic(marker_path(data_dir), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), 0600);
 }
 
 // The record on disk; nullopt when there is none. Throws when one exists but
@@ -142,8 +141,7 @@ class WorkDir {
 
 std::string find_regular_file(const std::string& dir, const std::string& name) {
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (it->path().filename() == name && it->is_regular_file(ec) && !it->is_symlink(ec)) return it->path().string();
   }
   return {};
@@ -159,8 +157,7 @@ void adopt_owner(const std::string& dir, const struct stat& like) {
   };
   own(dir);
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec))
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
     own(it->path().string());
   if (ec) throw Error(Errc::io, "walk '" + dir + "': " + ec.message());
 }
@@ -199,8 +196,7 @@ nlohmann::json recorded_metadata(TaskContext& ctx, const std::string& snapshot_i
 }
 
 std::string EtcdDriver::initial_cluster_for(const RestoreSpec& spec, const nlohmann::json& recorded) const {
-  if (auto it = spec.cluster_options.find("initial_cluster"); it != spec.cluster_options.end() && !it->second.empty())
-    return it->second;
+  if (auto it = spec.cluster_options.find("initial_cluster"); it != spec.cluster_options.end() && !it->second.empty()) return it->second;
   auto self = [&] {
     std::string s;
     for (const auto& u : settings_.peer_urls) s += (s.empty() ? "" : ",") + settings_.name + "=" + u;
@@ -224,14 +220,14 @@ std::string EtcdDriver::initial_cluster_for(const RestoreSpec& spec, const nlohm
         out += (out.empty() ? "" : ",") + self();
         continue;
       }
-      for (const auto& u : m.value("peer_urls", std::vector<std::string>{}))
-        out += (out.empty() ? "" : ",") + name + "=" + u;
+      for (const auto& u : m.value("peer_urls", std::vector<std::string>{})) out += (out.empty() ? "" : ",") + name + "=" + u;
     }
   }
   if (!found)
-    throw Error(Errc::invalid_input, "member '" + settings_.name + "' (setting 'member_name') is not among the members the "
-                                         "snapshot recorded (" + (names.empty() ? std::string("none") : names) +
-                                         "): a cluster restore puts the same members back");
+    throw Error(Errc::invalid_input, "member '" + settings_.name +
+                                         "' (setting 'member_name') is not among the members the "
+                                         "snapshot recorded (" +
+                                         (names.empty() ? std::string("none") : names) + "): a cluster restore puts the same members back");
   return out;
 }
 
@@ -253,8 +249,8 @@ DriverResult EtcdDriver::step_stop(TaskContext& ctx) {
   try {
     platform::Service(settings_.service).stop(ctx.cancel);
   } catch (const Error& e) {
-    return failed(cairn::v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
-                  "stopping etcd (" + settings_.service.describe() + ") failed: " + e.what(), component_);
+    return failed(cairn::v1::ERROR_CODE_SERVICE_CONTROL_FAILED, "stopping etcd (" + settings_.service.describe() + ") failed: " + e.what(),
+                  component_);
   }
   return succeeded({{"step", "stop"}, {"was_running", was_running}});
 }
@@ -266,8 +262,8 @@ DriverResult EtcdDriver::step_start(TaskContext& ctx) {
   try {
     platform::Service(settings_.service).start(ctx.cancel);
   } catch (const Error& e) {
-    return failed(cairn::v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
-                  "starting etcd (" + settings_.service.describe() + ") failed: " + e.what(), component_);
+    return failed(cairn::v1::ERROR_CODE_SERVICE_CONTROL_FAILED, "starting etcd (" + settings_.service.describe() + ") failed: " + e.what(),
+                  component_);
   }
   try {
     wait_until_answering(ctx);
@@ -289,11 +285,9 @@ DriverResult EtcdDriver::step_data(TaskContext& ctx, const RestoreSpec& spec) {
     o.password.clear();
     if (Client(o).answers())
       return failed(cairn::v1::ERROR_CODE_IO_ERROR,
-                    "etcd still answers at '" + settings_.endpoint + "': stop it before its data is replaced",
-                    component_, meta);
+                    "etcd still answers at '" + settings_.endpoint + "': stop it before its data is replaced", component_, meta);
   } catch (const Error& e) {
-    return failed(cairn::v1::ERROR_CODE_IO_ERROR,
-                  std::string("cannot tell whether etcd is stopped: ") + e.what(), component_, meta);
+    return failed(cairn::v1::ERROR_CODE_IO_ERROR, std::string("cannot tell whether etcd is stopped: ") + e.what(), component_, meta);
   }
   if (!ctx.repo) return failed(cairn::v1::ERROR_CODE_INTERNAL, "no repository to restore from", component_, meta);
   try {
@@ -323,15 +317,13 @@ DriverResult EtcdDriver::step_data(TaskContext& ctx, const RestoreSpec& spec) {
     ro.cancel = ctx.cancel;
     if (ctx.progress)
       ro.progress = [&ctx](const repo::Progress& p) {
-        ctx.progress(WorkProgress{cairn::v1::PHASE_RESTORE, p.bytes_done, p.bytes_total, p.files_done, p.files_total,
-                                  kSnapshotFileName});
+        ctx.progress(WorkProgress{cairn::v1::PHASE_RESTORE, p.bytes_done, p.bytes_total, p.files_done, p.files_total, kSnapshotFileName});
       };
     repo::RestoreResult rr = repo::restore(*ctx.repo, spec.snapshot_id, ro);
     if (!rr.failures.empty())
       return failed(cairn::v1::ERROR_CODE_REPOSITORY_CORRUPT,
-                    "the snapshot could not be read back: " + rr.failures.front().path + ": " +
-                        rr.failures.front().reason,
-                    component_, meta);
+                    "the snapshot could not be read back: " + rr.failures.front().path + ": " + rr.failures.front().reason, component_,
+                    meta);
     const std::string fresh = work.path() + "/data";
     std::string file = find_regular_file(ro.target, kSnapshotFileName);
     if (!file.empty()) {
@@ -363,8 +355,8 @@ DriverResult EtcdDriver::step_data(TaskContext& ctx, const RestoreSpec& spec) {
         token = "cairn-" + random_hex(8);  // a new logical cluster: never the old token
       meta["initial_cluster"] = initial_cluster;
       meta["cluster_token"] = token;
-      run({"snapshot", "restore", file, "--name", settings_.name, "--initial-cluster", initial_cluster,
-           "--initial-cluster-token", token, "--initial-advertise-peer-urls", peers, "--data-dir", fresh},
+      run({"snapshot", "restore", file, "--name", settings_.name, "--initial-cluster", initial_cluster, "--initial-cluster-token", token,
+           "--initial-advertise-peer-urls", peers, "--data-dir", fresh},
           "snapshot restore");
       meta["kind"] = "snapshot";
     } else if (std::string saved = ro.target + dd; ::access((saved + "/member").c_str(), F_OK) == 0) {
@@ -373,16 +365,17 @@ DriverResult EtcdDriver::step_data(TaskContext& ctx, const RestoreSpec& spec) {
       meta["kind"] = "data_dir";
     } else {
       return failed(cairn::v1::ERROR_CODE_SNAPSHOT_NOT_FOUND,
-                    std::string("the snapshot holds neither '") + kSnapshotFileName + "' nor the data dir '" + dd + "'",
-                    component_, meta);
+                    std::string("the snapshot holds neither '") + kSnapshotFileName + "' nor the data dir '" + dd + "'", component_, meta);
     }
 
     struct stat old {};
     bool had_old = ::lstat(dd.c_str(), &old) == 0;
     if (had_old && !S_ISDIR(old.st_mode))
       return failed(cairn::v1::ERROR_CODE_IO_ERROR, "'data_dir' " + dd + " is not a directory", component_, meta);
-    if (had_old) adopt_owner(fresh, old);
-    else if (::chmod(fresh.c_str(), 0700) != 0) throw_errno("chmod", fresh, errno);
+    if (had_old)
+      adopt_owner(fresh, old);
+    else if (::chmod(fresh.c_str(), 0700) != 0)
+      throw_errno("chmod", fresh, errno);
 
     std::string parent = fs::path(dd).parent_path().string();
     // The record comes first: whatever moment the agent is killed at, a
@@ -451,8 +444,7 @@ DriverResult EtcdDriver::step_verify(TaskContext& ctx, const RestoreSpec& spec) 
   try {
     recorded = recorded_metadata(ctx, spec.snapshot_id);
   } catch (const Error& e) {
-    return failed(cairn::v1::ERROR_CODE_REPOSITORY_ERROR, std::string("reading the snapshot's metadata: ") + e.what(),
-                  component_);
+    return failed(cairn::v1::ERROR_CODE_REPOSITORY_ERROR, std::string("reading the snapshot's metadata: ") + e.what(), component_);
   }
   DriverResult r;
   r.reasons = verify(ctx, recorded);
@@ -486,8 +478,8 @@ DriverResult EtcdDriver::step_rollback(TaskContext& ctx, const std::map<std::str
         // Killed after the record, before the old data dir moved: it is in place.
         meta["note"] = "the data dir was never moved aside here; etcd is started on it";
       } else if (!rec->aside.empty() && !aside_there) {
-        throw Error(Errc::not_found, "the data dir this restore set aside, '" + rec->aside +
-                                         "', is gone; the restored data dir is left in place");
+        throw Error(Errc::not_found,
+                    "the data dir this restore set aside, '" + rec->aside + "', is gone; the restored data dir is left in place");
       } else {
         // What is in place now is this restore's (or, killed mid-swap, nothing
         // or a dir etcd made while its data was away): kept aside as failed.
@@ -517,8 +509,7 @@ DriverResult EtcdDriver::step_rollback(TaskContext& ctx, const std::map<std::str
       fsync_dir(parent);
     }
   } catch (const std::exception& e) {
-    return failed(cairn::v1::ERROR_CODE_IO_ERROR, std::string("putting the old data dir back failed: ") + e.what(),
-                  component_, meta);
+    return failed(cairn::v1::ERROR_CODE_IO_ERROR, std::string("putting the old data dir back failed: ") + e.what(), component_, meta);
   }
   // Started again only when it ran before the restore, and on data of its
   // own: etcd started on an empty data dir makes a new member with no keys
@@ -526,8 +517,8 @@ DriverResult EtcdDriver::step_rollback(TaskContext& ctx, const std::map<std::str
   // cluster serving nothing under the backup's name).
   if (auto it = options.find("was_running"); it != options.end() && it->second == "false") {
     meta["started"] = false;
-    meta["note"] = std::string(meta.value("note", "")) + (meta.contains("note") ? "; " : "") +
-                   "etcd did not run before this restore: left stopped";
+    meta["note"] =
+        std::string(meta.value("note", "")) + (meta.contains("note") ? "; " : "") + "etcd did not run before this restore: left stopped";
     return succeeded(meta);
   }
   if (::access((dd + "/member").c_str(), F_OK) != 0) {
@@ -553,15 +544,15 @@ std::vector<Reason> EtcdDriver::restore_preflight(TaskContext& ctx, const Restor
   // dir and renames them: the directory holding it must take writes.
   if (::access(parent.c_str(), W_OK | X_OK) != 0)
     out.push_back(make_reason(cairn::v1::ERROR_CODE_PREFLIGHT_FAILED,
-                              "the directory holding the data dir, '" + parent + "', is not writable (" +
-                                  std::strerror(errno) + "): the data step could not put the snapshot in place",
+                              "the directory holding the data dir, '" + parent + "', is not writable (" + std::strerror(errno) +
+                                  "): the data step could not put the snapshot in place",
                               component_));
   else if (std::string probe = parent + "/.cairn-preflight-" + random_hex(4);
            ::mkdir(probe.c_str(), 0700) != 0)  // root passes access(); an immutable or read-only dir does not
-    out.push_back(make_reason(cairn::v1::ERROR_CODE_PREFLIGHT_FAILED,
-                              "cannot create a directory in '" + parent + "' (" + std::strerror(errno) +
-                                  "): the data step could not put the snapshot in place",
-                              component_));
+    out.push_back(make_reason(
+        cairn::v1::ERROR_CODE_PREFLIGHT_FAILED,
+        "cannot create a directory in '" + parent + "' (" + std::strerror(errno) + "): the data step could not put the snapshot in place",
+        component_));
   else
     ::rmdir(probe.c_str());
   // The data step extracts the snapshot beside the data dir and has etcdctl
@@ -608,9 +599,9 @@ DriverResult EtcdDriver::restore_commit(TaskContext& ctx, const RestoreSpec& spe
   try {
     std::optional<Record> rec = read_record(dd);
     if (!rec || rec->restore != ctx.restore_id || ctx.restore_id.empty() || rec->state != "data") {
-      meta["note"] = !rec                                ? "no record of this restore here: nothing to commit"
+      meta["note"] = !rec                             ? "no record of this restore here: nothing to commit"
                      : rec->restore != ctx.restore_id ? "the record here is restore '" + rec->restore + "''s: left as it is"
-                                                       : "this restore was rolled back here: nothing to commit";
+                                                      : "this restore was rolled back here: nothing to commit";
       return succeeded(meta);
     }
     ::unlink(marker_path(dd).c_str());

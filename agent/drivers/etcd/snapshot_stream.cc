@@ -8,8 +8,7 @@
 namespace cairn::agent::etcd {
 
 SnapshotStreamCheck::SnapshotStreamCheck() : md_(EVP_MD_CTX_new()) {
-  if (!md_ || EVP_DigestInit_ex(md_, EVP_sha256(), nullptr) != 1)
-    throw Error(Errc::io, "cannot start a SHA-256 digest (OpenSSL)");
+  if (!md_ || EVP_DigestInit_ex(md_, EVP_sha256(), nullptr) != 1) throw Error(Errc::io, "cannot start a SHA-256 digest (OpenSSL)");
 }
 
 SnapshotStreamCheck::~SnapshotStreamCheck() { EVP_MD_CTX_free(md_); }
@@ -35,8 +34,7 @@ void SnapshotStreamCheck::feed(std::string_view blob, uint64_t remaining) {
   }
   if (data_part < blob.size()) {
     if (trailer_.size() + (blob.size() - data_part) > kSnapshotHashSize)
-      throw Error(Errc::corrupt, "etcd snapshot stream: more bytes than the announced " + std::to_string(db) +
-                                     " and a 32-byte hash");
+      throw Error(Errc::corrupt, "etcd snapshot stream: more bytes than the announced " + std::to_string(db) + " and a 32-byte hash");
     trailer_.append(blob.substr(data_part));
   }
   received_ += blob.size();
@@ -46,23 +44,21 @@ void SnapshotStreamCheck::finish() {
   if (expected_ < 0) throw Error(Errc::corrupt, "etcd snapshot stream ended before any data came");
   const uint64_t db = uint64_t(expected_);
   if (received_ < db)
-    throw Error(Errc::corrupt, "etcd snapshot stream ended early: " + std::to_string(received_) + " of " +
-                                   std::to_string(db) + " database bytes received");
+    throw Error(Errc::corrupt, "etcd snapshot stream ended early: " + std::to_string(received_) + " of " + std::to_string(db) +
+                                   " database bytes received");
   if (trailer_.size() != kSnapshotHashSize)
-    throw Error(Errc::corrupt, "etcd snapshot stream ended without its SHA-256 (" + std::to_string(trailer_.size()) +
-                                   " of 32 bytes after the database)");
+    throw Error(Errc::corrupt,
+                "etcd snapshot stream ended without its SHA-256 (" + std::to_string(trailer_.size()) + " of 32 bytes after the database)");
   unsigned char sum[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
   if (EVP_DigestFinal_ex(md_, sum, &n) != 1 || n != kSnapshotHashSize) throw Error(Errc::io, "SHA-256 final failed (OpenSSL)");
   if (CRYPTO_memcmp(sum, trailer_.data(), kSnapshotHashSize) != 0)
     throw Error(Errc::corrupt, "etcd snapshot hash mismatch: the server sent " +
-                                   to_hex(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(trailer_.data()), 32)) +
-                                   ", the " + std::to_string(db) + " bytes received hash to " +
-                                   to_hex(std::span<const uint8_t>(sum, 32)));
+                                   to_hex(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(trailer_.data()), 32)) + ", the " +
+                                   std::to_string(db) + " bytes received hash to " + to_hex(std::span<const uint8_t>(sum, 32)));
   // bbolt files are whole pages; etcdctl refuses a snapshot whose size is not
   // a multiple of 512 plus the hash.
-  if (db % 512 != 0)
-    throw Error(Errc::corrupt, "etcd snapshot of " + std::to_string(db) + " bytes is not whole 512-byte pages");
+  if (db % 512 != 0) throw Error(Errc::corrupt, "etcd snapshot of " + std::to_string(db) + " bytes is not whole 512-byte pages");
   finished_ = true;
 }
 

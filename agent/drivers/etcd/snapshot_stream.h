@@ -7,11 +7,11 @@
 // writes, and what `etcdctl snapshot restore` checks again). A stream is good
 // only when every announced byte came, exactly 32 bytes of hash followed, and
 // the hash matches.
+#include <openssl/evp.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
-
-#include <openssl/evp.h>
 
 namespace cairn::agent::etcd {
 
@@ -42,7 +42,7 @@ class SnapshotStreamCheck {
   EVP_MD_CTX* md_ = nullptr;
   int64_t expected_ = -1;  // database bytes, known from the first non-empty piece
   uint64_t received_ = 0;
-  std::string trailer_;    // the bytes after the database: its hash
+  std::string trailer_;  // the bytes after the database: its hash
   bool finished_ = false;
 };
 

@@ -8,6 +8,7 @@
 #include <linux/capability.h>
 #include <pwd.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -26,8 +27,6 @@
 #include <sstream>
 #include <thread>
 
-#include <spdlog/spdlog.h>
-
 #include "agent/config_reader.h"
 #include "agent/drill_paths.h"
 #include "agent/drill_support.h"
@@ -37,10 +36,10 @@
 #include "agent/sandbox/sandbox.h"
 #include "common/repo/repository.h"
 #include "common/repo/snapshot.h"
+#include "common/repo/walk.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
-#include "common/repo/walk.h"
 
 namespace cairn::agent {
 
@@ -137,8 +136,7 @@ class ReadBack : public repo::TreeVisitor {
   const std::atomic<bool>* cancel_;
 };
 
-void drill_files(TaskContext& ctx, const repo::Snapshot& snap, const std::string& restored, Report& rep,
-                 const std::atomic<bool>* cancel) {
+void drill_files(TaskContext& ctx, const repo::Snapshot& snap, const std::string& restored, Report& rep, const std::atomic<bool>* cancel) {
   auto t = Clock::now();
   ReadBack rb(*ctx.repo, restored, cancel);
   repo::walk_snapshot(*ctx.repo, snap, rb);

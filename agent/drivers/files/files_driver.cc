@@ -11,8 +11,8 @@
 #include <unordered_set>
 
 #include "agent/drivers/files/mirror.h"
-#include "agent/failpoint.h"
 #include "agent/drivers/repo_progress.h"
+#include "agent/failpoint.h"
 #include "common/repo/archiver.h"
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
@@ -54,8 +54,7 @@ std::string escape_glob(const std::string& p) {
 
 }  // namespace
 
-FilesDriver::FilesDriver(std::string component, Settings settings)
-    : component_(std::move(component)), settings_(std::move(settings)) {}
+FilesDriver::FilesDriver(std::string component, Settings settings) : component_(std::move(component)), settings_(std::move(settings)) {}
 
 DriverCaps FilesDriver::capabilities() const {
   DriverCaps c;
@@ -110,8 +109,7 @@ std::vector<std::string> FilesDriver::config_warnings() const {
     }
     struct stat st {};
     if (::lstat(p.c_str(), &st) != 0)
-      out.push_back("component '" + component_ + "': declared path '" + p + "' does not exist (" +
-                    std::strerror(errno) + ")");
+      out.push_back("component '" + component_ + "': declared path '" + p + "' does not exist (" + std::strerror(errno) + ")");
   }
   return out;
 }
@@ -127,11 +125,10 @@ std::vector<v1::Reason> FilesDriver::preflight(const v1::Task& task) const {
       if (::lstat(p.c_str(), &st) == 0) any = true;
     }
     if (!any)
-      out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                                "none of the declared paths of component '" + component_ + "' exists"));
+      out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED, "none of the declared paths of component '" + component_ + "' exists"));
   } else if (kind == v1::TASK_KIND_RESTORE && !target_name.empty() && !has_restore_target(target_name)) {
-    out.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
-                              "component '" + component_ + "' declares no restore target '" + target_name + "'"));
+    out.push_back(
+        make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ + "' declares no restore target '" + target_name + "'"));
   }
   return out;
 }
@@ -163,8 +160,7 @@ void FilesDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotP
   }
   for (const auto& g : settings_.excludes) sink.exclude(g);
   if (!any && !purpose.safety)
-    sink.add_reason(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                                "none of the declared paths of component '" + component_ + "' exists"));
+    sink.add_reason(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED, "none of the declared paths of component '" + component_ + "' exists"));
 }
 
 // Every path of the snapshot must lie under what this component declares: the
@@ -200,8 +196,8 @@ DriverResult FilesDriver::restore_within(TaskContext& ctx, const RestoreSpec& sp
   std::string target;
   if (!spec.target_name.empty()) {
     if (!has_restore_target(spec.target_name)) {
-      res.reasons.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ +
-                                                                             "' declares no restore target '" + spec.target_name + "'"));
+      res.reasons.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                                        "component '" + component_ + "' declares no restore target '" + spec.target_name + "'"));
       return res;
     }
     target = settings_.restore_to;
@@ -215,8 +211,8 @@ DriverResult FilesDriver::restore_within(TaskContext& ctx, const RestoreSpec& sp
     id = repo::resolve_snapshot(*ctx.repo, spec.snapshot_id);
     snap = repo::load_snapshot(*ctx.repo, id);
   } catch (const Error& e) {
-    res.reasons.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND,
-                                      "snapshot '" + spec.snapshot_id + "' cannot be read: " + e.what()));
+    res.reasons.push_back(
+        make_reason(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "snapshot '" + spec.snapshot_id + "' cannot be read: " + e.what()));
     return res;
   }
   std::vector<std::string> includes;
@@ -241,13 +237,15 @@ DriverResult FilesDriver::restore_within(TaskContext& ctx, const RestoreSpec& sp
     for (const auto& o : *only) {
       bool reached = false;
       for (const auto& p : snap.paths) {
-        if (under(p, o)) roots.push_back(p), reached = true;
-        else if (under(o, p)) roots.push_back(o), reached = true;
+        if (under(p, o))
+          roots.push_back(p), reached = true;
+        else if (under(o, p))
+          roots.push_back(o), reached = true;
       }
       missed = missed || !reached;
       if (!reached)
-        res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
-                                          "'" + o + "' is not in snapshot '" + id.substr(0, 8) + "': left as it is", o));
+        res.reasons.push_back(
+            make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "'" + o + "' is not in snapshot '" + id.substr(0, 8) + "': left as it is", o));
     }
     std::sort(roots.begin(), roots.end());
     roots.erase(std::unique(roots.begin(), roots.end()), roots.end());
@@ -296,10 +294,10 @@ DriverResult FilesDriver::restore_within(TaskContext& ctx, const RestoreSpec& sp
     // The backup could not read some entries: they are absent from its tree
     // (or recorded empty), so "what the snapshot does not hold" would include
     // data that was never backed up. Nothing is removed.
-    res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
-                                      "mirror: entries added since the backup were left in place because snapshot '" +
-                                          id.substr(0, 8) + "' is partial (" + std::to_string(snap.errors.size()) +
-                                          " item(s) could not be read at backup time); nothing was removed"));
+    res.reasons.push_back(
+        make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "mirror: entries added since the backup were left in place because snapshot '" +
+                                                     id.substr(0, 8) + "' is partial (" + std::to_string(snap.errors.size()) +
+                                                     " item(s) could not be read at backup time); nothing was removed"));
   } else if (mirror && !rr.failures.empty()) {
     // Entries under an unreadable part of the snapshot are unknown: removing
     // "what the snapshot does not hold" could remove what it does.
@@ -321,8 +319,10 @@ DriverResult FilesDriver::restore_within(TaskContext& ctx, const RestoreSpec& sp
   res.manifest_digest = id;
   res.bytes = rr.bytes_restored;
   res.files = rr.files_restored;
-  if (rr.failures.empty()) res.outcome = (mirror && snap.partial) || missed ? v1::TASK_OUTCOME_PARTIAL : v1::TASK_OUTCOME_SUCCEEDED;
-  else res.outcome = rr.files_restored > 0 ? v1::TASK_OUTCOME_PARTIAL : v1::TASK_OUTCOME_FAILED;
+  if (rr.failures.empty())
+    res.outcome = (mirror && snap.partial) || missed ? v1::TASK_OUTCOME_PARTIAL : v1::TASK_OUTCOME_SUCCEEDED;
+  else
+    res.outcome = rr.files_restored > 0 ? v1::TASK_OUTCOME_PARTIAL : v1::TASK_OUTCOME_FAILED;
   return res;
 }
 

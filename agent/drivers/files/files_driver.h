@@ -36,12 +36,12 @@ class FilesDriver : public Driver {
   DriverResult restore_paths(TaskContext& ctx, const std::string& snapshot_id, const std::vector<std::string>& only);
 
   const Settings& settings() const { return settings_; }
-  std::vector<std::string> data_paths() const override { 
+  std::vector<std::string> data_paths() const override {
     std::vector<std::string> out;
     for (const auto& p : settings_.paths) out.push_back(p.substr(0, p.find_first_of("*?[")));
     if (!settings_.restore_to.empty()) out.push_back(settings_.restore_to);
     return out;
-   }
+  }
   // Declared paths with globs expanded; paths without glob characters are kept
   // as they are (a missing one is reported by the backup). Sorted, unique.
   std::vector<std::string> expand_paths() const;

@@ -66,8 +66,7 @@ class Pruner {
         int e = errno;
         // A link says ELOOP or ENOTDIR (O_DIRECTORY is checked first on some kernels).
         struct stat st {};
-        if ((e == ELOOP || e == ENOTDIR) && ::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-            S_ISLNK(st.st_mode))
+        if ((e == ELOOP || e == ENOTDIR) && ::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
           return problem(root, "'" + root.substr(0, end) + "' is a symbolic link; nothing below it was removed");
         // A root that is a file, or absent, has nothing below it to remove.
         if (e == ENOTDIR || e == ENOENT) return;
@@ -152,8 +151,10 @@ class Pruner {
     stack.pop_back();
     ::closedir(f.dir);
     if (!f.purge || stack.empty()) return;
-    if (::unlinkat(::dirfd(stack.back().dir), f.name.c_str(), AT_REMOVEDIR) == 0) ++res_.removed;
-    else if (errno != ENOENT) problem(f.path, "cannot remove the directory: " + err());
+    if (::unlinkat(::dirfd(stack.back().dir), f.name.c_str(), AT_REMOVEDIR) == 0)
+      ++res_.removed;
+    else if (errno != ENOENT)
+      problem(f.path, "cannot remove the directory: " + err());
   }
 
   void problem(const std::string& path, const std::string& reason) { res_.problems.push_back({path, reason}); }

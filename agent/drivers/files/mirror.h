@@ -22,7 +22,7 @@ namespace cairn::agent::files {
 inline constexpr size_t kMirrorMaxDepth = repo::kMaxTreeDepth;
 
 struct MirrorProblem {
-  std::string path;    // as in the snapshot, e.g. /srv/data/new.txt
+  std::string path;  // as in the snapshot, e.g. /srv/data/new.txt
   std::string reason;
 };
 
@@ -32,10 +32,10 @@ struct MirrorResult {
 };
 
 struct MirrorSpec {
-  std::string target;                     // "" or "/" for in place, else the alternative target directory
-  std::vector<std::string> roots;         // the snapshot's paths (absolute)
+  std::string target;                                     // "" or "/" for in place, else the alternative target directory
+  std::vector<std::string> roots;                         // the snapshot's paths (absolute)
   const std::unordered_set<std::string>* keep = nullptr;  // every path the snapshot holds
-  std::vector<std::string> excludes;      // the component's exclude globs: such entries are left alone
+  std::vector<std::string> excludes;                      // the component's exclude globs: such entries are left alone
   const std::atomic<bool>* cancel = nullptr;
 };
 

@@ -27,9 +27,9 @@ bool is_name_start(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 
 bool is_name_char(char c) { return is_name_start(c) || (c >= '0' && c <= '9'); }
 
 const std::set<std::string>& section_keywords() {
-  static const std::set<std::string> s = {"global",    "defaults", "frontend", "backend", "listen",      "peers",
-                                          "resolvers", "userlist", "mailers",  "http-errors", "ring", "cache",
-                                          "program",   "fcgi-app", "log-forward", "crt-store", "traces"};
+  static const std::set<std::string> s = {"global",    "defaults", "frontend",    "backend",     "listen", "peers",
+                                          "resolvers", "userlist", "mailers",     "http-errors", "ring",   "cache",
+                                          "program",   "fcgi-app", "log-forward", "crt-store",   "traces"};
   return s;
 }
 
@@ -59,17 +59,28 @@ std::string where(const std::string& file, uint32_t n) { return file + ":" + std
 
 std::string_view ref_kind_name(RefKind k) {
   switch (k) {
-    case RefKind::crt: return "certificate";
-    case RefKind::crt_list: return "crt-list";
-    case RefKind::ca_file: return "CA file";
-    case RefKind::crl_file: return "CRL file";
-    case RefKind::map: return "map";
-    case RefKind::acl_file: return "ACL file";
-    case RefKind::errorfile: return "error file";
-    case RefKind::lua: return "Lua script";
-    case RefKind::dh_param: return "DH parameters";
-    case RefKind::server_state: return "server-state file";
-    case RefKind::other: return "file";
+    case RefKind::crt:
+      return "certificate";
+    case RefKind::crt_list:
+      return "crt-list";
+    case RefKind::ca_file:
+      return "CA file";
+    case RefKind::crl_file:
+      return "CRL file";
+    case RefKind::map:
+      return "map";
+    case RefKind::acl_file:
+      return "ACL file";
+    case RefKind::errorfile:
+      return "error file";
+    case RefKind::lua:
+      return "Lua script";
+    case RefKind::dh_param:
+      return "DH parameters";
+    case RefKind::server_state:
+      return "server-state file";
+    case RefKind::other:
+      return "file";
   }
   return "file";
 }
@@ -108,10 +119,26 @@ Line tokenize_line(std::string_view raw) {
         }
         char e = raw[i + 1];
         switch (e) {
-          case ' ': case '\\': case '#': case '\'': case '"': w.text += e; i += 2; continue;
-          case 'r': w.text += '\r'; i += 2; continue;
-          case 'n': w.text += '\n'; i += 2; continue;
-          case 't': w.text += '\t'; i += 2; continue;
+          case ' ':
+          case '\\':
+          case '#':
+          case '\'':
+          case '"':
+            w.text += e;
+            i += 2;
+            continue;
+          case 'r':
+            w.text += '\r';
+            i += 2;
+            continue;
+          case 'n':
+            w.text += '\n';
+            i += 2;
+            continue;
+          case 't':
+            w.text += '\t';
+            i += 2;
+            continue;
           case 'x':
             if (i + 3 < n && hexval(raw[i + 2]) >= 0 && hexval(raw[i + 3]) >= 0) {
               w.text += static_cast<char>(hexval(raw[i + 2]) * 16 + hexval(raw[i + 3]));
@@ -122,7 +149,10 @@ Line tokenize_line(std::string_view raw) {
             w.text += c;
             ++i;
             continue;
-          default: w.text += c; ++i; continue;  // unknown escapes are kept as written
+          default:
+            w.text += c;
+            ++i;
+            continue;  // unknown escapes are kept as written
         }
       }
       if (c == '$' && dquote) {
@@ -170,20 +200,32 @@ Line tokenize_line(std::string_view raw) {
 std::string quote_word(const std::string& text) {
   bool needs = text.empty();
   for (char c : text)
-    if (is_space(c) || c == '#' || c == '\'' || c == '"' || c == '\\' || c == '$' || static_cast<unsigned char>(c) < 0x20)
-      needs = true;
+    if (is_space(c) || c == '#' || c == '\'' || c == '"' || c == '\\' || c == '$' || static_cast<unsigned char>(c) < 0x20) needs = true;
   if (!needs) return text;
-  if (text.find('\'') == std::string::npos && text.find('\n') == std::string::npos &&
-      text.find('\r') == std::string::npos)
+  if (text.find('\'') == std::string::npos && text.find('\n') == std::string::npos && text.find('\r') == std::string::npos)
     return "'" + text + "'";
   std::string out;
   for (char c : text) {
     switch (c) {
-      case ' ': case '\\': case '#': case '\'': case '"': out += '\\'; out += c; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default: out += c;
+      case ' ':
+      case '\\':
+      case '#':
+      case '\'':
+      case '"':
+        out += '\\';
+        out += c;
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -262,10 +304,14 @@ void ConfigParser::bind_options(const std::string& file, uint32_t n, const Line&
   const auto& w = l.words;
   for (size_t i = from; i + 1 < w.size(); ++i) {
     const std::string& k = w[i].text;
-    if (k == "crt") add(RefKind::crt, k, file, n, w[i + 1], crt_base_), ++i;
-    else if (k == "crt-list" && !server) add(RefKind::crt_list, k, file, n, w[i + 1], ""), ++i;
-    else if (k == "ca-file" || k == "ca-verify-file") add(RefKind::ca_file, k, file, n, w[i + 1], ca_base_), ++i;
-    else if (k == "crl-file") add(RefKind::crl_file, k, file, n, w[i + 1], ca_base_), ++i;
+    if (k == "crt")
+      add(RefKind::crt, k, file, n, w[i + 1], crt_base_), ++i;
+    else if (k == "crt-list" && !server)
+      add(RefKind::crt_list, k, file, n, w[i + 1], ""), ++i;
+    else if (k == "ca-file" || k == "ca-verify-file")
+      add(RefKind::ca_file, k, file, n, w[i + 1], ca_base_), ++i;
+    else if (k == "crl-file")
+      add(RefKind::crl_file, k, file, n, w[i + 1], ca_base_), ++i;
   }
 }
 
@@ -283,17 +329,21 @@ void ConfigParser::line(const std::string& file, uint32_t n, const Line& l) {
   }
   if (section_ == "global") {
     if (w.size() < 2) return;
-    if (kw == "crt-base") crt_base_ = w[1].env.empty() ? resolve(w[1].text, "") : "";
-    else if (kw == "ca-base") ca_base_ = w[1].env.empty() ? resolve(w[1].text, "") : "";
-    else if (kw == "server-state-base") state_base_ = w[1].env.empty() ? resolve(w[1].text, "") : "";
+    if (kw == "crt-base")
+      crt_base_ = w[1].env.empty() ? resolve(w[1].text, "") : "";
+    else if (kw == "ca-base")
+      ca_base_ = w[1].env.empty() ? resolve(w[1].text, "") : "";
+    else if (kw == "server-state-base")
+      state_base_ = w[1].env.empty() ? resolve(w[1].text, "") : "";
     else if (kw == "server-state-file") {
       add(RefKind::server_state, kw, file, n, w[1], state_base_, 0, std::string::npos, true);
       if (!res_.refs.empty() && res_.refs.back().keyword == kw && res_.refs.back().line == n && res_.refs.back().file == file)
         res_.server_state_file = res_.refs.back().path;
-    } else if (kw == "lua-load" || kw == "lua-load-per-thread") add(RefKind::lua, kw, file, n, w[1], "");
-    else if (kw == "ssl-dh-param-file") add(RefKind::dh_param, kw, file, n, w[1], "");
-    else if (kw == "h1-case-adjust-file" || kw == "51degrees-data-file" || kw == "deviceatlas-json-file" ||
-             kw == "wurfl-data-file")
+    } else if (kw == "lua-load" || kw == "lua-load-per-thread")
+      add(RefKind::lua, kw, file, n, w[1], "");
+    else if (kw == "ssl-dh-param-file")
+      add(RefKind::dh_param, kw, file, n, w[1], "");
+    else if (kw == "h1-case-adjust-file" || kw == "51degrees-data-file" || kw == "deviceatlas-json-file" || kw == "wurfl-data-file")
       add(RefKind::other, kw, file, n, w[1], "");
     else if (kw == "stats" && w[1].text == "socket" && w.size() > 2) {
       bind_options(file, n, l, 3, false);
@@ -302,18 +352,21 @@ void ConfigParser::line(const std::string& file, uint32_t n, const Line& l) {
         if (w[i].text == "level" && w[i + 1].text == "admin") admin = true;
       std::string addr = w[2].text;
       if (addr.rfind("unix@", 0) == 0) addr = addr.substr(5);
-      if (admin && res_.stats_socket.empty() && !addr.empty() && addr.find('@') == std::string::npos &&
-          addr.find(':') == std::string::npos)
+      if (admin && res_.stats_socket.empty() && !addr.empty() && addr.find('@') == std::string::npos && addr.find(':') == std::string::npos)
         res_.stats_socket = resolve(addr, "");
     }
     return;
   }
 
   // Proxies and the other sections.
-  if (kw == "bind") bind_options(file, n, l, 2, false);
-  else if (kw == "server" || kw == "default-server") bind_options(file, n, l, kw == "server" ? 3 : 1, true);
-  else if (kw == "server-template") bind_options(file, n, l, 4, true);
-  else if (kw == "errorfile" && w.size() > 2) add(RefKind::errorfile, kw, file, n, w[2], "");
+  if (kw == "bind")
+    bind_options(file, n, l, 2, false);
+  else if (kw == "server" || kw == "default-server")
+    bind_options(file, n, l, kw == "server" ? 3 : 1, true);
+  else if (kw == "server-template")
+    bind_options(file, n, l, 4, true);
+  else if (kw == "errorfile" && w.size() > 2)
+    add(RefKind::errorfile, kw, file, n, w[2], "");
   else if (kw == "server-state-file-name" && (section_ == "backend" || section_ == "listen" || section_ == "defaults")) {
     std::string name = w.size() > 1 ? w[1].text : "";
     if (w.size() > 1 && name != "use-backend-name") add(RefKind::server_state, kw, file, n, w[1], state_base_, 0, std::string::npos, true);
@@ -327,8 +380,10 @@ void ConfigParser::line(const std::string& file, uint32_t n, const Line& l) {
   int braces = 0;
   for (size_t i = 1; i < w.size(); ++i) {
     const std::string& t = w[i].text;
-    if (t == "{") ++braces;
-    else if (t == "}") braces = std::max(0, braces - 1);
+    if (t == "{")
+      ++braces;
+    else if (t == "}")
+      braces = std::max(0, braces - 1);
     else if (t == "-f" && i + 1 < w.size() && (kw == "acl" || braces > 0)) {
       add(RefKind::acl_file, kw == "acl" ? "acl -f" : "-f", file, n, w[i + 1], "");
       ++i;

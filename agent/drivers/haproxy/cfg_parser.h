@@ -22,9 +22,9 @@ namespace cairn::agent::haproxy {
 // One word of a line, unquoted and unescaped.
 struct Word {
   std::string text;
-  size_t begin = 0, end = 0;        // byte range of the word in the raw line (quotes included)
-  bool plain = true;                // no quotes, escapes or variables: text == raw line[begin, end)
-  std::vector<std::string> env;     // environment variables used (left unresolved in text)
+  size_t begin = 0, end = 0;     // byte range of the word in the raw line (quotes included)
+  bool plain = true;             // no quotes, escapes or variables: text == raw line[begin, end)
+  std::vector<std::string> env;  // environment variables used (left unresolved in text)
 };
 
 struct Line {
@@ -44,10 +44,10 @@ std::string_view ref_kind_name(RefKind k);
 
 struct Reference {
   RefKind kind = RefKind::other;
-  std::string keyword;   // "crt", "map_dom", "acl -f", "errorfile", ...
-  std::string written;   // the path as written (unquoted)
-  std::string path;      // resolved absolute path (bases applied); empty when it uses environment variables
-  std::string file;      // the file that references it (real path) and the line (1-based)
+  std::string keyword;  // "crt", "map_dom", "acl -f", "errorfile", ...
+  std::string written;  // the path as written (unquoted)
+  std::string path;     // resolved absolute path (bases applied); empty when it uses environment variables
+  std::string file;     // the file that references it (real path) and the line (1-based)
   uint32_t line = 0;
   // Where the path stands in the raw line, when it can be replaced there (a
   // plain word, or a quoted one that is the whole path): a check of a
@@ -103,8 +103,8 @@ class ConfigParser {
  private:
   void line(const std::string& file, uint32_t n, const Line& l);
   void parse_crt_list_text(const std::string& file, std::string_view text);
-  void add(RefKind kind, const std::string& keyword, const std::string& file, uint32_t n, const Word& w,
-           const std::string& base, size_t sub_begin = 0, size_t sub_len = std::string::npos, bool optional = false);
+  void add(RefKind kind, const std::string& keyword, const std::string& file, uint32_t n, const Word& w, const std::string& base,
+           size_t sub_begin = 0, size_t sub_len = std::string::npos, bool optional = false);
   std::string resolve(const std::string& p, const std::string& base) const;
   bool read_file(const std::string& path, std::string& out, std::string& why) const;
   void bind_options(const std::string& file, uint32_t n, const Line& l, size_t from, bool server);

@@ -29,12 +29,14 @@ std::vector<std::string> paths(TableReader& r, const std::string& key, const std
 Settings parse_settings(TableReader& r) {
   Settings s;
   auto cfg = r.string_list("config");
-  if (!cfg) throw ConfigError(r.file(), r.line(), r.where() + " (driver 'haproxy') needs 'config': the files and directories given to haproxy -f");
+  if (!cfg)
+    throw ConfigError(r.file(), r.line(), r.where() + " (driver 'haproxy') needs 'config': the files and directories given to haproxy -f");
   if (cfg->empty()) r.fail("config", "must name at least one file or directory");
   s.config = paths(r, "config", *cfg);
   auto sock = r.string("stats_socket");
   if (!sock)
-    throw ConfigError(r.file(), r.line(), r.where() + " (driver 'haproxy') needs 'stats_socket': the path of a 'stats socket' declared with 'level admin'");
+    throw ConfigError(r.file(), r.line(),
+                      r.where() + " (driver 'haproxy') needs 'stats_socket': the path of a 'stats socket' declared with 'level admin'");
   std::string sp = *sock;
   if (sp.rfind("unix:", 0) == 0) sp = sp.substr(5);
   if (!is_clean_absolute_path(sp)) r.fail("stats_socket", "'" + *sock + "' is not an absolute path of a Unix socket");

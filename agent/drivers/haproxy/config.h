@@ -18,13 +18,13 @@
 namespace cairn::agent::haproxy {
 
 struct Settings {
-  std::vector<std::string> config;       // absolute files or directories, in haproxy's -f order
-  std::string stats_socket;              // absolute path of a Unix socket
+  std::vector<std::string> config;  // absolute files or directories, in haproxy's -f order
+  std::string stats_socket;         // absolute path of a Unix socket
   std::string haproxy = "/usr/sbin/haproxy";
   platform::ServiceDecl service;         // empty: restores refuse (nothing can reload haproxy)
   std::vector<std::string> extra_files;  // absolute files or directories
   std::string working_dir = "/";
-  std::string staging_dir;               // default: $TMPDIR or /tmp
+  std::string staging_dir;  // default: $TMPDIR or /tmp
 };
 
 // Parses and checks the settings; ConfigError names the file and line.

@@ -8,6 +8,7 @@
 #include <linux/capability.h>
 #include <pwd.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -26,11 +27,12 @@
 #include <sstream>
 #include <thread>
 
-#include <spdlog/spdlog.h>
-
 #include "agent/config_reader.h"
 #include "agent/drill_paths.h"
 #include "agent/drill_support.h"
+#include "agent/drivers/haproxy/cfg_parser.h"
+#include "agent/drivers/haproxy/haproxy_driver.h"
+#include "agent/drivers/haproxy/runtime.h"
 #include "agent/platform/http.h"
 #include "agent/platform/process.h"
 #include "agent/platform/socket_client.h"
@@ -40,9 +42,6 @@
 #include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
-#include "agent/drivers/haproxy/cfg_parser.h"
-#include "agent/drivers/haproxy/haproxy_driver.h"
-#include "agent/drivers/haproxy/runtime.h"
 
 namespace cairn::agent {
 
@@ -61,8 +60,9 @@ struct HaproxyDrillKeys {
 // checks, programs, an OpenSSL engine or provider): a drill starts no
 // configuration that has one, since `haproxy -c` alone would run it.
 bool haproxy_runs_code(const std::vector<haproxy::Word>& w, const std::string& section) {
-  static const std::set<std::string> kCode = {"lua-load", "lua-load-per-thread", "lua-prepend-path", "external-check",
-                                              "ssl-engine", "ssl-provider", "ssl-provider-path", "program", "insecure-fork-wanted"};
+  static const std::set<std::string> kCode = {
+      "lua-load",     "lua-load-per-thread", "lua-prepend-path", "external-check",      "ssl-engine",
+      "ssl-provider", "ssl-provider-path",   "program",          "insecure-fork-wanted"};
   if (w.empty()) return false;
   if (kCode.count(w[0].text)) return true;
   // HAProxy expands environment variables (which the configuration itself
@@ -87,8 +87,7 @@ std::string haproxy_alerts(const Sandbox::Ran& r) {
     auto colon = line.find(" : ", at);
     std::string what = colon == std::string::npos ? line.substr(at) : line.substr(colon + 3);
     if (what.rfind("config : ", 0) == 0) what = what.substr(9);
-    if (what.find("found in configuration file") != std::string::npos || what.find("Fatal errors found") != std::string::npos)
-      continue;
+    if (what.find("found in configuration file") != std::string::npos || what.find("Fatal errors found") != std::string::npos) continue;
     if (++n > 5) {
       out += "; ...";
       break;
@@ -106,8 +105,8 @@ std::string haproxy_alerts(const Sandbox::Ran& r) {
 // drill's own, as a restore would; then every frontend open, every recorded
 // server's forced state and weight, every saved map and stick table, and
 // every referenced certificate loaded.
-void drill_haproxy(const DrillDecl& d, const HaproxyDrillKeys& dk, Sandbox& box, const repo::Snapshot& snap, const std::string& restored, Report& rep,
-                   const std::atomic<bool>* cancel, const std::function<void(const std::string&)>& phase) {
+void drill_haproxy(const DrillDecl& d, const HaproxyDrillKeys& dk, Sandbox& box, const repo::Snapshot& snap, const std::string& restored,
+                   Report& rep, const std::atomic<bool>* cancel, const std::function<void(const std::string&)>& phase) {
   const nlohmann::json& rec = snap.component;
   std::vector<std::string> config;
   if (rec.contains("config") && rec["config"].is_array())
@@ -139,8 +138,8 @@ void drill_haproxy(const DrillDecl& d, const HaproxyDrillKeys& dk, Sandbox& box,
       auto l = haproxy::tokenize_line(raw);
       const auto& w = l.words;
       if (w.empty()) continue;
-      static const std::set<std::string> kSections = {"global", "defaults", "frontend", "backend", "listen", "peers", "resolvers",
-                                                      "userlist", "program", "mailers", "http-errors", "ring", "cache", "log-forward"};
+      static const std::set<std::string> kSections = {"global",   "defaults", "frontend", "backend",     "listen", "peers", "resolvers",
+                                                      "userlist", "program",  "mailers",  "http-errors", "ring",   "cache", "log-forward"};
       if (kSections.count(w[0].text)) section = w[0].text;
       if (code.empty() && haproxy_runs_code(w, section)) code = "'" + w[0].text + "' at " + f.path + ":" + std::to_string(n);
       auto unix_path = [](const std::string& a) -> std::string {
@@ -172,7 +171,8 @@ void drill_haproxy(const DrillDecl& d, const HaproxyDrillKeys& dk, Sandbox& box,
   // CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_SYS_RESOURCE: bind, raise its
   // file limit, chroot and drop to its user; nothing that mounts, traces,
   // kills another user's process or reaches a device.
-  conf.keep_caps = {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_SETGID, CAP_SETUID, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_SYS_RESOURCE};
+  conf.keep_caps = {CAP_CHOWN,  CAP_DAC_OVERRIDE,     CAP_FOWNER,     CAP_SETGID,
+                    CAP_SETUID, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_SYS_RESOURCE};
   box_root.host_basics();
   box_root.bind(exe, false);
   std::string& problem = box_root.problem;
@@ -262,10 +262,13 @@ void drill_haproxy(const DrillDecl& d, const HaproxyDrillKeys& dk, Sandbox& box,
       for (std::string c; std::getline(r, c, ',');) f.push_back(c);
       if (f.size() <= std::max(sv, st) || f[sv] != "FRONTEND") continue;
       ++frontends;
-      if (f[st] == "OPEN") ++open;
-      else if (px < f.size()) closed += (closed.empty() ? "" : ", ") + f[px] + " " + f[st];
+      if (f[st] == "OPEN")
+        ++open;
+      else if (px < f.size())
+        closed += (closed.empty() ? "" : ", ") + f[px] + " " + f[st];
     }
-    rep.check("frontends open", frontends, closed.empty() ? nlohmann::json(open) : nlohmann::json(closed), frontends > 0 && open == frontends);
+    rep.check("frontends open", frontends, closed.empty() ? nlohmann::json(open) : nlohmann::json(closed),
+              frontends > 0 && open == frontends);
   }
   // The servers' forced states and weights the backup recorded.
   if (rec.contains("server_state") && rec["server_state"].is_array()) {
@@ -323,13 +326,16 @@ void drill_haproxy(const DrillDecl& d, const HaproxyDrillKeys& dk, Sandbox& box,
     std::string missing;
     size_t found = 0;
     for (const auto& w : want) {
-      if (loaded.count(w)) ++found;
-      else if (missing.size() < 300) missing += (missing.empty() ? "" : ", ") + w;
+      if (loaded.count(w))
+        ++found;
+      else if (missing.size() < 300)
+        missing += (missing.empty() ? "" : ", ") + w;
     }
     rep.check("certificates loaded", want.size(), found, found == want.size());
     if (!missing.empty()) rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "haproxy did not load the certificate(s) " + missing);
   }
-  rep.checks.push_back({{"name", "haproxy version"}, {"expected", rec.value("haproxy_version", std::string())}, {"found", version}, {"ok", true}});
+  rep.checks.push_back(
+      {{"name", "haproxy version"}, {"expected", rec.value("haproxy_version", std::string())}, {"found", version}, {"ok", true}});
   rep.phases["check"] = seconds_since(t);
 }
 

@@ -101,7 +101,8 @@ void FileSwap::commit_new(const std::string& tmp, const std::string& dst) {
 }
 
 bool FileSwap::install(const std::string& src, const std::string& dst) {
-  struct stat ss {}, ds {};
+  struct stat ss {
+  }, ds{};
   if (::lstat(src.c_str(), &ss) != 0) throw_errno("stat", src, errno);
   bool had = exists(dst, &ds);
   mkdir_p(dir_of(dst));
@@ -115,8 +116,8 @@ bool FileSwap::install(const std::string& src, const std::string& dst) {
   }
   if (!S_ISREG(ss.st_mode)) throw Error(Errc::invalid_input, "'" + dst + "' is neither a regular file nor a link in the snapshot");
   std::string data = read_all(src);
-  if (had && S_ISREG(ds.st_mode) && (ds.st_mode & 07777) == (ss.st_mode & 07777) && ds.st_uid == ss.st_uid &&
-      ds.st_gid == ss.st_gid && static_cast<size_t>(ds.st_size) == data.size() && read_all(dst) == data)
+  if (had && S_ISREG(ds.st_mode) && (ds.st_mode & 07777) == (ss.st_mode & 07777) && ds.st_uid == ss.st_uid && ds.st_gid == ss.st_gid &&
+      static_cast<size_t>(ds.st_size) == data.size() && read_all(dst) == data)
     return false;
   struct timespec times[2] = {ss.st_atim, ss.st_mtim};
   write_new(tmp, data, ss.st_mode, ss.st_uid, ss.st_gid, times);

@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <cstdlib>
 #include <set>
 
 #include "agent/platform/socket_client.h"
@@ -58,8 +58,7 @@ long long number_or_zero(const std::map<std::string, std::string>& info, const s
 
 }  // namespace
 
-HaproxyDriver::HaproxyDriver(std::string component, Settings settings)
-    : component_(std::move(component)), settings_(std::move(settings)) {}
+HaproxyDriver::HaproxyDriver(std::string component, Settings settings) : component_(std::move(component)), settings_(std::move(settings)) {}
 
 DriverCaps HaproxyDriver::capabilities() const {
   DriverCaps c;
@@ -102,8 +101,8 @@ FileSet HaproxyDriver::files(const std::string& read_root) const {
     if (paths.empty() || !exists(read_root + paths[0])) {
       if (!r.optional && seen_missing.insert(r.path).second)
         fs.missing.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
-                                         std::string(ref_kind_name(r.kind)) + " '" + r.path + "' (" + r.keyword + " at " + r.file +
-                                             ":" + std::to_string(r.line) + ") does not exist",
+                                         std::string(ref_kind_name(r.kind)) + " '" + r.path + "' (" + r.keyword + " at " + r.file + ":" +
+                                             std::to_string(r.line) + ") does not exist",
                                          r.path));
       continue;
     }
@@ -176,11 +175,11 @@ std::vector<v1::Reason> HaproxyDriver::preflight(const v1::Task& task) const {
     std::string level = cli("show cli level", std::chrono::seconds(5));
     while (!level.empty() && (level.back() == '\n' || level.back() == ' ')) level.pop_back();
     if (level != "admin")
-      refuse("the stats socket '" + settings_.stats_socket + "' answers at level '" + level +
-             "'; declare it with 'stats socket " + settings_.stats_socket + " level admin' in haproxy's global section");
+      refuse("the stats socket '" + settings_.stats_socket + "' answers at level '" + level + "'; declare it with 'stats socket " +
+             settings_.stats_socket + " level admin' in haproxy's global section");
   } catch (const Error& e) {
-    refuse("haproxy's stats socket is not reachable: " + std::string(e.what()) +
-           "; is haproxy running, with 'stats socket " + settings_.stats_socket + " level admin' in its global section?");
+    refuse("haproxy's stats socket is not reachable: " + std::string(e.what()) + "; is haproxy running, with 'stats socket " +
+           settings_.stats_socket + " level admin' in its global section?");
   }
   if (::access(settings_.staging_dir.c_str(), W_OK | X_OK) != 0)
     refuse("staging_dir '" + settings_.staging_dir + "' is not a writable directory (" + std::strerror(errno) +
@@ -201,7 +200,8 @@ RuntimeState HaproxyDriver::read_runtime() const {
   RuntimeState r;
   r.servers_state = cli("show servers state");
   (void)parse_servers_state(r.servers_state);  // refuses a version this agent cannot set back
-  for (const auto& t : parse_table_list(cli("show table"))) r.tables.emplace_back(t, parse_table_dump(cli("show table " + cli_escape(t.name))));
+  for (const auto& t : parse_table_list(cli("show table")))
+    r.tables.emplace_back(t, parse_table_dump(cli("show table " + cli_escape(t.name))));
   for (const auto& m : parse_map_list(cli("show map"))) r.maps.emplace_back(m, parse_map_dump(cli("show map " + cli_escape(m))));
   return r;
 }
@@ -216,8 +216,8 @@ void HaproxyDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snapsho
   }
   FileSet fs = files();
   if (fs.parsed.files.empty())
-    throw Error(Errc::not_found, "the configuration of component '" + component_ + "' cannot be read: " +
-                                     (fs.parsed.errors.empty() ? std::string("no file") : fs.parsed.errors[0]));
+    throw Error(Errc::not_found, "the configuration of component '" + component_ +
+                                     "' cannot be read: " + (fs.parsed.errors.empty() ? std::string("no file") : fs.parsed.errors[0]));
   for (const auto& p : fs.present) sink.add_path(p);
   for (const auto& m : fs.missing) sink.add_reason(m);
   for (const auto& w : fs.warnings)

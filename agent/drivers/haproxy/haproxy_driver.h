@@ -18,9 +18,9 @@ namespace cairn::agent::haproxy {
 
 // What a backup of the configuration holds.
 struct FileSet {
-  std::vector<std::string> present;         // paths to add (files or directories), no one below another
-  std::vector<cairn::v1::Reason> missing;   // referenced and absent: the backup is partial
-  std::vector<std::string> warnings;        // what the reader could not follow (environment variables)
+  std::vector<std::string> present;        // paths to add (files or directories), no one below another
+  std::vector<cairn::v1::Reason> missing;  // referenced and absent: the backup is partial
+  std::vector<std::string> warnings;       // what the reader could not follow (environment variables)
   ParseResult parsed;
 };
 
@@ -42,11 +42,11 @@ class HaproxyDriver : public Driver {
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
 
   const Settings& settings() const { return settings_; }
-  std::vector<std::string> data_paths() const override { 
+  std::vector<std::string> data_paths() const override {
     std::vector<std::string> out = settings_.config;
     out.insert(out.end(), settings_.extra_files.begin(), settings_.extra_files.end());
     return out;
-   }
+  }
   // The live configuration's files, read from read_root ("" = this host).
   FileSet files(const std::string& read_root = {}) const;
   // Where the runtime state is stored in a snapshot: a fixed path, so the
@@ -59,8 +59,7 @@ class HaproxyDriver : public Driver {
   // The restore once the snapshot is extracted to <stage>/root (the
   // snapshot's paths below it): check, swap, reload, runtime state. `label`
   // names the source in messages ("snapshot '1a2b3c4d'").
-  DriverResult restore_staged(TaskContext& ctx, const std::string& stage, const std::string& label,
-                              cairn::v1::RestoreWriteMode write_mode);
+  DriverResult restore_staged(TaskContext& ctx, const std::string& stage, const std::string& label, cairn::v1::RestoreWriteMode write_mode);
 
  private:
   std::string component_;

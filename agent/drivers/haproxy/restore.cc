@@ -122,7 +122,7 @@ class WritePolicy {
       if (path_within(p, q)) return true;
     for (const auto& f : files_) {
       if (p.size() > f.size() && p.compare(0, f.size(), f) == 0 && p[f.size()] == '.') return true;  // site.pem.key, .ocsp, .rsa
-      if (path_within(p, f) && (is_dir(f) || (!root_.empty() && is_dir(root_ + f)))) return true;          // a crt directory
+      if (path_within(p, f) && (is_dir(f) || (!root_.empty() && is_dir(root_ + f)))) return true;    // a crt directory
     }
     // Before extraction only the snapshot's roots are known: one next to a
     // live file is checked again against the restored configuration.
@@ -167,7 +167,8 @@ DriverResult HaproxyDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     ctx.progress(w);
   };
   if (!spec.target_name.empty())
-    return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ + "' (haproxy) declares no restore target '" + spec.target_name + "'");
+    return fail(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                "component '" + component_ + "' (haproxy) declares no restore target '" + spec.target_name + "'");
   if (spec.step != RestoreStep::all)
     return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ + "' is restored in one step (node scope)");
 
@@ -187,8 +188,8 @@ DriverResult HaproxyDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   {
     std::string tmpl = settings_.staging_dir + "/cairn-haproxy-restore.XXXXXX";
     if (!::mkdtemp(tmpl.data()))
-      return fail(v1::ERROR_CODE_IO_ERROR, "cannot create a staging directory in '" + settings_.staging_dir + "': " + std::strerror(errno) +
-                                               " (set 'staging_dir')");
+      return fail(v1::ERROR_CODE_IO_ERROR,
+                  "cannot create a staging directory in '" + settings_.staging_dir + "': " + std::strerror(errno) + " (set 'staging_dir')");
     guard.dir = tmpl;
   }
   const std::string root = guard.dir + "/root";
@@ -203,14 +204,14 @@ DriverResult HaproxyDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   try {
     rr = repo::restore(*ctx.repo, id, ro);
   } catch (const Error& e) {
-    v1::ErrorCode code = e.code() == Errc::corrupt ? v1::ERROR_CODE_REPOSITORY_CORRUPT
+    v1::ErrorCode code = e.code() == Errc::corrupt       ? v1::ERROR_CODE_REPOSITORY_CORRUPT
                          : e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED
                                                          : v1::ERROR_CODE_IO_ERROR;
     return fail(code, std::string("the snapshot could not be extracted; nothing was changed: ") + e.what());
   }
   if (!rr.failures.empty())
-    return fail(v1::ERROR_CODE_REPOSITORY_CORRUPT, "'" + rr.failures[0].path + "' could not be extracted (" + rr.failures[0].reason +
-                                                       "); nothing was changed",
+    return fail(v1::ERROR_CODE_REPOSITORY_CORRUPT,
+                "'" + rr.failures[0].path + "' could not be extracted (" + rr.failures[0].reason + "); nothing was changed",
                 rr.failures[0].path);
   res.bytes = rr.bytes_restored;
   DriverResult staged_res = restore_staged(ctx, guard.dir, "snapshot '" + id.substr(0, 8) + "'", spec.write_mode);
@@ -240,8 +241,9 @@ DriverResult HaproxyDriver::restore_staged(TaskContext& ctx, const std::string& 
   // 2. What the snapshot's configuration references, read from the staged copy.
   FileSet staged = files(root);
   if (staged.parsed.files.empty())
-    return fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, label + " holds no configuration of component '" + component_ +
-                                                       "' (" + (staged.parsed.errors.empty() ? "" : staged.parsed.errors[0]) + "); nothing was changed");
+    return fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, label + " holds no configuration of component '" + component_ + "' (" +
+                                                       (staged.parsed.errors.empty() ? "" : staged.parsed.errors[0]) +
+                                                       "); nothing was changed");
 
   // 3. Nothing is written outside what this component declares or its
   // configurations (live or restored, next to a file the live one uses) name:
@@ -265,8 +267,9 @@ DriverResult HaproxyDriver::restore_staged(TaskContext& ctx, const std::string& 
         continue;
       }
       if (!allowed(real))
-        return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, label + " holds '" + real + "', which neither component '" +
-                                                         component_ + "' declares nor its configuration references; nothing was changed",
+        return fail(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                    label + " holds '" + real + "', which neither component '" + component_ +
+                        "' declares nor its configuration references; nothing was changed",
                     real);
       to_install.push_back(real);
     }
@@ -307,7 +310,8 @@ DriverResult HaproxyDriver::restore_staged(TaskContext& ctx, const std::string& 
       for (const auto& r : staged.parsed.refs) {
         if (r.file != f.path || !r.rewritable) continue;
         std::string to;
-        if (r.kind == RefKind::crt_list && check_copy.count(r.path)) to = check_copy[r.path];
+        if (r.kind == RefKind::crt_list && check_copy.count(r.path))
+          to = check_copy[r.path];
         else if (exists(root + r.path) || (r.kind == RefKind::crt && (exists(root + r.path + ".rsa") || exists(root + r.path + ".ecdsa"))))
           to = root + r.path;
         if (!to.empty()) edits.push_back({r.line, r.raw_begin, r.raw_end, quote_word(to)});
@@ -328,12 +332,12 @@ DriverResult HaproxyDriver::restore_staged(TaskContext& ctx, const std::string& 
   try {
     pr = platform::run_process(ps);
   } catch (const Error& e) {
-    return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, std::string("cannot run haproxy to check the restored configuration: ") + e.what() +
-                                                     "; nothing was changed");
+    return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                std::string("cannot run haproxy to check the restored configuration: ") + e.what() + "; nothing was changed");
   }
   if (!pr.ok())
-    return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "haproxy -c refused the restored configuration of " + label +
-                                                     "; nothing was changed: " + check_message(pr, names, root));
+    return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                "haproxy -c refused the restored configuration of " + label + "; nothing was changed: " + check_message(pr, names, root));
 
   // The saved runtime state, read before anything changes.
   bool have_runtime = false;
@@ -343,7 +347,8 @@ DriverResult HaproxyDriver::restore_staged(TaskContext& ctx, const std::string& 
       saved = runtime_from_json(nlohmann::json::parse(read_text(runtime_dir + "/runtime.json")));
       have_runtime = true;
     } catch (const std::exception& e) {
-      res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, std::string("the snapshot's runtime state cannot be read: ") + e.what()));
+      res.reasons.push_back(
+          make_reason(v1::ERROR_CODE_ITEM_SKIPPED, std::string("the snapshot's runtime state cannot be read: ") + e.what()));
     }
   } else {
     res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
@@ -441,7 +446,10 @@ DriverResult HaproxyDriver::restore_staged(TaskContext& ctx, const std::string& 
     }
   }
 
-  res.metadata = {{"files_changed", swap.changed()}, {"kept_aside", swap.kept()}, {"pid_before", old_pid}, {"pid_after", new_pid},
+  res.metadata = {{"files_changed", swap.changed()},
+                  {"kept_aside", swap.kept()},
+                  {"pid_before", old_pid},
+                  {"pid_after", new_pid},
                   {"runtime_commands", commands}};
   res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_PARTIAL;
   return res;
@@ -454,8 +462,8 @@ std::string HaproxyDriver::recover_interrupted_restore(const InPlaceRestore& r) 
   } catch (const Error& e) {
     throw Error(Errc::io, std::string("the previous files are back, but reloading haproxy on them failed: ") + e.what());
   }
-  return "the previous files are back (" + std::to_string(r.moves.size()) +
-         " changed; the restored ones are kept as <file>.cairn-failed-" + r.stamp + ") and haproxy was reloaded on them";
+  return "the previous files are back (" + std::to_string(r.moves.size()) + " changed; the restored ones are kept as <file>.cairn-failed-" +
+         r.stamp + ") and haproxy was reloaded on them";
 }
 
 }  // namespace cairn::agent::haproxy

@@ -91,8 +91,7 @@ std::vector<ServerState> parse_servers_state(const std::string& text) {
     }
     if (w[0][0] == '#') continue;
     for (const char* need : {"be_name", "srv_name", "srv_admin_state", "srv_uweight", "srv_op_state"})
-      if (!col.count(need))
-        throw Error(Errc::invalid_input, std::string("'show servers state' has no column '") + need + "'");
+      if (!col.count(need)) throw Error(Errc::invalid_input, std::string("'show servers state' has no column '") + need + "'");
     auto at = [&](const char* c) -> const std::string& {
       size_t k = col[c];
       if (k >= w.size())
@@ -140,9 +139,12 @@ std::vector<TableEntry> parse_table_dump(const std::string& text) {
       size_t eq = w.find('=');
       if (eq == std::string::npos) continue;
       std::string name = w.substr(0, eq), value = w.substr(eq + 1);
-      if (name == "key") e.key = value, have_key = true;
-      else if (name == "use" || name == "exp" || name == "shard") continue;
-      else e.data.emplace_back(name, value);
+      if (name == "key")
+        e.key = value, have_key = true;
+      else if (name == "use" || name == "exp" || name == "shard")
+        continue;
+      else
+        e.data.emplace_back(name, value);
     }
     if (have_key) out.push_back(std::move(e));
   }
@@ -224,8 +226,10 @@ std::vector<std::string> map_commands(const std::string& file, const std::vector
     if (want.count(k)) continue;  // a key twice: the first one is what a lookup finds
     want[k] = v;
     auto it = cur.find(k);
-    if (it == cur.end()) out.push_back("add map " + f + " " + cli_escape(k) + " " + cli_escape(v));
-    else if (it->second != v) out.push_back("set map " + f + " " + cli_escape(k) + " " + cli_escape(v));
+    if (it == cur.end())
+      out.push_back("add map " + f + " " + cli_escape(k) + " " + cli_escape(v));
+    else if (it->second != v)
+      out.push_back("set map " + f + " " + cli_escape(k) + " " + cli_escape(v));
   }
   for (const auto& [k, v] : cur)
     if (!want.count(k)) out.push_back("del map " + f + " " + cli_escape(k));

@@ -4,11 +4,10 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace cairn::agent::haproxy {
 
@@ -37,7 +36,7 @@ struct TableInfo {
 std::vector<TableInfo> parse_table_list(const std::string& text);
 
 struct TableEntry {
-  std::string key;  // as printed (string keys escaped for the CLI)
+  std::string key;                                        // as printed (string keys escaped for the CLI)
   std::vector<std::pair<std::string, std::string>> data;  // "gpc0"="3", "http_req_rate(10000)"="4"
 };
 // "show table NAME": "0x...: key=K use=N exp=N [shard=N] name=value ...".

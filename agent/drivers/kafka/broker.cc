@@ -49,8 +49,8 @@ ClusterView BrokerClient::describe(std::chrono::milliseconds timeout) const {
   const rd_kafka_metadata_t* md = nullptr;
   rd_kafka_resp_err_t err = rd_kafka_metadata(rk.get(), 1, nullptr, &md, int(timeout.count()));
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-    throw Error(Errc::io, "the broker at '" + s_.bootstrap + "' did not answer a metadata request: " +
-                              audit::explain(rk.get(), trail, k, err));
+    throw Error(Errc::io,
+                "the broker at '" + s_.bootstrap + "' did not answer a metadata request: " + audit::explain(rk.get(), trail, k, err));
   ClusterView v;
   v.answered_by = md->orig_broker_id;
   for (int i = 0; i < md->broker_cnt; ++i) v.brokers.push_back(md->brokers[i].id);
@@ -77,16 +77,15 @@ ClusterView BrokerClient::describe(std::chrono::milliseconds timeout) const {
   return v;
 }
 
-std::pair<int64_t, int64_t> BrokerClient::watermarks(const std::string& topic, int32_t partition,
-                                                     std::chrono::milliseconds timeout) const {
+std::pair<int64_t, int64_t> BrokerClient::watermarks(const std::string& topic, int32_t partition, std::chrono::milliseconds timeout) const {
   audit::KafkaClientSettings k = client_settings(s_);
   audit::ErrorTrail trail;
   audit::Rk rk = connect(k, &trail);
   int64_t lo = -1, hi = -1;
   rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), partition, &lo, &hi, int(timeout.count()));
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-    throw Error(Errc::io, "the watermarks of '" + topic + "-" + std::to_string(partition) + "' could not be read: " +
-                              audit::explain(rk.get(), trail, k, err));
+    throw Error(Errc::io, "the watermarks of '" + topic + "-" + std::to_string(partition) +
+                              "' could not be read: " + audit::explain(rk.get(), trail, k, err));
   return {lo, hi};
 }
 

@@ -63,8 +63,10 @@ Settings parse_settings(TableReader& r) {
       r.fail("security_protocol", "'" + *p + "' is not plaintext, ssl, sasl_plaintext or sasl_ssl");
     s.security_protocol = *p;
   }
-  for (auto [key, out] : {std::pair{"ssl_ca_file", &s.ssl_ca_file}, {"ssl_cert_file", &s.ssl_cert_file},
-                          {"ssl_key_file", &s.ssl_key_file}, {"sasl_password_file", &s.sasl_password_file}})
+  for (auto [key, out] : {std::pair{"ssl_ca_file", &s.ssl_ca_file},
+                          {"ssl_cert_file", &s.ssl_cert_file},
+                          {"ssl_key_file", &s.ssl_key_file},
+                          {"sasl_password_file", &s.sasl_password_file}})
     if (auto v = r.string(key)) *out = clean_dir(r, key, *v);
   if (auto m = r.string("sasl_mechanism")) s.sasl_mechanism = *m;
   if (auto u = r.string("sasl_username")) s.sasl_username = *u;

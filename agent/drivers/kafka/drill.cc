@@ -5,9 +5,11 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <librdkafka/rdkafka.h>
 #include <linux/capability.h>
 #include <pwd.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -26,28 +28,24 @@
 #include <sstream>
 #include <thread>
 
-#include <librdkafka/rdkafka.h>
-
-#include <spdlog/spdlog.h>
-
 #include "agent/config_reader.h"
 #include "agent/drill_paths.h"
 #include "agent/drill_support.h"
+#include "agent/drivers/kafka/broker.h"
+#include "agent/drivers/kafka/log_dir.h"
+#include "agent/drivers/zookeeper/drill.h"
+#include "agent/drivers/zookeeper/four_letter.h"
+#include "agent/drivers/zookeeper/layout.h"
 #include "agent/platform/http.h"
 #include "agent/platform/process.h"
 #include "agent/platform/socket_client.h"
 #include "agent/sandbox/sandbox.h"
+#include "common/audit/kafka_conf.h"
 #include "common/repo/repository.h"
 #include "common/repo/snapshot.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
-#include "agent/drivers/kafka/broker.h"
-#include "agent/drivers/kafka/log_dir.h"
-#include "agent/drivers/zookeeper/drill.h"
-#include "agent/drivers/zookeeper/layout.h"
-#include "agent/drivers/zookeeper/four_letter.h"
-#include "common/audit/kafka_conf.h"
 
 namespace cairn::agent {
 
@@ -93,8 +91,7 @@ std::string kafka_libs_version(const std::string& dir) {
     auto dash = name.find('-');
     if (dash == std::string::npos) continue;
     std::string version = name.substr(dash + 1);
-    if (!version.empty() && std::isdigit(static_cast<unsigned char>(version[0])) && version.find('-') == std::string::npos)
-      return version;
+    if (!version.empty() && std::isdigit(static_cast<unsigned char>(version[0])) && version.find('-') == std::string::npos) return version;
   }
   return {};
 }
@@ -199,9 +196,9 @@ std::map<std::string, PartitionRead> read_partitions(const std::string& bootstra
 // sessions, which the restored server expires after their timeout) are gone,
 // as a restore waits (a broker finding its id registered exits). Picks the
 // Kafka 3.x jars to run them (`libs`) and zookeeper.connect's chroot.
-bool zookeeper_mode_ready(const DrillDecl& d, const KafkaDrillKeys& dk, Sandbox& box, const std::vector<KafkaMember>& members, const repo::Snapshot* zk,
-                          const std::string& zk_root, Report& rep, const std::atomic<bool>* cancel, Clock::time_point started,
-                          std::string& libs, std::string& chroot) {
+bool zookeeper_mode_ready(const DrillDecl& d, const KafkaDrillKeys& dk, Sandbox& box, const std::vector<KafkaMember>& members,
+                          const repo::Snapshot* zk, const std::string& zk_root, Report& rep, const std::atomic<bool>* cancel,
+                          Clock::time_point started, std::string& libs, std::string& chroot) {
   if (!zk) {
     rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK,
              "the brokers are in ZooKeeper mode: their topics' metadata lives in ZooKeeper, and the drill was given no "
@@ -220,8 +217,8 @@ bool zookeeper_mode_ready(const DrillDecl& d, const KafkaDrillKeys& dk, Sandbox&
     }
   }
   if (libs.empty()) {
-    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "brokers in ZooKeeper mode need Kafka 3.x's jars (Kafka 4 runs KRaft only); found " +
-                                                  found + "; declare [drill] kafka_zookeeper_libs_dir");
+    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "brokers in ZooKeeper mode need Kafka 3.x's jars (Kafka 4 runs KRaft only); found " + found +
+                                                  "; declare [drill] kafka_zookeeper_libs_dir");
     return false;
   }
   bool connect_recorded = false;
@@ -278,9 +275,9 @@ bool zookeeper_mode_ready(const DrillDecl& d, const KafkaDrillKeys& dk, Sandbox&
   std::snprintf(waited, sizeof waited, "%.1f", seconds_since(waited_from));
   rep.check("the backed-up brokers' registrations expired in the restored ZooKeeper", "none left",
             gone ? "none left" + (expired.empty() ? std::string() : std::string(" (") + expired + " expired in " + waited + " s)")
-            : last_error.empty() ? std::to_string(held.size()) + " still held after " + std::to_string(d.start_timeout_seconds) +
-                                      " s, e.g. " + held.front()
-                                : "ZooKeeper's dump: " + last_error,
+            : last_error.empty()
+                ? std::to_string(held.size()) + " still held after " + std::to_string(d.start_timeout_seconds) + " s, e.g. " + held.front()
+                : "ZooKeeper's dump: " + last_error,
             gone);
   return gone;
 }
@@ -297,12 +294,13 @@ void drill_kafka(const DrillDecl& d, const KafkaDrillKeys& dk, Sandbox& box, con
     const nlohmann::json& rec = snaps[i].component;
     const std::string node = rec.is_object() ? rec.value("node_id", std::string()) : std::string();
     if (node.empty() || node.size() > 9 || !std::all_of(node.begin(), node.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "snapshot '" + snaps[i].id + "' recorded no Kafka node id ('" + node +
-                                                 "'): it is not a broker's backup");
+      rep.fail(v1::ERROR_CODE_VERIFY_FAILED,
+               "snapshot '" + snaps[i].id + "' recorded no Kafka node id ('" + node + "'): it is not a broker's backup");
       return;
     }
     const std::string cid = rec.value("cluster_id", std::string());
-    if (i == 0) cluster_id = cid;
+    if (i == 0)
+      cluster_id = cid;
     else if (cid != cluster_id) {
       rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the brokers' snapshots are of two clusters ('" + cluster_id + "', '" + cid + "')");
       return;
@@ -424,7 +422,11 @@ void drill_kafka(const DrillDecl& d, const KafkaDrillKeys& dk, Sandbox& box, con
       cfg << "broker.id=" << m.node_id << "\nzookeeper.connect=127.0.0.1:2181" << chroot
           << "\nzookeeper.connection.timeout.ms=30000\nlisteners=" << listeners << "\n";
     else
-      cfg << "process.roles=" << (m.broker && m.controller ? "broker,controller" : m.broker ? "broker" : "controller") << "\n"
+      cfg << "process.roles="
+          << (m.broker && m.controller ? "broker,controller"
+              : m.broker               ? "broker"
+                                       : "controller")
+          << "\n"
           << "node.id=" << m.node_id << "\ncontroller.quorum.voters=" << quorum << "\nlisteners=" << listeners
           << "\ncontroller.listener.names=CONTROLLER\nlistener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n";
     cfg << (m.broker ? "advertised.listeners=PLAINTEXT://127.0.0.1:" + std::to_string(port) + "\ninter.broker.listener.name=PLAINTEXT\n"
@@ -437,13 +439,13 @@ void drill_kafka(const DrillDecl& d, const KafkaDrillKeys& dk, Sandbox& box, con
         << "group.initial.rebalance.delay.ms=0\n";
     if (m.broker) bootstrap += (bootstrap.empty() ? "" : ",") + std::string("127.0.0.1:") + std::to_string(port);
     const std::string log = dir + "/server.log";
-    servers.emplace_back(box.spawn_server({d.java, "-Xmx" + std::to_string(d.java_heap_mb) + "m", "-Xms64m", "-XX:-UsePerfData",
-                                    "-Djava.io.tmpdir=" + box.tmp_dir(),
-                                    "-Dlog4j2.configurationFile=" + box.dir() + "/log4j2.properties",
-                                    "-Dlog4j.configuration=file:" + box.dir() + "/log4j.properties", "-Dkafka.logs.dir=" + dir,
-                                    "-cp", libs + "/*", "kafka.Kafka", dir + "/server.properties"},
-                                   log),
-                         log);
+    servers.emplace_back(
+        box.spawn_server({d.java, "-Xmx" + std::to_string(d.java_heap_mb) + "m", "-Xms64m", "-XX:-UsePerfData",
+                          "-Djava.io.tmpdir=" + box.tmp_dir(), "-Dlog4j2.configurationFile=" + box.dir() + "/log4j2.properties",
+                          "-Dlog4j.configuration=file:" + box.dir() + "/log4j.properties", "-Dkafka.logs.dir=" + dir, "-cp", libs + "/*",
+                          "kafka.Kafka", dir + "/server.properties"},
+                         log),
+        log);
   }
   if (bootstrap.empty()) {
     rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the set holds no broker's snapshot (controllers only): nothing serves the topics");
@@ -547,8 +549,8 @@ void drill_kafka(const DrillDecl& d, const KafkaDrillKeys& dk, Sandbox& box, con
     records += r.records;
     bytes += r.bytes;
     if (ends[name] > 0 && (!r.error.empty() || r.reached < ends[name]))
-      short_reads.push_back(name + (r.error.empty() ? " read to offset " + std::to_string(r.reached) + " of " + std::to_string(ends[name])
-                                                    : ": " + r.error));
+      short_reads.push_back(
+          name + (r.error.empty() ? " read to offset " + std::to_string(r.reached) + " of " + std::to_string(ends[name]) : ": " + r.error));
   }
   rep.check("every record read to the high watermark, CRCs checked", "every partition",
             short_reads.empty() ? std::to_string(records) + " records, " + std::to_string(bytes) + " bytes in " +
@@ -603,8 +605,7 @@ std::shared_ptr<const DriverDrill> make_drill(TableReader* dr) {
   d->keys_.kafka_libs_dir = dr->string_or("kafka_libs_dir", d->keys_.kafka_libs_dir);
   require_absolute(*dr, "kafka_libs_dir", d->keys_.kafka_libs_dir);
   d->keys_.kafka_zookeeper_libs_dir = dr->string_or("kafka_zookeeper_libs_dir", "");
-  if (!d->keys_.kafka_zookeeper_libs_dir.empty())
-    require_absolute(*dr, "kafka_zookeeper_libs_dir", d->keys_.kafka_zookeeper_libs_dir);
+  if (!d->keys_.kafka_zookeeper_libs_dir.empty()) require_absolute(*dr, "kafka_zookeeper_libs_dir", d->keys_.kafka_zookeeper_libs_dir);
   return d;
 }
 

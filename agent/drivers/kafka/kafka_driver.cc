@@ -137,10 +137,12 @@ std::vector<std::string> KafkaDriver::config_warnings() const {
       w.push_back("component '" + component_ + "': log dir '" + d + "' holds no meta.properties (the broker never ran on it?)");
   }
   if (settings_.bootstrap.empty())
-    w.push_back("component '" + component_ + "': no 'bootstrap' declared: offline backups and the checks after a restore "
+    w.push_back("component '" + component_ +
+                "': no 'bootstrap' declared: offline backups and the checks after a restore "
                 "cannot ask the broker");
   if (settings_.service.empty())
-    w.push_back("component '" + component_ + "': no 'service' declared: online backups work; offline backups and "
+    w.push_back("component '" + component_ +
+                "': no 'service' declared: online backups work; offline backups and "
                 "restores are refused");
   return w;
 }
@@ -150,15 +152,16 @@ MetaProperties KafkaDriver::identity() const {
   std::string first_dir;
   for (const auto& d : settings_.log_dirs) {
     auto m = read_meta_properties(d);
-    if (!m) throw Error(Errc::not_found, "log dir '" + d + "' holds no meta.properties: not a Kafka log dir, or the broker never started on it");
+    if (!m)
+      throw Error(Errc::not_found, "log dir '" + d + "' holds no meta.properties: not a Kafka log dir, or the broker never started on it");
     if (m->cluster_id.empty()) throw Error(Errc::corrupt, "'" + d + "/meta.properties' names no cluster.id");
     if (!first) {
       first = m;
       first_dir = d;
     } else if (m->cluster_id != first->cluster_id || m->node_id != first->node_id) {
       throw Error(Errc::corrupt, "log dirs '" + first_dir + "' and '" + d + "' belong to different brokers (cluster.id '" +
-                                     first->cluster_id + "' node " + first->node_id + " vs '" + m->cluster_id + "' node " +
-                                     m->node_id + ")");
+                                     first->cluster_id + "' node " + first->node_id + " vs '" + m->cluster_id + "' node " + m->node_id +
+                                     ")");
     }
   }
   return *first;
@@ -226,15 +229,16 @@ std::vector<v1::Reason> KafkaDriver::backup_checks(bool offline) const {
   if (copies && ::statvfs(staging_parent.c_str(), &sv) == 0) {
     uint64_t avail = uint64_t(sv.f_bavail) * sv.f_frsize;
     if (avail < copies + (copies >> 3))
-      refuse("not enough free space for the copies of the active segments: up to " + mib(copies) + " are copied, " +
-                 mib(avail) + " are free on the log dirs' filesystem",
+      refuse("not enough free space for the copies of the active segments: up to " + mib(copies) + " are copied, " + mib(avail) +
+                 " are free on the log dirs' filesystem",
              v1::ERROR_CODE_NO_SPACE);
   }
   if (offline) {
     const auto& sv2 = settings_.service;
     if (sv2.unit.empty() && (sv2.start_command.empty() || sv2.stop_command.empty()))
-      refuse("an offline backup stops and starts the broker: declare its 'service' (a systemd unit, or start_command "
-             "and stop_command) in the agent's configuration");
+      refuse(
+          "an offline backup stops and starts the broker: declare its 'service' (a systemd unit, or start_command "
+          "and stop_command) in the agent's configuration");
     else if (auto p = platform::Service(sv2).problem(platform::ServiceUse::stop_start); !p.empty())
       refuse("an offline backup stops and starts the broker, but " + p);
     if (settings_.bootstrap.empty())
@@ -245,8 +249,7 @@ std::vector<v1::Reason> KafkaDriver::backup_checks(bool offline) const {
       ClusterView v = client_.describe(10s);
       if (std::to_string(v.answered_by) != meta.node_id)
         refuse("the broker at '" + settings_.bootstrap + "' is node " + std::to_string(v.answered_by) +
-               ", but the log dirs' meta.properties say node " + meta.node_id +
-               ": 'bootstrap' or 'log_dirs' names another broker");
+               ", but the log dirs' meta.properties say node " + meta.node_id + ": 'bootstrap' or 'log_dirs' names another broker");
       else if (!v.cluster_id.empty() && v.cluster_id != meta.cluster_id)
         refuse("the broker at '" + settings_.bootstrap + "' belongs to cluster '" + v.cluster_id +
                "', but the log dirs' meta.properties say '" + meta.cluster_id + "': the log dirs are not the ones it uses");
@@ -274,19 +277,20 @@ std::vector<v1::Reason> KafkaDriver::preflight(const v1::Task& task) const {
   if (!o.restore_target().empty()) refuse("kafka restores in place, not to a target ('" + o.restore_target() + "')");
   const auto& sv = settings_.service;
   if (sv.unit.empty() && (sv.start_command.empty() || sv.stop_command.empty()))
-    refuse("a restore stops and starts the broker: declare its 'service' (a systemd unit, or start_command and "
-           "stop_command) in the agent's configuration");
+    refuse(
+        "a restore stops and starts the broker: declare its 'service' (a systemd unit, or start_command and "
+        "stop_command) in the agent's configuration");
   else if (auto p = platform::Service(sv).problem(platform::ServiceUse::stop_start); !p.empty())
     refuse("a restore stops and starts the broker, but " + p);
   for (const auto& d : settings_.log_dirs) {
     fs::path parent = fs::path(d).parent_path();
     if (::access(parent.c_str(), W_OK | X_OK) != 0)
-      refuse("the restore moves log dir '" + d + "' aside in '" + parent.string() + "', which this agent cannot write: " +
-             std::strerror(errno));
+      refuse("the restore moves log dir '" + d + "' aside in '" + parent.string() +
+             "', which this agent cannot write: " + std::strerror(errno));
   }
   auto step = restore_step_from_name(o.restore_step());
-  bool takes_safety = !o.skip_safety_backup() && (!step || *step == RestoreStep::all || *step == RestoreStep::preflight ||
-                                                   *step == RestoreStep::stop);
+  bool takes_safety =
+      !o.skip_safety_backup() && (!step || *step == RestoreStep::all || *step == RestoreStep::preflight || *step == RestoreStep::stop);
   if (takes_safety) {
     std::error_code ec;
     bool any = false;
@@ -329,8 +333,7 @@ void KafkaDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotP
         return {};
       } catch (const Error& e) {
         return {make_reason(v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
-                            std::string("the snapshot is complete, but the broker did not come back after the offline backup: ") +
-                                e.what(),
+                            std::string("the snapshot is complete, but the broker did not come back after the offline backup: ") + e.what(),
                             component_)};
       }
     });
@@ -383,13 +386,14 @@ void KafkaDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotP
   m["node_id"] = meta.node_id;
   m["kafka_version"] = version;
   m["mode"] = offline ? "offline" : "online";
-  if (auto it = meta.props.find("node.id"); it != meta.props.end()) m["metadata_mode"] = "kraft";
-  else m["metadata_mode"] = "zookeeper";
+  if (auto it = meta.props.find("node.id"); it != meta.props.end())
+    m["metadata_mode"] = "kraft";
+  else
+    m["metadata_mode"] = "zookeeper";
   m["log_dirs"] = dirs;
   // Where the snapshot holds the broker's configuration: a drill reads its
   // roles and voters there (docs/drills.md § Kafka).
-  if (!settings_.config_file.empty() && fs::exists(fs::symlink_status(settings_.config_file, ec)))
-    m["config_file"] = settings_.config_file;
+  if (!settings_.config_file.empty() && fs::exists(fs::symlink_status(settings_.config_file, ec))) m["config_file"] = settings_.config_file;
   m["files_linked"] = linked;
   m["files_copied"] = copied;
   m["bytes"] = bytes;
@@ -424,10 +428,9 @@ std::vector<v1::Reason> KafkaDriver::check_snapshot(const repo::Snapshot& snap) 
   }
   for (const auto& d : settings_.log_dirs)
     if (!seen.count(d))
-      out.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
-                                "snapshot '" + snap.id.substr(0, 8) + "' holds no log dir '" + d +
-                                    "' (taken of other log dirs?); nothing was changed",
-                                d));
+      out.push_back(make_reason(
+          v1::ERROR_CODE_UNSUPPORTED_TASK,
+          "snapshot '" + snap.id.substr(0, 8) + "' holds no log dir '" + d + "' (taken of other log dirs?); nothing was changed", d));
   return out;
 }
 
@@ -492,7 +495,8 @@ void KafkaDriver::wait_in_isr(TaskContext& ctx, const std::string& node_id, cons
     // session's registration not yet expired: "node already exists") is
     // started again, as systemd's Restart=on-failure would.
     if (start_again && std::chrono::steady_clock::now() - last_answer > kStartAgainAfter) {
-      note(ctx, "the broker has not answered for " + std::to_string(kStartAgainAfter.count()) + " s since it was started: starting it again");
+      note(ctx,
+           "the broker has not answered for " + std::to_string(kStartAgainAfter.count()) + " s since it was started: starting it again");
       start_again();
       last_answer = std::chrono::steady_clock::now();
     }
@@ -516,8 +520,8 @@ void KafkaDriver::wait_in_isr(TaskContext& ctx, const std::string& node_id, cons
     }
     if (cancelled(ctx)) throw Error(Errc::interrupted, "cancelled while waiting for the broker");
     if (std::chrono::steady_clock::now() > deadline)
-      throw Error(Errc::io, "the broker is not back in the ISR of its partitions after " +
-                                std::to_string(settings_.ready_timeout.count()) + " s: " + why);
+      throw Error(Errc::io, "the broker is not back in the ISR of its partitions after " + std::to_string(settings_.ready_timeout.count()) +
+                                " s: " + why);
     std::this_thread::sleep_for(500ms);
   }
 }
@@ -567,7 +571,8 @@ std::optional<KafkaDriver::Prepared> KafkaDriver::prepare(TaskContext& ctx, cons
     if (!p.cluster_id.empty() && here->cluster_id != p.cluster_id)
       return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
                   "the snapshot is of Kafka cluster '" + p.cluster_id + "', but this broker's log dirs belong to cluster '" +
-                      here->cluster_id + "': the broker would refuse to start (InconsistentClusterIdException), or "
+                      here->cluster_id +
+                      "': the broker would refuse to start (InconsistentClusterIdException), or "
                       "join the wrong cluster; nothing was changed (restore with --force-identity to replace them anyway)");
     if (!p.node_id.empty() && here->node_id != p.node_id)
       return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
@@ -597,8 +602,7 @@ std::optional<KafkaDriver::Prepared> KafkaDriver::prepare(TaskContext& ctx, cons
     rr = repo::restore(*ctx.repo, p.snapshot_id, ro);
   } catch (const Error& e) {
     remove_tree(p.staging);
-    return fail(repository_read_code(e),
-                std::string("reading the snapshot failed, nothing was changed: ") + e.what());
+    return fail(repository_read_code(e), std::string("reading the snapshot failed, nothing was changed: ") + e.what());
   }
   if (!rr.failures.empty()) {
     remove_tree(p.staging);
@@ -901,8 +905,7 @@ std::vector<v1::Reason> KafkaDriver::verify_once(const nlohmann::json& recorded)
     problem(std::to_string(unknown) + " partition(s) of the snapshot are not known to the cluster, e.g. '" + first_unknown +
             "': their data is on disk, but the cluster's metadata (ZooKeeper, or the KRaft controllers) no longer has "
             "their topic; restore the metadata from the same point too");
-  if (behind)
-    problem(std::to_string(behind) + " partition(s) serve less than the snapshot recorded, e.g. " + first_behind);
+  if (behind) problem(std::to_string(behind) + " partition(s) serve less than the snapshot recorded, e.g. " + first_behind);
   return out;
 }
 

@@ -49,11 +49,11 @@ class KafkaDriver : public Driver {
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
 
   const Settings& settings() const { return settings_; }
-  std::vector<std::string> data_paths() const override { 
+  std::vector<std::string> data_paths() const override {
     std::vector<std::string> out = settings_.log_dirs;
     out.push_back(settings_.config_file);
     return out;
-   }
+  }
   // A restore swaps the log dirs only (the configuration stays).
   std::vector<std::string> set_aside_paths() const override { return settings_.log_dirs; }
   std::vector<std::string> restore_record_files() const override { return {settings_.staging_dir + "/restore-state.json"}; }
@@ -79,12 +79,11 @@ class KafkaDriver : public Driver {
 
   struct Prepared {
     std::string snapshot_id, cluster_id, node_id;  // the snapshot's broker
-    std::string stamp, staging;  // the snapshot read into <staging_dir>/restore-<stamp>
+    std::string stamp, staging;                    // the snapshot read into <staging_dir>/restore-<stamp>
   };
   std::optional<Prepared> prepare(TaskContext& ctx, const RestoreSpec& spec, DriverResult& res) const;
   void swap_all(TaskContext& ctx, const Prepared& p, std::vector<std::pair<std::string, std::string>>& swapped) const;
-  std::string undo_swaps(TaskContext& ctx, std::vector<std::pair<std::string, std::string>>& swapped,
-                         const std::string& stamp) const;
+  std::string undo_swaps(TaskContext& ctx, std::vector<std::pair<std::string, std::string>>& swapped, const std::string& stamp) const;
 
   std::string component_;
   Settings settings_;

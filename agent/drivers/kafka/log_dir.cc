@@ -125,8 +125,7 @@ PartitionPositions stage_partition(const std::string& src, const std::string& ds
   for (size_t i = 0; i < segments.size(); ++i) {
     const auto& [base, log] = segments[i];
     // Wholly below the high watermark: no follower truncation can touch it.
-    bool final = offline || (i + 1 < segments.size() && pos.high_watermark >= 0 &&
-                             segments[i + 1].first <= uint64_t(pos.high_watermark));
+    bool final = offline || (i + 1 < segments.size() && pos.high_watermark >= 0 && segments[i + 1].first <= uint64_t(pos.high_watermark));
     final_segment[base] = final;
     if (final)
       link_file(src + "/" + log, dst + "/" + log, st);
@@ -206,8 +205,7 @@ std::optional<MetaProperties> read_meta_properties(const std::string& log_dir) {
   m.cluster_id = get("cluster.id");
   m.node_id = get("node.id");
   if (m.node_id.empty()) m.node_id = get("broker.id");
-  if (get("version").empty())
-    throw Error(Errc::corrupt, "'" + path + "' has no 'version': it is not a Kafka meta.properties");
+  if (get("version").empty()) throw Error(Errc::corrupt, "'" + path + "' has no 'version': it is not a Kafka meta.properties");
   return m;
 }
 
@@ -255,8 +253,7 @@ bool is_partition_dir_name(const std::string& name) {
 
 bool skipped(const std::string& name, bool is_dir) {
   if (is_dir)
-    return ends_with(name, "-delete") || ends_with(name, "-future") || ends_with(name, "-stray") ||
-           name == "remote-log-index-cache";
+    return ends_with(name, "-delete") || ends_with(name, "-future") || ends_with(name, "-stray") || name == "remote-log-index-cache";
   return name == ".lock" || name == ".kafka_cleanshutdown" || ends_with(name, ".deleted") || ends_with(name, ".cleaned") ||
          ends_with(name, ".swap") || ends_with(name, ".part") || ends_with(name, ".tmp");
 }
@@ -303,8 +300,8 @@ Staged stage(const StageSpec& spec) {
   } guard{spec.staging};
 
   // 1. The checkpoints before anything they describe.
-  const std::vector<std::string> first = {kRecoveryCheckpoint, kHighWatermarkCheckpoint, kLogStartCheckpoint, kCleanerCheckpoint,
-                                          "meta.properties", "bootstrap.checkpoint"};
+  const std::vector<std::string> first = {kRecoveryCheckpoint, kHighWatermarkCheckpoint, kLogStartCheckpoint,
+                                          kCleanerCheckpoint,  "meta.properties",        "bootstrap.checkpoint"};
   auto root = entries(spec.log_dir);
   auto copy_root = [&](const std::string& name) {
     try {
@@ -382,7 +379,8 @@ std::string swap_back(const std::string& log_dir, const std::string& old, const 
   if (!old.empty() && ::lstat(old.c_str(), &st) != 0) return aside;
   if (::lstat(log_dir.c_str(), &st) == 0) {
     aside = log_dir + ".cairn-failed-" + stamp;
-    if (::rename(log_dir.c_str(), aside.c_str()) != 0) throw_errno("cannot set the restored log dir aside as '" + aside + "':", log_dir, errno);
+    if (::rename(log_dir.c_str(), aside.c_str()) != 0)
+      throw_errno("cannot set the restored log dir aside as '" + aside + "':", log_dir, errno);
   }
   if (!old.empty() && ::rename(old.c_str(), log_dir.c_str()) != 0) throw_errno("cannot put '" + old + "' back as", log_dir, errno);
   fsync_dir(std::filesystem::path(log_dir).parent_path().string());

@@ -23,11 +23,10 @@
 // Offline (the broker stopped), every file is final: everything is linked.
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace cairn::agent::kafka {
 
@@ -68,23 +67,23 @@ struct SegmentEnd {
 SegmentEnd scan_segment(const std::string& path, uint64_t base_offset);
 
 struct PartitionPositions {
-  int64_t log_start = -1;      // from log-start-offset-checkpoint, else the first segment's base
-  int64_t log_end = -1;        // the next offset after the last whole batch taken
-  int64_t high_watermark = -1; // from replication-offset-checkpoint (-1: none recorded)
+  int64_t log_start = -1;       // from log-start-offset-checkpoint, else the first segment's base
+  int64_t log_end = -1;         // the next offset after the last whole batch taken
+  int64_t high_watermark = -1;  // from replication-offset-checkpoint (-1: none recorded)
   int64_t recovery_point = -1;
   uint64_t segments = 0, bytes = 0;
 };
 
 struct StageSpec {
   std::string log_dir;
-  std::string staging;  // created; must not exist; same filesystem as log_dir
-  bool offline = false; // the broker is stopped: link everything
+  std::string staging;   // created; must not exist; same filesystem as log_dir
+  bool offline = false;  // the broker is stopped: link everything
 };
 
 struct Staged {
   uint64_t files_linked = 0, files_copied = 0, bytes = 0;
   std::map<std::string, PartitionPositions> partitions;  // "<topic>-<n>"
-  std::vector<std::string> skipped_dirs;  // directories left out that are not Kafka's own leftovers
+  std::vector<std::string> skipped_dirs;                 // directories left out that are not Kafka's own leftovers
   std::vector<std::string> notes;
   std::optional<MetaProperties> meta;
 };

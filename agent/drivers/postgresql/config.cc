@@ -1,10 +1,10 @@
 #include "agent/drivers/postgresql/config.h"
 
+#include <set>
+
 #include "agent/drivers/postgresql/postgresql_driver.h"
 #include "agent/drivers/service_settings.h"
 #include "common/util/fs.h"
-
-#include <set>
 
 namespace cairn::agent::postgresql {
 
@@ -42,8 +42,7 @@ Settings parse_settings(TableReader& r, const std::string& component) {
   s.dump_dir = r.string_or("dump_dir", s.data_dir + ".cairn-dump");
   if (!is_clean_absolute_path(s.dump_dir) || s.dump_dir == "/")
     r.fail("dump_dir", "'" + s.dump_dir + "' must be an absolute directory other than '/'");
-  if (s.dump_dir == s.data_dir || s.dump_dir.rfind(s.data_dir + "/", 0) == 0)
-    r.fail("dump_dir", "'" + s.dump_dir + "' lies in data_dir");
+  if (s.dump_dir == s.data_dir || s.dump_dir.rfind(s.data_dir + "/", 0) == 0) r.fail("dump_dir", "'" + s.dump_dir + "' lies in data_dir");
   s.bin_dir = r.string_or("bin_dir", s.bin_dir);
   if (!is_clean_absolute_path(s.bin_dir)) r.fail("bin_dir", "'" + s.bin_dir + "' is not an absolute path");
   s.service = read_service(r, "service");

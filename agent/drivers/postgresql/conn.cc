@@ -28,9 +28,7 @@ std::string first_words(const std::string& sql) {
 
 }  // namespace
 
-std::string ConnSettings::describe() const {
-  return user + "@" + host + ":" + std::to_string(port) + "/" + dbname;
-}
+std::string ConnSettings::describe() const { return user + "@" + host + ":" + std::to_string(port) + "/" + dbname; }
 
 Conn::Conn(const ConnSettings& s, const std::string& dbname_override) {
   std::string db = dbname_override.empty() ? s.dbname : dbname_override;
@@ -78,14 +76,13 @@ std::vector<Row> Conn::query(const std::string& sql, const std::vector<std::stri
   } clear{r};
   auto st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
   if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
-    throw Error(Errc::io, "postgresql at " + where_ + ": '" + first_words(sql) + "' failed: " +
-                              one_line(r ? PQresultErrorMessage(r) : PQerrorMessage(c_)));
+    throw Error(Errc::io, "postgresql at " + where_ + ": '" + first_words(sql) +
+                              "' failed: " + one_line(r ? PQresultErrorMessage(r) : PQerrorMessage(c_)));
   std::vector<Row> rows;
   int n = PQntuples(r), f = PQnfields(r);
   for (int i = 0; i < n; ++i) {
     Row row;
-    for (int j = 0; j < f; ++j)
-      row.push_back(PQgetisnull(r, i, j) ? std::nullopt : std::optional<std::string>(PQgetvalue(r, i, j)));
+    for (int j = 0; j < f; ++j) row.push_back(PQgetisnull(r, i, j) ? std::nullopt : std::optional<std::string>(PQgetvalue(r, i, j)));
     rows.push_back(std::move(row));
   }
   return rows;

@@ -16,9 +16,9 @@ struct ConnSettings {
   int port = 5432;
   std::string user = "postgres";
   std::string dbname = "postgres";
-  std::string sslmode;        // empty: libpq's default (prefer)
-  std::string password_file;  // 0600; empty: none (peer, trust or passfile)
-  std::string passfile;       // a .pgpass file (0600, as libpq requires)
+  std::string sslmode;           // empty: libpq's default (prefer)
+  std::string password_file;     // 0600; empty: none (peer, trust or passfile)
+  std::string passfile;          // a .pgpass file (0600, as libpq requires)
   std::string describe() const;  // "postgres@/var/run/postgresql:5432/postgres", no secret
 };
 

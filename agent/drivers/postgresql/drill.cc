@@ -8,6 +8,7 @@
 #include <linux/capability.h>
 #include <pwd.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -26,25 +27,23 @@
 #include <sstream>
 #include <thread>
 
-#include <spdlog/spdlog.h>
-
 #include "agent/config_reader.h"
 #include "agent/drill_paths.h"
 #include "agent/drill_support.h"
+#include "agent/drivers/postgresql/recovery.h"
+#include "agent/drivers/postgresql/wal.h"
 #include "agent/platform/http.h"
 #include "agent/platform/process.h"
 #include "agent/platform/socket_client.h"
 #include "agent/sandbox/sandbox.h"
+#include "common/plan/recovery_target.h"
+#include "common/repo/memory.h"
 #include "common/repo/repository.h"
+#include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
-#include "agent/drivers/postgresql/recovery.h"
-#include "agent/drivers/postgresql/wal.h"
-#include "common/plan/recovery_target.h"
-#include "common/repo/memory.h"
-#include "common/repo/restorer.h"
 
 namespace cairn::agent {
 
@@ -62,7 +61,6 @@ struct PostgresqlDrillKeys {
   std::string postgresql_bin_dir = "/usr/lib/postgresql/15/bin";
   std::string postgresql_user = "postgres";
 };
-
 
 // PostgreSQL: the digits of the first version number in a text ("15.8
 // (Debian 15.8-1)", "postgres (PostgreSQL) 15.8") up to its first dot.
@@ -125,13 +123,11 @@ void drill_postgresql(const DrillDecl& d, const PostgresqlDrillKeys& dk, Sandbox
   const std::string recorded_major = pg_major(meta.value("server_version", ""));
   auto ver = box.run({bin + "/postgres", "--version"}, std::chrono::seconds(30), cancel);
   const std::string drill_major = ver.ok ? pg_major(ver.out) : "";
-  if (!recorded_major.empty() &&
-      !rep.check("PostgreSQL major version of the drill's server", recorded_major, drill_major.empty() ? ver.why : drill_major,
-                 recorded_major == drill_major)) {
-    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK,
-             "the backup ran PostgreSQL " + recorded_major + " and '" + bin + "/postgres' is " +
-                 (drill_major.empty() ? "not a PostgreSQL server" : "PostgreSQL " + drill_major) +
-                 ": set [drill] postgresql_bin_dir to PostgreSQL " + recorded_major + "'s programs");
+  if (!recorded_major.empty() && !rep.check("PostgreSQL major version of the drill's server", recorded_major,
+                                            drill_major.empty() ? ver.why : drill_major, recorded_major == drill_major)) {
+    rep.fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "the backup ran PostgreSQL " + recorded_major + " and '" + bin + "/postgres' is " +
+                                                  (drill_major.empty() ? "not a PostgreSQL server" : "PostgreSQL " + drill_major) +
+                                                  ": set [drill] postgresql_bin_dir to PostgreSQL " + recorded_major + "'s programs");
     return;
   }
 
@@ -159,8 +155,10 @@ void drill_postgresql(const DrillDecl& d, const PostgresqlDrillKeys& dk, Sandbox
   }
   for (const char* sub : {"/wal", "/run"}) mkdir_p(restored + own + sub, 0700);
   {
-    std::ofstream(restored + own + "/postgresql.conf") << "# a restore drill's server: its settings are on its command line (docs/drills.md)\n";
-    std::ofstream(restored + own + "/pg_hba.conf") << "# a restore drill's server: its socket is in the sandbox only\nlocal all all trust\n";
+    std::ofstream(restored + own + "/postgresql.conf")
+        << "# a restore drill's server: its settings are on its command line (docs/drills.md)\n";
+    std::ofstream(restored + own + "/pg_hba.conf")
+        << "# a restore drill's server: its socket is in the sandbox only\nlocal all all trust\n";
     std::ofstream(restored + own + "/pg_ident.conf") << "";
   }
   const std::string su = meta.value("superuser", std::string("postgres"));
@@ -226,32 +224,47 @@ void drill_postgresql(const DrillDecl& d, const PostgresqlDrillKeys& dk, Sandbox
   if (mode == "logical") {
     auto init = box.run({bin + "/initdb", "-D", data_dir, "-U", su, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"},
                         std::chrono::seconds(300), cancel, {}, &conf);
-    if (!rep.check("initdb of the server the dumps are restored into", "done", init.ok ? std::string("done") : init.why, init.ok))
-      return;
+    if (!rep.check("initdb of the server the dumps are restored into", "done", init.ok ? std::string("done") : init.why, init.ok)) return;
   }
   // Everything that would reach outside the sandbox or run a command of the
   // backup's choosing is set on the command line, above any file's setting.
   std::vector<std::string> args = {bin + "/postgres", "-D", data_dir};
-  for (const std::string& kv :
-       {"config_file=" + own + "/postgresql.conf", "hba_file=" + own + "/pg_hba.conf", "ident_file=" + own + "/pg_ident.conf",
-        std::string("listen_addresses="), std::string("port=5432"), "unix_socket_directories=" + own + "/run",
-        std::string("unix_socket_permissions=0700"), std::string("archive_mode=off"), std::string("archive_command="),
-        std::string("archive_cleanup_command="), std::string("recovery_end_command="),
-        mode == "physical" ? "restore_command=cp \"" + own + "/wal/%f\" \"%p\"" : std::string("restore_command="),
-        std::string("hot_standby=off"), std::string("primary_conninfo="), std::string("primary_slot_name="),
-        std::string("synchronous_standby_names="), std::string("shared_preload_libraries="),
-        std::string("session_preload_libraries="), std::string("local_preload_libraries="),
-        std::string("dynamic_shared_memory_type=mmap"), std::string("huge_pages=off"), std::string("logging_collector=off"),
-        std::string("log_destination=stderr"), std::string("ssl=off"), std::string("fsync=off"),
-        std::string("restart_after_crash=off"), std::string("default_transaction_read_only=off"), std::string("jit=off"),
-        std::string("cluster_name=cairn-drill")})
+  for (const std::string& kv : {"config_file=" + own + "/postgresql.conf",
+                                "hba_file=" + own + "/pg_hba.conf",
+                                "ident_file=" + own + "/pg_ident.conf",
+                                std::string("listen_addresses="),
+                                std::string("port=5432"),
+                                "unix_socket_directories=" + own + "/run",
+                                std::string("unix_socket_permissions=0700"),
+                                std::string("archive_mode=off"),
+                                std::string("archive_command="),
+                                std::string("archive_cleanup_command="),
+                                std::string("recovery_end_command="),
+                                mode == "physical" ? "restore_command=cp \"" + own + "/wal/%f\" \"%p\"" : std::string("restore_command="),
+                                std::string("hot_standby=off"),
+                                std::string("primary_conninfo="),
+                                std::string("primary_slot_name="),
+                                std::string("synchronous_standby_names="),
+                                std::string("shared_preload_libraries="),
+                                std::string("session_preload_libraries="),
+                                std::string("local_preload_libraries="),
+                                std::string("dynamic_shared_memory_type=mmap"),
+                                std::string("huge_pages=off"),
+                                std::string("logging_collector=off"),
+                                std::string("log_destination=stderr"),
+                                std::string("ssl=off"),
+                                std::string("fsync=off"),
+                                std::string("restart_after_crash=off"),
+                                std::string("default_transaction_read_only=off"),
+                                std::string("jit=off"),
+                                std::string("cluster_name=cairn-drill")})
     args.insert(args.end(), {"-c", kv});
   const std::string log = box.dir() + "/postgresql.log";
   pid_t server = box.spawn(args, log, {}, {}, &conf);
   auto psql = [&](const std::string& db, const std::string& sql, std::chrono::milliseconds timeout) {
-    return box.run({bin + "/psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", own + "/run", "-p", "5432", "-U", su,
-                    "-d", db, "-c", sql},
-                   timeout, cancel, {}, &conf);
+    return box.run(
+        {bin + "/psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", own + "/run", "-p", "5432", "-U", su, "-d", db, "-c", sql},
+        timeout, cancel, {}, &conf);
   };
   auto trimmed = [](std::string x) {
     while (!x.empty() && (x.back() == '\n' || x.back() == ' ')) x.pop_back();
@@ -276,19 +289,19 @@ void drill_postgresql(const DrillDecl& d, const PostgresqlDrillKeys& dk, Sandbox
     open_path(restored, dump_dir + "/x");
     // Roles and tablespaces; a role that exists already (the superuser
     // initdb made) is an error psql reports and goes past.
-    auto g = box.run({bin + "/psql", "-X", "-q", "-h", own + "/run", "-p", "5432", "-U", su, "-d", "postgres", "-f",
-                      dump_dir + "/globals.sql"},
-                     std::chrono::seconds(d.deadline_seconds), cancel, {}, &conf);
+    auto g =
+        box.run({bin + "/psql", "-X", "-q", "-h", own + "/run", "-p", "5432", "-U", su, "-d", "postgres", "-f", dump_dir + "/globals.sql"},
+                std::chrono::seconds(d.deadline_seconds), cancel, {}, &conf);
     rep.check("roles and tablespaces (globals.sql) replayed", "done", g.ok ? std::string("done") : g.why, g.ok);
     if (meta.contains("dumps") && meta["dumps"].is_object())
       for (const auto& [file, name] : meta["dumps"].items()) {
         if (!name.is_string() || file.find('/') != std::string::npos) continue;
         // As a restore runs it (--clean: initdb made 'postgres' already).
-        auto r = box.run({bin + "/pg_restore", "--clean", "--if-exists", "--create", "--exit-on-error", "-h", own + "/run", "-p", "5432", "-U", su, "-d",
-                          "template1", dump_dir + "/" + file},
+        auto r = box.run({bin + "/pg_restore", "--clean", "--if-exists", "--create", "--exit-on-error", "-h", own + "/run", "-p", "5432",
+                          "-U", su, "-d", "template1", dump_dir + "/" + file},
                          std::chrono::seconds(d.deadline_seconds), cancel, {}, &conf);
-        rep.check("database '" + name.get<std::string>() + "' restored from its dump", "restored",
-                  r.ok ? std::string("restored") : r.why, r.ok);
+        rep.check("database '" + name.get<std::string>() + "' restored from its dump", "restored", r.ok ? std::string("restored") : r.why,
+                  r.ok);
       }
   } else if (mode == "physical") {
     auto r = psql("postgres", "SELECT system_identifier::text || ' ' || pg_current_wal_lsn()::text FROM pg_control_system()",
@@ -300,8 +313,8 @@ void drill_postgresql(const DrillDecl& d, const PostgresqlDrillKeys& dk, Sandbox
               r.ok && sysid == meta.value("system_identifier", ""));
     uint64_t lsn = 0, stop_lsn = 0;
     bool parsed = plan::parse_lsn(lsn_text, &lsn) && plan::parse_lsn(meta.value("stop_lsn", ""), &stop_lsn);
-    rep.check("WAL position reached, at least the backup's end", ">= " + meta.value("stop_lsn", std::string("?")),
-              r.ok ? lsn_text : r.why, parsed && lsn >= stop_lsn);
+    rep.check("WAL position reached, at least the backup's end", ">= " + meta.value("stop_lsn", std::string("?")), r.ok ? lsn_text : r.why,
+              parsed && lsn >= stop_lsn);
   }
   // Every database the backup recorded is there (a cold copy records none).
   if (meta.contains("databases") && meta["databases"].is_array()) {

@@ -17,10 +17,10 @@
 #include <sstream>
 #include <thread>
 
+#include "agent/config.h"
 #include "agent/drivers/postgresql/conn.h"
 #include "agent/drivers/postgresql/recovery.h"
 #include "agent/drivers/postgresql/wal.h"
-#include "agent/config.h"
 #include "agent/drivers/repo_progress.h"
 #include "agent/failpoint.h"
 #include "agent/platform/process.h"
@@ -47,8 +47,7 @@ std::string pg_real(const std::string& p) {
 }
 
 int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 // "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)" -> "0/2000028"
@@ -67,11 +66,10 @@ std::string label_value(const std::string& label, const std::string& key) {
 // does): recreated by the server, or wrong to restore.
 std::vector<std::string> base_excludes(const std::string& d) {
   std::vector<std::string> out;
-  for (const char* dir : {"pg_wal", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots",
-                          "pg_stat_tmp", "pg_subtrans"})
+  for (const char* dir : {"pg_wal", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans"})
     out.push_back(d + "/" + dir + "/*");
-  for (const char* f : {"postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map", "backup_manifest",
-                        "recovery.signal", "standby.signal", "postgresql.auto.conf.tmp", "current_logfiles.tmp"})
+  for (const char* f : {"postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map", "backup_manifest", "recovery.signal",
+                        "standby.signal", "postgresql.auto.conf.tmp", "current_logfiles.tmp"})
     out.push_back(d + "/" + f);
   out.push_back("pgsql_tmp*");
   out.push_back("pg_internal.init");
@@ -112,8 +110,7 @@ std::string slurp(const std::string& path) {
 
 // Writes a file the server reads, owned as the data directory is, 0600.
 void write_owned(const std::string& path, const std::string& content, const struct stat& owner) {
-  write_file_atomic(path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(content.data()), content.size()),
-                    0600);
+  write_file_atomic(path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(content.data()), content.size()), 0600);
   if (::chown(path.c_str(), owner.st_uid, owner.st_gid) != 0 && ::geteuid() == 0)
     throw Error(Errc::io, "cannot give '" + path + "' to the data directory's owner: " + std::strerror(errno));
 }
@@ -135,8 +132,7 @@ struct RemoveAtEnd {
 };
 
 // One of PostgreSQL's client programs, with libpq's environment (client_env).
-platform::ProcessResult run_client(std::vector<std::string> argv, const std::vector<std::string>& env,
-                                   const std::atomic<bool>* cancel) {
+platform::ProcessResult run_client(std::vector<std::string> argv, const std::vector<std::string>& env, const std::atomic<bool>* cancel) {
   platform::ProcessSpec ps;
   ps.argv = std::move(argv);
   ps.env = env;
@@ -145,12 +141,10 @@ platform::ProcessResult run_client(std::vector<std::string> argv, const std::vec
   return platform::run_process(ps);
 }
 
-
 }  // namespace
 
-std::pair<v1::ErrorCode, std::string> plan_recovery(TaskContext& ctx, const repo::Snapshot& base,
-                                                    const plan::ParsedTarget& target, const std::string& scratch,
-                                                    WalCatalog* cat, WalPlan* wal) {
+std::pair<v1::ErrorCode, std::string> plan_recovery(TaskContext& ctx, const repo::Snapshot& base, const plan::ParsedTarget& target,
+                                                    const std::string& scratch, WalCatalog* cat, WalPlan* wal) {
   try {
     ctx.repo->refresh_index();
     *cat = load_wal_catalog(*ctx.repo, base.component.value("system_identifier", ""));
@@ -166,11 +160,10 @@ std::pair<v1::ErrorCode, std::string> plan_recovery(TaskContext& ctx, const repo
   return plan_wal(base, *cat, target, wal);
 }
 
-void write_recovery_files(const std::string& staged, const json& meta, const plan::ParsedTarget& target,
-                          uint32_t timeline, const std::string& server_wal_dir, const struct stat& owner) {
+void write_recovery_files(const std::string& staged, const json& meta, const plan::ParsedTarget& target, uint32_t timeline,
+                          const std::string& server_wal_dir, const struct stat& owner) {
   write_owned(staged + "/backup_label", meta.value("backup_label", ""), owner);
-  if (!meta.value("tablespace_map", "").empty())
-    write_owned(staged + "/tablespace_map", meta.value("tablespace_map", ""), owner);
+  if (!meta.value("tablespace_map", "").empty()) write_owned(staged + "/tablespace_map", meta.value("tablespace_map", ""), owner);
   write_owned(staged + "/recovery.signal", "", owner);
   std::string conf = without_recovery_block(slurp(staged + "/postgresql.auto.conf"));
   conf += std::string(kRecoveryBegin) + "\n";
@@ -223,8 +216,7 @@ std::vector<std::string> PostgresqlDriver::config_warnings() const {
   std::error_code ec;
   if (!fs::is_directory(settings_.data_dir, ec))
     w.push_back("component '" + component_ + "': data_dir '" + settings_.data_dir + "' does not exist");
-  if (settings_.service.empty())
-    w.push_back("component '" + component_ + "': no 'service' declared: backups work, restores are refused");
+  if (settings_.service.empty()) w.push_back("component '" + component_ + "': no 'service' declared: backups work, restores are refused");
   return w;
 }
 
@@ -234,8 +226,9 @@ void PostgresqlDriver::start_background(BackgroundContext ctx) {
   // the status is not "never" after the agent restarts.
   a->set_server_view([conn = settings_.conn]() -> std::pair<std::string, int64_t> {
     Conn c(conn);
-    auto rows = c.query("SELECT coalesce(last_archived_wal, ''), coalesce(extract(epoch FROM last_archived_time)::bigint, 0)::text "
-                        "FROM pg_stat_archiver");
+    auto rows = c.query(
+        "SELECT coalesce(last_archived_wal, ''), coalesce(extract(epoch FROM last_archived_time)::bigint, 0)::text "
+        "FROM pg_stat_archiver");
     if (rows.empty()) return {};
     return {rows[0][0].value_or(""), std::stoll(rows[0][1].value_or("0"))};
   });
@@ -282,10 +275,9 @@ std::vector<v1::Reason> PostgresqlDriver::backup_checks(bool logical) const {
       return out;  // a dump needs neither the data directory nor the archive
     }
     if (pg_real(theirs) != pg_real(settings_.data_dir))
-      refuse("postgresql at " + settings_.conn.describe() + " keeps its data in '" + theirs + "', not in data_dir '" +
-             settings_.data_dir + "': fix 'data_dir' or the connection of component '" + component_ + "'");
-    if (r[4].value_or("") == "minimal")
-      refuse("wal_level is 'minimal': set wal_level = replica (a base backup needs its WAL)");
+      refuse("postgresql at " + settings_.conn.describe() + " keeps its data in '" + theirs + "', not in data_dir '" + settings_.data_dir +
+             "': fix 'data_dir' or the connection of component '" + component_ + "'");
+    if (r[4].value_or("") == "minimal") refuse("wal_level is 'minimal': set wal_level = replica (a base backup needs its WAL)");
     if (r[5].value_or("") != "16MB")
       refuse("the cluster's WAL segments are " + r[5].value_or("?") + "; this driver archives 16MB segments");
     const std::string want = "cairn-agent wal-push --socket " + settings_.archive_socket + " %p";
@@ -294,8 +286,8 @@ std::vector<v1::Reason> PostgresqlDriver::backup_checks(bool logical) const {
              ": set archive_mode = " + (standby ? "always" : "on") + " and archive_command = '" + want +
              "' (a restart is needed for archive_mode); a base backup without its WAL does not restore");
     else if (command.find("wal-push") == std::string::npos || command.find(settings_.archive_socket) == std::string::npos)
-      refuse("archive_command is '" + command + "', which does not hand WAL to this agent: set archive_command = '" +
-             want + "' and reload");
+      refuse("archive_command is '" + command + "', which does not hand WAL to this agent: set archive_command = '" + want +
+             "' and reload");
   } catch (const Error& e) {
     refuse(e.what());
   }
@@ -316,12 +308,12 @@ std::vector<v1::Reason> PostgresqlDriver::preflight(const v1::Task& task) const 
                ? "component '" + component_ + "' (postgresql) declares no restore targets; it restores in place"
                : "component '" + component_ + "' (postgresql) declares one restore target, '" + settings_.restore_to_name +
                      "' (logical_restore_as), not '" + o.restore_target() + "'");
-  if (!o.restore_step().empty())
-    refuse("component '" + component_ + "' (postgresql) is restored in one task, not in cluster steps");
+  if (!o.restore_step().empty()) refuse("component '" + component_ + "' (postgresql) is restored in one task, not in cluster steps");
   if (std::string why = plan::parse_recovery_target(o.recovery_target(), nullptr); !why.empty()) refuse(why);
   const auto& sv = settings_.service;
   if (sv.unit.empty() && (sv.start_command.empty() || sv.stop_command.empty()))
-    refuse("a restore of component '" + component_ + "' stops and starts postgresql: declare its 'service' "
+    refuse("a restore of component '" + component_ +
+           "' stops and starts postgresql: declare its 'service' "
            "(a systemd unit such as postgresql@15-main.service, or start_command and stop_command)");
   else if (auto p = platform::Service(sv).problem(platform::ServiceUse::stop_start); !p.empty())
     refuse("a restore of component '" + component_ + "' stops and starts postgresql, but " + p);
@@ -382,9 +374,8 @@ void PostgresqlDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
       tablespaces.push_back({{"oid", e.path().filename().string()}, {"path", target}});
     }
   relation_pages(sink, d, tablespace_paths);
-  json meta = {{"mode", "physical"},         {"system_identifier", system_id}, {"server_version", version},
-               {"data_dir", d},              {"from_standby", standby},        {"databases", databases},
-               {"tablespaces", tablespaces},  {"superuser", superuser}};
+  json meta = {{"mode", "physical"},      {"system_identifier", system_id}, {"server_version", version},  {"data_dir", d},
+               {"from_standby", standby}, {"databases", databases},         {"tablespaces", tablespaces}, {"superuser", superuser}};
   sink.set_metadata(meta);
   sink.before_seal([this, conn, meta, d, &sink, &ctx]() mutable {
     report_phase(ctx, v1::PHASE_SNAPSHOT, "pg_backup_stop");
@@ -406,8 +397,7 @@ void PostgresqlDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
     meta["history"] = timeline_history(d, tli);
     // The WAL it replays from (common/repo/policy.h log chains): `repo
     // forget` refuses a segment from here on while this backup is kept.
-    meta["replays_log"] = {{"log", "pg-" + meta.value("system_identifier", std::string())},
-                           {"from", repo::log_position(segno_of(start))}};
+    meta["replays_log"] = {{"log", "pg-" + meta.value("system_identifier", std::string())}, {"from", repo::log_position(segno_of(start))}};
     meta["start_lsn"] = plan::format_lsn(start);
     meta["stop_lsn"] = plan::format_lsn(stop);
     meta["start_wal"] = segment_name(tli, segno_of(start));
@@ -425,8 +415,8 @@ std::vector<v1::Reason> PostgresqlDriver::check_snapshot(const repo::Snapshot& s
   bool has_data = std::find(snap.paths.begin(), snap.paths.end(), want) != snap.paths.end();
   if (!has_data || (mode != "physical" && mode != "cold" && mode != "logical"))
     out.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
-                              "snapshot '" + snap.id.substr(0, 8) + "' is not a base backup of data_dir '" +
-                                  settings_.data_dir + "' of component '" + component_ + "'; nothing was changed",
+                              "snapshot '" + snap.id.substr(0, 8) + "' is not a base backup of data_dir '" + settings_.data_dir +
+                                  "' of component '" + component_ + "'; nothing was changed",
                               settings_.data_dir));
   return out;
 }
@@ -500,8 +490,8 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   if (renamed && meta.value("mode", "") != "logical")
     return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
                 "snapshot '" + base.id.substr(0, 8) + "' is a " + meta.value("mode", std::string("physical")) +
-                    " backup: it restores the whole server in place; a restore under other database names (target '" +
-                    spec.target_name + "') takes a logical dump; nothing was changed");
+                    " backup: it restores the whole server in place; a restore under other database names (target '" + spec.target_name +
+                    "') takes a logical dump; nothing was changed");
   if (meta.value("mode", "") == "logical") {
     if (spec.recovery_target.kind() != v1::RecoveryTarget::KIND_UNSPECIFIED)
       return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "snapshot '" + base.id.substr(0, 8) +
@@ -511,9 +501,9 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   }
   const bool physical = meta.value("mode", "") == "physical";
   if (!physical && spec.recovery_target.kind() != v1::RecoveryTarget::KIND_UNSPECIFIED)
-    return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                "snapshot '" + base.id.substr(0, 8) + "' is a copy of a stopped server's files (a safety backup), not a "
-                "base backup: it restores as it was, without a recovery target");
+    return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "snapshot '" + base.id.substr(0, 8) +
+                                                     "' is a copy of a stopped server's files (a safety backup), not a "
+                                                     "base backup: it restores as it was, without a recovery target");
 
   std::error_code ec;
   const std::string parent = fs::path(d).parent_path().string(), base_name = fs::path(d).filename().string();
@@ -522,8 +512,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
       note(ctx, "removed '" + gone + "', left by an earlier restore that did not end");
   std::string stamp = utc_stamp();
   for (int i = 2; fs::exists(fs::symlink_status(d + ".cairn-old-" + stamp, ec)); ++i) stamp = utc_stamp() + "-" + std::to_string(i);
-  const std::string staging = d + ".cairn-restore-" + stamp, wal_dir = d + ".cairn-wal-" + stamp,
-                    old_dir = d + ".cairn-old-" + stamp;
+  const std::string staging = d + ".cairn-restore-" + stamp, wal_dir = d + ".cairn-wal-" + stamp, old_dir = d + ".cairn-old-" + stamp;
   RemoveAtEnd cleanup_staging{staging}, cleanup_wal{wal_dir};
 
   json reached;
@@ -558,7 +547,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
       return fail(code, why);
     // 2. The WAL, read and checked before anything is stopped: a damaged
     // segment is found here, not halfway through the recovery.
-    struct stat owner{};
+    struct stat owner {};
     if (::stat(d.c_str(), &owner) != 0 && ::stat(parent.c_str(), &owner) != 0)
       return fail(v1::ERROR_CODE_IO_ERROR, "cannot read the owner of '" + d + "'");
     (void)::chown(wal_dir.c_str(), owner.st_uid, owner.st_gid);
@@ -594,8 +583,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   try {
     rr = repo::restore(*ctx.repo, base.id, ro);
   } catch (const Error& e) {
-    return fail(repository_read_code(e),
-                std::string("reading the base backup failed, nothing was changed: ") + e.what());
+    return fail(repository_read_code(e), std::string("reading the base backup failed, nothing was changed: ") + e.what());
   }
   if (!rr.failures.empty()) {
     for (const auto& f : rr.failures)
@@ -612,9 +600,8 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     note(ctx, "recovery to " + target.describe() + " follows " + wal.timeline_said + "; the archived WAL reaches it: " + wal.proof);
   }
   const std::string staged = staging + d;
-  struct stat owner{};
-  if (::stat(staged.c_str(), &owner) != 0)
-    return fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the snapshot's '" + d + "' is not a directory");
+  struct stat owner {};
+  if (::stat(staged.c_str(), &owner) != 0) return fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the snapshot's '" + d + "' is not a directory");
   try {
     if (physical) {
       write_recovery_files(staged, meta, target, wal.timeline, wal_dir, owner);
@@ -707,9 +694,8 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   try {
     service.start(ctx.cancel);
   } catch (const Error& e) {
-    return roll_back(v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
-                     std::string("postgresql did not start on the restored data (") + e.what() +
-                         "): recovery to " + target.describe() + " failed; its log says why");
+    return roll_back(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, std::string("postgresql did not start on the restored data (") + e.what() +
+                                                                "): recovery to " + target.describe() + " failed; its log says why");
   }
 
   failpoint("restore.postgresql.started");
@@ -724,8 +710,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     try {
       Conn c(settings_.conn);
       if (c.value("SELECT pg_is_in_recovery()::text") == "false") {
-        const uint32_t now_tli =
-            uint32_t(std::stoul(c.value("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), nullptr, 16));
+        const uint32_t now_tli = uint32_t(std::stoul(c.value("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), nullptr, 16));
         reached["timeline"] = now_tli;
         reached["history"] = timeline_history(d, now_tli);
         reached["lsn"] = c.value("SELECT pg_current_wal_lsn()::text");
@@ -735,8 +720,8 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     } catch (const Error& e) {
       last_error = e.what();
       if (!fs::exists(d + "/postmaster.pid", ec) && ++gone >= 3)
-        return roll_back(v1::ERROR_CODE_VERIFY_FAILED, "postgresql stopped during the recovery to " + target.describe() +
-                                                           " (" + last_error + "); its log says why");
+        return roll_back(v1::ERROR_CODE_VERIFY_FAILED,
+                         "postgresql stopped during the recovery to " + target.describe() + " (" + last_error + "); its log says why");
     }
     if (std::chrono::steady_clock::now() > deadline)
       return roll_back(v1::ERROR_CODE_VERIFY_FAILED, "the recovery to " + target.describe() + " did not end in time");
@@ -748,7 +733,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   // log them as "cannot be changed without restarting"); the WAL fetched
   // goes with the cleanup.
   try {
-    struct stat o2{};
+    struct stat o2 {};
     if (::stat(d.c_str(), &o2) == 0 && physical)
       write_owned(d + "/postgresql.auto.conf", without_recovery_block(slurp(d + "/postgresql.auto.conf")), o2);
   } catch (const std::exception& e) {
@@ -769,14 +754,15 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   json left = json::array();
   for (const auto& [name, from, role, replayed] : standbys) {
     left.push_back(name);
-    res.reasons.push_back(make_reason(
-        v1::ERROR_CODE_ITEM_SKIPPED,
-        "standby '" + name + "' (from " + from + ", replayed to " + replayed +
-            ") streamed from the data this restore replaced: it cannot follow the restored primary (timeline " +
-            reached.value("timeline", json(0)).dump() + ") and serves the replaced data to its readers. Re-seed it: stop it, "
-            "move its data directory aside, run pg_basebackup -h <this server> -U " + role +
-            " -D <its data directory> -R -X stream -c fast as its server's user, and start it",
-        name));
+    res.reasons.push_back(
+        make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
+                    "standby '" + name + "' (from " + from + ", replayed to " + replayed +
+                        ") streamed from the data this restore replaced: it cannot follow the restored primary (timeline " +
+                        reached.value("timeline", json(0)).dump() +
+                        ") and serves the replaced data to its readers. Re-seed it: stop it, "
+                        "move its data directory aside, run pg_basebackup -h <this server> -U " +
+                        role + " -D <its data directory> -R -X stream -c fast as its server's user, and start it",
+                    name));
   }
   if (!left.empty()) res.metadata["standbys_to_reseed"] = left;
   res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_PARTIAL;
@@ -814,8 +800,7 @@ std::vector<std::string> PostgresqlDriver::client_env(const std::string& dir) co
       user += c;
     }
     std::string line = "*:*:*:" + user + ":" + esc + "\n";
-    write_file_atomic(dir + "/.pgpass", std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(line.data()), line.size()),
-                      0600);
+    write_file_atomic(dir + "/.pgpass", std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(line.data()), line.size()), 0600);
     std::fill(pw.begin(), pw.end(), '\0');
     std::fill(line.begin(), line.end(), '\0');
     env.push_back("PGPASSFILE=" + dir + "/.pgpass");
@@ -845,21 +830,23 @@ void PostgresqlDriver::dump(TaskContext& ctx, SnapshotSink& sink) {
     if (!r.ok()) throw Error(Errc::io, what + " failed: " + r.describe());
   };
   report_phase(ctx, v1::PHASE_SNAPSHOT, "pg_dumpall --globals-only");
-  run({settings_.bin_dir + "/pg_dumpall", "--globals-only", "--no-password", "-f", dir + "/globals.sql"},
-      "pg_dumpall --globals-only");
+  run({settings_.bin_dir + "/pg_dumpall", "--globals-only", "--no-password", "-f", dir + "/globals.sql"}, "pg_dumpall --globals-only");
   uint64_t n = 0;
   json files = json::object();
   for (const auto& db : dbs) {
     const std::string name = db.get<std::string>();
     const std::string file = "db-" + std::to_string(n++) + ".dump";  // a database's name may hold any character
     report_phase(ctx, v1::PHASE_SNAPSHOT, "pg_dump " + name, n, dbs.size());
-    run({settings_.bin_dir + "/pg_dump", "-Fc", "--no-password", "-f", dir + "/" + file, "-d", name},
-        "pg_dump of database '" + name + "'");
+    run({settings_.bin_dir + "/pg_dump", "-Fc", "--no-password", "-f", dir + "/" + file, "-d", name}, "pg_dump of database '" + name + "'");
     files[file] = name;
   }
   sink.add_path(dir);
-  sink.set_metadata({{"mode", "logical"}, {"server_version", version}, {"databases", dbs}, {"dumps", files},
-                     {"dump_dir", dir}, {"superuser", superuser}});
+  sink.set_metadata({{"mode", "logical"},
+                     {"server_version", version},
+                     {"databases", dbs},
+                     {"dumps", files},
+                     {"dump_dir", dir},
+                     {"superuser", superuser}});
 }
 
 namespace {
@@ -884,8 +871,7 @@ std::string dbname_conninfo(const std::string& name) {
 
 }  // namespace
 
-DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snapshot& snap,
-                                             const std::map<std::string, std::string>* as) {
+DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snapshot& snap, const std::map<std::string, std::string>* as) {
   DriverResult res;
   auto fail = [&](v1::ErrorCode code, const std::string& detail) {
     res.outcome = v1::TASK_OUTCOME_FAILED;
@@ -901,23 +887,25 @@ DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snaps
       if (name.is_string()) in_dump.insert(name.get<std::string>());
     std::vector<std::string> wanted;
     for (const auto& [from, to] : *as)
-      if (in_dump.count(from)) wanted.push_back(to);
-      else note(ctx, "database '" + from + "' (logical_restore_as) is not in snapshot '" + snap.id.substr(0, 8) + "'");
+      if (in_dump.count(from))
+        wanted.push_back(to);
+      else
+        note(ctx, "database '" + from + "' (logical_restore_as) is not in snapshot '" + snap.id.substr(0, 8) + "'");
     if (wanted.empty())
-      return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "snapshot '" + snap.id.substr(0, 8) + "' holds none of the databases "
-                                                   "logical_restore_as names; nothing was changed");
+      return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "snapshot '" + snap.id.substr(0, 8) +
+                                                       "' holds none of the databases "
+                                                       "logical_restore_as names; nothing was changed");
     try {
       Conn c(settings_.conn);
       std::string taken;
       size_t n_taken = 0;
       for (const auto& to : wanted)
-        if (c.value("SELECT count(*) FROM pg_database WHERE datname = $1", {to}) != "0")
-          taken += (n_taken++ ? ", '" : "'") + to + "'";
+        if (c.value("SELECT count(*) FROM pg_database WHERE datname = $1", {to}) != "0") taken += (n_taken++ ? ", '" : "'") + to + "'";
       if (n_taken)
-        return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                    (n_taken == 1 ? "database " + taken + " exists" : "databases " + taken + " exist") +
-                        " already: a restore under another name makes new databases only; drop " +
-                        (n_taken == 1 ? "it" : "them") + ", or map other names in logical_restore_as; nothing was changed");
+        return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, (n_taken == 1 ? "database " + taken + " exists" : "databases " + taken + " exist") +
+                                                         " already: a restore under another name makes new databases only; drop " +
+                                                         (n_taken == 1 ? "it" : "them") +
+                                                         ", or map other names in logical_restore_as; nothing was changed");
     } catch (const Error& e) {
       return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, std::string("postgresql does not answer: ") + e.what() + "; nothing was changed");
     }
@@ -932,8 +920,8 @@ DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snaps
   try {
     auto rr = repo::restore(*ctx.repo, snap.id, ro);
     if (!rr.failures.empty())
-      return fail(v1::ERROR_CODE_REPOSITORY_CORRUPT, "'" + rr.failures.front().path + "': " + rr.failures.front().reason +
-                                                         "; nothing was changed");
+      return fail(v1::ERROR_CODE_REPOSITORY_CORRUPT,
+                  "'" + rr.failures.front().path + "': " + rr.failures.front().reason + "; nothing was changed");
   } catch (const Error& e) {
     return fail(v1::ERROR_CODE_REPOSITORY_ERROR, std::string("reading the dumps failed, nothing was changed: ") + e.what());
   }
@@ -964,8 +952,7 @@ DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snaps
         res.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR, "database '" + to + "' could not be made: " + e.what(), to));
         continue;
       }
-      auto r = run({settings_.bin_dir + "/pg_restore", "--no-password", "--exit-on-error", "-d", dbname_conninfo(to),
-                    dir + "/" + file});
+      auto r = run({settings_.bin_dir + "/pg_restore", "--no-password", "--exit-on-error", "-d", dbname_conninfo(to), dir + "/" + file});
       if (r.ok()) {
         restored.push_back(to);
         continue;
@@ -976,29 +963,26 @@ DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snaps
       } catch (const Error& e) {
         dropped = std::string("; dropping the new database failed too (") + e.what() + "): drop '" + to + "' by hand";
       }
-      res.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR,
-                                        "database '" + from + "' was not restored as '" + to + "': " + r.describe() + dropped, to));
+      res.reasons.push_back(
+          make_reason(v1::ERROR_CODE_IO_ERROR, "database '" + from + "' was not restored as '" + to + "': " + r.describe() + dropped, to));
     }
     res.metadata["databases"] = restored;
     res.metadata["restored_as"] = *as;
-    res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED
-                  : restored.empty()  ? v1::TASK_OUTCOME_FAILED
-                                      : v1::TASK_OUTCOME_PARTIAL;
+    res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : restored.empty() ? v1::TASK_OUTCOME_FAILED : v1::TASK_OUTCOME_PARTIAL;
     return res;
   }
   // Roles and tablespaces first; a role that exists already is an error
   // psql reports and goes past (the dumps' grants need the roles, not new ones).
   report_phase(ctx, v1::PHASE_RESTORE, "globals");
-  auto g = run({settings_.bin_dir + "/psql", "-X", "-q", "--no-password", "-d", settings_.conn.dbname, "-f",
-                dir + "/globals.sql"});
+  auto g = run({settings_.bin_dir + "/psql", "-X", "-q", "--no-password", "-d", settings_.conn.dbname, "-f", dir + "/globals.sql"});
   if (!g.ok()) return fail(v1::ERROR_CODE_IO_ERROR, "restoring roles and tablespaces failed: " + g.describe());
   for (const auto& [file, name] : dumps.items()) {
     report_phase(ctx, v1::PHASE_RESTORE, "pg_restore " + name.get<std::string>(), ++n, dumps.size());
     // --clean --create: the database is dropped and made again from the dump
     // (the safety backup holds what it was).
     // Connected to template1: the dump may be of the database the settings name.
-    auto r = run({settings_.bin_dir + "/pg_restore", "--no-password", "--clean", "--if-exists", "--create",
-                  "--exit-on-error", "-d", "template1", dir + "/" + file});
+    auto r = run({settings_.bin_dir + "/pg_restore", "--no-password", "--clean", "--if-exists", "--create", "--exit-on-error", "-d",
+                  "template1", dir + "/" + file});
     if (!r.ok())
       res.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR,
                                         "database '" + name.get<std::string>() + "' was not restored: " + r.describe(),
@@ -1007,9 +991,7 @@ DriverResult PostgresqlDriver::restore_dumps(TaskContext& ctx, const repo::Snaps
       restored.push_back(name);
   }
   res.metadata["databases"] = restored;
-  res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED
-                : restored.empty()  ? v1::TASK_OUTCOME_FAILED
-                                    : v1::TASK_OUTCOME_PARTIAL;
+  res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : restored.empty() ? v1::TASK_OUTCOME_FAILED : v1::TASK_OUTCOME_PARTIAL;
   return res;
 }
 
@@ -1026,8 +1008,7 @@ std::vector<v1::Reason> PostgresqlDriver::verify(TaskContext& ctx, const json& r
       for (const auto& db : recorded["databases"])
         if (db.is_string() && std::find(have.begin(), have.end(), db.get<std::string>()) == have.end())
           out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED,
-                                    "database '" + db.get<std::string>() + "' of the backup is not on the restored server",
-                                    component_));
+                                    "database '" + db.get<std::string>() + "' of the backup is not on the restored server", component_));
   } catch (const Error& e) {
     out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, std::string("postgresql does not answer: ") + e.what(), component_));
   }

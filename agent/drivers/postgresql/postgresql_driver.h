@@ -50,8 +50,7 @@ class PostgresqlDriver : public Driver {
   void dump(TaskContext& ctx, SnapshotSink& sink);
   // With `as` (logical_restore_as): only those databases, each into a new
   // database of its new name; roles and every other database left alone.
-  DriverResult restore_dumps(TaskContext& ctx, const repo::Snapshot& snap,
-                             const std::map<std::string, std::string>* as = nullptr);
+  DriverResult restore_dumps(TaskContext& ctx, const repo::Snapshot& snap, const std::map<std::string, std::string>* as = nullptr);
   // libpq's environment for the client programs; the password goes through a
   // 0600 passfile written in `dir`, never argv or the environment.
   std::vector<std::string> client_env(const std::string& dir) const;

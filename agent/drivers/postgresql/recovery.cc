@@ -37,9 +37,12 @@ std::string restore_wal_file(repo::Repository& r, const repo::Snapshot& ws, cons
     ro.memory_budget = budget;
     ro.cancel = cancel;
     auto rr = repo::restore(r, ws.id, ro);
-    if (!rr.failures.empty()) problem = rr.failures.front().reason;
-    else if (ws.paths.size() != 1) problem = "the snapshot holds " + std::to_string(ws.paths.size()) + " paths";
-    else fs::rename(tmp + ws.paths[0], dest);
+    if (!rr.failures.empty())
+      problem = rr.failures.front().reason;
+    else if (ws.paths.size() != 1)
+      problem = "the snapshot holds " + std::to_string(ws.paths.size()) + " paths";
+    else
+      fs::rename(tmp + ws.paths[0], dest);
   } catch (const Error& e) {
     remove_tree(tmp);
     if (e.code() == Errc::interrupted) throw;
@@ -103,8 +106,7 @@ json timeline_history(const std::string& data_dir, uint32_t tli) {
   std::string text(size_t(st.st_size), '\0');
   pread_all(f.get(), reinterpret_cast<uint8_t*>(text.data()), text.size(), 0, name);
   try {
-    for (const auto& e : parse_history(text))
-      out.push_back({{"timeline", e.timeline}, {"switch_lsn", plan::format_lsn(e.switch_lsn)}});
+    for (const auto& e : parse_history(text)) out.push_back({{"timeline", e.timeline}, {"switch_lsn", plan::format_lsn(e.switch_lsn)}});
   } catch (const Error&) {
     return json::array();  // unreadable: the controller knows less, the restore reads the archive's copy
   }
@@ -133,14 +135,12 @@ std::vector<WalGapRun> find_gaps(const WalCatalog& cat, uint64_t from_segno) {
   return out;
 }
 
-std::vector<WalGapRun> check_archive(repo::Repository& r, const std::vector<repo::Snapshot>& snapshots,
-                                     const std::string& system_id, const std::string& scratch,
-                                     const std::atomic<bool>* cancel) {
+std::vector<WalGapRun> check_archive(repo::Repository& r, const std::vector<repo::Snapshot>& snapshots, const std::string& system_id,
+                                     const std::string& scratch, const std::atomic<bool>* cancel) {
   std::optional<uint64_t> oldest;
   for (const auto& s : snapshots) {
     const json& m = s.component;
-    if (s.partial || !m.is_object() || m.value("mode", "") != "physical" || m.value("system_identifier", "") != system_id)
-      continue;
+    if (s.partial || !m.is_object() || m.value("mode", "") != "physical" || m.value("system_identifier", "") != system_id) continue;
     auto wn = parse_wal_name(m.value("start_wal", ""));
     if (wn && wn->kind == WalFileKind::segment && (!oldest || wn->segno < *oldest)) oldest = wn->segno;
   }
@@ -171,8 +171,8 @@ std::vector<TimelineStep> timeline_path(const WalCatalog& cat, uint32_t base_tli
   return path;
 }
 
-std::pair<v1::ErrorCode, std::string> plan_wal(const repo::Snapshot& base, const WalCatalog& cat,
-                                               const plan::ParsedTarget& target, WalPlan* out) {
+std::pair<v1::ErrorCode, std::string> plan_wal(const repo::Snapshot& base, const WalCatalog& cat, const plan::ParsedTarget& target,
+                                               WalPlan* out) {
   const json& meta = base.component;
   const uint32_t tli = meta.value("timeline", 0u);
   uint64_t start = 0, stop = 0;
@@ -196,22 +196,22 @@ std::pair<v1::ErrorCode, std::string> plan_wal(const repo::Snapshot& base, const
   } else if (target.timeline != 0) {
     want = target.timeline;
     if (timeline_path(cat, tli, stop, want).empty())
-      return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                    "timeline " + std::to_string(want) + " does not follow " + bb + " (timeline " + std::to_string(tli) +
-                        ", consistent from LSN " + plan::format_lsn(stop) + "): " +
-                        (want != tli && !cat.histories.count(want)
-                             ? "the repository holds no history file of timeline " + std::to_string(want)
-                             : "its history did not pass through that point") +
-                        "; restore a base backup taken on timeline " + std::to_string(want) +
-                        " or before it branched, or choose --target-timeline current; nothing was changed");
+      return refuse(
+          v1::ERROR_CODE_PREFLIGHT_FAILED,
+          "timeline " + std::to_string(want) + " does not follow " + bb + " (timeline " + std::to_string(tli) + ", consistent from LSN " +
+              plan::format_lsn(stop) + "): " +
+              (want != tli && !cat.histories.count(want) ? "the repository holds no history file of timeline " + std::to_string(want)
+                                                         : "its history did not pass through that point") +
+              "; restore a base backup taken on timeline " + std::to_string(want) +
+              " or before it branched, or choose --target-timeline current; nothing was changed");
     said = "timeline " + std::to_string(want) + " (as asked)";
   } else {
     for (uint32_t t : known)
       if (t > want && !timeline_path(cat, tli, stop, t).empty()) want = t;
     said = "timeline " + std::to_string(want) +
            (want == tli ? " (the base backup's; no later timeline branched from it after it became consistent)"
-                        : " (the newest the archive holds that branched from the base backup's timeline " +
-                              std::to_string(tli) + " after it became consistent)");
+                        : " (the newest the archive holds that branched from the base backup's timeline " + std::to_string(tli) +
+                              " after it became consistent)");
     // A newer timeline that left this one before the base backup: recovery
     // from it cannot reach that timeline, which the operator may have meant.
     if (uint32_t newest = *known.rbegin(); newest > want)
@@ -256,14 +256,13 @@ std::pair<v1::ErrorCode, std::string> plan_wal(const repo::Snapshot& base, const
   const uint64_t stop_seg = segno_of(stop == 0 ? 0 : stop - 1);
   const std::string newest = any ? segment_name(tli_for(last), last) : std::string();
   std::string covers = "the repository holds " + bb + " (consistent from LSN " + plan::format_lsn(stop) + ", " +
-                       plan::format_time_us(end_us) + ") and its WAL on " + said + " up to LSN " +
-                       plan::format_lsn(covered_lsn) +
+                       plan::format_time_us(end_us) + ") and its WAL on " + said + " up to LSN " + plan::format_lsn(covered_lsn) +
                        (archived_until_s ? " (archived by " + plan::format_time_us(archived_until_s * 1000000) + ")" : "");
-  const std::string gap_said =
-      gap.empty() ? std::string()
-                  : "WAL segment '" + gap + "' is not in the repository, though later segments are (up to '" + newest +
-                        "'): recovery from " + bb + " can reach LSN " + plan::format_lsn(covered_lsn) +
-                        " at most; put the segment back if a copy exists (the server's pg_wal, another archive), or ";
+  const std::string gap_said = gap.empty()
+                                   ? std::string()
+                                   : "WAL segment '" + gap + "' is not in the repository, though later segments are (up to '" + newest +
+                                         "'): recovery from " + bb + " can reach LSN " + plan::format_lsn(covered_lsn) +
+                                         " at most; put the segment back if a copy exists (the server's pg_wal, another archive), or ";
   if (end_seg <= stop_seg)
     return refuse(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the WAL that makes " + bb + " consistent (segment '" +
                                                          segment_name(tli_for(end_seg), end_seg) +
@@ -272,16 +271,15 @@ std::pair<v1::ErrorCode, std::string> plan_wal(const repo::Snapshot& base, const
   switch (target.kind) {
     case v1::RecoveryTarget::KIND_TIME:
       if (target.time_us < end_us)
-        return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED, target.describe() + " is before this base backup became consistent: " +
-                                                           covers + "; restore an older set for that time; nothing was changed");
+        return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED, target.describe() + " is before this base backup became consistent: " + covers +
+                                                           "; restore an older set for that time; nothing was changed");
       // No commit in WAL archived before the target time can be after it
       // (snapshot times are whole seconds: the second after the last one).
       if (target.time_us >= (archived_until_s + 1) * 1000000) {
         if (!gap.empty())
-          return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                        target.describe() + " is past a gap in the archive: " + gap_said +
-                            "restore to a point before the gap (--to-lsn " + plan::format_lsn(covered_lsn) +
-                            " or an earlier time); nothing was changed");
+          return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED, target.describe() + " is past a gap in the archive: " + gap_said +
+                                                             "restore to a point before the gap (--to-lsn " +
+                                                             plan::format_lsn(covered_lsn) + " or an earlier time); nothing was changed");
         return refuse(v1::ERROR_CODE_PREFLIGHT_FAILED,
                       target.describe() + " is after the newest archived WAL: " + covers +
                           "; WAL written after that is not archived yet (SELECT pg_switch_wal() archives the "
@@ -368,15 +366,14 @@ class FetchedSegments {
 };
 
 std::string describe_end(const XactEnd& x) {
-  return "transaction " + std::to_string(x.xid) + (x.commit ? " committed" : " aborted") + " at " +
-         plan::format_time_us(x.time_us) + " (LSN " + plan::format_lsn(x.lsn) + ")";
+  return "transaction " + std::to_string(x.xid) + (x.commit ? " committed" : " aborted") + " at " + plan::format_time_us(x.time_us) +
+         " (LSN " + plan::format_lsn(x.lsn) + ")";
 }
 
 }  // namespace
 
-std::pair<v1::ErrorCode, std::string> fetch_wal(TaskContext& ctx, const WalCatalog& cat, WalPlan& wal,
-                                                const repo::Snapshot& base, const plan::ParsedTarget& target,
-                                                const std::string& wal_dir, uint64_t memory_budget,
+std::pair<v1::ErrorCode, std::string> fetch_wal(TaskContext& ctx, const WalCatalog& cat, WalPlan& wal, const repo::Snapshot& base,
+                                                const plan::ParsedTarget& target, const std::string& wal_dir, uint64_t memory_budget,
                                                 std::atomic<uint64_t>* count) {
   auto t0 = std::chrono::steady_clock::now();
   const std::string bb = "base backup '" + short_id(base.id) + "'";
@@ -407,8 +404,7 @@ std::pair<v1::ErrorCode, std::string> fetch_wal(TaskContext& ctx, const WalCatal
     if (!problem.empty()) {
       if (!segment)
         return {v1::ERROR_CODE_REPOSITORY_CORRUPT, "WAL history file '" + name + "' (snapshot '" + short_id(ws.id) +
-                                                       "') is damaged in the repository: " + problem +
-                                                       "; nothing was changed"};
+                                                       "') is damaged in the repository: " + problem + "; nothing was changed"};
       std::error_code ec;
       fs::remove(wal_dir + "/" + name, ec);
       damaged = name;
@@ -449,8 +445,10 @@ std::pair<v1::ErrorCode, std::string> fetch_wal(TaskContext& ctx, const WalCatal
   const uint64_t last_start = scan.last_record_lsn;
   // Why the WAL ends where it does, short of the archive's end.
   std::string cut;
-  if (!damaged.empty()) cut = damage;
-  else if (scan.end == ScanEnd::bad_record) cut = "the WAL is damaged: " + scan.problem;
+  if (!damaged.empty())
+    cut = damage;
+  else if (scan.end == ScanEnd::bad_record)
+    cut = "the WAL is damaged: " + scan.problem;
   else if (!wal.gap.empty() && scan.end == ScanEnd::missing_segment && scan.missing_segno * kWalSegmentSize >= wal.covered_lsn)
     cut = "WAL segment '" + wal.gap + "' is not in the repository, though later segments are (up to '" + wal.newest + "')";
   auto short_of = [&](const std::string& why) {
@@ -470,9 +468,9 @@ std::pair<v1::ErrorCode, std::string> fetch_wal(TaskContext& ctx, const WalCatal
     case v1::RecoveryTarget::KIND_XID:
       if (hit) {
         if (hit->lsn < wal.stop)
-          return {v1::ERROR_CODE_PREFLIGHT_FAILED, target.describe() + " is reached at " + describe_end(*hit) +
-                                                       ", before " + bb + " became consistent (LSN " +
-                                                       plan::format_lsn(wal.stop) + "): restore an older set; nothing was changed"};
+          return {v1::ERROR_CODE_PREFLIGHT_FAILED, target.describe() + " is reached at " + describe_end(*hit) + ", before " + bb +
+                                                       " became consistent (LSN " + plan::format_lsn(wal.stop) +
+                                                       "): restore an older set; nothing was changed"};
         return proven(describe_end(*hit));
       }
       if (!cut.empty()) return {v1::ERROR_CODE_REPOSITORY_CORRUPT, short_of(cut)};

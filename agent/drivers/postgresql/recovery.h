@@ -10,11 +10,10 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agent/driver.h"
 #include "agent/drivers/postgresql/wal.h"
@@ -82,8 +81,8 @@ struct WalPlan {
 // the archive is refused here for a target that must pass it (the latest
 // WAL, an LSN past it); a time or transaction target is decided by
 // fetch_wal, which reads the commit records before the gap.
-std::pair<cairn::v1::ErrorCode, std::string> plan_wal(const repo::Snapshot& base, const WalCatalog& cat,
-                                                      const plan::ParsedTarget& target, WalPlan* out);
+std::pair<cairn::v1::ErrorCode, std::string> plan_wal(const repo::Snapshot& base, const WalCatalog& cat, const plan::ParsedTarget& target,
+                                                      WalPlan* out);
 
 // Reads every file of `wal` into `wal_dir`, each segment checked
 // (check_segment_file), then reads the WAL's records from the backup's start
@@ -93,16 +92,14 @@ std::pair<cairn::v1::ErrorCode, std::string> plan_wal(const repo::Snapshot& base
 // this base backup can reach. `count` counts the files read. History files
 // read_histories left in <wal_dir>/.histories are moved, not read again.
 // Stops at ctx.cancel (CANCELLED).
-std::pair<cairn::v1::ErrorCode, std::string> fetch_wal(TaskContext& ctx, const WalCatalog& cat, WalPlan& wal,
-                                                       const repo::Snapshot& base, const plan::ParsedTarget& target,
-                                                       const std::string& wal_dir, uint64_t memory_budget,
+std::pair<cairn::v1::ErrorCode, std::string> fetch_wal(TaskContext& ctx, const WalCatalog& cat, WalPlan& wal, const repo::Snapshot& base,
+                                                       const plan::ParsedTarget& target, const std::string& wal_dir, uint64_t memory_budget,
                                                        std::atomic<uint64_t>* count);
 
 // load_wal_catalog, read_histories (into `scratch`) and plan_wal, for a
 // restore's preflight and its run.
-std::pair<cairn::v1::ErrorCode, std::string> plan_recovery(TaskContext& ctx, const repo::Snapshot& base,
-                                                           const plan::ParsedTarget& target, const std::string& scratch,
-                                                           WalCatalog* cat, WalPlan* wal);
+std::pair<cairn::v1::ErrorCode, std::string> plan_recovery(TaskContext& ctx, const repo::Snapshot& base, const plan::ParsedTarget& target,
+                                                           const std::string& scratch, WalCatalog* cat, WalPlan* wal);
 
 // A run of WAL segments missing from the archive while a later segment of
 // the same timeline is in it: recovery along that timeline cannot pass it.
@@ -121,16 +118,15 @@ std::vector<WalGapRun> find_gaps(const WalCatalog& cat, uint64_t from_segno);
 // The agent's check of the archive of database system `system_id`: the
 // oldest base backup of it in `snapshots` (none: no gaps, nothing restores),
 // the timelines' history files (read into `scratch`), and find_gaps.
-std::vector<WalGapRun> check_archive(repo::Repository& r, const std::vector<repo::Snapshot>& snapshots,
-                                     const std::string& system_id, const std::string& scratch,
-                                     const std::atomic<bool>* cancel);
+std::vector<WalGapRun> check_archive(repo::Repository& r, const std::vector<repo::Snapshot>& snapshots, const std::string& system_id,
+                                     const std::string& scratch, const std::atomic<bool>* cancel);
 
 // Makes the restored data directory `staged` recover from `meta`'s base
 // backup to `target`: backup_label, tablespace_map, recovery.signal, and the
 // recovery block of postgresql.auto.conf (restore_command copying from
 // `server_wal_dir`, the fetched WAL as the server will see that directory),
 // each owned as `owner`. Throws on a write that fails.
-void write_recovery_files(const std::string& staged, const nlohmann::json& meta, const plan::ParsedTarget& target,
-                          uint32_t timeline, const std::string& server_wal_dir, const struct stat& owner);
+void write_recovery_files(const std::string& staged, const nlohmann::json& meta, const plan::ParsedTarget& target, uint32_t timeline,
+                          const std::string& server_wal_dir, const struct stat& owner);
 
 }  // namespace cairn::agent::postgresql

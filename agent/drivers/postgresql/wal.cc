@@ -43,8 +43,8 @@ std::optional<WalFileName> parse_wal_name(const std::string& name) {
   w.name = name;
   uint64_t tli = 0, hi = 0, lo = 0;
   auto segment_part = [&](const std::string& s) {
-    return s.size() >= 24 && hex_field(s, 0, 8, &tli) && hex_field(s, 8, 8, &hi) && hex_field(s, 16, 8, &lo) &&
-           tli != 0 && lo < kSegmentsPerId;
+    return s.size() >= 24 && hex_field(s, 0, 8, &tli) && hex_field(s, 8, 8, &hi) && hex_field(s, 16, 8, &lo) && tli != 0 &&
+           lo < kSegmentsPerId;
   };
   if (name.size() == 24 && segment_part(name)) {
     w.kind = WalFileKind::segment;
@@ -68,8 +68,7 @@ std::optional<WalFileName> parse_wal_name(const std::string& name) {
 
 std::string segment_name(uint32_t timeline, uint64_t segno) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%08X%08X%08X", timeline, unsigned(segno / kSegmentsPerId),
-                unsigned(segno % kSegmentsPerId));
+  std::snprintf(buf, sizeof buf, "%08X%08X%08X", timeline, unsigned(segno / kSegmentsPerId), unsigned(segno % kSegmentsPerId));
   return buf;
 }
 
@@ -81,13 +80,11 @@ SegmentCheck check_segment(std::string_view b, const WalFileName& name) {
     c.problem = "WAL segment '" + name.name + "' " + why;
     return c;
   };
-  if (name.kind != WalFileKind::segment && name.kind != WalFileKind::partial)
-    return fail("is not a segment");
+  if (name.kind != WalFileKind::segment && name.kind != WalFileKind::partial) return fail("is not a segment");
   if (b.size() != kWalSegmentSize)
     return fail("is " + std::to_string(b.size()) + " bytes, not " + std::to_string(kWalSegmentSize) +
                 " (truncated, or a cluster made with another --wal-segsize)");
-  if (load_le<uint16_t>(b, 0) != kWalPageMagic)
-    return fail("does not start with a PostgreSQL 15 WAL page (its magic number is another)");
+  if (load_le<uint16_t>(b, 0) != kWalPageMagic) return fail("does not start with a PostgreSQL 15 WAL page (its magic number is another)");
   if (!(load_le<uint16_t>(b, 2) & kLongHeader)) return fail("has no long header on its first page");
   c.system_id = load_le<uint64_t>(b, 24);
   if (load_le<uint32_t>(b, 32) != kWalSegmentSize) return fail("declares another segment size");
@@ -104,17 +101,15 @@ SegmentCheck check_segment(std::string_view b, const WalFileName& name) {
       zero_tail = true;
       continue;
     }
-    if (zero_tail)
-      return fail("has a written page at " + plan::format_lsn(lsn) + " after zeroed pages (damaged)");
-    if (load_le<uint16_t>(b, off) != kWalPageMagic)
-      return fail("has a damaged page header at " + plan::format_lsn(lsn) + " (magic)");
+    if (zero_tail) return fail("has a written page at " + plan::format_lsn(lsn) + " after zeroed pages (damaged)");
+    if (load_le<uint16_t>(b, off) != kWalPageMagic) return fail("has a damaged page header at " + plan::format_lsn(lsn) + " (magic)");
     if (load_le<uint64_t>(b, off + 8) != lsn)
-      return fail("has a page at " + plan::format_lsn(lsn) + " that says it is at " +
-                  plan::format_lsn(load_le<uint64_t>(b, off + 8)) + " (a segment of another position, or damaged)");
+      return fail("has a page at " + plan::format_lsn(lsn) + " that says it is at " + plan::format_lsn(load_le<uint64_t>(b, off + 8)) +
+                  " (a segment of another position, or damaged)");
     uint32_t tli = load_le<uint32_t>(b, off + 4);
     if (tli == 0 || tli > name.timeline)
-      return fail("has a page at " + plan::format_lsn(lsn) + " of timeline " + std::to_string(tli) +
-                  ", newer than its name's " + std::to_string(name.timeline));
+      return fail("has a page at " + plan::format_lsn(lsn) + " of timeline " + std::to_string(tli) + ", newer than its name's " +
+                  std::to_string(name.timeline));
   }
   return c;
 }

@@ -32,7 +32,7 @@ std::string segment_name(uint32_t timeline, uint64_t segno);
 uint64_t segno_of(uint64_t lsn);
 
 struct SegmentCheck {
-  std::string problem;  // empty: the segment is whole
+  std::string problem;     // empty: the segment is whole
   uint64_t system_id = 0;  // the cluster's system identifier (from the first page)
   uint32_t page_timeline = 0;
 };

@@ -1,8 +1,9 @@
 #include "agent/drivers/postgresql/wal_archive.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <grp.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -11,21 +12,19 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
-#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
-#include <thread>
-
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
+#include <thread>
 
 #include "agent/drivers/postgresql/recovery.h"
 #include "agent/drivers/postgresql/wal.h"
+#include "common/crypto/crypto.h"
 #include "common/repo/policy.h"
 #include "common/repo/snapshot.h"
-#include "common/crypto/crypto.h"
 #include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
@@ -110,7 +109,7 @@ void WalArchive::start(BackgroundContext ctx) {
     mkdir_p(parent, 0755);
     ::chmod(parent.c_str(), 0755);
   }
-  struct stat st{};
+  struct stat st {};
   if (::lstat(socket_.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode))
       throw Error(Errc::invalid_input, "archive_socket '" + socket_ + "' exists and is not a socket; nothing was removed");
@@ -122,12 +121,11 @@ void WalArchive::start(BackgroundContext ctx) {
     throw Error(Errc::io, "cannot listen on archive_socket '" + socket_ + "': " + std::strerror(errno));
   // The server's own user hands files over (the socket's group is the data
   // directory's, and each peer's uid is checked); nobody else.
-  struct stat dd{};
+  struct stat dd {};
   if (::stat(data_dir_.c_str(), &dd) == 0) {
     owner_uid_ = dd.st_uid;
     if (::chown(socket_.c_str(), 0, dd.st_gid) != 0 && ::geteuid() == 0)
-      spdlog::warn("component '{}': cannot give archive_socket '{}' to group {}: {}", component_, socket_, dd.st_gid,
-                   std::strerror(errno));
+      spdlog::warn("component '{}': cannot give archive_socket '{}' to group {}: {}", component_, socket_, dd.st_gid, std::strerror(errno));
   }
   ::chmod(socket_.c_str(), 0660);
   // The private copies of pushed files go to the agent's own directory,
@@ -172,10 +170,11 @@ void WalArchive::start(BackgroundContext ctx) {
       ucred cred{};
       socklen_t len = sizeof cred;
       std::string req;
-      if (::getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
-          (cred.uid != 0 && cred.uid != owner_uid_)) {
-        spdlog::warn("component '{}': refused a WAL request from uid {} (only the data directory's owner, uid {}, "
-                     "hands WAL over)", component_, cred.uid, owner_uid_);
+      if (::getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || (cred.uid != 0 && cred.uid != owner_uid_)) {
+        spdlog::warn(
+            "component '{}': refused a WAL request from uid {} (only the data directory's owner, uid {}, "
+            "hands WAL over)",
+            component_, cred.uid, owner_uid_);
         write_line(conn.get(), json{{"ok", false}, {"error", "this user may not hand WAL to the agent"}}.dump());
         continue;
       }
@@ -183,8 +182,7 @@ void WalArchive::start(BackgroundContext ctx) {
       write_line(conn.get(), handle(req));
     }
   });
-  spdlog::info("component '{}': archive_command hands WAL to '{}' (cairn-agent wal-push --socket {} %p)", component_,
-               socket_, socket_);
+  spdlog::info("component '{}': archive_command hands WAL to '{}' (cairn-agent wal-push --socket {} %p)", component_, socket_, socket_);
 }
 
 void WalArchive::stop() {
@@ -193,7 +191,7 @@ void WalArchive::stop() {
   if (checker_.joinable()) checker_.join();
   if (!private_dir_.empty()) remove_tree(private_dir_);
   private_dir_.clear();
-  struct stat st{};
+  struct stat st {};
   if (!socket_.empty() && ::lstat(socket_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(socket_.c_str());
 }
 
@@ -272,9 +270,10 @@ void WalArchive::check_now() {
     for (const auto& gap : gaps)
       if (std::none_of(gaps_.begin(), gaps_.end(),
                        [&](const auto& o) { return o.first_missing() == gap.first_missing() && o.missing() == gap.missing(); }))
-        spdlog::error("component '{}': the WAL archive has a gap on timeline {}: {} segment(s) from '{}' are not in the "
-                      "repository, though '{}' is; recovery cannot pass it: take a base backup now",
-                      component_, gap.timeline(), gap.missing(), gap.first_missing(), gap.next_archived());
+        spdlog::error(
+            "component '{}': the WAL archive has a gap on timeline {}: {} segment(s) from '{}' are not in the "
+            "repository, though '{}' is; recovery cannot pass it: take a base backup now",
+            component_, gap.timeline(), gap.missing(), gap.first_missing(), gap.next_archived());
     gaps_ = std::move(gaps);
   }
   check_error_ = error;
@@ -284,8 +283,8 @@ void WalArchive::check_now() {
 std::string WalArchive::scratch_dir() {
   std::lock_guard g(scratch_mu_);
   if (private_dir_.empty()) {
-    std::string tmpl = ctx_.private_dir.empty() ? (fs::temp_directory_path() / "cairn-wal-XXXXXX").string()
-                                                : ctx_.private_dir + "/wal-XXXXXX";
+    std::string tmpl =
+        ctx_.private_dir.empty() ? (fs::temp_directory_path() / "cairn-wal-XXXXXX").string() : ctx_.private_dir + "/wal-XXXXXX";
     if (!::mkdtemp(tmpl.data())) throw Error(Errc::io, std::string("cannot make a private directory: ") + std::strerror(errno));
     private_dir_ = tmpl;
   }
@@ -305,27 +304,27 @@ std::string WalArchive::push(const std::string& path) {
   const std::string wal_dir = real_path(data_dir_ + "/pg_wal");
   if (wal_dir.empty()) throw Error(Errc::not_found, "'" + data_dir_ + "/pg_wal' does not exist");
   if (real_path(fs::path(path).parent_path().string()) != wal_dir)
-    throw Error(Errc::invalid_input, "'" + path + "' is not a file in '" + wal_dir + "' (data_dir of component '" +
-                                         component_ + "'): check archive_socket and data_dir");
+    throw Error(Errc::invalid_input, "'" + path + "' is not a file in '" + wal_dir + "' (data_dir of component '" + component_ +
+                                         "'): check archive_socket and data_dir");
   Fd dir(::open(wal_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  struct stat dst{};
-  if (!dir || ::fstat(dir.get(), &dst) != 0)
-    throw Error(Errc::io, "cannot open '" + wal_dir + "': " + std::strerror(errno));
+  struct stat dst {};
+  if (!dir || ::fstat(dir.get(), &dst) != 0) throw Error(Errc::io, "cannot open '" + wal_dir + "': " + std::strerror(errno));
   if (owner_uid_ && dst.st_uid != owner_uid_)
-    throw Error(Errc::invalid_input, "'" + wal_dir + "' is not owned by the data directory's owner (uid " +
-                                         std::to_string(owner_uid_) + "); nothing was read");
+    throw Error(Errc::invalid_input,
+                "'" + wal_dir + "' is not owned by the data directory's owner (uid " + std::to_string(owner_uid_) + "); nothing was read");
   const std::string real = wal_dir + "/" + name;
   Fd f(::openat(dir.get(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (!f)
     throw Error(errno == ELOOP ? Errc::invalid_input : Errc::io,
-                "'" + real + "' " + (errno == ELOOP ? std::string("is a symbolic link; nothing was read")
-                                                     : std::string("cannot be opened: ") + std::strerror(errno)));
-  struct stat st{};
+                "'" + real + "' " +
+                    (errno == ELOOP ? std::string("is a symbolic link; nothing was read")
+                                    : std::string("cannot be opened: ") + std::strerror(errno)));
+  struct stat st {};
   if (::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode))
     throw Error(Errc::invalid_input, "'" + real + "' is not a regular file; nothing was read");
   if (owner_uid_ && st.st_uid != owner_uid_)
-    throw Error(Errc::invalid_input, "'" + real + "' is not owned by the data directory's owner (uid " +
-                                         std::to_string(owner_uid_) + "); nothing was read");
+    throw Error(Errc::invalid_input,
+                "'" + real + "' is not owned by the data directory's owner (uid " + std::to_string(owner_uid_) + "); nothing was read");
   const bool segment = wn->kind == WalFileKind::segment || wn->kind == WalFileKind::partial;
   const uint64_t limit = segment ? kWalSegmentSize : wn->kind == WalFileKind::history ? (1u << 20) : (64u << 10);
   if (uint64_t(st.st_size) > limit)
@@ -346,9 +345,8 @@ std::string WalArchive::push(const std::string& path) {
     SegmentCheck c = check_segment(view, *wn);
     if (!c.problem.empty()) throw Error(Errc::corrupt, c.problem + "; it was not archived");
     if (c.system_id != system_id)
-      throw Error(Errc::invalid_input, "WAL segment '" + name + "' belongs to database system " +
-                                           std::to_string(c.system_id) + ", not to the one in '" + data_dir_ + "' (" +
-                                           std::to_string(system_id) + ")");
+      throw Error(Errc::invalid_input, "WAL segment '" + name + "' belongs to database system " + std::to_string(c.system_id) +
+                                           ", not to the one in '" + data_dir_ + "' (" + std::to_string(system_id) + ")");
   } else if (wn->kind == WalFileKind::history) {
     (void)parse_history(std::string(view));
   } else if (view.find("START WAL LOCATION") == std::string_view::npos) {
@@ -363,12 +361,14 @@ std::string WalArchive::push(const std::string& path) {
   std::snprintf(sys, sizeof sys, "%llu", static_cast<unsigned long long>(system_id));
   char tli[16];
   std::snprintf(tli, sizeof tli, "%08X", wn->timeline);
-  std::vector<std::string> tags = {"cairn",           "wal",           "component:" + component_, "wal:" + name,
-                                   std::string("wal-timeline:") + tli, std::string("pg-system:") + sys};
+  std::vector<std::string> tags = {
+      "cairn", "wal", "component:" + component_, "wal:" + name, std::string("wal-timeline:") + tli, std::string("pg-system:") + sys};
   // A piece of the system's log (common/repo/policy.h): every base backup
   // from before it replays a segment; every one reads the history files.
-  if (wn->kind == WalFileKind::segment) tags.push_back(repo::log_piece_tag(std::string("pg-") + sys, wn->segno));
-  else if (wn->kind == WalFileKind::history) tags.push_back(repo::log_piece_tag(std::string("pg-") + sys, UINT64_MAX));
+  if (wn->kind == WalFileKind::segment)
+    tags.push_back(repo::log_piece_tag(std::string("pg-") + sys, wn->segno));
+  else if (wn->kind == WalFileKind::history)
+    tags.push_back(repo::log_piece_tag(std::string("pg-") + sys, UINT64_MAX));
   if (!ctx_.store_file) throw Error(Errc::invalid_input, "the WAL archive has no repository");
   // What is stored is the bytes checked above, from a private copy (a 0700
   // directory of the agent's), under the file's own path in pg_wal.
@@ -388,9 +388,10 @@ std::string WalArchive::push(const std::string& path) {
   }
   if (wn->kind == WalFileKind::segment) {
     if (last_timeline_ == wn->timeline && wn->segno > last_segno_ + 1)
-      spdlog::warn("component '{}': WAL segment '{}' follows '{}': {} segment(s) between them were not handed to "
-                   "this agent (archived before it started?)",
-                   component_, name, segment_name(last_timeline_, last_segno_), wn->segno - last_segno_ - 1);
+      spdlog::warn(
+          "component '{}': WAL segment '{}' follows '{}': {} segment(s) between them were not handed to "
+          "this agent (archived before it started?)",
+          component_, name, segment_name(last_timeline_, last_segno_), wn->segno - last_segno_ - 1);
     last_timeline_ = wn->timeline;
     last_segno_ = wn->segno;
   }
@@ -417,7 +418,7 @@ int wal_push_main(const std::string& socket_path, const std::string& file, std::
     std::fprintf(stderr, "cairn-agent wal-push: '%s': %s\n", file.c_str(), std::strerror(errno));
     return 1;
   }
-  struct stat st{};
+  struct stat st {};
   if (::stat(socket_path.c_str(), &st) != 0) {
     std::fprintf(stderr,
                  "cairn-agent wal-push: the agent's WAL socket '%s' cannot be reached (%s): is cairn-agent running "
@@ -440,8 +441,10 @@ int wal_push_main(const std::string& socket_path, const std::string& file, std::
   std::string reply;
   if (!write_line(s.get(), json{{"op", "push"}, {"path", abs}}.dump()) ||
       !read_line(s.get(), &reply, int(std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()))) {
-    std::fprintf(stderr, "cairn-agent wal-push: no answer from the agent (it stopped, or took longer than %lld s); "
-                 "'%s' is not archived yet\n", static_cast<long long>(timeout.count()), file.c_str());
+    std::fprintf(stderr,
+                 "cairn-agent wal-push: no answer from the agent (it stopped, or took longer than %lld s); "
+                 "'%s' is not archived yet\n",
+                 static_cast<long long>(timeout.count()), file.c_str());
     return 1;
   }
   try {

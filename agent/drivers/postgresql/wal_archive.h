@@ -11,6 +11,9 @@
 // and each peer's uid (SO_PEERCRED) must be the data directory's owner or
 // root: only the server's own user hands files over, and only files in
 // <data_dir>/pg_wal with a WAL file's name are taken.
+#include <sys/stat.h>
+#include <sys/types.h>
+
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -19,9 +22,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <sys/stat.h>
-#include <sys/types.h>
 
 #include "agent/driver.h"
 #include "common/util/fs.h"

@@ -14,7 +14,7 @@ namespace {
 constexpr uint32_t kShortHeader = 24;  // MAXALIGN(sizeof(XLogPageHeaderData))
 constexpr uint32_t kLongHeader = 40;   // MAXALIGN(sizeof(XLogLongPageHeaderData))
 constexpr uint16_t kFirstIsContRecord = 0x0001;
-constexpr uint32_t kRecordHeader = 24;  // SizeOfXLogRecord
+constexpr uint32_t kRecordHeader = 24;          // SizeOfXLogRecord
 constexpr uint64_t kMaxRecord = 1100ull << 20;  // PostgreSQL's XLogRecordMaxSize is 1020 MiB
 constexpr uint8_t kRmXlog = 0, kRmXact = 1;
 constexpr uint8_t kXlogSwitch = 0x40;
@@ -22,8 +22,8 @@ constexpr uint8_t kInfoMask = 0x0F;
 constexpr uint8_t kXactOpMask = 0x70, kXactHasInfo = 0x80;
 constexpr uint8_t kXactCommit = 0x00, kXactAbort = 0x20, kXactCommitPrepared = 0x30, kXactAbortPrepared = 0x40;
 // xl_xact_xinfo flags (PostgreSQL 15's access/xact.h).
-constexpr uint32_t kHasDbInfo = 1u << 0, kHasSubxacts = 1u << 1, kHasRelfilenodes = 1u << 2, kHasInvals = 1u << 3,
-                   kHasTwophase = 1u << 4, kHasDroppedStats = 1u << 8;
+constexpr uint32_t kHasDbInfo = 1u << 0, kHasSubxacts = 1u << 1, kHasRelfilenodes = 1u << 2, kHasInvals = 1u << 3, kHasTwophase = 1u << 4,
+                   kHasDroppedStats = 1u << 8;
 
 uint64_t maxalign(uint64_t v) { return (v + 7) & ~uint64_t(7); }
 uint32_t header_size(uint64_t page_lsn) { return page_lsn % kWalSegmentSize == 0 ? kLongHeader : kShortHeader; }
@@ -219,8 +219,8 @@ ScanResult scan_wal(uint64_t start, const std::function<std::string_view(uint64_
     if (tot_len < kRecordHeader || tot_len > kMaxRecord || (prev != 0 && xl_prev != prev)) {
       r.end = ScanEnd::bad_record;
       r.problem = "the record at " + plan::format_lsn(lsn) +
-                  (prev != 0 && xl_prev != prev ? " does not follow the one before it (xl_prev " +
-                                                      plan::format_lsn(xl_prev) + ", not " + plan::format_lsn(prev) + ")"
+                  (prev != 0 && xl_prev != prev ? " does not follow the one before it (xl_prev " + plan::format_lsn(xl_prev) + ", not " +
+                                                      plan::format_lsn(prev) + ")"
                                                 : " declares a length of " + std::to_string(tot_len) + " bytes");
       return r;
     }

@@ -38,7 +38,7 @@ enum class ScanEnd {
 
 struct ScanResult {
   ScanEnd end = ScanEnd::end_of_wal;
-  uint64_t end_lsn = 0;      // where the last whole record ended: recovery reaches this far at most
+  uint64_t end_lsn = 0;          // where the last whole record ended: recovery reaches this far at most
   uint64_t last_record_lsn = 0;  // where the last whole record starts
   uint64_t records = 0;
   uint64_t missing_segno = 0;  // ScanEnd::missing_segment: the segment that was needed

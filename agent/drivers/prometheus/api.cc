@@ -53,8 +53,14 @@ int64_t parse_duration_ms(const std::string& text) {
     size_t k = j;
     while (k < text.size() && (text[k] < '0' || text[k] > '9')) ++k;
     std::string unit = text.substr(j, k - j);
-    int64_t ms = unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60'000 : unit == "h" ? 3'600'000
-               : unit == "d"  ? 86'400'000 : unit == "w" ? 604'800'000 : unit == "y" ? 31'536'000'000 : -1;
+    int64_t ms = unit == "ms"  ? 1
+                 : unit == "s" ? 1000
+                 : unit == "m" ? 60'000
+                 : unit == "h" ? 3'600'000
+                 : unit == "d" ? 86'400'000
+                 : unit == "w" ? 604'800'000
+                 : unit == "y" ? 31'536'000'000
+                               : -1;
     if (ms < 0) return -1;
     total += n * ms;
     i = k;
@@ -84,8 +90,8 @@ Api::Admin Api::admin_api() const {
   auto r = platform::http_request(req);
   if (admin_disabled(r)) return Admin::off;
   if (r.status == 400) return Admin::on;  // "no match[] parameter provided"
-  throw Error(Errc::io, "prometheus at '" + base_ + "': unexpected answer " + std::to_string(r.status) +
-                            " to the admin API probe: " + api_error(r));
+  throw Error(Errc::io,
+              "prometheus at '" + base_ + "': unexpected answer " + std::to_string(r.status) + " to the admin API probe: " + api_error(r));
 }
 
 nlohmann::json Api::get_data(const std::string& path, std::chrono::milliseconds timeout, size_t max_body) const {
@@ -94,8 +100,7 @@ nlohmann::json Api::get_data(const std::string& path, std::chrono::milliseconds 
   req.timeout = timeout;
   req.max_body = max_body;
   auto r = platform::http_request(req);
-  if (r.status != 200)
-    throw Error(Errc::io, "GET '" + req.url + "' answered " + std::to_string(r.status) + ": " + api_error(r));
+  if (r.status != 200) throw Error(Errc::io, "GET '" + req.url + "' answered " + std::to_string(r.status) + ": " + api_error(r));
   auto j = nlohmann::json::parse(r.body, nullptr, false);
   if (!j.is_object() || j.value("status", "") != "success" || !j.contains("data"))
     throw Error(Errc::io, "GET '" + req.url + "': not a Prometheus API reply: " + brief(r.body));
@@ -131,26 +136,24 @@ std::string Api::snapshot(std::chrono::milliseconds timeout, const std::atomic<b
   auto r = platform::http_request(req);
   if (r.status != 200) {
     if (admin_disabled(r))
-      throw Error(Errc::unsupported, "prometheus at '" + base_ + "' has its admin API off (" + api_error(r) +
-                                         "): start it with " + kAdminFlag + " to let cairn take snapshots");
+      throw Error(Errc::unsupported, "prometheus at '" + base_ + "' has its admin API off (" + api_error(r) + "): start it with " +
+                                         kAdminFlag + " to let cairn take snapshots");
     throw Error(Errc::io, "POST '" + req.url + "' answered " + std::to_string(r.status) + ": " + api_error(r));
   }
   auto j = nlohmann::json::parse(r.body, nullptr, false);
   std::string name;
-  if (j.is_object() && j.contains("data") && j["data"].is_object() && j["data"].contains("name") &&
-      j["data"]["name"].is_string())
+  if (j.is_object() && j.contains("data") && j["data"].is_object() && j["data"].contains("name") && j["data"]["name"].is_string())
     name = j["data"]["name"].get<std::string>();
   // A plain name: it is joined under <data_dir>/snapshots and later removed.
-  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
-      name.find('\0') != std::string::npos)
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos || name.find('\0') != std::string::npos)
     throw Error(Errc::io, "POST '" + req.url + "': no usable snapshot name in the reply: " + brief(r.body));
   return name;
 }
 
 size_t Api::series_count(int64_t start_ms, int64_t end_ms) const {
   // Every series is listed: a large server's list is large.
-  auto d = get_data("/api/v1/series?match%5B%5D=" + platform::url_encode("{__name__=~\".+\"}") +
-                        "&start=" + seconds_param(start_ms) + "&end=" + seconds_param(end_ms),
+  auto d = get_data("/api/v1/series?match%5B%5D=" + platform::url_encode("{__name__=~\".+\"}") + "&start=" + seconds_param(start_ms) +
+                        "&end=" + seconds_param(end_ms),
                     120s, size_t{1} << 30);
   if (!d.is_array()) throw Error(Errc::io, "prometheus at '" + base_ + "': /api/v1/series is not a list");
   return d.size();

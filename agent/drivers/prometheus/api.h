@@ -4,9 +4,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace cairn::agent::prometheus {
 
@@ -44,8 +43,7 @@ class Api {
   size_t series_count(int64_t start_ms, int64_t end_ms) const;
 
  private:
-  nlohmann::json get_data(const std::string& path, std::chrono::milliseconds timeout,
-                          size_t max_body = 16 << 20) const;
+  nlohmann::json get_data(const std::string& path, std::chrono::milliseconds timeout, size_t max_body = 16 << 20) const;
 
   std::string base_;
 };

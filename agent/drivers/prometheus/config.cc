@@ -18,15 +18,15 @@ std::string strip_slashes(std::string p) {
 Settings parse_settings(TableReader& r) {
   Settings s;
   if (auto u = r.string("url")) {
-    if (u->rfind("http://", 0) != 0 && u->rfind("https://", 0) != 0)
-      r.fail("url", "'" + *u + "' must start with http:// or https://");
+    if (u->rfind("http://", 0) != 0 && u->rfind("https://", 0) != 0) r.fail("url", "'" + *u + "' must start with http:// or https://");
     s.url = *u;
     while (!s.url.empty() && s.url.back() == '/') s.url.pop_back();
   }
   s.data_dir = strip_slashes(r.required_string("data_dir"));
   if (!is_clean_absolute_path(s.data_dir))
-    r.fail("data_dir", "'" + s.data_dir + "' must be an absolute directory other than '/', without '..' "
-                       "(the server's --storage.tsdb.path)");
+    r.fail("data_dir", "'" + s.data_dir +
+                           "' must be an absolute directory other than '/', without '..' "
+                           "(the server's --storage.tsdb.path)");
   if (auto cf = r.string_list("config_files")) {
     for (const auto& p : *cf) {
       if (!is_clean_absolute_path(p)) r.fail("config_files", "'" + p + "' is not an absolute path without '..'");

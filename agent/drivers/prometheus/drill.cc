@@ -8,6 +8,7 @@
 #include <linux/capability.h>
 #include <pwd.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -25,8 +26,6 @@
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "agent/config_reader.h"
 #include "agent/drill_paths.h"
@@ -68,8 +67,9 @@ double exposition_value(const std::string& text, const std::string& name) {
 // Prometheus: a server on the restored TSDB, scraping nothing, keeping
 // everything (no retention), its own answers checked against the blocks the
 // backup recorded.
-void drill_prometheus(const DrillDecl& d, const PrometheusDrillKeys& dk, Sandbox& box, const repo::Snapshot& snap, const std::string& restored, Report& rep,
-                      const std::atomic<bool>* cancel, const std::function<void(const std::string&)>& phase) {
+void drill_prometheus(const DrillDecl& d, const PrometheusDrillKeys& dk, Sandbox& box, const repo::Snapshot& snap,
+                      const std::string& restored, Report& rep, const std::atomic<bool>* cancel,
+                      const std::function<void(const std::string&)>& phase) {
   const nlohmann::json& rec = snap.component;
   const std::string data_dir = rec.value("data_dir", std::string());
   std::string why;
@@ -94,9 +94,8 @@ void drill_prometheus(const DrillDecl& d, const PrometheusDrillKeys& dk, Sandbox
   }
   const std::string url = "http://127.0.0.1:9090";
   pid_t server = box.spawn_server({dk.prometheus, "--config.file=" + box.dir() + "/prometheus.yml", "--storage.tsdb.path=" + tsdb,
-                            "--storage.tsdb.retention.time=200y",
-                            "--web.listen-address=127.0.0.1:9090"},
-                           box.dir() + "/prometheus.log");
+                                   "--storage.tsdb.retention.time=200y", "--web.listen-address=127.0.0.1:9090"},
+                                  box.dir() + "/prometheus.log");
   auto get = [&](const std::string& path, std::chrono::milliseconds timeout) {
     platform::HttpRequest q;
     q.url = url + path;
@@ -105,11 +104,10 @@ void drill_prometheus(const DrillDecl& d, const PrometheusDrillKeys& dk, Sandbox
     q.max_body = 64 << 20;
     return platform::http_request(q);
   };
-  if (!wait_started(d, box, server, box.dir() + "/prometheus.log", "Prometheus", "Prometheus ready", "ready", cancel, rep, t,
-                    [&] {
-                      auto r = get("/-/ready", std::chrono::seconds(2));
-                      return r.status == 200 ? std::string() : "HTTP " + std::to_string(r.status);
-                    }))
+  if (!wait_started(d, box, server, box.dir() + "/prometheus.log", "Prometheus", "Prometheus ready", "ready", cancel, rep, t, [&] {
+        auto r = get("/-/ready", std::chrono::seconds(2));
+        return r.status == 200 ? std::string() : "HTTP " + std::to_string(r.status);
+      }))
     return;
   t = Clock::now();
   phase("check");
@@ -132,7 +130,7 @@ void drill_prometheus(const DrillDecl& d, const PrometheusDrillKeys& dk, Sandbox
     const std::string check = "series answering a query in the newest recorded hour";
     if (!j.is_object() || j.value("status", "") != "success") {
       std::string error = j.is_object() && j.contains("error") && j["error"].is_string() ? j["error"].get<std::string>()
-                                                                                        : "HTTP " + std::to_string(r.status);
+                                                                                         : "HTTP " + std::to_string(r.status);
       rep.check(check, "> 0", "no answer", false);
       rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "Prometheus could not answer the query '" + query + "' at " + at + ": " + error);
     } else {

@@ -4,15 +4,15 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
-#include <algorithm>
 #include <filesystem>
 #include <thread>
 
+#include "agent/drivers/prometheus/tsdb.h"
 #include "agent/drivers/repo_progress.h"
 #include "agent/failpoint.h"
-#include "agent/drivers/prometheus/tsdb.h"
 #include "agent/platform/service.h"
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
@@ -62,7 +62,7 @@ void install_config(const fs::path& from, const fs::path& to) {
     fs::copy_symlink(from, tmp);
   } else {
     fs::copy_file(from, tmp, fs::copy_options::overwrite_existing);
-    struct stat st{};
+    struct stat st {};
     if (::lstat(from.c_str(), &st) == 0) (void)::lchown(tmp.c_str(), st.st_uid, st.st_gid);  // as root only
   }
   fs::rename(tmp, to);
@@ -91,10 +91,8 @@ std::vector<std::string> PrometheusDriver::config_warnings() const {
   if (!fs::is_directory(settings_.data_dir, ec))
     w.push_back("component '" + component_ + "': data_dir '" + settings_.data_dir + "' does not exist");
   for (const auto& p : settings_.config_files)
-    if (!fs::exists(fs::symlink_status(p, ec)))
-      w.push_back("component '" + component_ + "': config file '" + p + "' does not exist");
-  if (settings_.service.empty())
-    w.push_back("component '" + component_ + "': no 'service' declared: backups work, restores are refused");
+    if (!fs::exists(fs::symlink_status(p, ec))) w.push_back("component '" + component_ + "': config file '" + p + "' does not exist");
+  if (settings_.service.empty()) w.push_back("component '" + component_ + "': no 'service' declared: backups work, restores are refused");
   return w;
 }
 
@@ -133,8 +131,8 @@ std::vector<v1::Reason> PrometheusDriver::snapshot_checks() const {
         refuse("prometheus at '" + settings_.url + "' stores its data in '" + theirs +
                "', which does not exist on this host: is 'url' a server on another host?");
       else if (real != mine)
-        refuse("prometheus at '" + settings_.url + "' stores its data in '" + theirs + "', not in data_dir '" +
-               settings_.data_dir + "': fix 'data_dir' or 'url' of component '" + component_ + "'");
+        refuse("prometheus at '" + settings_.url + "' stores its data in '" + theirs + "', not in data_dir '" + settings_.data_dir +
+               "': fix 'data_dir' or 'url' of component '" + component_ + "'");
     } else {
       // A path relative to the server's working directory, which the agent
       // cannot see: it must at least be how data_dir ends.
@@ -153,12 +151,12 @@ std::vector<v1::Reason> PrometheusDriver::snapshot_checks() const {
   // in-memory head as a new block, smaller than the WAL and head chunks it
   // comes from: their size is the bound asked for.
   uint64_t need = tree_bytes(settings_.data_dir + "/wal") + tree_bytes(settings_.data_dir + "/chunks_head");
-  struct statvfs sv{};
+  struct statvfs sv {};
   if (::statvfs(settings_.data_dir.c_str(), &sv) == 0) {
     uint64_t avail = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
     if (avail < need)
-      refuse("not enough free space in data_dir '" + settings_.data_dir + "' for the snapshot: its head block needs up to " +
-                 mib(need) + " (the size of wal/ and chunks_head/), " + mib(avail) + " are free",
+      refuse("not enough free space in data_dir '" + settings_.data_dir + "' for the snapshot: its head block needs up to " + mib(need) +
+                 " (the size of wal/ and chunks_head/), " + mib(avail) + " are free",
              v1::ERROR_CODE_NO_SPACE);
   }
   return out;
@@ -167,23 +165,21 @@ std::vector<v1::Reason> PrometheusDriver::snapshot_checks() const {
 std::vector<v1::Reason> PrometheusDriver::preflight(const v1::Task& task) const {
   if (task.kind() == v1::TASK_KIND_BACKUP) return snapshot_checks();
   std::vector<v1::Reason> out;
-  auto refuse = [&](const std::string& detail) {
-    out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED, detail, component_));
-  };
+  auto refuse = [&](const std::string& detail) { out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED, detail, component_)); };
   if (task.kind() != v1::TASK_KIND_RESTORE) {
     refuse("the prometheus driver does backups and restores only");
     return out;
   }
   const auto& o = task.options();
   if (!o.restore_target().empty())
-    refuse("component '" + component_ + "' (prometheus) declares no restore targets; it restores in place, not to '" +
-           o.restore_target() + "'");
+    refuse("component '" + component_ + "' (prometheus) declares no restore targets; it restores in place, not to '" + o.restore_target() +
+           "'");
   if (!o.restore_step().empty())
-    refuse("component '" + component_ + "' (prometheus) is restored in one task, not in cluster steps ('" +
-           o.restore_step() + "')");
+    refuse("component '" + component_ + "' (prometheus) is restored in one task, not in cluster steps ('" + o.restore_step() + "')");
   const auto& sv = settings_.service;
   if (sv.unit.empty() && (sv.start_command.empty() || sv.stop_command.empty()))
-    refuse("a restore of component '" + component_ + "' stops and starts prometheus: declare its 'service' "
+    refuse("a restore of component '" + component_ +
+           "' stops and starts prometheus: declare its 'service' "
            "(a systemd unit, or start_command and stop_command) in the agent's configuration");
   else if (auto p = platform::Service(sv).problem(platform::ServiceUse::stop_start); !p.empty())
     refuse("a restore of component '" + component_ + "' stops and starts prometheus, but " + p);
@@ -193,8 +189,9 @@ std::vector<v1::Reason> PrometheusDriver::preflight(const v1::Task& task) const 
            "', which this agent cannot write: " + std::strerror(errno));
   if (!o.skip_safety_backup())
     for (auto& r : snapshot_checks()) {
-      r.set_detail(r.detail() + " (the safety backup before the restore needs a running server; restore with "
-                                "--skip-safety-backup to go without it)");
+      r.set_detail(r.detail() +
+                   " (the safety backup before the restore needs a running server; restore with "
+                   "--skip-safety-backup to go without it)");
       out.push_back(std::move(r));
     }
   return out;
@@ -213,8 +210,8 @@ void PrometheusDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
   std::error_code ec;
   if (!fs::is_directory(real, ec))
     throw Error(Errc::io, "prometheus at '" + settings_.url + "' made snapshot '" + name + "', but '" + real +
-                              "' does not exist: the server keeps its data elsewhere than data_dir '" +
-                              settings_.data_dir + "' (remove that snapshot from the server's data directory)");
+                              "' does not exist: the server keeps its data elsewhere than data_dir '" + settings_.data_dir +
+                              "' (remove that snapshot from the server's data directory)");
   sink.on_done(remove_snapshot);
   try {
     BlockSet blocks = read_blocks(real);
@@ -228,8 +225,7 @@ void PrometheusDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
     nlohmann::json configs = nlohmann::json::array();
     for (const auto& p : settings_.config_files) {
       if (!fs::exists(fs::symlink_status(p, ec))) {
-        sink.add_reason(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
-                                    "config file '" + p + "' does not exist; it is not in the snapshot", p));
+        sink.add_reason(make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "config file '" + p + "' does not exist; it is not in the snapshot", p));
         continue;
       }
       sink.add_path(p);
@@ -262,11 +258,10 @@ std::vector<v1::Reason> PrometheusDriver::check_snapshot(const repo::Snapshot& s
   for (const auto& p : snap.paths) {
     if (p == settings_.data_dir) {
       has_data = true;
-    } else if (std::find(settings_.config_files.begin(), settings_.config_files.end(), p) ==
-               settings_.config_files.end()) {
+    } else if (std::find(settings_.config_files.begin(), settings_.config_files.end(), p) == settings_.config_files.end()) {
       out.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
-                                "snapshot '" + snap.id.substr(0, 8) + "' holds '" + p + "', which component '" +
-                                    component_ + "' does not declare (data_dir or config_files); nothing was changed",
+                                "snapshot '" + snap.id.substr(0, 8) + "' holds '" + p + "', which component '" + component_ +
+                                    "' does not declare (data_dir or config_files); nothing was changed",
                                 p));
     }
   }
@@ -301,8 +296,7 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   if (spec.step != RestoreStep::all)
     return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ + "' (prometheus) is restored in one task");
   if (!spec.target_name.empty())
-    return fail(v1::ERROR_CODE_UNSUPPORTED_TASK,
-                "component '" + component_ + "' declares no restore target '" + spec.target_name + "'");
+    return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ + "' declares no restore target '" + spec.target_name + "'");
   if (settings_.service.empty())
     return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "component '" + component_ + "' declares no 'service' to stop and start");
 
@@ -342,8 +336,7 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     }
   } guard{staging};
   fs::remove_all(staging, ec);
-  if (auto p = staging_space_problem(fs::path(settings_.data_dir).parent_path().string(), need, {settings_.data_dir});
-      !p.empty())
+  if (auto p = staging_space_problem(fs::path(settings_.data_dir).parent_path().string(), need, {settings_.data_dir}); !p.empty())
     return fail(v1::ERROR_CODE_NO_SPACE, p);
   repo::RestoreOptions ro;
   ro.memory_budget = ctx.memory_budget;
@@ -354,8 +347,7 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   try {
     rr = repo::restore(*ctx.repo, id, ro);
   } catch (const Error& e) {
-    return fail(repository_read_code(e),
-                std::string("reading the snapshot failed, nothing was changed: ") + e.what());
+    return fail(repository_read_code(e), std::string("reading the snapshot failed, nothing was changed: ") + e.what());
   }
   if (!rr.failures.empty()) {
     for (const auto& f : rr.failures)
@@ -399,8 +391,8 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     if (fs::exists(fs::symlink_status(staging + p, ec)))
       configs_in_snapshot.push_back(p);
     else
-      res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
-                                        "config file '" + p + "' is not in the snapshot; the one on disk is kept", p));
+      res.reasons.push_back(
+          make_reason(v1::ERROR_CODE_ITEM_SKIPPED, "config file '" + p + "' is not in the snapshot; the one on disk is kept", p));
   }
   // Puts everything moved so far back, for a failure inside this task.
   auto put_back = [&]() {
@@ -426,8 +418,8 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     }
   } catch (const std::exception& e) {
     std::string left = put_back();
-    std::string detail = std::string("replacing data_dir '") + settings_.data_dir + "' or its configuration failed: " +
-                         e.what() + (left.empty() ? "; the previous data is back" : "; could not put back:" + left);
+    std::string detail = std::string("replacing data_dir '") + settings_.data_dir + "' or its configuration failed: " + e.what() +
+                         (left.empty() ? "; the previous data is back" : "; could not put back:" + left);
     try {
       service.start(ctx.cancel);
       detail += " and prometheus was started again";
@@ -448,8 +440,7 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   try {
     service.start(ctx.cancel);
   } catch (const Error& e) {
-    return roll_back(v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
-                     std::string("prometheus did not start on the restored data: ") + e.what());
+    return roll_back(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, std::string("prometheus did not start on the restored data: ") + e.what());
   }
   failpoint("restore.prometheus.started");
   report_phase(ctx, v1::PHASE_VERIFY, settings_.url);
@@ -465,8 +456,7 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   try {
     std::string ret = api_.retention();
     int64_t ret_ms = parse_duration_ms(ret.substr(0, ret.find(' ')));
-    int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                         std::chrono::system_clock::now().time_since_epoch()).count();
+    int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
     if (blocks.blocks > 0 && ret_ms > 0 && blocks.min_time < now_ms - ret_ms)
       note(ctx, "the restored data reaches back further than the server's retention (" + ret +
                     "): prometheus deletes the older blocks at its next compaction; raise "
@@ -484,8 +474,7 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
 }
 
 std::string PrometheusDriver::recover_interrupted_restore(const InPlaceRestore& r) {
-  return undo_around_service(r, platform::Service(settings_.service), "prometheus", settings_.data_dir,
-                             [] { return false; });
+  return undo_around_service(r, platform::Service(settings_.service), "prometheus", settings_.data_dir, [] { return false; });
 }
 
 std::vector<v1::Reason> PrometheusDriver::verify(TaskContext& ctx, const nlohmann::json& recorded) {
@@ -496,22 +485,21 @@ std::vector<v1::Reason> PrometheusDriver::verify(TaskContext& ctx, const nlohman
     out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, "prometheus is not ready: " + why, component_));
     return out;
   }
-  if (!recorded.is_object() || recorded.value("blocks", 0) == 0 || !recorded.contains("min_time") ||
-      !recorded.contains("max_time") || !recorded["min_time"].is_number_integer() ||
-      !recorded["max_time"].is_number_integer())
+  if (!recorded.is_object() || recorded.value("blocks", 0) == 0 || !recorded.contains("min_time") || !recorded.contains("max_time") ||
+      !recorded["min_time"].is_number_integer() || !recorded["max_time"].is_number_integer())
     return out;  // nothing recorded to look for: health only
   int64_t lo = recorded["min_time"].get<int64_t>(), hi = recorded["max_time"].get<int64_t>();
   try {
     size_t n = api_.series_count(lo, hi - 1);  // a block's maxTime is exclusive
     if (n == 0)
       out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED,
-                                "prometheus answers no series for the snapshot's time range (" + std::to_string(lo) +
-                                    " to " + std::to_string(hi) + " ms): the restored blocks are not served (retention "
+                                "prometheus answers no series for the snapshot's time range (" + std::to_string(lo) + " to " +
+                                    std::to_string(hi) +
+                                    " ms): the restored blocks are not served (retention "
                                     "shorter than their age?)",
                                 component_));
   } catch (const Error& e) {
-    out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, std::string("querying the restored range failed: ") + e.what(),
-                              component_));
+    out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, std::string("querying the restored range failed: ") + e.what(), component_));
   }
   return out;
 }

@@ -31,11 +31,11 @@ class PrometheusDriver : public Driver {
   std::vector<cairn::v1::Reason> verify(TaskContext& ctx, const nlohmann::json& recorded) override;
 
   const Settings& settings() const { return settings_; }
-  std::vector<std::string> data_paths() const override { 
+  std::vector<std::string> data_paths() const override {
     std::vector<std::string> out = settings_.config_files;
     out.push_back(settings_.data_dir);
     return out;
-   }
+  }
 
  private:
   // The checks a snapshot needs: server ready, admin API on, the data dir the

@@ -48,8 +48,7 @@ BlockSet read_blocks(const std::string& dir) {
     s.ulids.push_back(name);
     s.min_time = std::min(s.min_time, j["minTime"].get<int64_t>());
     s.max_time = std::max(s.max_time, j["maxTime"].get<int64_t>());
-    if (j.contains("stats") && j["stats"].is_object() && j["stats"].contains("numSamples") &&
-        j["stats"]["numSamples"].is_number_unsigned())
+    if (j.contains("stats") && j["stats"].is_object() && j["stats"].contains("numSamples") && j["stats"]["numSamples"].is_number_unsigned())
       s.samples += j["stats"]["numSamples"].get<uint64_t>();
     s.bytes += tree_bytes(e.path().string());
   }
@@ -61,8 +60,8 @@ BlockSet read_blocks(const std::string& dir) {
 uint64_t tree_bytes(const std::string& dir) {
   uint64_t n = 0;
   std::error_code ec;
-  for (fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
-       !ec && it != end; it.increment(ec)) {
+  for (fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end;
+       it.increment(ec)) {
     std::error_code ec2;
     if (it->is_regular_file(ec2) && !it->is_symlink(ec2)) n += it->file_size(ec2);
   }

@@ -2,10 +2,9 @@
 // What a TSDB directory (a data dir or one of its snapshots) holds, read from
 // the blocks' meta.json files: recorded with each backup, checked on restore.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace cairn::agent::prometheus {
 
@@ -15,8 +14,8 @@ struct BlockSet {
   uint64_t samples = 0;                // sum of the blocks' stats.numSamples
   uint64_t bytes = 0;                  // sizes of the blocks' files
   std::vector<std::string> ulids;
-  std::vector<std::string> problems;   // an unreadable meta.json, named
-  nlohmann::json to_json() const;      // the part recorded in the snapshot's metadata
+  std::vector<std::string> problems;  // an unreadable meta.json, named
+  nlohmann::json to_json() const;     // the part recorded in the snapshot's metadata
 };
 
 // Reads every <dir>/<ULID>/meta.json. A directory without meta.json (the

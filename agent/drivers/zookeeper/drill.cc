@@ -8,6 +8,7 @@
 #include <linux/capability.h>
 #include <pwd.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -26,11 +27,12 @@
 #include <sstream>
 #include <thread>
 
-#include <spdlog/spdlog.h>
-
 #include "agent/config_reader.h"
 #include "agent/drill_paths.h"
 #include "agent/drill_support.h"
+#include "agent/drivers/zookeeper/four_letter.h"
+#include "agent/drivers/zookeeper/layout.h"
+#include "agent/drivers/zookeeper/staging.h"
 #include "agent/platform/http.h"
 #include "agent/platform/process.h"
 #include "agent/platform/socket_client.h"
@@ -40,9 +42,6 @@
 #include "common/util/encoding.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
-#include "agent/drivers/zookeeper/four_letter.h"
-#include "agent/drivers/zookeeper/layout.h"
-#include "agent/drivers/zookeeper/staging.h"
 
 namespace cairn::agent {
 
@@ -72,19 +71,18 @@ std::optional<zookeeper::ServerStatus> start_zookeeper(const DrillDecl& d, Sandb
   // (and <dataLogDir>/.cairn-zookeeper-log where the logs live apart).
   std::string why;
   auto data_at = sandboxed_path(restored, data_dir + "/" + zookeeper::kDataRootName, &why);
-  auto log_at = log_dir.empty() || log_dir == data_dir ? data_at
-                                                       : sandboxed_path(restored, log_dir + "/" + zookeeper::kLogRootName, &why);
+  auto log_at = log_dir.empty() || log_dir == data_dir ? data_at : sandboxed_path(restored, log_dir + "/" + zookeeper::kLogRootName, &why);
   if (!data_at || !log_at) {
-    rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot records ZooKeeper's data_dir '" + data_dir + "' and data_log_dir '" +
-                                               log_dir + "', which the drill does not use: " + why + "; nothing was started");
+    rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot records ZooKeeper's data_dir '" + data_dir + "' and data_log_dir '" + log_dir +
+                                               "', which the drill does not use: " + why + "; nothing was started");
     return std::nullopt;
   }
   const std::string dd = *data_at;
   std::string ld = dd;
   if (log_at != data_at && fs::exists(fs::symlink_status(*log_at))) ld = *log_at;
   if (!fs::is_directory(dd + "/version-2")) {
-    rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the snapshot holds no ZooKeeper data directory (" + data_dir + "/" +
-                                               zookeeper::kDataRootName + "/version-2)");
+    rep.fail(v1::ERROR_CODE_VERIFY_FAILED,
+             "the snapshot holds no ZooKeeper data directory (" + data_dir + "/" + zookeeper::kDataRootName + "/version-2)");
     return std::nullopt;
   }
   {
@@ -94,14 +92,13 @@ std::optional<zookeeper::ServerStatus> start_zookeeper(const DrillDecl& d, Sandb
         << "maxClientCnxns=0\n";
   }
   const std::string tmp = box.tmp_dir();
-  pid_t server = box.spawn_server({d.java, "-Xmx" + std::to_string(d.java_heap_mb) + "m", "-XX:-UsePerfData",
-                                   "-Djava.io.tmpdir=" + tmp, "-Dzookeeper.log.dir=" + tmp,
-                                   "-cp", zookeeper_jar, "org.apache.zookeeper.server.quorum.QuorumPeerMain",
-                                   box.dir() + "/zoo.cfg"},
-                                  box.dir() + "/zookeeper.log");
+  pid_t server = box.spawn_server(
+      {d.java, "-Xmx" + std::to_string(d.java_heap_mb) + "m", "-XX:-UsePerfData", "-Djava.io.tmpdir=" + tmp, "-Dzookeeper.log.dir=" + tmp,
+       "-cp", zookeeper_jar, "org.apache.zookeeper.server.quorum.QuorumPeerMain", box.dir() + "/zoo.cfg"},
+      box.dir() + "/zookeeper.log");
   std::optional<zookeeper::ServerStatus> st;
-  if (!wait_started(d, box, server, box.dir() + "/zookeeper.log", "ZooKeeper", "ZooKeeper serving (standalone)", "serving",
-                    cancel, rep, started, [&] {
+  if (!wait_started(d, box, server, box.dir() + "/zookeeper.log", "ZooKeeper", "ZooKeeper serving (standalone)", "serving", cancel, rep,
+                    started, [&] {
                       auto s = zookeeper::parse_srvr(zookeeper::four_letter("127.0.0.1:2181", "srvr", std::chrono::seconds(2)));
                       if (s.mode != "standalone" || !s.has_zxid) return "mode " + s.mode;
                       st = s;

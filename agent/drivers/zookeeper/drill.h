@@ -5,10 +5,9 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "agent/config.h"
 #include "agent/config_reader.h"
@@ -35,8 +34,7 @@ namespace cairn::agent::drill_internal {
 // status once it serves; nullopt when it did not (rep says why). `recorded`
 // gets the zxid the backup recorded.
 std::optional<zookeeper::ServerStatus> start_zookeeper(const DrillDecl& d, Sandbox& box, const nlohmann::json& rec,
-                                                       const std::string& restored, DrillReport& rep,
-                                                       const std::atomic<bool>* cancel, Clock::time_point started,
-                                                       uint64_t* recorded);
+                                                       const std::string& restored, DrillReport& rep, const std::atomic<bool>* cancel,
+                                                       Clock::time_point started, uint64_t* recorded);
 
 }  // namespace cairn::agent::drill_internal

@@ -36,7 +36,6 @@ std::map<std::string, std::string> parse_mntr_fields(std::string_view reply);
 // cairn::Error(io) when the server cannot be reached, and
 // cairn::Error(unsupported) naming the word and `4lw.commands.whitelist` when
 // the server refuses it.
-std::string four_letter(const std::string& address, const std::string& word,
-                        std::chrono::milliseconds timeout = std::chrono::seconds(5));
+std::string four_letter(const std::string& address, const std::string& word, std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
 }  // namespace cairn::agent::zookeeper

@@ -67,9 +67,7 @@ std::vector<Named> list_named(const std::string& dir, std::string_view prefix) {
     if (auto z = zxid_from_name(name, prefix)) out.push_back({dir + "/" + name, *z});
   }
   ::closedir(d);
-  std::sort(out.begin(), out.end(), [](const Named& a, const Named& b) {
-    return a.zxid != b.zxid ? a.zxid < b.zxid : a.path < b.path;
-  });
+  std::sort(out.begin(), out.end(), [](const Named& a, const Named& b) { return a.zxid != b.zxid ? a.zxid < b.zxid : a.path < b.path; });
   return out;
 }
 
@@ -124,8 +122,7 @@ ZooConfig read_zoo_cfg(const std::string& path) {
   ZooConfig c = parse_zoo_cfg(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()), path);
   if (!c.dynamic_config_file.empty() && is_regular(c.dynamic_config_file)) {
     Bytes d = read_file(c.dynamic_config_file, 1 << 20);
-    ZooConfig dyn = parse_zoo_cfg(std::string_view(reinterpret_cast<const char*>(d.data()), d.size()),
-                                  c.dynamic_config_file);
+    ZooConfig dyn = parse_zoo_cfg(std::string_view(reinterpret_cast<const char*>(d.data()), d.size()), c.dynamic_config_file);
     for (auto& [n, v] : dyn.servers) c.servers[n] = v;
     // The dynamic file may carry the client port (server.N=...;host:port).
   }
@@ -161,8 +158,7 @@ std::string derive_cluster_id(const ZooConfig& cfg) {
 }
 
 std::optional<uint64_t> zxid_from_name(std::string_view name, std::string_view prefix) {
-  if (name.size() <= prefix.size() + 1 || name.substr(0, prefix.size()) != prefix || name[prefix.size()] != '.')
-    return std::nullopt;
+  if (name.size() <= prefix.size() + 1 || name.substr(0, prefix.size()) != prefix || name[prefix.size()] != '.') return std::nullopt;
   std::string_view rest = name.substr(prefix.size() + 1);
   rest = rest.substr(0, rest.find('.'));
   auto v = parse_u64(rest, 16);
@@ -199,11 +195,16 @@ SnapshotCheck check_snapshot(const std::string& path) {
 
 std::string describe(SnapshotCheck c) {
   switch (c) {
-    case SnapshotCheck::valid: return "valid";
-    case SnapshotCheck::unreadable: return "cannot be read";
-    case SnapshotCheck::too_short: return "too short to be a snapshot";
-    case SnapshotCheck::no_trailer: return "has no trailer (still being written, or cut short)";
-    case SnapshotCheck::bad_magic: return "does not start with its compression's magic";
+    case SnapshotCheck::valid:
+      return "valid";
+    case SnapshotCheck::unreadable:
+      return "cannot be read";
+    case SnapshotCheck::too_short:
+      return "too short to be a snapshot";
+    case SnapshotCheck::no_trailer:
+      return "has no trailer (still being written, or cut short)";
+    case SnapshotCheck::bad_magic:
+      return "does not start with its compression's magic";
   }
   return "?";
 }

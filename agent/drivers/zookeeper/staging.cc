@@ -9,9 +9,8 @@
 #include <cerrno>
 #include <ctime>
 #include <filesystem>
-#include <vector>
-
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "common/util/error.h"
 #include "common/util/fs.h"
@@ -114,8 +113,8 @@ struct TreeGuard {
 
 // Every regular file of version-2 (and of the log directory's), linked; the
 // newest log copied.
-void stage_raw(const std::string& data_v2, const std::string& s_data_v2, const std::string& log_v2,
-               const std::string& s_log_v2, Staged& st) {
+void stage_raw(const std::string& data_v2, const std::string& s_data_v2, const std::string& log_v2, const std::string& s_log_v2,
+               Staged& st) {
   Staged fresh;
   fresh.data_staging = st.data_staging;
   fresh.log_staging = st.log_staging;
@@ -134,8 +133,10 @@ void stage_raw(const std::string& data_v2, const std::string& s_data_v2, const s
       if (n == "currentEpoch" || n == "acceptedEpoch") continue;  // copied with the rest below
       struct stat sb {};
       if (::lstat((from + "/" + n).c_str(), &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
-      if (from == log_v2 && n == newest_log) copy_small(from + "/" + n, to + "/" + n, st);
-      else link_or_copy(from + "/" + n, to + "/" + n, st, nullptr);
+      if (from == log_v2 && n == newest_log)
+        copy_small(from + "/" + n, to + "/" + n, st);
+      else
+        link_or_copy(from + "/" + n, to + "/" + n, st, nullptr);
     }
   };
   take(data_v2, s_data_v2);
@@ -237,8 +238,8 @@ Placed place_restored(const PlaceSpec& spec) {
   const std::string src_data_v2 = spec.data_root + "/version-2";
   const std::string src_log_v2 = spec.log_root.empty() ? src_data_v2 : spec.log_root + "/version-2";
   if (!is_dir(src_data_v2))
-    throw Error(Errc::corrupt, "the snapshot holds no 'version-2' directory under '" + spec.data_root +
-                                   "'; it is not a ZooKeeper backup of this driver");
+    throw Error(Errc::corrupt,
+                "the snapshot holds no 'version-2' directory under '" + spec.data_root + "'; it is not a ZooKeeper backup of this driver");
   // Nothing is moved unless the restored files make a state ZooKeeper loads.
   Selection sel = select_files(src_data_v2, src_log_v2);
   out.snapshot_zxid = sel.snapshot_zxid;
@@ -309,16 +310,13 @@ Placed place_restored(const PlaceSpec& spec) {
   fresh.armed = false;
 
   // What a rollback puts back, next to the data it describes.
-  nlohmann::json state = {{"stamp", spec.stamp},
-                          {"restore", spec.restore_id},
-                          {"old_data_v2", out.old_data_v2},
-                          {"old_log_v2", out.old_log_v2},
-                          {"data_log_dir", spec.data_log_dir},
-                          {"snapshot_zxid", zxid_hex(out.snapshot_zxid)},
-                          {"zxid", zxid_hex(out.zxid)}};
+  nlohmann::json state = {
+      {"stamp", spec.stamp},          {"restore", spec.restore_id},        {"old_data_v2", out.old_data_v2},
+      {"old_log_v2", out.old_log_v2}, {"data_log_dir", spec.data_log_dir}, {"snapshot_zxid", zxid_hex(out.snapshot_zxid)},
+      {"zxid", zxid_hex(out.zxid)}};
   std::string text = state.dump(2) + "\n";
-  write_file_atomic(spec.data_dir + "/" + kStateFile,
-                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), 0600);
+  write_file_atomic(spec.data_dir + "/" + kStateFile, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()),
+                    0600);
   return out;
 }
 
@@ -341,8 +339,7 @@ nlohmann::json commit_restore(const std::string& data_dir, const std::string& re
   return state;
 }
 
-RolledBack rollback(const std::string& data_dir, const std::string& data_log_dir, const std::string& stamp,
-                    const std::string& restore_id) {
+RolledBack rollback(const std::string& data_dir, const std::string& data_log_dir, const std::string& stamp, const std::string& restore_id) {
   const std::string state_path = data_dir + "/" + kStateFile;
   RolledBack rb;
   if (!exists(state_path)) {

@@ -20,11 +20,10 @@
 // directories they replace are renamed version-2.cairn-old-<stamp> and kept.
 // myid and the configuration are never written.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agent/drivers/zookeeper/layout.h"
 #include "common/util/fs.h"
@@ -40,7 +39,7 @@ struct StageSpec {
   std::string data_log_dir;  // equal to data_dir when the logs live there
   std::string config_file;
   std::string dynamic_config_file;  // empty: none
-  std::string task;  // names the staging directories (a plain name)
+  std::string task;                 // names the staging directories (a plain name)
   // Every file of version-2 as it is, when it holds no valid snapshot (the
   // safety backup of a damaged server: whatever is there is kept).
   bool raw_when_no_snapshot = false;
@@ -53,7 +52,7 @@ struct Staged {
   uint64_t files_linked = 0, files_copied = 0;
   uint64_t bytes = 0;  // logical sizes of everything staged
   std::optional<uint64_t> current_epoch, accepted_epoch;
-  std::string myid;  // empty: none (standalone)
+  std::string myid;        // empty: none (standalone)
   uint64_t last_zxid = 0;  // highest zxid found in the staged logs (0: none)
   uint64_t log_txns = 0;   // transactions in the staged logs
   bool logs_copied_across_filesystems = false;
@@ -62,17 +61,17 @@ struct Staged {
 
 // Throws cairn::Error naming what failed; what it created is removed first.
 Staged stage(const StageSpec& spec);
-using cairn::remove_tree;  // common/util/fs.h
 using cairn::remove_leftovers;  // common/util/fs.h
+using cairn::remove_tree;       // common/util/fs.h
 
 using cairn::copy_file_sparse;  // common/util/fs.h
 
 struct PlaceSpec {
-  std::string data_root;  // the restored <...>/.cairn-zookeeper-data
-  std::string log_root;   // the restored <...>/.cairn-zookeeper-log, or empty
+  std::string data_root;               // the restored <...>/.cairn-zookeeper-data
+  std::string log_root;                // the restored <...>/.cairn-zookeeper-log, or empty
   std::string data_dir, data_log_dir;  // this server's (equal when the logs live in the data directory)
-  std::string stamp;      // names the directories set aside, e.g. 20261123T101500Z
-  std::string restore_id;  // recorded: only a rollback of the same restore puts the old data back
+  std::string stamp;                   // names the directories set aside, e.g. 20261123T101500Z
+  std::string restore_id;              // recorded: only a rollback of the same restore puts the old data back
 };
 
 struct Placed {
@@ -93,8 +92,8 @@ Placed place_restored(const PlaceSpec& spec);
 nlohmann::json read_restore_state(const std::string& data_dir);
 
 struct RolledBack {
-  bool nothing = false;  // restore_id's data step never swapped anything in here
-  std::string restored_aside;  // where the restored version-2 went
+  bool nothing = false;                 // restore_id's data step never swapped anything in here
+  std::string restored_aside;           // where the restored version-2 went
   std::string old_data_v2, old_log_v2;  // what was put back
 };
 // Undoes place_restored of restore restore_id: the restored version-2 (and
@@ -102,8 +101,7 @@ struct RolledBack {
 // directories recorded in the state file are put back. When the state file
 // is missing or records another restore, nothing is changed (`nothing`).
 // Throws when what was set aside is gone.
-RolledBack rollback(const std::string& data_dir, const std::string& data_log_dir, const std::string& stamp,
-                    const std::string& restore_id);
+RolledBack rollback(const std::string& data_dir, const std::string& data_log_dir, const std::string& stamp, const std::string& restore_id);
 
 // Commits restore restore_id here: its state file is removed, what it set
 // aside stays (the safety copy). Returns the state it recorded, or an empty

@@ -51,12 +51,7 @@ std::string plain(const std::string& s) {
   return out.substr(0, 64);
 }
 
-
-
-
-bool serving_mode(const std::string& mode) {
-  return mode == "leader" || mode == "follower" || mode == "standalone" || mode == "observer";
-}
+bool serving_mode(const std::string& mode) { return mode == "leader" || mode == "follower" || mode == "standalone" || mode == "observer"; }
 
 std::optional<uint64_t> json_u64(const nlohmann::json& j, const char* key) {
   if (!j.is_object() || !j.contains(key)) return std::nullopt;
@@ -69,10 +64,14 @@ std::optional<uint64_t> json_u64(const nlohmann::json& j, const char* key) {
 
 v1::ErrorCode code_of(const Error& e) {
   switch (e.code()) {
-    case Errc::no_space: return v1::ERROR_CODE_NO_SPACE;
-    case Errc::interrupted: return v1::ERROR_CODE_CANCELLED;
-    case Errc::corrupt: return v1::ERROR_CODE_REPOSITORY_CORRUPT;
-    default: return v1::ERROR_CODE_IO_ERROR;
+    case Errc::no_space:
+      return v1::ERROR_CODE_NO_SPACE;
+    case Errc::interrupted:
+      return v1::ERROR_CODE_CANCELLED;
+    case Errc::corrupt:
+      return v1::ERROR_CODE_REPOSITORY_CORRUPT;
+    default:
+      return v1::ERROR_CODE_IO_ERROR;
   }
 }
 
@@ -151,16 +150,15 @@ std::vector<std::string> ZooKeeperDriver::config_warnings() const {
   }
   if (!is_dir(settings_.data_dir + "/version-2"))
     out.push_back(who + "'" + settings_.data_dir + "/version-2' does not exist (the server creates it when it starts)");
-  if (settings_.service.empty())
-    out.push_back(who + "no 'service' declared: backups work, restores are refused");
+  if (settings_.service.empty()) out.push_back(who + "no 'service' declared: backups work, restores are refused");
   return out;
 }
 
 ZooConfig ZooKeeperDriver::checked_config() const {
   ZooConfig cfg = read_zoo_cfg(settings_.config_file);
   if (cfg.data_dir.empty())
-    throw Error(Errc::invalid_input, "'" + settings_.config_file + "' sets no dataDir; the driver backs up '" +
-                                         settings_.data_dir + "' only when the server uses it");
+    throw Error(Errc::invalid_input, "'" + settings_.config_file + "' sets no dataDir; the driver backs up '" + settings_.data_dir +
+                                         "' only when the server uses it");
   if (!same_dir(cfg.data_dir, settings_.data_dir))
     throw Error(Errc::invalid_input, "the server's dataDir is '" + cfg.data_dir + "' ('" + settings_.config_file +
                                          "') but the component declares data_dir '" + settings_.data_dir +
@@ -221,10 +219,10 @@ std::vector<v1::Reason> ZooKeeperDriver::preflight(const v1::Task& task) const {
       else
         parse_srvr(r);
     } catch (const Error& e) {
-      fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
-           e.code() == Errc::unsupported ? std::string(e.what())
-                                         : "ZooKeeper at '" + addr + "' does not answer: " + e.what() +
-                                               " (is the server running and 'client_address' its client port?)");
+      fail(v1::ERROR_CODE_PREFLIGHT_FAILED, e.code() == Errc::unsupported
+                                                ? std::string(e.what())
+                                                : "ZooKeeper at '" + addr + "' does not answer: " + e.what() +
+                                                      " (is the server running and 'client_address' its client port?)");
       return out;
     }
     if (!is_dir(settings_.data_dir + "/version-2")) {
@@ -253,19 +251,18 @@ std::vector<v1::Reason> ZooKeeperDriver::preflight(const v1::Task& task) const {
     }
   } else if (task.kind() == v1::TASK_KIND_RESTORE) {
     if (!task.options().restore_target().empty())
-      fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "declares no restore target '" + task.options().restore_target() +
-                                                "'; a ZooKeeper server is restored in place");
+      fail(v1::ERROR_CODE_UNSUPPORTED_TASK,
+           "declares no restore target '" + task.options().restore_target() + "'; a ZooKeeper server is restored in place");
     if (settings_.service.empty())
-      fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "a restore stops and starts the server: declare 'service' (a systemd unit, or a table "
-                                            "with 'start_command' and 'stop_command')");
+      fail(v1::ERROR_CODE_UNSUPPORTED_TASK,
+           "a restore stops and starts the server: declare 'service' (a systemd unit, or a table "
+           "with 'start_command' and 'stop_command')");
     else if (auto p = platform::Service(settings_.service).problem(platform::ServiceUse::stop_start); !p.empty())
       fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "a restore stops and starts the server, but " + p);
     const std::string& step = task.options().restore_step();
-    if (!restore_step_from_name(step))
-      fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "unknown restore step '" + step + "'");
+    if (!restore_step_from_name(step)) fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "unknown restore step '" + step + "'");
     for (const auto& d : {settings_.data_dir, settings_.data_log_dir})
-      if (::access(d.c_str(), W_OK) != 0)
-        fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "cannot write '" + d + "': " + std::strerror(errno));
+      if (::access(d.c_str(), W_OK) != 0) fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "cannot write '" + d + "': " + std::strerror(errno));
   }
   return out;
 }
@@ -304,8 +301,7 @@ void ZooKeeperDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snaps
 
   for (const auto& k : st.selection.skipped)
     note(ctx, "snapshot '" + base_name(k.path) + "' is not taken: it " + k.reason + "; the one before it is");
-  if (st.raw)
-    note(ctx, "'" + settings_.data_dir + "/version-2' holds no valid snapshot: every file in it is saved as it is");
+  if (st.raw) note(ctx, "'" + settings_.data_dir + "/version-2' holds no valid snapshot: every file in it is saved as it is");
   if (st.logs_copied_across_filesystems)
     note(ctx, "the transaction logs are on another filesystem than the staging directory: they were copied, not linked");
 
@@ -341,8 +337,7 @@ void ZooKeeperDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snaps
     if (before->has_node_count) md["node_count"] = before->node_count;
     // The count describes the files only when nothing was written while
     // they were gathered and they end where the server stood.
-    md["node_count_exact"] = after && after->has_zxid && before->has_zxid && after->zxid == before->zxid &&
-                             files_zxid == before->zxid;
+    md["node_count_exact"] = after && after->has_zxid && before->has_zxid && after->zxid == before->zxid && files_zxid == before->zxid;
     try {
       ServerStatus m = parse_mntr(four_letter(client_address(&cfg), "mntr"));
       if (m.ephemerals) md["ephemerals"] = *m.ephemerals;
@@ -362,16 +357,18 @@ std::vector<v1::Reason> ZooKeeperDriver::check_snapshot(const repo::Snapshot& sn
   // root, and the log root when that member kept its logs apart.
   int data = 0, logs = 0;
   for (const auto& p : snap.paths) {
-    if (base_name(p) == kDataRootName) ++data;
-    else if (base_name(p) == kLogRootName) ++logs;
+    if (base_name(p) == kDataRootName)
+      ++data;
+    else if (base_name(p) == kLogRootName)
+      ++logs;
     else
-      return {make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK, "snapshot '" + snap.id.substr(0, 8) + "' holds '" + p +
-                                                               "', which the zookeeper driver does not store; nothing was changed",
-                          p)};
+      return {make_reason(
+          v1::ERROR_CODE_UNSUPPORTED_TASK,
+          "snapshot '" + snap.id.substr(0, 8) + "' holds '" + p + "', which the zookeeper driver does not store; nothing was changed", p)};
   }
   if (data != 1 || logs > 1)
-    return {make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK, "snapshot '" + snap.id.substr(0, 8) + "' does not hold one '" +
-                                                             kDataRootName + "' (and at most one '" + kLogRootName +
+    return {make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK, "snapshot '" + snap.id.substr(0, 8) + "' does not hold one '" + kDataRootName +
+                                                             "' (and at most one '" + kLogRootName +
                                                              "'); it is not a backup of the zookeeper driver")};
   return {};
 }
@@ -380,8 +377,7 @@ void ZooKeeperDriver::wait_down(TaskContext& ctx) const {
   auto deadline = std::chrono::steady_clock::now() + settings_.service.timeout;
   while (answers()) {
     if (std::chrono::steady_clock::now() > deadline || cancelled(ctx))
-      throw Error(Errc::io, "ZooKeeper at '" + client_address() + "' still answers after " +
-                                settings_.service.describe() + " stopped it");
+      throw Error(Errc::io, "ZooKeeper at '" + client_address() + "' still answers after " + settings_.service.describe() + " stopped it");
     std::this_thread::sleep_for(200ms);
   }
 }
@@ -416,8 +412,9 @@ std::vector<v1::Reason> ZooKeeperDriver::restore_preflight(TaskContext& ctx, con
       while (!id.empty() && std::isspace(static_cast<unsigned char>(id.back()))) id.pop_back();
     } catch (const Error& e) {
       out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                                "'" + myid + "' cannot be read (" + e.what() + "): the server of an ensemble (server." +
-                                    ids + " in '" + settings_.config_file + "') does not start without it. Write this "
+                                "'" + myid + "' cannot be read (" + e.what() + "): the server of an ensemble (server." + ids + " in '" +
+                                    settings_.config_file +
+                                    "') does not start without it. Write this "
                                     "member's id there, as the host's configuration does, and run the restore again",
                                 component_));
       return out;
@@ -427,8 +424,8 @@ std::vector<v1::Reason> ZooKeeperDriver::restore_preflight(TaskContext& ctx, con
     if (numeric) n = std::stoull(id);
     if (!numeric || !cfg.servers.count(n))
       out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                                "'" + myid + "' says '" + id + "', which is not one of the ensemble's server ids (" + ids +
-                                    " in '" + settings_.config_file + "'): the server would not start",
+                                "'" + myid + "' says '" + id + "', which is not one of the ensemble's server ids (" + ids + " in '" +
+                                    settings_.config_file + "'): the server would not start",
                                 component_));
   }
   return out;
@@ -467,8 +464,7 @@ void ZooKeeperDriver::step_data(TaskContext& ctx, const RestoreSpec& spec, Drive
   for (const auto& gone : remove_leftovers(settings_.data_dir, ".cairn-restore-"))
     note(ctx, "removed '" + gone + "', left by a restore that did not finish");
   const std::string temp = settings_.data_dir + "/.cairn-restore-" + plain(ctx.task_id);
-  if (auto prob = staging_space_problem(settings_.data_dir, snapshot_bytes(snap), {settings_.data_dir + "/version-2"});
-      !prob.empty())
+  if (auto prob = staging_space_problem(settings_.data_dir, snapshot_bytes(snap), {settings_.data_dir + "/version-2"}); !prob.empty())
     throw Error(Errc::no_space, prob);
   struct Cleanup {
     std::string dir;
@@ -513,9 +509,8 @@ void ZooKeeperDriver::step_start(TaskContext& ctx, DriverResult& res) {
   auto deadline = std::chrono::steady_clock::now() + settings_.ready_timeout;
   while (!answers()) {
     if (std::chrono::steady_clock::now() > deadline || cancelled(ctx))
-      throw Error(Errc::io, "ZooKeeper at '" + client_address() + "' does not answer " +
-                                std::to_string(settings_.ready_timeout.count()) + " s after " +
-                                settings_.service.describe() + " started it");
+      throw Error(Errc::io, "ZooKeeper at '" + client_address() + "' does not answer " + std::to_string(settings_.ready_timeout.count()) +
+                                " s after " + settings_.service.describe() + " started it");
     std::this_thread::sleep_for(250ms);
   }
   res.metadata["started"] = true;
@@ -541,17 +536,17 @@ std::vector<v1::Reason> ZooKeeperDriver::verify(TaskContext& ctx, const nlohmann
     std::this_thread::sleep_for(500ms);
   }
   if (auto want = json_u64(recorded, "zxid"); want && st->has_zxid && st->zxid < *want)
-    out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, "ZooKeeper at '" + client_address() + "' is at zxid " +
-                                                                zxid_hex(st->zxid) + ", behind the backup's " + zxid_hex(*want)));
+    out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, "ZooKeeper at '" + client_address() + "' is at zxid " + zxid_hex(st->zxid) +
+                                                                ", behind the backup's " + zxid_hex(*want)));
   auto want_nodes = json_u64(recorded, "node_count");
   bool exact = recorded.is_object() && recorded.value("node_count_exact", false);
   if (want_nodes && exact && st->has_node_count) {
     // Ephemeral znodes go when their sessions expire after a restore.
     uint64_t eph = json_u64(recorded, "ephemerals").value_or(0);
     if (st->node_count + eph < *want_nodes)
-      out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED,
-                                "ZooKeeper at '" + client_address() + "' holds " + std::to_string(st->node_count) +
-                                    " znodes; the backup held " + std::to_string(*want_nodes)));
+      out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, "ZooKeeper at '" + client_address() + "' holds " +
+                                                                  std::to_string(st->node_count) + " znodes; the backup held " +
+                                                                  std::to_string(*want_nodes)));
   }
   return out;
 }
@@ -576,9 +571,9 @@ void ZooKeeperDriver::step_verify(TaskContext& ctx, DriverResult& res) {
 void ZooKeeperDriver::step_rollback(TaskContext& ctx, DriverResult& res) {
   if (answers()) step_stop(ctx, res);
   report_phase(ctx, v1::PHASE_RESTORE, "rollback");
-  RolledBack rb = rollback(settings_.data_dir,
-                           same_dir(settings_.data_log_dir, settings_.data_dir) ? settings_.data_dir : settings_.data_log_dir,
-                           utc_stamp(), ctx.restore_id);
+  RolledBack rb =
+      rollback(settings_.data_dir, same_dir(settings_.data_log_dir, settings_.data_dir) ? settings_.data_dir : settings_.data_log_dir,
+               utc_stamp(), ctx.restore_id);
   if (rb.nothing) {
     res.metadata["rolled_back"] = false;
     note(ctx, "this restore's data step changed nothing here: nothing to roll back");
@@ -622,8 +617,7 @@ DriverResult ZooKeeperDriver::restore(TaskContext& ctx, const RestoreSpec& spec)
     res.outcome = v1::TASK_OUTCOME_FAILED;
     return res;
   };
-  if (!spec.target_name.empty())
-    return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "declares no restore target '" + spec.target_name + "'");
+  if (!spec.target_name.empty()) return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "declares no restore target '" + spec.target_name + "'");
   if (settings_.service.empty())
     return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "no 'service' declared (a restore stops and starts the server)");
   try {
@@ -652,8 +646,9 @@ DriverResult ZooKeeperDriver::restore(TaskContext& ctx, const RestoreSpec& spec)
           note(ctx, "the server did not run before this restore: left stopped");
         } else if (!has_own_data()) {
           res.metadata["started"] = false;
-          note(ctx, "'" + settings_.data_dir + "/version-2' holds no snapshot of this server's own: left stopped "
-                    "rather than started empty");
+          note(ctx, "'" + settings_.data_dir +
+                        "/version-2' holds no snapshot of this server's own: left stopped "
+                        "rather than started empty");
         } else {
           step_start(ctx, res);
         }
@@ -664,8 +659,7 @@ DriverResult ZooKeeperDriver::restore(TaskContext& ctx, const RestoreSpec& spec)
         break;  // the runner calls restore_preflight / restore_commit
       case RestoreStep::all: {
         // The space check before the stop: a refusal leaves the server serving.
-        if (auto p = restore_space_problem(ctx, spec.snapshot_id, settings_.data_dir, {settings_.data_dir + "/version-2"});
-            !p.empty())
+        if (auto p = restore_space_problem(ctx, spec.snapshot_id, settings_.data_dir, {settings_.data_dir + "/version-2"}); !p.empty())
           return fail(v1::ERROR_CODE_NO_SPACE, p);
         step_stop(ctx, res);
         try {
@@ -689,8 +683,8 @@ DriverResult ZooKeeperDriver::restore(TaskContext& ctx, const RestoreSpec& spec)
           try {
             step_rollback(ctx, res);
             step_start(ctx, res);
-            res.reasons.push_back(make_reason(v1::ERROR_CODE_SERVICE_CONTROL_FAILED,
-                                              "the old data was put back and the server started on it"));
+            res.reasons.push_back(
+                make_reason(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, "the old data was put back and the server started on it"));
           } catch (const Error& e2) {
             res.reasons.push_back(make_reason(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, std::string("rollback failed: ") + e2.what()));
           }

@@ -38,17 +38,17 @@ struct Handle {
 
 // What a backend can do; callers read this instead of switching on the backend type.
 struct BackendCaps {
-  bool local = false;           // a local filesystem path (restore can stream without copies)
-  bool remote = false;          // objects travel over a network: worth a local cache and parallel requests
-  bool atomic_replace = false;  // save() over an existing name replaces it atomically
+  bool local = false;             // a local filesystem path (restore can stream without copies)
+  bool remote = false;            // objects travel over a network: worth a local cache and parallel requests
+  bool atomic_replace = false;    // save() over an existing name replaces it atomically
   bool exclusive_create = false;  // create_exclusive() exists; whether the store enforces it: exclusive_create_enforced()
 };
 
 // What a backend did, for progress, results and /metrics. Counts since open.
 struct StorageCounters {
-  uint64_t requests = 0;   // requests sent (every try counts)
-  uint64_t retries = 0;    // of those, tries again after a transient failure
-  uint64_t failures = 0;   // operations that failed after every try
+  uint64_t requests = 0;  // requests sent (every try counts)
+  uint64_t retries = 0;   // of those, tries again after a transient failure
+  uint64_t failures = 0;  // operations that failed after every try
   uint64_t bytes_sent = 0, bytes_received = 0;
 };
 
@@ -95,8 +95,8 @@ struct ObjectInfo {
 struct ObjectVersion {
   std::string version;  // the store's version id
   uint64_t size = 0;
-  bool marker = false;  // a delete marker
-  bool latest = false;  // the current version
+  bool marker = false;     // a delete marker
+  bool latest = false;     // the current version
   std::string modified{};  // as the store gives it (RFC 3339)
 };
 
@@ -106,7 +106,7 @@ struct EarlierVersionUsed {
   std::string name;     // "" for config
   std::string version;  // the store's version id
   std::string modified;
-  std::string why;      // what is wrong with the current version
+  std::string why;  // what is wrong with the current version
 };
 
 class Backend {

@@ -46,11 +46,25 @@ uint64_t default_cache_max() {
   if (errno || end == v) return kDefault;
   uint64_t mult = 1;
   switch (*end) {
-    case '\0': break;
-    case 'K': case 'k': mult = 1ull << 10; ++end; break;
-    case 'M': case 'm': mult = 1ull << 20; ++end; break;
-    case 'G': case 'g': mult = 1ull << 30; ++end; break;
-    default: return kDefault;
+    case '\0':
+      break;
+    case 'K':
+    case 'k':
+      mult = 1ull << 10;
+      ++end;
+      break;
+    case 'M':
+    case 'm':
+      mult = 1ull << 20;
+      ++end;
+      break;
+    case 'G':
+    case 'g':
+      mult = 1ull << 30;
+      ++end;
+      break;
+    default:
+      return kDefault;
   }
   if (*end || n > UINT64_MAX / mult) return kDefault;
   return n * mult;
@@ -92,8 +106,7 @@ std::optional<Bytes> ObjectCache::get(const char* kind, const std::string& name,
   }
 }
 
-void ObjectCache::put(const char* kind, const std::string& name, std::span<const uint8_t> data,
-                      const std::string& fingerprint) noexcept {
+void ObjectCache::put(const char* kind, const std::string& name, std::span<const uint8_t> data, const std::string& fingerprint) noexcept {
   if (!safe_name(name) || !safe_fingerprint(fingerprint)) return;
   try {
     std::string d = dir_ + "/" + kind;
@@ -136,13 +149,11 @@ uint64_t ObjectCache::trim(uint64_t max_bytes) noexcept {
         struct stat st {};
         if (::fstatat(dfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) return;
         total += uint64_t(st.st_size);
-        all.push_back({rank, int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec, uint64_t(st.st_size),
-                       path(kind, n)});
+        all.push_back({rank, int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec, uint64_t(st.st_size), path(kind, n)});
       });
     }
     if (total <= max_bytes) return 0;
-    std::sort(all.begin(), all.end(),
-              [](const Entry& a, const Entry& b) { return a.rank != b.rank ? a.rank < b.rank : a.used < b.used; });
+    std::sort(all.begin(), all.end(), [](const Entry& a, const Entry& b) { return a.rank != b.rank ? a.rank < b.rank : a.used < b.used; });
     uint64_t removed = 0;
     for (const auto& e : all) {
       if (total - removed <= max_bytes) break;

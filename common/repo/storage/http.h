@@ -35,8 +35,8 @@ struct HttpRequest {
 };
 
 struct HttpResponse {
-  long status = 0;            // 0: no response (transport error)
-  std::string transport_error;  // what libcurl said when status == 0 or the body was cut short
+  long status = 0;                                           // 0: no response (transport error)
+  std::string transport_error;                               // what libcurl said when status == 0 or the body was cut short
   std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
   Bytes body;
   std::string header(const std::string& lower_name) const;

@@ -63,9 +63,12 @@ std::string redact_location(std::string_view loc) {
       size_t amp = q.find('&', p);
       std::string_view param = q.substr(p, amp == std::string_view::npos ? std::string_view::npos : amp - p);
       size_t eq = param.find('=');
-      if (eq == std::string_view::npos) out += param.empty() ? "" : "***";
-      else if (secret_name(param.substr(0, eq))) out += std::string(param.substr(0, eq + 1)) + "***";
-      else out += param;
+      if (eq == std::string_view::npos)
+        out += param.empty() ? "" : "***";
+      else if (secret_name(param.substr(0, eq)))
+        out += std::string(param.substr(0, eq + 1)) + "***";
+      else
+        out += param;
       if (amp == std::string_view::npos) break;
       out += '&';
       p = amp + 1;

@@ -30,8 +30,10 @@ void set_storage_log(std::function<void(const std::string&)> fn) {
 
 void storage_log(const std::string& msg) {
   std::lock_guard g(g_log_mu);
-  if (g_log) g_log(msg);
-  else std::fprintf(stderr, "cairn: storage: %s\n", msg.c_str());
+  if (g_log)
+    g_log(msg);
+  else
+    std::fprintf(stderr, "cairn: storage: %s\n", msg.c_str());
 }
 
 bool is_remote_location(const std::string& location) {
@@ -49,9 +51,10 @@ std::unique_ptr<Backend> open_backend(const std::string& location, const Storage
   // Something that looks like a URL of a scheme we do not know is not a directory name.
   static const std::regex scheme("^[a-z][a-z0-9+.-]*:(//|https?://)");
   if (std::regex_search(location, scheme))
-    throw Error(Errc::invalid_input, "repository location '" + redact_location(location) + "' names a scheme this build does not know "
-                                     "(known: a directory path, s3:https://host[:port]/bucket[/prefix], s3://bucket[/prefix], "
-                                     "azure://account/container[/prefix], azure:https://host[:port]/account/container[/prefix])");
+    throw Error(Errc::invalid_input, "repository location '" + redact_location(location) +
+                                         "' names a scheme this build does not know "
+                                         "(known: a directory path, s3:https://host[:port]/bucket[/prefix], s3://bucket[/prefix], "
+                                         "azure://account/container[/prefix], azure:https://host[:port]/account/container[/prefix])");
   return make_fs_backend(location);
 }
 

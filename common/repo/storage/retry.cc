@@ -1,12 +1,12 @@
 #include "common/repo/storage/retry.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <thread>
 #include <unordered_set>
-#include <algorithm>
 
 #include "common/repo/storage/registry.h"
 #include "common/util/error.h"
@@ -21,13 +21,22 @@ class RetryingBackend final : public Backend {
   std::string location() const override { return in_->location(); }
   BackendCaps caps() const override { return in_->caps(); }
   void create() override {
-    run("create", "", [&] { in_->create(); return 0; });
+    run("create", "", [&] {
+      in_->create();
+      return 0;
+    });
   }
   void save(const Handle& h, std::span<const uint8_t> data) override {
-    run("store", name(h), [&] { in_->save(h, data); return 0; });
+    run("store", name(h), [&] {
+      in_->save(h, data);
+      return 0;
+    });
   }
   void replace(const Handle& h, std::span<const uint8_t> data) override {
-    run("store", name(h), [&] { in_->replace(h, data); return 0; });
+    run("store", name(h), [&] {
+      in_->replace(h, data);
+      return 0;
+    });
   }
   bool create_exclusive(const Handle& h, std::span<const uint8_t> data) override {
     bool tried = false;
@@ -50,13 +59,19 @@ class RetryingBackend final : public Backend {
     return run("read", name(h), [&] { return in_->load(h, offset, length); });
   }
   void load_into(const Handle& h, uint64_t offset, uint64_t length, Bytes& out) override {
-    run("read", name(h), [&] { in_->load_into(h, offset, length, out); return 0; });
+    run("read", name(h), [&] {
+      in_->load_into(h, offset, length, out);
+      return 0;
+    });
   }
   std::optional<uint64_t> size(const Handle& h) override {
     return run("look up", name(h), [&] { return in_->size(h); });
   }
   void remove(const Handle& h) override {
-    run("delete", name(h), [&] { in_->remove(h); return 0; });
+    run("delete", name(h), [&] {
+      in_->remove(h);
+      return 0;
+    });
   }
   void list(FileType t, const std::function<void(const std::string&, uint64_t)>& fn) override {
     // A listing is retried whole; names seen in a failed try are not passed on twice.
@@ -139,9 +154,8 @@ class RetryingBackend final : public Backend {
         auto ceiling = std::min<int64_t>(p_.cap.count(), p_.first.count() << std::min(attempt - 1, 20));
         auto wait = std::chrono::milliseconds(std::uniform_int_distribution<int64_t>(ceiling / 2, ceiling)(rng));
         retries_++;
-        storage_log("retrying to " + std::string(op) + " '" + what + "' in '" + in_->location() + "' in " +
-                    std::to_string(wait.count()) + " ms (try " + std::to_string(attempt + 1) + " of " +
-                    std::to_string(p_.max_tries) + "): " + e.what());
+        storage_log("retrying to " + std::string(op) + " '" + what + "' in '" + in_->location() + "' in " + std::to_string(wait.count()) +
+                    " ms (try " + std::to_string(attempt + 1) + " of " + std::to_string(p_.max_tries) + "): " + e.what());
         std::this_thread::sleep_for(wait);
       }
     }

@@ -26,8 +26,8 @@ std::string trim_blanks(std::string s) {
 std::string file_stamp(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return {};
-  return std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + "/" +
-         std::to_string(st.st_size) + "/" + std::to_string(st.st_ino);
+  return std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + "/" + std::to_string(st.st_size) + "/" +
+         std::to_string(st.st_ino);
 }
 
 std::map<std::string, std::string> read_credentials_file(const std::string& path, const std::string& keys_hint) {
@@ -42,8 +42,8 @@ std::map<std::string, std::string> read_credentials_file(const std::string& path
     if (line.empty() || line[0] == '#') continue;
     auto eq = line.find('=');
     if (eq == std::string::npos)
-      throw Error(Errc::invalid_input, "credentials file '" + path + "' line " + std::to_string(n) +
-                                           " is not KEY=VALUE (keys: " + keys_hint + ")");
+      throw Error(Errc::invalid_input,
+                  "credentials file '" + path + "' line " + std::to_string(n) + " is not KEY=VALUE (keys: " + keys_hint + ")");
     std::string k = trim_blanks(line.substr(0, eq));
     for (auto& c : k) c = char(std::tolower(static_cast<unsigned char>(c)));
     kv[k] = trim_blanks(line.substr(eq + 1));
@@ -51,11 +51,9 @@ std::map<std::string, std::string> read_credentials_file(const std::string& path
   return kv;
 }
 
-void each_listed(const std::string& x, const std::string& entry_tag, const std::string& key_tag,
-                 const std::string& size_tag, const std::string& prefix,
-                 const std::function<void(const std::string&, uint64_t)>& fn) {
-  each_listed_info(x, entry_tag, key_tag, size_tag, "", prefix,
-                   [&](const std::string& n, uint64_t s, const std::string&) { fn(n, s); });
+void each_listed(const std::string& x, const std::string& entry_tag, const std::string& key_tag, const std::string& size_tag,
+                 const std::string& prefix, const std::function<void(const std::string&, uint64_t)>& fn) {
+  each_listed_info(x, entry_tag, key_tag, size_tag, "", prefix, [&](const std::string& n, uint64_t s, const std::string&) { fn(n, s); });
 }
 
 std::string bare_etag(std::string e) {
@@ -64,8 +62,8 @@ std::string bare_etag(std::string e) {
   return e;
 }
 
-void each_listed_info(const std::string& x, const std::string& entry_tag, const std::string& key_tag,
-                      const std::string& size_tag, const std::string& etag_tag, const std::string& prefix,
+void each_listed_info(const std::string& x, const std::string& entry_tag, const std::string& key_tag, const std::string& size_tag,
+                      const std::string& etag_tag, const std::string& prefix,
                       const std::function<void(const std::string&, uint64_t, const std::string&)>& fn) {
   size_t pos = 0;
   for (;;) {
@@ -106,11 +104,16 @@ std::string xml_value(const std::string& x, const std::string& tag, size_t* pos,
     }
     size_t semi = raw.find(';', i);
     std::string ent = semi == std::string::npos ? "" : raw.substr(i + 1, semi - i - 1);
-    if (ent == "amp") out += '&';
-    else if (ent == "lt") out += '<';
-    else if (ent == "gt") out += '>';
-    else if (ent == "quot") out += '"';
-    else if (ent == "apos") out += '\'';
+    if (ent == "amp")
+      out += '&';
+    else if (ent == "lt")
+      out += '<';
+    else if (ent == "gt")
+      out += '>';
+    else if (ent == "quot")
+      out += '"';
+    else if (ent == "apos")
+      out += '\'';
     else if (ent.size() > 1 && ent[0] == '#')
       out += char(std::strtol(ent.c_str() + (ent[1] == 'x' ? 2 : 1), nullptr, ent[1] == 'x' ? 16 : 10));
     else {

@@ -22,20 +22,18 @@ std::map<std::string, std::string> read_credentials_file(const std::string& path
 // Each entry of one page of a store's XML listing: the text of key_tag and size_tag
 // inside every <entry_tag>; names under `prefix` (the last path segment, not
 // starting with '.') go to fn with their size.
-void each_listed(const std::string& xml, const std::string& entry_tag, const std::string& key_tag,
-                 const std::string& size_tag, const std::string& prefix,
-                 const std::function<void(const std::string& name, uint64_t size)>& fn);
+void each_listed(const std::string& xml, const std::string& entry_tag, const std::string& key_tag, const std::string& size_tag,
+                 const std::string& prefix, const std::function<void(const std::string& name, uint64_t size)>& fn);
 
 // The same with each entry's entity tag (etag_tag's text, quotes removed).
-void each_listed_info(const std::string& xml, const std::string& entry_tag, const std::string& key_tag,
-                      const std::string& size_tag, const std::string& etag_tag, const std::string& prefix,
+void each_listed_info(const std::string& xml, const std::string& entry_tag, const std::string& key_tag, const std::string& size_tag,
+                      const std::string& etag_tag, const std::string& prefix,
                       const std::function<void(const std::string& name, uint64_t size, const std::string& etag)>& fn);
 // An entity tag without its quotes (and a weak tag's W/).
 std::string bare_etag(std::string e);
 
 // The text between <tag> and </tag> at or after *pos (and before end), XML
 // entities decoded; "" when absent. With pos, *pos moves to the closing tag.
-std::string xml_value(const std::string& x, const std::string& tag, size_t* pos = nullptr,
-                      size_t end = std::string::npos);
+std::string xml_value(const std::string& x, const std::string& tag, size_t* pos = nullptr, size_t end = std::string::npos);
 
 }  // namespace cairn::repo::storage

@@ -84,8 +84,7 @@ inline int free_port() {
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof a;
-  bool ok = ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-            ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  bool ok = ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0;
   ::close(s);
   if (!ok) throw std::runtime_error("no free loopback port");
   return ntohs(a.sin_port);
@@ -111,23 +110,36 @@ inline std::string base_config(const TempDir& dir, const std::string& signing_ke
   write_text(dir.file("repo.pass"), "correct horse\n", 0600);
   write_text(dir.file("signing.pub"), "# controller keys\n" + signing_key_line + "\n");
   return "name = \"node-1\"\n"
-         "state_dir = \"" + dir.file("state") + "\"\n"
+         "state_dir = \"" +
+         dir.file("state") +
+         "\"\n"
          "\n"
          "[controller]\n"
          "endpoint = \"tcp://127.0.0.1:7600\"\n"
-         "public_key = \"" + std::string(kControllerKey) + "\"\n"
-         "signing_keys_file = \"" + dir.file("signing.pub") + "\"\n"
+         "public_key = \"" +
+         std::string(kControllerKey) +
+         "\"\n"
+         "signing_keys_file = \"" +
+         dir.file("signing.pub") +
+         "\"\n"
          "\n"
          "[[repository]]\n"
          "name = \"main\"\n"
-         "path = \"" + dir.file("repo") + "\"\n"
-         "password_file = \"" + dir.file("repo.pass") + "\"\n"
+         "path = \"" +
+         dir.file("repo") +
+         "\"\n"
+         "password_file = \"" +
+         dir.file("repo.pass") +
+         "\"\n"
          "\n"
          "[[component]]\n"
          "name = \"data\"\n"
          "driver = \"files\"\n"
-         "paths = [\"" + dir.file("data") + "\"]\n"
-         "restore_to = \"" + dir.file("alt") + "\"\n";
+         "paths = [\"" +
+         dir.file("data") +
+         "\"]\n"
+         "restore_to = \"" +
+         dir.file("alt") + "\"\n";
 }
 
 }  // namespace cairn::agent::test

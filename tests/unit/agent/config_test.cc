@@ -1,8 +1,9 @@
 // The configuration is refused at start, with file:line and a reason, for
 // every unknown key and bad value.
+#include "agent/config.h"
+
 #include <catch2/catch.hpp>
 
-#include "agent/config.h"
 #include "agent/drivers/files/files_driver.h"
 #include "agent_fixture.h"
 
@@ -186,8 +187,7 @@ TEST_CASE("a malformed table header is refused with its line before the TOML par
   // "[;…" made toml++ 3.3.0 fail an assertion in parse_key() (fuzz): an
   // abort, or undefined behaviour under NDEBUG.
   TempDir d;
-  for (const std::string bad : {"[;AAAA", "  [operator_ttl_seconds = 86400", "[/0.&.0.0:7420\"", "[", "[ ]", "[[x]",
-                                "[x] y", "[\"x]"}) {
+  for (const std::string bad : {"[;AAAA", "  [operator_ttl_seconds = 86400", "[/0.&.0.0:7420\"", "[", "[ ]", "[[x]", "[x] y", "[\"x]"}) {
     std::string before = base_config(d) + "\n";
     auto e = refused(before + bad + "\n");
     REQUIRE(e.file() == "agent.toml");
@@ -269,8 +269,8 @@ TEST_CASE("a [drill] section is read with its defaults, and bad values are refus
   REQUIRE(c.drill->user == "nobody");  // the servers of etcd, ZooKeeper, Prometheus and Kafka drills
   REQUIRE_FALSE(parse_config(base_config(d), "agent.toml").drill);
 
-  auto unbounded = parse_config(base_config(d) + "[drill]\nroot = \"/srv/drills\"\nmemory_max = \"none\"\ndisk_budget = \"20G\"\n",
-                                "agent.toml");
+  auto unbounded =
+      parse_config(base_config(d) + "[drill]\nroot = \"/srv/drills\"\nmemory_max = \"none\"\ndisk_budget = \"20G\"\n", "agent.toml");
   REQUIRE_FALSE(unbounded.drill->memory_max);
   REQUIRE(unbounded.drill->disk_budget == (20ull << 30));
 
@@ -304,8 +304,8 @@ TEST_CASE("a repository URL carrying a secret is refused with its line, never pr
     text.replace(text.find(local), local.size(), "path = \"" + url + "\"");
     auto e = refused(text);
     CHECK(e.line() == line_of(text, url));
-    CHECK_THAT(e.what(), Catch::Contains("repository 'main'") && Catch::Contains("carries credentials") &&
-                             Catch::Contains("***") && Catch::Contains("credentials_file"));
+    CHECK_THAT(e.what(), Catch::Contains("repository 'main'") && Catch::Contains("carries credentials") && Catch::Contains("***") &&
+                             Catch::Contains("credentials_file"));
     CHECK(std::string(e.what()).find("SECRETXYZ") == std::string::npos);
     CHECK(std::string(e.what()).find("AKIDXYZ") == std::string::npos);
   }

@@ -5,18 +5,17 @@
 // the transaction logs it needs. Each snapshot is written into a real repository
 // with the metadata the driver would have recorded, then drilled by
 // run_drill as the agent runs it (root: a network namespace of its own).
-#include <catch2/catch.hpp>
-
 #include <openssl/sha.h>
 #include <pwd.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <random>
 
-#include "agent/drill_task.h"
 #include "agent/drill_paths.h"
+#include "agent/drill_task.h"
 #include "agent/drivers/etcd/etcd_driver.h"
 #include "agent/drivers/zookeeper/layout.h"
 #include "agent/drivers/zookeeper/staging.h"
@@ -117,8 +116,8 @@ TEST_CASE("an etcd snapshot truncated before it was stored fails its drill at th
   CHECK_FALSE((*c)["ok"].get<bool>());
   CHECK(reasons_of(r).find("trailing sha256") != std::string::npos);
   CHECK_FALSE(r.metadata["drill"]["phases"].contains("start"));  // no server was started
-  CHECK(r.metadata["drill"]["verdict"] == "failed");  // the backup is bad, not the drill host
-  CHECK(fs::is_empty(rig.decl.root));                           // the sandbox is gone
+  CHECK(r.metadata["drill"]["verdict"] == "failed");             // the backup is bad, not the drill host
+  CHECK(fs::is_empty(rig.decl.root));                            // the sandbox is gone
 }
 
 namespace {
@@ -137,8 +136,7 @@ nlohmann::json make_tsdb(Rig& rig, const std::string& tsdb, int series, int hour
     for (const char* name : {"cairn_drill", "cairn_drill_twin"}) {
       om << "# TYPE " << name << " gauge\n";
       for (int s = 0; s < series; ++s)
-        for (int64_t t = 0; t < hours * 3600; t += 60)
-          om << name << "{series=\"" << s << "\"} " << t + s << " " << start + t << "\n";
+        for (int64_t t = 0; t < hours * 3600; t += 60) om << name << "{series=\"" << s << "\"} " << t + s << " " << start + t << "\n";
     }
     om << "# EOF\n";
   }
@@ -235,8 +233,10 @@ TEST_CASE("a ZooKeeper backup stored without the transaction logs it needs fails
   uint64_t newest_snapshot = 0;
   for (const auto& e : fs::directory_iterator(v2)) {
     const std::string name = e.path().filename().string();
-    if (name.rfind("log.", 0) == 0) fs::remove(e.path());
-    else if (auto z = zookeeper::zxid_from_name(name, "snapshot")) newest_snapshot = std::max<uint64_t>(newest_snapshot, *z);
+    if (name.rfind("log.", 0) == 0)
+      fs::remove(e.path());
+    else if (auto z = zookeeper::zxid_from_name(name, "snapshot"))
+      newest_snapshot = std::max<uint64_t>(newest_snapshot, *z);
   }
   REQUIRE(newest_snapshot < st.zxid);  // the test can only fail the drill when writes followed the snapshot
   DriverResult partial = rig.drill("zookeeper", rig.store(data_dir, meta));
@@ -473,13 +473,20 @@ TEST_CASE("a drill's server runs as the drill user, the host read-only to it and
   fs::create_directories(rig.decl.root + "/drill-another/restored");
   // A stand-in server that reports what it can do, then exits: the drill
   // keeps its whole log beside the root.
-  DriverResult r = drill_with_stand_in(rig, open,
-                    "echo \"uid=$(id -u)\"\n"
-                    "if touch " + host + "/escape 2>/dev/null; then echo host=written; else echo host=refused; fi\n"
-                    "if touch restored/inside 2>/dev/null; then echo sandbox=written; else echo sandbox=refused; fi\n"
-                    "if [ -e " + rig.decl.root + "/drill-another ]; then echo another=seen; else echo another=hidden; fi\n"
-                    "if ls " + rig.d.path() + "/repo >/dev/null 2>&1; then echo agent=seen; else echo agent=hidden; fi\n"
-                    "exit 3\n");
+  DriverResult r =
+      drill_with_stand_in(rig, open,
+                          "echo \"uid=$(id -u)\"\n"
+                          "if touch " +
+                              host +
+                              "/escape 2>/dev/null; then echo host=written; else echo host=refused; fi\n"
+                              "if touch restored/inside 2>/dev/null; then echo sandbox=written; else echo sandbox=refused; fi\n"
+                              "if [ -e " +
+                              rig.decl.root +
+                              "/drill-another ]; then echo another=seen; else echo another=hidden; fi\n"
+                              "if ls " +
+                              rig.d.path() +
+                              "/repo >/dev/null 2>&1; then echo agent=seen; else echo agent=hidden; fi\n"
+                              "exit 3\n");
   INFO(reasons_of(r));
   CHECK(r.outcome == v1::TASK_OUTCOME_FAILED);
   std::string log;
@@ -495,6 +502,6 @@ TEST_CASE("a drill's server runs as the drill user, the host read-only to it and
   CHECK_THAT(log, Catch::Contains("host=refused\n"));
   CHECK_THAT(log, Catch::Contains("sandbox=written\n"));
   CHECK_THAT(log, Catch::Contains("another=hidden\n"));  // another sandbox under the root
-  CHECK_THAT(log, Catch::Contains("agent=hidden\n"));               // the agent's own directory is covered
+  CHECK_THAT(log, Catch::Contains("agent=hidden\n"));    // the agent's own directory is covered
   CHECK_FALSE(fs::exists(host + "/escape"));
 }

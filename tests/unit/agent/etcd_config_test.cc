@@ -56,10 +56,8 @@ TEST_CASE("etcd settings: the minimal table and its defaults") {
 
 TEST_CASE("etcd settings: what is refused, with the key named") {
   CHECK_THAT(refusal(kBase + "endpoint2 = 1\n"), Catch::Contains("unknown key 'endpoint2'"));
-  CHECK_THAT(refusal("endpoint = \"http://a:1,http://b:2\"\n" + kBase.substr(kBase.find('\n') + 1)),
-             Catch::Contains("one member only"));
-  CHECK_THAT(refusal("endpoint = \"127.0.0.1:2379\"\n" + kBase.substr(kBase.find('\n') + 1)),
-             Catch::Contains("'endpoint'"));
+  CHECK_THAT(refusal("endpoint = \"http://a:1,http://b:2\"\n" + kBase.substr(kBase.find('\n') + 1)), Catch::Contains("one member only"));
+  CHECK_THAT(refusal("endpoint = \"127.0.0.1:2379\"\n" + kBase.substr(kBase.find('\n') + 1)), Catch::Contains("'endpoint'"));
   CHECK_THAT(refusal(kBase + "ca_file = \"/etc/ca.pem\"\n"), Catch::Contains("use 'https://'"));
   std::string tls = "endpoint = \"https://127.0.0.1:2379\"\n" + kBase.substr(kBase.find('\n') + 1);
   CHECK_THAT(refusal(tls + "cert_file = \"/etc/c.pem\"\n"), Catch::Contains("go together"));

@@ -1,19 +1,19 @@
 // The files driver against a real repository: backup, then restore into the
 // declared alternative target, with a safety snapshot first.
-#include <catch2/catch.hpp>
+#include "agent/drivers/files/files_driver.h"
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <filesystem>
 
 #include "agent/config.h"
-#include "agent/drivers/files/files_driver.h"
 #include "agent/task_admission.h"
 #include "agent/task_runner.h"
 #include "agent_fixture.h"
 #include "common/repo/archiver.h"
-#include "common/repo/storage/backend.h"
 #include "common/repo/repository.h"
 #include "common/repo/snapshot.h"
+#include "common/repo/storage/backend.h"
 
 using namespace cairn;
 using namespace cairn::agent;
@@ -30,8 +30,7 @@ void init_repo(const TempDir& d) {
 }
 
 std::unique_ptr<repo::Repository> open_repo(const TempDir& d) {
-  auto r = repo::Repository::open(repo::make_fs_backend(d.file("repo")),
-                                  repo::Secret(repo::Secret::Kind::passphrase, "correct horse"));
+  auto r = repo::Repository::open(repo::make_fs_backend(d.file("repo")), repo::Secret(repo::Secret::Kind::passphrase, "correct horse"));
   (void)r->load_index();
   return r;
 }

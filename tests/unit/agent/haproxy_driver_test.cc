@@ -2,15 +2,16 @@
 // without the repository: snapshot() into a recording sink, the recorded
 // paths copied to a staging directory as a restore extracts them, then
 // restore_staged(). Skipped when haproxy or openssl is not installed.
-#include <catch2/catch.hpp>
+#include "agent/drivers/haproxy/haproxy_driver.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
 #include <set>
@@ -19,7 +20,6 @@
 #include "agent/drivers/haproxy/config.h"
 #include "agent/drivers/haproxy/file_swap.h"
 #include "agent/restore_journal.h"
-#include "agent/drivers/haproxy/haproxy_driver.h"
 #include "agent_fixture.h"
 #include "common/util/error.h"
 
@@ -75,29 +75,41 @@ struct Lb {
     fs::create_directories(etc + "/certs");
     fs::create_directories(dir.file("staging"));
     REQUIRE(std::system(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=site -keyout " + dir.file("k") + " -out " +
-                         dir.file("c") + " >/dev/null 2>&1 && cat " + dir.file("c") + " " + dir.file("k") + " > " + etc +
-                         "/certs/site.pem")
+                         dir.file("c") + " >/dev/null 2>&1 && cat " + dir.file("c") + " " + dir.file("k") + " > " + etc + "/certs/site.pem")
                             .c_str()) == 0);
     write_text(etc + "/hosts.map", "www.example.com app\n");
     write_text(etc + "/haproxy.cfg",
                "global\n"
-               "    crt-base " + etc + "/certs\n"
-               "    stats socket " + sock + " level admin\n"
-               "defaults\n"
-               "    mode http\n"
-               "    timeout connect 1s\n"
-               "    timeout client 5s\n"
-               "    timeout server 5s\n"
-               "frontend web\n"
-               "    bind 127.0.0.1:" + std::to_string(free_port()) + "\n"
-               "    bind 127.0.0.1:" + std::to_string(free_port()) + " ssl crt site.pem\n"
-               "    http-request set-var(txn.be) req.hdr(host),map_str(" + etc + "/hosts.map,app)\n"
-               "    default_backend app\n");
+               "    crt-base " +
+                   etc +
+                   "/certs\n"
+                   "    stats socket " +
+                   sock +
+                   " level admin\n"
+                   "defaults\n"
+                   "    mode http\n"
+                   "    timeout connect 1s\n"
+                   "    timeout client 5s\n"
+                   "    timeout server 5s\n"
+                   "frontend web\n"
+                   "    bind 127.0.0.1:" +
+                   std::to_string(free_port()) +
+                   "\n"
+                   "    bind 127.0.0.1:" +
+                   std::to_string(free_port()) +
+                   " ssl crt site.pem\n"
+                   "    http-request set-var(txn.be) req.hdr(host),map_str(" +
+                   etc +
+                   "/hosts.map,app)\n"
+                   "    default_backend app\n");
     write_text(etc + "/conf.d/10-app.cfg",
                "backend app\n"
                "    stick-table type ip size 1k expire 1h store gpc0\n"
-               "    server s1 127.0.0.1:" + std::to_string(free_port()) + " weight 10\n"
-               "    server s2 127.0.0.1:" + std::to_string(free_port()) + " weight 20\n");
+               "    server s1 127.0.0.1:" +
+                   std::to_string(free_port()) +
+                   " weight 10\n"
+                   "    server s2 127.0.0.1:" +
+                   std::to_string(free_port()) + " weight 20\n");
     argv_text = std::string(kHaproxy) + " -f " + etc + "/haproxy.cfg -f " + etc + "/conf.d -p " + pidfile + " -D";
     REQUIRE(std::system((argv_text + log()).c_str()) == 0);
     settings.config = {etc + "/haproxy.cfg", etc + "/conf.d"};
@@ -238,8 +250,7 @@ TEST_CASE("haproxy driver: a configuration haproxy -c refuses changes nothing") 
   CHECK(read_text(lb.etc + "/hosts.map") == map);
   CHECK(read_text(lb.etc + "/haproxy.cfg") == cfg);
   CHECK(lb.pid() == pid);
-  for (const auto& e : fs::recursive_directory_iterator(lb.etc))
-    CHECK(e.path().string().find(".cairn-") == std::string::npos);
+  for (const auto& e : fs::recursive_directory_iterator(lb.etc)) CHECK(e.path().string().find(".cairn-") == std::string::npos);
 }
 
 TEST_CASE("haproxy driver: haproxy -c reads the staged crt-list and its certificates, not the live ones") {
@@ -381,8 +392,8 @@ TEST_CASE("haproxy driver: preflight checks the socket's level and the configura
 
 TEST_CASE("haproxy driver: the files of a backup, links followed, missing references reported") {
   TempDir d;
-  write_text(d.file("real/haproxy.cfg"), "frontend f\n  bind :80\n  errorfile 503 " + d.file("e/503.http") +
-                                             "\n  acl x src -f " + d.file("missing.lst") + "\n");
+  write_text(d.file("real/haproxy.cfg"),
+             "frontend f\n  bind :80\n  errorfile 503 " + d.file("e/503.http") + "\n  acl x src -f " + d.file("missing.lst") + "\n");
   write_text(d.file("e/503.http"), "HTTP/1.0 503\r\n\r\n");
   fs::create_directories(d.file("etc"));
   fs::create_symlink(d.file("real/haproxy.cfg"), d.file("etc/haproxy.cfg"));
@@ -466,15 +477,17 @@ TEST_CASE("haproxy driver settings") {
     r.finish();
     return s;
   };
-  Settings s = parse("config = [\"/etc/haproxy/haproxy.cfg\", \"/etc/haproxy/conf.d/\"]\nstats_socket = \"unix:/run/haproxy/admin.sock\"\n"
-                     "service = \"haproxy.service\"\nstaging_dir = \"/var/tmp\"\n");
+  Settings s = parse(
+      "config = [\"/etc/haproxy/haproxy.cfg\", \"/etc/haproxy/conf.d/\"]\nstats_socket = \"unix:/run/haproxy/admin.sock\"\n"
+      "service = \"haproxy.service\"\nstaging_dir = \"/var/tmp\"\n");
   CHECK(s.config == std::vector<std::string>{"/etc/haproxy/haproxy.cfg", "/etc/haproxy/conf.d"});
   CHECK(s.stats_socket == "/run/haproxy/admin.sock");
   CHECK(s.service.unit == "haproxy.service");
   CHECK(s.haproxy == "/usr/sbin/haproxy");
   CHECK(s.staging_dir == "/var/tmp");
-  s = parse("config = \"/h.cfg\"\nstats_socket = \"/s\"\nservice = { start_command = [\"/bin/true\"], stop_command = [\"/bin/true\"], "
-            "reload_command = [\"/bin/true\"], timeout_seconds = 30 }\n");
+  s = parse(
+      "config = \"/h.cfg\"\nstats_socket = \"/s\"\nservice = { start_command = [\"/bin/true\"], stop_command = [\"/bin/true\"], "
+      "reload_command = [\"/bin/true\"], timeout_seconds = 30 }\n");
   CHECK(s.service.reload_command == std::vector<std::string>{"/bin/true"});
   CHECK(s.service.timeout == std::chrono::seconds(30));
   CHECK_THROWS_WITH(parse("stats_socket = \"/s\"\n"), Catch::Contains("needs 'config'"));

@@ -1,9 +1,8 @@
 // The HAProxy driver's configuration reader on crafted configurations: the
 // tokenizer reads words as haproxy 2.6 does, and every referenced file is
 // found with its base directory applied.
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -54,13 +53,13 @@ bool has(const ParseResult& r, const std::string& path, RefKind k) {
 }  // namespace
 
 TEST_CASE("haproxy words: comments, quotes, escapes, variables") {
-  CHECK(texts(tokenize_line("  bind :443   ssl crt /a.pem # a comment")) == std::vector<std::string>{"bind", ":443", "ssl", "crt", "/a.pem"});
+  CHECK(texts(tokenize_line("  bind :443   ssl crt /a.pem # a comment")) ==
+        std::vector<std::string>{"bind", ":443", "ssl", "crt", "/a.pem"});
   CHECK(texts(tokenize_line("# only a comment")).empty());
   CHECK(texts(tokenize_line("x a#b")) == std::vector<std::string>{"x", "a"});
   CHECK(texts(tokenize_line(R"(errorfile 503 '/etc/my errors/503.http')")) ==
         std::vector<std::string>{"errorfile", "503", "/etc/my errors/503.http"});
-  CHECK(texts(tokenize_line(R"(a "b c"d 'e"f' g\ h i\#j k\\l)")) ==
-        std::vector<std::string>{"a", "b cd", "e\"f", "g h", "i#j", "k\\l"});
+  CHECK(texts(tokenize_line(R"(a "b c"d 'e"f' g\ h i\#j k\\l)")) == std::vector<std::string>{"a", "b cd", "e\"f", "g h", "i#j", "k\\l"});
   CHECK(texts(tokenize_line(R"(x \x41\t 'no\ escape')")) == std::vector<std::string>{"x", "A\t", "no\\ escape"});
 
   Line v = tokenize_line(R"(crt "${CERT_DIR}/site.pem" '$NOT_A_VAR' $ALSO_NOT)");
@@ -97,32 +96,39 @@ TEST_CASE("haproxy reader: every referenced file is found, bases applied") {
           "site.pem [ssl-min-ver TLSv1.2 ca-file clients.pem crl-file /abs/revoked.crl] www.example.com\n"
           "\n"
           "/other/abs.pem !*.internal\n");
-  std::string cfg = d.write("haproxy.cfg",
-                            "global\n"
-                            "    crt-base " + D + "/certs\n"
-                            "    ca-base " + D + "/ca\n"
-                            "    server-state-base /var/lib/haproxy\n"
-                            "    server-state-file global.state\n"
-                            "    lua-load /etc/haproxy/auth.lua\n"
-                            "    ssl-dh-param-file /etc/haproxy/dh.pem\n"
-                            "    stats socket /run/haproxy/admin.sock mode 660 level admin\n"
-                            "defaults\n"
-                            "    errorfile 503 /etc/haproxy/errors/503.http\n"
-                            "frontend fe\n"
-                            "    bind :443 ssl crt front.pem crt-list " + D + "/certs/list.txt ca-file client-ca.pem crl-file crl.pem verify optional\n"
-                            "    acl bad src -f /etc/haproxy/blocked.lst\n"
-                            "    acl hostmap hdr(host) -M -f /etc/haproxy/hosts.map\n"
-                            "    http-request deny if { src -f /etc/haproxy/deny.lst }\n"
-                            "    http-request set-var(txn.be) req.hdr(host),lower,map_dom(/etc/haproxy/dom.map,default)\n"
-                            "    use_backend %[req.hdr(host),map(/etc/haproxy/be.map)]\n"
-                            "    http-request set-map(/etc/haproxy/dyn.map) %[src] %[req.hdr(x)]\n"
-                            "    http-request return status 200 content-type text/plain file /etc/haproxy/hello.txt if { path /hello }\n"
-                            "    errorfiles myerrors\n"
-                            "backend be\n"
-                            "    server s1 10.0.0.1:443 ssl crt client.pem ca-file server-ca.pem\n"
-                            "    server-state-file-name be.state\n"
-                            "http-errors myerrors\n"
-                            "    errorfile 404 \"/etc/haproxy/my errors/404.http\"\n");
+  std::string cfg =
+      d.write("haproxy.cfg",
+              "global\n"
+              "    crt-base " +
+                  D +
+                  "/certs\n"
+                  "    ca-base " +
+                  D +
+                  "/ca\n"
+                  "    server-state-base /var/lib/haproxy\n"
+                  "    server-state-file global.state\n"
+                  "    lua-load /etc/haproxy/auth.lua\n"
+                  "    ssl-dh-param-file /etc/haproxy/dh.pem\n"
+                  "    stats socket /run/haproxy/admin.sock mode 660 level admin\n"
+                  "defaults\n"
+                  "    errorfile 503 /etc/haproxy/errors/503.http\n"
+                  "frontend fe\n"
+                  "    bind :443 ssl crt front.pem crt-list " +
+                  D +
+                  "/certs/list.txt ca-file client-ca.pem crl-file crl.pem verify optional\n"
+                  "    acl bad src -f /etc/haproxy/blocked.lst\n"
+                  "    acl hostmap hdr(host) -M -f /etc/haproxy/hosts.map\n"
+                  "    http-request deny if { src -f /etc/haproxy/deny.lst }\n"
+                  "    http-request set-var(txn.be) req.hdr(host),lower,map_dom(/etc/haproxy/dom.map,default)\n"
+                  "    use_backend %[req.hdr(host),map(/etc/haproxy/be.map)]\n"
+                  "    http-request set-map(/etc/haproxy/dyn.map) %[src] %[req.hdr(x)]\n"
+                  "    http-request return status 200 content-type text/plain file /etc/haproxy/hello.txt if { path /hello }\n"
+                  "    errorfiles myerrors\n"
+                  "backend be\n"
+                  "    server s1 10.0.0.1:443 ssl crt client.pem ca-file server-ca.pem\n"
+                  "    server-state-file-name be.state\n"
+                  "http-errors myerrors\n"
+                  "    errorfile 404 \"/etc/haproxy/my errors/404.http\"\n");
   ParseResult r = parse_config({cfg});
   INFO([&] {
     std::string s;
@@ -135,8 +141,8 @@ TEST_CASE("haproxy reader: every referenced file is found, bases applied") {
   CHECK(has(r, D + "/certs/list.txt", RefKind::crt_list));
   CHECK(has(r, D + "/ca/client-ca.pem", RefKind::ca_file));
   CHECK(has(r, D + "/ca/crl.pem", RefKind::crl_file));
-  CHECK(has(r, D + "/certs/site.pem", RefKind::crt));       // inside the crt-list, crt-base applied
-  CHECK(has(r, D + "/ca/clients.pem", RefKind::ca_file));   // inside the crt-list's [options]
+  CHECK(has(r, D + "/certs/site.pem", RefKind::crt));      // inside the crt-list, crt-base applied
+  CHECK(has(r, D + "/ca/clients.pem", RefKind::ca_file));  // inside the crt-list's [options]
   CHECK(has(r, "/abs/revoked.crl", RefKind::crl_file));
   CHECK(has(r, "/other/abs.pem", RefKind::crt));
   CHECK(has(r, "/etc/haproxy/blocked.lst", RefKind::acl_file));
@@ -201,8 +207,9 @@ TEST_CASE("haproxy reader: references in the less common places") {
     if (x.path == "/lists/quoted list.lst") {
       // A quoted word that is the whole path is replaced whole, quotes included.
       REQUIRE(x.rewritable);
-      Line l = tokenize_line(apply_edits("    http-request deny deny_status 403 errorfile /e/403.http if { src -f \"/lists/quoted list.lst\" }",
-                                         {{1, x.raw_begin, x.raw_end, quote_word("/stage/it's.lst")}}));
+      Line l =
+          tokenize_line(apply_edits("    http-request deny deny_status 403 errorfile /e/403.http if { src -f \"/lists/quoted list.lst\" }",
+                                    {{1, x.raw_begin, x.raw_end, quote_word("/stage/it's.lst")}}));
       CHECK(l.words.at(l.words.size() - 2).text == "/stage/it's.lst");
     }
   CHECK(std::none_of(r.refs.begin(), r.refs.end(), [](const Reference& x) { return x.kind == RefKind::server_state; }));
@@ -322,10 +329,9 @@ TEST_CASE("haproxy reader: stick tables, maps and info as the CLI prints them") 
       "0x7f03f00465c8: key=10.0.0.1 use=0 exp=599299 server_id=1 server_key=s1 gpc0=3 conn_cnt=0 http_req_rate(10000)=4\n");
   REQUIRE(e.size() == 1);
   CHECK(e[0].key == "10.0.0.1");
-  CHECK(table_commands("be1", e[0]) == std::vector<std::string>{"set table be1 key 10.0.0.1 data.server_id 1",
-                                                                 "set table be1 key 10.0.0.1 data.gpc0 3",
-                                                                 "set table be1 key 10.0.0.1 data.conn_cnt 0",
-                                                                 "set table be1 key 10.0.0.1 data.http_req_rate 4"});
+  CHECK(table_commands("be1", e[0]) ==
+        std::vector<std::string>{"set table be1 key 10.0.0.1 data.server_id 1", "set table be1 key 10.0.0.1 data.gpc0 3",
+                                 "set table be1 key 10.0.0.1 data.conn_cnt 0", "set table be1 key 10.0.0.1 data.http_req_rate 4"});
   auto s = parse_table_dump("0x565514249fb8: key=hello\\ world use=0 exp=0 gpc0=7\n");
   REQUIRE(s.size() == 1);
   CHECK(s[0].key == "hello\\ world");

@@ -1,15 +1,14 @@
 // LinkState tells an unreachable controller (keep the socket, libzmq
 // retries) from one that is reached and silent (new socket after a backoff);
 // and libzmq does what the session relies on when it keeps the socket.
-#include <catch2/catch.hpp>
+#include "agent/link_state.h"
 
+#include <catch2/catch.hpp>
 #include <cstring>
 #include <thread>
-
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
-#include "agent/link_state.h"
 #include "agent_fixture.h"
 
 using namespace cairn::agent;
@@ -111,7 +110,8 @@ TEST_CASE("link state: a kept socket reconnects by itself and delivers what wait
   LinkState link;
   // Retries against a closed port: refused at once, never connected, until
   // the backoff between retries has reached its cap.
-  pump(monitor, link, [] { return false; }, 2500ms);
+  pump(
+      monitor, link, [] { return false; }, 2500ms);
   CHECK_FALSE(link.up());
   CHECK(link.unreachable_since(heard));
 
@@ -120,7 +120,8 @@ TEST_CASE("link state: a kept socket reconnects by itself and delivers what wait
   router.bind(endpoint);
   auto listening = Clock::now();
   // Back within the retry cap plus jitter (generous: a loaded machine).
-  REQUIRE(pump(monitor, link, [&] { return link.up(); }, 5000ms));
+  REQUIRE(pump(
+      monitor, link, [&] { return link.up(); }, 5000ms));
   CHECK(Clock::now() - listening < 5s);
   CHECK_FALSE(link.unreachable_since(heard));
   std::vector<zmq::message_t> got;
@@ -132,7 +133,8 @@ TEST_CASE("link state: a kept socket reconnects by itself and delivers what wait
 
   // The listener goes: the link is down, and was reached after `heard`.
   router.close();
-  REQUIRE(pump(monitor, link, [&] { return !link.up(); }, 5000ms));
+  REQUIRE(pump(
+      monitor, link, [&] { return !link.up(); }, 5000ms));
   CHECK_FALSE(link.unreachable_since(heard));
   CHECK(link.unreachable_since(Clock::now()));
   zmq_socket_monitor(dealer.handle(), nullptr, 0);

@@ -1,12 +1,12 @@
 // Mirror pruning after a restore: removes what the snapshot does not hold,
 // never through a symbolic link, never the roots or the target.
-#include <catch2/catch.hpp>
+#include "agent/drivers/files/mirror.h"
 
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 
-#include "agent/drivers/files/mirror.h"
 #include "agent_fixture.h"
 
 using namespace cairn::agent::files;
@@ -46,8 +46,7 @@ TEST_CASE("mirror: entries the snapshot does not hold go, links are removed and 
   REQUIRE(present(root + "/kept.txt"));
   REQUIRE(present(root + "/sub/kept2"));
   REQUIRE(present(root + "/skip.tmp"));
-  for (const char* gone : {"/added.txt", "/newdir", "/sub/added2", "/link-out", "/sub/link-in"})
-    REQUIRE_FALSE(present(root + gone));
+  for (const char* gone : {"/added.txt", "/newdir", "/sub/added2", "/link-out", "/sub/link-in"}) REQUIRE_FALSE(present(root + gone));
   REQUIRE(read_text(d.file("outside/precious")) == "p");
   REQUIRE(r.removed == 7);  // added.txt, newdir/deep/f, newdir/deep, newdir, sub/added2 and the two links
 }

@@ -3,7 +3,6 @@
 // someone else wrote in this host's name, with these paths and tags, never
 // lends its content to this agent's backups.
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 
 #include "agent/config.h"
@@ -12,9 +11,9 @@
 #include "agent/task_runner.h"
 #include "agent_fixture.h"
 #include "common/repo/archiver.h"
-#include "common/repo/storage/backend.h"
 #include "common/repo/repository.h"
 #include "common/repo/snapshot.h"
+#include "common/repo/storage/backend.h"
 
 using namespace cairn;
 using namespace cairn::agent;
@@ -44,8 +43,7 @@ struct ParentFixture {
     return std::make_unique<TaskRunner>([this](v1::AgentMessage m) { sent.push_back(std::move(m)); }, record);
   }
   std::unique_ptr<repo::Repository> open() {
-    auto r = repo::Repository::open(repo::make_fs_backend(d.file("repo")),
-                                    repo::Secret(repo::Secret::Kind::passphrase, "correct horse"));
+    auto r = repo::Repository::open(repo::make_fs_backend(d.file("repo")), repo::Secret(repo::Secret::Kind::passphrase, "correct horse"));
     (void)r->load_index();
     return r;
   }

@@ -1,12 +1,12 @@
 // The plan path through the agent's gate with real signed envelopes,
 // including a restart: the replay journal on disk still refuses old plans.
-#include <catch2/catch.hpp>
+#include "agent/plan_gate.h"
 
+#include <catch2/catch.hpp>
 #include <chrono>
 
 #include "agent/config.h"
 #include "agent/curve_identity.h"
-#include "agent/plan_gate.h"
 #include "agent_fixture.h"
 #include "common/plan/signer.h"
 #include "common/plan/signing_key.h"
@@ -18,9 +18,7 @@ namespace v1 = cairn::v1;
 
 namespace {
 
-int64_t now_s() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+int64_t now_s() { return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 
 v1::PlanPayload make_plan(const std::string& id, uint64_t seq, const CurveIdentity& agent, int64_t now) {
   v1::PlanPayload p;
@@ -106,13 +104,11 @@ TEST_CASE("plans from an unknown key, for another agent, or garbage are refused 
   Env env;
   PlanGate gate = env.gate();
   auto stranger = plan::SigningKey::generate();
-  REQUIRE(gate.on_plan(plan::sign_plan(stranger, make_plan("p1", 1, env.me, now_s())), now_s()).ack.reason() ==
-          v1::ERROR_CODE_UNKNOWN_KEY);
+  REQUIRE(gate.on_plan(plan::sign_plan(stranger, make_plan("p1", 1, env.me, now_s())), now_s()).ack.reason() == v1::ERROR_CODE_UNKNOWN_KEY);
 
   CurveIdentity other;
   other.public_raw.fill(7);
-  REQUIRE(gate.on_plan(plan::sign_plan(env.key, make_plan("p2", 1, other, now_s())), now_s()).ack.reason() ==
-          v1::ERROR_CODE_WRONG_TARGET);
+  REQUIRE(gate.on_plan(plan::sign_plan(env.key, make_plan("p2", 1, other, now_s())), now_s()).ack.reason() == v1::ERROR_CODE_WRONG_TARGET);
 
   Bytes junk = {1, 2, 3, 0xff, 0x00, 0x17};
   auto d = gate.on_plan(junk, now_s());

@@ -4,31 +4,29 @@
 // timeline history files, recovery targets as cairnctl, the controller and
 // the agent read them, the settings, and the archive socket's refusals of
 // what is not a WAL file in the server's own pg_wal.
-#include <catch2/catch.hpp>
-
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <atomic>
+#include <catch2/catch.hpp>
+#include <cstring>
 #include <filesystem>
-#include <thread>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
-
-#include <nlohmann/json.hpp>
+#include <thread>
 
 #include "agent/config.h"
 #include "agent/drivers/postgresql/config.h"
-#include "agent/drivers/postgresql/wal.h"
 #include "agent/drivers/postgresql/recovery.h"
+#include "agent/drivers/postgresql/wal.h"
 #include "agent/drivers/postgresql/wal_archive.h"
 #include "agent/drivers/postgresql/wal_scan.h"
-#include "common/util/fs.h"
 #include "common/plan/recovery_target.h"
+#include "common/util/fs.h"
 
 using namespace cairn;
 using namespace cairn::agent;
@@ -77,9 +75,9 @@ TEST_CASE("WAL file names: segments, partial segments, history and backup histor
   CHECK(h->kind == WalFileKind::history);
   CHECK(h->timeline == 10);
   CHECK(parse_wal_name("000000010000000000000002.00000028.backup")->kind == WalFileKind::backup_history);
-  for (const char* bad : {"", "00000001000000020000003f", "000000010000000200000100", "00000000000000020000003F",
-                          "../00000001000000020000003F", "0000000100000002000000", "pg_control",
-                          "00000001000000020000003F.tmp", "0000000A.history.x", "shadow"})
+  for (const char* bad :
+       {"", "00000001000000020000003f", "000000010000000200000100", "00000000000000020000003F", "../00000001000000020000003F",
+        "0000000100000002000000", "pg_control", "00000001000000020000003F.tmp", "0000000A.history.x", "shadow"})
     CHECK_FALSE(parse_wal_name(bad));
 }
 
@@ -140,12 +138,14 @@ TEST_CASE("recovery targets: times with a zone, LSNs, transaction ids") {
   REQUIRE(plan::parse_recovery_target(t, &p).empty());
   CHECK(plan::format_time_us(p.time_us) == "2026-11-27 10:00:00.000000+00");
   for (const char* bad : {"2026-11-27T10:00:00", "2026-02-31T10:00:00Z", "yesterday", "2026-11-27T25:00:00Z", ""})
-    CHECK_THAT(plan::parse_recovery_target([&] {
-                 v1::RecoveryTarget x;
-                 x.set_kind(v1::RecoveryTarget::KIND_TIME);
-                 x.set_value(bad);
-                 return x;
-               }(), nullptr),
+    CHECK_THAT(plan::parse_recovery_target(
+                   [&] {
+                     v1::RecoveryTarget x;
+                     x.set_kind(v1::RecoveryTarget::KIND_TIME);
+                     x.set_value(bad);
+                     return x;
+                   }(),
+                   nullptr),
                Catch::Contains("RFC 3339"));
   t.set_kind(v1::RecoveryTarget::KIND_LSN);
   t.set_value("16/B374D848");
@@ -202,8 +202,7 @@ TEST_CASE("postgresql settings: defaults, and bad values refused naming the key"
   CHECK_THAT(pg_refusal("data_dir = \"/d\"\nsslmode = \"sometimes\"\n"), Catch::Contains("sslmode"));
   CHECK_THAT(pg_refusal("data_dir = \"/d\"\nport = 0\n"), Catch::Contains("port"));
   CHECK_THAT(pg_refusal("data_dir = \"/d\"\npassword = \"x\"\n"), Catch::Contains("password"));
-  CHECK_THAT(pg_refusal("data_dir = \"/d\"\narchive_socket = \"/" + std::string(120, 'a') + "\"\n"),
-             Catch::Contains("100 bytes"));
+  CHECK_THAT(pg_refusal("data_dir = \"/d\"\narchive_socket = \"/" + std::string(120, 'a') + "\"\n"), Catch::Contains("100 bytes"));
 }
 
 TEST_CASE("the archive socket takes only WAL files from the server's own pg_wal") {
@@ -253,12 +252,10 @@ TEST_CASE("the archive socket takes only WAL files from the server's own pg_wal"
   CHECK(stored.size() == 1);
   // The client against the running socket: refused files exit 1.
   CHECK(wal_push_main((base / "s.sock").string(), (base / "secret").string(), std::chrono::seconds(5)) == 1);
-  CHECK(wal_push_main((base / "s.sock").string(), (base / "data/pg_wal" / segment_name(1, 3)).string(),
-                      std::chrono::seconds(5)) == 0);
+  CHECK(wal_push_main((base / "s.sock").string(), (base / "data/pg_wal" / segment_name(1, 3)).string(), std::chrono::seconds(5)) == 0);
   a.stop();
   // Nobody listening: refused at once.
-  CHECK(wal_push_main((base / "s.sock").string(), (base / "data/pg_wal" / segment_name(1, 3)).string(),
-                      std::chrono::seconds(5)) == 1);
+  CHECK(wal_push_main((base / "s.sock").string(), (base / "data/pg_wal" / segment_name(1, 3)).string(), std::chrono::seconds(5)) == 1);
   fs::remove_all(base);
 }
 
@@ -274,14 +271,14 @@ TEST_CASE("postgresql settings: logical mode's dump_dir and bin_dir") {
 TEST_CASE("postgresql settings: logical_restore_as names new databases for one restore target") {
   auto none = parse_pg("data_dir = \"/d\"\n");
   CHECK(none.logical_restore_as.empty());
-  auto s = parse_pg("data_dir = \"/d\"\nlogical_restore_as = { shop = \"shop copy\", \"Odd Name\" = \"odd=copy\" }\n"
-                    "restore_to_name = \"copy\"\n");
+  auto s = parse_pg(
+      "data_dir = \"/d\"\nlogical_restore_as = { shop = \"shop copy\", \"Odd Name\" = \"odd=copy\" }\n"
+      "restore_to_name = \"copy\"\n");
   CHECK(s.logical_restore_as == std::map<std::string, std::string>{{"shop", "shop copy"}, {"Odd Name", "odd=copy"}});
   CHECK(s.restore_to_name == "copy");
   CHECK(parse_pg("data_dir = \"/d\"\nlogical_restore_as = { shop = \"s2\" }\n").restore_to_name == "alternate");
   CHECK_THAT(pg_refusal("data_dir = \"/d\"\nlogical_restore_as = { shop = \"shop\" }\n"), Catch::Contains("to itself"));
-  CHECK_THAT(pg_refusal("data_dir = \"/d\"\nlogical_restore_as = { a = \"x\", b = \"x\" }\n"),
-             Catch::Contains("two databases map to 'x'"));
+  CHECK_THAT(pg_refusal("data_dir = \"/d\"\nlogical_restore_as = { a = \"x\", b = \"x\" }\n"), Catch::Contains("two databases map to 'x'"));
   CHECK_THAT(pg_refusal("data_dir = \"/d\"\nlogical_restore_as = { a = \"\" }\n"), Catch::Contains("1-63 bytes"));
   CHECK_THAT(pg_refusal("data_dir = \"/d\"\nlogical_restore_as = { a = \"" + std::string(64, 'n') + "\" }\n"),
              Catch::Contains("1-63 bytes"));
@@ -488,10 +485,8 @@ repo::Snapshot wal_snap(const std::string& name, int64_t t) {
 repo::Snapshot base_backup(uint32_t tli, uint64_t start, uint64_t stop, int64_t end_us) {
   repo::Snapshot b;
   b.id = "basebackup1234";
-  b.component = {{"timeline", tli},
-                 {"start_lsn", plan::format_lsn(start)},
-                 {"stop_lsn", plan::format_lsn(stop)},
-                 {"backup_end_time_us", end_us}};
+  b.component = {
+      {"timeline", tli}, {"start_lsn", plan::format_lsn(start)}, {"stop_lsn", plan::format_lsn(stop)}, {"backup_end_time_us", end_us}};
   return b;
 }
 
@@ -534,9 +529,9 @@ TEST_CASE("recovery follows the timelines: latest by default, current, or one na
   CHECK(p.timeline == 3);
   CHECK_THAT(p.timeline_said, Catch::Contains("the newest"));
   std::vector<std::string> segs(p.needed.begin(), p.needed.begin() + 10);
-  CHECK(segs == std::vector<std::string>{segment_name(1, 2), segment_name(1, 3), segment_name(1, 4), segment_name(1, 5),
-                                         segment_name(2, 6), segment_name(2, 7), segment_name(3, 8), segment_name(3, 9),
-                                         segment_name(3, 10), segment_name(3, 11)});
+  CHECK(segs == std::vector<std::string>{segment_name(1, 2), segment_name(1, 3), segment_name(1, 4), segment_name(1, 5), segment_name(2, 6),
+                                         segment_name(2, 7), segment_name(3, 8), segment_name(3, 9), segment_name(3, 10),
+                                         segment_name(3, 11)});
   CHECK(p.covered_lsn == 12 * seg);
   CHECK(p.gap.empty());
 
@@ -566,8 +561,8 @@ TEST_CASE("a gap in the archive is never the latest WAL, and is named with how f
   auto latest = plan_wal(base, cat, target_of(v1::RecoveryTarget::KIND_LATEST), &p);
   CHECK(latest.first == v1::ERROR_CODE_SNAPSHOT_NOT_FOUND);
   CHECK_THAT(latest.second, Catch::Contains("'" + segment_name(1, 7) + "' is not in the repository") &&
-                                Catch::Contains("up to '" + segment_name(1, 12) + "'") &&
-                                Catch::Contains("can reach LSN 0/7000000") && Catch::Contains("nothing was changed"));
+                                Catch::Contains("up to '" + segment_name(1, 12) + "'") && Catch::Contains("can reach LSN 0/7000000") &&
+                                Catch::Contains("nothing was changed"));
   v1::RecoveryTarget lsn;
   lsn.set_kind(v1::RecoveryTarget::KIND_LSN);
   lsn.set_value("0/9000000");
@@ -625,8 +620,8 @@ TEST_CASE("the archive socket never reads through a link swapped in while it che
   });
   int refused = 0;
   for (int i = 0; i < 4000; ++i) {
-    auto r = nlohmann::json::parse(
-        a.handle(nlohmann::json{{"op", "push"}, {"path", (base / "data/pg_wal/00000002.history").string()}}.dump()));
+    auto r =
+        nlohmann::json::parse(a.handle(nlohmann::json{{"op", "push"}, {"path", (base / "data/pg_wal/00000002.history").string()}}.dump()));
     if (r["ok"] == true) continue;
     ++refused;
     CHECK_THAT(r["error"].get<std::string>(), !Catch::Contains("TOPSECRET"));

@@ -2,17 +2,17 @@
 // data swapped (agent/restore_journal.h): read back as written, a broken one
 // named and left alone, and the undo safe to run at any point of the swap
 // and again.
-#include <catch2/catch.hpp>
+#include "agent/restore_journal.h"
 
 #include <sys/statvfs.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 
 #include "agent/driver.h"
 #include "agent/drivers/repo_progress.h"
-#include "agent/restore_journal.h"
 #include "agent_fixture.h"
 #include "common/repo/archiver.h"
 #include "common/repo/repository.h"
@@ -44,8 +44,7 @@ InPlaceRestore journal_test_two_paths(const TempDir& d) {
   r.plan_id = "pl-1";
   r.stamp = "20261127T000000Z";
   r.state = InPlaceRestore::State::swapping;
-  r.moves = {{d.file("data"), d.file("data.cairn-old-20261127T000000Z")},
-             {d.file("tblspc"), ""}};  // nothing was there before
+  r.moves = {{d.file("data"), d.file("data.cairn-old-20261127T000000Z")}, {d.file("tblspc"), ""}};  // nothing was there before
   r.scratch = {d.file("data.cairn-restore-20261127T000000Z")};
   return r;
 }

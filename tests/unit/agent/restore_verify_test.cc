@@ -3,17 +3,17 @@
 // restore): what the runner calls, against a real repository holding a files
 // backup. (The runner's steps run only for cluster and member components:
 // tests/integration/test_restore_prestop.py restores real etcd and Kafka.)
-#include <catch2/catch.hpp>
+#include "agent/restore_verify.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "agent/config.h"
-#include "agent/restore_verify.h"
 #include "agent/task_admission.h"
 #include "agent/task_runner.h"
 #include "agent_fixture.h"
@@ -55,8 +55,7 @@ struct ReadBackFixture {
     snapshot = b.snapshot_id();
   }
   std::unique_ptr<repo::Repository> open() const {
-    auto r = repo::Repository::open(repo::make_fs_backend(d.file("repo")),
-                                    repo::Secret(repo::Secret::Kind::passphrase, "correct horse"));
+    auto r = repo::Repository::open(repo::make_fs_backend(d.file("repo")), repo::Secret(repo::Secret::Kind::passphrase, "correct horse"));
     (void)r->load_index();
     return r;
   }

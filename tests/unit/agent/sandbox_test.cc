@@ -2,18 +2,18 @@
 // arithmetic, the deadline, the sandbox's directory and marker, its tools
 // (run, timeout) and its teardown. Nothing here needs a network namespace
 // or a cgroup (memory_max "none").
-#include <catch2/catch.hpp>
+#include "agent/sandbox/sandbox.h"
 
 #include <signal.h>
 #include <sys/stat.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
-#include "agent/sandbox/sandbox.h"
 #include "agent_fixture.h"
 
 using namespace cairn;

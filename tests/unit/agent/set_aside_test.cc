@@ -2,10 +2,11 @@
 // the rule keeps the newest copies, the young ones, the only copy of data the
 // repository does not hold and everything of a restore still on record;
 // nothing else beside the data is ever touched, and no link is followed.
-#include <catch2/catch.hpp>
+#include "agent/set_aside.h"
 
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -13,7 +14,6 @@
 #include "agent/config.h"
 #include "agent/driver.h"
 #include "agent/restore_journal.h"
-#include "agent/set_aside.h"
 #include "agent_fixture.h"
 
 using namespace cairn;
@@ -91,7 +91,7 @@ TEST_CASE("set aside: a copy younger than keep_days stays whatever its rank", "[
 TEST_CASE("set aside: the only copy of data the repository does not hold is never removed by the rule", "[set_aside]") {
   const int64_t now = 1'800'000'000, old = now - 30 * 86400;
   std::vector<AsideCopy> v = {copy_at("/x.cairn-old-new", old + 100, "r9", "s9"),
-                              copy_at("/x.cairn-old-skipped", old, "r1", ""),     // safety backup skipped
+                              copy_at("/x.cairn-old-skipped", old, "r1", ""),       // safety backup skipped
                               copy_at("/x.cairn-old-pruned", old + 1, "r2", "s2"),  // not in the repository any more
                               copy_at("/x.cairn-old-unknown", old + 2, "r3", "s3")};
   v[3].recorded = false;  // no restore this agent recorded made it
@@ -133,15 +133,14 @@ TEST_CASE("set aside: the keeper removes only copies named after a declared path
   for (const char* n : {".cairn-old-20260101T000000Z", ".cairn-old-20260102T000000Z"})
     fs::last_write_time(data + n, fs::file_time_type::clock::now() - std::chrono::hours(24 * 30));
   put_tree(data + ".cairn-restore-ab12", 300);  // a working dir no record names
-  put_tree(d.file("etcd-copy"), 7);              // a sibling of another name
-  put_tree(d.file("etcd.cairn-oldest"), 7);      // not <path>.cairn-old-<stamp>
+  put_tree(d.file("etcd-copy"), 7);             // a sibling of another name
+  put_tree(d.file("etcd.cairn-oldest"), 7);     // not <path>.cairn-old-<stamp>
   put_tree(d.file("etcd2.cairn-old-20260101T000000Z"), 7);
   put_tree(d.file("outside"), 7);
   fs::create_directory_symlink(d.file("outside"), data + ".cairn-old-20250101T000000Z");
   PathDriver driver(data, d.file(".etcd.cairn-restore.json"));
   RestoreJournal journal(d.file("state/restores"));
-  SetAsideKeeper keeper(d.file("state/set-aside.json"), SetAsideRule{.keep_last = 1, .keep_seconds = 0},
-                        {{"etcd", &driver}}, &journal);
+  SetAsideKeeper keeper(d.file("state/set-aside.json"), SetAsideRule{.keep_last = 1, .keep_seconds = 0}, {{"etcd", &driver}}, &journal);
   keeper.set_snapshot_check(always(true));
 
   // Found by name, bytes counted, the link skipped.
@@ -211,8 +210,7 @@ TEST_CASE("set aside: nothing of a restore whose record is on disk is removed", 
   const std::string data = d.file("etcd");
   put_tree(data, 10);
   PathDriver driver(data, d.file(".etcd.cairn-restore.json"));
-  SetAsideKeeper keeper(d.file("state/set-aside.json"), SetAsideRule{.keep_last = 0, .keep_seconds = 0},
-                        {{"etcd", &driver}}, nullptr);
+  SetAsideKeeper keeper(d.file("state/set-aside.json"), SetAsideRule{.keep_last = 0, .keep_seconds = 0}, {{"etcd", &driver}}, nullptr);
   keeper.set_snapshot_check(always(true));
   fs::rename(data, data + ".cairn-old-1");
   put_tree(data, 10);

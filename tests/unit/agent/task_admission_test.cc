@@ -1,8 +1,9 @@
 // A signed plan still picks only among what the agent declares.
+#include "agent/task_admission.h"
+
 #include <catch2/catch.hpp>
 
 #include "agent/config.h"
-#include "agent/task_admission.h"
 #include "agent_fixture.h"
 
 using namespace cairn::agent;

@@ -1,10 +1,11 @@
 // Whatever arrives on the agent's socket, the agent answers or drops it and
 // keeps running.
-#include <catch2/catch.hpp>
-
-#include <random>
+#include "agent/wire.h"
 
 #include <spdlog/spdlog.h>
+
+#include <catch2/catch.hpp>
+#include <random>
 
 #include "agent/backoff.h"
 #include "agent/config.h"
@@ -12,7 +13,6 @@
 #include "agent/plan_gate.h"
 #include "agent/session.h"
 #include "agent/task_runner.h"
-#include "agent/wire.h"
 #include "agent_fixture.h"
 #include "common/plan/signing_key.h"
 #include "proto/protocol.h"
@@ -55,8 +55,10 @@ TEST_CASE("random bytes never crash the decoder or the session") {
     (void)decode_controller_frames({id, junk});
     // Random bytes wrapped as a plan or a key announcement reach the verifiers.
     v1::ControllerMessage m;
-    if (i % 2) m.set_plan(junk);
-    else m.set_key_announcement(junk);
+    if (i % 2)
+      m.set_plan(junk);
+    else
+      m.set_key_announcement(junk);
     std::string bytes = m.SerializeAsString();
     session.handle({id, bytes});
     session.handle({id, junk});

@@ -57,8 +57,7 @@ class Background {
     std::vector<char*> a;
     for (auto& s : argv) a.push_back(s.data());
     a.push_back(nullptr);
-    if (::posix_spawnp(&pid_, a[0], nullptr, nullptr, a.data(), environ) != 0)
-      throw std::runtime_error("cannot start " + argv[0]);
+    if (::posix_spawnp(&pid_, a[0], nullptr, nullptr, a.data(), environ) != 0) throw std::runtime_error("cannot start " + argv[0]);
   }
   ~Background() {
     ::kill(pid_, SIGKILL);

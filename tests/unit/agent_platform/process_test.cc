@@ -3,7 +3,6 @@
 #include "agent/platform/process.h"
 
 #include <catch2/catch.hpp>
-
 #include <thread>
 
 #include "common/util/error.h"

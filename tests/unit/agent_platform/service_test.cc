@@ -3,7 +3,6 @@
 #include "agent/platform/service.h"
 
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 
 #include "agent/platform/process.h"
@@ -49,8 +48,7 @@ TEST_CASE("service: a failing command is an error with its status and last stder
     FAIL("no error");
   } catch (const Error& e) {
     CHECK(e.code() == Errc::io);
-    CHECK_THAT(e.what(), Catch::Contains("stop command 'sh -c") &&
-                             Catch::Contains("exited with status 3: no such pid file"));
+    CHECK_THAT(e.what(), Catch::Contains("stop command 'sh -c") && Catch::Contains("exited with status 3: no such pid file"));
   }
 }
 
@@ -140,8 +138,9 @@ class SystemdManager {
  private:
   void reload() {
     ProcessSpec spec;
-    spec.argv = {"busctl", "--address=" + bus_, "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-                 "org.freedesktop.systemd1.Manager", "Reload"};
+    spec.argv = {
+        "busctl", "--address=" + bus_, "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
+        "Reload"};
     spec.timeout = std::chrono::seconds(30);
     ProcessResult r = run_process(spec);
     if (!r.ok()) throw std::runtime_error("systemd's Reload failed: " + r.err);
@@ -163,8 +162,10 @@ pid_t pid_in(const std::string& file) {
 TEST_CASE("service: a systemd unit is stopped, started and reloaded over D-Bus") {
   SystemdManager sd;
   std::string pidf = sd.file("pid"), log = sd.file("log");
-  sd.unit("cairn-test.service", "[Service]\nExecStart=/bin/sh -c 'echo $$$$ > " + pidf + "; exec sleep 1000'\n"
-                                "ExecReload=/bin/sh -c 'echo reload >> " + log + "'\n");
+  sd.unit("cairn-test.service", "[Service]\nExecStart=/bin/sh -c 'echo $$$$ > " + pidf +
+                                    "; exec sleep 1000'\n"
+                                    "ExecReload=/bin/sh -c 'echo reload >> " +
+                                    log + "'\n");
   ServiceDecl decl;
   decl.unit = "cairn-test.service";
   Service svc(decl);
@@ -202,8 +203,8 @@ TEST_CASE("service: a systemd unit that fails to start is an error naming the un
     FAIL("no error");
   } catch (const Error& e) {
     CHECK(e.code() == Errc::io);
-    CHECK_THAT(e.what(), Catch::Contains("systemd unit 'cairn-broken.service'") &&
-                             Catch::Contains("start job ended 'failed'") && Catch::Contains("journalctl -u cairn-broken.service"));
+    CHECK_THAT(e.what(), Catch::Contains("systemd unit 'cairn-broken.service'") && Catch::Contains("start job ended 'failed'") &&
+                             Catch::Contains("journalctl -u cairn-broken.service"));
   }
 }
 
@@ -214,8 +215,8 @@ TEST_CASE("service: a systemd job past the timeout is reported, not waited for f
   decl.unit = "cairn-slow.service";
   decl.timeout = 1s;
   auto t0 = std::chrono::steady_clock::now();
-  CHECK_THROWS_WITH(Service(decl).start(), Catch::Contains("did not finish the start job within 1 s") &&
-                                               Catch::Contains("systemctl status cairn-slow.service"));
+  CHECK_THROWS_WITH(Service(decl).start(),
+                    Catch::Contains("did not finish the start job within 1 s") && Catch::Contains("systemctl status cairn-slow.service"));
   CHECK(std::chrono::steady_clock::now() - t0 < 10s);
 }
 
@@ -228,12 +229,11 @@ TEST_CASE("service: preflight names a unit systemd does not know, a masked one, 
   CHECK_THAT(Service(decl).problem(ServiceUse::stop_start),
              Catch::Contains("'cairn-nonexistent.service' does not exist") && Catch::Contains("'service' setting"));
   decl.unit = "cairn-masked.service";
-  CHECK_THAT(Service(decl).problem(ServiceUse::stop_start), Catch::Contains("is masked") &&
-                                                                  Catch::Contains("systemctl unmask cairn-masked.service"));
+  CHECK_THAT(Service(decl).problem(ServiceUse::stop_start),
+             Catch::Contains("is masked") && Catch::Contains("systemctl unmask cairn-masked.service"));
   decl.unit = "cairn-noreload.service";
   CHECK(Service(decl).problem(ServiceUse::stop_start) == "");
-  CHECK_THAT(Service(decl).problem(ServiceUse::reload),
-             Catch::Contains("cannot be reloaded") && Catch::Contains("reload_command"));
+  CHECK_THAT(Service(decl).problem(ServiceUse::reload), Catch::Contains("cannot be reloaded") && Catch::Contains("reload_command"));
   // A declared reload_command replaces the unit's ExecReload, and stop and
   // start still go through the unit.
   decl.reload_command = {"true"};
@@ -300,8 +300,8 @@ namespace {
 // far away, started; its decl has kill_after = 1 s. Returns its main PID.
 pid_t start_stubborn(SystemdManager& sd, const std::string& unit, ServiceDecl& decl) {
   std::string pidf = sd.file("pid-" + unit);
-  sd.unit(unit, "[Service]\nExecStart=/bin/sh -c 'echo $$$$ > " + pidf +
-                    "; trap \"\" TERM; while :; do sleep 1; done'\nTimeoutStopSec=600\n");
+  sd.unit(unit,
+          "[Service]\nExecStart=/bin/sh -c 'echo $$$$ > " + pidf + "; trap \"\" TERM; while :; do sleep 1; done'\nTimeoutStopSec=600\n");
   decl.unit = unit;
   decl.kill_after = 1s;
   Service(decl).start();

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-
 #include <cstring>
 #include <functional>
 #include <thread>
@@ -27,8 +26,7 @@ namespace {
 // (or holds the connection open for `hold` first).
 class OneShotServer {
  public:
-  OneShotServer(int fd, std::function<std::string(const std::string&)> reply, std::chrono::milliseconds hold = 0ms)
-      : fd_(fd) {
+  OneShotServer(int fd, std::function<std::string(const std::string&)> reply, std::chrono::milliseconds hold = 0ms) : fd_(fd) {
     ::listen(fd_, 1);
     thread_ = std::thread([this, reply, hold] {
       int c = ::accept(fd_, nullptr, nullptr);
@@ -110,7 +108,8 @@ TEST_CASE("socket: a reply over max_bytes is an error") {
 TEST_CASE("socket: a peer that does not close is an error at the deadline") {
   uint16_t port = 0;
   int fd = tcp_listener(port);
-  OneShotServer srv(fd, [](const std::string&) { return std::string("partial"); }, 2s);
+  OneShotServer srv(
+      fd, [](const std::string&) { return std::string("partial"); }, 2s);
   SocketAddress a{.unix_path = {}, .host = "127.0.0.1", .port = port};
   auto t0 = std::chrono::steady_clock::now();
   CHECK_THROWS_WITH(socket_exchange(a, "x\n", 300ms), Catch::Contains("timed out") && Catch::Contains(a.describe()));
@@ -120,13 +119,11 @@ TEST_CASE("socket: a peer that does not close is an error at the deadline") {
 TEST_CASE("socket: no listener is an error naming the address") {
   TempDir d;
   auto a = parse_socket_address(d.file("none.sock"));
-  CHECK_THROWS_WITH(socket_exchange(a, "x\n"), Catch::Contains("unix:" + d.file("none.sock")) &&
-                                                   Catch::Contains("cannot connect"));
+  CHECK_THROWS_WITH(socket_exchange(a, "x\n"), Catch::Contains("unix:" + d.file("none.sock")) && Catch::Contains("cannot connect"));
   uint16_t port = 0;
   ::close(tcp_listener(port));  // bound, never listening, closed
   SocketAddress t{.unix_path = {}, .host = "127.0.0.1", .port = port};
-  CHECK_THROWS_WITH(socket_exchange(t, "x\n"), Catch::Contains("127.0.0.1:" + std::to_string(port)) &&
-                                                   Catch::Contains("refused"));
+  CHECK_THROWS_WITH(socket_exchange(t, "x\n"), Catch::Contains("127.0.0.1:" + std::to_string(port)) && Catch::Contains("refused"));
 }
 
 TEST_CASE("socket: addresses are parsed or refused with the expected forms") {
@@ -138,8 +135,8 @@ TEST_CASE("socket: addresses are parsed or refused with the expected forms") {
   auto v6 = parse_socket_address("[::1]:2181");
   CHECK(v6.host == "::1");
   CHECK(v6.describe() == "[::1]:2181");
-  for (const char* bad : {"", "unix:", "unix:relative", "host", "host:", "host:0", "host:70000", "host:12a",
-                          "::1:2181", "[::1]2181", ":2181"}) {
+  for (const char* bad :
+       {"", "unix:", "unix:relative", "host", "host:", "host:0", "host:70000", "host:12a", "::1:2181", "[::1]2181", ":2181"}) {
     INFO(bad);
     CHECK_THROWS_AS(parse_socket_address(bad), Error);
   }

@@ -1,17 +1,17 @@
 // The prometheus driver's settings, and its preflight and snapshot against a
 // real Prometheus started here (loopback, a free port, data in a temp dir),
 // with a sink that records what the driver hands it.
+#include "agent/drivers/prometheus/prometheus_driver.h"
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 #include <functional>
 
 #include "../agent_platform/platform_fixture.h"
 #include "agent/drivers/prometheus/config.h"
-#include "agent/drivers/prometheus/prometheus_driver.h"
 #include "agent/platform/http.h"
 #include "common/util/error.h"
 #include "tests/unit/agent/agent_fixture.h"
@@ -46,8 +46,10 @@ struct Server {
   std::unique_ptr<Background> proc;
 
   explicit Server(bool admin) {
-    write_text(config, "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n"
-                       "      - targets: ['127.0.0.1:" + std::to_string(port) + "']\n");
+    write_text(config,
+               "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n"
+               "      - targets: ['127.0.0.1:" +
+                   std::to_string(port) + "']\n");
     std::vector<std::string> argv = {"prometheus", "--config.file=" + config, "--storage.tsdb.path=" + data,
                                      "--web.listen-address=127.0.0.1:" + std::to_string(port), "--log.level=warn"};
     if (admin) argv.push_back("--web.enable-admin-api");
@@ -76,8 +78,7 @@ struct Server {
       r.url = url + "/api/v1/query?query=" + platform::url_encode("count_over_time(up[5m])");
       auto resp = platform::http_request(r);
       auto j = nlohmann::json::parse(resp.body, nullptr, false);
-      if (j.is_object() && !j["data"]["result"].empty() && std::stod(j["data"]["result"][0]["value"][1].get<std::string>()) >= 2)
-        return;
+      if (j.is_object() && !j["data"]["result"].empty() && std::stod(j["data"]["result"][0]["value"][1].get<std::string>()) >= 2) return;
       std::this_thread::sleep_for(250ms);
     }
     throw std::runtime_error("prometheus scraped nothing within 60 s");
@@ -120,8 +121,9 @@ TEST_CASE("prometheus settings: defaults, service forms, refusals") {
   CHECK(s.data_dir == "/var/lib/prometheus");
   CHECK(s.service.unit == "prometheus.service");
 
-  s = parse("url = \"http://127.0.0.1:9191/prom/\"\ndata_dir = \"/d\"\nconfig_files = [\"/etc/p.yml\"]\n"
-            "service = { start_command = [\"/bin/start\", \"x\"], stop_command = [\"/bin/stop\"], timeout_seconds = 7 }\n");
+  s = parse(
+      "url = \"http://127.0.0.1:9191/prom/\"\ndata_dir = \"/d\"\nconfig_files = [\"/etc/p.yml\"]\n"
+      "service = { start_command = [\"/bin/start\", \"x\"], stop_command = [\"/bin/stop\"], timeout_seconds = 7 }\n");
   CHECK(s.url == "http://127.0.0.1:9191/prom");
   CHECK(s.config_files == std::vector<std::string>{"/etc/p.yml"});
   CHECK(s.service.start_command == std::vector<std::string>{"/bin/start", "x"});

@@ -7,7 +7,6 @@
 #include <sys/socket.h>
 
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 
 #include "../agent_platform/platform_fixture.h"
@@ -16,8 +15,8 @@
 #include "agent/platform/process.h"
 #include "agent/restore_journal.h"
 #include "common/repo/archiver.h"
-#include "common/repo/storage/backend.h"
 #include "common/repo/repository.h"
+#include "common/repo/storage/backend.h"
 #include "tests/unit/agent/agent_fixture.h"
 
 using namespace cairn;
@@ -30,7 +29,6 @@ namespace v1 = cairn::v1;
 
 namespace {
 
-
 void run_ok(const std::vector<std::string>& argv) {
   platform::ProcessSpec s;
   s.argv = argv;
@@ -40,8 +38,8 @@ void run_ok(const std::vector<std::string>& argv) {
 
 size_t series_in(const std::string& url, int64_t lo_ms, int64_t hi_ms) {
   platform::HttpRequest r;
-  r.url = url + "/api/v1/series?match%5B%5D=" + platform::url_encode("{job=\"self\"}") +
-          "&start=" + std::to_string(lo_ms / 1000) + "&end=" + std::to_string((hi_ms + 999) / 1000);
+  r.url = url + "/api/v1/series?match%5B%5D=" + platform::url_encode("{job=\"self\"}") + "&start=" + std::to_string(lo_ms / 1000) +
+          "&end=" + std::to_string((hi_ms + 999) / 1000);
   auto j = nlohmann::json::parse(platform::http_request(r).body);
   return j["data"].size();
 }
@@ -54,17 +52,21 @@ struct ScriptedServer {
   std::string start_sh = dir.file("start.sh"), stop_sh = dir.file("stop.sh");
 
   ScriptedServer() {
-    write_text(config, "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n"
-                       "      - targets: ['127.0.0.1:" + std::to_string(port) + "']\n");
+    write_text(config,
+               "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n"
+               "      - targets: ['127.0.0.1:" +
+                   std::to_string(port) + "']\n");
     // A start fails (once) while the file `fail-start` exists.
     write_text(start_sh, "#!/bin/sh\nif [ -f " + dir.file("fail-start") + " ]; then rm -f " + dir.file("fail-start") +
                              "; echo refused >&2; exit 3; fi\nprometheus --config.file=" + config + " --storage.tsdb.path=" + data +
                              " --web.listen-address=127.0.0.1:" + std::to_string(port) +
-                             " --web.enable-admin-api --log.level=warn </dev/null >>" + dir.file("log") +
-                             " 2>&1 &\necho $! > " + pid + "\n");
-    write_text(stop_sh, "#!/bin/sh\n[ -f " + pid + " ] || exit 0\np=$(cat " + pid + ")\nkill $p 2>/dev/null\n"
-                        "while [ -r /proc/$p/stat ] && [ \"$(sed 's/.*) //' /proc/$p/stat | cut -c1)\" != Z ]; do sleep 0.1; done\n"
-                        "rm -f " + pid + "\n");
+                             " --web.enable-admin-api --log.level=warn </dev/null >>" + dir.file("log") + " 2>&1 &\necho $! > " + pid +
+                             "\n");
+    write_text(stop_sh, "#!/bin/sh\n[ -f " + pid + " ] || exit 0\np=$(cat " + pid +
+                            ")\nkill $p 2>/dev/null\n"
+                            "while [ -r /proc/$p/stat ] && [ \"$(sed 's/.*) //' /proc/$p/stat | cut -c1)\" != Z ]; do sleep 0.1; done\n"
+                            "rm -f " +
+                            pid + "\n");
     fs::permissions(start_sh, fs::perms::owner_all);
     fs::permissions(stop_sh, fs::perms::owner_all);
   }
@@ -217,8 +219,7 @@ TEST_CASE("prometheus restore: stop, TSDB dir replaced (old kept), config back, 
   srv.start();
   CHECK(series_in(srv.url, lo, hi) == 0);
   std::string done = d.recover_interrupted_restore(rec);
-  CHECK_THAT(done, Catch::Contains("the previous data is back in '" + srv.data + "'") &&
-                       Catch::Contains("prometheus was started on it"));
+  CHECK_THAT(done, Catch::Contains("the previous data is back in '" + srv.data + "'") && Catch::Contains("prometheus was started on it"));
   REQUIRE(srv.ready_soon());
   CHECK(series_in(srv.url, lo, hi) == series_before);
   CHECK(fs::is_directory(srv.data + ".cairn-failed-" + rec.stamp));

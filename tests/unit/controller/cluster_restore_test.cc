@@ -4,7 +4,6 @@
 // after preflight and before commit rolls every member back
 // (docs/protocol.md § Cluster-scoped components and the cluster restore).
 #include <catch2/catch.hpp>
-
 #include <functional>
 #include <map>
 #include <optional>
@@ -746,8 +745,10 @@ TEST_CASE("cluster: a rollback whose agent was lost runs again on that member, t
   };
   // b's agent is killed during its rollback; the others' rollbacks succeed.
   for (const auto& t : f.step_tasks(r.id, "rollback"))
-    if (t.agent_id == f.b) lose(t.id);
-    else f.end_task(t.id, TaskState::succeeded);
+    if (t.agent_id == f.b)
+      lose(t.id);
+    else
+      f.end_task(t.id, TaskState::succeeded);
   auto b = rollback_of(f.b);
   REQUIRE(b.size() == 2);  // tried again, for when its agent is back
   CHECK(f.restore_state(r.id) == SetState::running);
@@ -1071,7 +1072,7 @@ TEST_CASE("members: a halt waiting for a host that is gone for good: the operato
     if (t.agent_id != f.k1) f.end_task(t.id, TaskState::succeeded);
   }
   CHECK(f.restore_state(r) == SetState::running);  // k1 still owes its rollback
-  cancel_restore(f, r);  // the second cancel gives that up too
+  cancel_restore(f, r);                            // the second cancel gives that up too
   CHECK(f.restore_state(r) == SetState::failed);
   CHECK(f.step_tasks(r, "rollback").size() == 3);  // and makes nothing again
 }
@@ -1130,9 +1131,9 @@ TEST_CASE("cluster: a rollback cancelled while its agent was away runs when the 
   auto w = f.cat.read([&](const Tx& tx) { return f.wire_of(tx, *late); });
   CHECK(w.restore_id() == r);  // the member's record names this restore: only that is acted on
   CHECK(w.options().restore_step() == "rollback");
-  CHECK(f.restore_state(r) == SetState::failed);  // the outcome stands
+  CHECK(f.restore_state(r) == SetState::failed);                        // the outcome stands
   CHECK(cluster_lock(f) == std::make_pair(std::string("restore"), r));  // nothing else starts on the cluster meanwhile
-  CHECK(owed(f, f.b).empty());                                           // sent once, not at every registration
+  CHECK(owed(f, f.b).empty());                                          // sent once, not at every registration
   CHECK(agent_returns(f, f.b) == 0);
 
   SECTION("it succeeds: the lock goes, nothing is owed") {
@@ -1211,8 +1212,7 @@ TEST_CASE("an unattested set is drilled only with the override a restore needs, 
                       Catch::Contains("is unattested") && Catch::Contains("--accept-unattested"));
   cairn::v1::DrillRequest latest;
   latest.set_latest(true);
-  REQUIRE_THROWS_WITH(orders.create_drill("operator:test", latest),
-                      Catch::Contains("1 unattested one(s), which --latest never picks"));
+  REQUIRE_THROWS_WITH(orders.create_drill("operator:test", latest), Catch::Contains("1 unattested one(s), which --latest never picks"));
   // With the override the drill is ordered, and the override audited.
   named.set_accept_unattested(true);
   auto o = orders.create_drill("operator:test", named);
@@ -1249,8 +1249,9 @@ TEST_CASE("cluster: the restore counters count each member by its own steps, as 
   auto r3 = f.orders.create_restore("operator:test", restore_of(set, "etcd"));
   for (const std::string step : {"preflight", "stop", "data", "start", "verify", "commit"}) f.end_step(r3.id, step);
   REQUIRE(f.restore_state(r3.id) == SetState::complete);
-  CHECK(counts() == std::map<std::string, int64_t>{
-                        {"etcd-a succeeded", 1}, {"etcd-b failed", 1}, {"etcd-b succeeded", 1}, {"etcd-c failed", 1}, {"etcd-c succeeded", 1}});
+  CHECK(counts() ==
+        std::map<std::string, int64_t>{
+            {"etcd-a succeeded", 1}, {"etcd-b failed", 1}, {"etcd-b succeeded", 1}, {"etcd-c failed", 1}, {"etcd-c succeeded", 1}});
 }
 
 // ---- disaster recovery (docs/operations.md § Disaster recovery) -------------
@@ -1352,8 +1353,7 @@ TEST_CASE("cluster: a rollback tells a member whose stop found it not running to
   auto r = f.orders.create_restore("operator:test", req);
   f.end_step(r.id, "preflight");
   for (const auto& t : f.step_tasks(r.id, "stop"))
-    f.end_task(t.id, TaskState::succeeded, {},
-               nlohmann::json{{"step", "stop"}, {"was_running", t.agent_id != f.b}}.dump());
+    f.end_task(t.id, TaskState::succeeded, {}, nlohmann::json{{"step", "stop"}, {"was_running", t.agent_id != f.b}}.dump());
   f.end_step(r.id, "data", f.a);  // a data step fails: every member rolls back
   auto rollbacks = f.step_tasks(r.id, "rollback");
   REQUIRE(rollbacks.size() == 3);

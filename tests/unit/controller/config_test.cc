@@ -1,7 +1,8 @@
 // The controller's configuration: defaults, and every refusal names file:line.
+#include "controller/config.h"
+
 #include <catch2/catch.hpp>
 
-#include "controller/config.h"
 #include "controller/server.h"
 
 using cairn::controller::ConfigError;
@@ -78,9 +79,8 @@ lock_ttl_seconds = 7200
 }
 
 TEST_CASE("an unknown key is refused with its line") {
-  CHECK(error_of("[fleet]\nlisten = \"tcp://127.0.0.1:1\"\nliveliness = 3\n") ==
-        "ctl.toml:3:1: unknown key 'fleet.liveliness'");
-  CHECK(error_of("\n[fleets]\n") .rfind("ctl.toml:2:", 0) == 0);
+  CHECK(error_of("[fleet]\nlisten = \"tcp://127.0.0.1:1\"\nliveliness = 3\n") == "ctl.toml:3:1: unknown key 'fleet.liveliness'");
+  CHECK(error_of("\n[fleets]\n").rfind("ctl.toml:2:", 0) == 0);
   CHECK(error_of("\n[fleets]\n").find("unknown key 'fleets'") != std::string::npos);
 }
 
@@ -88,10 +88,8 @@ TEST_CASE("a value of the wrong type or out of range is refused with its line an
   CHECK(error_of("[fleet]\nliveness = \"five\"\n") == "ctl.toml:2:12: 'fleet.liveness' must be an integer");
   CHECK(error_of("[fleet]\n\nliveness = 1\n") == "ctl.toml:3:12: 'fleet.liveness' is 1, must be between 2 and 100");
   CHECK(error_of("[plans]\nvalidity_seconds = 999999999\n").rfind("ctl.toml:2:", 0) == 0);
-  CHECK(error_of("[fleet]\nenrolment = \"maybe\"\n") ==
-        "ctl.toml:2:13: 'fleet.enrolment' is 'maybe', must be 'closed' or 'open'");
-  CHECK(error_of("[fleet]\nlisten = \"0.0.0.0:7420\"\n").find("'fleet.listen' must be a 'tcp://host:port'") !=
-        std::string::npos);
+  CHECK(error_of("[fleet]\nenrolment = \"maybe\"\n") == "ctl.toml:2:13: 'fleet.enrolment' is 'maybe', must be 'closed' or 'open'");
+  CHECK(error_of("[fleet]\nlisten = \"0.0.0.0:7420\"\n").find("'fleet.listen' must be a 'tcp://host:port'") != std::string::npos);
   CHECK(error_of("[controller]\nlog_level = \"loud\"\n").rfind("ctl.toml:2:", 0) == 0);
   CHECK(error_of("[operator]\nauthorized_keys = { bob = 3 }\n").rfind("ctl.toml:2:", 0) == 0);
   CHECK(error_of("fleet = 3\n") == "ctl.toml:1:9: 'fleet' must be a table ([fleet])");
@@ -144,8 +142,7 @@ refusals_per_minute = 10
   CHECK(c.audit_retention_events == 5000);
   CHECK(c.audit_retention_days == 7);
   CHECK(c.audit_refusals_per_minute == 10);
-  CHECK(error_of("[fleet]\nmax_pending_agents = 0\n") ==
-        "ctl.toml:2:22: 'fleet.max_pending_agents' is 0, must be between 1 and 100000");
+  CHECK(error_of("[fleet]\nmax_pending_agents = 0\n") == "ctl.toml:2:22: 'fleet.max_pending_agents' is 0, must be between 1 and 100000");
   CHECK_THAT(error_of("[audit]\nretention_events = 10\n"), Catch::Contains("'audit.retention_events' is 10"));
   CHECK_THAT(error_of("[audit]\nkeep = 1\n"), Catch::Contains("unknown key 'audit.keep'"));
 }
@@ -161,14 +158,15 @@ TEST_CASE("a control character is refused with its place before the TOML parser 
 TEST_CASE("a malformed table header is refused with its place before the TOML parser sees it") {
   // "[;…" and "[/0.…" (fuzz_controller_config) made toml++ 3.3.0 fail an
   // assertion in parse_key(): an abort, or undefined behaviour under NDEBUG.
-  const std::string expected = "(expected [name] or [[name]]: names bare (A-Za-z0-9_-) or quoted, joined by dots, "
-                               "then only a # comment)";
+  const std::string expected =
+      "(expected [name] or [[name]]: names bare (A-Za-z0-9_-) or quoted, joined by dots, "
+      "then only a # comment)";
   CHECK(error_of("[;AAAA\n") == "ctl.toml:1:1: malformed table header '[;AAAA' " + expected);
   CHECK(error_of("[fleet]\nliveness = 5\n\n  [operator_ttl_seconds = 86400\n") ==
         "ctl.toml:4:3: malformed table header '[operator_ttl_seconds = 86400' " + expected);
   CHECK(error_of("[controller]\n[/0.&.0.0:7420\"\n").rfind("ctl.toml:2:1: malformed table header '[/0.&.0.0:7420\"'", 0) == 0);
-  for (const char* bad : {"[", "[\n", "[ ]", "[#x]", "[[[x]]]", "[ [x]]", "[x]]", "[[x]", "[x] y", "[x.]", "[.x]",
-                          "[\"x]", "['x]", "[x\"y\"]", "[{x}]", "[\xc3\xa9]", "[x]\r"})
+  for (const char* bad : {"[", "[\n", "[ ]", "[#x]", "[[[x]]]", "[ [x]]", "[x]]", "[[x]", "[x] y", "[x.]", "[.x]", "[\"x]", "['x]",
+                          "[x\"y\"]", "[{x}]", "[\xc3\xa9]", "[x]\r"})
     CHECK(error_of(std::string("a = 1\n") + bad).rfind("ctl.toml:2:1: malformed table header '", 0) == 0);
   CHECK(error_of("\xef\xbb\xbf[;]").rfind("ctl.toml:1:1: malformed table header '[;]'", 0) == 0);  // after a BOM
 }
@@ -181,10 +179,10 @@ TEST_CASE("an array holding '}' or a non-ASCII character outside strings is refu
   CHECK(error_of("x = {a = [}]}\n") == "ctl.toml:1:11: '}' inside an array, where a value or ']' is expected");
   CHECK(error_of("x = [\xe2\x80\xa8]\n") == "ctl.toml:1:6: non-ASCII character U+2028 outside a string or comment");
   CHECK(error_of("x = [\xc2\x85]\n") == "ctl.toml:1:6: non-ASCII character U+0085 outside a string or comment");
-  CHECK(error_of("[controlr]\n\xcf\x96" "deet]\n") == "ctl.toml:2:1: non-ASCII character U+03D6 outside a string or comment");
+  CHECK(error_of("[controlr]\n\xcf\x96"
+                 "deet]\n") == "ctl.toml:2:1: non-ASCII character U+03D6 outside a string or comment");
   // A value token runs to a blank, ] } , or #: quotes inside it open no string.
-  CHECK(error_of("dir = 1II\"/etc/cairn\xd1\x94s\"\n") ==
-        "ctl.toml:1:21: non-ASCII character U+0454 outside a string or comment");
+  CHECK(error_of("dir = 1II\"/etc/cairn\xd1\x94s\"\n") == "ctl.toml:1:21: non-ASCII character U+0454 outside a string or comment");
   CHECK(error_of("x = \"a\"\xc3\xa9\n") == "ctl.toml:1:8: non-ASCII character U+00E9 outside a string or comment");
   CHECK(error_of("x = \"\"\"a \\\n  \xc3\xa9\"\"\"\n") ==
         "ctl.toml:2:3: non-ASCII character U+00E9 first after a line-ending backslash (at line 1) in a multi-line "
@@ -195,20 +193,21 @@ TEST_CASE("an array holding '}' or a non-ASCII character outside strings is refu
   CHECK(error_of("x = [1979-05-27 7]\n") == "ctl.toml:1:6: '1979-05-27 7' is neither a value nor a date and time");
   CHECK(error_of("[controller]\nid = 1979-05-27 07:32:00\n").find("must be a string") != std::string::npos);
   // Inside strings, quoted keys and comments they are fine.
-  CHECK(error_of("[controller] # caf\xc3\xa9\nid = \"caf\xc3\xa9\"\n") .find("non-ASCII") == std::string::npos);
+  CHECK(error_of("[controller] # caf\xc3\xa9\nid = \"caf\xc3\xa9\"\n").find("non-ASCII") == std::string::npos);
   CHECK(error_of("[\"caf\xc3\xa9\"]\n").find("unknown key") != std::string::npos);
-  CHECK(error_of("[controller]\nid = \"\"\"a \\\n  b\xc3\xa9\"\"\"\n") .find("non-ASCII") == std::string::npos);
+  CHECK(error_of("[controller]\nid = \"\"\"a \\\n  b\xc3\xa9\"\"\"\n").find("non-ASCII") == std::string::npos);
 }
 
 TEST_CASE("well-formed headers with quoted and dotted keys, blanks and comments still parse") {
-  auto c = parse_config("\xef\xbb\xbf# comment\n"
-                        "[ \"fleet\" ]   # the fleet\r\n"
-                        "liveness = 3\n"
-                        "\t[ 'operator' . authorized_keys ]#c\n"
-                        "alice = \"/k/a.pub\"\n"
-                        "[\"plans\"]\n"
-                        "validity_seconds = 600 # [;not a header\n",
-                        "ctl.toml");
+  auto c = parse_config(
+      "\xef\xbb\xbf# comment\n"
+      "[ \"fleet\" ]   # the fleet\r\n"
+      "liveness = 3\n"
+      "\t[ 'operator' . authorized_keys ]#c\n"
+      "alice = \"/k/a.pub\"\n"
+      "[\"plans\"]\n"
+      "validity_seconds = 600 # [;not a header\n",
+      "ctl.toml");
   CHECK(c.liveness == 3);
   REQUIRE(c.operator_key_files.size() == 1);
   CHECK(c.operator_key_files.at("alice") == "/k/a.pub");
@@ -216,8 +215,7 @@ TEST_CASE("well-formed headers with quoted and dotted keys, blanks and comments 
   // Lines starting with '[' inside strings and multi-line arrays are not headers.
   CHECK(error_of("[controller]\nid = \"\"\"\n[;x\n\"\"\"\n").find("malformed") == std::string::npos);
   CHECK(error_of("[controller]\nid = '''\n[\n'''\n").find("malformed") == std::string::npos);
-  CHECK(error_of("[controller]\nid = [\n  [1, \"]\"],\n[ ],\n  # ]\n[{a = 1}],\n]\n").find("malformed") ==
-        std::string::npos);
+  CHECK(error_of("[controller]\nid = [\n  [1, \"]\"],\n[ ],\n  # ]\n[{a = 1}],\n]\n").find("malformed") == std::string::npos);
 }
 
 TEST_CASE("policies, repositories and the HTTP listener are read and checked") {
@@ -238,7 +236,8 @@ components = ["etcd"]
 keep_daily = 7
 keep_within = "2w"
 keep_min = 7
-)", "ctl.toml");
+)",
+                        "ctl.toml");
   CHECK(c.time_zone == "Europe/Berlin");
   CHECK(c.http_listen == "127.0.0.1:0");
   REQUIRE(c.repositories.size() == 1);
@@ -261,22 +260,21 @@ keep_min = 7
              Catch::Contains("keep_within 'soon' is not a duration"));
   CHECK_THAT(error_of("[[policy]]\nname = \"p\"\nschedule = \"@daily\"\n[[policy]]\nname = \"p\"\nschedule = \"@daily\"\n"),
              Catch::Contains("declared twice"));
-  CHECK_THAT(error_of("[[repository]]\nname = \"m\"\npath = \"rel\"\npassword_file = \"/p\"\n"),
-             Catch::Contains("must be absolute"));
+  CHECK_THAT(error_of("[[repository]]\nname = \"m\"\npath = \"rel\"\npassword_file = \"/p\"\n"), Catch::Contains("must be absolute"));
   // An offsite copy goes to a repository the controller declares, not the policy's own.
   CHECK_THAT(error_of("[[policy]]\nname = \"p\"\nschedule = \"@daily\"\ncopy_to = \"offsite\"\n"),
              Catch::Contains("copy_to 'offsite' is not a [[repository]] declared in this file"));
   CHECK_THAT(error_of("[[policy]]\nname = \"p\"\nschedule = \"@daily\"\nrepository = \"m\"\ncopy_to = \"m\"\n"),
              Catch::Contains("is the policy's own repository"));
   {
-    auto c = parse_config("[[repository]]\nname = \"offsite\"\npath = \"/srv/offsite\"\npassword_file = \"/p\"\n"
-                          "[[policy]]\nname = \"p\"\nschedule = \"@daily\"\ncopy_to = \"offsite\"\n",
-                          "ctl.toml");
+    auto c = parse_config(
+        "[[repository]]\nname = \"offsite\"\npath = \"/srv/offsite\"\npassword_file = \"/p\"\n"
+        "[[policy]]\nname = \"p\"\nschedule = \"@daily\"\ncopy_to = \"offsite\"\n",
+        "ctl.toml");
     REQUIRE(c.policies.size() == 1);
     CHECK(c.policies[0].copy_to == "offsite");
   }
-  CHECK_THAT(error_of("[http]\nlisten = \"0.0.0.0:7422\"\n"),
-             Catch::Contains("not a loopback address") && Catch::Contains("token_file"));
+  CHECK_THAT(error_of("[http]\nlisten = \"0.0.0.0:7422\"\n"), Catch::Contains("not a loopback address") && Catch::Contains("token_file"));
   CHECK_THAT(error_of("[http]\nlisten = \"localhost:7422\"\n"), Catch::Contains("is not an IP address"));
   CHECK_NOTHROW(parse_config("[http]\nlisten = \"0.0.0.0:7422\"\ntoken_file = \"/etc/cairn/http.token\"\n", "ctl.toml"));
   CHECK(parse_config("[http]\nlisten = \"\"\n", "ctl.toml").http_listen.empty());
@@ -296,11 +294,10 @@ TEST_CASE("a repository URL carrying a secret is refused naming file, line and r
                                  "azure://acct/container/prefix?sv=2024&sig=SECRETXYZ"}) {
     CAPTURE(path);
     std::string e = error_of("[[repository]]\nname = \"offsite\"\npassword_file = \"/p\"\npath = \"" + path + "\"\n");
-    CHECK_THAT(e, Catch::StartsWith("ctl.toml:4:") && Catch::Contains("repository 'offsite'") &&
-                      Catch::Contains("carries credentials") && Catch::Contains("***") && Catch::Contains("credentials_file"));
+    CHECK_THAT(e, Catch::StartsWith("ctl.toml:4:") && Catch::Contains("repository 'offsite'") && Catch::Contains("carries credentials") &&
+                      Catch::Contains("***") && Catch::Contains("credentials_file"));
     CHECK(e.find("SECRETXYZ") == std::string::npos);
     CHECK(e.find("AKIDXYZ") == std::string::npos);
   }
-  CHECK_NOTHROW(parse_config("[[repository]]\nname = \"o\"\npassword_file = \"/p\"\npath = \"s3:https://host:9000/b/p\"\n",
-                             "ctl.toml"));
+  CHECK_NOTHROW(parse_config("[[repository]]\nname = \"o\"\npassword_file = \"/p\"\npath = \"s3:https://host:9000/b/p\"\n", "ctl.toml"));
 }

@@ -1,23 +1,23 @@
 // The data directory: private, and held by one controller at a time.
-#include <catch2/catch.hpp>
+#include "controller/data_dir.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <fstream>
 #include <sstream>
 
 #include "common/util/error.h"
 #include "common/util/fs.h"
 #include "controller/catalog/catalog_fixture.h"
-#include "controller/data_dir.h"
 
 using namespace cairn::controller;
 
 namespace {
 
 unsigned mode_of(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   return unsigned(st.st_mode & 07777);
 }
@@ -34,17 +34,15 @@ TEST_CASE("a data directory is held by one taker at a time, and the refusal name
     std::ifstream in(dir + "/controller.lock");
     std::stringstream ss;
     ss << in.rdbuf();
-    CHECK_THAT(ss.str(), Catch::StartsWith("pid " + std::to_string(::getpid()) + "\nhost " + cairn::hostname() +
-                                           "\nsince "));
+    CHECK_THAT(ss.str(), Catch::StartsWith("pid " + std::to_string(::getpid()) + "\nhost " + cairn::hostname() + "\nsince "));
     // flock belongs to the open file: a second take conflicts even in this process.
     try {
       DataDir::take(dir);
       FAIL("a second take succeeded");
     } catch (const cairn::Error& e) {
       CHECK(e.code() == cairn::Errc::locked);
-      CHECK_THAT(e.what(), Catch::Contains("data directory '" + dir + "' is in use by cairn-controller pid " +
-                                           std::to_string(::getpid()) + " on host " + cairn::hostname() +
-                                           " since "));
+      CHECK_THAT(e.what(), Catch::Contains("data directory '" + dir + "' is in use by cairn-controller pid " + std::to_string(::getpid()) +
+                                           " on host " + cairn::hostname() + " since "));
       CHECK_THAT(e.what(), Catch::Contains("stop it first"));
     }
   }

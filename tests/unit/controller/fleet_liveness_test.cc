@@ -5,7 +5,6 @@
 // 10,000-agent fleet benchmark on 16 CPUs: thousands of tasks failed
 // agent_lost; docs/benchmarks.md).
 #include <catch2/catch.hpp>
-
 #include <chrono>
 #include <thread>
 
@@ -81,7 +80,7 @@ TEST_CASE("fleet: after a start, a restore step's result waits until every membe
   send_result(f, 0, ids[0]);
   f.fleet->flush_task_results();
   CHECK_FALSE(catalog::is_terminal(state_of(f, ids[0])));  // node-2 is not back yet
-  f.register_agent(1);  // registering flushes what waits
+  f.register_agent(1);                                     // registering flushes what waits
   f.fleet->flush_task_results();
   CHECK(state_of(f, ids[0]) == catalog::TaskState::succeeded);
 }

@@ -1,17 +1,18 @@
 // Controller key rotation: the announcement verifies under the old key and
 // brings an agent's trust store over; a crash at each step either completes
 // at the next start or leaves the old key in charge.
+#include "controller/key_rotation.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 
-#include "controller/catalog/catalog_fixture.h"
+#include "common/plan/signer.h"
 #include "common/plan/trust_store.h"
 #include "common/plan/verify_plan.h"
-#include "common/plan/signer.h"
 #include "common/util/error.h"
-#include "controller/key_rotation.h"
+#include "controller/catalog/catalog_fixture.h"
 #include "controller/keyfiles.h"
 
 using namespace cairn;

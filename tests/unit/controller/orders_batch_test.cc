@@ -3,15 +3,14 @@
 // verify under the controller's key, name its own agent, carry its own tasks
 // and the next sequence number of its agent, exactly as one signed alone.
 #include <catch2/catch.hpp>
-
 #include <map>
 #include <set>
 
 #include "common/plan/envelope.h"
 #include "common/plan/trust_store.h"
-#include "proto/protocol.h"
 #include "controller/catalog/catalog_fixture.h"
 #include "controller/orders.h"
+#include "proto/protocol.h"
 
 using namespace cairn;
 using namespace cairn::catalog;

@@ -2,7 +2,6 @@
 // catalog, from the same agent's own earlier backups of the same component,
 // never from what another agent wrote (DESIGN.md, trust model).
 #include <catch2/catch.hpp>
-
 #include <map>
 
 #include "controller/catalog/catalog_fixture.h"

@@ -1,9 +1,10 @@
 // A repository's signed set records against its snapshots (controller/record_check.h):
 // what `cairnctl repo check` names missing, which repository "this" one is,
 // records that do not verify.
+#include "controller/record_check.h"
+
 #include <catch2/catch.hpp>
 
-#include "controller/record_check.h"
 #include "controller/set_record.h"
 
 using namespace cairn;
@@ -39,9 +40,7 @@ struct Keys {
   plan::SigningKey key = plan::SigningKey::generate();
   plan::SigningKey other = plan::SigningKey::generate();
   plan::PublicKey pub = key.public_key();
-  TrustedKeyLookup lookup = [this](const std::string& id) -> const plan::PublicKey* {
-    return id == key.key_id() ? &pub : nullptr;
-  };
+  TrustedKeyLookup lookup = [this](const std::string& id) -> const plan::PublicKey* { return id == key.key_id() ? &pub : nullptr; };
   StoredRecord stored(const SetRecord& r, const std::string& name, bool by_other = false) {
     return {name, sign_set_record(r, by_other ? other : key)};
   }
@@ -52,7 +51,6 @@ std::vector<std::string> ids(const std::vector<RecordedSnapshot>& v) {
   for (const auto& s : v) out.push_back(s.snapshot_id);
   return out;
 }
-
 
 TEST_CASE("a snapshot a verified record lists here that is not here is missing, named with its set and task") {
   Keys k;

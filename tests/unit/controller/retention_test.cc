@@ -1,10 +1,10 @@
 // Retention over a policy's backup sets: rules, the minimum kept, partial and
 // failed sets counted apart, days counted in the policy's time zone.
-#include <catch2/catch.hpp>
+#include "controller/retention.h"
 
+#include <catch2/catch.hpp>
 #include <map>
 
-#include "controller/retention.h"
 #include "controller/schedule.h"
 
 using namespace cairn;
@@ -43,7 +43,9 @@ TEST_CASE("keep-last keeps the newest complete sets; partial ones never use up t
   // Newest first: two partial runs after three complete ones.
   std::vector<BackupSet> sets = {set("p2", kBase + 5 * kDay, SetState::partial),
                                  set("p1", kBase + 4 * kDay, SetState::partial),
-                                 set("c3", kBase + 3 * kDay), set("c2", kBase + 2 * kDay), set("c1", kBase + 1 * kDay),
+                                 set("c3", kBase + 3 * kDay),
+                                 set("c2", kBase + 2 * kDay),
+                                 set("c1", kBase + 1 * kDay),
                                  set("f1", kBase + 6 * kDay, SetState::failed)};
   catalog::PolicyRetention r;
   r.last = 2;

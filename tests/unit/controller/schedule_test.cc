@@ -1,9 +1,10 @@
 // Schedules: cron fields, macros, @every, time zones across DST changes, and
 // schedules refused with the field that is wrong.
+#include "controller/schedule.h"
+
 #include <catch2/catch.hpp>
 
 #include "common/util/error.h"
-#include "controller/schedule.h"
 
 using namespace cairn;
 using namespace cairn::controller;

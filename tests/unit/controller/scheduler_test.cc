@@ -3,16 +3,17 @@
 // runs missed while the controller was down run once, configuration policies
 // win, labels select agents, and retention follows a complete run; its
 // prune, locked out, goes again when the lock's holder is done.
-#include <catch2/catch.hpp>
-#include <chrono>
-#include <condition_variable>
-#include <mutex>
-#include <thread>
+#include "controller/scheduler.h"
 
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <sstream>
+#include <thread>
 #include <zmq.hpp>
 
 #include "common/repo/lock.h"
@@ -20,7 +21,6 @@
 #include "common/util/fs.h"
 #include "controller/catalog/catalog_fixture.h"
 #include "controller/fleet.h"
-#include "controller/scheduler.h"
 #include "controller/status_view.h"
 
 using namespace cairn;
@@ -238,8 +238,8 @@ TEST_CASE_METHOD(SchedulerFixture, "keep_proven: a set a drill is reading stays 
     return d.front();
   };
   CHECK(decision(drilled).keep);
-  CHECK(std::find(decision(drilled).reasons.begin(), decision(drilled).reasons.end(),
-                  "a drill of it is running (keep_proven)") != decision(drilled).reasons.end());
+  CHECK(std::find(decision(drilled).reasons.begin(), decision(drilled).reasons.end(), "a drill of it is running (keep_proven)") !=
+        decision(drilled).reasons.end());
   auto s = sets("proven");
   REQUIRE(s.size() == 3);
   CHECK_FALSE(s[0].expired_at);
@@ -257,7 +257,8 @@ TEST_CASE_METHOD(SchedulerFixture, "keep_proven: a set a drill is reading stays 
   CHECK_FALSE(sets("proven")[1].expired_at);
 }
 
-TEST_CASE_METHOD(SchedulerFixture, "a drill that could not run neither clears an earlier failed drill nor makes one; a proven one clears both") {
+TEST_CASE_METHOD(SchedulerFixture,
+                 "a drill that could not run neither clears an earlier failed drill nor makes one; a proven one clears both") {
   auto ordered = orders.create_backup("operator:test", {});
   finish(ordered.id, TaskState::succeeded);
   // Each drill of node-a's snapshot, ended with the agent's verdict.
@@ -356,8 +357,7 @@ struct PruneFixture : Fixture {
     write_file_atomic(store.file("pass"), {reinterpret_cast<const uint8_t*>(pass.data()), pass.size()}, 0600);
     repo::InitOptions io;
     io.kdf = repo::KdfParams{.scrypt = {1024, 8, 1}};
-    repo::Repository::init(*repo::make_fs_backend(store.file("repo")),
-                           repo::Secret(repo::Secret::Kind::passphrase, kPass), io);
+    repo::Repository::init(*repo::make_fs_backend(store.file("repo")), repo::Secret(repo::Secret::Kind::passphrase, kPass), io);
     c.repositories.push_back({"main", store.file("repo"), store.file("pass")});
     return c;
   }
@@ -374,8 +374,7 @@ struct PruneFixture : Fixture {
     scheduler.start(now());
   }
   std::unique_ptr<repo::Lock> hold_shared_lock() {
-    held = repo::Repository::open(repo::make_fs_backend(store.file("repo")),
-                                  repo::Secret(repo::Secret::Kind::passphrase, kPass));
+    held = repo::Repository::open(repo::make_fs_backend(store.file("repo")), repo::Secret(repo::Secret::Kind::passphrase, kPass));
     return repo::Lock::acquire(*held, repo::LockKind::shared, "test: someone else's backup");
   }
   std::unique_ptr<repo::Repository> held;
@@ -509,8 +508,7 @@ TEST_CASE_METHOD(PruneFixture, "a repository its backups never leave is said to 
   CHECK(waits() == 0);
   for (int i = 0; i < 70; ++i) tick();
   CHECK(waits() == 1);
-  CHECK_THAT(log->str(), Catch::Contains("repository 'main' has waited 60 min") &&
-                             Catch::Contains("backups or restores use it now"));
+  CHECK_THAT(log->str(), Catch::Contains("repository 'main' has waited 60 min") && Catch::Contains("backups or restores use it now"));
   advance_seconds(1800);
   tick();
   CHECK(waits() == 1);  // not at every pass
@@ -546,15 +544,14 @@ TEST_CASE_METHOD(PruneFixture, "a set in two repositories: the declared one is c
   zmq::context_t ctx{1};
   zmq::socket_t socket{ctx, zmq::socket_type::router};
   controller::Fleet fleet{socket, cat, config, key.key_id()};
-  auto metrics = [&] {
-    return controller::render_metrics({cat, fleet, maintenance, nullptr, {"main"}});
-  };
+  auto metrics = [&] { return controller::render_metrics({cat, fleet, maintenance, nullptr, {"main"}}); };
   auto waiting = [&] { return cat.read([](const Tx& tx) { return tx.expired_stats(); }); };
   REQUIRE(waiting().size() == 2);
-  CHECK_THAT(metrics(), Catch::Contains("\ncairn_backup_sets_expired{repository=\"main\"} 1\n") &&
-                            Catch::Contains("\ncairn_backup_sets_expired_oldest_timestamp_seconds{repository=\"main\"} " +
-                                            std::to_string(now()) + "\n") &&
-                            !Catch::Contains("cairn_backup_sets_expired{repository=\"elsewhere\"}"));  // only repositories the controller declares
+  CHECK_THAT(
+      metrics(),
+      Catch::Contains("\ncairn_backup_sets_expired{repository=\"main\"} 1\n") &&
+          Catch::Contains("\ncairn_backup_sets_expired_oldest_timestamp_seconds{repository=\"main\"} " + std::to_string(now()) + "\n") &&
+          !Catch::Contains("cairn_backup_sets_expired{repository=\"elsewhere\"}"));  // only repositories the controller declares
 
   tick();
   tick();

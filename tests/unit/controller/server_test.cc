@@ -1,17 +1,17 @@
 // The controller daemon end to end on loopback, in one process: real CURVE
 // sockets, the ZAP handler, the catalog, signed plans. The agents here are
 // minimal DEALERs speaking docs/protocol.md by hand.
-#include <catch2/catch.hpp>
+#include "controller/server.h"
 
 #include <google/protobuf/stubs/logging.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <fstream>
 #include <functional>
 #include <optional>
 #include <thread>
-
 #include <zmq.hpp>
 
 #include "common/plan/replay_journal.h"
@@ -19,7 +19,6 @@
 #include "common/plan/verify_plan.h"
 #include "controller/catalog/catalog_fixture.h"
 #include "controller/keyfiles.h"
-#include "controller/server.h"
 #include "proto/protocol.h"
 
 using namespace cairn::controller;
@@ -120,8 +119,7 @@ void send_agent(zmq::socket_t& s, const v1::AgentMessage& m) {
 
 // The next controller message that is not a heartbeat, or nothing by timeout.
 // The next message but heartbeats (and result acknowledgements, unless asked for).
-std::optional<v1::ControllerMessage> recv_agent(zmq::socket_t& s, std::chrono::milliseconds timeout = 3000ms,
-                                                bool skip_acks = true) {
+std::optional<v1::ControllerMessage> recv_agent(zmq::socket_t& s, std::chrono::milliseconds timeout = 3000ms, bool skip_acks = true) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     zmq::pollitem_t it{s.handle(), 0, ZMQ_POLLIN, 0};
@@ -599,8 +597,7 @@ TEST_CASE("another agent's heartbeat or progress does not keep a lost task alive
   bool audited = false;
   cairn::catalog::Catalog cat = cairn::catalog::Catalog::open(h.config.catalog_path());
   for (const auto& e : cat.read([](const cairn::catalog::Tx& tx) { return tx.audit_events(); }))
-    if (e.action == "agent.foreign_ids" && e.target == "agent:" + a.id && e.details.find(task_id) != std::string::npos)
-      audited = true;
+    if (e.action == "agent.foreign_ids" && e.target == "agent:" + a.id && e.details.find(task_id) != std::string::npos) audited = true;
   CHECK(audited);
 }
 

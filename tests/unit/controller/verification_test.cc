@@ -3,13 +3,13 @@
 // is not in the repository is missing (state, audit event, /metrics); what
 // retention expired is not looked for; a repository whose maintenance job
 // runs is not listed until it ends.
-#include <catch2/catch.hpp>
+#include "controller/verification.h"
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
-
 #include <zmq.hpp>
 
 #include "common/repo/repository.h"
@@ -19,7 +19,6 @@
 #include "controller/catalog/tx.h"
 #include "controller/fleet.h"
 #include "controller/status_view.h"
-#include "controller/verification.h"
 
 using namespace cairn;
 using namespace cairn::catalog;
@@ -124,7 +123,6 @@ struct VerifyFixture : Fixture {
 };
 
 std::string hex_id(char c) { return std::string(64, c); }
-
 
 TEST_CASE("missing: what the catalog held before and after the listing and the listing lacks") {
   std::vector<StoredSnapshot> before = {stored("a"), stored("b"), stored("c"), stored("d")};
@@ -241,8 +239,7 @@ TEST_CASE_METHOD(VerifyFixture, "a snapshot deleted behind the controller's back
   CHECK(metrics.find("cairn_repository_snapshots_missing{repository=\"main\"} 1\n") != std::string::npos);
   CHECK(metrics.find("cairn_repository_verified_timestamp_seconds{repository=\"main\"} " + std::to_string(st.verified_at)) !=
         std::string::npos);
-  CHECK(metrics.find("cairn_repository_store_protection{repository=\"main\",state=\"not_applicable\"} 1\n") !=
-        std::string::npos);
+  CHECK(metrics.find("cairn_repository_store_protection{repository=\"main\",state=\"not_applicable\"} 1\n") != std::string::npos);
   auto page = controller::render_status_page(src, "test");
   CHECK(page.find("1 of the 3 the catalog holds MISSING") != std::string::npos);
   CHECK(page.find(hex_id('2') + " (set " + s2) != std::string::npos);

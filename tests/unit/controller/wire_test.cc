@@ -1,12 +1,12 @@
 // Frames from the network: garbage, truncation and rule-breaking messages are
 // refused with a code, never a crash.
-#include <catch2/catch.hpp>
-
-#include <random>
+#include "controller/wire.h"
 
 #include <google/protobuf/stubs/logging.h>
 
-#include "controller/wire.h"
+#include <catch2/catch.hpp>
+#include <random>
+
 #include "proto/protocol.h"
 
 using namespace cairn::controller;
@@ -17,9 +17,7 @@ namespace {
 // libprotobuf logs each malformed string; the fuzz loop below makes thousands.
 const auto kQuiet = google::protobuf::SetLogHandler(nullptr);
 
-std::vector<std::string> fleet(const v1::AgentMessage& m) {
-  return {std::string(cairn::proto::kFleetProtocolId), m.SerializeAsString()};
-}
+std::vector<std::string> fleet(const v1::AgentMessage& m) { return {std::string(cairn::proto::kFleetProtocolId), m.SerializeAsString()}; }
 
 v1::AgentMessage good_register() {
   v1::AgentMessage m;
@@ -44,8 +42,7 @@ TEST_CASE("wrong frame counts and protocol ids are refused as unsupported") {
   auto m = good_register();
   CHECK(parse_agent_message({}).code == v1::ERROR_CODE_PROTOCOL_UNSUPPORTED);
   CHECK(parse_agent_message({"CAIRN-FLEET/1"}).code == v1::ERROR_CODE_PROTOCOL_UNSUPPORTED);
-  CHECK(parse_agent_message({"CAIRN-FLEET/1", m.SerializeAsString(), "x"}).code ==
-        v1::ERROR_CODE_PROTOCOL_UNSUPPORTED);
+  CHECK(parse_agent_message({"CAIRN-FLEET/1", m.SerializeAsString(), "x"}).code == v1::ERROR_CODE_PROTOCOL_UNSUPPORTED);
   CHECK(parse_agent_message({"CAIRN-FLEET/2", m.SerializeAsString()}).code == v1::ERROR_CODE_PROTOCOL_UNSUPPORTED);
   // The operator protocol id is not the fleet's, and the other way round.
   CHECK(parse_agent_message({"CAIRN-OP/1", m.SerializeAsString()}).code == v1::ERROR_CODE_PROTOCOL_UNSUPPORTED);

@@ -1,8 +1,9 @@
 // ZAP decisions against a real catalog: who passes the CURVE handshake.
+#include "controller/zap.h"
+
 #include <catch2/catch.hpp>
 
 #include "controller/catalog/catalog_fixture.h"
-#include "controller/zap.h"
 
 using namespace cairn::controller;
 using cairn::catalog::AgentState;
@@ -69,8 +70,7 @@ TEST_CASE_METHOD(ZapFixture, "a revoked agent is refused whatever the enrolment 
   CHECK_FALSE(decide(kFleetZapDomain, key(5), false).allow);
   CHECK_FALSE(decide(kFleetZapDomain, key(5), true).allow);
   // Revocation released the name: the record keeps one of its own.
-  CHECK_THAT(decide(kFleetZapDomain, key(5), true).reason,
-             Catch::StartsWith("agent 'n5.revoked-") && Catch::EndsWith("' is revoked"));
+  CHECK_THAT(decide(kFleetZapDomain, key(5), true).reason, Catch::StartsWith("agent 'n5.revoked-") && Catch::EndsWith("' is revoked"));
 }
 
 TEST_CASE_METHOD(ZapFixture, "the operator socket admits only active operator keys") {
@@ -98,9 +98,7 @@ TEST_CASE_METHOD(ZapFixture, "unknown keys fill the pending list up to its cap, 
     k[0] = uint8_t(i);
     k[1] = uint8_t(i >> 8);
     k[2] = 0x5a;
-    auto d = cat.transaction("controller", [&](Tx& tx) {
-      return decide_zap(tx, kFleetZapDomain, k, false, EnrolLimits{100, true});
-    });
+    auto d = cat.transaction("controller", [&](Tx& tx) { return decide_zap(tx, kFleetZapDomain, k, false, EnrolLimits{100, true}); });
     CHECK_FALSE(d.allow);
   }
   auto agents = cat.read([](const Tx& tx) { return tx.agents(); });
@@ -108,9 +106,7 @@ TEST_CASE_METHOD(ZapFixture, "unknown keys fill the pending list up to its cap, 
 }
 
 TEST_CASE_METHOD(ZapFixture, "without audit budget an unknown key is refused and not recorded") {
-  auto d = cat.transaction("controller", [&](Tx& tx) {
-    return decide_zap(tx, kFleetZapDomain, key(9), false, EnrolLimits{100, false});
-  });
+  auto d = cat.transaction("controller", [&](Tx& tx) { return decide_zap(tx, kFleetZapDomain, key(9), false, EnrolLimits{100, false}); });
   CHECK_FALSE(d.allow);
   CHECK_FALSE(d.enrolled);
   CHECK_THAT(d.reason, Catch::Contains("not recorded now"));

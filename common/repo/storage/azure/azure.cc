@@ -41,10 +41,10 @@ constexpr const char* kVersion = "2021-08-06";  // x-ms-version
 
 // What signs the requests: an account key (decoded) or a SAS token, and from where.
 struct Secret {
-  std::string key;  // the account key's bytes; empty with a SAS
-  std::string sas;  // the SAS query string without '?'
+  std::string key;                                              // the account key's bytes; empty with a SAS
+  std::string sas;                                              // the SAS query string without '?'
   std::string cs_account, cs_endpoint, cs_protocol, cs_suffix;  // from a connection string
-  std::string source;  // "credentials file '/x'", "environment (AZURE_STORAGE_KEY)"
+  std::string source;                                           // "credentials file '/x'", "environment (AZURE_STORAGE_KEY)"
 };
 
 class Credentials {
@@ -115,9 +115,12 @@ class Credentials {
     }
     s_ = {};
     s_.source = source;
-    if (!cs.account_key.empty()) s_.key = decode_key(cs.account_key, source);
-    else if (!cs.sas.empty()) s_.sas = strip_q(cs.sas);
-    else throw Error(Errc::invalid_input, "the connection string from " + source + " has neither AccountKey nor SharedAccessSignature");
+    if (!cs.account_key.empty())
+      s_.key = decode_key(cs.account_key, source);
+    else if (!cs.sas.empty())
+      s_.sas = strip_q(cs.sas);
+    else
+      throw Error(Errc::invalid_input, "the connection string from " + source + " has neither AccountKey nor SharedAccessSignature");
     s_.cs_account = cs.account_name;
     s_.cs_endpoint = cs.blob_endpoint;
     s_.cs_protocol = cs.protocol;
@@ -129,8 +132,7 @@ class Credentials {
     auto kv = read_credentials_file(path, "account_key, sas_token, connection_string");
     std::string source = "credentials file '" + path + "'";
     int given = !kv["account_key"].empty() + !kv["sas_token"].empty() + !kv["connection_string"].empty();
-    if (given > 1)
-      throw Error(Errc::invalid_input, source + " names more than one of account_key, sas_token, connection_string");
+    if (given > 1) throw Error(Errc::invalid_input, source + " names more than one of account_key, sas_token, connection_string");
     if (!kv["account_key"].empty()) {
       s_ = {};
       s_.source = source;
@@ -156,8 +158,8 @@ class Credentials {
 };
 
 struct Url {
-  std::string scheme_host;  // "https://host[:port]" (no trailing slash)
-  std::string base_path;    // "" or "/ACCOUNT" (path-style), encoded, no trailing slash
+  std::string scheme_host;                 // "https://host[:port]" (no trailing slash)
+  std::string base_path;                   // "" or "/ACCOUNT" (path-style), encoded, no trailing slash
   std::string account, container, prefix;  // prefix without leading or trailing slashes
   bool path_style = false;
 };
@@ -207,8 +209,10 @@ Url parse_url(const std::string& loc) {
     if (!(std::islower(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch)) || ch == '-'))
       throw bad("has a container name Azure does not allow (lowercase letters, digits, '-')");
   if (u.prefix.find("//") != std::string::npos || u.prefix.find("..") != std::string::npos) throw bad("has an empty or '..' path segment");
-  if (u.path_style) u.base_path = "/" + u.account;
-  else u.scheme_host = "https://" + u.account + ".blob.core.windows.net";
+  if (u.path_style)
+    u.base_path = "/" + u.account;
+  else
+    u.scheme_host = "https://" + u.account + ".blob.core.windows.net";
   return u;
 }
 
@@ -244,9 +248,7 @@ class AzureBackend final : public Backend {
 
   std::string location() const override { return loc_; }
 
-  BackendCaps caps() const override {
-    return {.local = false, .remote = true, .atomic_replace = true, .exclusive_create = true};
-  }
+  BackendCaps caps() const override { return {.local = false, .remote = true, .atomic_replace = true, .exclusive_create = true}; }
 
   bool exclusive_create_enforced() override {
     std::call_once(probe_once_, [&] { exclusive_ = probe_exclusive(); });
@@ -354,7 +356,8 @@ class AzureBackend final : public Backend {
     if (w.status != 201) fail(w, "probe", k);
     if (!w.header("x-ms-version-id").empty())
       return {Protection::versioning, "blob versioning on (a write was answered with a version id); these credentials can replace objects"};
-    return {Protection::none, "no blob versioning (a write was answered without a version id); these credentials can replace and delete objects"};
+    return {Protection::none,
+            "no blob versioning (a write was answered without a version id); these credentials can replace and delete objects"};
   }
 
   void remove(const Handle& h) override {
@@ -363,8 +366,8 @@ class AzureBackend final : public Backend {
     if (r.status == 202 || r.status == 200) return;
     if (r.status == 404 && error_code(r) != "ContainerNotFound") return;
     if (r.status == 403)
-      throw Error(Errc::denied, "the store refused to delete '" + display(k) + "' with the credentials from " +
-                                    creds_.describe() + " (" + error_code(r) + "): credentials without the right to delete " +
+      throw Error(Errc::denied, "the store refused to delete '" + display(k) + "' with the credentials from " + creds_.describe() + " (" +
+                                    error_code(r) + "): credentials without the right to delete " +
                                     "cannot prune or forget; run maintenance where the controller's credentials are");
     fail(r, "delete", k);
   }
@@ -387,8 +390,9 @@ class AzureBackend final : public Backend {
       auto r = send("GET", "", q, {}, {});
       if (r.status != 200) fail(r, "list", pfx);
       std::string x(r.body.begin(), r.body.end());
-      each_listed_info(x, "Blob", "Name", "Content-Length", "Etag", pfx,
-                       [&](const std::string& n, uint64_t sz, const std::string& e) { fn(ObjectInfo{n, sz, e}); });
+      each_listed_info(x, "Blob", "Name", "Content-Length", "Etag", pfx, [&](const std::string& n, uint64_t sz, const std::string& e) {
+        fn(ObjectInfo{n, sz, e});
+      });
       marker = xml_value(x, "NextMarker");
       if (marker.empty()) break;
     }
@@ -397,7 +401,10 @@ class AzureBackend final : public Backend {
   std::string cache_dir() const override { return cache_dir_; }
 
   StorageCounters counters() const override {
-    return {.requests = http_.requests(), .retries = 0, .failures = 0, .bytes_sent = http_.bytes_sent(),
+    return {.requests = http_.requests(),
+            .retries = 0,
+            .failures = 0,
+            .bytes_sent = http_.bytes_sent(),
             .bytes_received = http_.bytes_received()};
   }
 
@@ -423,8 +430,8 @@ class AzureBackend final : public Backend {
     if (!s.sas.empty()) {
       qs += (qs.empty() ? "?" : "&") + s.sas;
     } else {
-      SharedKeyRequest sr{.method = method, .account = u_.account, .path = path, .query = q, .headers = req.headers,
-                          .content_length = body.size()};
+      SharedKeyRequest sr{
+          .method = method, .account = u_.account, .path = path, .query = q, .headers = req.headers, .content_length = body.size()};
       req.headers.emplace_back("Authorization", authorization(sr, s.key));
     }
     req.url = u_.scheme_host + path + qs;
@@ -443,20 +450,19 @@ class AzureBackend final : public Backend {
     std::string what = "cannot " + op + " '" + display(k) + "'";
     if (r.status == 0) throw Error(Errc::unavailable, what + ": " + r.transport_error);
     std::string code = error_code(r);
-    if (r.status >= 500 || r.status == 429 || code == "ServerBusy" || code == "OperationTimedOut" ||
-        code == "InternalError")
+    if (r.status >= 500 || r.status == 429 || code == "ServerBusy" || code == "OperationTimedOut" || code == "InternalError")
       throw Error(Errc::unavailable, what + ": the store answered " + code + " (HTTP " + std::to_string(r.status) + ")");
     if (r.status == 401 || r.status == 403) {
       std::string hint;
       // A HEAD's answer has no body: Azurite says AuthorizationFailure there for a wrong key too.
-      if (code == "AuthenticationFailed") hint = ": the account key or SAS token is not the account's (or has expired)";
+      if (code == "AuthenticationFailed")
+        hint = ": the account key or SAS token is not the account's (or has expired)";
       else if (code == "AuthorizationFailure")
         hint = ": the account key or SAS token is not the account's, or these credentials lack the right to do it";
       else if (code == "AuthorizationPermissionMismatch" || code == "AuthorizationResourceTypeMismatch" ||
                code == "AuthorizationServiceMismatch")
         hint = ": these credentials lack the right to do it";
-      throw Error(Errc::denied, what + ": the store refused the credentials from " + creds_.describe() + " (" + code +
-                                    ")" + hint);
+      throw Error(Errc::denied, what + ": the store refused the credentials from " + creds_.describe() + " (" + code + ")" + hint);
     }
     if (code == "ContainerNotFound")
       throw Error(Errc::no_repo, "container '" + u_.container + "' does not exist at '" + loc_ +
@@ -508,7 +514,8 @@ class AzureBackend final : public Backend {
       // no right to delete: it stays, and the next probe finds it refused at once
     }
     if (!enforced)
-      storage_log("the store at '" + loc_ + "' accepts If-None-Match: * but does not enforce it: writers sharing data "
+      storage_log("the store at '" + loc_ +
+                  "' accepts If-None-Match: * but does not enforce it: writers sharing data "
                   "store their own copies instead of claiming (docs/repository-format.md § Object stores)");
     return enforced;
   }
@@ -530,8 +537,7 @@ std::unique_ptr<Backend> make_azure_backend(const std::string& location, const S
 }
 
 bool is_azure_location(const std::string& location) {
-  return location.rfind("azure://", 0) == 0 || location.rfind("azure:http://", 0) == 0 ||
-         location.rfind("azure:https://", 0) == 0;
+  return location.rfind("azure://", 0) == 0 || location.rfind("azure:http://", 0) == 0 || location.rfind("azure:https://", 0) == 0;
 }
 
 }  // namespace cairn::repo::storage::azure

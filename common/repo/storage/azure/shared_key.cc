@@ -84,8 +84,8 @@ std::string rfc1123_now() {
   static const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
   static const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
   char b[64];
-  std::snprintf(b, sizeof b, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
-                tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  std::snprintf(b, sizeof b, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
+                tm.tm_hour, tm.tm_min, tm.tm_sec);
   return b;
 }
 
@@ -103,12 +103,18 @@ ConnectionString parse_connection_string(const std::string& s) {
     if (eq == std::string::npos || eq == 0)
       throw Error(Errc::invalid_input, "the connection string's part " + std::to_string(part) + " is not Name=value");
     std::string name = lower(trim(item.substr(0, eq))), value = trim(item.substr(eq + 1));
-    if (name == "accountname") c.account_name = value;
-    else if (name == "accountkey") c.account_key = value;
-    else if (name == "sharedaccesssignature") c.sas = value;
-    else if (name == "blobendpoint") c.blob_endpoint = value;
-    else if (name == "defaultendpointsprotocol") c.protocol = value;
-    else if (name == "endpointsuffix") c.endpoint_suffix = value;
+    if (name == "accountname")
+      c.account_name = value;
+    else if (name == "accountkey")
+      c.account_key = value;
+    else if (name == "sharedaccesssignature")
+      c.sas = value;
+    else if (name == "blobendpoint")
+      c.blob_endpoint = value;
+    else if (name == "defaultendpointsprotocol")
+      c.protocol = value;
+    else if (name == "endpointsuffix")
+      c.endpoint_suffix = value;
   }
   return c;
 }

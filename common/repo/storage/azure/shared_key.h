@@ -22,8 +22,8 @@ struct SharedKeyRequest {
   // account twice ("/ACCOUNT/ACCOUNT/container/blob").
   std::string path;
   std::vector<std::pair<std::string, std::string>> query;  // names and values, not encoded
-  Headers headers;          // every header sent, any case (x-ms-date and x-ms-version among them)
-  uint64_t content_length = 0;  // the body's length; signed as empty when 0 (versions since 2015-02-21)
+  Headers headers;                                         // every header sent, any case (x-ms-date and x-ms-version among them)
+  uint64_t content_length = 0;                             // the body's length; signed as empty when 0 (versions since 2015-02-21)
 };
 
 // The string-to-sign: VERB, the eleven standard headers, Range, then the

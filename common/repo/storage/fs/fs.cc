@@ -1,4 +1,6 @@
 // Filesystem backend: local disks and network mounts (NFS, SMB/Azure Files).
+#include "common/util/fs.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -10,34 +12,49 @@
 
 #include "common/repo/storage/backend.h"
 #include "common/util/error.h"
-#include "common/util/fs.h"
 
 namespace cairn::repo {
 
 const char* file_type_name(FileType t) {
   switch (t) {
-    case FileType::config: return "config";
-    case FileType::key: return "keys";
-    case FileType::pack: return "data";
-    case FileType::index: return "index";
-    case FileType::snapshot: return "snapshots";
-    case FileType::lock: return "locks";
-    case FileType::dict: return "dicts";
-    case FileType::claim: return "claims";
-    case FileType::set_record: return "sets";
-    case FileType::exported: return "exports";
+    case FileType::config:
+      return "config";
+    case FileType::key:
+      return "keys";
+    case FileType::pack:
+      return "data";
+    case FileType::index:
+      return "index";
+    case FileType::snapshot:
+      return "snapshots";
+    case FileType::lock:
+      return "locks";
+    case FileType::dict:
+      return "dicts";
+    case FileType::claim:
+      return "claims";
+    case FileType::set_record:
+      return "sets";
+    case FileType::exported:
+      return "exports";
   }
   return "?";
 }
 
 const char* protection_name(Protection p) {
   switch (p) {
-    case Protection::not_applicable: return "not_applicable";
-    case Protection::none: return "none";
-    case Protection::unknown: return "unknown";
-    case Protection::versioning: return "versioning";
-    case Protection::object_lock: return "object_lock";
-    case Protection::create_only: return "create_only";
+    case Protection::not_applicable:
+      return "not_applicable";
+    case Protection::none:
+      return "none";
+    case Protection::unknown:
+      return "unknown";
+    case Protection::versioning:
+      return "versioning";
+    case Protection::object_lock:
+      return "object_lock";
+    case Protection::create_only:
+      return "create_only";
   }
   return "?";
 }
@@ -48,9 +65,12 @@ Bytes Backend::load_version(const Handle& h, const std::string& version) {
 
 std::string object_path(const Handle& h) {
   switch (h.type) {
-    case FileType::config: return "config";
-    case FileType::pack: return "data/" + h.name.substr(0, 2) + "/" + h.name;
-    default: return std::string(file_type_name(h.type)) + "/" + h.name;
+    case FileType::config:
+      return "config";
+    case FileType::pack:
+      return "data/" + h.name.substr(0, 2) + "/" + h.name;
+    default:
+      return std::string(file_type_name(h.type)) + "/" + h.name;
   }
 }
 
@@ -70,8 +90,7 @@ class FsBackend final : public Backend {
 
   void create() override {
     struct stat st {};
-    if (::stat((root_ + "/config").c_str(), &st) == 0)
-      throw Error(Errc::exists, "a repository already exists at '" + root_ + "'");
+    if (::stat((root_ + "/config").c_str(), &st) == 0) throw Error(Errc::exists, "a repository already exists at '" + root_ + "'");
     mkdir_p(root_, 0700);
     for (auto t : {FileType::key, FileType::pack, FileType::index, FileType::snapshot, FileType::lock, FileType::dict})
       mkdir_p(root_ + "/" + file_type_name(t), 0700);
@@ -207,8 +226,8 @@ class FsBackend final : public Backend {
     };
     static const char* hex = "0123456789abcdef";
     scan(".");  // config
-    for (FileType t : {FileType::key, FileType::index, FileType::snapshot, FileType::lock, FileType::dict, FileType::claim,
-                       FileType::set_record})
+    for (FileType t :
+         {FileType::key, FileType::index, FileType::snapshot, FileType::lock, FileType::dict, FileType::claim, FileType::set_record})
       scan(file_type_name(t));
     for (int i = 0; i < 256; ++i) scan(std::string(file_type_name(FileType::pack)) + "/" + hex[i >> 4] + hex[i & 15]);
   }

@@ -35,8 +35,7 @@ Credentials::Credentials(const StorageOptions& opt) : opt_(opt) {}
 bool Credentials::load_file_source() {
   const std::string& path = opt_.credentials_file;
   std::map<std::string, std::string> kv;
-  for (auto& [k, v] : read_credentials_file(path, "access_key_id, secret_access_key, session_token, region"))
-    kv[lower_key(k)] = v;
+  for (auto& [k, v] : read_credentials_file(path, "access_key_id, secret_access_key, session_token, region")) kv[lower_key(k)] = v;
   settings_ = kv;
   if (kv["access_key_id"].empty() != kv["secret_access_key"].empty())
     throw Error(Errc::invalid_input, "credentials file '" + path + "' names only one of access_key_id and secret_access_key");
@@ -79,30 +78,26 @@ bool Credentials::load_imds(HttpClient& http) {
   std::string base = env_or_empty("AWS_EC2_METADATA_SERVICE_ENDPOINT");
   if (base.empty()) base = "http://169.254.169.254";
   while (!base.empty() && base.back() == '/') base.pop_back();
-  HttpRequest tr{.method = "PUT", .url = base + "/latest/api/token",
-                 .headers = {{"X-aws-ec2-metadata-token-ttl-seconds", "21600"}}};
+  HttpRequest tr{.method = "PUT", .url = base + "/latest/api/token", .headers = {{"X-aws-ec2-metadata-token-ttl-seconds", "21600"}}};
   HttpResponse t = http.perform(tr);
   if (t.status != 200) return false;
   std::string token(t.body.begin(), t.body.end());
-  HttpRequest rr{.url = base + "/latest/meta-data/iam/security-credentials/",
-                 .headers = {{"X-aws-ec2-metadata-token", token}}};
+  HttpRequest rr{.url = base + "/latest/meta-data/iam/security-credentials/", .headers = {{"X-aws-ec2-metadata-token", token}}};
   HttpResponse role = http.perform(rr);
   if (role.status != 200 || role.body.empty()) return false;
   std::string name(role.body.begin(), role.body.end());
   name = trim_blanks(name.substr(0, name.find('\n')));
-  HttpRequest cr{.url = base + "/latest/meta-data/iam/security-credentials/" + name,
-                 .headers = {{"X-aws-ec2-metadata-token", token}}};
+  HttpRequest cr{.url = base + "/latest/meta-data/iam/security-credentials/" + name, .headers = {{"X-aws-ec2-metadata-token", token}}};
   HttpResponse c = http.perform(cr);
   if (c.status != 200) return false;
   auto j = nlohmann::json::parse(std::string(c.body.begin(), c.body.end()), nullptr, false);
   if (!j.is_object() || !j.contains("AccessKeyId") || !j.contains("SecretAccessKey") || !j["AccessKeyId"].is_string() ||
       !j["SecretAccessKey"].is_string())
-    throw Error(Errc::denied, "the instance metadata service at '" + base + "' answered credentials for role '" + name +
-                                  "' that cannot be read");
-  key_ = {j["AccessKeyId"].get<std::string>(), j["SecretAccessKey"].get<std::string>(),
-          j.value("Token", std::string())};
+    throw Error(Errc::denied,
+                "the instance metadata service at '" + base + "' answered credentials for role '" + name + "' that cannot be read");
+  key_ = {j["AccessKeyId"].get<std::string>(), j["SecretAccessKey"].get<std::string>(), j.value("Token", std::string())};
   expires_ = j.contains("Expiration") && j["Expiration"].is_string() ? parse_iso(j["Expiration"].get<std::string>())
-                                                                      : std::chrono::system_clock::time_point{};
+                                                                     : std::chrono::system_clock::time_point{};
   source_ = "instance metadata service '" + base + "', role '" + name + "'";
   file_.clear();
   return true;

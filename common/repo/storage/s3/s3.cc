@@ -27,8 +27,8 @@ constexpr uint64_t kMultipartAbove = 32ull << 20;  // objects larger go up in pa
 constexpr uint64_t kPartSize = 16ull << 20;
 
 struct Url {
-  std::string scheme_host;  // "https://host:port" (no trailing slash)
-  std::string host;         // the Host header
+  std::string scheme_host;     // "https://host:port" (no trailing slash)
+  std::string host;            // the Host header
   std::string bucket, prefix;  // prefix without leading or trailing slashes
   bool path_style = true;
   std::string region;
@@ -68,7 +68,8 @@ Url parse_url(const std::string& loc, Credentials& creds) {
   while (!u.prefix.empty() && u.prefix.back() == '/') u.prefix.pop_back();
   if (u.bucket.size() < 3 || u.bucket.size() > 63) throw bad("names no bucket of 3 to 63 characters");
   for (char c : u.bucket)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_')) throw bad("has a bucket name S3 does not allow");
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_'))
+      throw bad("has a bucket name S3 does not allow");
   if (u.prefix.find("//") != std::string::npos || u.prefix.find("..") != std::string::npos) throw bad("has an empty or '..' path segment");
   u.region = creds.setting("region");
   if (u.region.empty()) u.region = env_or_empty("AWS_REGION");
@@ -100,9 +101,7 @@ class S3Backend final : public Backend {
 
   std::string location() const override { return loc_; }
 
-  BackendCaps caps() const override {
-    return {.local = false, .remote = true, .atomic_replace = true, .exclusive_create = true};
-  }
+  BackendCaps caps() const override { return {.local = false, .remote = true, .atomic_replace = true, .exclusive_create = true}; }
 
   bool exclusive_create_enforced() override {
     std::call_once(probe_once_, [&] { exclusive_ = probe_exclusive(); });
@@ -115,8 +114,8 @@ class S3Backend final : public Backend {
     if (r.status == 404) {
       std::string body;
       if (u_.region != "us-east-1")
-        body = "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>" +
-               u_.region + "</LocationConstraint></CreateBucketConfiguration>";
+        body = "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>" + u_.region +
+               "</LocationConstraint></CreateBucketConfiguration>";
       auto c = send("PUT", "", {}, {}, {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
       if (c.status != 200 && c.status != 409) fail(c, "create the bucket of", "");
     } else if (r.status != 200) {
@@ -193,8 +192,8 @@ class S3Backend final : public Backend {
     auto r = send("DELETE", k, {}, {}, {});
     if (r.status == 204 || r.status == 200 || r.status == 404) return;
     if (r.status == 403)
-      throw Error(Errc::denied, "the store refused to delete '" + display(k) + "' with the credentials from " +
-                                    creds_.describe() + " (" + error_code(r) + "): credentials without the right to delete " +
+      throw Error(Errc::denied, "the store refused to delete '" + display(k) + "' with the credentials from " + creds_.describe() + " (" +
+                                    error_code(r) + "): credentials without the right to delete " +
                                     "cannot prune or forget; run maintenance where the controller's credentials are");
     fail(r, "delete", k);
   }
@@ -216,8 +215,9 @@ class S3Backend final : public Backend {
       auto r = send("GET", "", q, {}, {});
       if (r.status != 200) fail(r, "list", pfx);
       std::string x(r.body.begin(), r.body.end());
-      each_listed_info(x, "Contents", "Key", "Size", "ETag", pfx,
-                       [&](const std::string& n, uint64_t sz, const std::string& e) { fn(ObjectInfo{n, sz, e}); });
+      each_listed_info(x, "Contents", "Key", "Size", "ETag", pfx, [&](const std::string& n, uint64_t sz, const std::string& e) {
+        fn(ObjectInfo{n, sz, e});
+      });
       if (xml_value(x, "IsTruncated") != "true") break;
       token = xml_value(x, "NextContinuationToken");
       if (token.empty()) throw Error(Errc::io, "the store listed '" + display(pfx) + "' as truncated without a continuation token");
@@ -237,8 +237,9 @@ class S3Backend final : public Backend {
     // No configuration (ObjectLockConfigurationNotFoundError), or a store without the feature.
     if (r.status == 404 || r.status == 400 || r.status == 501) return false;
     if (r.status == 401 || r.status == 403) {
-      storage_log("cannot read the Object Lock configuration of '" + display("") + "' with the credentials from " +
-                  creds_.describe() + " (" + code + "): versions the store may keep of deleted objects are left to its "
+      storage_log("cannot read the Object Lock configuration of '" + display("") + "' with the credentials from " + creds_.describe() +
+                  " (" + code +
+                  "): versions the store may keep of deleted objects are left to its "
                   "lifecycle rules (grant s3:GetBucketObjectLockConfiguration for prune to remove them)");
       return false;
     }
@@ -349,7 +350,8 @@ class S3Backend final : public Backend {
     }
     auto w = send("PUT", k, {}, object_headers(h), one);
     if (w.status == 401 || w.status == 403 || w.status == 412)
-      return {Protection::create_only, detail + "; these credentials may only create objects (a replace was refused: " + error_code(w) + ")"};
+      return {Protection::create_only,
+              detail + "; these credentials may only create objects (a replace was refused: " + error_code(w) + ")"};
     if (w.status != 200) fail(w, "probe", k);
     return {versioning_unknown ? Protection::unknown : Protection::none, detail + "; these credentials can replace and delete objects"};
   }
@@ -384,8 +386,8 @@ class S3Backend final : public Backend {
         if (field("Key") != k) continue;
         std::string id = field("VersionId");
         if (id.empty()) continue;
-        out.push_back(ObjectVersion{id, std::strtoull(field("Size").c_str(), nullptr, 10), marker,
-                                    field("IsLatest") == "true", field("LastModified")});
+        out.push_back(ObjectVersion{id, std::strtoull(field("Size").c_str(), nullptr, 10), marker, field("IsLatest") == "true",
+                                    field("LastModified")});
       }
       if (xml_value(x, "IsTruncated") != "true") break;
       key_marker = xml_value(x, "NextKeyMarker");
@@ -406,7 +408,10 @@ class S3Backend final : public Backend {
   std::string cache_dir() const override { return cache_dir_; }
 
   StorageCounters counters() const override {
-    return {.requests = http_.requests(), .retries = 0, .failures = 0, .bytes_sent = http_.bytes_sent(),
+    return {.requests = http_.requests(),
+            .retries = 0,
+            .failures = 0,
+            .bytes_sent = http_.bytes_sent(),
             .bytes_received = http_.bytes_received()};
   }
 
@@ -415,7 +420,9 @@ class S3Backend final : public Backend {
   // The store's key of a path relative to the repository.
   std::string key_of(const std::string& path) const { return u_.prefix.empty() ? path : u_.prefix + "/" + path; }
 
-  std::string display(const std::string& k) const { return loc_.substr(0, loc_.size() - (u_.prefix.empty() ? 0 : u_.prefix.size() + 1)) + (k.empty() ? "" : "/" + k); }
+  std::string display(const std::string& k) const {
+    return loc_.substr(0, loc_.size() - (u_.prefix.empty() ? 0 : u_.prefix.size() + 1)) + (k.empty() ? "" : "/" + k);
+  }
 
   Headers object_headers(const Handle& h) const {
     Headers hs;
@@ -460,20 +467,22 @@ class S3Backend final : public Backend {
     std::string what = "cannot " + op + " '" + display(k) + "'";
     if (r.status == 0) throw Error(Errc::unavailable, what + ": " + r.transport_error);
     std::string code = error_code(r);
-    if (r.status >= 500 || r.status == 429 || code == "SlowDown" || code == "RequestTimeout" ||
-        code == "InternalError" || code == "ServiceUnavailable")
+    if (r.status >= 500 || r.status == 429 || code == "SlowDown" || code == "RequestTimeout" || code == "InternalError" ||
+        code == "ServiceUnavailable")
       throw Error(Errc::unavailable, what + ": the store answered " + code + " (HTTP " + std::to_string(r.status) + ")");
     if (r.status == 401 || r.status == 403) {
       std::string hint;
-      if (code == "SignatureDoesNotMatch") hint = ": the secret key does not match the access key id";
-      else if (code == "InvalidAccessKeyId") hint = ": the store does not know the access key id";
-      else if (code == "AccessDenied") hint = ": these credentials lack the right to do it";
-      throw Error(Errc::denied, what + ": the store refused the credentials from " + creds_.describe() + " (" + code +
-                                    ")" + hint);
+      if (code == "SignatureDoesNotMatch")
+        hint = ": the secret key does not match the access key id";
+      else if (code == "InvalidAccessKeyId")
+        hint = ": the store does not know the access key id";
+      else if (code == "AccessDenied")
+        hint = ": these credentials lack the right to do it";
+      throw Error(Errc::denied, what + ": the store refused the credentials from " + creds_.describe() + " (" + code + ")" + hint);
     }
     if (code == "NoSuchBucket")
-      throw Error(Errc::no_repo, "bucket '" + u_.bucket + "' does not exist at '" + loc_ +
-                                     "' (create it, or run 'cairnctl repo init', which creates it)");
+      throw Error(Errc::no_repo,
+                  "bucket '" + u_.bucket + "' does not exist at '" + loc_ + "' (create it, or run 'cairnctl repo init', which creates it)");
     if (r.status == 404) throw Error(Errc::not_found, what + ": no such object");
     throw Error(Errc::io, what + ": the store answered " + code + " (HTTP " + std::to_string(r.status) + ")");
   }
@@ -550,7 +559,8 @@ class S3Backend final : public Backend {
       return false;  // unknown: the safe protocol
     }
     if (!enforced)
-      storage_log("the store at '" + loc_ + "' accepts If-None-Match: * but does not enforce it: writers sharing data "
+      storage_log("the store at '" + loc_ +
+                  "' accepts If-None-Match: * but does not enforce it: writers sharing data "
                   "store their own copies instead of claiming (docs/repository-format.md § Object stores)");
     return enforced;
   }

@@ -83,8 +83,7 @@ std::string amz_date_now() {
   return b;
 }
 
-Signed sign(const SignRequest& r, const SigningKey& k, const std::string& region, const std::string& service,
-            const std::string& amz_date) {
+Signed sign(const SignRequest& r, const SigningKey& k, const std::string& region, const std::string& service, const std::string& amz_date) {
   Signed out;
   // Canonical URI: the path encoded once (S3 wants exactly that; the published test
   // vectors use plain paths, where once and twice agree).
@@ -123,13 +122,12 @@ Signed sign(const SignRequest& r, const SigningKey& k, const std::string& region
   out.canonical_request = r.method + "\n" + uri + "\n" + cq + "\n" + ch + "\n" + sh + "\n" + r.payload_hash;
   std::string date = amz_date.substr(0, 8);
   std::string scope = date + "/" + region + "/" + service + "/aws4_request";
-  out.string_to_sign = "AWS4-HMAC-SHA256\n" + amz_date + "\n" + scope + "\n" +
-                       sha256_hex(out.canonical_request.data(), out.canonical_request.size());
+  out.string_to_sign =
+      "AWS4-HMAC-SHA256\n" + amz_date + "\n" + scope + "\n" + sha256_hex(out.canonical_request.data(), out.canonical_request.size());
   std::string key = hmac(hmac(hmac(hmac("AWS4" + k.secret_access_key, date), region), service), "aws4_request");
   std::string sig = hmac(key, out.string_to_sign);
-  out.headers.emplace_back("Authorization", "AWS4-HMAC-SHA256 Credential=" + k.access_key_id + "/" + scope +
-                                                ", SignedHeaders=" + sh + ", Signature=" +
-                                                hex(reinterpret_cast<const unsigned char*>(sig.data()), sig.size()));
+  out.headers.emplace_back("Authorization", "AWS4-HMAC-SHA256 Credential=" + k.access_key_id + "/" + scope + ", SignedHeaders=" + sh +
+                                                ", Signature=" + hex(reinterpret_cast<const unsigned char*>(sig.data()), sig.size()));
   return out;
 }
 

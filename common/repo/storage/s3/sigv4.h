@@ -21,12 +21,12 @@ struct SigningKey {
 };
 
 struct SignRequest {
-  std::string method;  // GET, PUT, HEAD, DELETE, POST
-  std::string host;    // the Host header as sent (host, or host:port when the port is not the scheme's)
-  std::string path;    // the path, not yet encoded ("/bucket/key with space")
+  std::string method;                                      // GET, PUT, HEAD, DELETE, POST
+  std::string host;                                        // the Host header as sent (host, or host:port when the port is not the scheme's)
+  std::string path;                                        // the path, not yet encoded ("/bucket/key with space")
   std::vector<std::pair<std::string, std::string>> query;  // names and values, not yet encoded
   Headers headers;                                         // further headers to sign (any case)
-  std::string payload_hash;  // lowercase hex SHA-256 of the body, or "UNSIGNED-PAYLOAD"
+  std::string payload_hash;                                // lowercase hex SHA-256 of the body, or "UNSIGNED-PAYLOAD"
   // S3 sends and signs x-amz-content-sha256; the published test vectors' "service" does not.
   bool s3 = true;
 };
@@ -37,8 +37,7 @@ struct Signed {
 };
 
 // amz_date: "YYYYMMDDTHHMMSSZ" (UTC).
-Signed sign(const SignRequest& r, const SigningKey& k, const std::string& region, const std::string& service,
-            const std::string& amz_date);
+Signed sign(const SignRequest& r, const SigningKey& k, const std::string& region, const std::string& service, const std::string& amz_date);
 
 // RFC 3986 unreserved characters kept, everything else %XX (uppercase); '/' kept unless encode_slash.
 std::string uri_encode(std::string_view s, bool encode_slash);

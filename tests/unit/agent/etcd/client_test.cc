@@ -1,21 +1,22 @@
 // The etcd client against a real etcd: the snapshot stream arrives whole and
 // checked (etcdctl reads the file it makes), a stream that ends early or
 // carries a wrong hash is refused, TLS with client certificates and auth.
+#include "agent/drivers/etcd/client.h"
+
 #include <openssl/sha.h>
 
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "agent/drivers/etcd/client.h"
 #include "agent/drivers/etcd/snapshot_stream.h"
 #include "common/util/error.h"
 #include "tests/unit/agent/etcd/etcd_server.h"
 
 using namespace cairn::agent::etcd;
 using cairn::agent::etcd::test::EtcdServer;
-using cairn::agent::etcd::test::TempDir;
 using cairn::agent::etcd::test::run;
+using cairn::agent::etcd::test::TempDir;
 
 namespace {
 
@@ -206,20 +207,20 @@ TEST_CASE("etcd client: TLS with a client certificate, and authentication") {
     REQUIRE(r.status == 0);
   };
   std::string d = dir.path() + "/";
-  ssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
-       "/CN=test-ca", "-keyout", d + "ca.key", "-out", d + "ca.crt"});
+  ssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+       "-keyout", d + "ca.key", "-out", d + "ca.crt"});
   for (std::string n : {"server", "client"}) {
-    ssl({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=" + n, "-keyout",
-         d + n + ".key", "-out", d + n + ".csr"});
+    ssl({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=" + n, "-keyout", d + n + ".key",
+         "-out", d + n + ".csr"});
     std::ofstream(d + n + ".ext") << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
-    ssl({"x509", "-req", "-in", d + n + ".csr", "-CA", d + "ca.crt", "-CAkey", d + "ca.key", "-CAcreateserial",
-         "-days", "2", "-extfile", d + n + ".ext", "-out", d + n + ".crt"});
+    ssl({"x509", "-req", "-in", d + n + ".csr", "-CA", d + "ca.crt", "-CAkey", d + "ca.key", "-CAcreateserial", "-days", "2", "-extfile",
+         d + n + ".ext", "-out", d + n + ".crt"});
     ::chmod((d + n + ".key").c_str(), 0600);
   }
   EtcdServer::Options o;
   o.scheme = "https";
-  o.extra_args = {"--cert-file=" + d + "server.crt", "--key-file=" + d + "server.key",
-                  "--trusted-ca-file=" + d + "ca.crt", "--client-cert-auth"};
+  o.extra_args = {"--cert-file=" + d + "server.crt", "--key-file=" + d + "server.key", "--trusted-ca-file=" + d + "ca.crt",
+                  "--client-cert-auth"};
   o.ctl_flags = {"--cacert=" + d + "ca.crt", "--cert=" + d + "client.crt", "--key=" + d + "client.key"};
   EtcdServer etcd(dir.path(), o);
   put_keys(etcd, 10);

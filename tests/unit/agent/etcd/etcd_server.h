@@ -91,7 +91,7 @@ inline RunResult run(const std::vector<std::string>& argv, const std::string& st
 struct EtcdOptions {
   std::vector<std::string> extra_args;  // e.g. TLS flags
   std::string scheme = "http";
-  std::vector<std::string> ctl_flags;   // etcdctl's TLS and user flags for this server
+  std::vector<std::string> ctl_flags;  // etcdctl's TLS and user flags for this server
 };
 
 class EtcdServer {
@@ -115,8 +115,7 @@ class EtcdServer {
   pid_t pid() const { return pid_; }
 
   // etcdctl against this server (ETCDCTL_API=3), plus extra flags (TLS, user).
-  RunResult ctl(std::vector<std::string> args, const std::string& stdin_data = {},
-                const std::vector<std::string>& flags = {}) const {
+  RunResult ctl(std::vector<std::string> args, const std::string& stdin_data = {}, const std::vector<std::string>& flags = {}) const {
     std::vector<std::string> argv = {"etcdctl", "--endpoints=" + endpoint()};
     argv.insert(argv.end(), opt_.ctl_flags.begin(), opt_.ctl_flags.end());
     argv.insert(argv.end(), flags.begin(), flags.end());

@@ -2,6 +2,8 @@
 // meta.properties and offset checkpoints, which files a backup links (wholly
 // below the high watermark), copies (the rest) and leaves out, the order
 // (checkpoints first), the segment scan and the swap of a restore.
+#include "agent/drivers/kafka/log_dir.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,7 +12,6 @@
 #include <fstream>
 #include <string>
 
-#include "agent/drivers/kafka/log_dir.h"
 #include "common/util/error.h"
 
 namespace fs = std::filesystem;
@@ -47,12 +48,12 @@ std::string batch(uint64_t base, int records, size_t body = 100) {
   std::string b;
   put(b, base, 8);
   put(b, 49 + body, 4);
-  put(b, 3, 4);  // partition leader epoch
-  b += char(2);  // magic
-  put(b, 0x12345678u + base, 4);  // crc
-  put(b, 0, 2);  // attributes
+  put(b, 3, 4);                      // partition leader epoch
+  b += char(2);                      // magic
+  put(b, 0x12345678u + base, 4);     // crc
+  put(b, 0, 2);                      // attributes
   put(b, uint32_t(records - 1), 4);  // last offset delta
-  b.resize(61 + body, '\0');        // timestamps, producer, sequence, records
+  b.resize(61 + body, '\0');         // timestamps, producer, sequence, records
   return b;
 }
 

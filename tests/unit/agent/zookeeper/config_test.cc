@@ -1,9 +1,10 @@
 // The zookeeper driver's settings: what is required, the defaults, the
 // service forms, and refusals that name the key.
+#include "agent/config.h"
+
 #include <catch2/catch.hpp>
 #include <string>
 
-#include "agent/config.h"
 #include "agent/drivers/zookeeper/config.h"
 #include "agent/drivers/zookeeper/zookeeper_driver.h"
 #include "tests/unit/agent/agent_fixture.h"
@@ -39,8 +40,9 @@ TEST_CASE("zookeeper settings: defaults and the service forms", "[zookeeper]") {
   CHECK_FALSE(caps.restore);  // no service: backups only
   CHECK(caps.restore_stops_service);
 
-  auto u = parse_config(kHead + "data_dir = \"/d\"\ndata_log_dir = \"/l\"\nservice = \"zookeeper.service\"\n"
-                                "cluster_id = \"orders\"\nclient_address = \"127.0.0.1:2182\"\n",
+  auto u = parse_config(kHead +
+                            "data_dir = \"/d\"\ndata_log_dir = \"/l\"\nservice = \"zookeeper.service\"\n"
+                            "cluster_id = \"orders\"\nclient_address = \"127.0.0.1:2182\"\n",
                         "agent.toml");
   CHECK(zk(u).settings().service.unit == "zookeeper.service");
   CHECK(zk(u).settings().data_log_dir == "/l");
@@ -48,8 +50,9 @@ TEST_CASE("zookeeper settings: defaults and the service forms", "[zookeeper]") {
   CHECK(zk(u).capabilities().restore);
   CHECK(zk(u).client_address() == "127.0.0.1:2182");
 
-  auto t = parse_config(kHead + "data_dir = \"/d\"\nservice = { start_command = [\"/bin/zk\", \"start\"], "
-                                "stop_command = [\"/bin/zk\", \"stop\"], timeout_seconds = 30 }\n",
+  auto t = parse_config(kHead +
+                            "data_dir = \"/d\"\nservice = { start_command = [\"/bin/zk\", \"start\"], "
+                            "stop_command = [\"/bin/zk\", \"stop\"], timeout_seconds = 30 }\n",
                         "agent.toml");
   CHECK(zk(t).settings().service.start_command == std::vector<std::string>{"/bin/zk", "start"});
   CHECK(zk(t).settings().service.timeout == std::chrono::seconds(30));
@@ -62,24 +65,24 @@ TEST_CASE("zookeeper settings: refusals name the key", "[zookeeper]") {
   CHECK_THROWS_WITH(parse_config(kHead + "data_dir = \"/a/../b\"\n", "agent.toml"), Catch::Contains(".."));
   CHECK_THROWS_WITH(parse_config(kHead + "data_dir = \"/d\"\nservice = { start_command = [\"/bin/zk\"] }\n", "agent.toml"),
                     Catch::Contains("stop_command"));
-  CHECK_THROWS_WITH(parse_config(kHead + "data_dir = \"/d\"\nservice = { start_command = [\"zk\"], stop_command = [\"zk\"] }\n",
-                                 "agent.toml"),
-                    Catch::Contains("absolute"));
+  CHECK_THROWS_WITH(
+      parse_config(kHead + "data_dir = \"/d\"\nservice = { start_command = [\"zk\"], stop_command = [\"zk\"] }\n", "agent.toml"),
+      Catch::Contains("absolute"));
   CHECK_THROWS_WITH(parse_config(kHead + "data_dir = \"/d\"\nclient_address = \"/run/zk.sock\"\n", "agent.toml"),
                     Catch::Contains("client_address"));
   CHECK_THROWS_WITH(parse_config(kHead + "data_dir = \"/d\"\ndatadir = \"/e\"\n", "agent.toml"), Catch::Contains("datadir"));
 }
 
 TEST_CASE("service settings: a stop's escalation to SIGKILL is declared with kill_after_seconds and kill_command") {
-  auto t = parse_config(kHead + "data_dir = \"/d\"\nservice = { start_command = [\"/bin/zk\", \"start\"], "
-                                "stop_command = [\"/bin/zk\", \"stop\"], kill_command = [\"/bin/zk\", \"kill\"], "
-                                "kill_after_seconds = 45 }\n",
+  auto t = parse_config(kHead +
+                            "data_dir = \"/d\"\nservice = { start_command = [\"/bin/zk\", \"start\"], "
+                            "stop_command = [\"/bin/zk\", \"stop\"], kill_command = [\"/bin/zk\", \"kill\"], "
+                            "kill_after_seconds = 45 }\n",
                         "agent.toml");
   CHECK(zk(t).settings().service.kill_command == std::vector<std::string>{"/bin/zk", "kill"});
   CHECK(zk(t).settings().service.kill_after == std::chrono::seconds(45));
   // A unit alone is killed through systemd; no escalation unless asked for.
-  auto u = parse_config(kHead + "data_dir = \"/d\"\nservice = { unit = \"zookeeper.service\", kill_after_seconds = 30 }\n",
-                        "agent.toml");
+  auto u = parse_config(kHead + "data_dir = \"/d\"\nservice = { unit = \"zookeeper.service\", kill_after_seconds = 30 }\n", "agent.toml");
   CHECK(zk(u).settings().service.kill_after == std::chrono::seconds(30));
   auto plain = parse_config(kHead + "data_dir = \"/d\"\nservice = \"zookeeper.service\"\n", "agent.toml");
   CHECK(zk(plain).settings().service.kill_after == std::chrono::seconds(0));
@@ -88,7 +91,7 @@ TEST_CASE("service settings: a stop's escalation to SIGKILL is declared with kil
                                          "stop_command = [\"/bin/zk\"], kill_after_seconds = 30 }\n",
                                  "agent.toml"),
                     Catch::Contains("kill_after_seconds") && Catch::Contains("kill_command"));
-  CHECK_THROWS_WITH(parse_config(kHead + "data_dir = \"/d\"\nservice = { unit = \"zk.service\", kill_command = [\"kill\"] }\n",
-                                 "agent.toml"),
-                    Catch::Contains("absolute"));
+  CHECK_THROWS_WITH(
+      parse_config(kHead + "data_dir = \"/d\"\nservice = { unit = \"zk.service\", kill_command = [\"kill\"] }\n", "agent.toml"),
+      Catch::Contains("absolute"));
 }

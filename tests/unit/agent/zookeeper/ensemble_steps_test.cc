@@ -22,8 +22,8 @@
 #include "agent/drivers/zookeeper/four_letter.h"
 #include "agent/task_admission.h"
 #include "agent/task_runner.h"
-#include "common/repo/storage/backend.h"
 #include "common/repo/repository.h"
+#include "common/repo/storage/backend.h"
 #include "tests/unit/agent/agent_fixture.h"
 
 namespace fs = std::filesystem;
@@ -63,9 +63,7 @@ struct Member {
   int myid;
   std::string dir, data, cfg;
   int port, peer, election;
-  void service(const std::string& what) const {
-    REQUIRE(std::system(("python3 " + kServers + " " + what + " " + dir).c_str()) == 0);
-  }
+  void service(const std::string& what) const { REQUIRE(std::system(("python3 " + kServers + " " + what + " " + dir).c_str()) == 0); }
   std::string mode() const {
     try {
       return zookeeper::parse_srvr(ask(port, "srvr")).mode;
@@ -91,13 +89,14 @@ struct Member {
     // Its exit status is the last command's (a missing znode is 1): the output tells.
     // zkCli retries a connection it cannot make for ever: bounded by timeout(1).
     (void)std::system(
-        ("timeout -k 5 120 " + std::string(kCli) + " -server 127.0.0.1:" + std::to_string(port) + " < " + script + " > " + out + " 2>&1").c_str());
+        ("timeout -k 5 120 " + std::string(kCli) + " -server 127.0.0.1:" + std::to_string(port) + " < " + script + " > " + out + " 2>&1")
+            .c_str());
     std::vector<std::string> lines;
     std::istringstream in(slurp(out));
     for (std::string l; std::getline(in, l);) {
       if (l.empty() || l.rfind("Connecting to", 0) == 0 || l.rfind("Welcome to", 0) == 0 || l.rfind("JLine", 0) == 0 ||
-          l.rfind("WATCHER::", 0) == 0 || l.rfind("WatchedEvent", 0) == 0 || l.rfind("SLF4J:", 0) == 0 ||
-          l.rfind("Created /", 0) == 0 || l.rfind("Sync is OK", 0) == 0)
+          l.rfind("WATCHER::", 0) == 0 || l.rfind("WatchedEvent", 0) == 0 || l.rfind("SLF4J:", 0) == 0 || l.rfind("Created /", 0) == 0 ||
+          l.rfind("Sync is OK", 0) == 0)
         continue;
       lines.push_back(l);
     }
@@ -142,12 +141,14 @@ struct Agent {
     std::string text = "name = \"node-" + std::to_string(x.myid) + "\"\nstate_dir = \"" + x.dir +
                        "/agent-state\"\n[controller]\nendpoint = \"tcp://127.0.0.1:7600\"\n"
                        "public_key = \"rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7\"\nsigning_keys_file = \"" +
-                       e.base + "/signing.pub\"\n[[repository]]\nname = \"main\"\npath = \"" + e.base +
-                       "/repo\"\npassword_file = \"" + e.base + "/repo.pass\"\n[[component]]\nname = \"zookeeper\"\n"
-                       "driver = \"zookeeper\"\ndata_dir = \"" + x.data + "\"\nconfig_file = \"" + x.cfg +
-                       "\"\nready_timeout_seconds = 120\nservice = { start_command = [\"/usr/bin/env\", \"python3\", \"" +
-                       kServers + "\", \"start\", \"" + x.dir + "\"], stop_command = [\"/usr/bin/env\", \"python3\", \"" +
-                       kServers + "\", \"stop\", \"" + x.dir + "\"], timeout_seconds = 60 }\n";
+                       e.base + "/signing.pub\"\n[[repository]]\nname = \"main\"\npath = \"" + e.base + "/repo\"\npassword_file = \"" +
+                       e.base +
+                       "/repo.pass\"\n[[component]]\nname = \"zookeeper\"\n"
+                       "driver = \"zookeeper\"\ndata_dir = \"" +
+                       x.data + "\"\nconfig_file = \"" + x.cfg +
+                       "\"\nready_timeout_seconds = 120\nservice = { start_command = [\"/usr/bin/env\", \"python3\", \"" + kServers +
+                       "\", \"start\", \"" + x.dir + "\"], stop_command = [\"/usr/bin/env\", \"python3\", \"" + kServers +
+                       "\", \"stop\", \"" + x.dir + "\"], timeout_seconds = 60 }\n";
     config = parse_config(text, "agent-" + std::to_string(x.myid) + ".toml");
     runner = std::make_unique<TaskRunner>([this](v1::AgentMessage msg) { sent.push_back(std::move(msg)); });
   }

@@ -1,6 +1,8 @@
 // The zookeeper driver's file logic on files the tests write: zoo.cfg, the
 // snapshot trailer check, which files make a consistent backup, the log
 // reader, staging with hard links and the swap of a restore.
+#include "agent/drivers/zookeeper/layout.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,7 +15,6 @@
 #include <vector>
 
 #include "agent/drivers/zookeeper/four_letter.h"
-#include "agent/drivers/zookeeper/layout.h"
 #include "agent/drivers/zookeeper/staging.h"
 #include "common/util/error.h"
 
@@ -121,8 +122,7 @@ TEST_CASE("zoo.cfg: the directories, the client port and the server list", "[zoo
   CHECK(derive_cluster_id(c) != derive_cluster_id(e));
   CHECK(derive_cluster_id(parse_zoo_cfg("clientPort=2181\n", "x")) == "zk-standalone-2181");
 
-  CHECK_THROWS_WITH(parse_zoo_cfg("dataDir=/a\nnot a property\n", "/etc/zk/zoo.cfg"),
-                    Catch::Contains("'/etc/zk/zoo.cfg' line 2"));
+  CHECK_THROWS_WITH(parse_zoo_cfg("dataDir=/a\nnot a property\n", "/etc/zk/zoo.cfg"), Catch::Contains("'/etc/zk/zoo.cfg' line 2"));
   CHECK_THROWS_WITH(parse_zoo_cfg("clientPort=99999\n", "z"), Catch::Contains("clientPort"));
 }
 

@@ -120,8 +120,8 @@ struct Server {
 inline void cli(int port, const std::string& script, const std::string& dir) {
   std::ofstream(dir + "/cli.txt") << script << "quit\n";
   // zkCli retries a connection it cannot make for ever: bounded by timeout(1).
-  std::string cmd = "timeout -k 5 120 " + std::string(kCli) + " -server 127.0.0.1:" + std::to_string(port) + " < " + dir + "/cli.txt > " + dir +
-                    "/cli.log 2>&1";
+  std::string cmd = "timeout -k 5 120 " + std::string(kCli) + " -server 127.0.0.1:" + std::to_string(port) + " < " + dir + "/cli.txt > " +
+                    dir + "/cli.log 2>&1";
   REQUIRE(std::system(cmd.c_str()) == 0);
 }
 

@@ -3,6 +3,8 @@
 // finds the zxid the server reports, and the staged files, put in place for a
 // second server, load as the same tree. Skipped (with a warning) when
 // ZooKeeper or java is not installed.
+#include "tests/unit/agent/zookeeper/real_server.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -25,7 +27,6 @@
 #include "agent/drivers/zookeeper/layout.h"
 #include "agent/drivers/zookeeper/staging.h"
 #include "tests/unit/agent/agent_fixture.h"
-#include "tests/unit/agent/zookeeper/real_server.h"
 
 namespace fs = std::filesystem;
 using namespace cairn::agent::zookeeper;
@@ -33,8 +34,7 @@ using namespace std::chrono_literals;
 
 using namespace cairn::agent::test::zk;
 
-TEST_CASE("a real server's data: snapshots valid, the zxid read from the logs, staged files load as the same tree",
-          "[zookeeper][real]") {
+TEST_CASE("a real server's data: snapshots valid, the zxid read from the logs, staged files load as the same tree", "[zookeeper][real]") {
   if (!have_zookeeper()) {
     WARN("ZooKeeper (" << kJar << ") or java is not installed: skipped");
     return;
@@ -61,8 +61,7 @@ TEST_CASE("a real server's data: snapshots valid, the zxid read from the logs, s
   for (int i = 0; i < 100; ++i) {
     bool all_valid = true;
     for (const auto& e : fs::directory_iterator(v2))
-      if (zxid_from_name(e.path().filename().string(), "snapshot") && check_snapshot(e.path()) != SnapshotCheck::valid)
-        all_valid = false;
+      if (zxid_from_name(e.path().filename().string(), "snapshot") && check_snapshot(e.path()) != SnapshotCheck::valid) all_valid = false;
     if (all_valid) break;
     std::this_thread::sleep_for(100ms);
   }
@@ -157,7 +156,7 @@ TEST_CASE("bench: in-place snapshot time as the data grows 10x", "[.bench]") {
       best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       remove_tree(st.data_staging);
     }
-    WARN(target << " znodes of 1 KiB, newest snapshot " << snap_bytes / 1024 << " KiB, " << st.files_linked
-                << " linked, " << st.files_copied << " copied: stage() best of 5 " << best << " ms");
+    WARN(target << " znodes of 1 KiB, newest snapshot " << snap_bytes / 1024 << " KiB, " << st.files_linked << " linked, "
+                << st.files_copied << " copied: stage() best of 5 " << best << " ms");
   }
 }

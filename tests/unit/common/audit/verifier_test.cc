@@ -3,13 +3,13 @@
 // as exactly that, naming the event's seq; a rotated key is followed through
 // its announcement. The real broker round trips are in
 // tests/integration/test_audit_kafka.py.
-#include <catch2/catch.hpp>
+#include "common/audit/verifier.h"
 
+#include <catch2/catch.hpp>
 #include <string>
 #include <vector>
 
 #include "common/audit/topic.h"
-#include "common/audit/verifier.h"
 #include "common/plan/signer.h"
 #include "common/plan/signing_key.h"
 #include "common/plan/trust_store.h"
@@ -230,7 +230,8 @@ TEST_CASE("a head removed is a problem unless the reader was told where the trai
   o.from_seq = 6;
   Verifier from6(trust2, {}, o);
   std::vector<int64_t> seqs;
-  for (size_t i = 0; i < v.size(); ++i) from6.feed(int64_t(i), kRecordKey, v[i], [&](const AuditEvent& e, int64_t) { seqs.push_back(e.seq); });
+  for (size_t i = 0; i < v.size(); ++i)
+    from6.feed(int64_t(i), kRecordKey, v[i], [&](const AuditEvent& e, int64_t) { seqs.push_back(e.seq); });
   CHECK(from6.problems().empty());
   CHECK(seqs == std::vector<int64_t>{6, 7, 8, 9, 10});
 }

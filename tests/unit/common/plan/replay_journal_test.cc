@@ -1,8 +1,9 @@
+#include "common/plan/replay_journal.h"
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 
-#include "common/plan/replay_journal.h"
 #include "common/util/error.h"
 #include "plan_fixture.h"
 
@@ -70,8 +71,7 @@ TEST_CASE("the journal file is written whole and private") {
   }
   REQUIRE(files == 1);
   auto perms = std::filesystem::status(dir.file("journal.json")).permissions();
-  REQUIRE((perms & (std::filesystem::perms::group_all | std::filesystem::perms::others_all)) ==
-          std::filesystem::perms::none);
+  REQUIRE((perms & (std::filesystem::perms::group_all | std::filesystem::perms::others_all)) == std::filesystem::perms::none);
 }
 
 TEST_CASE("a journal that does not parse stops the agent instead of starting empty") {

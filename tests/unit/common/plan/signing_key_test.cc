@@ -1,3 +1,5 @@
+#include "common/plan/signing_key.h"
+
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
@@ -5,7 +7,6 @@
 #include <vector>
 
 #include "common/plan/envelope.h"
-#include "common/plan/signing_key.h"
 #include "common/util/error.h"
 #include "plan_fixture.h"
 

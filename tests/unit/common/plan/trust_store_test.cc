@@ -1,9 +1,10 @@
 // Controller key rotation through signed key announcements.
+#include "common/plan/trust_store.h"
+
 #include <catch2/catch.hpp>
 
 #include "common/plan/envelope.h"
 #include "common/plan/signer.h"
-#include "common/plan/trust_store.h"
 #include "common/plan/verify_plan.h"
 #include "plan_fixture.h"
 #include "proto/protocol.h"
@@ -99,18 +100,15 @@ TEST_CASE("a tampered, expired or mistyped announcement is refused") {
     REQUIRE(trust.apply_announcement(as_bytes(s), kNow).code() == ErrorCode::ERROR_CODE_BAD_SIGNATURE);
   }
   SECTION("expired") {
-    REQUIRE(trust.apply_announcement(sign_key_announcement(trusted, announce(next)), kNow + 3600).code() ==
-            ErrorCode::ERROR_CODE_EXPIRED);
+    REQUIRE(trust.apply_announcement(sign_key_announcement(trusted, announce(next)), kNow + 3600).code() == ErrorCode::ERROR_CODE_EXPIRED);
   }
   SECTION("a plan envelope handed in as an announcement") {
-    REQUIRE(trust.apply_announcement(sign_plan(trusted, make_plan("p1", 1)), kNow).code() ==
-            ErrorCode::ERROR_CODE_UNKNOWN_PAYLOAD_TYPE);
+    REQUIRE(trust.apply_announcement(sign_plan(trusted, make_plan("p1", 1)), kNow).code() == ErrorCode::ERROR_CODE_UNKNOWN_PAYLOAD_TYPE);
   }
   SECTION("a key of the wrong size") {
     auto a = announce(next);
     a.set_new_public_key("short");
-    REQUIRE(trust.apply_announcement(sign_key_announcement(trusted, a), kNow).code() ==
-            ErrorCode::ERROR_CODE_MALFORMED_PAYLOAD);
+    REQUIRE(trust.apply_announcement(sign_key_announcement(trusted, a), kNow).code() == ErrorCode::ERROR_CODE_MALFORMED_PAYLOAD);
   }
   REQUIRE(trust.find(next.key_id()) == nullptr);
 }

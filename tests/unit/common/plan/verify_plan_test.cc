@@ -1,9 +1,10 @@
 // Every plan rejection reason, each with a real signed envelope.
+#include "common/plan/verify_plan.h"
+
 #include <catch2/catch.hpp>
 #include <cctype>
 
 #include "common/plan/envelope.h"
-#include "common/plan/verify_plan.h"
 #include "plan_fixture.h"
 #include "proto/protocol.h"
 
@@ -20,9 +21,7 @@ struct Env {
   std::array<uint8_t, 32> me = agent_key(1);
   ReplayJournal journal;
 
-  Verdict<VerifiedPlan> check(const Bytes& envelope, int64_t now = kNow) {
-    return verify_plan(envelope, trust, me, now, journal);
-  }
+  Verdict<VerifiedPlan> check(const Bytes& envelope, int64_t now = kNow) { return verify_plan(envelope, trust, me, now, journal); }
 };
 
 cairn::v1::SignedEnvelope parse(const Bytes& b) {
@@ -178,9 +177,7 @@ TEST_CASE("a plan whose sequence is not above the accepted one is refused") {
     require_rejected(verify_plan(sign_plan(env.key, make_plan("p5b", 5)), env.trust, env.me, kNow, journal),
                      ErrorCode::ERROR_CODE_OLDER_SEQUENCE);
   }
-  SECTION("higher is fine") {
-    REQUIRE(verify_plan(sign_plan(env.key, make_plan("p6", 6)), env.trust, env.me, kNow, journal).ok());
-  }
+  SECTION("higher is fine") { REQUIRE(verify_plan(sign_plan(env.key, make_plan("p6", 6)), env.trust, env.me, kNow, journal).ok()); }
 }
 
 TEST_CASE("an old plan is still refused once its journal entry has expired") {
@@ -210,8 +207,7 @@ TEST_CASE("a correctly signed envelope of an unknown payload type is refused") {
 TEST_CASE("a correctly signed garbage payload is refused as malformed") {
   Env env;
   std::string garbage = "not a protobuf \xff\xff\xff\xff\xff\xff\xff\xff\xff\xff";
-  require_rejected(env.check(sign_envelope(env.key, proto::kPlanPayloadType, as_bytes(garbage))),
-                   ErrorCode::ERROR_CODE_MALFORMED_PAYLOAD);
+  require_rejected(env.check(sign_envelope(env.key, proto::kPlanPayloadType, as_bytes(garbage))), ErrorCode::ERROR_CODE_MALFORMED_PAYLOAD);
 }
 
 TEST_CASE("a signed payload that parses but breaks a rule is refused as malformed") {
@@ -235,9 +231,7 @@ TEST_CASE("bytes that are not an envelope are refused without a crash") {
     Bytes b{0xff, 0xff, 0xff, 0xff, 0x07};
     require_rejected(env.check(b), ErrorCode::ERROR_CODE_MALFORMED_ENVELOPE);
   }
-  SECTION("empty is an envelope with nothing in it") {
-    require_rejected(env.check(Bytes{}), ErrorCode::ERROR_CODE_MISSING_SIGNATURE);
-  }
+  SECTION("empty is an envelope with nothing in it") { require_rejected(env.check(Bytes{}), ErrorCode::ERROR_CODE_MISSING_SIGNATURE); }
   SECTION("truncated") {
     Bytes b = sign_plan(env.key, make_plan("p1", 1));
     b.resize(b.size() - 10);

@@ -3,13 +3,12 @@
 // but the named snapshot may serve, and a named one that does not fit is
 // reported instead of used.
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 
 #include "common/repo/archiver.h"
 #include "common/repo/checker.h"
-#include "common/repo/storage/backend.h"
 #include "common/repo/snapshot.h"
+#include "common/repo/storage/backend.h"
 #include "repo_test_util.h"
 
 using namespace cairn;

@@ -1,18 +1,18 @@
 // The streaming archiver: trees are written as directories complete, in whatever
 // order the files finish, and must still be exact and deterministic.
-#include <catch2/catch.hpp>
+#include "common/repo/archiver.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <random>
 
-#include "common/repo/archiver.h"
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
 #include "common/repo/tree.h"
@@ -249,9 +249,9 @@ TEST_CASE("chunks cut in place in shared read blocks are exactly the chunks of e
   };
   Bytes db = random_bytes(3u << 20, 11);
   for (size_t i = 0; i < db.size(); i += 4096) std::fill(db.begin() + long(i), db.begin() + long(i + 1024), uint8_t(i >> 12));
-  add("etcd.db", db);                              // page profile: 32 KiB chunks
+  add("etcd.db", db);                                            // page profile: 32 KiB chunks
   add("00000000000000000000.log", random_bytes(21u << 20, 12));  // log profile, spans several blocks
-  add("big.bin", random_bytes(11u << 20, 13));     // standard profile
+  add("big.bin", random_bytes(11u << 20, 13));                   // standard profile
   for (int i = 0; i < 150; ++i) add("small/f" + std::to_string(i), random_bytes(size_t(1 + 997 * (i % 31)), uint32_t(100 + i)));
 
   for (unsigned threads : {1u, 2u, 3u}) {
@@ -260,8 +260,10 @@ TEST_CASE("chunks cut in place in shared read blocks are exactly the chunks of e
     std::map<std::string, std::vector<BlobId>> got;
     std::function<void(const BlobId&, const std::string&)> collect = [&](const BlobId& id, const std::string& prefix) {
       for (const Node& n : repo.tree(id).nodes) {
-        if (n.type == NodeType::dir) collect(*n.subtree, prefix + n.name + "/");
-        else if (n.type == NodeType::file) got[prefix + n.name] = n.content;
+        if (n.type == NodeType::dir)
+          collect(*n.subtree, prefix + n.name + "/");
+        else if (n.type == NodeType::file)
+          got[prefix + n.name] = n.content;
       }
     };
     collect(repo.subtree(res.snapshot, src), "");

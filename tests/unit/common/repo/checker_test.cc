@@ -1,5 +1,7 @@
 // check and repair on real repositories in a temp dir: what an operator sees after
 // damage, and that repair brings every file back.
+#include "common/repo/checker.h"
+
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,7 +12,6 @@
 #include <random>
 
 #include "common/repo/archiver.h"
-#include "common/repo/checker.h"
 #include "common/repo/tree.h"
 #include "common/util/fs.h"
 #include "repo_test_util.h"

@@ -1,13 +1,12 @@
-#include <catch2/catch.hpp>
+#include "common/repo/chunker.h"
 
 #include <algorithm>
 #include <bit>
+#include <catch2/catch.hpp>
 #include <random>
 #include <set>
 
 #include "common/util/encoding.h"
-
-#include "common/repo/chunker.h"
 
 using namespace cairn;
 using namespace cairn::repo;
@@ -122,8 +121,7 @@ TEST_CASE("the four-bytes-per-round scan cuts exactly where a byte-at-a-time Fas
         REQUIRE(n == reference(c.params(), d.data() + off, d.size() - off));
         for (size_t short_by = 1; short_by < 4 && chunks % 16 == 0; ++short_by)
           if (d.size() - off > c.params().min_size + short_by)
-            REQUIRE(c.cut(d.data() + off, d.size() - off - short_by) ==
-                    reference(c.params(), d.data() + off, d.size() - off - short_by));
+            REQUIRE(c.cut(d.data() + off, d.size() - off - short_by) == reference(c.params(), d.data() + off, d.size() - off - short_by));
         off += n;
         ++chunks;
       }
@@ -147,7 +145,7 @@ KafkaLog kafka_log(size_t total, uint32_t seed_, size_t big_every = 0) {
   uint64_t offset = 0;
   size_t n = 0;
   while (log.bytes.size() < total) {
-    size_t body = 200 + rng() % 30000;  // producer batches from 200 B to 30 KiB
+    size_t body = 200 + rng() % 30000;                       // producer batches from 200 B to 30 KiB
     if (big_every && ++n % big_every == 0) body = 9u << 20;  // larger than a chunk
     size_t at = log.bytes.size();
     log.batch_starts.push_back(at);

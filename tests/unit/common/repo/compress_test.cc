@@ -1,8 +1,7 @@
-#include <catch2/catch.hpp>
-
-#include <random>
-
 #include "common/repo/compress.h"
+
+#include <catch2/catch.hpp>
+#include <random>
 
 using namespace cairn;
 using namespace cairn::repo;

@@ -2,17 +2,17 @@
 // import stand on. The copy restores to the same bytes under the other
 // repository's keys, deduplicates against what is there, and refuses a
 // source blob that does not verify.
-#include <catch2/catch.hpp>
+#include "common/repo/copy.h"
 
 #include <unistd.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <vector>
 
 #include "common/repo/archiver.h"
 #include "common/repo/checker.h"
-#include "common/repo/copy.h"
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
 #include "common/util/error.h"

@@ -1,6 +1,7 @@
+#include "common/crypto/crypto.h"
+
 #include <catch2/catch.hpp>
 
-#include "common/crypto/crypto.h"
 #include "common/util/encoding.h"
 
 using namespace cairn;

@@ -2,9 +2,8 @@
 // database are compressed with a dictionary the repository trains on the first
 // few MiB of them; the bytes come back; a lost or damaged dictionary is named
 // as damage by restore and check, never read as something else.
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <random>
@@ -114,8 +113,10 @@ Stored stored(Repository& r, const std::string& snap, const std::string& path) {
     Tree t = decode_tree_bytes(r.load_blob(id));
     auto it = std::find_if(t.nodes.begin(), t.nodes.end(), [&](const Node& n) { return n.name == name; });
     REQUIRE(it != t.nodes.end());
-    if (it->subtree) id = *it->subtree;
-    else content = it->content;
+    if (it->subtree)
+      id = *it->subtree;
+    else
+      content = it->content;
   }
   REQUIRE_FALSE(content.empty());
   uint64_t raw = 0, len = 0, alone = 0, n_dict = 0;
@@ -168,8 +169,7 @@ TEST_CASE("a database's page chunks are compressed with a dictionary the reposit
   CHECK(t.dict_files().size() == 1);
 }
 
-TEST_CASE("a database too small to train on is stored compressed alone, no dictionary, and restores byte for byte",
-          "[repo][dictionary]") {
+TEST_CASE("a database too small to train on is stored compressed alone, no dictionary, and restores byte for byte", "[repo][dictionary]") {
   DictRepo t;
   Bytes small = database_pages(1u << 20, 9);  // under the 4 MiB a dictionary is trained on
   write(t.src + "/member/snap/db", small);

@@ -3,10 +3,9 @@
 // allocate (decompression bombs), every byte of key slots and config is
 // authenticated, 'latest' never stands in an older snapshot for a damaged one, and
 // read-only commands work on a repository that cannot be written.
-#include <catch2/catch.hpp>
-
 #include <sys/resource.h>
 
+#include <catch2/catch.hpp>
 #include <cerrno>
 #include <filesystem>
 
@@ -47,7 +46,7 @@ struct Repo {
 Bytes bomb_frame(uint32_t declared = 1u << 30) {
   Bytes f = {0x28, 0xB5, 0x2F, 0xFD,  // magic
              0xA0,                    // 4-byte content size, single segment
-             0, 0, 0, 0,              // content size
+             0,    0,    0,    0,     // content size
              0x83, 0x00, 0x00,        // last block, RLE, 16 bytes
              'x'};
   put_u32le(f.data() + 5, declared);
@@ -176,9 +175,7 @@ TEST_CASE("bounds: files above their kind's ceiling are refused before they are 
   Repo t;
   // A huge snapshot file (sparse: no disk used) is refused by its size alone.
   std::string big = t.root + "/snapshots/" + std::string(64, 'b');
-  {
-    std::ofstream o(big);
-  }
+  { std::ofstream o(big); }
   fs::resize_file(big, uint64_t(kMaxSnapshotText) + 4096);
   long before = max_rss_kib();
   std::vector<std::pair<std::string, std::string>> bad;

@@ -1,9 +1,8 @@
-#include <catch2/catch.hpp>
+#include "common/repo/index.h"
 
+#include <catch2/catch.hpp>
 #include <random>
 #include <thread>
-
-#include "common/repo/index.h"
 
 using namespace cairn;
 using namespace cairn::repo;
@@ -37,8 +36,8 @@ TEST_CASE("compact index: every blob added across many packs is found with its e
     std::vector<PackBlob> blobs;
     for (uint32_t i = 0; i < per_pack; ++i) {
       uint64_t n = uint64_t(p) * per_pack + i;
-      blobs.push_back(PackBlob{make_id(n), i % 7 == 0 ? BlobType::tree : BlobType::data, uint8_t(i & 1), i * 1000, 900 + i,
-                               2000 + uint32_t(n % 5000)});
+      blobs.push_back(
+          PackBlob{make_id(n), i % 7 == 0 ? BlobType::tree : BlobType::data, uint8_t(i & 1), i * 1000, 900 + i, 2000 + uint32_t(n % 5000)});
     }
     idx.add_pack(pack_id_of(p), blobs);
   }

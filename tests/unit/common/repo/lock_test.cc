@@ -1,15 +1,15 @@
-#include <catch2/catch.hpp>
+#include "common/repo/lock.h"
 
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
 #include "common/repo/archiver.h"
-#include "common/repo/lock.h"
 #include "common/repo/prune.h"
 #include "common/repo/snapshot.h"
 #include "common/util/error.h"
@@ -53,11 +53,21 @@ struct TestRepo {
 
 // A lock file as another process would write it.
 nlohmann::json foreign_lock(const std::string& host, int pid, bool exclusive = true) {
-  return {{"version", 2},           {"exclusive", exclusive}, {"hostname", host},
-          {"username", "someone"}, {"pid", pid},             {"start_ticks", 12345},
-          {"machine_id", "m-other"}, {"boot_id", "b-other"}, {"pidns", 4026531836ull},
-          {"holder", "0123456789abcdef"}, {"refresh_count", 0}, {"purpose", "prune"},
-          {"time", "2020-01-01T00:00:00Z"}, {"refreshed", "2020-01-01T00:00:00Z"}, {"nonce", "00"}};
+  return {{"version", 2},
+          {"exclusive", exclusive},
+          {"hostname", host},
+          {"username", "someone"},
+          {"pid", pid},
+          {"start_ticks", 12345},
+          {"machine_id", "m-other"},
+          {"boot_id", "b-other"},
+          {"pidns", 4026531836ull},
+          {"holder", "0123456789abcdef"},
+          {"refresh_count", 0},
+          {"purpose", "prune"},
+          {"time", "2020-01-01T00:00:00Z"},
+          {"refreshed", "2020-01-01T00:00:00Z"},
+          {"nonce", "00"}};
 }
 
 nlohmann::json local_lock(int pid) {
@@ -278,10 +288,10 @@ TEST_CASE("lock: same host, live pid with another start time: stale; with the sa
 
 TEST_CASE("lock: an old lock without boot id or PID namespace on this host name is held, not judged by pid") {
   TestRepo tr;
-  nlohmann::json j = {{"exclusive", true},        {"hostname", LocalIdentity::get().hostname},
-                      {"username", "root"},       {"pid", dead_pid()},
-                      {"start_ticks", 1},         {"purpose", "prune"},
-                      {"time", now_rfc3339()},    {"refreshed", now_rfc3339()},
+  nlohmann::json j = {{"exclusive", true},          {"hostname", LocalIdentity::get().hostname},
+                      {"username", "root"},         {"pid", dead_pid()},
+                      {"start_ticks", 1},           {"purpose", "prune"},
+                      {"time", now_rfc3339()},      {"refreshed", now_rfc3339()},
                       {"nonce", "0123456789abcdef"}};
   tr.repo->save_json(FileType::lock, j);
   auto ls = list_locks(*tr.repo);

@@ -1,7 +1,8 @@
+#include "common/repo/memory.h"
+
 #include <catch2/catch.hpp>
 
 #include "common/repo/index.h"
-#include "common/repo/memory.h"
 
 using namespace cairn::repo;
 

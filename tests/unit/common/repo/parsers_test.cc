@@ -2,7 +2,6 @@
 // malformed input into Error(Errc::corrupt / unsupported), never a crash or a
 // half-filled result.
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 #include <random>
 #include <set>
@@ -25,8 +24,10 @@ const std::string kId(64, 'a');
 
 json valid_tree() {
   return json::parse(R"({"nodes":[
-    {"name":"a","type":"dir","mode":493,"uid":0,"gid":0,"mtime":1,"subtree":")" + kId + R"("},
-    {"name":"b","type":"file","mode":420,"uid":0,"gid":0,"mtime":1,"size":10,"content":[")" + kId + R"("],"extents":[[0,5]]},
+    {"name":"a","type":"dir","mode":493,"uid":0,"gid":0,"mtime":1,"subtree":")" +
+                     kId + R"("},
+    {"name":"b","type":"file","mode":420,"uid":0,"gid":0,"mtime":1,"size":10,"content":[")" +
+                     kId + R"("],"extents":[[0,5]]},
     {"name":"c","type":"symlink","mode":511,"uid":0,"gid":0,"mtime":1,"target":"b"}]})");
 }
 
@@ -44,9 +45,15 @@ std::string damaged(std::string s, std::mt19937& rng) {
   for (int k = 0, edits = 1 + int(rng() % 4); k < edits; ++k) {
     size_t pos = rng() % s.size();
     switch (rng() % 3) {
-      case 0: s[pos] = char(rng()); break;
-      case 1: s.erase(pos, 1 + rng() % 8); break;
-      default: s.insert(pos, 1, char(rng())); break;
+      case 0:
+        s[pos] = char(rng());
+        break;
+      case 1:
+        s.erase(pos, 1 + rng() % 8);
+        break;
+      default:
+        s.insert(pos, 1, char(rng()));
+        break;
     }
     if (s.empty()) s.push_back('x');
   }
@@ -148,7 +155,7 @@ TEST_CASE("tree decoding rejects every malformed field") {
   REQUIRE(bad([](json& j) { j["nodes"][0]["name"] = ""; }) == Errc::corrupt);
   REQUIRE(bad([](json& j) { j["nodes"][0]["name"] = ".."; }) == Errc::corrupt);
   REQUIRE(bad([](json& j) { j["nodes"][0]["name"] = "x/y"; }) == Errc::corrupt);
-  REQUIRE(bad([](json& j) { j["nodes"][1]["name"] = "a"; }) == Errc::corrupt);  // duplicate
+  REQUIRE(bad([](json& j) { j["nodes"][1]["name"] = "a"; }) == Errc::corrupt);              // duplicate
   REQUIRE(bad([](json& j) { std::swap(j["nodes"][0], j["nodes"][1]); }) == Errc::corrupt);  // unsorted
   REQUIRE(bad([](json& j) { j["nodes"][0]["type"] = "door"; }) == Errc::corrupt);
   REQUIRE(bad([](json& j) { j["nodes"][0]["mode"] = "rwx"; }) == Errc::corrupt);
@@ -158,7 +165,10 @@ TEST_CASE("tree decoding rejects every malformed field") {
   REQUIRE(bad([](json& j) { j["nodes"][1]["extents"] = json::parse("[[0,20]]"); }) == Errc::corrupt);       // past the end
   REQUIRE(bad([](json& j) { j["nodes"][1]["extents"] = json::parse("[[4,2],[0,2]]"); }) == Errc::corrupt);  // out of order
   REQUIRE(bad([](json& j) { j["nodes"][1]["xattrs"] = json::parse(R"([["!!",""]])"); }) == Errc::corrupt);
-  REQUIRE(bad([](json& j) { j["nodes"][2].erase("name"); j["nodes"][2]["name_b64"] = "%%%"; }) == Errc::corrupt);
+  REQUIRE(bad([](json& j) {
+            j["nodes"][2].erase("name");
+            j["nodes"][2]["name_b64"] = "%%%";
+          }) == Errc::corrupt);
 }
 
 TEST_CASE("non-UTF-8 names survive encoding") {
@@ -187,7 +197,9 @@ TEST_CASE("random corruption of tree bytes never crashes the decoder") {
 }
 
 TEST_CASE("index file decoding rejects malformed content") {
-  json good = {{"version", 1}, {"supersedes", json::array()}, {"packs", json::parse(R"([{"id":")" + kId + R"(","blobs":[[")" + kId + R"(",0,1,0,100,200]]}])")}};
+  json good = {{"version", 1},
+               {"supersedes", json::array()},
+               {"packs", json::parse(R"([{"id":")" + kId + R"(","blobs":[[")" + kId + R"(",0,1,0,100,200]]}])")}};
   IndexFile f = decode_index_file(good, "x");
   REQUIRE(f.packs.size() == 1);
   REQUIRE(f.packs[0].second[0].raw_length == 200);
@@ -206,9 +218,10 @@ TEST_CASE("index file decoding rejects malformed content") {
 }
 
 TEST_CASE("random corruption of index file text never crashes the decoder") {
-  std::string good = json({{"version", 1}, {"supersedes", json::array({kId})},
-                           {"packs", json::parse(R"([{"id":")" + kId + R"(","blobs":[[")" + kId + R"(",0,1,0,100,200],[")" +
-                                                 kId + R"(",1,0,100,50,70]]}])")}})
+  std::string good = json({{"version", 1},
+                           {"supersedes", json::array({kId})},
+                           {"packs", json::parse(R"([{"id":")" + kId + R"(","blobs":[[")" + kId + R"(",0,1,0,100,200],[")" + kId +
+                                                 R"(",1,0,100,50,70]]}])")}})
                          .dump();
   REQUIRE(decode_index_file_bytes(as_bytes(good), "x").packs.at(0).second.size() == 2);
   std::mt19937 rng(7);
@@ -245,7 +258,8 @@ TEST_CASE("an index file is written as nlohmann writes it and read entry by entr
     for (size_t p = rng() % 4; p > 0; --p) {
       std::vector<PackBlob> blobs;
       for (size_t b = rng() % 5; b > 0; --b)
-        blobs.push_back({id(), BlobType(rng() % 2), uint8_t(rng() % 2), uint32_t(rng()), uint32_t(28 + rng() % 1000), uint32_t(rng() % 4000)});
+        blobs.push_back(
+            {id(), BlobType(rng() % 2), uint8_t(rng() % 2), uint32_t(rng()), uint32_t(28 + rng() % 1000), uint32_t(rng() % 4000)});
       f.packs.emplace_back(id(), std::move(blobs));
     }
     for (size_t k = rng() % 3; k > 0; --k) f.supersedes.push_back(id_hex(id()));
@@ -354,20 +368,23 @@ TEST_CASE("key slots: wrong secrets and malformed slots") {
   text[pos] = text[pos] == 'A' ? 'B' : 'A';
   be->save({FileType::config, ""}, as_bytes(text));
   REQUIRE(code_of([&] { Repository::open(make_fs_backend(dir + "/repo"), Secret(Secret::Kind::passphrase, "right")); }) == Errc::corrupt);
-  REQUIRE(code_of([&] { Repository::open(make_fs_backend(dir + "/nothing"), Secret(Secret::Kind::passphrase, "right")); }) == Errc::no_repo);
+  REQUIRE(code_of([&] { Repository::open(make_fs_backend(dir + "/nothing"), Secret(Secret::Kind::passphrase, "right")); }) ==
+          Errc::no_repo);
   fs::remove_all(dir);
 }
 
 TEST_CASE("a tree's text is written byte for byte as nlohmann's dump of encode_tree gives it (its id must not move)") {
   std::mt19937 rng(42);
   auto str = [&](size_t max_len, bool any_bytes) {
-    static const std::string pool[] = {"a", "Z", "0", " ", "\"", "\\", "/", "\b", "\f", "\n", "\r", "\t", "\x01", "\x1f",
-                                       "\x7f", "é", "日本", "🙂", "_", "-", ".", "%", "~"};
+    static const std::string pool[] = {"a",    "Z",    "0",    " ", "\"",   "\\",   "/", "\b", "\f", "\n", "\r", "\t",
+                                       "\x01", "\x1f", "\x7f", "é", "日本", "🙂", "_", "-",  ".",  "%",  "~"};
     std::string s;
     size_t len = rng() % (max_len + 1);
     for (size_t i = 0; i < len; ++i) {
-      if (any_bytes && rng() % 7 == 0) s += char(rng());  // not always UTF-8: name_b64, target_b64
-      else s += pool[rng() % std::size(pool)];
+      if (any_bytes && rng() % 7 == 0)
+        s += char(rng());  // not always UTF-8: name_b64, target_b64
+      else
+        s += pool[rng() % std::size(pool)];
     }
     return s;
   };

@@ -1,6 +1,7 @@
+#include "common/repo/policy.h"
+
 #include <catch2/catch.hpp>
 
-#include "common/repo/policy.h"
 #include "common/util/error.h"
 
 using namespace cairn;
@@ -8,8 +9,8 @@ using namespace cairn::repo;
 
 namespace {
 
-Snapshot snap(const std::string& id, const std::string& time, const std::string& host = "h1",
-              std::vector<std::string> paths = {"/data"}, std::vector<std::string> tags = {}) {
+Snapshot snap(const std::string& id, const std::string& time, const std::string& host = "h1", std::vector<std::string> paths = {"/data"},
+              std::vector<std::string> tags = {}) {
   Snapshot s;
   s.id = id;
   s.time = time;
@@ -70,9 +71,8 @@ TEST_CASE("policy: keep-last keeps the newest N, whatever the input order") {
 }
 
 TEST_CASE("policy: keep-daily keeps the newest snapshot of each day, skipping days without snapshots") {
-  std::vector<Snapshot> s = {snap("d1a", "2024-03-01T10:00:00Z"), snap("d1b", "2024-03-01T20:00:00Z"),
-                             snap("d2", "2024-03-02T09:00:00Z"),  snap("d5a", "2024-03-05T08:00:00Z"),
-                             snap("d5b", "2024-03-05T23:59:59Z"), snap("d10", "2024-03-10T00:00:00Z")};
+  std::vector<Snapshot> s = {snap("d1a", "2024-03-01T10:00:00Z"), snap("d1b", "2024-03-01T20:00:00Z"), snap("d2", "2024-03-02T09:00:00Z"),
+                             snap("d5a", "2024-03-05T08:00:00Z"), snap("d5b", "2024-03-05T23:59:59Z"), snap("d10", "2024-03-10T00:00:00Z")};
   RetentionPolicy p;
   p.keep_daily = 3;
   auto g = apply_retention(s, p);
@@ -108,8 +108,9 @@ TEST_CASE("policy: keep-weekly uses ISO weeks (Monday to Sunday, across the new 
 }
 
 TEST_CASE("policy: keep-monthly and keep-yearly") {
-  std::vector<Snapshot> s = {snap("y22", "2022-06-01T00:00:00Z"), snap("dec", "2023-12-31T23:00:00Z"), snap("jan1", "2024-01-05T00:00:00Z"),
-                             snap("jan2", "2024-01-20T00:00:00Z"), snap("feb", "2024-02-10T00:00:00Z"), snap("mar", "2024-03-01T00:00:00Z")};
+  std::vector<Snapshot> s = {snap("y22", "2022-06-01T00:00:00Z"),  snap("dec", "2023-12-31T23:00:00Z"),
+                             snap("jan1", "2024-01-05T00:00:00Z"), snap("jan2", "2024-01-20T00:00:00Z"),
+                             snap("feb", "2024-02-10T00:00:00Z"),  snap("mar", "2024-03-01T00:00:00Z")};
   RetentionPolicy m;
   m.keep_monthly = 3;
   REQUIRE(kept(apply_retention(s, m)[0]) == std::vector<std::string>{"mar", "feb", "jan2"});
@@ -121,8 +122,8 @@ TEST_CASE("policy: keep-monthly and keep-yearly") {
 }
 
 TEST_CASE("policy: keep-within counts back from the newest snapshot, not from now") {
-  std::vector<Snapshot> s = {snap("old", "2020-01-01T00:00:00Z"), snap("edge", "2020-01-08T00:00:00Z"),
-                             snap("mid", "2020-01-09T00:00:00Z"), snap("new", "2020-01-10T00:00:00Z")};
+  std::vector<Snapshot> s = {snap("old", "2020-01-01T00:00:00Z"), snap("edge", "2020-01-08T00:00:00Z"), snap("mid", "2020-01-09T00:00:00Z"),
+                             snap("new", "2020-01-10T00:00:00Z")};
   RetentionPolicy p;
   p.keep_within = 2 * 86400;
   auto g = apply_retention(s, p);
@@ -157,9 +158,10 @@ TEST_CASE("policy: rules combine and every reason is reported") {
 }
 
 TEST_CASE("policy: applied per host and paths; path order does not matter") {
-  std::vector<Snapshot> s = {snap("a1", "2024-01-01T00:00:00Z", "alpha", {"/x", "/y"}), snap("a2", "2024-01-02T00:00:00Z", "alpha", {"/y", "/x"}),
-                             snap("b1", "2024-01-01T00:00:00Z", "beta", {"/x", "/y"}), snap("b2", "2024-01-03T00:00:00Z", "beta", {"/x", "/y"}),
-                             snap("a3", "2024-01-05T00:00:00Z", "alpha", {"/x"})};
+  std::vector<Snapshot> s = {snap("a1", "2024-01-01T00:00:00Z", "alpha", {"/x", "/y"}),
+                             snap("a2", "2024-01-02T00:00:00Z", "alpha", {"/y", "/x"}),
+                             snap("b1", "2024-01-01T00:00:00Z", "beta", {"/x", "/y"}),
+                             snap("b2", "2024-01-03T00:00:00Z", "beta", {"/x", "/y"}), snap("a3", "2024-01-05T00:00:00Z", "alpha", {"/x"})};
   auto g = apply_retention(s, last(1));
   REQUIRE(g.size() == 3);
   // Sorted by host, then paths.
@@ -209,9 +211,9 @@ TEST_CASE("log chains: a piece is replayed by every kept snapshot that replays i
   auto by = replayed_by(piece("w9", 9), kept);
   REQUIRE(by.size() == 1);
   CHECK(by[0]->id == "b5");
-  CHECK(replayed_by(piece("w11", 0x11), kept).size() == 2);  // hex, not text order of decimal
-  CHECK(replayed_by(piece("w5", 5), kept).size() == 1);      // the base backup's own first segment
+  CHECK(replayed_by(piece("w11", 0x11), kept).size() == 2);      // hex, not text order of decimal
+  CHECK(replayed_by(piece("w5", 5), kept).size() == 1);          // the base backup's own first segment
   CHECK(replayed_by(piece("h", UINT64_MAX), kept).size() == 2);  // a piece every replay reads
-  CHECK(replayed_by(piece("x", 9, "pg-3"), kept).empty());  // another system's log
-  CHECK(replayed_by(plain, kept).empty());                  // no piece of a log
+  CHECK(replayed_by(piece("x", 9, "pg-3"), kept).empty());       // another system's log
+  CHECK(replayed_by(plain, kept).empty());                       // no piece of a log
 }

@@ -1,6 +1,7 @@
-#include <catch2/catch.hpp>
+#include "common/repo/prune.h"
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -8,7 +9,6 @@
 
 #include "common/repo/archiver.h"
 #include "common/repo/checker.h"
-#include "common/repo/prune.h"
 #include "common/repo/snapshot.h"
 #include "common/repo/tree.h"
 #include "common/util/error.h"
@@ -269,8 +269,7 @@ TEST_CASE("prune stopped while repacking takes back the packs it wrote: the repo
     PruneOptions o;
     o.check_lock = [] { throw Error(Errc::locked, "the lock is no longer valid"); };
     auto r = t.open();
-    REQUIRE_THROWS_WITH(prune(*r, o), Catch::Contains("the lock is no longer valid") &&
-                                          Catch::Contains("no pack or index was changed"));
+    REQUIRE_THROWS_WITH(prune(*r, o), Catch::Contains("the lock is no longer valid") && Catch::Contains("no pack or index was changed"));
     REQUIRE(t.listing() == before);
   }
 

@@ -1,10 +1,10 @@
 #pragma once
 // Helpers the repository's unit tests share: a temporary directory removed
 // with everything in it, seeded random bytes, and whole-file write and read.
-#include <catch2/catch.hpp>
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>

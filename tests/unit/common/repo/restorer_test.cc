@@ -1,4 +1,4 @@
-#include <catch2/catch.hpp>
+#include "common/repo/restorer.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -8,6 +8,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -16,7 +17,6 @@
 #include <random>
 
 #include "common/repo/archiver.h"
-#include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
@@ -307,15 +307,15 @@ TEST_CASE("a restore removes the partial files a killed restore left, and only t
   file(d + "/.cairn-restore.f2.ff07", 4096, 0600);          // a leftover
   file(target + src + "/.cairn-restore.top.3f1", 3, 0400);  // a leftover (a umask without owner write)
   // Files a user named alike: none is what a restore makes.
-  file(d + "/.cairn-restore.notes.txt", 10, 0600);          // suffix not hex
-  file(d + "/.cairn-restore.f2.abc1", 10, 0644);            // readable by others
-  file(d + "/.cairn-restore.f2.ABC2", 10, 0600);            // upper-case hex
-  file(d + "/.cairn-restore..ab", 10, 0600);                // no name
+  file(d + "/.cairn-restore.notes.txt", 10, 0600);                      // suffix not hex
+  file(d + "/.cairn-restore.f2.abc1", 10, 0644);                        // readable by others
+  file(d + "/.cairn-restore.f2.ABC2", 10, 0600);                        // upper-case hex
+  file(d + "/.cairn-restore..ab", 10, 0600);                            // no name
   file(d + "/.cairn-restore.f2.0123456789abcdef0123456789", 10, 0600);  // suffix too long
   file(d + "/.cairn-restore.f2.abc3", 10, 0600);
   REQUIRE(::link((d + "/.cairn-restore.f2.abc3").c_str(), (target + "/elsewhere/hardlink").c_str()) == 0);  // two links
-  REQUIRE(::symlink("f0", (d + "/.cairn-restore.f2.abc4").c_str()) == 0);  // a symlink
-  fs::create_directory(d + "/.cairn-restore.f2.abc5");                  // a directory
+  REQUIRE(::symlink("f0", (d + "/.cairn-restore.f2.abc4").c_str()) == 0);                                   // a symlink
+  fs::create_directory(d + "/.cairn-restore.f2.abc5");                                                      // a directory
   file(target + "/elsewhere/.cairn-restore.x.ab", 10, 0600);  // a directory this restore does not write into
   // A restore running now into the same target holds its file locked.
   file(d + "/.cairn-restore.f2.abc6", 10, 0600);
@@ -339,14 +339,13 @@ TEST_CASE("a restore removes the partial files a killed restore left, and only t
   REQUIRE(res.failures.empty());
   CHECK(res.leftovers_removed == 3);
   CHECK(res.leftover_bytes_removed == 65536 + 4096 + 3);
-  CHECK(leftovers_text(res, target) ==
-        "removed 3 partial file(s) (69635 bytes) an earlier interrupted restore left in '" + target + "'");
+  CHECK(leftovers_text(res, target) == "removed 3 partial file(s) (69635 bytes) an earlier interrupted restore left in '" + target + "'");
   CHECK_FALSE(fs::exists(d + "/.cairn-restore.f1.1a2b3c0"));
   CHECK_FALSE(fs::exists(d + "/.cairn-restore.f2.ff07"));
   CHECK_FALSE(fs::exists(target + src + "/.cairn-restore.top.3f1"));
-  for (const char* kept : {".cairn-restore.notes.txt", ".cairn-restore.f2.abc1", ".cairn-restore.f2.ABC2", ".cairn-restore..ab",
-                           ".cairn-restore.f2.0123456789abcdef0123456789", ".cairn-restore.f2.abc3", ".cairn-restore.f2.abc5",
-                           ".cairn-restore.f2.abc6"})
+  for (const char* kept :
+       {".cairn-restore.notes.txt", ".cairn-restore.f2.abc1", ".cairn-restore.f2.ABC2", ".cairn-restore..ab",
+        ".cairn-restore.f2.0123456789abcdef0123456789", ".cairn-restore.f2.abc3", ".cairn-restore.f2.abc5", ".cairn-restore.f2.abc6"})
     CHECK(fs::exists(fs::symlink_status(d + "/" + kept)));
   CHECK(fs::is_symlink(d + "/.cairn-restore.f2.abc4"));
   CHECK(fs::exists(target + "/elsewhere/.cairn-restore.x.ab"));
@@ -366,7 +365,7 @@ TEST_CASE("the names of a restore's temporary files", "[restore]") {
   CHECK(is_restore_temp_name(".cairn-restore.a.b.c.3fffff0123456789abcdef"));
   CHECK(is_restore_temp_name(".cairn-restore." + std::string(200, 'n') + ".ab"));
   CHECK_FALSE(is_restore_temp_name(".cairn-restore." + std::string(201, 'n') + ".ab"));
-  CHECK_FALSE(is_restore_temp_name(".cairn-restore.f.a"));  // one digit: no pid and counter
+  CHECK_FALSE(is_restore_temp_name(".cairn-restore.f.a"));                          // one digit: no pid and counter
   CHECK_FALSE(is_restore_temp_name(".cairn-restore.f.1234567890abcdef012345678"));  // 25 digits
   CHECK_FALSE(is_restore_temp_name(".cairn-restore.f.12g4"));
   CHECK_FALSE(is_restore_temp_name(".cairn-restore.f.12A4"));

@@ -1,15 +1,15 @@
-#include <catch2/catch.hpp>
+#include "common/repo/verify.h"
 
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <mutex>
 
 #include "common/repo/archiver.h"
 #include "common/repo/snapshot.h"
-#include "common/repo/verify.h"
 #include "common/repo/walk.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
@@ -90,7 +90,8 @@ TEST_CASE("verify reads every blob of a clean snapshot once and writes nothing",
   Repo repo;
   std::string src = make_source(repo.dir.path);
   std::string id = repo.backup(src);
-  auto before = fs::file_size(repo.pack_path(repo.r->index().lookup(repo.r->blob_id(as_bytes(std::string("this one stays good\n"))))->pack));
+  auto before =
+      fs::file_size(repo.pack_path(repo.r->index().lookup(repo.r->blob_id(as_bytes(std::string("this one stays good\n"))))->pack));
 
   std::mutex mu;
   std::vector<Progress> seen;
@@ -132,8 +133,8 @@ TEST_CASE("verify names the damaged data blob, its pack and the file that needs 
   std::string pack = id_hex(repo.r->index().lookup(bid)->pack);
   CHECK(f.object == "data/" + pack.substr(0, 2) + "/" + pack);
   CHECK_THAT(f.reason, Catch::Contains("fails authentication"));
-  CHECK_THAT(verify_failure_line(f), Catch::Contains("'" + src + "/d/victim'") && Catch::Contains(id_hex(bid)) &&
-                                         Catch::Contains(f.object));
+  CHECK_THAT(verify_failure_line(f),
+             Catch::Contains("'" + src + "/d/victim'") && Catch::Contains(id_hex(bid)) && Catch::Contains(f.object));
   // The rest was read all the same.
   CHECK(res.bytes == (6u << 20) + 20);
 }

@@ -2,12 +2,13 @@
 // that describe 2^41 paths) and a chain of 50,000 nested directories, built directly
 // as tree blobs. Every walk must end quickly with a clear error, or succeed where it
 // only needs the set of reachable blobs; none may recurse on the input's depth.
-#include <catch2/catch.hpp>
+#include "common/repo/walk.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
 
@@ -18,7 +19,6 @@
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
 #include "common/repo/tree.h"
-#include "common/repo/walk.h"
 #include "common/util/error.h"
 #include "repo_test_util.h"
 
@@ -148,16 +148,16 @@ TEST_CASE("a tree bomb ends every walk quickly with a clear error", "[walk]") {
       FAIL("the walk of a tree bomb ended without an error");
     } catch (const Error& e) {
       CHECK(e.code() == Errc::unsupported);
-      CHECK_THAT(e.what(), Catch::Contains("snapshot '" + s.id.substr(0, 8) + "'") && Catch::Contains("200000") &&
-                               Catch::Contains("--max-entries"));
+      CHECK_THAT(e.what(),
+                 Catch::Contains("snapshot '" + s.id.substr(0, 8) + "'") && Catch::Contains("200000") && Catch::Contains("--max-entries"));
     }
     CHECK(c.entries == 200000);
   }
   SECTION("ls with the default bound: the whole snapshot is counted once the walk is large, and refused at once") {
     Counter c;
     std::string why = error_of([&] { walk_snapshot(*repo.r, s, c); });
-    CHECK_THAT(why, Catch::Contains("describes " + std::to_string(3 * (uint64_t(1) << 40) - 2) + " entries") &&
-                        Catch::Contains("--max-entries"));
+    CHECK_THAT(
+        why, Catch::Contains("describes " + std::to_string(3 * (uint64_t(1) << 40) - 2) + " entries") && Catch::Contains("--max-entries"));
     CHECK(c.entries == kShapeCheckEntries - 1);  // the count is taken before the next entry is entered
   }
   SECTION("restore: refused before anything is written, by the entry bound and by the memory bound") {
@@ -217,8 +217,8 @@ TEST_CASE("a snapshot 50,000 directories deep gives the depth error, not a crash
       FAIL("the walk of a 50,000-deep tree ended without an error");
     } catch (const Error& e) {
       CHECK(e.code() == Errc::corrupt);
-      CHECK_THAT(e.what(), Catch::Contains("nested deeper than " + std::to_string(kMaxTreeDepth) + " levels") &&
-                               Catch::Contains(s.id.substr(0, 8)));
+      CHECK_THAT(e.what(),
+                 Catch::Contains("nested deeper than " + std::to_string(kMaxTreeDepth) + " levels") && Catch::Contains(s.id.substr(0, 8)));
     }
     CHECK(c.deepest == kMaxTreeDepth);
   }

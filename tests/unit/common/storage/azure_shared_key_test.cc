@@ -84,7 +84,9 @@ TEST_CASE("azure connection strings") {
   CHECK(c.blob_endpoint == "http://127.0.0.1:10000/devstoreaccount1");
   CHECK(c.sas.empty());
 
-  auto s = parse_connection_string(" blobendpoint = https://a.blob.core.windows.net/ ; SharedAccessSignature=sv=2021-08-06&ss=b&sig=x%3D;EndpointSuffix=core.windows.net");
+  auto s = parse_connection_string(
+      " blobendpoint = https://a.blob.core.windows.net/ ; "
+      "SharedAccessSignature=sv=2021-08-06&ss=b&sig=x%3D;EndpointSuffix=core.windows.net");
   CHECK(s.blob_endpoint == "https://a.blob.core.windows.net/");
   CHECK(s.sas == "sv=2021-08-06&ss=b&sig=x%3D");
   CHECK(s.endpoint_suffix == "core.windows.net");

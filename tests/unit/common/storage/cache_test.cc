@@ -1,19 +1,18 @@
 // The local cache of a remote repository is bounded (storage/cache.h): each
 // open trims it to CAIRN_CACHE_MAX, the entries used longest ago first, trees
 // before the index files and snapshots every open reads.
-#include <catch2/catch.hpp>
+#include "common/repo/storage/cache.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
-
-#include "common/repo/storage/cache.h"
 
 using cairn::repo::storage::ObjectCache;
 namespace fs = std::filesystem;
@@ -108,8 +107,10 @@ TEST_CASE("cache: an entry is believed only for the fingerprint it was put with"
 
 TEST_CASE("cache: the bound is read from CAIRN_CACHE_MAX, with a suffix, and a bad value is the default") {
   auto with = [](const char* v) {
-    if (v) ::setenv("CAIRN_CACHE_MAX", v, 1);
-    else ::unsetenv("CAIRN_CACHE_MAX");
+    if (v)
+      ::setenv("CAIRN_CACHE_MAX", v, 1);
+    else
+      ::unsetenv("CAIRN_CACHE_MAX");
     auto got = cairn::repo::storage::default_cache_max();
     ::unsetenv("CAIRN_CACHE_MAX");
     return got;

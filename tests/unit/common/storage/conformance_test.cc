@@ -6,9 +6,8 @@
 // does that with a real SeaweedFS and Azurite). Each run works under a fresh
 // prefix. CAIRN_CONFORMANCE_EXPECT_EXCLUSIVE=1 makes a store that ignores
 // If-None-Match a failure instead of a finding.
-#include <catch2/catch.hpp>
-
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -149,8 +148,8 @@ TEST_CASE("conformance: every file type lists its own objects with their sizes")
     INFO(t.location);
     std::map<FileType, std::map<std::string, uint64_t>> want;
     int i = 10;
-    for (FileType ft : {FileType::key, FileType::pack, FileType::index, FileType::snapshot, FileType::lock, FileType::dict,
-                        FileType::claim, FileType::set_record}) {
+    for (FileType ft : {FileType::key, FileType::pack, FileType::index, FileType::snapshot, FileType::lock, FileType::dict, FileType::claim,
+                        FileType::set_record}) {
       int n = ft == FileType::pack ? 40 : 3;  // packs spread over data/xx
       for (int k = 0; k < n; ++k, ++i) {
         size_t sz = size_t(i * 13 % 300);

@@ -1,8 +1,9 @@
 // A secret written into a repository URL never comes back in a message.
+#include "common/repo/storage/redact.h"
+
 #include <catch2/catch.hpp>
 
 #include "common/repo/storage/backend.h"
-#include "common/repo/storage/redact.h"
 #include "common/util/error.h"
 
 using namespace cairn;
@@ -40,11 +41,10 @@ TEST_CASE("a location is shown with its userinfo, secret query values and fragme
 
 TEST_CASE("a URL carrying a secret is refused without printing the secret", "[redact]") {
   for (const std::string url : {"s3:https://AKIDXYZ:SECRETXYZ@127.0.0.1:1/bucket/p", "s3://AKIDXYZ:SECRETXYZ@bucket/p",
-                                "s3:https://127.0.0.1:1/bucket/p?X-Amz-Signature=SECRETXYZ",
-                                "azure://acct/container/p?sv=1&sig=SECRETXYZ",
-                                "azure:http://acct:SECRETXYZ@127.0.0.1:1/acct/container",
-                                "azure://AKIDXYZ:SECRETXYZ@acct/container", "https://AKIDXYZ:SECRETXYZ@host/x",
-                                "s3:https://AKIDXYZ:SECRET/XYZ@127.0.0.1:1/bucket", "azure:http://acct:SECRET/XYZ+@127.0.0.1:1/acct/c"}) {
+                                "s3:https://127.0.0.1:1/bucket/p?X-Amz-Signature=SECRETXYZ", "azure://acct/container/p?sv=1&sig=SECRETXYZ",
+                                "azure:http://acct:SECRETXYZ@127.0.0.1:1/acct/container", "azure://AKIDXYZ:SECRETXYZ@acct/container",
+                                "https://AKIDXYZ:SECRETXYZ@host/x", "s3:https://AKIDXYZ:SECRET/XYZ@127.0.0.1:1/bucket",
+                                "azure:http://acct:SECRET/XYZ+@127.0.0.1:1/acct/c"}) {
     CAPTURE(url);
     try {
       open_backend(url, {.credentials_file = "/nonexistent", .cache_dir = "off"});

@@ -2,11 +2,10 @@
 // the order of the sources, a file rewritten while a backup runs, and what is
 // refused. The instance metadata service is tested against a local stand-in in
 // tests/integration/test_object_storage.py.
-#include <catch2/catch.hpp>
-
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -25,8 +24,7 @@ namespace {
 struct Env {
   // Only the variables named here, for one test.
   Env() {
-    for (const char* v : {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                          "AWS_SHARED_CREDENTIALS_FILE"})
+    for (const char* v : {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE"})
       ::unsetenv(v);
     ::setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
     dir = std::filesystem::temp_directory_path() / ("cairn-creds-" + std::to_string(::getpid()) + "-" + std::to_string(n++));

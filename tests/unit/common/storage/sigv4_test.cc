@@ -1,9 +1,9 @@
 // Our SigV4 signer against AWS's published test vectors (aws-sig-v4-test-suite:
 // credentials AKIDEXAMPLE, 2015-08-30T12:36:00Z, us-east-1, service "service").
 // botocore's signatures over generated requests: test_object_storage.py.
-#include <catch2/catch.hpp>
-
 #include "common/repo/storage/s3/sigv4.h"
+
+#include <catch2/catch.hpp>
 
 using namespace cairn::repo::storage::s3;
 
@@ -31,8 +31,7 @@ Signed vector(const std::string& method, std::vector<std::pair<std::string, std:
 
 TEST_CASE("sigv4: get-vanilla") {
   auto s = vector("GET", {});
-  CHECK(s.canonical_request ==
-        "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\n" + kEmpty);
+  CHECK(s.canonical_request == "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\n" + kEmpty);
   CHECK(signature(s) == "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31");
 }
 
@@ -43,8 +42,7 @@ TEST_CASE("sigv4: get-vanilla-query-order-key-case (parameters sorted)") {
 
 TEST_CASE("sigv4: post-vanilla and get-vanilla-empty-query-key") {
   CHECK(signature(vector("POST", {})) == "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b");
-  CHECK(signature(vector("GET", {{"Param1", "value1"}})) ==
-        "a67d582fa61cc504c4bae71f336f98b97f1ea3c7a6bfe1b6e45aec72011b9aeb");
+  CHECK(signature(vector("GET", {{"Param1", "value1"}})) == "a67d582fa61cc504c4bae71f336f98b97f1ea3c7a6bfe1b6e45aec72011b9aeb");
 }
 
 TEST_CASE("sigv4: S3 requests sign the payload hash, the session token and encode what S3 needs") {

@@ -1,17 +1,17 @@
 // CPU and memory limits (common/util/cpus.h): read from a cgroup file system
 // laid out under a temporary root as v2, hybrid and v1 hosts lay it out, and
 // the affinity mask of a process started under a narrower one.
-#include <catch2/catch.hpp>
+#include "common/util/cpus.h"
 
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 
-#include "common/util/cpus.h"
 #include "../repo/repo_test_util.h"
 
 using namespace cairn;

@@ -1,12 +1,12 @@
 // The path and time helpers the drivers share (common/util/fs.h).
-#include <catch2/catch.hpp>
+#include "common/util/fs.h"
 
+#include <catch2/catch.hpp>
 #include <cerrno>
 #include <regex>
 #include <string>
 
 #include "common/util/error.h"
-#include "common/util/fs.h"
 
 using namespace cairn;
 

@@ -21,27 +21,30 @@ TEST_CASE("terminal_safe escapes C0 controls, DEL and ESC sequences") {
   CHECK(terminal_safe(std::string("nul\0x", 5)) == "nul\\x00x");
   CHECK(terminal_safe("del\x7f") == "del\\x7f");
   // A forged "complete" line cannot start on a line of its own.
-  CHECK(terminal_safe("x\ncomplete") .find('\n') == std::string::npos);
+  CHECK(terminal_safe("x\ncomplete").find('\n') == std::string::npos);
 }
 
 TEST_CASE("terminal_safe escapes C1 controls and bidi overrides") {
-  CHECK(terminal_safe("\xc2\x9b" "2J") == "\\u009b2J");  // CSI as a C1 control
+  CHECK(terminal_safe("\xc2\x9b"
+                      "2J") == "\\u009b2J");  // CSI as a C1 control
   CHECK(terminal_safe("\xc2\x85") == "\\u0085");
   CHECK(terminal_safe("\xc2\xa0") == "\xc2\xa0");  // U+00A0 is printable
-  CHECK(terminal_safe("txt.\xe2\x80\xae" "exe") == "txt.\\u202eexe");
+  CHECK(terminal_safe("txt.\xe2\x80\xae"
+                      "exe") == "txt.\\u202eexe");
   CHECK(terminal_safe("\xe2\x80\xaa\xe2\x81\xa6\xe2\x81\xa9") == "\\u202a\\u2066\\u2069");
   CHECK(terminal_safe("\xe2\x80\x8e") == "\xe2\x80\x8e");  // LRM is not an override
 }
 
 TEST_CASE("terminal_safe shows bytes that are not UTF-8 in hex") {
   CHECK(terminal_safe("\xff\xfe") == "\\xff\\xfe");
-  CHECK(terminal_safe("a\xc3") == "a\\xc3");                       // truncated
-  CHECK(terminal_safe("\xc0\xaf") == "\\xc0\\xaf");                // overlong '/'
-  CHECK(terminal_safe("\xed\xa0\x80") == "\\xed\\xa0\\x80");       // surrogate
+  CHECK(terminal_safe("a\xc3") == "a\\xc3");                           // truncated
+  CHECK(terminal_safe("\xc0\xaf") == "\\xc0\\xaf");                    // overlong '/'
+  CHECK(terminal_safe("\xed\xa0\x80") == "\\xed\\xa0\\x80");           // surrogate
   CHECK(terminal_safe("\xf4\x90\x80\x80") == "\\xf4\\x90\\x80\\x80");  // above U+10FFFF
   CHECK(terminal_safe("\xc3(") == "\\xc3(");
   // An 8-bit CSI byte on its own is invalid UTF-8, so it is escaped too.
-  CHECK(terminal_safe("\x9b" "31m") == "\\x9b31m");
+  CHECK(terminal_safe("\x9b"
+                      "31m") == "\\x9b31m");
 }
 
 TEST_CASE("the output of terminal_safe never holds a control byte and is valid UTF-8") {

@@ -1,6 +1,5 @@
 // The audit outbox: hash chain, immutability, and verification that notices edits.
 #include <catch2/catch.hpp>
-
 #include <cstdio>
 #include <filesystem>
 #include <set>
@@ -76,8 +75,7 @@ TEST_CASE("the catalog refuses to change or delete an unpublished audit row") {
   Fixture f;
   three_events(f);
   auto db = sqlite::Db::open(f.dir.file("catalog.db"), 1000);
-  REQUIRE_THROWS_WITH(db.exec("UPDATE audit_outbox SET outcome = 'ok' WHERE seq = 1"),
-                      Catch::Contains("audit events are immutable"));
+  REQUIRE_THROWS_WITH(db.exec("UPDATE audit_outbox SET outcome = 'ok' WHERE seq = 1"), Catch::Contains("audit events are immutable"));
   REQUIRE_THROWS_WITH(db.exec("DELETE FROM audit_outbox WHERE seq = 2"), Catch::Contains("cannot be deleted"));
   // Marking an event published is allowed.
   REQUIRE_NOTHROW(db.exec("UPDATE audit_outbox SET published_at = 1 WHERE seq = 1"));
@@ -120,8 +118,10 @@ namespace {
 // A separate program, not fork(): a forked child inherits SQLite's per-process
 // lock bookkeeping and would not behave as another process does.
 int64_t events_seen_by_another_process(const std::string& path) {
-  std::string cmd = "/usr/bin/python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
-                    "print(c.execute(\"SELECT count(*) FROM audit_outbox\").fetchone()[0]); c.close()' '" + path + "'";
+  std::string cmd =
+      "/usr/bin/python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+      "print(c.execute(\"SELECT count(*) FROM audit_outbox\").fetchone()[0]); c.close()' '" +
+      path + "'";
   FILE* p = ::popen(cmd.c_str(), "r");
   REQUIRE(p);
   long long n = -1;

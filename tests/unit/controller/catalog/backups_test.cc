@@ -1,9 +1,8 @@
 // Backup sets from creation to outcome, through plans, acks, results and expiry.
 #include <catch2/catch.hpp>
-
 #include <map>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "catalog_fixture.h"
 #include "common/util/error.h"
@@ -84,8 +83,7 @@ TEST_CASE("a plan the agent rejects ends its task rejected with the wire reason,
   auto plans = f.send_plans();
   f.cat.transaction("agent", [&](Tx& tx) {
     tx.record_plan_ack(plans[0], true, cairn::v1::ERROR_CODE_OK, "");
-    tx.record_plan_ack(plans[1], false, cairn::v1::ERROR_CODE_BAD_SIGNATURE,
-                       "signature does not verify under key 'k1'");
+    tx.record_plan_ack(plans[1], false, cairn::v1::ERROR_CODE_BAD_SIGNATURE, "signature does not verify under key 'k1'");
   });
   f.succeed(f.tasks[0]);
   REQUIRE(f.set_state() == SetState::partial);
@@ -149,9 +147,7 @@ TEST_CASE("refused task updates change nothing") {
   }
   SECTION("success without a snapshot") {
     f.send_plans();
-    f.cat.transaction("agent", [&](Tx& tx) {
-      tx.record_plan_ack("pl-" + t.id, true, cairn::v1::ERROR_CODE_OK, "");
-    });
+    f.cat.transaction("agent", [&](Tx& tx) { tx.record_plan_ack("pl-" + t.id, true, cairn::v1::ERROR_CODE_OK, ""); });
     REQUIRE_THROWS_WITH(f.cat.transaction("agent", [&](Tx& tx) { tx.update_task(t.id, {TaskState::succeeded}); }),
                         Catch::Contains("without a snapshot id"));
   }
@@ -177,16 +173,14 @@ TEST_CASE("no plan is issued to an agent that is not approved") {
   f.cat.transaction("operator:alice", [&](Tx& tx) { tx.set_agent_state(f.a, AgentState::revoked); });
   REQUIRE_THROWS_WITH(f.cat.transaction("controller",
                                         [&](Tx& tx) {
-                                          tx.issue_plan({"pl-x", f.a, "k1", f.now(), f.now(), f.now() + 60,
-                                                         {f.tasks[0].id}});
+                                          tx.issue_plan({"pl-x", f.a, "k1", f.now(), f.now(), f.now() + 60, {f.tasks[0].id}});
                                         }),
                       Catch::Contains("not approved"));
 }
 
 TEST_CASE("an empty backup set is refused") {
   Fixture f;
-  REQUIRE_THROWS_WITH(f.cat.transaction("operator:alice", [](Tx& tx) { tx.create_backup_set({}); }),
-                      Catch::Contains("at least one task"));
+  REQUIRE_THROWS_WITH(f.cat.transaction("operator:alice", [](Tx& tx) { tx.create_backup_set({}); }), Catch::Contains("at least one task"));
 }
 
 TEST_CASE("progress is kept as the latest report on the task row") {
@@ -230,9 +224,7 @@ TEST_CASE("a restore holds its lock until it ends, and a second restore is refus
     REQUIRE(tx.acquire_lock(target, TaskKind::restore, id, 3600));
     return id;
   });
-  REQUIRE_FALSE(f.cat.transaction("operator:bob", [&](Tx& tx) {
-    return tx.acquire_lock(target, TaskKind::restore, "rs-other", 3600);
-  }));
+  REQUIRE_FALSE(f.cat.transaction("operator:bob", [&](Tx& tx) { return tx.acquire_lock(target, TaskKind::restore, "rs-other", 3600); }));
 
   auto rtask = f.cat.read([&](const Tx& tx) { return tx.tasks_of_restore(restore); }).at(0);
   f.cat.transaction("agent", [&](Tx& tx) {
@@ -240,9 +232,7 @@ TEST_CASE("a restore holds its lock until it ends, and a second restore is refus
   });
   REQUIRE(f.cat.read([&](const Tx& tx) { return tx.restore(restore)->state; }) == SetState::failed);
   // The finished restore released its lock.
-  REQUIRE(f.cat.transaction("operator:bob", [&](Tx& tx) {
-    return tx.acquire_lock(target, TaskKind::restore, "rs-other", 3600);
-  }));
+  REQUIRE(f.cat.transaction("operator:bob", [&](Tx& tx) { return tx.acquire_lock(target, TaskKind::restore, "rs-other", 3600); }));
 }
 
 TEST_CASE("an expired lock can be taken over, and the takeover is audited") {
@@ -258,8 +248,7 @@ TEST_CASE("a plan's tasks move on together (sent, accepted), audited exactly as 
   TwoNodes f;
   // Task 0 the general way (update_task), task 1 the way the fleet marks a delivered plan.
   f.cat.transaction("controller", [&](Tx& tx) {
-    for (const auto& t : f.tasks)
-      tx.issue_plan({"pl-" + t.id, t.agent_id, "k1", f.now(), f.now(), f.now() + 600, {t.id}});
+    for (const auto& t : f.tasks) tx.issue_plan({"pl-" + t.id, t.agent_id, "k1", f.now(), f.now(), f.now() + 600, {t.id}});
     tx.update_task(f.tasks[0].id, {TaskState::sent});
     CHECK(tx.move_plan_tasks("pl-" + f.tasks[1].id, TaskState::pending, TaskState::sent) == 1);
     // Sent once: nothing pending any more.

@@ -1,10 +1,9 @@
 // What the catalog keeps of unknown keys and of the audit outbox: the pending
 // list is bounded (oldest dropped), the outbox has a retention, and the
 // catalog file is private to its owner.
-#include <catch2/catch.hpp>
-
 #include <sys/stat.h>
 
+#include <catch2/catch.hpp>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -35,7 +34,7 @@ size_t pending(Fixture& f) {
 }
 
 unsigned mode_of(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   return unsigned(st.st_mode & 07777);
 }

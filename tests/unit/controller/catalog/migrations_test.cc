@@ -1,8 +1,9 @@
+#include "controller/catalog/migrations.h"
+
 #include <catch2/catch.hpp>
 
 #include "catalog_fixture.h"
 #include "common/util/error.h"
-#include "controller/catalog/migrations.h"
 #include "controller/catalog/sqlite.h"
 
 using namespace cairn;
@@ -39,11 +40,10 @@ TEST_CASE("a fresh catalog gets every migration, WAL and foreign keys") {
   REQUIRE(f.cat.schema_version() == int(embedded_migrations().size()));
   auto db = sqlite::Db::open(f.dir.file("catalog.db"), 1000);
   REQUIRE(count(db, "SELECT count(*) FROM schema_version") == int64_t(embedded_migrations().size()));
-  for (const char* table : {"agents", "controller_keys", "backup_sets", "tasks", "task_reasons", "snapshots",
-                            "restores", "locks", "plan_sequences", "plans", "audit_outbox", "operators"}) {
+  for (const char* table : {"agents", "controller_keys", "backup_sets", "tasks", "task_reasons", "snapshots", "restores", "locks",
+                            "plan_sequences", "plans", "audit_outbox", "operators"}) {
     INFO(table);
-    REQUIRE(count(db, std::string("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '") + table +
-                          "'") == 1);
+    REQUIRE(count(db, std::string("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '") + table + "'") == 1);
   }
   auto mode = db.prepare("PRAGMA journal_mode");
   REQUIRE(mode.step());
@@ -91,8 +91,7 @@ TEST_CASE("a catalog migrated with different SQL than this build's is refused") 
 TEST_CASE("a failing migration leaves the catalog at the previous version") {
   TempDir dir;
   auto db = sqlite::Db::open(dir.file("c.db"), 1000);
-  Migration list[] = {{1, "one", "CREATE TABLE a (x INTEGER);"},
-                      {2, "two", "CREATE TABLE b (x INTEGER); INSERT INTO nowhere VALUES (1);"}};
+  Migration list[] = {{1, "one", "CREATE TABLE a (x INTEGER);"}, {2, "two", "CREATE TABLE b (x INTEGER); INSERT INTO nowhere VALUES (1);"}};
   REQUIRE_THROWS_AS(migrate(db, list, 0), Error);
   REQUIRE(count(db, "SELECT max(version) FROM schema_version") == 1);
   REQUIRE(count(db, "SELECT count(*) FROM sqlite_master WHERE name = 'b'") == 0);
@@ -131,8 +130,7 @@ TEST_CASE("migration 0011 rebuilds audit_outbox without its unique indexes and k
   REQUIRE(count(db, "SELECT count(*) FROM pragma_index_list('audit_outbox') WHERE \"unique\" = 1") == 0);
   REQUIRE(count(db, "SELECT count(*) FROM sqlite_master WHERE name = 'audit_outbox_unpublished'") == 1);
   // The guards of 0001 and 0005 are back on the rebuilt table.
-  REQUIRE_THROWS_WITH(db.exec("UPDATE audit_outbox SET details = '{}' WHERE seq = 1"),
-                      Catch::Contains("audit events are immutable"));
+  REQUIRE_THROWS_WITH(db.exec("UPDATE audit_outbox SET details = '{}' WHERE seq = 1"), Catch::Contains("audit events are immutable"));
   REQUIRE_THROWS_WITH(db.exec("DELETE FROM audit_outbox WHERE seq = 3"), Catch::Contains("cannot be deleted"));
   db.exec("UPDATE audit_outbox SET published_at = 6003 WHERE seq = 3");  // the one column that may change
   db.exec("DELETE FROM audit_outbox WHERE seq = 1");                     // a published event may age out
@@ -151,8 +149,7 @@ TEST_CASE("whether a repository is in use is read from partial indexes, not from
     plan += line + "\n";
     // Only the two partial indexes of open tasks may be read in full: they
     // hold the tasks under way, not the catalog's history.
-    if (line.find("SCAN") != std::string::npos && line != "SCAN CONSTANT ROW" &&
-        line.find("INDEX tasks_open_") == std::string::npos)
+    if (line.find("SCAN") != std::string::npos && line != "SCAN CONSTANT ROW" && line.find("INDEX tasks_open_") == std::string::npos)
       scans.push_back(line);
   }
   INFO(plan);

@@ -1,7 +1,7 @@
 // The rule that keeps partial data from being reported as success.
-#include <catch2/catch.hpp>
-
 #include "controller/catalog/outcome.h"
+
+#include <catch2/catch.hpp>
 
 using namespace cairn::catalog;
 using T = TaskState;

@@ -3,8 +3,8 @@
 // delay, recorded per task, removed with the set.
 #include <catch2/catch.hpp>
 
-#include "controller/catalog/tx.h"
 #include "catalog_fixture.h"
+#include "controller/catalog/tx.h"
 
 using namespace cairn::catalog;
 using namespace cairn::catalog::test;

@@ -70,20 +70,16 @@ TEST_CASE("every state change writes exactly its audit event in the same transac
 
 TEST_CASE("a transaction inside a transaction is refused") {
   Fixture f;
-  REQUIRE_THROWS_WITH(f.cat.transaction("controller", [&](Tx&) { f.cat.read([](const Tx&) {}); }),
-                      Catch::Contains("already open"));
+  REQUIRE_THROWS_WITH(f.cat.transaction("controller", [&](Tx&) { f.cat.read([](const Tx&) {}); }), Catch::Contains("already open"));
 }
 
 TEST_CASE("revocation is final and approval of an unknown agent fails") {
   Fixture f;
   std::string id = f.approved_agent("node-1", 1);
   f.cat.transaction("operator:test", [&](Tx& tx) { tx.set_agent_state(id, AgentState::revoked); });
-  REQUIRE_THROWS_WITH(
-      f.cat.transaction("operator:test", [&](Tx& tx) { tx.set_agent_state(id, AgentState::approved); }),
-      Catch::Contains("is revoked"));
-  REQUIRE_THROWS_AS(
-      f.cat.transaction("operator:test", [&](Tx& tx) { tx.set_agent_state("ag-none", AgentState::approved); }),
-      Error);
+  REQUIRE_THROWS_WITH(f.cat.transaction("operator:test", [&](Tx& tx) { tx.set_agent_state(id, AgentState::approved); }),
+                      Catch::Contains("is revoked"));
+  REQUIRE_THROWS_AS(f.cat.transaction("operator:test", [&](Tx& tx) { tx.set_agent_state("ag-none", AgentState::approved); }), Error);
   auto a = f.cat.read([&](const Tx& tx) { return tx.agent(id); });
   REQUIRE(a);
   REQUIRE(a->state == AgentState::revoked);
