@@ -142,7 +142,9 @@ void register_repo_check(CLI::App& repo, Context& ctx) {
       // Damaged or deleted objects (snapshots the set records name too) a versioning
       // store still holds whole (recover.h).
       std::vector<repo::Recovery> recoveries = repo::find_recoveries(*r, rep);
-      if (a.recover && !recoveries.empty()) {
+      // What one round puts back can show more to put back (a pack that only a
+      // damaged index file named): rounds go on while each finds something, a few at most.
+      for (int round = 0; a.recover && !recoveries.empty() && round < 4; ++round) {
         for (const auto& rc : recoveries) {
           repo::apply_recovery(*r, rc);
           info(o, "recovered '" + rc.object + "': its earlier version " + rc.version + " is the current one again");

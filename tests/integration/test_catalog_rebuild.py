@@ -19,7 +19,7 @@ def test_catalog_deleted_rebuilt_from_the_repository_and_restored_from(cluster):
     c.enrol("node-b")
     c.declare_repository()  # the controller writes each set's signed record there
     data = c.agent_dirs["node-a"]["data"]
-    c.ok("policy", "add", "nightly", "--schedule", "0 1 * * *")
+    c.ok("policy", "add", "nightly", "--schedule", "0 0 1 1 *")
     first = backup_set_id(c.ok("backup", "create", "--wait"))
     (data / "a.txt").write_bytes(b"alpha version 2\n")
     c.ok("policy", "run-now", "nightly")

@@ -504,7 +504,7 @@ def test_controller_backs_up_etcd_into_s3_restores_it_and_prunes_there(store, pr
 
         # Retention and prune by the controller, with its own credentials.
         data = c.agent_dirs["node-a"]["data"]
-        c.ok("policy", "add", "hourly", "--schedule", "0 * * * *", "--component", "data", "--keep-last", "1")
+        c.ok("policy", "add", "hourly", "--schedule", "0 0 1 1 *", "--component", "data", "--keep-last", "1")
         for i in range(3):
             (data / "run.bin").write_bytes(os.urandom(300_000))
             s = run_now_and_wait(c, "hourly")
@@ -836,13 +836,13 @@ credentials_file = "{offsite.creds}"
 """)
         c.enrol("node-a")
         data = c.agent_dirs["node-a"]["data"]
-        rc, out, err = c.ctl("policy", "add", "nightly", "--schedule", "0 1 * * *", "--component", "data",
+        rc, out, err = c.ctl("policy", "add", "nightly", "--schedule", "0 0 1 1 *", "--component", "data",
                              "--copy-to", "nowhere")
         assert rc != 0 and "not a repository the controller declares" in err, out + err
-        rc, out, err = c.ctl("policy", "add", "nightly", "--schedule", "0 1 * * *", "--component", "data",
+        rc, out, err = c.ctl("policy", "add", "nightly", "--schedule", "0 0 1 1 *", "--component", "data",
                              "--copy-to", "main", "--repository", "main")
         assert rc != 0 and "own repository" in err, out + err
-        c.ok("policy", "add", "nightly", "--schedule", "0 1 * * *", "--component", "data", "--copy-to", "offsite",
+        c.ok("policy", "add", "nightly", "--schedule", "0 0 1 1 *", "--component", "data", "--copy-to", "offsite",
              "--keep-last", "1")
         assert "copies to  offsite" in c.ok("policy", "show", "nightly")
 

@@ -63,8 +63,8 @@ def test_retention_expires_old_sets_prunes_and_the_newest_still_restore(cluster)
     c.add_agent("node-a", {"keep.txt": b"kept in every set\n" * 100})
     c.enrol("node-a")
     data = c.agent_dirs["node-a"]["data"]
-    # A schedule that does not fire during the test: runs are started by hand.
-    out = c.ok("policy", "add", "hourly", "--schedule", "0 * * * *", "--component", "data", "--keep-last", "2")
+    # A schedule that does not fire during the test (once a year): runs are started by hand.
+    out = c.ok("policy", "add", "hourly", "--schedule", "0 0 1 1 *", "--component", "data", "--keep-last", "2")
     assert "policy hourly added" in out and "last 2" in out, out
 
     contents, ids = [], []
@@ -155,7 +155,7 @@ def test_configured_policy_wins_and_missed_runs_run_once(cluster):
     c = cluster
     c.add_agent("node-a", {"a.txt": b"alpha"})
     c.enrol("node-a")
-    c.ok("policy", "add", "nightly", "--schedule", "0 1 * * *")
+    c.ok("policy", "add", "nightly", "--schedule", "0 0 1 1 *")
     with_repository(c, """
 [[policy]]
 name = "nightly"
@@ -223,7 +223,7 @@ password_file = "{c.repo_pass}"
 """)
     c.enrol("node-a")
     data = c.agent_dirs["node-a"]["data"]
-    c.ok("policy", "add", "off", "--schedule", "0 * * * *", "--component", "data", "--repository", "offsite")
+    c.ok("policy", "add", "off", "--schedule", "0 0 1 1 *", "--component", "data", "--repository", "offsite")
     s = run_now_and_wait(c, "off")
     assert set_state(s) == "complete", s
 

@@ -380,7 +380,7 @@ def test_a_set_waiting_for_an_offline_agent_blocks_nothing_else_and_a_skipped_ru
     c.agents["node-b"].expect_dead = True
     c.agents["node-b"].kill()
     c.wait_for("node-b disconnected", lambda: not (c.find_agent(name="node-b") or {}).get("connected"), timeout=30)
-    c.ok("policy", "add", "hourly", "--schedule", "0 * * * *", "--keep-last", "3")
+    c.ok("policy", "add", "hourly", "--schedule", "0 0 1 1 *", "--keep-last", "3")
     c.ok("policy", "run-now", "hourly")
     sets = c.wait_for("the policy's set with node-a's task ended", lambda: [
         s for s in c.json("backup", "list").get("sets", [])

@@ -205,14 +205,20 @@ def test_on_a_versioned_bucket_every_overwrite_and_delete_is_named_and_recovered
     assert rc == 1, (rc, out, err)
     problems = [json.loads(l) for l in out.splitlines() if '"problem"' in l]
     named = {p["object"]: p for p in problems}
-    for k in list(victims) + [packs[-1]]:
+    for k in victims:
         obj = k.split("/", 1)[1]
         assert obj in named, (obj, sorted(named))
         assert named[obj].get("recoverable_version"), named[obj]
+    # The deleted pack is named, unless the damaged index file was the only one that
+    # named it: then the round of --recover that puts that index back finds it.
+    deleted = packs[-1].split("/", 1)[1]
+    assert deleted in named or len([k for k in keys if k.startswith("repo/index/")]) > 1, sorted(named)
+    assert deleted not in named or named[deleted].get("recoverable_version"), named[deleted]
     assert "earlier version" in err, err
     rc, out, err = r.run("check", "--read-data", "--recover")
     assert rc == 0, (rc, out, err)
     assert out.count("recovered '") + err.count("recovered '") == len(victims) + 1, (out, err)
+    assert f"recovered '{deleted}'" in out + err, (out, err)
     assert "no errors were found" in out
     rc, out, err = r.run("check", "--read-data", "--no-cache")
     assert rc == 0 and "no errors were found" in out, (out, err)

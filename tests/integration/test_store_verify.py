@@ -178,7 +178,7 @@ def test_seaweedfs_a_deleted_snapshot_is_named_by_check_and_the_controller_and_r
         c = store_cluster(tmp_path, store.url(bucket, "repo"), store.credentials(tmp_path / "admin.cred"))
         kept = backed_up(c)
         # Retention forgets two sets while the verification runs every 2 s: never missing.
-        c.ok("policy", "add", "hourly", "--schedule", "0 * * * *", "--component", "data", "--keep-last", "1")
+        c.ok("policy", "add", "hourly", "--schedule", "0 0 1 1 *", "--component", "data", "--keep-last", "1")
         for _ in range(3):
             (c.agent_dirs["node-a"]["data"] / "run.bin").write_bytes(os.urandom(100_000))
             assert set_state(run_now_and_wait(c, "hourly")) == "complete"
