@@ -228,8 +228,19 @@ def test_on_a_versioned_bucket_every_overwrite_and_delete_is_named_and_recovered
     assert_same_tree(src, restored_path(target, src))
 
 
+def backup_refused_as_unprotected(c, node):
+    """A new agent's backup, refused because the store does not protect its objects from their writers."""
+    from cluster import backup_set_id
+    c.add_agent(node, {"a.txt": b"one\n" * 100})
+    c.enrol(node)
+    rc, out, err = c.ctl("backup", "create", "--component", "data", "--node", node, "--wait")
+    assert rc != 0, (out, err)
+    shown = c.ok("backup", "show", backup_set_id(out))
+    assert "not protected from its writers" in shown and "accept_unprotected_store" in shown, shown
+
+
 def test_an_unversioned_store_with_overwrite_rights_is_refused_for_agents_unless_accepted(s3, proxy, tmp_path):
-    from cluster import Cluster, backup_set_id, set_state
+    from cluster import Cluster
     bucket = "cairn-" + secrets.token_hex(4)
     c = Cluster(tmp_path / "cluster")
     c.base.mkdir(parents=True)
@@ -242,12 +253,7 @@ def test_an_unversioned_store_with_overwrite_rights_is_refused_for_agents_unless
     c.start_controller()
     c.declare_repository()
     try:
-        c.add_agent("node-a", {"a.txt": b"one\n" * 100})
-        c.enrol("node-a")
-        rc, out, err = c.ctl("backup", "create", "--component", "data", "--node", "node-a", "--wait")
-        assert rc != 0, (out, err)
-        shown = c.ok("backup", "show", backup_set_id(out))
-        assert "not protected from its writers" in shown and "accept_unprotected_store" in shown, shown
+        backup_refused_as_unprotected(c, "node-a")
         assert not [k for k in keys_under(s3, bucket, "repo/snapshots/")]
         # An agent whose operator accepted the risk: its backups go on, each one warned in its log.
         c.agent_repo_extra = "accept_unprotected_store = true\n"
@@ -354,7 +360,7 @@ def test_packs_overwritten_behind_the_cache_fail_check_and_ls_even_without_read_
 
 
 def test_an_agent_with_the_old_azure_sas_racwl_is_refused_unless_accepted(azurite, tmp_path):
-    from cluster import Cluster, backup_set_id
+    from cluster import Cluster
     container = "cairn-" + secrets.token_hex(4)
     c = Cluster(tmp_path / "cluster")
     c.base.mkdir(parents=True)
@@ -365,12 +371,7 @@ def test_an_agent_with_the_old_azure_sas_racwl_is_refused_unless_accepted(azurit
     c.start_controller()
     c.declare_repository()
     try:
-        c.add_agent("node-a", {"a.txt": b"one\n" * 100})
-        c.enrol("node-a")
-        rc, out, err = c.ctl("backup", "create", "--component", "data", "--node", "node-a", "--wait")
-        assert rc != 0, (out, err)
-        shown = c.ok("backup", "show", backup_set_id(out))
-        assert "not protected from its writers" in shown and "accept_unprotected_store" in shown, shown
+        backup_refused_as_unprotected(c, "node-a")
         assert not [k for k in azurite.blobs(container, "repo/snapshots/", account="cairntest")]
         # The documented SAS (rcl): the store itself refuses replaces, and the backup goes on.
         c.agent_repo_credentials = azure_credentials(tmp_path / "agent-rcl.cred", sas_token=azurite.account_sas("cairntest", "rcl"))
