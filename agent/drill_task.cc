@@ -93,6 +93,19 @@ std::map<std::string, std::pair<std::string, DriverResult>>& shared_drills() {
 
 }  // namespace
 
+DriverResult drill_ended_early(const std::string& driver, std::vector<v1::Reason> reasons) {
+  DriverResult res;
+  res.metadata = {{"drill",
+                   {{"driver", driver},
+                    {"phases", nlohmann::json::object()},
+                    {"checks", nlohmann::json::array()},
+                    {"sandbox", ""},
+                    {"verdict", drill_internal::drill_verdict(reasons)}}}};
+  res.reasons = std::move(reasons);
+  res.outcome = v1::TASK_OUTCOME_FAILED;
+  return res;
+}
+
 DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& task) {
   using namespace drill_internal;
   DriverResult res;
@@ -249,6 +262,11 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
              : e.code() == Errc::unsupported ? v1::ERROR_CODE_UNSUPPORTED_TASK
                                              : v1::ERROR_CODE_VERIFY_FAILED,
              e.what());
+  } catch (const std::exception& e) {
+    // Not one of cairn's errors (a file system or JSON exception a driver's
+    // drill let through): the drill still ends with its report, the
+    // sandbox torn down, and the failure named.
+    rep.fail(v1::ERROR_CODE_INTERNAL, std::string("the drill failed unexpectedly: ") + e.what());
   }
   // Stopped: that is the reason, named first; what failed after it (a
   // server asked while it was being stopped) follows.

@@ -28,4 +28,9 @@ std::vector<std::string> drillable_drivers(const DrillDecl& d);
 // what this agent cannot do): it proves nothing about the backup.
 DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const cairn::v1::Task& task);
 
+// The result of a drill of `driver` that ended before run_drill (its
+// repository could not be opened): the same report, no phase run, reasons
+// as given (at least one), outcome FAILED.
+DriverResult drill_ended_early(const std::string& driver, std::vector<cairn::v1::Reason> reasons);
+
 }  // namespace cairn::agent

@@ -723,7 +723,12 @@ DriverResult TaskRunner::run_drill_task(const AdmittedTask& t, const std::functi
   if (!drill_) throw Error(Errc::unsupported, "this agent declares no [drill] section");
   // Read-only: a drill writes nothing to the repository, and needs no lock
   // that could keep a prune or a backup waiting.
-  OpenRepo o = open_repository(*t.repository, "drill", true);
+  OpenRepo o;
+  try {
+    o = open_repository(*t.repository, "drill", true);
+  } catch (const Error& e) {
+    return drill_ended_early(t.task.drill_driver(), {make_reason(code_for(e.code(), true), e.what())});
+  }
   TaskContext ctx;
   ctx.plan_id = t.plan_id;
   ctx.task_id = t.task.task_id();

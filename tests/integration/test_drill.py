@@ -49,6 +49,7 @@ def drill(c, *args, expect=0):
 
 def drill_report(shown):
     (task,) = shown["tasks"]
+    assert task.get("component_metadata"), f"the drill's task carries no report: {task}"
     return json.loads(task["component_metadata"])["drill"], task
 
 
