@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "agent/drill_task.h"
+#include "agent/drivers/registry.h"
 #include "agent/wire.h"
 #include "cairn/version.h"
 #include "common/util/encoding.h"
@@ -122,6 +123,7 @@ void Session::send_register() {
   r->set_hostname(host);
   r->set_agent_version(CAIRN_VERSION);
   r->add_features("restore-steps/2");
+  r->add_features("component-drill/1");
   if (config_.drill) {
     r->add_features("drill/1");
     for (const auto& d : drillable_drivers(*config_.drill)) r->add_features("drill:" + d);
@@ -132,6 +134,8 @@ void Session::send_register() {
     ci->set_driver(c.driver_name);
     auto caps = c.driver->capabilities();
     ci->set_can_restore(caps.restore);
+    const DriverFactory* factory = find_driver(c.driver_name);
+    ci->set_has_drill(factory && factory->drill);
     for (const auto& t : caps.restore_targets) ci->add_restore_targets(t);
     ci->set_scope(caps.scope);
     ci->set_cluster_id(caps.cluster_id);

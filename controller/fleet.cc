@@ -290,6 +290,9 @@ void Fleet::on_register(Session& s, const cairn::v1::Register& r) {
     k.modes.assign(c.modes().begin(), c.modes().end());
     k.restore_stops_service = c.restore_stops_service();
     k.repository = c.repository();
+    // An agent that does not say (before "component-drill/1") is taken at
+    // its word later: its drill task refuses what it cannot drill.
+    k.has_drill = c.has_drill() || std::find(r.features().begin(), r.features().end(), "component-drill/1") == r.features().end();
     components.push_back(std::move(k));
   }
   std::string refusal;

@@ -3,7 +3,6 @@
 #include <map>
 #include <set>
 
-#include "common/plan/drill_drivers.h"
 #include "controller/driver_metadata.h"
 #include "controller/orders_internal.h"
 
@@ -16,6 +15,7 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     // What a set holds that the selection picks: (task, driver), one per
     // cluster for a cluster-scoped component (the snapshot a whole-cluster
     // restore would restore), one per agent for the others.
+    std::set<std::string> without_drill;  // components whose driver has none, as their agent declares
     auto drillable_of = [&](const std::string& set_id, bool selected = true) {
       std::vector<std::pair<catalog::Task, std::string>> out;
       std::set<std::string> clusters;
@@ -27,7 +27,10 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
         if (!agent || (selected && !listed(req.selector().nodes(), agent->name, agent->id))) continue;
         std::string driver;
         for (const auto& c : tx.agent_components(t.agent_id))
-          if (c.name == t.component) driver = c.driver;
+          if (c.name == t.component) {
+            driver = c.driver;
+            if (!c.has_drill) without_drill.insert(t.agent_id + "/" + t.component);
+          }
         if (driver.empty()) continue;
         if (!t.cluster_id.empty() && !clusters.insert(driver + "/" + t.cluster_id).second) continue;
         out.emplace_back(std::move(t), driver);
@@ -93,7 +96,8 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     // cluster without its ZooKeeper must not leave every other component
     // unproven).
     auto undrillable = [&](const catalog::Task& t, const std::string& driver) -> std::string {
-      if (!plan::is_drill_driver(driver)) return "'" + t.component + "' (driver " + driver + ": no drill exists for it)";
+      if (without_drill.count(t.agent_id + "/" + t.component))
+        return "'" + t.component + "' (driver " + driver + ": no drill exists for it)";
       if (driver != "kafka") return {};
       if (driver_metadata::kafka_metadata_mode(driver_metadata::parse_optional(t.component_metadata)) != "zookeeper") return {};
       std::vector<const catalog::Task*> here;

@@ -354,7 +354,7 @@ void Tx::set_agent_components(const std::string& agent_id, const std::vector<Com
   db_.prepare("DELETE FROM agent_components WHERE agent_id = ?").bind(1, agent_id).run();
   auto ins = db_.prepare(
       "INSERT INTO agent_components (agent_id, name, driver, can_restore, restore_targets, scope, cluster_id, member_id,"
-      " modes, restore_stops_service, repository) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      " modes, restore_stops_service, repository, has_drill) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   nlohmann::json list = nlohmann::json::array();
   for (const auto& c : sorted) {
     ins.reset();
@@ -364,7 +364,7 @@ void Tx::set_agent_components(const std::string& agent_id, const std::vector<Com
     // through cluster_members, so merging clusters rewrites no component).
     const std::string& stored = c.scope == "cluster" && !c.declared_cluster_id.empty() ? c.declared_cluster_id : c.cluster_id;
     ins.bind_all(agent_id, c.name, c.driver, int64_t(c.can_restore), targets.dump(), c.scope, stored, c.member_id, modes.dump(),
-                 int64_t(c.restore_stops_service), c.repository)
+                 int64_t(c.restore_stops_service), c.repository, int64_t(c.has_drill))
         .run();
     nlohmann::json entry = {{"name", c.name}, {"driver", c.driver}, {"can_restore", c.can_restore}, {"restore_targets", targets}};
     if (!c.repository.empty()) entry["repository"] = c.repository;
@@ -407,7 +407,7 @@ std::vector<Component> Tx::agent_components(const std::string& agent_id) const {
   auto s = db_.prepare(
       "SELECT c.name, c.driver, c.can_restore, c.restore_targets, c.scope,"
       " CASE WHEN c.scope = 'cluster' AND m.cluster IS NOT NULL THEN m.cluster ELSE c.cluster_id END, c.member_id, c.modes,"
-      " c.restore_stops_service, c.repository, m.state, m.declared_cluster_id FROM agent_components c"
+      " c.restore_stops_service, c.repository, m.state, m.declared_cluster_id, c.has_drill FROM agent_components c"
       " LEFT JOIN cluster_members m ON m.agent_id = c.agent_id AND m.component = c.name"
       " WHERE c.agent_id = ? ORDER BY c.name");
   s.bind(1, agent_id);
@@ -431,6 +431,7 @@ std::vector<Component> Tx::agent_components(const std::string& agent_id) const {
         if (m.is_string()) c.modes.push_back(m.get<std::string>());
     c.restore_stops_service = s.integer(8) != 0;
     c.repository = s.text(9);
+    c.has_drill = s.integer(12) != 0;
     if (c.scope == "cluster" && !s.is_null(10)) {
       c.member_pending = s.text(10) != "approved";
       c.declared_cluster_id = s.text(11);

@@ -55,6 +55,7 @@ struct Component {
   std::vector<std::string> modes;   // the driver's modes, the default first
   bool restore_stops_service = false;
   std::string repository;  // its default repository, as the agent declares it (0008)
+  bool has_drill = true;   // its driver has a restore drill (0022)
   bool operator==(const Component&) const = default;
 };
 

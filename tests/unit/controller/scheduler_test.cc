@@ -258,6 +258,39 @@ TEST_CASE_METHOD(SchedulerFixture, "keep_proven: a set a drill is reading stays 
 }
 
 TEST_CASE_METHOD(SchedulerFixture,
+                 "a component whose agent declares no drill for its driver is refused by name, or left out of a scheduled drill") {
+  // node-b's driver has no drill (ComponentInfo.has_drill false); node-a's has.
+  cat.transaction("agent", [&](Tx& tx) {
+    Component c{"data", "files", true};
+    c.has_drill = false;
+    tx.set_agent_components(b, {c});
+  });
+  REQUIRE_FALSE(cat.read([&](const Tx& tx) { return tx.agent_components(b); }).at(0).has_drill);
+  REQUIRE(cat.read([&](const Tx& tx) { return tx.agent_components(a); }).at(0).has_drill);
+  auto ordered = orders.create_backup("operator:test", {});
+  finish(ordered.id, TaskState::succeeded);
+  cairn::v1::DrillRequest named;
+  named.set_backup_set_id(ordered.id);
+  REQUIRE_THROWS_WITH(orders.create_drill("operator:test", named), Catch::Contains("'data' (driver files: no drill exists for it)") &&
+                                                                       Catch::Contains("leave them out with --component"));
+  // Only node-a's: drilled.
+  named.mutable_selector()->add_nodes("node-a");
+  auto one = orders.create_drill("operator:test", named);
+  CHECK(cat.read([&](const Tx& tx) { return tx.tasks_of_restore(one.id); }).size() == 1);
+  // A policy's drill of the whole set drills node-a's and says what it left out.
+  cairn::v1::DrillRequest scheduled;
+  scheduled.set_backup_set_id(ordered.id);
+  scheduled.set_policy("nightly");
+  auto d = orders.create_drill("policy:nightly", scheduled);
+  auto tasks = cat.read([&](const Tx& tx) { return tx.tasks_of_restore(d.id); });
+  REQUIRE(tasks.size() == 1);
+  bool skipped = false;
+  for (const auto& e : cat.read([](const Tx& tx) { return tx.audit_events(); }))
+    skipped = skipped || (e.action == "drill.skipped" && e.outcome == "skipped");
+  CHECK(skipped);
+}
+
+TEST_CASE_METHOD(SchedulerFixture,
                  "a drill that could not run neither clears an earlier failed drill nor makes one; a proven one clears both") {
   auto ordered = orders.create_backup("operator:test", {});
   finish(ordered.id, TaskState::succeeded);
