@@ -92,8 +92,8 @@ def test_a_store_that_ignores_conditional_writes_is_detected(store, proxy, tmp_p
     env = dict(os.environ, CAIRN_CONFORMANCE_URLS=store.url("ignores-inm", endpoint=proxy.endpoint),
                CAIRN_CONFORMANCE_CREDENTIALS=os.fspath(store.credentials(tmp_path / "c.cred")),
                CAIRN_CONFORMANCE_EXPECT_EXCLUSIVE="1")
-    p = subprocess.run([os.fspath(exe), "conformance: exclusive create"], env=env, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=300)
+    p = subprocess.run([os.fspath(exe), "conformance: the stores in CAIRN_CONFORMANCE_URLS", "-c", "exclusive create"], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
     out = " ".join(p.stdout.decode(errors="replace").split())  # Catch2 wraps long lines
     assert p.returncode != 0 and "does not enforce exclusive create" in out, out[-3000:]
     r = new_repo(store, tmp_path, endpoint=proxy.endpoint)

@@ -14,18 +14,15 @@
 // is ever put in a message: sources are named, keys are not.
 #include <sys/stat.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <map>
 #include <mutex>
-#include <sstream>
 
 #include "common/repo/storage/azure/shared_key.h"
 #include "common/repo/storage/backend.h"
-#include "common/repo/storage/cache.h"
 #include "common/repo/storage/http.h"
-#include "common/repo/storage/redact.h"
+#include "common/repo/storage/object_store.h"
 #include "common/repo/storage/registry.h"
 #include "common/repo/storage/s3/sigv4.h"  // uri_encode
 #include "common/repo/storage/text.h"
@@ -165,50 +162,26 @@ struct Url {
 };
 
 Url parse_url(const std::string& loc) {
+  const StoreUrlParser p(loc, "azure", "azure://account/container[/prefix], azure:https://host[:port]/account/container[/prefix]");
+  const StoreUrl su = p.split("account", "a SAS token belongs in a credentials file");
   Url u;
-  auto bad = [&](const std::string& why) {
-    return Error(Errc::invalid_input, "repository URL '" + redact_location(loc) + "' " + why +
-                                          " (forms: azure://account/container[/prefix], "
-                                          "azure:https://host[:port]/account/container[/prefix])");
-  };
-  // Credentials are never taken from a URL. An '@' anywhere before the query
-  // is userinfo (a secret key's '/' may end the authority early); the
-  // refusal shows the URL redacted (redact.h).
-  if (loc.substr(0, loc.find_first_of("?#")).find('@') != std::string::npos)
-    throw bad("carries credentials: they are never taken from a URL (use a credentials file of mode 0600)");
-  std::string rest;
-  if (loc.rfind("azure://", 0) == 0) {
-    rest = loc.substr(8);
-  } else if (loc.rfind("azure:http://", 0) == 0 || loc.rfind("azure:https://", 0) == 0) {
-    u.path_style = true;
-    size_t s = loc.find("://") + 3;
-    size_t slash = loc.find('/', s);
-    if (slash == std::string::npos) throw bad("names no account");
-    std::string authority = loc.substr(s, slash - s);
-    if (authority.empty()) throw bad("names no host");
-    u.scheme_host = loc.substr(6, slash - 6);
-    rest = loc.substr(slash + 1);
-  } else {
-    throw bad("is not an Azure URL");
-  }
-  if (rest.find('?') != std::string::npos || rest.find('#') != std::string::npos)
-    throw bad("has a query or fragment (a SAS token belongs in a credentials file)");
+  u.path_style = su.path_style;
+  u.scheme_host = su.scheme_host;
+  std::string rest = su.path;
   size_t a = rest.find('/');
-  if (a == std::string::npos) throw bad("names no container");
+  if (a == std::string::npos) throw p.bad("names no container");
   u.account = rest.substr(0, a);
   rest = rest.substr(a + 1);
   size_t c = rest.find('/');
   u.container = rest.substr(0, c);
-  u.prefix = c == std::string::npos ? "" : rest.substr(c + 1);
-  while (!u.prefix.empty() && u.prefix.back() == '/') u.prefix.pop_back();
-  if (u.account.empty() || u.account.size() > 64) throw bad("names no account");
+  u.prefix = p.prefix(c == std::string::npos ? "" : rest.substr(c + 1));
+  if (u.account.empty() || u.account.size() > 64) throw p.bad("names no account");
   for (char ch : u.account)
-    if (!std::isalnum(static_cast<unsigned char>(ch))) throw bad("has an account name Azure does not allow");
-  if (u.container.size() < 3 || u.container.size() > 63) throw bad("names no container of 3 to 63 characters");
+    if (!std::isalnum(static_cast<unsigned char>(ch))) throw p.bad("has an account name Azure does not allow");
+  if (u.container.size() < 3 || u.container.size() > 63) throw p.bad("names no container of 3 to 63 characters");
   for (char ch : u.container)
     if (!(std::islower(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch)) || ch == '-'))
-      throw bad("has a container name Azure does not allow (lowercase letters, digits, '-')");
-  if (u.prefix.find("//") != std::string::npos || u.prefix.find("..") != std::string::npos) throw bad("has an empty or '..' path segment");
+      throw p.bad("has a container name Azure does not allow (lowercase letters, digits, '-')");
   if (u.path_style)
     u.base_path = "/" + u.account;
   else
@@ -216,11 +189,9 @@ Url parse_url(const std::string& loc) {
   return u;
 }
 
-class AzureBackend final : public Backend {
+class AzureBackend final : public ObjectStoreBackend {
  public:
-  AzureBackend(std::string loc, const StorageOptions& opt)
-      : loc_(std::move(loc)), creds_(opt), http_(HttpSettings::from_env({})), u_(parse_url(loc_)) {
-    cache_dir_ = opt.cache_dir == "off" ? "" : opt.cache_dir.empty() ? default_cache_dir() : opt.cache_dir;
+  AzureBackend(std::string loc, const StorageOptions& opt) : ObjectStoreBackend(std::move(loc), opt), creds_(opt), u_(parse_url(loc_)) {
     if (const char* m = std::getenv("CAIRN_AZURE_MAX_RESULTS_FOR_TESTS")) max_results_ = std::atoi(m);  // never set in production
     if (!u_.path_style) {
       // azure://: a connection string may say where the account's Blob service is.
@@ -244,15 +215,6 @@ class AzureBackend final : public Backend {
         u_.scheme_host = (s.cs_protocol.empty() ? "https" : s.cs_protocol) + "://" + u_.account + ".blob." + s.cs_suffix;
       }
     }
-  }
-
-  std::string location() const override { return loc_; }
-
-  BackendCaps caps() const override { return {.local = false, .remote = true, .atomic_replace = true, .exclusive_create = true}; }
-
-  bool exclusive_create_enforced() override {
-    std::call_once(probe_once_, [&] { exclusive_ = probe_exclusive(); });
-    return exclusive_;
   }
 
   void create() override {
@@ -298,34 +260,6 @@ class AzureBackend final : public Backend {
     fail(r, "create", k);
   }
 
-  Bytes load(const Handle& h, uint64_t offset, uint64_t length) override {
-    Bytes out;
-    load_into(h, offset, length, out);
-    return out;
-  }
-
-  void load_into(const Handle& h, uint64_t offset, uint64_t length, Bytes& out) override {
-    std::string k = key(h);
-    Headers hs;
-    if (offset || length)
-      hs.emplace_back("x-ms-range", "bytes=" + std::to_string(offset) + "-" + (length ? std::to_string(offset + length - 1) : ""));
-    auto r = send("GET", k, {}, hs, {}, &out);
-    if (r.status == 416) throw Error(Errc::corrupt, "'" + display(k) + "' is shorter than expected");
-    if (r.status != 200 && r.status != 206) fail(r, "read", k);
-    if (r.status == 200 && (offset || length)) {  // a server that ignored the range: cut it out
-      if (out.size() < offset) throw Error(Errc::corrupt, "'" + display(k) + "' is shorter than expected");
-      out.erase(out.begin(), out.begin() + offset);
-      if (length && out.size() > length) out.resize(length);
-    }
-    if (length && out.size() != length) throw Error(Errc::corrupt, "'" + display(k) + "' is shorter than expected");
-  }
-
-  std::optional<uint64_t> size(const Handle& h) override {
-    auto o = stat(h);
-    if (!o) return std::nullopt;
-    return o->size;
-  }
-
   std::optional<ObjectInfo> stat(const Handle& h) override {
     std::string k = key(h);
     auto r = send("HEAD", k, {}, {}, {});
@@ -365,23 +299,15 @@ class AzureBackend final : public Backend {
     auto r = send("DELETE", k, {}, {}, {});
     if (r.status == 202 || r.status == 200) return;
     if (r.status == 404 && error_code(r) != "ContainerNotFound") return;
-    if (r.status == 403)
-      throw Error(Errc::denied, "the store refused to delete '" + display(k) + "' with the credentials from " + creds_.describe() + " (" +
-                                    error_code(r) + "): credentials without the right to delete " +
-                                    "cannot prune or forget; run maintenance where the controller's credentials are");
+    if (r.status == 403) delete_refused(r, k);
     fail(r, "delete", k);
   }
 
-  void list(FileType t, const std::function<void(const std::string&, uint64_t)>& fn) override {
-    list_info(t, [&](const ObjectInfo& o) { fn(o.name, o.size); });
-  }
+ protected:
+  const std::string& prefix() const override { return u_.prefix; }
+  const char* range_header() const override { return "x-ms-range"; }
 
-  void list_info(FileType t, const std::function<void(const ObjectInfo&)>& fn) override {
-    if (t == FileType::config) {
-      if (auto o = stat({t, ""})) fn(ObjectInfo{"config", o->size, o->etag});
-      return;
-    }
-    std::string pfx = (u_.prefix.empty() ? "" : u_.prefix + "/") + file_type_name(t) + "/";
+  void list_keys(const std::string& pfx, const std::function<void(const ObjectInfo&)>& fn) override {
     std::string marker;
     for (;;) {
       std::vector<std::pair<std::string, std::string>> q{{"restype", "container"}, {"comp", "list"}, {"prefix", pfx}};
@@ -398,26 +324,9 @@ class AzureBackend final : public Backend {
     }
   }
 
-  std::string cache_dir() const override { return cache_dir_; }
-
-  StorageCounters counters() const override {
-    return {.requests = http_.requests(),
-            .retries = 0,
-            .failures = 0,
-            .bytes_sent = http_.bytes_sent(),
-            .bytes_received = http_.bytes_received()};
-  }
-
- private:
-  std::string key(const Handle& h) const { return u_.prefix.empty() ? object_path(h) : u_.prefix + "/" + object_path(h); }
-
-  std::string display(const std::string& k) const {
-    return loc_.substr(0, loc_.size() - (u_.prefix.empty() ? 0 : u_.prefix.size() + 1)) + (k.empty() ? "" : "/" + k);
-  }
-
   // k empty: the container itself.
-  HttpResponse send(const std::string& method, const std::string& k, const std::vector<std::pair<std::string, std::string>>& q,
-                    const Headers& hs, std::span<const uint8_t> body, Bytes* into = nullptr) {
+  HttpResponse send(const std::string& method, const std::string& k, const Query& q, const Headers& hs, std::span<const uint8_t> body,
+                    Bytes* into = nullptr) override {
     Secret s = creds_.get();
     std::string path = u_.base_path + "/" + s3::uri_encode(u_.container + (k.empty() ? "" : "/" + k), false);
     HttpRequest req;
@@ -425,8 +334,7 @@ class AzureBackend final : public Backend {
     req.headers = hs;
     req.headers.emplace_back("x-ms-date", rfc1123_now());
     req.headers.emplace_back("x-ms-version", kVersion);
-    std::string qs;
-    for (const auto& [n, v] : q) qs += (qs.empty() ? "?" : "&") + s3::uri_encode(n, true) + "=" + s3::uri_encode(v, true);
+    std::string qs = query_string(q);
     if (!s.sas.empty()) {
       qs += (qs.empty() ? "?" : "&") + s.sas;
     } else {
@@ -440,38 +348,36 @@ class AzureBackend final : public Backend {
     return http_.perform(req);
   }
 
-  static std::string error_code(const HttpResponse& r) {
+  std::string error_code(const HttpResponse& r) const override {
     std::string c = r.header("x-ms-error-code");
     if (c.empty()) c = xml_value(std::string(r.body.begin(), r.body.end()), "Code");
     return c.empty() ? "HTTP " + std::to_string(r.status) : c;
   }
 
-  [[noreturn]] void fail(const HttpResponse& r, const std::string& op, const std::string& k) {
-    std::string what = "cannot " + op + " '" + display(k) + "'";
-    if (r.status == 0) throw Error(Errc::unavailable, what + ": " + r.transport_error);
-    std::string code = error_code(r);
-    if (r.status >= 500 || r.status == 429 || code == "ServerBusy" || code == "OperationTimedOut" || code == "InternalError")
-      throw Error(Errc::unavailable, what + ": the store answered " + code + " (HTTP " + std::to_string(r.status) + ")");
-    if (r.status == 401 || r.status == 403) {
-      std::string hint;
-      // A HEAD's answer has no body: Azurite says AuthorizationFailure there for a wrong key too.
-      if (code == "AuthenticationFailed")
-        hint = ": the account key or SAS token is not the account's (or has expired)";
-      else if (code == "AuthorizationFailure")
-        hint = ": the account key or SAS token is not the account's, or these credentials lack the right to do it";
-      else if (code == "AuthorizationPermissionMismatch" || code == "AuthorizationResourceTypeMismatch" ||
-               code == "AuthorizationServiceMismatch")
-        hint = ": these credentials lack the right to do it";
-      throw Error(Errc::denied, what + ": the store refused the credentials from " + creds_.describe() + " (" + code + ")" + hint);
-    }
-    if (code == "ContainerNotFound")
-      throw Error(Errc::no_repo, "container '" + u_.container + "' does not exist at '" + loc_ +
-                                     "' (create it, or run 'cairnctl repo init', which creates it)");
-    if (r.status == 404) throw Error(Errc::not_found, what + ": no such object");
-    if (r.status == 416) throw Error(Errc::corrupt, "'" + display(k) + "' is shorter than expected");
-    throw Error(Errc::io, what + ": the store answered " + code + " (HTTP " + std::to_string(r.status) + ")");
+  bool transient_code(const std::string& code) const override {
+    return code == "ServerBusy" || code == "OperationTimedOut" || code == "InternalError";
   }
 
+  std::string denied_hint(const std::string& code) const override {
+    // A HEAD's answer has no body: Azurite says AuthorizationFailure there for a wrong key too.
+    if (code == "AuthenticationFailed") return ": the account key or SAS token is not the account's (or has expired)";
+    if (code == "AuthorizationFailure")
+      return ": the account key or SAS token is not the account's, or these credentials lack the right to do it";
+    if (code == "AuthorizationPermissionMismatch" || code == "AuthorizationResourceTypeMismatch" || code == "AuthorizationServiceMismatch")
+      return ": these credentials lack the right to do it";
+    return "";
+  }
+
+  const char* missing_container_code() const override { return "ContainerNotFound"; }
+
+  Error missing_container() const override {
+    return Error(Errc::no_repo, "container '" + u_.container + "' does not exist at '" + loc_ +
+                                    "' (create it, or run 'cairnctl repo init', which creates it)");
+  }
+
+  std::string credential_source() override { return creds_.describe(); }
+
+ private:
   // Put Block of each 16 MiB, then one Put Block List (with extra, e.g. If-None-Match):
   // the blob appears whole when the list is committed. Blocks of an upload that
   // fails before that stay uncommitted, invisible, and Azure discards them after
@@ -495,39 +401,9 @@ class AzureBackend final : public Backend {
     return r;
   }
 
-  // Does the store enforce If-None-Match: * ? Conditional puts of one fixed name
-  // under locks/ (hidden from listings by its leading '.'): refused while it exists
-  // means enforced. The name is fixed so that credentials that may not delete it
-  // (an agent's SAS) leave one such object, not one per probe.
-  bool probe_exclusive() {
-    Handle h{FileType::lock, ".probe-exclusive"};
-    const uint8_t one[1] = {'1'};
-    bool enforced = false;
-    try {
-      enforced = !create_exclusive(h, one) || !create_exclusive(h, one);
-    } catch (const Error&) {
-      return false;  // unknown: the safe protocol
-    }
-    try {
-      remove(h);
-    } catch (const Error&) {
-      // no right to delete: it stays, and the next probe finds it refused at once
-    }
-    if (!enforced)
-      storage_log("the store at '" + loc_ +
-                  "' accepts If-None-Match: * but does not enforce it: writers sharing data "
-                  "store their own copies instead of claiming (docs/repository-format.md § Object stores)");
-    return enforced;
-  }
-
-  std::string loc_;
   Credentials creds_;
-  mutable HttpClient http_;
   Url u_;
-  std::string cache_dir_;
   int max_results_ = 0;
-  mutable std::once_flag probe_once_;
-  mutable bool exclusive_ = false;
 };
 
 }  // namespace

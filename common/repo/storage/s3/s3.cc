@@ -4,16 +4,12 @@
 // Layout: the filesystem backend's paths under the prefix (docs/repository-format.md
 // § Object stores). Writes are whole-or-nothing (a PUT, or a multipart upload
 // completed only when every part is in), so there are no leftovers.
-#include <atomic>
 #include <cstdlib>
 #include <map>
-#include <mutex>
-#include <random>
 
 #include "common/repo/storage/backend.h"
-#include "common/repo/storage/cache.h"
 #include "common/repo/storage/http.h"
-#include "common/repo/storage/redact.h"
+#include "common/repo/storage/object_store.h"
 #include "common/repo/storage/registry.h"
 #include "common/repo/storage/s3/credentials.h"
 #include "common/repo/storage/s3/sigv4.h"
@@ -35,42 +31,19 @@ struct Url {
 };
 
 Url parse_url(const std::string& loc, Credentials& creds) {
+  const StoreUrlParser p(loc, "s3", "s3:https://host[:port]/bucket[/prefix], s3://bucket[/prefix]");
+  const StoreUrl su = p.split("bucket");
   Url u;
-  auto bad = [&](const std::string& why) {
-    return Error(Errc::invalid_input, "repository URL '" + redact_location(loc) + "' " + why +
-                                          " (forms: s3:https://host[:port]/bucket[/prefix], s3://bucket[/prefix])");
-  };
-  // Credentials are never taken from a URL. An '@' anywhere before the query
-  // is userinfo (a secret key's '/' may end the authority early); the
-  // refusal shows the URL redacted (redact.h).
-  if (loc.substr(0, loc.find_first_of("?#")).find('@') != std::string::npos)
-    throw bad("carries credentials: they are never taken from a URL (use a credentials file of mode 0600)");
-  std::string rest;
-  if (loc.rfind("s3://", 0) == 0) {
-    u.path_style = false;
-    rest = loc.substr(5);
-  } else if (loc.rfind("s3:http://", 0) == 0 || loc.rfind("s3:https://", 0) == 0) {
-    size_t s = loc.find("://") + 3;
-    size_t slash = loc.find('/', s);
-    if (slash == std::string::npos) throw bad("names no bucket");
-    std::string authority = loc.substr(s, slash - s);
-    if (authority.empty()) throw bad("names no host");
-    u.scheme_host = loc.substr(3, slash - 3);
-    u.host = authority;
-    rest = loc.substr(slash + 1);
-  } else {
-    throw bad("is not an S3 URL");
-  }
-  if (rest.find('?') != std::string::npos || rest.find('#') != std::string::npos) throw bad("has a query or fragment");
-  size_t slash = rest.find('/');
-  u.bucket = rest.substr(0, slash);
-  u.prefix = slash == std::string::npos ? "" : rest.substr(slash + 1);
-  while (!u.prefix.empty() && u.prefix.back() == '/') u.prefix.pop_back();
-  if (u.bucket.size() < 3 || u.bucket.size() > 63) throw bad("names no bucket of 3 to 63 characters");
+  u.path_style = su.path_style;
+  u.scheme_host = su.scheme_host;
+  u.host = su.host;
+  size_t slash = su.path.find('/');
+  u.bucket = su.path.substr(0, slash);
+  u.prefix = p.prefix(slash == std::string::npos ? "" : su.path.substr(slash + 1));
+  if (u.bucket.size() < 3 || u.bucket.size() > 63) throw p.bad("names no bucket of 3 to 63 characters");
   for (char c : u.bucket)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_'))
-      throw bad("has a bucket name S3 does not allow");
-  if (u.prefix.find("//") != std::string::npos || u.prefix.find("..") != std::string::npos) throw bad("has an empty or '..' path segment");
+      throw p.bad("has a bucket name S3 does not allow");
   u.region = creds.setting("region");
   if (u.region.empty()) u.region = env_or_empty("AWS_REGION");
   if (u.region.empty()) u.region = env_or_empty("AWS_DEFAULT_REGION");
@@ -83,11 +56,10 @@ Url parse_url(const std::string& loc, Credentials& creds) {
   return u;
 }
 
-class S3Backend final : public Backend {
+class S3Backend final : public ObjectStoreBackend {
  public:
   S3Backend(std::string loc, const StorageOptions& opt)
-      : loc_(std::move(loc)), creds_(opt), http_(HttpSettings::from_env({})), u_(parse_url(loc_, creds_)) {
-    cache_dir_ = opt.cache_dir == "off" ? "" : opt.cache_dir.empty() ? default_cache_dir() : opt.cache_dir;
+      : ObjectStoreBackend(std::move(loc), opt), creds_(opt), u_(parse_url(loc_, creds_)) {
     sse_ = creds_.setting("sse");
     kms_key_ = creds_.setting("sse_kms_key_id");
     pack_class_ = creds_.setting("pack_storage_class");
@@ -97,15 +69,6 @@ class S3Backend final : public Backend {
                                          "it in its configuration; use sse=AES256 or sse=aws:kms");
     if (!sse_.empty() && sse_ != "AES256" && sse_ != "aws:kms")
       throw Error(Errc::invalid_input, "sse='" + sse_ + "' for '" + loc_ + "' is not one of AES256, aws:kms");
-  }
-
-  std::string location() const override { return loc_; }
-
-  BackendCaps caps() const override { return {.local = false, .remote = true, .atomic_replace = true, .exclusive_create = true}; }
-
-  bool exclusive_create_enforced() override {
-    std::call_once(probe_once_, [&] { exclusive_ = probe_exclusive(); });
-    return exclusive_;
   }
 
   void create() override {
@@ -138,43 +101,13 @@ class S3Backend final : public Backend {
     fail(r, "create", k);
   }
 
-  Bytes load(const Handle& h, uint64_t offset, uint64_t length) override {
-    Bytes out;
-    load_into(h, offset, length, out);
-    return out;
-  }
-
-  void load_into(const Handle& h, uint64_t offset, uint64_t length, Bytes& out) override {
-    std::string k = key(h);
-    Headers hs;
-    if (offset || length)
-      hs.emplace_back("Range", "bytes=" + std::to_string(offset) + "-" + (length ? std::to_string(offset + length - 1) : ""));
-    auto r = send("GET", k, {}, hs, {}, &out);
-    if (r.status == 416) throw Error(Errc::corrupt, "'" + display(k) + "' is shorter than expected");
-    if (r.status != 200 && r.status != 206) fail(r, "read", k);
-    if (r.status == 200 && (offset || length)) {  // a server that ignored Range: cut the range out
-      if (out.size() < offset) throw Error(Errc::corrupt, "'" + display(k) + "' is shorter than expected");
-      out.erase(out.begin(), out.begin() + offset);
-      if (length && out.size() > length) out.resize(length);
-    }
-    if (length && out.size() != length) throw Error(Errc::corrupt, "'" + display(k) + "' is shorter than expected");
-  }
-
-  std::optional<uint64_t> size(const Handle& h) override {
-    auto o = stat(h);
-    if (!o) return std::nullopt;
-    return o->size;
-  }
-
   std::optional<ObjectInfo> stat(const Handle& h) override {
     std::string k = key(h);
     auto r = send("HEAD", k, {}, {}, {});
     if (r.status == 404) {
       // HEAD has no body: a missing bucket is told apart by asking the bucket.
       auto b = send("HEAD", "", {}, {}, {});
-      if (b.status == 404)
-        throw Error(Errc::no_repo, "bucket '" + u_.bucket + "' does not exist at '" + loc_ +
-                                       "' (create it, or run 'cairnctl repo init', which creates it)");
+      if (b.status == 404) throw missing_container();
       return std::nullopt;
     }
     if (r.status == 401 || r.status == 403) {
@@ -190,38 +123,10 @@ class S3Backend final : public Backend {
   void remove(const Handle& h) override {
     std::string k = key(h);
     auto r = send("DELETE", k, {}, {}, {});
-    if (r.status == 204 || r.status == 200 || r.status == 404) return;
-    if (r.status == 403)
-      throw Error(Errc::denied, "the store refused to delete '" + display(k) + "' with the credentials from " + creds_.describe() + " (" +
-                                    error_code(r) + "): credentials without the right to delete " +
-                                    "cannot prune or forget; run maintenance where the controller's credentials are");
+    if (r.status == 204 || r.status == 200) return;
+    if (r.status == 404 && error_code(r) != missing_container_code()) return;
+    if (r.status == 403) delete_refused(r, k);
     fail(r, "delete", k);
-  }
-
-  void list(FileType t, const std::function<void(const std::string&, uint64_t)>& fn) override {
-    list_info(t, [&](const ObjectInfo& o) { fn(o.name, o.size); });
-  }
-
-  void list_info(FileType t, const std::function<void(const ObjectInfo&)>& fn) override {
-    if (t == FileType::config) {
-      if (auto o = stat({t, ""})) fn(ObjectInfo{"config", o->size, o->etag});
-      return;
-    }
-    std::string pfx = (u_.prefix.empty() ? "" : u_.prefix + "/") + file_type_name(t) + "/";
-    std::string token;
-    for (;;) {
-      std::vector<std::pair<std::string, std::string>> q{{"list-type", "2"}, {"prefix", pfx}};
-      if (!token.empty()) q.emplace_back("continuation-token", token);
-      auto r = send("GET", "", q, {}, {});
-      if (r.status != 200) fail(r, "list", pfx);
-      std::string x(r.body.begin(), r.body.end());
-      each_listed_info(x, "Contents", "Key", "Size", "ETag", pfx, [&](const std::string& n, uint64_t sz, const std::string& e) {
-        fn(ObjectInfo{n, sz, e});
-      });
-      if (xml_value(x, "IsTruncated") != "true") break;
-      token = xml_value(x, "NextContinuationToken");
-      if (token.empty()) throw Error(Errc::io, "the store listed '" + display(pfx) + "' as truncated without a continuation token");
-    }
   }
 
   // Object Lock (issue 34). With it on, the bucket is versioned: a DELETE
@@ -405,25 +310,28 @@ class S3Backend final : public Backend {
     return out;
   }
 
-  std::string cache_dir() const override { return cache_dir_; }
+ protected:
+  const std::string& prefix() const override { return u_.prefix; }
+  const char* range_header() const override { return "Range"; }
 
-  StorageCounters counters() const override {
-    return {.requests = http_.requests(),
-            .retries = 0,
-            .failures = 0,
-            .bytes_sent = http_.bytes_sent(),
-            .bytes_received = http_.bytes_received()};
+  void list_keys(const std::string& pfx, const std::function<void(const ObjectInfo&)>& fn) override {
+    std::string token;
+    for (;;) {
+      std::vector<std::pair<std::string, std::string>> q{{"list-type", "2"}, {"prefix", pfx}};
+      if (!token.empty()) q.emplace_back("continuation-token", token);
+      auto r = send("GET", "", q, {}, {});
+      if (r.status != 200) fail(r, "list", pfx);
+      std::string x(r.body.begin(), r.body.end());
+      each_listed_info(x, "Contents", "Key", "Size", "ETag", pfx, [&](const std::string& n, uint64_t sz, const std::string& e) {
+        fn(ObjectInfo{n, sz, e});
+      });
+      if (xml_value(x, "IsTruncated") != "true") break;
+      token = xml_value(x, "NextContinuationToken");
+      if (token.empty()) throw Error(Errc::io, "the store listed '" + display(pfx) + "' as truncated without a continuation token");
+    }
   }
 
  private:
-  std::string key(const Handle& h) const { return key_of(object_path(h)); }
-  // The store's key of a path relative to the repository.
-  std::string key_of(const std::string& path) const { return u_.prefix.empty() ? path : u_.prefix + "/" + path; }
-
-  std::string display(const std::string& k) const {
-    return loc_.substr(0, loc_.size() - (u_.prefix.empty() ? 0 : u_.prefix.size() + 1)) + (k.empty() ? "" : "/" + k);
-  }
-
   Headers object_headers(const Handle& h) const {
     Headers hs;
     if (!sse_.empty()) hs.emplace_back("x-amz-server-side-encryption", sse_);
@@ -432,9 +340,8 @@ class S3Backend final : public Backend {
     return hs;
   }
 
-  HttpResponse send(const std::string& method, const std::string& k, const std::vector<std::pair<std::string, std::string>>& q,
-                    const Headers& hs, std::span<const uint8_t> body, Bytes* into = nullptr, bool bucket_op = false) {
-    (void)bucket_op;
+  HttpResponse send(const std::string& method, const std::string& k, const Query& q, const Headers& hs, std::span<const uint8_t> body,
+                    Bytes* into = nullptr) override {
     SignRequest sr;
     sr.method = method;
     sr.host = u_.host;
@@ -446,10 +353,7 @@ class S3Backend final : public Backend {
     Signed s = sign(sr, key, u_.region, "s3", amz_date_now());
     HttpRequest req;
     req.method = method;
-    req.url = u_.scheme_host + uri_encode(sr.path, false);
-    std::string qs;
-    for (const auto& [n, v] : q) qs += (qs.empty() ? "?" : "&") + uri_encode(n, true) + "=" + uri_encode(v, true);
-    req.url += qs;
+    req.url = u_.scheme_host + uri_encode(sr.path, false) + query_string(q);
     req.headers = hs;
     for (auto& h : s.headers) req.headers.push_back(h);
     req.body = body;
@@ -457,35 +361,31 @@ class S3Backend final : public Backend {
     return http_.perform(req);
   }
 
-  static std::string error_code(const HttpResponse& r) {
+  std::string error_code(const HttpResponse& r) const override {
     std::string x(r.body.begin(), r.body.end());
     std::string c = xml_value(x, "Code");
     return c.empty() ? "HTTP " + std::to_string(r.status) : c;
   }
 
-  [[noreturn]] void fail(const HttpResponse& r, const std::string& op, const std::string& k) {
-    std::string what = "cannot " + op + " '" + display(k) + "'";
-    if (r.status == 0) throw Error(Errc::unavailable, what + ": " + r.transport_error);
-    std::string code = error_code(r);
-    if (r.status >= 500 || r.status == 429 || code == "SlowDown" || code == "RequestTimeout" || code == "InternalError" ||
-        code == "ServiceUnavailable")
-      throw Error(Errc::unavailable, what + ": the store answered " + code + " (HTTP " + std::to_string(r.status) + ")");
-    if (r.status == 401 || r.status == 403) {
-      std::string hint;
-      if (code == "SignatureDoesNotMatch")
-        hint = ": the secret key does not match the access key id";
-      else if (code == "InvalidAccessKeyId")
-        hint = ": the store does not know the access key id";
-      else if (code == "AccessDenied")
-        hint = ": these credentials lack the right to do it";
-      throw Error(Errc::denied, what + ": the store refused the credentials from " + creds_.describe() + " (" + code + ")" + hint);
-    }
-    if (code == "NoSuchBucket")
-      throw Error(Errc::no_repo,
-                  "bucket '" + u_.bucket + "' does not exist at '" + loc_ + "' (create it, or run 'cairnctl repo init', which creates it)");
-    if (r.status == 404) throw Error(Errc::not_found, what + ": no such object");
-    throw Error(Errc::io, what + ": the store answered " + code + " (HTTP " + std::to_string(r.status) + ")");
+  bool transient_code(const std::string& code) const override {
+    return code == "SlowDown" || code == "RequestTimeout" || code == "InternalError" || code == "ServiceUnavailable";
   }
+
+  std::string denied_hint(const std::string& code) const override {
+    if (code == "SignatureDoesNotMatch") return ": the secret key does not match the access key id";
+    if (code == "InvalidAccessKeyId") return ": the store does not know the access key id";
+    if (code == "AccessDenied") return ": these credentials lack the right to do it";
+    return "";
+  }
+
+  const char* missing_container_code() const override { return "NoSuchBucket"; }
+
+  Error missing_container() const override {
+    return Error(Errc::no_repo,
+                 "bucket '" + u_.bucket + "' does not exist at '" + loc_ + "' (create it, or run 'cairnctl repo init', which creates it)");
+  }
+
+  std::string credential_source() override { return creds_.describe(); }
 
   // create: If-None-Match: * (save); without it the object is replaced (replace).
   void put(const Handle& h, std::span<const uint8_t> data, bool create) {
@@ -543,35 +443,9 @@ class S3Backend final : public Backend {
     }
   }
 
-  // Does the store enforce If-None-Match: * ? Two conditional PUTs of one new
-  // name under locks/ (the one place an agent may delete): the second must be refused.
-  bool probe_exclusive() {
-    std::random_device rd;
-    std::string name = ".probe-" + std::to_string(rd()) + std::to_string(rd());
-    Handle h{FileType::lock, name};
-    std::string k = key(h);
-    const uint8_t one[1] = {'1'};
-    bool enforced = false;
-    try {
-      if (create_exclusive(h, one)) enforced = !create_exclusive(h, one);
-      remove(h);
-    } catch (const Error&) {
-      return false;  // unknown: the safe protocol
-    }
-    if (!enforced)
-      storage_log("the store at '" + loc_ +
-                  "' accepts If-None-Match: * but does not enforce it: writers sharing data "
-                  "store their own copies instead of claiming (docs/repository-format.md § Object stores)");
-    return enforced;
-  }
-
-  std::string loc_;
   Credentials creds_;
-  mutable HttpClient http_;
   Url u_;
-  std::string sse_, kms_key_, pack_class_, cache_dir_;
-  mutable std::once_flag probe_once_;
-  mutable bool exclusive_ = false;
+  std::string sse_, kms_key_, pack_class_;
 };
 
 }  // namespace
