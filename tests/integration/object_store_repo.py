@@ -1,16 +1,55 @@
 """`cairnctl repo` against one object-store URL (S3 or Azure), with a password
 file and a storage credentials file, and nothing of the caller's environment
-that names other credentials (test_object_storage.py, test_object_storage_azure.py)."""
+that names other credentials (test_object_storage.py, test_object_storage_azure.py,
+test_store_protection.py); the stores those tests share, as fixtures a test
+module imports: `s3` (SeaweedFS), `azurite`, `s3_proxy` (s3_proxy.py in
+front of `s3`)."""
 import json
 import os
 import pathlib
 import secrets
 import subprocess
 
+import pytest
+
 from conftest import BIN, assert_same_tree, restored_path, summary_of, write_random, write_secret
+from s3_proxy import S3Proxy
+from servers_azurite import Azurite
+from servers_s3 import SeaweedFS
 
 PASSWORD = "correct horse battery staple"
 TWO_WORD = ("key",)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    s = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory):
+    s = Azurite(tmp_path_factory.mktemp("azurite")).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def s3_proxy(s3):
+    p = S3Proxy(s3.port)
+    yield p
+    p.close()
+
+
+def bucket_keys(s3, bucket, prefix=""):
+    """Every object under prefix in the bucket: key -> size."""
+    c = s3.client()
+    keys = {}
+    for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            keys[o["Key"]] = o["Size"]
+    return keys
 
 
 class StoreRepo:
@@ -51,6 +90,27 @@ class StoreRepo:
 
 
 # ---- fault cases every store's tests run through s3_proxy.py -----------------
+
+
+S3_ENV_CLEAR = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+
+
+class S3Repo(StoreRepo):
+    """cairnctl repo against one S3 URL: no AWS_* of the caller's, no instance
+    metadata service; env: more variables for every run."""
+
+    def __init__(self, url, tmp, creds, env=None):
+        super().__init__(url, tmp, creds, clear=S3_ENV_CLEAR, env={"AWS_EC2_METADATA_DISABLED": "true", **(env or {})})
+
+
+def no_credentials_or_open_ones_are_refused(r, bad, store):
+    """No credentials at all: said so, with where they are looked for; a
+    credentials file (bad) others can read: refused before it is used."""
+    rc, _, err = r.run("snapshots", creds="")
+    assert rc == 14 and f"no {store} credentials found" in err, err
+    os.chmod(bad, 0o644)
+    rc, _, err = r.run("snapshots", creds=bad)
+    assert rc != 0 and "readable by group or others" in err, err
 
 
 def faults_mid_transfer_are_retried(r, proxy, tmp_path, slow_answer):

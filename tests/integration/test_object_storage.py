@@ -18,43 +18,23 @@ from unittest import mock
 import pytest
 
 from conftest import BIN, assert_same_tree, restored_path, summary_of, write_random
-from object_store_repo import StoreRepo, a_store_that_stays_down_fails_the_backup_cleanly, faults_mid_transfer_are_retried
-from servers_s3 import SeaweedFS, write_credentials
-from s3_proxy import S3Proxy
+from object_store_repo import (S3Repo as Repo, a_store_that_stays_down_fails_the_backup_cleanly, bucket_keys, faults_mid_transfer_are_retried,
+                               no_credentials_or_open_ones_are_refused)
+from object_store_repo import s3, s3_proxy  # noqa: F401 (fixtures)
+from servers_s3 import write_credentials
 from test_roundtrip import make_every_kind
 
 BUILD = BIN.parent.parent
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    s = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
-    yield s
-    s.stop()
+def store(s3):
+    return s3
 
 
 @pytest.fixture
-def proxy(store):
-    p = S3Proxy(store.port)
-    yield p
-    p.close()
-
-
-class Repo(StoreRepo):
-    """cairnctl repo against one S3 URL: no AWS_* of the caller's, no instance metadata service."""
-
-    def __init__(self, url, tmp, creds):
-        super().__init__(url, tmp, creds, clear=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"),
-                         env={"AWS_EC2_METADATA_DISABLED": "true"})
-
-
-def bucket_keys(store, bucket, prefix=""):
-    c = store.client()
-    keys = {}
-    for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for o in page.get("Contents", []):
-            keys[o["Key"]] = o["Size"]
-    return keys
+def proxy(s3_proxy):
+    return s3_proxy
 
 
 def new_repo(store, tmp_path, endpoint=None, role="admin", init=True):
@@ -207,13 +187,7 @@ def test_wrong_secret_is_refused_clearly_and_writes_nothing(store, tmp_path):
         assert "secret key does not match" in err, err
         assert secret not in err + out and ak not in err + out
     assert bucket_keys(store, r.bucket) == before
-    # No credentials at all: said so, with where they are looked for.
-    rc, _, err = r.run("snapshots", creds="")
-    assert rc == 14 and "no S3 credentials found" in err, err
-    # A credentials file others can read is refused before it is used.
-    os.chmod(bad, 0o644)
-    rc, _, err = r.run("snapshots", creds=bad)
-    assert rc != 0 and "readable by group or others" in err, err
+    no_credentials_or_open_ones_are_refused(r, bad, "S3")
 
 
 def test_credentials_from_environment_and_shared_file(store, tmp_path):

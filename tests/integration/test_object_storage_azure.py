@@ -9,9 +9,10 @@ import subprocess
 import pytest
 
 from conftest import BIN, assert_same_tree, restored_path
-from object_store_repo import StoreRepo, a_store_that_stays_down_fails_the_backup_cleanly, faults_mid_transfer_are_retried
+from object_store_repo import (StoreRepo, a_store_that_stays_down_fails_the_backup_cleanly, azurite,  # noqa: F401 (fixture)
+                               faults_mid_transfer_are_retried, no_credentials_or_open_ones_are_refused)
 from s3_proxy import S3Proxy
-from servers_azurite import Azurite, DEV_ACCOUNT, write_credentials
+from servers_azurite import DEV_ACCOUNT, write_credentials
 from test_roundtrip import make_every_kind
 
 BUILD = BIN.parent.parent
@@ -19,10 +20,8 @@ AZURE_ENV = ("AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CONN
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    s = Azurite(tmp_path_factory.mktemp("azurite")).start()
-    yield s
-    s.stop()
+def store(azurite):
+    return azurite
 
 
 class Repo(StoreRepo):
@@ -92,13 +91,7 @@ def test_wrong_account_key_is_refused_clearly_and_writes_nothing(store, tmp_path
         assert r.url.split("/repo")[0] in err and "credentials file" in err and "bad.cred" in err, err
         assert key not in err + out and key[:16] not in err + out
     assert store.blobs(r.container) == before
-    # No credentials at all: said so, with where they are looked for.
-    rc, _, err = r.run("snapshots", creds="")
-    assert rc == 14 and "no Azure credentials found" in err, err
-    # A credentials file others can read is refused before it is used.
-    os.chmod(bad, 0o644)
-    rc, _, err = r.run("snapshots", creds=bad)
-    assert rc != 0 and "readable by group or others" in err, err
+    no_credentials_or_open_ones_are_refused(r, bad, "Azure")
 
 
 def test_read_and_list_sas_restores_but_cannot_back_up(store, tmp_path):
