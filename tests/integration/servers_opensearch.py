@@ -22,8 +22,11 @@ repository type is in the server itself.
 Each node runs on free loopback ports (ports.free_port) with its data, logs
 and its output (server.log: the node's log at INFO, kept for failure
 messages) in the test's temp dir, a modest heap (-Xms256m -Xmx512m), the
-serial collector and C1 only, and is stopped by the PID it was started with
-(server.pid; SIGTERM closes the node cleanly, SIGKILL kills it), never by name.
+serial collector and C1 only, with the class-data archive of § JVM start-up
+when there is one, and is stopped by the PID it was started with
+(server.pid; SIGTERM closes the node cleanly, SIGKILL kills it), never by
+name. Its command is kept in launch.json: `servers_opensearch.py start|stop|kill
+DIR` starts it again or stops it by that PID (an agent's service commands).
 
     node = OpenSearch.single(tmp_path / "os")          # one node, started, green
     with OpenSearchCluster(tmp_path / "os", n=3) as c:  # three nodes, green
@@ -77,6 +80,41 @@ JVM_FLAGS = ["-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=
              "-Dlog4j.shutdownHookEnabled=false", "-Dlog4j2.disable.jmx=true",
              "-Dio.netty.noUnsafe=true", "-Dio.netty.noKeySetOptimization=true",
              "-Dio.netty.recycler.maxCapacityPerThread=0", "-Dfile.encoding=UTF-8"]
+
+
+# ---- JVM start-up ------------------------------------------------------
+#
+# As servers_kafka.py's: an application class-data archive of the node's
+# classes for this JDK and these jars (`servers_opensearch.py cds VERSION`,
+# run by scripts/fetch-opensearch.sh once per machine; about 80 MB) takes a
+# node's CPU to green from 5-6 s to about 3 s. A missing or stale archive only
+# costs that time back (-Xshare:auto, its warnings off).
+
+
+def _jdk_id():
+    """What an archive is valid for: this java and its libjvm (a JDK upgrade changes it)."""
+    import hashlib
+    java = os.path.realpath(shutil.which("java") or "java")
+    home = os.path.dirname(os.path.dirname(java))
+    try:
+        st = os.stat(os.path.join(home, "lib", "server", "libjvm.so"))
+        mark = f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        mark = "?"
+    return hashlib.sha256(f"{java}|{mark}".encode()).hexdigest()[:16]
+
+
+def cds_archive(version=VERSION):
+    return os.path.join(lib_dir(version), f"classes-{_jdk_id()}.jsa")
+
+
+def jvm_flags(version=VERSION):
+    archive = cds_archive(version)
+    if os.path.exists(archive):
+        return JVM_FLAGS + [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto", "-Xlog:cds*=off",
+                            "-Xlog:class+path*=off"]
+    return list(JVM_FLAGS)
+
 
 LOG4J2 = """status = error
 appender.console.type = Console
@@ -269,7 +307,8 @@ class OpenSearch(_Client):
 
     def start(self, timeout=120):
         """Starts the node and waits until its HTTP port answers; a single node's new indices then
-        get no replica (a transient cluster setting: not in a snapshot's global state), so green."""
+        get no replica (a transient cluster setting: not in a snapshot's global state), so green.
+        A start by the service command (`servers_opensearch.py start DIR`) does not set it again."""
         self.launch()
         self.wait_answering(timeout)
         if self.single_node:
@@ -288,13 +327,10 @@ class OpenSearch(_Client):
         """Starts the JVM without waiting (a cluster's nodes are launched together)."""
         if self.running():
             return self
-        cmd = ["java", *JVM_FLAGS, *self.jvm, f"-Djava.io.tmpdir={self.dir / 'tmp'}",
+        cmd = ["java", *jvm_flags(self.version), *self.jvm, f"-Djava.io.tmpdir={self.dir / 'tmp'}",
                "-cp", os.path.join(lib_dir(self.version), "*"), LAUNCHER, str(self.dir), *self.plugins]
-        (self.dir / "tmp").mkdir(exist_ok=True)
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-        (self.dir / "server.pid").write_text(str(self.proc.pid))
+        (self.dir / "launch.json").write_text(json.dumps(cmd))  # for `servers_opensearch.py start DIR`
+        self.proc = _launch(self.dir)
         return self
 
     def wait_answering(self, timeout=120):
@@ -362,6 +398,39 @@ class OpenSearch(_Client):
 
     def __exit__(self, *exc):
         self.stop(kill=True)
+
+
+def _launch(d):
+    """Starts the node of dir d with the command its launch.json holds, output to d/server.log,
+    its PID in d/server.pid; does not wait."""
+    d = pathlib.Path(d)
+    cmd = json.loads((d / "launch.json").read_text())
+    (d / "tmp").mkdir(exist_ok=True)
+    with open(d / "server.log", "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    (d / "server.pid").write_text(str(proc.pid))
+    return proc
+
+
+def _stop_pid(d, kill=False, timeout=60):
+    """Stops the node whose PID d/server.pid holds (SIGTERM, SIGKILL after timeout), by that PID."""
+    pid = _running_pid(d)
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.time() + timeout
+    while _running_pid(d) is not None:
+        if time.time() > deadline:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            deadline = time.time() + 30
+        time.sleep(0.2)
 
 
 def _running_pid(d):
@@ -483,3 +552,65 @@ class OpenSearchCluster(_Client):
 
     def __exit__(self, *exc):
         self.stop(kill=True)
+
+
+def make_cds_archive(version, work):
+    """Writes cds_archive(version): a single node of that version started in `work` with
+    -XX:ArchiveClassesAtExit, made to do what the tests do (an index with a custom analyser and
+    mappings, _bulk, a search, a stored script, an fs snapshot with the global state, a restore),
+    and stopped with SIGTERM (the JVM writes the archive as it exits). Written under a temporary
+    name and renamed, so a run that dies leaves no half archive. Returns its path."""
+    archive = cds_archive(version)
+    tmp = f"{archive}.tmp{os.getpid()}"
+    n = OpenSearch.single(pathlib.Path(work) / "cds", version=version, start=False,
+                          jvm=[f"-XX:ArchiveClassesAtExit={tmp}"])
+    try:
+        n.start()
+        n.wait_green()
+        n.http("PUT", "/cds", {
+            "settings": {"analysis": {"analyzer": {"a": {"type": "custom", "tokenizer": "standard",
+                                                         "filter": ["lowercase", "asciifolding", "porter_stem"]}}}},
+            "mappings": {"properties": {"t": {"type": "text", "analyzer": "a"}, "k": {"type": "keyword"},
+                                        "f": {"type": "scaled_float", "scaling_factor": 10}, "d": {"type": "date"}}}})
+        n.http("POST", "/_aliases", {"actions": [{"add": {"index": "cds", "alias": "cds-alias"}}]})
+        n.bulk("cds", ({"t": f"Cafés {i}", "k": str(i), "f": i / 10, "d": "2026-11-29"} for i in range(200)))
+        n.http("POST", "/cds-alias/_search", {"query": {"match": {"t": "cafe"}}})
+        n.http("PUT", "/_scripts/cds", {"script": {"lang": "painless", "source": "doc['f'].value * 2"}})
+        n.http("PUT", "/_snapshot/r", {"type": "fs", "settings": {"location": str(n.repo)}})
+        n.http("PUT", "/_snapshot/r/s?wait_for_completion=true", {"include_global_state": True})
+        n.http("POST", "/_snapshot/r/s/_restore?wait_for_completion=true",
+               {"indices": "cds", "rename_pattern": "cds", "rename_replacement": "cds2"})
+        n.wait_green()
+    finally:
+        n.stop()
+    if not os.path.exists(tmp):
+        raise SystemExit(f"the JVM wrote no class-data archive (log: {n.log})")
+    os.rename(tmp, archive)
+    import glob
+    for old in glob.glob(os.path.join(lib_dir(version), "classes-*.jsa")):
+        if old != archive:
+            os.unlink(old)  # another JDK's
+    return archive
+
+
+if __name__ == "__main__":
+    # A service command for a test node (the agent starts and stops it the way the
+    # tests do, by the PID in DIR/server.pid), or the class-data archive.
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "cds":
+        import tempfile
+        if os.path.exists(cds_archive(sys.argv[2])):
+            sys.exit(0)
+        with tempfile.TemporaryDirectory(prefix="cairn-opensearch-cds-") as work:
+            print(f"made {make_cds_archive(sys.argv[2], work)}")
+        sys.exit(0)
+    if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop", "kill"):
+        sys.exit(f"usage: {sys.argv[0]} start|stop|kill DIR | cds VERSION")
+    d = pathlib.Path(sys.argv[2])
+    if sys.argv[1] == "stop":
+        _stop_pid(d)
+    elif sys.argv[1] == "kill":
+        _stop_pid(d, kill=True)
+    elif _running_pid(d) is None:
+        _launch(d)
+    sys.exit(0)
