@@ -42,9 +42,10 @@ filesystem repository must be; the nodes are all cluster-manager eligible and
 data nodes (cluster.initial_cluster_manager_nodes names them all). Disk
 watermarks are off: a busy CI disk must not leave replicas unassigned.
 
-Measured on 2 shared cores (see tests/integration/test_opensearch_server.py):
-one node answers in about 8 s (about 8 s of CPU, 250 MB RSS); three nodes go
-green in about 20 s. HTTPS with basic auth (the security plugin) is not set up:
+Measured on 2 shared cores at load average 6-9 (test_opensearch_server.py):
+a single node is green in 5-8 s (3 s of CPU with the class-data archive, 5-6 s
+without; about 250 MB RSS); three nodes are green in about 12 s, about 270 MB
+RSS each. HTTPS with basic auth (the security plugin) is not set up:
 Maven Central has org.opensearch.plugin:opensearch-security only as a plugin
 zip, and only for 2.19.3.0 and 2.19.4.0 (its plugin descriptor pins
 opensearch.version=2.19.4), none for 2.19.6.
@@ -153,7 +154,8 @@ class OpenSearchError(AssertionError):
     """An HTTP answer with a status the caller did not expect; `status` and `body` (parsed JSON or text)."""
 
     def __init__(self, method, path, status, body):
-        super().__init__(f"{method} {path}: HTTP {status}: {json.dumps(body)[:2000] if not isinstance(body, str) else body[:2000]}")
+        text = body if isinstance(body, str) else json.dumps(body)
+        super().__init__(f"{method} {path}: HTTP {status}: {text[:2000]}")
         self.status = status
         self.body = body
 
