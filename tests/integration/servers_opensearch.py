@@ -44,8 +44,8 @@ watermarks are off: a busy CI disk must not leave replicas unassigned.
 
 Measured on 2 shared cores at load average 6-9 (test_opensearch_server.py):
 a single node is green in 5-8 s (3 s of CPU with the class-data archive, 5-6 s
-without; about 250 MB RSS); three nodes are green in about 12 s, about 270 MB
-RSS each. HTTPS with basic auth (the security plugin) is not set up:
+without; about 250 MB RSS); three nodes are green in 5.5-6 s at load 4 and
+about 12 s at load 8, 240-270 MB RSS each. HTTPS with basic auth (the security plugin) is not set up:
 Maven Central has org.opensearch.plugin:opensearch-security only as a plugin
 zip, and only for 2.19.3.0 and 2.19.4.0 (its plugin descriptor pins
 opensearch.version=2.19.4), none for 2.19.6.
