@@ -10,7 +10,7 @@ PKGS=(build-essential dpkg-dev cmake ninja-build pkg-config git
       libtomlplusplus-dev libsimdjson-dev ccache python3 python3-pytest python3-cryptography python3-zmq python3-yaml attr procps time
       libgrpc++-dev protobuf-compiler-grpc  # the etcd driver speaks etcd's v3 gRPC API
       etcd-server etcd-client zookeeper prometheus haproxy  # the drivers' tests and the quickstart run the real servers
-      openjdk-17-jdk-headless maven python3-confluent-kafka  # Kafka's broker from Maven Central (scripts/fetch-kafka.sh), and a client for the tests
+      openjdk-17-jdk-headless maven python3-confluent-kafka  # Kafka's broker and OpenSearch's node from Maven Central (scripts/fetch-kafka.sh, fetch-opensearch.sh), and a Kafka client for the tests
       systemd dbus-daemon util-linux  # service control over D-Bus, tested against a private systemd manager (tests/integration/servers_systemd.py)
       libcctz-dev tzdata  # policies' schedules in a configured time zone (controller/schedule.h)
       libmicrohttpd-dev chromium  # the controller's /metrics and status page, and the headless browser its test loads it in
@@ -52,8 +52,11 @@ bash "$(dirname "$0")/fetch-libzmq-source.sh" ||
 # Kafka is not packaged by Debian: its jars come from Maven Central, cached
 # (tests/kafka/pom.xml; nothing is fetched when the cache is complete).
 bash "$(dirname "$0")/fetch-kafka.sh"
-# The object-store tests' servers: not for the quick start (--quickstart), which runs none.
+# The object-store and search-cluster tests' servers: not for the quick start (--quickstart), which runs none.
 [[ "${1:-}" == "--quickstart" ]] && exit 0
+# OpenSearch is not packaged by Debian: its jars come from Maven Central, cached
+# like Kafka's, with the launcher that starts a test node (tests/opensearch/).
+bash "$(dirname "$0")/fetch-opensearch.sh"
 # SeaweedFS, the S3 server of the object-storage tests, is not packaged by
 # Debian: built once from the Go module proxy into a cache (~3.5 min of 2 cores the first time).
 bash "$(dirname "$0")/fetch-seaweedfs.sh"
