@@ -203,7 +203,7 @@ std::string EtcdDriver::initial_cluster_for(const RestoreSpec& spec, const nlohm
     return s;
   };
   // A whole restore on one agent makes a one-member cluster of this member.
-  if (spec.step == RestoreStep::all) return self();
+  if (spec.step == v1::RESTORE_STEP_ALL) return self();
   // A step of the controller's cluster restore: every member the snapshot
   // recorded is restored on its own agent from this same snapshot, so the
   // new cluster is those members, each at the peer URLs it had (this one at
@@ -581,7 +581,7 @@ std::vector<Reason> EtcdDriver::restore_preflight(TaskContext& ctx, const Restor
   // What the member's etcd needs to start in the restored cluster, before
   // any member stops: its name among the members the snapshot recorded
   // (the new cluster is made of them, each at its peer URLs).
-  if (spec.step == RestoreStep::preflight) {
+  if (spec.step == v1::RESTORE_STEP_PREFLIGHT) {
     try {
       nlohmann::json recorded = recorded_metadata(ctx, spec.snapshot_id);
       if (recorded.value("kind", "") == "snapshot") (void)initial_cluster_for(spec, recorded);

@@ -288,9 +288,9 @@ std::vector<v1::Reason> KafkaDriver::preflight(const v1::Task& task) const {
       refuse("the restore moves log dir '" + d + "' aside in '" + parent.string() +
              "', which this agent cannot write: " + std::strerror(errno));
   }
-  auto step = restore_step_from_name(o.restore_step());
-  bool takes_safety =
-      !o.skip_safety_backup() && (!step || *step == RestoreStep::all || *step == RestoreStep::preflight || *step == RestoreStep::stop);
+  auto step = proto::restore_step_from_name(o.restore_step());
+  bool takes_safety = !o.skip_safety_backup() &&
+                      (!step || *step == v1::RESTORE_STEP_ALL || *step == v1::RESTORE_STEP_PREFLIGHT || *step == v1::RESTORE_STEP_STOP);
   if (takes_safety) {
     std::error_code ec;
     bool any = false;
@@ -716,8 +716,8 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "component '" + component_ + "' declares no 'service' to stop and start");
 
   switch (spec.step) {
-    case RestoreStep::stop:
-    case RestoreStep::halt:
+    case v1::RESTORE_STEP_STOP:
+    case v1::RESTORE_STEP_HALT:
       report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
       try {
         if (auto esc = stop_broker(ctx); !esc.empty()) res.metadata = {{"escalated", esc}};
@@ -725,7 +725,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
         return fail(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, std::string("stopping the broker failed: ") + e.what());
       }
       return done();
-    case RestoreStep::start: {
+    case v1::RESTORE_STEP_START: {
       report_phase(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
       std::string node;
       try {
@@ -736,7 +736,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
       }
       return done();
     }
-    case RestoreStep::data: {
+    case v1::RESTORE_STEP_DATA: {
       if (answers())
         return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
                     "the broker at '" + settings_.bootstrap + "' still answers: the log dirs are not replaced under a running broker");
@@ -754,7 +754,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
       res.metadata = {{"log_dirs", settings_.log_dirs}, {"swaps", swapped}};
       return done();
     }
-    case RestoreStep::rollback: {
+    case v1::RESTORE_STEP_ROLLBACK: {
       if (answers()) {
         try {
           stop_broker(ctx);
@@ -787,13 +787,15 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
       }
       return done();
     }
-    case RestoreStep::verify:
+    case v1::RESTORE_STEP_VERIFY:
       return done();  // the runner calls verify()
-    case RestoreStep::preflight:
-    case RestoreStep::commit:
+    case v1::RESTORE_STEP_PREFLIGHT:
+    case v1::RESTORE_STEP_COMMIT:
       return done();  // the runner calls restore_preflight / restore_commit
-    case RestoreStep::all:
+    case v1::RESTORE_STEP_ALL:
       break;
+    default:  // not a step (protobuf's sentinels): admission refused it already
+      return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "unknown restore step");
   }
 
   // The whole restore on this broker.

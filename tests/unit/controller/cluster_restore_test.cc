@@ -11,6 +11,7 @@
 
 #include "controller/catalog/catalog_fixture.h"
 #include "controller/orders.h"
+#include "proto/restore_step.h"
 
 using namespace cairn;
 using namespace cairn::catalog;
@@ -71,7 +72,7 @@ struct ClusterFixture : Fixture {
     return cat.read([&](const Tx& tx) {
       std::vector<Task> out;
       for (auto& t : tx.tasks_of_restore(restore_id))
-        if (t.restore_step == step) out.push_back(t);
+        if (proto::restore_step_name(t.restore_step) == step) out.push_back(t);
       return out;
     });
   }
@@ -182,7 +183,7 @@ TEST_CASE("cluster: a member whose data step fails rolls every member back, and 
   bool named = false;
   f.cat.read([&](const Tx& tx) {
     for (const auto& t : tx.tasks_of_restore(r.id))
-      if (t.state == TaskState::failed) named |= t.agent_id == f.b && t.restore_step == "data";
+      if (t.state == TaskState::failed) named |= t.agent_id == f.b && t.restore_step == v1::RESTORE_STEP_DATA;
   });
   CHECK(named);
 }
@@ -311,7 +312,7 @@ TEST_CASE("members: one broker failing its data step rolls every broker back, an
   auto single = f.orders.create_restore("operator:test", one);
   auto tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_restore(single.id); });
   REQUIRE(tasks.size() == 1);
-  CHECK(tasks[0].restore_step.empty());
+  CHECK(tasks[0].restore_step == v1::RESTORE_STEP_ALL);
 }
 
 TEST_CASE("members after clusters: brokers restored with a cluster-scoped component wait until it is restored and verified") {
