@@ -249,10 +249,10 @@ class Driver {
   // after a rollback, <path>.cairn-restore-* while it works): the agent's
   // set-aside keeper (set_aside.h) finds those by name beside these paths.
   virtual std::vector<std::string> set_aside_paths() const { return data_paths(); }
-  // The files where the driver keeps the on-disk record of a restore in
-  // progress (docs/protocol.md § Restore records): JSON objects naming it
-  // as "restore" ("state": "rolled_back" marks one that ended). While one
-  // exists, nothing that restore set aside is removed.
+  // The file where a driver restored in steps keeps a member's record of a
+  // restore in progress, one a driver (docs/protocol.md § Restore records;
+  // its one format: restore_record.h; "state": "rolled_back" marks one that
+  // ended). While one exists, nothing that restore set aside is removed.
   virtual std::vector<std::string> restore_record_files() const { return {}; }
   // Read-only checks before a task starts: the service is reachable, the
   // admin API is on, the data directory is the one the server uses, there is

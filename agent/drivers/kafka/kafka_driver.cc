@@ -16,6 +16,7 @@
 #include "agent/drivers/repo_progress.h"
 #include "agent/failpoint.h"
 #include "agent/platform/service.h"
+#include "agent/restore_record.h"
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
 #include "common/util/error.h"
@@ -71,6 +72,25 @@ std::string task_staging(const Settings& s, const std::string& task) {
   std::string t;
   for (char c : task) t += (std::isalnum(uint8_t(c)) || c == '-' || c == '_') ? c : '_';
   return s.staging_dir + "/" + (t.empty() ? "task" : t);
+}
+
+// This broker's record of a restore that swaps its log dirs (the one format
+// of a member's record, agent/restore_record.h; its payload: the stamp and
+// the swaps, [log dir, where its previous contents went]).
+std::string record_path(const Settings& s) { return s.staging_dir + "/restore-state.json"; }
+
+// The record's payload with its restore as "restore"; an empty object when
+// there is none or it cannot be read (nothing is acted on then).
+nlohmann::json read_swaps(const Settings& s) {
+  try {
+    auto rec = read_step_record(record_path(s));
+    if (!rec) return nlohmann::json::object();
+    nlohmann::json j = rec->payload;
+    j["restore"] = rec->restore_id;
+    return j;
+  } catch (const Error&) {
+    return nlohmann::json::object();
+  }
 }
 
 // Removes what an earlier task left in the staging directory (one task runs
@@ -632,15 +652,18 @@ void KafkaDriver::swap_all(TaskContext& ctx, const Prepared& p, std::vector<std:
     struct stat st {};
     planned.push_back({d, ::lstat(d.c_str(), &st) == 0 ? d + ".cairn-old-" + p.stamp : std::string()});
   }
-  nlohmann::json state = {{"restore", ctx.restore_id}, {"stamp", p.stamp}, {"swaps", planned}};
-  std::string text = state.dump();
-  write_file_atomic(settings_.staging_dir + "/restore-state.json", as_bytes(text), 0600);
+  StepRecord rec;
+  rec.restore_id = ctx.restore_id;
+  rec.task_id = ctx.task_id;
+  rec.member = component_;
+  rec.payload = {{"stamp", p.stamp}, {"swaps", planned}};
+  write_step_record(record_path(settings_), rec);
   for (const auto& d : settings_.log_dirs) {
     try {
       swapped.emplace_back(d, swap_in(p.staging + d, d, p.stamp));
     } catch (const Error&) {
       undo_swaps(ctx, swapped, p.stamp);
-      ::unlink((settings_.staging_dir + "/restore-state.json").c_str());
+      ::unlink(record_path(settings_).c_str());
       throw;
     }
   }
@@ -665,13 +688,8 @@ DriverResult KafkaDriver::restore_commit(TaskContext& ctx, const RestoreSpec& sp
   (void)spec;
   DriverResult res;
   res.metadata = {{"step", "commit"}, {"committed", false}};
-  const std::string path = settings_.staging_dir + "/restore-state.json";
-  nlohmann::json state;
-  try {
-    Bytes b = read_file(path, 1 << 20);
-    state = nlohmann::json::parse(std::string(b.begin(), b.end()), nullptr, false);
-  } catch (const Error&) {
-  }
+  const std::string path = record_path(settings_);
+  nlohmann::json state = read_swaps(settings_);
   if (state.is_object() && !ctx.restore_id.empty() && state.value("restore", "") == ctx.restore_id) {
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
       res.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR, "removing the restore's record '" + path + "': " + std::strerror(errno)));
@@ -762,12 +780,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
           return fail(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, std::string("stopping the broker for the rollback failed: ") + e.what());
         }
       }
-      nlohmann::json state;
-      try {
-        Bytes b = read_file(settings_.staging_dir + "/restore-state.json", 1 << 20);
-        state = nlohmann::json::parse(std::string(b.begin(), b.end()), nullptr, false);
-      } catch (const Error&) {
-      }
+      nlohmann::json state = read_swaps(settings_);
       if (state.is_object() && state.value("restore", "") == ctx.restore_id && state.contains("swaps") && state["swaps"].is_array()) {
         std::vector<std::pair<std::string, std::string>> swapped;
         for (const auto& s : state["swaps"])
@@ -775,7 +788,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
             swapped.emplace_back(s[0].get<std::string>(), s[1].get<std::string>());
         std::string problems = undo_swaps(ctx, swapped, utc_stamp());
         if (!problems.empty()) return fail(v1::ERROR_CODE_IO_ERROR, "putting the previous log dirs back failed" + problems);
-        ::unlink((settings_.staging_dir + "/restore-state.json").c_str());
+        ::unlink(record_path(settings_).c_str());
         note(ctx, "the previous log dirs are back in place");
       } else {
         note(ctx, "this restore replaced no log dir here: nothing to put back");
@@ -844,7 +857,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     }
     return fail(v1::ERROR_CODE_VERIFY_FAILED, detail);
   }
-  ::unlink((settings_.staging_dir + "/restore-state.json").c_str());  // for a rollback of a step restore only
+  ::unlink(record_path(settings_).c_str());  // for a rollback of a step restore only
   res.metadata = {{"log_dirs", settings_.log_dirs}, {"cluster_id", p->cluster_id}, {"node_id", p->node_id}};
   nlohmann::json kept = nlohmann::json::array();
   for (const auto& [d, old] : swapped)

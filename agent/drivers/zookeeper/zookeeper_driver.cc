@@ -488,6 +488,8 @@ void ZooKeeperDriver::step_data(TaskContext& ctx, const RestoreSpec& spec, Drive
   ps.data_log_dir = same_dir(settings_.data_log_dir, settings_.data_dir) ? settings_.data_dir : settings_.data_log_dir;
   ps.stamp = utc_stamp();
   ps.restore_id = ctx.restore_id;
+  ps.task_id = ctx.task_id;
+  ps.member = component_;
   Placed placed = place_restored(ps);
   res.snapshot_id = id;
   res.manifest_digest = id;
