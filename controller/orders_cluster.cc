@@ -6,81 +6,11 @@
 #include <map>
 #include <set>
 
-#include "controller/driver_metadata.h"
+#include "controller/cluster_restore.h"
 #include "controller/orders_internal.h"
 #include "proto/restore_step.h"
 
 namespace cairn::controller {
-namespace orders_detail {
-namespace {
-
-// The step after `step` when every member ended it as ok says; ALL (none) when the
-// cluster restore is over (docs/protocol.md § Cluster restore). A failed
-// preflight changed nothing: the restore ends. Any failure from stop to
-// verify rolls every member back (the data this restore set aside put back,
-// the service started): all members end on the backup's data (commit) or
-// all on their own (rollback). A failure once members may run the restored
-// data (start, verify) first stops every member (halt) when the component
-// asks for it (its members' preflight said "rollback_halt"): no member starts
-// on its previous data beside members still on the restored data.
-v1::RestoreStep next_step(v1::RestoreStep step, bool ok, bool halt) {
-  switch (step) {
-    case v1::RESTORE_STEP_PREFLIGHT:
-      return ok ? v1::RESTORE_STEP_STOP : v1::RESTORE_STEP_ALL;
-    case v1::RESTORE_STEP_STOP:
-      return ok ? v1::RESTORE_STEP_DATA : v1::RESTORE_STEP_ROLLBACK;
-    case v1::RESTORE_STEP_DATA:
-      return ok ? v1::RESTORE_STEP_START : v1::RESTORE_STEP_ROLLBACK;
-    case v1::RESTORE_STEP_START:
-      return ok ? v1::RESTORE_STEP_VERIFY : (halt ? v1::RESTORE_STEP_HALT : v1::RESTORE_STEP_ROLLBACK);
-    case v1::RESTORE_STEP_VERIFY:
-      return ok ? v1::RESTORE_STEP_COMMIT : (halt ? v1::RESTORE_STEP_HALT : v1::RESTORE_STEP_ROLLBACK);
-    case v1::RESTORE_STEP_HALT:
-      return v1::RESTORE_STEP_ROLLBACK;  // however the halts ended (a failed one is stopped again by its rollback)
-    default:
-      return v1::RESTORE_STEP_ALL;  // commit, rollback
-  }
-}
-
-// Steps in the order they run; commit or rollback comes last. Tasks made in
-// the same millisecond have no order of their own.
-int step_rank(v1::RestoreStep step) {
-  switch (step) {
-    case v1::RESTORE_STEP_PREFLIGHT:
-      return 1;
-    case v1::RESTORE_STEP_STOP:
-      return 2;
-    case v1::RESTORE_STEP_DATA:
-      return 3;
-    case v1::RESTORE_STEP_START:
-      return 4;
-    case v1::RESTORE_STEP_VERIFY:
-      return 5;
-    case v1::RESTORE_STEP_COMMIT:
-      return 6;
-    case v1::RESTORE_STEP_HALT:
-      return 7;
-    case v1::RESTORE_STEP_ROLLBACK:
-      return 8;
-    default:
-      return 0;
-  }
-}
-
-// The stop wave a member's preflight reported (agent/driver.h stop_wave);
-// 0 when it reported none (an older agent, a failed preflight).
-int stop_wave_of(const catalog::Task& preflight) {
-  return driver_metadata::preflight_stop_wave(driver_metadata::parse_optional(preflight.component_metadata));
-}
-
-// Whether a member's preflight asked for the halt before a rollback
-// (agent/driver.h rollback_needs_halt).
-bool rollback_halt_of(const catalog::Task& preflight) {
-  return driver_metadata::preflight_rollback_halt(driver_metadata::parse_optional(preflight.component_metadata));
-}
-
-}  // namespace
-}  // namespace orders_detail
 
 void Orders::on_task_ended(catalog::Tx& tx, const catalog::Task& ended) {
   using namespace orders_detail;
@@ -216,98 +146,12 @@ void Orders::next_cluster_step(catalog::Tx& tx, const catalog::Task& ended) {
   for (auto& t : tx.tasks_of_restore(*ended.restore_id))
     if (t.cluster_id == ended.cluster_id && t.component == ended.component) same.push_back(std::move(t));
   if (same.empty()) return;
-  // The step in progress is the latest one; only its end moves the restore on.
-  v1::RestoreStep step = v1::RESTORE_STEP_ALL;
-  for (const auto& t : same)
-    if (step_rank(t.restore_step) > step_rank(step)) step = t.restore_step;
-  if (step != ended.restore_step) return;
-  bool ok = true;
-  // The step's task of each member: the latest one (a rollback may have been
-  // tried again on a member, below).
-  auto ok_state = [](catalog::TaskState st) { return st == catalog::TaskState::succeeded || st == catalog::TaskState::partial; };
-  std::map<std::string, catalog::Task> latest;  // agent -> its latest task of the step
-  std::map<std::string, int> tries;
-  for (const auto& t : same) {
-    if (t.restore_step != step) continue;
-    // tasks_of_restore lists them by the second they were made, so two tries
-    // of one second come in any order: a try still open stands for the
-    // member, else one that succeeded (a rollback done once is done), else
-    // the last listed.
-    auto it = latest.find(t.agent_id);
-    if (it == latest.end() || !catalog::is_terminal(t.state) ||
-        (catalog::is_terminal(it->second.state) && (ok_state(t.state) || !ok_state(it->second.state))))
-      latest[t.agent_id] = t;
-    ++tries[t.agent_id];
-  }
-  std::vector<catalog::Task> members;
-  for (auto& [agent, t] : latest) {
-    catalog::TaskState st = t.id == ended.id ? ended.state : t.state;
-    if (!catalog::is_terminal(st)) return;  // a barrier: every member ends the step first
-    ok &= ok_state(st);
-    members.push_back(t);
-  }
-  bool halt = false;
-  for (const auto& t : same)
-    if (t.restore_step == v1::RESTORE_STEP_PREFLIGHT && rollback_halt_of(t)) halt = true;
-  v1::RestoreStep next = next_step(step, ok, halt);
-  // The stop step runs in waves (docs/protocol.md § The cluster restore):
-  // each member's preflight said its wave ("stop_wave"); wave 0 stops first,
-  // and only when all of it stopped does the next wave get its stop tasks.
-  // Once every member stopped, the restore goes on to data.
-  std::vector<std::string> later_waves;  // agents of the waves after the one about to stop
-  if ((step == v1::RESTORE_STEP_PREFLIGHT && next == v1::RESTORE_STEP_STOP) || (step == v1::RESTORE_STEP_STOP && ok)) {
-    std::map<std::string, std::pair<int, catalog::Task>> unstopped;  // agent -> its wave, its preflight task
-    for (const auto& t : same)
-      if (t.restore_step == v1::RESTORE_STEP_PREFLIGHT) unstopped.insert_or_assign(t.agent_id, std::pair{stop_wave_of(t), t});
-    for (const auto& t : same)
-      if (t.restore_step == v1::RESTORE_STEP_STOP) unstopped.erase(t.agent_id);
-    if (!unstopped.empty()) {
-      int wave = std::min_element(unstopped.begin(), unstopped.end(), [](const auto& a, const auto& b) {
-                   return a.second.first < b.second.first;
-                 })->second.first;
-      members.clear();
-      for (const auto& [agent, wt] : unstopped)
-        if (wt.first == wave)
-          members.push_back(wt.second);
-        else
-          later_waves.push_back(agent);
-      next = v1::RESTORE_STEP_STOP;
-    }
-  }
-  // The members a stop was sent to: a rollback goes to them alone (a member
-  // of a later wave, or one refused as a whole, was never stopped). None:
-  // nothing was stopped, nothing to roll back.
-  if (step == v1::RESTORE_STEP_STOP && next == v1::RESTORE_STEP_ROLLBACK) {
-    std::erase_if(members, [](const catalog::Task& t) { return !t.plan_id.has_value(); });
-    if (members.empty()) next = v1::RESTORE_STEP_ALL;
-  }
-  if ((step == v1::RESTORE_STEP_ROLLBACK || step == v1::RESTORE_STEP_HALT) && !ok) {
-    // A rollback (or halt) whose agent was lost (killed mid-rollback, restarted) runs
-    // again on that member: it acts only on this restore's record, so a
-    // second run puts back what the first did not, or finds nothing to do.
-    // At most three tries a member; then the restore ends naming it.
-    std::vector<catalog::Task> again;
-    for (const auto& t : members) {
-      catalog::TaskState st = t.id == ended.id ? ended.state : t.state;
-      // A plan that expired waiting for an agent that is away is made again
-      // for as long as it takes (the restore stays running, holding its lock,
-      // saying which member owes its rollback; an operator may cancel it); an
-      // agent lost while it ran the rollback is tried three times.
-      bool missed = st == catalog::TaskState::missed;
-      bool lost = std::any_of(t.reasons.begin(), t.reasons.end(),
-                              [](const catalog::Reason& r) { return r.code == cairn::v1::ERROR_CODE_AGENT_LOST; });
-      if (!ok_state(st) && (missed || (lost && tries[t.agent_id] < 3))) again.push_back(t);
-    }
-    if (!again.empty()) {
-      members = std::move(again);
-      next = step;
-    } else if (step == v1::RESTORE_STEP_ROLLBACK) {
-      return;
-    }
-    // A halt that failed on a member (its stop command failed) still goes on
-    // to the rollback, which stops the service again before it puts anything back.
-  }
-  if (next == v1::RESTORE_STEP_ALL) return;
+  // Which step comes next, on which members: the table in cluster_restore.h.
+  ClusterRestore::Next n = ClusterRestore(std::move(same)).after(ended);
+  if (n.step == v1::RESTORE_STEP_ALL) return;
+  const v1::RestoreStep next = n.step;
+  const std::vector<catalog::Task>& members = n.members;
+  const std::vector<std::string>& later_waves = n.later_waves;
   auto restore = tx.restore(*ended.restore_id);
   if (!restore || restore->state != catalog::SetState::running) return;
   std::vector<catalog::NewTask> tasks;

@@ -3,6 +3,8 @@
 // step starting only when every member ended the one before; a failure
 // after preflight and before commit rolls every member back
 // (docs/protocol.md § Cluster-scoped components and the cluster restore).
+#include "controller/cluster_restore.h"
+
 #include <catch2/catch.hpp>
 #include <functional>
 #include <map>
@@ -1365,4 +1367,36 @@ TEST_CASE("cluster: a rollback tells a member whose stop found it not running to
       CHECK(stays == (t.agent_id == f.b));
     }
   });
+}
+
+TEST_CASE("the cluster restore's table: the step after each, every member ok or one failed", "[cluster_restore]") {
+  using controller::ClusterRestore;
+  struct Row {
+    v1::RestoreStep step, ok, failed, failed_with_halt;
+  };
+  const Row rows[] = {
+      {v1::RESTORE_STEP_PREFLIGHT, v1::RESTORE_STEP_STOP, v1::RESTORE_STEP_ALL, v1::RESTORE_STEP_ALL},
+      {v1::RESTORE_STEP_STOP, v1::RESTORE_STEP_DATA, v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_ROLLBACK},
+      {v1::RESTORE_STEP_DATA, v1::RESTORE_STEP_START, v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_ROLLBACK},
+      {v1::RESTORE_STEP_START, v1::RESTORE_STEP_VERIFY, v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_HALT},
+      {v1::RESTORE_STEP_VERIFY, v1::RESTORE_STEP_COMMIT, v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_HALT},
+      {v1::RESTORE_STEP_COMMIT, v1::RESTORE_STEP_ALL, v1::RESTORE_STEP_ALL, v1::RESTORE_STEP_ALL},
+      {v1::RESTORE_STEP_HALT, v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_ROLLBACK},
+      {v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_ALL, v1::RESTORE_STEP_ALL, v1::RESTORE_STEP_ALL},
+  };
+  for (const auto& r : rows) {
+    INFO(proto::restore_step_name(r.step));
+    CHECK(ClusterRestore::next_step(r.step, true, false) == r.ok);
+    CHECK(ClusterRestore::next_step(r.step, false, false) == r.failed);
+    CHECK(ClusterRestore::next_step(r.step, false, true) == r.failed_with_halt);
+    // Every step after it ranks later: the latest task says the step in progress.
+    if (r.ok != v1::RESTORE_STEP_ALL) CHECK(ClusterRestore::rank(r.ok) > ClusterRestore::rank(r.step));
+    if (r.failed != v1::RESTORE_STEP_ALL) CHECK(ClusterRestore::rank(r.failed) > ClusterRestore::rank(r.step));
+  }
+  // Every step has one name, and back.
+  for (int s = v1::RESTORE_STEP_ALL; s <= v1::RESTORE_STEP_HALT; ++s) {
+    auto step = static_cast<v1::RestoreStep>(s);
+    CHECK(proto::restore_step_from_name(proto::restore_step_name(step)) == step);
+  }
+  CHECK_FALSE(proto::restore_step_from_name("sideways"));
 }
