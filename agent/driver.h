@@ -18,6 +18,7 @@
 #include "common/util/error.h"
 #include "common/util/terminal_text.h"
 #include "proto/cairn.pb.h"
+#include "proto/restore_step.h"
 
 namespace cairn::repo {
 class Repository;
@@ -182,7 +183,7 @@ struct SnapshotPurpose {
 };
 
 // The steps of a restore. A node-scoped component's restore is one task
-// (all). A cluster-scoped one is restored by the controller in steps, one
+// (RESTORE_STEP_ALL). A cluster-scoped one is restored by the controller in steps, one
 // task per member per step, each started only when every member finished the
 // one before (docs/protocol.md § Cluster restore): preflight (read-only
 // checks and the safety backup: nothing is stopped), stop, data, start,
@@ -193,43 +194,7 @@ struct SnapshotPurpose {
 // members would mix the restored and the previous data if some rolled back
 // while others still ran (rollback_needs_halt): no member starts on its
 // previous data until every member's restored service is stopped.
-enum class RestoreStep { all, preflight, stop, data, start, verify, commit, rollback, halt };
-// "stop" -> RestoreStep::stop; "" -> all; nullopt for an unknown name.
-inline const char* step_name(RestoreStep s) {
-  switch (s) {
-    case RestoreStep::all:
-      return "all";
-    case RestoreStep::preflight:
-      return "preflight";
-    case RestoreStep::stop:
-      return "stop";
-    case RestoreStep::data:
-      return "data";
-    case RestoreStep::start:
-      return "start";
-    case RestoreStep::verify:
-      return "verify";
-    case RestoreStep::commit:
-      return "commit";
-    case RestoreStep::rollback:
-      return "rollback";
-    case RestoreStep::halt:
-      return "halt";
-  }
-  return "?";
-}
-inline std::optional<RestoreStep> restore_step_from_name(const std::string& s) {
-  if (s.empty()) return RestoreStep::all;
-  if (s == "preflight") return RestoreStep::preflight;
-  if (s == "commit") return RestoreStep::commit;
-  if (s == "stop") return RestoreStep::stop;
-  if (s == "data") return RestoreStep::data;
-  if (s == "start") return RestoreStep::start;
-  if (s == "verify") return RestoreStep::verify;
-  if (s == "rollback") return RestoreStep::rollback;
-  if (s == "halt") return RestoreStep::halt;
-  return std::nullopt;
-}
+using RestoreStep = cairn::v1::RestoreStep;  // its names: proto/restore_step.h
 
 struct RestoreSpec {
   std::string snapshot_id;
@@ -239,7 +204,7 @@ struct RestoreSpec {
   // Mirror: the target ends as in the snapshot (entries added since are
   // removed; the safety backup holds them). Merge: other entries are left.
   cairn::v1::RestoreWriteMode write_mode = cairn::v1::RESTORE_WRITE_MODE_MIRROR;
-  RestoreStep step = RestoreStep::all;
+  RestoreStep step = cairn::v1::RESTORE_STEP_ALL;
   // Cluster restores: what every member must agree on (e.g. "cluster_token"
   // for etcd), chosen by the controller, the same in every member's task.
   std::map<std::string, std::string> cluster_options;
@@ -284,10 +249,10 @@ class Driver {
   // after a rollback, <path>.cairn-restore-* while it works): the agent's
   // set-aside keeper (set_aside.h) finds those by name beside these paths.
   virtual std::vector<std::string> set_aside_paths() const { return data_paths(); }
-  // The files where the driver keeps the on-disk record of a restore in
-  // progress (docs/protocol.md § Restore records): JSON objects naming it
-  // as "restore" ("state": "rolled_back" marks one that ended). While one
-  // exists, nothing that restore set aside is removed.
+  // The file where a driver restored in steps keeps a member's record of a
+  // restore in progress, one a driver (docs/protocol.md § Restore records;
+  // its one format: restore_record.h; "state": "rolled_back" marks one that
+  // ended). While one exists, nothing that restore set aside is removed.
   virtual std::vector<std::string> restore_record_files() const { return {}; }
   // Read-only checks before a task starts: the service is reachable, the
   // admin API is on, the data directory is the one the server uses, there is

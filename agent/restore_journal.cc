@@ -168,7 +168,7 @@ std::string roll_back_by_step(Driver& driver, const InPlaceRestore& r) {
   std::vector<std::string> notes;
   ctx.note = [&notes](const std::string& text) { notes.push_back(text); };
   RestoreSpec spec;
-  spec.step = RestoreStep::rollback;
+  spec.step = v1::RESTORE_STEP_ROLLBACK;
   DriverResult res = driver.restore(ctx, spec);
   std::string said;
   for (const auto& n : notes) said += (said.empty() ? "" : "; ") + n;

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "agent/restore_record.h"  // the record of a restore in steps, on a member's disk
+
 namespace cairn::v1 {
 class TaskResult;
 }

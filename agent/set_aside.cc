@@ -59,12 +59,12 @@ std::optional<std::string> record_restore(const std::string& file) {
   struct stat st {};
   if (::lstat(file.c_str(), &st) != 0) return std::string();
   try {
-    Bytes b = read_file(file, 1 << 20);
-    auto j = nlohmann::json::parse(std::string(b.begin(), b.end()));
-    if (!j.is_object() || !j.contains("restore") || !j["restore"].is_string()) return std::nullopt;
+    auto rec = read_step_record(file);  // the one format (restore_record.h), or an older agent's
+    if (!rec) return std::string();
+    if (rec->restore_id.empty()) return std::nullopt;
     // etcd keeps a rolled-back restore's record as a tombstone: that restore ended.
-    if (j.value("state", "") == "rolled_back") return std::string();
-    return j["restore"].get<std::string>();
+    if (rec->rolled_back) return std::string();
+    return rec->restore_id;
   } catch (const std::exception&) {
     return std::nullopt;
   }

@@ -73,7 +73,7 @@ Admission admit_task(const AgentConfig& config, const std::string& plan_id, cons
     if (!caps.restore) return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "driver '" + c->driver_name + "' cannot restore");
     if (task.snapshot().snapshot_id().empty()) return refuse(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, "the restore task names no snapshot");
     const std::string& step = task.options().restore_step();
-    if (!step.empty() && !restore_step_from_name(step))
+    if (!step.empty() && !proto::restore_step_from_name(step))
       return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK, "unknown restore step '" + step + "'");
     if (!step.empty() && caps.scope != "cluster" && caps.scope != "member")
       return refuse(v1::ERROR_CODE_UNSUPPORTED_TASK,

@@ -587,7 +587,7 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   spec.skip_safety_backup = task.options().skip_safety_backup();
   spec.safety_task_id = task.options().safety_backup_task_id();
   if (task.options().write_mode() == v1::RESTORE_WRITE_MODE_MERGE) spec.write_mode = v1::RESTORE_WRITE_MODE_MERGE;
-  spec.step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
+  spec.step = proto::restore_step_from_name(task.options().restore_step()).value_or(v1::RESTORE_STEP_ALL);
   for (const auto& [k, v] : task.options().cluster_options()) spec.cluster_options[k] = v;
   spec.force_identity = task.options().force_identity();
   spec.recovery_target = task.options().recovery_target();
@@ -599,8 +599,8 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   // What this restore set aside on the member's disk is put back or kept,
   // and a halt stops the service, whatever the repository's state: no
   // snapshot is read for these.
-  if (spec.step == RestoreStep::rollback || spec.step == RestoreStep::halt) return driver.restore(ctx, spec);
-  if (spec.step == RestoreStep::commit) return driver.restore_commit(ctx, spec);
+  if (spec.step == v1::RESTORE_STEP_ROLLBACK || spec.step == v1::RESTORE_STEP_HALT) return driver.restore(ctx, spec);
+  if (spec.step == v1::RESTORE_STEP_COMMIT) return driver.restore_commit(ctx, spec);
   repo::Snapshot snap;
   try {
     spec.snapshot_id = repo::resolve_snapshot(*ctx.repo, task.snapshot().snapshot_id());
@@ -621,16 +621,17 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   }
   // The first step of a restore takes the safety backup: preflight (the
   // controller's cluster restore), stop (older controllers), or all.
-  const bool takes_safety = spec.step == RestoreStep::all || spec.step == RestoreStep::preflight || spec.step == RestoreStep::stop;
+  const bool takes_safety =
+      spec.step == v1::RESTORE_STEP_ALL || spec.step == v1::RESTORE_STEP_PREFLIGHT || spec.step == v1::RESTORE_STEP_STOP;
   // The preflight's own checks (read-only: tools, writable directories, the
   // space the snapshot needs) before the safety backup, so that a member
   // refused for them has not written a safety copy into the repository first.
   std::vector<v1::Reason> ready;
-  if (spec.step == RestoreStep::preflight || (spec.step == RestoreStep::all && driver.capabilities().preflight_whole_restore)) {
+  if (spec.step == v1::RESTORE_STEP_PREFLIGHT || (spec.step == v1::RESTORE_STEP_ALL && driver.capabilities().preflight_whole_restore)) {
     ready = driver.restore_preflight(ctx, spec);
     if (!ready.empty()) {
       res.reasons = std::move(ready);
-      if (spec.step == RestoreStep::preflight) res.metadata = {{"step", "preflight"}};
+      if (spec.step == v1::RESTORE_STEP_PREFLIGHT) res.metadata = {{"step", "preflight"}};
       return res;
     }
   }
@@ -644,11 +645,11 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   // outage and a rollback.
   repo::VerifyResult read_back;
   const bool reads_first =
-      spec.step == RestoreStep::preflight || (spec.step == RestoreStep::all && driver.capabilities().restore_stops_service);
+      spec.step == v1::RESTORE_STEP_PREFLIGHT || (spec.step == v1::RESTORE_STEP_ALL && driver.capabilities().restore_stops_service);
   if (reads_first) {
     if (auto damaged = verify_restore_snapshot(ctx, spec.snapshot_id, &read_back); !damaged.empty()) {
       res.reasons = std::move(damaged);
-      if (spec.step == RestoreStep::preflight) res.metadata = {{"step", "preflight"}};
+      if (spec.step == v1::RESTORE_STEP_PREFLIGHT) res.metadata = {{"step", "preflight"}};
       return res;
     }
   }
@@ -661,14 +662,14 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     res.safety_metadata = std::move(safety.safety_metadata);
   }
   DriverResult dr;
-  if (spec.step == RestoreStep::preflight) {
+  if (spec.step == v1::RESTORE_STEP_PREFLIGHT) {
     // Read-only, checked above: the member is ready; nothing is stopped before every member is.
     dr.outcome = v1::TASK_OUTCOME_SUCCEEDED;
     dr.metadata = {{"step", "preflight"},
                    {"stop_wave", driver.stop_wave()},
                    {"rollback_halt", driver.rollback_needs_halt()},
                    {"read_back", read_back_json(read_back)}};
-  } else if (spec.step == RestoreStep::verify) {
+  } else if (spec.step == v1::RESTORE_STEP_VERIFY) {
     dr.reasons = driver.verify(ctx, snap.component);
     dr.outcome = dr.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
   } else {
@@ -688,7 +689,7 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     const bool in_place_files =
         driver.name() == "files" && spec.target_name.empty() && !res.safety_snapshot_id.empty() &&
         std::none_of(snap.tags.begin(), snap.tags.end(), [](const std::string& t) { return t.rfind("restore-target:", 0) == 0; });
-    if (spec.step == RestoreStep::all && ctx.journal && (driver.capabilities().scope != "node" || in_place_files)) {
+    if (spec.step == v1::RESTORE_STEP_ALL && ctx.journal && (driver.capabilities().scope != "node" || in_place_files)) {
       journal.emplace(ctx.journal, in_place_restore(ctx, utc_stamp(),
                                                     in_place_files ? InPlaceRestore::State::swapping : InPlaceRestore::State::stopping));
       try {
@@ -700,7 +701,7 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
     }
     dr = driver.restore(ctx, spec);
     if (reads_first && (dr.metadata.is_null() || dr.metadata.is_object())) dr.metadata["read_back"] = read_back_json(read_back);
-    if (spec.step == RestoreStep::all && dr.outcome != v1::TASK_OUTCOME_FAILED) {
+    if (spec.step == v1::RESTORE_STEP_ALL && dr.outcome != v1::TASK_OUTCOME_FAILED) {
       WorkProgress w;
       w.phase = v1::PHASE_VERIFY;
       if (ctx.progress) ctx.progress(w);
@@ -792,7 +793,7 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
       auto refusals = t.component->driver->preflight(task);
       // A step this agent does not know (a newer controller's) is refused,
       // never run as a whole restore.
-      if (restore && !task.options().restore_step().empty() && !restore_step_from_name(task.options().restore_step()))
+      if (restore && !task.options().restore_step().empty() && !proto::restore_step_from_name(task.options().restore_step()))
         refusals.insert(refusals.begin(),
                         make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
                                     "unknown restore step '" + task.options().restore_step() +
@@ -803,8 +804,8 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
         // A rollback or a commit acts on what this restore left on the
         // member's own disk: it must work when the repository does not (the
         // disk holding it full, its server down).
-        const auto step_of_task = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
-        const bool local_only = restore && (step_of_task == RestoreStep::rollback || step_of_task == RestoreStep::commit);
+        const auto step_of_task = proto::restore_step_from_name(task.options().restore_step()).value_or(v1::RESTORE_STEP_ALL);
+        const bool local_only = restore && (step_of_task == v1::RESTORE_STEP_ROLLBACK || step_of_task == v1::RESTORE_STEP_COMMIT);
         OpenRepo o;
         if (!local_only) o = open_repository(*t.repository, restore ? "restore" : "backup", restore);
         // What the repository's store was asked, whatever way the task ends (before o closes it).
@@ -859,11 +860,11 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
           // The HAProxy servers in front of the component go to maint for the
           // restore (a cluster restore: from its stop step to its start or
           // rollback step), and back to their state after, whatever happened.
-          auto step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
+          auto step = proto::restore_step_from_name(task.options().restore_step()).value_or(v1::RESTORE_STEP_ALL);
           const bool maint = maintenance_ && t.component->maintenance;
-          if (maint && (step == RestoreStep::all || step == RestoreStep::stop || step == RestoreStep::halt))
+          if (maint && (step == v1::RESTORE_STEP_ALL || step == v1::RESTORE_STEP_STOP || step == v1::RESTORE_STEP_HALT))
             maintenance_->enter(task.component(), *t.component->maintenance);
-          const std::string point = "restore." + std::string(step_name(step)) + ".";
+          const std::string point = "restore." + std::string(proto::step_label(step)) + ".";
           try {
             if (failpoint(point + "before") == FailAction::fail)
               throw Error(Errc::io, "failpoint '" + point + "before' (CAIRN_FAILPOINTS_FILE): the step fails before it starts");
@@ -875,11 +876,11 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
                               "failpoint '" + point + "after' (CAIRN_FAILPOINTS_FILE): the step is reported failed after its work"));
             }
           } catch (...) {
-            if (maint && (step == RestoreStep::all || step == RestoreStep::start || step == RestoreStep::rollback))
+            if (maint && (step == v1::RESTORE_STEP_ALL || step == v1::RESTORE_STEP_START || step == v1::RESTORE_STEP_ROLLBACK))
               if (auto p = maintenance_->leave(task.component()); !p.empty()) spdlog::error("task '{}': {}", task.task_id(), p);
             throw;
           }
-          if (maint && (step == RestoreStep::all || step == RestoreStep::start || step == RestoreStep::rollback))
+          if (maint && (step == v1::RESTORE_STEP_ALL || step == v1::RESTORE_STEP_START || step == v1::RESTORE_STEP_ROLLBACK))
             if (auto p = maintenance_->leave(task.component()); !p.empty()) {
               dr.reasons.push_back(make_reason(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, p));
               if (dr.outcome == v1::TASK_OUTCOME_SUCCEEDED) dr.outcome = v1::TASK_OUTCOME_PARTIAL;
@@ -902,8 +903,8 @@ v1::TaskResult TaskRunner::run(const AdmittedTask& t) {
   if (t.repository && task.kind() != v1::TASK_KIND_DRILL) remember_own(*t.repository, task, dr);
   // What the restore set aside: recorded as its own, then the rule applied (set_aside.h).
   if (restore && set_aside_) {
-    const auto step = restore_step_from_name(task.options().restore_step()).value_or(RestoreStep::all);
-    const bool took_safety = step == RestoreStep::all || step == RestoreStep::preflight || step == RestoreStep::stop;
+    const auto step = proto::restore_step_from_name(task.options().restore_step()).value_or(v1::RESTORE_STEP_ALL);
+    const bool took_safety = step == v1::RESTORE_STEP_ALL || step == v1::RESTORE_STEP_PREFLIGHT || step == v1::RESTORE_STEP_STOP;
     try {
       for (const auto& line : set_aside_->after_restore(task.component(), restore_id_of(task), took_safety, dr.safety_snapshot_id,
                                                         task.snapshot().snapshot_id()))

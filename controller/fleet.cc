@@ -750,7 +750,7 @@ void Fleet::hold_restore_results() {
     for (size_t i = 0; i < all.size(); ++i) {
       auto t = tx.task(all[i].result.task_id());
       bool wait = false;
-      if (t && t->restore_id && !t->restore_step.empty()) {
+      if (t && t->restore_id && t->restore_step != cairn::v1::RESTORE_STEP_ALL) {
         auto members = tx.tasks_of_restore(*t->restore_id);
         wait = std::any_of(members.begin(), members.end(), [&](const catalog::Task& m) { return !connected(m.agent_id); });
       }
@@ -834,7 +834,7 @@ std::string Fleet::record_task_result(catalog::Tx& tx, const std::string& agent_
       // is marked interrupted_restore: restore_journal.h), or it was cut off
       // (a frozen process, a partitioned host) and finished the restore.
       const bool lost =
-          t->kind == catalog::TaskKind::restore && t->state == TaskState::failed && t->restore_step.empty() &&
+          t->kind == catalog::TaskKind::restore && t->state == TaskState::failed && t->restore_step == cairn::v1::RESTORE_STEP_ALL &&
           std::any_of(t->reasons.begin(), t->reasons.end(), [](const auto& why) { return why.code == cairn::v1::ERROR_CODE_AGENT_LOST; });
       if (lost && !t->reasons.empty() && t->reasons.size() < 16) {
         std::vector<catalog::Reason> add;
@@ -979,7 +979,8 @@ void Fleet::lose(const std::string& agent_id, ErrorCode code, const std::string&
       // back instead of waiting for it stopped. Its rollback waits for the
       // agent (what the restore set aside there is put back on its return),
       // and so does a halt (the others stay stopped until it is stopped).
-      bool barrier = !t.restore_step.empty() && t.restore_step != "rollback" && t.restore_step != "halt";
+      bool barrier = t.restore_step != cairn::v1::RESTORE_STEP_ALL && t.restore_step != cairn::v1::RESTORE_STEP_ROLLBACK &&
+                     t.restore_step != cairn::v1::RESTORE_STEP_HALT;
       if (!include_pending && t.state == TaskState::pending && !barrier) continue;
       if (auto cur = tx.task(t.id); !cur || catalog::is_terminal(cur->state)) continue;  // ended with a sibling
       tx.update_task(t.id, failed(code, detail));

@@ -11,6 +11,7 @@
 #include "common/util/error.h"
 #include "controller/key_rotation.h"
 #include "controller/keyfiles.h"
+#include "proto/restore_step.h"
 
 namespace cairn::controller {
 namespace {
@@ -145,7 +146,7 @@ void OperatorApi::fill_task(const catalog::Tx& tx, const catalog::Task& t, cairn
   p->set_at(t.progress.at.value_or(0));
   if (t.snapshot_id) out.set_snapshot_id(*t.snapshot_id);
   if (t.component_metadata) out.set_component_metadata(*t.component_metadata);
-  out.set_restore_step(t.restore_step);
+  out.set_restore_step(proto::restore_step_name(t.restore_step));
   out.set_repository(t.repository);
   out.set_snapshot_removed_at(t.snapshot_removed_at.value_or(0));
   out.set_storage_requests(t.storage_requests);

@@ -9,6 +9,7 @@
 #include "common/util/encoding.h"
 #include "controller/driver_metadata.h"
 #include "controller/orders_internal.h"
+#include "proto/restore_step.h"
 
 namespace cairn::controller {
 namespace orders_detail {
@@ -163,17 +164,17 @@ cairn::v1::Task restore_wire(const Tx& tx, const catalog::Task& t, const std::st
   w.mutable_snapshot()->set_snapshot_id(t.source_snapshot.value_or(""));
   w.mutable_snapshot()->set_repository(repository);
   w.set_restore_id(restore_id);  // every record the restore leaves on a member names it
-  if (!t.restore_step.empty()) {
-    w.mutable_options()->set_restore_step(t.restore_step);
+  if (t.restore_step != cairn::v1::RESTORE_STEP_ALL) {
+    w.mutable_options()->set_restore_step(proto::restore_step_name(t.restore_step));
     (*w.mutable_options()->mutable_cluster_options())["cluster_token"] = cluster_token(restore_id, t.cluster_id);
   }
   // A rollback starts the member's service again only when its stop step
   // found it running: a member that was down before the restore (an empty
   // host, a member an operator had stopped) stays down.
-  if (t.restore_step == "rollback" && t.restore_id)
+  if (t.restore_step == cairn::v1::RESTORE_STEP_ROLLBACK && t.restore_id)
     for (const auto& s : tx.tasks_of_restore(*t.restore_id))
-      if (s.agent_id == t.agent_id && s.component == t.component && s.restore_step == "stop" && s.component_metadata &&
-          driver_metadata::stop_found_service_down(driver_metadata::parse(*s.component_metadata)))
+      if (s.agent_id == t.agent_id && s.component == t.component && s.restore_step == cairn::v1::RESTORE_STEP_STOP &&
+          s.component_metadata && driver_metadata::stop_found_service_down(driver_metadata::parse(*s.component_metadata)))
         (*w.mutable_options()->mutable_cluster_options())["was_running"] = "false";
   return w;
 }

@@ -6,55 +6,11 @@
 #include <map>
 #include <set>
 
-#include "controller/driver_metadata.h"
+#include "controller/cluster_restore.h"
 #include "controller/orders_internal.h"
+#include "proto/restore_step.h"
 
 namespace cairn::controller {
-namespace orders_detail {
-namespace {
-
-// The step after `step` when every member ended it as ok says; "" when the
-// cluster restore is over (docs/protocol.md § Cluster restore). A failed
-// preflight changed nothing: the restore ends. Any failure from stop to
-// verify rolls every member back (the data this restore set aside put back,
-// the service started): all members end on the backup's data (commit) or
-// all on their own (rollback). A failure once members may run the restored
-// data (start, verify) first stops every member (halt) when the component
-// asks for it (its members' preflight said "rollback_halt"): no member starts
-// on its previous data beside members still on the restored data.
-std::string next_step(const std::string& step, bool ok, bool halt) {
-  if (step == "preflight") return ok ? "stop" : "";
-  if (step == "stop") return ok ? "data" : "rollback";
-  if (step == "data") return ok ? "start" : "rollback";
-  if (step == "start") return ok ? "verify" : (halt ? "halt" : "rollback");
-  if (step == "verify") return ok ? "commit" : (halt ? "halt" : "rollback");
-  if (step == "halt") return "rollback";  // however the halts ended (a failed one is stopped again by its rollback)
-  return "";                              // commit, rollback
-}
-
-// Steps in the order they run; commit or rollback comes last. Tasks made in
-// the same millisecond have no order of their own.
-int step_rank(const std::string& step) {
-  static const std::map<std::string, int> rank = {{"preflight", 1}, {"stop", 2},   {"data", 3}, {"start", 4},
-                                                  {"verify", 5},    {"commit", 6}, {"halt", 7}, {"rollback", 8}};
-  auto it = rank.find(step);
-  return it == rank.end() ? 0 : it->second;
-}
-
-// The stop wave a member's preflight reported (agent/driver.h stop_wave);
-// 0 when it reported none (an older agent, a failed preflight).
-int stop_wave_of(const catalog::Task& preflight) {
-  return driver_metadata::preflight_stop_wave(driver_metadata::parse_optional(preflight.component_metadata));
-}
-
-// Whether a member's preflight asked for the halt before a rollback
-// (agent/driver.h rollback_needs_halt).
-bool rollback_halt_of(const catalog::Task& preflight) {
-  return driver_metadata::preflight_rollback_halt(driver_metadata::parse_optional(preflight.component_metadata));
-}
-
-}  // namespace
-}  // namespace orders_detail
 
 void Orders::on_task_ended(catalog::Tx& tx, const catalog::Task& ended) {
   using namespace orders_detail;
@@ -63,7 +19,7 @@ void Orders::on_task_ended(catalog::Tx& tx, const catalog::Task& ended) {
   release_deferred(tx, ended);
   // A rollback an ended restore owed (issue_owed_rollbacks) held the
   // cluster's lock for as long as it ran.
-  if (ended.restore_step == "rollback" && !ended.cluster_id.empty())
+  if (ended.restore_step == v1::RESTORE_STEP_ROLLBACK && !ended.cluster_id.empty())
     if (auto r = tx.restore(*ended.restore_id); r && r->state != catalog::SetState::running)
       if (auto target = cluster_lock_of(tx, ended.agent_id, ended.component, ended.cluster_id); !target.empty())
         tx.release_lock(target, *ended.restore_id);
@@ -101,7 +57,7 @@ size_t Orders::issue_owed_rollbacks(catalog::Tx& tx, const std::string& agent_id
                        h->first, h->second);
     }
     catalog::NewTask nt{agent_id, t.component, t.source_snapshot, std::nullopt};
-    nt.restore_step = "rollback";
+    nt.restore_step = v1::RESTORE_STEP_ROLLBACK;
     nt.cluster_id = t.cluster_id;
     nt.repository = !t.repository.empty() ? t.repository : restore_task_repository(tx, nt);
     std::string id = tx.add_owed_rollback(restore->id, nt);
@@ -152,7 +108,7 @@ void Orders::release_deferred(catalog::Tx& tx, const catalog::Task& ended) {
   for (const auto& d : sel["after_clusters"]) {
     catalog::NewTask nt{d.value("agent_id", ""), d.value("component", ""), d.value("snapshot", ""), std::nullopt};
     if (!d.value("safety_task_id", "").empty()) nt.safety_task_id = d.value("safety_task_id", "");
-    nt.restore_step = d.value("restore_step", "");
+    nt.restore_step = proto::restore_step_from_name(d.value("restore_step", "")).value_or(v1::RESTORE_STEP_ALL);
     nt.cluster_id = d.value("cluster_id", "");
     nt.repository = restore_task_repository(tx, nt);
     add.push_back(std::move(nt));
@@ -185,103 +141,17 @@ void Orders::release_deferred(catalog::Tx& tx, const catalog::Task& ended) {
 
 void Orders::next_cluster_step(catalog::Tx& tx, const catalog::Task& ended) {
   using namespace orders_detail;
-  if (ended.restore_step.empty() || ended.cluster_id.empty()) return;
+  if (ended.restore_step == v1::RESTORE_STEP_ALL || ended.cluster_id.empty()) return;
   std::vector<catalog::Task> same;  // this cluster's tasks of this restore
   for (auto& t : tx.tasks_of_restore(*ended.restore_id))
     if (t.cluster_id == ended.cluster_id && t.component == ended.component) same.push_back(std::move(t));
   if (same.empty()) return;
-  // The step in progress is the latest one; only its end moves the restore on.
-  std::string step;
-  for (const auto& t : same)
-    if (step_rank(t.restore_step) > step_rank(step)) step = t.restore_step;
-  if (step != ended.restore_step) return;
-  bool ok = true;
-  // The step's task of each member: the latest one (a rollback may have been
-  // tried again on a member, below).
-  auto ok_state = [](catalog::TaskState st) { return st == catalog::TaskState::succeeded || st == catalog::TaskState::partial; };
-  std::map<std::string, catalog::Task> latest;  // agent -> its latest task of the step
-  std::map<std::string, int> tries;
-  for (const auto& t : same) {
-    if (t.restore_step != step) continue;
-    // tasks_of_restore lists them by the second they were made, so two tries
-    // of one second come in any order: a try still open stands for the
-    // member, else one that succeeded (a rollback done once is done), else
-    // the last listed.
-    auto it = latest.find(t.agent_id);
-    if (it == latest.end() || !catalog::is_terminal(t.state) ||
-        (catalog::is_terminal(it->second.state) && (ok_state(t.state) || !ok_state(it->second.state))))
-      latest[t.agent_id] = t;
-    ++tries[t.agent_id];
-  }
-  std::vector<catalog::Task> members;
-  for (auto& [agent, t] : latest) {
-    catalog::TaskState st = t.id == ended.id ? ended.state : t.state;
-    if (!catalog::is_terminal(st)) return;  // a barrier: every member ends the step first
-    ok &= ok_state(st);
-    members.push_back(t);
-  }
-  bool halt = false;
-  for (const auto& t : same)
-    if (t.restore_step == "preflight" && rollback_halt_of(t)) halt = true;
-  std::string next = next_step(step, ok, halt);
-  // The stop step runs in waves (docs/protocol.md § The cluster restore):
-  // each member's preflight said its wave ("stop_wave"); wave 0 stops first,
-  // and only when all of it stopped does the next wave get its stop tasks.
-  // Once every member stopped, the restore goes on to data.
-  std::vector<std::string> later_waves;  // agents of the waves after the one about to stop
-  if ((step == "preflight" && next == "stop") || (step == "stop" && ok)) {
-    std::map<std::string, std::pair<int, catalog::Task>> unstopped;  // agent -> its wave, its preflight task
-    for (const auto& t : same)
-      if (t.restore_step == "preflight") unstopped.insert_or_assign(t.agent_id, std::pair{stop_wave_of(t), t});
-    for (const auto& t : same)
-      if (t.restore_step == "stop") unstopped.erase(t.agent_id);
-    if (!unstopped.empty()) {
-      int wave = std::min_element(unstopped.begin(), unstopped.end(), [](const auto& a, const auto& b) {
-                   return a.second.first < b.second.first;
-                 })->second.first;
-      members.clear();
-      for (const auto& [agent, wt] : unstopped)
-        if (wt.first == wave)
-          members.push_back(wt.second);
-        else
-          later_waves.push_back(agent);
-      next = "stop";
-    }
-  }
-  // The members a stop was sent to: a rollback goes to them alone (a member
-  // of a later wave, or one refused as a whole, was never stopped). None:
-  // nothing was stopped, nothing to roll back.
-  if (step == "stop" && next == "rollback") {
-    std::erase_if(members, [](const catalog::Task& t) { return !t.plan_id.has_value(); });
-    if (members.empty()) next.clear();
-  }
-  if ((step == "rollback" || step == "halt") && !ok) {
-    // A rollback (or halt) whose agent was lost (killed mid-rollback, restarted) runs
-    // again on that member: it acts only on this restore's record, so a
-    // second run puts back what the first did not, or finds nothing to do.
-    // At most three tries a member; then the restore ends naming it.
-    std::vector<catalog::Task> again;
-    for (const auto& t : members) {
-      catalog::TaskState st = t.id == ended.id ? ended.state : t.state;
-      // A plan that expired waiting for an agent that is away is made again
-      // for as long as it takes (the restore stays running, holding its lock,
-      // saying which member owes its rollback; an operator may cancel it); an
-      // agent lost while it ran the rollback is tried three times.
-      bool missed = st == catalog::TaskState::missed;
-      bool lost = std::any_of(t.reasons.begin(), t.reasons.end(),
-                              [](const catalog::Reason& r) { return r.code == cairn::v1::ERROR_CODE_AGENT_LOST; });
-      if (!ok_state(st) && (missed || (lost && tries[t.agent_id] < 3))) again.push_back(t);
-    }
-    if (!again.empty()) {
-      members = std::move(again);
-      next = step;
-    } else if (step == "rollback") {
-      return;
-    }
-    // A halt that failed on a member (its stop command failed) still goes on
-    // to the rollback, which stops the service again before it puts anything back.
-  }
-  if (next.empty()) return;
+  // Which step comes next, on which members: the table in cluster_restore.h.
+  ClusterRestore::Next n = ClusterRestore(std::move(same)).after(ended);
+  if (n.step == v1::RESTORE_STEP_ALL) return;
+  const v1::RestoreStep next = n.step;
+  const std::vector<catalog::Task>& members = n.members;
+  const std::vector<std::string>& later_waves = n.later_waves;
   auto restore = tx.restore(*ended.restore_id);
   if (!restore || restore->state != catalog::SetState::running) return;
   std::vector<catalog::NewTask> tasks;
@@ -301,7 +171,7 @@ void Orders::next_cluster_step(catalog::Tx& tx, const catalog::Task& ended) {
   // may run the restored data; the others starting on their previous data
   // beside it would mix the two).
   std::vector<std::string> absent;
-  if (next != "rollback" && next != "halt" && connected_)
+  if (next != v1::RESTORE_STEP_ROLLBACK && next != v1::RESTORE_STEP_HALT && connected_)
     for (const auto& id : ids)
       if (auto t = tx.task(id); t && !connected_(t->agent_id)) absent.push_back(id);
   // Nothing is stopped unless every member can be: a member gone between
@@ -310,11 +180,11 @@ void Orders::next_cluster_step(catalog::Tx& tx, const catalog::Task& ended) {
   for (const auto& id : absent)
     if (auto t = tx.task(id))
       if (auto a = tx.agent(t->agent_id)) names += (names.empty() ? "'" : ", '") + a->name + "'";
-  if (next == "stop" && connected_)
+  if (next == v1::RESTORE_STEP_STOP && connected_)
     for (const auto& agent : later_waves)  // a member of a later wave must be there too
       if (!connected_(agent))
         if (auto a = tx.agent(agent)) names += (names.empty() ? "'" : ", '") + a->name + "'";
-  if (next == "stop" && !names.empty()) {
+  if (next == v1::RESTORE_STEP_STOP && !names.empty()) {
     for (const auto& id : ids) {
       auto t = tx.task(id);
       if (!t || catalog::is_terminal(t->state)) continue;
@@ -347,8 +217,9 @@ void Orders::next_cluster_step(catalog::Tx& tx, const catalog::Task& ended) {
     auto t = tx.task(id);
     if (!t || catalog::is_terminal(t->state)) continue;
     catalog::TaskUpdate u{catalog::TaskState::failed};
-    u.reasons.push_back(
-        {cairn::v1::ERROR_CODE_AGENT_LOST, "the member's agent is not connected: step '" + next + "' cannot run there", t->component});
+    u.reasons.push_back({cairn::v1::ERROR_CODE_AGENT_LOST,
+                         "the member's agent is not connected: step '" + std::string(proto::restore_step_name(next)) + "' cannot run there",
+                         t->component});
     tx.update_task(id, u);  // may end the step, and so move the restore on (to its rollback)
   }
 }

@@ -7,6 +7,7 @@
 #include "common/plan/recovery_target.h"
 #include "controller/driver_metadata.h"
 #include "controller/orders_internal.h"
+#include "proto/restore_step.h"
 
 namespace cairn::controller {
 namespace orders_detail {
@@ -308,17 +309,17 @@ Ordered Orders::create_restore(const std::string& actor, const cairn::v1::Restor
                             {"component", p.component},
                             {"snapshot", nt.source_snapshot.value_or("")},
                             {"safety_task_id", nt.safety_task_id.value_or("")},
-                            {"restore_step", steps ? "preflight" : ""},
+                            {"restore_step", proto::restore_step_name(steps ? v1::RESTORE_STEP_PREFLIGHT : v1::RESTORE_STEP_ALL)},
                             {"cluster_id", steps ? p.member_of : ""}});
         continue;
       }
       if (clustered(p)) {
         // Step by step on every member (on_task_ended makes the next ones),
         // starting with a preflight that stops nothing.
-        nt.restore_step = "preflight";
+        nt.restore_step = cairn::v1::RESTORE_STEP_PREFLIGHT;
         nt.cluster_id = p.cluster_id;
       } else if (!p.member_of.empty() && members_selected[p.driver + "/" + p.member_of] > 1) {
-        nt.restore_step = "preflight";
+        nt.restore_step = cairn::v1::RESTORE_STEP_PREFLIGHT;
         nt.cluster_id = p.member_of;
       }
       r.tasks.push_back(std::move(nt));

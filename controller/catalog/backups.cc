@@ -6,6 +6,7 @@
 #include "controller/catalog/sqlite.h"
 #include "controller/catalog/tx.h"
 #include "proto/error_code.h"
+#include "proto/restore_step.h"
 
 namespace cairn::catalog {
 namespace {
@@ -20,6 +21,14 @@ constexpr const char* kTaskColumns =
 std::optional<std::string> opt_text(const sqlite::Stmt& s, int c) {
   if (s.is_null(c)) return std::nullopt;
   return s.text(c);
+}
+
+// The catalog keeps a step by its name (proto/restore_step.h), as the
+// controller wrote it.
+cairn::v1::RestoreStep step_of_text(const std::string& name) {
+  auto step = proto::restore_step_from_name(name);
+  if (!step) throw Error(Errc::corrupt, "the catalog names restore step '" + name + "', which this build does not know");
+  return *step;
 }
 
 Task read_task(const sqlite::Stmt& s) {
@@ -47,7 +56,7 @@ Task read_task(const sqlite::Stmt& s) {
   t.updated_at = s.integer(19);
   t.safety_task_id = opt_text(s, 20);
   t.component_metadata = opt_text(s, 21);
-  t.restore_step = s.text(22);
+  t.restore_step = step_of_text(s.text(22));
   t.cluster_id = s.text(23);
   t.repository = s.text(24);
   if (!s.is_null(25)) t.snapshot_removed_at = s.integer(25);
@@ -126,7 +135,10 @@ void Tx::insert_tasks(const std::vector<NewTask>& tasks, TaskKind kind, const st
     restore_id ? ins.bind(3, *restore_id) : ins.bind_null(3);
     ins.bind(4, t.agent_id).bind(5, t.component).bind(6, kind == TaskKind::backup ? "backup" : "restore");
     ins.bind(7, t.source_snapshot).bind(8, now()).bind(9, now()).bind(10, t.safety_task_id);
-    ins.bind(11, t.restore_step).bind(12, t.cluster_id).bind(13, t.repository).bind(14, int64_t(t.repository_named));
+    ins.bind(11, std::string(proto::restore_step_name(t.restore_step)))
+        .bind(12, t.cluster_id)
+        .bind(13, t.repository)
+        .bind(14, int64_t(t.repository_named));
     ins.run();
     ids.push_back(std::move(id));
   }
@@ -398,7 +410,7 @@ void Tx::release_task_lock(const Task& task) {
   // A restore in steps holds its locks (the cluster's, or each broker's)
   // from its first step to its end: between two steps a member has no open
   // task, and a backup or another restore must not slip in there.
-  if (!task.restore_step.empty()) return;
+  if (task.restore_step != cairn::v1::RESTORE_STEP_ALL) return;
   const bool is_set = task.backup_set_id.has_value();
   const std::string& owner = is_set ? *task.backup_set_id : *task.restore_id;
   std::string target;
@@ -454,11 +466,12 @@ void Tx::finish_owner_if_done(const Task& task) {
     // A commit that failed on a member leaves its record of this restore
     // there, which no other restore acts on: every member was verified on
     // the restored data, so the restore still reads complete.
-    if (t.restore_step == "commit" && is_terminal(t.state) && t.state != TaskState::succeeded) {
+    if (t.restore_step == cairn::v1::RESTORE_STEP_COMMIT && is_terminal(t.state) && t.state != TaskState::succeeded) {
       states.back() = TaskState::succeeded;
       continue;
     }
-    if (!t.restore_step.empty() && is_terminal(t.state) && t.state != TaskState::succeeded && t.state != TaskState::partial)
+    if (t.restore_step != cairn::v1::RESTORE_STEP_ALL && is_terminal(t.state) && t.state != TaskState::succeeded &&
+        t.state != TaskState::partial)
       cluster_step_failed = true;
   }
   SetState state = derive_set_state(states);

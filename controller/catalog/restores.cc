@@ -5,6 +5,7 @@
 #include "common/util/error.h"
 #include "controller/catalog/sqlite.h"
 #include "controller/catalog/tx.h"
+#include "proto/restore_step.h"
 
 namespace cairn::catalog {
 
@@ -49,7 +50,7 @@ std::vector<std::string> Tx::add_restore_tasks(const std::string& restore_id, co
     list.push_back({{"task_id", ids[i]},
                     {"agent_id", tasks[i].agent_id},
                     {"component", tasks[i].component},
-                    {"step", tasks[i].restore_step},
+                    {"step", proto::restore_step_name(tasks[i].restore_step)},
                     {"cluster_id", tasks[i].cluster_id}});
   audit({"restore.step", "restore:" + restore_id, "running", "", {{"tasks", list}}});
   return ids;
@@ -73,7 +74,7 @@ std::vector<Task> Tx::owed_rollbacks(const std::string& agent_id) const {
   for (const auto& rid : restore_ids) {
     std::map<std::string, std::vector<Task>> by_component;
     for (auto& t : tasks_of_restore(rid))
-      if (t.agent_id == agent_id && t.restore_step == "rollback") by_component[t.component].push_back(std::move(t));
+      if (t.agent_id == agent_id && t.restore_step == cairn::v1::RESTORE_STEP_ROLLBACK) by_component[t.component].push_back(std::move(t));
     for (auto& [component, tries] : by_component) {
       bool cancelled = false, settled = false;
       for (const auto& t : tries) {

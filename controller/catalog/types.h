@@ -13,6 +13,7 @@
 #include "common/util/encoding.h"
 #include "controller/catalog/outcome.h"
 #include "proto/cairn.pb.h"
+#include "proto/restore_step.pb.h"
 
 namespace cairn::catalog {
 
@@ -90,9 +91,9 @@ struct Task {
   std::optional<std::string> source_snapshot;
   std::optional<std::string> safety_task_id;  // restore: the task of its safety backup
   std::optional<std::string> plan_id;
-  std::optional<std::string> component_metadata;       // JSON object the driver reported
-  std::string restore_step;                            // a cluster restore's step; "" otherwise
-  std::string cluster_id;                              // a cluster-scoped component's cluster; "" otherwise
+  std::optional<std::string> component_metadata;                      // JSON object the driver reported
+  cairn::v1::RestoreStep restore_step = cairn::v1::RESTORE_STEP_ALL;  // a cluster restore's step; ALL otherwise (stored by name)
+  std::string cluster_id;                                             // a cluster-scoped component's cluster; "" otherwise
   std::string repository;                              // backup: the repository it writes to ("" = unknown, the agent's default)
   std::optional<int64_t> snapshot_removed_at;          // backup: retention removed its snapshot (0013)
   uint64_t storage_requests = 0, storage_retries = 0;  // its repository's store (0016)
@@ -335,12 +336,12 @@ struct NewTask {
         safety_task_id(std::move(safety_task_id_)) {}
   std::string agent_id;
   std::string component;
-  std::optional<std::string> source_snapshot;  // restore only
-  std::optional<std::string> safety_task_id;   // restore only: the safety backup's task
-  std::string restore_step;                    // a cluster restore's step
-  std::string cluster_id;                      // a cluster-scoped component's cluster
-  std::string repository;                      // backup: where it writes ("" = the agent's default)
-  bool repository_named = false;               // backup: the plan names it (a policy's --repository)
+  std::optional<std::string> source_snapshot;                         // restore only
+  std::optional<std::string> safety_task_id;                          // restore only: the safety backup's task
+  cairn::v1::RestoreStep restore_step = cairn::v1::RESTORE_STEP_ALL;  // a cluster restore's step
+  std::string cluster_id;                                             // a cluster-scoped component's cluster
+  std::string repository;                                             // backup: where it writes ("" = the agent's default)
+  bool repository_named = false;                                      // backup: the plan names it (a policy's --repository)
 };
 
 struct NewBackupSet {

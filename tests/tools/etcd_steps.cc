@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
     if (restore->parsed()) {
       RestoreSpec spec;
       spec.snapshot_id = snapshot_id;
-      if (auto parsed = restore_step_from_name(step == "all" ? "" : step))
+      if (auto parsed = proto::restore_step_from_name(step == "all" ? "" : step))
         spec.step = *parsed;
       else {
         std::fprintf(stderr, "cairn-etcd-steps: unknown step '%s'\n", step.c_str());
@@ -175,10 +175,10 @@ int main(int argc, char** argv) {
         spec.cluster_options[o.substr(0, eq)] = o.substr(eq + 1);
       }
       ctx.restore_id = restore_id;
-      DriverResult res = spec.step == RestoreStep::preflight ? DriverResult{}
-                         : spec.step == RestoreStep::commit  ? driver->restore_commit(ctx, spec)
-                                                             : driver->restore(ctx, spec);
-      if (spec.step == RestoreStep::preflight) {
+      DriverResult res = spec.step == v1::RESTORE_STEP_PREFLIGHT ? DriverResult{}
+                         : spec.step == v1::RESTORE_STEP_COMMIT  ? driver->restore_commit(ctx, spec)
+                                                                 : driver->restore(ctx, spec);
+      if (spec.step == v1::RESTORE_STEP_PREFLIGHT) {
         res.reasons = driver->restore_preflight(ctx, spec);
         res.outcome = res.reasons.empty() ? cairn::v1::TASK_OUTCOME_SUCCEEDED : cairn::v1::TASK_OUTCOME_FAILED;
       }

@@ -143,14 +143,14 @@ std::vector<Reason> EtcdDriver::preflight(const cairn::v1::Task& task) const {
   if (task.kind() != cairn::v1::TASK_KIND_RESTORE) return out;
   if (!task.options().restore_target().empty())
     refuse("etcd restores only in place; restore target '" + task.options().restore_target() + "' is not declared");
-  auto parsed = restore_step_from_name(task.options().restore_step());
+  auto parsed = proto::restore_step_from_name(task.options().restore_step());
   if (!parsed) {
     refuse("unknown restore step '" + task.options().restore_step() + "'");
     return out;
   }
   RestoreStep step = *parsed;
-  bool needs_service = step == RestoreStep::all || step == RestoreStep::preflight || step == RestoreStep::stop ||
-                       step == RestoreStep::halt || step == RestoreStep::start || step == RestoreStep::rollback;
+  bool needs_service = step == v1::RESTORE_STEP_ALL || step == v1::RESTORE_STEP_PREFLIGHT || step == v1::RESTORE_STEP_STOP ||
+                       step == v1::RESTORE_STEP_HALT || step == v1::RESTORE_STEP_START || step == v1::RESTORE_STEP_ROLLBACK;
   if (needs_service && settings_.service.empty())
     refuse("component '" + component_ +
            "' declares no 'service': cairn cannot stop and start etcd; declare "
@@ -158,7 +158,7 @@ std::vector<Reason> EtcdDriver::preflight(const cairn::v1::Task& task) const {
   else if (needs_service)
     if (auto p = platform::Service(settings_.service).problem(platform::ServiceUse::stop_start); !p.empty())
       refuse("a restore stops and starts etcd, but " + p);
-  if (step == RestoreStep::all || step == RestoreStep::data) {
+  if (step == v1::RESTORE_STEP_ALL || step == v1::RESTORE_STEP_DATA) {
     if (!platform::find_program(settings_.etcdctl))
       refuse("'" + settings_.etcdctl + "' (setting 'etcdctl') is not found or not executable; install etcd-client");
     std::string parent = fs::path(settings_.data_dir).parent_path().string();
@@ -397,27 +397,29 @@ DriverResult EtcdDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     return r;
   }
   switch (spec.step) {
-    case RestoreStep::all:
+    case v1::RESTORE_STEP_ALL:
       return restore_all(ctx, spec);
-    case RestoreStep::stop:
-    case RestoreStep::halt:
+    case v1::RESTORE_STEP_STOP:
+    case v1::RESTORE_STEP_HALT:
       return step_stop(ctx);
-    case RestoreStep::data:
+    case v1::RESTORE_STEP_DATA:
       return step_data(ctx, spec);
-    case RestoreStep::start:
+    case v1::RESTORE_STEP_START:
       return step_start(ctx);
-    case RestoreStep::verify:
+    case v1::RESTORE_STEP_VERIFY:
       return step_verify(ctx, spec);
-    case RestoreStep::rollback:
+    case v1::RESTORE_STEP_ROLLBACK:
       return step_rollback(ctx, spec.cluster_options);
-    case RestoreStep::preflight: {
+    case v1::RESTORE_STEP_PREFLIGHT: {
       DriverResult r;
       r.reasons = restore_preflight(ctx, spec);
       r.outcome = r.reasons.empty() ? cairn::v1::TASK_OUTCOME_SUCCEEDED : cairn::v1::TASK_OUTCOME_FAILED;
       return r;
     }
-    case RestoreStep::commit:
+    case v1::RESTORE_STEP_COMMIT:
       return restore_commit(ctx, spec);
+    default:  // not a step (protobuf's sentinels): admission refused it already
+      break;
   }
   return {};
 }

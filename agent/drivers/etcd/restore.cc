@@ -16,6 +16,7 @@
 #include "agent/drivers/repo_progress.h"
 #include "agent/platform/process.h"
 #include "agent/platform/service.h"
+#include "agent/restore_record.h"
 #include "common/crypto/crypto.h"
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
@@ -44,10 +45,11 @@ std::string unused_name(const std::string& base) {
 }
 
 // The restore's record beside the data dir (docs/protocol.md § Restore
-// records): written by the data step BEFORE it moves anything, so a rollback
-// (a later task, maybe after the agent was killed mid-step) knows what this
-// restore moved, and only this restore's rollback acts on it. Removed by the
-// commit step (every member verified) or by the rollback.
+// records; its format: agent/restore_record.h): written by the data step
+// BEFORE it moves anything, so a rollback (a later task, maybe after the
+// agent was killed mid-step) knows what this restore moved, and only this
+// restore's rollback acts on it. Removed by the commit step (every member
+// verified); the rollback leaves a tombstone in its place.
 std::string marker_path(const std::string& data_dir) {
   fs::path p(data_dir);
   return (p.parent_path() / ("." + p.filename().string() + ".cairn-restore.json")).string();
@@ -55,6 +57,7 @@ std::string marker_path(const std::string& data_dir) {
 
 struct Record {
   std::string restore;                    // the restore that wrote it
+  std::string task_id;                    // the task that wrote it
   std::string member;                     // this member's name, as the agent's settings say
   std::string aside;                      // where the data dir found in place goes ("" when there was none)
   std::string work;                       // the restore's working directory beside the data dir
@@ -68,13 +71,16 @@ struct Record {
 };
 
 void write_record(const std::string& data_dir, const Record& r) {
-  nlohmann::json j = {{"restore", r.restore}, {"step", "data"},           {"member", r.member},       {"aside", r.aside},
-                      {"work", r.work},       {"fresh_dev", r.fresh_dev}, {"fresh_ino", r.fresh_ino}, {"snapshot_id", r.snapshot_id},
-                      {"time", utc_stamp()}};
-  if (!r.superseded.empty()) j["superseded"] = r.superseded;
-  j["state"] = r.state;
-  std::string text = j.dump();
-  write_file_atomic(marker_path(data_dir), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), 0600);
+  StepRecord sr;
+  sr.restore_id = r.restore;
+  sr.task_id = r.task_id;
+  sr.member = r.member;
+  sr.rolled_back = r.state == "rolled_back";
+  sr.step = sr.rolled_back ? cairn::v1::RESTORE_STEP_ROLLBACK : cairn::v1::RESTORE_STEP_DATA;
+  sr.payload = {
+      {"aside", r.aside}, {"work", r.work}, {"fresh_dev", r.fresh_dev}, {"fresh_ino", r.fresh_ino}, {"snapshot_id", r.snapshot_id}};
+  if (!r.superseded.empty()) sr.payload["superseded"] = r.superseded;
+  write_step_record(marker_path(data_dir), sr);
 }
 
 // The record on disk; nullopt when there is none. Throws when one exists but
@@ -82,24 +88,24 @@ void write_record(const std::string& data_dir, const Record& r) {
 // is a file on disk, not a plan).
 std::optional<Record> read_record(const std::string& data_dir) {
   const std::string mp = marker_path(data_dir);
-  if (::access(mp.c_str(), F_OK) != 0) return std::nullopt;
-  nlohmann::json j;
+  std::optional<StepRecord> sr = read_step_record(mp);
+  if (!sr) return std::nullopt;
+  Record r;
+  r.restore = sr->restore_id;
+  r.task_id = sr->task_id;
+  r.member = sr->member;
+  r.state = sr->rolled_back ? "rolled_back" : "data";
+  const nlohmann::json& j = sr->payload;
   try {
-    Bytes b = read_file(mp, 1 << 16);
-    j = nlohmann::json::parse(std::string(b.begin(), b.end()));
+    r.aside = j.value("aside", "");
+    r.work = j.value("work", "");
+    r.fresh_dev = j.value("fresh_dev", uint64_t(0));
+    r.fresh_ino = j.value("fresh_ino", uint64_t(0));
+    r.snapshot_id = j.value("snapshot_id", "");
+    r.superseded = j.value("superseded", "");
   } catch (const std::exception& e) {
     throw Error(Errc::corrupt, "the restore record '" + mp + "' cannot be read: " + e.what());
   }
-  if (!j.is_object()) throw Error(Errc::corrupt, "the restore record '" + mp + "' is not a JSON object");
-  Record r;
-  r.restore = j.value("restore", "");
-  r.state = j.value("state", "data");
-  r.member = j.value("member", "");
-  r.aside = j.value("aside", "");
-  r.work = j.value("work", "");
-  r.fresh_dev = j.value("fresh_dev", uint64_t(0));
-  r.fresh_ino = j.value("fresh_ino", uint64_t(0));
-  r.snapshot_id = j.value("snapshot_id", "");
   auto sibling = [&](const std::string& p, const std::string& kind) {
     return p.empty() || (p.rfind(data_dir + kind, 0) == 0 && p.find('/', data_dir.size()) == std::string::npos);
   };
@@ -203,7 +209,7 @@ std::string EtcdDriver::initial_cluster_for(const RestoreSpec& spec, const nlohm
     return s;
   };
   // A whole restore on one agent makes a one-member cluster of this member.
-  if (spec.step == RestoreStep::all) return self();
+  if (spec.step == v1::RESTORE_STEP_ALL) return self();
   // A step of the controller's cluster restore: every member the snapshot
   // recorded is restored on its own agent from this same snapshot, so the
   // new cluster is those members, each at the peer URLs it had (this one at
@@ -382,6 +388,7 @@ DriverResult EtcdDriver::step_data(TaskContext& ctx, const RestoreSpec& spec) {
     // rollback of this restore finds what it moved (and nothing else).
     Record rec;
     rec.restore = ctx.restore_id;
+    rec.task_id = ctx.task_id;
     rec.member = settings_.name;
     rec.work = work.path();
     rec.snapshot_id = spec.snapshot_id;
@@ -502,6 +509,7 @@ DriverResult EtcdDriver::step_rollback(TaskContext& ctx, const std::map<std::str
       // replaces it.
       Record done;
       done.restore = rec->restore;
+      done.task_id = ctx.task_id;
       done.member = rec->member;
       done.snapshot_id = rec->snapshot_id;
       done.state = "rolled_back";
@@ -581,7 +589,7 @@ std::vector<Reason> EtcdDriver::restore_preflight(TaskContext& ctx, const Restor
   // What the member's etcd needs to start in the restored cluster, before
   // any member stops: its name among the members the snapshot recorded
   // (the new cluster is made of them, each at its peer URLs).
-  if (spec.step == RestoreStep::preflight) {
+  if (spec.step == v1::RESTORE_STEP_PREFLIGHT) {
     try {
       nlohmann::json recorded = recorded_metadata(ctx, spec.snapshot_id);
       if (recorded.value("kind", "") == "snapshot") (void)initial_cluster_for(spec, recorded);

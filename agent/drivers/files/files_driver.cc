@@ -185,7 +185,7 @@ DriverResult FilesDriver::restore(TaskContext& ctx, const RestoreSpec& spec) { r
 DriverResult FilesDriver::restore_paths(TaskContext& ctx, const std::string& snapshot_id, const std::vector<std::string>& only) {
   RestoreSpec spec;
   spec.snapshot_id = snapshot_id;
-  spec.step = RestoreStep::all;
+  spec.step = v1::RESTORE_STEP_ALL;
   spec.skip_safety_backup = true;
   spec.write_mode = v1::RESTORE_WRITE_MODE_MIRROR;
   return restore_within(ctx, spec, &only);

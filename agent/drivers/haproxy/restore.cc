@@ -169,7 +169,7 @@ DriverResult HaproxyDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   if (!spec.target_name.empty())
     return fail(v1::ERROR_CODE_UNSUPPORTED_TASK,
                 "component '" + component_ + "' (haproxy) declares no restore target '" + spec.target_name + "'");
-  if (spec.step != RestoreStep::all)
+  if (spec.step != v1::RESTORE_STEP_ALL)
     return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ + "' is restored in one step (node scope)");
 
   std::string id;

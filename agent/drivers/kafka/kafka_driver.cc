@@ -16,6 +16,7 @@
 #include "agent/drivers/repo_progress.h"
 #include "agent/failpoint.h"
 #include "agent/platform/service.h"
+#include "agent/restore_record.h"
 #include "common/repo/restorer.h"
 #include "common/repo/snapshot.h"
 #include "common/util/error.h"
@@ -71,6 +72,25 @@ std::string task_staging(const Settings& s, const std::string& task) {
   std::string t;
   for (char c : task) t += (std::isalnum(uint8_t(c)) || c == '-' || c == '_') ? c : '_';
   return s.staging_dir + "/" + (t.empty() ? "task" : t);
+}
+
+// This broker's record of a restore that swaps its log dirs (the one format
+// of a member's record, agent/restore_record.h; its payload: the stamp and
+// the swaps, [log dir, where its previous contents went]).
+std::string record_path(const Settings& s) { return s.staging_dir + "/restore-state.json"; }
+
+// The record's payload with its restore as "restore"; an empty object when
+// there is none or it cannot be read (nothing is acted on then).
+nlohmann::json read_swaps(const Settings& s) {
+  try {
+    auto rec = read_step_record(record_path(s));
+    if (!rec) return nlohmann::json::object();
+    nlohmann::json j = rec->payload;
+    j["restore"] = rec->restore_id;
+    return j;
+  } catch (const Error&) {
+    return nlohmann::json::object();
+  }
 }
 
 // Removes what an earlier task left in the staging directory (one task runs
@@ -288,9 +308,9 @@ std::vector<v1::Reason> KafkaDriver::preflight(const v1::Task& task) const {
       refuse("the restore moves log dir '" + d + "' aside in '" + parent.string() +
              "', which this agent cannot write: " + std::strerror(errno));
   }
-  auto step = restore_step_from_name(o.restore_step());
-  bool takes_safety =
-      !o.skip_safety_backup() && (!step || *step == RestoreStep::all || *step == RestoreStep::preflight || *step == RestoreStep::stop);
+  auto step = proto::restore_step_from_name(o.restore_step());
+  bool takes_safety = !o.skip_safety_backup() &&
+                      (!step || *step == v1::RESTORE_STEP_ALL || *step == v1::RESTORE_STEP_PREFLIGHT || *step == v1::RESTORE_STEP_STOP);
   if (takes_safety) {
     std::error_code ec;
     bool any = false;
@@ -632,15 +652,18 @@ void KafkaDriver::swap_all(TaskContext& ctx, const Prepared& p, std::vector<std:
     struct stat st {};
     planned.push_back({d, ::lstat(d.c_str(), &st) == 0 ? d + ".cairn-old-" + p.stamp : std::string()});
   }
-  nlohmann::json state = {{"restore", ctx.restore_id}, {"stamp", p.stamp}, {"swaps", planned}};
-  std::string text = state.dump();
-  write_file_atomic(settings_.staging_dir + "/restore-state.json", as_bytes(text), 0600);
+  StepRecord rec;
+  rec.restore_id = ctx.restore_id;
+  rec.task_id = ctx.task_id;
+  rec.member = component_;
+  rec.payload = {{"stamp", p.stamp}, {"swaps", planned}};
+  write_step_record(record_path(settings_), rec);
   for (const auto& d : settings_.log_dirs) {
     try {
       swapped.emplace_back(d, swap_in(p.staging + d, d, p.stamp));
     } catch (const Error&) {
       undo_swaps(ctx, swapped, p.stamp);
-      ::unlink((settings_.staging_dir + "/restore-state.json").c_str());
+      ::unlink(record_path(settings_).c_str());
       throw;
     }
   }
@@ -665,13 +688,8 @@ DriverResult KafkaDriver::restore_commit(TaskContext& ctx, const RestoreSpec& sp
   (void)spec;
   DriverResult res;
   res.metadata = {{"step", "commit"}, {"committed", false}};
-  const std::string path = settings_.staging_dir + "/restore-state.json";
-  nlohmann::json state;
-  try {
-    Bytes b = read_file(path, 1 << 20);
-    state = nlohmann::json::parse(std::string(b.begin(), b.end()), nullptr, false);
-  } catch (const Error&) {
-  }
+  const std::string path = record_path(settings_);
+  nlohmann::json state = read_swaps(settings_);
   if (state.is_object() && !ctx.restore_id.empty() && state.value("restore", "") == ctx.restore_id) {
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
       res.reasons.push_back(make_reason(v1::ERROR_CODE_IO_ERROR, "removing the restore's record '" + path + "': " + std::strerror(errno)));
@@ -716,8 +734,8 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "component '" + component_ + "' declares no 'service' to stop and start");
 
   switch (spec.step) {
-    case RestoreStep::stop:
-    case RestoreStep::halt:
+    case v1::RESTORE_STEP_STOP:
+    case v1::RESTORE_STEP_HALT:
       report_phase(ctx, v1::PHASE_STOP_SERVICE, settings_.service.describe());
       try {
         if (auto esc = stop_broker(ctx); !esc.empty()) res.metadata = {{"escalated", esc}};
@@ -725,7 +743,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
         return fail(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, std::string("stopping the broker failed: ") + e.what());
       }
       return done();
-    case RestoreStep::start: {
+    case v1::RESTORE_STEP_START: {
       report_phase(ctx, v1::PHASE_START_SERVICE, settings_.service.describe());
       std::string node;
       try {
@@ -736,7 +754,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
       }
       return done();
     }
-    case RestoreStep::data: {
+    case v1::RESTORE_STEP_DATA: {
       if (answers())
         return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
                     "the broker at '" + settings_.bootstrap + "' still answers: the log dirs are not replaced under a running broker");
@@ -754,7 +772,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
       res.metadata = {{"log_dirs", settings_.log_dirs}, {"swaps", swapped}};
       return done();
     }
-    case RestoreStep::rollback: {
+    case v1::RESTORE_STEP_ROLLBACK: {
       if (answers()) {
         try {
           stop_broker(ctx);
@@ -762,12 +780,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
           return fail(v1::ERROR_CODE_SERVICE_CONTROL_FAILED, std::string("stopping the broker for the rollback failed: ") + e.what());
         }
       }
-      nlohmann::json state;
-      try {
-        Bytes b = read_file(settings_.staging_dir + "/restore-state.json", 1 << 20);
-        state = nlohmann::json::parse(std::string(b.begin(), b.end()), nullptr, false);
-      } catch (const Error&) {
-      }
+      nlohmann::json state = read_swaps(settings_);
       if (state.is_object() && state.value("restore", "") == ctx.restore_id && state.contains("swaps") && state["swaps"].is_array()) {
         std::vector<std::pair<std::string, std::string>> swapped;
         for (const auto& s : state["swaps"])
@@ -775,7 +788,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
             swapped.emplace_back(s[0].get<std::string>(), s[1].get<std::string>());
         std::string problems = undo_swaps(ctx, swapped, utc_stamp());
         if (!problems.empty()) return fail(v1::ERROR_CODE_IO_ERROR, "putting the previous log dirs back failed" + problems);
-        ::unlink((settings_.staging_dir + "/restore-state.json").c_str());
+        ::unlink(record_path(settings_).c_str());
         note(ctx, "the previous log dirs are back in place");
       } else {
         note(ctx, "this restore replaced no log dir here: nothing to put back");
@@ -787,13 +800,15 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
       }
       return done();
     }
-    case RestoreStep::verify:
+    case v1::RESTORE_STEP_VERIFY:
       return done();  // the runner calls verify()
-    case RestoreStep::preflight:
-    case RestoreStep::commit:
+    case v1::RESTORE_STEP_PREFLIGHT:
+    case v1::RESTORE_STEP_COMMIT:
       return done();  // the runner calls restore_preflight / restore_commit
-    case RestoreStep::all:
+    case v1::RESTORE_STEP_ALL:
       break;
+    default:  // not a step (protobuf's sentinels): admission refused it already
+      return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "unknown restore step");
   }
 
   // The whole restore on this broker.
@@ -842,7 +857,7 @@ DriverResult KafkaDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
     }
     return fail(v1::ERROR_CODE_VERIFY_FAILED, detail);
   }
-  ::unlink((settings_.staging_dir + "/restore-state.json").c_str());  // for a rollback of a step restore only
+  ::unlink(record_path(settings_).c_str());  // for a rollback of a step restore only
   res.metadata = {{"log_dirs", settings_.log_dirs}, {"cluster_id", p->cluster_id}, {"node_id", p->node_id}};
   nlohmann::json kept = nlohmann::json::array();
   for (const auto& [d, old] : swapped)

@@ -462,7 +462,7 @@ DriverResult PostgresqlDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     return res;
   };
   const std::string& d = settings_.data_dir;
-  if (spec.step != RestoreStep::all)
+  if (spec.step != v1::RESTORE_STEP_ALL)
     return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ + "' (postgresql) is restored in one task");
   if (settings_.service.empty())
     return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "component '" + component_ + "' declares no 'service' to stop and start");

@@ -293,7 +293,7 @@ DriverResult PrometheusDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     res.reasons.push_back(make_reason(code, detail, component_));
     return res;
   };
-  if (spec.step != RestoreStep::all)
+  if (spec.step != v1::RESTORE_STEP_ALL)
     return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ + "' (prometheus) is restored in one task");
   if (!spec.target_name.empty())
     return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ + "' declares no restore target '" + spec.target_name + "'");

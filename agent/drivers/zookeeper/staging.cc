@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "agent/restore_record.h"
 #include "common/util/error.h"
 #include "common/util/fs.h"
 
@@ -309,25 +310,42 @@ Placed place_restored(const PlaceSpec& spec) {
   }
   fresh.armed = false;
 
-  // What a rollback puts back, next to the data it describes.
-  nlohmann::json state = {
-      {"stamp", spec.stamp},          {"restore", spec.restore_id},        {"old_data_v2", out.old_data_v2},
-      {"old_log_v2", out.old_log_v2}, {"data_log_dir", spec.data_log_dir}, {"snapshot_zxid", zxid_hex(out.snapshot_zxid)},
-      {"zxid", zxid_hex(out.zxid)}};
-  std::string text = state.dump(2) + "\n";
-  write_file_atomic(spec.data_dir + "/" + kStateFile, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()),
-                    0600);
+  // What a rollback puts back, next to the data it describes (the one
+  // format of a member's record: agent/restore_record.h).
+  StepRecord rec;
+  rec.restore_id = spec.restore_id;
+  rec.task_id = spec.task_id;
+  rec.member = spec.member;
+  rec.payload = {{"stamp", spec.stamp},
+                 {"old_data_v2", out.old_data_v2},
+                 {"old_log_v2", out.old_log_v2},
+                 {"data_log_dir", spec.data_log_dir},
+                 {"snapshot_zxid", zxid_hex(out.snapshot_zxid)},
+                 {"zxid", zxid_hex(out.zxid)}};
+  write_step_record(spec.data_dir + "/" + kStateFile, rec);
   return out;
 }
 
+namespace {
+
+// The record's payload with its restore as "restore"; throws cairn::Error
+// when it cannot be read, an empty object when there is none.
+nlohmann::json read_state_or_throw(const std::string& data_dir) {
+  auto rec = read_step_record(data_dir + "/" + kStateFile);
+  if (!rec) return nlohmann::json::object();
+  nlohmann::json j = rec->payload;
+  j["restore"] = rec->restore_id;
+  return j;
+}
+
+}  // namespace
+
 nlohmann::json read_restore_state(const std::string& data_dir) {
   try {
-    Bytes b = read_file(data_dir + "/" + kStateFile, 64 << 10);
-    auto j = nlohmann::json::parse(b.begin(), b.end());
-    if (j.is_object()) return j;
+    return read_state_or_throw(data_dir);
   } catch (const std::exception&) {
+    return nlohmann::json::object();
   }
-  return nlohmann::json::object();
 }
 
 nlohmann::json commit_restore(const std::string& data_dir, const std::string& restore_id) {
@@ -348,8 +366,7 @@ RolledBack rollback(const std::string& data_dir, const std::string& data_log_dir
   }
   nlohmann::json state;
   try {
-    Bytes b = read_file(state_path, 64 << 10);
-    state = nlohmann::json::parse(b.begin(), b.end());
+    state = read_state_or_throw(data_dir);
   } catch (const std::exception& e) {
     throw Error(Errc::corrupt, "'" + state_path + "' cannot be read: " + e.what() + "; put the '" + kOldPrefix +
                                    "*' directory back as 'version-2' by hand");

@@ -72,6 +72,7 @@ struct PlaceSpec {
   std::string data_dir, data_log_dir;  // this server's (equal when the logs live in the data directory)
   std::string stamp;                   // names the directories set aside, e.g. 20261123T101500Z
   std::string restore_id;              // recorded: only a rollback of the same restore puts the old data back
+  std::string task_id, member;         // recorded: the task that placed it, the component
 };
 
 struct Placed {
@@ -87,8 +88,10 @@ struct Placed {
 // thrown; the old version-2 directories are where they were.
 Placed place_restored(const PlaceSpec& spec);
 
-// What the last place_restored in data_dir recorded (stamp, old_data_v2,
-// old_log_v2, snapshot_zxid, zxid); an empty object when none.
+// What the last place_restored in data_dir recorded in its record
+// (agent/restore_record.h): the payload (stamp, old_data_v2, old_log_v2,
+// snapshot_zxid, zxid) with the record's restore as "restore"; an empty
+// object when there is none or it cannot be read.
 nlohmann::json read_restore_state(const std::string& data_dir);
 
 struct RolledBack {

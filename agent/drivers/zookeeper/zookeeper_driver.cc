@@ -260,7 +260,7 @@ std::vector<v1::Reason> ZooKeeperDriver::preflight(const v1::Task& task) const {
     else if (auto p = platform::Service(settings_.service).problem(platform::ServiceUse::stop_start); !p.empty())
       fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "a restore stops and starts the server, but " + p);
     const std::string& step = task.options().restore_step();
-    if (!restore_step_from_name(step)) fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "unknown restore step '" + step + "'");
+    if (!proto::restore_step_from_name(step)) fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "unknown restore step '" + step + "'");
     for (const auto& d : {settings_.data_dir, settings_.data_log_dir})
       if (::access(d.c_str(), W_OK) != 0) fail(v1::ERROR_CODE_PREFLIGHT_FAILED, "cannot write '" + d + "': " + std::strerror(errno));
   }
@@ -488,6 +488,8 @@ void ZooKeeperDriver::step_data(TaskContext& ctx, const RestoreSpec& spec, Drive
   ps.data_log_dir = same_dir(settings_.data_log_dir, settings_.data_dir) ? settings_.data_dir : settings_.data_log_dir;
   ps.stamp = utc_stamp();
   ps.restore_id = ctx.restore_id;
+  ps.task_id = ctx.task_id;
+  ps.member = component_;
   Placed placed = place_restored(ps);
   res.snapshot_id = id;
   res.manifest_digest = id;
@@ -611,9 +613,9 @@ DriverResult ZooKeeperDriver::restore_commit(TaskContext& ctx, const RestoreSpec
 DriverResult ZooKeeperDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
   DriverResult res;
   res.metadata = nlohmann::json::object();
-  res.metadata["step"] = step_name(spec.step);
+  res.metadata["step"] = proto::step_label(spec.step);
   auto fail = [&](v1::ErrorCode code, const std::string& what) {
-    res.reasons.push_back(make_reason(code, "component '" + component_ + "', step '" + step_name(spec.step) + "': " + what));
+    res.reasons.push_back(make_reason(code, "component '" + component_ + "', step '" + proto::step_label(spec.step) + "': " + what));
     res.outcome = v1::TASK_OUTCOME_FAILED;
     return res;
   };
@@ -622,20 +624,20 @@ DriverResult ZooKeeperDriver::restore(TaskContext& ctx, const RestoreSpec& spec)
     return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "no 'service' declared (a restore stops and starts the server)");
   try {
     switch (spec.step) {
-      case RestoreStep::stop:
-      case RestoreStep::halt:
+      case v1::RESTORE_STEP_STOP:
+      case v1::RESTORE_STEP_HALT:
         step_stop(ctx, res);
         break;
-      case RestoreStep::data:
+      case v1::RESTORE_STEP_DATA:
         step_data(ctx, spec, res);
         break;
-      case RestoreStep::start:
+      case v1::RESTORE_STEP_START:
         step_start(ctx, res);
         break;
-      case RestoreStep::verify:
+      case v1::RESTORE_STEP_VERIFY:
         step_verify(ctx, res);
         break;
-      case RestoreStep::rollback: {
+      case v1::RESTORE_STEP_ROLLBACK: {
         // Back on the data it had, and serving again, when it was serving
         // before the restore and has data of its own: a server that did not
         // run (an empty host) is not started on nothing.
@@ -654,10 +656,10 @@ DriverResult ZooKeeperDriver::restore(TaskContext& ctx, const RestoreSpec& spec)
         }
         break;
       }
-      case RestoreStep::preflight:
-      case RestoreStep::commit:
+      case v1::RESTORE_STEP_PREFLIGHT:
+      case v1::RESTORE_STEP_COMMIT:
         break;  // the runner calls restore_preflight / restore_commit
-      case RestoreStep::all: {
+      case v1::RESTORE_STEP_ALL: {
         // The space check before the stop: a refusal leaves the server serving.
         if (auto p = restore_space_problem(ctx, spec.snapshot_id, settings_.data_dir, {settings_.data_dir + "/version-2"}); !p.empty())
           return fail(v1::ERROR_CODE_NO_SPACE, p);
@@ -694,11 +696,13 @@ DriverResult ZooKeeperDriver::restore(TaskContext& ctx, const RestoreSpec& spec)
         // The runner verifies next, against the backup's metadata.
         break;
       }
+      default:  // not a step (protobuf's sentinels): admission refused it already
+        throw Error(Errc::unsupported, "unknown restore step");
     }
   } catch (const Error& e) {
     v1::ErrorCode code = code_of(e);
-    if (spec.step == RestoreStep::stop || spec.step == RestoreStep::start) code = v1::ERROR_CODE_SERVICE_CONTROL_FAILED;
-    if (e.code() == Errc::not_found && spec.step == RestoreStep::data) code = v1::ERROR_CODE_SNAPSHOT_NOT_FOUND;
+    if (spec.step == v1::RESTORE_STEP_STOP || spec.step == v1::RESTORE_STEP_START) code = v1::ERROR_CODE_SERVICE_CONTROL_FAILED;
+    if (e.code() == Errc::not_found && spec.step == v1::RESTORE_STEP_DATA) code = v1::ERROR_CODE_SNAPSHOT_NOT_FOUND;
     return fail(code, e.what());
   }
   res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;

@@ -1,7 +1,8 @@
 // The record an in-place restore keeps while its service is stopped or its
 // data swapped (agent/restore_journal.h): read back as written, a broken one
 // named and left alone, and the undo safe to run at any point of the swap
-// and again.
+// and again; a member's step record (agent/restore_record.h) in its one
+// format, and an older agent's read too.
 #include "agent/restore_journal.h"
 
 #include <sys/statvfs.h>
@@ -81,6 +82,81 @@ TEST_CASE("a restore record is read back as written, 0600, and a broken one is n
   CHECK(j.clear("pg/main").empty());
   problems.clear();
   CHECK(j.load(&problems).empty());
+}
+
+TEST_CASE("a member's step record is read back as written, 0600, in its one format", "[restore_journal]") {
+  TempDir d;
+  const std::string path = d.file("member.json");
+  CHECK_FALSE(read_step_record(path).has_value());
+  StepRecord r;
+  r.restore_id = "r-1";
+  r.task_id = "tk-1";
+  r.member = "etcd";
+  r.step = cairn::v1::RESTORE_STEP_DATA;
+  r.payload = {{"aside", "/data.cairn-old-x"}, {"swaps", {{"/a", "/a.cairn-old-x"}}}};
+  write_step_record(path, r);
+  CHECK((fs::status(path).permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
+  auto j = nlohmann::json::parse(journal_test_get(path));
+  CHECK(j["format"] == 1);
+  CHECK(j["restore_id"] == "r-1");
+  CHECK(j["step"] == "data");
+  CHECK(j["state"] == "data");
+  CHECK(j["payload"]["aside"] == "/data.cairn-old-x");
+  auto back = read_step_record(path);
+  REQUIRE(back);
+  CHECK(back->restore_id == "r-1");
+  CHECK(back->task_id == "tk-1");
+  CHECK(back->member == "etcd");
+  CHECK(back->step == cairn::v1::RESTORE_STEP_DATA);
+  CHECK_FALSE(back->rolled_back);
+  CHECK(back->payload == r.payload);
+
+  r.rolled_back = true;
+  r.step = cairn::v1::RESTORE_STEP_ROLLBACK;
+  write_step_record(path, r);
+  back = read_step_record(path);
+  REQUIRE(back);
+  CHECK(back->rolled_back);
+  CHECK(back->step == cairn::v1::RESTORE_STEP_ROLLBACK);
+
+  remove_step_record(path);
+  CHECK_FALSE(fs::exists(path));
+  remove_step_record(path);  // none there: fine
+}
+
+TEST_CASE("a step record an older agent wrote is read: its keys are the payload", "[restore_journal]") {
+  TempDir d;
+  const std::string path = d.file("legacy.json");
+  // etcd's record before the one format.
+  journal_test_put(path, R"({"restore": "r-0", "step": "data", "member": "m1", "aside": "/d.cairn-old-1", "state": "data", "time": "t"})");
+  auto back = read_step_record(path);
+  REQUIRE(back);
+  CHECK(back->restore_id == "r-0");
+  CHECK(back->member == "m1");
+  CHECK_FALSE(back->rolled_back);
+  CHECK(back->payload == nlohmann::json({{"aside", "/d.cairn-old-1"}}));
+  // Kafka's: the swaps at the top.
+  journal_test_put(path, R"({"restore": "r-2", "stamp": "s", "swaps": [["/l", "/l.cairn-old-s"]]})");
+  back = read_step_record(path);
+  REQUIRE(back);
+  CHECK(back->restore_id == "r-2");
+  CHECK(back->payload["swaps"][0][1] == "/l.cairn-old-s");
+  // An etcd tombstone.
+  journal_test_put(path, R"({"restore": "r-3", "state": "rolled_back"})");
+  back = read_step_record(path);
+  REQUIRE(back);
+  CHECK(back->rolled_back);
+}
+
+TEST_CASE("a step record that cannot be read is never taken for none", "[restore_journal]") {
+  TempDir d;
+  const std::string path = d.file("bad.json");
+  for (const char* text :
+       {"{\"restore\":", "[1, 2]", R"({"format": 2, "restore_id": "r"})", R"({"format": 1, "restore_id": "r", "step": "sideways"})",
+        R"({"format": 1, "restore_id": "r", "payload": [1]})", R"({"format": 1})"}) {
+    journal_test_put(path, text);
+    CHECK_THROWS_AS(read_step_record(path), Error);
+  }
 }
 
 TEST_CASE("undoing a swap works from any point of it, and again", "[restore_journal]") {

@@ -3,6 +3,8 @@
 // step starting only when every member ended the one before; a failure
 // after preflight and before commit rolls every member back
 // (docs/protocol.md § Cluster-scoped components and the cluster restore).
+#include "controller/cluster_restore.h"
+
 #include <catch2/catch.hpp>
 #include <functional>
 #include <map>
@@ -11,6 +13,7 @@
 
 #include "controller/catalog/catalog_fixture.h"
 #include "controller/orders.h"
+#include "proto/restore_step.h"
 
 using namespace cairn;
 using namespace cairn::catalog;
@@ -71,7 +74,7 @@ struct ClusterFixture : Fixture {
     return cat.read([&](const Tx& tx) {
       std::vector<Task> out;
       for (auto& t : tx.tasks_of_restore(restore_id))
-        if (t.restore_step == step) out.push_back(t);
+        if (proto::restore_step_name(t.restore_step) == step) out.push_back(t);
       return out;
     });
   }
@@ -182,7 +185,7 @@ TEST_CASE("cluster: a member whose data step fails rolls every member back, and 
   bool named = false;
   f.cat.read([&](const Tx& tx) {
     for (const auto& t : tx.tasks_of_restore(r.id))
-      if (t.state == TaskState::failed) named |= t.agent_id == f.b && t.restore_step == "data";
+      if (t.state == TaskState::failed) named |= t.agent_id == f.b && t.restore_step == v1::RESTORE_STEP_DATA;
   });
   CHECK(named);
 }
@@ -311,7 +314,7 @@ TEST_CASE("members: one broker failing its data step rolls every broker back, an
   auto single = f.orders.create_restore("operator:test", one);
   auto tasks = f.cat.read([&](const Tx& tx) { return tx.tasks_of_restore(single.id); });
   REQUIRE(tasks.size() == 1);
-  CHECK(tasks[0].restore_step.empty());
+  CHECK(tasks[0].restore_step == v1::RESTORE_STEP_ALL);
 }
 
 TEST_CASE("members after clusters: brokers restored with a cluster-scoped component wait until it is restored and verified") {
@@ -1364,4 +1367,36 @@ TEST_CASE("cluster: a rollback tells a member whose stop found it not running to
       CHECK(stays == (t.agent_id == f.b));
     }
   });
+}
+
+TEST_CASE("the cluster restore's table: the step after each, every member ok or one failed", "[cluster_restore]") {
+  using controller::ClusterRestore;
+  struct Row {
+    v1::RestoreStep step, ok, failed, failed_with_halt;
+  };
+  const Row rows[] = {
+      {v1::RESTORE_STEP_PREFLIGHT, v1::RESTORE_STEP_STOP, v1::RESTORE_STEP_ALL, v1::RESTORE_STEP_ALL},
+      {v1::RESTORE_STEP_STOP, v1::RESTORE_STEP_DATA, v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_ROLLBACK},
+      {v1::RESTORE_STEP_DATA, v1::RESTORE_STEP_START, v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_ROLLBACK},
+      {v1::RESTORE_STEP_START, v1::RESTORE_STEP_VERIFY, v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_HALT},
+      {v1::RESTORE_STEP_VERIFY, v1::RESTORE_STEP_COMMIT, v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_HALT},
+      {v1::RESTORE_STEP_COMMIT, v1::RESTORE_STEP_ALL, v1::RESTORE_STEP_ALL, v1::RESTORE_STEP_ALL},
+      {v1::RESTORE_STEP_HALT, v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_ROLLBACK},
+      {v1::RESTORE_STEP_ROLLBACK, v1::RESTORE_STEP_ALL, v1::RESTORE_STEP_ALL, v1::RESTORE_STEP_ALL},
+  };
+  for (const auto& r : rows) {
+    INFO(proto::restore_step_name(r.step));
+    CHECK(ClusterRestore::next_step(r.step, true, false) == r.ok);
+    CHECK(ClusterRestore::next_step(r.step, false, false) == r.failed);
+    CHECK(ClusterRestore::next_step(r.step, false, true) == r.failed_with_halt);
+    // Every step after it ranks later: the latest task says the step in progress.
+    if (r.ok != v1::RESTORE_STEP_ALL) CHECK(ClusterRestore::rank(r.ok) > ClusterRestore::rank(r.step));
+    if (r.failed != v1::RESTORE_STEP_ALL) CHECK(ClusterRestore::rank(r.failed) > ClusterRestore::rank(r.step));
+  }
+  // Every step has one name, and back.
+  for (int s = v1::RESTORE_STEP_ALL; s <= v1::RESTORE_STEP_HALT; ++s) {
+    auto step = static_cast<v1::RestoreStep>(s);
+    CHECK(proto::restore_step_from_name(proto::restore_step_name(step)) == step);
+  }
+  CHECK_FALSE(proto::restore_step_from_name("sideways"));
 }

@@ -39,7 +39,7 @@ std::vector<std::string> preflight_on_both(fuzz::ControllerFixture& f) {
     r.source_set_id = f.set_id;
     for (int i = 0; i < 2; ++i) {
       catalog::NewTask t{f.agent_ids[i], "etc-files", std::string("snap")};
-      t.restore_step = "preflight";
+      t.restore_step = v1::RESTORE_STEP_PREFLIGHT;
       t.cluster_id = "c1";
       r.tasks.push_back(t);
     }
