@@ -18,7 +18,6 @@ below, with produce_keyed / consume_checksums / wait_isr.
 Tests talk to the brokers with python3-confluent-kafka (librdkafka, Debian).
 """
 import base64
-import glob
 import os
 import pathlib
 import shutil
@@ -30,6 +29,7 @@ import uuid
 
 import pytest
 
+import jvm
 from ports import free_port
 
 CACHE = os.environ.get("CAIRN_KAFKA_CACHE", "/var/cache/cairn/kafka")
@@ -54,28 +54,12 @@ def lib_dir(version):
 JVM_FLAGS = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
 
 
-def _jdk_id():
-    """What an archive is valid for: this java and its libjvm (a JDK upgrade changes it)."""
-    java = os.path.realpath(shutil.which("java") or "java")
-    home = os.path.dirname(os.path.dirname(java))
-    try:
-        st = os.stat(os.path.join(home, "lib", "server", "libjvm.so"))
-        mark = f"{st.st_size}:{st.st_mtime_ns}"
-    except OSError:
-        mark = "?"
-    import hashlib
-    return hashlib.sha256(f"{java}|{mark}".encode()).hexdigest()[:16]
-
-
 def cds_archive(version):
-    return os.path.join(lib_dir(version), f"classes-{_jdk_id()}.jsa")
+    return jvm.archive_in(lib_dir(version))
 
 
 def jvm_flags(version):
-    archive = cds_archive(version)
-    if os.path.exists(archive):
-        return JVM_FLAGS + [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto", "-Xlog:cds*=off", "-Xlog:class+path*=off"]
-    return list(JVM_FLAGS)
+    return jvm.flags_with_archive(JVM_FLAGS, cds_archive(version))
 
 
 def available(version):
@@ -404,19 +388,7 @@ def _running_pid(d):
 
 
 def _stop_pid(d, kill=False, timeout=60):
-    pid = _running_pid(d)
-    if pid is None:
-        return
-    try:
-        os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.time() + timeout
-    while _running_pid(d) is not None:
-        if time.time() > deadline:
-            os.killpg(pid, signal.SIGKILL)
-            deadline = time.time() + 30
-        time.sleep(0.2)
+    jvm.stop_pid(_running_pid, d, kill, timeout)
 
 
 def kraft_or_fail(tmp_path, name="kafka"):
@@ -913,13 +885,7 @@ def make_cds_archive(version, work):
         _stop_pid(k.dir)
         if k.proc:
             k.proc.wait()
-    if not os.path.exists(tmp):
-        raise SystemExit(f"the JVM wrote no class-data archive (log: {k.log})")
-    os.rename(tmp, archive)
-    for old in glob.glob(os.path.join(lib_dir(version), "classes-*.jsa")):
-        if old != archive:
-            os.unlink(old)  # another JDK's
-    return archive
+    return jvm.keep_archive(tmp, archive, k.log)
 
 
 if __name__ == "__main__":
@@ -927,12 +893,7 @@ if __name__ == "__main__":
     # starts and stops it the way the tests do, by the PID in DIR/server.pid.
     import sys
     if len(sys.argv) == 3 and sys.argv[1] == "cds":
-        import tempfile
-        if os.path.exists(cds_archive(sys.argv[2])):
-            sys.exit(0)
-        with tempfile.TemporaryDirectory(prefix="cairn-kafka-cds-") as work:
-            print(f"made {make_cds_archive(sys.argv[2], work)}")
-        sys.exit(0)
+        jvm.archive_command(sys.argv, cds_archive, make_cds_archive, "cairn-kafka-cds-")
     if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop", "kill", "hang"):
         sys.exit(f"usage: {sys.argv[0]} start|stop|kill|hang DIR | cds VERSION")
     d = pathlib.Path(sys.argv[2])

@@ -63,6 +63,7 @@ import uuid
 
 import pytest
 
+import jvm
 from ports import free_port
 
 CACHE = os.environ.get("CAIRN_OPENSEARCH_CACHE", "/var/cache/cairn/opensearch")
@@ -92,29 +93,12 @@ JVM_FLAGS = ["-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=
 # costs that time back (-Xshare:auto, its warnings off).
 
 
-def _jdk_id():
-    """What an archive is valid for: this java and its libjvm (a JDK upgrade changes it)."""
-    import hashlib
-    java = os.path.realpath(shutil.which("java") or "java")
-    home = os.path.dirname(os.path.dirname(java))
-    try:
-        st = os.stat(os.path.join(home, "lib", "server", "libjvm.so"))
-        mark = f"{st.st_size}:{st.st_mtime_ns}"
-    except OSError:
-        mark = "?"
-    return hashlib.sha256(f"{java}|{mark}".encode()).hexdigest()[:16]
-
-
 def cds_archive(version=VERSION):
-    return os.path.join(lib_dir(version), f"classes-{_jdk_id()}.jsa")
+    return jvm.archive_in(lib_dir(version))
 
 
 def jvm_flags(version=VERSION):
-    archive = cds_archive(version)
-    if os.path.exists(archive):
-        return JVM_FLAGS + [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto", "-Xlog:cds*=off",
-                            "-Xlog:class+path*=off"]
-    return list(JVM_FLAGS)
+    return jvm.flags_with_archive(JVM_FLAGS, cds_archive(version))
 
 
 LOG4J2 = """status = error
@@ -417,22 +401,7 @@ def _launch(d):
 
 def _stop_pid(d, kill=False, timeout=60):
     """Stops the node whose PID d/server.pid holds (SIGTERM, SIGKILL after timeout), by that PID."""
-    pid = _running_pid(d)
-    if pid is None:
-        return
-    try:
-        os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.time() + timeout
-    while _running_pid(d) is not None:
-        if time.time() > deadline:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                return
-            deadline = time.time() + 30
-        time.sleep(0.2)
+    jvm.stop_pid(_running_pid, d, kill, timeout)
 
 
 def _running_pid(d):
@@ -585,14 +554,7 @@ def make_cds_archive(version, work):
         n.wait_green()
     finally:
         n.stop()
-    if not os.path.exists(tmp):
-        raise SystemExit(f"the JVM wrote no class-data archive (log: {n.log})")
-    os.rename(tmp, archive)
-    import glob
-    for old in glob.glob(os.path.join(lib_dir(version), "classes-*.jsa")):
-        if old != archive:
-            os.unlink(old)  # another JDK's
-    return archive
+    return jvm.keep_archive(tmp, archive, n.log)
 
 
 if __name__ == "__main__":
@@ -600,12 +562,7 @@ if __name__ == "__main__":
     # tests do, by the PID in DIR/server.pid), or the class-data archive.
     import sys
     if len(sys.argv) == 3 and sys.argv[1] == "cds":
-        import tempfile
-        if os.path.exists(cds_archive(sys.argv[2])):
-            sys.exit(0)
-        with tempfile.TemporaryDirectory(prefix="cairn-opensearch-cds-") as work:
-            print(f"made {make_cds_archive(sys.argv[2], work)}")
-        sys.exit(0)
+        jvm.archive_command(sys.argv, cds_archive, make_cds_archive, "cairn-opensearch-cds-")
     if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop", "kill"):
         sys.exit(f"usage: {sys.argv[0]} start|stop|kill DIR | cds VERSION")
     d = pathlib.Path(sys.argv[2])
