@@ -34,17 +34,24 @@ std::string RestoreJournal::path_of(const std::string& component) const {
   return dir_ + "/" + to_hex(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(component.data()), component.size())) + ".json";
 }
 
+// The one record format (restore_record.h): step "all" (a whole restore in
+// place), the component as the member, the moves in the payload.
 void RestoreJournal::write(const InPlaceRestore& r) const {
   json moves = json::array();
   for (const auto& m : r.moves) moves.push_back({{"path", m.path}, {"aside", m.aside}});
-  json j = {{"component", r.component}, {"restore_id", r.restore_id},
-            {"task_id", r.task_id},     {"plan_id", r.plan_id},
-            {"stamp", r.stamp},         {"state", r.state == InPlaceRestore::State::swapping ? "swapping" : "stopping"},
-            {"moves", moves},           {"scratch", r.scratch}};
+  StepRecord rec;
+  rec.restore_id = r.restore_id;
+  rec.task_id = r.task_id;
+  rec.member = r.component;
+  rec.step = cairn::v1::RESTORE_STEP_ALL;
+  rec.payload = {{"plan_id", r.plan_id},
+                 {"stamp", r.stamp},
+                 {"phase", r.state == InPlaceRestore::State::swapping ? "swapping" : "stopping"},
+                 {"moves", moves},
+                 {"scratch", r.scratch}};
   try {
     mkdir_p(dir_, 0700);
-    std::string text = j.dump(2) + "\n";
-    write_file_atomic(path_of(r.component), std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()), 0600);
+    write_step_record(path_of(r.component), rec);
   } catch (const Error& e) {
     throw Error(e.code(), "cannot write the restore's record in '" + dir_ + "' (nothing was changed): " + e.what());
   }
@@ -64,15 +71,20 @@ std::vector<InPlaceRestore> RestoreJournal::load(std::vector<std::string>* probl
     const std::string p = e.path().string();
     if (e.path().extension() != ".json") continue;
     try {
-      auto bytes = read_file(p, 1 << 20);
-      json j = json::parse(bytes.begin(), bytes.end());
+      auto rec = read_step_record(p);
+      if (!rec) continue;  // gone since the listing
+      const json& j = rec->payload;
+      // An older agent's record (every key at the top, the component named
+      // "component", the phase as "state") reads as its payload.
+      const bool older = j.contains("component");
       InPlaceRestore r;
-      r.component = j.at("component").get<std::string>();
-      r.restore_id = j.value("restore_id", "");
-      r.task_id = j.at("task_id").get<std::string>();
+      r.component = older ? j.at("component").get<std::string>() : rec->member;
+      r.restore_id = older ? j.value("restore_id", "") : rec->restore_id;
+      r.task_id = older ? j.at("task_id").get<std::string>() : rec->task_id;
       r.plan_id = j.value("plan_id", "");
       r.stamp = j.at("stamp").get<std::string>();
-      r.state = j.at("state").get<std::string>() == "swapping" ? InPlaceRestore::State::swapping : InPlaceRestore::State::stopping;
+      r.state = j.value(older ? "legacy_state" : "phase", "stopping") == "swapping" ? InPlaceRestore::State::swapping
+                                                                                    : InPlaceRestore::State::stopping;
       for (const auto& m : j.at("moves")) r.moves.push_back({m.at("path").get<std::string>(), m.at("aside").get<std::string>()});
       for (const auto& s : j.value("scratch", json::array())) r.scratch.push_back(s.get<std::string>());
       if (path_of(r.component) != p) throw Error(Errc::corrupt, "it names component '" + r.component + "', not its own");

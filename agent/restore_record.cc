@@ -66,6 +66,9 @@ std::optional<StepRecord> read_step_record(const std::string& path) {
       r.restore_id = j.value("restore", "");
       r.member = j.value("member", "");
       r.rolled_back = j.value("state", "data") == "rolled_back";
+      // An in-place restore's phase ("stopping", "swapping") stays readable.
+      if (j.contains("state") && j["state"].is_string() && j["state"] != "data" && j["state"] != "rolled_back")
+        j["legacy_state"] = j["state"];
       for (const char* k : {"restore", "member", "state", "step", "time"}) j.erase(k);
       r.payload = std::move(j);
     }

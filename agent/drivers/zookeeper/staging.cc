@@ -285,6 +285,25 @@ Placed place_restored(const PlaceSpec& spec) {
   const std::string old_log = spec.data_log_dir + "/" + kOldPrefix + spec.stamp;
   if (exists(old_data) || (separate_here && exists(old_log)))
     throw Error(Errc::exists, "'" + old_data + "' already exists; run the restore again (a new name is chosen each second)");
+  // What a rollback puts back, next to the data it describes (the one
+  // format of a member's record: agent/restore_record.h), written before
+  // the first rename: an agent killed between the renames leaves it, and
+  // the rollback puts back what had moved (a directory whose restored copy
+  // still waits under its -new- name was never set aside).
+  const bool has_data = exists(data_v2), has_log = separate_here && exists(log_v2);
+  StepRecord rec;
+  rec.restore_id = spec.restore_id;
+  rec.task_id = spec.task_id;
+  rec.member = spec.member;
+  rec.payload = {{"stamp", spec.stamp},
+                 {"old_data_v2", has_data ? old_data : ""},
+                 {"old_log_v2", has_log ? old_log : ""},
+                 {"new_data_v2", new_data},
+                 {"new_log_v2", separate_here ? new_log : ""},
+                 {"data_log_dir", spec.data_log_dir},
+                 {"snapshot_zxid", zxid_hex(out.snapshot_zxid)},
+                 {"zxid", zxid_hex(out.zxid)}};
+  write_step_record(spec.data_dir + "/" + kStateFile, rec);
   bool moved_data = false, moved_log = false, placed_data = false;
   try {
     if (exists(data_v2)) {
@@ -306,23 +325,14 @@ Placed place_restored(const PlaceSpec& spec) {
     if (placed_data) (void)::rename(data_v2.c_str(), new_data.c_str());
     if (moved_data) (void)::rename(old_data.c_str(), data_v2.c_str());
     if (moved_log) (void)::rename(old_log.c_str(), log_v2.c_str());
+    try {
+      remove_step_record(spec.data_dir + "/" + kStateFile);  // everything is where it was
+    } catch (const Error&) {
+      // Left: this restore's rollback reads it and finds nothing moved.
+    }
     throw;
   }
   fresh.armed = false;
-
-  // What a rollback puts back, next to the data it describes (the one
-  // format of a member's record: agent/restore_record.h).
-  StepRecord rec;
-  rec.restore_id = spec.restore_id;
-  rec.task_id = spec.task_id;
-  rec.member = spec.member;
-  rec.payload = {{"stamp", spec.stamp},
-                 {"old_data_v2", out.old_data_v2},
-                 {"old_log_v2", out.old_log_v2},
-                 {"data_log_dir", spec.data_log_dir},
-                 {"snapshot_zxid", zxid_hex(out.snapshot_zxid)},
-                 {"zxid", zxid_hex(out.zxid)}};
-  write_step_record(spec.data_dir + "/" + kStateFile, rec);
   return out;
 }
 
@@ -377,24 +387,48 @@ RolledBack rollback(const std::string& data_dir, const std::string& data_log_dir
   }
   rb.old_data_v2 = state.value("old_data_v2", "");
   rb.old_log_v2 = state.value("old_log_v2", "");
+  // The restored copies' names before the swap (a record of an older agent,
+  // written after the swap, names none).
+  const std::string new_data_v2 = state.value("new_data_v2", ""), new_log_v2 = state.value("new_log_v2", "");
   const bool separate = data_log_dir != data_dir;
   const std::string data_v2 = data_dir + "/version-2";
   const std::string log_v2 = data_log_dir + "/version-2";
-  for (const std::string& old : {rb.old_data_v2, rb.old_log_v2})
-    if (!old.empty() && !is_dir(old))
+  // A directory whose restored copy is still under its -new- name was never
+  // touched (the agent stopped before the swap reached it): it stays.
+  const bool data_untouched = !new_data_v2.empty() && is_dir(new_data_v2) && (rb.old_data_v2.empty() || !is_dir(rb.old_data_v2));
+  const bool log_untouched = !separate || (!new_log_v2.empty() && is_dir(new_log_v2) && (rb.old_log_v2.empty() || !is_dir(rb.old_log_v2)));
+  for (const auto& [old, untouched] : {std::pair{rb.old_data_v2, data_untouched}, std::pair{rb.old_log_v2, log_untouched}})
+    if (!untouched && !old.empty() && !is_dir(old))
       throw Error(Errc::not_found, "'" + old + "', the data set aside by the restore, is gone; nothing was changed");
+  if (data_untouched && log_untouched) {  // stopped before the first rename: nothing moved
+    for (const std::string& n : {new_data_v2, new_log_v2})
+      if (!n.empty() && is_dir(n)) remove_tree(n);
+    ::unlink(state_path.c_str());
+    RolledBack none;
+    none.nothing = true;
+    return none;
+  }
   rb.restored_aside = data_dir + "/version-2.cairn-failed-" + stamp;
-  if (exists(data_v2) && ::rename(data_v2.c_str(), rb.restored_aside.c_str()) != 0)
-    throw_errno("set aside '" + data_v2 + "' as", rb.restored_aside, errno);
-  if (!rb.old_data_v2.empty() && ::rename(rb.old_data_v2.c_str(), data_v2.c_str()) != 0)
-    throw_errno("put '" + rb.old_data_v2 + "' back as", data_v2, errno);
-  if (separate) {
+  if (!data_untouched) {
+    if (exists(data_v2) && ::rename(data_v2.c_str(), rb.restored_aside.c_str()) != 0)
+      throw_errno("set aside '" + data_v2 + "' as", rb.restored_aside, errno);
+    if (!rb.old_data_v2.empty() && ::rename(rb.old_data_v2.c_str(), data_v2.c_str()) != 0)
+      throw_errno("put '" + rb.old_data_v2 + "' back as", data_v2, errno);
+  } else {
+    rb.old_data_v2.clear();  // nothing was put back: it never moved
+  }
+  if (separate && !log_untouched) {
     std::string failed_log = data_log_dir + "/version-2.cairn-failed-" + stamp;
     if (exists(log_v2) && ::rename(log_v2.c_str(), failed_log.c_str()) != 0)
       throw_errno("set aside '" + log_v2 + "' as", failed_log, errno);
     if (!rb.old_log_v2.empty() && ::rename(rb.old_log_v2.c_str(), log_v2.c_str()) != 0)
       throw_errno("put '" + rb.old_log_v2 + "' back as", log_v2, errno);
+  } else {
+    rb.old_log_v2.clear();
   }
+  // The restored copies a swap never reached go with the restore.
+  for (const std::string& n : {new_data_v2, new_log_v2})
+    if (!n.empty() && is_dir(n)) remove_tree(n);
   ::unlink(state_path.c_str());
   return rb;
 }

@@ -84,6 +84,38 @@ TEST_CASE("a restore record is read back as written, 0600, and a broken one is n
   CHECK(j.load(&problems).empty());
 }
 
+TEST_CASE("an in-place restore's record is the one step-record format, and an older agent's is read", "[restore_journal]") {
+  TempDir d;
+  RestoreJournal j(d.file("state/restores"));
+  auto r = journal_test_two_paths(d);
+  j.write(r);
+  std::string file;
+  for (const auto& e : fs::directory_iterator(d.file("state/restores"))) file = e.path().string();
+  auto rec = read_step_record(file);
+  REQUIRE(rec);
+  CHECK(rec->step == cairn::v1::RESTORE_STEP_ALL);
+  CHECK(rec->member == "pg/main");
+  CHECK(rec->restore_id == "rs-1");
+  CHECK(rec->task_id == "tk-1");
+  CHECK(rec->payload.at("phase") == "swapping");
+  CHECK(rec->payload.at("moves").size() == 2);
+  // What an agent before the one format wrote, in the same file: the same restore.
+  journal_test_put(file, R"({"component": "pg/main", "restore_id": "rs-1", "task_id": "tk-1", "plan_id": "pl-1",
+    "stamp": "20261127T000000Z", "state": "swapping",
+    "moves": [{"path": "/d/data", "aside": "/d/data.cairn-old-20261127T000000Z"}], "scratch": []})");
+  std::vector<std::string> problems;
+  auto back = j.load(&problems);
+  REQUIRE(problems.empty());
+  REQUIRE(back.size() == 1);
+  CHECK(back[0].component == "pg/main");
+  CHECK(back[0].restore_id == "rs-1");
+  CHECK(back[0].task_id == "tk-1");
+  CHECK(back[0].plan_id == "pl-1");
+  CHECK(back[0].state == InPlaceRestore::State::swapping);
+  REQUIRE(back[0].moves.size() == 1);
+  CHECK(back[0].moves[0].aside == "/d/data.cairn-old-20261127T000000Z");
+}
+
 TEST_CASE("a member's step record is read back as written, 0600, in its one format", "[restore_journal]") {
   TempDir d;
   const std::string path = d.file("member.json");

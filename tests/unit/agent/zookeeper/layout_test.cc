@@ -409,6 +409,58 @@ TEST_CASE("restore placement: version-2 swapped in, the old one kept, myid untou
   }
 }
 
+TEST_CASE("restore placement: an agent stopped between the swap's renames is rolled back from its record", "[zookeeper]") {
+  // The record is written before the first rename; each state an agent
+  // killed between the renames can leave is rebuilt here from a finished
+  // placement, then rolled back.
+  enum class At { before_any, data_set_aside, data_swapped_log_not };
+  for (bool separate_here : {false, true})
+    for (At at : {At::before_any, At::data_set_aside, At::data_swapped_log_not}) {
+      if (at == At::data_swapped_log_not && !separate_here) continue;
+      DYNAMIC_SECTION("logs separate: " << separate_here << ", stopped at " << int(at)) {
+        FakeServer backup(false);
+        Staged st = stage(backup.spec());
+        TempDir here;
+        std::string data = here.path + "/data", logs = separate_here ? here.path + "/logs" : data;
+        write(data + "/myid", "3\n");
+        write(data + "/version-2/snapshot.200000000", "current server state");
+        write(logs + "/version-2/log.200000001", "current log");
+        PlaceSpec ps;
+        ps.data_root = st.data_staging;
+        ps.data_dir = data;
+        ps.data_log_dir = logs;
+        ps.stamp = "20261123T100000Z";
+        ps.restore_id = "rs-1";
+        Placed p = place_restored(ps);
+        const std::string new_data = data + "/version-2.cairn-new-20261123T100000Z";
+        const std::string new_log = logs + "/version-2.cairn-new-20261123T100000Z";
+        auto mv = [](const std::string& a, const std::string& b) { fs::rename(a, b); };
+        if (separate_here) {  // the data directory is swapped first: in each state the log directory never moved
+          mv(logs + "/version-2", new_log);
+          mv(p.old_log_v2, logs + "/version-2");
+        }
+        if (at == At::before_any) {
+          mv(data + "/version-2", new_data);
+          mv(p.old_data_v2, data + "/version-2");
+        } else if (at == At::data_set_aside) {
+          mv(data + "/version-2", new_data);  // the restored copy not placed yet
+        }
+        RolledBack rb = rollback(data, logs, "20261123T100500Z", "rs-1");
+        CHECK(rb.nothing == (at == At::before_any));
+        CHECK(slurp(data + "/version-2/snapshot.200000000") == "current server state");
+        CHECK(slurp(logs + "/version-2/log.200000001") == "current log");
+        CHECK(slurp(data + "/myid") == "3\n");
+        CHECK_FALSE(fs::exists(new_data));
+        CHECK_FALSE(fs::exists(new_log));
+        CHECK_FALSE(fs::exists(p.old_data_v2));
+        CHECK(read_restore_state(data).empty());           // the record went with the rollback
+        CHECK(rollback(data, logs, "x", "rs-1").nothing);  // once only
+        CHECK(slurp(data + "/version-2/snapshot.200000000") == "current server state");
+        remove_tree(st.data_staging);
+      }
+    }
+}
+
 TEST_CASE("restore placement: restored files without a valid snapshot change nothing", "[zookeeper]") {
   TempDir t;
   write(t.path + "/restored/version-2/snapshot.5", "cut short");
