@@ -12,6 +12,7 @@
 #include "common/plan/restore_outcome.h"
 #include "common/repo/memory.h"
 #include "common/util/terminal_text.h"
+#include "proto/restore_step.h"
 
 namespace cairn::ctl {
 namespace {
@@ -40,10 +41,8 @@ void print_cluster_outcome(const cairn::v1::RestoreInfo& r) {
   // Steps in the order they run: tasks made within one second are listed in
   // any order, and a member's later step stands for it.
   auto rank = [](const std::string& step) {
-    static const char* order[] = {"preflight", "stop", "data", "start", "verify", "commit", "halt", "rollback"};
-    for (int i = 0; i < 8; ++i)
-      if (step == order[i]) return i;
-    return -1;
+    auto s = proto::restore_step_from_name(step);
+    return s && *s != cairn::v1::RESTORE_STEP_ALL ? proto::restore_step_rank(*s) : -1;
   };
   std::map<std::string, std::map<std::string, Member>> clusters;  // component/cluster -> agent -> member
   auto ended_ok = [](TaskState s) { return s == cairn::v1::TASK_STATE_SUCCEEDED || s == cairn::v1::TASK_STATE_PARTIAL; };

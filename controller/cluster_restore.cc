@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "controller/driver_metadata.h"
+#include "proto/restore_step.h"
 
 namespace cairn::controller {
 
@@ -54,28 +55,7 @@ v1::RestoreStep ClusterRestore::next_step(v1::RestoreStep step, bool ok, bool ha
 
 // Tasks made in the same millisecond have no order of their own: the rank
 // says which step is the latest.
-int ClusterRestore::rank(v1::RestoreStep step) {
-  switch (step) {
-    case v1::RESTORE_STEP_PREFLIGHT:
-      return 1;
-    case v1::RESTORE_STEP_STOP:
-      return 2;
-    case v1::RESTORE_STEP_DATA:
-      return 3;
-    case v1::RESTORE_STEP_START:
-      return 4;
-    case v1::RESTORE_STEP_VERIFY:
-      return 5;
-    case v1::RESTORE_STEP_COMMIT:
-      return 6;
-    case v1::RESTORE_STEP_HALT:
-      return 7;
-    case v1::RESTORE_STEP_ROLLBACK:
-      return 8;
-    default:
-      return 0;
-  }
-}
+int ClusterRestore::rank(v1::RestoreStep step) { return proto::restore_step_rank(step); }
 
 ClusterRestore::Next ClusterRestore::after(const catalog::Task& ended) const {
   Next none;

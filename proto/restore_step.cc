@@ -30,6 +30,29 @@ const char* restore_step_name(RestoreStep s) {
   return "?";
 }
 
+int restore_step_rank(RestoreStep step) {
+  switch (step) {
+    case cairn::v1::RESTORE_STEP_PREFLIGHT:
+      return 1;
+    case cairn::v1::RESTORE_STEP_STOP:
+      return 2;
+    case cairn::v1::RESTORE_STEP_DATA:
+      return 3;
+    case cairn::v1::RESTORE_STEP_START:
+      return 4;
+    case cairn::v1::RESTORE_STEP_VERIFY:
+      return 5;
+    case cairn::v1::RESTORE_STEP_COMMIT:
+      return 6;
+    case cairn::v1::RESTORE_STEP_HALT:
+      return 7;
+    case cairn::v1::RESTORE_STEP_ROLLBACK:
+      return 8;
+    default:
+      return 0;
+  }
+}
+
 const char* step_label(RestoreStep s) { return s == cairn::v1::RESTORE_STEP_ALL ? "all" : restore_step_name(s); }
 
 std::optional<RestoreStep> restore_step_from_name(std::string_view name) {

@@ -20,5 +20,9 @@ const char* step_label(cairn::v1::RestoreStep s);
 // "stop" -> RESTORE_STEP_STOP; "" -> RESTORE_STEP_ALL; nullopt for a name
 // this build does not know (from a newer peer, or not a step at all).
 std::optional<cairn::v1::RestoreStep> restore_step_from_name(std::string_view name);
+// Steps in the order they run, commit, halt and rollback last (1 for
+// preflight ... 8 for rollback); 0 for RESTORE_STEP_ALL. Of a member's
+// tasks made within one second, the highest rank is its latest step.
+int restore_step_rank(cairn::v1::RestoreStep s);
 
 }  // namespace cairn::proto
