@@ -93,16 +93,28 @@ std::map<std::string, std::pair<std::string, DriverResult>>& shared_drills() {
 
 }  // namespace
 
-DriverResult drill_ended_early(const std::string& driver, std::vector<v1::Reason> reasons) {
-  DriverResult res;
+namespace {
+
+// A drill's result: its report as the task's metadata ({"drill": ...}), its
+// reasons, SUCCEEDED only without one.
+void finish_drill(DriverResult& res, const std::string& driver, DrillReport& rep, const std::string& sandbox) {
   res.metadata = {{"drill",
                    {{"driver", driver},
-                    {"phases", nlohmann::json::object()},
-                    {"checks", nlohmann::json::array()},
-                    {"sandbox", ""},
-                    {"verdict", drill_internal::drill_verdict(reasons)}}}};
-  res.reasons = std::move(reasons);
-  res.outcome = v1::TASK_OUTCOME_FAILED;
+                    {"phases", rep.phases},
+                    {"checks", rep.checks},
+                    {"sandbox", sandbox},
+                    {"verdict", drill_internal::drill_verdict(rep.reasons)}}}};
+  res.reasons = std::move(rep.reasons);
+  res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
+}
+
+}  // namespace
+
+DriverResult drill_ended_early(const std::string& driver, std::vector<v1::Reason> reasons) {
+  DriverResult res;
+  DrillReport rep;
+  rep.reasons = std::move(reasons);
+  finish_drill(res, driver, rep, "");
   return res;
 }
 
@@ -115,14 +127,7 @@ DriverResult run_drill(const DrillDecl& d, TaskContext& ctx, const v1::Task& tas
     if (ctx.progress) ctx.progress(WorkProgress{name == "restore" ? v1::PHASE_RESTORE : v1::PHASE_VERIFY, 0, 0, 0, 0, "drill: " + name});
   };
   auto finish = [&](const std::string& sandbox) {
-    res.metadata = {{"drill",
-                     {{"driver", driver},
-                      {"phases", rep.phases},
-                      {"checks", rep.checks},
-                      {"sandbox", sandbox},
-                      {"verdict", drill_verdict(rep.reasons)}}}};
-    res.reasons = std::move(rep.reasons);
-    res.outcome = res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_FAILED;
+    finish_drill(res, driver, rep, sandbox);
     return res;
   };
   auto drivers = drillable_drivers(d);
