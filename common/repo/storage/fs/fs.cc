@@ -88,6 +88,16 @@ class FsBackend final : public Backend {
 
   std::string path(const Handle& h) const { return root_ + "/" + object_path(h); }
 
+  // Makes a missing directory below the root (data/xx, claims/), never the
+  // root itself: a repository whose disk is not mounted must fail, not grow
+  // a new tree on the mount point that later hides the real one.
+  void make_type_dir(const std::string& dir) const {
+    struct stat st {};
+    if (::stat((root_ + "/keys").c_str(), &st) != 0)  // made by create() before anything else is written
+      throw Error(Errc::not_found, "no repository at '" + root_ + "' (its keys/ directory is missing: is the disk or share mounted?)");
+    mkdir_p(dir, 0700);
+  }
+
   void create() override {
     struct stat st {};
     if (::stat((root_ + "/config").c_str(), &st) == 0) throw Error(Errc::exists, "a repository already exists at '" + root_ + "'");
@@ -107,7 +117,7 @@ class FsBackend final : public Backend {
     std::string tmp = dir + "/.tmp-" + std::to_string(::getpid()) + "-" + std::to_string(g_tmp_counter++);
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!fd && errno == ENOENT) {  // a data/xx dir may be missing on a hand-copied repository
-      mkdir_p(dir, 0700);
+      make_type_dir(dir);
       fd = Fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     }
     if (!fd) throw_errno("cannot create", tmp, errno);
@@ -128,7 +138,7 @@ class FsBackend final : public Backend {
     std::string dir = p.substr(0, p.rfind('/'));
     Fd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!fd && errno == ENOENT) {  // claims/ is made on first use (older repositories have none)
-      mkdir_p(dir, 0700);
+      make_type_dir(dir);
       fd = Fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     }
     if (!fd) {

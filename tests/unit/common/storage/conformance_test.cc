@@ -71,3 +71,35 @@ TEST_CASE("conformance: the stores in CAIRN_CONFORMANCE_URLS") {
   conformance::run([&] { return open_backend(url + "/conformance-" + random_tag(), opt); },
                    {.expect_exclusive = std::getenv("CAIRN_CONFORMANCE_EXPECT_EXCLUSIVE") != nullptr});
 }
+
+TEST_CASE("filesystem backend: a repository whose directory is gone is not made again by a write") {
+  // A repository on a disk that is not mounted: a lock, a pack or a claim
+  // written then must fail, not grow a tree on the mount point that would
+  // hide the repository when the disk comes back.
+  TempDirs tmp;
+  const std::filesystem::path root = tmp.fresh();
+  auto be = make_fs_backend(root.string());
+  be->create();
+  const Bytes cfg{1, 2, 3};
+  be->save(Handle{FileType::config, ""}, cfg);
+  std::filesystem::remove_all(root / "claims");
+  CHECK(be->create_exclusive(Handle{FileType::claim, std::string(64, 'a')}, cfg));  // a missing type dir is made
+  std::filesystem::remove_all(root / "data" / "ab");
+  be->save(Handle{FileType::pack, "ab" + std::string(62, '0')}, cfg);
+  const std::filesystem::path away = root.string() + ".away";
+  tmp.dirs.push_back(away);
+  std::filesystem::rename(root, away);
+  for (auto h : {Handle{FileType::lock, std::string(64, 'b')}, Handle{FileType::pack, "cd" + std::string(62, '0')}}) {
+    try {
+      be->save(h, cfg);
+      FAIL("a write into a missing repository succeeded");
+    } catch (const Error& e) {
+      CHECK(e.code() == Errc::not_found);
+      const std::string what = e.what();
+      CHECK(what.find("no repository at") != std::string::npos);
+      CHECK(what.find("mounted") != std::string::npos);
+    }
+  }
+  CHECK_THROWS_AS(be->create_exclusive(Handle{FileType::claim, std::string(64, 'c')}, cfg), Error);
+  CHECK_FALSE(std::filesystem::exists(root));
+}
