@@ -52,6 +52,9 @@ struct DriverCaps {
   // (not only a cluster restore's preflight step): a restore it refuses has
   // written nothing, not even a safety copy.
   bool preflight_whole_restore = false;
+  // Replays a log to a recovery target (RestoreSpec::recovery_target):
+  // a restore with a target is refused for any other driver.
+  bool replays_to_target = false;
 };
 
 struct WorkProgress {

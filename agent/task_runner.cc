@@ -16,7 +16,6 @@
 #include "agent/drivers/repo_progress.h"
 #include "agent/failpoint.h"
 #include "agent/restore_verify.h"
-#include "common/plan/recovery_target.h"
 #include "common/repo/archiver.h"
 #include "common/repo/lock.h"
 #include "common/repo/repository.h"
@@ -591,7 +590,7 @@ DriverResult TaskRunner::run_restore(Driver& driver, TaskContext& ctx, const v1:
   for (const auto& [k, v] : task.options().cluster_options()) spec.cluster_options[k] = v;
   spec.force_identity = task.options().force_identity();
   spec.recovery_target = task.options().recovery_target();
-  if (spec.recovery_target.kind() != v1::RecoveryTarget::KIND_UNSPECIFIED && !plan::replays_to_target(driver.name())) {
+  if (spec.recovery_target.kind() != v1::RecoveryTarget::KIND_UNSPECIFIED && !driver.capabilities().replays_to_target) {
     res.reasons.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + ctx.component + "' (" + driver.name() +
                                                                            ") cannot replay to a recovery target; nothing was changed"));
     return res;

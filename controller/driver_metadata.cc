@@ -17,9 +17,43 @@ json parse_optional(const std::optional<std::string>& text) {
   return parse(*text);
 }
 
-std::string kafka_metadata_mode(const json& m) { return m.is_object() ? m.value(key::kMetadataMode, std::string()) : std::string(); }
+namespace {
 
-std::string kafka_cluster_id(const json& m) { return m.is_object() ? m.value(key::kClusterId, std::string()) : std::string(); }
+std::string string_at(const json& m, const char* k) {
+  if (!m.is_object() || !m.contains(k) || !m[k].is_string()) return {};
+  return m[k].get<std::string>();
+}
+
+// What an agent wrote, shown in an operator's error: printable and short.
+std::string printable(std::string s) {
+  if (s.size() > 300) s.resize(300);
+  for (auto& ch : s)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ' ';
+  return s;
+}
+
+// A Kafka broker's snapshot from before drill_group / drill_beside: its
+// metadata_mode and cluster_id say the same.
+bool legacy_kafka(const json& m) { return m.is_object() && !m.contains(key::kDrillGroup) && m.contains(key::kMetadataMode); }
+
+}  // namespace
+
+std::string drill_group(const json& m) {
+  if (legacy_kafka(m)) return string_at(m, key::kClusterId);
+  return string_at(m, key::kDrillGroup);
+}
+
+DrillBeside drill_beside(const json& m) {
+  if (legacy_kafka(m)) {
+    if (string_at(m, key::kMetadataMode) != "zookeeper") return {};
+    return {"zookeeper", "a Kafka broker in ZooKeeper mode: its topics' metadata lives in ZooKeeper"};
+  }
+  if (!m.is_object() || !m.contains(key::kDrillBeside) || !m[key::kDrillBeside].is_object()) return {};
+  const auto& b = m[key::kDrillBeside];
+  DrillBeside out{printable(string_at(b, "driver")), printable(string_at(b, "why"))};
+  if (out.why.empty()) out.why = "its drill starts a " + out.driver + " snapshot beside it";
+  return out;
+}
 
 std::optional<std::string> etcd_legacy_cluster_id(const json& m) {
   if (m.is_object() && m.contains(key::kEtcdVersion) && m.value(key::kClusterId, json()).is_string())

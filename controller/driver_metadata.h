@@ -35,6 +35,9 @@ inline constexpr const char* kStopWave = "stop_wave";          // preflight step
 inline constexpr const char* kRollbackHalt = "rollback_halt";  // preflight step
 // Any restore the agent finished after an interruption (agent/restore_journal.cc).
 inline constexpr const char* kInterruptedRestore = "interrupted_restore";
+// Drills: how a driver's snapshots are drilled together (any driver).
+inline constexpr const char* kDrillGroup = "drill_group";    // one sandbox cluster per group
+inline constexpr const char* kDrillBeside = "drill_beside";  // {"driver", "why"}: a snapshot started beside it
 // A drill task (agent/drill_task.cc): {"drill": {"verdict": ...}}.
 inline constexpr const char* kDrill = "drill";
 inline constexpr const char* kVerdict = "verdict";
@@ -45,13 +48,20 @@ inline constexpr const char* kVerdict = "verdict";
 nlohmann::json parse(std::string_view text);
 nlohmann::json parse_optional(const std::optional<std::string>& text);  // a task's column
 
-// --- Kafka ---------------------------------------------------------------
-// How the broker keeps its metadata: "zookeeper" needs the ensemble's
-// snapshot beside it in a drill; "" when not recorded.
-std::string kafka_metadata_mode(const nlohmann::json& m);
-// The Kafka cluster id the broker recorded: a drill starts brokers of one
-// cluster together. "" when not recorded.
-std::string kafka_cluster_id(const nlohmann::json& m);
+// --- Drills --------------------------------------------------------------
+// The group a snapshot is drilled in: the snapshots of one set, repository,
+// driver and group are started together as one sandbox cluster, each drill
+// task carrying them all (Kafka's brokers of one cluster). "" when the
+// snapshot is drilled alone. A Kafka broker's snapshot from before the key
+// existed reads its cluster id.
+std::string drill_group(const nlohmann::json& m);
+// Another driver's snapshot, of the same set and repository, that the drill
+// starts beside this one (a Kafka broker in ZooKeeper mode: the ensemble),
+// and why, in the operator's words. An empty driver when none is needed.
+struct DrillBeside {
+  std::string driver, why;
+};
+DrillBeside drill_beside(const nlohmann::json& m);
 
 // --- etcd ----------------------------------------------------------------
 // An etcd snapshot from before the logical cluster (0014) named etcd's own
@@ -90,7 +100,6 @@ bool preflight_rollback_halt(const nlohmann::json& m);
 // The agent finished a restore an interruption had stopped (its journal).
 bool interrupted_restore(const nlohmann::json& m);
 
-// --- Drills --------------------------------------------------------------
 // A drill that could not run (its verdict "not_run"), as opposed to failed.
 bool drill_not_run(const nlohmann::json& m);
 

@@ -77,45 +77,45 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
       // snapshots say: an unattested set needs the override a restore needs.
       check_attested(tx, *set, req.accept_unattested(), "drill");
     }
-    // A Kafka broker in ZooKeeper mode keeps its topics' metadata in
-    // ZooKeeper: its drill starts the set's ZooKeeper snapshot beside the
-    // brokers (docs/drills.md § Kafka). The ensemble's snapshot: the one
-    // selected, or else the set's one, in the brokers' repository.
-    std::vector<std::pair<catalog::Task, std::string>> set_zookeepers;
-    {
+    // A snapshot whose drill starts another driver's beside it (a Kafka
+    // broker in ZooKeeper mode: the ensemble, docs/drills.md § Kafka), as
+    // its metadata says: that driver's snapshot the selection holds, or else
+    // the set's one, in the same repository.
+    std::map<std::string, std::vector<std::pair<catalog::Task, std::string>>> companions_by_driver;
+    for (const auto& p : picks)
+      if (auto b = driver_metadata::drill_beside(driver_metadata::parse_optional(p.first.component_metadata)); !b.driver.empty())
+        companions_by_driver[b.driver];
+    for (auto& [d, list] : companions_by_driver) {
       bool selected = false;
-      for (const auto& p : picks) selected = selected || p.second == "zookeeper";
+      for (const auto& p : picks) selected = selected || p.second == d;
       for (auto& p : selected ? picks : drillable_of(set->id, false))
-        if (p.second == "zookeeper") set_zookeepers.push_back(p);
+        if (p.second == d) list.push_back(p);
     }
-    std::map<std::string, catalog::Task> zookeeper_of;  // broker's backup task id -> the ZooKeeper backup task
-    // What no drill can run: a driver without one, a Kafka broker in
-    // ZooKeeper mode whose ZooKeeper the set does not hold. An operator's
-    // drill is refused naming them; a policy's scheduled drill leaves them
-    // out, says so in the audit trail, and drills the rest (one Kafka
-    // cluster without its ZooKeeper must not leave every other component
-    // unproven).
+    std::map<std::string, catalog::Task> companion_of;  // backup task id -> the snapshot started beside it
+    std::set<std::string> companion_drivers;
+    // What no drill can run: a driver without one, a snapshot whose
+    // companion the set does not hold. An operator's drill is refused naming
+    // them; a policy's scheduled drill leaves them out, says so in the audit
+    // trail, and drills the rest (one cluster without its companion must not
+    // leave every other component unproven).
     auto undrillable = [&](const catalog::Task& t, const std::string& driver) -> std::string {
       if (without_drill.count(t.agent_id + "/" + t.component))
         return "'" + t.component + "' (driver " + driver + ": no drill exists for it)";
-      if (driver != "kafka") return {};
-      if (driver_metadata::kafka_metadata_mode(driver_metadata::parse_optional(t.component_metadata)) != "zookeeper") return {};
+      const auto beside = driver_metadata::drill_beside(driver_metadata::parse_optional(t.component_metadata));
+      if (beside.driver.empty()) return {};
       std::vector<const catalog::Task*> here;
-      for (const auto& [z, zd] : set_zookeepers)
+      for (const auto& [z, zd] : companions_by_driver[beside.driver])
         if (z.repository == t.repository) here.push_back(&z);
       if (here.size() == 1) {
-        zookeeper_of[t.id] = *here.front();
+        companion_of[t.id] = *here.front();
+        companion_drivers.insert(beside.driver);
         return {};
       }
       if (here.empty())
-        return "'" + t.component +
-               "' (a Kafka broker in ZooKeeper mode: its topics' metadata lives in ZooKeeper, and the set "
-               "holds no ZooKeeper snapshot in repository '" +
-               t.repository +
-               "' to start beside it; back up the ensemble in "
-               "the same set as the brokers)";
-      return "'" + t.component + "' (a Kafka broker in ZooKeeper mode: the set holds " + std::to_string(here.size()) +
-             " ZooKeeper clusters; name the brokers' ensemble with --component)";
+        return "'" + t.component + "' (" + beside.why + "; the set holds no '" + beside.driver + "' snapshot in repository '" +
+               t.repository + "' to start beside it; back up the " + beside.driver + " component in the same set)";
+      return "'" + t.component + "' (" + beside.why + "; the set holds " + std::to_string(here.size()) + " '" + beside.driver +
+             "' clusters; name the one to start beside it with --component)";
     };
     std::string refused;
     std::vector<std::pair<catalog::Task, std::string>> kept;
@@ -133,17 +133,18 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     picks = std::move(kept);
     if (!refused.empty())
       tx.audit({"drill.skipped", "backup_set:" + set->id, "skipped", "undrillable", {{"policy", req.policy()}, {"left_out", refused}}});
-    // Kafka: every broker's snapshot of one cluster is drilled together, as
-    // one sandbox cluster (docs/drills.md § Kafka); each broker's task
-    // carries them all. Keyed by the repository and the cluster id the
-    // brokers recorded.
-    std::map<std::string, std::vector<const catalog::Task*>> kafka_clusters;
-    std::map<std::string, std::string> kafka_cluster_of;  // backup task id -> its key
+    // Snapshots of one drill group (a Kafka cluster's brokers) are drilled
+    // together, as one sandbox cluster (docs/drills.md § Kafka); each one's
+    // task carries them all. Keyed by the repository, the driver and the
+    // group its metadata names.
+    std::map<std::string, std::vector<const catalog::Task*>> groups;
+    std::map<std::string, std::string> group_of;  // backup task id -> its key
     for (const auto& [t, driver] : picks) {
-      if (driver != "kafka") continue;
-      std::string key = t.repository + "/" + driver_metadata::kafka_cluster_id(driver_metadata::parse_optional(t.component_metadata));
-      kafka_cluster_of[t.id] = key;
-      kafka_clusters[key].push_back(&t);
+      std::string g = driver_metadata::drill_group(driver_metadata::parse_optional(t.component_metadata));
+      if (g.empty()) continue;
+      std::string key = t.repository + "/" + driver + "/" + g;
+      group_of[t.id] = key;
+      groups[key].push_back(&t);
     }
     // The drill agent: the one named, or the first connected agent that
     // declares a drill sandbox able to run every selected driver.
@@ -153,7 +154,9 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
       if (!supports_) return true;
       for (const auto& [t, driver] : picks)
         if (!supports_(a.id, "drill:" + driver)) return false;
-      return zookeeper_of.empty() || supports_(a.id, "drill:zookeeper");
+      for (const auto& d : companion_drivers)
+        if (!supports_(a.id, "drill:" + d)) return false;
+      return true;
     };
     std::optional<catalog::Agent> on;
     if (!req.on_agent().empty()) {
@@ -197,15 +200,15 @@ Ordered Orders::create_drill(const std::string& actor, const cairn::v1::DrillReq
     for (const auto& t : tasks) {
       const auto& [src, driver] = *by_snapshot.at(t.source_snapshot.value_or(""));
       cairn::v1::Task w;
-      if (auto k = kafka_cluster_of.find(src.id); k != kafka_cluster_of.end())
-        for (const catalog::Task* member : kafka_clusters.at(k->second)) {
+      if (auto k = group_of.find(src.id); k != group_of.end())
+        for (const catalog::Task* member : groups.at(k->second)) {
           auto* ref = w.add_drill_members();
           ref->set_backup_set_id(set->id);
           ref->set_snapshot_id(member->snapshot_id.value_or(""));
           ref->set_repository(member->repository);
         }
-      if (auto z = zookeeper_of.find(src.id); z != zookeeper_of.end()) {
-        auto* ref = w.add_drill_zookeeper();
+      if (auto z = companion_of.find(src.id); z != companion_of.end()) {
+        auto* ref = w.add_drill_zookeeper();  // the companion snapshot (its field's name from when only Kafka had one)
         ref->set_backup_set_id(set->id);
         ref->set_snapshot_id(z->second.snapshot_id.value_or(""));
         ref->set_repository(z->second.repository);

@@ -9,7 +9,10 @@
 
 namespace cairn::plan {
 
-// The drivers that replay to a recovery target.
+// The drivers whose restores the controller orders to a recovery target.
+// Point-in-time recovery is the controller's over PostgreSQL's WAL archive
+// (its base backups, timelines and archived segments in the catalog); the
+// agent asks its driver (DriverCaps::replays_to_target).
 inline bool replays_to_target(const std::string& driver) { return driver == "postgresql"; }
 
 struct ParsedTarget {

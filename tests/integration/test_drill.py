@@ -781,7 +781,7 @@ def test_a_kafka_drill_in_zookeeper_mode_starts_the_sets_zookeeper_beside_the_br
 
         alone = backup(c, "--component", "kafka")
         rc, out, err = c.ctl("drill", "run", alone, "--component", "kafka")
-        assert rc != 0 and "ZooKeeper mode" in err and "holds no ZooKeeper snapshot" in err, out + err
+        assert rc != 0 and "ZooKeeper mode" in err and "holds no 'zookeeper' snapshot" in err, out + err
         assert "dr-" not in c.ok("drill", "list"), "a drill was created"
 
         both = backup(c, "--component", "zookeeper", "--component", "kafka")

@@ -410,6 +410,12 @@ void KafkaDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotP
     m["metadata_mode"] = "kraft";
   else
     m["metadata_mode"] = "zookeeper";
+  // How the controller groups a drill (controller/driver_metadata.h): the
+  // brokers of one cluster together, the ensemble of a ZooKeeper-mode
+  // cluster started beside them.
+  m["drill_group"] = meta.cluster_id;
+  if (m["metadata_mode"] == "zookeeper")
+    m["drill_beside"] = {{"driver", "zookeeper"}, {"why", "a Kafka broker in ZooKeeper mode: its topics' metadata lives in ZooKeeper"}};
   m["log_dirs"] = dirs;
   // Where the snapshot holds the broker's configuration: a drill reads its
   // roles and voters there (docs/drills.md § Kafka).

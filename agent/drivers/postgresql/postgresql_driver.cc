@@ -206,6 +206,7 @@ DriverCaps PostgresqlDriver::capabilities() const {
   c.modes = {"physical", "logical"};
   c.restore_stops_service = true;
   c.preflight_whole_restore = true;
+  c.replays_to_target = true;
   c.restore_to_alternate = !settings_.logical_restore_as.empty();
   if (c.restore_to_alternate) c.restore_targets = {settings_.restore_to_name};
   return c;

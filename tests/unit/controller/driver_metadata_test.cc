@@ -10,8 +10,8 @@ namespace dm = driver_metadata;
 
 TEST_CASE("driver metadata: absent, malformed or not an object reads as the defaults") {
   for (const auto& m : {dm::parse_optional(std::nullopt), dm::parse("not json"), dm::parse("[1,2]"), dm::parse("{}")}) {
-    CHECK(dm::kafka_metadata_mode(m).empty());
-    CHECK(dm::kafka_cluster_id(m).empty());
+    CHECK(dm::drill_group(m).empty());
+    CHECK(dm::drill_beside(m).driver.empty());
     CHECK_FALSE(dm::etcd_legacy_cluster_id(m));
     CHECK_FALSE(dm::pg_physical(m));
     CHECK_FALSE(dm::pg_has_backup_end(m));
@@ -28,10 +28,24 @@ TEST_CASE("driver metadata: absent, malformed or not an object reads as the defa
   }
 }
 
-TEST_CASE("driver metadata: Kafka's and etcd's keys") {
+TEST_CASE("driver metadata: a drill's group and what starts beside it, written by any driver") {
+  auto g = dm::parse(R"({"drill_group":"c-7","drill_beside":{"driver":"zookeeper","why":"its metadata\nlives there"}})");
+  CHECK(dm::drill_group(g) == "c-7");
+  CHECK(dm::drill_beside(g).driver == "zookeeper");
+  CHECK(dm::drill_beside(g).why == "its metadata lives there");  // shown to an operator: no control characters
+  auto alone = dm::parse(R"({"drill_group":"c-7","metadata_mode":"zookeeper"})");
+  CHECK(dm::drill_beside(alone).driver.empty());  // the keys written, not guessed from another driver's
+  CHECK(dm::drill_beside(dm::parse(R"({"drill_beside":"zookeeper"})")).driver.empty());
+  auto no_why = dm::parse(R"({"drill_beside":{"driver":"etcd"}})");
+  CHECK(dm::drill_beside(no_why).why.find("etcd") != std::string::npos);
+}
+
+TEST_CASE("driver metadata: Kafka's snapshots from before drill_group, and etcd's keys") {
   auto k = dm::parse(R"({"metadata_mode":"zookeeper","cluster_id":"Xy1"})");
-  CHECK(dm::kafka_metadata_mode(k) == "zookeeper");
-  CHECK(dm::kafka_cluster_id(k) == "Xy1");
+  CHECK(dm::drill_group(k) == "Xy1");
+  CHECK(dm::drill_beside(k).driver == "zookeeper");
+  CHECK(dm::drill_beside(k).why.find("ZooKeeper mode") != std::string::npos);
+  CHECK(dm::drill_beside(dm::parse(R"({"metadata_mode":"kraft","cluster_id":"Xy1"})")).driver.empty());
   CHECK_FALSE(dm::etcd_legacy_cluster_id(k));  // not an etcd snapshot
   auto e = dm::parse(R"({"etcd_version":"3.5.9","cluster_id":"c1"})");
   CHECK(dm::etcd_legacy_cluster_id(e) == "c1");
