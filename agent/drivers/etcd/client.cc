@@ -4,6 +4,7 @@
 
 #include <condition_variable>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -42,6 +43,81 @@ std::string read_pem(const std::string& path, const char* what, bool secret) {
   }
 }
 
+// Ends a call gRPC's own deadline did not end. Seen once: a unary Status
+// call with a 2 s deadline blocked for over ten minutes in a process that had
+// been stopped (SIGSTOP) and continued shortly before (the class of
+// grpc/grpc#22004: a deadline not honoured). Every call with a deadline is
+// registered here, and cancelled (ClientContext::TryCancel, thread-safe) a
+// second after its deadline if it is still running: the call then returns
+// CANCELLED and the caller's own error handling runs. One thread per process,
+// started on first use and never stopped (it sleeps while nothing is
+// registered).
+class CallWatchdog {
+ public:
+  static CallWatchdog& instance() {
+    static auto* w = new CallWatchdog;  // never destroyed: calls may still end during exit
+    return *w;
+  }
+  uint64_t add(grpc::ClientContext* ctx, std::chrono::steady_clock::time_point at) {
+    std::lock_guard<std::mutex> l(mu_);
+    uint64_t id = ++next_;
+    calls_.emplace(id, Call{ctx, at});
+    if (!thread_started_) {
+      std::thread([this] { loop(); }).detach();
+      thread_started_ = true;
+    }
+    cv_.notify_one();
+    return id;
+  }
+  void remove(uint64_t id) {
+    std::lock_guard<std::mutex> l(mu_);
+    calls_.erase(id);
+  }
+
+ private:
+  struct Call {
+    grpc::ClientContext* ctx;
+    std::chrono::steady_clock::time_point at;
+  };
+  void loop() {
+    std::unique_lock<std::mutex> l(mu_);
+    for (;;) {
+      auto now = std::chrono::steady_clock::now();
+      auto next = now + std::chrono::hours(1);
+      for (auto& [id, c] : calls_) {
+        if (c.ctx && c.at <= now) {
+          c.ctx->TryCancel();  // under mu_: remove() waits, so the context is alive
+          c.ctx = nullptr;     // once
+        } else if (c.ctx) {
+          next = std::min(next, c.at);
+        }
+      }
+      cv_.wait_until(l, next);
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<uint64_t, Call> calls_;
+  uint64_t next_ = 0;
+  bool thread_started_ = false;
+};
+
+// A call's registration with the watchdog, for as long as the call runs.
+class WatchedCall {
+ public:
+  WatchedCall() = default;
+  WatchedCall(grpc::ClientContext& ctx, std::chrono::milliseconds timeout)
+      : id_(CallWatchdog::instance().add(&ctx, std::chrono::steady_clock::now() + timeout + std::chrono::seconds(1))) {}
+  WatchedCall(const WatchedCall&) = delete;
+  WatchedCall& operator=(const WatchedCall&) = delete;
+  ~WatchedCall() {
+    if (id_) CallWatchdog::instance().remove(id_);
+  }
+
+ private:
+  uint64_t id_ = 0;
+};
+
 }  // namespace
 
 struct Client::Impl {
@@ -53,9 +129,13 @@ struct Client::Impl {
   std::unique_ptr<etcdserverpb::Maintenance::Stub> maintenance;
   std::string token;
 
-  void prepare(grpc::ClientContext& ctx, bool deadline = true) const {
-    if (deadline) ctx.set_deadline(std::chrono::system_clock::now() + opt.timeout);
+  // The call's deadline and token; with a deadline, the returned guard
+  // keeps the call registered with the watchdog: hold it until the call ends.
+  [[nodiscard]] std::unique_ptr<WatchedCall> prepare(grpc::ClientContext& ctx, bool deadline = true) const {
     if (!token.empty()) ctx.AddMetadata("token", token);
+    if (!deadline) return std::make_unique<WatchedCall>();
+    ctx.set_deadline(std::chrono::system_clock::now() + opt.timeout);
+    return std::make_unique<WatchedCall>(ctx, opt.timeout);
   }
 
   [[noreturn]] void fail(const char* call, const grpc::Status& s, const std::string& when = {}) const {
@@ -116,7 +196,7 @@ Client::Client(ClientOptions opt) : impl_(std::make_unique<Impl>()) {
     req.set_password(m.opt.password);
     etcdserverpb::AuthenticateResponse resp;
     grpc::ClientContext ctx;
-    m.prepare(ctx);
+    auto watched = m.prepare(ctx);
     grpc::Status s = auth->Authenticate(&ctx, req, &resp);
     if (!s.ok())
       throw Error(Errc::io, "etcd '" + ep + "': authentication as '" + m.opt.user + "' failed: " + status_text(s) +
@@ -133,7 +213,7 @@ MemberStatus Client::status() {
   etcdserverpb::StatusRequest req;
   etcdserverpb::StatusResponse r;
   grpc::ClientContext ctx;
-  impl_->prepare(ctx);
+  auto watched = impl_->prepare(ctx);
   grpc::Status s = impl_->maintenance->Status(&ctx, req, &r);
   if (!s.ok()) impl_->fail("Status", s);
   MemberStatus st;
@@ -156,7 +236,7 @@ bool Client::answers() {
   etcdserverpb::StatusRequest req;
   etcdserverpb::StatusResponse r;
   grpc::ClientContext ctx;
-  impl_->prepare(ctx);
+  auto watched = impl_->prepare(ctx);
   grpc::Status s = impl_->maintenance->Status(&ctx, req, &r);
   return s.ok() || (s.error_code() != grpc::StatusCode::UNAVAILABLE && s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED);
 }
@@ -165,7 +245,7 @@ std::vector<Member> Client::members() {
   etcdserverpb::MemberListRequest req;
   etcdserverpb::MemberListResponse r;
   grpc::ClientContext ctx;
-  impl_->prepare(ctx);
+  auto watched = impl_->prepare(ctx);
   grpc::Status s = impl_->cluster->MemberList(&ctx, req, &r);
   if (!s.ok()) impl_->fail("MemberList", s);
   std::vector<Member> out;
@@ -194,7 +274,7 @@ int64_t Client::count_keys(int64_t revision) {
   req.set_serializable(true);
   etcdserverpb::RangeResponse r;
   grpc::ClientContext ctx;
-  impl_->prepare(ctx);
+  auto watched = impl_->prepare(ctx);
   grpc::Status s = impl_->kv->Range(&ctx, req, &r);
   if (!s.ok()) impl_->fail("Range (key count)", s);
   return r.count();
@@ -205,7 +285,7 @@ KvHash Client::hash_kv(int64_t revision) {
   req.set_revision(revision);
   etcdserverpb::HashKVResponse r;
   grpc::ClientContext ctx;
-  impl_->prepare(ctx);
+  auto watched = impl_->prepare(ctx);
   grpc::Status s = impl_->maintenance->HashKV(&ctx, req, &r);
   // etcd refuses HashKV at a revision that is not above the compacted one, so
   // a member compacted at its current revision (a quiet etcd after `etcdctl
@@ -217,7 +297,7 @@ KvHash Client::hash_kv(int64_t revision) {
     now.set_revision(0);
     etcdserverpb::HashKVResponse rn;
     grpc::ClientContext ctx2;
-    impl_->prepare(ctx2);
+    auto watched2 = impl_->prepare(ctx2);
     grpc::Status s2 = impl_->maintenance->HashKV(&ctx2, now, &rn);
     if (s2.ok() && rn.header().revision() == revision) return KvHash{rn.hash(), rn.compact_revision(), rn.header().revision()};
   }
@@ -228,7 +308,7 @@ KvHash Client::hash_kv(int64_t revision) {
 SnapshotResult Client::snapshot(const std::function<void(std::string_view)>& on_data, const std::atomic<bool>* cancel,
                                 std::chrono::milliseconds stall) {
   grpc::ClientContext ctx;
-  impl_->prepare(ctx, false);  // as long as it takes, while data keeps coming
+  auto watched = impl_->prepare(ctx, false);  // as long as it takes, while data keeps coming
   etcdserverpb::SnapshotRequest req;
   auto reader = impl_->maintenance->Snapshot(&ctx, req);
 
