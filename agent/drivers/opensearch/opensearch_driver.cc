@@ -1,0 +1,791 @@
+#include "agent/drivers/opensearch/opensearch_driver.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "agent/drivers/repo_progress.h"
+#include "agent/failpoint.h"
+#include "common/crypto/crypto.h"
+#include "common/repo/restorer.h"
+#include "common/repo/snapshot.h"
+#include "common/util/encoding.h"
+#include "common/util/error.h"
+#include "common/util/fs.h"
+
+namespace cairn::agent::opensearch {
+
+namespace fs = std::filesystem;
+namespace v1 = cairn::v1;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::chrono::milliseconds kSnapshotTimeout = 6h;
+constexpr std::chrono::milliseconds kRestoreTimeout = 6h;
+constexpr std::chrono::seconds kHealthTimeout{600};
+constexpr const char* kPlanFile = "cairn-restore-plan.json";
+constexpr size_t kNamesPerRequest = 40;  // index names joined in one URL
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Hard-links every file of src into dst (made here), directories made anew,
+// symbolic links copied: the tree as it is now, whatever the server writes or
+// deletes in src meanwhile. Returns the bytes and files linked.
+std::pair<uint64_t, uint64_t> link_tree(const fs::path& src, const fs::path& dst) {
+  uint64_t bytes = 0, files = 0;
+  fs::create_directories(dst);
+  for (auto it = fs::recursive_directory_iterator(src); it != fs::recursive_directory_iterator(); ++it) {
+    const fs::path rel = fs::relative(it->path(), src);
+    const fs::path to = dst / rel;
+    auto st = it->symlink_status();
+    if (fs::is_symlink(st)) {
+      fs::copy_symlink(it->path(), to);
+    } else if (fs::is_directory(st)) {
+      fs::create_directory(to);
+    } else if (fs::is_regular_file(st)) {
+      if (::link(it->path().c_str(), to.c_str()) != 0)
+        throw Error(Errc::io, "cannot hard-link '" + it->path().string() + "' into '" + dst.string() + "': " + std::strerror(errno) +
+                                  " (the agent needs to be allowed to link the server's files: its user or root)");
+      std::error_code ec;
+      bytes += fs::file_size(it->path(), ec);
+      ++files;
+    }
+  }
+  return {bytes, files};
+}
+
+// Whether `name` matches one of the patterns ("*" any run; a leading '-' excludes).
+bool glob_match(const std::string& pat, const std::string& s) {
+  size_t p = 0, i = 0, star = std::string::npos, mark = 0;
+  while (i < s.size()) {
+    if (p < pat.size() && pat[p] == '*') {
+      star = p++;
+      mark = i;
+    } else if (p < pat.size() && pat[p] == s[i]) {
+      ++p;
+      ++i;
+    } else if (star != std::string::npos) {
+      p = star + 1;
+      i = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pat.size() && pat[p] == '*') ++p;
+  return p == pat.size();
+}
+
+bool matches(const std::vector<std::string>& patterns, const std::string& name) {
+  bool in = false;
+  for (const auto& p : patterns) {
+    if (!p.empty() && p[0] == '-') {
+      if (glob_match(p.substr(1), name)) in = false;
+    } else if (glob_match(p, name)) {
+      // As the server expands a wildcard: a dot-index only by a pattern that starts with '.'.
+      if (name[0] != '.' || p[0] == '.') in = true;
+    }
+  }
+  return in;
+}
+
+std::vector<std::vector<std::string>> chunks(const std::vector<std::string>& names) {
+  std::vector<std::vector<std::string>> out;
+  for (size_t i = 0; i < names.size(); i += kNamesPerRequest)
+    out.emplace_back(names.begin() + i, names.begin() + std::min(names.size(), i + kNamesPerRequest));
+  return out;
+}
+
+int64_t as_int(const nlohmann::json& v) {
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_string()) try {
+      return std::stoll(v.get<std::string>());
+    } catch (...) {
+    }
+  return -1;
+}
+
+std::string mapping_digest(const nlohmann::json& mapping) {
+  std::string s = mapping.dump();  // keys sorted: the same mapping, the same text
+  auto h = crypto::sha256(as_bytes(s));
+  return to_hex(h).substr(0, 16);
+}
+
+}  // namespace
+
+nlohmann::json RestorePlan::to_json() const {
+  return {{"repository", repository}, {"location", location}, {"snapshot", snapshot},
+          {"remove", remove},         {"restore", restore},   {"global_state", global_state}};
+}
+
+RestorePlan RestorePlan::from_json(const nlohmann::json& j) {
+  RestorePlan p;
+  p.repository = j.at("repository").get<std::string>();
+  p.location = j.at("location").get<std::string>();
+  p.snapshot = j.at("snapshot").get<std::string>();
+  p.remove = j.at("remove").get<std::vector<std::string>>();
+  p.restore = j.at("restore").get<std::vector<std::string>>();
+  p.global_state = j.value("global_state", false);
+  return p;
+}
+
+OpenSearchDriver::OpenSearchDriver(std::string component, Settings settings)
+    : component_(std::move(component)), settings_(std::move(settings)), api_(settings_) {}
+
+DriverCaps OpenSearchDriver::capabilities() const {
+  DriverCaps c;
+  c.backup = true;
+  c.restore = true;
+  c.needs_service_stop = false;  // the server's snapshot is consistent while it runs
+  c.safety_backup = true;
+  c.scope = "node";  // one agent per cluster does the API calls
+  c.restore_stops_service = false;
+  c.preflight_whole_restore = true;
+  return c;
+}
+
+std::vector<std::string> OpenSearchDriver::config_warnings() const {
+  std::vector<std::string> w;
+  std::error_code ec;
+  if (!fs::is_directory(settings_.snapshot_path, ec))
+    w.push_back("component '" + component_ + "': snapshot_path '" + settings_.snapshot_path + "' does not exist");
+  if (auto p = api_.credentials_problem(); !p.empty()) w.push_back("component '" + component_ + "': " + p);
+  return w;
+}
+
+std::vector<v1::Reason> OpenSearchDriver::backup_checks() const {
+  std::vector<v1::Reason> out;
+  auto refuse = [&](const std::string& detail) { out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED, detail, component_)); };
+  if (auto p = api_.credentials_problem(); !p.empty()) {
+    refuse(p);
+    return out;
+  }
+  ClusterInfo ci;
+  try {
+    ci = cluster_info(api_);
+  } catch (const Error& e) {
+    refuse(std::string("the cluster at '") + settings_.url + "' does not answer usably: " + e.what());
+    return out;
+  }
+  if (ci.health == "red")
+    refuse("cluster '" + ci.name + "' at '" + settings_.url + "' is red (a primary shard is unassigned): its snapshot would be partial");
+  std::error_code ec;
+  if (!fs::is_directory(settings_.snapshot_path, ec)) {
+    refuse("snapshot_path '" + settings_.snapshot_path + "' does not exist on this host: the agent stores it from here");
+    return out;
+  }
+  const std::string repo = "/_snapshot/" + settings_.snapshot_repository;
+  try {
+    auto r = api_.call("GET", repo);
+    if (r.status == 404) {
+      // Registered by the agent: a filesystem repository at snapshot_path,
+      // verified by the server on every node as it is registered.
+      auto put = api_.call("PUT", repo + "?verify=false",
+                           {{"type", "fs"}, {"settings", {{"location", settings_.snapshot_path}, {"compress", false}}}}, 60s);
+      if (put.status >= 400) {
+        refuse("registering snapshot repository '" + settings_.snapshot_repository + "' at snapshot_path '" + settings_.snapshot_path +
+               "' failed: " + Api::reason(put) + " (snapshot_path must be at or below a directory listed in path.repo of every node)");
+        return out;
+      }
+    } else if (r.status >= 400) {
+      refuse("GET '" + repo + "' answered " + std::to_string(r.status) + ": " + Api::reason(r));
+      return out;
+    } else {
+      const auto& d = r.body.is_object() && r.body.contains(settings_.snapshot_repository) ? r.body[settings_.snapshot_repository]
+                                                                                             : nlohmann::json();
+      std::string type = d.is_object() ? d.value("type", "") : "";
+      std::string loc = d.is_object() && d.contains("settings") ? d["settings"].value("location", "") : "";
+      if (type != "fs" || (loc != settings_.snapshot_path && loc != settings_.snapshot_path + "/")) {
+        refuse("snapshot repository '" + settings_.snapshot_repository + "' is registered as type '" + type + "' at '" + loc +
+               "', not as type 'fs' at snapshot_path '" + settings_.snapshot_path + "': fix 'snapshot_repository' or 'snapshot_path'");
+        return out;
+      }
+    }
+    auto v = api_.call("POST", repo + "/_verify", nullptr, 120s);
+    if (v.status >= 400)
+      refuse("the cluster could not verify snapshot repository '" + settings_.snapshot_repository + "' at '" + settings_.snapshot_path +
+             "': " + Api::reason(v) +
+             ". Every node of the cluster writes the snapshot: snapshot_path must be one directory shared by every node "
+             "(NFS), listed in each node's path.repo, and the agent stores it from one host that mounts it");
+  } catch (const Error& e) {
+    refuse(e.what());
+  }
+  return out;
+}
+
+std::vector<v1::Reason> OpenSearchDriver::preflight(const v1::Task& task) const {
+  if (task.kind() == v1::TASK_KIND_BACKUP) return backup_checks();
+  std::vector<v1::Reason> out;
+  auto refuse = [&](const std::string& detail) { out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED, detail, component_)); };
+  if (task.kind() != v1::TASK_KIND_RESTORE) {
+    refuse("the opensearch driver does backups and restores only");
+    return out;
+  }
+  const auto& o = task.options();
+  if (!o.restore_target().empty())
+    refuse("component '" + component_ + "' (opensearch) declares no restore targets; it restores in place, not to '" +
+           o.restore_target() + "'");
+  if (!o.restore_step().empty())
+    refuse("component '" + component_ + "' (opensearch) is restored in one task, not in cluster steps ('" + o.restore_step() + "')");
+  if (auto p = api_.credentials_problem(); !p.empty()) refuse(p);
+  fs::path parent = fs::path(settings_.snapshot_path).parent_path();
+  if (::access(parent.c_str(), W_OK | X_OK) != 0)
+    refuse("the restore puts the stored repository back beside snapshot_path '" + settings_.snapshot_path + "' in '" + parent.string() +
+           "', which this agent cannot write: " + std::strerror(errno));
+  if (!o.skip_safety_backup())
+    for (auto& r : backup_checks()) {
+      r.set_detail(r.detail() +
+                   " (the safety backup before the restore needs the cluster's snapshot; restore with "
+                   "--skip-safety-backup to go without it)");
+      out.push_back(std::move(r));
+    }
+  return out;
+}
+
+nlohmann::json OpenSearchDriver::index_stats(bool refresh) const {
+  if (refresh) (void)api_.call("POST", "/_refresh?expand_wildcards=all&ignore_unavailable=true", nullptr, 120s);
+  auto rows = api_.ok("GET", "/_cat/indices?format=json&bytes=b&expand_wildcards=all&h=index,uuid,health,status,pri,rep,docs.count",
+                      nullptr, 60s);
+  nlohmann::json out = nlohmann::json::object();
+  if (!rows.is_array()) return out;
+  for (const auto& r : rows) {
+    if (!r.is_object() || !r.contains("index") || !r["index"].is_string()) continue;
+    out[r["index"].get<std::string>()] = {{"uuid", r.value("uuid", "")},
+                                          {"health", r.value("health", "")},
+                                          {"status", r.value("status", "")},
+                                          {"primaries", as_int(r.value("pri", nlohmann::json()))},
+                                          {"replicas", as_int(r.value("rep", nlohmann::json()))},
+                                          {"docs", as_int(r.value("docs.count", nlohmann::json()))}};
+  }
+  return out;
+}
+
+void OpenSearchDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const SnapshotPurpose& purpose) {
+  report_phase(ctx, v1::PHASE_SNAPSHOT, settings_.url);
+  ClusterInfo ci = cluster_info(api_);
+  if (ci.health == "red")
+    throw Error(Errc::unavailable, "cluster '" + ci.name + "' is red (a primary shard is unassigned): no snapshot is taken");
+  const std::string repo = "/_snapshot/" + settings_.snapshot_repository;
+
+  // What the snapshot takes: the configured patterns and the saved objects of
+  // Kibana / OpenSearch Dashboards by name (OpenSearch has no feature states).
+  std::vector<std::string> indices = settings_.indices;
+  nlohmann::json before = index_stats(true);
+  std::vector<std::string> saved_objects;
+  for (const auto& [name, _] : before.items())
+    if (name.rfind(".kibana", 0) == 0 || name.rfind(".opensearch_dashboards", 0) == 0) saved_objects.push_back(name);
+  for (const auto& n : saved_objects)
+    if (!matches(settings_.indices, n)) indices.push_back(n);
+
+  std::string name = "cairn-" + lower(utc_stamp());
+  for (int i = 2; api_.call("GET", repo + "/" + name).status == 200; ++i) name = "cairn-" + lower(utc_stamp()) + "-" + std::to_string(i);
+  nlohmann::json body = {{"indices", join(indices)},
+                         {"include_global_state", settings_.include_global_state},
+                         {"ignore_unavailable", true},
+                         {"partial", false},
+                         {"metadata", {{"taken_by", "cairn"}, {"task", ctx.task_id}, {"safety", purpose.safety}}}};
+  auto r = api_.call("PUT", repo + "/" + name + "?wait_for_completion=true", body, kSnapshotTimeout, ctx.cancel);
+  if (r.status >= 400)
+    throw Error(Errc::io, "the snapshot '" + name + "' of cluster '" + ci.name + "' failed: " + Api::reason(r));
+  const auto& s = r.body.value("snapshot", nlohmann::json::object());
+  const std::string state = s.value("state", "");
+  if (state != "SUCCESS") {
+    std::string failed;
+    if (s.contains("failures") && s["failures"].is_array())
+      for (const auto& f : s["failures"])
+        failed += " '" + f.value("index", std::string("?")) + "' shard " + std::to_string(f.value("shard_id", -1)) + ": " +
+                  f.value("reason", std::string()) + ";";
+    (void)api_.call("DELETE", repo + "/" + name, nullptr, 120s);
+    throw Error(Errc::io, "the snapshot '" + name + "' of cluster '" + ci.name + "' ended " + state +
+                              (failed.empty() ? std::string() : ", failed shards:" + failed) + " (deleted again; nothing stored)");
+  }
+  failpoint("backup.opensearch.snapshotted");
+
+  // The repository as it is now, hard links in a per-run tree beside it,
+  // stored at snapshot_path: the write-once blobs of earlier snapshots are
+  // found unchanged in the parent and read no more.
+  const fs::path sp(settings_.snapshot_path);
+  for (const auto& gone : remove_leftovers(sp.parent_path().string(), sp.filename().string() + ".cairn-backup-"))
+    note(ctx, "removed '" + gone + "', left by an earlier backup that did not end");
+  const std::string staging = settings_.snapshot_path + ".cairn-backup-" + utc_stamp();
+  std::pair<uint64_t, uint64_t> linked;
+  try {
+    linked = link_tree(sp, staging);
+  } catch (...) {
+    remove_tree(staging);
+    throw;
+  }
+  sink.on_done([staging] { remove_tree(staging); });
+  // The snapshots older than this one are in earlier backups (or in none
+  // that succeeded, and then not needed): deleted through the API so the
+  // repository does not grow. Failing that is a note, not a failure.
+  auto note_fn = ctx.note;
+  sink.on_done([this, repo, name, note_fn] {
+    try {
+      auto list = api_.ok("GET", repo + "/cairn-*", nullptr, 60s);
+      if (!list.contains("snapshots") || !list["snapshots"].is_array()) return;
+      for (const auto& s : list["snapshots"]) {
+        std::string n = s.value("snapshot", "");
+        if (n.rfind("cairn-", 0) != 0 || n >= name) continue;  // names sort by time: only older ones
+        auto d = api_.call("DELETE", repo + "/" + n, nullptr, 600s);
+        if (d.status >= 400 && d.status != 404 && note_fn)
+          note_fn("deleting the older snapshot '" + n + "' failed: " + Api::reason(d) + " (it stays in the repository)");
+      }
+    } catch (const std::exception& e) {
+      if (note_fn) note_fn(std::string("the older snapshots were not deleted: ") + e.what());
+    }
+  });
+  report_phase(ctx, v1::PHASE_SNAPSHOT, staging, 0, linked.first);
+  sink.add_path(staging, settings_.snapshot_path);
+  sink.immutable_links();
+
+  // Metadata: identity, the snapshot, and per index what a restore checks.
+  nlohmann::json after = index_stats(false);
+  nlohmann::json per_index = nlohmann::json::object();
+  std::vector<std::string> snap_indices;
+  if (s.contains("indices") && s["indices"].is_array())
+    for (const auto& i : s["indices"])
+      if (i.is_string()) snap_indices.push_back(i.get<std::string>());
+  std::sort(snap_indices.begin(), snap_indices.end());
+  nlohmann::json aliases = nlohmann::json::object();
+  try {
+    auto a = api_.ok("GET", "/_alias?expand_wildcards=all", nullptr, 60s);
+    for (const auto& [idx, v] : a.items())
+      if (v.contains("aliases") && v["aliases"].is_object() && !v["aliases"].empty())
+        for (const auto& [al, _] : v["aliases"].items()) aliases[idx].push_back(al);
+  } catch (const Error& e) {
+    note(ctx, std::string("the aliases are not recorded: ") + e.what());
+  }
+  const bool small = snap_indices.size() <= 200;  // metadata stays < 64 KiB
+  for (const auto& n : snap_indices) {
+    nlohmann::json e = after.contains(n) ? after[n] : nlohmann::json::object();
+    // A document indexed while the snapshot ran may or may not be in it:
+    // the lower count is what a restore must at least bring back.
+    if (before.contains(n) && e.contains("docs")) e["docs"] = std::min(before[n].value("docs", int64_t(0)), e["docs"].get<int64_t>());
+    e.erase("status");
+    if (small) {
+      if (aliases.contains(n)) e["aliases"] = aliases[n];
+      try {
+        auto m = api_.ok("GET", "/" + n + "/_mapping", nullptr, 30s);
+        if (m.contains(n)) e["mapping"] = mapping_digest(m[n]);
+      } catch (const Error&) {
+      }
+    }
+    per_index[n] = std::move(e);
+  }
+  std::vector<std::string> templates;
+  try {
+    auto t = api_.call("GET", "/_index_template", nullptr, 30s);
+    if (t.status == 200 && t.body.contains("index_templates"))
+      for (const auto& x : t.body["index_templates"]) templates.push_back(x.value("name", ""));
+  } catch (const Error&) {
+  }
+  nlohmann::json meta = {
+      {"cluster_name", ci.name},
+      {"cluster_uuid", ci.uuid},
+      {"version", {{"number", ci.version}, {"distribution", ci.distribution}}},
+      {"url", settings_.url},
+      {"snapshot_repository", settings_.snapshot_repository},
+      {"snapshot_path", settings_.snapshot_path},
+      {"snapshot", {{"name", name}, {"uuid", s.value("uuid", "")}, {"state", state}}},
+      {"include_global_state", settings_.include_global_state},
+      {"saved_object_indices", saved_objects},
+      {"indices", per_index},
+      {"index_templates", templates},
+      {"nodes", ci.nodes},
+  };
+  sink.set_metadata(std::move(meta));
+}
+
+std::vector<v1::Reason> OpenSearchDriver::check_snapshot(const repo::Snapshot& snap) const {
+  std::vector<v1::Reason> out;
+  bool has = false;
+  for (const auto& p : snap.paths) {
+    if (p == settings_.snapshot_path)
+      has = true;
+    else
+      out.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                                "snapshot '" + snap.id.substr(0, 8) + "' holds '" + p + "', which component '" + component_ +
+                                    "' does not declare (snapshot_path); nothing was changed",
+                                p));
+  }
+  if (!has || !snap.component.is_object() || !snap.component.contains("snapshot"))
+    out.push_back(make_reason(v1::ERROR_CODE_UNSUPPORTED_TASK,
+                              "snapshot '" + snap.id.substr(0, 8) + "' holds no OpenSearch snapshot repository at '" +
+                                  settings_.snapshot_path + "' (taken of another snapshot_path?); nothing was changed",
+                              settings_.snapshot_path));
+  return out;
+}
+
+std::vector<v1::Reason> OpenSearchDriver::identity_checks(const nlohmann::json& meta, bool force_identity) const {
+  std::vector<v1::Reason> out;
+  ClusterInfo ci;
+  try {
+    ci = cluster_info(api_);
+  } catch (const Error& e) {
+    out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED, std::string("the cluster does not answer usably: ") + e.what(), component_));
+    return out;
+  }
+  if (ci.health == "red")
+    out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                              "cluster '" + ci.name + "' is red (a primary shard is unassigned): bring its nodes back before a restore; "
+                              "nothing was changed",
+                              component_));
+  std::string name = meta.value("cluster_name", ""), uuid = meta.value("cluster_uuid", "");
+  if (!force_identity && (name != ci.name || uuid != ci.uuid))
+    out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                              "the snapshot is of cluster '" + name + "' (uuid " + uuid + "), this is cluster '" + ci.name + "' (uuid " +
+                                  ci.uuid + "): restore with --force-identity to restore it onto this cluster; nothing was changed",
+                              component_));
+  return out;
+}
+
+std::vector<v1::Reason> OpenSearchDriver::restore_preflight(TaskContext& ctx, const RestoreSpec& spec) {
+  std::vector<v1::Reason> out;
+  try {
+    auto id = repo::resolve_snapshot(*ctx.repo, spec.snapshot_id);
+    auto snap = repo::load_snapshot(*ctx.repo, id);
+    snap.id = id;
+    if (auto bad = check_snapshot(snap); !bad.empty()) return bad;
+    return identity_checks(snap.component, spec.force_identity);
+  } catch (const Error& e) {
+    out.push_back(make_reason(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, std::string("cannot read the snapshot: ") + e.what(), component_));
+  }
+  return out;
+}
+
+std::string OpenSearchDriver::wait_healthy(const std::vector<std::string>& names, const std::atomic<bool>* cancel) const {
+  if (names.empty()) return {};
+  auto deadline = std::chrono::steady_clock::now() + kHealthTimeout;
+  std::string last;
+  while (true) {
+    bool all = true;
+    try {
+      int nodes = api_.ok("GET", "/_cluster/health", nullptr, 30s).value("number_of_nodes", 0);
+      const std::string want = nodes <= 1 ? "yellow" : "green";
+      for (const auto& part : chunks(names)) {
+        auto h = api_.call("GET", "/_cluster/health/" + join(part) + "?wait_for_status=" + want + "&timeout=20s", nullptr, 60s, cancel);
+        std::string st = h.body.is_object() ? h.body.value("status", "") : "";
+        if (h.status == 408 || (st != "green" && st != want)) {
+          all = false;
+          last = "indices " + join(part).substr(0, 200) + " are " + (st.empty() ? Api::reason(h) : st) + ", not " + want;
+          break;
+        }
+      }
+    } catch (const Error& e) {
+      all = false;
+      last = e.what();
+    }
+    if (all) return {};
+    if (cancel && cancel->load()) return "cancelled";
+    if (std::chrono::steady_clock::now() >= deadline) return last;
+    std::this_thread::sleep_for(1s);
+  }
+}
+
+void OpenSearchDriver::apply_plan(const RestorePlan& plan, bool recovering, const std::atomic<bool>* cancel) const {
+  const std::string repo = "/_snapshot/" + plan.repository;
+  if (api_.call("GET", repo).status == 404) {
+    auto put = api_.call("PUT", repo, {{"type", "fs"}, {"settings", {{"location", plan.location}, {"readonly", true}}}}, 120s);
+    if (put.status >= 400)
+      throw Error(Errc::io, "registering the stored repository at '" + plan.location + "' failed: " + Api::reason(put) +
+                                " (snapshot_path's parent directory must be within path.repo of every node)");
+  }
+  std::vector<std::string> gone = plan.remove;
+  if (recovering) gone.insert(gone.end(), plan.restore.begin(), plan.restore.end());
+  std::sort(gone.begin(), gone.end());
+  gone.erase(std::unique(gone.begin(), gone.end()), gone.end());
+  for (const auto& part : chunks(gone)) {
+    auto d = api_.call("DELETE", "/" + join(part) + "?ignore_unavailable=true&expand_wildcards=all", nullptr, 300s, cancel);
+    if (d.status >= 400 && d.status != 404) throw Error(Errc::io, "deleting indices " + join(part) + " failed: " + Api::reason(d));
+  }
+  failpoint("restore.opensearch.deleted");
+  if (plan.restore.empty() && !plan.global_state) return;
+  nlohmann::json body = {{"indices", plan.restore.empty() ? std::string("-*") : join(plan.restore)},
+                         {"include_global_state", plan.global_state},
+                         {"include_aliases", true},
+                         {"ignore_unavailable", false}};
+  auto r = api_.call("POST", repo + "/" + plan.snapshot + "/_restore?wait_for_completion=true", body, kRestoreTimeout, cancel);
+  if (r.status >= 400) throw Error(Errc::io, "restoring snapshot '" + plan.snapshot + "' failed: " + Api::reason(r));
+  const auto& s = r.body.value("snapshot", nlohmann::json::object());
+  if (s.contains("shards") && s["shards"].value("failed", 0) > 0)
+    throw Error(Errc::io, "restoring snapshot '" + plan.snapshot + "': " + std::to_string(s["shards"].value("failed", 0)) +
+                              " shards failed to restore");
+}
+
+std::vector<v1::Reason> OpenSearchDriver::check_counts(const nlohmann::json& recorded, const std::vector<std::string>& only) const {
+  std::vector<v1::Reason> out;
+  nlohmann::json now = index_stats(true);
+  for (const auto& n : only) {
+    if (!recorded.contains(n)) continue;
+    const auto& want = recorded[n];
+    if (!now.contains(n)) {
+      out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, "index '" + n + "' of the snapshot is not in the cluster", n));
+      continue;
+    }
+    int64_t wd = want.value("docs", int64_t(-1)), hd = now[n].value("docs", int64_t(-1));
+    int64_t wp = want.value("primaries", int64_t(-1)), hp = now[n].value("primaries", int64_t(-1));
+    if (wd >= 0 && hd < wd)
+      out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED,
+                                "index '" + n + "' holds " + std::to_string(hd) + " documents, the backup recorded " + std::to_string(wd),
+                                n));
+    if (wp >= 0 && hp != wp)
+      out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED,
+                                "index '" + n + "' has " + std::to_string(hp) + " primary shards, the backup recorded " + std::to_string(wp),
+                                n));
+  }
+  return out;
+}
+
+DriverResult OpenSearchDriver::restore(TaskContext& ctx, const RestoreSpec& spec) {
+  DriverResult res;
+  auto fail = [&](v1::ErrorCode code, const std::string& detail) {
+    res.outcome = v1::TASK_OUTCOME_FAILED;
+    res.reasons.push_back(make_reason(code, detail, component_));
+    return res;
+  };
+  if (spec.step != v1::RESTORE_STEP_ALL)
+    return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ + "' (opensearch) is restored in one task");
+  if (!spec.target_name.empty())
+    return fail(v1::ERROR_CODE_UNSUPPORTED_TASK, "component '" + component_ + "' declares no restore target '" + spec.target_name + "'");
+
+  // 1. The snapshot, and the cluster it may go to: nothing changed otherwise.
+  std::string id;
+  nlohmann::json meta;
+  uint64_t need = 0;
+  try {
+    id = repo::resolve_snapshot(*ctx.repo, spec.snapshot_id);
+    auto snap = repo::load_snapshot(*ctx.repo, id);
+    snap.id = id;
+    need = snapshot_bytes(snap);
+    if (auto bad = check_snapshot(snap); !bad.empty()) {
+      res.reasons = std::move(bad);
+      return res;
+    }
+    meta = snap.component;
+  } catch (const Error& e) {
+    return fail(v1::ERROR_CODE_SNAPSHOT_NOT_FOUND, std::string("cannot read the snapshot: ") + e.what());
+  }
+  if (auto bad = identity_checks(meta, spec.force_identity); !bad.empty()) {
+    res.reasons = std::move(bad);
+    return res;
+  }
+  const std::string snap_name = meta["snapshot"].value("name", "");
+  const nlohmann::json recorded = meta.value("indices", nlohmann::json::object());
+
+  // 2. The stored repository read out beside snapshot_path (the same
+  // filesystem, within path.repo when snapshot_path's parent is).
+  const fs::path sp(settings_.snapshot_path);
+  // What restores killed before their plan was written left; one with a
+  // plan is the agent's next start's to finish (its record is in the journal).
+  {
+    std::error_code ec;
+    const std::string prefix = sp.filename().string() + ".cairn-restore-";
+    for (const auto& e : fs::directory_iterator(sp.parent_path(), ec)) {
+      std::string n = e.path().filename().string();
+      if (n.rfind(prefix, 0) != 0 || e.is_symlink(ec) || !e.is_directory(ec)) continue;
+      if (fs::exists(e.path() / kPlanFile, ec)) {
+        note(ctx, "'" + e.path().string() + "' holds the plan of an interrupted restore, kept for the agent's next start");
+        continue;
+      }
+      remove_tree(e.path().string());
+      note(ctx, "removed '" + e.path().string() + "', left by an earlier restore that did not end");
+    }
+  }
+  const std::string stamp = utc_stamp();
+  const std::string staging = settings_.snapshot_path + ".cairn-restore-" + stamp;
+  struct StagingGuard {
+    std::string path;
+    bool keep = false;
+    ~StagingGuard() {
+      if (!keep) remove_tree(path);
+    }
+  } guard{staging};
+  if (auto p = staging_space_problem(sp.parent_path().string(), need); !p.empty()) return fail(v1::ERROR_CODE_NO_SPACE, p);
+  repo::RestoreOptions ro;
+  ro.memory_budget = ctx.memory_budget;
+  ro.target = staging;
+  ro.cancel = ctx.cancel;
+  ro.progress = repo_progress(ctx, v1::PHASE_RESTORE);
+  repo::RestoreResult rr;
+  try {
+    rr = repo::restore(*ctx.repo, id, ro);
+  } catch (const Error& e) {
+    return fail(repository_read_code(e), std::string("reading the snapshot failed, nothing was changed: ") + e.what());
+  }
+  if (!rr.failures.empty()) {
+    for (const auto& f : rr.failures)
+      res.reasons.push_back(make_reason(v1::ERROR_CODE_REPOSITORY_CORRUPT, "'" + f.path + "': " + f.reason, f.path));
+    return fail(v1::ERROR_CODE_REPOSITORY_CORRUPT,
+                std::to_string(rr.failures.size()) + " entries of the snapshot could not be read; nothing was changed");
+  }
+  res.bytes = rr.bytes_restored;
+  res.files = rr.files_restored;
+
+  RestorePlan plan;
+  plan.repository = "cairn-restore-" + lower(stamp);
+  plan.location = staging + settings_.snapshot_path;
+  plan.snapshot = snap_name;
+  const std::string rrepo = "/_snapshot/" + plan.repository;
+  auto unregister = [&] {
+    try {
+      (void)api_.call("DELETE", rrepo, nullptr, 60s);
+    } catch (const Error&) {
+    }
+  };
+
+  // 3. What the stored snapshot holds, and what this restore does with it.
+  std::vector<std::string> in_snapshot;
+  bool had_global = false;
+  try {
+    auto put = api_.call("PUT", rrepo, {{"type", "fs"}, {"settings", {{"location", plan.location}, {"readonly", true}}}}, 120s);
+    if (put.status >= 400)
+      return fail(v1::ERROR_CODE_PREFLIGHT_FAILED,
+                  "the cluster refused the stored repository put back at '" + plan.location + "': " + Api::reason(put) +
+                      " (snapshot_path's parent directory must be within path.repo of every node, shared by all); nothing was changed");
+    auto info = api_.call("GET", rrepo + "/" + snap_name, nullptr, 120s);
+    if (info.status >= 400 || !info.body.contains("snapshots") || info.body["snapshots"].empty()) {
+      unregister();
+      return fail(v1::ERROR_CODE_REPOSITORY_CORRUPT, "the stored repository does not hold snapshot '" + snap_name +
+                                                         "': " + Api::reason(info) + "; nothing was changed");
+    }
+    const auto& si = info.body["snapshots"][0];
+    for (const auto& i : si.value("indices", nlohmann::json::array())) in_snapshot.push_back(i.get<std::string>());
+    had_global = si.value("include_global_state", false);
+  } catch (const Error& e) {
+    unregister();
+    return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, std::string(e.what()) + "; nothing was changed");
+  }
+  std::sort(in_snapshot.begin(), in_snapshot.end());
+  nlohmann::json now;
+  try {
+    now = index_stats(false);
+  } catch (const Error& e) {
+    unregister();
+    return fail(v1::ERROR_CODE_PREFLIGHT_FAILED, std::string(e.what()) + "; nothing was changed");
+  }
+  const bool mirror = spec.write_mode != v1::RESTORE_WRITE_MODE_MERGE;
+  if (mirror) {
+    plan.restore = in_snapshot;
+    for (const auto& [n, _] : now.items())
+      if (std::binary_search(in_snapshot.begin(), in_snapshot.end(), n) || matches(settings_.indices, n)) plan.remove.push_back(n);
+    plan.global_state = had_global && settings_.include_global_state;
+  } else {
+    for (const auto& n : in_snapshot) {
+      if (now.contains(n))
+        res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
+                                          "index '" + n + "' exists in the cluster: kept, not restored (merge restores only absent indices)",
+                                          n));
+      else
+        plan.restore.push_back(n);
+    }
+  }
+
+  // 4. The plan on disk in the staging tree and the restore's record in the
+  // journal before the first index goes: an agent killed from here on
+  // applies the plan again at its next start.
+  {
+    std::ofstream f(staging + "/" + kPlanFile, std::ios::trunc);
+    f << plan.to_json().dump();
+    if (!f.flush()) {
+      unregister();
+      return fail(v1::ERROR_CODE_IO_ERROR, "cannot write the restore's plan into '" + staging + "'; nothing was changed");
+    }
+  }
+  InPlaceRestore rec = in_place_restore(ctx, stamp, InPlaceRestore::State::swapping);
+  rec.scratch = {staging};
+  JournalGuard journal(ctx.journal, std::move(rec));
+  try {
+    journal.write();
+  } catch (const Error& e) {
+    unregister();
+    return fail(v1::ERROR_CODE_IO_ERROR, e.what());
+  }
+  report_phase(ctx, v1::PHASE_RESTORE, plan.snapshot, rr.bytes_restored, rr.bytes_restored);
+  try {
+    apply_plan(plan, false, ctx.cancel);
+  } catch (const Error& e) {
+    // Indices may be gone: the record and the staged tree stay, the agent's
+    // next start applies the plan again.
+    journal.keep();
+    guard.keep = true;
+    return fail(e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED : v1::ERROR_CODE_IO_ERROR,
+                std::string(e.what()) + " (the plan is kept in '" + staging +
+                    "': the agent's next start applies it again; the safety backup holds what was there)");
+  }
+
+  // 5. Health and counts as recorded.
+  report_phase(ctx, v1::PHASE_VERIFY, settings_.url);
+  if (auto why = wait_healthy(plan.restore, ctx.cancel); !why.empty()) {
+    unregister();
+    return fail(v1::ERROR_CODE_VERIFY_FAILED, "the restored indices did not become healthy within " +
+                                                  std::to_string(kHealthTimeout.count()) + " s: " + why);
+  }
+  try {
+    for (auto& r : check_counts(recorded, plan.restore)) res.reasons.push_back(std::move(r));
+  } catch (const Error& e) {
+    res.reasons.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, std::string("counting the restored documents failed: ") + e.what()));
+  }
+  unregister();
+  nlohmann::json m = {{"snapshot", plan.snapshot},
+                      {"restored_indices", plan.restore},
+                      {"removed_indices", plan.remove},
+                      {"global_state", plan.global_state},
+                      {"mode", mirror ? "mirror" : "merge"}};
+  res.metadata = m;
+  bool verify_failed = std::any_of(res.reasons.begin(), res.reasons.end(),
+                                   [](const v1::Reason& r) { return r.code() == v1::ERROR_CODE_VERIFY_FAILED; });
+  res.outcome = verify_failed ? v1::TASK_OUTCOME_FAILED : res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_PARTIAL;
+  return res;
+}
+
+std::string OpenSearchDriver::recover_interrupted_restore(const InPlaceRestore& r) {
+  if (r.scratch.empty()) throw Error(Errc::invalid_input, "the restore's record names no staging directory");
+  const std::string staging = r.scratch.front();
+  std::ifstream f(staging + "/" + kPlanFile);
+  if (!f) {
+    // Killed before the plan was written: no index was touched.
+    remove_tree(staging);
+    return "no index had been changed; the staged copy '" + staging + "' was removed";
+  }
+  RestorePlan plan;
+  try {
+    plan = RestorePlan::from_json(nlohmann::json::parse(f));
+  } catch (const std::exception& e) {
+    throw Error(Errc::corrupt, "the restore's plan in '" + staging + "' cannot be read: " + e.what());
+  }
+  apply_plan(plan, true, nullptr);
+  std::string why = wait_healthy(plan.restore, nullptr);
+  (void)api_.call("DELETE", "/_snapshot/" + plan.repository, nullptr, 60s);
+  remove_tree(staging);
+  return "the restore of snapshot '" + plan.snapshot + "' was finished at the agent's start: " + std::to_string(plan.restore.size()) +
+         " indices restored" + (why.empty() ? "" : " (not yet healthy: " + why + ")");
+}
+
+std::vector<v1::Reason> OpenSearchDriver::verify(TaskContext& ctx, const nlohmann::json& recorded) {
+  std::vector<v1::Reason> out;
+  report_phase(ctx, v1::PHASE_VERIFY, settings_.url);
+  try {
+    ClusterInfo ci = cluster_info(api_);
+    if (ci.health == "red") out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, "cluster '" + ci.name + "' is red", component_));
+    if (!recorded.is_object() || !recorded.contains("indices") || !recorded["indices"].is_object()) return out;
+    std::vector<std::string> names;
+    for (const auto& [n, _] : recorded["indices"].items()) names.push_back(n);
+    for (auto& r : check_counts(recorded["indices"], names)) out.push_back(std::move(r));
+  } catch (const Error& e) {
+    out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED, e.what(), component_));
+  }
+  return out;
+}
+
+}  // namespace cairn::agent::opensearch
