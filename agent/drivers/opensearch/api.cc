@@ -78,23 +78,21 @@ Reply Api::call(const std::string& method, const std::string& path, const nlohma
   out.body = nlohmann::json::parse(r.body, nullptr, false);
   if (out.body.is_discarded()) out.body = brief(r.body);
   if (r.status == 401)
-    throw Error(Errc::denied, "the cluster at '" + s_.url + "' refused " +
-                                      (user.empty() ? std::string("a request without credentials (declare 'credentials_file')")
-                                                    : "the credentials of user '" + user + "' from credentials_file '" +
-                                                          s_.credentials_file + "'") +
-                                      " (HTTP 401)");
+    throw Error(Errc::denied,
+                "the cluster at '" + s_.url + "' refused " +
+                    (user.empty() ? std::string("a request without credentials (declare 'credentials_file')")
+                                  : "the credentials of user '" + user + "' from credentials_file '" + s_.credentials_file + "'") +
+                    " (HTTP 401)");
   if (r.status == 403)
     throw Error(Errc::denied, "the cluster at '" + s_.url + "' forbids " + method + " '" + path + "' to " +
-                                      (user.empty() ? std::string("anonymous requests") : "user '" + user + "'") + ": " +
-                                      reason(out));
+                                  (user.empty() ? std::string("anonymous requests") : "user '" + user + "'") + ": " + reason(out));
   return out;
 }
 
 nlohmann::json Api::ok(const std::string& method, const std::string& path, const nlohmann::json& body, std::chrono::milliseconds timeout,
                        const std::atomic<bool>* cancel) const {
   Reply r = call(method, path, body, timeout, cancel);
-  if (r.status >= 400)
-    throw Error(Errc::io, method + " '" + s_.url + path + "' answered " + std::to_string(r.status) + ": " + reason(r));
+  if (r.status >= 400) throw Error(Errc::io, method + " '" + s_.url + path + "' answered " + std::to_string(r.status) + ": " + reason(r));
   return r.body;
 }
 

@@ -33,7 +33,9 @@ Settings parse_settings(TableReader& r) {
     s.url = *u;
     while (!s.url.empty() && s.url.back() == '/') s.url.pop_back();
   }
-  for (auto [key, field] : {std::pair{"ca_file", &s.ca_file}, {"cert_file", &s.cert_file}, {"key_file", &s.key_file},
+  for (auto [key, field] : {std::pair{"ca_file", &s.ca_file},
+                            {"cert_file", &s.cert_file},
+                            {"key_file", &s.key_file},
                             {"credentials_file", &s.credentials_file}}) {
     if (auto v = r.string(key)) {
       if (!is_clean_absolute_path(*v)) r.fail(key, "'" + *v + "' is not an absolute path without '..'");

@@ -111,8 +111,8 @@ void drill_opensearch(const DrillDecl& d, const Keys& k, Sandbox& box, const rep
          "rootLogger.level = info\nrootLogger.appenderRef.console.ref = console\n";
   }
   const std::string log = box.dir() + "/opensearch.log";
-  pid_t server = box.spawn_server({"/usr/bin/env", "OPENSEARCH_PATH_CONF=" + conf, "ES_PATH_CONF=" + conf, "OPENSEARCH_TMPDIR=" + box.tmp_dir(),
-                                   "JAVA_HOME=" + std::string(), k.opensearch},
+  pid_t server = box.spawn_server({"/usr/bin/env", "OPENSEARCH_PATH_CONF=" + conf, "ES_PATH_CONF=" + conf,
+                                   "OPENSEARCH_TMPDIR=" + box.tmp_dir(), "JAVA_HOME=" + std::string(), k.opensearch},
                                   log);
   Node node("http://127.0.0.1:9200", cancel);
   if (!drill_internal::wait_started(d, box, server, log, "OpenSearch", "OpenSearch node answering", "answering", cancel, rep, t, [&] {
@@ -127,8 +127,7 @@ void drill_opensearch(const DrillDecl& d, const Keys& k, Sandbox& box, const rep
   // from it (indices only; one node: no replicas).
   t = std::chrono::steady_clock::now();
   phase("check");
-  auto reg = node.call("PUT", "/_snapshot/cairn-drill",
-                       {{"type", "fs"}, {"settings", {{"location", *at}, {"readonly", true}}}}, 120s);
+  auto reg = node.call("PUT", "/_snapshot/cairn-drill", {{"type", "fs"}, {"settings", {{"location", *at}, {"readonly", true}}}}, 120s);
   if (reg.status >= 400) {
     rep.check("restored snapshot repository registered", true, false, false);
     rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "the restored snapshot repository could not be registered: " + error_of(reg));
@@ -146,8 +145,8 @@ void drill_opensearch(const DrillDecl& d, const Keys& k, Sandbox& box, const rep
                       std::chrono::seconds(d.deadline_seconds));
   int failed = rs.body.is_object() && rs.body.contains("snapshot") ? rs.body["snapshot"]["shards"].value("failed", 0) : -1;
   if (rs.status >= 400 || failed != 0) {
-    rep.check("snapshot '" + snap_name + "' restored", "every shard", failed < 0 ? std::string("error") : std::to_string(failed) + " failed",
-              false);
+    rep.check("snapshot '" + snap_name + "' restored", "every shard",
+              failed < 0 ? std::string("error") : std::to_string(failed) + " failed", false);
     rep.fail(v1::ERROR_CODE_VERIFY_FAILED, "restoring snapshot '" + snap_name + "' from the restored repository failed: " +
                                                (rs.status >= 400 ? error_of(rs) : rs.body.dump().substr(0, 2000)));
     return;
@@ -158,12 +157,8 @@ void drill_opensearch(const DrillDecl& d, const Keys& k, Sandbox& box, const rep
             h.body.is_object() && h.body.value("status", "") == "green");
   (void)node.call("POST", "/_refresh?expand_wildcards=all", nullptr, 120s);
   for (const auto& [n, want] : recorded.items()) {
-    auto c = node.call("GET", "/_cat/indices/" + n + "?format=json&h=docs.count,pri&expand_wildcards=all");
-    int64_t docs = -1;
-    if (c.status == 200 && c.body.is_array() && !c.body.empty()) try {
-        docs = std::stoll(c.body[0].value("docs.count", "-1"));
-      } catch (...) {
-      }
+    auto c = node.call("GET", "/" + n + "/_count?expand_wildcards=all");
+    int64_t docs = c.status == 200 && c.body.is_object() ? c.body.value("count", int64_t(-1)) : -1;
     int64_t wd = want.value("docs", int64_t(0));
     rep.check("documents in '" + n + "'", wd, docs, docs >= wd);
     if (want.contains("mapping")) {
@@ -197,7 +192,9 @@ class OpenSearchDrill : public DriverDrill {
     // The repository restored, and the indices restored from it beside.
     return DriverDrill::disk_needed(snaps) + (uint64_t(256) << 20);
   }
-  void run(DrillRun& r) const override { drill_opensearch(r.decl, keys_, r.box, r.snaps.front(), r.roots.front(), r.rep, r.cancel, r.phase); }
+  void run(DrillRun& r) const override {
+    drill_opensearch(r.decl, keys_, r.box, r.snaps.front(), r.roots.front(), r.rep, r.cancel, r.phase);
+  }
 };
 
 }  // namespace

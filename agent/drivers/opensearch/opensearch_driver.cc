@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -124,8 +125,8 @@ std::string mapping_digest(const nlohmann::json& mapping) {
 }  // namespace
 
 nlohmann::json RestorePlan::to_json() const {
-  return {{"repository", repository}, {"location", location}, {"snapshot", snapshot},
-          {"remove", remove},         {"restore", restore},   {"global_state", global_state}};
+  return {{"repository", repository}, {"location", location},         {"snapshot", snapshot}, {"remove", remove},
+          {"restore", restore},       {"global_state", global_state}, {"rollback", rollback}};
 }
 
 RestorePlan RestorePlan::from_json(const nlohmann::json& j) {
@@ -136,6 +137,7 @@ RestorePlan RestorePlan::from_json(const nlohmann::json& j) {
   p.remove = j.at("remove").get<std::vector<std::string>>();
   p.restore = j.at("restore").get<std::vector<std::string>>();
   p.global_state = j.value("global_state", false);
+  p.rollback = j.value("rollback", "");
   return p;
 }
 
@@ -179,11 +181,6 @@ std::vector<v1::Reason> OpenSearchDriver::backup_checks() const {
   }
   if (ci.health == "red")
     refuse("cluster '" + ci.name + "' at '" + settings_.url + "' is red (a primary shard is unassigned): its snapshot would be partial");
-  std::error_code ec;
-  if (!fs::is_directory(settings_.snapshot_path, ec)) {
-    refuse("snapshot_path '" + settings_.snapshot_path + "' does not exist on this host: the agent stores it from here");
-    return out;
-  }
   const std::string repo = "/_snapshot/" + settings_.snapshot_repository;
   try {
     auto r = api_.call("GET", repo);
@@ -194,15 +191,17 @@ std::vector<v1::Reason> OpenSearchDriver::backup_checks() const {
                            {{"type", "fs"}, {"settings", {{"location", settings_.snapshot_path}, {"compress", false}}}}, 60s);
       if (put.status >= 400) {
         refuse("registering snapshot repository '" + settings_.snapshot_repository + "' at snapshot_path '" + settings_.snapshot_path +
-               "' failed: " + Api::reason(put) + " (snapshot_path must be at or below a directory listed in path.repo of every node)");
+               "' failed: " + Api::reason(put) +
+               " (snapshot_path must be one directory shared by every node of the cluster (NFS), at or below a directory listed "
+               "in path.repo of every node)");
         return out;
       }
     } else if (r.status >= 400) {
       refuse("GET '" + repo + "' answered " + std::to_string(r.status) + ": " + Api::reason(r));
       return out;
     } else {
-      const auto& d = r.body.is_object() && r.body.contains(settings_.snapshot_repository) ? r.body[settings_.snapshot_repository]
-                                                                                             : nlohmann::json();
+      const auto& d =
+          r.body.is_object() && r.body.contains(settings_.snapshot_repository) ? r.body[settings_.snapshot_repository] : nlohmann::json();
       std::string type = d.is_object() ? d.value("type", "") : "";
       std::string loc = d.is_object() && d.contains("settings") ? d["settings"].value("location", "") : "";
       if (type != "fs" || (loc != settings_.snapshot_path && loc != settings_.snapshot_path + "/")) {
@@ -217,6 +216,10 @@ std::vector<v1::Reason> OpenSearchDriver::backup_checks() const {
              "': " + Api::reason(v) +
              ". Every node of the cluster writes the snapshot: snapshot_path must be one directory shared by every node "
              "(NFS), listed in each node's path.repo, and the agent stores it from one host that mounts it");
+    std::error_code ec;
+    if (out.empty() && !fs::is_directory(settings_.snapshot_path, ec))
+      refuse("snapshot_path '" + settings_.snapshot_path + "' (where the cluster writes its snapshots) does not exist on this host: " +
+             "the agent stores it from here, so it must run on a host that mounts the shared path");
   } catch (const Error& e) {
     refuse(e.what());
   }
@@ -233,8 +236,8 @@ std::vector<v1::Reason> OpenSearchDriver::preflight(const v1::Task& task) const 
   }
   const auto& o = task.options();
   if (!o.restore_target().empty())
-    refuse("component '" + component_ + "' (opensearch) declares no restore targets; it restores in place, not to '" +
-           o.restore_target() + "'");
+    refuse("component '" + component_ + "' (opensearch) declares no restore targets; it restores in place, not to '" + o.restore_target() +
+           "'");
   if (!o.restore_step().empty())
     refuse("component '" + component_ + "' (opensearch) is restored in one task, not in cluster steps ('" + o.restore_step() + "')");
   if (auto p = api_.credentials_problem(); !p.empty()) refuse(p);
@@ -254,8 +257,8 @@ std::vector<v1::Reason> OpenSearchDriver::preflight(const v1::Task& task) const 
 
 nlohmann::json OpenSearchDriver::index_stats(bool refresh) const {
   if (refresh) (void)api_.call("POST", "/_refresh?expand_wildcards=all&ignore_unavailable=true", nullptr, 120s);
-  auto rows = api_.ok("GET", "/_cat/indices?format=json&bytes=b&expand_wildcards=all&h=index,uuid,health,status,pri,rep,docs.count",
-                      nullptr, 60s);
+  auto rows =
+      api_.ok("GET", "/_cat/indices?format=json&bytes=b&expand_wildcards=all&h=index,uuid,health,status,pri,rep,docs.count", nullptr, 60s);
   nlohmann::json out = nlohmann::json::object();
   if (!rows.is_array()) return out;
   for (const auto& r : rows) {
@@ -266,6 +269,18 @@ nlohmann::json OpenSearchDriver::index_stats(bool refresh) const {
                                           {"primaries", as_int(r.value("pri", nlohmann::json()))},
                                           {"replicas", as_int(r.value("rep", nlohmann::json()))},
                                           {"docs", as_int(r.value("docs.count", nlohmann::json()))}};
+  }
+  // _cat counts Lucene documents (a nested object is one more): the
+  // documents a user indexed are counted by a search, per index at once.
+  auto agg =
+      api_.call("POST", "/_search?expand_wildcards=open,hidden&ignore_unavailable=true&allow_no_indices=true",
+                {{"size", 0}, {"track_total_hits", false}, {"aggs", {{"i", {{"terms", {{"field", "_index"}, {"size", 65535}}}}}}}}, 120s);
+  if (agg.status == 200 && agg.body.contains("aggregations")) {
+    std::map<std::string, int64_t> n;
+    for (const auto& b : agg.body["aggregations"]["i"].value("buckets", nlohmann::json::array()))
+      n[b.value("key", "")] = b.value("doc_count", int64_t(0));
+    for (auto& [name, e] : out.items())
+      if (e.value("status", "") == "open") e["docs"] = n.count(name) ? n[name] : 0;
   }
   return out;
 }
@@ -295,8 +310,7 @@ void OpenSearchDriver::snapshot(TaskContext& ctx, SnapshotSink& sink, const Snap
                          {"partial", false},
                          {"metadata", {{"taken_by", "cairn"}, {"task", ctx.task_id}, {"safety", purpose.safety}}}};
   auto r = api_.call("PUT", repo + "/" + name + "?wait_for_completion=true", body, kSnapshotTimeout, ctx.cancel);
-  if (r.status >= 400)
-    throw Error(Errc::io, "the snapshot '" + name + "' of cluster '" + ci.name + "' failed: " + Api::reason(r));
+  if (r.status >= 400) throw Error(Errc::io, "the snapshot '" + name + "' of cluster '" + ci.name + "' failed: " + Api::reason(r));
   const auto& s = r.body.value("snapshot", nlohmann::json::object());
   const std::string state = s.value("state", "");
   if (state != "SUCCESS") {
@@ -438,8 +452,9 @@ std::vector<v1::Reason> OpenSearchDriver::identity_checks(const nlohmann::json& 
   }
   if (ci.health == "red")
     out.push_back(make_reason(v1::ERROR_CODE_PREFLIGHT_FAILED,
-                              "cluster '" + ci.name + "' is red (a primary shard is unassigned): bring its nodes back before a restore; "
-                              "nothing was changed",
+                              "cluster '" + ci.name +
+                                  "' is red (a primary shard is unassigned): bring its nodes back before a restore; "
+                                  "nothing was changed",
                               component_));
   std::string name = meta.value("cluster_name", ""), uuid = meta.value("cluster_uuid", "");
   if (!force_identity && (name != ci.name || uuid != ci.uuid))
@@ -540,9 +555,9 @@ std::vector<v1::Reason> OpenSearchDriver::check_counts(const nlohmann::json& rec
                                 "index '" + n + "' holds " + std::to_string(hd) + " documents, the backup recorded " + std::to_string(wd),
                                 n));
     if (wp >= 0 && hp != wp)
-      out.push_back(make_reason(v1::ERROR_CODE_VERIFY_FAILED,
-                                "index '" + n + "' has " + std::to_string(hp) + " primary shards, the backup recorded " + std::to_string(wp),
-                                n));
+      out.push_back(
+          make_reason(v1::ERROR_CODE_VERIFY_FAILED,
+                      "index '" + n + "' has " + std::to_string(hp) + " primary shards, the backup recorded " + std::to_string(wp), n));
   }
   return out;
 }
@@ -656,8 +671,8 @@ DriverResult OpenSearchDriver::restore(TaskContext& ctx, const RestoreSpec& spec
     auto info = api_.call("GET", rrepo + "/" + snap_name, nullptr, 120s);
     if (info.status >= 400 || !info.body.contains("snapshots") || info.body["snapshots"].empty()) {
       unregister();
-      return fail(v1::ERROR_CODE_REPOSITORY_CORRUPT, "the stored repository does not hold snapshot '" + snap_name +
-                                                         "': " + Api::reason(info) + "; nothing was changed");
+      return fail(v1::ERROR_CODE_REPOSITORY_CORRUPT,
+                  "the stored repository does not hold snapshot '" + snap_name + "': " + Api::reason(info) + "; nothing was changed");
     }
     const auto& si = info.body["snapshots"][0];
     for (const auto& i : si.value("indices", nlohmann::json::array())) in_snapshot.push_back(i.get<std::string>());
@@ -683,12 +698,24 @@ DriverResult OpenSearchDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   } else {
     for (const auto& n : in_snapshot) {
       if (now.contains(n))
-        res.reasons.push_back(make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
-                                          "index '" + n + "' exists in the cluster: kept, not restored (merge restores only absent indices)",
-                                          n));
+        res.reasons.push_back(
+            make_reason(v1::ERROR_CODE_ITEM_SKIPPED,
+                        "index '" + n + "' exists in the cluster: kept, not restored (merge restores only absent indices)", n));
       else
         plan.restore.push_back(n);
     }
+  }
+
+  // The safety backup this task took (its snapshot's metadata names the task).
+  try {
+    auto list = api_.call("GET", "/_snapshot/" + settings_.snapshot_repository + "/cairn-*", nullptr, 60s);
+    if (list.status == 200 && list.body.contains("snapshots"))
+      for (const auto& s : list.body["snapshots"])
+        if (s.contains("metadata") && s["metadata"].is_object() && s["metadata"].value("task", "") == ctx.task_id &&
+            s["metadata"].value("safety", false) && s.value("state", "") == "SUCCESS")
+          plan.rollback = s.value("snapshot", "");
+  } catch (const Error& e) {
+    note(ctx, std::string("the safety snapshot is not known to the restore's record: ") + e.what());
   }
 
   // 4. The plan on disk in the staging tree and the restore's record in the
@@ -728,8 +755,8 @@ DriverResult OpenSearchDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   report_phase(ctx, v1::PHASE_VERIFY, settings_.url);
   if (auto why = wait_healthy(plan.restore, ctx.cancel); !why.empty()) {
     unregister();
-    return fail(v1::ERROR_CODE_VERIFY_FAILED, "the restored indices did not become healthy within " +
-                                                  std::to_string(kHealthTimeout.count()) + " s: " + why);
+    return fail(v1::ERROR_CODE_VERIFY_FAILED,
+                "the restored indices did not become healthy within " + std::to_string(kHealthTimeout.count()) + " s: " + why);
   }
   try {
     for (auto& r : check_counts(recorded, plan.restore)) res.reasons.push_back(std::move(r));
@@ -743,8 +770,8 @@ DriverResult OpenSearchDriver::restore(TaskContext& ctx, const RestoreSpec& spec
                       {"global_state", plan.global_state},
                       {"mode", mirror ? "mirror" : "merge"}};
   res.metadata = m;
-  bool verify_failed = std::any_of(res.reasons.begin(), res.reasons.end(),
-                                   [](const v1::Reason& r) { return r.code() == v1::ERROR_CODE_VERIFY_FAILED; });
+  bool verify_failed =
+      std::any_of(res.reasons.begin(), res.reasons.end(), [](const v1::Reason& r) { return r.code() == v1::ERROR_CODE_VERIFY_FAILED; });
   res.outcome = verify_failed ? v1::TASK_OUTCOME_FAILED : res.reasons.empty() ? v1::TASK_OUTCOME_SUCCEEDED : v1::TASK_OUTCOME_PARTIAL;
   return res;
 }
@@ -764,12 +791,38 @@ std::string OpenSearchDriver::recover_interrupted_restore(const InPlaceRestore& 
   } catch (const std::exception& e) {
     throw Error(Errc::corrupt, "the restore's plan in '" + staging + "' cannot be read: " + e.what());
   }
-  apply_plan(plan, true, nullptr);
-  std::string why = wait_healthy(plan.restore, nullptr);
+  std::vector<std::string> touched = plan.remove;
+  touched.insert(touched.end(), plan.restore.begin(), plan.restore.end());
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  std::string done;
+  RestorePlan run = plan;
+  bool recovering = true;
+  if (!plan.rollback.empty()) {
+    // Put back: every index the restore touched as the safety snapshot holds it.
+    const std::string live = "/_snapshot/" + settings_.snapshot_repository;
+    auto info = api_.ok("GET", live + "/" + plan.rollback, nullptr, 120s);
+    std::vector<std::string> had;
+    if (info.contains("snapshots") && !info["snapshots"].empty())
+      for (const auto& i : info["snapshots"][0].value("indices", nlohmann::json::array()))
+        if (std::binary_search(touched.begin(), touched.end(), i.get<std::string>())) had.push_back(i.get<std::string>());
+    run.repository = settings_.snapshot_repository;
+    run.location = settings_.snapshot_path;
+    run.snapshot = plan.rollback;
+    run.remove = touched;
+    run.restore = had;
+    recovering = false;
+    done = "the " + std::to_string(had.size()) + " indices it had touched are back as the safety snapshot '" + plan.rollback +
+           "' holds them (taken before the restore)";
+  } else {
+    done = "no safety backup had been taken, so the restore of snapshot '" + plan.snapshot +
+           "' was finished instead: " + std::to_string(plan.restore.size()) + " indices restored";
+  }
+  apply_plan(run, recovering, nullptr);
+  std::string why = wait_healthy(run.restore, nullptr);
   (void)api_.call("DELETE", "/_snapshot/" + plan.repository, nullptr, 60s);
   remove_tree(staging);
-  return "the restore of snapshot '" + plan.snapshot + "' was finished at the agent's start: " + std::to_string(plan.restore.size()) +
-         " indices restored" + (why.empty() ? "" : " (not yet healthy: " + why + ")");
+  return done + (why.empty() ? "" : " (not yet healthy: " + why + ")");
 }
 
 std::vector<v1::Reason> OpenSearchDriver::verify(TaskContext& ctx, const nlohmann::json& recorded) {

@@ -17,12 +17,16 @@ namespace cairn::agent::opensearch {
 // before the first index is deleted: the agent's next start applies it again
 // when the agent was killed in between (recover_interrupted_restore).
 struct RestorePlan {
-  std::string repository;  // the read-only repository registered on the staged tree
-  std::string location;    // its location
-  std::string snapshot;    // the snapshot's name in it
+  std::string repository;            // the read-only repository registered on the staged tree
+  std::string location;              // its location
+  std::string snapshot;              // the snapshot's name in it
   std::vector<std::string> remove;   // indices deleted first (mirror: replaced or not in the snapshot)
   std::vector<std::string> restore;  // indices restored
   bool global_state = false;
+  // The safety backup's snapshot in the live repository (taken by this
+  // restore's task just before): what an interrupted restore puts back; ""
+  // when none was taken (then the next start finishes the restore).
+  std::string rollback;
   nlohmann::json to_json() const;
   static RestorePlan from_json(const nlohmann::json& j);
 };
