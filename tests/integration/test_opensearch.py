@@ -10,8 +10,11 @@ import copy
 import http.server
 import json
 import os
+import pathlib
+import shutil
 import signal
 import socketserver
+import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -438,4 +441,105 @@ def test_credentials_a_0644_file_and_a_wrong_password_are_refused_without_the_pa
         assert "s3cret-Pa55" not in c.logs()
     finally:
         proxy.close()
+        node.stop(kill=True)
+
+
+# ---- drills -------------------------------------------------------------
+
+
+def launcher_substitute(d):
+    """A SUBSTITUTE for the distribution's bin/opensearch, which the tests do not have (Debian packages
+    no OpenSearch; the jars come from Maven Central): a shell script that starts the REAL node the way
+    servers_opensearch.py does (CairnOpenSearchNode over the cached jars), reading what the real
+    launcher reads: OPENSEARCH_PATH_CONF (its parent is the node's HOME, HOME/config/opensearch.yml)
+    and the JVM options in jvm.options. In a directory the drill's user can read."""
+    d.mkdir(mode=0o755, parents=True, exist_ok=True)
+    flags = [f for f in servers_opensearch.jvm_flags() if not f.startswith(("-Xms", "-Xmx"))]
+    script = d / "opensearch-launcher-substitute"
+    script.write_text(f"""#!/bin/sh
+# SUBSTITUTE of bin/opensearch for the tests (test_opensearch.py: launcher_substitute).
+set -e
+conf="${{OPENSEARCH_PATH_CONF:?OPENSEARCH_PATH_CONF is not set}}"
+home=$(dirname "$conf")
+opts=$(grep -v '^#' "$conf/jvm.options" | tr '\\n' ' ')
+exec {shutil.which("java")} {" ".join(flags)} $opts -cp '{servers_opensearch.lib_dir()}/*' \\
+  {servers_opensearch.LAUNCHER} "$home" {" ".join(servers_opensearch.PLUGINS)}
+""")
+    script.chmod(0o755)
+    return script
+
+
+def drill_toml(root, launcher, **extra):
+    settings = {"root": str(root), "memory_max": "2G", "start_timeout_seconds": 180, "java_heap_mb": 512,
+                "opensearch": str(launcher), **extra}
+    return "\n".join(["[drill]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]) + "\n"
+
+
+def run_drill(c, set_id, expect):
+    rc, out, err = c.ctl("drill", "run", set_id, "--component", "search", "--wait", timeout=600)
+    assert rc == expect, f"drill exited {rc}, expected {expect}\n{out}\n{err}\n{c.logs()}"
+    did = next(ln.split()[1] for ln in out.splitlines() if ln.split()[:1] == ["drill"] and ln.split()[1].startswith("dr-"))
+    shown = c.json("drill", "show", did)
+    (task,) = shown["tasks"]
+    report = json.loads(task["component_metadata"])["drill"] if task.get("component_metadata") else {}
+    return shown, task, report
+
+
+@pytest.fixture
+def launcher():
+    d = pathlib.Path(tempfile.mkdtemp(prefix="cairn-os-launcher-"))
+    d.chmod(0o755)
+    yield launcher_substitute(d)
+    shutil.rmtree(d)
+
+
+def test_a_drill_starts_one_node_on_the_restored_repository_and_checks_every_index(cluster, tmp_path, launcher):
+    c = cluster
+    node = OpenSearch.single(tmp_path / "os")
+    try:
+        populate(node, products=1000, logs=200, replicas=0)
+        node.wait_green()
+        c.add_agent("node-a", components=component_toml(f"http://127.0.0.1:{node.http_port}", node.repo / "cairn")
+                    + drill_toml(tmp_path / "drills", launcher))
+        c.enrol("node-a")
+        set_id, shown = backup(c)
+        meta = json.loads(shown["tasks"][0]["component_metadata"])
+        pid = node.pid()
+
+        shown, task, report = run_drill(c, set_id, 0)
+        checks = {x["name"]: x for x in report["checks"]}
+        for i, want in meta["indices"].items():
+            assert checks[f"documents in '{i}'"]["ok"] and checks[f"documents in '{i}'"]["found"] == want["docs"], checks
+            assert checks[f"mapping of '{i}'"]["ok"], checks
+            assert checks[f"a search over '{i}' answers"]["ok"], checks
+        assert checks["saved objects in '.opensearch_dashboards'"]["found"] == 3, checks
+        assert checks["restored indices green"]["ok"], checks
+        # The live node: the same process, its indices as they were.
+        assert node.pid() == pid and node.count("products") == 1000
+        assert list((tmp_path / "drills").iterdir()) == []
+    finally:
+        node.stop(kill=True)
+
+
+def test_a_drill_of_a_backup_whose_snapshot_repository_lost_a_file_fails_naming_it(cluster, tmp_path, launcher):
+    c = cluster
+    node = OpenSearch.single(tmp_path / "os")
+    try:
+        node.bulk("orders", ({"_id": i, "n": i, "text": f"order number {i}"} for i in range(3000)))
+        c.add_agent("node-a", components=component_toml(f"http://127.0.0.1:{node.http_port}", node.repo / "cairn")
+                    + drill_toml(tmp_path / "drills", launcher))
+        c.enrol("node-a")
+        backup(c)
+        # The biggest blob of the server's repository lost; the next snapshot reuses it (unchanged
+        # index), so the second backup stores a repository without it.
+        blobs = [p for p in (node.repo / "cairn" / "indices").rglob("__*") if p.is_file()]
+        lost = max(blobs, key=os.path.getsize)
+        lost.unlink()
+        set_id, shown = backup(c)
+        assert set_state(shown) == "complete", shown
+
+        shown, task, report = run_drill(c, set_id, 1)
+        text = " ".join(r.get("detail", "") for r in task.get("reasons", []))
+        assert lost.name in text, text
+    finally:
         node.stop(kill=True)
