@@ -742,13 +742,20 @@ DriverResult OpenSearchDriver::restore(TaskContext& ctx, const RestoreSpec& spec
   try {
     apply_plan(plan, false, ctx.cancel);
   } catch (const Error& e) {
-    // Indices may be gone: the record and the staged tree stay, the agent's
-    // next start applies the plan again.
-    journal.keep();
-    guard.keep = true;
-    return fail(e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED : v1::ERROR_CODE_IO_ERROR,
-                std::string(e.what()) + " (the plan is kept in '" + staging +
-                    "': the agent's next start applies it again; the safety backup holds what was there)");
+    // Indices may be gone: put back at once what the next start would
+    // (recover_interrupted_restore); when that fails too, the record and
+    // the staged tree stay and the agent's next start tries again.
+    const auto code = e.code() == Errc::interrupted ? v1::ERROR_CODE_CANCELLED : v1::ERROR_CODE_IO_ERROR;
+    std::string detail = e.what();
+    try {
+      detail += "; " + recover_interrupted_restore(journal.record());
+    } catch (const Error& e2) {
+      journal.keep();
+      guard.keep = true;
+      detail += std::string("; putting it right failed too (") + e2.what() + "): the plan is kept in '" + staging +
+                "' and the agent's next start applies it";
+    }
+    return fail(code, detail);
   }
 
   // 5. Health and counts as recorded.
