@@ -291,7 +291,7 @@ def test_a_red_cluster_is_refused_before_anything_is_written(cluster, tmp_path):
         snaps = node.http("GET", "/_snapshot/cairn/_all")["snapshots"]
 
         # A primary that can be assigned nowhere: red.
-        node.http("PUT", "/stuck", {"settings": {"number_of_shards": 1, "number_of_replicas": 0,
+        node.http("PUT", "/stuck?wait_for_active_shards=0", {"settings": {"number_of_shards": 1, "number_of_replicas": 0,
                                                  "index.routing.allocation.require._name": "nowhere"}},
                   expect=(200,))
         node.wait_status("red")
@@ -321,9 +321,9 @@ def test_a_red_cluster_is_refused_before_anything_is_written(cluster, tmp_path):
 def state_without(node, index):
     """state() of the indices but `index` (a red index cannot be searched)."""
     out = {}
-    node.http("POST", "/_refresh?expand_wildcards=all&ignore_unavailable=true")
     for row in node.http("GET", "/_cat/indices?format=json&expand_wildcards=all&h=index"):
         if row["index"] != index:
+            node.http("POST", f"/{row['index']}/_refresh")
             hits = node.http("POST", f"/{row['index']}/_search", {"size": 10000})["hits"]["hits"]
             out[row["index"]] = {h["_id"]: h["_source"] for h in hits}
     return out
