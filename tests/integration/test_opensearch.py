@@ -543,3 +543,30 @@ def test_a_drill_of_a_backup_whose_snapshot_repository_lost_a_file_fails_naming_
         assert lost.name in text, text
     finally:
         node.stop(kill=True)
+
+
+def test_a_merge_restore_keeps_existing_indices_and_names_each_clash(cluster, tmp_path):
+    c = cluster
+    node = OpenSearch.single(tmp_path / "os")
+    try:
+        node.bulk("orders", ({"_id": i, "n": i} for i in range(200)))
+        node.bulk("customers", ({"_id": i, "name": f"c{i}"} for i in range(50)))
+        c.add_agent("node-a", components=component_toml(f"http://127.0.0.1:{node.http_port}", node.repo / "cairn"))
+        c.enrol("node-a")
+        set_id, _ = backup(c)
+        node.http("DELETE", "/customers")
+        node.bulk("orders", [{"_id": "added-later", "n": -1}])
+        node.bulk("newer", [{"n": 1}])
+
+        rc, out, err = c.ctl("restore", set_id, "--component", "search", "--mode", "merge", "--wait", timeout=300)
+        r = c.json("restore", "show", restore_id(out))
+        task = next(t for t in r["tasks"] if kind(t) == "restore")
+        assert task_state(task) == "partial", (rc, out, err, r)
+        text = " ".join(x.get("detail", "") for x in task.get("reasons", []))
+        assert "index 'orders' exists in the cluster: kept" in text, text
+        # customers back as backed up, orders and newer as they were.
+        assert node.count("customers") == 50
+        assert node.count("orders") == 201 and node.http("GET", "/orders/_doc/added-later")["found"]
+        assert node.count("newer") == 1
+    finally:
+        node.stop(kill=True)
