@@ -65,8 +65,7 @@ TEST_CASE("opensearch settings: defaults, and what is refused with the key named
   CHECK_THAT(refusal("snapshot_path = \"/a/../b\"\n"), Catch::Contains("absolute"));
   CHECK_THAT(refusal("url = \"https://x\"\nsnapshot_path = \"/s\"\n"), Catch::Contains("ca_file"));
   CHECK_THAT(refusal("url = \"ftp://x\"\nsnapshot_path = \"/s\"\n"), Catch::Contains("http://"));
-  CHECK_THAT(refusal("url = \"https://x\"\nca_file = \"/ca\"\ncert_file = \"/c\"\nsnapshot_path = \"/s\"\n"),
-             Catch::Contains("key_file"));
+  CHECK_THAT(refusal("url = \"https://x\"\nca_file = \"/ca\"\ncert_file = \"/c\"\nsnapshot_path = \"/s\"\n"), Catch::Contains("key_file"));
   CHECK_THAT(refusal("cert_file = \"/c\"\nkey_file = \"/k\"\nsnapshot_path = \"/s\"\n"), Catch::Contains("only sent over https"));
   CHECK_THAT(refusal("snapshot_path = \"/s\"\nindices = [\"a/b\"]\n"), Catch::Contains("indices"));
   CHECK_THAT(refusal("snapshot_path = \"/s\"\nindices = []\n"), Catch::Contains("indices"));
