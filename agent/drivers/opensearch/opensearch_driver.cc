@@ -47,7 +47,7 @@ std::pair<uint64_t, uint64_t> link_tree(const fs::path& src, const fs::path& dst
   uint64_t bytes = 0, files = 0;
   fs::create_directories(dst);
   for (auto it = fs::recursive_directory_iterator(src); it != fs::recursive_directory_iterator(); ++it) {
-    const fs::path rel = fs::relative(it->path(), src);
+    const fs::path rel = it->path().lexically_relative(src);
     const fs::path to = dst / rel;
     auto st = it->symlink_status();
     if (fs::is_symlink(st)) {
@@ -55,9 +55,15 @@ std::pair<uint64_t, uint64_t> link_tree(const fs::path& src, const fs::path& dst
     } else if (fs::is_directory(st)) {
       fs::create_directory(to);
     } else if (fs::is_regular_file(st)) {
-      if (::link(it->path().c_str(), to.c_str()) != 0)
-        throw Error(Errc::io, "cannot hard-link '" + it->path().string() + "' into '" + dst.string() + "': " + std::strerror(errno) +
-                                  " (the agent needs to be allowed to link the server's files: its user or root)");
+      if (::link(it->path().c_str(), to.c_str()) != 0) {
+        const int err = errno;
+        throw Error(Errc::io, "cannot hard-link '" + it->path().string() + "' into '" + dst.string() + "': " + std::strerror(err) +
+                                  (err == EXDEV ? std::string(" (snapshot_path must not be a mount point itself: make it a directory "
+                                                              "below the shared mount, so the per-run tree beside it is on the same "
+                                                              "filesystem)")
+                                                : std::string(" (the agent's user must be allowed to link the server's files and to "
+                                                              "create directories beside snapshot_path)")));
+      }
       std::error_code ec;
       bytes += fs::file_size(it->path(), ec);
       ++files;
