@@ -570,3 +570,58 @@ def test_a_merge_restore_keeps_existing_indices_and_names_each_clash(cluster, tm
         assert node.count("newer") == 1
     finally:
         node.stop(kill=True)
+
+
+def test_an_agent_killed_by_pid_mid_restore_without_a_safety_backup_finishes_it_at_its_start(cluster, tmp_path):
+    """No safety snapshot to go back to: the agent, stopped by a failpoint with the indices
+    deleted and then SIGKILLed by its PID, applies the restore's plan again at its next start."""
+    c = cluster
+    node = OpenSearch.single(tmp_path / "os")
+    fp = tmp_path / "failpoints"
+    fp.write_text("")
+    try:
+        populate(node, products=300, logs=50, replicas=0)
+        node.wait_green()
+        c.add_agent("node-a", components=component_toml(f"http://127.0.0.1:{node.http_port}", node.repo / "cairn"),
+                    env={"CAIRN_FAILPOINTS_FILE": os.fspath(fp)})
+        c.enrol("node-a")
+        set_id, _ = backup(c)
+        backed = state(node)
+        node.http("DELETE", "/tiny")
+        node.bulk("products", [{"_id": 2, "name": "after the backup", "sku": "Z", "price": 2, "created": "2026-11-30"}])
+        node.bulk("extra", [{"n": 1}])
+
+        fp.write_text("restore.opensearch.deleted freeze\n")
+        p = c.ctl_popen("restore", set_id, "--component", "search", "--skip-safety-backup", "--wait")
+        agent = c.agents["node-a"]
+        agent.expect_dead = True
+
+        def stopped():
+            with open(f"/proc/{agent.pid}/stat") as f:
+                return fp.read_text() == "" and f.read().rsplit(")", 1)[1].split()[0] == "T"
+        c.wait_for("the agent stopped with the indices deleted", stopped, timeout=180)
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.p.wait(timeout=30)
+        records = c.agent_dirs["node-a"]["dir"] / "state" / "restores"
+        assert list(records.glob("*.json")), "the killed agent left no record of its restore"
+        assert list(node.repo.glob("cairn.cairn-restore-*")), "the staged repository was not kept"
+        assert "products" not in [x["index"] for x in node.http("GET", "/_cat/indices?format=json")]
+        out = p.communicate(timeout=300)[0].decode(errors="replace")
+        assert p.returncode != 0, out
+        rid = restore_id(out)
+
+        agent.expect_dead = False
+        agent.start()
+
+        def told():
+            t = next(x for x in c.json("restore", "show", rid)["tasks"] if kind(x) == "restore")
+            d = " ".join(x.get("detail", "") for x in t.get("reasons", []))
+            return d if "was finished instead" in d else None
+        detail = c.wait_for("node-a's account of the interrupted restore", told, timeout=180)
+        assert "no safety backup had been taken" in detail, detail
+        node.wait_green()
+        assert state(node) == backed, "the restore was not finished as the backup had it"
+        assert not list(records.glob("*.json")) and not list(node.repo.glob("cairn.cairn-restore-*"))
+        assert [n for n in node.http("GET", "/_snapshot/_all") if n.startswith("cairn-restore")] == []
+    finally:
+        node.stop(kill=True)
