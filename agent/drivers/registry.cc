@@ -8,6 +8,8 @@
 #include "agent/drivers/haproxy/drill.h"
 #include "agent/drivers/kafka/config.h"
 #include "agent/drivers/kafka/drill.h"
+#include "agent/drivers/opensearch/config.h"
+#include "agent/drivers/opensearch/drill.h"
 #include "agent/drivers/postgresql/config.h"
 #include "agent/drivers/postgresql/drill.h"
 #include "agent/drivers/prometheus/config.h"
@@ -24,6 +26,7 @@ const std::vector<DriverFactory>& drivers() {
       {"etcd", &etcd::make_driver, &etcd::make_drill},
       {"haproxy", &haproxy::make_driver, &haproxy::make_drill},
       {"kafka", &kafka::make_driver, &kafka::make_drill},
+      {"opensearch", &opensearch::make_driver, &opensearch::make_drill},
       {"postgresql", &postgresql::make_driver, &postgresql::make_drill},
       {"prometheus", &prometheus::make_driver, &prometheus::make_drill},
       {"zookeeper", &zookeeper::make_driver, &zookeeper::make_drill},
