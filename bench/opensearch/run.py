@@ -104,6 +104,18 @@ def counts(node):
     return {ix: node.http("GET", f"/{ix}/_count")["count"] for ix in INDICES}
 
 
+def bulk(node, ix, docs, tries=30):
+    """node.bulk, again after a pause when the node pushes back (HTTP 429: a circuit breaker
+    while its heap is full of indexing buffers), as a client feeding a real cluster would."""
+    for t in range(tries):
+        try:
+            return node.bulk(ix, docs, chunk=len(docs), refresh=False)
+        except sos.OpenSearchError as e:
+            if e.status != 429 or t == tries - 1:
+                raise
+            time.sleep(2)
+
+
 def load(node, corpus, gib, chunk=4000):
     """Bulk-indexes documents round-robin into INDICES until the stores hold `gib` GiB."""
     for ix in INDICES:
@@ -116,7 +128,7 @@ def load(node, corpus, gib, chunk=4000):
     target, i, t0 = gib * GiB, 0, time.monotonic()
     while True:
         for ix in INDICES:
-            node.bulk(ix, [corpus.doc(i + k) for k in range(chunk)], chunk=chunk, refresh=False)
+            bulk(node, ix, [corpus.doc(i + k) for k in range(chunk)])
             i += chunk
         if i % (chunk * 30) < chunk * len(INDICES):
             node.http("POST", "/_flush")
@@ -137,8 +149,8 @@ def rewrite(node, corpus, n_docs, fraction, gen):
         # load() puts id i into INDICES[(i // chunk) % 3]; an update goes where the doc lives
         per[INDICES[(i // 4000) % len(INDICES)]].append(corpus.doc(i, gen))
     for ix, docs in per.items():
-        if docs:
-            node.bulk(ix, docs, chunk=4000, refresh=False)
+        for k in range(0, len(docs), 4000):
+            bulk(node, ix, docs[k:k + 4000])
     node.http("POST", "/_flush")
     node.http("POST", "/_refresh")
     return len(ids)
@@ -339,7 +351,7 @@ def parse_args(argv):
     p.add_argument("--gib", type=float, default=1.0, help="index store to generate (GiB)")
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--change", type=float, default=0.01, help="fraction of documents rewritten")
-    p.add_argument("--heap-mib", type=int, default=1024)
+    p.add_argument("--heap-mib", type=int, default=2048)
     p.add_argument("--seed", type=int, default=20261129)
     p.add_argument("--settle", type=float, default=2.0)
     p.add_argument("--timeout", type=int, default=3600)
