@@ -61,7 +61,12 @@ FailAction failpoint(const std::string& point) {
     ::pause();
   }
   if (action == "freeze") {
-    ::kill(::getpid(), SIGSTOP);
+    // To this thread (tgkill), so that it stops before it returns to the
+    // code after the failpoint: a SIGSTOP sent to the process is taken by
+    // another thread first, and this one ran on meanwhile (an OpenSearch
+    // restore sent its next request after "freezing" at the failpoint
+    // before it). The whole process stops either way.
+    ::raise(SIGSTOP);
     return FailAction::none;  // continued by SIGCONT: the step goes on
   }
   if (action == "fail") return FailAction::fail;
