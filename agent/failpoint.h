@@ -10,8 +10,9 @@
 // restore.<step>.after (its work is done, its result not yet sent), <step>
 // one of preflight, stop, data, start, verify, commit, rollback, all.
 // Actions: kill (SIGKILL to the agent itself), fail (the step fails with a
-// reason naming the failpoint), freeze (SIGSTOP: the agent goes silent until
-// someone sends SIGCONT). A failpoint fires once: its line is removed from the
+// reason naming the failpoint), freeze (SIGSTOP raised in the calling
+// thread, which stops before it goes past the failpoint; the whole agent goes
+// silent until someone sends SIGCONT). A failpoint fires once: its line is removed from the
 // file before it acts, so a restarted agent does not fire it again.
 #include <string>
 
