@@ -144,10 +144,15 @@ void ObjectStoreBackend::delete_refused(const HttpResponse& r, const std::string
 }
 
 // Conditional creates of one fixed name under locks/ (hidden from listings by
-// its leading '.'): refused while it exists means enforced. The name is fixed
-// so that credentials that may not delete it (an agent's) leave one such
-// object, not one per probe; a probe that finds it there is answered by the
-// first refusal. Any error is "not enforced": the safe protocol.
+// its leading '.'): refused means enforced. The object is left in place:
+// every later probe is answered by the first refusal, credentials without
+// the right to delete (an agent's) need none, and concurrent probes cannot
+// spoil each other. (It was removed after each probe: a writer whose first
+// create succeeded could find its second one succeed too because another
+// writer's probe had just removed the object, and took the store for one
+// that ignores If-None-Match: three Kafka replicas backed up at once then
+// stored 1.53x one copy instead of 1.0x.) Any error is "not enforced": the
+// safe protocol.
 bool ObjectStoreBackend::probe_exclusive() {
   Handle h{FileType::lock, ".probe-exclusive"};
   const uint8_t one[1] = {'1'};
@@ -156,11 +161,6 @@ bool ObjectStoreBackend::probe_exclusive() {
     enforced = !create_exclusive(h, one) || !create_exclusive(h, one);
   } catch (const Error&) {
     return false;
-  }
-  try {
-    remove(h);
-  } catch (const Error&) {
-    // no right to delete: it stays, and the next probe finds it refused at once
   }
   if (!enforced)
     storage_log("the store at '" + loc_ +
